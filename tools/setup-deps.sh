@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every Debian package replipipe needs to build, test and run its VM bench.
+# Idempotent: packages already present are skipped by apt-get; safe to run again.
+set -euo pipefail
+
+build_pkgs=(
+	build-essential cmake g++ pkg-config
+	libnl-3-dev libnl-genl-3-dev liburing-dev
+	libboost-program-options-dev nlohmann-json3-dev libgtest-dev
+	libsystemd-dev
+)
+vm_pkgs=(
+	qemu-system-x86 linux-image-amd64 linux-headers-amd64
+	busybox-static cpio kmod dkms sparse fio
+	util-linux coreutils
+)
+
+missing=()
+for p in "${build_pkgs[@]}" "${vm_pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+		missing+=("$p")
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+	echo "setup-deps: all packages present"
+	exit 0
+fi
+
+echo "setup-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+"${sudo_cmd[@]}" apt-get update -q
+"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"

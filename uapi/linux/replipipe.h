@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * replipipe: the generic netlink ABI between replipipe.ko and user space.
+ *
+ * This header is the only contract between the kernel module and its users
+ * (replipiped, scripts, other tools). Plain C, no kernel-only types.
+ *
+ * Objects
+ *   pipe  identified by REPLIPIPE_A_PIPE_ID (the controller uses a UUID in
+ *         text form); carries a name, a mode, a failure policy, a max lag,
+ *         a region size and a set of pairs.
+ *   pair  identified inside its pipe by its source backstore,
+ *         "replipipe_<N>/<name>" (a backstore belongs to at most one pipe,
+ *         so the source also identifies the pair host-wide); mirrors every
+ *         write to the source backstore onto the target block device.
+ *
+ * Commands (request -> reply)
+ *   PIPE_SET     create a pipe or replace an existing one with the same id.
+ *                Pairs present before and after (same source and target)
+ *                keep their state and dirty bitmap; removed pairs stop
+ *                mirroring; new pairs start Syncing with every region dirty
+ *                (unless REPLIPIPE_A_PAIR_ASSUME_CLEAN is given).
+ *                The region size of a pipe that keeps pairs cannot change.
+ *   PIPE_DEL     delete a pipe (PIPE_ID); its pairs stop mirroring.
+ *   PIPE_GET     doit with PIPE_ID, or dumpit for every pipe; each reply is
+ *                one pipe with nested pairs, their state and counters.
+ *   PAIR_SET     change a pair's run state: REPLIPIPE_A_PAIR_STATE =
+ *                PAUSED (stop mirroring, track dirty regions) or SYNCING
+ *                (resume a Paused or Degraded pair: mirror again; InSync once
+ *                no region is dirty).
+ *   BITMAP_GET   dumpit: a pair's dirty bitmap in chunks
+ *                (REPLIPIPE_A_BITMAP_OFFSET in bits, REPLIPIPE_A_BITMAP_DATA
+ *                little-endian bit order, bit i = region offset + i).
+ *   RESYNC_CLAIM claim up to REPLIPIPE_A_CLAIM_MAX_REGIONS contiguous dirty,
+ *                unclaimed regions of a pair at or after
+ *                REPLIPIPE_A_CLAIM_HINT. The kernel waits for in-flight writes
+ *                to them to drain and holds new writes to them until the claim
+ *                ends. Reply: CLAIM_ID, CLAIM_FIRST, CLAIM_COUNT (0 = nothing
+ *                dirty and unclaimed at or after the hint).
+ *                A claim belongs to the netlink socket that made it: it is
+ *                dropped (regions stay dirty) when that socket closes, and
+ *                when it is not finished within the module parameter
+ *                claim_timeout_sec.
+ *   RESYNC_DONE  CLAIM_ID: the regions were copied; clear their bits,
+ *                release the held writes.
+ *   RESYNC_FAILED CLAIM_ID: the copy failed; bits stay set, writes released.
+ *
+ * Notifications on multicast group REPLIPIPE_MCGRP_EVENTS
+ *   EVT_PIPE_ADDED, EVT_PIPE_CHANGED, EVT_PIPE_DELETED: the pipe's attributes
+ *   (as PIPE_GET, pairs included except for DELETED).
+ *   EVT_PAIR_STATE: PIPE_ID and one REPLIPIPE_A_PIPE_PAIR nest.
+ *
+ * Errors carry an extack message. Every state-changing command needs
+ * CAP_NET_ADMIN (GENL_ADMIN_PERM).
+ */
+#ifndef _UAPI_LINUX_REPLIPIPE_H
+#define _UAPI_LINUX_REPLIPIPE_H
+
+#define REPLIPIPE_GENL_NAME		"replipipe"
+#define REPLIPIPE_GENL_VERSION		1
+#define REPLIPIPE_MCGRP_EVENTS		"events"
+
+/* Bounds enforced by the kernel's policies. */
+#define REPLIPIPE_PIPE_ID_MAX_LEN	63	/* bytes, without the NUL */
+#define REPLIPIPE_NAME_MAX_LEN		255
+#define REPLIPIPE_SOURCE_MAX_LEN	127	/* "replipipe_<N>/<name>" */
+#define REPLIPIPE_TARGET_MAX_LEN	255	/* absolute block device path */
+#define REPLIPIPE_REGION_KIB_MIN	4
+#define REPLIPIPE_REGION_KIB_MAX	65536
+#define REPLIPIPE_MAX_LAG_KIB_MIN	64
+#define REPLIPIPE_MAX_LAG_KIB_MAX	(1024 * 1024)
+#define REPLIPIPE_MAX_PAIRS		256
+#define REPLIPIPE_CLAIM_MAX_REGIONS	4096
+#define REPLIPIPE_BITMAP_CHUNK_BYTES	4096
+
+enum replipipe_mode {
+	REPLIPIPE_MODE_SYNC = 0,
+	REPLIPIPE_MODE_ASYNC = 1,
+	__REPLIPIPE_MODE_MAX,
+};
+#define REPLIPIPE_MODE_MAX (__REPLIPIPE_MODE_MAX - 1)
+
+enum replipipe_failure_policy {
+	REPLIPIPE_POLICY_DEGRADE = 0,	/* keep serving, track dirty regions */
+	REPLIPIPE_POLICY_FAILIO = 1,	/* fail the write */
+	__REPLIPIPE_POLICY_MAX,
+};
+#define REPLIPIPE_POLICY_MAX (__REPLIPIPE_POLICY_MAX - 1)
+
+enum replipipe_pair_state {
+	REPLIPIPE_PAIR_SYNCING = 0,	/* mirroring; some regions still dirty */
+	REPLIPIPE_PAIR_INSYNC = 1,	/* mirroring; no region dirty */
+	REPLIPIPE_PAIR_DEGRADED = 2,	/* target failed; tracking dirty regions */
+	REPLIPIPE_PAIR_PAUSED = 3,	/* stopped by the admin; tracking */
+	__REPLIPIPE_PAIR_STATE_MAX,
+};
+#define REPLIPIPE_PAIR_STATE_MAX (__REPLIPIPE_PAIR_STATE_MAX - 1)
+
+enum replipipe_cmd {
+	REPLIPIPE_CMD_UNSPEC,
+	REPLIPIPE_CMD_PIPE_SET,
+	REPLIPIPE_CMD_PIPE_DEL,
+	REPLIPIPE_CMD_PIPE_GET,
+	REPLIPIPE_CMD_PAIR_SET,
+	REPLIPIPE_CMD_BITMAP_GET,
+	REPLIPIPE_CMD_RESYNC_CLAIM,
+	REPLIPIPE_CMD_RESYNC_DONE,
+	REPLIPIPE_CMD_RESYNC_FAILED,
+	REPLIPIPE_CMD_EVT_PIPE_ADDED,
+	REPLIPIPE_CMD_EVT_PIPE_CHANGED,
+	REPLIPIPE_CMD_EVT_PIPE_DELETED,
+	REPLIPIPE_CMD_EVT_PAIR_STATE,
+	__REPLIPIPE_CMD_MAX,
+};
+#define REPLIPIPE_CMD_MAX (__REPLIPIPE_CMD_MAX - 1)
+
+/* Top-level attributes. */
+enum replipipe_attr {
+	REPLIPIPE_A_UNSPEC,
+	REPLIPIPE_A_PIPE_ID,		/* NUL string */
+	REPLIPIPE_A_PIPE_NAME,		/* NUL string */
+	REPLIPIPE_A_PIPE_MODE,		/* u8, enum replipipe_mode */
+	REPLIPIPE_A_PIPE_FAILURE_POLICY, /* u8, enum replipipe_failure_policy */
+	REPLIPIPE_A_PIPE_MAX_LAG_KIB,	/* u32 */
+	REPLIPIPE_A_PIPE_REGION_KIB,	/* u32, power of two */
+	REPLIPIPE_A_PIPE_PAIRS,		/* nest of REPLIPIPE_A_PIPE_PAIR */
+	REPLIPIPE_A_PIPE_PAIR,		/* nest, enum replipipe_pair_attr */
+	REPLIPIPE_A_PAIR_SOURCE,	/* NUL string: selects a pair (PAIR_SET,
+					 * BITMAP_GET, RESYNC_CLAIM) */
+	REPLIPIPE_A_PAIR_STATE,		/* u8: PAIR_SET's requested state */
+	REPLIPIPE_A_BITMAP_OFFSET,	/* u64, in regions */
+	REPLIPIPE_A_BITMAP_DATA,	/* binary, <= REPLIPIPE_BITMAP_CHUNK_BYTES */
+	REPLIPIPE_A_BITMAP_NBITS,	/* u64, regions in the pair */
+	REPLIPIPE_A_CLAIM_ID,		/* u64 */
+	REPLIPIPE_A_CLAIM_HINT,		/* u64, region index */
+	REPLIPIPE_A_CLAIM_MAX_REGIONS,	/* u32 */
+	REPLIPIPE_A_CLAIM_FIRST,	/* u64, region index */
+	REPLIPIPE_A_CLAIM_COUNT,	/* u32 */
+	REPLIPIPE_A_PAD,
+	__REPLIPIPE_A_MAX,
+};
+#define REPLIPIPE_A_MAX (__REPLIPIPE_A_MAX - 1)
+
+/* Attributes nested in REPLIPIPE_A_PIPE_PAIR. */
+enum replipipe_pair_attr {
+	REPLIPIPE_A_PAIR_UNSPEC,
+	REPLIPIPE_A_PAIR_SRC,		/* NUL string, "replipipe_<N>/<name>" */
+	REPLIPIPE_A_PAIR_TGT,		/* NUL string, block device path */
+	REPLIPIPE_A_PAIR_ASSUME_CLEAN,	/* flag: start InSync (set only) */
+	REPLIPIPE_A_PAIR_ST,		/* u8, enum replipipe_pair_state */
+	REPLIPIPE_A_PAIR_REGIONS,	/* u64, regions in the pair */
+	REPLIPIPE_A_PAIR_DIRTY_REGIONS,	/* u64 */
+	REPLIPIPE_A_PAIR_WRITES_MIRRORED, /* u64 */
+	REPLIPIPE_A_PAIR_BYTES_MIRRORED, /* u64 */
+	REPLIPIPE_A_PAIR_TARGET_ERRORS,	/* u64 */
+	REPLIPIPE_A_PAIR_LAG_BYTES,	/* u64, async bytes in flight */
+	REPLIPIPE_A_PAIR_SOURCE_BYTES,	/* u64, size of the source */
+	REPLIPIPE_A_PAIR_PAD,
+	__REPLIPIPE_A_PAIR_MAX,
+};
+#define REPLIPIPE_A_PAIR_MAX (__REPLIPIPE_A_PAIR_MAX - 1)
+
+#endif /* _UAPI_LINUX_REPLIPIPE_H */
