@@ -12,7 +12,7 @@ build_pkgs=(
 vm_pkgs=(
 	qemu-system-x86 linux-image-amd64 linux-headers-amd64
 	busybox-static cpio kmod dkms sparse fio
-	util-linux coreutils
+	dmsetup systemd util-linux coreutils
 )
 
 missing=()
