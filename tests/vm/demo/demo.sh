@@ -1,0 +1,51 @@
+# The demo (tools/demo.sh boots this as the guest's job): a replication pipe
+# created through the CLI, writes through a LIO LUN, both legs identical.
+# vm-timeout: 300
+# vm-mem: 1024
+
+vm_log "== loading LIO, the memory disks and replipipe.ko"
+vm_brd 2 64
+vm_modprobe replipipe
+
+vm_log "== a replipipe backstore on /dev/ram0, exported through tcm_loop"
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0
+lun=$(vm_tcm_loop_export replipipe_0/vol1)
+vm_log "LUN: $lun"
+cat /sys/kernel/config/target/core/replipipe_0/vol1/info
+
+vm_log "== replipiped and replipipectl"
+mkdir -p /run/replipipe /var/lib/replipipe
+replipiped --foreground --log-level info &
+daemon=$!
+for _ in $(seq 50); do [ -S /run/replipipe/replipiped.sock ] && break; sleep 0.1; done
+
+vm_log "== CreateOrModifyReplicationPipe: replipipe_0/vol1 -> /dev/ram1"
+ref=$(replipipectl create-or-modify --name demo \
+	--source-system localhost --target-system localhost \
+	--pair replipipe_0/vol1=/dev/ram1 \
+	--goal 'instance of CIM_SettingData { Mode = "Synchronous"; RegionSizeKiB = 64; };')
+vm_log "ReplicationPipe: $ref"
+replipipectl wait demo --state InSync --timeout 120
+replipipectl status
+
+vm_log "== 32 MiB of random data written through the LUN (O_DIRECT)"
+dd if=/dev/urandom of=/tmp/data bs=1M count=32 2>/dev/null
+dd if=/tmp/data of="$lun" bs=1M oflag=direct 2>/dev/null
+sync
+
+vm_log "== the legs"
+src_sum=$(dd if=/dev/ram0 bs=1M count=32 2>/dev/null | sha256sum | cut -d' ' -f1)
+tgt_sum=$(dd if=/dev/ram1 bs=1M count=32 2>/dev/null | sha256sum | cut -d' ' -f1)
+data_sum=$(sha256sum /tmp/data | cut -d' ' -f1)
+vm_log "written : $data_sum"
+vm_log "primary : $src_sum"
+vm_log "replica : $tgt_sum"
+[ "$src_sum" = "$data_sum" ] || vm_fail "primary differs from the data written"
+vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "the legs differ"
+vm_log "both legs identical"
+replipipectl status --json
+
+replipipectl delete demo
+kill "$daemon"
+wait "$daemon" || vm_fail "replipiped did not exit cleanly on SIGTERM"
+vm_tcm_loop_unexport replipipe_0/vol1
