@@ -1,0 +1,245 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * replipipe_internal.h: the objects shared by the files of replipipe.ko.
+ *
+ *   rp_main.c     module init/exit, parameters, live object counters
+ *   rp_backend.c  the LIO backend "replipipe" and its configfs parameters
+ *   rp_io.c       the data path: reads, mirrored writes, flush, unmap
+ *   rp_pipe.c     pipes, pairs, dirty bitmaps, claims (the state machine)
+ *   rp_genl.c     the generic netlink family
+ */
+#ifndef REPLIPIPE_INTERNAL_H
+#define REPLIPIPE_INTERNAL_H
+
+#include <linux/atomic.h>
+#include <linux/completion.h>
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+#include <linux/list.h>
+#include <linux/mempool.h>
+#include <linux/mutex.h>
+#include <linux/rcupdate.h>
+#include <linux/refcount.h>
+#include <linux/spinlock.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+#include <net/genetlink.h>
+#include <target/target_core_base.h>
+#include <target/target_core_backend.h>
+
+#include <linux/replipipe.h>
+
+#include "rp_compat.h"
+
+#define RP_VERSION		"1.0"
+#define RP_BIO_POOL_SIZE	128
+#define RP_REQ_POOL_SIZE	64
+#define RP_ASYNC_RESERVE_PAGES	16	/* forward progress of async copies */
+#define RP_LAG_WAIT_SEC		30	/* longest a writer waits for lag room */
+
+struct rp_pair;
+
+/* One replipipe backstore: a LIO se_device on a primary block device. */
+struct rp_dev {
+	struct se_device	se_dev;
+	char			udev_path[SE_UDEV_PATH_LEN];
+	bool			has_udev_path;
+	char			name[REPLIPIPE_SOURCE_MAX_LEN + 1];
+	struct rp_bdev		primary;
+	struct bio_set		bio_set;
+	mempool_t		*req_pool;
+	/* The active pair; written under rp_config_lock, read under RCU. */
+	struct rp_pair __rcu	*pair;
+	struct list_head	node;		/* rp_devs, rp_devs_lock */
+};
+
+static inline struct rp_dev *RP_DEV(struct se_device *se_dev)
+{
+	return container_of(se_dev, struct rp_dev, se_dev);
+}
+
+struct rp_pipe {
+	struct list_head	node;		/* rp_pipes */
+	char			id[REPLIPIPE_PIPE_ID_MAX_LEN + 1];
+	char			name[REPLIPIPE_NAME_MAX_LEN + 1];
+	u8			mode;
+	u8			policy;
+	u32			max_lag_kib;
+	u32			region_kib;
+	struct list_head	pairs;
+	unsigned int		nr_pairs;
+};
+
+struct rp_claim {
+	struct list_head	node;		/* pair->claims */
+	struct rp_pair		*pair;
+	u64			id;
+	u64			first;
+	u32			count;
+	u32			portid;
+	unsigned long		deadline;	/* jiffies */
+};
+
+struct rp_pair {
+	struct list_head	node;		/* pipe->pairs */
+	struct rp_pipe		*pipe;
+	struct rp_dev		*src;
+	struct rp_bdev		tgt;
+	char			tgt_path[REPLIPIPE_TARGET_MAX_LEN + 1];
+	u64			src_bytes;
+	u64			nr_regions;
+	unsigned int		region_sect_shift; /* log2(sectors per region) */
+
+	/* Copies of the pipe's parameters for the data path (pair->lock). */
+	u8			mode;
+	u8			policy;
+	u64			max_lag_bytes;
+
+	refcount_t		refs;		/* publisher + requests + waiters */
+	struct completion	released;	/* refs reached zero */
+	wait_queue_head_t	wq;		/* drain, lag room, last ref */
+
+	spinlock_t		lock;		/* everything below */
+	u8			state;
+	bool			dead;
+	unsigned long		*dirty;
+	unsigned long		*claimed;
+	unsigned long		*redirty;	/* dirtied while claimed */
+	u64			nr_dirty;
+	u64			lag_bytes;
+	struct list_head	inflight;	/* rp_req writing to the legs */
+	struct list_head	held;		/* rp_req waiting for a claim */
+	struct list_head	async_list;	/* async target legs, in order */
+	struct list_head	claims;
+
+	atomic64_t		writes_mirrored;
+	atomic64_t		bytes_mirrored;
+	atomic64_t		target_errors;
+
+	mempool_t		*page_pool;	/* async copies */
+	struct work_struct	event_work;
+	struct work_struct	async_work;
+};
+
+enum rp_req_flags {
+	RP_REQ_MIRROR	= 1 << 0,	/* a target leg exists */
+	RP_REQ_ASYNC	= 1 << 1,	/* the target leg is an async copy */
+	RP_REQ_TRACKED	= 1 << 2,	/* on pair->inflight */
+	RP_REQ_FLUSH	= 1 << 3,	/* covers the whole device */
+	RP_REQ_BUILT	= 1 << 4,	/* async copy made */
+	RP_REQ_ISSUED	= 1 << 5,	/* async leg submitted */
+};
+
+/* One command's I/O: the fan-out context of iblock's iblock_req. */
+struct rp_req {
+	struct se_cmd		*cmd;		/* NULL for an IMMED flush */
+	struct rp_dev		*dev;
+	struct rp_pair		*pair;		/* a reference, or NULL */
+	struct scatterlist	*sgl;
+	u32			sgl_nents;
+	sector_t		sector;
+	sector_t		nr_sects;
+	u64			first_region;
+	u64			last_region;
+	blk_opf_t		primary_opf;
+	blk_opf_t		target_opf;
+	unsigned int		flags;
+	refcount_t		pending;	/* command-side bios + submitter */
+	atomic_t		async_pending;	/* async bios + submitter */
+	refcount_t		refs;		/* command side + async side */
+	atomic_t		primary_errors;
+	atomic_t		target_errors;
+	struct list_head	node;		/* pair->inflight or pair->held */
+	struct list_head	async_node;	/* pair->async_list */
+	struct bio_list		async_bios;	/* built, not yet submitted */
+	struct work_struct	work;		/* resubmission of a held write */
+};
+
+/* A PIPE_SET request, parsed by rp_genl.c, applied by rp_pipe.c. */
+struct rp_pair_spec {
+	const char		*src;
+	const char		*tgt;
+	const struct nlattr	*src_attr;
+	const struct nlattr	*tgt_attr;
+	bool			assume_clean;
+	struct rp_pair		*keep;		/* existing pair kept as is */
+	struct rp_pair		*made;		/* new pair, not yet published */
+};
+
+struct rp_pipe_spec {
+	const char		*id;
+	const char		*name;
+	u8			mode;
+	u8			policy;
+	u32			max_lag_kib;
+	u32			region_kib;
+	const struct nlattr	*region_attr;
+	unsigned int		nr_pairs;
+	struct rp_pair_spec	*pairs;
+};
+
+/* rp_main.c */
+extern struct workqueue_struct *rp_wq;
+extern struct kmem_cache *rp_req_cache;
+extern unsigned int rp_claim_timeout_sec;
+extern atomic_t rp_nr_pipes, rp_nr_pairs, rp_nr_claims, rp_nr_async_bufs;
+
+/* rp_backend.c */
+int rp_backend_init(void);
+void rp_backend_exit(void);
+struct rp_dev *rp_dev_lookup(const char *name);
+void rp_dev_put(struct rp_dev *dev);
+
+/* rp_io.c */
+sense_reason_t rp_execute_rw(struct se_cmd *cmd, struct scatterlist *sgl,
+			     u32 sgl_nents, enum dma_data_direction dir);
+sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd);
+sense_reason_t rp_execute_write_same(struct se_cmd *cmd);
+sense_reason_t rp_execute_unmap(struct se_cmd *cmd, sector_t lba,
+				sector_t nolb);
+void rp_req_resubmit(struct rp_req *req);
+void rp_async_work(struct work_struct *work);
+
+/* rp_pipe.c */
+extern struct mutex rp_config_lock;
+extern struct list_head rp_pipes;
+int rp_pipe_init(void);
+void rp_pipe_exit(void);
+struct rp_pair *rp_pair_get(struct rp_dev *dev);
+void rp_pair_put(struct rp_pair *pair);
+const char *rp_pair_state_name(u8 state);
+enum rp_route {
+	RP_ROUTE_PRIMARY,	/* primary only (regions marked dirty if paired) */
+	RP_ROUTE_MIRROR,	/* both legs */
+	RP_ROUTE_HELD,		/* queued on pair->held until a claim ends */
+};
+enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
+				  bool lag_reserved, bool can_hold);
+bool rp_pair_mirroring(struct rp_pair *pair);
+void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req);
+bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req);
+void rp_pair_mark_dirty(struct rp_pair *pair, struct rp_req *req);
+bool rp_pair_lag_reserve(struct rp_pair *pair, u64 bytes, bool *reserved);
+void rp_pair_lag_release(struct rp_pair *pair, u64 bytes);
+void rp_pair_degrade(struct rp_pair *pair);
+struct rp_pipe *rp_pipe_find(const char *id);
+struct rp_pair *rp_pair_find(const char *source);
+int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
+		bool *created);
+int rp_pipe_del(const char *id, struct netlink_ext_ack *extack);
+int rp_pair_set_state(struct rp_pair *pair, u8 state,
+		      struct netlink_ext_ack *extack);
+int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
+		 u64 *id, u64 *first, u32 *count,
+		 struct netlink_ext_ack *extack);
+int rp_claim_end(u64 id, u32 portid, bool done,
+		 struct netlink_ext_ack *extack);
+void rp_claims_drop_portid(u32 portid);
+
+/* rp_genl.c */
+int rp_genl_init(void);
+void rp_genl_exit(void);
+void rp_genl_notify_pipe(struct rp_pipe *pipe, u8 cmd);
+void rp_genl_notify_pair(struct rp_pair *pair);
+
+#endif /* REPLIPIPE_INTERNAL_H */

@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * rp_backend.c: the LIO backend "replipipe".
+ *
+ * A replipipe backstore is an iblock-like se_device on a primary block
+ * device, made through configfs:
+ *   mkdir /sys/kernel/config/target/core/replipipe_0/vol
+ *   echo udev_path=/dev/sdb > .../replipipe_0/vol/control
+ *   echo 1 > .../replipipe_0/vol/enable
+ * Configuration errors return -errno and log with pr_err; the data path
+ * (rp_io.c) speaks sense_reason_t only.
+ */
+#define pr_fmt(fmt) "replipipe: " fmt
+
+#include <linux/module.h>
+#include <linux/parser.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <target/target_core_fabric.h>
+
+#include "replipipe_internal.h"
+
+/* Every configured replipipe backstore, for the genl lookups by name. */
+static LIST_HEAD(rp_devs);
+static DEFINE_MUTEX(rp_devs_lock);
+
+static int rp_attach_hba(struct se_hba *hba, u32 host_id)
+{
+	pr_debug("HBA %u attached\n", hba->hba_id);
+	return 0;
+}
+
+static void rp_detach_hba(struct se_hba *hba)
+{
+}
+
+static struct se_device *rp_alloc_device(struct se_hba *hba, const char *name)
+{
+	struct rp_dev *dev;
+
+	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
+	if (!dev)
+		return NULL;
+
+	snprintf(dev->name, sizeof(dev->name), "%s/%s",
+		 config_item_name(&hba->hba_group.cg_item), name);
+
+	mutex_lock(&rp_devs_lock);
+	list_add_tail(&dev->node, &rp_devs);
+	mutex_unlock(&rp_devs_lock);
+	return &dev->se_dev;
+}
+
+static bool rp_configure_unmap(struct se_device *se_dev)
+{
+	return target_configure_unmap_from_queue(&se_dev->dev_attrib,
+						 RP_DEV(se_dev)->primary.bdev);
+}
+
+static void rp_set_geometry(struct se_device *se_dev, struct block_device *bd)
+{
+	struct se_dev_attrib *attrib = &se_dev->dev_attrib;
+	struct request_queue *q = bdev_get_queue(bd);
+	unsigned int max_write_zeroes = bdev_write_zeroes_sectors(bd);
+
+	attrib->hw_block_size = bdev_logical_block_size(bd);
+	attrib->hw_max_sectors = mult_frac(queue_max_hw_sectors(q), SECTOR_SIZE,
+					   attrib->hw_block_size);
+	attrib->hw_queue_depth = q->nr_requests;
+	/* WRITE SAME(10) has a two-byte block count. */
+	attrib->max_write_same_len = max_write_zeroes ? max_write_zeroes : 0xFFFF;
+	if (bdev_nonrot(bd))
+		attrib->is_nonrot = 1;
+}
+
+static int rp_configure_device(struct se_device *se_dev)
+{
+	struct rp_dev *dev = RP_DEV(se_dev);
+	int ret;
+
+	if (!dev->has_udev_path) {
+		pr_err("%s: missing udev_path= in control\n", dev->name);
+		return -EINVAL;
+	}
+
+	ret = bioset_init(&dev->bio_set, RP_BIO_POOL_SIZE, 0, BIOSET_NEED_BVECS);
+	if (ret) {
+		pr_err("%s: cannot create the bio set\n", dev->name);
+		return ret;
+	}
+
+	dev->req_pool = mempool_create_slab_pool(RP_REQ_POOL_SIZE, rp_req_cache);
+	if (!dev->req_pool) {
+		ret = -ENOMEM;
+		goto exit_bioset;
+	}
+
+	ret = rp_bdev_open(&dev->primary, dev->udev_path, dev);
+	if (ret) {
+		pr_err("%s: cannot open %s exclusively: %d\n", dev->name,
+		       dev->udev_path, ret);
+		goto destroy_req_pool;
+	}
+
+	rp_set_geometry(se_dev, dev->primary.bdev);
+	return 0;
+
+destroy_req_pool:
+	mempool_destroy(dev->req_pool);
+	dev->req_pool = NULL;
+exit_bioset:
+	bioset_exit(&dev->bio_set);
+	return ret;
+}
+
+/*
+ * Called by LIO when the backstore goes away.  A backstore in a pipe cannot
+ * get here: the pipe holds a configfs dependency on it (rp_dev_lookup), so
+ * rmdir fails with EBUSY until the pipe lets go.
+ */
+static void rp_destroy_device(struct se_device *se_dev)
+{
+	struct rp_dev *dev = RP_DEV(se_dev);
+
+	WARN_ON_ONCE(rcu_access_pointer(dev->pair));
+	rp_bdev_close(&dev->primary, dev);
+	mempool_destroy(dev->req_pool);
+	dev->req_pool = NULL;
+	bioset_exit(&dev->bio_set);
+}
+
+static void rp_dev_free_rcu(struct rcu_head *head)
+{
+	struct se_device *se_dev = container_of(head, struct se_device, rcu_head);
+
+	kfree(RP_DEV(se_dev));
+}
+
+static void rp_free_device(struct se_device *se_dev)
+{
+	struct rp_dev *dev = RP_DEV(se_dev);
+
+	mutex_lock(&rp_devs_lock);
+	list_del(&dev->node);
+	mutex_unlock(&rp_devs_lock);
+	call_rcu(&se_dev->rcu_head, rp_dev_free_rcu);
+}
+
+/*
+ * Finds the backstore "replipipe_<N>/<name>" of this backend and pins it
+ * with a configfs dependency.  Returns it, ERR_PTR(-ENODEV) when there is no
+ * such backstore, ERR_PTR(-ENXIO) when it is not enabled.
+ */
+struct rp_dev *rp_dev_lookup(const char *name)
+{
+	struct rp_dev *dev, *found = NULL;
+	int ret;
+
+	mutex_lock(&rp_devs_lock);
+	list_for_each_entry(dev, &rp_devs, node) {
+		if (!strcmp(dev->name, name)) {
+			found = dev;
+			break;
+		}
+	}
+	if (!found) {
+		ret = -ENODEV;
+		goto unlock;
+	}
+	if (!target_dev_configured(&found->se_dev) || !found->primary.bdev) {
+		ret = -ENXIO;
+		goto unlock;
+	}
+	/*
+	 * Under rp_devs_lock the device cannot be freed; once the dependency
+	 * is taken it cannot be removed at all.
+	 */
+	ret = target_depend_item(&found->se_dev.dev_group.cg_item);
+unlock:
+	mutex_unlock(&rp_devs_lock);
+	return ret ? ERR_PTR(ret) : found;
+}
+
+void rp_dev_put(struct rp_dev *dev)
+{
+	target_undepend_item(&dev->se_dev.dev_group.cg_item);
+}
+
+enum {
+	RP_OPT_UDEV_PATH, RP_OPT_ERR
+};
+
+static const match_table_t rp_tokens = {
+	{RP_OPT_UDEV_PATH, "udev_path=%s"},
+	{RP_OPT_ERR, NULL}
+};
+
+static ssize_t rp_set_configfs_dev_params(struct se_device *se_dev,
+					  const char *page, ssize_t count)
+{
+	struct rp_dev *dev = RP_DEV(se_dev);
+	substring_t args[MAX_OPT_ARGS];
+	char *orig, *opts, *ptr;
+	int ret = 0;
+
+	opts = kstrdup(page, GFP_KERNEL);
+	if (!opts)
+		return -ENOMEM;
+	orig = opts;
+
+	while ((ptr = strsep(&opts, ",\n")) != NULL) {
+		if (!*ptr)
+			continue;
+		switch (match_token(ptr, rp_tokens, args)) {
+		case RP_OPT_UDEV_PATH:
+			if (dev->primary.bdev) {
+				pr_err("%s: udev_path cannot change once enabled\n",
+				       dev->name);
+				ret = -EEXIST;
+				goto out;
+			}
+			if (!match_strlcpy(dev->udev_path, &args[0],
+					   sizeof(dev->udev_path))) {
+				ret = -EINVAL;
+				goto out;
+			}
+			dev->has_udev_path = true;
+			/* Also shown by LIO's generic udev_path attribute. */
+			strscpy(se_dev->udev_path, dev->udev_path,
+				sizeof(se_dev->udev_path));
+			se_dev->dev_flags |= DF_USING_UDEV_PATH;
+			break;
+		default:
+			pr_err("%s: unknown control parameter '%s'\n",
+			       dev->name, ptr);
+			ret = -EINVAL;
+			goto out;
+		}
+	}
+out:
+	kfree(orig);
+	return ret ? ret : count;
+}
+
+static ssize_t rp_show_configfs_dev_params(struct se_device *se_dev, char *b)
+{
+	struct rp_dev *dev = RP_DEV(se_dev);
+	struct block_device *bd = dev->primary.bdev;
+	struct rp_pair *pair;
+	ssize_t len = 0;
+
+	if (bd)
+		len += sprintf(b + len, "replipipe primary: %s (%pg %u:%u)",
+			       dev->udev_path, bd, MAJOR(bd->bd_dev),
+			       MINOR(bd->bd_dev));
+	else
+		len += sprintf(b + len, "replipipe primary: none udev_path: %s",
+			       dev->has_udev_path ? dev->udev_path : "");
+
+	mutex_lock(&rp_config_lock);
+	pair = rcu_dereference_protected(dev->pair,
+					 lockdep_is_held(&rp_config_lock));
+	if (pair) {
+		spin_lock_irq(&pair->lock);
+		len += sprintf(b + len,
+			       "  pipe: %s  target: %s  state: %s  dirty: %llu/%llu\n",
+			       pair->pipe->id, pair->tgt_path,
+			       rp_pair_state_name(pair->state),
+			       pair->nr_dirty, pair->nr_regions);
+		spin_unlock_irq(&pair->lock);
+	} else {
+		len += sprintf(b + len, "  not in a pipe\n");
+	}
+	mutex_unlock(&rp_config_lock);
+	return len;
+}
+
+static sector_t rp_get_blocks(struct se_device *se_dev)
+{
+	struct rp_dev *dev = RP_DEV(se_dev);
+
+	return div_u64(bdev_nr_bytes(dev->primary.bdev),
+		       se_dev->dev_attrib.block_size) - 1;
+}
+
+static sector_t rp_get_alignment_offset_lbas(struct se_device *se_dev)
+{
+	struct block_device *bd = RP_DEV(se_dev)->primary.bdev;
+	int ret = bdev_alignment_offset(bd);
+
+	if (ret == -1)
+		return 0;
+	return ret / bdev_logical_block_size(bd);
+}
+
+static unsigned int rp_get_lbppbe(struct se_device *se_dev)
+{
+	struct block_device *bd = RP_DEV(se_dev)->primary.bdev;
+
+	return ilog2(bdev_physical_block_size(bd) / bdev_logical_block_size(bd));
+}
+
+static unsigned int rp_get_io_min(struct se_device *se_dev)
+{
+	return bdev_io_min(RP_DEV(se_dev)->primary.bdev);
+}
+
+static unsigned int rp_get_io_opt(struct se_device *se_dev)
+{
+	return bdev_io_opt(RP_DEV(se_dev)->primary.bdev);
+}
+
+static bool rp_get_write_cache(struct se_device *se_dev)
+{
+	return bdev_write_cache(RP_DEV(se_dev)->primary.bdev);
+}
+
+static struct rp_exec_ops rp_exec_ops = {
+	.execute_rw		= rp_execute_rw,
+	.execute_sync_cache	= rp_execute_sync_cache,
+	.execute_write_same	= rp_execute_write_same,
+	.execute_unmap		= rp_execute_unmap,
+};
+
+static sense_reason_t rp_parse_cdb(struct se_cmd *cmd)
+{
+	return sbc_parse_cdb(cmd, &rp_exec_ops);
+}
+
+static const struct target_backend_ops rp_backend_ops = {
+	.name			= "replipipe",
+	.inquiry_prod		= "REPLIPIPE",
+	.inquiry_rev		= RP_VERSION,
+	.owner			= THIS_MODULE,
+	.attach_hba		= rp_attach_hba,
+	.detach_hba		= rp_detach_hba,
+	.alloc_device		= rp_alloc_device,
+	.configure_device	= rp_configure_device,
+	.destroy_device		= rp_destroy_device,
+	.free_device		= rp_free_device,
+	.configure_unmap	= rp_configure_unmap,
+	.parse_cdb		= rp_parse_cdb,
+	.set_configfs_dev_params = rp_set_configfs_dev_params,
+	.show_configfs_dev_params = rp_show_configfs_dev_params,
+	.get_device_type	= sbc_get_device_type,
+	.get_blocks		= rp_get_blocks,
+	.get_alignment_offset_lbas = rp_get_alignment_offset_lbas,
+	.get_lbppbe		= rp_get_lbppbe,
+	.get_io_min		= rp_get_io_min,
+	.get_io_opt		= rp_get_io_opt,
+	.get_write_cache	= rp_get_write_cache,
+	.tb_dev_attrib_attrs	= sbc_attrib_attrs,
+};
+
+int rp_backend_init(void)
+{
+	return transport_backend_register(&rp_backend_ops);
+}
+
+void rp_backend_exit(void)
+{
+	target_backend_unregister(&rp_backend_ops);
+}

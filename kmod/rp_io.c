@@ -1,0 +1,633 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * rp_io.c: the data path of a replipipe backstore.
+ *
+ * Reads go to the primary only.  A write to a backstore with a mirroring
+ * pair is one rp_req fanned out to two legs (iblock's pending counter with a
+ * submitter's reference):
+ *   synchronous   primary and target bios share the command's pages; the
+ *                 command completes when both legs are done;
+ *   asynchronous  the target leg gets its own copy of the data from the
+ *                 pair's page pool, bounded by max lag; the command
+ *                 completes when the primary leg is done; target legs of
+ *                 overlapping ranges are issued in submission order.
+ * SYNCHRONIZE CACHE and FUA reach both legs.  UNMAP and WRITE SAME are
+ * mirrored synchronously in synchronous mode; in asynchronous mode, or when
+ * their regions are claimed, they go to the primary and mark the regions
+ * dirty (the resync copies them).
+ * Functions called from bio completion must not block; everything that can
+ * block runs in the submitter's context or on rp_wq.
+ */
+#define pr_fmt(fmt) "replipipe: " fmt
+
+#include <linux/highmem.h>
+#include <linux/scatterlist.h>
+#include <scsi/scsi_proto.h>
+
+#include "replipipe_internal.h"
+
+static struct rp_req *rp_req_alloc(struct se_cmd *cmd, struct rp_dev *dev)
+{
+	struct rp_req *req;
+
+	/* A mempool allocation that may sleep does not fail. */
+	req = mempool_alloc(dev->req_pool, GFP_NOIO);
+	memset(req, 0, sizeof(*req));
+	req->cmd = cmd;
+	req->dev = dev;
+	refcount_set(&req->pending, 1);
+	refcount_set(&req->refs, 1);
+	atomic_set(&req->async_pending, 1);
+	INIT_LIST_HEAD(&req->node);
+	INIT_LIST_HEAD(&req->async_node);
+	bio_list_init(&req->async_bios);
+	return req;
+}
+
+static void rp_req_put(struct rp_req *req)
+{
+	struct rp_pair *pair = req->pair;
+
+	if (!refcount_dec_and_test(&req->refs))
+		return;
+	if (pair) {
+		rp_pair_untrack(pair, req);
+		rp_pair_put(pair);
+	}
+	mempool_free(req, req->dev->req_pool);
+}
+
+/*
+ * The one completion of the command side: runs when the last primary or
+ * synchronous target bio is done, or when the submitter lets go.
+ * Must not block.
+ */
+static void rp_req_cmd_done(struct rp_req *req)
+{
+	struct se_cmd *cmd = req->cmd;
+	bool fail_target = false;
+
+	if (!refcount_dec_and_test(&req->pending))
+		return;
+
+	if ((req->flags & (RP_REQ_MIRROR | RP_REQ_ASYNC)) == RP_REQ_MIRROR) {
+		if (atomic_read(&req->target_errors)) {
+			fail_target = rp_pair_target_failed(req->pair, req);
+		} else if (!(req->flags & RP_REQ_FLUSH)) {
+			atomic64_inc(&req->pair->writes_mirrored);
+			atomic64_add((u64)req->nr_sects << SECTOR_SHIFT,
+				     &req->pair->bytes_mirrored);
+		}
+	}
+
+	if (cmd) {
+		if (atomic_read(&req->primary_errors))
+			target_complete_cmd(cmd, SAM_STAT_CHECK_CONDITION);
+		else if (fail_target)
+			target_complete_cmd_with_sense(cmd,
+					SAM_STAT_CHECK_CONDITION,
+					TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE);
+		else
+			target_complete_cmd(cmd, SAM_STAT_GOOD);
+	}
+	rp_req_put(req);
+}
+
+/* The completion of an asynchronous target leg.  Must not block. */
+static void rp_req_async_done(struct rp_req *req)
+{
+	struct rp_pair *pair = req->pair;
+	u64 bytes = (u64)req->nr_sects << SECTOR_SHIFT;
+
+	if (!atomic_dec_and_test(&req->async_pending))
+		return;
+
+	if (atomic_read(&req->target_errors)) {
+		rp_pair_target_failed(pair, req);
+	} else {
+		atomic64_inc(&pair->writes_mirrored);
+		atomic64_add(bytes, &pair->bytes_mirrored);
+	}
+	rp_pair_lag_release(pair, bytes);
+	rp_req_put(req);
+}
+
+static void rp_bio_done_primary(struct bio *bio)
+{
+	struct rp_req *req = bio->bi_private;
+
+	if (bio->bi_status) {
+		pr_err_ratelimited("%s: primary I/O error %d\n", req->dev->name,
+				   blk_status_to_errno(bio->bi_status));
+		atomic_inc(&req->primary_errors);
+	}
+	bio_put(bio);
+	rp_req_cmd_done(req);
+}
+
+static void rp_bio_done_target(struct bio *bio)
+{
+	struct rp_req *req = bio->bi_private;
+
+	if (bio->bi_status) {
+		pr_err_ratelimited("%s: target %s I/O error %d\n",
+				   req->dev->name, req->pair->tgt_path,
+				   blk_status_to_errno(bio->bi_status));
+		atomic_inc(&req->target_errors);
+	}
+	bio_put(bio);
+	rp_req_cmd_done(req);
+}
+
+static void rp_bio_done_async(struct bio *bio)
+{
+	struct rp_req *req = bio->bi_private;
+	struct rp_pair *pair = req->pair;
+	unsigned short i;
+	unsigned int j;
+
+	if (bio->bi_status) {
+		pr_err_ratelimited("%s: target %s async I/O error %d\n",
+				   req->dev->name, pair->tgt_path,
+				   blk_status_to_errno(bio->bi_status));
+		atomic_inc(&req->target_errors);
+	}
+	/* A bvec may hold several physically contiguous pool pages. */
+	for (i = 0; i < bio->bi_vcnt; i++) {
+		struct bio_vec *bv = &bio->bi_io_vec[i];
+
+		for (j = 0; j < DIV_ROUND_UP(bv->bv_offset + bv->bv_len,
+					     PAGE_SIZE); j++) {
+			mempool_free(nth_page(bv->bv_page, j), pair->page_pool);
+			atomic_dec(&rp_nr_async_bufs);
+		}
+	}
+	bio_put(bio);
+	rp_req_async_done(req);
+}
+
+static struct bio *rp_bio_alloc(struct rp_req *req, struct block_device *bdev,
+				unsigned int nr_vecs, blk_opf_t opf,
+				sector_t sector, bio_end_io_t *end_io)
+{
+	struct bio *bio;
+
+	/* From the device's bio set with GFP_NOIO: does not fail. */
+	bio = bio_alloc_bioset(bdev, bio_max_segs(nr_vecs), opf, GFP_NOIO,
+			       &req->dev->bio_set);
+	bio->bi_private = req;
+	bio->bi_end_io = end_io;
+	bio->bi_iter.bi_sector = sector;
+	return bio;
+}
+
+/*
+ * Submits the command's pages to one leg.  Each bio takes a @req->pending
+ * reference before it is submitted; the caller holds the submitter's.
+ */
+static void rp_submit_sg(struct rp_req *req, struct block_device *bdev,
+			 blk_opf_t opf, bio_end_io_t *end_io)
+{
+	unsigned int left = req->sgl_nents;
+	sector_t sector = req->sector;
+	struct scatterlist *sg;
+	struct bio *bio;
+	int i;
+
+	bio = rp_bio_alloc(req, bdev, left, opf, sector, end_io);
+	for_each_sg(req->sgl, sg, req->sgl_nents, i) {
+		while (bio_add_page(bio, sg_page(sg), sg->length, sg->offset) !=
+		       sg->length) {
+			refcount_inc(&req->pending);
+			submit_bio(bio);
+			bio = rp_bio_alloc(req, bdev, left, opf, sector, end_io);
+		}
+		sector += sg->length >> SECTOR_SHIFT;
+		left--;
+	}
+	refcount_inc(&req->pending);
+	submit_bio(bio);
+}
+
+/* Queues one filled copy page on the async leg's bios. */
+static void rp_async_add_page(struct rp_req *req, struct bio **biop,
+			      struct page *page, unsigned int len,
+			      sector_t *sector, unsigned int pages_left)
+{
+	struct block_device *tgt = req->pair->tgt.bdev;
+	struct bio *bio = *biop;
+
+	if (bio && bio_add_page(bio, page, len, 0) == len)
+		goto added;
+	if (bio) {
+		atomic_inc(&req->async_pending);
+		bio_list_add(&req->async_bios, bio);
+	}
+	bio = rp_bio_alloc(req, tgt, pages_left, req->target_opf, *sector,
+			   rp_bio_done_async);
+	__bio_add_page(bio, page, len, 0);
+added:
+	*sector += len >> SECTOR_SHIFT;
+	*biop = bio;
+}
+
+/*
+ * Copies the command's data into pages of the pair's pool and builds the
+ * async leg's bios (not submitted: rp_async_issue() does that in order).
+ */
+static void rp_async_build(struct rp_req *req)
+{
+	struct rp_pair *pair = req->pair;
+	unsigned int pages_left = DIV_ROUND_UP(req->nr_sects << SECTOR_SHIFT,
+					       PAGE_SIZE);
+	sector_t sector = req->sector;
+	struct page *page = NULL;
+	unsigned int fill = 0;
+	struct bio *bio = NULL;
+	struct scatterlist *sg;
+	int i;
+
+	for_each_sg(req->sgl, sg, req->sgl_nents, i) {
+		unsigned int off = sg->offset, len = sg->length;
+
+		while (len) {
+			unsigned int soff = offset_in_page(off);
+			unsigned int n;
+			void *src;
+
+			if (page && fill == PAGE_SIZE) {
+				rp_async_add_page(req, &bio, page, fill,
+						  &sector, pages_left--);
+				page = NULL;
+			}
+			if (!page) {
+				page = mempool_alloc(pair->page_pool, GFP_NOIO);
+				atomic_inc(&rp_nr_async_bufs);
+				fill = 0;
+			}
+			n = min3(len, (unsigned int)PAGE_SIZE - soff,
+				 (unsigned int)PAGE_SIZE - fill);
+			src = kmap_local_page(nth_page(sg_page(sg),
+						       off >> PAGE_SHIFT));
+			memcpy(page_address(page) + fill, src + soff, n);
+			kunmap_local(src);
+			fill += n;
+			off += n;
+			len -= n;
+		}
+	}
+	if (page)
+		rp_async_add_page(req, &bio, page, fill, &sector, pages_left);
+	if (bio) {
+		atomic_inc(&req->async_pending);
+		bio_list_add(&req->async_bios, bio);
+	}
+}
+
+static bool rp_ranges_overlap(struct rp_req *a, struct rp_req *b)
+{
+	return a->sector < b->sector + b->nr_sects &&
+	       b->sector < a->sector + a->nr_sects;
+}
+
+/* Caller holds pair->lock.  True if an earlier async leg overlaps @req. */
+static bool __rp_async_blocked(struct rp_pair *pair, struct rp_req *req)
+{
+	struct rp_req *e;
+
+	list_for_each_entry(e, &pair->async_list, async_node) {
+		if (e == req)
+			return false;
+		if (rp_ranges_overlap(e, req))
+			return true;
+	}
+	return false;
+}
+
+/* Submits every built async leg that no earlier one overlaps.  May block. */
+static void rp_async_issue(struct rp_pair *pair)
+{
+	struct bio_list ready;
+	struct rp_req *req;
+	struct bio *bio;
+
+	bio_list_init(&ready);
+	spin_lock_irq(&pair->lock);
+	list_for_each_entry(req, &pair->async_list, async_node) {
+		if ((req->flags & RP_REQ_ISSUED) || !(req->flags & RP_REQ_BUILT))
+			continue;
+		if (__rp_async_blocked(pair, req))
+			continue;
+		req->flags |= RP_REQ_ISSUED;
+		bio_list_merge(&ready, &req->async_bios);
+		bio_list_init(&req->async_bios);
+	}
+	spin_unlock_irq(&pair->lock);
+
+	while ((bio = bio_list_pop(&ready)))
+		submit_bio(bio);
+}
+
+void rp_async_work(struct work_struct *work)
+{
+	rp_async_issue(container_of(work, struct rp_pair, async_work));
+}
+
+static blk_opf_t rp_write_opf(struct se_cmd *cmd, struct block_device *primary,
+			      struct block_device *leg)
+{
+	blk_opf_t opf = REQ_OP_WRITE;
+
+	/* Writethrough when the LUN has no write cache or the initiator asks. */
+	if (((cmd->se_cmd_flags & SCF_FUA) || !bdev_write_cache(primary)) &&
+	    bdev_write_cache(leg))
+		opf |= REQ_FUA;
+	return opf;
+}
+
+/* Waits for room within max lag; the pair degrades rather than wait forever. */
+static bool rp_lag_wait(struct rp_pair *pair, u64 bytes)
+{
+	bool reserved = false;
+
+	if (!wait_event_timeout(pair->wq,
+				rp_pair_lag_reserve(pair, bytes, &reserved),
+				RP_LAG_WAIT_SEC * HZ)) {
+		pr_warn_ratelimited("%s: target %s: no room within max lag for %d s\n",
+				    pair->src->name, pair->tgt_path,
+				    RP_LAG_WAIT_SEC);
+		rp_pair_degrade(pair);
+	}
+	return reserved;
+}
+
+/* Routes and submits a write.  Runs in process context; may block. */
+static void rp_write_submit(struct rp_req *req)
+{
+	struct rp_pair *pair = req->pair;
+	u64 bytes = (u64)req->nr_sects << SECTOR_SHIFT;
+	struct blk_plug plug;
+	bool reserved = false;
+
+	if (pair) {
+		if (READ_ONCE(pair->mode) == REPLIPIPE_MODE_ASYNC &&
+		    rp_pair_mirroring(pair))
+			reserved = rp_lag_wait(pair, bytes);
+		if (rp_pair_route_write(pair, req, reserved, true) ==
+		    RP_ROUTE_HELD) {
+			if (reserved)
+				rp_pair_lag_release(pair, bytes);
+			return;
+		}
+		if (reserved && !(req->flags & RP_REQ_ASYNC))
+			rp_pair_lag_release(pair, bytes);
+		if (req->flags & RP_REQ_MIRROR)
+			req->target_opf = rp_write_opf(req->cmd,
+						       req->dev->primary.bdev,
+						       pair->tgt.bdev);
+	}
+	if (req->flags & RP_REQ_ASYNC)
+		refcount_set(&req->refs, 2);
+
+	blk_start_plug(&plug);
+	rp_submit_sg(req, req->dev->primary.bdev, req->primary_opf,
+		     rp_bio_done_primary);
+	if ((req->flags & (RP_REQ_MIRROR | RP_REQ_ASYNC)) == RP_REQ_MIRROR)
+		rp_submit_sg(req, pair->tgt.bdev, req->target_opf,
+			     rp_bio_done_target);
+	blk_finish_plug(&plug);
+
+	if (req->flags & RP_REQ_ASYNC) {
+		rp_async_build(req);
+		spin_lock_irq(&pair->lock);
+		req->flags |= RP_REQ_BUILT;
+		spin_unlock_irq(&pair->lock);
+		rp_async_issue(pair);
+		rp_req_async_done(req);
+	}
+	rp_req_cmd_done(req);
+}
+
+static void rp_req_resubmit_work(struct work_struct *work)
+{
+	rp_write_submit(container_of(work, struct rp_req, work));
+}
+
+/* Releases a held write (it was on pair->held); runs it on rp_wq. */
+void rp_req_resubmit(struct rp_req *req)
+{
+	INIT_WORK(&req->work, rp_req_resubmit_work);
+	queue_work(rp_wq, &req->work);
+}
+
+sense_reason_t rp_execute_rw(struct se_cmd *cmd, struct scatterlist *sgl,
+			     u32 sgl_nents, enum dma_data_direction dir)
+{
+	struct rp_dev *dev = RP_DEV(cmd->se_dev);
+	struct scatterlist *sg;
+	struct rp_req *req;
+	u64 bytes = 0;
+	int i;
+
+	if (!sgl_nents) {
+		target_complete_cmd(cmd, SAM_STAT_GOOD);
+		return 0;
+	}
+
+	req = rp_req_alloc(cmd, dev);
+	req->sgl = sgl;
+	req->sgl_nents = sgl_nents;
+	req->sector = target_to_linux_sector(cmd->se_dev, cmd->t_task_lba);
+	for_each_sg(sgl, sg, sgl_nents, i)
+		bytes += sg->length;
+	req->nr_sects = bytes >> SECTOR_SHIFT;
+
+	if (dir == DMA_TO_DEVICE) {
+		req->primary_opf = rp_write_opf(cmd, dev->primary.bdev,
+						dev->primary.bdev);
+		req->pair = rp_pair_get(dev);
+		rp_write_submit(req);
+		return 0;
+	}
+
+	req->primary_opf = REQ_OP_READ;
+	rp_submit_sg(req, dev->primary.bdev, req->primary_opf,
+		     rp_bio_done_primary);
+	rp_req_cmd_done(req);
+	return 0;
+}
+
+sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd)
+{
+	struct rp_dev *dev = RP_DEV(cmd->se_dev);
+	bool immed = cmd->t_task_cdb[1] & 0x2;
+	struct rp_req *req;
+	struct bio *bio;
+
+	/* With IMMED the command completes now; the flushes run alone. */
+	if (immed)
+		target_complete_cmd(cmd, SAM_STAT_GOOD);
+
+	req = rp_req_alloc(immed ? NULL : cmd, dev);
+	req->flags = RP_REQ_FLUSH;
+	req->pair = rp_pair_get(dev);
+	if (req->pair && rp_pair_mirroring(req->pair))
+		req->flags |= RP_REQ_MIRROR;
+
+	bio = rp_bio_alloc(req, dev->primary.bdev, 0,
+			   REQ_OP_WRITE | REQ_PREFLUSH, 0, rp_bio_done_primary);
+	refcount_inc(&req->pending);
+	submit_bio(bio);
+	if (req->flags & RP_REQ_MIRROR) {
+		bio = rp_bio_alloc(req, req->pair->tgt.bdev, 0,
+				   REQ_OP_WRITE | REQ_PREFLUSH, 0,
+				   rp_bio_done_target);
+		refcount_inc(&req->pending);
+		submit_bio(bio);
+	}
+	rp_req_cmd_done(req);
+	return 0;
+}
+
+/*
+ * UNMAP and WRITE SAME run synchronously in the submitter's context.  They
+ * are tracked like writes (a claim drains them) but never held: a claimed
+ * region, or an asynchronous pair, gets the primary only and stays dirty.
+ * Returns the request with its route set.
+ */
+static struct rp_req *rp_sync_op_begin(struct se_cmd *cmd, sector_t sector,
+				       sector_t nr_sects)
+{
+	struct rp_dev *dev = RP_DEV(cmd->se_dev);
+	struct rp_req *req;
+
+	req = rp_req_alloc(cmd, dev);
+	req->sector = sector;
+	req->nr_sects = nr_sects;
+	req->pair = rp_pair_get(dev);
+	if (req->pair)
+		rp_pair_route_write(req->pair, req, false, false);
+	return req;
+}
+
+/* Accounts the target leg's result; true if the command must fail. */
+static bool rp_sync_op_end(struct rp_req *req, int target_ret)
+{
+	bool fail = false;
+
+	if (req->flags & RP_REQ_MIRROR) {
+		if (target_ret == -EOPNOTSUPP) {
+			rp_pair_mark_dirty(req->pair, req);
+		} else if (target_ret) {
+			atomic_inc(&req->target_errors);
+			fail = rp_pair_target_failed(req->pair, req);
+		}
+	}
+	rp_req_put(req);
+	return fail;
+}
+
+sense_reason_t rp_execute_unmap(struct se_cmd *cmd, sector_t lba, sector_t nolb)
+{
+	struct se_device *se_dev = cmd->se_dev;
+	sector_t sector = target_to_linux_sector(se_dev, lba);
+	sector_t nr_sects = target_to_linux_sector(se_dev, nolb);
+	struct rp_dev *dev = RP_DEV(se_dev);
+	int ret, target_ret = 0;
+	struct rp_req *req;
+
+	req = rp_sync_op_begin(cmd, sector, nr_sects);
+	ret = blkdev_issue_discard(dev->primary.bdev, sector, nr_sects,
+				   GFP_KERNEL);
+	if (!ret && (req->flags & RP_REQ_MIRROR)) {
+		if (bdev_max_discard_sectors(req->pair->tgt.bdev))
+			target_ret = blkdev_issue_discard(req->pair->tgt.bdev,
+							  sector, nr_sects,
+							  GFP_KERNEL);
+		else
+			target_ret = -EOPNOTSUPP;
+	}
+	if (rp_sync_op_end(req, target_ret) || ret) {
+		pr_err_ratelimited("%s: UNMAP failed: %d/%d\n", dev->name, ret,
+				   target_ret);
+		return TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;
+	}
+	return 0;
+}
+
+/* Writes one block's pattern over a range, one bio at a time.  May block. */
+static int rp_write_same_leg(struct rp_dev *dev, struct block_device *bdev,
+			     sector_t sector, sector_t nr_sects,
+			     struct scatterlist *sg)
+{
+	unsigned int sects = sg->length >> SECTOR_SHIFT;
+	struct bio *bio;
+	int ret = 0;
+
+	while (nr_sects && !ret) {
+		bio = bio_alloc_bioset(bdev, BIO_MAX_VECS, REQ_OP_WRITE,
+				       GFP_NOIO, &dev->bio_set);
+		bio->bi_iter.bi_sector = sector;
+		while (nr_sects &&
+		       bio_add_page(bio, sg_page(sg), sg->length, sg->offset) ==
+		       sg->length) {
+			sector += sects;
+			nr_sects -= sects;
+		}
+		ret = submit_bio_wait(bio);
+		bio_put(bio);
+	}
+	return ret;
+}
+
+static int rp_write_same_one(struct rp_dev *dev, struct block_device *bdev,
+			     struct se_cmd *cmd, bool zeroes)
+{
+	sector_t sector = target_to_linux_sector(cmd->se_dev, cmd->t_task_lba);
+	sector_t nr_sects = target_to_linux_sector(cmd->se_dev,
+					sbc_get_write_same_sectors(cmd));
+
+	if (zeroes)
+		return blkdev_issue_zeroout(bdev, sector, nr_sects, GFP_NOIO,
+					    BLKDEV_ZERO_NOUNMAP);
+	return rp_write_same_leg(dev, bdev, sector, nr_sects, cmd->t_data_sg);
+}
+
+sense_reason_t rp_execute_write_same(struct se_cmd *cmd)
+{
+	struct se_device *se_dev = cmd->se_dev;
+	struct rp_dev *dev = RP_DEV(se_dev);
+	struct scatterlist *sg = cmd->t_data_sg;
+	int ret, target_ret = 0;
+	struct rp_req *req;
+	bool zeroes;
+	void *buf;
+
+	if (cmd->prot_op) {
+		pr_err_ratelimited("%s: WRITE SAME with protection information is not supported\n",
+				   dev->name);
+		return TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;
+	}
+	if (cmd->t_data_nents != 1 || sg->length != se_dev->dev_attrib.block_size)
+		return TCM_INVALID_CDB_FIELD;
+
+	buf = kmap_local_page(sg_page(sg));
+	zeroes = !memchr_inv(buf + sg->offset, 0, sg->length);
+	kunmap_local(buf);
+
+	req = rp_sync_op_begin(cmd,
+			       target_to_linux_sector(se_dev, cmd->t_task_lba),
+			       target_to_linux_sector(se_dev,
+					sbc_get_write_same_sectors(cmd)));
+	ret = rp_write_same_one(dev, dev->primary.bdev, cmd, zeroes);
+	if (!ret && (req->flags & RP_REQ_MIRROR))
+		target_ret = rp_write_same_one(dev, req->pair->tgt.bdev, cmd,
+					       zeroes);
+	if (rp_sync_op_end(req, target_ret) || ret) {
+		pr_err_ratelimited("%s: WRITE SAME failed: %d/%d\n", dev->name,
+				   ret, target_ret);
+		return TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;
+	}
+	target_complete_cmd(cmd, SAM_STAT_GOOD);
+	return 0;
+}

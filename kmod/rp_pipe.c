@@ -1,0 +1,1066 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * rp_pipe.c: pipes, pairs, dirty bitmaps and resync claims.
+ *
+ * Objects
+ *   pipe   on rp_pipes; holds a module reference while it exists.
+ *   pair   on pipe->pairs; published to the data path as src->pair (RCU).
+ *          Holds a configfs dependency on its source backstore (so the
+ *          backstore cannot be removed) and the target opened exclusively.
+ *   claim  on pair->claims; a run of regions a resync engine copies.
+ *
+ * Pair states (enum replipipe_pair_state)
+ *   SYNCING   mirroring; some regions dirty        -> INSYNC, DEGRADED, PAUSED
+ *   INSYNC    mirroring; no region dirty           -> SYNCING, DEGRADED, PAUSED
+ *   DEGRADED  a target write failed (policy Degrade, or async), or there was
+ *             no room within max lag for RP_LAG_WAIT_SEC: primary only,
+ *             regions written are marked dirty     -> SYNCING/INSYNC (PAIR_SET)
+ *   PAUSED    stopped by PAIR_SET; as DEGRADED     -> SYNCING/INSYNC (PAIR_SET)
+ *   SYNCING becomes INSYNC when a RESYNC_DONE clears the last dirty bit;
+ *   INSYNC becomes SYNCING when a region is marked dirty (policy FailIO).
+ *   Every state change queues pair->event_work (EVT_PAIR_STATE).
+ *
+ * Bitmaps (one bit per region, pair->lock)
+ *   dirty     the target may differ from the primary.
+ *   claimed   a claim covers the region: new writes to it wait on pair->held,
+ *             writes in flight to it were drained before the claim was
+ *             granted.
+ *   redirty   the region was marked dirty while claimed: RESYNC_DONE keeps it
+ *             dirty (the copy may predate the write).
+ *   RESYNC_DONE clears dirty (unless redirty), claimed and redirty, then
+ *   releases held writes; RESYNC_FAILED, a closed socket (NETLINK_URELEASE)
+ *   and claim_timeout_sec clear claimed and redirty only.
+ *
+ * Locks, in order
+ *   rp_config_lock (mutex)  rp_pipes, pipe fields, pipe->pairs, publishing
+ *                           src->pair, claim lookup by id.  Process context.
+ *   pair->lock (spinlock, irq-safe)  state, bitmaps, counts, lag, inflight,
+ *                           held, async_list, claims.  Taken from bio
+ *                           completion: never sleep under it.
+ * Lifetime
+ *   pair->refs: the publisher's reference plus one per request and per
+ *   claim waiter (rp_pair_get under RCU).  Removal unpublishes, waits an RCU
+ *   grace period, marks the pair dead (new writes go to the primary only,
+ *   waiters wake up, held writes are released, claims dropped), drops the
+ *   publisher's reference and waits for the others: every one of them is an
+ *   I/O or a bounded wait.
+ */
+#define pr_fmt(fmt) "replipipe: " fmt
+
+#include <linux/module.h>
+#include <linux/netlink.h>
+#include <linux/notifier.h>
+#include <linux/slab.h>
+#include <linux/vmalloc.h>
+
+#include "replipipe_internal.h"
+
+DEFINE_MUTEX(rp_config_lock);
+LIST_HEAD(rp_pipes);
+
+static atomic64_t rp_next_claim_id = ATOMIC64_INIT(0);
+static void rp_claim_reaper(struct work_struct *work);
+static DECLARE_DELAYED_WORK(rp_reaper, rp_claim_reaper);
+
+static const char * const rp_state_names[] = {
+	[REPLIPIPE_PAIR_SYNCING]	= "Syncing",
+	[REPLIPIPE_PAIR_INSYNC]		= "InSync",
+	[REPLIPIPE_PAIR_DEGRADED]	= "Degraded",
+	[REPLIPIPE_PAIR_PAUSED]		= "Paused",
+};
+
+const char *rp_pair_state_name(u8 state)
+{
+	return state <= REPLIPIPE_PAIR_STATE_MAX ? rp_state_names[state] : "?";
+}
+
+struct rp_pair *rp_pair_get(struct rp_dev *dev)
+{
+	struct rp_pair *pair;
+
+	rcu_read_lock();
+	pair = rcu_dereference(dev->pair);
+	if (pair && !refcount_inc_not_zero(&pair->refs))
+		pair = NULL;
+	rcu_read_unlock();
+	return pair;
+}
+
+void rp_pair_put(struct rp_pair *pair)
+{
+	if (refcount_dec_and_test(&pair->refs))
+		complete(&pair->released);
+}
+
+static bool __rp_pair_mirroring(struct rp_pair *pair)
+{
+	return !pair->dead && (pair->state == REPLIPIPE_PAIR_SYNCING ||
+			       pair->state == REPLIPIPE_PAIR_INSYNC);
+}
+
+bool rp_pair_mirroring(struct rp_pair *pair)
+{
+	unsigned long flags;
+	bool ret;
+
+	spin_lock_irqsave(&pair->lock, flags);
+	ret = __rp_pair_mirroring(pair);
+	spin_unlock_irqrestore(&pair->lock, flags);
+	return ret;
+}
+
+static void __rp_pair_set_state(struct rp_pair *pair, u8 state)
+{
+	if (pair->state == state)
+		return;
+	pair->state = state;
+	if (!pair->dead)
+		queue_work(rp_wq, &pair->event_work);
+}
+
+static void __rp_pair_mark_dirty(struct rp_pair *pair, u64 first, u64 last)
+{
+	u64 i;
+
+	for (i = first; i <= last && i < pair->nr_regions; i++) {
+		if (!__test_and_set_bit(i, pair->dirty))
+			pair->nr_dirty++;
+		if (test_bit(i, pair->claimed))
+			__set_bit(i, pair->redirty);
+	}
+	if (pair->nr_dirty && pair->state == REPLIPIPE_PAIR_INSYNC)
+		__rp_pair_set_state(pair, REPLIPIPE_PAIR_SYNCING);
+}
+
+static bool __rp_pair_claimed(struct rp_pair *pair, u64 first, u64 last)
+{
+	return find_next_bit(pair->claimed, last + 1, first) <= last;
+}
+
+static void rp_req_regions(struct rp_pair *pair, struct rp_req *req)
+{
+	u64 last_region = pair->nr_regions ? pair->nr_regions - 1 : 0;
+	sector_t end = req->sector + max_t(sector_t, req->nr_sects, 1) - 1;
+
+	if (req->flags & RP_REQ_FLUSH) {
+		req->first_region = 0;
+		req->last_region = last_region;
+		return;
+	}
+	req->first_region = min_t(u64, req->sector >> pair->region_sect_shift,
+				  last_region);
+	req->last_region = min_t(u64, end >> pair->region_sect_shift,
+				 last_region);
+}
+
+/*
+ * Decides where a write goes.  Writes to claimed regions are held when
+ * @can_hold, else they go to the primary and stay dirty.  An asynchronous
+ * pair mirrors only writes that got lag room.  Must not block.
+ */
+enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
+				  bool lag_reserved, bool can_hold)
+{
+	enum rp_route route = RP_ROUTE_PRIMARY;
+	unsigned long flags;
+	bool claimed;
+
+	spin_lock_irqsave(&pair->lock, flags);
+	if (pair->dead)
+		goto unlock;
+
+	rp_req_regions(pair, req);
+	claimed = __rp_pair_claimed(pair, req->first_region, req->last_region);
+	if (claimed && can_hold) {
+		list_add_tail(&req->node, &pair->held);
+		route = RP_ROUTE_HELD;
+		goto unlock;
+	}
+
+	list_add_tail(&req->node, &pair->inflight);
+	req->flags |= RP_REQ_TRACKED;
+	if (!claimed && __rp_pair_mirroring(pair) &&
+	    (pair->mode == REPLIPIPE_MODE_SYNC || lag_reserved)) {
+		req->flags |= RP_REQ_MIRROR;
+		route = RP_ROUTE_MIRROR;
+		if (pair->mode == REPLIPIPE_MODE_ASYNC) {
+			req->flags |= RP_REQ_ASYNC;
+			list_add_tail(&req->async_node, &pair->async_list);
+		}
+	} else {
+		__rp_pair_mark_dirty(pair, req->first_region, req->last_region);
+	}
+unlock:
+	spin_unlock_irqrestore(&pair->lock, flags);
+	return route;
+}
+
+/* The request is done with both legs.  Must not block. */
+void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req)
+{
+	bool kick = false;
+	unsigned long flags;
+
+	if (!(req->flags & RP_REQ_TRACKED))
+		return;
+	spin_lock_irqsave(&pair->lock, flags);
+	list_del(&req->node);
+	if (req->flags & RP_REQ_ASYNC) {
+		list_del(&req->async_node);
+		kick = !list_empty(&pair->async_list);
+	}
+	spin_unlock_irqrestore(&pair->lock, flags);
+	wake_up_all(&pair->wq);
+	if (kick)
+		queue_work(rp_wq, &pair->async_work);
+}
+
+void rp_pair_mark_dirty(struct rp_pair *pair, struct rp_req *req)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&pair->lock, flags);
+	rp_req_regions(pair, req);
+	__rp_pair_mark_dirty(pair, req->first_region, req->last_region);
+	spin_unlock_irqrestore(&pair->lock, flags);
+}
+
+/*
+ * A target leg failed: its regions become dirty.  Returns true if the
+ * command must fail (policy FailIO, synchronous); otherwise the pair
+ * degrades.  Must not block.
+ */
+bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req)
+{
+	unsigned long flags;
+	bool fail;
+
+	atomic64_inc(&pair->target_errors);
+	spin_lock_irqsave(&pair->lock, flags);
+	rp_req_regions(pair, req);
+	__rp_pair_mark_dirty(pair, req->first_region, req->last_region);
+	fail = pair->policy == REPLIPIPE_POLICY_FAILIO &&
+	       !(req->flags & RP_REQ_ASYNC);
+	if (!fail && __rp_pair_mirroring(pair))
+		__rp_pair_set_state(pair, REPLIPIPE_PAIR_DEGRADED);
+	spin_unlock_irqrestore(&pair->lock, flags);
+	return fail;
+}
+
+void rp_pair_degrade(struct rp_pair *pair)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&pair->lock, flags);
+	if (__rp_pair_mirroring(pair))
+		__rp_pair_set_state(pair, REPLIPIPE_PAIR_DEGRADED);
+	spin_unlock_irqrestore(&pair->lock, flags);
+}
+
+/*
+ * Wait condition of a writer of an async pair: true once @bytes fit within
+ * max lag (*reserved) or the pair stopped mirroring.  Must not block.
+ */
+bool rp_pair_lag_reserve(struct rp_pair *pair, u64 bytes, bool *reserved)
+{
+	unsigned long flags;
+	bool ret = true;
+
+	spin_lock_irqsave(&pair->lock, flags);
+	*reserved = false;
+	if (!__rp_pair_mirroring(pair))
+		goto unlock;
+	if (pair->lag_bytes && pair->lag_bytes + bytes > pair->max_lag_bytes) {
+		ret = false;
+		goto unlock;
+	}
+	pair->lag_bytes += bytes;
+	*reserved = true;
+unlock:
+	spin_unlock_irqrestore(&pair->lock, flags);
+	return ret;
+}
+
+void rp_pair_lag_release(struct rp_pair *pair, u64 bytes)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&pair->lock, flags);
+	pair->lag_bytes -= bytes;
+	spin_unlock_irqrestore(&pair->lock, flags);
+	wake_up_all(&pair->wq);
+}
+
+static void rp_pair_event_work(struct work_struct *work)
+{
+	rp_genl_notify_pair(container_of(work, struct rp_pair, event_work));
+}
+
+/* Frees a pair that is not (or no longer) published. */
+static void rp_pair_free(struct rp_pair *pair)
+{
+	mempool_destroy(pair->page_pool);
+	kvfree(pair->redirty);
+	kvfree(pair->claimed);
+	kvfree(pair->dirty);
+	rp_bdev_close(&pair->tgt, pair);
+	if (pair->src)
+		rp_dev_put(pair->src);
+	kfree(pair);
+	atomic_dec(&rp_nr_pairs);
+}
+
+static unsigned long *rp_bitmap_alloc(u64 nbits)
+{
+	return kvcalloc(max_t(u64, BITS_TO_LONGS(nbits), 1),
+			sizeof(unsigned long), GFP_KERNEL);
+}
+
+static bool rp_target_in_use(dev_t devt)
+{
+	struct rp_pipe *pipe;
+	struct rp_pair *pair;
+
+	list_for_each_entry(pipe, &rp_pipes, node)
+		list_for_each_entry(pair, &pipe->pairs, node)
+			if (pair->tgt.bdev->bd_dev == devt)
+				return true;
+	return false;
+}
+
+/* Opens the endpoints of a new pair and checks them.  rp_config_lock held. */
+static int rp_pair_open(struct rp_pair *pair, struct rp_pair_spec *ps,
+			struct netlink_ext_ack *extack)
+{
+	struct rp_pair *other;
+	dev_t devt;
+	int ret;
+
+	pair->src = rp_dev_lookup(ps->src);
+	if (IS_ERR(pair->src)) {
+		ret = PTR_ERR(pair->src);
+		pair->src = NULL;
+		if (ret == -ENXIO)
+			NL_SET_ERR_MSG_ATTR(extack, ps->src_attr,
+					    "source backstore is not enabled");
+		else if (ret == -ENODEV)
+			NL_SET_ERR_MSG_ATTR(extack, ps->src_attr,
+					    "no replipipe backstore of that name");
+		else
+			NL_SET_ERR_MSG_ATTR(extack, ps->src_attr,
+					    "source backstore is going away");
+		return ret;
+	}
+	other = rcu_dereference_protected(pair->src->pair,
+					  lockdep_is_held(&rp_config_lock));
+	if (other && other->pipe != pair->pipe) {
+		NL_SET_ERR_MSG_ATTR(extack, ps->src_attr,
+				    "source backstore is already in another pipe");
+		return -EBUSY;
+	}
+
+	ret = lookup_bdev(ps->tgt, &devt);
+	if (ret) {
+		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
+				    "target is not a block device");
+		return ret;
+	}
+	if (devt == pair->src->primary.bdev->bd_dev) {
+		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
+				    "target is the primary device of its source");
+		return -EINVAL;
+	}
+	if (rp_target_in_use(devt)) {
+		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
+				    "target is already the target of a pair");
+		return -EBUSY;
+	}
+	ret = rp_bdev_open(&pair->tgt, ps->tgt, pair);
+	if (ret) {
+		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
+				    "cannot open the target exclusively");
+		return ret;
+	}
+	pair->src_bytes = bdev_nr_bytes(pair->src->primary.bdev);
+	if (bdev_nr_bytes(pair->tgt.bdev) < pair->src_bytes) {
+		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
+				    "target is smaller than the source");
+		return -ENOSPC;
+	}
+	return 0;
+}
+
+static void rp_pair_set_params(struct rp_pair *pair,
+			       const struct rp_pipe_spec *spec)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&pair->lock, flags);
+	pair->mode = spec->mode;
+	pair->policy = spec->policy;
+	pair->max_lag_bytes = (u64)spec->max_lag_kib << 10;
+	spin_unlock_irqrestore(&pair->lock, flags);
+	wake_up_all(&pair->wq);
+}
+
+static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
+				      const struct rp_pipe_spec *spec,
+				      struct rp_pair_spec *ps,
+				      struct netlink_ext_ack *extack)
+{
+	u64 region_bytes = (u64)spec->region_kib << 10;
+	struct rp_pair *pair;
+	int ret;
+
+	pair = kzalloc(sizeof(*pair), GFP_KERNEL);
+	if (!pair)
+		return ERR_PTR(-ENOMEM);
+	atomic_inc(&rp_nr_pairs);
+	pair->pipe = pipe;
+	refcount_set(&pair->refs, 1);
+	init_completion(&pair->released);
+	init_waitqueue_head(&pair->wq);
+	spin_lock_init(&pair->lock);
+	INIT_LIST_HEAD(&pair->inflight);
+	INIT_LIST_HEAD(&pair->held);
+	INIT_LIST_HEAD(&pair->async_list);
+	INIT_LIST_HEAD(&pair->claims);
+	INIT_WORK(&pair->event_work, rp_pair_event_work);
+	INIT_WORK(&pair->async_work, rp_async_work);
+	strscpy(pair->tgt_path, ps->tgt, sizeof(pair->tgt_path));
+
+	ret = rp_pair_open(pair, ps, extack);
+	if (ret)
+		goto free_pair;
+
+	pair->region_sect_shift = ilog2(region_bytes) - SECTOR_SHIFT;
+	pair->nr_regions = DIV_ROUND_UP_ULL(pair->src_bytes, region_bytes);
+	pair->dirty = rp_bitmap_alloc(pair->nr_regions);
+	pair->claimed = rp_bitmap_alloc(pair->nr_regions);
+	pair->redirty = rp_bitmap_alloc(pair->nr_regions);
+	pair->page_pool = mempool_create_page_pool(RP_ASYNC_RESERVE_PAGES, 0);
+	if (!pair->dirty || !pair->claimed || !pair->redirty ||
+	    !pair->page_pool) {
+		NL_SET_ERR_MSG(extack, "out of memory for the pair's bitmaps");
+		ret = -ENOMEM;
+		goto free_pair;
+	}
+
+	if (ps->assume_clean || !pair->nr_regions) {
+		pair->state = REPLIPIPE_PAIR_INSYNC;
+	} else {
+		bitmap_set(pair->dirty, 0, pair->nr_regions);
+		pair->nr_dirty = pair->nr_regions;
+		pair->state = REPLIPIPE_PAIR_SYNCING;
+	}
+	rp_pair_set_params(pair, spec);
+	return pair;
+
+free_pair:
+	rp_pair_free(pair);
+	return ERR_PTR(ret);
+}
+
+static void rp_claim_free(struct rp_claim *claim)
+{
+	list_del(&claim->node);
+	kfree(claim);
+	atomic_dec(&rp_nr_claims);
+}
+
+/* Ends a claim: clears its bits, releases the writes it held. */
+static void rp_claim_finish(struct rp_claim *claim, bool done)
+{
+	struct rp_pair *pair = claim->pair;
+	u64 i, last = claim->first + claim->count - 1;
+	struct rp_req *req, *tmp;
+	LIST_HEAD(released);
+
+	spin_lock_irq(&pair->lock);
+	for (i = claim->first; i <= last; i++) {
+		if (done && !test_bit(i, pair->redirty) &&
+		    __test_and_clear_bit(i, pair->dirty))
+			pair->nr_dirty--;
+		__clear_bit(i, pair->claimed);
+		__clear_bit(i, pair->redirty);
+	}
+	rp_claim_free(claim);
+	if (!pair->nr_dirty && pair->state == REPLIPIPE_PAIR_SYNCING)
+		__rp_pair_set_state(pair, REPLIPIPE_PAIR_INSYNC);
+	list_for_each_entry_safe(req, tmp, &pair->held, node) {
+		rp_req_regions(pair, req);
+		if (!__rp_pair_claimed(pair, req->first_region,
+				       req->last_region))
+			list_move_tail(&req->node, &released);
+	}
+	spin_unlock_irq(&pair->lock);
+
+	list_for_each_entry_safe(req, tmp, &released, node) {
+		list_del_init(&req->node);
+		rp_req_resubmit(req);
+	}
+}
+
+/* Stops the data path using @pair.  rp_config_lock held. */
+static void rp_pair_unpublish(struct rp_pair *pair)
+{
+	struct rp_pair *cur;
+
+	cur = rcu_dereference_protected(pair->src->pair,
+					lockdep_is_held(&rp_config_lock));
+	if (cur == pair)
+		RCU_INIT_POINTER(pair->src->pair, NULL);
+	list_del(&pair->node);
+	pair->pipe->nr_pairs--;
+}
+
+/*
+ * Destroys an unpublished pair after an RCU grace period: held writes go to
+ * the primary, claims are dropped, in-flight I/O finishes.  May block.
+ */
+static void rp_pair_destroy(struct rp_pair *pair)
+{
+	struct rp_claim *claim, *ctmp;
+	struct rp_req *req, *tmp;
+	LIST_HEAD(held);
+
+	spin_lock_irq(&pair->lock);
+	pair->dead = true;
+	list_splice_init(&pair->held, &held);
+	list_for_each_entry_safe(claim, ctmp, &pair->claims, node)
+		rp_claim_free(claim);
+	spin_unlock_irq(&pair->lock);
+	wake_up_all(&pair->wq);
+
+	list_for_each_entry_safe(req, tmp, &held, node) {
+		list_del_init(&req->node);
+		rp_req_resubmit(req);
+	}
+
+	rp_pair_put(pair);
+	wait_for_completion(&pair->released);
+	flush_work(&pair->async_work);
+	cancel_work_sync(&pair->event_work);
+	WARN_ON_ONCE(pair->lag_bytes);
+	rp_pair_free(pair);
+}
+
+/* Unpublishes and destroys every pair on @list.  rp_config_lock held. */
+static void rp_pairs_destroy(struct list_head *list)
+{
+	struct rp_pair *pair, *tmp;
+
+	if (list_empty(list))
+		return;
+	synchronize_rcu();
+	list_for_each_entry_safe(pair, tmp, list, node) {
+		list_del(&pair->node);
+		rp_pair_destroy(pair);
+	}
+}
+
+struct rp_pipe *rp_pipe_find(const char *id)
+{
+	struct rp_pipe *pipe;
+
+	lockdep_assert_held(&rp_config_lock);
+	list_for_each_entry(pipe, &rp_pipes, node)
+		if (!strcmp(pipe->id, id))
+			return pipe;
+	return NULL;
+}
+
+/* The pair whose source is @source, in any pipe.  rp_config_lock held. */
+struct rp_pair *rp_pair_find(const char *source)
+{
+	struct rp_pipe *pipe;
+	struct rp_pair *pair;
+
+	lockdep_assert_held(&rp_config_lock);
+	list_for_each_entry(pipe, &rp_pipes, node)
+		list_for_each_entry(pair, &pipe->pairs, node)
+			if (!strcmp(pair->src->name, source))
+				return pair;
+	return NULL;
+}
+
+static struct rp_pair *rp_pipe_pair_by_source(struct rp_pipe *pipe,
+					      const char *source)
+{
+	struct rp_pair *pair;
+
+	if (!pipe)
+		return NULL;
+	list_for_each_entry(pair, &pipe->pairs, node)
+		if (!strcmp(pair->src->name, source))
+			return pair;
+	return NULL;
+}
+
+/* Rejects a source or target given twice in one request. */
+static int rp_spec_check_dups(struct rp_pipe_spec *spec,
+			      struct netlink_ext_ack *extack)
+{
+	unsigned int i, j;
+
+	for (i = 0; i < spec->nr_pairs; i++) {
+		for (j = 0; j < i; j++) {
+			if (!strcmp(spec->pairs[i].src, spec->pairs[j].src)) {
+				NL_SET_ERR_MSG_ATTR(extack,
+						    spec->pairs[i].src_attr,
+						    "source given in two pairs");
+				return -EINVAL;
+			}
+			if (!strcmp(spec->pairs[i].tgt, spec->pairs[j].tgt)) {
+				NL_SET_ERR_MSG_ATTR(extack,
+						    spec->pairs[i].tgt_attr,
+						    "target given in two pairs");
+				return -EINVAL;
+			}
+		}
+	}
+	return 0;
+}
+
+static struct rp_pipe *rp_pipe_alloc(const struct rp_pipe_spec *spec)
+{
+	struct rp_pipe *pipe;
+
+	pipe = kzalloc(sizeof(*pipe), GFP_KERNEL);
+	if (!pipe)
+		return NULL;
+	if (!try_module_get(THIS_MODULE)) {
+		kfree(pipe);
+		return NULL;
+	}
+	strscpy(pipe->id, spec->id, sizeof(pipe->id));
+	INIT_LIST_HEAD(&pipe->pairs);
+	atomic_inc(&rp_nr_pipes);
+	return pipe;
+}
+
+static void rp_pipe_free(struct rp_pipe *pipe)
+{
+	kfree(pipe);
+	atomic_dec(&rp_nr_pipes);
+	module_put(THIS_MODULE);
+}
+
+/* Checks what cannot be checked per pair.  rp_config_lock held. */
+static int rp_pipe_set_check(struct rp_pipe *pipe, struct rp_pipe_spec *spec,
+			     struct netlink_ext_ack *extack)
+{
+	bool keeps = false;
+	unsigned int i;
+	int ret;
+
+	ret = rp_spec_check_dups(spec, extack);
+	if (ret)
+		return ret;
+	for (i = 0; i < spec->nr_pairs; i++) {
+		struct rp_pair_spec *ps = &spec->pairs[i];
+		struct rp_pair *old = rp_pipe_pair_by_source(pipe, ps->src);
+
+		ps->keep = old && !strcmp(old->tgt_path, ps->tgt) ? old : NULL;
+		keeps |= !!ps->keep;
+	}
+	if (keeps && spec->region_kib != pipe->region_kib) {
+		NL_SET_ERR_MSG_ATTR(extack, spec->region_attr,
+				    "region size cannot change while the pipe keeps pairs");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * PIPE_SET: create the pipe @spec->id or replace its definition.  Either
+ * everything is applied or nothing changes.  *@created tells which.
+ * ORDER: every pair is made (targets open, bitmaps allocated) before any
+ * is published; removed pairs are unpublished before new pairs of the same
+ * source are published.
+ */
+int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
+		bool *created)
+{
+	struct rp_pipe *pipe, *new_pipe = NULL;
+	struct rp_pair *pair, *tmp;
+	LIST_HEAD(removed);
+	unsigned int i;
+	int ret;
+
+	mutex_lock(&rp_config_lock);
+	pipe = rp_pipe_find(spec->id);
+	if (!pipe) {
+		new_pipe = rp_pipe_alloc(spec);
+		if (!new_pipe) {
+			ret = -ENOMEM;
+			goto unlock;
+		}
+		pipe = new_pipe;
+		pipe->region_kib = spec->region_kib;
+	}
+
+	ret = rp_pipe_set_check(pipe, spec, extack);
+	if (ret)
+		goto free_pipe;
+
+	for (i = 0; i < spec->nr_pairs; i++) {
+		struct rp_pair_spec *ps = &spec->pairs[i];
+
+		if (ps->keep)
+			continue;
+		ps->made = rp_pair_create(pipe, spec, ps, extack);
+		if (IS_ERR(ps->made)) {
+			ret = PTR_ERR(ps->made);
+			ps->made = NULL;
+			goto free_made;
+		}
+	}
+
+	/* Nothing fails from here on. */
+	list_for_each_entry_safe(pair, tmp, &pipe->pairs, node) {
+		bool kept = false;
+
+		for (i = 0; i < spec->nr_pairs; i++)
+			kept |= spec->pairs[i].keep == pair;
+		if (!kept) {
+			rp_pair_unpublish(pair);
+			list_add_tail(&pair->node, &removed);
+		}
+	}
+	strscpy(pipe->name, spec->name, sizeof(pipe->name));
+	pipe->mode = spec->mode;
+	pipe->policy = spec->policy;
+	pipe->max_lag_kib = spec->max_lag_kib;
+	pipe->region_kib = spec->region_kib;
+	for (i = 0; i < spec->nr_pairs; i++) {
+		struct rp_pair_spec *ps = &spec->pairs[i];
+
+		if (ps->keep) {
+			rp_pair_set_params(ps->keep, spec);
+			continue;
+		}
+		list_add_tail(&ps->made->node, &pipe->pairs);
+		pipe->nr_pairs++;
+		rcu_assign_pointer(ps->made->src->pair, ps->made);
+		ps->made = NULL;
+	}
+	if (new_pipe)
+		list_add_tail(&pipe->node, &rp_pipes);
+
+	rp_pairs_destroy(&removed);
+	rp_genl_notify_pipe(pipe, new_pipe ? REPLIPIPE_CMD_EVT_PIPE_ADDED :
+					     REPLIPIPE_CMD_EVT_PIPE_CHANGED);
+	*created = !!new_pipe;
+	mutex_unlock(&rp_config_lock);
+	return 0;
+
+free_made:
+	for (i = 0; i < spec->nr_pairs; i++)
+		if (spec->pairs[i].made)
+			rp_pair_free(spec->pairs[i].made);
+free_pipe:
+	if (new_pipe)
+		rp_pipe_free(new_pipe);
+unlock:
+	mutex_unlock(&rp_config_lock);
+	return ret;
+}
+
+/* Removes a pipe and its pairs.  rp_config_lock held. */
+static void rp_pipe_remove(struct rp_pipe *pipe)
+{
+	struct rp_pair *pair, *tmp;
+	LIST_HEAD(removed);
+
+	list_for_each_entry_safe(pair, tmp, &pipe->pairs, node) {
+		rp_pair_unpublish(pair);
+		list_add_tail(&pair->node, &removed);
+	}
+	rp_pairs_destroy(&removed);
+	list_del(&pipe->node);
+	rp_genl_notify_pipe(pipe, REPLIPIPE_CMD_EVT_PIPE_DELETED);
+	rp_pipe_free(pipe);
+}
+
+int rp_pipe_del(const char *id, struct netlink_ext_ack *extack)
+{
+	struct rp_pipe *pipe;
+	int ret = 0;
+
+	mutex_lock(&rp_config_lock);
+	pipe = rp_pipe_find(id);
+	if (pipe) {
+		rp_pipe_remove(pipe);
+	} else {
+		NL_SET_ERR_MSG(extack, "no pipe with that id");
+		ret = -ENOENT;
+	}
+	mutex_unlock(&rp_config_lock);
+	return ret;
+}
+
+/* PAIR_SET: pause, or resume mirroring.  rp_config_lock held. */
+int rp_pair_set_state(struct rp_pair *pair, u8 state,
+		      struct netlink_ext_ack *extack)
+{
+	spin_lock_irq(&pair->lock);
+	if (state == REPLIPIPE_PAIR_PAUSED) {
+		__rp_pair_set_state(pair, REPLIPIPE_PAIR_PAUSED);
+	} else if (!__rp_pair_mirroring(pair)) {
+		__rp_pair_set_state(pair, pair->nr_dirty ?
+				    REPLIPIPE_PAIR_SYNCING :
+				    REPLIPIPE_PAIR_INSYNC);
+	}
+	spin_unlock_irq(&pair->lock);
+	wake_up_all(&pair->wq);
+	return 0;
+}
+
+/* True once no tracked write overlaps the regions.  Must not block. */
+static bool rp_claim_drained(struct rp_pair *pair, u64 first, u64 last)
+{
+	struct rp_req *req;
+	bool drained = true;
+
+	spin_lock_irq(&pair->lock);
+	if (pair->dead)
+		goto unlock;
+	list_for_each_entry(req, &pair->inflight, node) {
+		if (req->first_region <= last && first <= req->last_region) {
+			drained = false;
+			break;
+		}
+	}
+unlock:
+	spin_unlock_irq(&pair->lock);
+	return drained;
+}
+
+static struct rp_claim *__rp_claim_find(struct rp_pair *pair, u64 id)
+{
+	struct rp_claim *claim;
+
+	list_for_each_entry(claim, &pair->claims, node)
+		if (claim->id == id)
+			return claim;
+	return NULL;
+}
+
+/* Picks dirty, unclaimed regions at or after @hint.  pair->lock held. */
+static u32 __rp_claim_pick(struct rp_pair *pair, u64 hint, u32 max, u64 *first)
+{
+	u64 i = hint, n = pair->nr_regions;
+	u32 count = 0;
+
+	while (i < n) {
+		i = find_next_bit(pair->dirty, n, i);
+		if (i >= n)
+			break;
+		if (!test_bit(i, pair->claimed))
+			break;
+		i++;
+	}
+	if (i >= n)
+		return 0;
+	*first = i;
+	while (i < n && count < max && test_bit(i, pair->dirty) &&
+	       !test_bit(i, pair->claimed)) {
+		__set_bit(i, pair->claimed);
+		i++;
+		count++;
+	}
+	return count;
+}
+
+/*
+ * RESYNC_CLAIM.  The caller holds a pair reference, not rp_config_lock:
+ * this waits (bounded by claim_timeout_sec) for in-flight writes to drain.
+ */
+int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
+		 u64 *id, u64 *first, u32 *count,
+		 struct netlink_ext_ack *extack)
+{
+	unsigned long timeout = READ_ONCE(rp_claim_timeout_sec) * HZ;
+	struct rp_claim *claim;
+	u64 last;
+
+	claim = kzalloc(sizeof(*claim), GFP_KERNEL);
+	if (!claim)
+		return -ENOMEM;
+
+	spin_lock_irq(&pair->lock);
+	if (pair->dead) {
+		spin_unlock_irq(&pair->lock);
+		kfree(claim);
+		NL_SET_ERR_MSG(extack, "the pair is being removed");
+		return -ENOENT;
+	}
+	*count = __rp_claim_pick(pair, hint, max, first);
+	if (!*count) {
+		spin_unlock_irq(&pair->lock);
+		kfree(claim);
+		*id = 0;
+		*first = hint;
+		return 0;
+	}
+	claim->pair = pair;
+	claim->id = atomic64_inc_return(&rp_next_claim_id);
+	claim->first = *first;
+	claim->count = *count;
+	claim->portid = portid;
+	claim->deadline = jiffies + timeout;
+	list_add_tail(&claim->node, &pair->claims);
+	atomic_inc(&rp_nr_claims);
+	*id = claim->id;
+	spin_unlock_irq(&pair->lock);
+	queue_delayed_work(rp_wq, &rp_reaper, HZ);
+
+	last = *first + *count - 1;
+	if (!wait_event_timeout(pair->wq, rp_claim_drained(pair, *first, last),
+				timeout)) {
+		rp_claim_end(*id, portid, false, NULL);
+		NL_SET_ERR_MSG(extack,
+			       "writes in flight to the claimed regions did not drain in time");
+		return -ETIMEDOUT;
+	}
+
+	spin_lock_irq(&pair->lock);
+	claim = __rp_claim_find(pair, *id);
+	spin_unlock_irq(&pair->lock);
+	if (!claim) {
+		NL_SET_ERR_MSG(extack, "the claim was dropped while draining");
+		return -ENOENT;
+	}
+	return 0;
+}
+
+static struct rp_claim *rp_claim_lookup(u64 id)
+{
+	struct rp_claim *claim;
+	struct rp_pipe *pipe;
+	struct rp_pair *pair;
+
+	lockdep_assert_held(&rp_config_lock);
+	list_for_each_entry(pipe, &rp_pipes, node) {
+		list_for_each_entry(pair, &pipe->pairs, node) {
+			spin_lock_irq(&pair->lock);
+			claim = __rp_claim_find(pair, id);
+			spin_unlock_irq(&pair->lock);
+			if (claim)
+				return claim;
+		}
+	}
+	return NULL;
+}
+
+/* RESYNC_DONE (@done) and RESYNC_FAILED. */
+int rp_claim_end(u64 id, u32 portid, bool done, struct netlink_ext_ack *extack)
+{
+	struct rp_claim *claim;
+	int ret = 0;
+
+	mutex_lock(&rp_config_lock);
+	claim = rp_claim_lookup(id);
+	if (!claim) {
+		NL_SET_ERR_MSG(extack, "no such claim (finished, timed out or dropped)");
+		ret = -ENOENT;
+	} else if (claim->portid != portid) {
+		NL_SET_ERR_MSG(extack, "the claim belongs to another socket");
+		ret = -EPERM;
+	} else {
+		rp_claim_finish(claim, done);
+	}
+	mutex_unlock(&rp_config_lock);
+	return ret;
+}
+
+/* Drops the claims of @portid, or the expired ones; returns how many stay. */
+static unsigned int rp_claims_drop(u32 portid, bool expired_only)
+{
+	struct rp_claim *claim, *tmp;
+	unsigned int left = 0;
+	struct rp_pipe *pipe;
+	struct rp_pair *pair;
+	LIST_HEAD(drop);
+
+	lockdep_assert_held(&rp_config_lock);
+	list_for_each_entry(pipe, &rp_pipes, node) {
+		list_for_each_entry(pair, &pipe->pairs, node) {
+			spin_lock_irq(&pair->lock);
+			list_for_each_entry_safe(claim, tmp, &pair->claims,
+						 node) {
+				bool match = expired_only ?
+					time_after(jiffies, claim->deadline) :
+					claim->portid == portid;
+
+				if (match)
+					list_move_tail(&claim->node, &drop);
+				else
+					left++;
+			}
+			spin_unlock_irq(&pair->lock);
+		}
+	}
+	list_for_each_entry_safe(claim, tmp, &drop, node) {
+		pr_warn("claim %llu on %s (regions %llu+%u) dropped: %s\n",
+			claim->id, claim->pair->src->name, claim->first,
+			claim->count, expired_only ? "timed out" :
+			"its socket closed");
+		rp_claim_finish(claim, false);
+	}
+	return left;
+}
+
+void rp_claims_drop_portid(u32 portid)
+{
+	mutex_lock(&rp_config_lock);
+	rp_claims_drop(portid, false);
+	mutex_unlock(&rp_config_lock);
+}
+
+static void rp_claim_reaper(struct work_struct *work)
+{
+	unsigned int left;
+
+	mutex_lock(&rp_config_lock);
+	left = rp_claims_drop(0, true);
+	mutex_unlock(&rp_config_lock);
+	if (left)
+		queue_delayed_work(rp_wq, &rp_reaper, HZ);
+}
+
+static int rp_netlink_event(struct notifier_block *nb, unsigned long event,
+			    void *ptr)
+{
+	struct netlink_notify *n = ptr;
+
+	if (event == NETLINK_URELEASE && n->protocol == NETLINK_GENERIC &&
+	    n->portid && net_eq(n->net, &init_net) && atomic_read(&rp_nr_claims))
+		rp_claims_drop_portid(n->portid);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block rp_netlink_notifier = {
+	.notifier_call	= rp_netlink_event,
+};
+
+int rp_pipe_init(void)
+{
+	return netlink_register_notifier(&rp_netlink_notifier);
+}
+
+void rp_pipe_exit(void)
+{
+	struct rp_pipe *pipe, *tmp;
+	int n = atomic_read(&rp_nr_pipes);
+
+	if (n)
+		pr_err("%d pipes exist; delete them first\n", n);
+	mutex_lock(&rp_config_lock);
+	list_for_each_entry_safe(pipe, tmp, &rp_pipes, node)
+		rp_pipe_remove(pipe);
+	mutex_unlock(&rp_config_lock);
+	cancel_delayed_work_sync(&rp_reaper);
+	netlink_unregister_notifier(&rp_netlink_notifier);
+}
