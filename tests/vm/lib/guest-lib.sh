@@ -1,0 +1,209 @@
+# Guest-side helpers for VM scenarios (busybox ash). Sourced by /init before the
+# scenario, which runs under `set -e`: every helper either succeeds or calls
+# vm_fail. Functions are listed in tests/vm/README.md.
+
+VM_CFS=/sys/kernel/config/target
+VM_STATE=/tmp/.vm-lib
+mkdir -p "$VM_STATE"
+
+# vm_log MSG...: one line in the host log, tagged with the guest uptime
+# (on stderr, so it also works inside $(...)).
+vm_log() {
+	local up
+	up=$(cut -d' ' -f1 /proc/uptime)
+	echo "[vm $up] $*" >&2
+}
+
+# vm_fail MSG...: print the reason and exit 1 (ends the scenario).
+vm_fail() {
+	echo "[vm] FAIL: $*" >&2
+	exit 1
+}
+
+# vm_modprobe MOD [ARGS...]: load a module or fail, saying why.
+vm_modprobe() {
+	local out
+	if ! out=$(modprobe "$@" 2>&1); then
+		[ -n "$out" ] && echo "$out" >&2
+		if [ "$1" = replipipe ] && [ -s /lib/replipipe/kmod-status ]; then
+			echo "[vm] replipipe.ko: $(cat /lib/replipipe/kmod-status)" >&2
+		fi
+		vm_fail "modprobe $*"
+	fi
+	return 0
+}
+
+# vm_wait_path PATH [TENTHS]: wait for PATH to exist (default 10 s).
+vm_wait_path() {
+	local i=0 max=${2:-100}
+	while [ ! -e "$1" ]; do
+		[ $i -ge "$max" ] && vm_fail "$1 did not appear within $((max / 10)) s"
+		sleep 0.1
+		i=$((i + 1))
+	done
+	return 0
+}
+
+# vm_brd COUNT SIZE_MIB: load brd with COUNT ramdisks of SIZE_MIB each:
+# /dev/ram0 .. /dev/ram<COUNT-1>.
+vm_brd() {
+	[ -d /sys/module/brd ] && vm_fail "vm_brd: brd already loaded"
+	vm_modprobe brd rd_nr="$1" rd_size=$(($2 * 1024)) max_part=0
+	vm_wait_path /dev/ram$(($1 - 1))
+}
+
+# vm_size_bytes N[KMG]: print N with its binary suffix applied.
+vm_size_bytes() {
+	case "$1" in
+	*[kK]) echo $((${1%?} * 1024)) ;;
+	*[mM]) echo $((${1%?} * 1024 * 1024)) ;;
+	*[gG]) echo $((${1%?} * 1024 * 1024 * 1024)) ;;
+	*) echo $(($1)) ;;
+	esac
+}
+
+# vm_backstore TYPE HBA NAME DEV: create and enable a configfs backstore.
+#   vm_backstore iblock iblock_0 r1 /dev/ram0
+#   vm_backstore replipipe replipipe_0 v1 /dev/ram0
+#   vm_backstore fileio fileio_0 f1 /tmp/f:SIZE     (SIZE in bytes or N[KMG])
+#   vm_backstore rd_mcp rd_mcp_0 m1 SIZE            (ramdisk, SIZE as above)
+# HBA must be <TYPE>_<N>. Prints the backstore's configfs directory.
+vm_backstore() {
+	local type=$1 hba=$2 name=$3 dev=$4 dir ctl
+	[ $# -eq 4 ] || vm_fail "usage: vm_backstore TYPE HBA NAME DEV"
+	case "$hba" in
+	"${type}"_[0-9]*) ;;
+	*) vm_fail "vm_backstore: HBA '$hba' must be ${type}_<N>" ;;
+	esac
+	vm_modprobe target_core_mod
+	case "$type" in
+	iblock) vm_modprobe target_core_iblock; ctl="udev_path=$dev" ;;
+	fileio)
+		vm_modprobe target_core_file
+		ctl="fd_dev_name=${dev%:*},fd_dev_size=$(vm_size_bytes "${dev##*:}")" ;;
+	pscsi) vm_modprobe target_core_pscsi; ctl="udev_path=$dev" ;;
+	rd_mcp) ctl="rd_pages=$(($(vm_size_bytes "$dev") / 4096))" ;;
+	replipipe) vm_modprobe replipipe; ctl="udev_path=$dev" ;;
+	*) vm_modprobe "target_core_$type"; ctl="udev_path=$dev" ;;
+	esac
+	dir=$VM_CFS/core/$hba/$name
+	mkdir -p "$dir" || vm_fail "mkdir $dir"
+	echo "$ctl" > "$dir/control" || vm_fail "$type $hba/$name: control '$ctl' refused"
+	echo 1 > "$dir/enable" || vm_fail "$type $hba/$name: enable refused"
+	echo "$dir"
+}
+
+# vm_backstore_delete HBA/NAME: remove a backstore (and its HBA when empty).
+vm_backstore_delete() {
+	local hba=${1%%/*}
+	rmdir "$VM_CFS/core/$1" || vm_fail "rmdir core/$1"
+	if [ -z "$(ls "$VM_CFS/core/$hba" | grep -v '^hba_')" ]; then
+		rmdir "$VM_CFS/core/$hba" || vm_fail "rmdir core/$hba"
+	fi
+	return 0
+}
+
+# vm_scsi_disk H:C:T:L: print /dev/sdX of a SCSI address (waits up to 10 s;
+# sd_mod has to be loaded, there is no udev).
+vm_scsi_disk() {
+	local i=0 d
+	while :; do
+		for d in /sys/bus/scsi/devices/"$1"/block/*; do
+			if [ -e "$d" ]; then
+				vm_wait_path "/dev/${d##*/}"
+				echo "/dev/${d##*/}"
+				return 0
+			fi
+		done
+		[ $i -ge 100 ] && vm_fail "no block device for SCSI address $1"
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
+# vm_tcm_loop_export HBA/NAME: export a backstore through tcm_loop (one
+# loopback target per backstore, LUN 0) and print its /dev/sdX.
+vm_tcm_loop_export() {
+	local so=$1 key n wwn tpg addr
+	[ -d "$VM_CFS/core/$so" ] || vm_fail "vm_tcm_loop_export: no backstore core/$so"
+	vm_modprobe sd_mod
+	vm_modprobe tcm_loop
+	key=$(echo "$so" | tr / _)
+	n=$(cat "$VM_STATE/tcm-loop-count" 2>/dev/null || echo 0)
+	n=$((n + 1))
+	echo $n > "$VM_STATE/tcm-loop-count"
+	wwn=$(printf 'naa.5001405%09x' "$n")
+	tpg=$VM_CFS/loopback/$wwn/tpgt_1
+	mkdir -p "$tpg/lun/lun_0" || vm_fail "mkdir $tpg/lun/lun_0"
+	# The nexus first: linking the LUN makes tcm_loop scan it at once.
+	printf 'naa.500140f%09x\n' "$n" > "$tpg/nexus" || vm_fail "nexus of $wwn"
+	ln -s "$VM_CFS/core/$so" "$tpg/lun/lun_0/rp_$key" || vm_fail "link $so into $tpg"
+	echo "$wwn" > "$VM_STATE/tcm-loop-$key"
+	addr=$(cat "$tpg/address")
+	vm_scsi_disk "$addr:0"
+}
+
+# vm_tcm_loop_unexport HBA/NAME: undo vm_tcm_loop_export.
+vm_tcm_loop_unexport() {
+	local key wwn tpg l
+	key=$(echo "$1" | tr / _)
+	wwn=$(cat "$VM_STATE/tcm-loop-$key" 2>/dev/null) ||
+		vm_fail "vm_tcm_loop_unexport: $1 was not exported"
+	tpg=$VM_CFS/loopback/$wwn/tpgt_1
+	for l in "$tpg"/lun/lun_0/*; do
+		[ -L "$l" ] && { rm "$l" || vm_fail "unlink $l"; }
+	done
+	echo NULL > "$tpg/nexus" 2>/dev/null || true
+	rmdir "$tpg/lun/lun_0" "$tpg" "$VM_CFS/loopback/$wwn" ||
+		vm_fail "cannot remove loopback target $wwn"
+	rm -f "$VM_STATE/tcm-loop-$key"
+}
+
+# vm_dev_bytes DEV: print the size in bytes of a block device or file.
+vm_dev_bytes() {
+	if [ -b "$1" ]; then blockdev --getsize64 "$1"; else stat -c %s "$1"; fi
+}
+
+# vm_cmp_devs A B [BYTES]: byte-compare two devices or files: the first BYTES
+# (N[KMG] allowed), default the whole of A. Fails on the first difference.
+vm_cmp_devs() {
+	local bytes
+	bytes=$(vm_size_bytes "${3:-$(vm_dev_bytes "$1")}")
+	cmp -n "$bytes" "$1" "$2" || vm_fail "$1 and $2 differ in the first $bytes bytes"
+}
+
+# vm_sum FILE [BYTES]: print the md5 of the first BYTES (default all) of FILE,
+# read with O_DIRECT in 1 MiB blocks when BYTES is a multiple of 1 MiB.
+vm_sum() {
+	local bytes
+	if [ -z "${2:-}" ]; then
+		md5sum < "$1" | cut -d' ' -f1
+		return 0
+	fi
+	bytes=$(vm_size_bytes "$2")
+	if [ $((bytes % 1048576)) -eq 0 ]; then
+		dd if="$1" bs=1M count=$((bytes / 1048576)) iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1
+	else
+		head -c "$bytes" "$1" | md5sum | cut -d' ' -f1
+	fi
+}
+
+# vm_disk NAME: print /dev/vdX of the disk NAME from the `# vm-disks:` header.
+vm_disk() {
+	local d
+	for d in /sys/block/vd*; do
+		[ -e "$d/serial" ] || continue
+		if [ "$(cat "$d/serial")" = "$1" ]; then
+			vm_wait_path "/dev/${d##*/}"
+			echo "/dev/${d##*/}"
+			return 0
+		fi
+	done
+	vm_fail "no virtio disk with serial $1"
+}
+
+# vm_as USER 'SHELL COMMAND': run a shell command line as USER (rpuser uid
+# 1000, rpadmin uid 1001 in group replipipe, or nobody); returns its status.
+vm_as() {
+	su -s /bin/sh -c "$2" "$1"
+}

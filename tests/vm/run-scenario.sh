@@ -1,0 +1,427 @@
+#!/usr/bin/env bash
+# Boots Debian's kernel under QEMU with LIO, replipipe.ko and the project's
+# binaries and runs one VM scenario; see tests/vm/README.md.
+#
+#   tests/vm/run-scenario.sh SCENARIO [--kernel-version KV]
+#
+# Exit 0 only when the guest printed the PASS marker, the kernel log has no
+# BUG:/WARNING:/Oops/Call Trace, the taint is at most O|E and the time-out did
+# not expire. Environment:
+#   REPLIPIPE_BUILD_DIR      CMake build dir holding bin/ (default <repo>/build)
+#   REPLIPIPE_VM_KO          use this replipipe.ko instead of building kmod/
+#   REPLIPIPE_VM_EXTRA_KO    more .ko files for /lib/modules/KV/extra/ (space-separated)
+#   REPLIPIPE_VM_KEEP_DISKS  1: keep existing `# vm-disks:` images instead of recreating them
+#   REPLIPIPE_VM_ACCEL       QEMU accelerator (default tcg)
+#   REPLIPIPE_VM_NO_LOCK     1: do not wait for other VM runs on this host
+#   REPLIPIPE_VM_QUIET       1: do not copy the console to stdout
+set -euo pipefail
+
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo_root=$(cd "$script_dir/../.." && pwd)
+# shellcheck source=lib/host-common.sh
+. "$script_dir/lib/host-common.sh"
+
+usage() {
+	echo "usage: $0 SCENARIO [--kernel-version KV]" >&2
+	exit 64
+}
+
+say() { echo "run-scenario: $*" >&2; }
+die() { say "error: $*"; exit 2; }
+
+scenario=
+kv=
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--kernel-version) [ $# -ge 2 ] || usage; kv=$2; shift 2 ;;
+	--kernel-version=*) kv=${1#*=}; shift ;;
+	-h | --help) usage ;;
+	-*) usage ;;
+	*) [ -z "$scenario" ] || usage; scenario=$1; shift ;;
+	esac
+done
+[ -n "$scenario" ] || usage
+[ -f "$scenario" ] || die "no scenario file $scenario"
+scenario=$(cd "$(dirname "$scenario")" && pwd)/$(basename "$scenario")
+name=$(basename "$scenario" .sh)
+
+[ -n "$kv" ] || kv=$(rp_newest_kernel_version)
+[ -e "/boot/vmlinuz-$kv" ] || die "no /boot/vmlinuz-$kv"
+[ -d "/lib/modules/$kv/kernel" ] || die "no /lib/modules/$kv/kernel"
+
+build_dir=${REPLIPIPE_BUILD_DIR:-$repo_root/build}
+mkdir -p "$build_dir"
+build_dir=$(cd "$build_dir" && pwd)
+cache_dir=$build_dir/vm-cache
+log_dir=$build_dir/vm-logs
+mkdir -p "$cache_dir" "$log_dir"
+log=$log_dir/$name.log
+
+# ---- scenario header ----------------------------------------------------
+header() { # KEY: the value of the first `# vm-KEY:` line, or nothing
+	sed -n "s/^#[[:space:]]*vm-$1:[[:space:]]*//p" "$scenario" | head -n 1 | sed 's/[[:space:]]*$//'
+}
+timeout_s=$(header timeout); timeout_s=${timeout_s:-300}
+mem_mib=$(header mem); mem_mib=${mem_mib:-1024}
+read -r -a vm_bins <<< "$(header bins)"
+read -r -a vm_files <<< "$(header files)"
+read -r -a vm_disks <<< "$(header disks)"
+[[ $timeout_s =~ ^[0-9]+$ ]] || die "bad vm-timeout '$timeout_s'"
+[[ $mem_mib =~ ^[0-9]+$ ]] || die "bad vm-mem '$mem_mib'"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/rp-vm.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM HUP
+
+# ---- replipipe.ko -------------------------------------------------------
+# Built in a copy of kmod/ and uapi/ under the build dir (never in the source
+# tree others edit), cached by the hash of the sources and KV.
+kmod_status=
+kmod_ko=
+build_kmod() {
+	local src=$repo_root/kmod files=() hash dir tmp ko
+	if [ -n "${REPLIPIPE_VM_KO:-}" ]; then
+		[ -f "$REPLIPIPE_VM_KO" ] || die "REPLIPIPE_VM_KO=$REPLIPIPE_VM_KO does not exist"
+		kmod_ko=$REPLIPIPE_VM_KO
+		return 0
+	fi
+	if [ ! -f "$src/Makefile" ] && [ ! -f "$src/build.sh" ]; then
+		kmod_status="not built: kmod/ has no Makefile nor build.sh"
+		return 0
+	fi
+	mapfile -t files < <(cd "$repo_root" && find kmod uapi -type f \( -name '*.[ch]' -o -name Makefile \
+		-o -name Kbuild -o -name Kconfig -o -name '*.mk' -o -name '*.sh' \) ! -name '*.mod.c' | LC_ALL=C sort)
+	hash=$( (echo "$kv"; cd "$repo_root" && tar -cf - --mtime=@0 --owner=0 --group=0 "${files[@]}") |
+		sha256sum | cut -c1-16)
+	dir=$cache_dir/kmod/$kv-$hash
+	if [ -f "$dir/replipipe.ko" ]; then
+		kmod_ko=$dir/replipipe.ko
+		return 0
+	fi
+	if [ -f "$dir.failed" ]; then # same sources failed before: do not rebuild
+		kmod_status="not built: the build of these sources failed, see $dir.failed"
+		say "WARNING: replipipe.ko $kmod_status"
+		return 0
+	fi
+	tmp=$(mktemp -d "$cache_dir/kmod-build.XXXXXX")
+	(cd "$repo_root" && tar -cf - "${files[@]}") | tar -C "$tmp" -xf -
+	say "building replipipe.ko for $kv (log: $cache_dir/kmod-build-$kv.log)"
+	if [ -f "$tmp/kmod/Makefile" ]; then
+		make -C "$tmp/kmod" KDIR="/lib/modules/$kv/build" -j"$(nproc)" \
+			> "$cache_dir/kmod-build-$kv.log" 2>&1 || true
+	else
+		(cd "$tmp/kmod" && KDIR="/lib/modules/$kv/build" ./build.sh KDIR="/lib/modules/$kv/build") \
+			> "$cache_dir/kmod-build-$kv.log" 2>&1 || true
+	fi
+	ko=$(find "$tmp/kmod" -name replipipe.ko | head -n 1)
+	if [ -z "$ko" ]; then
+		tail -n 30 "$cache_dir/kmod-build-$kv.log" >&2 || true
+		mkdir -p "$cache_dir/kmod"
+		cp "$cache_dir/kmod-build-$kv.log" "$dir.failed"
+		kmod_status="not built: the build failed, see $dir.failed"
+		say "WARNING: replipipe.ko $kmod_status"
+		rm -rf "$tmp"
+		return 0
+	fi
+	if ! modinfo -F vermagic "$ko" | grep -q "^$kv "; then
+		kmod_status="not used: built for '$(modinfo -F vermagic "$ko")', not $kv"
+		say "WARNING: replipipe.ko $kmod_status"
+		rm -rf "$tmp"
+		return 0
+	fi
+	mkdir -p "$dir.tmp.$$"
+	cp "$ko" "$dir.tmp.$$/replipipe.ko"
+	cp "$cache_dir/kmod-build-$kv.log" "$dir.tmp.$$/build.log"
+	mv -T "$dir.tmp.$$" "$dir" 2>/dev/null || rm -rf "$dir.tmp.$$"
+	rm -rf "$tmp"
+	kmod_ko=$dir/replipipe.ko
+}
+
+# ---- initramfs ------------------------------------------------------------
+# copy_libs ROOT FILE: copy the shared libraries ldd lists for FILE, and the
+# dynamic loader, to the same paths under ROOT.
+copy_libs() {
+	local lib
+	ldd "$2" 2>/dev/null | sed -n 's/.*=> *\(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (0x.*/\1/p' |
+		while read -r lib; do
+			[ -e "$1$lib" ] && continue
+			mkdir -p "$1$(dirname "$lib")"
+			cp -L --preserve=mode "$lib" "$1$lib"
+		done
+}
+
+# copy_with_libs ROOT FILE...: copy host files to the same path under ROOT,
+# with their libraries.
+copy_with_libs() {
+	local root=$1 f
+	shift
+	for f in "$@"; do
+		mkdir -p "$root$(dirname "$f")"
+		cp -L --preserve=mode "$f" "$root$f"
+		copy_libs "$root" "$f"
+	done
+}
+
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+guest_modules=(scsi_mod sd_mod target_core_mod target_core_iblock target_core_file
+	tcm_loop iscsi_target_mod iscsi_tcp crc32c_generic brd null_blk dm_mod
+	dm_flakey dm_mirror dm_delay loop virtio_pci virtio_blk configfs)
+optional_modules=(target_core_pscsi target_core_user drbd nbd dm_log_writes crc32c_intel)
+
+module_files() { # the .ko files of the guest modules with dependencies
+	local m out
+	for m in "${guest_modules[@]}"; do
+		out=$(modprobe -S "$kv" --show-depends "$m") || die "module $m not found for $kv"
+		printf '%s\n' "$out"
+	done
+	for m in "${optional_modules[@]}"; do
+		modprobe -S "$kv" --show-depends "$m" 2>/dev/null || true
+	done
+} 
+
+write_etc() { # ROOT
+	mkdir -p "$1/etc"
+	cat > "$1/etc/passwd" <<-'EOF'
+	root:x:0:0:root:/root:/bin/sh
+	rpuser:x:1000:1000:unprivileged test user:/tmp:/bin/sh
+	rpadmin:x:1001:1001:member of group replipipe:/tmp:/bin/sh
+	nobody:x:65534:65534:nobody:/nonexistent:/bin/sh
+	EOF
+	cat > "$1/etc/group" <<-'EOF'
+	root:x:0:
+	rpuser:x:1000:
+	rpadmin:x:1001:
+	replipipe:x:990:rpadmin
+	nogroup:x:65534:
+	EOF
+	printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files\n' > "$1/etc/nsswitch.conf"
+	printf '127.0.0.1 localhost replipipe-vm\n::1 localhost\n' > "$1/etc/hosts"
+	echo replipipe-vm > "$1/etc/hostname"
+}
+
+# The base archive: busybox, kmod, /etc, the kernel modules. Everything that
+# only depends on KV and host packages; cached by content hash.
+build_base() {
+	local kmods hash base root busybox kmod_bin a
+	busybox=$(command -v busybox) || die "busybox not installed (busybox-static)"
+	kmod_bin=$(command -v kmod) || die "kmod not installed"
+	mapfile -t kmods < <(module_files | sed -n 's/^insmod \([^ ]*\).*/\1/p' | sort -u)
+	hash=$( {
+		echo "$kv"
+		declare -f write_etc copy_with_libs copy_libs build_base
+		sha256sum "$busybox" "$kmod_bin" "${kmods[@]}" /lib/modules/"$kv"/modules.builtin* \
+			/lib/modules/"$kv"/modules.order
+	} | sha256sum | cut -c1-16)
+	base=$cache_dir/base-$kv-$hash
+	base_cpio=$base.cpio
+	base_root=$base.root
+	if [ -f "$base_cpio" ] && [ -d "$base_root" ]; then
+		say "initramfs base: cached ($base_cpio)"
+		return 0
+	fi
+	say "initramfs base: building ($base_cpio)"
+	local tb
+	tb=$(date +%s.%N)
+	root=$(mktemp -d "$cache_dir/base-build.XXXXXX")
+	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,proc,sys,dev,tmp,run,root,mnt,var/tmp,var/lib,lib/replipipe}
+	chmod 1777 "$root/tmp" "$root/var/tmp"
+	cp "$busybox" "$root/bin/busybox"
+	"$busybox" --list-full | while read -r a; do
+		[ "$a" = bin/busybox ] && continue
+		mkdir -p "$root/$(dirname "$a")"
+		ln -sf /bin/busybox "$root/$a"
+	done
+	copy_with_libs "$root" "$kmod_bin"
+	for a in modprobe insmod rmmod lsmod depmod modinfo; do
+		rm -f "$root/sbin/$a" "$root/bin/$a" "$root/usr/sbin/$a" "$root/usr/bin/$a"
+		ln -s "$kmod_bin" "$root/sbin/$a"
+	done
+	write_etc "$root"
+	mkdir -p "$root/lib/modules/$kv"
+	for a in "${kmods[@]}"; do
+		mkdir -p "$root$(dirname "$a")"
+		cp "$a" "$root$a"
+	done
+	cp /lib/modules/"$kv"/modules.builtin* /lib/modules/"$kv"/modules.order "$root/lib/modules/$kv/"
+	(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$root.cpio"
+	# Publish atomically; a concurrent builder may have won the race.
+	mv "$root.cpio" "$base_cpio"
+	if ! mv -T "$root" "$base_root" 2>/dev/null; then
+		rm -rf "$root"
+	fi
+	say "initramfs base: built in $(elapsed "$tb" "$(date +%s.%N)")s"
+}
+
+# The per-scenario archive, appended to the base: /init, guest-lib, the
+# scenario, replipipe.ko + depmod output, the project's binaries, vm-bins.
+build_overlay() {
+	local ov=$work/overlay f b mods=$work/depmod to
+	to=$(date +%s.%N)
+	mkdir -p "$ov/lib/replipipe" "$ov/usr/local/bin"
+	cp "$script_dir/lib/guest-init.sh" "$ov/init"
+	chmod 755 "$ov/init"
+	cp "$script_dir/lib/guest-lib.sh" "$ov/lib/replipipe/guest-lib.sh"
+	cp "$scenario" "$ov/lib/replipipe/scenario.sh"
+	echo "$name" > "$ov/lib/replipipe/scenario-name"
+	# The guest gives up 30 s before the host so it can still report.
+	echo $((timeout_s > 60 ? timeout_s - 30 : timeout_s * 3 / 4)) > "$ov/lib/replipipe/guest-timeout"
+	echo "$kmod_status" > "$ov/lib/replipipe/kmod-status"
+	: > "$ov/lib/replipipe/disks"
+	for f in "${vm_disks[@]}"; do echo "${f%%:*}" >> "$ov/lib/replipipe/disks"; done
+
+	# Modules: extra/ and a depmod run over the whole tree.
+	mkdir -p "$mods/lib/modules"
+	cp -al "$base_root/lib/modules/$kv" "$mods/lib/modules/$kv"
+	mkdir -p "$mods/lib/modules/$kv/extra"
+	[ -z "$kmod_ko" ] || cp "$kmod_ko" "$mods/lib/modules/$kv/extra/replipipe.ko"
+	for f in ${REPLIPIPE_VM_EXTRA_KO:-}; do
+		[ -f "$f" ] || die "REPLIPIPE_VM_EXTRA_KO: no file $f"
+		cp "$f" "$mods/lib/modules/$kv/extra/"
+	done
+	depmod -b "$mods" "$kv"
+	mkdir -p "$ov/lib/modules/$kv"
+	cp -r "$mods/lib/modules/$kv/extra" "$ov/lib/modules/$kv/"
+	cp "$mods/lib/modules/$kv"/modules.* "$ov/lib/modules/$kv/"
+
+	# Project binaries and the scenario's vm-bins, with their libraries.
+	if [ -d "$build_dir/bin" ]; then
+		for f in "$build_dir"/bin/*; do
+			[ -f "$f" ] || continue
+			# Debug info only makes the image big: the guest has no debugger.
+			if ! objcopy --strip-debug "$f" "$ov/usr/local/bin/${f##*/}" 2>/dev/null; then
+				cp -L --preserve=mode "$f" "$ov/usr/local/bin/"
+			fi
+			copy_libs "$ov" "$f"
+		done
+	else
+		say "note: no $build_dir/bin (project binaries not built)"
+	fi
+	for b in "${vm_bins[@]}"; do
+		f=$(PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin command -v "$b") ||
+			die "vm-bins: '$b' not found on the host"
+		copy_with_libs "$ov" "$(readlink -f "$f")"
+		[ "$(readlink -f "$f")" = "$f" ] || { mkdir -p "$ov$(dirname "$f")"; cp -p "$ov$(readlink -f "$f")" "$ov$f"; }
+	done
+	for f in "${vm_files[@]}"; do
+		[ -e "$f" ] || die "vm-files: no host file $f"
+		mkdir -p "$ov$(dirname "$f")"
+		cp -a "$f" "$ov$f"
+	done
+	(cd "$ov" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$work/overlay.cpio"
+	cat "$base_cpio" "$work/overlay.cpio" > "$work/initrd"
+	say "initramfs scenario part: $(du -k "$work/overlay.cpio" | cut -f1) KiB in $(elapsed "$to" "$(date +%s.%N)")s"
+}
+
+# ---- disks ----------------------------------------------------------------
+disk_args=()
+make_disks() {
+	local d dname size img ddir=$build_dir/vm-disks/$name
+	[ ${#vm_disks[@]} -gt 0 ] || return 0
+	mkdir -p "$ddir"
+	for d in "${vm_disks[@]}"; do
+		dname=${d%%:*}
+		size=${d#*:}
+		[[ $dname =~ ^[A-Za-z0-9_-]+$ && $size =~ ^[0-9]+$ ]] || die "bad vm-disks entry '$d' (NAME:SIZE_MIB)"
+		img=$ddir/$dname.img
+		if [ "${REPLIPIPE_VM_KEEP_DISKS:-0}" != 1 ] || [ ! -f "$img" ]; then
+			rm -f "$img"
+			truncate -s "${size}M" "$img"
+		fi
+		disk_args+=(-drive "file=$img,format=raw,if=none,id=disk-$dname,cache=unsafe"
+			-device "virtio-blk-pci,drive=disk-$dname,serial=$dname")
+	done
+}
+
+# ---- verdict -------------------------------------------------------------
+# check_log LOG: 0 when the guest passed and the kernel stayed clean.
+check_log() {
+	local clean=$work/clean.log ok=0 taint bad
+	tr -d '\r' < "$1" > "$clean"
+	if ! grep -q 'REPLIPIPE-SCENARIO: PASS' "$clean"; then
+		say "FAIL: no PASS marker$(grep -o 'REPLIPIPE-SCENARIO: FAIL.*' "$clean" | head -n 1 | sed 's/^/ (/; s/$/)/')"
+		ok=1
+	fi
+	bad=$(grep -nE 'BUG:|WARNING:|Oops|Call Trace|general protection fault|Kernel panic|hung_task|blocked for more than' "$clean" | head -n 5 || true)
+	if [ -n "$bad" ]; then
+		say "FAIL: kernel problems in the log:"
+		printf '%s\n' "$bad" >&2
+		ok=1
+	fi
+	bad=$(sed -n 's/.*Tainted: \([A-Z ]*\) [0-9].*/\1/p' "$clean" | tr -d ' GOE\n' || true)
+	if [ -n "$bad" ]; then
+		say "FAIL: kernel tainted with flags '$bad'"
+		ok=1
+	fi
+	taint=$(sed -n 's/.*REPLIPIPE-TAINTED: \([0-9]*\).*/\1/p' "$clean" | tail -n 1)
+	if [ -z "$taint" ]; then
+		say "FAIL: the guest did not report its taint (it did not finish)"
+		ok=1
+	elif [ $((taint & ~(4096 | 8192))) -ne 0 ]; then
+		say "FAIL: /proc/sys/kernel/tainted = $taint (only 4096 O and 8192 E are allowed)"
+		ok=1
+	fi
+	return $ok
+}
+
+# ---- main ---------------------------------------------------------------
+t0=$(date +%s.%N)
+build_kmod
+build_base
+build_overlay
+make_disks
+t1=$(date +%s.%N)
+say "scenario $name, kernel $kv, ${mem_mib} MiB, time-out ${timeout_s}s, initramfs $(du -m "$work/initrd" | cut -f1) MiB in $(elapsed "$t0" "$t1")s"
+[ -z "$kmod_status" ] || say "replipipe.ko $kmod_status"
+
+accel=${REPLIPIPE_VM_ACCEL:-tcg}
+cpu=max
+[ "$accel" != tcg ] || accel=tcg,thread=multi
+qemu=(qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -m "$mem_mib" -smp 2 -nographic -no-reboot
+	-kernel "/boot/vmlinuz-$kv" -initrd "$work/initrd"
+	-append "console=ttyS0 quiet panic=-1 rdinit=/init"
+	"${disk_args[@]}")
+
+# One VM at a time on this host (2 CPUs): concurrent runs would slow each
+# other into time-outs and make benchmark numbers meaningless.
+lock_fd=
+if [ "${REPLIPIPE_VM_NO_LOCK:-0}" != 1 ]; then
+	exec {lock_fd}> "${TMPDIR:-/tmp}/replipipe-vm.lock"
+	if ! flock -n "$lock_fd"; then
+		say "waiting for another VM run on this host to finish"
+		tw=$(date +%s.%N)
+		flock "$lock_fd"
+		say "waited $(elapsed "$tw" "$(date +%s.%N)")s for the VM lock"
+	fi
+fi
+
+say "booting; console log: $log"
+t2=$(date +%s.%N)
+set +e
+if [ "${REPLIPIPE_VM_QUIET:-0}" = 1 ]; then
+	timeout -k 5 "$timeout_s" "${qemu[@]}" < /dev/null > "$log" 2>&1
+	qrc=$?
+else
+	timeout -k 5 "$timeout_s" "${qemu[@]}" < /dev/null 2>&1 | tee "$log"
+	qrc=${PIPESTATUS[0]}
+fi
+set -e
+t3=$(date +%s.%N)
+boot_s=$(elapsed "$t2" "$t3")
+[ -z "$lock_fd" ] || exec {lock_fd}>&-
+
+rc=0
+if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
+	say "FAIL: time-out after ${timeout_s}s"
+	rc=1
+elif [ "$qrc" -ne 0 ]; then
+	say "FAIL: qemu exited with $qrc"
+	rc=1
+fi
+check_log "$log" || rc=1
+if [ $rc -eq 0 ]; then
+	say "PASS: $name (boot ${boot_s}s wall, log $log)"
+else
+	say "FAIL: $name (boot ${boot_s}s wall, log $log)"
+fi
+exit $rc

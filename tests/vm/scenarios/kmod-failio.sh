@@ -1,0 +1,115 @@
+#!/bin/sh
+# Policy FailIO: the target is a device-mapper device over /dev/ram1 switched
+# from `linear` to `error` between write phases. Phase 1 (healthy) is
+# acknowledged and mirrored; in phase 2 (failing) every write fails at the
+# initiator with EIO, and no acknowledged write is missing from the primary;
+# the legs differ only inside dirty regions. Phase 3: the target is repaired,
+# the pair resumed, and writes are acknowledged and mirrored again.
+# vm-timeout: 600
+# vm-mem: 1024
+# vm-bins: dmsetup
+
+PIPE=kmod-failio
+SRC=replipipe_0/vol1
+REGION_KIB=64
+LIVE=/sys/module/replipipe/parameters/live_objects
+export DM_DISABLE_UDEV=1
+
+field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
+norm_ranges() {
+	sed -n 's/^dirty //; /^[0-9][0-9]*\(-[0-9][0-9]*\)\{0,1\}$/p' | sed 's/^\([0-9]*\)$/\1-\1/'
+}
+
+vm_brd 2 128
+vm_modprobe dm_mod
+sectors=$(blockdev --getsz /dev/ram1)
+dmsetup --noudevsync create rptgt --table "0 $sectors linear /dev/ram1 0" ||
+	vm_fail "dmsetup create"
+tgt=
+for d in /sys/block/dm-*; do
+	[ "$(cat "$d/dm/name")" = rptgt ] && tgt=/dev/${d##*/}
+done
+[ -b "$tgt" ] || vm_fail "no /dev/dm-N for rptgt"
+
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
+rp-nlctl set-pipe --id $PIPE --name failio --mode sync --policy failio \
+	--region-kib $REGION_KIB --pair $SRC=$tgt,clean || vm_fail "set-pipe refused"
+rp-nlctl get $PIPE
+lun=$(vm_tcm_loop_export $SRC)
+vm_log "LUN $lun, target $tgt"
+
+vm_log "== phase 1: 16 MiB, target healthy"
+out=$(rp-writer --dev "$lun" --log /tmp/p1 --threads 4 --bytes 16M --seed 31) ||
+	vm_fail "phase 1 writes failed: $out"
+echo "$out"
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+[ "$(field "$pair" state)" = InSync ] || vm_fail "not InSync after phase 1: $pair"
+
+vm_log "== the target fails (linear -> error)"
+dmsetup --noudevsync suspend rptgt
+dmsetup --noudevsync load rptgt --table "0 $sectors error"
+dmsetup --noudevsync resume rptgt
+
+vm_log "== phase 2: 40 writes, target failing: every one must fail with EIO"
+rc=0
+out=$(rp-writer --dev "$lun" --log /tmp/p2 --threads 4 --count 40 --seed 32 \
+	--continue-on-error) || rc=$?
+echo "$out"
+[ $rc -eq 3 ] || vm_fail "rp-writer rc=$rc, expected 3 (writes failed)"
+summary=$(echo "$out" | grep '^writer: acked')
+[ "$(field "$summary" acked)" = 0 ] || vm_fail "writes acknowledged although the mirror failed: $summary"
+[ "$(field "$summary" failed)" = 40 ] || vm_fail "not every write failed: $summary"
+echo "$out" | grep -q '^writer: first error EIO ' || vm_fail "the writes did not fail with EIO"
+
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+echo "$pair"
+[ "$(field "$pair" state)" != InSync ] || vm_fail "pair still InSync after target failures: $pair"
+[ "$(field "$pair" errors)" -ge 1 ] || vm_fail "no target error counted: $pair"
+
+vm_log "== no acknowledged write missing"
+rp-verify --dev "$lun" /tmp/p1.* /tmp/p2.* || vm_fail "data through the LUN"
+rp-verify --dev /dev/ram0 /tmp/p1.* /tmp/p2.* || vm_fail "data on the primary"
+rp-verify --dev /dev/ram1 /tmp/p1.* || vm_fail "phase 1 not on the replica"
+
+vm_log "== the legs differ only inside dirty regions"
+rp-nlctl bitmap $PIPE $SRC > /tmp/bitmap || vm_fail "rp-nlctl bitmap"
+head -n 1 /tmp/bitmap
+norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
+rc=0
+rp-verify --cmp /dev/ram0 /dev/ram1 --region-kib $REGION_KIB > /tmp/cmp || rc=$?
+[ $rc -le 1 ] || vm_fail "rp-verify --cmp: rc=$rc"
+head -n 1 /tmp/cmp
+norm_ranges < /tmp/cmp > /tmp/cmp.ranges
+awk -F- 'FILENAME == ARGV[1] { for (r = $1; r <= $2; r++) dirty[r] = 1; next }
+	{ for (r = $1; r <= $2; r++) if (!(r in dirty)) { print "clean region " r " differs"; bad = 1 } }
+	END { exit bad }' /tmp/bitmap.ranges /tmp/cmp.ranges ||
+	vm_fail "the legs differ outside the dirty regions"
+
+vm_log "== phase 3: target repaired, pair resumed, writes mirrored again"
+dmsetup --noudevsync suspend rptgt
+dmsetup --noudevsync load rptgt --table "0 $sectors linear /dev/ram1 0"
+dmsetup --noudevsync resume rptgt
+rp-nlctl pair-state $PIPE $SRC resume || vm_fail "pair-state resume"
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+echo "$pair"
+case "$(field "$pair" state)" in
+Syncing | InSync) ;;
+*) vm_fail "pair not mirroring after resume: $pair" ;;
+esac
+out=$(rp-writer --dev "$lun" --log /tmp/p3 --threads 4 --bytes 8M --seed 33) ||
+	vm_fail "phase 3 writes failed after repair and resume: $out"
+echo "$out"
+rp-verify --dev /dev/ram0 /tmp/p1.* /tmp/p2.* /tmp/p3.* || vm_fail "data on the primary"
+rp-verify --dev /dev/ram1 /tmp/p3.* || vm_fail "phase 3 not mirrored to the replica"
+
+vm_log "== teardown"
+vm_tcm_loop_unexport $SRC
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vm_backstore_delete $SRC
+dmsetup --noudevsync remove rptgt || vm_fail "dmsetup remove"
+live=$(cat $LIVE)
+vm_log "live_objects: $live"
+[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+rmmod replipipe || vm_fail "rmmod replipipe"
+vm_log "kmod-failio done"

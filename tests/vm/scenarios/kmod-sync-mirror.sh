@@ -1,0 +1,71 @@
+#!/bin/sh
+# Synchronous mirroring through LIO: a replipipe backstore on /dev/ram0 paired
+# with /dev/ram1 (rp-nlctl, no daemon), exported through tcm_loop; 64 MiB of
+# random O_DIRECT writes of 4 KiB..1 MiB from 4 parallel writers (rp-writer).
+# Every acknowledged write must be on the LUN, on /dev/ram0 and on /dev/ram1,
+# the legs byte-identical, the pair InSync with its counters matching the
+# writes; then teardown down to rmmod with live_objects back to zero.
+# vm-timeout: 600
+# vm-mem: 1024
+
+PIPE=kmod-sync
+SRC=replipipe_0/vol1
+LIVE=/sys/module/replipipe/parameters/live_objects
+
+field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+
+vm_brd 2 128
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
+vm_log "live_objects after load: $(cat $LIVE)"
+
+# Both ramdisks start zeroed, so the pair may start clean (InSync).
+rp-nlctl set-pipe --id $PIPE --name sync-mirror --mode sync --policy degrade \
+	--region-kib 64 --pair $SRC=/dev/ram1,clean || vm_fail "set-pipe refused"
+rp-nlctl get $PIPE
+vm_log "backstore info: $(cat /sys/kernel/config/target/core/$SRC/info)"
+grep -q "$PIPE" /sys/kernel/config/target/core/$SRC/info ||
+	vm_fail "backstore info does not name the pipe"
+lun=$(vm_tcm_loop_export $SRC)
+vm_log "LUN $lun"
+
+vm_log "== 64 MiB of random writes, 4 writers, 4 KiB..1 MiB"
+out=$(rp-writer --dev "$lun" --log /tmp/w --threads 4 --bytes 64M \
+	--min-size 4K --max-size 1M --seed 11) || vm_fail "rp-writer: $out"
+echo "$out"
+acked=$(field "$(echo "$out" | grep '^writer:')" acked)
+bytes=$(field "$(echo "$out" | grep '^writer:')" bytes)
+
+vm_log "== verify: the LUN, the primary, the replica"
+rp-verify --dev "$lun" /tmp/w.* || vm_fail "data through the LUN"
+rp-verify --dev /dev/ram0 /tmp/w.* || vm_fail "data on the primary /dev/ram0"
+rp-verify --dev /dev/ram1 /tmp/w.* || vm_fail "data on the replica /dev/ram1"
+rp-verify --cmp /dev/ram0 /dev/ram1 || vm_fail "the legs differ"
+
+vm_log "== pair status"
+rp-nlctl get
+pair=$(rp-nlctl get $PIPE | grep "^pair ") || vm_fail "no pair line in rp-nlctl get"
+[ "$(field "$pair" source)" = $SRC ] || vm_fail "pair source: $pair"
+[ "$(field "$pair" target)" = /dev/ram1 ] || vm_fail "pair target: $pair"
+[ "$(field "$pair" state)" = InSync ] || vm_fail "pair not InSync: $pair"
+[ "$(field "$pair" dirty)" = 0 ] || vm_fail "dirty regions after a clean sync run: $pair"
+[ "$(field "$pair" errors)" = 0 ] || vm_fail "target errors: $pair"
+[ "$(field "$pair" lag)" = 0 ] || vm_fail "lag in sync mode: $pair"
+[ "$(field "$pair" bytes)" = "$bytes" ] ||
+	vm_fail "bytes mirrored $(field "$pair" bytes) != bytes acknowledged $bytes"
+[ "$(field "$pair" writes)" -ge "$acked" ] ||
+	vm_fail "writes mirrored $(field "$pair" writes) < writes acknowledged $acked"
+[ "$(field "$pair" source_bytes)" = "$(blockdev --getsize64 /dev/ram0)" ] ||
+	vm_fail "source_bytes is not the size of /dev/ram0: $pair"
+[ "$(field "$pair" regions)" = $(($(blockdev --getsize64 /dev/ram0) / 65536)) ] ||
+	vm_fail "regions is not size / 64 KiB: $pair"
+
+vm_log "== teardown"
+vm_tcm_loop_unexport $SRC
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+[ -z "$(rp-nlctl get | grep "^pipe ")" ] || vm_fail "pipe still listed after del-pipe"
+vm_backstore_delete $SRC
+live=$(cat $LIVE)
+vm_log "live_objects: $live"
+[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+rmmod replipipe || vm_fail "rmmod replipipe"
+vm_log "kmod-sync-mirror done"

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Shows that the VM bench can fail: runs the runner on scenarios that must
+# fail (wrong checksum, a module whose init WARNs, a hang) and on one that
+# must pass, and checks the runner's exit status and reason for each.
+#   tests/vm/selftest/run.sh [--kernel-version KV] [CASE...]
+# CASE: pass bad-checksum warn-module hang disks (default: all).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+vm_dir=$(cd "$here/.." && pwd)
+# shellcheck source=../lib/host-common.sh
+. "$vm_dir/lib/host-common.sh"
+
+kv=
+if [ "${1:-}" = --kernel-version ]; then
+	kv=$2
+	shift 2
+fi
+[ -n "$kv" ] || kv=$(rp_newest_kernel_version)
+cases=("$@")
+[ ${#cases[@]} -gt 0 ] || cases=(pass bad-checksum warn-module hang disks)
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/rp-selftest.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+failures=0
+# expect CASE WANT_RC REASON_REGEX: run the runner on CASE.sh, check its
+# status (0 or nonzero) and that its output matches REASON_REGEX.
+expect() {
+	local case=$1 want=$2 reason=$3 rc=0 out=$tmp/$1.out t0 t1
+	t0=$(date +%s)
+	REPLIPIPE_VM_QUIET=1 "$vm_dir/run-scenario.sh" --kernel-version "$kv" \
+		"$here/$case.sh" > "$out" 2>&1 || rc=$?
+	t1=$(date +%s)
+	if [ "$want" = 0 ] && [ $rc -ne 0 ]; then
+		echo "selftest: FAIL $case: runner returned $rc, expected 0"
+		failures=$((failures + 1))
+	elif [ "$want" != 0 ] && [ $rc -eq 0 ]; then
+		echo "selftest: FAIL $case: runner returned 0, expected a failure"
+		failures=$((failures + 1))
+	elif ! grep -qE "$reason" "$out"; then
+		echo "selftest: FAIL $case: runner output lacks /$reason/"
+		failures=$((failures + 1))
+	else
+		echo "selftest: ok   $case (runner rc=$rc, $((t1 - t0))s)"
+		return 0
+	fi
+	sed 's/^/    /' "$out" | tail -n 20
+}
+
+for c in "${cases[@]}"; do
+	case "$c" in
+	pass) expect pass 0 'PASS: pass' ;;
+	bad-checksum) expect bad-checksum 1 'FAIL rc=1' ;;
+	warn-module)
+		# Build the throw-away module against KV's headers in a temp dir.
+		cp "$here"/warn-module/* "$tmp/"
+		if ! make -C "/lib/modules/$kv/build" M="$tmp" modules > "$tmp/kbuild.log" 2>&1; then
+			cat "$tmp/kbuild.log"
+			echo "selftest: FAIL warn-module: cannot build rp_selftest_warn.ko"
+			failures=$((failures + 1))
+			continue
+		fi
+		REPLIPIPE_VM_EXTRA_KO=$tmp/rp_selftest_warn.ko \
+			expect warn-module 1 'kernel problems in the log|tainted'
+		;;
+	hang) expect hang 1 'time-out|FAIL rc=1(24|43)' ;;
+	disks)
+		# Fresh images, then kept ones: the marker must survive the reboot.
+		REPLIPIPE_VM_KEEP_DISKS=0 expect disks 0 'PASS: disks' &&
+			grep -q 'marker written' "${REPLIPIPE_BUILD_DIR:-$vm_dir/../../build}/vm-logs/disks.log" &&
+			REPLIPIPE_VM_KEEP_DISKS=1 expect disks 0 'PASS: disks' &&
+			grep -q 'marker persisted' "${REPLIPIPE_BUILD_DIR:-$vm_dir/../../build}/vm-logs/disks.log" ||
+			{ echo "selftest: FAIL disks: the marker did not persist with REPLIPIPE_VM_KEEP_DISKS=1"; failures=$((failures + 1)); }
+		;;
+	*) echo "selftest: unknown case $c" >&2; exit 64 ;;
+	esac
+done
+
+if [ $failures -ne 0 ]; then
+	echo "selftest: $failures case(s) failed"
+	exit 1
+fi
+echo "selftest: all cases behaved"

@@ -1,0 +1,664 @@
+// rp-nlctl: talk to replipipe.ko over generic netlink directly (no daemon).
+// A test tool for the VM scenarios: machine-readable output, one line per
+// object, `key=value` fields separated by spaces. Values are escaped: a space
+// is \x20, a backslash \\, so a line always splits on spaces.
+//
+// Exit status: 0 ok, 1 kernel (or I/O) error with the extack text and errno
+// name on stderr, 3 time-out of `events --count`, 64 usage, 69 module not
+// loaded.
+#include <linux/replipipe.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "netlink_client.h"
+#include "netlink_events.h"
+#include "netlink_resync.h"
+#include "netlink_socket.h"
+#include "resync_copier.h"
+#include "resync_pair.h"
+
+using namespace replipipe;
+
+namespace
+{
+
+constexpr int kExitOk = 0;
+constexpr int kExitKernel = 1;
+constexpr int kExitTimeout = 3;
+constexpr int kExitUsage = 64;
+constexpr int kExitNoModule = 69;
+
+const char kUsage[] =
+        "usage: rp-nlctl COMMAND ...\n"
+        "  family\n"
+        "  set-pipe --id ID [--name N] [--mode sync|async]\n"
+        "           [--policy degrade|failio] [--max-lag-kib K]\n"
+        "           [--region-kib K] [--pair SRC=TGT[,clean]]...\n"
+        "  del-pipe ID\n"
+        "  get [ID]\n"
+        "  pair-state ID SRC pause|resume\n"
+        "  bitmap ID SRC\n"
+        "  claim ID SRC [--hint H] [--max N] [--hold SECONDS] "
+        "[--done|--failed]\n"
+        "  events [--count N] [--timeout SECONDS]\n"
+        "  resync ID SRC [--source-dev DEV] [--target-dev DEV] [--qd N]\n"
+        "         [--chunk-kib K] [--rate-kibps R] [--batch-regions N]\n"
+        "  copy SRC DST [--offset BYTES] [--length BYTES] [--qd N]\n"
+        "       [--chunk-kib K] [--rate-kibps R]   (the resync copier alone,\n"
+        "       no kernel: for benchmarks)\n"
+        "  (every command takes --nl-timeout SECONDS, default 10)\n";
+
+struct UsageError {
+	std::string what;
+};
+
+int Usage(const std::string &what)
+{
+	if (!what.empty())
+		std::fprintf(stderr, "rp-nlctl: %s\n", what.c_str());
+	std::fputs(kUsage, stderr);
+	return kExitUsage;
+}
+
+// Prints the error; returns the exit status for it.
+int Fail(const Status &st)
+{
+	if (IsModuleMissing(st)) {
+		std::fprintf(stderr, "rp-nlctl: %s\n", st.message().c_str());
+		return kExitNoModule;
+	}
+	const char *name = st.err() != 0 ? strerrorname_np(st.err()) : nullptr;
+	std::fprintf(stderr, "rp-nlctl: %s (errno %s)\n", st.message().c_str(),
+	             name != nullptr ? name : "none");
+	return kExitKernel;
+}
+
+std::string Esc(const std::string &s)
+{
+	std::string out;
+	for (char c : s) {
+		if (c == ' ')
+			out += "\\x20";
+		else if (c == '\\')
+			out += "\\\\";
+		else if (c == '\n')
+			out += "\\n";
+		else if (c == '\t')
+			out += "\\t";
+		else
+			out += c;
+	}
+	return out;
+}
+
+const char *ModeWord(Mode m)
+{
+	return m == Mode::kAsynchronous ? "async" : "sync";
+}
+const char *PolicyWord(FailurePolicy p)
+{
+	return p == FailurePolicy::kFailIO ? "failio" : "degrade";
+}
+const char *StateWord(PairState s)
+{
+	switch (s) {
+	case PairState::kSyncing:
+		return "Syncing";
+	case PairState::kInSync:
+		return "InSync";
+	case PairState::kDegraded:
+		return "Degraded";
+	case PairState::kPaused:
+		return "Paused";
+	}
+	return "Unknown";
+}
+
+uint64_t ParseU64(const std::string &opt, const std::string &value)
+{
+	char *end = nullptr;
+	errno = 0;
+	const unsigned long long v = std::strtoull(value.c_str(), &end, 0);
+	if (value.empty() || *end != '\0' || errno != 0 || value[0] == '-')
+		throw UsageError{opt + ": not a number: '" + value + "'"};
+	return v;
+}
+
+double ParseSeconds(const std::string &opt, const std::string &value)
+{
+	char *end = nullptr;
+	const double v = std::strtod(value.c_str(), &end);
+	if (value.empty() || *end != '\0' || v < 0)
+		throw UsageError{opt + ": not a number of seconds: '" + value +
+		                 "'"};
+	return v;
+}
+
+// Arguments after the command: options (--x value, or flags) and positionals.
+class Args
+{
+public:
+	Args(int argc, char **argv, int first)
+	    : argv_(argv + first, argv + argc)
+	{
+	}
+	// Takes "--name VALUE" (or --name=VALUE); all occurrences.
+	std::vector<std::string> TakeAll(const std::string &name)
+	{
+		std::vector<std::string> values;
+		for (size_t i = 0; i < argv_.size();) {
+			if (argv_[i] == name) {
+				if (i + 1 >= argv_.size())
+					throw UsageError{name +
+					                 " needs a value"};
+				values.push_back(argv_[i + 1]);
+				argv_.erase(argv_.begin() + i,
+				            argv_.begin() + i + 2);
+			} else if (argv_[i].rfind(name + "=", 0) == 0) {
+				values.push_back(
+				        argv_[i].substr(name.size() + 1));
+				argv_.erase(argv_.begin() + i);
+			} else {
+				++i;
+			}
+		}
+		return values;
+	}
+	std::optional<std::string> Take(const std::string &name)
+	{
+		auto all = TakeAll(name);
+		if (all.size() > 1)
+			throw UsageError{name + " given twice"};
+		if (all.empty())
+			return std::nullopt;
+		return all[0];
+	}
+	bool Flag(const std::string &name)
+	{
+		for (size_t i = 0; i < argv_.size(); ++i)
+			if (argv_[i] == name) {
+				argv_.erase(argv_.begin() + i);
+				return true;
+			}
+		return false;
+	}
+	// The remaining arguments, which must all be positional.
+	std::vector<std::string> Positionals(size_t min, size_t max)
+	{
+		for (const auto &a : argv_)
+			if (a.rfind("--", 0) == 0)
+				throw UsageError{"unknown option " + a};
+		if (argv_.size() < min || argv_.size() > max)
+			throw UsageError{"wrong number of arguments"};
+		return argv_;
+	}
+
+private:
+	std::vector<std::string> argv_;
+};
+
+std::chrono::milliseconds g_timeout = kNetlinkDefaultTimeout;
+
+int CmdFamily(Args &args)
+{
+	args.Positionals(0, 0);
+	auto sock = NetlinkSocket::Open(g_timeout);
+	if (!sock.ok())
+		return Fail(sock.status());
+	std::printf("family name=%s id=%d version=%u group=%s group_id=%d\n",
+	            REPLIPIPE_GENL_NAME, (*sock)->family_id(),
+	            (*sock)->family_version(), REPLIPIPE_MCGRP_EVENTS,
+	            (*sock)->events_group());
+	return kExitOk;
+}
+
+int CmdSetPipe(Args &args)
+{
+	KernelPipeSpec spec;
+	auto id = args.Take("--id");
+	if (!id)
+		throw UsageError{"set-pipe needs --id"};
+	spec.id = *id;
+	spec.name = args.Take("--name").value_or("");
+	if (auto mode = args.Take("--mode")) {
+		if (*mode == "sync")
+			spec.mode = Mode::kSynchronous;
+		else if (*mode == "async")
+			spec.mode = Mode::kAsynchronous;
+		else
+			throw UsageError{"--mode: sync or async"};
+	}
+	if (auto policy = args.Take("--policy")) {
+		if (*policy == "degrade")
+			spec.failure_policy = FailurePolicy::kDegrade;
+		else if (*policy == "failio")
+			spec.failure_policy = FailurePolicy::kFailIO;
+		else
+			throw UsageError{"--policy: degrade or failio"};
+	}
+	if (auto v = args.Take("--max-lag-kib"))
+		spec.max_lag_kib =
+		        static_cast<uint32_t>(ParseU64("--max-lag-kib", *v));
+	if (auto v = args.Take("--region-kib"))
+		spec.region_kib =
+		        static_cast<uint32_t>(ParseU64("--region-kib", *v));
+	for (const std::string &p : args.TakeAll("--pair")) {
+		KernelPairSpec pair;
+		const size_t eq = p.find('=');
+		if (eq == std::string::npos || eq == 0)
+			throw UsageError{"--pair SRC=TGT[,clean]: '" + p + "'"};
+		pair.source = p.substr(0, eq);
+		pair.target = p.substr(eq + 1);
+		const std::string clean = ",clean";
+		if (pair.target.size() > clean.size() &&
+		    pair.target.compare(pair.target.size() - clean.size(),
+		                        clean.size(), clean) == 0) {
+			pair.assume_clean = true;
+			pair.target.resize(pair.target.size() - clean.size());
+		}
+		spec.pairs.push_back(pair);
+	}
+	args.Positionals(0, 0);
+	auto kernel = NetlinkKernel::Open(g_timeout);
+	if (!kernel.ok())
+		return Fail(kernel.status());
+	Status st = (*kernel)->SetPipe(spec);
+	return st.ok() ? kExitOk : Fail(st);
+}
+
+int CmdDelPipe(Args &args)
+{
+	auto pos = args.Positionals(1, 1);
+	auto kernel = NetlinkKernel::Open(g_timeout);
+	if (!kernel.ok())
+		return Fail(kernel.status());
+	Status st = (*kernel)->DeletePipe(pos[0]);
+	return st.ok() ? kExitOk : Fail(st);
+}
+
+void PrintPair(const std::string &pipe_id, const KernelPairStatus &p)
+{
+	std::printf("pair pipe=%s source=%s target=%s state=%s regions=%" PRIu64
+	            " dirty=%" PRIu64 " writes=%" PRIu64 " bytes=%" PRIu64
+	            " errors=%" PRIu64 " lag=%" PRIu64 " source_bytes=%" PRIu64
+	            "\n",
+	            Esc(pipe_id).c_str(), Esc(p.source).c_str(),
+	            Esc(p.target).c_str(), StateWord(p.state), p.regions,
+	            p.dirty_regions, p.writes_mirrored, p.bytes_mirrored,
+	            p.target_errors, p.lag_bytes, p.source_bytes);
+}
+
+void PrintPipe(const KernelPipeStatus &p)
+{
+	std::printf("pipe id=%s name=%s mode=%s policy=%s region_kib=%u "
+	            "max_lag_kib=%u pairs=%zu\n",
+	            Esc(p.id).c_str(), Esc(p.name).c_str(), ModeWord(p.mode),
+	            PolicyWord(p.failure_policy), p.region_kib, p.max_lag_kib,
+	            p.pairs.size());
+	for (const auto &pair : p.pairs)
+		PrintPair(p.id, pair);
+}
+
+int CmdGet(Args &args)
+{
+	auto pos = args.Positionals(0, 1);
+	auto kernel = NetlinkKernel::Open(g_timeout);
+	if (!kernel.ok())
+		return Fail(kernel.status());
+	if (pos.empty()) {
+		auto pipes = (*kernel)->ListPipes();
+		if (!pipes.ok())
+			return Fail(pipes.status());
+		for (const auto &p : *pipes)
+			PrintPipe(p);
+		return kExitOk;
+	}
+	auto pipe = (*kernel)->GetPipe(pos[0]);
+	if (!pipe.ok())
+		return Fail(pipe.status());
+	if (!pipe->has_value())
+		return Fail(Status::Error(
+		        "no pipe " + pos[0] + " in the kernel", ENOENT));
+	PrintPipe(**pipe);
+	return kExitOk;
+}
+
+int CmdPairState(Args &args)
+{
+	auto pos = args.Positionals(3, 3);
+	PairState state;
+	if (pos[2] == "pause")
+		state = PairState::kPaused;
+	else if (pos[2] == "resume")
+		state = PairState::kSyncing;
+	else
+		throw UsageError{"pair-state: pause or resume"};
+	auto kernel = NetlinkKernel::Open(g_timeout);
+	if (!kernel.ok())
+		return Fail(kernel.status());
+	Status st = (*kernel)->SetPairState(pos[0], pos[1], state);
+	return st.ok() ? kExitOk : Fail(st);
+}
+
+int CmdBitmap(Args &args)
+{
+	auto pos = args.Positionals(2, 2);
+	auto channel = NetlinkResyncChannel::Open(g_timeout);
+	if (!channel.ok())
+		return Fail(channel.status());
+	auto bitmap = (*channel)->GetBitmap(pos[0], pos[1]);
+	if (!bitmap.ok())
+		return Fail(bitmap.status());
+	std::printf("bitmap pipe=%s source=%s nbits=%" PRIu64 " dirty=%" PRIu64
+	            "\n",
+	            Esc(pos[0]).c_str(), Esc(pos[1]).c_str(), bitmap->nbits,
+	            bitmap->count());
+	// Runs of dirty regions, "first-last" (or "first" for one region).
+	for (uint64_t i = 0; i < bitmap->nbits;) {
+		if (!bitmap->test(i)) {
+			++i;
+			continue;
+		}
+		uint64_t j = i;
+		while (j + 1 < bitmap->nbits && bitmap->test(j + 1))
+			++j;
+		if (i == j)
+			std::printf("dirty %" PRIu64 "\n", i);
+		else
+			std::printf("dirty %" PRIu64 "-%" PRIu64 "\n", i, j);
+		i = j + 1;
+	}
+	return kExitOk;
+}
+
+int CmdClaim(Args &args)
+{
+	const uint64_t hint =
+	        ParseU64("--hint", args.Take("--hint").value_or("0"));
+	const uint64_t max =
+	        ParseU64("--max", args.Take("--max").value_or(std::to_string(
+	                                  REPLIPIPE_CLAIM_MAX_REGIONS)));
+	const double hold =
+	        ParseSeconds("--hold", args.Take("--hold").value_or("0"));
+	const bool done = args.Flag("--done");
+	const bool failed = args.Flag("--failed");
+	if (done && failed)
+		throw UsageError{"--done and --failed exclude each other"};
+	auto pos = args.Positionals(2, 2);
+	auto channel = NetlinkResyncChannel::Open(g_timeout);
+	if (!channel.ok())
+		return Fail(channel.status());
+	auto claim = (*channel)->Claim(pos[0], pos[1], hint,
+	                               static_cast<uint32_t>(max));
+	if (!claim.ok())
+		return Fail(claim.status());
+	std::printf("claim pipe=%s source=%s id=%" PRIu64 " first=%" PRIu64
+	            " count=%u\n",
+	            Esc(pos[0]).c_str(), Esc(pos[1]).c_str(), claim->id,
+	            claim->first, claim->count);
+	std::fflush(stdout);
+	if (hold > 0)
+		std::this_thread::sleep_for(
+		        std::chrono::duration<double>(hold));
+	if (claim->count == 0)
+		return kExitOk;
+	Status st;
+	if (done)
+		st = (*channel)->Done(claim->id);
+	else if (failed)
+		st = (*channel)->Failed(claim->id);
+	if (!st.ok())
+		return Fail(st);
+	if (done || failed)
+		std::printf("finished id=%" PRIu64 " as=%s\n", claim->id,
+		            done ? "done" : "failed");
+	return kExitOk;
+}
+
+void PrintEvent(const KernelEvent &e)
+{
+	std::printf("event type=%s", KernelEventTypeName(e.type));
+	if (e.type != KernelEventType::kOverrun)
+		std::printf(" pipe=%s", Esc(e.pipe_id).c_str());
+	if (e.pair)
+		std::printf(" source=%s target=%s state=%s dirty=%" PRIu64,
+		            Esc(e.pair->source).c_str(),
+		            Esc(e.pair->target).c_str(),
+		            StateWord(e.pair->state), e.pair->dirty_regions);
+	else if (e.pipe)
+		std::printf(" name=%s mode=%s policy=%s pairs=%zu",
+		            Esc(e.pipe->name).c_str(), ModeWord(e.pipe->mode),
+		            PolicyWord(e.pipe->failure_policy),
+		            e.pipe->pairs.size());
+	std::printf("\n");
+	std::fflush(stdout);
+}
+
+int CmdEvents(Args &args)
+{
+	const auto count_opt = args.Take("--count");
+	const uint64_t count = count_opt ? ParseU64("--count", *count_opt) : 0;
+	const auto timeout_opt = args.Take("--timeout");
+	const double timeout =
+	        timeout_opt ? ParseSeconds("--timeout", *timeout_opt) : 0;
+	args.Positionals(0, 0);
+	auto listener = NetlinkEventListener::Open();
+	if (!listener.ok())
+		return Fail(listener.status());
+	std::fprintf(stderr, "rp-nlctl: listening\n");
+	std::fflush(stderr);
+	const auto deadline =
+	        std::chrono::steady_clock::now() +
+	        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+	                std::chrono::duration<double>(timeout));
+	uint64_t seen = 0;
+	for (;;) {
+		auto wait = std::chrono::milliseconds(1000);
+		if (timeout_opt) {
+			const auto left = std::chrono::duration_cast<
+			        std::chrono::milliseconds>(
+			        deadline - std::chrono::steady_clock::now());
+			if (left.count() <= 0)
+				break;
+			wait = std::min(wait, left);
+		}
+		auto events = (*listener)->Wait(wait);
+		if (!events.ok())
+			return Fail(events.status());
+		for (const auto &e : *events) {
+			PrintEvent(e);
+			if (count_opt && ++seen >= count)
+				return kExitOk;
+		}
+	}
+	if (count_opt) {
+		std::fprintf(stderr,
+		             "rp-nlctl: timed out with %" PRIu64 " of %" PRIu64
+		             " events\n",
+		             seen, count);
+		return kExitTimeout;
+	}
+	return kExitOk;
+}
+
+// Copier options shared by resync and copy.
+CopierOptions TakeCopierOptions(Args &args)
+{
+	CopierOptions copier;
+	if (auto v = args.Take("--qd"))
+		copier.queue_depth =
+		        static_cast<uint32_t>(ParseU64("--qd", *v));
+	if (auto v = args.Take("--chunk-kib"))
+		copier.chunk_bytes = static_cast<uint32_t>(
+		        ParseU64("--chunk-kib", *v) * 1024);
+	if (auto v = args.Take("--rate-kibps"))
+		copier.rate_limit_kibps = ParseU64("--rate-kibps", *v);
+	return copier;
+}
+
+int CmdCopy(Args &args)
+{
+	const uint64_t offset =
+	        ParseU64("--offset", args.Take("--offset").value_or("0"));
+	const uint64_t length = ParseU64(
+	        "--length",
+	        args.Take("--length").value_or(std::to_string(UINT64_MAX)));
+	const CopierOptions options = TakeCopierOptions(args);
+	auto pos = args.Positionals(2, 2);
+	auto copier = RegionCopier::Open(pos[0], pos[1], options);
+	if (!copier.ok())
+		return Fail(copier.status());
+	const auto t0 = std::chrono::steady_clock::now();
+	Status st = (*copier)->Copy(offset, length);
+	const double secs = std::chrono::duration<double>(
+	                            std::chrono::steady_clock::now() - t0)
+	                            .count();
+	const uint64_t bytes = (*copier)->batch_bytes();
+	std::printf("copy source=%s target=%s result=%s bytes=%" PRIu64
+	            " seconds=%.3f mb_per_s=%.1f qd=%u chunk_kib=%u direct=%d "
+	            "fixed_buffers=%d\n",
+	            Esc(pos[0]).c_str(), Esc(pos[1]).c_str(),
+	            st.ok() ? "ok" : "failed", bytes, secs,
+	            secs > 0 ? bytes / secs / 1e6 : 0.0, options.queue_depth,
+	            options.chunk_bytes / 1024, (*copier)->direct_io(),
+	            (*copier)->fixed_buffers());
+	return st.ok() ? kExitOk : Fail(st);
+}
+
+int CmdResync(Args &args)
+{
+	auto source_dev = args.Take("--source-dev");
+	auto target_dev = args.Take("--target-dev");
+	PairResyncOptions opts;
+	opts.copier = TakeCopierOptions(args);
+	if (auto v = args.Take("--batch-regions"))
+		opts.max_regions_per_claim =
+		        static_cast<uint32_t>(ParseU64("--batch-regions", *v));
+	auto pos = args.Positionals(2, 2);
+	const std::string &pipe_id = pos[0], &source = pos[1];
+
+	auto kernel = NetlinkKernel::Open(g_timeout);
+	if (!kernel.ok())
+		return Fail(kernel.status());
+	auto pipe = (*kernel)->GetPipe(pipe_id);
+	if (!pipe.ok())
+		return Fail(pipe.status());
+	if (!pipe->has_value())
+		return Fail(Status::Error(
+		        "no pipe " + pipe_id + " in the kernel", ENOENT));
+	const KernelPairStatus *pair = nullptr;
+	for (const auto &p : (*pipe)->pairs)
+		if (p.source == source)
+			pair = &p;
+	if (pair == nullptr)
+		return Fail(Status::Error(
+		        "pipe " + pipe_id + " has no pair " + source, ENOENT));
+	opts.pipe_id = pipe_id;
+	opts.source = source;
+	opts.region_bytes = uint64_t{(*pipe)->region_kib} * 1024;
+	opts.target_path = target_dev.value_or(pair->target);
+	if (source_dev) {
+		opts.source_path = *source_dev;
+	} else {
+		auto dev = BackstorePrimaryDevice(source);
+		if (!dev.ok())
+			return Fail(dev.status());
+		opts.source_path = *dev;
+	}
+
+	auto channel = NetlinkResyncChannel::Open(g_timeout);
+	if (!channel.ok())
+		return Fail(channel.status());
+	NetlinkPairClaims claims(channel->get(), pipe_id, source);
+	auto resync = PairResync::Create(opts, &claims);
+	if (!resync.ok())
+		return Fail(resync.status());
+
+	std::atomic<bool> finished{false};
+	std::thread reporter([&] {
+		while (!finished.load()) {
+			for (int i = 0; i < 10 && !finished.load(); ++i)
+				std::this_thread::sleep_for(
+				        std::chrono::milliseconds(100));
+			if (finished.load())
+				break;
+			const ResyncProgress p = (*resync)->progress();
+			std::printf("progress done=%" PRIu64 " total=%" PRIu64
+			            " rate=%" PRIu64 "\n",
+			            p.done_bytes, p.total_bytes,
+			            p.rate_bytes_per_s);
+			std::fflush(stdout);
+		}
+	});
+	const auto t0 = std::chrono::steady_clock::now();
+	Status st = (*resync)->Run();
+	finished = true;
+	reporter.join();
+	const double secs = std::chrono::duration<double>(
+	                            std::chrono::steady_clock::now() - t0)
+	                            .count();
+	const ResyncProgress p = (*resync)->progress();
+	std::printf("resync pipe=%s source=%s result=%s bytes=%" PRIu64
+	            " claims=%" PRIu64 " seconds=%.3f mb_per_s=%.1f\n",
+	            Esc(pipe_id).c_str(), Esc(source).c_str(),
+	            st.ok() ? "clean" : "failed", p.done_bytes, p.claims, secs,
+	            secs > 0 ? p.done_bytes / secs / 1e6 : 0.0);
+	return st.ok() ? kExitOk : Fail(st);
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		return Usage("");
+	const std::string cmd = argv[1];
+	if (cmd == "-h" || cmd == "--help" || cmd == "help") {
+		std::fputs(kUsage, stdout);
+		return kExitOk;
+	}
+	try {
+		Args args(argc, argv, 2);
+		if (auto t = args.Take("--nl-timeout"))
+			g_timeout =
+			        std::chrono::milliseconds(static_cast<int64_t>(
+			                ParseSeconds("--nl-timeout", *t) *
+			                1000));
+		if (g_timeout.count() <= 0)
+			throw UsageError{"--nl-timeout must be positive"};
+		if (cmd == "family")
+			return CmdFamily(args);
+		if (cmd == "set-pipe")
+			return CmdSetPipe(args);
+		if (cmd == "del-pipe")
+			return CmdDelPipe(args);
+		if (cmd == "get")
+			return CmdGet(args);
+		if (cmd == "pair-state")
+			return CmdPairState(args);
+		if (cmd == "bitmap")
+			return CmdBitmap(args);
+		if (cmd == "claim")
+			return CmdClaim(args);
+		if (cmd == "events")
+			return CmdEvents(args);
+		if (cmd == "resync")
+			return CmdResync(args);
+		if (cmd == "copy")
+			return CmdCopy(args);
+		return Usage("unknown command " + cmd);
+	} catch (const UsageError &e) {
+		return Usage(cmd + ": " + e.what);
+	}
+}
