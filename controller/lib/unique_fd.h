@@ -7,9 +7,11 @@
 
 #include <utility>
 
-namespace replipipe {
+namespace replipipe
+{
 
-class UniqueFd final {
+class UniqueFd final
+{
 public:
 	UniqueFd() = default;
 	explicit UniqueFd(int fd) : fd_(fd) {}

@@ -1,0 +1,401 @@
+// replipiped: owns the pipe store, serves the control socket, follows the
+// kernel's events and runs the resync jobs (shared DESIGN.md, "The
+// controller"; docs/cli.md for its options and exit statuses).
+//
+// Start-up order: load the store (a corrupt or unknown-version store stops
+// the daemon, the file is left alone), open the kernel's netlink family,
+// reconcile, subscribe to events, open the socket, start the jobs, then
+// tell systemd READY=1. SIGTERM/SIGINT stop it in reverse: the socket
+// first, then the jobs (their claims end as Failed).
+#include <fcntl.h>
+#include <linux/replipipe.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <optional>
+#include <string>
+
+#include <boost/program_options.hpp>
+#include <systemd/sd-daemon.h>
+
+#include "control_protocol.h"
+#include "daemon_events.h"
+#include "daemon_jobs.h"
+#include "daemon_server.h"
+#include "daemon_service.h"
+#include "endpoint_check.h"
+#include "host.h"
+#include "log.h"
+#include "netlink_client.h"
+#include "netlink_events.h"
+#include "pipe_service.h"
+#include "store.h"
+#include "unique_fd.h"
+
+namespace replipipe
+{
+namespace
+{
+
+namespace po = boost::program_options;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+// Exit statuses (docs/cli.md).
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;      // socket, netlink or other start-up error
+constexpr int kExitUsage = 64;       // EX_USAGE
+constexpr int kExitUnavailable = 69; // EX_UNAVAILABLE: module not loaded
+constexpr int kExitConfig = 78;      // EX_CONFIG: store unreadable
+
+// How often the jobs and the kernel state are re-checked without an event
+// (restarts failed jobs after their back-off, catches lost events).
+constexpr milliseconds kTick{5000};
+
+struct Options {
+	std::string state_dir = kDefaultStateDir;
+	std::string socket_path = kDefaultSocketPath;
+	bool foreground = false;
+	LogLevel log_level = LogLevel::kInfo;
+};
+
+// nullopt: exit with *exit_code (help, version, usage error).
+std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
+{
+	Options opts;
+	po::options_description desc(
+	        "Usage: replipiped [--state-dir DIR] [--socket PATH] "
+	        "[--foreground] [--log-level LEVEL]\n\nOptions");
+	desc.add_options()(
+	        "state-dir",
+	        po::value<std::string>(&opts.state_dir)->value_name("DIR"),
+	        "pipe store directory (default /var/lib/replipipe)")(
+	        "socket",
+	        po::value<std::string>(&opts.socket_path)->value_name("PATH"),
+	        "control socket (default /run/replipipe/replipiped.sock)")(
+	        "foreground", "do not detach (systemd runs it so)")(
+	        "log-level", po::value<std::string>()->value_name("LEVEL"),
+	        "error, warning, notice, info (default) or debug")(
+	        "version", "print the version")("help,h", "this help");
+	po::variables_map vm;
+	try {
+		po::store(
+		        po::command_line_parser(argc, argv)
+		                .options(desc)
+		                .style(po::command_line_style::default_style &
+		                       ~po::command_line_style::allow_guessing)
+		                .run(),
+		        vm);
+		po::notify(vm);
+	} catch (const po::error &e) {
+		std::cerr << "replipiped: " << e.what()
+		          << "\nTry 'replipiped --help'.\n";
+		*exit_code = kExitUsage;
+		return std::nullopt;
+	}
+	if (vm.count("help")) {
+		std::cout << desc
+		          << "\nExample:\n  replipiped --foreground "
+		             "--log-level debug\n";
+		*exit_code = kExitOk;
+		return std::nullopt;
+	}
+	if (vm.count("version")) {
+		std::cout << "replipiped " << REPLIPIPE_VERSION << "\n";
+		*exit_code = kExitOk;
+		return std::nullopt;
+	}
+	if (vm.count("log-level")) {
+		auto level = ParseLogLevel(vm["log-level"].as<std::string>());
+		if (!level) {
+			std::cerr << "replipiped: --log-level must be error, "
+			             "warning, notice, info or debug\n";
+			*exit_code = kExitUsage;
+			return std::nullopt;
+		}
+		opts.log_level = *level;
+	}
+	opts.foreground = vm.count("foreground") > 0;
+	if (opts.state_dir.empty() || opts.socket_path.empty()) {
+		std::cerr << "replipiped: --state-dir and --socket must not be "
+		             "empty\n";
+		*exit_code = kExitUsage;
+		return std::nullopt;
+	}
+	return opts;
+}
+
+// Without --foreground: the parent waits until the child is ready (or
+// failed) and exits with its verdict, so that `replipiped && next` works.
+// Must run before any thread exists.
+class Detacher
+{
+public:
+	// Returns in the child only (the parent exits).
+	void Detach()
+	{
+		int fds[2];
+		if (::pipe2(fds, O_CLOEXEC) < 0) {
+			LogError() << "pipe: " << std::strerror(errno);
+			std::exit(kExitFailure);
+		}
+		pid_t pid = ::fork();
+		if (pid < 0) {
+			LogError() << "fork: " << std::strerror(errno);
+			std::exit(kExitFailure);
+		}
+		if (pid > 0) {
+			::close(fds[1]);
+			char status = 1;
+			ssize_t n;
+			do {
+				n = ::read(fds[0], &status, 1);
+			} while (n < 0 && errno == EINTR);
+			if (n == 1 && status == 0)
+				std::exit(kExitOk);
+			int wstatus = 0;
+			if (::waitpid(pid, &wstatus, 0) == pid &&
+			    WIFEXITED(wstatus))
+				std::exit(WEXITSTATUS(wstatus));
+			std::exit(kExitFailure);
+		}
+		::close(fds[0]);
+		ready_fd_.Reset(fds[1]);
+		::setsid();
+		UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+		if (null.valid()) {
+			::dup2(null.get(), STDIN_FILENO);
+			::dup2(null.get(), STDOUT_FILENO);
+		}
+	}
+	void Ready()
+	{
+		if (!ready_fd_.valid())
+			return;
+		char ok = 0;
+		(void)!::write(ready_fd_.get(), &ok, 1);
+		ready_fd_.Reset();
+	}
+
+private:
+	UniqueFd ready_fd_;
+};
+
+class Notifier
+{
+public:
+	void Ready(const std::string &status)
+	{
+		sd_notifyf(0, "READY=1\nSTATUS=%s", status.c_str());
+		last_ = status;
+	}
+	void Status(const std::string &status)
+	{
+		if (status == last_)
+			return;
+		sd_notifyf(0, "STATUS=%s", status.c_str());
+		LogInfo() << "status: " << status;
+		last_ = status;
+	}
+	void Stopping() { sd_notify(0, "STOPPING=1\nSTATUS=stopping"); }
+
+private:
+	std::string last_;
+};
+
+int Run(const Options &opts, Detacher &detacher)
+{
+	LogNotice() << "replipiped " << REPLIPIPE_VERSION
+	            << " starting: state dir " << opts.state_dir << ", socket "
+	            << opts.socket_path;
+
+	Store store(opts.state_dir);
+	if (Status st = store.EnsureStateDir(); !st.ok()) {
+		LogError() << "state directory: " << st.message();
+		return kExitConfig;
+	}
+
+	// The store first: a corrupt one is reported whatever the kernel's
+	// state (PipeService::Load() reads it again below).
+	if (auto stored = store.Load(); !stored.ok()) {
+		LogError() << "pipe store: " << stored.status().message()
+		           << " (the file is left as it is; fix or move it "
+		              "away, then start again)";
+		return kExitConfig;
+	}
+
+	auto kernel = NetlinkKernel::Open();
+	if (!kernel.ok()) {
+		if (IsModuleMissing(kernel.status())) {
+			LogError() << kModuleMissingMessage
+			           << "; load it with: modprobe replipipe";
+			return kExitUnavailable;
+		}
+		LogError() << "netlink: " << kernel.status().message();
+		return kExitFailure;
+	}
+	LogInfo() << "kernel: generic netlink family " << REPLIPIPE_GENL_NAME
+	          << " id " << (*kernel)->family_id() << " version "
+	          << (*kernel)->family_version();
+
+	SystemEndpointProbe probe;
+	PipeService pipes(**kernel, store, probe, HostIdentity::FromSystem());
+	if (Status st = pipes.Load(); !st.ok()) {
+		LogError() << "pipe store: " << st.message()
+		           << " (the file is left as it is; fix or move it "
+		              "away, then start again)";
+		return kExitConfig;
+	}
+	LogInfo() << "store " << store.path() << ": "
+	          << pipes.ListPipes().size() << " pipes";
+
+	auto reconciled = pipes.Reconcile();
+	if (!reconciled.ok()) {
+		LogError() << reconciled.status().message();
+		return kExitFailure;
+	}
+	for (const std::string &line : *reconciled)
+		LogNotice() << "reconcile: " << line;
+
+	auto listener = NetlinkEventListener::Open();
+	if (!listener.ok()) {
+		LogError() << "netlink events: " << listener.status().message();
+		return kExitFailure;
+	}
+
+	EventHub hub;
+	ResyncJobs jobs(
+	        NetlinkPairJobFactory(),
+	        [&hub](const ControlEvent &event) { hub.Publish(event); });
+	DaemonService service(pipes, **kernel, &jobs, hub);
+
+	ControlServerOptions server_options;
+	server_options.socket_path = opts.socket_path;
+	auto server = ControlServer::Start(
+	        server_options,
+	        [&service](const ControlRequest &request) {
+		        return service.Handle(request);
+	        },
+	        &hub);
+	if (!server.ok()) {
+		LogError() << "control socket: " << server.status().message();
+		return kExitFailure;
+	}
+	LogInfo() << "listening on " << opts.socket_path;
+
+	// Signals arrive on a signalfd; they were blocked before any thread.
+	sigset_t signals;
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGINT);
+	sigaddset(&signals, SIGHUP);
+	UniqueFd signal_fd(
+	        ::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
+	if (!signal_fd.valid()) {
+		LogError() << "signalfd: " << std::strerror(errno);
+		return kExitFailure;
+	}
+
+	service.RefreshAll();
+	Notifier notifier;
+	notifier.Ready(DaemonService::StatusText(service.Counts()));
+	detacher.Ready();
+	LogNotice() << "ready: " << DaemonService::StatusText(service.Counts());
+
+	auto next_tick = steady_clock::now() + kTick;
+	for (;;) {
+		auto left = std::chrono::duration_cast<milliseconds>(
+		        next_tick - steady_clock::now());
+		pollfd pfds[2] = {{signal_fd.get(), POLLIN, 0},
+		                  {(*listener)->fd(), POLLIN, 0}};
+		int ready = ::poll(
+		        pfds, 2,
+		        left.count() > 0 ? static_cast<int>(left.count()) : 0);
+		if (ready < 0 && errno != EINTR) {
+			LogError() << "poll: " << std::strerror(errno);
+			break;
+		}
+		if (ready > 0 && (pfds[0].revents & POLLIN)) {
+			signalfd_siginfo info{};
+			if (::read(signal_fd.get(), &info, sizeof(info)) ==
+			    sizeof(info)) {
+				if (info.ssi_signo == SIGHUP) {
+					LogNotice() << "SIGHUP: re-reading the "
+					               "kernel's state";
+					service.RefreshAll();
+				} else {
+					LogNotice()
+					        << "signal "
+					        << strsignal(static_cast<int>(
+					                   info.ssi_signo))
+					        << ": shutting down";
+					break;
+				}
+			}
+		}
+		if (ready > 0 && (pfds[1].revents & (POLLIN | POLLERR))) {
+			auto events = (*listener)->Read();
+			if (!events.ok()) {
+				LogWarning() << "netlink events: "
+				             << events.status().message();
+			} else {
+				for (const KernelEvent &event : *events) {
+					LogDebug() << "kernel event "
+					           << KernelEventTypeName(
+					                      event.type)
+					           << " pipe " << event.pipe_id;
+					service.OnKernelEvent(event);
+				}
+			}
+		}
+		if (steady_clock::now() >= next_tick) {
+			service.RefreshAll();
+			notifier.Status(
+			        DaemonService::StatusText(service.Counts()));
+			next_tick = steady_clock::now() + kTick;
+		}
+	}
+
+	notifier.Stopping();
+	(*server)->Stop();
+	jobs.StopAll();
+	LogNotice() << "stopped";
+	return kExitOk;
+}
+
+} // namespace
+} // namespace replipipe
+
+int main(int argc, char **argv)
+{
+	using namespace replipipe;
+	int exit_code = 0;
+	auto opts = ParseArgs(argc, argv, &exit_code);
+	if (!opts)
+		return exit_code;
+	SetLogLevel(opts->log_level);
+
+	// Before any thread: block the signals the main loop reads from a
+	// signalfd, so that no other thread takes them; a client that goes
+	// away must not kill us with SIGPIPE.
+	sigset_t signals;
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGINT);
+	sigaddset(&signals, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+	signal(SIGPIPE, SIG_IGN);
+
+	Detacher detacher;
+	if (!opts->foreground)
+		detacher.Detach();
+	// A failing Run() exits, which closes the pipe: the detached parent
+	// then reports the child's exit status.
+	return Run(*opts, detacher);
+}

@@ -1,0 +1,93 @@
+// replipipectl's command line: parsing into a ControlRequest plus the CLI's
+// own settings, and the exit-status contract (shared DESIGN.md, "The CLI
+// contract"; docs/cli.md). Kept out of the executable so that unit tests
+// can drive it.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "control_protocol.h"
+#include "method.h"
+#include "status.h"
+
+namespace replipipe
+{
+
+// Exit statuses of replipipectl.
+inline constexpr int kExitOk = 0;
+// 1..5: the ReturnValue of the method (or the failure that maps onto it).
+inline constexpr int kExitWaitTimeout = 3;   // `wait` gave up
+inline constexpr int kExitBusy = 16;         // ReturnValue 4096
+inline constexpr int kExitUsage = 64;        // EX_USAGE
+inline constexpr int kExitNoInput = 66;      // EX_NOINPUT: --goal-file
+inline constexpr int kExitUnavailable = 69;  // EX_UNAVAILABLE: no daemon
+inline constexpr int kExitProtocol = 76;     // EX_PROTOCOL: bad reply
+inline constexpr int kExitNoPermission = 77; // EX_NOPERM: not root/group
+
+enum class CliCommand {
+	kCreateOrModify,
+	kList,
+	kStatus,
+	kWait,
+	kDelete,
+	kEvents,
+	kPause,
+	kResume,
+};
+
+struct CliInvocation {
+	std::string socket_path = kDefaultSocketPath;
+	bool json = false;
+	CliCommand command = CliCommand::kList;
+	// What to send (for wait: the status request that is polled).
+	ControlRequest request;
+	// create-or-modify --goal-file: read by the caller into
+	// request.call.goal (LoadGoalFile()).
+	std::optional<std::string> goal_file;
+	// status --watch
+	bool watch = false;
+	double interval_seconds = 1.0;
+	// wait
+	std::string wait_state = "InSync";
+	std::optional<double> timeout_seconds; // nullopt: wait forever
+};
+
+struct CliParse {
+	enum class Kind { kRun, kHelp, kVersion, kUsageError };
+	Kind kind = Kind::kUsageError;
+	std::string text; // help text, or the usage error
+	CliInvocation invocation;
+};
+
+// args: the arguments after the program name. env_socket: the value of
+// REPLIPIPE_SOCKET (nullptr when unset); --socket wins over it.
+CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket);
+
+// Splits a --pair value SRC=TGT at the first '=' that is outside double
+// quotes and not followed (after blanks) by '"' (the '=' of a CIM reference's
+// key="value" is followed by a quote), so that either side may be a
+// CIM_ProtocolEndpoint reference:
+//   replipipe_0/vol1=/dev/sdb
+//   CIM_ProtocolEndpoint.Name="replipipe_0/vol1"=/dev/sdb
+//   replipipe_0/vol1=CIM_ProtocolEndpoint.Name="/dev/sdb"
+Result<std::pair<std::string, std::string>> SplitPairArg(std::string_view arg);
+
+// The `wait` target state as the daemon spells it ("insync" -> "InSync");
+// nullopt when it is not one of Syncing, InSync, Degraded, Paused.
+std::optional<std::string> CanonicalPairState(std::string_view text);
+
+// Reads --goal-file ("-" is stdin). Errors name the file.
+Result<std::string> LoadGoalFile(const std::string &path);
+
+int ExitCodeForReturnValue(ReturnValue value);
+// The exit status of a reply: 0 when ok, else from ReturnValue or code.
+int ExitCodeForReply(const ControlReply &reply);
+
+// The help of the whole tool (no command) and of one command.
+std::string GlobalHelp();
+std::string CommandHelp(CliCommand command);
+
+} // namespace replipipe

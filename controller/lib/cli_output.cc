@@ -1,0 +1,281 @@
+#include "cli_output.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+namespace replipipe
+{
+namespace
+{
+
+using json = nlohmann::json;
+
+// Left-aligned columns, two blanks apart; the last column is not padded.
+std::string Table(const std::vector<std::vector<std::string>> &rows,
+                  const std::string &indent = "")
+{
+	std::vector<size_t> widths;
+	for (const auto &row : rows)
+		for (size_t i = 0; i < row.size(); ++i) {
+			if (widths.size() <= i)
+				widths.push_back(0);
+			widths[i] = std::max(widths[i], row[i].size());
+		}
+	std::string out;
+	for (const auto &row : rows) {
+		std::string line = indent;
+		for (size_t i = 0; i < row.size(); ++i) {
+			line += row[i];
+			if (i + 1 < row.size())
+				line += std::string(
+				        widths[i] - row[i].size() + 2, ' ');
+		}
+		while (!line.empty() && line.back() == ' ')
+			line.pop_back();
+		out += line + "\n";
+	}
+	return out;
+}
+
+unsigned Percent(uint64_t done, uint64_t total)
+{
+	if (total == 0)
+		return 100;
+	return static_cast<unsigned>(
+	        std::min<uint64_t>(100, (done * 100) / total));
+}
+
+std::string ResyncText(const ControlPair &pair)
+{
+	const ControlResync &r = pair.resync;
+	if (r.total_bytes == 0)
+		return r.running ? "starting" : "-";
+	std::string text =
+	        std::to_string(Percent(r.done_bytes, r.total_bytes)) + "% " +
+	        FormatBytes(r.done_bytes) + "/" + FormatBytes(r.total_bytes);
+	if (r.running && r.rate_bytes_per_s)
+		text += " " + FormatBytes(r.rate_bytes_per_s) + "/s";
+	if (!r.running && r.done_bytes < r.total_bytes)
+		text += " (no job)";
+	return text;
+}
+
+// "2 InSync, 1 Syncing" in a fixed state order.
+std::string StateSummary(const ControlPipe &pipe)
+{
+	if (pipe.pairs.empty())
+		return "no pairs";
+	std::string out;
+	for (const char *state :
+	     {"InSync", "Syncing", "Degraded", "Paused", "Unknown"}) {
+		size_t n = std::count_if(pipe.pairs.begin(), pipe.pairs.end(),
+		                         [state](const ControlPair &p) {
+			                         return p.state == state;
+		                         });
+		if (n == 0)
+			continue;
+		if (!out.empty())
+			out += ", ";
+		out += std::to_string(n) + " " + state;
+	}
+	return out;
+}
+
+} // namespace
+
+std::string FormatBytes(uint64_t bytes)
+{
+	static const char *const kUnits[] = {"KiB", "MiB", "GiB",
+	                                     "TiB", "PiB", "EiB"};
+	if (bytes < 1024)
+		return std::to_string(bytes) + " B";
+	double value = static_cast<double>(bytes) / 1024;
+	size_t unit = 0;
+	while (value >= 1024 && unit + 1 < std::size(kUnits)) {
+		value /= 1024;
+		++unit;
+	}
+	char buf[32];
+	std::snprintf(buf, sizeof(buf), "%.1f %s", value, kUnits[unit]);
+	return buf;
+}
+
+std::string FormatListTable(const std::vector<ControlPipe> &pipes)
+{
+	if (pipes.empty())
+		return "no pipes\n";
+	std::vector<std::vector<std::string>> rows = {
+	        {"NAME", "INSTANCEID", "TARGET SYSTEM", "MODE", "PAIRS"}};
+	for (const ControlPipe &pipe : pipes)
+		rows.push_back({pipe.name.empty() ? "-" : pipe.name,
+		                pipe.instance_id, pipe.target_system, pipe.mode,
+		                StateSummary(pipe)});
+	return Table(rows);
+}
+
+std::string FormatStatus(const std::vector<ControlPipe> &pipes)
+{
+	if (pipes.empty())
+		return "no pipes\n";
+	std::string out;
+	for (size_t i = 0; i < pipes.size(); ++i) {
+		const ControlPipe &pipe = pipes[i];
+		if (i > 0)
+			out += "\n";
+		out += "pipe " + (pipe.name.empty() ? "-" : pipe.name) + "  " +
+		       pipe.ref + "\n";
+		std::string settings = pipe.mode;
+		if (pipe.mode == "Asynchronous")
+			settings +=
+			        ", max lag " +
+			        FormatBytes(uint64_t{pipe.max_lag_kib} * 1024);
+		settings += ", " + pipe.failure_policy +
+		            " on failure, regions " +
+		            FormatBytes(uint64_t{pipe.region_kib} * 1024);
+		settings +=
+		        ", resync rate " +
+		        (pipe.resync_rate_limit_kibps
+		                 ? FormatBytes(
+		                           uint64_t{
+		                                   pipe.resync_rate_limit_kibps} *
+		                           1024) +
+		                           "/s"
+		                 : std::string("unlimited"));
+		out += Table({{"systems:", pipe.source_system + " -> " +
+		                                   pipe.target_system},
+		              {"settings:", settings}},
+		             "  ");
+		if (!pipe.in_kernel)
+			out += "  warning: the kernel does not know this pipe "
+			       "(is replipipe.ko loaded? see the daemon's "
+			       "log)\n";
+		if (pipe.pairs.empty()) {
+			out += "  no pairs\n";
+			continue;
+		}
+		std::vector<std::vector<std::string>> rows = {
+		        {"SOURCE", "TARGET", "STATE", "RESYNC", "ERRORS"}};
+		for (const ControlPair &pair : pipe.pairs)
+			rows.push_back({pair.source, pair.target, pair.state,
+			                ResyncText(pair),
+			                std::to_string(pair.target_errors)});
+		out += Table(rows, "  ");
+	}
+	return out;
+}
+
+std::string FormatEvent(const ControlEvent &event)
+{
+	std::string line = event.time + " " + event.type;
+	std::string pipe = event.name.empty() ? event.instance_id
+	                                      : event.name + " (" +
+	                                                event.instance_id + ")";
+	if (!pipe.empty())
+		line += " pipe " + pipe;
+	if (!event.source.empty()) {
+		line += " pair " + event.source;
+		if (!event.target.empty())
+			line += " -> " + event.target;
+	}
+	if (!event.state.empty())
+		line += ": " + event.state;
+	if (!event.message.empty())
+		line += ": " + event.message;
+	return line;
+}
+
+nlohmann::json StatusJson(const std::vector<ControlPipe> &pipes)
+{
+	json list = json::array();
+	for (const ControlPipe &pipe : pipes)
+		list.push_back(ControlPipeToJson(pipe));
+	return json{{"pipes", std::move(list)}};
+}
+
+nlohmann::json MethodJson(const ControlReply &reply)
+{
+	json j = json::object();
+	if (reply.return_value)
+		j["ReturnValue"] = static_cast<uint32_t>(*reply.return_value);
+	if (reply.ok) {
+		if (!reply.return_value)
+			j["ReturnValue"] = 0;
+		j["ReplicationPipe"] = reply.replication_pipe;
+		return j;
+	}
+	j["Error"] = reply.error;
+	if (!reply.return_value && !reply.code.empty())
+		j["code"] = reply.code;
+	return j;
+}
+
+nlohmann::json ErrorJson(const std::string &error, const std::string &code)
+{
+	json j{{"Error", error}};
+	if (!code.empty())
+		j["code"] = code;
+	return j;
+}
+
+WaitSummary SummarizeWait(const ControlPipe &pipe, const std::string &state)
+{
+	WaitSummary s;
+	s.pairs = pipe.pairs.size();
+	for (const ControlPair &pair : pipe.pairs) {
+		if (pair.state == state)
+			++s.in_state;
+		s.done_bytes += pair.resync.done_bytes;
+		s.total_bytes += pair.resync.total_bytes;
+		s.rate_bytes_per_s += pair.resync.rate_bytes_per_s;
+	}
+	s.reached = s.in_state == s.pairs;
+	return s;
+}
+
+std::string ProgressBar(const WaitSummary &summary, const std::string &state,
+                        size_t width)
+{
+	std::string out;
+	if (summary.total_bytes > 0) {
+		unsigned pct = Percent(summary.done_bytes, summary.total_bytes);
+		size_t filled = width * pct / 100;
+		out = "[" + std::string(filled, '#') +
+		      std::string(width - filled, '.') + "] ";
+		char buf[8];
+		std::snprintf(buf, sizeof(buf), "%3u%%", pct);
+		out += buf;
+		out += "  " + FormatBytes(summary.done_bytes) + "/" +
+		       FormatBytes(summary.total_bytes);
+		if (summary.rate_bytes_per_s)
+			out += "  " + FormatBytes(summary.rate_bytes_per_s) +
+			       "/s";
+		out += "  ";
+	}
+	out += std::to_string(summary.in_state) + "/" +
+	       std::to_string(summary.pairs) + " " + state;
+	return out;
+}
+
+std::string ProgressLine(const std::string &pipe, const WaitSummary &summary,
+                         const std::string &state)
+{
+	std::string line = pipe + ": " + std::to_string(summary.in_state) +
+	                   "/" + std::to_string(summary.pairs) + " pairs " +
+	                   state;
+	if (summary.total_bytes > 0) {
+		line += "; resync " +
+		        std::to_string(Percent(summary.done_bytes,
+		                               summary.total_bytes)) +
+		        "% (" + FormatBytes(summary.done_bytes) + " of " +
+		        FormatBytes(summary.total_bytes);
+		if (summary.rate_bytes_per_s)
+			line += ", " + FormatBytes(summary.rate_bytes_per_s) +
+			        "/s";
+		line += ")";
+	}
+	return line;
+}
+
+} // namespace replipipe

@@ -1,0 +1,337 @@
+#include "daemon_service.h"
+
+#include <cerrno>
+
+#include "log.h"
+
+namespace replipipe
+{
+namespace
+{
+
+// A failure that is not the CIM method's, mapped onto its ReturnValues so
+// that the CLI exits the same way: unknown pipe 5, kernel time-out 3,
+// kernel refusal 4.
+ControlReply ResolveError(const Status &status)
+{
+	ControlReply reply = ErrorReply(
+	        status.err() == ENOENT ? kCodeNotFound : kCodeBadRequest,
+	        status.message());
+	reply.return_value = ReturnValue::kInvalidParameter;
+	return reply;
+}
+
+ControlReply KernelError(const Status &status)
+{
+	ControlReply reply = ErrorReply(kCodeInternal, status.message());
+	reply.return_value = status.err() == ETIMEDOUT ? ReturnValue::kTimeout
+	                                               : ReturnValue::kFailed;
+	return reply;
+}
+
+const KernelPairStatus *FindKernelPair(const KernelPipeStatus &kernel,
+                                       const std::string &source)
+{
+	for (const KernelPairStatus &pair : kernel.pairs)
+		if (pair.source == source)
+			return &pair;
+	return nullptr;
+}
+
+} // namespace
+
+DaemonService::DaemonService(PipeService &pipes, KernelApi &kernel,
+                             ResyncJobs *jobs, EventHub &hub)
+    : pipes_(pipes), kernel_(kernel), jobs_(jobs), hub_(hub)
+{
+}
+
+ControlReply DaemonService::Handle(const ControlRequest &request)
+{
+	switch (request.op) {
+	case ControlOp::kCreateOrModify:
+		return CreateOrModify(request.call);
+	case ControlOp::kDelete:
+		return Delete(request.pipe.value_or(""));
+	case ControlOp::kList:
+		return Describe(std::nullopt);
+	case ControlOp::kStatus:
+		return Describe(request.pipe);
+	case ControlOp::kPause:
+		return SetRunState(request, true);
+	case ControlOp::kResume:
+		return SetRunState(request, false);
+	case ControlOp::kEvents:
+		break;
+	}
+	return ErrorReply(kCodeBadRequest,
+	                  "op events is served by the socket server");
+}
+
+ControlReply DaemonService::CreateOrModify(const CreateOrModifyCall &call)
+{
+	MethodOutcome outcome = pipes_.CreateOrModify(call);
+	if (outcome.return_value != ReturnValue::kCompleted) {
+		LogInfo() << "CreateOrModifyReplicationPipe "
+		          << (call.replication_pipe
+		                      ? "of " + *call.replication_pipe
+		                      : std::string("(create)"))
+		          << ": ReturnValue "
+		          << static_cast<uint32_t>(outcome.return_value) << ": "
+		          << outcome.error;
+		return MethodReply(outcome);
+	}
+	LogNotice() << "CreateOrModifyReplicationPipe: "
+	            << (call.replication_pipe ? "modified " : "created ")
+	            << outcome.replication_pipe;
+	auto uuid = ParsePipeIdentifier(outcome.replication_pipe);
+	if (uuid.ok() && *uuid)
+		RefreshPipe(**uuid);
+	return MethodReply(outcome);
+}
+
+ControlReply DaemonService::Delete(const std::string &pipe)
+{
+	auto uuid = pipes_.ResolvePipe(pipe);
+	// Stop the jobs first: their claims end as Failed, not by the
+	// kernel dropping them when the pipe goes.
+	if (uuid.ok() && jobs_)
+		jobs_->StopPipe(*uuid);
+	MethodOutcome outcome = pipes_.Delete(pipe);
+	if (outcome.return_value == ReturnValue::kCompleted) {
+		LogNotice() << "deleted " << outcome.replication_pipe;
+		if (uuid.ok())
+			hub_.RetainPairs(InstanceIdFor(*uuid), {});
+	} else if (uuid.ok()) {
+		LogInfo() << "delete " << pipe << ": ReturnValue "
+		          << static_cast<uint32_t>(outcome.return_value) << ": "
+		          << outcome.error;
+		RefreshPipe(*uuid); // restart what was stopped
+	}
+	return MethodReply(outcome);
+}
+
+ControlReply DaemonService::Describe(const std::optional<std::string> &pipe)
+{
+	auto views = pipes_.Describe(pipe);
+	if (!views.ok())
+		return ResolveError(views.status());
+	ControlReply reply;
+	for (const PipeView &view : *views)
+		reply.pipes.push_back(ToControlPipe(view));
+	return reply;
+}
+
+ControlReply DaemonService::SetRunState(const ControlRequest &request,
+                                        bool pause)
+{
+	auto record = pipes_.GetPipe(request.pipe.value_or(""));
+	if (!record.ok())
+		return ResolveError(record.status());
+	const std::string &uuid = record->instance_id;
+	std::vector<std::string> sources;
+	for (const PairRecord &pair : record->pairs)
+		if (!request.pair || pair.source == *request.pair)
+			sources.push_back(pair.source);
+	if (request.pair && sources.empty())
+		return ResolveError(Status::Error("pipe " +
+		                                          PipeReference(uuid) +
+		                                          " has no pair with "
+		                                          "source \"" +
+		                                          *request.pair + "\"",
+		                                  ENOENT));
+	for (const std::string &source : sources) {
+		if (pause && jobs_)
+			jobs_->StopPair(uuid, source);
+		Status st = kernel_.SetPairState(uuid, source,
+		                                 pause ? PairState::kPaused
+		                                       : PairState::kSyncing);
+		if (!st.ok()) {
+			RefreshPipe(uuid);
+			return KernelError(st.Context(
+			        std::string(pause ? "pause" : "resume") +
+			        " pipe " + uuid + " pair " + source));
+		}
+		LogNotice() << (pause ? "paused" : "resumed") << " pipe "
+		            << uuid << " pair " << source;
+	}
+	RefreshPipe(uuid);
+	return ControlReply{};
+}
+
+ControlPipe DaemonService::ToControlPipe(const PipeView &view) const
+{
+	const PipeRecord &r = view.record;
+	ControlPipe pipe;
+	pipe.ref = view.reference;
+	pipe.instance_id = InstanceIdOf(r);
+	pipe.name = r.name;
+	pipe.source_system = r.source_system;
+	pipe.target_system = r.target_system;
+	pipe.mode = ModeName(r.settings.mode);
+	pipe.failure_policy = FailurePolicyName(r.settings.failure_policy);
+	pipe.max_lag_kib = r.settings.max_lag_kib;
+	pipe.region_kib = r.settings.region_kib;
+	pipe.resync_rate_limit_kibps = r.settings.resync_rate_kibps;
+	pipe.in_kernel = view.kernel.has_value();
+	for (const PairRecord &pr : r.pairs) {
+		ControlPair pair;
+		pair.source = pr.source;
+		pair.target = pr.target;
+		pair.state = "Unknown";
+		const KernelPairStatus *kp =
+		        view.kernel ? FindKernelPair(*view.kernel, pr.source)
+		                    : nullptr;
+		if (kp) {
+			pair.state = PairStateName(kp->state);
+			pair.regions = kp->regions;
+			pair.dirty_regions = kp->dirty_regions;
+			pair.source_bytes = kp->source_bytes;
+			pair.writes_mirrored = kp->writes_mirrored;
+			pair.bytes_mirrored = kp->bytes_mirrored;
+			pair.target_errors = kp->target_errors;
+			pair.lag_bytes = kp->lag_bytes;
+		}
+		std::optional<ControlResync> progress;
+		if (jobs_)
+			progress = jobs_->Progress(r.instance_id, pr.source);
+		if (progress && (progress->running || !kp ||
+		                 kp->state == PairState::kInSync)) {
+			pair.resync = *progress;
+		} else if (kp) {
+			// No job (yet, or any more): what is left to copy is
+			// what the bitmap says is dirty.
+			const uint32_t region_kib =
+			        view.kernel->region_kib
+			                ? view.kernel->region_kib
+			                : r.settings.region_kib;
+			uint64_t dirty =
+			        kp->dirty_regions * uint64_t{region_kib} * 1024;
+			if (kp->source_bytes && dirty > kp->source_bytes)
+				dirty = kp->source_bytes;
+			pair.resync.total_bytes = dirty;
+		}
+		pipe.pairs.push_back(std::move(pair));
+	}
+	return pipe;
+}
+
+void DaemonService::Apply(const PipeRecord &record,
+                          const std::optional<KernelPipeStatus> &kernel)
+{
+	const std::string instance_id = InstanceIdOf(record);
+	std::vector<std::string> sources;
+	for (const PairRecord &pr : record.pairs) {
+		sources.push_back(pr.source);
+		const KernelPairStatus *kp =
+		        kernel ? FindKernelPair(*kernel, pr.source) : nullptr;
+		hub_.UpdatePairState(instance_id, record.name, pr.source,
+		                     pr.target,
+		                     kp ? PairStateName(kp->state) : "Unknown");
+	}
+	hub_.RetainPairs(instance_id, sources);
+	if (!jobs_)
+		return;
+	if (kernel)
+		jobs_->SyncPipe(record, *kernel);
+	else
+		jobs_->StopPipe(record.instance_id);
+}
+
+void DaemonService::RefreshPipe(const std::string &uuid)
+{
+	auto record = pipes_.GetPipe(uuid);
+	if (!record.ok())
+		return; // not ours (or deleted meanwhile)
+	auto kernel = kernel_.GetPipe(uuid);
+	if (!kernel.ok()) {
+		LogWarning() << "refresh pipe " << uuid << ": "
+		             << kernel.status().message();
+		return;
+	}
+	Apply(*record, *kernel);
+}
+
+void DaemonService::RefreshAll()
+{
+	auto listed = kernel_.ListPipes();
+	if (!listed.ok()) {
+		LogWarning() << "refresh: list kernel pipes: "
+		             << listed.status().message();
+		return;
+	}
+	for (const PipeRecord &record : pipes_.ListPipes()) {
+		std::optional<KernelPipeStatus> kernel;
+		for (const KernelPipeStatus &k : *listed)
+			if (k.id == record.instance_id)
+				kernel = k;
+		Apply(record, kernel);
+	}
+}
+
+void DaemonService::OnKernelEvent(const KernelEvent &event)
+{
+	ControlEvent out;
+	out.type = KernelEventTypeName(event.type);
+	if (!event.pipe_id.empty())
+		out.instance_id = InstanceIdFor(event.pipe_id);
+	if (event.pipe)
+		out.name = event.pipe->name;
+	switch (event.type) {
+	case KernelEventType::kPipeAdded:
+	case KernelEventType::kPipeChanged:
+		hub_.Publish(out);
+		RefreshPipe(event.pipe_id);
+		break;
+	case KernelEventType::kPipeDeleted:
+		hub_.Publish(out);
+		if (jobs_)
+			jobs_->StopPipe(event.pipe_id);
+		break;
+	case KernelEventType::kPairState:
+		if (event.pair)
+			hub_.UpdatePairState(out.instance_id, out.name,
+			                     event.pair->source,
+			                     event.pair->target,
+			                     PairStateName(event.pair->state));
+		RefreshPipe(event.pipe_id);
+		break;
+	case KernelEventType::kOverrun:
+		out.type = "events_lost";
+		out.message = "kernel events were lost; state re-read";
+		hub_.Publish(out);
+		RefreshAll();
+		break;
+	}
+}
+
+PipeCounts DaemonService::Counts()
+{
+	PipeCounts counts;
+	auto views = pipes_.Describe(std::nullopt);
+	if (!views.ok())
+		return counts;
+	for (const PipeView &view : *views) {
+		++counts.pipes;
+		counts.pairs += view.record.pairs.size();
+		if (!view.kernel)
+			continue;
+		for (const PairRecord &pr : view.record.pairs) {
+			const KernelPairStatus *kp =
+			        FindKernelPair(*view.kernel, pr.source);
+			if (kp && kp->state == PairState::kInSync)
+				++counts.pairs_in_sync;
+		}
+	}
+	return counts;
+}
+
+std::string DaemonService::StatusText(const PipeCounts &counts)
+{
+	return std::to_string(counts.pipes) +
+	       (counts.pipes == 1 ? " pipe, " : " pipes, ") +
+	       std::to_string(counts.pairs_in_sync) + "/" +
+	       std::to_string(counts.pairs) + " pairs InSync";
+}
+
+} // namespace replipipe

@@ -1,0 +1,74 @@
+// DaemonService: what replipiped does with a control request, and how it
+// keeps the resync jobs and the event stream in step with the kernel.
+//
+//   Handle()        one request (every op but `events`, which the server
+//                   streams from the EventHub) -> its reply
+//   RefreshPipe()   re-reads one pipe from the kernel: records its pairs'
+//                   states in the EventHub (which publishes the changes)
+//                   and lets ResyncJobs start or stop jobs
+//   RefreshAll()    the same for every stored pipe (start-up, a periodic
+//                   tick, lost kernel events)
+//   OnKernelEvent() a notification from the kernel's events group
+//
+// Thread-safety: every method may be called from any thread; the objects it
+// uses are thread-safe themselves and it keeps no state of its own.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "control_protocol.h"
+#include "daemon_events.h"
+#include "daemon_jobs.h"
+#include "kernel_api.h"
+#include "netlink_events.h"
+#include "pipe_service.h"
+
+namespace replipipe
+{
+
+struct PipeCounts {
+	size_t pipes = 0;
+	size_t pairs = 0;
+	size_t pairs_in_sync = 0;
+};
+
+class DaemonService
+{
+public:
+	// The references must outlive the service. jobs may be null (no
+	// resync jobs: tests, or a daemon without the engine).
+	DaemonService(PipeService &pipes, KernelApi &kernel, ResyncJobs *jobs,
+	              EventHub &hub);
+	DaemonService(const DaemonService &) = delete;
+	DaemonService &operator=(const DaemonService &) = delete;
+
+	ControlReply Handle(const ControlRequest &request);
+
+	void RefreshPipe(const std::string &uuid);
+	void RefreshAll();
+	void OnKernelEvent(const KernelEvent &event);
+
+	// For sd_notify STATUS=: stored pipes, their pairs, those InSync.
+	PipeCounts Counts();
+	static std::string StatusText(const PipeCounts &counts);
+
+	// A stored pipe with the kernel's view, as the protocol shows it.
+	ControlPipe ToControlPipe(const PipeView &view) const;
+
+private:
+	ControlReply CreateOrModify(const CreateOrModifyCall &call);
+	ControlReply Delete(const std::string &pipe);
+	ControlReply Describe(const std::optional<std::string> &pipe);
+	ControlReply SetRunState(const ControlRequest &request, bool pause);
+	void Apply(const PipeRecord &record,
+	           const std::optional<KernelPipeStatus> &kernel);
+
+	PipeService &pipes_;
+	KernelApi &kernel_;
+	ResyncJobs *const jobs_;
+	EventHub &hub_;
+};
+
+} // namespace replipipe

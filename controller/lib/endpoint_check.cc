@@ -1,0 +1,328 @@
+#include "endpoint_check.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <vector>
+
+#include "object_path.h"
+#include "text_scan.h"
+#include "unique_fd.h"
+
+namespace replipipe
+{
+namespace
+{
+
+constexpr std::string_view kBackstorePrefix = "replipipe_";
+constexpr size_t kSourceMaxLen = 127; // REPLIPIPE_SOURCE_MAX_LEN
+constexpr size_t kTargetMaxLen = 255; // REPLIPIPE_TARGET_MAX_LEN
+
+bool EndsWithIgnoreCase(std::string_view s, std::string_view suffix)
+{
+	return s.size() >= suffix.size() &&
+	       EqualsIgnoreCase(s.substr(s.size() - suffix.size()), suffix);
+}
+
+// A CIM_ProtocolEndpoint reference -> its Name and SystemName keys; text
+// that is no reference is the name itself.
+Result<EndpointName> ParseEndpointText(std::string_view text, const char *what)
+{
+	EndpointName ep;
+	// A device path starts with one '/'; a reference never does.
+	bool device_path = text.starts_with("/") && !text.starts_with("//");
+	if (device_path || !LooksLikeObjectPath(text)) {
+		ep.name = std::string(text);
+		return ep;
+	}
+	auto path = ParseObjectPath(text);
+	if (!path.ok())
+		return path.status().Context(what);
+	if (!EndsWithIgnoreCase(path->class_name, "ProtocolEndpoint"))
+		return Status::Error(std::string(what) + ": " +
+		                             path->class_name +
+		                             " is not a CIM_ProtocolEndpoint",
+		                     EINVAL);
+	const KeyValue *name = path->Find("Name");
+	if (!name || name->type != KeyValue::Type::kString)
+		return Status::Error(std::string(what) + " \"" +
+		                             std::string(text) +
+		                             "\": no Name string key",
+		                     EINVAL);
+	ep.name = name->string;
+	if (const KeyValue *sys = path->Find("SystemName");
+	    sys && sys->type == KeyValue::Type::kString)
+		ep.system_name = sys->string;
+	return ep;
+}
+
+// Reads a small configfs/sysfs attribute, without the trailing newline.
+Result<std::string> ReadAttribute(const std::string &path)
+{
+	UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+	if (!fd.valid())
+		return Status::FromErrno("open " + path, errno);
+	char buf[4096];
+	ssize_t n;
+	do {
+		n = ::read(fd.get(), buf, sizeof(buf) - 1);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return Status::FromErrno("read " + path, errno);
+	std::string value(buf, static_cast<size_t>(n));
+	while (!value.empty() &&
+	       std::isspace(static_cast<unsigned char>(value.back())))
+		value.pop_back();
+	return value;
+}
+
+Result<uint64_t> BlockDeviceSize(const std::string &sysfs, dev_t rdev,
+                                 const std::string &path)
+{
+	std::string attr = sysfs + "/dev/block/" + std::to_string(major(rdev)) +
+	                   ":" + std::to_string(minor(rdev)) + "/size";
+	if (auto sectors = ReadAttribute(attr); sectors.ok()) {
+		char *end = nullptr;
+		unsigned long long v =
+		        std::strtoull(sectors->c_str(), &end, 10);
+		if (end && *end == '\0' && !sectors->empty())
+			return uint64_t(v) *
+			       512; // sysfs counts 512-byte sectors
+	}
+	UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+	if (!fd.valid())
+		return Status::FromErrno("open " + path, errno);
+	uint64_t bytes = 0;
+	if (::ioctl(fd.get(), BLKGETSIZE64, &bytes) != 0)
+		return Status::FromErrno("BLKGETSIZE64 " + path, errno);
+	return bytes;
+}
+
+Status CheckPair(EndpointProbe &probe, const std::string &source,
+                 const std::string &target);
+
+// EINVAL is reserved for "source = target" (an invalid parameter); a probe
+// that fails with EINVAL is a failed verification like any other.
+Status ProbeFailed(const Status &st, const std::string &context)
+{
+	Status out = st.Context(context);
+	return out.err() == EINVAL ? Status::Error(out.message(), EIO) : out;
+}
+
+} // namespace
+
+bool IsBackstoreName(std::string_view name)
+{
+	if (name.size() > kSourceMaxLen || !name.starts_with(kBackstorePrefix))
+		return false;
+	size_t i = kBackstorePrefix.size();
+	size_t digits = 0;
+	while (i < name.size() &&
+	       std::isdigit(static_cast<unsigned char>(name[i]))) {
+		i++;
+		digits++;
+	}
+	if (digits == 0 || i >= name.size() || name[i] != '/')
+		return false;
+	std::string_view rest = name.substr(i + 1);
+	if (rest.empty() || rest == "." || rest == "..")
+		return false;
+	for (char c : rest)
+		if (!std::isalnum(static_cast<unsigned char>(c)) &&
+		    std::string_view("_-.:").find(c) == std::string_view::npos)
+			return false;
+	return true;
+}
+
+Result<EndpointName> ParseSourceEndpoint(std::string_view text)
+{
+	auto ep = ParseEndpointText(text, "SourceEndpoint");
+	if (!ep.ok())
+		return ep;
+	if (!IsBackstoreName(ep->name))
+		return Status::Error("SourceEndpoint \"" + ep->name +
+		                             "\" is not a replipipe backstore "
+		                             "(expected replipipe_<N>/<name>)",
+		                     EINVAL);
+	return ep;
+}
+
+Result<EndpointName> ParseTargetEndpoint(std::string_view text)
+{
+	auto ep = ParseEndpointText(text, "TargetEndpoint");
+	if (!ep.ok())
+		return ep;
+	const std::string &raw = ep->name;
+	if (raw.empty() || raw[0] != '/')
+		return Status::Error("TargetEndpoint \"" + raw +
+		                             "\" is not an absolute device "
+		                             "path",
+		                     EINVAL);
+	std::string normalized;
+	size_t i = 0;
+	while (i < raw.size()) {
+		size_t next = raw.find('/', i + 1);
+		if (next == std::string::npos)
+			next = raw.size();
+		std::string_view part(raw.data() + i + 1, next - i - 1);
+		i = next;
+		if (part.empty() || part == ".")
+			continue;
+		if (part == "..")
+			return Status::Error("TargetEndpoint \"" + raw +
+			                             "\": \"..\" is not "
+			                             "allowed",
+			                     EINVAL);
+		normalized += "/";
+		normalized += part;
+	}
+	if (normalized.empty() || normalized.size() > kTargetMaxLen)
+		return Status::Error("TargetEndpoint \"" + raw +
+		                             "\" is not a device path",
+		                     EINVAL);
+	ep->name = normalized;
+	return ep;
+}
+
+Result<BackstoreFacts> SystemEndpointProbe::Backstore(const std::string &source)
+{
+	BackstoreFacts facts;
+	const std::string dir = roots_.configfs + "/target/core/" + source;
+	struct stat st;
+	if (::stat(dir.c_str(), &st) != 0) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return facts;
+		return Status::FromErrno("stat " + dir, errno);
+	}
+	facts.exists = S_ISDIR(st.st_mode);
+	if (!facts.exists)
+		return facts;
+	auto enable = ReadAttribute(dir + "/enable");
+	if (!enable.ok())
+		return enable.status();
+	facts.enabled = *enable == "1";
+	auto udev_path = ReadAttribute(dir + "/udev_path");
+	if (!udev_path.ok())
+		return udev_path.status();
+	facts.primary_path = *udev_path;
+	return facts;
+}
+
+Result<DeviceFacts> SystemEndpointProbe::Device(const std::string &path)
+{
+	DeviceFacts facts;
+	struct stat st;
+	if (::stat(path.c_str(), &st) != 0) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return facts;
+		return Status::FromErrno("stat " + path, errno);
+	}
+	facts.exists = true;
+	facts.is_block_device = S_ISBLK(st.st_mode);
+	if (!facts.is_block_device) {
+		facts.size_bytes = static_cast<uint64_t>(st.st_size);
+		return facts;
+	}
+	facts.rdev = st.st_rdev;
+	auto size = BlockDeviceSize(roots_.sysfs, st.st_rdev, path);
+	if (!size.ok())
+		return size.status();
+	facts.size_bytes = *size;
+	return facts;
+}
+
+Status SystemEndpointProbe::OpenExclusive(const std::string &path)
+{
+	UniqueFd fd(::open(path.c_str(), O_WRONLY | O_EXCL | O_CLOEXEC));
+	if (!fd.valid())
+		return Status::FromErrno("open " + path + " for writing",
+		                         errno);
+	return Status();
+}
+
+Status VerifyNewPair(EndpointProbe &probe, const std::string &source,
+                     const std::string &target)
+{
+	return CheckPair(probe, source, target);
+}
+
+namespace
+{
+
+Status CheckPair(EndpointProbe &probe, const std::string &source,
+                 const std::string &target)
+{
+	const std::string pair = "pair " + source + " -> " + target;
+	auto backstore = probe.Backstore(source);
+	if (!backstore.ok())
+		return ProbeFailed(backstore.status(), pair);
+	if (!backstore->exists)
+		return Status::Error(pair + ": backstore " + source +
+		                             " does not exist in configfs",
+		                     ENOENT);
+	if (!backstore->enabled)
+		return Status::Error(pair + ": backstore " + source +
+		                             " is not enabled",
+		                     ENODEV);
+	if (backstore->primary_path.empty())
+		return Status::Error(pair + ": backstore " + source +
+		                             " has no udev_path (no primary "
+		                             "device)",
+		                     ENODEV);
+	const std::string &primary_path = backstore->primary_path;
+
+	auto tgt = probe.Device(target);
+	if (!tgt.ok())
+		return ProbeFailed(tgt.status(), pair);
+	if (!tgt->exists)
+		return Status::Error(pair + ": target " + target +
+		                             " does not exist",
+		                     ENOENT);
+	if (!tgt->is_block_device)
+		return Status::Error(pair + ": target " + target +
+		                             " is not a block device",
+		                     ENOTBLK);
+	auto primary = probe.Device(primary_path);
+	if (!primary.ok())
+		return ProbeFailed(primary.status(), pair);
+	if (!primary->exists)
+		return Status::Error(pair + ": primary device " + primary_path +
+		                             " of " + source +
+		                             " does not exist",
+		                     ENOENT);
+	// Two paths may name one device (symlinks, /dev/disk/by-*): compare
+	// device numbers, not only names.
+	if (target == primary_path ||
+	    (primary->is_block_device && primary->rdev == tgt->rdev))
+		return Status::Error(pair + ": target " + target +
+		                             " is the primary device of " +
+		                             source + " (source = target)",
+		                     EINVAL);
+	if (Status st = probe.OpenExclusive(target); !st.ok()) {
+		const char *why = st.err() == EBUSY
+		                          ? "is in use (mounted or held by "
+		                            "another driver)"
+		                          : "cannot be opened for writing";
+		return Status::Error(pair + ": target " + target + " " + why +
+		                             ": " + st.message(),
+		                     st.err() == EINVAL ? EIO : st.err());
+	}
+	if (tgt->size_bytes < primary->size_bytes)
+		return Status::Error(
+		        pair + ": target " + target + " (" +
+		                std::to_string(tgt->size_bytes) +
+		                " bytes) is smaller than " + source + " (" +
+		                std::to_string(primary->size_bytes) + " bytes)",
+		        ENOSPC);
+	return Status();
+}
+
+} // namespace
+
+} // namespace replipipe

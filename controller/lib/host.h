@@ -1,0 +1,35 @@
+// HostIdentity: the names under which this host is the SourceSystem.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "status.h"
+
+namespace replipipe
+{
+
+struct HostIdentity {
+	std::string host_name; // gethostname(), e.g. "node1.example.com"
+
+	// gethostname() of this machine.
+	static HostIdentity FromSystem();
+
+	// name is the host name, its short form (before the first '.'), or
+	// "localhost"; host names compare case-insensitively (RFC 4343).
+	bool IsThisHost(std::string_view name) const;
+	// "node1" of "node1.example.com".
+	std::string ShortName() const;
+};
+
+// A syntactically valid system name: 1 to 255 characters of letters,
+// digits, '-', '.', '_', ':' (IPv6) and '[' ']'.
+bool IsValidSystemName(std::string_view name);
+
+// The host name SourceSystem/TargetSystem give: a CIM_ComputerSystem
+// reference (its Name key; any class whose name ends in ComputerSystem) or
+// a bare host name. what ("SourceSystem") prefixes errors; err() EINVAL.
+Result<std::string> ParseSystemName(std::string_view text,
+                                    std::string_view what);
+
+} // namespace replipipe

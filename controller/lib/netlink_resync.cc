@@ -1,0 +1,190 @@
+#include "netlink_resync.h"
+
+#include <linux/genetlink.h>
+#include <linux/replipipe.h>
+#include <netlink/attr.h>
+#include <netlink/genl/genl.h>
+#include <netlink/msg.h>
+
+#include <bit>
+#include <cstring>
+
+#include "netlink_codec.h"
+
+namespace replipipe
+{
+namespace
+{
+
+Status PutPair(nl_msg *msg, const std::string &pipe_id,
+               const std::string &source)
+{
+	if (nla_put_string(msg, REPLIPIPE_A_PIPE_ID, pipe_id.c_str()) < 0 ||
+	    nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, source.c_str()) < 0)
+		return Status::Error("netlink message too large", EMSGSIZE);
+	return {};
+}
+
+// Top-level attributes of a reply.
+void ParseTop(nlmsghdr *hdr, nlattr **tb)
+{
+	std::memset(tb, 0, sizeof(nlattr *) * (REPLIPIPE_A_MAX + 1));
+	auto *genl = static_cast<genlmsghdr *>(nlmsg_data(hdr));
+	nla_parse(tb, REPLIPIPE_A_MAX, genlmsg_attrdata(genl, 0),
+	          genlmsg_attrlen(genl, 0), nullptr);
+}
+
+template <typename T> bool Get(const nlattr *attr, T *out)
+{
+	if (attr == nullptr || nla_len(attr) < static_cast<int>(sizeof(T)))
+		return false;
+	std::memcpy(out, nla_data(attr), sizeof(T));
+	return true;
+}
+
+std::string PairName(const std::string &pipe_id, const std::string &source)
+{
+	return "pipe " + pipe_id + " pair " + source;
+}
+
+} // namespace
+
+uint64_t DirtyBitmap::count() const
+{
+	uint64_t n = 0;
+	for (uint8_t b : bits)
+		n += std::popcount(b);
+	return n;
+}
+
+Result<std::unique_ptr<NetlinkResyncChannel>>
+NetlinkResyncChannel::Open(std::chrono::milliseconds timeout)
+{
+	auto sock = NetlinkSocket::Open(timeout);
+	if (!sock.ok())
+		return sock.status();
+	return std::unique_ptr<NetlinkResyncChannel>(
+	        new NetlinkResyncChannel(std::move(*sock)));
+}
+
+Result<RegionClaim> NetlinkResyncChannel::Claim(const std::string &pipe_id,
+                                                const std::string &source,
+                                                uint64_t hint,
+                                                uint32_t max_regions)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	const std::string what = "kernel RESYNC_CLAIM " +
+	                         PairName(pipe_id, source) + " at region " +
+	                         std::to_string(hint);
+	NlMsgPtr msg = sock_->NewRequest(REPLIPIPE_CMD_RESYNC_CLAIM);
+	Status st = PutPair(msg.get(), pipe_id, source);
+	if (st.ok() &&
+	    (nla_put_u64(msg.get(), REPLIPIPE_A_CLAIM_HINT, hint) < 0 ||
+	     nla_put_u32(msg.get(), REPLIPIPE_A_CLAIM_MAX_REGIONS,
+	                 max_regions) < 0))
+		st = Status::Error("netlink message too large", EMSGSIZE);
+	RegionClaim claim;
+	bool replied = false;
+	if (st.ok())
+		st = sock_->Request(std::move(msg), [&](nlmsghdr *hdr) {
+			nlattr *tb[REPLIPIPE_A_MAX + 1];
+			ParseTop(hdr, tb);
+			if (!Get(tb[REPLIPIPE_A_CLAIM_COUNT], &claim.count))
+				return Status::Error(
+				        "reply without CLAIM_COUNT", EPROTO);
+			if (claim.count > 0 &&
+			    (!Get(tb[REPLIPIPE_A_CLAIM_ID], &claim.id) ||
+			     !Get(tb[REPLIPIPE_A_CLAIM_FIRST], &claim.first)))
+				return Status::Error(
+				        "reply without CLAIM_ID/CLAIM_FIRST",
+				        EPROTO);
+			replied = true;
+			return Status();
+		});
+	if (st.ok() && !replied)
+		st = Status::Error("kernel sent no reply", EPROTO);
+	if (!st.ok())
+		return st.Context(what);
+	return claim;
+}
+
+Status NetlinkResyncChannel::Finish(uint8_t cmd, uint64_t claim_id,
+                                    const char *what)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	NlMsgPtr msg = sock_->NewRequest(cmd);
+	if (nla_put_u64(msg.get(), REPLIPIPE_A_CLAIM_ID, claim_id) < 0)
+		return Status::Error("netlink message too large", EMSGSIZE);
+	return sock_->Request(std::move(msg))
+	        .Context(std::string("kernel ") + what + " claim " +
+	                 std::to_string(claim_id));
+}
+
+Status NetlinkResyncChannel::Done(uint64_t claim_id)
+{
+	return Finish(REPLIPIPE_CMD_RESYNC_DONE, claim_id, "RESYNC_DONE");
+}
+
+Status NetlinkResyncChannel::Failed(uint64_t claim_id)
+{
+	return Finish(REPLIPIPE_CMD_RESYNC_FAILED, claim_id, "RESYNC_FAILED");
+}
+
+Result<DirtyBitmap> NetlinkResyncChannel::GetBitmap(const std::string &pipe_id,
+                                                    const std::string &source)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	NlMsgPtr msg = sock_->NewRequest(REPLIPIPE_CMD_BITMAP_GET, NLM_F_DUMP);
+	Status st = PutPair(msg.get(), pipe_id, source);
+	DirtyBitmap bitmap;
+	if (st.ok())
+		st = sock_->Request(std::move(msg), [&](nlmsghdr *hdr) {
+			return MergeBitmapMessage(hdr, &bitmap);
+		});
+	if (!st.ok())
+		return st.Context("kernel BITMAP_GET " +
+		                  PairName(pipe_id, source));
+	// Bits past nbits in the last byte are not regions.
+	if (bitmap.nbits % 8 != 0 && !bitmap.bits.empty())
+		bitmap.bits.back() &= (1u << (bitmap.nbits % 8)) - 1;
+	return bitmap;
+}
+
+Status MergeBitmapMessage(nlmsghdr *hdr, DirtyBitmap *bitmap)
+{
+	nlattr *tb[REPLIPIPE_A_MAX + 1];
+	ParseTop(hdr, tb);
+	uint64_t nbits = 0;
+	if (Get(tb[REPLIPIPE_A_BITMAP_NBITS], &nbits) && bitmap->bits.empty()) {
+		bitmap->nbits = nbits;
+		bitmap->bits.assign((nbits + 7) / 8, 0);
+	}
+	const nlattr *data = tb[REPLIPIPE_A_BITMAP_DATA];
+	if (data == nullptr || nla_len(data) == 0)
+		return {};
+	uint64_t offset = 0;
+	Get(tb[REPLIPIPE_A_BITMAP_OFFSET], &offset);
+	if (offset % 8 != 0)
+		return Status::Error("bitmap chunk offset not a multiple of 8",
+		                     EPROTO);
+	const uint64_t byte = offset / 8;
+	const size_t len = static_cast<size_t>(nla_len(data));
+	if (byte + len > bitmap->bits.size())
+		return Status::Error("bitmap chunk at region " +
+		                             std::to_string(offset) +
+		                             " beyond nbits " +
+		                             std::to_string(bitmap->nbits),
+		                     EPROTO);
+	std::memcpy(bitmap->bits.data() + byte, nla_data(data), len);
+	return {};
+}
+
+Result<uint64_t> NetlinkPairClaims::DirtyRegions()
+{
+	auto bitmap = channel_->GetBitmap(pipe_id_, source_);
+	if (!bitmap.ok())
+		return bitmap.status();
+	return bitmap->count();
+}
+
+} // namespace replipipe

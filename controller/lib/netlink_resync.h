@@ -1,0 +1,91 @@
+// NetlinkResyncChannel: the resync region protocol over its own generic
+// netlink socket. A claim belongs to the socket that made it: closing the
+// channel (destroying it) makes the kernel drop its open claims, whose
+// regions stay dirty.
+//
+// Thread-safety: every method takes mu_; a claim loop normally owns one
+// channel per pair or per engine.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "netlink_socket.h"
+#include "resync_claims.h"
+
+namespace replipipe
+{
+
+// A pair's dirty bitmap: bit i (little-endian within each byte) is region i.
+struct DirtyBitmap {
+	uint64_t nbits = 0;
+	std::vector<uint8_t> bits; // (nbits + 7) / 8 bytes
+
+	bool test(uint64_t i) const { return (bits[i / 8] >> (i % 8)) & 1; }
+	uint64_t count() const;
+};
+
+class NetlinkResyncChannel
+{
+public:
+	static Result<std::unique_ptr<NetlinkResyncChannel>>
+	Open(std::chrono::milliseconds timeout = kNetlinkDefaultTimeout);
+
+	Result<RegionClaim> Claim(const std::string &pipe_id,
+	                          const std::string &source, uint64_t hint,
+	                          uint32_t max_regions);
+	Status Done(uint64_t claim_id);
+	Status Failed(uint64_t claim_id);
+	// BITMAP_GET dump, chunks reassembled.
+	Result<DirtyBitmap> GetBitmap(const std::string &pipe_id,
+	                              const std::string &source);
+
+private:
+	explicit NetlinkResyncChannel(std::unique_ptr<NetlinkSocket> sock)
+	    : sock_(std::move(sock))
+	{
+	}
+	Status Finish(uint8_t cmd, uint64_t claim_id, const char *what);
+
+	std::mutex mu_;
+	std::unique_ptr<NetlinkSocket> sock_; // guarded by mu_
+};
+
+// Adds one BITMAP_GET reply (NBITS sizes the bitmap on first sight; DATA
+// at OFFSET fills it). Exposed for unit tests.
+Status MergeBitmapMessage(nlmsghdr *hdr, DirtyBitmap *bitmap);
+
+// ClaimSource for one pair over a channel (which must outlive it).
+class NetlinkPairClaims final : public ClaimSource
+{
+public:
+	NetlinkPairClaims(NetlinkResyncChannel *channel, std::string pipe_id,
+	                  std::string source)
+	    : channel_(channel), pipe_id_(std::move(pipe_id)),
+	      source_(std::move(source))
+	{
+	}
+	Result<RegionClaim> Claim(uint64_t hint, uint32_t max_regions) override
+	{
+		return channel_->Claim(pipe_id_, source_, hint, max_regions);
+	}
+	Status Done(uint64_t claim_id) override
+	{
+		return channel_->Done(claim_id);
+	}
+	Status Failed(uint64_t claim_id) override
+	{
+		return channel_->Failed(claim_id);
+	}
+	Result<uint64_t> DirtyRegions() override;
+
+private:
+	NetlinkResyncChannel *channel_;
+	std::string pipe_id_;
+	std::string source_;
+};
+
+} // namespace replipipe

@@ -1,0 +1,689 @@
+#include "pipe_service.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <set>
+
+#include "goal.h"
+#include "mof.h"
+#include "text_scan.h"
+
+namespace replipipe
+{
+namespace
+{
+
+constexpr size_t kNameMaxLen = 255; // REPLIPIPE_NAME_MAX_LEN
+constexpr size_t kMaxPairs = 256;   // REPLIPIPE_MAX_PAIRS
+
+MethodOutcome Fail(ReturnValue rv, std::string why)
+{
+	MethodOutcome out;
+	out.return_value = rv;
+	out.error = std::move(why);
+	return out;
+}
+
+MethodOutcome Done(const std::string &uuid)
+{
+	MethodOutcome out;
+	out.return_value = ReturnValue::kCompleted;
+	out.replication_pipe = PipeReference(uuid);
+	return out;
+}
+
+// A parse or validation error: EOPNOTSUPP is "valid but not offered".
+MethodOutcome Invalid(const Status &st)
+{
+	return Fail(st.err() == EOPNOTSUPP ? ReturnValue::kNotSupported
+	                                   : ReturnValue::kInvalidParameter,
+	            st.message());
+}
+
+// A kernel error: ETIMEDOUT is a timeout, anything else a refusal.
+ReturnValue KernelReturnValue(const Status &st)
+{
+	return st.err() == ETIMEDOUT ? ReturnValue::kTimeout
+	                             : ReturnValue::kFailed;
+}
+
+bool HasPair(const std::vector<PairRecord> &pairs, const PairRecord &pair)
+{
+	return std::find(pairs.begin(), pairs.end(), pair) != pairs.end();
+}
+
+std::string PipeLabel(const PipeRecord &pipe)
+{
+	return "pipe " + PipeReference(pipe.instance_id) +
+	       (pipe.name.empty() ? "" : " (\"" + pipe.name + "\")");
+}
+
+// What differs between the stored spec and the kernel's pipe, or "".
+std::string SpecDifference(const KernelPipeSpec &want,
+                           const KernelPipeStatus &have)
+{
+	std::string diff;
+	auto note = [&](const std::string &what) {
+		diff += (diff.empty() ? "" : ", ") + what;
+	};
+	if (want.name != have.name)
+		note("name");
+	if (want.mode != have.mode)
+		note("mode");
+	if (want.failure_policy != have.failure_policy)
+		note("failure policy");
+	if (want.max_lag_kib != have.max_lag_kib)
+		note("max lag");
+	if (want.region_kib != have.region_kib)
+		note("region size");
+	std::set<std::pair<std::string, std::string>> a, b;
+	for (const KernelPairSpec &p : want.pairs)
+		a.insert({p.source, p.target});
+	for (const KernelPairStatus &p : have.pairs)
+		b.insert({p.source, p.target});
+	if (a != b)
+		note("pairs");
+	return diff;
+}
+
+} // namespace
+
+// The parsed parameters of one CreateOrModify call.
+struct PipeService::Request {
+	std::optional<std::string> uuid; // modify: the pipe
+	std::string name;
+	std::string source_system; // "" on modify: unchanged
+	std::string target_system; // "" on modify: unchanged
+	// nullopt: NULL endpoint arrays (create: no pairs; modify: keep)
+	std::optional<std::vector<PairRecord>> pairs;
+	// SystemName keys of the target endpoint references, per pair.
+	std::vector<std::string> target_system_keys;
+	// nullopt: empty Goal (create: defaults; modify: keep)
+	std::optional<PipeSettings> settings;
+};
+
+// Endpoints reserved for one call in flight; released when it ends, however
+// it ends. Reserve() fails when another pipe has or is taking one of them.
+class PipeService::Reservation
+{
+public:
+	Reservation(PipeService &svc, std::string uuid)
+	    : svc_(svc), uuid_(std::move(uuid))
+	{
+	}
+	~Reservation()
+	{
+		std::lock_guard<std::mutex> lock(svc_.mu_);
+		for (const std::string &s : sources_)
+			svc_.reserved_sources_.erase(s);
+		for (const std::string &t : targets_)
+			svc_.reserved_targets_.erase(t);
+	}
+	Reservation(const Reservation &) = delete;
+	Reservation &operator=(const Reservation &) = delete;
+
+	// Caller holds svc_.mu_.
+	Status ReserveLocked(const std::vector<PairRecord> &pairs)
+	{
+		for (const PairRecord &p : pairs) {
+			if (Status st = CheckLocked(p); !st.ok())
+				return st;
+		}
+		for (const PairRecord &p : pairs) {
+			if (svc_.reserved_sources_.emplace(p.source, uuid_)
+			            .second)
+				sources_.push_back(p.source);
+			if (svc_.reserved_targets_.emplace(p.target, uuid_)
+			            .second)
+				targets_.push_back(p.target);
+		}
+		return Status();
+	}
+
+private:
+	Status CheckLocked(const PairRecord &p) const
+	{
+		for (const PipeRecord &other : svc_.pipes_) {
+			if (other.instance_id == uuid_)
+				continue;
+			for (const PairRecord &q : other.pairs) {
+				if (q.source == p.source)
+					return Status::Error(
+					        "SourceEndpoint " + p.source +
+					                " already belongs to " +
+					                PipeLabel(other),
+					        EINVAL);
+				if (q.target == p.target)
+					return Status::Error(
+					        "TargetEndpoint " + p.target +
+					                " is already the "
+					                "target of " +
+					                q.source + " in " +
+					                PipeLabel(other),
+					        EINVAL);
+			}
+		}
+		auto s = svc_.reserved_sources_.find(p.source);
+		if (s != svc_.reserved_sources_.end() && s->second != uuid_)
+			return Status::Error("SourceEndpoint " + p.source +
+			                             " is being added to "
+			                             "pipe " +
+			                             s->second +
+			                             " by another call",
+			                     EINVAL);
+		auto t = svc_.reserved_targets_.find(p.target);
+		if (t != svc_.reserved_targets_.end() && t->second != uuid_)
+			return Status::Error("TargetEndpoint " + p.target +
+			                             " is being added to "
+			                             "pipe " +
+			                             t->second +
+			                             " by another call",
+			                     EINVAL);
+		return Status();
+	}
+
+	PipeService &svc_;
+	const std::string uuid_;
+	std::vector<std::string> sources_;
+	std::vector<std::string> targets_;
+};
+
+PipeService::PipeService(KernelApi &kernel, Store &store, EndpointProbe &probe,
+                         HostIdentity host, PipeServiceOptions options)
+    : kernel_(kernel), store_(store), probe_(probe), host_(std::move(host)),
+      options_(options)
+{
+}
+
+Status PipeService::Load()
+{
+	auto pipes = store_.Load();
+	if (!pipes.ok())
+		return pipes.status();
+	std::lock_guard<std::mutex> lock(mu_);
+	pipes_ = std::move(*pipes);
+	loaded_ = true;
+	return Status();
+}
+
+const PipeRecord *PipeService::FindLocked(const std::string &uuid) const
+{
+	for (const PipeRecord &p : pipes_)
+		if (p.instance_id == uuid)
+			return &p;
+	return nullptr;
+}
+
+std::shared_ptr<std::timed_mutex>
+PipeService::PipeMutex(const std::string &uuid)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	auto &m = pipe_locks_[uuid];
+	if (!m)
+		m = std::make_shared<std::timed_mutex>();
+	return m;
+}
+
+Result<std::string> PipeService::ResolvePipe(const std::string &text) const
+{
+	auto id = ParsePipeIdentifier(text);
+	if (!id.ok())
+		return id.status();
+	std::lock_guard<std::mutex> lock(mu_);
+	if (*id) {
+		if (!FindLocked(**id))
+			return Status::Error("no pipe " + PipeReference(**id),
+			                     ENOENT);
+		return **id;
+	}
+	std::vector<const PipeRecord *> matches;
+	for (const PipeRecord &p : pipes_)
+		if (!text.empty() && p.name == text)
+			matches.push_back(&p);
+	if (matches.empty())
+		return Status::Error("no pipe named \"" + text + "\"", ENOENT);
+	if (matches.size() > 1) {
+		std::string list;
+		for (const PipeRecord *p : matches)
+			list += "\n  " + PipeReference(p->instance_id);
+		return Status::Error("PipeElementName \"" + text +
+		                             "\" is ambiguous; it names " +
+		                             std::to_string(matches.size()) +
+		                             " pipes (use a reference):" + list,
+		                     EINVAL);
+	}
+	return matches.front()->instance_id;
+}
+
+std::vector<PipeRecord> PipeService::ListPipes() const
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	return pipes_;
+}
+
+Result<PipeRecord> PipeService::GetPipe(const std::string &text) const
+{
+	auto uuid = ResolvePipe(text);
+	if (!uuid.ok())
+		return uuid.status();
+	std::lock_guard<std::mutex> lock(mu_);
+	const PipeRecord *p = FindLocked(*uuid);
+	if (!p) // deleted since ResolvePipe()
+		return Status::Error("no pipe " + PipeReference(*uuid), ENOENT);
+	return *p;
+}
+
+Result<PipeService::Request>
+PipeService::ParseCall(const CreateOrModifyCall &call) const
+{
+	Request req;
+	if (call.replication_pipe) {
+		auto uuid = ResolvePipe(*call.replication_pipe);
+		if (!uuid.ok())
+			return uuid.status().Context("ReplicationPipe");
+		req.uuid = *uuid;
+	}
+	if (call.pipe_element_name.size() > kNameMaxLen)
+		return Status::Error("PipeElementName is longer than " +
+		                             std::to_string(kNameMaxLen) +
+		                             " bytes",
+		                     EINVAL);
+	req.name = call.pipe_element_name;
+
+	if (!call.source_system.empty()) {
+		auto sys = ParseSystemName(call.source_system, "SourceSystem");
+		if (!sys.ok())
+			return sys.status();
+		if (!host_.IsThisHost(*sys))
+			return Status::Error(
+			        "SourceSystem \"" + *sys +
+			                "\" is not this host (" +
+			                host_.host_name +
+			                "): the source endpoints must be "
+			                "local",
+			        EINVAL);
+		req.source_system = *sys;
+	} else if (!req.uuid) {
+		return Status::Error("SourceSystem is required", EINVAL);
+	}
+	if (!call.target_system.empty()) {
+		auto sys = ParseSystemName(call.target_system, "TargetSystem");
+		if (!sys.ok())
+			return sys.status();
+		req.target_system = *sys;
+	} else if (!req.uuid) {
+		return Status::Error("TargetSystem is required", EINVAL);
+	}
+
+	const auto &srcs = call.source_endpoints;
+	const auto &tgts = call.target_endpoints;
+	if (srcs.has_value() != tgts.has_value() ||
+	    (srcs && srcs->size() != tgts->size()))
+		return Status::Error(
+		        "SourceEndpoint has " +
+		                (srcs ? std::to_string(srcs->size()) : "NULL") +
+		                " and TargetEndpoint " +
+		                (tgts ? std::to_string(tgts->size()) : "NULL") +
+		                " elements: both must be NULL or of the same "
+		                "length",
+		        EINVAL);
+	if (srcs) {
+		if (srcs->size() > kMaxPairs)
+			return Status::Error("more than " +
+			                             std::to_string(kMaxPairs) +
+			                             " pairs",
+			                     EINVAL);
+		req.pairs.emplace();
+		std::set<std::string> seen_sources, seen_targets;
+		for (size_t i = 0; i < srcs->size(); i++) {
+			const std::string at = "[" + std::to_string(i) + "]";
+			auto src = ParseSourceEndpoint((*srcs)[i]);
+			if (!src.ok())
+				return src.status().Context(at);
+			auto tgt = ParseTargetEndpoint((*tgts)[i]);
+			if (!tgt.ok())
+				return tgt.status().Context(at);
+			if (!src->system_name.empty() &&
+			    !host_.IsThisHost(src->system_name))
+				return Status::Error("SourceEndpoint" + at +
+				                             " " + src->name +
+				                             " is on system " +
+				                             src->system_name +
+				                             ", not this host",
+				                     EINVAL);
+			if (!seen_sources.insert(src->name).second)
+				return Status::Error("SourceEndpoint " +
+				                             src->name +
+				                             " is given twice",
+				                     EINVAL);
+			if (!seen_targets.insert(tgt->name).second)
+				return Status::Error("TargetEndpoint " +
+				                             tgt->name +
+				                             " is given twice",
+				                     EINVAL);
+			req.pairs->push_back({src->name, tgt->name});
+			req.target_system_keys.push_back(tgt->system_name);
+		}
+	}
+	if (!MofIsEmpty(call.goal)) {
+		auto settings = ParseGoal(call.goal);
+		if (!settings.ok())
+			return settings.status();
+		req.settings = *settings;
+	}
+	return req;
+}
+
+Status PipeService::SaveWith(const std::string &uuid,
+                             const std::optional<PipeRecord> &record)
+{
+	std::vector<PipeRecord> next;
+	bool placed = false;
+	for (const PipeRecord &p : pipes_) {
+		if (p.instance_id != uuid) {
+			next.push_back(p);
+		} else if (record) {
+			next.push_back(*record);
+			placed = true;
+		}
+	}
+	if (record && !placed)
+		next.push_back(*record);
+	if (Status st = store_.Save(next); !st.ok()) {
+		// Save() may have failed after its rename: put the old
+		// content back so that the store, too, is unchanged.
+		(void)store_.Save(pipes_);
+		return st;
+	}
+	pipes_ = std::move(next);
+	return Status();
+}
+
+Status PipeService::UndoKernel(const std::string &uuid,
+                               const std::optional<PipeRecord> &old)
+{
+	if (old)
+		return kernel_.SetPipe(ToKernelSpec(*old));
+	Status st = kernel_.DeletePipe(uuid);
+	return st.err() == ENOENT ? Status() : st;
+}
+
+MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
+{
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		if (!loaded_)
+			return Fail(ReturnValue::kUnspecifiedError,
+			            "the pipe store is not loaded");
+	}
+	auto parsed = ParseCall(call);
+	if (!parsed.ok())
+		return Invalid(parsed.status());
+	Request &req = *parsed;
+	const bool modify = req.uuid.has_value();
+	const std::string uuid = modify ? *req.uuid : NewUuid();
+
+	auto mutex = PipeMutex(uuid);
+	std::unique_lock<std::timed_mutex> pipe_lock(*mutex, std::defer_lock);
+	if (!pipe_lock.try_lock_for(options_.busy_timeout))
+		return Fail(
+		        ReturnValue::kBusy,
+		        "pipe " + PipeReference(uuid) +
+		                " is held by another operation (waited " +
+		                std::to_string(options_.busy_timeout.count()) +
+		                " ms)");
+
+	// Build the new record against the current one, under mu_, and
+	// reserve its endpoints.
+	std::optional<PipeRecord> old;
+	PipeRecord next;
+	std::vector<PairRecord> new_pairs;
+	Reservation reservation(*this, uuid);
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		if (modify) {
+			const PipeRecord *cur = FindLocked(uuid);
+			if (!cur) // deleted while we waited for its lock
+				return Fail(ReturnValue::kInvalidParameter,
+				            "ReplicationPipe: no pipe " +
+				                    PipeReference(uuid));
+			old = *cur;
+			next = *cur;
+			if (!req.target_system.empty() &&
+			    !EqualsIgnoreCase(req.target_system,
+			                      cur->target_system))
+				return Fail(ReturnValue::kInvalidParameter,
+				            "TargetSystem \"" +
+				                    req.target_system +
+				                    "\" differs from the "
+				                    "pipe's \"" +
+				                    cur->target_system +
+				                    "\": the systems of an "
+				                    "existing pipe cannot "
+				                    "change");
+			if (!req.name.empty())
+				next.name = req.name;
+		} else {
+			next.instance_id = uuid;
+			next.name = req.name;
+			next.source_system = req.source_system;
+			next.target_system = req.target_system;
+		}
+		if (req.settings)
+			next.settings = *req.settings;
+		if (req.pairs)
+			next.pairs = *req.pairs;
+
+		for (size_t i = 0; i < req.target_system_keys.size(); i++) {
+			const std::string &key = req.target_system_keys[i];
+			if (!key.empty() &&
+			    !EqualsIgnoreCase(key, next.target_system))
+				return Fail(ReturnValue::kInvalidParameter,
+				            "TargetEndpoint[" +
+				                    std::to_string(i) +
+				                    "] is on system " + key +
+				                    ", not on TargetSystem " +
+				                    next.target_system);
+		}
+		bool keeps_pairs = false;
+		for (const PairRecord &p : next.pairs) {
+			if (old && HasPair(old->pairs, p))
+				keeps_pairs = true;
+			else
+				new_pairs.push_back(p);
+		}
+		if (keeps_pairs &&
+		    next.settings.region_kib != old->settings.region_kib)
+			return Fail(ReturnValue::kInvalidParameter,
+			            "RegionSizeKiB cannot change from " +
+			                    std::to_string(
+			                            old->settings.region_kib) +
+			                    " to " +
+			                    std::to_string(
+			                            next.settings.region_kib) +
+			                    " while the pipe keeps pairs "
+			                    "(their dirty bitmaps use it)");
+		if (Status st = reservation.ReserveLocked(next.pairs); !st.ok())
+			return Fail(ReturnValue::kInvalidParameter,
+			            st.message());
+	}
+
+	for (const PairRecord &p : new_pairs) {
+		Status st = VerifyNewPair(probe_, p.source, p.target);
+		if (st.ok())
+			continue;
+		if (st.err() == EINVAL)
+			return Fail(ReturnValue::kInvalidParameter,
+			            st.message());
+		return Fail(st.err() == ETIMEDOUT ? ReturnValue::kTimeout
+		                                  : ReturnValue::kFailed,
+		            "peer verification failed: " + st.message());
+	}
+
+	if (Status st = kernel_.SetPipe(ToKernelSpec(next)); !st.ok()) {
+		std::string why = "kernel: " + st.message();
+		if (st.err() == ETIMEDOUT) {
+			// The kernel may still apply it: take it back.
+			Status undo = UndoKernel(uuid, old);
+			if (!undo.ok())
+				why += "; undoing it failed too (" +
+				       undo.message() +
+				       "); the daemon reconciles at its next "
+				       "start";
+		}
+		return Fail(KernelReturnValue(st), why);
+	}
+
+	Status saved;
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		saved = SaveWith(uuid, next);
+	}
+	if (!saved.ok()) {
+		std::string why = "store: " + saved.message();
+		Status undo = UndoKernel(uuid, old);
+		why += undo.ok() ? "; the kernel change was undone"
+		                 : "; undoing the kernel change failed (" +
+		                           undo.message() +
+		                           "): kernel and store disagree "
+		                           "until the daemon reconciles";
+		return Fail(ReturnValue::kUnspecifiedError, why);
+	}
+	return Done(uuid);
+}
+
+MethodOutcome PipeService::Delete(const std::string &pipe)
+{
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		if (!loaded_)
+			return Fail(ReturnValue::kUnspecifiedError,
+			            "the pipe store is not loaded");
+	}
+	auto resolved = ResolvePipe(pipe);
+	if (!resolved.ok())
+		return Invalid(resolved.status());
+	const std::string uuid = *resolved;
+	auto mutex = PipeMutex(uuid);
+	std::unique_lock<std::timed_mutex> pipe_lock(*mutex, std::defer_lock);
+	if (!pipe_lock.try_lock_for(options_.busy_timeout))
+		return Fail(ReturnValue::kBusy,
+		            "pipe " + PipeReference(uuid) +
+		                    " is held by another operation");
+
+	std::optional<PipeRecord> old;
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		const PipeRecord *cur = FindLocked(uuid);
+		if (!cur)
+			return Fail(ReturnValue::kInvalidParameter,
+			            "no pipe " + PipeReference(uuid));
+		old = *cur;
+		if (Status st = SaveWith(uuid, std::nullopt); !st.ok())
+			return Fail(ReturnValue::kUnspecifiedError,
+			            "store: " + st.message());
+	}
+	Status st = kernel_.DeletePipe(uuid);
+	if (st.ok() || st.err() == ENOENT)
+		return Done(uuid);
+
+	std::string why = "kernel: " + st.message();
+	std::lock_guard<std::mutex> lock(mu_);
+	if (Status back = SaveWith(uuid, old); !back.ok())
+		why += "; restoring the store failed too (" + back.message() +
+		       "): the daemon reports the kernel's pipe at its next "
+		       "start";
+	return Fail(KernelReturnValue(st), why);
+}
+
+Result<std::vector<PipeView>>
+PipeService::Describe(const std::optional<std::string> &pipe)
+{
+	std::vector<PipeRecord> records;
+	if (pipe) {
+		auto one = GetPipe(*pipe);
+		if (!one.ok())
+			return one.status();
+		records.push_back(*one);
+	} else {
+		records = ListPipes();
+	}
+	std::vector<PipeView> views;
+	auto listed = kernel_.ListPipes();
+	for (PipeRecord &r : records) {
+		PipeView v;
+		v.reference = PipeReference(r.instance_id);
+		if (!listed.ok()) {
+			v.kernel_error = listed.status().message();
+		} else {
+			for (const KernelPipeStatus &k : *listed)
+				if (k.id == r.instance_id)
+					v.kernel = k;
+			if (!v.kernel)
+				v.kernel_error = "not in the kernel";
+		}
+		v.record = std::move(r);
+		views.push_back(std::move(v));
+	}
+	return views;
+}
+
+Result<std::vector<std::string>> PipeService::Reconcile()
+{
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		if (!loaded_)
+			return Status::Error("the pipe store is not loaded",
+			                     EIO);
+	}
+	auto listed = kernel_.ListPipes();
+	if (!listed.ok())
+		return listed.status().Context("reconcile: list kernel pipes");
+	std::vector<std::string> report;
+	std::set<std::string> stored_ids;
+	for (const PipeRecord &stored : ListPipes()) {
+		stored_ids.insert(stored.instance_id);
+		auto mutex = PipeMutex(stored.instance_id);
+		std::unique_lock<std::timed_mutex> pipe_lock(*mutex,
+		                                             std::defer_lock);
+		if (!pipe_lock.try_lock_for(options_.busy_timeout)) {
+			report.push_back(PipeLabel(stored) +
+			                 ": busy, not reconciled");
+			continue;
+		}
+		KernelPipeSpec spec = ToKernelSpec(stored);
+		const KernelPipeStatus *have = nullptr;
+		for (const KernelPipeStatus &k : *listed)
+			if (k.id == stored.instance_id)
+				have = &k;
+		std::string action;
+		if (!have) {
+			action = "pushed to the kernel (" +
+			         std::to_string(spec.pairs.size()) +
+			         " pairs, full resync)";
+		} else if (std::string diff = SpecDifference(spec, *have);
+		           !diff.empty()) {
+			action = "kernel differed from the store (" + diff +
+			         "); pushed the stored definition";
+		} else {
+			report.push_back(PipeLabel(stored) +
+			                 ": adopted from the kernel");
+			continue;
+		}
+		Status st = kernel_.SetPipe(spec);
+		report.push_back(PipeLabel(stored) + ": " +
+		                 (st.ok() ? action
+		                          : "could not be pushed to the "
+		                            "kernel: " +
+		                                    st.message()));
+	}
+	for (const KernelPipeStatus &k : *listed)
+		if (!stored_ids.count(k.id))
+			report.push_back(
+			        "kernel pipe " + k.id + " (\"" + k.name +
+			        "\") is not in the store; left untouched "
+			        "(delete it through netlink if unwanted)");
+	return report;
+}
+
+} // namespace replipipe

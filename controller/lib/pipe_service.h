@@ -1,0 +1,140 @@
+// PipeService: CreateOrModifyReplicationPipe, delete, list, status and the
+// start-up reconciliation, over the kernel (KernelApi), the store (Store)
+// and the endpoint checks (EndpointProbe). The daemon owns one.
+//
+// Every mutating call runs, in this order (DESIGN.md "publish last"):
+//   1. parse and validate every parameter (nothing locked)
+//   2. take the pipe's lock, waiting at most options.busy_timeout (else
+//      ReturnValue 4096 Busy)
+//   3. look the pipe up again, check cross-pipe rules (a backstore in one
+//      pipe, a target in one pair) and reserve the endpoints so that a
+//      concurrent call on another pipe cannot take them
+//   4. verify the new pairs' endpoints
+//   5. push to the kernel (SetPipe / DeletePipe)
+//   6. write the store; when that fails, undo the kernel change
+// so that a call that does not return 0 changes nothing. Delete writes the
+// store before the kernel instead: re-creating a deleted kernel pipe would
+// lose its pairs' state, rewriting the store loses nothing.
+//
+// ReturnValue mapping (docs/method.md has the full table):
+//   1 Goal asks for something valid but not offered (goal.h)
+//   2 the store could not be written (disk full, read-only, I/O error), or
+//     the service was not loaded
+//   3 the kernel answered ETIMEDOUT (or a probe did)
+//   4 the kernel refused, or peer verification failed (endpoint_check.h)
+//   5 malformed or inconsistent parameters, unknown pipe
+//   4096 the pipe's lock was not had within busy_timeout
+//
+// Thread-safety: every public method may be called from any thread. mu_
+// guards the in-memory pipes, the reservations and the lock table; it is
+// never held across a kernel call or an endpoint probe, but it is held
+// across a store write, which keeps the file's snapshots in order.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "endpoint_check.h"
+#include "host.h"
+#include "kernel_api.h"
+#include "method.h"
+#include "model.h"
+#include "status.h"
+#include "store.h"
+
+namespace replipipe
+{
+
+struct PipeServiceOptions {
+	// How long a call waits for a pipe another call holds (then Busy).
+	std::chrono::milliseconds busy_timeout{5000};
+};
+
+// A stored pipe with what the kernel says about it.
+struct PipeView {
+	PipeRecord record;
+	std::string reference; // CIM_NetworkPipe.InstanceID="replipipe:<uuid>"
+	// nullopt: the kernel has no such pipe, or could not be asked
+	// (kernel_error says why).
+	std::optional<KernelPipeStatus> kernel;
+	std::string kernel_error;
+};
+
+class PipeService
+{
+public:
+	// The references must outlive the service.
+	PipeService(KernelApi &kernel, Store &store, EndpointProbe &probe,
+	            HostIdentity host, PipeServiceOptions options = {});
+
+	PipeService(const PipeService &) = delete;
+	PipeService &operator=(const PipeService &) = delete;
+
+	// Reads the store. Must succeed before any other call (they return
+	// ReturnValue 2 / an error otherwise); a corrupt store is reported
+	// here and the daemon must not run.
+	Status Load();
+
+	// Pushes to the kernel the stored pipes it lacks (every pair resyncs
+	// in full), adopts the pipes both know (the kernel keeps its pairs'
+	// state; a kernel definition that differs from the store is replaced
+	// by the stored one), and reports the pipes only the kernel knows
+	// without touching them. Returns one line per action or finding.
+	Result<std::vector<std::string>> Reconcile();
+
+	// The CIM method (method.h, DESIGN.md).
+	MethodOutcome CreateOrModify(const CreateOrModifyCall &call);
+	// pipe: as ResolvePipe(). On success replication_pipe holds the
+	// deleted pipe's reference.
+	MethodOutcome Delete(const std::string &pipe);
+
+	// The UUID of the pipe text names: a CIM_NetworkPipe reference, its
+	// InstanceID, the bare UUID, or a PipeElementName that exactly one
+	// pipe has. Errors: ENOENT for no such pipe, EINVAL for a malformed
+	// reference or an ambiguous name (the message lists the matches).
+	// Either maps to ReturnValue 5.
+	Result<std::string> ResolvePipe(const std::string &text) const;
+
+	// The stored pipes, in creation order.
+	std::vector<PipeRecord> ListPipes() const;
+	Result<PipeRecord> GetPipe(const std::string &text) const;
+	// Stored pipes (all, or the one pipe names) merged with the kernel's
+	// status. Errors only for a pipe that cannot be resolved.
+	Result<std::vector<PipeView>>
+	Describe(const std::optional<std::string> &pipe = std::nullopt);
+
+private:
+	struct Request;
+	class Reservation;
+
+	Result<Request> ParseCall(const CreateOrModifyCall &call) const;
+	// The pipe's lock (created on first use).
+	std::shared_ptr<std::timed_mutex> PipeMutex(const std::string &uuid);
+	Status UndoKernel(const std::string &uuid,
+	                  const std::optional<PipeRecord> &old);
+	Status SaveWith(const std::string &uuid,
+	                const std::optional<PipeRecord> &record);
+	const PipeRecord *FindLocked(const std::string &uuid) const;
+
+	KernelApi &kernel_;
+	Store &store_;
+	EndpointProbe &probe_;
+	const HostIdentity host_;
+	const PipeServiceOptions options_;
+
+	mutable std::mutex mu_;
+	bool loaded_ = false;           // guarded by mu_
+	std::vector<PipeRecord> pipes_; // guarded by mu_; what the store holds
+	// Endpoints taken by calls in flight -> UUID of the pipe they are for.
+	std::map<std::string, std::string> reserved_sources_; // guarded by mu_
+	std::map<std::string, std::string> reserved_targets_; // guarded by mu_
+	// One lock per pipe that ever had a call; guarded by mu_.
+	std::map<std::string, std::shared_ptr<std::timed_mutex>> pipe_locks_;
+};
+
+} // namespace replipipe

@@ -1,0 +1,404 @@
+#include "resync_copier.h"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include <cassert>
+#include <cerrno>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+#include "log.h"
+#include "resync_rate.h"
+#include "unique_fd.h"
+
+namespace replipipe
+{
+namespace
+{
+
+constexpr uint32_t kBufferAlign = 4096;
+// Alignment of offsets and lengths for O_DIRECT on a regular file: the
+// largest logical block size in use; smaller tails go through buffered I/O.
+constexpr uint32_t kFileDirectAlign = 4096;
+// -EAGAIN/-EINTR resubmissions of one request before giving up.
+constexpr unsigned kMaxRetries = 1000;
+
+struct FreeDeleter {
+	void operator()(void *p) const { std::free(p); }
+};
+
+// One side of the copy.
+struct Device {
+	std::string path;
+	UniqueFd fd;          // O_DIRECT unless refused
+	UniqueFd buffered_fd; // for transfers O_DIRECT cannot take
+	bool direct = false;
+	uint32_t align = 1; // offset/length alignment of fd when direct
+	uint64_t size = 0;
+};
+
+Status OpenDevice(const std::string &path, int access, Device *dev)
+{
+	dev->path = path;
+	dev->fd.Reset(::open(path.c_str(), access | O_DIRECT | O_CLOEXEC));
+	dev->direct = dev->fd.valid();
+	if (!dev->fd.valid()) {
+		if (errno != EINVAL)
+			return Status::FromErrno("open " + path, errno);
+		LogWarning() << "resync: " << path
+		             << " refuses O_DIRECT; using buffered I/O";
+		dev->fd.Reset(::open(path.c_str(), access | O_CLOEXEC));
+		if (!dev->fd.valid())
+			return Status::FromErrno("open " + path, errno);
+	}
+	dev->buffered_fd.Reset(::open(path.c_str(), access | O_CLOEXEC));
+	if (!dev->buffered_fd.valid())
+		return Status::FromErrno("open " + path, errno);
+	struct stat st;
+	if (fstat(dev->fd.get(), &st) < 0)
+		return Status::FromErrno("stat " + path, errno);
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(dev->fd.get(), BLKGETSIZE64, &dev->size) < 0)
+			return Status::FromErrno("size of " + path, errno);
+		int lbs = 512;
+		if (ioctl(dev->fd.get(), BLKSSZGET, &lbs) < 0)
+			return Status::FromErrno("block size of " + path,
+			                         errno);
+		dev->align = static_cast<uint32_t>(lbs);
+	} else if (S_ISREG(st.st_mode)) {
+		dev->size = static_cast<uint64_t>(st.st_size);
+		dev->align = kFileDirectAlign;
+	} else {
+		return Status::Error(path + " is neither a block device nor a "
+		                            "regular file",
+		                     EINVAL);
+	}
+	if (!dev->direct)
+		dev->align = 1;
+	return {};
+}
+
+enum class Phase { kRead, kWrite };
+
+// One chunk in flight; its index is its buffer slot and its user_data.
+struct Request {
+	Phase phase = Phase::kRead;
+	uint64_t offset = 0; // of the chunk on both devices
+	uint32_t length = 0; // valid bytes of the chunk
+	uint32_t done = 0;   // bytes of the current phase transferred
+	unsigned retries = 0;
+	uint64_t io_offset = 0; // of the last submitted transfer
+};
+
+} // namespace
+
+struct RegionCopier::Impl {
+	~Impl()
+	{
+		// Copy() drains; only a broken ring can still hold requests,
+		// and closing it makes the kernel cancel them before the pinned
+		// buffer pages are released.
+		if (ring_ready)
+			io_uring_queue_exit(&ring);
+	}
+
+	Status Copy(RegionCopier *owner, uint64_t offset, uint64_t length);
+	void Prepare(uint32_t slot);
+	void Complete(RegionCopier *owner, uint32_t slot, int res);
+	bool stopping(const RegionCopier *owner) const
+	{
+		return !error.ok() || owner->stop_requested();
+	}
+
+	CopierOptions options;
+	Device source;
+	Device target;
+	std::unique_ptr<uint8_t, FreeDeleter> buffers; // queue_depth chunks
+	bool fixed = false;
+	io_uring ring{};
+	bool ring_ready = false;
+	bool ring_broken = false;
+
+	// State of the Copy() running.
+	std::vector<Request> requests;
+	std::vector<uint32_t> free_slots;
+	uint32_t inflight = 0;
+	Status error; // the first error wins
+};
+
+RegionCopier::RegionCopier(std::unique_ptr<Impl> impl) : impl_(std::move(impl))
+{
+}
+
+RegionCopier::~RegionCopier() = default;
+
+uint64_t RegionCopier::source_bytes() const
+{
+	return impl_->source.size;
+}
+uint64_t RegionCopier::target_bytes() const
+{
+	return impl_->target.size;
+}
+bool RegionCopier::direct_io() const
+{
+	return impl_->source.direct && impl_->target.direct;
+}
+bool RegionCopier::fixed_buffers() const
+{
+	return impl_->fixed;
+}
+
+Result<std::unique_ptr<RegionCopier>>
+RegionCopier::Open(const std::string &source_path,
+                   const std::string &target_path, const CopierOptions &options)
+{
+	if (options.queue_depth == 0 || options.queue_depth > 4096)
+		return Status::Error("resync queue depth must be 1..4096",
+		                     EINVAL);
+	if (options.chunk_bytes == 0 || options.chunk_bytes % kBufferAlign ||
+	    options.chunk_bytes > (64u << 20))
+		return Status::Error("resync chunk size must be a multiple of "
+		                     "4 KiB, at most 64 MiB",
+		                     EINVAL);
+	auto impl = std::make_unique<Impl>();
+	impl->options = options;
+	Status st = OpenDevice(source_path, O_RDONLY, &impl->source);
+	if (st.ok())
+		st = OpenDevice(target_path, O_WRONLY, &impl->target);
+	if (!st.ok())
+		return st;
+	for (const Device *d : {&impl->source, &impl->target})
+		if (options.chunk_bytes % d->align != 0)
+			return Status::Error(
+			        "resync chunk size is not a multiple of the "
+			        "block size of " +
+			                d->path,
+			        EINVAL);
+
+	const size_t total = size_t{options.queue_depth} * options.chunk_bytes;
+	void *mem = nullptr;
+	if (posix_memalign(&mem, kBufferAlign, total) != 0)
+		return Status::Error("resync: cannot allocate " +
+		                             std::to_string(total >> 20) +
+		                             " MiB of buffers",
+		                     ENOMEM);
+	impl->buffers.reset(static_cast<uint8_t *>(mem));
+
+	unsigned entries = 1;
+	while (entries < options.queue_depth)
+		entries <<= 1;
+	int rc = io_uring_queue_init(entries, &impl->ring, 0);
+	if (rc < 0)
+		return Status::FromErrno("resync: io_uring_queue_init", -rc);
+	impl->ring_ready = true;
+
+	std::vector<iovec> iov(options.queue_depth);
+	for (uint32_t i = 0; i < options.queue_depth; ++i)
+		iov[i] = {impl->buffers.get() + size_t{i} * options.chunk_bytes,
+		          options.chunk_bytes};
+	rc = io_uring_register_buffers(&impl->ring, iov.data(), iov.size());
+	impl->fixed = rc == 0;
+	if (rc < 0)
+		// Typically RLIMIT_MEMLOCK without CAP_IPC_LOCK: still no
+		// copies, only per-I/O page pinning.
+		LogWarning()
+		        << "resync: io_uring_register_buffers: "
+		        << std::strerror(-rc) << "; using unregistered buffers";
+	return std::unique_ptr<RegionCopier>(new RegionCopier(std::move(impl)));
+}
+
+// Queues the next transfer of request slot: what is left of its phase, on
+// the O_DIRECT fd when offset and length allow, else on the buffered fd.
+void RegionCopier::Impl::Prepare(uint32_t slot)
+{
+	Request &r = requests[slot];
+	const Device &dev = r.phase == Phase::kRead ? source : target;
+	const uint64_t pos = r.offset + r.done;
+	uint32_t len = r.length - r.done;
+	int fd = dev.fd.get();
+	if (dev.direct) {
+		// A read may ask for the rounded-up length: at the end of the
+		// device it comes back short, which is the end of the chunk.
+		const uint32_t rounded =
+		        r.phase == Phase::kRead
+		                ? (len + dev.align - 1) / dev.align * dev.align
+		                : len / dev.align * dev.align;
+		if (pos % dev.align == 0 && rounded > 0 &&
+		    r.done + rounded <= options.chunk_bytes)
+			len = rounded;
+		else
+			fd = dev.buffered_fd.get();
+	}
+	uint8_t *buf =
+	        buffers.get() + size_t{slot} * options.chunk_bytes + r.done;
+	io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+	assert(sqe != nullptr); // entries >= queue_depth >= inflight
+	if (r.phase == Phase::kRead) {
+		if (fixed)
+			io_uring_prep_read_fixed(sqe, fd, buf, len, pos, slot);
+		else
+			io_uring_prep_read(sqe, fd, buf, len, pos);
+	} else {
+		if (fixed)
+			io_uring_prep_write_fixed(sqe, fd, buf, len, pos, slot);
+		else
+			io_uring_prep_write(sqe, fd, buf, len, pos);
+	}
+	io_uring_sqe_set_data64(sqe, slot);
+	r.io_offset = pos;
+}
+
+void RegionCopier::Impl::Complete(RegionCopier *owner, uint32_t slot, int res)
+{
+	Request &r = requests[slot];
+	const bool reading = r.phase == Phase::kRead;
+	const Device &dev = reading ? source : target;
+	if (options.inject)
+		res = options.inject(reading ? CopierOptions::Op::kRead
+		                             : CopierOptions::Op::kWrite,
+		                     r.io_offset, res);
+	auto release = [&] {
+		free_slots.push_back(slot);
+		--inflight;
+	};
+	auto fail = [&](Status st) {
+		if (error.ok())
+			error = std::move(st);
+		release();
+	};
+	const std::string what = std::string(reading ? "read " : "write ") +
+	                         dev.path + " at offset " +
+	                         std::to_string(r.io_offset);
+	if ((res == -EAGAIN || res == -EINTR) && !stopping(owner)) {
+		if (++r.retries > kMaxRetries)
+			return fail(Status::FromErrno(what, -res));
+		return Prepare(slot);
+	}
+	if (res < 0)
+		return fail(Status::FromErrno(what, -res));
+	if (stopping(owner))
+		return release();
+	if (res == 0)
+		return fail(Status::Error(
+		        what + ": " +
+		                (reading ? "unexpected end of device"
+		                         : "no progress (0 bytes written)"),
+		        EIO));
+	r.retries = 0;
+	r.done += static_cast<uint32_t>(res);
+	if (r.done < r.length)
+		return Prepare(slot); // short transfer: continue
+	if (reading) {
+		// The read becomes the write of the same buffer.
+		r.phase = Phase::kWrite;
+		r.done = 0;
+		return Prepare(slot);
+	}
+	owner->batch_bytes_.fetch_add(r.length);
+	owner->copied_bytes_.fetch_add(r.length);
+	release();
+}
+
+Status RegionCopier::Copy(uint64_t offset, uint64_t length)
+{
+	batch_bytes_.store(0);
+	return impl_->Copy(this, offset, length);
+}
+
+Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
+                                uint64_t length)
+{
+	if (ring_broken)
+		return Status::Error("resync: io_uring failed earlier", EIO);
+	const uint64_t end =
+	        std::min(source.size, offset + std::min(length, source.size));
+	const uint64_t start = std::min(offset, end);
+	uint64_t next = start;
+	const uint32_t chunk = options.chunk_bytes;
+	requests.assign(options.queue_depth, Request{});
+	free_slots.clear();
+	for (uint32_t i = options.queue_depth; i-- > 0;)
+		free_slots.push_back(i);
+	inflight = 0;
+	error = Status();
+	const uint64_t rate = options.rate_limit_kibps * 1024;
+	TokenBucket bucket(rate, std::max<uint64_t>(chunk, rate / 10));
+
+	for (;;) {
+		// Start reads while slots, work and tokens allow.
+		TokenBucket::Clock::duration rate_wait{};
+		while (!stopping(owner) && next < end && !free_slots.empty()) {
+			const uint32_t len = static_cast<uint32_t>(
+			        std::min<uint64_t>(chunk, end - next));
+			rate_wait = bucket.Wait(len);
+			if (rate_wait.count() > 0)
+				break;
+			bucket.Take(len);
+			const uint32_t slot = free_slots.back();
+			free_slots.pop_back();
+			requests[slot] = Request{Phase::kRead, next, len};
+			Prepare(slot);
+			++inflight;
+			next += len;
+		}
+		if (inflight == 0) {
+			if (stopping(owner) || next >= end)
+				break;
+			std::this_thread::sleep_for(rate_wait);
+			continue;
+		}
+		int rc = io_uring_submit(&ring);
+		if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR) {
+			// Nothing more can be trusted to complete.
+			ring_broken = true;
+			return Status::FromErrno("resync: io_uring_submit",
+			                         -rc);
+		}
+		io_uring_cqe *cqe = nullptr;
+		if (rate_wait.count() > 0 && !stopping(owner)) {
+			const auto ns =
+			        std::chrono::duration_cast<
+			                std::chrono::nanoseconds>(rate_wait)
+			                .count();
+			__kernel_timespec ts{ns / 1000000000, ns % 1000000000};
+			rc = io_uring_wait_cqe_timeout(&ring, &cqe, &ts);
+			if (rc == -ETIME)
+				continue;
+		} else {
+			rc = io_uring_wait_cqe(&ring, &cqe);
+		}
+		if (rc == -EINTR || rc == -EAGAIN)
+			continue;
+		if (rc < 0) {
+			ring_broken = true;
+			return Status::FromErrno("resync: io_uring_wait_cqe",
+			                         -rc);
+		}
+		// Every completion that is ready, then one submit for all the
+		// transfers they started.
+		unsigned head;
+		unsigned seen = 0;
+		io_uring_for_each_cqe(&ring, head, cqe)
+		{
+			++seen;
+			Complete(owner,
+			         static_cast<uint32_t>(
+			                 io_uring_cqe_get_data64(cqe)),
+			         cqe->res);
+		}
+		io_uring_cq_advance(&ring, seen);
+	}
+	if (!error.ok())
+		return error;
+	if (owner->stop_requested() && owner->batch_bytes() < end - start)
+		return Status::Error("resync: stopped", ECANCELED);
+	return {};
+}
+
+} // namespace replipipe

@@ -1,0 +1,156 @@
+#include "resync_pair.h"
+
+#include <linux/replipipe.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "log.h"
+
+namespace replipipe
+{
+namespace
+{
+
+constexpr uint64_t kDefaultClaimBytes = 64ull << 20;
+
+int64_t NowNs()
+{
+	return std::chrono::duration_cast<std::chrono::nanoseconds>(
+	               std::chrono::steady_clock::now().time_since_epoch())
+	        .count();
+}
+
+} // namespace
+
+Result<std::unique_ptr<PairResync>>
+PairResync::Create(const PairResyncOptions &options, ClaimSource *claims)
+{
+	auto copier = RegionCopier::Open(options.source_path,
+	                                 options.target_path, options.copier);
+	if (!copier.ok())
+		return copier.status().Context("resync pipe " +
+		                               options.pipe_id + " pair " +
+		                               options.source);
+	return std::make_unique<PairResync>(options, claims,
+	                                    std::move(*copier));
+}
+
+PairResync::PairResync(const PairResyncOptions &options, ClaimSource *claims,
+                       std::unique_ptr<RegionCopier> copier)
+    : options_(options), claims_(claims), copier_(std::move(copier))
+{
+	if (options_.max_regions_per_claim == 0)
+		options_.max_regions_per_claim =
+		        static_cast<uint32_t>(std::clamp<uint64_t>(
+		                kDefaultClaimBytes /
+		                        std::max<uint64_t>(
+		                                options_.region_bytes, 1),
+		                1, REPLIPIPE_CLAIM_MAX_REGIONS));
+}
+
+Status PairResync::Run()
+{
+	return RunClaims().Context("resync pipe " + options_.pipe_id +
+	                           " pair " + options_.source);
+}
+
+Status PairResync::RunClaims()
+{
+	const uint64_t region = options_.region_bytes;
+	const uint64_t size = copier_->source_bytes();
+	if (region == 0)
+		return Status::Error("region size is 0", EINVAL);
+	start_ns_.store(NowNs());
+	auto dirty = claims_->DirtyRegions();
+	if (!dirty.ok())
+		return dirty.status();
+	total_bytes_.store(std::min(*dirty * region, size));
+
+	uint64_t hint = 0;
+	for (;;) {
+		if (copier_->stop_requested())
+			return Status::Error("stopped", ECANCELED);
+		auto claim =
+		        claims_->Claim(hint, options_.max_regions_per_claim);
+		if (!claim.ok())
+			return claim.status();
+		if (claim->count == 0) {
+			if (hint == 0) {
+				// Clean: the estimate becomes the count.
+				total_bytes_.store(committed_bytes_.load());
+				return {};
+			}
+			hint = 0;
+			continue;
+		}
+		const uint64_t offset = claim->first * region;
+		const uint64_t length = uint64_t{claim->count} * region;
+		copying_.store(true);
+		Status st = copier_->Copy(offset, length);
+		copying_.store(false);
+		if (!st.ok()) {
+			Status failed = claims_->Failed(claim->id);
+			if (!failed.ok())
+				LogWarning()
+				        << "resync pipe " << options_.pipe_id
+				        << " pair " << options_.source << ": "
+				        << failed.message();
+			return st;
+		}
+		st = claims_->Done(claim->id);
+		if (!st.ok())
+			return st;
+		const uint64_t copied =
+		        offset >= size ? 0 : std::min(length, size - offset);
+		const uint64_t done =
+		        committed_bytes_.fetch_add(copied) + copied;
+		claims_done_.fetch_add(1);
+		// Regions dirtied after the start add to the work.
+		if (done > total_bytes_.load())
+			total_bytes_.store(done);
+		hint = claim->first + claim->count;
+	}
+}
+
+ResyncProgress PairResync::progress() const
+{
+	ResyncProgress p;
+	p.done_bytes = committed_bytes_.load();
+	// The claim being copied counts as it goes (bytes of a claim that then
+	// fails are no longer counted).
+	const uint64_t current = copying_.load() ? copier_->batch_bytes() : 0;
+	p.total_bytes = total_bytes_.load();
+	if (p.done_bytes + current <= p.total_bytes)
+		p.done_bytes += current;
+	p.claims = claims_done_.load();
+	const int64_t start = start_ns_.load();
+	if (start != 0) {
+		const double secs = (NowNs() - start) / 1e9;
+		if (secs > 0)
+			p.rate_bytes_per_s =
+			        static_cast<uint64_t>(p.done_bytes / secs);
+	}
+	return p;
+}
+
+Result<std::string> BackstorePrimaryDevice(const std::string &backstore,
+                                           const std::string &configfs_core)
+{
+	const std::string path = configfs_core + "/" + backstore + "/udev_path";
+	std::ifstream in(path);
+	if (!in)
+		return Status::FromErrno("read " + path,
+		                         errno ? errno : ENOENT);
+	std::string dev;
+	std::getline(in, dev);
+	while (!dev.empty() && (dev.back() == '\n' || dev.back() == ' '))
+		dev.pop_back();
+	if (dev.empty())
+		return Status::Error("backstore " + backstore +
+		                             " has no udev_path (" + path + ")",
+		                     ENOENT);
+	return dev;
+}
+
+} // namespace replipipe

@@ -1,0 +1,228 @@
+#include "store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "unique_fd.h"
+
+namespace replipipe
+{
+namespace
+{
+
+using nlohmann::json;
+
+constexpr const char *kFileName = "pipes.json";
+constexpr const char *kTempSuffix = ".tmp";
+
+// 1-based line and column of byte offset pos in text.
+std::string LineColumn(const std::string &text, size_t pos)
+{
+	pos = std::min(pos, text.size());
+	size_t line = 1, col = 1;
+	for (size_t i = 0; i < pos; i++) {
+		if (text[i] == '\n') {
+			line++;
+			col = 1;
+		} else {
+			col++;
+		}
+	}
+	return "line " + std::to_string(line) + ", column " +
+	       std::to_string(col);
+}
+
+Status WriteAll(int fd, const std::string &text, const std::string &path)
+{
+	size_t done = 0;
+	while (done < text.size()) {
+		ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return Status::FromErrno("write " + path, errno);
+		done += static_cast<size_t>(n);
+	}
+	return Status();
+}
+
+Result<std::string> ReadAll(const std::string &path)
+{
+	UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+	if (!fd.valid())
+		return Status::FromErrno("open " + path, errno);
+	std::string text;
+	char buf[65536];
+	while (true) {
+		ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return Status::FromErrno("read " + path, errno);
+		if (n == 0)
+			return text;
+		text.append(buf, static_cast<size_t>(n));
+	}
+}
+
+Status FsyncDir(const std::string &dir)
+{
+	UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	if (!fd.valid())
+		return Status::FromErrno("open directory " + dir, errno);
+	if (::fsync(fd.get()) != 0)
+		return Status::FromErrno("fsync directory " + dir, errno);
+	return Status();
+}
+
+} // namespace
+
+std::string StoreDocument(const std::vector<PipeRecord> &pipes)
+{
+	json list = json::array();
+	for (const PipeRecord &p : pipes)
+		list.push_back(PipeToJson(p));
+	json doc = {{"schema_version", kStoreSchemaVersion}, {"pipes", list}};
+	return doc.dump(2) + "\n";
+}
+
+Result<std::vector<PipeRecord>> ParseStoreDocument(const std::string &text,
+                                                   const std::string &where)
+{
+	json doc;
+	try {
+		doc = json::parse(text);
+	} catch (const json::parse_error &e) {
+		// e.byte is 1-based: the byte at which parsing failed.
+		size_t pos = e.byte > 0 ? e.byte - 1 : 0;
+		return Status::Error(where + ": " + LineColumn(text, pos) +
+		                             ": not valid JSON (" + e.what() +
+		                             ")",
+		                     EINVAL);
+	}
+	if (!doc.is_object())
+		return Status::Error(where + ": not a JSON object", EINVAL);
+	auto version = doc.find("schema_version");
+	if (version == doc.end() || !version->is_number_integer())
+		return Status::Error(where + ": no integer \"schema_version\"",
+		                     EINVAL);
+	if (version->get<int64_t>() != kStoreSchemaVersion)
+		return Status::Error(
+		        where + ": schema_version " + version->dump() +
+		                " is not supported (this build reads " +
+		                std::to_string(kStoreSchemaVersion) + ")",
+		        EINVAL);
+	auto list = doc.find("pipes");
+	if (list == doc.end() || !list->is_array())
+		return Status::Error(where + ": \"pipes\" must be an array",
+		                     EINVAL);
+	std::vector<PipeRecord> pipes;
+	std::set<std::string> ids;
+	for (size_t i = 0; i < list->size(); i++) {
+		auto pipe = PipeFromJson((*list)[i]);
+		if (!pipe.ok())
+			return pipe.status().Context(where + ": pipes[" +
+			                             std::to_string(i) + "]");
+		if (!ids.insert(pipe->instance_id).second)
+			return Status::Error(
+			        where + ": pipes[" + std::to_string(i) +
+			                "]: instance_id " + pipe->instance_id +
+			                " appears twice",
+			        EINVAL);
+		pipes.push_back(std::move(*pipe));
+	}
+	return pipes;
+}
+
+Store::Store(std::string state_dir)
+    : dir_(std::move(state_dir)), path_(dir_ + "/" + kFileName)
+{
+}
+
+Status Store::EnsureStateDir() const
+{
+	if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST)
+		return Status::FromErrno("create state directory " + dir_,
+		                         errno);
+	return Status();
+}
+
+Result<std::vector<PipeRecord>> Store::Load()
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	loaded_ = false;
+	struct stat st;
+	if (::stat(path_.c_str(), &st) != 0) {
+		if (errno != ENOENT)
+			return Status::FromErrno("stat " + path_, errno);
+		loaded_ = true; // first start: nothing stored yet
+		return std::vector<PipeRecord>();
+	}
+	auto text = ReadAll(path_);
+	if (!text.ok())
+		return text.status();
+	auto pipes = ParseStoreDocument(*text, path_);
+	if (pipes.ok())
+		loaded_ = true;
+	return pipes;
+}
+
+Status Store::WriteTemp(const std::string &text, const std::string &tmp)
+{
+	// A temp file left by a crash is stale by definition: pipes.json is
+	// the truth until a rename replaces it.
+	if (::unlink(tmp.c_str()) != 0 && errno != ENOENT)
+		return Status::FromErrno("remove stale " + tmp, errno);
+	UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+	                   0600));
+	if (!fd.valid())
+		return Status::FromErrno("create " + tmp, errno);
+	if (Status st = WriteAll(fd.get(), text, tmp); !st.ok())
+		return st;
+	if (::fsync(fd.get()) != 0)
+		return Status::FromErrno("fsync " + tmp, errno);
+	return Status();
+}
+
+Status Store::Save(const std::vector<PipeRecord> &pipes)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	if (!loaded_)
+		return Status::Error(path_ + ": not saved: the store was not "
+		                             "loaded successfully, refusing "
+		                             "to overwrite it",
+		                     EIO);
+	const std::string tmp = path_ + kTempSuffix;
+	if (Status st = WriteTemp(StoreDocument(pipes), tmp); !st.ok()) {
+		::unlink(tmp.c_str());
+		return st;
+	}
+	if (fault_hook_)
+		if (Status st = fault_hook_(SaveStep::kTempSynced); !st.ok())
+			return st;
+	if (::rename(tmp.c_str(), path_.c_str()) != 0) {
+		Status st = Status::FromErrno("rename " + tmp + " to " + path_,
+		                              errno);
+		::unlink(tmp.c_str());
+		return st;
+	}
+	if (fault_hook_)
+		if (Status st = fault_hook_(SaveStep::kRenamed); !st.ok())
+			return st;
+	// Without this the rename may not survive a power loss.
+	return FsyncDir(dir_);
+}
+
+void Store::SetFaultHookForTest(FaultHook hook)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	fault_hook_ = std::move(hook);
+}
+
+} // namespace replipipe

@@ -1,0 +1,74 @@
+// Store: the pipe definitions on disk, <state_dir>/pipes.json:
+//   {"schema_version": 1, "pipes": [ <PipeToJson()>, ... ]}
+//
+// Written atomically: a temp file in the same directory (mode 0600), fsync,
+// rename over pipes.json, fsync the directory. A crash at any point leaves
+// either the old file or the new one, never a mix.
+//
+// A corrupt file or an unknown schema_version makes Load() fail with the
+// path and why (line and column for JSON syntax errors). The store never
+// overwrites a file it could not read: Save() refuses until a Load()
+// succeeded (the daemon must stop, the admin decides).
+//
+// Thread-safety: Load() and Save() may be called from several threads; they
+// are serialized internally.
+#pragma once
+
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "model.h"
+#include "status.h"
+
+namespace replipipe
+{
+
+constexpr int kStoreSchemaVersion = 1;
+
+class Store
+{
+public:
+	// Where Save() may be stopped by a fault hook (tests).
+	enum class SaveStep {
+		kTempSynced, // temp file written and fsynced, not renamed yet
+		kRenamed,    // renamed, directory not yet fsynced
+	};
+	// Returning an error stops Save() at that step, as a crash would
+	// (the temp file is left behind). Returns Status() to go on.
+	using FaultHook = std::function<Status(SaveStep)>;
+
+	explicit Store(std::string state_dir);
+
+	Store(const Store &) = delete;
+	Store &operator=(const Store &) = delete;
+
+	const std::string &path() const { return path_; }
+
+	// Creates the state directory (mode 0700) when missing.
+	Status EnsureStateDir() const;
+	// The stored pipes; an empty list when pipes.json does not exist yet.
+	Result<std::vector<PipeRecord>> Load();
+	// Replaces the whole file with pipes.
+	Status Save(const std::vector<PipeRecord> &pipes);
+
+	void SetFaultHookForTest(FaultHook hook);
+
+private:
+	Status WriteTemp(const std::string &text, const std::string &tmp);
+
+	const std::string dir_;
+	const std::string path_;
+	std::mutex mu_;
+	bool loaded_ = false;  // guarded by mu_; Save() needs a good Load()
+	FaultHook fault_hook_; // guarded by mu_
+};
+
+// Serialization without the file system (the store uses these; so do tests).
+std::string StoreDocument(const std::vector<PipeRecord> &pipes);
+// where names the source in errors (a path).
+Result<std::vector<PipeRecord>> ParseStoreDocument(const std::string &text,
+                                                   const std::string &where);
+
+} // namespace replipipe

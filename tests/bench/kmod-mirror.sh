@@ -1,0 +1,138 @@
+#!/bin/sh
+# Benchmark (not pass/fail, not in CTest): the cost of replipipe's synchronous
+# mirror, in one VM boot; run it with tests/bench/run-bench.sh kmod-mirror.
+# Legs (see DESIGN.md, "Benchmarks under QEMU"):
+#   latency-bound: null_blk, memory_backed=0 irqmode=2 completion_nsec=20 ms
+#                  (nr_devices=3 gb=1 queue_mode=2): R1=/dev/nullb0, R2=/dev/nullb1
+#   CPU-bound:     brd R1=/dev/ram0, R2=/dev/ram1 (under TCG every byte costs
+#                  guest CPU and a mirror writes twice: says more about the
+#                  emulator than about the module)
+# For each pair: (A) iblock on R1, (B) replipipe on R1 mirrored synchronously
+# to R2, (C) iblock on dm-mirror(R1, R2) (`mirror core 2 1024 nosync`), all
+# through tcm_loop; fio libaio direct 8 s: 4 KiB randwrite QD32 and 1 MiB
+# sequential write QD8. A runs first (after a discarded warm-up) and again
+# last (A2); B/A uses their mean. Prints "BENCH |"-prefixed table lines with
+# IOPS, MB/s and the ratios B/A and B/C.
+# vm-timeout: 1200
+# vm-mem: 1536
+# vm-bins: fio dmsetup
+
+RUNTIME=${BENCH_RUNTIME:-8}
+export DM_DISABLE_UDEV=1
+
+# fio_run DEV RW BS QD: prints "IOPS KiB/s" of the write side
+fio_run() {
+	fio --name=bench --filename="$1" --ioengine=libaio --direct=1 --rw="$2" \
+		--bs="$3" --iodepth="$4" --runtime="$RUNTIME" --time_based \
+		--output-format=terse --terse-version=3 2> /tmp/fio.err |
+		awk -F';' '{ print $49, $48 }'
+}
+
+# measure LABEL DEV: both workloads on DEV; appends "LABEL IOPS MB/s" to /tmp/results
+measure() {
+	local r4 r1 iops mbs
+	r4=$(fio_run "$2" randwrite 4k 32)
+	r1=$(fio_run "$2" write 1M 8)
+	[ -n "$r4" ] && [ -n "$r1" ] || vm_fail "fio on $2 failed: $(cat /tmp/fio.err)"
+	iops=${r4% *}
+	mbs=$(echo "${r1#* }" | awk '{ printf "%.1f", $1 * 1024 / 1000000 }')
+	echo "$1 $iops $mbs" >> /tmp/results
+	vm_log "$1: 4k randwrite QD32 $iops IOPS, 1M write QD8 $mbs MB/s"
+}
+
+# dm_dev NAME: /dev/dm-N of a device-mapper device (no udev, no /dev/mapper links)
+dm_dev() {
+	local d
+	for d in /sys/block/dm-*; do
+		[ "$(cat "$d/dm/name")" = "$1" ] && { echo "/dev/${d##*/}"; return 0; }
+	done
+	vm_fail "no dm device $1"
+}
+
+# baseline LABEL TAG R1: iblock on R1 (config A)
+baseline() {
+	vm_backstore iblock iblock_0 "a$2" "$3" > /dev/null
+	lun=$(vm_tcm_loop_export "iblock_0/a$2")
+	if [ "$1" = A ]; then
+		# warm-up, discarded: the first run of a boot is slower
+		fio --name=warmup --filename="$lun" --ioengine=libaio --direct=1 \
+			--rw=randwrite --bs=4k --iodepth=32 --runtime=2 --time_based > /dev/null 2>&1
+	fi
+	measure "$2-$1" "$lun"
+	vm_tcm_loop_unexport "iblock_0/a$2"
+	vm_backstore_delete "iblock_0/a$2"
+}
+
+# legs TAG R1 R2: the three configurations on one pair of devices, then the
+# baseline once more (A2) to show the drift within the boot
+legs() {
+	local tag=$1 r1=$2 r2=$3 lun sectors mirror
+	sectors=$(blockdev --getsz "$r1")
+
+	baseline A "$tag" "$r1"
+
+	vm_backstore replipipe replipipe_0 "b$tag" "$r1" > /dev/null
+	rp-nlctl set-pipe --id "bench-$tag" --mode sync --pair "replipipe_0/b$tag=$r2,clean" ||
+		vm_fail "set-pipe refused"
+	lun=$(vm_tcm_loop_export "replipipe_0/b$tag")
+	measure "$tag-B" "$lun"
+	rp-nlctl get "bench-$tag"
+	vm_tcm_loop_unexport "replipipe_0/b$tag"
+	rp-nlctl del-pipe "bench-$tag"
+	vm_backstore_delete "replipipe_0/b$tag"
+
+	dmsetup --noudevsync create "m$tag" \
+		--table "0 $sectors mirror core 2 1024 nosync 2 $r1 0 $r2 0" ||
+		vm_fail "dmsetup create mirror"
+	mirror=$(dm_dev "m$tag")
+	vm_backstore iblock iblock_0 "c$tag" "$mirror" > /dev/null
+	lun=$(vm_tcm_loop_export "iblock_0/c$tag")
+	measure "$tag-C" "$lun"
+	vm_tcm_loop_unexport "iblock_0/c$tag"
+	vm_backstore_delete "iblock_0/c$tag"
+	dmsetup --noudevsync remove "m$tag"
+
+	baseline A2 "$tag" "$r1"
+}
+
+: > /tmp/results
+vm_modprobe null_blk nr_devices=3 gb=1 memory_backed=0 irqmode=2 \
+	completion_nsec=20000000 queue_mode=2
+vm_wait_path /dev/nullb1
+vm_modprobe dm_mirror
+vm_modprobe replipipe
+legs nullblk /dev/nullb0 /dev/nullb1
+
+vm_brd 2 256
+# brd allocates its pages on first write: fill both so no leg pays for that
+dd if=/dev/zero of=/dev/ram0 bs=1M oflag=direct 2> /dev/null || true
+dd if=/dev/zero of=/dev/ram1 bs=1M oflag=direct 2> /dev/null || true
+legs brd /dev/ram0 /dev/ram1
+
+# The table: one row per configuration, then the ratios, per device kind.
+awk -v runtime="$RUNTIME" '
+	{ split($1, k, "-"); iops[$1] = $2; mbs[$1] = $3; kinds[k[1]] = 1 }
+	END {
+		printf "BENCH | legs | config | 4k randwrite QD32 IOPS | 1M write QD8 MB/s |\n"
+		printf "BENCH |---|---|---|---|\n"
+		name["A"] = "iblock on R1"; name["B"] = "replipipe R1 -> R2 (sync)"
+		name["C"] = "iblock on dm-mirror(R1,R2)"; name["A2"] = "iblock on R1, again"
+		split("nullblk brd", order, " ")
+		for (o = 1; o <= 2; o++) {
+			t = order[o]
+			if (!(t in kinds)) continue
+			for (c = 1; c <= 4; c++) {
+				l = c == 4 ? "A2" : substr("ABC", c, 1)
+				printf "BENCH | %s | %s %s | %d | %.1f |\n", t, l, name[l], iops[t "-" l], mbs[t "-" l]
+			}
+			# A: the mean of the runs before and after B and C
+			a_iops = (iops[t "-A"] + iops[t "-A2"]) / 2
+			a_mbs = (mbs[t "-A"] + mbs[t "-A2"]) / 2
+			printf "BENCH | %s | ratio B/A | %.3f | %.3f |\n", t,
+				iops[t "-B"] / a_iops, mbs[t "-B"] / a_mbs
+			printf "BENCH | %s | ratio B/C | %.3f | %.3f |\n", t,
+				iops[t "-B"] / iops[t "-C"], mbs[t "-B"] / mbs[t "-C"]
+		}
+		printf "BENCH fio libaio direct %d s per run; nullblk: null_blk completion_nsec=20000000 (latency-bound, measures the module); brd: ramdisks (CPU-bound under TCG, measures the emulator too)\n", runtime
+	}' /tmp/results
+vm_log "kmod-mirror bench done"

@@ -1,0 +1,255 @@
+#include "cli_args.h"
+
+#include <gtest/gtest.h>
+
+namespace replipipe
+{
+namespace
+{
+
+CliParse Parse(std::vector<std::string> args, const char *env = nullptr)
+{
+	return ParseCli(args, env);
+}
+
+CliInvocation ParseRun(std::vector<std::string> args, const char *env = nullptr)
+{
+	CliParse parse = Parse(std::move(args), env);
+	EXPECT_EQ(parse.kind, CliParse::Kind::kRun) << parse.text;
+	return parse.invocation;
+}
+
+void ExpectUsage(std::vector<std::string> args, const std::string &needle = "")
+{
+	CliParse parse = Parse(args);
+	std::string joined;
+	for (const auto &a : args)
+		joined += a + " ";
+	EXPECT_EQ(parse.kind, CliParse::Kind::kUsageError) << joined;
+	EXPECT_NE(parse.text.find(needle), std::string::npos)
+	        << parse.text << " lacks " << needle;
+}
+
+const std::vector<std::string> kCreate = {
+        "create-or-modify", "--name",          "db",     "--source-system",
+        "localhost",        "--target-system", "backup1"};
+
+std::vector<std::string> Create(std::vector<std::string> more)
+{
+	std::vector<std::string> args = kCreate;
+	args.insert(args.end(), more.begin(), more.end());
+	return args;
+}
+
+TEST(CliArgs, CreateWithoutPairsGivesNullArrays)
+{
+	CliInvocation inv = ParseRun(kCreate);
+	EXPECT_EQ(inv.command, CliCommand::kCreateOrModify);
+	EXPECT_EQ(inv.request.op, ControlOp::kCreateOrModify);
+	const CreateOrModifyCall &call = inv.request.call;
+	EXPECT_EQ(call.pipe_element_name, "db");
+	EXPECT_EQ(call.source_system, "localhost");
+	EXPECT_EQ(call.target_system, "backup1");
+	EXPECT_FALSE(call.source_endpoints.has_value());
+	EXPECT_FALSE(call.target_endpoints.has_value());
+	EXPECT_FALSE(call.replication_pipe.has_value());
+	EXPECT_EQ(call.goal, "");
+	EXPECT_EQ(inv.socket_path, kDefaultSocketPath);
+	EXPECT_FALSE(inv.json);
+}
+
+TEST(CliArgs, ClearPairsGivesEmptyArrays)
+{
+	CliInvocation inv = ParseRun(Create({"--clear-pairs", "--pipe", "db"}));
+	ASSERT_TRUE(inv.request.call.source_endpoints.has_value());
+	ASSERT_TRUE(inv.request.call.target_endpoints.has_value());
+	EXPECT_TRUE(inv.request.call.source_endpoints->empty());
+	EXPECT_TRUE(inv.request.call.target_endpoints->empty());
+	EXPECT_EQ(inv.request.call.replication_pipe, "db");
+}
+
+TEST(CliArgs, PairsInOrder)
+{
+	CliInvocation inv =
+	        ParseRun(Create({"--pair", "replipipe_0/a=/dev/sdb", "--pair",
+	                         "replipipe_1/b=/dev/disk/by-id/x", "--goal",
+	                         "instance of CIM_SettingData { };"}));
+	const CreateOrModifyCall &call = inv.request.call;
+	ASSERT_TRUE(call.source_endpoints && call.target_endpoints);
+	EXPECT_EQ(*call.source_endpoints,
+	          (std::vector<std::string>{"replipipe_0/a", "replipipe_1/b"}));
+	EXPECT_EQ(*call.target_endpoints,
+	          (std::vector<std::string>{"/dev/sdb", "/dev/disk/by-id/x"}));
+	EXPECT_EQ(call.goal, "instance of CIM_SettingData { };");
+}
+
+TEST(CliArgs, SplitPairHandlesReferences)
+{
+	struct Case {
+		const char *arg, *source, *target;
+	} cases[] = {
+	        {"replipipe_0/vol1=/dev/sdb", "replipipe_0/vol1", "/dev/sdb"},
+	        {R"(CIM_ProtocolEndpoint.Name="replipipe_0/vol1"=/dev/sdb)",
+	         R"(CIM_ProtocolEndpoint.Name="replipipe_0/vol1")", "/dev/sdb"},
+	        {R"(replipipe_0/vol1=CIM_ProtocolEndpoint.Name="/dev/sdb")",
+	         "replipipe_0/vol1", R"(CIM_ProtocolEndpoint.Name="/dev/sdb")"},
+	        {R"(CIM_ProtocolEndpoint.Name="a=b",SystemName="h"=)"
+	         R"(CIM_ProtocolEndpoint.Name = "/dev/x")",
+	         R"(CIM_ProtocolEndpoint.Name="a=b",SystemName="h")",
+	         R"(CIM_ProtocolEndpoint.Name = "/dev/x")"},
+	        {R"(CIM_ProtocolEndpoint.Name="a\"=b"=/dev/sdc)",
+	         R"(CIM_ProtocolEndpoint.Name="a\"=b")", "/dev/sdc"},
+	        {"replipipe_0/v=/dev/odd=name", "replipipe_0/v",
+	         "/dev/odd=name"},
+	};
+	for (const Case &c : cases) {
+		auto split = SplitPairArg(c.arg);
+		ASSERT_TRUE(split.ok()) << c.arg;
+		EXPECT_EQ(split->first, c.source) << c.arg;
+		EXPECT_EQ(split->second, c.target) << c.arg;
+	}
+	for (const char *bad : {"", "=", "a=", "=b", "nothing",
+	                        R"(CIM_ProtocolEndpoint.Name="x")"})
+		EXPECT_FALSE(SplitPairArg(bad).ok()) << bad;
+}
+
+TEST(CliArgs, CreateUsageErrors)
+{
+	ExpectUsage({"create-or-modify", "--name", "db"}, "--source-system");
+	ExpectUsage(Create({"--pair", "a=/dev/x", "--clear-pairs"}), "exclude");
+	ExpectUsage(Create({"--goal", "x", "--goal-file", "f"}), "exclude");
+	ExpectUsage(Create({"--pair", "nonsense"}), "SRC=TGT");
+	ExpectUsage(Create({"--bogus"}), "bogus");
+	ExpectUsage(Create({"--pi", "db"})); // no abbreviations
+	ExpectUsage(Create({"extra-positional"}));
+}
+
+TEST(CliArgs, GoalFileIsRecorded)
+{
+	CliInvocation inv = ParseRun(Create({"--goal-file", "/tmp/goal.mof"}));
+	EXPECT_EQ(inv.goal_file, "/tmp/goal.mof");
+}
+
+TEST(CliArgs, GlobalOptionsAndSocket)
+{
+	CliInvocation inv = ParseRun(
+	        {"--socket", "/tmp/s.sock", "--json", "list"}, "/env.sock");
+	EXPECT_EQ(inv.socket_path, "/tmp/s.sock");
+	EXPECT_TRUE(inv.json);
+	EXPECT_EQ(inv.request.op, ControlOp::kList);
+
+	inv = ParseRun({"list"}, "/env.sock");
+	EXPECT_EQ(inv.socket_path, "/env.sock");
+	inv = ParseRun({"--socket=/a.sock", "list"}, "/env.sock");
+	EXPECT_EQ(inv.socket_path, "/a.sock");
+	// Global options are also accepted after the command.
+	inv = ParseRun({"status", "--json", "--socket", "/b.sock"});
+	EXPECT_TRUE(inv.json);
+	EXPECT_EQ(inv.socket_path, "/b.sock");
+}
+
+TEST(CliArgs, StatusWaitDelete)
+{
+	CliInvocation inv = ParseRun({"status"});
+	EXPECT_EQ(inv.request.op, ControlOp::kStatus);
+	EXPECT_FALSE(inv.request.pipe.has_value());
+	EXPECT_FALSE(inv.watch);
+
+	inv = ParseRun({"status", "db", "--watch"});
+	EXPECT_EQ(inv.request.pipe, "db");
+	EXPECT_TRUE(inv.watch);
+
+	inv = ParseRun({"wait", "db"});
+	EXPECT_EQ(inv.command, CliCommand::kWait);
+	EXPECT_EQ(inv.request.op, ControlOp::kStatus);
+	EXPECT_EQ(inv.request.pipe, "db");
+	EXPECT_EQ(inv.wait_state, "InSync");
+	EXPECT_FALSE(inv.timeout_seconds.has_value());
+
+	inv = ParseRun({"wait", "db", "--state", "paused", "--timeout", "2.5"});
+	EXPECT_EQ(inv.wait_state, "Paused");
+	EXPECT_EQ(inv.timeout_seconds, 2.5);
+
+	inv = ParseRun(
+	        {"delete", R"(CIM_NetworkPipe.InstanceID="replipipe:1234")"});
+	EXPECT_EQ(inv.request.op, ControlOp::kDelete);
+	EXPECT_EQ(inv.request.pipe,
+	          R"(CIM_NetworkPipe.InstanceID="replipipe:1234")");
+
+	ExpectUsage({"wait"}, "PIPE");
+	ExpectUsage({"wait", "db", "--state", "Bogus"}, "Bogus");
+	ExpectUsage({"wait", "db", "--timeout", "-1"}, "timeout");
+	ExpectUsage({"wait", "db", "--timeout", "soon"});
+	ExpectUsage({"delete"}, "PIPE");
+	ExpectUsage({"delete", "a", "b"});
+}
+
+TEST(CliArgs, PauseResume)
+{
+	CliInvocation inv = ParseRun({"pause", "db"});
+	EXPECT_EQ(inv.request.op, ControlOp::kPause);
+	EXPECT_EQ(inv.request.pipe, "db");
+	EXPECT_FALSE(inv.request.pair.has_value());
+	inv = ParseRun({"resume", "db", "--pair", "replipipe_0/a"});
+	EXPECT_EQ(inv.request.op, ControlOp::kResume);
+	EXPECT_EQ(inv.request.pair, "replipipe_0/a");
+	inv = ParseRun({"events"});
+	EXPECT_EQ(inv.request.op, ControlOp::kEvents);
+}
+
+TEST(CliArgs, HelpAndUnknownCommands)
+{
+	EXPECT_EQ(Parse({"--help"}).kind, CliParse::Kind::kHelp);
+	EXPECT_EQ(Parse({}).kind, CliParse::Kind::kUsageError);
+	ExpectUsage({"frobnicate"}, "unknown command");
+	ExpectUsage({"--bogus", "list"});
+	for (const char *command :
+	     {"create-or-modify", "list", "status", "wait", "delete", "events",
+	      "pause", "resume"}) {
+		CliParse parse = Parse({command, "--help"});
+		EXPECT_EQ(parse.kind, CliParse::Kind::kHelp) << command;
+		EXPECT_NE(parse.text.find("Example"), std::string::npos)
+		        << command;
+		EXPECT_EQ(parse.text.find("pipe-arg"), std::string::npos)
+		        << parse.text;
+		EXPECT_EQ(Parse({"--help", command}).kind,
+		          CliParse::Kind::kHelp);
+	}
+	EXPECT_EQ(Parse({"--version"}).kind, CliParse::Kind::kVersion);
+}
+
+TEST(CliArgs, ExitCodes)
+{
+	ControlReply ok;
+	EXPECT_EQ(ExitCodeForReply(ok), 0);
+	for (uint32_t rv = 1; rv <= 5; ++rv) {
+		ControlReply r =
+		        MethodReply({static_cast<ReturnValue>(rv), "", "x"});
+		EXPECT_EQ(ExitCodeForReply(r), static_cast<int>(rv));
+	}
+	EXPECT_EQ(ExitCodeForReply(MethodReply({ReturnValue::kBusy, "", "x"})),
+	          kExitBusy);
+	EXPECT_EQ(ExitCodeForReturnValue(static_cast<ReturnValue>(77)), 2);
+	EXPECT_EQ(ExitCodeForReply(ErrorReply(kCodePermissionDenied, "x")),
+	          kExitNoPermission);
+	EXPECT_EQ(ExitCodeForReply(ErrorReply(kCodeNotFound, "x")), 5);
+	EXPECT_EQ(ExitCodeForReply(ErrorReply(kCodeBadRequest, "x")),
+	          kExitProtocol);
+	EXPECT_EQ(ExitCodeForReply(ErrorReply(kCodeInternal, "x")), 2);
+	EXPECT_EQ(ExitCodeForReply(ErrorReply(kCodeShuttingDown, "x")),
+	          kExitUnavailable);
+	EXPECT_EQ(kExitUsage, 64);
+	EXPECT_EQ(kExitUnavailable, 69);
+	EXPECT_EQ(kExitBusy, 16);
+}
+
+TEST(CliArgs, CanonicalPairState)
+{
+	EXPECT_EQ(CanonicalPairState("insync"), "InSync");
+	EXPECT_EQ(CanonicalPairState("SYNCING"), "Syncing");
+	EXPECT_EQ(CanonicalPairState("Degraded"), "Degraded");
+	EXPECT_FALSE(CanonicalPairState("InSyn").has_value());
+}
+
+} // namespace
+} // namespace replipipe

@@ -1,0 +1,324 @@
+// replipipectl as scripts use it (shared DESIGN.md, "The CLI contract"):
+// the built binary, run against an in-process daemon. Skipped when the
+// binary is not next to this test binary (built by the same build).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "cli_args.h"
+#include "control_daemon_fake.h"
+#include "model.h"
+
+namespace replipipe
+{
+namespace
+{
+
+using json = nlohmann::json;
+using testing::InProcessDaemon;
+
+std::string CliPath()
+{
+	std::error_code ec;
+	auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+	if (ec)
+		return "";
+	auto cli = self.parent_path() / "replipipectl";
+	return std::filesystem::exists(cli) ? cli.string() : "";
+}
+
+struct CliRun {
+	int exit = -1;
+	std::string out;
+	std::string err;
+};
+
+std::string ReadAll(int fd)
+{
+	std::string text;
+	char buf[4096];
+	ssize_t n;
+	while ((n = ::read(fd, buf, sizeof(buf))) > 0)
+		text.append(buf, static_cast<size_t>(n));
+	return text;
+}
+
+// Runs the CLI with REPLIPIPE_SOCKET=socket (unless empty) and args.
+CliRun RunCli(const std::string &socket, std::vector<std::string> args)
+{
+	const std::string cli = CliPath();
+	int out[2], err[2];
+	EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
+	EXPECT_EQ(::pipe2(err, O_CLOEXEC), 0);
+	std::vector<char *> argv;
+	argv.push_back(const_cast<char *>(cli.c_str()));
+	for (auto &a : args)
+		argv.push_back(a.data());
+	argv.push_back(nullptr);
+	std::string env_socket = "REPLIPIPE_SOCKET=" + socket;
+	pid_t pid = ::fork();
+	if (pid == 0) {
+		::dup2(out[1], STDOUT_FILENO);
+		::dup2(err[1], STDERR_FILENO);
+		if (!socket.empty())
+			::putenv(env_socket.data());
+		::execv(cli.c_str(), argv.data());
+		::_exit(127);
+	}
+	::close(out[1]);
+	::close(err[1]);
+	CliRun run;
+	auto err_text = std::async(std::launch::async,
+	                           [fd = err[0]] { return ReadAll(fd); });
+	run.out = ReadAll(out[0]);
+	run.err = err_text.get();
+	::close(out[0]);
+	::close(err[0]);
+	int status = 0;
+	::waitpid(pid, &status, 0);
+	run.exit = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+	return run;
+}
+
+class CliE2E : public ::testing::Test
+{
+protected:
+	void SetUp() override
+	{
+		if (CliPath().empty())
+			GTEST_SKIP() << "replipipectl not built next to the "
+			                "test binary";
+	}
+
+	CliRun Cli(std::vector<std::string> args)
+	{
+		return RunCli(d.socket_path(), std::move(args));
+	}
+
+	std::string CreateDb()
+	{
+		CliRun run = Cli({"create-or-modify", "--name", "db",
+		                  "--source-system", testing::kTestHost,
+		                  "--target-system", "node2", "--pair",
+		                  "replipipe_0/a=/dev/sdb"});
+		EXPECT_EQ(run.exit, 0) << run.err;
+		std::string ref = run.out;
+		while (!ref.empty() && ref.back() == '\n')
+			ref.pop_back();
+		return ref;
+	}
+
+	InProcessDaemon d;
+};
+
+TEST_F(CliE2E, CreatePrintsTheReference)
+{
+	std::string ref = CreateDb();
+	EXPECT_EQ(ref.rfind("CIM_NetworkPipe.InstanceID=\"replipipe:", 0), 0u)
+	        << ref;
+	CliRun list = Cli({"list"});
+	EXPECT_EQ(list.exit, 0);
+	EXPECT_NE(list.out.find("db"), std::string::npos) << list.out;
+	CliRun status = Cli({"status", "db"});
+	EXPECT_EQ(status.exit, 0);
+	EXPECT_NE(status.out.find("replipipe_0/a"), std::string::npos)
+	        << status.out;
+	EXPECT_NE(status.out.find("Syncing"), std::string::npos);
+}
+
+TEST_F(CliE2E, CreateJsonSuccessAndFailure)
+{
+	CliRun ok = Cli({"--json", "create-or-modify", "--name", "x",
+	                 "--source-system", "localhost", "--target-system",
+	                 "node2"});
+	ASSERT_EQ(ok.exit, 0) << ok.out << ok.err;
+	json j = json::parse(ok.out);
+	EXPECT_EQ(j["ReturnValue"], 0);
+	EXPECT_TRUE(j["ReplicationPipe"].is_string());
+	EXPECT_FALSE(j.contains("Error"));
+
+	// The backstore does not exist: peer verification fails (4).
+	CliRun failed = Cli({"--json", "create-or-modify", "--name", "y",
+	                     "--source-system", "localhost", "--target-system",
+	                     "node2", "--pair", "replipipe_0/zz=/dev/sdb"});
+	EXPECT_EQ(failed.exit, 4) << failed.out;
+	j = json::parse(failed.out);
+	EXPECT_EQ(j["ReturnValue"], 4);
+	EXPECT_TRUE(j["Error"].is_string());
+	EXPECT_FALSE(j.contains("ReplicationPipe"));
+
+	// An unknown Goal property: Invalid Parameter (5).
+	CliRun bad_goal =
+	        Cli({"create-or-modify", "--name", "y", "--source-system",
+	             "localhost", "--target-system", "node2", "--goal",
+	             "instance of CIM_SettingData { Bogus = 1; };"});
+	EXPECT_EQ(bad_goal.exit, 5) << bad_goal.err;
+	EXPECT_NE(bad_goal.err.find("Bogus"), std::string::npos)
+	        << bad_goal.err;
+}
+
+TEST_F(CliE2E, GoalFile)
+{
+	d.dir_.Write("goal.mof", "instance of CIM_SettingData {\n"
+	                         "  Mode = \"Asynchronous\";\n};\n");
+	CliRun run = Cli({"create-or-modify", "--name", "g", "--source-system",
+	                  "localhost", "--target-system", "node2",
+	                  "--goal-file", d.dir_ / "goal.mof"});
+	ASSERT_EQ(run.exit, 0) << run.err;
+	CliRun status = Cli({"--json", "status", "g"});
+	ASSERT_EQ(status.exit, 0);
+	EXPECT_EQ(json::parse(status.out)["pipes"][0]["mode"], "Asynchronous");
+
+	CliRun missing = Cli({"create-or-modify", "--name", "g",
+	                      "--source-system", "localhost", "--target-system",
+	                      "node2", "--goal-file", d.dir_ / "nope.mof"});
+	EXPECT_EQ(missing.exit, kExitNoInput);
+}
+
+TEST_F(CliE2E, StatusJsonContract)
+{
+	CreateDb();
+	CliRun run = Cli({"--json", "status"});
+	ASSERT_EQ(run.exit, 0) << run.err;
+	json j = json::parse(run.out);
+	ASSERT_EQ(j["pipes"].size(), 1u);
+	const json &pipe = j["pipes"][0];
+	for (const char *key : {"ref", "instance_id", "name", "source_system",
+	                        "target_system", "mode", "pairs"})
+		EXPECT_TRUE(pipe.contains(key)) << key;
+	const json &pair = pipe["pairs"][0];
+	EXPECT_EQ(pair["source"], "replipipe_0/a");
+	EXPECT_EQ(pair["target"], "/dev/sdb");
+	EXPECT_EQ(pair["state"], "Syncing");
+	for (const char *key :
+	     {"done_bytes", "total_bytes", "rate_bytes_per_s"})
+		EXPECT_TRUE(pair["resync"][key].is_number_unsigned()) << key;
+}
+
+TEST_F(CliE2E, WaitTimesOutThenSucceeds)
+{
+	std::string ref = CreateDb();
+	CliRun timeout = Cli({"wait", "db", "--timeout", "0.3"});
+	EXPECT_EQ(timeout.exit, 3) << timeout.out << timeout.err;
+	EXPECT_NE(timeout.err.find("timed out"), std::string::npos);
+
+	auto uuid = ParsePipeIdentifier(ref);
+	ASSERT_TRUE(uuid.ok() && *uuid);
+	d.board_.Finish("replipipe_0/a");
+	d.kernel_.ForcePairState(**uuid, "replipipe_0/a", PairState::kInSync);
+	d.service_.RefreshPipe(**uuid);
+	CliRun done =
+	        Cli({"wait", ref, "--state", "InSync", "--timeout", "10"});
+	EXPECT_EQ(done.exit, 0) << done.out << done.err;
+	EXPECT_NE(done.out.find("1/1 pairs InSync"), std::string::npos)
+	        << done.out;
+
+	CliRun pause = Cli({"pause", "db"});
+	EXPECT_EQ(pause.exit, 0) << pause.err;
+	EXPECT_EQ(Cli({"wait", "db", "--state", "paused", "--timeout", "10"})
+	                  .exit,
+	          0);
+	EXPECT_EQ(Cli({"resume", "db"}).exit, 0);
+}
+
+TEST_F(CliE2E, ExitStatuses)
+{
+	CreateDb();
+	EXPECT_EQ(Cli({"delete", "no-such-pipe"}).exit, 5);
+	EXPECT_EQ(Cli({"wait", "no-such-pipe", "--timeout", "1"}).exit, 5);
+	EXPECT_EQ(Cli({"status", "--bogus"}).exit, kExitUsage);
+	EXPECT_EQ(Cli({}).exit, kExitUsage);
+	EXPECT_EQ(RunCli(d.dir_ / "nobody.sock", {"list"}).exit,
+	          kExitUnavailable);
+	// --socket wins over REPLIPIPE_SOCKET.
+	EXPECT_EQ(RunCli(d.dir_ / "nobody.sock",
+	                 {"--socket", d.socket_path(), "list"})
+	                  .exit,
+	          0);
+	CliRun help = Cli({"wait", "--help"});
+	EXPECT_EQ(help.exit, 0);
+	EXPECT_NE(help.out.find("Example"), std::string::npos);
+
+	CliRun deleted = Cli({"delete", "db"});
+	EXPECT_EQ(deleted.exit, 0) << deleted.err;
+	EXPECT_EQ(deleted.out.rfind("deleted CIM_NetworkPipe", 0), 0u);
+}
+
+TEST_F(CliE2E, BusyExits16)
+{
+	std::string ref = CreateDb();
+	// Hold the pipe: a modify blocks in the kernel until released.
+	std::promise<void> release;
+	std::shared_future<void> released = release.get_future().share();
+	std::atomic<bool> armed{true};
+	d.kernel_.SetEntryHook([&](testing::FakeKernel::Op op) {
+		if (op == testing::FakeKernel::Op::kSetPipe &&
+		    armed.exchange(false))
+			released.wait();
+	});
+	ControlRequest modify;
+	modify.op = ControlOp::kCreateOrModify;
+	modify.call.source_system = testing::kTestHost;
+	modify.call.target_system = "node2";
+	modify.call.replication_pipe = ref;
+	modify.call.source_endpoints = std::vector<std::string>{};
+	modify.call.target_endpoints = std::vector<std::string>{};
+	auto holder = std::async(std::launch::async, [&] {
+		return CallDaemon(d.socket_path(), modify);
+	});
+	while (d.kernel_.calls(testing::FakeKernel::Op::kSetPipe) < 2)
+		std::this_thread::sleep_for(std::chrono::milliseconds(5));
+	CliRun busy = Cli({"--json", "create-or-modify", "--name", "",
+	                   "--source-system", testing::kTestHost,
+	                   "--target-system", "node2", "--pipe", ref});
+	release.set_value();
+	EXPECT_EQ(busy.exit, kExitBusy) << busy.out << busy.err;
+	EXPECT_EQ(json::parse(busy.out)["ReturnValue"], 4096);
+	auto held = holder.get();
+	ASSERT_TRUE(held.ok());
+	EXPECT_TRUE(held->ok) << held->error;
+}
+
+TEST_F(CliE2E, EventsStream)
+{
+	CreateDb();
+	const std::string cli = CliPath();
+	int out[2];
+	ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+	std::string socket = d.socket_path();
+	pid_t pid = ::fork();
+	if (pid == 0) {
+		::dup2(out[1], STDOUT_FILENO);
+		::execl(cli.c_str(), cli.c_str(), "--socket", socket.c_str(),
+		        "--json", "events", static_cast<char *>(nullptr));
+		::_exit(127);
+	}
+	::close(out[1]);
+	std::string text;
+	char c;
+	pollfd pfd{out[0], POLLIN, 0};
+	while (text.find('\n') == std::string::npos &&
+	       ::poll(&pfd, 1, 5000) > 0 && ::read(out[0], &c, 1) == 1)
+		text += c;
+	::kill(pid, SIGTERM);
+	::waitpid(pid, nullptr, 0);
+	::close(out[0]);
+	ASSERT_NE(text.find('\n'), std::string::npos) << text;
+	json event = json::parse(text);
+	EXPECT_EQ(event["event"], "pair_state");
+	EXPECT_EQ(event["source"], "replipipe_0/a");
+	EXPECT_EQ(event["state"], "Syncing");
+}
+
+} // namespace
+} // namespace replipipe

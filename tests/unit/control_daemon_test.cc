@@ -1,0 +1,396 @@
+// The daemon's control path end to end in one process: ControlServer on a
+// temp socket, DaemonService over PipeService and the fake kernel, called
+// through ControlClient.
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "cli_args.h"
+#include "control_daemon_fake.h"
+#include "model.h"
+
+namespace replipipe
+{
+namespace
+{
+
+using std::chrono::milliseconds;
+using testing::InProcessDaemon;
+
+std::string UuidOf(const std::string &ref)
+{
+	auto id = ParsePipeIdentifier(ref);
+	return id.ok() && *id ? **id : "";
+}
+
+const ControlPair *FindPair(const ControlReply &reply,
+                            const std::string &source)
+{
+	for (const ControlPipe &pipe : reply.pipes)
+		for (const ControlPair &pair : pipe.pairs)
+			if (pair.source == source)
+				return &pair;
+	return nullptr;
+}
+
+// Waits until the status of pipe shows source in state.
+bool WaitForState(InProcessDaemon &d, const std::string &pipe,
+                  const std::string &source, const std::string &state)
+{
+	for (int i = 0; i < 200; ++i) {
+		ControlReply r =
+		        d.Call(InProcessDaemon::Op(ControlOp::kStatus, pipe));
+		const ControlPair *pair = FindPair(r, source);
+		if (pair && pair->state == state)
+			return true;
+		std::this_thread::sleep_for(milliseconds(10));
+	}
+	return false;
+}
+
+TEST(ControlDaemon, CreateStatusAndResync)
+{
+	InProcessDaemon d;
+	ControlReply reply = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(reply.ok) << reply.error;
+	EXPECT_EQ(reply.return_value, ReturnValue::kCompleted);
+	EXPECT_EQ(reply.replication_pipe.rfind("CIM_NetworkPipe.", 0), 0u);
+	const std::string uuid = UuidOf(reply.replication_pipe);
+	ASSERT_FALSE(uuid.empty());
+
+	// A new pair starts Syncing, and a resync job for it.
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
+	{
+		std::lock_guard lock(d.board_.mu);
+		ASSERT_EQ(d.board_.started.size(), 1u);
+		EXPECT_EQ(d.board_.started[0].pipe_id, uuid);
+		EXPECT_EQ(d.board_.started[0].source, "replipipe_0/a");
+		EXPECT_EQ(d.board_.started[0].target, "/dev/sdb");
+		EXPECT_EQ(d.board_.started[0].region_bytes, 64u * 1024);
+	}
+	ControlReply status =
+	        d.Call(InProcessDaemon::Op(ControlOp::kStatus, "db"));
+	ASSERT_TRUE(status.ok) << status.error;
+	ASSERT_EQ(status.pipes.size(), 1u);
+	const ControlPipe &pipe = status.pipes[0];
+	EXPECT_EQ(pipe.ref, reply.replication_pipe);
+	EXPECT_EQ(pipe.instance_id, "replipipe:" + uuid);
+	EXPECT_EQ(pipe.name, "db");
+	EXPECT_EQ(pipe.mode, "Synchronous");
+	EXPECT_TRUE(pipe.in_kernel);
+	ASSERT_EQ(pipe.pairs.size(), 1u);
+	EXPECT_EQ(pipe.pairs[0].state, "Syncing");
+	EXPECT_TRUE(pipe.pairs[0].resync.running);
+	EXPECT_EQ(pipe.pairs[0].resync.total_bytes, 1u << 20);
+	EXPECT_EQ(pipe.pairs[0].resync.done_bytes, (1u << 20) / 4);
+	EXPECT_EQ(pipe.pairs[0].resync.rate_bytes_per_s, 4096u);
+
+	// The job finishes, the kernel says InSync.
+	d.board_.Finish("replipipe_0/a");
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 0; }));
+	d.kernel_.ForcePairState(uuid, "replipipe_0/a", PairState::kInSync);
+	d.service_.RefreshPipe(uuid);
+	status = d.Call(InProcessDaemon::Op(ControlOp::kStatus,
+	                                    reply.replication_pipe));
+	const ControlPair *pair = FindPair(status, "replipipe_0/a");
+	ASSERT_NE(pair, nullptr);
+	EXPECT_EQ(pair->state, "InSync");
+	EXPECT_FALSE(pair->resync.running);
+	EXPECT_EQ(pair->resync.done_bytes, pair->resync.total_bytes);
+
+	// list shows it too, by every identifier.
+	ControlReply list = d.Call(InProcessDaemon::Op(ControlOp::kList));
+	ASSERT_EQ(list.pipes.size(), 1u);
+	for (const std::string &id :
+	     {std::string("db"), "replipipe:" + uuid, reply.replication_pipe})
+		EXPECT_TRUE(
+		        d.Call(InProcessDaemon::Op(ControlOp::kStatus, id)).ok)
+		        << id;
+	EXPECT_EQ(d.service_.Counts().pairs_in_sync, 1u);
+	EXPECT_EQ(DaemonService::StatusText(d.service_.Counts()),
+	          "1 pipe, 1/1 pairs InSync");
+}
+
+TEST(ControlDaemon, NullKeepsPairsEmptyArrayClearsThem)
+{
+	InProcessDaemon d;
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
+
+	CreateOrModifyCall keep;
+	keep.source_system = testing::kTestHost;
+	keep.target_system = "node2";
+	keep.replication_pipe = created.replication_pipe;
+	ControlReply kept = d.Call(InProcessDaemon::Create(keep));
+	ASSERT_TRUE(kept.ok) << kept.error;
+	ControlReply status = d.Call(InProcessDaemon::Op(ControlOp::kStatus));
+	ASSERT_EQ(status.pipes.size(), 1u);
+	EXPECT_EQ(status.pipes[0].pairs.size(), 1u);
+	EXPECT_EQ(status.pipes[0].name, "db"); // empty name keeps it
+
+	CreateOrModifyCall clear = keep;
+	clear.source_endpoints.emplace();
+	clear.target_endpoints.emplace();
+	ControlReply cleared = d.Call(InProcessDaemon::Create(clear));
+	ASSERT_TRUE(cleared.ok) << cleared.error;
+	status = d.Call(InProcessDaemon::Op(ControlOp::kStatus));
+	ASSERT_EQ(status.pipes.size(), 1u);
+	EXPECT_TRUE(status.pipes[0].pairs.empty());
+	// The removed pair's job was stopped.
+	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.stopped == 1; }));
+}
+
+TEST(ControlDaemon, FailuresCarryReturnValues)
+{
+	InProcessDaemon d;
+	// Count mismatch: Invalid Parameter.
+	ControlReply bad = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a", "replipipe_0/b"}, {"/dev/sdb"})));
+	EXPECT_FALSE(bad.ok);
+	EXPECT_EQ(bad.return_value, ReturnValue::kInvalidParameter);
+	EXPECT_EQ(ExitCodeForReply(bad), 5);
+	EXPECT_FALSE(bad.error.empty());
+
+	// A kernel refusal: Failed.
+	d.kernel_.FailNext(EINVAL, testing::FakeKernel::Op::kSetPipe,
+	                   "refused for the test");
+	ControlReply refused = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	EXPECT_EQ(refused.return_value, ReturnValue::kFailed);
+	EXPECT_EQ(ExitCodeForReply(refused), 4);
+
+	ControlReply del =
+	        d.Call(InProcessDaemon::Op(ControlOp::kDelete, "no-such-pipe"));
+	EXPECT_FALSE(del.ok);
+	EXPECT_EQ(del.return_value, ReturnValue::kInvalidParameter);
+
+	ControlReply status =
+	        d.Call(InProcessDaemon::Op(ControlOp::kStatus, "no-such-pipe"));
+	EXPECT_FALSE(status.ok);
+	EXPECT_EQ(status.code, kCodeNotFound);
+	EXPECT_EQ(ExitCodeForReply(status), 5);
+
+	ControlReply pause =
+	        d.Call(InProcessDaemon::Op(ControlOp::kPause, "no-such-pipe"));
+	EXPECT_FALSE(pause.ok);
+	EXPECT_EQ(ExitCodeForReply(pause), 5);
+}
+
+TEST(ControlDaemon, PauseAndResume)
+{
+	InProcessDaemon d;
+	ControlReply created = d.Call(InProcessDaemon::Create(d.Call(
+	        {"replipipe_0/a", "replipipe_0/b"}, {"/dev/sdb", "/dev/sdc"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	const std::string uuid = UuidOf(created.replication_pipe);
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 2; }));
+
+	ControlReply paused = d.Call(InProcessDaemon::Op(
+	        ControlOp::kPause, "db", std::string("replipipe_0/a")));
+	ASSERT_TRUE(paused.ok) << paused.error;
+	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
+	EXPECT_TRUE(WaitForState(d, "db", "replipipe_0/a", "Paused"));
+	EXPECT_TRUE(WaitForState(d, "db", "replipipe_0/b", "Syncing"));
+
+	ControlReply unknown = d.Call(InProcessDaemon::Op(
+	        ControlOp::kPause, "db", std::string("replipipe_9/x")));
+	EXPECT_FALSE(unknown.ok);
+	EXPECT_EQ(ExitCodeForReply(unknown), 5);
+
+	// Pause everything, then resume everything: jobs come back.
+	ASSERT_TRUE(d.Call(InProcessDaemon::Op(ControlOp::kPause, "db")).ok);
+	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 0; }));
+	EXPECT_EQ(d.kernel_.Find(uuid)->pairs[1].state, PairState::kPaused);
+	ASSERT_TRUE(d.Call(InProcessDaemon::Op(ControlOp::kResume, "db")).ok);
+	EXPECT_TRUE(WaitForState(d, "db", "replipipe_0/a", "Syncing"));
+	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 2; }));
+}
+
+TEST(ControlDaemon, DeleteStopsJobs)
+{
+	InProcessDaemon d;
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
+	ControlReply deleted =
+	        d.Call(InProcessDaemon::Op(ControlOp::kDelete, "db"));
+	ASSERT_TRUE(deleted.ok) << deleted.error;
+	EXPECT_EQ(deleted.replication_pipe, created.replication_pipe);
+	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 0; }));
+	EXPECT_TRUE(
+	        d.Call(InProcessDaemon::Op(ControlOp::kList)).pipes.empty());
+	EXPECT_FALSE(d.kernel_.Find(UuidOf(created.replication_pipe)));
+}
+
+TEST(ControlDaemon, EventsStreamSnapshotAndChanges)
+{
+	InProcessDaemon d;
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created.ok);
+
+	auto client = ControlClient::Connect(d.socket_path());
+	ASSERT_TRUE(client.ok()) << client.status().message();
+	auto reply = client->Call(InProcessDaemon::Op(ControlOp::kEvents),
+	                          milliseconds(5000));
+	ASSERT_TRUE(reply.ok()) << reply.status().message();
+	EXPECT_TRUE(reply->ok);
+
+	// The snapshot: the pair's current state.
+	auto first = client->ReadEvent(milliseconds(5000));
+	ASSERT_TRUE(first.ok()) << first.status().message();
+	ASSERT_TRUE(first->has_value());
+	EXPECT_EQ((*first)->type, "pair_state");
+	EXPECT_EQ((*first)->source, "replipipe_0/a");
+	EXPECT_EQ((*first)->state, "Syncing");
+	EXPECT_EQ((*first)->instance_id,
+	          "replipipe:" + UuidOf(created.replication_pipe));
+
+	ASSERT_TRUE(d.Call(InProcessDaemon::Op(ControlOp::kPause, "db")).ok);
+	bool saw_paused = false;
+	for (int i = 0; i < 10 && !saw_paused; ++i) {
+		auto event = client->ReadEvent(milliseconds(5000));
+		ASSERT_TRUE(event.ok()) << event.status().message();
+		ASSERT_TRUE(event->has_value());
+		saw_paused = (*event)->type == "pair_state" &&
+		             (*event)->state == "Paused";
+	}
+	EXPECT_TRUE(saw_paused);
+	EXPECT_EQ(d.hub_.subscriber_count(), 1u);
+
+	// Stopping the server ends the stream.
+	d.server_->Stop();
+	for (;;) {
+		auto event = client->ReadEvent(milliseconds(5000));
+		ASSERT_TRUE(event.ok()) << event.status().message();
+		if (!event->has_value())
+			break;
+	}
+}
+
+TEST(ControlDaemon, PermissionDenied)
+{
+	InProcessDaemon d([](const PeerCredentials &peer) {
+		// As if the peer were uid 1000 outside the group.
+		return DecidePeer({peer.pid, 1000, 1000}, {100}, gid_t{990}, 0);
+	});
+	auto reply = CallDaemon(d.socket_path(),
+	                        InProcessDaemon::Op(ControlOp::kList));
+	ASSERT_TRUE(reply.ok()) << reply.status().message();
+	EXPECT_FALSE(reply->ok);
+	EXPECT_EQ(reply->code, kCodePermissionDenied);
+	EXPECT_EQ(reply->error, "permission denied: uid 1000 is not root and "
+	                        "not in group replipipe");
+	EXPECT_EQ(ExitCodeForReply(*reply), kExitNoPermission);
+}
+
+TEST(ControlDaemon, MalformedRequestGetsBadRequest)
+{
+	InProcessDaemon d;
+	auto client = ControlClient::Connect(d.socket_path());
+	ASSERT_TRUE(client.ok());
+	ASSERT_TRUE(WriteAllToSocket(client->fd(), "this is not json\n").ok());
+	LineReader reader(client->fd());
+	auto line = reader.ReadLine(milliseconds(5000));
+	ASSERT_TRUE(line.ok() && line->has_value());
+	auto reply = DecodeReply(**line);
+	ASSERT_TRUE(reply.ok());
+	EXPECT_FALSE(reply->ok);
+	EXPECT_EQ(reply->code, kCodeBadRequest);
+	EXPECT_EQ(ExitCodeForReply(*reply), kExitProtocol);
+}
+
+TEST(ControlDaemon, ConcurrentClients)
+{
+	InProcessDaemon d;
+	ASSERT_TRUE(d.Call(InProcessDaemon::Create(
+	                           d.Call({"replipipe_0/a"}, {"/dev/sdb"})))
+	                    .ok);
+	std::vector<std::jthread> threads;
+	std::atomic<int> good{0};
+	for (int t = 0; t < 8; ++t)
+		threads.emplace_back([&] {
+			for (int i = 0; i < 20; ++i) {
+				auto r =
+				        CallDaemon(d.socket_path(),
+				                   InProcessDaemon::Op(
+				                           ControlOp::kStatus));
+				if (r.ok() && r->ok && r->pipes.size() == 1)
+					++good;
+			}
+		});
+	threads.clear();
+	EXPECT_EQ(good.load(), 160);
+}
+
+TEST(ControlDaemon, SocketFileLifecycle)
+{
+	InProcessDaemon d;
+	const std::string path = d.socket_path();
+	struct stat st {
+	};
+	ASSERT_EQ(::stat(path.c_str(), &st), 0);
+	EXPECT_TRUE(S_ISSOCK(st.st_mode));
+	EXPECT_EQ(st.st_mode & 0777, 0660u);
+	struct stat dir_st {
+	};
+	ASSERT_EQ(::stat((d.dir_ / "run").c_str(), &dir_st), 0);
+	EXPECT_EQ(dir_st.st_mode & 0777, 0755u);
+
+	// A second server on a live socket is refused.
+	ControlServerOptions options;
+	options.socket_path = path;
+	auto second = ControlServer::Start(
+	        options, [](const ControlRequest &) { return ControlReply{}; },
+	        nullptr);
+	ASSERT_FALSE(second.ok());
+	EXPECT_NE(second.status().message().find("already listening"),
+	          std::string::npos);
+
+	// Stop removes the file; clients then find nobody.
+	d.server_->Stop();
+	EXPECT_NE(::stat(path.c_str(), &st), 0);
+	auto gone = CallDaemon(path, InProcessDaemon::Op(ControlOp::kList));
+	EXPECT_FALSE(gone.ok());
+
+	// A stale socket (nobody listening) is replaced.
+	{
+		UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM, 0));
+		sockaddr_un addr{};
+		addr.sun_family = AF_UNIX;
+		std::strncpy(addr.sun_path, path.c_str(),
+		             sizeof(addr.sun_path) - 1);
+		ASSERT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr *>(&addr),
+		                 sizeof(addr)),
+		          0);
+	}
+	auto third = ControlServer::Start(
+	        options, [](const ControlRequest &) { return ControlReply{}; },
+	        nullptr);
+	ASSERT_TRUE(third.ok()) << third.status().message();
+	EXPECT_TRUE(
+	        CallDaemon(path, InProcessDaemon::Op(ControlOp::kList)).ok());
+	(*third)->Stop();
+
+	// Anything else in the way is left alone.
+	std::ofstream(path) << "not a socket";
+	auto fourth = ControlServer::Start(
+	        options, [](const ControlRequest &) { return ControlReply{}; },
+	        nullptr);
+	EXPECT_FALSE(fourth.ok());
+	EXPECT_EQ(::stat(path.c_str(), &st), 0);
+	EXPECT_TRUE(S_ISREG(st.st_mode));
+}
+
+} // namespace
+} // namespace replipipe

@@ -1,0 +1,254 @@
+#include "control_protocol.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace replipipe
+{
+namespace
+{
+
+using json = nlohmann::json;
+
+ControlRequest RoundTrip(const ControlRequest &request)
+{
+	auto decoded = DecodeRequest(EncodeRequest(request));
+	EXPECT_TRUE(decoded.ok()) << decoded.status().message();
+	return decoded.ok() ? *decoded : ControlRequest{};
+}
+
+CreateOrModifyCall SampleCall()
+{
+	CreateOrModifyCall call;
+	call.pipe_element_name = "db";
+	call.source_system = "localhost";
+	call.target_system = "backup1";
+	call.goal = "instance of CIM_SettingData { Mode = \"Asynchronous\"; };";
+	return call;
+}
+
+TEST(ControlProtocol, NullEndpointsStayNull)
+{
+	ControlRequest request;
+	request.op = ControlOp::kCreateOrModify;
+	request.call = SampleCall();
+	ControlRequest back = RoundTrip(request);
+	EXPECT_EQ(back.op, ControlOp::kCreateOrModify);
+	EXPECT_FALSE(back.call.source_endpoints.has_value());
+	EXPECT_FALSE(back.call.target_endpoints.has_value());
+	EXPECT_FALSE(back.call.replication_pipe.has_value());
+	EXPECT_EQ(back.call.pipe_element_name, "db");
+	EXPECT_EQ(back.call.goal, request.call.goal);
+	// On the wire NULL is an explicit null.
+	json j = json::parse(EncodeRequest(request));
+	EXPECT_TRUE(j.at("SourceEndpoint").is_null());
+	EXPECT_TRUE(j.at("ReplicationPipe").is_null());
+}
+
+TEST(ControlProtocol, EmptyArraysAreNotNull)
+{
+	ControlRequest request;
+	request.op = ControlOp::kCreateOrModify;
+	request.call = SampleCall();
+	request.call.source_endpoints.emplace();
+	request.call.target_endpoints.emplace();
+	request.call.replication_pipe = "replipipe:1234";
+	ControlRequest back = RoundTrip(request);
+	ASSERT_TRUE(back.call.source_endpoints.has_value());
+	ASSERT_TRUE(back.call.target_endpoints.has_value());
+	EXPECT_TRUE(back.call.source_endpoints->empty());
+	EXPECT_TRUE(back.call.target_endpoints->empty());
+	EXPECT_EQ(back.call.replication_pipe, "replipipe:1234");
+}
+
+TEST(ControlProtocol, EndpointsKeepOrderAndQuotes)
+{
+	ControlRequest request;
+	request.op = ControlOp::kCreateOrModify;
+	request.call = SampleCall();
+	request.call.source_endpoints = std::vector<std::string>{
+	        "replipipe_0/a", "CIM_ProtocolEndpoint.Name=\"replipipe_0/b\""};
+	request.call.target_endpoints =
+	        std::vector<std::string>{"/dev/sdb", "/dev/sdc"};
+	ControlRequest back = RoundTrip(request);
+	EXPECT_EQ(back.call.source_endpoints, request.call.source_endpoints);
+	EXPECT_EQ(back.call.target_endpoints, request.call.target_endpoints);
+}
+
+TEST(ControlProtocol, AbsentKeysMeanNull)
+{
+	auto decoded = DecodeRequest(
+	        R"({"v":1,"op":"create_or_modify","SourceSystem":"h",)"
+	        R"("TargetSystem":"t","SourceEndpoint":[]})");
+	ASSERT_TRUE(decoded.ok()) << decoded.status().message();
+	EXPECT_TRUE(decoded->call.source_endpoints.has_value());
+	EXPECT_FALSE(decoded->call.target_endpoints.has_value());
+	EXPECT_EQ(decoded->call.pipe_element_name, "");
+	EXPECT_EQ(decoded->call.goal, "");
+}
+
+TEST(ControlProtocol, RejectsMalformedRequests)
+{
+	const char *bad[] = {
+	        "",
+	        "not json",
+	        "[1,2]",
+	        R"({"op":"list"})",                   // no version
+	        R"({"v":2,"op":"list"})",             // future version
+	        R"({"v":1})",                         // no op
+	        R"({"v":1,"op":"frobnicate"})",       // unknown op
+	        R"({"v":1,"op":"list","extra":1})",   // unknown field
+	        R"({"v":1,"op":"delete"})",           // no pipe
+	        R"({"v":1,"op":"delete","pipe":""})", // empty pipe
+	        R"({"v":1,"op":"create_or_modify","SourceEndpoints":[]})",
+	        R"({"v":1,"op":"create_or_modify","SourceEndpoint":"x"})",
+	        R"({"v":1,"op":"create_or_modify","SourceEndpoint":[1]})",
+	        R"({"v":1,"op":"create_or_modify","Goal":5})",
+	};
+	for (const char *line : bad)
+		EXPECT_FALSE(DecodeRequest(line).ok()) << line;
+}
+
+TEST(ControlProtocol, UnknownFieldIsNamed)
+{
+	auto decoded = DecodeRequest(
+	        R"({"v":1,"op":"create_or_modify","SourceEndpoints":[]})");
+	ASSERT_FALSE(decoded.ok());
+	EXPECT_NE(decoded.status().message().find("SourceEndpoints"),
+	          std::string::npos);
+}
+
+TEST(ControlProtocol, OtherOpsRoundTrip)
+{
+	ControlRequest pause;
+	pause.op = ControlOp::kPause;
+	pause.pipe = "db";
+	pause.pair = "replipipe_0/a";
+	ControlRequest back = RoundTrip(pause);
+	EXPECT_EQ(back.op, ControlOp::kPause);
+	EXPECT_EQ(back.pipe, "db");
+	EXPECT_EQ(back.pair, "replipipe_0/a");
+
+	ControlRequest status;
+	status.op = ControlOp::kStatus;
+	back = RoundTrip(status);
+	EXPECT_EQ(back.op, ControlOp::kStatus);
+	EXPECT_FALSE(back.pipe.has_value());
+
+	for (ControlOp op : {ControlOp::kList, ControlOp::kEvents}) {
+		ControlRequest r;
+		r.op = op;
+		EXPECT_EQ(RoundTrip(r).op, op);
+	}
+}
+
+TEST(ControlProtocol, ReplyRoundTrip)
+{
+	ControlReply reply;
+	reply.return_value = ReturnValue::kCompleted;
+	reply.replication_pipe = "CIM_NetworkPipe.InstanceID=\"replipipe:x\"";
+	ControlPipe pipe;
+	pipe.ref = reply.replication_pipe;
+	pipe.instance_id = "replipipe:x";
+	pipe.name = "db";
+	pipe.source_system = "h";
+	pipe.target_system = "t";
+	pipe.mode = "Synchronous";
+	pipe.in_kernel = true;
+	ControlPair pair;
+	pair.source = "replipipe_0/a";
+	pair.target = "/dev/sdb";
+	pair.state = "Syncing";
+	pair.resync = {100, 1000, 50, true};
+	pair.dirty_regions = 7;
+	pipe.pairs.push_back(pair);
+	reply.pipes.push_back(pipe);
+
+	auto back = DecodeReply(EncodeReply(reply));
+	ASSERT_TRUE(back.ok()) << back.status().message();
+	EXPECT_TRUE(back->ok);
+	EXPECT_EQ(back->return_value, ReturnValue::kCompleted);
+	EXPECT_EQ(back->replication_pipe, reply.replication_pipe);
+	ASSERT_EQ(back->pipes.size(), 1u);
+	const ControlPipe &p = back->pipes[0];
+	EXPECT_EQ(p.name, "db");
+	EXPECT_TRUE(p.in_kernel);
+	ASSERT_EQ(p.pairs.size(), 1u);
+	EXPECT_EQ(p.pairs[0].state, "Syncing");
+	EXPECT_EQ(p.pairs[0].resync.done_bytes, 100u);
+	EXPECT_EQ(p.pairs[0].resync.total_bytes, 1000u);
+	EXPECT_EQ(p.pairs[0].resync.rate_bytes_per_s, 50u);
+	EXPECT_EQ(p.pairs[0].dirty_regions, 7u);
+}
+
+TEST(ControlProtocol, StatusJsonHasContractKeys)
+{
+	ControlPipe pipe;
+	pipe.pairs.emplace_back();
+	json j = ControlPipeToJson(pipe);
+	for (const char *key : {"ref", "instance_id", "name", "source_system",
+	                        "target_system", "mode", "pairs"})
+		EXPECT_TRUE(j.contains(key)) << key;
+	const json &pair = j["pairs"][0];
+	for (const char *key : {"source", "target", "state", "resync"})
+		EXPECT_TRUE(pair.contains(key)) << key;
+	for (const char *key :
+	     {"done_bytes", "total_bytes", "rate_bytes_per_s"})
+		EXPECT_TRUE(pair["resync"].contains(key)) << key;
+}
+
+TEST(ControlProtocol, MethodReplyCarriesReturnValue)
+{
+	MethodOutcome failed{ReturnValue::kInvalidParameter, "",
+	                     "unknown property Foo"};
+	ControlReply reply = MethodReply(failed);
+	EXPECT_FALSE(reply.ok);
+	auto back = DecodeReply(EncodeReply(reply));
+	ASSERT_TRUE(back.ok());
+	EXPECT_FALSE(back->ok);
+	EXPECT_EQ(back->return_value, ReturnValue::kInvalidParameter);
+	EXPECT_EQ(back->error, "unknown property Foo");
+
+	MethodOutcome busy{ReturnValue::kBusy, "", "pipe busy"};
+	EXPECT_EQ(MethodReply(busy).code, kCodeBusy);
+}
+
+TEST(ControlProtocol, ErrorReplyAndMalformedReplies)
+{
+	auto back = DecodeReply(EncodeReply(
+	        ErrorReply(kCodePermissionDenied, "permission denied: x")));
+	ASSERT_TRUE(back.ok());
+	EXPECT_FALSE(back->ok);
+	EXPECT_EQ(back->code, kCodePermissionDenied);
+	EXPECT_FALSE(back->return_value.has_value());
+	EXPECT_FALSE(DecodeReply("{}").ok());
+	EXPECT_FALSE(DecodeReply(R"({"ok":true,"pipes":5})").ok());
+	EXPECT_FALSE(DecodeReply(R"({"ok":"yes"})").ok());
+}
+
+TEST(ControlProtocol, EventRoundTrip)
+{
+	ControlEvent event;
+	event.type = "pair_state";
+	event.time = NowRfc3339();
+	event.instance_id = "replipipe:x";
+	event.source = "replipipe_0/a";
+	event.state = "InSync";
+	auto back = DecodeEvent(EncodeEvent(event));
+	ASSERT_TRUE(back.ok());
+	EXPECT_EQ(back->type, "pair_state");
+	EXPECT_EQ(back->time, event.time);
+	EXPECT_EQ(back->state, "InSync");
+	EXPECT_EQ(back->source, "replipipe_0/a");
+	EXPECT_FALSE(DecodeEvent(R"({"time":"x"})").ok());
+	EXPECT_EQ(event.time.size(), 24u); // 2026-11-25T16:03:07.123Z
+}
+
+TEST(ControlProtocol, OverlongLineIsRefused)
+{
+	std::string line(kMaxLineBytes + 1, ' ');
+	EXPECT_FALSE(DecodeRequest(line).ok());
+}
+
+} // namespace
+} // namespace replipipe

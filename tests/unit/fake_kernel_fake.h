@@ -1,0 +1,89 @@
+// FakeKernel: an in-memory KernelApi with replipipe.ko's semantics
+// (uapi/linux/replipipe.h) and fault injection, for unit tests.
+//
+// Semantics kept: PIPE_SET creates or replaces; pairs present before and
+// after (same source and target) keep their state, new ones start Syncing
+// with every region dirty (InSync with assume_clean); a backstore belongs to
+// at most one pipe (EBUSY); the region size of a pipe that keeps pairs
+// cannot change (EINVAL); the policy bounds (EINVAL); unknown pipe or pair
+// ENOENT; PAIR_SET pauses or resumes.
+//
+// Faults: FailNext(err) makes the next call (of one op, or any) fail with
+// err before it does anything; FailNextAfterApply(err) applies the next
+// SetPipe and then reports err (a kernel that answered too late); delays
+// and an entry hook make a call slow or block it.
+//
+// Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kernel_api.h"
+
+namespace replipipe::testing
+{
+
+class FakeKernel : public KernelApi
+{
+public:
+	enum class Op {
+		kAny,
+		kSetPipe,
+		kDeletePipe,
+		kGetPipe,
+		kListPipes,
+		kSetPairState
+	};
+
+	Status SetPipe(const KernelPipeSpec &spec) override;
+	Status DeletePipe(const std::string &id) override;
+	Result<std::optional<KernelPipeStatus>>
+	GetPipe(const std::string &id) override;
+	Result<std::vector<KernelPipeStatus>> ListPipes() override;
+	Status SetPairState(const std::string &pipe_id,
+	                    const std::string &source,
+	                    PairState state) override;
+
+	// Fault injection.
+	void FailNext(int err, Op op = Op::kAny, std::string message = "");
+	void FailNextAfterApply(int err);
+	void SetDelay(std::chrono::milliseconds delay);
+	// Called (outside the fake's lock) when any call starts.
+	void SetEntryHook(std::function<void(Op)> hook);
+
+	// Inspection and set-up.
+	int calls(Op op) const;
+	std::vector<KernelPipeStatus> Snapshot() const;
+	std::optional<KernelPipeStatus> Find(const std::string &id) const;
+	// Forces a pair's state (e.g. InSync after a resync).
+	void ForcePairState(const std::string &pipe_id,
+	                    const std::string &source, PairState state);
+	// Regions a new pair gets (default 16).
+	void SetRegionsPerPair(uint64_t regions);
+
+private:
+	struct Fault {
+		int err;
+		Op op;
+		std::string message;
+	};
+	// Returns the injected error for op, if any, after hook and delay.
+	Status Enter(Op op);
+
+	mutable std::mutex mu_;
+	std::map<std::string, KernelPipeStatus> pipes_; // guarded by mu_
+	std::vector<Fault> faults_;                     // guarded by mu_
+	std::optional<int> fail_after_apply_;           // guarded by mu_
+	std::chrono::milliseconds delay_{0};            // guarded by mu_
+	std::function<void(Op)> hook_;                  // guarded by mu_
+	std::map<Op, int> calls_;                       // guarded by mu_
+	uint64_t regions_per_pair_ = 16;                // guarded by mu_
+};
+
+} // namespace replipipe::testing

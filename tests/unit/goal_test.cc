@@ -1,0 +1,138 @@
+#include "goal.h"
+
+#include <gtest/gtest.h>
+
+namespace replipipe
+{
+namespace
+{
+
+TEST(Goal, EmptyGivesDefaults)
+{
+	for (const char *text : {"", "  \n", "// only a comment"}) {
+		auto s = ParseGoal(text);
+		ASSERT_TRUE(s.ok()) << s.status().message();
+		EXPECT_EQ(*s, PipeSettings());
+	}
+	PipeSettings d;
+	EXPECT_EQ(d.mode, Mode::kSynchronous);
+	EXPECT_EQ(d.failure_policy, FailurePolicy::kDegrade);
+	EXPECT_EQ(d.max_lag_kib, 65536u);
+	EXPECT_EQ(d.resync_rate_kibps, 0u);
+	EXPECT_EQ(d.region_kib, 64u);
+}
+
+TEST(Goal, EveryProperty)
+{
+	auto s = ParseGoal(R"(instance of REPLIPIPE_PipeSettingData {
+		mode = "asynchronous"; FAILUREPOLICY = "FailIO";
+		MaxLagKiB = 1024; ResyncRateLimitKiBps = 50000;
+		RegionSizeKiB = 0x400; ElementName = "db mirror";
+		InstanceID = "x"; Caption = "c"; Description = NULL;
+		Bidirectional = FALSE; })");
+	ASSERT_TRUE(s.ok()) << s.status().message();
+	EXPECT_EQ(s->mode, Mode::kAsynchronous);
+	EXPECT_EQ(s->failure_policy, FailurePolicy::kFailIO);
+	EXPECT_EQ(s->max_lag_kib, 1024u);
+	EXPECT_EQ(s->resync_rate_kibps, 50000u);
+	EXPECT_EQ(s->region_kib, 1024u);
+	EXPECT_EQ(s->element_name, "db mirror");
+}
+
+TEST(Goal, NullKeepsDefault)
+{
+	auto s = ParseGoal("instance of CIM_SettingData { Mode = NULL; };");
+	ASSERT_TRUE(s.ok()) << s.status().message();
+	EXPECT_EQ(s->mode, Mode::kSynchronous);
+}
+
+TEST(Goal, FormatRoundTrips)
+{
+	PipeSettings in;
+	in.mode = Mode::kAsynchronous;
+	in.failure_policy = FailurePolicy::kFailIO;
+	in.max_lag_kib = 128;
+	in.resync_rate_kibps = 7;
+	in.region_kib = 4;
+	in.element_name = "q\"uote\\";
+	auto out = ParseGoal(FormatGoal(in));
+	ASSERT_TRUE(out.ok()) << out.status().message();
+	EXPECT_EQ(*out, in);
+}
+
+struct BadGoal {
+	const char *text;
+	int err; // EINVAL -> 5, EOPNOTSUPP -> 1
+	const char *message_part;
+};
+
+void PrintTo(const BadGoal &bad, std::ostream *os)
+{
+	*os << bad.text;
+}
+
+class GoalErrors : public ::testing::TestWithParam<BadGoal>
+{
+};
+
+TEST_P(GoalErrors, Rejected)
+{
+	const BadGoal &bad = GetParam();
+	auto s = ParseGoal(bad.text);
+	ASSERT_FALSE(s.ok()) << bad.text;
+	EXPECT_EQ(s.status().err(), bad.err) << s.status().message();
+	EXPECT_NE(s.status().message().find(bad.message_part),
+	          std::string::npos)
+	        << s.status().message();
+	EXPECT_NE(s.status().message().find('^'), std::string::npos);
+}
+
+#define G(body) "instance of CIM_SettingData { " body " };"
+INSTANTIATE_TEST_SUITE_P(
+        All, GoalErrors,
+        ::testing::Values(
+                BadGoal{"instance of CIM_Foo { };", EINVAL,
+                        "class CIM_Foo is not CIM_SettingData"},
+                BadGoal{G("Colour = \"red\";"), EINVAL,
+                        "unknown property Colour"},
+                BadGoal{G("Colour = NULL;"), EINVAL, "unknown property Colour"},
+                BadGoal{G("Mode = 1;"), EINVAL,
+                        "Mode must be a string, not an integer"},
+                BadGoal{G("Mode = \"Fast\";"), EINVAL,
+                        "\"Fast\" is not a mode"},
+                BadGoal{G("Mode = \"Adaptive\";"), EOPNOTSUPP, "not supported"},
+                BadGoal{G("Bidirectional = TRUE;"), EOPNOTSUPP,
+                        "Bidirectional pipes are not supported"},
+                BadGoal{G("Bidirectional = 1;"), EINVAL, "must be a boolean"},
+                BadGoal{G("FailurePolicy = \"Panic\";"), EINVAL,
+                        "not a policy"},
+                BadGoal{G("MaxLagKiB = 63;"), EINVAL,
+                        "MaxLagKiB 63 is out of range (64 to 1048576)"},
+                BadGoal{G("MaxLagKiB = 1048577;"), EINVAL, "out of range"},
+                BadGoal{G("MaxLagKiB = \"64\";"), EINVAL,
+                        "must be an integer, not a string"},
+                BadGoal{G("ResyncRateLimitKiBps = -1;"), EINVAL,
+                        "out of range"},
+                BadGoal{G("RegionSizeKiB = 48;"), EINVAL,
+                        "48 is not a power of two"},
+                BadGoal{G("RegionSizeKiB = 2;"), EINVAL, "out of range"},
+                BadGoal{G("RegionSizeKiB = 131072;"), EINVAL, "out of range"},
+                BadGoal{G("ElementName = {\"a\"};"), EINVAL,
+                        "must be a string, not an array"},
+                BadGoal{G("Mode = \"Synchronous\""), EINVAL, "expected ';'"}));
+#undef G
+
+TEST(Goal, UnknownPropertyPointsAtIt)
+{
+	auto s = ParseGoal("instance of CIM_SettingData {\n"
+	                   "  Mode = \"Synchronous\";\n"
+	                   "  Speed = 3;\n};");
+	ASSERT_FALSE(s.ok());
+	EXPECT_NE(s.status().message().find("Goal: line 3, column 3: unknown "
+	                                    "property Speed"),
+	          std::string::npos)
+	        << s.status().message();
+}
+
+} // namespace
+} // namespace replipipe

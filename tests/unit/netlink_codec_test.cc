@@ -1,0 +1,317 @@
+// The genl codec against messages built the way the kernel builds them, and
+// the socket's behaviour when the module is absent (this host has no
+// replipipe.ko; the VM scenarios cover the kernel side).
+#include <gtest/gtest.h>
+#include <linux/genetlink.h>
+#include <linux/netlink.h>
+#include <linux/replipipe.h>
+#include <netlink/attr.h>
+#include <netlink/genl/genl.h>
+#include <netlink/msg.h>
+
+#include <cstring>
+
+#include "netlink_client.h"
+#include "netlink_codec.h"
+#include "netlink_events.h"
+#include "netlink_resync.h"
+#include "netlink_socket.h"
+
+namespace replipipe
+{
+namespace
+{
+
+constexpr int kFamily = 0x42;
+
+NlMsgPtr GenlMessage(uint8_t cmd)
+{
+	NlMsgPtr msg(nlmsg_alloc_size(64 * 1024));
+	genlmsg_put(msg.get(), 0, 7, kFamily, 0, 0, cmd,
+	            REPLIPIPE_GENL_VERSION);
+	return msg;
+}
+
+void PutPairStatus(nl_msg *msg, int type, const std::string &src,
+                   PairState state, uint64_t dirty)
+{
+	nlattr *nest = nla_nest_start(msg, type);
+	nla_put_string(msg, REPLIPIPE_A_PAIR_SRC, src.c_str());
+	nla_put_string(msg, REPLIPIPE_A_PAIR_TGT, "/dev/ram1");
+	nla_put_u8(msg, REPLIPIPE_A_PAIR_ST, static_cast<uint8_t>(state));
+	nla_put_u64(msg, REPLIPIPE_A_PAIR_REGIONS, 2048);
+	nla_put_u64(msg, REPLIPIPE_A_PAIR_DIRTY_REGIONS, dirty);
+	nla_put_u64(msg, REPLIPIPE_A_PAIR_WRITES_MIRRORED, 11);
+	nla_put_u64(msg, REPLIPIPE_A_PAIR_BYTES_MIRRORED, 1ull << 33);
+	nla_put_u64(msg, REPLIPIPE_A_PAIR_TARGET_ERRORS, 3);
+	nla_put_u64(msg, REPLIPIPE_A_PAIR_LAG_BYTES, 4096);
+	nla_put_u64(msg, REPLIPIPE_A_PAIR_SOURCE_BYTES, 128ull << 20);
+	nla_put_u32(msg, 200, 1); // unknown to us: ignored
+	nla_nest_end(msg, nest);
+}
+
+TEST(NetlinkCodec, PipeSpecRoundTrip)
+{
+	KernelPipeSpec spec;
+	spec.id = "3f1c-uuid";
+	spec.name = "db mirror";
+	spec.mode = Mode::kAsynchronous;
+	spec.failure_policy = FailurePolicy::kFailIO;
+	spec.max_lag_kib = 2048;
+	spec.region_kib = 128;
+	spec.pairs = {{"replipipe_0/vol1", "/dev/sdb", true},
+	              {"replipipe_0/vol2", "/dev/sdc", false}};
+	NlMsgPtr msg = GenlMessage(REPLIPIPE_CMD_PIPE_SET);
+	ASSERT_TRUE(PutPipeSpec(msg.get(), spec).ok());
+
+	auto pipe = ParsePipeMessage(nlmsg_hdr(msg.get()));
+	ASSERT_TRUE(pipe.ok()) << pipe.status().message();
+	EXPECT_EQ(pipe->id, spec.id);
+	EXPECT_EQ(pipe->name, spec.name);
+	EXPECT_EQ(pipe->mode, Mode::kAsynchronous);
+	EXPECT_EQ(pipe->failure_policy, FailurePolicy::kFailIO);
+	EXPECT_EQ(pipe->max_lag_kib, 2048u);
+	EXPECT_EQ(pipe->region_kib, 128u);
+	ASSERT_EQ(pipe->pairs.size(), 2u);
+	EXPECT_EQ(pipe->pairs[1].source, "replipipe_0/vol2");
+	EXPECT_EQ(pipe->pairs[1].target, "/dev/sdc");
+
+	// ASSUME_CLEAN is a flag inside the first pair's nest only.
+	nlattr *tb[REPLIPIPE_A_MAX + 1] = {};
+	genlmsg_parse(nlmsg_hdr(msg.get()), 0, tb, REPLIPIPE_A_MAX, nullptr);
+	ASSERT_NE(tb[REPLIPIPE_A_PIPE_PAIRS], nullptr);
+	int n = 0;
+	nlattr *pos;
+	int rem;
+	nla_for_each_nested(pos, tb[REPLIPIPE_A_PIPE_PAIRS], rem)
+	{
+		EXPECT_EQ(nla_type(pos), REPLIPIPE_A_PIPE_PAIR);
+		nlattr *pt[REPLIPIPE_A_PAIR_MAX + 1] = {};
+		nla_parse_nested(pt, REPLIPIPE_A_PAIR_MAX, pos, nullptr);
+		EXPECT_EQ(pt[REPLIPIPE_A_PAIR_ASSUME_CLEAN] != nullptr, n == 0);
+		++n;
+	}
+	EXPECT_EQ(n, 2);
+}
+
+TEST(NetlinkCodec, PipeReplyWithCounters)
+{
+	NlMsgPtr msg = GenlMessage(REPLIPIPE_CMD_PIPE_GET);
+	nla_put_string(msg.get(), REPLIPIPE_A_PIPE_ID, "p1");
+	nla_put_u8(msg.get(), REPLIPIPE_A_PIPE_MODE, 0);
+	nla_put_u32(msg.get(), REPLIPIPE_A_PIPE_REGION_KIB, 64);
+	nlattr *pairs = nla_nest_start(msg.get(), REPLIPIPE_A_PIPE_PAIRS);
+	PutPairStatus(msg.get(), REPLIPIPE_A_PIPE_PAIR, "replipipe_0/a",
+	              PairState::kDegraded, 17);
+	nla_nest_end(msg.get(), pairs);
+
+	auto pipe = ParsePipeMessage(nlmsg_hdr(msg.get()));
+	ASSERT_TRUE(pipe.ok());
+	ASSERT_EQ(pipe->pairs.size(), 1u);
+	const KernelPairStatus &p = pipe->pairs[0];
+	EXPECT_EQ(p.source, "replipipe_0/a");
+	EXPECT_EQ(p.state, PairState::kDegraded);
+	EXPECT_EQ(p.regions, 2048u);
+	EXPECT_EQ(p.dirty_regions, 17u);
+	EXPECT_EQ(p.writes_mirrored, 11u);
+	EXPECT_EQ(p.bytes_mirrored, 1ull << 33);
+	EXPECT_EQ(p.target_errors, 3u);
+	EXPECT_EQ(p.lag_bytes, 4096u);
+	EXPECT_EQ(p.source_bytes, 128ull << 20);
+}
+
+TEST(NetlinkCodec, PipeWithoutIdIsAnError)
+{
+	NlMsgPtr msg = GenlMessage(REPLIPIPE_CMD_PIPE_GET);
+	nla_put_string(msg.get(), REPLIPIPE_A_PIPE_NAME, "x");
+	auto pipe = ParsePipeMessage(nlmsg_hdr(msg.get()));
+	EXPECT_FALSE(pipe.ok());
+	EXPECT_EQ(pipe.status().err(), EPROTO);
+}
+
+TEST(NetlinkCodec, UnterminatedStringIsBounded)
+{
+	NlMsgPtr msg = GenlMessage(REPLIPIPE_CMD_PIPE_GET);
+	const char raw[3] = {'a', 'b', 'c'}; // no NUL
+	nla_put(msg.get(), REPLIPIPE_A_PIPE_ID, sizeof(raw), raw);
+	auto pipe = ParsePipeMessage(nlmsg_hdr(msg.get()));
+	ASSERT_TRUE(pipe.ok());
+	EXPECT_EQ(pipe->id, "abc");
+}
+
+// An NLMSG_ERROR the way netlink_ack() builds it.
+NlMsgPtr ErrorMessage(int err, bool capped, const char *extack)
+{
+	NlMsgPtr request = GenlMessage(REPLIPIPE_CMD_PIPE_SET);
+	nla_put_string(request.get(), REPLIPIPE_A_PIPE_ID, "some-pipe-id");
+	const nlmsghdr *req = nlmsg_hdr(request.get());
+
+	int flags = 0;
+	if (capped)
+		flags |= NLM_F_CAPPED;
+	if (extack != nullptr)
+		flags |= NLM_F_ACK_TLVS;
+	NlMsgPtr msg(nlmsg_alloc_simple(NLMSG_ERROR, flags));
+	const size_t payload =
+	        capped ? sizeof(nlmsgerr)
+	               : sizeof(nlmsgerr) + req->nlmsg_len - NLMSG_HDRLEN;
+	auto *e = static_cast<nlmsgerr *>(
+	        nlmsg_reserve(msg.get(), payload, NLMSG_ALIGNTO));
+	e->error = -err;
+	std::memcpy(&e->msg, req, capped ? sizeof(*req) : req->nlmsg_len);
+	if (extack != nullptr) {
+		nla_put_string(msg.get(), NLMSGERR_ATTR_MSG, extack);
+		nla_put_u32(msg.get(), NLMSGERR_ATTR_OFFS, 20);
+	}
+	return msg;
+}
+
+TEST(NetlinkCodec, ExtackOfCappedAndUncappedErrors)
+{
+	for (bool capped : {true, false}) {
+		NlMsgPtr msg = ErrorMessage(
+		        EINVAL, capped, "region size must be a power of two");
+		EXPECT_EQ(ExtackOfError(nlmsg_hdr(msg.get())),
+		          "region size must be a power of two")
+		        << "capped=" << capped;
+	}
+	NlMsgPtr plain = ErrorMessage(EPERM, true, nullptr);
+	EXPECT_EQ(ExtackOfError(nlmsg_hdr(plain.get())), "");
+}
+
+TEST(NetlinkCodec, ExtackMissingAttributeFallback)
+{
+	NlMsgPtr msg(
+	        nlmsg_alloc_simple(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS));
+	auto *e = static_cast<nlmsgerr *>(
+	        nlmsg_reserve(msg.get(), sizeof(nlmsgerr), NLMSG_ALIGNTO));
+	std::memset(e, 0, sizeof(*e));
+	e->error = -EINVAL;
+	nla_put_u32(msg.get(), NLMSGERR_ATTR_MISS_TYPE, REPLIPIPE_A_PIPE_ID);
+	EXPECT_EQ(ExtackOfError(nlmsg_hdr(msg.get())),
+	          "missing attribute type 1");
+}
+
+TEST(NetlinkCodec, DoneCarriesDumpError)
+{
+	NlMsgPtr msg(
+	        nlmsg_alloc_simple(NLMSG_DONE, NLM_F_MULTI | NLM_F_ACK_TLVS));
+	const int err = -ENOENT;
+	nlmsg_append(msg.get(), const_cast<int *>(&err), sizeof(err),
+	             NLMSG_ALIGNTO);
+	nla_put_string(msg.get(), NLMSGERR_ATTR_MSG, "no such pair");
+	std::string extack;
+	EXPECT_EQ(ErrorOfDone(nlmsg_hdr(msg.get()), &extack), ENOENT);
+	EXPECT_EQ(extack, "no such pair");
+
+	NlMsgPtr ok(nlmsg_alloc_simple(NLMSG_DONE, NLM_F_MULTI));
+	const int zero = 0;
+	nlmsg_append(ok.get(), const_cast<int *>(&zero), sizeof(zero),
+	             NLMSG_ALIGNTO);
+	EXPECT_EQ(ErrorOfDone(nlmsg_hdr(ok.get()), &extack), 0);
+}
+
+TEST(NetlinkCodec, KernelErrorText)
+{
+	Status st = KernelError(EINVAL, "bad region size");
+	EXPECT_EQ(st.err(), EINVAL);
+	EXPECT_EQ(st.message(), "bad region size: Invalid argument");
+	EXPECT_EQ(KernelError(EPERM, "").message(), "Operation not permitted");
+}
+
+TEST(NetlinkEvents, PairStateEvent)
+{
+	NlMsgPtr msg = GenlMessage(REPLIPIPE_CMD_EVT_PAIR_STATE);
+	nla_put_string(msg.get(), REPLIPIPE_A_PIPE_ID, "p9");
+	PutPairStatus(msg.get(), REPLIPIPE_A_PIPE_PAIR, "replipipe_0/v",
+	              PairState::kDegraded, 5);
+	auto event = ParseEventMessage(nlmsg_hdr(msg.get()));
+	ASSERT_TRUE(event.has_value());
+	EXPECT_EQ(event->type, KernelEventType::kPairState);
+	EXPECT_EQ(event->pipe_id, "p9");
+	ASSERT_TRUE(event->pair.has_value());
+	EXPECT_EQ(event->pair->source, "replipipe_0/v");
+	EXPECT_EQ(event->pair->state, PairState::kDegraded);
+	EXPECT_EQ(event->pair->dirty_regions, 5u);
+	EXPECT_STREQ(KernelEventTypeName(event->type), "pair_state");
+}
+
+TEST(NetlinkEvents, PipeEventsAndOthers)
+{
+	NlMsgPtr added = GenlMessage(REPLIPIPE_CMD_EVT_PIPE_ADDED);
+	nla_put_string(added.get(), REPLIPIPE_A_PIPE_ID, "p1");
+	nla_put_string(added.get(), REPLIPIPE_A_PIPE_NAME, "n");
+	auto event = ParseEventMessage(nlmsg_hdr(added.get()));
+	ASSERT_TRUE(event.has_value());
+	EXPECT_EQ(event->type, KernelEventType::kPipeAdded);
+	EXPECT_FALSE(event->pair.has_value());
+	ASSERT_TRUE(event->pipe.has_value());
+	EXPECT_EQ(event->pipe->name, "n");
+
+	NlMsgPtr reply = GenlMessage(REPLIPIPE_CMD_PIPE_GET);
+	nla_put_string(reply.get(), REPLIPIPE_A_PIPE_ID, "p1");
+	EXPECT_FALSE(ParseEventMessage(nlmsg_hdr(reply.get())).has_value());
+}
+
+TEST(NetlinkBitmap, ChunksReassemble)
+{
+	DirtyBitmap bitmap;
+	const uint64_t nbits = 8 * REPLIPIPE_BITMAP_CHUNK_BYTES + 13;
+	std::vector<uint8_t> chunk0(REPLIPIPE_BITMAP_CHUNK_BYTES, 0);
+	chunk0[0] = 0x81;                                // regions 0 and 7
+	chunk0[REPLIPIPE_BITMAP_CHUNK_BYTES - 1] = 0x80; // region 32767
+	const uint8_t chunk1[2] = {0x01, 0x10}; // regions 32768 and 32780
+
+	NlMsgPtr m0 = GenlMessage(REPLIPIPE_CMD_BITMAP_GET);
+	nla_put_u64(m0.get(), REPLIPIPE_A_BITMAP_NBITS, nbits);
+	nla_put_u64(m0.get(), REPLIPIPE_A_BITMAP_OFFSET, 0);
+	nla_put(m0.get(), REPLIPIPE_A_BITMAP_DATA, chunk0.size(),
+	        chunk0.data());
+	NlMsgPtr m1 = GenlMessage(REPLIPIPE_CMD_BITMAP_GET);
+	nla_put_u64(m1.get(), REPLIPIPE_A_BITMAP_NBITS, nbits);
+	nla_put_u64(m1.get(), REPLIPIPE_A_BITMAP_OFFSET,
+	            8 * REPLIPIPE_BITMAP_CHUNK_BYTES);
+	nla_put(m1.get(), REPLIPIPE_A_BITMAP_DATA, sizeof(chunk1), chunk1);
+
+	ASSERT_TRUE(MergeBitmapMessage(nlmsg_hdr(m0.get()), &bitmap).ok());
+	ASSERT_TRUE(MergeBitmapMessage(nlmsg_hdr(m1.get()), &bitmap).ok());
+	EXPECT_EQ(bitmap.nbits, nbits);
+	EXPECT_EQ(bitmap.count(), 5u);
+	EXPECT_TRUE(bitmap.test(0));
+	EXPECT_TRUE(bitmap.test(7));
+	EXPECT_FALSE(bitmap.test(8));
+	EXPECT_TRUE(bitmap.test(32767));
+	EXPECT_TRUE(bitmap.test(32768));
+	EXPECT_TRUE(bitmap.test(32780));
+
+	// A chunk past nbits is a protocol error, not a buffer overflow.
+	NlMsgPtr bad = GenlMessage(REPLIPIPE_CMD_BITMAP_GET);
+	nla_put_u64(bad.get(), REPLIPIPE_A_BITMAP_OFFSET, nbits + 8);
+	nla_put(bad.get(), REPLIPIPE_A_BITMAP_DATA, sizeof(chunk1), chunk1);
+	EXPECT_EQ(MergeBitmapMessage(nlmsg_hdr(bad.get()), &bitmap).err(),
+	          EPROTO);
+}
+
+// This host's kernel has generic netlink but no replipipe family.
+TEST(NetlinkSocket, ModuleMissingIsReportedClearly)
+{
+	auto sock = NetlinkSocket::Open();
+	if (sock.ok())
+		GTEST_SKIP() << "the replipipe family is registered here";
+	EXPECT_TRUE(IsModuleMissing(sock.status())) << sock.status().message();
+	EXPECT_EQ(sock.status().err(), ENOENT);
+	EXPECT_EQ(sock.status().message(),
+	          "replipipe kernel module not loaded (generic netlink family "
+	          "'replipipe' not found)");
+
+	auto kernel = NetlinkKernel::Open();
+	ASSERT_FALSE(kernel.ok());
+	EXPECT_TRUE(IsModuleMissing(kernel.status()));
+	auto channel = NetlinkResyncChannel::Open();
+	EXPECT_TRUE(IsModuleMissing(channel.status()));
+	auto events = NetlinkEventListener::Open();
+	EXPECT_TRUE(IsModuleMissing(events.status()));
+}
+
+} // namespace
+} // namespace replipipe

@@ -1,0 +1,779 @@
+#include "pipe_service.h"
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "fake_kernel_fake.h"
+#include "fake_probe_fake.h"
+#include "test_dir_fake.h"
+
+namespace replipipe
+{
+namespace
+{
+
+using testing::FakeKernel;
+using testing::FakeProbe;
+using testing::TempDir;
+using Op = FakeKernel::Op;
+
+constexpr uint64_t kGiB = 1ull << 30;
+constexpr const char *kHost = "node1.example.com";
+
+class PipeServiceTest : public ::testing::Test
+{
+protected:
+	void SetUp() override
+	{
+		for (const char *name : {"a", "b", "c", "d"}) {
+			probe.AddBackstore(std::string("replipipe_0/") + name,
+			                   std::string("/dev/vg/") + name,
+			                   10 * kGiB);
+		}
+		for (const char *dev :
+		     {"/dev/sdb", "/dev/sdc", "/dev/sdd", "/dev/sde"})
+			probe.AddDevice(dev, 10 * kGiB);
+		ASSERT_TRUE(service.Load().ok());
+	}
+
+	CreateOrModifyCall Call(std::vector<std::string> sources,
+	                        std::vector<std::string> targets,
+	                        std::string goal = "")
+	{
+		CreateOrModifyCall c;
+		c.pipe_element_name = "db";
+		c.source_system = kHost;
+		c.target_system = "node2";
+		c.source_endpoints = std::move(sources);
+		c.target_endpoints = std::move(targets);
+		c.goal = std::move(goal);
+		return c;
+	}
+
+	// Creates a pipe a -> sdb; returns its reference.
+	std::string CreateAB(const std::string &name = "db")
+	{
+		CreateOrModifyCall c = Call({"replipipe_0/a"}, {"/dev/sdb"});
+		c.pipe_element_name = name;
+		MethodOutcome out = service.CreateOrModify(c);
+		EXPECT_EQ(out.return_value, ReturnValue::kCompleted)
+		        << out.error;
+		return out.replication_pipe;
+	}
+
+	std::string UuidOf(const std::string &ref)
+	{
+		auto id = ParsePipeIdentifier(ref);
+		return id.ok() && *id ? **id : "";
+	}
+
+	// What "changes nothing" compares: the kernel's pipes and the file.
+	std::string World()
+	{
+		std::string out = dir.Read("pipes.json") + "\n--\n";
+		for (const KernelPipeStatus &p : kernel.Snapshot()) {
+			out += p.id + " " + p.name + " " + ModeName(p.mode) +
+			       " " + std::to_string(p.region_kib) + "\n";
+			for (const KernelPairStatus &q : p.pairs)
+				out += "  " + q.source + " " + q.target + " " +
+				       PairStateName(q.state) + "\n";
+		}
+		return out;
+	}
+
+	// Runs call, expects rv and a message containing what, and that
+	// nothing changed.
+	void ExpectRefused(const CreateOrModifyCall &call, ReturnValue rv,
+	                   const std::string &what)
+	{
+		std::string before = World();
+		MethodOutcome out = service.CreateOrModify(call);
+		EXPECT_EQ(out.return_value, rv) << out.error;
+		EXPECT_NE(out.error.find(what), std::string::npos)
+		        << "error: " << out.error << "\nexpected: " << what;
+		EXPECT_TRUE(out.replication_pipe.empty());
+		EXPECT_EQ(World(), before);
+	}
+
+	TempDir dir;
+	Store store{dir.path()};
+	FakeKernel kernel;
+	FakeProbe probe;
+	PipeServiceOptions options{std::chrono::milliseconds(100)};
+	PipeService service{kernel, store, probe, HostIdentity{kHost}, options};
+};
+
+// --- 0: created or modified ------------------------------------------
+
+TEST_F(PipeServiceTest, CreateWritesKernelAndStore)
+{
+	MethodOutcome out = service.CreateOrModify(Call(
+	        {"replipipe_0/a", "replipipe_0/b"}, {"/dev/sdb", "/dev/sdc"},
+	        "instance of CIM_SettingData { Mode = \"Asynchronous\"; "
+	        "RegionSizeKiB = 128; };"));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	std::string uuid = UuidOf(out.replication_pipe);
+	ASSERT_TRUE(IsUuidText(uuid)) << out.replication_pipe;
+	EXPECT_EQ(out.replication_pipe,
+	          "CIM_NetworkPipe.InstanceID=\"replipipe:" + uuid + "\"");
+
+	auto k = kernel.Find(uuid);
+	ASSERT_TRUE(k);
+	EXPECT_EQ(k->name, "db");
+	EXPECT_EQ(k->mode, Mode::kAsynchronous);
+	EXPECT_EQ(k->region_kib, 128u);
+	ASSERT_EQ(k->pairs.size(), 2u);
+	EXPECT_EQ(k->pairs[0].state, PairState::kSyncing); // initial resync
+
+	Store reread(dir.path());
+	auto stored = reread.Load();
+	ASSERT_TRUE(stored.ok());
+	ASSERT_EQ(stored->size(), 1u);
+	const PipeRecord &p = (*stored)[0];
+	EXPECT_EQ(p.instance_id, uuid);
+	EXPECT_EQ(p.source_system, kHost);
+	EXPECT_EQ(p.target_system, "node2");
+	EXPECT_EQ(p.settings.mode, Mode::kAsynchronous);
+	ASSERT_EQ(p.pairs.size(), 2u);
+	EXPECT_EQ(p.pairs[1].target, "/dev/sdc");
+}
+
+TEST_F(PipeServiceTest, CreateWithNullEndpointsHasNoPairs)
+{
+	CreateOrModifyCall c;
+	c.pipe_element_name = "empty";
+	c.source_system = "localhost";
+	c.target_system = "node2";
+	MethodOutcome out = service.CreateOrModify(c);
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	auto k = kernel.Find(UuidOf(out.replication_pipe));
+	ASSERT_TRUE(k);
+	EXPECT_TRUE(k->pairs.empty());
+}
+
+TEST_F(PipeServiceTest, CreateAcceptsReferences)
+{
+	CreateOrModifyCall c = Call({"CIM_ProtocolEndpoint.Name=\"replipipe_0/"
+	                             "a\",SystemName=\"node1\""},
+	                            {"CIM_ProtocolEndpoint.Name=\"/dev/"
+	                             "sdb\",SystemName=\"NODE2\""});
+	c.source_system = "CIM_ComputerSystem.Name=\"node1\"";
+	c.target_system = "//cimom/root/cimv2:CIM_ComputerSystem."
+	                  "CreationClassName=\"CIM_ComputerSystem\","
+	                  "Name=\"node2\"";
+	MethodOutcome out = service.CreateOrModify(c);
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	auto p = service.GetPipe(out.replication_pipe);
+	ASSERT_TRUE(p.ok());
+	EXPECT_EQ(p->source_system, "node1");
+	EXPECT_EQ(p->target_system, "node2");
+	EXPECT_EQ(p->pairs[0].source, "replipipe_0/a");
+}
+
+TEST_F(PipeServiceTest, TargetSystemMayBeThisHost)
+{
+	CreateOrModifyCall c = Call({"replipipe_0/a"}, {"/dev/sdb"});
+	c.target_system = kHost;
+	EXPECT_EQ(service.CreateOrModify(c).return_value,
+	          ReturnValue::kCompleted);
+}
+
+TEST_F(PipeServiceTest, ModifyKeepsStayingPairsAndResyncsNewOnes)
+{
+	std::string ref = CreateAB();
+	std::string uuid = UuidOf(ref);
+	kernel.ForcePairState(uuid, "replipipe_0/a", PairState::kInSync);
+
+	CreateOrModifyCall c = Call({"replipipe_0/a", "replipipe_0/b"},
+	                            {"/dev/sdb", "/dev/sdc"});
+	c.pipe_element_name = "";
+	c.replication_pipe = ref;
+	MethodOutcome out = service.CreateOrModify(c);
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	EXPECT_EQ(out.replication_pipe, ref);
+	auto k = kernel.Find(uuid);
+	ASSERT_EQ(k->pairs.size(), 2u);
+	EXPECT_EQ(k->pairs[0].state, PairState::kInSync); // not resynced
+	EXPECT_EQ(k->pairs[1].state, PairState::kSyncing);
+	EXPECT_EQ(k->name, "db"); // empty name keeps it
+
+	// Replace: a stays, b goes, c comes.
+	c = Call({"replipipe_0/c", "replipipe_0/a"}, {"/dev/sdd", "/dev/sdb"});
+	c.replication_pipe = ref;
+	c.pipe_element_name = "renamed";
+	ASSERT_EQ(service.CreateOrModify(c).return_value,
+	          ReturnValue::kCompleted);
+	k = kernel.Find(uuid);
+	ASSERT_EQ(k->pairs.size(), 2u);
+	EXPECT_EQ(k->name, "renamed");
+	for (const KernelPairStatus &p : k->pairs) {
+		EXPECT_NE(p.source, "replipipe_0/b");
+		EXPECT_EQ(p.state, p.source == "replipipe_0/a"
+		                           ? PairState::kInSync
+		                           : PairState::kSyncing);
+	}
+	// b is free again for another pipe.
+	CreateOrModifyCall other = Call({"replipipe_0/b"}, {"/dev/sdc"});
+	EXPECT_EQ(service.CreateOrModify(other).return_value,
+	          ReturnValue::kCompleted);
+}
+
+TEST_F(PipeServiceTest, ModifyNullKeepsPairsEmptyRemovesAll)
+{
+	std::string ref = CreateAB();
+	CreateOrModifyCall keep;
+	keep.replication_pipe = ref;
+	keep.goal = "instance of CIM_SettingData { FailurePolicy = "
+	            "\"FailIO\"; };";
+	ASSERT_EQ(service.CreateOrModify(keep).return_value,
+	          ReturnValue::kCompleted);
+	auto k = kernel.Find(UuidOf(ref));
+	EXPECT_EQ(k->pairs.size(), 1u);
+	EXPECT_EQ(k->failure_policy, FailurePolicy::kFailIO);
+
+	CreateOrModifyCall clear;
+	clear.replication_pipe = ref;
+	clear.source_endpoints.emplace();
+	clear.target_endpoints.emplace();
+	ASSERT_EQ(service.CreateOrModify(clear).return_value,
+	          ReturnValue::kCompleted);
+	k = kernel.Find(UuidOf(ref));
+	EXPECT_TRUE(k->pairs.empty());
+	// An empty Goal on modify keeps the settings.
+	EXPECT_EQ(k->failure_policy, FailurePolicy::kFailIO);
+	EXPECT_TRUE((*service.GetPipe(ref)).pairs.empty());
+}
+
+TEST_F(PipeServiceTest, ModifyAcceptsEveryPipeNotation)
+{
+	std::string ref = CreateAB("mirror");
+	std::string uuid = UuidOf(ref);
+	for (std::string pipe :
+	     {ref, "replipipe:" + uuid, uuid, "//node1/root/cimv2:" + ref,
+	      std::string("mirror")}) {
+		CreateOrModifyCall c;
+		c.replication_pipe = pipe;
+		MethodOutcome out = service.CreateOrModify(c);
+		EXPECT_EQ(out.return_value, ReturnValue::kCompleted)
+		        << pipe << ": " << out.error;
+		EXPECT_EQ(out.replication_pipe, ref);
+	}
+}
+
+// --- 1: not supported -------------------------------------------------
+
+TEST_F(PipeServiceTest, NotSupported)
+{
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdb"},
+	                   "instance of CIM_SettingData { Bidirectional = "
+	                   "TRUE; };"),
+	              ReturnValue::kNotSupported, "Bidirectional");
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdb"},
+	                   "instance of CIM_SettingData { Mode = "
+	                   "\"Adaptive\"; };"),
+	              ReturnValue::kNotSupported, "not supported");
+	EXPECT_EQ(kernel.calls(Op::kSetPipe), 0);
+}
+
+// --- 2: unspecified (store) -----------------------------------------
+
+TEST_F(PipeServiceTest, StoreFailureOnCreateUndoesKernel)
+{
+	CreateAB("first");
+	store.SetFaultHookForTest([](Store::SaveStep) {
+		return Status::Error("disk full", ENOSPC);
+	});
+	ExpectRefused(Call({"replipipe_0/b"}, {"/dev/sdc"}),
+	              ReturnValue::kUnspecifiedError,
+	              "store: disk full; the kernel change was undone");
+	EXPECT_EQ(kernel.Snapshot().size(), 1u);
+	EXPECT_EQ(service.ListPipes().size(), 1u);
+}
+
+TEST_F(PipeServiceTest, StoreFailureOnModifyRestoresKernel)
+{
+	std::string ref = CreateAB();
+	kernel.ForcePairState(UuidOf(ref), "replipipe_0/a", PairState::kInSync);
+	store.SetFaultHookForTest([](Store::SaveStep) {
+		return Status::Error("I/O error", EIO);
+	});
+	CreateOrModifyCall c = Call({"replipipe_0/a", "replipipe_0/b"},
+	                            {"/dev/sdb", "/dev/sdc"},
+	                            "instance of CIM_SettingData { Mode = "
+	                            "\"Asynchronous\"; };");
+	c.replication_pipe = ref;
+	ExpectRefused(c, ReturnValue::kUnspecifiedError, "I/O error");
+}
+
+TEST_F(PipeServiceTest, StoreFailureAfterRenameRestoresFile)
+{
+	CreateAB("first");
+	bool fail = true;
+	store.SetFaultHookForTest([&fail](Store::SaveStep step) {
+		if (step == Store::SaveStep::kRenamed && fail) {
+			fail = false; // only the first save
+			return Status::Error("fsync failed", EIO);
+		}
+		return Status();
+	});
+	ExpectRefused(Call({"replipipe_0/b"}, {"/dev/sdc"}),
+	              ReturnValue::kUnspecifiedError, "fsync failed");
+}
+
+TEST_F(PipeServiceTest, StoreAndUndoFailureSaysSo)
+{
+	store.SetFaultHookForTest([](Store::SaveStep) {
+		return Status::Error("disk full", ENOSPC);
+	});
+	kernel.FailNext(EIO, Op::kDeletePipe);
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {"/dev/sdb"}));
+	EXPECT_EQ(out.return_value, ReturnValue::kUnspecifiedError);
+	EXPECT_NE(out.error.find("kernel and store disagree"),
+	          std::string::npos)
+	        << out.error;
+}
+
+TEST_F(PipeServiceTest, NotLoadedIsUnspecified)
+{
+	TempDir other;
+	Store s(other.path());
+	PipeService fresh(kernel, s, probe, HostIdentity{kHost});
+	EXPECT_EQ(fresh.CreateOrModify(Call({}, {})).return_value,
+	          ReturnValue::kUnspecifiedError);
+	EXPECT_EQ(fresh.Delete("x").return_value,
+	          ReturnValue::kUnspecifiedError);
+}
+
+TEST_F(PipeServiceTest, CorruptStoreFailsLoad)
+{
+	TempDir other;
+	other.Write("pipes.json", "{ nope");
+	Store s(other.path());
+	PipeService fresh(kernel, s, probe, HostIdentity{kHost});
+	Status st = fresh.Load();
+	EXPECT_FALSE(st.ok());
+	EXPECT_NE(st.message().find("pipes.json"), std::string::npos);
+}
+
+// --- 3: timeout ---------------------------------------------------------
+
+TEST_F(PipeServiceTest, KernelTimeout)
+{
+	kernel.FailNext(ETIMEDOUT, Op::kSetPipe);
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdb"}),
+	              ReturnValue::kTimeout, "kernel: no answer");
+}
+
+TEST_F(PipeServiceTest, KernelTimeoutAfterApplyIsUndone)
+{
+	std::string ref = CreateAB();
+	kernel.FailNextAfterApply(ETIMEDOUT);
+	CreateOrModifyCall c = Call({"replipipe_0/b"}, {"/dev/sdc"});
+	c.replication_pipe = ref;
+	ExpectRefused(c, ReturnValue::kTimeout, "answer came too late");
+
+	kernel.FailNextAfterApply(ETIMEDOUT);
+	ExpectRefused(Call({"replipipe_0/c"}, {"/dev/sdd"}),
+	              ReturnValue::kTimeout, "too late");
+}
+
+TEST_F(PipeServiceTest, DeleteKernelTimeout)
+{
+	std::string ref = CreateAB();
+	kernel.FailNext(ETIMEDOUT, Op::kDeletePipe);
+	std::string before = World();
+	MethodOutcome out = service.Delete(ref);
+	EXPECT_EQ(out.return_value, ReturnValue::kTimeout) << out.error;
+	EXPECT_EQ(World(), before);
+}
+
+// --- 4: failed ---------------------------------------------------------
+
+TEST_F(PipeServiceTest, KernelRefuses)
+{
+	kernel.FailNext(EPERM, Op::kSetPipe,
+	                "Operation not permitted (CAP_NET_ADMIN)");
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdb"}),
+	              ReturnValue::kFailed, "kernel: Operation not permitted");
+}
+
+TEST_F(PipeServiceTest, KernelRefusesBackstoreOfUnknownPipe)
+{
+	// A pipe only the kernel knows holds replipipe_0/a.
+	KernelPipeSpec foreign;
+	foreign.id = "99999999-9999-4999-8999-999999999999";
+	foreign.pairs.push_back({"replipipe_0/a", "/dev/sde", false});
+	ASSERT_TRUE(kernel.SetPipe(foreign).ok());
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdb"}),
+	              ReturnValue::kFailed, "is in pipe");
+}
+
+TEST_F(PipeServiceTest, PeerVerificationFails)
+{
+	probe.AddDevice("/dev/small", kGiB);
+	probe.AddDevice("/dev/file", 10 * kGiB, false);
+	probe.AddBackstore("replipipe_1/off", "/dev/vg/off", kGiB, false);
+	probe.AddDevice("/dev/busy", 10 * kGiB);
+	probe.SetOpenError("/dev/busy", EBUSY);
+	struct {
+		const char *source, *target, *what;
+	} cases[] = {
+	        {"replipipe_0/a", "/dev/small", "smaller than"},
+	        {"replipipe_0/a", "/dev/file", "not a block device"},
+	        {"replipipe_0/a", "/dev/missing", "does not exist"},
+	        {"replipipe_0/zz", "/dev/sdb", "does not exist in configfs"},
+	        {"replipipe_1/off", "/dev/sdb", "not enabled"},
+	        {"replipipe_0/a", "/dev/busy", "in use"},
+	};
+	for (const auto &c : cases)
+		ExpectRefused(Call({c.source}, {c.target}),
+		              ReturnValue::kFailed,
+		              std::string("peer verification failed: ") +
+		                      "pair " + c.source + " -> " + c.target);
+	for (const auto &c : cases)
+		ExpectRefused(Call({c.source}, {c.target}),
+		              ReturnValue::kFailed, c.what);
+	EXPECT_EQ(kernel.calls(Op::kSetPipe), 0);
+}
+
+TEST_F(PipeServiceTest, OnlyNewPairsAreVerified)
+{
+	std::string ref = CreateAB();
+	// The kernel now holds sdb; verifying it again would say "in use".
+	probe.SetOpenError("/dev/sdb", EBUSY);
+	CreateOrModifyCall c = Call({"replipipe_0/a", "replipipe_0/b"},
+	                            {"/dev/sdb", "/dev/sdc"});
+	c.replication_pipe = ref;
+	EXPECT_EQ(service.CreateOrModify(c).return_value,
+	          ReturnValue::kCompleted);
+}
+
+TEST_F(PipeServiceTest, DeleteKernelRefusesRestoresStore)
+{
+	std::string ref = CreateAB();
+	kernel.FailNext(EPERM, Op::kDeletePipe);
+	std::string before = World();
+	MethodOutcome out = service.Delete(ref);
+	EXPECT_EQ(out.return_value, ReturnValue::kFailed);
+	EXPECT_EQ(World(), before);
+	EXPECT_EQ(service.ListPipes().size(), 1u);
+}
+
+// --- 5: invalid parameter ----------------------------------------------
+
+TEST_F(PipeServiceTest, InvalidParameters)
+{
+	const ReturnValue k5 = ReturnValue::kInvalidParameter;
+	CreateOrModifyCall c = Call({"replipipe_0/a"}, {"/dev/sdb"});
+
+	c.replication_pipe = "CIM_NetworkPipe.InstanceID=\"replipipe:x";
+	ExpectRefused(c, k5, "unterminated string");
+	c.replication_pipe = "CIM_NetworkPipe.InstanceID=\"other:1\"";
+	ExpectRefused(c, k5, "is not a replipipe pipe");
+	c.replication_pipe = "CIM_NetworkPipe.InstanceID=\"replipipe:"
+	                     "12345678-1234-4234-8234-123456789abc\"";
+	ExpectRefused(c, k5, "no pipe");
+	c.replication_pipe = "no-such-name";
+	ExpectRefused(c, k5, "no pipe named \"no-such-name\"");
+
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdb"},
+	                   "instance of CIM_SettingData { Mode = ; };"),
+	              k5, "Goal: column 38: expected a value");
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdb"},
+	                   "instance of CIM_SettingData { Speed = 1; };"),
+	              k5, "unknown property Speed");
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdb"},
+	                   "instance of CIM_Other { };"),
+	              k5, "class CIM_Other");
+	ExpectRefused(Call({"replipipe_0/a", "replipipe_0/b"}, {"/dev/sdb"}),
+	              k5, "same length");
+	c = Call({"replipipe_0/a"}, {"/dev/sdb"});
+	c.target_endpoints.reset();
+	ExpectRefused(c, k5, "TargetEndpoint NULL");
+	ExpectRefused(Call({"replipipe_0/a", "replipipe_0/a"},
+	                   {"/dev/sdb", "/dev/sdc"}),
+	              k5, "SourceEndpoint replipipe_0/a is given twice");
+	ExpectRefused(Call({"replipipe_0/a", "replipipe_0/b"},
+	                   {"/dev/sdb", "/dev//sdb"}),
+	              k5, "TargetEndpoint /dev/sdb is given twice");
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/vg/a"}), k5,
+	              "source = target");
+	ExpectRefused(Call({"iblock_0/a"}, {"/dev/sdb"}), k5,
+	              "not a replipipe backstore");
+	ExpectRefused(Call({"replipipe_0/a"}, {"sdb"}), k5,
+	              "not an absolute device path");
+	ExpectRefused(Call({"CIM_ProtocolEndpoint.Name=\"replipipe_0/a\","
+	                    "SystemName=\"node9\""},
+	                   {"/dev/sdb"}),
+	              k5, "not this host");
+	ExpectRefused(Call({"replipipe_0/a"},
+	                   {"CIM_ProtocolEndpoint.Name=\"/dev/sdb\","
+	                    "SystemName=\"node9\""}),
+	              k5, "not on TargetSystem node2");
+
+	c = Call({"replipipe_0/a"}, {"/dev/sdb"});
+	c.source_system = "node9";
+	ExpectRefused(c, k5, "SourceSystem \"node9\" is not this host");
+	c.source_system = "";
+	ExpectRefused(c, k5, "SourceSystem is required");
+	c.source_system = "CIM_ComputerSystem.Name=";
+	ExpectRefused(c, k5, "SourceSystem: object path: column 25");
+	c = Call({"replipipe_0/a"}, {"/dev/sdb"});
+	c.target_system = "bad name";
+	ExpectRefused(c, k5, "TargetSystem: \"bad name\" is not a host name");
+	c = Call({"replipipe_0/a"}, {"/dev/sdb"});
+	c.pipe_element_name = std::string(256, 'n');
+	ExpectRefused(c, k5, "PipeElementName is longer than 255");
+	EXPECT_EQ(kernel.calls(Op::kSetPipe), 0);
+}
+
+TEST_F(PipeServiceTest, EndpointsReusedAcrossPipes)
+{
+	CreateAB();
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdc"}),
+	              ReturnValue::kInvalidParameter,
+	              "SourceEndpoint replipipe_0/a already belongs to pipe");
+	ExpectRefused(Call({"replipipe_0/b"}, {"/dev/sdb"}),
+	              ReturnValue::kInvalidParameter,
+	              "TargetEndpoint /dev/sdb is already the target of "
+	              "replipipe_0/a");
+}
+
+TEST_F(PipeServiceTest, SystemsCannotChange)
+{
+	std::string ref = CreateAB();
+	CreateOrModifyCall c;
+	c.replication_pipe = ref;
+	c.target_system = "node3";
+	ExpectRefused(c, ReturnValue::kInvalidParameter,
+	              "systems of an existing pipe cannot change");
+	c.target_system = "NODE2"; // same system, other spelling
+	EXPECT_EQ(service.CreateOrModify(c).return_value,
+	          ReturnValue::kCompleted);
+	c.target_system = "";
+	c.source_system = "node7";
+	ExpectRefused(c, ReturnValue::kInvalidParameter, "not this host");
+}
+
+TEST_F(PipeServiceTest, RegionSizeCannotChangeWithKeptPairs)
+{
+	std::string ref = CreateAB();
+	CreateOrModifyCall c;
+	c.replication_pipe = ref;
+	c.goal = "instance of CIM_SettingData { RegionSizeKiB = 256; };";
+	ExpectRefused(c, ReturnValue::kInvalidParameter,
+	              "RegionSizeKiB cannot change from 64 to 256");
+	// Allowed when every pair is replaced.
+	c = Call({"replipipe_0/b"}, {"/dev/sdc"}, c.goal);
+	c.replication_pipe = ref;
+	EXPECT_EQ(service.CreateOrModify(c).return_value,
+	          ReturnValue::kCompleted);
+}
+
+TEST_F(PipeServiceTest, AmbiguousName)
+{
+	std::string one = CreateAB("same");
+	CreateOrModifyCall c = Call({"replipipe_0/b"}, {"/dev/sdc"});
+	c.pipe_element_name = "same";
+	std::string two = service.CreateOrModify(c).replication_pipe;
+	auto r = service.ResolvePipe("same");
+	ASSERT_FALSE(r.ok());
+	EXPECT_EQ(r.status().err(), EINVAL);
+	EXPECT_NE(r.status().message().find(one), std::string::npos);
+	EXPECT_NE(r.status().message().find(two), std::string::npos);
+	MethodOutcome out = service.Delete("same");
+	EXPECT_EQ(out.return_value, ReturnValue::kInvalidParameter);
+	EXPECT_NE(out.error.find("ambiguous"), std::string::npos);
+	EXPECT_EQ(service.ListPipes().size(), 2u);
+}
+
+// --- 4096: busy ---------------------------------------------------------
+
+TEST_F(PipeServiceTest, BusyWhileAnotherCallHoldsThePipe)
+{
+	std::string ref = CreateAB();
+	std::promise<void> entered, release;
+	std::shared_future<void> released = release.get_future().share();
+	std::atomic<bool> blocked{false};
+	kernel.SetEntryHook([&](Op op) {
+		if (op == Op::kSetPipe && !blocked.exchange(true)) {
+			entered.set_value();
+			released.wait();
+		}
+	});
+	CreateOrModifyCall slow = Call({"replipipe_0/a", "replipipe_0/b"},
+	                               {"/dev/sdb", "/dev/sdc"});
+	slow.replication_pipe = ref;
+	auto first = std::async(std::launch::async,
+	                        [&] { return service.CreateOrModify(slow); });
+	entered.get_future().wait(); // the first call holds the pipe now
+
+	CreateOrModifyCall other;
+	other.replication_pipe = ref;
+	MethodOutcome busy = service.CreateOrModify(other);
+	EXPECT_EQ(busy.return_value, ReturnValue::kBusy) << busy.error;
+	EXPECT_NE(busy.error.find("held by another operation"),
+	          std::string::npos);
+	EXPECT_EQ(service.Delete(ref).return_value, ReturnValue::kBusy);
+	// Another pipe is not held up, and cannot take reserved endpoints.
+	EXPECT_EQ(service.CreateOrModify(Call({"replipipe_0/c"}, {"/dev/sdd"}))
+	                  .return_value,
+	          ReturnValue::kCompleted);
+	MethodOutcome taken =
+	        service.CreateOrModify(Call({"replipipe_0/b"}, {"/dev/sde"}));
+	EXPECT_EQ(taken.return_value, ReturnValue::kInvalidParameter);
+	EXPECT_NE(taken.error.find("by another call"), std::string::npos)
+	        << taken.error;
+
+	release.set_value();
+	EXPECT_EQ(first.get().return_value, ReturnValue::kCompleted);
+	// Free again.
+	EXPECT_EQ(service.CreateOrModify(other).return_value,
+	          ReturnValue::kCompleted);
+}
+
+// --- delete, list, status, reconcile ---------------------------------
+
+TEST_F(PipeServiceTest, DeleteRemovesFromKernelAndStore)
+{
+	std::string ref = CreateAB();
+	MethodOutcome out = service.Delete("db");
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	EXPECT_EQ(out.replication_pipe, ref);
+	EXPECT_TRUE(kernel.Snapshot().empty());
+	EXPECT_TRUE(service.ListPipes().empty());
+	EXPECT_TRUE((*Store(dir.path()).Load()).empty());
+	EXPECT_EQ(service.Delete(ref).return_value,
+	          ReturnValue::kInvalidParameter);
+	// Its endpoints are free again.
+	CreateAB();
+}
+
+TEST_F(PipeServiceTest, DeleteWhenKernelLacksThePipe)
+{
+	std::string ref = CreateAB();
+	ASSERT_TRUE(kernel.DeletePipe(UuidOf(ref)).ok());
+	EXPECT_EQ(service.Delete(ref).return_value, ReturnValue::kCompleted);
+}
+
+TEST_F(PipeServiceTest, DeleteStoreFailureChangesNothing)
+{
+	std::string ref = CreateAB();
+	store.SetFaultHookForTest([](Store::SaveStep) {
+		return Status::Error("read-only file system", EROFS);
+	});
+	std::string before = World();
+	MethodOutcome out = service.Delete(ref);
+	EXPECT_EQ(out.return_value, ReturnValue::kUnspecifiedError);
+	EXPECT_EQ(World(), before);
+	EXPECT_EQ(kernel.calls(Op::kDeletePipe), 0);
+}
+
+TEST_F(PipeServiceTest, DescribeMergesKernelStatus)
+{
+	std::string ref = CreateAB();
+	kernel.ForcePairState(UuidOf(ref), "replipipe_0/a", PairState::kInSync);
+	auto views = service.Describe();
+	ASSERT_TRUE(views.ok());
+	ASSERT_EQ(views->size(), 1u);
+	const PipeView &v = (*views)[0];
+	EXPECT_EQ(v.reference, ref);
+	ASSERT_TRUE(v.kernel);
+	EXPECT_EQ(v.kernel->pairs[0].state, PairState::kInSync);
+
+	kernel.FailNext(ETIMEDOUT, Op::kListPipes);
+	views = service.Describe(std::string("db"));
+	ASSERT_TRUE(views.ok());
+	EXPECT_FALSE((*views)[0].kernel);
+	EXPECT_FALSE((*views)[0].kernel_error.empty());
+	EXPECT_FALSE(service.Describe(std::string("nope")).ok());
+}
+
+TEST_F(PipeServiceTest, ReconcilePushesAdoptsAndReports)
+{
+	std::string kept = CreateAB("kept");
+	std::string lost =
+	        service.CreateOrModify(Call({"replipipe_0/b"}, {"/dev/sdc"}))
+	                .replication_pipe;
+	std::string changed =
+	        service.CreateOrModify(Call({"replipipe_0/c"}, {"/dev/sdd"}))
+	                .replication_pipe;
+	kernel.ForcePairState(UuidOf(kept), "replipipe_0/a",
+	                      PairState::kInSync);
+	// The kernel lost one pipe (module reloaded), one differs, and it
+	// has one the store does not know.
+	ASSERT_TRUE(kernel.DeletePipe(UuidOf(lost)).ok());
+	KernelPipeSpec drift = ToKernelSpec(*service.GetPipe(changed));
+	drift.mode = Mode::kAsynchronous;
+	ASSERT_TRUE(kernel.SetPipe(drift).ok());
+	KernelPipeSpec foreign;
+	foreign.id = "99999999-9999-4999-8999-999999999999";
+	foreign.name = "stray";
+	ASSERT_TRUE(kernel.SetPipe(foreign).ok());
+
+	auto report = service.Reconcile();
+	ASSERT_TRUE(report.ok()) << report.status().message();
+	std::string all;
+	for (const std::string &line : *report)
+		all += line + "\n";
+	EXPECT_NE(all.find("adopted"), std::string::npos) << all;
+	EXPECT_NE(all.find("pushed to the kernel (1 pairs, full resync)"),
+	          std::string::npos)
+	        << all;
+	EXPECT_NE(all.find("kernel differed from the store (mode)"),
+	          std::string::npos)
+	        << all;
+	EXPECT_NE(all.find("stray"), std::string::npos) << all;
+	EXPECT_EQ(report->size(), 4u) << all;
+
+	EXPECT_EQ(kernel.Find(UuidOf(kept))->pairs[0].state,
+	          PairState::kInSync); // state kept
+	ASSERT_TRUE(kernel.Find(UuidOf(lost)));
+	EXPECT_EQ(kernel.Find(UuidOf(lost))->pairs[0].state,
+	          PairState::kSyncing);
+	EXPECT_EQ(kernel.Find(UuidOf(changed))->mode, Mode::kSynchronous);
+	EXPECT_TRUE(kernel.Find(foreign.id)); // never deleted
+	EXPECT_EQ(service.ListPipes().size(), 3u);
+}
+
+TEST_F(PipeServiceTest, ReconcileKernelUnreachable)
+{
+	kernel.FailNext(ETIMEDOUT, Op::kListPipes);
+	auto report = service.Reconcile();
+	ASSERT_FALSE(report.ok());
+	EXPECT_EQ(report.status().err(), ETIMEDOUT);
+}
+
+TEST_F(PipeServiceTest, ConcurrentCreatesOfOneBackstoreOneWins)
+{
+	constexpr int kThreads = 8;
+	std::vector<std::future<MethodOutcome>> calls;
+	for (int i = 0; i < kThreads; i++) {
+		std::string target = "/dev/t" + std::to_string(i);
+		probe.AddDevice(target, 10 * kGiB);
+		calls.push_back(std::async(std::launch::async, [this, target] {
+			return service.CreateOrModify(
+			        Call({"replipipe_0/d"}, {target}));
+		}));
+	}
+	int won = 0;
+	for (auto &f : calls) {
+		MethodOutcome out = f.get();
+		if (out.return_value == ReturnValue::kCompleted)
+			won++;
+		else
+			EXPECT_EQ(out.return_value,
+			          ReturnValue::kInvalidParameter)
+			        << out.error;
+	}
+	EXPECT_EQ(won, 1);
+	EXPECT_EQ(service.ListPipes().size(), 1u);
+	EXPECT_EQ(kernel.Snapshot().size(), 1u);
+}
+
+} // namespace
+} // namespace replipipe

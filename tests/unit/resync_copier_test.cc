@@ -1,0 +1,607 @@
+// RegionCopier and PairResync on regular files (O_DIRECT where the file
+// system takes it: ext4 /var/tmp here), with a fake ClaimSource that plays
+// the kernel's resync region protocol.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "resync_copier.h"
+#include "resync_pair.h"
+#include "resync_rate.h"
+
+namespace replipipe
+{
+namespace
+{
+
+using Bytes = std::vector<uint8_t>;
+constexpr uint64_t kKiB = 1024;
+constexpr uint64_t kMiB = 1024 * 1024;
+
+// A directory on a disk file system (O_DIRECT), removed at the end.
+class ScratchDir
+{
+public:
+	ScratchDir()
+	{
+		for (const char *base : {"/var/tmp", "/tmp"}) {
+			std::string pattern =
+			        std::string(base) + "/replipipe-resync-XXXXXX";
+			if (::mkdtemp(pattern.data()) != nullptr) {
+				path_ = pattern;
+				return;
+			}
+		}
+	}
+	~ScratchDir()
+	{
+		std::error_code ec;
+		std::filesystem::remove_all(path_, ec);
+	}
+	std::string operator/(const std::string &name) const
+	{
+		return path_ + "/" + name;
+	}
+
+private:
+	std::string path_;
+};
+
+Bytes RandomBytes(size_t n, unsigned seed)
+{
+	std::mt19937_64 rng(seed);
+	Bytes b(n);
+	for (size_t i = 0; i < n; i += 8) {
+		const uint64_t v = rng();
+		std::memcpy(b.data() + i, &v, std::min<size_t>(8, n - i));
+	}
+	return b;
+}
+
+void WriteFile(const std::string &path, const Bytes &data)
+{
+	std::ofstream out(path, std::ios::binary | std::ios::trunc);
+	out.write(reinterpret_cast<const char *>(data.data()), data.size());
+	ASSERT_TRUE(out.good()) << path;
+}
+
+Bytes ReadFile(const std::string &path)
+{
+	std::ifstream in(path, std::ios::binary);
+	return Bytes(std::istreambuf_iterator<char>(in), {});
+}
+
+std::unique_ptr<RegionCopier> OpenCopier(const std::string &src,
+                                         const std::string &dst,
+                                         const CopierOptions &options)
+{
+	auto copier = RegionCopier::Open(src, dst, options);
+	EXPECT_TRUE(copier.ok()) << copier.status().message();
+	return copier.ok() ? std::move(*copier) : nullptr;
+}
+
+// Plays the kernel: a dirty bitmap, contiguous claims at or after the hint,
+// Done clears, Failed keeps; every call recorded.
+class FakeClaims : public ClaimSource
+{
+public:
+	explicit FakeClaims(std::vector<bool> dirty) : dirty_(std::move(dirty))
+	{
+	}
+
+	Result<RegionClaim> Claim(uint64_t hint, uint32_t max_regions) override
+	{
+		++claim_calls;
+		uint64_t i = hint;
+		while (i < dirty_.size() && (!dirty_[i] || Claimed(i)))
+			++i;
+		RegionClaim c;
+		if (i >= dirty_.size())
+			return c;
+		c.id = next_id_++;
+		c.first = i;
+		while (c.count < max_regions && i < dirty_.size() &&
+		       dirty_[i] && !Claimed(i)) {
+			++c.count;
+			++i;
+		}
+		open_[c.id] = c;
+		return c;
+	}
+	Status Done(uint64_t id) override
+	{
+		auto it = open_.find(id);
+		if (it == open_.end())
+			return Status::Error("no such claim", ENOENT);
+		for (uint64_t r = it->second.first;
+		     r < it->second.first + it->second.count; ++r)
+			dirty_[r] = false;
+		done.push_back(it->second);
+		open_.erase(it);
+		return {};
+	}
+	Status Failed(uint64_t id) override
+	{
+		auto it = open_.find(id);
+		if (it == open_.end())
+			return Status::Error("no such claim", ENOENT);
+		failed.push_back(it->second);
+		open_.erase(it);
+		return {};
+	}
+	Result<uint64_t> DirtyRegions() override
+	{
+		uint64_t n = 0;
+		for (bool d : dirty_)
+			n += d;
+		return n;
+	}
+
+	bool dirty(uint64_t r) const { return dirty_[r]; }
+	size_t open_claims() const { return open_.size(); }
+
+	std::vector<RegionClaim> done;
+	std::vector<RegionClaim> failed;
+	int claim_calls = 0;
+
+private:
+	bool Claimed(uint64_t r) const
+	{
+		for (const auto &[id, c] : open_)
+			if (r >= c.first && r < c.first + c.count)
+				return true;
+		return false;
+	}
+
+	std::vector<bool> dirty_;
+	std::map<uint64_t, RegionClaim> open_;
+	uint64_t next_id_ = 1;
+};
+
+struct CopyCase {
+	uint32_t chunk_kib;
+	uint32_t queue_depth;
+};
+
+class CopierMatrix : public ::testing::TestWithParam<CopyCase>
+{
+};
+
+// Whole file with an unaligned tail, for several chunk sizes and depths.
+TEST_P(CopierMatrix, CopiesEveryByte)
+{
+	const CopyCase c = GetParam();
+	ScratchDir dir;
+	const uint64_t size = 5 * kMiB + 12345; // not a multiple of 4 KiB
+	const Bytes data = RandomBytes(size, c.chunk_kib * 31 + c.queue_depth);
+	WriteFile(dir / "src", data);
+	WriteFile(dir / "dst", {});
+
+	CopierOptions options;
+	options.chunk_bytes = c.chunk_kib * kKiB;
+	options.queue_depth = c.queue_depth;
+	auto copier = OpenCopier(dir / "src", dir / "dst", options);
+	ASSERT_NE(copier, nullptr);
+	EXPECT_TRUE(copier->direct_io()) << "ext4 should take O_DIRECT";
+	EXPECT_EQ(copier->source_bytes(), size);
+	Status st = copier->Copy(0, 64 * kMiB); // clamped to the source
+	ASSERT_TRUE(st.ok()) << st.message();
+	EXPECT_EQ(copier->batch_bytes(), size);
+	EXPECT_EQ(ReadFile(dir / "dst"), data);
+}
+
+INSTANTIATE_TEST_SUITE_P(ChunkAndDepth, CopierMatrix,
+                         ::testing::Values(CopyCase{4, 1}, CopyCase{4, 16},
+                                           CopyCase{64, 4}, CopyCase{256, 32},
+                                           CopyCase{1024, 1},
+                                           CopyCase{1024, 32},
+                                           CopyCase{4096, 8}),
+                         [](const auto &info) {
+	                         return std::to_string(info.param.chunk_kib) +
+	                                "KiB_qd" +
+	                                std::to_string(info.param.queue_depth);
+                         });
+
+TEST(RegionCopier, CopiesOnlyTheRange)
+{
+	ScratchDir dir;
+	const Bytes src = RandomBytes(4 * kMiB, 1);
+	const Bytes old = RandomBytes(4 * kMiB, 2);
+	WriteFile(dir / "src", src);
+	WriteFile(dir / "dst", old);
+	CopierOptions options;
+	options.chunk_bytes = 256 * kKiB;
+	auto copier = OpenCopier(dir / "src", dir / "dst", options);
+	ASSERT_NE(copier, nullptr);
+	ASSERT_TRUE(copier->Copy(64 * kKiB, 1 * kMiB + 64 * kKiB).ok());
+	const Bytes got = ReadFile(dir / "dst");
+	ASSERT_EQ(got.size(), old.size());
+	for (size_t i = 0; i < got.size(); i += 4096) {
+		const bool inside = i >= 64 * kKiB && i < 1152 * kKiB;
+		EXPECT_EQ(got[i], inside ? src[i] : old[i]) << "offset " << i;
+	}
+	EXPECT_EQ(copier->batch_bytes(), 1 * kMiB + 64 * kKiB);
+	// Past the end of the source: nothing to do.
+	EXPECT_TRUE(copier->Copy(8 * kMiB, kMiB).ok());
+	EXPECT_EQ(copier->batch_bytes(), 0u);
+}
+
+TEST(RegionCopier, RetriesEagainAndContinuesShortTransfers)
+{
+	ScratchDir dir;
+	const uint64_t size = 3 * kMiB + 777;
+	const Bytes data = RandomBytes(size, 3);
+	WriteFile(dir / "src", data);
+	WriteFile(dir / "dst", {});
+	std::set<std::pair<int, uint64_t>> seen;
+	int eagain = 0, shortened = 0;
+	CopierOptions options;
+	options.chunk_bytes = 512 * kKiB;
+	options.queue_depth = 4;
+	// First transfer at each offset: -EAGAIN. Second: cut short, to an
+	// aligned length on reads and an unaligned one on writes (the rest
+	// then goes through the buffered fd).
+	options.inject = [&](CopierOptions::Op op, uint64_t offset, int res) {
+		auto key = std::make_pair(static_cast<int>(op), offset);
+		if (seen.insert(key).second) {
+			++eagain;
+			return -EAGAIN;
+		}
+		if (res > 8192) {
+			++shortened;
+			seen.insert({static_cast<int>(op) + 10, offset});
+			return op == CopierOptions::Op::kRead ? 8192
+			                                      : res - 100;
+		}
+		return res;
+	};
+	auto copier = OpenCopier(dir / "src", dir / "dst", options);
+	ASSERT_NE(copier, nullptr);
+	Status st = copier->Copy(0, size);
+	ASSERT_TRUE(st.ok()) << st.message();
+	EXPECT_GT(eagain, 0);
+	EXPECT_GT(shortened, 0);
+	EXPECT_EQ(ReadFile(dir / "dst"), data);
+}
+
+TEST(RegionCopier, ReadErrorNamesDeviceAndOffsetAndDrains)
+{
+	ScratchDir dir;
+	WriteFile(dir / "src", RandomBytes(8 * kMiB, 4));
+	WriteFile(dir / "dst", {});
+	CopierOptions options;
+	options.chunk_bytes = 256 * kKiB;
+	options.queue_depth = 8;
+	std::atomic<int> after_error{0};
+	bool failed = false;
+	options.inject = [&](CopierOptions::Op op, uint64_t offset, int res) {
+		if (failed)
+			++after_error; // completions drained after the error
+		if (op == CopierOptions::Op::kRead && offset == 2 * kMiB) {
+			failed = true;
+			return -EIO;
+		}
+		return res;
+	};
+	auto copier = OpenCopier(dir / "src", dir / "dst", options);
+	ASSERT_NE(copier, nullptr);
+	Status st = copier->Copy(0, 8 * kMiB);
+	ASSERT_FALSE(st.ok());
+	EXPECT_EQ(st.err(), EIO);
+	EXPECT_EQ(st.message(),
+	          "read " + (dir / "src") +
+	                  " at offset 2097152: Input/output error");
+	EXPECT_LT(copier->batch_bytes(), 8 * kMiB);
+	// The ring is idle and usable again.
+	options.inject = nullptr;
+	failed = false;
+	auto again = OpenCopier(dir / "src", dir / "dst", {});
+	ASSERT_TRUE(again->Copy(0, 8 * kMiB).ok());
+}
+
+// A real error from the kernel, not an injected one: the target may not
+// grow past RLIMIT_FSIZE, so the write that crosses it comes back short and
+// the next one fails with EFBIG.
+TEST(RegionCopier, TargetSizeLimitFailsTheCopy)
+{
+	ScratchDir dir;
+	WriteFile(dir / "src", RandomBytes(4 * kMiB, 5));
+	WriteFile(dir / "dst", {});
+	CopierOptions options;
+	options.queue_depth = 4;
+	options.chunk_bytes = 256 * kKiB;
+	auto copier = OpenCopier(dir / "src", dir / "dst", options);
+	ASSERT_NE(copier, nullptr);
+
+	struct sigaction ignore = {}, old_action = {};
+	ignore.sa_handler = SIG_IGN;
+	sigaction(SIGXFSZ, &ignore, &old_action);
+	rlimit old_limit;
+	getrlimit(RLIMIT_FSIZE, &old_limit);
+	rlimit limit = old_limit;
+	limit.rlim_cur = 1 * kMiB + 100 * kKiB;
+	setrlimit(RLIMIT_FSIZE, &limit);
+	Status st = copier->Copy(0, 4 * kMiB);
+	setrlimit(RLIMIT_FSIZE, &old_limit);
+	sigaction(SIGXFSZ, &old_action, nullptr);
+
+	ASSERT_FALSE(st.ok());
+	EXPECT_EQ(st.err(), EFBIG) << st.message();
+	EXPECT_NE(st.message().find("write " + (dir / "dst") + " at offset "),
+	          std::string::npos)
+	        << st.message();
+}
+
+TEST(RegionCopier, RateLimitBoundsTheSpeed)
+{
+	ScratchDir dir;
+	WriteFile(dir / "src", RandomBytes(4 * kMiB, 6));
+	WriteFile(dir / "dst", {});
+	CopierOptions options;
+	options.rate_limit_kibps = 8192; // 8 MiB/s: 4 MiB take >= 0.5 s
+	auto copier = OpenCopier(dir / "src", dir / "dst", options);
+	ASSERT_NE(copier, nullptr);
+	const auto t0 = std::chrono::steady_clock::now();
+	ASSERT_TRUE(copier->Copy(0, 4 * kMiB).ok());
+	const double secs = std::chrono::duration<double>(
+	                            std::chrono::steady_clock::now() - t0)
+	                            .count();
+	EXPECT_GE(secs, 0.4);
+	EXPECT_EQ(ReadFile(dir / "dst"), ReadFile(dir / "src"));
+}
+
+TEST(TokenBucket, StartsEmptyAndRefills)
+{
+	TokenBucket unlimited(0, 1);
+	EXPECT_EQ(unlimited.Wait(1 << 30).count(), 0);
+	TokenBucket bucket(1000000, 1000000); // 1 MB/s
+	const auto wait = bucket.Wait(500000);
+	EXPECT_GT(std::chrono::duration<double>(wait).count(), 0.45);
+	EXPECT_LE(std::chrono::duration<double>(wait).count(), 0.5);
+}
+
+TEST(RegionCopier, StopDrainsAndReportsCancelled)
+{
+	ScratchDir dir;
+	WriteFile(dir / "src", RandomBytes(16 * kMiB, 7));
+	WriteFile(dir / "dst", {});
+	CopierOptions options;
+	options.rate_limit_kibps = 4096; // 16 MiB would take 4 s
+	auto copier = OpenCopier(dir / "src", dir / "dst", options);
+	ASSERT_NE(copier, nullptr);
+	std::thread stopper([&] {
+		std::this_thread::sleep_for(std::chrono::milliseconds(300));
+		copier->RequestStop();
+	});
+	const auto t0 = std::chrono::steady_clock::now();
+	Status st = copier->Copy(0, 16 * kMiB);
+	const double secs = std::chrono::duration<double>(
+	                            std::chrono::steady_clock::now() - t0)
+	                            .count();
+	stopper.join();
+	EXPECT_EQ(st.err(), ECANCELED) << st.message();
+	EXPECT_LT(secs, 2.0);
+	EXPECT_LT(copier->batch_bytes(), 16 * kMiB);
+}
+
+constexpr uint64_t kRegion = 64 * kKiB;
+
+std::vector<bool>
+DirtyMap(uint64_t regions,
+         std::initializer_list<std::pair<uint64_t, uint64_t>> runs)
+{
+	std::vector<bool> dirty(regions, false);
+	for (auto [first, last] : runs)
+		for (uint64_t r = first; r <= last; ++r)
+			dirty[r] = true;
+	return dirty;
+}
+
+PairResyncOptions ResyncOptions(const ScratchDir &dir)
+{
+	PairResyncOptions o;
+	o.pipe_id = "pipe-1";
+	o.source = "replipipe_0/vol1";
+	o.source_path = dir / "src";
+	o.target_path = dir / "dst";
+	o.region_bytes = kRegion;
+	o.max_regions_per_claim = 5;
+	o.copier.chunk_bytes = 128 * kKiB;
+	o.copier.queue_depth = 8;
+	return o;
+}
+
+TEST(PairResync, CopiesOnlyDirtyRegionsAndReportsDone)
+{
+	ScratchDir dir;
+	const uint64_t regions = 64;
+	const uint64_t size = regions * kRegion - 1000; // last region short
+	const Bytes src = RandomBytes(size, 8);
+	const Bytes old = RandomBytes(size, 9);
+	WriteFile(dir / "src", src);
+	WriteFile(dir / "dst", old);
+	FakeClaims claims(DirtyMap(regions, {{0, 2}, {10, 30}, {63, 63}}));
+
+	auto resync = PairResync::Create(ResyncOptions(dir), &claims);
+	ASSERT_TRUE(resync.ok()) << resync.status().message();
+	Status st = (*resync)->Run();
+	ASSERT_TRUE(st.ok()) << st.message();
+
+	EXPECT_TRUE(claims.failed.empty());
+	EXPECT_EQ(claims.open_claims(), 0u);
+	// 3 + 21 (in claims of at most 5) + 1 regions.
+	EXPECT_EQ(claims.done.size(), 1u + 5u + 1u);
+	for (const auto &c : claims.done)
+		EXPECT_LE(c.count, 5u);
+	const Bytes got = ReadFile(dir / "dst");
+	ASSERT_EQ(got.size(), size);
+	for (uint64_t r = 0; r < regions; ++r) {
+		const bool was_dirty =
+		        r <= 2 || (r >= 10 && r <= 30) || r == 63;
+		const uint64_t off = r * kRegion;
+		const uint64_t len = std::min(kRegion, size - off);
+		EXPECT_EQ(std::memcmp(got.data() + off,
+		                      (was_dirty ? src : old).data() + off,
+		                      len),
+		          0)
+		        << "region " << r;
+		EXPECT_FALSE(claims.dirty(r));
+	}
+	const ResyncProgress p = (*resync)->progress();
+	EXPECT_EQ(p.total_bytes, 24 * kRegion + (kRegion - 1000));
+	EXPECT_EQ(p.done_bytes, p.total_bytes);
+	EXPECT_EQ(p.claims, 7u);
+}
+
+TEST(PairResync, CopyErrorFailsTheClaimAndKeepsItDirty)
+{
+	ScratchDir dir;
+	const uint64_t regions = 32;
+	WriteFile(dir / "src", RandomBytes(regions * kRegion, 10));
+	WriteFile(dir / "dst", Bytes(regions * kRegion, 0));
+	FakeClaims claims(DirtyMap(regions, {{0, 31}}));
+	PairResyncOptions options = ResyncOptions(dir);
+	options.copier.inject = [](CopierOptions::Op op, uint64_t offset,
+	                           int res) {
+		// The target fails in region 12 (third claim: regions 10-14).
+		if (op == CopierOptions::Op::kWrite && offset == 12 * kRegion)
+			return -EIO;
+		return res;
+	};
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok());
+	Status st = (*resync)->Run();
+	ASSERT_FALSE(st.ok());
+	EXPECT_EQ(st.err(), EIO);
+	EXPECT_EQ(st.message(),
+	          "resync pipe pipe-1 pair replipipe_0/vol1: write " +
+	                  (dir / "dst") +
+	                  " at offset 786432: Input/output error");
+	ASSERT_EQ(claims.failed.size(), 1u);
+	EXPECT_EQ(claims.failed[0].first, 10u);
+	ASSERT_EQ(claims.done.size(), 2u);
+	for (const auto &c : claims.done)
+		EXPECT_NE(c.id, claims.failed[0].id);
+	for (uint64_t r = 0; r < regions; ++r)
+		EXPECT_EQ(claims.dirty(r), r >= 10) << "region " << r;
+	EXPECT_EQ(claims.open_claims(), 0u);
+	EXPECT_EQ((*resync)->progress().done_bytes, 10 * kRegion);
+}
+
+// A new engine after a failure or a restart copies what the bitmap still
+// marks, nothing else.
+TEST(PairResync, RestartContinuesWhereTheBitmapSays)
+{
+	ScratchDir dir;
+	const uint64_t regions = 40;
+	const Bytes src = RandomBytes(regions * kRegion, 11);
+	WriteFile(dir / "src", src);
+	WriteFile(dir / "dst", Bytes(regions * kRegion, 0));
+	FakeClaims claims(DirtyMap(regions, {{0, 39}}));
+	{
+		PairResyncOptions options = ResyncOptions(dir);
+		options.copier.inject = [](CopierOptions::Op op,
+		                           uint64_t offset, int res) {
+			if (op == CopierOptions::Op::kRead &&
+			    offset == 22 * kRegion)
+				return -EIO;
+			return res;
+		};
+		auto first = PairResync::Create(options, &claims);
+		ASSERT_TRUE(first.ok());
+		EXPECT_FALSE((*first)->Run().ok());
+	}
+	ASSERT_EQ(claims.done.size(), 4u); // regions 0-19
+	std::vector<uint64_t> read_offsets;
+	PairResyncOptions options = ResyncOptions(dir);
+	options.copier.inject = [&](CopierOptions::Op op, uint64_t offset,
+	                            int res) {
+		if (op == CopierOptions::Op::kRead)
+			read_offsets.push_back(offset);
+		return res;
+	};
+	auto second = PairResync::Create(options, &claims);
+	ASSERT_TRUE(second.ok());
+	Status st = (*second)->Run();
+	ASSERT_TRUE(st.ok()) << st.message();
+	EXPECT_EQ((*second)->progress().total_bytes, 20 * kRegion);
+	EXPECT_EQ((*second)->copier().copied_bytes(), 20 * kRegion);
+	for (uint64_t off : read_offsets)
+		EXPECT_GE(off, 20 * kRegion);
+	EXPECT_EQ(ReadFile(dir / "dst"), src);
+}
+
+TEST(PairResync, StopFailsTheCurrentClaim)
+{
+	ScratchDir dir;
+	const uint64_t regions = 256; // 16 MiB
+	WriteFile(dir / "src", RandomBytes(regions * kRegion, 12));
+	WriteFile(dir / "dst", {});
+	FakeClaims claims(std::vector<bool>(regions, true));
+	PairResyncOptions options = ResyncOptions(dir);
+	options.max_regions_per_claim = 64;
+	options.copier.rate_limit_kibps = 8192;
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok());
+	std::thread stopper([&] {
+		std::this_thread::sleep_for(std::chrono::milliseconds(700));
+		(*resync)->RequestStop();
+	});
+	Status st = (*resync)->Run();
+	stopper.join();
+	EXPECT_EQ(st.err(), ECANCELED) << st.message();
+	EXPECT_EQ(claims.failed.size(), 1u);
+	EXPECT_EQ(claims.open_claims(), 0u);
+	EXPECT_LT(claims.done.size(), 4u);
+}
+
+TEST(PairResync, CleanPairNeedsOneClaim)
+{
+	ScratchDir dir;
+	WriteFile(dir / "src", RandomBytes(kMiB, 13));
+	WriteFile(dir / "dst", {});
+	FakeClaims claims(std::vector<bool>(16, false));
+	auto resync = PairResync::Create(ResyncOptions(dir), &claims);
+	ASSERT_TRUE(resync.ok());
+	EXPECT_TRUE((*resync)->Run().ok());
+	EXPECT_EQ(claims.claim_calls, 1);
+	EXPECT_EQ(ReadFile(dir / "dst").size(), 0u);
+}
+
+TEST(PairResync, OpenErrorsNameThePair)
+{
+	ScratchDir dir;
+	FakeClaims claims({true});
+	PairResyncOptions options = ResyncOptions(dir);
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_FALSE(resync.ok());
+	EXPECT_EQ(resync.status().message(),
+	          "resync pipe pipe-1 pair replipipe_0/vol1: open " +
+	                  (dir / "src") + ": No such file or directory");
+}
+
+TEST(BackstorePrimaryDevice, ReadsUdevPath)
+{
+	ScratchDir dir;
+	std::filesystem::create_directories(dir / "replipipe_0/vol1");
+	std::ofstream(dir / "replipipe_0/vol1/udev_path") << "/dev/ram0\n";
+	auto dev = BackstorePrimaryDevice("replipipe_0/vol1", dir / "");
+	ASSERT_TRUE(dev.ok()) << dev.status().message();
+	EXPECT_EQ(*dev, "/dev/ram0");
+	EXPECT_FALSE(BackstorePrimaryDevice("replipipe_0/nope", dir / "").ok());
+}
+
+} // namespace
+} // namespace replipipe

@@ -1,0 +1,388 @@
+// replipipectl: the command-line client of replipiped (shared DESIGN.md,
+// "The CLI contract"; docs/cli.md). Parsing lives in cli_args.h and output
+// in cli_output.h; this file talks to the daemon and picks the exit status.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_args.h"
+#include "cli_output.h"
+#include "control_client.h"
+#include "control_protocol.h"
+
+namespace replipipe
+{
+namespace
+{
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+constexpr milliseconds kWaitPoll{500};
+// Plain-line progress of `wait` (not a terminal): at most this often.
+constexpr std::chrono::seconds kPlainProgressEvery{5};
+
+class Cli
+{
+public:
+	explicit Cli(CliInvocation inv) : inv_(std::move(inv)) {}
+
+	int Run()
+	{
+		switch (inv_.command) {
+		case CliCommand::kCreateOrModify:
+			return CreateOrModify();
+		case CliCommand::kDelete:
+			return Delete();
+		case CliCommand::kList:
+			return List();
+		case CliCommand::kStatus:
+			return inv_.watch ? Watch() : Status();
+		case CliCommand::kWait:
+			return Wait();
+		case CliCommand::kEvents:
+			return Events();
+		case CliCommand::kPause:
+		case CliCommand::kResume:
+			return SetRunState();
+		}
+		return kExitUsage;
+	}
+
+private:
+	// Prints why a call failed; returns the exit status.
+	int Fail(const std::string &error, const std::string &code, int exit)
+	{
+		if (inv_.json)
+			std::cout << ErrorJson(error, code).dump() << std::endl;
+		else
+			std::cerr << "replipipectl: " << error << std::endl;
+		return exit;
+	}
+
+	int FailReply(const ControlReply &reply)
+	{
+		std::string error = reply.error;
+		if (reply.return_value)
+			error = "ReturnValue " +
+			        std::to_string(static_cast<uint32_t>(
+			                *reply.return_value)) +
+			        ": " + error;
+		return Fail(error, reply.code, ExitCodeForReply(reply));
+	}
+
+	// One request and its reply; nullopt after printing why there is
+	// none (*exit holds the status then).
+	std::optional<ControlReply> Call(const ControlRequest &request,
+	                                 int *exit)
+	{
+		auto client = ControlClient::Connect(inv_.socket_path);
+		if (!client.ok()) {
+			*exit = Fail("cannot reach replipiped: " +
+			                     client.status().message() +
+			                     " (is replipiped running? "
+			                     "--socket or REPLIPIPE_SOCKET "
+			                     "select another socket)",
+			             "unreachable", kExitUnavailable);
+			return std::nullopt;
+		}
+		auto reply = client->Call(request);
+		if (!reply.ok()) {
+			bool protocol = reply.status().err() == EPROTO;
+			*exit = Fail(reply.status().message(),
+			             protocol ? "protocol" : "unreachable",
+			             protocol ? kExitProtocol
+			                      : kExitUnavailable);
+			return std::nullopt;
+		}
+		return std::move(*reply);
+	}
+
+	int CreateOrModify()
+	{
+		ControlRequest request = inv_.request;
+		if (inv_.goal_file) {
+			auto goal = LoadGoalFile(*inv_.goal_file);
+			if (!goal.ok())
+				return Fail(goal.status().message(), "",
+				            kExitNoInput);
+			request.call.goal = *goal;
+		}
+		int exit = 0;
+		auto reply = Call(request, &exit);
+		if (!reply)
+			return exit;
+		if (inv_.json) {
+			std::cout << MethodJson(*reply).dump() << std::endl;
+			return ExitCodeForReply(*reply);
+		}
+		if (!reply->ok)
+			return FailReply(*reply);
+		std::cout << reply->replication_pipe << std::endl;
+		return kExitOk;
+	}
+
+	int Delete()
+	{
+		int exit = 0;
+		auto reply = Call(inv_.request, &exit);
+		if (!reply)
+			return exit;
+		if (inv_.json) {
+			std::cout << MethodJson(*reply).dump() << std::endl;
+			return ExitCodeForReply(*reply);
+		}
+		if (!reply->ok)
+			return FailReply(*reply);
+		std::cout << "deleted " << reply->replication_pipe << std::endl;
+		return kExitOk;
+	}
+
+	int List()
+	{
+		int exit = 0;
+		auto reply = Call(inv_.request, &exit);
+		if (!reply)
+			return exit;
+		if (!reply->ok)
+			return FailReply(*reply);
+		if (inv_.json)
+			std::cout << StatusJson(reply->pipes).dump(2)
+			          << std::endl;
+		else
+			std::cout << FormatListTable(reply->pipes)
+			          << std::flush;
+		return kExitOk;
+	}
+
+	int Status()
+	{
+		int exit = 0;
+		auto reply = Call(inv_.request, &exit);
+		if (!reply)
+			return exit;
+		if (!reply->ok)
+			return FailReply(*reply);
+		if (inv_.json)
+			std::cout << StatusJson(reply->pipes).dump(2)
+			          << std::endl;
+		else
+			std::cout << FormatStatus(reply->pipes) << std::flush;
+		return kExitOk;
+	}
+
+	int Watch()
+	{
+		const bool tty = ::isatty(STDOUT_FILENO);
+		const auto interval = milliseconds(
+		        static_cast<int64_t>(inv_.interval_seconds * 1000));
+		for (bool first = true;; first = false) {
+			int exit = 0;
+			auto reply = Call(inv_.request, &exit);
+			if (!reply)
+				return exit;
+			if (!reply->ok)
+				return FailReply(*reply);
+			if (inv_.json) {
+				// One document per line, to be read as a
+				// stream.
+				std::cout << StatusJson(reply->pipes).dump()
+				          << std::endl;
+			} else {
+				if (tty)
+					std::cout << "\033[H\033[2J";
+				else if (!first)
+					std::cout << "\n";
+				std::cout << FormatStatus(reply->pipes)
+				          << std::flush;
+			}
+			std::this_thread::sleep_for(interval);
+		}
+	}
+
+	int Wait()
+	{
+		const std::string &state = inv_.wait_state;
+		const std::string &pipe_arg = *inv_.request.pipe;
+		const bool tty = !inv_.json && ::isatty(STDOUT_FILENO);
+		const auto start = steady_clock::now();
+		std::optional<steady_clock::time_point> deadline;
+		if (inv_.timeout_seconds)
+			deadline =
+			        start + milliseconds(static_cast<int64_t>(
+			                        *inv_.timeout_seconds * 1000));
+		std::string last_line;
+		steady_clock::time_point last_print{};
+		for (;;) {
+			int exit = 0;
+			auto reply = Call(inv_.request, &exit);
+			if (!reply)
+				return Finish(tty, exit);
+			if (!reply->ok)
+				return Finish(tty, FailReply(*reply));
+			if (reply->pipes.size() != 1)
+				return Finish(
+				        tty,
+				        Fail("the daemon answered with " +
+				                     std::to_string(
+				                             reply->pipes
+				                                     .size()) +
+				                     " pipes for " + pipe_arg,
+				             "protocol", kExitProtocol));
+			const ControlPipe &pipe = reply->pipes[0];
+			const std::string label = pipe.name.empty()
+			                                  ? pipe.instance_id
+			                                  : pipe.name;
+			WaitSummary summary = SummarizeWait(pipe, state);
+			if (tty) {
+				std::cout << "\r\033[K" << label << " "
+				          << ProgressBar(summary, state)
+				          << std::flush;
+				drew_ = true;
+			} else if (!inv_.json) {
+				std::string line =
+				        ProgressLine(label, summary, state);
+				auto now = steady_clock::now();
+				if (summary.reached ||
+				    (line != last_line &&
+				     now - last_print >= kPlainProgressEvery)) {
+					std::cout << line << std::endl;
+					last_line = line;
+					last_print = now;
+				}
+			}
+			if (summary.reached) {
+				Finish(tty, kExitOk);
+				if (inv_.json)
+					std::cout << StatusJson(reply->pipes)
+					                     .dump(2)
+					          << std::endl;
+				return kExitOk;
+			}
+			auto now = steady_clock::now();
+			if (deadline && now >= *deadline) {
+				Finish(tty, 0);
+				std::string error =
+				        "timed out after " +
+				        std::to_string(*inv_.timeout_seconds) +
+				        " s: " +
+				        std::to_string(summary.in_state) +
+				        " of " + std::to_string(summary.pairs) +
+				        " pairs of " + label + " are " + state;
+				if (inv_.json)
+					std::cout << ErrorJson(error, "timeout")
+					                     .dump()
+					          << std::endl;
+				else
+					std::cerr << "replipipectl: " << error
+					          << std::endl;
+				return kExitWaitTimeout;
+			}
+			auto sleep = kWaitPoll;
+			if (deadline && *deadline - now < sleep)
+				sleep = std::chrono::duration_cast<
+				        milliseconds>(*deadline - now);
+			std::this_thread::sleep_for(sleep);
+		}
+	}
+
+	// Ends the progress bar's line.
+	int Finish(bool tty, int exit)
+	{
+		if (tty && drew_)
+			std::cout << std::endl;
+		drew_ = false;
+		return exit;
+	}
+
+	int Events()
+	{
+		auto client = ControlClient::Connect(inv_.socket_path);
+		if (!client.ok())
+			return Fail("cannot reach replipiped: " +
+			                    client.status().message(),
+			            "unreachable", kExitUnavailable);
+		auto reply = client->Call(inv_.request);
+		if (!reply.ok())
+			return Fail(reply.status().message(), "unreachable",
+			            kExitUnavailable);
+		if (!reply->ok)
+			return FailReply(*reply);
+		for (;;) {
+			auto line = client->ReadEventLine();
+			if (!line.ok())
+				return Fail(line.status().message(),
+				            "unreachable", kExitUnavailable);
+			if (!*line)
+				return Fail("replipiped closed the event "
+				            "stream",
+				            "unreachable", kExitUnavailable);
+			if (inv_.json) {
+				std::cout << **line << std::endl;
+				continue;
+			}
+			auto event = DecodeEvent(**line);
+			if (event.ok())
+				std::cout << FormatEvent(*event) << std::endl;
+			else
+				std::cout << **line << std::endl;
+		}
+	}
+
+	int SetRunState()
+	{
+		int exit = 0;
+		auto reply = Call(inv_.request, &exit);
+		if (!reply)
+			return exit;
+		if (!reply->ok)
+			return FailReply(*reply);
+		if (inv_.json)
+			std::cout << nlohmann::json{{"ok", true}}.dump()
+			          << std::endl;
+		else
+			std::cout << (inv_.command == CliCommand::kPause
+			                      ? "paused "
+			                      : "resumed ")
+			          << *inv_.request.pipe
+			          << (inv_.request.pair
+			                      ? " pair " + *inv_.request.pair
+			                      : std::string())
+			          << std::endl;
+		return kExitOk;
+	}
+
+	const CliInvocation inv_;
+	bool drew_ = false;
+};
+
+} // namespace
+} // namespace replipipe
+
+int main(int argc, char **argv)
+{
+	using namespace replipipe;
+	std::vector<std::string> args(argv + 1, argv + argc);
+	CliParse parse = ParseCli(args, std::getenv("REPLIPIPE_SOCKET"));
+	switch (parse.kind) {
+	case CliParse::Kind::kHelp:
+	case CliParse::Kind::kVersion:
+		std::cout << parse.text << std::endl;
+		return kExitOk;
+	case CliParse::Kind::kUsageError:
+		std::cerr << parse.text << std::endl;
+		return kExitUsage;
+	case CliParse::Kind::kRun:
+		break;
+	}
+	return Cli(std::move(parse.invocation)).Run();
+}
