@@ -34,6 +34,9 @@ cmake --build "$asan_build" -j "$jobs" --target replipipe_unit
 step "kernel module: DKMS, W=1, sparse"
 "$repo/tests/kbuild-check.sh"
 
+step "Debian packages: build, install, verify, purge"
+"$repo/tests/package-check.sh" "$build"
+
 if [ "${REPLIPIPE_SKIP_VM:-0}" = 1 ]; then
 	step "VM scenarios skipped (REPLIPIPE_SKIP_VM=1)"
 	exit 0

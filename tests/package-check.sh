@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# Package check (issue 8, first acceptance line), run as root on the host:
+# builds the replipipe and replipipe-dkms .deb files (target `deb`), installs
+# them with apt-get, checks what they put in place (binaries, unit, sysusers
+# and tmpfiles entries, systemd-analyze verify, the DKMS build and install for
+# every kernel with headers, man pages), then purges them and checks that
+# nothing is left. A failed or interrupted run purges too.
+#
+# Usage: tests/package-check.sh [BUILD_DIR]
+#   BUILD_DIR default: $REPLIPIPE_BUILD_DIR, else <repo>/build (configured
+#   and built here when needed).
+# Environment: REPLIPIPE_PACKAGE_CHECK_FORCE=1 purges an existing
+#   installation of the packages (or DKMS registration of replipipe) first
+#   instead of refusing to run.
+# Exit status: 0 all checks passed, 1 a check failed, 2 cannot run here.
+# The checks run in `bash -c '...' _ ARGS`: single quotes are meant.
+# shellcheck disable=SC2016
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${1:-${REPLIPIPE_BUILD_DIR:-$repo/build}}
+build=$(realpath -m "$build")
+name=replipipe
+export DEBIAN_FRONTEND=noninteractive
+apt_opts=(-y -q -o DPkg::Lock::Timeout=600)
+
+say() { echo "package-check: $*"; }
+passed=0
+failed=0
+pass() { say "PASS: $*"; passed=$((passed + 1)); }
+fail() { say "FAIL: $*"; failed=$((failed + 1)); }
+# check DESCRIPTION COMMAND...: PASS if the command succeeds.
+check() {
+	local what=$1
+	shift
+	if "$@"; then pass "$what"; else fail "$what"; fi
+}
+finish() {
+	say "$passed passed, $failed failed"
+	[ "$failed" -eq 0 ]
+}
+
+[ "$(id -u)" = 0 ] || { say "must run as root"; exit 2; }
+for tool in apt-get dpkg-deb dkms cmake systemd-analyze; do
+	command -v "$tool" > /dev/null || { say "missing $tool"; exit 2; }
+done
+
+version=$(sed -n 's/^PACKAGE_VERSION="\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$/\1/p' "$repo/dkms.conf")
+[ -n "$version" ] || { say "no PACKAGE_VERSION in dkms.conf"; exit 2; }
+usr_src=/usr/src/$name-$version
+
+# Every kernel with headers, the ones the -dkms postinst builds for, less
+# those without LIO (dkms.conf's BUILD_EXCLUSIVE_CONFIG skips them).
+kvs=()
+for d in /lib/modules/*/build; do
+	[ -f "$d/Makefile" ] || continue
+	kv=${d%/build}
+	kv=${kv##*/}
+	if [ -f "$d/.config" ] && ! grep -Eq '^CONFIG_TARGET_CORE=[ym]' "$d/.config"; then
+		say "kernel $kv has no LIO (CONFIG_TARGET_CORE): DKMS skips it"
+		continue
+	fi
+	kvs+=("$kv")
+done
+[ ${#kvs[@]} -gt 0 ] || { say "no kernel with headers and LIO (/lib/modules/*/build)"; exit 2; }
+
+# tests/kbuild-check.sh uses the same DKMS name and version: one at a time.
+exec {lock}> "${TMPDIR:-/tmp}/replipipe-dkms.lock"
+flock "$lock"
+
+pkg_installed() { # PACKAGE: installed or half-installed in any way
+	local status
+	status=$(dpkg-query -W -f='${db:Status-Status}' "$1" 2> /dev/null) || return 1
+	[ -n "$status" ] && [ "$status" != not-installed ]
+}
+purge_all() {
+	local p pkgs=()
+	for p in replipipe replipipe-dkms; do
+		pkg_installed "$p" && pkgs+=("$p")
+	done
+	[ ${#pkgs[@]} -eq 0 ] || apt-get purge "${apt_opts[@]}" "${pkgs[@]}"
+}
+
+# --- preconditions: nothing of ours may be here yet -------------------------
+leftover=()
+for p in replipipe replipipe-dkms; do
+	! pkg_installed "$p" || leftover+=("package $p")
+done
+if [ -f "$usr_src/.replipipe-kbuild-check" ]; then
+	# An interrupted tests/kbuild-check.sh (it holds the lock when running).
+	dkms remove "$name/$version" --all > /dev/null 2>&1 || true
+	rm -rf "$usr_src"
+fi
+[ ! -e "$usr_src" ] || leftover+=("$usr_src")
+[ -z "$(dkms status "$name" 2> /dev/null)" ] || leftover+=("a DKMS registration of $name")
+[ ! -e "/var/lib/dkms/$name" ] || leftover+=("/var/lib/dkms/$name")
+if [ ${#leftover[@]} -gt 0 ]; then
+	if [ "${REPLIPIPE_PACKAGE_CHECK_FORCE:-0}" != 1 ]; then
+		say "this machine already has: ${leftover[*]}"
+		say "remove them (apt-get purge replipipe replipipe-dkms; dkms remove $name/$version --all)" \
+			"or set REPLIPIPE_PACKAGE_CHECK_FORCE=1"
+		exit 2
+	fi
+	say "REPLIPIPE_PACKAGE_CHECK_FORCE=1: removing ${leftover[*]}"
+	purge_all
+	dkms remove "$name/$version" --all > /dev/null 2>&1 || true
+	rm -rf "$usr_src" "/var/lib/dkms/$name"
+fi
+group_existed=0
+getent group replipipe > /dev/null && group_existed=1
+
+# --- cleanup: a failed or interrupted run leaves the machine as it found it -
+installed=0
+cleanup() {
+	local rc=$?
+	trap - EXIT
+	if [ "$installed" = 1 ]; then
+		say "cleanup: purging the packages"
+		purge_all > /dev/null 2>&1 || say "cleanup: apt-get purge failed"
+		dkms remove "$name/$version" --all > /dev/null 2>&1 || true
+		rm -rf "/var/lib/dkms/$name"
+	fi
+	if [ "$group_existed" = 0 ] && getent group replipipe > /dev/null; then
+		groupdel replipipe || say "cleanup: groupdel replipipe failed"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# --- build -------------------------------------------------------------------
+if [ ! -f "$build/CMakeCache.txt" ]; then
+	cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
+fi
+rm -f "$build"/replipipe_*.deb "$build"/replipipe-dkms_*.deb
+if cmake --build "$build" -j "$(nproc)" --target deb > "$build/package-check-build.log" 2>&1; then
+	pass "cmake --build $build --target deb"
+else
+	tail -n 40 "$build/package-check-build.log"
+	fail "cmake --build $build --target deb (log: $build/package-check-build.log)"
+	finish
+	exit 1
+fi
+shopt -s nullglob
+debs=("$build"/replipipe_"$version"-*_*.deb)
+dkms_debs=("$build"/replipipe-dkms_"$version"-*_all.deb)
+shopt -u nullglob
+if [ ${#debs[@]} -ne 1 ] || [ ${#dkms_debs[@]} -ne 1 ]; then
+	fail "exactly one replipipe_$version-*.deb and one replipipe-dkms_$version-*_all.deb (found: ${debs[*]} ${dkms_debs[*]})"
+	finish
+	exit 1
+fi
+deb=${debs[0]}
+dkms_deb=${dkms_debs[0]}
+pass "built $(basename "$deb") and $(basename "$dkms_deb")"
+
+# --- the packages' metadata and contents ---------------------------------------
+depends=$(dpkg-deb -f "$deb" Depends)
+check "replipipe Depends from dpkg-shlibdeps (libc6, libnl-genl-3-200, liburing2, libsystemd0): $depends" \
+	bash -c 'for lib in libc6 libnl-genl-3-200 liburing2 libsystemd0; do
+		grep -Eq "(^|, )$lib( |,|$)" <<< "$1" || exit 1; done' _ "$depends"
+check "replipipe-dkms is Architecture: all and Depends: dkms" \
+	bash -c '[ "$(dpkg-deb -f "$1" Architecture)" = all ] &&
+		grep -Eq "(^|, )dkms( |,|$)" <<< "$(dpkg-deb -f "$1" Depends)"' _ "$dkms_deb"
+dkms_files=$(dpkg-deb -c "$dkms_deb" | awk '{print $6}')
+check "replipipe-dkms holds dkms.conf, kmod/Kbuild, kmod/Makefile, uapi/linux/replipipe.h" \
+	bash -c 'for f in dkms.conf kmod/Kbuild kmod/Makefile uapi/linux/replipipe.h; do
+		grep -qx "\./usr/src/$2/$f" <<< "$1" || exit 1; done' _ "$dkms_files" "$name-$version"
+check "replipipe-dkms holds no build products (*.o, *.ko, *.cmd, *.mod*)" \
+	bash -c '! grep -Eq "\.(o|ko|cmd|mod|mod\.c|order)$|Module\.symvers" <<< "$1"' _ "$dkms_files"
+check "replipipe marks /etc/default/replipiped as a conffile" \
+	bash -c 'dpkg-deb --ctrl-tarfile "$1" | tar -xOf - ./conffiles | grep -qx /etc/default/replipiped' _ "$deb"
+
+# --- install -------------------------------------------------------------------
+installed=1
+if apt-get install "${apt_opts[@]}" "$deb" "$dkms_deb"; then
+	pass "apt-get install ./$(basename "$deb") ./$(basename "$dkms_deb")"
+else
+	fail "apt-get install of the packages"
+fi
+
+check "replipiped --version prints \"replipiped $version\"" \
+	bash -c '[ "$(/usr/sbin/replipiped --version)" = "replipiped $1" ]' _ "$version"
+check "replipipectl --version prints \"replipipectl $version\"" \
+	bash -c '[ "$(/usr/sbin/replipipectl --version)" = "replipipectl $1" ]' _ "$version"
+# The CLI's contract: daemon unreachable exits 69.
+check "replipipectl against a missing socket exits 69" \
+	bash -c '/usr/sbin/replipipectl --socket /nonexistent/replipiped.sock list > /dev/null 2>&1; [ $? = 69 ]'
+
+unit=/lib/systemd/system/replipiped.service
+check "unit $unit installed" test -f "$unit"
+check "sysusers.d entry /usr/lib/sysusers.d/replipipe.conf installed" \
+	test -f /usr/lib/sysusers.d/replipipe.conf
+check "tmpfiles.d entry /usr/lib/tmpfiles.d/replipipe.conf installed" \
+	test -f /usr/lib/tmpfiles.d/replipipe.conf
+check "default configuration /etc/default/replipiped installed" test -f /etc/default/replipiped
+check "group replipipe exists (sysusers)" bash -c 'getent group replipipe > /dev/null'
+check "/var/lib/replipipe is a directory, mode 700 (tmpfiles)" \
+	bash -c '[ -d /var/lib/replipipe ] && [ "$(stat -c %a /var/lib/replipipe)" = 700 ]'
+check "/run/replipipe is a directory, mode 755 (tmpfiles)" \
+	bash -c '[ -d /run/replipipe ] && [ "$(stat -c %a /run/replipipe)" = 755 ]'
+check "the unit's Documentation= file exists" test -f /usr/share/doc/replipipe/cli.md
+check "the unit is enabled (multi-user.target.wants)" \
+	test -L /etc/systemd/system/multi-user.target.wants/replipiped.service
+
+if verify_out=$(systemd-analyze verify "$unit" 2>&1) && [ -z "$verify_out" ]; then
+	pass "systemd-analyze verify $unit: clean"
+else
+	printf '%s\n' "$verify_out" | sed 's/^/    /'
+	fail "systemd-analyze verify $unit"
+fi
+
+for kv in "${kvs[@]}"; do
+	st=$(dkms status "$name/$version" -k "$kv" 2> /dev/null || true)
+	check "dkms status lists $name/$version installed for $kv ($st)" \
+		grep -Eq "^$name/$version, $kv, [^:]*: installed" <<< "$st"
+	ko=/lib/modules/$kv/updates/dkms/$name.ko
+	check "$ko installed, vermagic $kv" \
+		bash -c '[ -f "$1" ] && modinfo -F vermagic "$1" | grep -q "^$2 "' _ "$ko" "$kv"
+	check "modinfo -k $kv $name finds the DKMS module (depmod ran)" \
+		bash -c '[ "$(modinfo -k "$1" -F filename replipipe 2> /dev/null)" = "$2" ]' _ "$kv" "$ko"
+done
+
+if command -v man > /dev/null && [ -x /usr/bin/mandb ]; then
+	for page in replipiped replipipectl; do
+		check "man -w 8 $page finds the installed page" \
+			bash -c '[ "$(man -w 8 "$1")" = "/usr/share/man/man8/$1.8.gz" ]' _ "$page"
+		check "man page $page(8) renders without warnings" \
+			bash -c 'out=$(MANWIDTH=80 man --warnings 8 "$1" 2>&1 > /dev/null); [ -z "$out" ] || { echo "$out"; exit 1; }' _ "$page"
+	done
+else
+	say "man-db not installed: man page checks skipped"
+fi
+
+# --- remove, then purge -------------------------------------------------------
+# remove runs prerm (dkms remove --all) alone: DKMS itself must leave nothing.
+if apt-get remove "${apt_opts[@]}" replipipe-dkms; then
+	pass "apt-get remove replipipe-dkms"
+else
+	fail "apt-get remove replipipe-dkms"
+fi
+check "after remove: no /var/lib/dkms/$name, no $name.ko under /lib/modules/*/updates/dkms" \
+	bash -c '[ ! -e "/var/lib/dkms/$1" ] && ! compgen -G "/lib/modules/*/updates/dkms/$1.ko" > /dev/null' _ "$name"
+if apt-get purge "${apt_opts[@]}" replipipe replipipe-dkms; then
+	pass "apt-get purge replipipe replipipe-dkms"
+	installed=0
+else
+	fail "apt-get purge replipipe replipipe-dkms"
+fi
+check "dpkg knows neither package any more" \
+	bash -c '! dpkg-query -W -f="\${db:Status-Status}\n" replipipe replipipe-dkms 2> /dev/null | grep -qv "^not-installed$"'
+left=()
+for f in /usr/sbin/replipiped /usr/sbin/replipipectl "$unit" \
+	/usr/lib/sysusers.d/replipipe.conf /usr/lib/tmpfiles.d/replipipe.conf \
+	/etc/default/replipiped /usr/share/doc/replipipe \
+	/usr/share/man/man8/replipiped.8.gz /usr/share/man/man8/replipipectl.8.gz \
+	/etc/systemd/system/multi-user.target.wants/replipiped.service \
+	/var/lib/replipipe /run/replipipe "/var/lib/dkms/$name" "/usr/src/$name"-*; do
+	[ ! -e "$f" ] && [ ! -L "$f" ] || left+=("$f")
+done
+for kv in /lib/modules/*; do
+	[ ! -e "$kv/updates/dkms/$name.ko" ] || left+=("$kv/updates/dkms/$name.ko")
+done
+if [ ${#left[@]} -eq 0 ]; then
+	pass "purge left nothing behind (binaries, unit, entries, DKMS tree, modules)"
+else
+	fail "purge left: ${left[*]}"
+fi
+check "dkms status no longer lists $name" bash -c '[ -z "$(dkms status "$1" 2> /dev/null)" ]' _ "$name"
+for kv in "${kvs[@]}"; do
+	check "modinfo -k $kv $name finds no module after purge (depmod ran)" \
+		bash -c '! modinfo -k "$1" replipipe > /dev/null 2>&1' _ "$kv"
+done
+
+finish
