@@ -39,7 +39,8 @@ const CommandInfo kCommands[] = {
          "SRC is a replipipe backstore \"replipipe_<N>/<name>\" or a\n"
          "CIM_ProtocolEndpoint reference whose Name holds one; TGT is a block\n"
          "device path or such a reference. SRC=TGT is split at the first '='\n"
-         "that is outside double quotes and not followed by '\"'.\n"
+         "that is outside double quotes and not followed (after blanks)\n"
+         "by '\"'.\n"
          "Prints the pipe reference (CIM_NetworkPipe) on success.",
          "replipipectl create-or-modify --name db --source-system localhost "
          "\\\n"

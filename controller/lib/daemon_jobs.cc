@@ -148,26 +148,29 @@ void ResyncJobs::Join(std::vector<std::unique_ptr<Job>> &jobs)
 	jobs.clear();
 }
 
-void ResyncJobs::__Start(const Key &key, Entry &entry, const PairJobSpec &spec)
+void ResyncJobs::__Start(Entry &entry, const PairJobSpec &spec)
 {
-	(void)key;
 	entry.job = std::make_unique<Job>(spec);
 	Job *job = entry.job.get();
 	job->thread = std::jthread([this, job] { RunJob(job); });
-	LogInfo() << "resync pipe " << spec.pipe_id << " pair " << spec.source
-	          << " -> " << spec.target << ": started";
-	ControlEvent event;
-	event.type = "resync_started";
-	event.instance_id = spec.instance_id;
-	event.name = spec.pipe_name;
-	event.source = spec.source;
-	event.target = spec.target;
-	if (sink_)
-		sink_(event);
 }
 
 void ResyncJobs::RunJob(Job *job)
 {
+	// From this thread, outside mu_, and before its end is reported: the
+	// sink sees started before done/failed.
+	const PairJobSpec &spec = job->spec;
+	LogInfo() << "resync pipe " << spec.pipe_id << " pair " << spec.source
+	          << " -> " << spec.target << ": started";
+	if (sink_) {
+		ControlEvent event;
+		event.type = "resync_started";
+		event.instance_id = spec.instance_id;
+		event.name = spec.pipe_name;
+		event.source = spec.source;
+		event.target = spec.target;
+		sink_(event);
+	}
 	auto made = factory_(job->spec);
 	if (!made.ok()) {
 		Finish(job, made.status());
@@ -254,7 +257,10 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 {
 	// The pairs that should have a job, with what it should do.
 	std::map<std::string, PairJobSpec> wanted;
+	std::set<std::string> in_sync;
 	for (const KernelPairStatus &kp : kernel.pairs) {
+		if (kp.state == PairState::kInSync)
+			in_sync.insert(kp.source);
 		if (kp.state != PairState::kSyncing)
 			continue;
 		bool stored = false;
@@ -287,24 +293,31 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 			        if (key.first != pipe.instance_id)
 				        return false;
 			        auto it = wanted.find(key.second);
+			        // A job whose pair turned InSync is finishing
+			        // (its last claim found nothing): let it end.
 			        if (it == wanted.end())
-				        return true;
+				        return !in_sync.count(key.second);
 			        // Changed settings (rate limit, target):
 			        // restart with the new ones.
 			        auto entry = entries_.find(key);
 			        return !(it->second == entry->second.job->spec);
 		        },
 		        to_join);
-		const auto now = Clock::now();
-		for (const auto &[source, spec] : wanted) {
-			Key key{pipe.instance_id, source};
-			Entry &entry = entries_[key];
-			if (entry.job || now < entry.not_before)
-				continue;
-			__Start(key, entry, spec);
-		}
 	}
+	// A replaced job ends (its claim reported Failed) before the new one
+	// claims: otherwise the new one could find every dirty region still
+	// claimed, take that for "clean" and end at once.
 	Join(to_join);
+	std::lock_guard lock(mu_);
+	if (stopped_)
+		return;
+	const auto now = Clock::now();
+	for (const auto &[source, spec] : wanted) {
+		Entry &entry = entries_[{pipe.instance_id, source}];
+		if (entry.job || now < entry.not_before)
+			continue;
+		__Start(entry, spec);
+	}
 }
 
 void ResyncJobs::StopPipe(const std::string &pipe_id)

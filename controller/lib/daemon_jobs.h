@@ -3,9 +3,10 @@
 //
 // SyncPipe() is told a pipe's pairs as the kernel reports them and makes the
 // jobs match: a Syncing pair gets a job (unless one runs, or the last one
-// failed and its back-off has not passed), a pair that is not Syncing or is
-// gone loses its job. A stopped job reports its current claim Failed (the
-// regions stay dirty, the next job continues from the kernel's bitmap).
+// failed and its back-off has not passed), a pair that is Paused, Degraded
+// or gone loses its job (an InSync pair's job is finishing and may end by
+// itself). A stopped job reports its current claim Failed (the regions stay
+// dirty, the next job continues from the kernel's bitmap).
 //
 // A job is made by a PairJobFactory: the daemon's copies over netlink and
 // io_uring (NetlinkPairJobFactory), tests use fakes.
@@ -81,8 +82,8 @@ struct ResyncJobsOptions {
 class ResyncJobs
 {
 public:
-	// sink receives resync_started, resync_done and resync_failed events
-	// (from job threads; it must not call back into ResyncJobs).
+	// sink receives resync_started, resync_done, resync_stopped and
+	// resync_failed events, from the job threads and never under mu_.
 	using EventSink = std::function<void(const ControlEvent &)>;
 
 	ResyncJobs(PairJobFactory factory, EventSink sink,
@@ -114,7 +115,7 @@ private:
 	// (requesting stop), for joining outside mu_. Caller holds mu_.
 	void __TakeJobs(const std::function<bool(const Key &)> &stop,
 	                std::vector<std::unique_ptr<Job>> &out);
-	void __Start(const Key &key, Entry &entry, const PairJobSpec &spec);
+	void __Start(Entry &entry, const PairJobSpec &spec);
 	void RunJob(Job *job);
 	void Finish(Job *job, const Status &status);
 	static void Join(std::vector<std::unique_ptr<Job>> &jobs);

@@ -107,7 +107,7 @@ TEST(ControlJobs, FailedJobIsRetriedAfterBackoff)
 		                Status::Error("copy failed", EIO), false));
 	        },
 	        rec.Sink(),
-	        ResyncJobsOptions{milliseconds(100), milliseconds(400),
+	        ResyncJobsOptions{milliseconds(300), milliseconds(1200),
 	                          milliseconds(0)});
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
 	ASSERT_TRUE(
@@ -115,7 +115,7 @@ TEST(ControlJobs, FailedJobIsRetriedAfterBackoff)
 	// Within the back-off nothing starts again.
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
 	EXPECT_EQ(made.load(), 1);
-	std::this_thread::sleep_for(milliseconds(150));
+	std::this_thread::sleep_for(milliseconds(400));
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
 	EXPECT_TRUE(Eventually([&] { return made.load() == 2; }));
 	EXPECT_EQ(rec.Count("resync_started"), 2);
@@ -133,9 +133,11 @@ TEST(ControlJobs, FactoryFailureIsReported)
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
 	ASSERT_TRUE(
 	        Eventually([&] { return rec.Count("resync_failed") == 1; }));
-	std::lock_guard lock(rec.mu);
-	EXPECT_NE(rec.events.back().message.find("Permission denied"),
-	          std::string::npos);
+	{
+		std::lock_guard lock(rec.mu);
+		EXPECT_NE(rec.events.back().message.find("Permission denied"),
+		          std::string::npos);
+	}
 	EXPECT_FALSE(
 	        jobs.Progress(Pipe().instance_id, "replipipe_0/a").has_value());
 }
@@ -149,9 +151,11 @@ TEST(ControlJobs, StopsWhenNotSyncingAndRestartsOnNewSettings)
 	ResyncJobs jobs(
 	        [&](const PairJobSpec &spec)
 	                -> Result<std::unique_ptr<PairJob>> {
+		        {
+			        std::lock_guard lock(mu);
+			        specs.push_back(spec);
+		        }
 		        ++made;
-		        std::lock_guard lock(mu);
-		        specs.push_back(spec);
 		        return std::unique_ptr<PairJob>(
 		                new ScriptedJob(Status(), true));
 	        },

@@ -31,6 +31,14 @@ constexpr milliseconds kWaitPoll{500};
 // Plain-line progress of `wait` (not a terminal): at most this often.
 constexpr std::chrono::seconds kPlainProgressEvery{5};
 
+// 2.5 -> "2.5", 600 -> "600".
+std::string Seconds(double seconds)
+{
+	char buf[32];
+	std::snprintf(buf, sizeof(buf), "%g", seconds);
+	return buf;
+}
+
 class Cli
 {
 public:
@@ -273,7 +281,7 @@ private:
 				Finish(tty, 0);
 				std::string error =
 				        "timed out after " +
-				        std::to_string(*inv_.timeout_seconds) +
+				        Seconds(*inv_.timeout_seconds) +
 				        " s: " +
 				        std::to_string(summary.in_state) +
 				        " of " + std::to_string(summary.pairs) +
