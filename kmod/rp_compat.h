@@ -12,8 +12,8 @@
 #include <linux/file.h>
 #include <target/target_core_backend.h>
 
-/* 6.3 renamed struct sbc_ops to struct exec_cmd_ops. */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+/* struct sbc_ops became struct exec_cmd_ops; Kbuild detects which. */
+#ifdef RP_HAVE_EXEC_CMD_OPS
 #define rp_exec_ops exec_cmd_ops
 #else
 #define rp_exec_ops sbc_ops

@@ -693,6 +693,7 @@ int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
 	if (!pipe) {
 		new_pipe = rp_pipe_alloc(spec);
 		if (!new_pipe) {
+			NL_SET_ERR_MSG(extack, "cannot create the pipe (out of memory, or the module is going away)");
 			ret = -ENOMEM;
 			goto unlock;
 		}
