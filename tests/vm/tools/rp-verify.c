@@ -106,7 +106,7 @@ static void read_log(const char *path, struct record_list *list)
 			exit(2);
 		}
 		r.acked = kind == 'A';
-		r.checksum = last;	/* errno for failed writes, parsed as hex: unused */
+		r.checksum = last;	/* for F records the errno: not used */
 		if (list->count == list->cap) {
 			list->cap = list->cap ? 2 * list->cap : 1024;
 			list->items = realloc(list->items, list->cap * sizeof(*list->items));
