@@ -303,10 +303,27 @@ build_overlay() {
 		copy_with_libs "$ov" "$(readlink -f "$f")"
 		[ "$(readlink -f "$f")" = "$f" ] || { mkdir -p "$ov$(dirname "$f")"; cp -p "$ov$(readlink -f "$f")" "$ov$f"; }
 	done
-	for f in "${vm_files[@]}"; do
-		[ -e "$f" ] || die "vm-files: no host file $f"
-		mkdir -p "$ov$(dirname "$f")"
-		cp -a "$f" "$ov$f"
+	# vm-files: absolute host paths land at the same path (a glob may stand
+	# for versioned library names); paths relative to the repository land
+	# under /lib/replipipe/repo/ so that no checkout location is hard-coded.
+	local pat matches dest
+	for pat in "${vm_files[@]}"; do
+		if [[ $pat == /* ]]; then
+			mapfile -t matches < <(compgen -G "$pat" || true)
+		else
+			mapfile -t matches < <(cd "$script_dir/../.." && compgen -G "$pat" || true)
+		fi
+		[ ${#matches[@]} -gt 0 ] || die "vm-files: no host file matches $pat"
+		for f in "${matches[@]}"; do
+			if [[ $f == /* ]]; then
+				dest=$ov$f
+			else
+				dest=$ov/lib/replipipe/repo/$f
+				f=$script_dir/../../$f
+			fi
+			mkdir -p "$(dirname "$dest")"
+			cp -a "$f" "$dest"
+		done
 	done
 	(cd "$ov" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$work/overlay.cpio"
 	cat "$base_cpio" "$work/overlay.cpio" > "$work/initrd"

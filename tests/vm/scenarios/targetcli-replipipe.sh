@@ -1,0 +1,259 @@
+#!/bin/sh
+# replipipe backstores as first-class citizens of targetcli-fb / rtslib-fb
+# (Debian's packages, with replipipe's registration from tools/rtslib installed
+# the way the package installs it), and a reboot simulated as boot does it:
+#   targetcli creates replipipe backstores (the rtslib class loads
+#   replipipe.ko), exports one through
+#   tcm_loop and iSCSI; replipiped + replipipectl put them in pipes; writes
+#   through the LUN reach both legs; `targetcli ls` lists /backstores/replipipe;
+#   deleting a backstore that is in a pipe is refused; `targetctl save`; then
+#   daemon stopped, kernel state dropped (what a reboot does), `targetctl clear`,
+#   rmmod; `targetctl restore` + replipiped bring back the backstores under the
+#   same replipipe_<N>/<name>, both LUNs and the pipes; writes through the
+#   restored tcm_loop and iSCSI LUNs reach the target again, legs identical.
+# (LIO never loads a backend module by its name: the rtslib class modprobes
+# replipipe before it creates replipipe_<N>.)
+# vm-timeout: 900
+# vm-mem: 1536
+# vm-bins: /usr/bin/python3 ldconfig dbus-daemon iscsid iscsiadm
+# vm-files: /usr/bin/targetcli /usr/bin/targetctl /usr/lib/python3.11 /usr/lib/python3/dist-packages/rtslib_fb /usr/lib/python3/dist-packages/targetcli /usr/lib/python3/dist-packages/configshell_fb /usr/lib/python3/dist-packages/six.py /usr/lib/python3/dist-packages/pyudev /usr/lib/python3/dist-packages/pyparsing /usr/lib/python3/dist-packages/gi /usr/lib/x86_64-linux-gnu/girepository-1.0 /usr/lib/x86_64-linux-gnu/libreadline.so.8* /usr/lib/x86_64-linux-gnu/libtinfo.so.6* /usr/lib/x86_64-linux-gnu/libffi.so.8* /usr/lib/x86_64-linux-gnu/libgirepository-1.0.so.1* /usr/lib/x86_64-linux-gnu/libgobject-2.0.so.0* /usr/lib/x86_64-linux-gnu/libglib-2.0.so.0* /usr/lib/x86_64-linux-gnu/libgmodule-2.0.so.0* /usr/lib/x86_64-linux-gnu/libgio-2.0.so.0* /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0* /usr/lib/x86_64-linux-gnu/libmount.so.1* /usr/lib/x86_64-linux-gnu/libblkid.so.1* /usr/lib/x86_64-linux-gnu/libudev.so.1* tools/rtslib /etc/iscsi/iscsid.conf /etc/iscsi/initiatorname.iscsi
+
+DIST=/usr/lib/python3/dist-packages
+CFS=/sys/kernel/config/target
+IQN=iqn.2003-01.org.replipipe:vol1
+LOOP_WWN=naa.5001405000000ab1
+SAVE=/etc/rtslib-fb-target/saveconfig.json
+export REPLIPIPE_SOCKET=/run/replipipe/replipiped.sock
+
+# ---- the Python environment, as on a Debian host ------------------------------
+printf '/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n' > /etc/ld.so.conf
+ldconfig
+echo 5ce1e1ab0f0d4c4e8a0a2b3c4d5e6f70 > /etc/machine-id
+mkdir -p /run/dbus /etc/rtslib-fb-target /run/replipipe /var/lib/replipipe /run/lock/iscsi
+cat > /tmp/dbus-system.conf <<'CONF'
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=/run/dbus/system_bus_socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/> <allow own="*"/>
+    <allow send_destination="*"/> <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+CONF
+dbus-daemon --config-file=/tmp/dbus-system.conf --fork --nopidfile || vm_fail "dbus-daemon"
+export DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket
+cp -r tools/rtslib/replipipe_lio $DIST/
+cp tools/rtslib/replipipe_lio.pth $DIST/
+
+# tc CMD...: run targetcli, show its output, fail the scenario if it fails.
+tc() {
+	targetcli "$@" > /tmp/tc.out 2>&1 || { cat /tmp/tc.out; vm_fail "targetcli $*"; }
+	cat /tmp/tc.out
+}
+# json_check FILE PYTHON-EXPR: assert EXPR over the saved config `c`.
+json_check() {
+	python3 -c "import json, sys; c = json.load(open('$1')); sys.exit(0 if ($2) else 1)" ||
+		vm_fail "$1: not true: $2"
+}
+start_daemon() {
+	replipiped --foreground --log-level info &
+	daemon=$!
+	for _ in $(seq 100); do [ -S $REPLIPIPE_SOCKET ] && return 0; sleep 0.1; done
+	vm_fail "replipiped did not open its socket"
+}
+stop_daemon() {
+	kill "$daemon"
+	wait "$daemon" || vm_fail "replipiped did not exit cleanly on SIGTERM"
+}
+# iscsi_login: log in to $IQN on 127.0.0.1 and print the disk.
+iscsi_login() {
+	iscsiadm -m discovery -t sendtargets -p 127.0.0.1:3260 > /dev/null || vm_fail "iSCSI discovery"
+	iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --login > /dev/null || vm_fail "iSCSI login"
+	for _ in $(seq 100); do
+		for d in /sys/class/iscsi_session/session*/device/target*/*/block/*; do
+			[ -e "$d" ] && { vm_wait_path "/dev/${d##*/}"; echo "/dev/${d##*/}"; return 0; }
+		done
+		sleep 0.1
+	done
+	vm_fail "no disk after the iSCSI login"
+}
+# lun_of_vol1 FABRIC/WWN: lun_0 of tpgt_1 there is linked to replipipe_0/vol1.
+lun_of_vol1() {
+	for l in $CFS/$1/tpgt_1/lun/lun_0/*; do
+		[ -L "$l" ] && [ "$(readlink -f "$l")" = $CFS/core/replipipe_0/vol1 ] && return 0
+	done
+	return 1
+}
+# loop_disk: the disk of the tcm_loop target $LOOP_WWN.
+loop_disk() {
+	vm_scsi_disk "$(cat $CFS/loopback/$LOOP_WWN/tpgt_1/address):0"
+}
+# legs_identical A B: byte-compare the legs, not the page cache of their
+# block devices (LIO and the resync write around it).
+legs_identical() {
+	sync
+	echo 3 > /proc/sys/vm/drop_caches
+	vm_cmp_devs "$1" "$2"
+}
+# write_and_compare DEV PRIMARY TARGET SEED: 8 MiB of random data at 4 MiB
+# into DEV (O_DIRECT); it must be on the primary, and the legs identical.
+write_and_compare() {
+	dd if=/dev/urandom of=/tmp/data.$4 bs=1M count=8 2>/dev/null
+	dd if=/tmp/data.$4 of="$1" bs=1M seek=4 oflag=direct 2>/dev/null || vm_fail "write to $1"
+	[ "$(dd if="$2" bs=1M skip=4 count=8 iflag=direct 2>/dev/null | md5sum)" = \
+		"$(md5sum < /tmp/data.$4)" ] || vm_fail "the data written through $1 is not on the primary $2"
+	legs_identical "$2" "$3"
+	vm_log "written through $1: on $2, legs $2 and $3 identical"
+}
+
+vm_brd 4 64
+vm_modprobe target_core_mod
+echo /etc/rtslib-fb-target > $CFS/dbroot
+vm_modprobe sd_mod
+vm_modprobe tcm_loop
+vm_modprobe crc32c_generic
+vm_modprobe iscsi_target_mod
+vm_modprobe iscsi_tcp
+grep -q '^replipipe ' /proc/modules && vm_fail "replipipe.ko loaded before any replipipe backstore"
+
+vm_log "== targetcli creates replipipe backstores and gets replipipe.ko loaded"
+# LIO does not load a backend for mkdir core/<backend>_<N>: it request_module()s
+# only iblock, file, pscsi and user, once. Recorded, not asserted.
+if mkdir $CFS/core/replipipe_9 2> /tmp/mkdir.out; then
+	vm_log "LIO loaded replipipe.ko for mkdir core/replipipe_9 (MODULE_ALIAS)"
+	rmdir $CFS/core/replipipe_9
+	rmmod replipipe || vm_fail "rmmod replipipe"
+else
+	vm_log "mkdir core/replipipe_9 without replipipe.ko: $(cat /tmp/mkdir.out) (no autoload)"
+fi
+tc /backstores/replipipe create name=vol1 dev=/dev/ram0
+grep -q '^replipipe ' /proc/modules || vm_fail "replipipe.ko not loaded by targetcli create"
+[ -d $CFS/core/replipipe_0/vol1 ] || vm_fail "vol1 is not replipipe_0/vol1"
+grep -q "replipipe primary: /dev/ram0" $CFS/core/replipipe_0/vol1/info || vm_fail "vol1 info"
+tc /backstores/replipipe create name=vol2 dev=/dev/ram2
+vol2=$(cd $CFS/core && ls -d replipipe_*/vol2) || vm_fail "no replipipe_<N>/vol2"
+vm_log "vol2 is $vol2"
+unit_serial() { sed 's/^T10 VPD Unit Serial Number: //' $CFS/core/$1/wwn/vpd_unit_serial; }
+wwn1=$(unit_serial replipipe_0/vol1)
+
+vm_log "== vol1 exported through tcm_loop and iSCSI (targetcli)"
+tc /loopback create wwn=$LOOP_WWN
+tc /loopback/$LOOP_WWN/luns create /backstores/replipipe/vol1
+tc /iscsi create $IQN
+tc /iscsi/$IQN/tpg1/luns create /backstores/replipipe/vol1
+tc /iscsi/$IQN/tpg1 set attribute generate_node_acls=1 authentication=0 \
+	demo_mode_write_protect=0 cache_dynamic_acls=1
+[ -d $CFS/iscsi/$IQN/tpgt_1/np/0.0.0.0:3260 ] || tc /iscsi/$IQN/tpg1/portals create 127.0.0.1 3260
+lun=$(loop_disk)
+vm_log "tcm_loop LUN: $lun"
+
+vm_log "== pipes through replipiped: vol1 -> /dev/ram1, $vol2 -> /dev/ram3"
+start_daemon
+replipipectl create-or-modify --name tc1 --source-system localhost --target-system localhost \
+	--pair replipipe_0/vol1=/dev/ram1 || vm_fail "create pipe tc1"
+replipipectl create-or-modify --name tc2 --source-system localhost --target-system localhost \
+	--pair "$vol2=/dev/ram3" || vm_fail "create pipe tc2 with the targetcli-made $vol2"
+replipipectl wait tc1 --state InSync --timeout 120 || vm_fail "tc1 not InSync"
+replipipectl wait tc2 --state InSync --timeout 120 || vm_fail "tc2 not InSync"
+write_and_compare "$lun" /dev/ram0 /dev/ram1 1
+cat $CFS/core/replipipe_0/vol1/info
+
+vm_log "== targetcli ls lists them under /backstores/replipipe"
+tc ls
+grep -q "o- replipipe .*Storage Objects: 2" /tmp/tc.out || vm_fail "no /backstores/replipipe with 2 objects"
+grep -q "o- vol1 .*/dev/ram0.*replipipe_0/vol1 pipe " /tmp/tc.out || vm_fail "vol1 line"
+grep -q "o- vol2 .*/dev/ram2.*$vol2 pipe " /tmp/tc.out || vm_fail "vol2 line"
+grep -q "replipipe/vol1" /tmp/tc.out || vm_fail "no LUN on replipipe/vol1"
+
+vm_log "== deleting a backstore that is in a pipe is refused, its LUNs stay"
+for so in vol1 vol2; do
+	if targetcli /backstores/replipipe delete $so > /tmp/del.out 2>&1; then
+		cat /tmp/del.out
+		vm_fail "targetcli deleted $so while it is in a pipe"
+	fi
+	cat /tmp/del.out
+	grep -q "in pipe" /tmp/del.out || vm_fail "delete $so: not the in-a-pipe refusal"
+done
+[ -d $CFS/core/replipipe_0/vol1 ] && [ -d $CFS/core/$vol2 ] || vm_fail "a backstore went away"
+lun_of_vol1 loopback/$LOOP_WWN || vm_fail "the tcm_loop LUN of vol1 went away"
+lun_of_vol1 iscsi/$IQN || vm_fail "the iSCSI LUN of vol1 went away"
+# What the module itself answers to a plain rmdir (no tool involved):
+if rmdir $CFS/core/$vol2 2> /tmp/rmdir.out; then
+	vm_fail "the kernel let rmdir remove $vol2 while it is in a pipe"
+fi
+vm_log "kernel on rmdir $vol2 in a pipe: $(cat /tmp/rmdir.out)"
+
+vm_log "== targetctl save"
+targetctl save || vm_fail "targetctl save"
+cat $SAVE
+json_check $SAVE "any(s['plugin'] == 'replipipe' and s['name'] == 'vol1' and s['index'] == 0 and s['dev'] == '/dev/ram0' and s['control'] == 'udev_path=/dev/ram0' and s['wwn'] == '$wwn1' for s in c['storage_objects'])"
+json_check $SAVE "any(s['plugin'] == 'replipipe' and s['name'] == 'vol2' for s in c['storage_objects'])"
+json_check $SAVE "sum(l['storage_object'] == '/backstores/replipipe/vol1' for t in c['targets'] for g in t['tpgs'] for l in g['luns']) == 2"
+json_check $SAVE "set(t['fabric'] for t in c['targets']) == {'loopback', 'iscsi'}"
+
+vm_log "== reboot, simulated: daemon stopped, kernel pipes gone, targetctl clear, rmmod"
+stop_daemon
+vm_log "kernel pipes after replipiped stopped:"
+rp-nlctl get
+# targetctl clear while the kernel still has the pipes: LIO refuses to remove
+# their sources (what the host's ExecStop=targetctl clear meets at shutdown).
+if targetctl clear > /tmp/clear.out 2>&1; then
+	vm_fail "targetctl clear removed backstores that are in kernel pipes"
+fi
+tail -n 3 /tmp/clear.out
+grep -q "in pipe" /tmp/clear.out || vm_fail "targetctl clear: not the in-a-pipe refusal"
+# A reboot loses the kernel's pipes; replipiped's store keeps them.
+for id in $(rp-nlctl get | sed -n 's/^pipe id=\([^ ]*\).*/\1/p'); do
+	rp-nlctl del-pipe "$id" || vm_fail "rp-nlctl del-pipe $id"
+done
+targetctl clear || vm_fail "targetctl clear"
+left=$(ls $CFS/core | grep -v '^alua$' || true)
+[ -z "$left" ] || vm_fail "targetctl clear left core/$left"
+[ -z "$(ls $CFS/loopback 2>/dev/null | grep naa)" ] || vm_fail "targetctl clear left the loopback target"
+rmmod replipipe || vm_fail "rmmod replipipe"
+
+vm_log "== boot: targetctl restore, then replipiped"
+targetctl restore || vm_fail "targetctl restore"
+grep -q '^replipipe ' /proc/modules || vm_fail "targetctl restore did not load replipipe.ko"
+[ -d $CFS/core/replipipe_0/vol1 ] || vm_fail "vol1 not back as replipipe_0/vol1"
+[ -d $CFS/core/$vol2 ] || vm_fail "vol2 not back as $vol2"
+[ "$(unit_serial replipipe_0/vol1)" = "$wwn1" ] || vm_fail "vol1 WWN changed"
+lun_of_vol1 loopback/$LOOP_WWN || vm_fail "tcm_loop LUN not back"
+lun_of_vol1 iscsi/$IQN || vm_fail "iSCSI LUN not back"
+# The boot window: LUNs are live before replipiped pushes the pipes back, so
+# an initiator may write to the primary alone; the pair must not come back
+# InSync with that write missing on the target.
+lun=$(loop_disk)
+dd if=/dev/urandom of=$lun bs=1M seek=1 count=1 oflag=direct 2>/dev/null ||
+	vm_fail "write through the restored LUN before replipiped starts"
+start_daemon
+replipipectl wait tc1 --state InSync --timeout 120 || vm_fail "tc1 not back InSync"
+replipipectl wait tc2 --state InSync --timeout 120 || vm_fail "tc2 not back InSync"
+replipipectl status
+grep -q "pipe: " $CFS/core/replipipe_0/vol1/info || vm_fail "vol1 not in a pipe after restore"
+cat $CFS/core/replipipe_0/vol1/info
+legs_identical /dev/ram0 /dev/ram1
+legs_identical /dev/ram2 /dev/ram3
+vm_log "tcm_loop LUN after restore: $lun"
+write_and_compare "$lun" /dev/ram0 /dev/ram1 2
+# Its own session: iscsid signals its whole process group when it stops.
+setsid iscsid -f > /tmp/iscsid.log 2>&1 &
+iscsid=$!
+sleep 1
+ilun=$(iscsi_login)
+vm_log "iSCSI LUN after restore: $ilun"
+write_and_compare "$ilun" /dev/ram0 /dev/ram1 3
+iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --logout > /dev/null || vm_fail "iSCSI logout"
+kill $iscsid
+wait $iscsid || true
+tc ls
+
+vm_log "== teardown"
+replipipectl delete tc1 || vm_fail "delete tc1"
+replipipectl delete tc2 || vm_fail "delete tc2"
+stop_daemon
+tc /backstores/replipipe delete vol2
+targetctl clear || vm_fail "targetctl clear at the end"
+rmmod replipipe || vm_fail "rmmod replipipe"
+vm_log "targetcli-replipipe done"

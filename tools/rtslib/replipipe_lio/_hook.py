@@ -1,0 +1,94 @@
+"""Registers the replipipe backstore with rtslib-fb and targetcli-fb.
+
+Why this exists: rtslib-fb maps every directory under
+/sys/kernel/config/target/core/<type>_<N> to a class through the fixed dict
+rtslib_fb.tcm.so_mapping (and bs_params for the other direction).  With one
+replipipe_N/<name> backstore present, StorageObject.so_from_path() raises
+KeyError('replipipe'), and with it `targetcli ls`, `targetcli saveconfig`,
+`targetctl save` and `targetctl restore` (hence rtslib-fb-targetctl.service
+at boot) fail for the whole host.  targetcli's UIBackstores.refresh() likewise
+lists a fixed set of backstore UIs.  Neither has a plugin mechanism, so we add
+our entries when those modules are imported, without touching their files.
+
+What would make this unnecessary upstream: rtslib-fb loading storage-object
+classes from an entry point group (e.g. importlib.metadata.entry_points(
+group="rtslib_fb.storage_objects") filling so_mapping/bs_params), and
+targetcli-fb building /backstores from a similar group
+("targetcli.backstores") instead of its hard-coded list.  Our package would
+then declare two entry points and this file and the .pth would go.
+
+Mechanism: replipipe_lio.pth (in dist-packages) imports this module at
+interpreter start (about 2 ms, no rtslib import).  It only puts a finder in
+sys.meta_path that does nothing until one of the two modules below is
+imported; it then runs the real loader and, right after the module's code,
+our register function.
+"""
+
+import importlib.machinery
+import sys
+
+
+def _register_rtslib(tcm):
+    from .storage_object import PLUGIN, ReplipipeStorageObject
+    tcm.so_mapping.setdefault(PLUGIN, ReplipipeStorageObject)
+    tcm.bs_params.setdefault(ReplipipeStorageObject, dict(name=PLUGIN))
+
+
+def _register_targetcli(ui_backstore):
+    from .targetcli_ui import UIReplipipeBackstore
+    refresh = ui_backstore.UIBackstores.refresh
+
+    def refresh_with_replipipe(self):
+        refresh(self)
+        UIReplipipeBackstore(self)
+
+    ui_backstore.UIBackstores.refresh = refresh_with_replipipe
+
+
+_AFTER_IMPORT = {
+    "rtslib_fb.tcm": _register_rtslib,
+    "targetcli.ui_backstore": _register_targetcli,
+}
+
+
+# Plain classes, not importlib.abc ones: importing importlib.abc costs tens of
+# milliseconds, and this module is imported by every python3 on the host.
+class _Loader:
+    """The real loader, then the register function."""
+
+    def __init__(self, loader, register):
+        self._loader = loader
+        self._register = register
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        self._register(module)
+
+    def __getattr__(self, name):  # get_source etc. for tracebacks
+        return getattr(self._loader, name)
+
+
+class _Finder:
+    def find_spec(self, fullname, path, target=None):
+        register = _AFTER_IMPORT.get(fullname)
+        if register is None:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _Loader(spec.loader, register)
+        return spec
+
+
+def install():
+    if any(isinstance(f, _Finder) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _Finder())
+    for name, register in _AFTER_IMPORT.items():  # imported before us
+        if name in sys.modules:
+            register(sys.modules[name])
+
+
+install()

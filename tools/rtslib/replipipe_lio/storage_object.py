@@ -1,0 +1,159 @@
+"""rtslib-fb storage object for the LIO backend "replipipe" (replipipe.ko).
+
+A replipipe backstore is an iblock-like backstore on a primary block device
+(`control` takes `udev_path=<dev>`); when it is the source of a pair in a
+replication pipe, writes are mirrored to the pair's target device.  This class
+mirrors rtslib_fb.tcm.BlockStorageObject: lookup mode without `dev`, creation
+mode with it; WWN, attributes and ALUA groups are handled by the base class and
+by RTSRoot.restore() exactly as for block.
+
+Creating one loads replipipe.ko (LIO itself would not: see __init__).
+Two more things differ from block, both because pipes name their sources by the
+kernel's name "replipipe_<N>/<name>":
+  - dump() records the HBA index and restore passes it back (`index` is a
+    constructor argument of every rtslib storage object, but no built-in one
+    dumps it), so a restored backstore keeps its name and the pipe that
+    replipiped pushes back at start finds its source again;
+  - delete() refuses while the backstore is in a pipe, before rtslib removes
+    the LUNs that export it: the kernel would refuse the rmdir anyway (the
+    pipe holds a configfs dependency on the backstore, rmdir gives EBUSY),
+    but only after the LUNs were gone.
+"""
+
+import errno
+import os
+import re
+
+from rtslib_fb.tcm import StorageObject
+from rtslib_fb.utils import RTSLibError, fread, modprobe
+
+PLUGIN = "replipipe"
+
+# `info` of a replipipe backstore, after LIO's own lines:
+#   replipipe primary: /dev/ram0 (ram0 1:0)  pipe: ID  target: /dev/ram1  state: InSync  dirty: 0/1024
+#   replipipe primary: /dev/ram0 (ram0 1:0)  not in a pipe
+_PRIMARY_RE = re.compile(r"replipipe primary: (\S+) \((\S+) (\d+):(\d+)\)")
+_PIPE_RE = re.compile(r"pipe: (\S+)\s+target: (\S+)\s+state: (\S+)")
+
+
+class ReplipipeStorageObject(StorageObject):
+    """An interface to configfs storage objects of the replipipe backstore."""
+
+    def __init__(self, name, dev=None, wwn=None, control=None,
+                 write_back=False, index=None):
+        """
+        Lookup mode when neither dev nor control is given: binds to the
+        existing replipipe_<index>/<name>.  Creation mode otherwise.
+
+        @param dev: the primary block device, e.g. "/dev/vg0/vol1".
+        @param control: the string written to `control` (what dump() saved,
+            "udev_path=/dev/vg0/vol1"); built from dev when not given.
+        @param wwn: T10 unit serial, generated when None.
+        @param write_back: accepted for symmetry with block's dump; the write
+            cache is the emulate_write_cache attribute, restored with the
+            other attributes.
+        @param index: the HBA index N of replipipe_<N>; the first free one
+            when None.
+        """
+        if dev is None and control is None:
+            super().__init__(name, 'lookup', index)
+            return
+        # LIO request_module()s only its own backends (iblock, file, pscsi,
+        # user), once; mkdir replipipe_<N> fails unless replipipe.ko is in.
+        modprobe("replipipe")
+        super().__init__(name, 'create', index)
+        try:
+            self._configure(dev, control, wwn)
+        except:
+            self.delete()
+            raise
+
+    def _configure(self, dev, control, wwn):
+        self._check_self()
+        if control is None:
+            control = "udev_path=%s" % dev
+        elif dev is not None and \
+                "udev_path=%s" % dev not in control.split(","):
+            raise RTSLibError("dev %s and control '%s' name different devices"
+                              % (dev, control))
+        self._control(control)
+        self._enable()
+        super()._configure(wwn)
+
+    def _info(self):
+        self._check_self()
+        return " ".join(fread("%s/info" % self.path).split())
+
+    def _primary(self):
+        m = _PRIMARY_RE.search(self._info())
+        if not m:
+            raise RTSLibError("%s: no primary device in info" % self.kernel_name)
+        return m
+
+    def _get_kernel_name(self):
+        return "%s_%d/%s" % (PLUGIN, self._backstore.index, self.name)
+
+    def _get_index(self):
+        return self._backstore.index
+
+    def _get_control(self):
+        return "udev_path=%s" % self.udev_path
+
+    def _get_size(self):
+        m = self._primary()
+        sectors = fread("/sys/dev/block/%s:%s/size" % (m.group(3), m.group(4)))
+        return int(sectors) * 512
+
+    def _get_pipe(self):
+        m = _PIPE_RE.search(self._info())
+        return m.group(1) if m else None
+
+    def _get_pipe_info(self):
+        m = _PIPE_RE.search(self._info())
+        if not m:
+            return "not in a pipe"
+        return "pipe %s -> %s %s" % (m.group(1), m.group(2), m.group(3))
+
+    def _get_wb_enabled(self):
+        self._check_self()
+        return bool(int(self.get_attribute("emulate_write_cache")))
+
+    kernel_name = property(_get_kernel_name,
+            doc="replipipe_<N>/<name>: how pipes and replipipectl name it")
+    index = property(_get_index, doc="The HBA index N of replipipe_<N>")
+    control = property(_get_control,
+            doc="The control string that configures this backstore again")
+    size = property(_get_size, doc="Size of the primary device in bytes")
+    pipe = property(_get_pipe,
+            doc="ID of the pipe this backstore is the source of, or None")
+    pipe_info = property(_get_pipe_info,
+            doc="The pipe, target and pair state, as the module reports them")
+    write_back = property(_get_wb_enabled,
+            doc="True if write-back, False if write-through")
+
+    def delete(self, save=False):
+        if self.exists and self.is_configured() and self.pipe is not None:
+            raise RTSLibError(
+                "Cannot delete %s: it is the source of a pair in pipe %s "
+                "(%s), and replipipe.ko refuses to remove it (EBUSY) until "
+                "the pair is removed (replipipectl create-or-modify --pipe "
+                "PIPE with the remaining pairs, or replipipectl delete PIPE)"
+                % (self.kernel_name, self.pipe, self.pipe_info))
+        try:
+            super().delete(save)
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                raise
+            raise RTSLibError("Cannot delete %s: replipipe.ko refuses (%s); "
+                              "is it in a pipe? %s"
+                              % (self.kernel_name, os.strerror(e.errno),
+                                 self.pipe_info))
+
+    def dump(self):
+        d = super().dump()
+        d['wwn'] = self.wwn
+        d['dev'] = self.udev_path
+        d['control'] = self.control
+        d['index'] = self.index
+        d['write_back'] = self.write_back
+        return d

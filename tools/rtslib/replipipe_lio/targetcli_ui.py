@@ -1,0 +1,55 @@
+"""targetcli-fb UI for the replipipe backstore: /backstores/replipipe with
+`create name= dev=` and `delete name=`, modelled on targetcli's
+UIBlockBackstore / UIBlockStorageObject."""
+
+from rtslib_fb.utils import RTSLibError
+from targetcli.ui_backstore import (UIBackstore, UIStorageObject,
+                                    bytes_to_human, complete_path)
+import stat
+
+from .storage_object import PLUGIN, ReplipipeStorageObject
+
+
+class UIReplipipeStorageObject(UIStorageObject):
+    def summary(self):
+        so = self.rtsnode
+        try:
+            size = bytes_to_human(so.size)
+        except RTSLibError:
+            size = "no primary"
+        return ("%s (%s) %s %s %s" % (so.udev_path, size, so.kernel_name,
+                                      so.pipe_info, so.status), True)
+
+
+class UIReplipipeBackstore(UIBackstore):
+    """replipipe backstore UI: a block backstore whose writes replipipe.ko
+    mirrors once it is the source of a pair in a pipe (replipipectl)."""
+
+    def __init__(self, parent):
+        self.so_cls = UIReplipipeStorageObject
+        UIBackstore.__init__(self, PLUGIN, parent)
+
+    def ui_command_create(self, name, dev, wwn=None, index=None):
+        '''
+        Creates a replipipe storage object on the primary block device "dev".
+        It is named replipipe_<index>/<name> in the kernel (index: the first
+        free one when not given); put it into a pipe with replipipectl
+        create-or-modify --pair replipipe_<index>/<name>=<target device>.
+        '''
+        self.assert_root()
+        wwn = self.ui_eval_param(wwn, 'string', None)
+        index = self.ui_eval_param(index, 'number', None)
+        so = ReplipipeStorageObject(name, dev, wwn=wwn, index=index)
+        ui_so = UIReplipipeStorageObject(so, self)
+        self.setup_model_alias(so)
+        self.shell.log.info("Created replipipe storage object %s using %s."
+                            % (so.kernel_name, dev))
+        return self.new_node(ui_so)
+
+    def ui_complete_create(self, parameters, text, current_param):
+        if current_param != 'dev':
+            return []
+        completions = complete_path(text, stat.S_ISBLK)
+        if len(completions) == 1 and not completions[0].endswith('/'):
+            completions = [completions[0] + ' ']
+        return completions
