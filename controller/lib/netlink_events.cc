@@ -24,7 +24,10 @@ struct ReadState {
 
 // Notifications carry sequence number 0: accept every one (libnl's default
 // check would call them out of order).
-int AcceptAnySeq(nl_msg *, void *) { return NL_OK; }
+int AcceptAnySeq(nl_msg *, void *)
+{
+	return NL_OK;
+}
 
 int OnEvent(nl_msg *msg, void *arg)
 {
@@ -102,7 +105,7 @@ Result<std::vector<KernelEvent>> NetlinkEventListener::Read()
 		                     ENOMEM);
 	ReadState st;
 	nl_cb_set(cb.get(), NL_CB_SEQ_CHECK, NL_CB_CUSTOM, AcceptAnySeq,
-		  nullptr);
+	          nullptr);
 	nl_cb_set(cb.get(), NL_CB_VALID, NL_CB_CUSTOM, OnEvent, &st);
 	for (;;) {
 		pollfd pfd{fd(), POLLIN, 0};

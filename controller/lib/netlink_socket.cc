@@ -117,12 +117,12 @@ Result<std::unique_ptr<NetlinkSocket>>
 NetlinkSocket::Open(std::chrono::milliseconds timeout)
 {
 	return OpenFamily(REPLIPIPE_GENL_NAME, REPLIPIPE_MCGRP_EVENTS,
-			  REPLIPIPE_GENL_VERSION, timeout);
+	                  REPLIPIPE_GENL_VERSION, timeout);
 }
 
 Result<std::unique_ptr<NetlinkSocket>>
 NetlinkSocket::OpenFamily(const std::string &family, const std::string &group,
-			  uint8_t version, std::chrono::milliseconds timeout)
+                          uint8_t version, std::chrono::milliseconds timeout)
 {
 	std::unique_ptr<NetlinkSocket> s(new NetlinkSocket());
 	s->request_version_ = version;
@@ -147,21 +147,22 @@ NetlinkSocket::OpenFamily(const std::string &family, const std::string &group,
 
 	rc = genl_ctrl_resolve(s->sock_, family.c_str());
 	if (rc == -NLE_OBJ_NOTFOUND)
-		return Status::Error(family == REPLIPIPE_GENL_NAME
-					     ? std::string(kModuleMissingMessage)
-					     : "generic netlink family '" +
-						       family + "' not found",
-				     ENOENT);
+		return Status::Error(
+		        family == REPLIPIPE_GENL_NAME
+		                ? std::string(kModuleMissingMessage)
+		                : "generic netlink family '" + family +
+		                          "' not found",
+		        ENOENT);
 	if (rc < 0)
 		return Status::Error("netlink: resolve family '" + family +
-					     "': " + nl_geterror(rc),
-				     EIO);
+		                             "': " + nl_geterror(rc),
+		                     EIO);
 	s->family_id_ = rc;
 
 	nl_cache *cache = nullptr;
 	if (genl_ctrl_alloc_cache(s->sock_, &cache) == 0) {
-		if (genl_family *found = genl_ctrl_search_by_name(
-			    cache, family.c_str())) {
+		if (genl_family *found =
+		            genl_ctrl_search_by_name(cache, family.c_str())) {
 			s->family_version_ = genl_family_get_version(found);
 			genl_family_put(found);
 		}
@@ -268,13 +269,14 @@ Status NetlinkSocket::JoinEvents()
 {
 	if (events_group_ <= 0)
 		return Status::Error("netlink: the family has no events group",
-				     ENOENT);
+		                     ENOENT);
 	nl_socket_disable_seq_check(sock_);
 	int rc = nl_socket_add_membership(sock_, events_group_);
 	if (rc < 0)
-		return Status::Error(std::string("netlink: join events group: ") +
-					     nl_geterror(rc),
-				     EIO);
+		return Status::Error(
+		        std::string("netlink: join events group: ") +
+		                nl_geterror(rc),
+		        EIO);
 	rc = nl_socket_set_nonblocking(sock_);
 	if (rc < 0)
 		return Status::Error(std::string("netlink: non-blocking: ") +

@@ -49,7 +49,7 @@ public:
 	// missing family is ENOENT, kModuleMissingMessage for "replipipe".
 	static Result<std::unique_ptr<NetlinkSocket>>
 	OpenFamily(const std::string &family, const std::string &group,
-		   uint8_t version, std::chrono::milliseconds timeout);
+	           uint8_t version, std::chrono::milliseconds timeout);
 	~NetlinkSocket();
 	NetlinkSocket(const NetlinkSocket &) = delete;
 	NetlinkSocket &operator=(const NetlinkSocket &) = delete;

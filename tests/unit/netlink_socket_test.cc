@@ -14,8 +14,10 @@
 
 #include "netlink_socket.h"
 
-namespace replipipe {
-namespace {
+namespace replipipe
+{
+namespace
+{
 
 using namespace std::chrono_literals;
 
@@ -62,12 +64,12 @@ TEST(NetlinkSocketCtrl, DumpEndsWithDone)
 	auto sock = OpenCtrl(2s);
 	ASSERT_NE(sock, nullptr);
 	int families = 0;
-	Status st = sock->Request(sock->NewRequest(CTRL_CMD_GETFAMILY,
-						   NLM_F_DUMP),
-				  [&](nlmsghdr *) {
-					  ++families;
-					  return Status();
-				  });
+	Status st =
+	        sock->Request(sock->NewRequest(CTRL_CMD_GETFAMILY, NLM_F_DUMP),
+	                      [&](nlmsghdr *) {
+		                      ++families;
+		                      return Status();
+	                      });
 	EXPECT_TRUE(st.ok()) << st.message();
 	EXPECT_GE(families, 1);
 }
@@ -91,9 +93,9 @@ TEST(NetlinkSocketCtrl, KernelErrorCarriesErrnoAndExtack)
 	ASSERT_TRUE(st.err() == EINVAL || st.err() == ERANGE) << st.message();
 	const std::string errno_text = std::strerror(st.err());
 	EXPECT_GT(st.message().size(), errno_text.size() + 2)
-		<< "no extack text: " << st.message();
+	        << "no extack text: " << st.message();
 	EXPECT_EQ(st.message().substr(st.message().size() - errno_text.size()),
-		  errno_text);
+	          errno_text);
 	RecordProperty("extack", st.message());
 }
 
@@ -124,7 +126,7 @@ TEST(NetlinkSocketCtrl, MissingFamilyIsEnoent)
 	ASSERT_FALSE(sock.ok());
 	EXPECT_EQ(sock.status().err(), ENOENT);
 	EXPECT_EQ(sock.status().message(),
-		  "generic netlink family 'no-such-family' not found");
+	          "generic netlink family 'no-such-family' not found");
 	EXPECT_FALSE(IsModuleMissing(sock.status()));
 }
 

@@ -34,9 +34,10 @@ dd if=/tmp/data of="$lun" bs=1M oflag=direct 2>/dev/null
 sync
 
 vm_log "== the legs"
-src_sum=$(dd if=/dev/ram0 bs=1M count=32 2>/dev/null | sha256sum | cut -d' ' -f1)
-tgt_sum=$(dd if=/dev/ram1 bs=1M count=32 2>/dev/null | sha256sum | cut -d' ' -f1)
-data_sum=$(sha256sum /tmp/data | cut -d' ' -f1)
+# O_DIRECT reads (vm_sum): the module wrote the legs behind their page cache.
+src_sum=$(vm_sum /dev/ram0 32M)
+tgt_sum=$(vm_sum /dev/ram1 32M)
+data_sum=$(vm_sum /tmp/data)
 vm_log "written : $data_sum"
 vm_log "primary : $src_sum"
 vm_log "replica : $tgt_sum"

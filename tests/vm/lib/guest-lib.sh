@@ -166,9 +166,15 @@ vm_dev_bytes() {
 
 # vm_cmp_devs A B [BYTES]: byte-compare two devices or files: the first BYTES
 # (N[KMG] allowed), default the whole of A. Fails on the first difference.
+#
+# The kernel module writes the legs with bios, behind the back of the block
+# devices' page cache: a buffered read can return pages cached before. So the
+# caches are written back and dropped before comparing.
 vm_cmp_devs() {
 	local bytes
 	bytes=$(vm_size_bytes "${3:-$(vm_dev_bytes "$1")}")
+	sync
+	echo 3 > /proc/sys/vm/drop_caches
 	cmp -n "$bytes" "$1" "$2" || vm_fail "$1 and $2 differ in the first $bytes bytes"
 }
 

@@ -1,0 +1,116 @@
+#!/bin/sh
+# rp-nlctl end to end: family, set/get/del, extack errors, bitmap, claims
+# (failed, dropped with the socket), events, pause/resume, and the resync
+# engine bringing a fully dirty pair to InSync with identical legs; then a
+# resync under concurrent writes through the LUN.
+# vm-timeout: 600
+# vm-mem: 1024
+
+PIPE=nl-resync
+SRC=replipipe_0/vol1
+# O_DIRECT compare: a buffered cmp would read /dev/ram0 pages cached before the
+# backend wrote the device with bios.
+same() { rp-verify --cmp /dev/ram0 /dev/ram1 | tee /dev/stderr | grep -q "^cmp: identical"; }
+field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+
+vm_brd 2 64
+dd if=/dev/urandom of=/dev/ram0 bs=1M count=64 2>/dev/null
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
+rp-nlctl family || vm_fail "family"
+
+rp-nlctl events --timeout 300 > /tmp/events 2> /tmp/events.err &
+ev=$!
+i=0
+until grep -q listening /tmp/events.err; do
+	[ $i -lt 100 ] || vm_fail "events did not start"
+	sleep 0.1; i=$((i + 1))
+done
+
+vm_log "== errors carry extack and errno names"
+rc=0; rp-nlctl set-pipe --id bad --region-kib 3 --pair $SRC=/dev/ram1 2> /tmp/err || rc=$?
+cat /tmp/err
+[ $rc = 1 ] || vm_fail "bad region size: rc=$rc"
+grep -q "errno E" /tmp/err || vm_fail "no errno name"
+rc=0; rp-nlctl get no-such-pipe 2> /tmp/err || rc=$?
+cat /tmp/err; [ $rc = 1 ] || vm_fail "get missing: rc=$rc"
+rc=0; rp-nlctl del-pipe no-such-pipe 2> /tmp/err || rc=$?
+cat /tmp/err; [ $rc = 1 ] || vm_fail "del missing: rc=$rc"
+rc=0; rp-nlctl bogus 2> /dev/null || rc=$?
+[ $rc = 64 ] || vm_fail "usage: rc=$rc"
+
+vm_log "== a pair that starts fully dirty"
+rp-nlctl set-pipe --id $PIPE --name "nl test" --mode sync --policy degrade \
+	--region-kib 64 --max-lag-kib 4096 --pair $SRC=/dev/ram1 || vm_fail "set-pipe"
+rp-nlctl get
+rp-nlctl get $PIPE
+pair=$(rp-nlctl get $PIPE | grep '^pair ')
+[ "$(field "$pair" dirty)" = 1024 ] || vm_fail "expected 1024 dirty: $pair"
+rp-nlctl bitmap $PIPE $SRC | head -n 3
+
+vm_log "== claims: failed keeps them dirty, a dropped socket too"
+out=$(rp-nlctl claim $PIPE $SRC --hint 10 --max 4 --failed) || vm_fail "claim"
+echo "$out"
+echo "$out" | grep -q "^claim .*first=10 count=4" || vm_fail "claim first/count"
+rp-nlctl claim $PIPE $SRC --max 8 || vm_fail "claim dropped"
+[ "$(field "$(rp-nlctl bitmap $PIPE $SRC | head -n 1)" dirty)" = 1024 ] ||
+	vm_fail "claims changed the bitmap"
+# a held claim blocks a second claim of the same regions
+rp-nlctl claim $PIPE $SRC --max 16 --hold 2 > /tmp/held &
+held=$!
+sleep 0.5
+out=$(rp-nlctl claim $PIPE $SRC --max 16 --failed) || vm_fail "second claim"
+echo "held: $(cat /tmp/held)"; echo "second: $out"
+echo "$out" | grep -q "first=16 " || vm_fail "second claim overlaps the held one"
+wait $held
+
+vm_log "== resync to clean"
+rp-nlctl resync $PIPE $SRC --qd 16 --chunk-kib 1024 > /tmp/resync || vm_fail "resync: $(cat /tmp/resync)"
+cat /tmp/resync
+grep -q "^resync .*result=clean bytes=67108864 " /tmp/resync || vm_fail "resync bytes"
+pair=$(rp-nlctl get $PIPE | grep '^pair ')
+echo "$pair"
+[ "$(field "$pair" dirty)" = 0 ] || vm_fail "dirty after resync"
+[ "$(field "$pair" state)" = InSync ] || vm_fail "not InSync after resync"
+same || vm_fail "legs differ after resync"
+rp-nlctl resync $PIPE $SRC | tail -n 1 | grep -q "bytes=0 " || vm_fail "second resync copied"
+
+vm_log "== pause, write, resume, resync under writes"
+rp-nlctl pair-state $PIPE $SRC pause || vm_fail pause
+[ "$(field "$(rp-nlctl get $PIPE | grep '^pair ')" state)" = Paused ] || vm_fail "not Paused"
+lun=$(vm_tcm_loop_export $SRC)
+dd if=/dev/urandom of=$lun bs=64k count=100 seek=37 oflag=direct 2>/dev/null
+pair=$(rp-nlctl get $PIPE | grep '^pair ')
+echo "$pair"
+[ "$(field "$pair" dirty)" -ge 100 ] || vm_fail "paused writes not dirty"
+rp-nlctl pair-state $PIPE $SRC resume || vm_fail resume
+vm_log "== resync without concurrent writes"
+rp-nlctl resync $PIPE $SRC --qd 8 --chunk-kib 256 | tail -n 1 || vm_fail "resync after pause"
+same || vm_fail "legs differ after pause+resync (no concurrent writes)"
+vm_log "== pause, write again, resume, resync under writes"
+rp-nlctl pair-state $PIPE $SRC pause || vm_fail pause
+dd if=/dev/urandom of=$lun bs=64k count=100 seek=237 oflag=direct 2>/dev/null
+rp-nlctl pair-state $PIPE $SRC resume || vm_fail resume
+rp-writer --dev "$lun" --log /tmp/w --threads 2 --bytes 32M --min-size 4K --max-size 256K --seed 5 > /tmp/writer &
+wpid=$!
+rp-nlctl resync $PIPE $SRC --qd 8 --chunk-kib 256 | tail -n 1 || vm_fail "resync under writes"
+wait $wpid || vm_fail "writer: $(cat /tmp/writer)"
+rp-nlctl resync $PIPE $SRC | tail -n 1 || vm_fail "final resync"
+pair=$(rp-nlctl get $PIPE | grep '^pair ')
+echo "$pair"
+[ "$(field "$pair" state)" = InSync ] || vm_fail "not InSync at the end"
+cat /tmp/writer
+rp-verify --cmp /dev/ram0 /dev/ram1 --region-kib 64 | head -n 20
+rp-verify --dev /dev/ram1 /tmp/w.* | tail -n 5
+same || vm_fail "legs differ after resync under writes"
+
+vm_log "== events"
+sleep 0.5
+kill $ev; wait $ev || true
+cat /tmp/events
+grep -q "^event type=pipe_added pipe=$PIPE" /tmp/events || vm_fail "no pipe_added"
+grep -q "^event type=pair_state pipe=$PIPE source=$SRC .*state=InSync" /tmp/events || vm_fail "no InSync event"
+grep -q "^event type=pair_state pipe=$PIPE source=$SRC .*state=Paused" /tmp/events || vm_fail "no Paused event"
+
+vm_tcm_loop_unexport $SRC
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+[ -z "$(rp-nlctl get)" ] || vm_fail "pipes left"
