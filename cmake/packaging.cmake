@@ -54,6 +54,13 @@ install(FILES ${_rp_pkg}/tmpfiles.d/replipipe.conf
 install(FILES ${_rp_pkg}/default/replipiped
 	DESTINATION ${REPLIPIPE_SYSCONFDIR}/default COMPONENT daemon)
 # The unit's Documentation= points at cli.md.
+# rtslib-fb / targetcli-fb registration of the replipipe backstore
+# (docs/targetcli.md): a module and the .pth line that imports its hook.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/tools/rtslib/replipipe_lio
+	DESTINATION lib/python3/dist-packages COMPONENT daemon
+	PATTERN "__pycache__" EXCLUDE)
+install(FILES ${PROJECT_SOURCE_DIR}/tools/rtslib/replipipe_lio.pth
+	DESTINATION lib/python3/dist-packages COMPONENT daemon)
 install(FILES ${PROJECT_SOURCE_DIR}/docs/cli.md ${PROJECT_SOURCE_DIR}/README.md
 	DESTINATION share/doc/replipipe COMPONENT daemon)
 
@@ -124,7 +131,8 @@ set(CPACK_DEBIAN_DAEMON_PACKAGE_SHLIBDEPS ON)
 # the module itself comes from replipipe-dkms (or a prebuilt module).
 set(CPACK_DEBIAN_DAEMON_PACKAGE_DEPENDS "kmod")
 set(CPACK_DEBIAN_DAEMON_PACKAGE_RECOMMENDS "replipipe-dkms (= ${PROJECT_VERSION}-1)")
-set(CPACK_DEBIAN_DAEMON_PACKAGE_SUGGESTS "targetcli-fb")
+set(CPACK_DEBIAN_DAEMON_PACKAGE_SUGGESTS "targetcli-fb, python3-rtslib-fb")
+set(CPACK_DEBIAN_DAEMON_PACKAGE_ENHANCES "python3-rtslib-fb, targetcli-fb")
 set(CPACK_COMPONENT_DAEMON_DESCRIPTION
 "replication pipes for the Linux SCSI target (LIO) - daemon and CLI
 replipipe mirrors writes to LIO backstores of type replipipe to a paired
