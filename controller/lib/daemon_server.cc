@@ -282,10 +282,18 @@ void ControlServer::AcceptLoop(std::stop_token stop)
 void ControlServer::Serve(Connection *conn, std::stop_token stop)
 {
 	const int fd = conn->fd.get();
+	// When Serve() ends the client must see EOF at once, not when the
+	// accept loop next reaps the connection (up to its poll interval):
+	// scripts that read the socket until EOF would wait for it.
 	struct DoneFlag {
+		int fd;
 		std::atomic<bool> &done;
-		~DoneFlag() { done.store(true); }
-	} done_flag{conn->done};
+		~DoneFlag()
+		{
+			::shutdown(fd, SHUT_RDWR);
+			done.store(true);
+		}
+	} done_flag{fd, conn->done};
 
 	timeval send_timeout{};
 	send_timeout.tv_sec = options_.send_timeout.count() / 1000;

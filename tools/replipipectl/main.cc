@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -88,6 +89,25 @@ private:
 		return Fail(error, reply.code, ExitCodeForReply(reply));
 	}
 
+	// Prints why the socket could not be reached; returns the exit
+	// status. connect() refused by the socket's file mode (0660, group
+	// replipipe) is the same refusal as the daemon's SO_PEERCRED check:
+	// exit 77, not 69 (docs/cli.md).
+	int FailConnect(const Status &st)
+	{
+		if (st.err() == EACCES || st.err() == EPERM)
+			return Fail("permission denied: " + st.message() +
+			                    " (uid " +
+			                    std::to_string(::getuid()) +
+			                    "; only root and members of group "
+			                    "replipipe may use replipiped)",
+			            kCodePermissionDenied, kExitNoPermission);
+		return Fail("cannot reach replipiped: " + st.message() +
+		                    " (is replipiped running? --socket or "
+		                    "REPLIPIPE_SOCKET select another socket)",
+		            "unreachable", kExitUnavailable);
+	}
+
 	// One request and its reply; nullopt after printing why there is
 	// none (*exit holds the status then).
 	std::optional<ControlReply> Call(const ControlRequest &request,
@@ -95,12 +115,7 @@ private:
 	{
 		auto client = ControlClient::Connect(inv_.socket_path);
 		if (!client.ok()) {
-			*exit = Fail("cannot reach replipiped: " +
-			                     client.status().message() +
-			                     " (is replipiped running? "
-			                     "--socket or REPLIPIPE_SOCKET "
-			                     "select another socket)",
-			             "unreachable", kExitUnavailable);
+			*exit = FailConnect(client.status());
 			return std::nullopt;
 		}
 		auto reply = client->Call(request);
@@ -316,9 +331,7 @@ private:
 	{
 		auto client = ControlClient::Connect(inv_.socket_path);
 		if (!client.ok())
-			return Fail("cannot reach replipiped: " +
-			                    client.status().message(),
-			            "unreachable", kExitUnavailable);
+			return FailConnect(client.status());
 		auto reply = client->Call(inv_.request);
 		if (!reply.ok())
 			return Fail(reply.status().message(), "unreachable",
