@@ -227,6 +227,7 @@ struct rp_pair *rp_pair_find(const char *source);
 int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
 		bool *created);
 int rp_pipe_del(const char *id, struct netlink_ext_ack *extack);
+int rp_pair_probe_target(struct rp_pair *pair);
 int rp_pair_set_state(struct rp_pair *pair, u8 state,
 		      struct netlink_ext_ack *extack);
 int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,

@@ -489,11 +489,30 @@ static int rp_nl_pair_set(struct sk_buff *skb, struct genl_info *info)
 
 	mutex_lock(&rp_config_lock);
 	pair = rp_nl_pair(info->attrs, info->extack);
-	if (IS_ERR(pair))
-		ret = PTR_ERR(pair);
-	else
-		ret = rp_pair_set_state(pair, state, info->extack);
+	if (IS_ERR(pair)) {
+		mutex_unlock(&rp_config_lock);
+		return PTR_ERR(pair);
+	}
+	refcount_inc(&pair->refs);
 	mutex_unlock(&rp_config_lock);
+
+	/*
+	 * A Degraded (or Paused) pair mirrors again only once its target
+	 * answers; the probe waits for the target, outside rp_config_lock.
+	 */
+	if (state == REPLIPIPE_PAIR_SYNCING && !rp_pair_mirroring(pair)) {
+		ret = rp_pair_probe_target(pair);
+		if (ret) {
+			NL_SET_ERR_MSG(info->extack,
+				       "the target does not answer (probe read or flush failed); the pair stays as it is");
+			goto put;
+		}
+	}
+	mutex_lock(&rp_config_lock);
+	ret = rp_pair_set_state(pair, state, info->extack);
+	mutex_unlock(&rp_config_lock);
+put:
+	rp_pair_put(pair);
 	return ret;
 }
 

@@ -16,6 +16,9 @@
  *             no room within max lag for RP_LAG_WAIT_SEC: primary only,
  *             regions written are marked dirty     -> SYNCING/INSYNC (PAIR_SET)
  *   PAUSED    stopped by PAIR_SET; as DEGRADED     -> SYNCING/INSYNC (PAIR_SET)
+ *   PAIR_SET SYNCING leaves DEGRADED/PAUSED only after rp_pair_probe_target()
+ *   (a read of the target's first block and a flush, with a pair reference
+ *   and without rp_config_lock) succeeded; else it fails and nothing changes.
  *   SYNCING becomes INSYNC when a RESYNC_DONE clears the last dirty bit;
  *   INSYNC becomes SYNCING when a region is marked dirty (policy FailIO).
  *   Every state change queues pair->event_work (EVT_PAIR_STATE).
@@ -801,11 +804,47 @@ int rp_pipe_del(const char *id, struct netlink_ext_ack *extack)
 	return ret;
 }
 
+/*
+ * Checks that the target of a pair that is not mirroring answers again: one
+ * read of its first block, then a cache flush.  The caller holds a pair
+ * reference, not rp_config_lock (this waits for the target).  May block.
+ */
+int rp_pair_probe_target(struct rp_pair *pair)
+{
+	struct block_device *bdev = pair->tgt.bdev;
+	struct page *page;
+	struct bio *bio;
+	int ret;
+
+	page = alloc_page(GFP_KERNEL);
+	if (!page)
+		return -ENOMEM;
+	bio = bio_alloc(bdev, 1, REQ_OP_READ | REQ_SYNC, GFP_KERNEL);
+	bio->bi_iter.bi_sector = 0;
+	__bio_add_page(bio, page, min_t(unsigned int, PAGE_SIZE,
+					bdev_logical_block_size(bdev)), 0);
+	ret = submit_bio_wait(bio);
+	bio_put(bio);
+	__free_page(page);
+	if (!ret)
+		ret = blkdev_issue_flush(bdev);
+	if (ret)
+		pr_info("%s: target %s does not answer yet (%d); stays %s\n",
+			pair->src->name, pair->tgt_path, ret,
+			rp_pair_state_name(READ_ONCE(pair->state)));
+	return ret;
+}
+
 /* PAIR_SET: pause, or resume mirroring.  rp_config_lock held. */
 int rp_pair_set_state(struct rp_pair *pair, u8 state,
 		      struct netlink_ext_ack *extack)
 {
 	spin_lock_irq(&pair->lock);
+	if (pair->dead) {
+		spin_unlock_irq(&pair->lock);
+		NL_SET_ERR_MSG(extack, "the pair is being removed");
+		return -ENOENT;
+	}
 	if (state == REPLIPIPE_PAIR_PAUSED) {
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_PAUSED);
 	} else if (!__rp_pair_mirroring(pair)) {

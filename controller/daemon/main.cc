@@ -31,6 +31,9 @@
 #include "daemon_service.h"
 #include "endpoint_check.h"
 #include "host.h"
+#include "iscsi_runner.h"
+#include "iscsi_sessions.h"
+#include "iscsi_targets.h"
 #include "log.h"
 #include "netlink_client.h"
 #include "netlink_events.h"
@@ -62,6 +65,7 @@ struct Options {
 	std::string state_dir = kDefaultStateDir;
 	std::string socket_path = kDefaultSocketPath;
 	bool foreground = false;
+	unsigned probe_interval_s = 10; // 0: no automatic probe
 	LogLevel log_level = LogLevel::kInfo;
 };
 
@@ -71,7 +75,7 @@ std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
 	Options opts;
 	po::options_description desc(
 	        "Usage: replipiped [--state-dir DIR] [--socket PATH] "
-	        "[--foreground] [--log-level LEVEL]\n\nOptions");
+	        "[--foreground] [--probe-interval SECONDS] [--log-level LEVEL]\n\nOptions");
 	desc.add_options()(
 	        "state-dir",
 	        po::value<std::string>(&opts.state_dir)->value_name("DIR"),
@@ -80,6 +84,11 @@ std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
 	        po::value<std::string>(&opts.socket_path)->value_name("PATH"),
 	        "control socket (default /run/replipipe/replipiped.sock)")(
 	        "foreground", "do not detach (systemd runs it so)")(
+	        "probe-interval",
+	        po::value<unsigned>(&opts.probe_interval_s)
+	                ->value_name("SECONDS"),
+	        "resume Degraded pairs whose target answers again, tried "
+	        "every SECONDS (default 10, 0 = never)")(
 	        "log-level", po::value<std::string>()->value_name("LEVEL"),
 	        "error, warning, notice, info (default) or debug")(
 	        "version", "print the version")("help,h", "this help");
@@ -246,6 +255,11 @@ int Run(const Options &opts, Detacher &detacher)
 
 	SystemEndpointProbe probe;
 	PipeService pipes(**kernel, store, probe, HostIdentity::FromSystem());
+	// iscsi:// target endpoints (docs/iscsi.md).
+	SystemCommandRunner iscsi_runner;
+	IscsiSessions iscsi_sessions(iscsi_runner);
+	IscsiTargetConnector iscsi_targets(iscsi_sessions);
+	pipes.SetTargetConnector(&iscsi_targets);
 	if (Status st = pipes.Load(); !st.ok()) {
 		LogError() << "pipe store: " << st.message()
 		           << " (the file is left as it is; fix or move it "
@@ -308,10 +322,15 @@ int Run(const Options &opts, Detacher &detacher)
 	detacher.Ready();
 	LogNotice() << "ready: " << DaemonService::StatusText(service.Counts());
 
+	const milliseconds probe_every{uint64_t{opts.probe_interval_s} * 1000};
 	auto next_tick = steady_clock::now() + kTick;
+	auto next_probe = steady_clock::now() + probe_every;
 	for (;;) {
+		auto wake = next_tick;
+		if (probe_every.count() && next_probe < wake)
+			wake = next_probe;
 		auto left = std::chrono::duration_cast<milliseconds>(
-		        next_tick - steady_clock::now());
+		        wake - steady_clock::now());
 		pollfd pfds[2] = {{signal_fd.get(), POLLIN, 0},
 		                  {(*listener)->fd(), POLLIN, 0}};
 		int ready = ::poll(
@@ -353,6 +372,10 @@ int Run(const Options &opts, Detacher &detacher)
 					service.OnKernelEvent(event);
 				}
 			}
+		}
+		if (probe_every.count() && steady_clock::now() >= next_probe) {
+			service.ProbeDegraded();
+			next_probe = steady_clock::now() + probe_every;
 		}
 		if (steady_clock::now() >= next_tick) {
 			service.RefreshAll();

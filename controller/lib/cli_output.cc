@@ -47,6 +47,27 @@ unsigned Percent(uint64_t done, uint64_t total)
 	        std::min<uint64_t>(100, (done * 100) / total));
 }
 
+// "ETA 1h02m", "ETA 3m05s", "ETA 42s"; empty without a rate.
+std::string EtaText(uint64_t done, uint64_t total, uint64_t rate)
+{
+	if (rate == 0 || done >= total)
+		return "";
+	const uint64_t s = (total - done + rate - 1) / rate;
+	char buf[32];
+	if (s >= 3600)
+		std::snprintf(buf, sizeof(buf), "ETA %lluh%02llum",
+		              static_cast<unsigned long long>(s / 3600),
+		              static_cast<unsigned long long>(s / 60 % 60));
+	else if (s >= 60)
+		std::snprintf(buf, sizeof(buf), "ETA %llum%02llus",
+		              static_cast<unsigned long long>(s / 60),
+		              static_cast<unsigned long long>(s % 60));
+	else
+		std::snprintf(buf, sizeof(buf), "ETA %llus",
+		              static_cast<unsigned long long>(s));
+	return buf;
+}
+
 std::string ResyncText(const ControlPair &pair)
 {
 	const ControlResync &r = pair.resync;
@@ -55,8 +76,13 @@ std::string ResyncText(const ControlPair &pair)
 	std::string text =
 	        std::to_string(Percent(r.done_bytes, r.total_bytes)) + "% " +
 	        FormatBytes(r.done_bytes) + "/" + FormatBytes(r.total_bytes);
-	if (r.running && r.rate_bytes_per_s)
+	if (r.running && r.rate_bytes_per_s) {
 		text += " " + FormatBytes(r.rate_bytes_per_s) + "/s";
+		const std::string eta =
+		        EtaText(r.done_bytes, r.total_bytes, r.rate_bytes_per_s);
+		if (!eta.empty())
+			text += " " + eta;
+	}
 	if (!r.running && r.done_bytes < r.total_bytes)
 		text += " (no job)";
 	return text;
@@ -155,13 +181,34 @@ std::string FormatStatus(const std::vector<ControlPipe> &pipes)
 			out += "  no pairs\n";
 			continue;
 		}
+		// Asynchronous pipes also show the current lag (bytes
+		// acknowledged, not yet on the target).
+		const bool async = pipe.mode == "Asynchronous";
 		std::vector<std::vector<std::string>> rows = {
 		        {"SOURCE", "TARGET", "STATE", "RESYNC", "ERRORS"}};
-		for (const ControlPair &pair : pipe.pairs)
+		if (async)
+			rows[0].push_back("LAG");
+		for (const ControlPair &pair : pipe.pairs) {
 			rows.push_back({pair.source, pair.target, pair.state,
 			                ResyncText(pair),
 			                std::to_string(pair.target_errors)});
+			if (async)
+				rows.back().push_back(
+				        FormatBytes(pair.lag_bytes));
+		}
 		out += Table(rows, "  ");
+		for (const ControlPair &pair : pipe.pairs)
+			if (pair.peer) // iscsi:// targets (docs/iscsi.md)
+				out += "  peer of " + pair.source + ": portal " +
+				       pair.peer->portal + ", " +
+				       pair.peer->iqn + " LUN " +
+				       std::to_string(pair.peer->lun) +
+				       ", session " + pair.peer->session +
+				       ", device " +
+				       (pair.peer->device.empty()
+				                ? std::string("none")
+				                : pair.peer->device) +
+				       "\n";
 	}
 	return out;
 }
@@ -251,6 +298,11 @@ std::string ProgressBar(const WaitSummary &summary, const std::string &state,
 		if (summary.rate_bytes_per_s)
 			out += "  " + FormatBytes(summary.rate_bytes_per_s) +
 			       "/s";
+		const std::string eta =
+		        EtaText(summary.done_bytes, summary.total_bytes,
+		                summary.rate_bytes_per_s);
+		if (!eta.empty())
+			out += "  " + eta;
 		out += "  ";
 	}
 	out += std::to_string(summary.in_state) + "/" +
@@ -273,6 +325,11 @@ std::string ProgressLine(const std::string &pipe, const WaitSummary &summary,
 		if (summary.rate_bytes_per_s)
 			line += ", " + FormatBytes(summary.rate_bytes_per_s) +
 			        "/s";
+		const std::string eta =
+		        EtaText(summary.done_bytes, summary.total_bytes,
+		                summary.rate_bytes_per_s);
+		if (!eta.empty())
+			line += ", " + eta;
 		line += ")";
 	}
 	return line;

@@ -178,6 +178,10 @@ ControlPipe DaemonService::ToControlPipe(const PipeView &view) const
 		ControlPair pair;
 		pair.source = pr.source;
 		pair.target = pr.target;
+		if (auto peer = pipes_.DescribePeer(pr.target)) // iscsi://
+			pair.peer = ControlPeer{peer->portal, peer->iqn,
+			                        peer->lun, peer->session,
+			                        peer->device};
 		pair.state = "Unknown";
 		const KernelPairStatus *kp =
 		        view.kernel ? FindKernelPair(*view.kernel, pr.source)
@@ -233,7 +237,7 @@ void DaemonService::Apply(const PipeRecord &record,
 	if (!jobs_)
 		return;
 	if (kernel)
-		jobs_->SyncPipe(record, *kernel);
+		jobs_->SyncPipe(pipes_.ForKernel(record), *kernel);
 	else
 		jobs_->StopPipe(record.instance_id);
 }
@@ -303,6 +307,58 @@ void DaemonService::OnKernelEvent(const KernelEvent &event)
 		RefreshAll();
 		break;
 	}
+}
+
+size_t DaemonService::ProbeDegraded()
+{
+	auto listed = kernel_.ListPipes();
+	if (!listed.ok())
+		return 0;
+	size_t resumed = 0;
+	for (const PipeRecord &record : pipes_.ListPipes()) {
+		const KernelPipeStatus *kernel = nullptr;
+		for (const KernelPipeStatus &k : *listed)
+			if (k.id == record.instance_id)
+				kernel = &k;
+		if (!kernel)
+			continue;
+		bool changed = false;
+		for (const PairRecord &pr : record.pairs) {
+			const KernelPairStatus *kp =
+			        FindKernelPair(*kernel, pr.source);
+			if (!kp || kp->state != PairState::kDegraded)
+				continue;
+			ControlEvent event;
+			event.type = "probe";
+			event.instance_id = InstanceIdOf(record);
+			event.name = record.name;
+			event.source = pr.source;
+			event.target = pr.target;
+			Status st = kernel_.SetPairState(record.instance_id,
+			                                 pr.source,
+			                                 PairState::kSyncing);
+			if (st.ok()) {
+				LogNotice() << "probe: pipe " << record.instance_id
+				            << " pair " << pr.source
+				            << ": target answers, resumed";
+				event.state = "resumed";
+				event.message = "target answers; resyncing "
+				                "the dirty regions";
+				changed = true;
+				++resumed;
+			} else {
+				LogInfo() << "probe: pipe " << record.instance_id
+				          << " pair " << pr.source << ": "
+				          << st.message();
+				event.state = "failed";
+				event.message = st.message();
+			}
+			hub_.Publish(event);
+		}
+		if (changed)
+			RefreshPipe(record.instance_id);
+	}
+	return resumed;
 }
 
 PipeCounts DaemonService::Counts()

@@ -9,6 +9,8 @@
 //   RefreshAll()    the same for every stored pipe (start-up, a periodic
 //                   tick, lost kernel events)
 //   OnKernelEvent() a notification from the kernel's events group
+//   ProbeDegraded() the periodic probe (--probe-interval): resume Degraded
+//                   pairs whose target answers again
 //
 // Thread-safety: every method may be called from any thread; the objects it
 // uses are thread-safe themselves and it keeps no state of its own.
@@ -49,6 +51,10 @@ public:
 	void RefreshPipe(const std::string &uuid);
 	void RefreshAll();
 	void OnKernelEvent(const KernelEvent &event);
+	// Tries to resume every Degraded pair of the stored pipes (the kernel
+	// probes the target first and refuses while it does not answer);
+	// publishes a "probe" event per attempt. Returns how many resumed.
+	size_t ProbeDegraded();
 
 	// For sd_notify STATUS=: stored pipes, their pairs, those InSync.
 	PipeCounts Counts();

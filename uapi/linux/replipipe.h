@@ -27,7 +27,10 @@
  *   PAIR_SET     change a pair's run state: REPLIPIPE_A_PAIR_STATE =
  *                PAUSED (stop mirroring, track dirty regions) or SYNCING
  *                (resume a Paused or Degraded pair: mirror again; InSync once
- *                no region is dirty).
+ *                no region is dirty). Resuming first probes the target (one
+ *                read of its first block and a cache flush): if that fails
+ *                the request fails with EIO (or the probe's error) and the
+ *                pair keeps its state.
  *   BITMAP_GET   dumpit: a pair's dirty bitmap in chunks
  *                (REPLIPIPE_A_BITMAP_OFFSET in bits, REPLIPIPE_A_BITMAP_DATA
  *                little-endian bit order, bit i = region offset + i).
