@@ -127,7 +127,7 @@ json ResyncToJson(const ControlResync &r)
 
 json ControlPairToJson(const ControlPair &pair)
 {
-	return json{{"source", pair.source},
+	json j{{"source", pair.source},
 	            {"target", pair.target},
 	            {"state", pair.state},
 	            {"resync", ResyncToJson(pair.resync)},
@@ -138,6 +138,13 @@ json ControlPairToJson(const ControlPair &pair)
 	            {"bytes_mirrored", pair.bytes_mirrored},
 	            {"target_errors", pair.target_errors},
 	            {"lag_bytes", pair.lag_bytes}};
+	if (pair.peer) // iscsi:// targets (docs/iscsi.md)
+		j["peer"] = json{{"portal", pair.peer->portal},
+		                 {"iqn", pair.peer->iqn},
+		                 {"lun", pair.peer->lun},
+		                 {"session", pair.peer->session},
+		                 {"device", pair.peer->device}};
+	return j;
 }
 
 ControlPair ControlPairFromJson(const json &j)
@@ -146,6 +153,15 @@ ControlPair ControlPairFromJson(const json &j)
 	pair.source = Get<std::string>(j, "source", "");
 	pair.target = Get<std::string>(j, "target", "");
 	pair.state = Get<std::string>(j, "state", "");
+	if (auto it = j.find("peer"); it != j.end() && it->is_object()) {
+		ControlPeer peer;
+		peer.portal = Get<std::string>(*it, "portal", "");
+		peer.iqn = Get<std::string>(*it, "iqn", "");
+		peer.lun = Get<uint32_t>(*it, "lun", 0);
+		peer.session = Get<std::string>(*it, "session", "");
+		peer.device = Get<std::string>(*it, "device", "");
+		pair.peer = peer;
+	}
 	if (auto it = j.find("resync"); it != j.end() && it->is_object()) {
 		pair.resync.done_bytes = Get<uint64_t>(*it, "done_bytes", 0);
 		pair.resync.total_bytes = Get<uint64_t>(*it, "total_bytes", 0);

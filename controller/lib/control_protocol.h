@@ -86,9 +86,19 @@ struct ControlResync {
 	bool running = false; // a resync job is copying this pair now
 };
 
+// An iscsi:// target's peer (docs/iscsi.md); status only.
+struct ControlPeer {
+	std::string portal;  // "127.0.0.1:3260"
+	std::string iqn;
+	uint32_t lun = 0;
+	std::string session; // "LOGGED_IN", "FAILED", ..., "none"
+	std::string device;  // "/dev/sdb", "" when the LUN has no disk
+};
+
 struct ControlPair {
 	std::string source;
 	std::string target;
+	std::optional<ControlPeer> peer; // iscsi:// targets only
 	std::string
 	        state; // "Syncing", "InSync", "Degraded", "Paused", "Unknown"
 	ControlResync resync;

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <vector>
 
+#include "iscsi_url.h"
 #include "object_path.h"
 #include "text_scan.h"
 #include "unique_fd.h"
@@ -158,6 +159,13 @@ Result<EndpointName> ParseTargetEndpoint(std::string_view text)
 	auto ep = ParseEndpointText(text, "TargetEndpoint");
 	if (!ep.ok())
 		return ep;
+	if (LooksLikeIscsiUrl(ep->name)) { // docs/iscsi.md
+		auto url = ParseIscsiUrl(ep->name);
+		if (!url.ok())
+			return url.status().Context("TargetEndpoint");
+		ep->name = url->Canonical();
+		return ep;
+	}
 	const std::string &raw = ep->name;
 	if (raw.empty() || raw[0] != '/')
 		return Status::Error("TargetEndpoint \"" + raw +

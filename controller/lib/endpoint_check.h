@@ -3,7 +3,8 @@
 //
 // Syntax (ParseSourceEndpoint/ParseTargetEndpoint, errors err() EINVAL):
 // a source is a LIO backstore of the replipipe backend, "replipipe_<N>/<name>";
-// a target is an absolute block-device path. Either may come as a
+// a target is an absolute block-device path or an iscsi:// URL (iscsi_url.h,
+// kept in its canonical form). Either may come as a
 // CIM_ProtocolEndpoint reference (any class whose name ends in
 // ProtocolEndpoint) whose Name key holds it.
 //

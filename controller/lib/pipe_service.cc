@@ -403,7 +403,7 @@ Status PipeService::UndoKernel(const std::string &uuid,
                                const std::optional<PipeRecord> &old)
 {
 	if (old)
-		return kernel_.SetPipe(ToKernelSpec(*old));
+		return kernel_.SetPipe(KernelSpec(*old));
 	Status st = kernel_.DeletePipe(uuid);
 	return st.err() == ENOENT ? Status() : st;
 }
@@ -508,19 +508,13 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 			            st.message());
 	}
 
-	for (const PairRecord &p : new_pairs) {
-		Status st = VerifyNewPair(probe_, p.source, p.target);
-		if (st.ok())
-			continue;
-		if (st.err() == EINVAL)
-			return Fail(ReturnValue::kInvalidParameter,
-			            st.message());
-		return Fail(st.err() == ETIMEDOUT ? ReturnValue::kTimeout
-		                                  : ReturnValue::kFailed,
-		            "peer verification failed: " + st.message());
-	}
+	std::vector<std::string> made; // connections this call made
+	if (MethodOutcome v = ConnectAndVerify(new_pairs, &made);
+	    v.return_value != ReturnValue::kCompleted)
+		return v;
 
-	if (Status st = kernel_.SetPipe(ToKernelSpec(next)); !st.ok()) {
+	if (Status st = kernel_.SetPipe(KernelSpec(next)); !st.ok()) {
+		DropConnections(made);
 		std::string why = "kernel: " + st.message();
 		if (st.err() == ETIMEDOUT) {
 			// The kernel may still apply it: take it back.
@@ -542,12 +536,19 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 	if (!saved.ok()) {
 		std::string why = "store: " + saved.message();
 		Status undo = UndoKernel(uuid, old);
+		DropConnections(made);
 		why += undo.ok() ? "; the kernel change was undone"
 		                 : "; undoing the kernel change failed (" +
 		                           undo.message() +
 		                           "): kernel and store disagree "
 		                           "until the daemon reconciles";
 		return Fail(ReturnValue::kUnspecifiedError, why);
+	}
+	if (old) { // the removed pairs' connections
+		std::vector<std::string> gone;
+		for (const PairRecord &p : old->pairs)
+			gone.push_back(p.target);
+		DropConnections(gone);
 	}
 	return Done(uuid);
 }
@@ -584,8 +585,13 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 			            "store: " + st.message());
 	}
 	Status st = kernel_.DeletePipe(uuid);
-	if (st.ok() || st.err() == ENOENT)
+	if (st.ok() || st.err() == ENOENT) {
+		std::vector<std::string> gone;
+		for (const PairRecord &p : old->pairs)
+			gone.push_back(p.target);
+		DropConnections(gone);
 		return Done(uuid);
+	}
 
 	std::string why = "kernel: " + st.message();
 	std::lock_guard<std::mutex> lock(mu_);
@@ -651,11 +657,20 @@ Result<std::vector<std::string>> PipeService::Reconcile()
 			                 ": busy, not reconciled");
 			continue;
 		}
-		KernelPipeSpec spec = ToKernelSpec(stored);
 		const KernelPipeStatus *have = nullptr;
 		for (const KernelPipeStatus &k : *listed)
 			if (k.id == stored.instance_id)
 				have = &k;
+		// Sessions to the peers first (docs/iscsi.md).
+		if (std::string why = ConnectStored(stored); !why.empty()) {
+			report.push_back(PipeLabel(stored) + ": " + why);
+			if (!have) {
+				report.push_back(PipeLabel(stored) +
+				                 ": not pushed to the kernel");
+				continue;
+			}
+		}
+		KernelPipeSpec spec = KernelSpec(stored);
 		std::string action;
 		if (!have) {
 			action = "pushed to the kernel (" +

@@ -41,6 +41,7 @@
 
 #include "endpoint_check.h"
 #include "host.h"
+#include "iscsi_targets.h"
 #include "kernel_api.h"
 #include "method.h"
 #include "model.h"
@@ -108,7 +109,30 @@ public:
 	Result<std::vector<PipeView>>
 	Describe(const std::optional<std::string> &pipe = std::nullopt);
 
+	// Target endpoints that are no local device (iscsi://, docs/iscsi.md)
+	// are connected before their pair is verified, given to the kernel as
+	// the connector's device, and disconnected when no pair uses them.
+	// nullptr (the default): none. Set before Reconcile(); not owned.
+	void SetTargetConnector(TargetConnector *connector)
+	{
+		connector_ = connector;
+	}
+	// The record with each target as the kernel knows it (the resync
+	// jobs compare and open those).
+	PipeRecord ForKernel(const PipeRecord &record);
+	// The peer of a connector's target (status), else nullopt.
+	std::optional<PeerView> DescribePeer(const std::string &target);
+
 private:
+	// Target connector hooks (iscsi_pipe_service.cc).
+	KernelPipeSpec KernelSpec(const PipeRecord &record);
+	MethodOutcome ConnectAndVerify(const std::vector<PairRecord> &pairs,
+	                               std::vector<std::string> *made);
+	void DropConnections(const std::vector<std::string> &targets);
+	std::string ConnectStored(const PipeRecord &record);
+	std::vector<std::string> StoredTargets() const;
+	TargetConnector *connector_ = nullptr;
+
 	struct Request;
 	class Reservation;
 

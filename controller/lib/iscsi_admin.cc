@@ -1,0 +1,220 @@
+#include "iscsi_admin.h"
+
+#include <cctype>
+#include <cerrno>
+#include <sstream>
+
+namespace replipipe
+{
+namespace
+{
+
+// open-iscsi include/iscsi_err.h
+enum : int {
+	kErrSessNotFound = 2,
+	kErrTrans = 4,
+	kErrLogin = 5,
+	kErrTransTimeout = 8,
+	kErrPduTimeout = 11,
+	kErrTransNotFound = 12,
+	kErrAccess = 13,
+	kErrSessExists = 15,
+	kErrFatalLogin = 19,
+	kErrIscsidNotConn = 20,
+	kErrNoObjsFound = 21,
+	kErrLoginAuthFailed = 24,
+};
+
+std::string LastLine(const std::string &output)
+{
+	std::istringstream in(output);
+	std::string line, last;
+	while (std::getline(in, line)) {
+		while (!line.empty() &&
+		       std::isspace(static_cast<unsigned char>(line.back())))
+			line.pop_back();
+		if (!line.empty())
+			last = line;
+	}
+	return last;
+}
+
+std::string Ms(std::chrono::milliseconds b)
+{
+	return std::to_string(b.count()) + " ms";
+}
+
+} // namespace
+
+Status IscsiadmError(int exit_code, const std::string &output,
+                     const std::string &what)
+{
+	std::string detail = LastLine(output);
+	std::string tail = " (iscsiadm exit " + std::to_string(exit_code) +
+	                   (detail.empty() ? "" : ": " + detail) + ")";
+	switch (exit_code) {
+	case kErrTrans:
+	case kErrTransTimeout:
+		return Status::Error(what + ": portal unreachable" + tail,
+		                     EHOSTUNREACH);
+	case kErrLoginAuthFailed:
+		return Status::Error(what +
+		                             ": login refused: authentication "
+		                             "failed (CHAP)" +
+		                             tail,
+		                     EACCES);
+	case kErrLogin:
+	case kErrFatalLogin:
+	case kErrAccess:
+		return Status::Error(what + ": login refused by the target" +
+		                             tail,
+		                     ECONNREFUSED);
+	case kErrIscsidNotConn:
+		return Status::Error(what + ": iscsid is not running" + tail,
+		                     EIO);
+	case kErrTransNotFound:
+		return Status::Error(what +
+		                             ": the iscsi_tcp transport is not "
+		                             "loaded" +
+		                             tail,
+		                     ENODEV);
+	case kErrNoObjsFound:
+		return Status::Error(what + ": no such target or node" + tail,
+		                     ENOENT);
+	default:
+		return Status::Error(what + ": failed" + tail, EIO);
+	}
+}
+
+std::vector<std::string> IscsiAdmin::DiscoveryArgs(const IscsiUrl &url) const
+{
+	return {program_, "-m", "discovery", "-t", "sendtargets", "-p",
+	        url.Portal()};
+}
+
+std::vector<std::string> IscsiAdmin::LoginArgs(const IscsiUrl &url) const
+{
+	return {program_, "-m", "node", "-T", url.iqn, "-p", url.Portal(),
+	        "--login"};
+}
+
+std::vector<std::string> IscsiAdmin::LogoutArgs(const IscsiUrl &url) const
+{
+	return {program_, "-m", "node", "-T", url.iqn, "-p", url.Portal(),
+	        "--logout"};
+}
+
+std::vector<std::string> IscsiAdmin::UpdateArgs(const IscsiUrl &url,
+                                                const std::string &key,
+                                                const std::string &value) const
+{
+	return {program_, "-m", "node", "-T", url.iqn, "-p", url.Portal(),
+	        "-o", "update", "-n", key, "-v", value};
+}
+
+Result<CommandResult> IscsiAdmin::Run(const std::vector<std::string> &argv,
+                                      Bound bound, const std::string &what)
+{
+	if (bound.count() <= 0)
+		return Status::Error(what + ": no time left", ETIMEDOUT);
+	auto r = runner_.Run(argv, bound);
+	if (!r.ok()) {
+		if (r.status().err() == ENOENT)
+			return Status::Error(what + ": " + program_ +
+			                             " not found (install "
+			                             "open-iscsi)",
+			                     ENOENT);
+		return Status::Error(what + ": " + r.status().message(), EIO);
+	}
+	if (r->timed_out)
+		return Status::Error(what + ": not done within " + Ms(bound),
+		                     ETIMEDOUT);
+	return r;
+}
+
+std::vector<DiscoveredTarget>
+IscsiAdmin::ParseDiscovery(const std::string &output)
+{
+	std::vector<DiscoveredTarget> out;
+	std::istringstream in(output);
+	std::string line;
+	while (std::getline(in, line)) {
+		std::istringstream words(line);
+		std::string portal, iqn, extra;
+		if (!(words >> portal >> iqn) || (words >> extra))
+			continue;
+		size_t comma = portal.rfind(',');
+		if (comma == std::string::npos)
+			continue;
+		portal.resize(comma);
+		for (char &c : iqn)
+			c = static_cast<char>(
+			        std::tolower(static_cast<unsigned char>(c)));
+		if (!IsIscsiName(iqn))
+			continue;
+		out.push_back({portal, iqn});
+	}
+	return out;
+}
+
+Result<std::vector<DiscoveredTarget>> IscsiAdmin::Discover(const IscsiUrl &url,
+                                                           Bound bound)
+{
+	const std::string what = "discovery on portal " + url.Portal();
+	auto r = Run(DiscoveryArgs(url), bound, what);
+	if (!r.ok())
+		return r.status();
+	// Discovery reports a portal that never answered (connection
+	// refused, no route, retries exhausted) as a PDU time-out.
+	if (r->exit_code == kErrPduTimeout)
+		return Status::Error(what + ": portal unreachable (iscsiadm "
+		                            "exit 11: " +
+		                             LastLine(r->output) + ")",
+		                     EHOSTUNREACH);
+	if (r->exit_code != 0)
+		return IscsiadmError(r->exit_code, r->output, what);
+	return ParseDiscovery(r->output);
+}
+
+Status IscsiAdmin::Update(const IscsiUrl &url, const std::string &key,
+                          const std::string &value, Bound bound, bool secret)
+{
+	const std::string what = "set " + key +
+	                         (secret ? "" : " = " + value) + " for " +
+	                         url.iqn + " on " + url.Portal();
+	auto r = Run(UpdateArgs(url, key, value), bound, what);
+	if (!r.ok())
+		return r.status();
+	if (r->exit_code != 0)
+		// iscsiadm does not echo values, but do not show a secret's
+		// output at all.
+		return IscsiadmError(r->exit_code, secret ? "" : r->output,
+		                     what);
+	return Status();
+}
+
+Status IscsiAdmin::Login(const IscsiUrl &url, Bound bound)
+{
+	const std::string what = "login to " + url.iqn + " on " + url.Portal();
+	auto r = Run(LoginArgs(url), bound, what);
+	if (!r.ok())
+		return r.status();
+	if (r->exit_code != 0 && r->exit_code != kErrSessExists)
+		return IscsiadmError(r->exit_code, r->output, what);
+	return Status();
+}
+
+Status IscsiAdmin::Logout(const IscsiUrl &url, Bound bound)
+{
+	const std::string what =
+	        "logout from " + url.iqn + " on " + url.Portal();
+	auto r = Run(LogoutArgs(url), bound, what);
+	if (!r.ok())
+		return r.status();
+	if (r->exit_code != 0 && r->exit_code != kErrNoObjsFound &&
+	    r->exit_code != kErrSessNotFound)
+		return IscsiadmError(r->exit_code, r->output, what);
+	return Status();
+}
+
+} // namespace replipipe

@@ -1,0 +1,154 @@
+// PipeService's use of its TargetConnector (pipe_service.h,
+// iscsi_targets.h): connect before verify, the device for the kernel,
+// disconnect when no stored pair uses a connection.
+#include <cerrno>
+
+#include "log.h"
+#include "pipe_service.h"
+
+namespace replipipe
+{
+namespace
+{
+
+MethodOutcome Outcome(ReturnValue rv, std::string why = "")
+{
+	MethodOutcome out;
+	out.return_value = rv;
+	out.error = std::move(why);
+	return out;
+}
+
+} // namespace
+
+std::vector<std::string> PipeService::StoredTargets() const
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	std::vector<std::string> targets;
+	for (const PipeRecord &p : pipes_)
+		for (const PairRecord &pair : p.pairs)
+			targets.push_back(pair.target);
+	return targets;
+}
+
+KernelPipeSpec PipeService::KernelSpec(const PipeRecord &record)
+{
+	KernelPipeSpec spec = ToKernelSpec(record);
+	if (!connector_)
+		return spec;
+	std::optional<KernelPipeStatus> have;
+	bool asked = false;
+	for (KernelPairSpec &p : spec.pairs) {
+		if (!connector_->Handles(p.target))
+			continue;
+		auto dev = connector_->DevicePath(p.target);
+		if (dev.ok()) {
+			p.target = *dev;
+			continue;
+		}
+		// No disk now (session lost): keep the device the kernel
+		// mirrors to, so that the pair is kept, not replaced.
+		if (!asked) {
+			auto k = kernel_.GetPipe(record.instance_id);
+			if (k.ok())
+				have = *k;
+			asked = true;
+		}
+		if (have)
+			for (const KernelPairStatus &kp : have->pairs)
+				if (kp.source == p.source)
+					p.target = kp.target;
+	}
+	return spec;
+}
+
+PipeRecord PipeService::ForKernel(const PipeRecord &record)
+{
+	if (!connector_)
+		return record;
+	PipeRecord out = record;
+	for (PairRecord &p : out.pairs) {
+		if (!connector_->Handles(p.target))
+			continue;
+		if (auto dev = connector_->DevicePath(p.target); dev.ok())
+			p.target = *dev;
+	}
+	return out;
+}
+
+std::optional<PeerView> PipeService::DescribePeer(const std::string &target)
+{
+	if (!connector_ || !connector_->Handles(target))
+		return std::nullopt;
+	return connector_->Describe(target);
+}
+
+void PipeService::DropConnections(const std::vector<std::string> &targets)
+{
+	if (!connector_ || targets.empty())
+		return;
+	for (const std::string &why :
+	     connector_->Disconnect(targets, StoredTargets()))
+		LogWarning() << "disconnect: " << why;
+}
+
+MethodOutcome PipeService::ConnectAndVerify(const std::vector<PairRecord> &pairs,
+                                            std::vector<std::string> *made)
+{
+	const std::vector<std::string> in_use = StoredTargets();
+	for (const PairRecord &p : pairs) {
+		std::string device = p.target;
+		std::string label;
+		if (connector_ && connector_->Handles(p.target)) {
+			bool fresh = false;
+			auto dev = connector_->Connect(p.target, in_use, &fresh);
+			if (fresh)
+				made->push_back(p.target);
+			if (!dev.ok()) {
+				DropConnections(*made);
+				return Outcome(dev.status().err() == ETIMEDOUT
+				                       ? ReturnValue::kTimeout
+				                       : ReturnValue::kFailed,
+				               "peer " + p.target + ": " +
+				                       dev.status().message());
+			}
+			device = *dev;
+			label = " (" + p.target + " is " + device + ")";
+		}
+		Status st = VerifyNewPair(probe_, p.source, device);
+		if (st.ok())
+			continue;
+		DropConnections(*made);
+		if (st.err() == EINVAL)
+			return Outcome(ReturnValue::kInvalidParameter,
+			               st.message() + label);
+		return Outcome(st.err() == ETIMEDOUT ? ReturnValue::kTimeout
+		                                     : ReturnValue::kFailed,
+		               "peer verification failed: " + st.message() +
+		                       label);
+	}
+	return Outcome(ReturnValue::kCompleted);
+}
+
+std::string PipeService::ConnectStored(const PipeRecord &record)
+{
+	if (!connector_)
+		return "";
+	const std::vector<std::string> in_use = StoredTargets();
+	std::string why;
+	for (const PairRecord &p : record.pairs) {
+		if (!connector_->Handles(p.target))
+			continue;
+		bool fresh = false;
+		auto dev = connector_->Connect(p.target, in_use, &fresh);
+		if (!dev.ok())
+			why += (why.empty() ? "" : "; ") + std::string("peer ") +
+			       p.target + ": " + dev.status().message();
+		else if (fresh)
+			LogNotice() << "reconcile: " << p.target
+			            << " re-established as " << *dev;
+	}
+	return why;
+}
+
+} // namespace replipipe

@@ -1,0 +1,396 @@
+#include "iscsi_sessions.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "log.h"
+#include "unique_fd.h"
+
+namespace replipipe
+{
+namespace
+{
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+milliseconds Left(Clock::time_point deadline)
+{
+	auto left = std::chrono::duration_cast<milliseconds>(deadline -
+	                                                     Clock::now());
+	return left.count() > 0 ? left : milliseconds(0);
+}
+
+std::string Trim(std::string s)
+{
+	while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
+		s.pop_back();
+	size_t i = 0;
+	while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i])))
+		i++;
+	return s.substr(i);
+}
+
+std::string Numeric(const std::string &addr)
+{
+	char buf[INET6_ADDRSTRLEN];
+	in_addr a4;
+	in6_addr a6;
+	if (::inet_pton(AF_INET, addr.c_str(), &a4) == 1)
+		return ::inet_ntop(AF_INET, &a4, buf, sizeof(buf));
+	if (::inet_pton(AF_INET6, addr.c_str(), &a6) == 1)
+		return ::inet_ntop(AF_INET6, &a6, buf, sizeof(buf));
+	return "";
+}
+
+} // namespace
+
+bool IscsiHostMatches(const std::string &url_host, const std::string &address)
+{
+	if (address.empty())
+		return false;
+	if (strcasecmp(url_host.c_str(), address.c_str()) == 0)
+		return true;
+	const std::string have = Numeric(address);
+	if (have.empty())
+		return false;
+	if (std::string want = Numeric(url_host); !want.empty())
+		return want == have;
+	addrinfo hints{};
+	hints.ai_socktype = SOCK_STREAM;
+	addrinfo *res = nullptr;
+	if (::getaddrinfo(url_host.c_str(), nullptr, &hints, &res) != 0)
+		return false;
+	bool match = false;
+	for (addrinfo *ai = res; ai && !match; ai = ai->ai_next) {
+		char buf[INET6_ADDRSTRLEN] = "";
+		if (ai->ai_family == AF_INET)
+			::inet_ntop(AF_INET,
+			            &reinterpret_cast<sockaddr_in *>(ai->ai_addr)
+			                     ->sin_addr,
+			            buf, sizeof(buf));
+		else if (ai->ai_family == AF_INET6)
+			::inet_ntop(AF_INET6,
+			            &reinterpret_cast<sockaddr_in6 *>(ai->ai_addr)
+			                     ->sin6_addr,
+			            buf, sizeof(buf));
+		match = have == buf;
+	}
+	::freeaddrinfo(res);
+	return match;
+}
+
+IscsiSessions::IscsiSessions(CommandRunner &runner, IscsiOptions options)
+    : admin_(runner, options.iscsiadm), options_(std::move(options))
+{
+}
+
+std::optional<IscsiSysfsSession>
+IscsiSessions::FindSession(const IscsiUrl &url) const
+{
+	for (IscsiSysfsSession &s : ListIscsiSessions(options_.sysfs))
+		if (strcasecmp(s.target.c_str(), url.iqn.c_str()) == 0 &&
+		    s.port == url.port && IscsiHostMatches(url.host, s.address))
+			return s;
+	return std::nullopt;
+}
+
+IscsiPeerState IscsiSessions::Describe(const IscsiUrl &url) const
+{
+	IscsiPeerState st;
+	st.portal = url.Portal();
+	st.iqn = url.iqn;
+	st.lun = url.lun;
+	st.session = "none";
+	if (auto s = FindSession(url)) {
+		st.session = s->state.empty() ? "unknown" : s->state;
+		IscsiSysfsDisk disk = FindIscsiDisk(options_.sysfs, s->name,
+		                                    url.lun);
+		if (!disk.name.empty())
+			st.device = options_.dev + "/" + disk.name;
+	}
+	return st;
+}
+
+Result<std::string> IscsiSessions::DevicePath(const IscsiUrl &url) const
+{
+	auto s = FindSession(url);
+	if (!s)
+		return Status::Error("no iSCSI session to " + url.iqn + " on " +
+		                             url.Portal(),
+		                     ENODEV);
+	IscsiSysfsDisk disk = FindIscsiDisk(options_.sysfs, s->name, url.lun);
+	if (disk.name.empty())
+		return Status::Error("LUN " + std::to_string(url.lun) + " of " +
+		                             url.iqn + " (" + s->name +
+		                             ") has no disk",
+		                     ENODEV);
+	return options_.dev + "/" + disk.name;
+}
+
+Status IscsiSessions::ApplyChap(const IscsiUrl &url, milliseconds bound)
+{
+	const std::string path = options_.chap_dir + "/" + url.iqn;
+	UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+	if (!fd.valid()) {
+		if (errno == ENOENT)
+			return Status(); // no CHAP for this target
+		return Status::FromErrno("CHAP file " + path, errno);
+	}
+	struct stat st;
+	if (::fstat(fd.get(), &st) != 0)
+		return Status::FromErrno("CHAP file " + path, errno);
+	if (!S_ISREG(st.st_mode) || st.st_uid != options_.chap_owner ||
+	    (st.st_mode & 077) != 0)
+		return Status::Error("CHAP file " + path +
+		                             " must be a regular file owned by "
+		                             "root with mode 0600 or 0400; "
+		                             "refused to use it",
+		                     EACCES);
+	std::string text;
+	char buf[4096];
+	ssize_t n;
+	while ((n = ::read(fd.get(), buf, sizeof(buf))) > 0 &&
+	       text.size() < 65536)
+		text.append(buf, static_cast<size_t>(n));
+	std::map<std::string, std::string> kv;
+	std::istringstream in(text);
+	std::string line;
+	int lineno = 0;
+	while (std::getline(in, line)) {
+		lineno++;
+		line = Trim(line);
+		if (line.empty() || line[0] == '#')
+			continue;
+		size_t eq = line.find('=');
+		std::string key = eq == std::string::npos
+		                          ? ""
+		                          : Trim(line.substr(0, eq));
+		if (key != "username" && key != "password" &&
+		    key != "username_in" && key != "password_in")
+			return Status::Error("CHAP file " + path + " line " +
+			                             std::to_string(lineno) +
+			                             ": expected username, "
+			                             "password, username_in or "
+			                             "password_in = value",
+			                     EIO);
+		kv[key] = Trim(line.substr(eq + 1));
+	}
+	if (kv["username"].empty() || kv["password"].empty())
+		return Status::Error("CHAP file " + path +
+		                             ": username and password are "
+		                             "required",
+		                     EIO);
+	if (kv.count("username_in") != kv.count("password_in"))
+		return Status::Error("CHAP file " + path +
+		                             ": username_in and password_in go "
+		                             "together",
+		                     EIO);
+	const auto deadline = Clock::now() + bound;
+	struct Item {
+		const char *node_key;
+		const char *file_key;
+		bool secret;
+	};
+	const Item items[] = {
+	        {"node.session.auth.username", "username", false},
+	        {"node.session.auth.password", "password", true},
+	        {"node.session.auth.username_in", "username_in", false},
+	        {"node.session.auth.password_in", "password_in", true},
+	};
+	if (Status s = admin_.Update(url, "node.session.auth.authmethod",
+	                             "CHAP", Left(deadline));
+	    !s.ok())
+		return s;
+	for (const Item &it : items) {
+		auto v = kv.find(it.file_key);
+		if (v == kv.end())
+			continue;
+		if (Status s = admin_.Update(url, it.node_key, v->second,
+		                             Left(deadline), it.secret);
+		    !s.ok())
+			return s;
+	}
+	return Status();
+}
+
+bool IscsiSessions::Rescan(const std::string &session) const
+{
+	namespace fs = std::filesystem;
+	std::error_code ec;
+	fs::path dev = fs::canonical(fs::path(options_.sysfs) / "class" /
+	                                     "iscsi_session" / session /
+	                                     "device",
+	                             ec);
+	if (ec)
+		return false;
+	std::string host = dev.parent_path().filename().string();
+	if (!host.starts_with("host"))
+		return false;
+	const std::string scan = options_.sysfs + "/class/scsi_host/" + host +
+	                         "/scan";
+	UniqueFd fd(::open(scan.c_str(), O_WRONLY | O_CLOEXEC));
+	// Synchronous: the target's LUNs exist when the write returns.
+	return fd.valid() && ::write(fd.get(), "- - -", 5) == 5;
+}
+
+Result<IscsiAttachment> IscsiSessions::WaitForDisk(const IscsiUrl &url,
+                                                   Clock::time_point deadline)
+{
+	const std::string what = "LUN " + std::to_string(url.lun) + " of " +
+	                         url.iqn + " on " + url.Portal();
+	std::optional<IscsiSysfsSession> s;
+	bool rescanned = false, scan_done = false;
+	for (;;) {
+		s = FindSession(url);
+		if (s && s->state == "LOGGED_IN") {
+			if (!rescanned) {
+				scan_done = Rescan(s->name);
+				rescanned = true;
+			}
+			IscsiSysfsDisk disk = FindIscsiDisk(options_.sysfs,
+			                                    s->name, url.lun);
+			if (disk.name.empty() && disk.scsi_state.empty() &&
+			    scan_done)
+				return Status::Error(what +
+				                             ": the target has no "
+				                             "such LUN",
+				                     ENXIO);
+			const std::string path = options_.dev + "/" + disk.name;
+			struct stat st;
+			if (!disk.name.empty() &&
+			    ::stat(path.c_str(), &st) == 0) {
+				std::string rdev =
+				        std::to_string(major(st.st_rdev)) + ":" +
+				        std::to_string(minor(st.st_rdev));
+				if (!S_ISBLK(st.st_mode) ||
+				    (!disk.dev.empty() && rdev != disk.dev))
+					return Status::Error(
+					        what + ": " + path +
+					                " is not the disk's "
+					                "device node (" +
+					                disk.dev + ")",
+					        EIO);
+				if (disk.read_only)
+					return Status::Error(what + " (" + path +
+					                             ") is write-"
+					                             "protected",
+					                     EROFS);
+				IscsiAttachment a;
+				a.device = path;
+				a.session = s->name;
+				return a;
+			}
+		}
+		if (Clock::now() >= deadline)
+			break;
+		std::this_thread::sleep_for(
+		        std::min(options_.poll_interval, Left(deadline)));
+	}
+	if (!s)
+		return Status::Error(what + ": no session appeared in sysfs "
+		                            "within the bound",
+		                     ETIMEDOUT);
+	if (s->state != "LOGGED_IN")
+		return Status::Error(what + ": session " + s->name + " is " +
+		                             s->state +
+		                             ", not LOGGED_IN, at the bound",
+		                     ETIMEDOUT);
+	return Status::Error(what + ": no disk with a /dev node appeared "
+	                            "within the bound",
+	                     ETIMEDOUT);
+}
+
+Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	const auto deadline = Clock::now() + options_.login_bound;
+	const std::string name = url.Canonical();
+
+	if (FindSession(url)) {
+		auto a = WaitForDisk(url, deadline);
+		if (a.ok())
+			LogInfo() << "iSCSI " << name << ": existing session "
+			          << a->session << ", disk " << a->device;
+		return a;
+	}
+
+	auto found = admin_.Discover(url, Left(deadline));
+	if (!found.ok())
+		return found.status();
+	bool offered = false;
+	std::string list;
+	for (const DiscoveredTarget &t : *found) {
+		offered = offered || t.iqn == url.iqn;
+		list += (list.empty() ? "" : ", ") + t.iqn;
+	}
+	if (!offered)
+		return Status::Error("portal " + url.Portal() +
+		                             " does not offer target " +
+		                             url.iqn + " (it offers: " +
+		                             (list.empty() ? "none" : list) +
+		                             ")",
+		                     ENXIO);
+	if (Status st = admin_.Update(url, "node.startup", "manual",
+	                              Left(deadline));
+	    !st.ok())
+		return st;
+	if (Status st = admin_.Update(
+	            url, "node.session.timeo.replacement_timeout",
+	            std::to_string(options_.replacement_timeout_s),
+	            Left(deadline));
+	    !st.ok())
+		return st;
+	if (Status st = ApplyChap(url, Left(deadline)); !st.ok())
+		return st;
+
+	Status login = admin_.Login(url, Left(deadline));
+	if (!login.ok()) {
+		// A login killed at the bound may still complete in iscsid:
+		// take back whatever it made.
+		if (login.err() == ETIMEDOUT)
+			(void)admin_.Logout(url, options_.logout_bound);
+		return login;
+	}
+	auto a = WaitForDisk(url, deadline);
+	if (!a.ok()) {
+		Status out = admin_.Logout(url, options_.logout_bound);
+		if (!out.ok())
+			return Status::Error(a.status().message() +
+			                             "; logging out failed too: " +
+			                             out.message(),
+			                     a.status().err());
+		return a.status();
+	}
+	a->logged_in = true;
+	LogNotice() << "iSCSI " << name << ": logged in, " << a->session
+	            << ", disk " << a->device;
+	return a;
+}
+
+Status IscsiSessions::Logout(const IscsiUrl &url)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	if (!FindSession(url))
+		return Status();
+	Status st = admin_.Logout(url, options_.logout_bound);
+	if (st.ok())
+		LogNotice() << "iSCSI " << url.iqn << " on " << url.Portal()
+		            << ": logged out";
+	return st;
+}
+
+} // namespace replipipe

@@ -1,0 +1,113 @@
+// IscsiSessions: establishes, finds and ends open-iscsi sessions for
+// iscsi:// target endpoints (docs/iscsi.md).
+//
+// Attach(url), bounded by options.login_bound as a whole:
+//   1. a session to (portal, IQN) already in sysfs is used as it is;
+//   2. otherwise: discovery (sendtargets) on the portal, which must offer
+//      the IQN; the node record is set up (node.startup manual, the
+//      replacement timeout, CHAP from <chap_dir>/<iqn> when that file
+//      exists); login;
+//   3. the session's SCSI host is rescanned (synchronous), the LUN must
+//      exist, its disk is found in sysfs and its /dev node must be there
+//      with the same device number; the disk must not be write-protected.
+// A failure after this call logged in logs out again: a failed Attach
+// leaves no session it made. The size and exclusivity checks are the pair
+// verification's (endpoint_check.h), done by the caller on the device.
+//
+// CHAP file: <chap_dir>/<iqn>, owned by root, mode 0600 or 0400 (refused
+// otherwise), lines "key = value" with keys username, password and, for
+// mutual CHAP, username_in, password_in; '#' starts a comment. The secrets
+// go to iscsiadm's node record and appear in no message or log.
+//
+// Thread-safety: all methods may be called concurrently; the iscsiadm
+// sequences are serialized.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <sys/types.h>
+
+#include "iscsi_admin.h"
+#include "iscsi_runner.h"
+#include "iscsi_sysfs.h"
+#include "iscsi_url.h"
+#include "status.h"
+
+namespace replipipe
+{
+
+inline constexpr const char *kDefaultChapDir = "/etc/replipipe/chap";
+
+struct IscsiOptions {
+	std::string sysfs = "/sys";
+	std::string dev = "/dev";
+	std::string chap_dir = kDefaultChapDir;
+	std::string iscsiadm = "iscsiadm";
+	// Discovery + login + disk, as a whole (ReturnValue 3 past it).
+	std::chrono::milliseconds login_bound{30000};
+	// Logout.
+	std::chrono::milliseconds logout_bound{15000};
+	std::chrono::milliseconds poll_interval{100};
+	// node.session.timeo.replacement_timeout: how long I/O to the LUN is
+	// held while the session recovers before it fails (and the pair
+	// degrades). open-iscsi's default, 120 s, would stall writers.
+	int replacement_timeout_s = 10;
+	// The owner a CHAP file must have (tests: their own uid).
+	uid_t chap_owner = 0;
+};
+
+struct IscsiAttachment {
+	std::string device;  // "/dev/sdb"
+	std::string session; // "session3"
+	bool logged_in = false; // this call made the session
+};
+
+// What `status` shows for an iscsi:// pair.
+struct IscsiPeerState {
+	std::string portal;  // "127.0.0.1:3260"
+	std::string iqn;
+	uint32_t lun = 0;
+	std::string session; // sysfs state ("LOGGED_IN", "FAILED", ...),
+	                     // or "none" when there is no session
+	std::string device;  // "/dev/sdb", "" when the LUN has no disk
+};
+
+class IscsiSessions
+{
+public:
+	IscsiSessions(CommandRunner &runner, IscsiOptions options = {});
+
+	Result<IscsiAttachment> Attach(const IscsiUrl &url);
+	// Logs out of the session to (portal, IQN); no session is success.
+	Status Logout(const IscsiUrl &url);
+	// sysfs only (cheap; no iscsiadm).
+	IscsiPeerState Describe(const IscsiUrl &url) const;
+	// The LUN's /dev path from sysfs; ENODEV when there is no session or
+	// no disk.
+	Result<std::string> DevicePath(const IscsiUrl &url) const;
+	// The session to (portal, IQN), if any.
+	std::optional<IscsiSysfsSession> FindSession(const IscsiUrl &url) const;
+
+	const IscsiOptions &options() const { return options_; }
+
+private:
+	Status ApplyChap(const IscsiUrl &url, std::chrono::milliseconds bound);
+	Result<IscsiAttachment> WaitForDisk(const IscsiUrl &url,
+	                                    std::chrono::steady_clock::time_point
+	                                            deadline);
+	// Writes "- - -" to the session's SCSI host's scan attribute;
+	// false when there is none.
+	bool Rescan(const std::string &session) const;
+
+	IscsiAdmin admin_;
+	const IscsiOptions options_;
+	std::mutex mu_; // serializes Attach and Logout
+};
+
+// "a.b.c.d" / "::1" / host name matches a session's numeric address.
+bool IscsiHostMatches(const std::string &url_host, const std::string &address);
+
+} // namespace replipipe

@@ -1,0 +1,85 @@
+// TargetConnector: how PipeService turns a stored target endpoint that is
+// not a local block device (an iscsi:// URL) into one: it establishes the
+// connection before the pair is verified and created, maps the stored name
+// to the device the kernel mirrors to, and ends connections no pair uses.
+// The store keeps the URL; the kernel and the resync jobs get the device.
+//
+// IscsiTargetConnector is the implementation over IscsiSessions. Sessions
+// are per (portal, IQN): several LUNs of one target share one session,
+// which is logged out when the last pair using any of them goes.
+// A session that existed before replipipe first used it and that no stored
+// pair used then is the administrator's: it is never logged out (this is
+// remembered for the daemon's lifetime only).
+#pragma once
+
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "iscsi_sessions.h"
+#include "status.h"
+
+namespace replipipe
+{
+
+struct PeerView {
+	std::string portal;
+	std::string iqn;
+	uint32_t lun = 0;
+	std::string session; // "LOGGED_IN", "FAILED", ..., "none"
+	std::string device;  // "" when the LUN has no disk now
+};
+
+class TargetConnector
+{
+public:
+	virtual ~TargetConnector() = default;
+	// The target is one this connector handles (stored name form).
+	virtual bool Handles(const std::string &target) const = 0;
+	// Establishes the connection and returns the local block device.
+	// *made: this call made the connection (Disconnect it if the call
+	// that needed it fails). in_use: the targets stored pairs use now.
+	// Errors: ETIMEDOUT (ReturnValue 3) or another errno (4), never
+	// EINVAL.
+	virtual Result<std::string>
+	Connect(const std::string &target,
+	        const std::vector<std::string> &in_use, bool *made) = 0;
+	// The device of a connected target, without connecting.
+	virtual Result<std::string> DevicePath(const std::string &target) = 0;
+	// Ends the connections of targets that no target in in_use shares.
+	// Returns one line per failure (logged by the caller).
+	virtual std::vector<std::string>
+	Disconnect(const std::vector<std::string> &targets,
+	           const std::vector<std::string> &in_use) = 0;
+	virtual std::optional<PeerView> Describe(const std::string &target) = 0;
+};
+
+class IscsiTargetConnector final : public TargetConnector
+{
+public:
+	explicit IscsiTargetConnector(IscsiSessions &sessions)
+	    : sessions_(sessions)
+	{
+	}
+	bool Handles(const std::string &target) const override;
+	Result<std::string> Connect(const std::string &target,
+	                            const std::vector<std::string> &in_use,
+	                            bool *made) override;
+	Result<std::string> DevicePath(const std::string &target) override;
+	std::vector<std::string>
+	Disconnect(const std::vector<std::string> &targets,
+	           const std::vector<std::string> &in_use) override;
+	std::optional<PeerView> Describe(const std::string &target) override;
+
+private:
+	IscsiSessions &sessions_;
+	std::mutex mu_;
+	// Session keys, guarded by mu_: made by Connect (ours_), found
+	// logged in with no stored pair using them (foreign_).
+	std::set<std::string> ours_;
+	std::set<std::string> foreign_;
+};
+
+} // namespace replipipe

@@ -1,0 +1,252 @@
+// PipeService with a TargetConnector (iscsi:// targets): connect before
+// verify, the device to the kernel, the URL to the store, the return values,
+// and no connection left behind by a failed call.
+#include <map>
+#include <mutex>
+
+#include <gtest/gtest.h>
+
+#include "fake_kernel_fake.h"
+#include "fake_probe_fake.h"
+#include "pipe_service.h"
+#include "test_dir_fake.h"
+
+namespace replipipe
+{
+namespace
+{
+
+using testing::FakeKernel;
+using testing::FakeProbe;
+using testing::TempDir;
+
+constexpr uint64_t kGiB = 1ull << 30;
+constexpr const char *kHost = "node1.example.com";
+const std::string kUrl0 = "iscsi://127.0.0.1:3260/iqn.2003-01.org.x:peer/0";
+const std::string kUrl1 = "iscsi://127.0.0.1:3260/iqn.2003-01.org.x:peer/1";
+
+// Targets connect to /dev/sd<n>; errors are scripted per target.
+class FakeConnector : public TargetConnector
+{
+public:
+	bool Handles(const std::string &t) const override
+	{
+		return LooksLikeIscsiUrl(t);
+	}
+	Result<std::string> Connect(const std::string &t,
+	                            const std::vector<std::string> &,
+	                            bool *made) override
+	{
+		std::lock_guard<std::mutex> lock(mu);
+		connects++;
+		*made = false;
+		if (auto e = errors.find(t); e != errors.end())
+			return Status::Error("scripted failure", e->second);
+		*made = !connected.count(t);
+		connected[t] = devices.at(t);
+		return devices.at(t);
+	}
+	Result<std::string> DevicePath(const std::string &t) override
+	{
+		std::lock_guard<std::mutex> lock(mu);
+		if (!connected.count(t))
+			return Status::Error("not connected", ENODEV);
+		return connected[t];
+	}
+	std::vector<std::string>
+	Disconnect(const std::vector<std::string> &targets,
+	           const std::vector<std::string> &in_use) override
+	{
+		std::lock_guard<std::mutex> lock(mu);
+		for (const std::string &t : targets)
+			if (std::find(in_use.begin(), in_use.end(), t) ==
+			    in_use.end())
+				connected.erase(t);
+		return {};
+	}
+	std::optional<PeerView> Describe(const std::string &t) override
+	{
+		std::lock_guard<std::mutex> lock(mu);
+		PeerView v;
+		v.session = connected.count(t) ? "LOGGED_IN" : "none";
+		return v;
+	}
+	std::mutex mu;
+	std::map<std::string, std::string> devices{{kUrl0, "/dev/sdx"},
+	                                           {kUrl1, "/dev/sdy"}};
+	std::map<std::string, std::string> connected;
+	std::map<std::string, int> errors;
+	int connects = 0;
+};
+
+class IscsiPipeServiceTest : public ::testing::Test
+{
+protected:
+	void SetUp() override
+	{
+		probe.AddBackstore("replipipe_0/a", "/dev/vg/a", 10 * kGiB);
+		probe.AddBackstore("replipipe_0/b", "/dev/vg/b", 10 * kGiB);
+		probe.AddDevice("/dev/sdx", 10 * kGiB);
+		probe.AddDevice("/dev/sdy", 1 * kGiB); // too small
+		service.SetTargetConnector(&connector);
+		ASSERT_TRUE(service.Load().ok());
+	}
+	CreateOrModifyCall Call(std::vector<std::string> s,
+	                        std::vector<std::string> t)
+	{
+		CreateOrModifyCall c;
+		c.pipe_element_name = "p";
+		c.source_system = kHost;
+		c.target_system = "127.0.0.1";
+		c.source_endpoints = std::move(s);
+		c.target_endpoints = std::move(t);
+		return c;
+	}
+	std::string Uuid(const MethodOutcome &out)
+	{
+		auto id = ParsePipeIdentifier(out.replication_pipe);
+		return id.ok() && *id ? **id : "";
+	}
+
+	TempDir dir;
+	Store store{dir.path()};
+	FakeKernel kernel;
+	FakeProbe probe;
+	FakeConnector connector;
+	PipeService service{kernel, store, probe, HostIdentity{kHost},
+	                    PipeServiceOptions{std::chrono::milliseconds(100)}};
+};
+
+TEST_F(IscsiPipeServiceTest, KernelGetsTheDeviceStoreKeepsTheUrl)
+{
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	auto k = kernel.Find(Uuid(out));
+	ASSERT_TRUE(k);
+	ASSERT_EQ(k->pairs.size(), 1u);
+	EXPECT_EQ(k->pairs[0].target, "/dev/sdx");
+	EXPECT_NE(dir.Read("pipes.json").find(kUrl0), std::string::npos);
+	EXPECT_EQ(dir.Read("pipes.json").find("/dev/sdx"), std::string::npos);
+	auto rec = service.GetPipe(Uuid(out));
+	ASSERT_TRUE(rec.ok());
+	EXPECT_EQ(service.ForKernel(*rec).pairs[0].target, "/dev/sdx");
+	EXPECT_EQ(service.DescribePeer(kUrl0)->session, "LOGGED_IN");
+	EXPECT_FALSE(service.DescribePeer("/dev/sdx"));
+
+	// Delete ends the connection.
+	ASSERT_EQ(service.Delete(out.replication_pipe).return_value,
+	          ReturnValue::kCompleted);
+	EXPECT_FALSE(connector.connected.count(kUrl0));
+}
+
+TEST_F(IscsiPipeServiceTest, ReferenceFormWithSystemName)
+{
+	MethodOutcome out = service.CreateOrModify(Call(
+	        {"replipipe_0/a"},
+	        {"CIM_ProtocolEndpoint.Name=\"" + kUrl0 +
+	         "\",SystemName=\"127.0.0.1\""}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+}
+
+TEST_F(IscsiPipeServiceTest, ReturnValues)
+{
+	// malformed URL: 5, nothing connected
+	MethodOutcome bad = service.CreateOrModify(
+	        Call({"replipipe_0/a"}, {"iscsi://127.0.0.1/iqn.x:y/lun"}));
+	EXPECT_EQ(bad.return_value, ReturnValue::kInvalidParameter);
+	EXPECT_EQ(connector.connects, 0);
+	// unreachable / refused: 4 with the reason
+	connector.errors[kUrl0] = EHOSTUNREACH;
+	MethodOutcome un =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	EXPECT_EQ(un.return_value, ReturnValue::kFailed);
+	EXPECT_NE(un.error.find("scripted failure"), std::string::npos);
+	// login not done within the bound: 3
+	connector.errors[kUrl0] = ETIMEDOUT;
+	EXPECT_EQ(service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}))
+	                  .return_value,
+	          ReturnValue::kTimeout);
+	EXPECT_TRUE(kernel.Snapshot().empty());
+	EXPECT_TRUE(service.ListPipes().empty());
+}
+
+TEST_F(IscsiPipeServiceTest, TooSmallLunIsRefusedAndDisconnected)
+{
+	MethodOutcome out = service.CreateOrModify(
+	        Call({"replipipe_0/a", "replipipe_0/b"}, {kUrl0, kUrl1}));
+	EXPECT_EQ(out.return_value, ReturnValue::kFailed);
+	EXPECT_NE(out.error.find("smaller"), std::string::npos) << out.error;
+	EXPECT_NE(out.error.find(kUrl1), std::string::npos) << out.error;
+	EXPECT_TRUE(connector.connected.empty());
+	EXPECT_TRUE(kernel.Snapshot().empty());
+}
+
+TEST_F(IscsiPipeServiceTest, KernelRefusalDisconnects)
+{
+	kernel.FailNext(EIO, FakeKernel::Op::kSetPipe);
+	EXPECT_EQ(service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}))
+	                  .return_value,
+	          ReturnValue::kFailed);
+	EXPECT_TRUE(connector.connected.empty());
+}
+
+TEST_F(IscsiPipeServiceTest, ModifyRemovingThePairDisconnects)
+{
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	// A modify that keeps the pair keeps the device in the kernel.
+	CreateOrModifyCall keep;
+	keep.replication_pipe = out.replication_pipe;
+	keep.pipe_element_name = "renamed";
+	ASSERT_EQ(service.CreateOrModify(keep).return_value,
+	          ReturnValue::kCompleted);
+	EXPECT_EQ(kernel.Find(Uuid(out))->pairs[0].target, "/dev/sdx");
+	EXPECT_EQ(connector.connects, 1);
+	CreateOrModifyCall clear;
+	clear.replication_pipe = out.replication_pipe;
+	clear.source_endpoints.emplace();
+	clear.target_endpoints.emplace();
+	ASSERT_EQ(service.CreateOrModify(clear).return_value,
+	          ReturnValue::kCompleted);
+	EXPECT_FALSE(connector.connected.count(kUrl0));
+}
+
+TEST_F(IscsiPipeServiceTest, ReconcileReconnectsBeforePushing)
+{
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	// A restart: the kernel and the sessions are gone.
+	ASSERT_TRUE(kernel.DeletePipe(Uuid(out)).ok());
+	connector.connected.clear();
+	FakeConnector fresh;
+	PipeService again{kernel, store, probe, HostIdentity{kHost}};
+	again.SetTargetConnector(&fresh);
+	ASSERT_TRUE(again.Load().ok());
+	auto report = again.Reconcile();
+	ASSERT_TRUE(report.ok());
+	EXPECT_EQ(fresh.connects, 1);
+	auto k = kernel.Find(Uuid(out));
+	ASSERT_TRUE(k);
+	EXPECT_EQ(k->pairs[0].target, "/dev/sdx");
+
+	// Peer down at start: reported, not pushed with a URL.
+	ASSERT_TRUE(kernel.DeletePipe(Uuid(out)).ok());
+	FakeConnector down;
+	down.errors[kUrl0] = EHOSTUNREACH;
+	PipeService third{kernel, store, probe, HostIdentity{kHost}};
+	third.SetTargetConnector(&down);
+	ASSERT_TRUE(third.Load().ok());
+	auto r3 = third.Reconcile();
+	ASSERT_TRUE(r3.ok());
+	EXPECT_FALSE(kernel.Find(Uuid(out)));
+	bool said = false;
+	for (const std::string &line : *r3)
+		said = said || line.find("not pushed") != std::string::npos;
+	EXPECT_TRUE(said);
+}
+
+} // namespace
+} // namespace replipipe

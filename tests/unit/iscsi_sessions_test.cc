@@ -1,0 +1,399 @@
+// iscsiadm command building and result mapping (IscsiAdmin), and the
+// session manager (IscsiSessions) over a fake runner and a temp sysfs.
+#include "iscsi_sessions.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <functional>
+#include <mutex>
+
+#include <gtest/gtest.h>
+
+#include "iscsi_targets.h"
+#include "test_dir_fake.h"
+
+namespace replipipe
+{
+namespace
+{
+
+using testing::TempDir;
+using Argv = std::vector<std::string>;
+
+constexpr const char *kIqn = "iqn.2003-01.org.linux-iscsi.peer:vol1";
+
+class FakeRunner : public CommandRunner
+{
+public:
+	std::function<CommandResult(const Argv &)> handler;
+	Result<CommandResult> Run(const Argv &argv,
+	                          std::chrono::milliseconds) override
+	{
+		std::lock_guard<std::mutex> lock(mu);
+		calls.push_back(argv);
+		if (missing)
+			return Status::Error("run iscsiadm: not found", ENOENT);
+		return handler ? handler(argv) : CommandResult{};
+	}
+	bool Ran(const std::string &word) const
+	{
+		for (const Argv &a : calls)
+			for (const std::string &w : a)
+				if (w == word)
+					return true;
+		return false;
+	}
+	std::mutex mu;
+	std::vector<Argv> calls;
+	bool missing = false;
+};
+
+IscsiUrl Url(const std::string &host = "127.0.0.1", uint32_t lun = 0)
+{
+	IscsiUrl u;
+	u.host = host;
+	u.iqn = kIqn;
+	u.lun = lun;
+	return u;
+}
+
+CommandResult Exit(int code, std::string out = "")
+{
+	CommandResult r;
+	r.exit_code = code;
+	r.output = std::move(out);
+	return r;
+}
+
+// --- IscsiAdmin -------------------------------------------------------
+
+TEST(IscsiAdminTest, BuildsCommandLines)
+{
+	FakeRunner runner;
+	IscsiAdmin admin(runner, "/sbin/iscsiadm");
+	EXPECT_EQ(admin.DiscoveryArgs(Url()),
+	          (Argv{"/sbin/iscsiadm", "-m", "discovery", "-t",
+	                "sendtargets", "-p", "127.0.0.1:3260"}));
+	EXPECT_EQ(admin.LoginArgs(Url()),
+	          (Argv{"/sbin/iscsiadm", "-m", "node", "-T", kIqn, "-p",
+	                "127.0.0.1:3260", "--login"}));
+	EXPECT_EQ(admin.LogoutArgs(Url("fd00::1")),
+	          (Argv{"/sbin/iscsiadm", "-m", "node", "-T", kIqn, "-p",
+	                "[fd00::1]:3260", "--logout"}));
+	EXPECT_EQ(admin.UpdateArgs(Url(), "node.startup", "manual"),
+	          (Argv{"/sbin/iscsiadm", "-m", "node", "-T", kIqn, "-p",
+	                "127.0.0.1:3260", "-o", "update", "-n",
+	                "node.startup", "-v", "manual"}));
+}
+
+TEST(IscsiAdminTest, ParsesDiscovery)
+{
+	auto t = IscsiAdmin::ParseDiscovery(
+	        "127.0.0.1:3260,1 iqn.2003-01.org.x:a\n"
+	        "[fd00::1]:3260,2 IQN.2003-01.org.x:B\n"
+	        "iscsiadm: some message\n"
+	        "\n");
+	ASSERT_EQ(t.size(), 2u);
+	EXPECT_EQ(t[0].portal, "127.0.0.1:3260");
+	EXPECT_EQ(t[0].iqn, "iqn.2003-01.org.x:a");
+	EXPECT_EQ(t[1].portal, "[fd00::1]:3260");
+	EXPECT_EQ(t[1].iqn, "iqn.2003-01.org.x:b");
+}
+
+TEST(IscsiAdminTest, MapsExitCodes)
+{
+	FakeRunner runner;
+	IscsiAdmin admin(runner);
+	const auto b = std::chrono::milliseconds(1000);
+	struct Case {
+		int code;
+		int err;
+	} cases[] = {{4, EHOSTUNREACH}, {8, EHOSTUNREACH}, {24, EACCES},
+	             {5, ECONNREFUSED}, {19, ECONNREFUSED}, {20, EIO},
+	             {21, ENOENT},      {1, EIO}};
+	for (const Case &c : cases) {
+		runner.handler = [&](const Argv &) {
+			return Exit(c.code, "iscsiadm: reason " +
+			                            std::to_string(c.code) + "\n");
+		};
+		Status st = admin.Login(Url(), b);
+		EXPECT_EQ(st.err(), c.err) << c.code << ": " << st.message();
+		EXPECT_NE(st.message().find("reason"), std::string::npos);
+	}
+	runner.handler = [](const Argv &) { return Exit(15); };
+	EXPECT_TRUE(admin.Login(Url(), b).ok()); // already logged in
+	runner.handler = [](const Argv &) { return Exit(21); };
+	EXPECT_TRUE(admin.Logout(Url(), b).ok()); // no session
+	runner.handler = [](const Argv &) {
+		CommandResult r;
+		r.timed_out = true;
+		r.exit_code = 137;
+		return r;
+	};
+	EXPECT_EQ(admin.Login(Url(), b).err(), ETIMEDOUT);
+	runner.handler = [](const Argv &) {
+		return Exit(11, "iscsiadm: Could not perform SendTargets "
+		                "discovery: iSCSI PDU timed out\n");
+	};
+	Status unreachable = admin.Discover(Url(), b).status();
+	EXPECT_EQ(unreachable.err(), EHOSTUNREACH);
+	EXPECT_NE(unreachable.message().find("unreachable"), std::string::npos);
+	runner.missing = true;
+	Status st = admin.Discover(Url(), b).status();
+	EXPECT_EQ(st.err(), ENOENT);
+	EXPECT_NE(st.message().find("open-iscsi"), std::string::npos);
+}
+
+TEST(IscsiAdminTest, SecretsStayOutOfMessages)
+{
+	FakeRunner runner;
+	IscsiAdmin admin(runner);
+	runner.handler = [](const Argv &) {
+		return Exit(6, "iscsiadm: could not set s3cr3t\n");
+	};
+	Status st = admin.Update(Url(), "node.session.auth.password", "s3cr3t",
+	                         std::chrono::milliseconds(1000), true);
+	ASSERT_FALSE(st.ok());
+	EXPECT_EQ(st.message().find("s3cr3t"), std::string::npos)
+	        << st.message();
+}
+
+// --- IscsiSessions ----------------------------------------------------
+
+class IscsiSessionsTest : public ::testing::Test
+{
+protected:
+	void SetUp() override
+	{
+		options.sysfs = sys.path();
+		options.dev = dev.path();
+		options.chap_dir = chap.path();
+		options.login_bound = std::chrono::milliseconds(300);
+		options.poll_interval = std::chrono::milliseconds(10);
+		options.chap_owner = ::getuid();
+		::mkdir(dev.path().c_str(), 0755);
+	}
+
+	// What a successful login does in sysfs.
+	void MakeSession(bool with_disk)
+	{
+		sys.Write("class/iscsi_session/session1/targetname",
+		          std::string(kIqn) + "\n");
+		sys.Write("class/iscsi_session/session1/state", "LOGGED_IN\n");
+		sys.Write("class/iscsi_connection/connection1:0/"
+		          "persistent_address",
+		          "127.0.0.1\n");
+		sys.Write("class/iscsi_connection/connection1:0/"
+		          "persistent_port",
+		          "3260\n");
+		if (with_disk) {
+			const std::string d = "class/iscsi_session/session1/"
+			                      "device/target2:0:0/2:0:0:0/";
+			sys.Write(d + "state", "running\n");
+			sys.Write(d + "block/sdb/dev", "8:16\n");
+			sys.Write(d + "block/sdb/ro", "0\n");
+		}
+	}
+	void RemoveSession()
+	{
+		std::filesystem::remove_all(sys /
+		                            "class/iscsi_session/session1");
+	}
+
+	// A portal offering kIqn; login makes the session (with_disk), logout
+	// removes it.
+	void Peer(bool with_disk, int login_exit = 0)
+	{
+		runner.handler = [this, with_disk,
+		                  login_exit](const Argv &a) -> CommandResult {
+			if (a[2] == "discovery")
+				return Exit(0, std::string("127.0.0.1:3260,1 ") +
+				                       kIqn + "\n");
+			if (a.back() == "--login") {
+				if (login_exit == 0)
+					MakeSession(with_disk);
+				return Exit(login_exit, "iscsiadm: login says no\n");
+			}
+			if (a.back() == "--logout") {
+				RemoveSession();
+				return Exit(0);
+			}
+			return Exit(0);
+		};
+	}
+
+	TempDir sys, dev, chap;
+	FakeRunner runner;
+	IscsiOptions options;
+};
+
+TEST_F(IscsiSessionsTest, WrongIqnIsRefusedWithoutLogin)
+{
+	runner.handler = [](const Argv &) {
+		return Exit(0, "127.0.0.1:3260,1 iqn.2003-01.org.x:other\n");
+	};
+	IscsiSessions s(runner, options);
+	auto a = s.Attach(Url());
+	ASSERT_FALSE(a.ok());
+	EXPECT_EQ(a.status().err(), ENXIO);
+	EXPECT_NE(a.status().message().find("iqn.2003-01.org.x:other"),
+	          std::string::npos);
+	EXPECT_FALSE(runner.Ran("--login"));
+}
+
+TEST_F(IscsiSessionsTest, UnreachablePortal)
+{
+	runner.handler = [](const Argv &) {
+		return Exit(4, "iscsiadm: cannot make connection to 127.0.0.1: "
+		               "Connection refused\n");
+	};
+	IscsiSessions s(runner, options);
+	auto a = s.Attach(Url());
+	ASSERT_FALSE(a.ok());
+	EXPECT_EQ(a.status().err(), EHOSTUNREACH);
+	EXPECT_NE(a.status().message().find("Connection refused"),
+	          std::string::npos);
+}
+
+TEST_F(IscsiSessionsTest, SetsUpTheNodeThenLogsIn)
+{
+	Peer(true);
+	dev.Write("sdb", "");
+	IscsiSessions s(runner, options);
+	auto a = s.Attach(Url());
+	// dev/sdb is no block device in a temp dir: refused, logged out.
+	ASSERT_FALSE(a.ok());
+	EXPECT_EQ(a.status().err(), EIO) << a.status().message();
+	EXPECT_TRUE(runner.Ran("node.startup"));
+	EXPECT_TRUE(runner.Ran("node.session.timeo.replacement_timeout"));
+	EXPECT_FALSE(runner.Ran("node.session.auth.authmethod")); // no file
+	EXPECT_TRUE(runner.Ran("--login"));
+	EXPECT_TRUE(runner.Ran("--logout"));
+	EXPECT_FALSE(s.FindSession(Url()));
+}
+
+TEST_F(IscsiSessionsTest, DiskNeverAppearsIsATimeoutAndLogsOut)
+{
+	Peer(false);
+	IscsiSessions s(runner, options);
+	auto a = s.Attach(Url());
+	ASSERT_FALSE(a.ok());
+	EXPECT_EQ(a.status().err(), ETIMEDOUT) << a.status().message();
+	EXPECT_TRUE(runner.Ran("--logout"));
+	EXPECT_FALSE(s.FindSession(Url()));
+}
+
+TEST_F(IscsiSessionsTest, LoginRefused)
+{
+	Peer(false, 24);
+	IscsiSessions s(runner, options);
+	auto a = s.Attach(Url());
+	ASSERT_FALSE(a.ok());
+	EXPECT_EQ(a.status().err(), EACCES);
+	EXPECT_FALSE(s.FindSession(Url()));
+}
+
+TEST_F(IscsiSessionsTest, LoginTimeoutLogsOutWhatIscsidMayHaveMade)
+{
+	runner.handler = [this](const Argv &a) -> CommandResult {
+		if (a[2] == "discovery")
+			return Exit(0, std::string("127.0.0.1:3260,1 ") + kIqn);
+		if (a.back() == "--login") {
+			MakeSession(true); // iscsid finished after all
+			CommandResult r;
+			r.timed_out = true;
+			return r;
+		}
+		if (a.back() == "--logout")
+			RemoveSession();
+		return Exit(0);
+	};
+	IscsiSessions s(runner, options);
+	auto a = s.Attach(Url());
+	ASSERT_FALSE(a.ok());
+	EXPECT_EQ(a.status().err(), ETIMEDOUT);
+	EXPECT_TRUE(runner.Ran("--logout"));
+	EXPECT_FALSE(s.FindSession(Url()));
+}
+
+TEST_F(IscsiSessionsTest, ChapFromARootOnlyFile)
+{
+	chap.Write(kIqn, "# peer vol1\nusername = alice\npassword = s3cr3t\n");
+	::chmod((chap / kIqn).c_str(), 0600);
+	Peer(false);
+	IscsiSessions s(runner, options);
+	(void)s.Attach(Url());
+	bool user = false, pass = false;
+	for (const Argv &a : runner.calls) {
+		for (size_t i = 0; i + 2 < a.size(); i++) {
+			if (a[i] == "node.session.auth.username")
+				user = a[i + 2] == "alice";
+			if (a[i] == "node.session.auth.password")
+				pass = a[i + 2] == "s3cr3t";
+		}
+	}
+	EXPECT_TRUE(user);
+	EXPECT_TRUE(pass);
+	EXPECT_TRUE(runner.Ran("CHAP"));
+}
+
+TEST_F(IscsiSessionsTest, ChapFileReadableByOthersIsRefused)
+{
+	chap.Write(kIqn, "username = alice\npassword = s3cr3t\n");
+	::chmod((chap / kIqn).c_str(), 0644);
+	Peer(true);
+	IscsiSessions s(runner, options);
+	auto a = s.Attach(Url());
+	ASSERT_FALSE(a.ok());
+	EXPECT_EQ(a.status().err(), EACCES);
+	EXPECT_EQ(a.status().message().find("s3cr3t"), std::string::npos);
+	EXPECT_FALSE(runner.Ran("--login"));
+}
+
+TEST_F(IscsiSessionsTest, DescribeAndDevicePathFromSysfs)
+{
+	IscsiSessions s(runner, options);
+	IscsiPeerState none = s.Describe(Url());
+	EXPECT_EQ(none.session, "none");
+	EXPECT_EQ(none.portal, "127.0.0.1:3260");
+	EXPECT_EQ(s.DevicePath(Url()).status().err(), ENODEV);
+	MakeSession(true);
+	IscsiPeerState st = s.Describe(Url());
+	EXPECT_EQ(st.session, "LOGGED_IN");
+	EXPECT_EQ(st.device, dev.path() + "/sdb");
+	EXPECT_EQ(*s.DevicePath(Url()), dev.path() + "/sdb");
+	EXPECT_EQ(s.DevicePath(Url("127.0.0.1", 1)).status().err(), ENODEV);
+	// Another portal is another session.
+	IscsiUrl other = Url("10.0.0.9");
+	EXPECT_EQ(s.Describe(other).session, "none");
+	EXPECT_TRUE(runner.calls.empty()); // sysfs only
+}
+
+TEST_F(IscsiSessionsTest, ConnectorLogsOutOnlyUnsharedOwnedSessions)
+{
+	MakeSession(true);
+	IscsiSessions s(runner, options);
+	IscsiTargetConnector c(s);
+	runner.handler = [this](const Argv &a) {
+		if (a.back() == "--logout")
+			RemoveSession();
+		return Exit(0);
+	};
+	const std::string lun0 = Url().Canonical();
+	const std::string lun1 = Url("127.0.0.1", 1).Canonical();
+	EXPECT_TRUE(c.Handles(lun0));
+	EXPECT_FALSE(c.Handles("/dev/sdb"));
+	// LUN 1 of the same session is still used: no logout.
+	EXPECT_TRUE(c.Disconnect({lun0}, {lun1}).empty());
+	EXPECT_FALSE(runner.Ran("--logout"));
+	EXPECT_TRUE(c.Disconnect({lun0}, {}).empty());
+	EXPECT_TRUE(runner.Ran("--logout"));
+	auto peer = c.Describe(lun0);
+	ASSERT_TRUE(peer);
+	EXPECT_EQ(peer->session, "none");
+	EXPECT_FALSE(c.Describe("/dev/sdb"));
+}
+
+} // namespace
+} // namespace replipipe

@@ -1,0 +1,116 @@
+#!/bin/sh
+# The peer-to-peer connection for real (docs/iscsi.md): LIO's iSCSI target
+# exports the peer's ramdisk /dev/ram1 as LUN 0 on 127.0.0.1:3260; open-iscsi
+# (iscsid, iscsiadm) runs in the same guest. `replipipectl create-or-modify`
+# with the target endpoint iscsi://127.0.0.1:3260/<iqn>/0 makes replipiped
+# discover, log in and find the LUN's disk itself; 64 MiB of random writes
+# through a tcm_loop LUN on the source backstore (/dev/ram0) must land on
+# both ramdisks, byte-identical; status shows the peer; `delete` logs the
+# session out.
+# vm-timeout: 600
+# vm-mem: 1024
+# vm-bins: /usr/sbin/iscsid /usr/sbin/iscsiadm
+# vm-files: /etc/iscsi/iscsid.conf
+
+IQN=iqn.2003-01.org.linux-iscsi.replipipe-vm:peer
+URL=iscsi://127.0.0.1:3260/$IQN/0
+SRC=replipipe_0/vol1
+
+# --- the peer: LIO iSCSI target, iblock LUN 0 on /dev/ram1 ---------------
+vm_brd 2 64
+vm_modprobe sd_mod
+vm_modprobe crc32c_generic
+vm_modprobe iscsi_target_mod
+vm_modprobe iscsi_tcp
+vm_backstore iblock iblock_0 peer /dev/ram1 > /dev/null
+T=$VM_CFS/iscsi/$IQN/tpgt_1
+mkdir -p "$T/lun/lun_0" || vm_fail "mkdir $T"
+ln -s "$VM_CFS/core/iblock_0/peer" "$T/lun/lun_0/peer" || vm_fail "link LUN 0"
+mkdir "$T/np/127.0.0.1:3260" || vm_fail "portal 127.0.0.1:3260"
+for a in generate_node_acls=1 authentication=0 demo_mode_write_protect=0 cache_dynamic_acls=1; do
+	echo "${a#*=}" > "$T/attrib/${a%=*}" || vm_fail "attrib $a"
+done
+echo 1 > "$T/enable" || vm_fail "enable $T"
+vm_log "peer: $IQN LUN 0 = /dev/ram1 on 127.0.0.1:3260"
+
+# --- the initiator: iscsid -------------------------------------------------
+echo "InitiatorName=iqn.1993-08.org.debian:01:replipipe-vm" > /etc/iscsi/initiatorname.iscsi
+mkdir -p /run/lock/iscsi /var/lock /etc/iscsi/nodes /etc/iscsi/send_targets
+# Its own session: iscsid signals its process group when it stops.
+setsid iscsid -f > /tmp/iscsid.log 2>&1 &
+iscsid_pid=$!
+sleep 1
+kill -0 $iscsid_pid || { cat /tmp/iscsid.log; vm_fail "iscsid did not start"; }
+
+# --- the source: replipipe backstore on /dev/ram0 through tcm_loop --------
+vm_modprobe replipipe
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
+lun=$(vm_tcm_loop_export $SRC)
+vm_log "source LUN $lun"
+disks_before=$(ls /sys/block | grep '^sd' | tr '\n' ' ')
+
+mkdir -p /run/replipipe /var/lib/replipipe
+replipiped --foreground --log-level debug > /tmp/replipiped.log 2>&1 &
+daemon=$!
+vm_wait_path /run/replipipe/replipiped.sock 50
+
+vm_log "== create-or-modify with target $URL"
+ref=$(replipipectl create-or-modify --name iscsi --source-system localhost \
+	--target-system 127.0.0.1 --pair "$SRC=$URL") ||
+	{ cat /tmp/replipiped.log; vm_fail "create-or-modify refused"; }
+vm_log "ReplicationPipe: $ref"
+iscsiadm -m session || vm_fail "no iSCSI session after create-or-modify"
+[ "$(ls /sys/class/iscsi_session | wc -l)" = 1 ] || vm_fail "expected one session"
+peer_dev=
+for d in /sys/class/iscsi_session/session*/device/target*/*:*:*:0/block/*; do
+	[ -e "$d" ] && peer_dev=/dev/${d##*/}
+done
+[ -n "$peer_dev" ] || vm_fail "no disk for LUN 0 in sysfs"
+vm_log "the LUN became $peer_dev (disks before: $disks_before)"
+
+js=$(replipipectl --json status iscsi)
+echo "$js"
+echo "$js" | grep -q "\"target\": *\"$URL\"" || vm_fail "status: target is not the URL"
+echo "$js" | grep -q '"portal": *"127.0.0.1:3260"' || vm_fail "status: no peer portal"
+echo "$js" | grep -q "\"iqn\": *\"$IQN\"" || vm_fail "status: no peer iqn"
+echo "$js" | grep -q '"session": *"LOGGED_IN"' || vm_fail "status: session not LOGGED_IN"
+echo "$js" | grep -q "\"device\": *\"$peer_dev\"" || vm_fail "status: peer device is not $peer_dev"
+replipipectl status iscsi
+grep -q "$URL" /var/lib/replipipe/pipes.json || vm_fail "the store does not keep the URL"
+grep -q "$peer_dev" /var/lib/replipipe/pipes.json && vm_fail "the store keeps the device path"
+rp-nlctl get | grep -q "target=$peer_dev" || { rp-nlctl get; vm_fail "the kernel pair's target is not $peer_dev"; }
+
+replipipectl wait iscsi --state InSync --timeout 240 ||
+	{ replipipectl status; cat /tmp/replipiped.log; vm_fail "not InSync after the initial resync"; }
+
+vm_log "== 64 MiB of random writes through $lun, 4 writers, 4 KiB..1 MiB"
+out=$(rp-writer --dev "$lun" --log /tmp/w --threads 4 --bytes 64M \
+	--min-size 4K --max-size 1M --seed 7) || vm_fail "rp-writer: $out"
+echo "$out"
+replipipectl wait iscsi --state InSync --timeout 120 ||
+	{ replipipectl status; vm_fail "not InSync after the writes"; }
+
+vm_log "== verify: the LUN, the source ramdisk, the peer ramdisk"
+rp-verify --dev "$lun" /tmp/w.* || vm_fail "data through the LUN"
+rp-verify --dev /dev/ram0 /tmp/w.* || vm_fail "data on the source /dev/ram0"
+rp-verify --dev /dev/ram1 /tmp/w.* || vm_fail "data on the peer /dev/ram1"
+rp-verify --cmp /dev/ram0 /dev/ram1 || vm_fail "source and peer ramdisks differ"
+vm_log "source and peer ramdisks byte-identical"
+replipipectl status iscsi
+
+vm_log "== restart: the daemon finds the session and adopts the pipe"
+kill $daemon; wait $daemon || vm_fail "replipiped did not exit cleanly"
+replipiped --foreground --log-level debug > /tmp/replipiped2.log 2>&1 &
+daemon=$!
+vm_wait_path /run/replipipe/replipiped.sock 50
+sleep 1
+replipipectl --json status iscsi | grep -q '"session": *"LOGGED_IN"' || vm_fail "status after restart"
+
+vm_log "== delete logs the session out"
+replipipectl delete iscsi || { cat /tmp/replipiped2.log; vm_fail "delete"; }
+if iscsiadm -m session; then vm_fail "a session is left after delete"; fi
+[ -z "$(ls /sys/class/iscsi_session)" ] || vm_fail "sysfs still shows a session"
+kill $daemon; wait $daemon || vm_fail "replipiped did not exit cleanly"
+cat /tmp/replipiped.log /tmp/replipiped2.log | grep -i iscsi
+vm_tcm_loop_unexport $SRC
+vm_log "iscsi-pipe done"
