@@ -12,7 +12,14 @@ namespace replipipe
 namespace
 {
 
-constexpr uint64_t kDefaultClaimBytes = 64ull << 20;
+// A claim holds writes to its regions and is lost whole if the daemon dies
+// (the regions stay dirty and are copied again), so it is kept small: one
+// full queue (queue_depth x chunk_bytes, 32 MiB by default), at least 8 MiB,
+// and at most a quarter second's worth of the rate limit (a write to a
+// claimed region waits for the whole claim). Smaller claims drain
+// the queue between claims: tests/bench/resync-vm.sh measured 220 MB/s with
+// 8 MiB claims against 520 with 32 or 64 MiB (QD 32 x 1 MiB, 5 ms legs).
+constexpr uint64_t kMinDefaultClaimBytes = 8ull << 20;
 
 int64_t NowNs()
 {
@@ -40,13 +47,22 @@ PairResync::PairResync(const PairResyncOptions &options, ClaimSource *claims,
                        std::unique_ptr<RegionCopier> copier)
     : options_(options), claims_(claims), copier_(std::move(copier))
 {
-	if (options_.max_regions_per_claim == 0)
+	if (options_.max_regions_per_claim == 0) {
+		uint64_t claim_bytes = std::max<uint64_t>(
+		        kMinDefaultClaimBytes,
+		        uint64_t{options_.copier.queue_depth} *
+		                options_.copier.chunk_bytes);
+		if (options_.copier.rate_limit_kibps != 0)
+			claim_bytes = std::min<uint64_t>(
+			        claim_bytes, options_.copier.rate_limit_kibps *
+			                             1024 / 4);
 		options_.max_regions_per_claim =
 		        static_cast<uint32_t>(std::clamp<uint64_t>(
-		                kDefaultClaimBytes /
+		                claim_bytes /
 		                        std::max<uint64_t>(
 		                                options_.region_bytes, 1),
 		                1, REPLIPIPE_CLAIM_MAX_REGIONS));
+	}
 }
 
 Status PairResync::Run()

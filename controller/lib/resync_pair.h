@@ -33,7 +33,9 @@ struct PairResyncOptions {
 	uint64_t region_bytes = 64 * 1024;
 	// Regions per claim: the kernel holds writes to them while they are
 	// copied, so a claim stays small enough to copy in well under the
-	// claim time-out, big enough to keep the queue full. 0: 64 MiB worth.
+	// claim time-out, big enough to keep the queue full. 0: one full
+	// queue of the copier (queue_depth x chunk_bytes, >= 8 MiB), at most
+	// 1/4 s of the rate limit (a killed daemon loses a claim).
 	uint32_t max_regions_per_claim = 0;
 	CopierOptions copier;
 };

@@ -580,6 +580,40 @@ TEST(PairResync, CleanPairNeedsOneClaim)
 	EXPECT_EQ(ReadFile(dir / "dst").size(), 0u);
 }
 
+TEST(PairResync, DefaultClaimsAreOneQueueAndAQuarterSecondOfTheRateLimit)
+{
+	// A killed daemon loses its claim: by default a claim is one queue
+	// of the copier (here 8 x 128 KiB), at least 8 MiB, and at most a
+	// quarter second's worth of the rate limit.
+	struct Case {
+		uint64_t rate_kibps, max_bytes, device_bytes;
+	};
+	for (const Case &k : std::vector<Case>{{0, 8 * kMiB, 20 * kMiB},
+	                                       {1024, 256 * kKiB, 768 * kKiB},
+	                                       {65536, 8 * kMiB, 20 * kMiB}}) {
+		const uint64_t rate_kibps = k.rate_kibps;
+		const uint64_t max_bytes = k.max_bytes;
+		ScratchDir dir;
+		const uint64_t regions = k.device_bytes / kRegion;
+		WriteFile(dir / "src", RandomBytes(regions * kRegion, 21));
+		WriteFile(dir / "dst", RandomBytes(regions * kRegion, 22));
+		FakeClaims claims(std::vector<bool>(regions, true));
+		PairResyncOptions options = ResyncOptions(dir);
+		options.max_regions_per_claim = 0;
+		options.copier.rate_limit_kibps = rate_kibps;
+		auto resync = PairResync::Create(options, &claims);
+		ASSERT_TRUE(resync.ok()) << resync.status().message();
+		ASSERT_TRUE((*resync)->Run().ok());
+		ASSERT_FALSE(claims.done.empty());
+		for (const auto &c : claims.done)
+			EXPECT_LE(c.count * kRegion, max_bytes)
+			        << "rate " << rate_kibps;
+		EXPECT_EQ(claims.done[0].count * kRegion, max_bytes)
+		        << "rate " << rate_kibps;
+		EXPECT_EQ(ReadFile(dir / "dst"), ReadFile(dir / "src"));
+	}
+}
+
 TEST(PairResync, OpenErrorsNameThePair)
 {
 	ScratchDir dir;

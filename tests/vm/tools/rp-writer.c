@@ -9,7 +9,8 @@
  * Data come from rp-pattern.h: (seed, generation, block offset) -> content.
  *
  * Exit: 0 every write acknowledged, 3 some writes failed (see the summary),
- * 2 setup error, 64 usage.
+ * 2 setup error, 64 usage. SIGINT/SIGTERM stop the writers cleanly (logs kept).
+ * Prints the slowest write: "writer: max_latency_ms=X at=T".
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <inttypes.h>
 #include <linux/fs.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -57,6 +59,7 @@ struct writer_thread {
 	/* results */
 	uint64_t acked, failed, acked_bytes;
 	int first_errno;
+	uint64_t max_lat_ns, max_lat_start_ns;	/* slowest write, its start */
 };
 
 static atomic_bool stop_all;
@@ -74,6 +77,22 @@ static void usage(void)
 		"  the whole device, 4K..1M, --continue-on-error; at least one of --count,\n"
 		"  --bytes, --seconds is required (totals over all threads).\n");
 	exit(64);
+}
+
+/* SIGINT/SIGTERM: every thread stops after its current write; logs and the
+ * summary are written as usual (exit status as if the limit was reached). */
+static void on_stop_signal(int sig)
+{
+	(void)sig;
+	atomic_store(&stop_all, true);
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
 static bool past_deadline(void)
@@ -154,9 +173,16 @@ static void *writer_main(void *arg)
 			rp_fill_block(buf + i * RP_BLOCK, base_seed, gen,
 				      off + i * RP_BLOCK);
 
+		uint64_t t0 = mono_ns(), lat;
+
 		ret = pwrite(t->fd, buf, len, off);
 		if (ret < 0)
 			err = errno;
+		lat = mono_ns() - t0;
+		if (lat > t->max_lat_ns) {
+			t->max_lat_ns = lat;
+			t->max_lat_start_ns = t0;
+		}
 		else if ((uint64_t)ret != len)
 			err = EIO;
 		done_bytes += len;
@@ -294,7 +320,7 @@ int main(int argc, char **argv)
 	struct writer_thread threads[RP_MAX_THREADS] = { 0 };
 	struct writer_opts o;
 	uint64_t size, blocks, per_thread, acked = 0, failed = 0, bytes = 0;
-	uint64_t seed_state;
+	uint64_t seed_state, max_lat = 0, max_lat_start = 0;
 	unsigned int i;
 	int fd;
 
@@ -329,6 +355,8 @@ int main(int argc, char **argv)
 		have_deadline = true;
 	}
 
+	signal(SIGINT, on_stop_signal);
+	signal(SIGTERM, on_stop_signal);
 	seed_state = o.seed;
 	for (i = 0; i < o.threads; i++) {
 		struct writer_thread *t = &threads[i];
@@ -374,10 +402,19 @@ int main(int argc, char **argv)
 		acked += t->acked;
 		failed += t->failed;
 		bytes += t->acked_bytes;
+		if (t->max_lat_ns > max_lat) {
+			max_lat = t->max_lat_ns;
+			max_lat_start = t->max_lat_start_ns;
+		}
 	}
 	close(fd);
 	printf("writer: acked=%" PRIu64 " failed=%" PRIu64 " bytes=%" PRIu64 "\n",
 	       acked, failed, bytes);
+	/* the slowest write (issue to completion) and when it was issued, in
+	 * CLOCK_MONOTONIC seconds (= /proc/uptime's first field when the
+	 * machine never suspended) */
+	printf("writer: max_latency_ms=%.1f at=%.3f\n", max_lat / 1e6,
+	       max_lat_start / 1e9);
 	for (i = 0; i < o.threads; i++)
 		if (threads[i].first_errno) {
 			printf("writer: first error %s (errno=%d)\n",

@@ -1,0 +1,81 @@
+#!/bin/sh
+# Resumable resync: replipiped SIGKILLed at about half way through the initial
+# resync of a 256 MiB pair, started again: the pair reaches InSync, the legs
+# are byte-identical, and the bytes copied over both runs stay below 1.6 x
+# the device size. Bytes copied are counted twice: by the kernel (sectors
+# written to the target, a dm-linear device over /dev/ram1 that nothing else
+# writes to: /sys/block/dm-0/stat) and by the daemons (done_bytes of `status
+# --json`, last value seen before the kill + final value of the second run).
+# The resync is rate-limited (ResyncRateLimitKiBps 32768, ~8 s) so the kill
+# lands mid-way whatever the emulator's speed.
+# vm-timeout: 600
+# vm-mem: 1024
+# vm-bins: jq dmsetup
+
+SRC=replipipe_0/vol1
+MIB=256
+SIZE=$((MIB * 1048576))
+
+vm_brd 2 $MIB
+vm_modprobe replipipe
+vm_modprobe dm_mod
+dd if=/dev/urandom of=/dev/ram0 bs=1M count=$MIB oflag=direct 2>/dev/null
+dd if=/dev/zero of=/dev/ram1 bs=1M count=$MIB oflag=direct 2>/dev/null
+dmsetup --noudevsync create rptgt --table "0 $((SIZE / 512)) linear /dev/ram1 0" || vm_fail "dmsetup"
+TGT=/dev/dm-0
+vm_wait_path $TGT
+written() { awk '{print $7 * 512}' /sys/block/dm-0/stat; }
+[ "$(written)" = 0 ] || vm_fail "target written before the pipe: $(written)"
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
+mkdir -p /run/replipipe /var/lib/replipipe
+
+start_daemon() { # LOG
+	replipiped --log-level info 2> "$1" || { cat "$1" >&2; vm_fail "replipiped did not start"; }
+}
+done_bytes() {
+	replipipectl --json status crash 2>/dev/null | jq -r '.pipes[0].pairs[0].resync.done_bytes // 0'
+}
+kernel_dirty() { rp-nlctl get | sed -n 's/^pair .* dirty=\([0-9]*\) .*/\1/p'; }
+
+start_daemon /tmp/daemon1.log
+replipipectl create-or-modify --name crash \
+	--source-system localhost --target-system localhost --pair $SRC=$TGT \
+	--goal 'instance of CIM_SettingData { Mode = "Synchronous"; RegionSizeKiB = 64; ResyncRateLimitKiBps = 32768; };' > /dev/null ||
+	vm_fail "create-or-modify"
+
+vm_log "== waiting for half way"
+d1=0; i=0
+while [ "$d1" -lt $((SIZE / 2)) ]; do
+	[ $i -lt 1200 ] || vm_fail "resync did not reach half way: done_bytes=$d1"
+	sleep 0.1; i=$((i + 1))
+	d1=$(done_bytes)
+done
+pid=$(pidof replipiped)
+kill -KILL $pid
+while kill -0 $pid 2>/dev/null; do sleep 0.05; done
+w1=$(written)
+dirty=$(kernel_dirty)
+vm_log "killed replipiped at done_bytes=$d1; kernel: target written $w1 bytes, dirty regions $dirty of $((SIZE / 65536))"
+[ "$dirty" -gt 0 ] || vm_fail "nothing dirty after the kill: not mid-way"
+[ "$((dirty * 65536 + w1))" -ge "$SIZE" ] || vm_fail "clean regions were not all written: dirty=$dirty written=$w1"
+rp-nlctl get | grep '^pair '
+
+vm_log "== restart"
+start_daemon /tmp/daemon2.log
+replipipectl wait crash --state InSync --timeout 300 > /tmp/wait.out 2>&1 ||
+	{ cat /tmp/wait.out /tmp/daemon2.log >&2; vm_fail "wait InSync after the restart"; }
+tail -n 2 /tmp/wait.out
+grep resync /tmp/daemon2.log || true
+d2=$(done_bytes)
+w2=$(written)
+vm_log "second run: done_bytes=$d2; kernel: target written $w2 bytes in total"
+rp-verify --cmp /dev/ram0 $TGT --region-kib 64 | head -n 20
+rp-verify --cmp /dev/ram0 $TGT > /dev/null || vm_fail "legs differ after the restarted resync"
+rp-verify --cmp /dev/ram0 /dev/ram1 > /dev/null || vm_fail "legs differ (ram1)"
+ratio_k=$(echo "$w2 $SIZE" | awk '{printf "%.3f", $1 / $2}')
+ratio_d=$(echo "$d1 $d2 $SIZE" | awk '{printf "%.3f", ($1 + $2) / $3}')
+vm_log "RESULT bytes copied over both runs: kernel (target sectors written) $w2 = ${ratio_k} x device; daemons (done_bytes $d1 + $d2) = ${ratio_d} x device"
+awk -v r=$ratio_k 'BEGIN { exit !(r < 1.6) }' || vm_fail "copied ${ratio_k} x the device (>= 1.6)"
+awk -v r=$ratio_d 'BEGIN { exit !(r < 1.6) }' || vm_fail "daemons report ${ratio_d} x the device (>= 1.6)"
+replipipectl delete crash > /dev/null || vm_fail "delete"
+pid=$(pidof replipiped); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done
