@@ -75,7 +75,8 @@ std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
 	Options opts;
 	po::options_description desc(
 	        "Usage: replipiped [--state-dir DIR] [--socket PATH] "
-	        "[--foreground] [--probe-interval SECONDS] [--log-level LEVEL]\n\nOptions");
+	        "[--foreground] [--probe-interval SECONDS] [--log-level "
+	        "LEVEL]\n\nOptions");
 	desc.add_options()(
 	        "state-dir",
 	        po::value<std::string>(&opts.state_dir)->value_name("DIR"),

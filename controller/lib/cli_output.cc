@@ -78,8 +78,8 @@ std::string ResyncText(const ControlPair &pair)
 	        FormatBytes(r.done_bytes) + "/" + FormatBytes(r.total_bytes);
 	if (r.running && r.rate_bytes_per_s) {
 		text += " " + FormatBytes(r.rate_bytes_per_s) + "/s";
-		const std::string eta =
-		        EtaText(r.done_bytes, r.total_bytes, r.rate_bytes_per_s);
+		const std::string eta = EtaText(r.done_bytes, r.total_bytes,
+		                                r.rate_bytes_per_s);
 		if (!eta.empty())
 			text += " " + eta;
 	}
@@ -199,8 +199,8 @@ std::string FormatStatus(const std::vector<ControlPipe> &pipes)
 		out += Table(rows, "  ");
 		for (const ControlPair &pair : pipe.pairs)
 			if (pair.peer) // iscsi:// targets (docs/iscsi.md)
-				out += "  peer of " + pair.source + ": portal " +
-				       pair.peer->portal + ", " +
+				out += "  peer of " + pair.source +
+				       ": portal " + pair.peer->portal + ", " +
 				       pair.peer->iqn + " LUN " +
 				       std::to_string(pair.peer->lun) +
 				       ", session " + pair.peer->session +

@@ -128,16 +128,16 @@ json ResyncToJson(const ControlResync &r)
 json ControlPairToJson(const ControlPair &pair)
 {
 	json j{{"source", pair.source},
-	            {"target", pair.target},
-	            {"state", pair.state},
-	            {"resync", ResyncToJson(pair.resync)},
-	            {"regions", pair.regions},
-	            {"dirty_regions", pair.dirty_regions},
-	            {"source_bytes", pair.source_bytes},
-	            {"writes_mirrored", pair.writes_mirrored},
-	            {"bytes_mirrored", pair.bytes_mirrored},
-	            {"target_errors", pair.target_errors},
-	            {"lag_bytes", pair.lag_bytes}};
+	       {"target", pair.target},
+	       {"state", pair.state},
+	       {"resync", ResyncToJson(pair.resync)},
+	       {"regions", pair.regions},
+	       {"dirty_regions", pair.dirty_regions},
+	       {"source_bytes", pair.source_bytes},
+	       {"writes_mirrored", pair.writes_mirrored},
+	       {"bytes_mirrored", pair.bytes_mirrored},
+	       {"target_errors", pair.target_errors},
+	       {"lag_bytes", pair.lag_bytes}};
 	if (pair.peer) // iscsi:// targets (docs/iscsi.md)
 		j["peer"] = json{{"portal", pair.peer->portal},
 		                 {"iqn", pair.peer->iqn},

@@ -88,7 +88,7 @@ struct ControlResync {
 
 // An iscsi:// target's peer (docs/iscsi.md); status only.
 struct ControlPeer {
-	std::string portal;  // "127.0.0.1:3260"
+	std::string portal; // "127.0.0.1:3260"
 	std::string iqn;
 	uint32_t lun = 0;
 	std::string session; // "LOGGED_IN", "FAILED", ..., "none"

@@ -179,9 +179,9 @@ ControlPipe DaemonService::ToControlPipe(const PipeView &view) const
 		pair.source = pr.source;
 		pair.target = pr.target;
 		if (auto peer = pipes_.DescribePeer(pr.target)) // iscsi://
-			pair.peer = ControlPeer{peer->portal, peer->iqn,
-			                        peer->lun, peer->session,
-			                        peer->device};
+			pair.peer =
+			        ControlPeer{peer->portal, peer->iqn, peer->lun,
+			                    peer->session, peer->device};
 		pair.state = "Unknown";
 		const KernelPairStatus *kp =
 		        view.kernel ? FindKernelPair(*view.kernel, pr.source)
@@ -338,18 +338,19 @@ size_t DaemonService::ProbeDegraded()
 			                                 pr.source,
 			                                 PairState::kSyncing);
 			if (st.ok()) {
-				LogNotice() << "probe: pipe " << record.instance_id
-				            << " pair " << pr.source
-				            << ": target answers, resumed";
+				LogNotice()
+				        << "probe: pipe " << record.instance_id
+				        << " pair " << pr.source
+				        << ": target answers, resumed";
 				event.state = "resumed";
 				event.message = "target answers; resyncing "
 				                "the dirty regions";
 				changed = true;
 				++resumed;
 			} else {
-				LogInfo() << "probe: pipe " << record.instance_id
-				          << " pair " << pr.source << ": "
-				          << st.message();
+				LogInfo() << "probe: pipe "
+				          << record.instance_id << " pair "
+				          << pr.source << ": " << st.message();
 				event.state = "failed";
 				event.message = st.message();
 			}

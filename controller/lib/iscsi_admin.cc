@@ -88,28 +88,28 @@ Status IscsiadmError(int exit_code, const std::string &output,
 
 std::vector<std::string> IscsiAdmin::DiscoveryArgs(const IscsiUrl &url) const
 {
-	return {program_, "-m", "discovery", "-t", "sendtargets", "-p",
-	        url.Portal()};
+	return {program_,      "-m", "discovery", "-t",
+	        "sendtargets", "-p", url.Portal()};
 }
 
 std::vector<std::string> IscsiAdmin::LoginArgs(const IscsiUrl &url) const
 {
-	return {program_, "-m", "node", "-T", url.iqn, "-p", url.Portal(),
-	        "--login"};
+	return {program_, "-m", "node",       "-T",
+	        url.iqn,  "-p", url.Portal(), "--login"};
 }
 
 std::vector<std::string> IscsiAdmin::LogoutArgs(const IscsiUrl &url) const
 {
-	return {program_, "-m", "node", "-T", url.iqn, "-p", url.Portal(),
-	        "--logout"};
+	return {program_, "-m", "node",       "-T",
+	        url.iqn,  "-p", url.Portal(), "--logout"};
 }
 
 std::vector<std::string> IscsiAdmin::UpdateArgs(const IscsiUrl &url,
                                                 const std::string &key,
                                                 const std::string &value) const
 {
-	return {program_, "-m", "node", "-T", url.iqn, "-p", url.Portal(),
-	        "-o", "update", "-n", key, "-v", value};
+	return {program_, "-m",     "node", "-T", url.iqn, "-p", url.Portal(),
+	        "-o",     "update", "-n",   key,  "-v",    value};
 }
 
 Result<CommandResult> IscsiAdmin::Run(const std::vector<std::string> &argv,
@@ -167,8 +167,9 @@ Result<std::vector<DiscoveredTarget>> IscsiAdmin::Discover(const IscsiUrl &url,
 	// Discovery reports a portal that never answered (connection
 	// refused, no route, retries exhausted) as a PDU time-out.
 	if (r->exit_code == kErrPduTimeout)
-		return Status::Error(what + ": portal unreachable (iscsiadm "
-		                            "exit 11: " +
+		return Status::Error(what +
+		                             ": portal unreachable (iscsiadm "
+		                             "exit 11: " +
 		                             LastLine(r->output) + ")",
 		                     EHOSTUNREACH);
 	if (r->exit_code != 0)
@@ -179,9 +180,8 @@ Result<std::vector<DiscoveredTarget>> IscsiAdmin::Discover(const IscsiUrl &url,
 Status IscsiAdmin::Update(const IscsiUrl &url, const std::string &key,
                           const std::string &value, Bound bound, bool secret)
 {
-	const std::string what = "set " + key +
-	                         (secret ? "" : " = " + value) + " for " +
-	                         url.iqn + " on " + url.Portal();
+	const std::string what = "set " + key + (secret ? "" : " = " + value) +
+	                         " for " + url.iqn + " on " + url.Portal();
 	auto r = Run(UpdateArgs(url, key, value), bound, what);
 	if (!r.ok())
 		return r.status();

@@ -92,8 +92,9 @@ void PipeService::DropConnections(const std::vector<std::string> &targets)
 		LogWarning() << "disconnect: " << why;
 }
 
-MethodOutcome PipeService::ConnectAndVerify(const std::vector<PairRecord> &pairs,
-                                            std::vector<std::string> *made)
+MethodOutcome
+PipeService::ConnectAndVerify(const std::vector<PairRecord> &pairs,
+                              std::vector<std::string> *made)
 {
 	const std::vector<std::string> in_use = StoredTargets();
 	for (const PairRecord &p : pairs) {
@@ -101,7 +102,8 @@ MethodOutcome PipeService::ConnectAndVerify(const std::vector<PairRecord> &pairs
 		std::string label;
 		if (connector_ && connector_->Handles(p.target)) {
 			bool fresh = false;
-			auto dev = connector_->Connect(p.target, in_use, &fresh);
+			auto dev =
+			        connector_->Connect(p.target, in_use, &fresh);
 			if (fresh)
 				made->push_back(p.target);
 			if (!dev.ok()) {
@@ -142,8 +144,9 @@ std::string PipeService::ConnectStored(const PipeRecord &record)
 		bool fresh = false;
 		auto dev = connector_->Connect(p.target, in_use, &fresh);
 		if (!dev.ok())
-			why += (why.empty() ? "" : "; ") + std::string("peer ") +
-			       p.target + ": " + dev.status().message();
+			why += (why.empty() ? "" : "; ") +
+			       std::string("peer ") + p.target + ": " +
+			       dev.status().message();
 		else if (fresh)
 			LogNotice() << "reconcile: " << p.target
 			            << " re-established as " << *dev;

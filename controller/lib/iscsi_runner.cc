@@ -16,8 +16,9 @@ extern char **environ;
 namespace replipipe
 {
 
-Result<CommandResult> SystemCommandRunner::Run(
-        const std::vector<std::string> &argv, std::chrono::milliseconds bound)
+Result<CommandResult>
+SystemCommandRunner::Run(const std::vector<std::string> &argv,
+                         std::chrono::milliseconds bound)
 {
 	using Clock = std::chrono::steady_clock;
 	if (argv.empty())
@@ -41,16 +42,16 @@ Result<CommandResult> SystemCommandRunner::Run(
 	// not inherit that mask, nor ignored signals.
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setflags(&attr,
-	                         POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
+	                                        POSIX_SPAWN_SETSIGDEF);
 
 	std::vector<char *> args;
 	for (const std::string &a : argv)
 		args.push_back(const_cast<char *>(a.c_str()));
 	args.push_back(nullptr);
 	pid_t pid = -1;
-	int rc = ::posix_spawnp(&pid, args[0], &fa, &attr, args.data(),
-	                        environ);
+	int rc =
+	        ::posix_spawnp(&pid, args[0], &fa, &attr, args.data(), environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	if (rc != 0)
@@ -61,8 +62,9 @@ Result<CommandResult> SystemCommandRunner::Run(
 	const auto deadline = Clock::now() + bound;
 	bool eof = false;
 	while (!eof) {
-		auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-		        deadline - Clock::now());
+		auto left =
+		        std::chrono::duration_cast<std::chrono::milliseconds>(
+		                deadline - Clock::now());
 		if (left.count() <= 0) {
 			result.timed_out = true;
 			::kill(pid, SIGKILL);

@@ -78,15 +78,17 @@ bool IscsiHostMatches(const std::string &url_host, const std::string &address)
 	for (addrinfo *ai = res; ai && !match; ai = ai->ai_next) {
 		char buf[INET6_ADDRSTRLEN] = "";
 		if (ai->ai_family == AF_INET)
-			::inet_ntop(AF_INET,
-			            &reinterpret_cast<sockaddr_in *>(ai->ai_addr)
-			                     ->sin_addr,
-			            buf, sizeof(buf));
+			::inet_ntop(
+			        AF_INET,
+			        &reinterpret_cast<sockaddr_in *>(ai->ai_addr)
+			                 ->sin_addr,
+			        buf, sizeof(buf));
 		else if (ai->ai_family == AF_INET6)
-			::inet_ntop(AF_INET6,
-			            &reinterpret_cast<sockaddr_in6 *>(ai->ai_addr)
-			                     ->sin6_addr,
-			            buf, sizeof(buf));
+			::inet_ntop(
+			        AF_INET6,
+			        &reinterpret_cast<sockaddr_in6 *>(ai->ai_addr)
+			                 ->sin6_addr,
+			        buf, sizeof(buf));
 		match = have == buf;
 	}
 	::freeaddrinfo(res);
@@ -117,8 +119,8 @@ IscsiPeerState IscsiSessions::Describe(const IscsiUrl &url) const
 	st.session = "none";
 	if (auto s = FindSession(url)) {
 		st.session = s->state.empty() ? "unknown" : s->state;
-		IscsiSysfsDisk disk = FindIscsiDisk(options_.sysfs, s->name,
-		                                    url.lun);
+		IscsiSysfsDisk disk =
+		        FindIscsiDisk(options_.sysfs, s->name, url.lun);
 		if (!disk.name.empty())
 			st.device = options_.dev + "/" + disk.name;
 	}
@@ -176,9 +178,8 @@ Status IscsiSessions::ApplyChap(const IscsiUrl &url, milliseconds bound)
 		if (line.empty() || line[0] == '#')
 			continue;
 		size_t eq = line.find('=');
-		std::string key = eq == std::string::npos
-		                          ? ""
-		                          : Trim(line.substr(0, eq));
+		std::string key =
+		        eq == std::string::npos ? "" : Trim(line.substr(0, eq));
 		if (key != "username" && key != "password" &&
 		    key != "username_in" && key != "password_in")
 			return Status::Error("CHAP file " + path + " line " +
@@ -231,17 +232,17 @@ bool IscsiSessions::Rescan(const std::string &session) const
 {
 	namespace fs = std::filesystem;
 	std::error_code ec;
-	fs::path dev = fs::canonical(fs::path(options_.sysfs) / "class" /
-	                                     "iscsi_session" / session /
-	                                     "device",
-	                             ec);
+	fs::path dev =
+	        fs::canonical(fs::path(options_.sysfs) / "class" /
+	                              "iscsi_session" / session / "device",
+	                      ec);
 	if (ec)
 		return false;
 	std::string host = dev.parent_path().filename().string();
 	if (!host.starts_with("host"))
 		return false;
-	const std::string scan = options_.sysfs + "/class/scsi_host/" + host +
-	                         "/scan";
+	const std::string scan =
+	        options_.sysfs + "/class/scsi_host/" + host + "/scan";
 	UniqueFd fd(::open(scan.c_str(), O_WRONLY | O_CLOEXEC));
 	// Synchronous: the target's LUNs exist when the write returns.
 	return fd.valid() && ::write(fd.get(), "- - -", 5) == 5;
@@ -261,21 +262,21 @@ Result<IscsiAttachment> IscsiSessions::WaitForDisk(const IscsiUrl &url,
 				scan_done = Rescan(s->name);
 				rescanned = true;
 			}
-			IscsiSysfsDisk disk = FindIscsiDisk(options_.sysfs,
-			                                    s->name, url.lun);
+			IscsiSysfsDisk disk =
+			        FindIscsiDisk(options_.sysfs, s->name, url.lun);
 			if (disk.name.empty() && disk.scsi_state.empty() &&
 			    scan_done)
-				return Status::Error(what +
-				                             ": the target has no "
-				                             "such LUN",
-				                     ENXIO);
+				return Status::Error(
+				        what + ": the target has no "
+				               "such LUN",
+				        ENXIO);
 			const std::string path = options_.dev + "/" + disk.name;
 			struct stat st;
 			if (!disk.name.empty() &&
 			    ::stat(path.c_str(), &st) == 0) {
 				std::string rdev =
-				        std::to_string(major(st.st_rdev)) + ":" +
-				        std::to_string(minor(st.st_rdev));
+				        std::to_string(major(st.st_rdev)) +
+				        ":" + std::to_string(minor(st.st_rdev));
 				if (!S_ISBLK(st.st_mode) ||
 				    (!disk.dev.empty() && rdev != disk.dev))
 					return Status::Error(
@@ -285,10 +286,11 @@ Result<IscsiAttachment> IscsiSessions::WaitForDisk(const IscsiUrl &url,
 					                disk.dev + ")",
 					        EIO);
 				if (disk.read_only)
-					return Status::Error(what + " (" + path +
-					                             ") is write-"
-					                             "protected",
-					                     EROFS);
+					return Status::Error(
+					        what + " (" + path +
+					                ") is write-"
+					                "protected",
+					        EROFS);
 				IscsiAttachment a;
 				a.device = path;
 				a.session = s->name;
@@ -338,12 +340,11 @@ Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 		list += (list.empty() ? "" : ", ") + t.iqn;
 	}
 	if (!offered)
-		return Status::Error("portal " + url.Portal() +
-		                             " does not offer target " +
-		                             url.iqn + " (it offers: " +
-		                             (list.empty() ? "none" : list) +
-		                             ")",
-		                     ENXIO);
+		return Status::Error(
+		        "portal " + url.Portal() + " does not offer target " +
+		                url.iqn + " (it offers: " +
+		                (list.empty() ? "none" : list) + ")",
+		        ENXIO);
 	if (Status st = admin_.Update(url, "node.startup", "manual",
 	                              Left(deadline));
 	    !st.ok())
@@ -369,10 +370,11 @@ Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 	if (!a.ok()) {
 		Status out = admin_.Logout(url, options_.logout_bound);
 		if (!out.ok())
-			return Status::Error(a.status().message() +
-			                             "; logging out failed too: " +
-			                             out.message(),
-			                     a.status().err());
+			return Status::Error(
+			        a.status().message() +
+			                "; logging out failed too: " +
+			                out.message(),
+			        a.status().err());
 		return a.status();
 	}
 	a->logged_in = true;

@@ -60,14 +60,14 @@ struct IscsiOptions {
 };
 
 struct IscsiAttachment {
-	std::string device;  // "/dev/sdb"
-	std::string session; // "session3"
+	std::string device;     // "/dev/sdb"
+	std::string session;    // "session3"
 	bool logged_in = false; // this call made the session
 };
 
 // What `status` shows for an iscsi:// pair.
 struct IscsiPeerState {
-	std::string portal;  // "127.0.0.1:3260"
+	std::string portal; // "127.0.0.1:3260"
 	std::string iqn;
 	uint32_t lun = 0;
 	std::string session; // sysfs state ("LOGGED_IN", "FAILED", ...),
@@ -95,9 +95,9 @@ public:
 
 private:
 	Status ApplyChap(const IscsiUrl &url, std::chrono::milliseconds bound);
-	Result<IscsiAttachment> WaitForDisk(const IscsiUrl &url,
-	                                    std::chrono::steady_clock::time_point
-	                                            deadline);
+	Result<IscsiAttachment>
+	WaitForDisk(const IscsiUrl &url,
+	            std::chrono::steady_clock::time_point deadline);
 	// Writes "- - -" to the session's SCSI host's scan attribute;
 	// false when there is none.
 	bool Rescan(const std::string &session) const;

@@ -63,10 +63,9 @@ std::vector<IscsiSysfsSession> ListIscsiSessions(const std::string &sysfs)
 		s.name = name;
 		s.target = ReadLine(p / "targetname");
 		s.state = ReadLine(p / "state");
-		const fs::path conn = fs::path(sysfs) / "class" /
-		                      "iscsi_connection" /
-		                      ("connection" + std::to_string(s.sid) +
-		                       ":0");
+		const fs::path conn =
+		        fs::path(sysfs) / "class" / "iscsi_connection" /
+		        ("connection" + std::to_string(s.sid) + ":0");
 		s.address = ReadLine(conn / "persistent_address");
 		std::string port = ReadLine(conn / "persistent_port");
 		if (s.address.empty()) {

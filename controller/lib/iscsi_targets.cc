@@ -100,7 +100,8 @@ IscsiTargetConnector::Disconnect(const std::vector<std::string> &targets,
 	return failures;
 }
 
-std::optional<PeerView> IscsiTargetConnector::Describe(const std::string &target)
+std::optional<PeerView>
+IscsiTargetConnector::Describe(const std::string &target)
 {
 	auto url = Url(target);
 	if (!url)

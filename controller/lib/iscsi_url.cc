@@ -16,7 +16,8 @@ std::string Lower(std::string_view s)
 {
 	std::string out(s);
 	for (char &c : out)
-		c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+		c = static_cast<char>(
+		        std::tolower(static_cast<unsigned char>(c)));
 	return out;
 }
 

@@ -11,7 +11,8 @@
 
 #include "status.h"
 
-namespace replipipe {
+namespace replipipe
+{
 
 enum class Mode : uint8_t { kSynchronous = 0, kAsynchronous = 1 };
 enum class FailurePolicy : uint8_t { kDegrade = 0, kFailIO = 1 };
@@ -23,9 +24,9 @@ enum class PairState : uint8_t {
 	kPaused = 3
 };
 
-const char *ModeName(Mode mode);		 // "Synchronous", ...
+const char *ModeName(Mode mode);                // "Synchronous", ...
 const char *FailurePolicyName(FailurePolicy p); // "Degrade", "FailIO"
-const char *PairStateName(PairState state);	 // "Syncing", "InSync", ...
+const char *PairStateName(PairState state);     // "Syncing", "InSync", ...
 
 // One pair as the kernel is told it.
 struct KernelPairSpec {
@@ -71,7 +72,8 @@ struct KernelPipeStatus {
 
 // Thread-safety: implementations serialize calls internally; a single
 // instance may be used from several threads.
-class KernelApi {
+class KernelApi
+{
 public:
 	virtual ~KernelApi() = default;
 
@@ -85,8 +87,8 @@ public:
 	virtual Result<std::vector<KernelPipeStatus>> ListPipes() = 0;
 	// PAIR_SET: kPaused pauses, kSyncing resumes (Paused or Degraded).
 	virtual Status SetPairState(const std::string &pipe_id,
-				    const std::string &source,
-				    PairState state) = 0;
+	                            const std::string &source,
+	                            PairState state) = 0;
 };
 
 } // namespace replipipe

@@ -11,7 +11,8 @@
 #include <string>
 #include <vector>
 
-namespace replipipe {
+namespace replipipe
+{
 
 // ReturnValue of the CIM method (DMTF values).
 enum class ReturnValue : uint32_t {
@@ -37,8 +38,9 @@ struct CreateOrModifyCall {
 
 struct MethodOutcome {
 	ReturnValue return_value = ReturnValue::kUnspecifiedError;
-	std::string replication_pipe; // out: CIM_NetworkPipe reference on success
-	std::string error;	       // why, when return_value != kCompleted
+	std::string
+	        replication_pipe; // out: CIM_NetworkPipe reference on success
+	std::string error;        // why, when return_value != kCompleted
 };
 
 } // namespace replipipe

@@ -54,13 +54,12 @@ PairResync::PairResync(const PairResyncOptions &options, ClaimSource *claims,
 		                options_.copier.chunk_bytes);
 		if (options_.copier.rate_limit_kibps != 0)
 			claim_bytes = std::min<uint64_t>(
-			        claim_bytes, options_.copier.rate_limit_kibps *
-			                             1024 / 4);
+			        claim_bytes,
+			        options_.copier.rate_limit_kibps * 1024 / 4);
 		options_.max_regions_per_claim =
 		        static_cast<uint32_t>(std::clamp<uint64_t>(
-		                claim_bytes /
-		                        std::max<uint64_t>(
-		                                options_.region_bytes, 1),
+		                claim_bytes / std::max<uint64_t>(
+		                                      options_.region_bytes, 1),
 		                1, REPLIPIPE_CLAIM_MAX_REGIONS));
 	}
 }

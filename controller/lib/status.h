@@ -12,9 +12,11 @@
 #include <utility>
 #include <variant>
 
-namespace replipipe {
+namespace replipipe
+{
 
-class Status {
+class Status
+{
 public:
 	Status() = default;
 
@@ -42,7 +44,7 @@ public:
 
 private:
 	Status(std::string message, int err)
-		: failed_(true), err_(err), message_(std::move(message))
+	    : failed_(true), err_(err), message_(std::move(message))
 	{
 	}
 
@@ -52,7 +54,8 @@ private:
 };
 
 // A value or the Status that says why there is none.
-template <typename T> class Result {
+template <typename T> class Result
+{
 public:
 	Result(T value) : v_(std::move(value)) {}
 	Result(Status status) : v_(std::move(status)) {}

@@ -143,9 +143,8 @@ TEST_F(IscsiPipeServiceTest, KernelGetsTheDeviceStoreKeepsTheUrl)
 TEST_F(IscsiPipeServiceTest, ReferenceFormWithSystemName)
 {
 	MethodOutcome out = service.CreateOrModify(Call(
-	        {"replipipe_0/a"},
-	        {"CIM_ProtocolEndpoint.Name=\"" + kUrl0 +
-	         "\",SystemName=\"127.0.0.1\""}));
+	        {"replipipe_0/a"}, {"CIM_ProtocolEndpoint.Name=\"" + kUrl0 +
+	                            "\",SystemName=\"127.0.0.1\""}));
 	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
 }
 

@@ -83,8 +83,8 @@ TEST(IscsiAdminTest, BuildsCommandLines)
 	                "[fd00::1]:3260", "--logout"}));
 	EXPECT_EQ(admin.UpdateArgs(Url(), "node.startup", "manual"),
 	          (Argv{"/sbin/iscsiadm", "-m", "node", "-T", kIqn, "-p",
-	                "127.0.0.1:3260", "-o", "update", "-n",
-	                "node.startup", "-v", "manual"}));
+	                "127.0.0.1:3260", "-o", "update", "-n", "node.startup",
+	                "-v", "manual"}));
 }
 
 TEST(IscsiAdminTest, ParsesDiscovery)
@@ -109,13 +109,15 @@ TEST(IscsiAdminTest, MapsExitCodes)
 	struct Case {
 		int code;
 		int err;
-	} cases[] = {{4, EHOSTUNREACH}, {8, EHOSTUNREACH}, {24, EACCES},
-	             {5, ECONNREFUSED}, {19, ECONNREFUSED}, {20, EIO},
-	             {21, ENOENT},      {1, EIO}};
+	} cases[] = {{4, EHOSTUNREACH},  {8, EHOSTUNREACH},
+	             {24, EACCES},       {5, ECONNREFUSED},
+	             {19, ECONNREFUSED}, {20, EIO},
+	             {21, ENOENT},       {1, EIO}};
 	for (const Case &c : cases) {
 		runner.handler = [&](const Argv &) {
 			return Exit(c.code, "iscsiadm: reason " +
-			                            std::to_string(c.code) + "\n");
+			                            std::to_string(c.code) +
+			                            "\n");
 		};
 		Status st = admin.Login(Url(), b);
 		EXPECT_EQ(st.err(), c.err) << c.code << ": " << st.message();
@@ -208,12 +210,14 @@ protected:
 		runner.handler = [this, with_disk,
 		                  login_exit](const Argv &a) -> CommandResult {
 			if (a[2] == "discovery")
-				return Exit(0, std::string("127.0.0.1:3260,1 ") +
-				                       kIqn + "\n");
+				return Exit(0,
+				            std::string("127.0.0.1:3260,1 ") +
+				                    kIqn + "\n");
 			if (a.back() == "--login") {
 				if (login_exit == 0)
 					MakeSession(with_disk);
-				return Exit(login_exit, "iscsiadm: login says no\n");
+				return Exit(login_exit,
+				            "iscsiadm: login says no\n");
 			}
 			if (a.back() == "--logout") {
 				RemoveSession();

@@ -16,8 +16,8 @@ void MakeSession(const TempDir &sys, int sid, const std::string &iqn,
                  const std::string &addr, const std::string &port,
                  const std::string &state)
 {
-	const std::string s = "class/iscsi_session/session" +
-	                      std::to_string(sid) + "/";
+	const std::string s =
+	        "class/iscsi_session/session" + std::to_string(sid) + "/";
 	sys.Write(s + "targetname", iqn + "\n");
 	sys.Write(s + "state", state + "\n");
 	const std::string c = "class/iscsi_connection/connection" +

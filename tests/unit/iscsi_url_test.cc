@@ -25,7 +25,8 @@ TEST(IscsiUrlTest, ParsesHostPortIqnLun)
 
 TEST(IscsiUrlTest, DefaultPortAndCanonicalLowerCase)
 {
-	auto u = ParseIscsiUrl("ISCSI://Peer.Example.COM/IQN.2003-01.Org.X:Y/0");
+	auto u =
+	        ParseIscsiUrl("ISCSI://Peer.Example.COM/IQN.2003-01.Org.X:Y/0");
 	ASSERT_TRUE(u.ok()) << u.status().message();
 	EXPECT_EQ(u->port, kIscsiDefaultPort);
 	EXPECT_EQ(u->Canonical(),
@@ -78,8 +79,7 @@ TEST(IscsiUrlTest, RefusesMalformed)
 
 TEST(IscsiUrlTest, TargetEndpointAcceptsUrlsAndReferences)
 {
-	auto t = ParseTargetEndpoint(
-	        "iscsi://127.0.0.1/IQN.2003-01.org.x:y/0");
+	auto t = ParseTargetEndpoint("iscsi://127.0.0.1/IQN.2003-01.org.x:y/0");
 	ASSERT_TRUE(t.ok()) << t.status().message();
 	EXPECT_EQ(t->name, "iscsi://127.0.0.1:3260/iqn.2003-01.org.x:y/0");
 

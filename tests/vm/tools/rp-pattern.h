@@ -19,8 +19,8 @@
 #ifndef RP_PATTERN_H
 #define RP_PATTERN_H
 
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,13 +43,14 @@ static inline uint64_t rp_splitmix64(uint64_t *state)
 	return z ^ (z >> 31);
 }
 
-/* Fills one RP_BLOCK block: the content (seed, gen) has at device offset off. */
+/* Fills one RP_BLOCK block: the content (seed, gen) has at device offset off.
+ */
 static inline void rp_fill_block(void *block, uint64_t seed, uint64_t gen,
-				 uint64_t off)
+                                 uint64_t off)
 {
-	struct rp_block_hdr hdr = { RP_MAGIC, seed, gen, off };
+	struct rp_block_hdr hdr = {RP_MAGIC, seed, gen, off};
 	uint64_t state = seed ^ (gen * 0xd1342543de82ef95ull) ^
-			 (off * 0x9e3779b97f4a7c15ull);
+	                 (off * 0x9e3779b97f4a7c15ull);
 	uint64_t *word = block;
 	size_t i;
 
@@ -80,10 +81,23 @@ static inline int rp_parse_size(const char *s, uint64_t *out)
 	unsigned long long v = strtoull(s, &end, 0);
 
 	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
-	case 'm': case 'M': v <<= 20; end++; break;
-	case 'g': case 'G': v <<= 30; end++; break;
-	default: break;
+	case 'k':
+	case 'K':
+		v <<= 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		v <<= 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		v <<= 30;
+		end++;
+		break;
+	default:
+		break;
 	}
 	if (end == s || *end != '\0')
 		return -1;
