@@ -11,6 +11,7 @@ build_pkgs=(
 )
 vm_pkgs=(
 	qemu-system-x86 linux-image-amd64 linux-headers-amd64
+	linux-headers-rt-amd64
 	busybox-static cpio kmod dkms sparse fio
 	dmsetup systemd util-linux coreutils jq socat
 	python3 python3-rtslib-fb targetcli-fb dbus-daemon open-iscsi
