@@ -84,8 +84,8 @@ vm_log "targetcli ls: fails with the KeyError message 'replipipe' (as expected)"
 [ ! -e /tmp/broken.json ] || vm_fail "targetctl save wrote a file anyway"
 
 vm_log "== the registration installed as the package installs it: the same commands work"
-cp -r tools/rtslib/replipipe_lio $DIST/
-cp tools/rtslib/replipipe_lio.pth $DIST/
+cp -r /lib/replipipe/repo/tools/rtslib/replipipe_lio $DIST/
+cp /lib/replipipe/repo/tools/rtslib/replipipe_lio.pth $DIST/
 targetcli ls > /tmp/ls.out 2>&1 || { cat /tmp/ls.out; vm_fail "targetcli ls with the registration"; }
 cat /tmp/ls.out
 grep -q "o- replipipe " /tmp/ls.out || vm_fail "targetcli ls has no /backstores/replipipe"

@@ -43,8 +43,8 @@ cat > /tmp/dbus-system.conf <<'CONF'
 CONF
 dbus-daemon --config-file=/tmp/dbus-system.conf --fork --nopidfile || vm_fail "dbus-daemon"
 export DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket
-cp -r tools/rtslib/replipipe_lio $DIST/
-cp tools/rtslib/replipipe_lio.pth $DIST/
+cp -r /lib/replipipe/repo/tools/rtslib/replipipe_lio $DIST/
+cp /lib/replipipe/repo/tools/rtslib/replipipe_lio.pth $DIST/
 
 # tc CMD...: run targetcli, show its output, fail the scenario if it fails.
 tc() {
