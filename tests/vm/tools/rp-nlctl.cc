@@ -110,21 +110,6 @@ const char *PolicyWord(FailurePolicy p)
 {
 	return p == FailurePolicy::kFailIO ? "failio" : "degrade";
 }
-const char *StateWord(PairState s)
-{
-	switch (s) {
-	case PairState::kSyncing:
-		return "Syncing";
-	case PairState::kInSync:
-		return "InSync";
-	case PairState::kDegraded:
-		return "Degraded";
-	case PairState::kPaused:
-		return "Paused";
-	}
-	return "Unknown";
-}
-
 uint64_t ParseU64(const std::string &opt, const std::string &value)
 {
 	char *end = nullptr;
@@ -294,7 +279,7 @@ void PrintPair(const std::string &pipe_id, const KernelPairStatus &p)
 	            " errors=%" PRIu64 " lag=%" PRIu64 " source_bytes=%" PRIu64
 	            "\n",
 	            Esc(pipe_id).c_str(), Esc(p.source).c_str(),
-	            Esc(p.target).c_str(), StateWord(p.state), p.regions,
+	            Esc(p.target).c_str(), PairStateName(p.state), p.regions,
 	            p.dirty_regions, p.writes_mirrored, p.bytes_mirrored,
 	            p.target_errors, p.lag_bytes, p.source_bytes);
 }
@@ -435,7 +420,7 @@ void PrintEvent(const KernelEvent &e)
 		std::printf(" source=%s target=%s state=%s dirty=%" PRIu64,
 		            Esc(e.pair->source).c_str(),
 		            Esc(e.pair->target).c_str(),
-		            StateWord(e.pair->state), e.pair->dirty_regions);
+		            PairStateName(e.pair->state), e.pair->dirty_regions);
 	else if (e.pipe)
 		std::printf(" name=%s mode=%s policy=%s pairs=%zu",
 		            Esc(e.pipe->name).c_str(), ModeWord(e.pipe->mode),
