@@ -6,7 +6,9 @@
 #
 # Exit 0 only when the guest printed the PASS marker, the kernel log has no
 # BUG:/WARNING:/Oops/Call Trace, the taint is at most O|E and the time-out did
-# not expire. Environment:
+# not expire. With `# vm-boots: N` the VM boots N times on the same disks;
+# every boot but the last must end with the REBOOT marker (a deliberate crash).
+# Environment:
 #   REPLIPIPE_BUILD_DIR      CMake build dir holding bin/ (default <repo>/build)
 #   REPLIPIPE_VM_KO          use this replipipe.ko instead of building kmod/
 #   REPLIPIPE_VM_EXTRA_KO    more .ko files for /lib/modules/KV/extra/ (space-separated)
@@ -66,6 +68,8 @@ mem_mib=$(header mem); mem_mib=${mem_mib:-1024}
 read -r -a vm_bins <<< "$(header bins)"
 read -r -a vm_files <<< "$(header files)"
 read -r -a vm_disks <<< "$(header disks)"
+boots=$(header boots); boots=${boots:-1}
+[[ $boots =~ ^[1-9][0-9]?$ ]] || die "bad vm-boots '$boots' (1 to 99)"
 [[ $timeout_s =~ ^[0-9]+$ ]] || die "bad vm-timeout '$timeout_s'"
 [[ $mem_mib =~ ^[0-9]+$ ]] || die "bad vm-mem '$mem_mib'"
 
@@ -167,7 +171,7 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 guest_modules=(scsi_mod sd_mod target_core_mod target_core_iblock target_core_file
 	tcm_loop iscsi_target_mod iscsi_tcp crc32c_generic brd null_blk dm_mod
 	dm_flakey dm_mirror dm_delay loop virtio_pci virtio_blk configfs)
-optional_modules=(target_core_pscsi target_core_user drbd nbd dm_log_writes crc32c_intel)
+optional_modules=(target_core_pscsi target_core_user drbd nbd dm_log_writes crc32c_intel ext4)
 
 module_files() { # the .ko files of the guest modules with dependencies
 	local m out
@@ -351,12 +355,18 @@ make_disks() {
 }
 
 # ---- verdict -------------------------------------------------------------
-# check_log LOG: 0 when the guest passed and the kernel stayed clean.
+# check_log LOG [MARKER]: 0 when the guest printed MARKER (default PASS) and
+# the kernel stayed clean. A boot that crashes on purpose (`# vm-boots:`) ends
+# with REBOOT instead of PASS; vm_crash_reboot printed its taint before that.
 check_log() {
-	local clean=$work/clean.log ok=0 taint bad
+	local clean=$work/clean.log ok=0 taint bad want=${2:-PASS}
 	tr -d '\r' < "$1" > "$clean"
-	if ! grep -q 'REPLIPIPE-SCENARIO: PASS' "$clean"; then
-		say "FAIL: no PASS marker$(grep -o 'REPLIPIPE-SCENARIO: FAIL.*' "$clean" | head -n 1 | sed 's/^/ (/; s/$/)/')"
+	if ! grep -q "REPLIPIPE-SCENARIO: $want" "$clean"; then
+		say "FAIL: no $want marker$(grep -o 'REPLIPIPE-SCENARIO: FAIL.*' "$clean" | head -n 1 | sed 's/^/ (/; s/$/)/')"
+		ok=1
+	fi
+	if [ "$want" = REBOOT ] && grep -q 'REPLIPIPE-SCENARIO: PASS' "$clean"; then
+		say "FAIL: the guest passed instead of crashing (sysrq b did not reset it?)"
 		ok=1
 	fi
 	bad=$(grep -nE 'BUG:|WARNING:|Oops|Call Trace|general protection fault|Kernel panic|hung_task|blocked for more than' "$clean" | head -n 5 || true)
@@ -394,10 +404,11 @@ say "scenario $name, kernel $kv, ${mem_mib} MiB, time-out ${timeout_s}s, initram
 accel=${REPLIPIPE_VM_ACCEL:-tcg}
 cpu=max
 [ "$accel" != tcg ] || accel=tcg,thread=multi
+# -no-reboot: a guest reset (sysrq b) makes QEMU exit; see `# vm-boots:`.
 qemu=(qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -m "$mem_mib" -smp 2 -nographic -no-reboot
 	-kernel "/boot/vmlinuz-$kv" -initrd "$work/initrd"
-	-append "console=ttyS0 quiet panic=-1 rdinit=/init"
 	"${disk_args[@]}")
+append="console=ttyS0 quiet panic=-1 rdinit=/init"
 
 # One VM at a time on this host (2 CPUs): concurrent runs would slow each
 # other into time-outs and make benchmark numbers meaningless.
@@ -412,30 +423,68 @@ if [ "${REPLIPIPE_VM_NO_LOCK:-0}" != 1 ]; then
 	fi
 fi
 
-say "booting; console log: $log"
+# boot K LOG: one boot, console to LOG; sets qrc and boot_s. With more than
+# one boot the guest is told which one it is (rp.boot=K rp.boots=N).
+boot() {
+	local args=(-append "$append") t
+	if [ "$boots" -eq 1 ]; then
+		say "booting; console log: $2"
+	else
+		args=(-append "$append rp.boot=$1 rp.boots=$boots")
+		say "booting ($1 of $boots); console log: $2"
+	fi
+	t=$(date +%s.%N)
+	set +e
+	if [ "${REPLIPIPE_VM_QUIET:-0}" = 1 ]; then
+		timeout -k 5 "$timeout_s" "${qemu[@]}" "${args[@]}" < /dev/null > "$2" 2>&1
+		qrc=$?
+	else
+		timeout -k 5 "$timeout_s" "${qemu[@]}" "${args[@]}" < /dev/null 2>&1 | tee "$2"
+		qrc=${PIPESTATUS[0]}
+	fi
+	set -e
+	boot_s=$(elapsed "$t" "$(date +%s.%N)")
+}
+
+# Single boot: <name>.log as always. Several: <name>.boot<K>.log each, and
+# <name>.log is their concatenation. A boot that fails ends the run.
+rc=0
+boot_k=1
 t2=$(date +%s.%N)
-set +e
-if [ "${REPLIPIPE_VM_QUIET:-0}" = 1 ]; then
-	timeout -k 5 "$timeout_s" "${qemu[@]}" < /dev/null > "$log" 2>&1
-	qrc=$?
-else
-	timeout -k 5 "$timeout_s" "${qemu[@]}" < /dev/null 2>&1 | tee "$log"
-	qrc=${PIPESTATUS[0]}
+[ "$boots" -eq 1 ] || rm -f "$log_dir/$name".boot*.log
+while [ "$boot_k" -le "$boots" ]; do
+	if [ "$boots" -eq 1 ]; then
+		blog=$log
+		want=PASS
+	else
+		blog=$log_dir/$name.boot$boot_k.log
+		want=REBOOT
+		[ "$boot_k" -lt "$boots" ] || want=PASS
+	fi
+	boot "$boot_k" "$blog"
+	if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
+		say "FAIL: time-out after ${timeout_s}s"
+		rc=1
+	elif [ "$qrc" -ne 0 ]; then
+		say "FAIL: qemu exited with $qrc"
+		rc=1
+	fi
+	check_log "$blog" "$want" || rc=1
+	[ "$boots" -eq 1 ] || say "boot $boot_k of $boots: $([ $rc -eq 0 ] && echo ok || echo FAIL) (${boot_s}s wall, log $blog)"
+	[ $rc -eq 0 ] || break
+	boot_k=$((boot_k + 1))
+done
+if [ "$boots" -gt 1 ]; then
+	for k in $(seq 1 "$boots"); do
+		blog=$log_dir/$name.boot$k.log
+		[ -f "$blog" ] || break
+		echo "===== run-scenario: boot $k of $boots (${blog##*/}) ====="
+		cat "$blog"
+	done > "$log"
+	boot_s=$(elapsed "$t2" "$(date +%s.%N)")
 fi
-set -e
-t3=$(date +%s.%N)
-boot_s=$(elapsed "$t2" "$t3")
 [ -z "$lock_fd" ] || exec {lock_fd}>&-
 
-rc=0
-if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
-	say "FAIL: time-out after ${timeout_s}s"
-	rc=1
-elif [ "$qrc" -ne 0 ]; then
-	say "FAIL: qemu exited with $qrc"
-	rc=1
-fi
-check_log "$log" || rc=1
 if [ $rc -eq 0 ]; then
 	say "PASS: $name (boot ${boot_s}s wall, log $log)"
 else

@@ -41,7 +41,15 @@ fi
 name=$(cat $RP/scenario-name)
 # Leave the host time to get the verdict and the kernel log after a hang.
 limit=$(cat $RP/guest-timeout)
-echo "[vm] scenario $name: start (kernel $(uname -r), guest limit ${limit}s)"
+# `# vm-boots: N`: the runner says which boot this is (rp.boot=K rp.boots=N).
+boot=$(sed -n 's/.*[[:space:]]rp\.boot=\([0-9]*\).*/\1/p' /proc/cmdline)
+boots=$(sed -n 's/.*[[:space:]]rp\.boots=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$boot" ]; then
+	echo "[vm] scenario $name: start boot $boot of $boots (kernel $(uname -r), guest limit ${limit}s)"
+else
+	echo "[vm] scenario $name: start (kernel $(uname -r), guest limit ${limit}s)"
+fi
+export RP_BOOT=${boot:-1} RP_BOOTS=${boots:-1}
 cd /tmp
 timeout "$limit" sh -e -c '. /lib/replipipe/guest-lib.sh; . /lib/replipipe/scenario.sh' "$name" < /dev/null
 rc=$?

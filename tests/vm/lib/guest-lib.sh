@@ -62,15 +62,17 @@ vm_size_bytes() {
 	esac
 }
 
-# vm_backstore TYPE HBA NAME DEV: create and enable a configfs backstore.
+# vm_backstore TYPE HBA NAME DEV [INTENT]: create and enable a configfs backstore.
 #   vm_backstore iblock iblock_0 r1 /dev/ram0
 #   vm_backstore replipipe replipipe_0 v1 /dev/ram0
+#   vm_backstore replipipe replipipe_0 v1 /dev/vda /dev/vdc   (write-intent record on vdc)
 #   vm_backstore fileio fileio_0 f1 /tmp/f:SIZE     (SIZE in bytes or N[KMG])
 #   vm_backstore rd_mcp rd_mcp_0 m1 SIZE            (ramdisk, SIZE as above)
 # HBA must be <TYPE>_<N>. Prints the backstore's configfs directory.
 vm_backstore() {
-	local type=$1 hba=$2 name=$3 dev=$4 dir ctl
-	[ $# -eq 4 ] || vm_fail "usage: vm_backstore TYPE HBA NAME DEV"
+	local type=$1 hba=$2 name=$3 dev=$4 intent=${5:-} dir ctl
+	[ $# -eq 4 ] || { [ $# -eq 5 ] && [ "$type" = replipipe ]; } ||
+		vm_fail "usage: vm_backstore TYPE HBA NAME DEV [INTENT (replipipe only)]"
 	case "$hba" in
 	"${type}"_[0-9]*) ;;
 	*) vm_fail "vm_backstore: HBA '$hba' must be ${type}_<N>" ;;
@@ -83,7 +85,9 @@ vm_backstore() {
 		ctl="fd_dev_name=${dev%:*},fd_dev_size=$(vm_size_bytes "${dev##*:}")" ;;
 	pscsi) vm_modprobe target_core_pscsi; ctl="udev_path=$dev" ;;
 	rd_mcp) ctl="rd_pages=$(($(vm_size_bytes "$dev") / 4096))" ;;
-	replipipe) vm_modprobe replipipe; ctl="udev_path=$dev" ;;
+	replipipe)
+		vm_modprobe replipipe
+		ctl="udev_path=$dev${intent:+,intent_path=$intent}" ;;
 	*) vm_modprobe "target_core_$type"; ctl="udev_path=$dev" ;;
 	esac
 	dir=$VM_CFS/core/$hba/$name
@@ -212,4 +216,30 @@ vm_disk() {
 # 1000, rpadmin uid 1001 in group replipipe, or nobody); returns its status.
 vm_as() {
 	su -s /bin/sh -c "$2" "$1"
+}
+
+# vm_boot: print which boot of a `# vm-boots: N` scenario this is (1..N; 1
+# for a single-boot scenario). vm_boots: print N. Also in $RP_BOOT/$RP_BOOTS.
+vm_boot() {
+	echo "${RP_BOOT:-1}"
+}
+vm_boots() {
+	echo "${RP_BOOTS:-1}"
+}
+
+# vm_crash_reboot: hard-reset the VM now (sysrq b: no sync, no unmount, the
+# page cache is lost; what reached the virtio disks survives into the next
+# boot). Prints the taint and the REBOOT marker the runner wants from every
+# boot of a `# vm-boots:` scenario but the last, then waits a second for the
+# console to drain: whatever runs meanwhile (writers) keeps running.
+vm_crash_reboot() {
+	[ "$(vm_boot)" -lt "$(vm_boots)" ] ||
+		vm_fail "vm_crash_reboot in the last boot ($(vm_boot) of $(vm_boots))"
+	echo 1 > /proc/sys/kernel/sysrq || vm_fail "cannot enable sysrq"
+	echo "REPLIPIPE-TAINTED: $(cat /proc/sys/kernel/tainted)"
+	echo "REPLIPIPE-SCENARIO: REBOOT"
+	sleep 1
+	echo b > /proc/sysrq-trigger
+	sleep 10
+	vm_fail "still running 10 s after sysrq b"
 }

@@ -3,7 +3,8 @@
 # fail (wrong checksum, a module whose init WARNs, a hang) and on one that
 # must pass, and checks the runner's exit status and reason for each.
 #   tests/vm/selftest/run.sh [--kernel-version KV] [CASE...]
-# CASE: pass bad-checksum warn-module hang disks (default: all).
+# CASE: pass bad-checksum warn-module hang disks reboot reboot-nocrash
+# (default: all).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,7 +19,7 @@ if [ "${1:-}" = --kernel-version ]; then
 fi
 [ -n "$kv" ] || kv=$(rp_newest_kernel_version)
 cases=("$@")
-[ ${#cases[@]} -gt 0 ] || cases=(pass bad-checksum warn-module hang disks)
+[ ${#cases[@]} -gt 0 ] || cases=(pass bad-checksum warn-module hang disks reboot reboot-nocrash)
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rp-selftest.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -73,6 +74,13 @@ for c in "${cases[@]}"; do
 			grep -q 'marker persisted' "${REPLIPIPE_BUILD_DIR:-$vm_dir/../../build}/vm-logs/disks.log" ||
 			{ echo "selftest: FAIL disks: the marker did not persist with REPLIPIPE_VM_KEEP_DISKS=1"; failures=$((failures + 1)); }
 		;;
+	reboot)
+		# `# vm-boots: 2`: a marker written before sysrq b is there in boot 2.
+		expect reboot 0 'boot 1 of 2: ok.*' &&
+			grep -q 'marker survived the reset' "${REPLIPIPE_BUILD_DIR:-$vm_dir/../../build}/vm-logs/reboot.boot2.log" ||
+			{ echo "selftest: FAIL reboot: boot 2 did not report the marker"; failures=$((failures + 1)); }
+		;;
+	reboot-nocrash) expect reboot-nocrash 1 'no REBOOT marker' ;;
 	*) echo "selftest: unknown case $c" >&2; exit 64 ;;
 	esac
 done
