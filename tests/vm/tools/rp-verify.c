@@ -2,12 +2,22 @@
 /*
  * rp-verify: checks devices against rp-writer logs.
  *
- *   rp-verify --dev PATH LOG...
+ *   rp-verify --dev PATH [--crashed] LOG...
  *       For every 4 KiB block, the last acknowledged write in the logs (files
  *       in the order given, lines in file order; later supersedes earlier)
  *       must be what the device holds. Blocks whose last write failed are
  *       indeterminate and only counted. Prints
  *       "verify: blocks=N ok=N bad=M unknown=K"; exit 1 if bad > 0.
+ *       --crashed: the logs were written by rp-writer --log-sync and the
+ *       machine crashed during the writes. A log then ends at its last whole
+ *       line (a torn last line, or zeros, are dropped), and each log (one
+ *       writer thread, which alone writes its blocks, one write at a time)
+ *       may have one write beyond it: in flight at the crash, or acknowledged
+ *       just before the crash but not yet logged. That write has the log's
+ *       next generation. So a block whose last logged write came from log L
+ *       holds that write, or else the write (seed of L, last generation of
+ *       L + 1) at this block; nothing else. Adds "inflight=J" (blocks that
+ *       hold the unlogged write) and "torn=T" (dropped partial lines).
  *   rp-verify --regions KIB LOG...
  *       Prints the regions of KIB KiB that acknowledged writes touched:
  *       "regions: count=N" then one "FIRST-LAST" line (inclusive) per range.
@@ -42,12 +52,14 @@ enum block_state { BLOCK_UNWRITTEN, BLOCK_ACKED, BLOCK_FAILED };
 struct block_expect {
 	uint64_t seed;
 	uint64_t gen;
+	uint64_t next_gen;	/* --crashed: the unlogged write of its log, 0 = none */
 	uint8_t state;
 };
 
 struct log_record {
 	bool acked;
 	uint64_t seed, gen, offset, length, checksum;
+	size_t log;		/* index of the log file, in the order given */
 };
 
 struct record_list {
@@ -58,7 +70,7 @@ struct record_list {
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: rp-verify --dev PATH LOG...\n"
+		"usage: rp-verify --dev PATH [--crashed] LOG...\n"
 		"       rp-verify --regions KIB LOG...\n"
 		"       rp-verify --cmp A B [--offset B] [--length B] [--region-kib KIB]\n");
 	exit(64);
@@ -81,7 +93,14 @@ static void *xmalloc_aligned(size_t size)
 	return p;
 }
 
-static void read_log(const char *path, struct record_list *list)
+static bool crashed;		/* --crashed */
+static uint64_t torn_lines;
+
+/* Reads one log; log_index goes into its records. With --crashed the log ends
+ * at the first line that is not whole (no newline: the write() of that record
+ * did not finish) or that starts with a NUL (space the file system allocated
+ * but whose data never reached the disk). */
+static void read_log(const char *path, size_t log_index, struct record_list *list)
 {
 	FILE *f = fopen(path, "r");
 	char line[512];
@@ -90,12 +109,16 @@ static void read_log(const char *path, struct record_list *list)
 	if (!f)
 		die("open log", path);
 	while (fgets(line, sizeof(line), f)) {
-		struct log_record r = { 0 };
+		struct log_record r = { .log = log_index };
 		char kind;
 		unsigned long long last;
 		int n;
 
 		lineno++;
+		if (crashed && (!line[0] || !strchr(line, '\n'))) {
+			torn_lines++;
+			break;
+		}
 		if (line[0] == '#' || line[0] == '\n')
 			continue;
 		n = sscanf(line, "%c %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64 " %llx",
@@ -130,7 +153,7 @@ static struct record_list read_logs(int nlogs, char **logs)
 	if (nlogs < 1)
 		usage();
 	for (i = 0; i < nlogs; i++)
-		read_log(logs[i], &list);
+		read_log(logs[i], i, &list);
 	return list;
 }
 
@@ -178,13 +201,30 @@ static void describe_bad(uint64_t off, const struct block_expect *want,
 
 static int cmd_verify(const char *dev, int nlogs, char **logs)
 {
-	struct record_list list = read_logs(nlogs, logs);
+	struct record_list list;
 	uint64_t lo = UINT64_MAX, hi = 0, nblocks, b, i;
-	uint64_t total = 0, ok = 0, bad = 0, unknown = 0;
+	uint64_t total = 0, ok = 0, bad = 0, unknown = 0, inflight = 0;
+	uint64_t *last_gen;
 	struct block_expect *expect;
 	unsigned char *buf = xmalloc_aligned(RP_READ_CHUNK);
 	unsigned char *want = xmalloc_aligned(RP_BLOCK);
 	int fd;
+
+	if (nlogs >= 1 && !strcmp(logs[0], "--crashed")) {
+		crashed = true;
+		nlogs--;
+		logs++;
+	}
+	list = read_logs(nlogs, logs);
+	/* per log: the last generation it logged (acknowledged or failed) */
+	last_gen = calloc(nlogs, sizeof(*last_gen));
+	if (!last_gen) {
+		fprintf(stderr, "rp-verify: out of memory\n");
+		return 2;
+	}
+	for (i = 0; i < list.count; i++)
+		if (list.items[i].gen > last_gen[list.items[i].log])
+			last_gen[list.items[i].log] = list.items[i].gen;
 
 	for (i = 0; i < list.count; i++) {
 		const struct log_record *r = &list.items[i];
@@ -195,7 +235,8 @@ static int cmd_verify(const char *dev, int nlogs, char **logs)
 			hi = (r->offset + r->length) / RP_BLOCK;
 	}
 	if (!list.count) {
-		printf("verify: blocks=0 ok=0 bad=0 unknown=0\n");
+		printf("verify: blocks=0 ok=0 bad=0 unknown=0%s\n",
+		       crashed ? " inflight=0" : "");
 		return 0;
 	}
 	nblocks = hi - lo;
@@ -213,6 +254,7 @@ static int cmd_verify(const char *dev, int nlogs, char **logs)
 		for (b = first; b < first + r->length / RP_BLOCK; b++) {
 			expect[b].seed = r->seed;
 			expect[b].gen = r->gen;
+			expect[b].next_gen = crashed ? last_gen[r->log] + 1 : 0;
 			expect[b].state = r->acked ? BLOCK_ACKED : BLOCK_FAILED;
 		}
 	}
@@ -249,6 +291,15 @@ static int cmd_verify(const char *dev, int nlogs, char **logs)
 				ok++;
 				continue;
 			}
+			if (expect[b + i].next_gen) {
+				rp_fill_block(want, expect[b + i].seed,
+					      expect[b + i].next_gen, off);
+				if (!memcmp(want, buf + i * RP_BLOCK, RP_BLOCK)) {
+					ok++;
+					inflight++;
+					continue;
+				}
+			}
 			if (bad++ < RP_MAX_REPORTED)
 				describe_bad(off, &expect[b + i], buf + i * RP_BLOCK);
 		}
@@ -256,7 +307,10 @@ static int cmd_verify(const char *dev, int nlogs, char **logs)
 	}
 	close(fd);
 	printf("verify: blocks=%" PRIu64 " ok=%" PRIu64 " bad=%" PRIu64
-	       " unknown=%" PRIu64 "\n", total, ok, bad, unknown);
+	       " unknown=%" PRIu64, total, ok, bad, unknown);
+	if (crashed)
+		printf(" inflight=%" PRIu64 " torn=%" PRIu64, inflight, torn_lines);
+	printf("\n");
 	return bad ? 1 : 0;
 }
 

@@ -8,17 +8,27 @@
  * thread's log, in file order, is the order of the writes to its blocks.
  * Data come from rp-pattern.h: (seed, generation, block offset) -> content.
  *
+ * --log-sync makes the log survive a crash of the machine: each record is
+ * written with one write() to a log opened O_DSYNC, after the write it logs
+ * was acknowledged and before the thread's next write is issued, so after a
+ * crash each thread has at most one write beyond its log (in flight, or
+ * acknowledged but not yet logged): the one with the next generation
+ * (rp-verify --crashed). Put the logs on a file system on a disk that
+ * survives the crash.
+ *
  * Exit: 0 every write acknowledged, 3 some writes failed (see the summary),
- * 2 setup error, 64 usage. SIGINT/SIGTERM stop the writers cleanly (logs kept).
+ * 2 setup error (or a log write failed), 64 usage. SIGINT/SIGTERM stop the writers cleanly (logs kept).
  * Prints the slowest write: "writer: max_latency_ms=X at=T".
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <libgen.h>
 #include <linux/fs.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -45,6 +55,7 @@ struct writer_opts {
 	uint64_t seed;
 	bool stop_on_error;
 	bool fsync_at_end;
+	bool log_sync;		/* each record durable before the next write */
 };
 
 struct writer_thread {
@@ -55,7 +66,9 @@ struct writer_thread {
 	uint64_t stripe_first, stripe_blocks;	/* in RP_BLOCK units */
 	uint64_t count_limit, bytes_limit;
 	uint64_t seed;
-	FILE *log;
+	FILE *log;		/* without --log-sync */
+	int log_fd;		/* with --log-sync: O_DSYNC */
+	const char *log_path;
 	/* results */
 	uint64_t acked, failed, acked_bytes;
 	int first_errno;
@@ -73,9 +86,11 @@ static void usage(void)
 		"usage: rp-writer --dev PATH --log PREFIX [--threads N] [--offset B] [--span B]\n"
 		"                 [--min-size B] [--max-size B] [--count N] [--bytes B] [--seconds S]\n"
 		"                 [--seed S] [--stop-on-error | --continue-on-error] [--fsync]\n"
+		"                 [--log-sync]\n"
 		"  sizes take K/M/G suffixes; logs go to PREFIX.<thread>; defaults: 4 threads,\n"
 		"  the whole device, 4K..1M, --continue-on-error; at least one of --count,\n"
-		"  --bytes, --seconds is required (totals over all threads).\n");
+		"  --bytes, --seconds is required (totals over all threads).\n"
+		"  --log-sync: every log record is durable (O_DSYNC) before the next write.\n");
 	exit(64);
 }
 
@@ -120,6 +135,33 @@ static uint64_t pick_blocks(struct writer_thread *t, uint64_t min_blocks,
 	if (n > max_blocks)
 		n = max_blocks;
 	return n;
+}
+
+/* One log record (a whole line). With --log-sync one write() to the O_DSYNC
+ * log: on return the record is on the disk. A log that cannot be written
+ * makes the run worthless: exit 2 at once. */
+static void log_line(struct writer_thread *t, const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line)) {
+		fprintf(stderr, "rp-writer: log record too long\n");
+		exit(2);
+	}
+	if (!t->opts->log_sync) {
+		fputs(line, t->log);
+		return;
+	}
+	if (write(t->log_fd, line, n) != n) {
+		fprintf(stderr, "rp-writer: writing log %s: %s\n", t->log_path,
+			strerror(errno));
+		exit(2);
+	}
 }
 
 static void report_error(struct writer_thread *t, uint64_t off, uint64_t len,
@@ -192,8 +234,8 @@ static void *writer_main(void *arg)
 			if (!t->first_errno)
 				t->first_errno = err;
 			report_error(t, off, len, ret < 0 ? err : 0);
-			fprintf(t->log, "F %" PRIu64 " %" PRIu64 " %" PRIu64
-				" %" PRIu64 " %d\n", base_seed, gen, off, len, err);
+			log_line(t, "F %" PRIu64 " %" PRIu64 " %" PRIu64
+				 " %" PRIu64 " %d\n", base_seed, gen, off, len, err);
 			if (o->stop_on_error)
 				atomic_store(&stop_all, true);
 			continue;
@@ -201,8 +243,8 @@ static void *writer_main(void *arg)
 		csum = rp_checksum(RP_CHECKSUM_INIT, buf, len);
 		t->acked++;
 		t->acked_bytes += len;
-		fprintf(t->log, "A %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
-			" %016" PRIx64 "\n", base_seed, gen, off, len, csum);
+		log_line(t, "A %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+			 " %016" PRIx64 "\n", base_seed, gen, off, len, csum);
 	}
 	if (o->fsync_at_end && fdatasync(t->fd)) {
 		fprintf(stderr, "rp-writer: thread %u: fdatasync: %s\n",
@@ -263,6 +305,9 @@ static void parse_args(int argc, char **argv, struct writer_opts *o)
 			continue;
 		} else if (!strcmp(a, "--fsync")) {
 			o->fsync_at_end = true;
+			continue;
+		} else if (!strcmp(a, "--log-sync")) {
+			o->log_sync = true;
 			continue;
 		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			usage();
@@ -358,9 +403,11 @@ int main(int argc, char **argv)
 	signal(SIGINT, on_stop_signal);
 	signal(SIGTERM, on_stop_signal);
 	seed_state = o.seed;
+	static char paths[RP_MAX_THREADS][4096];
+
 	for (i = 0; i < o.threads; i++) {
 		struct writer_thread *t = &threads[i];
-		char path[4096];
+		char *path = paths[i];
 
 		t->index = i;
 		t->opts = &o;
@@ -372,15 +419,38 @@ int main(int argc, char **argv)
 			t->count_limit = o.count / o.threads + (i < o.count % o.threads);
 		if (o.bytes)
 			t->bytes_limit = (o.bytes + o.threads - 1) / o.threads;
-		snprintf(path, sizeof(path), "%s.%u", o.log_prefix, i);
-		t->log = fopen(path, "w");
-		if (!t->log) {
-			fprintf(stderr, "rp-writer: open log %s: %s\n", path, strerror(errno));
+		snprintf(path, sizeof(paths[i]), "%s.%u", o.log_prefix, i);
+		t->log_path = path;
+		if (o.log_sync) {
+			t->log_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC |
+					 O_DSYNC | O_CLOEXEC, 0644);
+			if (t->log_fd < 0) {
+				fprintf(stderr, "rp-writer: open log %s: %s\n", path, strerror(errno));
+				return 2;
+			}
+		} else {
+			t->log = fopen(path, "w");
+			if (!t->log) {
+				fprintf(stderr, "rp-writer: open log %s: %s\n", path, strerror(errno));
+				return 2;
+			}
+		}
+		log_line(t, "# rp-writer dev=%s thread=%u seed=%" PRIu64
+			 " stripe=%" PRIu64 "+%" PRIu64 "\n", o.dev, i, t->seed,
+			 t->stripe_first * RP_BLOCK, t->stripe_blocks * RP_BLOCK);
+	}
+	if (o.log_sync) { /* the new log files' names are durable too */
+		char dir[4096];
+		int dfd;
+
+		snprintf(dir, sizeof(dir), "%s", o.log_prefix);
+		dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || fsync(dfd)) {
+			fprintf(stderr, "rp-writer: fsync the log directory of %s: %s\n",
+				o.log_prefix, strerror(errno));
 			return 2;
 		}
-		fprintf(t->log, "# rp-writer dev=%s thread=%u seed=%" PRIu64
-			" stripe=%" PRIu64 "+%" PRIu64 "\n", o.dev, i, t->seed,
-			t->stripe_first * RP_BLOCK, t->stripe_blocks * RP_BLOCK);
+		close(dfd);
 	}
 	for (i = 0; i < o.threads; i++) {
 		int err = pthread_create(&threads[i].tid, NULL, writer_main, &threads[i]);
@@ -394,7 +464,7 @@ int main(int argc, char **argv)
 		struct writer_thread *t = &threads[i];
 
 		pthread_join(t->tid, NULL);
-		if (fclose(t->log)) {
+		if (o.log_sync ? close(t->log_fd) : fclose(t->log)) {
 			fprintf(stderr, "rp-writer: writing log %s.%u: %s\n",
 				o.log_prefix, i, strerror(errno));
 			return 2;
