@@ -15,6 +15,7 @@ vm_pkgs=(
 	busybox-static cpio kmod dkms sparse fio
 	dmsetup systemd util-linux coreutils jq socat
 	python3 python3-rtslib-fb targetcli-fb dbus-daemon open-iscsi
+	prometheus
 )
 
 missing=()

@@ -17,7 +17,9 @@
 
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -35,6 +37,9 @@
 #include "iscsi_sessions.h"
 #include "iscsi_targets.h"
 #include "log.h"
+#include "metrics_http.h"
+#include "metrics_text.h"
+#include "metrics_textfile.h"
 #include "netlink_client.h"
 #include "netlink_events.h"
 #include "pipe_service.h"
@@ -67,6 +72,8 @@ struct Options {
 	bool foreground = false;
 	unsigned probe_interval_s = 10; // 0: no automatic probe
 	LogLevel log_level = LogLevel::kInfo;
+	std::optional<LoopbackAddress> metrics_listen; // off by default
+	std::string metrics_textfile;                  // empty: off
 };
 
 // nullopt: exit with *exit_code (help, version, usage error).
@@ -76,7 +83,8 @@ std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
 	po::options_description desc(
 	        "Usage: replipiped [--state-dir DIR] [--socket PATH] "
 	        "[--foreground] [--probe-interval SECONDS] [--log-level "
-	        "LEVEL]\n\nOptions");
+	        "LEVEL]\n                  [--metrics-listen ADDRESS:PORT] "
+	        "[--metrics-textfile PATH]\n\nOptions");
 	desc.add_options()(
 	        "state-dir",
 	        po::value<std::string>(&opts.state_dir)->value_name("DIR"),
@@ -92,6 +100,15 @@ std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
 	        "every SECONDS (default 10, 0 = never)")(
 	        "log-level", po::value<std::string>()->value_name("LEVEL"),
 	        "error, warning, notice, info (default) or debug")(
+	        "metrics-listen",
+	        po::value<std::string>()->value_name("ADDRESS:PORT"),
+	        "serve Prometheus metrics at http://ADDRESS:PORT/metrics; "
+	        "loopback only (127.0.0.1:9469, [::1]:9469); default off")(
+	        "metrics-textfile",
+	        po::value<std::string>(&opts.metrics_textfile)
+	                ->value_name("PATH"),
+	        "write the metrics to PATH (absolute) every 5 s for "
+	        "node_exporter's textfile collector; default off")(
 	        "version", "print the version")("help,h", "this help");
 	po::variables_map vm;
 	try {
@@ -112,7 +129,8 @@ std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
 	if (vm.count("help")) {
 		std::cout << desc
 		          << "\nExample:\n  replipiped --foreground "
-		             "--log-level debug\n";
+		             "--log-level debug --metrics-listen "
+		             "127.0.0.1:9469\n";
 		*exit_code = kExitOk;
 		return std::nullopt;
 	}
@@ -130,6 +148,33 @@ std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
 			return std::nullopt;
 		}
 		opts.log_level = *level;
+	}
+	if (vm.count("metrics-listen")) {
+		auto address = ParseLoopbackAddress(
+		        vm["metrics-listen"].as<std::string>());
+		if (address.ok() && address->port == 0)
+			address = Status::Error("metrics address \"" +
+			                        address->text +
+			                        "\": the port must not be 0");
+		if (!address.ok()) {
+			std::cerr << "replipiped: --metrics-listen: "
+			          << address.status().message()
+			          << "\nTry 'replipiped --help'.\n";
+			*exit_code = kExitUsage;
+			return std::nullopt;
+		}
+		opts.metrics_listen = *address;
+	}
+	if (vm.count("metrics-textfile") &&
+	    (opts.metrics_textfile.empty() ||
+	     opts.metrics_textfile.front() != '/' ||
+	     opts.metrics_textfile.back() == '/')) {
+		std::cerr
+		        << "replipiped: --metrics-textfile must be an absolute "
+		           "file path, e.g. /var/lib/prometheus/node-exporter/"
+		           "replipipe.prom\n";
+		*exit_code = kExitUsage;
+		return std::nullopt;
 	}
 	opts.foreground = vm.count("foreground") > 0;
 	if (opts.state_dir.empty() || opts.socket_path.empty()) {
@@ -219,6 +264,48 @@ private:
 	std::string last_;
 };
 
+// --metrics-textfile: rewritten at start and every tick, removed at a clean
+// stop (node_exporter then stops exporting figures nobody updates). A
+// failure is logged when it first happens and when it clears, not at every
+// tick.
+class MetricsTextfile
+{
+public:
+	using Render = std::function<Result<std::string>()>;
+	MetricsTextfile(std::string path, Render render)
+	    : path_(std::move(path)), render_(std::move(render))
+	{
+	}
+	Status Write()
+	{
+		if (path_.empty())
+			return Status();
+		auto text = render_();
+		Status st = text.ok() ? WriteMetricsTextfile(path_, *text)
+		                      : text.status().Context(
+		                                "metrics textfile " + path_);
+		if (!st.ok() && st.message() != last_error_)
+			LogWarning() << st.message();
+		else if (st.ok() && !last_error_.empty())
+			LogNotice() << "metrics textfile " << path_
+			            << " written again";
+		last_error_ = st.ok() ? "" : st.message();
+		return st;
+	}
+	void Remove()
+	{
+		if (!path_.empty() && ::unlink(path_.c_str()) < 0 &&
+		    errno != ENOENT)
+			LogWarning() << "metrics textfile: remove " << path_
+			             << ": " << std::strerror(errno);
+	}
+
+private:
+	const std::string path_;
+	const Render render_;
+	std::string last_error_;
+};
+
 int Run(const Options &opts, Detacher &detacher)
 {
 	LogNotice() << "replipiped " << REPLIPIPE_VERSION
@@ -304,6 +391,30 @@ int Run(const Options &opts, Detacher &detacher)
 	}
 	LogInfo() << "listening on " << opts.socket_path;
 
+	// Metrics: the status reply `replipipectl status --json` shows,
+	// rendered for Prometheus (metrics_text.h).
+	auto render_metrics = [&service]() -> Result<std::string> {
+		ControlRequest request;
+		request.op = ControlOp::kStatus;
+		ControlReply reply = service.Handle(request);
+		if (!reply.ok)
+			return Status::Error("status: " + reply.error);
+		return RenderMetrics(reply.pipes);
+	};
+	std::unique_ptr<MetricsHttpServer> metrics_server;
+	if (opts.metrics_listen) {
+		auto started = MetricsHttpServer::Start(*opts.metrics_listen,
+		                                        render_metrics);
+		if (!started.ok()) {
+			LogError() << started.status().message();
+			return kExitFailure;
+		}
+		metrics_server = std::move(*started);
+		LogInfo() << "metrics at http://" << opts.metrics_listen->text
+		          << "/metrics";
+	}
+	MetricsTextfile textfile(opts.metrics_textfile, render_metrics);
+
 	// Signals arrive on a signalfd; they were blocked before any thread.
 	sigset_t signals;
 	sigemptyset(&signals);
@@ -318,6 +429,11 @@ int Run(const Options &opts, Detacher &detacher)
 	}
 
 	service.RefreshAll();
+	if (!textfile.Write().ok()) {
+		LogError() << "--metrics-textfile " << opts.metrics_textfile
+		           << " cannot be written (see above); stopping";
+		return kExitConfig;
+	}
 	Notifier notifier;
 	notifier.Ready(DaemonService::StatusText(service.Counts()));
 	detacher.Ready();
@@ -382,11 +498,15 @@ int Run(const Options &opts, Detacher &detacher)
 			service.RefreshAll();
 			notifier.Status(
 			        DaemonService::StatusText(service.Counts()));
+			(void)textfile.Write();
 			next_tick = steady_clock::now() + kTick;
 		}
 	}
 
 	notifier.Stopping();
+	if (metrics_server)
+		metrics_server->Stop();
+	textfile.Remove();
 	(*server)->Stop();
 	jobs.StopAll();
 	LogNotice() << "stopped";

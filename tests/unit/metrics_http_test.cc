@@ -1,0 +1,336 @@
+// MetricsHttpServer on an ephemeral loopback port, the loopback-only
+// address parser, and the textfile writer.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "metrics_http.h"
+#include "metrics_text.h"
+#include "metrics_textfile.h"
+#include "test_dir_fake.h"
+#include "unique_fd.h"
+
+namespace replipipe
+{
+namespace
+{
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+const std::string kBody = "# HELP x_total X.\n# TYPE x_total counter\n"
+                          "x_total 1\n";
+
+UniqueFd Connect(uint16_t port)
+{
+	UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+	if (!fd.valid())
+		return fd;
+	timeval tv{5, 0}; // a test that hangs fails instead
+	::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	sockaddr_in sa{};
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons(port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) <
+	    0)
+		fd.Reset();
+	return fd;
+}
+
+// Everything the server sends until it closes ("" on a time-out).
+std::string ReadAll(int fd)
+{
+	std::string out;
+	char buf[4096];
+	for (;;) {
+		ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+		if (n == 0)
+			return out;
+		if (n < 0)
+			return errno == ECONNRESET ? out : "";
+		out.append(buf, static_cast<size_t>(n));
+	}
+}
+
+std::string Fetch(uint16_t port, const std::string &request)
+{
+	UniqueFd fd = Connect(port);
+	if (!fd.valid())
+		return "connect failed";
+	if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
+	    static_cast<ssize_t>(request.size()))
+		return "send failed";
+	return ReadAll(fd.get());
+}
+
+std::string StatusLine(const std::string &response)
+{
+	return response.substr(0, response.find("\r\n"));
+}
+
+std::string Body(const std::string &response)
+{
+	size_t end = response.find("\r\n\r\n");
+	return end == std::string::npos ? "" : response.substr(end + 4);
+}
+
+class MetricsHttpTest : public ::testing::Test
+{
+protected:
+	void Start(MetricsHttpOptions options = {})
+	{
+		auto address = ParseLoopbackAddress("127.0.0.1:0");
+		ASSERT_TRUE(address.ok()) << address.status().message();
+		auto server = MetricsHttpServer::Start(
+		        *address,
+		        [this]() -> Result<std::string> {
+			        ++renders_;
+			        if (fail_)
+				        return Status::Error("kernel gone");
+			        return kBody;
+		        },
+		        options);
+		ASSERT_TRUE(server.ok()) << server.status().message();
+		server_ = std::move(*server);
+		ASSERT_NE(server_->port(), 0);
+	}
+	uint16_t port() const { return server_->port(); }
+
+	std::atomic<int> renders_{0};
+	std::atomic<bool> fail_{false};
+	std::unique_ptr<MetricsHttpServer> server_;
+};
+
+TEST_F(MetricsHttpTest, GetMetricsServesTheExposition)
+{
+	Start();
+	std::string r = Fetch(port(), "GET /metrics HTTP/1.1\r\nHost: x\r\n"
+	                              "User-Agent: test\r\n\r\n");
+	EXPECT_EQ(StatusLine(r), "HTTP/1.0 200 OK");
+	EXPECT_NE(r.find("\r\nContent-Type: " +
+	                 std::string(kMetricsContentType) + "\r\n"),
+	          std::string::npos)
+	        << r;
+	EXPECT_NE(r.find("\r\nContent-Length: " + std::to_string(kBody.size()) +
+	                 "\r\n"),
+	          std::string::npos)
+	        << r;
+	EXPECT_EQ(Body(r), kBody);
+	EXPECT_EQ(renders_.load(), 1);
+
+	// A query string, bare "\n" line ends, HTTP/1.0 and HEAD.
+	r = Fetch(port(), "GET /metrics?name[]=x HTTP/1.0\n\n");
+	EXPECT_EQ(StatusLine(r), "HTTP/1.0 200 OK");
+	EXPECT_EQ(Body(r), kBody);
+	r = Fetch(port(), "HEAD /metrics HTTP/1.0\r\n\r\n");
+	EXPECT_EQ(StatusLine(r), "HTTP/1.0 200 OK");
+	EXPECT_EQ(Body(r), "");
+	EXPECT_NE(r.find("Content-Length: " + std::to_string(kBody.size())),
+	          std::string::npos);
+}
+
+TEST_F(MetricsHttpTest, OtherPathsAre404)
+{
+	Start();
+	for (const char *path :
+	     {"/", "/metrics/", "/metricsx", "/favicon.ico"}) {
+		std::string r = Fetch(port(), std::string("GET ") + path +
+		                                      " HTTP/1.0\r\n\r\n");
+		EXPECT_EQ(StatusLine(r), "HTTP/1.0 404 Not Found") << path;
+	}
+	EXPECT_EQ(renders_.load(), 0);
+}
+
+TEST_F(MetricsHttpTest, OtherMethodsAre405)
+{
+	Start();
+	for (const char *method : {"POST", "PUT", "DELETE", "OPTIONS"}) {
+		std::string r =
+		        Fetch(port(), std::string(method) +
+		                              " /metrics HTTP/1.0\r\n"
+		                              "Content-Length: 3\r\n\r\nabc");
+		EXPECT_EQ(StatusLine(r), "HTTP/1.0 405 Method Not Allowed")
+		        << method;
+		EXPECT_NE(r.find("\r\nAllow: GET, HEAD\r\n"), std::string::npos)
+		        << r;
+	}
+	EXPECT_EQ(renders_.load(), 0);
+}
+
+TEST_F(MetricsHttpTest, MalformedAndOversizedRequests)
+{
+	MetricsHttpOptions options;
+	options.max_request_bytes = 256;
+	Start(options);
+	EXPECT_EQ(StatusLine(Fetch(port(), "GET\r\n\r\n")),
+	          "HTTP/1.0 400 Bad Request");
+	EXPECT_EQ(StatusLine(Fetch(port(), "GET /metrics\r\n\r\n")),
+	          "HTTP/1.0 400 Bad Request");
+	EXPECT_EQ(StatusLine(Fetch(port(), "GET  /metrics HTTP/1.0\r\n\r\n")),
+	          "HTTP/1.0 400 Bad Request");
+	EXPECT_EQ(StatusLine(Fetch(port(), "GET /metrics FTP/1.0\r\n\r\n")),
+	          "HTTP/1.0 400 Bad Request");
+	std::string big =
+	        "GET /metrics HTTP/1.0\r\nX-Pad: " + std::string(1000, 'a') +
+	        "\r\n\r\n";
+	EXPECT_EQ(StatusLine(Fetch(port(), big)),
+	          "HTTP/1.0 431 Request Header Fields Too Large");
+	EXPECT_EQ(renders_.load(), 0);
+}
+
+TEST_F(MetricsHttpTest, RenderErrorIs503)
+{
+	Start();
+	fail_ = true;
+	std::string r = Fetch(port(), "GET /metrics HTTP/1.0\r\n\r\n");
+	EXPECT_EQ(StatusLine(r), "HTTP/1.0 503 Service Unavailable");
+	EXPECT_EQ(Body(r), "kernel gone\n");
+}
+
+TEST_F(MetricsHttpTest, SilentClientsNeitherStallOthersNorStayForever)
+{
+	MetricsHttpOptions options;
+	options.timeout = milliseconds(500);
+	Start(options);
+	UniqueFd silent = Connect(port());
+	ASSERT_TRUE(silent.valid());
+	UniqueFd partial = Connect(port());
+	ASSERT_TRUE(partial.valid());
+	ASSERT_EQ(::send(partial.get(), "GET /met", 8, MSG_NOSIGNAL), 8);
+
+	auto t0 = steady_clock::now();
+	EXPECT_EQ(StatusLine(Fetch(port(), "GET /metrics HTTP/1.0\r\n\r\n")),
+	          "HTTP/1.0 200 OK");
+	EXPECT_LT(steady_clock::now() - t0, milliseconds(400));
+
+	// Both are closed at their deadline without a response.
+	EXPECT_EQ(ReadAll(silent.get()), "");
+	EXPECT_EQ(ReadAll(partial.get()), "");
+	auto waited = steady_clock::now() - t0;
+	EXPECT_GE(waited, milliseconds(300));
+	EXPECT_LT(waited, milliseconds(3000));
+}
+
+TEST_F(MetricsHttpTest, ConnectionsBeyondTheLimitAreClosedAtOnce)
+{
+	MetricsHttpOptions options;
+	options.max_connections = 2;
+	options.timeout = milliseconds(800);
+	Start(options);
+	UniqueFd a = Connect(port());
+	UniqueFd b = Connect(port());
+	ASSERT_TRUE(a.valid() && b.valid());
+	// The server accepts both before it accepts the third (one queue).
+	std::this_thread::sleep_for(milliseconds(100));
+	auto t0 = steady_clock::now();
+	EXPECT_EQ(Fetch(port(), "GET /metrics HTTP/1.0\r\n\r\n"), "");
+	EXPECT_LT(steady_clock::now() - t0, milliseconds(500));
+	// Once the silent ones time out, there is room again.
+	EXPECT_EQ(ReadAll(a.get()), "");
+	EXPECT_EQ(ReadAll(b.get()), "");
+	EXPECT_EQ(StatusLine(Fetch(port(), "GET /metrics HTTP/1.0\r\n\r\n")),
+	          "HTTP/1.0 200 OK");
+}
+
+TEST_F(MetricsHttpTest, StopClosesTheListener)
+{
+	Start();
+	uint16_t p = port();
+	server_->Stop();
+	server_->Stop(); // twice is fine
+	EXPECT_FALSE(Connect(p).valid());
+}
+
+TEST(MetricsAddress, LoopbackOnly)
+{
+	auto v4 = ParseLoopbackAddress("127.0.0.1:9469");
+	ASSERT_TRUE(v4.ok()) << v4.status().message();
+	EXPECT_EQ(v4->port, 9469);
+	EXPECT_EQ(v4->addr.ss_family, AF_INET);
+	EXPECT_EQ(v4->text, "127.0.0.1:9469");
+	EXPECT_TRUE(ParseLoopbackAddress("127.1.2.3:80").ok());
+	auto local = ParseLoopbackAddress("localhost:9469");
+	ASSERT_TRUE(local.ok());
+	EXPECT_EQ(local->text, "127.0.0.1:9469");
+	auto v6 = ParseLoopbackAddress("[::1]:9469");
+	ASSERT_TRUE(v6.ok()) << v6.status().message();
+	EXPECT_EQ(v6->addr.ss_family, AF_INET6);
+	EXPECT_EQ(v6->text, "[::1]:9469");
+
+	for (const char *bad : {"0.0.0.0:9469", "192.168.1.10:9469",
+	                        "[::]:9469", "[2001:db8::1]:9469"}) {
+		auto r = ParseLoopbackAddress(bad);
+		ASSERT_FALSE(r.ok()) << bad;
+		EXPECT_NE(r.status().message().find("not a loopback address"),
+		          std::string::npos)
+		        << r.status().message();
+	}
+	for (const char *bad :
+	     {"127.0.0.1", "127.0.0.1:", ":9469", "127.0.0.1:65536",
+	      "127.0.0.1:-1", "127.0.0.1:94x", "example.org:9469", "::1:9469",
+	      "[::1:9469"})
+		EXPECT_FALSE(ParseLoopbackAddress(bad).ok()) << bad;
+}
+
+TEST(MetricsTextfile, WrittenWhole0644AndNoTemporaryLeft)
+{
+	testing::TempDir dir;
+	const std::string path = dir / "replipipe.prom";
+	mode_t old = ::umask(0077);
+	Status st = WriteMetricsTextfile(path, kBody);
+	Status again = WriteMetricsTextfile(path, kBody + "y 2\n");
+	::umask(old);
+	ASSERT_TRUE(st.ok()) << st.message();
+	ASSERT_TRUE(again.ok()) << again.message();
+	EXPECT_EQ(dir.Read("replipipe.prom"), kBody + "y 2\n");
+	struct stat sb {
+	};
+	ASSERT_EQ(::stat(path.c_str(), &sb), 0);
+	EXPECT_EQ(sb.st_mode & 07777, 0644u);
+	size_t files = 0;
+	for (const auto &entry :
+	     std::filesystem::directory_iterator(dir.path())) {
+		(void)entry;
+		++files;
+	}
+	EXPECT_EQ(files, 1u);
+}
+
+TEST(MetricsTextfile, FailureSaysWhereAndLeavesNothing)
+{
+	testing::TempDir dir;
+	Status st = WriteMetricsTextfile(dir / "missing/replipipe.prom", kBody);
+	ASSERT_FALSE(st.ok());
+	EXPECT_NE(st.message().find(dir / "missing/.replipipe.prom."),
+	          std::string::npos)
+	        << st.message();
+	EXPECT_EQ(st.err(), ENOENT);
+
+	// The target is a directory: rename fails, the temporary goes.
+	std::filesystem::create_directory(dir / "taken.prom");
+	dir.Write("taken.prom/x", "keep");
+	st = WriteMetricsTextfile(dir / "taken.prom", kBody);
+	ASSERT_FALSE(st.ok());
+	EXPECT_NE(st.message().find("rename"), std::string::npos)
+	        << st.message();
+	size_t files = 0;
+	for (const auto &entry :
+	     std::filesystem::directory_iterator(dir.path())) {
+		(void)entry;
+		++files;
+	}
+	EXPECT_EQ(files, 1u);
+}
+
+} // namespace
+} // namespace replipipe
