@@ -6,6 +6,7 @@
  *   rp_backend.c  the LIO backend "replipipe" and its configfs parameters
  *   rp_io.c       the data path: reads, mirrored writes, flush, unmap
  *   rp_pipe.c     pipes, pairs, dirty bitmaps, claims (the state machine)
+ *   rp_intent.c   the write-intent record of a backstore
  *   rp_genl.c     the generic netlink family
  */
 #ifndef REPLIPIPE_INTERNAL_H
@@ -20,6 +21,7 @@
 #include <linux/mutex.h>
 #include <linux/rcupdate.h>
 #include <linux/refcount.h>
+#include <linux/rwsem.h>
 #include <linux/spinlock.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
@@ -38,18 +40,57 @@
 #define RP_LAG_WAIT_SEC		30	/* longest a writer waits for lag room */
 
 struct rp_pair;
+struct rp_dev;
+
+/* The bitmap arrays of one binding of a write-intent record. */
+struct rp_intent_maps {
+	unsigned long		*bits;		/* on disk, or about to be */
+	unsigned long		*recent;	/* marked since the last pass */
+	u64			*gen;		/* changes, per bitmap page */
+	u64			*gen_ondisk;	/* the change on disk */
+	unsigned int		nr_pages;
+};
+
+/* A backstore's write-intent record (rp_intent.c). */
+struct rp_intent {
+	struct rp_dev		*dev;
+	struct rp_bdev		rb;
+	char			path[SE_UDEV_PATH_LEN];
+	struct rw_semaphore	clear_sem;
+	struct mutex		io_lock;
+	struct page		*bounce;	/* io_lock */
+	struct delayed_work	clear_work;
+	atomic64_t		page_writes;
+
+	spinlock_t		lock;		/* everything below */
+	bool			bound;		/* the header is valid */
+	u64			epoch;		/* bumped by each rebind */
+	u32			region_kib;
+	unsigned int		region_sect_shift;
+	u64			nr_regions;
+	u64			src_bytes;
+	char			pipe_id[REPLIPIPE_PIPE_ID_MAX_LEN + 1];
+	char			tgt_path[REPLIPIPE_TARGET_MAX_LEN + 1];
+	struct rp_intent_maps	maps;
+};
 
 /* One replipipe backstore: a LIO se_device on a primary block device. */
 struct rp_dev {
 	struct se_device	se_dev;
 	char			udev_path[SE_UDEV_PATH_LEN];
 	bool			has_udev_path;
+	char			intent_path[SE_UDEV_PATH_LEN];
 	char			name[REPLIPIPE_SOURCE_MAX_LEN + 1];
 	struct rp_bdev		primary;
+	/* Set when enabled, cleared when destroyed; NULL without a record. */
+	struct rp_intent	*intent;
 	struct bio_set		bio_set;
 	mempool_t		*req_pool;
 	/* The active pair; written under rp_config_lock, read under RCU. */
 	struct rp_pair __rcu	*pair;
+	/* Writes in flight that found no pair (a new pair waits for them). */
+	atomic_t		untracked;
+	wait_queue_head_t	untracked_wq;
 	struct list_head	node;		/* rp_devs, rp_devs_lock */
 };
 
@@ -116,6 +157,11 @@ struct rp_pair {
 	atomic64_t		bytes_mirrored;
 	atomic64_t		target_errors;
 
+	/* Set once at creation (rp_intent_bind). */
+	u8			intent_state;	/* enum replipipe_intent_state */
+	u64			intent_loaded;	/* dirty regions from the record */
+	u64			intent_epoch;
+
 	mempool_t		*page_pool;	/* async copies */
 	struct work_struct	event_work;
 	struct work_struct	async_work;
@@ -128,6 +174,7 @@ enum rp_req_flags {
 	RP_REQ_FLUSH	= 1 << 3,	/* covers the whole device */
 	RP_REQ_BUILT	= 1 << 4,	/* async copy made */
 	RP_REQ_ISSUED	= 1 << 5,	/* async leg submitted */
+	RP_REQ_UNTRACKED = 1 << 6,	/* counted in dev->untracked */
 };
 
 /* One command's I/O: the fan-out context of iblock's iblock_req. */
@@ -164,6 +211,7 @@ struct rp_pair_spec {
 	bool			assume_clean;
 	struct rp_pair		*keep;		/* existing pair kept as is */
 	struct rp_pair		*made;		/* new pair, not yet published */
+	struct rp_dev		*made_src;	/* its source, once published */
 };
 
 struct rp_pipe_spec {
@@ -182,6 +230,7 @@ struct rp_pipe_spec {
 extern struct workqueue_struct *rp_wq;
 extern struct kmem_cache *rp_req_cache;
 extern unsigned int rp_claim_timeout_sec;
+extern unsigned int rp_intent_clear_sec;
 extern atomic_t rp_nr_pipes, rp_nr_pairs, rp_nr_claims, rp_nr_async_bufs;
 
 /* rp_backend.c */
@@ -206,6 +255,8 @@ extern struct list_head rp_pipes;
 int rp_pipe_init(void);
 void rp_pipe_exit(void);
 struct rp_pair *rp_pair_get(struct rp_dev *dev);
+struct rp_pair *rp_pair_get_write(struct rp_dev *dev, struct rp_req *req);
+void rp_req_untracked_done(struct rp_req *req);
 void rp_pair_put(struct rp_pair *pair);
 const char *rp_pair_state_name(u8 state);
 enum rp_route {
@@ -236,6 +287,15 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 int rp_claim_end(u64 id, u32 portid, bool done,
 		 struct netlink_ext_ack *extack);
 void rp_claims_drop_portid(u32 portid);
+
+/* rp_intent.c */
+int rp_intent_open(struct rp_dev *dev, const char *path);
+void rp_intent_close(struct rp_dev *dev);
+int rp_intent_mark(struct rp_intent *in, sector_t sector, sector_t nr_sects);
+int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
+		   bool assume_clean, struct netlink_ext_ack *extack);
+void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair);
+u64 rp_intent_marked(struct rp_intent *in);
 
 /* rp_genl.c */
 int rp_genl_init(void);

@@ -7,6 +7,8 @@
  *   mkdir /sys/kernel/config/target/core/replipipe_0/vol
  *   echo udev_path=/dev/sdb > .../replipipe_0/vol/control
  *   echo 1 > .../replipipe_0/vol/enable
+ * with, optionally, a write-intent record on a device of its own
+ * (rp_intent.c), given before enable: "intent_path=/dev/sdc".
  * Configuration errors return -errno and log with pr_err; the data path
  * (rp_io.c) speaks sense_reason_t only.
  */
@@ -44,6 +46,8 @@ static struct se_device *rp_alloc_device(struct se_hba *hba, const char *name)
 
 	snprintf(dev->name, sizeof(dev->name), "%s/%s",
 		 config_item_name(&hba->hba_group.cg_item), name);
+	atomic_set(&dev->untracked, 0);
+	init_waitqueue_head(&dev->untracked_wq);
 
 	mutex_lock(&rp_devs_lock);
 	list_add_tail(&dev->node, &rp_devs);
@@ -102,9 +106,17 @@ static int rp_configure_device(struct se_device *se_dev)
 		goto destroy_req_pool;
 	}
 
+	if (dev->intent_path[0]) {
+		ret = rp_intent_open(dev, dev->intent_path);
+		if (ret)
+			goto close_primary;
+	}
+
 	rp_set_geometry(se_dev, dev->primary.bdev);
 	return 0;
 
+close_primary:
+	rp_bdev_close(&dev->primary, dev);
 destroy_req_pool:
 	mempool_destroy(dev->req_pool);
 	dev->req_pool = NULL;
@@ -123,6 +135,7 @@ static void rp_destroy_device(struct se_device *se_dev)
 	struct rp_dev *dev = RP_DEV(se_dev);
 
 	WARN_ON_ONCE(rcu_access_pointer(dev->pair));
+	rp_intent_close(dev);
 	rp_bdev_close(&dev->primary, dev);
 	mempool_destroy(dev->req_pool);
 	dev->req_pool = NULL;
@@ -187,11 +200,12 @@ void rp_dev_put(struct rp_dev *dev)
 }
 
 enum {
-	RP_OPT_UDEV_PATH, RP_OPT_ERR
+	RP_OPT_UDEV_PATH, RP_OPT_INTENT_PATH, RP_OPT_ERR
 };
 
 static const match_table_t rp_tokens = {
 	{RP_OPT_UDEV_PATH, "udev_path=%s"},
+	{RP_OPT_INTENT_PATH, "intent_path=%s"},
 	{RP_OPT_ERR, NULL}
 };
 
@@ -230,6 +244,23 @@ static ssize_t rp_set_configfs_dev_params(struct se_device *se_dev,
 				sizeof(se_dev->udev_path));
 			se_dev->dev_flags |= DF_USING_UDEV_PATH;
 			break;
+		case RP_OPT_INTENT_PATH:
+			if (dev->primary.bdev) {
+				pr_err("%s: intent_path cannot change once enabled\n",
+				       dev->name);
+				ret = -EEXIST;
+				goto out;
+			}
+			if (!match_strlcpy(dev->intent_path, &args[0],
+					   sizeof(dev->intent_path)) ||
+			    dev->intent_path[0] != '/') {
+				pr_err("%s: intent_path must be an absolute block device path\n",
+				       dev->name);
+				dev->intent_path[0] = '\0';
+				ret = -EINVAL;
+				goto out;
+			}
+			break;
 		default:
 			pr_err("%s: unknown control parameter '%s'\n",
 			       dev->name, ptr);
@@ -256,6 +287,15 @@ static ssize_t rp_show_configfs_dev_params(struct se_device *se_dev, char *b)
 	else
 		len += sprintf(b + len, "replipipe primary: none udev_path: %s",
 			       dev->has_udev_path ? dev->udev_path : "");
+
+	if (dev->intent)
+		len += sprintf(b + len, "  intent: %s (%s, %llu regions marked)",
+			       dev->intent_path,
+			       READ_ONCE(dev->intent->bound) ? "bound" :
+			       "tracks nothing",
+			       rp_intent_marked(dev->intent));
+	else if (dev->intent_path[0])
+		len += sprintf(b + len, "  intent_path: %s", dev->intent_path);
 
 	mutex_lock(&rp_config_lock);
 	pair = rcu_dereference_protected(dev->pair,

@@ -109,8 +109,8 @@ static size_t rp_pair_msg_size(void)
 	return nla_total_size(0) +
 	       nla_total_size(REPLIPIPE_SOURCE_MAX_LEN + 1) +
 	       nla_total_size(REPLIPIPE_TARGET_MAX_LEN + 1) +
-	       nla_total_size(sizeof(u8)) +
-	       7 * nla_total_size_64bit(sizeof(u64));
+	       2 * nla_total_size(sizeof(u8)) +
+	       9 * nla_total_size_64bit(sizeof(u64));
 }
 
 static size_t rp_pipe_msg_size(struct rp_pipe *pipe, bool with_pairs)
@@ -158,12 +158,22 @@ static int rp_pair_fill(struct sk_buff *skb, struct rp_pair *pair)
 	    nla_put_u64_64bit(skb, REPLIPIPE_A_PAIR_LAG_BYTES, lag,
 			      REPLIPIPE_A_PAIR_PAD) ||
 	    nla_put_u64_64bit(skb, REPLIPIPE_A_PAIR_SOURCE_BYTES,
-			      pair->src_bytes, REPLIPIPE_A_PAIR_PAD)) {
-		nla_nest_cancel(skb, nest);
-		return -EMSGSIZE;
-	}
+			      pair->src_bytes, REPLIPIPE_A_PAIR_PAD) ||
+	    nla_put_u8(skb, REPLIPIPE_A_PAIR_INTENT, pair->intent_state))
+		goto cancel;
+	if (pair->src->intent &&
+	    (nla_put_u64_64bit(skb, REPLIPIPE_A_PAIR_INTENT_LOADED,
+			       pair->intent_loaded, REPLIPIPE_A_PAIR_PAD) ||
+	     nla_put_u64_64bit(skb, REPLIPIPE_A_PAIR_INTENT_MARKED,
+			       rp_intent_marked(pair->src->intent),
+			       REPLIPIPE_A_PAIR_PAD)))
+		goto cancel;
 	nla_nest_end(skb, nest);
 	return 0;
+
+cancel:
+	nla_nest_cancel(skb, nest);
+	return -EMSGSIZE;
 }
 
 /* One pipe message: PIPE_GET replies, dumps and EVT_PIPE_*. */

@@ -15,6 +15,10 @@
  * mirrored synchronously in synchronous mode; in asynchronous mode, or when
  * their regions are claimed, they go to the primary and mark the regions
  * dirty (the resync copies them).
+ * With a write-intent record (rp_intent.c), a write's regions are marked on
+ * it before the write is submitted, under the record's clear_sem until the
+ * write is tracked on its pair; a write whose mark cannot be written fails
+ * and reaches neither leg.
  * Functions called from bio completion must not block; everything that can
  * block runs in the submitter's context or on rp_wq.
  */
@@ -54,6 +58,8 @@ static void rp_req_put(struct rp_req *req)
 		rp_pair_untrack(pair, req);
 		rp_pair_put(pair);
 	}
+	if (req->flags & RP_REQ_UNTRACKED)
+		rp_req_untracked_done(req);
 	mempool_free(req, req->dev->req_pool);
 }
 
@@ -361,6 +367,31 @@ static bool rp_lag_wait(struct rp_pair *pair, u64 bytes)
 	return reserved;
 }
 
+/*
+ * Marks the request's regions on the backstore's write-intent record.  On
+ * success the caller holds the record's clear_sem for reading until the
+ * write is tracked (rp_intent_unlock()).  May block.
+ */
+static int rp_intent_lock_mark(struct rp_req *req)
+{
+	struct rp_intent *in = req->dev->intent;
+	int ret;
+
+	if (!in)
+		return 0;
+	down_read(&in->clear_sem);
+	ret = rp_intent_mark(in, req->sector, req->nr_sects);
+	if (ret)
+		up_read(&in->clear_sem);
+	return ret;
+}
+
+static void rp_intent_unlock(struct rp_req *req)
+{
+	if (req->dev->intent)
+		up_read(&req->dev->intent->clear_sem);
+}
+
 /* Routes and submits a write.  Runs in process context; may block. */
 static void rp_write_submit(struct rp_req *req)
 {
@@ -369,12 +400,21 @@ static void rp_write_submit(struct rp_req *req)
 	struct blk_plug plug;
 	bool reserved = false;
 
+	if (pair && READ_ONCE(pair->mode) == REPLIPIPE_MODE_ASYNC &&
+	    rp_pair_mirroring(pair))
+		reserved = rp_lag_wait(pair, bytes);
+	if (rp_intent_lock_mark(req)) {
+		/* Not on stable storage that the region may differ: fail. */
+		if (reserved)
+			rp_pair_lag_release(pair, bytes);
+		atomic_inc(&req->primary_errors);
+		rp_req_cmd_done(req);
+		return;
+	}
 	if (pair) {
-		if (READ_ONCE(pair->mode) == REPLIPIPE_MODE_ASYNC &&
-		    rp_pair_mirroring(pair))
-			reserved = rp_lag_wait(pair, bytes);
 		if (rp_pair_route_write(pair, req, reserved, true) ==
 		    RP_ROUTE_HELD) {
+			rp_intent_unlock(req);
 			if (reserved)
 				rp_pair_lag_release(pair, bytes);
 			return;
@@ -386,6 +426,7 @@ static void rp_write_submit(struct rp_req *req)
 						       req->dev->primary.bdev,
 						       pair->tgt.bdev);
 	}
+	rp_intent_unlock(req);
 	if (req->flags & RP_REQ_ASYNC)
 		refcount_set(&req->refs, 2);
 
@@ -445,7 +486,7 @@ sense_reason_t rp_execute_rw(struct se_cmd *cmd, struct scatterlist *sgl,
 	if (dir == DMA_TO_DEVICE) {
 		req->primary_opf = rp_write_opf(cmd, dev->primary.bdev,
 						dev->primary.bdev);
-		req->pair = rp_pair_get(dev);
+		req->pair = rp_pair_get_write(dev, req);
 		rp_write_submit(req);
 		return 0;
 	}
@@ -493,7 +534,8 @@ sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd)
  * UNMAP and WRITE SAME run synchronously in the submitter's context.  They
  * are tracked like writes (a claim drains them) but never held: a claimed
  * region, or an asynchronous pair, gets the primary only and stays dirty.
- * Returns the request with its route set.
+ * Returns the request with its route set, or NULL when its regions could
+ * not be marked on the write-intent record (the command must fail).
  */
 static struct rp_req *rp_sync_op_begin(struct se_cmd *cmd, sector_t sector,
 				       sector_t nr_sects)
@@ -504,9 +546,14 @@ static struct rp_req *rp_sync_op_begin(struct se_cmd *cmd, sector_t sector,
 	req = rp_req_alloc(cmd, dev);
 	req->sector = sector;
 	req->nr_sects = nr_sects;
-	req->pair = rp_pair_get(dev);
+	req->pair = rp_pair_get_write(dev, req);
+	if (rp_intent_lock_mark(req)) {
+		rp_req_put(req);
+		return NULL;
+	}
 	if (req->pair)
 		rp_pair_route_write(req->pair, req, false, false);
+	rp_intent_unlock(req);
 	return req;
 }
 
@@ -537,6 +584,8 @@ sense_reason_t rp_execute_unmap(struct se_cmd *cmd, sector_t lba, sector_t nolb)
 	struct rp_req *req;
 
 	req = rp_sync_op_begin(cmd, sector, nr_sects);
+	if (!req)
+		return TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;
 	ret = blkdev_issue_discard(dev->primary.bdev, sector, nr_sects,
 				   GFP_KERNEL);
 	if (!ret && (req->flags & RP_REQ_MIRROR)) {
@@ -619,6 +668,8 @@ sense_reason_t rp_execute_write_same(struct se_cmd *cmd)
 			       target_to_linux_sector(se_dev, cmd->t_task_lba),
 			       target_to_linux_sector(se_dev,
 					sbc_get_write_same_sectors(cmd)));
+	if (!req)
+		return TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;
 	ret = rp_write_same_one(dev, dev->primary.bdev, cmd, zeroes);
 	if (!ret && (req->flags & RP_REQ_MIRROR))
 		target_ret = rp_write_same_one(dev, req->pair->tgt.bdev, cmd,

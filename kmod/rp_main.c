@@ -47,6 +47,29 @@ module_param_cb(claim_timeout_sec, &rp_claim_timeout_ops,
 MODULE_PARM_DESC(claim_timeout_sec,
 		 "Seconds a resync claim may last before it is dropped (1..3600, default 30)");
 
+static int rp_intent_clear_set(const char *val, const struct kernel_param *kp)
+{
+	unsigned int secs;
+	int ret;
+
+	ret = kstrtouint(val, 0, &secs);
+	if (ret)
+		return ret;
+	if (secs < 1 || secs > 3600)
+		return -ERANGE;
+	WRITE_ONCE(rp_intent_clear_sec, secs);
+	return 0;
+}
+
+static const struct kernel_param_ops rp_intent_clear_ops = {
+	.set	= rp_intent_clear_set,
+	.get	= param_get_uint,
+};
+module_param_cb(intent_clear_sec, &rp_intent_clear_ops, &rp_intent_clear_sec,
+		0644);
+MODULE_PARM_DESC(intent_clear_sec,
+		 "Seconds between passes that clear in-sync regions from write-intent records (1..3600, default 5)");
+
 static int rp_live_objects_get(char *buf, const struct kernel_param *kp)
 {
 	return sysfs_emit(buf, "pipes=%d pairs=%d claims=%d async_bufs=%d\n",

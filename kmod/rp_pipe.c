@@ -89,6 +89,36 @@ struct rp_pair *rp_pair_get(struct rp_dev *dev)
 	return pair;
 }
 
+/*
+ * rp_pair_get() for a write or a sync op: one that finds no pair is counted
+ * in dev->untracked inside the RCU read section, so that a pair published
+ * after synchronize_rcu() can wait for every write it cannot see.
+ */
+struct rp_pair *rp_pair_get_write(struct rp_dev *dev, struct rp_req *req)
+{
+	struct rp_pair *pair;
+
+	rcu_read_lock();
+	pair = rcu_dereference(dev->pair);
+	if (pair && !refcount_inc_not_zero(&pair->refs))
+		pair = NULL;
+	if (!pair) {
+		atomic_inc(&dev->untracked);
+		req->flags |= RP_REQ_UNTRACKED;
+	}
+	rcu_read_unlock();
+	return pair;
+}
+
+/* An untracked write is done.  Must not block. */
+void rp_req_untracked_done(struct rp_req *req)
+{
+	struct rp_dev *dev = req->dev;
+
+	if (atomic_dec_and_test(&dev->untracked))
+		wake_up_all(&dev->untracked_wq);
+}
+
 void rp_pair_put(struct rp_pair *pair)
 {
 	if (refcount_dec_and_test(&pair->refs))
@@ -449,13 +479,19 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 		goto free_pair;
 	}
 
-	if (ps->assume_clean || !pair->nr_regions) {
-		pair->state = REPLIPIPE_PAIR_INSYNC;
-	} else {
+	if (pair->src->intent) {
+		/* The record decides: its bits, or every region. */
+		ret = rp_intent_bind(pair->src->intent, pair, spec->region_kib,
+				     ps->assume_clean, extack);
+		if (ret)
+			goto free_pair;
+		pair->nr_dirty = bitmap_weight(pair->dirty, pair->nr_regions);
+	} else if (!ps->assume_clean) {
 		bitmap_set(pair->dirty, 0, pair->nr_regions);
 		pair->nr_dirty = pair->nr_regions;
-		pair->state = REPLIPIPE_PAIR_SYNCING;
 	}
+	pair->state = pair->nr_dirty ? REPLIPIPE_PAIR_SYNCING :
+				       REPLIPIPE_PAIR_INSYNC;
 	rp_pair_set_params(pair, spec);
 	return pair;
 
@@ -545,7 +581,31 @@ static void rp_pair_destroy(struct rp_pair *pair)
 	flush_work(&pair->async_work);
 	cancel_work_sync(&pair->event_work);
 	WARN_ON_ONCE(pair->lag_bytes);
+	/* Drained: the record can keep exactly what is still dirty. */
+	if (pair->src->intent)
+		rp_intent_pair_gone(pair->src->intent, pair);
 	rp_pair_free(pair);
+}
+
+/*
+ * Waits for the writes that found no pair on the sources of new pairs: a
+ * claim drains only tracked writes, so none may be in flight untracked when
+ * the first claim is granted (claims are looked up under rp_config_lock).
+ * Every such write is an I/O in flight.  rp_config_lock held.
+ */
+static void rp_pairs_drain_untracked(struct rp_pipe_spec *spec)
+{
+	unsigned int i;
+
+	synchronize_rcu();
+	for (i = 0; i < spec->nr_pairs; i++) {
+		struct rp_dev *dev = spec->pairs[i].keep ? NULL :
+				     spec->pairs[i].made_src;
+
+		if (dev)
+			wait_event(dev->untracked_wq,
+				   !atomic_read(&dev->untracked));
+	}
 }
 
 /* Unpublishes and destroys every pair on @list.  rp_config_lock held. */
@@ -687,6 +747,7 @@ int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
 {
 	struct rp_pipe *pipe, *new_pipe = NULL;
 	struct rp_pair *pair, *tmp;
+	bool new_pairs = false;
 	LIST_HEAD(removed);
 	unsigned int i;
 	int ret;
@@ -747,12 +808,16 @@ int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
 		list_add_tail(&ps->made->node, &pipe->pairs);
 		pipe->nr_pairs++;
 		rcu_assign_pointer(ps->made->src->pair, ps->made);
+		ps->made_src = ps->made->src;
 		ps->made = NULL;
+		new_pairs = true;
 	}
 	if (new_pipe)
 		list_add_tail(&pipe->node, &rp_pipes);
 
 	rp_pairs_destroy(&removed);
+	if (new_pairs)
+		rp_pairs_drain_untracked(spec);
 	rp_genl_notify_pipe(pipe, new_pipe ? REPLIPIPE_CMD_EVT_PIPE_ADDED :
 					     REPLIPIPE_CMD_EVT_PIPE_CHANGED);
 	*created = !!new_pipe;

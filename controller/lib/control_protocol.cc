@@ -138,6 +138,11 @@ json ControlPairToJson(const ControlPair &pair)
 	       {"bytes_mirrored", pair.bytes_mirrored},
 	       {"target_errors", pair.target_errors},
 	       {"lag_bytes", pair.lag_bytes}};
+	if (!pair.intent.empty())
+		j["intent"] = json{
+		        {"record", pair.intent},
+		        {"loaded_regions", pair.intent_loaded_regions},
+		        {"marked_regions", pair.intent_marked_regions}};
 	if (pair.peer) // iscsi:// targets (docs/iscsi.md)
 		j["peer"] = json{{"portal", pair.peer->portal},
 		                 {"iqn", pair.peer->iqn},
@@ -176,6 +181,13 @@ ControlPair ControlPairFromJson(const json &j)
 	pair.bytes_mirrored = Get<uint64_t>(j, "bytes_mirrored", 0);
 	pair.target_errors = Get<uint64_t>(j, "target_errors", 0);
 	pair.lag_bytes = Get<uint64_t>(j, "lag_bytes", 0);
+	if (auto it = j.find("intent"); it != j.end() && it->is_object()) {
+		pair.intent = Get<std::string>(*it, "record", "");
+		pair.intent_loaded_regions =
+		        Get<uint64_t>(*it, "loaded_regions", 0);
+		pair.intent_marked_regions =
+		        Get<uint64_t>(*it, "marked_regions", 0);
+	}
 	return pair;
 }
 

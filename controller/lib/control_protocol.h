@@ -110,6 +110,11 @@ struct ControlPair {
 	uint64_t bytes_mirrored = 0;
 	uint64_t target_errors = 0;
 	uint64_t lag_bytes = 0;
+	// The source's write-intent record: "" none, "loaded" (the pair's
+	// first bitmap came from it), "new" (bound anew: everything dirty).
+	std::string intent;
+	uint64_t intent_loaded_regions = 0;
+	uint64_t intent_marked_regions = 0;
 };
 
 struct ControlPipe {

@@ -195,6 +195,9 @@ ControlPipe DaemonService::ToControlPipe(const PipeView &view) const
 			pair.bytes_mirrored = kp->bytes_mirrored;
 			pair.target_errors = kp->target_errors;
 			pair.lag_bytes = kp->lag_bytes;
+			pair.intent = IntentRecordName(kp->intent);
+			pair.intent_loaded_regions = kp->intent_loaded_regions;
+			pair.intent_marked_regions = kp->intent_marked_regions;
 		}
 		std::optional<ControlResync> progress;
 		if (jobs_)

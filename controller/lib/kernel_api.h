@@ -27,6 +27,8 @@ enum class PairState : uint8_t {
 const char *ModeName(Mode mode);                // "Synchronous", ...
 const char *FailurePolicyName(FailurePolicy p); // "Degrade", "FailIO"
 const char *PairStateName(PairState state);     // "Syncing", "InSync", ...
+// enum replipipe_intent_state: "" (none), "loaded", "new".
+const char *IntentRecordName(uint8_t intent);
 
 // One pair as the kernel is told it.
 struct KernelPairSpec {
@@ -58,6 +60,11 @@ struct KernelPairStatus {
 	uint64_t target_errors = 0;
 	uint64_t lag_bytes = 0;
 	uint64_t source_bytes = 0;
+	// The source's write-intent record (enum replipipe_intent_state):
+	// 0 none, 1 the pair's first bitmap came from it, 2 bound anew.
+	uint8_t intent = 0;
+	uint64_t intent_loaded_regions = 0; // dirty regions the record gave
+	uint64_t intent_marked_regions = 0; // regions marked in it now
 };
 
 struct KernelPipeStatus {

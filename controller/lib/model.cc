@@ -1,5 +1,7 @@
 #include "model.h"
 
+#include <linux/replipipe.h>
+
 #include <cctype>
 #include <cerrno>
 #include <fstream>
@@ -125,6 +127,18 @@ const char *PairStateName(PairState state)
 		return "Paused";
 	}
 	return "Unknown";
+}
+
+const char *IntentRecordName(uint8_t intent)
+{
+	switch (intent) {
+	case REPLIPIPE_INTENT_LOADED:
+		return "loaded";
+	case REPLIPIPE_INTENT_NEW:
+		return "new";
+	default:
+		return "";
+	}
 }
 
 std::optional<Mode> ParseModeName(std::string_view name)

@@ -114,6 +114,11 @@ KernelPairStatus ParsePairNest(const nlattr *nest)
 	pair.target_errors = AttrU64(tb[REPLIPIPE_A_PAIR_TARGET_ERRORS]);
 	pair.lag_bytes = AttrU64(tb[REPLIPIPE_A_PAIR_LAG_BYTES]);
 	pair.source_bytes = AttrU64(tb[REPLIPIPE_A_PAIR_SOURCE_BYTES]);
+	pair.intent = AttrU8(tb[REPLIPIPE_A_PAIR_INTENT]);
+	pair.intent_loaded_regions =
+	        AttrU64(tb[REPLIPIPE_A_PAIR_INTENT_LOADED]);
+	pair.intent_marked_regions =
+	        AttrU64(tb[REPLIPIPE_A_PAIR_INTENT_MARKED]);
 	return pair;
 }
 

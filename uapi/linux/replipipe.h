@@ -48,6 +48,15 @@
  *                release the held writes.
  *   RESYNC_FAILED CLAIM_ID: the copy failed; bits stay set, writes released.
  *
+ * Write-intent record
+ *   A backstore made with control "intent_path=<block device>" keeps one
+ *   (kmod/rp_intent.c): a region is marked there before the first write to
+ *   it is submitted and cleared lazily once in sync.  A new pair whose pipe
+ *   id, target, region size and source size match the record's takes its
+ *   dirty bitmap from it (after a crash or reload only those regions are
+ *   resynced); any other pair binds the record anew with every region dirty.
+ *   PIPE_GET reports REPLIPIPE_A_PAIR_INTENT, _INTENT_LOADED, _INTENT_MARKED.
+ *
  * Notifications on multicast group REPLIPIPE_MCGRP_EVENTS
  *   EVT_PIPE_ADDED, EVT_PIPE_CHANGED, EVT_PIPE_DELETED: the pipe's attributes
  *   (as PIPE_GET, pairs included except for DELETED).
@@ -98,6 +107,14 @@ enum replipipe_pair_state {
 	__REPLIPIPE_PAIR_STATE_MAX,
 };
 #define REPLIPIPE_PAIR_STATE_MAX (__REPLIPIPE_PAIR_STATE_MAX - 1)
+
+/* Where a pair's first dirty bitmap came from (REPLIPIPE_A_PAIR_INTENT). */
+enum replipipe_intent_state {
+	REPLIPIPE_INTENT_NONE = 0,	/* the source has no write-intent record */
+	REPLIPIPE_INTENT_LOADED = 1,	/* the record knew the pair: its bits */
+	REPLIPIPE_INTENT_NEW = 2,	/* the record was bound anew: all dirty */
+	__REPLIPIPE_INTENT_MAX,
+};
 
 enum replipipe_cmd {
 	REPLIPIPE_CMD_UNSPEC,
@@ -159,6 +176,9 @@ enum replipipe_pair_attr {
 	REPLIPIPE_A_PAIR_LAG_BYTES,	/* u64, async bytes in flight */
 	REPLIPIPE_A_PAIR_SOURCE_BYTES,	/* u64, size of the source */
 	REPLIPIPE_A_PAIR_PAD,
+	REPLIPIPE_A_PAIR_INTENT,	/* u8, enum replipipe_intent_state */
+	REPLIPIPE_A_PAIR_INTENT_LOADED,	/* u64, dirty regions the record gave */
+	REPLIPIPE_A_PAIR_INTENT_MARKED,	/* u64, regions marked in it now */
 	__REPLIPIPE_A_PAIR_MAX,
 };
 #define REPLIPIPE_A_PAIR_MAX (__REPLIPIPE_A_PAIR_MAX - 1)

@@ -277,11 +277,14 @@ void PrintPair(const std::string &pipe_id, const KernelPairStatus &p)
 	std::printf("pair pipe=%s source=%s target=%s state=%s regions=%" PRIu64
 	            " dirty=%" PRIu64 " writes=%" PRIu64 " bytes=%" PRIu64
 	            " errors=%" PRIu64 " lag=%" PRIu64 " source_bytes=%" PRIu64
-	            "\n",
+	            " intent=%s intent_regions=%" PRIu64
+	            " intent_marked=%" PRIu64 "\n",
 	            Esc(pipe_id).c_str(), Esc(p.source).c_str(),
 	            Esc(p.target).c_str(), PairStateName(p.state), p.regions,
 	            p.dirty_regions, p.writes_mirrored, p.bytes_mirrored,
-	            p.target_errors, p.lag_bytes, p.source_bytes);
+	            p.target_errors, p.lag_bytes, p.source_bytes,
+	            p.intent ? IntentRecordName(p.intent) : "none",
+	            p.intent_loaded_regions, p.intent_marked_regions);
 }
 
 void PrintPipe(const KernelPipeStatus &p)

@@ -1,0 +1,594 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * rp_intent.c: the write-intent record of a backstore (md's write-intent
+ * bitmap idea, on a small block device of its own: control "intent_path=").
+ *
+ * A region's bit is on stable storage before the first write to it is
+ * submitted, so before any write to it is acknowledged; it is cleared lazily,
+ * once the region is in sync and has not been written for a clear pass.
+ * After a crash the bits on disk are a superset of the regions where the
+ * target may differ from the primary: a pair attached again with the same
+ * identity (pipe id, target path, region size, source size) takes its dirty
+ * bitmap from the record; any other pair rebinds the record and starts with
+ * every region dirty.  A record with no valid header tracks nothing.
+ *
+ * On-disk layout (little endian): block 0 the header, then the bitmap from
+ * byte RP_INTENT_BITMAP_OFFSET, one bit per region, RP_INTENT_PAGE_BITS
+ * regions per 4 KiB bitmap page, 64-bit words.
+ *
+ * Locks, in order
+ *   in->clear_sem (rwsem)  read: a write from its mark until it is tracked
+ *                          on its pair (or held); write: a clear pass, a
+ *                          rebind.  So a clear pass never sees a write that
+ *                          is marked but not yet visible on pair->inflight.
+ *   in->io_lock (mutex)    one record write at a time.
+ *   pair->lock, then in->lock (spinlock, irq-safe)  bits, recent, gens.
+ * Generations: in->gen[p] counts changes of bitmap page p, in->gen_ondisk[p]
+ * the change that is on disk; a writer that set a bit waits until its page's
+ * on-disk generation caught up (one write covers every writer before it).
+ */
+#define pr_fmt(fmt) "replipipe: " fmt
+
+#include <linux/crc32.h>
+#include <linux/slab.h>
+#include <linux/vmalloc.h>
+
+#include "replipipe_internal.h"
+
+#define RP_INTENT_MAGIC		"RPINTENT"
+#define RP_INTENT_VERSION	1
+#define RP_INTENT_PAGE_SIZE	4096
+#define RP_INTENT_BITMAP_OFFSET	RP_INTENT_PAGE_SIZE
+#define RP_INTENT_PAGE_BITS	(RP_INTENT_PAGE_SIZE * BITS_PER_BYTE)
+#define RP_INTENT_PAGE_LONGS	(RP_INTENT_PAGE_SIZE / sizeof(unsigned long))
+
+struct rp_intent_sb {
+	char		magic[8];
+	__le32		version;
+	__le32		region_kib;
+	__le64		nr_regions;
+	__le64		src_bytes;
+	char		pipe_id[REPLIPIPE_PIPE_ID_MAX_LEN + 1];
+	char		tgt_path[REPLIPIPE_TARGET_MAX_LEN + 1];
+	__le32		csum;		/* crc32 of everything before it */
+} __packed;
+
+unsigned int rp_intent_clear_sec = 5;
+
+static void rp_intent_clear_work(struct work_struct *work);
+
+static u64 rp_intent_capacity(struct rp_intent *in)
+{
+	u64 bytes = bdev_nr_bytes(in->rb.bdev);
+
+	if (bytes <= RP_INTENT_BITMAP_OFFSET)
+		return 0;
+	return round_down(bytes - RP_INTENT_BITMAP_OFFSET,
+			  RP_INTENT_PAGE_SIZE) * BITS_PER_BYTE;
+}
+
+/* Reads or writes one 4 KiB block of the record.  May block. */
+static int rp_intent_io(struct rp_intent *in, struct page *page, u64 offset,
+			blk_opf_t opf)
+{
+	struct bio *bio;
+	int ret;
+
+	bio = bio_alloc(in->rb.bdev, 1, opf, GFP_NOIO);
+	bio->bi_iter.bi_sector = offset >> SECTOR_SHIFT;
+	__bio_add_page(bio, page, RP_INTENT_PAGE_SIZE, 0);
+	ret = submit_bio_wait(bio);
+	bio_put(bio);
+	return ret;
+}
+
+static u64 rp_intent_page_offset(unsigned int p)
+{
+	return RP_INTENT_BITMAP_OFFSET + (u64)p * RP_INTENT_PAGE_SIZE;
+}
+
+static void rp_intent_maps_free(struct rp_intent_maps *m)
+{
+	kvfree(m->bits);
+	kvfree(m->recent);
+	kvfree(m->gen);
+	kvfree(m->gen_ondisk);
+	memset(m, 0, sizeof(*m));
+}
+
+static int rp_intent_maps_alloc(struct rp_intent_maps *m, u64 nr_regions)
+{
+	u64 longs;
+
+	m->nr_pages = DIV_ROUND_UP_ULL(max_t(u64, nr_regions, 1),
+				       RP_INTENT_PAGE_BITS);
+	longs = (u64)m->nr_pages * RP_INTENT_PAGE_LONGS;
+	m->bits = kvcalloc(longs, sizeof(unsigned long), GFP_KERNEL);
+	m->recent = kvcalloc(longs, sizeof(unsigned long), GFP_KERNEL);
+	m->gen = kvcalloc(m->nr_pages, sizeof(u64), GFP_KERNEL);
+	m->gen_ondisk = kvcalloc(m->nr_pages, sizeof(u64), GFP_KERNEL);
+	if (!m->bits || !m->recent || !m->gen || !m->gen_ondisk) {
+		rp_intent_maps_free(m);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Copies bitmap page @p of @bits into @page, little endian.  in->lock. */
+static void rp_intent_pack(const unsigned long *bits, unsigned int p,
+			   struct page *page)
+{
+	u64 *words = page_address(page);
+	__le64 *le = page_address(page);
+	unsigned int i;
+
+	/* Converted in place: the page is the only buffer. */
+	bitmap_to_arr64(words, bits + (size_t)p * RP_INTENT_PAGE_LONGS,
+			RP_INTENT_PAGE_BITS);
+	for (i = 0; i < RP_INTENT_PAGE_SIZE / sizeof(u64); i++)
+		le[i] = cpu_to_le64(words[i]);
+}
+
+static void rp_intent_unpack(unsigned long *bits, unsigned int p,
+			     struct page *page)
+{
+	u64 *words = page_address(page);
+	__le64 *le = page_address(page);
+	unsigned int i;
+
+	for (i = 0; i < RP_INTENT_PAGE_SIZE / sizeof(u64); i++)
+		words[i] = le64_to_cpu(le[i]);
+	bitmap_from_arr64(bits + (size_t)p * RP_INTENT_PAGE_LONGS, words,
+			  RP_INTENT_PAGE_BITS);
+}
+
+/*
+ * Writes every bitmap page in [@p0, @p1] whose on-disk generation is behind.
+ * Each page goes out with FUA: when this returns 0, every bit set before the
+ * call is on stable storage.  May block.
+ */
+static int rp_intent_write_pages(struct rp_intent *in, unsigned int p0,
+				 unsigned int p1)
+{
+	unsigned int p;
+	int ret = 0;
+	u64 gen;
+
+	mutex_lock(&in->io_lock);
+	for (p = p0; p <= p1 && p < in->maps.nr_pages; p++) {
+		spin_lock_irq(&in->lock);
+		gen = in->maps.gen[p];
+		if (gen == in->maps.gen_ondisk[p]) {
+			spin_unlock_irq(&in->lock);
+			continue;
+		}
+		rp_intent_pack(in->maps.bits, p, in->bounce);
+		spin_unlock_irq(&in->lock);
+
+		ret = rp_intent_io(in, in->bounce, rp_intent_page_offset(p),
+				   REQ_OP_WRITE | REQ_SYNC | REQ_FUA);
+		if (ret)
+			break;
+		spin_lock_irq(&in->lock);
+		in->maps.gen_ondisk[p] = gen;
+		spin_unlock_irq(&in->lock);
+		atomic64_inc(&in->page_writes);
+	}
+	mutex_unlock(&in->io_lock);
+	if (ret)
+		pr_err_ratelimited("%s: write-intent record %s: write error %d\n",
+				   in->dev->name, in->path, ret);
+	return ret;
+}
+
+static void rp_intent_sb_fill(struct rp_intent *in, struct rp_intent_sb *sb,
+			      bool valid)
+{
+	memset(sb, 0, RP_INTENT_PAGE_SIZE);
+	if (!valid)
+		return;	/* an all-zero header: the record tracks nothing */
+	memcpy(sb->magic, RP_INTENT_MAGIC, sizeof(sb->magic));
+	sb->version = cpu_to_le32(RP_INTENT_VERSION);
+	sb->region_kib = cpu_to_le32(in->region_kib);
+	sb->nr_regions = cpu_to_le64(in->nr_regions);
+	sb->src_bytes = cpu_to_le64(in->src_bytes);
+	strscpy(sb->pipe_id, in->pipe_id, sizeof(sb->pipe_id));
+	strscpy(sb->tgt_path, in->tgt_path, sizeof(sb->tgt_path));
+	sb->csum = cpu_to_le32(crc32_le(~0, (void *)sb,
+					offsetof(struct rp_intent_sb, csum)));
+}
+
+static int rp_intent_write_sb(struct rp_intent *in, bool valid)
+{
+	struct page *page;
+	int ret;
+
+	page = alloc_page(GFP_KERNEL);
+	if (!page)
+		return -ENOMEM;
+	rp_intent_sb_fill(in, page_address(page), valid);
+	ret = rp_intent_io(in, page, 0, REQ_OP_WRITE | REQ_SYNC | REQ_FUA);
+	__free_page(page);
+	return ret;
+}
+
+/* True when @sb is a record of a @src_bytes source that fits the device. */
+static bool rp_intent_sb_valid(struct rp_intent *in,
+			       const struct rp_intent_sb *sb, u64 src_bytes)
+{
+	u32 region_kib = le32_to_cpu(sb->region_kib);
+	u64 nr_regions = le64_to_cpu(sb->nr_regions);
+
+	if (memcmp(sb->magic, RP_INTENT_MAGIC, sizeof(sb->magic)) ||
+	    le32_to_cpu(sb->version) != RP_INTENT_VERSION ||
+	    le32_to_cpu(sb->csum) != crc32_le(~0, (void *)sb,
+					      offsetof(struct rp_intent_sb,
+						       csum)))
+		return false;
+	if (region_kib < REPLIPIPE_REGION_KIB_MIN ||
+	    region_kib > REPLIPIPE_REGION_KIB_MAX ||
+	    !is_power_of_2(region_kib) ||
+	    le64_to_cpu(sb->src_bytes) != src_bytes ||
+	    nr_regions != DIV_ROUND_UP_ULL(src_bytes, (u64)region_kib << 10) ||
+	    nr_regions > rp_intent_capacity(in))
+		return false;
+	return sb->pipe_id[sizeof(sb->pipe_id) - 1] == '\0' &&
+	       sb->tgt_path[sizeof(sb->tgt_path) - 1] == '\0';
+}
+
+/* Loads a valid record from disk; an invalid one leaves @in unbound. */
+static int rp_intent_load(struct rp_intent *in, u64 src_bytes)
+{
+	struct rp_intent_sb *sb;
+	struct page *page;
+	unsigned int p;
+	int ret;
+
+	page = alloc_page(GFP_KERNEL);
+	if (!page)
+		return -ENOMEM;
+	ret = rp_intent_io(in, page, 0, REQ_OP_READ);
+	if (ret)
+		goto out;
+	sb = page_address(page);
+	if (!rp_intent_sb_valid(in, sb, src_bytes)) {
+		pr_info("%s: write-intent record %s has no valid header: it tracks nothing until a pair binds it\n",
+			in->dev->name, in->path);
+		goto out;
+	}
+	in->region_kib = le32_to_cpu(sb->region_kib);
+	in->nr_regions = le64_to_cpu(sb->nr_regions);
+	in->src_bytes = src_bytes;
+	in->region_sect_shift = ilog2((u64)in->region_kib << 10) -
+				SECTOR_SHIFT;
+	strscpy(in->pipe_id, sb->pipe_id, sizeof(in->pipe_id));
+	strscpy(in->tgt_path, sb->tgt_path, sizeof(in->tgt_path));
+	ret = rp_intent_maps_alloc(&in->maps, in->nr_regions);
+	if (ret)
+		goto out;
+	for (p = 0; p < in->maps.nr_pages; p++) {
+		ret = rp_intent_io(in, page, rp_intent_page_offset(p),
+				   REQ_OP_READ);
+		if (ret) {
+			rp_intent_maps_free(&in->maps);
+			goto out;
+		}
+		rp_intent_unpack(in->maps.bits, p, page);
+	}
+	/* Bits past the last region are never set nor cleared. */
+	bitmap_clear(in->maps.bits, in->nr_regions,
+		     in->maps.nr_pages * RP_INTENT_PAGE_BITS - in->nr_regions);
+	in->bound = true;
+	pr_info("%s: write-intent record %s: %u regions marked (pipe %s, target %s)\n",
+		in->dev->name, in->path,
+		bitmap_weight(in->maps.bits, in->nr_regions), in->pipe_id,
+		in->tgt_path);
+out:
+	__free_page(page);
+	return ret;
+}
+
+/*
+ * Opens and loads the record of @dev at @path.  Called when the backstore
+ * is enabled, after its primary is open.  May block.
+ */
+int rp_intent_open(struct rp_dev *dev, const char *path)
+{
+	struct rp_intent *in;
+	int ret;
+
+	in = kzalloc(sizeof(*in), GFP_KERNEL);
+	if (!in)
+		return -ENOMEM;
+	in->dev = dev;
+	strscpy(in->path, path, sizeof(in->path));
+	spin_lock_init(&in->lock);
+	mutex_init(&in->io_lock);
+	init_rwsem(&in->clear_sem);
+	INIT_DELAYED_WORK(&in->clear_work, rp_intent_clear_work);
+	in->bounce = alloc_page(GFP_KERNEL);
+	if (!in->bounce) {
+		ret = -ENOMEM;
+		goto free;
+	}
+	ret = rp_bdev_open(&in->rb, path, in);
+	if (ret) {
+		pr_err("%s: cannot open the write-intent record %s exclusively: %d\n",
+		       dev->name, path, ret);
+		goto free;
+	}
+	if (bdev_logical_block_size(in->rb.bdev) > RP_INTENT_PAGE_SIZE ||
+	    !rp_intent_capacity(in)) {
+		pr_err("%s: write-intent record %s: needs 4 KiB blocks and at least 8 KiB\n",
+		       dev->name, path);
+		ret = -EINVAL;
+		goto close;
+	}
+	ret = rp_intent_load(in, bdev_nr_bytes(dev->primary.bdev));
+	if (ret) {
+		pr_err("%s: cannot read the write-intent record %s: %d\n",
+		       dev->name, path, ret);
+		goto close;
+	}
+	dev->intent = in;
+	queue_delayed_work(rp_wq, &in->clear_work,
+			   READ_ONCE(rp_intent_clear_sec) * HZ);
+	return 0;
+
+close:
+	rp_bdev_close(&in->rb, in);
+free:
+	if (in->bounce)
+		__free_page(in->bounce);
+	kfree(in);
+	return ret;
+}
+
+/* Writes what is pending and closes the record.  No writes are left. */
+void rp_intent_close(struct rp_dev *dev)
+{
+	struct rp_intent *in = dev->intent;
+
+	if (!in)
+		return;
+	cancel_delayed_work_sync(&in->clear_work);
+	if (in->bound)
+		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1);
+	dev->intent = NULL;
+	rp_bdev_close(&in->rb, in);
+	rp_intent_maps_free(&in->maps);
+	__free_page(in->bounce);
+	kfree(in);
+}
+
+/*
+ * Marks the regions of a write before it is submitted.  The caller holds
+ * in->clear_sem for reading until the write is tracked on its pair (or
+ * submitted, without a pair).  Returns 0 or the error of the record write:
+ * then the write must not be acknowledged.  May block.
+ */
+int rp_intent_mark(struct rp_intent *in, sector_t sector, sector_t nr_sects)
+{
+	unsigned int p0, p1, p;
+	bool behind = false;
+	u64 first, last, i;
+
+	spin_lock_irq(&in->lock);
+	if (!in->bound || !in->nr_regions) {
+		spin_unlock_irq(&in->lock);
+		return 0;
+	}
+	first = min_t(u64, sector >> in->region_sect_shift,
+		      in->nr_regions - 1);
+	last = min_t(u64, (sector + max_t(sector_t, nr_sects, 1) - 1) >>
+		     in->region_sect_shift, in->nr_regions - 1);
+	for (i = first; i <= last; i++) {
+		if (!__test_and_set_bit(i, in->maps.bits))
+			in->maps.gen[i / RP_INTENT_PAGE_BITS]++;
+		__set_bit(i, in->maps.recent);
+	}
+	p0 = first / RP_INTENT_PAGE_BITS;
+	p1 = last / RP_INTENT_PAGE_BITS;
+	for (p = p0; p <= p1; p++)
+		behind |= in->maps.gen[p] != in->maps.gen_ondisk[p];
+	spin_unlock_irq(&in->lock);
+
+	return behind ? rp_intent_write_pages(in, p0, p1) : 0;
+}
+
+/*
+ * Binds the record to a new pair, or takes the pair's dirty bitmap from it.
+ * rp_config_lock held; the pair is not published yet.  May block.
+ */
+int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
+		   bool assume_clean, struct netlink_ext_ack *extack)
+{
+	struct rp_intent_maps maps = {}, old;
+	unsigned int p;
+	int ret;
+
+	if (pair->nr_regions > rp_intent_capacity(in)) {
+		NL_SET_ERR_MSG(extack,
+			       "the source's write-intent record device is too small for the pair's regions");
+		return -ENOSPC;
+	}
+
+	down_write(&in->clear_sem);
+	spin_lock_irq(&in->lock);
+	if (in->bound && in->region_kib == region_kib &&
+	    in->nr_regions == pair->nr_regions &&
+	    in->src_bytes == pair->src_bytes &&
+	    !strcmp(in->pipe_id, pair->pipe->id) &&
+	    !strcmp(in->tgt_path, pair->tgt_path)) {
+		/* The same pair again: trust what the record says. */
+		bitmap_copy(pair->dirty, in->maps.bits, pair->nr_regions);
+		pair->intent_state = REPLIPIPE_INTENT_LOADED;
+		pair->intent_loaded = bitmap_weight(pair->dirty,
+						    pair->nr_regions);
+		pair->intent_epoch = in->epoch;
+		spin_unlock_irq(&in->lock);
+		up_write(&in->clear_sem);
+		return 0;
+	}
+	spin_unlock_irq(&in->lock);
+
+	/*
+	 * Rebind: invalidate the header, write the new bitmap, then the new
+	 * header.  A crash in between leaves no valid header (full resync).
+	 */
+	ret = rp_intent_maps_alloc(&maps, pair->nr_regions);
+	if (ret) {
+		NL_SET_ERR_MSG(extack, "out of memory for the write-intent record");
+		goto unlock;
+	}
+	if (!assume_clean)
+		bitmap_set(maps.bits, 0, pair->nr_regions);
+	for (p = 0; p < maps.nr_pages; p++)
+		maps.gen[p] = maps.gen_ondisk[p] = 1;
+
+	mutex_lock(&in->io_lock);
+	spin_lock_irq(&in->lock);
+	in->bound = false;
+	spin_unlock_irq(&in->lock);
+	ret = rp_intent_write_sb(in, false);
+	for (p = 0; !ret && p < maps.nr_pages; p++) {
+		rp_intent_pack(maps.bits, p, in->bounce);
+		ret = rp_intent_io(in, in->bounce, rp_intent_page_offset(p),
+				   REQ_OP_WRITE | REQ_SYNC);
+	}
+	if (!ret) {
+		in->region_kib = region_kib;
+		in->nr_regions = pair->nr_regions;
+		in->src_bytes = pair->src_bytes;
+		in->region_sect_shift = pair->region_sect_shift;
+		strscpy(in->pipe_id, pair->pipe->id, sizeof(in->pipe_id));
+		strscpy(in->tgt_path, pair->tgt_path, sizeof(in->tgt_path));
+		ret = rp_intent_write_sb(in, true);
+	}
+	if (ret) {
+		mutex_unlock(&in->io_lock);
+		pr_err("%s: write-intent record %s: write error %d; it tracks nothing now\n",
+		       in->dev->name, in->path, ret);
+		NL_SET_ERR_MSG(extack, "cannot write the source's write-intent record");
+		rp_intent_maps_free(&maps);
+		goto unlock;
+	}
+	spin_lock_irq(&in->lock);
+	old = in->maps;
+	in->maps = maps;
+	in->bound = true;
+	in->epoch++;
+	pair->intent_epoch = in->epoch;
+	spin_unlock_irq(&in->lock);
+	mutex_unlock(&in->io_lock);
+	rp_intent_maps_free(&old);
+
+	pair->intent_state = REPLIPIPE_INTENT_NEW;
+	pair->intent_loaded = 0;
+	if (!assume_clean)
+		bitmap_set(pair->dirty, 0, pair->nr_regions);
+unlock:
+	up_write(&in->clear_sem);
+	return ret;
+}
+
+/* True if a tracked write of @pair covers region @i.  pair->lock held. */
+static bool rp_intent_region_busy(struct rp_pair *pair, u64 i)
+{
+	struct rp_req *req;
+
+	list_for_each_entry(req, &pair->inflight, node)
+		if (req->first_region <= i && i <= req->last_region)
+			return true;
+	return false;
+}
+
+/*
+ * Clears the record bits of regions @pair says are in sync and nobody wrote
+ * since the last pass (@final: the pair is drained and going away, so only
+ * the writes since the last pass count).  clear_sem held for writing.
+ * Returns true if a bit changed.
+ */
+static bool rp_intent_clear_pair(struct rp_intent *in, struct rp_pair *pair,
+				 bool final)
+{
+	bool changed = false;
+	u64 i, n;
+
+	spin_lock_irq(&pair->lock);
+	spin_lock(&in->lock);
+	if (!in->bound || pair->intent_epoch != in->epoch ||
+	    (!final && pair->dead))
+		goto unlock;
+	n = in->nr_regions;
+	for (i = find_first_bit(in->maps.bits, n); i < n;
+	     i = find_next_bit(in->maps.bits, n, i + 1)) {
+		if (test_bit(i, in->maps.recent) || test_bit(i, pair->dirty) ||
+		    test_bit(i, pair->claimed) ||
+		    (!final && rp_intent_region_busy(pair, i)))
+			continue;
+		__clear_bit(i, in->maps.bits);
+		in->maps.gen[i / RP_INTENT_PAGE_BITS]++;
+		changed = true;
+	}
+	/*
+	 * Age the writes seen by this pass.  Only with a live pair: writes
+	 * without one are tracked nowhere else, so their marks must stay
+	 * "recent" until a pair that is drained (@final) or live looks.
+	 */
+	if (!final)
+		bitmap_zero(in->maps.recent, in->nr_regions);
+unlock:
+	spin_unlock(&in->lock);
+	spin_unlock_irq(&pair->lock);
+	return changed;
+}
+
+static void rp_intent_clear_work(struct work_struct *work)
+{
+	struct rp_intent *in = container_of(to_delayed_work(work),
+					    struct rp_intent, clear_work);
+	struct rp_pair *pair;
+	bool changed = false;
+
+	down_write(&in->clear_sem);
+	pair = rp_pair_get(in->dev);
+	if (pair) {
+		changed = rp_intent_clear_pair(in, pair, false);
+		rp_pair_put(pair);
+	}
+	up_write(&in->clear_sem);
+	if (changed && in->bound)
+		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1);
+	queue_delayed_work(rp_wq, &in->clear_work,
+			   READ_ONCE(rp_intent_clear_sec) * HZ);
+}
+
+/*
+ * A pair of this record is going away with its I/O drained: leave on disk
+ * exactly the regions it still has dirty, plus those written since the
+ * last clear pass.  May block.
+ */
+void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair)
+{
+	bool changed;
+
+	down_write(&in->clear_sem);
+	changed = rp_intent_clear_pair(in, pair, true);
+	up_write(&in->clear_sem);
+	if (changed)
+		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1);
+}
+
+/* Regions marked in the record now (for PIPE_GET and info). */
+u64 rp_intent_marked(struct rp_intent *in)
+{
+	unsigned long flags;
+	u64 n = 0;
+
+	spin_lock_irqsave(&in->lock, flags);
+	if (in->bound)
+		n = bitmap_weight(in->maps.bits, in->nr_regions);
+	spin_unlock_irqrestore(&in->lock, flags);
+	return n;
+}

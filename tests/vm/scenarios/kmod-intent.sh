@@ -1,0 +1,178 @@
+#!/bin/sh
+# The write-intent record over netlink alone (no daemon). Source /dev/ram0,
+# target /dev/ram1, record on dm "rprec" (linear over /dev/ram2, switched to
+# `error` in step 7). 64 MiB at 64 KiB regions: 1024 regions.
+#  1. A fresh record tracks nothing; a new pair binds it: intent=new, every
+#     region dirty and marked.
+#  2. After the resync the lazy clear empties the record (0 marked).
+#  3. 8 single-block writes to regions 100..107: right after they are
+#     acknowledged the record marks exactly those 8 regions, in memory and on
+#     the record device (bytes 12-13 of the bitmap = f0 0f); two clear passes
+#     later they are cleared again (the pair is InSync).
+#  4. Paused pair, writes to regions 200..203, pipe deleted, backstore
+#     removed, module reloaded, backstore made again on the same record: it
+#     holds exactly those 4 regions; the same pipe id and target take them
+#     (intent=loaded, 4 dirty); the resync makes the legs identical.
+#  5. Deleting an in-sync pipe leaves only what is dirty; writes while the
+#     backstore is in no pipe (regions 300, 301) are tracked: the same pipe
+#     again loads exactly those 2.
+#  6. Another pipe id binds the record anew: everything dirty.
+#  7. The record device fails: a write to an unmarked region fails and
+#     reaches neither leg; a write to a marked region still works; repaired,
+#     writes work again.
+# vm-timeout: 600
+# vm-mem: 1024
+# vm-bins: dmsetup
+
+PIPE=kmod-intent
+SRC=replipipe_0/vol1
+INFO=/sys/kernel/config/target/core/replipipe_0/vol1/info
+LIVE=/sys/module/replipipe/parameters/live_objects
+export DM_DISABLE_UDEV=1
+
+field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+pair_line() { rp-nlctl get "$1" | grep "^pair "; }
+# expect_pair PIPE KEY=VALUE...: every field of the pair line has that value
+expect_pair() {
+	local id=$1 line kv
+	shift
+	line=$(pair_line "$id") || vm_fail "no pair in pipe $id"
+	for kv in "$@"; do
+		[ "$(field "$line" "${kv%%=*}")" = "${kv#*=}" ] ||
+			vm_fail "expected $kv: $line"
+	done
+	vm_log "ok: $line"
+}
+# wait_marked PIPE N SECONDS: the record marks N regions within SECONDS
+wait_marked() {
+	local i=0
+	until [ "$(field "$(pair_line "$1")" intent_marked)" = "$2" ]; do
+		[ $i -lt $(($3 * 10)) ] || vm_fail "record did not reach $2 marked: $(pair_line "$1")"
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+# write_regions FIRST LAST: one 4 KiB O_DIRECT write at the start of each
+write_regions() {
+	local r=$1
+	while [ "$r" -le "$2" ]; do
+		dd if=/dev/urandom of="$lun" bs=4096 count=1 seek=$((r * 16)) \
+			oflag=direct 2> /dev/null || vm_fail "write to region $r failed"
+		r=$((r + 1))
+	done
+}
+# record_bytes OFFSET COUNT: hex bytes of the record's bitmap
+record_bytes() {
+	dd if="$rec" bs=4096 skip=1 count=1 iflag=direct 2> /dev/null |
+		dd bs=1 skip="$1" count="$2" 2> /dev/null | od -An -v -tx1 | tr -d ' \n'
+}
+# wait_record OFFSET COUNT HEX SECONDS: the record device holds HEX there
+# (the clear pass writes its pages after it changed the bits in memory)
+wait_record() {
+	local i=0
+	until [ "$(record_bytes "$1" "$2")" = "$3" ]; do
+		[ $i -lt $(($4 * 10)) ] || vm_fail "record bytes $1+$2 on disk: $(record_bytes "$1" "$2"), not $3"
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+resync() {
+	rp-nlctl resync "$1" $SRC --source-dev /dev/ram0 --target-dev /dev/ram1 > /tmp/resync ||
+		vm_fail "resync $1: $(cat /tmp/resync)"
+	tail -n 1 /tmp/resync
+}
+export_lun() { lun=$(vm_tcm_loop_export $SRC); vm_log "LUN $lun"; }
+
+vm_brd 3 64
+vm_modprobe dm_mod
+dmsetup --noudevsync create rprec --table "0 $(blockdev --getsz /dev/ram2) linear /dev/ram2 0" ||
+	vm_fail "dmsetup create"
+rec=
+for d in /sys/block/dm-*; do
+	[ "$(cat "$d/dm/name")" = rprec ] && rec=/dev/${d##*/}
+done
+[ -b "$rec" ] || vm_fail "no /dev/dm-N for rprec"
+
+vm_log "== 1. fresh record, new binding"
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 "$rec" > /dev/null
+grep -q "intent: $rec (tracks nothing" $INFO || vm_fail "info: $(cat $INFO)"
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=/dev/ram1 || vm_fail "set-pipe"
+expect_pair $PIPE intent=new dirty=1024 intent_marked=1024 state=Syncing
+[ "$(record_bytes 0 4)" = ffffffff ] || vm_fail "record bitmap not all set: $(record_bytes 0 4)"
+
+vm_log "== 2. resync, then the lazy clear"
+resync $PIPE
+expect_pair $PIPE state=InSync dirty=0
+wait_marked $PIPE 0 30
+wait_record 0 128 "$(printf '%0256d' 0)" 5
+
+vm_log "== 3. 8 writes: marked before they are acknowledged"
+export_lun
+write_regions 100 107
+expect_pair $PIPE intent_marked=8 dirty=0 state=InSync
+[ "$(record_bytes 12 2)" = f00f ] || vm_fail "record bytes 12-13 on disk: $(record_bytes 12 2)"
+wait_marked $PIPE 0 30
+wait_record 12 2 0000 5
+
+vm_log "== 4. paused writes survive a module reload"
+rp-nlctl pair-state $PIPE $SRC pause || vm_fail "pause"
+write_regions 200 203
+expect_pair $PIPE state=Paused dirty=4 intent_marked=4
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+grep -q "bound, 4 regions marked" $INFO || vm_fail "after del-pipe: $(cat $INFO)"
+vm_tcm_loop_unexport $SRC
+vm_backstore_delete $SRC
+rmmod replipipe || vm_fail "rmmod: $(cat $LIVE 2> /dev/null)"
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 "$rec" > /dev/null
+grep -q "intent: $rec (bound, 4 regions marked" $INFO || vm_fail "after reload: $(cat $INFO)"
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=/dev/ram1 || vm_fail "set-pipe again"
+expect_pair $PIPE intent=loaded intent_regions=4 dirty=4 state=Syncing
+rp-nlctl bitmap $PIPE $SRC | grep -qx "dirty 200-203" || vm_fail "bitmap: $(rp-nlctl bitmap $PIPE $SRC)"
+resync $PIPE | grep -q "bytes=262144 " || vm_fail "resync did not copy 4 regions: $(tail -n 1 /tmp/resync)"
+vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "legs differ after the partial resync"
+
+vm_log "== 5. writes with no pair are tracked"
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+export_lun
+write_regions 300 301
+grep -q "bound, [0-9]* regions marked" $INFO || vm_fail "info: $(cat $INFO)"
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=/dev/ram1 || vm_fail "set-pipe"
+# 200..203 were cleared when the pipe was deleted in sync (exact clear).
+expect_pair $PIPE intent=loaded intent_regions=2 dirty=2
+rp-nlctl bitmap $PIPE $SRC | grep -qx "dirty 300-301" || vm_fail "regions 300-301 not dirty: $(rp-nlctl bitmap $PIPE $SRC)"
+resync $PIPE
+vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "legs differ after writes without a pair"
+
+vm_log "== 6. another pipe binds anew"
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+rp-nlctl set-pipe --id other --region-kib 64 --pair $SRC=/dev/ram1 || vm_fail "set-pipe other"
+expect_pair other intent=new dirty=1024 intent_marked=1024
+resync other
+wait_marked other 0 30
+
+vm_log "== 7. the record device fails"
+before=$(dd if=/dev/ram0 bs=4096 skip=$((500 * 16)) count=1 2> /dev/null | md5sum)
+dmsetup --noudevsync suspend rprec && dmsetup --noudevsync load rprec --table \
+	"0 $(blockdev --getsz /dev/ram2) error" && dmsetup --noudevsync resume rprec ||
+	vm_fail "switch the record to error"
+if dd if=/dev/urandom of="$lun" bs=4096 count=1 seek=$((500 * 16)) oflag=direct 2> /dev/null; then
+	vm_fail "a write was acknowledged without its intent mark"
+fi
+after=$(dd if=/dev/ram0 bs=4096 skip=$((500 * 16)) count=1 2> /dev/null | md5sum)
+[ "$before" = "$after" ] || vm_fail "the refused write reached the primary"
+[ "$(dd if=/dev/ram1 bs=4096 skip=$((500 * 16)) count=1 2> /dev/null | md5sum)" = "$before" ] ||
+	vm_fail "the refused write reached the target"
+dmsetup --noudevsync suspend rprec && dmsetup --noudevsync load rprec --table \
+	"0 $(blockdev --getsz /dev/ram2) linear /dev/ram2 0" && dmsetup --noudevsync resume rprec ||
+	vm_fail "repair the record"
+write_regions 500 500
+sync
+vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "legs differ after the record was repaired"
+
+rp-nlctl del-pipe other || vm_fail "del-pipe other"
+vm_tcm_loop_unexport $SRC
+vm_backstore_delete $SRC
+cat $LIVE
+rmmod replipipe || vm_fail "final rmmod"
+dmsetup --noudevsync remove rprec || vm_fail "dmsetup remove"
+vm_log "kmod-intent: all steps passed"
