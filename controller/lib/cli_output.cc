@@ -209,6 +209,24 @@ std::string FormatStatus(const std::vector<ControlPipe> &pipes)
 				                ? std::string("none")
 				                : pair.peer->device) +
 				       "\n";
+		// Where the first bitmap came from matters after a crash: a
+		// record that knew the pair means a partial resync.
+		for (const ControlPair &pair : pipe.pairs)
+			if (!pair.intent.empty())
+				out += "  write-intent record of " +
+				       pair.source + ": " +
+				       (pair.intent == "loaded"
+				                ? std::to_string(
+				                          pair.intent_loaded_regions) +
+				                          " regions taken from "
+				                          "it"
+				                : std::string(
+				                          "bound anew, full "
+				                          "resync")) +
+				       ", " +
+				       std::to_string(
+				               pair.intent_marked_regions) +
+				       " marked now\n";
 	}
 	return out;
 }

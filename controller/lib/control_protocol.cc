@@ -139,10 +139,10 @@ json ControlPairToJson(const ControlPair &pair)
 	       {"target_errors", pair.target_errors},
 	       {"lag_bytes", pair.lag_bytes}};
 	if (!pair.intent.empty())
-		j["intent"] = json{
-		        {"record", pair.intent},
-		        {"loaded_regions", pair.intent_loaded_regions},
-		        {"marked_regions", pair.intent_marked_regions}};
+		j["intent"] =
+		        json{{"record", pair.intent},
+		             {"loaded_regions", pair.intent_loaded_regions},
+		             {"marked_regions", pair.intent_marked_regions}};
 	if (pair.peer) // iscsi:// targets (docs/iscsi.md)
 		j["peer"] = json{{"portal", pair.peer->portal},
 		                 {"iqn", pair.peer->iqn},

@@ -46,6 +46,9 @@ void PutPairStatus(nl_msg *msg, int type, const std::string &src,
 	nla_put_u64(msg, REPLIPIPE_A_PAIR_TARGET_ERRORS, 3);
 	nla_put_u64(msg, REPLIPIPE_A_PAIR_LAG_BYTES, 4096);
 	nla_put_u64(msg, REPLIPIPE_A_PAIR_SOURCE_BYTES, 128ull << 20);
+	nla_put_u8(msg, REPLIPIPE_A_PAIR_INTENT, REPLIPIPE_INTENT_LOADED);
+	nla_put_u64(msg, REPLIPIPE_A_PAIR_INTENT_LOADED, 5);
+	nla_put_u64(msg, REPLIPIPE_A_PAIR_INTENT_MARKED, 9);
 	nla_put_u32(msg, 200, 1); // unknown to us: ignored
 	nla_nest_end(msg, nest);
 }
@@ -118,6 +121,10 @@ TEST(NetlinkCodec, PipeReplyWithCounters)
 	EXPECT_EQ(p.target_errors, 3u);
 	EXPECT_EQ(p.lag_bytes, 4096u);
 	EXPECT_EQ(p.source_bytes, 128ull << 20);
+	EXPECT_EQ(p.intent, REPLIPIPE_INTENT_LOADED);
+	EXPECT_STREQ(IntentRecordName(p.intent), "loaded");
+	EXPECT_EQ(p.intent_loaded_regions, 5u);
+	EXPECT_EQ(p.intent_marked_regions, 9u);
 }
 
 TEST(NetlinkCodec, PipeWithoutIdIsAnError)

@@ -423,7 +423,8 @@ void PrintEvent(const KernelEvent &e)
 		std::printf(" source=%s target=%s state=%s dirty=%" PRIu64,
 		            Esc(e.pair->source).c_str(),
 		            Esc(e.pair->target).c_str(),
-		            PairStateName(e.pair->state), e.pair->dirty_regions);
+		            PairStateName(e.pair->state),
+		            e.pair->dirty_regions);
 	else if (e.pipe)
 		std::printf(" name=%s mode=%s policy=%s pairs=%zu",
 		            Esc(e.pipe->name).c_str(), ModeWord(e.pipe->mode),

@@ -34,6 +34,10 @@ PLUGIN = "replipipe"
 #   replipipe primary: /dev/ram0 (ram0 1:0)  not in a pipe
 _PRIMARY_RE = re.compile(r"replipipe primary: (\S+) \((\S+) (\d+):(\d+)\)")
 _PIPE_RE = re.compile(r"pipe: (\S+)\s+target: (\S+)\s+state: (\S+)")
+# With a write-intent record (control intent_path=), before the pipe part:
+#   intent: /dev/vg0/vol1-wi (bound, 4 regions marked)   once enabled
+#   intent_path: /dev/vg0/vol1-wi                        before
+_INTENT_RE = re.compile(r"intent(?:_path)?: (/\S+)")
 
 
 class ReplipipeStorageObject(StorageObject):
@@ -96,8 +100,16 @@ class ReplipipeStorageObject(StorageObject):
     def _get_index(self):
         return self._backstore.index
 
+    def _get_intent_path(self):
+        m = _INTENT_RE.search(self._info())
+        return m.group(1) if m else None
+
     def _get_control(self):
-        return "udev_path=%s" % self.udev_path
+        control = "udev_path=%s" % self.udev_path
+        intent = self._get_intent_path()
+        if intent:
+            control += ",intent_path=%s" % intent
+        return control
 
     def _get_size(self):
         m = self._primary()
@@ -121,6 +133,8 @@ class ReplipipeStorageObject(StorageObject):
     kernel_name = property(_get_kernel_name,
             doc="replipipe_<N>/<name>: how pipes and replipipectl name it")
     index = property(_get_index, doc="The HBA index N of replipipe_<N>")
+    intent_path = property(_get_intent_path,
+            doc="The write-intent record's device, or None")
     control = property(_get_control,
             doc="The control string that configures this backstore again")
     size = property(_get_size, doc="Size of the primary device in bytes")
