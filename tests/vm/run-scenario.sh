@@ -68,6 +68,8 @@ mem_mib=$(header mem); mem_mib=${mem_mib:-1024}
 read -r -a vm_bins <<< "$(header bins)"
 read -r -a vm_files <<< "$(header files)"
 read -r -a vm_disks <<< "$(header disks)"
+vm_ko=$(header ko)
+[ -z "$vm_ko" ] || [ "$vm_ko" = dkms ] || die "bad vm-ko '$vm_ko' (only: dkms)"
 boots=$(header boots); boots=${boots:-1}
 [[ $boots =~ ^[1-9][0-9]?$ ]] || die "bad vm-boots '$boots' (1 to 99)"
 [[ $timeout_s =~ ^[0-9]+$ ]] || die "bad vm-timeout '$timeout_s'"
@@ -82,9 +84,72 @@ trap 'exit 130' INT TERM HUP
 # tree others edit), cached by the hash of the sources and KV.
 kmod_status=
 kmod_ko=
+kmod_origin="make"
+
+# `# vm-ko: dkms`: replipipe.ko as DKMS builds it from the packaged tree
+# (dkms.conf, kmod/, uapi/): `dkms add` + `dkms build -k KV` in a private
+# DKMS tree, source tree and install tree under a temporary directory, and
+# a private signing key (dkms signs what it builds; its default key lives in
+# /var/lib/dkms), so the host's DKMS state is never touched. Cached like the
+# make build, by KV and the hash of the sources.
+build_kmod_dkms() {
+	local files=() hash dir tmp ko version log
+	version=$(sed -n 's/^PACKAGE_VERSION="\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$/\1/p' "$repo_root/dkms.conf")
+	[ -n "$version" ] || die "vm-ko: dkms: no PACKAGE_VERSION in dkms.conf"
+	command -v dkms > /dev/null || die "vm-ko: dkms: dkms is not installed"
+	kmod_origin="dkms"
+	mapfile -t files < <(cd "$repo_root" && find kmod uapi -type f \( -name '*.[ch]' -o -name Makefile \
+		-o -name Kbuild -o -name Kconfig -o -name '*.mk' -o -name '*.sh' \) ! -name '*.mod.c' | LC_ALL=C sort)
+	files=(dkms.conf "${files[@]}")
+	hash=$( (echo "$kv dkms"; cd "$repo_root" && tar -cf - --mtime=@0 --owner=0 --group=0 "${files[@]}") |
+		sha256sum | cut -c1-16)
+	dir=$cache_dir/kmod-dkms/$kv-$hash
+	log=$cache_dir/kmod-dkms-build-$kv.log
+	if [ -f "$dir/replipipe.ko" ]; then
+		kmod_ko=$dir/replipipe.ko
+		return 0
+	fi
+	if [ -f "$dir.failed" ]; then
+		kmod_status="not built: dkms build of these sources failed, see $dir.failed"
+		say "WARNING: replipipe.ko $kmod_status"
+		return 0
+	fi
+	mkdir -p "$cache_dir/kmod-dkms"
+	tmp=$(mktemp -d "$cache_dir/kmod-dkms/build.XXXXXX")
+	mkdir -p "$tmp/src/replipipe-$version" "$tmp/tree" "$tmp/install"
+	(cd "$repo_root" && tar -cf - "${files[@]}") | tar -C "$tmp/src/replipipe-$version" -xf -
+	say "building replipipe.ko with dkms for $kv (log: $log)"
+	local trees=(--dkmstree "$tmp/tree" --sourcetree "$tmp/src" --installtree "$tmp/install")
+	if ! (export mok_signing_key=$tmp/mok.key mok_certificate=$tmp/mok.pub
+		dkms add "replipipe/$version" "${trees[@]}" &&
+			dkms build "replipipe/$version" -k "$kv" "${trees[@]}") > "$log" 2>&1; then
+		cat "$tmp"/tree/replipipe/"$version"/build/make.log >> "$log" 2>/dev/null || true
+		tail -n 30 "$log" >&2
+		cp "$log" "$dir.failed"
+		kmod_status="not built: dkms build failed, see $dir.failed"
+		say "WARNING: replipipe.ko $kmod_status"
+		rm -rf "$tmp"
+		return 0
+	fi
+	ko=$(find "$tmp/tree/replipipe/$version/$kv" -path '*/module/replipipe.ko' | head -n 1)
+	[ -n "$ko" ] || die "dkms build succeeded but left no module/replipipe.ko under $tmp/tree"
+	mkdir -p "$dir.tmp.$$"
+	cp "$ko" "$dir.tmp.$$/replipipe.ko"
+	cp "$log" "$dir.tmp.$$/build.log"
+	mv -T "$dir.tmp.$$" "$dir" 2>/dev/null || rm -rf "$dir.tmp.$$"
+	rm -rf "$tmp"
+	kmod_ko=$dir/replipipe.ko
+}
+
 build_kmod() {
 	local src=$repo_root/kmod files=() hash dir tmp ko
+	if [ "$vm_ko" = dkms ]; then
+		[ -z "${REPLIPIPE_VM_KO:-}" ] || say "note: vm-ko: dkms, REPLIPIPE_VM_KO ignored"
+		build_kmod_dkms
+		return 0
+	fi
 	if [ -n "${REPLIPIPE_VM_KO:-}" ]; then
+		kmod_origin="given"
 		[ -f "$REPLIPIPE_VM_KO" ] || die "REPLIPIPE_VM_KO=$REPLIPIPE_VM_KO does not exist"
 		kmod_ko=$REPLIPIPE_VM_KO
 		return 0
@@ -271,6 +336,12 @@ build_overlay() {
 	# The guest gives up 30 s before the host so it can still report.
 	echo $((timeout_s > 60 ? timeout_s - 30 : timeout_s * 3 / 4)) > "$ov/lib/replipipe/guest-timeout"
 	echo "$kmod_status" > "$ov/lib/replipipe/kmod-status"
+	# How replipipe.ko was made (make, dkms, given) and its checksum, so
+	# that a scenario can check which module it runs.
+	echo "$kmod_origin" > "$ov/lib/replipipe/kmod-origin"
+	if [ -n "$kmod_ko" ]; then
+		sha256sum "$kmod_ko" | cut -d' ' -f1 > "$ov/lib/replipipe/kmod-sha256"
+	fi
 	: > "$ov/lib/replipipe/disks"
 	for f in "${vm_disks[@]}"; do echo "${f%%:*}" >> "$ov/lib/replipipe/disks"; done
 
