@@ -46,8 +46,8 @@ struct rp_dev;
 struct rp_intent_maps {
 	unsigned long		*bits;		/* on disk, or about to be */
 	unsigned long		*recent;	/* marked since the last pass */
-	u64			*gen;		/* changes, per bitmap page */
-	u64			*gen_ondisk;	/* the change on disk */
+	u64			*dirty_seq;	/* per page: its last change */
+	u64			*ondisk_seq;	/* per page: the change on disk */
 	unsigned int		nr_pages;
 };
 
@@ -65,6 +65,7 @@ struct rp_intent {
 	spinlock_t		lock;		/* everything below */
 	bool			bound;		/* the header is valid */
 	u64			epoch;		/* bumped by each rebind */
+	u64			seq;		/* counts changes of the bits */
 	u32			region_kib;
 	unsigned int		region_sect_shift;
 	u64			nr_regions;

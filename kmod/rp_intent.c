@@ -22,10 +22,13 @@
  *                          rebind.  So a clear pass never sees a write that
  *                          is marked but not yet visible on pair->inflight.
  *   in->io_lock (mutex)    one record write at a time.
- *   pair->lock, then in->lock (spinlock, irq-safe)  bits, recent, gens.
- * Generations: in->gen[p] counts changes of bitmap page p, in->gen_ondisk[p]
- * the change that is on disk; a writer that set a bit waits until its page's
- * on-disk generation caught up (one write covers every writer before it).
+ *   pair->lock, then in->lock (spinlock, irq-safe)  bits, recent, seqs.
+ * Sequence numbers: in->seq counts changes of the bits; dirty_seq[p] is the
+ * last change of bitmap page p, ondisk_seq[p] the in->seq of the snapshot of
+ * it that is on disk.  A writer that marked at sequence S needs, for each of
+ * its pages, a snapshot at min(S, dirty_seq[p]) or later on disk: one record
+ * write covers every writer that marked before its snapshot, so writers
+ * queued behind a record write share the next one.
  */
 #define pr_fmt(fmt) "replipipe: " fmt
 
@@ -91,8 +94,8 @@ static void rp_intent_maps_free(struct rp_intent_maps *m)
 {
 	kvfree(m->bits);
 	kvfree(m->recent);
-	kvfree(m->gen);
-	kvfree(m->gen_ondisk);
+	kvfree(m->dirty_seq);
+	kvfree(m->ondisk_seq);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -105,9 +108,9 @@ static int rp_intent_maps_alloc(struct rp_intent_maps *m, u64 nr_regions)
 	longs = (u64)m->nr_pages * RP_INTENT_PAGE_LONGS;
 	m->bits = kvcalloc(longs, sizeof(unsigned long), GFP_KERNEL);
 	m->recent = kvcalloc(longs, sizeof(unsigned long), GFP_KERNEL);
-	m->gen = kvcalloc(m->nr_pages, sizeof(u64), GFP_KERNEL);
-	m->gen_ondisk = kvcalloc(m->nr_pages, sizeof(u64), GFP_KERNEL);
-	if (!m->bits || !m->recent || !m->gen || !m->gen_ondisk) {
+	m->dirty_seq = kvcalloc(m->nr_pages, sizeof(u64), GFP_KERNEL);
+	m->ondisk_seq = kvcalloc(m->nr_pages, sizeof(u64), GFP_KERNEL);
+	if (!m->bits || !m->recent || !m->dirty_seq || !m->ondisk_seq) {
 		rp_intent_maps_free(m);
 		return -ENOMEM;
 	}
@@ -142,26 +145,34 @@ static void rp_intent_unpack(unsigned long *bits, unsigned int p,
 			  RP_INTENT_PAGE_BITS);
 }
 
+/* Bit @i changed.  in->lock held. */
+static void __rp_intent_changed(struct rp_intent *in, u64 i)
+{
+	in->maps.dirty_seq[i / RP_INTENT_PAGE_BITS] = ++in->seq;
+}
+
 /*
- * Writes every bitmap page in [@p0, @p1] whose on-disk generation is behind.
- * Each page goes out with FUA: when this returns 0, every bit set before the
- * call is on stable storage.  May block.
+ * Writes the bitmap pages in [@p0, @p1] whose on-disk snapshot is older than
+ * what a writer that marked at @seq needs (U64_MAX: everything changed).
+ * Each page goes out with FUA: when this returns 0, every bit that was set
+ * at @seq is on stable storage.  May block.
  */
 static int rp_intent_write_pages(struct rp_intent *in, unsigned int p0,
-				 unsigned int p1)
+				 unsigned int p1, u64 seq)
 {
 	unsigned int p;
+	u64 snap;
 	int ret = 0;
-	u64 gen;
 
 	mutex_lock(&in->io_lock);
 	for (p = p0; p <= p1 && p < in->maps.nr_pages; p++) {
 		spin_lock_irq(&in->lock);
-		gen = in->maps.gen[p];
-		if (gen == in->maps.gen_ondisk[p]) {
+		if (in->maps.ondisk_seq[p] >=
+		    min(seq, in->maps.dirty_seq[p])) {
 			spin_unlock_irq(&in->lock);
 			continue;
 		}
+		snap = in->seq;
 		rp_intent_pack(in->maps.bits, p, in->bounce);
 		spin_unlock_irq(&in->lock);
 
@@ -170,7 +181,7 @@ static int rp_intent_write_pages(struct rp_intent *in, unsigned int p0,
 		if (ret)
 			break;
 		spin_lock_irq(&in->lock);
-		in->maps.gen_ondisk[p] = gen;
+		in->maps.ondisk_seq[p] = max(in->maps.ondisk_seq[p], snap);
 		spin_unlock_irq(&in->lock);
 		atomic64_inc(&in->page_writes);
 	}
@@ -353,7 +364,7 @@ void rp_intent_close(struct rp_dev *dev)
 		return;
 	cancel_delayed_work_sync(&in->clear_work);
 	if (in->bound)
-		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1);
+		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1, U64_MAX);
 	dev->intent = NULL;
 	rp_bdev_close(&in->rb, in);
 	rp_intent_maps_free(&in->maps);
@@ -371,7 +382,7 @@ int rp_intent_mark(struct rp_intent *in, sector_t sector, sector_t nr_sects)
 {
 	unsigned int p0, p1, p;
 	bool behind = false;
-	u64 first, last, i;
+	u64 first, last, i, seq;
 
 	spin_lock_irq(&in->lock);
 	if (!in->bound || !in->nr_regions) {
@@ -384,16 +395,17 @@ int rp_intent_mark(struct rp_intent *in, sector_t sector, sector_t nr_sects)
 		     in->region_sect_shift, in->nr_regions - 1);
 	for (i = first; i <= last; i++) {
 		if (!__test_and_set_bit(i, in->maps.bits))
-			in->maps.gen[i / RP_INTENT_PAGE_BITS]++;
+			__rp_intent_changed(in, i);
 		__set_bit(i, in->maps.recent);
 	}
+	seq = in->seq;
 	p0 = first / RP_INTENT_PAGE_BITS;
 	p1 = last / RP_INTENT_PAGE_BITS;
 	for (p = p0; p <= p1; p++)
-		behind |= in->maps.gen[p] != in->maps.gen_ondisk[p];
+		behind |= in->maps.ondisk_seq[p] < in->maps.dirty_seq[p];
 	spin_unlock_irq(&in->lock);
 
-	return behind ? rp_intent_write_pages(in, p0, p1) : 0;
+	return behind ? rp_intent_write_pages(in, p0, p1, seq) : 0;
 }
 
 /*
@@ -443,8 +455,7 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 	}
 	if (!assume_clean)
 		bitmap_set(maps.bits, 0, pair->nr_regions);
-	for (p = 0; p < maps.nr_pages; p++)
-		maps.gen[p] = maps.gen_ondisk[p] = 1;
+	/* Written below as a whole: dirty_seq = ondisk_seq = 0. */
 
 	mutex_lock(&in->io_lock);
 	spin_lock_irq(&in->lock);
@@ -528,7 +539,7 @@ static bool rp_intent_clear_pair(struct rp_intent *in, struct rp_pair *pair,
 		    (!final && rp_intent_region_busy(pair, i)))
 			continue;
 		__clear_bit(i, in->maps.bits);
-		in->maps.gen[i / RP_INTENT_PAGE_BITS]++;
+		__rp_intent_changed(in, i);
 		changed = true;
 	}
 	/*
@@ -559,7 +570,7 @@ static void rp_intent_clear_work(struct work_struct *work)
 	}
 	up_write(&in->clear_sem);
 	if (changed && in->bound)
-		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1);
+		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1, U64_MAX);
 	queue_delayed_work(rp_wq, &in->clear_work,
 			   READ_ONCE(rp_intent_clear_sec) * HZ);
 }
@@ -577,7 +588,7 @@ void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair)
 	changed = rp_intent_clear_pair(in, pair, true);
 	up_write(&in->clear_sem);
 	if (changed)
-		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1);
+		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1, U64_MAX);
 }
 
 /* Regions marked in the record now (for PIPE_GET and info). */
