@@ -47,7 +47,8 @@ UniqueFd Connect(uint16_t port)
 	return fd;
 }
 
-// Everything the server sends until it closes ("" on a time-out).
+// Everything the server sends until it closes; "timed out" when it did
+// not close within the socket's 5 s receive time-out.
 std::string ReadAll(int fd)
 {
 	std::string out;
@@ -56,8 +57,10 @@ std::string ReadAll(int fd)
 		ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
 		if (n == 0)
 			return out;
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n < 0)
-			return errno == ECONNRESET ? out : "";
+			return errno == ECONNRESET ? out : "timed out";
 		out.append(buf, static_cast<size_t>(n));
 	}
 }
@@ -200,7 +203,7 @@ TEST_F(MetricsHttpTest, RenderErrorIs503)
 TEST_F(MetricsHttpTest, SilentClientsNeitherStallOthersNorStayForever)
 {
 	MetricsHttpOptions options;
-	options.timeout = milliseconds(500);
+	options.timeout = milliseconds(2000);
 	Start(options);
 	UniqueFd silent = Connect(port());
 	ASSERT_TRUE(silent.valid());
@@ -208,24 +211,23 @@ TEST_F(MetricsHttpTest, SilentClientsNeitherStallOthersNorStayForever)
 	ASSERT_TRUE(partial.valid());
 	ASSERT_EQ(::send(partial.get(), "GET /met", 8, MSG_NOSIGNAL), 8);
 
+	// Served while the other two hang (they would hold it 2 s).
 	auto t0 = steady_clock::now();
 	EXPECT_EQ(StatusLine(Fetch(port(), "GET /metrics HTTP/1.0\r\n\r\n")),
 	          "HTTP/1.0 200 OK");
-	EXPECT_LT(steady_clock::now() - t0, milliseconds(400));
+	EXPECT_LT(steady_clock::now() - t0, milliseconds(1500));
 
 	// Both are closed at their deadline without a response.
 	EXPECT_EQ(ReadAll(silent.get()), "");
 	EXPECT_EQ(ReadAll(partial.get()), "");
-	auto waited = steady_clock::now() - t0;
-	EXPECT_GE(waited, milliseconds(300));
-	EXPECT_LT(waited, milliseconds(3000));
+	EXPECT_GE(steady_clock::now() - t0, milliseconds(1500));
 }
 
 TEST_F(MetricsHttpTest, ConnectionsBeyondTheLimitAreClosedAtOnce)
 {
 	MetricsHttpOptions options;
 	options.max_connections = 2;
-	options.timeout = milliseconds(800);
+	options.timeout = milliseconds(2000);
 	Start(options);
 	UniqueFd a = Connect(port());
 	UniqueFd b = Connect(port());
@@ -234,7 +236,7 @@ TEST_F(MetricsHttpTest, ConnectionsBeyondTheLimitAreClosedAtOnce)
 	std::this_thread::sleep_for(milliseconds(100));
 	auto t0 = steady_clock::now();
 	EXPECT_EQ(Fetch(port(), "GET /metrics HTTP/1.0\r\n\r\n"), "");
-	EXPECT_LT(steady_clock::now() - t0, milliseconds(500));
+	EXPECT_LT(steady_clock::now() - t0, milliseconds(1500));
 	// Once the silent ones time out, there is room again.
 	EXPECT_EQ(ReadAll(a.get()), "");
 	EXPECT_EQ(ReadAll(b.get()), "");
