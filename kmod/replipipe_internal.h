@@ -60,6 +60,7 @@ struct rp_intent {
 	struct mutex		io_lock;
 	struct page		*bounce;	/* io_lock */
 	struct delayed_work	clear_work;
+	struct work_struct	write_work;	/* releases waiting writes */
 	atomic64_t		page_writes;
 
 	spinlock_t		lock;		/* everything below */
@@ -73,6 +74,7 @@ struct rp_intent {
 	char			pipe_id[REPLIPIPE_PIPE_ID_MAX_LEN + 1];
 	char			tgt_path[REPLIPIPE_TARGET_MAX_LEN + 1];
 	struct rp_intent_maps	maps;
+	struct list_head	waiting;	/* rp_req until their marks are on disk */
 };
 
 /* One replipipe backstore: a LIO se_device on a primary block device. */
@@ -248,6 +250,7 @@ sense_reason_t rp_execute_write_same(struct se_cmd *cmd);
 sense_reason_t rp_execute_unmap(struct se_cmd *cmd, sector_t lba,
 				sector_t nolb);
 void rp_req_resubmit(struct rp_req *req);
+void rp_req_fail(struct rp_req *req);
 void rp_async_work(struct work_struct *work);
 
 /* rp_pipe.c */
@@ -292,7 +295,9 @@ void rp_claims_drop_portid(u32 portid);
 /* rp_intent.c */
 int rp_intent_open(struct rp_dev *dev, const char *path);
 void rp_intent_close(struct rp_dev *dev);
-int rp_intent_mark(struct rp_intent *in, sector_t sector, sector_t nr_sects);
+int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
+			sector_t nr_sects);
+bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req);
 int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		   bool assume_clean, struct netlink_ext_ack *extack);
 void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair);

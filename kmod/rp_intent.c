@@ -21,6 +21,10 @@
  *                          on its pair (or held); write: a clear pass, a
  *                          rebind.  So a clear pass never sees a write that
  *                          is marked but not yet visible on pair->inflight.
+ *                          A write whose mark is not on disk yet does not
+ *                          wait in LIO's submission context: it waits on
+ *                          in->waiting, and write_work writes the record and
+ *                          resubmits it (marked again, under clear_sem).
  *   in->io_lock (mutex)    one record write at a time.
  *   pair->lock, then in->lock (spinlock, irq-safe)  bits, recent, seqs.
  * Sequence numbers: in->seq counts changes of the bits; dirty_seq[p] is the
@@ -59,6 +63,7 @@ struct rp_intent_sb {
 unsigned int rp_intent_clear_sec = 5;
 
 static void rp_intent_clear_work(struct work_struct *work);
+static void rp_intent_write_work(struct work_struct *work);
 
 static u64 rp_intent_capacity(struct rp_intent *in)
 {
@@ -317,6 +322,8 @@ int rp_intent_open(struct rp_dev *dev, const char *path)
 	mutex_init(&in->io_lock);
 	init_rwsem(&in->clear_sem);
 	INIT_DELAYED_WORK(&in->clear_work, rp_intent_clear_work);
+	INIT_WORK(&in->write_work, rp_intent_write_work);
+	INIT_LIST_HEAD(&in->waiting);
 	in->bounce = alloc_page(GFP_KERNEL);
 	if (!in->bounce) {
 		ret = -ENOMEM;
@@ -363,6 +370,9 @@ void rp_intent_close(struct rp_dev *dev)
 	if (!in)
 		return;
 	cancel_delayed_work_sync(&in->clear_work);
+	/* LIO destroys a device without commands: nothing waits here. */
+	flush_work(&in->write_work);
+	WARN_ON_ONCE(!list_empty(&in->waiting));
 	if (in->bound)
 		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1, U64_MAX);
 	dev->intent = NULL;
@@ -373,22 +383,18 @@ void rp_intent_close(struct rp_dev *dev)
 }
 
 /*
- * Marks the regions of a write before it is submitted.  The caller holds
- * in->clear_sem for reading until the write is tracked on its pair (or
- * submitted, without a pair).  Returns 0 or the error of the record write:
- * then the write must not be acknowledged.  May block.
+ * Sets the bits of the regions of [@sector, +@nr_sects).  Returns true if a
+ * page they are on is behind on disk; *@seq is what a write must wait for.
+ * in->lock held.
  */
-int rp_intent_mark(struct rp_intent *in, sector_t sector, sector_t nr_sects)
+static bool __rp_intent_set(struct rp_intent *in, sector_t sector,
+			    sector_t nr_sects, unsigned int *p0,
+			    unsigned int *p1, u64 *seq)
 {
-	unsigned int p0, p1, p;
 	bool behind = false;
-	u64 first, last, i, seq;
+	unsigned int p;
+	u64 first, last, i;
 
-	spin_lock_irq(&in->lock);
-	if (!in->bound || !in->nr_regions) {
-		spin_unlock_irq(&in->lock);
-		return 0;
-	}
 	first = min_t(u64, sector >> in->region_sect_shift,
 		      in->nr_regions - 1);
 	last = min_t(u64, (sector + max_t(sector_t, nr_sects, 1) - 1) >>
@@ -398,14 +404,89 @@ int rp_intent_mark(struct rp_intent *in, sector_t sector, sector_t nr_sects)
 			__rp_intent_changed(in, i);
 		__set_bit(i, in->maps.recent);
 	}
-	seq = in->seq;
-	p0 = first / RP_INTENT_PAGE_BITS;
-	p1 = last / RP_INTENT_PAGE_BITS;
-	for (p = p0; p <= p1; p++)
+	*seq = in->seq;
+	*p0 = first / RP_INTENT_PAGE_BITS;
+	*p1 = last / RP_INTENT_PAGE_BITS;
+	for (p = *p0; p <= *p1; p++)
 		behind |= in->maps.ondisk_seq[p] < in->maps.dirty_seq[p];
+	return behind;
+}
+
+/*
+ * Marks the regions of an UNMAP or WRITE SAME, which run in the submitter's
+ * context anyway, and waits for the record.  The caller holds clear_sem for
+ * reading until the op is tracked.  Returns 0, or the record's write error:
+ * then the op must not run.  May block.
+ */
+int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
+			sector_t nr_sects)
+{
+	unsigned int p0, p1;
+	bool behind;
+	u64 seq;
+
+	spin_lock_irq(&in->lock);
+	if (!in->bound || !in->nr_regions) {
+		spin_unlock_irq(&in->lock);
+		return 0;
+	}
+	behind = __rp_intent_set(in, sector, nr_sects, &p0, &p1, &seq);
 	spin_unlock_irq(&in->lock);
 
 	return behind ? rp_intent_write_pages(in, p0, p1, seq) : 0;
+}
+
+/*
+ * Marks the regions of a write.  True: they are on stable storage, the
+ * write may go on (the caller holds clear_sem for reading until it is
+ * tracked).  False: @req waits on in->waiting for the record write, which
+ * runs on rp_wq and then resubmits it (it is marked again) or fails it.
+ * LIO's submission context never waits for the record.  Must not block.
+ */
+bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req)
+{
+	unsigned int p0, p1;
+	u64 seq;
+
+	spin_lock_irq(&in->lock);
+	if (!in->bound || !in->nr_regions ||
+	    !__rp_intent_set(in, req->sector, req->nr_sects, &p0, &p1, &seq)) {
+		spin_unlock_irq(&in->lock);
+		return true;
+	}
+	list_add_tail(&req->node, &in->waiting);
+	spin_unlock_irq(&in->lock);
+	queue_work(rp_wq, &in->write_work);
+	return false;
+}
+
+/*
+ * Writes what is behind, then lets the waiting writes go: each is marked
+ * again when resubmitted, so one whose bit a clear pass took meanwhile
+ * waits once more.  If the record cannot be written they fail.  Writes
+ * queued during the record write are covered by the next run.
+ */
+static void rp_intent_write_work(struct work_struct *work)
+{
+	struct rp_intent *in = container_of(work, struct rp_intent,
+					    write_work);
+	struct rp_req *req, *tmp;
+	LIST_HEAD(ready);
+	int ret = 0;
+
+	if (READ_ONCE(in->bound))
+		ret = rp_intent_write_pages(in, 0, in->maps.nr_pages - 1,
+					    U64_MAX);
+	spin_lock_irq(&in->lock);
+	list_splice_init(&in->waiting, &ready);
+	spin_unlock_irq(&in->lock);
+	list_for_each_entry_safe(req, tmp, &ready, node) {
+		list_del_init(&req->node);
+		if (ret)
+			rp_req_fail(req);
+		else
+			rp_req_resubmit(req);
+	}
 }
 
 /*

@@ -17,8 +17,9 @@
  * dirty (the resync copies them).
  * With a write-intent record (rp_intent.c), a write's regions are marked on
  * it before the write is submitted, under the record's clear_sem until the
- * write is tracked on its pair; a write whose mark cannot be written fails
- * and reaches neither leg.
+ * write is tracked on its pair.  A write whose mark is not on disk yet waits
+ * off LIO's submission context and is submitted again once it is; a write
+ * whose mark cannot be written fails and reaches neither leg.
  * Functions called from bio completion must not block; everything that can
  * block runs in the submitter's context or on rp_wq.
  */
@@ -368,11 +369,26 @@ static bool rp_lag_wait(struct rp_pair *pair, u64 bytes)
 }
 
 /*
- * Marks the request's regions on the backstore's write-intent record.  On
- * success the caller holds the record's clear_sem for reading until the
- * write is tracked (rp_intent_unlock()).  May block.
+ * The backstore's write-intent record, for a write: true when its regions
+ * are marked on stable storage, with the record's clear_sem held for reading
+ * until the write is tracked (rp_intent_unlock()); false when the write
+ * waits for the record (rp_intent_write_work() resubmits or fails it).
  */
-static int rp_intent_lock_mark(struct rp_req *req)
+static bool rp_intent_lock_write(struct rp_req *req)
+{
+	struct rp_intent *in = req->dev->intent;
+
+	if (!in)
+		return true;
+	down_read(&in->clear_sem);
+	if (rp_intent_mark_write(in, req))
+		return true;
+	up_read(&in->clear_sem);
+	return false;
+}
+
+/* The same for UNMAP and WRITE SAME, which wait.  0 or -errno. */
+static int rp_intent_lock_wait(struct rp_req *req)
 {
 	struct rp_intent *in = req->dev->intent;
 	int ret;
@@ -380,7 +396,7 @@ static int rp_intent_lock_mark(struct rp_req *req)
 	if (!in)
 		return 0;
 	down_read(&in->clear_sem);
-	ret = rp_intent_mark(in, req->sector, req->nr_sects);
+	ret = rp_intent_mark_wait(in, req->sector, req->nr_sects);
 	if (ret)
 		up_read(&in->clear_sem);
 	return ret;
@@ -403,12 +419,10 @@ static void rp_write_submit(struct rp_req *req)
 	if (pair && READ_ONCE(pair->mode) == REPLIPIPE_MODE_ASYNC &&
 	    rp_pair_mirroring(pair))
 		reserved = rp_lag_wait(pair, bytes);
-	if (rp_intent_lock_mark(req)) {
-		/* Not on stable storage that the region may differ: fail. */
+	if (!rp_intent_lock_write(req)) {
+		/* Waits for the record; submitted again from the start. */
 		if (reserved)
 			rp_pair_lag_release(pair, bytes);
-		atomic_inc(&req->primary_errors);
-		rp_req_cmd_done(req);
 		return;
 	}
 	if (pair) {
@@ -454,7 +468,20 @@ static void rp_req_resubmit_work(struct work_struct *work)
 	rp_write_submit(container_of(work, struct rp_req, work));
 }
 
-/* Releases a held write (it was on pair->held); runs it on rp_wq. */
+/*
+ * Fails a write that waited for its write-intent mark, which could not be
+ * written: it reached neither leg.  Must not block.
+ */
+void rp_req_fail(struct rp_req *req)
+{
+	atomic_inc(&req->primary_errors);
+	rp_req_cmd_done(req);
+}
+
+/*
+ * Releases a write that waited (for a claim on pair->held, or for its
+ * write-intent mark); runs it on rp_wq from the start.
+ */
 void rp_req_resubmit(struct rp_req *req)
 {
 	INIT_WORK(&req->work, rp_req_resubmit_work);
@@ -547,7 +574,7 @@ static struct rp_req *rp_sync_op_begin(struct se_cmd *cmd, sector_t sector,
 	req->sector = sector;
 	req->nr_sects = nr_sects;
 	req->pair = rp_pair_get_write(dev, req);
-	if (rp_intent_lock_mark(req)) {
+	if (rp_intent_lock_wait(req)) {
 		rp_req_put(req);
 		return NULL;
 	}

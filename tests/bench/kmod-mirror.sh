@@ -8,11 +8,13 @@
 #                  guest CPU and a mirror writes twice: says more about the
 #                  emulator than about the module)
 # For each pair: (A) iblock on R1, (B) replipipe on R1 mirrored synchronously
-# to R2, (C) iblock on dm-mirror(R1, R2) (`mirror core 2 1024 nosync`), all
-# through tcm_loop; fio libaio direct 8 s: 4 KiB randwrite QD32 and 1 MiB
+# to R2, (W) B with a write-intent record on R3 (docs/write-intent.md; the
+# record starts empty, so the random writes keep marking new regions: its
+# worst case), (C) iblock on dm-mirror(R1, R2) (`mirror core 2 1024 nosync`),
+# all through tcm_loop; fio libaio direct 8 s: 4 KiB randwrite QD32 and 1 MiB
 # sequential write QD8. A runs first (after a discarded warm-up) and again
 # last (A2); B/A uses their mean. Prints "BENCH |"-prefixed table lines with
-# IOPS, MB/s and the ratios B/A and B/C.
+# IOPS, MB/s and the ratios B/A, B/C and W/B.
 # vm-timeout: 1200
 # vm-mem: 1536
 # vm-bins: fio dmsetup
@@ -63,23 +65,30 @@ baseline() {
 	vm_backstore_delete "iblock_0/a$2"
 }
 
-# legs TAG R1 R2: the three configurations on one pair of devices, then the
+# mirror LABEL TAG R1 R2 [R3]: replipipe on R1 mirrored to R2 (config B), with
+# a write-intent record on R3 when given (config W)
+mirror() {
+	local lun
+	vm_backstore replipipe replipipe_0 "b$2" "$3" $5 > /dev/null
+	rp-nlctl set-pipe --id "bench-$2" --mode sync --pair "replipipe_0/b$2=$4,clean" ||
+		vm_fail "set-pipe refused"
+	lun=$(vm_tcm_loop_export "replipipe_0/b$2")
+	measure "$2-$1" "$lun"
+	rp-nlctl get "bench-$2"
+	vm_tcm_loop_unexport "replipipe_0/b$2"
+	rp-nlctl del-pipe "bench-$2"
+	vm_backstore_delete "replipipe_0/b$2"
+}
+
+# legs TAG R1 R2 R3: the four configurations on one set of devices, then the
 # baseline once more (A2) to show the drift within the boot
 legs() {
 	local tag=$1 r1=$2 r2=$3 lun sectors mirror
 	sectors=$(blockdev --getsz "$r1")
 
 	baseline A "$tag" "$r1"
-
-	vm_backstore replipipe replipipe_0 "b$tag" "$r1" > /dev/null
-	rp-nlctl set-pipe --id "bench-$tag" --mode sync --pair "replipipe_0/b$tag=$r2,clean" ||
-		vm_fail "set-pipe refused"
-	lun=$(vm_tcm_loop_export "replipipe_0/b$tag")
-	measure "$tag-B" "$lun"
-	rp-nlctl get "bench-$tag"
-	vm_tcm_loop_unexport "replipipe_0/b$tag"
-	rp-nlctl del-pipe "bench-$tag"
-	vm_backstore_delete "replipipe_0/b$tag"
+	mirror B "$tag" "$r1" "$r2"
+	mirror W "$tag" "$r1" "$r2" "$4"
 
 	dmsetup --noudevsync create "m$tag" \
 		--table "0 $sectors mirror core 2 1024 nosync 2 $r1 0 $r2 0" ||
@@ -101,13 +110,15 @@ vm_modprobe null_blk nr_devices=3 gb=1 memory_backed=0 irqmode=2 \
 vm_wait_path /dev/nullb1
 vm_modprobe dm_mirror
 vm_modprobe replipipe
-legs nullblk /dev/nullb0 /dev/nullb1
+legs nullblk /dev/nullb0 /dev/nullb1 /dev/nullb2
 
-vm_brd 2 256
-# brd allocates its pages on first write: fill both so no leg pays for that
-dd if=/dev/zero of=/dev/ram0 bs=1M oflag=direct 2> /dev/null || true
-dd if=/dev/zero of=/dev/ram1 bs=1M oflag=direct 2> /dev/null || true
-legs brd /dev/ram0 /dev/ram1
+vm_brd 3 256
+# brd allocates its pages on first write: fill them so no leg pays for that
+# (dd stops with "no space left" at the end of each device: expected)
+for r in 0 1 2; do
+	dd if=/dev/zero of=/dev/ram$r bs=1M oflag=direct 2> /dev/null || true
+done
+legs brd /dev/ram0 /dev/ram1 /dev/ram2
 
 # The table: one row per configuration, then the ratios, per device kind.
 awk -v runtime="$RUNTIME" '
@@ -117,12 +128,13 @@ awk -v runtime="$RUNTIME" '
 		printf "BENCH |---|---|---|---|\n"
 		name["A"] = "iblock on R1"; name["B"] = "replipipe R1 -> R2 (sync)"
 		name["C"] = "iblock on dm-mirror(R1,R2)"; name["A2"] = "iblock on R1, again"
+		name["W"] = "replipipe R1 -> R2 (sync), write-intent record on R3"
 		split("nullblk brd", order, " ")
 		for (o = 1; o <= 2; o++) {
 			t = order[o]
 			if (!(t in kinds)) continue
-			for (c = 1; c <= 4; c++) {
-				l = c == 4 ? "A2" : substr("ABC", c, 1)
+			for (c = 1; c <= 5; c++) {
+				l = c == 5 ? "A2" : substr("ABWC", c, 1)
 				printf "BENCH | %s | %s %s | %d | %.1f |\n", t, l, name[l], iops[t "-" l], mbs[t "-" l]
 			}
 			# A: the mean of the runs before and after B and C
@@ -132,6 +144,8 @@ awk -v runtime="$RUNTIME" '
 				iops[t "-B"] / a_iops, mbs[t "-B"] / a_mbs
 			printf "BENCH | %s | ratio B/C | %.3f | %.3f |\n", t,
 				iops[t "-B"] / iops[t "-C"], mbs[t "-B"] / mbs[t "-C"]
+			printf "BENCH | %s | ratio W/B | %.3f | %.3f |\n", t,
+				iops[t "-W"] / iops[t "-B"], mbs[t "-W"] / mbs[t "-B"]
 		}
 		printf "BENCH fio libaio direct %d s per run; nullblk: null_blk completion_nsec=20000000 (latency-bound, measures the module); brd: ramdisks (CPU-bound under TCG, measures the emulator too)\n", runtime
 	}' /tmp/results
