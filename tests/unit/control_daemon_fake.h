@@ -11,6 +11,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -164,6 +165,22 @@ public:
 	}
 
 	std::string socket_path() const { return dir_ / "run/replipiped.sock"; }
+
+	// Waits until the daemon's jobs (not just the fake jobs' Run()) have
+	// ended: ResyncJobs marks a job finished after Run() returns, so the
+	// board's `running` reaches 0 a little earlier.
+	bool WaitJobsIdle()
+	{
+		const auto deadline = std::chrono::steady_clock::now() +
+		                      std::chrono::seconds(5);
+		while (jobs_.running() != 0) {
+			if (std::chrono::steady_clock::now() > deadline)
+				return false;
+			std::this_thread::sleep_for(
+			        std::chrono::milliseconds(2));
+		}
+		return true;
+	}
 
 	// One request through the socket; a failed call fails the test.
 	ControlReply Call(const ControlRequest &request)

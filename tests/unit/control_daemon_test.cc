@@ -95,6 +95,7 @@ TEST(ControlDaemon, CreateStatusAndResync)
 	// The job finishes, the kernel says InSync.
 	d.board_.Finish("replipipe_0/a");
 	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 0; }));
+	ASSERT_TRUE(d.WaitJobsIdle());
 	d.kernel_.ForcePairState(uuid, "replipipe_0/a", PairState::kInSync);
 	d.service_.RefreshPipe(uuid);
 	status = d.Call(InProcessDaemon::Op(ControlOp::kStatus,
