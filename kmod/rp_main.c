@@ -24,7 +24,8 @@ atomic_t rp_nr_async_bufs = ATOMIC_INIT(0);
 
 unsigned int rp_claim_timeout_sec = 30;
 
-static int rp_claim_timeout_set(const char *val, const struct kernel_param *kp)
+/* Setter of the "seconds" parameters: 1..3600, read with READ_ONCE(). */
+static int rp_secs_param_set(const char *val, const struct kernel_param *kp)
 {
 	unsigned int secs;
 	int ret;
@@ -34,38 +35,19 @@ static int rp_claim_timeout_set(const char *val, const struct kernel_param *kp)
 		return ret;
 	if (secs < 1 || secs > 3600)
 		return -ERANGE;
-	WRITE_ONCE(rp_claim_timeout_sec, secs);
+	WRITE_ONCE(*(unsigned int *)kp->arg, secs);
 	return 0;
 }
 
-static const struct kernel_param_ops rp_claim_timeout_ops = {
-	.set	= rp_claim_timeout_set,
+static const struct kernel_param_ops rp_secs_param_ops = {
+	.set	= rp_secs_param_set,
 	.get	= param_get_uint,
 };
-module_param_cb(claim_timeout_sec, &rp_claim_timeout_ops,
-		&rp_claim_timeout_sec, 0644);
+module_param_cb(claim_timeout_sec, &rp_secs_param_ops, &rp_claim_timeout_sec,
+		0644);
 MODULE_PARM_DESC(claim_timeout_sec,
 		 "Seconds a resync claim may last before it is dropped (1..3600, default 30)");
-
-static int rp_intent_clear_set(const char *val, const struct kernel_param *kp)
-{
-	unsigned int secs;
-	int ret;
-
-	ret = kstrtouint(val, 0, &secs);
-	if (ret)
-		return ret;
-	if (secs < 1 || secs > 3600)
-		return -ERANGE;
-	WRITE_ONCE(rp_intent_clear_sec, secs);
-	return 0;
-}
-
-static const struct kernel_param_ops rp_intent_clear_ops = {
-	.set	= rp_intent_clear_set,
-	.get	= param_get_uint,
-};
-module_param_cb(intent_clear_sec, &rp_intent_clear_ops, &rp_intent_clear_sec,
+module_param_cb(intent_clear_sec, &rp_secs_param_ops, &rp_intent_clear_sec,
 		0644);
 MODULE_PARM_DESC(intent_clear_sec,
 		 "Seconds between passes that clear in-sync regions from write-intent records (1..3600, default 5)");

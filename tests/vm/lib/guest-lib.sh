@@ -97,6 +97,27 @@ vm_backstore() {
 	echo "$dir"
 }
 
+# vm_dm_create NAME TABLE: a device-mapper device made without udev; prints
+# its /dev/dm-N (there are no /dev/mapper links without udev).
+vm_dm_create() {
+	local d
+	DM_DISABLE_UDEV=1 dmsetup --noudevsync create "$1" --table "$2" ||
+		vm_fail "dmsetup create $1 '$2'"
+	for d in /sys/block/dm-*; do
+		[ "$(cat "$d/dm/name")" = "$1" ] && { echo "/dev/${d##*/}"; return 0; }
+	done
+	vm_fail "no /dev/dm-N for $1"
+}
+
+# vm_dm_load NAME TABLE: swap the table of a live device (e.g. linear ->
+# error to fail it, and back): suspend, load, resume.
+vm_dm_load() {
+	DM_DISABLE_UDEV=1 dmsetup --noudevsync suspend "$1" &&
+		DM_DISABLE_UDEV=1 dmsetup --noudevsync load "$1" --table "$2" &&
+		DM_DISABLE_UDEV=1 dmsetup --noudevsync resume "$1" ||
+		vm_fail "dmsetup: cannot switch $1 to '$2'"
+}
+
 # vm_backstore_delete HBA/NAME: remove a backstore (and its HBA when empty).
 vm_backstore_delete() {
 	local hba=${1%%/*}

@@ -30,9 +30,7 @@ norm_ranges() {
 	sed -n 's/^dirty //; /^[0-9][0-9]*\(-[0-9][0-9]*\)\{0,1\}$/p' | sed 's/^\([0-9]*\)$/\1-\1/'
 }
 dm_swap() { # NAME TABLE
-	dmsetup --noudevsync suspend "$1"
-	dmsetup --noudevsync load "$1" --table "$2"
-	dmsetup --noudevsync resume "$1"
+	vm_dm_load "$1" "$2"
 	vm_log "$1: $2"
 }
 dm_dev() {

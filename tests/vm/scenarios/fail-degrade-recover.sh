@@ -49,9 +49,7 @@ set_target() { # linear | error
 	else
 		table="0 $sectors error"
 	fi
-	dmsetup --noudevsync suspend rptgt
-	dmsetup --noudevsync load rptgt --table "$table"
-	dmsetup --noudevsync resume rptgt
+	vm_dm_load rptgt "$table"
 	vm_log "target: $1"
 }
 # wait_event REGEX [TENTHS]: a line of the events stream matches
@@ -110,13 +108,7 @@ vm_brd 2 $DEV_MIB
 vm_modprobe dm_mod
 vm_modprobe replipipe
 sectors=$(blockdev --getsz /dev/ram1)
-dmsetup --noudevsync create rptgt --table "0 $sectors linear /dev/ram1 0" ||
-	vm_fail "dmsetup create"
-tgt=
-for d in /sys/block/dm-*; do
-	[ "$(cat "$d/dm/name")" = rptgt ] && tgt=/dev/${d##*/}
-done
-[ -b "$tgt" ] || vm_fail "no /dev/dm-N for rptgt"
+tgt=$(vm_dm_create rptgt "0 $sectors linear /dev/ram1 0")
 
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
 lun=$(vm_tcm_loop_export $SRC)

@@ -30,13 +30,7 @@ norm_ranges() {
 vm_brd 2 128
 vm_modprobe dm_mod
 sectors=$(blockdev --getsz /dev/ram1)
-dmsetup --noudevsync create rptgt --table "0 $sectors linear /dev/ram1 0" ||
-	vm_fail "dmsetup create"
-tgt=
-for d in /sys/block/dm-*; do
-	[ "$(cat "$d/dm/name")" = rptgt ] && tgt=/dev/${d##*/}
-done
-[ -b "$tgt" ] || vm_fail "no /dev/dm-N for rptgt"
+tgt=$(vm_dm_create rptgt "0 $sectors linear /dev/ram1 0")
 vm_log "target $tgt: linear over /dev/ram1"
 
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
@@ -65,9 +59,7 @@ until grep -q listening /tmp/events.err; do
 	sleep 0.1
 	i=$((i + 1))
 done
-dmsetup --noudevsync suspend rptgt
-dmsetup --noudevsync load rptgt --table "0 $sectors error"
-dmsetup --noudevsync resume rptgt
+vm_dm_load rptgt "0 $sectors error"
 dmsetup table rptgt
 
 vm_log "== phase 2: 16 MiB, target failing: still acknowledged"
@@ -126,9 +118,7 @@ awk -F- 'FILENAME == ARGV[1] { for (r = $1; r <= $2; r++) dirty[r] = 1; next }
 	vm_fail "the legs differ outside the dirty regions"
 
 vm_log "== phase 3: target repaired, pair resumed, then failed again mid-run"
-dmsetup --noudevsync suspend rptgt
-dmsetup --noudevsync load rptgt --table "0 $sectors linear /dev/ram1 0"
-dmsetup --noudevsync resume rptgt
+vm_dm_load rptgt "0 $sectors linear /dev/ram1 0"
 rp-nlctl pair-state $PIPE $SRC resume || vm_fail "pair-state resume"
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
@@ -136,9 +126,7 @@ echo "$pair"
 rp-writer --dev "$lun" --log /tmp/p3 --threads 4 --seconds 8 --seed 23 > /tmp/out-p3 2>&1 &
 writers=$!
 sleep 3
-dmsetup --noudevsync suspend rptgt
-dmsetup --noudevsync load rptgt --table "0 $sectors error"
-dmsetup --noudevsync resume rptgt
+vm_dm_load rptgt "0 $sectors error"
 vm_log "target failed under load"
 rc=0
 wait $writers || rc=$?

@@ -24,13 +24,7 @@ norm_ranges() {
 vm_brd 2 128
 vm_modprobe dm_mod
 sectors=$(blockdev --getsz /dev/ram1)
-dmsetup --noudevsync create rptgt --table "0 $sectors linear /dev/ram1 0" ||
-	vm_fail "dmsetup create"
-tgt=
-for d in /sys/block/dm-*; do
-	[ "$(cat "$d/dm/name")" = rptgt ] && tgt=/dev/${d##*/}
-done
-[ -b "$tgt" ] || vm_fail "no /dev/dm-N for rptgt"
+tgt=$(vm_dm_create rptgt "0 $sectors linear /dev/ram1 0")
 
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
 rp-nlctl set-pipe --id $PIPE --name failio --mode sync --policy failio \
@@ -47,9 +41,7 @@ pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 [ "$(field "$pair" state)" = InSync ] || vm_fail "not InSync after phase 1: $pair"
 
 vm_log "== the target fails (linear -> error)"
-dmsetup --noudevsync suspend rptgt
-dmsetup --noudevsync load rptgt --table "0 $sectors error"
-dmsetup --noudevsync resume rptgt
+vm_dm_load rptgt "0 $sectors error"
 
 vm_log "== phase 2: 40 writes, target failing: every one must fail with EIO"
 rc=0
@@ -87,9 +79,7 @@ awk -F- 'FILENAME == ARGV[1] { for (r = $1; r <= $2; r++) dirty[r] = 1; next }
 	vm_fail "the legs differ outside the dirty regions"
 
 vm_log "== phase 3: target repaired, pair resumed, writes mirrored again"
-dmsetup --noudevsync suspend rptgt
-dmsetup --noudevsync load rptgt --table "0 $sectors linear /dev/ram1 0"
-dmsetup --noudevsync resume rptgt
+vm_dm_load rptgt "0 $sectors linear /dev/ram1 0"
 rp-nlctl pair-state $PIPE $SRC resume || vm_fail "pair-state resume"
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"

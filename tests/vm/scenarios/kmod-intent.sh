@@ -85,13 +85,7 @@ export_lun() { lun=$(vm_tcm_loop_export $SRC); vm_log "LUN $lun"; }
 
 vm_brd 3 64
 vm_modprobe dm_mod
-dmsetup --noudevsync create rprec --table "0 $(blockdev --getsz /dev/ram2) linear /dev/ram2 0" ||
-	vm_fail "dmsetup create"
-rec=
-for d in /sys/block/dm-*; do
-	[ "$(cat "$d/dm/name")" = rprec ] && rec=/dev/${d##*/}
-done
-[ -b "$rec" ] || vm_fail "no /dev/dm-N for rprec"
+rec=$(vm_dm_create rprec "0 $(blockdev --getsz /dev/ram2) linear /dev/ram2 0")
 
 vm_log "== 1. fresh record, new binding"
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 "$rec" > /dev/null
@@ -152,9 +146,7 @@ wait_marked other 0 30
 
 vm_log "== 7. the record device fails"
 before=$(dd if=/dev/ram0 bs=4096 skip=$((500 * 16)) count=1 2> /dev/null | md5sum)
-dmsetup --noudevsync suspend rprec && dmsetup --noudevsync load rprec --table \
-	"0 $(blockdev --getsz /dev/ram2) error" && dmsetup --noudevsync resume rprec ||
-	vm_fail "switch the record to error"
+vm_dm_load rprec "0 $(blockdev --getsz /dev/ram2) error"
 if dd if=/dev/urandom of="$lun" bs=4096 count=1 seek=$((500 * 16)) oflag=direct 2> /dev/null; then
 	vm_fail "a write was acknowledged without its intent mark"
 fi
@@ -162,9 +154,7 @@ after=$(dd if=/dev/ram0 bs=4096 skip=$((500 * 16)) count=1 2> /dev/null | md5sum
 [ "$before" = "$after" ] || vm_fail "the refused write reached the primary"
 [ "$(dd if=/dev/ram1 bs=4096 skip=$((500 * 16)) count=1 2> /dev/null | md5sum)" = "$before" ] ||
 	vm_fail "the refused write reached the target"
-dmsetup --noudevsync suspend rprec && dmsetup --noudevsync load rprec --table \
-	"0 $(blockdev --getsz /dev/ram2) linear /dev/ram2 0" && dmsetup --noudevsync resume rprec ||
-	vm_fail "repair the record"
+vm_dm_load rprec "0 $(blockdev --getsz /dev/ram2) linear /dev/ram2 0"
 write_regions 500 500
 sync
 vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "legs differ after the record was repaired"
