@@ -17,9 +17,14 @@ vm_pkgs=(
 	python3 python3-rtslib-fb targetcli-fb dbus-daemon open-iscsi
 	prometheus
 )
+# The VM bench's debug kernel (tests/vm/debug-kernel.sh): Debian's kernel
+# source and what building it needs.
+debug_kernel_pkgs=(
+	linux-source-6.1 bc bison flex libssl-dev libelf-dev dwarves
+)
 
 missing=()
-for p in "${build_pkgs[@]}" "${vm_pkgs[@]}"; do
+for p in "${build_pkgs[@]}" "${vm_pkgs[@]}" "${debug_kernel_pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
 		missing+=("$p")
 done
