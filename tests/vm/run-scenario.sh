@@ -2,7 +2,7 @@
 # Boots Debian's kernel under QEMU with LIO, replipipe.ko and the project's
 # binaries and runs one VM scenario; see tests/vm/README.md.
 #
-#   tests/vm/run-scenario.sh SCENARIO [--kernel-version KV]
+#   tests/vm/run-scenario.sh SCENARIO [--kernel-version KV | --debug-kernel]
 #
 # Exit 0 only when the guest printed the PASS marker, the kernel log has no
 # BUG:/WARNING:/Oops/Call Trace, the taint is at most O|E and the time-out did
@@ -16,6 +16,8 @@
 #   REPLIPIPE_VM_ACCEL       QEMU accelerator (default tcg)
 #   REPLIPIPE_VM_NO_LOCK     1: do not wait for other VM runs on this host
 #   REPLIPIPE_VM_QUIET       1: do not copy the console to stdout
+#   REPLIPIPE_VM_DEBUG_KERNEL 1: same as --debug-kernel (tests/vm/debug-kernel.sh:
+#                            KASAN, lockdep, kmemleak, UBSAN, fault injection)
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,7 +26,7 @@ repo_root=$(cd "$script_dir/../.." && pwd)
 . "$script_dir/lib/host-common.sh"
 
 usage() {
-	echo "usage: $0 SCENARIO [--kernel-version KV]" >&2
+	echo "usage: $0 SCENARIO [--kernel-version KV | --debug-kernel]" >&2
 	exit 64
 }
 
@@ -33,10 +35,12 @@ die() { say "error: $*"; exit 2; }
 
 scenario=
 kv=
+debug_kernel=${REPLIPIPE_VM_DEBUG_KERNEL:-0}
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kernel-version) [ $# -ge 2 ] || usage; kv=$2; shift 2 ;;
 	--kernel-version=*) kv=${1#*=}; shift ;;
+	--debug-kernel) debug_kernel=1; shift ;;
 	-h | --help) usage ;;
 	-*) usage ;;
 	*) [ -z "$scenario" ] || usage; scenario=$1; shift ;;
@@ -47,15 +51,58 @@ done
 scenario=$(cd "$(dirname "$scenario")" && pwd)/$(basename "$scenario")
 name=$(basename "$scenario" .sh)
 
-[ -n "$kv" ] || kv=$(rp_newest_kernel_version)
-[ -e "/boot/vmlinuz-$kv" ] || die "no /boot/vmlinuz-$kv"
-[ -d "/lib/modules/$kv/kernel" ] || die "no /lib/modules/$kv/kernel"
+# ---- the kernel ------------------------------------------------------------
+# Debian's (the default) or the debug kernel. kernel_image boots, mod_root is
+# the prefix of lib/modules/KV (empty: the host's /lib/modules), kernel_build
+# is the tree external modules build against, kernel_id goes into cache keys.
+kernel_image= mod_root= kernel_build= kernel_id= log_subdir= kernel_append=
+
+# The debug kernel: built (or found cached) by tests/vm/debug-kernel.sh;
+# `# vm-kernel: debug` in a scenario asks for it too.
+use_debug_kernel() {
+	local dir
+	[ -z "$kv" ] || die "--kernel-version and --debug-kernel exclude each other"
+	dir=$("$script_dir/debug-kernel.sh") || die "the debug kernel is not available"
+	kv=$(cat "$dir/kernelrelease")
+	kernel_image=$dir/bzImage
+	mod_root=$dir/modules
+	kernel_build=$dir/build
+	kernel_id=debug:${dir##*/}
+	log_subdir=debug-kernel # vm-logs/debug-kernel/<scenario>.log
+	# replipipe's request cache carries SLAB_FAILSLAB (failslab's
+	# cache-filter; the sysfs flag is read-only in 6.1). Inert until a
+	# scenario sets a failslab probability (debug-fault-inject).
+	kernel_append="slub_debug=A,rp_req"
+	[ -d "$mod_root/lib/modules/$kv/kernel" ] || die "no $mod_root/lib/modules/$kv/kernel"
+	# Under TCG the checkers cost time (KASAN shadow checks, lockdep): the
+	# same scenario gets more wall time before it counts as hung.
+	timeout_factor=${REPLIPIPE_VM_DEBUG_TIMEOUT_FACTOR:-3}
+}
+
+timeout_factor=1
+scenario_kernel=$(sed -n 's/^#[[:space:]]*vm-kernel:[[:space:]]*//p' "$scenario" | head -n 1 | sed 's/[[:space:]]*$//')
+case "$scenario_kernel" in
+'') ;;
+debug) debug_kernel=1 ;;
+*) die "bad vm-kernel '$scenario_kernel' (only: debug)" ;;
+esac
+if [ "$debug_kernel" = 1 ]; then
+	use_debug_kernel
+else
+	[ -n "$kv" ] || kv=$(rp_newest_kernel_version)
+	[ -e "/boot/vmlinuz-$kv" ] || die "no /boot/vmlinuz-$kv"
+	[ -d "/lib/modules/$kv/kernel" ] || die "no /lib/modules/$kv/kernel"
+	kernel_image=/boot/vmlinuz-$kv
+	kernel_build=/lib/modules/$kv/build
+fi
+modprobe_root=()
+[ -z "$mod_root" ] || modprobe_root=(-d "$mod_root")
 
 build_dir=${REPLIPIPE_BUILD_DIR:-$repo_root/build}
 mkdir -p "$build_dir"
 build_dir=$(cd "$build_dir" && pwd)
 cache_dir=$build_dir/vm-cache
-log_dir=$build_dir/vm-logs
+log_dir=$build_dir/vm-logs${log_subdir:+/$log_subdir}
 mkdir -p "$cache_dir" "$log_dir"
 log=$log_dir/$name.log
 
@@ -64,6 +111,8 @@ header() { # KEY: the value of the first `# vm-KEY:` line, or nothing
 	sed -n "s/^#[[:space:]]*vm-$1:[[:space:]]*//p" "$scenario" | head -n 1 | sed 's/[[:space:]]*$//'
 }
 timeout_s=$(header timeout); timeout_s=${timeout_s:-300}
+[[ $timeout_s =~ ^[0-9]+$ ]] || die "bad vm-timeout '$timeout_s'"
+timeout_s=$((timeout_s * timeout_factor))
 mem_mib=$(header mem); mem_mib=${mem_mib:-1024}
 read -r -a vm_bins <<< "$(header bins)"
 read -r -a vm_files <<< "$(header files)"
@@ -145,6 +194,7 @@ build_kmod() {
 	local src=$repo_root/kmod files=() hash dir tmp ko
 	if [ "$vm_ko" = dkms ]; then
 		[ -z "${REPLIPIPE_VM_KO:-}" ] || say "note: vm-ko: dkms, REPLIPIPE_VM_KO ignored"
+		[ -z "$mod_root" ] || die "vm-ko: dkms builds against /lib/modules/KV/build, not the debug kernel"
 		build_kmod_dkms
 		return 0
 	fi
@@ -160,7 +210,7 @@ build_kmod() {
 	fi
 	mapfile -t files < <(cd "$repo_root" && find kmod uapi -type f \( -name '*.[ch]' -o -name Makefile \
 		-o -name Kbuild -o -name Kconfig -o -name '*.mk' -o -name '*.sh' \) ! -name '*.mod.c' | LC_ALL=C sort)
-	hash=$( (echo "$kv"; cd "$repo_root" && tar -cf - --mtime=@0 --owner=0 --group=0 "${files[@]}") |
+	hash=$( (echo "$kv${kernel_id:+ $kernel_id}"; cd "$repo_root" && tar -cf - --mtime=@0 --owner=0 --group=0 "${files[@]}") |
 		sha256sum | cut -c1-16)
 	dir=$cache_dir/kmod/$kv-$hash
 	if [ -f "$dir/replipipe.ko" ]; then
@@ -176,10 +226,10 @@ build_kmod() {
 	(cd "$repo_root" && tar -cf - "${files[@]}") | tar -C "$tmp" -xf -
 	say "building replipipe.ko for $kv (log: $cache_dir/kmod-build-$kv.log)"
 	if [ -f "$tmp/kmod/Makefile" ]; then
-		make -C "$tmp/kmod" KDIR="/lib/modules/$kv/build" -j"$(nproc)" \
+		make -C "$tmp/kmod" KDIR="$kernel_build" -j"$(nproc)" \
 			> "$cache_dir/kmod-build-$kv.log" 2>&1 || true
 	else
-		(cd "$tmp/kmod" && KDIR="/lib/modules/$kv/build" ./build.sh KDIR="/lib/modules/$kv/build") \
+		(cd "$tmp/kmod" && KDIR="$kernel_build" ./build.sh KDIR="$kernel_build") \
 			> "$cache_dir/kmod-build-$kv.log" 2>&1 || true
 	fi
 	ko=$(find "$tmp/kmod" -name replipipe.ko | head -n 1)
@@ -241,11 +291,11 @@ optional_modules=(target_core_pscsi target_core_user drbd nbd dm_log_writes crc3
 module_files() { # the .ko files of the guest modules with dependencies
 	local m out
 	for m in "${guest_modules[@]}"; do
-		out=$(modprobe -S "$kv" --show-depends "$m") || die "module $m not found for $kv"
+		out=$(modprobe "${modprobe_root[@]}" -S "$kv" --show-depends "$m") || die "module $m not found for $kv"
 		printf '%s\n' "$out"
 	done
 	for m in "${optional_modules[@]}"; do
-		modprobe -S "$kv" --show-depends "$m" 2>/dev/null || true
+		modprobe "${modprobe_root[@]}" -S "$kv" --show-depends "$m" 2>/dev/null || true
 	done
 } 
 
@@ -279,8 +329,8 @@ build_base() {
 	hash=$( {
 		echo "$kv"
 		declare -f write_etc copy_with_libs copy_libs build_base
-		sha256sum "$busybox" "$kmod_bin" "${kmods[@]}" /lib/modules/"$kv"/modules.builtin* \
-			/lib/modules/"$kv"/modules.order
+		sha256sum "$busybox" "$kmod_bin" "${kmods[@]}" "$mod_root"/lib/modules/"$kv"/modules.builtin* \
+			"$mod_root"/lib/modules/"$kv"/modules.order
 	} | sha256sum | cut -c1-16)
 	base=$cache_dir/base-$kv-$hash
 	base_cpio=$base.cpio
@@ -309,10 +359,10 @@ build_base() {
 	write_etc "$root"
 	mkdir -p "$root/lib/modules/$kv"
 	for a in "${kmods[@]}"; do
-		mkdir -p "$root$(dirname "$a")"
-		cp "$a" "$root$a"
+		mkdir -p "$root$(dirname "${a#"$mod_root"}")"
+		cp "$a" "$root${a#"$mod_root"}"
 	done
-	cp /lib/modules/"$kv"/modules.builtin* /lib/modules/"$kv"/modules.order "$root/lib/modules/$kv/"
+	cp "$mod_root"/lib/modules/"$kv"/modules.builtin* "$mod_root"/lib/modules/"$kv"/modules.order "$root/lib/modules/$kv/"
 	(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$root.cpio"
 	# Publish atomically; a concurrent builder may have won the race.
 	mv "$root.cpio" "$base_cpio"
@@ -426,6 +476,25 @@ make_disks() {
 }
 
 # ---- verdict -------------------------------------------------------------
+# check_kmemleak CLEAN_LOG: the debug kernel's guest prints kmemleak's report
+# after the scenario (guest-init.sh); an unreferenced object whose allocation
+# backtrace runs through replipipe fails. Leaks elsewhere are only counted.
+check_kmemleak() {
+	local report n mine
+	grep -q -- '----- REPLIPIPE-KMEMLEAK-BEGIN -----' "$1" || return 0
+	report=$(sed -n '/----- REPLIPIPE-KMEMLEAK-BEGIN -----/,/----- REPLIPIPE-KMEMLEAK-END -----/p' "$1")
+	n=$(grep -c 'unreferenced object' <<< "$report" || true)
+	mine=$(awk '/unreferenced object/ { if (hit) print blk; blk = ""; hit = 0 }
+		/----- REPLIPIPE-KMEMLEAK-END/ { if (hit) print blk; exit }
+		{ blk = blk $0 "\n"; if ($0 ~ /\[replipipe\]/) hit = 1 }' <<< "$report")
+	if [ -n "$mine" ]; then
+		say "FAIL: kmemleak: objects allocated by replipipe are unreferenced ($n reported in all); first:"
+		printf '%b' "$mine" | awk '/unreferenced object/ { k++ } k == 1' | head -n 25 >&2
+		return 1
+	fi
+	say "kmemleak: $n unreferenced object(s), none allocated through replipipe"
+}
+
 # check_log LOG [MARKER]: 0 when the guest printed MARKER (default PASS) and
 # the kernel stayed clean. A boot that crashes on purpose (`# vm-boots:`) ends
 # with REBOOT instead of PASS; vm_crash_reboot printed its taint before that.
@@ -440,7 +509,7 @@ check_log() {
 		say "FAIL: the guest passed instead of crashing (sysrq b did not reset it?)"
 		ok=1
 	fi
-	bad=$(grep -nE 'BUG:|WARNING:|Oops|Call Trace|general protection fault|Kernel panic|hung_task|blocked for more than' "$clean" | head -n 5 || true)
+	bad=$(grep -nE 'BUG:|WARNING:|UBSAN:|Oops|Call Trace|general protection fault|Kernel panic|hung_task|blocked for more than' "$clean" | head -n 5 || true)
 	if [ -n "$bad" ]; then
 		say "FAIL: kernel problems in the log:"
 		printf '%s\n' "$bad" >&2
@@ -459,6 +528,7 @@ check_log() {
 		say "FAIL: /proc/sys/kernel/tainted = $taint (only 4096 O and 8192 E are allowed)"
 		ok=1
 	fi
+	check_kmemleak "$clean" || ok=1
 	return $ok
 }
 
@@ -477,9 +547,9 @@ cpu=max
 [ "$accel" != tcg ] || accel=tcg,thread=multi
 # -no-reboot: a guest reset (sysrq b) makes QEMU exit; see `# vm-boots:`.
 qemu=(qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -m "$mem_mib" -smp 2 -nographic -no-reboot
-	-kernel "/boot/vmlinuz-$kv" -initrd "$work/initrd"
+	-kernel "$kernel_image" -initrd "$work/initrd"
 	"${disk_args[@]}")
-append="console=ttyS0 quiet panic=-1 rdinit=/init"
+append="console=ttyS0 quiet panic=-1 rdinit=/init${kernel_append:+ $kernel_append}"
 
 # One VM at a time on this host (2 CPUs): concurrent runs would slow each
 # other into time-outs and make benchmark numbers meaningless.
