@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, "Run every test"): installs what it needs, builds,
 # runs the unit tests (plain and under ASan+UBSan), builds the kernel module
-# with DKMS, W=1 and sparse, and runs every VM scenario.
+# with DKMS, W=1 and sparse, and runs every VM scenario, then the debug tier
+# (tests/vm/debug-kernel.sh) on the debug kernel.
 #
 # Environment: REPLIPIPE_BUILD_DIR (default <repo>/build),
 #              REPLIPIPE_SKIP_VM=1 to stop before the VM scenarios.
@@ -43,6 +44,13 @@ if [ "${REPLIPIPE_SKIP_VM:-0}" = 1 ]; then
 fi
 
 step "VM scenarios"
-(cd "$build" && REPLIPIPE_BUILD_DIR=$build ctest -L vm --output-on-failure)
+# -L takes a regular expression: "^vm$", or the vmdebug tests would run here too.
+(cd "$build" && REPLIPIPE_BUILD_DIR=$build ctest -L "^vm$" --output-on-failure)
+
+# The debug tier: the debug kernel (KASAN, lockdep, kmemleak, UBSAN, fault
+# injection; built here when not cached), then the foundation and
+# kernel-module scenarios and the fault-injection scenario on it.
+step "VM scenarios on the debug kernel"
+(cd "$build" && REPLIPIPE_BUILD_DIR=$build ctest -L "^vmdebug$" --output-on-failure)
 
 step "all tests passed"

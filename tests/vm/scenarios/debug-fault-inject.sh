@@ -1,0 +1,255 @@
+#!/bin/sh
+# Fault injection on the debug kernel (tests/vm/debug-kernel.sh), which the
+# checkers watch the whole time (KASAN, lockdep, UBSAN, kmemleak after the
+# scenario). A sync pair vol1 (/dev/ram0) -> /dev/ram1, policy Degrade:
+#  A. fail_make_request on the target device during mirrored writes: every
+#     write acknowledged and on the primary, the pair Degraded with target
+#     errors counted, the legs differ only inside dirty regions.
+#  B. resume, then the same injection during a resync (rp-nlctl resync) with
+#     writers running: the resync does not report clean, the writes are all
+#     acknowledged and on the primary, the pair Degraded, differences dirty.
+#  C. injection off: resume and resync to InSync with identical legs; then
+#     failslab limited to the module's own request cache (cache-filter;
+#     the runner marks rp_req with slub_debug=A,rp_req) during writes: the request mempool
+#     absorbs it, every write acknowledged, the pair stays InSync, the legs
+#     stay identical.
+#  D. failslab limited to one process (task-filter, /proc/PID/make-it-fail)
+#     while it configures and enables a replipipe backstore through configfs
+#     (the module's configure_device: device, bio set, request pool) — N
+#     rounds; each either works or leaves nothing behind.
+#  E. the same around `rp-nlctl set-pipe` (LD_PRELOAD rp-make-it-fail.so: the
+#     genl request runs in that process): N rounds; a pipe the kernel reports
+#     is whole, and deleting it returns live_objects to zero.
+# Then the module unloads. Every phase checks that failures were injected.
+# vm-kernel: debug
+# vm-timeout: 600
+# vm-mem: 1024
+
+PIPE=fault-inject
+SRC=replipipe_0/vol1
+REGION_KIB=64
+LIVE=/sys/module/replipipe/parameters/live_objects
+FMR=/sys/kernel/debug/fail_make_request
+FSL=/sys/kernel/debug/failslab
+PRELOAD=/usr/local/bin/rp-make-it-fail.so
+TIMES=1000000
+ROUNDS=16
+
+field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
+norm_ranges() {
+	sed -n 's/^dirty //; /^[0-9][0-9]*\(-[0-9][0-9]*\)\{0,1\}$/p' | sed 's/^\([0-9]*\)$/\1-\1/'
+}
+# injected DIR: how many failures DIR's fault attributes injected since
+# `times` was set to $TIMES.
+injected() { echo $((TIMES - $(cat "$1/times"))); }
+# fmr PERCENT: fail_make_request on the target device (0: off)
+fmr() {
+	echo 0 > $FMR/verbose
+	echo 1 > $FMR/interval
+	echo $TIMES > $FMR/times
+	echo "$1" > $FMR/probability
+	echo $(($1 > 0)) > /sys/block/ram1/make-it-fail
+}
+fmr_off() {
+	echo 0 > $FMR/probability
+	echo 0 > /sys/block/ram1/make-it-fail
+}
+# failslab MODE PERCENT: MODE cache (only caches marked failslab=1) or task
+# (only processes with make-it-fail=1); sleeping allocations fail too.
+failslab() {
+	echo 0 > $FSL/verbose
+	echo 1 > $FSL/interval
+	echo N > $FSL/ignore-gfp-wait
+	echo $TIMES > $FSL/times
+	if [ "$1" = cache ]; then
+		echo Y > $FSL/cache-filter
+		echo N > $FSL/task-filter
+	else
+		echo N > $FSL/cache-filter
+		echo Y > $FSL/task-filter
+	fi
+	echo "$2" > $FSL/probability
+}
+failslab_off() { echo 0 > $FSL/probability; }
+# must_be_dirty FILE: every region range in FILE is dirty in the bitmap.
+must_be_dirty() {
+	rp-nlctl bitmap $PIPE $SRC > /tmp/bitmap || vm_fail "rp-nlctl bitmap"
+	head -n 1 /tmp/bitmap
+	norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
+	awk -F- 'FILENAME == ARGV[1] { for (r = $1; r <= $2; r++) dirty[r] = 1; next }
+		{ for (r = $1; r <= $2; r++) if (!(r in dirty)) { print "region " r " not dirty"; bad = 1 } }
+		END { exit bad }' /tmp/bitmap.ranges "$1"
+}
+cmp_ranges() { # rp-verify --cmp of the legs, as ranges in /tmp/cmp.ranges
+	local rc=0
+	rp-verify --cmp /dev/ram0 /dev/ram1 --region-kib $REGION_KIB > /tmp/cmp || rc=$?
+	[ $rc -le 1 ] || vm_fail "rp-verify --cmp: rc=$rc"
+	head -n 1 /tmp/cmp
+	norm_ranges < /tmp/cmp > /tmp/cmp.ranges
+}
+
+[ -d $FMR ] && [ -d $FSL ] || vm_fail "no $FMR or $FSL: this scenario needs the debug kernel"
+[ -f $PRELOAD ] || vm_fail "no $PRELOAD (built with the tools)"
+
+vm_brd 4 32
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
+[ "$(cat /sys/kernel/slab/rp_req/failslab)" = 1 ] ||
+	vm_fail "the rp_req cache is not marked for failslab (the runner boots the debug kernel with slub_debug=A,rp_req)"
+rp-nlctl set-pipe --id $PIPE --name fault-inject --mode sync --policy degrade \
+	--region-kib $REGION_KIB --pair $SRC=/dev/ram1,clean || vm_fail "set-pipe refused"
+lun=$(vm_tcm_loop_export $SRC)
+vm_log "LUN $lun, target /dev/ram1"
+
+vm_log "== A: fail_make_request on the target (25%) during mirrored writes"
+fmr 25
+out=$(rp-writer --dev "$lun" --log /tmp/pa --threads 4 --bytes 8M --seed 41) ||
+	vm_fail "writes failed under policy degrade with target failures: $out"
+n=$(injected $FMR)
+fmr_off
+echo "$out"
+vm_log "fail_make_request injected $n failures"
+[ "$n" -ge 1 ] || vm_fail "no failure injected into the target device"
+pair=$(pair_line) || vm_fail "no pair line"
+echo "$pair"
+[ "$(field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded after target failures: $pair"
+[ "$(field "$pair" errors)" -ge 1 ] || vm_fail "no target error counted: $pair"
+[ "$(field "$pair" dirty)" -ge 1 ] || vm_fail "no dirty region after target failures: $pair"
+rp-verify --dev "$lun" /tmp/pa.* || vm_fail "A: data through the LUN"
+rp-verify --dev /dev/ram0 /tmp/pa.* || vm_fail "A: acknowledged writes not on the primary"
+cmp_ranges
+must_be_dirty /tmp/cmp.ranges || vm_fail "A: the legs differ outside the dirty regions"
+
+vm_log "== B: resume, then fail_make_request (25%) during a resync with writers"
+rp-nlctl pair-state $PIPE $SRC resume || vm_fail "pair-state resume"
+pair=$(pair_line) || vm_fail "no pair line"
+echo "$pair"
+[ "$(field "$pair" state)" = Syncing ] || vm_fail "resumed pair with dirty regions not Syncing: $pair"
+fmr 25
+rp-writer --dev "$lun" --log /tmp/pb --threads 4 --seconds 6 --seed 42 > /tmp/out-pb 2>&1 &
+writers=$!
+rc=0
+timeout 300 rp-nlctl resync $PIPE $SRC --qd 8 --chunk-kib 256 > /tmp/resync 2>&1 || rc=$?
+wrc=0
+wait $writers || wrc=$?
+n=$(injected $FMR)
+fmr_off
+tail -n 3 /tmp/resync
+cat /tmp/out-pb
+vm_log "resync rc=$rc, writers rc=$wrc, fail_make_request injected $n failures"
+[ "$n" -ge 1 ] || vm_fail "B: no failure injected"
+[ $rc -ne 124 ] || vm_fail "B: the resync hung under target failures"
+! grep -q "^resync .*result=clean" /tmp/resync || vm_fail "B: resync reported clean although target writes failed"
+[ $wrc -eq 0 ] || vm_fail "B: writes failed under policy degrade during the resync (rc=$wrc)"
+pair=$(pair_line) || vm_fail "no pair line"
+echo "$pair"
+[ "$(field "$pair" state)" = Degraded ] || vm_fail "B: pair not Degraded: $pair"
+rp-verify --dev /dev/ram0 /tmp/pa.* /tmp/pb.* || vm_fail "B: acknowledged writes not on the primary"
+cmp_ranges
+must_be_dirty /tmp/cmp.ranges || vm_fail "B: the legs differ outside the dirty regions"
+i=0
+until [ "$(sed -n 's/.*claims=\([0-9]*\).*/\1/p' $LIVE)" = 0 ]; do
+	[ $i -lt 300 ] || vm_fail "B: claims left behind: $(cat $LIVE)"
+	sleep 0.1
+	i=$((i + 1))
+done
+
+vm_log "== C: no injection: resync to InSync; then failslab on rp_req (50%) during writes"
+rp-nlctl pair-state $PIPE $SRC resume || vm_fail "pair-state resume"
+timeout 300 rp-nlctl resync $PIPE $SRC --qd 8 --chunk-kib 256 > /tmp/resync 2>&1 ||
+	vm_fail "C: resync without injection: $(tail -n 3 /tmp/resync)"
+tail -n 1 /tmp/resync
+pair=$(pair_line) || vm_fail "no pair line"
+[ "$(field "$pair" state)" = InSync ] || vm_fail "C: not InSync after a clean resync: $pair"
+rp-verify --cmp /dev/ram0 /dev/ram1 | grep -q "^cmp: identical" || vm_fail "C: legs differ after resync"
+failslab cache 50
+out=$(rp-writer --dev "$lun" --log /tmp/pc --threads 4 --bytes 8M --seed 43) ||
+	vm_fail "C: writes failed with rp_req allocations failing: $out"
+n=$(injected $FSL)
+failslab_off
+echo "$out"
+vm_log "failslab (rp_req only) injected $n failures"
+[ "$n" -ge 1 ] || vm_fail "C: no allocation failure injected"
+pair=$(pair_line) || vm_fail "no pair line"
+echo "$pair"
+[ "$(field "$pair" state)" = InSync ] || vm_fail "C: pair left InSync: $pair"
+[ "$(field "$pair" dirty)" = 0 ] || vm_fail "C: dirty regions: $pair"
+rp-verify --dev /dev/ram0 /tmp/pa.* /tmp/pb.* /tmp/pc.* || vm_fail "C: acknowledged writes not on the primary"
+rp-verify --cmp /dev/ram0 /dev/ram1 | grep -q "^cmp: identical" || vm_fail "C: legs differ"
+
+vm_log "== D: failslab (5%, this task only) while a backstore is configured and enabled, $ROUNDS rounds"
+failslab task 5
+ok=0
+k=1
+while [ $k -le $ROUNDS ]; do
+	d=$VM_CFS/core/replipipe_1/fi$k
+	mkdir -p $d
+	rc=0
+	(
+		echo 1 > /proc/self/make-it-fail
+		echo "udev_path=/dev/ram2" > $d/control
+		echo 1 > $d/enable
+	) 2> /dev/null || rc=$?
+	en=$(cat $d/enable)
+	if [ $rc -eq 0 ]; then
+		[ "$en" = 1 ] || vm_fail "D: round $k: enable succeeded but enable reads '$en'"
+		ok=$((ok + 1))
+	fi
+	rmdir $d || vm_fail "D: round $k: rmdir $d (enable=$en, rc=$rc)"
+	k=$((k + 1))
+done
+n=$(injected $FSL)
+failslab_off
+rmdir $VM_CFS/core/replipipe_1 || vm_fail "rmdir replipipe_1"
+vm_log "D: $ok of $ROUNDS rounds enabled the backstore; failslab injected $n failures"
+[ "$n" -ge 1 ] || vm_fail "D: no allocation failure injected"
+# the module still makes backstores
+vm_backstore replipipe replipipe_1 ok /dev/ram2 > /dev/null
+vm_backstore_delete replipipe_1/ok
+
+vm_log "== E: failslab (5%, rp-nlctl only) during set-pipe, $ROUNDS rounds"
+vm_backstore replipipe replipipe_0 vol2 /dev/ram2 > /dev/null
+base=$(cat $LIVE)
+failslab task 5
+ok=0
+k=1
+while [ $k -le $ROUNDS ]; do
+	rc=0
+	LD_PRELOAD=$PRELOAD rp-nlctl set-pipe --id fi$k --name "fi $k" --mode sync --policy degrade \
+		--region-kib $REGION_KIB --pair replipipe_0/vol2=/dev/ram3 > /tmp/set.out 2>&1 || rc=$?
+	case $rc in
+	0) ok=$((ok + 1)) ;;
+	1 | 69) ;;
+	*) cat /tmp/set.out; vm_fail "E: round $k: rp-nlctl set-pipe exited $rc" ;;
+	esac
+	# without injection: a pipe the kernel has is whole
+	failslab_off
+	if rp-nlctl get fi$k > /tmp/get.out 2>&1; then
+		grep -q "^pair .*source=replipipe_0/vol2 .*target=/dev/ram3" /tmp/get.out ||
+			vm_fail "E: round $k (rc=$rc): pipe fi$k without its pair: $(cat /tmp/get.out)"
+		rp-nlctl del-pipe fi$k || vm_fail "E: round $k: del-pipe"
+	elif [ $rc -eq 0 ]; then
+		vm_fail "E: round $k: set-pipe succeeded but the kernel has no pipe fi$k: $(cat /tmp/get.out)"
+	fi
+	[ "$(cat $LIVE)" = "$base" ] || vm_fail "E: round $k (rc=$rc): live_objects $(cat $LIVE), was $base"
+	echo 5 > $FSL/probability
+	k=$((k + 1))
+done
+n=$(injected $FSL)
+failslab_off
+vm_log "E: $ok of $ROUNDS set-pipe calls succeeded; failslab injected $n failures"
+[ "$n" -ge 1 ] || vm_fail "E: no allocation failure injected"
+rp-nlctl set-pipe --id fi-final --mode sync --policy degrade --region-kib $REGION_KIB \
+	--pair replipipe_0/vol2=/dev/ram3,clean || vm_fail "E: set-pipe without injection"
+rp-nlctl del-pipe fi-final || vm_fail "E: del-pipe fi-final"
+vm_backstore_delete replipipe_0/vol2
+
+vm_log "== teardown"
+vm_tcm_loop_unexport $SRC
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vm_backstore_delete $SRC
+live=$(cat $LIVE)
+vm_log "live_objects: $live"
+[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+rmmod replipipe || vm_fail "rmmod replipipe"
+vm_log "debug-fault-inject done"
