@@ -7,6 +7,7 @@
 # restart the pair reaches InSync with identical legs and every acknowledged
 # write on both.
 # vm-timeout: 600
+# vm-serial: yes
 # vm-mem: 1024
 # vm-bins: jq
 
