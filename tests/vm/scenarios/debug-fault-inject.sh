@@ -13,10 +13,11 @@
 #     the runner marks rp_req with slub_debug=A,rp_req) during writes: the request mempool
 #     absorbs it, every write acknowledged, the pair stays InSync, the legs
 #     stay identical.
-#  D. failslab limited to one process (task-filter, /proc/PID/make-it-fail)
+#  D. the N-th allocation of one process fails (/proc/thread-self/fail-nth)
 #     while it configures and enables a replipipe backstore through configfs
-#     (the module's configure_device: device, bio set, request pool) — N
-#     rounds; each either works or leaves nothing behind.
+#     (the module's configure_device: device, bio set, request pool), N
+#     swept until the whole path gets through; each round either works or
+#     leaves nothing behind.
 #  E. the same around `rp-nlctl set-pipe` (LD_PRELOAD rp-make-it-fail.so: the
 #     genl request runs in that process): N rounds; a pipe the kernel reports
 #     is whole, and deleting it returns live_objects to zero.
@@ -72,6 +73,16 @@ failslab() {
 	echo "$2" > $FSL/probability
 }
 failslab_off() { echo 0 > $FSL/probability; }
+# pct ROUND: the failslab probability of an E round: 1, 2, 5, 10 % in
+# turn, so that some rounds get far (into the module) and some fail early.
+pct() {
+	case $(($1 % 4)) in
+	1) echo 1 ;;
+	2) echo 2 ;;
+	3) echo 5 ;;
+	*) echo 10 ;;
+	esac
+}
 # must_be_dirty FILE: every region range in FILE is dirty in the bitmap.
 must_be_dirty() {
 	rp-nlctl bitmap $PIPE $SRC > /tmp/bitmap || vm_fail "rp-nlctl bitmap"
@@ -177,43 +188,61 @@ echo "$pair"
 rp-verify --dev /dev/ram0 /tmp/pa.* /tmp/pb.* /tmp/pc.* || vm_fail "C: acknowledged writes not on the primary"
 rp-verify --cmp /dev/ram0 /dev/ram1 | grep -q "^cmp: identical" || vm_fail "C: legs differ"
 
-vm_log "== D: failslab (5%, this task only) while a backstore is configured and enabled, $ROUNDS rounds"
-failslab task 5
-ok=0
-k=1
-while [ $k -le $ROUNDS ]; do
-	d=$VM_CFS/core/replipipe_1/fi$k
+vm_log "== D: the Nth allocation of one task fails (fail-nth), N swept, while a backstore is configured and enabled"
+# /proc/thread-self/fail-nth = N: the N-th fault-injection point this task
+# passes fails (failslab: every slab allocation, sleeping ones included, no
+# cache filter; kmemleak's own metadata allocations count too and fall back
+# to its pool). N grows by about 1/8 a round until the task gets through
+# the whole path (control, enable: LIO's and the module's configure_device
+# with its bio set and request pool) without reaching the N-th point, which
+# the task reads back as a fail-nth left over.
+failslab task 0
+trace=
+n=1
+rounds=0
+refused=0
+while :; do
+	[ $rounds -lt 200 ] || vm_fail "D: the path did not end before N=$n ($rounds rounds)"
+	d=$VM_CFS/core/replipipe_1/fi$n
 	mkdir -p $d
-	rc=0
 	(
-		echo 1 > /proc/self/make-it-fail
-		echo "udev_path=/dev/ram2" > $d/control
-		echo 1 > $d/enable
-	) 2> /dev/null || rc=$?
+		echo $n > /proc/thread-self/fail-nth
+		st=0
+		echo "udev_path=/dev/ram2" > $d/control || st=1
+		echo 1 > $d/enable || st=2
+		read -r left < /proc/thread-self/fail-nth
+		echo "$st $left"
+	) 2> /dev/null > /tmp/round
+	read -r st left < /tmp/round
 	en=$(cat $d/enable)
-	if [ $rc -eq 0 ]; then
-		[ "$en" = 1 ] || vm_fail "D: round $k: enable succeeded but enable reads '$en'"
-		ok=$((ok + 1))
+	[ "$st" != 0 ] || [ "$en" = 1 ] || vm_fail "D: N=$n: enable succeeded but enable reads '$en'"
+	[ "$st" = 0 ] || refused=$((refused + 1))
+	rmdir $d || vm_fail "D: N=$n: rmdir $d (enable=$en, st=$st)"
+	trace="$trace $n:$st"
+	rounds=$((rounds + 1))
+	if [ "$left" -gt 0 ]; then
+		# no failure was injected in this round: it must have worked
+		[ "$st" = 0 ] || vm_fail "D: N=$n: refused (step $st) without an injected failure"
+		break
 	fi
-	rmdir $d || vm_fail "D: round $k: rmdir $d (enable=$en, rc=$rc)"
-	k=$((k + 1))
+	n=$((n + (n + 7) / 8))
 done
-n=$(injected $FSL)
 failslab_off
 rmdir $VM_CFS/core/replipipe_1 || vm_fail "rmdir replipipe_1"
-vm_log "D: $ok of $ROUNDS rounds enabled the backstore; failslab injected $n failures"
-[ "$n" -ge 1 ] || vm_fail "D: no allocation failure injected"
+vm_log "D: the path passes fewer than $n injection points; $rounds rounds, $refused refused (N:step$trace)"
+[ $refused -ge 1 ] || vm_fail "D: no round was refused: fail-nth injected nothing"
 # the module still makes backstores
 vm_backstore replipipe replipipe_1 ok /dev/ram2 > /dev/null
 vm_backstore_delete replipipe_1/ok
 
-vm_log "== E: failslab (5%, rp-nlctl only) during set-pipe, $ROUNDS rounds"
+vm_log "== E: failslab (1-10%, rp-nlctl only) during set-pipe, $ROUNDS rounds"
 vm_backstore replipipe replipipe_0 vol2 /dev/ram2 > /dev/null
 base=$(cat $LIVE)
-failslab task 5
+failslab task 0
 ok=0
 k=1
 while [ $k -le $ROUNDS ]; do
+	pct $k > $FSL/probability
 	rc=0
 	LD_PRELOAD=$PRELOAD rp-nlctl set-pipe --id fi$k --name "fi $k" --mode sync --policy degrade \
 		--region-kib $REGION_KIB --pair replipipe_0/vol2=/dev/ram3 > /tmp/set.out 2>&1 || rc=$?
@@ -232,7 +261,6 @@ while [ $k -le $ROUNDS ]; do
 		vm_fail "E: round $k: set-pipe succeeded but the kernel has no pipe fi$k: $(cat /tmp/get.out)"
 	fi
 	[ "$(cat $LIVE)" = "$base" ] || vm_fail "E: round $k (rc=$rc): live_objects $(cat $LIVE), was $base"
-	echo 5 > $FSL/probability
 	k=$((k + 1))
 done
 n=$(injected $FSL)
