@@ -101,6 +101,7 @@ dk_pid=
 cat "$build/debug-kernel.log"
 
 step "VM scenarios on the debug kernel"
-(cd "$build" && REPLIPIPE_BUILD_DIR=$build ctest -L "^vmdebug$" --output-on-failure)
+(cd "$build" && REPLIPIPE_BUILD_DIR=$build REPLIPIPE_VM_SLOTS=$vm_slots \
+	ctest -L "^vmdebug$" --output-on-failure -j "$vm_slots")
 
 step "all tests passed"
