@@ -163,34 +163,38 @@ static void rp_free_device(struct se_device *se_dev)
  * Finds the backstore "replipipe_<N>/<name>" of this backend and pins it
  * with a configfs dependency.  Returns it, ERR_PTR(-ENODEV) when there is no
  * such backstore, ERR_PTR(-ENXIO) when it is not enabled.
+ * LOCKING: target_depend_item() takes configfs's inode locks, and configfs
+ * calls alloc_device (rp_devs_lock) under them: the dependency is taken
+ * after rp_devs_lock is dropped, with a configfs item reference keeping the
+ * device alive in between.  The caller may hold rp_config_lock, which no
+ * configfs callback of this backend takes.
  */
 struct rp_dev *rp_dev_lookup(const char *name)
 {
 	struct rp_dev *dev, *found = NULL;
+	struct config_item *item = NULL;
 	int ret;
 
 	mutex_lock(&rp_devs_lock);
 	list_for_each_entry(dev, &rp_devs, node) {
 		if (!strcmp(dev->name, name)) {
-			found = dev;
+			item = config_item_get_unless_zero(&dev->se_dev.dev_group.cg_item);
+			found = item ? dev : NULL;
 			break;
 		}
 	}
-	if (!found) {
-		ret = -ENODEV;
-		goto unlock;
-	}
-	if (!target_dev_configured(&found->se_dev) || !found->primary.bdev) {
-		ret = -ENXIO;
-		goto unlock;
-	}
-	/*
-	 * Under rp_devs_lock the device cannot be freed; once the dependency
-	 * is taken it cannot be removed at all.
-	 */
-	ret = target_depend_item(&found->se_dev.dev_group.cg_item);
-unlock:
 	mutex_unlock(&rp_devs_lock);
+	if (!found)
+		return ERR_PTR(-ENODEV);
+
+	/* Once the dependency is taken it cannot be removed at all. */
+	ret = target_depend_item(item);
+	if (!ret && (!target_dev_configured(&found->se_dev) ||
+		     !found->primary.bdev)) {
+		target_undepend_item(item);
+		ret = -ENXIO;
+	}
+	config_item_put(item);
 	return ret ? ERR_PTR(ret) : found;
 }
 
@@ -297,9 +301,13 @@ static ssize_t rp_show_configfs_dev_params(struct se_device *se_dev, char *b)
 	else if (dev->intent_path[0])
 		len += sprintf(b + len, "  intent_path: %s", dev->intent_path);
 
-	mutex_lock(&rp_config_lock);
-	pair = rcu_dereference_protected(dev->pair,
-					 lockdep_is_held(&rp_config_lock));
+	/*
+	 * RCU, not rp_config_lock: this runs under configfs's locks, which
+	 * PIPE_SET takes under rp_config_lock (rp_dev_lookup).  A published
+	 * pair and its pipe are freed only after a grace period.
+	 */
+	rcu_read_lock();
+	pair = rcu_dereference(dev->pair);
 	if (pair) {
 		spin_lock_irq(&pair->lock);
 		len += sprintf(b + len,
@@ -311,7 +319,7 @@ static ssize_t rp_show_configfs_dev_params(struct se_device *se_dev, char *b)
 	} else {
 		len += sprintf(b + len, "  not in a pipe\n");
 	}
-	mutex_unlock(&rp_config_lock);
+	rcu_read_unlock();
 	return len;
 }
 
