@@ -61,7 +61,6 @@ struct rp_intent {
 	struct page		*bounce;	/* io_lock */
 	struct delayed_work	clear_work;
 	struct work_struct	write_work;	/* releases waiting writes */
-	atomic64_t		page_writes;
 
 	spinlock_t		lock;		/* everything below */
 	bool			bound;		/* the header is valid */

@@ -188,7 +188,6 @@ static int rp_intent_write_pages(struct rp_intent *in, unsigned int p0,
 		spin_lock_irq(&in->lock);
 		in->maps.ondisk_seq[p] = max(in->maps.ondisk_seq[p], snap);
 		spin_unlock_irq(&in->lock);
-		atomic64_inc(&in->page_writes);
 	}
 	mutex_unlock(&in->io_lock);
 	if (ret)
