@@ -38,6 +38,13 @@
 #define RP_REQ_POOL_SIZE	64
 #define RP_ASYNC_RESERVE_PAGES	16	/* forward progress of async copies */
 #define RP_LAG_WAIT_SEC		30	/* longest a writer waits for lag room */
+/*
+ * A write-intent record's bit covers a chunk of this many KiB (at least one
+ * region): DRBD's activity-log extent size.  A random workload then pays a
+ * record write per first touch of 4 MiB rather than of every region.
+ */
+#define RP_INTENT_CHUNK_KIB_DEFAULT	4096
+#define RP_INTENT_CHUNK_KIB_MAX		(1024 * 1024)
 
 struct rp_pair;
 struct rp_dev;
@@ -56,6 +63,7 @@ struct rp_intent {
 	struct rp_dev		*dev;
 	struct rp_bdev		rb;
 	char			path[SE_UDEV_PATH_LEN];
+	u32			chunk_kib_want;	/* control intent_chunk_kib= */
 	struct rw_semaphore	clear_sem;
 	struct mutex		io_lock;
 	struct page		*bounce;	/* io_lock */
@@ -67,9 +75,13 @@ struct rp_intent {
 	u64			epoch;		/* bumped by each rebind */
 	u64			seq;		/* counts changes of the bits */
 	u32			region_kib;
-	unsigned int		region_sect_shift;
 	u64			nr_regions;
 	u64			src_bytes;
+	/* One bit per chunk of 1 << chunk_shift regions (chunk_kib). */
+	u32			chunk_kib;
+	unsigned int		chunk_shift;
+	unsigned int		bit_sect_shift;	/* sectors per bit, log2 */
+	u64			nr_bits;
 	char			pipe_id[REPLIPIPE_PIPE_ID_MAX_LEN + 1];
 	char			tgt_path[REPLIPIPE_TARGET_MAX_LEN + 1];
 	struct rp_intent_maps	maps;
@@ -82,6 +94,7 @@ struct rp_dev {
 	char			udev_path[SE_UDEV_PATH_LEN];
 	bool			has_udev_path;
 	char			intent_path[SE_UDEV_PATH_LEN];
+	u32			intent_chunk_kib;	/* 0: the default */
 	char			name[REPLIPIPE_SOURCE_MAX_LEN + 1];
 	struct rp_bdev		primary;
 	/* Set when enabled, cleared when destroyed; NULL without a record. */
@@ -292,7 +305,7 @@ int rp_claim_end(u64 id, u32 portid, bool done,
 void rp_claims_drop_portid(u32 portid);
 
 /* rp_intent.c */
-int rp_intent_open(struct rp_dev *dev, const char *path);
+int rp_intent_open(struct rp_dev *dev, const char *path, u32 chunk_kib);
 void rp_intent_close(struct rp_dev *dev);
 int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
 			sector_t nr_sects);
@@ -301,6 +314,7 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		   bool assume_clean, struct netlink_ext_ack *extack);
 void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair);
 u64 rp_intent_marked(struct rp_intent *in);
+u32 rp_intent_chunk_kib(struct rp_intent *in);
 
 /* rp_genl.c */
 int rp_genl_init(void);

@@ -8,7 +8,8 @@
  *   echo udev_path=/dev/sdb > .../replipipe_0/vol/control
  *   echo 1 > .../replipipe_0/vol/enable
  * with, optionally, a write-intent record on a device of its own
- * (rp_intent.c), given before enable: "intent_path=/dev/sdc".
+ * (rp_intent.c), given before enable: "intent_path=/dev/sdc", and the
+ * size of what one of its bits covers, "intent_chunk_kib=4096" (default).
  * Configuration errors return -errno and log with pr_err; the data path
  * (rp_io.c) speaks sense_reason_t only.
  */
@@ -107,7 +108,9 @@ static int rp_configure_device(struct se_device *se_dev)
 	}
 
 	if (dev->intent_path[0]) {
-		ret = rp_intent_open(dev, dev->intent_path);
+		ret = rp_intent_open(dev, dev->intent_path,
+				     dev->intent_chunk_kib ?:
+				     RP_INTENT_CHUNK_KIB_DEFAULT);
 		if (ret)
 			goto close_primary;
 	}
@@ -204,12 +207,13 @@ void rp_dev_put(struct rp_dev *dev)
 }
 
 enum {
-	RP_OPT_UDEV_PATH, RP_OPT_INTENT_PATH, RP_OPT_ERR
+	RP_OPT_UDEV_PATH, RP_OPT_INTENT_PATH, RP_OPT_INTENT_CHUNK_KIB, RP_OPT_ERR
 };
 
 static const match_table_t rp_tokens = {
 	{RP_OPT_UDEV_PATH, "udev_path=%s"},
 	{RP_OPT_INTENT_PATH, "intent_path=%s"},
+	{RP_OPT_INTENT_CHUNK_KIB, "intent_chunk_kib=%u"},
 	{RP_OPT_ERR, NULL}
 };
 
@@ -219,6 +223,7 @@ static ssize_t rp_set_configfs_dev_params(struct se_device *se_dev,
 	struct rp_dev *dev = RP_DEV(se_dev);
 	substring_t args[MAX_OPT_ARGS];
 	char *orig, *opts, *ptr;
+	unsigned int kib;
 	int ret = 0;
 
 	opts = kstrdup(page, GFP_KERNEL);
@@ -265,6 +270,25 @@ static ssize_t rp_set_configfs_dev_params(struct se_device *se_dev,
 				goto out;
 			}
 			break;
+		case RP_OPT_INTENT_CHUNK_KIB:
+			if (dev->primary.bdev) {
+				pr_err("%s: intent_chunk_kib cannot change once enabled\n",
+				       dev->name);
+				ret = -EEXIST;
+				goto out;
+			}
+			if (match_uint(&args[0], &kib) ||
+			    kib < REPLIPIPE_REGION_KIB_MIN ||
+			    kib > RP_INTENT_CHUNK_KIB_MAX ||
+			    !is_power_of_2(kib)) {
+				pr_err("%s: intent_chunk_kib must be a power of two from %u to %u\n",
+				       dev->name, REPLIPIPE_REGION_KIB_MIN,
+				       RP_INTENT_CHUNK_KIB_MAX);
+				ret = -EINVAL;
+				goto out;
+			}
+			dev->intent_chunk_kib = kib;
+			break;
 		default:
 			pr_err("%s: unknown control parameter '%s'\n",
 			       dev->name, ptr);
@@ -292,14 +316,18 @@ static ssize_t rp_show_configfs_dev_params(struct se_device *se_dev, char *b)
 		len += sprintf(b + len, "replipipe primary: none udev_path: %s",
 			       dev->has_udev_path ? dev->udev_path : "");
 
-	if (dev->intent)
-		len += sprintf(b + len, "  intent: %s (%s, %llu regions marked)",
-			       dev->intent_path,
-			       READ_ONCE(dev->intent->bound) ? "bound" :
-			       "tracks nothing",
-			       rp_intent_marked(dev->intent));
+	if (dev->intent && READ_ONCE(dev->intent->bound))
+		len += sprintf(b + len, "  intent: %s (bound, %llu regions marked, %u KiB chunks)",
+			       dev->intent_path, rp_intent_marked(dev->intent),
+			       rp_intent_chunk_kib(dev->intent));
+	else if (dev->intent)
+		len += sprintf(b + len, "  intent: %s (tracks nothing)",
+			       dev->intent_path);
 	else if (dev->intent_path[0])
 		len += sprintf(b + len, "  intent_path: %s", dev->intent_path);
+	if (dev->intent_chunk_kib)
+		len += sprintf(b + len, " intent_chunk_kib: %u",
+			       dev->intent_chunk_kib);
 
 	/*
 	 * RCU, not rp_config_lock: this runs under configfs's locks, which

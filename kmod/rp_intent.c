@@ -13,8 +13,11 @@
  * every region dirty.  A record with no valid header tracks nothing.
  *
  * On-disk layout (little endian): block 0 the header, then the bitmap from
- * byte RP_INTENT_BITMAP_OFFSET, one bit per region, RP_INTENT_PAGE_BITS
- * regions per 4 KiB bitmap page, 64-bit words.
+ * byte RP_INTENT_BITMAP_OFFSET, one bit per chunk of 1 << chunk_shift
+ * regions (the backstore's intent_chunk_kib, at least a region),
+ * RP_INTENT_PAGE_BITS bits per 4 KiB bitmap page, 64-bit words.  A chunk
+ * bigger than a region costs a longer resync after a crash and saves record
+ * writes: a write needs one only when its chunk is not marked yet.
  *
  * Locks, in order
  *   in->clear_sem (rwsem)  read: a write from its mark until it is tracked
@@ -43,7 +46,7 @@
 #include "replipipe_internal.h"
 
 #define RP_INTENT_MAGIC		"RPINTENT"
-#define RP_INTENT_VERSION	1
+#define RP_INTENT_VERSION	2	/* 2: chunk_kib */
 #define RP_INTENT_PAGE_SIZE	4096
 #define RP_INTENT_BITMAP_OFFSET	RP_INTENT_PAGE_SIZE
 #define RP_INTENT_PAGE_BITS	(RP_INTENT_PAGE_SIZE * BITS_PER_BYTE)
@@ -53,6 +56,7 @@ struct rp_intent_sb {
 	char		magic[8];
 	__le32		version;
 	__le32		region_kib;
+	__le32		chunk_kib;
 	__le64		nr_regions;
 	__le64		src_bytes;
 	char		pipe_id[REPLIPIPE_PIPE_ID_MAX_LEN + 1];
@@ -73,6 +77,32 @@ static u64 rp_intent_capacity(struct rp_intent *in)
 		return 0;
 	return round_down(bytes - RP_INTENT_BITMAP_OFFSET,
 			  RP_INTENT_PAGE_SIZE) * BITS_PER_BYTE;
+}
+
+/* Record bits for @nr_regions regions, 1 << @chunk_shift a bit. */
+static u64 rp_intent_nr_bits(u64 nr_regions, unsigned int chunk_shift)
+{
+	return DIV_ROUND_UP_ULL(nr_regions, 1ULL << chunk_shift);
+}
+
+/* The regions of record bit @i: [*@r0, *@r1].  The last chunk may be short. */
+static void rp_intent_bit_regions(const struct rp_intent *in, u64 i, u64 *r0,
+				  u64 *r1)
+{
+	*r0 = i << in->chunk_shift;
+	*r1 = min((i + 1) << in->chunk_shift, in->nr_regions) - 1;
+}
+
+/* Sets the binding's geometry (in->lock held or @in not shared yet). */
+static void rp_intent_set_geometry(struct rp_intent *in, u32 region_kib,
+				   u32 chunk_kib, u64 nr_regions)
+{
+	in->region_kib = region_kib;
+	in->chunk_kib = chunk_kib;
+	in->chunk_shift = ilog2(chunk_kib / region_kib);
+	in->bit_sect_shift = ilog2((u64)chunk_kib << 10) - SECTOR_SHIFT;
+	in->nr_regions = nr_regions;
+	in->nr_bits = rp_intent_nr_bits(nr_regions, in->chunk_shift);
 }
 
 /* Reads or writes one 4 KiB block of the record.  May block. */
@@ -104,11 +134,11 @@ static void rp_intent_maps_free(struct rp_intent_maps *m)
 	memset(m, 0, sizeof(*m));
 }
 
-static int rp_intent_maps_alloc(struct rp_intent_maps *m, u64 nr_regions)
+static int rp_intent_maps_alloc(struct rp_intent_maps *m, u64 nr_bits)
 {
 	u64 longs;
 
-	m->nr_pages = DIV_ROUND_UP_ULL(max_t(u64, nr_regions, 1),
+	m->nr_pages = DIV_ROUND_UP_ULL(max_t(u64, nr_bits, 1),
 				       RP_INTENT_PAGE_BITS);
 	longs = (u64)m->nr_pages * RP_INTENT_PAGE_LONGS;
 	m->bits = kvcalloc(longs, sizeof(unsigned long), GFP_KERNEL);
@@ -205,6 +235,7 @@ static void rp_intent_sb_fill(struct rp_intent *in, struct rp_intent_sb *sb,
 	memcpy(sb->magic, RP_INTENT_MAGIC, sizeof(sb->magic));
 	sb->version = cpu_to_le32(RP_INTENT_VERSION);
 	sb->region_kib = cpu_to_le32(in->region_kib);
+	sb->chunk_kib = cpu_to_le32(in->chunk_kib);
 	sb->nr_regions = cpu_to_le64(in->nr_regions);
 	sb->src_bytes = cpu_to_le64(in->src_bytes);
 	strscpy(sb->pipe_id, in->pipe_id, sizeof(sb->pipe_id));
@@ -232,6 +263,7 @@ static bool rp_intent_sb_valid(struct rp_intent *in,
 			       const struct rp_intent_sb *sb, u64 src_bytes)
 {
 	u32 region_kib = le32_to_cpu(sb->region_kib);
+	u32 chunk_kib = le32_to_cpu(sb->chunk_kib);
 	u64 nr_regions = le64_to_cpu(sb->nr_regions);
 
 	if (memcmp(sb->magic, RP_INTENT_MAGIC, sizeof(sb->magic)) ||
@@ -243,9 +275,12 @@ static bool rp_intent_sb_valid(struct rp_intent *in,
 	if (region_kib < REPLIPIPE_REGION_KIB_MIN ||
 	    region_kib > REPLIPIPE_REGION_KIB_MAX ||
 	    !is_power_of_2(region_kib) ||
+	    chunk_kib < region_kib || chunk_kib > RP_INTENT_CHUNK_KIB_MAX ||
+	    !is_power_of_2(chunk_kib) ||
 	    le64_to_cpu(sb->src_bytes) != src_bytes ||
 	    nr_regions != DIV_ROUND_UP_ULL(src_bytes, (u64)region_kib << 10) ||
-	    nr_regions > rp_intent_capacity(in))
+	    rp_intent_nr_bits(nr_regions, ilog2(chunk_kib / region_kib)) >
+	    rp_intent_capacity(in))
 		return false;
 	return sb->pipe_id[sizeof(sb->pipe_id) - 1] == '\0' &&
 	       sb->tgt_path[sizeof(sb->tgt_path) - 1] == '\0';
@@ -271,14 +306,13 @@ static int rp_intent_load(struct rp_intent *in, u64 src_bytes)
 			in->dev->name, in->path);
 		goto out;
 	}
-	in->region_kib = le32_to_cpu(sb->region_kib);
-	in->nr_regions = le64_to_cpu(sb->nr_regions);
+	rp_intent_set_geometry(in, le32_to_cpu(sb->region_kib),
+			       le32_to_cpu(sb->chunk_kib),
+			       le64_to_cpu(sb->nr_regions));
 	in->src_bytes = src_bytes;
-	in->region_sect_shift = ilog2((u64)in->region_kib << 10) -
-				SECTOR_SHIFT;
 	strscpy(in->pipe_id, sb->pipe_id, sizeof(in->pipe_id));
 	strscpy(in->tgt_path, sb->tgt_path, sizeof(in->tgt_path));
-	ret = rp_intent_maps_alloc(&in->maps, in->nr_regions);
+	ret = rp_intent_maps_alloc(&in->maps, in->nr_bits);
 	if (ret)
 		goto out;
 	for (p = 0; p < in->maps.nr_pages; p++) {
@@ -290,24 +324,25 @@ static int rp_intent_load(struct rp_intent *in, u64 src_bytes)
 		}
 		rp_intent_unpack(in->maps.bits, p, page);
 	}
-	/* Bits past the last region are never set nor cleared. */
-	bitmap_clear(in->maps.bits, in->nr_regions,
-		     in->maps.nr_pages * RP_INTENT_PAGE_BITS - in->nr_regions);
+	/* Bits past the last chunk are never set nor cleared. */
+	bitmap_clear(in->maps.bits, in->nr_bits,
+		     in->maps.nr_pages * RP_INTENT_PAGE_BITS - in->nr_bits);
 	in->bound = true;
-	pr_info("%s: write-intent record %s: %u regions marked (pipe %s, target %s)\n",
+	pr_info("%s: write-intent record %s: %u marked chunk(s) of %u KiB (pipe %s, target %s)\n",
 		in->dev->name, in->path,
-		bitmap_weight(in->maps.bits, in->nr_regions), in->pipe_id,
-		in->tgt_path);
+		bitmap_weight(in->maps.bits, in->nr_bits), in->chunk_kib,
+		in->pipe_id, in->tgt_path);
 out:
 	__free_page(page);
 	return ret;
 }
 
 /*
- * Opens and loads the record of @dev at @path.  Called when the backstore
+ * Opens and loads the record of @dev at @path; a pair that binds it anew
+ * gets bits of @chunk_kib (at least its region).  Called when the backstore
  * is enabled, after its primary is open.  May block.
  */
-int rp_intent_open(struct rp_dev *dev, const char *path)
+int rp_intent_open(struct rp_dev *dev, const char *path, u32 chunk_kib)
 {
 	struct rp_intent *in;
 	int ret;
@@ -316,6 +351,7 @@ int rp_intent_open(struct rp_dev *dev, const char *path)
 	if (!in)
 		return -ENOMEM;
 	in->dev = dev;
+	in->chunk_kib_want = chunk_kib;
 	strscpy(in->path, path, sizeof(in->path));
 	spin_lock_init(&in->lock);
 	mutex_init(&in->io_lock);
@@ -382,7 +418,7 @@ void rp_intent_close(struct rp_dev *dev)
 }
 
 /*
- * Sets the bits of the regions of [@sector, +@nr_sects).  Returns true if a
+ * Sets the bits of the chunks of [@sector, +@nr_sects).  Returns true if a
  * page they are on is behind on disk; *@seq is what a write must wait for.
  * in->lock held.
  */
@@ -394,10 +430,9 @@ static bool __rp_intent_set(struct rp_intent *in, sector_t sector,
 	unsigned int p;
 	u64 first, last, i;
 
-	first = min_t(u64, sector >> in->region_sect_shift,
-		      in->nr_regions - 1);
+	first = min_t(u64, sector >> in->bit_sect_shift, in->nr_bits - 1);
 	last = min_t(u64, (sector + max_t(sector_t, nr_sects, 1) - 1) >>
-		     in->region_sect_shift, in->nr_regions - 1);
+		     in->bit_sect_shift, in->nr_bits - 1);
 	for (i = first; i <= last; i++) {
 		if (!__test_and_set_bit(i, in->maps.bits))
 			__rp_intent_changed(in, i);
@@ -425,7 +460,7 @@ int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
 	u64 seq;
 
 	spin_lock_irq(&in->lock);
-	if (!in->bound || !in->nr_regions) {
+	if (!in->bound || !in->nr_bits) {
 		spin_unlock_irq(&in->lock);
 		return 0;
 	}
@@ -448,7 +483,7 @@ bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req)
 	u64 seq;
 
 	spin_lock_irq(&in->lock);
-	if (!in->bound || !in->nr_regions ||
+	if (!in->bound || !in->nr_bits ||
 	    !__rp_intent_set(in, req->sector, req->nr_sects, &p0, &p1, &seq)) {
 		spin_unlock_irq(&in->lock);
 		return true;
@@ -496,10 +531,14 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		   bool assume_clean, struct netlink_ext_ack *extack)
 {
 	struct rp_intent_maps maps = {}, old;
+	u32 chunk_kib = max(in->chunk_kib_want, region_kib);
+	u64 nr_bits = rp_intent_nr_bits(pair->nr_regions,
+					ilog2(chunk_kib / region_kib));
+	u64 i, r0, r1;
 	unsigned int p;
 	int ret;
 
-	if (pair->nr_regions > rp_intent_capacity(in)) {
+	if (nr_bits > rp_intent_capacity(in)) {
 		NL_SET_ERR_MSG(extack,
 			       "the source's write-intent record device is too small for the pair's regions");
 		return -ENOSPC;
@@ -508,12 +547,16 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 	down_write(&in->clear_sem);
 	spin_lock_irq(&in->lock);
 	if (in->bound && in->region_kib == region_kib &&
+	    in->chunk_kib == chunk_kib &&
 	    in->nr_regions == pair->nr_regions &&
 	    in->src_bytes == pair->src_bytes &&
 	    !strcmp(in->pipe_id, pair->pipe->id) &&
 	    !strcmp(in->tgt_path, pair->tgt_path)) {
 		/* The same pair again: trust what the record says. */
-		bitmap_copy(pair->dirty, in->maps.bits, pair->nr_regions);
+		for_each_set_bit(i, in->maps.bits, in->nr_bits) {
+			rp_intent_bit_regions(in, i, &r0, &r1);
+			bitmap_set(pair->dirty, r0, r1 - r0 + 1);
+		}
 		pair->intent_state = REPLIPIPE_INTENT_LOADED;
 		pair->intent_loaded = bitmap_weight(pair->dirty,
 						    pair->nr_regions);
@@ -528,13 +571,13 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 	 * Rebind: invalidate the header, write the new bitmap, then the new
 	 * header.  A crash in between leaves no valid header (full resync).
 	 */
-	ret = rp_intent_maps_alloc(&maps, pair->nr_regions);
+	ret = rp_intent_maps_alloc(&maps, nr_bits);
 	if (ret) {
 		NL_SET_ERR_MSG(extack, "out of memory for the write-intent record");
 		goto unlock;
 	}
 	if (!assume_clean)
-		bitmap_set(maps.bits, 0, pair->nr_regions);
+		bitmap_set(maps.bits, 0, nr_bits);
 	/* Written below as a whole: dirty_seq = ondisk_seq = 0. */
 
 	mutex_lock(&in->io_lock);
@@ -548,10 +591,10 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 				   REQ_OP_WRITE | REQ_SYNC);
 	}
 	if (!ret) {
-		in->region_kib = region_kib;
-		in->nr_regions = pair->nr_regions;
+		/* Nobody reads the geometry while the record is unbound. */
+		rp_intent_set_geometry(in, region_kib, chunk_kib,
+				       pair->nr_regions);
 		in->src_bytes = pair->src_bytes;
-		in->region_sect_shift = pair->region_sect_shift;
 		strscpy(in->pipe_id, pair->pipe->id, sizeof(in->pipe_id));
 		strscpy(in->tgt_path, pair->tgt_path, sizeof(in->tgt_path));
 		ret = rp_intent_write_sb(in, true);
@@ -583,20 +626,26 @@ unlock:
 	return ret;
 }
 
-/* True if a tracked write of @pair covers region @i.  pair->lock held. */
-static bool rp_intent_region_busy(struct rp_pair *pair, u64 i)
+/* True if a tracked write of @pair overlaps regions [@r0, @r1].  pair->lock. */
+static bool rp_intent_regions_busy(struct rp_pair *pair, u64 r0, u64 r1)
 {
 	struct rp_req *req;
 
 	list_for_each_entry(req, &pair->inflight, node)
-		if (req->first_region <= i && i <= req->last_region)
+		if (req->first_region <= r1 && r0 <= req->last_region)
 			return true;
 	return false;
 }
 
+/* True if a region of [@r0, @r1] is set in @bits. */
+static bool rp_intent_any_bit(const unsigned long *bits, u64 r0, u64 r1)
+{
+	return find_next_bit(bits, r1 + 1, r0) <= r1;
+}
+
 /*
- * Clears the record bits of regions @pair says are in sync and nobody wrote
- * since the last pass (@final: the pair is drained and going away, so only
+ * Clears the record bits of chunks whose regions @pair says are in sync and
+ * nobody wrote since the last pass (@final: the pair is drained and going away, so only
  * the writes since the last pass count).  clear_sem held for writing.
  * Returns true if a bit changed.
  */
@@ -604,19 +653,21 @@ static bool rp_intent_clear_pair(struct rp_intent *in, struct rp_pair *pair,
 				 bool final)
 {
 	bool changed = false;
-	u64 i, n;
+	u64 i, n, r0, r1;
 
 	spin_lock_irq(&pair->lock);
 	spin_lock(&in->lock);
 	if (!in->bound || pair->intent_epoch != in->epoch ||
 	    (!final && pair->dead))
 		goto unlock;
-	n = in->nr_regions;
-	for (i = find_first_bit(in->maps.bits, n); i < n;
-	     i = find_next_bit(in->maps.bits, n, i + 1)) {
-		if (test_bit(i, in->maps.recent) || test_bit(i, pair->dirty) ||
-		    test_bit(i, pair->claimed) ||
-		    (!final && rp_intent_region_busy(pair, i)))
+	n = in->nr_bits;
+	for_each_set_bit(i, in->maps.bits, n) {
+		if (test_bit(i, in->maps.recent))
+			continue;
+		rp_intent_bit_regions(in, i, &r0, &r1);
+		if (rp_intent_any_bit(pair->dirty, r0, r1) ||
+		    rp_intent_any_bit(pair->claimed, r0, r1) ||
+		    (!final && rp_intent_regions_busy(pair, r0, r1)))
 			continue;
 		__clear_bit(i, in->maps.bits);
 		__rp_intent_changed(in, i);
@@ -628,7 +679,7 @@ static bool rp_intent_clear_pair(struct rp_intent *in, struct rp_pair *pair,
 	 * "recent" until a pair that is drained (@final) or live looks.
 	 */
 	if (!final)
-		bitmap_zero(in->maps.recent, in->nr_regions);
+		bitmap_zero(in->maps.recent, in->nr_bits);
 unlock:
 	spin_unlock(&in->lock);
 	spin_unlock_irq(&pair->lock);
@@ -671,15 +722,36 @@ void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair)
 		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1, U64_MAX);
 }
 
-/* Regions marked in the record now (for PIPE_GET and info). */
+/*
+ * Regions the record marks now (for PIPE_GET and info): those of its marked
+ * chunks, so the count is in the pair's unit whatever the chunk size.
+ */
 u64 rp_intent_marked(struct rp_intent *in)
 {
 	unsigned long flags;
 	u64 n = 0;
 
 	spin_lock_irqsave(&in->lock, flags);
-	if (in->bound)
-		n = bitmap_weight(in->maps.bits, in->nr_regions);
+	if (in->bound && in->nr_bits) {
+		n = (u64)bitmap_weight(in->maps.bits, in->nr_bits) <<
+		    in->chunk_shift;
+		/* the last chunk may be short */
+		if (test_bit(in->nr_bits - 1, in->maps.bits))
+			n -= (in->nr_bits << in->chunk_shift) - in->nr_regions;
+	}
 	spin_unlock_irqrestore(&in->lock, flags);
 	return n;
+}
+
+/* The record's chunk in KiB (0 while it is unbound), for info. */
+u32 rp_intent_chunk_kib(struct rp_intent *in)
+{
+	unsigned long flags;
+	u32 kib = 0;
+
+	spin_lock_irqsave(&in->lock, flags);
+	if (in->bound)
+		kib = in->chunk_kib;
+	spin_unlock_irqrestore(&in->lock, flags);
+	return kib;
 }

@@ -20,6 +20,14 @@
 #  7. The record device fails: a write to an unmarked region fails and
 #     reaches neither leg; a write to a marked region still works; repaired,
 #     writes work again.
+#  Steps 1-7 use chunks of one region (intent_chunk_kib=64), so marks count
+#  exactly the regions written.
+#  8. intent_chunk_kib=1024 (16 regions a bit): another chunk size binds the
+#     record anew; 8 writes to regions 100..107 mark one chunk (16 regions,
+#     bit 6 on the device); a paused write to region 200 leaves chunk 12
+#     after delete-pipe, the same pipe loads regions 192..207 and the resync
+#     copies 1 MiB. Chunk sizes that are not a power of two, below 4 KiB or
+#     above 1 GiB are refused.
 # vm-timeout: 600
 # vm-mem: 1024
 # vm-bins: dmsetup
@@ -88,7 +96,7 @@ vm_modprobe dm_mod
 rec=$(vm_dm_create rprec "0 $(blockdev --getsz /dev/ram2) linear /dev/ram2 0")
 
 vm_log "== 1. fresh record, new binding"
-vm_backstore replipipe replipipe_0 vol1 /dev/ram0 "$rec" > /dev/null
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 "$rec,intent_chunk_kib=64" > /dev/null
 grep -q "intent: $rec (tracks nothing" $INFO || vm_fail "info: $(cat $INFO)"
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=/dev/ram1 || vm_fail "set-pipe"
 expect_pair $PIPE intent=new dirty=1024 intent_marked=1024 state=Syncing
@@ -117,8 +125,8 @@ grep -q "bound, 4 regions marked" $INFO || vm_fail "after del-pipe: $(cat $INFO)
 vm_tcm_loop_unexport $SRC
 vm_backstore_delete $SRC
 rmmod replipipe || vm_fail "rmmod: $(cat $LIVE 2> /dev/null)"
-vm_backstore replipipe replipipe_0 vol1 /dev/ram0 "$rec" > /dev/null
-grep -q "intent: $rec (bound, 4 regions marked" $INFO || vm_fail "after reload: $(cat $INFO)"
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 "$rec,intent_chunk_kib=64" > /dev/null
+grep -q "intent: $rec (bound, 4 regions marked, 64 KiB chunks" $INFO || vm_fail "after reload: $(cat $INFO)"
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=/dev/ram1 || vm_fail "set-pipe again"
 expect_pair $PIPE intent=loaded intent_regions=4 dirty=4 state=Syncing
 rp-nlctl bitmap $PIPE $SRC | grep -qx "dirty 200-203" || vm_fail "bitmap: $(rp-nlctl bitmap $PIPE $SRC)"
@@ -159,8 +167,46 @@ write_regions 500 500
 sync
 vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "legs differ after the record was repaired"
 
+vm_log "== 8. chunks of 1 MiB"
+for bad in 3 2 2097152 1000; do
+	mkdir -p $VM_CFS/core/replipipe_0/bad
+	if echo "udev_path=/dev/ram2,intent_chunk_kib=$bad" > $VM_CFS/core/replipipe_0/bad/control 2> /dev/null; then
+		vm_fail "intent_chunk_kib=$bad accepted"
+	fi
+	rmdir $VM_CFS/core/replipipe_0/bad || vm_fail "rmdir bad"
+done
 rp-nlctl del-pipe other || vm_fail "del-pipe other"
 vm_tcm_loop_unexport $SRC
+vm_backstore_delete $SRC
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 "$rec,intent_chunk_kib=1024" > /dev/null
+grep -q "intent_chunk_kib: 1024" $INFO || vm_fail "info: $(cat $INFO)"
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=/dev/ram1 || vm_fail "set-pipe"
+expect_pair $PIPE intent=new dirty=1024 intent_marked=1024
+grep -q "bound, 1024 regions marked, 1024 KiB chunks" $INFO || vm_fail "info: $(cat $INFO)"
+# 64 chunks: 8 bytes of bits, nothing after them
+[ "$(record_bytes 0 9)" = ffffffffffffffff00 ] || vm_fail "record bitmap: $(record_bytes 0 9)"
+resync $PIPE
+wait_marked $PIPE 0 30
+export_lun
+write_regions 100 107
+expect_pair $PIPE intent_marked=16 dirty=0 state=InSync
+[ "$(record_bytes 0 2)" = 4000 ] || vm_fail "record bytes 0-1 on disk: $(record_bytes 0 2) (want chunk 6 only)"
+wait_marked $PIPE 0 30
+rp-nlctl pair-state $PIPE $SRC pause || vm_fail "pause"
+write_regions 200 200
+expect_pair $PIPE state=Paused dirty=1 intent_marked=16
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+grep -q "bound, 16 regions marked, 1024 KiB chunks" $INFO || vm_fail "after del-pipe: $(cat $INFO)"
+vm_tcm_loop_unexport $SRC
+vm_backstore_delete $SRC
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 "$rec,intent_chunk_kib=1024" > /dev/null
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=/dev/ram1 || vm_fail "set-pipe again"
+expect_pair $PIPE intent=loaded intent_regions=16 dirty=16 state=Syncing
+rp-nlctl bitmap $PIPE $SRC | grep -qx "dirty 192-207" || vm_fail "bitmap: $(rp-nlctl bitmap $PIPE $SRC)"
+resync $PIPE | grep -q "bytes=1048576 " || vm_fail "resync did not copy one chunk: $(tail -n 1 /tmp/resync)"
+vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "legs differ after the chunk resync"
+
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 vm_backstore_delete $SRC
 cat $LIVE
 rmmod replipipe || vm_fail "final rmmod"

@@ -107,7 +107,7 @@ write_and_compare() {
 	vm_log "written through $1: on $2, legs $2 and $3 identical"
 }
 
-vm_brd 4 64
+vm_brd 5 64
 vm_modprobe target_core_mod
 echo /etc/rtslib-fb-target > $CFS/dbroot
 vm_modprobe sd_mod
@@ -131,9 +131,11 @@ tc /backstores/replipipe create name=vol1 dev=/dev/ram0
 grep -q '^replipipe ' /proc/modules || vm_fail "replipipe.ko not loaded by targetcli create"
 [ -d $CFS/core/replipipe_0/vol1 ] || vm_fail "vol1 is not replipipe_0/vol1"
 grep -q "replipipe primary: /dev/ram0" $CFS/core/replipipe_0/vol1/info || vm_fail "vol1 info"
-tc /backstores/replipipe create name=vol2 dev=/dev/ram2
+tc /backstores/replipipe create name=vol2 dev=/dev/ram2 intent=/dev/ram4 intent_chunk_kib=1024
 vol2=$(cd $CFS/core && ls -d replipipe_*/vol2) || vm_fail "no replipipe_<N>/vol2"
 vm_log "vol2 is $vol2"
+grep -q "intent: /dev/ram4 (tracks nothing).*intent_chunk_kib: 1024" $CFS/core/$vol2/info ||
+	vm_fail "vol2 has no write-intent record: $(cat $CFS/core/$vol2/info)"
 unit_serial() { sed 's/^T10 VPD Unit Serial Number: //' $CFS/core/$1/wwn/vpd_unit_serial; }
 wwn1=$(unit_serial replipipe_0/vol1)
 
@@ -188,7 +190,7 @@ vm_log "== targetctl save"
 targetctl save || vm_fail "targetctl save"
 cat $SAVE
 json_check $SAVE "any(s['plugin'] == 'replipipe' and s['name'] == 'vol1' and s['index'] == 0 and s['dev'] == '/dev/ram0' and s['control'] == 'udev_path=/dev/ram0' and s['wwn'] == '$wwn1' for s in c['storage_objects'])"
-json_check $SAVE "any(s['plugin'] == 'replipipe' and s['name'] == 'vol2' for s in c['storage_objects'])"
+json_check $SAVE "any(s['plugin'] == 'replipipe' and s['name'] == 'vol2' and s['control'] == 'udev_path=/dev/ram2,intent_path=/dev/ram4,intent_chunk_kib=1024' for s in c['storage_objects'])"
 json_check $SAVE "sum(l['storage_object'] == '/backstores/replipipe/vol1' for t in c['targets'] for g in t['tpgs'] for l in g['luns']) == 2"
 json_check $SAVE "set(t['fabric'] for t in c['targets']) == {'loopback', 'iscsi'}"
 
@@ -233,6 +235,11 @@ replipipectl wait tc2 --state InSync --timeout 120 || vm_fail "tc2 not back InSy
 replipipectl status
 grep -q "pipe: " $CFS/core/replipipe_0/vol1/info || vm_fail "vol1 not in a pipe after restore"
 cat $CFS/core/replipipe_0/vol1/info
+# vol2 came back with its record, which knew tc2's pair: no full resync.
+grep -q "intent: /dev/ram4 (bound, [0-9]* regions marked, 1024 KiB chunks)" $CFS/core/$vol2/info ||
+	vm_fail "vol2's record after restore: $(cat $CFS/core/$vol2/info)"
+rp-nlctl get | grep "^pair .* source=$vol2 " | grep -q " intent=loaded " ||
+	vm_fail "tc2 did not load vol2's record: $(rp-nlctl get)"
 legs_identical /dev/ram0 /dev/ram1
 legs_identical /dev/ram2 /dev/ram3
 vm_log "tcm_loop LUN after restore: $lun"

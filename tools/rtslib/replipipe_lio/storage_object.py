@@ -35,9 +35,12 @@ PLUGIN = "replipipe"
 _PRIMARY_RE = re.compile(r"replipipe primary: (\S+) \((\S+) (\d+):(\d+)\)")
 _PIPE_RE = re.compile(r"pipe: (\S+)\s+target: (\S+)\s+state: (\S+)")
 # With a write-intent record (control intent_path=), before the pipe part:
-#   intent: /dev/vg0/vol1-wi (bound, 4 regions marked)   once enabled
-#   intent_path: /dev/vg0/vol1-wi                        before
+#   intent: /dev/vg0/vol1-wi (bound, 4 regions marked, 4096 KiB chunks)
+#   intent: /dev/vg0/vol1-wi (tracks nothing)            enabled, unbound
+#   intent_path: /dev/vg0/vol1-wi                        before enable
+# and, when control set it, intent_chunk_kib: 1024
 _INTENT_RE = re.compile(r"intent(?:_path)?: (/\S+)")
+_INTENT_CHUNK_RE = re.compile(r"intent_chunk_kib: (\d+)")
 
 
 class ReplipipeStorageObject(StorageObject):
@@ -109,6 +112,9 @@ class ReplipipeStorageObject(StorageObject):
         intent = self._get_intent_path()
         if intent:
             control += ",intent_path=%s" % intent
+            m = _INTENT_CHUNK_RE.search(self._info())
+            if m:
+                control += ",intent_chunk_kib=%s" % m.group(1)
         return control
 
     def _get_size(self):

@@ -1,5 +1,5 @@
 """targetcli-fb UI for the replipipe backstore: /backstores/replipipe with
-`create name= dev=` and `delete name=`, modelled on targetcli's
+`create name= dev= [intent= intent_chunk_kib=]` and `delete name=`, modelled on targetcli's
 UIBlockBackstore / UIBlockStorageObject."""
 
 from rtslib_fb.utils import RTSLibError
@@ -29,17 +29,31 @@ class UIReplipipeBackstore(UIBackstore):
         self.so_cls = UIReplipipeStorageObject
         UIBackstore.__init__(self, PLUGIN, parent)
 
-    def ui_command_create(self, name, dev, wwn=None, index=None):
+    def ui_command_create(self, name, dev, wwn=None, index=None, intent=None,
+                          intent_chunk_kib=None):
         '''
         Creates a replipipe storage object on the primary block device "dev".
         It is named replipipe_<index>/<name> in the kernel (index: the first
         free one when not given); put it into a pipe with replipipectl
         create-or-modify --pair replipipe_<index>/<name>=<target device>.
+        "intent" is a block device for its write-intent record (after a crash
+        only the regions it marks are resynced); "intent_chunk_kib" what one
+        bit of the record covers (a power of two, default 4096).
         '''
         self.assert_root()
         wwn = self.ui_eval_param(wwn, 'string', None)
         index = self.ui_eval_param(index, 'number', None)
-        so = ReplipipeStorageObject(name, dev, wwn=wwn, index=index)
+        intent = self.ui_eval_param(intent, 'string', None)
+        intent_chunk_kib = self.ui_eval_param(intent_chunk_kib, 'number', None)
+        control = "udev_path=%s" % dev
+        if intent:
+            control += ",intent_path=%s" % intent
+        if intent_chunk_kib is not None:
+            if not intent:
+                raise RTSLibError("intent_chunk_kib needs intent=")
+            control += ",intent_chunk_kib=%d" % intent_chunk_kib
+        so = ReplipipeStorageObject(name, dev, wwn=wwn, index=index,
+                                    control=control)
         ui_so = UIReplipipeStorageObject(so, self)
         self.setup_model_alias(so)
         self.shell.log.info("Created replipipe storage object %s using %s."
@@ -47,7 +61,7 @@ class UIReplipipeBackstore(UIBackstore):
         return self.new_node(ui_so)
 
     def ui_complete_create(self, parameters, text, current_param):
-        if current_param != 'dev':
+        if current_param not in ('dev', 'intent'):
             return []
         completions = complete_path(text, stat.S_ISBLK)
         if len(completions) == 1 and not completions[0].endswith('/'):
