@@ -66,6 +66,8 @@ vm_size_bytes() {
 #   vm_backstore iblock iblock_0 r1 /dev/ram0
 #   vm_backstore replipipe replipipe_0 v1 /dev/ram0
 #   vm_backstore replipipe replipipe_0 v1 /dev/vda /dev/vdc   (write-intent record on vdc)
+#   vm_backstore replipipe replipipe_0 v1 /dev/vda /dev/vdc,intent_chunk_kib=64
+#                                   (INTENT's own control parameters follow it)
 #   vm_backstore fileio fileio_0 f1 /tmp/f:SIZE     (SIZE in bytes or N[KMG])
 #   vm_backstore rd_mcp rd_mcp_0 m1 SIZE            (ramdisk, SIZE as above)
 # HBA must be <TYPE>_<N>. Prints the backstore's configfs directory.
@@ -237,6 +239,44 @@ vm_disk() {
 # 1000, rpadmin uid 1001 in group replipipe, or nobody); returns its status.
 vm_as() {
 	su -s /bin/sh -c "$2" "$1"
+}
+
+# vm_daemon_start LOG [ARGS...]: start `replipiped --foreground ARGS` in the
+# background, its output appended to LOG, and wait (at most 20 s) until its
+# control socket answers `replipipectl list`. The pid is in $VM_DAEMON_PID.
+# On failure the tail of LOG is printed.
+vm_daemon_start() {
+	local log=$1 i=0
+	shift
+	mkdir -p /run/replipipe /var/lib/replipipe
+	replipiped --foreground "$@" >> "$log" 2>&1 &
+	VM_DAEMON_PID=$!
+	until [ -S /run/replipipe/replipiped.sock ] &&
+		replipipectl list > /dev/null 2>&1; do
+		kill -0 "$VM_DAEMON_PID" 2> /dev/null ||
+			vm_daemon_fail "$log" "replipiped $* exited at start"
+		[ $i -lt 200 ] || vm_daemon_fail "$log" "replipiped $* did not answer within 20 s"
+		sleep 0.1
+		i=$((i + 1))
+	done
+	vm_log "replipiped running, pid $VM_DAEMON_PID, options: $*"
+}
+
+# vm_daemon_stop LOG: SIGTERM the daemon vm_daemon_start started and fail
+# unless it exits with status 0.
+vm_daemon_stop() {
+	kill "$VM_DAEMON_PID" || vm_daemon_fail "$1" "replipiped (pid $VM_DAEMON_PID) is gone"
+	wait "$VM_DAEMON_PID" || vm_daemon_fail "$1" "replipiped did not exit cleanly on SIGTERM"
+	VM_DAEMON_PID=
+}
+
+# vm_daemon_fail LOG MSG...: the last 40 lines of the daemon's LOG, then vm_fail.
+vm_daemon_fail() {
+	local log=$1
+	shift
+	echo "---- last lines of $log" >&2
+	tail -n 40 "$log" >&2
+	vm_fail "$@"
 }
 
 # vm_boot: print which boot of a `# vm-boots: N` scenario this is (1..N; 1

@@ -18,14 +18,13 @@ PIPE=async
 SRC=replipipe_0/vol1
 REGION_KIB=64
 MAX_LAG_KIB=1024
-SOCK=/run/replipipe/replipiped.sock
 DLOG=/tmp/replipiped.log
 LIVE=/sys/module/replipipe/parameters/live_objects
 export DM_DISABLE_UDEV=1
 
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 pair_line() { rp-nlctl get | grep "^pair "; }
-daemon_fail() { tail -n 40 $DLOG >&2; vm_fail "$@"; }
+daemon_fail() { vm_daemon_fail $DLOG "$@"; }
 norm_ranges() {
 	sed -n 's/^dirty //; /^[0-9][0-9]*\(-[0-9][0-9]*\)\{0,1\}$/p' | sed 's/^\([0-9]*\)$/\1-\1/'
 }
@@ -62,15 +61,7 @@ tgt=$(dm_dev rptgt)
 
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
 lun=$(vm_tcm_loop_export $SRC)
-mkdir -p /run/replipipe /var/lib/replipipe
-replipiped --foreground --log-level info --probe-interval 3 >> $DLOG 2>&1 &
-daemon=$!
-i=0
-until [ -S $SOCK ] && replipipectl list > /dev/null 2>&1; do
-	[ $i -lt 100 ] || daemon_fail "replipiped did not start"
-	sleep 0.1
-	i=$((i + 1))
-done
+vm_daemon_start $DLOG --log-level info --probe-interval 3
 replipipectl create-or-modify --name $PIPE --source-system localhost \
 	--target-system localhost --pair $SRC=$tgt \
 	--goal "instance of CIM_SettingData { Mode = \"Asynchronous\"; MaxLagKiB = $MAX_LAG_KIB; FailurePolicy = \"Degrade\"; RegionSizeKiB = $REGION_KIB; };" ||
@@ -155,8 +146,7 @@ grep -E "pair_state|probe|resync" /tmp/events | grep -v "probe .*failed" || true
 
 vm_log "== teardown"
 replipipectl delete $PIPE || daemon_fail "delete"
-kill $daemon
-wait $daemon || daemon_fail "replipiped did not exit cleanly"
+vm_daemon_stop $DLOG
 vm_tcm_loop_unexport $SRC
 vm_backstore_delete $SRC
 dmsetup --noudevsync remove rptgt || vm_fail "dmsetup remove rptgt"

@@ -31,7 +31,6 @@ CFS=/sys/kernel/config/target/core/$SRC
 REGION_KIB=64
 OFFSET_MIB=64
 SPAN_MIB=4
-SOCK=/run/replipipe/replipiped.sock
 DLOG=/tmp/replipiped.log
 STORE=/var/lib/replipipe/pipes.json
 LOGS=/persist/logs
@@ -47,25 +46,10 @@ SPAN_BYTES=$((SPAN_MIB * 1048576))
 
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 pair_line() { rp-nlctl get | grep "^pair "; }
-daemon_fail() { tail -n 40 $DLOG >&2; vm_fail "$@"; }
+daemon_fail() { vm_daemon_fail $DLOG "$@"; }
 target_written() { awk '{print $7 * 512}' "/sys/block/$TNAME/stat"; }
 acked_records() { cat $LOGS/w.* 2> /dev/null | awk '/^A / { n++ } END { print n + 0 }'; }
 
-start_daemon() {
-	replipiped --foreground --log-level info >> $DLOG 2>&1 &
-	daemon=$!
-	i=0
-	until [ -S $SOCK ] && replipipectl list > /dev/null 2>&1; do
-		[ $i -lt 200 ] || daemon_fail "replipiped did not start"
-		kill -0 $daemon 2> /dev/null || daemon_fail "replipiped exited at start"
-		sleep 0.1
-		i=$((i + 1))
-	done
-}
-stop_daemon() {
-	kill "$daemon"
-	wait "$daemon" || daemon_fail "replipiped did not exit cleanly on SIGTERM"
-}
 mount_persist() {
 	vm_modprobe ext4
 	mkdir -p /persist
@@ -88,7 +72,7 @@ case "$(vm_boot)" in
 	[ "$(target_written)" = 0 ] || vm_fail "target written before the pipe"
 	make_backstore
 	lun=$(vm_tcm_loop_export $SRC)
-	start_daemon
+	vm_daemon_start $DLOG --log-level info
 	replipipectl create-or-modify --name $PIPE --source-system localhost \
 		--target-system localhost --pair "$SRC=$T" \
 		--goal "instance of CIM_SettingData { Mode = \"Synchronous\"; RegionSizeKiB = $REGION_KIB; };" ||
@@ -141,7 +125,7 @@ case "$(vm_boot)" in
 	lun=$(vm_tcm_loop_export $SRC)
 
 	vm_log "== replipiped restores the pipe from its store"
-	start_daemon
+	vm_daemon_start $DLOG --log-level info
 	grep -q "reconcile:.*pushed to the kernel" $DLOG || daemon_fail "the pipe was not pushed from the store"
 	pair=$(pair_line) || daemon_fail "no pair after the daemon started"
 	vm_log "restored: $pair"
@@ -183,7 +167,7 @@ case "$(vm_boot)" in
 
 	vm_log "== teardown"
 	replipipectl delete $PIPE || daemon_fail "delete"
-	stop_daemon
+	vm_daemon_stop $DLOG
 	vm_tcm_loop_unexport $SRC
 	vm_backstore_delete $SRC
 	live=$(cat $LIVE)

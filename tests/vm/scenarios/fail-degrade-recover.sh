@@ -20,29 +20,15 @@ PIPE=recover
 SRC=replipipe_0/vol1
 REGION_KIB=64
 DEV_MIB=128
-SOCK=/run/replipipe/replipiped.sock
 DLOG=/tmp/replipiped.log
 LIVE=/sys/module/replipipe/parameters/live_objects
 export DM_DISABLE_UDEV=1
 
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 pair_line() { rp-nlctl get | grep "^pair "; }
-daemon_fail() { tail -n 40 $DLOG >&2; vm_fail "$@"; }
+daemon_fail() { vm_daemon_fail $DLOG "$@"; }
 
-start_daemon() {
-	replipiped --foreground --log-level info --probe-interval "$1" >> $DLOG 2>&1 &
-	daemon=$!
-	i=0
-	until [ -S $SOCK ] && replipipectl list > /dev/null 2>&1; do
-		[ $i -lt 100 ] || daemon_fail "replipiped did not start"
-		sleep 0.1
-		i=$((i + 1))
-	done
-}
-stop_daemon() {
-	kill "$daemon"
-	wait "$daemon" || daemon_fail "replipiped did not exit cleanly on SIGTERM"
-}
+start_daemon() { vm_daemon_start $DLOG --log-level info --probe-interval "$1"; }
 set_target() { # linear | error
 	if [ "$1" = linear ]; then
 		table="0 $sectors linear /dev/ram1 0"
@@ -112,7 +98,6 @@ tgt=$(vm_dm_create rptgt "0 $sectors linear /dev/ram1 0")
 
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
 lun=$(vm_tcm_loop_export $SRC)
-mkdir -p /run/replipipe /var/lib/replipipe
 start_daemon 3
 replipipectl create-or-modify --name $PIPE --source-system localhost \
 	--target-system localhost --pair $SRC=$tgt \
@@ -141,7 +126,7 @@ n=$(grep -c "pair_state.*: InSync" /tmp/events)
 [ "$n" -ge 2 ] || { cat /tmp/events >&2; vm_fail "no InSync event after the recovery"; }
 
 vm_log "== cycle 2: no automatic probe; replipipectl resume"
-stop_daemon
+vm_daemon_stop $DLOG
 start_daemon 0
 degrade_phase 32
 replipipectl resume $PIPE > /tmp/resume.out 2>&1 && vm_fail "resume accepted while the target fails"
@@ -159,7 +144,7 @@ cat /tmp/events
 
 vm_log "== teardown"
 replipipectl delete $PIPE || daemon_fail "delete"
-stop_daemon
+vm_daemon_stop $DLOG
 vm_tcm_loop_unexport $SRC
 vm_backstore_delete $SRC
 dmsetup --noudevsync remove rptgt || vm_fail "dmsetup remove"

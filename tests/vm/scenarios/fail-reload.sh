@@ -18,26 +18,11 @@
 
 PIPE=reload
 SRC=replipipe_0/vol1
-SOCK=/run/replipipe/replipiped.sock
 DLOG=/tmp/replipiped.log
 STORE=/var/lib/replipipe/pipes.json
 LIVE=/sys/module/replipipe/parameters/live_objects
 
-daemon_fail() { tail -n 40 $DLOG >&2; vm_fail "$@"; }
-start_daemon() {
-	replipiped --foreground --log-level info >> $DLOG 2>&1 &
-	daemon=$!
-	i=0
-	until [ -S $SOCK ] && replipipectl list > /dev/null 2>&1; do
-		[ $i -lt 100 ] || daemon_fail "replipiped did not start"
-		sleep 0.1
-		i=$((i + 1))
-	done
-}
-stop_daemon() {
-	kill "$daemon"
-	wait "$daemon" || daemon_fail "replipiped did not exit cleanly on SIGTERM"
-}
+daemon_fail() { vm_daemon_fail $DLOG "$@"; }
 # rmmod_refused WHY: rmmod fails, the module is still there
 rmmod_refused() {
 	if rmmod replipipe > /tmp/rmmod.out 2>&1; then
@@ -52,8 +37,7 @@ vm_brd 2 64
 vm_modprobe replipipe
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
 lun=$(vm_tcm_loop_export $SRC)
-mkdir -p /run/replipipe /var/lib/replipipe
-start_daemon
+vm_daemon_start $DLOG --log-level info
 replipipectl create-or-modify --name $PIPE --source-system localhost \
 	--target-system localhost --pair $SRC=/dev/ram1 ||
 	daemon_fail "create-or-modify"
@@ -71,7 +55,7 @@ rp-writer --dev "$lun" --log /tmp/w2 --threads 2 --bytes 4M --seed 72 ||
 dmesg | grep -q "replipipe: unloaded" && vm_fail "the module ran its exit"
 
 vm_log "== 2. daemon stopped (pipe kept in its store), pipe deleted in the kernel only"
-stop_daemon
+vm_daemon_stop $DLOG
 jq -e '.pipes | length == 1' < $STORE > /dev/null || vm_fail "the store lost the pipe"
 id=$(rp-nlctl get | sed -n 's/^pipe id=\([^ ]*\) .*/\1/p')
 [ -n "$id" ] || vm_fail "no pipe in the kernel"
@@ -93,7 +77,7 @@ vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
 lun=$(vm_tcm_loop_export $SRC)
 rp-writer --dev "$lun" --log /tmp/w3 --threads 2 --bytes 4M --seed 73 ||
 	vm_fail "writes before the daemon restarts"
-start_daemon
+vm_daemon_start $DLOG --log-level info
 grep "reconcile:" $DLOG || daemon_fail "no reconcile report"
 grep -q "reconcile:.*pushed to the kernel" $DLOG || daemon_fail "the pipe was not pushed from the store"
 replipipectl wait $PIPE --state InSync --timeout 120 || daemon_fail "not InSync after the reload"
@@ -106,7 +90,7 @@ vm_log "InSync after the reload, legs identical"
 
 vm_log "== teardown: delete, stop, unload"
 replipipectl delete $PIPE || daemon_fail "delete"
-stop_daemon
+vm_daemon_stop $DLOG
 vm_tcm_loop_unexport $SRC
 vm_backstore_delete $SRC
 live=$(cat $LIVE)
