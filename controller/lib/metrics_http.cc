@@ -66,6 +66,24 @@ size_t HeadEnd(std::string_view data)
 	return lf + 2;
 }
 
+// A non-blocking socket call that failed with this errno can be retried
+// when poll() says so; any other errno ends the connection.
+bool RetryLater(int err)
+{
+	return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
+}
+
+Status NotLoopback(const std::string &quoted, std::string_view use)
+{
+	return Status::Error("metrics address " + quoted +
+	                             ": not a loopback address (the metrics "
+	                             "have no authentication; use " +
+	                             std::string(use) +
+	                             ", and a reverse proxy for remote "
+	                             "scrapes)",
+	                     EINVAL);
+}
+
 } // namespace
 
 Result<LoopbackAddress> ParseLoopbackAddress(std::string_view text)
@@ -103,13 +121,7 @@ Result<LoopbackAddress> ParseLoopbackAddress(std::string_view text)
 			                "\" is not an IPv6 address",
 			        EINVAL);
 		if (!IN6_IS_ADDR_LOOPBACK(&sa.sin6_addr))
-			return Status::Error(
-			        "metrics address " + quoted +
-			                ": not a loopback address (the metrics "
-			                "have no authentication; use [::1] or "
-			                "127.0.0.1, and a reverse proxy for "
-			                "remote scrapes)",
-			        EINVAL);
+			return NotLoopback(quoted, "[::1] or 127.0.0.1");
 		std::memcpy(&out.addr, &sa, sizeof(sa));
 		out.len = sizeof(sa);
 		out.text = "[::1]:" + std::to_string(port);
@@ -126,12 +138,7 @@ Result<LoopbackAddress> ParseLoopbackAddress(std::string_view text)
 		                "or localhost",
 		        EINVAL);
 	if ((ntohl(sa.sin_addr.s_addr) >> 24) != 127)
-		return Status::Error(
-		        "metrics address " + quoted +
-		                ": not a loopback address (the metrics have no "
-		                "authentication; use 127.0.0.1 or [::1], and a "
-		                "reverse proxy for remote scrapes)",
-		        EINVAL);
+		return NotLoopback(quoted, "127.0.0.1 or [::1]");
 	std::memcpy(&out.addr, &sa, sizeof(sa));
 	out.len = sizeof(sa);
 	out.text = h + ":" + std::to_string(port);
@@ -261,8 +268,7 @@ bool MetricsHttpServer::Step(Connection &c)
 		return Send(c);
 	ssize_t n = ::recv(c.fd.get(), buf, sizeof(buf), 0);
 	if (n < 0)
-		return errno == EAGAIN || errno == EWOULDBLOCK ||
-		       errno == EINTR;
+		return RetryLater(errno);
 	if (n == 0)
 		return false; // the client is done (or gave up)
 	if (c.phase == Connection::Phase::kDraining)
@@ -296,8 +302,7 @@ bool MetricsHttpServer::Send(Connection &c)
 		ssize_t n = ::send(c.fd.get(), c.out.data() + c.sent,
 		                   c.out.size() - c.sent, MSG_NOSIGNAL);
 		if (n < 0)
-			return errno == EAGAIN || errno == EWOULDBLOCK ||
-			       errno == EINTR;
+			return RetryLater(errno);
 		c.sent += static_cast<size_t>(n);
 	}
 	if (::shutdown(c.fd.get(), SHUT_WR) < 0)
@@ -361,9 +366,7 @@ void MetricsHttpServer::Loop(const std::stop_token &stop)
 				        listen_fd_.get(), nullptr, nullptr,
 				        SOCK_NONBLOCK | SOCK_CLOEXEC);
 				if (fd < 0) {
-					if (errno != EAGAIN &&
-					    errno != EWOULDBLOCK &&
-					    errno != EINTR &&
+					if (!RetryLater(errno) &&
 					    errno != ECONNABORTED)
 						LogWarning()
 						        << "metrics listener: "
