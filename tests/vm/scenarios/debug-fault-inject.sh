@@ -92,6 +92,19 @@ must_be_dirty() {
 		{ for (r = $1; r <= $2; r++) if (!(r in dirty)) { print "region " r " not dirty"; bad = 1 } }
 		END { exit bad }' /tmp/bitmap.ranges "$1"
 }
+# degraded_and_dirty PHASE WRITER_LOG...: the pair ($pair after the call) is
+# Degraded, every write the logs acknowledge is on the primary, and the legs
+# differ only inside dirty regions.
+degraded_and_dirty() {
+	local phase=$1
+	shift
+	pair=$(pair_line) || vm_fail "$phase: no pair line"
+	echo "$pair"
+	[ "$(field "$pair" state)" = Degraded ] || vm_fail "$phase: pair not Degraded: $pair"
+	rp-verify --dev /dev/ram0 "$@" || vm_fail "$phase: acknowledged writes not on the primary"
+	cmp_ranges
+	must_be_dirty /tmp/cmp.ranges || vm_fail "$phase: the legs differ outside the dirty regions"
+}
 cmp_ranges() { # rp-verify --cmp of the legs, as ranges in /tmp/cmp.ranges
 	local rc=0
 	rp-verify --cmp /dev/ram0 /dev/ram1 --region-kib $REGION_KIB > /tmp/cmp || rc=$?
@@ -121,15 +134,10 @@ fmr_off
 echo "$out"
 vm_log "fail_make_request injected $n failures"
 [ "$n" -ge 1 ] || vm_fail "no failure injected into the target device"
-pair=$(pair_line) || vm_fail "no pair line"
-echo "$pair"
-[ "$(field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded after target failures: $pair"
-[ "$(field "$pair" errors)" -ge 1 ] || vm_fail "no target error counted: $pair"
-[ "$(field "$pair" dirty)" -ge 1 ] || vm_fail "no dirty region after target failures: $pair"
+degraded_and_dirty A /tmp/pa.*
+[ "$(field "$pair" errors)" -ge 1 ] || vm_fail "A: no target error counted: $pair"
+[ "$(field "$pair" dirty)" -ge 1 ] || vm_fail "A: no dirty region after target failures: $pair"
 rp-verify --dev "$lun" /tmp/pa.* || vm_fail "A: data through the LUN"
-rp-verify --dev /dev/ram0 /tmp/pa.* || vm_fail "A: acknowledged writes not on the primary"
-cmp_ranges
-must_be_dirty /tmp/cmp.ranges || vm_fail "A: the legs differ outside the dirty regions"
 
 vm_log "== B: resume, then fail_make_request (25%) during a resync with writers"
 rp-nlctl pair-state $PIPE $SRC resume || vm_fail "pair-state resume"
@@ -152,12 +160,7 @@ vm_log "resync rc=$rc, writers rc=$wrc, fail_make_request injected $n failures"
 [ $rc -ne 124 ] || vm_fail "B: the resync hung under target failures"
 ! grep -q "^resync .*result=clean" /tmp/resync || vm_fail "B: resync reported clean although target writes failed"
 [ $wrc -eq 0 ] || vm_fail "B: writes failed under policy degrade during the resync (rc=$wrc)"
-pair=$(pair_line) || vm_fail "no pair line"
-echo "$pair"
-[ "$(field "$pair" state)" = Degraded ] || vm_fail "B: pair not Degraded: $pair"
-rp-verify --dev /dev/ram0 /tmp/pa.* /tmp/pb.* || vm_fail "B: acknowledged writes not on the primary"
-cmp_ranges
-must_be_dirty /tmp/cmp.ranges || vm_fail "B: the legs differ outside the dirty regions"
+degraded_and_dirty B /tmp/pa.* /tmp/pb.*
 i=0
 until [ "$(sed -n 's/.*claims=\([0-9]*\).*/\1/p' $LIVE)" = 0 ]; do
 	[ $i -lt 300 ] || vm_fail "B: claims left behind: $(cat $LIVE)"
