@@ -20,6 +20,10 @@
 #   REPLIPIPE_VM_DEBUG_KERNEL 1: same as --debug-kernel (tests/vm/debug-kernel.sh:
 #                            KASAN, lockdep, kmemleak, UBSAN, fault injection)
 set -euo pipefail
+# The whole script is one { } block, which bash reads to its end before it
+# runs any of it: editing this file while scenarios run (two at a time, for
+# minutes) cannot change what a running copy reads next.
+{
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_root=$(cd "$script_dir/../.." && pwd)
@@ -653,3 +657,4 @@ else
 	say "FAIL: $name (boot ${boot_s}s wall, log $log)"
 fi
 exit $rc
+}
