@@ -9,12 +9,13 @@
 #                  emulator than about the module)
 # For each pair: (A) iblock on R1, (B) replipipe on R1 mirrored synchronously
 # to R2, (W) B with a write-intent record on R3 (docs/write-intent.md; the
-# record starts empty, so the random writes keep marking new regions: its
-# worst case), (C) iblock on dm-mirror(R1, R2) (`mirror core 2 1024 nosync`),
+# record starts empty, so the random writes keep marking new chunks: its
+# worst case), (W64) W with one record bit per 64 KiB region instead of per
+# 4 MiB chunk (intent_chunk_kib=64: what the record did before), (C) iblock on dm-mirror(R1, R2) (`mirror core 2 1024 nosync`),
 # all through tcm_loop; fio libaio direct 8 s: 4 KiB randwrite QD32 and 1 MiB
 # sequential write QD8. A runs first (after a discarded warm-up) and again
 # last (A2); B/A uses their mean. Prints "BENCH |"-prefixed table lines with
-# IOPS, MB/s and the ratios B/A, B/C and W/B.
+# IOPS, MB/s and the ratios B/A, B/C, W/B and W64/B.
 # vm-timeout: 1200
 # vm-mem: 1536
 # vm-bins: fio dmsetup
@@ -89,6 +90,7 @@ legs() {
 	baseline A "$tag" "$r1"
 	mirror B "$tag" "$r1" "$r2"
 	mirror W "$tag" "$r1" "$r2" "$4"
+	mirror W64 "$tag" "$r1" "$r2" "$4,intent_chunk_kib=64"
 
 	dmsetup --noudevsync create "m$tag" \
 		--table "0 $sectors mirror core 2 1024 nosync 2 $r1 0 $r2 0" ||
@@ -128,13 +130,15 @@ awk -v runtime="$RUNTIME" '
 		printf "BENCH |---|---|---|---|\n"
 		name["A"] = "iblock on R1"; name["B"] = "replipipe R1 -> R2 (sync)"
 		name["C"] = "iblock on dm-mirror(R1,R2)"; name["A2"] = "iblock on R1, again"
-		name["W"] = "replipipe R1 -> R2 (sync), write-intent record on R3"
+		name["W"] = "replipipe R1 -> R2 (sync), write-intent record on R3 (4 MiB chunks)"
+		name["W64"] = "W with 64 KiB chunks (a bit per region)"
+		split("A B W W64 C A2", configs, " ")
 		split("nullblk brd", order, " ")
 		for (o = 1; o <= 2; o++) {
 			t = order[o]
 			if (!(t in kinds)) continue
-			for (c = 1; c <= 5; c++) {
-				l = c == 5 ? "A2" : substr("ABWC", c, 1)
+			for (c = 1; c <= 6; c++) {
+				l = configs[c]
 				printf "BENCH | %s | %s %s | %d | %.1f |\n", t, l, name[l], iops[t "-" l], mbs[t "-" l]
 			}
 			# A: the mean of the runs before and after B and C
@@ -146,6 +150,8 @@ awk -v runtime="$RUNTIME" '
 				iops[t "-B"] / iops[t "-C"], mbs[t "-B"] / mbs[t "-C"]
 			printf "BENCH | %s | ratio W/B | %.3f | %.3f |\n", t,
 				iops[t "-W"] / iops[t "-B"], mbs[t "-W"] / mbs[t "-B"]
+			printf "BENCH | %s | ratio W64/B | %.3f | %.3f |\n", t,
+				iops[t "-W64"] / iops[t "-B"], mbs[t "-W64"] / mbs[t "-B"]
 		}
 		printf "BENCH fio libaio direct %d s per run; nullblk: null_blk completion_nsec=20000000 (latency-bound, measures the module); brd: ramdisks (CPU-bound under TCG, measures the emulator too)\n", runtime
 	}' /tmp/results
