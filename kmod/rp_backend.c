@@ -226,6 +226,11 @@ static ssize_t rp_set_configfs_dev_params(struct se_device *se_dev,
 	unsigned int kib;
 	int ret = 0;
 
+	/* Every parameter describes devices opened at enable. */
+	if (dev->primary.bdev) {
+		pr_err("%s: control cannot change once enabled\n", dev->name);
+		return -EEXIST;
+	}
 	opts = kstrdup(page, GFP_KERNEL);
 	if (!opts)
 		return -ENOMEM;
@@ -236,12 +241,6 @@ static ssize_t rp_set_configfs_dev_params(struct se_device *se_dev,
 			continue;
 		switch (match_token(ptr, rp_tokens, args)) {
 		case RP_OPT_UDEV_PATH:
-			if (dev->primary.bdev) {
-				pr_err("%s: udev_path cannot change once enabled\n",
-				       dev->name);
-				ret = -EEXIST;
-				goto out;
-			}
 			if (!match_strlcpy(dev->udev_path, &args[0],
 					   sizeof(dev->udev_path))) {
 				ret = -EINVAL;
@@ -254,12 +253,6 @@ static ssize_t rp_set_configfs_dev_params(struct se_device *se_dev,
 			se_dev->dev_flags |= DF_USING_UDEV_PATH;
 			break;
 		case RP_OPT_INTENT_PATH:
-			if (dev->primary.bdev) {
-				pr_err("%s: intent_path cannot change once enabled\n",
-				       dev->name);
-				ret = -EEXIST;
-				goto out;
-			}
 			if (!match_strlcpy(dev->intent_path, &args[0],
 					   sizeof(dev->intent_path)) ||
 			    dev->intent_path[0] != '/') {
@@ -271,12 +264,6 @@ static ssize_t rp_set_configfs_dev_params(struct se_device *se_dev,
 			}
 			break;
 		case RP_OPT_INTENT_CHUNK_KIB:
-			if (dev->primary.bdev) {
-				pr_err("%s: intent_chunk_kib cannot change once enabled\n",
-				       dev->name);
-				ret = -EEXIST;
-				goto out;
-			}
 			if (match_uint(&args[0], &kib) ||
 			    kib < REPLIPIPE_REGION_KIB_MIN ||
 			    kib > RP_INTENT_CHUNK_KIB_MAX ||

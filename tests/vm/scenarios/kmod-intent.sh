@@ -27,7 +27,7 @@
 #     bit 6 on the device); a paused write to region 200 leaves chunk 12
 #     after delete-pipe, the same pipe loads regions 192..207 and the resync
 #     copies 1 MiB. Chunk sizes that are not a power of two, below 4 KiB or
-#     above 1 GiB are refused.
+#     above 1 GiB are refused, and so is any control once enabled.
 # vm-timeout: 600
 # vm-mem: 1024
 # vm-bins: dmsetup
@@ -90,6 +90,19 @@ resync() {
 	tail -n 1 /tmp/resync
 }
 export_lun() { lun=$(vm_tcm_loop_export $SRC); vm_log "LUN $lun"; }
+# paused_then_gone FIRST LAST DIRTY MARKED INFO: pause the pair, write
+# regions FIRST..LAST (DIRTY dirty, MARKED marked after), delete the pipe
+# (the record must match INFO in the backstore's info), unexport and delete
+# the backstore
+paused_then_gone() {
+	rp-nlctl pair-state $PIPE $SRC pause || vm_fail "pause"
+	write_regions "$1" "$2"
+	expect_pair $PIPE state=Paused dirty="$3" intent_marked="$4"
+	rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+	grep -q "$5" $INFO || vm_fail "after del-pipe: $(cat $INFO)"
+	vm_tcm_loop_unexport $SRC
+	vm_backstore_delete $SRC
+}
 
 vm_brd 3 64
 vm_modprobe dm_mod
@@ -117,13 +130,7 @@ wait_marked $PIPE 0 30
 wait_record 12 2 0000 5
 
 vm_log "== 4. paused writes survive a module reload"
-rp-nlctl pair-state $PIPE $SRC pause || vm_fail "pause"
-write_regions 200 203
-expect_pair $PIPE state=Paused dirty=4 intent_marked=4
-rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
-grep -q "bound, 4 regions marked" $INFO || vm_fail "after del-pipe: $(cat $INFO)"
-vm_tcm_loop_unexport $SRC
-vm_backstore_delete $SRC
+paused_then_gone 200 203 4 4 "bound, 4 regions marked"
 rmmod replipipe || vm_fail "rmmod: $(cat $LIVE 2> /dev/null)"
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 "$rec,intent_chunk_kib=64" > /dev/null
 grep -q "intent: $rec (bound, 4 regions marked, 64 KiB chunks" $INFO || vm_fail "after reload: $(cat $INFO)"
@@ -180,6 +187,9 @@ vm_tcm_loop_unexport $SRC
 vm_backstore_delete $SRC
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 "$rec,intent_chunk_kib=1024" > /dev/null
 grep -q "intent_chunk_kib: 1024" $INFO || vm_fail "info: $(cat $INFO)"
+if echo "intent_chunk_kib=64" > ${INFO%/info}/control 2> /dev/null; then
+	vm_fail "control accepted once the backstore is enabled"
+fi
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=/dev/ram1 || vm_fail "set-pipe"
 expect_pair $PIPE intent=new dirty=1024 intent_marked=1024
 grep -q "bound, 1024 regions marked, 1024 KiB chunks" $INFO || vm_fail "info: $(cat $INFO)"
@@ -192,13 +202,7 @@ write_regions 100 107
 expect_pair $PIPE intent_marked=16 dirty=0 state=InSync
 [ "$(record_bytes 0 2)" = 4000 ] || vm_fail "record bytes 0-1 on disk: $(record_bytes 0 2) (want chunk 6 only)"
 wait_marked $PIPE 0 30
-rp-nlctl pair-state $PIPE $SRC pause || vm_fail "pause"
-write_regions 200 200
-expect_pair $PIPE state=Paused dirty=1 intent_marked=16
-rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
-grep -q "bound, 16 regions marked, 1024 KiB chunks" $INFO || vm_fail "after del-pipe: $(cat $INFO)"
-vm_tcm_loop_unexport $SRC
-vm_backstore_delete $SRC
+paused_then_gone 200 200 1 16 "bound, 16 regions marked, 1024 KiB chunks"
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 "$rec,intent_chunk_kib=1024" > /dev/null
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=/dev/ram1 || vm_fail "set-pipe again"
 expect_pair $PIPE intent=loaded intent_regions=16 dirty=16 state=Syncing
