@@ -63,7 +63,6 @@ struct rp_intent {
 	struct rp_dev		*dev;
 	struct rp_bdev		rb;
 	char			path[SE_UDEV_PATH_LEN];
-	u32			chunk_kib_want;	/* control intent_chunk_kib= */
 	struct rw_semaphore	clear_sem;
 	struct mutex		io_lock;
 	struct page		*bounce;	/* io_lock */
@@ -112,6 +111,12 @@ struct rp_dev {
 static inline struct rp_dev *RP_DEV(struct se_device *se_dev)
 {
 	return container_of(se_dev, struct rp_dev, se_dev);
+}
+
+/* True if a bit of [@first, @last] is set in @bits. */
+static inline bool rp_bits_any(const unsigned long *bits, u64 first, u64 last)
+{
+	return find_next_bit(bits, last + 1, first) <= last;
 }
 
 struct rp_pipe {
@@ -284,6 +289,7 @@ enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 				  bool lag_reserved, bool can_hold);
 bool rp_pair_mirroring(struct rp_pair *pair);
 void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req);
+bool __rp_pair_busy(struct rp_pair *pair, u64 first, u64 last);
 bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req);
 void rp_pair_mark_dirty(struct rp_pair *pair, struct rp_req *req);
 bool rp_pair_lag_reserve(struct rp_pair *pair, u64 bytes, bool *reserved);
@@ -305,7 +311,7 @@ int rp_claim_end(u64 id, u32 portid, bool done,
 void rp_claims_drop_portid(u32 portid);
 
 /* rp_intent.c */
-int rp_intent_open(struct rp_dev *dev, const char *path, u32 chunk_kib);
+int rp_intent_open(struct rp_dev *dev, const char *path);
 void rp_intent_close(struct rp_dev *dev);
 int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
 			sector_t nr_sects);

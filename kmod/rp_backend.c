@@ -108,9 +108,7 @@ static int rp_configure_device(struct se_device *se_dev)
 	}
 
 	if (dev->intent_path[0]) {
-		ret = rp_intent_open(dev, dev->intent_path,
-				     dev->intent_chunk_kib ?:
-				     RP_INTENT_CHUNK_KIB_DEFAULT);
+		ret = rp_intent_open(dev, dev->intent_path);
 		if (ret)
 			goto close_primary;
 	}

@@ -338,11 +338,10 @@ out:
 }
 
 /*
- * Opens and loads the record of @dev at @path; a pair that binds it anew
- * gets bits of @chunk_kib (at least its region).  Called when the backstore
+ * Opens and loads the record of @dev at @path.  Called when the backstore
  * is enabled, after its primary is open.  May block.
  */
-int rp_intent_open(struct rp_dev *dev, const char *path, u32 chunk_kib)
+int rp_intent_open(struct rp_dev *dev, const char *path)
 {
 	struct rp_intent *in;
 	int ret;
@@ -351,7 +350,6 @@ int rp_intent_open(struct rp_dev *dev, const char *path, u32 chunk_kib)
 	if (!in)
 		return -ENOMEM;
 	in->dev = dev;
-	in->chunk_kib_want = chunk_kib;
 	strscpy(in->path, path, sizeof(in->path));
 	spin_lock_init(&in->lock);
 	mutex_init(&in->io_lock);
@@ -531,7 +529,9 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		   bool assume_clean, struct netlink_ext_ack *extack)
 {
 	struct rp_intent_maps maps = {}, old;
-	u32 chunk_kib = max(in->chunk_kib_want, region_kib);
+	/* control cannot change once enabled: the backstore's value holds */
+	u32 chunk_kib = max(in->dev->intent_chunk_kib ?:
+			    RP_INTENT_CHUNK_KIB_DEFAULT, region_kib);
 	u64 nr_bits = rp_intent_nr_bits(pair->nr_regions,
 					ilog2(chunk_kib / region_kib));
 	u64 i, r0, r1;
@@ -626,28 +626,11 @@ unlock:
 	return ret;
 }
 
-/* True if a tracked write of @pair overlaps regions [@r0, @r1].  pair->lock. */
-static bool rp_intent_regions_busy(struct rp_pair *pair, u64 r0, u64 r1)
-{
-	struct rp_req *req;
-
-	list_for_each_entry(req, &pair->inflight, node)
-		if (req->first_region <= r1 && r0 <= req->last_region)
-			return true;
-	return false;
-}
-
-/* True if a region of [@r0, @r1] is set in @bits. */
-static bool rp_intent_any_bit(const unsigned long *bits, u64 r0, u64 r1)
-{
-	return find_next_bit(bits, r1 + 1, r0) <= r1;
-}
-
 /*
  * Clears the record bits of chunks whose regions @pair says are in sync and
- * nobody wrote since the last pass (@final: the pair is drained and going away, so only
- * the writes since the last pass count).  clear_sem held for writing.
- * Returns true if a bit changed.
+ * nobody wrote since the last pass (@final: the pair is drained and going
+ * away, so only the writes since the last pass count).  clear_sem held for
+ * writing.  Returns true if a bit changed.
  */
 static bool rp_intent_clear_pair(struct rp_intent *in, struct rp_pair *pair,
 				 bool final)
@@ -665,9 +648,9 @@ static bool rp_intent_clear_pair(struct rp_intent *in, struct rp_pair *pair,
 		if (test_bit(i, in->maps.recent))
 			continue;
 		rp_intent_bit_regions(in, i, &r0, &r1);
-		if (rp_intent_any_bit(pair->dirty, r0, r1) ||
-		    rp_intent_any_bit(pair->claimed, r0, r1) ||
-		    (!final && rp_intent_regions_busy(pair, r0, r1)))
+		if (rp_bits_any(pair->dirty, r0, r1) ||
+		    rp_bits_any(pair->claimed, r0, r1) ||
+		    (!final && __rp_pair_busy(pair, r0, r1)))
 			continue;
 		__clear_bit(i, in->maps.bits);
 		__rp_intent_changed(in, i);

@@ -167,7 +167,7 @@ static void __rp_pair_mark_dirty(struct rp_pair *pair, u64 first, u64 last)
 
 static bool __rp_pair_claimed(struct rp_pair *pair, u64 first, u64 last)
 {
-	return find_next_bit(pair->claimed, last + 1, first) <= last;
+	return rp_bits_any(pair->claimed, first, last);
 }
 
 static void rp_req_regions(struct rp_pair *pair, struct rp_req *req)
@@ -922,22 +922,24 @@ int rp_pair_set_state(struct rp_pair *pair, u8 state,
 	return 0;
 }
 
+/* True if a tracked write overlaps regions [@first, @last].  pair->lock. */
+bool __rp_pair_busy(struct rp_pair *pair, u64 first, u64 last)
+{
+	struct rp_req *req;
+
+	list_for_each_entry(req, &pair->inflight, node)
+		if (req->first_region <= last && first <= req->last_region)
+			return true;
+	return false;
+}
+
 /* True once no tracked write overlaps the regions.  Must not block. */
 static bool rp_claim_drained(struct rp_pair *pair, u64 first, u64 last)
 {
-	struct rp_req *req;
-	bool drained = true;
+	bool drained;
 
 	spin_lock_irq(&pair->lock);
-	if (pair->dead)
-		goto unlock;
-	list_for_each_entry(req, &pair->inflight, node) {
-		if (req->first_region <= last && first <= req->last_region) {
-			drained = false;
-			break;
-		}
-	}
-unlock:
+	drained = pair->dead || !__rp_pair_busy(pair, first, last);
 	spin_unlock_irq(&pair->lock);
 	return drained;
 }
