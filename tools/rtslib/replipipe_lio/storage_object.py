@@ -43,6 +43,19 @@ _INTENT_RE = re.compile(r"intent(?:_path)?: (/\S+)")
 _INTENT_CHUNK_RE = re.compile(r"intent_chunk_kib: (\d+)")
 
 
+def control_string(dev, intent=None, intent_chunk_kib=None):
+    """The `control` string of a backstore on the primary device dev, with a
+    write-intent record on intent (one bit per intent_chunk_kib KiB)."""
+    control = "udev_path=%s" % dev
+    if intent:
+        control += ",intent_path=%s" % intent
+    if intent_chunk_kib is not None:
+        if not intent:
+            raise RTSLibError("intent_chunk_kib needs an intent device")
+        control += ",intent_chunk_kib=%d" % int(intent_chunk_kib)
+    return control
+
+
 class ReplipipeStorageObject(StorageObject):
     """An interface to configfs storage objects of the replipipe backstore."""
 
@@ -108,14 +121,12 @@ class ReplipipeStorageObject(StorageObject):
         return m.group(1) if m else None
 
     def _get_control(self):
-        control = "udev_path=%s" % self.udev_path
-        intent = self._get_intent_path()
-        if intent:
-            control += ",intent_path=%s" % intent
-            m = _INTENT_CHUNK_RE.search(self._info())
-            if m:
-                control += ",intent_chunk_kib=%s" % m.group(1)
-        return control
+        info = self._info()
+        intent = _INTENT_RE.search(info)
+        chunk = _INTENT_CHUNK_RE.search(info)
+        return control_string(self.udev_path,
+                              intent.group(1) if intent else None,
+                              chunk.group(1) if intent and chunk else None)
 
     def _get_size(self):
         m = self._primary()

@@ -1,13 +1,13 @@
 """targetcli-fb UI for the replipipe backstore: /backstores/replipipe with
-`create name= dev= [intent= intent_chunk_kib=]` and `delete name=`, modelled on targetcli's
-UIBlockBackstore / UIBlockStorageObject."""
+`create name= dev= [intent= intent_chunk_kib=]` and `delete name=`, modelled
+on targetcli's UIBlockBackstore / UIBlockStorageObject."""
 
 from rtslib_fb.utils import RTSLibError
 from targetcli.ui_backstore import (UIBackstore, UIStorageObject,
                                     bytes_to_human, complete_path)
 import stat
 
-from .storage_object import PLUGIN, ReplipipeStorageObject
+from .storage_object import PLUGIN, ReplipipeStorageObject, control_string
 
 
 class UIReplipipeStorageObject(UIStorageObject):
@@ -45,15 +45,9 @@ class UIReplipipeBackstore(UIBackstore):
         index = self.ui_eval_param(index, 'number', None)
         intent = self.ui_eval_param(intent, 'string', None)
         intent_chunk_kib = self.ui_eval_param(intent_chunk_kib, 'number', None)
-        control = "udev_path=%s" % dev
-        if intent:
-            control += ",intent_path=%s" % intent
-        if intent_chunk_kib is not None:
-            if not intent:
-                raise RTSLibError("intent_chunk_kib needs intent=")
-            control += ",intent_chunk_kib=%d" % intent_chunk_kib
-        so = ReplipipeStorageObject(name, dev, wwn=wwn, index=index,
-                                    control=control)
+        so = ReplipipeStorageObject(
+            name, dev, wwn=wwn, index=index,
+            control=control_string(dev, intent, intent_chunk_kib))
         ui_so = UIReplipipeStorageObject(so, self)
         self.setup_model_alias(so)
         self.shell.log.info("Created replipipe storage object %s using %s."
