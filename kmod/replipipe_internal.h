@@ -147,6 +147,7 @@ struct rp_pair {
 	struct rp_dev		*src;
 	struct rp_bdev		tgt;
 	char			tgt_path[REPLIPIPE_TARGET_MAX_LEN + 1];
+	u64			serial;		/* unique among the module's pairs */
 	u64			src_bytes;
 	u64			nr_regions;
 	unsigned int		region_sect_shift; /* log2(sectors per region) */
@@ -308,6 +309,7 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 		 struct netlink_ext_ack *extack);
 int rp_claim_end(u64 id, u32 portid, bool done,
 		 struct netlink_ext_ack *extack);
+void rp_claim_abort(struct rp_pair *pair, u64 id);
 void rp_claims_drop_portid(u32 portid);
 
 /* rp_intent.c */

@@ -518,9 +518,11 @@ static int rp_nl_pair_set(struct sk_buff *skb, struct genl_info *info)
 			goto put;
 		}
 	}
-	mutex_lock(&rp_config_lock);
+	/*
+	 * Not under rp_config_lock: a PIPE_DEL or PIPE_SET holding it may be
+	 * waiting in rp_pair_destroy() for the reference held here.
+	 */
 	ret = rp_pair_set_state(pair, state, info->extack);
-	mutex_unlock(&rp_config_lock);
 put:
 	rp_pair_put(pair);
 	return ret;
@@ -580,7 +582,10 @@ static int rp_nl_bitmap_start(struct netlink_callback *cb)
 	return 0;
 }
 
-/* BITMAP_GET: cb->args[0] is the next offset, args[1] set once done. */
+/*
+ * BITMAP_GET: cb->args[0] is the next offset, args[1] set once done,
+ * args[2] the serial of the pair dumped.
+ */
 static int rp_nl_bitmap_dumpit(struct sk_buff *skb, struct netlink_callback *cb)
 {
 	const struct genl_dumpit_info *info = genl_dumpit_info(cb);
@@ -596,6 +601,13 @@ static int rp_nl_bitmap_dumpit(struct sk_buff *skb, struct netlink_callback *cb)
 		ret = PTR_ERR(pair);
 		goto unlock;
 	}
+	/* Each call looks the pair up anew: it must be the one it started on. */
+	if (off && cb->args[2] != (long)pair->serial) {
+		NL_SET_ERR_MSG(cb->extack, "the pair was replaced during the dump");
+		ret = -EAGAIN;
+		goto unlock;
+	}
+	cb->args[2] = (long)pair->serial;
 	do {
 		if (rp_bitmap_fill(skb, cb, pair, off)) {
 			if (!skb->len) {
@@ -659,7 +671,7 @@ static int rp_nl_claim(struct sk_buff *skb, struct genl_info *info)
 			      REPLIPIPE_A_PAD) ||
 	    nla_put_u32(msg, REPLIPIPE_A_CLAIM_COUNT, count)) {
 		if (count)
-			rp_claim_end(id, info->snd_portid, false, NULL);
+			rp_claim_abort(pair, id);
 		ret = -EMSGSIZE;
 		goto free_msg;
 	}

@@ -62,6 +62,7 @@ DEFINE_MUTEX(rp_config_lock);
 LIST_HEAD(rp_pipes);
 
 static atomic64_t rp_next_claim_id = ATOMIC64_INIT(0);
+static atomic64_t rp_next_pair_serial = ATOMIC64_INIT(0);
 static void rp_claim_reaper(struct work_struct *work);
 static DECLARE_DELAYED_WORK(rp_reaper, rp_claim_reaper);
 
@@ -449,6 +450,7 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	if (!pair)
 		return ERR_PTR(-ENOMEM);
 	atomic_inc(&rp_nr_pairs);
+	pair->serial = atomic64_inc_return(&rp_next_pair_serial);
 	pair->pipe = pipe;
 	refcount_set(&pair->refs, 1);
 	init_completion(&pair->released);
@@ -500,6 +502,16 @@ free_pair:
 	return ERR_PTR(ret);
 }
 
+static struct rp_claim *__rp_claim_find(struct rp_pair *pair, u64 id)
+{
+	struct rp_claim *claim;
+
+	list_for_each_entry(claim, &pair->claims, node)
+		if (claim->id == id)
+			return claim;
+	return NULL;
+}
+
 static void rp_claim_free(struct rp_claim *claim)
 {
 	list_del(&claim->node);
@@ -507,15 +519,20 @@ static void rp_claim_free(struct rp_claim *claim)
 	atomic_dec(&rp_nr_claims);
 }
 
-/* Ends a claim: clears its bits, releases the writes it held. */
-static void rp_claim_finish(struct rp_claim *claim, bool done)
+/*
+ * Ends a claim: clears its bits and moves the held writes it no longer
+ * covers to @released.  pair->lock held; @claim is freed.  Whoever finds a
+ * claim on pair->claims finishes it under the same hold of pair->lock, so
+ * each claim ends once.
+ */
+static void __rp_claim_finish(struct rp_claim *claim, bool done,
+			      struct list_head *released)
 {
 	struct rp_pair *pair = claim->pair;
 	u64 i, last = claim->first + claim->count - 1;
 	struct rp_req *req, *tmp;
-	LIST_HEAD(released);
 
-	spin_lock_irq(&pair->lock);
+	lockdep_assert_held(&pair->lock);
 	for (i = claim->first; i <= last; i++) {
 		if (done && !test_bit(i, pair->redirty) &&
 		    __test_and_clear_bit(i, pair->dirty))
@@ -530,14 +547,36 @@ static void rp_claim_finish(struct rp_claim *claim, bool done)
 		rp_req_regions(pair, req);
 		if (!__rp_pair_claimed(pair, req->first_region,
 				       req->last_region))
-			list_move_tail(&req->node, &released);
+			list_move_tail(&req->node, released);
 	}
-	spin_unlock_irq(&pair->lock);
+}
 
-	list_for_each_entry_safe(req, tmp, &released, node) {
+static void rp_reqs_resubmit(struct list_head *released)
+{
+	struct rp_req *req, *tmp;
+
+	list_for_each_entry_safe(req, tmp, released, node) {
 		list_del_init(&req->node);
 		rp_req_resubmit(req);
 	}
+}
+
+/*
+ * Drops claim @id of @pair if it is still there.  Needs a pair reference,
+ * not rp_config_lock: a PIPE_DEL holding that lock may be waiting for the
+ * reference.
+ */
+void rp_claim_abort(struct rp_pair *pair, u64 id)
+{
+	struct rp_claim *claim;
+	LIST_HEAD(released);
+
+	spin_lock_irq(&pair->lock);
+	claim = __rp_claim_find(pair, id);
+	if (claim)
+		__rp_claim_finish(claim, false, &released);
+	spin_unlock_irq(&pair->lock);
+	rp_reqs_resubmit(&released);
 }
 
 /* Stops the data path using @pair.  rp_config_lock held. */
@@ -900,7 +939,10 @@ int rp_pair_probe_target(struct rp_pair *pair)
 	return ret;
 }
 
-/* PAIR_SET: pause, or resume mirroring.  rp_config_lock held. */
+/*
+ * PAIR_SET: pause, or resume mirroring.  The caller holds a pair reference;
+ * pair->dead tells a pair being removed.
+ */
 int rp_pair_set_state(struct rp_pair *pair, u8 state,
 		      struct netlink_ext_ack *extack)
 {
@@ -942,16 +984,6 @@ static bool rp_claim_drained(struct rp_pair *pair, u64 first, u64 last)
 	drained = pair->dead || !__rp_pair_busy(pair, first, last);
 	spin_unlock_irq(&pair->lock);
 	return drained;
-}
-
-static struct rp_claim *__rp_claim_find(struct rp_pair *pair, u64 id)
-{
-	struct rp_claim *claim;
-
-	list_for_each_entry(claim, &pair->claims, node)
-		if (claim->id == id)
-			return claim;
-	return NULL;
 }
 
 /* Picks dirty, unclaimed regions at or after @hint.  pair->lock held. */
@@ -1026,7 +1058,7 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	last = *first + *count - 1;
 	if (!wait_event_timeout(pair->wq, rp_claim_drained(pair, *first, last),
 				timeout)) {
-		rp_claim_end(*id, portid, false, NULL);
+		rp_claim_abort(pair, *id);
 		NL_SET_ERR_MSG(extack,
 			       "writes in flight to the claimed regions did not drain in time");
 		return -ETIMEDOUT;
@@ -1042,43 +1074,37 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	return 0;
 }
 
-static struct rp_claim *rp_claim_lookup(u64 id)
+/* RESYNC_DONE (@done) and RESYNC_FAILED. */
+int rp_claim_end(u64 id, u32 portid, bool done, struct netlink_ext_ack *extack)
 {
-	struct rp_claim *claim;
+	struct rp_claim *claim = NULL;
+	LIST_HEAD(released);
 	struct rp_pipe *pipe;
 	struct rp_pair *pair;
+	int ret = 0;
 
-	lockdep_assert_held(&rp_config_lock);
+	mutex_lock(&rp_config_lock);
 	list_for_each_entry(pipe, &rp_pipes, node) {
 		list_for_each_entry(pair, &pipe->pairs, node) {
 			spin_lock_irq(&pair->lock);
 			claim = __rp_claim_find(pair, id);
+			if (claim && claim->portid != portid)
+				ret = -EPERM;
+			else if (claim)
+				__rp_claim_finish(claim, done, &released);
 			spin_unlock_irq(&pair->lock);
 			if (claim)
-				return claim;
+				goto found;
 		}
 	}
-	return NULL;
-}
-
-/* RESYNC_DONE (@done) and RESYNC_FAILED. */
-int rp_claim_end(u64 id, u32 portid, bool done, struct netlink_ext_ack *extack)
-{
-	struct rp_claim *claim;
-	int ret = 0;
-
-	mutex_lock(&rp_config_lock);
-	claim = rp_claim_lookup(id);
-	if (!claim) {
-		NL_SET_ERR_MSG(extack, "no such claim (finished, timed out or dropped)");
-		ret = -ENOENT;
-	} else if (claim->portid != portid) {
-		NL_SET_ERR_MSG(extack, "the claim belongs to another socket");
-		ret = -EPERM;
-	} else {
-		rp_claim_finish(claim, done);
-	}
+	ret = -ENOENT;
+found:
 	mutex_unlock(&rp_config_lock);
+	rp_reqs_resubmit(&released);
+	if (ret == -ENOENT)
+		NL_SET_ERR_MSG(extack, "no such claim (finished, timed out or dropped)");
+	else if (ret == -EPERM)
+		NL_SET_ERR_MSG(extack, "the claim belongs to another socket");
 	return ret;
 }
 
@@ -1109,12 +1135,19 @@ static unsigned int rp_claims_drop(u32 portid, bool expired_only)
 			spin_unlock_irq(&pair->lock);
 		}
 	}
+	/* Off pair->claims: nobody else finds these (rp_claim_abort()). */
 	list_for_each_entry_safe(claim, tmp, &drop, node) {
+		LIST_HEAD(released);
+
+		pair = claim->pair;
 		pr_warn("claim %llu on %s (regions %llu+%u) dropped: %s\n",
-			claim->id, claim->pair->src->name, claim->first,
+			claim->id, pair->src->name, claim->first,
 			claim->count, expired_only ? "timed out" :
 			"its socket closed");
-		rp_claim_finish(claim, false);
+		spin_lock_irq(&pair->lock);
+		__rp_claim_finish(claim, false, &released);
+		spin_unlock_irq(&pair->lock);
+		rp_reqs_resubmit(&released);
 	}
 	return left;
 }
