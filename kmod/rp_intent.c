@@ -253,7 +253,12 @@ static int rp_intent_write_sb(struct rp_intent *in, bool valid)
 	if (!page)
 		return -ENOMEM;
 	rp_intent_sb_fill(in, page_address(page), valid);
-	ret = rp_intent_io(in, page, 0, REQ_OP_WRITE | REQ_SYNC | REQ_FUA);
+	/*
+	 * A valid header vouches for the bitmap pages written before it
+	 * without FUA (rp_intent_bind()): the flush makes them stable first.
+	 */
+	ret = rp_intent_io(in, page, 0, REQ_OP_WRITE | REQ_SYNC | REQ_FUA |
+			   (valid ? REQ_PREFLUSH : 0));
 	__free_page(page);
 	return ret;
 }
