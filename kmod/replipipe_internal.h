@@ -19,6 +19,7 @@
 #include <linux/list.h>
 #include <linux/mempool.h>
 #include <linux/mutex.h>
+#include <linux/percpu-refcount.h>
 #include <linux/rcupdate.h>
 #include <linux/refcount.h>
 #include <linux/rwsem.h>
@@ -100,6 +101,9 @@ struct rp_dev {
 	struct rp_intent	*intent;
 	struct bio_set		bio_set;
 	mempool_t		*req_pool;
+	/* One per rp_req and per write submission: pins the pools above. */
+	struct percpu_ref	reqs;
+	struct completion	reqs_done;
 	/* The active pair; written under rp_config_lock, read under RCU. */
 	struct rp_pair __rcu	*pair;
 	/* Writes in flight that found no pair (a new pair waits for them). */
@@ -196,6 +200,7 @@ enum rp_req_flags {
 	RP_REQ_BUILT	= 1 << 4,	/* async copy made */
 	RP_REQ_ISSUED	= 1 << 5,	/* async leg submitted */
 	RP_REQ_UNTRACKED = 1 << 6,	/* counted in dev->untracked */
+	RP_REQ_NOCOPY	= 1 << 7,	/* no memory for the async copy */
 };
 
 /* One command's I/O: the fan-out context of iblock's iblock_req. */

@@ -78,6 +78,11 @@ static void rp_set_geometry(struct se_device *se_dev, struct block_device *bd)
 		attrib->is_nonrot = 1;
 }
 
+static void rp_dev_reqs_done(struct percpu_ref *ref)
+{
+	complete(&container_of(ref, struct rp_dev, reqs)->reqs_done);
+}
+
 static int rp_configure_device(struct se_device *se_dev)
 {
 	struct rp_dev *dev = RP_DEV(se_dev);
@@ -88,10 +93,15 @@ static int rp_configure_device(struct se_device *se_dev)
 		return -EINVAL;
 	}
 
+	init_completion(&dev->reqs_done);
+	ret = percpu_ref_init(&dev->reqs, rp_dev_reqs_done, 0, GFP_KERNEL);
+	if (ret)
+		return ret;
+
 	ret = bioset_init(&dev->bio_set, RP_BIO_POOL_SIZE, 0, BIOSET_NEED_BVECS);
 	if (ret) {
 		pr_err("%s: cannot create the bio set\n", dev->name);
-		return ret;
+		goto exit_reqs;
 	}
 
 	dev->req_pool = mempool_create_slab_pool(RP_REQ_POOL_SIZE, rp_req_cache);
@@ -123,6 +133,8 @@ destroy_req_pool:
 	dev->req_pool = NULL;
 exit_bioset:
 	bioset_exit(&dev->bio_set);
+exit_reqs:
+	percpu_ref_exit(&dev->reqs);
 	return ret;
 }
 
@@ -136,6 +148,13 @@ static void rp_destroy_device(struct se_device *se_dev)
 	struct rp_dev *dev = RP_DEV(se_dev);
 
 	WARN_ON_ONCE(rcu_access_pointer(dev->pair));
+	/*
+	 * The LUNs are gone, but a request may still finish: an IMMED
+	 * SYNCHRONIZE CACHE completes its command before its flushes do.
+	 */
+	percpu_ref_kill(&dev->reqs);
+	wait_for_completion(&dev->reqs_done);
+	percpu_ref_exit(&dev->reqs);
 	rp_intent_close(dev);
 	rp_bdev_close(&dev->primary, dev);
 	mempool_destroy(dev->req_pool);

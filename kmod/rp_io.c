@@ -31,6 +31,8 @@
 
 #include "replipipe_internal.h"
 
+static void rp_req_resubmit_work(struct work_struct *work);
+
 static struct rp_req *rp_req_alloc(struct se_cmd *cmd, struct rp_dev *dev)
 {
 	struct rp_req *req;
@@ -46,12 +48,20 @@ static struct rp_req *rp_req_alloc(struct se_cmd *cmd, struct rp_dev *dev)
 	INIT_LIST_HEAD(&req->node);
 	INIT_LIST_HEAD(&req->async_node);
 	bio_list_init(&req->async_bios);
+	/*
+	 * Once, not at each resubmission: re-initializing a work item that
+	 * may still be running would let it run twice at once.
+	 */
+	INIT_WORK(&req->work, rp_req_resubmit_work);
+	/* The device's pools outlive every request (rp_destroy_device()). */
+	percpu_ref_get(&dev->reqs);
 	return req;
 }
 
 static void rp_req_put(struct rp_req *req)
 {
 	struct rp_pair *pair = req->pair;
+	struct rp_dev *dev = req->dev;
 
 	if (!refcount_dec_and_test(&req->refs))
 		return;
@@ -61,7 +71,8 @@ static void rp_req_put(struct rp_req *req)
 	}
 	if (req->flags & RP_REQ_UNTRACKED)
 		rp_req_untracked_done(req);
-	mempool_free(req, req->dev->req_pool);
+	mempool_free(req, dev->req_pool);
+	percpu_ref_put(&dev->reqs);
 }
 
 /*
@@ -76,6 +87,14 @@ static void rp_req_cmd_done(struct rp_req *req)
 
 	if (!refcount_dec_and_test(&req->pending))
 		return;
+
+	/*
+	 * The primary failed where the target leg may have written: the legs
+	 * can differ, so the regions are dirty (dm-raid1 does the same).
+	 */
+	if ((req->flags & (RP_REQ_MIRROR | RP_REQ_FLUSH)) == RP_REQ_MIRROR &&
+	    atomic_read(&req->primary_errors))
+		rp_pair_mark_dirty(req->pair, req);
 
 	if ((req->flags & (RP_REQ_MIRROR | RP_REQ_ASYNC)) == RP_REQ_MIRROR) {
 		if (atomic_read(&req->target_errors)) {
@@ -111,7 +130,7 @@ static void rp_req_async_done(struct rp_req *req)
 
 	if (atomic_read(&req->target_errors)) {
 		rp_pair_target_failed(pair, req);
-	} else {
+	} else if (!(req->flags & RP_REQ_NOCOPY)) {
 		atomic64_inc(&pair->writes_mirrored);
 		atomic64_add(bytes, &pair->bytes_mirrored);
 	}
@@ -146,19 +165,12 @@ static void rp_bio_done_target(struct bio *bio)
 	rp_req_cmd_done(req);
 }
 
-static void rp_bio_done_async(struct bio *bio)
+/* Gives the copy pages of an async leg's bio back, and the bio. */
+static void rp_async_bio_free(struct rp_pair *pair, struct bio *bio)
 {
-	struct rp_req *req = bio->bi_private;
-	struct rp_pair *pair = req->pair;
 	unsigned short i;
 	unsigned int j;
 
-	if (bio->bi_status) {
-		pr_err_ratelimited("%s: target %s async I/O error %d\n",
-				   req->dev->name, pair->tgt_path,
-				   blk_status_to_errno(bio->bi_status));
-		atomic_inc(&req->target_errors);
-	}
 	/* A bvec may hold several physically contiguous pool pages. */
 	for (i = 0; i < bio->bi_vcnt; i++) {
 		struct bio_vec *bv = &bio->bi_io_vec[i];
@@ -170,6 +182,20 @@ static void rp_bio_done_async(struct bio *bio)
 		}
 	}
 	bio_put(bio);
+}
+
+static void rp_bio_done_async(struct bio *bio)
+{
+	struct rp_req *req = bio->bi_private;
+	struct rp_pair *pair = req->pair;
+
+	if (bio->bi_status) {
+		pr_err_ratelimited("%s: target %s async I/O error %d\n",
+				   req->dev->name, pair->tgt_path,
+				   blk_status_to_errno(bio->bi_status));
+		atomic_inc(&req->target_errors);
+	}
+	rp_async_bio_free(pair, bio);
 	rp_req_async_done(req);
 }
 
@@ -239,10 +265,46 @@ added:
 }
 
 /*
+ * A page for an async copy, without waiting: from the page allocator
+ * without reclaim or the pool's reserve, else one reclaim attempt.  Waiting
+ * for the reserve could wait forever: pages come back only when async legs
+ * complete, and a leg is issued only after the older overlapping ones.
+ */
+static struct page *rp_async_page(struct rp_pair *pair)
+{
+	struct page *page;
+
+	page = mempool_alloc(pair->page_pool, GFP_NOWAIT | __GFP_NOWARN);
+	if (!page)
+		page = alloc_page(GFP_NOIO | __GFP_NORETRY | __GFP_NOWARN);
+	if (page)
+		atomic_inc(&rp_nr_async_bufs);
+	return page;
+}
+
+/*
+ * Undoes a partial rp_async_build(): the pages and bios built so far go
+ * back, @bio the one being filled.
+ */
+static void rp_async_unbuild(struct rp_req *req, struct bio *bio)
+{
+	struct rp_pair *pair = req->pair;
+	struct bio *b;
+
+	if (bio)
+		rp_async_bio_free(pair, bio);
+	while ((b = bio_list_pop(&req->async_bios))) {
+		rp_async_bio_free(pair, b);
+		atomic_dec(&req->async_pending);
+	}
+}
+
+/*
  * Copies the command's data into pages of the pair's pool and builds the
  * async leg's bios (not submitted: rp_async_issue() does that in order).
+ * False when memory for the copy ran out: then nothing is built.
  */
-static void rp_async_build(struct rp_req *req)
+static bool rp_async_build(struct rp_req *req)
 {
 	struct rp_pair *pair = req->pair;
 	unsigned int pages_left = DIV_ROUND_UP(req->nr_sects << SECTOR_SHIFT,
@@ -268,8 +330,11 @@ static void rp_async_build(struct rp_req *req)
 				page = NULL;
 			}
 			if (!page) {
-				page = mempool_alloc(pair->page_pool, GFP_NOIO);
-				atomic_inc(&rp_nr_async_bufs);
+				page = rp_async_page(pair);
+				if (!page) {
+					rp_async_unbuild(req, bio);
+					return false;
+				}
 				fill = 0;
 			}
 			n = min3(len, (unsigned int)PAGE_SIZE - soff,
@@ -289,6 +354,7 @@ static void rp_async_build(struct rp_req *req)
 		atomic_inc(&req->async_pending);
 		bio_list_add(&req->async_bios, bio);
 	}
+	return true;
 }
 
 static bool rp_ranges_overlap(struct rp_req *a, struct rp_req *b)
@@ -402,36 +468,46 @@ static int rp_intent_lock_wait(struct rp_req *req)
 	return ret;
 }
 
-static void rp_intent_unlock(struct rp_req *req)
+static void rp_intent_unlock(struct rp_intent *in)
 {
-	if (req->dev->intent)
-		up_read(&req->dev->intent->clear_sem);
+	if (in)
+		up_read(&in->clear_sem);
 }
 
-/* Routes and submits a write.  Runs in process context; may block. */
+/*
+ * Routes and submits a write.  Runs in process context; may block.
+ * A write handed over (held for a claim, or waiting for its record mark)
+ * may be resubmitted, completed and freed by another thread at once: from
+ * then on only the locals below are used, pinned for this call.
+ */
 static void rp_write_submit(struct rp_req *req)
 {
+	struct rp_dev *dev = req->dev;
+	struct rp_intent *in = dev->intent;
 	struct rp_pair *pair = req->pair;
 	u64 bytes = (u64)req->nr_sects << SECTOR_SHIFT;
 	struct blk_plug plug;
 	bool reserved = false;
 
+	percpu_ref_get(&dev->reqs);
 	if (pair && READ_ONCE(pair->mode) == REPLIPIPE_MODE_ASYNC &&
 	    rp_pair_mirroring(pair))
 		reserved = rp_lag_wait(pair, bytes);
+	if (reserved)
+		refcount_inc(&pair->refs);
 	if (!rp_intent_lock_write(req)) {
 		/* Waits for the record; submitted again from the start. */
 		if (reserved)
 			rp_pair_lag_release(pair, bytes);
-		return;
+		goto unpin;
 	}
 	if (pair) {
 		if (rp_pair_route_write(pair, req, reserved, true) ==
 		    RP_ROUTE_HELD) {
-			rp_intent_unlock(req);
+			rp_intent_unlock(in);
 			if (reserved)
 				rp_pair_lag_release(pair, bytes);
-			return;
+			goto unpin;
 		}
 		if (reserved && !(req->flags & RP_REQ_ASYNC))
 			rp_pair_lag_release(pair, bytes);
@@ -440,7 +516,7 @@ static void rp_write_submit(struct rp_req *req)
 						       req->dev->primary.bdev,
 						       pair->tgt.bdev);
 	}
-	rp_intent_unlock(req);
+	rp_intent_unlock(in);
 	if (req->flags & RP_REQ_ASYNC)
 		refcount_set(&req->refs, 2);
 
@@ -453,14 +529,25 @@ static void rp_write_submit(struct rp_req *req)
 	blk_finish_plug(&plug);
 
 	if (req->flags & RP_REQ_ASYNC) {
-		rp_async_build(req);
+		bool built = rp_async_build(req);
+
 		spin_lock_irq(&pair->lock);
-		req->flags |= RP_REQ_BUILT;
+		req->flags |= RP_REQ_BUILT | (built ? 0 : RP_REQ_NOCOPY);
 		spin_unlock_irq(&pair->lock);
+		if (!built) {
+			/* The resync carries the write over instead. */
+			pr_warn_ratelimited("%s: no memory to copy a write for target %s; its regions are dirty\n",
+					    dev->name, pair->tgt_path);
+			rp_pair_mark_dirty(pair, req);
+		}
 		rp_async_issue(pair);
 		rp_req_async_done(req);
 	}
 	rp_req_cmd_done(req);
+unpin:
+	if (reserved)
+		rp_pair_put(pair);
+	percpu_ref_put(&dev->reqs);
 }
 
 static void rp_req_resubmit_work(struct work_struct *work)
@@ -484,7 +571,6 @@ void rp_req_fail(struct rp_req *req)
  */
 void rp_req_resubmit(struct rp_req *req)
 {
-	INIT_WORK(&req->work, rp_req_resubmit_work);
 	queue_work(rp_wq, &req->work);
 }
 
@@ -532,11 +618,13 @@ sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd)
 	struct rp_req *req;
 	struct bio *bio;
 
-	/* With IMMED the command completes now; the flushes run alone. */
+	/*
+	 * With IMMED the command completes now and the flushes run alone;
+	 * the request, allocated first, keeps the device's pools alive.
+	 */
+	req = rp_req_alloc(immed ? NULL : cmd, dev);
 	if (immed)
 		target_complete_cmd(cmd, SAM_STAT_GOOD);
-
-	req = rp_req_alloc(immed ? NULL : cmd, dev);
 	req->flags = RP_REQ_FLUSH;
 	req->pair = rp_pair_get(dev);
 	if (req->pair && rp_pair_mirroring(req->pair))
@@ -580,17 +668,21 @@ static struct rp_req *rp_sync_op_begin(struct se_cmd *cmd, sector_t sector,
 	}
 	if (req->pair)
 		rp_pair_route_write(req->pair, req, false, false);
-	rp_intent_unlock(req);
+	rp_intent_unlock(req->dev->intent);
 	return req;
 }
 
-/* Accounts the target leg's result; true if the command must fail. */
-static bool rp_sync_op_end(struct rp_req *req, int target_ret)
+/*
+ * Accounts the legs' results (@ret the primary's); true if the command must
+ * fail because of the target.
+ */
+static bool rp_sync_op_end(struct rp_req *req, int ret, int target_ret)
 {
 	bool fail = false;
 
 	if (req->flags & RP_REQ_MIRROR) {
-		if (target_ret == -EOPNOTSUPP) {
+		/* A primary that failed part-way differs from the target. */
+		if (ret || target_ret == -EOPNOTSUPP) {
 			rp_pair_mark_dirty(req->pair, req);
 		} else if (target_ret) {
 			atomic_inc(&req->target_errors);
@@ -623,7 +715,7 @@ sense_reason_t rp_execute_unmap(struct se_cmd *cmd, sector_t lba, sector_t nolb)
 		else
 			target_ret = -EOPNOTSUPP;
 	}
-	if (rp_sync_op_end(req, target_ret) || ret) {
+	if (rp_sync_op_end(req, ret, target_ret) || ret) {
 		pr_err_ratelimited("%s: UNMAP failed: %d/%d\n", dev->name, ret,
 				   target_ret);
 		return TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;
@@ -701,7 +793,7 @@ sense_reason_t rp_execute_write_same(struct se_cmd *cmd)
 	if (!ret && (req->flags & RP_REQ_MIRROR))
 		target_ret = rp_write_same_one(dev, req->pair->tgt.bdev, cmd,
 					       zeroes);
-	if (rp_sync_op_end(req, target_ret) || ret) {
+	if (rp_sync_op_end(req, ret, target_ret) || ret) {
 		pr_err_ratelimited("%s: WRITE SAME failed: %d/%d\n", dev->name,
 				   ret, target_ret);
 		return TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;

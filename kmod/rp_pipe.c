@@ -188,9 +188,26 @@ static void rp_req_regions(struct rp_pair *pair, struct rp_req *req)
 }
 
 /*
+ * True if the copy of an asynchronous write not done yet overlaps regions
+ * [@first, @last].  pair->lock held.
+ */
+static bool __rp_pair_async_overlaps(struct rp_pair *pair, u64 first, u64 last)
+{
+	struct rp_req *req;
+
+	list_for_each_entry(req, &pair->async_list, async_node)
+		if (req->first_region <= last && first <= req->last_region)
+			return true;
+	return false;
+}
+
+/*
  * Decides where a write goes.  Writes to claimed regions are held when
  * @can_hold, else they go to the primary and stay dirty.  An asynchronous
- * pair mirrors only writes that got lag room.  Must not block.
+ * pair mirrors only writes that got lag room.  A synchronous write never
+ * overtakes the copy of an older asynchronous write to the same regions
+ * (the pipe was asynchronous until a PIPE_SET): it goes to the primary and
+ * its regions stay dirty.  Must not block.
  */
 enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 				  bool lag_reserved, bool can_hold)
@@ -214,7 +231,10 @@ enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 	list_add_tail(&req->node, &pair->inflight);
 	req->flags |= RP_REQ_TRACKED;
 	if (!claimed && __rp_pair_mirroring(pair) &&
-	    (pair->mode == REPLIPIPE_MODE_SYNC || lag_reserved)) {
+	    (pair->mode == REPLIPIPE_MODE_SYNC ?
+	     !__rp_pair_async_overlaps(pair, req->first_region,
+				       req->last_region) :
+	     lag_reserved)) {
 		req->flags |= RP_REQ_MIRROR;
 		route = RP_ROUTE_MIRROR;
 		if (pair->mode == REPLIPIPE_MODE_ASYNC) {
