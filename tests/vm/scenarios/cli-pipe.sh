@@ -11,6 +11,7 @@
 # return their codes and change neither `status --json`, the kernel nor the
 # store; `delete` removes the pipe from kernel and store.
 # vm-timeout: 600
+# vm-cost: 100
 # vm-mem: 1024
 # vm-bins: jq socat
 

@@ -29,6 +29,7 @@
 #     copies 1 MiB. Chunk sizes that are not a power of two, below 4 KiB or
 #     above 1 GiB are refused, and so is any control once enabled.
 # vm-timeout: 600
+# vm-cost: 95
 # vm-mem: 1024
 # vm-bins: dmsetup
 
