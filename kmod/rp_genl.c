@@ -97,6 +97,7 @@ static const struct nla_policy rp_claim_policy[REPLIPIPE_A_MAX + 1] = {
 	[REPLIPIPE_A_CLAIM_HINT]	= { .type = NLA_U64 },
 	[REPLIPIPE_A_CLAIM_MAX_REGIONS]	= NLA_POLICY_FULL_RANGE(NLA_U32,
 								&rp_claim_range),
+	[REPLIPIPE_A_CLAIM_PAIR_SERIAL]	= { .type = NLA_U64 },
 };
 
 static const struct nla_policy rp_claim_end_policy[REPLIPIPE_A_MAX + 1] = {
@@ -110,7 +111,7 @@ static size_t rp_pair_msg_size(void)
 	       nla_total_size(REPLIPIPE_SOURCE_MAX_LEN + 1) +
 	       nla_total_size(REPLIPIPE_TARGET_MAX_LEN + 1) +
 	       2 * nla_total_size(sizeof(u8)) +
-	       9 * nla_total_size_64bit(sizeof(u64));
+	       10 * nla_total_size_64bit(sizeof(u64));
 }
 
 static size_t rp_pipe_msg_size(struct rp_pipe *pipe, bool with_pairs)
@@ -159,6 +160,8 @@ static int rp_pair_fill(struct sk_buff *skb, struct rp_pair *pair)
 			      REPLIPIPE_A_PAIR_PAD) ||
 	    nla_put_u64_64bit(skb, REPLIPIPE_A_PAIR_SOURCE_BYTES,
 			      pair->src_bytes, REPLIPIPE_A_PAIR_PAD) ||
+	    nla_put_u64_64bit(skb, REPLIPIPE_A_PAIR_SERIAL, pair->serial,
+			      REPLIPIPE_A_PAIR_PAD) ||
 	    nla_put_u8(skb, REPLIPIPE_A_PAIR_INTENT, pair->intent_state))
 		goto cancel;
 	if (pair->src->intent &&
@@ -644,6 +647,14 @@ static int rp_nl_claim(struct sk_buff *skb, struct genl_info *info)
 
 	mutex_lock(&rp_config_lock);
 	pair = rp_nl_pair(attrs, info->extack);
+	/* A resync planned for a pair since replaced must not touch this one. */
+	if (!IS_ERR(pair) && attrs[REPLIPIPE_A_CLAIM_PAIR_SERIAL] &&
+	    nla_get_u64(attrs[REPLIPIPE_A_CLAIM_PAIR_SERIAL]) != pair->serial) {
+		NL_SET_ERR_MSG_ATTR(info->extack,
+				    attrs[REPLIPIPE_A_CLAIM_PAIR_SERIAL],
+				    "the pair was replaced since (another serial)");
+		pair = ERR_PTR(-ESTALE);
+	}
 	if (!IS_ERR(pair))
 		refcount_inc(&pair->refs);
 	mutex_unlock(&rp_config_lock);

@@ -39,7 +39,11 @@
  *                REPLIPIPE_A_CLAIM_HINT. The kernel waits for in-flight writes
  *                to them to drain and holds new writes to them until the claim
  *                ends. Reply: CLAIM_ID, CLAIM_FIRST, CLAIM_COUNT (0 = nothing
- *                dirty and unclaimed at or after the hint).
+ *                dirty and unclaimed at or after the hint). With
+ *                REPLIPIPE_A_CLAIM_PAIR_SERIAL the claim fails with ESTALE
+ *                unless the pair is still the one PIPE_GET reported with that
+ *                REPLIPIPE_A_PAIR_SERIAL (a resync planned for a pair that a
+ *                PIPE_SET replaced since must not clear the new one's bits).
  *                A claim belongs to the netlink socket that made it: it is
  *                dropped (regions stay dirty) when that socket closes, and
  *                when it is not finished within the module parameter
@@ -157,6 +161,10 @@ enum replipipe_attr {
 	REPLIPIPE_A_CLAIM_FIRST,	/* u64, region index */
 	REPLIPIPE_A_CLAIM_COUNT,	/* u32 */
 	REPLIPIPE_A_PAD,
+	REPLIPIPE_A_CLAIM_PAIR_SERIAL,	/* u64, optional on RESYNC_CLAIM: the
+					 * claim is refused with ESTALE unless
+					 * the pair is still the one with this
+					 * REPLIPIPE_A_PAIR_SERIAL */
 	__REPLIPIPE_A_MAX,
 };
 #define REPLIPIPE_A_MAX (__REPLIPIPE_A_MAX - 1)
@@ -179,6 +187,9 @@ enum replipipe_pair_attr {
 	REPLIPIPE_A_PAIR_INTENT,	/* u8, enum replipipe_intent_state */
 	REPLIPIPE_A_PAIR_INTENT_LOADED,	/* u64, dirty regions the record gave */
 	REPLIPIPE_A_PAIR_INTENT_MARKED,	/* u64, regions marked in it now */
+	REPLIPIPE_A_PAIR_SERIAL,	/* u64, never the same for two pairs
+					 * the module made (a replaced pair
+					 * has a new one) */
 	__REPLIPIPE_A_PAIR_MAX,
 };
 #define REPLIPIPE_A_PAIR_MAX (__REPLIPIPE_A_PAIR_MAX - 1)
