@@ -54,6 +54,7 @@ struct rp_dev;
 struct rp_intent_maps {
 	unsigned long		*bits;		/* on disk, or about to be */
 	unsigned long		*recent;	/* marked since the last pass */
+	unsigned long		*quiet;		/* a pass's picks, before its flush */
 	u64			*dirty_seq;	/* per page: its last change */
 	u64			*ondisk_seq;	/* per page: the change on disk */
 	unsigned int		nr_pages;

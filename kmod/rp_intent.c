@@ -129,6 +129,7 @@ static void rp_intent_maps_free(struct rp_intent_maps *m)
 {
 	kvfree(m->bits);
 	kvfree(m->recent);
+	kvfree(m->quiet);
 	kvfree(m->dirty_seq);
 	kvfree(m->ondisk_seq);
 	memset(m, 0, sizeof(*m));
@@ -143,9 +144,11 @@ static int rp_intent_maps_alloc(struct rp_intent_maps *m, u64 nr_bits)
 	longs = (u64)m->nr_pages * RP_INTENT_PAGE_LONGS;
 	m->bits = kvcalloc(longs, sizeof(unsigned long), GFP_KERNEL);
 	m->recent = kvcalloc(longs, sizeof(unsigned long), GFP_KERNEL);
+	m->quiet = kvcalloc(longs, sizeof(unsigned long), GFP_KERNEL);
 	m->dirty_seq = kvcalloc(m->nr_pages, sizeof(u64), GFP_KERNEL);
 	m->ondisk_seq = kvcalloc(m->nr_pages, sizeof(u64), GFP_KERNEL);
-	if (!m->bits || !m->recent || !m->dirty_seq || !m->ondisk_seq) {
+	if (!m->bits || !m->recent || !m->quiet || !m->dirty_seq ||
+	    !m->ondisk_seq) {
 		rp_intent_maps_free(m);
 		return -ENOMEM;
 	}
@@ -632,62 +635,127 @@ unlock:
 }
 
 /*
- * Clears the record bits of chunks whose regions @pair says are in sync and
- * nobody wrote since the last pass (@final: the pair is drained and going
- * away, so only the writes since the last pass count).  clear_sem held for
- * writing.  Returns true if a bit changed.
+ * True if record bit @i may be cleared: nobody marked its chunk since the
+ * last pass, and @pair has every region of it in sync, unclaimed and (unless
+ * @final: the pair is drained and going away) with no write in flight.
+ * pair->lock and in->lock held.
+ */
+static bool __rp_intent_quiet(struct rp_intent *in, struct rp_pair *pair,
+			      u64 i, bool final)
+{
+	u64 r0, r1;
+
+	if (test_bit(i, in->maps.recent))
+		return false;
+	rp_intent_bit_regions(in, i, &r0, &r1);
+	return !rp_bits_any(pair->dirty, r0, r1) &&
+	       !rp_bits_any(pair->claimed, r0, r1) &&
+	       (final || !__rp_pair_busy(pair, r0, r1));
+}
+
+/*
+ * The first half of a pass: picks the quiet chunks into maps.quiet and ages
+ * the marks (only with a live pair: writes without one are tracked nowhere
+ * else, so their marks stay "recent" until a pair looks).  True if it
+ * picked any.  clear_sem held for writing.
+ */
+static bool rp_intent_clear_pick(struct rp_intent *in, struct rp_pair *pair)
+{
+	bool picked = false;
+	u64 i;
+
+	spin_lock_irq(&pair->lock);
+	spin_lock(&in->lock);
+	if (!in->bound || pair->intent_epoch != in->epoch || pair->dead)
+		goto unlock;
+	bitmap_zero(in->maps.quiet, in->nr_bits);
+	for_each_set_bit(i, in->maps.bits, in->nr_bits) {
+		if (__rp_intent_quiet(in, pair, i, false)) {
+			__set_bit(i, in->maps.quiet);
+			picked = true;
+		}
+	}
+	bitmap_zero(in->maps.recent, in->nr_bits);
+unlock:
+	spin_unlock(&in->lock);
+	spin_unlock_irq(&pair->lock);
+	return picked;
+}
+
+/*
+ * Writes that completed may still sit in a leg's volatile cache: a chunk's
+ * bit is cleared on the record only once both legs flushed them, or a power
+ * loss could leave the legs different under a clean record.  May block.
+ */
+static int rp_intent_flush_legs(struct rp_intent *in, struct rp_pair *pair)
+{
+	int ret;
+
+	ret = blkdev_issue_flush(in->dev->primary.bdev);
+	if (!ret)
+		ret = blkdev_issue_flush(pair->tgt.bdev);
+	if (ret)
+		pr_warn_ratelimited("%s: write-intent record %s: a leg's flush failed (%d); its chunks stay marked\n",
+				    in->dev->name, in->path, ret);
+	return ret;
+}
+
+/*
+ * Clears the record bits of the chunks that are still quiet: of those the
+ * pass picked before its flush, or (@final, the pair drained after a flush)
+ * of all.  clear_sem held for writing.  Returns true if a bit changed.
  */
 static bool rp_intent_clear_pair(struct rp_intent *in, struct rp_pair *pair,
 				 bool final)
 {
 	bool changed = false;
-	u64 i, n, r0, r1;
+	u64 i;
 
 	spin_lock_irq(&pair->lock);
 	spin_lock(&in->lock);
 	if (!in->bound || pair->intent_epoch != in->epoch ||
 	    (!final && pair->dead))
 		goto unlock;
-	n = in->nr_bits;
-	for_each_set_bit(i, in->maps.bits, n) {
-		if (test_bit(i, in->maps.recent))
-			continue;
-		rp_intent_bit_regions(in, i, &r0, &r1);
-		if (rp_bits_any(pair->dirty, r0, r1) ||
-		    rp_bits_any(pair->claimed, r0, r1) ||
-		    (!final && __rp_pair_busy(pair, r0, r1)))
+	for_each_set_bit(i, final ? in->maps.bits : in->maps.quiet,
+			 in->nr_bits) {
+		if (!test_bit(i, in->maps.bits) ||
+		    !__rp_intent_quiet(in, pair, i, final))
 			continue;
 		__clear_bit(i, in->maps.bits);
 		__rp_intent_changed(in, i);
 		changed = true;
 	}
-	/*
-	 * Age the writes seen by this pass.  Only with a live pair: writes
-	 * without one are tracked nowhere else, so their marks must stay
-	 * "recent" until a pair that is drained (@final) or live looks.
-	 */
-	if (!final)
-		bitmap_zero(in->maps.recent, in->nr_bits);
 unlock:
 	spin_unlock(&in->lock);
 	spin_unlock_irq(&pair->lock);
 	return changed;
 }
 
+/*
+ * A clear pass: picks the quiet chunks, flushes both legs, then clears the
+ * picks that stayed quiet (a write to one since the pick marked it recent,
+ * and one in flight at the pick was not picked: every write to a cleared
+ * chunk completed before the flush).
+ */
 static void rp_intent_clear_work(struct work_struct *work)
 {
 	struct rp_intent *in = container_of(to_delayed_work(work),
 					    struct rp_intent, clear_work);
 	struct rp_pair *pair;
-	bool changed = false;
+	bool changed = false, picked = false;
 
 	down_write(&in->clear_sem);
 	pair = rp_pair_get(in->dev);
-	if (pair) {
-		changed = rp_intent_clear_pair(in, pair, false);
-		rp_pair_put(pair);
-	}
+	if (pair)
+		picked = rp_intent_clear_pick(in, pair);
 	up_write(&in->clear_sem);
+	if (picked && !rp_intent_flush_legs(in, pair)) {
+		down_write(&in->clear_sem);
+		changed = rp_intent_clear_pair(in, pair, false);
+		up_write(&in->clear_sem);
+	}
+	if (pair)
+		rp_pair_put(pair);
 	if (changed && in->bound)
 		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1, U64_MAX);
 	queue_delayed_work(rp_wq, &in->clear_work,
@@ -697,12 +765,14 @@ static void rp_intent_clear_work(struct work_struct *work)
 /*
  * A pair of this record is going away with its I/O drained: leave on disk
  * exactly the regions it still has dirty, plus those written since the
- * last clear pass.  May block.
+ * last clear pass (all of it if the legs cannot be flushed).  May block.
  */
 void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair)
 {
 	bool changed;
 
+	if (rp_intent_flush_legs(in, pair))
+		return;
 	down_write(&in->clear_sem);
 	changed = rp_intent_clear_pair(in, pair, true);
 	up_write(&in->clear_sem);
