@@ -5,6 +5,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cassert>
 #include <cerrno>
@@ -309,6 +310,21 @@ Status RegionCopier::Copy(uint64_t offset, uint64_t length)
 {
 	batch_bytes_.store(0);
 	return impl_->Copy(this, offset, length);
+}
+
+Status RegionCopier::Sync()
+{
+	// One call covers both target fds: they are opens of the same path,
+	// so they share one inode and its page cache, and fdatasync writes
+	// back that inode's dirty pages whichever fd wrote them before it
+	// flushes the device's cache.
+	const Device &target = impl_->target;
+	int rc = ::fdatasync(target.fd.get()) == 0 ? 0 : -errno;
+	if (impl_->options.inject)
+		rc = impl_->options.inject(CopierOptions::Op::kSync, 0, rc);
+	if (rc < 0)
+		return Status::FromErrno("fdatasync " + target.path, -rc);
+	return {};
 }
 
 Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,

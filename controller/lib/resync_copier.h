@@ -12,6 +12,8 @@
 //
 // On an error or a stop request, no new I/O is issued and everything in
 // flight is drained before Copy() returns; the ring is idle between calls.
+// Copy() does not make the target durable: Sync() does, once per batch of
+// copies (a resync claim) rather than per write.
 //
 // Thread-safety: Copy() from one thread at a time. RequestStop(),
 // stop_requested(), batch_bytes() and copied_bytes() from any thread.
@@ -38,9 +40,10 @@ struct CopierOptions {
 	uint32_t queue_depth = 32;
 	uint32_t chunk_bytes = 1u << 20; // multiple of 4096
 	uint64_t rate_limit_kibps = 0;   // 0 = unlimited
-	// Tests only: called with each completion before it is handled; a
-	// negative errno replaces the result (fault injection).
-	enum class Op { kRead, kWrite };
+	// Tests only: called with each completion before it is handled, and
+	// with the result of Sync()'s fdatasync (offset 0); a negative errno
+	// replaces the result (fault injection).
+	enum class Op { kRead, kWrite, kSync };
 	std::function<int(Op op, uint64_t offset, int result)> inject;
 };
 
@@ -59,6 +62,11 @@ public:
 	// Blocks until done, failed (first error, with the device, offset and
 	// errno) or stopped (ECANCELED). Nothing is in flight on return.
 	Status Copy(uint64_t offset, uint64_t length);
+	// Makes everything Copy() wrote to the target durable: one fdatasync,
+	// which writes back the target's page cache (the buffered writes) and
+	// flushes the device's volatile write cache (the O_DIRECT ones).
+	// Error: "fdatasync <target>: <strerror>".
+	Status Sync();
 
 	uint64_t source_bytes() const;
 	uint64_t target_bytes() const;

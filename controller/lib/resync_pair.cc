@@ -103,6 +103,12 @@ Status PairResync::RunClaims()
 		const uint64_t length = uint64_t{claim->count} * region;
 		copying_.store(true);
 		Status st = copier_->Copy(offset, length);
+		// Done makes the kernel clear the regions' dirty bits (and the
+		// write-intent record forget them): only once the copy is on
+		// stable storage, or a power loss of a target with a volatile
+		// cache leaves an InSync pair with stale blocks.
+		if (st.ok())
+			st = copier_->Sync();
 		copying_.store(false);
 		if (!st.ok()) {
 			Status failed = claims_->Failed(claim->id);

@@ -4,8 +4,9 @@
 //   loop: claim up to max_regions_per_claim dirty regions at or after hint;
 //         none left: done if the hint was 0, else start over at 0;
 //         copy [first, first + count) * region_bytes (clamped to the source
-//         size) with the RegionCopier; Done on success, Failed on error
-//         (the regions stay dirty, the error is returned); hint = first+count.
+//         size) with the RegionCopier and make it durable (Sync(), one
+//         fdatasync per claim); Done on success, Failed on error (the
+//         regions stay dirty, the error is returned); hint = first+count.
 //
 // It copies only what the kernel's bitmap marks dirty, so a restart (a new
 // PairResync, after a crash or a stop) continues where the bitmap says: the

@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -498,6 +499,116 @@ TEST(PairResync, CopyErrorFailsTheClaimAndKeepsItDirty)
 		EXPECT_EQ(claims.dirty(r), r >= 10) << "region " << r;
 	EXPECT_EQ(claims.open_claims(), 0u);
 	EXPECT_EQ((*resync)->progress().done_bytes, 10 * kRegion);
+}
+
+// Done clears the kernel's dirty bits: it must follow an fdatasync of the
+// target, once per claim (not per write), and a claim whose fdatasync fails
+// ends Failed with the regions still dirty.
+TEST(PairResync, EachClaimIsSyncedOnceBeforeDone)
+{
+	ScratchDir dir;
+	const uint64_t regions = 20;
+	const uint64_t size = regions * kRegion - 1000; // buffered tail too
+	WriteFile(dir / "src", RandomBytes(size, 14));
+	WriteFile(dir / "dst", Bytes(size, 0));
+	// Events in order: "sync" from the copier, "done" from the claims.
+	std::vector<std::string> order;
+	class OrderedClaims : public FakeClaims
+	{
+	public:
+		OrderedClaims(std::vector<bool> dirty,
+		              std::vector<std::string> *order)
+		    : FakeClaims(std::move(dirty)), order_(order)
+		{
+		}
+		Status Done(uint64_t id) override
+		{
+			order_->push_back("done");
+			return FakeClaims::Done(id);
+		}
+
+	private:
+		std::vector<std::string> *order_;
+	} claims(DirtyMap(regions, {{0, 7}, {12, 19}}), &order);
+	PairResyncOptions options = ResyncOptions(dir);
+	options.copier.inject = [&](CopierOptions::Op op, uint64_t, int res) {
+		if (op == CopierOptions::Op::kSync) {
+			EXPECT_EQ(res, 0) << "fdatasync of a file on disk";
+			order.push_back("sync");
+		}
+		return res;
+	};
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok()) << resync.status().message();
+	Status st = (*resync)->Run();
+	ASSERT_TRUE(st.ok()) << st.message();
+	// Regions 0-4, 5-7, 12-16, 17-19: four claims, each synced then Done.
+	ASSERT_EQ(claims.done.size(), 4u);
+	EXPECT_EQ(order,
+	          (std::vector<std::string>{"sync", "done", "sync", "done",
+	                                    "sync", "done", "sync", "done"}));
+	const Bytes src = ReadFile(dir / "src"), dst = ReadFile(dir / "dst");
+	ASSERT_EQ(dst.size(), size);
+	EXPECT_TRUE(std::equal(src.begin(), src.begin() + 8 * kRegion,
+	                       dst.begin()));
+	EXPECT_TRUE(std::equal(src.begin() + 12 * kRegion, src.end(),
+	                       dst.begin() + 12 * kRegion));
+}
+
+TEST(PairResync, SyncErrorFailsTheClaimNamingDeviceAndFdatasync)
+{
+	ScratchDir dir;
+	const uint64_t regions = 15;
+	WriteFile(dir / "src", RandomBytes(regions * kRegion, 15));
+	WriteFile(dir / "dst", Bytes(regions * kRegion, 0));
+	FakeClaims claims(std::vector<bool>(regions, true));
+	PairResyncOptions options = ResyncOptions(dir);
+	int syncs = 0;
+	options.copier.inject = [&](CopierOptions::Op op, uint64_t, int res) {
+		// The second claim's cache flush fails (the device lost it).
+		if (op == CopierOptions::Op::kSync && ++syncs == 2)
+			return -EIO;
+		return res;
+	};
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok());
+	Status st = (*resync)->Run();
+	ASSERT_FALSE(st.ok());
+	EXPECT_EQ(st.err(), EIO);
+	EXPECT_EQ(st.message(),
+	          "resync pipe pipe-1 pair replipipe_0/vol1: fdatasync " +
+	                  (dir / "dst") + ": Input/output error");
+	ASSERT_EQ(claims.done.size(), 1u);
+	ASSERT_EQ(claims.failed.size(), 1u);
+	EXPECT_EQ(claims.failed[0].first, 5u);
+	for (uint64_t r = 0; r < regions; ++r)
+		EXPECT_EQ(claims.dirty(r), r >= 5) << "region " << r;
+	EXPECT_EQ(claims.open_claims(), 0u);
+}
+
+// Not injected: a target on which the kernel's fdatasync fails. procfs has
+// no fsync (EINVAL), so /proc/self/comm is a regular file that opens for
+// writing and cannot be synced; with an empty source nothing is written to
+// it. The claim must end Failed, never Done.
+TEST(PairResync, TargetThatCannotSyncNeverReportsDone)
+{
+	ScratchDir dir;
+	WriteFile(dir / "src", {});
+	FakeClaims claims(std::vector<bool>(4, true));
+	PairResyncOptions options = ResyncOptions(dir);
+	options.target_path = "/proc/self/comm";
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok()) << resync.status().message();
+	Status st = (*resync)->Run();
+	EXPECT_FALSE(st.ok());
+	EXPECT_EQ(st.err(), EINVAL) << st.message();
+	EXPECT_NE(st.message().find("fdatasync /proc/self/comm"),
+	          std::string::npos)
+	        << st.message();
+	EXPECT_TRUE(claims.done.empty());
+	EXPECT_EQ(claims.failed.size(), 1u);
+	for (uint64_t r = 0; r < 4; ++r)
+		EXPECT_TRUE(claims.dirty(r)) << "region " << r;
 }
 
 // A new engine after a failure or a restart copies what the bitmap still
