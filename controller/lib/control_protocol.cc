@@ -109,6 +109,14 @@ void PutOptArray(json &j, const char *key,
 		j[key] = nullptr;
 }
 
+// Serializes without ever throwing: a string that is not valid UTF-8 (an
+// error message quoting the caller's bytes) is written with U+FFFD in place
+// of the bad bytes instead of throwing json::type_error 316.
+std::string DumpLine(const json &j)
+{
+	return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 template <typename T> T Get(const json &j, const char *key, T fallback)
 {
 	auto it = j.find(key);
@@ -398,7 +406,7 @@ std::string EncodeReply(const ControlReply &reply)
 			pipes.push_back(ControlPipeToJson(pipe));
 		j["pipes"] = std::move(pipes);
 	}
-	return j.dump();
+	return DumpLine(j);
 }
 
 Result<ControlReply> DecodeReply(std::string_view line)
@@ -454,7 +462,7 @@ std::string EncodeEvent(const ControlEvent &event)
 	put("target", event.target);
 	put("state", event.state);
 	put("message", event.message);
-	return j.dump();
+	return DumpLine(j);
 }
 
 Result<ControlEvent> DecodeEvent(std::string_view line)

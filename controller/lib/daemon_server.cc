@@ -301,12 +301,22 @@ void ControlServer::Serve(Connection *conn, std::stop_token stop)
 	::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout,
 	             sizeof(send_timeout));
 
+	// Nothing may escape this thread (std::terminate would end the
+	// daemon): a reply that cannot be encoded is logged and the
+	// connection closed without one.
 	auto reply = [fd](const ControlReply &r) {
-		Status st = WriteAllToSocket(fd, EncodeReply(r) + "\n");
-		if (!st.ok())
-			LogDebug() << "control: reply not delivered: "
-			           << st.message();
-		return st.ok();
+		try {
+			Status st = WriteAllToSocket(fd, EncodeReply(r) + "\n");
+			if (!st.ok())
+				LogDebug() << "control: reply not delivered: "
+				           << st.message();
+			return st.ok();
+		} catch (const std::exception &e) {
+			LogError() << "control: reply not encoded, closing the "
+			              "connection: "
+			           << e.what();
+			return false;
+		}
 	};
 
 	auto cred = GetPeerCredentials(fd);

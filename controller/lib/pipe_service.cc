@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <exception>
 #include <set>
 
 #include "goal.h"
@@ -84,6 +85,19 @@ std::string SpecDifference(const KernelPipeSpec &want,
 	if (a != b)
 		note("pairs");
 	return diff;
+}
+
+// Store::Save() without exceptions: anything it throws is an error like
+// the Statuses it returns, so that the caller still undoes the kernel
+// change it made before writing the store.
+Status SaveNoThrow(Store &store, const std::vector<PipeRecord> &pipes)
+{
+	try {
+		return store.Save(pipes);
+	} catch (const std::exception &e) {
+		return Status::Error(store.path() + ": not saved: " + e.what(),
+		                     EIO);
+	}
 }
 
 } // namespace
@@ -389,10 +403,10 @@ Status PipeService::SaveWith(const std::string &uuid,
 	}
 	if (record && !placed)
 		next.push_back(*record);
-	if (Status st = store_.Save(next); !st.ok()) {
+	if (Status st = SaveNoThrow(store_, next); !st.ok()) {
 		// Save() may have failed after its rename: put the old
 		// content back so that the store, too, is unchanged.
-		(void)store_.Save(pipes_);
+		(void)SaveNoThrow(store_, pipes_);
 		return st;
 	}
 	pipes_ = std::move(next);

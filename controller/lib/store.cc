@@ -89,7 +89,9 @@ std::string StoreDocument(const std::vector<PipeRecord> &pipes)
 	for (const PipeRecord &p : pipes)
 		list.push_back(PipeToJson(p));
 	json doc = {{"schema_version", kStoreSchemaVersion}, {"pipes", list}};
-	return doc.dump(2) + "\n";
+	// Never throws: bytes that are not UTF-8 are written as U+FFFD, so
+	// that a Save() after a kernel change cannot throw past its undo.
+	return doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
 Result<std::vector<PipeRecord>> ParseStoreDocument(const std::string &text,

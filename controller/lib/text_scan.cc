@@ -21,6 +21,12 @@ int HexDigit(char c)
 	return -1;
 }
 
+bool IsSurrogate(uint32_t cp)
+{
+	return cp >= 0xd800 && cp <= 0xdfff;
+}
+
+// cp < 0x10000 and not a surrogate: 1 to 3 bytes.
 void AppendUtf8(std::string &out, uint32_t cp)
 {
 	if (cp < 0x80) {
@@ -36,6 +42,56 @@ void AppendUtf8(std::string &out, uint32_t cp)
 }
 
 } // namespace
+
+size_t Utf8SequenceLength(std::string_view text)
+{
+	if (text.empty())
+		return 0;
+	const auto byte = [&](size_t i) {
+		return static_cast<unsigned char>(text[i]);
+	};
+	const unsigned char lead = byte(0);
+	if (lead < 0x80)
+		return 1;
+	size_t len;
+	uint32_t cp, min;
+	if (lead >= 0xc2 && lead <= 0xdf) {
+		len = 2;
+		cp = lead & 0x1f;
+		min = 0x80;
+	} else if (lead >= 0xe0 && lead <= 0xef) {
+		len = 3;
+		cp = lead & 0x0f;
+		min = 0x800;
+	} else if (lead >= 0xf0 && lead <= 0xf4) {
+		len = 4;
+		cp = lead & 0x07;
+		min = 0x10000;
+	} else {
+		return 0; // a continuation byte, 0xc0/0xc1 or 0xf5..0xff
+	}
+	if (text.size() < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((byte(i) & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (byte(i) & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || IsSurrogate(cp))
+		return 0;
+	return len;
+}
+
+size_t InvalidUtf8At(std::string_view text)
+{
+	for (size_t i = 0; i < text.size();) {
+		const size_t n = Utf8SequenceLength(text.substr(i));
+		if (n == 0)
+			return i;
+		i += n;
+	}
+	return std::string_view::npos;
+}
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b)
 {
@@ -165,8 +221,11 @@ Result<std::string> TextScanner::QuotedString()
 			return ErrorAt(start, "unterminated string (a new "
 			                      "line inside quotes)");
 		if (c != '\\') {
-			out += c;
-			Advance();
+			const size_t n = Utf8SequenceLength(text_.substr(pos_));
+			if (n == 0)
+				return Error("invalid UTF-8 in a string");
+			out.append(text_.substr(pos_, n));
+			Advance(n);
 			continue;
 		}
 		size_t esc = pos_;
@@ -209,6 +268,10 @@ Result<std::string> TextScanner::QuotedString()
 			if (cp == 0)
 				return ErrorAt(esc, "\\x0 (NUL) is not "
 				                    "allowed in a string");
+			if (IsSurrogate(cp))
+				return ErrorAt(esc, "\\x escapes of UTF-16 "
+				                    "surrogates (D800 to DFFF) "
+				                    "are not characters");
 			AppendUtf8(out, cp);
 			break;
 		}

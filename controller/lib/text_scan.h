@@ -53,7 +53,9 @@ public:
 	// [A-Za-z_][A-Za-z0-9_]*
 	Result<std::string> Identifier(std::string_view what_for);
 	// A "..." string: \" \\ \' \b \t \n \f \r and \xH..H (1 to 4 hex
-	// digits, a UCS-2 code point, stored as UTF-8).
+	// digits, a UCS-2 code point, stored as UTF-8). The result is always
+	// valid UTF-8: a surrogate (\xD800-\xDFFF) or a malformed UTF-8
+	// sequence in the text is an error.
 	Result<std::string> QuotedString();
 	// [-+]?(0x[0-9a-f]+|[0-9]+), range of int64_t.
 	Result<int64_t> Integer();
@@ -77,5 +79,12 @@ private:
 
 // ASCII case-insensitive equality (CIM names are case-insensitive).
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+
+// Length of the well-formed UTF-8 sequence (RFC 3629: shortest form, no
+// surrogates, at most U+10FFFF) at the start of text; 0 when there is none.
+size_t Utf8SequenceLength(std::string_view text);
+// Offset of the first byte of text that is not well-formed UTF-8, or
+// std::string_view::npos when all of it is.
+size_t InvalidUtf8At(std::string_view text);
 
 } // namespace replipipe

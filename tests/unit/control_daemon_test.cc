@@ -311,6 +311,29 @@ TEST(ControlDaemon, MalformedRequestGetsBadRequest)
 	EXPECT_EQ(ExitCodeForReply(*reply), kExitProtocol);
 }
 
+// A Goal string with a \x escape of a UTF-16 surrogate used to become bytes
+// that are not UTF-8; the error reply quoting it then threw while being
+// encoded, outside any try, and std::terminate ended the daemon. Any client
+// of the socket could do that.
+TEST(ControlDaemon, SurrogateInGoalIsRefusedAndTheDaemonLives)
+{
+	InProcessDaemon d;
+	for (const char *goal :
+	     {"instance of CIM_SettingData { Mode = \"\\xD800\"; };",
+	      "instance of CIM_SettingData { ElementName = \"\\xDBFF\"; };"}) {
+		CreateOrModifyCall call =
+		        d.Call({"replipipe_0/a"}, {"/dev/sdb"});
+		call.goal = goal;
+		ControlReply reply = d.Call(InProcessDaemon::Create(call));
+		EXPECT_FALSE(reply.ok);
+		EXPECT_EQ(reply.return_value, ReturnValue::kInvalidParameter);
+		EXPECT_NE(reply.error.find("surrogates"), std::string::npos)
+		        << reply.error;
+	}
+	EXPECT_TRUE(d.kernel_.Snapshot().empty());
+	EXPECT_TRUE(d.Call(InProcessDaemon::Op(ControlOp::kList)).ok);
+}
+
 TEST(ControlDaemon, ConcurrentClients)
 {
 	InProcessDaemon d;

@@ -244,6 +244,27 @@ TEST(ControlProtocol, EventRoundTrip)
 	EXPECT_EQ(event.time.size(), 24u); // 2026-11-25T16:03:07.123Z
 }
 
+// An error that quotes a caller's bytes may not be UTF-8: the reply (and an
+// event) is still encoded, with U+FFFD for the bad bytes, instead of
+// throwing out of the connection thread.
+TEST(ControlProtocol, InvalidUtf8IsEncodedNotThrown)
+{
+	const std::string bad = "Mode \"\xed\xa0\x80\" is not a mode \xff";
+	std::string line;
+	ASSERT_NO_THROW(line = EncodeReply(ErrorReply(kCodeBadRequest,
+	                                              "bad request: " + bad)));
+	auto back = DecodeReply(line);
+	ASSERT_TRUE(back.ok()) << back.status().message();
+	EXPECT_EQ(back->error, "bad request: Mode \"\xef\xbf\xbd\xef\xbf\xbd"
+	                       "\xef\xbf\xbd\" is not a mode \xef\xbf\xbd");
+
+	ControlEvent event;
+	event.type = "resync_failed";
+	event.message = bad;
+	ASSERT_NO_THROW(line = EncodeEvent(event));
+	EXPECT_TRUE(DecodeEvent(line).ok()) << line;
+}
+
 TEST(ControlProtocol, OverlongLineIsRefused)
 {
 	std::string line(kMaxLineBytes + 1, ' ');

@@ -1,6 +1,10 @@
 #include "mof.h"
 
+#include <cerrno>
+
 #include <gtest/gtest.h>
+
+#include "text_scan.h"
 
 namespace replipipe
 {
@@ -49,6 +53,54 @@ TEST(Mof, UnicodeEscapeIsUtf8)
 	auto m = ParseMofInstance("instance of X { A = \"\\x00e9\"; };");
 	ASSERT_TRUE(m.ok()) << m.status().message();
 	EXPECT_EQ(m->properties[0].value.string, "\xc3\xa9");
+}
+
+// A \x escape names a UCS-2 code point; D800-DFFF are UTF-16 surrogates,
+// which have no UTF-8 form: JSON output of such a string would throw.
+TEST(Mof, SurrogateEscapesAndInvalidUtf8AreRefused)
+{
+	for (const char *text : {"instance of X { A = \"\\xD800\"; };",
+	                         "instance of X { A = \"ab\\xdfff\"; };"}) {
+		auto m = ParseMofInstance(text, "Goal");
+		ASSERT_FALSE(m.ok()) << text;
+		EXPECT_EQ(m.status().err(), EINVAL);
+		EXPECT_NE(
+		        m.status().message().find("surrogates (D800 to DFFF)"),
+		        std::string::npos)
+		        << m.status().message();
+	}
+	auto m =
+	        ParseMofInstance("instance of X { A = \"\\xD800\"; };", "Goal");
+	EXPECT_EQ(m.status().message().rfind("Goal: column 22: ", 0), 0u)
+	        << m.status().message();
+	// Raw bytes that are not UTF-8: a lone continuation byte, an
+	// overlong '/', an encoded surrogate, a truncated sequence.
+	for (const char *bad :
+	     {"\x80", "\xc0\xaf", "\xed\xa0\x80", "\xe2\x82"}) {
+		auto r = ParseMofInstance(
+		        std::string("instance of X { A = \"a") + bad +
+		        "\"; };");
+		ASSERT_FALSE(r.ok());
+		EXPECT_NE(r.status().message().find("invalid UTF-8"),
+		          std::string::npos)
+		        << r.status().message();
+	}
+	// Next to the surrogates, and valid multi-byte text, all is fine.
+	auto ok = ParseMofInstance(
+	        "instance of X { A = \"\\xD7FF\\xE000 \xe2\x82\xac\"; };");
+	ASSERT_TRUE(ok.ok()) << ok.status().message();
+	EXPECT_EQ(ok->properties[0].value.string,
+	          "\xed\x9f\xbf\xee\x80\x80 \xe2\x82\xac");
+}
+
+TEST(Utf8, FirstInvalidByte)
+{
+	EXPECT_EQ(InvalidUtf8At("plain"), std::string_view::npos);
+	EXPECT_EQ(InvalidUtf8At("\xf0\x9f\x98\x80 \xc3\xa9"),
+	          std::string_view::npos);
+	EXPECT_EQ(InvalidUtf8At("ab\xff"), 2u);
+	EXPECT_EQ(InvalidUtf8At("a\xf4\x90\x80\x80"), 1u);    // > U+10FFFF
+	EXPECT_EQ(InvalidUtf8At("\xc3\xa9\xed\xbf\xbf"), 2u); // DFFF
 }
 
 TEST(Mof, KeepsPositions)

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <future>
+#include <stdexcept>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -337,6 +338,37 @@ TEST_F(PipeServiceTest, StoreAndUndoFailureSaysSo)
 	        << out.error;
 }
 
+// Anything the store throws after the kernel change is an error like the
+// others: the kernel change is undone, nothing escapes the call.
+TEST_F(PipeServiceTest, StoreThatThrowsLeavesTheKernelUnchanged)
+{
+	std::string ref = CreateAB("first");
+	store.SetFaultHookForTest([](Store::SaveStep) -> Status {
+		throw std::runtime_error("serialization blew up");
+	});
+	const std::string before = World();
+	MethodOutcome out;
+	ASSERT_NO_THROW(out = service.CreateOrModify(
+	                        Call({"replipipe_0/b"}, {"/dev/sdc"})));
+	EXPECT_EQ(out.return_value, ReturnValue::kUnspecifiedError);
+	EXPECT_NE(out.error.find("serialization blew up"), std::string::npos)
+	        << out.error;
+	EXPECT_NE(out.error.find("the kernel change was undone"),
+	          std::string::npos)
+	        << out.error;
+	EXPECT_EQ(kernel.Snapshot().size(), 1u);
+
+	CreateOrModifyCall modify = Call(
+	        {"replipipe_0/a"}, {"/dev/sdb"},
+	        "instance of CIM_SettingData { Mode = \"Asynchronous\"; };");
+	modify.replication_pipe = ref;
+	ASSERT_NO_THROW(out = service.CreateOrModify(modify));
+	EXPECT_EQ(out.return_value, ReturnValue::kUnspecifiedError);
+	EXPECT_EQ(kernel.Find(UuidOf(ref))->mode, Mode::kSynchronous);
+	EXPECT_EQ(World(), before);
+	EXPECT_EQ(service.ListPipes().size(), 1u);
+}
+
 TEST_F(PipeServiceTest, NotLoadedIsUnspecified)
 {
 	TempDir other;
@@ -528,6 +560,12 @@ TEST_F(PipeServiceTest, InvalidParameters)
 	c = Call({"replipipe_0/a"}, {"/dev/sdb"});
 	c.pipe_element_name = std::string(256, 'n');
 	ExpectRefused(c, k5, "PipeElementName is longer than 255");
+	// A \x escape of a UTF-16 surrogate would reach the store as bytes
+	// that are not UTF-8.
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdb"},
+	                   "instance of CIM_SettingData { ElementName = "
+	                   "\"\\xD800\"; };"),
+	              k5, "surrogates (D800 to DFFF)");
 	EXPECT_EQ(kernel.calls(Op::kSetPipe), 0);
 }
 

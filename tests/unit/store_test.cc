@@ -140,6 +140,25 @@ TEST(Store, DuplicateIdsAreRefused)
 	          std::string::npos);
 }
 
+// The store is written after the kernel change: writing must not throw
+// (json type_error 316 on bytes that are not UTF-8), or the caller's undo of
+// that change is skipped.
+TEST(Store, InvalidUtf8IsWrittenNotThrown)
+{
+	TempDir dir;
+	Store store(dir.path());
+	ASSERT_TRUE(store.Load().ok());
+	PipeRecord odd = kA;
+	odd.settings.element_name = "\xed\xa0\x80";
+	Status st;
+	ASSERT_NO_THROW(st = store.Save({odd}));
+	ASSERT_TRUE(st.ok()) << st.message();
+	auto back = Store(dir.path()).Load();
+	ASSERT_TRUE(back.ok()) << back.status().message();
+	EXPECT_EQ((*back)[0].settings.element_name,
+	          "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+}
+
 TEST(Store, SaveErrorNamesThePath)
 {
 	TempDir dir;
