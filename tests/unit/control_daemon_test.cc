@@ -334,6 +334,35 @@ TEST(ControlDaemon, SurrogateInGoalIsRefusedAndTheDaemonLives)
 	EXPECT_TRUE(d.Call(InProcessDaemon::Op(ControlOp::kList)).ok);
 }
 
+// JSON "\u0000" in a parameter: the request decodes to a string with a NUL,
+// which the method refuses (5) before it reaches stat() or the kernel.
+TEST(ControlDaemon, NulInAParameterIsInvalid)
+{
+	InProcessDaemon d;
+	auto client = ControlClient::Connect(d.socket_path());
+	ASSERT_TRUE(client.ok());
+	const std::string request =
+	        R"({"v":1,"op":"create_or_modify","PipeElementName":"db",)"
+	        R"("SourceSystem":"localhost","TargetSystem":"node2",)"
+	        R"("SourceEndpoint":["replipipe_0/a"],)"
+	        R"("TargetEndpoint":["/dev/sdb\u0000.old"]})"
+	        "\n";
+	ASSERT_TRUE(WriteAllToSocket(client->fd(), request).ok());
+	LineReader reader(client->fd());
+	auto line = reader.ReadLine(milliseconds(5000));
+	ASSERT_TRUE(line.ok() && line->has_value());
+	auto reply = DecodeReply(**line);
+	ASSERT_TRUE(reply.ok());
+	EXPECT_FALSE(reply->ok);
+	EXPECT_EQ(reply->return_value, ReturnValue::kInvalidParameter);
+	EXPECT_NE(reply->error.find("TargetEndpoint[0] contains the control "
+	                            "character 0x00"),
+	          std::string::npos)
+	        << reply->error;
+	EXPECT_TRUE(d.kernel_.Snapshot().empty());
+	EXPECT_TRUE(d.pipes_.ListPipes().empty());
+}
+
 TEST(ControlDaemon, ConcurrentClients)
 {
 	InProcessDaemon d;

@@ -569,6 +569,55 @@ TEST_F(PipeServiceTest, InvalidParameters)
 	EXPECT_EQ(kernel.calls(Op::kSetPipe), 0);
 }
 
+// stat() and the kernel read C strings: with an embedded NUL they would see
+// "/dev/sdb" while the store keeps "/dev/sdb\0x" (and the resync jobs never
+// match the pair). NUL and every other control character are refused in
+// every string parameter; the Goal may hold tabs and line breaks.
+TEST_F(PipeServiceTest, ControlCharactersInStringParametersAreInvalid)
+{
+	const ReturnValue k5 = ReturnValue::kInvalidParameter;
+	using namespace std::string_literals;
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdb\0x"s}), k5,
+	              "TargetEndpoint[0] contains the control character 0x00 "
+	              "(byte 8)");
+	ExpectRefused(Call({"replipipe_0/a", "replipipe_0/b"},
+	                   {"/dev/sdb", "/dev/sdc\n"}),
+	              k5,
+	              "TargetEndpoint[1] contains the control character 0x0a");
+	ExpectRefused(Call({"replipipe_0/a\x01"}, {"/dev/sdb"}), k5,
+	              "SourceEndpoint[0] contains the control character 0x01");
+	CreateOrModifyCall c = Call({"replipipe_0/a"}, {"/dev/sdb"});
+	c.pipe_element_name = "db\x7f";
+	ExpectRefused(c, k5,
+	              "PipeElementName contains the control character 0x7f");
+	c = Call({"replipipe_0/a"}, {"/dev/sdb"});
+	c.source_system = std::string(kHost) + "\0"s;
+	ExpectRefused(c, k5,
+	              "SourceSystem contains the control character 0x00");
+	c = Call({"replipipe_0/a"}, {"/dev/sdb"});
+	c.target_system = "node2\t";
+	ExpectRefused(c, k5,
+	              "TargetSystem contains the control character 0x09");
+	c = Call({"replipipe_0/a"}, {"/dev/sdb"},
+	         "instance of CIM_SettingData { };\0"s);
+	ExpectRefused(c, k5, "Goal contains the control character 0x00");
+	c = Call({"replipipe_0/a"}, {"/dev/sdb"});
+	c.replication_pipe = "db\x1b";
+	ExpectRefused(c, k5, "ReplicationPipe contains the control character");
+	c = Call({"replipipe_0/a"}, {"/dev/sdb"});
+	c.pipe_element_name = "db\xff";
+	ExpectRefused(c, k5, "PipeElementName is not valid UTF-8 (byte 2)");
+	EXPECT_EQ(kernel.calls(Op::kSetPipe), 0);
+
+	// MOF blanks in the Goal, and UTF-8 in a name, are fine.
+	c = Call({"replipipe_0/a"}, {"/dev/sdb"},
+	         "instance of CIM_SettingData {\r\n\tMode = \"Asynchronous\";\f"
+	         "\v};\n");
+	c.pipe_element_name = "r\xc3\xa9plique";
+	EXPECT_EQ(service.CreateOrModify(c).return_value,
+	          ReturnValue::kCompleted);
+}
+
 TEST_F(PipeServiceTest, EndpointsReusedAcrossPipes)
 {
 	CreateAB();
