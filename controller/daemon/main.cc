@@ -374,7 +374,10 @@ int Run(const Options &opts, Detacher &detacher)
 	EventHub hub;
 	ResyncJobs jobs(
 	        NetlinkPairJobFactory(),
-	        [&hub](const ControlEvent &event) { hub.Publish(event); });
+	        [&hub](const ControlEvent &event) { hub.Publish(event); }, {},
+	        [&kernel](const std::string &pipe_id) {
+		        return (*kernel)->GetPipe(pipe_id);
+	        });
 	DaemonService service(pipes, **kernel, &jobs, hub);
 
 	ControlServerOptions server_options;

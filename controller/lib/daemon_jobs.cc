@@ -24,6 +24,44 @@ ControlResync ToControl(const ResyncProgress &p, bool running)
 	return r;
 }
 
+// The jobs a pipe should have (Syncing pairs of the store), and its pairs
+// that are InSync.
+struct JobPlan {
+	std::map<std::string, PairJobSpec> wanted; // by source
+	std::set<std::string> in_sync;
+};
+
+JobPlan PlanJobs(const PipeRecord &pipe, const KernelPipeStatus &kernel)
+{
+	JobPlan plan;
+	for (const KernelPairStatus &kp : kernel.pairs) {
+		if (kp.state == PairState::kInSync)
+			plan.in_sync.insert(kp.source);
+		if (kp.state != PairState::kSyncing)
+			continue;
+		bool stored = false;
+		for (const PairRecord &pr : pipe.pairs)
+			stored = stored || (pr.source == kp.source &&
+			                    pr.target == kp.target);
+		if (!stored)
+			continue;
+		PairJobSpec spec;
+		spec.pipe_id = pipe.instance_id;
+		spec.instance_id = InstanceIdOf(pipe);
+		spec.pipe_name = pipe.name;
+		spec.source = kp.source;
+		spec.target = kp.target;
+		const uint32_t region_kib = kernel.region_kib
+		                                    ? kernel.region_kib
+		                                    : pipe.settings.region_kib;
+		spec.region_bytes = uint64_t{region_kib} * 1024;
+		spec.rate_limit_kibps = pipe.settings.resync_rate_kibps;
+		spec.pair_serial = kp.serial;
+		plan.wanted.emplace(kp.source, std::move(spec));
+	}
+	return plan;
+}
+
 // The daemon's job: a claim channel of its own (claims die with it), the
 // pair's ClaimSource on it, and the copy loop. Members are destroyed in
 // reverse order: the loop before the claims before the channel.
@@ -71,7 +109,8 @@ PairJobFactory NetlinkPairJobFactory(std::string configfs_core)
 		if (!channel.ok())
 			return channel.status().Context(what);
 		auto claims = std::make_unique<NetlinkPairClaims>(
-		        channel->get(), spec.pipe_id, spec.source);
+		        channel->get(), spec.pipe_id, spec.source,
+		        spec.pair_serial);
 		auto job = std::make_unique<NetlinkPairJob>(std::move(*channel),
 		                                            std::move(claims));
 		PairResyncOptions options;
@@ -115,8 +154,10 @@ struct ResyncJobs::Entry {
 };
 
 ResyncJobs::ResyncJobs(PairJobFactory factory, EventSink sink,
-                       ResyncJobsOptions options)
-    : factory_(std::move(factory)), sink_(std::move(sink)), options_(options)
+                       ResyncJobsOptions options,
+                       KernelPipeReader read_kernel_pipe)
+    : factory_(std::move(factory)), sink_(std::move(sink)), options_(options),
+      read_kernel_pipe_(std::move(read_kernel_pipe))
 {
 }
 
@@ -191,6 +232,10 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 {
 	const PairJobSpec &spec = job->spec;
 	const bool cancelled = !status.ok() && status.err() == ECANCELED;
+	// The kernel refused a claim for the pair this job was planned for:
+	// a PIPE_SET replaced it. Not a failure of the resync: the next
+	// SyncPipe() plans a job for the new pair, without a back-off.
+	const bool obsolete = !status.ok() && status.err() == ESTALE;
 	std::optional<ResyncProgress> progress;
 	{
 		std::lock_guard lock(job->mu);
@@ -211,6 +256,8 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 			if (status.ok()) {
 				entry.failures = 0;
 				entry.not_before = now + options_.rerun_delay;
+			} else if (obsolete) {
+				entry.not_before = now;
 			} else if (!cancelled) {
 				++entry.failures;
 				auto backoff = options_.min_backoff;
@@ -243,6 +290,14 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 		LogInfo() << "resync pipe " << spec.pipe_id << " pair "
 		          << spec.source << ": stopped";
 		event.type = "resync_stopped";
+	} else if (obsolete) {
+		LogInfo() << "resync pipe " << spec.pipe_id << " pair "
+		          << spec.source << " -> " << spec.target
+		          << ": stopped, the pair was replaced since the job "
+		             "started ("
+		          << status.message() << ")";
+		event.type = "resync_stopped";
+		event.message = "the pair was replaced";
 	} else {
 		LogError() << status.message();
 		event.type = "resync_failed";
@@ -256,32 +311,7 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
                           const KernelPipeStatus &kernel)
 {
 	// The pairs that should have a job, with what it should do.
-	std::map<std::string, PairJobSpec> wanted;
-	std::set<std::string> in_sync;
-	for (const KernelPairStatus &kp : kernel.pairs) {
-		if (kp.state == PairState::kInSync)
-			in_sync.insert(kp.source);
-		if (kp.state != PairState::kSyncing)
-			continue;
-		bool stored = false;
-		for (const PairRecord &pr : pipe.pairs)
-			stored = stored || (pr.source == kp.source &&
-			                    pr.target == kp.target);
-		if (!stored)
-			continue;
-		PairJobSpec spec;
-		spec.pipe_id = pipe.instance_id;
-		spec.instance_id = InstanceIdOf(pipe);
-		spec.pipe_name = pipe.name;
-		spec.source = kp.source;
-		spec.target = kp.target;
-		const uint32_t region_kib = kernel.region_kib
-		                                    ? kernel.region_kib
-		                                    : pipe.settings.region_kib;
-		spec.region_bytes = uint64_t{region_kib} * 1024;
-		spec.rate_limit_kibps = pipe.settings.resync_rate_kibps;
-		wanted.emplace(kp.source, std::move(spec));
-	}
+	JobPlan plan = PlanJobs(pipe, kernel);
 
 	std::vector<std::unique_ptr<Job>> to_join;
 	{
@@ -292,13 +322,14 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 		        [&](const Key &key) {
 			        if (key.first != pipe.instance_id)
 				        return false;
-			        auto it = wanted.find(key.second);
+			        auto it = plan.wanted.find(key.second);
 			        // A job whose pair turned InSync is finishing
 			        // (its last claim found nothing): let it end.
-			        if (it == wanted.end())
-				        return !in_sync.count(key.second);
-			        // Changed settings (rate limit, target):
-			        // restart with the new ones.
+			        if (it == plan.wanted.end())
+				        return !plan.in_sync.count(key.second);
+			        // Changed settings (rate limit, target) or a
+			        // replaced pair (serial): restart with the new
+			        // ones.
 			        auto entry = entries_.find(key);
 			        return !(it->second == entry->second.job->spec);
 		        },
@@ -307,12 +338,27 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 	// A replaced job ends (its claim reported Failed) before the new one
 	// claims: otherwise the new one could find every dirty region still
 	// claimed, take that for "clean" and end at once.
+	const bool joined = !to_join.empty();
 	Join(to_join);
+	// That can take seconds, in which a PIPE_SET may have replaced pairs:
+	// plan from the kernel's state now. (Should the read fail, the jobs'
+	// pair serials still keep a stale plan off a replaced pair.)
+	if (joined && read_kernel_pipe_) {
+		auto now_in_kernel = read_kernel_pipe_(pipe.instance_id);
+		if (!now_in_kernel.ok())
+			LogWarning()
+			        << "resync pipe " << pipe.instance_id << ": "
+			        << now_in_kernel.status().message();
+		else if (!*now_in_kernel)
+			plan.wanted.clear(); // deleted meanwhile
+		else
+			plan = PlanJobs(pipe, **now_in_kernel);
+	}
 	std::lock_guard lock(mu_);
 	if (stopped_)
 		return;
 	const auto now = Clock::now();
-	for (const auto &[source, spec] : wanted) {
+	for (const auto &[source, spec] : plan.wanted) {
 		Entry &entry = entries_[{pipe.instance_id, source}];
 		if (entry.job || now < entry.not_before)
 			continue;

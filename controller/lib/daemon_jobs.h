@@ -8,6 +8,14 @@
 // itself). A stopped job reports its current claim Failed (the regions stay
 // dirty, the next job continues from the kernel's bitmap).
 //
+// A job is planned for one pair: the kernel's pair serial (0 from a module
+// that reports none) is in its spec and on each of its claims. When a
+// PIPE_SET replaced that pair (same source, a new serial) the kernel refuses
+// the claim with ESTALE: the job is obsolete and ends quietly
+// (resync_stopped, no back-off), and the next SyncPipe() plans a job for
+// the new pair. A job whose pair got a new serial is restarted like one
+// whose settings changed.
+//
 // A job is made by a PairJobFactory: the daemon's copies over netlink and
 // io_uring (NetlinkPairJobFactory), tests use fakes.
 //
@@ -45,6 +53,9 @@ struct PairJobSpec {
 	std::string target;
 	uint64_t region_bytes = 0;
 	uint32_t rate_limit_kibps = 0; // 0 = unlimited
+	// The kernel's REPLIPIPE_A_PAIR_SERIAL of the pair, passed on every
+	// claim (0: none reported, claims name no serial).
+	uint64_t pair_serial = 0;
 	bool operator==(const PairJobSpec &) const = default;
 };
 
@@ -54,7 +65,8 @@ class PairJob
 public:
 	virtual ~PairJob() = default;
 	// Until the pair is clean (OK), a failure, or RequestStop()
-	// (ECANCELED).
+	// (ECANCELED). ESTALE: the pair was replaced since the job was
+	// planned (a claim named its old serial).
 	virtual Status Run() = 0;
 	// From any thread, also while Run() is going.
 	virtual void RequestStop() = 0;
@@ -79,6 +91,10 @@ struct ResyncJobsOptions {
 	std::chrono::milliseconds rerun_delay{1000};
 };
 
+// The kernel's pipe now (nullopt: the kernel has no such pipe).
+using KernelPipeReader = std::function<Result<std::optional<KernelPipeStatus>>(
+        const std::string &pipe_id)>;
+
 class ResyncJobs
 {
 public:
@@ -86,8 +102,12 @@ public:
 	// resync_failed events, from the job threads and never under mu_.
 	using EventSink = std::function<void(const ControlEvent &)>;
 
+	// With read_kernel_pipe, SyncPipe() reads the pipe again after it
+	// waited for replaced jobs to end (that can take seconds) and starts
+	// jobs from that state rather than from its argument.
 	ResyncJobs(PairJobFactory factory, EventSink sink,
-	           ResyncJobsOptions options = {});
+	           ResyncJobsOptions options = {},
+	           KernelPipeReader read_kernel_pipe = {});
 	~ResyncJobs(); // StopAll()
 	ResyncJobs(const ResyncJobs &) = delete;
 	ResyncJobs &operator=(const ResyncJobs &) = delete;
@@ -123,6 +143,7 @@ private:
 	const PairJobFactory factory_;
 	const EventSink sink_;
 	const ResyncJobsOptions options_;
+	const KernelPipeReader read_kernel_pipe_;
 
 	mutable std::mutex mu_;
 	bool stopped_ = false;         // guarded by mu_

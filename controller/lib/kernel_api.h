@@ -65,6 +65,10 @@ struct KernelPairStatus {
 	uint8_t intent = 0;
 	uint64_t intent_loaded_regions = 0; // dirty regions the record gave
 	uint64_t intent_marked_regions = 0; // regions marked in it now
+	// REPLIPIPE_A_PAIR_SERIAL: never the same for two pairs the module
+	// made (a PIPE_SET that replaces a pair gives it a new one); 0 when
+	// the module does not report it (older modules).
+	uint64_t serial = 0;
 };
 
 struct KernelPipeStatus {

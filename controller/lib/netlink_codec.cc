@@ -119,6 +119,7 @@ KernelPairStatus ParsePairNest(const nlattr *nest)
 	        AttrU64(tb[REPLIPIPE_A_PAIR_INTENT_LOADED]);
 	pair.intent_marked_regions =
 	        AttrU64(tb[REPLIPIPE_A_PAIR_INTENT_MARKED]);
+	pair.serial = AttrU64(tb[REPLIPIPE_A_PAIR_SERIAL]);
 	return pair;
 }
 

@@ -67,22 +67,34 @@ NetlinkResyncChannel::Open(std::chrono::milliseconds timeout)
 	        new NetlinkResyncChannel(std::move(*sock)));
 }
 
+Status PutClaimRequest(nl_msg *msg, const std::string &pipe_id,
+                       const std::string &source, uint64_t hint,
+                       uint32_t max_regions, uint64_t pair_serial)
+{
+	Status st = PutPair(msg, pipe_id, source);
+	if (st.ok() &&
+	    (nla_put_u64(msg, REPLIPIPE_A_CLAIM_HINT, hint) < 0 ||
+	     nla_put_u32(msg, REPLIPIPE_A_CLAIM_MAX_REGIONS, max_regions) < 0 ||
+	     (pair_serial != 0 &&
+	      nla_put_u64(msg, REPLIPIPE_A_CLAIM_PAIR_SERIAL, pair_serial) <
+	              0)))
+		st = Status::Error("netlink message too large", EMSGSIZE);
+	return st;
+}
+
 Result<RegionClaim> NetlinkResyncChannel::Claim(const std::string &pipe_id,
                                                 const std::string &source,
                                                 uint64_t hint,
-                                                uint32_t max_regions)
+                                                uint32_t max_regions,
+                                                uint64_t pair_serial)
 {
 	std::lock_guard<std::mutex> lock(mu_);
 	const std::string what = "kernel RESYNC_CLAIM " +
 	                         PairName(pipe_id, source) + " at region " +
 	                         std::to_string(hint);
 	NlMsgPtr msg = sock_->NewRequest(REPLIPIPE_CMD_RESYNC_CLAIM);
-	Status st = PutPair(msg.get(), pipe_id, source);
-	if (st.ok() &&
-	    (nla_put_u64(msg.get(), REPLIPIPE_A_CLAIM_HINT, hint) < 0 ||
-	     nla_put_u32(msg.get(), REPLIPIPE_A_CLAIM_MAX_REGIONS,
-	                 max_regions) < 0))
-		st = Status::Error("netlink message too large", EMSGSIZE);
+	Status st = PutClaimRequest(msg.get(), pipe_id, source, hint,
+	                            max_regions, pair_serial);
 	RegionClaim claim;
 	bool replied = false;
 	if (st.ok())

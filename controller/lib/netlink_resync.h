@@ -34,9 +34,13 @@ public:
 	static Result<std::unique_ptr<NetlinkResyncChannel>>
 	Open(std::chrono::milliseconds timeout = kNetlinkDefaultTimeout);
 
+	// pair_serial: the REPLIPIPE_A_PAIR_SERIAL of the pair the claim is
+	// for (0: any pair with that source; older modules report none). The
+	// kernel refuses a claim on another pair with ESTALE.
 	Result<RegionClaim> Claim(const std::string &pipe_id,
 	                          const std::string &source, uint64_t hint,
-	                          uint32_t max_regions);
+	                          uint32_t max_regions,
+	                          uint64_t pair_serial = 0);
 	Status Done(uint64_t claim_id);
 	Status Failed(uint64_t claim_id);
 	// BITMAP_GET dump, chunks reassembled.
@@ -57,20 +61,28 @@ private:
 // Adds one BITMAP_GET reply (NBITS sizes the bitmap on first sight; DATA
 // at OFFSET fills it). Exposed for unit tests.
 Status MergeBitmapMessage(nlmsghdr *hdr, DirtyBitmap *bitmap);
+// The attributes of a RESYNC_CLAIM request; REPLIPIPE_A_CLAIM_PAIR_SERIAL
+// only when pair_serial is not 0. Exposed for unit tests.
+Status PutClaimRequest(nl_msg *msg, const std::string &pipe_id,
+                       const std::string &source, uint64_t hint,
+                       uint32_t max_regions, uint64_t pair_serial);
 
-// ClaimSource for one pair over a channel (which must outlive it).
+// ClaimSource for one pair over a channel (which must outlive it). With a
+// pair_serial (not 0) every claim names the pair it was planned for: once a
+// PIPE_SET has replaced that pair, Claim() fails with ESTALE.
 class NetlinkPairClaims final : public ClaimSource
 {
 public:
 	NetlinkPairClaims(NetlinkResyncChannel *channel, std::string pipe_id,
-	                  std::string source)
+	                  std::string source, uint64_t pair_serial = 0)
 	    : channel_(channel), pipe_id_(std::move(pipe_id)),
-	      source_(std::move(source))
+	      source_(std::move(source)), pair_serial_(pair_serial)
 	{
 	}
 	Result<RegionClaim> Claim(uint64_t hint, uint32_t max_regions) override
 	{
-		return channel_->Claim(pipe_id_, source_, hint, max_regions);
+		return channel_->Claim(pipe_id_, source_, hint, max_regions,
+		                       pair_serial_);
 	}
 	Status Done(uint64_t claim_id) override
 	{
@@ -86,6 +98,7 @@ private:
 	NetlinkResyncChannel *channel_;
 	std::string pipe_id_;
 	std::string source_;
+	uint64_t pair_serial_;
 };
 
 } // namespace replipipe

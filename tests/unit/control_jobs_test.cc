@@ -53,7 +53,7 @@ PipeRecord Pipe()
 	return pipe;
 }
 
-KernelPipeStatus Kernel(PairState state)
+KernelPipeStatus Kernel(PairState state, uint64_t serial = 0)
 {
 	KernelPipeStatus k;
 	k.id = Pipe().instance_id;
@@ -62,6 +62,7 @@ KernelPipeStatus Kernel(PairState state)
 	pair.source = "replipipe_0/a";
 	pair.target = "/dev/sdb";
 	pair.state = state;
+	pair.serial = serial;
 	k.pairs.push_back(pair);
 	return k;
 }
@@ -210,6 +211,125 @@ TEST(ControlJobs, PairsNotInTheStoreGetNoJob)
 	other.pairs[0].target = "/dev/sdz"; // the kernel's pair differs
 	jobs.SyncPipe(other, Kernel(PairState::kSyncing));
 	EXPECT_EQ(made.load(), 0);
+}
+
+// A job carries the serial of the pair it was planned for (its claims name
+// it); a pair replaced with the same source and target has a new serial,
+// and its job is restarted for the new pair.
+TEST(ControlJobs, JobCarriesThePairSerial)
+{
+	std::mutex mu;
+	std::vector<PairJobSpec> specs;
+	ResyncJobs jobs(
+	        [&](const PairJobSpec &spec)
+	                -> Result<std::unique_ptr<PairJob>> {
+		        std::lock_guard lock(mu);
+		        specs.push_back(spec);
+		        return std::unique_ptr<PairJob>(
+		                new ScriptedJob(Status(), true));
+	        },
+	        nullptr,
+	        ResyncJobsOptions{milliseconds(1), milliseconds(1),
+	                          milliseconds(0)});
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 41));
+	ASSERT_TRUE(Eventually([&] {
+		std::lock_guard lock(mu);
+		return specs.size() == 1;
+	}));
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 41)); // same pair
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 42)); // replaced
+	ASSERT_TRUE(Eventually([&] {
+		std::lock_guard lock(mu);
+		return specs.size() == 2;
+	}));
+	std::lock_guard lock(mu);
+	EXPECT_EQ(specs[0].pair_serial, 41u);
+	EXPECT_EQ(specs[1].pair_serial, 42u);
+	EXPECT_EQ(jobs.running(), 1u);
+}
+
+// The kernel refused a claim with ESTALE: the pair the job was planned for
+// was replaced. That is no resync failure: no resync_failed event, no
+// back-off; the next SyncPipe starts a job for the new pair at once.
+TEST(ControlJobs, StaleClaimStopsTheJobQuietly)
+{
+	std::atomic<int> made{0};
+	Recorder rec;
+	ResyncJobs jobs(
+	        [&](const PairJobSpec &spec)
+	                -> Result<std::unique_ptr<PairJob>> {
+		        ++made;
+		        if (spec.pair_serial == 7)
+			        return std::unique_ptr<PairJob>(new ScriptedJob(
+			                Status::Error("resync pipe x pair "
+			                              "replipipe_0/a: "
+			                              "kernel RESYNC_CLAIM: "
+			                              "the pair was "
+			                              "replaced since (another "
+			                              "serial): "
+			                              "Stale file handle",
+			                              ESTALE),
+			                false));
+		        return std::unique_ptr<PairJob>(
+		                new ScriptedJob(Status(), true));
+	        },
+	        rec.Sink(),
+	        ResyncJobsOptions{milliseconds(60000), milliseconds(60000),
+	                          milliseconds(60000)});
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 7));
+	ASSERT_TRUE(
+	        Eventually([&] { return rec.Count("resync_stopped") == 1; }));
+	EXPECT_EQ(rec.Count("resync_failed"), 0);
+	{
+		std::lock_guard lock(rec.mu);
+		EXPECT_EQ(rec.events.back().message, "the pair was replaced");
+	}
+	// Planned again (the new pair): starts now, despite a minute of
+	// back-off and of re-run delay.
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 8));
+	EXPECT_TRUE(Eventually([&] { return made.load() == 2; }));
+	EXPECT_TRUE(Eventually([&] { return jobs.running() == 1; }));
+	EXPECT_EQ(rec.Count("resync_failed"), 0);
+}
+
+// Waiting for a replaced job can take seconds: with a kernel reader the
+// jobs are started from the kernel's state after the wait, not from the
+// snapshot SyncPipe was given.
+TEST(ControlJobs, PlansAgainFromTheKernelAfterJoining)
+{
+	std::mutex mu;
+	std::vector<PairJobSpec> specs;
+	std::atomic<int> reads{0};
+	KernelPipeReader read = [&](const std::string &pipe_id)
+	        -> Result<std::optional<KernelPipeStatus>> {
+		EXPECT_EQ(pipe_id, Pipe().instance_id);
+		++reads;
+		return std::optional<KernelPipeStatus>(
+		        Kernel(PairState::kSyncing, 3)); // replaced again
+	};
+	ResyncJobs jobs(
+	        [&](const PairJobSpec &spec)
+	                -> Result<std::unique_ptr<PairJob>> {
+		        std::lock_guard lock(mu);
+		        specs.push_back(spec);
+		        return std::unique_ptr<PairJob>(
+		                new ScriptedJob(Status(), true));
+	        },
+	        nullptr,
+	        ResyncJobsOptions{milliseconds(1), milliseconds(1),
+	                          milliseconds(0)},
+	        read);
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 1));
+	ASSERT_TRUE(Eventually([&] { return jobs.running() == 1; }));
+	EXPECT_EQ(reads.load(), 0); // nothing joined, nothing re-read
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 2));
+	EXPECT_EQ(reads.load(), 1);
+	ASSERT_TRUE(Eventually([&] {
+		std::lock_guard lock(mu);
+		return specs.size() == 2;
+	}));
+	std::lock_guard lock(mu);
+	EXPECT_EQ(specs[1].pair_serial, 3u);
 }
 
 TEST(ControlEvents, SnapshotDedupAndOverflow)

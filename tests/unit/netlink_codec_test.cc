@@ -49,6 +49,7 @@ void PutPairStatus(nl_msg *msg, int type, const std::string &src,
 	nla_put_u8(msg, REPLIPIPE_A_PAIR_INTENT, REPLIPIPE_INTENT_LOADED);
 	nla_put_u64(msg, REPLIPIPE_A_PAIR_INTENT_LOADED, 5);
 	nla_put_u64(msg, REPLIPIPE_A_PAIR_INTENT_MARKED, 9);
+	nla_put_u64(msg, REPLIPIPE_A_PAIR_SERIAL, 4242);
 	nla_put_u32(msg, 200, 1); // unknown to us: ignored
 	nla_nest_end(msg, nest);
 }
@@ -125,6 +126,23 @@ TEST(NetlinkCodec, PipeReplyWithCounters)
 	EXPECT_STREQ(IntentRecordName(p.intent), "loaded");
 	EXPECT_EQ(p.intent_loaded_regions, 5u);
 	EXPECT_EQ(p.intent_marked_regions, 9u);
+	EXPECT_EQ(p.serial, 4242u);
+}
+
+// An older module reports no serial: 0, which claims then leave out.
+TEST(NetlinkCodec, PairWithoutSerialIsZero)
+{
+	NlMsgPtr msg = GenlMessage(REPLIPIPE_CMD_PIPE_GET);
+	nla_put_string(msg.get(), REPLIPIPE_A_PIPE_ID, "p1");
+	nlattr *pairs = nla_nest_start(msg.get(), REPLIPIPE_A_PIPE_PAIRS);
+	nlattr *nest = nla_nest_start(msg.get(), REPLIPIPE_A_PIPE_PAIR);
+	nla_put_string(msg.get(), REPLIPIPE_A_PAIR_SRC, "replipipe_0/a");
+	nla_nest_end(msg.get(), nest);
+	nla_nest_end(msg.get(), pairs);
+	auto pipe = ParsePipeMessage(nlmsg_hdr(msg.get()));
+	ASSERT_TRUE(pipe.ok());
+	ASSERT_EQ(pipe->pairs.size(), 1u);
+	EXPECT_EQ(pipe->pairs[0].serial, 0u);
 }
 
 TEST(NetlinkCodec, PipeWithoutIdIsAnError)
@@ -240,6 +258,7 @@ TEST(NetlinkEvents, PairStateEvent)
 	EXPECT_EQ(event->pair->source, "replipipe_0/v");
 	EXPECT_EQ(event->pair->state, PairState::kDegraded);
 	EXPECT_EQ(event->pair->dirty_regions, 5u);
+	EXPECT_EQ(event->pair->serial, 4242u);
 	EXPECT_STREQ(KernelEventTypeName(event->type), "pair_state");
 }
 
@@ -297,6 +316,40 @@ TEST(NetlinkBitmap, ChunksReassemble)
 	nla_put(bad.get(), REPLIPIPE_A_BITMAP_DATA, sizeof(chunk1), chunk1);
 	EXPECT_EQ(MergeBitmapMessage(nlmsg_hdr(bad.get()), &bitmap).err(),
 	          EPROTO);
+}
+
+// A claim names the pair it was planned for (the kernel refuses it with
+// ESTALE once a PIPE_SET replaced that pair); serial 0 (an older module
+// reported none) sends no such attribute.
+TEST(NetlinkResync, ClaimRequestCarriesThePairSerial)
+{
+	for (uint64_t serial : {uint64_t{0}, uint64_t{77}, ~uint64_t{0}}) {
+		NlMsgPtr msg = GenlMessage(REPLIPIPE_CMD_RESYNC_CLAIM);
+		ASSERT_TRUE(PutClaimRequest(msg.get(), "p1", "replipipe_0/a",
+		                            96, 512, serial)
+		                    .ok());
+		nlattr *tb[REPLIPIPE_A_MAX + 1] = {};
+		ASSERT_EQ(genlmsg_parse(nlmsg_hdr(msg.get()), 0, tb,
+		                        REPLIPIPE_A_MAX, nullptr),
+		          0);
+		ASSERT_NE(tb[REPLIPIPE_A_PIPE_ID], nullptr);
+		EXPECT_STREQ(nla_get_string(tb[REPLIPIPE_A_PIPE_ID]), "p1");
+		ASSERT_NE(tb[REPLIPIPE_A_PAIR_SOURCE], nullptr);
+		EXPECT_STREQ(nla_get_string(tb[REPLIPIPE_A_PAIR_SOURCE]),
+		             "replipipe_0/a");
+		ASSERT_NE(tb[REPLIPIPE_A_CLAIM_HINT], nullptr);
+		EXPECT_EQ(nla_get_u64(tb[REPLIPIPE_A_CLAIM_HINT]), 96u);
+		ASSERT_NE(tb[REPLIPIPE_A_CLAIM_MAX_REGIONS], nullptr);
+		EXPECT_EQ(nla_get_u32(tb[REPLIPIPE_A_CLAIM_MAX_REGIONS]), 512u);
+		if (serial == 0) {
+			EXPECT_EQ(tb[REPLIPIPE_A_CLAIM_PAIR_SERIAL], nullptr);
+		} else {
+			ASSERT_NE(tb[REPLIPIPE_A_CLAIM_PAIR_SERIAL], nullptr);
+			EXPECT_EQ(
+			        nla_get_u64(tb[REPLIPIPE_A_CLAIM_PAIR_SERIAL]),
+			        serial);
+		}
+	}
 }
 
 // This host's kernel has generic netlink but no replipipe family.

@@ -49,8 +49,10 @@ const char kUsage[] =
         "  get [ID]\n"
         "  pair-state ID SRC pause|resume\n"
         "  bitmap ID SRC\n"
-        "  claim ID SRC [--hint H] [--max N] [--hold SECONDS] "
-        "[--done|--failed]\n"
+        "  claim ID SRC [--hint H] [--max N] [--serial N] [--hold SECONDS]\n"
+        "        [--done|--failed]   (--serial: the pair's serial as get\n"
+        "        prints it; the claim fails with ESTALE once that pair was\n"
+        "        replaced)\n"
         "  events [--count N] [--timeout SECONDS]\n"
         "  resync ID SRC [--source-dev DEV] [--target-dev DEV] [--qd N]\n"
         "         [--chunk-kib K] [--rate-kibps R] [--batch-regions N]\n"
@@ -278,13 +280,13 @@ void PrintPair(const std::string &pipe_id, const KernelPairStatus &p)
 	            " dirty=%" PRIu64 " writes=%" PRIu64 " bytes=%" PRIu64
 	            " errors=%" PRIu64 " lag=%" PRIu64 " source_bytes=%" PRIu64
 	            " intent=%s intent_regions=%" PRIu64
-	            " intent_marked=%" PRIu64 "\n",
+	            " intent_marked=%" PRIu64 " serial=%" PRIu64 "\n",
 	            Esc(pipe_id).c_str(), Esc(p.source).c_str(),
 	            Esc(p.target).c_str(), PairStateName(p.state), p.regions,
 	            p.dirty_regions, p.writes_mirrored, p.bytes_mirrored,
 	            p.target_errors, p.lag_bytes, p.source_bytes,
 	            p.intent ? IntentRecordName(p.intent) : "none",
-	            p.intent_loaded_regions, p.intent_marked_regions);
+	            p.intent_loaded_regions, p.intent_marked_regions, p.serial);
 }
 
 void PrintPipe(const KernelPipeStatus &p)
@@ -377,6 +379,8 @@ int CmdClaim(Args &args)
 	const uint64_t max =
 	        ParseU64("--max", args.Take("--max").value_or(std::to_string(
 	                                  REPLIPIPE_CLAIM_MAX_REGIONS)));
+	const uint64_t serial =
+	        ParseU64("--serial", args.Take("--serial").value_or("0"));
 	const double hold =
 	        ParseSeconds("--hold", args.Take("--hold").value_or("0"));
 	const bool done = args.Flag("--done");
@@ -388,7 +392,7 @@ int CmdClaim(Args &args)
 	if (!channel.ok())
 		return Fail(channel.status());
 	auto claim = (*channel)->Claim(pos[0], pos[1], hint,
-	                               static_cast<uint32_t>(max));
+	                               static_cast<uint32_t>(max), serial);
 	if (!claim.ok())
 		return Fail(claim.status());
 	std::printf("claim pipe=%s source=%s id=%" PRIu64 " first=%" PRIu64
