@@ -20,8 +20,17 @@
 #          region is dirty.
 #   bug 4  a write that fails on the primary (dm error table) but reaches
 #          the target must leave its region dirty.
+#   bug 5  the write-intent record clears a chunk only after both legs
+#          flushed its write: legs with a volatile cache (virtio disks),
+#          the target's flushes held 15 s by dm-delay; the chunk a write
+#          marked stays marked while the target's flush is held, and is
+#          cleared once it is through.
+#   bug 6  a resync planned for a pair that a PIPE_SET replaced since (same
+#          pipe and source, another target) must not claim the new pair:
+#          a claim naming the old pair's serial fails with ESTALE, one
+#          naming the new serial is granted.
 #
-# The steps run in the order 3 4 1 2: the data steps cannot wedge the module,
+# The steps run in the order 3 4 5 6 1 2: the data steps cannot wedge the module,
 # the deadlock steps can. A deadlocked del-pipe holds rp_config_lock in D
 # state for good (`timeout` cannot kill it), so those steps run their
 # commands in the background and poll them against a deadline (20 s after
@@ -34,8 +43,9 @@
 # vm-timeout: 300
 # vm-mem: 1024
 # vm-bins: dmsetup
+# vm-disks: rpflushp:16 rpflusht:16
 
-BUGS="3 4 1 2"
+BUGS="3 4 5 6 1 2"
 LIVE=/sys/module/replipipe/parameters/live_objects
 CLAIM_TIMEOUT=/sys/module/replipipe/parameters/claim_timeout_sec
 WEDGED=/tmp/races.wedged
@@ -44,6 +54,7 @@ PROBE_MS=4000		# bug 1: read delay of the target (the probe's read)
 CLAIM_WRITE_MS=7000	# bug 2: write delay of both targets
 CLAIM_TIMEOUT_S=3	# bug 2: claim_timeout_sec during the step
 ASYNC_MS=5000		# bug 3: write delay of the target
+FLUSH_MS=15000		# bug 5: flush delay of the target
 export DM_DISABLE_UDEV=1
 
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
@@ -58,6 +69,11 @@ delayed() {
 	reads) echo "$5" ;;
 	writes) echo "$6" ;;
 	esac
+}
+# delayed_flushes NAME: flushes dm-delay device NAME (9 arguments) holds now
+delayed_flushes() {
+	set -- $(dmsetup status "$1")
+	echo "$6"
 }
 # wait_delayed NAME CLASS N SECONDS: until NAME holds >= N bios of CLASS
 wait_delayed() {
@@ -306,7 +322,76 @@ step_bug4() {
 	dm_remove rp4pri
 }
 
-vm_brd 10 4
+# ---- bug 5: the record cleared a chunk before the legs flushed its write
+step_bug5() {
+	local pipe=races-flush src=replipipe_0/s5 pri tdisk tgt lun t0 pair i=0
+	pri=$(vm_disk rpflushp)
+	tdisk=$(vm_disk rpflusht)
+	[ "$(cat /sys/block/${pri#/dev/}/queue/write_cache)" = "write back" ] ||
+		vm_fail "bug 5: setup: $pri has no volatile write cache"
+	tgt=$(vm_dm_create rp5tgt "0 $(blockdev --getsz $tdisk) delay $tdisk 0 0 $tdisk 0 0 $tdisk 0 $FLUSH_MS")
+	vm_backstore replipipe replipipe_0 s5 $pri /dev/ram10 > /dev/null
+	rp-nlctl set-pipe --id $pipe --mode sync --pair $src=$tgt,clean ||
+		vm_fail "bug 5: set-pipe refused"
+	lun=$(vm_tcm_loop_export $src)
+	pair=$(pair_line $pipe $src)
+	[ "$(field "$pair" state)" = InSync ] && [ "$(field "$pair" intent_marked)" = 0 ] ||
+		vm_fail "bug 5: setup: pair not InSync with nothing marked: $pair"
+	dd if=/dev/urandom of=$lun bs=4k count=1 seek=256 oflag=direct 2> /dev/null ||
+		vm_fail "bug 5: the write through $lun failed"
+	t0=$(now10)
+	pair=$(pair_line $pipe $src)
+	[ "$(field "$pair" intent_marked)" -ge 1 ] ||
+		vm_fail "bug 5: setup: the write marked nothing: $pair"
+	vm_log "4 KiB written at 1 MiB, its chunk marked; target $tgt holds flushes ${FLUSH_MS} ms"
+	# Two clear passes (intent_clear_sec 5) clear a quiet chunk within
+	# 10 s; the target's flush is held until t0 + 15 s at the earliest.
+	while [ "$(now10)" -lt $((t0 + 130)) ]; do sleep 0.5; done
+	pair=$(pair_line $pipe $src)
+	vm_log "13 s after the write: $pair; target holds $(delayed_flushes rp5tgt) flush(es)"
+	[ "$(field "$pair" intent_marked)" -ge 1 ] ||
+		vm_fail "bug 5: the record cleared the chunk 13 s after the write while the target had not flushed it ($pair)"
+	until [ "$(field "$(pair_line $pipe $src)" intent_marked)" = 0 ]; do
+		[ $i -lt 400 ] || vm_fail "bug 5: the chunk stayed marked 40 s after the flush could pass: $(pair_line $pipe $src)"
+		sleep 0.1
+		i=$((i + 1))
+	done
+	vm_log "cleared $((($(now10) - t0) / 10)) s after the write, after the target's flush"
+	# del-pipe flushes both legs too: not held any more.
+	vm_dm_load rp5tgt "0 $(blockdev --getsz $tdisk) delay $tdisk 0 0"
+	rp-nlctl del-pipe $pipe || vm_fail "bug 5: del-pipe"
+	vm_tcm_loop_unexport $src
+	vm_backstore_delete $src
+	dm_remove rp5tgt
+}
+
+# ---- bug 6: a claim for a replaced pair
+step_bug6() {
+	local pipe=races-serial src=replipipe_0/s6 old new out
+	vm_backstore replipipe replipipe_0 s6 /dev/ram11 > /dev/null
+	rp-nlctl set-pipe --id $pipe --mode sync --pair $src=/dev/ram12 ||
+		vm_fail "bug 6: set-pipe refused"
+	old=$(field "$(pair_line $pipe $src)" serial)
+	rp-nlctl set-pipe --id $pipe --mode sync --pair $src=/dev/ram13 ||
+		vm_fail "bug 6: set-pipe to the new target refused"
+	new=$(field "$(pair_line $pipe $src)" serial)
+	vm_log "pair serial $old, after the target changed $new"
+	[ -n "$old" ] && [ -n "$new" ] && [ "$old" != "$new" ] ||
+		vm_fail "bug 6: the replaced pair kept its serial ($old, $new)"
+	if out=$(rp-nlctl claim $pipe $src --max 1 --serial "$old" --failed 2>&1); then
+		vm_fail "bug 6: a claim for the replaced pair (serial $old) was granted on the new one: $out"
+	fi
+	echo "$out" | grep -q ESTALE ||
+		vm_fail "bug 6: the claim for the replaced pair failed, but not with ESTALE: $out"
+	vm_log "claim with serial $old: $out"
+	out=$(rp-nlctl claim $pipe $src --max 1 --serial "$new" --failed) ||
+		vm_fail "bug 6: a claim with the current serial $new was refused"
+	vm_log "claim with serial $new: $out"
+	rp-nlctl del-pipe $pipe || vm_fail "bug 6: del-pipe"
+	vm_backstore_delete $src
+}
+
+vm_brd 14 4
 vm_modprobe dm_mod
 vm_modprobe dm_delay
 vm_modprobe replipipe
