@@ -149,10 +149,22 @@ Store::Store(std::string state_dir)
 
 Status Store::EnsureStateDir() const
 {
-	if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST)
+	if (::mkdir(dir_.c_str(), 0700) != 0) {
+		if (errno == EEXIST)
+			return Status();
 		return Status::FromErrno("create state directory " + dir_,
 		                         errno);
-	return Status();
+	}
+	// The new entry is in the parent directory: without this a power
+	// loss may lose the directory, and the store then written into it.
+	std::string parent = dir_;
+	while (parent.size() > 1 && parent.back() == '/')
+		parent.pop_back();
+	const size_t slash = parent.rfind('/');
+	parent = slash == std::string::npos ? "."
+	         : slash == 0               ? "/"
+	                                    : parent.substr(0, slash);
+	return FsyncDir(parent).Context("create state directory " + dir_);
 }
 
 Result<std::vector<PipeRecord>> Store::Load()

@@ -46,7 +46,8 @@ public:
 
 	const std::string &path() const { return path_; }
 
-	// Creates the state directory (mode 0700) when missing.
+	// Creates the state directory (mode 0700) when missing, and fsyncs
+	// its parent directory so that the new entry is durable.
 	Status EnsureStateDir() const;
 	// The stored pipes; an empty list when pipes.json does not exist yet.
 	Result<std::vector<PipeRecord>> Load();

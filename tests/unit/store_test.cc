@@ -1,8 +1,18 @@
 #include "store.h"
 
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstddef>
+#include <cstdio>
 #include <filesystem>
+#include <iterator>
 
 #include <gtest/gtest.h>
 
@@ -24,6 +34,34 @@ PipeRecord Pipe(const std::string &uuid, const std::string &name)
 	p.target_system = "node2";
 	p.pairs = {{"replipipe_0/" + name, "/dev/" + name}};
 	return p;
+}
+
+// From now on fsync() fails with err in the calling thread (a seccomp filter:
+// the kernel answers, nothing in the code under test is replaced). For a
+// death test's child, which has that one thread. False when unsupported.
+bool FailFsyncWith(int err)
+{
+#if defined(__x86_64__)
+	constexpr uint32_t kArch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+	constexpr uint32_t kArch = AUDIT_ARCH_AARCH64;
+#else
+	return false;
+#endif
+	sock_filter filter[] = {
+	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                 offsetof(seccomp_data, arch)),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kArch, 1, 0),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_fsync, 0, 1),
+	        BPF_STMT(BPF_RET | BPF_K,
+	                 SECCOMP_RET_ERRNO | (err & SECCOMP_RET_DATA)),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	sock_fprog prog{static_cast<unsigned short>(std::size(filter)), filter};
+	return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+	       ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
 }
 
 const PipeRecord kA = Pipe("11111111-1111-4111-8111-111111111111", "a");
@@ -157,6 +195,34 @@ TEST(Store, InvalidUtf8IsWrittenNotThrown)
 	ASSERT_TRUE(back.ok()) << back.status().message();
 	EXPECT_EQ((*back)[0].settings.element_name,
 	          "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+}
+
+// A new state directory is an entry in its parent: the parent is fsynced,
+// or a power loss may lose the directory with the store in it. Checked for
+// real: in a child whose fsync() fails, creating the directory must fail.
+TEST(Store, NewStateDirIsSyncedInItsParent)
+{
+	TempDir dir;
+	const std::string state = dir / "state/";
+	EXPECT_EXIT(
+	        {
+		        if (!FailFsyncWith(EIO))
+			        ::_exit(2);
+		        Status st = Store(state).EnsureStateDir();
+		        std::fprintf(stderr, "%s\n", st.message().c_str());
+		        ::_exit(st.ok() ? 0 : 1);
+	        },
+	        ::testing::ExitedWithCode(1),
+	        "create state directory .*/state/: fsync directory "
+	        ".*replipipe-test-[A-Za-z0-9]*: Input/output error");
+	// The child did make it; existing, it needs nothing more.
+	EXPECT_TRUE(std::filesystem::is_directory(state));
+	EXPECT_TRUE(Store(state).EnsureStateDir().ok());
+	const std::string fresh = dir / "fresh";
+	EXPECT_TRUE(Store(fresh).EnsureStateDir().ok());
+	struct stat st;
+	ASSERT_EQ(::stat(fresh.c_str(), &st), 0);
+	EXPECT_EQ(st.st_mode & 0777, 0700u);
 }
 
 TEST(Store, SaveErrorNamesThePath)
