@@ -9,12 +9,18 @@
 
 #include <boost/program_options.hpp>
 
+#include "text_scan.h"
+
 namespace replipipe
 {
 namespace
 {
 
 namespace po = boost::program_options;
+
+// --timeout and --interval: at most a year. Larger values are typing
+// errors, and milliseconds of them would overflow the clocks' int64_t.
+constexpr double kMaxSeconds = 365.0 * 24 * 3600;
 
 struct CommandInfo {
 	CliCommand command;
@@ -202,6 +208,41 @@ CliParse Help(std::string text)
 	return parse;
 }
 
+// The daemon speaks JSON, whose strings are UTF-8: a value sent to it that
+// is not UTF-8 is a usage error, named by its option.
+std::optional<std::string> CheckUtf8(const std::string &what,
+                                     const std::string &value)
+{
+	const size_t at = InvalidUtf8At(value);
+	if (at == std::string::npos)
+		return std::nullopt;
+	return what + " is not UTF-8 text (byte " + std::to_string(at) + ")";
+}
+
+std::optional<std::string> CheckRequestUtf8(const ControlRequest &req)
+{
+	std::vector<std::pair<std::string, const std::string *>> values = {
+	        {"--name", &req.call.pipe_element_name},
+	        {"--source-system", &req.call.source_system},
+	        {"--target-system", &req.call.target_system},
+	        {"--goal", &req.call.goal}};
+	for (const auto *endpoints :
+	     {&req.call.source_endpoints, &req.call.target_endpoints})
+		if (*endpoints)
+			for (const std::string &e : **endpoints)
+				values.push_back({"--pair", &e});
+	if (req.call.replication_pipe)
+		values.push_back({"--pipe", &*req.call.replication_pipe});
+	if (req.pipe)
+		values.push_back({"PIPE", &*req.pipe});
+	if (req.pair)
+		values.push_back({"--pair", &*req.pair});
+	for (const auto &[what, value] : values)
+		if (auto error = CheckUtf8(what, *value))
+			return error;
+	return std::nullopt;
+}
+
 // Fills the request from the command's options; a usage error otherwise.
 std::optional<std::string> BuildRequest(CliCommand command,
                                         const po::variables_map &vm,
@@ -272,9 +313,11 @@ std::optional<std::string> BuildRequest(CliCommand command,
 		if (vm.count("interval")) {
 			inv.interval_seconds = vm["interval"].as<double>();
 			if (!(inv.interval_seconds >= 0.1) ||
-			    !std::isfinite(inv.interval_seconds))
-				return std::string(
-				        "--interval must be at least 0.1");
+			    !(inv.interval_seconds <= kMaxSeconds))
+				return "--interval must be at least 0.1 and at "
+				       "most " +
+				       std::to_string(int64_t(kMaxSeconds)) +
+				       " seconds (a year)";
 		}
 		return std::nullopt;
 	case CliCommand::kWait:
@@ -291,9 +334,12 @@ std::optional<std::string> BuildRequest(CliCommand command,
 		}
 		if (vm.count("timeout")) {
 			double t = vm["timeout"].as<double>();
-			if (!(t >= 0) || !std::isfinite(t))
-				return std::string("--timeout must be a "
-				                   "non-negative number");
+			if (!(t >= 0) || !(t <= kMaxSeconds))
+				return "--timeout must be a non-negative "
+				       "number "
+				       "of seconds, at most " +
+				       std::to_string(int64_t(kMaxSeconds)) +
+				       " (a year)";
 			inv.timeout_seconds = t;
 		}
 		break;
@@ -380,6 +426,8 @@ Result<std::string> LoadGoalFile(const std::string &path)
 		if (std::cin.bad())
 			return Status::Error("reading the Goal from stdin "
 			                     "failed");
+		if (auto error = CheckUtf8("the Goal on stdin", text.str()))
+			return Status::Error(*error, EILSEQ);
 		return text.str();
 	}
 	std::ifstream in(path, std::ios::binary);
@@ -389,6 +437,8 @@ Result<std::string> LoadGoalFile(const std::string &path)
 	                 std::istreambuf_iterator<char>());
 	if (in.bad())
 		return Status::FromErrno("read Goal file " + path, errno);
+	if (auto error = CheckUtf8("Goal file " + path, text))
+		return Status::Error(*error, EILSEQ);
 	return text;
 }
 
@@ -560,6 +610,8 @@ CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket)
 	if (vm.count("json"))
 		inv.json = true;
 	if (auto error = BuildRequest(info->command, vm, inv))
+		return UsageError(prefix, *error);
+	if (auto error = CheckRequestUtf8(inv.request))
 		return UsageError(prefix, *error);
 	parse.kind = CliParse::Kind::kRun;
 	return parse;

@@ -79,7 +79,8 @@ Result<std::pair<std::string, std::string>> SplitPairArg(std::string_view arg);
 // nullopt when it is not one of Syncing, InSync, Degraded, Paused.
 std::optional<std::string> CanonicalPairState(std::string_view text);
 
-// Reads --goal-file ("-" is stdin). Errors name the file.
+// Reads --goal-file ("-" is stdin). Errors name the file; err() EILSEQ
+// when the text is not UTF-8 (a usage error: exit 64, not 66).
 Result<std::string> LoadGoalFile(const std::string &path);
 
 int ExitCodeForReturnValue(ReturnValue value);

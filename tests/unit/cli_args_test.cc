@@ -1,5 +1,9 @@
 #include "cli_args.h"
 
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+
 #include <gtest/gtest.h>
 
 namespace replipipe
@@ -182,6 +186,52 @@ TEST(CliArgs, StatusWaitDelete)
 	ExpectUsage({"wait", "db", "--timeout", "soon"});
 	ExpectUsage({"delete"}, "PIPE");
 	ExpectUsage({"delete", "a", "b"});
+}
+
+// Seconds become int64_t milliseconds: 1e300 overflowed (undefined
+// behaviour). Past a year is a usage error, as is any value sent to the
+// daemon that is not UTF-8 (JSON would throw on it).
+TEST(CliArgs, AbsurdSecondsAndNonUtf8AreUsageErrors)
+{
+	ExpectUsage({"wait", "db", "--timeout", "1e300"},
+	            "--timeout must be a non-negative number of seconds, at "
+	            "most 31536000");
+	ExpectUsage({"wait", "db", "--timeout", "inf"}, "--timeout");
+	ExpectUsage({"wait", "db", "--timeout", "nan"}, "--timeout");
+	ExpectUsage({"status", "--watch", "--interval", "1e19"},
+	            "--interval must be at least 0.1 and at most 31536000");
+	EXPECT_EQ(ParseRun({"wait", "db", "--timeout", "31536000"})
+	                  .timeout_seconds,
+	          31536000.0);
+
+	ExpectUsage({"create-or-modify", "--name", "db\xff", "--source-system",
+	             "localhost", "--target-system", "backup1"},
+	            "--name is not UTF-8 text (byte 2)");
+	ExpectUsage(Create({"--pair", "replipipe_0/a=/dev/\xc0\xaf"}),
+	            "--pair is not UTF-8 text");
+	ExpectUsage(Create({"--goal", "\xed\xa0\x80"}), "--goal is not UTF-8");
+	ExpectUsage({"delete", "db\x80"}, "PIPE is not UTF-8");
+	ExpectUsage({"pause", "db", "--pair", "\xfe"}, "--pair is not UTF-8");
+	// UTF-8 is fine.
+	EXPECT_EQ(ParseRun(Create({"--pipe", "r\xc3\xa9plique"}))
+	                  .request.call.replication_pipe,
+	          "r\xc3\xa9plique");
+}
+
+TEST(CliArgs, GoalFileThatIsNotUtf8)
+{
+	const std::string path = ::testing::TempDir() + "/goal-latin1.mof";
+	{
+		std::ofstream out(path, std::ios::binary);
+		out << "instance of CIM_SettingData { ElementName = "
+		       "\"caf\xe9\"; };";
+	}
+	auto goal = LoadGoalFile(path);
+	ASSERT_FALSE(goal.ok());
+	EXPECT_EQ(goal.status().err(), EILSEQ);
+	EXPECT_EQ(goal.status().message(),
+	          "Goal file " + path + " is not UTF-8 text (byte 48)");
+	std::remove(path.c_str());
 }
 
 TEST(CliArgs, PauseResume)

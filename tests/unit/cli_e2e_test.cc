@@ -185,6 +185,55 @@ TEST_F(CliE2E, GoalFile)
 	EXPECT_EQ(missing.exit, kExitNoInput);
 }
 
+// Used to end in an uncaught nlohmann::json type_error (abort) or an
+// int64_t overflow; now usage errors with a message.
+TEST_F(CliE2E, NonUtf8AndAbsurdSecondsExit64)
+{
+	CliRun name =
+	        Cli({"create-or-modify", "--name", "caf\xe9", "--source-system",
+	             "localhost", "--target-system", "node2"});
+	EXPECT_EQ(name.exit, kExitUsage) << name.err;
+	EXPECT_NE(name.err.find("--name is not UTF-8 text (byte 3)"),
+	          std::string::npos)
+	        << name.err;
+
+	d.dir_.Write(
+	        "latin1.mof",
+	        "instance of CIM_SettingData { ElementName = \"caf\xe9\"; };");
+	for (bool as_json : {false, true}) {
+		std::vector<std::string> args = {"create-or-modify",
+		                                 "--name",
+		                                 "g",
+		                                 "--source-system",
+		                                 "localhost",
+		                                 "--target-system",
+		                                 "node2",
+		                                 "--goal-file",
+		                                 d.dir_ / "latin1.mof"};
+		if (as_json)
+			args.insert(args.begin(), "--json");
+		CliRun goal = Cli(args);
+		EXPECT_EQ(goal.exit, kExitUsage) << goal.out << goal.err;
+		EXPECT_NE((goal.out + goal.err).find("is not UTF-8 text"),
+		          std::string::npos)
+		        << goal.out << goal.err;
+	}
+	// A Goal file name that is not UTF-8, with --json: the error quoting
+	// it is still printed as JSON.
+	CliRun missing =
+	        Cli({"--json", "create-or-modify", "--name", "g",
+	             "--source-system", "localhost", "--target-system", "node2",
+	             "--goal-file", d.dir_ / "nope-\xff.mof"});
+	EXPECT_EQ(missing.exit, kExitNoInput) << missing.err;
+	EXPECT_TRUE(json::accept(missing.out)) << missing.out;
+
+	CliRun wait = Cli({"wait", "db", "--timeout", "1e300"});
+	EXPECT_EQ(wait.exit, kExitUsage) << wait.err;
+	EXPECT_NE(wait.err.find("at most 31536000"), std::string::npos)
+	        << wait.err;
+	EXPECT_TRUE(d.pipes_.ListPipes().empty());
+}
+
 TEST_F(CliE2E, StatusJsonContract)
 {
 	CreateDb();

@@ -32,6 +32,14 @@ constexpr milliseconds kWaitPoll{500};
 // Plain-line progress of `wait` (not a terminal): at most this often.
 constexpr std::chrono::seconds kPlainProgressEvery{5};
 
+// JSON output that cannot throw: bytes that are not UTF-8 (an error quoting
+// a file name) are printed as U+FFFD.
+std::string Dump(const nlohmann::json &j, int indent = -1)
+{
+	return j.dump(indent, ' ', false,
+	              nlohmann::json::error_handler_t::replace);
+}
+
 // 2.5 -> "2.5", 600 -> "600".
 std::string Seconds(double seconds)
 {
@@ -72,7 +80,7 @@ private:
 	int Fail(const std::string &error, const std::string &code, int exit)
 	{
 		if (inv_.json)
-			std::cout << ErrorJson(error, code).dump() << std::endl;
+			std::cout << Dump(ErrorJson(error, code)) << std::endl;
 		else
 			std::cerr << "replipipectl: " << error << std::endl;
 		return exit;
@@ -135,9 +143,14 @@ private:
 		ControlRequest request = inv_.request;
 		if (inv_.goal_file) {
 			auto goal = LoadGoalFile(*inv_.goal_file);
-			if (!goal.ok())
+			if (!goal.ok()) {
+				// Text that is not UTF-8 is the caller's error.
+				if (goal.status().err() == EILSEQ)
+					return Fail(goal.status().message(),
+					            "usage", kExitUsage);
 				return Fail(goal.status().message(), "",
 				            kExitNoInput);
+			}
 			request.call.goal = *goal;
 		}
 		int exit = 0;
@@ -145,7 +158,7 @@ private:
 		if (!reply)
 			return exit;
 		if (inv_.json) {
-			std::cout << MethodJson(*reply).dump() << std::endl;
+			std::cout << Dump(MethodJson(*reply)) << std::endl;
 			return ExitCodeForReply(*reply);
 		}
 		if (!reply->ok)
@@ -161,7 +174,7 @@ private:
 		if (!reply)
 			return exit;
 		if (inv_.json) {
-			std::cout << MethodJson(*reply).dump() << std::endl;
+			std::cout << Dump(MethodJson(*reply)) << std::endl;
 			return ExitCodeForReply(*reply);
 		}
 		if (!reply->ok)
@@ -179,7 +192,7 @@ private:
 		if (!reply->ok)
 			return FailReply(*reply);
 		if (inv_.json)
-			std::cout << StatusJson(reply->pipes).dump(2)
+			std::cout << Dump(StatusJson(reply->pipes), 2)
 			          << std::endl;
 		else
 			std::cout << FormatListTable(reply->pipes)
@@ -196,7 +209,7 @@ private:
 		if (!reply->ok)
 			return FailReply(*reply);
 		if (inv_.json)
-			std::cout << StatusJson(reply->pipes).dump(2)
+			std::cout << Dump(StatusJson(reply->pipes), 2)
 			          << std::endl;
 		else
 			std::cout << FormatStatus(reply->pipes) << std::flush;
@@ -218,7 +231,7 @@ private:
 			if (inv_.json) {
 				// One document per line, to be read as a
 				// stream.
-				std::cout << StatusJson(reply->pipes).dump()
+				std::cout << Dump(StatusJson(reply->pipes))
 				          << std::endl;
 			} else {
 				if (tty)
@@ -286,8 +299,9 @@ private:
 			if (summary.reached) {
 				Finish(tty, kExitOk);
 				if (inv_.json)
-					std::cout << StatusJson(reply->pipes)
-					                     .dump(2)
+					std::cout << Dump(StatusJson(
+					                          reply->pipes),
+					                  2)
 					          << std::endl;
 				return kExitOk;
 			}
@@ -302,8 +316,8 @@ private:
 				        " of " + std::to_string(summary.pairs) +
 				        " pairs of " + label + " are " + state;
 				if (inv_.json)
-					std::cout << ErrorJson(error, "timeout")
-					                     .dump()
+					std::cout << Dump(ErrorJson(error,
+					                            "timeout"))
 					          << std::endl;
 				else
 					std::cerr << "replipipectl: " << error
@@ -368,7 +382,7 @@ private:
 		if (!reply->ok)
 			return FailReply(*reply);
 		if (inv_.json)
-			std::cout << nlohmann::json{{"ok", true}}.dump()
+			std::cout << Dump(nlohmann::json{{"ok", true}})
 			          << std::endl;
 		else
 			std::cout << (inv_.command == CliCommand::kPause
