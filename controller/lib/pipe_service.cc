@@ -259,6 +259,49 @@ private:
 	std::vector<std::string> targets_;
 };
 
+// One call's hold on a pipe's lock (the lock table entry is made on first
+// use). When the last user lets go the entry is removed, so that the table
+// does not grow with every create attempt and deleted pipe: nobody else
+// holds or waits for that mutex then (their references would count), and
+// the next call on the pipe makes a new one.
+class PipeService::PipeLock
+{
+public:
+	PipeLock(PipeService &svc, std::string uuid)
+	    : svc_(svc), uuid_(std::move(uuid))
+	{
+		std::lock_guard<std::mutex> lock(svc_.mu_);
+		auto &m = svc_.pipe_locks_[uuid_];
+		if (!m)
+			m = std::make_shared<std::timed_mutex>();
+		mutex_ = m;
+	}
+	~PipeLock()
+	{
+		if (held_)
+			mutex_->unlock();
+		mutex_.reset();
+		std::lock_guard<std::mutex> lock(svc_.mu_);
+		auto it = svc_.pipe_locks_.find(uuid_);
+		if (it != svc_.pipe_locks_.end() && it->second.use_count() == 1)
+			svc_.pipe_locks_.erase(it);
+	}
+	PipeLock(const PipeLock &) = delete;
+	PipeLock &operator=(const PipeLock &) = delete;
+
+	bool TryLockFor(std::chrono::milliseconds timeout)
+	{
+		held_ = mutex_->try_lock_for(timeout);
+		return held_;
+	}
+
+private:
+	PipeService &svc_;
+	const std::string uuid_;
+	std::shared_ptr<std::timed_mutex> mutex_;
+	bool held_ = false;
+};
+
 PipeService::PipeService(KernelApi &kernel, Store &store, EndpointProbe &probe,
                          HostIdentity host, PipeServiceOptions options)
     : kernel_(kernel), store_(store), probe_(probe), host_(std::move(host)),
@@ -283,16 +326,6 @@ const PipeRecord *PipeService::FindLocked(const std::string &uuid) const
 		if (p.instance_id == uuid)
 			return &p;
 	return nullptr;
-}
-
-std::shared_ptr<std::timed_mutex>
-PipeService::PipeMutex(const std::string &uuid)
-{
-	std::lock_guard<std::mutex> lock(mu_);
-	auto &m = pipe_locks_[uuid];
-	if (!m)
-		m = std::make_shared<std::timed_mutex>();
-	return m;
 }
 
 Result<std::string> PipeService::ResolvePipe(const std::string &text) const
@@ -496,9 +529,8 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 	const bool modify = req.uuid.has_value();
 	const std::string uuid = modify ? *req.uuid : NewUuid();
 
-	auto mutex = PipeMutex(uuid);
-	std::unique_lock<std::timed_mutex> pipe_lock(*mutex, std::defer_lock);
-	if (!pipe_lock.try_lock_for(options_.busy_timeout))
+	PipeLock pipe_lock(*this, uuid);
+	if (!pipe_lock.TryLockFor(options_.busy_timeout))
 		return Fail(
 		        ReturnValue::kBusy,
 		        "pipe " + PipeReference(uuid) +
@@ -638,9 +670,8 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 	if (!resolved.ok())
 		return Invalid(resolved.status());
 	const std::string uuid = *resolved;
-	auto mutex = PipeMutex(uuid);
-	std::unique_lock<std::timed_mutex> pipe_lock(*mutex, std::defer_lock);
-	if (!pipe_lock.try_lock_for(options_.busy_timeout))
+	PipeLock pipe_lock(*this, uuid);
+	if (!pipe_lock.TryLockFor(options_.busy_timeout))
 		return Fail(ReturnValue::kBusy,
 		            "pipe " + PipeReference(uuid) +
 		                    " is held by another operation");
@@ -722,10 +753,8 @@ Result<std::vector<std::string>> PipeService::Reconcile()
 	std::set<std::string> stored_ids;
 	for (const PipeRecord &stored : ListPipes()) {
 		stored_ids.insert(stored.instance_id);
-		auto mutex = PipeMutex(stored.instance_id);
-		std::unique_lock<std::timed_mutex> pipe_lock(*mutex,
-		                                             std::defer_lock);
-		if (!pipe_lock.try_lock_for(options_.busy_timeout)) {
+		PipeLock pipe_lock(*this, stored.instance_id);
+		if (!pipe_lock.TryLockFor(options_.busy_timeout)) {
 			report.push_back(PipeLabel(stored) +
 			                 ": busy, not reconciled");
 			continue;

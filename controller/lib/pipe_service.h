@@ -123,6 +123,14 @@ public:
 	// The peer of a connector's target (status), else nullopt.
 	std::optional<PeerView> DescribePeer(const std::string &target);
 
+	// Pipes whose lock a call holds or waits for now (tests: the table
+	// keeps no entry for pipes nobody uses).
+	size_t pipe_lock_entries() const
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		return pipe_locks_.size();
+	}
+
 private:
 	// Target connector hooks (iscsi_pipe_service.cc).
 	KernelPipeSpec KernelSpec(const PipeRecord &record);
@@ -135,10 +143,9 @@ private:
 
 	struct Request;
 	class Reservation;
+	class PipeLock;
 
 	Result<Request> ParseCall(const CreateOrModifyCall &call) const;
-	// The pipe's lock (created on first use).
-	std::shared_ptr<std::timed_mutex> PipeMutex(const std::string &uuid);
 	Status UndoKernel(const std::string &uuid,
 	                  const std::optional<PipeRecord> &old);
 	Status SaveWith(const std::string &uuid,
@@ -157,7 +164,9 @@ private:
 	// Endpoints taken by calls in flight -> UUID of the pipe they are for.
 	std::map<std::string, std::string> reserved_sources_; // guarded by mu_
 	std::map<std::string, std::string> reserved_targets_; // guarded by mu_
-	// One lock per pipe that ever had a call; guarded by mu_.
+	// The lock of each pipe a call holds or waits for (PipeLock); guarded
+	// by mu_. References are taken under mu_ only, so an entry whose
+	// use_count() is 1 under mu_ has no user and is removed.
 	std::map<std::string, std::shared_ptr<std::timed_mutex>> pipe_locks_;
 };
 

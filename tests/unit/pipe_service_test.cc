@@ -723,6 +723,65 @@ TEST_F(PipeServiceTest, BusyWhileAnotherCallHoldsThePipe)
 	          ReturnValue::kCompleted);
 }
 
+// The lock table used to keep an entry for every pipe that ever had a call,
+// every create attempt included (each a new UUID): it only grew. An entry
+// now lives while a call holds or waits for its lock.
+TEST_F(PipeServiceTest, LockTableKeepsNoEntryNobodyUses)
+{
+	for (int i = 0; i < 5; i++) // failed creates
+		ExpectRefused(Call({"replipipe_0/a"}, {"/dev/nope"}),
+		              ReturnValue::kFailed, "does not exist");
+	EXPECT_EQ(service.pipe_lock_entries(), 0u);
+
+	// A call holds the pipe, another waits for it (a longer busy
+	// time-out than the fixture's): one entry, one mutex, and the waiter
+	// gets the pipe once the holder is done.
+	PipeService patient{kernel, store, probe, HostIdentity{kHost},
+	                    PipeServiceOptions{std::chrono::seconds(30)}};
+	ASSERT_TRUE(patient.Load().ok());
+	MethodOutcome made =
+	        patient.CreateOrModify(Call({"replipipe_0/a"}, {"/dev/sdb"}));
+	ASSERT_EQ(made.return_value, ReturnValue::kCompleted) << made.error;
+	const std::string ref = made.replication_pipe;
+	EXPECT_EQ(patient.pipe_lock_entries(), 0u);
+	std::promise<void> entered, release;
+	std::shared_future<void> released = release.get_future().share();
+	std::atomic<bool> blocked{false};
+	kernel.SetEntryHook([&](Op op) {
+		if (op != Op::kSetPipe)
+			return;
+		if (!blocked.exchange(true)) {
+			entered.set_value();
+			released.wait();
+		}
+	});
+	auto modify = [&](const char *mode) {
+		CreateOrModifyCall c;
+		c.replication_pipe = ref;
+		c.goal =
+		        std::string("instance of CIM_SettingData { Mode = \"") +
+		        mode + "\"; };";
+		return patient.CreateOrModify(c);
+	};
+	auto holder = std::async(std::launch::async,
+	                         [&] { return modify("Asynchronous"); });
+	entered.get_future().wait();
+	auto waiter = std::async(std::launch::async,
+	                         [&] { return modify("Synchronous"); });
+	std::this_thread::sleep_for(std::chrono::milliseconds(100));
+	EXPECT_EQ(patient.pipe_lock_entries(), 1u);
+	release.set_value();
+	EXPECT_EQ(holder.get().return_value, ReturnValue::kCompleted);
+	EXPECT_EQ(waiter.get().return_value, ReturnValue::kCompleted);
+	EXPECT_EQ(kernel.Find(UuidOf(ref))->mode, Mode::kSynchronous);
+	EXPECT_EQ(patient.pipe_lock_entries(), 0u);
+
+	EXPECT_EQ(patient.Delete(ref).return_value, ReturnValue::kCompleted);
+	EXPECT_EQ(patient.pipe_lock_entries(), 0u);
+	ASSERT_TRUE(patient.Reconcile().ok());
+	EXPECT_EQ(patient.pipe_lock_entries(), 0u);
+}
+
 // --- delete, list, status, reconcile ---------------------------------
 
 TEST_F(PipeServiceTest, DeleteRemovesFromKernelAndStore)
