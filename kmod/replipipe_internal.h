@@ -186,6 +186,7 @@ struct rp_pair {
 	/* Set once at creation (rp_intent_bind). */
 	u8			intent_state;	/* enum replipipe_intent_state */
 	u64			intent_loaded;	/* dirty regions from the record */
+	/* The record's epoch once started (rp_intent_pair_start), else 0. */
 	u64			intent_epoch;
 
 	mempool_t		*page_pool;	/* async copies */
@@ -295,6 +296,7 @@ enum rp_route {
 enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 				  bool lag_reserved, bool can_hold);
 bool rp_pair_mirroring(struct rp_pair *pair);
+void __rp_pair_mark_dirty(struct rp_pair *pair, u64 first, u64 last);
 void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req);
 bool __rp_pair_busy(struct rp_pair *pair, u64 first, u64 last);
 bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req);
@@ -326,6 +328,7 @@ int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
 bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req);
 int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		   bool assume_clean, struct netlink_ext_ack *extack);
+void rp_intent_pair_start(struct rp_intent *in, struct rp_pair *pair);
 void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair);
 u64 rp_intent_marked(struct rp_intent *in);
 u32 rp_intent_chunk_kib(struct rp_intent *in);

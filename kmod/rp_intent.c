@@ -358,6 +358,8 @@ int rp_intent_open(struct rp_dev *dev, const char *path)
 	if (!in)
 		return -ENOMEM;
 	in->dev = dev;
+	/* A pair's intent_epoch of 0 means "not started" (rp_intent_pair_start). */
+	in->epoch = 1;
 	strscpy(in->path, path, sizeof(in->path));
 	spin_lock_init(&in->lock);
 	mutex_init(&in->io_lock);
@@ -568,7 +570,6 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		pair->intent_state = REPLIPIPE_INTENT_LOADED;
 		pair->intent_loaded = bitmap_weight(pair->dirty,
 						    pair->nr_regions);
-		pair->intent_epoch = in->epoch;
 		spin_unlock_irq(&in->lock);
 		up_write(&in->clear_sem);
 		return 0;
@@ -620,7 +621,6 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 	in->maps = maps;
 	in->bound = true;
 	in->epoch++;
-	pair->intent_epoch = in->epoch;
 	spin_unlock_irq(&in->lock);
 	mutex_unlock(&in->io_lock);
 	rp_intent_maps_free(&old);
@@ -632,6 +632,44 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 unlock:
 	up_write(&in->clear_sem);
 	return ret;
+}
+
+/*
+ * A new pair of this record is published and no write that found no pair is
+ * in flight any more (rp_pairs_start()): what those writes marked after the
+ * pair took its bitmap (rp_intent_bind()) went to the primary only, so every
+ * marked chunk becomes dirty on the pair too.  From now on clear passes look
+ * at the pair.  rp_config_lock held.
+ */
+void rp_intent_pair_start(struct rp_intent *in, struct rp_pair *pair)
+{
+	u64 i, r0, r1;
+
+	spin_lock_irq(&pair->lock);
+	spin_lock(&in->lock);
+	if (in->bound) {
+		for_each_set_bit(i, in->maps.bits, in->nr_bits) {
+			rp_intent_bit_regions(in, i, &r0, &r1);
+			__rp_pair_mark_dirty(pair, r0, r1);
+		}
+		pair->intent_epoch = in->epoch;
+	}
+	spin_unlock(&in->lock);
+	spin_unlock_irq(&pair->lock);
+}
+
+/*
+ * True if the record's clear passes may look at @pair: bound to it, started,
+ * and the pair mirrors.  A Paused or Degraded pair keeps its chunks marked
+ * (more than needed, never less): flushing a target that may not answer
+ * would hold a pair reference, and PIPE_DEL waits for those under
+ * rp_config_lock.  pair->lock and in->lock held.
+ */
+static bool __rp_intent_clears(struct rp_intent *in, struct rp_pair *pair)
+{
+	return in->bound && pair->intent_epoch == in->epoch &&
+	       (pair->state == REPLIPIPE_PAIR_SYNCING ||
+		pair->state == REPLIPIPE_PAIR_INSYNC);
 }
 
 /*
@@ -666,7 +704,7 @@ static bool rp_intent_clear_pick(struct rp_intent *in, struct rp_pair *pair)
 
 	spin_lock_irq(&pair->lock);
 	spin_lock(&in->lock);
-	if (!in->bound || pair->intent_epoch != in->epoch || pair->dead)
+	if (pair->dead || !__rp_intent_clears(in, pair))
 		goto unlock;
 	bitmap_zero(in->maps.quiet, in->nr_bits);
 	for_each_set_bit(i, in->maps.bits, in->nr_bits) {
@@ -713,8 +751,7 @@ static bool rp_intent_clear_pair(struct rp_intent *in, struct rp_pair *pair,
 
 	spin_lock_irq(&pair->lock);
 	spin_lock(&in->lock);
-	if (!in->bound || pair->intent_epoch != in->epoch ||
-	    (!final && pair->dead))
+	if ((!final && pair->dead) || !__rp_intent_clears(in, pair))
 		goto unlock;
 	for_each_set_bit(i, final ? in->maps.bits : in->maps.quiet,
 			 in->nr_bits) {
@@ -765,13 +802,19 @@ static void rp_intent_clear_work(struct work_struct *work)
 /*
  * A pair of this record is going away with its I/O drained: leave on disk
  * exactly the regions it still has dirty, plus those written since the
- * last clear pass (all of it if the legs cannot be flushed).  May block.
+ * last clear pass (all of it if the pair did not mirror or the legs cannot
+ * be flushed).  May block.
  */
 void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair)
 {
-	bool changed;
+	bool clears, changed;
 
-	if (rp_intent_flush_legs(in, pair))
+	spin_lock_irq(&pair->lock);
+	spin_lock(&in->lock);
+	clears = __rp_intent_clears(in, pair);
+	spin_unlock(&in->lock);
+	spin_unlock_irq(&pair->lock);
+	if (!clears || rp_intent_flush_legs(in, pair))
 		return;
 	down_write(&in->clear_sem);
 	changed = rp_intent_clear_pair(in, pair, true);

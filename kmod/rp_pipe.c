@@ -152,7 +152,8 @@ static void __rp_pair_set_state(struct rp_pair *pair, u8 state)
 		queue_work(rp_wq, &pair->event_work);
 }
 
-static void __rp_pair_mark_dirty(struct rp_pair *pair, u64 first, u64 last)
+/* Marks regions [@first, @last] dirty.  pair->lock held. */
+void __rp_pair_mark_dirty(struct rp_pair *pair, u64 first, u64 last)
 {
 	u64 i;
 
@@ -647,12 +648,14 @@ static void rp_pair_destroy(struct rp_pair *pair)
 }
 
 /*
- * Waits for the writes that found no pair on the sources of new pairs: a
- * claim drains only tracked writes, so none may be in flight untracked when
- * the first claim is granted (claims are looked up under rp_config_lock).
- * Every such write is an I/O in flight.  rp_config_lock held.
+ * Starts the pairs PIPE_SET published: waits for the writes that found no
+ * pair on their sources (a claim drains only tracked writes, so none may be
+ * in flight untracked when the first claim is granted; claims are looked up
+ * under rp_config_lock), then gives a pair with a write-intent record what
+ * those writes marked on it.  Every such write is an I/O in flight.
+ * rp_config_lock held.
  */
-static void rp_pairs_drain_untracked(struct rp_pipe_spec *spec)
+static void rp_pairs_start(struct rp_pipe_spec *spec)
 {
 	unsigned int i;
 
@@ -661,9 +664,13 @@ static void rp_pairs_drain_untracked(struct rp_pipe_spec *spec)
 		struct rp_dev *dev = spec->pairs[i].keep ? NULL :
 				     spec->pairs[i].made_src;
 
-		if (dev)
-			wait_event(dev->untracked_wq,
-				   !atomic_read(&dev->untracked));
+		if (!dev)
+			continue;
+		wait_event(dev->untracked_wq, !atomic_read(&dev->untracked));
+		if (dev->intent)
+			rp_intent_pair_start(dev->intent,
+					     rcu_dereference_protected(dev->pair,
+						lockdep_is_held(&rp_config_lock)));
 	}
 }
 
@@ -876,7 +883,7 @@ int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
 
 	rp_pairs_destroy(&removed);
 	if (new_pairs)
-		rp_pairs_drain_untracked(spec);
+		rp_pairs_start(spec);
 	rp_genl_notify_pipe(pipe, new_pipe ? REPLIPIPE_CMD_EVT_PIPE_ADDED :
 					     REPLIPIPE_CMD_EVT_PIPE_CHANGED);
 	*created = !!new_pipe;
