@@ -29,8 +29,14 @@
 #          pipe and source, another target) must not claim the new pair:
 #          a claim naming the old pair's serial fails with ESTALE, one
 #          naming the new serial is granted.
+#   bug 7  a pair that takes its bitmap from the source's write-intent
+#          record must also get what writes with no pair marked on it before
+#          the pair was published: a PIPE_SET of two pairs, the second
+#          binding a record on a slow device, and a write to the first
+#          source's LUN meanwhile; the first pair must have that region
+#          dirty once the PIPE_SET is done.
 #
-# The steps run in the order 3 4 5 6 1 2: the data steps cannot wedge the module,
+# The steps run in the order 3 4 5 6 7 1 2: the data steps cannot wedge the module,
 # the deadlock steps can. A deadlocked del-pipe holds rp_config_lock in D
 # state for good (`timeout` cannot kill it), so those steps run their
 # commands in the background and poll them against a deadline (20 s after
@@ -41,11 +47,12 @@
 # not set up its race (e.g. a guest too slow for the delays below), not that
 # the module is wrong.
 # vm-timeout: 300
+# vm-cost: 100
 # vm-mem: 1024
 # vm-bins: dmsetup
 # vm-disks: rpflushp:16 rpflusht:16
 
-BUGS="3 4 5 6 1 2"
+BUGS="3 4 5 6 7 1 2"
 LIVE=/sys/module/replipipe/parameters/live_objects
 CLAIM_TIMEOUT=/sys/module/replipipe/parameters/claim_timeout_sec
 WEDGED=/tmp/races.wedged
@@ -55,6 +62,7 @@ CLAIM_WRITE_MS=7000	# bug 2: write delay of both targets
 CLAIM_TIMEOUT_S=3	# bug 2: claim_timeout_sec during the step
 ASYNC_MS=5000		# bug 3: write delay of the target
 FLUSH_MS=15000		# bug 5: flush delay of the target
+BIND_MS=2000		# bug 7: write delay of the second pair's record
 export DM_DISABLE_UDEV=1
 
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
@@ -391,7 +399,43 @@ step_bug6() {
 	vm_backstore_delete $src
 }
 
-vm_brd 14 4
+# ---- bug 7: writes with no pair between a record's bind and the publish
+step_bug7() {
+	local pipe=races-bind a=replipipe_0/s7a b=replipipe_0/s7b recb luna t0 pair
+	vm_backstore replipipe replipipe_0 s7a /dev/ram14 /dev/ram15 > /dev/null
+	vm_backstore replipipe replipipe_0 s7b /dev/ram16 \
+		"$(vm_dm_create rp7rec "0 $(blockdev --getsz /dev/ram17) linear /dev/ram17 0")" > /dev/null
+	# a's record bound to its pair, nothing marked, the pipe gone again
+	rp-nlctl set-pipe --id $pipe --mode sync --region-kib 64 --pair $a=/dev/ram18,clean ||
+		vm_fail "bug 7: set-pipe refused"
+	rp-nlctl del-pipe $pipe || vm_fail "bug 7: del-pipe"
+	luna=$(vm_tcm_loop_export $a)
+	vm_dm_load rp7rec "0 $(blockdev --getsz /dev/ram17) delay /dev/ram17 0 0 /dev/ram17 0 $BIND_MS"
+	vm_log "PIPE_SET of $a (its record loads) and $b (its record binds anew, writes held ${BIND_MS} ms)"
+	bg b7set rp-nlctl set-pipe --id $pipe --mode sync --region-kib 64 \
+		--pair $a=/dev/ram18,clean --pair $b=/dev/ram19,clean --nl-timeout 120
+	wait_delayed rp7rec writes 1 20 ||
+		vm_fail "bug 7: setup: the second record's bind wrote nothing within 20 s ($(bg_out b7set))"
+	dd if=/dev/urandom of=$luna bs=4k count=1 seek=$((5 * 16)) oflag=direct 2> /dev/null ||
+		vm_fail "bug 7: the write to $luna failed"
+	bg_done b7set && vm_fail "bug 7: setup: the PIPE_SET ended before the write: $(bg_out b7set)"
+	vm_log "region 5 of $a written while the PIPE_SET binds $b's record"
+	t0=$(now10)
+	bg_wait b7set $((t0 + 600)) || vm_fail "bug 7: the PIPE_SET did not end within 60 s"
+	[ "$(bg_rc b7set)" = 0 ] || vm_fail "bug 7: set-pipe failed: $(bg_out b7set)"
+	pair=$(pair_line $pipe $a)
+	vm_log "$pair"
+	[ "$(field "$pair" dirty)" -ge 1 ] && region_dirty $pipe $a 5 ||
+		vm_fail "bug 7: a write with no pair, made after $a's pair took its bitmap from the record, is not dirty on the pair ($pair): the legs differ there"
+	vm_dm_load rp7rec "0 $(blockdev --getsz /dev/ram17) linear /dev/ram17 0"
+	rp-nlctl del-pipe $pipe || vm_fail "bug 7: del-pipe"
+	vm_tcm_loop_unexport $a
+	vm_backstore_delete $a
+	vm_backstore_delete $b
+	dm_remove rp7rec
+}
+
+vm_brd 20 4
 vm_modprobe dm_mod
 vm_modprobe dm_delay
 vm_modprobe replipipe
