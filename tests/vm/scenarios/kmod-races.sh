@@ -125,6 +125,23 @@ bg_wait() {
 		sleep 0.1
 	done
 }
+# ended_or_stuck DEADLINE10 T0 STEP SINCE CAUSE NAME:JOB...: every background
+# JOB ends before uptime DEADLINE10, or the step fails as the deadlock CAUSE:
+# the stuck commands' kernel stacks, then how long after SINCE (at T0) which
+# of them (NAME) still run.
+ended_or_stuck() {
+	local deadline=$1 t0=$2 step=$3 since=$4 cause=$5 nj states= ok=1
+	shift 5
+	for nj in "$@"; do
+		bg_wait "${nj#*:}" "$deadline" || ok=0
+	done
+	[ $ok = 0 ] || return 0
+	for nj in "$@"; do
+		states="$states${states:+, }${nj%%:*} $(bg_done "${nj#*:}" && echo ended || echo 'still running')"
+	done
+	stuck_report "$step left $cause"
+	vm_fail "$step: $((($(now10) - t0) / 10)) s after $since: $states: $cause"
+}
 # stuck_report MSG: the module is deadlocked: the kernel stacks of every
 # rp-nlctl, then the later steps are skipped
 stuck_report() {
@@ -139,7 +156,7 @@ stuck_report() {
 
 # ---- bug 1: PAIR_SET resume (slow target probe) vs del-pipe
 step_bug1() {
-	local pipe=races-pairset src=replipipe_0/s1 tgt t0 deadline state
+	local pipe=races-pairset src=replipipe_0/s1 tgt t0 state
 	vm_backstore replipipe replipipe_0 s1 /dev/ram0 > /dev/null
 	tgt=$(vm_dm_create rp1tgt "0 $SECT delay /dev/ram1 0 0")
 	rp-nlctl set-pipe --id $pipe --mode sync --pair $src=$tgt,clean ||
@@ -156,11 +173,9 @@ step_bug1() {
 	vm_log "the resume's probe read is held by dm-delay; del-pipe now"
 	t0=$(now10)
 	bg b1del rp-nlctl del-pipe $pipe --nl-timeout 120
-	deadline=$((t0 + PROBE_MS / 100 + 200))
-	if ! bg_wait b1del $deadline || ! bg_wait b1resume $deadline; then
-		stuck_report "bug 1 left PAIR_SET and del-pipe deadlocked"
-		vm_fail "bug 1: $((($(now10) - t0) / 10)) s after del-pipe started (the probe read was released after $((PROBE_MS / 1000)) s): del-pipe $(bg_done b1del && echo ended || echo 'still running'), resume $(bg_done b1resume && echo ended || echo 'still running'): PAIR_SET's probe and PIPE_DEL deadlock"
-	fi
+	ended_or_stuck $((t0 + PROBE_MS / 100 + 200)) $t0 "bug 1" \
+		"del-pipe started (the probe read was released after $((PROBE_MS / 1000)) s)" \
+		"PAIR_SET's probe and PIPE_DEL deadlock" del-pipe:b1del resume:b1resume
 	vm_log "del-pipe ended rc=$(bg_rc b1del) after $((($(bg_end b1del) - t0) * 100)) ms, resume rc=$(bg_rc b1resume) ($(bg_out b1resume))"
 	[ "$(bg_rc b1del)" = 0 ] || vm_fail "bug 1: del-pipe failed: $(bg_out b1del)"
 	[ -z "$(rp-nlctl get | grep "^pipe id=$pipe ")" ] || vm_fail "bug 1: pipe still listed after del-pipe"
@@ -171,7 +186,7 @@ step_bug1() {
 # ---- bug 2: claim time-out vs del-pipe (two pairs; the claim on the second)
 step_bug2() {
 	local pipe=races-claim a=replipipe_0/s2a b=replipipe_0/s2b ta tb luna lunb
-	local t0 t1 deadline
+	local t0 t1
 	vm_backstore replipipe replipipe_0 s2a /dev/ram2 > /dev/null
 	vm_backstore replipipe replipipe_0 s2b /dev/ram4 > /dev/null
 	ta=$(vm_dm_create rp2a "0 $SECT delay /dev/ram3 0 0")
@@ -199,11 +214,9 @@ step_bug2() {
 	! bg_done b2claim || vm_fail "bug 2: setup: the claim ended before del-pipe: $(bg_out b2claim)"
 	t1=$(now10)
 	bg b2del rp-nlctl del-pipe $pipe --nl-timeout 120
-	deadline=$((t0 + CLAIM_WRITE_MS / 100 + 200))
-	if ! bg_wait b2del $deadline || ! bg_wait b2claim $deadline; then
-		stuck_report "bug 2 left the claim and del-pipe deadlocked"
-		vm_fail "bug 2: $((($(now10) - t0) / 10)) s after the claim started (its time-out ${CLAIM_TIMEOUT_S} s, the writes released after $((CLAIM_WRITE_MS / 1000)) s): del-pipe $(bg_done b2del && echo ended || echo 'still running'), claim $(bg_done b2claim && echo ended || echo 'still running'): the claim's time-out path and PIPE_DEL deadlock"
-	fi
+	ended_or_stuck $((t0 + CLAIM_WRITE_MS / 100 + 200)) $t0 "bug 2" \
+		"the claim started (its time-out ${CLAIM_TIMEOUT_S} s, the writes released after $((CLAIM_WRITE_MS / 1000)) s)" \
+		"the claim's time-out path and PIPE_DEL deadlock" del-pipe:b2del claim:b2claim
 	vm_log "claim ended rc=$(bg_rc b2claim) at +$((($(bg_end b2claim) - t0) * 100)) ms ($(bg_out b2claim)); del-pipe (started at +$(((t1 - t0) * 100)) ms) ended rc=$(bg_rc b2del) at +$((($(bg_end b2del) - t0) * 100)) ms"
 	# the race needs the claim to time out after del-pipe took rp_config_lock
 	[ "$(bg_end b2claim)" -gt "$t1" ] ||
