@@ -97,6 +97,33 @@ struct Recorder {
 	}
 };
 
+// A job factory that records the spec of every job it makes; each job runs
+// until it is stopped.
+struct SpecLog {
+	std::mutex mu;
+	std::vector<PairJobSpec> specs;
+	PairJobFactory Factory()
+	{
+		return [this](const PairJobSpec &spec)
+		               -> Result<std::unique_ptr<PairJob>> {
+			std::lock_guard lock(mu);
+			specs.push_back(spec);
+			return std::unique_ptr<PairJob>(
+			        new ScriptedJob(Status(), true));
+		};
+	}
+	size_t Made()
+	{
+		std::lock_guard lock(mu);
+		return specs.size();
+	}
+	PairJobSpec Spec(size_t i)
+	{
+		std::lock_guard lock(mu);
+		return specs.at(i);
+	}
+};
+
 TEST(ControlJobs, FailedJobIsRetriedAfterBackoff)
 {
 	std::atomic<int> made{0};
@@ -145,24 +172,11 @@ TEST(ControlJobs, FactoryFailureIsReported)
 
 TEST(ControlJobs, StopsWhenNotSyncingAndRestartsOnNewSettings)
 {
-	std::atomic<int> made{0};
-	std::vector<PairJobSpec> specs;
-	std::mutex mu;
+	SpecLog made;
 	Recorder rec;
-	ResyncJobs jobs(
-	        [&](const PairJobSpec &spec)
-	                -> Result<std::unique_ptr<PairJob>> {
-		        {
-			        std::lock_guard lock(mu);
-			        specs.push_back(spec);
-		        }
-		        ++made;
-		        return std::unique_ptr<PairJob>(
-		                new ScriptedJob(Status(), true));
-	        },
-	        rec.Sink(),
-	        ResyncJobsOptions{milliseconds(1), milliseconds(1),
-	                          milliseconds(0)});
+	ResyncJobs jobs(made.Factory(), rec.Sink(),
+	                ResyncJobsOptions{milliseconds(1), milliseconds(1),
+	                                  milliseconds(0)});
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
 	ASSERT_TRUE(Eventually([&] { return jobs.running() == 1; }));
 	auto progress = jobs.Progress(Pipe().instance_id, "replipipe_0/a");
@@ -173,12 +187,9 @@ TEST(ControlJobs, StopsWhenNotSyncingAndRestartsOnNewSettings)
 	PipeRecord limited = Pipe();
 	limited.settings.resync_rate_kibps = 1024;
 	jobs.SyncPipe(limited, Kernel(PairState::kSyncing));
-	ASSERT_TRUE(Eventually([&] { return made.load() == 2; }));
-	{
-		std::lock_guard lock(mu);
-		EXPECT_EQ(specs.back().rate_limit_kibps, 1024u);
-		EXPECT_EQ(specs.back().region_bytes, 64u * 1024);
-	}
+	ASSERT_TRUE(Eventually([&] { return made.Made() == 2; }));
+	EXPECT_EQ(made.Spec(1).rate_limit_kibps, 1024u);
+	EXPECT_EQ(made.Spec(1).region_bytes, 64u * 1024);
 	EXPECT_EQ(jobs.running(), 1u);
 
 	// Paused in the kernel: the job stops; its progress stays.
@@ -194,7 +205,7 @@ TEST(ControlJobs, StopsWhenNotSyncingAndRestartsOnNewSettings)
 	jobs.StopAll();
 	jobs.SyncPipe(limited, Kernel(PairState::kSyncing));
 	EXPECT_EQ(jobs.running(), 0u);
-	EXPECT_EQ(made.load(), 2);
+	EXPECT_EQ(made.Made(), 2u);
 }
 
 TEST(ControlJobs, PairsNotInTheStoreGetNoJob)
@@ -218,33 +229,17 @@ TEST(ControlJobs, PairsNotInTheStoreGetNoJob)
 // and its job is restarted for the new pair.
 TEST(ControlJobs, JobCarriesThePairSerial)
 {
-	std::mutex mu;
-	std::vector<PairJobSpec> specs;
-	ResyncJobs jobs(
-	        [&](const PairJobSpec &spec)
-	                -> Result<std::unique_ptr<PairJob>> {
-		        std::lock_guard lock(mu);
-		        specs.push_back(spec);
-		        return std::unique_ptr<PairJob>(
-		                new ScriptedJob(Status(), true));
-	        },
-	        nullptr,
-	        ResyncJobsOptions{milliseconds(1), milliseconds(1),
-	                          milliseconds(0)});
+	SpecLog made;
+	ResyncJobs jobs(made.Factory(), nullptr,
+	                ResyncJobsOptions{milliseconds(1), milliseconds(1),
+	                                  milliseconds(0)});
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 41));
-	ASSERT_TRUE(Eventually([&] {
-		std::lock_guard lock(mu);
-		return specs.size() == 1;
-	}));
+	ASSERT_TRUE(Eventually([&] { return made.Made() == 1; }));
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 41)); // same pair
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 42)); // replaced
-	ASSERT_TRUE(Eventually([&] {
-		std::lock_guard lock(mu);
-		return specs.size() == 2;
-	}));
-	std::lock_guard lock(mu);
-	EXPECT_EQ(specs[0].pair_serial, 41u);
-	EXPECT_EQ(specs[1].pair_serial, 42u);
+	ASSERT_TRUE(Eventually([&] { return made.Made() == 2; }));
+	EXPECT_EQ(made.Spec(0).pair_serial, 41u);
+	EXPECT_EQ(made.Spec(1).pair_serial, 42u);
 	EXPECT_EQ(jobs.running(), 1u);
 }
 
@@ -297,8 +292,7 @@ TEST(ControlJobs, StaleClaimStopsTheJobQuietly)
 // snapshot SyncPipe was given.
 TEST(ControlJobs, PlansAgainFromTheKernelAfterJoining)
 {
-	std::mutex mu;
-	std::vector<PairJobSpec> specs;
+	SpecLog made;
 	std::atomic<int> reads{0};
 	KernelPipeReader read = [&](const std::string &pipe_id)
 	        -> Result<std::optional<KernelPipeStatus>> {
@@ -307,29 +301,17 @@ TEST(ControlJobs, PlansAgainFromTheKernelAfterJoining)
 		return std::optional<KernelPipeStatus>(
 		        Kernel(PairState::kSyncing, 3)); // replaced again
 	};
-	ResyncJobs jobs(
-	        [&](const PairJobSpec &spec)
-	                -> Result<std::unique_ptr<PairJob>> {
-		        std::lock_guard lock(mu);
-		        specs.push_back(spec);
-		        return std::unique_ptr<PairJob>(
-		                new ScriptedJob(Status(), true));
-	        },
-	        nullptr,
-	        ResyncJobsOptions{milliseconds(1), milliseconds(1),
-	                          milliseconds(0)},
-	        read);
+	ResyncJobs jobs(made.Factory(), nullptr,
+	                ResyncJobsOptions{milliseconds(1), milliseconds(1),
+	                                  milliseconds(0)},
+	                read);
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 1));
 	ASSERT_TRUE(Eventually([&] { return jobs.running() == 1; }));
 	EXPECT_EQ(reads.load(), 0); // nothing joined, nothing re-read
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 2));
 	EXPECT_EQ(reads.load(), 1);
-	ASSERT_TRUE(Eventually([&] {
-		std::lock_guard lock(mu);
-		return specs.size() == 2;
-	}));
-	std::lock_guard lock(mu);
-	EXPECT_EQ(specs[1].pair_serial, 3u);
+	ASSERT_TRUE(Eventually([&] { return made.Made() == 2; }));
+	EXPECT_EQ(made.Spec(1).pair_serial, 3u);
 }
 
 TEST(ControlEvents, SnapshotDedupAndOverflow)
