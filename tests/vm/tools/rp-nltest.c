@@ -9,9 +9,17 @@
  *             --source2 replipipe_0/vol2 --target /dev/ram2 --target2 /dev/ram3
  *             [--unpriv-uid 1000]
  *
+ * Then a BITMAP_GET dump read one callback at a time, whose pair a PIPE_SET
+ * replaces (same source, the other target, larger regions: fewer of them)
+ * after the first callback: it must end with EAGAIN and carry only the old
+ * pair's bits; the same dump unreplaced, and one of the new pair, must give
+ * exactly the bits expected (cases bitmap_*).
+ *
  * The sources must be enabled replipipe backstores in no pipe; the targets
- * unused block devices at least as large as the sources. Prints one line per
- * case: case NAME errno=ENAME extack="..." [FAIL expected=...].
+ * unused block devices at least as large as the sources. --source needs at
+ * least 3 bitmap chunks of 4 KiB regions (384 MiB), so that its dump takes
+ * three callbacks. Prints one line per case: case NAME errno=ENAME
+ * extack="..." [FAIL expected=...].
  * EPERM comes from the genl core (GENL_ADMIN_PERM), which sets no extack:
  * those cases only check the errno.
  * Exit: 0 all cases as expected, 1 some case failed, 64 usage, 69 no family.
@@ -19,8 +27,11 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <linux/netlink.h>
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +69,10 @@ struct reply {
 	int nltest_pipes;	/* replies whose id starts with "nltest-" */
 	unsigned int region_kib;
 	int pairs;
+	uint64_t pair_regions;	/* REPLIPIPE_A_PAIR_REGIONS of the last pair */
+	/* from a RESYNC_CLAIM reply */
+	uint64_t claim_id, claim_first;
+	uint32_t claim_count;
 };
 
 struct opts {
@@ -129,15 +144,25 @@ static void parse_extack(struct nlmsghdr *hdr, struct reply *r)
 			 nla_get_string(tb[NLMSGERR_ATTR_MSG]));
 }
 
-static void parse_pipe(const struct conn *c, struct nlmsghdr *hdr, struct reply *r)
+static void parse_reply(const struct conn *c, struct nlmsghdr *hdr, struct reply *r)
 {
 	struct nlattr *tb[REPLIPIPE_A_MAX + 1], *pair;
+	struct nlattr *ptb[REPLIPIPE_A_PAIR_MAX + 1];
 	const char *id;
 	int rem;
 
 	if (hdr->nlmsg_type != c->family ||
 	    genlmsg_parse(hdr, 0, tb, REPLIPIPE_A_MAX, NULL))
 		return;
+	if (((struct genlmsghdr *)nlmsg_data(hdr))->cmd == REPLIPIPE_CMD_RESYNC_CLAIM) {
+		if (tb[REPLIPIPE_A_CLAIM_ID])
+			r->claim_id = nla_get_u64(tb[REPLIPIPE_A_CLAIM_ID]);
+		if (tb[REPLIPIPE_A_CLAIM_FIRST])
+			r->claim_first = nla_get_u64(tb[REPLIPIPE_A_CLAIM_FIRST]);
+		if (tb[REPLIPIPE_A_CLAIM_COUNT])
+			r->claim_count = nla_get_u32(tb[REPLIPIPE_A_CLAIM_COUNT]);
+		return;
+	}
 	r->pipes++;
 	id = tb[REPLIPIPE_A_PIPE_ID] ? nla_get_string(tb[REPLIPIPE_A_PIPE_ID]) : "";
 	if (strncmp(id, "nltest-", 7))
@@ -146,8 +171,14 @@ static void parse_pipe(const struct conn *c, struct nlmsghdr *hdr, struct reply 
 	if (tb[REPLIPIPE_A_PIPE_REGION_KIB])
 		r->region_kib = nla_get_u32(tb[REPLIPIPE_A_PIPE_REGION_KIB]);
 	if (tb[REPLIPIPE_A_PIPE_PAIRS])
-		nla_for_each_nested(pair, tb[REPLIPIPE_A_PIPE_PAIRS], rem)
-			r->pairs += nla_type(pair) == REPLIPIPE_A_PIPE_PAIR;
+		nla_for_each_nested(pair, tb[REPLIPIPE_A_PIPE_PAIRS], rem) {
+			if (nla_type(pair) != REPLIPIPE_A_PIPE_PAIR)
+				continue;
+			r->pairs++;
+			if (!nla_parse_nested(ptb, REPLIPIPE_A_PAIR_MAX, pair, NULL) &&
+			    ptb[REPLIPIPE_A_PAIR_REGIONS])
+				r->pair_regions = nla_get_u64(ptb[REPLIPIPE_A_PAIR_REGIONS]);
+		}
 }
 
 /* Sends msg (freed), collects replies until the ack, the error or NLMSG_DONE. */
@@ -182,7 +213,7 @@ static struct reply req_send(const struct conn *c, struct nl_msg *msg)
 					r.error = -*(int *)nlmsg_data(hdr);
 				done = true;
 			} else {
-				parse_pipe(c, hdr, &r);
+				parse_reply(c, hdr, &r);
 			}
 		}
 		free(buf);
@@ -494,6 +525,395 @@ static void cases_existing_pipe(const struct conn *c, const struct opts *o)
 	judge("delete_valid_pipe", &r, ok, false);
 }
 
+/*
+ * BITMAP_GET dumps, read on a raw socket one recvmsg at a time.
+ *
+ * The first dump callback runs in the request's sendmsg, each later one in
+ * the recvmsg that empties the receive queue: one callback per datagram.
+ * A callback's skb is as large as the largest recvmsg buffer seen so far on
+ * the socket (at least the family's min_dump_alloc, one chunk), so with a
+ * fresh socket and DUMP_RECV_BYTES, which holds one chunk message but not
+ * two, every callback sends exactly one chunk of the bitmap.
+ */
+#define CHUNK_BITS ((uint64_t)REPLIPIPE_BITMAP_CHUNK_BYTES * 8)
+#define DUMP_RECV_BYTES 8192
+#define DUMP_MAX_BITS (1ull << 24)
+
+struct bitmap_dump {
+	int fd;
+	uint8_t *bits;		/* one byte per region of the first NBITS */
+	uint64_t nbits;		/* NBITS of the first message */
+	uint64_t next;		/* offset the next message must have */
+	int msgs;		/* data messages */
+	int recvs;		/* datagrams with data messages */
+	bool done;		/* NLMSG_DONE or NLMSG_ERROR seen */
+	int error;		/* positive errno from it */
+	char extack[512];
+	char bad[256];		/* first inconsistency in the data, if any */
+	uint64_t stray_bits;	/* bits set in data past NBITS */
+};
+
+static void dump_bad(struct bitmap_dump *d, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void dump_bad(struct bitmap_dump *d, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (d->bad[0])
+		return;
+	va_start(ap, fmt);
+	vsnprintf(d->bad, sizeof(d->bad), fmt, ap);
+	va_end(ap);
+}
+
+/* Starts a BITMAP_GET dump of src in pipe id on a fresh socket. */
+static void dump_start(const struct conn *c, struct bitmap_dump *d,
+		       const char *id, const char *src)
+{
+	struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
+	struct nlmsghdr *hdr;
+	struct nl_msg *msg;
+	int one = 1;
+
+	*d = (struct bitmap_dump){ .fd = -1 };
+	d->fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+	if (d->fd < 0 || bind(d->fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		perror("rp-nltest: dump socket");
+		exit(1);
+	}
+	setsockopt(d->fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
+	setsockopt(d->fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
+	msg = nlmsg_alloc();
+	if (!msg || !genlmsg_put(msg, 0, 1, c->family, 0, NLM_F_REQUEST | NLM_F_DUMP,
+				 REPLIPIPE_CMD_BITMAP_GET, REPLIPIPE_GENL_VERSION)) {
+		fprintf(stderr, "rp-nltest: out of memory\n");
+		exit(1);
+	}
+	nla_put_string(msg, REPLIPIPE_A_PIPE_ID, id);
+	nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, src);
+	hdr = nlmsg_hdr(msg);
+	if (send(d->fd, hdr, hdr->nlmsg_len, 0) != (ssize_t)hdr->nlmsg_len) {
+		perror("rp-nltest: sending BITMAP_GET");
+		exit(1);
+	}
+	nlmsg_free(msg);
+}
+
+/* Checks one BITMAP_GET message and records its bits. */
+static void dump_chunk(const struct conn *c, struct bitmap_dump *d,
+		       struct nlmsghdr *hdr)
+{
+	struct nlattr *tb[REPLIPIPE_A_MAX + 1];
+	uint64_t nbits, off, want, i;
+	const uint8_t *data;
+	int len;
+
+	d->msgs++;
+	if (hdr->nlmsg_type != c->family ||
+	    genlmsg_parse(hdr, 0, tb, REPLIPIPE_A_MAX, NULL) ||
+	    !tb[REPLIPIPE_A_BITMAP_NBITS] || !tb[REPLIPIPE_A_BITMAP_OFFSET] ||
+	    !tb[REPLIPIPE_A_BITMAP_DATA]) {
+		dump_bad(d, "message %d: not a bitmap chunk", d->msgs);
+		return;
+	}
+	nbits = nla_get_u64(tb[REPLIPIPE_A_BITMAP_NBITS]);
+	off = nla_get_u64(tb[REPLIPIPE_A_BITMAP_OFFSET]);
+	data = nla_data(tb[REPLIPIPE_A_BITMAP_DATA]);
+	len = nla_len(tb[REPLIPIPE_A_BITMAP_DATA]);
+	if (d->msgs == 1) {
+		if (!nbits || nbits > DUMP_MAX_BITS) {
+			dump_bad(d, "nbits=%" PRIu64 " out of range", nbits);
+			return;
+		}
+		d->nbits = nbits;
+		d->bits = calloc(nbits, 1);
+		if (!d->bits) {
+			fprintf(stderr, "rp-nltest: out of memory\n");
+			exit(1);
+		}
+	}
+	/* data past NBITS: what the message claims is beyond its own pair */
+	for (i = 0; i < (uint64_t)len * 8; i++)
+		if ((off >= nbits || i >= nbits - off) && (data[i / 8] >> (i % 8) & 1))
+			d->stray_bits++;
+	if (nbits != d->nbits) {
+		dump_bad(d, "message %d: nbits=%" PRIu64 " offset=%" PRIu64
+			 " bytes=%d, the dump began with nbits=%" PRIu64,
+			 d->msgs, nbits, off, len, d->nbits);
+		return;
+	}
+	if (off != d->next || off >= nbits) {
+		dump_bad(d, "message %d: offset=%" PRIu64 " bytes=%d, expected offset=%"
+			 PRIu64 " below nbits=%" PRIu64, d->msgs, off, len, d->next, nbits);
+		return;
+	}
+	want = nbits - off < CHUNK_BITS ? nbits - off : CHUNK_BITS;
+	if ((uint64_t)len != (want + 7) / 8) {
+		dump_bad(d, "message %d: offset=%" PRIu64 " bytes=%d, expected %" PRIu64,
+			 d->msgs, off, len, (want + 7) / 8);
+		return;
+	}
+	for (i = 0; i < want; i++)
+		d->bits[off + i] = data[i / 8] >> (i % 8) & 1;
+	d->next = off + want;
+}
+
+/* One recvmsg: one callback's datagram.  Returns its data messages. */
+static int dump_recv(const struct conn *c, struct bitmap_dump *d)
+{
+	static unsigned char buf[DUMP_RECV_BYTES];
+	struct nlmsghdr *hdr;
+	int len, msgs = d->msgs;
+	ssize_t n;
+
+	if (d->done)
+		return 0;
+	n = recv(d->fd, buf, sizeof(buf), 0);
+	if (n < 0) {
+		perror("rp-nltest: receiving the BITMAP_GET dump");
+		exit(1);
+	}
+	len = (int)n;
+	for (hdr = (struct nlmsghdr *)buf; nlmsg_ok(hdr, len);
+	     hdr = nlmsg_next(hdr, &len)) {
+		if (hdr->nlmsg_type == NLMSG_ERROR) {
+			struct reply r = { 0 };
+
+			d->error = -((struct nlmsgerr *)nlmsg_data(hdr))->error;
+			parse_extack(hdr, &r);
+			memcpy(d->extack, r.extack, sizeof(d->extack));
+			d->done = true;
+		} else if (hdr->nlmsg_type == NLMSG_DONE) {
+			struct nlattr *tb[NLMSGERR_ATTR_MAX + 1];
+			int off = NLA_ALIGN(sizeof(int));
+
+			/* the dump's errno, then its extack (NLM_F_ACK_TLVS) */
+			if (nlmsg_datalen(hdr) >= (int)sizeof(int))
+				d->error = -*(int *)nlmsg_data(hdr);
+			if ((hdr->nlmsg_flags & NLM_F_ACK_TLVS) &&
+			    nlmsg_datalen(hdr) > off &&
+			    !nla_parse(tb, NLMSGERR_ATTR_MAX,
+				       (struct nlattr *)((char *)nlmsg_data(hdr) + off),
+				       nlmsg_datalen(hdr) - off, NULL) &&
+			    tb[NLMSGERR_ATTR_MSG])
+				snprintf(d->extack, sizeof(d->extack), "%s",
+					 nla_get_string(tb[NLMSGERR_ATTR_MSG]));
+			d->done = true;
+		} else {
+			dump_chunk(c, d, hdr);
+		}
+	}
+	d->recvs += d->msgs > msgs;
+	return d->msgs - msgs;
+}
+
+static void dump_end(const struct conn *c, struct bitmap_dump *d)
+{
+	int i;
+
+	for (i = 0; !d->done; i++) {
+		if (i > 4 * (int)(DUMP_MAX_BITS / CHUNK_BITS)) {
+			fprintf(stderr, "rp-nltest: the BITMAP_GET dump does not end\n");
+			exit(1);
+		}
+		dump_recv(c, d);
+	}
+	close(d->fd);
+	d->fd = -1;
+}
+
+/* Bits of d that differ from want[0..n). */
+static uint64_t dump_mismatches(const struct bitmap_dump *d, const uint8_t *want, uint64_t n)
+{
+	uint64_t i, bad = 0;
+
+	for (i = 0; i < d->next && i < n; i++)
+		bad += d->bits[i] != want[i];
+	return bad;
+}
+
+/* PIPE_SET id with the one pair src->tgt, every region dirty. */
+static struct reply pipe_set_dirty(const struct conn *c, const char *id, const char *src,
+				   const char *tgt, unsigned int region_kib)
+{
+	struct nl_msg *msg = req_new(c, REPLIPIPE_CMD_PIPE_SET, 0);
+	struct nlattr *pairs;
+
+	nla_put_string(msg, REPLIPIPE_A_PIPE_ID, id);
+	nla_put_u32(msg, REPLIPIPE_A_PIPE_REGION_KIB, region_kib);
+	pairs = nla_nest_start(msg, REPLIPIPE_A_PIPE_PAIRS);
+	put_pair(msg, src, tgt, false, 0);
+	nla_nest_end(msg, pairs);
+	return req_send(c, msg);
+}
+
+/* Claims [first, first + count) of a pair whose regions are all dirty, and clears them. */
+static bool clear_regions(const struct conn *c, const char *id, const char *src,
+			  uint64_t first, uint32_t count)
+{
+	struct nl_msg *msg = req_new(c, REPLIPIPE_CMD_RESYNC_CLAIM, 0);
+	struct reply r;
+
+	nla_put_string(msg, REPLIPIPE_A_PIPE_ID, id);
+	nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, src);
+	nla_put_u64(msg, REPLIPIPE_A_CLAIM_HINT, first);
+	nla_put_u32(msg, REPLIPIPE_A_CLAIM_MAX_REGIONS, count);
+	r = req_send(c, msg);
+	if (r.error || r.claim_first != first || r.claim_count != count) {
+		printf("case bitmap_setup_claim errno=%s first=%" PRIu64 " count=%u"
+		       " extack=\"%s\" FAIL expected first=%" PRIu64 " count=%u\n",
+		       errname(r.error), r.claim_first, r.claim_count, r.extack, first, count);
+		failures++;
+		return false;
+	}
+	msg = req_new(c, REPLIPIPE_CMD_RESYNC_DONE, 0);
+	nla_put_u64(msg, REPLIPIPE_A_CLAIM_ID, r.claim_id);
+	r = req_send(c, msg);
+	if (r.error) {
+		printf("case bitmap_setup_done errno=%s extack=\"%s\" FAIL expected=0\n",
+		       errname(r.error), r.extack);
+		failures++;
+		return false;
+	}
+	return true;
+}
+
+static void dump_print(const char *name, const struct bitmap_dump *d, uint64_t wrong)
+{
+	uint64_t i, dirty = 0;
+
+	for (i = 0; i < d->next; i++)
+		dirty += d->bits[i];
+	printf("case %s errno=%s extack=\"%s\" recvs=%d msgs=%d nbits=%" PRIu64
+	       " bits=%" PRIu64 " dirty=%" PRIu64 " wrong_bits=%" PRIu64 " stray_bits=%" PRIu64,
+	       name, errname(d->error), d->extack, d->recvs, d->msgs, d->nbits, d->next,
+	       dirty, wrong, d->stray_bits);
+}
+
+/*
+ * BITMAP_GET of a pair replaced mid-dump by one with fewer regions (same
+ * source, another target, larger regions): the dump looks its pair up anew
+ * on each callback, and must end with EAGAIN rather than carry on at the
+ * old offset into the new pair's (smaller) bitmap.  Controls: the same dump
+ * of the unreplaced pair, and one of the new pair, give exactly their bits.
+ */
+static void cases_bitmap_dump(const struct conn *c, const struct opts *o)
+{
+	/* regions cleared in the first pair: across chunk borders, at its end */
+	static const struct { uint64_t first; uint32_t count; } clear[] = {
+		{ 3, 1 }, { CHUNK_BITS - 5, 11 }, { 2 * CHUNK_BITS + 100, 4096 },
+	};
+	uint64_t nr, nr2, wrong;
+	struct bitmap_dump d;
+	uint8_t *want;
+	struct reply r;
+	unsigned int k;
+	bool ok;
+
+	r = pipe_set_dirty(c, NLTEST_PIPE, o->source, o->target, 4);
+	r.pair_regions = 0;
+	if (!r.error)
+		r = pipe_get(c, NLTEST_PIPE);
+	nr = r.pair_regions;
+	printf("case bitmap_pipe errno=%s regions=%" PRIu64, errname(r.error), nr);
+	if (r.error || nr < 3 * CHUNK_BITS || nr > DUMP_MAX_BITS) {
+		printf(" FAIL expected=0 and %" PRIu64 "..%llu regions (a larger --source?)\n",
+		       3 * CHUNK_BITS, DUMP_MAX_BITS);
+		failures++;
+		if (!r.error)
+			pipe_del(c, NLTEST_PIPE);
+		return;
+	}
+	printf("\n");
+	want = malloc(nr);
+	if (!want) {
+		fprintf(stderr, "rp-nltest: out of memory\n");
+		exit(1);
+	}
+	memset(want, 1, nr);
+	for (k = 0; k < sizeof(clear) / sizeof(clear[0]); k++) {
+		if (!clear_regions(c, NLTEST_PIPE, o->source, clear[k].first, clear[k].count))
+			goto out;
+		memset(want + clear[k].first, 0, clear[k].count);
+	}
+	if (!clear_regions(c, NLTEST_PIPE, o->source, nr - 7, 7))
+		goto out;
+	memset(want + nr - 7, 0, 7);
+
+	/* control: the whole dump, one chunk per callback */
+	dump_start(c, &d, NLTEST_PIPE, o->source);
+	dump_end(c, &d);
+	wrong = dump_mismatches(&d, want, nr);
+	dump_print("bitmap_dump_whole", &d, wrong);
+	ok = !d.error && !d.bad[0] && !d.stray_bits && d.nbits == nr && d.next == nr &&
+	     !wrong && d.msgs == (int)((nr + CHUNK_BITS - 1) / CHUNK_BITS) &&
+	     d.recvs == d.msgs;
+	if (!ok) {
+		printf(" FAIL expected=0 nbits=bits=%" PRIu64 " msgs=recvs=%" PRIu64
+		       " wrong_bits=0 stray_bits=0%s%s", nr, (nr + CHUNK_BITS - 1) / CHUNK_BITS,
+		       d.bad[0] ? ": " : "", d.bad);
+		failures++;
+	}
+	printf("\n");
+	free(d.bits);
+
+	/* the same dump, the pair replaced after its first callback */
+	dump_start(c, &d, NLTEST_PIPE, o->source);
+	dump_recv(c, &d);
+	r = pipe_set_dirty(c, NLTEST_PIPE, o->source, o->target2, 1024);
+	r.pair_regions = 0;
+	if (!r.error)
+		r = pipe_get(c, NLTEST_PIPE);
+	nr2 = r.pair_regions;
+	printf("case bitmap_pair_replace errno=%s regions=%" PRIu64, errname(r.error), nr2);
+	if (r.error || !nr2 || nr2 >= 2 * CHUNK_BITS) {
+		printf(" FAIL expected=0 and fewer than %" PRIu64 " regions\n", 2 * CHUNK_BITS);
+		failures++;
+		dump_end(c, &d);
+		free(d.bits);
+		goto out;
+	}
+	printf("\n");
+	dump_end(c, &d);
+	wrong = dump_mismatches(&d, want, nr);
+	dump_print("bitmap_dump_pair_replaced", &d, wrong);
+	/*
+	 * Before the fix the third callback read the new pair at the old
+	 * pair's offset: nbits - offset underflowed and a whole chunk was
+	 * copied from past the new bitmap (nbits changed, offset >= nbits).
+	 */
+	ok = d.error == EAGAIN && d.extack[0] && !d.bad[0] && !d.stray_bits &&
+	     d.nbits == nr && d.next < nr && !wrong;
+	if (!ok) {
+		printf(" FAIL expected=EAGAIN with an extack, only the old pair's bits"
+		       " (nbits=%" PRIu64 ", fewer bits, wrong_bits=0 stray_bits=0)%s%s",
+		       nr, d.bad[0] ? ": " : "", d.bad);
+		failures++;
+	}
+	printf("\n");
+	free(d.bits);
+
+	/* the new pair dumps whole: every one of its regions dirty */
+	dump_start(c, &d, NLTEST_PIPE, o->source);
+	dump_end(c, &d);
+	memset(want, 1, nr2);
+	wrong = dump_mismatches(&d, want, nr2);
+	dump_print("bitmap_dump_new_pair", &d, wrong);
+	if (d.error || d.bad[0] || d.stray_bits || d.nbits != nr2 || d.next != nr2 || wrong) {
+		printf(" FAIL expected=0 nbits=bits=dirty=%" PRIu64 "%s%s", nr2,
+		       d.bad[0] ? ": " : "", d.bad);
+		failures++;
+	}
+	printf("\n");
+	free(d.bits);
+out:
+	free(want);
+	fflush(stdout);
+	r = pipe_del(c, NLTEST_PIPE);
+	judge("bitmap_pipe_delete", &r, EXPECT(0), false);
+}
+
 /* State-changing ops without CAP_NET_ADMIN: EPERM; a read still works. */
 static void cases_unprivileged(const struct opts *o)
 {
@@ -518,6 +938,7 @@ static void cases_unprivileged(const struct opts *o)
 		}
 		return;
 	}
+	failures = 0;	/* the child's own: the parent counts those before the fork */
 	if (setgroups(0, NULL) || setresgid(o->unpriv_uid, o->unpriv_uid, o->unpriv_uid) ||
 	    setresuid(o->unpriv_uid, o->unpriv_uid, o->unpriv_uid)) {
 		perror("rp-nltest: dropping privileges");
@@ -599,6 +1020,7 @@ int main(int argc, char **argv)
 	cases_endpoints(&c, &o);
 	cases_unknown_objects(&c, &o);
 	cases_existing_pipe(&c, &o);
+	cases_bitmap_dump(&c, &o);
 	cases_unprivileged(&o);
 
 	/* a refused call changes nothing: no pipe of ours is left */
