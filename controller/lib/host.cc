@@ -36,9 +36,23 @@ std::string HostIdentity::ShortName() const
 
 bool HostIdentity::IsThisHost(std::string_view name) const
 {
-	return EqualsIgnoreCase(name, "localhost") ||
-	       EqualsIgnoreCase(name, host_name) ||
-	       EqualsIgnoreCase(name, ShortName());
+	if (EqualsIgnoreCase(name, "localhost") ||
+	    EqualsIgnoreCase(name, host_name) ||
+	    EqualsIgnoreCase(name, ShortName()))
+		return true;
+	// Debian's /etc/hostname holds the short name and `hostname -f` adds
+	// the domain from /etc/hosts or DNS: with a short host name, a fully
+	// qualified name whose first label is it names this host. (Asking the
+	// resolver instead could block the daemon on an unreachable DNS.)
+	// A dotted IPv4 address is no host name with a domain.
+	const size_t dot = name.find('.');
+	if (host_name.find('.') != std::string::npos ||
+	    dot == std::string_view::npos || dot == 0)
+		return false;
+	const std::string_view first = name.substr(0, dot);
+	const bool numeric =
+	        first.find_first_not_of("0123456789") == std::string_view::npos;
+	return !numeric && EqualsIgnoreCase(first, host_name);
 }
 
 bool IsValidSystemName(std::string_view name)

@@ -15,8 +15,10 @@ struct HostIdentity {
 	// gethostname() of this machine.
 	static HostIdentity FromSystem();
 
-	// name is the host name, its short form (before the first '.'), or
-	// "localhost"; host names compare case-insensitively (RFC 4343).
+	// name is the host name, its short form (before the first '.'),
+	// "localhost", or, when the host name is short, that name with a
+	// domain ("node1.example.com" for "node1", what `hostname -f`
+	// prints); host names compare case-insensitively (RFC 4343).
 	bool IsThisHost(std::string_view name) const;
 	// "node1" of "node1.example.com".
 	std::string ShortName() const;

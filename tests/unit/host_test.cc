@@ -19,6 +19,22 @@ TEST(Host, Matches)
 	EXPECT_FALSE(HostIdentity::FromSystem().host_name.empty());
 }
 
+// Debian keeps the short name in /etc/hostname: `hostname -f` (the name with
+// its domain) must still name this host, but no other host of that name.
+TEST(Host, ShortHostNameMatchesItsFullyQualifiedName)
+{
+	HostIdentity h{"node1"};
+	EXPECT_TRUE(h.IsThisHost("node1.example.com"));
+	EXPECT_TRUE(h.IsThisHost("NODE1.Example.COM"));
+	EXPECT_TRUE(h.IsThisHost("node1"));
+	EXPECT_FALSE(h.IsThisHost("node10.example.com"));
+	EXPECT_FALSE(h.IsThisHost("node2.example.com"));
+	EXPECT_FALSE(h.IsThisHost(".node1"));
+	EXPECT_FALSE(h.IsThisHost("node1x.example.com"));
+	HostIdentity numeric{"10"};
+	EXPECT_FALSE(numeric.IsThisHost("10.0.0.5"));
+}
+
 TEST(Host, SystemNames)
 {
 	auto bare = ParseSystemName("node2.example.com", "TargetSystem");
