@@ -24,7 +24,7 @@ class GoalReader
 public:
 	explicit GoalReader(std::string_view text) : text_(text) {}
 
-	Status Apply(const MofProperty &prop, PipeSettings &s);
+	Status Apply(const MofProperty &prop, GoalPatch &s);
 
 private:
 	Status ErrorAt(size_t pos, const std::string &message, int err = EINVAL)
@@ -62,12 +62,13 @@ private:
 	std::string_view text_;
 };
 
-Status GoalReader::Apply(const MofProperty &prop, PipeSettings &s)
+Status GoalReader::Apply(const MofProperty &prop, GoalPatch &s)
 {
 	const std::string &name = prop.name;
 	auto is = [&](std::string_view n) { return EqualsIgnoreCase(name, n); };
 	if (prop.value.kind == MofValue::Kind::kNull) {
-		// NULL keeps the default, but only for a property we know.
+		// NULL is as if the property were left out (the patch keeps
+		// what it had), but only for a property we know.
 		for (const char *known :
 		     {"Mode", "FailurePolicy", "MaxLagKiB",
 		      "ResyncRateLimitKiBps", "RegionSizeKiB", "ElementName",
@@ -160,9 +161,34 @@ Status GoalReader::Apply(const MofProperty &prop, PipeSettings &s)
 
 } // namespace
 
+PipeSettings GoalPatch::ApplyTo(PipeSettings base) const
+{
+	if (mode)
+		base.mode = *mode;
+	if (failure_policy)
+		base.failure_policy = *failure_policy;
+	if (max_lag_kib)
+		base.max_lag_kib = *max_lag_kib;
+	if (resync_rate_kibps)
+		base.resync_rate_kibps = *resync_rate_kibps;
+	if (region_kib)
+		base.region_kib = *region_kib;
+	if (element_name)
+		base.element_name = *element_name;
+	return base;
+}
+
 Result<PipeSettings> ParseGoal(std::string_view text)
 {
-	PipeSettings settings;
+	auto patch = ParseGoalPatch(text);
+	if (!patch.ok())
+		return patch.status();
+	return patch->ApplyTo(PipeSettings());
+}
+
+Result<GoalPatch> ParseGoalPatch(std::string_view text)
+{
+	GoalPatch settings;
 	if (MofIsEmpty(text))
 		return settings;
 	auto inst = ParseMofInstance(text, kWhat);

@@ -1,11 +1,13 @@
 // The Goal parameter: MOF text of one CIM_SettingData or
 // REPLIPIPE_PipeSettingData instance -> PipeSettings.
 //
-// Properties (names case-insensitive, NULL = default): Mode, FailurePolicy,
-// MaxLagKiB, ResyncRateLimitKiBps, RegionSizeKiB, ElementName; DESIGN.md
-// gives values and defaults. Also accepted and ignored: InstanceID, Caption,
-// Description (strings every CIM_SettingData carries, so a client that
-// serializes a whole instance is not refused for them).
+// Properties (names case-insensitive): Mode, FailurePolicy, MaxLagKiB,
+// ResyncRateLimitKiBps, RegionSizeKiB, ElementName; DESIGN.md gives values
+// and defaults. A Goal sets the properties it names; the others (and those
+// given as NULL) keep their values: the defaults on create, the pipe's
+// current settings on modify (docs/decisions.md, 6). Also accepted and ignored:
+// InstanceID, Caption, Description (strings every CIM_SettingData carries, so a
+// client that serializes a whole instance is not refused for them).
 //
 // Valid CIM that this provider does not offer, err() EOPNOTSUPP
 // (ReturnValue 1, Not Supported):
@@ -16,6 +18,9 @@
 // Messages point at the offending text (line, column, caret).
 #pragma once
 
+#include <cstdint>
+#include <optional>
+#include <string>
 #include <string_view>
 
 #include "model.h"
@@ -24,7 +29,23 @@
 namespace replipipe
 {
 
-// Blank text (or only comments) gives the defaults.
+// The properties a Goal gives a value; nullopt: left out (or NULL).
+struct GoalPatch {
+	std::optional<Mode> mode;
+	std::optional<FailurePolicy> failure_policy;
+	std::optional<uint32_t> max_lag_kib;
+	std::optional<uint32_t> resync_rate_kibps;
+	std::optional<uint32_t> region_kib;
+	std::optional<std::string> element_name;
+
+	// base with the given properties replaced.
+	PipeSettings ApplyTo(PipeSettings base) const;
+	bool operator==(const GoalPatch &) const = default;
+};
+
+// Blank text (or only comments) gives an empty patch.
+Result<GoalPatch> ParseGoalPatch(std::string_view text);
+// The patch applied to the defaults (create).
 Result<PipeSettings> ParseGoal(std::string_view text);
 
 // The Goal MOF that ParseGoal() reads back into settings (for docs, tests

@@ -6,7 +6,6 @@
 #include <set>
 
 #include "goal.h"
-#include "mof.h"
 #include "text_scan.h"
 
 namespace replipipe
@@ -169,8 +168,9 @@ struct PipeService::Request {
 	std::optional<std::vector<PairRecord>> pairs;
 	// SystemName keys of the target endpoint references, per pair.
 	std::vector<std::string> target_system_keys;
-	// nullopt: empty Goal (create: defaults; modify: keep)
-	std::optional<PipeSettings> settings;
+	// The properties the Goal gives; the others keep their values (the
+	// defaults on create, the pipe's settings on modify).
+	GoalPatch goal;
 };
 
 // Endpoints reserved for one call in flight; released when it ends, however
@@ -471,12 +471,10 @@ PipeService::ParseCall(const CreateOrModifyCall &call) const
 			req.target_system_keys.push_back(tgt->system_name);
 		}
 	}
-	if (!MofIsEmpty(call.goal)) {
-		auto settings = ParseGoal(call.goal);
-		if (!settings.ok())
-			return settings.status();
-		req.settings = *settings;
-	}
+	auto goal = ParseGoalPatch(call.goal);
+	if (!goal.ok())
+		return goal.status();
+	req.goal = std::move(*goal);
 	return req;
 }
 
@@ -574,8 +572,7 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 			next.source_system = req.source_system;
 			next.target_system = req.target_system;
 		}
-		if (req.settings)
-			next.settings = *req.settings;
+		next.settings = req.goal.ApplyTo(next.settings);
 		if (req.pairs)
 			next.pairs = *req.pairs;
 

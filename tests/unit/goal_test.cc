@@ -46,6 +46,38 @@ TEST(Goal, NullKeepsDefault)
 	EXPECT_EQ(s->mode, Mode::kSynchronous);
 }
 
+// The patch names what the Goal gives, so that a modify changes only that
+// (decision 6); NULL is as if left out.
+TEST(Goal, PatchHoldsOnlyWhatIsGiven)
+{
+	auto empty = ParseGoalPatch("  // nothing\n");
+	ASSERT_TRUE(empty.ok()) << empty.status().message();
+	EXPECT_EQ(*empty, GoalPatch());
+	auto none = ParseGoalPatch("instance of CIM_SettingData { };");
+	ASSERT_TRUE(none.ok()) << none.status().message();
+	EXPECT_EQ(*none, GoalPatch());
+
+	auto p = ParseGoalPatch("instance of CIM_SettingData { "
+	                        "ResyncRateLimitKiBps = 64; Mode = NULL; "
+	                        "ElementName = \"\"; };");
+	ASSERT_TRUE(p.ok()) << p.status().message();
+	GoalPatch want;
+	want.resync_rate_kibps = 64;
+	want.element_name = "";
+	EXPECT_EQ(*p, want);
+
+	PipeSettings base;
+	base.mode = Mode::kAsynchronous;
+	base.region_kib = 128;
+	base.max_lag_kib = 1024;
+	base.element_name = "old";
+	PipeSettings expected = base;
+	expected.resync_rate_kibps = 64;
+	expected.element_name = "";
+	EXPECT_EQ(p->ApplyTo(base), expected);
+	EXPECT_EQ(GoalPatch().ApplyTo(base), base);
+}
+
 TEST(Goal, FormatRoundTrips)
 {
 	PipeSettings in;

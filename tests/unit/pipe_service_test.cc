@@ -248,6 +248,66 @@ TEST_F(PipeServiceTest, ModifyNullKeepsPairsEmptyRemovesAll)
 	EXPECT_TRUE((*service.GetPipe(ref)).pairs.empty());
 }
 
+// A Goal on modify changes the properties it names and keeps the others
+// (decision 6): changing the resync limit of a pipe with 128 KiB regions
+// that keeps its pairs is no region size change, and an asynchronous pipe
+// stays asynchronous.
+TEST_F(PipeServiceTest, ModifyGoalKeepsWhatItLeavesOut)
+{
+	MethodOutcome made = service.CreateOrModify(
+	        Call({"replipipe_0/a"}, {"/dev/sdb"},
+	             "instance of CIM_SettingData { Mode = \"Asynchronous\"; "
+	             "RegionSizeKiB = 128; MaxLagKiB = 1024; FailurePolicy = "
+	             "\"FailIO\"; ElementName = \"e\"; };"));
+	ASSERT_EQ(made.return_value, ReturnValue::kCompleted) << made.error;
+	const std::string ref = made.replication_pipe;
+	CreateOrModifyCall c;
+	c.replication_pipe = ref;
+	c.goal =
+	        "instance of CIM_SettingData { ResyncRateLimitKiBps = 4096; };";
+	MethodOutcome out = service.CreateOrModify(c);
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	PipeSettings want;
+	want.mode = Mode::kAsynchronous;
+	want.failure_policy = FailurePolicy::kFailIO;
+	want.max_lag_kib = 1024;
+	want.resync_rate_kibps = 4096;
+	want.region_kib = 128;
+	want.element_name = "e";
+	EXPECT_EQ((*service.GetPipe(ref)).settings, want);
+	auto k = kernel.Find(UuidOf(ref));
+	ASSERT_TRUE(k);
+	EXPECT_EQ(k->mode, Mode::kAsynchronous);
+	EXPECT_EQ(k->region_kib, 128u);
+	EXPECT_EQ(k->max_lag_kib, 1024u);
+	EXPECT_EQ(k->failure_policy, FailurePolicy::kFailIO);
+
+	// NULL is as if the property were left out.
+	c.goal = "instance of CIM_SettingData { Mode = NULL; MaxLagKiB = 2048; "
+	         "};";
+	out = service.CreateOrModify(c);
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	want.max_lag_kib = 2048;
+	EXPECT_EQ((*service.GetPipe(ref)).settings, want);
+
+	// A property given is changed (here to its default value).
+	c.goal = "instance of CIM_SettingData { Mode = \"Synchronous\"; };";
+	out = service.CreateOrModify(c);
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	want.mode = Mode::kSynchronous;
+	EXPECT_EQ((*service.GetPipe(ref)).settings, want);
+
+	// On create, what the Goal leaves out takes the defaults.
+	CreateOrModifyCall fresh = Call(
+	        {"replipipe_0/b"}, {"/dev/sdc"},
+	        "instance of CIM_SettingData { ResyncRateLimitKiBps = 7; };");
+	out = service.CreateOrModify(fresh);
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	PipeSettings defaults;
+	defaults.resync_rate_kibps = 7;
+	EXPECT_EQ((*service.GetPipe(out.replication_pipe)).settings, defaults);
+}
+
 TEST_F(PipeServiceTest, ModifyAcceptsEveryPipeNotation)
 {
 	std::string ref = CreateAB("mirror");
