@@ -52,6 +52,12 @@ bool HasPair(const std::vector<PairRecord> &pairs, const PairRecord &pair)
 	return std::find(pairs.begin(), pairs.end(), pair) != pairs.end();
 }
 
+// " (as OTHER)" when a device was named by another path than given.
+std::string As(const std::string &other, const std::string &given)
+{
+	return other == given ? "" : " (as " + other + ")";
+}
+
 std::string PipeLabel(const PipeRecord &pipe)
 {
 	return "pipe " + PipeReference(pipe.instance_id) +
@@ -189,13 +195,17 @@ public:
 			svc_.reserved_sources_.erase(s);
 		for (const std::string &t : targets_)
 			svc_.reserved_targets_.erase(t);
+		for (uint64_t d : devices_)
+			svc_.reserved_devices_.erase(d);
 	}
 	Reservation(const Reservation &) = delete;
 	Reservation &operator=(const Reservation &) = delete;
 
-	// Caller holds svc_.mu_.
+	// Caller holds svc_.mu_ and has had the devices of pairs resolved.
 	Status ReserveLocked(const std::vector<PairRecord> &pairs)
 	{
+		if (Status st = CheckDevicesLocked(pairs); !st.ok())
+			return st;
 		for (const PairRecord &p : pairs) {
 			if (Status st = CheckLocked(p); !st.ok())
 				return st;
@@ -207,13 +217,54 @@ public:
 			if (svc_.reserved_targets_.emplace(p.target, uuid_)
 			            .second)
 				targets_.push_back(p.target);
+			const uint64_t dev = svc_.DeviceLocked(p.target);
+			if (dev &&
+			    svc_.reserved_devices_.emplace(dev, uuid_).second)
+				devices_.push_back(dev);
 		}
 		return Status();
 	}
 
 private:
+	// Within the call: one device as two targets, or a target that is
+	// the primary of another pair's source. (A target that is its own
+	// source's primary is "source = target", VerifyNewPair().)
+	Status CheckDevicesLocked(const std::vector<PairRecord> &pairs) const
+	{
+		std::vector<uint64_t> dev;
+		for (const PairRecord &p : pairs)
+			dev.push_back(svc_.DeviceLocked(p.target));
+		for (size_t i = 0; i < pairs.size(); i++) {
+			if (!dev[i])
+				continue;
+			for (size_t j = 0; j < pairs.size(); j++) {
+				if (j < i && dev[j] == dev[i])
+					return Status::Error(
+					        "TargetEndpoint " +
+					                pairs[i].target +
+					                " is given twice" +
+					                As(pairs[j].target,
+					                   pairs[i].target),
+					        EINVAL);
+				if (j != i &&
+				    svc_.DeviceLocked(pairs[j].source) ==
+				            dev[i])
+					return Status::Error(
+					        "TargetEndpoint " +
+					                pairs[i].target +
+					                " is the primary "
+					                "device "
+					                "of SourceEndpoint " +
+					                pairs[j].source,
+					        EINVAL);
+			}
+		}
+		return Status();
+	}
+
 	Status CheckLocked(const PairRecord &p) const
 	{
+		const uint64_t dev = svc_.DeviceLocked(p.target);
 		for (const PipeRecord &other : svc_.pipes_) {
 			if (other.instance_id == uuid_)
 				continue;
@@ -224,11 +275,23 @@ private:
 					                " already belongs to " +
 					                PipeLabel(other),
 					        EINVAL);
-				if (q.target == p.target)
+				if (q.target == p.target ||
+				    (dev && svc_.DeviceLocked(q.target) == dev))
 					return Status::Error(
 					        "TargetEndpoint " + p.target +
 					                " is already the "
 					                "target of " +
+					                q.source +
+					                As(q.target, p.target) +
+					                " in " +
+					                PipeLabel(other),
+					        EINVAL);
+				if (dev && svc_.DeviceLocked(q.source) == dev)
+					return Status::Error(
+					        "TargetEndpoint " + p.target +
+					                " is the primary "
+					                "device "
+					                "of " +
 					                q.source + " in " +
 					                PipeLabel(other),
 					        EINVAL);
@@ -250,6 +313,15 @@ private:
 			                             t->second +
 			                             " by another call",
 			                     EINVAL);
+		auto d = svc_.reserved_devices_.find(dev);
+		if (dev && d != svc_.reserved_devices_.end() &&
+		    d->second != uuid_)
+			return Status::Error("TargetEndpoint " + p.target +
+			                             " is a device being added "
+			                             "to pipe " +
+			                             d->second +
+			                             " by another call",
+			                     EINVAL);
 		return Status();
 	}
 
@@ -257,6 +329,7 @@ private:
 	const std::string uuid_;
 	std::vector<std::string> sources_;
 	std::vector<std::string> targets_;
+	std::vector<uint64_t> devices_;
 };
 
 // One call's hold on a pipe's lock (the lock table entry is made on first
@@ -478,6 +551,72 @@ PipeService::ParseCall(const CreateOrModifyCall &call) const
 	return req;
 }
 
+PipeService::DeviceNumbers PipeService::ResolveDevices(const Request &req)
+{
+	std::set<std::string> targets, sources;
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		for (const PipeRecord &p : pipes_)
+			for (const PairRecord &q : p.pairs) {
+				targets.insert(q.target);
+				sources.insert(q.source);
+			}
+		for (const auto &[target, uuid] : reserved_targets_)
+			targets.insert(target);
+		for (const auto &[source, uuid] : reserved_sources_)
+			sources.insert(source);
+	}
+	if (req.pairs)
+		for (const PairRecord &p : *req.pairs) {
+			targets.insert(p.target);
+			sources.insert(p.source);
+		}
+	// Probe errors and missing devices leave 0: the strings are still
+	// compared, and the verification of a new pair reports the error.
+	auto device = [&](const std::string &path) -> uint64_t {
+		if (!path.starts_with("/")) // iscsi:// (docs/iscsi.md)
+			return 0;
+		auto d = probe_.Device(path);
+		return d.ok() && d->exists && d->is_block_device ? d->rdev : 0;
+	};
+	DeviceNumbers devs;
+	for (const std::string &t : targets)
+		devs[t] = device(t);
+	for (const std::string &s : sources) {
+		auto b = probe_.Backstore(s);
+		devs[s] = b.ok() && b->exists ? device(b->primary_path) : 0;
+	}
+	return devs;
+}
+
+void PipeService::RememberDevicesLocked(const DeviceNumbers &devs)
+{
+	for (const auto &[endpoint, dev] : devs)
+		devices_[endpoint] = dev;
+	std::set<std::string> live;
+	for (const PipeRecord &p : pipes_)
+		for (const PairRecord &q : p.pairs) {
+			live.insert(q.target);
+			live.insert(q.source);
+		}
+	for (const auto &[target, uuid] : reserved_targets_)
+		live.insert(target);
+	for (const auto &[source, uuid] : reserved_sources_)
+		live.insert(source);
+	for (auto it = devices_.begin(); it != devices_.end();) {
+		if (live.count(it->first) || devs.count(it->first))
+			++it;
+		else
+			it = devices_.erase(it);
+	}
+}
+
+uint64_t PipeService::DeviceLocked(const std::string &endpoint) const
+{
+	auto it = devices_.find(endpoint);
+	return it == devices_.end() ? 0 : it->second;
+}
+
 Status PipeService::SaveWith(const std::string &uuid,
                              const std::optional<PipeRecord> &record)
 {
@@ -535,6 +674,8 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 		                " is held by another operation (waited " +
 		                std::to_string(options_.busy_timeout.count()) +
 		                " ms)");
+
+	const DeviceNumbers devs = ResolveDevices(req);
 
 	// Build the new record against the current one, under mu_, and
 	// reserve its endpoints.
@@ -605,6 +746,7 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 			                            next.settings.region_kib) +
 			                    " while the pipe keeps pairs "
 			                    "(their dirty bitmaps use it)");
+		RememberDevicesLocked(devs);
 		if (Status st = reservation.ReserveLocked(next.pairs); !st.ok())
 			return Fail(ReturnValue::kInvalidParameter,
 			            st.message());

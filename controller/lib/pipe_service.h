@@ -7,8 +7,9 @@
 //   2. take the pipe's lock, waiting at most options.busy_timeout (else
 //      ReturnValue 4096 Busy)
 //   3. look the pipe up again, check cross-pipe rules (a backstore in one
-//      pipe, a target in one pair) and reserve the endpoints so that a
-//      concurrent call on another pipe cannot take them
+//      pipe, a target in one pair and no backstore's primary; devices
+//      compared by st_rdev, whatever path names them) and reserve the
+//      endpoints so that a concurrent call on another pipe cannot take them
 //   4. verify the new pairs' endpoints
 //   5. push to the kernel (SetPipe / DeletePipe)
 //   6. write the store; when that fails, undo the kernel change
@@ -32,6 +33,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -145,6 +147,19 @@ private:
 	class Reservation;
 	class PipeLock;
 
+	// Device numbers (st_rdev) by endpoint, 0 for none or unknown: a
+	// target path's device, a source backstore's primary device. Two
+	// paths may name one device (symlinks, /dev/disk/by-*), so the
+	// cross-pipe rules compare these, not only the strings.
+	using DeviceNumbers = std::map<std::string, uint64_t>;
+	// The devices of the call's endpoints and of every stored or
+	// reserved one, each resolved once (probes; mu_ not held).
+	DeviceNumbers ResolveDevices(const Request &req);
+	// Takes what ResolveDevices() found into devices_, and forgets the
+	// endpoints nobody stores or reserves any more.
+	void RememberDevicesLocked(const DeviceNumbers &devs);
+	uint64_t DeviceLocked(const std::string &endpoint) const;
+
 	Result<Request> ParseCall(const CreateOrModifyCall &call) const;
 	Status UndoKernel(const std::string &uuid,
 	                  const std::optional<PipeRecord> &old);
@@ -164,6 +179,12 @@ private:
 	// Endpoints taken by calls in flight -> UUID of the pipe they are for.
 	std::map<std::string, std::string> reserved_sources_; // guarded by mu_
 	std::map<std::string, std::string> reserved_targets_; // guarded by mu_
+	// Their devices: target device -> UUID; guarded by mu_.
+	std::map<uint64_t, std::string> reserved_devices_;
+	// The devices of the stored and reserved endpoints as the latest call
+	// resolved them, so that a call also compares by device with a pipe
+	// that another call stored after this one resolved; guarded by mu_.
+	DeviceNumbers devices_;
 	// The lock of each pipe a call holds or waits for (PipeLock); guarded
 	// by mu_. References are taken under mu_ only, so an entry whose
 	// use_count() is 1 under mu_ has no user and is removed.

@@ -11,7 +11,7 @@ void FakeProbe::AddBackstore(const std::string &source,
 	std::lock_guard<std::mutex> lock(mu_);
 	backstores_[source] = {true, enabled, primary_path};
 	// LIO holds its primary exclusively.
-	open_errors_[primary_path] = EBUSY;
+	open_errors_[OpenKeyLocked(primary_path)] = EBUSY;
 }
 
 void FakeProbe::AddDevice(const std::string &path, uint64_t size_bytes,
@@ -35,7 +35,21 @@ void FakeProbe::AddAlias(const std::string &path, const std::string &existing)
 void FakeProbe::SetOpenError(const std::string &path, int err)
 {
 	std::lock_guard<std::mutex> lock(mu_);
-	open_errors_[path] = err;
+	open_errors_[OpenKeyLocked(path)] = err;
+}
+
+void FakeProbe::SetHeldCheck(std::function<bool(uint64_t rdev)> held)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	held_ = std::move(held);
+}
+
+std::string FakeProbe::OpenKeyLocked(const std::string &path) const
+{
+	auto it = devices_.find(path);
+	if (it != devices_.end() && it->second.is_block_device)
+		return "device " + std::to_string(it->second.rdev);
+	return path;
 }
 
 void FakeProbe::FailNext(int err)
@@ -73,12 +87,22 @@ Result<DeviceFacts> FakeProbe::Device(const std::string &path)
 
 Status FakeProbe::OpenExclusive(const std::string &path)
 {
-	std::lock_guard<std::mutex> lock(mu_);
-	if (Status st = TakeFault(); !st.ok())
-		return st;
-	auto it = open_errors_.find(path);
-	if (it != open_errors_.end())
-		return Status::FromErrno("open " + path, it->second);
+	std::function<bool(uint64_t)> held;
+	uint64_t rdev = 0;
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		if (Status st = TakeFault(); !st.ok())
+			return st;
+		auto it = open_errors_.find(OpenKeyLocked(path));
+		if (it != open_errors_.end())
+			return Status::FromErrno("open " + path, it->second);
+		auto dev = devices_.find(path);
+		if (dev != devices_.end() && dev->second.is_block_device)
+			rdev = dev->second.rdev;
+		held = held_;
+	}
+	if (rdev && held && held(rdev))
+		return Status::FromErrno("open " + path, EBUSY);
 	return Status();
 }
 

@@ -1,9 +1,13 @@
 // FakeProbe: an EndpointProbe whose facts the test states (backstores,
 // devices, which devices are held), so that every verification rule can be
 // checked without root or real block devices. Thread-safe.
+//
+// A block device is held as a device, whatever path names it: an open
+// error set on one path holds for its aliases too.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -25,8 +29,13 @@ public:
 	               bool block = true);
 	// path names the same device as existing (a symlink).
 	void AddAlias(const std::string &path, const std::string &existing);
-	// OpenExclusive(path) fails with err (EBUSY: in use).
+	// OpenExclusive(path) fails with err (EBUSY: in use); on a block
+	// device, under each of its paths.
 	void SetOpenError(const std::string &path, int err);
+	// OpenExclusive() of a block device fails with EBUSY when held(rdev)
+	// says so (e.g. replipipe.ko has it as a pair's target). Called
+	// without the probe's lock, so it may call the probe.
+	void SetHeldCheck(std::function<bool(uint64_t rdev)> held);
 	// The next probe call of any kind fails with err.
 	void FailNext(int err);
 
@@ -36,11 +45,14 @@ public:
 
 private:
 	Status TakeFault();
+	// The key of open_errors_: the device for a block device, else path.
+	std::string OpenKeyLocked(const std::string &path) const;
 
 	std::mutex mu_;
 	std::map<std::string, BackstoreFacts> backstores_; // guarded by mu_
 	std::map<std::string, DeviceFacts> devices_;       // guarded by mu_
 	std::map<std::string, int> open_errors_;           // guarded by mu_
+	std::function<bool(uint64_t)> held_;               // guarded by mu_
 	int next_fault_ = 0;                               // guarded by mu_
 	uint64_t next_rdev_ = 0x800;                       // guarded by mu_
 };

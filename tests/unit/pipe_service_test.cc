@@ -37,7 +37,22 @@ protected:
 		for (const char *dev :
 		     {"/dev/sdb", "/dev/sdc", "/dev/sdd", "/dev/sde"})
 			probe.AddDevice(dev, 10 * kGiB);
+		// replipipe.ko holds its pairs' targets exclusively (under
+		// every path that names them).
+		probe.SetHeldCheck([this](uint64_t rdev) {
+			for (const KernelPipeStatus &p : kernel.Snapshot())
+				for (const KernelPairStatus &q : p.pairs)
+					if (DevOf(q.target) == rdev)
+						return true;
+			return false;
+		});
 		ASSERT_TRUE(service.Load().ok());
+	}
+
+	uint64_t DevOf(const std::string &path)
+	{
+		auto d = probe.Device(path);
+		return d.ok() && d->is_block_device ? d->rdev : 0;
 	}
 
 	CreateOrModifyCall Call(std::vector<std::string> sources,
@@ -690,6 +705,53 @@ TEST_F(PipeServiceTest, EndpointsReusedAcrossPipes)
 	              "replipipe_0/a");
 }
 
+// Endpoints are compared by device, not by path: a symlink (or another
+// spelling) of another pair's target or of a backstore's primary is a
+// reused endpoint, 5, not a target "in use", 4.
+TEST_F(PipeServiceTest, EndpointReusedUnderAnotherPathIsInvalid)
+{
+	const ReturnValue k5 = ReturnValue::kInvalidParameter;
+	probe.AddAlias("/dev/disk/by-id/wwn-sdb", "/dev/sdb");
+	probe.AddAlias("/dev/disk/by-id/wwn-sdd", "/dev/sdd");
+	probe.AddAlias("/dev/mapper/vg-a", "/dev/vg/a");
+	probe.AddAlias("/dev/mapper/vg-b", "/dev/vg/b");
+	CreateAB(); // replipipe_0/a -> /dev/sdb
+	const int sets = kernel.calls(Op::kSetPipe);
+
+	// Another pipe's target.
+	ExpectRefused(Call({"replipipe_0/b"}, {"/dev/disk/by-id/wwn-sdb"}), k5,
+	              "TargetEndpoint /dev/disk/by-id/wwn-sdb is already the "
+	              "target of replipipe_0/a (as /dev/sdb) in pipe");
+	// Another pipe's primary device, by its own path or another one.
+	ExpectRefused(Call({"replipipe_0/b"}, {"/dev/vg/a"}), k5,
+	              "TargetEndpoint /dev/vg/a is the primary device of "
+	              "replipipe_0/a in pipe");
+	ExpectRefused(Call({"replipipe_0/b"}, {"/dev/mapper/vg-a"}), k5,
+	              "TargetEndpoint /dev/mapper/vg-a is the primary device "
+	              "of replipipe_0/a in pipe");
+	// One device twice in one call.
+	ExpectRefused(Call({"replipipe_0/b", "replipipe_0/c"},
+	                   {"/dev/sdd", "/dev/disk/by-id/wwn-sdd"}),
+	              k5,
+	              "TargetEndpoint /dev/disk/by-id/wwn-sdd is given twice "
+	              "(as /dev/sdd)");
+	// The primary of another source of the same call.
+	ExpectRefused(Call({"replipipe_0/b", "replipipe_0/c"},
+	                   {"/dev/sdd", "/dev/mapper/vg-b"}),
+	              k5,
+	              "TargetEndpoint /dev/mapper/vg-b is the primary device "
+	              "of SourceEndpoint replipipe_0/b");
+	// A modify of the pipe itself: its kept pair's target under another
+	// name for a second pair.
+	CreateOrModifyCall c = Call({"replipipe_0/a", "replipipe_0/b"},
+	                            {"/dev/sdb", "/dev/disk/by-id/wwn-sdb"});
+	c.replication_pipe = service.ListPipes()[0].instance_id;
+	ExpectRefused(c, k5,
+	              "TargetEndpoint /dev/disk/by-id/wwn-sdb is given twice "
+	              "(as /dev/sdb)");
+	EXPECT_EQ(kernel.calls(Op::kSetPipe), sets);
+}
+
 TEST_F(PipeServiceTest, SystemsCannotChange)
 {
 	std::string ref = CreateAB();
@@ -774,6 +836,15 @@ TEST_F(PipeServiceTest, BusyWhileAnotherCallHoldsThePipe)
 	        service.CreateOrModify(Call({"replipipe_0/b"}, {"/dev/sde"}));
 	EXPECT_EQ(taken.return_value, ReturnValue::kInvalidParameter);
 	EXPECT_NE(taken.error.find("by another call"), std::string::npos)
+	        << taken.error;
+	// Nor under another path.
+	probe.AddAlias("/dev/disk/by-id/wwn-sdc", "/dev/sdc");
+	taken = service.CreateOrModify(
+	        Call({"replipipe_0/d"}, {"/dev/disk/by-id/wwn-sdc"}));
+	EXPECT_EQ(taken.return_value, ReturnValue::kInvalidParameter);
+	EXPECT_NE(taken.error.find("TargetEndpoint /dev/disk/by-id/wwn-sdc is "
+	                           "a device being added to pipe"),
+	          std::string::npos)
 	        << taken.error;
 
 	release.set_value();
