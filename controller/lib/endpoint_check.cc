@@ -106,7 +106,8 @@ Result<uint64_t> BlockDeviceSize(const std::string &sysfs, dev_t rdev,
 }
 
 Status CheckPair(EndpointProbe &probe, const std::string &source,
-                 const std::string &target);
+                 const std::string &target,
+                 const std::set<uint64_t> &held_by_pipe);
 
 // EINVAL is reserved for "source = target" (an invalid parameter); a probe
 // that fails with EINVAL is a failed verification like any other.
@@ -255,16 +256,18 @@ Status SystemEndpointProbe::OpenExclusive(const std::string &path)
 }
 
 Status VerifyNewPair(EndpointProbe &probe, const std::string &source,
-                     const std::string &target)
+                     const std::string &target,
+                     const std::set<uint64_t> &held_by_pipe)
 {
-	return CheckPair(probe, source, target);
+	return CheckPair(probe, source, target, held_by_pipe);
 }
 
 namespace
 {
 
 Status CheckPair(EndpointProbe &probe, const std::string &source,
-                 const std::string &target)
+                 const std::string &target,
+                 const std::set<uint64_t> &held_by_pipe)
 {
 	const std::string pair = "pair " + source + " -> " + target;
 	auto backstore = probe.Backstore(source);
@@ -312,7 +315,10 @@ Status CheckPair(EndpointProbe &probe, const std::string &source,
 		                             " is the primary device of " +
 		                             source + " (source = target)",
 		                     EINVAL);
-	if (Status st = probe.OpenExclusive(target); !st.ok()) {
+	Status st;
+	if (!held_by_pipe.count(tgt->rdev))
+		st = probe.OpenExclusive(target);
+	if (!st.ok()) {
 		const char *why = st.err() == EBUSY
 		                          ? "is in use (mounted or held by "
 		                            "another driver)"

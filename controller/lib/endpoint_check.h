@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -93,7 +94,12 @@ private:
 // err() EINVAL when the target is the primary (source = target, an invalid
 // parameter); any other error is a failed verification (ENOENT, ENOTBLK,
 // EBUSY, EACCES, ENOSPC for "too small", or the probe's own errno).
+// held_by_pipe: devices (st_rdev) that the pipe's own kernel pairs hold,
+// which the PIPE_SET replaces; their exclusive open is not tried (it
+// would fail while the kernel holds them, and that is no "in use" by
+// anyone else). Whether the kernel can take them over is its to say.
 Status VerifyNewPair(EndpointProbe &probe, const std::string &source,
-                     const std::string &target);
+                     const std::string &target,
+                     const std::set<uint64_t> &held_by_pipe = {});
 
 } // namespace replipipe

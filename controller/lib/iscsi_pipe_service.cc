@@ -94,6 +94,7 @@ void PipeService::DropConnections(const std::vector<std::string> &targets)
 
 MethodOutcome
 PipeService::ConnectAndVerify(const std::vector<PairRecord> &pairs,
+                              const std::set<uint64_t> &held,
                               std::vector<std::string> *made)
 {
 	const std::vector<std::string> in_use = StoredTargets();
@@ -117,7 +118,7 @@ PipeService::ConnectAndVerify(const std::vector<PairRecord> &pairs,
 			device = *dev;
 			label = " (" + p.target + " is " + device + ")";
 		}
-		Status st = VerifyNewPair(probe_, p.source, device);
+		Status st = VerifyNewPair(probe_, p.source, device, held);
 		if (st.ok())
 			continue;
 		DropConnections(*made);

@@ -24,6 +24,36 @@ MethodOutcome Fail(ReturnValue rv, std::string why)
 	return out;
 }
 
+// Why the kernel refused (EBUSY) a PIPE_SET in which a new pair takes the
+// device of a pair it replaces, or "" if none does. rp_pipe_set() makes
+// every new pair, target opened exclusively, before it unpublishes the
+// pairs it replaces, and rp_pair_open() refuses a device that any pair
+// has (rp_target_in_use()), those of the same pipe included.
+std::string MovedTargetNote(const std::vector<PairRecord> &new_pairs,
+                            const std::map<std::string, uint64_t> &devs,
+                            const std::map<uint64_t, PairRecord> &held)
+{
+	for (const PairRecord &p : new_pairs) {
+		auto d = devs.find(p.target);
+		if (d == devs.end() || !d->second)
+			continue;
+		auto h = held.find(d->second);
+		if (h == held.end())
+			continue;
+		return " (TargetEndpoint " + p.target +
+		       " is the target of the pair " + h->second.source +
+		       " -> " + h->second.target +
+		       " that this call replaces: replipipe.ko opens a new "
+		       "pair's target before it releases the pair it "
+		       "replaces, so one call cannot move a target to "
+		       "another pair or give a kept pair's target another "
+		       "path; remove that pair with one modify and add the "
+		       "new pair with another, which starts its full "
+		       "resync)";
+	}
+	return "";
+}
+
 MethodOutcome Done(const std::string &uuid)
 {
 	MethodOutcome out;
@@ -617,6 +647,20 @@ uint64_t PipeService::DeviceLocked(const std::string &endpoint) const
 	return it == devices_.end() ? 0 : it->second;
 }
 
+std::map<uint64_t, PairRecord> PipeService::HeldByPipe(const std::string &uuid)
+{
+	std::map<uint64_t, PairRecord> held;
+	auto k = kernel_.GetPipe(uuid);
+	if (!k.ok() || !*k)
+		return held;
+	for (const KernelPairStatus &p : (*k)->pairs) {
+		auto d = probe_.Device(p.target);
+		if (d.ok() && d->exists && d->is_block_device)
+			held[d->rdev] = {p.source, p.target};
+	}
+	return held;
+}
+
 Status PipeService::SaveWith(const std::string &uuid,
                              const std::optional<PipeRecord> &record)
 {
@@ -752,14 +796,27 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 			            st.message());
 	}
 
+	// A new pair may take a target that one of the pipe's own pairs has
+	// now (a swap, a removed pair's target, a kept target under another
+	// path): the kernel holds it until the PIPE_SET, so it is not "in
+	// use" for the pre-check. Whether the kernel can take it over is its
+	// to say (replipipe.ko cannot: MovedTargetNote()).
+	std::map<uint64_t, PairRecord> held;
+	std::set<uint64_t> held_devices;
+	if (old && !new_pairs.empty())
+		held = HeldByPipe(uuid);
+	for (const auto &[dev, pair] : held)
+		held_devices.insert(dev);
 	std::vector<std::string> made; // connections this call made
-	if (MethodOutcome v = ConnectAndVerify(new_pairs, &made);
+	if (MethodOutcome v = ConnectAndVerify(new_pairs, held_devices, &made);
 	    v.return_value != ReturnValue::kCompleted)
 		return v;
 
 	if (Status st = kernel_.SetPipe(KernelSpec(next)); !st.ok()) {
 		DropConnections(made);
 		std::string why = "kernel: " + st.message();
+		if (st.err() == EBUSY)
+			why += MovedTargetNote(new_pairs, devs, held);
 		if (st.err() == ETIMEDOUT) {
 			// The kernel may still apply it: take it back.
 			Status undo = UndoKernel(uuid, old);

@@ -38,6 +38,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -136,7 +137,9 @@ public:
 private:
 	// Target connector hooks (iscsi_pipe_service.cc).
 	KernelPipeSpec KernelSpec(const PipeRecord &record);
+	// held: the devices the pipe's kernel pairs hold (HeldByPipe()).
 	MethodOutcome ConnectAndVerify(const std::vector<PairRecord> &pairs,
+	                               const std::set<uint64_t> &held,
 	                               std::vector<std::string> *made);
 	void DropConnections(const std::vector<std::string> &targets);
 	std::string ConnectStored(const PipeRecord &record);
@@ -159,6 +162,9 @@ private:
 	// endpoints nobody stores or reserves any more.
 	void RememberDevicesLocked(const DeviceNumbers &devs);
 	uint64_t DeviceLocked(const std::string &endpoint) const;
+	// The pipe's kernel pairs by the device of their targets (the kernel
+	// holds those open exclusively); empty if the kernel cannot say.
+	std::map<uint64_t, PairRecord> HeldByPipe(const std::string &uuid);
 
 	Result<Request> ParseCall(const CreateOrModifyCall &call) const;
 	Status UndoKernel(const std::string &uuid,

@@ -128,6 +128,35 @@ TEST_F(VerifyTest, TargetInUse)
 	EXPECT_NE(st.message().find("in use"), std::string::npos);
 }
 
+// The pipe's own kernel pairs hold their targets until the PIPE_SET
+// replaces them: the exclusive open is not tried on those devices (under
+// any path), and still is on every other one.
+TEST_F(VerifyTest, TargetHeldByThePipeItselfIsNotInUse)
+{
+	probe.SetOpenError("/dev/sdb", EBUSY);
+	probe.AddAlias("/dev/disk/by-id/sdb", "/dev/sdb");
+	auto sdb = probe.Device("/dev/sdb");
+	ASSERT_TRUE(sdb.ok());
+	const std::set<uint64_t> held{sdb->rdev};
+	EXPECT_TRUE(
+	        VerifyNewPair(probe, "replipipe_0/vol", "/dev/sdb", held).ok());
+	EXPECT_TRUE(VerifyNewPair(probe, "replipipe_0/vol",
+	                          "/dev/disk/by-id/sdb", held)
+	                    .ok());
+	probe.AddDevice("/dev/sdc", 10 * kGiB);
+	probe.SetOpenError("/dev/sdc", EBUSY);
+	EXPECT_EQ(
+	        VerifyNewPair(probe, "replipipe_0/vol", "/dev/sdc", held).err(),
+	        EBUSY);
+	// Still the primary: source = target.
+	auto vol = probe.Device("/dev/vg/vol");
+	ASSERT_TRUE(vol.ok());
+	EXPECT_EQ(VerifyNewPair(probe, "replipipe_0/vol", "/dev/vg/vol",
+	                        {vol->rdev})
+	                  .err(),
+	          EINVAL);
+}
+
 TEST_F(VerifyTest, TargetNotWritable)
 {
 	probe.SetOpenError("/dev/sdb", EROFS);

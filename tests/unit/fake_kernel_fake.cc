@@ -82,6 +82,26 @@ Status FakeKernel::Enter(Op op)
 	return Status();
 }
 
+// rp_target_in_use(): is target the device of a pair the kernel has?
+Status FakeKernel::TargetFreeLocked(const std::string &pipe_id,
+                                    const std::string &target) const
+{
+	if (!device_of_)
+		return Status();
+	const uint64_t dev = device_of_(target);
+	for (const auto &[id, pipe] : pipes_) {
+		if (id == pipe_id && targets_move_within_pipe_)
+			continue;
+		for (const KernelPairStatus &q : pipe.pairs)
+			if (q.target == target ||
+			    (dev && device_of_(q.target) == dev))
+				return Extack("target is already the target of "
+				              "a pair",
+				              EBUSY);
+	}
+	return Status();
+}
+
 Status FakeKernel::SetPipe(const KernelPipeSpec &spec)
 {
 	if (Status st = Enter(Op::kSetPipe); !st.ok())
@@ -121,6 +141,8 @@ Status FakeKernel::SetPipe(const KernelPipeSpec &spec)
 			next.pairs.push_back(*kept);
 			continue;
 		}
+		if (Status st = TargetFreeLocked(spec.id, p.target); !st.ok())
+			return st;
 		KernelPairStatus s;
 		s.source = p.source;
 		s.target = p.target;
@@ -273,6 +295,19 @@ void FakeKernel::SetRegionsPerPair(uint64_t regions)
 {
 	std::lock_guard<std::mutex> lock(mu_);
 	regions_per_pair_ = regions;
+}
+
+void FakeKernel::SetDeviceResolver(
+        std::function<uint64_t(const std::string &)> f)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	device_of_ = std::move(f);
+}
+
+void FakeKernel::SetTargetsMoveWithinPipe(bool allowed)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	targets_move_within_pipe_ = allowed;
 }
 
 } // namespace replipipe::testing

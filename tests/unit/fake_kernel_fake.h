@@ -4,9 +4,12 @@
 // Semantics kept: PIPE_SET creates or replaces; pairs present before and
 // after (same source and target) keep their state, new ones start Syncing
 // with every region dirty (InSync with assume_clean); a backstore belongs to
-// at most one pipe (EBUSY); the region size of a pipe that keeps pairs
-// cannot change (EINVAL); the policy bounds (EINVAL); unknown pipe or pair
-// ENOENT; PAIR_SET pauses or resumes.
+// at most one pipe (EBUSY); with a device resolver (lookup_bdev), a new
+// pair's target must not be the device of any pair the kernel has, the
+// pairs this very PIPE_SET removes included (EBUSY: replipipe.ko opens a new
+// pair's target before it releases the pair it replaces); the region size of a
+// pipe that keeps pairs cannot change (EINVAL); the policy bounds (EINVAL);
+// unknown pipe or pair ENOENT; PAIR_SET pauses or resumes.
 //
 // Faults: FailNext(err) makes the next call (of one op, or any) fail with
 // err before it does anything; FailNextAfterApply(err) applies the next
@@ -17,6 +20,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -66,6 +70,14 @@ public:
 	                    const std::string &source, PairState state);
 	// Regions a new pair gets (default 16).
 	void SetRegionsPerPair(uint64_t regions);
+	// The device number of a target path, 0 for none (replipipe.ko's
+	// lookup_bdev()); unset, targets are not checked against each other.
+	// Called under the fake's lock: it must not call the fake.
+	void SetDeviceResolver(std::function<uint64_t(const std::string &)> f);
+	// A kernel that releases the targets of the pairs a PIPE_SET removes
+	// before it opens the new pairs' targets (replipipe.ko does not):
+	// a target may then move to another pair of the same pipe.
+	void SetTargetsMoveWithinPipe(bool allowed);
 
 private:
 	struct Fault {
@@ -75,6 +87,8 @@ private:
 	};
 	// Returns the injected error for op, if any, after hook and delay.
 	Status Enter(Op op);
+	Status TargetFreeLocked(const std::string &pipe_id,
+	                        const std::string &target) const;
 
 	mutable std::mutex mu_;
 	std::map<std::string, KernelPipeStatus> pipes_; // guarded by mu_
@@ -84,6 +98,9 @@ private:
 	std::function<void(Op)> hook_;                  // guarded by mu_
 	std::map<Op, int> calls_;                       // guarded by mu_
 	uint64_t regions_per_pair_ = 16;                // guarded by mu_
+	std::function<uint64_t(const std::string &)>
+	        device_of_;                     // guarded by mu_
+	bool targets_move_within_pipe_ = false; // guarded by mu_
 };
 
 } // namespace replipipe::testing

@@ -37,8 +37,11 @@ protected:
 		for (const char *dev :
 		     {"/dev/sdb", "/dev/sdc", "/dev/sdd", "/dev/sde"})
 			probe.AddDevice(dev, 10 * kGiB);
-		// replipipe.ko holds its pairs' targets exclusively (under
-		// every path that names them).
+		// replipipe.ko: lookup_bdev() of a target, and its pairs'
+		// targets held exclusively (under every path that names them).
+		kernel.SetDeviceResolver([this](const std::string &path) {
+			return DevOf(path);
+		});
 		probe.SetHeldCheck([this](uint64_t rdev) {
 			for (const KernelPipeStatus &p : kernel.Snapshot())
 				for (const KernelPairStatus &q : p.pairs)
@@ -557,6 +560,95 @@ TEST_F(PipeServiceTest, OnlyNewPairsAreVerified)
 	c.replication_pipe = ref;
 	EXPECT_EQ(service.CreateOrModify(c).return_value,
 	          ReturnValue::kCompleted);
+}
+
+// The kernel holds the targets of the pipe's pairs until a PIPE_SET
+// replaces them, so the exclusive open of the pre-check must not count a
+// target the pipe's own pairs hold as "in use". replipipe.ko itself opens
+// a new pair's target before it releases the pair it replaces: moving a
+// target to another pair, or respelling a kept pair's target, is refused
+// by the kernel (4), and the error says why and what to do instead.
+TEST_F(PipeServiceTest, ModifyMovingTargetsBetweenPairs)
+{
+	probe.AddAlias("/dev/disk/by-id/wwn-sdb", "/dev/sdb");
+	MethodOutcome made = service.CreateOrModify(
+	        Call({"replipipe_0/a", "replipipe_0/b", "replipipe_0/c"},
+	             {"/dev/sdb", "/dev/sdc", "/dev/sdd"}));
+	ASSERT_EQ(made.return_value, ReturnValue::kCompleted) << made.error;
+	const std::string ref = made.replication_pipe;
+	for (const char *s :
+	     {"replipipe_0/a", "replipipe_0/b", "replipipe_0/c"})
+		kernel.ForcePairState(UuidOf(ref), s, PairState::kInSync);
+	auto modify = [&](std::vector<std::string> sources,
+	                  std::vector<std::string> targets) {
+		CreateOrModifyCall c =
+		        Call(std::move(sources), std::move(targets));
+		c.replication_pipe = ref;
+		return c;
+	};
+	const std::string why = "one call cannot move a target to another "
+	                        "pair or give a kept pair's target another "
+	                        "path";
+	struct {
+		CreateOrModifyCall call;
+		std::string what;
+	} cases[] = {
+	        // a and b swap their targets
+	        {modify({"replipipe_0/a", "replipipe_0/b", "replipipe_0/c"},
+	                {"/dev/sdc", "/dev/sdb", "/dev/sdd"}),
+	         "/dev/sdc is the target of the pair replipipe_0/b -> "
+	         "/dev/sdc that this call replaces"},
+	        // b goes, its target to the new source d
+	        {modify({"replipipe_0/a", "replipipe_0/c", "replipipe_0/d"},
+	                {"/dev/sdb", "/dev/sdd", "/dev/sdc"}),
+	         "/dev/sdc is the target of the pair replipipe_0/b -> "
+	         "/dev/sdc"},
+	        // a keeps its target, spelled through a symlink
+	        {modify({"replipipe_0/a", "replipipe_0/b", "replipipe_0/c"},
+	                {"/dev/disk/by-id/wwn-sdb", "/dev/sdc", "/dev/sdd"}),
+	         "/dev/disk/by-id/wwn-sdb is the target of the pair "
+	         "replipipe_0/a -> /dev/sdb"},
+	};
+	for (const auto &c : cases) {
+		const int sets = kernel.calls(Op::kSetPipe);
+		// Refused by the kernel, not by the pre-check's open.
+		ExpectRefused(c.call, ReturnValue::kFailed,
+		              "kernel: target is already the target of a pair");
+		ExpectRefused(c.call, ReturnValue::kFailed, c.what);
+		ExpectRefused(c.call, ReturnValue::kFailed, why);
+		EXPECT_EQ(kernel.calls(Op::kSetPipe), sets + 3);
+	}
+
+	// A device something else holds is still "in use", before the kernel.
+	probe.SetOpenError("/dev/sde", EBUSY);
+	const int sets = kernel.calls(Op::kSetPipe);
+	ExpectRefused(modify({"replipipe_0/a", "replipipe_0/b", "replipipe_0/c",
+	                      "replipipe_0/d"},
+	                     {"/dev/sdb", "/dev/sdc", "/dev/sdd", "/dev/sde"}),
+	              ReturnValue::kFailed, "/dev/sde is in use");
+	EXPECT_EQ(kernel.calls(Op::kSetPipe), sets);
+
+	// A kernel that released the replaced pairs' targets first would take
+	// the swap: the moved pairs start a resync, c stays as it was.
+	kernel.SetTargetsMoveWithinPipe(true);
+	MethodOutcome out = service.CreateOrModify(
+	        modify({"replipipe_0/a", "replipipe_0/b", "replipipe_0/c"},
+	               {"/dev/sdc", "/dev/sdb", "/dev/sdd"}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	auto k = kernel.Find(UuidOf(ref));
+	ASSERT_TRUE(k);
+	ASSERT_EQ(k->pairs.size(), 3u);
+	for (const KernelPairStatus &p : k->pairs) {
+		if (p.source == "replipipe_0/a") {
+			EXPECT_EQ(p.target, "/dev/sdc");
+		} else if (p.source == "replipipe_0/b") {
+			EXPECT_EQ(p.target, "/dev/sdb");
+		}
+		EXPECT_EQ(p.state, p.source == "replipipe_0/c"
+		                           ? PairState::kInSync
+		                           : PairState::kSyncing)
+		        << p.source;
+	}
 }
 
 TEST_F(PipeServiceTest, DeleteKernelRefusesRestoresStore)
