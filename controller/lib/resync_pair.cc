@@ -3,6 +3,7 @@
 #include <linux/replipipe.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 
 #include "log.h"
@@ -13,12 +14,14 @@ namespace
 {
 
 // A claim holds writes to its regions and is lost whole if the daemon dies
-// (the regions stay dirty and are copied again), so it is kept small: one
+// (the regions stay dirty and are copied again), so its size is capped: one
 // full queue (queue_depth x chunk_bytes, 32 MiB by default), at least 8 MiB,
 // and at most a quarter second's worth of the rate limit (a write to a
-// claimed region waits for the whole claim). Smaller claims drain
-// the queue between claims: tests/bench/resync-vm.sh measured 220 MB/s with
-// 8 MiB claims against 520 with 32 or 64 MiB (QD 32 x 1 MiB, 5 ms legs).
+// claimed region waits for the whole claim). Within the cap the ClaimSizer
+// sizes claims from the target's measured speed (resync_claim_size.h).
+// Smaller claims drain the queue between claims: tests/bench/resync-vm.sh
+// measured 220 MB/s with 8 MiB claims against 520 with 32 or 64 MiB (QD 32 x
+// 1 MiB, 5 ms legs); a fast target grows back to the cap in a few claims.
 constexpr uint64_t kMinDefaultClaimBytes = 8ull << 20;
 
 int64_t NowNs()
@@ -26,6 +29,15 @@ int64_t NowNs()
 	return std::chrono::duration_cast<std::chrono::nanoseconds>(
 	               std::chrono::steady_clock::now().time_since_epoch())
 	        .count();
+}
+
+// "1.2 s": a duration for a log line.
+std::string Seconds(std::chrono::nanoseconds d)
+{
+	char buf[32];
+	std::snprintf(buf, sizeof(buf), "%.1f s",
+	              std::chrono::duration<double>(d).count());
+	return buf;
 }
 
 } // namespace
@@ -47,7 +59,13 @@ PairResync::PairResync(const PairResyncOptions &options, ClaimSource *claims,
                        std::unique_ptr<RegionCopier> copier)
     : options_(options), claims_(claims), copier_(std::move(copier))
 {
-	if (options_.max_regions_per_claim == 0) {
+	ClaimSizer::Options sizing;
+	sizing.region_bytes = std::max<uint64_t>(options_.region_bytes, 1);
+	sizing.target = options_.claim_target;
+	sizing.fixed = options_.max_regions_per_claim != 0;
+	if (sizing.fixed) {
+		sizing.max_regions = options_.max_regions_per_claim;
+	} else {
 		uint64_t claim_bytes = std::max<uint64_t>(
 		        kMinDefaultClaimBytes,
 		        uint64_t{options_.copier.queue_depth} *
@@ -56,12 +74,50 @@ PairResync::PairResync(const PairResyncOptions &options, ClaimSource *claims,
 			claim_bytes = std::min<uint64_t>(
 			        claim_bytes,
 			        options_.copier.rate_limit_kibps * 1024 / 4);
-		options_.max_regions_per_claim =
-		        static_cast<uint32_t>(std::clamp<uint64_t>(
-		                claim_bytes / std::max<uint64_t>(
-		                                      options_.region_bytes, 1),
-		                1, REPLIPIPE_CLAIM_MAX_REGIONS));
+		sizing.max_regions = static_cast<uint32_t>(
+		        std::clamp<uint64_t>(claim_bytes / sizing.region_bytes,
+		                             1, REPLIPIPE_CLAIM_MAX_REGIONS));
 	}
+	sizer_ = ClaimSizer(sizing);
+	RefreshClaimTimeout();
+}
+
+void PairResync::RefreshClaimTimeout()
+{
+	if (options_.claim_timeout.count() > 0) {
+		sizer_.SetClaimTimeout(options_.claim_timeout);
+		return;
+	}
+	auto secs = ReadClaimTimeout(options_.claim_timeout_path);
+	sizer_.SetClaimTimeout(secs ? ClaimSizer::Duration(*secs)
+	                            : ClaimSizer::kDefaultTimeout);
+}
+
+Status PairResync::ClaimLost(const RegionClaim &claim,
+                             ClaimSizer::Duration elapsed, const Status &done)
+{
+	const uint64_t region = options_.region_bytes;
+	const std::string what =
+	        "claim " + std::to_string(claim.id) + " (regions " +
+	        std::to_string(claim.first) + "+" +
+	        std::to_string(claim.count) + ", " +
+	        std::to_string(uint64_t{claim.count} * region) +
+	        " bytes) lasted " + Seconds(elapsed) +
+	        " (claim, copy, fdatasync) against claim_timeout_sec " +
+	        Seconds(sizer_.claim_timeout()) + "; the kernel dropped it (" +
+	        done.message() + "), its regions stay dirty";
+	claims_lost_.fetch_add(1);
+	if (!sizer_.Lost(claim.count, elapsed))
+		return Status::Error(what + "; not even one region can be "
+		                            "copied in time: the target is "
+		                            "too slow or stuck",
+		                     ETIMEDOUT);
+	LogWarning() << "resync pipe " << options_.pipe_id << " pair "
+	             << options_.source << ": " << what
+	             << "; carrying on with claims of " << sizer_.next()
+	             << " regions (" << uint64_t{sizer_.next()} * region
+	             << " bytes)";
+	return {};
 }
 
 Status PairResync::Run()
@@ -86,8 +142,11 @@ Status PairResync::RunClaims()
 	for (;;) {
 		if (copier_->stop_requested())
 			return Status::Error("stopped", ECANCELED);
-		auto claim =
-		        claims_->Claim(hint, options_.max_regions_per_claim);
+		RefreshClaimTimeout();
+		// The kernel's deadline starts inside Claim() (before the
+		// drain of writes in flight): time the claim from there.
+		const auto started = std::chrono::steady_clock::now();
+		auto claim = claims_->Claim(hint, sizer_.next());
 		if (!claim.ok())
 			return claim.status();
 		if (claim->count == 0) {
@@ -110,6 +169,7 @@ Status PairResync::RunClaims()
 		if (st.ok())
 			st = copier_->Sync();
 		copying_.store(false);
+		const auto elapsed = std::chrono::steady_clock::now() - started;
 		if (!st.ok()) {
 			Status failed = claims_->Failed(claim->id);
 			if (!failed.ok())
@@ -120,8 +180,20 @@ Status PairResync::RunClaims()
 			return st;
 		}
 		st = claims_->Done(claim->id);
+		if (!st.ok() && st.err() == ENOENT) {
+			// Dropped, not failed: the copy stands, but a write
+			// released by the drop may have reached the primary
+			// after it was read, so the bits stay set and the
+			// regions are copied again, in smaller claims.
+			st = ClaimLost(*claim, elapsed, st);
+			if (!st.ok())
+				return st;
+			hint = claim->first;
+			continue;
+		}
 		if (!st.ok())
 			return st;
+		sizer_.Finished(claim->count, elapsed);
 		const uint64_t copied =
 		        offset >= size ? 0 : std::min(length, size - offset);
 		const uint64_t done =
@@ -145,6 +217,7 @@ ResyncProgress PairResync::progress() const
 	if (p.done_bytes + current <= p.total_bytes)
 		p.done_bytes += current;
 	p.claims = claims_done_.load();
+	p.claims_lost = claims_lost_.load();
 	const int64_t start = start_ns_.load();
 	if (start != 0) {
 		const double secs = (NowNs() - start) / 1e9;

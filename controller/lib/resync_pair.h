@@ -1,12 +1,19 @@
 // PairResync: the claim loop that brings one pair's target up to date.
 //
 //   hint = 0
-//   loop: claim up to max_regions_per_claim dirty regions at or after hint;
+//   loop: claim up to sizer.next() dirty regions at or after hint;
 //         none left: done if the hint was 0, else start over at 0;
 //         copy [first, first + count) * region_bytes (clamped to the source
 //         size) with the RegionCopier and make it durable (Sync(), one
 //         fdatasync per claim); Done on success, Failed on error (the
 //         regions stay dirty, the error is returned); hint = first+count.
+//         Done that finds no claim (ENOENT: the kernel dropped it, it
+//         outlived claim_timeout_sec): the regions are still dirty; log,
+//         shrink the claims and carry on at the same hint.
+//
+// Claims are sized by a ClaimSizer (resync_claim_size.h) from the time the
+// claims before took, so that one takes about a second, well inside the
+// kernel's claim time-out, on slow targets as on fast ones.
 //
 // It copies only what the kernel's bitmap marks dirty, so a restart (a new
 // PairResync, after a crash or a stop) continues where the bitmap says: the
@@ -20,6 +27,7 @@
 #include <memory>
 #include <string>
 
+#include "resync_claim_size.h"
 #include "resync_claims.h"
 #include "resync_copier.h"
 
@@ -32,12 +40,21 @@ struct PairResyncOptions {
 	std::string source_path; // the primary device the backstore serves
 	std::string target_path;
 	uint64_t region_bytes = 64 * 1024;
-	// Regions per claim: the kernel holds writes to them while they are
-	// copied, so a claim stays small enough to copy in well under the
-	// claim time-out, big enough to keep the queue full. 0: one full
-	// queue of the copier (queue_depth x chunk_bytes, >= 8 MiB), at most
-	// 1/4 s of the rate limit (a killed daemon loses a claim).
+	// Regions per claim. The kernel holds writes to them while they are
+	// copied and drops a claim not done within claim_timeout_sec. 0: sized
+	// from the measured speed (about claim_target, at most a quarter of the
+	// time-out), capped by one full queue of the copier (queue_depth x
+	// chunk_bytes, >= 8 MiB) and by 1/4 s of the rate limit (a killed
+	// daemon loses a claim). Not 0: every claim asks for that many, until
+	// one is lost to the time-out; then they adapt, capped by it.
 	uint32_t max_regions_per_claim = 0;
+	// What a claim aims to last (tests lengthen it to make sizes stable).
+	std::chrono::milliseconds claim_target{1000};
+	// The kernel's claim time-out. 0: read claim_timeout_path before every
+	// claim (a module parameter can change), 30 s if it cannot be read.
+	std::chrono::milliseconds claim_timeout{0};
+	std::string claim_timeout_path =
+	        "/sys/module/replipipe/parameters/claim_timeout_sec";
 	CopierOptions copier;
 };
 
@@ -48,6 +65,7 @@ struct ResyncProgress {
 	uint64_t total_bytes = 0;
 	uint64_t rate_bytes_per_s = 0; // average since the start
 	uint64_t claims = 0;           // claims reported Done
+	uint64_t claims_lost = 0;      // dropped by the kernel before Done
 };
 
 class PairResync
@@ -61,7 +79,9 @@ public:
 	           std::unique_ptr<RegionCopier> copier);
 
 	// Runs until the pair is clean (OK), a claim or copy fails, or
-	// RequestStop() (ECANCELED; the current claim is reported Failed).
+	// RequestStop() (ECANCELED; the current claim is reported Failed). A
+	// claim the kernel dropped is no failure unless it was one region
+	// (ETIMEDOUT: the target cannot copy one region in the time-out).
 	// Errors start with "resync pipe <id> pair <source>: ".
 	Status Run();
 
@@ -71,13 +91,20 @@ public:
 
 private:
 	Status RunClaims();
+	// Before each claim: the kernel's time-out, into the sizer.
+	void RefreshClaimTimeout();
+	// Done found no claim: log, shrink; an error when it cannot shrink.
+	Status ClaimLost(const RegionClaim &claim, ClaimSizer::Duration elapsed,
+	                 const Status &done);
 
 	PairResyncOptions options_;
 	ClaimSource *claims_;
 	std::unique_ptr<RegionCopier> copier_;
 	std::atomic<uint64_t> committed_bytes_{0};
 	std::atomic<uint64_t> total_bytes_{0};
+	ClaimSizer sizer_;
 	std::atomic<uint64_t> claims_done_{0};
+	std::atomic<uint64_t> claims_lost_{0};
 	std::atomic<int64_t> start_ns_{0};
 	std::atomic<bool> copying_{false}; // a claim is being copied
 };
