@@ -153,8 +153,25 @@ public:
 	bool dirty(uint64_t r) const { return dirty_[r]; }
 	size_t open_claims() const { return open_.size(); }
 
+	// What the kernel does to a claim past claim_timeout_sec: it ends,
+	// its regions stay dirty, and RESYNC_DONE no longer finds it.
+	Status Drop(uint64_t id)
+	{
+		auto it = open_.find(id);
+		if (it == open_.end())
+			return Status::Error("no such claim", ENOENT);
+		dropped.push_back(it->second);
+		open_.erase(it);
+		return Status::Error("kernel RESYNC_DONE claim " +
+		                             std::to_string(id) +
+		                             ": no such claim (finished, "
+		                             "timed out or dropped)",
+		                     ENOENT);
+	}
+
 	std::vector<RegionClaim> done;
 	std::vector<RegionClaim> failed;
+	std::vector<RegionClaim> dropped;
 	int claim_calls = 0;
 
 private:
@@ -693,9 +710,11 @@ TEST(PairResync, CleanPairNeedsOneClaim)
 
 TEST(PairResync, DefaultClaimsAreOneQueueAndAQuarterSecondOfTheRateLimit)
 {
-	// A killed daemon loses its claim: by default a claim is one queue
-	// of the copier (here 8 x 128 KiB), at least 8 MiB, and at most a
-	// quarter second's worth of the rate limit.
+	// A killed daemon loses its claim: by default a claim is at most one
+	// queue of the copier (here 8 x 128 KiB), at least 8 MiB, and at
+	// most a quarter second's worth of the rate limit. With a claim
+	// target of a minute the first claim (a guess of 1 MiB/s for it) is
+	// that cap.
 	struct Case {
 		uint64_t rate_kibps, max_bytes, device_bytes;
 	};
@@ -711,6 +730,8 @@ TEST(PairResync, DefaultClaimsAreOneQueueAndAQuarterSecondOfTheRateLimit)
 		FakeClaims claims(std::vector<bool>(regions, true));
 		PairResyncOptions options = ResyncOptions(dir);
 		options.max_regions_per_claim = 0;
+		options.claim_target = std::chrono::minutes(1);
+		options.claim_timeout = std::chrono::hours(1);
 		options.copier.rate_limit_kibps = rate_kibps;
 		auto resync = PairResync::Create(options, &claims);
 		ASSERT_TRUE(resync.ok()) << resync.status().message();
@@ -722,6 +743,196 @@ TEST(PairResync, DefaultClaimsAreOneQueueAndAQuarterSecondOfTheRateLimit)
 		EXPECT_EQ(claims.done[0].count * kRegion, max_bytes)
 		        << "rate " << rate_kibps;
 		EXPECT_EQ(ReadFile(dir / "dst"), ReadFile(dir / "src"));
+	}
+}
+
+// Plays a kernel whose claims expire: a claim not reported Done within
+// `timeout` of being made is dropped (regions dirty, Done finds nothing).
+class ExpiringClaims : public FakeClaims
+{
+public:
+	ExpiringClaims(std::vector<bool> dirty,
+	               std::chrono::milliseconds timeout)
+	    : FakeClaims(std::move(dirty)), timeout_(timeout)
+	{
+	}
+	Result<RegionClaim> Claim(uint64_t hint, uint32_t max_regions) override
+	{
+		auto c = FakeClaims::Claim(hint, max_regions);
+		if (c.ok() && c->count > 0)
+			made_[c->id] = std::chrono::steady_clock::now();
+		return c;
+	}
+	Status Done(uint64_t id) override
+	{
+		if (std::chrono::steady_clock::now() - made_[id] > timeout_)
+			return Drop(id);
+		return FakeClaims::Done(id);
+	}
+
+private:
+	std::chrono::milliseconds timeout_;
+	std::map<uint64_t, std::chrono::steady_clock::time_point> made_;
+};
+
+// A target that writes 12.8 MB/s at most (10 ms per 128 KiB write) and
+// claims that expire after 0.5 s: a claim of the default cap (8 MiB here)
+// would take 0.65 s and expire every time, so the resync would never end.
+// Claims sized from the measured speed last about a quarter of the
+// time-out, and the pair gets clean.
+TEST(PairResync, ClaimsOnASlowTargetFitTheTimeoutAndTheResyncEnds)
+{
+	ScratchDir dir;
+	const uint64_t regions = 128; // 8 MiB
+	const Bytes src = RandomBytes(regions * kRegion, 31);
+	WriteFile(dir / "src", src);
+	WriteFile(dir / "dst", Bytes(regions * kRegion, 0));
+	ExpiringClaims claims(std::vector<bool>(regions, true),
+	                      std::chrono::milliseconds(500));
+	PairResyncOptions options = ResyncOptions(dir);
+	options.max_regions_per_claim = 0;
+	options.claim_timeout = std::chrono::milliseconds(500);
+	options.copier.inject = [](CopierOptions::Op op, uint64_t, int res) {
+		if (op == CopierOptions::Op::kWrite)
+			std::this_thread::sleep_for(
+			        std::chrono::milliseconds(10));
+		return res;
+	};
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok()) << resync.status().message();
+	Status st = (*resync)->Run();
+	ASSERT_TRUE(st.ok()) << st.message();
+	EXPECT_EQ(ReadFile(dir / "dst"), src);
+	for (uint64_t r = 0; r < regions; ++r)
+		EXPECT_FALSE(claims.dirty(r)) << "region " << r;
+	EXPECT_EQ(claims.open_claims(), 0u);
+	// At most 12.8 MB/s for 0.125 s (a quarter of the time-out): 25
+	// regions of 64 KiB. (Should a claim expire all the same on a
+	// loaded machine, the next is smaller and the resync goes on.)
+	ASSERT_FALSE(claims.done.empty());
+	for (const auto &c : claims.done)
+		EXPECT_LE(c.count, 25u) << "claim " << c.id;
+	EXPECT_EQ((*resync)->progress().claims_lost, claims.dropped.size());
+}
+
+// A claim the kernel dropped (it outlived claim_timeout_sec) is not a
+// failure of the resync: its regions are still dirty and are copied again
+// in claims of at most half its size; a warning says so.
+TEST(PairResync, DroppedClaimIsCopiedAgainInSmallerClaims)
+{
+	ScratchDir dir;
+	const uint64_t regions = 128;
+	const Bytes src = RandomBytes(regions * kRegion, 32);
+	WriteFile(dir / "src", src);
+	WriteFile(dir / "dst", Bytes(regions * kRegion, 0));
+	class DropFirst : public FakeClaims
+	{
+	public:
+		using FakeClaims::FakeClaims;
+		Status Done(uint64_t id) override
+		{
+			return id == 1 ? Drop(id) : FakeClaims::Done(id);
+		}
+	} claims(std::vector<bool>(regions, true));
+	PairResyncOptions options = ResyncOptions(dir);
+	options.max_regions_per_claim = 64;
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok()) << resync.status().message();
+	::testing::internal::CaptureStderr();
+	Status st = (*resync)->Run();
+	const std::string log = ::testing::internal::GetCapturedStderr();
+	ASSERT_TRUE(st.ok()) << st.message();
+	ASSERT_EQ(claims.dropped.size(), 1u);
+	EXPECT_EQ(claims.dropped[0].first, 0u);
+	EXPECT_EQ(claims.dropped[0].count, 64u);
+	// Copied again from region 0, in claims of 32 that grow back to 64.
+	ASSERT_FALSE(claims.done.empty());
+	EXPECT_EQ(claims.done[0].first, 0u);
+	EXPECT_EQ(claims.done[0].count, 32u);
+	for (const auto &c : claims.done)
+		EXPECT_LE(c.count, 64u);
+	for (uint64_t r = 0; r < regions; ++r)
+		EXPECT_FALSE(claims.dirty(r)) << "region " << r;
+	EXPECT_EQ(ReadFile(dir / "dst"), src);
+	const ResyncProgress p = (*resync)->progress();
+	EXPECT_EQ(p.claims_lost, 1u);
+	EXPECT_EQ(p.done_bytes, regions * kRegion);
+	EXPECT_NE(log.find("resync pipe pipe-1 pair replipipe_0/vol1: claim 1 "
+	                   "(regions 0+64, 4194304 bytes) lasted "),
+	          std::string::npos)
+	        << log;
+	EXPECT_NE(log.find("the kernel dropped it (kernel RESYNC_DONE claim 1: "
+	                   "no such claim (finished, timed out or dropped)), "
+	                   "its regions stay dirty; carrying on with claims "
+	                   "of 32 regions (2097152 bytes)"),
+	          std::string::npos)
+	        << log;
+}
+
+// Every claim dropped: the claims halve down to one region, and a dropped
+// claim of one region ends the resync (the job's back-off takes over)
+// rather than looping forever.
+TEST(PairResync, DroppedClaimOfOneRegionEndsTheResync)
+{
+	ScratchDir dir;
+	const uint64_t regions = 16;
+	WriteFile(dir / "src", RandomBytes(regions * kRegion, 33));
+	WriteFile(dir / "dst", Bytes(regions * kRegion, 0));
+	class DropAll : public FakeClaims
+	{
+	public:
+		using FakeClaims::FakeClaims;
+		Status Done(uint64_t id) override { return Drop(id); }
+	} claims(std::vector<bool>(regions, true));
+	PairResyncOptions options = ResyncOptions(dir);
+	options.max_regions_per_claim = 8;
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok()) << resync.status().message();
+	::testing::internal::CaptureStderr();
+	Status st = (*resync)->Run();
+	::testing::internal::GetCapturedStderr();
+	ASSERT_FALSE(st.ok());
+	EXPECT_EQ(st.err(), ETIMEDOUT) << st.message();
+	EXPECT_EQ(st.message().rfind("resync pipe pipe-1 pair "
+	                             "replipipe_0/vol1: claim 4 (regions 0+1, "
+	                             "65536 bytes) lasted ",
+	                             0),
+	          0u)
+	        << st.message();
+	EXPECT_NE(st.message().find("not even one region can be copied in "
+	                            "time: the target is too slow or stuck"),
+	          std::string::npos)
+	        << st.message();
+	std::vector<uint32_t> sizes;
+	for (const auto &c : claims.dropped)
+		sizes.push_back(c.count);
+	EXPECT_EQ(sizes, (std::vector<uint32_t>{8, 4, 2, 1}));
+	EXPECT_TRUE(claims.done.empty());
+	for (uint64_t r = 0; r < regions; ++r)
+		EXPECT_TRUE(claims.dirty(r)) << "region " << r;
+	EXPECT_EQ((*resync)->progress().claims_lost, 4u);
+}
+
+// The time-out comes from the module parameter: 2 s makes the first claim
+// (a guess of 1 MiB/s for a quarter of it) 512 KiB rather than 1 MiB.
+TEST(PairResync, ClaimTimeoutIsReadFromTheModuleParameter)
+{
+	ScratchDir dir;
+	const uint64_t regions = 64;
+	WriteFile(dir / "src", RandomBytes(regions * kRegion, 34));
+	WriteFile(dir / "dst", Bytes(regions * kRegion, 0));
+	for (auto [text, first] : std::vector<std::pair<std::string, uint32_t>>{
+	             {"2\n", 8}, {"30\n", 16}, {"nonsense\n", 16}}) {
+		std::ofstream(dir / "claim_timeout_sec") << text;
+		FakeClaims claims(std::vector<bool>(regions, true));
+		PairResyncOptions options = ResyncOptions(dir);
+		options.max_regions_per_claim = 0;
+		options.claim_timeout_path = dir / "claim_timeout_sec";
+		auto resync = PairResync::Create(options, &claims);
+		ASSERT_TRUE(resync.ok()) << resync.status().message();
+		ASSERT_TRUE((*resync)->Run().ok());
+		ASSERT_FALSE(claims.done.empty());
+		EXPECT_EQ(claims.done[0].count, first) << text;
 	}
 }
 
