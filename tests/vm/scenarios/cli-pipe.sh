@@ -9,7 +9,12 @@
 # resyncs, then identical); invalid calls (count mismatch through the control
 # socket, unknown Goal property, target smaller than source, unknown pipe)
 # return their codes and change neither `status --json`, the kernel nor the
-# store; `delete` removes the pipe from kernel and store.
+# store; `delete` removes the pipe from kernel and store. Then a second pipe
+# (asynchronous, 128 KiB regions) on two loop-device backstores: a Goal that
+# names only ResyncRateLimitKiBps keeps mode and region size; a swap of its
+# pairs' targets and a kept target under a /dev/disk/by-id name are refused
+# by the kernel (4, decision 25) and change nothing; a used target or
+# primary under another path is 5; the way round (two modifies) works.
 # vm-timeout: 600
 # vm-cost: 100
 # vm-mem: 1024
@@ -250,6 +255,93 @@ replipipectl --json status | jq -e '.pipes == []' > /dev/null || vm_fail "status
 expect_rc 5 replipipectl status db
 # The data stays; the LUN still works without the pipe.
 rp-verify --dev "$lun" /tmp/w1.* /tmp/w2.* || vm_fail "data through the LUN after delete"
+
+vm_log "== modify: targets moved between the pairs of one pipe, endpoints under another path"
+# Two 16 MiB backstores on loop devices; /dev/disk/by-id names made by hand
+# (no udev in the guest).
+for n in 2 3; do
+	truncate -s 16M /tmp/v$n.img
+	losetup /dev/loop$n /tmp/v$n.img || vm_fail "losetup /dev/loop$n"
+	dd if=/dev/urandom of=/dev/loop$n bs=1M count=16 2>/dev/null
+	vm_backstore replipipe replipipe_0 v$n /dev/loop$n > /dev/null
+done
+SRC2=replipipe_0/v2
+SRC3=replipipe_0/v3
+mkdir -p /dev/disk/by-id
+ln -sf ../../ram1 /dev/disk/by-id/rp-ram1
+ln -sf ../../loop2 /dev/disk/by-id/rp-loop2
+pairs_started() { grep -c "pair .* -> .*: started" $DLOG || true; }
+mvref=$(replipipectl create-or-modify --name mv --source-system localhost \
+	--target-system backup1 --pair $SRC2=/dev/ram1 --pair $SRC3=/dev/ram2 \
+	--goal 'instance of CIM_SettingData { Mode = "Asynchronous"; RegionSizeKiB = 128; };') ||
+	daemon_log_fail "create mv"
+mvuuid=$(echo "$mvref" | sed -n 's/^CIM_NetworkPipe\.InstanceID="replipipe:\([0-9a-f-]*\)"$/\1/p')
+replipipectl wait mv --state InSync --timeout 240 ||
+	{ replipipectl --json status >&2; daemon_log_fail "wait InSync after create mv"; }
+
+vm_log "== a Goal that names only ResyncRateLimitKiBps keeps the rest (decision 6)"
+n0=$(pairs_started)
+expect_rc 0 replipipectl create-or-modify --name "" --source-system localhost \
+	--target-system backup1 --pipe mv \
+	--goal 'instance of CIM_SettingData { ResyncRateLimitKiBps = 4096; };'
+replipipectl --json status mv > /tmp/mv.json
+jcheck /tmp/mv.json "after the Goal-only modify of mv" '.pipes[0] | .mode == "Asynchronous"
+	and .region_kib == 128 and .resync_rate_limit_kibps == 4096
+	and (.pairs | length == 2 and all(.state == "InSync"))'
+rp-nlctl get $mvuuid | grep -q "^pipe .* mode=async .* region_kib=128 " ||
+	{ rp-nlctl get $mvuuid; vm_fail "the kernel's pipe is no longer async with 128 KiB regions"; }
+sleep 2
+[ "$(pairs_started)" = "$n0" ] || daemon_log_fail "the Goal-only modify of mv started a resync"
+
+vm_log "== a swap of two pairs' targets: replipipe.ko refuses it (decision 25), nothing changes"
+snap mv0
+expect_rc 4 replipipectl create-or-modify --name mv --source-system localhost \
+	--target-system backup1 --pipe mv --pair $SRC2=/dev/ram2 --pair $SRC3=/dev/ram1
+echo "$OUT" | grep -q "PIPE_SET .*: target is already the target of a pair: Device or resource busy" ||
+	vm_fail "the swap was not refused by the kernel (pre-check instead?)"
+echo "$OUT" | grep -q "is the target of the pair $SRC3 -> /dev/ram2 that this call replaces" ||
+	vm_fail "the error does not name the pair that holds the target"
+echo "$OUT" | grep -q "one call cannot move a target to another pair" ||
+	vm_fail "the error does not say why"
+snap mv1
+unchanged mv0 mv1 "a swap of two pairs' targets"
+vm_log "== a kept target under another path: refused the same way"
+expect_rc 4 replipipectl create-or-modify --name mv --source-system localhost \
+	--target-system backup1 --pipe mv --pair $SRC2=/dev/disk/by-id/rp-ram1 --pair $SRC3=/dev/ram2
+echo "$OUT" | grep -q "is the target of the pair $SRC2 -> /dev/ram1" ||
+	vm_fail "the error does not name the pair that holds the target"
+snap mv1
+unchanged mv0 mv1 "a kept target under another path"
+
+vm_log "== a used endpoint under another path is 5"
+expect_rc 5 replipipectl create-or-modify --name other --source-system localhost \
+	--target-system backup1 --pair $SRC=/dev/disk/by-id/rp-ram1
+echo "$OUT" | grep -q "already the target of $SRC2 (as /dev/ram1)" || vm_fail "not named as reused"
+expect_rc 5 replipipectl create-or-modify --name other --source-system localhost \
+	--target-system backup1 --pair $SRC=/dev/disk/by-id/rp-loop2
+echo "$OUT" | grep -q "is the primary device of $SRC2" || vm_fail "not named as a primary"
+expect_rc 5 replipipectl create-or-modify --name mv --source-system localhost \
+	--target-system backup1 --pipe mv --pair $SRC2=/dev/ram1 --pair $SRC3=/dev/disk/by-id/rp-ram1
+echo "$OUT" | grep -q "given twice (as /dev/ram1)" || vm_fail "not named as given twice"
+snap mv1
+unchanged mv0 mv1 "endpoints reused under another path"
+
+vm_log "== the way round the kernel: one modify without the pairs, one with the swapped ones"
+expect_rc 0 replipipectl create-or-modify --name mv --source-system localhost \
+	--target-system backup1 --pipe mv --clear-pairs
+expect_rc 0 replipipectl create-or-modify --name mv --source-system localhost \
+	--target-system backup1 --pipe mv --pair $SRC2=/dev/ram2 --pair $SRC3=/dev/ram1
+replipipectl wait mv --state InSync --timeout 240 ||
+	{ replipipectl --json status >&2; daemon_log_fail "wait InSync after the swap"; }
+vm_cmp_devs /dev/loop2 /dev/ram2 16M
+vm_cmp_devs /dev/loop3 /dev/ram1 16M
+replipipectl --json status mv | jq -e '.pipes[0] | .mode == "Asynchronous" and .region_kib == 128' > /dev/null ||
+	vm_fail "the settings changed with the pairs"
+expect_rc 0 replipipectl delete mv
+for n in 2 3; do
+	vm_backstore_delete replipipe_0/v$n
+	losetup -d /dev/loop$n
+done
 
 vm_log "== stop"
 pid=$(pidof replipiped)
