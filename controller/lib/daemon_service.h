@@ -7,15 +7,22 @@
 //                   states in the EventHub (which publishes the changes)
 //                   and lets ResyncJobs start or stop jobs
 //   RefreshAll()    the same for every stored pipe (start-up, a periodic
-//                   tick, lost kernel events)
+//                   tick, lost kernel events); pushes again, after a
+//                   back-off, a stored pipe the kernel lacks (one that could
+//                   not be pushed at start-up: a target or backstore not
+//                   there yet, a peer not reachable yet)
 //   OnKernelEvent() a notification from the kernel's events group
 //   ProbeDegraded() the periodic probe (--probe-interval): resume Degraded
 //                   pairs whose target answers again
 //
 // Thread-safety: every method may be called from any thread; the objects it
-// uses are thread-safe themselves and it keeps no state of its own.
+// uses are thread-safe themselves, and its own state (the push back-off) has
+// a mutex.
 #pragma once
 
+#include <chrono>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -63,6 +70,11 @@ public:
 	// A stored pipe with the kernel's view, as the protocol shows it.
 	ControlPipe ToControlPipe(const PipeView &view) const;
 
+	// The back-off of RefreshAll()'s pushes: the first wait and the cap
+	// (tests shorten them; set before the first RefreshAll()).
+	std::chrono::milliseconds push_retry_first{5000};
+	std::chrono::milliseconds push_retry_max{300000};
+
 private:
 	ControlReply CreateOrModify(const CreateOrModifyCall &call);
 	ControlReply Delete(const std::string &pipe);
@@ -70,11 +82,26 @@ private:
 	ControlReply SetRunState(const ControlRequest &request, bool pause);
 	void Apply(const PipeRecord &record,
 	           const std::optional<KernelPipeStatus> &kernel);
+	// A stored pipe the kernel lacks: pushes it when its back-off has
+	// passed. The kernel's view of it once pushed, else nullopt.
+	std::optional<KernelPipeStatus> RetryPush(const PipeRecord &record);
 
 	PipeService &pipes_;
 	KernelApi &kernel_;
 	ResyncJobs *const jobs_;
 	EventHub &hub_;
+
+	// Back-off of the pushes of stored pipes the kernel lacks, by
+	// instance id: the first try push_retry_first after the pipe is found
+	// missing, then twice the wait each time up to push_retry_max; a
+	// failure is logged when its message changes.
+	struct PushRetry {
+		std::chrono::steady_clock::time_point next;
+		std::chrono::milliseconds wait{0};
+		std::string last_error;
+	};
+	std::mutex push_mu_;
+	std::map<std::string, PushRetry> push_retry_;
 };
 
 } // namespace replipipe

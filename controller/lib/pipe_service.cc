@@ -999,4 +999,29 @@ Result<std::vector<std::string>> PipeService::Reconcile()
 	return report;
 }
 
+Result<bool> PipeService::PushIfMissing(const std::string &uuid)
+{
+	PipeLock pipe_lock(*this, uuid);
+	// A call holding the pipe decides what the kernel gets; the next try
+	// comes soon enough.
+	if (!pipe_lock.TryLockFor(std::chrono::milliseconds(0)))
+		return false;
+	// Under the lock: a call that ran since the caller looked may have
+	// deleted the pipe or pushed it.
+	auto stored = GetPipe(uuid);
+	if (!stored.ok())
+		return false;
+	auto have = kernel_.GetPipe(uuid);
+	if (!have.ok())
+		return have.status().Context(PipeLabel(*stored));
+	if (*have)
+		return false;
+	if (std::string why = ConnectStored(*stored); !why.empty())
+		return Status::Error(PipeLabel(*stored) + ": " + why,
+		                     EHOSTUNREACH);
+	if (Status st = kernel_.SetPipe(KernelSpec(*stored)); !st.ok())
+		return st.Context(PipeLabel(*stored) + ": push to the kernel");
+	return true;
+}
+
 } // namespace replipipe

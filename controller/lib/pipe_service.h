@@ -90,6 +90,13 @@ public:
 	// by the stored one), and reports the pipes only the kernel knows
 	// without touching them. Returns one line per action or finding.
 	Result<std::vector<std::string>> Reconcile();
+	// Pushes the stored pipe uuid to the kernel if the kernel lacks it
+	// (every pair resyncs in full): what Reconcile() does for a pipe it
+	// could not push at start-up (a target or backstore that was not
+	// there yet, a peer not reachable yet). true: pushed now; false:
+	// nothing to do (in the kernel, not stored, or a call holds the pipe);
+	// an error says why the push failed (it is tried again later).
+	Result<bool> PushIfMissing(const std::string &uuid);
 
 	// The CIM method (method.h, DESIGN.md).
 	MethodOutcome CreateOrModify(const CreateOrModifyCall &call);

@@ -216,6 +216,58 @@ TEST(ControlDaemon, PauseAndResume)
 	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 2; }));
 }
 
+// A stored pipe the kernel lacks (its push failed at start-up: a backstore or
+// target not there yet; or the kernel lost it) is pushed again by the
+// periodic refresh, after a back-off, without a restart of the daemon.
+TEST(ControlDaemon, RefreshPushesAStoredPipeTheKernelLacks)
+{
+	InProcessDaemon d;
+	d.service_.push_retry_first = std::chrono::milliseconds(200);
+	d.service_.push_retry_max = std::chrono::milliseconds(400);
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	const std::string uuid = UuidOf(created.replication_pipe);
+	ASSERT_TRUE(d.kernel_.DeletePipe(uuid).ok());
+	auto in_kernel = [&] {
+		ControlReply st =
+		        d.Call(InProcessDaemon::Op(ControlOp::kStatus, "db"));
+		return st.ok && st.pipes.size() == 1 && st.pipes[0].in_kernel;
+	};
+	const int pushes = d.kernel_.calls(testing::FakeKernel::Op::kSetPipe);
+
+	// Found missing: not pushed at once (start-up has just tried).
+	d.service_.RefreshAll();
+	EXPECT_EQ(d.kernel_.calls(testing::FakeKernel::Op::kSetPipe), pushes);
+	EXPECT_FALSE(in_kernel());
+
+	// After the first wait: pushed, and the kernel refuses.
+	std::this_thread::sleep_for(std::chrono::milliseconds(250));
+	d.kernel_.FailNext(ENODEV, testing::FakeKernel::Op::kSetPipe,
+	                   "backstore replipipe_0/a: not found");
+	d.service_.RefreshAll();
+	// Within the wait nothing is tried.
+	d.service_.RefreshAll();
+	EXPECT_FALSE(in_kernel());
+	EXPECT_EQ(d.kernel_.calls(testing::FakeKernel::Op::kSetPipe),
+	          pushes + 1);
+
+	// After it: pushed, in the kernel, its pair resyncs.
+	std::this_thread::sleep_for(std::chrono::milliseconds(250));
+	d.service_.RefreshAll();
+	EXPECT_EQ(d.kernel_.calls(testing::FakeKernel::Op::kSetPipe),
+	          pushes + 2);
+	ASSERT_TRUE(d.kernel_.Find(uuid).has_value());
+	EXPECT_TRUE(in_kernel());
+	EXPECT_TRUE(WaitForState(d, "db", "replipipe_0/a", "Syncing"));
+	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
+	// In the kernel: no more pushes.
+	std::this_thread::sleep_for(std::chrono::milliseconds(250));
+	d.service_.RefreshAll();
+	EXPECT_EQ(d.kernel_.calls(testing::FakeKernel::Op::kSetPipe),
+	          pushes + 2);
+}
+
 TEST(ControlDaemon, DeleteStopsJobs)
 {
 	InProcessDaemon d;

@@ -8,10 +8,12 @@
 #     still refused (LIO holds the backend module).
 #  3. The daemon is stopped (the pipe stays in its store), the backstore is
 #     removed: rmmod succeeds, live objects were 0.
-#  4. modprobe again, the backstore is made again on the same primary, the
-#     daemon starts and reconciles from its store (pushes the pipe: full
-#     resync), the pair is InSync, the data verifies and the legs are
-#     identical; a second unload cycle after `replipipectl delete` is clean.
+#  4. modprobe again, the daemon starts before the backstore is back: its
+#     start-up reconcile cannot push the pipe (status: not in the kernel).
+#     The backstore is made again on the same primary: the daemon pushes the
+#     pipe from its store by itself (full resync), without a restart; the
+#     pair is InSync, the data verifies and the legs are identical; a second
+#     unload cycle after `replipipectl delete` is clean.
 # vm-timeout: 600
 # vm-mem: 1024
 # vm-bins: jq
@@ -70,17 +72,25 @@ rmmod replipipe || vm_fail "rmmod after removing pipes and backstores"
 [ ! -d /sys/module/replipipe ] || vm_fail "module still loaded"
 dmesg | grep -q "replipipe: unloaded" || vm_fail "no unload message"
 
-vm_log "== 4. modprobe, backstore again, the daemon reconciles from its store"
+vm_log "== 4. modprobe; the daemon starts before the backstore is back"
 vm_modprobe replipipe
-# the backstore's primary changes meanwhile: the reconciled pair must resync it
+vm_daemon_start $DLOG --log-level info
+grep "reconcile:" $DLOG || daemon_fail "no reconcile report"
+grep -q "reconcile:.*could not be pushed to the kernel" $DLOG ||
+	daemon_fail "the pipe was pushed without its backstore"
+replipipectl --json status $PIPE > /tmp/st.json || daemon_fail "status"
+jq -e '.pipes[0].in_kernel == false' < /tmp/st.json > /dev/null ||
+	daemon_fail "status: $(cat /tmp/st.json)"
+vm_log "== 4b. the backstore again: the daemon pushes the pipe from its store by itself"
+# the backstore's primary changes meanwhile (before or after the push):
+# the pushed pair resyncs in full
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
 lun=$(vm_tcm_loop_export $SRC)
 rp-writer --dev "$lun" --log /tmp/w3 --threads 2 --bytes 4M --seed 73 ||
-	vm_fail "writes before the daemon restarts"
-vm_daemon_start $DLOG --log-level info
-grep "reconcile:" $DLOG || daemon_fail "no reconcile report"
-grep -q "reconcile:.*pushed to the kernel" $DLOG || daemon_fail "the pipe was not pushed from the store"
+	vm_fail "writes while the daemon pushes the pipe"
 replipipectl wait $PIPE --state InSync --timeout 120 || daemon_fail "not InSync after the reload"
+grep -q "pushed to the kernel from the store" $DLOG ||
+	daemon_fail "no push after the backstore came back"
 replipipectl status $PIPE
 rp-writer --dev "$lun" --log /tmp/w4 --threads 4 --bytes 8M --seed 74 ||
 	vm_fail "writes after the reload"
