@@ -220,18 +220,23 @@ public:
 	}
 	~Reservation()
 	{
-		std::lock_guard<std::mutex> lock(svc_.mu_);
-		for (const std::string &s : sources_)
-			svc_.reserved_sources_.erase(s);
-		for (const std::string &t : targets_)
-			svc_.reserved_targets_.erase(t);
-		for (uint64_t d : devices_)
-			svc_.reserved_devices_.erase(d);
+		{
+			std::lock_guard<std::mutex> lock(svc_.mu_);
+			for (const std::string &s : sources_)
+				svc_.reserved_sources_.erase(s);
+			for (const std::string &t : targets_)
+				svc_.reserved_targets_.erase(t);
+			for (uint64_t d : devices_)
+				svc_.reserved_devices_.erase(d);
+		}
+		svc_.reservations_released_.notify_all();
 	}
 	Reservation(const Reservation &) = delete;
 	Reservation &operator=(const Reservation &) = delete;
 
 	// Caller holds svc_.mu_ and has had the devices of pairs resolved.
+	// EBUSY: an endpoint is being added by another call in flight (which
+	// may still fail and free it); EINVAL: it is taken.
 	Status ReserveLocked(const std::vector<PairRecord> &pairs)
 	{
 		if (Status st = CheckDevicesLocked(pairs); !st.ok())
@@ -334,7 +339,7 @@ private:
 			                             "pipe " +
 			                             s->second +
 			                             " by another call",
-			                     EINVAL);
+			                     EBUSY);
 		auto t = svc_.reserved_targets_.find(p.target);
 		if (t != svc_.reserved_targets_.end() && t->second != uuid_)
 			return Status::Error("TargetEndpoint " + p.target +
@@ -342,7 +347,7 @@ private:
 			                             "pipe " +
 			                             t->second +
 			                             " by another call",
-			                     EINVAL);
+			                     EBUSY);
 		auto d = svc_.reserved_devices_.find(dev);
 		if (dev && d != svc_.reserved_devices_.end() &&
 		    d->second != uuid_)
@@ -351,7 +356,7 @@ private:
 			                             "to pipe " +
 			                             d->second +
 			                             " by another call",
-			                     EINVAL);
+			                     EBUSY);
 		return Status();
 	}
 
@@ -710,6 +715,9 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 	const bool modify = req.uuid.has_value();
 	const std::string uuid = modify ? *req.uuid : NewUuid();
 
+	// The bound of Busy, for the pipe's lock and the endpoints together.
+	const auto deadline =
+	        std::chrono::steady_clock::now() + options_.busy_timeout;
 	PipeLock pipe_lock(*this, uuid);
 	if (!pipe_lock.TryLockFor(options_.busy_timeout))
 		return Fail(
@@ -727,8 +735,12 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 	PipeRecord next;
 	std::vector<PairRecord> new_pairs;
 	Reservation reservation(*this, uuid);
-	{
-		std::lock_guard<std::mutex> lock(mu_);
+	// The new record from the current one and the call (mu_ held); an
+	// outcome if the call is refused.
+	auto build = [&]() -> std::optional<MethodOutcome> {
+		old.reset();
+		next = PipeRecord();
+		new_pairs.clear();
 		if (modify) {
 			const PipeRecord *cur = FindLocked(uuid);
 			if (!cur) // deleted while we waited for its lock
@@ -790,10 +802,33 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 			                            next.settings.region_kib) +
 			                    " while the pipe keeps pairs "
 			                    "(their dirty bitmaps use it)");
-		RememberDevicesLocked(devs);
-		if (Status st = reservation.ReserveLocked(next.pairs); !st.ok())
-			return Fail(ReturnValue::kInvalidParameter,
-			            st.message());
+		return std::nullopt;
+	};
+	{
+		std::unique_lock<std::mutex> lock(mu_);
+		// A call adding an endpoint this one wants may still fail and
+		// free it: wait for it (within the busy time-out), then build
+		// the record again from what is stored by then.
+		for (;;) {
+			if (std::optional<MethodOutcome> refused = build())
+				return *refused;
+			RememberDevicesLocked(devs);
+			Status st = reservation.ReserveLocked(next.pairs);
+			if (st.ok())
+				break;
+			if (st.err() != EBUSY)
+				return Fail(ReturnValue::kInvalidParameter,
+				            st.message());
+			if (reservations_released_.wait_until(lock, deadline) ==
+			    std::cv_status::timeout)
+				return Fail(
+				        ReturnValue::kBusy,
+				        st.message() + " (waited " +
+				                std::to_string(
+				                        options_.busy_timeout
+				                                .count()) +
+				                " ms)");
+		}
 	}
 
 	// A new pair may take a target that one of the pipe's own pairs has

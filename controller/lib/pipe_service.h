@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -194,6 +195,10 @@ private:
 	std::map<std::string, std::string> reserved_targets_; // guarded by mu_
 	// Their devices: target device -> UUID; guarded by mu_.
 	std::map<uint64_t, std::string> reserved_devices_;
+	// Notified when a call's reservations end (with mu_): a call that
+	// wants an endpoint another call is adding waits for it, within the
+	// busy time-out.
+	std::condition_variable reservations_released_;
 	// The devices of the stored and reserved endpoints as the latest call
 	// resolved them, so that a call also compares by device with a pipe
 	// that another call stored after this one resolved; guarded by mu_.

@@ -924,16 +924,18 @@ TEST_F(PipeServiceTest, BusyWhileAnotherCallHoldsThePipe)
 	EXPECT_EQ(service.CreateOrModify(Call({"replipipe_0/c"}, {"/dev/sdd"}))
 	                  .return_value,
 	          ReturnValue::kCompleted);
+	// The call adding them may still fail: Busy once the bound is over,
+	// not Invalid Parameter.
 	MethodOutcome taken =
 	        service.CreateOrModify(Call({"replipipe_0/b"}, {"/dev/sde"}));
-	EXPECT_EQ(taken.return_value, ReturnValue::kInvalidParameter);
+	EXPECT_EQ(taken.return_value, ReturnValue::kBusy);
 	EXPECT_NE(taken.error.find("by another call"), std::string::npos)
 	        << taken.error;
 	// Nor under another path.
 	probe.AddAlias("/dev/disk/by-id/wwn-sdc", "/dev/sdc");
 	taken = service.CreateOrModify(
 	        Call({"replipipe_0/d"}, {"/dev/disk/by-id/wwn-sdc"}));
-	EXPECT_EQ(taken.return_value, ReturnValue::kInvalidParameter);
+	EXPECT_EQ(taken.return_value, ReturnValue::kBusy);
 	EXPECT_NE(taken.error.find("TargetEndpoint /dev/disk/by-id/wwn-sdc is "
 	                           "a device being added to pipe"),
 	          std::string::npos)
@@ -944,6 +946,64 @@ TEST_F(PipeServiceTest, BusyWhileAnotherCallHoldsThePipe)
 	// Free again.
 	EXPECT_EQ(service.CreateOrModify(other).return_value,
 	          ReturnValue::kCompleted);
+}
+
+// A call that wants an endpoint another call is adding waits for that call
+// (within the busy time-out): if it fails, the endpoint is free and the
+// waiting call goes through; if it succeeds, the endpoint is taken: 5.
+TEST_F(PipeServiceTest, EndpointBeingAddedIsWaitedFor)
+{
+	PipeService patient{kernel, store, probe, HostIdentity{kHost},
+	                    PipeServiceOptions{std::chrono::seconds(30)}};
+	ASSERT_TRUE(patient.Load().ok());
+	for (int fail_first : {1, 0}) {
+		std::promise<void> entered, release;
+		std::shared_future<void> released =
+		        release.get_future().share();
+		std::atomic<bool> blocked{false};
+		kernel.SetEntryHook([&](Op op) {
+			if (op == Op::kSetPipe && !blocked.exchange(true)) {
+				entered.set_value();
+				released.wait();
+			}
+		});
+		if (fail_first)
+			kernel.FailNext(EIO, Op::kSetPipe);
+		auto first = std::async(std::launch::async, [&] {
+			return patient.CreateOrModify(
+			        Call({"replipipe_0/a"}, {"/dev/sdb"}));
+		});
+		entered.get_future().wait(); // /dev/sdb is reserved now
+		auto second = std::async(std::launch::async, [&] {
+			return patient.CreateOrModify(
+			        Call({"replipipe_0/b"}, {"/dev/sdb"}));
+		});
+		EXPECT_EQ(second.wait_for(std::chrono::milliseconds(200)),
+		          std::future_status::timeout)
+		        << "the second call did not wait";
+		release.set_value();
+		MethodOutcome one = first.get();
+		MethodOutcome two = second.get();
+		kernel.SetEntryHook({});
+		if (fail_first) {
+			EXPECT_EQ(one.return_value, ReturnValue::kFailed)
+			        << one.error;
+			EXPECT_EQ(two.return_value, ReturnValue::kCompleted)
+			        << two.error;
+			ASSERT_EQ(patient.Delete(two.replication_pipe)
+			                  .return_value,
+			          ReturnValue::kCompleted);
+		} else {
+			EXPECT_EQ(one.return_value, ReturnValue::kCompleted)
+			        << one.error;
+			EXPECT_EQ(two.return_value,
+			          ReturnValue::kInvalidParameter)
+			        << two.error;
+			EXPECT_NE(two.error.find("already the target of"),
+			          std::string::npos)
+			        << two.error;
+		}
+	}
 }
 
 // The lock table used to keep an entry for every pipe that ever had a call,
