@@ -1,8 +1,7 @@
 #include "daemon_service.h"
 
-#include <algorithm>
 #include <cerrno>
-#include <set>
+#include <map>
 
 #include "log.h"
 
@@ -43,8 +42,15 @@ const KernelPairStatus *FindKernelPair(const KernelPipeStatus &kernel,
 } // namespace
 
 DaemonService::DaemonService(PipeService &pipes, KernelApi &kernel,
-                             ResyncJobs *jobs, EventHub &hub)
-    : pipes_(pipes), kernel_(kernel), jobs_(jobs), hub_(hub)
+                             ResyncJobs *jobs, EventHub &hub,
+                             PipePusher::Options push_options)
+    : pipes_(pipes), kernel_(kernel), jobs_(jobs), hub_(hub),
+      pusher_(
+              [this](const std::string &uuid) {
+	              return pipes_.PushIfMissing(uuid);
+              },
+              [this](const std::string &uuid) { RefreshPipe(uuid); },
+              push_options)
 {
 }
 
@@ -269,69 +275,19 @@ void DaemonService::RefreshAll()
 		             << listed.status().message();
 		return;
 	}
-	std::set<std::string> missing;
+	std::map<std::string, std::string> missing; // id -> label
 	for (const PipeRecord &record : pipes_.ListPipes()) {
 		std::optional<KernelPipeStatus> kernel;
 		for (const KernelPipeStatus &k : *listed)
 			if (k.id == record.instance_id)
 				kernel = k;
-		if (!kernel) {
-			kernel = RetryPush(record);
-			if (!kernel)
-				missing.insert(record.instance_id);
-		}
+		if (!kernel)
+			missing[record.instance_id] =
+			        "pipe " + PipeReference(record.instance_id) +
+			        " (\"" + record.name + "\")";
 		Apply(record, kernel);
 	}
-	std::lock_guard lock(push_mu_);
-	std::erase_if(push_retry_, [&](const auto &entry) {
-		return !missing.count(entry.first);
-	});
-}
-
-std::optional<KernelPipeStatus>
-DaemonService::RetryPush(const PipeRecord &record)
-{
-	using std::chrono::steady_clock;
-	const steady_clock::time_point now = steady_clock::now();
-	{
-		std::lock_guard lock(push_mu_);
-		auto [it, added] = push_retry_.try_emplace(record.instance_id);
-		PushRetry &retry = it->second;
-		if (added) {
-			// Found missing now (start-up's Reconcile() has just
-			// tried, or the kernel lost it just now): not at once.
-			retry.wait = push_retry_first;
-			retry.next = now + retry.wait;
-		}
-		if (now < retry.next)
-			return std::nullopt;
-	}
-	auto pushed = pipes_.PushIfMissing(record.instance_id);
-	std::lock_guard lock(push_mu_);
-	PushRetry &retry = push_retry_[record.instance_id];
-	if (!pushed.ok()) {
-		const std::string &why = pushed.status().message();
-		if (why != retry.last_error)
-			LogWarning() << "pipe " << record.instance_id << " (\""
-			             << record.name
-			             << "\") is not in the kernel: " << why
-			             << "; trying again, at most every "
-			             << push_retry_max.count() / 1000 << " s";
-		retry.last_error = why;
-		retry.next = now + retry.wait;
-		retry.wait = std::min(retry.wait * 2, push_retry_max);
-		return std::nullopt;
-	}
-	push_retry_.erase(record.instance_id);
-	if (*pushed)
-		LogNotice() << "pipe " << record.instance_id << " (\""
-		            << record.name << "\"): pushed to the kernel from "
-		            << "the store (" << record.pairs.size()
-		            << " pairs, full resync)";
-	auto kernel = kernel_.GetPipe(record.instance_id);
-	if (!kernel.ok())
-		return std::nullopt;
-	return *kernel;
+	pusher_.Missing(missing);
 }
 
 void DaemonService::OnKernelEvent(const KernelEvent &event)

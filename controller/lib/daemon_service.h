@@ -16,13 +16,9 @@
 //                   pairs whose target answers again
 //
 // Thread-safety: every method may be called from any thread; the objects it
-// uses are thread-safe themselves, and its own state (the push back-off) has
-// a mutex.
+// uses are thread-safe themselves.
 #pragma once
 
-#include <chrono>
-#include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,6 +28,7 @@
 #include "daemon_jobs.h"
 #include "kernel_api.h"
 #include "netlink_events.h"
+#include "pipe_pusher.h"
 #include "pipe_service.h"
 
 namespace replipipe
@@ -49,7 +46,7 @@ public:
 	// The references must outlive the service. jobs may be null (no
 	// resync jobs: tests, or a daemon without the engine).
 	DaemonService(PipeService &pipes, KernelApi &kernel, ResyncJobs *jobs,
-	              EventHub &hub);
+	              EventHub &hub, PipePusher::Options push_options = {});
 	DaemonService(const DaemonService &) = delete;
 	DaemonService &operator=(const DaemonService &) = delete;
 
@@ -70,10 +67,11 @@ public:
 	// A stored pipe with the kernel's view, as the protocol shows it.
 	ControlPipe ToControlPipe(const PipeView &view) const;
 
-	// The back-off of RefreshAll()'s pushes: the first wait and the cap
-	// (tests shorten them; set before the first RefreshAll()).
-	std::chrono::milliseconds push_retry_first{5000};
-	std::chrono::milliseconds push_retry_max{300000};
+	// Tests: waits until no push of a missing pipe is queued or running.
+	bool WaitPushesIdle(std::chrono::milliseconds timeout)
+	{
+		return pusher_.WaitIdle(timeout);
+	}
 
 private:
 	ControlReply CreateOrModify(const CreateOrModifyCall &call);
@@ -82,26 +80,15 @@ private:
 	ControlReply SetRunState(const ControlRequest &request, bool pause);
 	void Apply(const PipeRecord &record,
 	           const std::optional<KernelPipeStatus> &kernel);
-	// A stored pipe the kernel lacks: pushes it when its back-off has
-	// passed. The kernel's view of it once pushed, else nullopt.
-	std::optional<KernelPipeStatus> RetryPush(const PipeRecord &record);
 
 	PipeService &pipes_;
 	KernelApi &kernel_;
 	ResyncJobs *const jobs_;
 	EventHub &hub_;
 
-	// Back-off of the pushes of stored pipes the kernel lacks, by
-	// instance id: the first try push_retry_first after the pipe is found
-	// missing, then twice the wait each time up to push_retry_max; a
-	// failure is logged when its message changes.
-	struct PushRetry {
-		std::chrono::steady_clock::time_point next;
-		std::chrono::milliseconds wait{0};
-		std::string last_error;
-	};
-	std::mutex push_mu_;
-	std::map<std::string, PushRetry> push_retry_;
+	// Pushes the stored pipes the kernel lacks (RefreshAll() tells it
+	// which); last, so that its thread ends before the rest goes.
+	PipePusher pusher_;
 };
 
 } // namespace replipipe

@@ -192,6 +192,14 @@ Status SaveNoThrow(Store &store, const std::vector<PipeRecord> &pipes)
 	}
 }
 
+// Milliseconds since since.
+long long WaitedMs(std::chrono::steady_clock::time_point since)
+{
+	return std::chrono::duration_cast<std::chrono::milliseconds>(
+	               std::chrono::steady_clock::now() - since)
+	        .count();
+}
+
 } // namespace
 
 // The parsed parameters of one CreateOrModify call.
@@ -241,10 +249,18 @@ public:
 	{
 		if (Status st = CheckDevicesLocked(pairs); !st.ok())
 			return st;
+		// An endpoint that is taken is 5 whatever another endpoint
+		// of the call waits for: EBUSY only when nothing else fails.
+		Status busy;
 		for (const PairRecord &p : pairs) {
-			if (Status st = CheckLocked(p); !st.ok())
+			Status st = CheckLocked(p);
+			if (st.err() == EBUSY && busy.ok())
+				busy = st;
+			else if (!st.ok() && st.err() != EBUSY)
 				return st;
 		}
+		if (!busy.ok())
+			return busy;
 		for (const PairRecord &p : pairs) {
 			if (svc_.reserved_sources_.emplace(p.source, uuid_)
 			            .second)
@@ -716,8 +732,8 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 	const std::string uuid = modify ? *req.uuid : NewUuid();
 
 	// The bound of Busy, for the pipe's lock and the endpoints together.
-	const auto deadline =
-	        std::chrono::steady_clock::now() + options_.busy_timeout;
+	const auto call_started = std::chrono::steady_clock::now();
+	const auto deadline = call_started + options_.busy_timeout;
 	PipeLock pipe_lock(*this, uuid);
 	if (!pipe_lock.TryLockFor(options_.busy_timeout))
 		return Fail(
@@ -821,13 +837,11 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 				            st.message());
 			if (reservations_released_.wait_until(lock, deadline) ==
 			    std::cv_status::timeout)
-				return Fail(
-				        ReturnValue::kBusy,
-				        st.message() + " (waited " +
-				                std::to_string(
-				                        options_.busy_timeout
-				                                .count()) +
-				                " ms)");
+				return Fail(ReturnValue::kBusy,
+				            st.message() + " (waited " +
+				                    std::to_string(WaitedMs(
+				                            call_started)) +
+				                    " ms in all)");
 		}
 	}
 
@@ -1034,29 +1048,28 @@ Result<std::vector<std::string>> PipeService::Reconcile()
 	return report;
 }
 
-Result<bool> PipeService::PushIfMissing(const std::string &uuid)
+Result<PushOutcome> PipeService::PushIfMissing(const std::string &uuid)
 {
 	PipeLock pipe_lock(*this, uuid);
-	// A call holding the pipe decides what the kernel gets; the next try
-	// comes soon enough.
+	// A call holding the pipe decides what the kernel gets.
 	if (!pipe_lock.TryLockFor(std::chrono::milliseconds(0)))
-		return false;
+		return PushOutcome::kBusy;
 	// Under the lock: a call that ran since the caller looked may have
 	// deleted the pipe or pushed it.
 	auto stored = GetPipe(uuid);
 	if (!stored.ok())
-		return false;
+		return PushOutcome::kNotNeeded;
 	auto have = kernel_.GetPipe(uuid);
 	if (!have.ok())
 		return have.status().Context(PipeLabel(*stored));
 	if (*have)
-		return false;
+		return PushOutcome::kNotNeeded;
 	if (std::string why = ConnectStored(*stored); !why.empty())
 		return Status::Error(PipeLabel(*stored) + ": " + why,
 		                     EHOSTUNREACH);
 	if (Status st = kernel_.SetPipe(KernelSpec(*stored)); !st.ok())
 		return st.Context(PipeLabel(*stored) + ": push to the kernel");
-	return true;
+	return PushOutcome::kPushed;
 }
 
 } // namespace replipipe

@@ -33,10 +33,10 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -70,6 +70,13 @@ struct PipeView {
 	std::string kernel_error;
 };
 
+// What PipeService::PushIfMissing() did.
+enum class PushOutcome {
+	kPushed,    // the pipe is in the kernel now
+	kNotNeeded, // in the kernel already, or no longer stored
+	kBusy,      // a control call holds the pipe: try again later
+};
+
 class PipeService
 {
 public:
@@ -94,10 +101,9 @@ public:
 	// Pushes the stored pipe uuid to the kernel if the kernel lacks it
 	// (every pair resyncs in full): what Reconcile() does for a pipe it
 	// could not push at start-up (a target or backstore that was not
-	// there yet, a peer not reachable yet). true: pushed now; false:
-	// nothing to do (in the kernel, not stored, or a call holds the pipe);
-	// an error says why the push failed (it is tried again later).
-	Result<bool> PushIfMissing(const std::string &uuid);
+	// there yet, a peer not reachable yet). An error says why the push
+	// failed (PipePusher tries again later).
+	Result<PushOutcome> PushIfMissing(const std::string &uuid);
 
 	// The CIM method (method.h, DESIGN.md).
 	MethodOutcome CreateOrModify(const CreateOrModifyCall &call);

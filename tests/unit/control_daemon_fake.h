@@ -112,7 +112,8 @@ class InProcessDaemon
 public:
 	explicit InProcessDaemon(
 	        std::function<PeerDecision(const PeerCredentials &)>
-	                check_peer = {})
+	                check_peer = {},
+	        PipePusher::Options push_options = {})
 	    : store_(dir_ / "state"),
 	      pipes_(kernel_, store_, probe_, HostIdentity{kTestHost},
 	             PipeServiceOptions{std::chrono::milliseconds(500)}),
@@ -131,7 +132,7 @@ public:
 	              ResyncJobsOptions{std::chrono::milliseconds(10),
 	                                std::chrono::milliseconds(100),
 	                                std::chrono::milliseconds(0)}),
-	      service_(pipes_, kernel_, &jobs_, hub_)
+	      service_(pipes_, kernel_, &jobs_, hub_, push_options)
 	{
 		for (const char *name : {"a", "b", "c"})
 			probe_.AddBackstore(std::string("replipipe_0/") + name,

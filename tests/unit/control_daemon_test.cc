@@ -217,13 +217,16 @@ TEST(ControlDaemon, PauseAndResume)
 }
 
 // A stored pipe the kernel lacks (its push failed at start-up: a backstore or
-// target not there yet; or the kernel lost it) is pushed again by the
-// periodic refresh, after a back-off, without a restart of the daemon.
+// target not there yet; or the kernel lost it) is pushed again, on the
+// pusher's thread, after a back-off, without a restart of the daemon.
 TEST(ControlDaemon, RefreshPushesAStoredPipeTheKernelLacks)
 {
-	InProcessDaemon d;
-	d.service_.push_retry_first = std::chrono::milliseconds(200);
-	d.service_.push_retry_max = std::chrono::milliseconds(400);
+	using std::chrono::milliseconds;
+	using testing::FakeKernel;
+	// First wait 1 s, far above the time between two RefreshAll() calls
+	// below even on a loaded machine.
+	InProcessDaemon d({}, PipePusher::Options{milliseconds(1000),
+	                                          milliseconds(10000)});
 	ControlReply created = d.Call(InProcessDaemon::Create(
 	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
 	ASSERT_TRUE(created.ok) << created.error;
@@ -234,38 +237,42 @@ TEST(ControlDaemon, RefreshPushesAStoredPipeTheKernelLacks)
 		        d.Call(InProcessDaemon::Op(ControlOp::kStatus, "db"));
 		return st.ok && st.pipes.size() == 1 && st.pipes[0].in_kernel;
 	};
-	const int pushes = d.kernel_.calls(testing::FakeKernel::Op::kSetPipe);
+	auto pushes = [&] { return d.kernel_.calls(FakeKernel::Op::kSetPipe); };
+	const int before = pushes();
 
 	// Found missing: not pushed at once (start-up has just tried).
 	d.service_.RefreshAll();
-	EXPECT_EQ(d.kernel_.calls(testing::FakeKernel::Op::kSetPipe), pushes);
+	ASSERT_TRUE(d.service_.WaitPushesIdle(milliseconds(5000)));
+	EXPECT_EQ(pushes(), before);
 	EXPECT_FALSE(in_kernel());
 
 	// After the first wait: pushed, and the kernel refuses.
-	std::this_thread::sleep_for(std::chrono::milliseconds(250));
-	d.kernel_.FailNext(ENODEV, testing::FakeKernel::Op::kSetPipe,
+	std::this_thread::sleep_for(milliseconds(1100));
+	d.kernel_.FailNext(ENODEV, FakeKernel::Op::kSetPipe,
 	                   "backstore replipipe_0/a: not found");
 	d.service_.RefreshAll();
-	// Within the wait nothing is tried.
+	ASSERT_TRUE(d.service_.WaitPushesIdle(milliseconds(5000)));
+	EXPECT_EQ(pushes(), before + 1);
+	// Within the next wait (1 s from that push) nothing is tried.
 	d.service_.RefreshAll();
+	ASSERT_TRUE(d.service_.WaitPushesIdle(milliseconds(5000)));
+	EXPECT_EQ(pushes(), before + 1);
 	EXPECT_FALSE(in_kernel());
-	EXPECT_EQ(d.kernel_.calls(testing::FakeKernel::Op::kSetPipe),
-	          pushes + 1);
 
 	// After it: pushed, in the kernel, its pair resyncs.
-	std::this_thread::sleep_for(std::chrono::milliseconds(250));
+	std::this_thread::sleep_for(milliseconds(1100));
 	d.service_.RefreshAll();
-	EXPECT_EQ(d.kernel_.calls(testing::FakeKernel::Op::kSetPipe),
-	          pushes + 2);
+	ASSERT_TRUE(d.service_.WaitPushesIdle(milliseconds(5000)));
+	EXPECT_EQ(pushes(), before + 2);
 	ASSERT_TRUE(d.kernel_.Find(uuid).has_value());
 	EXPECT_TRUE(in_kernel());
 	EXPECT_TRUE(WaitForState(d, "db", "replipipe_0/a", "Syncing"));
 	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
 	// In the kernel: no more pushes.
-	std::this_thread::sleep_for(std::chrono::milliseconds(250));
+	std::this_thread::sleep_for(milliseconds(1100));
 	d.service_.RefreshAll();
-	EXPECT_EQ(d.kernel_.calls(testing::FakeKernel::Op::kSetPipe),
-	          pushes + 2);
+	ASSERT_TRUE(d.service_.WaitPushesIdle(milliseconds(5000)));
+	EXPECT_EQ(pushes(), before + 2);
 }
 
 TEST(ControlDaemon, DeleteStopsJobs)

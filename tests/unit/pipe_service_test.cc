@@ -941,6 +941,17 @@ TEST_F(PipeServiceTest, BusyWhileAnotherCallHoldsThePipe)
 	          std::string::npos)
 	        << taken.error;
 
+	// One endpoint being added, another taken by a stored pipe: 5 at
+	// once, not Busy after the wait.
+	taken = service.CreateOrModify(Call({"replipipe_0/d", "replipipe_0/e"},
+	                                    {"/dev/sdc", "/dev/sdd"}));
+	EXPECT_EQ(taken.return_value, ReturnValue::kInvalidParameter)
+	        << taken.error;
+	EXPECT_NE(taken.error.find("TargetEndpoint /dev/sdd is already the "
+	                           "target of replipipe_0/c"),
+	          std::string::npos)
+	        << taken.error;
+
 	release.set_value();
 	EXPECT_EQ(first.get().return_value, ReturnValue::kCompleted);
 	// Free again.

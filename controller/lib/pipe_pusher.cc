@@ -1,0 +1,124 @@
+#include "pipe_pusher.h"
+
+#include <algorithm>
+
+#include "log.h"
+
+namespace replipipe
+{
+
+PipePusher::PipePusher(PushFn push, PushedFn pushed, Options options)
+    : push_(std::move(push)), pushed_(std::move(pushed)), options_(options)
+{
+}
+
+PipePusher::~PipePusher()
+{
+	{
+		std::lock_guard lock(mu_);
+		stop_ = true;
+	}
+	cv_.notify_all();
+	if (thread_.joinable())
+		thread_.join();
+}
+
+void PipePusher::Missing(const std::map<std::string, std::string> &label_by_id)
+{
+	const Clock::time_point now = Clock::now();
+	bool queued = false;
+	std::lock_guard lock(mu_);
+	std::erase_if(retry_, [&](const auto &entry) {
+		return !entry.second.queued && !label_by_id.count(entry.first);
+	});
+	for (const auto &[id, label] : label_by_id) {
+		auto [it, added] = retry_.try_emplace(id);
+		Retry &retry = it->second;
+		retry.label = label;
+		if (added) {
+			// Found missing now: start-up's reconcile has just
+			// tried, or the kernel lost it just now; not at once.
+			retry.wait = options_.first;
+			retry.next = now + retry.wait;
+		}
+		if (retry.queued || now < retry.next)
+			continue;
+		retry.queued = true;
+		due_.push_back(id);
+		queued = true;
+	}
+	if (!queued)
+		return;
+	if (!thread_.joinable())
+		thread_ = std::thread([this] { Run(); });
+	cv_.notify_all();
+}
+
+bool PipePusher::WaitIdle(std::chrono::milliseconds timeout)
+{
+	std::unique_lock lock(mu_);
+	return cv_.wait_for(lock, timeout,
+	                    [&] { return due_.empty() && !running_; });
+}
+
+void PipePusher::Run()
+{
+	std::unique_lock lock(mu_);
+	for (;;) {
+		cv_.wait(lock, [&] { return stop_ || !due_.empty(); });
+		if (stop_)
+			return;
+		const std::string id = due_.front();
+		due_.pop_front();
+		running_ = true;
+		const Clock::time_point started = Clock::now();
+		lock.unlock();
+		Result<PushOutcome> r = push_(id);
+		if (r.ok() && *r == PushOutcome::kPushed && pushed_)
+			pushed_(id);
+		lock.lock();
+		RecordLocked(id, r, started);
+		running_ = false;
+		cv_.notify_all();
+	}
+}
+
+void PipePusher::RecordLocked(const std::string &id,
+                              const Result<PushOutcome> &r,
+                              Clock::time_point started)
+{
+	auto it = retry_.find(id);
+	if (it == retry_.end())
+		return;
+	Retry &retry = it->second;
+	retry.queued = false;
+	if (!r.ok()) {
+		const std::string &why = r.status().message();
+		if (why != retry.last_error)
+			LogWarning() << retry.label
+			             << " is not in the kernel: " << why
+			             << "; trying again, at most every "
+			             << options_.max.count() / 1000 << " s";
+		retry.last_error = why;
+		retry.next = started + retry.wait;
+		retry.wait = std::min(retry.wait * 2, options_.max);
+		return;
+	}
+	switch (*r) {
+	case PushOutcome::kBusy:
+		// A call holds the pipe: it decides what the kernel gets; the
+		// back-off stays where it was.
+		retry.next = started + retry.wait;
+		return;
+	case PushOutcome::kPushed:
+		LogNotice() << retry.label
+		            << ": pushed to the kernel from the store (full "
+		               "resync)";
+		break;
+	case PushOutcome::kNotNeeded:
+		break;
+	}
+	retry_.erase(it);
+}
+
+} // namespace replipipe

@@ -1,0 +1,86 @@
+// PipePusher: pushes again, on a thread of its own, the stored pipes the
+// kernel lacks: a pipe whose push failed at start-up (a backstore, a target
+// or an iSCSI peer that was not there yet) or that the kernel lost.
+//
+// Each pipe is tried push_first after it is first reported missing, then
+// after twice the wait each time, up to push_max; a failure is logged when
+// its reason changes. The pushes run on their own thread because one can
+// take long (an iSCSI login has a 30 s bound, the kernel opens the targets):
+// the daemon's main loop, which Missing() is called from, must keep handling
+// signals and kernel events meanwhile. One push at a time.
+//
+// Thread-safety: every method may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "pipe_service.h"
+#include "status.h"
+
+namespace replipipe
+{
+
+class PipePusher
+{
+public:
+	using Clock = std::chrono::steady_clock;
+	// Pushes one stored pipe (PipeService::PushIfMissing); an error says
+	// why the push failed.
+	using PushFn = std::function<Result<PushOutcome>(const std::string &)>;
+	// Called on the pusher's thread after a pipe was pushed.
+	using PushedFn = std::function<void(const std::string &)>;
+
+	struct Options {
+		std::chrono::milliseconds first{5000};
+		std::chrono::milliseconds max{300000};
+	};
+
+	PipePusher(PushFn push, PushedFn pushed, Options options);
+	~PipePusher(); // waits for a push in progress
+	PipePusher(const PipePusher &) = delete;
+	PipePusher &operator=(const PipePusher &) = delete;
+
+	// The stored pipes the kernel lacks now, by instance id, with a label
+	// for the log: those whose wait is over are queued for a push, pipes
+	// not named are forgotten (their back-off starts anew if they go
+	// missing again).
+	void Missing(const std::map<std::string, std::string> &label_by_id);
+
+	// Tests: waits until no push is queued or running.
+	bool WaitIdle(std::chrono::milliseconds timeout);
+
+private:
+	struct Retry {
+		std::string label;
+		Clock::time_point next;
+		std::chrono::milliseconds wait{0};
+		std::string last_error;
+		bool queued = false; // in due_ or being pushed
+	};
+
+	void Run();
+	// The result of one push of id (mu_ held).
+	void RecordLocked(const std::string &id, const Result<PushOutcome> &r,
+	                  Clock::time_point started);
+
+	const PushFn push_;
+	const PushedFn pushed_;
+	const Options options_;
+
+	std::mutex mu_;
+	std::condition_variable cv_; // due_, stop_, running_ changed
+	std::map<std::string, Retry> retry_;
+	std::deque<std::string> due_;
+	bool running_ = false; // a push is in progress
+	bool stop_ = false;
+	std::thread thread_; // started with the first queued push
+};
+
+} // namespace replipipe
