@@ -20,7 +20,8 @@ TEST(Host, Matches)
 }
 
 // Debian keeps the short name in /etc/hostname: `hostname -f` (the name with
-// its domain) must still name this host, but no other host of that name.
+// its domain) must still name this host. Any domain is taken (the resolver is
+// not asked), but not another first label.
 TEST(Host, ShortHostNameMatchesItsFullyQualifiedName)
 {
 	HostIdentity h{"node1"};
