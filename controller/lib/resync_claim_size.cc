@@ -31,9 +31,24 @@ ClaimSizer::Duration ClaimSizer::target() const
 
 void ClaimSizer::SetClaimTimeout(Duration timeout)
 {
+	const Duration before = target();
 	options_.claim_timeout = timeout;
-	if (!measured_ && !fixed_)
+	if (fixed_)
+		return;
+	if (!measured_) {
 		next_ = Initial();
+		return;
+	}
+	// A shorter time-out (it is a writable module parameter) shrinks the
+	// next claim at once, in proportion: sized for the old target, it
+	// could outlive the new time-out. Growing waits for a measurement.
+	const Duration after = target();
+	if (after < before && before.count() > 0)
+		next_ = static_cast<uint32_t>(std::clamp<uint64_t>(
+		        static_cast<uint64_t>(
+		                static_cast<double>(next_) * after.count() /
+		                static_cast<double>(before.count())),
+		        1, options_.max_regions));
 }
 
 uint64_t ClaimSizer::Ideal(uint32_t regions, Duration elapsed) const

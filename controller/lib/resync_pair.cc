@@ -180,7 +180,13 @@ Status PairResync::RunClaims()
 			return st;
 		}
 		st = claims_->Done(claim->id);
-		if (!st.ok() && st.err() == ENOENT) {
+		// The kernel drops a claim past its deadline (claim_timeout_sec
+		// after Claim()) when its reaper looks, once a second. A claim
+		// gone sooner was ended by something else (its pair removed):
+		// that is an error, not a target too slow for the claim.
+		if (!st.ok() && st.err() == ENOENT &&
+		    elapsed + std::chrono::seconds(1) >=
+		            sizer_.claim_timeout()) {
 			// Dropped, not failed: the copy stands, but a write
 			// released by the drop may have reached the primary
 			// after it was read, so the bits stay set and the

@@ -265,5 +265,24 @@ TEST_F(TimeoutFile, ReadsThePositiveDecimalOfTheModuleParameter)
 	EXPECT_EQ(ReadClaimTimeout(path_ + ".missing"), std::nullopt);
 }
 
+// A shorter claim_timeout_sec shrinks the next claim at once, in proportion
+// to the target it allows (a quarter of it, when under 1 s).
+TEST(ClaimSizer, ShorterTimeoutShrinksTheNextClaim)
+{
+	ClaimSizer::Options o;
+	o.region_bytes = 64 * 1024;
+	o.max_regions = 1024;
+	o.claim_timeout = std::chrono::seconds(30);
+	ClaimSizer sizer(o);
+	sizer.Finished(sizer.next(), std::chrono::milliseconds(1));
+	sizer.Finished(sizer.next(), std::chrono::milliseconds(1));
+	const uint32_t before = sizer.next();
+	ASSERT_GE(before, 8u);
+	sizer.SetClaimTimeout(std::chrono::seconds(2)); // target 1 s -> 0.5 s
+	EXPECT_EQ(sizer.next(), before / 2);
+	sizer.SetClaimTimeout(std::chrono::seconds(30)); // no growth unmeasured
+	EXPECT_EQ(sizer.next(), before / 2);
+}
+
 } // namespace
 } // namespace replipipe

@@ -836,6 +836,8 @@ TEST(PairResync, DroppedClaimIsCopiedAgainInSmallerClaims)
 	} claims(std::vector<bool>(regions, true));
 	PairResyncOptions options = ResyncOptions(dir);
 	options.max_regions_per_claim = 64;
+	// At most the reaper's 1 s: a claim gone at once counts as timed out.
+	options.claim_timeout = std::chrono::seconds(1);
 	auto resync = PairResync::Create(options, &claims);
 	ASSERT_TRUE(resync.ok()) << resync.status().message();
 	::testing::internal::CaptureStderr();
@@ -886,6 +888,7 @@ TEST(PairResync, DroppedClaimOfOneRegionEndsTheResync)
 	} claims(std::vector<bool>(regions, true));
 	PairResyncOptions options = ResyncOptions(dir);
 	options.max_regions_per_claim = 8;
+	options.claim_timeout = std::chrono::seconds(1);
 	auto resync = PairResync::Create(options, &claims);
 	ASSERT_TRUE(resync.ok()) << resync.status().message();
 	::testing::internal::CaptureStderr();
@@ -911,6 +914,39 @@ TEST(PairResync, DroppedClaimOfOneRegionEndsTheResync)
 	for (uint64_t r = 0; r < regions; ++r)
 		EXPECT_TRUE(claims.dirty(r)) << "region " << r;
 	EXPECT_EQ((*resync)->progress().claims_lost, 4u);
+}
+
+// A claim the kernel no longer knows well before its deadline was not timed
+// out (its pair was removed, say): that ends the resync with the kernel's
+// error; it is no lost claim and no reason to shrink.
+TEST(PairResync, ClaimGoneBeforeItsDeadlineIsAnError)
+{
+	ScratchDir dir;
+	const uint64_t regions = 16;
+	WriteFile(dir / "src", RandomBytes(regions * kRegion, 35));
+	WriteFile(dir / "dst", Bytes(regions * kRegion, 0));
+	class GoneFirst : public FakeClaims
+	{
+	public:
+		using FakeClaims::FakeClaims;
+		Status Done(uint64_t id) override
+		{
+			return id == 1 ? Drop(id) : FakeClaims::Done(id);
+		}
+	} claims(std::vector<bool>(regions, true));
+	PairResyncOptions options = ResyncOptions(dir);
+	options.max_regions_per_claim = 8;
+	options.claim_timeout = std::chrono::seconds(30);
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok()) << resync.status().message();
+	Status st = (*resync)->Run();
+	ASSERT_FALSE(st.ok());
+	EXPECT_EQ(st.err(), ENOENT) << st.message();
+	EXPECT_NE(st.message().find("no such claim"), std::string::npos)
+	        << st.message();
+	EXPECT_EQ(claims.dropped.size(), 1u);
+	EXPECT_EQ(claims.claim_calls, 1);
+	EXPECT_EQ((*resync)->progress().claims_lost, 0u);
 }
 
 // The time-out comes from the module parameter: 2 s makes the first claim
