@@ -46,10 +46,9 @@ std::string MovedTargetNote(const std::vector<PairRecord> &new_pairs,
 		       " that this call replaces: replipipe.ko opens a new "
 		       "pair's target before it releases the pair it "
 		       "replaces, so one call cannot move a target to "
-		       "another pair or give a kept pair's target another "
-		       "path; remove that pair with one modify and add the "
-		       "new pair with another, which starts its full "
-		       "resync)";
+		       "another pair; remove that pair with one modify and "
+		       "add the new pair with another, which starts its "
+		       "full resync)";
 	}
 	return "";
 }
@@ -788,6 +787,18 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 		next.settings = req.goal.ApplyTo(next.settings);
 		if (req.pairs)
 			next.pairs = *req.pairs;
+		// A pair given with its source and its current target under
+		// another path (a /dev/disk/by-* link, say) is that pair, kept:
+		// the kernel keeps a pair only with the same target string.
+		for (PairRecord &p : next.pairs) {
+			const uint64_t dev = DeviceLocked(p.target);
+			if (!old || !dev)
+				continue;
+			for (const PairRecord &q : old->pairs)
+				if (q.source == p.source &&
+				    DeviceLocked(q.target) == dev)
+					p.target = q.target;
+		}
 
 		for (size_t i = 0; i < req.target_system_keys.size(); i++) {
 			const std::string &key = req.target_system_keys[i];
@@ -826,9 +837,9 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 		// free it: wait for it (within the busy time-out), then build
 		// the record again from what is stored by then.
 		for (;;) {
+			RememberDevicesLocked(devs);
 			if (std::optional<MethodOutcome> refused = build())
 				return *refused;
-			RememberDevicesLocked(devs);
 			Status st = reservation.ReserveLocked(next.pairs);
 			if (st.ok())
 				break;
