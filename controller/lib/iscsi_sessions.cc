@@ -248,6 +248,23 @@ bool IscsiSessions::Rescan(const std::string &session) const
 	return fd.valid() && ::write(fd.get(), "- - -", 5) == 5;
 }
 
+namespace
+{
+
+// The disk's sysfs entry and its /dev node appear before the block layer
+// lets it be opened: add_disk() adds the device (sysfs, devtmpfs) and only
+// then the block device, and sd probes asynchronously. An open meanwhile
+// fails with ENXIO (seen as "open /dev/sda for writing: No such device or
+// address" right after a login). Other errors are the endpoint check's to
+// report.
+bool DiskOpens(const std::string &path)
+{
+	UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+	return fd.valid() || (errno != ENXIO && errno != ENODEV);
+}
+
+} // namespace
+
 Result<IscsiAttachment> IscsiSessions::WaitForDisk(const IscsiUrl &url,
                                                    Clock::time_point deadline)
 {
@@ -291,10 +308,12 @@ Result<IscsiAttachment> IscsiSessions::WaitForDisk(const IscsiUrl &url,
 					                ") is write-"
 					                "protected",
 					        EROFS);
-				IscsiAttachment a;
-				a.device = path;
-				a.session = s->name;
-				return a;
+				if (DiskOpens(path)) {
+					IscsiAttachment a;
+					a.device = path;
+					a.session = s->name;
+					return a;
+				}
 			}
 		}
 		if (Clock::now() >= deadline)
