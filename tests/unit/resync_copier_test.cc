@@ -815,6 +815,17 @@ TEST(PairResync, ClaimsOnASlowTargetFitTheTimeoutAndTheResyncEnds)
 	EXPECT_EQ((*resync)->progress().claims_lost, claims.dropped.size());
 }
 
+// Claims whose first one the kernel no longer knows at RESYNC_DONE.
+class DropFirstClaim : public FakeClaims
+{
+public:
+	using FakeClaims::FakeClaims;
+	Status Done(uint64_t id) override
+	{
+		return id == 1 ? Drop(id) : FakeClaims::Done(id);
+	}
+};
+
 // A claim the kernel dropped (it outlived claim_timeout_sec) is not a
 // failure of the resync: its regions are still dirty and are copied again
 // in claims of at most half its size; a warning says so.
@@ -825,15 +836,7 @@ TEST(PairResync, DroppedClaimIsCopiedAgainInSmallerClaims)
 	const Bytes src = RandomBytes(regions * kRegion, 32);
 	WriteFile(dir / "src", src);
 	WriteFile(dir / "dst", Bytes(regions * kRegion, 0));
-	class DropFirst : public FakeClaims
-	{
-	public:
-		using FakeClaims::FakeClaims;
-		Status Done(uint64_t id) override
-		{
-			return id == 1 ? Drop(id) : FakeClaims::Done(id);
-		}
-	} claims(std::vector<bool>(regions, true));
+	DropFirstClaim claims(std::vector<bool>(regions, true));
 	PairResyncOptions options = ResyncOptions(dir);
 	options.max_regions_per_claim = 64;
 	// At most the reaper's 1 s: a claim gone at once counts as timed out.
@@ -925,15 +928,7 @@ TEST(PairResync, ClaimGoneBeforeItsDeadlineIsAnError)
 	const uint64_t regions = 16;
 	WriteFile(dir / "src", RandomBytes(regions * kRegion, 35));
 	WriteFile(dir / "dst", Bytes(regions * kRegion, 0));
-	class GoneFirst : public FakeClaims
-	{
-	public:
-		using FakeClaims::FakeClaims;
-		Status Done(uint64_t id) override
-		{
-			return id == 1 ? Drop(id) : FakeClaims::Done(id);
-		}
-	} claims(std::vector<bool>(regions, true));
+	DropFirstClaim claims(std::vector<bool>(regions, true));
 	PairResyncOptions options = ResyncOptions(dir);
 	options.max_regions_per_claim = 8;
 	options.claim_timeout = std::chrono::seconds(30);
