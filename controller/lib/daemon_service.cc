@@ -282,9 +282,7 @@ void DaemonService::RefreshAll()
 			if (k.id == record.instance_id)
 				kernel = k;
 		if (!kernel)
-			missing[record.instance_id] =
-			        "pipe " + PipeReference(record.instance_id) +
-			        " (\"" + record.name + "\")";
+			missing[record.instance_id] = PipeLabel(record);
 		Apply(record, kernel);
 	}
 	pusher_.Missing(missing);

@@ -276,6 +276,12 @@ std::string PipeReference(std::string_view uuid)
 	return FormatObjectPath(path);
 }
 
+std::string PipeLabel(const PipeRecord &pipe)
+{
+	return "pipe " + PipeReference(pipe.instance_id) +
+	       (pipe.name.empty() ? "" : " (\"" + pipe.name + "\")");
+}
+
 bool IsUuidText(std::string_view text)
 {
 	if (text.size() != 36)

@@ -70,6 +70,8 @@ std::string InstanceIdOf(const PipeRecord &pipe);
 std::string InstanceIdFor(std::string_view uuid);
 // CIM_NetworkPipe.InstanceID="replipipe:<uuid>"
 std::string PipeReference(std::string_view uuid);
+// For messages: pipe <reference> ("<name>"), the name only when it has one.
+std::string PipeLabel(const PipeRecord &pipe);
 
 // The UUID named by text: a CIM_NetworkPipe reference (optionally with
 // //host/namespace:), its InstanceID "replipipe:<uuid>", or the bare UUID.

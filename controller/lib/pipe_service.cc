@@ -87,12 +87,6 @@ std::string As(const std::string &other, const std::string &given)
 	return other == given ? "" : " (as " + other + ")";
 }
 
-std::string PipeLabel(const PipeRecord &pipe)
-{
-	return "pipe " + PipeReference(pipe.instance_id) +
-	       (pipe.name.empty() ? "" : " (\"" + pipe.name + "\")");
-}
-
 // What differs between the stored spec and the kernel's pipe, or "".
 std::string SpecDifference(const KernelPipeSpec &want,
                            const KernelPipeStatus &have)
@@ -606,15 +600,7 @@ PipeService::DeviceNumbers PipeService::ResolveDevices(const Request &req)
 	std::set<std::string> targets, sources;
 	{
 		std::lock_guard<std::mutex> lock(mu_);
-		for (const PipeRecord &p : pipes_)
-			for (const PairRecord &q : p.pairs) {
-				targets.insert(q.target);
-				sources.insert(q.source);
-			}
-		for (const auto &[target, uuid] : reserved_targets_)
-			targets.insert(target);
-		for (const auto &[source, uuid] : reserved_sources_)
-			sources.insert(source);
+		CollectEndpointsLocked(&targets, &sources);
 	}
 	if (req.pairs)
 		for (const PairRecord &p : *req.pairs) {
@@ -639,20 +625,26 @@ PipeService::DeviceNumbers PipeService::ResolveDevices(const Request &req)
 	return devs;
 }
 
+void PipeService::CollectEndpointsLocked(std::set<std::string> *targets,
+                                         std::set<std::string> *sources) const
+{
+	for (const PipeRecord &p : pipes_)
+		for (const PairRecord &q : p.pairs) {
+			targets->insert(q.target);
+			sources->insert(q.source);
+		}
+	for (const auto &[target, uuid] : reserved_targets_)
+		targets->insert(target);
+	for (const auto &[source, uuid] : reserved_sources_)
+		sources->insert(source);
+}
+
 void PipeService::RememberDevicesLocked(const DeviceNumbers &devs)
 {
 	for (const auto &[endpoint, dev] : devs)
 		devices_[endpoint] = dev;
 	std::set<std::string> live;
-	for (const PipeRecord &p : pipes_)
-		for (const PairRecord &q : p.pairs) {
-			live.insert(q.target);
-			live.insert(q.source);
-		}
-	for (const auto &[target, uuid] : reserved_targets_)
-		live.insert(target);
-	for (const auto &[source, uuid] : reserved_sources_)
-		live.insert(source);
+	CollectEndpointsLocked(&live, &live);
 	for (auto it = devices_.begin(); it != devices_.end();) {
 		if (live.count(it->first) || devs.count(it->first))
 			++it;

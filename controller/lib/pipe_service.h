@@ -175,6 +175,10 @@ private:
 	// Takes what ResolveDevices() found into devices_, and forgets the
 	// endpoints nobody stores or reserves any more.
 	void RememberDevicesLocked(const DeviceNumbers &devs);
+	// The endpoints of the stored pipes and of the calls in flight (both
+	// sets may be the same).
+	void CollectEndpointsLocked(std::set<std::string> *targets,
+	                            std::set<std::string> *sources) const;
 	uint64_t DeviceLocked(const std::string &endpoint) const;
 	// The pipe's kernel pairs by the device of their targets (the kernel
 	// holds those open exclusively); empty if the kernel cannot say.
