@@ -625,8 +625,9 @@ TEST_F(PipeServiceTest, ModifyMovingTargetsBetweenPairs)
 		ASSERT_TRUE(k);
 		for (const auto &p : k->pairs) {
 			EXPECT_EQ(p.state, PairState::kInSync) << p.source;
-			if (p.source == "replipipe_0/a")
+			if (p.source == "replipipe_0/a") {
 				EXPECT_EQ(p.target, "/dev/sdb");
+			}
 		}
 		auto stored = service.GetPipe(ref);
 		ASSERT_TRUE(stored.ok());
