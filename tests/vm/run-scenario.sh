@@ -601,21 +601,30 @@ boot() {
 	fi
 	t=$(date +%s.%N)
 	set +e
+	# `time` on the group: the CPU (user + system) QEMU used, which is what
+	# two VMs at a time share, unlike their wall time spent waiting.
+	local TIMEFORMAT='%3U %3S'
 	if [ "${REPLIPIPE_VM_QUIET:-0}" = 1 ]; then
-		timeout -k 5 "$timeout_s" "${qemu[@]}" "${args[@]}" < /dev/null > "$2" 2>&1
-		qrc=$?
+		{ time {
+			timeout -k 5 "$timeout_s" "${qemu[@]}" "${args[@]}" < /dev/null > "$2" 2>&1
+			qrc=$?
+		}; } 2> "$work/boot-cpu"
 	else
-		timeout -k 5 "$timeout_s" "${qemu[@]}" "${args[@]}" < /dev/null 2>&1 | tee "$2"
-		qrc=${PIPESTATUS[0]}
+		{ time {
+			timeout -k 5 "$timeout_s" "${qemu[@]}" "${args[@]}" < /dev/null 2>&1 | tee "$2"
+			qrc=${PIPESTATUS[0]}
+		}; } 2> "$work/boot-cpu"
 	fi
 	set -e
 	boot_s=$(elapsed "$t" "$(date +%s.%N)")
+	cpu_s=$(awk -v prev="$cpu_s" '{ printf "%.1f", prev + $1 + $2 }' "$work/boot-cpu")
 }
 
 # Single boot: <name>.log as always. Several: <name>.boot<K>.log each, and
 # <name>.log is their concatenation. A boot that fails ends the run.
 rc=0
 boot_k=1
+cpu_s=0 # QEMU's CPU seconds over all boots
 t2=$(date +%s.%N)
 [ "$boots" -eq 1 ] || rm -f "$log_dir/$name".boot*.log
 while [ "$boot_k" -le "$boots" ]; do
@@ -652,9 +661,9 @@ fi
 [ -z "$lock_fd" ] || exec {lock_fd}>&-
 
 if [ $rc -eq 0 ]; then
-	say "PASS: $name (boot ${boot_s}s wall, log $log)"
+	say "PASS: $name (boot ${boot_s}s wall, ${cpu_s}s CPU, log $log)"
 else
-	say "FAIL: $name (boot ${boot_s}s wall, log $log)"
+	say "FAIL: $name (boot ${boot_s}s wall, ${cpu_s}s CPU, log $log)"
 fi
 exit $rc
 }
