@@ -3,9 +3,10 @@
 # runs the unit tests under ASan+UBSan, builds the kernel module with DKMS,
 # W=1 and sparse, checks the Debian packages, and runs every VM scenario,
 # then the debug tier (tests/vm/debug-kernel.sh) on the debug kernel.
-# Where steps can share the two cores they overlap: the ASan+UBSan build and
-# its unit tests run beside the kernel-module and package checks, and the VM
-# scenarios run REPLIPIPE_VM_SLOTS at a time (tests/vm/run-scenario.sh).
+# Where steps can share the two cores they overlap: the VM scenarios run
+# REPLIPIPE_VM_SLOTS at a time (tests/vm/run-scenario.sh), and beside them, at
+# nice 19, the debug kernel's build, the ASan+UBSan build of the unit tests
+# and the kernel-module and package checks.
 #
 # Environment: REPLIPIPE_BUILD_DIR (default <repo>/build),
 #              REPLIPIPE_SKIP_VM=1 to stop before the VM scenarios.
@@ -34,11 +35,15 @@ step "dependencies"
 # vmdebug.kernel test wait for it; the debug tier step waits for it too.
 dk_pid=
 asan_pid=
+checks_pid=
 # A failed step ends the run: nothing started in the background outlives it.
+# A background step is a session of its own (setsid): its group is killed
+# (with REPLIPIPE_SKIP_VM=1 the steps are plain children: the process).
 stop_background() {
-	[ -z "$dk_pid" ] || kill -- -"$dk_pid" 2> /dev/null || :
-	[ -z "$asan_pid" ] || pkill -P "$asan_pid" 2> /dev/null || :
-	[ -z "$asan_pid" ] || kill "$asan_pid" 2> /dev/null || :
+	local pid
+	for pid in $dk_pid $asan_pid $checks_pid; do
+		kill -- -"$pid" 2> /dev/null || kill "$pid" 2> /dev/null || :
+	done
 }
 trap stop_background EXIT
 mkdir -p "$build"
@@ -62,40 +67,86 @@ cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	-DREPLIPIPE_UNIT_TESTS=OFF >/dev/null
 cmake --build "$build" -j "$jobs"
 
-step "unit tests under ASan+UBSan (in the background)"
+# The checks that do not need the VMs run in the background beside them, at
+# nice 19 like the kernel build: the ASan+UBSan build of the unit tests, the
+# kernel-module build checks and the package check. They take the cycles the
+# VM scenarios leave idle (guests wait on timers and slow devices) and never
+# slow a guest with timing assertions. The unit tests themselves run in the
+# foreground once the VM scenarios are done: some of them bound how long a
+# call may take, which a starved nice-19 process cannot promise.
 asan_log=$build/unit-asan.log
-(
+checks_log=$build/checks.log
+asan_build_step() {
 	cmake -S "$repo" -B "$asan_build" -DCMAKE_BUILD_TYPE=Debug \
-		-DREPLIPIPE_SANITIZE=ON >/dev/null &&
-		cmake --build "$asan_build" -j "$jobs" --target replipipe_unit &&
-		cd "$asan_build" && ctest -L unit --output-on-failure -j "$jobs"
-) > "$asan_log" 2>&1 &
-asan_pid=$!
-
-step "kernel module: DKMS, W=1, sparse"
-"$repo/tests/kbuild-check.sh"
-
-step "Debian packages: build, install, verify, purge"
-"$repo/tests/package-check.sh" "$build"
-
-step "unit tests under ASan+UBSan: waiting"
-if ! wait "$asan_pid"; then
-	tail -n 60 "$asan_log"
-	echo "unit tests under ASan+UBSan failed (log $asan_log)" >&2
-	exit 1
-fi
-asan_pid=
-tail -n 3 "$asan_log"
+		-DREPLIPIPE_SANITIZE=ON > /dev/null &&
+		cmake --build "$asan_build" -j "$jobs" --target replipipe_unit
+}
+host_checks() {
+	local rc=0
+	echo "=== kernel module: DKMS, W=1, sparse"
+	"$repo/tests/kbuild-check.sh" || rc=1
+	echo "=== Debian packages: build, install, verify, purge"
+	"$repo/tests/package-check.sh" "$build" || rc=1
+	return $rc
+}
+# run_niced FUNCTION LOG: FUNCTION in a session of its own at nice 19 (see
+# the kernel build above); sets bg_pid. FUNCTION sees the exported variables.
+export repo build asan_build jobs
+run_niced() {
+	setsid bash -c '[ ! -e /proc/self/autogroup ] || echo 19 > /proc/self/autogroup
+		renice -n 19 -p $$ > /dev/null
+		eval "$1"; "$2"' _ "$(declare -f "$1")" "$1" > "$2" 2>&1 &
+	bg_pid=$!
+}
+# wait_for PID LOG WHAT: the background step's status; its log's end if it failed.
+wait_for() {
+	if ! wait "$1"; then
+		tail -n 60 "$2"
+		echo "$3 failed (log $2)" >&2
+		exit 1
+	fi
+}
+unit_tests() {
+	step "unit tests under ASan+UBSan: waiting for their build"
+	wait_for "$asan_pid" "$asan_log" "the ASan+UBSan build of the unit tests"
+	asan_pid=
+	step "unit tests under ASan+UBSan"
+	(cd "$asan_build" && ctest -L unit --output-on-failure -j "$jobs") >> "$asan_log" 2>&1 ||
+		{ tail -n 60 "$asan_log"; echo "unit tests under ASan+UBSan failed (log $asan_log)" >&2; exit 1; }
+	tail -n 3 "$asan_log"
+}
+checks_done() {
+	step "kernel module and package checks: waiting"
+	wait_for "$checks_pid" "$checks_log" "the kernel-module or package checks"
+	checks_pid=
+	grep -E '^(===|kbuild-check: (ok|all)|package-check: [0-9]+ passed)' "$checks_log"
+}
 
 if [ "${REPLIPIPE_SKIP_VM:-0}" = 1 ]; then
+	# Nothing to share the cores with: the same steps in the foreground.
+	step "unit tests under ASan+UBSan: build"
+	asan_build_step > "$asan_log" 2>&1 &
+	asan_pid=$!
+	host_checks > "$checks_log" 2>&1 &
+	checks_pid=$!
+	unit_tests
+	checks_done
 	step "VM scenarios skipped (REPLIPIPE_SKIP_VM=1)"
 	exit 0
 fi
+
+step "in the background: the ASan+UBSan build, the kernel-module and package checks"
+run_niced asan_build_step "$asan_log"
+asan_pid=$bg_pid
+run_niced host_checks "$checks_log"
+checks_pid=$bg_pid
 
 step "VM scenarios"
 # -L takes a regular expression: "^vm$", or the vmdebug tests would run here too.
 (cd "$build" && REPLIPIPE_BUILD_DIR=$build REPLIPIPE_VM_SLOTS=$vm_slots \
 	ctest -L "^vm$" --output-on-failure -j "$vm_slots")
+
+unit_tests
 
 # The debug tier: the debug kernel (KASAN, lockdep, kmemleak, UBSAN, fault
 # injection; built here when not cached), then the foundation and
@@ -112,6 +163,8 @@ cat "$build/debug-kernel.log"
 step "VM scenarios on the debug kernel"
 (cd "$build" && REPLIPIPE_BUILD_DIR=$build REPLIPIPE_VM_SLOTS=$vm_slots \
 	ctest -L "^vmdebug$" --output-on-failure -j "$vm_slots")
+
+checks_done
 
 step "all tests passed"
 exit 0
