@@ -358,7 +358,7 @@ static void rp_pair_free(struct rp_pair *pair)
 	kvfree(pair->redirty);
 	kvfree(pair->claimed);
 	kvfree(pair->dirty);
-	rp_bdev_close(&pair->tgt, pair);
+	rp_bdev_close(&pair->tgt, pair->pipe);
 	if (pair->src)
 		rp_dev_put(pair->src);
 	kfree(pair);
@@ -371,23 +371,62 @@ static unsigned long *rp_bitmap_alloc(u64 nbits)
 			sizeof(unsigned long), GFP_KERNEL);
 }
 
-static bool rp_target_in_use(dev_t devt)
+static bool rp_spec_keeps(const struct rp_pipe_spec *spec,
+			  const struct rp_pair *pair)
 {
-	struct rp_pipe *pipe;
-	struct rp_pair *pair;
+	unsigned int i;
 
-	list_for_each_entry(pipe, &rp_pipes, node)
-		list_for_each_entry(pair, &pipe->pairs, node)
-			if (pair->tgt.bdev->bd_dev == devt)
-				return true;
+	for (i = 0; i < spec->nr_pairs; i++)
+		if (spec->pairs[i].keep == pair)
+			return true;
 	return false;
 }
 
-/* Opens the endpoints of a new pair and checks them.  rp_config_lock held. */
-static int rp_pair_open(struct rp_pair *pair, struct rp_pair_spec *ps,
-			struct netlink_ext_ack *extack)
+/*
+ * Who has @devt as its target once @spec applies to @pipe, other than the
+ * new pair of @ps: a pair of another pipe, a pair of @pipe that @spec keeps,
+ * or a new pair made before @ps (the same device under two paths).  Returns
+ * that pair, or NULL.  A pair of @pipe that @spec replaces gives its target
+ * up: *@replaced tells whether one had it (the new pair takes it over).
+ * rp_config_lock held.
+ */
+static struct rp_pair *rp_target_holder(const struct rp_pipe *pipe,
+					const struct rp_pipe_spec *spec,
+					const struct rp_pair_spec *ps,
+					dev_t devt, bool *replaced)
+{
+	const struct rp_pair_spec *made;
+	struct rp_pipe *p;
+	struct rp_pair *pair;
+
+	*replaced = false;
+	list_for_each_entry(p, &rp_pipes, node) {
+		list_for_each_entry(pair, &p->pairs, node) {
+			if (pair->tgt.bdev->bd_dev != devt)
+				continue;
+			if (p != pipe || rp_spec_keeps(spec, pair))
+				return pair;
+			*replaced = true;
+		}
+	}
+	for (made = spec->pairs; made < ps; made++)
+		if (made->made && made->made->tgt.bdev->bd_dev == devt)
+			return made->made;
+	return NULL;
+}
+
+/*
+ * Opens the endpoints of a new pair of @spec and checks them.  The target is
+ * claimed with the pipe as its holder, so that a new pair can take over the
+ * target of a pair this PIPE_SET replaces (both hold it until the replaced
+ * pair is destroyed, before the PIPE_SET returns); rp_target_holder() keeps
+ * every other sharing out.  rp_config_lock held.
+ */
+static int rp_pair_open(struct rp_pair *pair, const struct rp_pipe_spec *spec,
+			struct rp_pair_spec *ps, struct netlink_ext_ack *extack)
 {
 	struct rp_pair *other;
+	bool replaced;
 	dev_t devt;
 	int ret;
 
@@ -425,12 +464,22 @@ static int rp_pair_open(struct rp_pair *pair, struct rp_pair_spec *ps,
 				    "target is the primary device of its source");
 		return -EINVAL;
 	}
-	if (rp_target_in_use(devt)) {
+	if (rp_target_holder(pair->pipe, spec, ps, devt, &replaced)) {
 		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
 				    "target is already the target of a pair");
 		return -EBUSY;
 	}
-	ret = rp_bdev_open(&pair->tgt, ps->tgt, pair);
+	/*
+	 * The replaced pair's last writes may still reach the target after
+	 * this pair mirrors to it: only a resync, which claims a region after
+	 * they drained, makes a region of it clean.
+	 */
+	if (replaced && ps->assume_clean) {
+		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
+				    "a target taken over from a replaced pair cannot be assumed clean");
+		return -EINVAL;
+	}
+	ret = rp_bdev_open(&pair->tgt, ps->tgt, pair->pipe);
 	if (ret) {
 		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
 				    "cannot open the target exclusively");
@@ -485,7 +534,7 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	INIT_WORK(&pair->async_work, rp_async_work);
 	strscpy(pair->tgt_path, ps->tgt, sizeof(pair->tgt_path));
 
-	ret = rp_pair_open(pair, ps, extack);
+	ret = rp_pair_open(pair, spec, ps, extack);
 	if (ret)
 		goto free_pair;
 
@@ -850,11 +899,7 @@ int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
 
 	/* Nothing fails from here on. */
 	list_for_each_entry_safe(pair, tmp, &pipe->pairs, node) {
-		bool kept = false;
-
-		for (i = 0; i < spec->nr_pairs; i++)
-			kept |= spec->pairs[i].keep == pair;
-		if (!kept) {
+		if (!rp_spec_keeps(spec, pair)) {
 			rp_pair_unpublish(pair);
 			list_add_tail(&pair->node, &removed);
 		}

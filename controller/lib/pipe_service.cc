@@ -25,10 +25,10 @@ MethodOutcome Fail(ReturnValue rv, std::string why)
 }
 
 // Why the kernel refused (EBUSY) a PIPE_SET in which a new pair takes the
-// device of a pair it replaces, or "" if none does. rp_pipe_set() makes
-// every new pair, target opened exclusively, before it unpublishes the
-// pairs it replaces, and rp_pair_open() refuses a device that any pair
-// has (rp_target_in_use()), those of the same pipe included.
+// device of a pair it replaces, or "" if none does. replipipe.ko takes such
+// a target over (decision 25); a module from before that opened every new
+// pair's target exclusively, with the pair as holder, before it unpublished
+// the pairs it replaced, and refused a device that any pair had.
 std::string MovedTargetNote(const std::vector<PairRecord> &new_pairs,
                             const std::map<std::string, uint64_t> &devs,
                             const std::map<uint64_t, PairRecord> &held)
@@ -43,12 +43,11 @@ std::string MovedTargetNote(const std::vector<PairRecord> &new_pairs,
 		return " (TargetEndpoint " + p.target +
 		       " is the target of the pair " + h->second.source +
 		       " -> " + h->second.target +
-		       " that this call replaces: replipipe.ko opens a new "
-		       "pair's target before it releases the pair it "
-		       "replaces, so one call cannot move a target to "
-		       "another pair; remove that pair with one modify and "
-		       "add the new pair with another, which starts its "
-		       "full resync)";
+		       " that this call replaces: the loaded replipipe.ko "
+		       "predates target take-over, so one call cannot move "
+		       "a target to another pair; remove that pair with one "
+		       "modify and add the new pair with another, which "
+		       "starts its full resync)";
 	}
 	return "";
 }
@@ -851,8 +850,8 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 	// A new pair may take a target that one of the pipe's own pairs has
 	// now (a swap, a removed pair's target, a kept target under another
 	// path): the kernel holds it until the PIPE_SET, so it is not "in
-	// use" for the pre-check. Whether the kernel can take it over is its
-	// to say (replipipe.ko cannot: MovedTargetNote()).
+	// use" for the pre-check. The kernel takes it over (an older module
+	// refuses: MovedTargetNote()).
 	std::map<uint64_t, PairRecord> held;
 	std::set<uint64_t> held_devices;
 	if (old && !new_pairs.empty())

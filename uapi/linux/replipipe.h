@@ -19,7 +19,12 @@
  *                Pairs present before and after (same source and target)
  *                keep their state and dirty bitmap; removed pairs stop
  *                mirroring; new pairs start Syncing with every region dirty
- *                (unless REPLIPIPE_A_PAIR_ASSUME_CLEAN is given).
+ *                (unless REPLIPIPE_A_PAIR_ASSUME_CLEAN is given). A target
+ *                belongs to at most one pair (EBUSY), but a new pair may
+ *                take over the target of a pair the same PIPE_SET replaces
+ *                (two pairs' targets swapped, a removed pair's target given
+ *                to another source); such a pair cannot assume clean
+ *                (EINVAL): the replaced pair's last writes may still land.
  *                The region size of a pipe that keeps pairs cannot change.
  *   PIPE_DEL     delete a pipe (PIPE_ID); its pairs stop mirroring.
  *   PIPE_GET     doit with PIPE_ID, or dumpit for every pipe; each reply is

@@ -5,8 +5,12 @@
 # and that refusals change nothing. It also dumps vol1's dirty bitmap (BITMAP_GET,
 # one chunk of 32768 regions per dump callback) while a PIPE_SET replaces the
 # pair by one with fewer regions: the dump must end with EAGAIN, never carry on
-# into the new pair's smaller bitmap. Afterwards a valid pipe still works and
-# the module unloads with no object left and no kernel warning.
+# into the new pair's smaller bitmap. Afterwards a valid pipe still works; a
+# PIPE_SET swaps the targets of its two pairs (new pairs take over the
+# targets of the pairs they replace, every region dirty) but a kept pair's
+# target, one device for two new pairs and a swap that assumes clean are
+# refused with the pipe unchanged; the module unloads with no object left
+# and no kernel warning.
 # vm-timeout: 300
 # vm-cost: 20
 # vm-mem: 1024
@@ -30,6 +34,54 @@ rp-nlctl set-pipe --id kmod-bad-input-ok --pair replipipe_0/vol1=/dev/ram2,clean
 rp-nlctl get kmod-bad-input-ok
 [ "$(rp-nlctl get kmod-bad-input-ok | grep -c '^pair ')" = 2 ] || vm_fail "expected 2 pairs"
 rp-nlctl del-pipe kmod-bad-input-ok || vm_fail "del-pipe"
+
+vm_log "== a PIPE_SET hands the targets of the pairs it replaces to new pairs, nothing else"
+# nl_refused ERRNO MESSAGE SET-PIPE-ARGS...: rp-nlctl set-pipe must fail with
+# ERRNO and the extack MESSAGE, and the pipe must stay as it was.
+SWAP=kmod-bad-input-swap
+nl_refused() {
+	local errno=$1 message=$2 out
+	shift 2
+	if out=$(rp-nlctl set-pipe --id $SWAP "$@" 2>&1); then
+		vm_fail "set-pipe $* was not refused"
+	fi
+	vm_log "refused: $out"
+	case "$out" in
+	*"$message"*"(errno $errno)"*) ;;
+	*) vm_fail "set-pipe $*: expected $errno, '$message'" ;;
+	esac
+	[ "$(rp-nlctl get $SWAP)" = "$before" ] || vm_fail "set-pipe $* changed the pipe"
+}
+rp-nlctl set-pipe --id $SWAP --pair replipipe_0/vol1=/dev/ram2,clean \
+	--pair replipipe_0/vol2=/dev/ram3,clean || vm_fail "set-pipe $SWAP"
+before=$(rp-nlctl get $SWAP)
+ln -s /dev/ram2 /tmp/alias-ram2
+ln -s /dev/ram3 /tmp/alias-ram3
+# vol1 -> ram2 stays; ram2 (under another path) for vol2 too
+nl_refused EBUSY "target is already the target of a pair" \
+	--pair replipipe_0/vol1=/dev/ram2 --pair replipipe_0/vol2=/tmp/alias-ram2
+# both pairs new; vol1 takes ram3 over from vol2, vol2 asks for it as well
+nl_refused EBUSY "target is already the target of a pair" \
+	--pair replipipe_0/vol1=/dev/ram3 --pair replipipe_0/vol2=/tmp/alias-ram3
+# a swap cannot assume clean: the replaced pairs' last writes may still land
+nl_refused EINVAL "a target taken over from a replaced pair cannot be assumed clean" \
+	--pair replipipe_0/vol1=/dev/ram3,clean --pair replipipe_0/vol2=/dev/ram2,clean
+rp-nlctl set-pipe --id $SWAP --pair replipipe_0/vol1=/dev/ram3 \
+	--pair replipipe_0/vol2=/dev/ram2 || vm_fail "the swap of the targets was refused"
+after=$(rp-nlctl get $SWAP)
+echo "$after"
+for p in "vol1 /dev/ram3" "vol2 /dev/ram2"; do
+	set -- $p
+	line=$(echo "$after" | grep "^pair .* source=replipipe_0/$1 target=$2 state=Syncing ") ||
+		vm_fail "after the swap: no Syncing pair $1 -> $2"
+	counts=$(echo "$line" | sed -n 's/.* regions=\([1-9][0-9]*\) dirty=\([0-9]*\) .*/\1 \2/p')
+	[ -n "$counts" ] && [ "${counts% *}" = "${counts#* }" ] ||
+		vm_fail "after the swap: $1 -> $2 does not have every region dirty ($counts)"
+	echo "$before" | grep "source=replipipe_0/$1 " | grep -o " serial=[0-9]*" > /tmp/serial.old
+	echo "$after" | grep "source=replipipe_0/$1 " | grep -o " serial=[0-9]*" > /tmp/serial.new
+	cmp -s /tmp/serial.old /tmp/serial.new && vm_fail "after the swap: $1 kept its pair (same serial)"
+done
+rp-nlctl del-pipe $SWAP || vm_fail "del-pipe $SWAP"
 
 vm_backstore_delete replipipe_0/vol1
 vm_backstore_delete replipipe_0/vol2
