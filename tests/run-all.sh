@@ -47,15 +47,23 @@ stop_background() {
 }
 trap stop_background EXIT
 mkdir -p "$build"
-if [ "${REPLIPIPE_SKIP_VM:-0}" != 1 ]; then
-	# setsid: a session of its own, so that a failed run can kill the
-	# whole build. With autogroup scheduling (Debian's default) a new
-	# session is also a scheduling group of its own, which gets its share of
-	# the CPU whatever its tasks' nice; so the group's nice is set too, from
-	# inside it (sched(7), "The autogroup feature").
+export repo build asan_build jobs
+# run_niced FUNCTION LOG: FUNCTION (which sees the exported variables) in the
+# background at nice 19, its output to LOG; sets bg_pid. setsid: a session of
+# its own, so that a failed run can kill all of it. With autogroup scheduling
+# (Debian's default) a new session is also a scheduling group of its own,
+# which gets its share of the CPU whatever its tasks' nice; so the group's
+# nice is set too, from inside it (sched(7), "The autogroup feature").
+run_niced() {
 	setsid bash -c '[ ! -e /proc/self/autogroup ] || echo 19 > /proc/self/autogroup
-		exec nice -n 19 "$0"' "$repo/tests/vm/debug-kernel.sh" > "$build/debug-kernel.log" 2>&1 &
-	dk_pid=$!
+		renice -n 19 -p $$ > /dev/null
+		eval "$1"; "$2"' _ "$(declare -f "$1")" "$1" > "$2" 2>&1 &
+	bg_pid=$!
+}
+debug_kernel_build() { "$repo/tests/vm/debug-kernel.sh"; }
+if [ "${REPLIPIPE_SKIP_VM:-0}" != 1 ]; then
+	run_niced debug_kernel_build "$build/debug-kernel.log"
+	dk_pid=$bg_pid
 	echo "debug kernel: building or found cached in the background (log $build/debug-kernel.log)"
 fi
 
@@ -88,15 +96,6 @@ host_checks() {
 	echo "=== Debian packages: build, install, verify, purge"
 	"$repo/tests/package-check.sh" "$build" || rc=1
 	return $rc
-}
-# run_niced FUNCTION LOG: FUNCTION in a session of its own at nice 19 (see
-# the kernel build above); sets bg_pid. FUNCTION sees the exported variables.
-export repo build asan_build jobs
-run_niced() {
-	setsid bash -c '[ ! -e /proc/self/autogroup ] || echo 19 > /proc/self/autogroup
-		renice -n 19 -p $$ > /dev/null
-		eval "$1"; "$2"' _ "$(declare -f "$1")" "$1" > "$2" 2>&1 &
-	bg_pid=$!
 }
 # wait_for PID LOG WHAT: the background step's status; its log's end if it failed.
 wait_for() {
