@@ -383,17 +383,17 @@ static bool rp_spec_keeps(const struct rp_pipe_spec *spec,
 }
 
 /*
- * Who has @devt as its target once @spec applies to @pipe, other than the
- * new pair of @ps: a pair of another pipe, a pair of @pipe that @spec keeps,
- * or a new pair made before @ps (the same device under two paths).  Returns
- * that pair, or NULL.  A pair of @pipe that @spec replaces gives its target
- * up: *@replaced tells whether one had it (the new pair takes it over).
+ * Whether another pair has @devt as its target once @spec applies to @pipe:
+ * a pair of another pipe, a pair of @pipe that @spec keeps, or a new pair
+ * made before @ps (the same device under two paths).  A pair of @pipe that
+ * @spec replaces gives its target up: *@replaced tells whether one had it
+ * (the new pair of @ps takes it over).
  * rp_config_lock held.
  */
-static struct rp_pair *rp_target_holder(const struct rp_pipe *pipe,
-					const struct rp_pipe_spec *spec,
-					const struct rp_pair_spec *ps,
-					dev_t devt, bool *replaced)
+static bool rp_target_taken(const struct rp_pipe *pipe,
+			    const struct rp_pipe_spec *spec,
+			    const struct rp_pair_spec *ps, dev_t devt,
+			    bool *replaced)
 {
 	const struct rp_pair_spec *made;
 	struct rp_pipe *p;
@@ -405,21 +405,21 @@ static struct rp_pair *rp_target_holder(const struct rp_pipe *pipe,
 			if (pair->tgt.bdev->bd_dev != devt)
 				continue;
 			if (p != pipe || rp_spec_keeps(spec, pair))
-				return pair;
+				return true;
 			*replaced = true;
 		}
 	}
 	for (made = spec->pairs; made < ps; made++)
 		if (made->made && made->made->tgt.bdev->bd_dev == devt)
-			return made->made;
-	return NULL;
+			return true;
+	return false;
 }
 
 /*
  * Opens the endpoints of a new pair of @spec and checks them.  The target is
  * claimed with the pipe as its holder, so that a new pair can take over the
  * target of a pair this PIPE_SET replaces (both hold it until the replaced
- * pair is destroyed, before the PIPE_SET returns); rp_target_holder() keeps
+ * pair is destroyed, before the PIPE_SET returns); rp_target_taken() keeps
  * every other sharing out.  rp_config_lock held.
  */
 static int rp_pair_open(struct rp_pair *pair, const struct rp_pipe_spec *spec,
@@ -464,7 +464,7 @@ static int rp_pair_open(struct rp_pair *pair, const struct rp_pipe_spec *spec,
 				    "target is the primary device of its source");
 		return -EINVAL;
 	}
-	if (rp_target_holder(pair->pipe, spec, ps, devt, &replaced)) {
+	if (rp_target_taken(pair->pipe, spec, ps, devt, &replaced)) {
 		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
 				    "target is already the target of a pair");
 		return -EBUSY;
