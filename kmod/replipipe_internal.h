@@ -63,6 +63,7 @@ struct rp_intent_maps {
 /* A backstore's write-intent record (rp_intent.c). */
 struct rp_intent {
 	struct rp_dev		*dev;
+	struct list_head	node;		/* rp_intents, rp_intents_lock */
 	struct rp_bdev		rb;
 	char			path[SE_UDEV_PATH_LEN];
 	struct rw_semaphore	clear_sem;
@@ -85,6 +86,7 @@ struct rp_intent {
 	u64			nr_bits;
 	char			pipe_id[REPLIPIPE_PIPE_ID_MAX_LEN + 1];
 	char			tgt_path[REPLIPIPE_TARGET_MAX_LEN + 1];
+	dev_t			tgt_devt;	/* tgt_path's device, 0: unknown */
 	struct rp_intent_maps	maps;
 	struct list_head	waiting;	/* rp_req until their marks are on disk */
 };
@@ -321,6 +323,7 @@ void rp_claim_abort(struct rp_pair *pair, u64 id);
 void rp_claims_drop_portid(u32 portid);
 
 /* rp_intent.c */
+void rp_intent_exit(void);
 int rp_intent_open(struct rp_dev *dev, const char *path);
 void rp_intent_close(struct rp_dev *dev);
 int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
@@ -328,6 +331,8 @@ int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
 bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req);
 int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		   bool assume_clean, struct netlink_ext_ack *extack);
+int rp_intent_target_taken(struct rp_pair *pair,
+			   struct netlink_ext_ack *extack);
 void rp_intent_pair_start(struct rp_intent *in, struct rp_pair *pair);
 void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair);
 u64 rp_intent_marked(struct rp_intent *in);

@@ -12,6 +12,12 @@
  * bitmap from the record; any other pair rebinds the record and starts with
  * every region dirty.  A record with no valid header tracks nothing.
  *
+ * The identity holds only while no other pair writes the target: a pair
+ * that takes a target invalidates every other open record naming it before
+ * it is published (rp_intent_target_taken()), and a record opened later
+ * that names a target taken since it was last closed in this module's
+ * lifetime is invalidated when it opens.
+ *
  * On-disk layout (little endian): block 0 the header, then the bitmap from
  * byte RP_INTENT_BITMAP_OFFSET, one bit per chunk of 1 << chunk_shift
  * regions (the backstore's intent_chunk_kib, at least a region),
@@ -42,6 +48,7 @@
 #include <linux/crc32.h>
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
+#include <linux/xarray.h>
 
 #include "replipipe_internal.h"
 
@@ -65,6 +72,18 @@ struct rp_intent_sb {
 } __packed;
 
 unsigned int rp_intent_clear_sec = 5;
+
+/*
+ * Which records name which targets: the open records, and for those not
+ * open, when a pair last took each target (a sequence number) and when each
+ * record device was last closed.  Lock order: rp_config_lock, then
+ * rp_intents_lock, then a record's io_lock.
+ */
+static LIST_HEAD(rp_intents);
+static DEFINE_MUTEX(rp_intents_lock);
+static DEFINE_XARRAY(rp_target_takes);	/* target dev_t: last taking */
+static DEFINE_XARRAY(rp_intent_closes);	/* record dev_t: last close */
+static u64 rp_takes_seq;		/* the last taking */
 
 static void rp_intent_clear_work(struct work_struct *work);
 static void rp_intent_write_work(struct work_struct *work);
@@ -266,6 +285,134 @@ static int rp_intent_write_sb(struct rp_intent *in, bool valid)
 	return ret;
 }
 
+/*
+ * Invalidates the header of a bound record whose target another pair takes
+ * (@why says which): the bits it holds no longer cover what differs on that
+ * target, so it tracks nothing until a pair binds it anew.  On a write
+ * error it stays bound: what is on disk is not known.  May block.
+ */
+static int rp_intent_forget(struct rp_intent *in, const char *why)
+{
+	int ret;
+
+	mutex_lock(&in->io_lock);
+	ret = rp_intent_write_sb(in, false);
+	if (!ret) {
+		spin_lock_irq(&in->lock);
+		in->bound = false;
+		spin_unlock_irq(&in->lock);
+	}
+	mutex_unlock(&in->io_lock);
+	if (ret)
+		pr_err("%s: write-intent record %s: cannot invalidate it (%d); its target %s %s\n",
+		       in->dev->name, in->path, ret, in->tgt_path, why);
+	else
+		pr_info("%s: write-intent record %s: its target %s %s; it tracks nothing until a pair binds it\n",
+			in->dev->name, in->path, in->tgt_path, why);
+	return ret;
+}
+
+/* True if @in is bound with an identity naming the target @devt (@path). */
+static bool rp_intent_names(struct rp_intent *in, dev_t devt, const char *path)
+{
+	bool names;
+
+	spin_lock_irq(&in->lock);
+	names = in->bound && (in->tgt_devt ? in->tgt_devt == devt :
+			      !strcmp(in->tgt_path, path));
+	spin_unlock_irq(&in->lock);
+	return names;
+}
+
+/*
+ * @pair takes its target.  Every other open record whose identity names
+ * that target is invalidated on disk now, before the pair is published and
+ * writes it: a pair of that identity later must not load bits that say
+ * nothing about what this pair wrote (a crash in between included).  The
+ * taking is logged for the records that are not open (rp_intent_open()).
+ * rp_config_lock held.  May block.
+ */
+int rp_intent_target_taken(struct rp_pair *pair, struct netlink_ext_ack *extack)
+{
+	dev_t devt = pair->tgt.bdev->bd_dev;
+	struct rp_intent *in;
+	void *old;
+	int ret = 0;
+
+	mutex_lock(&rp_intents_lock);
+	list_for_each_entry(in, &rp_intents, node) {
+		if (in == pair->src->intent ||
+		    !rp_intent_names(in, devt, pair->tgt_path))
+			continue;
+		ret = rp_intent_forget(in, "is taken by a new pair");
+		if (ret) {
+			NL_SET_ERR_MSG(extack,
+				       "cannot invalidate the write-intent record of another backstore that names the target");
+			goto unlock;
+		}
+	}
+	old = xa_store(&rp_target_takes, devt, xa_mk_value(++rp_takes_seq),
+		       GFP_KERNEL);
+	if (xa_is_err(old)) {
+		ret = xa_err(old);
+		NL_SET_ERR_MSG(extack, "out of memory for the log of targets taken");
+	}
+unlock:
+	mutex_unlock(&rp_intents_lock);
+	return ret;
+}
+
+/* The sequence number stored at @index of @xa, 0 if none. */
+static u64 rp_seq_load(struct xarray *xa, dev_t index)
+{
+	void *entry = xa_load(xa, index);
+
+	return entry ? xa_to_value(entry) : 0;
+}
+
+/*
+ * Lists a record that opens.  If a pair took the target it names while it
+ * was not open (never opened before in this module's lifetime counts),
+ * that pair's writes are not in it: it is invalidated first.  May block.
+ */
+static int rp_intent_list(struct rp_intent *in)
+{
+	int ret = 0;
+
+	mutex_lock(&rp_intents_lock);
+	if (in->bound && in->tgt_devt &&
+	    rp_seq_load(&rp_target_takes, in->tgt_devt) >
+	    rp_seq_load(&rp_intent_closes, in->rb.bdev->bd_dev))
+		ret = rp_intent_forget(in, "was taken by a pair while the record was not open");
+	if (!ret)
+		list_add_tail(&in->node, &rp_intents);
+	mutex_unlock(&rp_intents_lock);
+	return ret;
+}
+
+/* Unlists a record that closes, remembering when. */
+static void rp_intent_unlist(struct rp_intent *in)
+{
+	mutex_lock(&rp_intents_lock);
+	list_del(&in->node);
+	/*
+	 * Without memory for the entry a previous close, or none, stays:
+	 * older, so a taking since then invalidates the record at its next
+	 * open (a full resync, never a stale load).
+	 */
+	xa_store(&rp_intent_closes, in->rb.bdev->bd_dev,
+		 xa_mk_value(rp_takes_seq), GFP_KERNEL);
+	mutex_unlock(&rp_intents_lock);
+}
+
+/* Module exit: every backstore, so every record, is gone. */
+void rp_intent_exit(void)
+{
+	WARN_ON_ONCE(!list_empty(&rp_intents));
+	xa_destroy(&rp_target_takes);
+	xa_destroy(&rp_intent_closes);
+}
+
 /* True when @sb is a record of a @src_bytes source that fits the device. */
 static bool rp_intent_sb_valid(struct rp_intent *in,
 			       const struct rp_intent_sb *sb, u64 src_bytes)
@@ -320,6 +467,8 @@ static int rp_intent_load(struct rp_intent *in, u64 src_bytes)
 	in->src_bytes = src_bytes;
 	strscpy(in->pipe_id, sb->pipe_id, sizeof(in->pipe_id));
 	strscpy(in->tgt_path, sb->tgt_path, sizeof(in->tgt_path));
+	if (lookup_bdev(in->tgt_path, &in->tgt_devt))
+		in->tgt_devt = 0;
 	ret = rp_intent_maps_alloc(&in->maps, in->nr_bits);
 	if (ret)
 		goto out;
@@ -358,6 +507,7 @@ int rp_intent_open(struct rp_dev *dev, const char *path)
 	if (!in)
 		return -ENOMEM;
 	in->dev = dev;
+	INIT_LIST_HEAD(&in->node);
 	/* A pair's intent_epoch of 0 means "not started" (rp_intent_pair_start). */
 	in->epoch = 1;
 	strscpy(in->path, path, sizeof(in->path));
@@ -391,11 +541,16 @@ int rp_intent_open(struct rp_dev *dev, const char *path)
 		       dev->name, path, ret);
 		goto close;
 	}
+	ret = rp_intent_list(in);
+	if (ret)
+		goto free_maps;
 	dev->intent = in;
 	queue_delayed_work(rp_wq, &in->clear_work,
 			   READ_ONCE(rp_intent_clear_sec) * HZ);
 	return 0;
 
+free_maps:
+	rp_intent_maps_free(&in->maps);
 close:
 	rp_bdev_close(&in->rb, in);
 free:
@@ -412,6 +567,7 @@ void rp_intent_close(struct rp_dev *dev)
 
 	if (!in)
 		return;
+	rp_intent_unlist(in);
 	cancel_delayed_work_sync(&in->clear_work);
 	/* LIO destroys a device without commands: nothing waits here. */
 	flush_work(&in->write_work);
@@ -570,6 +726,7 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		pair->intent_state = REPLIPIPE_INTENT_LOADED;
 		pair->intent_loaded = bitmap_weight(pair->dirty,
 						    pair->nr_regions);
+		in->tgt_devt = pair->tgt.bdev->bd_dev;
 		spin_unlock_irq(&in->lock);
 		up_write(&in->clear_sem);
 		return 0;
@@ -606,6 +763,7 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		in->src_bytes = pair->src_bytes;
 		strscpy(in->pipe_id, pair->pipe->id, sizeof(in->pipe_id));
 		strscpy(in->tgt_path, pair->tgt_path, sizeof(in->tgt_path));
+		in->tgt_devt = pair->tgt.bdev->bd_dev;
 		ret = rp_intent_write_sb(in, true);
 	}
 	if (ret) {

@@ -111,6 +111,7 @@ static void __exit rp_exit(void)
 	rp_genl_exit();
 	rp_pipe_exit();
 	rp_backend_exit();
+	rp_intent_exit();
 	destroy_workqueue(rp_wq);
 	kmem_cache_destroy(rp_req_cache);
 	pr_info("unloaded\n");

@@ -562,6 +562,10 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 		bitmap_set(pair->dirty, 0, pair->nr_regions);
 		pair->nr_dirty = pair->nr_regions;
 	}
+	/* No other backstore's record may still vouch for this target. */
+	ret = rp_intent_target_taken(pair, extack);
+	if (ret)
+		goto free_pair;
 	pair->state = pair->nr_dirty ? REPLIPIPE_PAIR_SYNCING :
 				       REPLIPIPE_PAIR_INSYNC;
 	rp_pair_set_params(pair, spec);

@@ -64,6 +64,8 @@
  *   id, target, region size and source size match the record's takes its
  *   dirty bitmap from it (after a crash or reload only those regions are
  *   resynced); any other pair binds the record anew with every region dirty.
+ *   A new pair invalidates every other record that names its target before
+ *   it writes it (docs/write-intent.md), so that record cannot load later.
  *   PIPE_GET reports REPLIPIPE_A_PAIR_INTENT, _INTENT_LOADED, _INTENT_MARKED.
  *
  * Notifications on multicast group REPLIPIPE_MCGRP_EVENTS

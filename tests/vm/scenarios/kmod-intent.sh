@@ -28,6 +28,11 @@
 #     after delete-pipe, the same pipe loads regions 192..207 and the resync
 #     copies 1 MiB. Chunk sizes that are not a power of two, below 4 KiB or
 #     above 1 GiB are refused, and so is any control once enabled.
+#  9. Two sources with records (2 MiB legs): P = {vol1->t1, vol2->t2}. vol1
+#     taking t2 invalidates vol2's open record on disk (a) and, when vol2's
+#     backstore was deleted meanwhile, when it is made again (b); going back
+#     to {vol1->t1, vol2->t2} then resyncs all of t2. With nothing taken in
+#     between, deleting and making vol2 again still loads its record (c).
 # vm-timeout: 600
 # vm-cost: 95
 # vm-mem: 1024
@@ -40,17 +45,24 @@ LIVE=/sys/module/replipipe/parameters/live_objects
 export DM_DISABLE_UDEV=1
 
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
-pair_line() { rp-nlctl get "$1" | grep "^pair "; }
-# expect_pair PIPE KEY=VALUE...: every field of the pair line has that value
-expect_pair() {
-	local id=$1 line kv
-	shift
-	line=$(pair_line "$id") || vm_fail "no pair in pipe $id"
+# pair_line PIPE [SOURCE]: the pair line of SOURCE (default $SRC)
+pair_line() { rp-nlctl get "$1" | grep "^pair .* source=${2:-$SRC} "; }
+# expect_of PIPE SOURCE KEY=VALUE...: every field of that pair has that value
+expect_of() {
+	local id=$1 src=$2 line kv
+	shift 2
+	line=$(pair_line "$id" "$src") || vm_fail "no pair of $src in pipe $id"
 	for kv in "$@"; do
 		[ "$(field "$line" "${kv%%=*}")" = "${kv#*=}" ] ||
 			vm_fail "expected $kv: $line"
 	done
 	vm_log "ok: $line"
+}
+# expect_pair PIPE KEY=VALUE...: the same for the pair of $SRC
+expect_pair() {
+	local id=$1
+	shift
+	expect_of "$id" "$SRC" "$@"
 }
 # wait_marked PIPE N SECONDS: the record marks N regions within SECONDS
 wait_marked() {
@@ -85,9 +97,11 @@ wait_record() {
 		i=$((i + 1))
 	done
 }
+# resync PIPE [SOURCE SOURCE-DEV TARGET-DEV]: default $SRC, /dev/ram0, /dev/ram1
 resync() {
-	rp-nlctl resync "$1" $SRC --source-dev /dev/ram0 --target-dev /dev/ram1 > /tmp/resync ||
-		vm_fail "resync $1: $(cat /tmp/resync)"
+	rp-nlctl resync "$1" "${2:-$SRC}" --source-dev "${3:-/dev/ram0}" \
+		--target-dev "${4:-/dev/ram1}" > /tmp/resync ||
+		vm_fail "resync $1 ${2:-$SRC}: $(cat /tmp/resync)"
 	tail -n 1 /tmp/resync
 }
 export_lun() { lun=$(vm_tcm_loop_export $SRC); vm_log "LUN $lun"; }
@@ -211,9 +225,74 @@ rp-nlctl bitmap $PIPE $SRC | grep -qx "dirty 192-207" || vm_fail "bitmap: $(rp-n
 resync $PIPE | grep -q "bytes=1048576 " || vm_fail "resync did not copy one chunk: $(tail -n 1 /tmp/resync)"
 vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "legs differ after the chunk resync"
 
+vm_log "== 9. a record whose target another pair took"
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 vm_backstore_delete $SRC
+# 2 MiB legs (32 regions) carved from ram1, records from ram2
+SRC2=replipipe_0/vol2
+INFO2=${INFO%/vol1/info}/vol2/info
+vm_dm_load rprec "0 16384 linear /dev/ram2 0"
+rec2=$(vm_dm_create rprec2 "0 16384 linear /dev/ram2 16384")
+s1=$(vm_dm_create s1 "0 4096 linear /dev/ram1 0")
+t1=$(vm_dm_create t1 "0 4096 linear /dev/ram1 4096")
+s2=$(vm_dm_create s2 "0 4096 linear /dev/ram1 8192")
+t2=$(vm_dm_create t2 "0 4096 linear /dev/ram1 12288")
+for d in $s1 $s2; do
+	dd if=/dev/urandom of=$d bs=1M count=2 oflag=direct 2> /dev/null || vm_fail "fill $d"
+done
+vm_backstore replipipe replipipe_0 vol1 $s1 "$rec,intent_chunk_kib=64" > /dev/null
+vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/null
+# both_pairs: P = {vol1 -> t1, vol2 -> t2}, resynced, legs identical
+both_pairs() {
+	rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t1 --pair $SRC2=$t2 ||
+		vm_fail "set-pipe {vol1->t1, vol2->t2}"
+	expect_of $PIPE $SRC2 "$@"
+	resync $PIPE $SRC $s1 $t1 > /dev/null
+	resync $PIPE $SRC2 $s2 $t2 > /dev/null
+	vm_cmp_devs $s1 $t1 || vm_fail "vol1's legs differ"
+	vm_cmp_devs $s2 $t2 || vm_fail "vol2's legs differ"
+}
+# header_valid DEV: the record's header has its magic on the device
+header_valid() {
+	[ "$(dd if="$1" bs=4096 count=1 iflag=direct 2> /dev/null | head -c 8)" = RPINTENT ]
+}
+both_pairs intent=new dirty=32
+header_valid $rec2 || vm_fail "vol2's record has no header after its binding"
+
+vm_log "== 9a. vol1 takes vol2's target while vol2's record is open"
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t2 || vm_fail "set-pipe {vol1->t2}"
+grep -q "intent: $rec2 (tracks nothing" $INFO2 || vm_fail "vol2's record still vouches for t2: $(cat $INFO2)"
+header_valid $rec2 && vm_fail "vol2's record header still valid on the device"
+resync $PIPE $SRC $s1 $t2 > /dev/null
+# Loaded, vol2's record (no marks) would leave vol1's data on t2.
+both_pairs intent=new dirty=32
+
+vm_log "== 9b. vol1 takes vol2's target while vol2's record is closed"
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+grep -q "intent: $rec2 (bound, 0 regions marked" $INFO2 || vm_fail "vol2's record after del-pipe: $(cat $INFO2)"
+vm_backstore_delete $SRC2
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t2 || vm_fail "set-pipe {vol1->t2}"
+resync $PIPE $SRC $s1 $t2 > /dev/null
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+header_valid $rec2 || vm_fail "vol2's closed record lost its header before it opened"
+vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/null
+grep -q "intent: $rec2 (tracks nothing" $INFO2 || vm_fail "vol2's record loaded although t2 was taken: $(cat $INFO2)"
+header_valid $rec2 && vm_fail "vol2's record header still valid on the device"
+both_pairs intent=new dirty=32
+
+vm_log "== 9c. closed and opened again, nobody took t2: it loads"
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vm_backstore_delete $SRC2
+vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/null
+grep -q "intent: $rec2 (bound, 0 regions marked" $INFO2 || vm_fail "vol2's record: $(cat $INFO2)"
+both_pairs intent=loaded dirty=0 state=InSync
+
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vm_backstore_delete $SRC
+vm_backstore_delete $SRC2
 cat $LIVE
 rmmod replipipe || vm_fail "final rmmod"
-dmsetup --noudevsync remove rprec || vm_fail "dmsetup remove"
+for d in t2 s2 t1 s1 rprec2 rprec; do
+	dmsetup --noudevsync remove $d || vm_fail "dmsetup remove $d"
+done
 vm_log "kmod-intent: all steps passed"
