@@ -100,6 +100,20 @@ int OnError(sockaddr_nl *, nlmsgerr *nlerr, void *arg)
 	return NL_STOP;
 }
 
+// A family of another version may have changed what an attribute means
+// (uapi/linux/replipipe.h): a client talking to it could misread state.
+Status VersionMismatch(const std::string &family, uint32_t have, uint8_t want)
+{
+	std::string msg = "generic netlink family '" + family +
+	                  "' has version " + std::to_string(have) +
+	                  ", this program speaks version " +
+	                  std::to_string(want);
+	if (family == REPLIPIPE_GENL_NAME)
+		msg += ": load the replipipe.ko of the same release (dkms "
+		       "status replipipe)";
+	return Status::Error(msg, EPROTONOSUPPORT);
+}
+
 } // namespace
 
 bool IsModuleMissing(const Status &status)
@@ -168,6 +182,8 @@ NetlinkSocket::OpenFamily(const std::string &family, const std::string &group,
 		}
 		nl_cache_free(cache);
 	}
+	if (s->family_version_ != 0 && s->family_version_ != version)
+		return VersionMismatch(family, s->family_version_, version);
 	rc = genl_ctrl_resolve_grp(s->sock_, family.c_str(), group.c_str());
 	s->events_group_ = rc > 0 ? rc : 0;
 	return s;

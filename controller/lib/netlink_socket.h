@@ -46,7 +46,8 @@ public:
 	static Result<std::unique_ptr<NetlinkSocket>>
 	Open(std::chrono::milliseconds timeout = kNetlinkDefaultTimeout);
 	// The same for any genl family and group (tests use "nlctrl"). A
-	// missing family is ENOENT, kModuleMissingMessage for "replipipe".
+	// missing family is ENOENT, kModuleMissingMessage for "replipipe"; a
+	// family whose version is not @version is EPROTONOSUPPORT.
 	static Result<std::unique_ptr<NetlinkSocket>>
 	OpenFamily(const std::string &family, const std::string &group,
 	           uint8_t version, std::chrono::milliseconds timeout);

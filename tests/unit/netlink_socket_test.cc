@@ -120,6 +120,18 @@ TEST(NetlinkSocketCtrl, NoAnswerTimesOut)
 	nl_socket_free(silent);
 }
 
+TEST(NetlinkSocketCtrl, OtherFamilyVersionIsRefused)
+{
+	// nlctrl is version 2 (net/netlink/genetlink.c); a client of version
+	// 3 must not talk to it.
+	auto sock = NetlinkSocket::OpenFamily("nlctrl", "notify", 3, 2s);
+	ASSERT_FALSE(sock.ok());
+	EXPECT_EQ(sock.status().err(), EPROTONOSUPPORT);
+	EXPECT_EQ(sock.status().message(),
+	          "generic netlink family 'nlctrl' has version 2, this program "
+	          "speaks version 3");
+}
+
 TEST(NetlinkSocketCtrl, MissingFamilyIsEnoent)
 {
 	auto sock = NetlinkSocket::OpenFamily("no-such-family", "x", 1, 1s);

@@ -80,6 +80,11 @@
 #define _UAPI_LINUX_REPLIPIPE_H
 
 #define REPLIPIPE_GENL_NAME		"replipipe"
+/*
+ * Bumped by any change an older client could misread (a changed meaning,
+ * not an added attribute or command); replipiped refuses a family of
+ * another version.
+ */
 #define REPLIPIPE_GENL_VERSION		1
 #define REPLIPIPE_MCGRP_EVENTS		"events"
 
