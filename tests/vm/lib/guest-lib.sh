@@ -195,12 +195,21 @@ vm_dev_bytes() {
 # (N[KMG] allowed), default the whole of A. Fails on the first difference.
 #
 # The kernel module writes the legs with bios, behind the back of the block
-# devices' page cache: a buffered read can return pages cached before. So the
-# caches are written back and dropped before comparing.
+# devices' page cache: a buffered read can return pages cached before. So
+# two block devices are compared with O_DIRECT (rp-verify --cmp, after a
+# sync for what was written through the cache): it is also about 20 times
+# faster under TCG than busybox cmp, which reads a byte at a time. Anything
+# else (a file, a length that is not whole 4 KiB blocks) goes through cmp,
+# with the caches written back and dropped first.
 vm_cmp_devs() {
 	local bytes
 	bytes=$(vm_size_bytes "${3:-$(vm_dev_bytes "$1")}")
 	sync
+	if [ -b "$1" ] && [ -b "$2" ] && [ $((bytes % 4096)) -eq 0 ]; then
+		rp-verify --cmp "$1" "$2" --length "$bytes" > /tmp/vm-cmp.out 2>&1 ||
+			vm_fail "$1 and $2 differ in the first $bytes bytes: $(cat /tmp/vm-cmp.out)"
+		return 0
+	fi
 	echo 3 > /proc/sys/vm/drop_caches
 	cmp -n "$bytes" "$1" "$2" || vm_fail "$1 and $2 differ in the first $bytes bytes"
 }
