@@ -108,13 +108,17 @@ struct RegionCopier::Impl {
 			io_uring_queue_exit(&ring);
 	}
 
-	Status Copy(RegionCopier *owner, uint64_t offset, uint64_t length);
+	Status Copy(RegionCopier *owner, uint64_t offset, uint64_t length,
+	            Deadline deadline);
 	void Prepare(uint32_t slot);
 	void Complete(RegionCopier *owner, uint32_t slot, int res);
 	bool stopping(const RegionCopier *owner) const
 	{
-		return !error.ok() || owner->stop_requested();
+		return !error.ok() || owner->stop_requested() || expired;
 	}
+
+	// Set once the deadline of the Copy() running has passed.
+	bool expired = false;
 
 	CopierOptions options;
 	Device source;
@@ -306,10 +310,10 @@ void RegionCopier::Impl::Complete(RegionCopier *owner, uint32_t slot, int res)
 	release();
 }
 
-Status RegionCopier::Copy(uint64_t offset, uint64_t length)
+Status RegionCopier::Copy(uint64_t offset, uint64_t length, Deadline deadline)
 {
 	batch_bytes_.store(0);
-	return impl_->Copy(this, offset, length);
+	return impl_->Copy(this, offset, length, deadline);
 }
 
 Status RegionCopier::Sync()
@@ -328,7 +332,7 @@ Status RegionCopier::Sync()
 }
 
 Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
-                                uint64_t length)
+                                uint64_t length, Deadline deadline)
 {
 	if (ring_broken)
 		return Status::Error("resync: io_uring failed earlier", EIO);
@@ -343,11 +347,15 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 		free_slots.push_back(i);
 	inflight = 0;
 	error = Status();
+	expired = false;
 	const uint64_t rate = options.rate_limit_kibps * 1024;
 	TokenBucket bucket(rate, std::max<uint64_t>(chunk, rate / 10));
 
 	for (;;) {
-		// Start reads while slots, work and tokens allow.
+		// Start reads while slots, work, tokens and time allow.
+		expired = expired ||
+		          (deadline != Deadline::max() &&
+		           std::chrono::steady_clock::now() >= deadline);
 		TokenBucket::Clock::duration rate_wait{};
 		while (!stopping(owner) && next < end && !free_slots.empty()) {
 			const uint32_t len = static_cast<uint32_t>(
@@ -414,6 +422,12 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 		return error;
 	if (owner->stop_requested() && owner->batch_bytes() < end - start)
 		return Status::Error("resync: stopped", ECANCELED);
+	if (expired && owner->batch_bytes() < end - start)
+		return Status::Error(
+		        "resync: past the deadline after " +
+		                std::to_string(owner->batch_bytes()) + " of " +
+		                std::to_string(end - start) + " bytes",
+		        ETIME);
 	return {};
 }
 

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -58,10 +59,15 @@ public:
 	RegionCopier(const RegionCopier &) = delete;
 	RegionCopier &operator=(const RegionCopier &) = delete;
 
+	using Deadline = std::chrono::steady_clock::time_point;
 	// Copies [offset, offset + length) clamped to the source size.
 	// Blocks until done, failed (first error, with the device, offset and
-	// errno) or stopped (ECANCELED). Nothing is in flight on return.
-	Status Copy(uint64_t offset, uint64_t length);
+	// errno), stopped (ECANCELED) or past the deadline before the end
+	// (ETIME, which no block device returns: a resync claim the kernel
+	// drops at its deadline is not worth copying further). Nothing is in
+	// flight on return.
+	Status Copy(uint64_t offset, uint64_t length,
+	            Deadline deadline = Deadline::max());
 	// Makes everything Copy() wrote to the target durable: one fdatasync,
 	// which writes back the target's page cache (the buffered writes) and
 	// flushes the device's volatile write cache (the O_DIRECT ones).

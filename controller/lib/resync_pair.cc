@@ -93,8 +93,12 @@ void PairResync::RefreshClaimTimeout()
 	                            : ClaimSizer::kDefaultTimeout);
 }
 
+// how: what became of the claim ("the kernel dropped it (...)");
+// copied_regions: how many of its regions were copied in elapsed, which
+// sizes the next claims (none: not even one region fits the time-out).
 Status PairResync::ClaimLost(const RegionClaim &claim,
-                             ClaimSizer::Duration elapsed, const Status &done)
+                             ClaimSizer::Duration elapsed,
+                             const std::string &how, uint64_t copied_regions)
 {
 	const uint64_t region = options_.region_bytes;
 	const std::string what =
@@ -104,10 +108,12 @@ Status PairResync::ClaimLost(const RegionClaim &claim,
 	        std::to_string(uint64_t{claim.count} * region) +
 	        " bytes) lasted " + Seconds(elapsed) +
 	        " (claim, copy, fdatasync) against claim_timeout_sec " +
-	        Seconds(sizer_.claim_timeout()) + "; the kernel dropped it (" +
-	        done.message() + "), its regions stay dirty";
+	        Seconds(sizer_.claim_timeout()) + "; " + how +
+	        ", its regions stay dirty";
 	claims_lost_.fetch_add(1);
-	if (!sizer_.Lost(claim.count, elapsed))
+	if (!sizer_.Lost(static_cast<uint32_t>(std::min<uint64_t>(
+	                         copied_regions, claim.count)),
+	                 elapsed))
 		return Status::Error(what + "; not even one region can be "
 		                            "copied in time: the target is "
 		                            "too slow or stuck",
@@ -161,7 +167,11 @@ Status PairResync::RunClaims()
 		const uint64_t offset = claim->first * region;
 		const uint64_t length = uint64_t{claim->count} * region;
 		copying_.store(true);
-		Status st = copier_->Copy(offset, length);
+		// Past the kernel's deadline the claim is dropped (the writes
+		// it held go on to both legs): the rest of its copy would be
+		// wasted, so the copier stops there.
+		Status st = copier_->Copy(offset, length,
+		                          started + sizer_.claim_timeout());
 		// Done makes the kernel clear the regions' dirty bits (and the
 		// write-intent record forget them): only once the copy is on
 		// stable storage, or a power loss of a target with a volatile
@@ -170,6 +180,21 @@ Status PairResync::RunClaims()
 			st = copier_->Sync();
 		copying_.store(false);
 		const auto elapsed = std::chrono::steady_clock::now() - started;
+		if (st.err() == ETIME) {
+			// Given up, not failed: the regions stay dirty whether
+			// the kernel ends the claim now or dropped it already.
+			Status failed = claims_->Failed(claim->id);
+			if (!failed.ok() && failed.err() != ENOENT)
+				return failed;
+			st = ClaimLost(*claim, elapsed,
+			               "its copy stopped at the deadline (" +
+			                       st.message() + ")",
+			               copier_->batch_bytes() / region);
+			if (!st.ok())
+				return st;
+			hint = claim->first;
+			continue;
+		}
 		if (!st.ok()) {
 			Status failed = claims_->Failed(claim->id);
 			if (!failed.ok())
@@ -191,7 +216,10 @@ Status PairResync::RunClaims()
 			// released by the drop may have reached the primary
 			// after it was read, so the bits stay set and the
 			// regions are copied again, in smaller claims.
-			st = ClaimLost(*claim, elapsed, st);
+			st = ClaimLost(*claim, elapsed,
+			               "the kernel dropped it (" +
+			                       st.message() + ")",
+			               claim->count);
 			if (!st.ok())
 				return st;
 			hint = claim->first;

@@ -9,7 +9,9 @@
 //         regions stay dirty, the error is returned); hint = first+count.
 //         Done that finds no claim (ENOENT: the kernel dropped it, it
 //         outlived claim_timeout_sec): the regions are still dirty; log,
-//         shrink the claims and carry on at the same hint.
+//         shrink the claims and carry on at the same hint. A copy still
+//         running at that deadline stops there and the claim ends Failed:
+//         handled the same way, without copying what would be wasted.
 //
 // Claims are sized by a ClaimSizer (resync_claim_size.h) from the time the
 // claims before took, so that one takes about a second, well inside the
@@ -95,7 +97,7 @@ private:
 	void RefreshClaimTimeout();
 	// Done found no claim: log, shrink; an error when it cannot shrink.
 	Status ClaimLost(const RegionClaim &claim, ClaimSizer::Duration elapsed,
-	                 const Status &done);
+	                 const std::string &how, uint64_t copied_regions);
 
 	PairResyncOptions options_;
 	ClaimSource *claims_;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -813,6 +814,78 @@ TEST(PairResync, ClaimsOnASlowTargetFitTheTimeoutAndTheResyncEnds)
 	for (const auto &c : claims.done)
 		EXPECT_LE(c.count, 25u) << "claim " << c.id;
 	EXPECT_EQ((*resync)->progress().claims_lost, claims.dropped.size());
+}
+
+// A claim that outlives the kernel's deadline is dropped there, and the
+// writes it held go on to both legs: the rest of its copy is wasted work.
+// The copier stops at the deadline, the claim ends Failed (its regions stay
+// dirty), the next claims are smaller, and the pair still gets clean.
+TEST(PairResync, CopyStopsAtTheClaimDeadline)
+{
+	ScratchDir dir;
+	const uint64_t regions = 128; // 8 MiB: 64 writes of 128 KiB
+	const Bytes src = RandomBytes(regions * kRegion, 35);
+	WriteFile(dir / "src", src);
+	WriteFile(dir / "dst", Bytes(regions * kRegion, 0));
+	// Writes of the first claim when it ended (-1: not ended Failed).
+	std::atomic<int> writes{0};
+	int writes_at_fail = -1;
+	class GivenUpClaims : public ExpiringClaims
+	{
+	public:
+		GivenUpClaims(std::vector<bool> dirty, std::atomic<int> *writes,
+		              int *writes_at_fail)
+		    : ExpiringClaims(std::move(dirty),
+		                     std::chrono::milliseconds(300)),
+		      writes_(writes), writes_at_fail_(writes_at_fail)
+		{
+		}
+		Status Failed(uint64_t id) override
+		{
+			if (id == 1)
+				*writes_at_fail_ = writes_->load();
+			return ExpiringClaims::Failed(id);
+		}
+
+	private:
+		std::atomic<int> *writes_;
+		int *writes_at_fail_;
+	} claims(std::vector<bool>(regions, true), &writes, &writes_at_fail);
+	PairResyncOptions options = ResyncOptions(dir);
+	// The first claim asks for all 128 regions: 64 writes of 10 ms take
+	// 0.64 s against a deadline of 0.3 s.
+	options.max_regions_per_claim = 128;
+	options.claim_timeout = std::chrono::milliseconds(300);
+	options.copier.inject = [&](CopierOptions::Op op, uint64_t, int res) {
+		if (op == CopierOptions::Op::kWrite) {
+			++writes;
+			std::this_thread::sleep_for(
+			        std::chrono::milliseconds(10));
+		}
+		return res;
+	};
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok()) << resync.status().message();
+	::testing::internal::CaptureStderr();
+	Status st = (*resync)->Run();
+	const std::string log = ::testing::internal::GetCapturedStderr();
+	ASSERT_TRUE(st.ok()) << st.message();
+	ASSERT_FALSE(claims.failed.empty());
+	EXPECT_EQ(claims.failed[0].id, 1u);
+	EXPECT_EQ(claims.failed[0].count, 128u);
+	// Stopped well before its 64 writes: about 30 by the deadline, plus
+	// the queue of 8 in flight then.
+	EXPECT_GT(writes_at_fail, 0);
+	EXPECT_LT(writes_at_fail, 56);
+	EXPECT_NE(log.find("its copy stopped at the deadline (resync: past "
+	                   "the deadline after "),
+	          std::string::npos)
+	        << log;
+	EXPECT_EQ(ReadFile(dir / "dst"), src);
+	for (uint64_t r = 0; r < regions; ++r)
+		EXPECT_FALSE(claims.dirty(r)) << "region " << r;
+	EXPECT_EQ(claims.open_claims(), 0u);
+	EXPECT_GE((*resync)->progress().claims_lost, 1u);
 }
 
 // Claims whose first one the kernel no longer knows at RESYNC_DONE.
