@@ -816,6 +816,14 @@ TEST(PairResync, ClaimsOnASlowTargetFitTheTimeoutAndTheResyncEnds)
 	EXPECT_EQ((*resync)->progress().claims_lost, claims.dropped.size());
 }
 
+// Runs the resync with stderr captured: its status and its log.
+std::pair<Status, std::string> RunWithLog(PairResync &resync)
+{
+	::testing::internal::CaptureStderr();
+	Status st = resync.Run();
+	return {st, ::testing::internal::GetCapturedStderr()};
+}
+
 // A claim that outlives the kernel's deadline is dropped there, and the
 // writes it held go on to both legs: the rest of its copy is wasted work.
 // The copier stops at the deadline, the claim ends Failed (its regions stay
@@ -866,9 +874,7 @@ TEST(PairResync, CopyStopsAtTheClaimDeadline)
 	};
 	auto resync = PairResync::Create(options, &claims);
 	ASSERT_TRUE(resync.ok()) << resync.status().message();
-	::testing::internal::CaptureStderr();
-	Status st = (*resync)->Run();
-	const std::string log = ::testing::internal::GetCapturedStderr();
+	const auto [st, log] = RunWithLog(**resync);
 	ASSERT_TRUE(st.ok()) << st.message();
 	ASSERT_FALSE(claims.failed.empty());
 	EXPECT_EQ(claims.failed[0].id, 1u);
@@ -916,9 +922,7 @@ TEST(PairResync, DroppedClaimIsCopiedAgainInSmallerClaims)
 	options.claim_timeout = std::chrono::seconds(1);
 	auto resync = PairResync::Create(options, &claims);
 	ASSERT_TRUE(resync.ok()) << resync.status().message();
-	::testing::internal::CaptureStderr();
-	Status st = (*resync)->Run();
-	const std::string log = ::testing::internal::GetCapturedStderr();
+	const auto [st, log] = RunWithLog(**resync);
 	ASSERT_TRUE(st.ok()) << st.message();
 	ASSERT_EQ(claims.dropped.size(), 1u);
 	EXPECT_EQ(claims.dropped[0].first, 0u);
