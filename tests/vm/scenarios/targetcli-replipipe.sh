@@ -90,13 +90,6 @@ lun_of_vol1() {
 loop_disk() {
 	vm_scsi_disk "$(cat $CFS/loopback/$LOOP_WWN/tpgt_1/address):0"
 }
-# legs_identical A B: byte-compare the legs, not the page cache of their
-# block devices (LIO and the resync write around it).
-legs_identical() {
-	sync
-	echo 3 > /proc/sys/vm/drop_caches
-	vm_cmp_devs "$1" "$2"
-}
 # write_and_compare DEV PRIMARY TARGET SEED: 8 MiB of random data at 4 MiB
 # into DEV (O_DIRECT); it must be on the primary, and the legs identical.
 write_and_compare() {
@@ -104,7 +97,7 @@ write_and_compare() {
 	dd if=/tmp/data.$4 of="$1" bs=1M seek=4 oflag=direct 2>/dev/null || vm_fail "write to $1"
 	[ "$(dd if="$2" bs=1M skip=4 count=8 iflag=direct 2>/dev/null | md5sum)" = \
 		"$(md5sum < /tmp/data.$4)" ] || vm_fail "the data written through $1 is not on the primary $2"
-	legs_identical "$2" "$3"
+	vm_cmp_devs "$2" "$3"
 	vm_log "written through $1: on $2, legs $2 and $3 identical"
 }
 
@@ -241,8 +234,8 @@ grep -q "intent: /dev/ram4 (bound, [0-9]* regions marked, 1024 KiB chunks)" $CFS
 	vm_fail "vol2's record after restore: $(cat $CFS/core/$vol2/info)"
 rp-nlctl get | grep "^pair .* source=$vol2 " | grep -q " intent=loaded " ||
 	vm_fail "tc2 did not load vol2's record: $(rp-nlctl get)"
-legs_identical /dev/ram0 /dev/ram1
-legs_identical /dev/ram2 /dev/ram3
+vm_cmp_devs /dev/ram0 /dev/ram1
+vm_cmp_devs /dev/ram2 /dev/ram3
 vm_log "tcm_loop LUN after restore: $lun"
 write_and_compare "$lun" /dev/ram0 /dev/ram1 2
 # Its own session: iscsid signals its whole process group when it stops.
