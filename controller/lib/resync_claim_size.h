@@ -54,7 +54,9 @@ public:
 	struct Options {
 		uint64_t region_bytes = 64 * 1024;
 		// The cap (>= 1): one copier queue, the rate limit's quarter
-		// second, the kernel's REPLIPIPE_CLAIM_MAX_REGIONS.
+		// second (a claim is copied at full speed and the limit waits
+		// between claims: this bounds the burst), the kernel's
+		// REPLIPIPE_CLAIM_MAX_REGIONS.
 		uint32_t max_regions = 1;
 		// An explicit size: every claim asks for max_regions until one
 		// is lost; from then on the size adapts (capped by it).

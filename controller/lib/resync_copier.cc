@@ -10,11 +10,9 @@
 #include <cassert>
 #include <cerrno>
 #include <cstdlib>
-#include <thread>
 #include <vector>
 
 #include "log.h"
-#include "resync_rate.h"
 #include "unique_fd.h"
 
 namespace replipipe
@@ -348,22 +346,15 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 	inflight = 0;
 	error = Status();
 	expired = false;
-	const uint64_t rate = options.rate_limit_kibps * 1024;
-	TokenBucket bucket(rate, std::max<uint64_t>(chunk, rate / 10));
 
 	for (;;) {
-		// Start reads while slots, work, tokens and time allow.
+		// Start reads while slots, work and time allow.
 		expired = expired ||
 		          (deadline != Deadline::max() &&
 		           std::chrono::steady_clock::now() >= deadline);
-		TokenBucket::Clock::duration rate_wait{};
 		while (!stopping(owner) && next < end && !free_slots.empty()) {
 			const uint32_t len = static_cast<uint32_t>(
 			        std::min<uint64_t>(chunk, end - next));
-			rate_wait = bucket.Wait(len);
-			if (rate_wait.count() > 0)
-				break;
-			bucket.Take(len);
 			const uint32_t slot = free_slots.back();
 			free_slots.pop_back();
 			requests[slot] = Request{Phase::kRead, next, len};
@@ -371,12 +362,8 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 			++inflight;
 			next += len;
 		}
-		if (inflight == 0) {
-			if (stopping(owner) || next >= end)
-				break;
-			std::this_thread::sleep_for(rate_wait);
-			continue;
-		}
+		if (inflight == 0)
+			break; // done, failed or stopped, and drained
 		int rc = io_uring_submit(&ring);
 		if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR) {
 			// Nothing more can be trusted to complete.
@@ -385,18 +372,7 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 			                         -rc);
 		}
 		io_uring_cqe *cqe = nullptr;
-		if (rate_wait.count() > 0 && !stopping(owner)) {
-			const auto ns =
-			        std::chrono::duration_cast<
-			                std::chrono::nanoseconds>(rate_wait)
-			                .count();
-			__kernel_timespec ts{ns / 1000000000, ns % 1000000000};
-			rc = io_uring_wait_cqe_timeout(&ring, &cqe, &ts);
-			if (rc == -ETIME)
-				continue;
-		} else {
-			rc = io_uring_wait_cqe(&ring, &cqe);
-		}
+		rc = io_uring_wait_cqe(&ring, &cqe);
 		if (rc == -EINTR || rc == -EAGAIN)
 			continue;
 		if (rc < 0) {

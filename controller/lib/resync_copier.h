@@ -12,6 +12,9 @@
 //
 // On an error or a stop request, no new I/O is issued and everything in
 // flight is drained before Copy() returns; the ring is idle between calls.
+//
+// Copy() runs at full speed: the rate limit paces the claims between
+// copies (PairResync), never a copy.
 // Copy() does not make the target durable: Sync() does, once per batch of
 // copies (a resync claim) rather than per write.
 //
@@ -40,7 +43,11 @@ struct CopierOptions {
 	// ~500 MB/s. 32 MiB of pinned buffers per copier.
 	uint32_t queue_depth = 32;
 	uint32_t chunk_bytes = 1u << 20; // multiple of 4096
-	uint64_t rate_limit_kibps = 0;   // 0 = unlimited
+	// The resync rate limit (0 = unlimited). Copy() ignores it: it always
+	// copies at full speed, because a resync claim holds application
+	// writes to its regions while it is copied. PairResync paces its
+	// claims with it instead (resync_rate.h).
+	uint64_t rate_limit_kibps = 0;
 	// Tests only: called with each completion before it is handled, and
 	// with the result of Sync()'s fdatasync (offset 0); a negative errno
 	// replaces the result (fault injection).

@@ -17,7 +17,8 @@ namespace
 // (the regions stay dirty and are copied again), so its size is capped: one
 // full queue (queue_depth x chunk_bytes, 32 MiB by default), at least 8 MiB,
 // and at most a quarter second's worth of the rate limit (a write to a
-// claimed region waits for the whole claim). Within the cap the ClaimSizer
+// claimed region waits for the whole claim, and a claim is copied at full
+// speed: the limit waits between claims). Within the cap the ClaimSizer
 // sizes claims from the target's measured speed (resync_claim_size.h).
 // Smaller claims drain the queue between claims: tests/bench/resync-vm.sh
 // measured 220 MB/s with 8 MiB claims against 520 with 32 or 64 MiB (QD 32 x
@@ -57,7 +58,11 @@ PairResync::Create(const PairResyncOptions &options, ClaimSource *claims)
 
 PairResync::PairResync(const PairResyncOptions &options, ClaimSource *claims,
                        std::unique_ptr<RegionCopier> copier)
-    : options_(options), claims_(claims), copier_(std::move(copier))
+    : options_(options), claims_(claims), copier_(std::move(copier)),
+      // Credit saved while claims are slower than the limit is capped at
+      // a quarter second, like a claim: the burst after stays as short.
+      pace_(options.copier.rate_limit_kibps * 1024,
+            std::max<uint64_t>(options.copier.rate_limit_kibps * 1024 / 4, 1))
 {
 	ClaimSizer::Options sizing;
 	sizing.region_bytes = std::max<uint64_t>(options_.region_bytes, 1);
@@ -80,6 +85,28 @@ PairResync::PairResync(const PairResyncOptions &options, ClaimSource *claims,
 	}
 	sizer_ = ClaimSizer(sizing);
 	RefreshClaimTimeout();
+}
+
+void PairResync::RequestStop()
+{
+	copier_->RequestStop();
+	// Under the lock: Pace() checks the flag and waits under it, so the
+	// wake-up cannot fall between the two.
+	std::lock_guard<std::mutex> lock(stop_mu_);
+	stop_cv_.notify_all();
+}
+
+bool PairResync::Pace()
+{
+	std::unique_lock<std::mutex> lock(stop_mu_);
+	for (;;) {
+		if (copier_->stop_requested())
+			return false;
+		const auto wait = pace_.Wait(0);
+		if (wait <= TokenBucket::Clock::duration::zero())
+			return true;
+		stop_cv_.wait_for(lock, wait);
+	}
 }
 
 void PairResync::RefreshClaimTimeout()
@@ -146,7 +173,9 @@ Status PairResync::RunClaims()
 
 	uint64_t hint = 0;
 	for (;;) {
-		if (copier_->stop_requested())
+		// The rate limit waits here, between claims, where no write
+		// waits for it.
+		if (!Pace())
 			return Status::Error("stopped", ECANCELED);
 		RefreshClaimTimeout();
 		// The kernel's deadline starts inside Claim() (before the
@@ -179,6 +208,7 @@ Status PairResync::RunClaims()
 		if (st.ok())
 			st = copier_->Sync();
 		copying_.store(false);
+		pace_.Take(copier_->batch_bytes());
 		const auto elapsed = std::chrono::steady_clock::now() - started;
 		if (st.err() == ETIME) {
 			// Given up, not failed: the regions stay dirty whether

@@ -17,6 +17,13 @@
 // claims before took, so that one takes about a second, well inside the
 // kernel's claim time-out, on slow targets as on fast ones.
 //
+// The rate limit (copier.rate_limit_kibps) paces the claims, not the copy: a
+// claim holds writes to its regions, so it is copied at full speed, and the
+// loop waits before asking for the next claim until the bytes copied so far
+// are within the limit (resync_rate.h). Throttled inside a claim, the copy
+// would hold writes longer, and a region too large to copy at the limited
+// rate within the claim time-out would never be copied.
+//
 // It copies only what the kernel's bitmap marks dirty, so a restart (a new
 // PairResync, after a crash or a stop) continues where the bitmap says: the
 // regions already reported Done are clean and are not copied again.
@@ -26,12 +33,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "resync_claim_size.h"
 #include "resync_claims.h"
 #include "resync_copier.h"
+#include "resync_rate.h"
 
 namespace replipipe
 {
@@ -46,9 +56,10 @@ struct PairResyncOptions {
 	// copied and drops a claim not done within claim_timeout_sec. 0: sized
 	// from the measured speed (about claim_target, at most a quarter of the
 	// time-out), capped by one full queue of the copier (queue_depth x
-	// chunk_bytes, >= 8 MiB) and by 1/4 s of the rate limit (a killed
-	// daemon loses a claim). Not 0: every claim asks for that many, until
-	// one is lost to the time-out; then they adapt, capped by it.
+	// chunk_bytes, >= 8 MiB) and by 1/4 s of the rate limit (the burst of
+	// one claim at full speed; a killed daemon loses a claim). Not 0: every
+	// claim asks for that many, until one is lost to the time-out; then
+	// they adapt, capped by it.
 	uint32_t max_regions_per_claim = 0;
 	// What a claim aims to last (tests lengthen it to make sizes stable).
 	std::chrono::milliseconds claim_target{1000};
@@ -81,13 +92,14 @@ public:
 	           std::unique_ptr<RegionCopier> copier);
 
 	// Runs until the pair is clean (OK), a claim or copy fails, or
-	// RequestStop() (ECANCELED; the current claim is reported Failed). A
+	// RequestStop() (ECANCELED; the current claim is reported Failed, a
+	// wait for the rate limit ends at once). A
 	// claim the kernel dropped is no failure unless it was one region
 	// (ETIMEDOUT: the target cannot copy one region in the time-out).
 	// Errors start with "resync pipe <id> pair <source>: ".
 	Status Run();
 
-	void RequestStop() { copier_->RequestStop(); }
+	void RequestStop();
 	ResyncProgress progress() const;
 	const RegionCopier &copier() const { return *copier_; }
 
@@ -95,6 +107,9 @@ private:
 	Status RunClaims();
 	// Before each claim: the kernel's time-out, into the sizer.
 	void RefreshClaimTimeout();
+	// Before each claim: waits until the claims so far are within the rate
+	// limit. false: RequestStop().
+	bool Pace();
 	// Done found no claim: log, shrink; an error when it cannot shrink.
 	Status ClaimLost(const RegionClaim &claim, ClaimSizer::Duration elapsed,
 	                 const std::string &how, uint64_t copied_regions);
@@ -109,6 +124,10 @@ private:
 	std::atomic<uint64_t> claims_lost_{0};
 	std::atomic<int64_t> start_ns_{0};
 	std::atomic<bool> copying_{false}; // a claim is being copied
+	TokenBucket pace_;                 // the rate limit (Pace())
+	// Pace() waits on stop_cv_ for RequestStop() (the copier's flag).
+	std::mutex stop_mu_;
+	std::condition_variable stop_cv_;
 };
 
 // The device a LIO backstore ("replipipe_<N>/<name>") serves, from its

@@ -1,11 +1,22 @@
 // TokenBucket: the resync rate limit (Goal's ResyncRateLimitKiBps).
 //
 // Tokens are bytes, refilled at rate bytes per second up to capacity. The
-// bucket starts empty, so that no interval that starts with the copy moves
-// more than rate * interval + one request: a 4 MiB copy at 8 MiB/s takes at
-// least 0.5 s. Rate 0 means unlimited.
+// bucket starts empty. Rate 0 means unlimited.
 //
-// Thread-safety: none; the copier's loop owns it.
+// PairResync paces its claims with it, after the fact: a claim holds
+// application writes to its regions until it ends, so its copy runs at full
+// speed, and the wait comes between claims. Take() spends what a claim
+// copied, into debt when that is more than the bucket holds; the next claim
+// waits until Wait(0) says the debt is paid. On average the copy moves at
+// most rate bytes per second; in any interval, at most rate * interval plus
+// capacity plus one claim (the claim sizer caps a claim at a quarter second
+// of the rate, or one region when a region is larger).
+//
+// Take() does not refill: the time from one Wait() to the next, the claim's
+// copy included, is credited by the next Wait(), against the debt, before
+// the capacity caps it.
+//
+// Thread-safety: none; its one user's loop owns it.
 #pragma once
 
 #include <algorithm>
@@ -28,7 +39,8 @@ public:
 
 	bool unlimited() const { return rate_ == 0; }
 
-	// How long until bytes may go (zero: now). bytes <= capacity.
+	// How long until bytes may go (zero: now), i.e. until the debt is
+	// paid and bytes more are there. bytes <= capacity.
 	Clock::duration Wait(uint64_t bytes)
 	{
 		if (unlimited())
@@ -41,7 +53,8 @@ public:
 		        std::chrono::duration<double>(missing / rate_));
 	}
 
-	// Spends bytes (after Wait() said zero).
+	// Spends bytes, which may be more than the bucket holds (a debt that
+	// the next Wait() counts).
 	void Take(uint64_t bytes)
 	{
 		if (!unlimited())
