@@ -10,6 +10,7 @@
 #include <cassert>
 #include <cerrno>
 #include <cstdlib>
+#include <thread>
 #include <vector>
 
 #include "log.h"
@@ -24,8 +25,12 @@ constexpr uint32_t kBufferAlign = 4096;
 // Alignment of offsets and lengths for O_DIRECT on a regular file: the
 // largest logical block size in use; smaller tails go through buffered I/O.
 constexpr uint32_t kFileDirectAlign = 4096;
-// -EAGAIN/-EINTR resubmissions of one request before giving up.
+// -EAGAIN/-EINTR resubmissions of one request, or refused submissions in a
+// row, before giving up.
 constexpr unsigned kMaxRetries = 1000;
+// Between two submissions the kernel refused with nothing in flight: 1000
+// tries take at least a second.
+constexpr auto kSubmitRetryPause = std::chrono::milliseconds(1);
 
 struct FreeDeleter {
 	void operator()(void *p) const { std::free(p); }
@@ -108,6 +113,7 @@ struct RegionCopier::Impl {
 
 	Status Copy(RegionCopier *owner, uint64_t offset, uint64_t length,
 	            Deadline deadline);
+	Status Submit(unsigned *refused, bool *again);
 	void Prepare(uint32_t slot);
 	void Complete(RegionCopier *owner, uint32_t slot, int res);
 	bool stopping(const RegionCopier *owner) const
@@ -329,6 +335,46 @@ Status RegionCopier::Sync()
 	return {};
 }
 
+// Submits what is queued. *again: nothing was submitted and nothing is in
+// the kernel, so no completion will come to wait for: submit again.
+Status RegionCopier::Impl::Submit(unsigned *refused, bool *again)
+{
+	*again = false;
+	if (io_uring_sq_ready(&ring) == 0)
+		return {};
+	int rc = options.inject_submit ? options.inject_submit() : 0;
+	if (rc == 0)
+		rc = io_uring_submit(&ring);
+	if (rc > 0) {
+		*refused = 0;
+		return {};
+	}
+	if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR) {
+		// Nothing more can be trusted to complete.
+		ring_broken = true;
+		return Status::FromErrno("resync: io_uring_submit", -rc);
+	}
+	// Nothing submitted (EAGAIN: the kernel lacks resources; EBUSY: it
+	// must post completions first). The completions of what is in the
+	// kernel free both: wait for them. With nothing there, a wait would
+	// last forever: submit again shortly, even when stopping (what is
+	// queued drains through the kernel like the rest).
+	if (inflight > io_uring_sq_ready(&ring))
+		return {};
+	if (++*refused > kMaxRetries) {
+		// Queued, never submitted: no later submit may run them.
+		ring_broken = true;
+		return Status::FromErrno("resync: io_uring_submit refused " +
+		                                 std::to_string(kMaxRetries) +
+		                                 " times in a row",
+		                         rc < 0 ? -rc : EAGAIN);
+	}
+	if (rc != -EINTR)
+		std::this_thread::sleep_for(kSubmitRetryPause);
+	*again = true;
+	return {};
+}
+
 Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
                                 uint64_t length, Deadline deadline)
 {
@@ -346,6 +392,7 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 	inflight = 0;
 	error = Status();
 	expired = false;
+	unsigned refused = 0; // submissions refused in a row
 
 	for (;;) {
 		// Start reads while slots, work and time allow.
@@ -362,17 +409,16 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 			++inflight;
 			next += len;
 		}
-		if (inflight == 0)
+		if (inflight == 0 && io_uring_sq_ready(&ring) == 0)
 			break; // done, failed or stopped, and drained
-		int rc = io_uring_submit(&ring);
-		if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR) {
-			// Nothing more can be trusted to complete.
-			ring_broken = true;
-			return Status::FromErrno("resync: io_uring_submit",
-			                         -rc);
-		}
+		bool again = false;
+		Status submitted = Submit(&refused, &again);
+		if (!submitted.ok())
+			return submitted;
+		if (again)
+			continue;
 		io_uring_cqe *cqe = nullptr;
-		rc = io_uring_wait_cqe(&ring, &cqe);
+		int rc = io_uring_wait_cqe(&ring, &cqe);
 		if (rc == -EINTR || rc == -EAGAIN)
 			continue;
 		if (rc < 0) {

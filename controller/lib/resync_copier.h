@@ -12,6 +12,9 @@
 //
 // On an error or a stop request, no new I/O is issued and everything in
 // flight is drained before Copy() returns; the ring is idle between calls.
+// A submission the kernel refuses for want of resources (EAGAIN, EBUSY) is
+// retried after completions are reaped, or, with none to reap, after a
+// short sleep, a bounded number of times.
 //
 // Copy() runs at full speed: the rate limit paces the claims between
 // copies (PairResync), never a copy.
@@ -53,6 +56,10 @@ struct CopierOptions {
 	// replaces the result (fault injection).
 	enum class Op { kRead, kWrite, kSync };
 	std::function<int(Op op, uint64_t offset, int result)> inject;
+	// Tests only: called before each io_uring_submit; a negative errno is
+	// taken as the submit's result and nothing is submitted (the kernel
+	// refusing a submission: EAGAIN, EBUSY).
+	std::function<int()> inject_submit;
 };
 
 class RegionCopier

@@ -10,9 +10,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -432,6 +434,96 @@ TEST(RegionCopier, StopDrainsAndReportsCancelled)
 	stopper.join();
 	EXPECT_EQ(st.err(), ECANCELED) << st.message();
 	EXPECT_LT(copier->batch_bytes(), 16 * kMiB);
+}
+
+// Runs body in a child process (a death test) that SIGALRM ends after
+// `seconds`: a call that hangs fails the test rather than hanging it, and a
+// crash fails it without ending the others. body returns "" or what went
+// wrong. The child ends with _exit(): what it creates must be owned (and
+// removed) by the parent, like a ScratchDir.
+void ExpectReturnsWithin(unsigned seconds,
+                         const std::function<std::string()> &body)
+{
+	EXPECT_EXIT(
+	        {
+		        ::alarm(seconds);
+		        const std::string error = body();
+		        if (!error.empty())
+			        std::fprintf(stderr, "%s\n", error.c_str());
+		        std::fflush(stderr);
+		        ::_exit(error.empty() ? 0 : 1);
+	        },
+	        ::testing::ExitedWithCode(0), "")
+	        << "hung (SIGALRM), crashed or failed";
+}
+
+// io_uring_submit may refuse a submission (EAGAIN: no resources; EBUSY:
+// completions to post first), and nothing is then in the kernel: waiting
+// for a completion would wait forever. The submit is tried again, and
+// refusals while requests are in the kernel wait for their completions.
+TEST(RegionCopier, RefusedSubmitsAreTriedAgain)
+{
+	ScratchDir dir;
+	ExpectReturnsWithin(30, [&dir] {
+		const Bytes data = RandomBytes(4 * kMiB + 4096, 40);
+		WriteFile(dir / "src", data);
+		WriteFile(dir / "dst", {});
+		CopierOptions options;
+		options.chunk_bytes = 256 * kKiB;
+		options.queue_depth = 4;
+		int calls = 0, refused = 0;
+		// The first three refused (the first submit of the copy:
+		// nothing in flight), then every third.
+		options.inject_submit = [&] {
+			++calls;
+			if (calls <= 3 || calls % 3 == 0) {
+				++refused;
+				return calls % 2 ? -EAGAIN : -EBUSY;
+			}
+			return 0;
+		};
+		auto copier =
+		        RegionCopier::Open(dir / "src", dir / "dst", options);
+		if (!copier.ok())
+			return copier.status().message();
+		Status st = (*copier)->Copy(0, data.size());
+		if (!st.ok())
+			return st.message();
+		if (refused < 4)
+			return "refused only " + std::to_string(refused);
+		if (ReadFile(dir / "dst") != data)
+			return std::string("the target differs");
+		return std::string();
+	});
+}
+
+// A kernel that refuses every submission: the copy fails, naming the call
+// and the errno, after a bounded number of tries (about a second), and the
+// ring, which may still hold what was never submitted, is not used again.
+TEST(RegionCopier, SubmitsRefusedForeverFailTheCopy)
+{
+	ScratchDir dir;
+	ExpectReturnsWithin(60, [&dir] {
+		WriteFile(dir / "src", RandomBytes(kMiB, 41));
+		WriteFile(dir / "dst", {});
+		CopierOptions options;
+		options.chunk_bytes = 256 * kKiB;
+		options.inject_submit = [] { return -EBUSY; };
+		auto copier =
+		        RegionCopier::Open(dir / "src", dir / "dst", options);
+		if (!copier.ok())
+			return copier.status().message();
+		Status st = (*copier)->Copy(0, kMiB);
+		const std::string want =
+		        "resync: io_uring_submit refused 1000 times in a row: "
+		        "Device or resource busy";
+		if (st.ok() || st.err() != EBUSY || st.message() != want)
+			return "first copy: " + st.message();
+		st = (*copier)->Copy(0, kMiB);
+		if (st.message() != "resync: io_uring failed earlier")
+			return "second copy: " + st.message();
+		return std::string();
+	});
 }
 
 constexpr uint64_t kRegion = 64 * kKiB;
