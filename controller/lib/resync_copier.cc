@@ -392,6 +392,14 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 	inflight = 0;
 	error = Status();
 	expired = false;
+	if (options.stray_completion) {
+		io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+		assert(sqe != nullptr); // the ring is idle between calls
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data64(sqe, *options.stray_completion);
+		// Alone: it must not take an entry the requests need.
+		io_uring_submit(&ring);
+	}
 	unsigned refused = 0; // submissions refused in a row
 
 	for (;;) {
@@ -433,10 +441,12 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 		io_uring_for_each_cqe(&ring, head, cqe)
 		{
 			++seen;
-			Complete(owner,
-			         static_cast<uint32_t>(
-			                 io_uring_cqe_get_data64(cqe)),
-			         cqe->res);
+			const uint64_t data = io_uring_cqe_get_data64(cqe);
+			// Not a request of ours (liburing's internal timeout
+			// completes with LIBURING_UDATA_TIMEOUT): no slot.
+			if (data >= requests.size())
+				continue;
+			Complete(owner, static_cast<uint32_t>(data), cqe->res);
 		}
 		io_uring_cq_advance(&ring, seen);
 	}

@@ -14,7 +14,8 @@
 // flight is drained before Copy() returns; the ring is idle between calls.
 // A submission the kernel refuses for want of resources (EAGAIN, EBUSY) is
 // retried after completions are reaped, or, with none to reap, after a
-// short sleep, a bounded number of times.
+// short sleep, a bounded number of times. A completion that is none of the
+// copier's requests is ignored.
 //
 // Copy() runs at full speed: the rate limit paces the claims between
 // copies (PairResync), never a copy.
@@ -30,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "status.h"
@@ -60,6 +62,10 @@ struct CopierOptions {
 	// taken as the submit's result and nothing is submitted (the kernel
 	// refusing a submission: EAGAIN, EBUSY).
 	std::function<int()> inject_submit;
+	// Tests only: each Copy() first completes a NOP with this user_data,
+	// a completion that is none of the copier's requests (as liburing's
+	// own timeout with LIBURING_UDATA_TIMEOUT).
+	std::optional<uint64_t> stray_completion;
 };
 
 class RegionCopier

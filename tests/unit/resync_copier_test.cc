@@ -526,6 +526,39 @@ TEST(RegionCopier, SubmitsRefusedForeverFailTheCopy)
 	});
 }
 
+// A completion whose user_data is none of the copier's requests (liburing's
+// internal timeout, on kernels without IORING_FEAT_EXT_ARG, completes with
+// LIBURING_UDATA_TIMEOUT, -1) is ignored, not taken for a request slot.
+TEST(RegionCopier, IgnoresCompletionsThatAreNotItsRequests)
+{
+	// Past the end: -1 (slot 0xFFFFFFFF once truncated), and the slot
+	// after the last (queue depth 4).
+	for (uint64_t stray : {~uint64_t{0}, uint64_t{4}}) {
+		ScratchDir dir;
+		ExpectReturnsWithin(30, [&dir, stray] {
+			const Bytes data = RandomBytes(2 * kMiB, 42);
+			WriteFile(dir / "src", data);
+			WriteFile(dir / "dst", {});
+			CopierOptions options;
+			options.chunk_bytes = 256 * kKiB;
+			options.queue_depth = 4;
+			options.stray_completion = stray;
+			auto copier = RegionCopier::Open(dir / "src",
+			                                 dir / "dst", options);
+			if (!copier.ok())
+				return copier.status().message();
+			for (int i = 0; i < 2; ++i) {
+				Status st = (*copier)->Copy(0, data.size());
+				if (!st.ok())
+					return st.message();
+			}
+			if (ReadFile(dir / "dst") != data)
+				return std::string("the target differs");
+			return std::string();
+		});
+	}
+}
+
 constexpr uint64_t kRegion = 64 * kKiB;
 
 std::vector<bool>
