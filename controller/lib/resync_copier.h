@@ -15,12 +15,12 @@
 // A submission the kernel refuses for want of resources (EAGAIN, EBUSY) is
 // retried after completions are reaped, or, with none to reap, after a
 // short sleep, a bounded number of times. A completion that is none of the
-// copier's requests is ignored.
+// copier's requests is ignored. Copy() does not make the target durable:
+// Sync() does, once per batch of copies (a resync claim) rather than per
+// write.
 //
 // Copy() runs at full speed: the rate limit paces the claims between
 // copies (PairResync), never a copy.
-// Copy() does not make the target durable: Sync() does, once per batch of
-// copies (a resync claim) rather than per write.
 //
 // Thread-safety: Copy() from one thread at a time. RequestStop(),
 // stop_requested(), batch_bytes() and copied_bytes() from any thread.

@@ -93,9 +93,9 @@ public:
 
 	// Runs until the pair is clean (OK), a claim or copy fails, or
 	// RequestStop() (ECANCELED; the current claim is reported Failed, a
-	// wait for the rate limit ends at once). A
-	// claim the kernel dropped is no failure unless it was one region
-	// (ETIMEDOUT: the target cannot copy one region in the time-out).
+	// wait for the rate limit ends at once). A claim the kernel dropped is
+	// no failure unless it was one region (ETIMEDOUT: the target cannot
+	// copy one region in the time-out).
 	// Errors start with "resync pipe <id> pair <source>: ".
 	Status Run();
 
