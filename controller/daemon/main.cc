@@ -372,12 +372,11 @@ int Run(const Options &opts, Detacher &detacher)
 	}
 
 	EventHub hub;
+	// Nothing waits for a job but jobs.StopAll() below: when a job ends,
+	// the service plans its pipe again (DaemonService).
 	ResyncJobs jobs(
 	        NetlinkPairJobFactory(),
-	        [&hub](const ControlEvent &event) { hub.Publish(event); }, {},
-	        [&kernel](const std::string &pipe_id) {
-		        return (*kernel)->GetPipe(pipe_id);
-	        });
+	        [&hub](const ControlEvent &event) { hub.Publish(event); });
 	DaemonService service(pipes, **kernel, &jobs, hub);
 
 	ControlServerOptions server_options;

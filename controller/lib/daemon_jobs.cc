@@ -1,7 +1,10 @@
 #include "daemon_jobs.h"
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <cerrno>
+#include <list>
 #include <set>
 
 #include "log.h"
@@ -11,8 +14,6 @@ namespace replipipe
 {
 namespace
 {
-
-using Clock = std::chrono::steady_clock;
 
 ControlResync ToControl(const ResyncProgress &p, bool running)
 {
@@ -127,14 +128,61 @@ PairJobFactory NetlinkPairJobFactory(std::string configfs_core)
 	};
 }
 
+// What a job writes: the target's block-device number when its path names
+// a block device (0 otherwise), and the path.
+struct ResyncJobs::Target {
+	dev_t rdev = 0;
+	std::string path;
+
+	// stat() follows symlinks: /dev/disk/by-id/... and /dev/sdb are one
+	// device.
+	static Target Of(const std::string &path)
+	{
+		Target target;
+		target.path = path;
+		struct stat st = {};
+		if (::stat(path.c_str(), &st) == 0 && S_ISBLK(st.st_mode))
+			target.rdev = st.st_rdev;
+		return target;
+	}
+	bool Same(const Target &other) const
+	{
+		if (rdev != 0 && other.rdev != 0)
+			return rdev == other.rdev;
+		return path == other.path;
+	}
+};
+
+struct ResyncJobs::Entry {
+	Job *job = nullptr; // live: running, or retiring (asked to stop)
+	std::optional<ControlResync> last;
+	Clock::time_point not_before{};
+	int failures = 0;
+	bool forget = false; // its pipe was deleted: erase when its job ends
+};
+
 struct ResyncJobs::Job {
-	explicit Job(PairJobSpec s) : spec(std::move(s)) {}
+	Job(PairJobSpec s, Target t, std::map<Key, Entry>::iterator e)
+	    : spec(std::move(s)), target(std::move(t)), entry(e)
+	{
+	}
 
 	const PairJobSpec spec;
+	const Target target;
+	// Valid while the job is live: an entry with a live job is never
+	// erased (StopPipe() marks it forget instead).
+	const std::map<Key, Entry>::iterator entry;
+	bool retiring = false; // guarded by ResyncJobs::mu_
+	// Its PairJob is gone (its target is no longer written) and its
+	// result recorded. guarded by ResyncJobs::mu_
+	bool ended = false;
+
 	std::mutex mu;
-	std::unique_ptr<PairJob> job; // guarded by mu; set once
-	bool stop = false;            // guarded by mu
-	std::atomic<bool> finished{false};
+	std::unique_ptr<PairJob> job;                 // guarded by mu
+	std::optional<ResyncProgress> final_progress; // guarded by mu
+	bool stop = false;                            // guarded by mu
+	// Set last by the job's thread: joining it waits for nothing more.
+	std::atomic<bool> exited{false};
 	std::jthread thread; // last: started when the rest exists
 
 	void RequestStop()
@@ -146,18 +194,9 @@ struct ResyncJobs::Job {
 	}
 };
 
-struct ResyncJobs::Entry {
-	std::unique_ptr<Job> job; // running, or finished and not reaped
-	std::optional<ControlResync> last;
-	Clock::time_point not_before{};
-	int failures = 0;
-};
-
 ResyncJobs::ResyncJobs(PairJobFactory factory, EventSink sink,
-                       ResyncJobsOptions options,
-                       KernelPipeReader read_kernel_pipe)
-    : factory_(std::move(factory)), sink_(std::move(sink)), options_(options),
-      read_kernel_pipe_(std::move(read_kernel_pipe))
+                       ResyncJobsOptions options)
+    : factory_(std::move(factory)), sink_(std::move(sink)), options_(options)
 {
 }
 
@@ -166,22 +205,53 @@ ResyncJobs::~ResyncJobs()
 	StopAll();
 }
 
-void ResyncJobs::__TakeJobs(const std::function<bool(const Key &)> &stop,
-                            std::vector<std::unique_ptr<Job>> &out)
+void ResyncJobs::SetReplanSink(ReplanSink sink)
 {
-	for (auto &[key, entry] : entries_) {
-		if (!entry.job)
-			continue;
-		if (entry.job->finished.load()) {
-			out.push_back(std::move(entry.job));
-		} else if (stop(key)) {
-			entry.job->RequestStop();
-			out.push_back(std::move(entry.job));
-		}
+	std::lock_guard lock(replan_mu_);
+	replan_ = std::move(sink);
+}
+
+void ResyncJobs::Emit(const ControlEvent &event) const
+{
+	if (sink_)
+		sink_(event);
+}
+
+void ResyncJobs::__Retire(Job &job)
+{
+	if (job.retiring)
+		return;
+	job.retiring = true;
+	job.RequestStop();
+}
+
+bool ResyncJobs::__TargetBusy(const Target &target) const
+{
+	for (const auto &job : jobs_)
+		if (!job->ended && job->target.Same(target))
+			return true;
+	return false;
+}
+
+size_t ResyncJobs::__Live() const
+{
+	size_t n = 0;
+	for (const auto &job : jobs_)
+		n += job->ended ? 0 : 1;
+	return n;
+}
+
+void ResyncJobs::__TakeExited(JobList &out)
+{
+	for (auto it = jobs_.begin(); it != jobs_.end();) {
+		auto next = std::next(it);
+		if ((*it)->ended && (*it)->exited.load())
+			out.splice(out.end(), jobs_, it);
+		it = next;
 	}
 }
 
-void ResyncJobs::Join(std::vector<std::unique_ptr<Job>> &jobs)
+void ResyncJobs::Join(JobList &jobs)
 {
 	for (auto &job : jobs)
 		if (job->thread.joinable())
@@ -189,34 +259,62 @@ void ResyncJobs::Join(std::vector<std::unique_ptr<Job>> &jobs)
 	jobs.clear();
 }
 
-void ResyncJobs::__Start(Entry &entry, const PairJobSpec &spec)
+void ResyncJobs::__Start(std::map<Key, Entry>::iterator entry,
+                         const PairJobSpec &spec, const Target &target)
 {
-	entry.job = std::make_unique<Job>(spec);
-	Job *job = entry.job.get();
+	jobs_.push_back(std::make_unique<Job>(spec, target, entry));
+	Job *job = jobs_.back().get();
 	job->thread = std::jthread([this, job] { RunJob(job); });
+	entry->second.job = job;
+}
+
+void ResyncJobs::__Failed(Entry &entry, Clock::time_point now)
+{
+	++entry.failures;
+	auto backoff = options_.min_backoff;
+	for (int i = 1; i < entry.failures && backoff < options_.max_backoff;
+	     ++i)
+		backoff *= 2;
+	if (backoff > options_.max_backoff)
+		backoff = options_.max_backoff;
+	entry.not_before = now + backoff;
 }
 
 void ResyncJobs::RunJob(Job *job)
+{
+	const Status status = RunPairJob(job);
+	// The PairJob goes before the job counts as ended: its claim
+	// channel and devices closed, nothing more written to its target.
+	std::unique_ptr<PairJob> gone;
+	{
+		std::lock_guard lock(job->mu);
+		if (job->job) {
+			job->final_progress = job->job->progress();
+			gone = std::move(job->job);
+		}
+	}
+	gone.reset();
+	Finish(job, status);
+	job->exited.store(true);
+}
+
+Status ResyncJobs::RunPairJob(Job *job)
 {
 	// From this thread, outside mu_, and before its end is reported: the
 	// sink sees started before done/failed.
 	const PairJobSpec &spec = job->spec;
 	LogInfo() << "resync pipe " << spec.pipe_id << " pair " << spec.source
 	          << " -> " << spec.target << ": started";
-	if (sink_) {
-		ControlEvent event;
-		event.type = "resync_started";
-		event.instance_id = spec.instance_id;
-		event.name = spec.pipe_name;
-		event.source = spec.source;
-		event.target = spec.target;
-		sink_(event);
-	}
-	auto made = factory_(job->spec);
-	if (!made.ok()) {
-		Finish(job, made.status());
-		return;
-	}
+	ControlEvent event;
+	event.type = "resync_started";
+	event.instance_id = spec.instance_id;
+	event.name = spec.pipe_name;
+	event.source = spec.source;
+	event.target = spec.target;
+	Emit(event);
+	auto made = factory_(spec);
+	if (!made.ok())
+		return made.status();
 	PairJob *pair_job;
 	{
 		std::lock_guard lock(job->mu);
@@ -225,7 +323,7 @@ void ResyncJobs::RunJob(Job *job)
 		if (job->stop)
 			pair_job->RequestStop();
 	}
-	Finish(job, pair_job->Run());
+	return pair_job->Run();
 }
 
 void ResyncJobs::Finish(Job *job, const Status &status)
@@ -239,38 +337,34 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 	std::optional<ResyncProgress> progress;
 	{
 		std::lock_guard lock(job->mu);
-		if (job->job)
-			progress = job->job->progress();
+		progress = job->final_progress;
 	}
+	std::set<std::string> wake;
+	bool stopped;
 	{
 		std::lock_guard lock(mu_);
-		auto it = entries_.find({spec.pipe_id, spec.source});
-		// A job stopped by StopPair() was already taken out of its
-		// entry; its progress still belongs to the pair.
-		if (it != entries_.end() &&
-		    (it->second.job.get() == job || !it->second.job)) {
-			Entry &entry = it->second;
-			if (progress)
-				entry.last = ToControl(*progress, false);
-			auto now = Clock::now();
-			if (status.ok()) {
-				entry.failures = 0;
-				entry.not_before = now + options_.rerun_delay;
-			} else if (obsolete) {
-				entry.not_before = now;
-			} else if (!cancelled) {
-				++entry.failures;
-				auto backoff = options_.min_backoff;
-				for (int i = 1; i < entry.failures &&
-				                backoff < options_.max_backoff;
-				     ++i)
-					backoff *= 2;
-				if (backoff > options_.max_backoff)
-					backoff = options_.max_backoff;
-				entry.not_before = now + backoff;
-			}
+		Entry &entry = job->entry->second;
+		if (progress)
+			entry.last = ToControl(*progress, false);
+		const auto now = Clock::now();
+		if (status.ok()) {
+			entry.failures = 0;
+			entry.not_before = now + options_.rerun_delay;
+		} else if (obsolete) {
+			entry.not_before = now;
+		} else if (!cancelled) {
+			__Failed(entry, now);
 		}
-		job->finished.store(true);
+		entry.job = nullptr;
+		job->ended = true;
+		if (entry.forget)
+			entries_.erase(job->entry);
+		stopped = stopped_;
+		// Whatever held their jobs back (this job's pair, its target)
+		// may be gone: each pipe plans again.
+		if (!stopped)
+			wake.swap(waiting_);
+		ended_cv_.notify_all();
 	}
 	ControlEvent event;
 	event.instance_id = spec.instance_id;
@@ -278,13 +372,12 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 	event.source = spec.source;
 	event.target = spec.target;
 	if (status.ok()) {
+		std::string copied;
+		if (progress)
+			copied = ", " + std::to_string(progress->done_bytes) +
+			         " bytes copied";
 		LogInfo() << "resync pipe " << spec.pipe_id << " pair "
-		          << spec.source << ": done"
-		          << (progress ? ", " +
-		                                 std::to_string(
-		                                         progress->done_bytes) +
-		                                 " bytes copied"
-		                       : std::string());
+		          << spec.source << ": done" << copied;
 		event.type = "resync_done";
 	} else if (cancelled) {
 		LogInfo() << "resync pipe " << spec.pipe_id << " pair "
@@ -298,13 +391,20 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 		          << status.message() << ")";
 		event.type = "resync_stopped";
 		event.message = "the pair was replaced";
+		// Its pipe plans again at once: for the pair that
+		// replaced this one.
+		if (!stopped)
+			wake.insert(spec.pipe_id);
 	} else {
 		LogError() << status.message();
 		event.type = "resync_failed";
 		event.message = status.message();
 	}
-	if (sink_)
-		sink_(event);
+	Emit(event);
+	std::lock_guard lock(replan_mu_);
+	if (replan_)
+		for (const std::string &pipe_id : wake)
+			replan_(pipe_id);
 }
 
 void ResyncJobs::SyncPipe(const PipeRecord &pipe,
@@ -312,96 +412,104 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 {
 	// The pairs that should have a job, with what it should do.
 	JobPlan plan = PlanJobs(pipe, kernel);
+	std::map<std::string, Target> targets; // by source; stat() unlocked
+	for (const auto &[source, spec] : plan.wanted)
+		targets.emplace(source, Target::Of(spec.target));
 
-	std::vector<std::unique_ptr<Job>> to_join;
+	JobList to_join;
 	{
 		std::lock_guard lock(mu_);
 		if (stopped_)
 			return;
-		__TakeJobs(
-		        [&](const Key &key) {
-			        if (key.first != pipe.instance_id)
-				        return false;
-			        auto it = plan.wanted.find(key.second);
-			        // A job whose pair turned InSync is finishing
-			        // (its last claim found nothing): let it end.
-			        if (it == plan.wanted.end())
-				        return !plan.in_sync.count(key.second);
-			        // Changed settings (rate limit, target) or a
-			        // replaced pair (serial): restart with the new
-			        // ones.
-			        auto entry = entries_.find(key);
-			        return !(it->second == entry->second.job->spec);
-		        },
-		        to_join);
+		for (auto &[key, entry] : entries_) {
+			if (key.first != pipe.instance_id || !entry.job)
+				continue;
+			auto it = plan.wanted.find(key.second);
+			// A job whose pair turned InSync is finishing (its last
+			// claim found nothing): let it end. Changed settings
+			// (rate limit, target) or a replaced pair (serial):
+			// stop, and start again with the new ones once it has
+			// ended.
+			if (it == plan.wanted.end()
+			            ? !plan.in_sync.count(key.second)
+			            : !(it->second == entry.job->spec))
+				__Retire(*entry.job);
+		}
+		const auto now = Clock::now();
+		for (const auto &[source, spec] : plan.wanted) {
+			auto entry =
+			        entries_.try_emplace({pipe.instance_id, source})
+			                .first;
+			entry->second.forget = false;
+			const Target &target = targets.at(source);
+			if (entry->second.job) {
+				// Running as planned, or retiring: its
+				// successor waits for its end.
+				if (entry->second.job->retiring)
+					waiting_.insert(pipe.instance_id);
+				continue;
+			}
+			if (now < entry->second.not_before)
+				continue;
+			if (__TargetBusy(target)) {
+				waiting_.insert(pipe.instance_id);
+				continue;
+			}
+			__Start(entry, spec, target);
+		}
+		__TakeExited(to_join);
 	}
-	// A replaced job ends (its claim reported Failed) before the new one
-	// claims: otherwise the new one could find every dirty region still
-	// claimed, take that for "clean" and end at once.
-	const bool joined = !to_join.empty();
 	Join(to_join);
-	// That can take seconds, in which a PIPE_SET may have replaced pairs:
-	// plan from the kernel's state now. (Should the read fail, the jobs'
-	// pair serials still keep a stale plan off a replaced pair.)
-	if (joined && read_kernel_pipe_) {
-		auto now_in_kernel = read_kernel_pipe_(pipe.instance_id);
-		if (!now_in_kernel.ok())
-			LogWarning()
-			        << "resync pipe " << pipe.instance_id << ": "
-			        << now_in_kernel.status().message();
-		else if (!*now_in_kernel)
-			plan.wanted.clear(); // deleted meanwhile
-		else
-			plan = PlanJobs(pipe, **now_in_kernel);
-	}
-	std::lock_guard lock(mu_);
-	if (stopped_)
-		return;
-	const auto now = Clock::now();
-	for (const auto &[source, spec] : plan.wanted) {
-		Entry &entry = entries_[{pipe.instance_id, source}];
-		if (entry.job || now < entry.not_before)
-			continue;
-		__Start(entry, spec);
-	}
 }
 
 void ResyncJobs::StopPipe(const std::string &pipe_id)
 {
-	std::vector<std::unique_ptr<Job>> to_join;
+	JobList to_join;
 	{
 		std::lock_guard lock(mu_);
-		__TakeJobs([&](const Key &key) { return key.first == pipe_id; },
-		           to_join);
-		std::erase_if(entries_, [&](const auto &item) {
-			return item.first.first == pipe_id;
-		});
+		for (auto it = entries_.begin(); it != entries_.end();) {
+			if (it->first.first != pipe_id) {
+				++it;
+			} else if (it->second.job) {
+				__Retire(*it->second.job);
+				it->second.forget = true;
+				++it;
+			} else {
+				it = entries_.erase(it);
+			}
+		}
+		__TakeExited(to_join);
 	}
 	Join(to_join);
 }
 
 void ResyncJobs::StopPair(const std::string &pipe_id, const std::string &source)
 {
-	std::vector<std::unique_ptr<Job>> to_join;
+	JobList to_join;
 	{
 		std::lock_guard lock(mu_);
-		__TakeJobs(
-		        [&](const Key &key) {
-			        return key.first == pipe_id &&
-			               key.second == source;
-		        },
-		        to_join);
+		auto it = entries_.find({pipe_id, source});
+		if (it != entries_.end() && it->second.job)
+			__Retire(*it->second.job);
+		__TakeExited(to_join);
 	}
 	Join(to_join);
 }
 
 void ResyncJobs::StopAll()
 {
-	std::vector<std::unique_ptr<Job>> to_join;
+	JobList to_join;
 	{
-		std::lock_guard lock(mu_);
+		std::unique_lock lock(mu_);
 		stopped_ = true;
-		__TakeJobs([](const Key &) { return true; }, to_join);
+		waiting_.clear();
+		for (auto &job : jobs_)
+			if (!job->ended)
+				__Retire(*job);
+		// Shutdown, the one place that waits for jobs: their claims
+		// end as Failed rather than dropped with the socket.
+		ended_cv_.wait(lock, [&] { return __Live() == 0; });
+		to_join.splice(to_join.end(), jobs_);
 	}
 	Join(to_join);
 }
@@ -415,13 +523,19 @@ ResyncJobs::Progress(const std::string &pipe_id,
 	if (it == entries_.end())
 		return std::nullopt;
 	const Entry &entry = it->second;
-	if (entry.job && !entry.job->finished.load()) {
-		std::lock_guard job_lock(entry.job->mu);
-		if (entry.job->job)
-			return ToControl(entry.job->job->progress(), true);
-		ControlResync starting;
-		starting.running = true;
-		return starting;
+	if (entry.job) {
+		Job &job = *entry.job;
+		const bool running = !job.retiring;
+		std::lock_guard job_lock(job.mu);
+		if (job.job)
+			return ToControl(job.job->progress(), running);
+		if (job.final_progress)
+			return ToControl(*job.final_progress, running);
+		if (running) {
+			ControlResync starting;
+			starting.running = true;
+			return starting;
+		}
 	}
 	return entry.last;
 }
@@ -429,10 +543,7 @@ ResyncJobs::Progress(const std::string &pipe_id,
 size_t ResyncJobs::running() const
 {
 	std::lock_guard lock(mu_);
-	size_t n = 0;
-	for (const auto &[key, entry] : entries_)
-		n += entry.job && !entry.job->finished.load() ? 1 : 0;
-	return n;
+	return __Live();
 }
 
 } // namespace replipipe

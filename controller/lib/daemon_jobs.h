@@ -8,6 +8,26 @@
 // itself). A stopped job reports its current claim Failed (the regions stay
 // dirty, the next job continues from the kernel's bitmap).
 //
+// Nobody waits for a job to end but StopAll() (shutdown): a job stuck in
+// I/O on a target that does not answer (an iSCSI outage) must not hold the
+// caller, which is the daemon's main loop, its control threads or its
+// pusher. A stopped or replaced job stays in the table, "retiring", until
+// its thread has destroyed its PairJob (closed its claim channel and its
+// devices; its copies have landed). While a job is live (running or
+// retiring) no other job starts for its pair (pipe, source), nor for its
+// target, in any pipe: a new job could find the dirty regions still claimed
+// by the old one and take them for clean, and a target that moved to
+// another pair (two pairs swapped targets in one modify, decision 25; a
+// deleted pair's target reused) must not get the new source's copy while
+// the old job's writes of the old source still land on it. Targets are the
+// same when their block-device numbers are (stat(), so that two paths of
+// one device match), else when their paths are.
+//
+// A pipe whose job was held back (by a live job of its pair or target) is
+// named to the replan sink when a job ends, for the daemon to call SyncPipe()
+// for it again with the kernel's state then; nothing starts a job but
+// SyncPipe().
+//
 // A job is planned for one pair: the kernel's pair serial (0 from a module
 // that reports none) is in its spec and on each of its claims. When a
 // PIPE_SET replaced that pair (same source, a new serial) the kernel refuses
@@ -21,16 +41,19 @@
 //
 // Thread-safety: every public method may be called from any thread. mu_
 // guards the job table; it is never held while a job thread is joined (a
-// finishing job takes it to record its result).
+// finishing job takes it to record its result), nor while a sink is called.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -66,7 +89,8 @@ public:
 	virtual ~PairJob() = default;
 	// Until the pair is clean (OK), a failure, or RequestStop()
 	// (ECANCELED). ESTALE: the pair was replaced since the job was
-	// planned (a claim named its old serial).
+	// planned (a claim named its old serial). Once it returns, the job
+	// writes nothing more to the target.
 	virtual Status Run() = 0;
 	// From any thread, also while Run() is going.
 	virtual void RequestStop() = 0;
@@ -91,63 +115,92 @@ struct ResyncJobsOptions {
 	std::chrono::milliseconds rerun_delay{1000};
 };
 
-// The kernel's pipe now (nullopt: the kernel has no such pipe).
-using KernelPipeReader = std::function<Result<std::optional<KernelPipeStatus>>(
-        const std::string &pipe_id)>;
-
 class ResyncJobs
 {
 public:
 	// sink receives resync_started, resync_done, resync_stopped and
 	// resync_failed events, from the job threads and never under mu_.
 	using EventSink = std::function<void(const ControlEvent &)>;
+	// Told the pipes that should be planned again (SyncPipe()) because a
+	// job ended: one of theirs was held back by it, or the job's pair was
+	// replaced. Called from the job threads, never under mu_; it
+	// must not block (queue the work).
+	using ReplanSink = std::function<void(const std::string &pipe_id)>;
 
-	// With read_kernel_pipe, SyncPipe() reads the pipe again after it
-	// waited for replaced jobs to end (that can take seconds) and starts
-	// jobs from that state rather than from its argument.
 	ResyncJobs(PairJobFactory factory, EventSink sink,
-	           ResyncJobsOptions options = {},
-	           KernelPipeReader read_kernel_pipe = {});
+	           ResyncJobsOptions options = {});
 	~ResyncJobs(); // StopAll()
 	ResyncJobs(const ResyncJobs &) = delete;
 	ResyncJobs &operator=(const ResyncJobs &) = delete;
 
-	// Makes pipe's jobs match kernel (the kernel's view of that pipe).
+	// Replaces the replan sink; once it returns, the old one is not
+	// called any more (it waits for a call in progress).
+	void SetReplanSink(ReplanSink sink);
+
+	// Makes pipe's jobs match kernel (the kernel's view of that pipe):
+	// stops the jobs that should not run, starts the ones that can.
+	// Does not wait for any job to end.
 	void SyncPipe(const PipeRecord &pipe, const KernelPipeStatus &kernel);
-	// Stops every job of a pipe (deleted) or one pair (paused).
+	// Stop every job of a pipe (deleted) or one pair (paused); do not
+	// wait for them to end.
 	void StopPipe(const std::string &pipe_id);
 	void StopPair(const std::string &pipe_id, const std::string &source);
-	// Stops every job and refuses new ones (shutdown).
+	// Stops every job, refuses new ones and waits until every job
+	// thread has ended (shutdown).
 	void StopAll();
 
-	// The pair's progress: of the running job, else of the last one;
-	// nullopt when no job ever ran for it.
+	// The pair's progress: of the running job (running), of a retiring
+	// one (not running), else of the last one; nullopt when no job ever
+	// ran for it.
 	std::optional<ControlResync> Progress(const std::string &pipe_id,
 	                                      const std::string &source) const;
+	// Live jobs: running, or stopped and not ended yet.
 	size_t running() const;
 
 private:
 	struct Job;
 	struct Entry;
+	struct Target;
 	using Key = std::pair<std::string, std::string>; // pipe id, source
+	using Clock = std::chrono::steady_clock;
+	using JobList = std::list<std::unique_ptr<Job>>;
 
-	// Takes finished jobs and the ones matching stop out of the table
-	// (requesting stop), for joining outside mu_. Caller holds mu_.
-	void __TakeJobs(const std::function<bool(const Key &)> &stop,
-	                std::vector<std::unique_ptr<Job>> &out);
-	void __Start(Entry &entry, const PairJobSpec &spec);
+	// A job's thread: makes and runs its PairJob, destroys it, then
+	// Finish() records the end.
 	void RunJob(Job *job);
+	Status RunPairJob(Job *job);
 	void Finish(Job *job, const Status &status);
-	static void Join(std::vector<std::unique_ptr<Job>> &jobs);
+	void Emit(const ControlEvent &event) const;
+
+	// Caller holds mu_:
+	void __Start(std::map<Key, Entry>::iterator entry,
+	             const PairJobSpec &spec, const Target &target);
+	void __Retire(Job &job); // asks a live job to stop
+	void __Failed(Entry &entry, Clock::time_point now); // back-off
+	bool __TargetBusy(const Target &target) const; // a live job writes it
+	size_t __Live() const;
+	// Moves out the ended jobs whose threads have exited: joining them
+	// waits for nothing but the threads' return.
+	void __TakeExited(JobList &out);
+	static void Join(JobList &jobs);
 
 	const PairJobFactory factory_;
 	const EventSink sink_;
 	const ResyncJobsOptions options_;
-	const KernelPipeReader read_kernel_pipe_;
+
+	std::mutex replan_mu_;
+	ReplanSink replan_; // guarded by replan_mu_
 
 	mutable std::mutex mu_;
-	bool stopped_ = false;         // guarded by mu_
-	std::map<Key, Entry> entries_; // guarded by mu_
+	std::condition_variable ended_cv_; // a job ended (StopAll() waits)
+	bool stopped_ = false;             // guarded by mu_
+	std::map<Key, Entry> entries_;     // guarded by mu_
+	// Every job whose thread is not joined yet (live or ended).
+	// guarded by mu_
+	JobList jobs_;
+	// Pipes a job was held back for (by a live job of its pair or target)
+	// since a job last ended. guarded by mu_
+	std::set<std::string> waiting_;
 };
 
 } // namespace replipipe

@@ -52,6 +52,51 @@ DaemonService::DaemonService(PipeService &pipes, KernelApi &kernel,
               [this](const std::string &uuid) { RefreshPipe(uuid); },
               push_options)
 {
+	if (!jobs_)
+		return;
+	replan_thread_ = std::thread([this] { ReplanLoop(); });
+	jobs_->SetReplanSink(
+	        [this](const std::string &uuid) { QueueReplan(uuid); });
+}
+
+DaemonService::~DaemonService()
+{
+	if (!jobs_)
+		return;
+	jobs_->SetReplanSink({}); // no call of QueueReplan() after this
+	{
+		std::lock_guard lock(replan_mu_);
+		replan_stop_ = true;
+	}
+	replan_cv_.notify_all();
+	replan_thread_.join();
+}
+
+void DaemonService::QueueReplan(const std::string &uuid)
+{
+	{
+		std::lock_guard lock(replan_mu_);
+		replan_due_.insert(uuid);
+	}
+	replan_cv_.notify_all();
+}
+
+void DaemonService::ReplanLoop()
+{
+	std::unique_lock lock(replan_mu_);
+	for (;;) {
+		replan_cv_.wait(lock, [this] {
+			return replan_stop_ || !replan_due_.empty();
+		});
+		if (replan_stop_)
+			return;
+		std::set<std::string> due;
+		due.swap(replan_due_);
+		lock.unlock();
+		for (const std::string &uuid : due)
+			RefreshPipe(uuid);
+		lock.lock();
+	}
 }
 
 ControlReply DaemonService::Handle(const ControlRequest &request)
@@ -101,8 +146,10 @@ ControlReply DaemonService::CreateOrModify(const CreateOrModifyCall &call)
 ControlReply DaemonService::Delete(const std::string &pipe)
 {
 	auto uuid = pipes_.ResolvePipe(pipe);
-	// Stop the jobs first: their claims end as Failed, not by the
-	// kernel dropping them when the pipe goes.
+	// Ask the jobs to stop first, without waiting for them: one stuck on
+	// a target that does not answer must not hold the call. A claim still
+	// open when the pipe goes is dropped by the kernel; a job keeps its
+	// target from any new job (ResyncJobs) until it has ended.
 	if (uuid.ok() && jobs_)
 		jobs_->StopPipe(*uuid);
 	MethodOutcome outcome = pipes_.Delete(pipe);

@@ -15,12 +15,25 @@
 //   ProbeDegraded() the periodic probe (--probe-interval): resume Degraded
 //                   pairs whose target answers again
 //
+// When a resync job ends and ResyncJobs names a pipe that waited for it (a
+// job of its own held back by the one that ended: its pair's or its
+// target's previous job), the service refreshes that pipe at once, on a thread
+// of its own, so that the held-back job starts from the kernel's state then,
+// not seconds later at the next tick. A thread rather than the daemon's main
+// loop: nothing else waits behind a refresh (netlink, the store's lock), and it
+// works the same wherever the service runs (the unit tests' in-process daemon
+// has no main loop).
+//
 // Thread-safety: every method may be called from any thread; the objects it
 // uses are thread-safe themselves.
 #pragma once
 
+#include <condition_variable>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "control_protocol.h"
@@ -47,6 +60,9 @@ public:
 	// resync jobs: tests, or a daemon without the engine).
 	DaemonService(PipeService &pipes, KernelApi &kernel, ResyncJobs *jobs,
 	              EventHub &hub, PipePusher::Options push_options = {});
+	// Stops taking re-plans from the jobs and waits for a refresh in
+	// progress.
+	~DaemonService();
 	DaemonService(const DaemonService &) = delete;
 	DaemonService &operator=(const DaemonService &) = delete;
 
@@ -80,11 +96,20 @@ private:
 	ControlReply SetRunState(const ControlRequest &request, bool pause);
 	void Apply(const PipeRecord &record,
 	           const std::optional<KernelPipeStatus> &kernel);
+	// The jobs' replan sink: queues the pipe for the replan thread.
+	void QueueReplan(const std::string &uuid);
+	void ReplanLoop();
 
 	PipeService &pipes_;
 	KernelApi &kernel_;
 	ResyncJobs *const jobs_;
 	EventHub &hub_;
+
+	std::mutex replan_mu_;
+	std::condition_variable replan_cv_; // replan_due_ or replan_stop_
+	std::set<std::string> replan_due_;  // guarded by replan_mu_
+	bool replan_stop_ = false;          // guarded by replan_mu_
+	std::thread replan_thread_;         // started in the constructor
 
 	// Pushes the stored pipes the kernel lacks (RefreshAll() tells it
 	// which); last, so that its thread ends before the rest goes.

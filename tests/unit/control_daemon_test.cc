@@ -216,6 +216,35 @@ TEST(ControlDaemon, PauseAndResume)
 	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 2; }));
 }
 
+// A modify that changes a pair's resync settings stops its job, and does not
+// wait for it to end; the new job starts once the old one has ended,
+// because the service plans the pipe again when a job it held back for
+// ends (here nothing else would: no tick, no kernel events).
+TEST(ControlDaemon, ChangedSettingsRestartTheJobOnceTheOldOneEnded)
+{
+	InProcessDaemon d;
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
+
+	CreateOrModifyCall modify;
+	modify.source_system = testing::kTestHost;
+	modify.target_system = "node2";
+	modify.replication_pipe = created.replication_pipe;
+	modify.goal =
+	        "instance of CIM_SettingData { ResyncRateLimitKiBps = 2048; };";
+	ControlReply modified = d.Call(InProcessDaemon::Create(modify));
+	ASSERT_TRUE(modified.ok) << modified.error;
+	EXPECT_TRUE(d.board_.WaitFor([&] {
+		return d.board_.started.size() == 2 && d.board_.running == 1;
+	}));
+	std::lock_guard lock(d.board_.mu);
+	ASSERT_EQ(d.board_.started.size(), 2u);
+	EXPECT_EQ(d.board_.started[1].rate_limit_kibps, 2048u);
+	EXPECT_EQ(d.board_.stopped, 1);
+}
+
 // A stored pipe the kernel lacks (its push failed at start-up: a backstore or
 // target not there yet; or the kernel lost it) is pushed again, on the
 // pusher's thread, after a back-off, without a restart of the daemon.

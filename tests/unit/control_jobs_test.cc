@@ -1,5 +1,13 @@
 // ResyncJobs and EventHub: the daemon's job table and event fan-out.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -124,6 +132,190 @@ struct SpecLog {
 	}
 };
 
+// The pipes ResyncJobs asked to plan again (its replan sink).
+struct Replans {
+	std::mutex mu;
+	std::condition_variable cv;
+	std::vector<std::string> pipes; // guarded by mu
+	ResyncJobs::ReplanSink Sink()
+	{
+		return [this](const std::string &pipe_id) {
+			std::lock_guard lock(mu);
+			pipes.push_back(pipe_id);
+			cv.notify_all();
+		};
+	}
+	// Waits for the n-th request (from 1); false after 5 s.
+	bool WaitFor(size_t n)
+	{
+		std::unique_lock lock(mu);
+		return cv.wait_for(lock, std::chrono::seconds(5),
+		                   [&] { return pipes.size() >= n; });
+	}
+	size_t Count()
+	{
+		std::lock_guard lock(mu);
+		return pipes.size();
+	}
+	std::string Last()
+	{
+		std::lock_guard lock(mu);
+		return pipes.empty() ? "" : pipes.back();
+	}
+};
+
+// Jobs that run until stopped or told to finish. A source in `hold` makes
+// its job, once stopped, not end until it is released (a job stuck in I/O
+// on a target that does not answer). Counts the PairJobs alive (made and
+// not destroyed: the window in which a job may write its target) by
+// source and by target, and the most seen at once.
+struct Lab {
+	std::mutex mu;
+	std::condition_variable cv;
+	std::vector<PairJobSpec> made;             // guarded by mu
+	std::set<std::string> hold;                // guarded by mu
+	std::set<std::string> finish;              // guarded by mu
+	std::set<std::string> stop_requested;      // sources; guarded by mu
+	std::map<std::string, int> alive_source;   // guarded by mu
+	std::map<std::string, int> alive_target;   // guarded by mu
+	std::map<std::string, int> most_by_source; // guarded by mu
+	std::map<std::string, int> most_by_target; // guarded by mu
+
+	PairJobFactory Factory();
+
+	void Hold(const std::string &source)
+	{
+		std::lock_guard lock(mu);
+		hold.insert(source);
+	}
+	void Release(const std::string &source)
+	{
+		std::lock_guard lock(mu);
+		hold.erase(source);
+		cv.notify_all();
+	}
+	void Finish(const std::string &source)
+	{
+		std::lock_guard lock(mu);
+		finish.insert(source);
+		cv.notify_all();
+	}
+	bool WaitFor(const std::function<bool()> &pred)
+	{
+		std::unique_lock lock(mu);
+		return cv.wait_for(lock, std::chrono::seconds(5), pred);
+	}
+	size_t Made()
+	{
+		std::lock_guard lock(mu);
+		return made.size();
+	}
+	int Most(std::map<std::string, int> Lab::*counts,
+	         const std::string &key)
+	{
+		std::lock_guard lock(mu);
+		auto it = (this->*counts).find(key);
+		return it == (this->*counts).end() ? 0 : it->second;
+	}
+};
+
+class LabJob final : public PairJob
+{
+public:
+	LabJob(Lab &lab, PairJobSpec spec) : lab_(lab), spec_(std::move(spec))
+	{
+		std::lock_guard lock(lab_.mu);
+		int &s = ++lab_.alive_source[spec_.source];
+		int &t = ++lab_.alive_target[spec_.target];
+		lab_.most_by_source[spec_.source] =
+		        std::max(lab_.most_by_source[spec_.source], s);
+		lab_.most_by_target[spec_.target] =
+		        std::max(lab_.most_by_target[spec_.target], t);
+		lab_.cv.notify_all();
+	}
+	~LabJob() override
+	{
+		std::lock_guard lock(lab_.mu);
+		--lab_.alive_source[spec_.source];
+		--lab_.alive_target[spec_.target];
+		lab_.cv.notify_all();
+	}
+	Status Run() override
+	{
+		std::unique_lock lock(lab_.mu);
+		lab_.cv.wait(lock, [this] {
+			return stop_ || lab_.finish.count(spec_.source);
+		});
+		if (!stop_)
+			return Status();
+		lab_.cv.wait(lock,
+		             [this] { return !lab_.hold.count(spec_.source); });
+		return Status::Error("stopped", ECANCELED);
+	}
+	void RequestStop() override
+	{
+		std::lock_guard lock(lab_.mu);
+		stop_ = true;
+		lab_.stop_requested.insert(spec_.source);
+		lab_.cv.notify_all();
+	}
+	ResyncProgress progress() const override
+	{
+		ResyncProgress p;
+		p.done_bytes = 5;
+		p.total_bytes = 10;
+		return p;
+	}
+
+private:
+	Lab &lab_;
+	const PairJobSpec spec_;
+	bool stop_ = false; // guarded by lab_.mu
+};
+
+PairJobFactory Lab::Factory()
+{
+	return [this](const PairJobSpec &spec)
+	               -> Result<std::unique_ptr<PairJob>> {
+		{
+			std::lock_guard lock(mu);
+			made.push_back(spec);
+		}
+		return std::unique_ptr<PairJob>(new LabJob(*this, spec));
+	};
+}
+
+KernelPairStatus KernelPair(const std::string &source,
+                            const std::string &target, uint64_t serial,
+                            PairState state = PairState::kSyncing)
+{
+	KernelPairStatus pair;
+	pair.source = source;
+	pair.target = target;
+	pair.state = state;
+	pair.serial = serial;
+	return pair;
+}
+
+// A pipe and the kernel's view of it, from its pairs.
+struct PipeState {
+	PipeRecord pipe;
+	KernelPipeStatus kernel;
+	PipeState(const std::string &id, std::vector<KernelPairStatus> pairs)
+	{
+		pipe.instance_id = id;
+		pipe.name = "p";
+		kernel.id = id;
+		kernel.region_kib = 64;
+		for (const KernelPairStatus &kp : pairs)
+			pipe.pairs.push_back({kp.source, kp.target});
+		kernel.pairs = std::move(pairs);
+	}
+};
+
+const ResyncJobsOptions kNoBackoff{milliseconds(1), milliseconds(1),
+                                   milliseconds(0)};
+
 TEST(ControlJobs, FailedJobIsRetriedAfterBackoff)
 {
 	std::atomic<int> made{0};
@@ -174,18 +366,22 @@ TEST(ControlJobs, StopsWhenNotSyncingAndRestartsOnNewSettings)
 {
 	SpecLog made;
 	Recorder rec;
-	ResyncJobs jobs(made.Factory(), rec.Sink(),
-	                ResyncJobsOptions{milliseconds(1), milliseconds(1),
-	                                  milliseconds(0)});
+	Replans replans;
+	ResyncJobs jobs(made.Factory(), rec.Sink(), kNoBackoff);
+	jobs.SetReplanSink(replans.Sink());
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
 	ASSERT_TRUE(Eventually([&] { return jobs.running() == 1; }));
 	auto progress = jobs.Progress(Pipe().instance_id, "replipipe_0/a");
 	ASSERT_TRUE(progress.has_value());
 	EXPECT_TRUE(progress->running);
 
-	// A new rate limit restarts the job with it.
+	// A new rate limit stops the job; the new one starts once the old
+	// one has ended and the pipe is planned again.
 	PipeRecord limited = Pipe();
 	limited.settings.resync_rate_kibps = 1024;
+	jobs.SyncPipe(limited, Kernel(PairState::kSyncing));
+	ASSERT_TRUE(replans.WaitFor(1));
+	EXPECT_EQ(replans.Last(), Pipe().instance_id);
 	jobs.SyncPipe(limited, Kernel(PairState::kSyncing));
 	ASSERT_TRUE(Eventually([&] { return made.Made() == 2; }));
 	EXPECT_EQ(made.Spec(1).rate_limit_kibps, 1024u);
@@ -194,7 +390,7 @@ TEST(ControlJobs, StopsWhenNotSyncingAndRestartsOnNewSettings)
 
 	// Paused in the kernel: the job stops; its progress stays.
 	jobs.SyncPipe(limited, Kernel(PairState::kPaused));
-	EXPECT_EQ(jobs.running(), 0u);
+	EXPECT_TRUE(Eventually([&] { return jobs.running() == 0; }));
 	EXPECT_TRUE(
 	        Eventually([&] { return rec.Count("resync_stopped") == 2; }));
 	progress = jobs.Progress(Pipe().instance_id, "replipipe_0/a");
@@ -230,13 +426,15 @@ TEST(ControlJobs, PairsNotInTheStoreGetNoJob)
 TEST(ControlJobs, JobCarriesThePairSerial)
 {
 	SpecLog made;
-	ResyncJobs jobs(made.Factory(), nullptr,
-	                ResyncJobsOptions{milliseconds(1), milliseconds(1),
-	                                  milliseconds(0)});
+	Replans replans;
+	ResyncJobs jobs(made.Factory(), nullptr, kNoBackoff);
+	jobs.SetReplanSink(replans.Sink());
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 41));
 	ASSERT_TRUE(Eventually([&] { return made.Made() == 1; }));
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 41)); // same pair
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 42)); // replaced
+	ASSERT_TRUE(replans.WaitFor(1));
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 42));
 	ASSERT_TRUE(Eventually([&] { return made.Made() == 2; }));
 	EXPECT_EQ(made.Spec(0).pair_serial, 41u);
 	EXPECT_EQ(made.Spec(1).pair_serial, 42u);
@@ -287,31 +485,203 @@ TEST(ControlJobs, StaleClaimStopsTheJobQuietly)
 	EXPECT_EQ(rec.Count("resync_failed"), 0);
 }
 
-// Waiting for a replaced job can take seconds: with a kernel reader the
-// jobs are started from the kernel's state after the wait, not from the
-// snapshot SyncPipe was given.
-TEST(ControlJobs, PlansAgainFromTheKernelAfterJoining)
+// Concurrent SyncPipe() calls (the control thread after a modify, the main
+// loop on the kernel's pipe_changed event, the tick, the pusher) never run
+// two jobs for one pair: a replaced job is still live (retiring) until it
+// has ended, and nothing starts beside it, not even for another target (a
+// modify gave the source a new one).
+TEST(ControlJobs, ConcurrentSyncPipeStartsNoJobBesideAReplacedOne)
 {
-	SpecLog made;
-	std::atomic<int> reads{0};
-	KernelPipeReader read = [&](const std::string &pipe_id)
-	        -> Result<std::optional<KernelPipeStatus>> {
-		EXPECT_EQ(pipe_id, Pipe().instance_id);
-		++reads;
-		return std::optional<KernelPipeStatus>(
-		        Kernel(PairState::kSyncing, 3)); // replaced again
+	Lab lab;
+	Replans replans;
+	ResyncJobs jobs(lab.Factory(), nullptr, kNoBackoff);
+	jobs.SetReplanSink(replans.Sink());
+	const std::string id = Pipe().instance_id;
+	PipeState before(id, {KernelPair("replipipe_0/a", "/dev/sdb", 1)});
+	PipeState after(id, {KernelPair("replipipe_0/a", "/dev/sdc", 2)});
+	jobs.SyncPipe(before.pipe, before.kernel);
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() == 1; }));
+
+	lab.Hold("replipipe_0/a"); // its end after the stop takes a while
+	std::thread first([&] { jobs.SyncPipe(after.pipe, after.kernel); });
+	ASSERT_TRUE(lab.WaitFor(
+	        [&] { return lab.stop_requested.count("replipipe_0/a"); }));
+	jobs.SyncPipe(after.pipe, after.kernel); // a second caller meanwhile
+	std::this_thread::sleep_for(milliseconds(50));
+	EXPECT_EQ(lab.Made(), 1u);
+	EXPECT_EQ(lab.Most(&Lab::most_by_source, "replipipe_0/a"), 1);
+
+	lab.Release("replipipe_0/a");
+	first.join();
+	// Its end names the pipe to plan again; then the new pair's job
+	// starts.
+	ASSERT_TRUE(replans.WaitFor(1));
+	EXPECT_EQ(replans.Last(), id);
+	jobs.SyncPipe(after.pipe, after.kernel);
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() == 2; }));
+	EXPECT_EQ(lab.Most(&Lab::most_by_source, "replipipe_0/a"), 1);
+	std::lock_guard lock(lab.mu);
+	EXPECT_EQ(lab.made[1].pair_serial, 2u);
+	EXPECT_EQ(lab.made[1].target, "/dev/sdc");
+}
+
+// Two pairs swap targets in one modify (decision 25): a new job must not
+// write a target that the old job of the other pair still writes (its
+// copies of the other source would land on regions the new job marked
+// clean). Also under concurrent SyncPipe() calls.
+TEST(ControlJobs, SwappedTargetsWaitForTheOldJobs)
+{
+	Lab lab;
+	Replans replans;
+	ResyncJobs jobs(lab.Factory(), nullptr, kNoBackoff);
+	jobs.SetReplanSink(replans.Sink());
+	const std::string id = Pipe().instance_id;
+	PipeState before(id, {KernelPair("replipipe_0/a", "/dev/sdb", 1),
+	                      KernelPair("replipipe_0/b", "/dev/sdc", 2)});
+	PipeState swapped(id, {KernelPair("replipipe_0/a", "/dev/sdc", 3),
+	                       KernelPair("replipipe_0/b", "/dev/sdb", 4)});
+	jobs.SyncPipe(before.pipe, before.kernel);
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() == 2; }));
+
+	lab.Hold("replipipe_0/b"); // b's old job, writing /dev/sdc, hangs on
+	std::thread first([&] { jobs.SyncPipe(swapped.pipe, swapped.kernel); });
+	ASSERT_TRUE(lab.WaitFor([&] {
+		return lab.stop_requested.size() == 2 &&
+		       lab.alive_source["replipipe_0/a"] == 0;
+	}));
+	// a's old job has ended: a planning now (a second caller, or the
+	// re-plan that its end asked for) must still not start a -> sdc.
+	jobs.SyncPipe(swapped.pipe, swapped.kernel);
+	std::this_thread::sleep_for(milliseconds(50));
+	EXPECT_EQ(lab.Made(), 2u);
+	EXPECT_EQ(lab.Most(&Lab::most_by_target, "/dev/sdc"), 1);
+
+	lab.Release("replipipe_0/b");
+	first.join();
+	ASSERT_TRUE(lab.WaitFor(
+	        [&] { return lab.alive_source["replipipe_0/b"] == 0; }));
+	ASSERT_TRUE(Eventually([&] { return jobs.running() == 0; }));
+	jobs.SyncPipe(swapped.pipe, swapped.kernel);
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() == 4; }));
+	EXPECT_EQ(lab.Most(&Lab::most_by_target, "/dev/sdb"), 1);
+	EXPECT_EQ(lab.Most(&Lab::most_by_target, "/dev/sdc"), 1);
+	EXPECT_EQ(jobs.running(), 2u);
+}
+
+// A pipe deleted while its job still writes its target, and the target
+// reused by another pipe's pair: that pair's job waits for the old job to
+// end, and is planned again when it has.
+TEST(ControlJobs, ReusedTargetWaitsForTheDeletedPipesJob)
+{
+	Lab lab;
+	Replans replans;
+	ResyncJobs jobs(lab.Factory(), nullptr, kNoBackoff);
+	jobs.SetReplanSink(replans.Sink());
+	PipeState old_pipe("11111111-0000-4000-8000-000000000001",
+	                   {KernelPair("replipipe_0/a", "/dev/sdq", 1)});
+	PipeState new_pipe("11111111-0000-4000-8000-000000000002",
+	                   {KernelPair("replipipe_0/c", "/dev/sdq", 2)});
+	jobs.SyncPipe(old_pipe.pipe, old_pipe.kernel);
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() == 1; }));
+	lab.Hold("replipipe_0/a");
+	jobs.StopPipe(old_pipe.pipe.instance_id);
+	jobs.SyncPipe(new_pipe.pipe, new_pipe.kernel);
+	std::this_thread::sleep_for(milliseconds(50));
+	EXPECT_EQ(lab.Made(), 1u);
+
+	lab.Release("replipipe_0/a");
+	ASSERT_TRUE(replans.WaitFor(1));
+	EXPECT_EQ(replans.Last(), new_pipe.pipe.instance_id);
+	jobs.SyncPipe(new_pipe.pipe, new_pipe.kernel);
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() == 2; }));
+	EXPECT_EQ(lab.Most(&Lab::most_by_target, "/dev/sdq"), 1);
+}
+
+// Targets are compared by device number: two paths of one block device
+// (a /dev/disk/by-id link and /dev/sdX) are one target.
+TEST(ControlJobs, TargetsAreComparedByDeviceNumber)
+{
+	std::string device;
+	for (const auto &entry : std::filesystem::directory_iterator("/dev")) {
+		struct stat st = {};
+		if (::stat(entry.path().c_str(), &st) == 0 &&
+		    S_ISBLK(st.st_mode)) {
+			device = entry.path();
+			break;
+		}
+	}
+	if (device.empty())
+		GTEST_SKIP() << "no block device in /dev";
+	const std::string link =
+	        std::filesystem::temp_directory_path() /
+	        ("replipipe-jobs-test-" + std::to_string(::getpid()));
+	std::filesystem::remove(link);
+	std::filesystem::create_symlink(device, link);
+
+	Lab lab;
+	ResyncJobs jobs(lab.Factory(), nullptr, kNoBackoff);
+	PipeState one("11111111-0000-4000-8000-000000000001",
+	              {KernelPair("replipipe_0/a", device, 1)});
+	PipeState two("11111111-0000-4000-8000-000000000002",
+	              {KernelPair("replipipe_0/c", link, 2)});
+	jobs.SyncPipe(one.pipe, one.kernel);
+	jobs.SyncPipe(two.pipe, two.kernel);
+	std::this_thread::sleep_for(milliseconds(50));
+	EXPECT_EQ(lab.Made(), 1u) << device << " and " << link;
+	jobs.StopAll();
+	std::filesystem::remove(link);
+}
+
+// Stopping or replacing a job never waits for it to end: a job stuck in
+// I/O on a target that does not answer must not freeze the daemon's main
+// loop (status, create, delete, signals, kernel events).
+TEST(ControlJobs, StopsDoNotWaitForAStuckJob)
+{
+	Lab lab;
+	Recorder rec;
+	ResyncJobs jobs(lab.Factory(), rec.Sink(), kNoBackoff);
+	const std::string id = Pipe().instance_id;
+	PipeState pipe(id, {KernelPair("replipipe_0/a", "/dev/sdb", 1)});
+	PipeState paused(id, {KernelPair("replipipe_0/a", "/dev/sdb", 1,
+	                                 PairState::kPaused)});
+	PipeState replaced(id, {KernelPair("replipipe_0/a", "/dev/sdb", 2)});
+	jobs.SyncPipe(pipe.pipe, pipe.kernel);
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() == 1; }));
+	lab.Hold("replipipe_0/a");
+
+	auto returns_at_once = [](const std::function<void()> &call) {
+		auto done = std::async(std::launch::async, call);
+		const bool quick = done.wait_for(std::chrono::seconds(2)) ==
+		                   std::future_status::ready;
+		return std::make_pair(quick, std::move(done));
 	};
-	ResyncJobs jobs(made.Factory(), nullptr,
-	                ResyncJobsOptions{milliseconds(1), milliseconds(1),
-	                                  milliseconds(0)},
-	                read);
-	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 1));
-	ASSERT_TRUE(Eventually([&] { return jobs.running() == 1; }));
-	EXPECT_EQ(reads.load(), 0); // nothing joined, nothing re-read
-	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 2));
-	EXPECT_EQ(reads.load(), 1);
-	ASSERT_TRUE(Eventually([&] { return made.Made() == 2; }));
-	EXPECT_EQ(made.Spec(1).pair_serial, 3u);
+	auto [replace_quick, replace] = returns_at_once(
+	        [&] { jobs.SyncPipe(replaced.pipe, replaced.kernel); });
+	auto [pause_quick, pause] = returns_at_once(
+	        [&] { jobs.SyncPipe(paused.pipe, paused.kernel); });
+	auto [pair_quick, pair] =
+	        returns_at_once([&] { jobs.StopPair(id, "replipipe_0/a"); });
+	auto [pipe_quick, stop_pipe] =
+	        returns_at_once([&] { jobs.StopPipe(id); });
+	EXPECT_TRUE(replace_quick);
+	EXPECT_TRUE(pause_quick);
+	EXPECT_TRUE(pair_quick);
+	EXPECT_TRUE(pipe_quick);
+	// Retiring: still live, shown as not running.
+	EXPECT_EQ(jobs.running(), 1u);
+	auto progress = jobs.Progress(id, "replipipe_0/a");
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_FALSE(progress->running);
+	EXPECT_EQ(rec.Count("resync_stopped"), 0);
+
+	lab.Release("replipipe_0/a");
+	replace.get();
+	pause.get();
+	pair.get();
+	stop_pipe.get();
+	EXPECT_TRUE(Eventually([&] { return jobs.running() == 0; }));
+	EXPECT_TRUE(
+	        Eventually([&] { return rec.Count("resync_stopped") == 1; }));
 }
 
 TEST(ControlEvents, SnapshotDedupAndOverflow)
