@@ -176,6 +176,7 @@ struct ResyncJobs::Job {
 	// Its PairJob is gone (its target is no longer written) and its
 	// result recorded. guarded by ResyncJobs::mu_
 	bool ended = false;
+	bool ran = false; // job thread only: PairJob::Run() was called
 
 	std::mutex mu;
 	std::unique_ptr<PairJob> job;                 // guarded by mu
@@ -323,6 +324,7 @@ Status ResyncJobs::RunPairJob(Job *job)
 		if (job->stop)
 			pair_job->RequestStop();
 	}
+	job->ran = true;
 	return pair_job->Run();
 }
 
@@ -331,9 +333,14 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 	const PairJobSpec &spec = job->spec;
 	const bool cancelled = !status.ok() && status.err() == ECANCELED;
 	// The kernel refused a claim for the pair this job was planned for:
-	// a PIPE_SET replaced it. Not a failure of the resync: the next
-	// SyncPipe() plans a job for the new pair, without a back-off.
-	const bool obsolete = !status.ok() && status.err() == ESTALE;
+	// a PIPE_SET replaced it (ESTALE), or removed it or deleted its pipe
+	// (ENOENT from the claim protocol, i.e. from Run(); the factory's
+	// ENOENT is a missing device or backstore, a failure). Not a failure
+	// of the resync: the next SyncPipe() plans a job for the new pair,
+	// if any, without a back-off.
+	const bool replaced = !status.ok() && status.err() == ESTALE;
+	const bool removed = !status.ok() && status.err() == ENOENT && job->ran;
+	const bool obsolete = replaced || removed;
 	std::optional<ResyncProgress> progress;
 	{
 		std::lock_guard lock(job->mu);
@@ -386,11 +393,13 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 	} else if (obsolete) {
 		LogInfo() << "resync pipe " << spec.pipe_id << " pair "
 		          << spec.source << " -> " << spec.target
-		          << ": stopped, the pair was replaced since the job "
-		             "started ("
-		          << status.message() << ")";
+		          << ": stopped, the pair was "
+		          << (replaced ? "replaced" : "removed")
+		          << " since the job started (" << status.message()
+		          << ")";
 		event.type = "resync_stopped";
-		event.message = "the pair was replaced";
+		event.message = replaced ? "the pair was replaced"
+		                         : "the pair was removed";
 		// Its pipe plans again at once: for the pair that
 		// replaced this one.
 		if (!stopped)

@@ -31,10 +31,11 @@
 // A job is planned for one pair: the kernel's pair serial (0 from a module
 // that reports none) is in its spec and on each of its claims. When a
 // PIPE_SET replaced that pair (same source, a new serial) the kernel refuses
-// the claim with ESTALE: the job is obsolete and ends quietly
+// the claim with ESTALE; when it removed it (or deleted its pipe) the claim
+// protocol answers ENOENT. Either way the job is obsolete and ends quietly
 // (resync_stopped, no back-off), and the next SyncPipe() plans a job for
-// the new pair. A job whose pair got a new serial is restarted like one
-// whose settings changed.
+// the new pair, if any. A job whose pair got a new serial is restarted like
+// one whose settings changed.
 //
 // A job is made by a PairJobFactory: the daemon's copies over netlink and
 // io_uring (NetlinkPairJobFactory), tests use fakes.
@@ -89,8 +90,10 @@ public:
 	virtual ~PairJob() = default;
 	// Until the pair is clean (OK), a failure, or RequestStop()
 	// (ECANCELED). ESTALE: the pair was replaced since the job was
-	// planned (a claim named its old serial). Once it returns, the job
-	// writes nothing more to the target.
+	// planned (a claim named its old serial). ENOENT: the kernel knows
+	// the pair no more (removed, its pipe deleted) or ended its claim
+	// early (PairResync::Run()). Once it returns, the job writes nothing
+	// more to the target.
 	virtual Status Run() = 0;
 	// From any thread, also while Run() is going.
 	virtual void RequestStop() = 0;
@@ -123,7 +126,7 @@ public:
 	using EventSink = std::function<void(const ControlEvent &)>;
 	// Told the pipes that should be planned again (SyncPipe()) because a
 	// job ended: one of theirs was held back by it, or the job's pair was
-	// replaced. Called from the job threads, never under mu_; it
+	// replaced or removed. Called from the job threads, never under mu_; it
 	// must not block (queue the work).
 	using ReplanSink = std::function<void(const std::string &pipe_id)>;
 

@@ -485,6 +485,65 @@ TEST(ControlJobs, StaleClaimStopsTheJobQuietly)
 	EXPECT_EQ(rec.Count("resync_failed"), 0);
 }
 
+// A claim answered ENOENT: the kernel knows the pair no more (a modify
+// removed it, its pipe was deleted) or ended its claim early. Like ESTALE:
+// the job is obsolete, not failed, and leaves no back-off on the (pipe,
+// source) entry that a new pair with that source would have to wait out;
+// its pipe is planned again at once. The factory's ENOENT (a device or a
+// backstore missing) stays a failure.
+TEST(ControlJobs, VanishedPairStopsTheJobQuietly)
+{
+	std::atomic<int> made{0};
+	Recorder rec;
+	Replans replans;
+	ResyncJobs jobs(
+	        [&](const PairJobSpec &spec)
+	                -> Result<std::unique_ptr<PairJob>> {
+		        ++made;
+		        if (spec.pair_serial == 7)
+			        return std::unique_ptr<PairJob>(new ScriptedJob(
+			                Status::Error("resync pipe x pair "
+			                              "replipipe_0/a: kernel "
+			                              "RESYNC_CLAIM: no pair "
+			                              "with that source: No "
+			                              "such file or directory",
+			                              ENOENT),
+			                false));
+		        if (spec.pair_serial == 9)
+			        return Status::Error("open /dev/sdb: No such "
+			                             "file or directory",
+			                             ENOENT);
+		        return std::unique_ptr<PairJob>(
+		                new ScriptedJob(Status(), true));
+	        },
+	        rec.Sink(),
+	        ResyncJobsOptions{milliseconds(60000), milliseconds(60000),
+	                          milliseconds(60000)});
+	jobs.SetReplanSink(replans.Sink());
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 7));
+	ASSERT_TRUE(
+	        Eventually([&] { return rec.Count("resync_stopped") == 1; }));
+	EXPECT_EQ(rec.Count("resync_failed"), 0);
+	{
+		std::lock_guard lock(rec.mu);
+		EXPECT_EQ(rec.events.back().message, "the pair was removed");
+	}
+	ASSERT_TRUE(replans.WaitFor(1));
+	EXPECT_EQ(replans.Last(), Pipe().instance_id);
+	// A new pair with the same source starts at once.
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 8));
+	EXPECT_TRUE(Eventually([&] { return made.load() == 2; }));
+	EXPECT_TRUE(Eventually([&] { return jobs.running() == 1; }));
+	EXPECT_EQ(rec.Count("resync_failed"), 0);
+
+	// A job that cannot be made for want of its target fails.
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 9));
+	ASSERT_TRUE(replans.WaitFor(2));
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 9));
+	EXPECT_TRUE(
+	        Eventually([&] { return rec.Count("resync_failed") == 1; }));
+}
+
 // Concurrent SyncPipe() calls (the control thread after a modify, the main
 // loop on the kernel's pipe_changed event, the tick, the pusher) never run
 // two jobs for one pair: a replaced job is still live (retiring) until it
