@@ -4,8 +4,11 @@
 
 #include <atomic>
 #include <cerrno>
+#include <exception>
 #include <list>
+#include <new>
 #include <set>
+#include <system_error>
 
 #include "log.h"
 #include "netlink_resync.h"
@@ -61,6 +64,32 @@ JobPlan PlanJobs(const PipeRecord &pipe, const KernelPipeStatus &kernel)
 		plan.wanted.emplace(kp.source, std::move(spec));
 	}
 	return plan;
+}
+
+// The exception being handled (call in a catch block) as an error:
+// "context: what it says", with an errno for it.
+Status CurrentException(const std::string &context)
+{
+	try {
+		throw;
+	} catch (const std::system_error &e) {
+		const std::error_category &category = e.code().category();
+		const bool errno_value = category == std::generic_category() ||
+		                         category == std::system_category();
+		return Status::Error(context + ": " + e.what(),
+		                     errno_value ? e.code().value() : EIO);
+	} catch (const std::bad_alloc &) {
+		return Status::Error(context + ": out of memory", ENOMEM);
+	} catch (const std::exception &e) {
+		return Status::Error(context + ": " + e.what(), EIO);
+	} catch (...) {
+		return Status::Error(context + ": an unknown exception", EIO);
+	}
+}
+
+std::string JobName(const PairJobSpec &spec)
+{
+	return "resync pipe " + spec.pipe_id + " pair " + spec.source;
 }
 
 // The daemon's job: a claim channel of its own (claims die with it), the
@@ -214,8 +243,19 @@ void ResyncJobs::SetReplanSink(ReplanSink sink)
 
 void ResyncJobs::Emit(const ControlEvent &event) const
 {
-	if (sink_)
+	if (!sink_)
+		return;
+	try {
 		sink_(event);
+	} catch (...) {
+		// Not the job's failure: it did what it did.
+		try {
+			LogError() << CurrentException("resync event " +
+			                               event.type + " lost")
+			                      .message();
+		} catch (...) {
+		}
+	}
 }
 
 void ResyncJobs::__Retire(Job &job)
@@ -260,13 +300,26 @@ void ResyncJobs::Join(JobList &jobs)
 	jobs.clear();
 }
 
-void ResyncJobs::__Start(std::map<Key, Entry>::iterator entry,
-                         const PairJobSpec &spec, const Target &target)
+Status ResyncJobs::__Start(std::map<Key, Entry>::iterator entry,
+                           const PairJobSpec &spec, const Target &target)
 {
-	jobs_.push_back(std::make_unique<Job>(spec, target, entry));
-	Job *job = jobs_.back().get();
-	job->thread = std::jthread([this, job] { RunJob(job); });
+	Job *job = nullptr;
+	try {
+		jobs_.push_back(std::make_unique<Job>(spec, target, entry));
+		job = jobs_.back().get();
+		auto body = [this, job] { RunJob(job); };
+		job->thread = options_.start_thread
+		                      ? options_.start_thread(body)
+		                      : std::jthread(body);
+	} catch (...) {
+		// Nothing runs: no job is left to block the pair.
+		if (job)
+			jobs_.pop_back();
+		return CurrentException(JobName(spec) +
+		                        ": cannot start its thread");
+	}
 	entry->second.job = job;
+	return {};
 }
 
 void ResyncJobs::__Failed(Entry &entry, Clock::time_point now)
@@ -283,14 +336,26 @@ void ResyncJobs::__Failed(Entry &entry, Clock::time_point now)
 
 void ResyncJobs::RunJob(Job *job)
 {
-	const Status status = RunPairJob(job);
+	Status status;
+	try {
+		status = RunPairJob(job);
+	} catch (...) {
+		try {
+			status = CurrentException(JobName(job->spec));
+		} catch (...) {
+			status = Status::Error("out of memory", ENOMEM);
+		}
+	}
 	// The PairJob goes before the job counts as ended: its claim
 	// channel and devices closed, nothing more written to its target.
 	std::unique_ptr<PairJob> gone;
 	{
 		std::lock_guard lock(job->mu);
 		if (job->job) {
-			job->final_progress = job->job->progress();
+			try {
+				job->final_progress = job->job->progress();
+			} catch (...) {
+			}
 			gone = std::move(job->job);
 		}
 	}
@@ -346,6 +411,8 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 		std::lock_guard lock(job->mu);
 		progress = job->final_progress;
 	}
+	// Nothing here allocates: a job that failed for want of memory
+	// still leaves the table.
 	std::set<std::string> wake;
 	bool stopped;
 	{
@@ -373,47 +440,54 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 			wake.swap(waiting_);
 		ended_cv_.notify_all();
 	}
-	ControlEvent event;
-	event.instance_id = spec.instance_id;
-	event.name = spec.pipe_name;
-	event.source = spec.source;
-	event.target = spec.target;
-	if (status.ok()) {
-		std::string copied;
-		if (progress)
-			copied = ", " + std::to_string(progress->done_bytes) +
-			         " bytes copied";
-		LogInfo() << "resync pipe " << spec.pipe_id << " pair "
-		          << spec.source << ": done" << copied;
-		event.type = "resync_done";
-	} else if (cancelled) {
-		LogInfo() << "resync pipe " << spec.pipe_id << " pair "
-		          << spec.source << ": stopped";
-		event.type = "resync_stopped";
-	} else if (obsolete) {
-		LogInfo() << "resync pipe " << spec.pipe_id << " pair "
-		          << spec.source << " -> " << spec.target
-		          << ": stopped, the pair was "
-		          << (replaced ? "replaced" : "removed")
-		          << " since the job started (" << status.message()
-		          << ")";
-		event.type = "resync_stopped";
-		event.message = replaced ? "the pair was replaced"
-		                         : "the pair was removed";
-		// Its pipe plans again at once: for the pair that
-		// replaced this one.
-		if (!stopped)
-			wake.insert(spec.pipe_id);
-	} else {
-		LogError() << status.message();
-		event.type = "resync_failed";
-		event.message = status.message();
+	try {
+		ControlEvent event;
+		event.instance_id = spec.instance_id;
+		event.name = spec.pipe_name;
+		event.source = spec.source;
+		event.target = spec.target;
+		if (status.ok()) {
+			std::string copied;
+			if (progress)
+				copied = ", " +
+				         std::to_string(progress->done_bytes) +
+				         " bytes copied";
+			LogInfo() << "resync pipe " << spec.pipe_id << " pair "
+			          << spec.source << ": done" << copied;
+			event.type = "resync_done";
+		} else if (cancelled) {
+			LogInfo() << "resync pipe " << spec.pipe_id << " pair "
+			          << spec.source << ": stopped";
+			event.type = "resync_stopped";
+		} else if (obsolete) {
+			LogInfo() << "resync pipe " << spec.pipe_id << " pair "
+			          << spec.source << " -> " << spec.target
+			          << ": stopped, the pair was "
+			          << (replaced ? "replaced" : "removed")
+			          << " since the job started ("
+			          << status.message() << ")";
+			event.type = "resync_stopped";
+			event.message = replaced ? "the pair was replaced"
+			                         : "the pair was removed";
+			// Its pipe plans again at once: for the pair that
+			// replaced this one.
+			if (!stopped)
+				wake.insert(spec.pipe_id);
+		} else {
+			LogError() << status.message();
+			event.type = "resync_failed";
+			event.message = status.message();
+		}
+		Emit(event);
+		std::lock_guard lock(replan_mu_);
+		if (replan_)
+			for (const std::string &pipe_id : wake)
+				replan_(pipe_id);
+	} catch (...) {
+		// A log line, an event or a replan lost to an exhausted
+		// allocator; the job's end is recorded all the same, and the
+		// periodic refresh plans again.
 	}
-	Emit(event);
-	std::lock_guard lock(replan_mu_);
-	if (replan_)
-		for (const std::string &pipe_id : wake)
-			replan_(pipe_id);
 }
 
 void ResyncJobs::SyncPipe(const PipeRecord &pipe,
@@ -425,6 +499,7 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 	for (const auto &[source, spec] : plan.wanted)
 		targets.emplace(source, Target::Of(spec.target));
 
+	std::vector<std::pair<PairJobSpec, Status>> not_started;
 	JobList to_join;
 	{
 		std::lock_guard lock(mu_);
@@ -464,11 +539,27 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 				waiting_.insert(pipe.instance_id);
 				continue;
 			}
-			__Start(entry, spec, target);
+			Status started = __Start(entry, spec, target);
+			if (!started.ok()) {
+				__Failed(entry->second, now);
+				not_started.emplace_back(spec, started);
+				continue;
+			}
 		}
 		__TakeExited(to_join);
 	}
 	Join(to_join);
+	for (const auto &[spec, status] : not_started) {
+		LogError() << status.message();
+		ControlEvent event;
+		event.type = "resync_failed";
+		event.instance_id = spec.instance_id;
+		event.name = spec.pipe_name;
+		event.source = spec.source;
+		event.target = spec.target;
+		event.message = status.message();
+		Emit(event);
+	}
 }
 
 void ResyncJobs::StopPipe(const std::string &pipe_id)

@@ -38,7 +38,9 @@
 // one whose settings changed.
 //
 // A job is made by a PairJobFactory: the daemon's copies over netlink and
-// io_uring (NetlinkPairJobFactory), tests use fakes.
+// io_uring (NetlinkPairJobFactory), tests use fakes. An exception from the
+// factory, from a job or from starting its thread ends that job as failed
+// (resync_failed, with back-off), never the daemon.
 //
 // Thread-safety: every public method may be called from any thread. mu_
 // guards the job table; it is never held while a job thread is joined (a
@@ -116,13 +118,18 @@ struct ResyncJobsOptions {
 	// A pair still Syncing after a job finished cleanly (written again
 	// meanwhile) gets a new job no sooner than this.
 	std::chrono::milliseconds rerun_delay{1000};
+	// Starts a job's thread. Empty: a std::jthread. Tests make it throw
+	// as std::thread's constructor does without resources
+	// (std::system_error).
+	std::function<std::jthread(std::function<void()>)> start_thread{};
 };
 
 class ResyncJobs
 {
 public:
 	// sink receives resync_started, resync_done, resync_stopped and
-	// resync_failed events, from the job threads and never under mu_.
+	// resync_failed events, from the job threads (resync_failed also from
+	// SyncPipe() when a thread could not start), never under mu_.
 	using EventSink = std::function<void(const ControlEvent &)>;
 	// Told the pipes that should be planned again (SyncPipe()) because a
 	// job ended: one of theirs was held back by it, or the job's pair was
@@ -176,8 +183,10 @@ private:
 	void Emit(const ControlEvent &event) const;
 
 	// Caller holds mu_:
-	void __Start(std::map<Key, Entry>::iterator entry,
-	             const PairJobSpec &spec, const Target &target);
+	// Starts a job for entry; an error when its thread could not start
+	// (the entry is left without a job).
+	Status __Start(std::map<Key, Entry>::iterator entry,
+	               const PairJobSpec &spec, const Target &target);
 	void __Retire(Job &job); // asks a live job to stop
 	void __Failed(Entry &entry, Clock::time_point now); // back-off
 	bool __TargetBusy(const Target &target) const; // a live job writes it
@@ -198,8 +207,9 @@ private:
 	std::condition_variable ended_cv_; // a job ended (StopAll() waits)
 	bool stopped_ = false;             // guarded by mu_
 	std::map<Key, Entry> entries_;     // guarded by mu_
-	// Every job whose thread is not joined yet (live or ended).
-	// guarded by mu_
+	// Every job whose thread is not joined yet, live or ended: a job
+	// that ends (maybe for want of memory) leaves the table without
+	// allocating. guarded by mu_
 	JobList jobs_;
 	// Pipes a job was held back for (by a live job of its pair or target)
 	// since a job last ended. guarded by mu_

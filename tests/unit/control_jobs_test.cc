@@ -8,6 +8,8 @@
 #include <future>
 #include <map>
 #include <set>
+#include <stdexcept>
+#include <system_error>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -741,6 +743,96 @@ TEST(ControlJobs, StopsDoNotWaitForAStuckJob)
 	EXPECT_TRUE(Eventually([&] { return jobs.running() == 0; }));
 	EXPECT_TRUE(
 	        Eventually([&] { return rec.Count("resync_stopped") == 1; }));
+}
+
+// An exception from the factory or from a job ends that job as failed,
+// with a message; the daemon lives on and the pair gets a job again after
+// its back-off.
+TEST(ControlJobs, ExceptionsEndTheJobNotTheDaemon)
+{
+	std::atomic<int> made{0};
+	Recorder rec;
+	ResyncJobs jobs(
+	        [&](const PairJobSpec &) -> Result<std::unique_ptr<PairJob>> {
+		        const int n = ++made;
+		        if (n == 1)
+			        throw std::bad_alloc();
+		        if (n == 2) {
+			        class Throws final : public PairJob
+			        {
+				public:
+				        Status Run() override
+				        {
+					        throw std::runtime_error(
+					                "boom");
+				        }
+				        void RequestStop() override {}
+				        ResyncProgress progress() const override
+				        {
+					        return {};
+				        }
+			        };
+			        return std::unique_ptr<PairJob>(new Throws);
+		        }
+		        return std::unique_ptr<PairJob>(
+		                new ScriptedJob(Status(), true));
+	        },
+	        rec.Sink(), kNoBackoff);
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+	ASSERT_TRUE(
+	        Eventually([&] { return rec.Count("resync_failed") == 1; }));
+	{
+		std::lock_guard lock(rec.mu);
+		EXPECT_NE(rec.events.back().message.find("out of memory"),
+		          std::string::npos)
+		        << rec.events.back().message;
+	}
+	ASSERT_TRUE(Eventually([&] { return jobs.running() == 0; }));
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+	ASSERT_TRUE(
+	        Eventually([&] { return rec.Count("resync_failed") == 2; }));
+	{
+		std::lock_guard lock(rec.mu);
+		EXPECT_NE(rec.events.back().message.find("boom"),
+		          std::string::npos)
+		        << rec.events.back().message;
+	}
+	ASSERT_TRUE(Eventually([&] { return jobs.running() == 0; }));
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+	EXPECT_TRUE(Eventually([&] { return made.load() == 3; }));
+	EXPECT_TRUE(Eventually([&] { return jobs.running() == 1; }));
+}
+
+// A thread that cannot start (std::system_error, as std::thread throws
+// without resources) is a failed job: reported, with back-off, and no
+// entry is left that would keep the pair from ever getting a job.
+TEST(ControlJobs, ThreadThatCannotStartLeavesNoJob)
+{
+	SpecLog made;
+	Recorder rec;
+	std::atomic<int> starts{0};
+	ResyncJobsOptions options = kNoBackoff;
+	options.start_thread = [&](std::function<void()> body) {
+		if (++starts == 1)
+			throw std::system_error(EAGAIN, std::generic_category(),
+			                        "pthread_create");
+		return std::jthread(std::move(body));
+	};
+	ResyncJobs jobs(made.Factory(), rec.Sink(), options);
+	EXPECT_NO_THROW(jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing)));
+	EXPECT_EQ(rec.Count("resync_failed"), 1);
+	{
+		std::lock_guard lock(rec.mu);
+		ASSERT_FALSE(rec.events.empty());
+		EXPECT_NE(rec.events.back().message.find("cannot start"),
+		          std::string::npos)
+		        << rec.events.back().message;
+	}
+	EXPECT_EQ(jobs.running(), 0u);
+	std::this_thread::sleep_for(milliseconds(5)); // the back-off
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+	EXPECT_TRUE(Eventually([&] { return made.Made() == 1; }));
+	EXPECT_EQ(jobs.running(), 1u);
 }
 
 TEST(ControlEvents, SnapshotDedupAndOverflow)
