@@ -434,8 +434,8 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 		if (entry.forget)
 			entries_.erase(job->entry);
 		stopped = stopped_;
-		// Whatever held their jobs back (this job's pair, its target)
-		// may be gone: each pipe plans again.
+		// Whatever held their jobs back (this job's pair, its target,
+		// its slot) may be gone: each pipe plans again.
 		if (!stopped)
 			wake.swap(waiting_);
 		ended_cv_.notify_all();
@@ -520,6 +520,7 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 				__Retire(*entry.job);
 		}
 		const auto now = Clock::now();
+		size_t live = __Live();
 		for (const auto &[source, spec] : plan.wanted) {
 			auto entry =
 			        entries_.try_emplace({pipe.instance_id, source})
@@ -535,7 +536,9 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 			}
 			if (now < entry->second.not_before)
 				continue;
-			if (__TargetBusy(target)) {
+			if (__TargetBusy(target) ||
+			    (options_.max_running != 0 &&
+			     live >= options_.max_running)) {
 				waiting_.insert(pipe.instance_id);
 				continue;
 			}
@@ -545,6 +548,7 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 				not_started.emplace_back(spec, started);
 				continue;
 			}
+			++live;
 		}
 		__TakeExited(to_join);
 	}

@@ -23,10 +23,11 @@
 // same when their block-device numbers are (stat(), so that two paths of
 // one device match), else when their paths are.
 //
-// A pipe whose job was held back (by a live job of its pair or target) is
-// named to the replan sink when a job ends, for the daemon to call SyncPipe()
-// for it again with the kernel's state then; nothing starts a job but
-// SyncPipe().
+// At most ResyncJobsOptions::max_running jobs are live at a time; pairs
+// beyond that wait. A pipe whose job was held back (by a live job of its
+// pair or target, or by the cap) is named to the replan sink when a job
+// ends, for the daemon to call SyncPipe() for it again with the kernel's
+// state then; nothing starts a job but SyncPipe().
 //
 // A job is planned for one pair: the kernel's pair serial (0 from a module
 // that reports none) is in its spec and on each of its claims. When a
@@ -118,6 +119,15 @@ struct ResyncJobsOptions {
 	// A pair still Syncing after a job finished cleanly (written again
 	// meanwhile) gets a new job no sooner than this.
 	std::chrono::milliseconds rerun_delay{1000};
+	// Live jobs (running or retiring) at most, over every pipe. Each has
+	// a thread, a copy buffer of queue_depth x chunk_bytes (32 MiB by
+	// default) and about six fds: a pipe made with 256 pairs would
+	// otherwise take 8 GiB and some 1,500 fds at once. Four keep that at
+	// 128 MiB and a few dozen fds, and still copy in parallel from
+	// different devices; more would mostly share the same disks and
+	// links. A retiring job keeps its slot: its buffer and fds are held
+	// until its thread ends. 0: no limit.
+	size_t max_running = 4;
 	// Starts a job's thread. Empty: a std::jthread. Tests make it throw
 	// as std::thread's constructor does without resources
 	// (std::system_error).
@@ -132,9 +142,9 @@ public:
 	// SyncPipe() when a thread could not start), never under mu_.
 	using EventSink = std::function<void(const ControlEvent &)>;
 	// Told the pipes that should be planned again (SyncPipe()) because a
-	// job ended: one of theirs was held back by it, or the job's pair was
-	// replaced or removed. Called from the job threads, never under mu_; it
-	// must not block (queue the work).
+	// job ended: one of theirs was held back by it, or by the cap, or
+	// the job's pair was replaced or removed. Called from the job
+	// threads, never under mu_; it must not block (queue the work).
 	using ReplanSink = std::function<void(const std::string &pipe_id)>;
 
 	ResyncJobs(PairJobFactory factory, EventSink sink,
@@ -211,8 +221,8 @@ private:
 	// that ends (maybe for want of memory) leaves the table without
 	// allocating. guarded by mu_
 	JobList jobs_;
-	// Pipes a job was held back for (by a live job of its pair or target)
-	// since a job last ended. guarded by mu_
+	// Pipes a job was held back for (by a live job of its pair or target,
+	// or by the cap) since a job last ended. guarded by mu_
 	std::set<std::string> waiting_;
 };
 

@@ -17,12 +17,12 @@
 //
 // When a resync job ends and ResyncJobs names a pipe that waited for it (a
 // job of its own held back by the one that ended: its pair's or its
-// target's previous job), the service refreshes that pipe at once, on a thread
-// of its own, so that the held-back job starts from the kernel's state then,
-// not seconds later at the next tick. A thread rather than the daemon's main
-// loop: nothing else waits behind a refresh (netlink, the store's lock), and it
-// works the same wherever the service runs (the unit tests' in-process daemon
-// has no main loop).
+// target's previous job, or the cap on jobs), the service refreshes that
+// pipe at once, on a thread of its own, so that the held-back job starts
+// from the kernel's state then, not seconds later at the next tick. A
+// thread rather than the daemon's main loop: nothing else waits behind a
+// refresh (netlink, the store's lock), and it works the same wherever the
+// service runs (the unit tests' in-process daemon has no main loop).
 //
 // Thread-safety: every method may be called from any thread; the objects it
 // uses are thread-safe themselves.

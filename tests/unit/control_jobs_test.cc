@@ -745,6 +745,57 @@ TEST(ControlJobs, StopsDoNotWaitForAStuckJob)
 	        Eventually([&] { return rec.Count("resync_stopped") == 1; }));
 }
 
+// At most max_running jobs are live; the pairs beyond wait, and the pipe is
+// planned again whenever a job ends, so that they start as slots free.
+TEST(ControlJobs, CapOnLiveJobs)
+{
+	Lab lab;
+	Replans replans;
+	ResyncJobsOptions options = kNoBackoff;
+	options.rerun_delay = milliseconds(60000);
+	options.max_running = 2;
+	ResyncJobs jobs(lab.Factory(), nullptr, options);
+	jobs.SetReplanSink(replans.Sink());
+	const std::string id = Pipe().instance_id;
+	PipeState pipe(id, {KernelPair("replipipe_0/a", "/dev/sdb", 1),
+	                    KernelPair("replipipe_0/b", "/dev/sdc", 2),
+	                    KernelPair("replipipe_0/c", "/dev/sdd", 3),
+	                    KernelPair("replipipe_0/d", "/dev/sde", 4)});
+	jobs.SyncPipe(pipe.pipe, pipe.kernel);
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() == 2; }));
+	jobs.SyncPipe(pipe.pipe, pipe.kernel);
+	std::this_thread::sleep_for(milliseconds(50));
+	EXPECT_EQ(lab.Made(), 2u);
+	EXPECT_EQ(jobs.running(), 2u);
+
+	// One finishes (still Syncing: its re-run waits a minute): the pipe
+	// is planned again and the next pair takes the slot.
+	lab.Finish("replipipe_0/a");
+	ASSERT_TRUE(replans.WaitFor(1));
+	EXPECT_EQ(replans.Last(), id);
+	jobs.SyncPipe(pipe.pipe, pipe.kernel);
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() == 3; }));
+	EXPECT_EQ(jobs.running(), 2u);
+	// A stopped job keeps its slot until it has ended.
+	PipeState b_paused(id, {KernelPair("replipipe_0/a", "/dev/sdb", 1),
+	                        KernelPair("replipipe_0/b", "/dev/sdc", 2,
+	                                   PairState::kPaused),
+	                        KernelPair("replipipe_0/c", "/dev/sdd", 3),
+	                        KernelPair("replipipe_0/d", "/dev/sde", 4)});
+	lab.Hold("replipipe_0/b");
+	jobs.SyncPipe(b_paused.pipe, b_paused.kernel);
+	std::this_thread::sleep_for(milliseconds(50));
+	EXPECT_EQ(lab.Made(), 3u);
+	lab.Release("replipipe_0/b");
+	ASSERT_TRUE(replans.WaitFor(2));
+	jobs.SyncPipe(b_paused.pipe, b_paused.kernel);
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() == 4; }));
+	EXPECT_EQ(jobs.running(), 2u);
+	std::lock_guard lock(lab.mu);
+	EXPECT_EQ(lab.made[2].source, "replipipe_0/c");
+	EXPECT_EQ(lab.made[3].source, "replipipe_0/d");
+}
+
 // An exception from the factory or from a job ends that job as failed,
 // with a message; the daemon lives on and the pair gets a job again after
 // its back-off.
