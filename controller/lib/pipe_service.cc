@@ -658,13 +658,11 @@ uint64_t PipeService::DeviceLocked(const std::string &endpoint) const
 	return it == devices_.end() ? 0 : it->second;
 }
 
-std::map<uint64_t, PairRecord> PipeService::HeldByPipe(const std::string &uuid)
+std::map<uint64_t, PairRecord>
+PipeService::HeldByPipe(const KernelPipeStatus &pipe)
 {
 	std::map<uint64_t, PairRecord> held;
-	auto k = kernel_.GetPipe(uuid);
-	if (!k.ok() || !*k)
-		return held;
-	for (const KernelPairStatus &p : (*k)->pairs) {
+	for (const KernelPairStatus &p : pipe.pairs) {
 		auto d = probe_.Device(p.target);
 		if (d.ok() && d->exists && d->is_block_device)
 			held[d->rdev] = {p.source, p.target};
@@ -852,10 +850,20 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 	// path): the kernel holds it until the PIPE_SET, so it is not "in
 	// use" for the pre-check. The kernel takes it over (an older module
 	// refuses: MovedTargetNote()).
+	// What the kernel has of the pipe now. A failed modify puts back what
+	// was there: the stored pipe if the kernel had it (or cannot say),
+	// nothing if it had none (a module reloaded since the daemon's
+	// reconcile), so that the failed call does not create it.
+	std::optional<PipeRecord> undo_to = old;
 	std::map<uint64_t, PairRecord> held;
+	if (old) {
+		auto in_kernel = kernel_.GetPipe(uuid);
+		if (in_kernel.ok() && !*in_kernel)
+			undo_to.reset();
+		else if (in_kernel.ok() && !new_pairs.empty())
+			held = HeldByPipe(**in_kernel);
+	}
 	std::set<uint64_t> held_devices;
-	if (old && !new_pairs.empty())
-		held = HeldByPipe(uuid);
 	for (const auto &[dev, pair] : held)
 		held_devices.insert(dev);
 	std::vector<std::string> made; // connections this call made
@@ -870,7 +878,7 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 			why += MovedTargetNote(new_pairs, devs, held);
 		if (st.err() == ETIMEDOUT) {
 			// The kernel may still apply it: take it back.
-			Status undo = UndoKernel(uuid, old);
+			Status undo = UndoKernel(uuid, undo_to);
 			if (!undo.ok())
 				why += "; undoing it failed too (" +
 				       undo.message() +
@@ -887,7 +895,7 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 	}
 	if (!saved.ok()) {
 		std::string why = "store: " + saved.message();
-		Status undo = UndoKernel(uuid, old);
+		Status undo = UndoKernel(uuid, undo_to);
 		DropConnections(made);
 		why += undo.ok() ? "; the kernel change was undone"
 		                 : "; undoing the kernel change failed (" +

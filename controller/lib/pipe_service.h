@@ -181,10 +181,12 @@ private:
 	                            std::set<std::string> *sources) const;
 	uint64_t DeviceLocked(const std::string &endpoint) const;
 	// The pipe's kernel pairs by the device of their targets (the kernel
-	// holds those open exclusively); empty if the kernel cannot say.
-	std::map<uint64_t, PairRecord> HeldByPipe(const std::string &uuid);
+	// holds those open exclusively).
+	std::map<uint64_t, PairRecord> HeldByPipe(const KernelPipeStatus &pipe);
 
 	Result<Request> ParseCall(const CreateOrModifyCall &call) const;
+	// Puts the kernel back as it was before a failed call: old again, or
+	// no pipe when there was none (old is nullopt).
 	Status UndoKernel(const std::string &uuid,
 	                  const std::optional<PipeRecord> &old);
 	Status SaveWith(const std::string &uuid,

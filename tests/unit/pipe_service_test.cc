@@ -387,6 +387,24 @@ TEST_F(PipeServiceTest, StoreFailureOnModifyRestoresKernel)
 	ExpectRefused(c, ReturnValue::kUnspecifiedError, "I/O error");
 }
 
+// The kernel lost the stored pipe (a module reload the daemon has not
+// reconciled yet): undoing a failed modify must not create it there.
+TEST_F(PipeServiceTest, StoreFailureOnModifyDoesNotCreateALostPipe)
+{
+	std::string ref = CreateAB();
+	ASSERT_TRUE(kernel.DeletePipe(UuidOf(ref)).ok());
+	store.SetFaultHookForTest([](Store::SaveStep) {
+		return Status::Error("I/O error", EIO);
+	});
+	CreateOrModifyCall c = Call({"replipipe_0/a", "replipipe_0/b"},
+	                            {"/dev/sdb", "/dev/sdc"});
+	c.replication_pipe = ref;
+	ExpectRefused(c, ReturnValue::kUnspecifiedError,
+	              "I/O error; the kernel change was undone");
+	EXPECT_FALSE(kernel.Find(UuidOf(ref)));
+	EXPECT_EQ(service.ListPipes().size(), 1u);
+}
+
 TEST_F(PipeServiceTest, StoreFailureAfterRenameRestoresFile)
 {
 	CreateAB("first");
