@@ -523,6 +523,17 @@ std::string CommandHelp(CliCommand command)
 	return out.str();
 }
 
+bool JsonRequested(const std::vector<std::string> &args)
+{
+	for (const std::string &arg : args) {
+		if (arg == "--")
+			break;
+		if (arg == "--json")
+			return true;
+	}
+	return false;
+}
+
 CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket)
 {
 	CliParse parse;

@@ -62,6 +62,11 @@ struct CliParse {
 	CliInvocation invocation;
 };
 
+// Whether args ask for --json output (before or after the command). Also for
+// a command line that does not parse: its usage error is printed as JSON
+// then, as docs/cli.md promises scripts.
+bool JsonRequested(const std::vector<std::string> &args);
+
 // args: the arguments after the program name. env_socket: the value of
 // REPLIPIPE_SOCKET (nullptr when unset); --socket wins over it.
 CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket);

@@ -303,6 +303,61 @@ TEST_F(CliE2E, ExitStatuses)
 	EXPECT_EQ(deleted.out.rfind("deleted CIM_NetworkPipe", 0), 0u);
 }
 
+// docs/cli.md: with --json, failures without a ReturnValue are JSON on
+// stdout; a command line that does not parse is one of them.
+TEST_F(CliE2E, JsonUsageErrorIsJsonOnStdout)
+{
+	for (const std::vector<std::string> &args :
+	     {std::vector<std::string>{"--json", "status", "--bogus"},
+	      std::vector<std::string>{"status", "--bogus", "--json"},
+	      std::vector<std::string>{"--json", "no-such-command"}}) {
+		CliRun run = Cli(args);
+		EXPECT_EQ(run.exit, kExitUsage) << run.err;
+		ASSERT_TRUE(json::accept(run.out)) << run.out;
+		json reply = json::parse(run.out);
+		EXPECT_EQ(reply["code"], "usage") << run.out;
+		EXPECT_NE(
+		        reply["Error"].get<std::string>().find("replipipectl"),
+		        std::string::npos)
+		        << run.out;
+	}
+	CliRun plain = Cli({"status", "--bogus"});
+	EXPECT_EQ(plain.exit, kExitUsage);
+	EXPECT_TRUE(plain.out.empty()) << plain.out;
+	EXPECT_NE(plain.err.find("--bogus"), std::string::npos) << plain.err;
+}
+
+// A request over the control protocol's 1 MiB line: the daemon would close
+// the connection (a broken pipe, "unreachable", 69). It is the caller's
+// doing, so a usage error that says why, and nothing reaches the daemon.
+TEST_F(CliE2E, RequestOverTheLineLimitExits64)
+{
+	d.dir_.Write("huge.mof", std::string(2 << 20, ' '));
+	for (bool as_json : {false, true}) {
+		std::vector<std::string> args = {"create-or-modify",
+		                                 "--name",
+		                                 "g",
+		                                 "--source-system",
+		                                 "localhost",
+		                                 "--target-system",
+		                                 "node2",
+		                                 "--goal-file",
+		                                 d.dir_ / "huge.mof"};
+		if (as_json)
+			args.insert(args.begin(), "--json");
+		CliRun run = Cli(args);
+		EXPECT_EQ(run.exit, kExitUsage) << run.out << run.err;
+		EXPECT_NE((run.out + run.err)
+		                  .find("the control protocol takes "
+		                        "at most 1048576"),
+		          std::string::npos)
+		        << run.out << run.err;
+	}
+	CliRun list = Cli({"--json", "list"});
+	ASSERT_EQ(list.exit, 0) << list.err;
+	EXPECT_TRUE(json::parse(list.out)["pipes"].empty()) << list.out;
+}
+
 TEST_F(CliE2E, BusyExits16)
 {
 	std::string ref = CreateDb();

@@ -121,6 +121,21 @@ private:
 	std::optional<ControlReply> Call(const ControlRequest &request,
 	                                 int *exit)
 	{
+		// The daemon closes a connection whose request line is over
+		// the protocol's limit: the CLI would see a broken pipe and
+		// say "unreachable" (69). Such a request is the caller's
+		// (a Goal file of megabytes): a usage error.
+		const size_t request_bytes = EncodeRequest(request).size();
+		if (request_bytes > kMaxLineBytes) {
+			*exit = Fail("the request is " +
+			                     std::to_string(request_bytes) +
+			                     " bytes of JSON; the control "
+			                     "protocol takes at most " +
+			                     std::to_string(kMaxLineBytes) +
+			                     " (is the Goal that large?)",
+			             "usage", kExitUsage);
+			return std::nullopt;
+		}
 		auto client = ControlClient::Connect(inv_.socket_path);
 		if (!client.ok()) {
 			*exit = FailConnect(client.status());
@@ -414,7 +429,11 @@ int main(int argc, char **argv)
 		std::cout << parse.text << std::endl;
 		return kExitOk;
 	case CliParse::Kind::kUsageError:
-		std::cerr << parse.text << std::endl;
+		if (JsonRequested(args))
+			std::cout << Dump(ErrorJson(parse.text, "usage"))
+			          << std::endl;
+		else
+			std::cerr << parse.text << std::endl;
 		return kExitUsage;
 	case CliParse::Kind::kRun:
 		break;
