@@ -317,6 +317,12 @@ int Run(const Options &opts, Detacher &detacher)
 		LogError() << "state directory: " << st.message();
 		return kExitConfig;
 	}
+	// Before anything is read or pushed: a second daemon on this state
+	// directory stops here, not after it reconciled the kernel.
+	if (Status st = store.LockStateDir(); !st.ok()) {
+		LogError() << st.message();
+		return kExitFailure;
+	}
 
 	// The store first: a corrupt one is reported whatever the kernel's
 	// state (PipeService::Load() reads it again below).

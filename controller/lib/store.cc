@@ -1,6 +1,7 @@
 #include "store.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@ using nlohmann::json;
 
 constexpr const char *kFileName = "pipes.json";
 constexpr const char *kTempSuffix = ".tmp";
+constexpr const char *kLockName = "replipiped.lock";
 
 // 1-based line and column of byte offset pos in text.
 std::string LineColumn(const std::string &text, size_t pos)
@@ -231,6 +233,31 @@ Status Store::Save(const std::vector<PipeRecord> &pipes)
 			return st;
 	// Without this the rename may not survive a power loss.
 	return FsyncDir(dir_);
+}
+
+Status Store::LockStateDir()
+{
+	const std::string lock_path = dir_ + "/" + kLockName;
+	UniqueFd fd(::open(lock_path.c_str(),
+	                   O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+	if (!fd.valid())
+		return Status::FromErrno("open " + lock_path, errno);
+	int rc;
+	do {
+		rc = ::flock(fd.get(), LOCK_EX | LOCK_NB);
+	} while (rc < 0 && errno == EINTR);
+	if (rc < 0 && errno == EWOULDBLOCK)
+		return Status::Error(
+		        "state directory " + dir_ +
+		                " is in use by another replipiped (it holds " +
+		                lock_path +
+		                "); stop that one, or give this one another "
+		                "--state-dir",
+		        EWOULDBLOCK);
+	if (rc < 0)
+		return Status::FromErrno("flock " + lock_path, errno);
+	lock_fd_ = std::move(fd);
+	return Status();
 }
 
 void Store::SetFaultHookForTest(FaultHook hook)

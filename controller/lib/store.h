@@ -21,6 +21,7 @@
 
 #include "model.h"
 #include "status.h"
+#include "unique_fd.h"
 
 namespace replipipe
 {
@@ -49,6 +50,12 @@ public:
 	// Creates the state directory (mode 0700) when missing, and fsyncs
 	// its parent directory so that the new entry is durable.
 	Status EnsureStateDir() const;
+	// Holds <state dir>/replipiped.lock (flock, exclusive) while the
+	// store lives, or fails at once (EWOULDBLOCK) when another process
+	// holds it. Two daemons on one state directory would each reconcile
+	// the kernel to their own view and replace each other's pipes.json;
+	// the daemon takes the lock before it reads the store.
+	Status LockStateDir();
 	// The stored pipes; an empty list when pipes.json does not exist yet.
 	Result<std::vector<PipeRecord>> Load();
 	// Replaces the whole file with pipes.
@@ -61,6 +68,7 @@ private:
 
 	const std::string dir_;
 	const std::string path_;
+	UniqueFd lock_fd_; // replipiped.lock, held once LockStateDir() took it
 	std::mutex mu_;
 	bool loaded_ = false;  // guarded by mu_; Save() needs a good Load()
 	FaultHook fault_hook_; // guarded by mu_

@@ -97,6 +97,40 @@ TEST(Store, RoundTripAndMode0600)
 	          std::string::npos);
 }
 
+// Two daemons on one state directory: the second is refused before it
+// reads anything, and may start once the first one's store is gone.
+TEST(Store, StateDirLockAdmitsOneStore)
+{
+	TempDir dir;
+	{
+		auto first = std::make_unique<Store>(dir.path());
+		ASSERT_TRUE(first->LockStateDir().ok());
+		Store second(dir.path());
+		Status st = second.LockStateDir();
+		EXPECT_EQ(st.err(), EWOULDBLOCK) << st.message();
+		EXPECT_NE(st.message().find("in use by another replipiped"),
+		          std::string::npos)
+		        << st.message();
+		EXPECT_NE(st.message().find(dir.path() + "/replipiped.lock"),
+		          std::string::npos)
+		        << st.message();
+		first.reset();
+		EXPECT_TRUE(second.LockStateDir().ok());
+	}
+	// A child process counts as another daemon too (flock is not
+	// per-process bookkeeping that a fork would share).
+	Store parent(dir.path());
+	ASSERT_TRUE(parent.LockStateDir().ok());
+	pid_t pid = ::fork();
+	if (pid == 0) {
+		Store child(dir.path());
+		::_exit(child.LockStateDir().err() == EWOULDBLOCK ? 0 : 1);
+	}
+	int wstatus = 0;
+	ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
+	EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+}
+
 TEST(Store, CrashBeforeRenameKeepsOldFile)
 {
 	TempDir dir;
