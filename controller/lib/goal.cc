@@ -110,7 +110,7 @@ Status GoalReader::Apply(const MofProperty &prop, GoalPatch &s)
 		return Status();
 	}
 	if (is("MaxLagKiB")) {
-		auto v = Integer(prop, 64, 1024 * 1024);
+		auto v = Integer(prop, kMinMaxLagKiB, kMaxMaxLagKiB);
 		if (!v.ok())
 			return v.status();
 		s.max_lag_kib = *v;
@@ -124,7 +124,7 @@ Status GoalReader::Apply(const MofProperty &prop, GoalPatch &s)
 		return Status();
 	}
 	if (is("RegionSizeKiB")) {
-		auto v = Integer(prop, 4, 65536);
+		auto v = Integer(prop, kMinRegionKiB, kMaxRegionKiB);
 		if (!v.ok())
 			return v.status();
 		if (!IsPowerOfTwo(*v))

@@ -19,6 +19,11 @@ namespace replipipe
 
 constexpr uint32_t kDefaultMaxLagKiB = 65536;
 constexpr uint32_t kDefaultRegionKiB = 64;
+// The Goal's ranges (DESIGN.md), also checked when the store is read.
+constexpr uint32_t kMinRegionKiB = 4;
+constexpr uint32_t kMaxRegionKiB = 65536;
+constexpr uint32_t kMinMaxLagKiB = 64;
+constexpr uint32_t kMaxMaxLagKiB = 1024 * 1024;
 
 // What a Goal sets (goal.h); defaults are DESIGN.md's.
 struct PipeSettings {

@@ -114,49 +114,18 @@ std::string SpecDifference(const KernelPipeSpec &want,
 	return diff;
 }
 
-// One string parameter of the call: UTF-8 without NUL or other control
-// characters (below 0x20, and 0x7f). stat() and the kernel (nla_put_string)
-// read C strings, so an embedded NUL would have them see a shorter name
-// than the store keeps (and the resync jobs would never match the pair).
-// MOF text (the Goal) may hold blanks: tab, line feed, vertical tab, form
-// feed and carriage return.
-Status CheckTextParameter(std::string_view value, const std::string &name,
-                          bool mof_text = false)
-{
-	if (size_t at = InvalidUtf8At(value); at != std::string_view::npos)
-		return Status::Error(name + " is not valid UTF-8 (byte " +
-		                             std::to_string(at) + ")",
-		                     EINVAL);
-	for (size_t i = 0; i < value.size(); i++) {
-		const auto c = static_cast<unsigned char>(value[i]);
-		if (mof_text && c >= '\t' && c <= '\r')
-			continue;
-		if (c >= 0x20 && c != 0x7f)
-			continue;
-		static const char kHex[] = "0123456789abcdef";
-		return Status::Error(
-		        name + " contains the control character " + "0x" +
-		                kHex[c >> 4] + kHex[c & 15] + " (byte " +
-		                std::to_string(i) + "); it is not allowed",
-		        EINVAL);
-	}
-	return Status();
-}
-
 // Every string parameter of the call, by its CIM name.
 Status CheckTextParameters(const CreateOrModifyCall &call)
 {
-	Status st =
-	        CheckTextParameter(call.pipe_element_name, "PipeElementName");
+	Status st = CheckText(call.pipe_element_name, "PipeElementName");
 	if (st.ok())
-		st = CheckTextParameter(call.source_system, "SourceSystem");
+		st = CheckText(call.source_system, "SourceSystem");
 	if (st.ok())
-		st = CheckTextParameter(call.target_system, "TargetSystem");
+		st = CheckText(call.target_system, "TargetSystem");
 	if (st.ok())
-		st = CheckTextParameter(call.goal, "Goal", true);
+		st = CheckText(call.goal, "Goal", true);
 	if (st.ok() && call.replication_pipe)
-		st = CheckTextParameter(*call.replication_pipe,
-		                        "ReplicationPipe");
+		st = CheckText(*call.replication_pipe, "ReplicationPipe");
 	for (const auto *endpoints :
 	     {&call.source_endpoints, &call.target_endpoints}) {
 		const char *name = endpoints == &call.source_endpoints
@@ -164,9 +133,8 @@ Status CheckTextParameters(const CreateOrModifyCall &call)
 		                           : "TargetEndpoint";
 		for (size_t i = 0;
 		     st.ok() && *endpoints && i < (*endpoints)->size(); i++)
-			st = CheckTextParameter(
-			        (**endpoints)[i],
-			        name + ("[" + std::to_string(i) + "]"));
+			st = CheckText((**endpoints)[i],
+			               name + ("[" + std::to_string(i) + "]"));
 	}
 	return st;
 }

@@ -1,15 +1,20 @@
 #include "store.h"
 
+#include <linux/replipipe.h>
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <map>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
+#include "endpoint_check.h"
+#include "text_scan.h"
 #include "unique_fd.h"
 
 namespace replipipe
@@ -83,6 +88,79 @@ Status FsyncDir(const std::string &dir)
 	return Status();
 }
 
+// A stored pipe holds what a successful call could have stored: the same
+// rules as the method's parameters (text, ranges, endpoint syntax in its
+// canonical form, pair count, no endpoint twice). A file edited by hand, or
+// written by a broken build, stops the daemon here rather than reaching
+// the kernel or configfs paths.
+Status CheckStoredPipe(const PipeRecord &pipe)
+{
+	for (const auto &[value, name] :
+	     {std::pair{&pipe.name, "name"},
+	      std::pair{&pipe.source_system, "source_system"},
+	      std::pair{&pipe.target_system, "target_system"},
+	      std::pair{&pipe.settings.element_name, "element_name"}})
+		if (Status st = CheckText(*value, name); !st.ok())
+			return st;
+	if (pipe.name.size() > REPLIPIPE_NAME_MAX_LEN)
+		return Status::Error(
+		        "\"name\" is longer than " +
+		                std::to_string(REPLIPIPE_NAME_MAX_LEN) +
+		                " bytes",
+		        EINVAL);
+	const PipeSettings &s = pipe.settings;
+	if (s.region_kib < kMinRegionKiB || s.region_kib > kMaxRegionKiB)
+		return Status::Error(
+		        "\"region_kib\" " + std::to_string(s.region_kib) +
+		                " is not in " + std::to_string(kMinRegionKiB) +
+		                ".." + std::to_string(kMaxRegionKiB),
+		        EINVAL);
+	if (s.max_lag_kib < kMinMaxLagKiB || s.max_lag_kib > kMaxMaxLagKiB)
+		return Status::Error(
+		        "\"max_lag_kib\" " + std::to_string(s.max_lag_kib) +
+		                " is not in " + std::to_string(kMinMaxLagKiB) +
+		                ".." + std::to_string(kMaxMaxLagKiB),
+		        EINVAL);
+	if (pipe.pairs.size() > REPLIPIPE_MAX_PAIRS)
+		return Status::Error(
+		        "more than " + std::to_string(REPLIPIPE_MAX_PAIRS) +
+		                " pairs",
+		        EINVAL);
+	std::set<std::string> sources, targets;
+	for (size_t i = 0; i < pipe.pairs.size(); i++) {
+		const PairRecord &p = pipe.pairs[i];
+		const std::string at = "pair " + std::to_string(i);
+		auto src = ParseSourceEndpoint(p.source);
+		if (!src.ok())
+			return src.status().Context(at);
+		auto tgt = ParseTargetEndpoint(p.target);
+		if (!tgt.ok())
+			return tgt.status().Context(at);
+		// Stored as the call normalized them: anything else was not
+		// written by replipiped.
+		if (src->name != p.source || !src->system_name.empty())
+			return Status::Error(
+			        at + ": source \"" + p.source +
+			                "\" is not a backstore name",
+			        EINVAL);
+		if (tgt->name != p.target || !tgt->system_name.empty())
+			return Status::Error(at + ": target \"" + p.target +
+			                             "\" is not in its normal "
+			                             "form (\"" +
+			                             tgt->name + "\")",
+			                     EINVAL);
+		if (!sources.insert(p.source).second)
+			return Status::Error(at + ": source " + p.source +
+			                             " is in the pipe twice",
+			                     EINVAL);
+		if (!targets.insert(p.target).second)
+			return Status::Error(at + ": target " + p.target +
+			                             " is in the pipe twice",
+			                     EINVAL);
+	}
+	return Status();
+}
+
 } // namespace
 
 std::string StoreDocument(const std::vector<PipeRecord> &pipes)
@@ -128,17 +206,37 @@ Result<std::vector<PipeRecord>> ParseStoreDocument(const std::string &text,
 		                     EINVAL);
 	std::vector<PipeRecord> pipes;
 	std::set<std::string> ids;
+	std::map<std::string, std::string> source_pipes, target_pipes;
 	for (size_t i = 0; i < list->size(); i++) {
 		auto pipe = PipeFromJson((*list)[i]);
 		if (!pipe.ok())
 			return pipe.status().Context(where + ": pipes[" +
 			                             std::to_string(i) + "]");
+		const std::string at =
+		        where + ": pipes[" + std::to_string(i) + "]";
 		if (!ids.insert(pipe->instance_id).second)
-			return Status::Error(
-			        where + ": pipes[" + std::to_string(i) +
-			                "]: instance_id " + pipe->instance_id +
-			                " appears twice",
-			        EINVAL);
+			return Status::Error(at + ": instance_id " +
+			                             pipe->instance_id +
+			                             " appears twice",
+			                     EINVAL);
+		if (Status st = CheckStoredPipe(*pipe); !st.ok())
+			return st.Context(at + " (pipe " + pipe->instance_id +
+			                  ")");
+		// A source belongs to at most one pipe, and so does a target.
+		for (const PairRecord &p : pipe->pairs) {
+			for (const auto &[endpoint, owners] :
+			     {std::pair{&p.source, &source_pipes},
+			      std::pair{&p.target, &target_pipes}}) {
+				auto [it, fresh] = owners->emplace(
+				        *endpoint, pipe->instance_id);
+				if (!fresh)
+					return Status::Error(
+					        at + ": " + *endpoint +
+					                " is also in pipe " +
+					                it->second,
+					        EINVAL);
+			}
+		}
 		pipes.push_back(std::move(*pipe));
 	}
 	return pipes;

@@ -93,6 +93,28 @@ size_t InvalidUtf8At(std::string_view text)
 	return std::string_view::npos;
 }
 
+Status CheckText(std::string_view value, const std::string &name, bool mof_text)
+{
+	if (size_t at = InvalidUtf8At(value); at != std::string_view::npos)
+		return Status::Error(name + " is not valid UTF-8 (byte " +
+		                             std::to_string(at) + ")",
+		                     EINVAL);
+	for (size_t i = 0; i < value.size(); i++) {
+		const auto c = static_cast<unsigned char>(value[i]);
+		if (mof_text && c >= '\t' && c <= '\r')
+			continue;
+		if (c >= 0x20 && c != 0x7f)
+			continue;
+		static const char kHex[] = "0123456789abcdef";
+		return Status::Error(
+		        name + " contains the control character " + "0x" +
+		                kHex[c >> 4] + kHex[c & 15] + " (byte " +
+		                std::to_string(i) + "); it is not allowed",
+		        EINVAL);
+	}
+	return Status();
+}
+
 bool EqualsIgnoreCase(std::string_view a, std::string_view b)
 {
 	return a.size() == b.size() &&

@@ -87,4 +87,13 @@ size_t Utf8SequenceLength(std::string_view text);
 // std::string_view::npos when all of it is.
 size_t InvalidUtf8At(std::string_view text);
 
+// A name or a path kept as text: UTF-8 without NUL or other control
+// characters (below 0x20, and 0x7f). stat() and the kernel (nla_put_string)
+// read C strings, so an embedded NUL would have them see a shorter name
+// than the store keeps (and the resync jobs would never match the pair).
+// MOF text (a Goal) may hold blanks: tab, line feed, vertical tab, form feed
+// and carriage return. Errors name the value as `name` and say where.
+Status CheckText(std::string_view value, const std::string &name,
+                 bool mof_text = false);
+
 } // namespace replipipe

@@ -1,5 +1,7 @@
 #include "store.h"
 
+#include <linux/replipipe.h>
+
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -210,6 +212,74 @@ TEST(Store, DuplicateIdsAreRefused)
 	ASSERT_FALSE(pipes.ok());
 	EXPECT_NE(pipes.status().message().find("appears twice"),
 	          std::string::npos);
+}
+
+// A store edited by hand holds what no call could have stored: each such
+// value stops the load and is named, instead of reaching the kernel (a NUL
+// cuts the name short there) or a configfs path ("../").
+TEST(Store, StoredValuesAreCheckedLikeTheCall)
+{
+	auto with = [](auto change) {
+		PipeRecord p = kA;
+		change(p);
+		return p;
+	};
+	PipeRecord other_a = kB;
+	other_a.pairs = {{"replipipe_0/b", kA.pairs[0].target}};
+	const std::vector<std::pair<std::vector<PipeRecord>, std::string>> bad =
+	        {
+	                {{with([](PipeRecord &p) {
+		                 p.settings.region_kib = 1;
+	                 })},
+	                 "\"region_kib\" 1 is not in 4..65536"},
+	                {{with([](PipeRecord &p) {
+		                 p.settings.region_kib = 1u << 31;
+	                 })},
+	                 "is not in 4..65536"},
+	                {{with([](PipeRecord &p) {
+		                 p.settings.max_lag_kib = 0;
+	                 })},
+	                 "\"max_lag_kib\" 0 is not in 64..1048576"},
+	                {{with([](PipeRecord &p) {
+		                 p.name = std::string("db\0x", 4);
+	                 })},
+	                 "name contains the control character 0x00"},
+	                {{with([](PipeRecord &p) {
+		                 p.pairs[0].source = "../../etc";
+	                 })},
+	                 "pair 0"},
+	                {{with([](PipeRecord &p) {
+		                 p.pairs[0].target = "relative";
+	                 })},
+	                 "pair 0"},
+	                {{with([](PipeRecord &p) {
+		                 p.pairs[0].target = "/dev//sdb";
+	                 })},
+	                 "is not in its normal form (\"/dev/sdb\")"},
+	                {{with([](PipeRecord &p) {
+		                 p.pairs.push_back(p.pairs[0]);
+	                 })},
+	                 "is in the pipe twice"},
+	                {{with([](PipeRecord &p) {
+		                 p.pairs.assign(REPLIPIPE_MAX_PAIRS + 1,
+		                                p.pairs[0]);
+	                 })},
+	                 "more than 256 pairs"},
+	                {{kA, with([](PipeRecord &p) {
+		                  p.instance_id = kB.instance_id;
+	                  })},
+	                 "replipipe_0/a is also in pipe " + kA.instance_id},
+	                {{kA, other_a},
+	                 "/dev/a is also in pipe " + kA.instance_id},
+	        };
+	for (const auto &[pipes, why] : bad) {
+		auto parsed = ParseStoreDocument(StoreDocument(pipes), "x");
+		ASSERT_FALSE(parsed.ok()) << why;
+		EXPECT_NE(parsed.status().message().find(why),
+		          std::string::npos)
+		        << parsed.status().message();
+	}
+	EXPECT_TRUE(ParseStoreDocument(StoreDocument({kA, kB}), "x").ok());
 }
 
 // The store is written after the kernel change: writing must not throw
