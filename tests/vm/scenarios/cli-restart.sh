@@ -107,6 +107,17 @@ vm_log "== 1: SIGKILL while idle, start again"
 kill9_daemon
 start_daemon /tmp/d2.log
 after_restart /tmp/d2.log "the idle restart"
+# A second daemon on the same state directory (another socket) stops
+# before it reads the store or pushes to the kernel (the kernel monitor
+# and the event check below see nothing of it).
+rc=0
+replipiped --socket /run/replipipe/second.sock 2> /tmp/second.log || rc=$?
+cat /tmp/second.log >&2
+[ $rc = 1 ] || vm_fail "a second replipiped on the same state dir exited $rc, not 1"
+grep -q "is in use by another replipiped" /tmp/second.log || vm_fail "the second daemon did not say why"
+! grep -q "reconcile\|store " /tmp/second.log || vm_fail "the second daemon read the store or reconciled"
+[ "$(pidof replipiped | wc -w)" = 1 ] || vm_fail "two replipiped running"
+vm_log "a second daemon on the same state directory is refused"
 w0=$(rp-nlctl get $dbid | sed -n 's/^pair .* writes=\([0-9]*\) .*/\1/p')
 out=$(rp-writer --dev "$lun" --log /tmp/w2 --bytes 16M --seed 2) || vm_fail "rp-writer: $out"
 echo "$out"
