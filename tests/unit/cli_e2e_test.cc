@@ -4,9 +4,12 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -18,6 +21,7 @@
 #include "cli_args.h"
 #include "control_daemon_fake.h"
 #include "model.h"
+#include "unique_fd.h"
 
 namespace replipipe
 {
@@ -53,8 +57,11 @@ std::string ReadAll(int fd)
 	return text;
 }
 
-// Runs the CLI with REPLIPIPE_SOCKET=socket (unless empty) and args.
-CliRun RunCli(const std::string &socket, std::vector<std::string> args)
+// Runs the CLI with REPLIPIPE_SOCKET=socket (unless empty) and args. A CLI
+// still running after limit_seconds is ended by SIGALRM (exit 128 here):
+// a hang fails its test instead of stopping the suite.
+CliRun RunCli(const std::string &socket, std::vector<std::string> args,
+              unsigned limit_seconds = 60)
 {
 	const std::string cli = CliPath();
 	int out[2], err[2];
@@ -72,6 +79,7 @@ CliRun RunCli(const std::string &socket, std::vector<std::string> args)
 		::dup2(err[1], STDERR_FILENO);
 		if (!socket.empty())
 			::putenv(env_socket.data());
+		::alarm(limit_seconds); // outlives the exec
 		::execv(cli.c_str(), argv.data());
 		::_exit(127);
 	}
@@ -356,6 +364,31 @@ TEST_F(CliE2E, RequestOverTheLineLimitExits64)
 	CliRun list = Cli({"--json", "list"});
 	ASSERT_EQ(list.exit, 0) << list.err;
 	EXPECT_TRUE(json::parse(list.out)["pipes"].empty()) << list.out;
+}
+
+// --timeout bounds the whole wait: a daemon that takes the connection and
+// never answers makes `wait` exit 3 at its deadline, not hang.
+TEST_F(CliE2E, WaitTimeoutBoundsASilentDaemon)
+{
+	const std::string path = d.dir_ / "silent.sock";
+	UniqueFd silent(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+	ASSERT_TRUE(silent.valid());
+	sockaddr_un addr{};
+	addr.sun_family = AF_UNIX;
+	ASSERT_LT(path.size(), sizeof(addr.sun_path));
+	std::memcpy(addr.sun_path, path.c_str(), path.size());
+	ASSERT_EQ(::bind(silent.get(), reinterpret_cast<sockaddr *>(&addr),
+	                 sizeof(addr)),
+	          0);
+	ASSERT_EQ(::listen(silent.get(), 4), 0); // never accepted
+	const auto start = std::chrono::steady_clock::now();
+	CliRun run =
+	        RunCli(path, {"--json", "wait", "db", "--timeout", "1"}, 20);
+	const auto took = std::chrono::steady_clock::now() - start;
+	EXPECT_EQ(run.exit, kExitWaitTimeout) << run.out << run.err;
+	EXPECT_LT(took, std::chrono::seconds(10));
+	ASSERT_TRUE(json::accept(run.out)) << run.out;
+	EXPECT_EQ(json::parse(run.out)["code"], "timeout") << run.out;
 }
 
 TEST_F(CliE2E, BusyExits16)

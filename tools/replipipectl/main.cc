@@ -117,9 +117,12 @@ private:
 	}
 
 	// One request and its reply; nullopt after printing why there is
-	// none (*exit holds the status then).
-	std::optional<ControlReply> Call(const ControlRequest &request,
-	                                 int *exit)
+	// none (*exit holds the status then). A reply not there by deadline
+	// (none: wait for it) is a failure with err() ETIMEDOUT, code
+	// "timeout".
+	std::optional<ControlReply>
+	Call(const ControlRequest &request, int *exit,
+	     std::optional<steady_clock::time_point> deadline = std::nullopt)
 	{
 		// The daemon closes a connection whose request line is over
 		// the protocol's limit: the CLI would see a broken pipe and
@@ -141,7 +144,21 @@ private:
 			*exit = FailConnect(client.status());
 			return std::nullopt;
 		}
-		auto reply = client->Call(request);
+		milliseconds timeout(-1);
+		if (deadline)
+			timeout = std::max(
+			        milliseconds(1),
+			        std::chrono::duration_cast<milliseconds>(
+			                *deadline - steady_clock::now()));
+		auto reply = client->Call(request, timeout);
+		if (!reply.ok() && deadline &&
+		    reply.status().err() == ETIMEDOUT) {
+			*exit = Fail("no reply from replipiped by the deadline "
+			             "(" + reply.status().message() +
+			                     ")",
+			             "timeout", kExitWaitTimeout);
+			return std::nullopt;
+		}
 		if (!reply.ok()) {
 			bool protocol = reply.status().err() == EPROTO;
 			*exit = Fail(reply.status().message(),
@@ -275,7 +292,9 @@ private:
 		steady_clock::time_point last_print{};
 		for (;;) {
 			int exit = 0;
-			auto reply = Call(inv_.request, &exit);
+			// --timeout bounds the whole wait, also a daemon
+			// that does not answer.
+			auto reply = Call(inv_.request, &exit, deadline);
 			if (!reply)
 				return Finish(tty, exit);
 			if (!reply->ok)
