@@ -40,6 +40,11 @@
 #define RP_ASYNC_RESERVE_PAGES	16	/* forward progress of async copies */
 #define RP_LAG_WAIT_SEC		30	/* longest a writer waits for lag room */
 /*
+ * Longest a PAIR_SET waits for the target's probe (read and flush together):
+ * well under the 10 s replipiped and rp-nlctl give a netlink request.
+ */
+#define RP_PROBE_TIMEOUT_SEC	5
+/*
  * A write-intent record's bit covers a chunk of this many KiB (at least one
  * region): DRBD's activity-log extent size.  A random workload then pays a
  * record write per first touch of 4 MiB rather than of every region.
@@ -311,7 +316,8 @@ struct rp_pair *rp_pair_find(const char *source);
 int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
 		bool *created);
 int rp_pipe_del(const char *id, struct netlink_ext_ack *extack);
-int rp_pair_probe_target(struct rp_pair *pair);
+int rp_pair_probe_target(struct rp_pair *pair,
+			 struct netlink_ext_ack *extack);
 int rp_pair_set_state(struct rp_pair *pair, u8 state,
 		      struct netlink_ext_ack *extack);
 int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,

@@ -94,4 +94,67 @@ static inline void rp_bdev_close(struct rp_bdev *rb, void *holder)
 	rb->bdev = NULL;
 }
 
+/*
+ * Opens the block device @devt read-write without claiming it: a second
+ * opener beside an exclusive holder (the pair), which keeps the device and
+ * its gendisk alive on its own.  Returns 0 or -errno.
+ */
+static inline int rp_bdev_open_shared(struct rp_bdev *rb, dev_t devt)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 9, 0)
+	struct file *file;
+
+	file = bdev_file_open_by_dev(devt, BLK_OPEN_READ | BLK_OPEN_WRITE,
+				     NULL, NULL);
+	if (IS_ERR(file))
+		return PTR_ERR(file);
+	rb->file = file;
+	rb->bdev = file_bdev(file);
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+	struct bdev_handle *handle;
+
+	handle = bdev_open_by_dev(devt, BLK_OPEN_READ | BLK_OPEN_WRITE, NULL,
+				  NULL);
+	if (IS_ERR(handle))
+		return PTR_ERR(handle);
+	rb->handle = handle;
+	rb->bdev = handle->bdev;
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+	struct block_device *bdev;
+
+	bdev = blkdev_get_by_dev(devt, BLK_OPEN_READ | BLK_OPEN_WRITE, NULL,
+				 NULL);
+	if (IS_ERR(bdev))
+		return PTR_ERR(bdev);
+	rb->bdev = bdev;
+#else
+	struct block_device *bdev;
+
+	bdev = blkdev_get_by_dev(devt, FMODE_READ | FMODE_WRITE, NULL);
+	if (IS_ERR(bdev))
+		return PTR_ERR(bdev);
+	rb->bdev = bdev;
+#endif
+	return 0;
+}
+
+/* Releases what rp_bdev_open_shared() got.  May sleep. */
+static inline void rp_bdev_close_shared(struct rp_bdev *rb)
+{
+	if (!rb->bdev)
+		return;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 9, 0)
+	fput(rb->file);
+	rb->file = NULL;
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+	bdev_release(rb->handle);
+	rb->handle = NULL;
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+	blkdev_put(rb->bdev, NULL);
+#else
+	blkdev_put(rb->bdev, FMODE_READ | FMODE_WRITE);
+#endif
+	rb->bdev = NULL;
+}
+
 #endif /* RP_COMPAT_H */

@@ -511,15 +511,13 @@ static int rp_nl_pair_set(struct sk_buff *skb, struct genl_info *info)
 
 	/*
 	 * A Degraded (or Paused) pair mirrors again only once its target
-	 * answers; the probe waits for the target, outside rp_config_lock.
+	 * answers; the probe waits for the target (RP_PROBE_TIMEOUT_SEC at most),
+	 * outside rp_config_lock.
 	 */
 	if (state == REPLIPIPE_PAIR_SYNCING && !rp_pair_mirroring(pair)) {
-		ret = rp_pair_probe_target(pair);
-		if (ret) {
-			NL_SET_ERR_MSG(info->extack,
-				       "the target does not answer (probe read or flush failed); the pair stays as it is");
+		ret = rp_pair_probe_target(pair, info->extack);
+		if (ret)
 			goto put;
-		}
 	}
 	/*
 	 * Not under rp_config_lock: a PIPE_DEL or PIPE_SET holding it may be

@@ -18,7 +18,8 @@
  *   PAUSED    stopped by PAIR_SET; as DEGRADED     -> SYNCING/INSYNC (PAIR_SET)
  *   PAIR_SET SYNCING leaves DEGRADED/PAUSED only after rp_pair_probe_target()
  *   (a read of the target's first block and a flush, with a pair reference
- *   and without rp_config_lock) succeeded; else it fails and nothing changes.
+ *   and without rp_config_lock, bounded by RP_PROBE_TIMEOUT_SEC) succeeded;
+ *   else it fails and nothing changes.
  *   SYNCING becomes INSYNC when a RESYNC_DONE clears the last dirty bit;
  *   INSYNC becomes SYNCING when a region is marked dirty (policy FailIO).
  *   Every state change queues pair->event_work (EVT_PAIR_STATE).
@@ -985,33 +986,162 @@ int rp_pipe_del(const char *id, struct netlink_ext_ack *extack)
 }
 
 /*
- * Checks that the target of a pair that is not mirroring answers again: one
- * read of its first block, then a cache flush.  The caller holds a pair
- * reference, not rp_config_lock (this waits for the target).  May block.
+ * A probe of a target (rp_pair_probe_target()).  A target that queues I/O
+ * rather than failing it (an iSCSI session in recovery, multipath with
+ * queue_if_no_path, a suspended dm device, NBD without a timeout) may hold a
+ * probe bio for as long as it likes, so the prober waits at most
+ * RP_PROBE_TIMEOUT_SEC and then abandons the probe: the bio in flight owns
+ * it from then on and frees it when it ends, whenever that is.  Who frees
+ * is decided under probe->lock: the prober if the bio ended first, else the
+ * bio's end_io (through a work item).
+ *
+ * The bio must not depend on the pair: a PIPE_DEL may destroy the pair (and
+ * close its exclusive open of the target) while the bio is still queued,
+ * and must not wait for it.  The probe therefore opens the target's dev_t
+ * itself, without claiming it: that open keeps the block_device and its
+ * gendisk alive (and a dm device from being removed) for as long as a bio
+ * whose bi_bdev points at it may still be completed; the block layer holds
+ * no reference of its own for a bio.  An abandoned probe releases it from a
+ * work item: blkdev_put() takes the disk's open_mutex and may sleep, and
+ * bi_end_io runs in atomic context.  It also holds a module reference until
+ * then (rmmod is refused while such a bio is queued), so the work item's
+ * code stays; rp_wq, destroyed at module exit, has run it by then.
  */
-int rp_pair_probe_target(struct rp_pair *pair)
+struct rp_probe {
+	struct rp_bdev		rb;	/* own, shared open of the target */
+	struct page		*page;	/* the read's buffer */
+	struct completion	done;	/* the bio ended (not abandoned) */
+	struct work_struct	release_work;
+	spinlock_t		lock;	/* the three below */
+	bool			in_flight;
+	bool			abandoned;
+	int			status;	/* of the bio that ended */
+};
+
+static void rp_probe_free(struct rp_probe *probe)
 {
-	struct block_device *bdev = pair->tgt.bdev;
-	struct page *page;
+	rp_bdev_close_shared(&probe->rb);
+	if (probe->page)
+		__free_page(probe->page);
+	kfree(probe);
+}
+
+/* An abandoned probe's bio ended. */
+static void rp_probe_release(struct work_struct *work)
+{
+	rp_probe_free(container_of(work, struct rp_probe, release_work));
+	module_put(THIS_MODULE);
+}
+
+/* bi_end_io of a probe bio: atomic context, must not sleep. */
+static void rp_probe_end_io(struct bio *bio)
+{
+	struct rp_probe *probe = bio->bi_private;
+	int status = blk_status_to_errno(bio->bi_status);
+	unsigned long flags;
+	bool abandoned;
+
+	bio_put(bio);
+	spin_lock_irqsave(&probe->lock, flags);
+	probe->in_flight = false;
+	probe->status = status;
+	abandoned = probe->abandoned;
+	if (!abandoned)
+		complete(&probe->done);
+	/* Not abandoned: the prober may free the probe once this unlocks. */
+	spin_unlock_irqrestore(&probe->lock, flags);
+	if (abandoned)
+		queue_work(rp_wq, &probe->release_work);
+}
+
+/*
+ * Submits one probe bio (@opf; with the probe's page if @len) and waits for
+ * it until @deadline.  Returns its result, or -ETIMEDOUT: the probe is then
+ * abandoned to the bio and the caller must not touch it again.
+ */
+static int rp_probe_bio(struct rp_probe *probe, blk_opf_t opf,
+			unsigned int len, unsigned long deadline)
+{
+	long left = (long)(deadline - jiffies);
 	struct bio *bio;
+
+	bio = bio_alloc(probe->rb.bdev, len ? 1 : 0, opf, GFP_KERNEL);
+	bio->bi_iter.bi_sector = 0;
+	if (len)
+		__bio_add_page(bio, probe->page, len, 0);
+	bio->bi_private = probe;
+	bio->bi_end_io = rp_probe_end_io;
+	reinit_completion(&probe->done);
+	probe->in_flight = true;
+	submit_bio(bio);
+	wait_for_completion_timeout(&probe->done, max(left, 1L));
+
+	spin_lock_irq(&probe->lock);
+	if (probe->in_flight) {
+		probe->abandoned = true;
+		/* Still in the genetlink handler: the module is pinned. */
+		__module_get(THIS_MODULE);
+		spin_unlock_irq(&probe->lock);
+		return -ETIMEDOUT;
+	}
+	spin_unlock_irq(&probe->lock);
+	return probe->status;
+}
+
+/*
+ * Checks that the target of a pair that is not mirroring answers again: one
+ * read of its first block, then a cache flush (an empty REQ_PREFLUSH write),
+ * both within RP_PROBE_TIMEOUT_SEC.  The caller holds a pair reference, not
+ * rp_config_lock; it keeps that reference for at most the bound, and the
+ * bios do not need it.  May block.
+ */
+int rp_pair_probe_target(struct rp_pair *pair, struct netlink_ext_ack *extack)
+{
+	unsigned long deadline = jiffies + RP_PROBE_TIMEOUT_SEC * HZ;
+	struct rp_probe *probe;
+	unsigned int len;
 	int ret;
 
-	page = alloc_page(GFP_KERNEL);
-	if (!page)
+	probe = kzalloc(sizeof(*probe), GFP_KERNEL);
+	if (!probe)
 		return -ENOMEM;
-	bio = bio_alloc(bdev, 1, REQ_OP_READ | REQ_SYNC, GFP_KERNEL);
-	bio->bi_iter.bi_sector = 0;
-	__bio_add_page(bio, page, min_t(unsigned int, PAGE_SIZE,
-					bdev_logical_block_size(bdev)), 0);
-	ret = submit_bio_wait(bio);
-	bio_put(bio);
-	__free_page(page);
+	init_completion(&probe->done);
+	INIT_WORK(&probe->release_work, rp_probe_release);
+	spin_lock_init(&probe->lock);
+	probe->page = alloc_page(GFP_KERNEL);
+	if (!probe->page) {
+		ret = -ENOMEM;
+		goto free;
+	}
+	/* The pair's open (our reference keeps it) makes the dev_t valid. */
+	ret = rp_bdev_open_shared(&probe->rb, pair->tgt.bdev->bd_dev);
+	if (ret) {
+		NL_SET_ERR_MSG(extack, "cannot open the target for the probe");
+		goto free;
+	}
+	len = min_t(unsigned int, PAGE_SIZE,
+		    bdev_logical_block_size(probe->rb.bdev));
+	ret = rp_probe_bio(probe, REQ_OP_READ | REQ_SYNC, len, deadline);
 	if (!ret)
-		ret = blkdev_issue_flush(bdev);
+		ret = rp_probe_bio(probe, REQ_OP_WRITE | REQ_PREFLUSH | REQ_SYNC,
+				   0, deadline);
+	if (ret == -ETIMEDOUT) {
+		probe = NULL;	/* the bio's now */
+		NL_SET_ERR_MSG(extack,
+			       "the target did not answer within "
+			       __stringify(RP_PROBE_TIMEOUT_SEC)
+			       " s (probe read or flush); the pair stays as it is");
+	} else if (ret) {
+		NL_SET_ERR_MSG(extack,
+			       "the target does not answer (probe read or flush failed); the pair stays as it is");
+	}
 	if (ret)
 		pr_info("%s: target %s does not answer yet (%d); stays %s\n",
 			pair->src->name, pair->tgt_path, ret,
 			rp_pair_state_name(READ_ONCE(pair->state)));
+free:
+	if (probe)
+		rp_probe_free(probe);
 	return ret;
 }
 

@@ -35,7 +35,9 @@
  *                no region is dirty). Resuming first probes the target (one
  *                read of its first block and a cache flush): if that fails
  *                the request fails with EIO (or the probe's error) and the
- *                pair keeps its state.
+ *                pair keeps its state; a target that has not answered both
+ *                within 5 s fails it with ETIMEDOUT (the probe's I/O may
+ *                still be queued; it pins neither the pair nor PIPE_DEL).
  *   BITMAP_GET   dumpit: a pair's dirty bitmap in chunks
  *                (REPLIPIPE_A_BITMAP_OFFSET in bits, REPLIPIPE_A_BITMAP_DATA
  *                little-endian bit order, bit i = region offset + i).

@@ -1,0 +1,111 @@
+#!/bin/sh
+# PAIR_SET Syncing on a Degraded pair whose target queues I/O instead of
+# failing it (a suspended dm device, as an iSCSI session in recovery or
+# multipath queue_if_no_path would): the probe is bounded. The request fails
+# with ETIMEDOUT within the bound (5 s) and the pair stays Degraded; a
+# PIPE_DEL right after completes at once although the probe's bio is still
+# queued; rmmod is refused while it is; once the dm device resumes, the bio
+# ends, the probe lets the device go (dmsetup remove works) and the module
+# unloads. Before the bound, PAIR_SET hung as long as the target did and a
+# PIPE_DEL waited behind it under rp_config_lock.
+# vm-timeout: 300
+# vm-mem: 768
+# vm-bins: dmsetup
+
+PIPE=kmod-probe
+SRC=replipipe_0/vol1
+LIVE=/sys/module/replipipe/parameters/live_objects
+export DM_DISABLE_UDEV=1
+
+field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
+now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+# wait_pid PID SECONDS: 0 if PID ended within SECONDS (its status in $rc)
+wait_pid() {
+	local i=0
+	while kill -0 "$1" 2> /dev/null; do
+		[ $i -lt $(($2 * 10)) ] || return 1
+		sleep 0.1
+		i=$((i + 1))
+	done
+	rc=0
+	wait "$1" || rc=$?
+	return 0
+}
+
+vm_brd 2 16
+vm_modprobe dm_mod
+sectors=$(blockdev --getsz /dev/ram1)
+tgt=$(vm_dm_create rptgt "0 $sectors linear /dev/ram1 0")
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
+rp-nlctl set-pipe --id $PIPE --mode sync --policy degrade --region-kib 64 \
+	--pair $SRC=$tgt,clean || vm_fail "set-pipe refused"
+lun=$(vm_tcm_loop_export $SRC)
+
+vm_log "== the target fails: one write degrades the pair"
+vm_dm_load rptgt "0 $sectors error"
+dd if=/dev/urandom of="$lun" bs=64k count=4 oflag=direct 2> /dev/null ||
+	vm_fail "write under policy degrade failed"
+pair=$(pair_line) || vm_fail "no pair line"
+[ "$(field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded: $pair"
+
+vm_log "== the target queues I/O (suspended dm device with a working table)"
+dmsetup --noudevsync suspend rptgt || vm_fail "dmsetup suspend"
+dmsetup --noudevsync load rptgt --table "0 $sectors linear /dev/ram1 0" ||
+	vm_fail "dmsetup load"
+dmsetup info rptgt | grep -i state
+
+vm_log "== PAIR_SET Syncing: fails with ETIMEDOUT within the bound"
+t0=$(now_ms)
+rp-nlctl pair-state $PIPE $SRC resume --nl-timeout 60 > /tmp/ps.out 2> /tmp/ps.err &
+ps_pid=$!
+wait_pid $ps_pid 15 ||
+	vm_fail "PAIR_SET Syncing still blocked after 15 s (the probe is not bounded)"
+t1=$(now_ms)
+cat /tmp/ps.err
+vm_log "PAIR_SET returned rc=$rc after $((t1 - t0)) ms"
+[ "$rc" -ne 0 ] || vm_fail "PAIR_SET Syncing succeeded on a target that does not answer"
+grep -q "ETIMEDOUT" /tmp/ps.err || vm_fail "PAIR_SET failed without ETIMEDOUT"
+grep -q "did not answer within 5 s" /tmp/ps.err || vm_fail "no extack message for the time-out"
+[ $((t1 - t0)) -ge 4000 ] || vm_fail "PAIR_SET gave up before the 5 s bound"
+pair=$(pair_line) || vm_fail "no pair line"
+[ "$(field "$pair" state)" = Degraded ] || vm_fail "pair left Degraded: $pair"
+
+vm_log "== while the probe's bio is queued: PIPE_DEL is prompt"
+vm_tcm_loop_unexport $SRC
+t0=$(now_ms)
+rp-nlctl del-pipe $PIPE > /tmp/del.out 2>&1 &
+del_pid=$!
+wait_pid $del_pid 5 || vm_fail "PIPE_DEL blocked behind the probe"
+t1=$(now_ms)
+cat /tmp/del.out
+[ "$rc" -eq 0 ] || vm_fail "del-pipe failed (rc=$rc)"
+vm_log "PIPE_DEL took $((t1 - t0)) ms"
+vm_backstore_delete $SRC
+live=$(cat $LIVE)
+vm_log "live_objects: $live"
+[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects left: $live"
+# the probe still holds the target open (dm refuses to remove it) and the
+# module (rmmod is refused, although no pipe nor backstore is left)
+if rmmod replipipe 2> /dev/null; then
+	vm_fail "rmmod replipipe succeeded with a probe bio in flight"
+fi
+if dmsetup --noudevsync remove rptgt 2> /dev/null; then
+	vm_fail "the dm device was removed under a queued probe bio"
+fi
+
+vm_log "== the target resumes: the bio ends, the probe lets go"
+dmsetup --noudevsync resume rptgt || vm_fail "dmsetup resume"
+i=0
+until dmsetup --noudevsync remove rptgt 2> /dev/null; do
+	[ $i -lt 50 ] || vm_fail "the probe did not release the target after it answered"
+	sleep 0.1
+	i=$((i + 1))
+done
+i=0
+until rmmod replipipe 2> /dev/null; do
+	[ $i -lt 50 ] || vm_fail "rmmod replipipe refused after the probe ended"
+	sleep 0.1
+	i=$((i + 1))
+done
+vm_log "kmod-probe-timeout done"
