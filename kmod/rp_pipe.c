@@ -41,6 +41,7 @@
  *   pair->lock (spinlock, irq-safe)  state, bitmaps, counts, lag, inflight,
  *                           held, async_list, claims.  Taken from bio
  *                           completion: never sleep under it.
+ *   rp_claim_owners' xa_lock (irq-safe)  claim counts per netlink port.
  * Lifetime
  *   pair->refs: the publisher's reference plus one per request and per
  *   claim waiter (rp_pair_get under RCU).  Removal unpublishes, waits an RCU
@@ -56,12 +57,22 @@
 #include <linux/notifier.h>
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
+#include <linux/xarray.h>
 
 #include "replipipe_internal.h"
 
 DEFINE_MUTEX(rp_config_lock);
 LIST_HEAD(rp_pipes);
 
+/*
+ * The netlink ports that own claims, each with its number of claims (an
+ * xa_mk_value()).  The NETLINK_URELEASE notifier runs for every generic
+ * netlink socket of the system that closes (nl80211, ethtool, ...): it
+ * looks the port up here, without a lock, and takes rp_config_lock (which
+ * a PIPE_DEL draining a hung target may hold for long) only for a port
+ * that owns claims.
+ */
+static DEFINE_XARRAY_FLAGS(rp_claim_owners, XA_FLAGS_LOCK_IRQ);
 static atomic64_t rp_next_claim_id = ATOMIC64_INIT(0);
 static atomic64_t rp_next_pair_serial = ATOMIC64_INIT(0);
 static void rp_claim_reaper(struct work_struct *work);
@@ -587,9 +598,43 @@ static struct rp_claim *__rp_claim_find(struct rp_pair *pair, u64 id)
 	return NULL;
 }
 
+/* Counts a claim of @portid in rp_claim_owners.  Process context. */
+static int rp_claim_owner_get(u32 portid)
+{
+	void *old;
+	int ret;
+
+	xa_lock_irq(&rp_claim_owners);
+	old = xa_load(&rp_claim_owners, portid);
+	/* May drop the lock to allocate a node; GFP_KERNEL is fine here. */
+	ret = xa_err(__xa_store(&rp_claim_owners, portid,
+				xa_mk_value(old ? xa_to_value(old) + 1 : 1),
+				GFP_KERNEL));
+	xa_unlock_irq(&rp_claim_owners);
+	return ret;
+}
+
+/* Uncounts a claim of @portid.  Any context; never allocates. */
+static void rp_claim_owner_put(u32 portid)
+{
+	unsigned long flags, n;
+	void *old;
+
+	xa_lock_irqsave(&rp_claim_owners, flags);
+	old = xa_load(&rp_claim_owners, portid);
+	n = old ? xa_to_value(old) : 0;
+	if (WARN_ON_ONCE(!n) || n == 1)
+		__xa_erase(&rp_claim_owners, portid);
+	else	/* replaces the entry in its slot: no allocation */
+		__xa_store(&rp_claim_owners, portid, xa_mk_value(n - 1),
+			   GFP_NOWAIT);
+	xa_unlock_irqrestore(&rp_claim_owners, flags);
+}
+
 static void rp_claim_free(struct rp_claim *claim)
 {
 	list_del(&claim->node);
+	rp_claim_owner_put(claim->portid);
 	kfree(claim);
 	atomic_dec(&rp_nr_claims);
 }
@@ -1233,10 +1278,16 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	claim = kzalloc(sizeof(*claim), GFP_KERNEL);
 	if (!claim)
 		return -ENOMEM;
+	/* Counted before it is visible: rp_claim_free() uncounts it. */
+	if (rp_claim_owner_get(portid)) {
+		kfree(claim);
+		return -ENOMEM;
+	}
 
 	spin_lock_irq(&pair->lock);
 	if (pair->dead) {
 		spin_unlock_irq(&pair->lock);
+		rp_claim_owner_put(portid);
 		kfree(claim);
 		NL_SET_ERR_MSG(extack, "the pair is being removed");
 		return -ENOENT;
@@ -1244,6 +1295,7 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	*count = __rp_claim_pick(pair, hint, max, first);
 	if (!*count) {
 		spin_unlock_irq(&pair->lock);
+		rp_claim_owner_put(portid);
 		kfree(claim);
 		*id = 0;
 		*first = hint;
@@ -1259,7 +1311,7 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	atomic_inc(&rp_nr_claims);
 	*id = claim->id;
 	spin_unlock_irq(&pair->lock);
-	queue_delayed_work(rp_wq, &rp_reaper, HZ);
+	queue_delayed_work(system_wq, &rp_reaper, HZ);
 
 	last = *first + *count - 1;
 	if (!wait_event_timeout(pair->wq, rp_claim_drained(pair, *first, last),
@@ -1365,6 +1417,15 @@ void rp_claims_drop_portid(u32 portid)
 	mutex_unlock(&rp_config_lock);
 }
 
+/*
+ * Drops expired claims once a second while any exist.  It runs on
+ * system_wq, not on rp_wq: it takes rp_config_lock, whose holders wait for
+ * work on rp_wq (rp_pair_destroy() flushes async_work; released held writes
+ * are resubmitted there).  rp_wq is WQ_MEM_RECLAIM, and under memory
+ * pressure its single rescuer thread runs its items one after the other: a
+ * reaper blocked on the lock there would keep the work the lock's holder
+ * waits for from ever running.
+ */
 static void rp_claim_reaper(struct work_struct *work)
 {
 	unsigned int left;
@@ -1373,7 +1434,7 @@ static void rp_claim_reaper(struct work_struct *work)
 	left = rp_claims_drop(0, true);
 	mutex_unlock(&rp_config_lock);
 	if (left)
-		queue_delayed_work(rp_wq, &rp_reaper, HZ);
+		queue_delayed_work(system_wq, &rp_reaper, HZ);
 }
 
 static int rp_netlink_event(struct notifier_block *nb, unsigned long event,
@@ -1381,8 +1442,10 @@ static int rp_netlink_event(struct notifier_block *nb, unsigned long event,
 {
 	struct netlink_notify *n = ptr;
 
+	/* Most generic netlink sockets are not ours: no lock for them. */
 	if (event == NETLINK_URELEASE && n->protocol == NETLINK_GENERIC &&
-	    n->portid && net_eq(n->net, &init_net) && atomic_read(&rp_nr_claims))
+	    n->portid && net_eq(n->net, &init_net) &&
+	    xa_load(&rp_claim_owners, n->portid))
 		rp_claims_drop_portid(n->portid);
 	return NOTIFY_DONE;
 }
@@ -1409,4 +1472,6 @@ void rp_pipe_exit(void)
 	mutex_unlock(&rp_config_lock);
 	cancel_delayed_work_sync(&rp_reaper);
 	netlink_unregister_notifier(&rp_netlink_notifier);
+	WARN_ON_ONCE(!xa_empty(&rp_claim_owners));
+	xa_destroy(&rp_claim_owners);
 }

@@ -35,8 +35,14 @@
 #          binding a record on a slow device, and a write to the first
 #          source's LUN meanwhile; the first pair must have that region
 #          dirty once the PIPE_SET is done.
+#   bug 8  the NETLINK_URELEASE notifier took rp_config_lock for every
+#          generic netlink socket that closed (nl80211, ethtool, ...) while
+#          any claim existed: with a claim held on one pipe and a del-pipe
+#          of another waiting under rp_config_lock for a slow target write,
+#          a socket that owns no claim (`rp-nlctl family`) must close at
+#          once; the claim's own socket, closed, still drops its claim.
 #
-# The steps run in the order 3 4 5 6 7 1 2: the data steps cannot wedge the module,
+# The steps run in the order 3 4 5 6 7 8 1 2: the data steps cannot wedge the module,
 # the deadlock steps can. A deadlocked del-pipe holds rp_config_lock in D
 # state for good (`timeout` cannot kill it), so those steps run their
 # commands in the background and poll them against a deadline (20 s after
@@ -46,13 +52,13 @@
 # or did not run. A failure message starting "setup:" means the step could
 # not set up its race (e.g. a guest too slow for the delays below), not that
 # the module is wrong.
-# vm-timeout: 300
+# vm-timeout: 400
 # vm-cost: 100
 # vm-mem: 1024
 # vm-bins: dmsetup
 # vm-disks: rpflushp:16 rpflusht:16
 
-BUGS="3 4 5 6 7 1 2"
+BUGS="3 4 5 6 7 8 1 2"
 LIVE=/sys/module/replipipe/parameters/live_objects
 CLAIM_TIMEOUT=/sys/module/replipipe/parameters/claim_timeout_sec
 WEDGED=/tmp/races.wedged
@@ -63,6 +69,7 @@ CLAIM_TIMEOUT_S=3	# bug 2: claim_timeout_sec during the step
 ASYNC_MS=5000		# bug 3: write delay of the target
 FLUSH_MS=15000		# bug 5: flush delay of the target
 BIND_MS=2000		# bug 7: write delay of the second pair's record
+UREL_MS=12000		# bug 8: write delay of the target del-pipe drains
 export DM_DISABLE_UDEV=1
 
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
@@ -412,6 +419,62 @@ step_bug6() {
 	vm_backstore_delete $src
 }
 
+# ---- bug 8: a socket that owns no claim closes without rp_config_lock
+claims_now() { sed -n 's/.*claims=\([0-9]*\).*/\1/p' $LIVE; }
+step_bug8() {
+	local pa=races-urel pb=races-urelc a=replipipe_0/s8a b=replipipe_0/s8b
+	local tgt lun t0 i=0
+	vm_backstore replipipe replipipe_0 s8a /dev/ram20 > /dev/null
+	vm_backstore replipipe replipipe_0 s8b /dev/ram22 > /dev/null
+	tgt=$(vm_dm_create rp8t "0 $SECT delay /dev/ram21 0 0")
+	rp-nlctl set-pipe --id $pa --mode sync --pair $a=$tgt,clean ||
+		vm_fail "bug 8: set-pipe $pa refused"
+	# pair b without ,clean: every region dirty, so a claim gets region 0
+	rp-nlctl set-pipe --id $pb --mode sync --pair $b=/dev/ram23 ||
+		vm_fail "bug 8: set-pipe $pb refused"
+	lun=$(vm_tcm_loop_export $a)
+	t0=$(now10)
+	bg b8claim rp-nlctl claim $pb $b --max 1 --hold 20
+	until [ "$(claims_now)" = 1 ]; do
+		[ $i -lt 100 ] || vm_fail "bug 8: setup: no claim after 10 s ($(bg_out b8claim))"
+		sleep 0.1
+		i=$((i + 1))
+	done
+	vm_dm_load rp8t "0 $SECT delay /dev/ram21 0 0 /dev/ram21 0 $UREL_MS"
+	bg b8w dd if=/dev/urandom of=$lun bs=4k count=1 oflag=direct
+	wait_delayed rp8t writes 1 10 ||
+		vm_fail "bug 8: setup: the write's target leg did not reach dm-delay within 10 s"
+	bg b8del rp-nlctl del-pipe $pa --nl-timeout 120
+	sleep 1
+	! bg_done b8del || vm_fail "bug 8: setup: del-pipe ended before the target write was released: $(bg_out b8del)"
+	[ "$(claims_now)" = 1 ] || vm_fail "bug 8: setup: the claim ended early ($(cat $LIVE))"
+	vm_log "a claim on $pb, del-pipe $pa waits for a ${UREL_MS} ms write under rp_config_lock; an unrelated genl socket opens and closes"
+	t1=$(now10)
+	bg b8fam rp-nlctl family
+	# (not wedged: it would end with del-pipe, once the write is released)
+	bg_wait b8fam $((t1 + 30)) ||
+		vm_fail "bug 8: closing a generic netlink socket that owns no claim waited more than 3 s (for rp_config_lock, held by del-pipe)"
+	vm_log "family ended rc=$(bg_rc b8fam) after $((($(bg_end b8fam) - t1) * 100)) ms"
+	[ "$(bg_rc b8fam)" = 0 ] || vm_fail "bug 8: rp-nlctl family failed: $(bg_out b8fam)"
+	ended_or_stuck $((t1 + UREL_MS / 100 + 200)) $t1 "bug 8" \
+		"the family command" "del-pipe does not end" del-pipe:b8del write:b8w
+	[ "$(bg_rc b8del)" = 0 ] || vm_fail "bug 8: del-pipe failed: $(bg_out b8del)"
+	# the claim's socket closes (--hold ends): its claim is dropped
+	bg_wait b8claim $((t0 + 300)) || vm_fail "bug 8: the claim command did not end"
+	vm_log "claim: $(bg_out b8claim)"
+	i=0
+	until [ "$(claims_now)" = 0 ]; do
+		[ $i -lt 50 ] || vm_fail "bug 8: the claim outlived its socket ($(cat $LIVE))"
+		sleep 0.1
+		i=$((i + 1))
+	done
+	rp-nlctl del-pipe $pb || vm_fail "bug 8: del-pipe $pb"
+	vm_tcm_loop_unexport $a
+	vm_backstore_delete $a
+	vm_backstore_delete $b
+	dm_remove rp8t
+}
+
 # ---- bug 7: writes with no pair between a record's bind and the publish
 step_bug7() {
 	local pipe=races-bind a=replipipe_0/s7a b=replipipe_0/s7b recb luna t0 pair
@@ -448,7 +511,7 @@ step_bug7() {
 	dm_remove rp7rec
 }
 
-vm_brd 20 4
+vm_brd 24 4
 vm_modprobe dm_mod
 vm_modprobe dm_delay
 vm_modprobe replipipe
