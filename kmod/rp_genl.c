@@ -685,8 +685,17 @@ static int rp_nl_claim(struct sk_buff *skb, struct genl_info *info)
 		goto free_msg;
 	}
 	genlmsg_end(msg, hdr);
+	/*
+	 * A reply that cannot be delivered (the receive buffer is full of
+	 * events: EAGAIN) leaves the owner without the claim's id, so nobody
+	 * would end it and writes to its regions would be held until
+	 * claim_timeout_sec: drop it now, while the pair reference is held.
+	 */
+	ret = genlmsg_reply(msg, info);
+	if (ret && count)
+		rp_claim_abort(pair, id);
 	rp_pair_put(pair);
-	return genlmsg_reply(msg, info);
+	return ret;
 
 free_msg:
 	nlmsg_free(msg);

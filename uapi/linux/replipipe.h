@@ -54,7 +54,9 @@
  *                A claim belongs to the netlink socket that made it: it is
  *                dropped (regions stay dirty) when that socket closes, and
  *                when it is not finished within the module parameter
- *                claim_timeout_sec.
+ *                claim_timeout_sec. A claim whose reply cannot be delivered
+ *                (the socket's receive buffer is full) is dropped at once;
+ *                the request then fails.
  *   RESYNC_DONE  CLAIM_ID: the regions were copied; clear their bits,
  *                release the held writes.
  *   RESYNC_FAILED CLAIM_ID: the copy failed; bits stay set, writes released.

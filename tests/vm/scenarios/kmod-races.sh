@@ -41,8 +41,12 @@
 #          of another waiting under rp_config_lock for a slow target write,
 #          a socket that owns no claim (`rp-nlctl family`) must close at
 #          once; the claim's own socket, closed, still drops its claim.
+#   bug 9  a RESYNC_CLAIM whose reply cannot be delivered (the socket's
+#          receive buffer full of events) left the claim alive with an id
+#          nobody knows, its regions' writes held for claim_timeout_sec:
+#          the claim must be gone while its socket is still open.
 #
-# The steps run in the order 3 4 5 6 7 8 1 2: the data steps cannot wedge the module,
+# The steps run in the order 3 4 5 6 7 8 9 1 2: the data steps cannot wedge the module,
 # the deadlock steps can. A deadlocked del-pipe holds rp_config_lock in D
 # state for good (`timeout` cannot kill it), so those steps run their
 # commands in the background and poll them against a deadline (20 s after
@@ -58,7 +62,7 @@
 # vm-bins: dmsetup
 # vm-disks: rpflushp:16 rpflusht:16
 
-BUGS="3 4 5 6 7 8 1 2"
+BUGS="3 4 5 6 7 8 9 1 2"
 LIVE=/sys/module/replipipe/parameters/live_objects
 CLAIM_TIMEOUT=/sys/module/replipipe/parameters/claim_timeout_sec
 WEDGED=/tmp/races.wedged
@@ -475,6 +479,44 @@ step_bug8() {
 	dm_remove rp8t
 }
 
+# ---- bug 9: a claim whose reply is not delivered is dropped
+step_bug9() {
+	local pipe=races-noreply b=replipipe_0/s9 i=0 t0
+	vm_backstore replipipe replipipe_0 s9 /dev/ram24 > /dev/null
+	# without ,clean: every region dirty, so a claim gets region 0
+	rp-nlctl set-pipe --id $pipe --mode sync --pair $b=/dev/ram25 ||
+		vm_fail "bug 9: set-pipe refused"
+	t0=$(now10)
+	bg b9claim rp-nlctl claim $pipe $b --max 1 --full-rcvbuf 3 --hold 8 \
+		--nl-timeout 2
+	until grep -q listening /tmp/bg.b9claim.out 2> /dev/null; do
+		[ $i -lt 100 ] || vm_fail "bug 9: setup: the claimer did not start: $(bg_out b9claim)"
+		sleep 0.1
+		i=$((i + 1))
+	done
+	# events for the claimer's small receive buffer
+	for i in 1 2; do
+		rp-nlctl pair-state $pipe $b pause || vm_fail "bug 9: pause"
+		rp-nlctl pair-state $pipe $b resume || vm_fail "bug 9: resume"
+	done
+	i=0
+	until grep -q claim-sent /tmp/bg.b9claim.out 2> /dev/null; do
+		[ $i -lt 100 ] || vm_fail "bug 9: setup: the claim was not sent: $(bg_out b9claim)"
+		sleep 0.1
+		i=$((i + 1))
+	done
+	vm_log "claimer: $(bg_out b9claim); live: $(cat $LIVE)"
+	grep -q "claim-sent result=ok" /tmp/bg.b9claim.out &&
+		vm_fail "bug 9: setup: the claim's reply was delivered (the receive buffer was not full)"
+	sleep 1
+	! bg_done b9claim || vm_fail "bug 9: setup: the claimer's socket closed too early"
+	[ "$(claims_now)" = 0 ] ||
+		vm_fail "bug 9: a claim whose reply was not delivered is still alive with its socket open ($(cat $LIVE))"
+	bg_wait b9claim $((t0 + 300)) || vm_fail "bug 9: the claimer did not end"
+	rp-nlctl del-pipe $pipe || vm_fail "bug 9: del-pipe"
+	vm_backstore_delete $b
+}
+
 # ---- bug 7: writes with no pair between a record's bind and the publish
 step_bug7() {
 	local pipe=races-bind a=replipipe_0/s7a b=replipipe_0/s7b recb luna t0 pair
@@ -511,7 +553,7 @@ step_bug7() {
 	dm_remove rp7rec
 }
 
-vm_brd 24 4
+vm_brd 26 4
 vm_modprobe dm_mod
 vm_modprobe dm_delay
 vm_modprobe replipipe

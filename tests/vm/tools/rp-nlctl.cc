@@ -6,8 +6,10 @@
 // Exit status: 0 ok, 1 kernel (or I/O) error with the extack text and errno
 // name on stderr, 3 time-out of `events --count`, 64 usage, 69 module not
 // loaded.
+#include <linux/netlink.h>
 #include <linux/replipipe.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,6 +56,10 @@ const char kUsage[] =
         "        [--done|--failed]   (--serial: the pair's serial as get\n"
         "        prints it; the claim fails with ESTALE once that pair was\n"
         "        replaced)\n"
+        "        [--full-rcvbuf SECONDS]   (join the events group with the\n"
+        "        smallest receive buffer, wait SECONDS for events to fill\n"
+        "        it, then claim: the reply cannot be delivered; --hold\n"
+        "        then keeps the socket open after the failure too)\n"
         "  events [--count N] [--timeout SECONDS]\n"
         "  resync ID SRC [--source-dev DEV] [--target-dev DEV] [--qd N]\n"
         "         [--chunk-kib K] [--rate-kibps R] [--batch-regions N]\n"
@@ -372,6 +379,41 @@ int CmdBitmap(Args &args)
 	return kExitOk;
 }
 
+// claim --full-rcvbuf: a claim whose reply the kernel cannot deliver (the
+// socket's receive buffer is full of events). The module must drop such a
+// claim at once; the socket stays open for @hold seconds so that a test can
+// see the claim is gone while its socket is still there.
+int ClaimFullRcvbuf(const std::vector<std::string> &pos, uint64_t hint,
+                    uint32_t max, uint64_t serial, double wait, double hold)
+{
+	auto sock = NetlinkSocket::Open(g_timeout);
+	if (!sock.ok())
+		return Fail(sock.status());
+	const int fd = (*sock)->fd();
+	const int smallest = 1; // the kernel raises it to its minimum
+	const int group = (*sock)->events_group();
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &smallest,
+	               sizeof(smallest)) != 0 ||
+	    setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group,
+	               sizeof(group)) != 0)
+		return Fail(Status::Error("setsockopt", errno));
+	std::printf("listening group=%d\n", group);
+	std::fflush(stdout);
+	std::this_thread::sleep_for(std::chrono::duration<double>(wait));
+	NlMsgPtr msg = (*sock)->NewRequest(REPLIPIPE_CMD_RESYNC_CLAIM);
+	Status st = PutClaimRequest(msg.get(), pos[0], pos[1], hint, max,
+	                            serial);
+	if (st.ok())
+		st = (*sock)->Request(std::move(msg));
+	std::printf("claim-sent result=%s\n",
+	            st.ok() ? "ok" : Esc(st.message()).c_str());
+	std::fflush(stdout);
+	if (hold > 0)
+		std::this_thread::sleep_for(
+		        std::chrono::duration<double>(hold));
+	return st.ok() ? kExitOk : kExitKernel;
+}
+
 int CmdClaim(Args &args)
 {
 	const uint64_t hint =
@@ -387,7 +429,12 @@ int CmdClaim(Args &args)
 	const bool failed = args.Flag("--failed");
 	if (done && failed)
 		throw UsageError{"--done and --failed exclude each other"};
+	const std::optional<std::string> full = args.Take("--full-rcvbuf");
 	auto pos = args.Positionals(2, 2);
+	if (full)
+		return ClaimFullRcvbuf(pos, hint, static_cast<uint32_t>(max),
+		                       serial, ParseSeconds("--full-rcvbuf", *full),
+		                       hold);
 	auto channel = NetlinkResyncChannel::Open(g_timeout);
 	if (!channel.ok())
 		return Fail(channel.status());
