@@ -114,6 +114,7 @@ static size_t rp_pair_msg_size(void)
 	       10 * nla_total_size_64bit(sizeof(u64));
 }
 
+/* Each pair may start a REPLIPIPE_A_PIPE_PAIRS nest (rp_pipe_fill()). */
 static size_t rp_pipe_msg_size(struct rp_pipe *pipe, bool with_pairs)
 {
 	return nla_total_size(REPLIPIPE_PIPE_ID_MAX_LEN + 1) +
@@ -121,7 +122,8 @@ static size_t rp_pipe_msg_size(struct rp_pipe *pipe, bool with_pairs)
 	       2 * nla_total_size(sizeof(u8)) +
 	       2 * nla_total_size(sizeof(u32)) +
 	       nla_total_size(0) +
-	       (with_pairs ? pipe->nr_pairs * rp_pair_msg_size() : 0);
+	       (with_pairs ? pipe->nr_pairs * (rp_pair_msg_size() +
+					       nla_total_size(0)) : 0);
 }
 
 /* One REPLIPIPE_A_PIPE_PAIR nest. */
@@ -201,9 +203,23 @@ static int rp_pipe_fill(struct sk_buff *skb, struct rp_pipe *pipe, u32 portid,
 		nest = nla_nest_start(skb, REPLIPIPE_A_PIPE_PAIRS);
 		if (!nest)
 			goto cancel;
-		list_for_each_entry(pair, &pipe->pairs, node)
+		list_for_each_entry(pair, &pipe->pairs, node) {
+			/*
+			 * An attribute's length is a u16, and 256 pairs take
+			 * up to ~136 KiB: the pairs go into as many
+			 * REPLIPIPE_A_PIPE_PAIRS nests as they need.
+			 */
+			if (skb_tail_pointer(skb) - (unsigned char *)nest +
+			    rp_pair_msg_size() > U16_MAX) {
+				nla_nest_end(skb, nest);
+				nest = nla_nest_start(skb,
+						      REPLIPIPE_A_PIPE_PAIRS);
+				if (!nest)
+					goto cancel;
+			}
 			if (rp_pair_fill(skb, pair))
 				goto cancel;
+		}
 		nla_nest_end(skb, nest);
 	}
 	genlmsg_end(skb, hdr);
@@ -303,17 +319,28 @@ static int rp_parse_pair(struct nlattr *nla, struct rp_pair_spec *ps,
 	return 0;
 }
 
-static int rp_parse_pairs(struct nlattr *pairs, struct rp_pipe_spec *spec,
-			  struct netlink_ext_ack *extack)
+/*
+ * The pairs of every REPLIPIPE_A_PIPE_PAIRS nest of the message, in order:
+ * a nest's length is a u16, so a pipe of many pairs with long paths needs
+ * several (the policy validated each of them).
+ */
+static int rp_parse_pairs(struct genl_info *info, struct rp_pipe_spec *spec)
 {
+	const struct nlattr *head = genlmsg_data(info->genlhdr);
+	int len = genlmsg_len(info->genlhdr);
+	const struct nlattr *top;
 	unsigned int n = 0;
 	struct nlattr *nla;
-	int rem, ret;
+	int rem, rem2, ret;
 
-	nla_for_each_nested(nla, pairs, rem)
-		n++;
+	nla_for_each_attr(top, head, len, rem)
+		if (nla_type(top) == REPLIPIPE_A_PIPE_PAIRS)
+			nla_for_each_nested(nla, top, rem2)
+				n++;
 	if (n > REPLIPIPE_MAX_PAIRS) {
-		NL_SET_ERR_MSG_ATTR(extack, pairs, "too many pairs in one pipe");
+		NL_SET_ERR_MSG_ATTR(info->extack,
+				    info->attrs[REPLIPIPE_A_PIPE_PAIRS],
+				    "too many pairs in one pipe");
 		return -E2BIG;
 	}
 	if (!n)
@@ -321,11 +348,17 @@ static int rp_parse_pairs(struct nlattr *pairs, struct rp_pipe_spec *spec,
 	spec->pairs = kcalloc(n, sizeof(*spec->pairs), GFP_KERNEL);
 	if (!spec->pairs)
 		return -ENOMEM;
-	nla_for_each_nested(nla, pairs, rem) {
-		ret = rp_parse_pair(nla, &spec->pairs[spec->nr_pairs], extack);
-		if (ret)
-			return ret;
-		spec->nr_pairs++;
+	nla_for_each_attr(top, head, len, rem) {
+		if (nla_type(top) != REPLIPIPE_A_PIPE_PAIRS)
+			continue;
+		nla_for_each_nested(nla, top, rem2) {
+			ret = rp_parse_pair(nla,
+					    &spec->pairs[spec->nr_pairs],
+					    info->extack);
+			if (ret)
+				return ret;
+			spec->nr_pairs++;
+		}
 	}
 	return 0;
 }
@@ -371,8 +404,7 @@ static int rp_nl_pipe_set(struct sk_buff *skb, struct genl_info *info)
 		}
 	}
 	if (attrs[REPLIPIPE_A_PIPE_PAIRS]) {
-		ret = rp_parse_pairs(attrs[REPLIPIPE_A_PIPE_PAIRS], &spec,
-				     info->extack);
+		ret = rp_parse_pairs(info, &spec);
 		if (ret)
 			goto free_pairs;
 	}
@@ -431,6 +463,32 @@ unlock:
 	return ret;
 }
 
+/*
+ * A pipe is one message, in a dump as in the doit reply and the EVT_PIPE_*
+ * notifications (one rp_pipe_msg_size() skb each): a pair nest takes up to
+ * ~530 bytes and a pipe up to REPLIPIPE_MAX_PAIRS of them, more than the
+ * dump's skb (at most 32 KiB, NLMSG_GOODSIZE when memory is fragmented).
+ * So every message of the dump is made large enough for the largest pipe
+ * there is now (min_dump_alloc is a u32 in every kernel we build for), and
+ * small setups keep the default.  Splitting a pipe's pairs over several
+ * messages would avoid the large allocation, but user space would have to
+ * merge messages (the doit reply too), for a size that PIPE_GET's doit and
+ * the notifications allocate anyway.  A pipe that grows during the dump
+ * beyond that size fails it with EMSGSIZE: dump again.
+ */
+static int rp_nl_pipe_get_start(struct netlink_callback *cb)
+{
+	size_t largest = 0;
+	struct rp_pipe *pipe;
+
+	mutex_lock(&rp_config_lock);
+	list_for_each_entry(pipe, &rp_pipes, node)
+		largest = max(largest, rp_pipe_msg_size(pipe, true));
+	mutex_unlock(&rp_config_lock);
+	cb->min_dump_alloc = NLMSG_HDRLEN + GENL_HDRLEN + largest;
+	return 0;
+}
+
 static int rp_nl_pipe_get_dumpit(struct sk_buff *skb, struct netlink_callback *cb)
 {
 	long idx = 0, start = cb->args[0];
@@ -446,9 +504,12 @@ static int rp_nl_pipe_get_dumpit(struct sk_buff *skb, struct netlink_callback *c
 		if (rp_pipe_fill(skb, pipe, NETLINK_CB(cb->skb).portid,
 				 cb->nlh->nlmsg_seq, NLM_F_MULTI,
 				 REPLIPIPE_CMD_PIPE_GET, true)) {
-			/* A pipe too large for an empty message is an error. */
-			if (!skb->len)
+			/* Only a pipe that grew since the start does not fit. */
+			if (!skb->len) {
+				NL_SET_ERR_MSG(cb->extack,
+					       "a pipe grew during the dump; dump again");
 				ret = -EMSGSIZE;
+			}
 			break;
 		}
 		idx++;
@@ -743,6 +804,7 @@ static const struct genl_ops rp_ops[] = {
 	{
 		.cmd		= REPLIPIPE_CMD_PIPE_GET,
 		.doit		= rp_nl_pipe_get_doit,
+		.start		= rp_nl_pipe_get_start,
 		.dumpit		= rp_nl_pipe_get_dumpit,
 		.policy		= rp_pipe_id_policy,
 		.maxattr	= ARRAY_SIZE(rp_pipe_id_policy) - 1,

@@ -56,6 +56,9 @@ void ParseAttrs(nlattr **tb, int max, nlattr *head, int len)
 	nla_parse(tb, max, head, len, nullptr);
 }
 
+// The largest REPLIPIPE_A_PIPE_PAIRS nest PutPipeSpec() makes.
+constexpr size_t kMaxNestBytes = 0xffff;
+
 Status PutError(const char *what)
 {
 	return Status::Error(std::string("netlink message too large adding ") +
@@ -79,10 +82,28 @@ Status PutPipeSpec(nl_msg *msg, const KernelPipeSpec &spec)
 	            0 ||
 	    nla_put_u32(msg, REPLIPIPE_A_PIPE_REGION_KIB, spec.region_kib) < 0)
 		return PutError("pipe settings");
+	// An attribute's length is 16 bits: the pairs go into as many
+	// REPLIPIPE_A_PIPE_PAIRS nests as they need (libnl's nla_nest_end()
+	// drops a nest past 64 KiB, which would send a pipe without pairs).
 	nlattr *pairs = nla_nest_start(msg, REPLIPIPE_A_PIPE_PAIRS);
 	if (pairs == nullptr)
 		return PutError("pairs");
 	for (const KernelPairSpec &pair : spec.pairs) {
+		const size_t pair_bytes =
+		        nla_total_size(0) +
+		        nla_total_size(static_cast<int>(pair.source.size()) + 1) +
+		        nla_total_size(static_cast<int>(pair.target.size()) + 1) +
+		        nla_total_size(0);
+		const size_t nest_bytes =
+		        reinterpret_cast<char *>(nlmsg_tail(nlmsg_hdr(msg))) -
+		        reinterpret_cast<char *>(pairs);
+		if (nest_bytes + pair_bytes > kMaxNestBytes) {
+			if (nla_nest_end(msg, pairs) < 0)
+				return PutError("pairs");
+			pairs = nla_nest_start(msg, REPLIPIPE_A_PIPE_PAIRS);
+			if (pairs == nullptr)
+				return PutError("pairs");
+		}
 		nlattr *nest = nla_nest_start(msg, REPLIPIPE_A_PIPE_PAIR);
 		if (nest == nullptr ||
 		    nla_put_string(msg, REPLIPIPE_A_PAIR_SRC,
@@ -90,11 +111,12 @@ Status PutPipeSpec(nl_msg *msg, const KernelPipeSpec &spec)
 		    nla_put_string(msg, REPLIPIPE_A_PAIR_TGT,
 		                   pair.target.c_str()) < 0 ||
 		    (pair.assume_clean &&
-		     nla_put_flag(msg, REPLIPIPE_A_PAIR_ASSUME_CLEAN) < 0))
+		     nla_put_flag(msg, REPLIPIPE_A_PAIR_ASSUME_CLEAN) < 0) ||
+		    nla_nest_end(msg, nest) < 0)
 			return PutError("pair");
-		nla_nest_end(msg, nest);
 	}
-	nla_nest_end(msg, pairs);
+	if (nla_nest_end(msg, pairs) < 0)
+		return PutError("pairs");
 	return {};
 }
 
@@ -152,10 +174,22 @@ Result<KernelPipeStatus> ParsePipeMessage(nlmsghdr *hdr)
 	        AttrU8(tb[REPLIPIPE_A_PIPE_FAILURE_POLICY]));
 	pipe.max_lag_kib = AttrU32(tb[REPLIPIPE_A_PIPE_MAX_LAG_KIB]);
 	pipe.region_kib = AttrU32(tb[REPLIPIPE_A_PIPE_REGION_KIB]);
-	if (const nlattr *pairs = tb[REPLIPIPE_A_PIPE_PAIRS]) {
+	// The pairs of every REPLIPIPE_A_PIPE_PAIRS nest, in order: a pipe
+	// whose pairs take more than 64 KiB comes in several (nla_parse()
+	// keeps only the last one in tb).
+	const nlattr *top;
+	int top_rem;
+	nla_for_each_attr(
+	        top,
+	        genlmsg_attrdata(static_cast<genlmsghdr *>(nlmsg_data(hdr)), 0),
+	        genlmsg_attrlen(static_cast<genlmsghdr *>(nlmsg_data(hdr)), 0),
+	        top_rem)
+	{
+		if (nla_type(top) != REPLIPIPE_A_PIPE_PAIRS)
+			continue;
 		const nlattr *pos;
 		int rem;
-		nla_for_each_nested(pos, pairs, rem)
+		nla_for_each_nested(pos, top, rem)
 		{
 			pipe.pairs.push_back(ParsePairNest(pos));
 		}

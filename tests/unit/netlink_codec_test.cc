@@ -98,6 +98,79 @@ TEST(NetlinkCodec, PipeSpecRoundTrip)
 	EXPECT_EQ(n, 2);
 }
 
+// 256 pairs with long paths take more than an attribute's 64 KiB: the
+// pairs go into several REPLIPIPE_A_PIPE_PAIRS nests, none over 64 KiB,
+// and come back whole and in order (libnl drops a nest past 64 KiB: the
+// kernel then got a pipe without pairs).
+TEST(NetlinkCodec, PipeSpecOfManyLongPairsSpansNests)
+{
+	KernelPipeSpec spec;
+	spec.id = "big";
+	for (int i = 0; i < REPLIPIPE_MAX_PAIRS; ++i)
+		spec.pairs.push_back(
+		        {"replipipe_0/" + std::string(100, 'v') + std::to_string(i),
+		         "/dev/disk/by-id/" + std::string(220, 't') +
+		                 std::to_string(i),
+		         i % 2 == 0});
+	NlMsgPtr msg(nlmsg_alloc_size(256 * 1024));
+	genlmsg_put(msg.get(), 0, 7, kFamily, 0, 0, REPLIPIPE_CMD_PIPE_SET,
+	            REPLIPIPE_GENL_VERSION);
+	ASSERT_TRUE(PutPipeSpec(msg.get(), spec).ok());
+
+	int nests = 0;
+	nlattr *top;
+	int rem;
+	nlmsghdr *hdr = nlmsg_hdr(msg.get());
+	nla_for_each_attr(top, genlmsg_attrdata(
+	                               static_cast<genlmsghdr *>(nlmsg_data(hdr)), 0),
+	                  genlmsg_attrlen(
+	                          static_cast<genlmsghdr *>(nlmsg_data(hdr)), 0),
+	                  rem)
+	{
+		if (nla_type(top) != REPLIPIPE_A_PIPE_PAIRS)
+			continue;
+		++nests;
+		EXPECT_GT(nla_len(top), 0);
+	}
+	EXPECT_GE(nests, 2);
+
+	auto pipe = ParsePipeMessage(hdr);
+	ASSERT_TRUE(pipe.ok()) << pipe.status().message();
+	ASSERT_EQ(pipe->pairs.size(), spec.pairs.size());
+	for (size_t i = 0; i < spec.pairs.size(); ++i) {
+		EXPECT_EQ(pipe->pairs[i].source, spec.pairs[i].source);
+		EXPECT_EQ(pipe->pairs[i].target, spec.pairs[i].target);
+	}
+}
+
+// A reply may carry its pairs in several nests, as the kernel sends a pipe
+// past 64 KiB of pairs: every nest counts, in order.
+TEST(NetlinkCodec, PipeReplyWithSeveralPairsNests)
+{
+	NlMsgPtr msg = GenlMessage(REPLIPIPE_CMD_PIPE_GET);
+	nla_put_string(msg.get(), REPLIPIPE_A_PIPE_ID, "p1");
+	nlattr *pairs = nla_nest_start(msg.get(), REPLIPIPE_A_PIPE_PAIRS);
+	PutPairStatus(msg.get(), REPLIPIPE_A_PIPE_PAIR, "replipipe_0/a",
+	              PairState::kInSync, 0);
+	PutPairStatus(msg.get(), REPLIPIPE_A_PIPE_PAIR, "replipipe_0/b",
+	              PairState::kInSync, 0);
+	nla_nest_end(msg.get(), pairs);
+	nla_put_u32(msg.get(), REPLIPIPE_A_PIPE_REGION_KIB, 64);
+	pairs = nla_nest_start(msg.get(), REPLIPIPE_A_PIPE_PAIRS);
+	PutPairStatus(msg.get(), REPLIPIPE_A_PIPE_PAIR, "replipipe_0/c",
+	              PairState::kSyncing, 1);
+	nla_nest_end(msg.get(), pairs);
+
+	auto pipe = ParsePipeMessage(nlmsg_hdr(msg.get()));
+	ASSERT_TRUE(pipe.ok());
+	EXPECT_EQ(pipe->region_kib, 64u);
+	ASSERT_EQ(pipe->pairs.size(), 3u);
+	EXPECT_EQ(pipe->pairs[0].source, "replipipe_0/a");
+	EXPECT_EQ(pipe->pairs[1].source, "replipipe_0/b");
+	EXPECT_EQ(pipe->pairs[2].source, "replipipe_0/c");
+	EXPECT_EQ(pipe->pairs[2].state, PairState::kSyncing);
+}
+
 TEST(NetlinkCodec, PipeReplyWithCounters)
 {
 	NlMsgPtr msg = GenlMessage(REPLIPIPE_CMD_PIPE_GET);

@@ -28,7 +28,12 @@
  *                The region size of a pipe that keeps pairs cannot change.
  *   PIPE_DEL     delete a pipe (PIPE_ID); its pairs stop mirroring.
  *   PIPE_GET     doit with PIPE_ID, or dumpit for every pipe; each reply is
- *                one pipe with nested pairs, their state and counters.
+ *                one pipe with nested pairs, their state and counters: a
+ *                message may be as large as one pipe of REPLIPIPE_MAX_PAIRS
+ *                pairs (~140 KiB; receive with MSG_PEEK/MSG_TRUNC, as libnl
+ *                does), its pairs in one REPLIPIPE_A_PIPE_PAIRS nest or,
+ *                past 64 KiB, several. A dump fails with EMSGSIZE only when
+ *                a pipe grew during it: dump again.
  *   PAIR_SET     change a pair's run state: REPLIPIPE_A_PAIR_STATE =
  *                PAUSED (stop mirroring, track dirty regions) or SYNCING
  *                (resume a Paused or Degraded pair: mirror again; InSync once
@@ -163,7 +168,12 @@ enum replipipe_attr {
 	REPLIPIPE_A_PIPE_FAILURE_POLICY, /* u8, enum replipipe_failure_policy */
 	REPLIPIPE_A_PIPE_MAX_LAG_KIB,	/* u32 */
 	REPLIPIPE_A_PIPE_REGION_KIB,	/* u32, power of two */
-	REPLIPIPE_A_PIPE_PAIRS,		/* nest of REPLIPIPE_A_PIPE_PAIR */
+	REPLIPIPE_A_PIPE_PAIRS,		/* nest of REPLIPIPE_A_PIPE_PAIR;
+					 * may be repeated: a nest's length
+					 * is a u16 (64 KiB), 256 pairs with
+					 * long paths take more. The pipe's
+					 * pairs are those of every nest, in
+					 * order (PIPE_SET and replies). */
 	REPLIPIPE_A_PIPE_PAIR,		/* nest, enum replipipe_pair_attr */
 	REPLIPIPE_A_PAIR_SOURCE,	/* NUL string: selects a pair (PAIR_SET,
 					 * BITMAP_GET, RESYNC_CLAIM) */
