@@ -755,10 +755,24 @@ static int rp_write_same_one(struct rp_dev *dev, struct block_device *bdev,
 	sector_t nr_sects = target_to_linux_sector(cmd->se_dev,
 					sbc_get_write_same_sectors(cmd));
 
+	int ret;
+
 	if (zeroes)
-		return blkdev_issue_zeroout(bdev, sector, nr_sects, GFP_NOIO,
-					    BLKDEV_ZERO_NOUNMAP);
-	return rp_write_same_leg(dev, bdev, sector, nr_sects, cmd->t_data_sg);
+		ret = blkdev_issue_zeroout(bdev, sector, nr_sects, GFP_NOIO,
+					   BLKDEV_ZERO_NOUNMAP);
+	else
+		ret = rp_write_same_leg(dev, bdev, sector, nr_sects,
+					cmd->t_data_sg);
+	/*
+	 * Where a write to this leg gets FUA (rp_write_opf(): a write-through
+	 * LUN, or FUA asked, over a leg with a volatile cache), WRITE SAME's
+	 * data must be stable before the command completes too.  Its bios
+	 * cannot all carry FUA (blkdev_issue_zeroout() takes no flags), so
+	 * the leg is flushed after them.
+	 */
+	if (!ret && (rp_write_opf(cmd, dev->primary.bdev, bdev) & REQ_FUA))
+		ret = blkdev_issue_flush(bdev);
+	return ret;
 }
 
 sense_reason_t rp_execute_write_same(struct se_cmd *cmd)

@@ -45,8 +45,13 @@
 #          receive buffer full of events) left the claim alive with an id
 #          nobody knows, its regions' writes held for claim_timeout_sec:
 #          the claim must be gone while its socket is still open.
+#   bug 10 WRITE SAME on a write-through LUN (primary without a volatile
+#          cache, target with one) completed while its data could still sit
+#          in the target's cache: normal writes get FUA there. The target
+#          (dm-delay over a virtio disk) holds flushes 4 s: a WRITE SAME
+#          (blkdiscard -z through the LUN) must send one and wait for it.
 #
-# The steps run in the order 3 4 5 6 7 8 9 1 2: the data steps cannot wedge the module,
+# The steps run in the order 3 4 5 6 7 8 9 10 1 2: the data steps cannot wedge the module,
 # the deadlock steps can. A deadlocked del-pipe holds rp_config_lock in D
 # state for good (`timeout` cannot kill it), so those steps run their
 # commands in the background and poll them against a deadline (20 s after
@@ -59,10 +64,10 @@
 # vm-timeout: 400
 # vm-cost: 100
 # vm-mem: 1024
-# vm-bins: dmsetup
+# vm-bins: dmsetup blkdiscard
 # vm-disks: rpflushp:16 rpflusht:16
 
-BUGS="3 4 5 6 7 8 9 1 2"
+BUGS="3 4 5 6 7 8 9 10 1 2"
 LIVE=/sys/module/replipipe/parameters/live_objects
 CLAIM_TIMEOUT=/sys/module/replipipe/parameters/claim_timeout_sec
 WEDGED=/tmp/races.wedged
@@ -74,6 +79,7 @@ ASYNC_MS=5000		# bug 3: write delay of the target
 FLUSH_MS=15000		# bug 5: flush delay of the target
 BIND_MS=2000		# bug 7: write delay of the second pair's record
 UREL_MS=12000		# bug 8: write delay of the target del-pipe drains
+WS_FLUSH_MS=4000	# bug 10: flush delay of the target
 export DM_DISABLE_UDEV=1
 
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
@@ -517,6 +523,44 @@ step_bug9() {
 	vm_backstore_delete $b
 }
 
+# ---- bug 10: WRITE SAME on a write-through LUN flushes the target
+step_bug10() {
+	local pipe=races-wsame src=replipipe_0/s10 tdisk tgt lun sd t0 i=0
+	tdisk=$(vm_disk rpflusht)
+	[ "$(cat /sys/block/${tdisk#/dev/}/queue/write_cache)" = "write back" ] ||
+		vm_fail "bug 10: setup: $tdisk has no volatile write cache"
+	tgt=$(vm_dm_create rp10tgt "0 $SECT delay $tdisk 0 0 $tdisk 0 0 $tdisk 0 $WS_FLUSH_MS")
+	vm_backstore replipipe replipipe_0 s10 /dev/ram26 > /dev/null
+	rp-nlctl set-pipe --id $pipe --mode sync --pair $src=$tgt,clean ||
+		vm_fail "bug 10: set-pipe refused"
+	lun=$(vm_tcm_loop_export $src)
+	sd=${lun#/dev/}
+	[ "$(cat /sys/block/$sd/queue/write_cache)" = "write through" ] ||
+		vm_fail "bug 10: setup: the LUN is not write-through"
+	[ "$(cat /sys/block/$sd/queue/write_zeroes_max_bytes)" -gt 0 ] ||
+		vm_fail "bug 10: setup: the LUN takes no WRITE SAME (write_zeroes_max_bytes 0)"
+	vm_log "WRITE SAME (zeroes, 64 KiB) through $lun; target $tgt holds flushes ${WS_FLUSH_MS} ms"
+	t0=$(now10)
+	bg b10ws /usr/sbin/blkdiscard -z -o 0 -l 65536 $lun
+	until [ "$(delayed_flushes rp10tgt)" -ge 1 ]; do
+		if [ $i -ge 100 ] || bg_done b10ws; then
+			vm_fail "bug 10: the WRITE SAME ended (or ran 10 s) without a flush of the target ($(bg_out b10ws))"
+		fi
+		sleep 0.1
+		i=$((i + 1))
+	done
+	bg_wait b10ws $((t0 + 300)) || vm_fail "bug 10: the WRITE SAME did not end"
+	vm_log "WRITE SAME ended rc=$(bg_rc b10ws) after $((($(bg_end b10ws) - t0) * 100)) ms"
+	[ "$(bg_rc b10ws)" = 0 ] || vm_fail "bug 10: blkdiscard -z failed: $(bg_out b10ws)"
+	[ $(($(bg_end b10ws) - t0)) -ge $((WS_FLUSH_MS / 100 - 5)) ] ||
+		vm_fail "bug 10: the WRITE SAME completed before the target's flush was released"
+	vm_dm_load rp10tgt "0 $SECT delay $tdisk 0 0"
+	rp-nlctl del-pipe $pipe || vm_fail "bug 10: del-pipe"
+	vm_tcm_loop_unexport $src
+	vm_backstore_delete $src
+	dm_remove rp10tgt
+}
+
 # ---- bug 7: writes with no pair between a record's bind and the publish
 step_bug7() {
 	local pipe=races-bind a=replipipe_0/s7a b=replipipe_0/s7b recb luna t0 pair
@@ -553,7 +597,7 @@ step_bug7() {
 	dm_remove rp7rec
 }
 
-vm_brd 26 4
+vm_brd 27 4
 vm_modprobe dm_mod
 vm_modprobe dm_delay
 vm_modprobe replipipe
