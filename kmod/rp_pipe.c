@@ -314,6 +314,11 @@ bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req)
 	return fail;
 }
 
+/*
+ * A writer found no lag room within RP_LAG_WAIT_SEC: the pair degrades.  The
+ * other writers waiting for room (rp_lag_wait) stop waiting too: a pair
+ * that does not mirror has room for everyone.
+ */
 void rp_pair_degrade(struct rp_pair *pair)
 {
 	unsigned long flags;
@@ -322,6 +327,7 @@ void rp_pair_degrade(struct rp_pair *pair)
 	if (__rp_pair_mirroring(pair))
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_DEGRADED);
 	spin_unlock_irqrestore(&pair->lock, flags);
+	wake_up_all(&pair->wq);
 }
 
 /*

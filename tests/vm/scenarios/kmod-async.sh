@@ -3,8 +3,15 @@
 # writers through the LUN; after the writers stop the lag drains to 0, the
 # legs are byte-identical and every acknowledged write is on both; the lag
 # never exceeded the bound.
+# Then the lag wait's bound: a target that holds writes 50 s, MaxLagKiB 64,
+# a primary whose writes take 8 s; one write fills the lag; a second writer
+# finds no room for 30 s and degrades the pair, and a third writer, waiting
+# since 10 s later, must be released by the degrade: it ends with the
+# second, not 8 s later (woken by the second's completion) nor after its
+# own 30 s.
 # vm-timeout: 600
 # vm-mem: 1024
+# vm-bins: dmsetup
 
 PIPE=kmod-async
 SRC=replipipe_0/vol1
@@ -59,10 +66,59 @@ rp-verify --dev /dev/ram0 /tmp/w.* || vm_fail "data on the primary"
 rp-verify --dev /dev/ram1 /tmp/w.* || vm_fail "data on the replica"
 rp-verify --cmp /dev/ram0 /dev/ram1 || vm_fail "the legs differ"
 
-vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 vm_backstore_delete $SRC
+
+vm_log "== lag wait: a writer that degrades the pair releases the others"
+export DM_DISABLE_UDEV=1
+vm_modprobe dm_delay
+sectors=$(blockdev --getsz /dev/ram1)
+tgt=$(vm_dm_create rplag "0 $sectors delay /dev/ram1 0 0 /dev/ram1 0 50000")
+pri=$(vm_dm_create rplagp "0 $sectors delay /dev/ram0 0 0 /dev/ram0 0 8000")
+vm_backstore replipipe replipipe_0 vol2 $pri > /dev/null
+rp-nlctl set-pipe --id $PIPE-lag --mode async --max-lag-kib 64 \
+	--region-kib 64 --pair replipipe_0/vol2=$tgt,clean || vm_fail "set-pipe refused"
+lun=$(vm_tcm_loop_export replipipe_0/vol2)
+# the writers wait up to 30 s in the backstore: no SCSI time-out meanwhile
+echo 120 > /sys/block/${lun#/dev/}/device/timeout
+now10() { awk '{ printf "%d\n", $1 * 10 }' /proc/uptime; }
+dd if=/dev/urandom of=$lun bs=64k count=1 oflag=direct 2> /dev/null ||
+	vm_fail "the first write failed"
+lag_line() { rp-nlctl get $PIPE-lag | grep "^pair "; }
+[ "$(field "$(lag_line)" lag)" = 65536 ] || vm_fail "setup: the lag is not full: $(lag_line)"
+t0=$(now10)
+(taskset -c 0 dd if=/dev/urandom of=$lun bs=4k count=1 seek=64 oflag=direct 2> /dev/null
+	echo "$? $(now10)" > /tmp/w2.rc) &
+sleep 10
+(taskset -c 1 dd if=/dev/urandom of=$lun bs=4k count=1 seek=128 oflag=direct 2> /dev/null
+	echo "$? $(now10)" > /tmp/w3.rc) &
+i=0
+until [ -s /tmp/w2.rc ] && [ -s /tmp/w3.rc ]; do
+	[ $i -lt 600 ] || vm_fail "the writers did not end within 60 s"
+	sleep 0.1
+	i=$((i + 1))
+done
+w2=$(($(cut -d' ' -f2 /tmp/w2.rc) - t0))
+w3=$(($(cut -d' ' -f2 /tmp/w3.rc) - t0))
+vm_log "writer 2 (from +0 s) ended rc=$(cut -d' ' -f1 /tmp/w2.rc) at +$((w2 * 100)) ms, writer 3 (from +10 s) rc=$(cut -d' ' -f1 /tmp/w3.rc) at +$((w3 * 100)) ms"
+[ "$(cut -d' ' -f1 /tmp/w2.rc)" = 0 ] && [ "$(cut -d' ' -f1 /tmp/w3.rc)" = 0 ] ||
+	vm_fail "a write failed"
+pair=$(lag_line)
+echo "$pair"
+[ "$(field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded after the lag wait: $pair"
+[ $w2 -ge 280 ] || vm_fail "setup: writer 2 got room before the 30 s bound"
+[ $w3 -le $((w2 + 40)) ] ||
+	vm_fail "writer 3 ended at +$((w3 * 100)) ms, not with writer 2 (+$((w2 * 100)) ms): the degrade did not release it"
+# the target's held writes go through when its table changes
+vm_dm_load rplag "0 $sectors linear /dev/ram1 0"
+vm_tcm_loop_unexport replipipe_0/vol2
+rp-nlctl del-pipe $PIPE-lag || vm_fail "del-pipe"
+vm_backstore_delete replipipe_0/vol2
+dmsetup --noudevsync remove rplag || vm_fail "dmsetup remove"
+dmsetup --noudevsync remove rplagp || vm_fail "dmsetup remove"
+
+vm_log "== teardown"
 live=$(cat $LIVE)
 vm_log "live_objects: $live"
 [ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
