@@ -8,6 +8,7 @@
 // loaded.
 #include <linux/netlink.h>
 #include <linux/replipipe.h>
+#include <linux/sock_diag.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -57,8 +58,8 @@ const char kUsage[] =
         "        prints it; the claim fails with ESTALE once that pair was\n"
         "        replaced)\n"
         "        [--full-rcvbuf SECONDS]   (join the events group with the\n"
-        "        smallest receive buffer, wait SECONDS for events to fill\n"
-        "        it, then claim: the reply cannot be delivered; --hold\n"
+        "        smallest receive buffer, wait up to SECONDS until events\n"
+        "        fill it, then claim: the reply cannot be delivered; --hold\n"
         "        then keeps the socket open after the failure too)\n"
         "  events [--count N] [--timeout SECONDS]\n"
         "  resync ID SRC [--source-dev DEV] [--target-dev DEV] [--qd N]\n"
@@ -399,7 +400,25 @@ int ClaimFullRcvbuf(const std::vector<std::string> &pos, uint64_t hint,
 		return Fail(Status::Error("setsockopt", errno));
 	std::printf("listening group=%d\n", group);
 	std::fflush(stdout);
-	std::this_thread::sleep_for(std::chrono::duration<double>(wait));
+	// Until the events queued take more than the receive buffer (then the
+	// kernel delivers nothing more to the socket), at most @wait seconds.
+	const auto deadline = std::chrono::steady_clock::now() +
+	                      std::chrono::duration_cast<
+	                              std::chrono::steady_clock::duration>(
+	                              std::chrono::duration<double>(wait));
+	uint32_t mem[SK_MEMINFO_VARS] = {};
+	for (;;) {
+		socklen_t len = sizeof(mem);
+		if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0)
+			return Fail(Status::Error("SO_MEMINFO", errno));
+		if (mem[SK_MEMINFO_RMEM_ALLOC] > mem[SK_MEMINFO_RCVBUF] ||
+		    std::chrono::steady_clock::now() >= deadline)
+			break;
+		std::this_thread::sleep_for(std::chrono::milliseconds(50));
+	}
+	std::printf("queued rmem=%u rcvbuf=%u\n", mem[SK_MEMINFO_RMEM_ALLOC],
+	            mem[SK_MEMINFO_RCVBUF]);
+	std::fflush(stdout);
 	NlMsgPtr msg = (*sock)->NewRequest(REPLIPIPE_CMD_RESYNC_CLAIM);
 	Status st = PutClaimRequest(msg.get(), pos[0], pos[1], hint, max,
 	                            serial);
