@@ -54,6 +54,7 @@
 
 struct rp_pair;
 struct rp_dev;
+struct rp_intent_rebind;
 
 /* The bitmap arrays of one binding of a write-intent record. */
 struct rp_intent_maps {
@@ -77,8 +78,16 @@ struct rp_intent {
 	struct delayed_work	clear_work;
 	struct work_struct	write_work;	/* releases waiting writes */
 
+	/* Woken when a PIPE_SET's rewrite of the record ends (frozen). */
+	wait_queue_head_t	thaw_wq;
+
 	spinlock_t		lock;		/* everything below */
 	bool			bound;		/* the header is valid */
+	/*
+	 * A PIPE_SET is rewriting the record (rp_intent_commit() until
+	 * rp_intent_settle()): nothing marks, clears or writes the bits.
+	 */
+	bool			frozen;
 	u64			epoch;		/* bumped by each rebind */
 	u64			seq;		/* counts changes of the bits */
 	u32			region_kib;
@@ -193,6 +202,8 @@ struct rp_pair {
 	/* Set once at creation (rp_intent_bind). */
 	u8			intent_state;	/* enum replipipe_intent_state */
 	u64			intent_loaded;	/* dirty regions from the record */
+	/* The record's new binding until the PIPE_SET writes it, or NULL. */
+	struct rp_intent_rebind	*intent_rebind;
 	/* The record's epoch once started (rp_intent_pair_start), else 0. */
 	u64			intent_epoch;
 
@@ -337,6 +348,9 @@ int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
 bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req);
 int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		   bool assume_clean, struct netlink_ext_ack *extack);
+int rp_intent_commit(struct rp_pair *pair, struct netlink_ext_ack *extack);
+void rp_intent_settle(struct rp_pair *pair, bool apply);
+void rp_intent_rebind_free(struct rp_pair *pair);
 int rp_intent_target_taken(struct rp_pair *pair,
 			   struct netlink_ext_ack *extack);
 void rp_intent_pair_start(struct rp_intent *in, struct rp_pair *pair);

@@ -35,6 +35,12 @@
  *                          in->waiting, and write_work writes the record and
  *                          resubmits it (marked again, under clear_sem).
  *   in->io_lock (mutex)    one record write at a time.
+ *   in->frozen (in->lock)  a PIPE_SET writes a new binding that it may
+ *                          still take back (rp_intent_commit() until
+ *                          rp_intent_settle()): writes wait on in->waiting,
+ *                          UNMAP and WRITE SAME on thaw_wq, clear passes and
+ *                          page writes skip.  A flag, not clear_sem held:
+ *                          one PIPE_SET may freeze many records at once.
  *   pair->lock, then in->lock (spinlock, irq-safe)  bits, recent, seqs.
  * Sequence numbers: in->seq counts changes of the bits; dirty_seq[p] is the
  * last change of bitmap page p, ondisk_seq[p] the in->seq of the snapshot of
@@ -212,7 +218,8 @@ static void __rp_intent_changed(struct rp_intent *in, u64 i)
  * Writes the bitmap pages in [@p0, @p1] whose on-disk snapshot is older than
  * what a writer that marked at @seq needs (U64_MAX: everything changed).
  * Each page goes out with FUA: when this returns 0, every bit that was set
- * at @seq is on stable storage.  May block.
+ * at @seq is on stable storage; -EAGAIN: the record is frozen, nothing was
+ * written.  May block.
  */
 static int rp_intent_write_pages(struct rp_intent *in, unsigned int p0,
 				 unsigned int p1, u64 seq)
@@ -222,6 +229,14 @@ static int rp_intent_write_pages(struct rp_intent *in, unsigned int p0,
 	int ret = 0;
 
 	mutex_lock(&in->io_lock);
+	/*
+	 * A frozen record may hold another binding on disk than in memory
+	 * (rp_intent_commit()): its pages wait for rp_intent_settle().
+	 */
+	if (READ_ONCE(in->frozen)) {
+		mutex_unlock(&in->io_lock);
+		return -EAGAIN;
+	}
 	for (p = p0; p <= p1 && p < in->maps.nr_pages; p++) {
 		spin_lock_irq(&in->lock);
 		if (in->maps.ondisk_seq[p] >=
@@ -248,40 +263,57 @@ static int rp_intent_write_pages(struct rp_intent *in, unsigned int p0,
 	return ret;
 }
 
-static void rp_intent_sb_fill(struct rp_intent *in, struct rp_intent_sb *sb,
-			      bool valid)
+/* Fills the 4 KiB header block @sb for a binding with this identity. */
+static void rp_intent_sb_fill(struct rp_intent_sb *sb, u32 region_kib,
+			      u32 chunk_kib, u64 nr_regions, u64 src_bytes,
+			      const char *pipe_id, const char *tgt_path)
 {
 	memset(sb, 0, RP_INTENT_PAGE_SIZE);
-	if (!valid)
-		return;	/* an all-zero header: the record tracks nothing */
 	memcpy(sb->magic, RP_INTENT_MAGIC, sizeof(sb->magic));
 	sb->version = cpu_to_le32(RP_INTENT_VERSION);
-	sb->region_kib = cpu_to_le32(in->region_kib);
-	sb->chunk_kib = cpu_to_le32(in->chunk_kib);
-	sb->nr_regions = cpu_to_le64(in->nr_regions);
-	sb->src_bytes = cpu_to_le64(in->src_bytes);
-	strscpy(sb->pipe_id, in->pipe_id, sizeof(sb->pipe_id));
-	strscpy(sb->tgt_path, in->tgt_path, sizeof(sb->tgt_path));
+	sb->region_kib = cpu_to_le32(region_kib);
+	sb->chunk_kib = cpu_to_le32(chunk_kib);
+	sb->nr_regions = cpu_to_le64(nr_regions);
+	sb->src_bytes = cpu_to_le64(src_bytes);
+	strscpy(sb->pipe_id, pipe_id, sizeof(sb->pipe_id));
+	strscpy(sb->tgt_path, tgt_path, sizeof(sb->tgt_path));
 	sb->csum = cpu_to_le32(crc32_le(~0, (void *)sb,
 					offsetof(struct rp_intent_sb, csum)));
 }
 
-static int rp_intent_write_sb(struct rp_intent *in, bool valid)
+/* Writes an all-zero header: the record tracks nothing.  io_lock held. */
+static int rp_intent_write_invalid(struct rp_intent *in)
 {
-	struct page *page;
+	memset(page_address(in->bounce), 0, RP_INTENT_PAGE_SIZE);
+	return rp_intent_io(in, in->bounce, 0,
+			    REQ_OP_WRITE | REQ_SYNC | REQ_FUA);
+}
+
+/*
+ * Writes a binding: the header invalidated, the bitmap @maps, then the
+ * header @sb (NULL: the record stays unbound).  @sb goes out after a cache
+ * flush, so it is never stable before the bitmap it vouches for: a crash
+ * in between leaves no valid header, i.e. a full resync.  io_lock held and
+ * @in frozen (nothing changes the bits).  May block.
+ */
+static int rp_intent_write_binding(struct rp_intent *in,
+				   const struct rp_intent_maps *maps,
+				   struct page *sb)
+{
+	unsigned int p;
 	int ret;
 
-	page = alloc_page(GFP_KERNEL);
-	if (!page)
-		return -ENOMEM;
-	rp_intent_sb_fill(in, page_address(page), valid);
-	/*
-	 * A valid header vouches for the bitmap pages written before it
-	 * without FUA (rp_intent_bind()): the flush makes them stable first.
-	 */
-	ret = rp_intent_io(in, page, 0, REQ_OP_WRITE | REQ_SYNC | REQ_FUA |
-			   (valid ? REQ_PREFLUSH : 0));
-	__free_page(page);
+	ret = rp_intent_write_invalid(in);
+	for (p = 0; !ret && sb && p < maps->nr_pages; p++) {
+		spin_lock_irq(&in->lock);
+		rp_intent_pack(maps->bits, p, in->bounce);
+		spin_unlock_irq(&in->lock);
+		ret = rp_intent_io(in, in->bounce, rp_intent_page_offset(p),
+				   REQ_OP_WRITE | REQ_SYNC);
+	}
+	if (!ret && sb)
+		ret = rp_intent_io(in, sb, 0, REQ_OP_WRITE | REQ_SYNC |
+				   REQ_PREFLUSH | REQ_FUA);
 	return ret;
 }
 
@@ -296,7 +328,7 @@ static int rp_intent_forget(struct rp_intent *in, const char *why)
 	int ret;
 
 	mutex_lock(&in->io_lock);
-	ret = rp_intent_write_sb(in, false);
+	ret = rp_intent_write_invalid(in);
 	if (!ret) {
 		spin_lock_irq(&in->lock);
 		in->bound = false;
@@ -514,6 +546,7 @@ int rp_intent_open(struct rp_dev *dev, const char *path)
 	spin_lock_init(&in->lock);
 	mutex_init(&in->io_lock);
 	init_rwsem(&in->clear_sem);
+	init_waitqueue_head(&in->thaw_wq);
 	INIT_DELAYED_WORK(&in->clear_work, rp_intent_clear_work);
 	INIT_WORK(&in->write_work, rp_intent_write_work);
 	INIT_LIST_HEAD(&in->waiting);
@@ -613,8 +646,9 @@ static bool __rp_intent_set(struct rp_intent *in, sector_t sector,
 /*
  * Marks the regions of an UNMAP or WRITE SAME, which run in the submitter's
  * context anyway, and waits for the record.  The caller holds clear_sem for
- * reading until the op is tracked.  Returns 0, or the record's write error:
- * then the op must not run.  May block.
+ * reading until the op is tracked.  Returns 0, -EAGAIN when the record is
+ * frozen (the caller drops clear_sem, waits on thaw_wq and tries again), or
+ * the record's write error: then the op must not run.  May block.
  */
 int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
 			sector_t nr_sects)
@@ -624,6 +658,11 @@ int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
 	u64 seq;
 
 	spin_lock_irq(&in->lock);
+	/* Not even unbound: the binding it gets may be assumed clean. */
+	if (in->frozen) {
+		spin_unlock_irq(&in->lock);
+		return -EAGAIN;
+	}
 	if (!in->bound || !in->nr_bits) {
 		spin_unlock_irq(&in->lock);
 		return 0;
@@ -631,6 +670,7 @@ int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
 	behind = __rp_intent_set(in, sector, nr_sects, &p0, &p1, &seq);
 	spin_unlock_irq(&in->lock);
 
+	/* clear_sem keeps the record from freezing meanwhile: no -EAGAIN. */
 	return behind ? rp_intent_write_pages(in, p0, p1, seq) : 0;
 }
 
@@ -638,8 +678,10 @@ int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
  * Marks the regions of a write.  True: they are on stable storage, the
  * write may go on (the caller holds clear_sem for reading until it is
  * tracked).  False: @req waits on in->waiting for the record write, which
- * runs on rp_wq and then resubmits it (it is marked again) or fails it.
- * LIO's submission context never waits for the record.  Must not block.
+ * runs on rp_wq and then resubmits it (it is marked again) or fails it,
+ * or, while the record is frozen, for rp_intent_settle() to queue that
+ * work.  LIO's submission context never waits for the record.  Must not
+ * block.
  */
 bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req)
 {
@@ -647,6 +689,11 @@ bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req)
 	u64 seq;
 
 	spin_lock_irq(&in->lock);
+	if (in->frozen) {
+		list_add_tail(&req->node, &in->waiting);
+		spin_unlock_irq(&in->lock);
+		return false;
+	}
 	if (!in->bound || !in->nr_bits ||
 	    !__rp_intent_set(in, req->sector, req->nr_sects, &p0, &p1, &seq)) {
 		spin_unlock_irq(&in->lock);
@@ -676,6 +723,11 @@ static void rp_intent_write_work(struct work_struct *work)
 		ret = rp_intent_write_pages(in, 0, in->maps.nr_pages - 1,
 					    U64_MAX);
 	spin_lock_irq(&in->lock);
+	/* Frozen: rp_intent_settle() queues this work again. */
+	if (ret == -EAGAIN || in->frozen) {
+		spin_unlock_irq(&in->lock);
+		return;
+	}
 	list_splice_init(&in->waiting, &ready);
 	spin_unlock_irq(&in->lock);
 	list_for_each_entry_safe(req, tmp, &ready, node) {
@@ -688,21 +740,36 @@ static void rp_intent_write_work(struct work_struct *work)
 }
 
 /*
- * Binds the record to a new pair, or takes the pair's dirty bitmap from it.
- * rp_config_lock held; the pair is not published yet.  May block.
+ * A rebinding of the record that a PIPE_SET prepared for a new pair: kept
+ * in memory until every other step of the PIPE_SET succeeded, so that one
+ * that fails leaves the record as it was (rp_intent_commit()).
+ */
+struct rp_intent_rebind {
+	struct rp_intent	*in;
+	struct rp_intent_maps	maps;		/* the new bits */
+	struct page		*sb;		/* the new header */
+	u32			region_kib;
+	u32			chunk_kib;
+	bool			frozen;		/* by rp_intent_commit() */
+};
+
+/*
+ * Takes the pair's dirty bitmap from the record if it is bound to the
+ * pair's identity, else prepares a new binding (every region dirty, or
+ * none if @assume_clean) that rp_intent_commit() writes.  Changes nothing
+ * on disk nor in @in.  rp_config_lock held; the pair is not published
+ * yet.  May block.
  */
 int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		   bool assume_clean, struct netlink_ext_ack *extack)
 {
-	struct rp_intent_maps maps = {}, old;
 	/* control cannot change once enabled: the backstore's value holds */
 	u32 chunk_kib = max(in->dev->intent_chunk_kib ?:
 			    RP_INTENT_CHUNK_KIB_DEFAULT, region_kib);
 	u64 nr_bits = rp_intent_nr_bits(pair->nr_regions,
 					ilog2(chunk_kib / region_kib));
+	struct rp_intent_rebind *rb;
 	u64 i, r0, r1;
-	unsigned int p;
-	int ret;
 
 	if (nr_bits > rp_intent_capacity(in)) {
 		NL_SET_ERR_MSG(extack,
@@ -726,70 +793,155 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		pair->intent_state = REPLIPIPE_INTENT_LOADED;
 		pair->intent_loaded = bitmap_weight(pair->dirty,
 						    pair->nr_regions);
-		in->tgt_devt = pair->tgt.bdev->bd_dev;
 		spin_unlock_irq(&in->lock);
 		up_write(&in->clear_sem);
 		return 0;
 	}
 	spin_unlock_irq(&in->lock);
+	up_write(&in->clear_sem);
 
-	/*
-	 * Rebind: invalidate the header, write the new bitmap, then the new
-	 * header.  A crash in between leaves no valid header (full resync).
-	 */
-	ret = rp_intent_maps_alloc(&maps, nr_bits);
-	if (ret) {
-		NL_SET_ERR_MSG(extack, "out of memory for the write-intent record");
-		goto unlock;
-	}
+	/* Freed with the pair (rp_intent_rebind_free()) until it is written. */
+	rb = kzalloc(sizeof(*rb), GFP_KERNEL);
+	if (!rb)
+		goto nomem;
+	pair->intent_rebind = rb;
+	rb->in = in;
+	rb->region_kib = region_kib;
+	rb->chunk_kib = chunk_kib;
+	rb->sb = alloc_page(GFP_KERNEL);
+	if (!rb->sb || rp_intent_maps_alloc(&rb->maps, nr_bits))
+		goto nomem;
+	/* Written as a whole by rp_intent_commit(): dirty_seq = ondisk_seq = 0. */
 	if (!assume_clean)
-		bitmap_set(maps.bits, 0, nr_bits);
-	/* Written below as a whole: dirty_seq = ondisk_seq = 0. */
-
-	mutex_lock(&in->io_lock);
-	spin_lock_irq(&in->lock);
-	in->bound = false;
-	spin_unlock_irq(&in->lock);
-	ret = rp_intent_write_sb(in, false);
-	for (p = 0; !ret && p < maps.nr_pages; p++) {
-		rp_intent_pack(maps.bits, p, in->bounce);
-		ret = rp_intent_io(in, in->bounce, rp_intent_page_offset(p),
-				   REQ_OP_WRITE | REQ_SYNC);
-	}
-	if (!ret) {
-		/* Nobody reads the geometry while the record is unbound. */
-		rp_intent_set_geometry(in, region_kib, chunk_kib,
-				       pair->nr_regions);
-		in->src_bytes = pair->src_bytes;
-		strscpy(in->pipe_id, pair->pipe->id, sizeof(in->pipe_id));
-		strscpy(in->tgt_path, pair->tgt_path, sizeof(in->tgt_path));
-		in->tgt_devt = pair->tgt.bdev->bd_dev;
-		ret = rp_intent_write_sb(in, true);
-	}
-	if (ret) {
-		mutex_unlock(&in->io_lock);
-		pr_err("%s: write-intent record %s: write error %d; it tracks nothing now\n",
-		       in->dev->name, in->path, ret);
-		NL_SET_ERR_MSG(extack, "cannot write the source's write-intent record");
-		rp_intent_maps_free(&maps);
-		goto unlock;
-	}
-	spin_lock_irq(&in->lock);
-	old = in->maps;
-	in->maps = maps;
-	in->bound = true;
-	in->epoch++;
-	spin_unlock_irq(&in->lock);
-	mutex_unlock(&in->io_lock);
-	rp_intent_maps_free(&old);
+		bitmap_set(rb->maps.bits, 0, nr_bits);
+	rp_intent_sb_fill(page_address(rb->sb), region_kib, chunk_kib,
+			  pair->nr_regions, pair->src_bytes, pair->pipe->id,
+			  pair->tgt_path);
 
 	pair->intent_state = REPLIPIPE_INTENT_NEW;
 	pair->intent_loaded = 0;
 	if (!assume_clean)
 		bitmap_set(pair->dirty, 0, pair->nr_regions);
-unlock:
+	return 0;
+
+nomem:
+	NL_SET_ERR_MSG(extack, "out of memory for the write-intent record");
+	return -ENOMEM;
+}
+
+/* Frees a new binding that was not applied.  Nothing is frozen by it. */
+void rp_intent_rebind_free(struct rp_pair *pair)
+{
+	struct rp_intent_rebind *rb = pair->intent_rebind;
+
+	if (!rb)
+		return;
+	WARN_ON_ONCE(rb->frozen);
+	rp_intent_maps_free(&rb->maps);
+	if (rb->sb)
+		__free_page(rb->sb);
+	kfree(rb);
+	pair->intent_rebind = NULL;
+}
+
+/*
+ * Writes the new binding rp_intent_bind() prepared for @pair, once nothing
+ * else in the PIPE_SET can fail but the other records' writes.  The record
+ * is frozen from now until rp_intent_settle(): writes to the source wait
+ * (as they waited for clear_sem before), nothing changes the bits in
+ * memory, so that a PIPE_SET that fails can write back exactly the binding
+ * the record had.  On an error the record stays frozen too: the caller
+ * settles every record it committed.  rp_config_lock held.  May block.
+ */
+int rp_intent_commit(struct rp_pair *pair, struct netlink_ext_ack *extack)
+{
+	struct rp_intent_rebind *rb = pair->intent_rebind;
+	struct rp_intent *in = rb->in;
+	int ret;
+
+	/* No write is between its mark and its pair when the freeze starts. */
+	down_write(&in->clear_sem);
+	spin_lock_irq(&in->lock);
+	in->frozen = true;
+	spin_unlock_irq(&in->lock);
 	up_write(&in->clear_sem);
+	rb->frozen = true;
+
+	mutex_lock(&in->io_lock);
+	ret = rp_intent_write_binding(in, &rb->maps, rb->sb);
+	mutex_unlock(&in->io_lock);
+	if (ret) {
+		pr_err("%s: write-intent record %s: write error %d binding it to target %s\n",
+		       in->dev->name, in->path, ret, pair->tgt_path);
+		NL_SET_ERR_MSG(extack, "cannot write the source's write-intent record");
+	}
 	return ret;
+}
+
+/*
+ * Ends what rp_intent_commit() began: @apply, the PIPE_SET succeeds and the
+ * record takes the new binding in memory (a new epoch: the pair it
+ * replaces no longer clears it); else the binding it had is written back
+ * (if that fails too it tracks nothing: a full resync, never a stale
+ * load).  Then the waiting writes go on, marked again.  rp_config_lock
+ * held.  May block.
+ */
+void rp_intent_settle(struct rp_pair *pair, bool apply)
+{
+	struct rp_intent_rebind *rb = pair->intent_rebind;
+	struct rp_intent *in = rb->in;
+	struct rp_intent_maps old = {};
+	bool bound;
+	int ret;
+
+	mutex_lock(&in->io_lock);
+	if (apply) {
+		spin_lock_irq(&in->lock);
+		old = in->maps;
+		in->maps = rb->maps;
+		rp_intent_set_geometry(in, rb->region_kib, rb->chunk_kib,
+				       pair->nr_regions);
+		in->src_bytes = pair->src_bytes;
+		strscpy(in->pipe_id, pair->pipe->id, sizeof(in->pipe_id));
+		strscpy(in->tgt_path, pair->tgt_path, sizeof(in->tgt_path));
+		in->tgt_devt = pair->tgt.bdev->bd_dev;
+		in->bound = true;
+		in->epoch++;
+		spin_unlock_irq(&in->lock);
+		memset(&rb->maps, 0, sizeof(rb->maps));
+	} else {
+		spin_lock_irq(&in->lock);
+		bound = in->bound;
+		if (bound)
+			rp_intent_sb_fill(page_address(rb->sb), in->region_kib,
+					  in->chunk_kib, in->nr_regions,
+					  in->src_bytes, in->pipe_id,
+					  in->tgt_path);
+		spin_unlock_irq(&in->lock);
+		ret = rp_intent_write_binding(in, &in->maps,
+					      bound ? rb->sb : NULL);
+		if (ret && bound) {
+			spin_lock_irq(&in->lock);
+			in->bound = false;
+			spin_unlock_irq(&in->lock);
+		}
+		if (ret)
+			pr_err("%s: write-intent record %s: cannot write back its binding after a failed PIPE_SET (%d); it tracks nothing now\n",
+			       in->dev->name, in->path, ret);
+		else
+			pr_info("%s: write-intent record %s: its binding is written back after a failed PIPE_SET\n",
+				in->dev->name, in->path);
+	}
+	mutex_unlock(&in->io_lock);
+
+	spin_lock_irq(&in->lock);
+	in->frozen = false;
+	spin_unlock_irq(&in->lock);
+	rb->frozen = false;
+	wake_up_all(&in->thaw_wq);
+	queue_work(rp_wq, &in->write_work);
+	rp_intent_maps_free(&old);
+	rp_intent_rebind_free(pair);
 }
 
 /*
@@ -811,6 +963,8 @@ void rp_intent_pair_start(struct rp_intent *in, struct rp_pair *pair)
 			__rp_pair_mark_dirty(pair, r0, r1);
 		}
 		pair->intent_epoch = in->epoch;
+		/* The binding is this pair's: loaded, or written for it. */
+		in->tgt_devt = pair->tgt.bdev->bd_dev;
 	}
 	spin_unlock(&in->lock);
 	spin_unlock_irq(&pair->lock);
@@ -825,7 +979,7 @@ void rp_intent_pair_start(struct rp_intent *in, struct rp_pair *pair)
  */
 static bool __rp_intent_clears(struct rp_intent *in, struct rp_pair *pair)
 {
-	return in->bound && pair->intent_epoch == in->epoch &&
+	return in->bound && !in->frozen && pair->intent_epoch == in->epoch &&
 	       (pair->state == REPLIPIPE_PAIR_SYNCING ||
 		pair->state == REPLIPIPE_PAIR_INSYNC);
 }

@@ -461,8 +461,15 @@ static int rp_intent_lock_wait(struct rp_req *req)
 
 	if (!in)
 		return 0;
-	down_read(&in->clear_sem);
-	ret = rp_intent_mark_wait(in, req->sector, req->nr_sects);
+	for (;;) {
+		down_read(&in->clear_sem);
+		ret = rp_intent_mark_wait(in, req->sector, req->nr_sects);
+		if (ret != -EAGAIN)
+			break;
+		/* A PIPE_SET rewrites the record: bounded by its I/O. */
+		up_read(&in->clear_sem);
+		wait_event(in->thaw_wq, !READ_ONCE(in->frozen));
+	}
 	if (ret)
 		up_read(&in->clear_sem);
 	return ret;

@@ -372,6 +372,7 @@ static void rp_pair_event_work(struct work_struct *work)
 /* Frees a pair that is not (or no longer) published. */
 static void rp_pair_free(struct rp_pair *pair)
 {
+	rp_intent_rebind_free(pair);
 	mempool_destroy(pair->page_pool);
 	kvfree(pair->redirty);
 	kvfree(pair->claimed);
@@ -570,7 +571,10 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	}
 
 	if (pair->src->intent) {
-		/* The record decides: its bits, or every region. */
+		/*
+		 * The record decides: its bits, or every region.  A new
+		 * binding is only prepared here: rp_pairs_commit() writes it.
+		 */
 		ret = rp_intent_bind(pair->src->intent, pair, spec->region_kib,
 				     ps->assume_clean, extack);
 		if (ret)
@@ -907,10 +911,40 @@ static int rp_pipe_set_check(struct rp_pipe *pipe, struct rp_pipe_spec *spec,
 }
 
 /*
+ * Writes the write-intent records that new pairs of @spec bind anew: the
+ * last step of a PIPE_SET that can fail, after every pair is made.  If one
+ * cannot be written, those written before get their old binding back, so
+ * that a PIPE_SET that fails leaves every source's own record as it was
+ * (a pair it keeps running still clears it; a binding it asked to assume
+ * clean is not there for a later PIPE_SET to load).  rp_config_lock held.
+ */
+static int rp_pairs_commit(struct rp_pipe_spec *spec,
+			   struct netlink_ext_ack *extack)
+{
+	struct rp_pair *pair;
+	unsigned int i, n;
+	int ret = 0;
+
+	for (n = 0; n < spec->nr_pairs && !ret; n++) {
+		pair = spec->pairs[n].made;
+		if (pair && pair->intent_rebind)
+			ret = rp_intent_commit(pair, extack);
+	}
+	/* Each record committed (the failed one too) is frozen until now. */
+	for (i = 0; i < n; i++) {
+		pair = spec->pairs[i].made;
+		if (pair && pair->intent_rebind)
+			rp_intent_settle(pair, !ret);
+	}
+	return ret;
+}
+
+/*
  * PIPE_SET: create the pipe @spec->id or replace its definition.  Either
  * everything is applied or nothing changes.  *@created tells which.
- * ORDER: every pair is made (targets open, bitmaps allocated) before any
- * is published; removed pairs are unpublished before new pairs of the same
+ * ORDER: every pair is made (targets open, bitmaps allocated), then the
+ * write-intent records they bind anew are written, before any is
+ * published; removed pairs are unpublished before new pairs of the same
  * source are published.
  */
 int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
@@ -952,6 +986,9 @@ int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
 			goto free_made;
 		}
 	}
+	ret = rp_pairs_commit(spec, extack);
+	if (ret)
+		goto free_made;
 
 	/* Nothing fails from here on. */
 	list_for_each_entry_safe(pair, tmp, &pipe->pairs, node) {

@@ -33,6 +33,13 @@
 #     backstore was deleted meanwhile, when it is made again (b); going back
 #     to {vol1->t1, vol2->t2} then resyncs all of t2. With nothing taken in
 #     between, deleting and making vol2 again still loads its record (c).
+# 10. A PIPE_SET that fails leaves the sources' own records as they were
+#     (header and bitmap byte for byte): one refused for a later pair's
+#     too small target after vol1's new pair asked to assume t3 clean
+#     (a), after which P {vol1 -> t3} without clean must resync all of t3,
+#     not load the binding the failed call prepared (b); one whose second
+#     record cannot be written (vol2's, dm error), so vol1's record, written
+#     first, is written back (c).
 # vm-timeout: 600
 # vm-cost: 95
 # vm-mem: 1024
@@ -287,12 +294,50 @@ vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/n
 grep -q "intent: $rec2 (bound, 0 regions marked" $INFO2 || vm_fail "vol2's record: $(cat $INFO2)"
 both_pairs intent=loaded dirty=0 state=InSync
 
+vm_log "== 10. a PIPE_SET that fails leaves the sources' own records as they were"
+t3=$(vm_dm_create t3 "0 4096 linear /dev/ram1 16384")
+t4=$(vm_dm_create t4 "0 4096 linear /dev/ram1 20480")
+small=$(vm_dm_create small "0 2048 linear /dev/ram1 24576")
+# record_sum DEV: md5 of the record's header and first bitmap page
+record_sum() { dd if="$1" bs=4096 count=2 iflag=direct 2> /dev/null | md5sum; }
+# set_refused ERRNO MESSAGE SET-PIPE-ARGS...: set-pipe P fails with ERRNO
+# and MESSAGE, and neither P nor vol1's record (in memory, on disk) changed
+set_refused() {
+	local errno=$1 message=$2 out before sum
+	shift 2
+	# the clear passes are done with vol1's chunks: nothing changes the record
+	wait_marked $PIPE 0 30
+	wait_record 0 4 00000000 5
+	before=$(rp-nlctl get $PIPE)
+	sum=$(record_sum $rec)
+	if out=$(rp-nlctl set-pipe --id $PIPE --region-kib 64 "$@" 2>&1); then
+		vm_fail "set-pipe $* was not refused"
+	fi
+	vm_log "refused: $out"
+	case "$out" in
+	*"$message"*"(errno $errno)"*) ;;
+	*) vm_fail "set-pipe $*: expected $errno, '$message'" ;;
+	esac
+	[ "$(rp-nlctl get $PIPE)" = "$before" ] || vm_fail "set-pipe $* changed the pipe: $(rp-nlctl get $PIPE)"
+	grep -q "intent: $rec (bound, 0 regions marked" $INFO || vm_fail "vol1's record after the refusal: $(cat $INFO)"
+	[ "$(record_sum $rec)" = "$sum" ] || vm_fail "set-pipe $* rewrote vol1's record on the device"
+}
+set_refused ENOSPC "target is smaller than the source" --pair $SRC=$t3,clean --pair $SRC2=$small
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t3 --pair $SRC2=$t2 ||
+	vm_fail "set-pipe {vol1->t3, vol2->t2}"
+expect_of $PIPE $SRC intent=new dirty=32 target=$t3
+resync $PIPE $SRC $s1 $t3 > /dev/null
+vm_cmp_devs $s1 $t3 || vm_fail "vol1's legs differ"
+vm_dm_load rprec2 "0 16384 error"
+set_refused EIO "cannot write the source's write-intent record" --pair $SRC=$t1 --pair $SRC2=$t4
+vm_dm_load rprec2 "0 16384 linear /dev/ram2 16384"
+
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 vm_backstore_delete $SRC
 vm_backstore_delete $SRC2
 cat $LIVE
 rmmod replipipe || vm_fail "final rmmod"
-for d in t2 s2 t1 s1 rprec2 rprec; do
+for d in small t4 t3 t2 s2 t1 s1 rprec2 rprec; do
 	dmsetup --noudevsync remove $d || vm_fail "dmsetup remove $d"
 done
 vm_log "kmod-intent: all steps passed"
