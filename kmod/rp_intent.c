@@ -81,8 +81,10 @@ unsigned int rp_intent_clear_sec = 5;
 
 /*
  * Which records name which targets: the open records, and for those not
- * open, when a pair last took each target (a sequence number) and when each
- * record device was last closed.  Lock order: rp_config_lock, then
+ * open, when a pair last took each target (a sequence number; by device
+ * number and by the path the pair named it with, so that a device made
+ * again under the same path with another number is still known) and when
+ * each record device was last closed.  Lock order: rp_config_lock, then
  * rp_intents_lock, then a record's io_lock.
  */
 static LIST_HEAD(rp_intents);
@@ -90,6 +92,14 @@ static DEFINE_MUTEX(rp_intents_lock);
 static DEFINE_XARRAY(rp_target_takes);	/* target dev_t: last taking */
 static DEFINE_XARRAY(rp_intent_closes);	/* record dev_t: last close */
 static u64 rp_takes_seq;		/* the last taking */
+
+/* A target path a pair took, and when it last did. */
+struct rp_path_take {
+	struct list_head	node;		/* rp_path_takes */
+	u64			seq;
+	char			path[];
+};
+static LIST_HEAD(rp_path_takes);
 
 static void rp_intent_clear_work(struct work_struct *work);
 static void rp_intent_write_work(struct work_struct *work);
@@ -344,16 +354,45 @@ static int rp_intent_forget(struct rp_intent *in, const char *why)
 	return ret;
 }
 
-/* True if @in is bound with an identity naming the target @devt (@path). */
+/*
+ * True if @in is bound with an identity that may name the target @devt
+ * that a pair takes under @path: the same device or the same path as when
+ * it was read or bound, or the device its path resolves to now.  A record
+ * whose path did not resolve when it was read, and does not now, may name
+ * any device.  rp_config_lock held: the identity does not change.  May
+ * block (the path lookup).
+ */
 static bool rp_intent_names(struct rp_intent *in, dev_t devt, const char *path)
 {
-	bool names;
+	dev_t now;
 
-	spin_lock_irq(&in->lock);
-	names = in->bound && (in->tgt_devt ? in->tgt_devt == devt :
-			      !strcmp(in->tgt_path, path));
-	spin_unlock_irq(&in->lock);
-	return names;
+	if (!READ_ONCE(in->bound))
+		return false;
+	if ((in->tgt_devt && in->tgt_devt == devt) ||
+	    !strcmp(in->tgt_path, path))
+		return true;
+	if (!lookup_bdev(in->tgt_path, &now))
+		return now == devt;
+	/* Gone since its pair knew it (tgt_devt): not this device. */
+	return !in->tgt_devt;
+}
+
+static struct rp_path_take *rp_path_take_find(const char *path)
+{
+	struct rp_path_take *t;
+
+	list_for_each_entry(t, &rp_path_takes, node)
+		if (!strcmp(t->path, path))
+			return t;
+	return NULL;
+}
+
+/* The last taking of the target path @path, 0 if none.  rp_intents_lock. */
+static u64 rp_path_take_seq(const char *path)
+{
+	struct rp_path_take *t = rp_path_take_find(path);
+
+	return t ? t->seq : 0;
 }
 
 /*
@@ -367,6 +406,8 @@ static bool rp_intent_names(struct rp_intent *in, dev_t devt, const char *path)
 int rp_intent_target_taken(struct rp_pair *pair, struct netlink_ext_ack *extack)
 {
 	dev_t devt = pair->tgt.bdev->bd_dev;
+	size_t len = strlen(pair->tgt_path) + 1;
+	struct rp_path_take *take;
 	struct rp_intent *in;
 	void *old;
 	int ret = 0;
@@ -383,12 +424,24 @@ int rp_intent_target_taken(struct rp_pair *pair, struct netlink_ext_ack *extack)
 			goto unlock;
 		}
 	}
+	take = rp_path_take_find(pair->tgt_path);
+	if (!take) {
+		/* Kept for the module's lifetime, one per path ever taken. */
+		take = kzalloc(struct_size(take, path, len), GFP_KERNEL);
+		if (!take)
+			goto nomem;
+		strscpy(take->path, pair->tgt_path, len);
+		list_add(&take->node, &rp_path_takes);
+	}
 	old = xa_store(&rp_target_takes, devt, xa_mk_value(++rp_takes_seq),
 		       GFP_KERNEL);
-	if (xa_is_err(old)) {
-		ret = xa_err(old);
-		NL_SET_ERR_MSG(extack, "out of memory for the log of targets taken");
-	}
+	if (xa_is_err(old))
+		goto nomem;
+	take->seq = rp_takes_seq;
+	goto unlock;
+nomem:
+	ret = -ENOMEM;
+	NL_SET_ERR_MSG(extack, "out of memory for the log of targets taken");
 unlock:
 	mutex_unlock(&rp_intents_lock);
 	return ret;
@@ -403,19 +456,29 @@ static u64 rp_seq_load(struct xarray *xa, dev_t index)
 }
 
 /*
- * Lists a record that opens.  If a pair took the target it names while it
- * was not open (never opened before in this module's lifetime counts),
- * that pair's writes are not in it: it is invalidated first.  May block.
+ * Lists a record that opens.  If a pair took the target it names (by
+ * device or by path) while it was not open (never opened before in this
+ * module's lifetime counts), that pair's writes are not in it: it is
+ * invalidated first.  So is one whose target path does not resolve now
+ * (a session down, a device renamed) if a pair took any target meanwhile:
+ * it cannot tell whether that was its own.  May block.
  */
 static int rp_intent_list(struct rp_intent *in)
 {
+	const char *why = NULL;
+	u64 closed;
 	int ret = 0;
 
 	mutex_lock(&rp_intents_lock);
-	if (in->bound && in->tgt_devt &&
-	    rp_seq_load(&rp_target_takes, in->tgt_devt) >
-	    rp_seq_load(&rp_intent_closes, in->rb.bdev->bd_dev))
-		ret = rp_intent_forget(in, "was taken by a pair while the record was not open");
+	closed = rp_seq_load(&rp_intent_closes, in->rb.bdev->bd_dev);
+	if (in->bound && !in->tgt_devt && rp_takes_seq > closed)
+		why = "does not resolve, and a pair took a target while the record was not open";
+	else if (in->bound && in->tgt_devt &&
+		 (rp_seq_load(&rp_target_takes, in->tgt_devt) > closed ||
+		  rp_path_take_seq(in->tgt_path) > closed))
+		why = "was taken by a pair while the record was not open";
+	if (why)
+		ret = rp_intent_forget(in, why);
 	if (!ret)
 		list_add_tail(&in->node, &rp_intents);
 	mutex_unlock(&rp_intents_lock);
@@ -440,7 +503,11 @@ static void rp_intent_unlist(struct rp_intent *in)
 /* Module exit: every backstore, so every record, is gone. */
 void rp_intent_exit(void)
 {
+	struct rp_path_take *t, *tmp;
+
 	WARN_ON_ONCE(!list_empty(&rp_intents));
+	list_for_each_entry_safe(t, tmp, &rp_path_takes, node)
+		kfree(t);
 	xa_destroy(&rp_target_takes);
 	xa_destroy(&rp_intent_closes);
 }

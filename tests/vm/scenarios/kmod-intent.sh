@@ -40,6 +40,13 @@
 #     not load the binding the failed call prepared (b); one whose second
 #     record cannot be written (vol2's, dm error), so vol1's record, written
 #     first, is written back (c).
+# 11. vol2's record bound to (P, /tmp/t2link -> t2). Closed while vol1
+#     takes t2, it opens with the link gone: a path that does not resolve
+#     after a taking is invalidated (a); closed while vol1 takes
+#     /tmp/t2link, it opens with the link naming a new device (t2 made
+#     again, another minor) over the same blocks: invalidated by the path
+#     (b); open while its link is moved to t3 and vol1 takes t3:
+#     invalidated by what its path names now (c).
 # vm-timeout: 600
 # vm-cost: 95
 # vm-mem: 1024
@@ -332,12 +339,59 @@ vm_dm_load rprec2 "0 16384 error"
 set_refused EIO "cannot write the source's write-intent record" --pair $SRC=$t1 --pair $SRC2=$t4
 vm_dm_load rprec2 "0 16384 linear /dev/ram2 16384"
 
+vm_log "== 11. a record whose target path names another device or none"
+# vol2_link: P = {vol2 -> /tmp/t2link}, resynced, deleted: vol2's record
+# bound to that identity with nothing marked
+vol2_link() {
+	rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC2=/tmp/t2link ||
+		vm_fail "set-pipe {vol2->/tmp/t2link}"
+	expect_of $PIPE $SRC2 "$@"
+	resync $PIPE $SRC2 $s2 /tmp/t2link > /dev/null
+	vm_cmp_devs $s2 /tmp/t2link || vm_fail "vol2's legs differ"
+	rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+	grep -q "intent: $rec2 (bound, 0 regions marked" $INFO2 || vm_fail "vol2's record: $(cat $INFO2)"
+}
+# vol1_takes TARGET: P = {vol1 -> TARGET}, resynced, deleted
+vol1_takes() {
+	rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$1 || vm_fail "set-pipe {vol1->$1}"
+	resync $PIPE $SRC $s1 $1 > /dev/null
+	rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+}
+# vol2_reopens WHY: vol2's backstore made again; its record must track nothing
+vol2_reopens() {
+	vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/null
+	grep -q "intent: $rec2 (tracks nothing" $INFO2 || vm_fail "vol2's record loaded although $1: $(cat $INFO2)"
+}
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+ln -s $t2 /tmp/t2link
+vol2_link intent=new dirty=32
+vm_log "== 11a. closed, t2 taken, its path gone when it opens"
+vm_backstore_delete $SRC2
+vol1_takes $t2
+rm /tmp/t2link
+vol2_reopens "its target did not resolve and t2 was taken"
+ln -s $t2 /tmp/t2link
+vol2_link intent=new dirty=32
+vm_log "== 11b. closed, its path taken, then made again with another minor"
+vm_backstore_delete $SRC2
+vol1_takes /tmp/t2link
+t2b=$(vm_dm_create t2b "0 4096 linear /dev/ram1 12288")
+dmsetup --noudevsync remove t2 || vm_fail "dmsetup remove t2"
+ln -sfn $t2b /tmp/t2link
+vm_log "/tmp/t2link: $t2 -> $t2b"
+vol2_reopens "its target path was taken"
+vol2_link intent=new dirty=32
+vm_log "== 11c. open, its path moved to t3, t3 taken"
+ln -sfn $t3 /tmp/t2link
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t3 || vm_fail "set-pipe {vol1->t3}"
+grep -q "intent: $rec2 (tracks nothing" $INFO2 || vm_fail "vol2's record still vouches for what /tmp/t2link names: $(cat $INFO2)"
+
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 vm_backstore_delete $SRC
 vm_backstore_delete $SRC2
 cat $LIVE
 rmmod replipipe || vm_fail "final rmmod"
-for d in small t4 t3 t2 s2 t1 s1 rprec2 rprec; do
+for d in small t4 t3 t2b s2 t1 s1 rprec2 rprec; do
 	dmsetup --noudevsync remove $d || vm_fail "dmsetup remove $d"
 done
 vm_log "kmod-intent: all steps passed"
