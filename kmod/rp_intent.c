@@ -533,6 +533,8 @@ static bool rp_intent_sb_valid(struct rp_intent *in,
 	    !is_power_of_2(chunk_kib) ||
 	    le64_to_cpu(sb->src_bytes) != src_bytes ||
 	    nr_regions != DIV_ROUND_UP_ULL(src_bytes, (u64)region_kib << 10) ||
+	    /* no pair has more (rp_pair_create()): bitmap_*() take 32 bits */
+	    nr_regions > UINT_MAX ||
 	    rp_intent_nr_bits(nr_regions, ilog2(chunk_kib / region_kib)) >
 	    rp_intent_capacity(in))
 		return false;
@@ -582,7 +584,7 @@ static int rp_intent_load(struct rp_intent *in, u64 src_bytes)
 	}
 	/* Bits past the last chunk are never set nor cleared. */
 	bitmap_clear(in->maps.bits, in->nr_bits,
-		     in->maps.nr_pages * RP_INTENT_PAGE_BITS - in->nr_bits);
+		     (u64)in->maps.nr_pages * RP_INTENT_PAGE_BITS - in->nr_bits);
 	in->bound = true;
 	pr_info("%s: write-intent record %s: %u marked chunk(s) of %u KiB (pipe %s, target %s)\n",
 		in->dev->name, in->path,

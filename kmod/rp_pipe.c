@@ -559,6 +559,13 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 
 	pair->region_sect_shift = ilog2(region_bytes) - SECTOR_SHIFT;
 	pair->nr_regions = DIV_ROUND_UP_ULL(pair->src_bytes, region_bytes);
+	/* bitmap_set() and bitmap_weight() count bits in an unsigned int. */
+	if (pair->nr_regions > UINT_MAX) {
+		NL_SET_ERR_MSG_ATTR(extack, spec->region_attr,
+				    "the source has more than 2^32 - 1 regions of that size: choose a larger region size");
+		ret = -EINVAL;
+		goto free_pair;
+	}
 	pair->dirty = rp_bitmap_alloc(pair->nr_regions);
 	pair->claimed = rp_bitmap_alloc(pair->nr_regions);
 	pair->redirty = rp_bitmap_alloc(pair->nr_regions);

@@ -9,11 +9,14 @@
 # PIPE_SET swaps the targets of its two pairs (new pairs take over the
 # targets of the pairs they replace, every region dirty) but a kept pair's
 # target, one device for two new pairs and a swap that assumes clean are
-# refused with the pipe unchanged; the module unloads with no object left
-# and no kernel warning.
+# refused with the pipe unchanged. A source of more than 2^32 - 1 regions
+# (16 TiB of dm error at 4 KiB regions: the kernel's bitmap helpers count
+# bits in an unsigned int) is refused before any bitmap is allocated.
+# The module unloads with no object left and no kernel warning.
 # vm-timeout: 300
 # vm-cost: 20
 # vm-mem: 1024
+# vm-bins: dmsetup
 
 LIVE=/sys/module/replipipe/parameters/live_objects
 
@@ -82,6 +85,37 @@ for p in "vol1 /dev/ram3" "vol2 /dev/ram2"; do
 	cmp -s /tmp/serial.old /tmp/serial.new && vm_fail "after the swap: $1 kept its pair (same serial)"
 done
 rp-nlctl del-pipe $SWAP || vm_fail "del-pipe $SWAP"
+
+vm_log "== pairs that the bitmaps or the target cannot serve"
+# new_refused ERRNO MESSAGE SET-PIPE-ARGS...: a set-pipe of a new pipe fails
+# with ERRNO and the extack MESSAGE, and leaves no pipe
+NEW=kmod-bad-input-new
+new_refused() {
+	local errno=$1 message=$2 out
+	shift 2
+	if out=$(rp-nlctl set-pipe --id $NEW "$@" 2>&1); then
+		vm_fail "set-pipe $* was not refused"
+	fi
+	vm_log "refused: $out"
+	case "$out" in
+	*"$message"*"(errno $errno)"*) ;;
+	*) vm_fail "set-pipe $*: expected $errno, '$message'" ;;
+	esac
+	if rp-nlctl get $NEW > /dev/null 2>&1; then
+		vm_fail "set-pipe $* left a pipe"
+	fi
+}
+vm_modprobe dm_mod
+# 2^35 sectors: 2^32 regions of 4 KiB; nothing reads or writes them
+big=$(vm_dm_create rpbig "0 $((1 << 35)) error")
+bigt=$(vm_dm_create rpbigt "0 $((1 << 35)) error")
+vm_backstore replipipe replipipe_0 vol3 $big > /dev/null
+new_refused EINVAL "the source has more than 2^32 - 1 regions of that size" \
+	--region-kib 4 --pair replipipe_0/vol3=$bigt
+vm_backstore_delete replipipe_0/vol3
+for d in rpbigt rpbig; do
+	DM_DISABLE_UDEV=1 dmsetup --noudevsync remove $d || vm_fail "dmsetup remove $d"
+done
 
 vm_backstore_delete replipipe_0/vol1
 vm_backstore_delete replipipe_0/vol2
