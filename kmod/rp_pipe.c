@@ -510,6 +510,17 @@ static int rp_pair_open(struct rp_pair *pair, const struct rp_pipe_spec *spec,
 				    "target is smaller than the source");
 		return -ENOSPC;
 	}
+	/*
+	 * Every write the source takes must be one the target takes: with
+	 * bigger blocks every smaller write fails on it and the pair flaps
+	 * (dm refuses such a table for the same reason).
+	 */
+	if (bdev_logical_block_size(pair->tgt.bdev) >
+	    bdev_logical_block_size(pair->src->primary.bdev)) {
+		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
+				    "target's logical block size is larger than the source's");
+		return -EINVAL;
+	}
 	return 0;
 }
 

@@ -11,7 +11,9 @@
 # target, one device for two new pairs and a swap that assumes clean are
 # refused with the pipe unchanged. A source of more than 2^32 - 1 regions
 # (16 TiB of dm error at 4 KiB regions: the kernel's bitmap helpers count
-# bits in an unsigned int) is refused before any bitmap is allocated.
+# bits in an unsigned int) is refused before any bitmap is allocated, and so
+# is a target with larger logical blocks than the source (null_blk, bs=4096:
+# every 512-byte write would fail on it).
 # The module unloads with no object left and no kernel warning.
 # vm-timeout: 300
 # vm-cost: 20
@@ -113,6 +115,11 @@ vm_backstore replipipe replipipe_0 vol3 $big > /dev/null
 new_refused EINVAL "the source has more than 2^32 - 1 regions of that size" \
 	--region-kib 4 --pair replipipe_0/vol3=$bigt
 vm_backstore_delete replipipe_0/vol3
+vm_modprobe null_blk nr_devices=1 bs=4096 gb=1
+vm_wait_path /dev/nullb0
+new_refused EINVAL "target's logical block size is larger than the source's" \
+	--pair replipipe_0/vol1=/dev/nullb0
+rmmod null_blk || vm_fail "rmmod null_blk"
 for d in rpbigt rpbig; do
 	DM_DISABLE_UDEV=1 dmsetup --noudevsync remove $d || vm_fail "dmsetup remove $d"
 done
