@@ -355,12 +355,27 @@ static ssize_t rp_show_configfs_dev_params(struct se_device *se_dev, char *b)
 	return len;
 }
 
+/*
+ * The last LBA.  LIO checks every command's range against it.  While the
+ * backstore is in a pair it is the size the pair mirrors (the primary's
+ * when the pair was made): a write past it, to a primary grown since,
+ * could be neither tracked nor resynced, so LIO refuses it.  A grown
+ * primary is picked up by pairing it again.  Must not sleep (LIO calls it
+ * while it parses a command).
+ */
 static sector_t rp_get_blocks(struct se_device *se_dev)
 {
 	struct rp_dev *dev = RP_DEV(se_dev);
+	u64 bytes = bdev_nr_bytes(dev->primary.bdev);
+	struct rp_pair *pair;
 
-	return div_u64(bdev_nr_bytes(dev->primary.bdev),
-		       se_dev->dev_attrib.block_size) - 1;
+	/* A published pair is freed only after a grace period. */
+	rcu_read_lock();
+	pair = rcu_dereference(dev->pair);
+	if (pair)
+		bytes = min(bytes, pair->src_bytes);
+	rcu_read_unlock();
+	return div_u64(bytes, se_dev->dev_attrib.block_size) - 1;
 }
 
 static sector_t rp_get_alignment_offset_lbas(struct se_device *se_dev)

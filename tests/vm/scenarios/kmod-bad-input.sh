@@ -13,7 +13,10 @@
 # (16 TiB of dm error at 4 KiB regions: the kernel's bitmap helpers count
 # bits in an unsigned int) is refused before any bitmap is allocated, and so
 # is a target with larger logical blocks than the source (null_blk, bs=4096:
-# every 512-byte write would fail on it).
+# every 512-byte write would fail on it). A primary that grows while paired
+# (dm-linear from 2 to 4 MiB) keeps, through LIO, the size the pair mirrors
+# (a write past it could be neither tracked nor resynced) until it is paired
+# again.
 # The module unloads with no object left and no kernel warning.
 # vm-timeout: 300
 # vm-cost: 20
@@ -120,7 +123,34 @@ vm_wait_path /dev/nullb0
 new_refused EINVAL "target's logical block size is larger than the source's" \
 	--pair replipipe_0/vol1=/dev/nullb0
 rmmod null_blk || vm_fail "rmmod null_blk"
-for d in rpbigt rpbig; do
+
+vm_log "== a primary that grows while paired"
+GROW=kmod-bad-input-grow
+grow=$(vm_dm_create rpgrow "0 4096 linear /dev/ram2 0")
+vm_backstore replipipe replipipe_0 vol4 $grow > /dev/null
+rp-nlctl set-pipe --id $GROW --pair replipipe_0/vol4=/dev/ram3 || vm_fail "set-pipe $GROW"
+lun=$(vm_tcm_loop_export replipipe_0/vol4)
+# lun_size BYTES WHEN: the LUN's size, read again by the initiator, is BYTES
+lun_size() {
+	echo 1 > /sys/block/${lun##*/}/device/rescan || vm_fail "rescan $lun"
+	[ "$(blockdev --getsize64 $lun)" = "$1" ] ||
+		vm_fail "$2: $lun has $(blockdev --getsize64 $lun) bytes, not $1"
+}
+lun_size 2097152 "paired"
+vm_dm_load rpgrow "0 8192 linear /dev/ram2 0"
+lun_size 2097152 "the primary grown to 4 MiB while paired"
+if dd if=/dev/zero of=$lun bs=4096 seek=768 count=1 oflag=direct 2> /dev/null; then
+	vm_fail "a write at 3 MiB was accepted"
+fi
+rp-nlctl del-pipe $GROW || vm_fail "del-pipe $GROW"
+lun_size 4194304 "not paired"
+rp-nlctl set-pipe --id $GROW --pair replipipe_0/vol4=/dev/ram3 || vm_fail "set-pipe $GROW again"
+rp-nlctl get $GROW | grep -q " source_bytes=4194304 " || vm_fail "paired again: $(rp-nlctl get $GROW)"
+lun_size 4194304 "paired again"
+rp-nlctl del-pipe $GROW || vm_fail "del-pipe $GROW"
+vm_tcm_loop_unexport replipipe_0/vol4
+vm_backstore_delete replipipe_0/vol4
+for d in rpgrow rpbigt rpbig; do
 	DM_DISABLE_UDEV=1 dmsetup --noudevsync remove $d || vm_fail "dmsetup remove $d"
 done
 
