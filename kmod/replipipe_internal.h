@@ -315,6 +315,7 @@ enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 				  bool lag_reserved, bool can_hold);
 bool rp_pair_mirroring(struct rp_pair *pair);
 void __rp_pair_mark_dirty(struct rp_pair *pair, u64 first, u64 last);
+void __rp_pair_dirty_set(struct rp_pair *pair);
 void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req);
 bool __rp_pair_busy(struct rp_pair *pair, u64 first, u64 last);
 bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req);

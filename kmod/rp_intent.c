@@ -128,6 +128,27 @@ static void rp_intent_bit_regions(const struct rp_intent *in, u64 i, u64 *r0,
 	*r1 = min((i + 1) << in->chunk_shift, in->nr_regions) - 1;
 }
 
+/*
+ * Sets in @regions the regions of every marked chunk, a run of marked
+ * chunks at a time: O(words), not O(regions), for this runs with
+ * interrupts off and a record may have billions of regions.  in->lock
+ * held.
+ */
+static void __rp_intent_set_regions(const struct rp_intent *in,
+				    unsigned long *regions)
+{
+	u64 i = 0, j, r0, r1;
+
+	while ((i = find_next_bit(in->maps.bits, in->nr_bits, i)) <
+	       in->nr_bits) {
+		j = find_next_zero_bit(in->maps.bits, in->nr_bits, i);
+		r0 = i << in->chunk_shift;
+		r1 = min(j << in->chunk_shift, in->nr_regions);
+		bitmap_set(regions, r0, r1 - r0);
+		i = j;
+	}
+}
+
 /* Sets the binding's geometry (in->lock held or @in not shared yet). */
 static void rp_intent_set_geometry(struct rp_intent *in, u32 region_kib,
 				   u32 chunk_kib, u64 nr_regions)
@@ -838,7 +859,6 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 	u64 nr_bits = rp_intent_nr_bits(pair->nr_regions,
 					ilog2(chunk_kib / region_kib));
 	struct rp_intent_rebind *rb;
-	u64 i, r0, r1;
 
 	if (nr_bits > rp_intent_capacity(in)) {
 		NL_SET_ERR_MSG(extack,
@@ -855,10 +875,7 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 	    !strcmp(in->pipe_id, pair->pipe->id) &&
 	    !strcmp(in->tgt_path, pair->tgt_path)) {
 		/* The same pair again: trust what the record says. */
-		for_each_set_bit(i, in->maps.bits, in->nr_bits) {
-			rp_intent_bit_regions(in, i, &r0, &r1);
-			bitmap_set(pair->dirty, r0, r1 - r0 + 1);
-		}
+		__rp_intent_set_regions(in, pair->dirty);
 		pair->intent_state = REPLIPIPE_INTENT_LOADED;
 		pair->intent_loaded = bitmap_weight(pair->dirty,
 						    pair->nr_regions);
@@ -1022,15 +1039,11 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
  */
 void rp_intent_pair_start(struct rp_intent *in, struct rp_pair *pair)
 {
-	u64 i, r0, r1;
-
 	spin_lock_irq(&pair->lock);
 	spin_lock(&in->lock);
 	if (in->bound) {
-		for_each_set_bit(i, in->maps.bits, in->nr_bits) {
-			rp_intent_bit_regions(in, i, &r0, &r1);
-			__rp_pair_mark_dirty(pair, r0, r1);
-		}
+		__rp_intent_set_regions(in, pair->dirty);
+		__rp_pair_dirty_set(pair);
 		pair->intent_epoch = in->epoch;
 		/* The binding is this pair's: loaded, or written for it. */
 		in->tgt_devt = pair->tgt.bdev->bd_dev;
@@ -1072,6 +1085,70 @@ static bool __rp_intent_quiet(struct rp_intent *in, struct rp_pair *pair,
 	       (final || !__rp_pair_busy(pair, r0, r1));
 }
 
+/* Steps of a pass per hold of pair->lock: bounds the time with irqs off. */
+#define RP_INTENT_PASS_BATCH	1024
+
+/*
+ * Goes over the chunks of @set that may be quiet (runs of dirty regions
+ * are skipped a word at a time) and picks each quiet one into maps.quiet,
+ * or clears it from the record (@clear).  The locks are dropped every
+ * RP_INTENT_PASS_BATCH steps: a record of millions of chunks must not keep
+ * interrupts off for seconds.  In between nothing marks (clear_sem is held
+ * for writing) and each chunk is judged on its own (a clear looks again
+ * after the flush).  Stops early if the pair no longer clears the record.
+ * Returns how many chunks it picked or cleared.
+ */
+static u64 rp_intent_pass(struct rp_intent *in, struct rp_pair *pair,
+			  const unsigned long *set, bool final, bool clear)
+{
+	u64 i = 0, r0, r1, d, hits = 0;
+	unsigned int n = 0;
+
+	spin_lock_irq(&pair->lock);
+	spin_lock(&in->lock);
+	if ((!final && pair->dead) || !__rp_intent_clears(in, pair))
+		goto unlock;
+	if (!clear)
+		bitmap_zero(in->maps.quiet, in->nr_bits);
+	while ((i = find_next_bit(set, in->nr_bits, i)) < in->nr_bits) {
+		rp_intent_bit_regions(in, i, &r0, &r1);
+		d = find_next_bit(pair->dirty, r1 + 1, r0);
+		if (d <= r1) {
+			/* No chunk up to the end of this dirty run is quiet. */
+			d = find_next_zero_bit(pair->dirty, pair->nr_regions, d);
+			i = max(i + 1, DIV_ROUND_UP_ULL(d, 1ULL << in->chunk_shift));
+		} else {
+			if (test_bit(i, in->maps.bits) &&
+			    __rp_intent_quiet(in, pair, i, final)) {
+				if (clear) {
+					__clear_bit(i, in->maps.bits);
+					__rp_intent_changed(in, i);
+				} else {
+					__set_bit(i, in->maps.quiet);
+				}
+				hits++;
+			}
+			i++;
+		}
+		if (++n % RP_INTENT_PASS_BATCH)
+			continue;
+		spin_unlock(&in->lock);
+		spin_unlock_irq(&pair->lock);
+		cond_resched();
+		spin_lock_irq(&pair->lock);
+		spin_lock(&in->lock);
+		if ((!final && pair->dead) || !__rp_intent_clears(in, pair))
+			goto unlock;
+	}
+	/* Ages the marks: only a whole pass with a live pair looked at them. */
+	if (!clear)
+		bitmap_zero(in->maps.recent, in->nr_bits);
+unlock:
+	spin_unlock(&in->lock);
+	spin_unlock_irq(&pair->lock);
+	return hits;
+}
+
 /*
  * The first half of a pass: picks the quiet chunks into maps.quiet and ages
  * the marks (only with a live pair: writes without one are tracked nowhere
@@ -1080,25 +1157,7 @@ static bool __rp_intent_quiet(struct rp_intent *in, struct rp_pair *pair,
  */
 static bool rp_intent_clear_pick(struct rp_intent *in, struct rp_pair *pair)
 {
-	bool picked = false;
-	u64 i;
-
-	spin_lock_irq(&pair->lock);
-	spin_lock(&in->lock);
-	if (pair->dead || !__rp_intent_clears(in, pair))
-		goto unlock;
-	bitmap_zero(in->maps.quiet, in->nr_bits);
-	for_each_set_bit(i, in->maps.bits, in->nr_bits) {
-		if (__rp_intent_quiet(in, pair, i, false)) {
-			__set_bit(i, in->maps.quiet);
-			picked = true;
-		}
-	}
-	bitmap_zero(in->maps.recent, in->nr_bits);
-unlock:
-	spin_unlock(&in->lock);
-	spin_unlock_irq(&pair->lock);
-	return picked;
+	return rp_intent_pass(in, pair, in->maps.bits, false, false);
 }
 
 /*
@@ -1127,26 +1186,9 @@ static int rp_intent_flush_legs(struct rp_intent *in, struct rp_pair *pair)
 static bool rp_intent_clear_pair(struct rp_intent *in, struct rp_pair *pair,
 				 bool final)
 {
-	bool changed = false;
-	u64 i;
-
-	spin_lock_irq(&pair->lock);
-	spin_lock(&in->lock);
-	if ((!final && pair->dead) || !__rp_intent_clears(in, pair))
-		goto unlock;
-	for_each_set_bit(i, final ? in->maps.bits : in->maps.quiet,
-			 in->nr_bits) {
-		if (!test_bit(i, in->maps.bits) ||
-		    !__rp_intent_quiet(in, pair, i, final))
-			continue;
-		__clear_bit(i, in->maps.bits);
-		__rp_intent_changed(in, i);
-		changed = true;
-	}
-unlock:
-	spin_unlock(&in->lock);
-	spin_unlock_irq(&pair->lock);
-	return changed;
+	return rp_intent_pass(in, pair,
+			      final ? in->maps.bits : in->maps.quiet, final,
+			      true);
 }
 
 /*

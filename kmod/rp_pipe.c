@@ -179,6 +179,25 @@ void __rp_pair_mark_dirty(struct rp_pair *pair, u64 first, u64 last)
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_SYNCING);
 }
 
+/*
+ * Regions were set in pair->dirty in bulk (bitmap_set(), O(words) with
+ * interrupts off where a loop over regions would be O(regions)): the count
+ * and the state follow.  A claimed region made dirty stays dirty after its
+ * copy (redirty); which claimed regions are new is not known here, so all
+ * are: an extra copy, never a missed one (and no claim is granted before a
+ * new pair's bits are set: claims are looked up under rp_config_lock).
+ * pair->lock held.
+ */
+void __rp_pair_dirty_set(struct rp_pair *pair)
+{
+	if (!list_empty(&pair->claims))
+		bitmap_or(pair->redirty, pair->redirty, pair->claimed,
+			  pair->nr_regions);
+	pair->nr_dirty = bitmap_weight(pair->dirty, pair->nr_regions);
+	if (pair->nr_dirty && pair->state == REPLIPIPE_PAIR_INSYNC)
+		__rp_pair_set_state(pair, REPLIPIPE_PAIR_SYNCING);
+}
+
 static bool __rp_pair_claimed(struct rp_pair *pair, u64 first, u64 last)
 {
 	return rp_bits_any(pair->claimed, first, last);

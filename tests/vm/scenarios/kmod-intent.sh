@@ -47,6 +47,10 @@
 #     again, another minor) over the same blocks: invalidated by the path
 #     (b); open while its link is moved to t3 and vol1 takes t3:
 #     invalidated by what its path names now (c).
+# 12. A pair of 2^28 regions and a record of 2^28 chunks (1 TiB of dm error
+#     at 4 KiB): a new binding, clear passes over it, a load. Nothing may
+#     walk the regions one by one with interrupts off (the old module spent
+#     minutes there: soft lockup, RCU stall).
 # vm-timeout: 600
 # vm-cost: 95
 # vm-mem: 1024
@@ -385,13 +389,33 @@ vm_log "== 11c. open, its path moved to t3, t3 taken"
 ln -sfn $t3 /tmp/t2link
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t3 || vm_fail "set-pipe {vol1->t3}"
 grep -q "intent: $rec2 (tracks nothing" $INFO2 || vm_fail "vol2's record still vouches for what /tmp/t2link names: $(cat $INFO2)"
-
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+
+vm_log "== 12. 2^28 regions, 2^28 chunks"
+# nothing reads or writes the legs; the record (32 MiB + 4 KiB) on ram2
+big=$(vm_dm_create big "0 $((1 << 31)) error")
+bigt=$(vm_dm_create bigt "0 $((1 << 31)) error")
+rec3=$(vm_dm_create rprec3 "0 98304 linear /dev/ram2 32768")
+SRC3=replipipe_0/vol3
+vm_backstore replipipe replipipe_0 vol3 $big "$rec3,intent_chunk_kib=4" > /dev/null
+rp-nlctl set-pipe --id big --region-kib 4 --pair $SRC3=$bigt --nl-timeout 120 ||
+	vm_fail "set-pipe big"
+expect_of big $SRC3 intent=new dirty=268435456 intent_marked=268435456
+# two clear passes (intent_clear_sec 5) over every chunk marked, every region dirty
+sleep 11
+# the legs cannot be flushed (dm error): every chunk stays marked
+rp-nlctl del-pipe big || vm_fail "del-pipe big"
+rp-nlctl set-pipe --id big --region-kib 4 --pair $SRC3=$bigt --nl-timeout 120 ||
+	vm_fail "set-pipe big again"
+expect_of big $SRC3 intent=loaded dirty=268435456 intent_regions=268435456
+rp-nlctl del-pipe big || vm_fail "del-pipe big"
+vm_backstore_delete $SRC3
+
 vm_backstore_delete $SRC
 vm_backstore_delete $SRC2
 cat $LIVE
 rmmod replipipe || vm_fail "final rmmod"
-for d in small t4 t3 t2b s2 t1 s1 rprec2 rprec; do
+for d in rprec3 bigt big small t4 t3 t2b s2 t1 s1 rprec2 rprec; do
 	dmsetup --noudevsync remove $d || vm_fail "dmsetup remove $d"
 done
 vm_log "kmod-intent: all steps passed"
