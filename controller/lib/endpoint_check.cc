@@ -9,6 +9,7 @@
 
 #include <cctype>
 #include <cerrno>
+#include <optional>
 #include <vector>
 
 #include "iscsi_url.h"
@@ -83,19 +84,30 @@ Result<std::string> ReadAttribute(const std::string &path)
 	return value;
 }
 
+// A decimal sysfs attribute; nullopt when it is missing or not a number.
+std::optional<uint64_t> ReadNumber(const std::string &path)
+{
+	auto text = ReadAttribute(path);
+	if (!text.ok() || text->empty())
+		return std::nullopt;
+	char *end = nullptr;
+	unsigned long long v = std::strtoull(text->c_str(), &end, 10);
+	if (!end || *end != '\0')
+		return std::nullopt;
+	return uint64_t(v);
+}
+
+std::string SysfsBlockDir(const std::string &sysfs, dev_t rdev)
+{
+	return sysfs + "/dev/block/" + std::to_string(major(rdev)) + ":" +
+	       std::to_string(minor(rdev));
+}
+
 Result<uint64_t> BlockDeviceSize(const std::string &sysfs, dev_t rdev,
                                  const std::string &path)
 {
-	std::string attr = sysfs + "/dev/block/" + std::to_string(major(rdev)) +
-	                   ":" + std::to_string(minor(rdev)) + "/size";
-	if (auto sectors = ReadAttribute(attr); sectors.ok()) {
-		char *end = nullptr;
-		unsigned long long v =
-		        std::strtoull(sectors->c_str(), &end, 10);
-		if (end && *end == '\0' && !sectors->empty())
-			return uint64_t(v) *
-			       512; // sysfs counts 512-byte sectors
-	}
+	if (auto sectors = ReadNumber(SysfsBlockDir(sysfs, rdev) + "/size"))
+		return *sectors * 512; // sysfs counts 512-byte sectors
 	UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
 	if (!fd.valid())
 		return Status::FromErrno("open " + path, errno);
@@ -103,6 +115,25 @@ Result<uint64_t> BlockDeviceSize(const std::string &sysfs, dev_t rdev,
 	if (::ioctl(fd.get(), BLKGETSIZE64, &bytes) != 0)
 		return Status::FromErrno("BLKGETSIZE64 " + path, errno);
 	return bytes;
+}
+
+Result<uint32_t> BlockDeviceLogicalBlockSize(const std::string &sysfs,
+                                             dev_t rdev,
+                                             const std::string &path)
+{
+	// A partition has no queue/ of its own: its disk's is one up.
+	const std::string dir = SysfsBlockDir(sysfs, rdev);
+	for (const char *attr :
+	     {"/queue/logical_block_size", "/../queue/logical_block_size"})
+		if (auto bytes = ReadNumber(dir + attr); bytes && *bytes)
+			return uint32_t(*bytes);
+	UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+	if (!fd.valid())
+		return Status::FromErrno("open " + path, errno);
+	int bytes = 0;
+	if (::ioctl(fd.get(), BLKSSZGET, &bytes) != 0)
+		return Status::FromErrno("BLKSSZGET " + path, errno);
+	return uint32_t(bytes);
 }
 
 Status CheckPair(EndpointProbe &probe, const std::string &source,
@@ -243,6 +274,11 @@ Result<DeviceFacts> SystemEndpointProbe::Device(const std::string &path)
 	if (!size.ok())
 		return size.status();
 	facts.size_bytes = *size;
+	auto block =
+	        BlockDeviceLogicalBlockSize(roots_.sysfs, st.st_rdev, path);
+	if (!block.ok())
+		return block.status();
+	facts.logical_block_size = *block;
 	return facts;
 }
 
@@ -334,6 +370,20 @@ Status CheckPair(EndpointProbe &probe, const std::string &source,
 		                " bytes) is smaller than " + source + " (" +
 		                std::to_string(primary->size_bytes) + " bytes)",
 		        ENOSPC);
+	// The target must take every write the source takes: one of its
+	// blocks would be more than the source's smallest write (dm refuses
+	// such a table; the kernel refuses the pair). 0 is "not known".
+	if (tgt->logical_block_size && primary->logical_block_size &&
+	    tgt->logical_block_size > primary->logical_block_size)
+		return Status::Error(
+		        pair + ": target " + target +
+		                " has logical blocks of " +
+		                std::to_string(tgt->logical_block_size) +
+		                " bytes, larger than the " +
+		                std::to_string(primary->logical_block_size) +
+		                " bytes of " + source +
+		                " (every smaller write would fail on it)",
+		        EMEDIUMTYPE);
 	return Status();
 }
 

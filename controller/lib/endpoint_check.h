@@ -47,6 +47,7 @@ struct DeviceFacts {
 	bool is_block_device = false;
 	uint64_t rdev = 0;       // st_rdev (block devices)
 	uint64_t size_bytes = 0; // device size (st_size for other files)
+	uint32_t logical_block_size = 0; // block devices; 0: not known
 };
 
 // Reads facts; the errors it returns are I/O errors other than "missing".
@@ -79,7 +80,8 @@ public:
 	// <configfs>/target/core/<source>/{enable,udev_path}
 	Result<BackstoreFacts> Backstore(const std::string &source) override;
 	// Block devices: size from <sysfs>/dev/block/<maj>:<min>/size, else
-	// BLKGETSIZE64 on a read-only open.
+	// BLKGETSIZE64 on a read-only open; logical block size from its
+	// queue/logical_block_size (a partition's parent's), else BLKSSZGET.
 	Result<DeviceFacts> Device(const std::string &path) override;
 	Status OpenExclusive(const std::string &path) override;
 
@@ -90,10 +92,13 @@ private:
 // The rules for a new pair, in this order: the backstore exists and is
 // enabled and has a primary device; the target exists and is a block
 // device; the target is not the primary (same path or st_rdev); it can be
-// opened for writing exclusively; it is at least as large as the primary.
+// opened for writing exclusively; it is at least as large as the primary;
+// its logical blocks are not larger than the primary's (the kernel refuses
+// that pair too: every smaller write would fail on the target).
 // err() EINVAL when the target is the primary (source = target, an invalid
 // parameter); any other error is a failed verification (ENOENT, ENOTBLK,
-// EBUSY, EACCES, ENOSPC for "too small", or the probe's own errno).
+// EBUSY, EACCES, ENOSPC for "too small", EMEDIUMTYPE for "larger blocks",
+// or the probe's own errno).
 // held_by_pipe: devices (st_rdev) that the pipe's own kernel pairs hold,
 // which the PIPE_SET replaces; their exclusive open is not tried (it
 // would fail while the kernel holds them, and that is no "in use" by

@@ -174,6 +174,23 @@ TEST_F(VerifyTest, TargetTooSmall)
 	EXPECT_NE(st.message().find("smaller than"), std::string::npos);
 }
 
+TEST_F(VerifyTest, TargetWithLargerLogicalBlocks)
+{
+	probe.AddDevice("/dev/4kn", 10 * kGiB);
+	probe.SetLogicalBlockSize("/dev/4kn", 4096);
+	Status st = Verify("/dev/4kn");
+	EXPECT_EQ(st.err(), EMEDIUMTYPE); // not EINVAL: ReturnValue 4
+	EXPECT_NE(st.message().find("has logical blocks of 4096 bytes, "
+	                            "larger than the 512 bytes of "
+	                            "replipipe_0/vol"),
+	          std::string::npos)
+	        << st.message();
+	// Smaller or equal blocks take every write of the source.
+	probe.SetLogicalBlockSize("/dev/vg/vol", 4096);
+	EXPECT_TRUE(Verify("/dev/4kn").ok());
+	EXPECT_TRUE(Verify().ok());
+}
+
 TEST_F(VerifyTest, ProbeEinvalIsNotInvalidParameter)
 {
 	probe.FailNext(EINVAL);

@@ -23,7 +23,14 @@ void FakeProbe::AddDevice(const std::string &path, uint64_t size_bytes,
 	d.is_block_device = block;
 	d.rdev = block ? next_rdev_++ : 0;
 	d.size_bytes = size_bytes;
+	d.logical_block_size = block ? 512 : 0;
 	devices_[path] = d;
+}
+
+void FakeProbe::SetLogicalBlockSize(const std::string &path, uint32_t bytes)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	devices_.at(path).logical_block_size = bytes;
 }
 
 void FakeProbe::AddAlias(const std::string &path, const std::string &existing)

@@ -27,6 +27,8 @@ public:
 	// A block device (or, with block = false, some other file).
 	void AddDevice(const std::string &path, uint64_t size_bytes,
 	               bool block = true);
+	// A block device's logical block size (AddDevice() gives 512).
+	void SetLogicalBlockSize(const std::string &path, uint32_t bytes);
 	// path names the same device as existing (a symlink).
 	void AddAlias(const std::string &path, const std::string &existing);
 	// OpenExclusive(path) fails with err (EBUSY: in use); on a block
