@@ -19,7 +19,7 @@
 # again.
 # The module unloads with no object left and no kernel warning.
 # vm-timeout: 300
-# vm-cost: 20
+# vm-cost: 30
 # vm-mem: 1024
 # vm-bins: dmsetup
 

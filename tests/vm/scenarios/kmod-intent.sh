@@ -52,7 +52,7 @@
 #     walk the regions one by one with interrupts off (the old module spent
 #     minutes there: soft lockup, RCU stall).
 # vm-timeout: 600
-# vm-cost: 95
+# vm-cost: 130
 # vm-mem: 1024
 # vm-bins: dmsetup
 
