@@ -25,6 +25,9 @@
 #include <thread>
 #include <vector>
 
+#include <netlink/attr.h>
+#include <netlink/netlink.h>
+
 #include "netlink_client.h"
 #include "netlink_events.h"
 #include "netlink_resync.h"
@@ -57,10 +60,10 @@ const char kUsage[] =
         "        [--done|--failed]   (--serial: the pair's serial as get\n"
         "        prints it; the claim fails with ESTALE once that pair was\n"
         "        replaced)\n"
-        "        [--full-rcvbuf SECONDS]   (join the events group with the\n"
-        "        smallest receive buffer, wait up to SECONDS until events\n"
-        "        fill it, then claim: the reply cannot be delivered; --hold\n"
-        "        then keeps the socket open after the failure too)\n"
+        "        [--full-rcvbuf SECONDS]   (the smallest receive buffer,\n"
+        "        filled with unread PIPE_GET replies (up to SECONDS), then\n"
+        "        claim: the reply cannot be delivered; --hold then keeps\n"
+        "        the socket open after the failure too)\n"
         "  events [--count N] [--timeout SECONDS]\n"
         "  resync ID SRC [--source-dev DEV] [--target-dev DEV] [--qd N]\n"
         "         [--chunk-kib K] [--rate-kibps R] [--batch-regions N]\n"
@@ -381,7 +384,7 @@ int CmdBitmap(Args &args)
 }
 
 // claim --full-rcvbuf: a claim whose reply the kernel cannot deliver (the
-// socket's receive buffer is full of events). The module must drop such a
+// socket's receive buffer is full, here of replies nobody read). The module must drop such a
 // claim at once; the socket stays open for @hold seconds so that a test can
 // see the claim is gone while its socket is still there.
 int ClaimFullRcvbuf(const std::vector<std::string> &pos, uint64_t hint,
@@ -392,28 +395,35 @@ int ClaimFullRcvbuf(const std::vector<std::string> &pos, uint64_t hint,
 		return Fail(sock.status());
 	const int fd = (*sock)->fd();
 	const int smallest = 1; // the kernel raises it to its minimum
-	const int group = (*sock)->events_group();
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &smallest,
-	               sizeof(smallest)) != 0 ||
-	    setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group,
-	               sizeof(group)) != 0)
+	               sizeof(smallest)) != 0)
 		return Fail(Status::Error("setsockopt", errno));
-	std::printf("listening group=%d\n", group);
+	std::printf("listening\n");
 	std::fflush(stdout);
-	// Until the events queued take more than the receive buffer (then the
-	// kernel delivers nothing more to the socket), at most @wait seconds.
+	// PIPE_GET requests whose replies nobody reads, until the kernel
+	// queues no more of them (they take more than the receive buffer, or
+	// one was dropped: the socket is then congested until it is read), at
+	// most @wait seconds.
 	const auto deadline = std::chrono::steady_clock::now() +
 	                      std::chrono::duration_cast<
 	                              std::chrono::steady_clock::duration>(
 	                              std::chrono::duration<double>(wait));
 	uint32_t mem[SK_MEMINFO_VARS] = {};
+	uint32_t last = 0;
 	for (;;) {
 		socklen_t len = sizeof(mem);
 		if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) != 0)
 			return Fail(Status::Error("SO_MEMINFO", errno));
 		if (mem[SK_MEMINFO_RMEM_ALLOC] > mem[SK_MEMINFO_RCVBUF] ||
+		    (last != 0 && mem[SK_MEMINFO_RMEM_ALLOC] == last) ||
 		    std::chrono::steady_clock::now() >= deadline)
 			break;
+		last = mem[SK_MEMINFO_RMEM_ALLOC];
+		NlMsgPtr get = (*sock)->NewRequest(REPLIPIPE_CMD_PIPE_GET);
+		if (nla_put_string(get.get(), REPLIPIPE_A_PIPE_ID,
+		                   pos[0].c_str()) < 0 ||
+		    nl_send_auto((*sock)->get(), get.get()) < 0)
+			return Fail(Status::Error("PIPE_GET not sent", EIO));
 		std::this_thread::sleep_for(std::chrono::milliseconds(50));
 	}
 	std::printf("queued rmem=%u rcvbuf=%u\n", mem[SK_MEMINFO_RMEM_ALLOC],
