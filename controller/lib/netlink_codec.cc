@@ -91,8 +91,10 @@ Status PutPipeSpec(nl_msg *msg, const KernelPipeSpec &spec)
 	for (const KernelPairSpec &pair : spec.pairs) {
 		const size_t pair_bytes =
 		        nla_total_size(0) +
-		        nla_total_size(static_cast<int>(pair.source.size()) + 1) +
-		        nla_total_size(static_cast<int>(pair.target.size()) + 1) +
+		        nla_total_size(static_cast<int>(pair.source.size()) +
+		                       1) +
+		        nla_total_size(static_cast<int>(pair.target.size()) +
+		                       1) +
 		        nla_total_size(0);
 		const size_t nest_bytes =
 		        reinterpret_cast<char *>(nlmsg_tail(nlmsg_hdr(msg))) -

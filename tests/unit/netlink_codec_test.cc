@@ -107,11 +107,12 @@ TEST(NetlinkCodec, PipeSpecOfManyLongPairsSpansNests)
 	KernelPipeSpec spec;
 	spec.id = "big";
 	for (int i = 0; i < REPLIPIPE_MAX_PAIRS; ++i)
-		spec.pairs.push_back(
-		        {"replipipe_0/" + std::string(100, 'v') + std::to_string(i),
-		         "/dev/disk/by-id/" + std::string(220, 't') +
-		                 std::to_string(i),
-		         i % 2 == 0});
+		spec.pairs.push_back({"replipipe_0/" + std::string(100, 'v') +
+		                              std::to_string(i),
+		                      "/dev/disk/by-id/" +
+		                              std::string(220, 't') +
+		                              std::to_string(i),
+		                      i % 2 == 0});
 	NlMsgPtr msg(nlmsg_alloc_size(256 * 1024));
 	genlmsg_put(msg.get(), 0, 7, kFamily, 0, 0, REPLIPIPE_CMD_PIPE_SET,
 	            REPLIPIPE_GENL_VERSION);
@@ -121,11 +122,11 @@ TEST(NetlinkCodec, PipeSpecOfManyLongPairsSpansNests)
 	nlattr *top;
 	int rem;
 	nlmsghdr *hdr = nlmsg_hdr(msg.get());
-	nla_for_each_attr(top, genlmsg_attrdata(
-	                               static_cast<genlmsghdr *>(nlmsg_data(hdr)), 0),
-	                  genlmsg_attrlen(
-	                          static_cast<genlmsghdr *>(nlmsg_data(hdr)), 0),
-	                  rem)
+	nla_for_each_attr(
+	        top,
+	        genlmsg_attrdata(static_cast<genlmsghdr *>(nlmsg_data(hdr)), 0),
+	        genlmsg_attrlen(static_cast<genlmsghdr *>(nlmsg_data(hdr)), 0),
+	        rem)
 	{
 		if (nla_type(top) != REPLIPIPE_A_PIPE_PAIRS)
 			continue;

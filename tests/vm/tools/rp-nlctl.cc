@@ -384,9 +384,9 @@ int CmdBitmap(Args &args)
 }
 
 // claim --full-rcvbuf: a claim whose reply the kernel cannot deliver (the
-// socket's receive buffer is full, here of replies nobody read). The module must drop such a
-// claim at once; the socket stays open for @hold seconds so that a test can
-// see the claim is gone while its socket is still there.
+// socket's receive buffer is full, here of replies nobody read). The module
+// must drop such a claim at once; the socket stays open for @hold seconds so
+// that a test can see the claim is gone while its socket is still there.
 int ClaimFullRcvbuf(const std::vector<std::string> &pos, uint64_t hint,
                     uint32_t max, uint64_t serial, double wait, double hold)
 {
@@ -404,10 +404,10 @@ int ClaimFullRcvbuf(const std::vector<std::string> &pos, uint64_t hint,
 	// queues no more of them (they take more than the receive buffer, or
 	// one was dropped: the socket is then congested until it is read), at
 	// most @wait seconds.
-	const auto deadline = std::chrono::steady_clock::now() +
-	                      std::chrono::duration_cast<
-	                              std::chrono::steady_clock::duration>(
-	                              std::chrono::duration<double>(wait));
+	const auto deadline =
+	        std::chrono::steady_clock::now() +
+	        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+	                std::chrono::duration<double>(wait));
 	uint32_t mem[SK_MEMINFO_VARS] = {};
 	uint32_t last = 0;
 	for (;;) {
@@ -430,8 +430,8 @@ int ClaimFullRcvbuf(const std::vector<std::string> &pos, uint64_t hint,
 	            mem[SK_MEMINFO_RCVBUF]);
 	std::fflush(stdout);
 	NlMsgPtr msg = (*sock)->NewRequest(REPLIPIPE_CMD_RESYNC_CLAIM);
-	Status st = PutClaimRequest(msg.get(), pos[0], pos[1], hint, max,
-	                            serial);
+	Status st =
+	        PutClaimRequest(msg.get(), pos[0], pos[1], hint, max, serial);
 	if (st.ok())
 		st = (*sock)->Request(std::move(msg));
 	std::printf("claim-sent result=%s\n",
@@ -461,9 +461,9 @@ int CmdClaim(Args &args)
 	const std::optional<std::string> full = args.Take("--full-rcvbuf");
 	auto pos = args.Positionals(2, 2);
 	if (full)
-		return ClaimFullRcvbuf(pos, hint, static_cast<uint32_t>(max),
-		                       serial, ParseSeconds("--full-rcvbuf", *full),
-		                       hold);
+		return ClaimFullRcvbuf(
+		        pos, hint, static_cast<uint32_t>(max), serial,
+		        ParseSeconds("--full-rcvbuf", *full), hold);
 	auto channel = NetlinkResyncChannel::Open(g_timeout);
 	if (!channel.ok())
 		return Fail(channel.status());
