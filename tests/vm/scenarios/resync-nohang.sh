@@ -1,6 +1,7 @@
 #!/bin/sh
-# No hang: replipiped SIGKILLed in the middle of a resync (claims held: the
-# resync is rate-limited so a claim of 8 MiB is being copied ~all the time)
+# No hang: replipiped SIGKILLed in the middle of a resync, while it holds a
+# claim (the kill waits for the module's live claim count to be non-zero;
+# the rate limit spaces the claims out, so most of the time none is open)
 # while 4 writers write through the LUN: every write keeps completing within
 # a second (rp-writer's slowest write, issue to completion, over the whole
 # run around the kill), the kernel drops the dead daemon's claims, and after a
@@ -45,8 +46,20 @@ while [ "$d" -lt $((SIZE / 4)) ]; do
 	d=$(done_bytes)
 done
 pid=$(pidof replipiped)
-tkill=$(cut -d' ' -f1 /proc/uptime)
+# Shell builtins only between the sample and the kill (no fork), so the
+# claim seen open is still open when the signal lands.
+LIVE=/sys/module/replipipe/parameters/live_objects
+n=0
+while :; do
+	read -r live < $LIVE
+	case "$live" in *" claims=0 "*) ;; *) break ;; esac
+	n=$((n + 1))
+	[ $n -lt 2000000 ] || vm_fail "no claim open to kill the daemon in"
+done
 kill -KILL $pid
+tkill=$(cut -d' ' -f1 /proc/uptime)
+vm_log "killed while the module counted: $live"
+case "$live" in *" claims=0 "*) vm_fail "the kill found no claim" ;; esac
 while kill -0 $pid 2>/dev/null; do sleep 0.05; done
 vm_log "replipiped SIGKILLed at uptime $tkill, done_bytes=$d, writers running"
 rp-nlctl get | grep '^pair '
