@@ -28,6 +28,18 @@ ControlResync ToControl(const ResyncProgress &p, bool running)
 	return r;
 }
 
+// An event about one pair's job: the pair named as its spec names it.
+ControlEvent JobEvent(const PairJobSpec &spec, std::string type = "")
+{
+	ControlEvent event;
+	event.type = std::move(type);
+	event.instance_id = spec.instance_id;
+	event.name = spec.pipe_name;
+	event.source = spec.source;
+	event.target = spec.target;
+	return event;
+}
+
 // The jobs a pipe should have (Syncing pairs of the store), and its pairs
 // that are InSync.
 struct JobPlan {
@@ -371,13 +383,7 @@ Status ResyncJobs::RunPairJob(Job *job)
 	const PairJobSpec &spec = job->spec;
 	LogInfo() << "resync pipe " << spec.pipe_id << " pair " << spec.source
 	          << " -> " << spec.target << ": started";
-	ControlEvent event;
-	event.type = "resync_started";
-	event.instance_id = spec.instance_id;
-	event.name = spec.pipe_name;
-	event.source = spec.source;
-	event.target = spec.target;
-	Emit(event);
+	Emit(JobEvent(spec, "resync_started"));
 	auto made = factory_(spec);
 	if (!made.ok())
 		return made.status();
@@ -441,11 +447,7 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 		ended_cv_.notify_all();
 	}
 	try {
-		ControlEvent event;
-		event.instance_id = spec.instance_id;
-		event.name = spec.pipe_name;
-		event.source = spec.source;
-		event.target = spec.target;
+		ControlEvent event = JobEvent(spec);
 		if (status.ok()) {
 			std::string copied;
 			if (progress)
@@ -555,12 +557,7 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 	Join(to_join);
 	for (const auto &[spec, status] : not_started) {
 		LogError() << status.message();
-		ControlEvent event;
-		event.type = "resync_failed";
-		event.instance_id = spec.instance_id;
-		event.name = spec.pipe_name;
-		event.source = spec.source;
-		event.target = spec.target;
+		ControlEvent event = JobEvent(spec, "resync_failed");
 		event.message = status.message();
 		Emit(event);
 	}
