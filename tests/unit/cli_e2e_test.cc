@@ -113,6 +113,24 @@ protected:
 		return RunCli(d.socket_path(), std::move(args));
 	}
 
+	// create-or-modify of pipe "g" with --goal-file goal_file.
+	static std::vector<std::string>
+	CreateWithGoalFile(const std::string &goal_file, bool as_json)
+	{
+		std::vector<std::string> args = {"create-or-modify",
+		                                 "--name",
+		                                 "g",
+		                                 "--source-system",
+		                                 "localhost",
+		                                 "--target-system",
+		                                 "node2",
+		                                 "--goal-file",
+		                                 goal_file};
+		if (as_json)
+			args.insert(args.begin(), "--json");
+		return args;
+	}
+
 	std::string CreateDb()
 	{
 		CliRun run = Cli({"create-or-modify", "--name", "db",
@@ -209,18 +227,8 @@ TEST_F(CliE2E, NonUtf8AndAbsurdSecondsExit64)
 	        "latin1.mof",
 	        "instance of CIM_SettingData { ElementName = \"caf\xe9\"; };");
 	for (bool as_json : {false, true}) {
-		std::vector<std::string> args = {"create-or-modify",
-		                                 "--name",
-		                                 "g",
-		                                 "--source-system",
-		                                 "localhost",
-		                                 "--target-system",
-		                                 "node2",
-		                                 "--goal-file",
-		                                 d.dir_ / "latin1.mof"};
-		if (as_json)
-			args.insert(args.begin(), "--json");
-		CliRun goal = Cli(args);
+		CliRun goal =
+		        Cli(CreateWithGoalFile(d.dir_ / "latin1.mof", as_json));
 		EXPECT_EQ(goal.exit, kExitUsage) << goal.out << goal.err;
 		EXPECT_NE((goal.out + goal.err).find("is not UTF-8 text"),
 		          std::string::npos)
@@ -342,18 +350,8 @@ TEST_F(CliE2E, RequestOverTheLineLimitExits64)
 {
 	d.dir_.Write("huge.mof", std::string(2 << 20, ' '));
 	for (bool as_json : {false, true}) {
-		std::vector<std::string> args = {"create-or-modify",
-		                                 "--name",
-		                                 "g",
-		                                 "--source-system",
-		                                 "localhost",
-		                                 "--target-system",
-		                                 "node2",
-		                                 "--goal-file",
-		                                 d.dir_ / "huge.mof"};
-		if (as_json)
-			args.insert(args.begin(), "--json");
-		CliRun run = Cli(args);
+		CliRun run =
+		        Cli(CreateWithGoalFile(d.dir_ / "huge.mof", as_json));
 		EXPECT_EQ(run.exit, kExitUsage) << run.out << run.err;
 		EXPECT_NE((run.out + run.err)
 		                  .find("the control protocol takes "
