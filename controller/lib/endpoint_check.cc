@@ -142,6 +142,18 @@ Status CheckPair(EndpointProbe &probe, const std::string &source,
 
 // EINVAL is reserved for "source = target" (an invalid parameter); a probe
 // that fails with EINVAL is a failed verification like any other.
+// Why a target could not be opened for writing, from the open's errno.
+// EROFS is a read-only disk: a write-protected LUN, also when the iSCSI
+// attach read its sysfs "ro" before the SCSI scan had set it.
+const char *WhyNotWritable(int err)
+{
+	if (err == EBUSY)
+		return "is in use (mounted or held by another driver)";
+	if (err == EROFS)
+		return "is write-protected (read-only)";
+	return "cannot be opened for writing";
+}
+
 Status ProbeFailed(const Status &st, const std::string &context)
 {
 	Status out = st.Context(context);
@@ -355,10 +367,7 @@ Status CheckPair(EndpointProbe &probe, const std::string &source,
 	if (!held_by_pipe.count(tgt->rdev))
 		st = probe.OpenExclusive(target);
 	if (!st.ok()) {
-		const char *why = st.err() == EBUSY
-		                          ? "is in use (mounted or held by "
-		                            "another driver)"
-		                          : "cannot be opened for writing";
+		const char *why = WhyNotWritable(st.err());
 		return Status::Error(pair + ": target " + target + " " + why +
 		                             ": " + st.message(),
 		                     st.err() == EINVAL ? EIO : st.err());

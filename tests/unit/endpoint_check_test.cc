@@ -159,11 +159,22 @@ TEST_F(VerifyTest, TargetHeldByThePipeItselfIsNotInUse)
 
 TEST_F(VerifyTest, TargetNotWritable)
 {
+	probe.SetOpenError("/dev/sdb", EIO);
+	Status st = Verify();
+	EXPECT_EQ(st.err(), EIO);
+	EXPECT_NE(st.message().find("cannot be opened for writing"),
+	          std::string::npos);
+}
+
+// A write-protected disk says so, whichever check sees it first (the iSCSI
+// attach's sysfs "ro", or this open's EROFS).
+TEST_F(VerifyTest, TargetWriteProtected)
+{
 	probe.SetOpenError("/dev/sdb", EROFS);
 	Status st = Verify();
 	EXPECT_EQ(st.err(), EROFS);
-	EXPECT_NE(st.message().find("cannot be opened for writing"),
-	          std::string::npos);
+	EXPECT_NE(st.message().find("is write-protected"), std::string::npos)
+	        << st.message();
 }
 
 TEST_F(VerifyTest, TargetTooSmall)
