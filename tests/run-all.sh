@@ -84,8 +84,12 @@ cmake --build "$build" -j "$jobs"
 # call may take, which a starved nice-19 process cannot promise.
 asan_log=$build/unit-asan.log
 checks_log=$build/checks.log
+# -g1: the sanitizers' reports need function names and line tables only;
+# full debug info made each file of the unit tests take about 25 % longer
+# to compile (pipe_service_test.cc: 14.7 s of CPU with -g, 11.5 with -g1).
 asan_build_step() {
 	cmake -S "$repo" -B "$asan_build" -DCMAKE_BUILD_TYPE=Debug \
+		-DCMAKE_CXX_FLAGS_DEBUG=-g1 -DCMAKE_C_FLAGS_DEBUG=-g1 \
 		-DREPLIPIPE_SANITIZE=ON > /dev/null &&
 		cmake --build "$asan_build" -j "$jobs" --target replipipe_unit
 }
