@@ -162,6 +162,16 @@ Status ProbeFailed(const Status &st, const std::string &context)
 
 } // namespace
 
+std::string TargetIdentity(const std::string &target)
+{
+	if (!LooksLikeIscsiUrl(target))
+		return target;
+	auto url = ParseIscsiUrl(target);
+	if (!url.ok())
+		return target;
+	return "iscsi LUN " + std::to_string(url->lun) + " of " + url->iqn;
+}
+
 bool IsBackstoreName(std::string_view name)
 {
 	if (name.size() > kSourceMaxLen || !name.starts_with(kBackstorePrefix))

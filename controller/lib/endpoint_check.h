@@ -33,6 +33,13 @@ Result<EndpointName> ParseSourceEndpoint(std::string_view text);
 // The path is normalized lexically ("//" and "/./" collapse); ".." and
 // relative paths are refused.
 Result<EndpointName> ParseTargetEndpoint(std::string_view text);
+// What makes two TargetEndpoints (normal form) one target: an iSCSI
+// endpoint is its target's name and LUN, whichever portal reaches it (an
+// iSCSI name is unique world-wide, RFC 3720 3.2.6; a target's portals are
+// ways to the same LUNs), so two URLs that differ only in the portal are
+// one target; a device path is itself (two paths of one device are caught
+// by device number once they resolve).
+std::string TargetIdentity(const std::string &target);
 // "replipipe_<N>/<name>", name of letters, digits and "_-.:" (no "/").
 bool IsBackstoreName(std::string_view name);
 

@@ -225,9 +225,10 @@ public:
 			if (svc_.reserved_sources_.emplace(p.source, uuid_)
 			            .second)
 				sources_.push_back(p.source);
-			if (svc_.reserved_targets_.emplace(p.target, uuid_)
+			const std::string target = TargetIdentity(p.target);
+			if (svc_.reserved_targets_.emplace(target, uuid_)
 			            .second)
-				targets_.push_back(p.target);
+				targets_.push_back(target);
 			const uint64_t dev = svc_.DeviceLocked(p.target);
 			if (dev &&
 			    svc_.reserved_devices_.emplace(dev, uuid_).second)
@@ -286,7 +287,8 @@ private:
 					                " already belongs to " +
 					                PipeLabel(other),
 					        EINVAL);
-				if (q.target == p.target ||
+				if (TargetIdentity(q.target) ==
+				            TargetIdentity(p.target) ||
 				    (dev && svc_.DeviceLocked(q.target) == dev))
 					return Status::Error(
 					        "TargetEndpoint " + p.target +
@@ -316,7 +318,7 @@ private:
 			                             s->second +
 			                             " by another call",
 			                     EBUSY);
-		auto t = svc_.reserved_targets_.find(p.target);
+		auto t = svc_.reserved_targets_.find(TargetIdentity(p.target));
 		if (t != svc_.reserved_targets_.end() && t->second != uuid_)
 			return Status::Error("TargetEndpoint " + p.target +
 			                             " is being added to "
@@ -546,7 +548,8 @@ PipeService::ParseCall(const CreateOrModifyCall &call) const
 				                             src->name +
 				                             " is given twice",
 				                     EINVAL);
-			if (!seen_targets.insert(tgt->name).second)
+			if (!seen_targets.insert(TargetIdentity(tgt->name))
+			             .second)
 				return Status::Error("TargetEndpoint " +
 				                             tgt->name +
 				                             " is given twice",

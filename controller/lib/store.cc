@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -153,7 +154,7 @@ Status CheckStoredPipe(const PipeRecord &pipe)
 			return Status::Error(at + ": source " + p.source +
 			                             " is in the pipe twice",
 			                     EINVAL);
-		if (!targets.insert(p.target).second)
+		if (!targets.insert(TargetIdentity(p.target)).second)
 			return Status::Error(at + ": target " + p.target +
 			                             " is in the pipe twice",
 			                     EINVAL);
@@ -222,13 +223,15 @@ Result<std::vector<PipeRecord>> ParseStoreDocument(const std::string &text,
 		if (Status st = CheckStoredPipe(*pipe); !st.ok())
 			return st.Context(at + " (pipe " + pipe->instance_id +
 			                  ")");
-		// A source belongs to at most one pipe, and so does a target.
+		// A source belongs to at most one pipe, and so does a target
+		// (TargetIdentity: one iSCSI LUN by any portal).
 		for (const PairRecord &p : pipe->pairs) {
-			for (const auto &[endpoint, owners] :
-			     {std::pair{&p.source, &source_pipes},
-			      std::pair{&p.target, &target_pipes}}) {
-				auto [it, fresh] = owners->emplace(
-				        *endpoint, pipe->instance_id);
+			for (const auto &[key, endpoint, owners] :
+			     {std::tuple{p.source, &p.source, &source_pipes},
+			      std::tuple{TargetIdentity(p.target), &p.target,
+			                 &target_pipes}}) {
+				auto [it, fresh] =
+				        owners->emplace(key, pipe->instance_id);
 				if (!fresh)
 					return Status::Error(
 					        at + ": " + *endpoint +

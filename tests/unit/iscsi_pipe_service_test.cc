@@ -24,6 +24,9 @@ constexpr uint64_t kGiB = 1ull << 30;
 constexpr const char *kHost = "node1.example.com";
 const std::string kUrl0 = "iscsi://127.0.0.1:3260/iqn.2003-01.org.x:peer/0";
 const std::string kUrl1 = "iscsi://127.0.0.1:3260/iqn.2003-01.org.x:peer/1";
+// kUrl0's LUN through another portal of the same target.
+const std::string kUrl0Portal2 =
+        "iscsi://10.0.0.2:3260/iqn.2003-01.org.x:peer/0";
 
 // Targets connect to /dev/sd<n>; errors are scripted per target.
 class FakeConnector : public TargetConnector
@@ -73,7 +76,8 @@ public:
 	}
 	std::mutex mu;
 	std::map<std::string, std::string> devices{{kUrl0, "/dev/sdx"},
-	                                           {kUrl1, "/dev/sdy"}};
+	                                           {kUrl1, "/dev/sdy"},
+	                                           {kUrl0Portal2, "/dev/sdz"}};
 	std::map<std::string, std::string> connected;
 	std::map<std::string, int> errors;
 	int connects = 0;
@@ -88,6 +92,7 @@ protected:
 		probe.AddBackstore("replipipe_0/b", "/dev/vg/b", 10 * kGiB);
 		probe.AddDevice("/dev/sdx", 10 * kGiB);
 		probe.AddDevice("/dev/sdy", 1 * kGiB); // too small
+		probe.AddDevice("/dev/sdz", 10 * kGiB);
 		service.SetTargetConnector(&connector);
 		ASSERT_TRUE(service.Load().ok());
 	}
@@ -168,6 +173,35 @@ TEST_F(IscsiPipeServiceTest, ReturnValues)
 	          ReturnValue::kTimeout);
 	EXPECT_TRUE(kernel.Snapshot().empty());
 	EXPECT_TRUE(service.ListPipes().empty());
+}
+
+// One LUN reached through two portals is one target: a second session
+// would be a second /dev/sdX for it, so device numbers cannot tell. Both
+// uses are refused before anything logs in.
+TEST_F(IscsiPipeServiceTest, OneLunThroughTwoPortalsIsOneTarget)
+{
+	MethodOutcome twice = service.CreateOrModify(Call(
+	        {"replipipe_0/a", "replipipe_0/b"}, {kUrl0, kUrl0Portal2}));
+	EXPECT_EQ(twice.return_value, ReturnValue::kInvalidParameter);
+	EXPECT_NE(twice.error.find("TargetEndpoint " + kUrl0Portal2 +
+	                           " is given twice"),
+	          std::string::npos)
+	        << twice.error;
+	EXPECT_EQ(connector.connects, 0);
+
+	MethodOutcome first =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(first.return_value, ReturnValue::kCompleted) << first.error;
+	const int connects = connector.connects;
+	MethodOutcome second =
+	        service.CreateOrModify(Call({"replipipe_0/b"}, {kUrl0Portal2}));
+	EXPECT_EQ(second.return_value, ReturnValue::kInvalidParameter);
+	EXPECT_NE(second.error.find("is already the target of replipipe_0/a"),
+	          std::string::npos)
+	        << second.error;
+	EXPECT_EQ(connector.connects, connects);
+	EXPECT_FALSE(connector.connected.count(kUrl0Portal2));
+	EXPECT_EQ(service.ListPipes().size(), 1u);
 }
 
 TEST_F(IscsiPipeServiceTest, TooSmallLunIsRefusedAndDisconnected)

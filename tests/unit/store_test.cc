@@ -271,6 +271,19 @@ TEST(Store, StoredValuesAreCheckedLikeTheCall)
 	                 "replipipe_0/a is also in pipe " + kA.instance_id},
 	                {{kA, other_a},
 	                 "/dev/a is also in pipe " + kA.instance_id},
+	                {{with([](PipeRecord &p) {
+		                  p.pairs[0].target = "iscsi://10.0.0.1:3260/"
+		                                      "iqn.2003-01.org.x:t/0";
+	                  }),
+	                  with([](PipeRecord &p) {
+		                  p.instance_id = kB.instance_id;
+		                  p.pairs[0].source = "replipipe_0/other";
+		                  p.pairs[0].target = "iscsi://10.0.0.2:3260/"
+		                                      "iqn.2003-01.org.x:t/0";
+	                  })},
+	                 "iscsi://10.0.0.2:3260/iqn.2003-01.org.x:t/0 is also "
+	                 "in pipe " +
+	                         kA.instance_id},
 	        };
 	for (const auto &[pipes, why] : bad) {
 		auto parsed = ParseStoreDocument(StoreDocument(pipes), "x");
