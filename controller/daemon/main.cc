@@ -347,6 +347,16 @@ int Run(const Options &opts, Detacher &detacher)
 	          << " id " << (*kernel)->family_id() << " version "
 	          << (*kernel)->family_version();
 
+	// The degraded-pair probes and resumes get a socket of their own: one
+	// can take the kernel's 5 s probe bound, and NetlinkKernel serializes
+	// the requests of one socket (DaemonService).
+	auto probe_kernel = NetlinkKernel::Open();
+	if (!probe_kernel.ok()) {
+		LogError() << "netlink (probe socket): "
+		           << probe_kernel.status().message();
+		return kExitFailure;
+	}
+
 	SystemEndpointProbe probe;
 	PipeService pipes(**kernel, store, probe, HostIdentity::FromSystem());
 	// iscsi:// target endpoints (docs/iscsi.md).
@@ -383,7 +393,8 @@ int Run(const Options &opts, Detacher &detacher)
 	ResyncJobs jobs(
 	        NetlinkPairJobFactory(),
 	        [&hub](const ControlEvent &event) { hub.Publish(event); });
-	DaemonService service(pipes, **kernel, &jobs, hub);
+	DaemonService service(pipes, **kernel, &jobs, hub, {},
+	                      probe_kernel->get());
 
 	ControlServerOptions server_options;
 	server_options.socket_path = opts.socket_path;
@@ -499,7 +510,12 @@ int Run(const Options &opts, Detacher &detacher)
 			}
 		}
 		if (probe_every.count() && steady_clock::now() >= next_probe) {
-			service.ProbeDegraded();
+			// On the service's probe thread: this loop keeps
+			// serving signals and events meanwhile. A probe
+			// still going skips this turn.
+			if (!service.RequestProbe())
+				LogDebug() << "probe: the previous one is "
+				              "still going";
 			next_probe = steady_clock::now() + probe_every;
 		}
 		if (steady_clock::now() >= next_tick) {

@@ -43,15 +43,19 @@ const KernelPairStatus *FindKernelPair(const KernelPipeStatus &kernel,
 
 DaemonService::DaemonService(PipeService &pipes, KernelApi &kernel,
                              ResyncJobs *jobs, EventHub &hub,
-                             PipePusher::Options push_options)
-    : pipes_(pipes), kernel_(kernel), jobs_(jobs), hub_(hub),
-      pusher_(
-              [this](const std::string &uuid) {
-	              return pipes_.PushIfMissing(uuid);
-              },
-              [this](const std::string &uuid) { RefreshPipe(uuid); },
-              push_options)
+                             PipePusher::Options push_options,
+                             KernelApi *probe_kernel)
+    : pipes_(pipes), kernel_(kernel),
+      probe_kernel_(probe_kernel ? *probe_kernel : kernel), jobs_(jobs),
+      hub_(hub), pusher_(
+                         [this](const std::string &uuid) {
+	                         return pipes_.PushIfMissing(uuid);
+                         },
+                         [this](const std::string &uuid) { RefreshPipe(uuid); },
+                         push_options)
 {
+	prober_ = std::make_unique<BackgroundTask>(
+	        [this](const std::stop_token &stop) { ProbeDegraded(stop); });
 	if (!jobs_)
 		return;
 	replan_thread_ = std::thread([this] { ReplanLoop(); });
@@ -61,6 +65,7 @@ DaemonService::DaemonService(PipeService &pipes, KernelApi &kernel,
 
 DaemonService::~DaemonService()
 {
+	prober_.reset(); // no probe after this: it uses what follows
 	if (!jobs_)
 		return;
 	jobs_->SetReplanSink({}); // no call of QueueReplan() after this
@@ -195,22 +200,35 @@ ControlReply DaemonService::SetRunState(const ControlRequest &request,
 		                                          "source \"" +
 		                                          *request.pair + "\"",
 		                                  ENOENT));
-	for (const std::string &source : sources) {
-		if (pause && jobs_)
-			jobs_->StopPair(uuid, source);
-		Status st = kernel_.SetPairState(uuid, source,
-		                                 pause ? PairState::kPaused
-		                                       : PairState::kSyncing);
-		if (!st.ok()) {
-			RefreshPipe(uuid);
-			return KernelError(st.Context(
-			        std::string(pause ? "pause" : "resume") +
-			        " pipe " + uuid + " pair " + source));
+	Status st;
+	std::string failed_source;
+	{
+		// After a probe of this pipe in progress, which would
+		// otherwise resume a pair paused here (at most the kernel's
+		// 5 s probe bound).
+		KeyedLock::Hold hold(run_state_, uuid);
+		for (const std::string &source : sources) {
+			if (pause && jobs_)
+				jobs_->StopPair(uuid, source);
+			// A resume probes the target (up to 5 s): on the
+			// probe channel, not the one status calls share.
+			st = pause ? kernel_.SetPairState(uuid, source,
+			                                  PairState::kPaused)
+			           : probe_kernel_.SetPairState(
+			                     uuid, source, PairState::kSyncing);
+			if (!st.ok()) {
+				failed_source = source;
+				break;
+			}
+			LogNotice() << (pause ? "paused" : "resumed")
+			            << " pipe " << uuid << " pair " << source;
 		}
-		LogNotice() << (pause ? "paused" : "resumed") << " pipe "
-		            << uuid << " pair " << source;
 	}
 	RefreshPipe(uuid);
+	if (!st.ok())
+		return KernelError(
+		        st.Context(std::string(pause ? "pause" : "resume") +
+		                   " pipe " + uuid + " pair " + failed_source));
 	return ControlReply{};
 }
 
@@ -371,7 +389,7 @@ void DaemonService::OnKernelEvent(const KernelEvent &event)
 	}
 }
 
-size_t DaemonService::ProbeDegraded()
+size_t DaemonService::ProbeDegraded(const std::stop_token &stop)
 {
 	auto listed = kernel_.ListPipes();
 	if (!listed.ok())
@@ -386,8 +404,19 @@ size_t DaemonService::ProbeDegraded()
 			continue;
 		bool changed = false;
 		for (const PairRecord &pr : record.pairs) {
+			if (stop.stop_requested())
+				return resumed;
 			const KernelPairStatus *kp =
 			        FindKernelPair(*kernel, pr.source);
+			if (!kp || kp->state != PairState::kDegraded)
+				continue;
+			KeyedLock::Hold hold(run_state_, record.instance_id);
+			// Again now that no pause or resume of the pipe
+			// runs: one since the listing is not undone here.
+			auto now = kernel_.GetPipe(record.instance_id);
+			if (!now.ok() || !*now)
+				break; // asked again at the next probe
+			kp = FindKernelPair(**now, pr.source);
 			if (!kp || kp->state != PairState::kDegraded)
 				continue;
 			ControlEvent event;
@@ -396,9 +425,9 @@ size_t DaemonService::ProbeDegraded()
 			event.name = record.name;
 			event.source = pr.source;
 			event.target = pr.target;
-			Status st = kernel_.SetPairState(record.instance_id,
-			                                 pr.source,
-			                                 PairState::kSyncing);
+			Status st = probe_kernel_.SetPairState(
+			        record.instance_id, pr.source,
+			        PairState::kSyncing);
 			if (st.ok()) {
 				LogNotice()
 				        << "probe: pipe " << record.instance_id

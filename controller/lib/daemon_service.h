@@ -14,6 +14,20 @@
 //   OnKernelEvent() a notification from the kernel's events group
 //   ProbeDegraded() the periodic probe (--probe-interval): resume Degraded
 //                   pairs whose target answers again
+//   RequestProbe()  the same on the service's probe thread; returns at once
+//
+// A probe of one pair can take the kernel's 5 s bound (PAIR_SET Syncing
+// reads and flushes the target first), so the daemon's main loop only asks
+// for one (RequestProbe()) and the service probes on a thread of its own
+// (BackgroundTask), over probe_kernel: with NetlinkKernel, whose requests
+// share one socket and one mutex, a probe on the main channel would hold
+// every other kernel call (status, refreshes) for as long. A resume goes
+// there too, for the same reason. Probes and pause/resume of one pipe are
+// serialized (run_state_), and a probe looks at the pair's state again once
+// it holds the pipe: a pair paused while the probe listed the pipes stays
+// Paused. Modify and delete are not held up by a probe: a pair replaced or
+// removed under it is either still mirroring (PAIR_SET Syncing changes
+// nothing) or gone (ENOENT, reported as a failed probe).
 //
 // When a resync job ends and ResyncJobs names a pipe that waited for it (a
 // job of its own held back by the one that ended: its pair's or its
@@ -28,18 +42,23 @@
 // uses are thread-safe themselves.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "background_task.h"
 #include "control_protocol.h"
 #include "daemon_events.h"
 #include "daemon_jobs.h"
 #include "kernel_api.h"
+#include "keyed_lock.h"
 #include "netlink_events.h"
 #include "pipe_pusher.h"
 #include "pipe_service.h"
@@ -57,11 +76,14 @@ class DaemonService
 {
 public:
 	// The references must outlive the service. jobs may be null (no
-	// resync jobs: tests, or a daemon without the engine).
+	// resync jobs: tests, or a daemon without the engine). probe_kernel
+	// carries the probes and resumes (null: kernel); the daemon gives it
+	// a netlink socket of its own.
 	DaemonService(PipeService &pipes, KernelApi &kernel, ResyncJobs *jobs,
-	              EventHub &hub, PipePusher::Options push_options = {});
-	// Stops taking re-plans from the jobs and waits for a refresh in
-	// progress.
+	              EventHub &hub, PipePusher::Options push_options = {},
+	              KernelApi *probe_kernel = nullptr);
+	// Stops the probe thread and the re-plans from the jobs, and waits for
+	// a probe (at most the pair it is at) and a refresh in progress.
 	~DaemonService();
 	DaemonService(const DaemonService &) = delete;
 	DaemonService &operator=(const DaemonService &) = delete;
@@ -74,7 +96,16 @@ public:
 	// Tries to resume every Degraded pair of the stored pipes (the kernel
 	// probes the target first and refuses while it does not answer);
 	// publishes a "probe" event per attempt. Returns how many resumed.
-	size_t ProbeDegraded();
+	// Runs on the caller's thread.
+	size_t ProbeDegraded() { return ProbeDegraded(std::stop_token()); }
+	// ProbeDegraded() on the probe thread; returns at once. false when a
+	// probe is still going (this request is dropped).
+	bool RequestProbe() { return prober_->Request(); }
+	// Tests: waits until no probe is asked for or going.
+	bool WaitProbeIdle(std::chrono::milliseconds timeout)
+	{
+		return prober_->WaitIdle(timeout);
+	}
 
 	// For sd_notify STATUS=: stored pipes, their pairs, those InSync.
 	PipeCounts Counts();
@@ -99,11 +130,17 @@ private:
 	// The jobs' replan sink: queues the pipe for the replan thread.
 	void QueueReplan(const std::string &uuid);
 	void ReplanLoop();
+	// Stops between two pairs once stop is set.
+	size_t ProbeDegraded(const std::stop_token &stop);
 
 	PipeService &pipes_;
 	KernelApi &kernel_;
+	KernelApi &probe_kernel_; // PAIR_SET Syncing (probe, resume)
 	ResyncJobs *const jobs_;
 	EventHub &hub_;
+	// Held by a probe of a pipe's pair and by a pause or resume of the
+	// pipe, by pipe UUID.
+	KeyedLock run_state_;
 
 	std::mutex replan_mu_;
 	std::condition_variable replan_cv_; // replan_due_ or replan_stop_
@@ -114,6 +151,9 @@ private:
 	// Pushes the stored pipes the kernel lacks (RefreshAll() tells it
 	// which); last, so that its thread ends before the rest goes.
 	PipePusher pusher_;
+	// Runs ProbeDegraded() for RequestProbe(); made last in the
+	// constructor, reset first in the destructor.
+	std::unique_ptr<BackgroundTask> prober_;
 };
 
 } // namespace replipipe

@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -214,6 +216,91 @@ TEST(ControlDaemon, PauseAndResume)
 	ASSERT_TRUE(d.Call(InProcessDaemon::Op(ControlOp::kResume, "db")).ok);
 	EXPECT_TRUE(WaitForState(d, "db", "replipipe_0/a", "Syncing"));
 	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 2; }));
+}
+
+// A probe of a Degraded pair may wait the kernel's 5 s bound on the target
+// (here: a fake kernel whose PAIR_SET blocks until released). It runs on the
+// service's probe thread: the caller (replipiped's main loop) gets its
+// answer at once, status answers meanwhile, a second request is dropped,
+// and a pause of the probed pair waits for the probe and then wins: the
+// pair ends Paused, not resumed over the administrator's pause.
+TEST(ControlDaemon, ProbeRunsOffTheCallersThreadAndAPauseWins)
+{
+	struct Gate {
+		std::mutex mu;
+		std::condition_variable cv;
+		int pair_sets = 0;     // guarded by mu
+		bool entered = false;  // guarded by mu
+		bool released = false; // guarded by mu
+	} gate;                        // outlives d, whose kernel calls it
+	InProcessDaemon d;
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	const std::string uuid = UuidOf(created.replication_pipe);
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
+	d.kernel_.ForcePairState(uuid, "replipipe_0/a", PairState::kDegraded);
+	d.service_.RefreshPipe(uuid); // its job goes
+	ASSERT_TRUE(d.WaitJobsIdle());
+	// The first PAIR_SET (the probe's) blocks like a target that does not
+	// answer; later ones go through.
+	d.kernel_.SetEntryHook([&gate](testing::FakeKernel::Op op) {
+		if (op != testing::FakeKernel::Op::kSetPairState)
+			return;
+		std::unique_lock lock(gate.mu);
+		if (gate.pair_sets++ != 0)
+			return;
+		gate.entered = true;
+		gate.cv.notify_all();
+		gate.cv.wait_for(lock, std::chrono::seconds(20),
+		                 [&gate] { return gate.released; });
+	});
+	auto release = [&gate] {
+		std::lock_guard lock(gate.mu);
+		gate.released = true;
+		gate.cv.notify_all();
+	};
+
+	auto started = std::chrono::steady_clock::now();
+	EXPECT_TRUE(d.service_.RequestProbe());
+	EXPECT_LT(std::chrono::steady_clock::now() - started, milliseconds(500))
+	        << "the probe ran on the caller's thread";
+	{
+		std::unique_lock lock(gate.mu);
+		if (!gate.cv.wait_for(lock, std::chrono::seconds(5),
+		                      [&gate] { return gate.entered; })) {
+			lock.unlock();
+			release();
+			FAIL() << "the probe never asked the kernel";
+		}
+	}
+
+	started = std::chrono::steady_clock::now();
+	ControlReply status =
+	        d.Call(InProcessDaemon::Op(ControlOp::kStatus, "db"));
+	EXPECT_TRUE(status.ok) << status.error;
+	EXPECT_LT(std::chrono::steady_clock::now() - started, milliseconds(500))
+	        << "status waited for the probe";
+	const ControlPair *pair = FindPair(status, "replipipe_0/a");
+	ASSERT_NE(pair, nullptr);
+	EXPECT_EQ(pair->state, "Degraded");
+	EXPECT_FALSE(d.service_.RequestProbe()) << "two probes at once";
+
+	ControlReply paused;
+	std::thread pauser([&] {
+		paused = d.Call(InProcessDaemon::Op(
+		        ControlOp::kPause, "db", std::string("replipipe_0/a")));
+	});
+	std::this_thread::sleep_for(milliseconds(200));
+	release();
+	pauser.join();
+	EXPECT_TRUE(paused.ok) << paused.error;
+	EXPECT_TRUE(d.service_.WaitProbeIdle(std::chrono::seconds(5)));
+	auto kernel = d.kernel_.Find(uuid);
+	ASSERT_TRUE(kernel.has_value());
+	EXPECT_EQ(kernel->pairs[0].state, PairState::kPaused)
+	        << "the probe resumed a pair paused meanwhile";
+	d.kernel_.SetEntryHook({});
 }
 
 // A modify that changes a pair's resync settings stops its job, and does not
