@@ -10,6 +10,8 @@
 #include <cassert>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -31,6 +33,8 @@ constexpr unsigned kMaxRetries = 1000;
 // Between two submissions the kernel refused with nothing in flight: 1000
 // tries take at least a second.
 constexpr auto kSubmitRetryPause = std::chrono::milliseconds(1);
+// user_data of CopierOptions::held_read_fd's read: no slot.
+constexpr uint64_t kHeldReadData = ~uint64_t{0} - 1;
 
 struct FreeDeleter {
 	void operator()(void *p) const { std::free(p); }
@@ -104,9 +108,12 @@ struct Request {
 struct RegionCopier::Impl {
 	~Impl()
 	{
-		// Copy() drains; only a broken ring can still hold requests,
-		// and closing it makes the kernel cancel them before the pinned
-		// buffer pages are released.
+		// Copy() drains, a broken ring too (Drain()); only one whose
+		// wait failed may still hold requests. Closing it makes the
+		// kernel cancel what it can; the buffers such requests may
+		// still use are left allocated rather than freed under them.
+		if (keep_buffers)
+			(void)buffers.release();
 		if (ring_ready)
 			io_uring_queue_exit(&ring);
 	}
@@ -114,6 +121,13 @@ struct RegionCopier::Impl {
 	Status Copy(RegionCopier *owner, uint64_t offset, uint64_t length,
 	            Deadline deadline);
 	Status Submit(unsigned *refused, bool *again);
+	// Handles every completion that is ready.
+	void Reap(RegionCopier *owner);
+	// The ring broke (why): waits for what the kernel still holds.
+	Status Drain(RegionCopier *owner, Status why);
+	// Submitted to the kernel and not completed yet, the copier's
+	// requests and the others (a test's stray or held request).
+	uint64_t outstanding() const { return submitted - completed; }
 	void Prepare(uint32_t slot);
 	void Complete(RegionCopier *owner, uint32_t slot, int res);
 	bool stopping(const RegionCopier *owner) const
@@ -123,6 +137,7 @@ struct RegionCopier::Impl {
 
 	// Set once the deadline of the Copy() running has passed.
 	bool expired = false;
+	uint8_t held_byte = 0; // CopierOptions::held_read_fd reads here
 
 	CopierOptions options;
 	Device source;
@@ -132,6 +147,11 @@ struct RegionCopier::Impl {
 	io_uring ring{};
 	bool ring_ready = false;
 	bool ring_broken = false;
+	// Every SQE the kernel took, every CQE seen: one CQE per SQE (no
+	// multishot requests here).
+	uint64_t submitted = 0;
+	uint64_t completed = 0;
+	bool keep_buffers = false; // requests may outlive the copier
 
 	// State of the Copy() running.
 	std::vector<Request> requests;
@@ -346,6 +366,7 @@ Status RegionCopier::Impl::Submit(unsigned *refused, bool *again)
 	if (rc == 0)
 		rc = io_uring_submit(&ring);
 	if (rc > 0) {
+		submitted += static_cast<unsigned>(rc);
 		*refused = 0;
 		return {};
 	}
@@ -359,7 +380,7 @@ Status RegionCopier::Impl::Submit(unsigned *refused, bool *again)
 	// kernel free both: wait for them. With nothing there, a wait would
 	// last forever: submit again shortly, even when stopping (what is
 	// queued drains through the kernel like the rest).
-	if (inflight > io_uring_sq_ready(&ring))
+	if (outstanding() > 0)
 		return {};
 	if (++*refused > kMaxRetries) {
 		// Queued, never submitted: no later submit may run them.
@@ -373,6 +394,64 @@ Status RegionCopier::Impl::Submit(unsigned *refused, bool *again)
 		std::this_thread::sleep_for(kSubmitRetryPause);
 	*again = true;
 	return {};
+}
+
+void RegionCopier::Impl::Reap(RegionCopier *owner)
+{
+	unsigned head;
+	unsigned seen = 0;
+	io_uring_cqe *cqe;
+	io_uring_for_each_cqe(&ring, head, cqe)
+	{
+		++seen;
+		const uint64_t data = io_uring_cqe_get_data64(cqe);
+		// Not a request of ours (liburing's internal timeout
+		// completes with LIBURING_UDATA_TIMEOUT): no slot.
+		if (data >= requests.size())
+			continue;
+		Complete(owner, static_cast<uint32_t>(data), cqe->res);
+	}
+	io_uring_cq_advance(&ring, seen);
+	completed += seen;
+}
+
+// The ring broke with requests maybe still in the kernel: a submit failed
+// hard while others were in flight, or was refused too often, or a wait
+// failed. Once Copy() returns, the job ends, its target counts as free for
+// another job (ResyncJobs) and the buffers and fds go with the copier: a
+// read or write of this copy landing later would overwrite that job's data
+// or use freed memory. So wait for every completion the kernel owes,
+// without submitting anything (what is queued was never submitted and
+// never will be: the ring is not used again). With the first error set,
+// the completions start no new transfer (Complete()). Reads and writes of
+// a block device cannot be cancelled once issued, so waiting is all there
+// is; it lasts as long as the slowest request, as a drain after a stop.
+Status RegionCopier::Impl::Drain(RegionCopier *owner, Status why)
+{
+	if (error.ok())
+		error = why;
+	while (outstanding() > 0) {
+		io_uring_cqe *cqe = nullptr;
+		int rc = io_uring_wait_cqe(&ring, &cqe);
+		if (rc == -EINTR || rc == -EAGAIN)
+			continue;
+		if (rc < 0) {
+			keep_buffers = true;
+			const std::string left = std::to_string(outstanding());
+			LogError()
+			        << "resync: " << why.message()
+			        << "; io_uring_wait_cqe: " << std::strerror(-rc)
+			        << ": " << left
+			        << " requests may still be in flight, their "
+			           "buffers are not freed";
+			return Status::Error(why.message() + " (" + left +
+			                             " requests may still be "
+			                             "in flight)",
+			                     why.err());
+		}
+		Reap(owner);
+	}
+	return why;
 }
 
 Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
@@ -398,7 +477,17 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 		io_uring_prep_nop(sqe);
 		io_uring_sqe_set_data64(sqe, *options.stray_completion);
 		// Alone: it must not take an entry the requests need.
-		io_uring_submit(&ring);
+		if (int rc = io_uring_submit(&ring); rc > 0)
+			submitted += static_cast<unsigned>(rc);
+	}
+	if (options.held_read_fd) {
+		io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+		assert(sqe != nullptr); // the ring is idle between calls
+		io_uring_prep_read(sqe, *options.held_read_fd, &held_byte, 1,
+		                   0);
+		io_uring_sqe_set_data64(sqe, kHeldReadData);
+		if (int rc = io_uring_submit(&ring); rc > 0)
+			submitted += static_cast<unsigned>(rc);
 	}
 	unsigned refused = 0; // submissions refused in a row
 
@@ -417,12 +506,13 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 			++inflight;
 			next += len;
 		}
-		if (inflight == 0 && io_uring_sq_ready(&ring) == 0)
+		if (inflight == 0 && io_uring_sq_ready(&ring) == 0 &&
+		    outstanding() == 0)
 			break; // done, failed or stopped, and drained
 		bool again = false;
 		Status submitted = Submit(&refused, &again);
 		if (!submitted.ok())
-			return submitted;
+			return Drain(owner, submitted);
 		if (again)
 			continue;
 		io_uring_cqe *cqe = nullptr;
@@ -431,24 +521,13 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 			continue;
 		if (rc < 0) {
 			ring_broken = true;
-			return Status::FromErrno("resync: io_uring_wait_cqe",
-			                         -rc);
+			return Drain(owner,
+			             Status::FromErrno(
+			                     "resync: io_uring_wait_cqe", -rc));
 		}
 		// Every completion that is ready, then one submit for all the
 		// transfers they started.
-		unsigned head;
-		unsigned seen = 0;
-		io_uring_for_each_cqe(&ring, head, cqe)
-		{
-			++seen;
-			const uint64_t data = io_uring_cqe_get_data64(cqe);
-			// Not a request of ours (liburing's internal timeout
-			// completes with LIBURING_UDATA_TIMEOUT): no slot.
-			if (data >= requests.size())
-				continue;
-			Complete(owner, static_cast<uint32_t>(data), cqe->res);
-		}
-		io_uring_cq_advance(&ring, seen);
+		Reap(owner);
 	}
 	if (!error.ok())
 		return error;

@@ -12,6 +12,10 @@
 //
 // On an error or a stop request, no new I/O is issued and everything in
 // flight is drained before Copy() returns; the ring is idle between calls.
+// That holds when the ring itself broke too (a submit failed or was refused
+// too often, a wait failed): Copy() waits for every request the kernel
+// still holds, so that the target is no longer written and the buffers are
+// unused once it returns.
 // A submission the kernel refuses for want of resources (EAGAIN, EBUSY) is
 // retried after completions are reaped, or, with none to reap, after a
 // short sleep, a bounded number of times. A completion that is none of the
@@ -66,6 +70,10 @@ struct CopierOptions {
 	// a completion that is none of the copier's requests (as liburing's
 	// own timeout with LIBURING_UDATA_TIMEOUT).
 	std::optional<uint64_t> stray_completion;
+	// Tests only: each Copy() first submits a one-byte read of this fd (a
+	// pipe the test writes to when it likes), a request of no slot that
+	// the kernel holds until then (as a slow device would).
+	std::optional<int> held_read_fd;
 };
 
 class RegionCopier

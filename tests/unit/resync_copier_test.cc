@@ -526,6 +526,69 @@ TEST(RegionCopier, SubmitsRefusedForeverFailTheCopy)
 	});
 }
 
+// A ring that broke (a submit failed hard, or was refused too often) may
+// still hold requests in the kernel: a slow device's, here a read of a pipe
+// that the test writes to only after 3 s. Copy() must not return before
+// they completed: once it has, the job ends, its target counts as free for
+// another job and the copier's buffers and fds are freed, so a late write
+// would land on a target someone else copies to now.
+void ExpectBrokenRingDrained(int submit_error, int refused_first)
+{
+	ScratchDir dir;
+	ExpectReturnsWithin(30, [&dir, submit_error, refused_first] {
+		WriteFile(dir / "src", RandomBytes(4 * kMiB, 42));
+		WriteFile(dir / "dst", {});
+		int fds[2];
+		if (::pipe2(fds, O_CLOEXEC) < 0)
+			return std::string("pipe2 failed");
+		CopierOptions options;
+		options.chunk_bytes = 256 * kKiB;
+		options.queue_depth = 4;
+		options.held_read_fd = fds[0];
+		int calls = 0;
+		// The first submit goes through (reads in the kernel),
+		// then none does.
+		options.inject_submit = [&calls, submit_error, refused_first] {
+			return ++calls <= refused_first ? 0 : submit_error;
+		};
+		auto copier =
+		        RegionCopier::Open(dir / "src", dir / "dst", options);
+		if (!copier.ok())
+			return copier.status().message();
+		const auto held = std::chrono::seconds(3);
+		std::thread writer([&] {
+			std::this_thread::sleep_for(held);
+			(void)!::write(fds[1], "x", 1);
+		});
+		const auto started = std::chrono::steady_clock::now();
+		Status st = (*copier)->Copy(0, 4 * kMiB);
+		const auto took = std::chrono::steady_clock::now() - started;
+		writer.join();
+		if (st.ok() ||
+		    st.message().find("io_uring_submit") == std::string::npos)
+			return "copy: " + st.message();
+		if (took < held - std::chrono::milliseconds(200))
+			return "Copy() returned after " +
+			       std::to_string(
+			               std::chrono::duration_cast<
+			                       std::chrono::milliseconds>(took)
+			                       .count()) +
+			       " ms with a request still in the kernel (" +
+			       st.message() + ")";
+		return std::string();
+	});
+}
+
+TEST(RegionCopier, ASubmitErrorWaitsForWhatTheKernelHolds)
+{
+	ExpectBrokenRingDrained(-EFAULT, 1);
+}
+
+TEST(RegionCopier, SubmitsRefusedForeverWaitForWhatTheKernelHolds)
+{
+	ExpectBrokenRingDrained(-EBUSY, 0);
+}
+
 // A completion whose user_data is none of the copier's requests (liburing's
 // internal timeout, on kernels without IORING_FEAT_EXT_ARG, completes with
 // LIBURING_UDATA_TIMEOUT, -1) is ignored, not taken for a request slot.
