@@ -4,6 +4,7 @@
 #include <netlink/attr.h>
 
 #include "netlink_codec.h"
+#include "netlink_dump_retry.h"
 
 namespace replipipe
 {
@@ -75,15 +76,19 @@ Result<std::vector<KernelPipeStatus>> NetlinkKernel::ListPipes()
 {
 	std::lock_guard<std::mutex> lock(mu_);
 	std::vector<KernelPipeStatus> pipes;
-	Status st = sock_->Request(
-	        sock_->NewRequest(REPLIPIPE_CMD_PIPE_GET, NLM_F_DUMP),
-	        [&](nlmsghdr *hdr) {
-		        auto pipe = ParsePipeMessage(hdr);
-		        if (!pipe.ok())
-			        return pipe.status();
-		        pipes.push_back(std::move(*pipe));
-		        return Status();
-	        });
+	// A pipe that grew during the dump fails it with EMSGSIZE: dump again.
+	Status st = RetryGrownDump([&] {
+		pipes.clear();
+		return sock_->Request(
+		        sock_->NewRequest(REPLIPIPE_CMD_PIPE_GET, NLM_F_DUMP),
+		        [&](nlmsghdr *hdr) {
+			        auto pipe = ParsePipeMessage(hdr);
+			        if (!pipe.ok())
+				        return pipe.status();
+			        pipes.push_back(std::move(*pipe));
+			        return Status();
+		        });
+	});
 	if (!st.ok())
 		return st.Context("kernel PIPE_GET dump");
 	return pipes;

@@ -10,9 +10,12 @@
 #include <netlink/msg.h>
 
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "netlink_client.h"
 #include "netlink_codec.h"
+#include "netlink_dump_retry.h"
 #include "netlink_events.h"
 #include "netlink_resync.h"
 #include "netlink_socket.h"
@@ -308,6 +311,60 @@ TEST(NetlinkCodec, DoneCarriesDumpError)
 	nlmsg_append(ok.get(), const_cast<int *>(&zero), sizeof(zero),
 	             NLMSG_ALIGNTO);
 	EXPECT_EQ(ErrorOfDone(nlmsg_hdr(ok.get()), &extack), 0);
+}
+
+// The NLMSG_DONE a PIPE_GET dump ends with when a pipe grew beyond the size
+// the dump's .start gave its messages (decision 28).
+Status GrownDumpError()
+{
+	NlMsgPtr msg(
+	        nlmsg_alloc_simple(NLMSG_DONE, NLM_F_MULTI | NLM_F_ACK_TLVS));
+	const int err = -EMSGSIZE;
+	nlmsg_append(msg.get(), const_cast<int *>(&err), sizeof(err),
+	             NLMSG_ALIGNTO);
+	nla_put_string(msg.get(), NLMSGERR_ATTR_MSG,
+	               "a pipe grew during the dump; dump again");
+	std::string extack;
+	const int e = ErrorOfDone(nlmsg_hdr(msg.get()), &extack);
+	return KernelError(e, extack);
+}
+
+// That dump is tried again, with its output started afresh, a bounded
+// number of times; other errors are not retried.
+TEST(NetlinkDump, GrownPipeIsDumpedAgain)
+{
+	int dumps = 0;
+	std::vector<std::string> got;
+	Status st = RetryGrownDump([&] {
+		got.clear();
+		got.push_back("p1");
+		if (++dumps < 3)
+			return GrownDumpError();
+		got.push_back("p2");
+		return Status();
+	});
+	EXPECT_TRUE(st.ok()) << st.message();
+	EXPECT_EQ(dumps, 3);
+	EXPECT_EQ(got, (std::vector<std::string>{"p1", "p2"}));
+
+	dumps = 0;
+	st = RetryGrownDump([&] {
+		++dumps;
+		return GrownDumpError();
+	});
+	EXPECT_EQ(dumps, 3);
+	EXPECT_EQ(st.err(), EMSGSIZE);
+	EXPECT_EQ(st.message(),
+	          "dumped 3 times, a pipe grew during each: a pipe grew "
+	          "during the dump; dump again: Message too long");
+
+	dumps = 0;
+	st = RetryGrownDump([&] {
+		++dumps;
+		return Status::Error("no answer", ETIMEDOUT);
+	});
+	EXPECT_EQ(dumps, 1);
+	EXPECT_EQ(st.err(), ETIMEDOUT);
 }
 
 TEST(NetlinkCodec, KernelErrorText)

@@ -1,0 +1,26 @@
+#include "netlink_dump_retry.h"
+
+#include <cerrno>
+#include <string>
+
+#include "log.h"
+
+namespace replipipe
+{
+
+Status RetryGrownDump(const std::function<Status()> &dump, unsigned attempts)
+{
+	Status st;
+	for (unsigned i = 1;; ++i) {
+		st = dump();
+		if (st.ok() || st.err() != EMSGSIZE)
+			return st;
+		if (i >= attempts)
+			return st.Context("dumped " + std::to_string(i) +
+			                  " times, a pipe grew during each");
+		LogDebug() << "netlink dump: " << st.message()
+		           << "; dumping again";
+	}
+}
+
+} // namespace replipipe
