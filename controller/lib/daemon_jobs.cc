@@ -294,6 +294,57 @@ size_t ResyncJobs::__Live() const
 	return n;
 }
 
+size_t ResyncJobs::__LiveOf(const std::string &pipe_id) const
+{
+	size_t n = 0;
+	for (const auto &job : jobs_)
+		n += !job->ended && job->spec.pipe_id == pipe_id ? 1 : 0;
+	return n;
+}
+
+size_t ResyncJobs::__SlotsAhead(const std::string &pipe_id,
+                                size_t live_of) const
+{
+	size_t ahead = 0;
+	for (const auto &[other, want] : want_slot_)
+		if (other != pipe_id && __LiveOf(other) < live_of)
+			ahead += want;
+	return ahead;
+}
+
+void ResyncJobs::__SetWant(const std::string &pipe_id, size_t want,
+                           std::set<std::string> &wake)
+{
+	auto it = want_slot_.find(pipe_id);
+	const size_t before = it == want_slot_.end() ? 0 : it->second;
+	if (want)
+		want_slot_[pipe_id] = want;
+	else if (it != want_slot_.end())
+		want_slot_.erase(it);
+	// Slots this pipe held back from others may be free for them now.
+	if (want >= before || stopped_ ||
+	    (options_.max_running != 0 && __Live() >= options_.max_running))
+		return;
+	for (auto w = waiting_.begin(); w != waiting_.end();) {
+		if (*w == pipe_id) {
+			++w;
+			continue;
+		}
+		wake.insert(*w);
+		w = waiting_.erase(w);
+	}
+}
+
+void ResyncJobs::Replan(const std::set<std::string> &pipes)
+{
+	if (pipes.empty())
+		return;
+	std::lock_guard lock(replan_mu_);
+	if (replan_)
+		for (const std::string &pipe_id : pipes)
+			replan_(pipe_id);
+}
+
 void ResyncJobs::__TakeExited(JobList &out)
 {
 	for (auto it = jobs_.begin(); it != jobs_.end();) {
@@ -481,10 +532,7 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 			event.message = status.message();
 		}
 		Emit(event);
-		std::lock_guard lock(replan_mu_);
-		if (replan_)
-			for (const std::string &pipe_id : wake)
-				replan_(pipe_id);
+		Replan(wake);
 	} catch (...) {
 		// A log line, an event or a replan lost to an exhausted
 		// allocator; the job's end is recorded all the same, and the
@@ -503,6 +551,7 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 
 	std::vector<std::pair<PairJobSpec, Status>> not_started;
 	JobList to_join;
+	std::set<std::string> wake;
 	{
 		std::lock_guard lock(mu_);
 		if (stopped_)
@@ -523,6 +572,8 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 		}
 		const auto now = Clock::now();
 		size_t live = __Live();
+		size_t live_of_pipe = __LiveOf(pipe.instance_id);
+		size_t held_by_cap = 0;
 		for (const auto &[source, spec] : plan.wanted) {
 			auto entry =
 			        entries_.try_emplace({pipe.instance_id, source})
@@ -538,10 +589,18 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 			}
 			if (now < entry->second.not_before)
 				continue;
-			if (__TargetBusy(target) ||
-			    (options_.max_running != 0 &&
-			     live >= options_.max_running)) {
+			if (__TargetBusy(target)) {
 				waiting_.insert(pipe.instance_id);
+				continue;
+			}
+			// A free slot, and not one a less served pipe
+			// waits for.
+			if (options_.max_running != 0 &&
+			    live + __SlotsAhead(pipe.instance_id,
+			                        live_of_pipe) >=
+			            options_.max_running) {
+				waiting_.insert(pipe.instance_id);
+				++held_by_cap;
 				continue;
 			}
 			Status started = __Start(entry, spec, target);
@@ -551,10 +610,13 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 				continue;
 			}
 			++live;
+			++live_of_pipe;
 		}
+		__SetWant(pipe.instance_id, held_by_cap, wake);
 		__TakeExited(to_join);
 	}
 	Join(to_join);
+	Replan(wake);
 	for (const auto &[spec, status] : not_started) {
 		LogError() << status.message();
 		ControlEvent event = JobEvent(spec, "resync_failed");
@@ -566,8 +628,10 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 void ResyncJobs::StopPipe(const std::string &pipe_id)
 {
 	JobList to_join;
+	std::set<std::string> wake;
 	{
 		std::lock_guard lock(mu_);
+		__SetWant(pipe_id, 0, wake);
 		for (auto it = entries_.begin(); it != entries_.end();) {
 			if (it->first.first != pipe_id) {
 				++it;
@@ -582,6 +646,7 @@ void ResyncJobs::StopPipe(const std::string &pipe_id)
 		__TakeExited(to_join);
 	}
 	Join(to_join);
+	Replan(wake);
 }
 
 void ResyncJobs::StopPair(const std::string &pipe_id, const std::string &source)

@@ -29,6 +29,16 @@
 // ends, for the daemon to call SyncPipe() for it again with the kernel's
 // state then; nothing starts a job but SyncPipe().
 //
+// The slots are shared between pipes, least served first: a pipe whose
+// pairs found no free slot is remembered with how many, and a pipe may take
+// a free slot only when the slots left exceed what the waiting pipes with
+// fewer live jobs than it ask for. Otherwise a pipe with many pairs would
+// keep a small pipe waiting until its whole backlog was copied, since the
+// pipe planned first after a job ends (the one whose job ended, or the
+// first UUID in the daemon's replan set) took every freed slot. A pipe
+// whose demand drops (it was served, paused, deleted) hands the slots it
+// held back to the other waiting pipes, which are planned again.
+//
 // A job is planned for one pair: the kernel's pair serial (0 from a module
 // that reports none) is in its spec and on each of its claims. When a
 // PIPE_SET replaced that pair (same source, a new serial) the kernel refuses
@@ -201,6 +211,14 @@ private:
 	void __Failed(Entry &entry, Clock::time_point now); // back-off
 	bool __TargetBusy(const Target &target) const; // a live job writes it
 	size_t __Live() const;
+	size_t __LiveOf(const std::string &pipe_id) const;
+	// Slots other pipes, with fewer live jobs than live_of, wait for.
+	size_t __SlotsAhead(const std::string &pipe_id, size_t live_of) const;
+	// Records pipe_id's new demand for slots; when it dropped and slots
+	// are free, moves the pipes waiting for them into wake.
+	void __SetWant(const std::string &pipe_id, size_t want,
+	               std::set<std::string> &wake);
+	void Replan(const std::set<std::string> &pipes);
 	// Moves out the ended jobs whose threads have exited: joining them
 	// waits for nothing but the threads' return.
 	void __TakeExited(JobList &out);
@@ -224,6 +242,9 @@ private:
 	// Pipes a job was held back for (by a live job of its pair or target,
 	// or by the cap) since a job last ended. guarded by mu_
 	std::set<std::string> waiting_;
+	// Pipes whose Syncing pairs found no free slot at their last
+	// SyncPipe(), with how many. guarded by mu_
+	std::map<std::string, size_t> want_slot_;
 };
 
 } // namespace replipipe

@@ -796,6 +796,59 @@ TEST(ControlJobs, CapOnLiveJobs)
 	EXPECT_EQ(lab.made[3].source, "replipipe_0/d");
 }
 
+// Slots are shared between pipes: a pipe with many pairs must not keep a
+// small pipe waiting until its whole backlog is done. When a slot frees,
+// the waiting pipe with the fewest live jobs gets it, whichever pipe is
+// planned first (here the big one: its UUID sorts first, as in the
+// daemon's replan set, and its own pair's end is what freed the slot).
+TEST(ControlJobs, SlotsAreSharedFairlyBetweenPipes)
+{
+	Lab lab;
+	Replans replans;
+	ResyncJobsOptions options = kNoBackoff;
+	options.rerun_delay = milliseconds(60000);
+	options.max_running = 2;
+	ResyncJobs jobs(lab.Factory(), nullptr, options);
+	jobs.SetReplanSink(replans.Sink());
+	std::vector<KernelPairStatus> many;
+	for (int i = 0; i < 6; ++i)
+		many.push_back(KernelPair("replipipe_0/b" + std::to_string(i),
+		                          "/dev/big" + std::to_string(i),
+		                          uint64_t(i + 1)));
+	PipeState big("11111111-0000-4000-8000-000000000000", many);
+	PipeState small("22222222-0000-4000-8000-000000000000",
+	                {KernelPair("replipipe_1/s", "/dev/small", 9)});
+	jobs.SyncPipe(big.pipe, big.kernel);
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() == 2; }));
+	jobs.SyncPipe(small.pipe, small.kernel);
+	std::this_thread::sleep_for(milliseconds(50));
+	EXPECT_EQ(lab.Made(), 2u);
+
+	lab.Finish("replipipe_0/b0");
+	ASSERT_TRUE(replans.WaitFor(1));
+	jobs.SyncPipe(big.pipe, big.kernel);
+	jobs.SyncPipe(small.pipe, small.kernel);
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() == 3; }));
+	std::this_thread::sleep_for(milliseconds(50));
+	EXPECT_EQ(jobs.running(), 2u);
+	{
+		std::lock_guard lock(lab.mu);
+		EXPECT_EQ(lab.made[2].source, "replipipe_1/s")
+		        << "the big pipe took the freed slot";
+	}
+
+	// The small pipe served, the big one takes the next slots.
+	const size_t replanned = replans.Count();
+	lab.Finish("replipipe_0/b1");
+	ASSERT_TRUE(replans.WaitFor(replanned + 1));
+	jobs.SyncPipe(small.pipe, small.kernel);
+	jobs.SyncPipe(big.pipe, big.kernel);
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() == 4; }));
+	std::lock_guard lock(lab.mu);
+	EXPECT_EQ(lab.made[3].source.rfind("replipipe_0/b", 0), 0u)
+	        << lab.made[3].source;
+}
+
 // An exception from the factory or from a job ends that job as failed,
 // with a message; the daemon lives on and the pair gets a job again after
 // its back-off.
