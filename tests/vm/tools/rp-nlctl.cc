@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
@@ -34,6 +35,7 @@
 #include "netlink_socket.h"
 #include "resync_copier.h"
 #include "resync_pair.h"
+#include "resync_rate.h"
 
 using namespace replipipe;
 
@@ -69,7 +71,8 @@ const char kUsage[] =
         "         [--chunk-kib K] [--rate-kibps R] [--batch-regions N]\n"
         "  copy SRC DST [--offset BYTES] [--length BYTES] [--qd N]\n"
         "       [--chunk-kib K] [--rate-kibps R]   (the resync copier alone,\n"
-        "       no kernel: for benchmarks)\n"
+        "       no kernel: for benchmarks; --rate-kibps paces slices of a\n"
+        "       quarter second of the rate, as resync paces its claims)\n"
         "  (every command takes --nl-timeout SECONDS, default 10)\n";
 
 struct UsageError {
@@ -588,20 +591,45 @@ int CmdCopy(Args &args)
 	auto copier = RegionCopier::Open(pos[0], pos[1], options);
 	if (!copier.ok())
 		return Fail(copier.status());
+	// RegionCopier::Copy() runs at full speed whatever the rate (a resync
+	// claim must not be held longer than its copy); PairResync paces its
+	// claims instead. So does this: slices of a quarter second of the
+	// rate (at least one chunk), each after the bucket has paid for the
+	// last one. Without a rate, one Copy() of everything.
+	const uint64_t rate = options.rate_limit_kibps * 1024;
+	const uint64_t slice =
+	        rate ? std::max<uint64_t>(rate / 4 / options.chunk_bytes *
+	                                          options.chunk_bytes,
+	                                  options.chunk_bytes)
+	             : UINT64_MAX;
+	const uint64_t end =
+	        length > UINT64_MAX - offset ? UINT64_MAX : offset + length;
+	TokenBucket bucket(rate, slice);
 	const auto t0 = std::chrono::steady_clock::now();
-	Status st = (*copier)->Copy(offset, length);
+	Status st;
+	uint64_t bytes = 0;
+	for (uint64_t pos_bytes = offset;
+	     st.ok() && pos_bytes < std::min(end, (*copier)->source_bytes());
+	     pos_bytes += slice) {
+		std::this_thread::sleep_for(bucket.Wait(0));
+		st = (*copier)->Copy(pos_bytes,
+		                     std::min(slice, end - pos_bytes));
+		bytes += (*copier)->batch_bytes();
+		bucket.Take((*copier)->batch_bytes());
+		if (slice == UINT64_MAX)
+			break;
+	}
 	const double secs = std::chrono::duration<double>(
 	                            std::chrono::steady_clock::now() - t0)
 	                            .count();
-	const uint64_t bytes = (*copier)->batch_bytes();
 	std::printf("copy source=%s target=%s result=%s bytes=%" PRIu64
 	            " seconds=%.3f mb_per_s=%.1f qd=%u chunk_kib=%u direct=%d "
-	            "fixed_buffers=%d\n",
+	            "fixed_buffers=%d rate_kibps=%" PRIu64 "\n",
 	            Esc(pos[0]).c_str(), Esc(pos[1]).c_str(),
 	            st.ok() ? "ok" : "failed", bytes, secs,
 	            secs > 0 ? bytes / secs / 1e6 : 0.0, options.queue_depth,
 	            options.chunk_bytes / 1024, (*copier)->direct_io(),
-	            (*copier)->fixed_buffers());
+	            (*copier)->fixed_buffers(), options.rate_limit_kibps);
 	return st.ok() ? kExitOk : Fail(st);
 }
 
