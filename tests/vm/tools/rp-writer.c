@@ -55,6 +55,7 @@ struct writer_opts {
 	uint64_t seed;
 	bool stop_on_error;
 	bool fsync_at_end;
+	bool dsync;		/* O_DSYNC: each write has FUA */
 	bool log_sync;		/* each record durable before the next write */
 };
 
@@ -86,10 +87,11 @@ static void usage(void)
 		"usage: rp-writer --dev PATH --log PREFIX [--threads N] [--offset B] [--span B]\n"
 		"                 [--min-size B] [--max-size B] [--count N] [--bytes B] [--seconds S]\n"
 		"                 [--seed S] [--stop-on-error | --continue-on-error] [--fsync]\n"
-		"                 [--log-sync]\n"
+		"                 [--dsync] [--log-sync]\n"
 		"  sizes take K/M/G suffixes; logs go to PREFIX.<thread>; defaults: 4 threads,\n"
 		"  the whole device, 4K..1M, --continue-on-error; at least one of --count,\n"
 		"  --bytes, --seconds is required (totals over all threads).\n"
+		"  --dsync: the device is opened O_DSYNC (each write is sent with FUA).\n"
 		"  --log-sync: every log record is durable (O_DSYNC) before the next write.\n");
 	exit(64);
 }
@@ -306,6 +308,9 @@ static void parse_args(int argc, char **argv, struct writer_opts *o)
 		} else if (!strcmp(a, "--fsync")) {
 			o->fsync_at_end = true;
 			continue;
+		} else if (!strcmp(a, "--dsync")) {
+			o->dsync = true;
+			continue;
 		} else if (!strcmp(a, "--log-sync")) {
 			o->log_sync = true;
 			continue;
@@ -370,7 +375,7 @@ int main(int argc, char **argv)
 	int fd;
 
 	parse_args(argc, argv, &o);
-	fd = open(o.dev, O_WRONLY | O_DIRECT);
+	fd = open(o.dev, O_WRONLY | O_DIRECT | (o.dsync ? O_DSYNC : 0));
 	if (fd < 0) {
 		fprintf(stderr, "rp-writer: open %s: %s\n", o.dev, strerror(errno));
 		return 2;
