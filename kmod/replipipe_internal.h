@@ -51,6 +51,12 @@
  */
 #define RP_INTENT_CHUNK_KIB_DEFAULT	4096
 #define RP_INTENT_CHUNK_KIB_MAX		(1024 * 1024)
+/*
+ * Most bits of a pair's maps of unflushed regions (32 KiB each): a larger
+ * pair gets a bit per run of regions.  A flush's completion clears one in
+ * bio completion context, with interrupts off.
+ */
+#define RP_UNFLUSHED_MAX_BITS		(1U << 18)
 
 struct rp_pair;
 struct rp_dev;
@@ -140,6 +146,27 @@ static inline bool rp_bits_any(const unsigned long *bits, u64 first, u64 last)
 	return find_next_bit(bits, last + 1, first) <= last;
 }
 
+/*
+ * Sets in @regions (@nr_regions bits) the regions of every bit set in
+ * @chunks (@nr_chunks bits, 1 << @shift regions each; the last may be
+ * short), a run of set bits at a time: O(words), not O(regions), for the
+ * callers run with interrupts off over bitmaps of up to 2^32 regions.
+ */
+static inline void rp_bits_set_chunks(unsigned long *regions, u64 nr_regions,
+				      const unsigned long *chunks,
+				      u64 nr_chunks, unsigned int shift)
+{
+	u64 i = 0, j, r0, r1;
+
+	while ((i = find_next_bit(chunks, nr_chunks, i)) < nr_chunks) {
+		j = find_next_zero_bit(chunks, nr_chunks, i);
+		r0 = i << shift;
+		r1 = min(j << shift, nr_regions);
+		bitmap_set(regions, r0, r1 - r0);
+		i = j;
+	}
+}
+
 struct rp_pipe {
 	struct list_head	node;		/* rp_pipes */
 	char			id[REPLIPIPE_PIPE_ID_MAX_LEN + 1];
@@ -172,6 +199,8 @@ struct rp_pair {
 	u64			src_bytes;
 	u64			nr_regions;
 	unsigned int		region_sect_shift; /* log2(sectors per region) */
+	unsigned int		uf_shift;	/* regions per unflushed bit, log2 */
+	u64			uf_nbits;	/* bits of uf_new and uf_old */
 
 	/* Copies of the pipe's parameters for the data path (pair->lock). */
 	u8			mode;
@@ -189,6 +218,16 @@ struct rp_pair {
 	unsigned long		*claimed;
 	unsigned long		*redirty;	/* dirtied while claimed */
 	u64			nr_dirty;
+	/*
+	 * Regions the target acknowledged into its volatile write cache
+	 * since its last completed flush (rp_pipe.c, "Unflushed"): uf_new
+	 * since the last swap, uf_old before it; *_set: a bit may be set.
+	 */
+	unsigned long		*uf_new;
+	unsigned long		*uf_old;
+	bool			uf_new_set;
+	bool			uf_old_set;
+	u64			uf_gen;		/* swaps of uf_new and uf_old */
 	u64			lag_bytes;
 	struct list_head	inflight;	/* rp_req writing to the legs */
 	struct list_head	held;		/* rp_req waiting for a claim */
@@ -236,6 +275,7 @@ struct rp_req {
 	u64			last_region;
 	blk_opf_t		primary_opf;
 	blk_opf_t		target_opf;
+	u64			flush_gen;	/* RP_REQ_FLUSH: its target flush's */
 	unsigned int		flags;
 	refcount_t		pending;	/* command-side bios + submitter */
 	atomic_t		async_pending;	/* async bios + submitter */
@@ -319,6 +359,10 @@ void __rp_pair_dirty_set(struct rp_pair *pair);
 void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req);
 bool __rp_pair_busy(struct rp_pair *pair, u64 first, u64 last);
 bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req);
+void rp_pair_target_written(struct rp_pair *pair, struct rp_req *req);
+u64 rp_pair_flush_begin(struct rp_pair *pair);
+void rp_pair_flush_done(struct rp_pair *pair, u64 gen);
+int rp_pair_flush_target(struct rp_pair *pair);
 void rp_pair_mark_dirty(struct rp_pair *pair, struct rp_req *req);
 bool rp_pair_lag_reserve(struct rp_pair *pair, u64 bytes, bool *reserved);
 void rp_pair_lag_release(struct rp_pair *pair, u64 bytes);

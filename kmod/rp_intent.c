@@ -129,24 +129,15 @@ static void rp_intent_bit_regions(const struct rp_intent *in, u64 i, u64 *r0,
 }
 
 /*
- * Sets in @regions the regions of every marked chunk, a run of marked
- * chunks at a time: O(words), not O(regions), for this runs with
- * interrupts off and a record may have billions of regions.  in->lock
- * held.
+ * Sets in @regions the regions of every marked chunk: O(words), for this
+ * runs with interrupts off and a record may have billions of regions.
+ * in->lock held.
  */
 static void __rp_intent_set_regions(const struct rp_intent *in,
 				    unsigned long *regions)
 {
-	u64 i = 0, j, r0, r1;
-
-	while ((i = find_next_bit(in->maps.bits, in->nr_bits, i)) <
-	       in->nr_bits) {
-		j = find_next_zero_bit(in->maps.bits, in->nr_bits, i);
-		r0 = i << in->chunk_shift;
-		r1 = min(j << in->chunk_shift, in->nr_regions);
-		bitmap_set(regions, r0, r1 - r0);
-		i = j;
-	}
+	rp_bits_set_chunks(regions, in->nr_regions, in->maps.bits, in->nr_bits,
+			   in->chunk_shift);
 }
 
 /* Sets the binding's geometry (in->lock held or @in not shared yet). */
@@ -1170,8 +1161,8 @@ static int rp_intent_flush_legs(struct rp_intent *in, struct rp_pair *pair)
 	int ret;
 
 	ret = blkdev_issue_flush(in->dev->primary.bdev);
-	if (!ret)
-		ret = blkdev_issue_flush(pair->tgt.bdev);
+	if (!ret)	/* also clears the pair's older unflushed regions */
+		ret = rp_pair_flush_target(pair);
 	if (ret)
 		pr_warn_ratelimited("%s: write-intent record %s: a leg's flush failed (%d); its chunks stay marked\n",
 				    in->dev->name, in->path, ret);

@@ -11,7 +11,9 @@
  *                 pair's page pool, bounded by max lag; the command
  *                 completes when the primary leg is done; target legs of
  *                 overlapping ranges are issued in submission order.
- * SYNCHRONIZE CACHE and FUA reach both legs.  UNMAP and WRITE SAME are
+ * SYNCHRONIZE CACHE and FUA reach both legs; what the target acknowledged
+ * without FUA is tracked until a flush of it completes (rp_pipe.c,
+ * "Unflushed").  UNMAP and WRITE SAME are
  * mirrored synchronously in synchronous mode; in asynchronous mode, or when
  * their regions are claimed, they go to the primary and mark the regions
  * dirty (the resync copies them).
@@ -99,7 +101,10 @@ static void rp_req_cmd_done(struct rp_req *req)
 	if ((req->flags & (RP_REQ_MIRROR | RP_REQ_ASYNC)) == RP_REQ_MIRROR) {
 		if (atomic_read(&req->target_errors)) {
 			fail_target = rp_pair_target_failed(req->pair, req);
-		} else if (!(req->flags & RP_REQ_FLUSH)) {
+		} else if (req->flags & RP_REQ_FLUSH) {
+			rp_pair_flush_done(req->pair, req->flush_gen);
+		} else {
+			rp_pair_target_written(req->pair, req);
 			atomic64_inc(&req->pair->writes_mirrored);
 			atomic64_add((u64)req->nr_sects << SECTOR_SHIFT,
 				     &req->pair->bytes_mirrored);
@@ -131,6 +136,7 @@ static void rp_req_async_done(struct rp_req *req)
 	if (atomic_read(&req->target_errors)) {
 		rp_pair_target_failed(pair, req);
 	} else if (!(req->flags & RP_REQ_NOCOPY)) {
+		rp_pair_target_written(pair, req);
 		atomic64_inc(&pair->writes_mirrored);
 		atomic64_add(bytes, &pair->bytes_mirrored);
 	}
@@ -642,6 +648,7 @@ sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd)
 	refcount_inc(&req->pending);
 	submit_bio(bio);
 	if (req->flags & RP_REQ_MIRROR) {
+		req->flush_gen = rp_pair_flush_begin(req->pair);
 		bio = rp_bio_alloc(req, req->pair->tgt.bdev, 0,
 				   REQ_OP_WRITE | REQ_PREFLUSH, 0,
 				   rp_bio_done_target);
@@ -694,6 +701,9 @@ static bool rp_sync_op_end(struct rp_req *req, int ret, int target_ret)
 		} else if (target_ret) {
 			atomic_inc(&req->target_errors);
 			fail = rp_pair_target_failed(req->pair, req);
+		} else {
+			/* A WRITE SAME that flushed the leg too: more, not less. */
+			rp_pair_target_written(req->pair, req);
 		}
 	}
 	rp_req_put(req);

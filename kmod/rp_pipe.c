@@ -33,7 +33,23 @@
  *             dirty (the copy may predate the write).
  *   RESYNC_DONE clears dirty (unless redirty), claimed and redirty, then
  *   releases held writes; RESYNC_FAILED, a closed socket (NETLINK_URELEASE)
- *   and claim_timeout_sec clear claimed and redirty only.
+ *   and claim_timeout_sec clear claimed and redirty only.  The resync
+ *   engine writes the target itself and makes each claim's copy durable
+ *   (a flush) before its RESYNC_DONE: the module does not see those writes.
+ *
+ * Unflushed (uf_new, uf_old: one bit per 1 << uf_shift regions, pair->lock)
+ *   A write the target acknowledged without FUA while it has a volatile
+ *   write cache is not durable there until a flush issued after it
+ *   completes.  While the pair mirrors that is the initiator's business
+ *   (SYNCHRONIZE CACHE reaches both legs), but a target that stops getting
+ *   the writes may lose power before the resume: the resync would not copy
+ *   what its cache lost.  So such a write's regions go into uf_new when it
+ *   completes; a target flush, when issued, moves uf_new to uf_old if uf_old
+ *   is clear (a swap), and clears uf_old when it completes without error
+ *   unless another swap came after its issue (uf_old then holds later
+ *   writes: the next flush clears it).  PAUSED, DEGRADED and a target error
+ *   make every unflushed region dirty; a write that completes on a pair no
+ *   longer mirroring marks its regions dirty itself.
  *
  * Locks, in order
  *   rp_config_lock (mutex)  rp_pipes, pipe fields, pipe->pairs, publishing
@@ -198,6 +214,25 @@ void __rp_pair_dirty_set(struct rp_pair *pair)
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_SYNCING);
 }
 
+/*
+ * The target stops getting the pair's writes, or failed one: what it holds
+ * unflushed may be lost before the pair resumes, so those regions become
+ * dirty.  O(words), as __rp_pair_dirty_set().  pair->lock held.
+ */
+static void __rp_pair_unflushed_dirty(struct rp_pair *pair)
+{
+	if (!pair->uf_new_set && !pair->uf_old_set)
+		return;
+	bitmap_or(pair->uf_old, pair->uf_old, pair->uf_new, pair->uf_nbits);
+	rp_bits_set_chunks(pair->dirty, pair->nr_regions, pair->uf_old,
+			   pair->uf_nbits, pair->uf_shift);
+	bitmap_zero(pair->uf_new, pair->uf_nbits);
+	bitmap_zero(pair->uf_old, pair->uf_nbits);
+	pair->uf_new_set = false;
+	pair->uf_old_set = false;
+	__rp_pair_dirty_set(pair);
+}
+
 static bool __rp_pair_claimed(struct rp_pair *pair, u64 first, u64 last)
 {
 	return rp_bits_any(pair->claimed, first, last);
@@ -329,8 +364,90 @@ bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req)
 	       !(req->flags & RP_REQ_ASYNC);
 	if (!fail && __rp_pair_mirroring(pair))
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_DEGRADED);
+	/* Under FailIO too: the error may be the target losing its cache. */
+	__rp_pair_unflushed_dirty(pair);
 	spin_unlock_irqrestore(&pair->lock, flags);
 	return fail;
+}
+
+/*
+ * A write the target acknowledged (a mirrored write, UNMAP or WRITE SAME)
+ * is done: unless it had FUA or the target has no volatile write cache,
+ * its regions are unflushed, or dirty if the pair no longer mirrors (the
+ * unflushed ones were made dirty when it stopped).  Must not block.
+ */
+void rp_pair_target_written(struct rp_pair *pair, struct rp_req *req)
+{
+	unsigned long flags;
+	u64 first, last;
+
+	if ((req->target_opf & REQ_FUA) || !bdev_write_cache(pair->tgt.bdev))
+		return;
+	spin_lock_irqsave(&pair->lock, flags);
+	if (__rp_pair_mirroring(pair)) {
+		first = req->first_region >> pair->uf_shift;
+		last = req->last_region >> pair->uf_shift;
+		bitmap_set(pair->uf_new, first, last - first + 1);
+		pair->uf_new_set = true;
+	} else if (!pair->dead) {
+		/* A pair being removed: its record flushes both legs. */
+		__rp_pair_mark_dirty(pair, req->first_region, req->last_region);
+	}
+	spin_unlock_irqrestore(&pair->lock, flags);
+}
+
+/*
+ * A flush of the target is about to be issued: it covers every write that
+ * completed before, so uf_new becomes uf_old when that is clear.  Returns
+ * the ticket for rp_pair_flush_done().  Must not block.
+ */
+u64 rp_pair_flush_begin(struct rp_pair *pair)
+{
+	unsigned long flags;
+	u64 gen;
+
+	spin_lock_irqsave(&pair->lock, flags);
+	if (!pair->uf_old_set) {
+		swap(pair->uf_new, pair->uf_old);
+		pair->uf_old_set = pair->uf_new_set;
+		pair->uf_new_set = false;
+		pair->uf_gen++;
+	}
+	gen = pair->uf_gen;
+	spin_unlock_irqrestore(&pair->lock, flags);
+	return gen;
+}
+
+/*
+ * The flush of ticket @gen completed without error: uf_old is durable
+ * unless a swap since put later writes in it.  Must not block (uf_old has
+ * at most RP_UNFLUSHED_MAX_BITS bits).
+ */
+void rp_pair_flush_done(struct rp_pair *pair, u64 gen)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&pair->lock, flags);
+	if (gen == pair->uf_gen && pair->uf_old_set) {
+		bitmap_zero(pair->uf_old, pair->uf_nbits);
+		pair->uf_old_set = false;
+	}
+	spin_unlock_irqrestore(&pair->lock, flags);
+}
+
+/*
+ * Flushes the target's cache; once it succeeded, what was unflushed before
+ * it is not any more (rp_pair_flush_done()).  May block.
+ */
+int rp_pair_flush_target(struct rp_pair *pair)
+{
+	u64 gen = rp_pair_flush_begin(pair);
+	int ret;
+
+	ret = blkdev_issue_flush(pair->tgt.bdev);
+	if (!ret)
+		rp_pair_flush_done(pair, gen);
+	return ret;
 }
 
 /*
@@ -345,6 +462,7 @@ void rp_pair_degrade(struct rp_pair *pair)
 	spin_lock_irqsave(&pair->lock, flags);
 	if (__rp_pair_mirroring(pair))
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_DEGRADED);
+	__rp_pair_unflushed_dirty(pair);
 	spin_unlock_irqrestore(&pair->lock, flags);
 	wake_up_all(&pair->wq);
 }
@@ -393,6 +511,8 @@ static void rp_pair_free(struct rp_pair *pair)
 {
 	rp_intent_rebind_free(pair);
 	mempool_destroy(pair->page_pool);
+	kvfree(pair->uf_old);
+	kvfree(pair->uf_new);
 	kvfree(pair->redirty);
 	kvfree(pair->claimed);
 	kvfree(pair->dirty);
@@ -596,12 +716,19 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 		ret = -EINVAL;
 		goto free_pair;
 	}
+	while (DIV_ROUND_UP_ULL(pair->nr_regions, 1ULL << pair->uf_shift) >
+	       RP_UNFLUSHED_MAX_BITS)
+		pair->uf_shift++;
+	pair->uf_nbits = DIV_ROUND_UP_ULL(pair->nr_regions,
+					  1ULL << pair->uf_shift);
 	pair->dirty = rp_bitmap_alloc(pair->nr_regions);
 	pair->claimed = rp_bitmap_alloc(pair->nr_regions);
 	pair->redirty = rp_bitmap_alloc(pair->nr_regions);
+	pair->uf_new = rp_bitmap_alloc(pair->uf_nbits);
+	pair->uf_old = rp_bitmap_alloc(pair->uf_nbits);
 	pair->page_pool = mempool_create_page_pool(RP_ASYNC_RESERVE_PAGES, 0);
 	if (!pair->dirty || !pair->claimed || !pair->redirty ||
-	    !pair->page_pool) {
+	    !pair->uf_new || !pair->uf_old || !pair->page_pool) {
 		NL_SET_ERR_MSG(extack, "out of memory for the pair's bitmaps");
 		ret = -ENOMEM;
 		goto free_pair;
@@ -1285,6 +1412,7 @@ int rp_pair_set_state(struct rp_pair *pair, u8 state,
 	}
 	if (state == REPLIPIPE_PAIR_PAUSED) {
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_PAUSED);
+		__rp_pair_unflushed_dirty(pair);
 	} else if (!__rp_pair_mirroring(pair)) {
 		__rp_pair_set_state(pair, pair->nr_dirty ?
 				    REPLIPIPE_PAIR_SYNCING :

@@ -35,7 +35,9 @@
  *                past 64 KiB, several. A dump fails with EMSGSIZE only when
  *                a pipe grew during it: dump again.
  *   PAIR_SET     change a pair's run state: REPLIPIPE_A_PAIR_STATE =
- *                PAUSED (stop mirroring, track dirty regions) or SYNCING
+ *                PAUSED (stop mirroring, track dirty regions; what the
+ *                target acknowledged since its last cache flush becomes
+ *                dirty, as when the pair degrades) or SYNCING
  *                (resume a Paused or Degraded pair: mirror again; InSync once
  *                no region is dirty). Resuming first probes the target (one
  *                read of its first block and a cache flush): if that fails
@@ -62,8 +64,9 @@
  *                claim_timeout_sec. A claim whose reply cannot be delivered
  *                (the socket's receive buffer is full) is dropped at once;
  *                the request then fails.
- *   RESYNC_DONE  CLAIM_ID: the regions were copied; clear their bits,
- *                release the held writes.
+ *   RESYNC_DONE  CLAIM_ID: the regions were copied and the copy is durable
+ *                on the target (flushed: the kernel does not see the
+ *                engine's writes); clear their bits, release the held writes.
  *   RESYNC_FAILED CLAIM_ID: the copy failed; bits stay set, writes released.
  *
  * Write-intent record
