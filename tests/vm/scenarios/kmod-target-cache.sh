@@ -1,0 +1,189 @@
+#!/bin/sh
+# A target with a volatile write cache that loses power while the pair does
+# not mirror. Both legs are memory-backed null_blk devices with a cache as
+# large as the device (data reach the backing store only on a flush or
+# FUA; powering one off through configfs drops its cache and keeps the
+# store), so the LUN has a write cache and the initiator's writes reach the
+# target without FUA. The pair's target is a dm-linear device over the
+# target null_blk: the pair keeps it open while the null_blk is power-
+# cycled under an `error` table and comes back as a new disk.
+# Phase 1, pause: writes flushed by an fdatasync (SYNCHRONIZE CACHE), writes
+# with FUA (O_DSYNC) and plain writes; after the pause exactly the plain
+# writes' regions are dirty. The target loses power: the legs differ, and
+# only inside dirty regions; resumed and resynced, they are identical.
+# Phase 2, degrade: plain writes, then the target fails (dm error) and more
+# writes degrade the pair; both sets of regions are dirty; power loss,
+# repair, resume, resync: identical. Phase 3, asynchronous: plain writes
+# (target legs completing before or after the pause), pause: their regions
+# are dirty; power loss, resume, resync: identical.
+# The old module left the unflushed writes clean: the pair went InSync
+# over legs that differ.
+# vm-timeout: 600
+# vm-cost: 120
+# vm-mem: 1024
+# vm-bins: dmsetup
+
+PIPE=kmod-tcache
+SRC=replipipe_0/vol1
+MIB=32
+REGION_KIB=64
+NULLB=/sys/kernel/config/nullb
+LIVE=/sys/module/replipipe/parameters/live_objects
+export DM_DISABLE_UDEV=1
+
+field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
+# norm_ranges < FILE: "FIRST-LAST" lines from rp-verify's "F-L" or rp-nlctl's "dirty F[-L]"
+norm_ranges() {
+	sed -n 's/^dirty //; /^[0-9][0-9]*\(-[0-9][0-9]*\)\{0,1\}$/p' | sed 's/^\([0-9]*\)$/\1-\1/'
+}
+# subset A B: every region of the ranges in file A is in those of file B
+subset() {
+	awk -F- 'FILENAME == ARGV[1] { for (r = $1; r <= $2; r++) in_b[r] = 1; next }
+		{ for (r = $1; r <= $2; r++) if (!(r in in_b)) { print "region " r; bad = 1 } }
+		END { exit bad }' "$2" "$1"
+}
+
+# nullb_make NAME: a memory-backed null_blk of $MIB MiB with a $MIB MiB cache
+nullb_make() {
+	mkdir "$NULLB/$1" || vm_fail "mkdir $NULLB/$1"
+	echo $MIB > "$NULLB/$1/size"
+	echo 1 > "$NULLB/$1/memory_backed"
+	echo $MIB > "$NULLB/$1/cache_size" || vm_fail "null_blk has no cache_size"
+	echo 1 > "$NULLB/$1/power" || vm_fail "cannot power on $1"
+	vm_wait_path "/dev/$1"
+}
+
+# target_power_loss: the target null_blk loses its cache under the pair
+# (dm table error meanwhile: no flush reaches it), then comes back.
+target_power_loss() {
+	vm_dm_load rpdm "0 $sectors error"
+	echo 0 > $NULLB/rptgt/power || vm_fail "cannot power off rptgt"
+	echo 1 > $NULLB/rptgt/power || vm_fail "cannot power on rptgt"
+	vm_wait_path /dev/rptgt
+	vm_dm_load rpdm "0 $sectors linear /dev/rptgt 0"
+	vm_log "target power-cycled"
+}
+
+# expect_dirty WHEN LOG...: the pair's dirty bitmap is the regions the logs
+# wrote
+expect_dirty() {
+	local when=$1
+	shift
+	rp-verify --regions $REGION_KIB "$@" > /tmp/expected
+	rp-nlctl bitmap $PIPE $SRC > /tmp/bitmap || vm_fail "rp-nlctl bitmap"
+	norm_ranges < /tmp/expected > /tmp/expected.ranges
+	norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
+	vm_log "dirty: $(head -n 1 /tmp/bitmap), expected $(head -n 1 /tmp/expected)"
+	if ! diff /tmp/expected.ranges /tmp/bitmap.ranges > /tmp/ranges.diff; then
+		head -n 20 /tmp/ranges.diff
+		vm_fail "$when: the dirty regions are not those written since the last flush"
+	fi
+}
+
+# lost_only_dirty: the target lost something, and only in dirty regions
+lost_only_dirty() {
+	rc=0
+	rp-verify --cmp /dev/rpsrc $tgt --region-kib $REGION_KIB > /tmp/cmp || rc=$?
+	[ $rc -le 1 ] || vm_fail "rp-verify --cmp: rc=$rc"
+	head -n 1 /tmp/cmp
+	[ $rc = 1 ] || vm_fail "the power loss lost nothing: no volatile cache to test"
+	rp-nlctl bitmap $PIPE $SRC > /tmp/bitmap || vm_fail "rp-nlctl bitmap"
+	norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
+	norm_ranges < /tmp/cmp > /tmp/cmp.ranges
+	subset /tmp/cmp.ranges /tmp/bitmap.ranges > /tmp/missing ||
+		vm_fail "the target lost writes in regions that are not dirty: $(head -n 5 /tmp/missing | tr '\n' ' ')"
+}
+
+# resume_resync: resume, resync, InSync with identical legs
+resume_resync() {
+	rp-nlctl pair-state $PIPE $SRC resume || vm_fail "pair-state resume"
+	rp-nlctl resync $PIPE $SRC > /tmp/resync || vm_fail "resync: $(cat /tmp/resync)"
+	tail -n 1 /tmp/resync
+	pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+	echo "$pair"
+	[ "$(field "$pair" state)" = InSync ] || vm_fail "not InSync after the resync: $pair"
+	vm_cmp_devs /dev/rpsrc $tgt
+}
+
+vm_modprobe null_blk nr_devices=0
+vm_modprobe dm_mod
+nullb_make rpsrc
+nullb_make rptgt
+[ "$(cat /sys/block/rptgt/queue/write_cache)" = "write back" ] ||
+	vm_fail "rptgt has no volatile write cache"
+sectors=$(blockdev --getsz /dev/rptgt)
+tgt=$(vm_dm_create rpdm "0 $sectors linear /dev/rptgt 0")
+vm_log "target $tgt: linear over /dev/rptgt, $(cat /sys/block/${tgt#/dev/}/queue/write_cache)"
+
+vm_backstore replipipe replipipe_0 vol1 /dev/rpsrc > /dev/null
+# both legs are zeroes: clean
+rp-nlctl set-pipe --id $PIPE --name tcache --mode sync --policy degrade \
+	--region-kib $REGION_KIB --pair $SRC=$tgt,clean || vm_fail "set-pipe refused"
+lun=$(vm_tcm_loop_export $SRC)
+# A write-back LUN with FUA: the initiator's plain writes reach the target
+# without FUA, its O_DSYNC writes with it.
+[ "$(cat /sys/block/${lun#/dev/}/queue/write_cache)" = "write back" ] &&
+	[ "$(cat /sys/block/${lun#/dev/}/queue/fua)" = 1 ] ||
+	vm_fail "LUN $lun: not write-back with FUA"
+
+vm_log "== phase 1: flushed, FUA and plain writes, then pause"
+# one thread: its single fdatasync is the only flush, after all its writes
+rp-writer --dev "$lun" --log /tmp/a --threads 1 --offset 0 --span 8M \
+	--bytes 4M --seed 31 --fsync > /tmp/out || vm_fail "flushed writes: $(cat /tmp/out)"
+rp-writer --dev "$lun" --log /tmp/f --threads 2 --offset 8M --span 8M \
+	--bytes 4M --seed 32 --dsync > /tmp/out || vm_fail "FUA writes: $(cat /tmp/out)"
+rp-writer --dev "$lun" --log /tmp/b --threads 4 --offset 16M --span 16M \
+	--bytes 8M --seed 33 > /tmp/out || vm_fail "plain writes: $(cat /tmp/out)"
+rp-nlctl pair-state $PIPE $SRC pause || vm_fail "pause"
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+echo "$pair"
+[ "$(field "$pair" state)" = Paused ] || vm_fail "not Paused: $pair"
+target_power_loss
+lost_only_dirty
+expect_dirty "after the pause" /tmp/b.*
+rp-verify --dev /dev/rptgt /tmp/a.* /tmp/f.* || vm_fail "flushed or FUA writes lost on the target"
+resume_resync
+
+vm_log "== phase 2: plain writes, then the target fails and the pair degrades"
+rp-writer --dev "$lun" --log /tmp/c --threads 4 --offset 0 --span 16M \
+	--bytes 4M --seed 34 > /tmp/out || vm_fail "plain writes: $(cat /tmp/out)"
+vm_dm_load rpdm "0 $sectors error"
+rp-writer --dev "$lun" --log /tmp/d --threads 4 --offset 16M --span 16M \
+	--bytes 2M --seed 35 > /tmp/out || vm_fail "writes under policy degrade: $(cat /tmp/out)"
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+echo "$pair"
+[ "$(field "$pair" state)" = Degraded ] || vm_fail "not Degraded: $pair"
+expect_dirty "after the degrade" /tmp/c.* /tmp/d.*
+target_power_loss
+lost_only_dirty
+resume_resync
+
+vm_log "== phase 3: asynchronous plain writes, then pause"
+rp-nlctl set-pipe --id $PIPE --name tcache --mode async --policy degrade \
+	--max-lag-kib 4096 --region-kib $REGION_KIB --pair $SRC=$tgt ||
+	vm_fail "set-pipe async refused"
+rp-writer --dev "$lun" --log /tmp/e --threads 4 --offset 4M --span 16M \
+	--bytes 4M --seed 36 > /tmp/out || vm_fail "async writes: $(cat /tmp/out)"
+rp-nlctl pair-state $PIPE $SRC pause || vm_fail "pause"
+expect_dirty "after the async pause" /tmp/e.*
+target_power_loss
+lost_only_dirty
+resume_resync
+rp-verify --dev /dev/rptgt /tmp/a.* /tmp/f.* /tmp/b.* /tmp/c.* /tmp/d.* /tmp/e.* ||
+	vm_fail "the target after the resyncs"
+
+vm_log "== teardown"
+vm_tcm_loop_unexport $SRC
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vm_backstore_delete $SRC
+dmsetup --noudevsync remove rpdm || vm_fail "dmsetup remove"
+for n in rpsrc rptgt; do
+	echo 0 > $NULLB/$n/power
+	rmdir $NULLB/$n || vm_fail "rmdir $NULLB/$n"
+done
+live=$(cat $LIVE)
+vm_log "live_objects: $live"
+[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+rmmod replipipe || vm_fail "rmmod replipipe"
+vm_log "kmod-target-cache done"
