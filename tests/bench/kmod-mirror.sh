@@ -11,11 +11,14 @@
 # to R2, (W) B with a write-intent record on R3 (docs/write-intent.md; the
 # record starts empty, so the random writes keep marking new chunks: its
 # worst case), (W64) W with one record bit per 64 KiB region instead of per
-# 4 MiB chunk (intent_chunk_kib=64: what the record did before), (C) iblock on dm-mirror(R1, R2) (`mirror core 2 1024 nosync`),
+# 4 MiB chunk (intent_chunk_kib=64: what the record did before), (BWC) B
+# with both legs' queues set to "write back" (a volatile write cache, so
+# every mirrored write is tracked as unflushed on the target until a flush,
+# rp_pipe.c "Unflushed"; the legs themselves do not change), (C) iblock on dm-mirror(R1, R2) (`mirror core 2 1024 nosync`),
 # all through tcm_loop; fio libaio direct 8 s: 4 KiB randwrite QD32 and 1 MiB
 # sequential write QD8. A runs first (after a discarded warm-up) and again
 # last (A2); B/A uses their mean. Prints "BENCH |"-prefixed table lines with
-# IOPS, MB/s and the ratios B/A, B/C, W/B and W64/B.
+# IOPS, MB/s and the ratios B/A, B/C, W/B, W64/B and BWC/B.
 # vm-timeout: 1200
 # vm-mem: 1536
 # vm-bins: fio dmsetup
@@ -81,6 +84,19 @@ mirror() {
 	vm_backstore_delete "replipipe_0/b$2"
 }
 
+# write_cache MODE DEV...: what the block layer says of the devices' caches
+# ("write back": a volatile cache, flushes and FUA are sent).
+write_cache() {
+	local mode=$1 d
+	shift
+	for d in "$@"; do
+		echo "$mode" > "/sys/block/${d#/dev/}/queue/write_cache" ||
+			vm_fail "cannot set $d's write_cache to $mode"
+		[ "$(cat "/sys/block/${d#/dev/}/queue/write_cache")" = "$mode" ] ||
+			vm_fail "$d's write_cache is not $mode"
+	done
+}
+
 # legs TAG R1 R2 R3: the four configurations on one set of devices, then the
 # baseline once more (A2) to show the drift within the boot
 legs() {
@@ -91,6 +107,9 @@ legs() {
 	mirror B "$tag" "$r1" "$r2"
 	mirror W "$tag" "$r1" "$r2" "$4"
 	mirror W64 "$tag" "$r1" "$r2" "$4,intent_chunk_kib=64"
+	write_cache "write back" "$r1" "$r2"
+	mirror BWC "$tag" "$r1" "$r2"
+	write_cache "write through" "$r1" "$r2"
 
 	dmsetup --noudevsync create "m$tag" \
 		--table "0 $sectors mirror core 2 1024 nosync 2 $r1 0 $r2 0" ||
@@ -132,12 +151,13 @@ awk -v runtime="$RUNTIME" '
 		name["C"] = "iblock on dm-mirror(R1,R2)"; name["A2"] = "iblock on R1, again"
 		name["W"] = "replipipe R1 -> R2 (sync), write-intent record on R3 (4 MiB chunks)"
 		name["W64"] = "W with 64 KiB chunks (a bit per region)"
-		split("A B W W64 C A2", configs, " ")
+		name["BWC"] = "B over legs with a volatile write cache (unflushed tracking)"
+		split("A B W W64 BWC C A2", configs, " ")
 		split("nullblk brd", order, " ")
 		for (o = 1; o <= 2; o++) {
 			t = order[o]
 			if (!(t in kinds)) continue
-			for (c = 1; c <= 6; c++) {
+			for (c = 1; c <= 7; c++) {
 				l = configs[c]
 				printf "BENCH | %s | %s %s | %d | %.1f |\n", t, l, name[l], iops[t "-" l], mbs[t "-" l]
 			}
@@ -152,6 +172,8 @@ awk -v runtime="$RUNTIME" '
 				iops[t "-W"] / iops[t "-B"], mbs[t "-W"] / mbs[t "-B"]
 			printf "BENCH | %s | ratio W64/B | %.3f | %.3f |\n", t,
 				iops[t "-W64"] / iops[t "-B"], mbs[t "-W64"] / mbs[t "-B"]
+			printf "BENCH | %s | ratio BWC/B | %.3f | %.3f |\n", t,
+				iops[t "-BWC"] / iops[t "-B"], mbs[t "-BWC"] / mbs[t "-B"]
 		}
 		printf "BENCH fio libaio direct %d s per run; nullblk: null_blk completion_nsec=20000000 (latency-bound, measures the module); brd: ramdisks (CPU-bound under TCG, measures the emulator too)\n", runtime
 	}' /tmp/results
