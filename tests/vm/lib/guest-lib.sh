@@ -20,6 +20,16 @@ vm_fail() {
 	exit 1
 }
 
+# vm_field LINE KEY: the value of KEY=VALUE in LINE (rp-nlctl's "pair ..."
+# lines and live_objects are space-separated KEY=VALUE words).
+vm_field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+
+# vm_norm_ranges < FILE: "FIRST-LAST" lines from rp-verify's "F-L" or
+# rp-nlctl's "dirty F[-L]" lines.
+vm_norm_ranges() {
+	sed -n 's/^dirty //; /^[0-9][0-9]*\(-[0-9][0-9]*\)\{0,1\}$/p' | sed 's/^\([0-9]*\)$/\1-\1/'
+}
+
 # vm_modprobe MOD [ARGS...]: load a module or fail, saying why.
 vm_modprobe() {
 	local out

@@ -36,11 +36,7 @@ PRELOAD=/usr/local/bin/rp-make-it-fail.so
 TIMES=1000000
 ROUNDS=16
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
-norm_ranges() {
-	sed -n 's/^dirty //; /^[0-9][0-9]*\(-[0-9][0-9]*\)\{0,1\}$/p' | sed 's/^\([0-9]*\)$/\1-\1/'
-}
 # injected DIR: how many failures DIR's fault attributes injected since
 # `times` was set to $TIMES.
 injected() { echo $((TIMES - $(cat "$1/times"))); }
@@ -87,7 +83,7 @@ pct() {
 must_be_dirty() {
 	rp-nlctl bitmap $PIPE $SRC > /tmp/bitmap || vm_fail "rp-nlctl bitmap"
 	head -n 1 /tmp/bitmap
-	norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
+	vm_norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
 	awk -F- 'FILENAME == ARGV[1] { for (r = $1; r <= $2; r++) dirty[r] = 1; next }
 		{ for (r = $1; r <= $2; r++) if (!(r in dirty)) { print "region " r " not dirty"; bad = 1 } }
 		END { exit bad }' /tmp/bitmap.ranges "$1"
@@ -100,7 +96,7 @@ degraded_and_dirty() {
 	shift
 	pair=$(pair_line) || vm_fail "$phase: no pair line"
 	echo "$pair"
-	[ "$(field "$pair" state)" = Degraded ] || vm_fail "$phase: pair not Degraded: $pair"
+	[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "$phase: pair not Degraded: $pair"
 	rp-verify --dev /dev/ram0 "$@" || vm_fail "$phase: acknowledged writes not on the primary"
 	cmp_ranges
 	must_be_dirty /tmp/cmp.ranges || vm_fail "$phase: the legs differ outside the dirty regions"
@@ -110,7 +106,7 @@ cmp_ranges() { # rp-verify --cmp of the legs, as ranges in /tmp/cmp.ranges
 	rp-verify --cmp /dev/ram0 /dev/ram1 --region-kib $REGION_KIB > /tmp/cmp || rc=$?
 	[ $rc -le 1 ] || vm_fail "rp-verify --cmp: rc=$rc"
 	head -n 1 /tmp/cmp
-	norm_ranges < /tmp/cmp > /tmp/cmp.ranges
+	vm_norm_ranges < /tmp/cmp > /tmp/cmp.ranges
 }
 
 [ -d $FMR ] && [ -d $FSL ] || vm_fail "no $FMR or $FSL: this scenario needs the debug kernel"
@@ -135,15 +131,15 @@ echo "$out"
 vm_log "fail_make_request injected $n failures"
 [ "$n" -ge 1 ] || vm_fail "no failure injected into the target device"
 degraded_and_dirty A /tmp/pa.*
-[ "$(field "$pair" errors)" -ge 1 ] || vm_fail "A: no target error counted: $pair"
-[ "$(field "$pair" dirty)" -ge 1 ] || vm_fail "A: no dirty region after target failures: $pair"
+[ "$(vm_field "$pair" errors)" -ge 1 ] || vm_fail "A: no target error counted: $pair"
+[ "$(vm_field "$pair" dirty)" -ge 1 ] || vm_fail "A: no dirty region after target failures: $pair"
 rp-verify --dev "$lun" /tmp/pa.* || vm_fail "A: data through the LUN"
 
 vm_log "== B: resume, then fail_make_request (25%) during a resync with writers"
 rp-nlctl pair-state $PIPE $SRC resume || vm_fail "pair-state resume"
 pair=$(pair_line) || vm_fail "no pair line"
 echo "$pair"
-[ "$(field "$pair" state)" = Syncing ] || vm_fail "resumed pair with dirty regions not Syncing: $pair"
+[ "$(vm_field "$pair" state)" = Syncing ] || vm_fail "resumed pair with dirty regions not Syncing: $pair"
 fmr 25
 rp-writer --dev "$lun" --log /tmp/pb --threads 4 --seconds 6 --seed 42 > /tmp/out-pb 2>&1 &
 writers=$!
@@ -174,7 +170,7 @@ timeout 300 rp-nlctl resync $PIPE $SRC --qd 8 --chunk-kib 256 > /tmp/resync 2>&1
 	vm_fail "C: resync without injection: $(tail -n 3 /tmp/resync)"
 tail -n 1 /tmp/resync
 pair=$(pair_line) || vm_fail "no pair line"
-[ "$(field "$pair" state)" = InSync ] || vm_fail "C: not InSync after a clean resync: $pair"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "C: not InSync after a clean resync: $pair"
 rp-verify --cmp /dev/ram0 /dev/ram1 | grep -q "^cmp: identical" || vm_fail "C: legs differ after resync"
 failslab cache 50
 out=$(rp-writer --dev "$lun" --log /tmp/pc --threads 4 --bytes 8M --seed 43) ||
@@ -186,8 +182,8 @@ vm_log "failslab (rp_req only) injected $n failures"
 [ "$n" -ge 1 ] || vm_fail "C: no allocation failure injected"
 pair=$(pair_line) || vm_fail "no pair line"
 echo "$pair"
-[ "$(field "$pair" state)" = InSync ] || vm_fail "C: pair left InSync: $pair"
-[ "$(field "$pair" dirty)" = 0 ] || vm_fail "C: dirty regions: $pair"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "C: pair left InSync: $pair"
+[ "$(vm_field "$pair" dirty)" = 0 ] || vm_fail "C: dirty regions: $pair"
 rp-verify --dev /dev/ram0 /tmp/pa.* /tmp/pb.* /tmp/pc.* || vm_fail "C: acknowledged writes not on the primary"
 rp-verify --cmp /dev/ram0 /dev/ram1 | grep -q "^cmp: identical" || vm_fail "C: legs differ"
 

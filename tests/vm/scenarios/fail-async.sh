@@ -22,12 +22,8 @@ DLOG=/tmp/replipiped.log
 LIVE=/sys/module/replipipe/parameters/live_objects
 export DM_DISABLE_UDEV=1
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 pair_line() { rp-nlctl get | grep "^pair "; }
 daemon_fail() { vm_daemon_fail $DLOG "$@"; }
-norm_ranges() {
-	sed -n 's/^dirty //; /^[0-9][0-9]*\(-[0-9][0-9]*\)\{0,1\}$/p' | sed 's/^\([0-9]*\)$/\1-\1/'
-}
 dm_swap() { # NAME TABLE
 	vm_dm_load "$1" "$2"
 	vm_log "$1: $2"
@@ -107,23 +103,23 @@ replipipectl status $PIPE
 
 pair=$(pair_line)
 echo "$pair"
-[ "$(field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded: $pair"
-[ "$(field "$pair" lag)" = 0 ] || vm_fail "lag left after the failure: $pair"
+[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded: $pair"
+[ "$(vm_field "$pair" lag)" = 0 ] || vm_fail "lag left after the failure: $pair"
 rp-verify --dev /dev/ram0 /tmp/w.* || vm_fail "acknowledged writes not on the primary"
 
 vm_log "== every region in which the legs differ is dirty"
 rp-nlctl bitmap $(jq -r '.pipes[0].instance_id' < /tmp/st.json | sed 's/^replipipe://') $SRC > /tmp/bitmap ||
 	vm_fail "rp-nlctl bitmap"
 head -n 1 /tmp/bitmap
-norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
+vm_norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
 rc=0
 rp-verify --cmp /dev/ram0 /dev/ram1 --region-kib $REGION_KIB > /tmp/cmp || rc=$?
 [ $rc -le 1 ] || vm_fail "rp-verify --cmp: rc=$rc"
 head -n 1 /tmp/cmp
 [ $rc -eq 1 ] || vm_fail "the legs do not differ after a failure with copies in flight"
-dirty=$(field "$pair" dirty)
+dirty=$(vm_field "$pair" dirty)
 [ "$dirty" -lt 2048 ] || vm_fail "the whole device is dirty: the check below proves nothing"
-norm_ranges < /tmp/cmp > /tmp/cmp.ranges
+vm_norm_ranges < /tmp/cmp > /tmp/cmp.ranges
 awk -F- 'FILENAME == ARGV[1] { for (r = $1; r <= $2; r++) dirty[r] = 1; next }
 	{ for (r = $1; r <= $2; r++) if (!(r in dirty)) { print "region " r " differs, not dirty"; bad = 1 } }
 	END { exit bad }' /tmp/bitmap.ranges /tmp/cmp.ranges ||

@@ -45,7 +45,6 @@ TNAME=${T#/dev/}
 DEV_BYTES=$(vm_dev_bytes "$P")
 SPAN_BYTES=$((SPAN_MIB * 1048576))
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 pair_line() { rp-nlctl get | grep "^pair "; }
 daemon_fail() { vm_daemon_fail $DLOG "$@"; }
 target_written() { awk '{print $7 * 512}' "/sys/block/$TNAME/stat"; }
@@ -81,7 +80,7 @@ case "$(vm_boot)" in
 	replipipectl wait $PIPE --state InSync --timeout 400 || daemon_fail "initial sync"
 	pair=$(pair_line) || vm_fail "no pair in the kernel"
 	vm_log "InSync: $pair"
-	intent=$(field "$pair" intent)
+	intent=$(vm_field "$pair" intent)
 	[ -z "$intent" ] || [ "$intent" = new ] || vm_fail "boot 1: the pair's record is '$intent', not new"
 	initial=$(target_written)
 	vm_log "initial sync wrote $initial bytes to the target"
@@ -102,7 +101,7 @@ case "$(vm_boot)" in
 		sleep 0.5
 		kill -0 $writer 2> /dev/null || { cat /tmp/writer.out >&2; vm_fail "the writer stopped"; }
 		el=$(($(cut -d. -f1 /proc/uptime) - t0))
-		marked=$(field "$(pair_line)" intent_marked)
+		marked=$(vm_field "$(pair_line)" intent_marked)
 		[ "$el" -lt 5 ] || [ "$(acked_records)" -lt 400 ] ||
 			[ "${marked:-0}" -gt $((2 * SPAN_BYTES / (REGION_KIB * 1024))) ] || break
 		[ "$el" -lt 120 ] || vm_fail "after 120 s: $(acked_records) writes logged, $marked regions marked in the record"
@@ -135,8 +134,8 @@ case "$(vm_boot)" in
 	copied=$((w1 - w0))
 	pair=$(pair_line)
 	vm_log "InSync: $pair"
-	intent=$(field "$pair" intent)
-	loaded=$(field "$pair" intent_regions)
+	intent=$(vm_field "$pair" intent)
+	loaded=$(vm_field "$pair" intent_regions)
 	pct=$(awk -v c=$copied -v d="$DEV_BYTES" 'BEGIN { printf "%.2f", 100 * c / d }')
 	vm_log "fail-crash: resync copied $copied bytes ($pct % of the device; written window $SPAN_BYTES bytes," \
 		"record gave ${loaded:-?} regions of $REGION_KIB KiB)"

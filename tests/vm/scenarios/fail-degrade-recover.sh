@@ -25,7 +25,6 @@ DLOG=/tmp/replipiped.log
 LIVE=/sys/module/replipipe/parameters/live_objects
 export DM_DISABLE_UDEV=1
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 pair_line() { rp-nlctl get | grep "^pair "; }
 daemon_fail() { vm_daemon_fail $DLOG "$@"; }
 
@@ -61,8 +60,8 @@ degrade_phase() {
 	[ $rc -eq 0 ] || vm_fail "writes failed while Degraded (rc=$rc)"
 	pair=$(pair_line) || vm_fail "no pair in the kernel"
 	echo "$pair"
-	[ "$(field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded: $pair"
-	dirty=$(field "$pair" dirty)
+	[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded: $pair"
+	dirty=$(vm_field "$pair" dirty)
 	[ "$dirty" -ge 1 ] || vm_fail "no dirty region after the failure: $pair"
 	vm_log "dirty regions while Degraded: $dirty ($((dirty * REGION_KIB)) KiB)"
 	rp-verify --dev /dev/ram0 /tmp/w$1.* || vm_fail "acknowledged writes not on the primary"
@@ -83,7 +82,7 @@ check_recovered() {
 	[ "$done_bytes" -le $((dirty * REGION_KIB * 1024)) ] ||
 		vm_fail "$1: resync copied more than the dirty regions"
 	pair=$(pair_line)
-	[ "$(field "$pair" dirty)" = 0 ] || vm_fail "$1: dirty regions left: $pair"
+	[ "$(vm_field "$pair" dirty)" = 0 ] || vm_fail "$1: dirty regions left: $pair"
 	rp-verify --dev /dev/ram0 /tmp/w*.* || vm_fail "$1: data on the primary"
 	rp-verify --dev /dev/ram1 /tmp/w*.* || vm_fail "$1: data on the replica"
 	rp-verify --cmp /dev/ram0 /dev/ram1 --region-kib $REGION_KIB > /tmp/cmp ||
@@ -116,7 +115,7 @@ wait_event "probe .*: failed" 100
 replipipectl resume $PIPE > /tmp/resume.out 2>&1 && vm_fail "resume accepted while the target fails"
 cat /tmp/resume.out
 grep -q "does not answer" /tmp/resume.out || vm_fail "resume refused without the reason"
-[ "$(field "$(pair_line)" state)" = Degraded ] || vm_fail "a refused resume changed the state"
+[ "$(vm_field "$(pair_line)" state)" = Degraded ] || vm_fail "a refused resume changed the state"
 set_target linear
 wait_event "probe .*: resumed" 100
 wait_event "resync_done"
@@ -133,7 +132,7 @@ degrade_phase 32
 replipipectl resume $PIPE > /tmp/resume.out 2>&1 && vm_fail "resume accepted while the target fails"
 cat /tmp/resume.out
 sleep 4
-[ "$(field "$(pair_line)" state)" = Degraded ] || vm_fail "resumed without a probe or a resume"
+[ "$(vm_field "$(pair_line)" state)" = Degraded ] || vm_fail "resumed without a probe or a resume"
 set_target linear
 replipipectl resume $PIPE || daemon_fail "replipipectl resume after the repair"
 check_recovered cycle2

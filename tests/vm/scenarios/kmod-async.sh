@@ -18,7 +18,6 @@ SRC=replipipe_0/vol1
 MAX_LAG_KIB=1024
 LIVE=/sys/module/replipipe/parameters/live_objects
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
 
 vm_brd 2 128
@@ -33,7 +32,7 @@ rp-writer --dev "$lun" --log /tmp/w --threads 4 --bytes 64M --seed 51 > /tmp/wri
 writers=$!
 max_lag=0
 while kill -0 $writers 2> /dev/null; do
-	lag=$(field "$(pair_line)" lag)
+	lag=$(vm_field "$(pair_line)" lag)
 	[ -z "$lag" ] || [ "$lag" -le "$max_lag" ] || max_lag=$lag
 	sleep 0.2
 done
@@ -48,18 +47,18 @@ vm_log "== waiting for the lag to drain"
 i=0
 while :; do
 	pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
-	[ "$(field "$pair" lag)" = 0 ] && break
+	[ "$(vm_field "$pair" lag)" = 0 ] && break
 	[ $i -lt 300 ] || vm_fail "lag did not drain within 30 s: $pair"
 	sleep 0.1
 	i=$((i + 1))
 done
 echo "$pair"
-[ "$(field "$pair" state)" = InSync ] || vm_fail "pair not InSync: $pair"
-[ "$(field "$pair" dirty)" = 0 ] || vm_fail "dirty regions: $pair"
-[ "$(field "$pair" errors)" = 0 ] || vm_fail "target errors: $pair"
-bytes=$(field "$(grep '^writer: acked' /tmp/writer.out)" bytes)
-[ "$(field "$pair" bytes)" = "$bytes" ] ||
-	vm_fail "bytes mirrored $(field "$pair" bytes) != bytes acknowledged $bytes"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "pair not InSync: $pair"
+[ "$(vm_field "$pair" dirty)" = 0 ] || vm_fail "dirty regions: $pair"
+[ "$(vm_field "$pair" errors)" = 0 ] || vm_fail "target errors: $pair"
+bytes=$(vm_field "$(grep '^writer: acked' /tmp/writer.out)" bytes)
+[ "$(vm_field "$pair" bytes)" = "$bytes" ] ||
+	vm_fail "bytes mirrored $(vm_field "$pair" bytes) != bytes acknowledged $bytes"
 
 rp-verify --dev "$lun" /tmp/w.* || vm_fail "data through the LUN"
 rp-verify --dev /dev/ram0 /tmp/w.* || vm_fail "data on the primary"
@@ -86,7 +85,7 @@ now10() { awk '{ printf "%d\n", $1 * 10 }' /proc/uptime; }
 dd if=/dev/urandom of=$lun bs=64k count=1 oflag=direct 2> /dev/null ||
 	vm_fail "the first write failed"
 lag_line() { rp-nlctl get $PIPE-lag | grep "^pair "; }
-[ "$(field "$(lag_line)" lag)" = 65536 ] || vm_fail "setup: the lag is not full: $(lag_line)"
+[ "$(vm_field "$(lag_line)" lag)" = 65536 ] || vm_fail "setup: the lag is not full: $(lag_line)"
 t0=$(now10)
 (taskset -c 0 dd if=/dev/urandom of=$lun bs=4k count=1 seek=64 oflag=direct 2> /dev/null
 	echo "$? $(now10)" > /tmp/w2.rc) &
@@ -106,7 +105,7 @@ vm_log "writer 2 (from +0 s) ended rc=$(cut -d' ' -f1 /tmp/w2.rc) at +$((w2 * 10
 	vm_fail "a write failed"
 pair=$(lag_line)
 echo "$pair"
-[ "$(field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded after the lag wait: $pair"
+[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded after the lag wait: $pair"
 [ $w2 -ge 280 ] || vm_fail "setup: writer 2 got room before the 30 s bound"
 [ $w3 -le $((w2 + 40)) ] ||
 	vm_fail "writer 3 ended at +$((w3 * 100)) ms, not with writer 2 (+$((w2 * 100)) ms): the degrade did not release it"

@@ -20,12 +20,7 @@ REGION_KIB=64
 LIVE=/sys/module/replipipe/parameters/live_objects
 export DM_DISABLE_UDEV=1
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
-# norm_ranges < FILE: "FIRST-LAST" lines from rp-verify's "F-L" or rp-nlctl's "dirty F[-L]"
-norm_ranges() {
-	sed -n 's/^dirty //; /^[0-9][0-9]*\(-[0-9][0-9]*\)\{0,1\}$/p' | sed 's/^\([0-9]*\)$/\1-\1/'
-}
 
 vm_brd 2 128
 vm_modprobe dm_mod
@@ -46,8 +41,8 @@ echo "$out"
 sync
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
-[ "$(field "$pair" state)" = InSync ] || vm_fail "not InSync after phase 1: $pair"
-[ "$(field "$pair" dirty)" = 0 ] || vm_fail "dirty after phase 1: $pair"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "not InSync after phase 1: $pair"
+[ "$(vm_field "$pair" dirty)" = 0 ] || vm_fail "dirty after phase 1: $pair"
 rp-verify --dev /dev/ram1 /tmp/p1.* || vm_fail "phase 1 not on the replica"
 
 vm_log "== event listener, then the target fails (linear -> error)"
@@ -69,8 +64,8 @@ echo "$out"
 
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
-[ "$(field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded: $pair"
-[ "$(field "$pair" errors)" -ge 1 ] || vm_fail "no target error counted: $pair"
+[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded: $pair"
+[ "$(vm_field "$pair" errors)" -ge 1 ] || vm_fail "no target error counted: $pair"
 
 i=0
 until grep -q "^event type=pair_state .*source=$SRC .*state=Degraded" /tmp/events; do
@@ -93,25 +88,25 @@ vm_log "== dirty bitmap = regions written in phase 2"
 rp-verify --regions $REGION_KIB /tmp/p2.* > /tmp/expected
 rp-nlctl bitmap $PIPE $SRC > /tmp/bitmap || vm_fail "rp-nlctl bitmap"
 head -n 1 /tmp/bitmap
-norm_ranges < /tmp/expected > /tmp/expected.ranges
-norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
+vm_norm_ranges < /tmp/expected > /tmp/expected.ranges
+vm_norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
 want=$(sed -n 's/^regions: count=//p' /tmp/expected)
-got=$(field "$(head -n 1 /tmp/bitmap)" dirty)
+got=$(vm_field "$(head -n 1 /tmp/bitmap)" dirty)
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
-vm_log "expected dirty regions: $want, bitmap: $got, pair: $(field "$pair" dirty)"
+vm_log "expected dirty regions: $want, bitmap: $got, pair: $(vm_field "$pair" dirty)"
 if ! diff /tmp/expected.ranges /tmp/bitmap.ranges > /tmp/ranges.diff; then
 	head -n 40 /tmp/ranges.diff
 	vm_fail "dirty bitmap differs from the regions written after the failure"
 fi
 [ "$got" = "$want" ] || vm_fail "bitmap dirty=$got, expected $want"
-[ "$(field "$pair" dirty)" = "$want" ] || vm_fail "pair dirty count != $want: $pair"
+[ "$(vm_field "$pair" dirty)" = "$want" ] || vm_fail "pair dirty count != $want: $pair"
 
 # the legs may differ only inside dirty regions
 rc=0
 rp-verify --cmp /dev/ram0 /dev/ram1 --region-kib $REGION_KIB > /tmp/cmp || rc=$?
 [ $rc -le 1 ] || vm_fail "rp-verify --cmp: rc=$rc"
 head -n 1 /tmp/cmp
-norm_ranges < /tmp/cmp > /tmp/cmp.ranges
+vm_norm_ranges < /tmp/cmp > /tmp/cmp.ranges
 awk -F- 'FILENAME == ARGV[1] { for (r = $1; r <= $2; r++) dirty[r] = 1; next }
 	{ for (r = $1; r <= $2; r++) if (!(r in dirty)) { print "clean region " r " differs"; bad = 1 } }
 	END { exit bad }' /tmp/bitmap.ranges /tmp/cmp.ranges ||
@@ -122,7 +117,7 @@ vm_dm_load rptgt "0 $sectors linear /dev/ram1 0"
 rp-nlctl pair-state $PIPE $SRC resume || vm_fail "pair-state resume"
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
-[ "$(field "$pair" state)" = Syncing ] || vm_fail "resumed pair with dirty regions not Syncing: $pair"
+[ "$(vm_field "$pair" state)" = Syncing ] || vm_fail "resumed pair with dirty regions not Syncing: $pair"
 rp-writer --dev "$lun" --log /tmp/p3 --threads 4 --seconds 8 --seed 23 > /tmp/out-p3 2>&1 &
 writers=$!
 sleep 3
@@ -134,16 +129,16 @@ cat /tmp/out-p3
 [ $rc -eq 0 ] || vm_fail "writes failed when the target failed mid-run (rc=$rc)"
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
-[ "$(field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded after the second failure: $pair"
+[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded after the second failure: $pair"
 rp-verify --dev /dev/ram0 /tmp/p1.* /tmp/p2.* /tmp/p3.* || vm_fail "data on the primary after phase 3"
 rp-nlctl bitmap $PIPE $SRC > /tmp/bitmap || vm_fail "rp-nlctl bitmap"
 head -n 1 /tmp/bitmap
-norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
+vm_norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
 rc=0
 rp-verify --cmp /dev/ram0 /dev/ram1 --region-kib $REGION_KIB > /tmp/cmp || rc=$?
 [ $rc -le 1 ] || vm_fail "rp-verify --cmp: rc=$rc"
 head -n 1 /tmp/cmp
-norm_ranges < /tmp/cmp > /tmp/cmp.ranges
+vm_norm_ranges < /tmp/cmp > /tmp/cmp.ranges
 # phase 2's regions were never resynced: they must still be dirty
 cat /tmp/expected.ranges /tmp/cmp.ranges > /tmp/must-be-dirty.ranges
 awk -F- 'FILENAME == ARGV[1] { for (r = $1; r <= $2; r++) dirty[r] = 1; next }

@@ -15,11 +15,7 @@ REGION_KIB=64
 LIVE=/sys/module/replipipe/parameters/live_objects
 export DM_DISABLE_UDEV=1
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
-norm_ranges() {
-	sed -n 's/^dirty //; /^[0-9][0-9]*\(-[0-9][0-9]*\)\{0,1\}$/p' | sed 's/^\([0-9]*\)$/\1-\1/'
-}
 
 vm_brd 2 128
 vm_modprobe dm_mod
@@ -38,7 +34,7 @@ out=$(rp-writer --dev "$lun" --log /tmp/p1 --threads 4 --bytes 16M --seed 31) ||
 	vm_fail "phase 1 writes failed: $out"
 echo "$out"
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
-[ "$(field "$pair" state)" = InSync ] || vm_fail "not InSync after phase 1: $pair"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "not InSync after phase 1: $pair"
 
 vm_log "== the target fails (linear -> error)"
 vm_dm_load rptgt "0 $sectors error"
@@ -50,14 +46,14 @@ out=$(rp-writer --dev "$lun" --log /tmp/p2 --threads 4 --count 40 --seed 32 \
 echo "$out"
 [ $rc -eq 3 ] || vm_fail "rp-writer rc=$rc, expected 3 (writes failed)"
 summary=$(echo "$out" | grep '^writer: acked')
-[ "$(field "$summary" acked)" = 0 ] || vm_fail "writes acknowledged although the mirror failed: $summary"
-[ "$(field "$summary" failed)" = 40 ] || vm_fail "not every write failed: $summary"
+[ "$(vm_field "$summary" acked)" = 0 ] || vm_fail "writes acknowledged although the mirror failed: $summary"
+[ "$(vm_field "$summary" failed)" = 40 ] || vm_fail "not every write failed: $summary"
 echo "$out" | grep -q '^writer: first error EIO ' || vm_fail "the writes did not fail with EIO"
 
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
-[ "$(field "$pair" state)" != InSync ] || vm_fail "pair still InSync after target failures: $pair"
-[ "$(field "$pair" errors)" -ge 1 ] || vm_fail "no target error counted: $pair"
+[ "$(vm_field "$pair" state)" != InSync ] || vm_fail "pair still InSync after target failures: $pair"
+[ "$(vm_field "$pair" errors)" -ge 1 ] || vm_fail "no target error counted: $pair"
 
 vm_log "== no acknowledged write missing"
 rp-verify --dev "$lun" /tmp/p1.* /tmp/p2.* || vm_fail "data through the LUN"
@@ -67,12 +63,12 @@ rp-verify --dev /dev/ram1 /tmp/p1.* || vm_fail "phase 1 not on the replica"
 vm_log "== the legs differ only inside dirty regions"
 rp-nlctl bitmap $PIPE $SRC > /tmp/bitmap || vm_fail "rp-nlctl bitmap"
 head -n 1 /tmp/bitmap
-norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
+vm_norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
 rc=0
 rp-verify --cmp /dev/ram0 /dev/ram1 --region-kib $REGION_KIB > /tmp/cmp || rc=$?
 [ $rc -le 1 ] || vm_fail "rp-verify --cmp: rc=$rc"
 head -n 1 /tmp/cmp
-norm_ranges < /tmp/cmp > /tmp/cmp.ranges
+vm_norm_ranges < /tmp/cmp > /tmp/cmp.ranges
 awk -F- 'FILENAME == ARGV[1] { for (r = $1; r <= $2; r++) dirty[r] = 1; next }
 	{ for (r = $1; r <= $2; r++) if (!(r in dirty)) { print "clean region " r " differs"; bad = 1 } }
 	END { exit bad }' /tmp/bitmap.ranges /tmp/cmp.ranges ||
@@ -83,7 +79,7 @@ vm_dm_load rptgt "0 $sectors linear /dev/ram1 0"
 rp-nlctl pair-state $PIPE $SRC resume || vm_fail "pair-state resume"
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
-case "$(field "$pair" state)" in
+case "$(vm_field "$pair" state)" in
 Syncing | InSync) ;;
 *) vm_fail "pair not mirroring after resume: $pair" ;;
 esac

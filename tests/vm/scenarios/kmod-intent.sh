@@ -62,7 +62,6 @@ INFO=/sys/kernel/config/target/core/replipipe_0/vol1/info
 LIVE=/sys/module/replipipe/parameters/live_objects
 export DM_DISABLE_UDEV=1
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 # pair_line PIPE [SOURCE]: the pair line of SOURCE (default $SRC)
 pair_line() { rp-nlctl get "$1" | grep "^pair .* source=${2:-$SRC} "; }
 # expect_of PIPE SOURCE KEY=VALUE...: every field of that pair has that value
@@ -71,7 +70,7 @@ expect_of() {
 	shift 2
 	line=$(pair_line "$id" "$src") || vm_fail "no pair of $src in pipe $id"
 	for kv in "$@"; do
-		[ "$(field "$line" "${kv%%=*}")" = "${kv#*=}" ] ||
+		[ "$(vm_field "$line" "${kv%%=*}")" = "${kv#*=}" ] ||
 			vm_fail "expected $kv: $line"
 	done
 	vm_log "ok: $line"
@@ -85,7 +84,7 @@ expect_pair() {
 # wait_marked PIPE N SECONDS: the record marks N regions within SECONDS
 wait_marked() {
 	local i=0
-	until [ "$(field "$(pair_line "$1")" intent_marked)" = "$2" ]; do
+	until [ "$(vm_field "$(pair_line "$1")" intent_marked)" = "$2" ]; do
 		[ $i -lt $(($3 * 10)) ] || vm_fail "record did not reach $2 marked: $(pair_line "$1")"
 		sleep 0.1
 		i=$((i + 1))

@@ -17,7 +17,6 @@ SRC=replipipe_0/vol1
 LIVE=/sys/module/replipipe/parameters/live_objects
 export DM_DISABLE_UDEV=1
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
 # wait_pid PID SECONDS: 0 if PID ended within SECONDS (its status in $rc)
@@ -47,7 +46,7 @@ vm_dm_load rptgt "0 $sectors error"
 dd if=/dev/urandom of="$lun" bs=64k count=4 oflag=direct 2> /dev/null ||
 	vm_fail "write under policy degrade failed"
 pair=$(pair_line) || vm_fail "no pair line"
-[ "$(field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded: $pair"
+[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded: $pair"
 
 vm_log "== the target queues I/O (suspended dm device with a working table)"
 dmsetup --noudevsync suspend rptgt || vm_fail "dmsetup suspend"
@@ -69,7 +68,7 @@ grep -q "ETIMEDOUT" /tmp/ps.err || vm_fail "PAIR_SET failed without ETIMEDOUT"
 grep -q "did not answer within 5 s" /tmp/ps.err || vm_fail "no extack message for the time-out"
 [ $((t1 - t0)) -ge 4000 ] || vm_fail "PAIR_SET gave up before the 5 s bound"
 pair=$(pair_line) || vm_fail "no pair line"
-[ "$(field "$pair" state)" = Degraded ] || vm_fail "pair left Degraded: $pair"
+[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "pair left Degraded: $pair"
 
 vm_log "== while the probe's bio is queued: PIPE_DEL is prompt"
 vm_tcm_loop_unexport $SRC

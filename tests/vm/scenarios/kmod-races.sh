@@ -83,7 +83,6 @@ UREL_MS=12000		# bug 8: write delay of the target del-pipe drains
 WS_FLUSH_MS=4000	# bug 10: flush delay of the target
 export DM_DISABLE_UDEV=1
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 # pair_line PIPE SRC: the pair's line of `rp-nlctl get`
 pair_line() { rp-nlctl get "$1" | grep "^pair .* source=$2 " | head -n 1; }
 # now10: uptime in tenths of a second
@@ -180,7 +179,7 @@ step_bug1() {
 	rp-nlctl set-pipe --id $pipe --mode sync --pair $src=$tgt,clean ||
 		vm_fail "bug 1: set-pipe refused"
 	rp-nlctl pair-state $pipe $src pause || vm_fail "bug 1: pause refused"
-	state=$(field "$(pair_line $pipe $src)" state)
+	state=$(vm_field "$(pair_line $pipe $src)" state)
 	[ "$state" = Paused ] || vm_fail "bug 1: setup: pair $state, not Paused"
 	vm_dm_load rp1tgt "0 $SECT delay /dev/ram1 0 $PROBE_MS /dev/ram1 0 0"
 	vm_log "pair Paused, target $tgt reads delayed ${PROBE_MS} ms; resume in the background"
@@ -283,7 +282,7 @@ step_bug3() {
 	while :; do
 		n=$(delayed rp3tgt writes)
 		pair=$(pair_line $pipe $src)
-		lag=$(field "$pair" lag)
+		lag=$(vm_field "$pair" lag)
 		if [ "$n" -ge 2 ] && [ "$lag" = 131072 ]; then
 			vm_log "W2 issued after the switch to sync: its target leg is at the target with W0's async leg, W1's queued behind W0's ($n writes held; $pair)"
 			break
@@ -302,7 +301,7 @@ step_bug3() {
 	i=0
 	while :; do
 		pair=$(pair_line $pipe $src)
-		[ "$(field "$pair" lag)" = 0 ] && [ "$(delayed rp3tgt writes)" = 0 ] && break
+		[ "$(vm_field "$pair" lag)" = 0 ] && [ "$(delayed rp3tgt writes)" = 0 ] && break
 		[ $i -lt $((ASYNC_MS / 100 * 3 + 200)) ] || vm_fail "bug 3: lag did not drain: $pair"
 		sleep 0.1
 		i=$((i + 1))
@@ -337,7 +336,7 @@ step_bug4() {
 		vm_fail "bug 4: set-pipe refused"
 	lun=$(vm_tcm_loop_export $src)
 	pair=$(pair_line $pipe $src)
-	[ "$(field "$pair" state)" = InSync ] && [ "$(field "$pair" dirty)" = 0 ] ||
+	[ "$(vm_field "$pair" state)" = InSync ] && [ "$(vm_field "$pair" dirty)" = 0 ] ||
 		vm_fail "bug 4: setup: pair not InSync and clean: $pair"
 	dd if=/dev/urandom of=/tmp/b4.w bs=64k count=1 2> /dev/null
 	vm_dm_load rp4pri "0 $SECT error"
@@ -353,7 +352,7 @@ step_bug4() {
 	cmp -s /tmp/b4.pri /tmp/b4.tgt && vm_log "region 16 identical on both legs"
 	pair=$(pair_line $pipe $src)
 	vm_log "$pair"
-	[ "$(field "$pair" dirty)" -ge 1 ] && region_dirty $pipe $src 16 ||
+	[ "$(vm_field "$pair" dirty)" -ge 1 ] && region_dirty $pipe $src 16 ||
 		vm_fail "bug 4: a write that failed on the primary left region 16 clean although its target leg ran ($pair): the legs may differ there"
 	rp-nlctl del-pipe $pipe || vm_fail "bug 4: del-pipe"
 	vm_tcm_loop_unexport $src
@@ -374,13 +373,13 @@ step_bug5() {
 		vm_fail "bug 5: set-pipe refused"
 	lun=$(vm_tcm_loop_export $src)
 	pair=$(pair_line $pipe $src)
-	[ "$(field "$pair" state)" = InSync ] && [ "$(field "$pair" intent_marked)" = 0 ] ||
+	[ "$(vm_field "$pair" state)" = InSync ] && [ "$(vm_field "$pair" intent_marked)" = 0 ] ||
 		vm_fail "bug 5: setup: pair not InSync with nothing marked: $pair"
 	dd if=/dev/urandom of=$lun bs=4k count=1 seek=256 oflag=direct 2> /dev/null ||
 		vm_fail "bug 5: the write through $lun failed"
 	t0=$(now10)
 	pair=$(pair_line $pipe $src)
-	[ "$(field "$pair" intent_marked)" -ge 1 ] ||
+	[ "$(vm_field "$pair" intent_marked)" -ge 1 ] ||
 		vm_fail "bug 5: setup: the write marked nothing: $pair"
 	vm_log "4 KiB written at 1 MiB, its chunk marked; target $tgt holds flushes ${FLUSH_MS} ms"
 	# Two clear passes (intent_clear_sec 5) clear a quiet chunk within
@@ -388,9 +387,9 @@ step_bug5() {
 	while [ "$(now10)" -lt $((t0 + 130)) ]; do sleep 0.5; done
 	pair=$(pair_line $pipe $src)
 	vm_log "13 s after the write: $pair; target holds $(delayed_flushes rp5tgt) flush(es)"
-	[ "$(field "$pair" intent_marked)" -ge 1 ] ||
+	[ "$(vm_field "$pair" intent_marked)" -ge 1 ] ||
 		vm_fail "bug 5: the record cleared the chunk 13 s after the write while the target had not flushed it ($pair)"
-	until [ "$(field "$(pair_line $pipe $src)" intent_marked)" = 0 ]; do
+	until [ "$(vm_field "$(pair_line $pipe $src)" intent_marked)" = 0 ]; do
 		[ $i -lt 400 ] || vm_fail "bug 5: the chunk stayed marked 40 s after the flush could pass: $(pair_line $pipe $src)"
 		sleep 0.1
 		i=$((i + 1))
@@ -410,10 +409,10 @@ step_bug6() {
 	vm_backstore replipipe replipipe_0 s6 /dev/ram11 > /dev/null
 	rp-nlctl set-pipe --id $pipe --mode sync --pair $src=/dev/ram12 ||
 		vm_fail "bug 6: set-pipe refused"
-	old=$(field "$(pair_line $pipe $src)" serial)
+	old=$(vm_field "$(pair_line $pipe $src)" serial)
 	rp-nlctl set-pipe --id $pipe --mode sync --pair $src=/dev/ram13 ||
 		vm_fail "bug 6: set-pipe to the new target refused"
-	new=$(field "$(pair_line $pipe $src)" serial)
+	new=$(vm_field "$(pair_line $pipe $src)" serial)
 	vm_log "pair serial $old, after the target changed $new"
 	[ -n "$old" ] && [ -n "$new" ] && [ "$old" != "$new" ] ||
 		vm_fail "bug 6: the replaced pair kept its serial ($old, $new)"
@@ -588,7 +587,7 @@ step_bug7() {
 	[ "$(bg_rc b7set)" = 0 ] || vm_fail "bug 7: set-pipe failed: $(bg_out b7set)"
 	pair=$(pair_line $pipe $a)
 	vm_log "$pair"
-	[ "$(field "$pair" dirty)" -ge 1 ] && region_dirty $pipe $a 5 ||
+	[ "$(vm_field "$pair" dirty)" -ge 1 ] && region_dirty $pipe $a 5 ||
 		vm_fail "bug 7: a write with no pair, made after $a's pair took its bitmap from the record, is not dirty on the pair ($pair): the legs differ there"
 	vm_dm_load rp7rec "0 $(blockdev --getsz /dev/ram17) linear /dev/ram17 0"
 	rp-nlctl del-pipe $pipe || vm_fail "bug 7: del-pipe"

@@ -12,8 +12,6 @@ PIPE=kmod-sync
 SRC=replipipe_0/vol1
 LIVE=/sys/module/replipipe/parameters/live_objects
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
-
 vm_brd 2 128
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
 vm_log "live_objects after load: $(cat $LIVE)"
@@ -32,8 +30,8 @@ vm_log "== 64 MiB of random writes, 4 writers, 4 KiB..1 MiB"
 out=$(rp-writer --dev "$lun" --log /tmp/w --threads 4 --bytes 64M \
 	--min-size 4K --max-size 1M --seed 11) || vm_fail "rp-writer: $out"
 echo "$out"
-acked=$(field "$(echo "$out" | grep '^writer:')" acked)
-bytes=$(field "$(echo "$out" | grep '^writer:')" bytes)
+acked=$(vm_field "$(echo "$out" | grep '^writer:')" acked)
+bytes=$(vm_field "$(echo "$out" | grep '^writer:')" bytes)
 
 vm_log "== verify: the LUN, the primary, the replica"
 rp-verify --dev "$lun" /tmp/w.* || vm_fail "data through the LUN"
@@ -44,19 +42,19 @@ rp-verify --cmp /dev/ram0 /dev/ram1 || vm_fail "the legs differ"
 vm_log "== pair status"
 rp-nlctl get
 pair=$(rp-nlctl get $PIPE | grep "^pair ") || vm_fail "no pair line in rp-nlctl get"
-[ "$(field "$pair" source)" = $SRC ] || vm_fail "pair source: $pair"
-[ "$(field "$pair" target)" = /dev/ram1 ] || vm_fail "pair target: $pair"
-[ "$(field "$pair" state)" = InSync ] || vm_fail "pair not InSync: $pair"
-[ "$(field "$pair" dirty)" = 0 ] || vm_fail "dirty regions after a clean sync run: $pair"
-[ "$(field "$pair" errors)" = 0 ] || vm_fail "target errors: $pair"
-[ "$(field "$pair" lag)" = 0 ] || vm_fail "lag in sync mode: $pair"
-[ "$(field "$pair" bytes)" = "$bytes" ] ||
-	vm_fail "bytes mirrored $(field "$pair" bytes) != bytes acknowledged $bytes"
-[ "$(field "$pair" writes)" -ge "$acked" ] ||
-	vm_fail "writes mirrored $(field "$pair" writes) < writes acknowledged $acked"
-[ "$(field "$pair" source_bytes)" = "$(blockdev --getsize64 /dev/ram0)" ] ||
+[ "$(vm_field "$pair" source)" = $SRC ] || vm_fail "pair source: $pair"
+[ "$(vm_field "$pair" target)" = /dev/ram1 ] || vm_fail "pair target: $pair"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "pair not InSync: $pair"
+[ "$(vm_field "$pair" dirty)" = 0 ] || vm_fail "dirty regions after a clean sync run: $pair"
+[ "$(vm_field "$pair" errors)" = 0 ] || vm_fail "target errors: $pair"
+[ "$(vm_field "$pair" lag)" = 0 ] || vm_fail "lag in sync mode: $pair"
+[ "$(vm_field "$pair" bytes)" = "$bytes" ] ||
+	vm_fail "bytes mirrored $(vm_field "$pair" bytes) != bytes acknowledged $bytes"
+[ "$(vm_field "$pair" writes)" -ge "$acked" ] ||
+	vm_fail "writes mirrored $(vm_field "$pair" writes) < writes acknowledged $acked"
+[ "$(vm_field "$pair" source_bytes)" = "$(blockdev --getsize64 /dev/ram0)" ] ||
 	vm_fail "source_bytes is not the size of /dev/ram0: $pair"
-[ "$(field "$pair" regions)" = $(($(blockdev --getsize64 /dev/ram0) / 65536)) ] ||
+[ "$(vm_field "$pair" regions)" = $(($(blockdev --getsize64 /dev/ram0) / 65536)) ] ||
 	vm_fail "regions is not size / 64 KiB: $pair"
 
 vm_log "== teardown"

@@ -31,12 +31,7 @@ NULLB=/sys/kernel/config/nullb
 LIVE=/sys/module/replipipe/parameters/live_objects
 export DM_DISABLE_UDEV=1
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
-# norm_ranges < FILE: "FIRST-LAST" lines from rp-verify's "F-L" or rp-nlctl's "dirty F[-L]"
-norm_ranges() {
-	sed -n 's/^dirty //; /^[0-9][0-9]*\(-[0-9][0-9]*\)\{0,1\}$/p' | sed 's/^\([0-9]*\)$/\1-\1/'
-}
 # subset A B: every region of the ranges in file A is in those of file B
 subset() {
 	awk -F- 'FILENAME == ARGV[1] { for (r = $1; r <= $2; r++) in_b[r] = 1; next }
@@ -72,8 +67,8 @@ expect_dirty() {
 	shift
 	rp-verify --regions $REGION_KIB "$@" > /tmp/expected
 	rp-nlctl bitmap $PIPE $SRC > /tmp/bitmap || vm_fail "rp-nlctl bitmap"
-	norm_ranges < /tmp/expected > /tmp/expected.ranges
-	norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
+	vm_norm_ranges < /tmp/expected > /tmp/expected.ranges
+	vm_norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
 	vm_log "dirty: $(head -n 1 /tmp/bitmap), expected $(head -n 1 /tmp/expected)"
 	if ! diff /tmp/expected.ranges /tmp/bitmap.ranges > /tmp/ranges.diff; then
 		head -n 20 /tmp/ranges.diff
@@ -89,8 +84,8 @@ lost_only_dirty() {
 	head -n 1 /tmp/cmp
 	[ $rc = 1 ] || vm_fail "the power loss lost nothing: no volatile cache to test"
 	rp-nlctl bitmap $PIPE $SRC > /tmp/bitmap || vm_fail "rp-nlctl bitmap"
-	norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
-	norm_ranges < /tmp/cmp > /tmp/cmp.ranges
+	vm_norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
+	vm_norm_ranges < /tmp/cmp > /tmp/cmp.ranges
 	subset /tmp/cmp.ranges /tmp/bitmap.ranges > /tmp/missing ||
 		vm_fail "the target lost writes in regions that are not dirty: $(head -n 5 /tmp/missing | tr '\n' ' ')"
 }
@@ -102,7 +97,7 @@ resume_resync() {
 	tail -n 1 /tmp/resync
 	pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 	echo "$pair"
-	[ "$(field "$pair" state)" = InSync ] || vm_fail "not InSync after the resync: $pair"
+	[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "not InSync after the resync: $pair"
 	vm_cmp_devs /dev/rpsrc $tgt
 }
 
@@ -138,7 +133,7 @@ rp-writer --dev "$lun" --log /tmp/b --threads 4 --offset 16M --span 16M \
 rp-nlctl pair-state $PIPE $SRC pause || vm_fail "pause"
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
-[ "$(field "$pair" state)" = Paused ] || vm_fail "not Paused: $pair"
+[ "$(vm_field "$pair" state)" = Paused ] || vm_fail "not Paused: $pair"
 target_power_loss
 lost_only_dirty
 expect_dirty "after the pause" /tmp/b.*
@@ -153,7 +148,7 @@ rp-writer --dev "$lun" --log /tmp/d --threads 4 --offset 16M --span 16M \
 	--bytes 2M --seed 35 > /tmp/out || vm_fail "writes under policy degrade: $(cat /tmp/out)"
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
-[ "$(field "$pair" state)" = Degraded ] || vm_fail "not Degraded: $pair"
+[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "not Degraded: $pair"
 expect_dirty "after the degrade" /tmp/c.* /tmp/d.*
 target_power_loss
 lost_only_dirty

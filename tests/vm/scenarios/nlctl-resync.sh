@@ -11,7 +11,6 @@ SRC=replipipe_0/vol1
 # O_DIRECT compare: a buffered cmp would read /dev/ram0 pages cached before the
 # backend wrote the device with bios.
 same() { rp-verify --cmp /dev/ram0 /dev/ram1 | tee /dev/stderr | grep -q "^cmp: identical"; }
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 
 vm_brd 2 64
 dd if=/dev/urandom of=/dev/ram0 bs=1M count=64 2>/dev/null
@@ -44,7 +43,7 @@ rp-nlctl set-pipe --id $PIPE --name "nl test" --mode sync --policy degrade \
 rp-nlctl get
 rp-nlctl get $PIPE
 pair=$(rp-nlctl get $PIPE | grep '^pair ')
-[ "$(field "$pair" dirty)" = 1024 ] || vm_fail "expected 1024 dirty: $pair"
+[ "$(vm_field "$pair" dirty)" = 1024 ] || vm_fail "expected 1024 dirty: $pair"
 rp-nlctl bitmap $PIPE $SRC | head -n 3
 
 vm_log "== claims: failed keeps them dirty, a dropped socket too"
@@ -52,7 +51,7 @@ out=$(rp-nlctl claim $PIPE $SRC --hint 10 --max 4 --failed) || vm_fail "claim"
 echo "$out"
 echo "$out" | grep -q "^claim .*first=10 count=4" || vm_fail "claim first/count"
 rp-nlctl claim $PIPE $SRC --max 8 || vm_fail "claim dropped"
-[ "$(field "$(rp-nlctl bitmap $PIPE $SRC | head -n 1)" dirty)" = 1024 ] ||
+[ "$(vm_field "$(rp-nlctl bitmap $PIPE $SRC | head -n 1)" dirty)" = 1024 ] ||
 	vm_fail "claims changed the bitmap"
 # a held claim blocks a second claim of the same regions
 rp-nlctl claim $PIPE $SRC --max 16 --hold 2 > /tmp/held &
@@ -69,19 +68,19 @@ cat /tmp/resync
 grep -q "^resync .*result=clean bytes=67108864 " /tmp/resync || vm_fail "resync bytes"
 pair=$(rp-nlctl get $PIPE | grep '^pair ')
 echo "$pair"
-[ "$(field "$pair" dirty)" = 0 ] || vm_fail "dirty after resync"
-[ "$(field "$pair" state)" = InSync ] || vm_fail "not InSync after resync"
+[ "$(vm_field "$pair" dirty)" = 0 ] || vm_fail "dirty after resync"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "not InSync after resync"
 same || vm_fail "legs differ after resync"
 rp-nlctl resync $PIPE $SRC | tail -n 1 | grep -q "bytes=0 " || vm_fail "second resync copied"
 
 vm_log "== pause, write, resume, resync under writes"
 rp-nlctl pair-state $PIPE $SRC pause || vm_fail pause
-[ "$(field "$(rp-nlctl get $PIPE | grep '^pair ')" state)" = Paused ] || vm_fail "not Paused"
+[ "$(vm_field "$(rp-nlctl get $PIPE | grep '^pair ')" state)" = Paused ] || vm_fail "not Paused"
 lun=$(vm_tcm_loop_export $SRC)
 dd if=/dev/urandom of=$lun bs=64k count=100 seek=37 oflag=direct 2>/dev/null
 pair=$(rp-nlctl get $PIPE | grep '^pair ')
 echo "$pair"
-[ "$(field "$pair" dirty)" -ge 100 ] || vm_fail "paused writes not dirty"
+[ "$(vm_field "$pair" dirty)" -ge 100 ] || vm_fail "paused writes not dirty"
 rp-nlctl pair-state $PIPE $SRC resume || vm_fail resume
 vm_log "== resync without concurrent writes"
 rp-nlctl resync $PIPE $SRC --qd 8 --chunk-kib 256 | tail -n 1 || vm_fail "resync after pause"
@@ -97,7 +96,7 @@ wait $wpid || vm_fail "writer: $(cat /tmp/writer)"
 rp-nlctl resync $PIPE $SRC | tail -n 1 || vm_fail "final resync"
 pair=$(rp-nlctl get $PIPE | grep '^pair ')
 echo "$pair"
-[ "$(field "$pair" state)" = InSync ] || vm_fail "not InSync at the end"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "not InSync at the end"
 cat /tmp/writer
 rp-verify --cmp /dev/ram0 /dev/ram1 --region-kib 64 | head -n 20
 rp-verify --dev /dev/ram1 /tmp/w.* | tail -n 5
