@@ -11,10 +11,11 @@
 # to R2, (W) B with a write-intent record on R3 (docs/write-intent.md; the
 # record starts empty, so the random writes keep marking new chunks: its
 # worst case), (W64) W with one record bit per 64 KiB region instead of per
-# 4 MiB chunk (intent_chunk_kib=64: what the record did before), (BWC) B
-# with both legs' queues set to "write back" (a volatile write cache, so
-# every mirrored write is tracked as unflushed on the target until a flush,
-# rp_pipe.c "Unflushed"; the legs themselves do not change), (C) iblock on dm-mirror(R1, R2) (`mirror core 2 1024 nosync`),
+# 4 MiB chunk (intent_chunk_kib=64: what the record did before), (BWC,
+# null_blk only) B over two null_blk devices like R1 and R2 but with a
+# volatile write cache (configfs cache_size; memory_backed=0, so no data is
+# kept either way): every mirrored write is tracked as unflushed on the
+# target until a flush, rp_pipe.c "Unflushed"), (C) iblock on dm-mirror(R1, R2) (`mirror core 2 1024 nosync`),
 # all through tcm_loop; fio libaio direct 8 s: 4 KiB randwrite QD32 and 1 MiB
 # sequential write QD8. A runs first (after a discarded warm-up) and again
 # last (A2); B/A uses their mean. Prints "BENCH |"-prefixed table lines with
@@ -84,20 +85,25 @@ mirror() {
 	vm_backstore_delete "replipipe_0/b$2"
 }
 
-# write_cache MODE DEV...: what the block layer says of the devices' caches
-# ("write back": a volatile cache, flushes and FUA are sent).
-write_cache() {
-	local mode=$1 d
-	shift
-	for d in "$@"; do
-		echo "$mode" > "/sys/block/${d#/dev/}/queue/write_cache" ||
-			vm_fail "cannot set $d's write_cache to $mode"
-		[ "$(cat "/sys/block/${d#/dev/}/queue/write_cache")" = "$mode" ] ||
-			vm_fail "$d's write_cache is not $mode"
-	done
+# nullb_wc NAME: a null_blk like the module's (no data kept, 20 ms
+# completions) but with a volatile write cache, made through configfs: the
+# block layer sends it flushes and the pair tracks its unflushed writes.
+nullb_wc() {
+	local d=/sys/kernel/config/nullb/$1
+	mkdir "$d" || vm_fail "mkdir $d"
+	echo 1024 > "$d/size"
+	echo 2 > "$d/queue_mode"
+	echo 2 > "$d/irqmode"
+	echo 20000000 > "$d/completion_nsec"
+	echo 0 > "$d/memory_backed"
+	echo 64 > "$d/cache_size"
+	echo 1 > "$d/power" || vm_fail "cannot power on $1"
+	vm_wait_path "/dev/$1"
+	[ "$(cat "/sys/block/$1/queue/write_cache")" = "write back" ] ||
+		vm_fail "$1 has no volatile write cache"
 }
 
-# legs TAG R1 R2 R3: the four configurations on one set of devices, then the
+# legs TAG R1 R2 R3 ["WC1 WC2"]: the four configurations on one set of devices, then the
 # baseline once more (A2) to show the drift within the boot
 legs() {
 	local tag=$1 r1=$2 r2=$3 lun sectors mirror
@@ -107,9 +113,7 @@ legs() {
 	mirror B "$tag" "$r1" "$r2"
 	mirror W "$tag" "$r1" "$r2" "$4"
 	mirror W64 "$tag" "$r1" "$r2" "$4,intent_chunk_kib=64"
-	write_cache "write back" "$r1" "$r2"
-	mirror BWC "$tag" "$r1" "$r2"
-	write_cache "write through" "$r1" "$r2"
+	[ -z "$5" ] || mirror BWC "$tag" $5
 
 	dmsetup --noudevsync create "m$tag" \
 		--table "0 $sectors mirror core 2 1024 nosync 2 $r1 0 $r2 0" ||
@@ -129,9 +133,11 @@ legs() {
 vm_modprobe null_blk nr_devices=3 gb=1 memory_backed=0 irqmode=2 \
 	completion_nsec=20000000 queue_mode=2
 vm_wait_path /dev/nullb1
+nullb_wc nullwc0
+nullb_wc nullwc1
 vm_modprobe dm_mirror
 vm_modprobe replipipe
-legs nullblk /dev/nullb0 /dev/nullb1 /dev/nullb2
+legs nullblk /dev/nullb0 /dev/nullb1 /dev/nullb2 "/dev/nullwc0 /dev/nullwc1"
 
 vm_brd 3 256
 # brd allocates its pages on first write: fill them so no leg pays for that
@@ -159,6 +165,7 @@ awk -v runtime="$RUNTIME" '
 			if (!(t in kinds)) continue
 			for (c = 1; c <= 7; c++) {
 				l = configs[c]
+				if (!((t "-" l) in iops)) continue
 				printf "BENCH | %s | %s %s | %d | %.1f |\n", t, l, name[l], iops[t "-" l], mbs[t "-" l]
 			}
 			# A: the mean of the runs before and after B and C
@@ -172,8 +179,9 @@ awk -v runtime="$RUNTIME" '
 				iops[t "-W"] / iops[t "-B"], mbs[t "-W"] / mbs[t "-B"]
 			printf "BENCH | %s | ratio W64/B | %.3f | %.3f |\n", t,
 				iops[t "-W64"] / iops[t "-B"], mbs[t "-W64"] / mbs[t "-B"]
-			printf "BENCH | %s | ratio BWC/B | %.3f | %.3f |\n", t,
-				iops[t "-BWC"] / iops[t "-B"], mbs[t "-BWC"] / mbs[t "-B"]
+			if ((t "-BWC") in iops)
+				printf "BENCH | %s | ratio BWC/B | %.3f | %.3f |\n", t,
+					iops[t "-BWC"] / iops[t "-B"], mbs[t "-BWC"] / mbs[t "-B"]
 		}
 		printf "BENCH fio libaio direct %d s per run; nullblk: null_blk completion_nsec=20000000 (latency-bound, measures the module); brd: ramdisks (CPU-bound under TCG, measures the emulator too)\n", runtime
 	}' /tmp/results
