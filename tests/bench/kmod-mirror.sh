@@ -11,17 +11,16 @@
 # to R2, (W) B with a write-intent record on R3 (docs/write-intent.md; the
 # record starts empty, so the random writes keep marking new chunks: its
 # worst case), (W64) W with one record bit per 64 KiB region instead of per
-# 4 MiB chunk (intent_chunk_kib=64: what the record did before), (BWC,
-# null_blk only) B over two null_blk devices like R1 and R2 but with a
-# volatile write cache (configfs cache_size; memory_backed=0, so no data is
-# kept either way): every mirrored write is tracked as unflushed on the
-# target until a flush, rp_pipe.c "Unflushed"), (C) iblock on dm-mirror(R1, R2) (`mirror core 2 1024 nosync`),
+# 4 MiB chunk (intent_chunk_kib=64: what the record did before), (BM, BWC:
+# null_blk only) B over memory-backed null_blk legs of 256 MiB without and
+# with a volatile write cache: with one, every mirrored write is tracked as
+# unflushed on the target until a flush (rp_pipe.c "Unflushed"), (C) iblock on dm-mirror(R1, R2) (`mirror core 2 1024 nosync`),
 # all through tcm_loop; fio libaio direct 8 s: 4 KiB randwrite QD32 and 1 MiB
 # sequential write QD8. A runs first (after a discarded warm-up) and again
 # last (A2); B/A uses their mean. Prints "BENCH |"-prefixed table lines with
-# IOPS, MB/s and the ratios B/A, B/C, W/B, W64/B and BWC/B.
+# IOPS, MB/s and the ratios B/A, B/C, W/B, W64/B and BWC/BM.
 # vm-timeout: 1200
-# vm-mem: 1536
+# vm-mem: 2048
 # vm-bins: fio dmsetup
 
 RUNTIME=${BENCH_RUNTIME:-8}
@@ -85,25 +84,36 @@ mirror() {
 	vm_backstore_delete "replipipe_0/b$2"
 }
 
-# nullb_wc NAME: a null_blk like the module's (no data kept, 20 ms
-# completions) but with a volatile write cache, made through configfs: the
-# block layer sends it flushes and the pair tracks its unflushed writes.
-nullb_wc() {
+# nullb_mem NAME CACHE_MIB: a null_blk with the module's timing (20 ms
+# completions) that keeps its data (memory_backed: null_blk has a write
+# cache only then), 256 MiB, with a volatile write cache of CACHE_MIB (0:
+# none), made through configfs. A cache as large as the device never
+# evicts, so the two kinds differ in the cache alone.
+nullb_mem() {
 	local d=/sys/kernel/config/nullb/$1
 	mkdir "$d" || vm_fail "mkdir $d"
-	echo 1024 > "$d/size"
+	echo 256 > "$d/size"
 	echo 2 > "$d/queue_mode"
 	echo 2 > "$d/irqmode"
 	echo 20000000 > "$d/completion_nsec"
-	echo 0 > "$d/memory_backed"
-	echo 64 > "$d/cache_size"
+	echo 1 > "$d/memory_backed"
+	echo "$2" > "$d/cache_size"
 	echo 1 > "$d/power" || vm_fail "cannot power on $1"
 	vm_wait_path "/dev/$1"
-	[ "$(cat "/sys/block/$1/queue/write_cache")" = "write back" ] ||
+	[ "$2" = 0 ] || [ "$(cat "/sys/block/$1/queue/write_cache")" = "write back" ] ||
 		vm_fail "$1 has no volatile write cache"
 }
 
-# legs TAG R1 R2 R3 ["WC1 WC2"]: the four configurations on one set of devices, then the
+# nullb_mem_delete NAME...: frees their memory
+nullb_mem_delete() {
+	local n
+	for n in "$@"; do
+		echo 0 > "/sys/kernel/config/nullb/$n/power"
+		rmdir "/sys/kernel/config/nullb/$n"
+	done
+}
+
+# legs TAG R1 R2 R3: the four configurations on one set of devices, then the
 # baseline once more (A2) to show the drift within the boot
 legs() {
 	local tag=$1 r1=$2 r2=$3 lun sectors mirror
@@ -113,7 +123,6 @@ legs() {
 	mirror B "$tag" "$r1" "$r2"
 	mirror W "$tag" "$r1" "$r2" "$4"
 	mirror W64 "$tag" "$r1" "$r2" "$4,intent_chunk_kib=64"
-	[ -z "$5" ] || mirror BWC "$tag" $5
 
 	dmsetup --noudevsync create "m$tag" \
 		--table "0 $sectors mirror core 2 1024 nosync 2 $r1 0 $r2 0" ||
@@ -133,11 +142,20 @@ legs() {
 vm_modprobe null_blk nr_devices=3 gb=1 memory_backed=0 irqmode=2 \
 	completion_nsec=20000000 queue_mode=2
 vm_wait_path /dev/nullb1
-nullb_wc nullwc0
-nullb_wc nullwc1
 vm_modprobe dm_mirror
 vm_modprobe replipipe
-legs nullblk /dev/nullb0 /dev/nullb1 /dev/nullb2 "/dev/nullwc0 /dev/nullwc1"
+legs nullblk /dev/nullb0 /dev/nullb1 /dev/nullb2
+
+# BM and BWC: the mirror over memory-backed null_blk legs without and with
+# a volatile write cache, one after the other.
+nullb_mem nullmb0 0
+nullb_mem nullmb1 0
+mirror BM nullblk /dev/nullmb0 /dev/nullmb1
+nullb_mem_delete nullmb0 nullmb1
+nullb_mem nullwc0 256
+nullb_mem nullwc1 256
+mirror BWC nullblk /dev/nullwc0 /dev/nullwc1
+nullb_mem_delete nullwc0 nullwc1
 
 vm_brd 3 256
 # brd allocates its pages on first write: fill them so no leg pays for that
@@ -157,13 +175,14 @@ awk -v runtime="$RUNTIME" '
 		name["C"] = "iblock on dm-mirror(R1,R2)"; name["A2"] = "iblock on R1, again"
 		name["W"] = "replipipe R1 -> R2 (sync), write-intent record on R3 (4 MiB chunks)"
 		name["W64"] = "W with 64 KiB chunks (a bit per region)"
-		name["BWC"] = "B over legs with a volatile write cache (unflushed tracking)"
-		split("A B W W64 BWC C A2", configs, " ")
+		name["BM"] = "B over memory-backed null_blk legs (256 MiB)"
+		name["BWC"] = "BM with a volatile write cache on both legs (unflushed tracking)"
+		split("A B W W64 C A2 BM BWC", configs, " ")
 		split("nullblk brd", order, " ")
 		for (o = 1; o <= 2; o++) {
 			t = order[o]
 			if (!(t in kinds)) continue
-			for (c = 1; c <= 7; c++) {
+			for (c = 1; c <= 8; c++) {
 				l = configs[c]
 				if (!((t "-" l) in iops)) continue
 				printf "BENCH | %s | %s %s | %d | %.1f |\n", t, l, name[l], iops[t "-" l], mbs[t "-" l]
@@ -180,8 +199,8 @@ awk -v runtime="$RUNTIME" '
 			printf "BENCH | %s | ratio W64/B | %.3f | %.3f |\n", t,
 				iops[t "-W64"] / iops[t "-B"], mbs[t "-W64"] / mbs[t "-B"]
 			if ((t "-BWC") in iops)
-				printf "BENCH | %s | ratio BWC/B | %.3f | %.3f |\n", t,
-					iops[t "-BWC"] / iops[t "-B"], mbs[t "-BWC"] / mbs[t "-B"]
+				printf "BENCH | %s | ratio BWC/BM | %.3f | %.3f |\n", t,
+					iops[t "-BWC"] / iops[t "-BM"], mbs[t "-BWC"] / mbs[t "-BM"]
 		}
 		printf "BENCH fio libaio direct %d s per run; nullblk: null_blk completion_nsec=20000000 (latency-bound, measures the module); brd: ramdisks (CPU-bound under TCG, measures the emulator too)\n", runtime
 	}' /tmp/results
