@@ -318,6 +318,16 @@ struct PipeState {
 const ResyncJobsOptions kNoBackoff{milliseconds(1), milliseconds(1),
                                    milliseconds(0)};
 
+// Two live jobs at most, and a job that ends Syncing is not run again
+// within the test: only a replan after a job's end starts the next pair.
+ResyncJobsOptions TwoSlots()
+{
+	ResyncJobsOptions options = kNoBackoff;
+	options.rerun_delay = milliseconds(60000);
+	options.max_running = 2;
+	return options;
+}
+
 TEST(ControlJobs, FailedJobIsRetriedAfterBackoff)
 {
 	std::atomic<int> made{0};
@@ -751,10 +761,7 @@ TEST(ControlJobs, CapOnLiveJobs)
 {
 	Lab lab;
 	Replans replans;
-	ResyncJobsOptions options = kNoBackoff;
-	options.rerun_delay = milliseconds(60000);
-	options.max_running = 2;
-	ResyncJobs jobs(lab.Factory(), nullptr, options);
+	ResyncJobs jobs(lab.Factory(), nullptr, TwoSlots());
 	jobs.SetReplanSink(replans.Sink());
 	const std::string id = Pipe().instance_id;
 	PipeState pipe(id, {KernelPair("replipipe_0/a", "/dev/sdb", 1),
@@ -805,10 +812,7 @@ TEST(ControlJobs, SlotsAreSharedFairlyBetweenPipes)
 {
 	Lab lab;
 	Replans replans;
-	ResyncJobsOptions options = kNoBackoff;
-	options.rerun_delay = milliseconds(60000);
-	options.max_running = 2;
-	ResyncJobs jobs(lab.Factory(), nullptr, options);
+	ResyncJobs jobs(lab.Factory(), nullptr, TwoSlots());
 	jobs.SetReplanSink(replans.Sink());
 	std::vector<KernelPairStatus> many;
 	for (int i = 0; i < 6; ++i)
