@@ -147,6 +147,34 @@ static inline bool rp_bits_any(const unsigned long *bits, u64 first, u64 last)
 }
 
 /*
+ * Sets bits [@first, @last] of @bits and returns how many of them were clear,
+ * a word at a time: a range of many regions (an UNMAP of a whole LUN) costs
+ * O(words) with interrupts off, not O(regions).
+ */
+static inline u64 rp_bits_set_count(unsigned long *bits, u64 first, u64 last)
+{
+	unsigned long *p = bits + BIT_WORD(first);
+	unsigned long mask = BITMAP_FIRST_WORD_MASK(first);
+	u64 left = last - first + 1;
+	u64 in_word = BITS_PER_LONG - first % BITS_PER_LONG;
+	u64 newly = 0;
+
+	while (left >= in_word) {
+		newly += hweight_long(mask & ~*p);
+		*p++ |= mask;
+		left -= in_word;
+		in_word = BITS_PER_LONG;
+		mask = ~0UL;
+	}
+	if (left) {
+		mask &= BITMAP_LAST_WORD_MASK(last + 1);
+		newly += hweight_long(mask & ~*p);
+		*p |= mask;
+	}
+	return newly;
+}
+
+/*
  * Sets in @regions (@nr_regions bits) the regions of every bit set in
  * @chunks (@nr_chunks bits, 1 << @shift regions each; the last may be
  * short), a run of set bits at a time: O(words), not O(regions), for the

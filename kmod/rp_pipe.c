@@ -180,17 +180,21 @@ static void __rp_pair_set_state(struct rp_pair *pair, u8 state)
 		queue_work(rp_wq, &pair->event_work);
 }
 
-/* Marks regions [@first, @last] dirty.  pair->lock held. */
+/*
+ * Marks regions [@first, @last] dirty.  O(words) of the range plus its
+ * claimed regions, which are few (the claims' runs).  pair->lock held.
+ */
 void __rp_pair_mark_dirty(struct rp_pair *pair, u64 first, u64 last)
 {
-	u64 i;
+	unsigned long i;
 
-	for (i = first; i <= last && i < pair->nr_regions; i++) {
-		if (!__test_and_set_bit(i, pair->dirty))
-			pair->nr_dirty++;
-		if (test_bit(i, pair->claimed))
-			__set_bit(i, pair->redirty);
-	}
+	if (first >= pair->nr_regions)
+		return;
+	last = min(last, pair->nr_regions - 1);
+	pair->nr_dirty += rp_bits_set_count(pair->dirty, first, last);
+	i = first;
+	for_each_set_bit_from(i, pair->claimed, last + 1)
+		__set_bit(i, pair->redirty);
 	if (pair->nr_dirty && pair->state == REPLIPIPE_PAIR_INSYNC)
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_SYNCING);
 }
@@ -238,16 +242,12 @@ static bool __rp_pair_claimed(struct rp_pair *pair, u64 first, u64 last)
 	return rp_bits_any(pair->claimed, first, last);
 }
 
+/* The regions a write, UNMAP or WRITE SAME covers (a flush has none). */
 static void rp_req_regions(struct rp_pair *pair, struct rp_req *req)
 {
 	u64 last_region = pair->nr_regions ? pair->nr_regions - 1 : 0;
 	sector_t end = req->sector + max_t(sector_t, req->nr_sects, 1) - 1;
 
-	if (req->flags & RP_REQ_FLUSH) {
-		req->first_region = 0;
-		req->last_region = last_region;
-		return;
-	}
 	req->first_region = min_t(u64, req->sector >> pair->region_sect_shift,
 				  last_region);
 	req->last_region = min_t(u64, end >> pair->region_sect_shift,
@@ -347,7 +347,8 @@ void rp_pair_mark_dirty(struct rp_pair *pair, struct rp_req *req)
 }
 
 /*
- * A target leg failed: its regions become dirty.  Returns true if the
+ * A target leg failed: a write's regions become dirty, and for a write or a
+ * flush the regions the target held unflushed.  Returns true if the
  * command must fail (policy FailIO, synchronous); otherwise the pair
  * degrades.  Must not block.
  */
@@ -358,8 +359,16 @@ bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req)
 
 	atomic64_inc(&pair->target_errors);
 	spin_lock_irqsave(&pair->lock, flags);
-	rp_req_regions(pair, req);
-	__rp_pair_mark_dirty(pair, req->first_region, req->last_region);
+	/*
+	 * A failed flush lost at most what the target held unflushed (made
+	 * dirty below), not every region: what an earlier flush made durable
+	 * stays.
+	 */
+	if (!(req->flags & RP_REQ_FLUSH)) {
+		rp_req_regions(pair, req);
+		__rp_pair_mark_dirty(pair, req->first_region,
+				     req->last_region);
+	}
 	fail = pair->policy == REPLIPIPE_POLICY_FAILIO &&
 	       !(req->flags & RP_REQ_ASYNC);
 	if (!fail && __rp_pair_mirroring(pair))

@@ -15,9 +15,15 @@
 # writes degrade the pair; both sets of regions are dirty; power loss,
 # repair, resume, resync: identical. Phase 3, asynchronous: plain writes
 # (target legs completing before or after the pause), pause: their regions
-# are dirty; power loss, resume, resync: identical.
+# are dirty; power loss, resume, resync: identical. Phase 4, a failed
+# flush: synchronous again, flushed writes then plain writes; the target
+# fails writes (dm-flakey) and the initiator's next SYNCHRONIZE CACHE fails
+# on it:
+# the pair degrades with exactly the plain writes' regions dirty (the
+# flushed ones are durable); power loss, resume, resync: identical.
 # The old module left the unflushed writes clean: the pair went InSync
-# over legs that differ.
+# over legs that differ. Before session 10 a failed target flush made
+# every region of the pair dirty.
 # vm-timeout: 600
 # vm-cost: 120
 # vm-mem: 1024
@@ -165,8 +171,33 @@ expect_dirty "after the async pause" /tmp/e.*
 target_power_loss
 lost_only_dirty
 resume_resync
-rp-verify --dev /dev/rptgt /tmp/a.* /tmp/f.* /tmp/b.* /tmp/c.* /tmp/d.* /tmp/e.* ||
-	vm_fail "the target after the resyncs"
+
+vm_log "== phase 4: flushed and plain writes, then a target flush fails"
+rp-nlctl set-pipe --id $PIPE --name tcache --mode sync --policy degrade \
+	--region-kib $REGION_KIB --pair $SRC=$tgt || vm_fail "set-pipe sync refused"
+rp-writer --dev "$lun" --log /tmp/g --threads 1 --offset 0 --span 16M \
+	--bytes 4M --seed 37 --fsync > /tmp/out || vm_fail "flushed writes: $(cat /tmp/out)"
+rp-writer --dev "$lun" --log /tmp/h --threads 4 --offset 20M --span 8M \
+	--bytes 2M --seed 38 > /tmp/out || vm_fail "plain writes: $(cat /tmp/out)"
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "not InSync before the flush: $pair"
+errors=$(vm_field "$pair" errors)
+# dm's error target passes an empty flush (it takes no flush bios): flakey,
+# down all the time, fails it
+vm_dm_load rpdm "0 $sectors flakey /dev/rptgt 0 0 1 1 error_writes"
+# no data: the fsync is one SYNCHRONIZE CACHE, which fails on the target only
+dd if=/dev/null of="$lun" conv=notrunc,fsync 2> /tmp/out ||
+	vm_fail "SYNCHRONIZE CACHE under policy degrade failed: $(cat /tmp/out)"
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+echo "$pair"
+[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "not Degraded after the failed flush: $pair"
+[ "$(vm_field "$pair" errors)" -gt "$errors" ] || vm_fail "no target error counted: $pair"
+expect_dirty "after the failed flush" /tmp/h.*
+target_power_loss
+lost_only_dirty
+resume_resync
+rp-verify --dev /dev/rptgt /tmp/a.* /tmp/f.* /tmp/b.* /tmp/c.* /tmp/d.* /tmp/e.* \
+	/tmp/g.* /tmp/h.* || vm_fail "the target after the resyncs"
 
 vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
