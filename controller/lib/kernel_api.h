@@ -81,8 +81,9 @@ struct KernelPipeStatus {
 	std::vector<KernelPairStatus> pairs;
 };
 
-// Thread-safety: implementations serialize calls internally; a single
-// instance may be used from several threads.
+// Thread-safety: a single instance may be used from several threads.
+// NetlinkKernel serializes the calls on its one socket; KernelPool runs each
+// on a connection of its own.
 class KernelApi
 {
 public:
