@@ -36,6 +36,7 @@
 #include "iscsi_runner.h"
 #include "iscsi_sessions.h"
 #include "iscsi_targets.h"
+#include "kernel_pool.h"
 #include "log.h"
 #include "metrics_http.h"
 #include "metrics_text.h"
@@ -306,6 +307,15 @@ private:
 	std::string last_error_;
 };
 
+// A KernelPool::Opener: one more netlink socket.
+Result<std::unique_ptr<KernelApi>> OpenKernelSocket()
+{
+	auto opened = NetlinkKernel::Open();
+	if (!opened.ok())
+		return opened.status();
+	return std::unique_ptr<KernelApi>(std::move(*opened));
+}
+
 int Run(const Options &opts, Detacher &detacher)
 {
 	LogNotice() << "replipiped " << REPLIPIPE_VERSION
@@ -347,15 +357,11 @@ int Run(const Options &opts, Detacher &detacher)
 	          << " id " << (*kernel)->family_id() << " version "
 	          << (*kernel)->family_version();
 
-	// The degraded-pair probes and resumes get a socket of their own: one
-	// can take the kernel's 5 s probe bound, and NetlinkKernel serializes
-	// the requests of one socket (DaemonService).
-	auto probe_kernel = NetlinkKernel::Open();
-	if (!probe_kernel.ok()) {
-		LogError() << "netlink (probe socket): "
-		           << probe_kernel.status().message();
-		return kExitFailure;
-	}
+	// The degraded-pair probes and resumes run on netlink sockets of their
+	// own, one per request in progress (KernelPool): one can take the
+	// kernel's 5 s probe bound, and NetlinkKernel serializes the requests
+	// of one socket (DaemonService). Opened when first needed.
+	KernelPool probe_kernel("netlink probe socket", OpenKernelSocket);
 
 	SystemEndpointProbe probe;
 	PipeService pipes(**kernel, store, probe, HostIdentity::FromSystem());
@@ -393,8 +399,7 @@ int Run(const Options &opts, Detacher &detacher)
 	ResyncJobs jobs(
 	        NetlinkPairJobFactory(),
 	        [&hub](const ControlEvent &event) { hub.Publish(event); });
-	DaemonService service(pipes, **kernel, &jobs, hub, {},
-	                      probe_kernel->get());
+	DaemonService service(pipes, **kernel, &jobs, hub, {}, &probe_kernel);
 
 	ControlServerOptions server_options;
 	server_options.socket_path = opts.socket_path;

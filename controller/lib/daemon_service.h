@@ -22,12 +22,15 @@
 // (BackgroundTask), over probe_kernel: with NetlinkKernel, whose requests
 // share one socket and one mutex, a probe on the main channel would hold
 // every other kernel call (status, refreshes) for as long. A resume goes
-// there too, for the same reason. Probes and pause/resume of one pipe are
-// serialized (run_state_), and a probe looks at the pair's state again once
-// it holds the pipe: a pair paused while the probe listed the pipes stays
-// Paused. Modify and delete are not held up by a probe: a pair replaced or
-// removed under it is either still mirroring (PAIR_SET Syncing changes
-// nothing) or gone (ENOENT, reported as a failed probe).
+// there too, for the same reason. The daemon's probe_kernel is a
+// KernelPool, a socket for each request in progress, so that a probe or
+// resume of one pipe does not wait for one of another pipe either. Probes
+// and pause/resume of one pipe are serialized (run_state_), and a probe
+// looks at the pair's state again once it holds the pipe: a pair paused
+// while the probe listed the pipes stays Paused. Modify and delete are not
+// held up by a probe: a pair replaced or removed under it is either still
+// mirroring (PAIR_SET Syncing changes nothing) or gone (ENOENT, reported as
+// a failed probe).
 //
 // When a resync job ends and ResyncJobs names a pipe that waited for it (a
 // job of its own held back by the one that ended: its pair's or its
@@ -78,7 +81,7 @@ public:
 	// The references must outlive the service. jobs may be null (no
 	// resync jobs: tests, or a daemon without the engine). probe_kernel
 	// carries the probes and resumes (null: kernel); the daemon gives it
-	// a netlink socket of its own.
+	// netlink sockets of their own (KernelPool).
 	DaemonService(PipeService &pipes, KernelApi &kernel, ResyncJobs *jobs,
 	              EventHub &hub, PipePusher::Options push_options = {},
 	              KernelApi *probe_kernel = nullptr);

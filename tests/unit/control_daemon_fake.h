@@ -1,7 +1,8 @@
 // InProcessDaemon: replipiped's parts (PipeService over FakeKernel and
 // FakeProbe, a store in a temp dir, EventHub, ResyncJobs with fake jobs,
 // DaemonService, ControlServer on a temp socket) in the test's process, for
-// tests that talk to it through the control socket.
+// tests that talk to it through the control socket. The service's probe
+// channel is the fake kernel, or what the test makes over it.
 #pragma once
 
 #include <chrono>
@@ -110,10 +111,16 @@ inline constexpr const char *kTestHost = "node1.example.com";
 class InProcessDaemon
 {
 public:
+	// make_probe_channel: the service's probe_kernel over the fake kernel
+	// (unset: the fake kernel itself).
+	using ProbeChannelMaker =
+	        std::function<std::unique_ptr<KernelApi>(KernelApi &kernel)>;
+
 	explicit InProcessDaemon(
 	        std::function<PeerDecision(const PeerCredentials &)>
 	                check_peer = {},
-	        PipePusher::Options push_options = {})
+	        PipePusher::Options push_options = {},
+	        const ProbeChannelMaker &make_probe_channel = {})
 	    : store_(dir_ / "state"),
 	      pipes_(kernel_, store_, probe_, HostIdentity{kTestHost},
 	             PipeServiceOptions{std::chrono::milliseconds(500)}),
@@ -132,7 +139,10 @@ public:
 	              ResyncJobsOptions{std::chrono::milliseconds(10),
 	                                std::chrono::milliseconds(100),
 	                                std::chrono::milliseconds(0)}),
-	      service_(pipes_, kernel_, &jobs_, hub_, push_options)
+	      probe_channel_(make_probe_channel ? make_probe_channel(kernel_)
+	                                        : nullptr),
+	      service_(pipes_, kernel_, &jobs_, hub_, push_options,
+	               probe_channel_.get())
 	{
 		for (const char *name : {"a", "b", "c"})
 			probe_.AddBackstore(std::string("replipipe_0/") + name,
@@ -230,6 +240,7 @@ public:
 	EventHub hub_;
 	JobBoard board_;
 	ResyncJobs jobs_;
+	std::unique_ptr<KernelApi> probe_channel_; // may be null
 	DaemonService service_;
 	std::unique_ptr<ControlServer> server_;
 };

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -15,7 +16,10 @@
 
 #include "cli_args.h"
 #include "control_daemon_fake.h"
+#include "kernel_gate_fake.h"
+#include "kernel_pool.h"
 #include "model.h"
+#include "serial_kernel_fake.h"
 
 namespace replipipe
 {
@@ -300,6 +304,69 @@ TEST(ControlDaemon, ProbeRunsOffTheCallersThreadAndAPauseWins)
 	ASSERT_TRUE(kernel.has_value());
 	EXPECT_EQ(kernel->pairs[0].state, PairState::kPaused)
 	        << "the probe resumed a pair paused meanwhile";
+	d.kernel_.SetEntryHook({});
+}
+
+// A probe of one pipe's pair stuck on its target (the kernel's 5 s bound)
+// holds up no resume of another pipe. The probe channel is the daemon's: a
+// KernelPool of connections that each serialize their calls, as a netlink
+// socket does (SerialKernel). With one such connection for probes and
+// resumes, as replipiped had before, the resume waited for the probe.
+TEST(ControlDaemon, AResumeDoesNotWaitForAProbeOfAnotherPipe)
+{
+	testing::KernelGate gate; // outlives d, whose kernel calls it
+	InProcessDaemon d({}, {}, [](KernelApi &kernel) {
+		return std::make_unique<KernelPool>(
+		        "probe connection",
+		        [&kernel]() -> Result<std::unique_ptr<KernelApi>> {
+			        return std::unique_ptr<KernelApi>(
+			                new testing::SerialKernel(kernel));
+		        });
+	});
+	CreateOrModifyCall call_a = d.Call({"replipipe_0/a"}, {"/dev/sdb"});
+	call_a.pipe_element_name = "pipe-a";
+	ControlReply created_a = d.Call(InProcessDaemon::Create(call_a));
+	ASSERT_TRUE(created_a.ok) << created_a.error;
+	CreateOrModifyCall call_b = d.Call({"replipipe_0/b"}, {"/dev/sdc"});
+	call_b.pipe_element_name = "pipe-b";
+	ControlReply created_b = d.Call(InProcessDaemon::Create(call_b));
+	ASSERT_TRUE(created_b.ok) << created_b.error;
+	const std::string uuid_a = UuidOf(created_a.replication_pipe);
+	const std::string uuid_b = UuidOf(created_b.replication_pipe);
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 2; }));
+	// Pipe A's pair Degraded (to be probed), pipe B's Paused (to be
+	// resumed).
+	d.kernel_.ForcePairState(uuid_a, "replipipe_0/a", PairState::kDegraded);
+	d.service_.RefreshPipe(uuid_a);
+	ASSERT_TRUE(
+	        d.Call(InProcessDaemon::Op(ControlOp::kPause, "pipe-b")).ok);
+	ASSERT_TRUE(d.WaitJobsIdle());
+
+	// The probe's PAIR_SET, the first, blocks as on a dead target.
+	d.kernel_.SetEntryHook(
+	        gate.BlockFirst(testing::FakeKernel::Op::kSetPairState));
+	ASSERT_TRUE(d.service_.RequestProbe());
+	if (!gate.WaitEntered(std::chrono::seconds(5))) {
+		gate.Release();
+		FAIL() << "the probe never asked the kernel";
+	}
+	auto resumed = std::async(std::launch::async, [&d] {
+		return d.Call(
+		        InProcessDaemon::Op(ControlOp::kResume, "pipe-b"));
+	});
+	// Seconds on a loaded machine under the sanitizers: no resume
+	// takes that long here, and the blocked probe waits for longer.
+	const bool prompt = resumed.wait_for(std::chrono::seconds(3)) ==
+	                    std::future_status::ready;
+	gate.Release();
+	EXPECT_TRUE(prompt) << "the resume of pipe B waited for the probe of "
+	                       "pipe A";
+	ControlReply reply = resumed.get();
+	EXPECT_TRUE(reply.ok) << reply.error;
+	EXPECT_NE(d.kernel_.Find(uuid_b)->pairs[0].state, PairState::kPaused);
+	EXPECT_TRUE(d.service_.WaitProbeIdle(std::chrono::seconds(5)));
+	EXPECT_NE(d.kernel_.Find(uuid_a)->pairs[0].state, PairState::kDegraded)
+	        << "the probe did not resume pipe A's pair once released";
 	d.kernel_.SetEntryHook({});
 }
 
