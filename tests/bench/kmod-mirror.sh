@@ -14,11 +14,15 @@
 # 4 MiB chunk (intent_chunk_kib=64: what the record did before), (BM, BWC:
 # null_blk only) B over memory-backed null_blk legs of 256 MiB without and
 # with a volatile write cache: with one, every mirrored write is tracked as
-# unflushed on the target until a flush (rp_pipe.c "Unflushed"), (C) iblock on dm-mirror(R1, R2) (`mirror core 2 1024 nosync`),
+# unflushed on the target until a flush (rp_pipe.c "Unflushed"), (S, SA:
+# null_blk only) B to a target three times as slow (dm-delay adds 40 ms to
+# R2's 20, as a far-away target would), synchronous (S) and asynchronous with
+# a 64 MiB lag (SA): the asynchronous mirror should keep R1's speed while the
+# lag has room, (C) iblock on dm-mirror(R1, R2) (`mirror core 2 1024 nosync`),
 # all through tcm_loop; fio libaio direct 8 s: 4 KiB randwrite QD32 and 1 MiB
 # sequential write QD8. A runs first (after a discarded warm-up) and again
 # last (A2); B/A uses their mean. Prints "BENCH |"-prefixed table lines with
-# IOPS, MB/s and the ratios B/A, B/C, W/B, W64/B and BWC/BM.
+# IOPS, MB/s and the ratios B/A, B/C, W/B, W64/B, BWC/BM, S/A and SA/A.
 # vm-timeout: 1200
 # vm-mem: 2048
 # vm-bins: fio dmsetup
@@ -70,11 +74,13 @@ baseline() {
 }
 
 # mirror LABEL TAG R1 R2 [R3]: replipipe on R1 mirrored to R2 (config B), with
-# a write-intent record on R3 when given (config W)
+# a write-intent record on R3 when given (config W); asynchronous with a
+# 64 MiB lag when MIRROR_MODE=async
 mirror() {
 	local lun
 	vm_backstore replipipe replipipe_0 "b$2" "$3" $5 > /dev/null
-	rp-nlctl set-pipe --id "bench-$2" --mode sync --pair "replipipe_0/b$2=$4,clean" ||
+	rp-nlctl set-pipe --id "bench-$2" --mode "${MIRROR_MODE:-sync}" \
+		--max-lag-kib 65536 --pair "replipipe_0/b$2=$4,clean" ||
 		vm_fail "set-pipe refused"
 	lun=$(vm_tcm_loop_export "replipipe_0/b$2")
 	measure "$2-$1" "$lun"
@@ -157,6 +163,15 @@ nullb_mem nullwc1 256
 mirror BWC nullblk /dev/nullwc0 /dev/nullwc1
 nullb_mem_delete nullwc0 nullwc1
 
+# S and SA: synchronous and asynchronous to a target 40 ms slower than R1
+vm_modprobe dm_delay
+dmsetup --noudevsync create slowtgt \
+	--table "0 $(blockdev --getsz /dev/nullb1) delay /dev/nullb1 0 40" ||
+	vm_fail "dmsetup create delay"
+mirror S nullblk /dev/nullb0 "$(dm_dev slowtgt)"
+MIRROR_MODE=async mirror SA nullblk /dev/nullb0 "$(dm_dev slowtgt)"
+dmsetup --noudevsync remove slowtgt
+
 vm_brd 3 256
 # brd allocates its pages on first write: fill them so no leg pays for that
 # (dd stops with "no space left" at the end of each device: expected)
@@ -177,12 +192,14 @@ awk -v runtime="$RUNTIME" '
 		name["W64"] = "W with 64 KiB chunks (a bit per region)"
 		name["BM"] = "B over memory-backed null_blk legs (256 MiB)"
 		name["BWC"] = "BM with a volatile write cache on both legs (unflushed tracking)"
-		split("A B W W64 C A2 BM BWC", configs, " ")
+		name["S"] = "replipipe R1 -> R2 + 40 ms (sync)"
+		name["SA"] = "replipipe R1 -> R2 + 40 ms (async, 64 MiB lag)"
+		split("A B W W64 C A2 BM BWC S SA", configs, " ")
 		split("nullblk brd", order, " ")
 		for (o = 1; o <= 2; o++) {
 			t = order[o]
 			if (!(t in kinds)) continue
-			for (c = 1; c <= 8; c++) {
+			for (c = 1; c <= 10; c++) {
 				l = configs[c]
 				if (!((t "-" l) in iops)) continue
 				printf "BENCH | %s | %s %s | %d | %.1f |\n", t, l, name[l], iops[t "-" l], mbs[t "-" l]
@@ -201,6 +218,12 @@ awk -v runtime="$RUNTIME" '
 			if ((t "-BWC") in iops)
 				printf "BENCH | %s | ratio BWC/BM | %.3f | %.3f |\n", t,
 					iops[t "-BWC"] / iops[t "-BM"], mbs[t "-BWC"] / mbs[t "-BM"]
+			if ((t "-SA") in iops) {
+				printf "BENCH | %s | ratio S/A | %.3f | %.3f |\n", t,
+					iops[t "-S"] / a_iops, mbs[t "-S"] / a_mbs
+				printf "BENCH | %s | ratio SA/A | %.3f | %.3f |\n", t,
+					iops[t "-SA"] / a_iops, mbs[t "-SA"] / a_mbs
+			}
 		}
 		printf "BENCH fio libaio direct %d s per run; nullblk: null_blk completion_nsec=20000000 (latency-bound, measures the module); brd: ramdisks (CPU-bound under TCG, measures the emulator too)\n", runtime
 	}' /tmp/results
