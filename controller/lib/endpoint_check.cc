@@ -160,6 +160,62 @@ Status ProbeFailed(const Status &st, const std::string &context)
 	return out.err() == EINVAL ? Status::Error(out.message(), EIO) : out;
 }
 
+constexpr std::string_view kComesBack =
+        ": every mirrored write would come back to the source "
+        "(source = target)";
+
+// "<pair>: target T [(on sdX)] is <LUN> of this host (disk sdX at
+// SCSI H:C:T:L)"
+std::string LoopedTarget(const std::string &pair, const std::string &target,
+                         const LioLocalLun &lun)
+{
+	std::string text = pair + ": target " + target;
+	if ("/dev/" + lun.disk != target)
+		text += " (on " + lun.disk + ")";
+	return text + " is " + lun.lun + " of this host (disk " + lun.disk +
+	       " at SCSI " + lun.hctl + ")";
+}
+
+// A target that is a LUN of this host's LIO exporting the source, or
+// another backstore on the source's primary, sends every mirrored write
+// back into the primary (docs/decisions.md, 33): "source = target".
+Status CheckNotLoopedBack(EndpointProbe &probe, const std::string &pair,
+                          const std::string &source, const std::string &target,
+                          const std::string &primary_path,
+                          const DeviceFacts &primary)
+{
+	auto luns = probe.LocalLioLuns(target);
+	if (!luns.ok())
+		return ProbeFailed(luns.status(), pair);
+	for (const LioLocalLun &lun : *luns) {
+		if (lun.backstore == source)
+			return Status::Error(LoopedTarget(pair, target, lun) +
+			                             ", which exports " +
+			                             source + " itself" +
+			                             std::string(kComesBack),
+			                     EINVAL);
+		if (lun.udev_path.empty())
+			continue;
+		bool same = lun.udev_path == primary_path;
+		if (!same && primary.is_block_device) {
+			auto dev = probe.Device(lun.udev_path);
+			if (!dev.ok())
+				return ProbeFailed(dev.status(), pair);
+			same = dev->exists && dev->is_block_device &&
+			       dev->rdev == primary.rdev;
+		}
+		if (same)
+			return Status::Error(
+			        LoopedTarget(pair, target, lun) +
+			                ", which exports backstore " +
+			                lun.backstore + " on " + lun.udev_path +
+			                ", the primary device of " + source +
+			                std::string(kComesBack),
+			        EINVAL);
+	}
+	return Status();
+}
+
 } // namespace
 
 std::string TargetIdentity(const std::string &target)
@@ -313,6 +369,20 @@ Status SystemEndpointProbe::OpenExclusive(const std::string &path)
 	return Status();
 }
 
+Result<std::vector<LioLocalLun>>
+SystemEndpointProbe::LocalLioLuns(const std::string &path)
+{
+	struct stat st;
+	if (::stat(path.c_str(), &st) != 0) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return std::vector<LioLocalLun>{};
+		return Status::FromErrno("stat " + path, errno);
+	}
+	if (!S_ISBLK(st.st_mode))
+		return std::vector<LioLocalLun>{};
+	return FindLocalLioLuns(roots_.sysfs, roots_.configfs, st.st_rdev);
+}
+
 Status VerifyNewPair(EndpointProbe &probe, const std::string &source,
                      const std::string &target,
                      const std::set<uint64_t> &held_by_pipe)
@@ -373,6 +443,10 @@ Status CheckPair(EndpointProbe &probe, const std::string &source,
 		                             " is the primary device of " +
 		                             source + " (source = target)",
 		                     EINVAL);
+	if (Status loop = CheckNotLoopedBack(probe, pair, source, target,
+	                                     primary_path, *primary);
+	    !loop.ok())
+		return loop;
 	Status st;
 	if (!held_by_pipe.count(tgt->rdev))
 		st = probe.OpenExclusive(target);

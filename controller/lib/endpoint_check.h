@@ -18,7 +18,9 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "lio_loopback.h"
 #include "status.h"
 
 namespace replipipe
@@ -72,6 +74,11 @@ public:
 	// fails with EBUSY while it is mounted or claimed by a driver (md,
 	// dm, LIO, replipipe.ko itself), which is exactly "in use" here.
 	virtual Status OpenExclusive(const std::string &path) = 0;
+	// The LUNs of this host's own LIO that the block device at path is,
+	// or that a device stacked on it (dm, md) reaches through its slaves
+	// (lio_loopback.h); empty for anything else.
+	virtual Result<std::vector<LioLocalLun>>
+	LocalLioLuns(const std::string &path) = 0;
 };
 
 class SystemEndpointProbe final : public EndpointProbe
@@ -91,6 +98,9 @@ public:
 	// queue/logical_block_size (a partition's parent's), else BLKSSZGET.
 	Result<DeviceFacts> Device(const std::string &path) override;
 	Status OpenExclusive(const std::string &path) override;
+	// stat, then FindLocalLioLuns() under both roots.
+	Result<std::vector<LioLocalLun>>
+	LocalLioLuns(const std::string &path) override;
 
 private:
 	const Roots roots_;
@@ -98,14 +108,18 @@ private:
 
 // The rules for a new pair, in this order: the backstore exists and is
 // enabled and has a primary device; the target exists and is a block
-// device; the target is not the primary (same path or st_rdev); it can be
-// opened for writing exclusively; it is at least as large as the primary;
+// device; the target is not the primary (same path or st_rdev), nor a LUN
+// of this host's LIO (tcm_loop, iSCSI to a portal of this host, or a
+// device stacked on one) whose backstore is the source or another
+// backstore on the source's primary (same udev_path or st_rdev): every
+// mirrored write would come back into the source; it can be opened for
+// writing exclusively; it is at least as large as the primary;
 // its logical blocks are not larger than the primary's (the kernel refuses
 // that pair too: every smaller write would fail on the target).
-// err() EINVAL when the target is the primary (source = target, an invalid
-// parameter); any other error is a failed verification (ENOENT, ENOTBLK,
-// EBUSY, EACCES, ENOSPC for "too small", EMEDIUMTYPE for "larger blocks",
-// or the probe's own errno).
+// err() EINVAL when the target is the primary or loops back into it
+// (source = target, an invalid parameter); any other error is a failed
+// verification (ENOENT, ENOTBLK, EBUSY, EACCES, ENOSPC for "too small",
+// EMEDIUMTYPE for "larger blocks", or the probe's own errno).
 // held_by_pipe: devices (st_rdev) that the pipe's own kernel pairs hold,
 // which the PIPE_SET replaces; their exclusive open is not tried (it
 // would fail while the kernel holds them, and that is no "in use" by

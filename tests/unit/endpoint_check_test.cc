@@ -120,6 +120,79 @@ TEST_F(VerifyTest, TargetIsThePrimary)
 	EXPECT_NE(st.message().find("source = target"), std::string::npos);
 }
 
+// The source exported back through this host's LIO (tcm_loop, iSCSI to
+// a local portal): every mirrored write would come back into it.
+LioLocalLun LoopedLun(const std::string &backstore,
+                      const std::string &udev_path = "",
+                      const std::string &disk = "sdc")
+{
+	return {disk, "2:0:1:0", "tcm_loop naa.5001405aa/tpgt_1 LUN 0",
+	        backstore, udev_path};
+}
+
+TEST_F(VerifyTest, TargetIsALunOfTheSourceItself)
+{
+	probe.AddDevice("/dev/sdc", 10 * kGiB);
+	probe.SetLocalLioLuns("/dev/sdc",
+	                      {LoopedLun("replipipe_0/vol", "/dev/vg/vol")});
+	Status st = Verify("/dev/sdc");
+	EXPECT_EQ(st.err(), EINVAL);
+	EXPECT_EQ(st.message(),
+	          "pair replipipe_0/vol -> /dev/sdc: target /dev/sdc is "
+	          "tcm_loop naa.5001405aa/tpgt_1 LUN 0 of this host (disk "
+	          "sdc at SCSI 2:0:1:0), which exports replipipe_0/vol "
+	          "itself: every mirrored write would come back to the "
+	          "source (source = target)");
+	// Under another path of the same disk too.
+	probe.AddAlias("/dev/disk/by-id/wwn-0x5001405aa", "/dev/sdc");
+	EXPECT_EQ(Verify("/dev/disk/by-id/wwn-0x5001405aa").err(), EINVAL);
+}
+
+TEST_F(VerifyTest, TargetIsALunOfAnotherBackstoreOnThePrimary)
+{
+	probe.AddDevice("/dev/sdc", 10 * kGiB);
+	probe.SetLocalLioLuns("/dev/sdc",
+	                      {LoopedLun("iblock_0/raw", "/dev/vg/vol")});
+	Status st = Verify("/dev/sdc");
+	EXPECT_EQ(st.err(), EINVAL);
+	EXPECT_NE(st.message().find("which exports backstore iblock_0/raw on "
+	                            "/dev/vg/vol, the primary device of "
+	                            "replipipe_0/vol"),
+	          std::string::npos)
+	        << st.message();
+	// The same primary under another path: by device number.
+	probe.AddAlias("/dev/dm-3", "/dev/vg/vol");
+	probe.SetLocalLioLuns("/dev/sdc",
+	                      {LoopedLun("iblock_0/raw", "/dev/dm-3")});
+	st = Verify("/dev/sdc");
+	EXPECT_EQ(st.err(), EINVAL);
+	EXPECT_NE(st.message().find("source = target"), std::string::npos);
+}
+
+TEST_F(VerifyTest, TargetStackedOnALoopedLun)
+{
+	probe.AddDevice("/dev/mapper/lin", 10 * kGiB);
+	probe.SetLocalLioLuns("/dev/mapper/lin",
+	                      {LoopedLun("replipipe_0/vol", "", "sdd")});
+	Status st = Verify("/dev/mapper/lin");
+	EXPECT_EQ(st.err(), EINVAL);
+	EXPECT_NE(st.message().find("target /dev/mapper/lin (on sdd) "
+	                            "is tcm_loop"),
+	          std::string::npos)
+	        << st.message();
+}
+
+TEST_F(VerifyTest, LunOfAnotherBackstoreIsFine)
+{
+	probe.AddBackstore("replipipe_0/other", "/dev/vg/other", 10 * kGiB);
+	probe.AddDevice("/dev/sdc", 10 * kGiB);
+	probe.SetLocalLioLuns("/dev/sdc",
+	                      {LoopedLun("replipipe_0/other", "/dev/vg/other"),
+	                       LoopedLun("fileio_0/img", "")});
+	Status st = Verify("/dev/sdc");
+	EXPECT_TRUE(st.ok()) << st.message();
+}
+
 TEST_F(VerifyTest, TargetInUse)
 {
 	probe.SetOpenError("/dev/sdb", EBUSY);

@@ -45,6 +45,13 @@ void FakeProbe::SetOpenError(const std::string &path, int err)
 	open_errors_[OpenKeyLocked(path)] = err;
 }
 
+void FakeProbe::SetLocalLioLuns(const std::string &path,
+                                std::vector<LioLocalLun> luns)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	lio_luns_[OpenKeyLocked(path)] = std::move(luns);
+}
+
 void FakeProbe::SetHeldCheck(std::function<bool(uint64_t rdev)> held)
 {
 	std::lock_guard<std::mutex> lock(mu_);
@@ -111,6 +118,16 @@ Status FakeProbe::OpenExclusive(const std::string &path)
 	if (rdev && held && held(rdev))
 		return Status::FromErrno("open " + path, EBUSY);
 	return Status();
+}
+
+Result<std::vector<LioLocalLun>>
+FakeProbe::LocalLioLuns(const std::string &path)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	if (Status st = TakeFault(); !st.ok())
+		return st;
+	auto it = lio_luns_.find(OpenKeyLocked(path));
+	return it == lio_luns_.end() ? std::vector<LioLocalLun>{} : it->second;
 }
 
 } // namespace replipipe::testing

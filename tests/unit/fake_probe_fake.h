@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "endpoint_check.h"
 
@@ -38,12 +39,18 @@ public:
 	// says so (e.g. replipipe.ko has it as a pair's target). Called
 	// without the probe's lock, so it may call the probe.
 	void SetHeldCheck(std::function<bool(uint64_t rdev)> held);
+	// The block device at path is (or is stacked on) these LUNs of this
+	// host's LIO, under each of its paths.
+	void SetLocalLioLuns(const std::string &path,
+	                     std::vector<LioLocalLun> luns);
 	// The next probe call of any kind fails with err.
 	void FailNext(int err);
 
 	Result<BackstoreFacts> Backstore(const std::string &source) override;
 	Result<DeviceFacts> Device(const std::string &path) override;
 	Status OpenExclusive(const std::string &path) override;
+	Result<std::vector<LioLocalLun>>
+	LocalLioLuns(const std::string &path) override;
 
 private:
 	Status TakeFault();
@@ -57,6 +64,8 @@ private:
 	std::function<bool(uint64_t)> held_;               // guarded by mu_
 	int next_fault_ = 0;                               // guarded by mu_
 	uint64_t next_rdev_ = 0x800;                       // guarded by mu_
+	// Keyed like open_errors_; guarded by mu_.
+	std::map<std::string, std::vector<LioLocalLun>> lio_luns_;
 };
 
 } // namespace replipipe::testing

@@ -215,6 +215,32 @@ TEST_F(IscsiPipeServiceTest, TooSmallLunIsRefusedAndDisconnected)
 	EXPECT_TRUE(kernel.Snapshot().empty());
 }
 
+// An iscsi:// URL to this host's own portal naming the source's LUN: the
+// disk the login made is checked like any target, the pair is refused as
+// "source = target" (5) and the session it made is logged out again.
+TEST_F(IscsiPipeServiceTest, SourcesOwnLunOverLocalIscsiIsRefused)
+{
+	probe.SetLocalLioLuns(
+	        "/dev/sdx",
+	        {{"sdx", "3:0:0:0",
+	          "iSCSI iqn.2003-01.org.x:peer/tpgt_1 LUN 0 (portal "
+	          "127.0.0.1:3260)",
+	          "replipipe_0/a", "/dev/vg/a"}});
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	EXPECT_EQ(out.return_value, ReturnValue::kInvalidParameter);
+	EXPECT_NE(out.error.find("which exports replipipe_0/a itself"),
+	          std::string::npos)
+	        << out.error;
+	EXPECT_NE(out.error.find("(" + kUrl0 + " is /dev/sdx)"),
+	          std::string::npos)
+	        << out.error;
+	EXPECT_EQ(connector.connects, 1);
+	EXPECT_TRUE(connector.connected.empty());
+	EXPECT_TRUE(kernel.Snapshot().empty());
+	EXPECT_TRUE(service.ListPipes().empty());
+}
+
 TEST_F(IscsiPipeServiceTest, KernelRefusalDisconnects)
 {
 	kernel.FailNext(EIO, FakeKernel::Op::kSetPipe);

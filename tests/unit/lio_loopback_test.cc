@@ -1,12 +1,15 @@
 #include "lio_loopback.h"
 
+#include <sys/stat.h>
 #include <sys/sysmacros.h>
 
 #include <cctype>
 #include <filesystem>
+#include <optional>
 
 #include <gtest/gtest.h>
 
+#include "endpoint_check.h"
 #include "test_dir_fake.h"
 
 namespace replipipe
@@ -354,6 +357,58 @@ TEST(LioLoopback, LocalAddresses)
 	EXPECT_FALSE(IsLocalAddress("2001:db8::7"));
 	EXPECT_FALSE(IsLocalAddress("peer.example.com"));
 	EXPECT_FALSE(IsLocalAddress(""));
+}
+
+// The first block device node in /dev, if this machine has one.
+std::optional<std::string> SomeBlockDevice()
+{
+	std::error_code ec;
+	for (fs::directory_iterator it("/dev", ec), end; !ec && it != end;
+	     it.increment(ec)) {
+		struct stat st;
+		if (::stat(it->path().c_str(), &st) == 0 && S_ISBLK(st.st_mode))
+			return it->path().string();
+	}
+	return std::nullopt;
+}
+
+// End to end with the real probe: a block device that the fake sysfs
+// makes tcm_loop's LUN of the source is refused as "source = target".
+TEST(LioLoopback, VerifyRefusesTheSourcesOwnLun)
+{
+	auto dev = SomeBlockDevice();
+	if (!dev)
+		GTEST_SKIP() << "no block device node in /dev";
+	struct stat st;
+	ASSERT_EQ(::stat(dev->c_str(), &st), 0);
+	const std::string majmin = std::to_string(major(st.st_rdev)) + ":" +
+	                           std::to_string(minor(st.st_rdev));
+	LoopbackTree tree(majmin); // the device is tcm_loop's sdb
+	tree.dir.Write(tree.sdb + "/size", "2048\n");
+	tree.dir.Write(tree.sdb + "/queue/logical_block_size", "512\n");
+	tree.dir.Write("config/target/core/replipipe_0/vol/enable", "1\n");
+	tree.dir.Write("config/target/core/replipipe_0/vol/udev_path",
+	               tree.dir / "primary.img");
+	tree.dir.Write("primary.img", "p");
+	SystemEndpointProbe probe({tree.configfs(), tree.sysfs()});
+
+	auto luns = probe.LocalLioLuns(*dev);
+	ASSERT_TRUE(luns.ok()) << luns.status().message();
+	ASSERT_EQ(luns->size(), 1u);
+	EXPECT_EQ((*luns)[0].backstore, "replipipe_0/vol");
+	Status verdict = VerifyNewPair(probe, "replipipe_0/vol", *dev);
+	EXPECT_EQ(verdict.err(), EINVAL) << verdict.message();
+	EXPECT_NE(verdict.message().find("which exports replipipe_0/vol "
+	                                 "itself"),
+	          std::string::npos)
+	        << verdict.message();
+	// Files and missing paths lead to no LUN.
+	luns = probe.LocalLioLuns(tree.dir / "primary.img");
+	ASSERT_TRUE(luns.ok());
+	EXPECT_TRUE(luns->empty());
+	luns = probe.LocalLioLuns(tree.dir / "nope");
+	ASSERT_TRUE(luns.ok());
+	EXPECT_TRUE(luns->empty());
 }
 
 } // namespace

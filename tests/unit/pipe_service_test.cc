@@ -769,6 +769,34 @@ TEST_F(PipeServiceTest, InvalidParameters)
 	EXPECT_EQ(kernel.calls(Op::kSetPipe), 0);
 }
 
+// A target that is the source's own LUN through this host's LIO
+// (tcm_loop here) is "source = target" (docs/decisions.md, 33): 5, and
+// neither the kernel nor the store changes. A modify that adds it to a
+// pipe with another pair keeps that pair.
+TEST_F(PipeServiceTest, SourcesOwnLunAsTargetIsInvalid)
+{
+	const ReturnValue k5 = ReturnValue::kInvalidParameter;
+	probe.SetLocalLioLuns(
+	        "/dev/sdc",
+	        {{"sdc", "2:0:1:0", "tcm_loop naa.5001405aa/tpgt_1 LUN 0",
+	          "replipipe_0/a", "/dev/vg/a"}});
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdc"}), k5,
+	              "target /dev/sdc is tcm_loop naa.5001405aa/tpgt_1 LUN 0 "
+	              "of this host (disk sdc at SCSI 2:0:1:0), which exports "
+	              "replipipe_0/a itself");
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/b"}, {"/dev/sdb"}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	CreateOrModifyCall add = Call({"replipipe_0/b", "replipipe_0/a"},
+	                              {"/dev/sdb", "/dev/sdc"});
+	add.replication_pipe = out.replication_pipe;
+	ExpectRefused(add, k5, "(source = target)");
+	// Its LUN is a fine target for another source.
+	EXPECT_EQ(service.CreateOrModify(Call({"replipipe_0/c"}, {"/dev/sdc"}))
+	                  .return_value,
+	          ReturnValue::kCompleted);
+}
+
 // stat() and the kernel read C strings: with an embedded NUL they would see
 // "/dev/sdb" while the store keeps "/dev/sdb\0x" (and the resync jobs never
 // match the pair). NUL and every other control character are refused in
