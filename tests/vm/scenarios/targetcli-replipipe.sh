@@ -79,6 +79,32 @@ iscsi_login() {
 	done
 	vm_fail "no disk after the iSCSI login"
 }
+# session_left: the kernel still has a session to $IQN
+session_left() {
+	for t in /sys/class/iscsi_session/session*/targetname; do
+		[ -e "$t" ] && [ "$(cat "$t")" = "$IQN" ] && return 0
+	done
+	return 1
+}
+# iscsi_logout: log out of $IQN; no session may be left. iscsiadm can wait
+# for iscsid's answer without end (once in a session's final check, the
+# guest hung there for 800 s with no task blocked in the kernel), so each
+# try is bounded; after a try that timed out, the kernel's sessions say
+# whether the logout happened, and one more try is made while one is left.
+iscsi_logout() {
+	for try in 1 2; do
+		timeout 60 iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --logout \
+			> /tmp/logout.out 2>&1 && ! session_left && return 0
+		vm_log "iSCSI logout, try $try: $(cat /tmp/logout.out)"
+		for _ in $(seq 100); do
+			session_left || return 0
+			sleep 0.1
+		done
+	done
+	cat /tmp/iscsid.log
+	ps
+	vm_fail "iSCSI logout: the session is still there after two tries"
+}
 # lun_of_vol1 FABRIC/WWN: lun_0 of tpgt_1 there is linked to replipipe_0/vol1.
 lun_of_vol1() {
 	for l in $CFS/$1/tpgt_1/lun/lun_0/*; do
@@ -245,9 +271,13 @@ sleep 1
 ilun=$(iscsi_login)
 vm_log "iSCSI LUN after restore: $ilun"
 write_and_compare "$ilun" /dev/ram0 /dev/ram1 3
-iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --logout > /dev/null || vm_fail "iSCSI logout"
+iscsi_logout
 kill $iscsid
-wait $iscsid || true
+for _ in $(seq 100); do
+	kill -0 $iscsid 2> /dev/null || break
+	sleep 0.1
+done
+kill -0 $iscsid 2> /dev/null && { cat /tmp/iscsid.log; vm_fail "iscsid did not stop within 10 s of SIGTERM"; }
 tc ls
 
 vm_log "== teardown"
