@@ -4,8 +4,9 @@
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
+
+#include "sysfs_read.h"
 
 namespace replipipe
 {
@@ -13,18 +14,6 @@ namespace
 {
 
 namespace fs = std::filesystem;
-
-std::string ReadLine(const fs::path &path)
-{
-	std::ifstream in(path);
-	if (!in)
-		return "";
-	std::string s;
-	std::getline(in, s);
-	while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
-		s.pop_back();
-	return s;
-}
 
 bool ParseU32(const std::string &s, uint32_t *out)
 {
@@ -37,40 +26,29 @@ bool ParseU32(const std::string &s, uint32_t *out)
 	return true;
 }
 
-std::vector<fs::path> Entries(const fs::path &dir)
-{
-	std::vector<fs::path> out;
-	std::error_code ec;
-	for (fs::directory_iterator it(dir, ec), end; !ec && it != end;
-	     it.increment(ec))
-		out.push_back(it->path());
-	std::sort(out.begin(), out.end());
-	return out;
-}
-
 } // namespace
 
 std::vector<IscsiSysfsSession> ListIscsiSessions(const std::string &sysfs)
 {
 	std::vector<IscsiSysfsSession> sessions;
 	const fs::path cls = fs::path(sysfs) / "class" / "iscsi_session";
-	for (const fs::path &p : Entries(cls)) {
+	for (const fs::path &p : SortedEntries(cls)) {
 		const std::string name = p.filename().string();
 		IscsiSysfsSession s;
 		if (!name.starts_with("session") ||
 		    !ParseU32(name.substr(7), &s.sid))
 			continue;
 		s.name = name;
-		s.target = ReadLine(p / "targetname");
-		s.state = ReadLine(p / "state");
+		s.target = ReadFirstLine(p / "targetname");
+		s.state = ReadFirstLine(p / "state");
 		const fs::path conn =
 		        fs::path(sysfs) / "class" / "iscsi_connection" /
 		        ("connection" + std::to_string(s.sid) + ":0");
-		s.address = ReadLine(conn / "persistent_address");
-		std::string port = ReadLine(conn / "persistent_port");
+		s.address = ReadFirstLine(conn / "persistent_address");
+		std::string port = ReadFirstLine(conn / "persistent_port");
 		if (s.address.empty()) {
-			s.address = ReadLine(conn / "address");
-			port = ReadLine(conn / "port");
+			s.address = ReadFirstLine(conn / "address");
+			port = ReadFirstLine(conn / "port");
 		}
 		uint32_t v = 0;
 		if (ParseU32(port, &v) && v <= 65535)
@@ -88,10 +66,10 @@ IscsiSysfsDisk FindIscsiDisk(const std::string &sysfs,
 	IscsiSysfsDisk disk;
 	const fs::path dev = fs::path(sysfs) / "class" / "iscsi_session" /
 	                     session / "device";
-	for (const fs::path &target : Entries(dev)) {
+	for (const fs::path &target : SortedEntries(dev)) {
 		if (!target.filename().string().starts_with("target"))
 			continue;
-		for (const fs::path &sdev : Entries(target)) {
+		for (const fs::path &sdev : SortedEntries(target)) {
 			// H:C:T:L
 			const std::string hctl = sdev.filename().string();
 			size_t colon = hctl.rfind(':');
@@ -99,14 +77,16 @@ IscsiSysfsDisk FindIscsiDisk(const std::string &sysfs,
 			if (std::count(hctl.begin(), hctl.end(), ':') != 3 ||
 			    !ParseU32(hctl.substr(colon + 1), &l) || l != lun)
 				continue;
-			for (const fs::path &blk : Entries(sdev / "block")) {
+			for (const fs::path &blk :
+			     SortedEntries(sdev / "block")) {
 				disk.name = blk.filename().string();
-				disk.dev = ReadLine(blk / "dev");
-				disk.read_only = ReadLine(blk / "ro") == "1";
-				disk.scsi_state = ReadLine(sdev / "state");
+				disk.dev = ReadFirstLine(blk / "dev");
+				disk.read_only =
+				        ReadFirstLine(blk / "ro") == "1";
+				disk.scsi_state = ReadFirstLine(sdev / "state");
 				return disk;
 			}
-			disk.scsi_state = ReadLine(sdev / "state");
+			disk.scsi_state = ReadFirstLine(sdev / "state");
 		}
 	}
 	return disk;

@@ -10,11 +10,11 @@
 #include <cctype>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <set>
 
+#include "sysfs_read.h"
 #include "text_scan.h"
 
 namespace replipipe
@@ -28,29 +28,6 @@ namespace fs = std::filesystem;
 // bound keeps a sysfs loop (or a fake tree's) from recursing forever.
 constexpr int kMaxStackDepth = 16;
 constexpr std::string_view kLoopbackProcName = "tcm_loopback";
-
-std::string ReadLine(const fs::path &path)
-{
-	std::ifstream in(path);
-	if (!in)
-		return "";
-	std::string s;
-	std::getline(in, s);
-	while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
-		s.pop_back();
-	return s;
-}
-
-std::vector<fs::path> Entries(const fs::path &dir)
-{
-	std::vector<fs::path> out;
-	std::error_code ec;
-	for (fs::directory_iterator it(dir, ec), end; !ec && it != end;
-	     it.increment(ec))
-		out.push_back(it->path());
-	std::sort(out.begin(), out.end());
-	return out;
-}
 
 bool IsSymlink(const fs::path &p)
 {
@@ -116,7 +93,7 @@ struct IfaddrsFree {
 std::optional<LioLocalLun> LunBackstore(const fs::path &configfs,
                                         const fs::path &lun_dir)
 {
-	for (const fs::path &entry : Entries(lun_dir)) {
+	for (const fs::path &entry : SortedEntries(lun_dir)) {
 		if (!IsSymlink(entry))
 			continue;
 		std::error_code ec;
@@ -126,8 +103,8 @@ std::optional<LioLocalLun> LunBackstore(const fs::path &configfs,
 		LioLocalLun lun;
 		lun.backstore = to.parent_path().filename().string() + "/" +
 		                to.filename().string();
-		lun.udev_path = ReadLine(configfs / "target" / "core" /
-		                         lun.backstore / "udev_path");
+		lun.udev_path = ReadFirstLine(configfs / "target" / "core" /
+		                              lun.backstore / "udev_path");
 		return lun;
 	}
 	return std::nullopt;
@@ -159,8 +136,8 @@ public:
 			ScsiDisk(ec ? majmin : disk.filename().string(),
 			         scsi.filename().string());
 		}
-		for (const fs::path &slave : Entries(dir / "slaves"))
-			Device(ReadLine(slave / "dev"), depth + 1);
+		for (const fs::path &slave : SortedEntries(dir / "slaves"))
+			Device(ReadFirstLine(slave / "dev"), depth + 1);
 	}
 
 	std::vector<LioLocalLun> Take() { return std::move(found_); }
@@ -174,8 +151,8 @@ private:
 		const std::string &host = (*parts)[0];
 		const std::string &lun = (*parts)[3];
 		const std::string proc_name =
-		        ReadLine(sysfs_ / "class" / "scsi_host" /
-		                 ("host" + host) / "proc_name");
+		        ReadFirstLine(sysfs_ / "class" / "scsi_host" /
+		                      ("host" + host) / "proc_name");
 		if (proc_name == kLoopbackProcName)
 			Loopback(disk, hctl, host, (*parts)[2], lun);
 		else
@@ -190,11 +167,11 @@ private:
 	{
 		const std::string address = host + ":0:" + target;
 		for (const fs::path &wwn :
-		     Entries(configfs_ / "target" / "loopback"))
-			for (const fs::path &tpg : Entries(wwn)) {
+		     SortedEntries(configfs_ / "target" / "loopback"))
+			for (const fs::path &tpg : SortedEntries(wwn)) {
 				if (!tpg.filename().string().starts_with(
 				            "tpgt_") ||
-				    ReadLine(tpg / "address") != address)
+				    ReadFirstLine(tpg / "address") != address)
 					continue;
 				Add(disk, hctl, tpg / "lun" / ("lun_" + lun),
 				    "tcm_loop " + wwn.filename().string() +
@@ -209,7 +186,7 @@ private:
 		const std::string target_dir =
 		        "target" + hctl.substr(0, hctl.rfind(':'));
 		for (const fs::path &session :
-		     Entries(sysfs_ / "class" / "iscsi_session")) {
+		     SortedEntries(sysfs_ / "class" / "iscsi_session")) {
 			if (!fs::exists(session / "device" / target_dir / hctl))
 				continue;
 			IscsiSession(disk, hctl, lun, session);
@@ -219,27 +196,28 @@ private:
 	void IscsiSession(const std::string &disk, const std::string &hctl,
 	                  const std::string &lun, const fs::path &session)
 	{
-		const std::string iqn = ReadLine(session / "targetname");
-		const std::string tpgt = ReadLine(session / "tpgt");
+		const std::string iqn = ReadFirstLine(session / "targetname");
+		const std::string tpgt = ReadFirstLine(session / "tpgt");
 		const std::string initiator =
-		        ReadLine(session / "initiatorname");
+		        ReadFirstLine(session / "initiatorname");
 		const std::string sid =
 		        session.filename().string().substr(strlen("session"));
 		const fs::path conn = sysfs_ / "class" / "iscsi_connection" /
 		                      ("connection" + sid + ":0");
-		std::string address = ReadLine(conn / "persistent_address");
-		std::string port = ReadLine(conn / "persistent_port");
+		std::string address =
+		        ReadFirstLine(conn / "persistent_address");
+		std::string port = ReadFirstLine(conn / "persistent_port");
 		if (address.empty()) {
-			address = ReadLine(conn / "address");
-			port = ReadLine(conn / "port");
+			address = ReadFirstLine(conn / "address");
+			port = ReadFirstLine(conn / "port");
 		}
 		if (iqn.empty() || address.empty())
 			return;
 		for (const fs::path &node :
-		     Entries(configfs_ / "target" / "iscsi")) {
+		     SortedEntries(configfs_ / "target" / "iscsi")) {
 			if (!EqualsIgnoreCase(node.filename().string(), iqn))
 				continue;
-			for (const fs::path &tpg : Entries(node)) {
+			for (const fs::path &tpg : SortedEntries(node)) {
 				const std::string name =
 				        tpg.filename().string();
 				if (!name.starts_with("tpgt_") ||
@@ -266,7 +244,7 @@ private:
 	                         const std::string &port)
 	{
 		const bool local = IsLocalAddress(address);
-		for (const fs::path &np : Entries(tpg / "np")) {
+		for (const fs::path &np : SortedEntries(tpg / "np")) {
 			const std::string name = np.filename().string();
 			const size_t colon = name.rfind(':');
 			if (colon == std::string::npos ||
@@ -286,13 +264,13 @@ private:
 	                                           const std::string &initiator,
 	                                           const std::string &lun)
 	{
-		for (const fs::path &acl : Entries(tpg / "acls")) {
+		for (const fs::path &acl : SortedEntries(tpg / "acls")) {
 			if (initiator.empty() ||
 			    !EqualsIgnoreCase(acl.filename().string(),
 			                      initiator))
 				continue;
 			for (const fs::path &entry :
-			     Entries(acl / ("lun_" + lun))) {
+			     SortedEntries(acl / ("lun_" + lun))) {
 				if (!IsSymlink(entry))
 					continue;
 				std::error_code ec;
