@@ -158,6 +158,35 @@ vm_scsi_disk() {
 	done
 }
 
+# vm_iscsi_export IQN LUN HBA/NAME [WRITE_PROTECT]: a backstore as LUN LUN of
+# IQN's TPG 1 on 127.0.0.1:3260, demo mode without authentication (any
+# initiator, write-protected if WRITE_PROTECT is 1); the portal and the
+# TPG's enable come with its first LUN. Needs iscsi_target_mod.
+vm_iscsi_export() {
+	local t=$VM_CFS/iscsi/$1/tpgt_1 a
+	mkdir -p "$t/lun/lun_$2" || vm_fail "mkdir $t/lun/lun_$2"
+	ln -s "$VM_CFS/core/$3" "$t/lun/lun_$2/${3#*/}" || vm_fail "link $3 as LUN $2 of $1"
+	[ -d "$t/np/127.0.0.1:3260" ] || mkdir "$t/np/127.0.0.1:3260" ||
+		vm_fail "portal 127.0.0.1:3260 for $1"
+	for a in generate_node_acls=1 authentication=0 \
+		demo_mode_write_protect=${4:-0} cache_dynamic_acls=1; do
+		echo "${a#*=}" > "$t/attrib/${a%=*}" || vm_fail "$1: attrib $a"
+	done
+	[ "$(cat "$t/enable")" = 1 ] || echo 1 > "$t/enable" || vm_fail "enable $t"
+}
+
+# vm_iscsid_start: the iSCSI initiator's daemon, in a session of its own
+# (iscsid signals its whole process group when it stops), its log in
+# /tmp/iscsid.log; VM_ISCSID is its pid.
+vm_iscsid_start() {
+	echo "InitiatorName=iqn.1993-08.org.debian:01:replipipe-vm" > /etc/iscsi/initiatorname.iscsi
+	mkdir -p /run/lock/iscsi /var/lock /etc/iscsi/nodes /etc/iscsi/send_targets
+	setsid iscsid -f > /tmp/iscsid.log 2>&1 &
+	VM_ISCSID=$!
+	sleep 1
+	kill -0 $VM_ISCSID || { cat /tmp/iscsid.log; vm_fail "iscsid did not start"; }
+}
+
 # vm_tcm_loop_export HBA/NAME: export a backstore through tcm_loop (one
 # loopback target per backstore, LUN 0) and print its /dev/sdX.
 vm_tcm_loop_export() {

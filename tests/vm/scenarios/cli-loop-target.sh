@@ -106,21 +106,9 @@ vm_log "tcm_loop: $SRC is $lun ($wwn)"
 vm_modprobe crc32c_generic
 vm_modprobe iscsi_target_mod
 vm_modprobe iscsi_tcp
-T=$VM_CFS/iscsi/$IQN/tpgt_1
-mkdir -p "$T/lun/lun_0" "$T/lun/lun_1" || vm_fail "mkdir $T"
-ln -s "$VM_CFS/core/$SRC" "$T/lun/lun_0/src" || vm_fail "link LUN 0"
-ln -s "$VM_CFS/core/iblock_0/other" "$T/lun/lun_1/other" || vm_fail "link LUN 1"
-mkdir "$T/np/127.0.0.1:3260" || vm_fail "portal 127.0.0.1:3260"
-for a in generate_node_acls=1 authentication=0 demo_mode_write_protect=0 cache_dynamic_acls=1; do
-	echo "${a#*=}" > "$T/attrib/${a%=*}" || vm_fail "attrib $a"
-done
-echo 1 > "$T/enable" || vm_fail "enable $T"
-echo "InitiatorName=iqn.1993-08.org.debian:01:replipipe-vm" > /etc/iscsi/initiatorname.iscsi
-mkdir -p /run/lock/iscsi /var/lock /etc/iscsi/nodes /etc/iscsi/send_targets
-setsid iscsid -f > /tmp/iscsid.log 2>&1 &
-iscsid_pid=$!
-sleep 1
-kill -0 $iscsid_pid || { cat /tmp/iscsid.log; vm_fail "iscsid did not start"; }
+vm_iscsi_export $IQN 0 $SRC
+vm_iscsi_export $IQN 1 iblock_0/other
+vm_iscsid_start
 vm_log "iSCSI: $IQN on 127.0.0.1:3260, LUN 0 = $SRC, LUN 1 = iblock_0/other"
 
 vm_daemon_start $DLOG --log-level debug
@@ -147,6 +135,6 @@ paired /dev/ram1 "/dev/ram1"
 paired "$URL1" "iSCSI LUN 1"
 
 vm_daemon_stop $DLOG
-kill $iscsid_pid
+kill $VM_ISCSID
 vm_tcm_loop_unexport $SRC
 vm_log "cli-loop-target done"

@@ -20,32 +20,14 @@ vm_modprobe crc32c_generic
 vm_modprobe iscsi_target_mod
 vm_modprobe iscsi_tcp
 
-# iscsi_export IQN HBA/NAME WRITE_PROTECT: LUN 0 of IQN on 127.0.0.1:3260.
-iscsi_export() {
-	local t=$VM_CFS/iscsi/$1/tpgt_1 a
-	mkdir -p "$t/lun/lun_0" || vm_fail "mkdir $t"
-	ln -s "$VM_CFS/core/$2" "$t/lun/lun_0/lun" || vm_fail "link $2"
-	mkdir "$t/np/127.0.0.1:3260" || vm_fail "portal for $1"
-	for a in generate_node_acls=1 authentication=0 \
-		demo_mode_write_protect=$3 cache_dynamic_acls=1; do
-		echo "${a#*=}" > "$t/attrib/${a%=*}" || vm_fail "attrib $a"
-	done
-	echo 1 > "$t/enable" || vm_fail "enable $t"
-}
 vm_backstore iblock iblock_0 peer /dev/ram1 > /dev/null
 vm_backstore rd_mcp rd_mcp_0 small 16M > /dev/null
 vm_backstore rd_mcp rd_mcp_1 ro 64M > /dev/null
-iscsi_export $BASE:peer iblock_0/peer 0
-iscsi_export $BASE:small rd_mcp_0/small 0
-iscsi_export $BASE:ro rd_mcp_1/ro 1
+vm_iscsi_export $BASE:peer 0 iblock_0/peer
+vm_iscsi_export $BASE:small 0 rd_mcp_0/small
+vm_iscsi_export $BASE:ro 0 rd_mcp_1/ro 1
 
-echo "InitiatorName=iqn.1993-08.org.debian:01:replipipe-vm" > /etc/iscsi/initiatorname.iscsi
-mkdir -p /run/lock/iscsi /var/lock /etc/iscsi/nodes /etc/iscsi/send_targets
-# Its own session: iscsid signals its process group when it stops.
-setsid iscsid -f > /tmp/iscsid.log 2>&1 &
-iscsid_pid=$!
-sleep 1
-kill -0 $iscsid_pid || { cat /tmp/iscsid.log; vm_fail "iscsid did not start"; }
+vm_iscsid_start
 
 vm_modprobe replipipe
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null

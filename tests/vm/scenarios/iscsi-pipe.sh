@@ -23,24 +23,11 @@ vm_modprobe crc32c_generic
 vm_modprobe iscsi_target_mod
 vm_modprobe iscsi_tcp
 vm_backstore iblock iblock_0 peer /dev/ram1 > /dev/null
-T=$VM_CFS/iscsi/$IQN/tpgt_1
-mkdir -p "$T/lun/lun_0" || vm_fail "mkdir $T"
-ln -s "$VM_CFS/core/iblock_0/peer" "$T/lun/lun_0/peer" || vm_fail "link LUN 0"
-mkdir "$T/np/127.0.0.1:3260" || vm_fail "portal 127.0.0.1:3260"
-for a in generate_node_acls=1 authentication=0 demo_mode_write_protect=0 cache_dynamic_acls=1; do
-	echo "${a#*=}" > "$T/attrib/${a%=*}" || vm_fail "attrib $a"
-done
-echo 1 > "$T/enable" || vm_fail "enable $T"
+vm_iscsi_export $IQN 0 iblock_0/peer
 vm_log "peer: $IQN LUN 0 = /dev/ram1 on 127.0.0.1:3260"
 
 # --- the initiator: iscsid -------------------------------------------------
-echo "InitiatorName=iqn.1993-08.org.debian:01:replipipe-vm" > /etc/iscsi/initiatorname.iscsi
-mkdir -p /run/lock/iscsi /var/lock /etc/iscsi/nodes /etc/iscsi/send_targets
-# Its own session: iscsid signals its process group when it stops.
-setsid iscsid -f > /tmp/iscsid.log 2>&1 &
-iscsid_pid=$!
-sleep 1
-kill -0 $iscsid_pid || { cat /tmp/iscsid.log; vm_fail "iscsid did not start"; }
+vm_iscsid_start
 
 # --- the source: replipipe backstore on /dev/ram0 through tcm_loop --------
 vm_modprobe replipipe
