@@ -327,6 +327,25 @@ vm_daemon_fail() {
 	vm_fail "$@"
 }
 
+# vm_expect_rc WANT CMD...: runs CMD and fails the scenario unless it exits
+# WANT (showing the end of the daemon's log when VM_DAEMON_LOG names it);
+# CMD's output (stdout and stderr) is in $OUT, its status in $RC.
+vm_expect_rc() {
+	local want=$1
+	shift
+	set +e
+	OUT=$("$@" 2>&1)
+	RC=$?
+	set -e
+	echo "$OUT" >&2
+	if [ "$RC" != "$want" ]; then
+		[ -z "${VM_DAEMON_LOG:-}" ] ||
+			vm_daemon_fail "$VM_DAEMON_LOG" "exit $RC (want $want): $*"
+		vm_fail "exit $RC (want $want): $*"
+	fi
+	vm_log "ok, exit $RC: $*"
+}
+
 # vm_boot: print which boot of a `# vm-boots: N` scenario this is (1..N; 1
 # for a single-boot scenario). vm_boots: print N. Also in $RP_BOOT/$RP_BOOTS.
 vm_boot() {

@@ -26,18 +26,7 @@ IQN=iqn.2003-01.org.linux-iscsi.replipipe-vm:loop
 URL0=iscsi://127.0.0.1:3260/$IQN/0
 URL1=iscsi://127.0.0.1:3260/$IQN/1
 
-# expect_rc WANT CMD...: run CMD, fail unless it exits WANT; output in $OUT.
-expect_rc() {
-	local want=$1
-	shift
-	set +e
-	OUT=$("$@" 2>&1)
-	RC=$?
-	set -e
-	echo "$OUT" >&2
-	[ "$RC" = "$want" ] || vm_daemon_fail $DLOG "exit $RC (want $want): $*"
-	vm_log "ok, exit $RC: $*"
-}
+VM_DAEMON_LOG=$DLOG	# vm_expect_rc shows its end on a failure
 
 # nothing_applied WHAT: no pipe in the kernel, the store, status --json;
 # no iSCSI session.
@@ -62,7 +51,7 @@ nothing_applied() {
 refused() {
 	local target=$1 what=$2 p
 	shift 2
-	expect_rc 5 replipipectl --json create-or-modify --name loop \
+	vm_expect_rc 5 replipipectl --json create-or-modify --name loop \
 		--source-system localhost --target-system 127.0.0.1 \
 		--pair "$SRC=$target"
 	echo "$OUT" | jq -e '.ReturnValue == 5' > /dev/null ||
@@ -78,7 +67,7 @@ refused() {
 # reaches InSync, the legs are identical, delete removes it.
 paired() {
 	local target=$1 what=$2 dev
-	expect_rc 0 replipipectl create-or-modify --name ok \
+	vm_expect_rc 0 replipipectl create-or-modify --name ok \
 		--source-system localhost --target-system 127.0.0.1 \
 		--pair "$SRC=$target"
 	replipipectl wait ok --state InSync --timeout 240 ||
@@ -87,7 +76,7 @@ paired() {
 	[ -b "$dev" ] || { rp-nlctl get; vm_fail "$what: no kernel pair target"; }
 	rp-verify --cmp /dev/ram0 "$dev" || vm_fail "$what: the legs differ"
 	vm_log "$what: InSync, /dev/ram0 and $dev identical"
-	expect_rc 0 replipipectl delete ok
+	vm_expect_rc 0 replipipectl delete ok
 	nothing_applied "$what, deleted"
 }
 

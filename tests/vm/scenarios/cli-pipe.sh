@@ -26,19 +26,6 @@ SOCK=/run/replipipe/replipiped.sock
 DLOG=/tmp/replipiped.log
 SRC=replipipe_0/v1
 
-# expect_rc WANT CMD...: run CMD, fail unless it exits WANT; output in $OUT.
-expect_rc() {
-	local want=$1
-	shift
-	set +e
-	OUT=$("$@" 2>&1)
-	RC=$?
-	set -e
-	echo "$OUT" >&2
-	[ "$RC" = "$want" ] || vm_fail "exit $RC (want $want): $*"
-	vm_log "ok, exit $RC: $*"
-}
-
 # snap NAME: status --json, the kernel's view and the store, to compare.
 snap() {
 	replipipectl --json status > /tmp/snap.$1.status || vm_fail "status --json"
@@ -139,7 +126,7 @@ replipipectl list
 
 vm_log "== modify the Goal only (NULL endpoints keep the pair: no resync)"
 n0=$(started_count)
-expect_rc 0 replipipectl create-or-modify --name "" --source-system localhost \
+vm_expect_rc 0 replipipectl create-or-modify --name "" --source-system localhost \
 	--target-system backup1 --pipe db \
 	--goal 'instance of CIM_SettingData { ResyncRateLimitKiBps = 8192; };'
 [ "$OUT" = "$ref" ] || vm_fail "modify printed '$OUT', not $ref"
@@ -155,7 +142,7 @@ replipipectl --json status db | jq -e '.pipes[0] | .name == "db" and
 
 vm_log "== modify: the pair moves to /dev/ram2"
 n0=$(started_count)
-expect_rc 0 replipipectl create-or-modify --name db --source-system localhost \
+vm_expect_rc 0 replipipectl create-or-modify --name db --source-system localhost \
 	--target-system backup1 --pipe "$ref" --pair $SRC=/dev/ram2
 [ "$OUT" = "$ref" ] || vm_fail "modify printed '$OUT', not $ref"
 k=$(rp-nlctl get $uuid)
@@ -213,20 +200,20 @@ for req in \
 	unchanged before after "a count mismatch"
 done
 
-expect_rc 5 replipipectl create-or-modify --name db --source-system localhost \
+vm_expect_rc 5 replipipectl create-or-modify --name db --source-system localhost \
 	--target-system backup1 --pipe db \
 	--goal 'instance of CIM_SettingData { Mode = "Synchronous"; Colour = 3; };'
 echo "$OUT" | grep -q Colour || vm_fail "the error does not name the unknown property"
 snap after
 unchanged before after "an unknown Goal property (modify)"
-expect_rc 5 replipipectl --json create-or-modify --name db2 --source-system localhost \
+vm_expect_rc 5 replipipectl --json create-or-modify --name db2 --source-system localhost \
 	--target-system backup1 --goal 'instance of CIM_SettingData { Colour = 3; };'
 echo "$OUT" | jq -e '.ReturnValue == 5 and (.Error | contains("Colour"))' > /dev/null ||
 	vm_fail "--json failure output: $OUT"
 snap after
 unchanged before after "an unknown Goal property (create)"
 
-expect_rc 4 replipipectl create-or-modify --name db --source-system localhost \
+vm_expect_rc 4 replipipectl create-or-modify --name db --source-system localhost \
 	--target-system backup1 --pipe db --pair $SRC=/dev/loop0
 echo "$OUT" | grep -q "smaller" || vm_fail "the error does not say the target is smaller"
 snap after
@@ -234,26 +221,26 @@ unchanged before after "a target smaller than the source"
 
 for p in nosuch 'replipipe:00000000-0000-4000-8000-000000000000' \
 	'CIM_NetworkPipe.InstanceID="replipipe:00000000-0000-4000-8000-000000000000"'; do
-	expect_rc 5 replipipectl create-or-modify --name db --source-system localhost \
+	vm_expect_rc 5 replipipectl create-or-modify --name db --source-system localhost \
 		--target-system backup1 --pipe "$p" --pair $SRC=/dev/ram1
 	snap after
 	unchanged before after "modify of the unknown pipe $p"
 done
-expect_rc 5 replipipectl delete nosuch
-expect_rc 5 replipipectl status nosuch
-expect_rc 5 replipipectl wait nosuch --timeout 5
+vm_expect_rc 5 replipipectl delete nosuch
+vm_expect_rc 5 replipipectl status nosuch
+vm_expect_rc 5 replipipectl wait nosuch --timeout 5
 snap after
 unchanged before after "delete/status/wait of an unknown pipe"
 
 vm_log "== delete"
-expect_rc 0 replipipectl delete db
+vm_expect_rc 0 replipipectl delete db
 [ "$OUT" = "deleted $ref" ] || vm_fail "delete printed '$OUT'"
 k=$(rp-nlctl get)
 [ -z "$k" ] || { echo "$k"; vm_fail "the kernel still has a pipe after delete"; }
 cat $STORE
 jq -e '.pipes == []' $STORE > /dev/null || vm_fail "the store still has a pipe after delete"
 replipipectl --json status | jq -e '.pipes == []' > /dev/null || vm_fail "status --json after delete"
-expect_rc 5 replipipectl status db
+vm_expect_rc 5 replipipectl status db
 # The data stays; the LUN still works without the pipe.
 rp-verify --dev "$lun" /tmp/w1.* /tmp/w2.* || vm_fail "data through the LUN after delete"
 
@@ -282,7 +269,7 @@ replipipectl wait mv --state InSync --timeout 240 ||
 
 vm_log "== a Goal that names only ResyncRateLimitKiBps keeps the rest (decision 6)"
 n0=$(pairs_started)
-expect_rc 0 replipipectl create-or-modify --name "" --source-system localhost \
+vm_expect_rc 0 replipipectl create-or-modify --name "" --source-system localhost \
 	--target-system backup1 --pipe mv \
 	--goal 'instance of CIM_SettingData { ResyncRateLimitKiBps = 4096; };'
 replipipectl --json status mv > /tmp/mv.json
@@ -296,19 +283,19 @@ sleep 2
 
 snap mv0
 vm_log "== a kept target under another path: the same pair, kept (no resync)"
-expect_rc 0 replipipectl create-or-modify --name mv --source-system localhost \
+vm_expect_rc 0 replipipectl create-or-modify --name mv --source-system localhost \
 	--target-system backup1 --pipe mv --pair $SRC2=/dev/disk/by-id/rp-ram1 --pair $SRC3=/dev/ram2
 snap mv1
 unchanged mv0 mv1 "a kept target under another path"
 
 vm_log "== a used endpoint under another path is 5"
-expect_rc 5 replipipectl create-or-modify --name other --source-system localhost \
+vm_expect_rc 5 replipipectl create-or-modify --name other --source-system localhost \
 	--target-system backup1 --pair $SRC=/dev/disk/by-id/rp-ram1
 echo "$OUT" | grep -q "already the target of $SRC2 (as /dev/ram1)" || vm_fail "not named as reused"
-expect_rc 5 replipipectl create-or-modify --name other --source-system localhost \
+vm_expect_rc 5 replipipectl create-or-modify --name other --source-system localhost \
 	--target-system backup1 --pair $SRC=/dev/disk/by-id/rp-loop2
 echo "$OUT" | grep -q "is the primary device of $SRC2" || vm_fail "not named as a primary"
-expect_rc 5 replipipectl create-or-modify --name mv --source-system localhost \
+vm_expect_rc 5 replipipectl create-or-modify --name mv --source-system localhost \
 	--target-system backup1 --pipe mv --pair $SRC2=/dev/ram1 --pair $SRC3=/dev/disk/by-id/rp-ram1
 echo "$OUT" | grep -q "given twice (as /dev/ram1)" || vm_fail "not named as given twice"
 snap mv1
@@ -316,7 +303,7 @@ unchanged mv0 mv1 "endpoints reused under another path"
 
 vm_log "== one modify swaps the two pairs' targets (decision 25): both pairs resync"
 n0=$(pairs_started)
-expect_rc 0 replipipectl create-or-modify --name mv --source-system localhost \
+vm_expect_rc 0 replipipectl create-or-modify --name mv --source-system localhost \
 	--target-system backup1 --pipe mv --pair $SRC2=/dev/ram2 --pair $SRC3=/dev/ram1
 rp-nlctl get $mvuuid > /tmp/mv.kernel
 grep -q "^pair .* source=$SRC2 target=/dev/ram2 " /tmp/mv.kernel &&
@@ -329,7 +316,7 @@ vm_cmp_devs /dev/loop2 /dev/ram2 16M
 vm_cmp_devs /dev/loop3 /dev/ram1 16M
 replipipectl --json status mv | jq -e '.pipes[0] | .mode == "Asynchronous" and .region_kib == 128' > /dev/null ||
 	vm_fail "the settings changed with the pairs"
-expect_rc 0 replipipectl delete mv
+vm_expect_rc 0 replipipectl delete mv
 for n in 2 3; do
 	vm_backstore_delete replipipe_0/v$n
 	losetup -d /dev/loop$n
