@@ -40,6 +40,8 @@ std::vector<IscsiSysfsSession> ListIscsiSessions(const std::string &sysfs)
 			continue;
 		s.name = name;
 		s.target = ReadFirstLine(p / "targetname");
+		s.tpgt = ReadFirstLine(p / "tpgt");
+		s.initiator = ReadFirstLine(p / "initiatorname");
 		s.state = ReadFirstLine(p / "state");
 		const fs::path conn =
 		        fs::path(sysfs) / "class" / "iscsi_connection" /

@@ -15,9 +15,11 @@ namespace replipipe
 {
 
 struct IscsiSysfsSession {
-	std::string name;    // "session3"
-	uint32_t sid = 0;    // 3
-	std::string target;  // targetname (the IQN)
+	std::string name;      // "session3"
+	uint32_t sid = 0;      // 3
+	std::string target;    // targetname (the IQN)
+	std::string tpgt;      // the target portal group tag ("" unknown)
+	std::string initiator; // initiatorname ("" unknown)
 	std::string address; // the connection's persistent address ("" if none)
 	uint16_t port = 0;
 	std::string state; // "LOGGED_IN", "FAILED", "FREE", ... ("" unknown)

@@ -14,6 +14,7 @@
 #include <optional>
 #include <set>
 
+#include "iscsi_sysfs.h"
 #include "sysfs_read.h"
 #include "text_scan.h"
 
@@ -185,32 +186,25 @@ private:
 	{
 		const std::string target_dir =
 		        "target" + hctl.substr(0, hctl.rfind(':'));
-		for (const fs::path &session :
-		     SortedEntries(sysfs_ / "class" / "iscsi_session")) {
-			if (!fs::exists(session / "device" / target_dir / hctl))
+		for (const IscsiSysfsSession &session :
+		     ListIscsiSessions(sysfs_.string())) {
+			if (!fs::exists(sysfs_ / "class" / "iscsi_session" /
+			                session.name / "device" / target_dir /
+			                hctl))
 				continue;
 			IscsiSession(disk, hctl, lun, session);
 		}
 	}
 
 	void IscsiSession(const std::string &disk, const std::string &hctl,
-	                  const std::string &lun, const fs::path &session)
+	                  const std::string &lun,
+	                  const IscsiSysfsSession &session)
 	{
-		const std::string iqn = ReadFirstLine(session / "targetname");
-		const std::string tpgt = ReadFirstLine(session / "tpgt");
-		const std::string initiator =
-		        ReadFirstLine(session / "initiatorname");
-		const std::string sid =
-		        session.filename().string().substr(strlen("session"));
-		const fs::path conn = sysfs_ / "class" / "iscsi_connection" /
-		                      ("connection" + sid + ":0");
-		std::string address =
-		        ReadFirstLine(conn / "persistent_address");
-		std::string port = ReadFirstLine(conn / "persistent_port");
-		if (address.empty()) {
-			address = ReadFirstLine(conn / "address");
-			port = ReadFirstLine(conn / "port");
-		}
+		const std::string &iqn = session.target;
+		const std::string &tpgt = session.tpgt;
+		const std::string &initiator = session.initiator;
+		const std::string &address = session.address;
+		const std::string port = std::to_string(session.port);
 		if (iqn.empty() || address.empty())
 			return;
 		for (const fs::path &node :
