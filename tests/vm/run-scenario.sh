@@ -123,6 +123,10 @@ read -r -a vm_bins <<< "$(header bins)"
 read -r -a vm_files <<< "$(header files)"
 read -r -a vm_disks <<< "$(header disks)"
 vm_ko=$(header ko)
+# `# vm-init: systemd`: systemd is the guest's PID 1 (guest-init.sh); the
+# scenario ships systemd and the units it needs (vm-bins, vm-files).
+vm_init=$(header init)
+[ -z "$vm_init" ] || [ "$vm_init" = systemd ] || die "bad vm-init '$vm_init' (only: systemd)"
 [ -z "$vm_ko" ] || [ "$vm_ko" = dkms ] || die "bad vm-ko '$vm_ko' (only: dkms)"
 boots=$(header boots); boots=${boots:-1}
 [[ $boots =~ ^[1-9][0-9]?$ ]] || die "bad vm-boots '$boots' (1 to 99)"
@@ -424,7 +428,9 @@ build_overlay() {
 	mkdir -p "$ov/lib/replipipe" "$ov/usr/local/bin"
 	cp "$script_dir/lib/guest-init.sh" "$ov/init"
 	chmod 755 "$ov/init"
+	cp "$script_dir/lib/guest-run.sh" "$ov/lib/replipipe/guest-run.sh"
 	cp "$script_dir/lib/guest-lib.sh" "$ov/lib/replipipe/guest-lib.sh"
+	[ "$vm_init" != systemd ] || : > "$ov/lib/replipipe/init-systemd"
 	cp "$scenario" "$ov/lib/replipipe/scenario.sh"
 	echo "$name" > "$ov/lib/replipipe/scenario-name"
 	# The guest gives up 30 s before the host so it can still report.

@@ -1,8 +1,9 @@
 #!/bin/sh
 # /init of the VM bench initramfs (busybox sh). Mounts the pseudo file systems,
-# runs the scenario with `sh -e` after sourcing guest-lib.sh, prints the verdict
-# marker the host runner looks for, the kernel log and the taint mask, then
-# powers off. Never exits (init exiting would panic the kernel).
+# loads the virtio disks, then hands PID 1 to guest-run.sh (the scenario and
+# its verdict), or with `# vm-init: systemd` to systemd, which runs
+# guest-run.sh as a service. Never exits (init exiting would panic the
+# kernel).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TERM=dumb
 RP=/lib/replipipe
@@ -38,54 +39,31 @@ if [ -s $RP/disks ]; then
 	done
 fi
 
-name=$(cat $RP/scenario-name)
-# Leave the host time to get the verdict and the kernel log after a hang.
-limit=$(cat $RP/guest-timeout)
-# `# vm-boots: N`: the runner says which boot this is (rp.boot=K rp.boots=N).
-boot=$(sed -n 's/.*[[:space:]]rp\.boot=\([0-9]*\).*/\1/p' /proc/cmdline)
-boots=$(sed -n 's/.*[[:space:]]rp\.boots=\([0-9]*\).*/\1/p' /proc/cmdline)
-if [ -n "$boot" ]; then
-	echo "[vm] scenario $name: start boot $boot of $boots (kernel $(uname -r), guest limit ${limit}s)"
-else
-	echo "[vm] scenario $name: start (kernel $(uname -r), guest limit ${limit}s)"
+# `# vm-init: systemd`: systemd is PID 1, as on a real host, so that a
+# scenario can run the project's units with their sandboxing. Only the units
+# below and the ones the scenario ships are there: replipipe-scenario.target
+# pulls in guest-run.sh and nothing else starts on its own. The scenario's
+# output goes to the console, as without systemd.
+if [ -e $RP/init-systemd ]; then
+	mkdir -p /etc/systemd/system
+	[ -e /var/run ] || ln -s /run /var/run
+	cat > /etc/systemd/system/replipipe-scenario.service <<-EOF
+	[Unit]
+	Description=replipipe VM scenario
+	DefaultDependencies=no
+	[Service]
+	ExecStart=/bin/sh $RP/guest-run.sh
+	StandardInput=null
+	StandardOutput=tty
+	StandardError=inherit
+	TTYPath=/dev/console
+	EOF
+	cat > /etc/systemd/system/replipipe-scenario.target <<-EOF
+	[Unit]
+	Description=replipipe VM scenario
+	Wants=replipipe-scenario.service
+	EOF
+	exec /lib/systemd/systemd --unit=replipipe-scenario.target \
+		--show-status=false --log-target=console --log-level=notice
 fi
-export RP_BOOT=${boot:-1} RP_BOOTS=${boots:-1}
-cd /tmp
-timeout "$limit" sh -e -c '. /lib/replipipe/guest-lib.sh; . /lib/replipipe/scenario.sh' "$name" < /dev/null
-rc=$?
-cd /
-# Debug kernel (tests/vm/debug-kernel.sh): kmemleak scans only on request
-# (no auto scan). Two scans, as kmemleak's documentation recommends, so that
-# objects in flight are not reported; the host runner fails the scenario when
-# a report's backtrace names replipipe. kmemleak reports only objects older
-# than 5 s at the start of a scan, so the second one starts at least 5 s
-# after the first: then whatever the scenario left behind is old enough. The
-# first scan takes longer than that under TCG, so usually nobody sleeps.
-if [ -e /sys/kernel/debug/kmemleak ]; then
-	echo "[vm] kmemleak: scanning"
-	scan_start=$(cut -d' ' -f1 /proc/uptime)
-	echo scan > /sys/kernel/debug/kmemleak
-	rest=$(awk -v s="$scan_start" '{ r = s + 5.1 - $1; printf "%.1f", (r > 0 ? r : 0) }' /proc/uptime)
-	echo "[vm] kmemleak: first scan done; second in ${rest}s"
-	sleep "$rest"
-	echo scan > /sys/kernel/debug/kmemleak
-	echo "----- REPLIPIPE-KMEMLEAK-BEGIN -----"
-	cat /sys/kernel/debug/kmemleak
-	echo "----- REPLIPIPE-KMEMLEAK-END -----"
-fi
-if [ $rc -eq 0 ]; then
-	echo "REPLIPIPE-SCENARIO: PASS"
-else
-	if [ $rc -eq 143 ] || [ $rc -eq 124 ]; then
-		echo "[vm] scenario $name: guest time-out after ${limit}s; blocked tasks:"
-		echo w > /proc/sysrq-trigger 2>/dev/null
-	fi
-	echo "REPLIPIPE-SCENARIO: FAIL rc=$rc"
-fi
-echo "----- REPLIPIPE-DMESG-BEGIN -----"
-dmesg
-echo "----- REPLIPIPE-DMESG-END -----"
-echo "REPLIPIPE-TAINTED: $(cat /proc/sys/kernel/tainted)"
-sync
-poweroff -f
-sleep 30
+exec /bin/sh $RP/guest-run.sh

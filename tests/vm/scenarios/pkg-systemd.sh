@@ -1,0 +1,137 @@
+#!/bin/sh
+# replipiped.service under systemd itself (the guest's PID 1 is systemd): the
+# unit as the package installs it, its sandbox in force (ProtectSystem=strict,
+# the capability bounding set, NoNewPrivileges, the seccomp filter, the
+# private /tmp), and the daemon still doing its whole job inside it:
+# ExecStartPre= loads the module, Type=notify start returns once it answers,
+# a pipe's initial resync (io_uring under @system-service) reaches InSync,
+# writes through a tcm_loop LUN reach both legs, a member of group replipipe
+# uses the socket, a SIGKILL is restarted (Restart=on-failure) with the pipe
+# back from the StateDirectory, and a stop is clean.
+# Only the unit's output goes elsewhere (a drop-in: there is no journald in
+# the guest); nothing of its sandbox is changed.
+# vm-init: systemd
+# vm-timeout: 420
+# vm-cost: 25
+# vm-bins: /lib/systemd/systemd systemctl
+# vm-files: controller/replipiped.service packaging/default/replipiped /usr/lib/os-release /lib/systemd/system/sysinit.target /lib/systemd/system/basic.target /lib/systemd/system/multi-user.target /lib/systemd/system/sockets.target /lib/systemd/system/timers.target /lib/systemd/system/paths.target /lib/systemd/system/slices.target /lib/systemd/system/local-fs.target /lib/systemd/system/swap.target /lib/systemd/system/shutdown.target
+
+REPO=/lib/replipipe/repo
+UNIT=/lib/systemd/system/replipiped.service
+SOCK=/run/replipipe/replipiped.sock
+DLOG=/run/replipiped-test.log
+SRC=replipipe_0/v1
+
+unit_fail() {
+	echo "---- systemctl status replipiped" >&2
+	systemctl --no-pager status replipiped >&2
+	echo "---- $DLOG" >&2
+	tail -n 40 $DLOG >&2
+	vm_fail "$@"
+}
+
+# prop NAME: a property of replipiped.service as systemd has it.
+prop() { systemctl show -P "$1" replipiped.service; }
+
+# status_field PID KEY: a field of /proc/PID/status.
+status_field() { sed -n "s/^$2:[[:space:]]*//p" "/proc/$1/status"; }
+
+vm_log "== systemd is PID 1"
+[ "$(cat /proc/1/comm)" = systemd ] || vm_fail "PID 1 is $(cat /proc/1/comm)"
+systemctl is-system-running > /dev/null 2>&1 || :
+vm_log "systemd $(systemctl --version | head -n 1 | cut -d' ' -f2), state $(systemctl is-system-running 2> /dev/null)"
+
+vm_log "== the package's files at their installed paths"
+mkdir -p /usr/sbin /etc/default /etc/systemd/system/replipiped.service.d
+cp $REPO/controller/replipiped.service $UNIT
+cp $REPO/packaging/default/replipiped /etc/default/replipiped
+ln -sf /usr/local/bin/replipiped /usr/sbin/replipiped
+printf '[Service]\nStandardOutput=append:%s\nStandardError=inherit\n' $DLOG \
+	> /etc/systemd/system/replipiped.service.d/test-output.conf
+systemctl daemon-reload
+[ "$(prop LoadState)" = loaded ] || vm_fail "replipiped.service: LoadState $(prop LoadState)"
+[ "$(prop FragmentPath)" = $UNIT ] || vm_fail "the unit comes from $(prop FragmentPath)"
+[ ! -d /sys/module/replipipe ] || vm_fail "replipipe is loaded before the unit starts"
+
+vm_log "== systemctl start replipiped"
+systemctl start replipiped || unit_fail "systemctl start replipiped"
+[ "$(prop ActiveState)" = active ] || unit_fail "ActiveState $(prop ActiveState) after start"
+# Type=notify: start returned after READY=1, so the socket answers now.
+[ -S $SOCK ] || unit_fail "no socket $SOCK after start returned"
+replipipectl list > /dev/null || unit_fail "replipipectl list right after start"
+[ -d /sys/module/replipipe ] || unit_fail "ExecStartPre= did not load replipipe"
+pid=$(prop MainPID)
+[ "$pid" -gt 1 ] || unit_fail "MainPID '$pid'"
+[ "$(readlink /proc/$pid/exe)" = /usr/local/bin/replipiped ] ||
+	unit_fail "MainPID $pid is $(readlink /proc/$pid/exe)"
+vm_log "replipiped pid $pid"
+
+vm_log "== the sandbox is in force"
+[ "$(status_field $pid NoNewPrivs)" = 1 ] || vm_fail "NoNewPrivs $(status_field $pid NoNewPrivs)"
+[ "$(status_field $pid Seccomp)" = 2 ] || vm_fail "Seccomp mode $(status_field $pid Seccomp), not 2 (filter)"
+# CAP_CHOWN 0, CAP_NET_ADMIN 12, CAP_SYS_RAWIO 17, CAP_SYS_ADMIN 21.
+capbnd=$(status_field $pid CapBnd)
+[ "$capbnd" = 0000000000221001 ] || vm_fail "CapBnd $capbnd, not 0000000000221001"
+[ "$(status_field $pid CapEff)" = 0000000000221001 ] ||
+	vm_fail "CapEff $(status_field $pid CapEff)"
+# ProtectSystem=strict: / is read-only for it, the directories it owns and
+# /sys/kernel/config are writable; PrivateTmp: its /tmp is not ours.
+nsenter -t $pid -m sh -c 'touch /usr/rp-probe' 2> /dev/null &&
+	vm_fail "replipiped can write /usr"
+nsenter -t $pid -m sh -c 'touch /var/lib/replipipe/.rp-probe && rm /var/lib/replipipe/.rp-probe' ||
+	vm_fail "replipiped cannot write its StateDirectory"
+nsenter -t $pid -m sh -c 'touch /etc/rp-probe' 2> /dev/null &&
+	vm_fail "replipiped can write /etc"
+touch /tmp/rp-host-tmp
+nsenter -t $pid -m sh -c '[ ! -e /tmp/rp-host-tmp ]' || vm_fail "replipiped sees the host's /tmp"
+[ "$(stat -c %a /var/lib/replipipe)" = 700 ] || vm_fail "StateDirectory mode $(stat -c %a /var/lib/replipipe)"
+[ "$(stat -c %a:%G $SOCK)" = 660:replipipe ] || vm_fail "socket mode/group $(stat -c %a:%G $SOCK)"
+
+vm_log "== a pipe: initial resync with io_uring inside the seccomp filter"
+vm_brd 2 64
+dd if=/dev/urandom of=/dev/ram0 bs=1M count=64 2> /dev/null
+vm_backstore replipipe replipipe_0 v1 /dev/ram0 > /dev/null
+dev=$(vm_tcm_loop_export $SRC)
+ref=$(replipipectl create-or-modify --name unit --source-system localhost \
+	--target-system backup1 --pair $SRC=/dev/ram1) || unit_fail "create"
+id=$(echo "$ref" | sed -n 's/^CIM_NetworkPipe\.InstanceID="\(replipipe:[0-9a-f-]*\)"$/\1/p')
+[ -n "$id" ] || vm_fail "create printed '$ref'"
+replipipectl wait "$id" --state InSync --timeout 240 ||
+	{ replipipectl --json status >&2; unit_fail "wait InSync"; }
+dd if=/dev/urandom of=$dev bs=1M count=16 seek=8 oflag=direct 2> /dev/null ||
+	vm_fail "write through $dev"
+vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "legs differ after the initial resync and 16 MiB of writes"
+vm_as rpadmin "replipipectl status $id" > /dev/null ||
+	vm_fail "a member of group replipipe cannot use the socket"
+vm_as rpuser "replipipectl status $id" > /dev/null 2>&1 &&
+	vm_fail "a user outside group replipipe can use the socket"
+
+vm_log "== SIGKILL: Restart=on-failure brings it back with the pipe"
+systemctl kill -s KILL replipiped
+i=0
+until [ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" != "$pid" ] &&
+	[ "$(prop MainPID)" != 0 ]; do
+	[ $i -lt 300 ] || unit_fail "not restarted within 30 s (state $(prop ActiveState))"
+	sleep 0.1
+	i=$((i + 1))
+done
+[ "$(prop NRestarts)" = 1 ] || unit_fail "NRestarts $(prop NRestarts)"
+vm_log "restarted: pid $(prop MainPID)"
+replipipectl wait "$id" --state InSync --timeout 120 ||
+	{ replipipectl --json status >&2; unit_fail "the pipe after the restart"; }
+dd if=/dev/urandom of=$dev bs=1M count=8 seek=40 oflag=direct 2> /dev/null ||
+	vm_fail "write through $dev after the restart"
+vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "legs differ after the restart"
+
+vm_log "== systemctl stop is clean"
+systemctl stop replipiped || unit_fail "systemctl stop"
+[ "$(prop ActiveState)" = inactive ] || unit_fail "ActiveState $(prop ActiveState) after stop"
+[ "$(prop Result)" = success ] || unit_fail "Result $(prop Result) after stop"
+[ ! -e $SOCK ] || vm_fail "the socket is left after stop"
+systemctl start replipiped || unit_fail "start again"
+replipipectl wait "$id" --state InSync --timeout 120 ||
+	{ replipipectl --json status >&2; unit_fail "the pipe after stop and start"; }
+replipipectl delete "$id" > /dev/null || unit_fail "delete"
+systemctl stop replipiped || unit_fail "the last stop"
+[ "$(prop Result)" = success ] || unit_fail "Result $(prop Result) after the last stop"
+vm_log "pkg-systemd: all steps passed"
