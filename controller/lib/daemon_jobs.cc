@@ -71,6 +71,7 @@ JobPlan PlanJobs(const PipeRecord &pipe, const KernelPipeStatus &kernel)
 		                                    ? kernel.region_kib
 		                                    : pipe.settings.region_kib;
 		spec.region_bytes = uint64_t{region_kib} * 1024;
+		spec.pair_bytes = kp.source_bytes;
 		spec.rate_limit_kibps = pipe.settings.resync_rate_kibps;
 		spec.pair_serial = kp.serial;
 		plan.wanted.emplace(kp.source, std::move(spec));
@@ -161,6 +162,7 @@ PairJobFactory NetlinkPairJobFactory(std::string configfs_core)
 		options.source_path = *primary;
 		options.target_path = spec.target;
 		options.region_bytes = spec.region_bytes;
+		options.pair_bytes = spec.pair_bytes;
 		options.copier.rate_limit_kibps = spec.rate_limit_kibps;
 		Status created = job->Create(options);
 		if (!created.ok())

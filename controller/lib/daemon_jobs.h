@@ -89,6 +89,9 @@ struct PairJobSpec {
 	std::string source;
 	std::string target;
 	uint64_t region_bytes = 0;
+	// REPLIPIPE_A_PAIR_SOURCE_BYTES: what the resync copies at most
+	// (PairResyncOptions::pair_bytes). 0: not reported.
+	uint64_t pair_bytes = 0;
 	uint32_t rate_limit_kibps = 0; // 0 = unlimited
 	// The kernel's REPLIPIPE_A_PAIR_SERIAL of the pair, passed on every
 	// claim (0: none reported, claims name no serial).

@@ -162,7 +162,13 @@ Status PairResync::Run()
 Status PairResync::RunClaims()
 {
 	const uint64_t region = options_.region_bytes;
-	const uint64_t size = copier_->source_bytes();
+	// The last region of a pair whose primary grew since it was made
+	// ends past the pair: copied to its end, it would write past a
+	// target of the pair's size (ENOSPC on every try, a resync that
+	// never ends).
+	uint64_t size = copier_->source_bytes();
+	if (options_.pair_bytes)
+		size = std::min(size, options_.pair_bytes);
 	if (region == 0)
 		return Status::Error("region size is 0", EINVAL);
 	start_ns_.store(NowNs());
@@ -194,7 +200,11 @@ Status PairResync::RunClaims()
 			continue;
 		}
 		const uint64_t offset = claim->first * region;
-		const uint64_t length = uint64_t{claim->count} * region;
+		const uint64_t length =
+		        offset < size
+		                ? std::min(uint64_t{claim->count} * region,
+		                           size - offset)
+		                : 0;
 		copying_.store(true);
 		// Past the kernel's deadline the claim is dropped (the writes
 		// it held go on to both legs): the rest of its copy would be
@@ -258,10 +268,8 @@ Status PairResync::RunClaims()
 		if (!st.ok())
 			return st;
 		sizer_.Finished(claim->count, elapsed);
-		const uint64_t copied =
-		        offset >= size ? 0 : std::min(length, size - offset);
 		const uint64_t done =
-		        committed_bytes_.fetch_add(copied) + copied;
+		        committed_bytes_.fetch_add(length) + length;
 		claims_done_.fetch_add(1);
 		// Regions dirtied after the start add to the work.
 		if (done > total_bytes_.load())

@@ -52,6 +52,11 @@ struct PairResyncOptions {
 	std::string source_path; // the primary device the backstore serves
 	std::string target_path;
 	uint64_t region_bytes = 64 * 1024;
+	// The size the kernel mirrors for the pair (REPLIPIPE_A_PAIR_SOURCE_
+	// BYTES, fixed when the pair was made; decision 29). A primary grown
+	// since is larger, and its target may be no larger than this: the
+	// copy stops here. 0: unknown, the primary's size.
+	uint64_t pair_bytes = 0;
 	// Regions per claim. The kernel holds writes to them while they are
 	// copied and drops a claim not done within claim_timeout_sec. 0: sized
 	// from the measured speed (about claim_target, at most a quarter of the

@@ -73,6 +73,7 @@ KernelPipeStatus Kernel(PairState state, uint64_t serial = 0)
 	pair.target = "/dev/sdb";
 	pair.state = state;
 	pair.serial = serial;
+	pair.source_bytes = (1ull << 30) + 4096;
 	k.pairs.push_back(pair);
 	return k;
 }
@@ -433,9 +434,10 @@ TEST(ControlJobs, PairsNotInTheStoreGetNoJob)
 }
 
 // A job carries the serial of the pair it was planned for (its claims name
-// it); a pair replaced with the same source and target has a new serial,
+// it) and the pair's size (its copy stops there, whatever the primary's size
+// now); a pair replaced with the same source and target has a new serial,
 // and its job is restarted for the new pair.
-TEST(ControlJobs, JobCarriesThePairSerial)
+TEST(ControlJobs, JobCarriesThePairSerialAndSize)
 {
 	SpecLog made;
 	Replans replans;
@@ -450,6 +452,7 @@ TEST(ControlJobs, JobCarriesThePairSerial)
 	ASSERT_TRUE(Eventually([&] { return made.Made() == 2; }));
 	EXPECT_EQ(made.Spec(0).pair_serial, 41u);
 	EXPECT_EQ(made.Spec(1).pair_serial, 42u);
+	EXPECT_EQ(made.Spec(1).pair_bytes, (1ull << 30) + 4096);
 	EXPECT_EQ(jobs.running(), 1u);
 }
 

@@ -691,6 +691,54 @@ TEST(PairResync, CopiesOnlyDirtyRegionsAndReportsDone)
 	EXPECT_EQ(p.claims, 7u);
 }
 
+// The kernel mirrors the size the primary had when the pair was made
+// (decision 29); a primary grown since is larger, and the target need not
+// be. The pair's last region is copied up to the pair's size only: past it
+// a target of that size refuses the write (here RLIMIT_FSIZE stands for the
+// device's end), the claim fails on every try and the pair never gets in
+// sync.
+TEST(PairResync, GrownPrimaryIsCopiedUpToThePairsSize)
+{
+	ScratchDir dir;
+	const uint64_t pair_bytes = 15 * kRegion + 4 * kKiB; // 16 regions
+	const Bytes src = RandomBytes(32 * kRegion, 21);     // grown since
+	const Bytes old = RandomBytes(pair_bytes, 22);
+	WriteFile(dir / "src", src);
+	WriteFile(dir / "dst", old);
+	FakeClaims claims(DirtyMap(16, {{14, 15}}));
+	PairResyncOptions options = ResyncOptions(dir);
+	options.pair_bytes = pair_bytes;
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok()) << resync.status().message();
+
+	struct sigaction ignore = {}, old_action = {};
+	ignore.sa_handler = SIG_IGN;
+	sigaction(SIGXFSZ, &ignore, &old_action);
+	rlimit old_limit;
+	getrlimit(RLIMIT_FSIZE, &old_limit);
+	rlimit limit = old_limit;
+	limit.rlim_cur = pair_bytes;
+	setrlimit(RLIMIT_FSIZE, &limit);
+	Status st = (*resync)->Run();
+	setrlimit(RLIMIT_FSIZE, &old_limit);
+	sigaction(SIGXFSZ, &old_action, nullptr);
+
+	ASSERT_TRUE(st.ok()) << st.message();
+	EXPECT_TRUE(claims.failed.empty());
+	EXPECT_FALSE(claims.dirty(14));
+	EXPECT_FALSE(claims.dirty(15));
+	const Bytes got = ReadFile(dir / "dst");
+	ASSERT_EQ(got.size(), pair_bytes);
+	EXPECT_EQ(std::memcmp(got.data(), old.data(), 14 * kRegion), 0);
+	EXPECT_EQ(std::memcmp(got.data() + 14 * kRegion,
+	                      src.data() + 14 * kRegion,
+	                      pair_bytes - 14 * kRegion),
+	          0);
+	const ResyncProgress p = (*resync)->progress();
+	EXPECT_EQ(p.total_bytes, pair_bytes - 14 * kRegion);
+	EXPECT_EQ(p.done_bytes, p.total_bytes);
+}
+
 TEST(PairResync, CopyErrorFailsTheClaimAndKeepsItDirty)
 {
 	ScratchDir dir;

@@ -3,15 +3,19 @@
 # a pipe created with replipipectl to an empty (zeroed) target, `wait --state
 # InSync`, then the legs are byte-identical (O_DIRECT compare). Also: the
 # progress `wait` prints when stdout is not a TTY, and `status` with the
-# resync columns while it runs.
+# resync columns while it runs. Then a primary that grew after its pair was
+# made (the kernel mirrors the old size, decision 29) with a target of the
+# pair's size whose last region is short: the resync copies up to the
+# pair's size and gets InSync (it used to write the whole last region, hit
+# the target's end and fail on every try).
 # vm-timeout: 600
 # vm-mem: 1024
-# vm-bins: jq
+# vm-bins: jq dmsetup
 
 SRC=replipipe_0/vol1
 MIB=256
 
-vm_brd 2 $MIB
+vm_brd 4 $MIB
 vm_modprobe replipipe
 vm_log "== $MIB MiB of random data on the primary, the target zeroed"
 dd if=/dev/urandom of=/dev/ram0 bs=1M count=$MIB oflag=direct 2>/dev/null
@@ -50,4 +54,30 @@ rp-verify --cmp /dev/ram0 /dev/ram1 > /dev/null || vm_fail "legs differ after In
 vm_log "byte-identical: $MIB MiB"
 
 replipipectl delete initial || vm_fail "delete"
+
+vm_log "== a primary grown since its pair was made, the target of the pair's size"
+# 4 MiB + 4 KiB: 65 regions of 64 KiB, the last one 4 KiB.
+dd if=/dev/urandom of=/dev/ram2 bs=1M count=8 oflag=direct 2>/dev/null
+grow=$(vm_dm_create rpgrow "0 8200 linear /dev/ram2 0")
+gtgt=$(vm_dm_create rpgrowt "0 8200 linear /dev/ram3 0")
+vm_backstore replipipe replipipe_0 vol2 $grow > /dev/null
+# Claims of one region a second: the last region is still dirty when the
+# primary grows.
+ref=$(replipipectl create-or-modify --name grown \
+	--source-system localhost --target-system localhost \
+	--pair replipipe_0/vol2=$gtgt \
+	--goal 'instance of CIM_SettingData { RegionSizeKiB = 64; ResyncRateLimitKiBps = 64; };') ||
+	vm_fail "create-or-modify grown"
+vm_dm_load rpgrow "0 16384 linear /dev/ram2 0"
+[ "$(vm_dev_bytes $grow)" = 8388608 ] || vm_fail "the primary did not grow: $(vm_dev_bytes $grow)"
+# The new rate restarts the job, which opens the grown primary.
+replipipectl create-or-modify --pipe "$ref" --name "" \
+	--source-system localhost --target-system localhost \
+	--goal 'instance of CIM_SettingData { ResyncRateLimitKiBps = 0; };' > /dev/null ||
+	vm_fail "modify grown"
+replipipectl wait grown --state InSync --timeout 60 > /tmp/wait.out 2>&1 ||
+	{ cat /tmp/wait.out >&2; replipipectl status grown >&2; grep grown /tmp/daemon.log | tail -n 5 >&2; vm_fail "the grown primary's pair is not InSync"; }
+vm_cmp_devs $grow $gtgt $((8200 * 512)) || vm_fail "legs differ within the pair's size"
+vm_log "InSync; the pair's 4,198,400 bytes identical"
+replipipectl delete grown || vm_fail "delete grown"
 pid=$(pidof replipiped); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.1; done
