@@ -271,11 +271,25 @@ void ControlServer::AcceptLoop(std::stop_token stop)
 			              MSG_NOSIGNAL | MSG_DONTWAIT);
 			continue;
 		}
-		conns_.push_back(
-		        std::make_unique<Connection>(std::move(client)));
-		Connection *conn = conns_.back().get();
-		conn->thread = std::jthread(
-		        [this, conn](std::stop_token s) { Serve(conn, s); });
+		// A thread that cannot start (EAGAIN at the unit's task
+		// limit, no memory) costs this client its connection, not
+		// the daemon its control socket: the exception would end
+		// the accept loop's thread, i.e. std::terminate.
+		try {
+			conns_.push_back(std::make_unique<Connection>(
+			        std::move(client)));
+			Connection *conn = conns_.back().get();
+			conn->thread =
+			        std::jthread([this, conn](std::stop_token s) {
+				        Serve(conn, s);
+			        });
+		} catch (const std::exception &e) {
+			if (!conns_.empty() &&
+			    !conns_.back()->thread.joinable())
+				conns_.pop_back();
+			LogWarning() << "control server: dropping a client: "
+			             << e.what();
+		}
 	}
 }
 
