@@ -45,8 +45,11 @@ static struct se_device *rp_alloc_device(struct se_hba *hba, const char *name)
 	if (!dev)
 		return NULL;
 
-	snprintf(dev->name, sizeof(dev->name), "%s/%s",
-		 config_item_name(&hba->hba_group.cg_item), name);
+	/* Too long for netlink to name: refused when enabled (no name). */
+	if (snprintf(dev->name, sizeof(dev->name), "%s/%s",
+		     config_item_name(&hba->hba_group.cg_item), name) >=
+	    sizeof(dev->name))
+		dev->name[0] = '\0';
 	atomic_set(&dev->untracked, 0);
 	init_waitqueue_head(&dev->untracked_wq);
 
@@ -88,6 +91,17 @@ static int rp_configure_device(struct se_device *se_dev)
 	struct rp_dev *dev = RP_DEV(se_dev);
 	int ret;
 
+	/*
+	 * Truncated, the name could be that of another backstore, and
+	 * rp_dev_lookup() would find either for a pair.
+	 */
+	if (!dev->name[0]) {
+		pr_err("%s/%s: backstore names longer than %d bytes (HBA/name) cannot be paired\n",
+		       config_item_name(&se_dev->se_hba->hba_group.cg_item),
+		       config_item_name(&se_dev->dev_group.cg_item),
+		       REPLIPIPE_SOURCE_MAX_LEN);
+		return -ENAMETOOLONG;
+	}
 	if (!dev->has_udev_path) {
 		pr_err("%s: missing udev_path= in control\n", dev->name);
 		return -EINVAL;

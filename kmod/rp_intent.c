@@ -545,8 +545,8 @@ static bool rp_intent_sb_valid(struct rp_intent *in,
 	    !is_power_of_2(chunk_kib) ||
 	    le64_to_cpu(sb->src_bytes) != src_bytes ||
 	    nr_regions != DIV_ROUND_UP_ULL(src_bytes, (u64)region_kib << 10) ||
-	    /* no pair has more (rp_pair_create()): bitmap_*() take 32 bits */
-	    nr_regions > UINT_MAX ||
+	    /* no pair has more (rp_pair_create()): bitmap_set() takes an int */
+	    nr_regions > INT_MAX ||
 	    rp_intent_nr_bits(nr_regions, ilog2(chunk_kib / region_kib)) >
 	    rp_intent_capacity(in))
 		return false;

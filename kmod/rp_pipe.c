@@ -718,10 +718,14 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 
 	pair->region_sect_shift = ilog2(region_bytes) - SECTOR_SHIFT;
 	pair->nr_regions = DIV_ROUND_UP_ULL(pair->src_bytes, region_bytes);
-	/* bitmap_set() and bitmap_weight() count bits in an unsigned int. */
-	if (pair->nr_regions > UINT_MAX) {
+	/*
+	 * bitmap_set() takes its count as an int (__bitmap_set()): setting
+	 * 2^31 bits or more at once sets none but the first word's, which
+	 * would leave a new pair's regions clean that were never copied.
+	 */
+	if (pair->nr_regions > INT_MAX) {
 		NL_SET_ERR_MSG_ATTR(extack, spec->region_attr,
-				    "the source has more than 2^32 - 1 regions of that size: choose a larger region size");
+				    "the source has more than 2^31 - 1 regions of that size: choose a larger region size");
 		ret = -EINVAL;
 		goto free_pair;
 	}

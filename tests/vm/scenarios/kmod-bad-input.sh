@@ -9,14 +9,17 @@
 # PIPE_SET swaps the targets of its two pairs (new pairs take over the
 # targets of the pairs they replace, every region dirty) but a kept pair's
 # target, one device for two new pairs and a swap that assumes clean are
-# refused with the pipe unchanged. A source of more than 2^32 - 1 regions
-# (16 TiB of dm error at 4 KiB regions: the kernel's bitmap helpers count
-# bits in an unsigned int) is refused before any bitmap is allocated, and so
+# refused with the pipe unchanged. A source of more than 2^31 - 1 regions
+# (8 TiB of dm error at 4 KiB regions: bitmap_set() takes its count as an
+# int, and setting 2^31 bits at once sets one word's) is refused before any
+# bitmap is allocated, and so
 # is a target with larger logical blocks than the source (null_blk, bs=4096:
 # every 512-byte write would fail on it). A primary that grows while paired
 # (dm-linear from 2 to 4 MiB) keeps, through LIO, the size the pair mirrors
 # (a write past it could be neither tracked nor resynced) until it is paired
-# again.
+# again. A backstore whose HBA/name is too long for netlink to name (a
+# truncated name could be another backstore's) is refused at enable with
+# ENAMETOOLONG.
 # The module unloads with no object left and no kernel warning.
 # vm-timeout: 300
 # vm-cost: 30
@@ -111,11 +114,11 @@ new_refused() {
 	fi
 }
 vm_modprobe dm_mod
-# 2^35 sectors: 2^32 regions of 4 KiB; nothing reads or writes them
-big=$(vm_dm_create rpbig "0 $((1 << 35)) error")
-bigt=$(vm_dm_create rpbigt "0 $((1 << 35)) error")
+# 2^34 sectors: 2^31 regions of 4 KiB; nothing reads or writes them
+big=$(vm_dm_create rpbig "0 $((1 << 34)) error")
+bigt=$(vm_dm_create rpbigt "0 $((1 << 34)) error")
 vm_backstore replipipe replipipe_0 vol3 $big > /dev/null
-new_refused EINVAL "the source has more than 2^32 - 1 regions of that size" \
+new_refused EINVAL "the source has more than 2^31 - 1 regions of that size" \
 	--region-kib 4 --pair replipipe_0/vol3=$bigt
 vm_backstore_delete replipipe_0/vol3
 vm_modprobe null_blk nr_devices=1 bs=4096 gb=1
@@ -123,6 +126,23 @@ vm_wait_path /dev/nullb0
 new_refused EINVAL "target's logical block size is larger than the source's" \
 	--pair replipipe_0/vol1=/dev/nullb0
 rmmod null_blk || vm_fail "rmmod null_blk"
+
+vm_log "== a backstore name too long for netlink"
+# "replipipe_0/" + 116 bytes = 128: one more than REPLIPIPE_SOURCE_MAX_LEN.
+long=$(printf 'n%.0s' $(seq 116))
+dir=$VM_CFS/core/replipipe_0/$long
+mkdir "$dir" || vm_fail "mkdir of a backstore with a long name"
+echo "udev_path=/dev/ram3" > "$dir/control" || vm_fail "control of the long-named backstore"
+if out=$(echo 1 2>&1 > "$dir/enable"); then
+	vm_fail "a backstore named replipipe_0/$long (128 bytes) was enabled"
+fi
+vm_log "enable refused: $out"
+case "$out" in
+*"too long"*) ;;
+*) vm_fail "enable of the long-named backstore: expected ENAMETOOLONG, got '$out'" ;;
+esac
+dmesg | grep -q "backstore names longer than 127 bytes" || vm_fail "no kernel message for the long name"
+rmdir "$dir" || vm_fail "rmdir $dir"
 
 vm_log "== a primary that grows while paired"
 GROW=kmod-bad-input-grow
