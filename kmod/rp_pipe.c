@@ -788,17 +788,24 @@ static struct rp_claim *__rp_claim_find(struct rp_pair *pair, u64 id)
 /* Counts a claim of @portid in rp_claim_owners.  Process context. */
 static int rp_claim_owner_get(u32 portid)
 {
-	void *old;
-	int ret;
+	void *old, *cur;
 
 	xa_lock_irq(&rp_claim_owners);
-	old = xa_load(&rp_claim_owners, portid);
-	/* May drop the lock to allocate a node; GFP_KERNEL is fine here. */
-	ret = xa_err(__xa_store(&rp_claim_owners, portid,
-				xa_mk_value(old ? xa_to_value(old) + 1 : 1),
-				GFP_KERNEL));
+	/*
+	 * __xa_cmpxchg() may drop the lock to allocate a node (GFP_KERNEL is
+	 * fine here); it compares again once it has it back.  Another claim
+	 * of the same port (the family is parallel_ops) may have counted
+	 * meanwhile: then count again from its value, or one count is lost
+	 * and the port's last claim goes uncounted.
+	 */
+	do {
+		old = xa_load(&rp_claim_owners, portid);
+		cur = __xa_cmpxchg(&rp_claim_owners, portid, old,
+				   xa_mk_value(old ? xa_to_value(old) + 1 : 1),
+				   GFP_KERNEL);
+	} while (!xa_is_err(cur) && cur != old);
 	xa_unlock_irq(&rp_claim_owners);
-	return ret;
+	return xa_err(cur);
 }
 
 /* Uncounts a claim of @portid.  Any context; never allocates. */
