@@ -652,6 +652,18 @@ static int rp_pair_open(struct rp_pair *pair, const struct rp_pipe_spec *spec,
 				    "cannot open the target exclusively");
 		return ret;
 	}
+	/*
+	 * The checks above looked the path up; the open looked it up again.
+	 * A path that names another device now (a udev link or an iSCSI
+	 * login changed under us) was not checked: a kept pair of this pipe
+	 * may already hold that device, and the pipe's own open of it would
+	 * not be refused.
+	 */
+	if (pair->tgt.bdev->bd_dev != devt) {
+		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
+				    "the target path changed to another device while it was checked; try again");
+		return -EBUSY;
+	}
 	pair->src_bytes = bdev_nr_bytes(pair->src->primary.bdev);
 	if (bdev_nr_bytes(pair->tgt.bdev) < pair->src_bytes) {
 		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
