@@ -445,21 +445,6 @@ void rp_pair_flush_done(struct rp_pair *pair, u64 gen)
 }
 
 /*
- * Flushes the target's cache; once it succeeded, what was unflushed before
- * it is not any more (rp_pair_flush_done()).  May block.
- */
-int rp_pair_flush_target(struct rp_pair *pair)
-{
-	u64 gen = rp_pair_flush_begin(pair);
-	int ret;
-
-	ret = blkdev_issue_flush(pair->tgt.bdev);
-	if (!ret)
-		rp_pair_flush_done(pair, gen);
-	return ret;
-}
-
-/*
  * A writer found no lag room within RP_LAG_WAIT_SEC: the pair degrades.  The
  * other writers waiting for room (rp_lag_wait) stop waiting too: a pair
  * that does not mirror has room for everyone.
@@ -1363,13 +1348,49 @@ static int rp_probe_bio(struct rp_probe *probe, blk_opf_t opf,
 	spin_lock_irq(&probe->lock);
 	if (probe->in_flight) {
 		probe->abandoned = true;
-		/* Still in the genetlink handler: the module is pinned. */
+		/*
+		 * The caller pins the module: a genetlink handler, or a
+		 * backstore's record (LIO holds the backend's module while
+		 * the HBA exists).
+		 */
 		__module_get(THIS_MODULE);
 		spin_unlock_irq(&probe->lock);
 		return -ETIMEDOUT;
 	}
 	spin_unlock_irq(&probe->lock);
 	return probe->status;
+}
+
+/*
+ * A probe of @pair's target, with a page for a read if @page.  The caller's
+ * pair reference keeps the pair's open, which makes the dev_t valid.
+ */
+static struct rp_probe *rp_probe_create(struct rp_pair *pair, bool page)
+{
+	struct rp_probe *probe;
+	int ret;
+
+	probe = kzalloc(sizeof(*probe), GFP_KERNEL);
+	if (!probe)
+		return ERR_PTR(-ENOMEM);
+	init_completion(&probe->done);
+	INIT_WORK(&probe->release_work, rp_probe_release);
+	spin_lock_init(&probe->lock);
+	if (page) {
+		probe->page = alloc_page(GFP_KERNEL);
+		if (!probe->page) {
+			kfree(probe);
+			return ERR_PTR(-ENOMEM);
+		}
+	}
+	ret = rp_bdev_open_shared(&probe->rb, pair->tgt.bdev->bd_dev);
+	if (ret) {
+		if (probe->page)
+			__free_page(probe->page);
+		kfree(probe);
+		return ERR_PTR(ret);
+	}
+	return probe;
 }
 
 /*
@@ -1386,22 +1407,13 @@ int rp_pair_probe_target(struct rp_pair *pair, struct netlink_ext_ack *extack)
 	unsigned int len;
 	int ret;
 
-	probe = kzalloc(sizeof(*probe), GFP_KERNEL);
-	if (!probe)
-		return -ENOMEM;
-	init_completion(&probe->done);
-	INIT_WORK(&probe->release_work, rp_probe_release);
-	spin_lock_init(&probe->lock);
-	probe->page = alloc_page(GFP_KERNEL);
-	if (!probe->page) {
-		ret = -ENOMEM;
-		goto free;
-	}
-	/* The pair's open (our reference keeps it) makes the dev_t valid. */
-	ret = rp_bdev_open_shared(&probe->rb, pair->tgt.bdev->bd_dev);
-	if (ret) {
-		NL_SET_ERR_MSG(extack, "cannot open the target for the probe");
-		goto free;
+	probe = rp_probe_create(pair, true);
+	if (IS_ERR(probe)) {
+		ret = PTR_ERR(probe);
+		if (ret != -ENOMEM)
+			NL_SET_ERR_MSG(extack,
+				       "cannot open the target for the probe");
+		return ret;
 	}
 	len = min_t(unsigned int, PAGE_SIZE,
 		    bdev_logical_block_size(probe->rb.bdev));
@@ -1423,9 +1435,40 @@ int rp_pair_probe_target(struct rp_pair *pair, struct netlink_ext_ack *extack)
 		pr_info("%s: target %s does not answer yet (%d); stays %s\n",
 			pair->src->name, pair->tgt_path, ret,
 			rp_pair_state_name(READ_ONCE(pair->state)));
-free:
 	if (probe)
 		rp_probe_free(probe);
+	return ret;
+}
+
+/*
+ * Flushes the target's cache within RP_PROBE_TIMEOUT_SEC, through a probe:
+ * a target that queues I/O instead of failing it (multipath
+ * queue_if_no_path, an iSCSI session in recovery, a suspended dm device)
+ * must not hold the caller, a pair's removal under rp_config_lock among
+ * them.  Past the bound the flush is abandoned to its bio and -ETIMEDOUT
+ * returned; the caller then keeps what the flush was for (marked chunks).
+ * Once it succeeded, what was unflushed before it is not any more
+ * (rp_pair_flush_done()).  The caller holds a pair reference and pins the
+ * module (rp_probe_bio()).  May block.
+ */
+int rp_pair_flush_target(struct rp_pair *pair)
+{
+	unsigned long deadline = jiffies + RP_PROBE_TIMEOUT_SEC * HZ;
+	struct rp_probe *probe;
+	u64 gen;
+	int ret;
+
+	probe = rp_probe_create(pair, false);
+	if (IS_ERR(probe))
+		return PTR_ERR(probe);
+	gen = rp_pair_flush_begin(pair);
+	ret = rp_probe_bio(probe, REQ_OP_WRITE | REQ_PREFLUSH | REQ_SYNC, 0,
+			   deadline);
+	if (ret == -ETIMEDOUT)
+		return ret;	/* the probe is the bio's now */
+	if (!ret)
+		rp_pair_flush_done(pair, gen);
+	rp_probe_free(probe);
 	return ret;
 }
 

@@ -109,6 +109,22 @@ vm_backstore() {
 	echo "$dir"
 }
 
+# vm_nullb_cached NAME MIB: /dev/NAME, a memory-backed null_blk of MIB MiB
+# with a volatile write cache of MIB MiB (a flush writes it back; powering
+# it off through $VM_NULLB/NAME/power drops it). Needs null_blk loaded with
+# nr_devices=0.
+VM_NULLB=/sys/kernel/config/nullb
+vm_nullb_cached() {
+	mkdir "$VM_NULLB/$1" || vm_fail "mkdir $VM_NULLB/$1"
+	echo "$2" > "$VM_NULLB/$1/size"
+	echo 1 > "$VM_NULLB/$1/memory_backed"
+	echo "$2" > "$VM_NULLB/$1/cache_size" || vm_fail "null_blk has no cache_size"
+	echo 1 > "$VM_NULLB/$1/power" || vm_fail "cannot power on $1"
+	vm_wait_path "/dev/$1"
+	[ "$(cat "/sys/block/$1/queue/write_cache")" = "write back" ] ||
+		vm_fail "$1 has no volatile write cache"
+}
+
 # vm_dm_create NAME TABLE: a device-mapper device made without udev; prints
 # its /dev/dm-N (there are no /dev/mapper links without udev).
 vm_dm_create() {

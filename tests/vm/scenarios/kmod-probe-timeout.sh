@@ -8,6 +8,12 @@
 # ends, the probe lets the device go (dmsetup remove works) and the module
 # unloads. Before the bound, PAIR_SET hung as long as the target did and a
 # PIPE_DEL waited behind it under rp_config_lock.
+# Then the same for the flush a write-intent record makes of the target
+# when its pair goes away (to clear the chunks it has mirrored): a PIPE_DEL
+# of an InSync pair with a record whose target queues I/O returns within
+# the bound, the chunks stay marked, and the abandoned flush lets the
+# target and the module go once it ends. Before, that PIPE_DEL hung with
+# rp_config_lock held, and every netlink command behind it.
 # vm-timeout: 300
 # vm-mem: 768
 # vm-bins: dmsetup
@@ -32,7 +38,7 @@ wait_pid() {
 	return 0
 }
 
-vm_brd 2 16
+vm_brd 3 16
 vm_modprobe dm_mod
 sectors=$(blockdev --getsz /dev/ram1)
 tgt=$(vm_dm_create rptgt "0 $sectors linear /dev/ram1 0")
@@ -104,6 +110,54 @@ done
 i=0
 until rmmod replipipe 2> /dev/null; do
 	[ $i -lt 50 ] || vm_fail "rmmod replipipe refused after the probe ended"
+	sleep 0.1
+	i=$((i + 1))
+done
+
+vm_log "== PIPE_DEL of a pair with a write-intent record, its target queueing I/O"
+# A target with a volatile cache: for one without, the block layer ends an
+# empty flush at once, before it reaches (and queues in) the dm device.
+vm_modprobe null_blk nr_devices=0
+vm_nullb_cached rpcache 16
+tgt=$(vm_dm_create rptgt "0 $sectors linear /dev/rpcache 0")
+vm_backstore replipipe replipipe_0 vol2 /dev/ram0 /dev/ram2 > /dev/null
+rp-nlctl set-pipe --id $PIPE --mode sync --policy degrade --region-kib 64 \
+	--pair replipipe_0/vol2=$tgt,clean || vm_fail "set-pipe with a record refused"
+lun=$(vm_tcm_loop_export replipipe_0/vol2)
+dd if=/dev/urandom of="$lun" bs=64k count=4 oflag=direct 2> /dev/null ||
+	vm_fail "write to the pair with a record"
+pair=$(rp-nlctl get $PIPE | grep "^pair ") || vm_fail "no pair line"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "pair not InSync: $pair"
+vm_tcm_loop_unexport replipipe_0/vol2
+dmsetup --noudevsync suspend rptgt || vm_fail "dmsetup suspend"
+t0=$(now_ms)
+rp-nlctl del-pipe $PIPE > /tmp/del.out 2>&1 &
+del_pid=$!
+# The bound is 5 s; a clear pass of the record may be in its own flush of
+# the target at that moment (the pair waits for it): 10 s, and a margin.
+wait_pid $del_pid 15 || vm_fail "PIPE_DEL blocked on the record's flush of a target that queues I/O"
+t1=$(now_ms)
+cat /tmp/del.out
+[ "$rc" -eq 0 ] || vm_fail "del-pipe failed (rc=$rc)"
+vm_log "PIPE_DEL took $((t1 - t0)) ms"
+dmesg | grep -q "vol2: write-intent record /dev/ram2: a leg's flush failed (-110); its chunks stay marked" ||
+	vm_fail "no message that the record keeps its chunks after the flush timed out"
+vm_backstore_delete replipipe_0/vol2
+live=$(cat $LIVE)
+[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects left: $live"
+if rmmod replipipe 2> /dev/null; then
+	vm_fail "rmmod replipipe succeeded with the record's flush in flight"
+fi
+dmsetup --noudevsync resume rptgt || vm_fail "dmsetup resume"
+i=0
+until dmsetup --noudevsync remove rptgt 2> /dev/null; do
+	[ $i -lt 50 ] || vm_fail "the abandoned flush did not release the target after it ended"
+	sleep 0.1
+	i=$((i + 1))
+done
+i=0
+until rmmod replipipe 2> /dev/null; do
+	[ $i -lt 50 ] || vm_fail "rmmod replipipe refused after the flush ended"
 	sleep 0.1
 	i=$((i + 1))
 done

@@ -33,7 +33,7 @@ PIPE=kmod-tcache
 SRC=replipipe_0/vol1
 MIB=32
 REGION_KIB=64
-NULLB=/sys/kernel/config/nullb
+NULLB=$VM_NULLB
 LIVE=/sys/module/replipipe/parameters/live_objects
 export DM_DISABLE_UDEV=1
 
@@ -43,16 +43,6 @@ subset() {
 	awk -F- 'FILENAME == ARGV[1] { for (r = $1; r <= $2; r++) in_b[r] = 1; next }
 		{ for (r = $1; r <= $2; r++) if (!(r in in_b)) { print "region " r; bad = 1 } }
 		END { exit bad }' "$2" "$1"
-}
-
-# nullb_make NAME: a memory-backed null_blk of $MIB MiB with a $MIB MiB cache
-nullb_make() {
-	mkdir "$NULLB/$1" || vm_fail "mkdir $NULLB/$1"
-	echo $MIB > "$NULLB/$1/size"
-	echo 1 > "$NULLB/$1/memory_backed"
-	echo $MIB > "$NULLB/$1/cache_size" || vm_fail "null_blk has no cache_size"
-	echo 1 > "$NULLB/$1/power" || vm_fail "cannot power on $1"
-	vm_wait_path "/dev/$1"
 }
 
 # target_power_loss: the target null_blk loses its cache under the pair
@@ -109,10 +99,8 @@ resume_resync() {
 
 vm_modprobe null_blk nr_devices=0
 vm_modprobe dm_mod
-nullb_make rpsrc
-nullb_make rptgt
-[ "$(cat /sys/block/rptgt/queue/write_cache)" = "write back" ] ||
-	vm_fail "rptgt has no volatile write cache"
+vm_nullb_cached rpsrc $MIB
+vm_nullb_cached rptgt $MIB
 sectors=$(blockdev --getsz /dev/rptgt)
 tgt=$(vm_dm_create rpdm "0 $sectors linear /dev/rptgt 0")
 vm_log "target $tgt: linear over /dev/rptgt, $(cat /sys/block/${tgt#/dev/}/queue/write_cache)"
