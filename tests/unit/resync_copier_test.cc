@@ -332,6 +332,35 @@ TEST(RegionCopier, ReadErrorNamesDeviceAndOffsetAndDrains)
 	ASSERT_TRUE(again->Copy(0, 8 * kMiB).ok());
 }
 
+// RLIMIT_FSIZE at `bytes` for its lifetime, with SIGXFSZ ignored: a write
+// past it comes back short, the next one fails with EFBIG, as a write past
+// a block device's end would (with ENOSPC).
+class FileSizeLimit
+{
+public:
+	explicit FileSizeLimit(uint64_t bytes)
+	{
+		struct sigaction ignore = {};
+		ignore.sa_handler = SIG_IGN;
+		sigaction(SIGXFSZ, &ignore, &old_action_);
+		getrlimit(RLIMIT_FSIZE, &old_limit_);
+		rlimit limit = old_limit_;
+		limit.rlim_cur = bytes;
+		setrlimit(RLIMIT_FSIZE, &limit);
+	}
+	~FileSizeLimit()
+	{
+		setrlimit(RLIMIT_FSIZE, &old_limit_);
+		sigaction(SIGXFSZ, &old_action_, nullptr);
+	}
+	FileSizeLimit(const FileSizeLimit &) = delete;
+	FileSizeLimit &operator=(const FileSizeLimit &) = delete;
+
+private:
+	struct sigaction old_action_ = {};
+	rlimit old_limit_ = {};
+};
+
 // A real error from the kernel, not an injected one: the target may not
 // grow past RLIMIT_FSIZE, so the write that crosses it comes back short and
 // the next one fails with EFBIG.
@@ -346,17 +375,11 @@ TEST(RegionCopier, TargetSizeLimitFailsTheCopy)
 	auto copier = OpenCopier(dir / "src", dir / "dst", options);
 	ASSERT_NE(copier, nullptr);
 
-	struct sigaction ignore = {}, old_action = {};
-	ignore.sa_handler = SIG_IGN;
-	sigaction(SIGXFSZ, &ignore, &old_action);
-	rlimit old_limit;
-	getrlimit(RLIMIT_FSIZE, &old_limit);
-	rlimit limit = old_limit;
-	limit.rlim_cur = 1 * kMiB + 100 * kKiB;
-	setrlimit(RLIMIT_FSIZE, &limit);
-	Status st = copier->Copy(0, 4 * kMiB);
-	setrlimit(RLIMIT_FSIZE, &old_limit);
-	sigaction(SIGXFSZ, &old_action, nullptr);
+	Status st;
+	{
+		FileSizeLimit limit(1 * kMiB + 100 * kKiB);
+		st = copier->Copy(0, 4 * kMiB);
+	}
 
 	ASSERT_FALSE(st.ok());
 	EXPECT_EQ(st.err(), EFBIG) << st.message();
@@ -711,17 +734,11 @@ TEST(PairResync, GrownPrimaryIsCopiedUpToThePairsSize)
 	auto resync = PairResync::Create(options, &claims);
 	ASSERT_TRUE(resync.ok()) << resync.status().message();
 
-	struct sigaction ignore = {}, old_action = {};
-	ignore.sa_handler = SIG_IGN;
-	sigaction(SIGXFSZ, &ignore, &old_action);
-	rlimit old_limit;
-	getrlimit(RLIMIT_FSIZE, &old_limit);
-	rlimit limit = old_limit;
-	limit.rlim_cur = pair_bytes;
-	setrlimit(RLIMIT_FSIZE, &limit);
-	Status st = (*resync)->Run();
-	setrlimit(RLIMIT_FSIZE, &old_limit);
-	sigaction(SIGXFSZ, &old_action, nullptr);
+	Status st;
+	{
+		FileSizeLimit limit(pair_bytes);
+		st = (*resync)->Run();
+	}
 
 	ASSERT_TRUE(st.ok()) << st.message();
 	EXPECT_TRUE(claims.failed.empty());

@@ -38,6 +38,33 @@ wait_pid() {
 	return 0
 }
 
+# held_until_resumed WHAT: WHAT, a bio abandoned to the suspended rptgt,
+# still holds the target open (dm refuses to remove it) and the module
+# (rmmod is refused, although no pipe nor backstore is left); once rptgt
+# resumes the bio ends and both can go.
+held_until_resumed() {
+	if rmmod replipipe 2> /dev/null; then
+		vm_fail "rmmod replipipe succeeded with $1 in flight"
+	fi
+	if dmsetup --noudevsync remove rptgt 2> /dev/null; then
+		vm_fail "the dm device was removed under $1"
+	fi
+	vm_log "== the target resumes: $1 ends and lets go"
+	dmsetup --noudevsync resume rptgt || vm_fail "dmsetup resume"
+	i=0
+	until dmsetup --noudevsync remove rptgt 2> /dev/null; do
+		[ $i -lt 50 ] || vm_fail "$1 did not release the target after it ended"
+		sleep 0.1
+		i=$((i + 1))
+	done
+	i=0
+	until rmmod replipipe 2> /dev/null; do
+		[ $i -lt 50 ] || vm_fail "rmmod replipipe refused after $1 ended"
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
 vm_brd 3 16
 vm_modprobe dm_mod
 sectors=$(blockdev --getsz /dev/ram1)
@@ -90,29 +117,7 @@ vm_backstore_delete $SRC
 live=$(cat $LIVE)
 vm_log "live_objects: $live"
 [ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects left: $live"
-# the probe still holds the target open (dm refuses to remove it) and the
-# module (rmmod is refused, although no pipe nor backstore is left)
-if rmmod replipipe 2> /dev/null; then
-	vm_fail "rmmod replipipe succeeded with a probe bio in flight"
-fi
-if dmsetup --noudevsync remove rptgt 2> /dev/null; then
-	vm_fail "the dm device was removed under a queued probe bio"
-fi
-
-vm_log "== the target resumes: the bio ends, the probe lets go"
-dmsetup --noudevsync resume rptgt || vm_fail "dmsetup resume"
-i=0
-until dmsetup --noudevsync remove rptgt 2> /dev/null; do
-	[ $i -lt 50 ] || vm_fail "the probe did not release the target after it answered"
-	sleep 0.1
-	i=$((i + 1))
-done
-i=0
-until rmmod replipipe 2> /dev/null; do
-	[ $i -lt 50 ] || vm_fail "rmmod replipipe refused after the probe ended"
-	sleep 0.1
-	i=$((i + 1))
-done
+held_until_resumed "the probe's bio"
 
 vm_log "== PIPE_DEL of a pair with a write-intent record, its target queueing I/O"
 # A target with a volatile cache: for one without, the block layer ends an
@@ -145,20 +150,5 @@ dmesg | grep -q "vol2: write-intent record /dev/ram2: a leg's flush failed (-110
 vm_backstore_delete replipipe_0/vol2
 live=$(cat $LIVE)
 [ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects left: $live"
-if rmmod replipipe 2> /dev/null; then
-	vm_fail "rmmod replipipe succeeded with the record's flush in flight"
-fi
-dmsetup --noudevsync resume rptgt || vm_fail "dmsetup resume"
-i=0
-until dmsetup --noudevsync remove rptgt 2> /dev/null; do
-	[ $i -lt 50 ] || vm_fail "the abandoned flush did not release the target after it ended"
-	sleep 0.1
-	i=$((i + 1))
-done
-i=0
-until rmmod replipipe 2> /dev/null; do
-	[ $i -lt 50 ] || vm_fail "rmmod replipipe refused after the flush ended"
-	sleep 0.1
-	i=$((i + 1))
-done
+held_until_resumed "the record's flush"
 vm_log "kmod-probe-timeout done"
