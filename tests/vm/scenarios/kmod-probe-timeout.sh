@@ -38,6 +38,27 @@ wait_pid() {
 	return 0
 }
 
+# del_pipe_within SECONDS MSG: PIPE_DEL of $PIPE must succeed within
+# SECONDS, or the scenario fails with MSG.
+del_pipe_within() {
+	local t0 t1 del_pid
+	t0=$(now_ms)
+	rp-nlctl del-pipe $PIPE > /tmp/del.out 2>&1 &
+	del_pid=$!
+	wait_pid $del_pid "$1" || vm_fail "$2"
+	t1=$(now_ms)
+	cat /tmp/del.out
+	[ "$rc" -eq 0 ] || vm_fail "del-pipe failed (rc=$rc)"
+	vm_log "PIPE_DEL took $((t1 - t0)) ms"
+}
+
+no_objects_left() {
+	local live
+	live=$(cat $LIVE)
+	vm_log "live_objects: $live"
+	[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects left: $live"
+}
+
 # held_until_resumed WHAT: WHAT, a bio abandoned to the suspended rptgt,
 # still holds the target open (dm refuses to remove it) and the module
 # (rmmod is refused, although no pipe nor backstore is left); once rptgt
@@ -105,18 +126,9 @@ pair=$(pair_line) || vm_fail "no pair line"
 
 vm_log "== while the probe's bio is queued: PIPE_DEL is prompt"
 vm_tcm_loop_unexport $SRC
-t0=$(now_ms)
-rp-nlctl del-pipe $PIPE > /tmp/del.out 2>&1 &
-del_pid=$!
-wait_pid $del_pid 5 || vm_fail "PIPE_DEL blocked behind the probe"
-t1=$(now_ms)
-cat /tmp/del.out
-[ "$rc" -eq 0 ] || vm_fail "del-pipe failed (rc=$rc)"
-vm_log "PIPE_DEL took $((t1 - t0)) ms"
+del_pipe_within 5 "PIPE_DEL blocked behind the probe"
 vm_backstore_delete $SRC
-live=$(cat $LIVE)
-vm_log "live_objects: $live"
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects left: $live"
+no_objects_left
 held_until_resumed "the probe's bio"
 
 vm_log "== PIPE_DEL of a pair with a write-intent record, its target queueing I/O"
@@ -135,20 +147,12 @@ pair=$(rp-nlctl get $PIPE | grep "^pair ") || vm_fail "no pair line"
 [ "$(vm_field "$pair" state)" = InSync ] || vm_fail "pair not InSync: $pair"
 vm_tcm_loop_unexport replipipe_0/vol2
 dmsetup --noudevsync suspend rptgt || vm_fail "dmsetup suspend"
-t0=$(now_ms)
-rp-nlctl del-pipe $PIPE > /tmp/del.out 2>&1 &
-del_pid=$!
 # The bound is 5 s; a clear pass of the record may be in its own flush of
 # the target at that moment (the pair waits for it): 10 s, and a margin.
-wait_pid $del_pid 15 || vm_fail "PIPE_DEL blocked on the record's flush of a target that queues I/O"
-t1=$(now_ms)
-cat /tmp/del.out
-[ "$rc" -eq 0 ] || vm_fail "del-pipe failed (rc=$rc)"
-vm_log "PIPE_DEL took $((t1 - t0)) ms"
+del_pipe_within 15 "PIPE_DEL blocked on the record's flush of a target that queues I/O"
 dmesg | grep -q "vol2: write-intent record /dev/ram2: a leg's flush failed (-110); its chunks stay marked" ||
 	vm_fail "no message that the record keeps its chunks after the flush timed out"
 vm_backstore_delete replipipe_0/vol2
-live=$(cat $LIVE)
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects left: $live"
+no_objects_left
 held_until_resumed "the record's flush"
 vm_log "kmod-probe-timeout done"
