@@ -28,6 +28,7 @@
 #define pr_fmt(fmt) "replipipe: " fmt
 
 #include <linux/highmem.h>
+#include <linux/interval_tree_generic.h>
 #include <linux/scatterlist.h>
 #include <scsi/scsi_proto.h>
 
@@ -49,6 +50,7 @@ static struct rp_req *rp_req_alloc(struct se_cmd *cmd, struct rp_dev *dev)
 	atomic_set(&req->async_pending, 1);
 	INIT_LIST_HEAD(&req->node);
 	INIT_LIST_HEAD(&req->async_node);
+	INIT_LIST_HEAD(&req->ready_node);
 	bio_list_init(&req->async_bios);
 	/*
 	 * Once, not at each resubmission: re-initializing a work item that
@@ -363,40 +365,63 @@ static bool rp_async_build(struct rp_req *req)
 	return true;
 }
 
-static bool rp_ranges_overlap(struct rp_req *a, struct rp_req *b)
+#define RP_ASYNC_START(req)	((req)->sector)
+#define RP_ASYNC_LAST(req)	((req)->async_last)
+INTERVAL_TREE_DEFINE(struct rp_req, async_rb, sector_t, async_subtree_last,
+		     RP_ASYNC_START, RP_ASYNC_LAST, static, rp_async_tree)
+
+/* An async leg is routed to the pair, in order.  pair->lock held. */
+void __rp_async_add(struct rp_pair *pair, struct rp_req *req)
 {
-	return a->sector < b->sector + b->nr_sects &&
-	       b->sector < a->sector + a->nr_sects;
+	req->async_seq = ++pair->async_seq;
+	req->async_last = req->sector + max_t(sector_t, req->nr_sects, 1) - 1;
+	rp_async_tree_insert(req, &pair->async_tree);
+	list_add_tail(&req->async_node, &pair->async_list);
 }
 
-/* Caller holds pair->lock.  True if an earlier async leg overlaps @req. */
+/* An async leg is done (issued and ended).  pair->lock held. */
+void __rp_async_del(struct rp_pair *pair, struct rp_req *req)
+{
+	rp_async_tree_remove(req, &pair->async_tree);
+	list_del(&req->async_node);
+	list_del_init(&req->ready_node);
+}
+
+/*
+ * True if an earlier async leg, issued or not, overlaps @req: @req waits
+ * until it ended, so that the target sees overlapping writes in order.
+ * O(log n + overlapping legs).  pair->lock held.
+ */
 static bool __rp_async_blocked(struct rp_pair *pair, struct rp_req *req)
 {
 	struct rp_req *e;
 
-	list_for_each_entry(e, &pair->async_list, async_node) {
-		if (e == req)
-			return false;
-		if (rp_ranges_overlap(e, req))
+	for (e = rp_async_tree_iter_first(&pair->async_tree, req->sector,
+					  req->async_last);
+	     e; e = rp_async_tree_iter_next(e, req->sector, req->async_last))
+		if (e->async_seq < req->async_seq)
 			return true;
-	}
 	return false;
 }
 
-/* Submits every built async leg that no earlier one overlaps.  May block. */
+/*
+ * Submits every built async leg that no earlier one overlaps.  Only the
+ * built, unissued legs are looked at: with a slow target the pair may hold
+ * max lag's worth of legs in flight (262144 of 4 KiB at 1 GiB), and this runs
+ * for every async write and every leg that ends.  May block.
+ */
 static void rp_async_issue(struct rp_pair *pair)
 {
+	struct rp_req *req, *tmp;
 	struct bio_list ready;
-	struct rp_req *req;
 	struct bio *bio;
 
 	bio_list_init(&ready);
 	spin_lock_irq(&pair->lock);
-	list_for_each_entry(req, &pair->async_list, async_node) {
-		if ((req->flags & RP_REQ_ISSUED) || !(req->flags & RP_REQ_BUILT))
-			continue;
+	list_for_each_entry_safe(req, tmp, &pair->async_ready, ready_node) {
 		if (__rp_async_blocked(pair, req))
 			continue;
+		list_del_init(&req->ready_node);
 		req->flags |= RP_REQ_ISSUED;
 		bio_list_merge(&ready, &req->async_bios);
 		bio_list_init(&req->async_bios);
@@ -546,6 +571,7 @@ static void rp_write_submit(struct rp_req *req)
 
 		spin_lock_irq(&pair->lock);
 		req->flags |= RP_REQ_BUILT | (built ? 0 : RP_REQ_NOCOPY);
+		list_add_tail(&req->ready_node, &pair->async_ready);
 		spin_unlock_irq(&pair->lock);
 		if (!built) {
 			/* The resync carries the write over instead. */

@@ -306,7 +306,7 @@ enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 		route = RP_ROUTE_MIRROR;
 		if (pair->mode == REPLIPIPE_MODE_ASYNC) {
 			req->flags |= RP_REQ_ASYNC;
-			list_add_tail(&req->async_node, &pair->async_list);
+			__rp_async_add(pair, req);
 		}
 	} else {
 		__rp_pair_mark_dirty(pair, req->first_region, req->last_region);
@@ -327,8 +327,8 @@ void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req)
 	spin_lock_irqsave(&pair->lock, flags);
 	list_del(&req->node);
 	if (req->flags & RP_REQ_ASYNC) {
-		list_del(&req->async_node);
-		kick = !list_empty(&pair->async_list);
+		__rp_async_del(pair, req);
+		kick = !list_empty(&pair->async_ready);
 	}
 	spin_unlock_irqrestore(&pair->lock, flags);
 	wake_up_all(&pair->wq);
@@ -704,6 +704,8 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	INIT_LIST_HEAD(&pair->inflight);
 	INIT_LIST_HEAD(&pair->held);
 	INIT_LIST_HEAD(&pair->async_list);
+	pair->async_tree = RB_ROOT_CACHED;
+	INIT_LIST_HEAD(&pair->async_ready);
 	INIT_LIST_HEAD(&pair->claims);
 	INIT_WORK(&pair->event_work, rp_pair_event_work);
 	INIT_WORK(&pair->async_work, rp_async_work);
