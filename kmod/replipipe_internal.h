@@ -45,6 +45,12 @@
  */
 #define RP_PROBE_TIMEOUT_SEC	5
 /*
+ * A write-intent record's clear pass waits this long for the target's
+ * flush (a cache written back over a slow link takes time); it holds no
+ * pair reference meanwhile, so nothing else waits for it.
+ */
+#define RP_INTENT_FLUSH_TIMEOUT_SEC	60
+/*
  * A write-intent record's bit covers a chunk of this many KiB (at least one
  * region): DRBD's activity-log extent size.  A random workload then pays a
  * record write per first touch of 4 MiB rather than of every region.
@@ -86,6 +92,8 @@ struct rp_intent {
 
 	/* Woken when a PIPE_SET's rewrite of the record ends (frozen). */
 	wait_queue_head_t	thaw_wq;
+	/* The record is closing: a clear pass stops waiting for a flush. */
+	bool			closing;
 
 	spinlock_t		lock;		/* everything below */
 	bool			bound;		/* the header is valid */
@@ -406,6 +414,10 @@ void rp_pair_target_written(struct rp_pair *pair, struct rp_req *req);
 u64 rp_pair_flush_begin(struct rp_pair *pair);
 void rp_pair_flush_done(struct rp_pair *pair, u64 gen);
 int rp_pair_flush_target(struct rp_pair *pair);
+struct rp_probe;
+struct rp_probe *rp_pair_flush_target_start(struct rp_pair *pair, u64 *gen);
+int rp_pair_flush_target_wait(struct rp_probe *probe, unsigned int timeout_sec,
+			      const bool *stop);
 void rp_pair_mark_dirty(struct rp_pair *pair, struct rp_req *req);
 bool rp_pair_lag_reserve(struct rp_pair *pair, u64 bytes, bool *reserved);
 void rp_pair_lag_release(struct rp_pair *pair, u64 bytes);

@@ -682,6 +682,7 @@ void rp_intent_close(struct rp_dev *dev)
 	if (!in)
 		return;
 	rp_intent_unlist(in);
+	WRITE_ONCE(in->closing, true);
 	cancel_delayed_work_sync(&in->clear_work);
 	/* LIO destroys a device without commands: nothing waits here. */
 	flush_work(&in->write_work);
@@ -1151,6 +1152,12 @@ static bool rp_intent_clear_pick(struct rp_intent *in, struct rp_pair *pair)
 	return rp_intent_pass(in, pair, in->maps.bits, false, false);
 }
 
+static void rp_intent_flush_failed(struct rp_intent *in, int ret)
+{
+	pr_warn_ratelimited("%s: write-intent record %s: a leg's flush failed (%d); its chunks stay marked\n",
+			    in->dev->name, in->path, ret);
+}
+
 /*
  * Writes that completed may still sit in a leg's volatile cache: a chunk's
  * bit is cleared on the record only once both legs flushed them, or a power
@@ -1164,8 +1171,7 @@ static int rp_intent_flush_legs(struct rp_intent *in, struct rp_pair *pair)
 	if (!ret)	/* also clears the pair's older unflushed regions */
 		ret = rp_pair_flush_target(pair);
 	if (ret)
-		pr_warn_ratelimited("%s: write-intent record %s: a leg's flush failed (%d); its chunks stay marked\n",
-				    in->dev->name, in->path, ret);
+		rp_intent_flush_failed(in, ret);
 	return ret;
 }
 
@@ -1192,21 +1198,55 @@ static void rp_intent_clear_work(struct work_struct *work)
 {
 	struct rp_intent *in = container_of(to_delayed_work(work),
 					    struct rp_intent, clear_work);
-	struct rp_pair *pair;
+	struct rp_probe *flush = NULL;
 	bool changed = false, picked = false;
+	struct rp_pair *pair;
+	u64 serial = 0, gen = 0;
+	int ret;
 
 	down_write(&in->clear_sem);
 	pair = rp_pair_get(in->dev);
 	if (pair)
 		picked = rp_intent_clear_pick(in, pair);
 	up_write(&in->clear_sem);
-	if (picked && !rp_intent_flush_legs(in, pair)) {
+	if (picked) {
+		serial = pair->serial;
+		flush = rp_pair_flush_target_start(pair, &gen);
+	}
+	/*
+	 * Not held across the flushes: a PIPE_DEL waits for every reference
+	 * to the pair, under rp_config_lock, and the target may take long to
+	 * flush, or queue the flush.
+	 */
+	if (pair)
+		rp_pair_put(pair);
+	if (!picked)
+		goto requeue;
+	ret = blkdev_issue_flush(in->dev->primary.bdev);
+	if (IS_ERR(flush)) {
+		ret = ret ?: PTR_ERR(flush);
+	} else {
+		int tret = rp_pair_flush_target_wait(flush,
+						     RP_INTENT_FLUSH_TIMEOUT_SEC,
+						     &in->closing);
+
+		ret = ret ?: tret;
+	}
+	if (ret) {
+		rp_intent_flush_failed(in, ret);
+		goto requeue;
+	}
+	/* Cleared only for the pair whose writes the flushes covered. */
+	pair = rp_pair_get(in->dev);
+	if (pair && pair->serial == serial) {
+		rp_pair_flush_done(pair, gen);
 		down_write(&in->clear_sem);
 		changed = rp_intent_clear_pair(in, pair, false);
 		up_write(&in->clear_sem);
 	}
 	if (pair)
 		rp_pair_put(pair);
+requeue:
 	if (changed && in->bound)
 		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1, U64_MAX);
 	queue_delayed_work(rp_wq, &in->clear_work,

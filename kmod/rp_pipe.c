@@ -1325,15 +1325,10 @@ static void rp_probe_end_io(struct bio *bio)
 		queue_work(rp_wq, &probe->release_work);
 }
 
-/*
- * Submits one probe bio (@opf; with the probe's page if @len) and waits for
- * it until @deadline.  Returns its result, or -ETIMEDOUT: the probe is then
- * abandoned to the bio and the caller must not touch it again.
- */
-static int rp_probe_bio(struct rp_probe *probe, blk_opf_t opf,
-			unsigned int len, unsigned long deadline)
+/* Submits one probe bio (@opf; with the probe's page if @len). */
+static void rp_probe_submit(struct rp_probe *probe, blk_opf_t opf,
+			    unsigned int len)
 {
-	long left = (long)(deadline - jiffies);
 	struct bio *bio;
 
 	bio = bio_alloc(probe->rb.bdev, len ? 1 : 0, opf, GFP_KERNEL);
@@ -1345,8 +1340,15 @@ static int rp_probe_bio(struct rp_probe *probe, blk_opf_t opf,
 	reinit_completion(&probe->done);
 	probe->in_flight = true;
 	submit_bio(bio);
-	wait_for_completion_timeout(&probe->done, max(left, 1L));
+}
 
+/*
+ * The wait for the probe's bio is over: returns its result, or -ETIMEDOUT if
+ * it has not ended: the probe is then abandoned to the bio and the caller
+ * must not touch it again.
+ */
+static int rp_probe_end_wait(struct rp_probe *probe)
+{
 	spin_lock_irq(&probe->lock);
 	if (probe->in_flight) {
 		probe->abandoned = true;
@@ -1361,6 +1363,18 @@ static int rp_probe_bio(struct rp_probe *probe, blk_opf_t opf,
 	}
 	spin_unlock_irq(&probe->lock);
 	return probe->status;
+}
+
+/* rp_probe_submit(), then a wait until @deadline, rp_probe_end_wait(). */
+static int rp_probe_bio(struct rp_probe *probe, blk_opf_t opf,
+			unsigned int len, unsigned long deadline)
+{
+	long left;
+
+	rp_probe_submit(probe, opf, len);
+	left = (long)(deadline - jiffies);
+	wait_for_completion_timeout(&probe->done, max(left, 1L));
+	return rp_probe_end_wait(probe);
 }
 
 /*
@@ -1443,34 +1457,72 @@ int rp_pair_probe_target(struct rp_pair *pair, struct netlink_ext_ack *extack)
 }
 
 /*
- * Flushes the target's cache within RP_PROBE_TIMEOUT_SEC, through a probe:
- * a target that queues I/O instead of failing it (multipath
- * queue_if_no_path, an iSCSI session in recovery, a suspended dm device)
- * must not hold the caller, a pair's removal under rp_config_lock among
- * them.  Past the bound the flush is abandoned to its bio and -ETIMEDOUT
- * returned; the caller then keeps what the flush was for (marked chunks).
- * Once it succeeded, what was unflushed before it is not any more
- * (rp_pair_flush_done()).  The caller holds a pair reference and pins the
- * module (rp_probe_bio()).  May block.
+ * Flushes of the target for a write-intent record, through a probe: a
+ * target that queues I/O instead of failing it (multipath queue_if_no_path,
+ * an iSCSI session in recovery, a suspended dm device) must not hold the
+ * waiter, a pair's removal under rp_config_lock among them.  Past its bound
+ * a flush is abandoned to its bio and -ETIMEDOUT returned; the caller then
+ * keeps what the flush was for (marked chunks).  The flush's bio holds the
+ * probe's own open of the target, not the pair: once started, it needs no
+ * pair reference.  Callers pin the module (rp_probe_end_wait()).
+ *
+ * rp_pair_flush_target_start() starts one; the caller holds a pair
+ * reference, and passes *@gen to rp_pair_flush_done() if the flush
+ * succeeded and the pair is still the one it started it for.  May block.
+ */
+struct rp_probe *rp_pair_flush_target_start(struct rp_pair *pair, u64 *gen)
+{
+	struct rp_probe *probe;
+
+	probe = rp_probe_create(pair, false);
+	if (IS_ERR(probe))
+		return probe;
+	*gen = rp_pair_flush_begin(pair);
+	rp_probe_submit(probe, REQ_OP_WRITE | REQ_PREFLUSH | REQ_SYNC, 0);
+	return probe;
+}
+
+/*
+ * Waits at most @timeout_sec for a flush started above, or until *@stop (if
+ * @stop) is set: it is looked at once a second.  Then ends the flush.
+ */
+int rp_pair_flush_target_wait(struct rp_probe *probe, unsigned int timeout_sec,
+			      const bool *stop)
+{
+	unsigned long deadline = jiffies + timeout_sec * HZ;
+	long left;
+	int ret;
+
+	for (;;) {
+		left = (long)(deadline - jiffies);
+		if (left <= 0 || (stop && READ_ONCE(*stop)))
+			break;
+		if (wait_for_completion_timeout(&probe->done, min_t(long, left, HZ)))
+			break;
+	}
+	ret = rp_probe_end_wait(probe);
+	if (ret != -ETIMEDOUT)	/* else the probe is the bio's now */
+		rp_probe_free(probe);
+	return ret;
+}
+
+/*
+ * Flushes the target within RP_PROBE_TIMEOUT_SEC, holding the caller's
+ * pair reference throughout; once it succeeded, what was unflushed before
+ * it is not any more (rp_pair_flush_done()).  May block.
  */
 int rp_pair_flush_target(struct rp_pair *pair)
 {
-	unsigned long deadline = jiffies + RP_PROBE_TIMEOUT_SEC * HZ;
 	struct rp_probe *probe;
 	u64 gen;
 	int ret;
 
-	probe = rp_probe_create(pair, false);
+	probe = rp_pair_flush_target_start(pair, &gen);
 	if (IS_ERR(probe))
 		return PTR_ERR(probe);
-	gen = rp_pair_flush_begin(pair);
-	ret = rp_probe_bio(probe, REQ_OP_WRITE | REQ_PREFLUSH | REQ_SYNC, 0,
-			   deadline);
-	if (ret == -ETIMEDOUT)
-		return ret;	/* the probe is the bio's now */
+	ret = rp_pair_flush_target_wait(probe, RP_PROBE_TIMEOUT_SEC, NULL);
 	if (!ret)
 		rp_pair_flush_done(pair, gen);
-	rp_probe_free(probe);
 	return ret;
 }
 

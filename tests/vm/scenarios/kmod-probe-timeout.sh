@@ -8,12 +8,14 @@
 # ends, the probe lets the device go (dmsetup remove works) and the module
 # unloads. Before the bound, PAIR_SET hung as long as the target did and a
 # PIPE_DEL waited behind it under rp_config_lock.
-# Then the same for the flush a write-intent record makes of the target
-# when its pair goes away (to clear the chunks it has mirrored): a PIPE_DEL
-# of an InSync pair with a record whose target queues I/O returns within
-# the bound, the chunks stay marked, and the abandoned flush lets the
-# target and the module go once it ends. Before, that PIPE_DEL hung with
-# rp_config_lock held, and every netlink command behind it.
+# Then the same for the flushes a write-intent record makes of the target
+# before it clears chunks (a clear pass, and the pair going away): with a
+# clear pass waiting for its flush of a target that queues I/O, a PIPE_DEL
+# of the InSync pair returns within its own flush's bound (5 s), the chunks
+# stay marked, deleting the backstore ends the clear pass's wait at once,
+# and the abandoned flushes let the target and the module go once they
+# end. Before, that PIPE_DEL hung with rp_config_lock held, and every
+# netlink command behind it.
 # vm-timeout: 300
 # vm-mem: 768
 # vm-bins: dmsetup
@@ -147,12 +149,28 @@ pair=$(rp-nlctl get $PIPE | grep "^pair ") || vm_fail "no pair line"
 [ "$(vm_field "$pair" state)" = InSync ] || vm_fail "pair not InSync: $pair"
 vm_tcm_loop_unexport replipipe_0/vol2
 dmsetup --noudevsync suspend rptgt || vm_fail "dmsetup suspend"
-# The bound is 5 s; a clear pass of the record may be in its own flush of
-# the target at that moment (the pair waits for it): 10 s, and a margin.
-del_pipe_within 15 "PIPE_DEL blocked on the record's flush of a target that queues I/O"
-dmesg | grep -q "vol2: write-intent record /dev/ram2: a leg's flush failed (-110); its chunks stay marked" ||
-	vm_fail "no message that the record keeps its chunks after the flush timed out"
+# A clear pass (every second once the pass queued with the old 5 s has run)
+# picks the quiet chunks at its second look and waits for the target's
+# flush, up to 60 s, holding no pair reference.
+echo 1 > /sys/module/replipipe/parameters/intent_clear_sec
+sleep 8
+pair=$(rp-nlctl get $PIPE | grep "^pair ") || vm_fail "no pair line"
+[ "$(vm_field "$pair" intent_marked)" -ge 1 ] ||
+	vm_fail "the record cleared chunks while the target's flush was queued: $pair"
+# The PIPE_DEL's own flush is bounded at 5 s, and it does not wait for the
+# clear pass's.
+del_pipe_within 10 "PIPE_DEL blocked on the record's flush of a target that queues I/O"
+FLUSH_FAILED="vol2: write-intent record /dev/ram2: a leg's flush failed (-110); its chunks stay marked"
+[ "$(dmesg | grep -c "$FLUSH_FAILED")" = 1 ] ||
+	vm_fail "not one message that the record keeps its chunks after the PIPE_DEL's flush timed out"
+# Closing the record ends the clear pass's wait within a second.
+t0=$(now_ms)
 vm_backstore_delete replipipe_0/vol2
+t1=$(now_ms)
+vm_log "the backstore with the record went in $((t1 - t0)) ms"
+[ $((t1 - t0)) -lt 5000 ] || vm_fail "deleting the backstore waited $((t1 - t0)) ms for the clear pass's flush"
+[ "$(dmesg | grep -c "$FLUSH_FAILED")" = 2 ] ||
+	vm_fail "the clear pass was not waiting for its flush (no second message)"
 no_objects_left
 held_until_resumed "the record's flush"
 vm_log "kmod-probe-timeout done"
