@@ -28,13 +28,15 @@ ControlResync ToControl(const ResyncProgress &p, bool running)
 	return r;
 }
 
-// An event about one pair's job: the pair named as its spec names it.
-ControlEvent JobEvent(const PairJobSpec &spec, std::string type = "")
+// An event about one pair's job: the pair named as its spec names it, the
+// pipe by its name now.
+ControlEvent JobEvent(const PairJobSpec &spec, const std::string &pipe_name,
+                      std::string type = "")
 {
 	ControlEvent event;
 	event.type = std::move(type);
 	event.instance_id = spec.instance_id;
-	event.name = spec.pipe_name;
+	event.name = pipe_name;
 	event.source = spec.source;
 	event.target = spec.target;
 	return event;
@@ -196,8 +198,18 @@ struct ResyncJobs::Target {
 	}
 };
 
+// A running job goes on for a spec that differs only in the pipe's name: a
+// rename must not make it copy its claim again.
+static bool SameCopy(const PairJobSpec &a, const PairJobSpec &b)
+{
+	PairJobSpec renamed = b;
+	renamed.pipe_name = a.pipe_name;
+	return a == renamed;
+}
+
 struct ResyncJobs::Entry {
-	Job *job = nullptr; // live: running, or retiring (asked to stop)
+	Job *job = nullptr;    // live: running, or retiring (asked to stop)
+	std::string pipe_name; // as last planned: its job's events use it
 	std::optional<ControlResync> last;
 	Clock::time_point not_before{};
 	int failures = 0;
@@ -436,7 +448,12 @@ Status ResyncJobs::RunPairJob(Job *job)
 	const PairJobSpec &spec = job->spec;
 	LogInfo() << "resync pipe " << spec.pipe_id << " pair " << spec.source
 	          << " -> " << spec.target << ": started";
-	Emit(JobEvent(spec, "resync_started"));
+	std::string pipe_name;
+	{
+		std::lock_guard lock(mu_);
+		pipe_name = job->entry->second.pipe_name;
+	}
+	Emit(JobEvent(spec, pipe_name, "resync_started"));
 	auto made = factory_(spec);
 	if (!made.ok())
 		return made.status();
@@ -472,6 +489,13 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 	}
 	// Nothing here allocates: a job that failed for want of memory
 	// still leaves the table.
+	std::string pipe_name;
+	try {
+		std::lock_guard lock(mu_);
+		pipe_name = job->entry->second.pipe_name;
+	} catch (const std::bad_alloc &) {
+		// The event names the pipe by its id alone.
+	}
 	std::set<std::string> wake;
 	bool stopped;
 	{
@@ -500,7 +524,7 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 		ended_cv_.notify_all();
 	}
 	try {
-		ControlEvent event = JobEvent(spec);
+		ControlEvent event = JobEvent(spec, pipe_name);
 		if (status.ok()) {
 			std::string copied;
 			if (progress)
@@ -569,8 +593,9 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 			// ended.
 			if (it == plan.wanted.end()
 			            ? !plan.in_sync.count(key.second)
-			            : !(it->second == entry.job->spec))
+			            : !SameCopy(it->second, entry.job->spec))
 				__Retire(*entry.job);
+			entry.pipe_name = pipe.name;
 		}
 		const auto now = Clock::now();
 		size_t live = __Live();
@@ -581,6 +606,7 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 			        entries_.try_emplace({pipe.instance_id, source})
 			                .first;
 			entry->second.forget = false;
+			entry->second.pipe_name = pipe.name;
 			const Target &target = targets.at(source);
 			if (entry->second.job) {
 				// Running as planned, or retiring: its
@@ -621,7 +647,8 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 	Replan(wake);
 	for (const auto &[spec, status] : not_started) {
 		LogError() << status.message();
-		ControlEvent event = JobEvent(spec, "resync_failed");
+		ControlEvent event =
+		        JobEvent(spec, spec.pipe_name, "resync_failed");
 		event.message = status.message();
 		Emit(event);
 	}

@@ -417,6 +417,37 @@ TEST(ControlJobs, StopsWhenNotSyncingAndRestartsOnNewSettings)
 	EXPECT_EQ(made.Made(), 2u);
 }
 
+// A modify that only renames the pipe leaves its running jobs alone
+// (restarting one would copy its claim again); their events name the pipe
+// by its new name.
+TEST(ControlJobs, ARenameKeepsTheRunningJob)
+{
+	SpecLog made;
+	Recorder rec;
+	Replans replans;
+	ResyncJobs jobs(made.Factory(), rec.Sink(), kNoBackoff);
+	jobs.SetReplanSink(replans.Sink());
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+	ASSERT_TRUE(Eventually([&] { return made.Made() == 1; }));
+	PipeRecord renamed = Pipe();
+	renamed.name = Pipe().name + " renamed";
+	jobs.SyncPipe(renamed, Kernel(PairState::kSyncing));
+	jobs.SyncPipe(renamed, Kernel(PairState::kSyncing));
+	// A stopped job reports at once (ScriptedJob): give it the time.
+	std::this_thread::sleep_for(std::chrono::milliseconds(200));
+	EXPECT_EQ(rec.Count("resync_stopped"), 0);
+	EXPECT_EQ(made.Made(), 1u);
+	EXPECT_EQ(jobs.running(), 1u);
+
+	jobs.SyncPipe(renamed, Kernel(PairState::kPaused));
+	ASSERT_TRUE(
+	        Eventually([&] { return rec.Count("resync_stopped") == 1; }));
+	std::lock_guard lock(rec.mu);
+	for (const ControlEvent &e : rec.events)
+		if (e.type == "resync_stopped")
+			EXPECT_EQ(e.name, renamed.name);
+}
+
 TEST(ControlJobs, PairsNotInTheStoreGetNoJob)
 {
 	std::atomic<int> made{0};
