@@ -390,6 +390,8 @@ void __rp_async_del(struct rp_pair *pair, struct rp_req *req);
 /* rp_pipe.c */
 extern struct mutex rp_config_lock;
 extern struct list_head rp_pipes;
+/* Bumped when a pipe joins or leaves rp_pipes (rp_config_lock). */
+extern unsigned int rp_pipes_gen;
 int rp_pipe_init(void);
 void rp_pipe_exit(void);
 struct rp_pair *rp_pair_get(struct rp_dev *dev);

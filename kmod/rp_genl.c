@@ -489,18 +489,28 @@ static int rp_nl_pipe_get_start(struct netlink_callback *cb)
 	return 0;
 }
 
+/*
+ * Resumes by position in rp_pipes: a pipe that joined or left it between two
+ * callbacks shifts what comes after, so a pipe may be left out or sent
+ * twice.  Such a callback's messages, and NLMSG_DONE, then carry
+ * NLM_F_DUMP_INTR (the list's generation is cb->seq): the client dumps
+ * again.
+ */
 static int rp_nl_pipe_get_dumpit(struct sk_buff *skb, struct netlink_callback *cb)
 {
 	long idx = 0, start = cb->args[0];
+	struct nlmsghdr *nlh;
 	struct rp_pipe *pipe;
 	int ret = 0;
 
 	mutex_lock(&rp_config_lock);
+	cb->seq = rp_pipes_gen ?: 1;	/* 0: "not set" to the check */
 	list_for_each_entry(pipe, &rp_pipes, node) {
 		if (idx < start) {
 			idx++;
 			continue;
 		}
+		nlh = (struct nlmsghdr *)skb_tail_pointer(skb);
 		if (rp_pipe_fill(skb, pipe, NETLINK_CB(cb->skb).portid,
 				 cb->nlh->nlmsg_seq, NLM_F_MULTI,
 				 REPLIPIPE_CMD_PIPE_GET, true)) {
@@ -512,6 +522,7 @@ static int rp_nl_pipe_get_dumpit(struct sk_buff *skb, struct netlink_callback *c
 			}
 			break;
 		}
+		nl_dump_check_consistent(cb, nlh);
 		idx++;
 	}
 	mutex_unlock(&rp_config_lock);

@@ -79,6 +79,7 @@
 
 DEFINE_MUTEX(rp_config_lock);
 LIST_HEAD(rp_pipes);
+unsigned int rp_pipes_gen = 1;
 
 /*
  * The netlink ports that own claims, each with its number of claims (an
@@ -1199,8 +1200,10 @@ int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
 		ps->made = NULL;
 		new_pairs = true;
 	}
-	if (new_pipe)
+	if (new_pipe) {
 		list_add_tail(&pipe->node, &rp_pipes);
+		rp_pipes_gen++;
+	}
 
 	rp_pairs_destroy(&removed);
 	if (new_pairs)
@@ -1235,6 +1238,7 @@ static void rp_pipe_remove(struct rp_pipe *pipe)
 	}
 	rp_pairs_destroy(&removed);
 	list_del(&pipe->node);
+	rp_pipes_gen++;
 	rp_genl_notify_pipe(pipe, REPLIPIPE_CMD_EVT_PIPE_DELETED);
 	rp_pipe_free(pipe);
 }

@@ -13,7 +13,9 @@
  * replaces (same source, the other target, larger regions: fewer of them)
  * after the first callback: it must end with EAGAIN and carry only the old
  * pair's bits; the same dump unreplaced, and one of the new pair, must give
- * exactly the bits expected (cases bitmap_*).
+ * exactly the bits expected (cases bitmap_*).  A PIPE_GET dump of many
+ * pipes, one deleted after its first callback, must say so with
+ * NLM_F_DUMP_INTR or hold every pipe left (cases pipe_dump_*).
  *
  * The sources must be enabled replipipe backstores in no pipe; the targets
  * unused block devices at least as large as the sources. --source needs at
@@ -915,6 +917,141 @@ out:
 }
 
 /* State-changing ops without CAP_NET_ADMIN: EPERM; a read still works. */
+/*
+ * A PIPE_GET dump resumes by position in the list of pipes.  A pipe deleted
+ * before the point where the next callback starts shifts the list, and the
+ * pipe at that point used to be skipped without a word.  Now the callbacks
+ * after a change of the list (and NLMSG_DONE) carry NLM_F_DUMP_INTR, so a
+ * client knows to dump again.  DUMPDEL_PIPES pipes without pairs; the first
+ * callback runs in the request's send and holds the first few dozen (its
+ * skb is NLMSG_GOODSIZE), the first pipe is deleted, then each recv runs
+ * the next callback.  The same dump without the delete must carry no
+ * NLM_F_DUMP_INTR and every pipe.
+ */
+#define DUMPDEL_PIPES 96
+#define DUMPDEL_PREFIX "nltest-dd-"
+
+struct pipe_dump {
+	int pipes;		/* of ours seen */
+	bool seen[DUMPDEL_PIPES];	/* which of ours */
+	int first;		/* of ours in the first callback's datagram */
+	int intr;		/* messages with NLM_F_DUMP_INTR */
+	int error;		/* from NLMSG_DONE or NLMSG_ERROR */
+};
+
+static struct pipe_dump pipe_dump_deleting(const struct conn *c, const char *del)
+{
+	struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
+	static unsigned char buf[DUMP_RECV_BYTES];
+	struct pipe_dump d = { 0 };
+	struct nlmsghdr *hdr;
+	struct nl_msg *msg;
+	bool done = false;
+	int fd, len, i;
+
+	fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		perror("rp-nltest: dump socket");
+		exit(1);
+	}
+	msg = nlmsg_alloc();
+	if (!msg || !genlmsg_put(msg, 0, 1, c->family, 0, NLM_F_REQUEST | NLM_F_DUMP,
+				 REPLIPIPE_CMD_PIPE_GET, REPLIPIPE_GENL_VERSION)) {
+		fprintf(stderr, "rp-nltest: out of memory\n");
+		exit(1);
+	}
+	hdr = nlmsg_hdr(msg);
+	if (send(fd, hdr, hdr->nlmsg_len, 0) != (ssize_t)hdr->nlmsg_len) {
+		perror("rp-nltest: sending PIPE_GET");
+		exit(1);
+	}
+	nlmsg_free(msg);
+	if (del && pipe_del(c, del).error) {
+		fprintf(stderr, "rp-nltest: cannot delete %s\n", del);
+		exit(1);
+	}
+	for (i = 0; !done; i++) {
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+
+		if (n < 0 || i > 4 * DUMPDEL_PIPES) {
+			perror("rp-nltest: receiving the PIPE_GET dump");
+			exit(1);
+		}
+		len = (int)n;
+		for (hdr = (struct nlmsghdr *)buf; nlmsg_ok(hdr, len);
+		     hdr = nlmsg_next(hdr, &len)) {
+			struct nlattr *tb[REPLIPIPE_A_MAX + 1];
+
+			d.intr += !!(hdr->nlmsg_flags & NLM_F_DUMP_INTR);
+			if (hdr->nlmsg_type == NLMSG_DONE ||
+			    hdr->nlmsg_type == NLMSG_ERROR) {
+				if (nlmsg_datalen(hdr) >= (int)sizeof(int))
+					d.error = -*(int *)nlmsg_data(hdr);
+				done = true;
+			} else if (!genlmsg_parse(hdr, 0, tb, REPLIPIPE_A_MAX, NULL) &&
+				   tb[REPLIPIPE_A_PIPE_ID] &&
+				   !strncmp(nla_get_string(tb[REPLIPIPE_A_PIPE_ID]),
+					    DUMPDEL_PREFIX, strlen(DUMPDEL_PREFIX))) {
+				int k = atoi(nla_get_string(tb[REPLIPIPE_A_PIPE_ID]) +
+					     strlen(DUMPDEL_PREFIX));
+
+				d.pipes++;
+				if (k >= 0 && k < DUMPDEL_PIPES)
+					d.seen[k] = true;
+			}
+		}
+		if (i == 0)
+			d.first = d.pipes;
+	}
+	close(fd);
+	return d;
+}
+
+static void cases_pipe_dump_delete(const struct conn *c)
+{
+	struct pipe_dump d;
+	int i, missing;
+	char id[32];
+
+	for (i = 0; i < DUMPDEL_PIPES; i++) {
+		snprintf(id, sizeof(id), DUMPDEL_PREFIX "%02d", i);
+		if (req_send(c, pipe_set(c, id, NULL, NULL)).error) {
+			fprintf(stderr, "rp-nltest: cannot make pipe %s\n", id);
+			exit(1);
+		}
+	}
+	d = pipe_dump_deleting(c, NULL);
+	missing = 0;
+	for (i = 0; i < DUMPDEL_PIPES; i++)
+		missing += !d.seen[i];
+	printf("case pipe_dump_unchanged errno=%s pipes=%d missing=%d intr=%d",
+	       errname(d.error), d.pipes, missing, d.intr);
+	if (d.error || missing || d.intr) {
+		printf(" FAIL expected=0 missing=0 intr=0");
+		failures++;
+	}
+	printf("\n");
+	/* pipe 00 is in the first callback: it is deleted after it */
+	d = pipe_dump_deleting(c, DUMPDEL_PREFIX "00");
+	missing = 0;
+	for (i = 1; i < DUMPDEL_PIPES; i++)
+		missing += !d.seen[i];
+	printf("case pipe_dump_delete errno=%s pipes=%d first=%d missing=%d intr=%d",
+	       errname(d.error), d.pipes, d.first, missing, d.intr);
+	/* a pipe left out must be said */
+	if (d.error || d.first < 1 || d.first >= DUMPDEL_PIPES ||
+	    (missing && !d.intr)) {
+		printf(" FAIL expected=0 1<=first<%d, missing=0 or intr>0",
+		       DUMPDEL_PIPES);
+		failures++;
+	}
+	printf("\n");
+	for (i = 1; i < DUMPDEL_PIPES; i++) {
+		snprintf(id, sizeof(id), DUMPDEL_PREFIX "%02d", i);
+		pipe_del(c, id);
+	}
+}
+
 static void cases_unprivileged(const struct opts *o)
 {
 	static const int ok[MAX_EXPECTED] = { 0 };
@@ -1021,6 +1158,7 @@ int main(int argc, char **argv)
 	cases_unknown_objects(&c, &o);
 	cases_existing_pipe(&c, &o);
 	cases_bitmap_dump(&c, &o);
+	cases_pipe_dump_delete(&c);
 	cases_unprivileged(&o);
 
 	/* a refused call changes nothing: no pipe of ours is left */
