@@ -76,8 +76,8 @@ Result<std::vector<KernelPipeStatus>> NetlinkKernel::ListPipes()
 {
 	std::lock_guard<std::mutex> lock(mu_);
 	std::vector<KernelPipeStatus> pipes;
-	// A pipe that grew during the dump fails it with EMSGSIZE: dump again.
-	Status st = RetryGrownDump([&] {
+	// Pipes that changed during the dump fail it: dump again.
+	Status st = RetryDump([&] {
 		pipes.clear();
 		return sock_->Request(
 		        sock_->NewRequest(REPLIPIPE_CMD_PIPE_GET, NLM_F_DUMP),

@@ -8,16 +8,17 @@
 namespace replipipe
 {
 
-Status RetryGrownDump(const std::function<Status()> &dump, unsigned attempts)
+Status RetryDump(const std::function<Status()> &dump, unsigned attempts)
 {
 	Status st;
 	for (unsigned i = 1;; ++i) {
 		st = dump();
-		if (st.ok() || st.err() != EMSGSIZE)
+		if (st.ok() || (st.err() != EMSGSIZE && st.err() != EAGAIN))
 			return st;
 		if (i >= attempts)
 			return st.Context("dumped " + std::to_string(i) +
-			                  " times, a pipe grew during each");
+			                  " times, the pipes changed during "
+			                  "each");
 		LogDebug() << "netlink dump: " << st.message()
 		           << "; dumping again";
 	}

@@ -266,13 +266,15 @@ Status NetlinkSocket::Request(NlMsgPtr msg, const ReplyHandler &on_reply)
 		// SO_RCVTIMEO expires mid-dump; the loop then checks the
 		// deadline.
 		rc = nl_recvmsgs(sock_, cb.get());
-		if (st.done)
-			break;
+		// Before done: the NLMSG_DONE that ends a dump may be the
+		// message that carries NLM_F_DUMP_INTR.
 		if (rc == -NLE_DUMP_INTR)
 			return Status::Error(
 			        "netlink: dump interrupted by a concurrent "
 			        "change, retry",
 			        EAGAIN);
+		if (st.done)
+			break;
 		if (rc < 0 && rc != -NLE_AGAIN)
 			return Status::Error(std::string("netlink: receive: ") +
 			                             nl_geterror(rc),
