@@ -375,13 +375,20 @@ TEST(ControlJobs, FactoryFailureIsReported)
 	        jobs.Progress(Pipe().instance_id, "replipipe_0/a").has_value());
 }
 
-TEST(ControlJobs, StopsWhenNotSyncingAndRestartsOnNewSettings)
-{
+// Jobs that run until stopped, with their specs, events and replans
+// recorded (jobs is destroyed first: its threads use the others).
+struct RecordingJobs {
 	SpecLog made;
 	Recorder rec;
 	Replans replans;
-	ResyncJobs jobs(made.Factory(), rec.Sink(), kNoBackoff);
-	jobs.SetReplanSink(replans.Sink());
+	ResyncJobs jobs{made.Factory(), rec.Sink(), kNoBackoff};
+	RecordingJobs() { jobs.SetReplanSink(replans.Sink()); }
+};
+
+TEST(ControlJobs, StopsWhenNotSyncingAndRestartsOnNewSettings)
+{
+	RecordingJobs lab;
+	auto &[made, rec, replans, jobs] = lab;
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
 	ASSERT_TRUE(Eventually([&] { return jobs.running() == 1; }));
 	auto progress = jobs.Progress(Pipe().instance_id, "replipipe_0/a");
@@ -422,11 +429,8 @@ TEST(ControlJobs, StopsWhenNotSyncingAndRestartsOnNewSettings)
 // by its new name.
 TEST(ControlJobs, ARenameKeepsTheRunningJob)
 {
-	SpecLog made;
-	Recorder rec;
-	Replans replans;
-	ResyncJobs jobs(made.Factory(), rec.Sink(), kNoBackoff);
-	jobs.SetReplanSink(replans.Sink());
+	RecordingJobs lab;
+	auto &[made, rec, replans, jobs] = lab;
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
 	ASSERT_TRUE(Eventually([&] { return made.Made() == 1; }));
 	PipeRecord renamed = Pipe();
