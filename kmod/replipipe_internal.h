@@ -300,8 +300,6 @@ enum rp_req_flags {
 	RP_REQ_ASYNC	= 1 << 1,	/* the target leg is an async copy */
 	RP_REQ_TRACKED	= 1 << 2,	/* on pair->inflight */
 	RP_REQ_FLUSH	= 1 << 3,	/* covers the whole device */
-	RP_REQ_BUILT	= 1 << 4,	/* async copy made */
-	RP_REQ_ISSUED	= 1 << 5,	/* async leg submitted */
 	RP_REQ_UNTRACKED = 1 << 6,	/* counted in dev->untracked */
 	RP_REQ_NOCOPY	= 1 << 7,	/* no memory for the async copy */
 };

@@ -422,7 +422,6 @@ static void rp_async_issue(struct rp_pair *pair)
 		if (__rp_async_blocked(pair, req))
 			continue;
 		list_del_init(&req->ready_node);
-		req->flags |= RP_REQ_ISSUED;
 		bio_list_merge(&ready, &req->async_bios);
 		bio_list_init(&req->async_bios);
 	}
@@ -570,7 +569,8 @@ static void rp_write_submit(struct rp_req *req)
 		bool built = rp_async_build(req);
 
 		spin_lock_irq(&pair->lock);
-		req->flags |= RP_REQ_BUILT | (built ? 0 : RP_REQ_NOCOPY);
+		if (!built)
+			req->flags |= RP_REQ_NOCOPY;
 		list_add_tail(&req->ready_node, &pair->async_ready);
 		spin_unlock_irq(&pair->lock);
 		if (!built) {
