@@ -25,9 +25,7 @@ SRC=replipipe_0/v1
 unit_fail() {
 	echo "---- systemctl status replipiped" >&2
 	systemctl --no-pager status replipiped >&2
-	echo "---- $DLOG" >&2
-	tail -n 40 $DLOG >&2
-	vm_fail "$@"
+	vm_daemon_fail $DLOG "$@"
 }
 
 # prop NAME: a property of replipiped.service as systemd has it.
