@@ -267,11 +267,11 @@ struct rp_pair {
 	u64			lag_bytes;
 	struct list_head	inflight;	/* rp_req writing to the legs */
 	struct list_head	held;		/* rp_req waiting for a claim */
-	struct list_head	async_list;	/* async target legs, in order */
 	/*
-	 * The same legs by sector range (rp_io.c), and those built but not
-	 * issued: a leg is issued once no earlier one overlaps it, found in
-	 * O(log n) instead of a walk of every leg with interrupts off.
+	 * The async target legs not ended yet by sector range (rp_io.c), and
+	 * those built but not issued: a leg is issued once no earlier one
+	 * overlaps it, found in O(log n) instead of a walk of every leg with
+	 * interrupts off.
 	 */
 	struct rb_root_cached	async_tree;
 	struct list_head	async_ready;
@@ -325,7 +325,6 @@ struct rp_req {
 	atomic_t		primary_errors;
 	atomic_t		target_errors;
 	struct list_head	node;		/* pair->inflight or pair->held */
-	struct list_head	async_node;	/* pair->async_list */
 	struct rb_node		async_rb;	/* pair->async_tree */
 	sector_t		async_last;	/* last sector of the leg */
 	sector_t		async_subtree_last;
@@ -384,6 +383,7 @@ void rp_req_fail(struct rp_req *req);
 void rp_async_work(struct work_struct *work);
 void __rp_async_add(struct rp_pair *pair, struct rp_req *req);
 void __rp_async_del(struct rp_pair *pair, struct rp_req *req);
+bool __rp_async_overlaps(struct rp_pair *pair, u64 first, u64 last);
 
 /* rp_pipe.c */
 extern struct mutex rp_config_lock;

@@ -49,7 +49,6 @@ static struct rp_req *rp_req_alloc(struct se_cmd *cmd, struct rp_dev *dev)
 	refcount_set(&req->refs, 1);
 	atomic_set(&req->async_pending, 1);
 	INIT_LIST_HEAD(&req->node);
-	INIT_LIST_HEAD(&req->async_node);
 	INIT_LIST_HEAD(&req->ready_node);
 	bio_list_init(&req->async_bios);
 	/*
@@ -376,14 +375,12 @@ void __rp_async_add(struct rp_pair *pair, struct rp_req *req)
 	req->async_seq = ++pair->async_seq;
 	req->async_last = req->sector + max_t(sector_t, req->nr_sects, 1) - 1;
 	rp_async_tree_insert(req, &pair->async_tree);
-	list_add_tail(&req->async_node, &pair->async_list);
 }
 
 /* An async leg is done (issued and ended).  pair->lock held. */
 void __rp_async_del(struct rp_pair *pair, struct rp_req *req)
 {
 	rp_async_tree_remove(req, &pair->async_tree);
-	list_del(&req->async_node);
 	list_del_init(&req->ready_node);
 }
 
@@ -402,6 +399,20 @@ static bool __rp_async_blocked(struct rp_pair *pair, struct rp_req *req)
 		if (e->async_seq < req->async_seq)
 			return true;
 	return false;
+}
+
+/*
+ * True if an async leg not ended yet covers any of regions [@first, @last]:
+ * a synchronous write there must not overtake it.  A write past the last
+ * region counts as in it, as rp_req_regions() counts it.  pair->lock held.
+ */
+bool __rp_async_overlaps(struct rp_pair *pair, u64 first, u64 last)
+{
+	sector_t start = (sector_t)first << pair->region_sect_shift;
+	sector_t end = last + 1 >= pair->nr_regions ? (sector_t)-1 :
+		       ((sector_t)(last + 1) << pair->region_sect_shift) - 1;
+
+	return rp_async_tree_iter_first(&pair->async_tree, start, end);
 }
 
 /*

@@ -55,7 +55,7 @@
  *   rp_config_lock (mutex)  rp_pipes, pipe fields, pipe->pairs, publishing
  *                           src->pair, claim lookup by id.  Process context.
  *   pair->lock (spinlock, irq-safe)  state, bitmaps, counts, lag, inflight,
- *                           held, async_list, claims.  Taken from bio
+ *                           held, async_tree, claims.  Taken from bio
  *                           completion: never sleep under it.
  *   rp_claim_owners' xa_lock (irq-safe)  claim counts per netlink port.
  * Lifetime
@@ -256,20 +256,6 @@ static void rp_req_regions(struct rp_pair *pair, struct rp_req *req)
 }
 
 /*
- * True if the copy of an asynchronous write not done yet overlaps regions
- * [@first, @last].  pair->lock held.
- */
-static bool __rp_pair_async_overlaps(struct rp_pair *pair, u64 first, u64 last)
-{
-	struct rp_req *req;
-
-	list_for_each_entry(req, &pair->async_list, async_node)
-		if (req->first_region <= last && first <= req->last_region)
-			return true;
-	return false;
-}
-
-/*
  * Decides where a write goes.  Writes to claimed regions are held when
  * @can_hold, else they go to the primary and stay dirty.  An asynchronous
  * pair mirrors only writes that got lag room.  A synchronous write never
@@ -300,8 +286,8 @@ enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 	req->flags |= RP_REQ_TRACKED;
 	if (!claimed && __rp_pair_mirroring(pair) &&
 	    (pair->mode == REPLIPIPE_MODE_SYNC ?
-	     !__rp_pair_async_overlaps(pair, req->first_region,
-				       req->last_region) :
+	     !__rp_async_overlaps(pair, req->first_region,
+				  req->last_region) :
 	     lag_reserved)) {
 		req->flags |= RP_REQ_MIRROR;
 		route = RP_ROUTE_MIRROR;
@@ -704,7 +690,6 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	spin_lock_init(&pair->lock);
 	INIT_LIST_HEAD(&pair->inflight);
 	INIT_LIST_HEAD(&pair->held);
-	INIT_LIST_HEAD(&pair->async_list);
 	pair->async_tree = RB_ROOT_CACHED;
 	INIT_LIST_HEAD(&pair->async_ready);
 	INIT_LIST_HEAD(&pair->claims);
