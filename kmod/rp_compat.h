@@ -138,7 +138,10 @@ static inline int rp_bdev_open_shared(struct rp_bdev *rb, dev_t devt)
 	return 0;
 }
 
-/* Releases what rp_bdev_open_shared() got.  May sleep. */
+/*
+ * Releases what rp_bdev_open_shared() got; a never-opened @rb is a no-op.
+ * May sleep.
+ */
 static inline void rp_bdev_close_shared(struct rp_bdev *rb)
 {
 	if (!rb->bdev)

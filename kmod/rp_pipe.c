@@ -1354,16 +1354,32 @@ static int rp_probe_end_wait(struct rp_probe *probe)
 	return probe->status;
 }
 
-/* rp_probe_submit(), then a wait until @deadline, rp_probe_end_wait(). */
-static int rp_probe_bio(struct rp_probe *probe, blk_opf_t opf,
-			unsigned int len, unsigned long deadline)
+/*
+ * Waits for the probe's bio until @deadline (a jiffy at least), or until
+ * *@stop (if @stop) is set: it is looked at once a second.  Then
+ * rp_probe_end_wait().
+ */
+static int rp_probe_wait(struct rp_probe *probe, unsigned long deadline,
+			 const bool *stop)
 {
 	long left;
 
-	rp_probe_submit(probe, opf, len);
-	left = (long)(deadline - jiffies);
-	wait_for_completion_timeout(&probe->done, max(left, 1L));
+	do {
+		if (stop && READ_ONCE(*stop))
+			break;
+		left = clamp_t(long, (long)(deadline - jiffies), 1, HZ);
+		if (wait_for_completion_timeout(&probe->done, left))
+			break;
+	} while (time_before(jiffies, deadline));
 	return rp_probe_end_wait(probe);
+}
+
+/* rp_probe_submit(), then rp_probe_wait() until @deadline. */
+static int rp_probe_bio(struct rp_probe *probe, blk_opf_t opf,
+			unsigned int len, unsigned long deadline)
+{
+	rp_probe_submit(probe, opf, len);
+	return rp_probe_wait(probe, deadline, NULL);
 }
 
 /*
@@ -1384,18 +1400,17 @@ static struct rp_probe *rp_probe_create(struct rp_pair *pair, bool page)
 	if (page) {
 		probe->page = alloc_page(GFP_KERNEL);
 		if (!probe->page) {
-			kfree(probe);
-			return ERR_PTR(-ENOMEM);
+			ret = -ENOMEM;
+			goto free;
 		}
 	}
 	ret = rp_bdev_open_shared(&probe->rb, pair->tgt.bdev->bd_dev);
-	if (ret) {
-		if (probe->page)
-			__free_page(probe->page);
-		kfree(probe);
-		return ERR_PTR(ret);
-	}
+	if (ret)
+		goto free;
 	return probe;
+free:
+	rp_probe_free(probe);
+	return ERR_PTR(ret);
 }
 
 /*
@@ -1478,18 +1493,9 @@ struct rp_probe *rp_pair_flush_target_start(struct rp_pair *pair, u64 *gen)
 int rp_pair_flush_target_wait(struct rp_probe *probe, unsigned int timeout_sec,
 			      const bool *stop)
 {
-	unsigned long deadline = jiffies + timeout_sec * HZ;
-	long left;
 	int ret;
 
-	for (;;) {
-		left = (long)(deadline - jiffies);
-		if (left <= 0 || (stop && READ_ONCE(*stop)))
-			break;
-		if (wait_for_completion_timeout(&probe->done, min_t(long, left, HZ)))
-			break;
-	}
-	ret = rp_probe_end_wait(probe);
+	ret = rp_probe_wait(probe, jiffies + timeout_sec * HZ, stop);
 	if (ret != -ETIMEDOUT)	/* else the probe is the bio's now */
 		rp_probe_free(probe);
 	return ret;
