@@ -61,6 +61,7 @@ name=$(basename "$scenario" .sh)
 # the prefix of lib/modules/KV (empty: the host's /lib/modules), kernel_build
 # is the tree external modules build against, kernel_id goes into cache keys.
 kernel_image= mod_root= kernel_build= kernel_id= log_subdir= kernel_append=
+machine=pc
 
 # The debug kernel: built (or found cached) by tests/vm/debug-kernel.sh;
 # `# vm-kernel: debug` in a scenario asks for it too.
@@ -78,6 +79,13 @@ use_debug_kernel() {
 	# cache-filter; the sysfs flag is read-only in 6.1). Inert until a
 	# scenario sets a failslab probability (debug-fault-inject).
 	kernel_append="slub_debug=A,rp_req"
+	# q35, not i440fx (pc): i440fx's \_SB.PCI0._PRT builds its table in an
+	# AML loop of 128 rounds, which ACPICA under this kernel's checkers and
+	# TCG takes about 25 s to run for each virtio disk (and can end in
+	# AE_AML_LOOP_TIMEOUT): a boot with two virtio disks reached /init
+	# after 58 s, on q35 (whose table is a constant) after 7. Routing PCI interrupts without ACPI
+	# (pci=noacpi, acpi=noirq) also drops the MADT: one CPU instead of two.
+	machine=q35
 	[ -d "$mod_root/lib/modules/$kv/kernel" ] || die "no $mod_root/lib/modules/$kv/kernel"
 	# Under TCG the checkers cost time (KASAN shadow checks, lockdep): the
 	# same scenario gets more wall time before it counts as hung.
@@ -589,7 +597,7 @@ accel=${REPLIPIPE_VM_ACCEL:-tcg}
 cpu=max
 [ "$accel" != tcg ] || accel=tcg,thread=multi
 # -no-reboot: a guest reset (sysrq b) makes QEMU exit; see `# vm-boots:`.
-qemu=(qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -m "$mem_mib" -smp 2 -nographic -no-reboot
+qemu=(qemu-system-x86_64 -machine "$machine" -accel "$accel" -cpu "$cpu" -m "$mem_mib" -smp 2 -nographic -no-reboot
 	-kernel "$kernel_image" -initrd "$work/initrd"
 	"${disk_args[@]}")
 append="console=ttyS0 quiet panic=-1 rdinit=/init${kernel_append:+ $kernel_append}"
