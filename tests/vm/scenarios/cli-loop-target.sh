@@ -14,7 +14,7 @@
 # same target name, another backstore); both reach InSync with identical
 # legs.
 # vm-timeout: 300
-# vm-cost: 30
+# vm-cost: 25
 # vm-mem: 1024
 # vm-bins: jq dmsetup /usr/sbin/iscsid /usr/sbin/iscsiadm
 # vm-files: /etc/iscsi/iscsid.conf

@@ -17,7 +17,7 @@
 # targets (decision 25): both resync, the legs are identical, the settings
 # stay.
 # vm-timeout: 600
-# vm-cost: 100
+# vm-cost: 55
 # vm-mem: 1024
 # vm-bins: jq socat
 

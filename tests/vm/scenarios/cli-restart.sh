@@ -5,6 +5,7 @@
 # resync done_bytes 0) and writes keep being mirrored. Twice: once idle, once
 # while a writer runs through the LUN.
 # vm-timeout: 600
+# vm-cost: 35
 # vm-mem: 1024
 # vm-bins: jq
 

@@ -8,6 +8,7 @@
 # every command that changes something. Nothing the refused users try changes
 # the pipes.
 # vm-timeout: 400
+# vm-cost: 25
 # vm-mem: 512
 # vm-bins: jq
 

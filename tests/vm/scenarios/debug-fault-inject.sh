@@ -24,6 +24,7 @@
 # Then the module unloads. Every phase checks that failures were injected.
 # vm-kernel: debug
 # vm-timeout: 600
+# vm-debug-cost: 70
 # vm-mem: 1024
 
 PIPE=fault-inject

@@ -11,6 +11,7 @@
 # rpinner is repaired; the daemon's probe resumes the pair; after the resync
 # the pair is InSync and the legs are identical.
 # vm-timeout: 600
+# vm-cost: 35
 # vm-mem: 1024
 # vm-bins: dmsetup jq
 

@@ -20,7 +20,7 @@
 #   when its thread had one more write beyond its log, that one), and the
 #   legs are identical. A last short write run checks that the pair mirrors.
 # vm-timeout: 400
-# vm-cost: 60
+# vm-cost: 40
 # vm-mem: 1024
 # vm-boots: 2
 # vm-disks: primary:256 target:256 intent:16 persist:64

@@ -13,7 +13,7 @@
 # are identical. A second cycle recovers through `replipipectl resume`
 # (probe disabled by a restart with --probe-interval 0).
 # vm-timeout: 600
-# vm-cost: 55
+# vm-cost: 45
 # vm-mem: 1024
 # vm-bins: dmsetup jq
 

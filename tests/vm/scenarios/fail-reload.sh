@@ -15,6 +15,7 @@
 #     pair is InSync, the data verifies and the legs are identical; a second
 #     unload cycle after `replipipectl delete` is clean.
 # vm-timeout: 600
+# vm-cost: 20
 # vm-mem: 1024
 # vm-bins: jq
 

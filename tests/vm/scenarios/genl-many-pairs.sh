@@ -12,6 +12,7 @@
 # lockdep). It passed there once, kmemleak clean (session 8); the debug
 # tier keeps its budget for the interleavings (kmod-races).
 # vm-timeout: 400
+# vm-cost: 35
 # vm-mem: 1024
 
 N=256

@@ -7,6 +7,7 @@
 # none, and neither the store nor the kernel has a pipe. Then a good peer
 # is accepted, to show the refusals were about the peers.
 # vm-timeout: 600
+# vm-cost: 25
 # vm-mem: 1024
 # vm-bins: /usr/sbin/iscsid /usr/sbin/iscsiadm
 # vm-files: /etc/iscsi/iscsid.conf

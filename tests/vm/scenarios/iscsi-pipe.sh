@@ -8,6 +8,7 @@
 # both ramdisks, byte-identical; status shows the peer; `delete` logs the
 # session out.
 # vm-timeout: 600
+# vm-cost: 20
 # vm-mem: 1024
 # vm-bins: /usr/sbin/iscsid /usr/sbin/iscsiadm
 # vm-files: /etc/iscsi/iscsid.conf

@@ -7,7 +7,7 @@
 # logs in again, the daemon's probe resumes the pair, the dirty regions are
 # resynced, the pair is InSync and both ramdisks are identical.
 # vm-timeout: 900
-# vm-cost: 55
+# vm-cost: 50
 # vm-serial: yes
 # vm-mem: 1024
 # vm-bins: /usr/sbin/iscsid /usr/sbin/iscsiadm

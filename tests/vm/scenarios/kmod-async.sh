@@ -10,6 +10,8 @@
 # second, not 8 s later (woken by the second's completion) nor after its
 # own 30 s.
 # vm-timeout: 600
+# vm-cost: 65
+# vm-debug-cost: 105
 # vm-mem: 1024
 # vm-bins: dmsetup
 

@@ -22,7 +22,8 @@
 # ENAMETOOLONG.
 # The module unloads with no object left and no kernel warning.
 # vm-timeout: 300
-# vm-cost: 30
+# vm-cost: 15
+# vm-debug-cost: 55
 # vm-mem: 1024
 # vm-bins: dmsetup
 

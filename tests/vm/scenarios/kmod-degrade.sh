@@ -11,6 +11,8 @@
 # write is still acknowledged and on the primary, the pair is Degraded, and
 # every region that differs or that phase 2 wrote is dirty.
 # vm-timeout: 600
+# vm-cost: 25
+# vm-debug-cost: 60
 # vm-mem: 1024
 # vm-bins: dmsetup
 

@@ -6,6 +6,8 @@
 # the legs differ only inside dirty regions. Phase 3: the target is repaired,
 # the pair resumed, and writes are acknowledged and mirrored again.
 # vm-timeout: 600
+# vm-cost: 10
+# vm-debug-cost: 45
 # vm-mem: 1024
 # vm-bins: dmsetup
 

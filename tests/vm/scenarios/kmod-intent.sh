@@ -52,7 +52,8 @@
 #     walk the regions one by one with interrupts off (the old module spent
 #     minutes there: soft lockup, RCU stall).
 # vm-timeout: 600
-# vm-cost: 130
+# vm-cost: 95
+# vm-debug-cost: 225
 # vm-mem: 1024
 # vm-bins: dmsetup
 

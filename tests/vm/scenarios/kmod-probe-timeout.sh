@@ -17,6 +17,8 @@
 # end. Before, that PIPE_DEL hung with rp_config_lock held, and every
 # netlink command behind it.
 # vm-timeout: 300
+# vm-cost: 30
+# vm-debug-cost: 70
 # vm-mem: 768
 # vm-bins: dmsetup
 

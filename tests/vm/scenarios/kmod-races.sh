@@ -63,7 +63,8 @@
 # not set up its race (e.g. a guest too slow for the delays below), not that
 # the module is wrong.
 # vm-timeout: 400
-# vm-cost: 100
+# vm-cost: 115
+# vm-debug-cost: 200
 # vm-mem: 1024
 # vm-bins: dmsetup blkdiscard
 # vm-disks: rpflushp:16 rpflusht:16

@@ -6,6 +6,8 @@
 # the legs byte-identical, the pair InSync with its counters matching the
 # writes; then teardown down to rmmod with live_objects back to zero.
 # vm-timeout: 600
+# vm-cost: 10
+# vm-debug-cost: 40
 # vm-mem: 1024
 
 PIPE=kmod-sync

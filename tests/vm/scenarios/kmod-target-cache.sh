@@ -25,7 +25,8 @@
 # over legs that differ. Before session 10 a failed target flush made
 # every region of the pair dirty.
 # vm-timeout: 600
-# vm-cost: 120
+# vm-cost: 25
+# vm-debug-cost: 105
 # vm-mem: 1024
 # vm-bins: dmsetup
 

@@ -4,7 +4,8 @@
 # acknowledged and land on the primary; then the LUN, the backstore and the
 # module go, with live_objects back to zero before rmmod and no kernel warning.
 # vm-timeout: 600
-# vm-cost: 60
+# vm-cost: 45
+# vm-debug-cost: 65
 # vm-mem: 1024
 
 SRC=replipipe_0/vol1

@@ -3,6 +3,8 @@
 # tcm_loop; 32 MiB of random data written to the SCSI disk with O_DIRECT must
 # read back identical, through the SCSI disk and on the ramdisk itself.
 # vm-timeout: 300
+# vm-cost: 15
+# vm-debug-cost: 45
 # vm-mem: 1024
 
 vm_brd 1 64

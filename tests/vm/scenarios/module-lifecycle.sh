@@ -4,6 +4,8 @@
 # project's netlink client, teardown, unload, and the same once more. The
 # module must be pinned while a backstore exists and leave no live object.
 # vm-timeout: 300
+# vm-cost: 10
+# vm-debug-cost: 40
 
 CORE=/sys/kernel/config/target/core
 vm_brd 1 16

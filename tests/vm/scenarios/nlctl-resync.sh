@@ -4,6 +4,7 @@
 # engine bringing a fully dirty pair to InSync with identical legs; then a
 # resync under concurrent writes through the LUN.
 # vm-timeout: 600
+# vm-cost: 20
 # vm-mem: 1024
 
 PIPE=nl-resync

@@ -13,7 +13,7 @@
 # refused; after delete and SIGTERM the figures, the listener and the
 # textfile are gone.
 # vm-timeout: 600
-# vm-cost: 70
+# vm-cost: 30
 # vm-mem: 1536
 # vm-ko: dkms
 # vm-bins: jq promtool

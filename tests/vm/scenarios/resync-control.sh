@@ -4,6 +4,7 @@
 # bitmap does not shrink) and resume finishes it; deleting the pipe mid-resync
 # stops the job (the daemon lives on, the kernel's pipe is gone).
 # vm-timeout: 600
+# vm-cost: 40
 # vm-serial: yes
 # vm-mem: 1024
 # vm-bins: jq

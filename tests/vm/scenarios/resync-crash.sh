@@ -9,6 +9,7 @@
 # The resync is rate-limited (ResyncRateLimitKiBps 32768, ~8 s) so the kill
 # lands mid-way whatever the emulator's speed.
 # vm-timeout: 600
+# vm-cost: 30
 # vm-mem: 1024
 # vm-bins: jq dmsetup
 

@@ -9,6 +9,7 @@
 # pair's size and gets InSync (it used to write the whole last region, hit
 # the target's end and fail on every try).
 # vm-timeout: 600
+# vm-cost: 20
 # vm-mem: 1024
 # vm-bins: jq dmsetup
 

@@ -8,6 +8,7 @@
 # restart the pair reaches InSync with identical legs and every acknowledged
 # write on both.
 # vm-timeout: 600
+# vm-cost: 35
 # vm-serial: yes
 # vm-mem: 1024
 # vm-bins: jq

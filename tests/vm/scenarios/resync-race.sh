@@ -6,7 +6,7 @@
 # logs kept), the legs are byte-identical and every acknowledged write
 # verifies on both legs.
 # vm-timeout: 1500
-# vm-cost: 90
+# vm-cost: 60
 # vm-mem: 1024
 # vm-bins: jq
 

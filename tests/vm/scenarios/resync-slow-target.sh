@@ -10,7 +10,7 @@
 # anywhere near a claim time-out, and its acknowledged writes are on both
 # legs.
 # vm-timeout: 300
-# vm-cost: 80
+# vm-cost: 75
 # vm-mem: 1024
 # vm-bins: jq
 

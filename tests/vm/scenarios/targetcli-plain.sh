@@ -7,7 +7,7 @@
 # Then the registration from tools/rtslib is installed the way the package
 # installs it, and the very same commands work: it is what fixes them.
 # vm-timeout: 600
-# vm-cost: 50
+# vm-cost: 30
 # vm-mem: 1536
 # vm-bins: /usr/bin/python3 ldconfig dbus-daemon
 # vm-files: /usr/bin/targetcli /usr/bin/targetctl /usr/lib/python3.11 /usr/lib/python3/dist-packages/rtslib_fb /usr/lib/python3/dist-packages/targetcli /usr/lib/python3/dist-packages/configshell_fb /usr/lib/python3/dist-packages/six.py /usr/lib/python3/dist-packages/pyudev /usr/lib/python3/dist-packages/pyparsing /usr/lib/python3/dist-packages/gi /usr/lib/x86_64-linux-gnu/girepository-1.0 /usr/lib/x86_64-linux-gnu/libreadline.so.8* /usr/lib/x86_64-linux-gnu/libtinfo.so.6* /usr/lib/x86_64-linux-gnu/libffi.so.8* /usr/lib/x86_64-linux-gnu/libgirepository-1.0.so.1* /usr/lib/x86_64-linux-gnu/libgobject-2.0.so.0* /usr/lib/x86_64-linux-gnu/libglib-2.0.so.0* /usr/lib/x86_64-linux-gnu/libgmodule-2.0.so.0* /usr/lib/x86_64-linux-gnu/libgio-2.0.so.0* /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0* /usr/lib/x86_64-linux-gnu/libmount.so.1* /usr/lib/x86_64-linux-gnu/libblkid.so.1* /usr/lib/x86_64-linux-gnu/libudev.so.1* tools/rtslib
