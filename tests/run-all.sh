@@ -2,7 +2,8 @@
 # The test command (README, "Run every test"): installs what it needs, builds,
 # runs the unit tests under ASan+UBSan, builds the kernel module with DKMS,
 # W=1 and sparse, checks the Debian packages, and runs every VM scenario,
-# then the debug tier (tests/vm/debug-kernel.sh) on the debug kernel.
+# then the debug tier (tests/vm/debug-kernel.sh) on the debug kernel; both
+# in one ctest pass when that kernel is cached.
 # Where steps can share the two cores they overlap: the VM scenarios run
 # REPLIPIPE_VM_SLOTS at a time (tests/vm/run-scenario.sh), and beside them, at
 # nice 19, the debug kernel's build, the ASan+UBSan build of the unit tests
@@ -144,28 +145,45 @@ asan_pid=$bg_pid
 run_niced host_checks "$checks_log"
 checks_pid=$bg_pid
 
-step "VM scenarios"
-# -L takes a regular expression: "^vm$", or the vmdebug tests would run here too.
-(cd "$build" && REPLIPIPE_BUILD_DIR=$build REPLIPIPE_VM_SLOTS=$vm_slots \
-	ctest -L "^vm$" --output-on-failure -j "$vm_slots")
-
-unit_tests
+# -L takes a regular expression: "^vm$", or the vmdebug tests would run too.
+vm_ctest() {
+	(cd "$build" && REPLIPIPE_BUILD_DIR=$build REPLIPIPE_VM_SLOTS=$vm_slots \
+		ctest --output-on-failure -j "$vm_slots" "$@")
+}
+# debug_kernel_ready: the debug kernel's background step is over (a kernel
+# found cached is, by now); fails the run if it did not build.
+debug_kernel_ready() {
+	if ! wait "$dk_pid"; then
+		tail -n 30 "$build/debug-kernel.log"
+		echo "the debug kernel did not build (log $build/debug-kernel.log)" >&2
+		exit 1
+	fi
+	dk_pid=
+	cat "$build/debug-kernel.log"
+}
 
 # The debug tier: the debug kernel (KASAN, lockdep, kmemleak, UBSAN, fault
 # injection; built here when not cached), then the foundation and
 # kernel-module scenarios and the fault-injection scenario on it.
-step "debug kernel: waiting for the background build"
-if ! wait "$dk_pid"; then
-	tail -n 30 "$build/debug-kernel.log"
-	echo "the debug kernel did not build (log $build/debug-kernel.log)" >&2
-	exit 1
+if ! kill -0 "$dk_pid" 2> /dev/null; then
+	# Found cached: both tiers in one pass, longest first (`# vm-cost:`,
+	# `# vm-debug-cost:`), so that neither tier's tail leaves a slot idle
+	# (in two passes about 90 s of one slot). vmdebug.kernel, which only
+	# finds the kernel again, is left out with its fixture.
+	debug_kernel_ready
+	step "VM scenarios, on Debian's and on the debug kernel"
+	vm_ctest -L "^(vm|vmdebug)$" -E "^vmdebug\.kernel$" -FS debug_kernel
+	unit_tests
+else
+	# Building: the Debian-kernel scenarios and the unit tests first.
+	step "VM scenarios"
+	vm_ctest -L "^vm$"
+	unit_tests
+	step "debug kernel: waiting for the background build"
+	debug_kernel_ready
+	step "VM scenarios on the debug kernel"
+	vm_ctest -L "^vmdebug$"
 fi
-dk_pid=
-cat "$build/debug-kernel.log"
-
-step "VM scenarios on the debug kernel"
-(cd "$build" && REPLIPIPE_BUILD_DIR=$build REPLIPIPE_VM_SLOTS=$vm_slots \
-	ctest -L "^vmdebug$" --output-on-failure -j "$vm_slots")
 
 checks_done
 
