@@ -6,8 +6,12 @@
 #   replipipe.ko), exports one through
 #   tcm_loop and iSCSI; replipiped + replipipectl put them in pipes; writes
 #   through the LUN reach both legs; `targetcli ls` lists /backstores/replipipe;
-#   deleting a backstore that is in a pipe is refused; `targetctl save`; then
-#   daemon stopped, kernel state dropped (what a reboot does), `targetctl clear`,
+#   deleting a backstore that is in a pipe is refused; a backstore made by
+#   hand beside vol1 in replipipe_0 is saved and restored there; `targetctl
+#   save`; `targetctl restore` while the pipes exist (what restarting
+#   rtslib-fb-targetctl does, as python3-rtslib-fb's upgrade does) brings
+#   every LUN back and keeps the piped backstores; then daemon stopped,
+#   kernel state dropped (what a reboot does), `targetctl clear`,
 #   rmmod; `targetctl restore` + replipiped bring back the backstores under the
 #   same replipipe_<N>/<name>, both LUNs and the pipes; writes through the
 #   restored tcm_loop and iSCSI LUNs reach the target again, legs identical.
@@ -127,7 +131,7 @@ write_and_compare() {
 	vm_log "written through $1: on $2, legs $2 and $3 identical"
 }
 
-vm_brd 5 64
+vm_brd 6 64
 vm_modprobe target_core_mod
 echo /etc/rtslib-fb-target > $CFS/dbroot
 vm_modprobe sd_mod
@@ -158,6 +162,11 @@ grep -q "intent: /dev/ram4 (tracks nothing).*intent_chunk_kib: 1024" $CFS/core/$
 	vm_fail "vol2 has no write-intent record: $(cat $CFS/core/$vol2/info)"
 unit_serial() { sed 's/^T10 VPD Unit Serial Number: //' $CFS/core/$1/wwn/vpd_unit_serial; }
 wwn1=$(unit_serial replipipe_0/vol1)
+# A second backstore in vol1's HBA, made by hand as DESIGN.md names them
+# (rtslib itself makes one HBA per backstore).
+mkdir $CFS/core/replipipe_0/vol3 || vm_fail "mkdir replipipe_0/vol3"
+echo udev_path=/dev/ram5 > $CFS/core/replipipe_0/vol3/control
+echo 1 > $CFS/core/replipipe_0/vol3/enable || vm_fail "enable replipipe_0/vol3"
 
 vm_log "== vol1 exported through tcm_loop and iSCSI (targetcli)"
 tc /loopback create wwn=$LOOP_WWN
@@ -183,7 +192,7 @@ cat $CFS/core/replipipe_0/vol1/info
 
 vm_log "== targetcli ls lists them under /backstores/replipipe"
 tc ls
-grep -q "o- replipipe .*Storage Objects: 2" /tmp/tc.out || vm_fail "no /backstores/replipipe with 2 objects"
+grep -q "o- replipipe .*Storage Objects: 3" /tmp/tc.out || vm_fail "no /backstores/replipipe with 3 objects"
 grep -q "o- vol1 .*/dev/ram0.*replipipe_0/vol1 pipe " /tmp/tc.out || vm_fail "vol1 line"
 grep -q "o- vol2 .*/dev/ram2.*$vol2 pipe " /tmp/tc.out || vm_fail "vol2 line"
 grep -q "replipipe/vol1" /tmp/tc.out || vm_fail "no LUN on replipipe/vol1"
@@ -213,6 +222,24 @@ json_check $SAVE "any(s['plugin'] == 'replipipe' and s['name'] == 'vol1' and s['
 json_check $SAVE "any(s['plugin'] == 'replipipe' and s['name'] == 'vol2' and s['control'] == 'udev_path=/dev/ram2,intent_path=/dev/ram4,intent_chunk_kib=1024' for s in c['storage_objects'])"
 json_check $SAVE "sum(l['storage_object'] == '/backstores/replipipe/vol1' for t in c['targets'] for g in t['tpgs'] for l in g['luns']) == 2"
 json_check $SAVE "set(t['fabric'] for t in c['targets']) == {'loopback', 'iscsi'}"
+json_check $SAVE "any(s['plugin'] == 'replipipe' and s['name'] == 'vol3' and s['index'] == 0 and s['dev'] == '/dev/ram5' for s in c['storage_objects'])"
+
+vm_log "== targetctl restore while the kernel has the pipes (a restart of rtslib-fb-targetctl)"
+# It clears first: the targets and vol3 go, vol1 and vol2 (in pipes) stay,
+# then everything comes back from the saved file, vol1 and vol2 as they are.
+targetctl restore > /tmp/restore.out 2>&1 || { cat /tmp/restore.out; vm_fail "targetctl restore with pipes"; }
+cat /tmp/restore.out
+grep -q "replipipe_0/vol1 kept: .* in pipe" /tmp/restore.out || vm_fail "restore: vol1 not reported kept"
+lun_of_vol1 loopback/$LOOP_WWN || vm_fail "restore with pipes: the tcm_loop LUN of vol1 is not back"
+lun_of_vol1 iscsi/$IQN || vm_fail "restore with pipes: the iSCSI LUN of vol1 is not back"
+[ "$(unit_serial replipipe_0/vol1)" = "$wwn1" ] || vm_fail "restore with pipes: vol1 WWN changed"
+grep -q "pipe: " $CFS/core/replipipe_0/vol1/info || vm_fail "restore with pipes: vol1 left its pipe"
+grep -q "pipe: " $CFS/core/$vol2/info || vm_fail "restore with pipes: vol2 left its pipe"
+grep -q "replipipe primary: /dev/ram5" $CFS/core/replipipe_0/vol3/info ||
+	vm_fail "restore with pipes: vol3 not back in replipipe_0"
+replipipectl wait tc1 --state InSync --timeout 60 || vm_fail "tc1 not InSync after the restore"
+lun=$(loop_disk)
+write_and_compare "$lun" /dev/ram0 /dev/ram1 4
 
 vm_log "== reboot, simulated: daemon stopped, kernel pipes gone, targetctl clear, rmmod"
 stop_daemon
@@ -225,6 +252,11 @@ if targetctl clear > /tmp/clear.out 2>&1; then
 fi
 tail -n 3 /tmp/clear.out
 grep -q "in pipe" /tmp/clear.out || vm_fail "targetctl clear: not the in-a-pipe refusal"
+grep -q "not cleared, in a pipe: .*replipipe_0/vol1" /tmp/clear.out ||
+	vm_fail "targetctl clear: does not name vol1 as not cleared"
+# Everything else is cleared: the targets and vol3, which is in no pipe.
+[ -z "$(ls $CFS/loopback 2>/dev/null | grep naa)" ] || vm_fail "targetctl clear left the loopback target"
+[ ! -e $CFS/core/replipipe_0/vol3 ] || vm_fail "targetctl clear stopped before vol3"
 # A reboot loses the kernel's pipes; replipiped's store keeps them.
 for id in $(rp-nlctl get | sed -n 's/^pipe id=\([^ ]*\).*/\1/p'); do
 	rp-nlctl del-pipe "$id" || vm_fail "rp-nlctl del-pipe $id"
@@ -240,6 +272,7 @@ targetctl restore || vm_fail "targetctl restore"
 grep -q '^replipipe ' /proc/modules || vm_fail "targetctl restore did not load replipipe.ko"
 [ -d $CFS/core/replipipe_0/vol1 ] || vm_fail "vol1 not back as replipipe_0/vol1"
 [ -d $CFS/core/$vol2 ] || vm_fail "vol2 not back as $vol2"
+[ -d $CFS/core/replipipe_0/vol3 ] || vm_fail "vol3 not back as replipipe_0/vol3"
 [ "$(unit_serial replipipe_0/vol1)" = "$wwn1" ] || vm_fail "vol1 WWN changed"
 lun_of_vol1 loopback/$LOOP_WWN || vm_fail "tcm_loop LUN not back"
 lun_of_vol1 iscsi/$IQN || vm_fail "iSCSI LUN not back"
@@ -285,6 +318,10 @@ replipipectl delete tc1 || vm_fail "delete tc1"
 replipipectl delete tc2 || vm_fail "delete tc2"
 stop_daemon
 tc /backstores/replipipe delete vol2
+# vol3 goes, replipipe_0 stays to vol1.
+tc /backstores/replipipe delete vol3
+[ ! -e $CFS/core/replipipe_0/vol3 ] && [ -d $CFS/core/replipipe_0/vol1 ] ||
+	vm_fail "deleting vol3 did not leave replipipe_0/vol1 alone"
 targetctl clear || vm_fail "targetctl clear at the end"
 rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "targetcli-replipipe done"

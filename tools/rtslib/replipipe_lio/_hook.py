@@ -34,6 +34,47 @@ def _register_rtslib(tcm):
     tcm.bs_params.setdefault(ReplipipeStorageObject, dict(name=PLUGIN))
 
 
+def _register_rtslib_root(root):
+    """RTSRoot.clear_existing() keeps the backstores in pipes and goes on
+    with everything else (storage_object.keeping_piped()). Called by
+    targetctl clear, it then fails naming them, as before; called by
+    restore, the restore adopts them. Its last step, rmdir of every
+    core/<type>_<N>, stops at the HBA of a kept backstore (ENOTEMPTY): the
+    other HBAs are removed here."""
+    import errno
+    import glob
+    import os
+    from rtslib_fb.utils import RTSLibError
+    from .storage_object import is_restoring, keeping_piped, restoring
+    clear_existing = root.RTSRoot.clear_existing
+    restore = root.RTSRoot.restore
+
+    def clear_existing_keeping_piped(self, target=None, storage_object=None,
+                                     confirm=False):
+        with keeping_piped() as kept:
+            try:
+                clear_existing(self, target, storage_object, confirm)
+            except OSError as e:
+                if e.errno != errno.ENOTEMPTY or not kept:
+                    raise
+                hbas = {"%s/core/%s" % (self.configfs_dir, k.split("/")[0])
+                        for k in kept}
+                for hba in glob.glob("%s/core/*_*" % self.configfs_dir):
+                    if hba not in hbas:
+                        os.rmdir(hba)
+        if kept and not is_restoring():
+            raise RTSLibError("not cleared, in a pipe: %s (replipipectl "
+                              "delete the pipe, or remove the pair, first)"
+                              % ", ".join(kept))
+
+    def restore_adopting_piped(self, *args, **kwargs):
+        with restoring():
+            return restore(self, *args, **kwargs)
+
+    root.RTSRoot.clear_existing = clear_existing_keeping_piped
+    root.RTSRoot.restore = restore_adopting_piped
+
+
 def _register_targetcli(ui_backstore):
     from .targetcli_ui import UIReplipipeBackstore
     refresh = ui_backstore.UIBackstores.refresh
@@ -47,6 +88,7 @@ def _register_targetcli(ui_backstore):
 
 _AFTER_IMPORT = {
     "rtslib_fb.tcm": _register_rtslib,
+    "rtslib_fb.root": _register_rtslib_root,
     "targetcli.ui_backstore": _register_targetcli,
 }
 

@@ -8,21 +8,35 @@ mode with it; WWN, attributes and ALUA groups are handled by the base class and
 by RTSRoot.restore() exactly as for block.
 
 Creating one loads replipipe.ko (LIO itself would not: see __init__).
-Two more things differ from block, both because pipes name their sources by the
-kernel's name "replipipe_<N>/<name>":
+More differs from block, because pipes name their sources by the kernel's
+name "replipipe_<N>/<name>", and because the kernel keeps a backstore that is
+in a pipe:
   - dump() records the HBA index and restore passes it back (`index` is a
     constructor argument of every rtslib storage object, but no built-in one
     dumps it), so a restored backstore keeps its name and the pipe that
     replipiped pushes back at start finds its source again;
+  - one HBA may hold several backstores (replipipe_0/vol1 and
+    replipipe_0/vol2, as DESIGN.md names them): rtslib makes one HBA per
+    storage object, so a backstore created or restored into an HBA that
+    exists goes into it, and deleting it leaves the HBA to the others;
   - delete() refuses while the backstore is in a pipe, before rtslib removes
     the LUNs that export it: the kernel would refuse the rmdir anyway (the
     pipe holds a configfs dependency on the backstore, rmdir gives EBUSY),
-    but only after the LUNs were gone.
+    but only after the LUNs were gone;
+  - under RTSRoot.clear_existing() (targetctl clear, and targetctl restore,
+    which clears first) such a backstore is kept instead (keeping_piped()),
+    so that the clear goes on with everything else; and a restore adopts a
+    kept backstore whose saved primary is the one it has. Restarting
+    rtslib-fb-targetctl (which python3-rtslib-fb's upgrade does) while
+    pipes exist thus brings every LUN back; it used to stop at the first
+    such backstore, after every target was deleted, and restore nothing.
 """
 
+import contextlib
 import errno
 import os
 import re
+import sys
 
 from rtslib_fb.tcm import StorageObject
 from rtslib_fb.utils import RTSLibError, fread, modprobe
@@ -41,6 +55,49 @@ _PIPE_RE = re.compile(r"pipe: (\S+)\s+target: (\S+)\s+state: (\S+)")
 # and, when control set it, intent_chunk_kib: 1024
 _INTENT_RE = re.compile(r"intent(?:_path)?: (/\S+)")
 _INTENT_CHUNK_RE = re.compile(r"intent_chunk_kib: (\d+)")
+
+
+# Set by keeping_piped(): the kernel names ("replipipe_<N>/<name>") of the
+# backstores that delete() kept because they are in a pipe; None outside.
+_kept = None
+
+
+@contextlib.contextmanager
+def keeping_piped():
+    """Within it, delete() keeps a backstore that is in a pipe (with a
+    warning on stderr) instead of raising. Yields the list of the kernel
+    names of those it kept."""
+    global _kept
+    outer, _kept = _kept, []
+    try:
+        yield _kept
+    finally:
+        _kept = outer
+
+
+# Set by restoring(), around RTSRoot.restore(): creating a backstore that
+# keeping_piped() kept binds to it (_adopt_kept()) instead of failing.
+_restoring = False
+
+
+@contextlib.contextmanager
+def restoring():
+    """Within it (an RTSRoot.restore()), creating a backstore that exists
+    and is in a pipe adopts it when its primary and WWN are the saved ones."""
+    global _restoring
+    outer, _restoring = _restoring, True
+    try:
+        yield
+    finally:
+        _restoring = outer
+
+
+def is_restoring():
+    return _restoring
+
+
+def _hba_path(configfs_dir, index):
+    return "%s/core/%s_%d" % (configfs_dir, PLUGIN, index)
 
 
 def control_string(dev, intent=None, intent_chunk_kib=None):
@@ -81,12 +138,49 @@ class ReplipipeStorageObject(StorageObject):
         # LIO request_module()s only its own backends (iblock, file, pscsi,
         # user), once; mkdir replipipe_<N> fails unless replipipe.ko is in.
         modprobe("replipipe")
-        super().__init__(name, 'create', index)
+        if _restoring and index is not None and \
+                self._adopt_kept(name, index, dev, control, wwn):
+            return
+        # An HBA that exists holds other backstores: this one goes in too
+        # ('any' creates the HBA when it is missing; the backstore itself
+        # is checked not to exist first, which 'any' would not do).
+        mode = 'create'
+        if index is not None and \
+                os.path.isdir(_hba_path(self.configfs_dir, int(index))):
+            if os.path.exists("%s/%s" % (_hba_path(self.configfs_dir,
+                                                   int(index)), name)):
+                raise RTSLibError("Storage object %s_%d/%s exists"
+                                  % (PLUGIN, int(index), name))
+            mode = 'any'
+        super().__init__(name, mode, index)
         try:
             self._configure(dev, control, wwn)
         except:
             self.delete()
             raise
+
+    def _adopt_kept(self, name, index, dev, control, wwn):
+        """In a restore (after a clear that kept the backstores in pipes):
+        if replipipe_<index>/<name> exists and is in a pipe, binds to it
+        when its primary and WWN are the saved ones (True), else raises.
+        False when there is no such backstore."""
+        if not os.path.isdir("%s/%s" % (_hba_path(self.configfs_dir,
+                                                  int(index)), name)):
+            return False
+        super().__init__(name, 'lookup', index)
+        if not self.is_configured() or self.pipe is None:
+            raise RTSLibError("Storage object %s exists" % self.kernel_name)
+        saved = dev
+        if saved is None:
+            saved = dict(kv.split("=", 1) for kv in control.split(",")
+                         if "=" in kv).get("udev_path")
+        if saved != self.udev_path or (wwn and wwn != self.wwn):
+            raise RTSLibError(
+                "%s is in pipe %s with primary %s and WWN %s; the saved "
+                "configuration has %s and %s: kept as it is"
+                % (self.kernel_name, self.pipe, self.udev_path, self.wwn,
+                   saved, wwn))
+        return True
 
     def _configure(self, dev, control, wwn):
         self._check_self()
@@ -164,6 +258,12 @@ class ReplipipeStorageObject(StorageObject):
 
     def delete(self, save=False):
         if self.exists and self.is_configured() and self.pipe is not None:
+            if _kept is not None:
+                _kept.append(self.kernel_name)
+                print("%s kept: it is in %s" % (self.kernel_name,
+                                                 self.pipe_info),
+                      file=sys.stderr)
+                return
             raise RTSLibError(
                 "Cannot delete %s: it is the source of a pair in pipe %s "
                 "(%s), and replipipe.ko refuses to remove it (EBUSY) until "
@@ -173,6 +273,10 @@ class ReplipipeStorageObject(StorageObject):
         try:
             super().delete(save)
         except OSError as e:
+            # rtslib removes the HBA after the backstore: one that holds
+            # other backstores stays.
+            if e.errno == errno.ENOTEMPTY and not self.exists:
+                return
             if e.errno != errno.EBUSY:
                 raise
             raise RTSLibError("Cannot delete %s: replipipe.ko refuses (%s); "
