@@ -1,15 +1,18 @@
 #include "cli_args.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cctype>
+#include <cerrno>
 #include <cmath>
-#include <fstream>
-#include <iostream>
-#include <iterator>
+#include <cstdlib>
 #include <sstream>
 
 #include <boost/program_options.hpp>
 
 #include "text_scan.h"
+#include "unique_fd.h"
 
 namespace replipipe
 {
@@ -21,6 +24,19 @@ namespace po = boost::program_options;
 // --timeout and --interval: at most a year. Larger values are typing
 // errors, and milliseconds of them would overflow the clocks' int64_t.
 constexpr double kMaxSeconds = 365.0 * 24 * 3600;
+
+// $REPLIPIPE_CALL_TIMEOUT: all of text is a number of seconds above 0, at
+// most a year.
+std::optional<double> ParseCallTimeout(const char *text)
+{
+	char *end = nullptr;
+	errno = 0;
+	double seconds = std::strtod(text, &end);
+	if (end == text || *end != '\0' || errno != 0 || !(seconds > 0) ||
+	    !(seconds <= kMaxSeconds))
+		return std::nullopt;
+	return seconds;
+}
 
 struct CommandInfo {
 	CliCommand command;
@@ -418,26 +434,46 @@ std::optional<std::string> CanonicalPairState(std::string_view text)
 	return std::nullopt;
 }
 
+namespace
+{
+
+// All of fd up to its end; a failed read(2) is an error about what.
+Result<std::string> ReadToEnd(int fd, const std::string &what)
+{
+	std::string text;
+	char chunk[16384];
+	for (;;) {
+		ssize_t n = ::read(fd, chunk, sizeof(chunk));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return Status::FromErrno("read " + what, errno);
+		}
+		if (n == 0)
+			return text;
+		text.append(chunk, static_cast<size_t>(n));
+	}
+}
+
+} // namespace
+
+// Plain read(2): std::ifstream turns a read error into an end of file (an
+// empty Goal would be the defaults), or throws (a directory, in libstdc++).
 Result<std::string> LoadGoalFile(const std::string &path)
 {
-	if (path == "-") {
-		std::ostringstream text;
-		text << std::cin.rdbuf();
-		if (std::cin.bad())
-			return Status::Error("reading the Goal from stdin "
-			                     "failed");
-		if (auto error = CheckUtf8("the Goal on stdin", text.str()))
-			return Status::Error(*error, EILSEQ);
-		return text.str();
+	const bool from_stdin = path == "-";
+	const std::string what =
+	        from_stdin ? "the Goal on stdin" : "Goal file " + path;
+	UniqueFd file;
+	if (!from_stdin) {
+		file.Reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+		if (!file.valid())
+			return Status::FromErrno("open " + what, errno);
 	}
-	std::ifstream in(path, std::ios::binary);
-	if (!in)
-		return Status::FromErrno("open Goal file " + path, errno);
-	std::string text((std::istreambuf_iterator<char>(in)),
-	                 std::istreambuf_iterator<char>());
-	if (in.bad())
-		return Status::FromErrno("read Goal file " + path, errno);
-	if (auto error = CheckUtf8("Goal file " + path, text))
+	auto text = ReadToEnd(from_stdin ? STDIN_FILENO : file.get(), what);
+	if (!text.ok())
+		return text.status();
+	if (auto error = CheckUtf8(what, *text))
 		return Status::Error(*error, EILSEQ);
 	return text;
 }
@@ -492,7 +528,8 @@ std::string GlobalHelp()
 	       "  -h, --help      this help; COMMAND --help for a command's\n\n"
 	       "Exit status: 0 success; 1-5 the method's ReturnValue (3 also "
 	       "a wait\ntimeout); 16 Busy; 64 usage error; 66 Goal file "
-	       "unreadable; 69 daemon\nunreachable; 76 bad reply; 77 "
+	       "unreadable; 69 daemon\nunreachable or not answering (within "
+	       "$REPLIPIPE_CALL_TIMEOUT s, default 120);\n76 bad reply; 77 "
 	       "permission denied.\n\n"
 	       "Example:\n  replipipectl create-or-modify --name db "
 	       "--source-system localhost \\\n"
@@ -534,7 +571,8 @@ bool JsonRequested(const std::vector<std::string> &args)
 	return false;
 }
 
-CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket)
+CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket,
+                  const char *env_call_timeout)
 {
 	CliParse parse;
 	CliInvocation &inv = parse.invocation;
@@ -624,6 +662,19 @@ CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket)
 		return UsageError(prefix, *error);
 	if (auto error = CheckRequestUtf8(inv.request))
 		return UsageError(prefix, *error);
+	if (env_call_timeout && *env_call_timeout) {
+		auto seconds = ParseCallTimeout(env_call_timeout);
+		if (!seconds)
+			return UsageError(
+			        prefix,
+			        std::string(kCallTimeoutEnv) +
+			                " must be a number of seconds "
+			                "above 0 and at most " +
+			                std::to_string(int64_t(kMaxSeconds)) +
+			                " (a year), not \"" + env_call_timeout +
+			                "\"");
+		inv.call_timeout_seconds = *seconds;
+	}
 	parse.kind = CliParse::Kind::kRun;
 	return parse;
 }

@@ -27,6 +27,22 @@ inline constexpr int kExitUnavailable = 69;  // EX_UNAVAILABLE: no daemon
 inline constexpr int kExitProtocol = 76;     // EX_PROTOCOL: bad reply
 inline constexpr int kExitNoPermission = 77; // EX_NOPERM: not root/group
 
+// How long one call to replipiped may take, connect, request and reply
+// together, for every command but `wait` (whose status requests have
+// bounds of their own, within this one); then it exits 69. Past the
+// longest the daemon itself takes before it answers, which is what it
+// waits for with bounds of its own: a create-or-modify waits up to 5 s for
+// the pipe (Busy, PipeServiceOptions::busy_timeout), up to 30 s for the
+// iSCSI login and rescan of its new pairs (IscsiSessionsOptions), up to
+// 10 s for each of its netlink requests (kNetlinkDefaultTimeout: the pipe
+// as the kernel has it, the change, and the undo of a change the kernel
+// did not answer) and up to 15 s for an iSCSI logout: 80 s. The rest is
+// margin for a loaded host. Longer calls (pause or resume of a dozen
+// pairs whose targets do not answer, 10 s each) need kCallTimeoutEnv.
+inline constexpr double kCallTimeoutSeconds = 120;
+// Seconds that replace kCallTimeoutSeconds (docs/cli.md).
+inline constexpr const char *kCallTimeoutEnv = "REPLIPIPE_CALL_TIMEOUT";
+
 enum class CliCommand {
 	kCreateOrModify,
 	kList,
@@ -53,6 +69,9 @@ struct CliInvocation {
 	// wait
 	std::string wait_state = "InSync";
 	std::optional<double> timeout_seconds; // nullopt: wait forever
+	// The bound of one call to the daemon (kCallTimeoutSeconds, or
+	// $REPLIPIPE_CALL_TIMEOUT).
+	double call_timeout_seconds = kCallTimeoutSeconds;
 };
 
 struct CliParse {
@@ -69,7 +88,10 @@ bool JsonRequested(const std::vector<std::string> &args);
 
 // args: the arguments after the program name. env_socket: the value of
 // REPLIPIPE_SOCKET (nullptr when unset); --socket wins over it.
-CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket);
+// env_call_timeout: the value of REPLIPIPE_CALL_TIMEOUT (nullptr or empty
+// when unset), seconds above 0 and at most a year, else a usage error.
+CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket,
+                  const char *env_call_timeout = nullptr);
 
 // Splits a --pair value SRC=TGT at the first '=' that is outside double
 // quotes and not followed (after blanks) by '"' (the '=' of a CIM reference's
@@ -84,8 +106,9 @@ Result<std::pair<std::string, std::string>> SplitPairArg(std::string_view arg);
 // nullopt when it is not one of Syncing, InSync, Degraded, Paused.
 std::optional<std::string> CanonicalPairState(std::string_view text);
 
-// Reads --goal-file ("-" is stdin). Errors name the file; err() EILSEQ
-// when the text is not UTF-8 (a usage error: exit 64, not 66).
+// Reads --goal-file ("-" is stdin). Errors name the file and carry the
+// errno of open(2) or read(2) (exit 66); err() EILSEQ when the text is not
+// UTF-8 (a usage error: exit 64, not 66).
 Result<std::string> LoadGoalFile(const std::string &path);
 
 int ExitCodeForReturnValue(ReturnValue value);

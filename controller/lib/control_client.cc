@@ -1,12 +1,15 @@
 #include "control_client.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 namespace replipipe
 {
@@ -16,6 +19,12 @@ namespace
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
+// A full listen queue is retried after this, doubling up to kConnectRetryMax:
+// connect(2) cannot wait for room within a bound of its own on a
+// non-blocking socket.
+constexpr milliseconds kConnectRetryFirst{5};
+constexpr milliseconds kConnectRetryMax{100};
+
 int PollTimeout(steady_clock::time_point deadline, bool forever)
 {
 	if (forever)
@@ -23,6 +32,52 @@ int PollTimeout(steady_clock::time_point deadline, bool forever)
 	auto left = std::chrono::duration_cast<milliseconds>(
 	        deadline - steady_clock::now());
 	return left.count() < 0 ? 0 : static_cast<int>(left.count());
+}
+
+// A negative timeout is none: deadline is then unused.
+steady_clock::time_point DeadlineOf(milliseconds timeout)
+{
+	return timeout.count() < 0 ? steady_clock::time_point::max()
+	                           : steady_clock::now() + timeout;
+}
+
+// What is left of the time until deadline (negative: none was set).
+milliseconds Left(steady_clock::time_point deadline, bool forever)
+{
+	if (forever)
+		return milliseconds(-1);
+	return std::max(milliseconds(0),
+	                std::chrono::duration_cast<milliseconds>(
+	                        deadline - steady_clock::now()));
+}
+
+// Writes all of data to a connected stream socket by deadline (forever:
+// none), without blocking in send(2): a peer that reads nothing fills the
+// socket's buffer, and a blocking send would wait for it without end.
+Status SendAllBy(int fd, std::string_view data,
+                 steady_clock::time_point deadline, bool forever)
+{
+	while (!data.empty()) {
+		ssize_t n = ::send(fd, data.data(), data.size(),
+		                   MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n >= 0) {
+			data.remove_prefix(static_cast<size_t>(n));
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return Status::FromErrno("send", errno);
+		pollfd pfd{fd, POLLOUT, 0};
+		int ready = ::poll(&pfd, 1, PollTimeout(deadline, forever));
+		if (ready < 0 && errno != EINTR)
+			return Status::FromErrno("poll", errno);
+		if (ready == 0)
+			return Status::Error("timed out sending (the peer does "
+			                     "not read)",
+			                     ETIMEDOUT);
+	}
+	return Status();
 }
 
 } // namespace
@@ -67,7 +122,7 @@ Result<std::optional<std::string>> LineReader::ReadLine(milliseconds timeout)
 				return Line();
 			return Status::Error("connection closed in the middle "
 			                     "of a line",
-			                     EPROTO);
+			                     ECONNRESET);
 		}
 		buffer_.append(chunk, static_cast<size_t>(n));
 	}
@@ -87,7 +142,8 @@ Status WriteAllToSocket(int fd, std::string_view data)
 	return Status();
 }
 
-Result<ControlClient> ControlClient::Connect(const std::string &socket_path)
+Result<ControlClient> ControlClient::Connect(const std::string &socket_path,
+                                             milliseconds timeout)
 {
 	sockaddr_un addr{};
 	addr.sun_family = AF_UNIX;
@@ -99,26 +155,65 @@ Result<ControlClient> ControlClient::Connect(const std::string &socket_path)
 		                " bytes",
 		        ENAMETOOLONG);
 	std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size());
-	UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+	// Non-blocking: a blocking connect to a listener whose queue is full
+	// waits until it accepts, with no bound.
+	UniqueFd fd(::socket(AF_UNIX,
+	                     SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
 	if (!fd.valid())
 		return Status::FromErrno("socket(AF_UNIX)", errno);
-	int rc;
-	do {
-		rc = ::connect(fd.get(), reinterpret_cast<sockaddr *>(&addr),
-		               sizeof(addr));
-	} while (rc < 0 && errno == EINTR);
-	if (rc < 0)
-		return Status::FromErrno("connect to " + socket_path, errno);
+	const bool forever = timeout.count() < 0;
+	const auto deadline = DeadlineOf(timeout);
+	milliseconds retry = kConnectRetryFirst;
+	for (;;) {
+		if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&addr),
+		              sizeof(addr)) == 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		// AF_UNIX connects at once or fails; EAGAIN is a full queue
+		// (connect(2)).
+		if (errno != EAGAIN)
+			return Status::FromErrno("connect to " + socket_path,
+			                         errno);
+		const milliseconds left = Left(deadline, forever);
+		if (left.count() == 0)
+			return Status::Error(
+			        "connect to " + socket_path +
+			                ": the listener's queue of pending "
+			                "connections stayed full for " +
+			                std::to_string(timeout.count()) + " ms",
+			        ETIMEDOUT);
+		std::this_thread::sleep_for(forever ? retry
+		                                    : std::min(retry, left));
+		retry = std::min(retry * 2, kConnectRetryMax);
+	}
+	// Blocking again, as callers that use fd() expect; the sends of
+	// Send() do not block, and reads poll first.
+	int flags = ::fcntl(fd.get(), F_GETFL);
+	if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) < 0)
+		return Status::FromErrno("fcntl " + socket_path, errno);
 	return ControlClient(std::move(fd), socket_path);
 }
 
 Result<ControlReply> ControlClient::Call(const ControlRequest &request,
                                          milliseconds timeout)
 {
-	Status sent =
-	        WriteAllToSocket(fd_.get(), EncodeRequest(request) + "\n");
-	if (!sent.ok())
-		return sent.Context("sending the request to " + socket_path_);
+	const bool forever = timeout.count() < 0;
+	const auto deadline = DeadlineOf(timeout);
+	if (Status sent = Send(request, timeout); !sent.ok())
+		return sent;
+	return Receive(Left(deadline, forever));
+}
+
+Status ControlClient::Send(const ControlRequest &request, milliseconds timeout)
+{
+	return SendAllBy(fd_.get(), EncodeRequest(request) + "\n",
+	                 DeadlineOf(timeout), timeout.count() < 0)
+	        .Context("sending the request to " + socket_path_);
+}
+
+Result<ControlReply> ControlClient::Receive(milliseconds timeout)
+{
 	auto line = reader_.ReadLine(timeout);
 	if (!line.ok())
 		return line.status().Context("reading the reply from " +

@@ -2,7 +2,9 @@
 //
 // Connect() opens the Unix socket; Call() sends one request and reads its
 // reply; for `events`, ReadEvent() then returns the streamed events one by
-// one. Every error says which socket and what failed.
+// one. Every error says which socket and what failed. Each step takes a
+// timeout (negative: none), so that a daemon that hangs holds nobody
+// forever: connect, send and reply all fail with ETIMEDOUT when it passes.
 //
 // Thread-safety: none; one client per thread.
 #pragma once
@@ -27,8 +29,9 @@ public:
 
 	// The next line without its '\n'. nullopt at a clean end of stream
 	// (no partial line pending). Errors: ETIMEDOUT when timeout passed,
-	// EMSGSIZE for an overlong line, EPROTO for a truncated last line, or
-	// the socket's errno. A negative timeout waits forever.
+	// EMSGSIZE for an overlong line, ECONNRESET for a stream that ends in
+	// the middle of a line (the peer went away while it wrote), or the
+	// socket's errno. A negative timeout waits forever.
 	Result<std::optional<std::string>>
 	ReadLine(std::chrono::milliseconds timeout =
 	                 std::chrono::milliseconds(-1));
@@ -44,18 +47,35 @@ Status WriteAllToSocket(int fd, std::string_view data);
 class ControlClient
 {
 public:
-	// Connects to the daemon's socket. A failure here means the daemon is
-	// unreachable (no socket, refused, not permitted to connect).
-	static Result<ControlClient> Connect(const std::string &socket_path);
+	// Connects to the daemon's socket. A listener whose queue of pending
+	// connections is full takes no connection until it accepts one (a
+	// daemon that hangs never does): that is retried until timeout passed
+	// (negative: forever), then ETIMEDOUT. Any other failure means the
+	// daemon is unreachable (no socket, refused, not permitted to connect).
+	static Result<ControlClient>
+	Connect(const std::string &socket_path,
+	        std::chrono::milliseconds timeout =
+	                std::chrono::milliseconds(-1));
 
 	ControlClient(ControlClient &&) = default;
 	ControlClient &operator=(ControlClient &&) = default;
 
-	// Sends request and reads its reply. A connection closed before the
-	// reply arrived gives ECONNRESET.
+	// Send() then Receive(), within timeout together.
 	Result<ControlReply>
 	Call(const ControlRequest &request,
 	     std::chrono::milliseconds timeout = std::chrono::milliseconds(-1));
+
+	// Sends request. ETIMEDOUT when the daemon did not take all of it
+	// within timeout: it has no request line then, and acts on nothing.
+	Status
+	Send(const ControlRequest &request,
+	     std::chrono::milliseconds timeout = std::chrono::milliseconds(-1));
+	// Reads the reply to what Send() sent. ETIMEDOUT when none came within
+	// timeout (the daemon may still act on the request), ECONNRESET when
+	// the connection ended before the whole reply, EPROTO for a reply that
+	// is not the protocol, EMSGSIZE for one over its line limit.
+	Result<ControlReply> Receive(std::chrono::milliseconds timeout =
+	                                     std::chrono::milliseconds(-1));
 
 	// After Call() of an `events` request: the next event, or nullopt when
 	// the daemon closed the stream. A timeout gives ETIMEDOUT.

@@ -234,6 +234,46 @@ TEST(CliArgs, GoalFileThatIsNotUtf8)
 	std::remove(path.c_str());
 }
 
+// A --goal-file that cannot be read is an error that names it with the
+// reason (exit 66): a directory made std::ifstream throw (an abort).
+TEST(CliArgs, GoalFileThatCannotBeRead)
+{
+	const std::string dir = ::testing::TempDir();
+	auto goal = LoadGoalFile(dir);
+	ASSERT_FALSE(goal.ok());
+	EXPECT_EQ(goal.status().err(), EISDIR);
+	EXPECT_NE(goal.status().message().find(dir), std::string::npos)
+	        << goal.status().message();
+
+	const std::string missing = dir + "/no-such-goal.mof";
+	goal = LoadGoalFile(missing);
+	ASSERT_FALSE(goal.ok());
+	EXPECT_EQ(goal.status().err(), ENOENT);
+	EXPECT_NE(goal.status().message().find(missing), std::string::npos)
+	        << goal.status().message();
+}
+
+// REPLIPIPE_CALL_TIMEOUT replaces the bound of one call to the daemon
+// (docs/cli.md); a value that is not a number of seconds above 0 and at
+// most a year is a usage error that names it.
+TEST(CliArgs, CallTimeoutFromTheEnvironment)
+{
+	EXPECT_EQ(ParseRun({"list"}).call_timeout_seconds, kCallTimeoutSeconds);
+	CliParse parse = ParseCli({"list"}, nullptr, "2.5");
+	ASSERT_EQ(parse.kind, CliParse::Kind::kRun) << parse.text;
+	EXPECT_EQ(parse.invocation.call_timeout_seconds, 2.5);
+	parse = ParseCli({"list"}, nullptr, ""); // empty: unset
+	ASSERT_EQ(parse.kind, CliParse::Kind::kRun) << parse.text;
+	EXPECT_EQ(parse.invocation.call_timeout_seconds, kCallTimeoutSeconds);
+	for (const char *bad : {"0", "-1", "soon", "2s", "1e300", "nan"}) {
+		parse = ParseCli({"list"}, nullptr, bad);
+		EXPECT_EQ(parse.kind, CliParse::Kind::kUsageError) << bad;
+		EXPECT_NE(parse.text.find("REPLIPIPE_CALL_TIMEOUT"),
+		          std::string::npos)
+		        << parse.text;
+	}
+}
+
 TEST(CliArgs, PauseResume)
 {
 	CliInvocation inv = ParseRun({"pause", "db"});

@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -59,9 +61,11 @@ std::string ReadAll(int fd)
 
 // Runs the CLI with REPLIPIPE_SOCKET=socket (unless empty) and args. A CLI
 // still running after limit_seconds is ended by SIGALRM (exit 128 here):
-// a hang fails its test instead of stopping the suite.
+// a hang fails its test instead of stopping the suite. env: more
+// "NAME=value" for the CLI; stdin_path: a file to open as its stdin.
 CliRun RunCli(const std::string &socket, std::vector<std::string> args,
-              unsigned limit_seconds = 60)
+              unsigned limit_seconds = 60, std::vector<std::string> env = {},
+              const std::string &stdin_path = "")
 {
 	const std::string cli = CliPath();
 	int out[2], err[2];
@@ -77,8 +81,16 @@ CliRun RunCli(const std::string &socket, std::vector<std::string> args,
 	if (pid == 0) {
 		::dup2(out[1], STDOUT_FILENO);
 		::dup2(err[1], STDERR_FILENO);
+		if (!stdin_path.empty()) {
+			int in = ::open(stdin_path.c_str(),
+			                O_RDONLY | O_CLOEXEC);
+			if (in < 0 || ::dup2(in, STDIN_FILENO) < 0)
+				::_exit(126);
+		}
 		if (!socket.empty())
 			::putenv(env_socket.data());
+		for (std::string &e : env)
+			::putenv(e.data());
 		::alarm(limit_seconds); // outlives the exec
 		::execv(cli.c_str(), argv.data());
 		::_exit(127);
@@ -96,6 +108,90 @@ CliRun RunCli(const std::string &socket, std::vector<std::string> args,
 	::waitpid(pid, &status, 0);
 	run.exit = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 	return run;
+}
+
+// A Unix socket at path that listens with backlog and never accepts:
+// connections queue (until the queue is full) and nothing ever answers.
+// Invalid on failure.
+UniqueFd ListenOnly(const std::string &path, int backlog)
+{
+	UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+	sockaddr_un addr{};
+	addr.sun_family = AF_UNIX;
+	if (!fd.valid() || path.size() >= sizeof(addr.sun_path))
+		return UniqueFd();
+	std::memcpy(addr.sun_path, path.c_str(), path.size());
+	if (::bind(fd.get(), reinterpret_cast<sockaddr *>(&addr),
+	           sizeof(addr)) < 0 ||
+	    ::listen(fd.get(), backlog) < 0)
+		return UniqueFd();
+	return fd;
+}
+
+// `list` on path with a call bound of 1 s, where nothing answers: it must
+// exit 69 within 10 s and say that replipiped did not answer (and not that
+// a change may have been made: list changes nothing).
+void ExpectListUnanswered(const std::string &path)
+{
+	const auto start = std::chrono::steady_clock::now();
+	CliRun list = RunCli(path, {"list"}, 20, {"REPLIPIPE_CALL_TIMEOUT=1"});
+	EXPECT_LT(std::chrono::steady_clock::now() - start,
+	          std::chrono::seconds(10));
+	EXPECT_EQ(list.exit, kExitUnavailable) << list.out << list.err;
+	EXPECT_NE(list.err.find("replipiped did not answer within 1 s"),
+	          std::string::npos)
+	        << list.err;
+	EXPECT_EQ(list.err.find("may or may not"), std::string::npos)
+	        << list.err;
+}
+
+// A non-blocking connect to path; invalid with *err = errno when it fails
+// (EAGAIN: the listener's queue is full).
+UniqueFd ConnectNonBlocking(const std::string &path, int *err)
+{
+	UniqueFd fd(::socket(AF_UNIX,
+	                     SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+	sockaddr_un addr{};
+	addr.sun_family = AF_UNIX;
+	std::memcpy(addr.sun_path, path.c_str(), path.size());
+	*err = 0;
+	if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&addr),
+	              sizeof(addr)) < 0) {
+		*err = errno;
+		return UniqueFd();
+	}
+	return fd;
+}
+
+// Accepts one connection on listener, reads its request line, sends reply
+// (as is) and closes the connection. False when any step fails or takes
+// over 20 s.
+bool AnswerOnce(int listener, const std::string &reply)
+{
+	pollfd pfd{listener, POLLIN, 0};
+	if (::poll(&pfd, 1, 20000) != 1)
+		return false;
+	UniqueFd conn(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+	if (!conn.valid())
+		return false;
+	std::string request;
+	char c;
+	pollfd in{conn.get(), POLLIN, 0};
+	while (request.find('\n') == std::string::npos) {
+		if (::poll(&in, 1, 20000) != 1 ||
+		    ::read(conn.get(), &c, 1) != 1)
+			return false;
+		request += c;
+	}
+	return ::send(conn.get(), reply.data(), reply.size(), MSG_NOSIGNAL) ==
+	       static_cast<ssize_t>(reply.size());
+}
+
+std::string TrimNewlines(std::string text)
+{
+	while (!text.empty() && text.back() == '\n')
+		text.pop_back();
+	return text;
 }
 
 class CliE2E : public ::testing::Test
@@ -453,6 +549,178 @@ TEST_F(CliE2E, EventsStream)
 	EXPECT_EQ(event["event"], "pair_state");
 	EXPECT_EQ(event["source"], "replipipe_0/a");
 	EXPECT_EQ(event["state"], "Syncing");
+}
+
+// Every call but `wait` is bounded (REPLIPIPE_CALL_TIMEOUT, default 120 s;
+// 1 s here): a daemon that takes the connection and never answers makes it
+// exit 69 and say so, and for a call that changes something, that the
+// change may or may not have been made.
+TEST_F(CliE2E, CallsOtherThanWaitAreBoundedOnASilentDaemon)
+{
+	const std::string path = d.dir_ / "silent.sock";
+	UniqueFd silent = ListenOnly(path, 4); // never accepted
+	ASSERT_TRUE(silent.valid());
+	const std::vector<std::string> env = {"REPLIPIPE_CALL_TIMEOUT=1"};
+	ExpectListUnanswered(path);
+
+	const auto start = std::chrono::steady_clock::now();
+	CliRun create = RunCli(path,
+	                       {"--json", "create-or-modify", "--name", "x",
+	                        "--source-system", "localhost",
+	                        "--target-system", "node2"},
+	                       20, env);
+	EXPECT_LT(std::chrono::steady_clock::now() - start,
+	          std::chrono::seconds(10));
+	EXPECT_EQ(create.exit, kExitUnavailable) << create.out << create.err;
+	ASSERT_TRUE(json::accept(create.out)) << create.out << create.err;
+	const std::string error = json::parse(create.out)["Error"];
+	for (const char *needle :
+	     {"replipiped did not answer within 1 s",
+	      "may or may not have been applied", "replipipectl status"})
+		EXPECT_NE(error.find(needle), std::string::npos)
+		        << needle << " not in: " << error;
+
+	// A wait's status request whose bound reaches the deadline: no
+	// answer is the wait's time-out (3), not the daemon's silence (69).
+	CliRun wait = RunCli(path, {"--json", "wait", "db", "--timeout", "1"},
+	                     20, env);
+	EXPECT_EQ(wait.exit, kExitWaitTimeout) << wait.out << wait.err;
+	ASSERT_TRUE(json::accept(wait.out)) << wait.out << wait.err;
+	EXPECT_EQ(json::parse(wait.out)["code"], "timeout") << wait.out;
+}
+
+// connect() to a listener whose queue of pending connections is full
+// blocks until it accepts one, here never: the connect is bounded too, by
+// the wait's deadline or the call's bound.
+TEST_F(CliE2E, ConnectIsBoundedWhenTheListenQueueIsFull)
+{
+	const std::string path = d.dir_ / "full.sock";
+	UniqueFd listener = ListenOnly(path, 0);
+	ASSERT_TRUE(listener.valid());
+	std::vector<UniqueFd> queued; // held open: the queue stays full
+	int err = 0;
+	for (int i = 0; i < 8; ++i) {
+		UniqueFd conn = ConnectNonBlocking(path, &err);
+		if (!conn.valid())
+			break;
+		queued.push_back(std::move(conn));
+	}
+	ASSERT_EQ(err, EAGAIN) << std::strerror(err);
+	ASSERT_FALSE(queued.empty());
+
+	const auto start = std::chrono::steady_clock::now();
+	CliRun wait =
+	        RunCli(path, {"--json", "wait", "db", "--timeout", "1"}, 20);
+	EXPECT_LT(std::chrono::steady_clock::now() - start,
+	          std::chrono::seconds(10));
+	EXPECT_EQ(wait.exit, kExitWaitTimeout) << wait.out << wait.err;
+	ASSERT_TRUE(json::accept(wait.out)) << wait.out << wait.err;
+	EXPECT_EQ(json::parse(wait.out)["code"], "timeout") << wait.out;
+	ExpectListUnanswered(path);
+}
+
+// --timeout bounds when a wait stops polling, not how long one status
+// reply may take: the state is looked at at least once, so a pipe that is
+// InSync already is reached even with --timeout 0.
+TEST_F(CliE2E, WaitTimeoutZeroOnAnInSyncPipeExits0)
+{
+	auto uuid = ParsePipeIdentifier(CreateDb());
+	ASSERT_TRUE(uuid.ok() && *uuid);
+	d.board_.Finish("replipipe_0/a");
+	d.kernel_.ForcePairState(**uuid, "replipipe_0/a", PairState::kInSync);
+	d.service_.RefreshPipe(**uuid);
+	CliRun run = Cli({"wait", "db", "--timeout", "0"});
+	EXPECT_EQ(run.exit, kExitOk) << run.out << run.err;
+	EXPECT_NE(run.out.find("1/1 pairs InSync"), std::string::npos)
+	        << run.out << run.err;
+}
+
+// A wait that times out says how far the pipe got, on stderr or as the
+// JSON error: X of Y pairs in the state.
+TEST_F(CliE2E, TimedOutWaitSaysHowManyPairsAreInTheState)
+{
+	CliRun created = Cli(
+	        {"create-or-modify", "--name", "db", "--source-system",
+	         testing::kTestHost, "--target-system", "node2", "--pair",
+	         "replipipe_0/a=/dev/sdb", "--pair", "replipipe_0/b=/dev/sdc"});
+	ASSERT_EQ(created.exit, 0) << created.err;
+	auto uuid = ParsePipeIdentifier(TrimNewlines(created.out));
+	ASSERT_TRUE(uuid.ok() && *uuid);
+	d.board_.Finish("replipipe_0/a");
+	d.kernel_.ForcePairState(**uuid, "replipipe_0/a", PairState::kInSync);
+	d.service_.RefreshPipe(**uuid); // replipipe_0/b stays Syncing
+
+	const std::string said =
+	        "timed out after 1 s: 1 of 2 pairs of db are InSync";
+	CliRun plain = Cli({"wait", "db", "--timeout", "1"});
+	EXPECT_EQ(plain.exit, kExitWaitTimeout) << plain.out << plain.err;
+	EXPECT_NE(plain.err.find(said), std::string::npos) << plain.err;
+
+	CliRun as_json = Cli({"--json", "wait", "db", "--timeout", "1"});
+	EXPECT_EQ(as_json.exit, kExitWaitTimeout) << as_json.out << as_json.err;
+	ASSERT_TRUE(json::accept(as_json.out)) << as_json.out << as_json.err;
+	json j = json::parse(as_json.out);
+	EXPECT_EQ(j["code"], "timeout") << as_json.out;
+	EXPECT_NE(j["Error"].get<std::string>().find(said), std::string::npos)
+	        << as_json.out;
+}
+
+// A --goal-file that cannot be read exits 66 and names it with the reason:
+// a directory used to abort replipipectl (an exception out of
+// std::ifstream), and a read error on stdin looked like its end (an empty
+// Goal: the defaults).
+TEST_F(CliE2E, GoalFileReadErrorsExit66)
+{
+	const std::string dir = d.dir_ / "goal.d";
+	ASSERT_TRUE(std::filesystem::create_directory(dir));
+	const std::string why = std::strerror(EISDIR);
+	for (bool as_json : {false, true}) {
+		CliRun run = Cli(CreateWithGoalFile(dir, as_json));
+		EXPECT_EQ(run.exit, kExitNoInput) << run.out << run.err;
+		std::string said = run.err;
+		if (as_json) {
+			EXPECT_TRUE(json::accept(run.out))
+			        << run.out << run.err;
+			if (!json::accept(run.out))
+				continue;
+			said = json::parse(run.out)["Error"];
+		}
+		EXPECT_NE(said.find(dir), std::string::npos) << said;
+		EXPECT_NE(said.find(why), std::string::npos) << said;
+	}
+	CliRun from_stdin = RunCli(d.socket_path(),
+	                           CreateWithGoalFile("-", false), 60, {}, dir);
+	EXPECT_EQ(from_stdin.exit, kExitNoInput)
+	        << from_stdin.out << from_stdin.err;
+	EXPECT_NE(from_stdin.err.find("stdin"), std::string::npos)
+	        << from_stdin.err;
+	EXPECT_NE(from_stdin.err.find(why), std::string::npos)
+	        << from_stdin.err;
+	EXPECT_TRUE(d.pipes_.ListPipes().empty());
+}
+
+// A connection lost in the middle of the reply is the daemon gone (69,
+// docs/cli.md); a reply that is not the protocol is 76.
+TEST_F(CliE2E, LostConnectionExits69AndAGarbledReply76)
+{
+	struct Case {
+		const char *reply;
+		int exit;
+	};
+	int n = 0;
+	for (const Case &c : {Case{"{\"ok\": tr", kExitUnavailable},
+	                      Case{"this is not json\n", kExitProtocol}}) {
+		const std::string path =
+		        d.dir_ / ("fake" + std::to_string(n++) + ".sock");
+		UniqueFd listener = ListenOnly(path, 4);
+		ASSERT_TRUE(listener.valid());
+		auto answered = std::async(std::launch::async, [&] {
+			return AnswerOnce(listener.get(), c.reply);
+		});
+		CliRun run = RunCli(path, {"list"}, 20);
+		EXPECT_TRUE(answered.get()) << c.reply;
+		EXPECT_EQ(run.exit, c.exit) << c.reply << ": " << run.err;
+	}
 }
 
 } // namespace

@@ -4,11 +4,14 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,6 +32,14 @@ using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
 constexpr milliseconds kWaitPoll{500};
+// The least time a status request of `wait` has for its reply, also at or
+// past the --timeout deadline (the deadline bounds when the wait stops
+// asking, not how long one reply may take): the state is always looked at,
+// so a pipe that is there already is reached with --timeout 0, and a poll
+// that starts just before the deadline still gets its answer. A status
+// reply takes milliseconds; this leaves a loaded host ample room, and ends
+// a wait on a daemon that does not answer soon after its --timeout.
+constexpr milliseconds kWaitReplyAtLeast{3000};
 // Plain-line progress of `wait` (not a terminal): at most this often.
 constexpr std::chrono::seconds kPlainProgressEvery{5};
 
@@ -46,6 +57,33 @@ std::string Seconds(double seconds)
 	char buf[32];
 	std::snprintf(buf, sizeof(buf), "%g", seconds);
 	return buf;
+}
+
+// What is left of the time until deadline, at least 0.
+milliseconds Left(steady_clock::time_point deadline)
+{
+	return std::max(milliseconds(0),
+	                std::chrono::duration_cast<milliseconds>(
+	                        deadline - steady_clock::now()));
+}
+
+// Whether command changes something in the daemon (a call of it that got
+// no answer may or may not have been applied).
+bool ChangesState(CliCommand command)
+{
+	switch (command) {
+	case CliCommand::kCreateOrModify:
+	case CliCommand::kDelete:
+	case CliCommand::kPause:
+	case CliCommand::kResume:
+		return true;
+	case CliCommand::kList:
+	case CliCommand::kStatus:
+	case CliCommand::kWait:
+	case CliCommand::kEvents:
+		return false;
+	}
+	return true;
 }
 
 class Cli
@@ -116,55 +154,111 @@ private:
 		            "unreachable", kExitUnavailable);
 	}
 
-	// One request and its reply; nullopt after printing why there is
-	// none (*exit holds the status then). A reply not there by deadline
-	// (none: wait for it) is a failure with err() ETIMEDOUT, code
-	// "timeout".
-	std::optional<ControlReply>
-	Call(const ControlRequest &request, int *exit,
-	     std::optional<steady_clock::time_point> deadline = std::nullopt)
+	// How far a call to the daemon got.
+	enum class Stage {
+		kConnect, // not connected
+		kSend,    // connected; the request not (all) sent
+		kReply,   // the request sent: the daemon may act on it
+	};
+
+	// The bound of a call (kCallTimeoutSeconds or REPLIPIPE_CALL_TIMEOUT).
+	milliseconds CallBound() const
 	{
-		// The daemon closes a connection whose request line is over
-		// the protocol's limit: the CLI would see a broken pipe and
-		// say "unreachable" (69). Such a request is the caller's
-		// (a Goal file of megabytes): a usage error.
+		return std::max(milliseconds(1),
+		                milliseconds(std::llround(
+		                        inv_.call_timeout_seconds * 1000)));
+	}
+
+	// The daemon closes a connection whose request line is over the
+	// protocol's limit: the CLI would see a broken pipe and say
+	// "unreachable" (69). Such a request is the caller's (a Goal file of
+	// megabytes): a usage error. False after printing that (*exit holds
+	// the status then).
+	bool RequestFits(const ControlRequest &request, int *exit)
+	{
 		const size_t request_bytes = EncodeRequest(request).size();
-		if (request_bytes > kMaxLineBytes) {
-			*exit = Fail("the request is " +
-			                     std::to_string(request_bytes) +
-			                     " bytes of JSON; the control "
-			                     "protocol takes at most " +
-			                     std::to_string(kMaxLineBytes) +
-			                     " (is the Goal that large?)",
-			             "usage", kExitUsage);
+		if (request_bytes <= kMaxLineBytes)
+			return true;
+		*exit = Fail("the request is " + std::to_string(request_bytes) +
+		                     " bytes of JSON; the control protocol "
+		                     "takes at most " +
+		                     std::to_string(kMaxLineBytes) +
+		                     " (is the Goal that large?)",
+		             "usage", kExitUsage);
+		return false;
+	}
+
+	// Connects, sends request and reads its reply, all within bound. The
+	// error is ETIMEDOUT when the daemon did not take the connection or
+	// the request, or did not answer, in time; *stage says how far the
+	// call got. With client, a connection that got its reply is kept
+	// there (events).
+	Result<ControlReply>
+	Exchange(const ControlRequest &request, milliseconds bound,
+	         Stage *stage, std::optional<ControlClient> *client = nullptr)
+	{
+		const auto deadline = steady_clock::now() + bound;
+		*stage = Stage::kConnect;
+		auto connected =
+		        ControlClient::Connect(inv_.socket_path, bound);
+		if (!connected.ok())
+			return connected.status();
+		*stage = Stage::kSend;
+		if (auto sent = connected->Send(request, Left(deadline));
+		    !sent.ok())
+			return sent;
+		*stage = Stage::kReply;
+		auto reply = connected->Receive(Left(deadline));
+		if (reply.ok() && client)
+			client->emplace(std::move(*connected));
+		return reply;
+	}
+
+	// Prints why a call of bound got no reply; returns the exit status.
+	int FailCall(const Status &st, Stage stage, milliseconds bound)
+	{
+		if (st.err() == ETIMEDOUT)
+			return FailNoAnswer(st, stage, bound);
+		if (stage == Stage::kConnect)
+			return FailConnect(st);
+		// A reply that is not the protocol is 76; a connection lost
+		// before the whole reply came is the daemon gone: 69
+		// (docs/cli.md).
+		const bool protocol =
+		        st.err() == EPROTO || st.err() == EMSGSIZE;
+		return Fail(st.message(), protocol ? "protocol" : "unreachable",
+		            protocol ? kExitProtocol : kExitUnavailable);
+	}
+
+	// The daemon did not take the connection or the request, or did not
+	// answer, within bound: exit 69, saying whether it may have acted.
+	int FailNoAnswer(const Status &st, Stage stage, milliseconds bound)
+	{
+		std::string error = "replipiped did not answer within " +
+		                    Seconds(bound.count() / 1000.0) + " s (" +
+		                    st.message() + ")";
+		if (ChangesState(inv_.command))
+			error += stage == Stage::kReply
+			                 ? "; the request may or may not have "
+			                   "been applied (check with "
+			                   "`replipipectl status`)"
+			                 : "; the request did not reach it and "
+			                   "was not applied";
+		return Fail(error, "timeout", kExitUnavailable);
+	}
+
+	// One request and its reply, within CallBound(); nullopt after
+	// printing why there is none (*exit holds the status then).
+	std::optional<ControlReply> Call(const ControlRequest &request,
+	                                 int *exit)
+	{
+		if (!RequestFits(request, exit))
 			return std::nullopt;
-		}
-		auto client = ControlClient::Connect(inv_.socket_path);
-		if (!client.ok()) {
-			*exit = FailConnect(client.status());
-			return std::nullopt;
-		}
-		milliseconds timeout(-1);
-		if (deadline)
-			timeout = std::max(
-			        milliseconds(1),
-			        std::chrono::duration_cast<milliseconds>(
-			                *deadline - steady_clock::now()));
-		auto reply = client->Call(request, timeout);
-		if (!reply.ok() && deadline &&
-		    reply.status().err() == ETIMEDOUT) {
-			*exit = Fail("no reply from replipiped by the deadline "
-			             "(" + reply.status().message() +
-			                     ")",
-			             "timeout", kExitWaitTimeout);
-			return std::nullopt;
-		}
+		const milliseconds bound = CallBound();
+		Stage stage = Stage::kConnect;
+		auto reply = Exchange(request, bound, &stage);
 		if (!reply.ok()) {
-			bool protocol = reply.status().err() == EPROTO;
-			*exit = Fail(reply.status().message(),
-			             protocol ? "protocol" : "unreachable",
-			             protocol ? kExitProtocol
-			                      : kExitUnavailable);
+			*exit = FailCall(reply.status(), stage, bound);
 			return std::nullopt;
 		}
 		return std::move(*reply);
@@ -288,31 +382,67 @@ private:
 			deadline =
 			        start + milliseconds(static_cast<int64_t>(
 			                        *inv_.timeout_seconds * 1000));
+		int exit = 0;
+		if (!RequestFits(inv_.request, &exit))
+			return exit;
 		std::string last_line;
 		steady_clock::time_point last_print{};
+		// The last answer (none yet): what a wait that times out
+		// without a reply to its last request reports.
+		std::optional<std::pair<std::string, WaitSummary>> last;
 		for (;;) {
-			int exit = 0;
-			// --timeout bounds the whole wait, also a daemon
-			// that does not answer.
-			auto reply = Call(inv_.request, &exit, deadline);
-			if (!reply)
-				return Finish(tty, exit);
-			if (!reply->ok)
-				return Finish(tty, FailReply(*reply));
-			if (reply->pipes.size() != 1)
-				return Finish(
-				        tty,
-				        Fail("the daemon answered with " +
-				                     std::to_string(
-				                             reply->pipes
-				                                     .size()) +
-				                     " pipes for " + pipe_arg,
-				             "protocol", kExitProtocol));
+			// Each status request gets the time up to the
+			// deadline, at least kWaitReplyAtLeast, at most the
+			// bound of any call. When that reaches the deadline,
+			// no answer within it is the wait's time-out (3);
+			// else the daemon's silence (69).
+			milliseconds bound = CallBound();
+			bool to_deadline = false;
+			if (deadline) {
+				const milliseconds left = Left(*deadline);
+				bound = std::min(
+				        bound,
+				        std::max(kWaitReplyAtLeast, left));
+				to_deadline = bound >= left;
+			}
+			Stage stage = Stage::kConnect;
+			auto reply = Exchange(inv_.request, bound, &stage);
+			if (!reply.ok()) {
+				Finish(tty, 0);
+				const auto &st = reply.status();
+				if (st.err() != ETIMEDOUT || !to_deadline)
+					return FailCall(st, stage, bound);
+				const std::string unanswered =
+				        " (replipiped did not answer the last "
+				        "status request)";
+				if (last)
+					return FailWaitTimedOut(last->first,
+					                        last->second,
+					                        unanswered);
+				return Fail("no reply from replipiped by the "
+				            "deadline (" +
+				                    st.message() + ")",
+				            "timeout", kExitWaitTimeout);
+			}
+			if (!reply->ok) {
+				Finish(tty, 0);
+				return FailReply(*reply);
+			}
+			if (reply->pipes.size() != 1) {
+				Finish(tty, 0);
+				return Fail(
+				        "the daemon answered with " +
+				                std::to_string(
+				                        reply->pipes.size()) +
+				                " pipes for " + pipe_arg,
+				        "protocol", kExitProtocol);
+			}
 			const ControlPipe &pipe = reply->pipes[0];
 			const std::string label = pipe.name.empty()
 			                                  ? pipe.instance_id
 			                                  : pipe.name;
 			WaitSummary summary = SummarizeWait(pipe, state);
+			last.emplace(label, summary);
 			if (tty) {
 				std::cout << "\r\033[K" << label << " "
 				          << ProgressBar(summary, state)
@@ -342,21 +472,7 @@ private:
 			auto now = steady_clock::now();
 			if (deadline && now >= *deadline) {
 				Finish(tty, 0);
-				std::string error =
-				        "timed out after " +
-				        Seconds(*inv_.timeout_seconds) +
-				        " s: " +
-				        std::to_string(summary.in_state) +
-				        " of " + std::to_string(summary.pairs) +
-				        " pairs of " + label + " are " + state;
-				if (inv_.json)
-					std::cout << Dump(ErrorJson(error,
-					                            "timeout"))
-					          << std::endl;
-				else
-					std::cerr << "replipipectl: " << error
-					          << std::endl;
-				return kExitWaitTimeout;
+				return FailWaitTimedOut(label, summary, "");
 			}
 			auto sleep = kWaitPoll;
 			if (deadline && *deadline - now < sleep)
@@ -364,6 +480,20 @@ private:
 				        milliseconds>(*deadline - now);
 			std::this_thread::sleep_for(sleep);
 		}
+	}
+
+	// "timed out after N s: X of Y pairs of PIPE are STATE" + note; exit 3.
+	int FailWaitTimedOut(const std::string &label,
+	                     const WaitSummary &summary,
+	                     const std::string &note)
+	{
+		return Fail("timed out after " +
+		                    Seconds(*inv_.timeout_seconds) +
+		                    " s: " + std::to_string(summary.in_state) +
+		                    " of " + std::to_string(summary.pairs) +
+		                    " pairs of " + label + " are " +
+		                    inv_.wait_state + note,
+		            "timeout", kExitWaitTimeout);
 	}
 
 	// Ends the progress bar's line.
@@ -377,13 +507,14 @@ private:
 
 	int Events()
 	{
-		auto client = ControlClient::Connect(inv_.socket_path);
-		if (!client.ok())
-			return FailConnect(client.status());
-		auto reply = client->Call(inv_.request);
+		// The subscription's reply within the bound of a call; then
+		// events come when they come.
+		const milliseconds bound = CallBound();
+		Stage stage = Stage::kConnect;
+		std::optional<ControlClient> client;
+		auto reply = Exchange(inv_.request, bound, &stage, &client);
 		if (!reply.ok())
-			return Fail(reply.status().message(), "unreachable",
-			            kExitUnavailable);
+			return FailCall(reply.status(), stage, bound);
 		if (!reply->ok)
 			return FailReply(*reply);
 		for (;;) {
@@ -441,7 +572,8 @@ int main(int argc, char **argv)
 {
 	using namespace replipipe;
 	std::vector<std::string> args(argv + 1, argv + argc);
-	CliParse parse = ParseCli(args, std::getenv("REPLIPIPE_SOCKET"));
+	CliParse parse = ParseCli(args, std::getenv("REPLIPIPE_SOCKET"),
+	                          std::getenv(kCallTimeoutEnv));
 	switch (parse.kind) {
 	case CliParse::Kind::kHelp:
 	case CliParse::Kind::kVersion:
