@@ -2,6 +2,9 @@
 
 #include <cerrno>
 #include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "log.h"
 
@@ -28,6 +31,33 @@ ControlReply KernelError(const Status &status)
 	reply.return_value = status.err() == ETIMEDOUT ? ReturnValue::kTimeout
 	                                               : ReturnValue::kFailed;
 	return reply;
+}
+
+// Why a pause or resume failed: for one pair, that pair and why; for
+// several, each failed pair with its reason and the pairs that were
+// changed. The errno is the first failure's (its ReturnValue: 3 for a
+// kernel time-out, else 4).
+Status RunStateError(bool pause, const std::string &uuid, size_t tried,
+                     const std::vector<std::pair<std::string, Status>> &failed,
+                     const std::vector<std::string> &changed)
+{
+	const std::string verb = pause ? "pause" : "resume";
+	const Status &first = failed.front().second;
+	if (tried == 1)
+		return first.Context(verb + " pipe " + uuid + " pair " +
+		                     failed.front().first);
+	std::string message = verb + " pipe " + uuid + ": " +
+	                      std::to_string(failed.size()) + " of " +
+	                      std::to_string(tried) + " pairs failed: ";
+	for (size_t i = 0; i < failed.size(); ++i)
+		message += (i ? "; pair " : "pair ") + failed[i].first + ": " +
+		           failed[i].second.message();
+	message += pause ? "; paused: " : "; resumed: ";
+	if (changed.empty())
+		message += "none";
+	for (size_t i = 0; i < changed.size(); ++i)
+		message += (i ? ", " : "") + changed[i];
+	return Status::Error(message, first.err());
 }
 
 const KernelPairStatus *FindKernelPair(const KernelPipeStatus &kernel,
@@ -200,8 +230,10 @@ ControlReply DaemonService::SetRunState(const ControlRequest &request,
 		                                          "source \"" +
 		                                          *request.pair + "\"",
 		                                  ENOENT));
-	Status st;
-	std::string failed_source;
+	// Every pair is tried, also after one failed: a pair whose target
+	// does not answer must not keep the others as they were.
+	std::vector<std::string> changed;
+	std::vector<std::pair<std::string, Status>> failed;
 	{
 		// After a probe of this pipe in progress, which would
 		// otherwise resume a pair paused here (at most the kernel's
@@ -212,24 +244,30 @@ ControlReply DaemonService::SetRunState(const ControlRequest &request,
 				jobs_->StopPair(uuid, source);
 			// A resume probes the target (up to 5 s): on the
 			// probe channel, not the one status calls share.
-			st = pause ? kernel_.SetPairState(uuid, source,
-			                                  PairState::kPaused)
-			           : probe_kernel_.SetPairState(
-			                     uuid, source, PairState::kSyncing);
+			Status st =
+			        pause ? kernel_.SetPairState(uuid, source,
+			                                     PairState::kPaused)
+			              : probe_kernel_.SetPairState(
+			                        uuid, source,
+			                        PairState::kSyncing);
 			if (!st.ok()) {
-				failed_source = source;
-				break;
+				LogInfo() << (pause ? "pause" : "resume")
+				          << " pipe " << uuid << " pair "
+				          << source
+				          << " failed: " << st.message();
+				failed.emplace_back(source, st);
+				continue;
 			}
+			changed.push_back(source);
 			LogNotice() << (pause ? "paused" : "resumed")
 			            << " pipe " << uuid << " pair " << source;
 		}
 	}
 	RefreshPipe(uuid);
-	if (!st.ok())
-		return KernelError(
-		        st.Context(std::string(pause ? "pause" : "resume") +
-		                   " pipe " + uuid + " pair " + failed_source));
-	return ControlReply{};
+	if (failed.empty())
+		return ControlReply{};
+	return KernelError(
+	        RunStateError(pause, uuid, sources.size(), failed, changed));
 }
 
 ControlPipe DaemonService::ToControlPipe(const PipeView &view) const

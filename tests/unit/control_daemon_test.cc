@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
@@ -220,6 +221,78 @@ TEST(ControlDaemon, PauseAndResume)
 	ASSERT_TRUE(d.Call(InProcessDaemon::Op(ControlOp::kResume, "db")).ok);
 	EXPECT_TRUE(WaitForState(d, "db", "replipipe_0/a", "Syncing"));
 	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 2; }));
+}
+
+// pause and resume of every pair try every pair: one that fails (here the
+// 2nd of 3) neither keeps the later ones from being tried nor hides what
+// was done. The error names the failed pair with its reason and the pairs
+// that were changed; the exit status is the failure's.
+TEST(ControlDaemon, PauseAndResumeTryEveryPairAndNameTheFailures)
+{
+	std::atomic<bool> armed{false}; // outlive d, whose kernel calls them
+	std::atomic<int> pair_sets{0};
+	InProcessDaemon d;
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a", "replipipe_0/b", "replipipe_0/c"},
+	               {"/dev/sdb", "/dev/sdc", "/dev/sdd"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	const std::string uuid = UuidOf(created.replication_pipe);
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 3; }));
+	// While armed, the 2nd PAIR_SET fails as on a target gone.
+	d.kernel_.SetEntryHook([&](testing::FakeKernel::Op op) {
+		if (op == testing::FakeKernel::Op::kSetPairState && armed &&
+		    ++pair_sets == 2)
+			d.kernel_.FailNext(
+			        EIO, testing::FakeKernel::Op::kSetPairState,
+			        "target gone for the test");
+	});
+	auto states = [&] {
+		std::vector<PairState> s;
+		for (const KernelPairStatus &p : d.kernel_.Find(uuid)->pairs)
+			s.push_back(p.state);
+		return s;
+	};
+
+	armed = true;
+	ControlReply paused =
+	        d.Call(InProcessDaemon::Op(ControlOp::kPause, "db"));
+	armed = false;
+	EXPECT_FALSE(paused.ok);
+	EXPECT_EQ(ExitCodeForReply(paused), 4) << paused.error;
+	EXPECT_EQ(pair_sets, 3) << "not every pair was tried";
+	EXPECT_EQ(states(), (std::vector<PairState>{PairState::kPaused,
+	                                            PairState::kSyncing,
+	                                            PairState::kPaused}));
+	EXPECT_NE(paused.error.find(
+	                  "pair replipipe_0/b: target gone for the test"),
+	          std::string::npos)
+	        << paused.error;
+	EXPECT_NE(paused.error.find("paused: replipipe_0/a, replipipe_0/c"),
+	          std::string::npos)
+	        << paused.error;
+
+	ASSERT_TRUE(d.Call(InProcessDaemon::Op(ControlOp::kPause, "db",
+	                                       std::string("replipipe_0/b")))
+	                    .ok);
+	pair_sets = 0;
+	armed = true;
+	ControlReply resumed =
+	        d.Call(InProcessDaemon::Op(ControlOp::kResume, "db"));
+	armed = false;
+	EXPECT_FALSE(resumed.ok);
+	EXPECT_EQ(ExitCodeForReply(resumed), 4) << resumed.error;
+	EXPECT_EQ(pair_sets, 3) << "not every pair was tried";
+	EXPECT_EQ(states(), (std::vector<PairState>{PairState::kSyncing,
+	                                            PairState::kPaused,
+	                                            PairState::kSyncing}));
+	EXPECT_NE(resumed.error.find(
+	                  "pair replipipe_0/b: target gone for the test"),
+	          std::string::npos)
+	        << resumed.error;
+	EXPECT_NE(resumed.error.find("resumed: replipipe_0/a, replipipe_0/c"),
+	          std::string::npos)
+	        << resumed.error;
+	d.kernel_.SetEntryHook({});
 }
 
 // A probe of a Degraded pair may wait the kernel's 5 s bound on the target
