@@ -423,8 +423,14 @@ build_bins() {
 	mv "$root.cpio" "$bins_cpio"
 	rm -rf "$root"
 	# Archives of binaries since rebuilt (not those a scenario may be
-	# reading right now).
-	find "$cache_dir" -maxdepth 1 -name 'bins-*.cpio' ! -name "${bins_cpio##*/}" -mmin +10 -delete
+	# reading right now). Scenarios started together prune together: an
+	# archive another one removed first is gone already (a `find -delete`
+	# over the directory failed the scenario on it: ENOENT).
+	for f in "$cache_dir"/bins-*.cpio; do
+		[ "$f" != "$bins_cpio" ] || continue
+		[ -n "$(find "$f" -maxdepth 0 -mmin +10 2> /dev/null)" ] || continue
+		rm -f "$f"
+	done
 	say "initramfs project binaries: archived ($(du -k "$bins_cpio" | cut -f1) KiB)"
 }
 
