@@ -38,7 +38,7 @@ import os
 import re
 import sys
 
-from rtslib_fb.tcm import StorageObject
+from rtslib_fb.tcm import StorageObject, bs_cache
 from rtslib_fb.utils import RTSLibError, fread, modprobe
 
 PLUGIN = "replipipe"
@@ -270,19 +270,28 @@ class ReplipipeStorageObject(StorageObject):
                 "the pair is removed (replipipectl create-or-modify --pipe "
                 "PIPE with the remaining pairs, or replipipectl delete PIPE)"
                 % (self.kernel_name, self.pipe, self.pipe_info))
+        # rtslib removes the HBA after the backstore (one HBA per storage
+        # object); an HBA that holds other backstores stays to them, and
+        # only this one's entry leaves rtslib's cache of names.
+        if self.exists and self._hba_shared():
+            self._backstore.delete = self._forget_backstore
         try:
             super().delete(save)
         except OSError as e:
-            # rtslib removes the HBA after the backstore: one that holds
-            # other backstores stays.
-            if e.errno == errno.ENOTEMPTY and not self.exists:
-                return
             if e.errno != errno.EBUSY:
                 raise
             raise RTSLibError("Cannot delete %s: replipipe.ko refuses (%s); "
                               "is it in a pipe? %s"
                               % (self.kernel_name, os.strerror(e.errno),
                                  self.pipe_info))
+
+    def _hba_shared(self):
+        hba = self._backstore.path
+        return any(d != self.name and os.path.isdir(os.path.join(hba, d))
+                   for d in os.listdir(hba))
+
+    def _forget_backstore(self):
+        bs_cache.pop(self._backstore._lookup_key, None)
 
     def dump(self):
         d = super().dump()
