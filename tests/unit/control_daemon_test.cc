@@ -248,7 +248,10 @@ TEST(ControlDaemon, PauseAndResumeTryEveryPairAndNameTheFailures)
 	});
 	auto states = [&] {
 		std::vector<PairState> s;
-		for (const KernelPairStatus &p : d.kernel_.Find(uuid)->pairs)
+		// Find() returns a copy: held here, not a temporary that the
+		// range-for would outlive.
+		const auto pipe = d.kernel_.Find(uuid);
+		for (const KernelPairStatus &p : pipe->pairs)
 			s.push_back(p.state);
 		return s;
 	};
