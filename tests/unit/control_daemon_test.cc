@@ -256,45 +256,37 @@ TEST(ControlDaemon, PauseAndResumeTryEveryPairAndNameTheFailures)
 		return s;
 	};
 
-	armed = true;
-	ControlReply paused =
-	        d.Call(InProcessDaemon::Op(ControlOp::kPause, "db"));
-	armed = false;
-	EXPECT_FALSE(paused.ok);
-	EXPECT_EQ(ExitCodeForReply(paused), 4) << paused.error;
-	EXPECT_EQ(pair_sets, 3) << "not every pair was tried";
-	EXPECT_EQ(states(), (std::vector<PairState>{PairState::kPaused,
-	                                            PairState::kSyncing,
-	                                            PairState::kPaused}));
-	EXPECT_NE(paused.error.find(
-	                  "pair replipipe_0/b: target gone for the test"),
-	          std::string::npos)
-	        << paused.error;
-	EXPECT_NE(paused.error.find("paused: replipipe_0/a, replipipe_0/c"),
-	          std::string::npos)
-	        << paused.error;
+	// op on every pair with the 2nd failing: exit 4, every pair tried,
+	// want the states after, the failure and the changed pairs named.
+	auto run_failing_2nd = [&](ControlOp op, const std::string &done,
+	                           const std::vector<PairState> &want) {
+		pair_sets = 0;
+		armed = true;
+		ControlReply reply = d.Call(InProcessDaemon::Op(op, "db"));
+		armed = false;
+		EXPECT_FALSE(reply.ok);
+		EXPECT_EQ(ExitCodeForReply(reply), 4) << reply.error;
+		EXPECT_EQ(pair_sets, 3) << "not every pair was tried";
+		EXPECT_EQ(states(), want);
+		EXPECT_NE(reply.error.find("pair replipipe_0/b: target gone "
+		                           "for the test"),
+		          std::string::npos)
+		        << reply.error;
+		EXPECT_NE(reply.error.find(done +
+		                           ": replipipe_0/a, replipipe_0/c"),
+		          std::string::npos)
+		        << reply.error;
+	};
 
+	run_failing_2nd(
+	        ControlOp::kPause, "paused",
+	        {PairState::kPaused, PairState::kSyncing, PairState::kPaused});
 	ASSERT_TRUE(d.Call(InProcessDaemon::Op(ControlOp::kPause, "db",
 	                                       std::string("replipipe_0/b")))
 	                    .ok);
-	pair_sets = 0;
-	armed = true;
-	ControlReply resumed =
-	        d.Call(InProcessDaemon::Op(ControlOp::kResume, "db"));
-	armed = false;
-	EXPECT_FALSE(resumed.ok);
-	EXPECT_EQ(ExitCodeForReply(resumed), 4) << resumed.error;
-	EXPECT_EQ(pair_sets, 3) << "not every pair was tried";
-	EXPECT_EQ(states(), (std::vector<PairState>{PairState::kSyncing,
-	                                            PairState::kPaused,
-	                                            PairState::kSyncing}));
-	EXPECT_NE(resumed.error.find(
-	                  "pair replipipe_0/b: target gone for the test"),
-	          std::string::npos)
-	        << resumed.error;
-	EXPECT_NE(resumed.error.find("resumed: replipipe_0/a, replipipe_0/c"),
-	          std::string::npos)
-	        << resumed.error;
+	run_failing_2nd(
+	        ControlOp::kResume, "resumed",
+	        {PairState::kSyncing, PairState::kPaused, PairState::kSyncing});
 	d.kernel_.SetEntryHook({});
 }
 
