@@ -438,7 +438,9 @@ namespace
 {
 
 // All of fd up to its end; a failed read(2) is an error about what.
-Result<std::string> ReadToEnd(int fd, const std::string &what)
+// Stops one byte past max_bytes: a Goal longer than the control protocol's
+// line can never be sent, and `--goal-file /dev/zero` must not read forever.
+Result<std::string> ReadToEnd(int fd, const std::string &what, size_t max_bytes)
 {
 	std::string text;
 	char chunk[16384];
@@ -452,6 +454,13 @@ Result<std::string> ReadToEnd(int fd, const std::string &what)
 		if (n == 0)
 			return text;
 		text.append(chunk, static_cast<size_t>(n));
+		if (text.size() > max_bytes)
+			return Status::Error(
+			        what +
+			                " is longer than the control protocol "
+			                "takes (at most " +
+			                std::to_string(max_bytes) + " bytes)",
+			        EFBIG);
 	}
 }
 
@@ -470,7 +479,8 @@ Result<std::string> LoadGoalFile(const std::string &path)
 		if (!file.valid())
 			return Status::FromErrno("open " + what, errno);
 	}
-	auto text = ReadToEnd(from_stdin ? STDIN_FILENO : file.get(), what);
+	auto text = ReadToEnd(from_stdin ? STDIN_FILENO : file.get(), what,
+	                      kMaxLineBytes);
 	if (!text.ok())
 		return text.status();
 	if (auto error = CheckUtf8(what, *text))

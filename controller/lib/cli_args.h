@@ -108,7 +108,8 @@ std::optional<std::string> CanonicalPairState(std::string_view text);
 
 // Reads --goal-file ("-" is stdin). Errors name the file and carry the
 // errno of open(2) or read(2) (exit 66); err() EILSEQ when the text is not
-// UTF-8 (a usage error: exit 64, not 66).
+// UTF-8 and EFBIG when it is longer than the control protocol's line
+// (kMaxLineBytes; reading stops there): usage errors, exit 64, not 66.
 Result<std::string> LoadGoalFile(const std::string &path);
 
 int ExitCodeForReturnValue(ReturnValue value);

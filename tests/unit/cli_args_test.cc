@@ -253,6 +253,19 @@ TEST(CliArgs, GoalFileThatCannotBeRead)
 	        << goal.status().message();
 }
 
+// A Goal is read up to the control protocol's line and no further: a
+// device that never ends is an error (EFBIG), not a read until memory runs
+// out.
+TEST(CliArgs, GoalFileIsNotReadPastTheLineLimit)
+{
+	auto goal = LoadGoalFile("/dev/zero");
+	ASSERT_FALSE(goal.ok());
+	EXPECT_EQ(goal.status().err(), EFBIG);
+	EXPECT_EQ(goal.status().message(),
+	          "Goal file /dev/zero is longer than the control protocol "
+	          "takes (at most 1048576 bytes)");
+}
+
 // REPLIPIPE_CALL_TIMEOUT replaces the bound of one call to the daemon
 // (docs/cli.md); a value that is not a number of seconds above 0 and at
 // most a year is a usage error that names it.

@@ -442,18 +442,31 @@ TEST_F(CliE2E, JsonUsageErrorIsJsonOnStdout)
 // A request over the control protocol's 1 MiB line: the daemon would close
 // the connection (a broken pipe, "unreachable", 69). It is the caller's
 // doing, so a usage error that says why, and nothing reaches the daemon.
+// A Goal of exactly 1 MiB is read whole and the request around it is too
+// long; a longer one, or one that never ends, is not read past 1 MiB.
 TEST_F(CliE2E, RequestOverTheLineLimitExits64)
 {
+	d.dir_.Write("line.mof", std::string(kMaxLineBytes, ' '));
 	d.dir_.Write("huge.mof", std::string(2 << 20, ' '));
-	for (bool as_json : {false, true}) {
-		CliRun run =
-		        Cli(CreateWithGoalFile(d.dir_ / "huge.mof", as_json));
-		EXPECT_EQ(run.exit, kExitUsage) << run.out << run.err;
-		EXPECT_NE((run.out + run.err)
-		                  .find("the control protocol takes "
-		                        "at most 1048576"),
-		          std::string::npos)
-		        << run.out << run.err;
+	const std::vector<std::pair<std::string, std::string>> cases = {
+	        {d.dir_ / "line.mof",
+	         "the control protocol takes at most 1048576"},
+	        {d.dir_ / "huge.mof",
+	         "is longer than the control protocol takes (at most "
+	         "1048576 bytes)"},
+	        {"/dev/zero", "Goal file /dev/zero is longer than the "
+	                      "control protocol takes"},
+	};
+	for (const auto &[goal_file, says] : cases) {
+		for (bool as_json : {false, true}) {
+			CliRun run =
+			        Cli(CreateWithGoalFile(goal_file, as_json));
+			EXPECT_EQ(run.exit, kExitUsage)
+			        << goal_file << run.out << run.err;
+			EXPECT_NE((run.out + run.err).find(says),
+			          std::string::npos)
+			        << goal_file << run.out << run.err;
+		}
 	}
 	CliRun list = Cli({"--json", "list"});
 	ASSERT_EQ(list.exit, 0) << list.err;

@@ -270,8 +270,10 @@ private:
 		if (inv_.goal_file) {
 			auto goal = LoadGoalFile(*inv_.goal_file);
 			if (!goal.ok()) {
-				// Text that is not UTF-8 is the caller's error.
-				if (goal.status().err() == EILSEQ)
+				// Text that is not UTF-8, or too long to
+				// send, is the caller's error.
+				if (goal.status().err() == EILSEQ ||
+				    goal.status().err() == EFBIG)
 					return Fail(goal.status().message(),
 					            "usage", kExitUsage);
 				return Fail(goal.status().message(), "",
