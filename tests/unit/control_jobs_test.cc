@@ -447,9 +447,10 @@ TEST(ControlJobs, ARenameKeepsTheRunningJob)
 	ASSERT_TRUE(
 	        Eventually([&] { return rec.Count("resync_stopped") == 1; }));
 	std::lock_guard lock(rec.mu);
-	for (const ControlEvent &e : rec.events)
+	for (const ControlEvent &e : rec.events) {
 		if (e.type == "resync_stopped")
 			EXPECT_EQ(e.name, renamed.name);
+	}
 }
 
 TEST(ControlJobs, PairsNotInTheStoreGetNoJob)
