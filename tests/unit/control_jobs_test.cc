@@ -448,8 +448,9 @@ TEST(ControlJobs, ARenameKeepsTheRunningJob)
 	        Eventually([&] { return rec.Count("resync_stopped") == 1; }));
 	std::lock_guard lock(rec.mu);
 	for (const ControlEvent &e : rec.events) {
-		if (e.type == "resync_stopped")
+		if (e.type == "resync_stopped") {
 			EXPECT_EQ(e.name, renamed.name);
+		}
 	}
 }
 
