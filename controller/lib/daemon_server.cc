@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -53,6 +54,9 @@ Status MakeParentDir(const std::string &socket_path, mode_t mode)
 	return Status();
 }
 
+// How long a socket that is there may take to accept the probe's connection.
+constexpr std::chrono::seconds kStaleSocketProbe{5};
+
 // Removes a socket nobody listens on; refuses anything else in the way.
 Status ClearStaleSocket(const std::string &path)
 {
@@ -67,11 +71,21 @@ Status ClearStaleSocket(const std::string &path)
 		return Status::Error(path + " exists and is not a socket; "
 		                            "not replacing it",
 		                     EEXIST);
-	auto probe = ControlClient::Connect(path);
+	// Bounded: a listener that never accepts keeps its queue full, and an
+	// unbounded connect would hang this start.
+	auto probe = ControlClient::Connect(path, kStaleSocketProbe);
 	if (probe.ok())
 		return Status::Error("another daemon is already listening on " +
 		                             path,
 		                     EADDRINUSE);
+	if (probe.status().err() == ETIMEDOUT)
+		return Status::Error(
+		        "a process listens on " + path +
+		                " but accepts no connection (its queue stayed "
+		                "full for " +
+		                std::to_string(kStaleSocketProbe.count()) +
+		                " s); not replacing it",
+		        EADDRINUSE);
 	if (probe.status().err() != ECONNREFUSED)
 		return probe.status().Context("check existing socket");
 	if (::unlink(path.c_str()) < 0 && errno != ENOENT)

@@ -22,6 +22,7 @@
 
 #include "cli_args.h"
 #include "control_daemon_fake.h"
+#include "listen_only_fake.h"
 #include "model.h"
 #include "unique_fd.h"
 
@@ -31,7 +32,9 @@ namespace
 {
 
 using json = nlohmann::json;
+using testing::FillListenQueue;
 using testing::InProcessDaemon;
+using testing::ListenOnly;
 
 std::string CliPath()
 {
@@ -110,24 +113,6 @@ CliRun RunCli(const std::string &socket, std::vector<std::string> args,
 	return run;
 }
 
-// A Unix socket at path that listens with backlog and never accepts:
-// connections queue (until the queue is full) and nothing ever answers.
-// Invalid on failure.
-UniqueFd ListenOnly(const std::string &path, int backlog)
-{
-	UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-	sockaddr_un addr{};
-	addr.sun_family = AF_UNIX;
-	if (!fd.valid() || path.size() >= sizeof(addr.sun_path))
-		return UniqueFd();
-	std::memcpy(addr.sun_path, path.c_str(), path.size());
-	if (::bind(fd.get(), reinterpret_cast<sockaddr *>(&addr),
-	           sizeof(addr)) < 0 ||
-	    ::listen(fd.get(), backlog) < 0)
-		return UniqueFd();
-	return fd;
-}
-
 // `list` on path with a call bound of 1 s, where nothing answers: it must
 // exit 69 within 10 s and say that replipiped did not answer (and not that
 // a change may have been made: list changes nothing).
@@ -143,24 +128,6 @@ void ExpectListUnanswered(const std::string &path)
 	        << list.err;
 	EXPECT_EQ(list.err.find("may or may not"), std::string::npos)
 	        << list.err;
-}
-
-// A non-blocking connect to path; invalid with *err = errno when it fails
-// (EAGAIN: the listener's queue is full).
-UniqueFd ConnectNonBlocking(const std::string &path, int *err)
-{
-	UniqueFd fd(::socket(AF_UNIX,
-	                     SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-	sockaddr_un addr{};
-	addr.sun_family = AF_UNIX;
-	std::memcpy(addr.sun_path, path.c_str(), path.size());
-	*err = 0;
-	if (::connect(fd.get(), reinterpret_cast<sockaddr *>(&addr),
-	              sizeof(addr)) < 0) {
-		*err = errno;
-		return UniqueFd();
-	}
-	return fd;
 }
 
 // Accepts one connection on listener, reads its request line, sends reply
@@ -610,14 +577,9 @@ TEST_F(CliE2E, ConnectIsBoundedWhenTheListenQueueIsFull)
 	const std::string path = d.dir_ / "full.sock";
 	UniqueFd listener = ListenOnly(path, 0);
 	ASSERT_TRUE(listener.valid());
-	std::vector<UniqueFd> queued; // held open: the queue stays full
 	int err = 0;
-	for (int i = 0; i < 8; ++i) {
-		UniqueFd conn = ConnectNonBlocking(path, &err);
-		if (!conn.valid())
-			break;
-		queued.push_back(std::move(conn));
-	}
+	// held open: the queue stays full
+	std::vector<UniqueFd> queued = FillListenQueue(path, &err);
 	ASSERT_EQ(err, EAGAIN) << std::strerror(err);
 	ASSERT_FALSE(queued.empty());
 

@@ -19,8 +19,10 @@
 #include "control_daemon_fake.h"
 #include "kernel_gate_fake.h"
 #include "kernel_pool.h"
+#include "listen_only_fake.h"
 #include "model.h"
 #include "serial_kernel_fake.h"
+#include "test_dir_fake.h"
 
 namespace replipipe
 {
@@ -753,6 +755,45 @@ TEST(ControlDaemon, SocketFileLifecycle)
 	EXPECT_FALSE(fourth.ok());
 	EXPECT_EQ(::stat(path.c_str(), &st), 0);
 	EXPECT_TRUE(S_ISREG(st.st_mode));
+}
+
+// A socket whose listener never accepts (a daemon that hangs, its queue of
+// pending connections full) is not stale: a second server refuses it within
+// the probe's bound and leaves the file, instead of waiting to connect
+// forever.
+TEST(ControlDaemon, SocketOfAHungListenerIsNotReplaced)
+{
+	::replipipe::testing::TempDir dir;
+	const std::string path = dir.path() + "/hung.sock";
+	UniqueFd listener = testing::ListenOnly(path, 0);
+	ASSERT_TRUE(listener.valid());
+	int err = 0;
+	std::vector<UniqueFd> queued = testing::FillListenQueue(path, &err);
+	ASSERT_EQ(err, EAGAIN) << std::strerror(err);
+
+	ControlServerOptions options;
+	options.socket_path = path;
+	auto start = std::async(std::launch::async, [&] {
+		return ControlServer::Start(
+		        options,
+		        [](const ControlRequest &) { return ControlReply{}; },
+		        nullptr);
+	});
+	ASSERT_EQ(start.wait_for(std::chrono::seconds(20)),
+	          std::future_status::ready)
+	        << "ControlServer::Start still connecting after 20 s";
+	auto server = start.get();
+	ASSERT_FALSE(server.ok());
+	EXPECT_EQ(server.status().err(), EADDRINUSE);
+	EXPECT_NE(server.status().message().find("a process listens on " +
+	                                         path +
+	                                         " but accepts no connection"),
+	          std::string::npos)
+	        << server.status().message();
+	struct stat st {
+	};
+	ASSERT_EQ(::stat(path.c_str(), &st), 0);
+	EXPECT_TRUE(S_ISSOCK(st.st_mode));
 }
 
 } // namespace
