@@ -10,6 +10,7 @@
 #include <linux/blkdev.h>
 #include <linux/fs.h>
 #include <linux/file.h>
+#include <net/genetlink.h>
 #include <target/target_core_backend.h>
 
 /* struct sbc_ops became struct exec_cmd_ops; Kbuild detects which. */
@@ -158,6 +159,16 @@ static inline void rp_bdev_close_shared(struct rp_bdev *rb)
 	blkdev_put(rb->bdev, FMODE_READ | FMODE_WRITE);
 #endif
 	rb->bdev = NULL;
+}
+
+/* A dump's parsed request attributes; 6.6 moved them into a struct genl_info. */
+static inline struct nlattr **rp_dump_attrs(struct netlink_callback *cb)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+	return genl_info_dump(cb)->attrs;
+#else
+	return genl_dumpit_info(cb)->attrs;
+#endif
 }
 
 #endif /* RP_COMPAT_H */

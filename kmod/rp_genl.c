@@ -661,7 +661,6 @@ static int rp_nl_bitmap_start(struct netlink_callback *cb)
  */
 static int rp_nl_bitmap_dumpit(struct sk_buff *skb, struct netlink_callback *cb)
 {
-	const struct genl_dumpit_info *info = genl_dumpit_info(cb);
 	struct rp_pair *pair;
 	u64 off = cb->args[0];
 	int ret = 0;
@@ -669,7 +668,7 @@ static int rp_nl_bitmap_dumpit(struct sk_buff *skb, struct netlink_callback *cb)
 	if (cb->args[1])
 		return 0;
 	mutex_lock(&rp_config_lock);
-	pair = rp_nl_pair(info->attrs, cb->extack);
+	pair = rp_nl_pair(rp_dump_attrs(cb), cb->extack);
 	if (IS_ERR(pair)) {
 		ret = PTR_ERR(pair);
 		goto unlock;
