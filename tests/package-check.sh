@@ -212,9 +212,13 @@ fi
 
 for kv in "${kvs[@]}"; do
 	st=$(dkms status "$name/$version" -k "$kv" 2> /dev/null || true)
+	# The version as a literal in the pattern: 6.12's has a "+".
+	kv_re=$(sed 's/[][\.*^$+?(){}|]/\\&/g' <<< "$kv")
 	check "dkms status lists $name/$version installed for $kv ($st)" \
-		grep -Eq "^$name/$version, $kv, [^:]*: installed" <<< "$st"
-	ko=/lib/modules/$kv/updates/dkms/$name.ko
+		grep -Eq "^$name/$version, $kv_re, [^:]*: installed" <<< "$st"
+	# Compressed as the kernel's own modules are (xz on Debian's 6.12).
+	ko=$(compgen -G "/lib/modules/$kv/updates/dkms/$name.ko*" | head -n 1) ||
+		ko=/lib/modules/$kv/updates/dkms/$name.ko
 	check "$ko installed, vermagic $kv" \
 		bash -c '[ -f "$1" ] && modinfo -F vermagic "$1" | grep -q "^$2 "' _ "$ko" "$kv"
 	check "modinfo -k $kv $name finds the DKMS module (depmod ran)" \
@@ -239,8 +243,8 @@ if apt-get remove "${apt_opts[@]}" replipipe-dkms; then
 else
 	fail "apt-get remove replipipe-dkms"
 fi
-check "after remove: no /var/lib/dkms/$name, no $name.ko under /lib/modules/*/updates/dkms" \
-	bash -c '[ ! -e "/var/lib/dkms/$1" ] && ! compgen -G "/lib/modules/*/updates/dkms/$1.ko" > /dev/null' _ "$name"
+check "after remove: no /var/lib/dkms/$name, no $name.ko* under /lib/modules/*/updates/dkms" \
+	bash -c '[ ! -e "/var/lib/dkms/$1" ] && ! compgen -G "/lib/modules/*/updates/dkms/$1.ko*" > /dev/null' _ "$name"
 if apt-get purge "${apt_opts[@]}" replipipe replipipe-dkms; then
 	pass "apt-get purge replipipe replipipe-dkms"
 	installed=0
@@ -258,8 +262,8 @@ for f in /usr/sbin/replipiped /usr/sbin/replipipectl "$unit" \
 	/var/lib/replipipe /run/replipipe "/var/lib/dkms/$name" "/usr/src/$name"-*; do
 	[ ! -e "$f" ] && [ ! -L "$f" ] || left+=("$f")
 done
-for kv in /lib/modules/*; do
-	[ ! -e "$kv/updates/dkms/$name.ko" ] || left+=("$kv/updates/dkms/$name.ko")
+for ko in /lib/modules/*/updates/dkms/"$name".ko*; do
+	[ ! -e "$ko" ] || left+=("$ko")
 done
 if [ ${#left[@]} -eq 0 ]; then
 	pass "purge left nothing behind (binaries, unit, entries, DKMS tree, modules)"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README, "Run every test"): installs what it needs, builds,
 # runs the unit tests under ASan+UBSan, builds the kernel module with DKMS,
-# W=1 and sparse, checks the Debian packages, and runs every VM scenario,
-# then the debug tier (tests/vm/debug-kernel.sh) on the debug kernel; both
+# W=1 and sparse, checks the Debian packages, and runs every VM scenario on
+# the newest Debian kernel (some also on Debian 12's default one), then the
+# debug tier (tests/vm/debug-kernel.sh) on the debug kernel; both
 # in one ctest pass when that kernel is cached.
 # Where steps can share the two cores they overlap: the VM scenarios run
 # REPLIPIPE_VM_SLOTS at a time (tests/vm/run-scenario.sh), and beside them, at
@@ -171,13 +172,13 @@ if ! kill -0 "$dk_pid" 2> /dev/null; then
 	# (in two passes about 90 s of one slot). vmdebug.kernel, which only
 	# finds the kernel again, is left out with its fixture.
 	debug_kernel_ready
-	step "VM scenarios, on Debian's and on the debug kernel"
-	vm_ctest -L "^(vm|vmdebug)$" -E "^vmdebug\.kernel$" -FS debug_kernel
+	step "VM scenarios, on Debian's kernels and on the debug kernel"
+	vm_ctest -L "^(vm|vmdefault|vmdebug)$" -E "^vmdebug\.kernel$" -FS debug_kernel
 	unit_tests
 else
 	# Building: the Debian-kernel scenarios and the unit tests first.
-	step "VM scenarios"
-	vm_ctest -L "^vm$"
+	step "VM scenarios, on Debian's kernels"
+	vm_ctest -L "^(vm|vmdefault)$"
 	unit_tests
 	step "debug kernel: waiting for the background build"
 	debug_kernel_ready

@@ -34,3 +34,16 @@ rp_header_kernel_versions() {
 		printf '%s\n' "${kv##*/}"
 	done | sort -V
 }
+
+# rp_default_kernel_version: the kernel Debian's linux-image-amd64 installs
+# (Debian 12's default series), if it can be booted here; else fails.
+rp_default_kernel_version() {
+	local kv
+	kv=$(dpkg-query -W -f='${Depends}' linux-image-amd64 2> /dev/null |
+		sed -n 's/^linux-image-\([^ ,|]*\).*/\1/p')
+	if [ -z "$kv" ] || ! rp_kernel_versions | grep -qxF "$kv"; then
+		echo "no bootable kernel of Debian's linux-image-amd64${kv:+ ($kv)}" >&2
+		return 1
+	fi
+	printf '%s\n' "$kv"
+}
