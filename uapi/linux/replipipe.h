@@ -19,7 +19,11 @@
  *                Pairs present before and after (same source and target)
  *                keep their state and dirty bitmap; removed pairs stop
  *                mirroring; new pairs start Syncing with every region dirty
- *                (unless REPLIPIPE_A_PAIR_ASSUME_CLEAN is given). A target
+ *                (unless REPLIPIPE_A_PAIR_ASSUME_CLEAN is given: the
+ *                caller's word that the target holds what the source
+ *                holds; a write to the source between the caller's check
+ *                and the reply may not reach the target, so none may be
+ *                made then). A target
  *                belongs to at most one pair (EBUSY), but a new pair may
  *                take over the target of a pair the same PIPE_SET replaces
  *                (two pairs' targets swapped, a removed pair's target given
