@@ -7,14 +7,16 @@
 # a pipe's initial resync (io_uring under @system-service) reaches InSync,
 # writes through a tcm_loop LUN reach both legs, a member of group replipipe
 # uses the socket, a SIGKILL is restarted (Restart=on-failure) with the pipe
-# back from the StateDirectory, and a stop is clean.
+# back from the StateDirectory, and a stop is clean. The package's postrm
+# purge keeps the store while the kernel still mirrors a pipe it defines,
+# and removes it once none is left.
 # Only the unit's output goes elsewhere (a drop-in: there is no journald in
 # the guest); nothing of its sandbox is changed.
 # vm-init: systemd
 # vm-timeout: 420
 # vm-cost: 25
 # vm-bins: /lib/systemd/systemd systemctl
-# vm-files: controller/replipiped.service packaging/default/replipiped /usr/lib/os-release /lib/systemd/system/sysinit.target /lib/systemd/system/basic.target /lib/systemd/system/multi-user.target /lib/systemd/system/sockets.target /lib/systemd/system/timers.target /lib/systemd/system/paths.target /lib/systemd/system/slices.target /lib/systemd/system/local-fs.target /lib/systemd/system/swap.target /lib/systemd/system/shutdown.target
+# vm-files: controller/replipiped.service packaging/default/replipiped packaging/debian/replipipe/postrm.in /usr/lib/os-release /lib/systemd/system/sysinit.target /lib/systemd/system/basic.target /lib/systemd/system/multi-user.target /lib/systemd/system/sockets.target /lib/systemd/system/timers.target /lib/systemd/system/paths.target /lib/systemd/system/slices.target /lib/systemd/system/local-fs.target /lib/systemd/system/swap.target /lib/systemd/system/shutdown.target
 
 REPO=/lib/replipipe/repo
 UNIT=/lib/systemd/system/replipiped.service
@@ -129,7 +131,24 @@ systemctl stop replipiped || unit_fail "systemctl stop"
 systemctl start replipiped || unit_fail "start again"
 replipipectl wait "$id" --state InSync --timeout 120 ||
 	{ replipipectl --json status >&2; unit_fail "the pipe after stop and start"; }
+
+vm_log "== purge: the store stays while the kernel mirrors its pipe"
+# What dpkg runs: prerm stops the daemon, then postrm purge. The pipe goes
+# on in the kernel; its definition must not go with the package.
+POSTRM=$REPO/packaging/debian/replipipe/postrm.in
+systemctl stop replipiped || unit_fail "stop before purge"
+sh $POSTRM purge 2> /tmp/postrm.err || vm_fail "postrm purge failed: $(cat /tmp/postrm.err)"
+[ -d /var/lib/replipipe ] || vm_fail "postrm purge removed the store of a pipe the kernel mirrors"
+grep -q "keeps /var/lib/replipipe.* $SRC" /tmp/postrm.err ||
+	vm_fail "postrm purge did not say it kept the store for $SRC: $(cat /tmp/postrm.err)"
+vm_log "postrm purge: $(cat /tmp/postrm.err)"
+systemctl start replipiped || unit_fail "start after the purge that kept the store"
+replipipectl wait "$id" --state InSync --timeout 120 ||
+	{ replipipectl --json status >&2; unit_fail "the pipe from the kept store"; }
 replipipectl delete "$id" > /dev/null || unit_fail "delete"
 systemctl stop replipiped || unit_fail "the last stop"
 [ "$(prop Result)" = success ] || unit_fail "Result $(prop Result) after the last stop"
+sh $POSTRM purge 2> /tmp/postrm.err || vm_fail "postrm purge failed: $(cat /tmp/postrm.err)"
+[ ! -e /var/lib/replipipe ] || vm_fail "postrm purge kept the store with no pipe in the kernel"
+[ ! -s /tmp/postrm.err ] || vm_fail "postrm purge with no pipe said: $(cat /tmp/postrm.err)"
 vm_log "pkg-systemd: all steps passed"
