@@ -138,17 +138,17 @@ class ReplipipeStorageObject(StorageObject):
         # LIO request_module()s only its own backends (iblock, file, pscsi,
         # user), once; mkdir replipipe_<N> fails unless replipipe.ko is in.
         modprobe("replipipe")
-        if _restoring and index is not None and \
-                self._adopt_kept(name, index, dev, control, wwn):
+        hba = None if index is None else \
+            _hba_path(self.configfs_dir, int(index))
+        if _restoring and hba is not None and \
+                self._adopt_kept(name, index, hba, dev, control, wwn):
             return
         # An HBA that exists holds other backstores: this one goes in too
         # ('any' creates the HBA when it is missing; the backstore itself
         # is checked not to exist first, which 'any' would not do).
         mode = 'create'
-        if index is not None and \
-                os.path.isdir(_hba_path(self.configfs_dir, int(index))):
-            if os.path.exists("%s/%s" % (_hba_path(self.configfs_dir,
-                                                   int(index)), name)):
+        if hba is not None and os.path.isdir(hba):
+            if os.path.exists("%s/%s" % (hba, name)):
                 raise RTSLibError("Storage object %s_%d/%s exists"
                                   % (PLUGIN, int(index), name))
             mode = 'any'
@@ -159,13 +159,12 @@ class ReplipipeStorageObject(StorageObject):
             self.delete()
             raise
 
-    def _adopt_kept(self, name, index, dev, control, wwn):
+    def _adopt_kept(self, name, index, hba, dev, control, wwn):
         """In a restore (after a clear that kept the backstores in pipes):
-        if replipipe_<index>/<name> exists and is in a pipe, binds to it
-        when its primary and WWN are the saved ones (True), else raises.
-        False when there is no such backstore."""
-        if not os.path.isdir("%s/%s" % (_hba_path(self.configfs_dir,
-                                                  int(index)), name)):
+        if replipipe_<index>/<name> (in configfs directory hba) exists and
+        is in a pipe, binds to it when its primary and WWN are the saved
+        ones (True), else raises. False when there is no such backstore."""
+        if not os.path.isdir("%s/%s" % (hba, name)):
             return False
         super().__init__(name, 'lookup', index)
         if not self.is_configured() or self.pipe is None:
