@@ -12,7 +12,7 @@ build_pkgs=(
 vm_pkgs=(
 	qemu-system-x86 linux-image-amd64 linux-headers-amd64
 	linux-headers-rt-amd64
-	busybox-static cpio kmod dkms sparse fio
+	busybox-static cpio kmod dkms sparse fio xz-utils
 	dmsetup systemd util-linux coreutils jq socat
 	python3 python3-rtslib-fb targetcli-fb dbus-daemon open-iscsi
 	prometheus
@@ -27,7 +27,9 @@ debug_kernel_pkgs=(
 # (bookworm-security carries 6.12, the kernel of Debian 13): the VM bench
 # boots the newest installed kernel and the module checks build against
 # every installed header tree, so replipipe is tested on both. An archive
-# without it leaves the bench on 6.1 (the vmdefault tier is then skipped).
+# without it leaves the bench on 6.1 (the vmdefault tier is then skipped),
+# and each run looks again (apt-get update). dkms compresses the module for
+# 6.12 with xz, which the bench undoes (xz-utils).
 newer_kernel_pkgs=(linux-image-6.12-amd64 linux-headers-6.12-amd64)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
