@@ -108,7 +108,10 @@ esac
 if [ "$default_kernel" = 1 ]; then
 	[ -z "$kv" ] && [ "$debug_kernel" = 0 ] ||
 		die "--default-kernel excludes --kernel-version and --debug-kernel"
-	kv=$(rp_default_kernel_version) || die "no default kernel to boot"
+	if ! kv=$(rp_default_kernel_version); then
+		say "skipped: no kernel of Debian's linux-image-amd64 to boot"
+		exit 77
+	fi
 	if [ "$kv" = "$(rp_newest_kernel_version)" ]; then
 		say "skipped: Debian's default kernel $kv is the newest installed, which the vm tier boots"
 		exit 77
