@@ -24,7 +24,8 @@
 // every other kernel call (status, refreshes) for as long. A resume goes
 // there too, for the same reason. The daemon's probe_kernel is a
 // KernelPool, a socket for each request in progress, so that a probe or
-// resume of one pipe does not wait for one of another pipe either. Probes
+// resume of one pipe does not wait for one of another pipe either, and a
+// resume probes up to kResumesAtOnce pairs of its pipe at a time. Probes
 // and pause/resume of one pipe are serialized (run_state_), and a probe
 // looks at the pair's state again once it holds the pipe: a pair paused
 // while the probe listed the pipes stays Paused. Modify and delete are not
@@ -47,6 +48,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -78,6 +80,12 @@ struct PipeCounts {
 class DaemonService
 {
 public:
+	// Pairs of one pipe a resume probes at once. Each probe may wait the
+	// kernel's 5 s bound on a dead target: a pipe's 256 pairs
+	// (REPLIPIPE_MAX_PAIRS) take 256 / 16 x 5 s = 80 s, inside
+	// replipipectl's 120 s (decision 34), on 16 netlink sockets.
+	static constexpr size_t kResumesAtOnce = 16;
+
 	// The references must outlive the service. jobs may be null (no
 	// resync jobs: tests, or a daemon without the engine). probe_kernel
 	// carries the probes and resumes (null: kernel); the daemon gives it

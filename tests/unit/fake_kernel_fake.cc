@@ -200,6 +200,8 @@ Status FakeKernel::SetPairState(const std::string &pipe_id,
 	if (Status st = Enter(Op::kSetPairState); !st.ok())
 		return st;
 	std::lock_guard<std::mutex> lock(mu_);
+	if (auto fault = pair_faults_.find(source); fault != pair_faults_.end())
+		return Status::Error(fault->second.message, fault->second.err);
 	auto it = pipes_.find(pipe_id);
 	if (it == pipes_.end())
 		return Extack("no pipe " + pipe_id, ENOENT);
@@ -225,6 +227,18 @@ void FakeKernel::FailNext(int err, Op op, std::string message)
 {
 	std::lock_guard<std::mutex> lock(mu_);
 	faults_.push_back({err, op, std::move(message)});
+}
+
+void FakeKernel::FailPair(const std::string &source, int err,
+                          std::string message)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	if (err == 0)
+		pair_faults_.erase(source);
+	else
+		pair_faults_[source] = {err, Op::kSetPairState,
+		                        message.empty() ? "injected fault"
+		                                        : std::move(message)};
 }
 
 void FakeKernel::FailNextAfterApply(int err)

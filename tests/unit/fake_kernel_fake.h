@@ -12,7 +12,8 @@
 // unknown pipe or pair ENOENT; PAIR_SET pauses or resumes.
 //
 // Faults: FailNext(err) makes the next call (of one op, or any) fail with
-// err before it does anything; FailNextAfterApply(err) applies the next
+// err before it does anything; FailPair(source, err) every PAIR_SET of a
+// pair; FailNextAfterApply(err) applies the next
 // SetPipe and then reports err (a kernel that answered too late); delays
 // and an entry hook make a call slow or block it.
 //
@@ -57,6 +58,11 @@ public:
 	// Fault injection.
 	void FailNext(int err, Op op = Op::kAny, std::string message = "");
 	void FailNextAfterApply(int err);
+	// Every PAIR_SET of the pair with this source fails with err (after
+	// the entry hook) until cleared with err 0: a target gone, whichever
+	// order the pairs are asked in.
+	void FailPair(const std::string &source, int err,
+	              std::string message = "");
 	void SetDelay(std::chrono::milliseconds delay);
 	// Called (outside the fake's lock) when any call starts.
 	void SetEntryHook(std::function<void(Op)> hook);
@@ -93,6 +99,7 @@ private:
 	mutable std::mutex mu_;
 	std::map<std::string, KernelPipeStatus> pipes_; // guarded by mu_
 	std::vector<Fault> faults_;                     // guarded by mu_
+	std::map<std::string, Fault> pair_faults_;      // guarded by mu_
 	std::optional<int> fail_after_apply_;           // guarded by mu_
 	std::chrono::milliseconds delay_{0};            // guarded by mu_
 	std::function<void(Op)> hook_;                  // guarded by mu_

@@ -1,0 +1,61 @@
+// ForEachBounded: every index once, never more calls at a time than the
+// width, and as many as the width when the calls wait for each other.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <mutex>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "bounded_parallel.h"
+
+namespace replipipe
+{
+namespace
+{
+
+TEST(BoundedParallel, EveryIndexOnceForAnyCountAndWidth)
+{
+	for (size_t count : {0, 1, 2, 7, 100}) {
+		for (size_t width : {0, 1, 3, 200}) {
+			std::vector<std::atomic<int>> calls(count);
+			ForEachBounded(count, width,
+			               [&](size_t i) { ++calls[i]; });
+			for (size_t i = 0; i < count; ++i)
+				EXPECT_EQ(calls[i], 1)
+				        << "count " << count << " width "
+				        << width << " index " << i;
+		}
+	}
+}
+
+// Each call waits until `width` calls are in at once (10 s at most, so
+// that a run one at a time fails rather than hangs): the most seen at once
+// is the width, never more.
+TEST(BoundedParallel, WidthCallsAtOnceAndNoMore)
+{
+	constexpr size_t kWidth = 5, kCount = 23;
+	std::mutex mu;
+	std::condition_variable cv;
+	size_t in = 0, most = 0;
+	bool open = false;
+	ForEachBounded(kCount, kWidth, [&](size_t) {
+		std::unique_lock lock(mu);
+		most = std::max(most, ++in);
+		if (in == kWidth)
+			open = true;
+		cv.notify_all();
+		if (!cv.wait_for(lock, std::chrono::seconds(10),
+		                 [&] { return open; }))
+			open = true;
+		--in;
+	});
+	EXPECT_EQ(most, kWidth);
+	EXPECT_EQ(in, 0u);
+}
+
+} // namespace
+} // namespace replipipe

@@ -1,0 +1,101 @@
+#!/bin/sh
+# `replipipectl resume` of a pipe whose targets all queue I/O (suspended dm
+# devices, as iSCSI sessions in recovery would). The kernel probes each
+# target before it resumes the pair and gives up after 5 s; replipiped
+# probes the pairs of a pipe several at a time (decision 38), so 6 dead
+# targets cost about one bound, not six (30 s: one after the other, as
+# before). The resume fails with exit 3 (ReturnValue Timeout) naming every
+# pair, and every pair stays Paused. Once the targets resume, the
+# abandoned probes end, the same resume succeeds, the pipe is InSync and
+# the legs are identical; the pipe, the devices and the module all go.
+# vm-timeout: 300
+# vm-cost: 35
+# vm-mem: 768
+# vm-bins: dmsetup
+
+PIPE=deadtargets
+PAIRS=6
+DLOG=/tmp/replipiped.log
+LIVE=/sys/module/replipipe/parameters/live_objects
+export DM_DISABLE_UDEV=1
+
+now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+daemon_fail() { vm_daemon_fail $DLOG "$@"; }
+# all_paused: every pair of the pipe is Paused in the kernel
+all_paused() {
+	rp-nlctl get > /tmp/get.out || vm_fail "rp-nlctl get"
+	[ "$(grep -c "^pair .*state=Paused" /tmp/get.out)" = $PAIRS ] ||
+		{ cat /tmp/get.out >&2; return 1; }
+}
+each_target() { # dmsetup verb for every target
+	local i=0
+	while [ $i -lt $PAIRS ]; do
+		dmsetup --noudevsync "$1" rptgt$i || vm_fail "dmsetup $1 rptgt$i"
+		i=$((i + 1))
+	done
+}
+
+# Sources /dev/ram0..5, targets dm-linear over /dev/ram6..11.
+vm_brd $((PAIRS * 2)) 4
+vm_modprobe dm_mod
+vm_modprobe replipipe
+pairs=
+i=0
+while [ $i -lt $PAIRS ]; do
+	dev=/dev/ram$((PAIRS + i))
+	tgt=$(vm_dm_create rptgt$i "0 $(blockdev --getsz $dev) linear $dev 0")
+	vm_backstore replipipe replipipe_0 v$i /dev/ram$i > /dev/null
+	dd if=/dev/urandom of=/dev/ram$i bs=64k count=16 2> /dev/null || vm_fail "dd /dev/ram$i"
+	pairs="$pairs --pair replipipe_0/v$i=$tgt"
+	i=$((i + 1))
+done
+
+vm_daemon_start $DLOG --log-level info --probe-interval 0
+# shellcheck disable=SC2086 # one --pair word each
+replipipectl create-or-modify --name $PIPE --source-system localhost \
+	--target-system localhost $pairs || daemon_fail "create-or-modify"
+replipipectl wait $PIPE --state InSync --timeout 120 || daemon_fail "initial sync"
+replipipectl pause $PIPE || daemon_fail "pause"
+all_paused || vm_fail "not every pair Paused"
+
+vm_log "== every target queues I/O: resume probes them, several at a time"
+each_target suspend
+t0=$(now_ms)
+rc=0
+replipipectl resume $PIPE > /tmp/resume.out 2>&1 || rc=$?
+t1=$(now_ms)
+cat /tmp/resume.out
+vm_log "resume of $PAIRS pairs with dead targets: rc=$rc after $((t1 - t0)) ms"
+[ $rc -eq 3 ] || daemon_fail "resume: exit $rc, not 3 (the kernel's time-out)"
+grep -q "$PAIRS of $PAIRS pairs failed" /tmp/resume.out || vm_fail "resume: not every pair named"
+[ $((t1 - t0)) -ge 4000 ] || vm_fail "resume gave up before the kernel's 5 s bound"
+# One after the other they take 30 s; at once one bound, 5 s, plus what a
+# loaded TCG guest adds.
+[ $((t1 - t0)) -lt 15000 ] || vm_fail "resume probed the targets one after the other"
+all_paused || vm_fail "a failed resume changed a state"
+
+vm_log "== the targets answer again: the same resume succeeds"
+each_target resume
+replipipectl resume $PIPE || daemon_fail "resume after the targets came back"
+replipipectl wait $PIPE --state InSync --timeout 120 || daemon_fail "not InSync after the resume"
+i=0
+while [ $i -lt $PAIRS ]; do
+	vm_cmp_devs /dev/ram$i /dev/ram$((PAIRS + i))
+	i=$((i + 1))
+done
+
+vm_log "== teardown"
+replipipectl delete $PIPE || daemon_fail "delete"
+vm_daemon_stop $DLOG
+i=0
+while [ $i -lt $PAIRS ]; do
+	vm_backstore_delete replipipe_0/v$i
+	i=$((i + 1))
+done
+# The abandoned probes' bios ended when their targets resumed: the devices
+# and the module are free.
+each_target remove
+live=$(cat $LIVE)
+[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects left: $live"
+rmmod replipipe || vm_fail "rmmod replipipe"
+vm_log "cli-resume-dead-targets done"
