@@ -458,6 +458,17 @@ void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair);
 u64 rp_intent_marked(struct rp_intent *in);
 u32 rp_intent_chunk_kib(struct rp_intent *in);
 
+/* rp_fault.c: the debug tier's fault injection */
+#ifdef CONFIG_FAULT_INJECTION_DEBUG_FS
+bool rp_fail_async_copy(void);
+void rp_fault_init(void);
+void rp_fault_exit(void);
+#else
+static inline bool rp_fail_async_copy(void) { return false; }
+static inline void rp_fault_init(void) {}
+static inline void rp_fault_exit(void) {}
+#endif
+
 /* rp_genl.c */
 int rp_genl_init(void);
 void rp_genl_exit(void);

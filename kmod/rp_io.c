@@ -281,6 +281,8 @@ static struct page *rp_async_page(struct rp_pair *pair)
 {
 	struct page *page;
 
+	if (rp_fail_async_copy())
+		return NULL;
 	page = mempool_alloc(pair->page_pool, GFP_NOWAIT | __GFP_NOWARN);
 	if (!page)
 		page = alloc_page(GFP_NOIO | __GFP_NORETRY | __GFP_NOWARN);

@@ -70,9 +70,12 @@ static int __init rp_init(void)
 {
 	int ret;
 
+	rp_fault_init();
 	rp_req_cache = KMEM_CACHE(rp_req, 0);
-	if (!rp_req_cache)
-		return -ENOMEM;
+	if (!rp_req_cache) {
+		ret = -ENOMEM;
+		goto exit_fault;
+	}
 
 	rp_wq = alloc_workqueue("replipipe", WQ_MEM_RECLAIM, 0);
 	if (!rp_wq) {
@@ -103,6 +106,8 @@ destroy_wq:
 	destroy_workqueue(rp_wq);
 destroy_cache:
 	kmem_cache_destroy(rp_req_cache);
+exit_fault:
+	rp_fault_exit();
 	return ret;
 }
 
@@ -114,6 +119,7 @@ static void __exit rp_exit(void)
 	rp_intent_exit();
 	destroy_workqueue(rp_wq);
 	kmem_cache_destroy(rp_req_cache);
+	rp_fault_exit();
 	pr_info("unloaded\n");
 }
 

@@ -21,6 +21,12 @@
 #  E. the same around `rp-nlctl set-pipe` (LD_PRELOAD rp-make-it-fail.so: the
 #     genl request runs in that process): N rounds; a pipe the kernel reports
 #     is whole, and deleting it returns live_objects to zero.
+#  F. the pipe made asynchronous; the pages of its copies cannot be had
+#     (the module's fail_async_copy, 5 %) during writes: every write
+#     acknowledged and on the primary, the copies that were made reach the
+#     target (the lag drains), the writes left uncopied are dirty regions
+#     (the legs differ only inside them), and a resync makes the legs
+#     identical.
 # Then the module unloads. Every phase checks that failures were injected.
 # vm-kernel: debug
 # vm-timeout: 600
@@ -33,6 +39,7 @@ REGION_KIB=64
 LIVE=/sys/module/replipipe/parameters/live_objects
 FMR=/sys/kernel/debug/fail_make_request
 FSL=/sys/kernel/debug/failslab
+FAC=/sys/kernel/debug/replipipe/fail_async_copy
 PRELOAD=/usr/local/bin/rp-make-it-fail.so
 TIMES=1000000
 ROUNDS=16
@@ -271,6 +278,43 @@ rp-nlctl set-pipe --id fi-final --mode sync --policy degrade --region-kib $REGIO
 	--pair replipipe_0/vol2=/dev/ram3,clean || vm_fail "E: set-pipe without injection"
 rp-nlctl del-pipe fi-final || vm_fail "E: del-pipe fi-final"
 vm_backstore_delete replipipe_0/vol2
+
+vm_log "== F: async pipe; fail_async_copy (5%) during writes"
+[ -d $FAC ] || vm_fail "no $FAC: the module was built without CONFIG_FAULT_INJECTION_DEBUG_FS"
+# The legs are identical since C: the async pair may start clean.
+rp-nlctl del-pipe $PIPE || vm_fail "F: del-pipe of the sync pipe"
+rp-nlctl set-pipe --id $PIPE --name fault-inject --mode async --policy degrade \
+	--region-kib $REGION_KIB --pair $SRC=/dev/ram1,clean || vm_fail "F: async set-pipe refused"
+echo 0 > $FAC/verbose
+echo 1 > $FAC/interval
+echo $TIMES > $FAC/times
+echo 5 > $FAC/probability
+out=$(rp-writer --dev "$lun" --log /tmp/pf --threads 4 --bytes 4M --min-size 4K --max-size 64K --seed 46) ||
+	vm_fail "F: writes failed with async copies failing: $out"
+n=$(injected $FAC)
+echo 0 > $FAC/probability
+echo "$out"
+vm_log "fail_async_copy injected $n failures"
+[ "$n" -ge 1 ] || vm_fail "F: no failure injected"
+i=0
+until pair=$(pair_line) && [ "$(vm_field "$pair" lag)" = 0 ]; do
+	[ $i -lt 300 ] || vm_fail "F: the lag did not drain within 30 s: $pair"
+	sleep 0.1
+	i=$((i + 1))
+done
+echo "$pair"
+[ "$(vm_field "$pair" state)" = Syncing ] || vm_fail "F: pair not Syncing: $pair"
+[ "$(vm_field "$pair" dirty)" -ge 1 ] || vm_fail "F: no dirty region for the writes left uncopied: $pair"
+[ "$(vm_field "$pair" errors)" = 0 ] || vm_fail "F: target errors: $pair"
+rp-verify --dev /dev/ram0 /tmp/pa.* /tmp/pb.* /tmp/pc.* /tmp/pf.* ||
+	vm_fail "F: acknowledged writes not on the primary"
+cmp_ranges
+must_be_dirty /tmp/cmp.ranges || vm_fail "F: the legs differ outside the dirty regions"
+timeout 300 rp-nlctl resync $PIPE $SRC --qd 8 --chunk-kib 256 > /tmp/resync 2>&1 ||
+	vm_fail "F: resync: $(tail -n 3 /tmp/resync)"
+pair=$(pair_line) || vm_fail "no pair line"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "F: not InSync after the resync: $pair"
+rp-verify --cmp /dev/ram0 /dev/ram1 | grep -q "^cmp: identical" || vm_fail "F: legs differ after the resync"
 
 vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
