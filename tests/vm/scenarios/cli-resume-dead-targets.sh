@@ -9,7 +9,7 @@
 # abandoned probes end, the same resume succeeds, the pipe is InSync and
 # the legs are identical; the pipe, the devices and the module all go.
 # vm-timeout: 300
-# vm-cost: 35
+# vm-cost: 22
 # vm-mem: 768
 # vm-bins: dmsetup
 
