@@ -38,6 +38,7 @@
 #define RP_BIO_POOL_SIZE	128
 #define RP_REQ_POOL_SIZE	64
 #define RP_ASYNC_RESERVE_PAGES	16	/* forward progress of async copies */
+#define RP_ASYNC_BIO_POOL_SIZE	16	/* bios of async copies (see rp_io.c) */
 #define RP_LAG_WAIT_SEC		30	/* longest a writer waits for lag room */
 /*
  * Longest a PAIR_SET waits for the target's probe (read and flush together):
@@ -131,6 +132,7 @@ struct rp_dev {
 	/* Set when enabled, cleared when destroyed; NULL without a record. */
 	struct rp_intent	*intent;
 	struct bio_set		bio_set;
+	struct bio_set		async_bio_set;	/* async copies only */
 	mempool_t		*req_pool;
 	/* One per rp_req and per write submission: pins the pools above. */
 	struct percpu_ref	reqs;

@@ -118,10 +118,17 @@ static int rp_configure_device(struct se_device *se_dev)
 		goto exit_reqs;
 	}
 
+	ret = bioset_init(&dev->async_bio_set, RP_ASYNC_BIO_POOL_SIZE, 0,
+			  BIOSET_NEED_BVECS);
+	if (ret) {
+		pr_err("%s: cannot create the async bio set\n", dev->name);
+		goto exit_bioset;
+	}
+
 	dev->req_pool = mempool_create_slab_pool(RP_REQ_POOL_SIZE, rp_req_cache);
 	if (!dev->req_pool) {
 		ret = -ENOMEM;
-		goto exit_bioset;
+		goto exit_async_bioset;
 	}
 
 	ret = rp_bdev_open(&dev->primary, dev->udev_path, dev);
@@ -145,6 +152,8 @@ close_primary:
 destroy_req_pool:
 	mempool_destroy(dev->req_pool);
 	dev->req_pool = NULL;
+exit_async_bioset:
+	bioset_exit(&dev->async_bio_set);
 exit_bioset:
 	bioset_exit(&dev->bio_set);
 exit_reqs:
@@ -173,6 +182,7 @@ static void rp_destroy_device(struct se_device *se_dev)
 	rp_bdev_close(&dev->primary, dev);
 	mempool_destroy(dev->req_pool);
 	dev->req_pool = NULL;
+	bioset_exit(&dev->async_bio_set);
 	bioset_exit(&dev->bio_set);
 }
 

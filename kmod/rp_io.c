@@ -172,6 +172,13 @@ static void rp_bio_done_target(struct bio *bio)
 	rp_req_cmd_done(req);
 }
 
+/* Gives one page of an async copy back (rp_async_page()). */
+static void rp_async_page_free(struct rp_pair *pair, struct page *page)
+{
+	mempool_free(page, pair->page_pool);
+	atomic_dec(&rp_nr_async_bufs);
+}
+
 /* Gives the copy pages of an async leg's bio back, and the bio. */
 static void rp_async_bio_free(struct rp_pair *pair, struct bio *bio)
 {
@@ -183,10 +190,8 @@ static void rp_async_bio_free(struct rp_pair *pair, struct bio *bio)
 		struct bio_vec *bv = &bio->bi_io_vec[i];
 
 		for (j = 0; j < DIV_ROUND_UP(bv->bv_offset + bv->bv_len,
-					     PAGE_SIZE); j++) {
-			mempool_free(nth_page(bv->bv_page, j), pair->page_pool);
-			atomic_dec(&rp_nr_async_bufs);
-		}
+					     PAGE_SIZE); j++)
+			rp_async_page_free(pair, nth_page(bv->bv_page, j));
 	}
 	bio_put(bio);
 }
@@ -249,26 +254,56 @@ static void rp_submit_sg(struct rp_req *req, struct block_device *bdev,
 	submit_bio(bio);
 }
 
-/* Queues one filled copy page on the async leg's bios. */
-static void rp_async_add_page(struct rp_req *req, struct bio **biop,
+/*
+ * A bio for an async leg, without waiting, from the device's async bio set,
+ * never its main one: a built leg keeps its bios until the older legs it
+ * overlaps are done, and those may still need bios of the main set for
+ * their primary writes.  Were async legs to hold (or wait for) the main
+ * set's reserve, the two could wait for each other under memory pressure.
+ */
+static struct bio *rp_async_bio_alloc(struct rp_req *req,
+				      unsigned int nr_vecs, sector_t sector)
+{
+	struct bio *bio;
+
+	if (rp_fail_async_copy())
+		return NULL;
+	bio = bio_alloc_bioset(req->pair->tgt.bdev, bio_max_segs(nr_vecs),
+			       req->target_opf, GFP_NOWAIT | __GFP_NOWARN,
+			       &req->dev->async_bio_set);
+	if (!bio)
+		return NULL;
+	bio->bi_private = req;
+	bio->bi_end_io = rp_bio_done_async;
+	bio->bi_iter.bi_sector = sector;
+	return bio;
+}
+
+/*
+ * Queues one filled copy page on the async leg's bios.  False when no bio
+ * could be had for it: then the page is the caller's still.
+ */
+static bool rp_async_add_page(struct rp_req *req, struct bio **biop,
 			      struct page *page, unsigned int len,
 			      sector_t *sector, unsigned int pages_left)
 {
-	struct block_device *tgt = req->pair->tgt.bdev;
 	struct bio *bio = *biop;
 
-	if (bio && bio_add_page(bio, page, len, 0) == len)
-		goto added;
-	if (bio) {
-		atomic_inc(&req->async_pending);
-		bio_list_add(&req->async_bios, bio);
+	if (!bio || bio_add_page(bio, page, len, 0) != len) {
+		struct bio *next = rp_async_bio_alloc(req, pages_left, *sector);
+
+		if (!next)
+			return false;
+		if (bio) {
+			atomic_inc(&req->async_pending);
+			bio_list_add(&req->async_bios, bio);
+		}
+		__bio_add_page(next, page, len, 0);
+		bio = next;
 	}
-	bio = rp_bio_alloc(req, tgt, pages_left, req->target_opf, *sector,
-			   rp_bio_done_async);
-	__bio_add_page(bio, page, len, 0);
-added:
 	*sector += len >> SECTOR_SHIFT;
 	*biop = bio;
+	return true;
 }
 
 /*
@@ -334,16 +369,15 @@ static bool rp_async_build(struct rp_req *req)
 			void *src;
 
 			if (page && fill == PAGE_SIZE) {
-				rp_async_add_page(req, &bio, page, fill,
-						  &sector, pages_left--);
+				if (!rp_async_add_page(req, &bio, page, fill,
+						       &sector, pages_left--))
+					goto nomem;
 				page = NULL;
 			}
 			if (!page) {
 				page = rp_async_page(pair);
-				if (!page) {
-					rp_async_unbuild(req, bio);
-					return false;
-				}
+				if (!page)
+					goto nomem;
 				fill = 0;
 			}
 			n = min3(len, (unsigned int)PAGE_SIZE - soff,
@@ -357,13 +391,20 @@ static bool rp_async_build(struct rp_req *req)
 			len -= n;
 		}
 	}
-	if (page)
-		rp_async_add_page(req, &bio, page, fill, &sector, pages_left);
+	if (page && !rp_async_add_page(req, &bio, page, fill, &sector,
+				       pages_left))
+		goto nomem;
 	if (bio) {
 		atomic_inc(&req->async_pending);
 		bio_list_add(&req->async_bios, bio);
 	}
 	return true;
+
+nomem:
+	if (page)
+		rp_async_page_free(pair, page);
+	rp_async_unbuild(req, bio);
+	return false;
 }
 
 #define RP_ASYNC_START(req)	((req)->sector)
