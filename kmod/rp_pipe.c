@@ -341,8 +341,8 @@ void rp_pair_mark_dirty(struct rp_pair *pair, struct rp_req *req)
  */
 bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req)
 {
+	bool fail, degraded = false;
 	unsigned long flags;
-	bool fail;
 
 	atomic64_inc(&pair->target_errors);
 	spin_lock_irqsave(&pair->lock, flags);
@@ -358,11 +358,20 @@ bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req)
 	}
 	fail = pair->policy == REPLIPIPE_POLICY_FAILIO &&
 	       !(req->flags & RP_REQ_ASYNC);
-	if (!fail && __rp_pair_mirroring(pair))
+	if (!fail && __rp_pair_mirroring(pair)) {
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_DEGRADED);
+		degraded = true;
+	}
 	/* Under FailIO too: the error may be the target losing its cache. */
 	__rp_pair_unflushed_dirty(pair);
 	spin_unlock_irqrestore(&pair->lock, flags);
+	/*
+	 * Writers waiting for lag room (rp_lag_wait()) go to the primary now.
+	 * A failed write's rp_pair_untrack() would wake them too, but a flush
+	 * is not tracked.
+	 */
+	if (degraded)
+		wake_up_all(&pair->wq);
 	return fail;
 }
 
