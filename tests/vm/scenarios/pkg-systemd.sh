@@ -84,6 +84,9 @@ nsenter -t $pid -m sh -c 'touch /etc/rp-probe' 2> /dev/null &&
 	vm_fail "replipiped can write /etc"
 touch /tmp/rp-host-tmp
 nsenter -t $pid -m sh -c '[ ! -e /tmp/rp-host-tmp ]' || vm_fail "replipiped sees the host's /tmp"
+# Room for 64 resumes of 16 probes each (replipiped.service).
+grep -q "^Max open files *4096 *4096 " /proc/$pid/limits ||
+	vm_fail "open files limit: $(grep '^Max open files' /proc/$pid/limits)"
 [ "$(stat -c %a /var/lib/replipipe)" = 700 ] || vm_fail "StateDirectory mode $(stat -c %a /var/lib/replipipe)"
 [ "$(stat -c %a:%G $SOCK)" = 660:replipipe ] || vm_fail "socket mode/group $(stat -c %a:%G $SOCK)"
 
