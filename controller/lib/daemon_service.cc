@@ -192,7 +192,7 @@ ControlReply DaemonService::Delete(const std::string &pipe)
 	if (outcome.return_value == ReturnValue::kCompleted) {
 		LogNotice() << "deleted " << outcome.replication_pipe;
 		if (uuid.ok())
-			hub_.RetainPairs(InstanceIdFor(*uuid), {});
+			Forget(*uuid);
 	} else if (uuid.ok()) {
 		LogInfo() << "delete " << pipe << ": ReturnValue "
 		          << static_cast<uint32_t>(outcome.return_value) << ": "
@@ -345,8 +345,21 @@ ControlPipe DaemonService::ToControlPipe(const PipeView &view) const
 }
 
 void DaemonService::Apply(const PipeRecord &record,
-                          const std::optional<KernelPipeStatus> &kernel)
+                          const std::optional<KernelPipeStatus> &kernel,
+                          uint64_t read_no)
 {
+	KeyedLock::Hold hold(applying_, record.instance_id);
+	{
+		std::lock_guard lock(applied_mu_);
+		uint64_t &newest = applied_[record.instance_id];
+		if (read_no < newest) {
+			LogDebug() << "refresh pipe " << record.instance_id
+			           << ": read " << read_no << " dropped, "
+			           << newest << " applied";
+			return;
+		}
+		newest = read_no;
+	}
 	const std::string instance_id = InstanceIdOf(record);
 	std::vector<std::string> sources;
 	for (const PairRecord &pr : record.pairs) {
@@ -366,8 +379,26 @@ void DaemonService::Apply(const PipeRecord &record,
 		jobs_->StopPipe(record.instance_id);
 }
 
+void DaemonService::Forget(const std::string &uuid)
+{
+	// Numbered after the store let go of the pipe: every refresh that
+	// could still apply it read its record before, and is older.
+	const uint64_t read_no = NextRead();
+	KeyedLock::Hold hold(applying_, uuid);
+	{
+		std::lock_guard lock(applied_mu_);
+		applied_[uuid] = read_no;
+	}
+	// Again: a refresh may have started the jobs since Delete() stopped
+	// them.
+	if (jobs_)
+		jobs_->StopPipe(uuid);
+	hub_.RetainPairs(InstanceIdFor(uuid), {});
+}
+
 void DaemonService::RefreshPipe(const std::string &uuid)
 {
+	const uint64_t read_no = NextRead();
 	auto record = pipes_.GetPipe(uuid);
 	if (!record.ok())
 		return; // not ours (or deleted meanwhile)
@@ -377,11 +408,12 @@ void DaemonService::RefreshPipe(const std::string &uuid)
 		             << kernel.status().message();
 		return;
 	}
-	Apply(*record, *kernel);
+	Apply(*record, *kernel, read_no);
 }
 
 void DaemonService::RefreshAll()
 {
+	const uint64_t read_no = NextRead();
 	auto listed = kernel_.ListPipes();
 	if (!listed.ok()) {
 		LogWarning() << "refresh: list kernel pipes: "
@@ -396,7 +428,7 @@ void DaemonService::RefreshAll()
 				kernel = k;
 		if (!kernel)
 			missing[record.instance_id] = PipeLabel(record);
-		Apply(record, kernel);
+		Apply(record, kernel, read_no);
 	}
 	pusher_.Missing(missing);
 }

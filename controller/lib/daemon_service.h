@@ -46,9 +46,12 @@
 // uses are thread-safe themselves.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -136,8 +139,16 @@ private:
 	ControlReply Delete(const std::string &pipe);
 	ControlReply Describe(const std::optional<std::string> &pipe);
 	ControlReply SetRunState(const ControlRequest &request, bool pause);
+	// Applies what read number read_no (NextRead()) found in the kernel,
+	// unless a read of the pipe that started later was applied already.
 	void Apply(const PipeRecord &record,
-	           const std::optional<KernelPipeStatus> &kernel);
+	           const std::optional<KernelPipeStatus> &kernel,
+	           uint64_t read_no);
+	// After a delete: no refresh that read the pipe before applies it,
+	// and its jobs and events are gone.
+	void Forget(const std::string &uuid);
+	// Numbers a read of the kernel; taken before the read starts.
+	uint64_t NextRead() { return ++reads_; }
 	// The jobs' replan sink: queues the pipe for the replan thread.
 	void QueueReplan(const std::string &uuid);
 	void ReplanLoop();
@@ -152,6 +163,20 @@ private:
 	// Held by a probe of a pipe's pair and by a pause or resume of the
 	// pipe, by pipe UUID.
 	KeyedLock run_state_;
+	// Refreshes of a pipe may run at once (the main loop, the replan
+	// thread, the prober, control calls), each reading the kernel and then
+	// applying it. A read that started before another's must not undo what
+	// that one applied: a pause's refresh, which reads the Paused pair,
+	// would be undone by a refresh that had read it Syncing a moment
+	// earlier, and its job started again. So reads are numbered as they
+	// start, and a pipe applies them (one at a time: applying_) only in
+	// that order; older ones are dropped. A delete marks the pipe with a
+	// number of its own, so that no read from before it brings the pipe's
+	// jobs or events back.
+	std::atomic<uint64_t> reads_{0};
+	KeyedLock applying_;
+	std::mutex applied_mu_;
+	std::map<std::string, uint64_t> applied_; // guarded by applied_mu_
 
 	std::mutex replan_mu_;
 	std::condition_variable replan_cv_; // replan_due_ or replan_stop_

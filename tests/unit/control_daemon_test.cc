@@ -365,6 +365,119 @@ TEST(ControlDaemon, AResumeProbesManyPairsAtOnceAndNoMore)
 		EXPECT_NE(pair.state, PairState::kPaused) << pair.source;
 }
 
+// Holds the next GetPipe of the fake kernel after it has read the pipe,
+// until released: the refresh that made it then applies an old read.
+// Declared before the daemon, whose kernel calls it.
+class ReadGate
+{
+public:
+	std::function<void()> Hook()
+	{
+		return [this] {
+			std::unique_lock lock(mu_);
+			if (!armed_)
+				return;
+			armed_ = false;
+			held_ = true;
+			cv_.notify_all();
+			cv_.wait_for(lock, std::chrono::seconds(20),
+			             [this] { return released_; });
+		};
+	}
+	bool WaitHeld()
+	{
+		std::unique_lock lock(mu_);
+		return cv_.wait_for(lock, std::chrono::seconds(5),
+		                    [this] { return held_; });
+	}
+	void Release()
+	{
+		std::lock_guard lock(mu_);
+		released_ = true;
+		cv_.notify_all();
+	}
+
+private:
+	std::mutex mu_;
+	std::condition_variable cv_;
+	bool armed_ = true;     // guarded by mu_
+	bool held_ = false;     // guarded by mu_
+	bool released_ = false; // guarded by mu_
+};
+
+// Refreshes of one pipe run on several threads, each reading the kernel and
+// then applying what it read. One that read the pair Syncing, then was slow
+// to apply it, must not undo the pause that came meanwhile: the pause's own
+// refresh read Paused and stopped the job, and the older read is dropped
+// rather than start the job again.
+TEST(ControlDaemon, AnOlderReadDoesNotUndoAPause)
+{
+	ReadGate gate;
+	InProcessDaemon d;
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	const std::string uuid = UuidOf(created.replication_pipe);
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
+
+	d.kernel_.SetReadHook(gate.Hook());
+	std::thread slow([&] { d.service_.RefreshPipe(uuid); });
+	if (!gate.WaitHeld()) {
+		gate.Release();
+		slow.join();
+		FAIL() << "the refresh never read the kernel";
+	}
+	// The slow refresh holds a read of the pair Syncing with its job.
+	ControlReply paused =
+	        d.Call(InProcessDaemon::Op(ControlOp::kPause, "db"));
+	EXPECT_TRUE(paused.ok) << paused.error;
+	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 0; }));
+	gate.Release();
+	slow.join();
+	d.kernel_.SetReadHook({});
+	EXPECT_EQ(d.kernel_.Find(uuid)->pairs[0].state, PairState::kPaused);
+	// A job would start within milliseconds (the jobs' retry is 10 ms).
+	EXPECT_FALSE(d.board_.WaitFor([&] { return d.board_.running != 0; },
+	                              std::chrono::milliseconds(500)))
+	        << "the older read started the paused pair's job again";
+	EXPECT_TRUE(WaitForState(d, "db", "replipipe_0/a", "Paused"));
+}
+
+// The same with a delete: a read from before it brings back neither the
+// deleted pipe's job nor its pairs in the events' snapshot.
+TEST(ControlDaemon, AnOlderReadDoesNotBringADeletedPipeBack)
+{
+	ReadGate gate;
+	InProcessDaemon d;
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	const std::string uuid = UuidOf(created.replication_pipe);
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
+
+	d.kernel_.SetReadHook(gate.Hook());
+	std::thread slow([&] { d.service_.RefreshPipe(uuid); });
+	if (!gate.WaitHeld()) {
+		gate.Release();
+		slow.join();
+		FAIL() << "the refresh never read the kernel";
+	}
+	ControlReply deleted =
+	        d.Call(InProcessDaemon::Op(ControlOp::kDelete, "db"));
+	EXPECT_TRUE(deleted.ok) << deleted.error;
+	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 0; }));
+	gate.Release();
+	slow.join();
+	d.kernel_.SetReadHook({});
+	EXPECT_FALSE(d.board_.WaitFor([&] { return d.board_.running != 0; },
+	                              std::chrono::milliseconds(500)))
+	        << "the older read started the deleted pipe's job again";
+	for (const ControlEvent &e : d.hub_.PairStates())
+		EXPECT_NE(e.instance_id, "replipipe:" + uuid)
+		        << "the deleted pipe's pair " << e.source
+		        << " is back in the events' snapshot";
+}
+
 // A probe of a Degraded pair may wait the kernel's 5 s bound on the target
 // (here: a fake kernel whose PAIR_SET blocks until released). It runs on the
 // service's probe thread: the caller (replipiped's main loop) gets its

@@ -180,11 +180,24 @@ FakeKernel::GetPipe(const std::string &id)
 {
 	if (Status st = Enter(Op::kGetPipe); !st.ok())
 		return st;
+	std::optional<KernelPipeStatus> found;
+	std::function<void()> read_hook;
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		auto it = pipes_.find(id);
+		if (it != pipes_.end())
+			found = it->second;
+		read_hook = read_hook_;
+	}
+	if (read_hook)
+		read_hook();
+	return found;
+}
+
+void FakeKernel::SetReadHook(std::function<void()> hook)
+{
 	std::lock_guard<std::mutex> lock(mu_);
-	auto it = pipes_.find(id);
-	if (it == pipes_.end())
-		return std::optional<KernelPipeStatus>();
-	return std::optional<KernelPipeStatus>(it->second);
+	read_hook_ = std::move(hook);
 }
 
 Result<std::vector<KernelPipeStatus>> FakeKernel::ListPipes()

@@ -66,6 +66,9 @@ public:
 	void SetDelay(std::chrono::milliseconds delay);
 	// Called (outside the fake's lock) when any call starts.
 	void SetEntryHook(std::function<void(Op)> hook);
+	// Called (outside the fake's lock) when a GetPipe has read the pipe,
+	// before it returns: what it returns is then older than the kernel.
+	void SetReadHook(std::function<void()> hook);
 
 	// Inspection and set-up.
 	int calls(Op op) const;
@@ -103,6 +106,7 @@ private:
 	std::optional<int> fail_after_apply_;           // guarded by mu_
 	std::chrono::milliseconds delay_{0};            // guarded by mu_
 	std::function<void(Op)> hook_;                  // guarded by mu_
+	std::function<void()> read_hook_;               // guarded by mu_
 	std::map<Op, int> calls_;                       // guarded by mu_
 	uint64_t regions_per_pair_ = 16;                // guarded by mu_
 	std::function<uint64_t(const std::string &)>
