@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <iostream>
@@ -66,6 +67,9 @@ constexpr int kExitConfig = 78;      // EX_CONFIG: store unreadable
 // How often the jobs and the kernel state are re-checked without an event
 // (restarts failed jobs after their back-off, catches lost events).
 constexpr milliseconds kTick{5000};
+// How long a stop waits for the resync jobs to end: within the unit's
+// TimeoutStopSec=30s, with room for what comes before.
+constexpr milliseconds kJobsStopBound{20000};
 
 struct Options {
 	std::string state_dir = kDefaultStateDir;
@@ -537,7 +541,16 @@ int Run(const Options &opts, Detacher &detacher)
 		metrics_server->Stop();
 	textfile.Remove();
 	(*server)->Stop();
-	jobs.StopAll();
+	// A job drains its requests before it ends, and a target that never
+	// completes one (a suspended dm device, multipath queue_if_no_path)
+	// would hold the stop until systemd kills us (TimeoutStopSec=30s).
+	if (!jobs.StopAllWithin(kJobsStopBound)) {
+		LogWarning() << "stopped with resync jobs still waiting for "
+		                "their targets; their claims end with the "
+		                "process, the regions stay dirty";
+		// Their threads use what this frame holds: no destructors.
+		std::_Exit(kExitOk);
+	}
 	LogNotice() << "stopped";
 	return kExitOk;
 }

@@ -693,6 +693,11 @@ void ResyncJobs::StopPair(const std::string &pipe_id, const std::string &source)
 
 void ResyncJobs::StopAll()
 {
+	StopAllWithin(std::chrono::milliseconds::max());
+}
+
+bool ResyncJobs::StopAllWithin(std::chrono::milliseconds bound)
+{
 	JobList to_join;
 	{
 		std::unique_lock lock(mu_);
@@ -703,10 +708,15 @@ void ResyncJobs::StopAll()
 				__Retire(*job);
 		// Shutdown, the one place that waits for jobs: their claims
 		// end as Failed rather than dropped with the socket.
-		ended_cv_.wait(lock, [&] { return __Live() == 0; });
+		auto ended = [&] { return __Live() == 0; };
+		if (bound == std::chrono::milliseconds::max())
+			ended_cv_.wait(lock, ended);
+		else if (!ended_cv_.wait_for(lock, bound, ended))
+			return false;
 		to_join.splice(to_join.end(), jobs_);
 	}
 	Join(to_join);
+	return true;
 }
 
 std::optional<ControlResync>

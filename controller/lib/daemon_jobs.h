@@ -8,7 +8,8 @@
 // itself). A stopped job reports its current claim Failed (the regions stay
 // dirty, the next job continues from the kernel's bitmap).
 //
-// Nobody waits for a job to end but StopAll() (shutdown): a job stuck in
+// Nobody waits for a job to end but StopAll() and StopAllWithin()
+// (shutdown; replipiped bounds its wait): a job stuck in
 // I/O on a target that does not answer (an iSCSI outage) must not hold the
 // caller, which is the daemon's main loop, its control threads or its
 // pusher. A stopped or replaced job stays in the table, "retiring", until
@@ -181,6 +182,11 @@ public:
 	// Stops every job, refuses new ones and waits until every job
 	// thread has ended (shutdown).
 	void StopAll();
+	// The same, waiting at most bound. False when some job had not ended
+	// by then (one whose I/O a target never completes: a job drains its
+	// requests before it ends): it still runs, and the object must not be
+	// destroyed while it does; replipiped exits instead.
+	bool StopAllWithin(std::chrono::milliseconds bound);
 
 	// The pair's progress: of the running job (running), of a retiring
 	// one (not running), else of the last one; nullopt when no job ever

@@ -54,6 +54,25 @@ private:
 	std::atomic<bool> stop_{false};
 };
 
+// A job whose I/O never completes: it does not end when asked to stop,
+// only once the test lets it (a target that comes back).
+class StuckJob final : public PairJob
+{
+public:
+	explicit StuckJob(std::atomic<bool> &released) : released_(released) {}
+	Status Run() override
+	{
+		while (!released_.load())
+			std::this_thread::sleep_for(milliseconds(1));
+		return Status::Error("stopped", ECANCELED);
+	}
+	void RequestStop() override {}
+	ResyncProgress progress() const override { return {}; }
+
+private:
+	std::atomic<bool> &released_;
+};
+
 PipeRecord Pipe()
 {
 	PipeRecord pipe;
@@ -1037,6 +1056,29 @@ TEST(ControlEvents, RetainPairs)
 	ASSERT_EQ(states.size(), 2u);
 	EXPECT_EQ(states[0].source, "b");
 	EXPECT_EQ(states[1].source, "c");
+}
+
+// Shutdown with a job stuck in I/O: StopAllWithin() gives up after its
+// bound and says so (replipiped then exits without waiting); the job is
+// still counted, and ends once its target does.
+TEST(ResyncJobs, StopAllWithinGivesUpOnAJobThatDoesNotEnd)
+{
+	std::atomic<bool> released{false}; // outlives jobs
+	Recorder rec;
+	ResyncJobs jobs(
+	        [&](const PairJobSpec &) -> Result<std::unique_ptr<PairJob>> {
+		        return std::unique_ptr<PairJob>(new StuckJob(released));
+	        },
+	        rec.Sink());
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+	ASSERT_TRUE(Eventually([&] { return jobs.running() == 1; }));
+	const auto started = std::chrono::steady_clock::now();
+	EXPECT_FALSE(jobs.StopAllWithin(milliseconds(200)));
+	EXPECT_LT(std::chrono::steady_clock::now() - started,
+	          std::chrono::seconds(5));
+	released = true;
+	EXPECT_TRUE(jobs.StopAllWithin(std::chrono::seconds(10)));
+	EXPECT_EQ(jobs.running(), 0u);
 }
 
 } // namespace

@@ -7,9 +7,13 @@
 # before). The resume fails with exit 3 (ReturnValue Timeout) naming every
 # pair, and every pair stays Paused. Once the targets resume, the
 # abandoned probes end, the same resume succeeds, the pipe is InSync and
-# the legs are identical; the pipe, the devices and the module all go.
+# the legs are identical. Then a seventh pair whose target queues I/O: its
+# resync job waits on it, and replipiped, told to stop, gives up on the job
+# after its bound (20 s, within systemd's 30) and exits 0 rather than wait
+# for the target; started again once the target answers, it brings the
+# pair InSync. The pipe, the devices and the module all go.
 # vm-timeout: 300
-# vm-cost: 22
+# vm-cost: 45
 # vm-mem: 768
 # vm-bins: dmsetup
 
@@ -35,8 +39,9 @@ each_target() { # dmsetup verb for every target
 	done
 }
 
-# Sources /dev/ram0..5, targets dm-linear over /dev/ram6..11.
-vm_brd $((PAIRS * 2)) 4
+# Sources /dev/ram0..5, targets dm-linear over /dev/ram6..11; the
+# seventh pair's /dev/ram12 and /dev/ram13.
+vm_brd $((PAIRS * 2 + 2)) 4
 vm_modprobe dm_mod
 vm_modprobe replipipe
 pairs=
@@ -84,17 +89,54 @@ while [ $i -lt $PAIRS ]; do
 	i=$((i + 1))
 done
 
+vm_log "== a stop while a resync job waits on a target that queues its I/O"
+stuck=$(vm_dm_create rpstuck "0 $(blockdev --getsz /dev/ram13) linear /dev/ram13 0")
+vm_backstore replipipe replipipe_0 v$PAIRS /dev/ram12 > /dev/null
+dd if=/dev/urandom of=/dev/ram12 bs=64k count=16 2> /dev/null || vm_fail "dd /dev/ram12"
+dmsetup --noudevsync suspend rpstuck || vm_fail "dmsetup suspend rpstuck"
+# shellcheck disable=SC2086 # one --pair word each
+replipipectl create-or-modify --name $PIPE --pipe $PIPE --source-system localhost \
+	--target-system localhost $pairs --pair replipipe_0/v$PAIRS=$stuck ||
+	daemon_fail "adding the seventh pair"
+i=0
+until grep -q "claims=[1-9]" $LIVE; do
+	[ $i -lt 100 ] || daemon_fail "no resync claim on the seventh pair: $(cat $LIVE)"
+	sleep 0.1
+	i=$((i + 1))
+done
+t0=$(now_ms)
+kill "$VM_DAEMON_PID" || vm_fail "replipiped is gone"
+i=0
+while kill -0 "$VM_DAEMON_PID" 2> /dev/null; do
+	[ $i -lt 300 ] || daemon_fail "replipiped still waits for its resync job 30 s after SIGTERM"
+	sleep 0.1
+	i=$((i + 1))
+done
+t1=$(now_ms)
+rc=0
+wait "$VM_DAEMON_PID" || rc=$?
+VM_DAEMON_PID=
+vm_log "replipiped stopped after $((t1 - t0)) ms, rc=$rc"
+[ $rc -eq 0 ] || daemon_fail "replipiped exited $rc on SIGTERM"
+grep -q "stopped with resync jobs still waiting for their targets" $DLOG ||
+	daemon_fail "no word of the job left behind"
+dmsetup --noudevsync resume rpstuck || vm_fail "dmsetup resume rpstuck"
+vm_daemon_start $DLOG --log-level info --probe-interval 0
+replipipectl wait $PIPE --state InSync --timeout 120 || daemon_fail "seventh pair not InSync"
+vm_cmp_devs /dev/ram12 /dev/ram13
+
 vm_log "== teardown"
 replipipectl delete $PIPE || daemon_fail "delete"
 vm_daemon_stop $DLOG
 i=0
-while [ $i -lt $PAIRS ]; do
+while [ $i -le $PAIRS ]; do
 	vm_backstore_delete replipipe_0/v$i
 	i=$((i + 1))
 done
 # The abandoned probes' bios ended when their targets resumed: the devices
 # and the module are free.
 each_target remove
+dmsetup --noudevsync remove rpstuck || vm_fail "dmsetup remove rpstuck"
 live=$(cat $LIVE)
 [ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects left: $live"
 rmmod replipipe || vm_fail "rmmod replipipe"
