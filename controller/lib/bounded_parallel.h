@@ -7,14 +7,18 @@
 //
 // The calling thread is one of the workers; up to width - 1 more threads
 // are started, and fewer if the system refuses one (the work is then
-// shared by those that started, down to the calling thread alone). fn must
-// not throw: it runs on threads that have no caller to throw to. Which
+// shared by those that started, down to the calling thread alone). Which
 // thread calls fn(i), and in which order the calls start, is unspecified.
+// If a call throws, the calls not started yet are skipped, and once those
+// in progress have returned the first exception is rethrown to the caller
+// (rather than ending the process from a helper thread).
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <exception>
+#include <mutex>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -26,9 +30,18 @@ template <typename Fn>
 void ForEachBounded(size_t count, size_t width, const Fn &fn)
 {
 	std::atomic<size_t> next{0};
+	std::mutex failure_mu;
+	std::exception_ptr failure; // guarded by failure_mu
 	auto drain = [&] {
-		for (size_t i = next++; i < count; i = next++)
-			fn(i);
+		try {
+			for (size_t i = next++; i < count; i = next++)
+				fn(i);
+		} catch (...) {
+			next = count; // nobody starts another call
+			std::lock_guard lock(failure_mu);
+			if (!failure)
+				failure = std::current_exception();
+		}
 	};
 	{
 		std::vector<std::jthread> helpers;
@@ -45,6 +58,8 @@ void ForEachBounded(size_t count, size_t width, const Fn &fn)
 		}
 		drain();
 	} // the helpers join here
+	if (failure)
+		std::rethrow_exception(failure);
 }
 
 } // namespace replipipe

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <mutex>
+#include <stdexcept>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -55,6 +56,22 @@ TEST(BoundedParallel, WidthCallsAtOnceAndNoMore)
 	});
 	EXPECT_EQ(most, kWidth);
 	EXPECT_EQ(in, 0u);
+}
+
+// A call that throws ends the run: its exception reaches the caller once
+// the calls in progress returned, not std::terminate() from a helper.
+TEST(BoundedParallel, AnExceptionReachesTheCaller)
+{
+	std::atomic<size_t> calls{0};
+	EXPECT_THROW(ForEachBounded(100, 4,
+	                            [&](size_t i) {
+		                            ++calls;
+		                            if (i == 3)
+			                            throw std::runtime_error(
+			                                    "call 3");
+	                            }),
+	             std::runtime_error);
+	EXPECT_GE(calls.load(), 4u);
 }
 
 } // namespace
