@@ -11,6 +11,7 @@
 #include <fstream>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -365,45 +366,30 @@ TEST(ControlDaemon, AResumeProbesManyPairsAtOnceAndNoMore)
 		EXPECT_NE(pair.state, PairState::kPaused) << pair.source;
 }
 
-// Holds the next GetPipe of the fake kernel after it has read the pipe,
-// until released: the refresh that made it then applies an old read.
-// Declared before the daemon, whose kernel calls it.
-class ReadGate
+// A pipe "db" of one pair with its job running; its UUID.
+std::string CreateSyncingPipe(InProcessDaemon &d)
 {
-public:
-	std::function<void()> Hook()
-	{
-		return [this] {
-			std::unique_lock lock(mu_);
-			if (!armed_)
-				return;
-			armed_ = false;
-			held_ = true;
-			cv_.notify_all();
-			cv_.wait_for(lock, std::chrono::seconds(20),
-			             [this] { return released_; });
-		};
-	}
-	bool WaitHeld()
-	{
-		std::unique_lock lock(mu_);
-		return cv_.wait_for(lock, std::chrono::seconds(5),
-		                    [this] { return held_; });
-	}
-	void Release()
-	{
-		std::lock_guard lock(mu_);
-		released_ = true;
-		cv_.notify_all();
-	}
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	EXPECT_TRUE(created.ok) << created.error;
+	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
+	return UuidOf(created.replication_pipe);
+}
 
-private:
-	std::mutex mu_;
-	std::condition_variable cv_;
-	bool armed_ = true;     // guarded by mu_
-	bool held_ = false;     // guarded by mu_
-	bool released_ = false; // guarded by mu_
-};
+// A refresh of uuid on a thread of its own, held by gate after it read the
+// kernel; empty (and the thread joined) if it never got there.
+std::optional<std::thread> StartHeldRefresh(InProcessDaemon &d,
+                                            testing::KernelGate &gate,
+                                            const std::string &uuid)
+{
+	d.kernel_.SetReadHook(gate.BlockFirstRead());
+	std::thread slow([&d, uuid] { d.service_.RefreshPipe(uuid); });
+	if (gate.WaitEntered(std::chrono::seconds(5)))
+		return slow;
+	gate.Release();
+	slow.join();
+	return std::nullopt;
+}
 
 // Refreshes of one pipe run on several threads, each reading the kernel and
 // then applying what it read. One that read the pair Syncing, then was slow
@@ -412,28 +398,18 @@ private:
 // rather than start the job again.
 TEST(ControlDaemon, AnOlderReadDoesNotUndoAPause)
 {
-	ReadGate gate;
+	testing::KernelGate gate;
 	InProcessDaemon d;
-	ControlReply created = d.Call(InProcessDaemon::Create(
-	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
-	ASSERT_TRUE(created.ok) << created.error;
-	const std::string uuid = UuidOf(created.replication_pipe);
-	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
-
-	d.kernel_.SetReadHook(gate.Hook());
-	std::thread slow([&] { d.service_.RefreshPipe(uuid); });
-	if (!gate.WaitHeld()) {
-		gate.Release();
-		slow.join();
-		FAIL() << "the refresh never read the kernel";
-	}
+	const std::string uuid = CreateSyncingPipe(d);
+	std::optional<std::thread> slow = StartHeldRefresh(d, gate, uuid);
+	ASSERT_TRUE(slow) << "the refresh never read the kernel";
 	// The slow refresh holds a read of the pair Syncing with its job.
 	ControlReply paused =
 	        d.Call(InProcessDaemon::Op(ControlOp::kPause, "db"));
 	EXPECT_TRUE(paused.ok) << paused.error;
 	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 0; }));
 	gate.Release();
-	slow.join();
+	slow->join();
 	d.kernel_.SetReadHook({});
 	EXPECT_EQ(d.kernel_.Find(uuid)->pairs[0].state, PairState::kPaused);
 	// A job would start within milliseconds (the jobs' retry is 10 ms).
@@ -447,27 +423,17 @@ TEST(ControlDaemon, AnOlderReadDoesNotUndoAPause)
 // deleted pipe's job nor its pairs in the events' snapshot.
 TEST(ControlDaemon, AnOlderReadDoesNotBringADeletedPipeBack)
 {
-	ReadGate gate;
+	testing::KernelGate gate;
 	InProcessDaemon d;
-	ControlReply created = d.Call(InProcessDaemon::Create(
-	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
-	ASSERT_TRUE(created.ok) << created.error;
-	const std::string uuid = UuidOf(created.replication_pipe);
-	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
-
-	d.kernel_.SetReadHook(gate.Hook());
-	std::thread slow([&] { d.service_.RefreshPipe(uuid); });
-	if (!gate.WaitHeld()) {
-		gate.Release();
-		slow.join();
-		FAIL() << "the refresh never read the kernel";
-	}
+	const std::string uuid = CreateSyncingPipe(d);
+	std::optional<std::thread> slow = StartHeldRefresh(d, gate, uuid);
+	ASSERT_TRUE(slow) << "the refresh never read the kernel";
 	ControlReply deleted =
 	        d.Call(InProcessDaemon::Op(ControlOp::kDelete, "db"));
 	EXPECT_TRUE(deleted.ok) << deleted.error;
 	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 0; }));
 	gate.Release();
-	slow.join();
+	slow->join();
 	d.kernel_.SetReadHook({});
 	EXPECT_FALSE(d.board_.WaitFor([&] { return d.board_.running != 0; },
 	                              std::chrono::milliseconds(500)))

@@ -24,6 +24,20 @@ vm_fail() {
 # lines and live_objects are space-separated KEY=VALUE words).
 vm_field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 
+# vm_lag_drained PIPE [SECONDS]: waits (30 s by default) until the async
+# lag of PIPE's pair is 0, and prints that pair's line.
+vm_lag_drained() {
+	local pair i=0
+	while :; do
+		pair=$(rp-nlctl get "$1" | grep "^pair ") || vm_fail "no pair line in rp-nlctl get $1"
+		[ "$(vm_field "$pair" lag)" = 0 ] && break
+		[ $i -lt $((${2:-30} * 10)) ] || vm_fail "the lag of $1 did not drain within ${2:-30} s: $pair"
+		sleep 0.1
+		i=$((i + 1))
+	done
+	echo "$pair"
+}
+
 # vm_norm_ranges < FILE: "FIRST-LAST" lines from rp-verify's "F-L" or
 # rp-nlctl's "dirty F[-L]" lines.
 vm_norm_ranges() {

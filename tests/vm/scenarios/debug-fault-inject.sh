@@ -296,12 +296,7 @@ echo 0 > $FAC/probability
 echo "$out"
 vm_log "fail_async_copy injected $n failures"
 [ "$n" -ge 1 ] || vm_fail "F: no failure injected"
-i=0
-until pair=$(pair_line) && [ "$(vm_field "$pair" lag)" = 0 ]; do
-	[ $i -lt 300 ] || vm_fail "F: the lag did not drain within 30 s: $pair"
-	sleep 0.1
-	i=$((i + 1))
-done
+pair=$(vm_lag_drained $PIPE)
 echo "$pair"
 [ "$(vm_field "$pair" state)" = Syncing ] || vm_fail "F: pair not Syncing: $pair"
 [ "$(vm_field "$pair" dirty)" -ge 1 ] || vm_fail "F: no dirty region for the writes left uncopied: $pair"

@@ -46,14 +46,7 @@ vm_log "largest lag sampled: $max_lag bytes"
 [ "$max_lag" -le $((MAX_LAG_KIB * 1024)) ] || vm_fail "lag $max_lag above MaxLagKiB $MAX_LAG_KIB"
 
 vm_log "== waiting for the lag to drain"
-i=0
-while :; do
-	pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
-	[ "$(vm_field "$pair" lag)" = 0 ] && break
-	[ $i -lt 300 ] || vm_fail "lag did not drain within 30 s: $pair"
-	sleep 0.1
-	i=$((i + 1))
-done
+pair=$(vm_lag_drained $PIPE)
 echo "$pair"
 [ "$(vm_field "$pair" state)" = InSync ] || vm_fail "pair not InSync: $pair"
 [ "$(vm_field "$pair" dirty)" = 0 ] || vm_fail "dirty regions: $pair"
