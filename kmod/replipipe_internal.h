@@ -267,7 +267,14 @@ struct rp_pair {
 	bool			uf_old_set;
 	u64			uf_gen;		/* swaps of uf_new and uf_old */
 	u64			lag_bytes;
-	struct list_head	inflight;	/* rp_req writing to the legs */
+	/*
+	 * The rp_req writing to the legs, by region range: whether any
+	 * overlaps a range is asked under this lock, with interrupts off, at
+	 * each wake-up of a claim waiting to drain and for each chunk a
+	 * record's clear pass looks at, while an async pair may have a
+	 * quarter of a million writes in flight (max lag 1 GiB of 4 KiB).
+	 */
+	struct rb_root_cached	inflight;
 	struct list_head	held;		/* rp_req waiting for a claim */
 	/*
 	 * The async target legs not ended yet by sector range (rp_io.c), and
@@ -300,7 +307,7 @@ struct rp_pair {
 enum rp_req_flags {
 	RP_REQ_MIRROR	= 1 << 0,	/* a target leg exists */
 	RP_REQ_ASYNC	= 1 << 1,	/* the target leg is an async copy */
-	RP_REQ_TRACKED	= 1 << 2,	/* on pair->inflight */
+	RP_REQ_TRACKED	= 1 << 2,	/* in pair->inflight */
 	RP_REQ_FLUSH	= 1 << 3,	/* covers the whole device */
 	RP_REQ_UNTRACKED = 1 << 6,	/* counted in dev->untracked */
 	RP_REQ_NOCOPY	= 1 << 7,	/* no memory for the async copy */
@@ -326,7 +333,9 @@ struct rp_req {
 	refcount_t		refs;		/* command side + async side */
 	atomic_t		primary_errors;
 	atomic_t		target_errors;
-	struct list_head	node;		/* pair->inflight or pair->held */
+	struct list_head	node;		/* pair->held */
+	struct rb_node		inflight_rb;	/* pair->inflight */
+	u64			inflight_subtree_last;
 	struct rb_node		async_rb;	/* pair->async_tree */
 	sector_t		async_last;	/* last sector of the leg */
 	sector_t		async_subtree_last;

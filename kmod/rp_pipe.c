@@ -68,6 +68,7 @@
  */
 #define pr_fmt(fmt) "replipipe: " fmt
 
+#include <linux/interval_tree_generic.h>
 #include <linux/module.h>
 #include <linux/netlink.h>
 #include <linux/notifier.h>
@@ -255,6 +256,12 @@ static void rp_req_regions(struct rp_pair *pair, struct rp_req *req)
 				 last_region);
 }
 
+#define RP_REQ_FIRST_REGION(req)	((req)->first_region)
+#define RP_REQ_LAST_REGION(req)		((req)->last_region)
+INTERVAL_TREE_DEFINE(struct rp_req, inflight_rb, u64, inflight_subtree_last,
+		     RP_REQ_FIRST_REGION, RP_REQ_LAST_REGION, static inline,
+		     rp_inflight)
+
 /*
  * Decides where a write goes.  Writes to claimed regions are held when
  * @can_hold, else they go to the primary and stay dirty.  An asynchronous
@@ -282,7 +289,7 @@ enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 		goto unlock;
 	}
 
-	list_add_tail(&req->node, &pair->inflight);
+	rp_inflight_insert(req, &pair->inflight);
 	req->flags |= RP_REQ_TRACKED;
 	if (!claimed && __rp_pair_mirroring(pair) &&
 	    (pair->mode == REPLIPIPE_MODE_SYNC ?
@@ -312,7 +319,7 @@ void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req)
 	if (!(req->flags & RP_REQ_TRACKED))
 		return;
 	spin_lock_irqsave(&pair->lock, flags);
-	list_del(&req->node);
+	rp_inflight_remove(req, &pair->inflight);
 	if (req->flags & RP_REQ_ASYNC) {
 		__rp_async_del(pair, req);
 		kick = !list_empty(&pair->async_ready);
@@ -697,7 +704,7 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	init_completion(&pair->released);
 	init_waitqueue_head(&pair->wq);
 	spin_lock_init(&pair->lock);
-	INIT_LIST_HEAD(&pair->inflight);
+	pair->inflight = RB_ROOT_CACHED;
 	INIT_LIST_HEAD(&pair->held);
 	pair->async_tree = RB_ROOT_CACHED;
 	INIT_LIST_HEAD(&pair->async_ready);
@@ -1559,12 +1566,7 @@ int rp_pair_set_state(struct rp_pair *pair, u8 state,
 /* True if a tracked write overlaps regions [@first, @last].  pair->lock. */
 bool __rp_pair_busy(struct rp_pair *pair, u64 first, u64 last)
 {
-	struct rp_req *req;
-
-	list_for_each_entry(req, &pair->inflight, node)
-		if (req->first_region <= last && first <= req->last_region)
-			return true;
-	return false;
+	return rp_inflight_iter_first(&pair->inflight, first, last);
 }
 
 /* True once no tracked write overlaps the regions.  Must not block. */
