@@ -68,7 +68,8 @@ constexpr int kExitConfig = 78;      // EX_CONFIG: store unreadable
 // (restarts failed jobs after their back-off, catches lost events).
 constexpr milliseconds kTick{5000};
 // How long a stop waits for the resync jobs to end: within the unit's
-// TimeoutStopSec=30s, with room for what comes before.
+// TimeoutStopSec=30s, with room for what comes before (the control calls
+// in progress: a resume's probes under way, 5 s).
 constexpr milliseconds kJobsStopBound{20000};
 
 struct Options {
@@ -540,6 +541,9 @@ int Run(const Options &opts, Detacher &detacher)
 	if (metrics_server)
 		metrics_server->Stop();
 	textfile.Remove();
+	// The server waits for the calls in progress: a resume of many dead
+	// targets stops after the probes under way (5 s at most).
+	service.BeginShutdown();
 	(*server)->Stop();
 	// A job drains its requests before it ends, and a target that never
 	// completes one (a suspended dm device, multipath queue_if_no_path)

@@ -253,6 +253,13 @@ ControlReply DaemonService::SetRunState(const ControlRequest &request,
 			// several at a time: 256 dead targets one after the
 			// other would take 21 minutes (decision 38).
 			auto resume = [&](size_t i) {
+				if (shutting_down_) {
+					results[i] = Status::Error(
+					        "replipiped is stopping: not "
+					        "probed",
+					        ECANCELED);
+					return;
+				}
 				results[i] = probe_kernel_.SetPairState(
 				        uuid, sources[i], PairState::kSyncing);
 			};
@@ -351,14 +358,21 @@ void DaemonService::Apply(const PipeRecord &record,
 	KeyedLock::Hold hold(applying_, record.instance_id);
 	{
 		std::lock_guard lock(applied_mu_);
-		uint64_t &newest = applied_[record.instance_id];
-		if (read_no < newest) {
+		auto newest = applied_.find(record.instance_id);
+		if (newest != applied_.end() && read_no < newest->second) {
 			LogDebug() << "refresh pipe " << record.instance_id
 			           << ": read " << read_no << " dropped, "
-			           << newest << " applied";
+			           << newest->second << " applied";
 			return;
 		}
-		newest = read_no;
+	}
+	// Deleted since its record was read: Forget() has cleaned up, or
+	// waits for this hold to undo what it would apply.
+	if (!pipes_.GetPipe(record.instance_id).ok())
+		return;
+	{
+		std::lock_guard lock(applied_mu_);
+		applied_[record.instance_id] = read_no;
 	}
 	const std::string instance_id = InstanceIdOf(record);
 	std::vector<std::string> sources;
@@ -381,13 +395,12 @@ void DaemonService::Apply(const PipeRecord &record,
 
 void DaemonService::Forget(const std::string &uuid)
 {
-	// Numbered after the store let go of the pipe: every refresh that
-	// could still apply it read its record before, and is older.
-	const uint64_t read_no = NextRead();
+	// The store has let go of the pipe: an Apply() after this hold finds
+	// no record and drops its read; one before is undone here.
 	KeyedLock::Hold hold(applying_, uuid);
 	{
 		std::lock_guard lock(applied_mu_);
-		applied_[uuid] = read_no;
+		applied_.erase(uuid);
 	}
 	// Again: a refresh may have started the jobs since Delete() stopped
 	// them.

@@ -103,6 +103,9 @@ public:
 	DaemonService &operator=(const DaemonService &) = delete;
 
 	ControlReply Handle(const ControlRequest &request);
+	// Shutdown has begun: a resume in progress probes no more pairs (the
+	// server waits for the calls in progress before the jobs' bound).
+	void BeginShutdown() { shutting_down_ = true; }
 
 	void RefreshPipe(const std::string &uuid);
 	void RefreshAll();
@@ -170,9 +173,11 @@ private:
 	// would be undone by a refresh that had read it Syncing a moment
 	// earlier, and its job started again. So reads are numbered as they
 	// start, and a pipe applies them (one at a time: applying_) only in
-	// that order; older ones are dropped. A delete marks the pipe with a
-	// number of its own, so that no read from before it brings the pipe's
-	// jobs or events back.
+	// that order; older ones are dropped. A pipe no longer in the store is
+	// not applied, and a delete undoes what a read applied before it
+	// (Forget()), so that no read from before the delete brings the
+	// pipe's jobs or events back; nothing is kept for a deleted pipe.
+	std::atomic<bool> shutting_down_{false};
 	std::atomic<uint64_t> reads_{0};
 	KeyedLock applying_;
 	std::mutex applied_mu_;

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -33,9 +34,10 @@ TEST(BoundedParallel, EveryIndexOnceForAnyCountAndWidth)
 	}
 }
 
-// Each call waits until `width` calls are in at once (10 s at most, so
-// that a run one at a time fails rather than hangs): the most seen at once
-// is the width, never more.
+// Every call waits until the test opens the gate. The test opens it once
+// `width` calls are in, after a pause that lets any call beyond the width
+// come in too (10 s at most, so that a run one at a time fails rather than
+// hangs): the most seen at once is then the width, not fewer, not more.
 TEST(BoundedParallel, WidthCallsAtOnceAndNoMore)
 {
 	constexpr size_t kWidth = 5, kCount = 23;
@@ -43,17 +45,28 @@ TEST(BoundedParallel, WidthCallsAtOnceAndNoMore)
 	std::condition_variable cv;
 	size_t in = 0, most = 0;
 	bool open = false;
-	ForEachBounded(kCount, kWidth, [&](size_t) {
-		std::unique_lock lock(mu);
-		most = std::max(most, ++in);
-		if (in == kWidth)
-			open = true;
-		cv.notify_all();
-		if (!cv.wait_for(lock, std::chrono::seconds(10),
-		                 [&] { return open; }))
-			open = true;
-		--in;
+	std::thread run([&] {
+		ForEachBounded(kCount, kWidth, [&](size_t) {
+			std::unique_lock lock(mu);
+			most = std::max(most, ++in);
+			cv.notify_all();
+			cv.wait_for(lock, std::chrono::seconds(10),
+			            [&] { return open; });
+			--in;
+		});
 	});
+	{
+		std::unique_lock lock(mu);
+		cv.wait_for(lock, std::chrono::seconds(10),
+		            [&] { return in >= kWidth; });
+	}
+	std::this_thread::sleep_for(std::chrono::milliseconds(200));
+	{
+		std::lock_guard lock(mu);
+		open = true;
+	}
+	cv.notify_all();
+	run.join();
 	EXPECT_EQ(most, kWidth);
 	EXPECT_EQ(in, 0u);
 }

@@ -296,9 +296,10 @@ TEST(ControlDaemon, PauseAndResumeTryEveryPairAndNameTheFailures)
 // a connection of its own (the daemon's KernelPool of sockets, each of which
 // serializes its calls: SerialKernel): N targets that do not answer cost the
 // kernel's 5 s bound about N / kResumesAtOnce times, not N times. Here
-// every probe waits until kResumesAtOnce are in the kernel together (or
-// 10 s pass: one probe at a time never gets there); a pipe of more pairs
-// than that shows the bound is kept too.
+// every probe waits in the kernel until the test lets them go, which it
+// does once kResumesAtOnce are in (or 10 s passed: one probe at a time
+// never gets there) and a moment more, in which any probe beyond the bound
+// would come in: a pipe of more pairs than the bound shows it is kept.
 TEST(ControlDaemon, AResumeProbesManyPairsAtOnceAndNoMore)
 {
 	constexpr size_t kAtOnce = DaemonService::kResumesAtOnce;
@@ -341,18 +342,31 @@ TEST(ControlDaemon, AResumeProbesManyPairsAtOnceAndNoMore)
 		std::unique_lock lock(probes.mu);
 		++probes.calls;
 		probes.most = std::max(probes.most, ++probes.in_kernel);
-		if (probes.in_kernel == kAtOnce)
-			probes.open = true;
 		probes.cv.notify_all();
-		if (!probes.cv.wait_for(lock, std::chrono::seconds(10),
-		                        [&probes] { return probes.open; }))
-			probes.open = true; // the rest need not wait as long
+		probes.cv.wait_for(lock, std::chrono::seconds(10),
+		                   [&probes] { return probes.open; });
 		--probes.in_kernel;
 	});
-	ControlReply resumed =
-	        d.Call(InProcessDaemon::Op(ControlOp::kResume, "db"));
+	auto resumed = std::async(std::launch::async, [&d] {
+		return d.Call(InProcessDaemon::Op(ControlOp::kResume, "db"));
+	});
+	// Open once kAtOnce probes are in, after a pause that lets any probe
+	// beyond the bound come in too.
+	{
+		std::unique_lock lock(probes.mu);
+		probes.cv.wait_for(lock, std::chrono::seconds(10), [&probes] {
+			return probes.in_kernel >= kAtOnce;
+		});
+	}
+	std::this_thread::sleep_for(milliseconds(200));
+	{
+		std::lock_guard lock(probes.mu);
+		probes.open = true;
+	}
+	probes.cv.notify_all();
+	ControlReply reply = resumed.get();
 	d.kernel_.SetEntryHook({});
-	EXPECT_TRUE(resumed.ok) << resumed.error;
+	EXPECT_TRUE(reply.ok) << reply.error;
 	{
 		std::lock_guard lock(probes.mu);
 		EXPECT_EQ(probes.calls, kPairs);

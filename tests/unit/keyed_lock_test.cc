@@ -52,7 +52,13 @@ TEST(KeyedLock, AHoldAskedForAgainGoesBehindOneWaiting)
 			KeyedLock::Hold hold(locks, "pipe");
 			note('W');
 		});
-		ASSERT_TRUE(WaitQueued(locks, "pipe", 2)) << "round " << round;
+		const bool queued = WaitQueued(locks, "pipe", 2);
+		if (!queued) {
+			first.reset();
+			waiter.join();
+			FAIL() << "round " << round
+			       << ": the waiter never queued";
+		}
 		first.reset();
 		{
 			KeyedLock::Hold again(locks, "pipe");
