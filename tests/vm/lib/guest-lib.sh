@@ -170,14 +170,30 @@ vm_backstore_delete() {
 	return 0
 }
 
-# vm_scsi_disk H:C:T:L: print /dev/sdX of a SCSI address (waits up to 10 s;
-# sd_mod has to be loaded, there is no udev).
+# vm_wait_openable DEV: waits (10 s at most) until the block device DEV can
+# be opened. add_disk() makes the node and the sysfs entry (device_add())
+# before the disk can be opened (bdev_add(), after its queue's sysfs and
+# more): in between, open() fails with ENXIO (block/genhd.c). Seen on the
+# debug kernel under load: the first write to a new LUN failed.
+vm_wait_openable() {
+	local i=0
+	until blockdev --getsz "$1" > /dev/null 2>&1; do
+		[ $i -lt 100 ] || vm_fail "$1 cannot be opened 10 s after it appeared"
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
+# vm_scsi_disk H:C:T:L: print /dev/sdX of a SCSI address, once it can be
+# opened (waits up to 10 s for each; sd_mod has to be loaded, there is no
+# udev).
 vm_scsi_disk() {
 	local i=0 d
 	while :; do
 		for d in /sys/bus/scsi/devices/"$1"/block/*; do
 			if [ -e "$d" ]; then
 				vm_wait_path "/dev/${d##*/}"
+				vm_wait_openable "/dev/${d##*/}"
 				echo "/dev/${d##*/}"
 				return 0
 			fi
