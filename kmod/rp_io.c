@@ -211,19 +211,30 @@ static void rp_bio_done_async(struct bio *bio)
 	rp_req_async_done(req);
 }
 
-static struct bio *rp_bio_alloc(struct rp_req *req, struct block_device *bdev,
-				unsigned int nr_vecs, blk_opf_t opf,
-				sector_t sector, bio_end_io_t *end_io)
+/* A bio of @bs for @req; NULL only if @gfp may fail. */
+static struct bio *__rp_bio_alloc(struct rp_req *req, struct block_device *bdev,
+				  unsigned int nr_vecs, blk_opf_t opf,
+				  sector_t sector, bio_end_io_t *end_io,
+				  gfp_t gfp, struct bio_set *bs)
 {
 	struct bio *bio;
 
-	/* From the device's bio set with GFP_NOIO: does not fail. */
-	bio = bio_alloc_bioset(bdev, bio_max_segs(nr_vecs), opf, GFP_NOIO,
-			       &req->dev->bio_set);
+	bio = bio_alloc_bioset(bdev, bio_max_segs(nr_vecs), opf, gfp, bs);
+	if (!bio)
+		return NULL;
 	bio->bi_private = req;
 	bio->bi_end_io = end_io;
 	bio->bi_iter.bi_sector = sector;
 	return bio;
+}
+
+/* From the device's bio set with GFP_NOIO: does not fail. */
+static struct bio *rp_bio_alloc(struct rp_req *req, struct block_device *bdev,
+				unsigned int nr_vecs, blk_opf_t opf,
+				sector_t sector, bio_end_io_t *end_io)
+{
+	return __rp_bio_alloc(req, bdev, nr_vecs, opf, sector, end_io,
+			      GFP_NOIO, &req->dev->bio_set);
 }
 
 /*
@@ -264,19 +275,12 @@ static void rp_submit_sg(struct rp_req *req, struct block_device *bdev,
 static struct bio *rp_async_bio_alloc(struct rp_req *req,
 				      unsigned int nr_vecs, sector_t sector)
 {
-	struct bio *bio;
-
 	if (rp_fail_async_copy())
 		return NULL;
-	bio = bio_alloc_bioset(req->pair->tgt.bdev, bio_max_segs(nr_vecs),
-			       req->target_opf, GFP_NOWAIT | __GFP_NOWARN,
-			       &req->dev->async_bio_set);
-	if (!bio)
-		return NULL;
-	bio->bi_private = req;
-	bio->bi_end_io = rp_bio_done_async;
-	bio->bi_iter.bi_sector = sector;
-	return bio;
+	return __rp_bio_alloc(req, req->pair->tgt.bdev, nr_vecs,
+			      req->target_opf, sector, rp_bio_done_async,
+			      GFP_NOWAIT | __GFP_NOWARN,
+			      &req->dev->async_bio_set);
 }
 
 /*
