@@ -356,23 +356,20 @@ void DaemonService::Apply(const PipeRecord &record,
                           uint64_t read_no)
 {
 	KeyedLock::Hold hold(applying_, record.instance_id);
-	{
-		std::lock_guard lock(applied_mu_);
-		auto newest = applied_.find(record.instance_id);
-		if (newest != applied_.end() && read_no < newest->second) {
-			LogDebug() << "refresh pipe " << record.instance_id
-			           << ": read " << read_no << " dropped, "
-			           << newest->second << " applied";
-			return;
-		}
-	}
 	// Deleted since its record was read: Forget() has cleaned up, or
 	// waits for this hold to undo what it would apply.
 	if (!pipes_.GetPipe(record.instance_id).ok())
 		return;
 	{
 		std::lock_guard lock(applied_mu_);
-		applied_[record.instance_id] = read_no;
+		uint64_t &newest = applied_[record.instance_id];
+		if (read_no < newest) {
+			LogDebug() << "refresh pipe " << record.instance_id
+			           << ": read " << read_no << " dropped, "
+			           << newest << " applied";
+			return;
+		}
+		newest = read_no;
 	}
 	const std::string instance_id = InstanceIdOf(record);
 	std::vector<std::string> sources;

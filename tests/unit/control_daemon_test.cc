@@ -390,19 +390,26 @@ std::string CreateSyncingPipe(InProcessDaemon &d)
 	return UuidOf(created.replication_pipe);
 }
 
-// A refresh of uuid on a thread of its own, held by gate after it read the
-// kernel; empty (and the thread joined) if it never got there.
-std::optional<std::thread> StartHeldRefresh(InProcessDaemon &d,
-                                            testing::KernelGate &gate,
-                                            const std::string &uuid)
+// Runs op on pipe "db" while a refresh of uuid that read the kernel before
+// op is held by gate (declared before d: it outlives the daemon's calls),
+// then lets that refresh apply its older read. op must succeed and leave no
+// job running.
+void UnderAnOlderRead(InProcessDaemon &d, testing::KernelGate &gate,
+                      const std::string &uuid, ControlOp op)
 {
 	d.kernel_.SetReadHook(gate.BlockFirstRead());
 	std::thread slow([&d, uuid] { d.service_.RefreshPipe(uuid); });
-	if (gate.WaitEntered(std::chrono::seconds(5)))
-		return slow;
+	const bool held = gate.WaitEntered(std::chrono::seconds(5));
+	if (held) {
+		ControlReply reply = d.Call(InProcessDaemon::Op(op, "db"));
+		EXPECT_TRUE(reply.ok) << reply.error;
+		EXPECT_TRUE(d.board_.WaitFor(
+		        [&] { return d.board_.running == 0; }));
+	}
 	gate.Release();
 	slow.join();
-	return std::nullopt;
+	d.kernel_.SetReadHook({});
+	EXPECT_TRUE(held) << "the refresh never read the kernel";
 }
 
 // Refreshes of one pipe run on several threads, each reading the kernel and
@@ -415,16 +422,8 @@ TEST(ControlDaemon, AnOlderReadDoesNotUndoAPause)
 	testing::KernelGate gate;
 	InProcessDaemon d;
 	const std::string uuid = CreateSyncingPipe(d);
-	std::optional<std::thread> slow = StartHeldRefresh(d, gate, uuid);
-	ASSERT_TRUE(slow) << "the refresh never read the kernel";
-	// The slow refresh holds a read of the pair Syncing with its job.
-	ControlReply paused =
-	        d.Call(InProcessDaemon::Op(ControlOp::kPause, "db"));
-	EXPECT_TRUE(paused.ok) << paused.error;
-	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 0; }));
-	gate.Release();
-	slow->join();
-	d.kernel_.SetReadHook({});
+	// The held refresh read the pair Syncing with its job.
+	UnderAnOlderRead(d, gate, uuid, ControlOp::kPause);
 	EXPECT_EQ(d.kernel_.Find(uuid)->pairs[0].state, PairState::kPaused);
 	// A job would start within milliseconds (the jobs' retry is 10 ms).
 	EXPECT_FALSE(d.board_.WaitFor([&] { return d.board_.running != 0; },
@@ -440,15 +439,7 @@ TEST(ControlDaemon, AnOlderReadDoesNotBringADeletedPipeBack)
 	testing::KernelGate gate;
 	InProcessDaemon d;
 	const std::string uuid = CreateSyncingPipe(d);
-	std::optional<std::thread> slow = StartHeldRefresh(d, gate, uuid);
-	ASSERT_TRUE(slow) << "the refresh never read the kernel";
-	ControlReply deleted =
-	        d.Call(InProcessDaemon::Op(ControlOp::kDelete, "db"));
-	EXPECT_TRUE(deleted.ok) << deleted.error;
-	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 0; }));
-	gate.Release();
-	slow->join();
-	d.kernel_.SetReadHook({});
+	UnderAnOlderRead(d, gate, uuid, ControlOp::kDelete);
 	EXPECT_FALSE(d.board_.WaitFor([&] { return d.board_.running != 0; },
 	                              std::chrono::milliseconds(500)))
 	        << "the older read started the deleted pipe's job again";
