@@ -65,6 +65,18 @@ bool WaitForState(InProcessDaemon &d, const std::string &pipe,
 	return false;
 }
 
+// The daemon's probe channel: a KernelPool of connections that each
+// serialize their calls, as a netlink socket does (SerialKernel).
+std::unique_ptr<KernelApi> SerialConnectionPool(KernelApi &kernel)
+{
+	return std::make_unique<KernelPool>(
+	        "probe connection",
+	        [&kernel]() -> Result<std::unique_ptr<KernelApi>> {
+		        return std::unique_ptr<KernelApi>(
+		                new testing::SerialKernel(kernel));
+	        });
+}
+
 TEST(ControlDaemon, CreateStatusAndResync)
 {
 	InProcessDaemon d;
@@ -312,14 +324,7 @@ TEST(ControlDaemon, AResumeProbesManyPairsAtOnceAndNoMore)
 		size_t calls = 0;     // guarded by mu
 		bool open = false;    // guarded by mu
 	} probes;                     // outlives d, whose kernel calls it
-	InProcessDaemon d({}, {}, [](KernelApi &kernel) {
-		return std::make_unique<KernelPool>(
-		        "probe connection",
-		        [&kernel]() -> Result<std::unique_ptr<KernelApi>> {
-			        return std::unique_ptr<KernelApi>(
-			                new testing::SerialKernel(kernel));
-		        });
-	});
+	InProcessDaemon d({}, {}, SerialConnectionPool);
 	std::vector<std::string> sources, targets;
 	for (size_t i = 0; i < kPairs; ++i) {
 		const std::string n = std::to_string(i);
@@ -542,14 +547,7 @@ TEST(ControlDaemon, ProbeRunsOffTheCallersThreadAndAPauseWins)
 TEST(ControlDaemon, AResumeDoesNotWaitForAProbeOfAnotherPipe)
 {
 	testing::KernelGate gate; // outlives d, whose kernel calls it
-	InProcessDaemon d({}, {}, [](KernelApi &kernel) {
-		return std::make_unique<KernelPool>(
-		        "probe connection",
-		        [&kernel]() -> Result<std::unique_ptr<KernelApi>> {
-			        return std::unique_ptr<KernelApi>(
-			                new testing::SerialKernel(kernel));
-		        });
-	});
+	InProcessDaemon d({}, {}, SerialConnectionPool);
 	CreateOrModifyCall call_a = d.Call({"replipipe_0/a"}, {"/dev/sdb"});
 	call_a.pipe_element_name = "pipe-a";
 	ControlReply created_a = d.Call(InProcessDaemon::Create(call_a));
