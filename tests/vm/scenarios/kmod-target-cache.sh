@@ -21,6 +21,7 @@
 # on it:
 # the pair degrades with exactly the plain writes' regions dirty (the
 # flushed ones are durable); power loss, resume, resync: identical.
+# Phase 5, a failed flush releases a writer waiting for lag room (below).
 # The old module left the unflushed writes clean: the pair went InSync
 # over legs that differ. Before session 10 a failed target flush made
 # every region of the pair dirty.
@@ -187,6 +188,57 @@ lost_only_dirty
 resume_resync
 rp-verify --dev /dev/rptgt /tmp/a.* /tmp/f.* /tmp/b.* /tmp/c.* /tmp/d.* /tmp/e.* \
 	/tmp/g.* /tmp/h.* || vm_fail "the target after the resyncs"
+
+vm_log "== phase 5: asynchronous, a writer waits for lag room, a target flush fails"
+# The target holds writes 50 s (dm-delay) and fails flushes (its flush class
+# goes to flakey, down all the time). One write fills MaxLagKiB 64; a second
+# writer waits for room (up to 30 s, then it would degrade the pair itself).
+# The initiator's SYNCHRONIZE CACHE fails on the target and degrades the
+# pair: the waiting writer must go to the primary at once. Before, a failed
+# flush woke nobody and the writer waited its 30 s.
+vm_modprobe dm_delay
+vm_modprobe dm_flakey
+flk=$(vm_dm_create rpflk "0 $sectors flakey /dev/rptgt 0 0 1 1 error_writes")
+vm_dm_load rpdm "0 $sectors delay /dev/rptgt 0 0 /dev/rptgt 0 50000 $flk 0 0"
+rp-nlctl set-pipe --id $PIPE --name tcache --mode async --policy degrade \
+	--max-lag-kib 64 --region-kib $REGION_KIB --pair $SRC=$tgt ||
+	vm_fail "set-pipe async refused"
+# the writer waits in the backstore: no SCSI time-out meanwhile
+echo 120 > /sys/block/${lun#/dev/}/device/timeout
+dd if=/dev/urandom of=$lun bs=64k count=1 seek=40 oflag=direct 2> /dev/null ||
+	vm_fail "the write that fills the lag failed"
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+[ "$(vm_field "$pair" lag)" = 65536 ] || vm_fail "setup: the lag is not full: $pair"
+now10() { awk '{ printf "%d\n", $1 * 10 }' /proc/uptime; }
+rm -f /tmp/w.rc
+t0=$(now10)
+# LIO runs a CPU's commands in one work item: the waiting writer and the
+# flush on different CPUs
+(taskset -c 0 dd if=/dev/urandom of=$lun bs=4k count=1 seek=700 oflag=direct 2> /dev/null
+	echo "$? $(now10)" > /tmp/w.rc) &
+sleep 3
+[ ! -s /tmp/w.rc ] || vm_fail "setup: the writer did not wait for lag room: $(pair_line)"
+taskset -c 1 dd if=/dev/null of="$lun" conv=notrunc,fsync 2> /tmp/out ||
+	vm_fail "SYNCHRONIZE CACHE under policy degrade failed: $(cat /tmp/out)"
+tf=$(now10)
+i=0
+until [ -s /tmp/w.rc ]; do
+	[ $i -lt 400 ] || vm_fail "the waiting writer did not end within 40 s"
+	sleep 0.1
+	i=$((i + 1))
+done
+read -r wrc wend < /tmp/w.rc
+vm_log "flush failed at +$(((tf - t0) * 100)) ms, the waiting writer ended rc=$wrc at +$(((wend - t0) * 100)) ms"
+[ "$wrc" = 0 ] || vm_fail "the waiting write failed"
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+echo "$pair"
+[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "not Degraded after the failed flush: $pair"
+[ $((wend - tf)) -le 50 ] ||
+	vm_fail "the writer ended $(((wend - tf) * 100)) ms after the failed flush degraded the pair: nothing woke it"
+# the held write reaches the target when the table changes
+vm_dm_load rpdm "0 $sectors linear /dev/rptgt 0"
+dmsetup --noudevsync remove rpflk || vm_fail "dmsetup remove rpflk"
+resume_resync
 
 vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
