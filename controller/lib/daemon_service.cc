@@ -61,15 +61,6 @@ Status RunStateError(bool pause, const std::string &uuid, size_t tried,
 	return Status::Error(message, first.err());
 }
 
-const KernelPairStatus *FindKernelPair(const KernelPipeStatus &kernel,
-                                       const std::string &source)
-{
-	for (const KernelPairStatus &pair : kernel.pairs)
-		if (pair.source == source)
-			return &pair;
-	return nullptr;
-}
-
 } // namespace
 
 DaemonService::DaemonService(PipeService &pipes, KernelApi &kernel,
@@ -312,7 +303,7 @@ ControlPipe DaemonService::ToControlPipe(const PipeView &view) const
 			                    peer->session, peer->device};
 		pair.state = "Unknown";
 		const KernelPairStatus *kp =
-		        view.kernel ? FindKernelPair(*view.kernel, pr.source)
+		        view.kernel ? view.kernel->FindPair(pr.source)
 		                    : nullptr;
 		if (kp) {
 			pair.state = PairStateName(kp->state);
@@ -376,7 +367,7 @@ void DaemonService::Apply(const PipeRecord &record,
 	for (const PairRecord &pr : record.pairs) {
 		sources.push_back(pr.source);
 		const KernelPairStatus *kp =
-		        kernel ? FindKernelPair(*kernel, pr.source) : nullptr;
+		        kernel ? kernel->FindPair(pr.source) : nullptr;
 		hub_.UpdatePairState(instance_id, record.name, pr.source,
 		                     pr.target,
 		                     kp ? PairStateName(kp->state) : "Unknown");
@@ -479,70 +470,6 @@ void DaemonService::OnKernelEvent(const KernelEvent &event)
 	}
 }
 
-size_t DaemonService::ProbeDegraded(const std::stop_token &stop)
-{
-	auto listed = kernel_.ListPipes();
-	if (!listed.ok())
-		return 0;
-	size_t resumed = 0;
-	for (const PipeRecord &record : pipes_.ListPipes()) {
-		const KernelPipeStatus *kernel = nullptr;
-		for (const KernelPipeStatus &k : *listed)
-			if (k.id == record.instance_id)
-				kernel = &k;
-		if (!kernel)
-			continue;
-		bool changed = false;
-		for (const PairRecord &pr : record.pairs) {
-			if (stop.stop_requested())
-				return resumed;
-			const KernelPairStatus *kp =
-			        FindKernelPair(*kernel, pr.source);
-			if (!kp || kp->state != PairState::kDegraded)
-				continue;
-			KeyedLock::Hold hold(run_state_, record.instance_id);
-			// Again now that no pause or resume of the pipe
-			// runs: one since the listing is not undone here.
-			auto now = kernel_.GetPipe(record.instance_id);
-			if (!now.ok() || !*now)
-				break; // asked again at the next probe
-			kp = FindKernelPair(**now, pr.source);
-			if (!kp || kp->state != PairState::kDegraded)
-				continue;
-			ControlEvent event;
-			event.type = "probe";
-			event.instance_id = InstanceIdOf(record);
-			event.name = record.name;
-			event.source = pr.source;
-			event.target = pr.target;
-			Status st = probe_kernel_.SetPairState(
-			        record.instance_id, pr.source,
-			        PairState::kSyncing);
-			if (st.ok()) {
-				LogNotice()
-				        << "probe: pipe " << record.instance_id
-				        << " pair " << pr.source
-				        << ": target answers, resumed";
-				event.state = "resumed";
-				event.message = "target answers; resyncing "
-				                "the dirty regions";
-				changed = true;
-				++resumed;
-			} else {
-				LogInfo() << "probe: pipe "
-				          << record.instance_id << " pair "
-				          << pr.source << ": " << st.message();
-				event.state = "failed";
-				event.message = st.message();
-			}
-			hub_.Publish(event);
-		}
-		if (changed)
-			RefreshPipe(record.instance_id);
-	}
-	return resumed;
-}
-
 PipeCounts DaemonService::Counts()
 {
 	PipeCounts counts;
@@ -556,7 +483,7 @@ PipeCounts DaemonService::Counts()
 			continue;
 		for (const PairRecord &pr : view.record.pairs) {
 			const KernelPairStatus *kp =
-			        FindKernelPair(*view.kernel, pr.source);
+			        view.kernel->FindPair(pr.source);
 			if (kp && kp->state == PairState::kInSync)
 				++counts.pairs_in_sync;
 		}

@@ -24,11 +24,12 @@
 // every other kernel call (status, refreshes) for as long. A resume goes
 // there too, for the same reason. The daemon's probe_kernel is a
 // KernelPool, a socket for each request in progress, so that a probe or
-// resume of one pipe does not wait for one of another pipe either, and a
-// resume probes up to kResumesAtOnce pairs of its pipe at a time. Probes
-// and pause/resume of one pipe are serialized (run_state_), and a probe
-// looks at the pair's state again once it holds the pipe: a pair paused
-// while the probe listed the pipes stays Paused. Modify and delete are not
+// resume of one pipe does not wait for one of another pipe either, a
+// resume probes up to kResumesAtOnce pairs of its pipe at a time, and the
+// probe as many Degraded pairs of any pipes (daemon_probe.cc). Probes and
+// pause/resume of one pipe are serialized (run_state_), and a probe looks
+// at the pair's state again once it holds the pipe: a pair paused while
+// the probe listed the pipes stays Paused. Modify and delete are not
 // held up by a probe: a pair replaced or removed under it is either still
 // mirroring (PAIR_SET Syncing changes nothing) or gone (ENOENT, reported as
 // a failed probe).
@@ -56,6 +57,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -83,10 +85,11 @@ struct PipeCounts {
 class DaemonService
 {
 public:
-	// Pairs of one pipe a resume probes at once. Each probe may wait the
-	// kernel's 5 s bound on a dead target: a pipe's 256 pairs
-	// (REPLIPIPE_MAX_PAIRS) take 256 / 16 x 5 s = 80 s, inside
-	// replipipectl's 120 s (decision 34), on 16 netlink sockets.
+	// Pairs of one pipe a resume probes at once, and Degraded pairs a
+	// probe does. Each probe may wait the kernel's 5 s bound on a dead
+	// target: a pipe's 256 pairs (REPLIPIPE_MAX_PAIRS) take 256 / 16 x
+	// 5 s = 80 s, inside replipipectl's 120 s (decision 34), on 16
+	// netlink sockets.
 	static constexpr size_t kResumesAtOnce = 16;
 
 	// The references must outlive the service. jobs may be null (no
@@ -155,8 +158,17 @@ private:
 	// The jobs' replan sink: queues the pipe for the replan thread.
 	void QueueReplan(const std::string &uuid);
 	void ReplanLoop();
-	// Stops between two pairs once stop is set.
+	// Stops between two batches once stop is set (daemon_probe.cc).
 	size_t ProbeDegraded(const std::stop_token &stop);
+	// A pair the probe's listing found Degraded, and its stored pipe.
+	struct DegradedPair {
+		const PipeRecord *record;
+		const PairRecord *pair;
+	};
+	// Probes up to kResumesAtOnce pairs at once, holding their pipes;
+	// the pairs resumed. A call not started once stop is set is skipped.
+	size_t ProbeBatch(std::span<const DegradedPair> batch,
+	                  const std::stop_token &stop);
 
 	PipeService &pipes_;
 	KernelApi &kernel_;

@@ -79,6 +79,15 @@ struct KernelPipeStatus {
 	uint32_t max_lag_kib = 0;
 	uint32_t region_kib = 0;
 	std::vector<KernelPairStatus> pairs;
+
+	// The pair whose source is `source`; nullptr when there is none.
+	const KernelPairStatus *FindPair(const std::string &source) const
+	{
+		for (const KernelPairStatus &pair : pairs)
+			if (pair.source == source)
+				return &pair;
+		return nullptr;
+	}
 };
 
 // Thread-safety: a single instance may be used from several threads.

@@ -6,10 +6,10 @@
 //
 // Holds of different keys never wait for each other. Holds of one key are
 // served in the order they were asked for: one that lets go and asks again
-// at once (the probe of a pipe's pairs, one pair at a time) goes behind a
-// pause already waiting, which an unordered lock let it overtake again and
-// again (decision 38). Not recursive: a thread that holds a key and asks
-// for it again waits forever.
+// at once (the probe of Degraded pairs, one batch after another) goes
+// behind a pause already waiting, which an unordered lock let it overtake
+// again and again (decision 38). Not recursive: a thread that holds a key
+// and asks for it again waits forever.
 //
 // Thread-safety: a KeyedLock may be used from any thread; it must outlive
 // its holds.

@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include "call_gate_fake.h"
 #include "cli_args.h"
 #include "control_daemon_fake.h"
 #include "kernel_gate_fake.h"
@@ -304,85 +305,114 @@ TEST(ControlDaemon, PauseAndResumeTryEveryPairAndNameTheFailures)
 	d.kernel_.SetEntryHook({});
 }
 
+// Pipes of `pairs` pairs each, on one probe channel of SerialConnectionPool
+// (a KernelPool of connections that each serialize their calls, as a netlink
+// socket does): pipe "pK" has sources replipipe_0/pK_N. Their UUIDs.
+std::vector<std::string> CreatePipesOfManyPairs(InProcessDaemon &d,
+                                                size_t pipes, size_t pairs)
+{
+	std::vector<std::string> uuids;
+	for (size_t k = 0; k < pipes; ++k) {
+		std::vector<std::string> sources, targets;
+		for (size_t i = 0; i < pairs; ++i) {
+			const std::string n =
+			        std::to_string(k) + "_" + std::to_string(i);
+			d.probe_.AddBackstore("replipipe_0/p" + n,
+			                      "/dev/vg/p" + n, kTestGiB);
+			d.probe_.AddDevice("/dev/rp" + n, kTestGiB);
+			sources.push_back("replipipe_0/p" + n);
+			targets.push_back("/dev/rp" + n);
+		}
+		CreateOrModifyCall call = d.Call(sources, targets);
+		call.pipe_element_name = "p" + std::to_string(k);
+		ControlReply created = d.Call(InProcessDaemon::Create(call));
+		EXPECT_TRUE(created.ok) << created.error;
+		uuids.push_back(UuidOf(created.replication_pipe));
+	}
+	return uuids;
+}
+
+// Holds every PAIR_SET of d's kernel in gate until kResumesAtOnce are in
+// (or 10 s passed: one probe at a time never gets there) and a moment
+// more, in which any probe beyond the bound would come in; then opens it.
+void OpenOnceManyAreIn(testing::CallGate &gate)
+{
+	gate.WaitInKernel(DaemonService::kResumesAtOnce,
+	                  std::chrono::seconds(10));
+	std::this_thread::sleep_for(milliseconds(200));
+	gate.Open();
+}
+
 // A resume probes the targets of a pipe's pairs several at a time, each on
-// a connection of its own (the daemon's KernelPool of sockets, each of which
-// serializes its calls: SerialKernel): N targets that do not answer cost the
-// kernel's 5 s bound about N / kResumesAtOnce times, not N times. Here
-// every probe waits in the kernel until the test lets them go, which it
-// does once kResumesAtOnce are in (or 10 s passed: one probe at a time
-// never gets there) and a moment more, in which any probe beyond the bound
-// would come in: a pipe of more pairs than the bound shows it is kept.
+// a connection of its own (the daemon's KernelPool): N targets that do not
+// answer cost the kernel's 5 s bound about N / kResumesAtOnce times, not N
+// times. A pipe of more pairs than the bound shows it is kept.
 TEST(ControlDaemon, AResumeProbesManyPairsAtOnceAndNoMore)
 {
-	constexpr size_t kAtOnce = DaemonService::kResumesAtOnce;
-	constexpr size_t kPairs = kAtOnce + 4;
-	struct Probes {
-		std::mutex mu;
-		std::condition_variable cv;
-		size_t in_kernel = 0; // guarded by mu
-		size_t most = 0;      // guarded by mu
-		size_t calls = 0;     // guarded by mu
-		bool open = false;    // guarded by mu
-	} probes;                     // outlives d, whose kernel calls it
+	constexpr size_t kPairs = DaemonService::kResumesAtOnce + 4;
+	testing::CallGate gate; // outlives d, whose kernel calls it
 	InProcessDaemon d({}, {}, SerialConnectionPool);
-	std::vector<std::string> sources, targets;
-	for (size_t i = 0; i < kPairs; ++i) {
-		const std::string n = std::to_string(i);
-		d.probe_.AddBackstore("replipipe_0/p" + n, "/dev/vg/p" + n,
-		                      kTestGiB);
-		d.probe_.AddDevice("/dev/rp" + n, kTestGiB);
-		sources.push_back("replipipe_0/p" + n);
-		targets.push_back("/dev/rp" + n);
-	}
-	ControlReply created =
-	        d.Call(InProcessDaemon::Create(d.Call(sources, targets)));
-	ASSERT_TRUE(created.ok) << created.error;
-	const std::string uuid = UuidOf(created.replication_pipe);
-	ASSERT_TRUE(d.Call(InProcessDaemon::Op(ControlOp::kPause, "db")).ok);
+	const std::string uuid = CreatePipesOfManyPairs(d, 1, kPairs).at(0);
+	ASSERT_TRUE(d.Call(InProcessDaemon::Op(ControlOp::kPause, "p0")).ok);
 	ASSERT_TRUE(d.WaitJobsIdle());
 
-	d.kernel_.SetEntryHook([&probes](testing::FakeKernel::Op op) {
-		if (op != testing::FakeKernel::Op::kSetPairState)
-			return;
-		std::unique_lock lock(probes.mu);
-		++probes.calls;
-		probes.most = std::max(probes.most, ++probes.in_kernel);
-		probes.cv.notify_all();
-		probes.cv.wait_for(lock, std::chrono::seconds(10),
-		                   [&probes] { return probes.open; });
-		--probes.in_kernel;
-	});
+	d.kernel_.SetEntryHook(
+	        gate.HoldEvery(testing::FakeKernel::Op::kSetPairState));
 	auto resumed = std::async(std::launch::async, [&d] {
-		return d.Call(InProcessDaemon::Op(ControlOp::kResume, "db"));
+		return d.Call(InProcessDaemon::Op(ControlOp::kResume, "p0"));
 	});
-	// Open once kAtOnce probes are in, after a pause that lets any probe
-	// beyond the bound come in too.
-	{
-		std::unique_lock lock(probes.mu);
-		probes.cv.wait_for(lock, std::chrono::seconds(10), [&probes] {
-			return probes.in_kernel >= kAtOnce;
-		});
-	}
-	std::this_thread::sleep_for(milliseconds(200));
-	{
-		std::lock_guard lock(probes.mu);
-		probes.open = true;
-	}
-	probes.cv.notify_all();
+	OpenOnceManyAreIn(gate);
 	ControlReply reply = resumed.get();
 	d.kernel_.SetEntryHook({});
 	EXPECT_TRUE(reply.ok) << reply.error;
-	{
-		std::lock_guard lock(probes.mu);
-		EXPECT_EQ(probes.calls, kPairs);
-		EXPECT_EQ(probes.most, kAtOnce)
-		        << "probes in the kernel at once, at most";
-	}
+	EXPECT_EQ(gate.Calls(), kPairs);
+	EXPECT_EQ(gate.Most(), DaemonService::kResumesAtOnce)
+	        << "probes in the kernel at once, at most";
 	const auto pipe = d.kernel_.Find(uuid);
 	ASSERT_TRUE(pipe.has_value());
 	ASSERT_EQ(pipe->pairs.size(), kPairs);
 	for (const KernelPairStatus &pair : pipe->pairs)
 		EXPECT_NE(pair.state, PairState::kPaused) << pair.source;
+}
+
+// The periodic probe of Degraded pairs does the same across pipes: here
+// three pipes of 8 Degraded pairs, 24 targets. One pair at a time, as
+// replipiped probed before, a round over 256 dead targets took 21 minutes
+// (decision 44).
+TEST(ControlDaemon, AProbeOfDegradedPairsProbesManyAtOnceAndNoMore)
+{
+	constexpr size_t kPipes = 3, kPairs = 8;
+	testing::CallGate gate; // outlives d, whose kernel calls it
+	InProcessDaemon d({}, {}, SerialConnectionPool);
+	const std::vector<std::string> uuids =
+	        CreatePipesOfManyPairs(d, kPipes, kPairs);
+	for (size_t k = 0; k < kPipes; ++k) {
+		for (size_t i = 0; i < kPairs; ++i)
+			d.kernel_.ForcePairState(
+			        uuids[k],
+			        "replipipe_0/p" + std::to_string(k) + "_" +
+			                std::to_string(i),
+			        PairState::kDegraded);
+		d.service_.RefreshPipe(uuids[k]); // its jobs go
+	}
+	ASSERT_TRUE(d.WaitJobsIdle());
+
+	d.kernel_.SetEntryHook(
+	        gate.HoldEvery(testing::FakeKernel::Op::kSetPairState));
+	ASSERT_TRUE(d.service_.RequestProbe());
+	OpenOnceManyAreIn(gate);
+	EXPECT_TRUE(d.service_.WaitProbeIdle(std::chrono::seconds(10)));
+	d.kernel_.SetEntryHook({});
+	EXPECT_EQ(gate.Calls(), kPipes * kPairs);
+	EXPECT_EQ(gate.Most(), DaemonService::kResumesAtOnce)
+	        << "probes in the kernel at once, at most";
+	for (const std::string &uuid : uuids) {
+		const auto pipe = d.kernel_.Find(uuid);
+		ASSERT_TRUE(pipe.has_value());
+		for (const KernelPairStatus &pair : pipe->pairs)
+			EXPECT_EQ(pair.state, PairState::kSyncing)
+			        << pair.source << " not resumed";
+	}
 }
 
 // A pipe "db" of one pair with its job running; its UUID.
