@@ -7,11 +7,14 @@
 # before). The resume fails with exit 3 (ReturnValue Timeout) naming every
 # pair, and every pair stays Paused. Once the targets resume, the
 # abandoned probes end, the same resume succeeds, the pipe is InSync and
-# the legs are identical. Then a seventh pair whose target queues I/O: its
-# resync job waits on it, and replipiped, told to stop, gives up on the job
-# after its bound (20 s, within systemd's 30) and exits 0 rather than wait
-# for the target; started again once the target answers, it brings the
-# pair InSync. The pipe, the devices and the module all go.
+# the legs are identical. Then every pair Degraded with its target queuing
+# I/O again: replipiped's periodic probe also tries them several at a time
+# (decision 44), and resumes them once the targets answer. Then a seventh
+# pair whose target queues I/O: its resync job waits on it, and
+# replipiped, told to stop, gives up on the job after its bound (20 s,
+# within systemd's 30) and exits 0 rather than wait for the target;
+# started again once the target answers, it brings the pair InSync. The
+# pipe, the devices and the module all go.
 # vm-timeout: 300
 # vm-cost: 45
 # vm-mem: 768
@@ -83,6 +86,51 @@ vm_log "== the targets answer again: the same resume succeeds"
 each_target resume
 replipipectl resume $PIPE || daemon_fail "resume after the targets came back"
 replipipectl wait $PIPE --state InSync --timeout 120 || daemon_fail "not InSync after the resume"
+i=0
+while [ $i -lt $PAIRS ]; do
+	vm_cmp_devs /dev/ram$i /dev/ram$((PAIRS + i))
+	i=$((i + 1))
+done
+
+vm_log "== Degraded pairs whose targets queue I/O: the probe tries them several at a time"
+# A write through a LUN to each source while its target fails degrades the
+# pair; then the target queues I/O (suspended, its good table loaded).
+i=0
+while [ $i -lt $PAIRS ]; do
+	sz=$(blockdev --getsz /dev/ram$((PAIRS + i)))
+	vm_dm_load rptgt$i "0 $sz error"
+	lun=$(vm_tcm_loop_export replipipe_0/v$i)
+	dd if=/dev/urandom of=$lun bs=4k count=1 seek=$i oflag=direct 2> /dev/null ||
+		vm_fail "write to v$i under policy degrade failed"
+	vm_tcm_loop_unexport replipipe_0/v$i
+	dmsetup --noudevsync suspend rptgt$i &&
+		dmsetup --noudevsync load rptgt$i --table "0 $sz linear /dev/ram$((PAIRS + i)) 0" ||
+		vm_fail "dmsetup: cannot suspend rptgt$i with its table"
+	i=$((i + 1))
+done
+rp-nlctl get > /tmp/get.out || vm_fail "rp-nlctl get"
+[ "$(grep -c "^pair .*state=Degraded" /tmp/get.out)" = $PAIRS ] ||
+	{ cat /tmp/get.out; vm_fail "not every pair Degraded"; }
+probe_tries() { grep -c "probe: pipe .* pair replipipe_0/v[0-9]*: " $DLOG || :; }
+vm_daemon_stop $DLOG
+: > $DLOG
+t0=$(now_ms)
+vm_daemon_start $DLOG --log-level info --probe-interval 1
+i=0
+until [ "$(probe_tries)" -ge $PAIRS ]; do
+	[ $i -lt 600 ] || daemon_fail "the probe did not try every pair within 60 s"
+	sleep 0.1
+	i=$((i + 1))
+done
+t1=$(now_ms)
+vm_log "the probe tried $PAIRS Degraded pairs with dead targets within $((t1 - t0)) ms of the start"
+grep -q "target answers, resumed" $DLOG && daemon_fail "the probe resumed a pair whose target queues I/O"
+# One after the other they take 30 s; at once one bound, 5 s, plus the
+# daemon's start and what a loaded TCG guest adds.
+[ $((t1 - t0)) -lt 20000 ] || daemon_fail "the probe tried the Degraded pairs one after the other"
+each_target resume
+replipipectl wait $PIPE --state InSync --timeout 120 || daemon_fail "the probe did not resume the pairs"
+[ "$(grep -c "target answers, resumed" $DLOG)" -ge $PAIRS ] || daemon_fail "not every pair resumed by the probe"
 i=0
 while [ $i -lt $PAIRS ]; do
 	vm_cmp_devs /dev/ram$i /dev/ram$((PAIRS + i))
