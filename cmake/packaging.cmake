@@ -5,6 +5,11 @@
 #   replipipe-dkms  (component "dkms", Architecture all): the module sources in
 #                   /usr/src/replipipe-<version>/ (kmod/, uapi/, dkms.conf);
 #                   its maintainer scripts drive DKMS
+#   python3-replipipe (component "rtslib", Architecture all): the backstore's
+#                   registration in rtslib-fb and targetcli-fb, a package of
+#                   its own so that the daemon does not pull in Python
+# Each has the changelog packaging/debian/changelog.in; lintian's findings
+# are checked by tests/package-check.sh.
 #
 #   cmake --build <build> --target deb        (or: --target package)
 # Either builds the whole project first: CPack runs the build tree's
@@ -54,15 +59,19 @@ install(FILES ${_rp_pkg}/tmpfiles.d/replipipe.conf
 install(FILES ${_rp_pkg}/default/replipiped
 	DESTINATION ${REPLIPIPE_SYSCONFDIR}/default COMPONENT daemon)
 # The unit's Documentation= points at cli.md.
+install(FILES ${PROJECT_SOURCE_DIR}/docs/cli.md ${PROJECT_SOURCE_DIR}/README.md
+	DESTINATION share/doc/replipipe COMPONENT daemon)
+
+# --- component "rtslib": package python3-replipipe ---------------------------
 # rtslib-fb / targetcli-fb registration of the replipipe backstore
 # (docs/targetcli.md): a module and the .pth line that imports its hook.
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/tools/rtslib/replipipe_lio
-	DESTINATION lib/python3/dist-packages COMPONENT daemon
+	DESTINATION lib/python3/dist-packages COMPONENT rtslib
 	PATTERN "__pycache__" EXCLUDE)
 install(FILES ${PROJECT_SOURCE_DIR}/tools/rtslib/replipipe_lio.pth
-	DESTINATION lib/python3/dist-packages COMPONENT daemon)
-install(FILES ${PROJECT_SOURCE_DIR}/docs/cli.md ${PROJECT_SOURCE_DIR}/README.md
-	DESTINATION share/doc/replipipe COMPONENT daemon)
+	DESTINATION lib/python3/dist-packages COMPONENT rtslib)
+install(FILES ${PROJECT_SOURCE_DIR}/docs/targetcli.md
+	DESTINATION share/doc/python3-replipipe COMPONENT rtslib)
 
 # Man pages: roff in docs/man/, installed gzipped (gzip -n: reproducible).
 find_program(REPLIPIPE_GZIP gzip REQUIRED)
@@ -96,6 +105,31 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/uapi/
 	DESTINATION ${_rp_dkms_dest}/uapi COMPONENT dkms
 	FILES_MATCHING PATTERN "*.h")
 
+# --- each package's changelog and lintian overrides ---------------------------
+set(REPLIPIPE_MAINTAINER "replipipe maintainers <replipipe@localhost>")
+configure_file(${_rp_pkg}/debian/changelog.in ${_rp_pkg_out}/changelog.Debian
+	@ONLY)
+add_custom_command(OUTPUT ${_rp_pkg_out}/changelog.Debian.gz
+	COMMAND ${REPLIPIPE_GZIP} -9nkf ${_rp_pkg_out}/changelog.Debian
+	DEPENDS ${_rp_pkg_out}/changelog.Debian
+	COMMENT "Compressing the Debian changelog"
+	VERBATIM)
+add_custom_target(replipipe_changelog ALL
+	DEPENDS ${_rp_pkg_out}/changelog.Debian.gz)
+foreach(_rp_comp_pkg daemon:replipipe dkms:replipipe-dkms
+		rtslib:python3-replipipe)
+	string(REPLACE ":" ";" _rp_comp_pkg ${_rp_comp_pkg})
+	list(GET _rp_comp_pkg 0 _rp_comp)
+	list(GET _rp_comp_pkg 1 _rp_deb)
+	install(FILES ${_rp_pkg_out}/changelog.Debian.gz
+		DESTINATION share/doc/${_rp_deb} COMPONENT ${_rp_comp})
+	if(EXISTS ${_rp_pkg}/debian/${_rp_deb}/lintian-overrides)
+		install(FILES ${_rp_pkg}/debian/${_rp_deb}/lintian-overrides
+			DESTINATION share/lintian/overrides RENAME ${_rp_deb}
+			COMPONENT ${_rp_comp})
+	endif()
+endforeach()
+
 # --- maintainer scripts (@VAR@ filled in here) ------------------------------
 set(REPLIPIPE_DKMS_NAME ${PROJECT_NAME})
 set(REPLIPIPE_DKMS_VERSION ${PROJECT_VERSION})
@@ -111,13 +145,13 @@ endforeach()
 set(CPACK_PACKAGE_NAME ${PROJECT_NAME})
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGE_VENDOR "replipipe")
-set(CPACK_PACKAGE_CONTACT "replipipe maintainers <replipipe@localhost>")
+set(CPACK_PACKAGE_CONTACT "${REPLIPIPE_MAINTAINER}")
 # No CPACK_PACKAGE_DESCRIPTION_SUMMARY: CPackDeb would prepend it to each
 # component's description, whose first line is the synopsis already.
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_DIRECTORY ${PROJECT_BINARY_DIR})
 set(CPACK_STRIP_FILES ON)
-set(CPACK_COMPONENTS_ALL daemon dkms)
+set(CPACK_COMPONENTS_ALL daemon dkms rtslib)
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_RELEASE 1)
@@ -131,8 +165,7 @@ set(CPACK_DEBIAN_DAEMON_PACKAGE_SHLIBDEPS ON)
 # the module itself comes from replipipe-dkms (or a prebuilt module).
 set(CPACK_DEBIAN_DAEMON_PACKAGE_DEPENDS "kmod")
 set(CPACK_DEBIAN_DAEMON_PACKAGE_RECOMMENDS "replipipe-dkms (= ${PROJECT_VERSION}-1)")
-set(CPACK_DEBIAN_DAEMON_PACKAGE_SUGGESTS "targetcli-fb, python3-rtslib-fb")
-set(CPACK_DEBIAN_DAEMON_PACKAGE_ENHANCES "python3-rtslib-fb, targetcli-fb")
+set(CPACK_DEBIAN_DAEMON_PACKAGE_SUGGESTS "python3-replipipe")
 set(CPACK_COMPONENT_DAEMON_DESCRIPTION
 "replication pipes for the Linux SCSI target (LIO) - daemon and CLI
 replipipe mirrors writes to LIO backstores of type replipipe to a paired
@@ -166,6 +199,22 @@ set(CPACK_DEBIAN_DKMS_PACKAGE_CONTROL_EXTRA
 	${_rp_pkg_out}/debian/replipipe-dkms/prerm
 	${_rp_pkg_out}/debian/replipipe-dkms/postrm)
 
+set(CPACK_DEBIAN_RTSLIB_PACKAGE_NAME python3-replipipe)
+set(CPACK_DEBIAN_RTSLIB_PACKAGE_ARCHITECTURE all)
+set(CPACK_DEBIAN_RTSLIB_PACKAGE_SECTION python)
+set(CPACK_DEBIAN_RTSLIB_PACKAGE_SHLIBDEPS OFF)
+set(CPACK_DEBIAN_RTSLIB_PACKAGE_DEPENDS "python3:any, python3-rtslib-fb")
+set(CPACK_DEBIAN_RTSLIB_PACKAGE_RECOMMENDS "replipipe (= ${PROJECT_VERSION}-1)")
+set(CPACK_DEBIAN_RTSLIB_PACKAGE_ENHANCES "python3-rtslib-fb, targetcli-fb")
+set(CPACK_COMPONENT_RTSLIB_DESCRIPTION
+"replication pipes for the Linux SCSI target (LIO) - targetcli support
+replipipe mirrors writes to LIO backstores of type replipipe to a paired
+block device, synchronously or asynchronously, with dirty-region tracking.
+.
+This package registers the replipipe backstore in rtslib-fb and
+targetcli-fb: /backstores/replipipe in targetcli, and saveconfig and
+restoreconfig of its storage objects.")
+
 include(CPack)
 
 # `deb`: DEB only, whatever CPACK_GENERATOR says.
@@ -176,4 +225,5 @@ add_custom_target(deb
 	COMMENT "Building replipipe and replipipe-dkms .deb packages"
 	USES_TERMINAL
 	VERBATIM)
-add_dependencies(deb replipiped replipipectl replipipe_manpages)
+add_dependencies(deb replipiped replipipectl replipipe_manpages
+	replipipe_changelog)

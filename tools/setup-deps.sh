@@ -12,7 +12,7 @@ build_pkgs=(
 vm_pkgs=(
 	qemu-system-x86 linux-image-amd64 linux-headers-amd64
 	linux-headers-rt-amd64
-	busybox-static cpio kmod dkms sparse fio xz-utils
+	busybox-static cpio kmod dkms sparse lintian fio xz-utils
 	dmsetup systemd util-linux coreutils jq socat
 	python3 python3-rtslib-fb targetcli-fb dbus-daemon open-iscsi
 	prometheus
