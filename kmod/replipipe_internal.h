@@ -472,10 +472,12 @@ u32 rp_intent_chunk_kib(struct rp_intent *in);
 /* rp_fault.c: the debug tier's fault injection */
 #ifdef CONFIG_FAULT_INJECTION_DEBUG_FS
 bool rp_fail_async_copy(void);
+bool rp_fail_probe_timeout(void);
 void rp_fault_init(void);
 void rp_fault_exit(void);
 #else
 static inline bool rp_fail_async_copy(void) { return false; }
+static inline bool rp_fail_probe_timeout(void) { return false; }
 static inline void rp_fault_init(void) {}
 static inline void rp_fault_exit(void) {}
 #endif

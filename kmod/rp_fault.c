@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Fault injection for the debug tier (tests/vm/debug-kernel.sh), built only
- * with CONFIG_FAULT_INJECTION_DEBUG_FS (Kbuild).  Memory pressure seldom
- * makes an async copy's page allocation fail, and never when a test wants
- * it to; /sys/kernel/debug/replipipe/fail_async_copy does, with the usual
- * attributes (probability, interval, times, ...:
- * Documentation/fault-injection/fault-injection.rst).
+ * with CONFIG_FAULT_INJECTION_DEBUG_FS (Kbuild), in /sys/kernel/debug/
+ * replipipe/ with the usual attributes (probability, interval, times, ...:
+ * Documentation/fault-injection/fault-injection.rst):
+ *   fail_async_copy     an async copy's page allocation fails: memory
+ *                       pressure seldom does it, and never when a test
+ *                       wants it to
+ *   fail_probe_timeout  a probe's bio (a resume's read and flush, a
+ *                       write-intent record's flush of a target) ends with
+ *                       BLK_STS_TIMEOUT, as on a device whose own timeout
+ *                       ends requests (null_blk, NVMe, SCSI)
  */
 #include <linux/debugfs.h>
 #include <linux/fault-inject.h>
@@ -13,11 +18,17 @@
 #include "replipipe_internal.h"
 
 static DECLARE_FAULT_ATTR(rp_fail_async_copy_attr);
+static DECLARE_FAULT_ATTR(rp_fail_probe_timeout_attr);
 static struct dentry *rp_debugfs_dir;
 
 bool rp_fail_async_copy(void)
 {
 	return should_fail(&rp_fail_async_copy_attr, PAGE_SIZE);
+}
+
+bool rp_fail_probe_timeout(void)
+{
+	return should_fail(&rp_fail_probe_timeout_attr, 0);
 }
 
 void rp_fault_init(void)
@@ -26,6 +37,8 @@ void rp_fault_init(void)
 	rp_debugfs_dir = debugfs_create_dir("replipipe", NULL);
 	fault_create_debugfs_attr("fail_async_copy", rp_debugfs_dir,
 				  &rp_fail_async_copy_attr);
+	fault_create_debugfs_attr("fail_probe_timeout", rp_debugfs_dir,
+				  &rp_fail_probe_timeout_attr);
 }
 
 void rp_fault_exit(void)

@@ -1313,10 +1313,14 @@ static void rp_probe_release(struct work_struct *work)
 static void rp_probe_end_io(struct bio *bio)
 {
 	struct rp_probe *probe = bio->bi_private;
-	int status = blk_status_to_errno(bio->bi_status);
 	unsigned long flags;
 	bool abandoned;
+	int status;
 
+	/* The debug tier: a device whose own timeout ended the bio. */
+	if (rp_fail_probe_timeout())
+		bio->bi_status = BLK_STS_TIMEOUT;
+	status = blk_status_to_errno(bio->bi_status);
 	bio_put(bio);
 	spin_lock_irqsave(&probe->lock, flags);
 	probe->in_flight = false;
@@ -1349,14 +1353,18 @@ static void rp_probe_submit(struct rp_probe *probe, blk_opf_t opf,
 
 /*
  * The wait for the probe's bio is over: returns its result, or -ETIMEDOUT if
- * it has not ended: the probe is then abandoned to the bio and the caller
- * must not touch it again.
+ * it has not ended: the probe is then abandoned to the bio (*@abandoned) and
+ * the caller must not touch it again.  A bio that ended may have failed
+ * with -ETIMEDOUT too (BLK_STS_TIMEOUT: the device's own timeout): the
+ * probe is then still the caller's, to free.
  */
-static int rp_probe_end_wait(struct rp_probe *probe)
+static int rp_probe_end_wait(struct rp_probe *probe, bool *abandoned)
 {
+	*abandoned = false;
 	spin_lock_irq(&probe->lock);
 	if (probe->in_flight) {
 		probe->abandoned = true;
+		*abandoned = true;
 		/*
 		 * The caller pins the module: a genetlink handler, or a
 		 * backstore's record (LIO holds the backend's module while
@@ -1376,7 +1384,7 @@ static int rp_probe_end_wait(struct rp_probe *probe)
  * rp_probe_end_wait().
  */
 static int rp_probe_wait(struct rp_probe *probe, unsigned long deadline,
-			 const bool *stop)
+			 const bool *stop, bool *abandoned)
 {
 	long left;
 
@@ -1387,15 +1395,16 @@ static int rp_probe_wait(struct rp_probe *probe, unsigned long deadline,
 		if (wait_for_completion_timeout(&probe->done, left))
 			break;
 	} while (time_before(jiffies, deadline));
-	return rp_probe_end_wait(probe);
+	return rp_probe_end_wait(probe, abandoned);
 }
 
 /* rp_probe_submit(), then rp_probe_wait() until @deadline. */
 static int rp_probe_bio(struct rp_probe *probe, blk_opf_t opf,
-			unsigned int len, unsigned long deadline)
+			unsigned int len, unsigned long deadline,
+			bool *abandoned)
 {
 	rp_probe_submit(probe, opf, len);
-	return rp_probe_wait(probe, deadline, NULL);
+	return rp_probe_wait(probe, deadline, NULL, abandoned);
 }
 
 /*
@@ -1441,6 +1450,7 @@ int rp_pair_probe_target(struct rp_pair *pair, struct netlink_ext_ack *extack)
 	unsigned long deadline = jiffies + RP_PROBE_TIMEOUT_SEC * HZ;
 	struct rp_probe *probe;
 	unsigned int len;
+	bool abandoned;
 	int ret;
 
 	probe = rp_probe_create(pair, true);
@@ -1453,11 +1463,12 @@ int rp_pair_probe_target(struct rp_pair *pair, struct netlink_ext_ack *extack)
 	}
 	len = min_t(unsigned int, PAGE_SIZE,
 		    bdev_logical_block_size(probe->rb.bdev));
-	ret = rp_probe_bio(probe, REQ_OP_READ | REQ_SYNC, len, deadline);
+	ret = rp_probe_bio(probe, REQ_OP_READ | REQ_SYNC, len, deadline,
+			   &abandoned);
 	if (!ret)
 		ret = rp_probe_bio(probe, REQ_OP_WRITE | REQ_PREFLUSH | REQ_SYNC,
-				   0, deadline);
-	if (ret == -ETIMEDOUT) {
+				   0, deadline, &abandoned);
+	if (abandoned) {
 		probe = NULL;	/* the bio's now */
 		NL_SET_ERR_MSG(extack,
 			       "the target did not answer within "
@@ -1509,10 +1520,11 @@ struct rp_probe *rp_pair_flush_target_start(struct rp_pair *pair, u64 *gen)
 int rp_pair_flush_target_wait(struct rp_probe *probe, unsigned int timeout_sec,
 			      const bool *stop)
 {
+	bool abandoned;
 	int ret;
 
-	ret = rp_probe_wait(probe, jiffies + timeout_sec * HZ, stop);
-	if (ret != -ETIMEDOUT)	/* else the probe is the bio's now */
+	ret = rp_probe_wait(probe, jiffies + timeout_sec * HZ, stop, &abandoned);
+	if (!abandoned)		/* else the probe is the bio's now */
 		rp_probe_free(probe);
 	return ret;
 }

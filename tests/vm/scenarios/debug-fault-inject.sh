@@ -27,6 +27,10 @@
 #     target (the lag drains), the writes left uncopied are dirty regions
 #     (the legs differ only inside them), and a resync makes the legs
 #     identical.
+#  G. the pair paused; a resume whose probe read ends with BLK_STS_TIMEOUT
+#     (the module's fail_probe_timeout: a device's own timeout) is refused
+#     at once, the pair stays Paused; the next resume works. The probe is
+#     freed (kmemleak) and its open of the target ended: brd unloads.
 # Then the module unloads. Every phase checks that failures were injected.
 # vm-kernel: debug
 # vm-timeout: 600
@@ -311,6 +315,27 @@ pair=$(pair_line) || vm_fail "no pair line"
 [ "$(vm_field "$pair" state)" = InSync ] || vm_fail "F: not InSync after the resync: $pair"
 rp-verify --cmp /dev/ram0 /dev/ram1 | grep -q "^cmp: identical" || vm_fail "F: legs differ after the resync"
 
+vm_log "== G: a resume whose probe read ends with BLK_STS_TIMEOUT (fail_probe_timeout)"
+FPT=/sys/kernel/debug/replipipe/fail_probe_timeout
+rp-nlctl pair-state $PIPE $SRC pause || vm_fail "G: pause"
+echo 0 > $FPT/verbose
+echo 1 > $FPT/interval
+echo 1 > $FPT/times
+echo 100 > $FPT/probability
+t0=$(awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime)
+rp-nlctl pair-state $PIPE $SRC resume > /tmp/out 2>&1 &&
+	vm_fail "G: the resume succeeded although its probe read failed"
+t1=$(awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime)
+echo 0 > $FPT/probability
+[ "$(cat $FPT/times)" = 0 ] || vm_fail "G: no failure injected"
+vm_log "resume refused after $((t1 - t0)) ms: $(cat /tmp/out)"
+[ $((t1 - t0)) -lt 4000 ] || vm_fail "G: the resume waited for the probe's bound, not for its failed bio"
+pair=$(pair_line) || vm_fail "no pair line"
+[ "$(vm_field "$pair" state)" = Paused ] || vm_fail "G: not Paused after the failed probe: $pair"
+rp-nlctl pair-state $PIPE $SRC resume || vm_fail "G: the next resume"
+pair=$(pair_line) || vm_fail "no pair line"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "G: not InSync after the resume: $pair"
+
 vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
@@ -319,4 +344,8 @@ live=$(cat $LIVE)
 vm_log "live_objects: $live"
 [ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
 rmmod replipipe || vm_fail "rmmod replipipe"
+# Every open of the legs ended: a probe's own open of the target too (G:
+# the module freed a probe whose bio failed with -ETIMEDOUT as if the bio
+# still had it, and the open and the probe leaked).
+rmmod brd || vm_fail "the ram disks are still open after the module went"
 vm_log "debug-fault-inject done"
