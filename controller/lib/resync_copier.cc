@@ -304,7 +304,12 @@ void RegionCopier::Impl::Complete(RegionCopier *owner, uint32_t slot, int res)
 	const std::string what = std::string(reading ? "read " : "write ") +
 	                         dev.path + " at offset " +
 	                         std::to_string(r.io_offset);
-	if ((res == -EAGAIN || res == -EINTR) && !stopping(owner)) {
+	if (res == -EAGAIN || res == -EINTR) {
+		// Not a failure of the device: once stopping, the stop, the
+		// deadline or the first error says why the copy ended (a
+		// stop reported as EAGAIN counted as a failed job).
+		if (stopping(owner))
+			return release();
 		if (++r.retries > kMaxRetries)
 			return fail(Status::FromErrno(what, -res));
 		return Prepare(slot);

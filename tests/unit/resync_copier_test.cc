@@ -459,6 +459,34 @@ TEST(RegionCopier, StopDrainsAndReportsCancelled)
 	EXPECT_LT(copier->batch_bytes(), 16 * kMiB);
 }
 
+// EAGAIN or EINTR on a transfer is tried again, but not once the copy is
+// stopping: then it is the stop that ended the copy, ECANCELED, as above.
+// Before, the EAGAIN was the copy's error, and ResyncJobs reported a job
+// it had stopped as failed (and backed off).
+TEST(RegionCopier, EagainWhileStoppingReportsTheStop)
+{
+	ScratchDir dir;
+	WriteFile(dir / "src", RandomBytes(4 * kMiB, 8));
+	WriteFile(dir / "dst", {});
+	CopierOptions options;
+	options.chunk_bytes = 256 * kKiB;
+	options.queue_depth = 2;
+	std::unique_ptr<RegionCopier> copier;
+	bool stopped = false; // the copier's thread only
+	options.inject = [&](CopierOptions::Op op, uint64_t, int res) {
+		if (op != CopierOptions::Op::kRead || stopped)
+			return res;
+		stopped = true;
+		copier->RequestStop();
+		return -EAGAIN;
+	};
+	copier = OpenCopier(dir / "src", dir / "dst", options);
+	ASSERT_NE(copier, nullptr);
+	Status st = copier->Copy(0, 4 * kMiB);
+	EXPECT_EQ(st.err(), ECANCELED) << st.message();
+	EXPECT_LT(copier->batch_bytes(), 4 * kMiB);
+}
+
 // Runs body in a child process (a death test) that SIGALRM ends after
 // `seconds`: a call that hangs fails the test rather than hanging it, and a
 // crash fails it without ending the others. body returns "" or what went
