@@ -1,6 +1,8 @@
 #include "pipe_pusher.h"
 
 #include <algorithm>
+#include <system_error>
+#include <vector>
 
 #include "log.h"
 
@@ -26,7 +28,7 @@ PipePusher::~PipePusher()
 void PipePusher::Missing(const std::map<std::string, std::string> &label_by_id)
 {
 	const Clock::time_point now = Clock::now();
-	bool queued = false;
+	std::vector<std::string> queued;
 	std::lock_guard lock(mu_);
 	std::erase_if(retry_, [&](const auto &entry) {
 		return !entry.second.queued && !label_by_id.count(entry.first);
@@ -45,12 +47,33 @@ void PipePusher::Missing(const std::map<std::string, std::string> &label_by_id)
 			continue;
 		retry.queued = true;
 		due_.push_back(id);
-		queued = true;
+		queued.push_back(id);
 	}
-	if (!queued)
+	if (queued.empty())
 		return;
-	if (!thread_.joinable())
-		thread_ = std::thread([this] { Run(); });
+	if (!thread_.joinable()) {
+		try {
+			auto body = [this] { Run(); };
+			thread_ = options_.start_thread
+			                  ? options_.start_thread(body)
+			                  : std::thread(body);
+		} catch (const std::system_error &e) {
+			// Not queued after all: a pipe left queued with no
+			// thread to push it would never be tried again. The
+			// main loop's next refresh asks again.
+			for (const std::string &id : queued)
+				retry_[id].queued = false;
+			std::erase_if(due_, [&](const std::string &id) {
+				return std::find(queued.begin(), queued.end(),
+				                 id) != queued.end();
+			});
+			LogWarning() << "cannot start the thread that pushes "
+			             << queued.size()
+			             << " stored pipe(s) the kernel lacks: "
+			             << e.what() << "; trying again later";
+			return;
+		}
+	}
 	cv_.notify_all();
 }
 

@@ -40,6 +40,10 @@ public:
 	struct Options {
 		std::chrono::milliseconds first{5000};
 		std::chrono::milliseconds max{300000};
+		// Starts the pushing thread (empty: std::thread). Tests make
+		// it fail, as pthread_create does at the unit's task limit.
+		std::function<std::thread(std::function<void()>)>
+		        start_thread{};
 	};
 
 	PipePusher(PushFn push, PushedFn pushed, Options options);
@@ -50,7 +54,8 @@ public:
 	// The stored pipes the kernel lacks now, by instance id, with a label
 	// for the log: those whose wait is over are queued for a push, pipes
 	// not named are forgotten (their back-off starts anew if they go
-	// missing again).
+	// missing again). When the pushing thread cannot be started nothing
+	// is queued: the next call tries again.
 	void Missing(const std::map<std::string, std::string> &label_by_id);
 
 	// Tests: waits until no push is queued or running.
