@@ -36,6 +36,20 @@ constexpr auto kSubmitRetryPause = std::chrono::milliseconds(1);
 // user_data of CopierOptions::held_read_fd's read: no slot.
 constexpr uint64_t kHeldReadData = ~uint64_t{0} - 1;
 
+// A transfer or sync of a device failed with err. ESTALE and ENOENT name
+// the claim protocol's results to ResyncJobs (the pair was replaced or
+// removed: the job ends without a back-off and its pipe plans again at
+// once); from a device (a file on NFS) they are I/O errors like any other,
+// reported as EIO with the device's own reason in the text. Else a stale
+// NFS handle made a job that failed at once start again at once, forever.
+Status DeviceIoError(const std::string &what, int err)
+{
+	Status st = Status::FromErrno(what, err);
+	if (err != ESTALE && err != ENOENT)
+		return st;
+	return Status::Error(st.message(), EIO);
+}
+
 struct FreeDeleter {
 	void operator()(void *p) const { std::free(p); }
 };
@@ -311,11 +325,11 @@ void RegionCopier::Impl::Complete(RegionCopier *owner, uint32_t slot, int res)
 		if (stopping(owner))
 			return release();
 		if (++r.retries > kMaxRetries)
-			return fail(Status::FromErrno(what, -res));
+			return fail(DeviceIoError(what, -res));
 		return Prepare(slot);
 	}
 	if (res < 0)
-		return fail(Status::FromErrno(what, -res));
+		return fail(DeviceIoError(what, -res));
 	if (stopping(owner))
 		return release();
 	if (res == 0)
@@ -356,7 +370,7 @@ Status RegionCopier::Sync()
 	if (impl_->options.inject)
 		rc = impl_->options.inject(CopierOptions::Op::kSync, 0, rc);
 	if (rc < 0)
-		return Status::FromErrno("fdatasync " + target.path, -rc);
+		return DeviceIoError("fdatasync " + target.path, -rc);
 	return {};
 }
 

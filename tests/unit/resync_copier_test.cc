@@ -487,6 +487,42 @@ TEST(RegionCopier, EagainWhileStoppingReportsTheStop)
 	EXPECT_LT(copier->batch_bytes(), 4 * kMiB);
 }
 
+// ESTALE and ENOENT from a device (a file on NFS) are I/O errors: EIO, with
+// the device's reason in the text. As errnos they mean "the pair was
+// replaced" or "removed" to ResyncJobs, which then plans the pipe again at
+// once without a back-off: a stale handle restarted the job forever.
+TEST(RegionCopier, StaleHandleOfADeviceIsAnIoError)
+{
+	ScratchDir dir;
+	WriteFile(dir / "src", RandomBytes(1 * kMiB, 9));
+	WriteFile(dir / "dst", {});
+	for (const int err : {ESTALE, ENOENT}) {
+		CopierOptions options;
+		options.chunk_bytes = 256 * kKiB;
+		options.inject = [err](CopierOptions::Op op, uint64_t,
+		                       int res) {
+			return op == CopierOptions::Op::kWrite ? -err : res;
+		};
+		auto copier = OpenCopier(dir / "src", dir / "dst", options);
+		ASSERT_NE(copier, nullptr);
+		Status st = copier->Copy(0, 1 * kMiB);
+		EXPECT_EQ(st.err(), EIO) << st.message();
+		EXPECT_NE(st.message().find(std::strerror(err)),
+		          std::string::npos)
+		        << st.message();
+		options.inject = [err](CopierOptions::Op op, uint64_t,
+		                       int res) {
+			return op == CopierOptions::Op::kSync ? -err : res;
+		};
+		copier = OpenCopier(dir / "src", dir / "dst", options);
+		ASSERT_NE(copier, nullptr);
+		st = copier->Sync();
+		EXPECT_EQ(st.err(), EIO) << st.message();
+		EXPECT_NE(st.message().find("fdatasync"), std::string::npos)
+		        << st.message();
+	}
+}
+
 // Runs body in a child process (a death test) that SIGALRM ends after
 // `seconds`: a call that hangs fails the test rather than hanging it, and a
 // crash fails it without ending the others. body returns "" or what went
