@@ -421,6 +421,7 @@ void __rp_pair_dirty_set(struct rp_pair *pair);
 void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req);
 bool __rp_pair_busy(struct rp_pair *pair, u64 first, u64 last);
 bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req);
+void rp_pair_target_flush_failed(struct rp_pair *pair);
 void rp_pair_target_written(struct rp_pair *pair, struct rp_req *req);
 u64 rp_pair_flush_begin(struct rp_pair *pair);
 void rp_pair_flush_done(struct rp_pair *pair, u64 gen);
@@ -428,7 +429,7 @@ int rp_pair_flush_target(struct rp_pair *pair);
 struct rp_probe;
 struct rp_probe *rp_pair_flush_target_start(struct rp_pair *pair, u64 *gen);
 int rp_pair_flush_target_wait(struct rp_probe *probe, unsigned int timeout_sec,
-			      const bool *stop);
+			      const bool *stop, bool *abandoned);
 void rp_pair_mark_dirty(struct rp_pair *pair, struct rp_req *req);
 bool rp_pair_lag_reserve(struct rp_pair *pair, u64 bytes, bool *reserved);
 void rp_pair_lag_release(struct rp_pair *pair, u64 bytes);

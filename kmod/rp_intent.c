@@ -1198,8 +1198,8 @@ static void rp_intent_clear_work(struct work_struct *work)
 {
 	struct rp_intent *in = container_of(to_delayed_work(work),
 					    struct rp_intent, clear_work);
+	bool changed = false, picked = false, target_failed = false;
 	struct rp_probe *flush = NULL;
-	bool changed = false, picked = false;
 	struct rp_pair *pair;
 	u64 serial = 0, gen = 0;
 	int ret;
@@ -1226,23 +1226,28 @@ static void rp_intent_clear_work(struct work_struct *work)
 	if (IS_ERR(flush)) {
 		ret = ret ?: PTR_ERR(flush);
 	} else {
+		bool abandoned;
 		int tret = rp_pair_flush_target_wait(flush,
 						     RP_INTENT_FLUSH_TIMEOUT_SEC,
-						     &in->closing);
+						     &in->closing, &abandoned);
 
+		/* Not one that the target queues: that one may still work. */
+		target_failed = tret && !abandoned;
 		ret = ret ?: tret;
 	}
-	if (ret) {
+	if (ret)
 		rp_intent_flush_failed(in, ret);
-		goto requeue;
-	}
-	/* Cleared only for the pair whose writes the flushes covered. */
+	/* Only for the pair whose writes the flushes covered. */
 	pair = rp_pair_get(in->dev);
 	if (pair && pair->serial == serial) {
-		rp_pair_flush_done(pair, gen);
-		down_write(&in->clear_sem);
-		changed = rp_intent_clear_pair(in, pair, false);
-		up_write(&in->clear_sem);
+		if (target_failed) {
+			rp_pair_target_flush_failed(pair);
+		} else if (!ret) {
+			rp_pair_flush_done(pair, gen);
+			down_write(&in->clear_sem);
+			changed = rp_intent_clear_pair(in, pair, false);
+			up_write(&in->clear_sem);
+		}
 	}
 	if (pair)
 		rp_pair_put(pair);

@@ -341,12 +341,13 @@ void rp_pair_mark_dirty(struct rp_pair *pair, struct rp_req *req)
 }
 
 /*
- * A target leg failed: a write's regions become dirty, and for a write or a
- * flush the regions the target held unflushed.  Returns true if the
- * command must fail (policy FailIO, synchronous); otherwise the pair
- * degrades.  Must not block.
+ * A target leg failed: a write's regions (@req, if not a flush) become
+ * dirty, and the regions the target held unflushed.  Returns true if the
+ * failure goes to the initiator (@can_fail: a synchronous command; policy
+ * FailIO); otherwise the pair degrades.  Must not block.
  */
-bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req)
+static bool rp_pair_leg_failed(struct rp_pair *pair, struct rp_req *req,
+			       bool can_fail)
 {
 	bool fail, degraded = false;
 	unsigned long flags;
@@ -358,13 +359,12 @@ bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req)
 	 * dirty below), not every region: what an earlier flush made durable
 	 * stays.
 	 */
-	if (!(req->flags & RP_REQ_FLUSH)) {
+	if (req && !(req->flags & RP_REQ_FLUSH)) {
 		rp_req_regions(pair, req);
 		__rp_pair_mark_dirty(pair, req->first_region,
 				     req->last_region);
 	}
-	fail = pair->policy == REPLIPIPE_POLICY_FAILIO &&
-	       !(req->flags & RP_REQ_ASYNC);
+	fail = can_fail && pair->policy == REPLIPIPE_POLICY_FAILIO;
 	if (!fail && __rp_pair_mirroring(pair)) {
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_DEGRADED);
 		degraded = true;
@@ -380,6 +380,29 @@ bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req)
 	if (degraded)
 		wake_up_all(&pair->wq);
 	return fail;
+}
+
+/*
+ * A write or flush of a command failed on the target.  Returns true if the
+ * command must fail (policy FailIO, synchronous); otherwise the pair
+ * degrades.  Must not block.
+ */
+bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req)
+{
+	return rp_pair_leg_failed(pair, req, !(req->flags & RP_REQ_ASYNC));
+}
+
+/*
+ * A flush of the target that no command waits for (a write-intent record's
+ * clear pass) failed: as for the initiator's, what the target held
+ * unflushed becomes dirty, since the error may be the target losing its
+ * cache, and a later flush that succeeds must not make it look durable.
+ * The pair degrades, unless its policy is FailIO: then the initiator's
+ * next command to the target sees the failure.
+ */
+void rp_pair_target_flush_failed(struct rp_pair *pair)
+{
+	rp_pair_leg_failed(pair, NULL, true);
 }
 
 /*
@@ -1515,16 +1538,17 @@ struct rp_probe *rp_pair_flush_target_start(struct rp_pair *pair, u64 *gen)
 
 /*
  * Waits at most @timeout_sec for a flush started above, or until *@stop (if
- * @stop) is set: it is looked at once a second.  Then ends the flush.
+ * @stop) is set: it is looked at once a second.  Then ends the flush:
+ * -ETIMEDOUT with *@abandoned set if it has not ended (the target queues
+ * it), else its result.
  */
 int rp_pair_flush_target_wait(struct rp_probe *probe, unsigned int timeout_sec,
-			      const bool *stop)
+			      const bool *stop, bool *abandoned)
 {
-	bool abandoned;
 	int ret;
 
-	ret = rp_probe_wait(probe, jiffies + timeout_sec * HZ, stop, &abandoned);
-	if (!abandoned)		/* else the probe is the bio's now */
+	ret = rp_probe_wait(probe, jiffies + timeout_sec * HZ, stop, abandoned);
+	if (!*abandoned)	/* else the probe is the bio's now */
 		rp_probe_free(probe);
 	return ret;
 }
@@ -1537,13 +1561,15 @@ int rp_pair_flush_target_wait(struct rp_probe *probe, unsigned int timeout_sec,
 int rp_pair_flush_target(struct rp_pair *pair)
 {
 	struct rp_probe *probe;
+	bool abandoned;
 	u64 gen;
 	int ret;
 
 	probe = rp_pair_flush_target_start(pair, &gen);
 	if (IS_ERR(probe))
 		return PTR_ERR(probe);
-	ret = rp_pair_flush_target_wait(probe, RP_PROBE_TIMEOUT_SEC, NULL);
+	ret = rp_pair_flush_target_wait(probe, RP_PROBE_TIMEOUT_SEC, NULL,
+					&abandoned);
 	if (!ret)
 		rp_pair_flush_done(pair, gen);
 	return ret;

@@ -21,13 +21,15 @@
 # on it:
 # the pair degrades with exactly the plain writes' regions dirty (the
 # flushed ones are durable); power loss, resume, resync: identical.
-# Phase 5, a failed flush releases a writer waiting for lag room (below).
+# Phase 5, a failed flush releases a writer waiting for lag room, and
+# phase 6, a write-intent record's clear pass whose flush of the target
+# fails (both below).
 # The old module left the unflushed writes clean: the pair went InSync
 # over legs that differ. Before session 10 a failed target flush made
 # every region of the pair dirty.
 # vm-timeout: 600
-# vm-cost: 25
-# vm-debug-cost: 105
+# vm-cost: 35
+# vm-debug-cost: 150
 # vm-mem: 1024
 # vm-bins: dmsetup
 
@@ -240,12 +242,59 @@ vm_dm_load rpdm "0 $sectors linear /dev/rptgt 0"
 dmsetup --noudevsync remove rpflk || vm_fail "dmsetup remove rpflk"
 resume_resync
 
+vm_log "== phase 6: a write-intent record's clear pass finds the target's flush failing"
+# A backstore with a record (vol2 on the same primary). The target takes
+# writes but fails flushes (dm-delay, no delay, its flush class on flakey).
+# Plain writes, then the record's clear pass (every second here) flushes
+# both legs: the target's flush fails, and what it held unflushed must
+# become dirty, the pair Degraded. Before, the pass only logged: the pair
+# stayed InSync, and the next flush that worked made the writes the
+# target's cache may have lost look durable.
+vm_tcm_loop_unexport $SRC
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vm_backstore_delete $SRC
+PIPE=kmod-tcache-wi
+SRC=replipipe_0/vol2
+vm_nullb_cached rpwi 4
+vm_backstore replipipe replipipe_0 vol2 /dev/rpsrc /dev/rpwi > /dev/null
+flk=$(vm_dm_create rpflk "0 $sectors flakey /dev/rptgt 0 0 1 1 error_writes")
+vm_dm_load rpdm "0 $sectors delay /dev/rptgt 0 0 /dev/rptgt 0 0 $flk 0 0"
+# the legs are identical since phase 5
+rp-nlctl set-pipe --id $PIPE --name tcache-wi --mode sync --policy degrade \
+	--region-kib $REGION_KIB --pair $SRC=$tgt,clean || vm_fail "set-pipe with a record refused"
+lun=$(vm_tcm_loop_export $SRC)
+echo 1 > /sys/module/replipipe/parameters/intent_clear_sec
+rp-writer --dev "$lun" --log /tmp/k --threads 4 --offset 4M --span 8M \
+	--bytes 2M --seed 39 > /tmp/out || vm_fail "plain writes: $(cat /tmp/out)"
+i=0
+until [ "$(vm_field "$(pair_line)" state)" = Degraded ]; do
+	[ $i -lt 150 ] || vm_fail "not Degraded 15 s after the writes, with the target failing flushes: $(pair_line)"
+	sleep 0.1
+	i=$((i + 1))
+done
+echo 5 > /sys/module/replipipe/parameters/intent_clear_sec
+pair=$(pair_line)
+echo "$pair"
+vm_log "Degraded $((i * 100)) ms after the writes"
+rp-verify --regions $REGION_KIB /tmp/k.* > /tmp/expected
+vm_norm_ranges < /tmp/expected > /tmp/expected.ranges
+rp-nlctl bitmap $PIPE $SRC > /tmp/bitmap || vm_fail "rp-nlctl bitmap"
+vm_norm_ranges < /tmp/bitmap > /tmp/bitmap.ranges
+subset /tmp/expected.ranges /tmp/bitmap.ranges > /tmp/missing ||
+	vm_fail "written regions not dirty after the failed flush: $(head -n 5 /tmp/missing | tr '\n' ' ')"
+vm_dm_load rpdm "0 $sectors linear /dev/rptgt 0"
+dmsetup --noudevsync remove rpflk || vm_fail "dmsetup remove rpflk"
+target_power_loss
+lost_only_dirty
+resume_resync
+rp-verify --dev /dev/rptgt /tmp/k.* || vm_fail "the target after the resync"
+
 vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 vm_backstore_delete $SRC
 dmsetup --noudevsync remove rpdm || vm_fail "dmsetup remove"
-for n in rpsrc rptgt; do
+for n in rpsrc rptgt rpwi; do
 	echo 0 > $NULLB/$n/power
 	rmdir $NULLB/$n || vm_fail "rmdir $NULLB/$n"
 done
