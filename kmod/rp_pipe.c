@@ -384,12 +384,22 @@ static bool rp_pair_leg_failed(struct rp_pair *pair, struct rp_req *req,
 
 /*
  * A write or flush of a command failed on the target.  Returns true if the
- * command must fail (policy FailIO, synchronous); otherwise the pair
- * degrades.  Must not block.
+ * command must fail (policy FailIO, a synchronous write or a flush of a
+ * synchronous pair); otherwise the pair degrades.  Must not block.
  */
 bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req)
 {
-	return rp_pair_leg_failed(pair, req, !(req->flags & RP_REQ_ASYNC));
+	/*
+	 * An asynchronous pair promises its target nothing when the initiator
+	 * flushes (copies may still be on their way): a failed flush of it
+	 * degrades the pair, as a failed copy does, and the command stands on
+	 * the primary's flush.
+	 */
+	bool async_flush = (req->flags & RP_REQ_FLUSH) &&
+			   READ_ONCE(pair->mode) == REPLIPIPE_MODE_ASYNC;
+
+	return rp_pair_leg_failed(pair, req,
+				  !(req->flags & RP_REQ_ASYNC) && !async_flush);
 }
 
 /*

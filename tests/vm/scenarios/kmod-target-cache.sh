@@ -197,12 +197,15 @@ vm_log "== phase 5: asynchronous, a writer waits for lag room, a target flush fa
 # writer waits for room (up to 30 s, then it would degrade the pair itself).
 # The initiator's SYNCHRONIZE CACHE fails on the target and degrades the
 # pair: the waiting writer must go to the primary at once. Before, a failed
-# flush woke nobody and the writer waited its 30 s.
+# flush woke nobody and the writer waited its 30 s. Policy FailIO: an
+# asynchronous pair promises its target nothing at a flush, so the failed
+# flush degrades it like a failed copy and the SYNCHRONIZE CACHE succeeds
+# on the primary's flush (before, it failed, and the pair stayed Syncing).
 vm_modprobe dm_delay
 vm_modprobe dm_flakey
 flk=$(vm_dm_create rpflk "0 $sectors flakey /dev/rptgt 0 0 1 1 error_writes")
 vm_dm_load rpdm "0 $sectors delay /dev/rptgt 0 0 /dev/rptgt 0 50000 $flk 0 0"
-rp-nlctl set-pipe --id $PIPE --name tcache --mode async --policy degrade \
+rp-nlctl set-pipe --id $PIPE --name tcache --mode async --policy failio \
 	--max-lag-kib 64 --region-kib $REGION_KIB --pair $SRC=$tgt ||
 	vm_fail "set-pipe async refused"
 # the writer waits in the backstore: no SCSI time-out meanwhile
@@ -221,7 +224,7 @@ t0=$(now10)
 sleep 3
 [ ! -s /tmp/w.rc ] || vm_fail "setup: the writer did not wait for lag room: $(pair_line)"
 taskset -c 1 dd if=/dev/null of="$lun" conv=notrunc,fsync 2> /tmp/out ||
-	vm_fail "SYNCHRONIZE CACHE under policy degrade failed: $(cat /tmp/out)"
+	vm_fail "SYNCHRONIZE CACHE of an asynchronous pair under FailIO failed: $(cat /tmp/out)"
 tf=$(now10)
 i=0
 until [ -s /tmp/w.rc ]; do
