@@ -138,6 +138,10 @@ Status GoalReader::Apply(const MofProperty &prop, GoalPatch &s)
 		auto v = String(prop);
 		if (!v.ok())
 			return v.status();
+		// Its escapes (\t, \x1b) may make control characters, which
+		// the store refuses to load: the daemon would not start.
+		if (Status st = CheckText(*v, "ElementName"); !st.ok())
+			return ErrorAt(prop.value_pos, st.message());
 		s.element_name = *v;
 		return Status();
 	}

@@ -337,6 +337,12 @@ Result<int64_t> TextScanner::Integer()
 	if (digits == 0)
 		return ErrorAt(start,
 		               "expected an integer, found " + DescribeNext());
+	// In MOF (DSP0221) 0100 is octal, 64: refused rather than read as
+	// a hundred or as sixty-four without the writer knowing which.
+	if (base == 10 && digits > 1 && text_[pos_ - digits] == '0')
+		return ErrorAt(start, "a leading 0 makes an octal number in "
+		                      "MOF; write the integer in decimal, "
+		                      "without it, or in 0x hex");
 	if (IsIdentChar(Peek()) || Peek() == '.')
 		return ErrorAt(start, "not an integer (only decimal and 0x "
 		                      "hex integers are accepted)");

@@ -151,8 +151,31 @@ INSTANTIATE_TEST_SUITE_P(
                 BadGoal{G("RegionSizeKiB = 131072;"), EINVAL, "out of range"},
                 BadGoal{G("ElementName = {\"a\"};"), EINVAL,
                         "must be a string, not an array"},
-                BadGoal{G("Mode = \"Synchronous\""), EINVAL, "expected ';'"}));
+                BadGoal{G("Mode = \"Synchronous\""), EINVAL, "expected ';'"},
+                // Escapes that make control characters, which the store
+                // refuses to load (replipiped would not start).
+                BadGoal{G("ElementName = \"a\\tb\";"), EINVAL,
+                        "ElementName contains the control character 0x09"},
+                BadGoal{G("ElementName = \"\\x1b[31m\";"), EINVAL,
+                        "ElementName contains the control character 0x1b"},
+                // MOF's octal: refused, not read as decimal.
+                BadGoal{G("MaxLagKiB = 0100;"), EINVAL,
+                        "a leading 0 makes an octal number"},
+                BadGoal{G("RegionSizeKiB = 010;"), EINVAL,
+                        "a leading 0 makes an octal number"}));
 #undef G
+
+// A lone 0 and 0x hex stay integers.
+TEST(Goal, ZeroAndHexIntegers)
+{
+	auto s = ParseGoalPatch(
+	        "instance of CIM_SettingData { "
+	        "ResyncRateLimitKiBps = 0; MaxLagKiB = 0x100; };");
+	ASSERT_TRUE(s.ok()) << s.status().message();
+	const PipeSettings settings = s->ApplyTo(PipeSettings());
+	EXPECT_EQ(settings.resync_rate_kibps, 0u);
+	EXPECT_EQ(settings.max_lag_kib, 256u);
+}
 
 TEST(Goal, UnknownPropertyPointsAtIt)
 {
