@@ -221,6 +221,16 @@ public:
 		}
 		if (!busy.ok())
 			return busy;
+		HoldLocked(pairs);
+		return Status();
+	}
+
+	// Reserves the endpoints of pairs without checking them: those of a
+	// stored pipe being deleted, which no other call can have reserved
+	// (they are taken), so that none is given to another pipe while this
+	// one may still come back. Caller holds svc_.mu_.
+	void HoldLocked(const std::vector<PairRecord> &pairs)
+	{
 		for (const PairRecord &p : pairs) {
 			if (svc_.reserved_sources_.emplace(p.source, uuid_)
 			            .second)
@@ -234,7 +244,6 @@ public:
 			    svc_.reserved_devices_.emplace(dev, uuid_).second)
 				devices_.push_back(dev);
 		}
-		return Status();
 	}
 
 private:
@@ -902,6 +911,10 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 		            "pipe " + PipeReference(uuid) +
 		                    " is held by another operation");
 
+	// Its endpoints stay taken until the kernel has answered: the pipe
+	// comes back to the store if the kernel may still have it, and must
+	// not find one of them in another pipe then.
+	Reservation reservation(*this, uuid);
 	std::optional<PipeRecord> old;
 	{
 		std::lock_guard<std::mutex> lock(mu_);
@@ -910,11 +923,20 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 			return Fail(ReturnValue::kInvalidParameter,
 			            "no pipe " + PipeReference(uuid));
 		old = *cur;
+		reservation.HoldLocked(old->pairs);
 		if (Status st = SaveWith(uuid, std::nullopt); !st.ok())
 			return Fail(ReturnValue::kUnspecifiedError,
 			            "store: " + st.message());
 	}
 	Status st = kernel_.DeletePipe(uuid);
+	if (st.err() == ETIMEDOUT) {
+		// It may have deleted it all the same (a departing pair's
+		// flush takes up to 5 s): a pipe it no longer has is gone,
+		// not put back in the store to be pushed again.
+		auto now = kernel_.GetPipe(uuid);
+		if (now.ok() && !*now)
+			st = Status();
+	}
 	if (st.ok() || st.err() == ENOENT) {
 		std::vector<std::string> gone;
 		for (const PairRecord &p : old->pairs)

@@ -160,6 +160,23 @@ TEST_F(PipeServiceTest, CreateWritesKernelAndStore)
 	EXPECT_EQ(p.pairs[1].target, "/dev/sdc");
 }
 
+// A Goal whose ElementName escapes make a control character is refused:
+// accepted, it was stored, and the store then refused to load at the next
+// start, so replipiped would not run.
+TEST_F(PipeServiceTest, GoalElementNameWithAControlCharacterIsRefused)
+{
+	MethodOutcome out = service.CreateOrModify(Call(
+	        {"replipipe_0/a"}, {"/dev/sdb"},
+	        "instance of CIM_SettingData { ElementName = \"a\\tb\"; };"));
+	EXPECT_EQ(out.return_value, ReturnValue::kInvalidParameter)
+	        << out.error;
+	EXPECT_TRUE(kernel.ListPipes()->empty());
+	Store reread(dir.path());
+	auto stored = reread.Load();
+	ASSERT_TRUE(stored.ok()) << stored.status().message();
+	EXPECT_TRUE(stored->empty());
+}
+
 TEST_F(PipeServiceTest, CreateWithNullEndpointsHasNoPairs)
 {
 	CreateOrModifyCall c;
@@ -517,6 +534,45 @@ TEST_F(PipeServiceTest, DeleteKernelTimeout)
 	MethodOutcome out = service.Delete(ref);
 	EXPECT_EQ(out.return_value, ReturnValue::kTimeout) << out.error;
 	EXPECT_EQ(World(), before);
+}
+
+// A PIPE_DEL that times out but that the kernel applies all the same (a
+// departing pair's flush takes up to 5 s) deleted the pipe: asked again,
+// the kernel no longer has it. Meanwhile the pipe's endpoints stay
+// reserved: a create that wants its source waits for the delete, then gets
+// it. Before, the delete put the pipe back in the store (returning 3) and a
+// create could take its source in between: the store then held two pipes
+// with one source and no longer loaded (replipiped would not start).
+TEST_F(PipeServiceTest, ADeleteTheKernelAppliesAfterItsTimeoutIsDone)
+{
+	std::string ref = CreateAB();
+	const std::string uuid = UuidOf(ref);
+	bool fired = false; // the deleting thread only
+	std::thread other_call;
+	MethodOutcome other;
+	kernel.SetEntryHook([&](Op op) {
+		if (op != Op::kDeletePipe || fired)
+			return;
+		fired = true;
+		ASSERT_TRUE(kernel.DeletePipe(uuid).ok()); // applied, late
+		kernel.FailNext(ETIMEDOUT, Op::kDeletePipe);
+		other_call = std::thread([&] {
+			other = service.CreateOrModify(
+			        Call({"replipipe_0/a"}, {"/dev/sdc"}));
+		});
+	});
+	MethodOutcome out = service.Delete(ref);
+	if (other_call.joinable())
+		other_call.join();
+	kernel.SetEntryHook(nullptr);
+	EXPECT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	EXPECT_EQ(other.return_value, ReturnValue::kCompleted) << other.error;
+	EXPECT_FALSE(kernel.Find(uuid).has_value());
+	Store reread(dir.path());
+	auto stored = reread.Load();
+	ASSERT_TRUE(stored.ok()) << stored.status().message();
+	ASSERT_EQ(stored->size(), 1u);
+	EXPECT_NE((*stored)[0].instance_id, uuid);
 }
 
 // --- 4: failed ---------------------------------------------------------
