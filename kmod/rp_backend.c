@@ -258,51 +258,56 @@ static const match_table_t rp_tokens = {
 	{RP_OPT_ERR, NULL}
 };
 
-static ssize_t rp_set_configfs_dev_params(struct se_device *se_dev,
-					  const char *page, ssize_t count)
-{
-	struct rp_dev *dev = RP_DEV(se_dev);
-	substring_t args[MAX_OPT_ARGS];
-	char *orig, *opts, *ptr;
-	unsigned int kib;
-	int ret = 0;
+/* What one write to control sets: applied only if all of it is valid. */
+struct rp_control {
+	char	udev_path[SE_UDEV_PATH_LEN];
+	char	intent_path[SE_UDEV_PATH_LEN];
+	u32	intent_chunk_kib;
+	bool	has_udev_path;
+	bool	has_intent_path;
+	bool	has_intent_chunk_kib;
+};
 
-	/* Every parameter describes devices opened at enable. */
-	if (dev->primary.bdev) {
-		pr_err("%s: control cannot change once enabled\n", dev->name);
-		return -EEXIST;
-	}
-	opts = kstrdup(page, GFP_KERNEL);
-	if (!opts)
-		return -ENOMEM;
-	orig = opts;
+/* A path argument into @buf: -EINVAL if empty or too long (never cut). */
+static int rp_match_path(substring_t *arg, char *buf, size_t size)
+{
+	size_t len = arg->to - arg->from;
+
+	if (!len || len >= size)
+		return -EINVAL;
+	match_strlcpy(buf, arg, size);
+	return 0;
+}
+
+static int rp_parse_control(struct rp_dev *dev, char *opts,
+			    struct rp_control *ctl)
+{
+	substring_t args[MAX_OPT_ARGS];
+	unsigned int kib;
+	char *ptr;
 
 	while ((ptr = strsep(&opts, ",\n")) != NULL) {
 		if (!*ptr)
 			continue;
 		switch (match_token(ptr, rp_tokens, args)) {
 		case RP_OPT_UDEV_PATH:
-			if (!match_strlcpy(dev->udev_path, &args[0],
-					   sizeof(dev->udev_path))) {
-				ret = -EINVAL;
-				goto out;
+			if (rp_match_path(&args[0], ctl->udev_path,
+					  sizeof(ctl->udev_path))) {
+				pr_err("%s: udev_path must be a path of 1 to %zu bytes\n",
+				       dev->name, sizeof(ctl->udev_path) - 1);
+				return -EINVAL;
 			}
-			dev->has_udev_path = true;
-			/* Also shown by LIO's generic udev_path attribute. */
-			strscpy(se_dev->udev_path, dev->udev_path,
-				sizeof(se_dev->udev_path));
-			se_dev->dev_flags |= DF_USING_UDEV_PATH;
+			ctl->has_udev_path = true;
 			break;
 		case RP_OPT_INTENT_PATH:
-			if (!match_strlcpy(dev->intent_path, &args[0],
-					   sizeof(dev->intent_path)) ||
-			    dev->intent_path[0] != '/') {
-				pr_err("%s: intent_path must be an absolute block device path\n",
-				       dev->name);
-				dev->intent_path[0] = '\0';
-				ret = -EINVAL;
-				goto out;
+			if (rp_match_path(&args[0], ctl->intent_path,
+					  sizeof(ctl->intent_path)) ||
+			    ctl->intent_path[0] != '/') {
+				pr_err("%s: intent_path must be an absolute block device path of at most %zu bytes\n",
+				       dev->name, sizeof(ctl->intent_path) - 1);
+				return -EINVAL;
 			}
+			ctl->has_intent_path = true;
 			break;
 		case RP_OPT_INTENT_CHUNK_KIB:
 			if (match_uint(&args[0], &kib) ||
@@ -312,20 +317,64 @@ static ssize_t rp_set_configfs_dev_params(struct se_device *se_dev,
 				pr_err("%s: intent_chunk_kib must be a power of two from %u to %u\n",
 				       dev->name, REPLIPIPE_REGION_KIB_MIN,
 				       RP_INTENT_CHUNK_KIB_MAX);
-				ret = -EINVAL;
-				goto out;
+				return -EINVAL;
 			}
-			dev->intent_chunk_kib = kib;
+			ctl->intent_chunk_kib = kib;
+			ctl->has_intent_chunk_kib = true;
 			break;
 		default:
 			pr_err("%s: unknown control parameter '%s'\n",
 			       dev->name, ptr);
-			ret = -EINVAL;
-			goto out;
+			return -EINVAL;
 		}
 	}
+	return 0;
+}
+
+/*
+ * A write to control is parsed whole before any of it is applied: a bad
+ * parameter changes nothing, not even a valid one before it in the same
+ * write (an intent_path= refused must not drop the record given earlier,
+ * or the backstore could be enabled without it).
+ */
+static ssize_t rp_set_configfs_dev_params(struct se_device *se_dev,
+					  const char *page, ssize_t count)
+{
+	struct rp_dev *dev = RP_DEV(se_dev);
+	struct rp_control *ctl;
+	char *opts;
+	int ret;
+
+	/* Every parameter describes devices opened at enable. */
+	if (dev->primary.bdev) {
+		pr_err("%s: control cannot change once enabled\n", dev->name);
+		return -EEXIST;
+	}
+	opts = kstrdup(page, GFP_KERNEL);
+	ctl = kzalloc(sizeof(*ctl), GFP_KERNEL);
+	if (!opts || !ctl) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = rp_parse_control(dev, opts, ctl);
+	if (ret)
+		goto out;
+	if (ctl->has_udev_path) {
+		strscpy(dev->udev_path, ctl->udev_path, sizeof(dev->udev_path));
+		dev->has_udev_path = true;
+		/* Also shown by LIO's generic udev_path attribute. */
+		strscpy(se_dev->udev_path, dev->udev_path,
+			sizeof(se_dev->udev_path));
+		se_dev->dev_flags |= DF_USING_UDEV_PATH;
+	}
+	if (ctl->has_intent_path)
+		strscpy(dev->intent_path, ctl->intent_path,
+			sizeof(dev->intent_path));
+	if (ctl->has_intent_chunk_kib)
+		dev->intent_chunk_kib = ctl->intent_chunk_kib;
 out:
-	kfree(orig);
+	kfree(ctl);
+	kfree(opts);
 	return ret ? ret : count;
 }
 

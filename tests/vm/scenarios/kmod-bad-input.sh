@@ -19,7 +19,9 @@
 # (a write past it could be neither tracked nor resynced) until it is paired
 # again. A backstore whose HBA/name is too long for netlink to name (a
 # truncated name could be another backstore's) is refused at enable with
-# ENAMETOOLONG.
+# ENAMETOOLONG. A write to a backstore's control with a bad parameter, or
+# a path too long to keep whole (512 bytes), changes nothing, not even the
+# valid parameters before it in the same write.
 # The module unloads with no object left and no kernel warning.
 # vm-timeout: 300
 # vm-cost: 15
@@ -143,6 +145,30 @@ case "$out" in
 *) vm_fail "enable of the long-named backstore: expected ENAMETOOLONG, got '$out'" ;;
 esac
 dmesg | grep -q "backstore names longer than 127 bytes" || vm_fail "no kernel message for the long name"
+rmdir "$dir" || vm_fail "rmdir $dir"
+
+vm_log "== control: a refused write changes nothing, a path is never cut"
+dir=$VM_CFS/core/replipipe_0/ctl
+mkdir "$dir" || vm_fail "mkdir core/replipipe_0/ctl"
+echo "udev_path=/dev/ram3,intent_path=/dev/ram4" > "$dir/control" ||
+	vm_fail "control udev_path, intent_path"
+# Valid, then bad, in one write; a bad one alone; a path of 512 bytes.
+long=/dev/$(printf 'p%.0s' $(seq 507))
+for bad in "intent_chunk_kib=64,intent_path=x" "intent_path=x" \
+	"udev_path=$long" "intent_path=$long"; do
+	if echo "$bad" 2> /dev/null > "$dir/control"; then
+		vm_fail "control accepted '$(echo "$bad" | cut -c1-40)...'"
+	fi
+done
+info=$(cat "$dir/info")
+echo "$info"
+case "$info" in
+*"udev_path: /dev/ram3"*"intent_path: /dev/ram4"*) ;;
+*) vm_fail "a refused control write changed the backstore: $info" ;;
+esac
+case "$info" in
+*intent_chunk_kib*) vm_fail "the valid part of a refused control write was applied: $info" ;;
+esac
 rmdir "$dir" || vm_fail "rmdir $dir"
 
 vm_log "== a primary that grows while paired"
