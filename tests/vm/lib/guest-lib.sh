@@ -14,6 +14,9 @@ vm_log() {
 	echo "[vm $up] $*" >&2
 }
 
+# vm_now_ms: the guest's uptime in milliseconds (for timing a step).
+vm_now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+
 # vm_fail MSG...: print the reason and exit 1 (ends the scenario).
 vm_fail() {
 	echo "[vm] FAIL: $*" >&2

@@ -26,7 +26,6 @@ DLOG=/tmp/replipiped.log
 LIVE=/sys/module/replipipe/parameters/live_objects
 export DM_DISABLE_UDEV=1
 
-now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
 daemon_fail() { vm_daemon_fail $DLOG "$@"; }
 # all_paused: every pair of the pipe is Paused in the kernel
 all_paused() {
@@ -68,10 +67,10 @@ all_paused || vm_fail "not every pair Paused"
 
 vm_log "== every target queues I/O: resume probes them, several at a time"
 each_target suspend
-t0=$(now_ms)
+t0=$(vm_now_ms)
 rc=0
 replipipectl resume $PIPE > /tmp/resume.out 2>&1 || rc=$?
-t1=$(now_ms)
+t1=$(vm_now_ms)
 cat /tmp/resume.out
 vm_log "resume of $PAIRS pairs with dead targets: rc=$rc after $((t1 - t0)) ms"
 [ $rc -eq 3 ] || daemon_fail "resume: exit $rc, not 3 (the kernel's time-out)"
@@ -114,7 +113,7 @@ rp-nlctl get > /tmp/get.out || vm_fail "rp-nlctl get"
 probe_tries() { grep -c "probe: pipe .* pair replipipe_0/v[0-9]*: " $DLOG || :; }
 vm_daemon_stop $DLOG
 : > $DLOG
-t0=$(now_ms)
+t0=$(vm_now_ms)
 vm_daemon_start $DLOG --log-level info --probe-interval 1
 i=0
 until [ "$(probe_tries)" -ge $PAIRS ]; do
@@ -122,7 +121,7 @@ until [ "$(probe_tries)" -ge $PAIRS ]; do
 	sleep 0.1
 	i=$((i + 1))
 done
-t1=$(now_ms)
+t1=$(vm_now_ms)
 vm_log "the probe tried $PAIRS Degraded pairs with dead targets within $((t1 - t0)) ms of the start"
 grep -q "target answers, resumed" $DLOG && daemon_fail "the probe resumed a pair whose target queues I/O"
 # One after the other they take 30 s; at once one bound, 5 s, plus the
@@ -152,7 +151,7 @@ until grep -q "claims=[1-9]" $LIVE; do
 	sleep 0.1
 	i=$((i + 1))
 done
-t0=$(now_ms)
+t0=$(vm_now_ms)
 kill "$VM_DAEMON_PID" || vm_fail "replipiped is gone"
 i=0
 while kill -0 "$VM_DAEMON_PID" 2> /dev/null; do
@@ -160,7 +159,7 @@ while kill -0 "$VM_DAEMON_PID" 2> /dev/null; do
 	sleep 0.1
 	i=$((i + 1))
 done
-t1=$(now_ms)
+t1=$(vm_now_ms)
 rc=0
 wait "$VM_DAEMON_PID" || rc=$?
 VM_DAEMON_PID=
