@@ -1235,14 +1235,17 @@ static void rp_intent_clear_work(struct work_struct *work)
 		target_failed = tret && !abandoned;
 		ret = ret ?: tret;
 	}
-	if (ret)
+	if (ret) {
 		rp_intent_flush_failed(in, ret);
+		if (!target_failed)
+			goto requeue;
+	}
 	/* Only for the pair whose writes the flushes covered. */
 	pair = rp_pair_get(in->dev);
 	if (pair && pair->serial == serial) {
 		if (target_failed) {
 			rp_pair_target_flush_failed(pair);
-		} else if (!ret) {
+		} else {
 			rp_pair_flush_done(pair, gen);
 			down_write(&in->clear_sem);
 			changed = rp_intent_clear_pair(in, pair, false);
