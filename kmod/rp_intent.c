@@ -8,9 +8,10 @@
  * once the region is in sync and has not been written for a clear pass.
  * After a crash the bits on disk are a superset of the regions where the
  * target may differ from the primary: a pair attached again with the same
- * identity (pipe id, target path, region size, source size) takes its dirty
- * bitmap from the record; any other pair rebinds the record and starts with
- * every region dirty.  A record with no valid header tracks nothing.
+ * identity (primary path, pipe id, target path, region and chunk size,
+ * source size) takes its dirty bitmap from the record; any other pair
+ * rebinds the record and starts with every region dirty.  A record with no
+ * valid header tracks nothing.
  *
  * The identity holds only while no other pair writes the target: a pair
  * that takes a target invalidates every other open record naming it before
@@ -59,7 +60,7 @@
 #include "replipipe_internal.h"
 
 #define RP_INTENT_MAGIC		"RPINTENT"
-#define RP_INTENT_VERSION	2	/* 2: chunk_kib */
+#define RP_INTENT_VERSION	3	/* 2: chunk_kib; 3: src_path */
 #define RP_INTENT_PAGE_SIZE	4096
 #define RP_INTENT_BITMAP_OFFSET	RP_INTENT_PAGE_SIZE
 #define RP_INTENT_PAGE_BITS	(RP_INTENT_PAGE_SIZE * BITS_PER_BYTE)
@@ -74,6 +75,7 @@ struct rp_intent_sb {
 	__le64		src_bytes;
 	char		pipe_id[REPLIPIPE_PIPE_ID_MAX_LEN + 1];
 	char		tgt_path[REPLIPIPE_TARGET_MAX_LEN + 1];
+	char		src_path[SE_UDEV_PATH_LEN];	/* the primary's */
 	__le32		csum;		/* crc32 of everything before it */
 } __packed;
 
@@ -288,8 +290,10 @@ static int rp_intent_write_pages(struct rp_intent *in, unsigned int p0,
 /* Fills the 4 KiB header block @sb for a binding with this identity. */
 static void rp_intent_sb_fill(struct rp_intent_sb *sb, u32 region_kib,
 			      u32 chunk_kib, u64 nr_regions, u64 src_bytes,
-			      const char *pipe_id, const char *tgt_path)
+			      const char *pipe_id, const char *tgt_path,
+			      const char *src_path)
 {
+	BUILD_BUG_ON(sizeof(*sb) > RP_INTENT_PAGE_SIZE);
 	memset(sb, 0, RP_INTENT_PAGE_SIZE);
 	memcpy(sb->magic, RP_INTENT_MAGIC, sizeof(sb->magic));
 	sb->version = cpu_to_le32(RP_INTENT_VERSION);
@@ -299,6 +303,7 @@ static void rp_intent_sb_fill(struct rp_intent_sb *sb, u32 region_kib,
 	sb->src_bytes = cpu_to_le64(src_bytes);
 	strscpy(sb->pipe_id, pipe_id, sizeof(sb->pipe_id));
 	strscpy(sb->tgt_path, tgt_path, sizeof(sb->tgt_path));
+	strscpy(sb->src_path, src_path, sizeof(sb->src_path));
 	sb->csum = cpu_to_le32(crc32_le(~0, (void *)sb,
 					offsetof(struct rp_intent_sb, csum)));
 }
@@ -551,7 +556,8 @@ static bool rp_intent_sb_valid(struct rp_intent *in,
 	    rp_intent_capacity(in))
 		return false;
 	return sb->pipe_id[sizeof(sb->pipe_id) - 1] == '\0' &&
-	       sb->tgt_path[sizeof(sb->tgt_path) - 1] == '\0';
+	       sb->tgt_path[sizeof(sb->tgt_path) - 1] == '\0' &&
+	       sb->src_path[sizeof(sb->src_path) - 1] == '\0';
 }
 
 /* Loads a valid record from disk; an invalid one leaves @in unbound. */
@@ -569,9 +575,27 @@ static int rp_intent_load(struct rp_intent *in, u64 src_bytes)
 	if (ret)
 		goto out;
 	sb = page_address(page);
+	if (!memcmp(sb->magic, RP_INTENT_MAGIC, sizeof(sb->magic)) &&
+	    le32_to_cpu(sb->version) < RP_INTENT_VERSION) {
+		pr_info("%s: write-intent record %s has a header of version %u, which does not name its primary: it tracks nothing until a pair binds it\n",
+			in->dev->name, in->path, le32_to_cpu(sb->version));
+		goto out;
+	}
 	if (!rp_intent_sb_valid(in, sb, src_bytes)) {
 		pr_info("%s: write-intent record %s has no valid header: it tracks nothing until a pair binds it\n",
 			in->dev->name, in->path);
+		goto out;
+	}
+	/*
+	 * Bits of another primary say nothing about where this one differs
+	 * from the target, whatever the rest of the identity.  By path, as
+	 * the administrator names it: an alias of the same device costs a
+	 * full resync, never a stale load.
+	 */
+	if (strcmp(sb->src_path, in->dev->udev_path)) {
+		pr_info("%s: write-intent record %s was bound for the primary %s, not %s: it tracks nothing until a pair binds it\n",
+			in->dev->name, in->path, sb->src_path,
+			in->dev->udev_path);
 		goto out;
 	}
 	rp_intent_set_geometry(in, le32_to_cpu(sb->region_kib),
@@ -894,7 +918,7 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		bitmap_set(rb->maps.bits, 0, nr_bits);
 	rp_intent_sb_fill(page_address(rb->sb), region_kib, chunk_kib,
 			  pair->nr_regions, pair->src_bytes, pair->pipe->id,
-			  pair->tgt_path);
+			  pair->tgt_path, in->dev->udev_path);
 
 	pair->intent_state = REPLIPIPE_INTENT_NEW;
 	pair->intent_loaded = 0;
@@ -994,7 +1018,7 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 			rp_intent_sb_fill(page_address(rb->sb), in->region_kib,
 					  in->chunk_kib, in->nr_regions,
 					  in->src_bytes, in->pipe_id,
-					  in->tgt_path);
+					  in->tgt_path, in->dev->udev_path);
 		spin_unlock_irq(&in->lock);
 		ret = rp_intent_write_binding(in, &in->maps,
 					      bound ? rb->sb : NULL);

@@ -32,7 +32,9 @@
 #     taking t2 invalidates vol2's open record on disk (a) and, when vol2's
 #     backstore was deleted meanwhile, when it is made again (b); going back
 #     to {vol1->t1, vol2->t2} then resyncs all of t2. With nothing taken in
-#     between, deleting and making vol2 again still loads its record (c).
+#     between, deleting and making vol2 again still loads its record (c),
+#     but not when it is made again on another primary of the same size
+#     (d, and back on its own primary).
 # 10. A PIPE_SET that fails leaves the sources' own records as they were
 #     (header and bitmap byte for byte): one refused for a later pair's
 #     too small target after vol1's new pair asked to assume t3 clean
@@ -82,11 +84,12 @@ expect_pair() {
 	shift
 	expect_of "$id" "$SRC" "$@"
 }
-# wait_marked PIPE N SECONDS: the record marks N regions within SECONDS
+# wait_marked PIPE N SECONDS [SOURCE]: the record of SOURCE (default $SRC)
+# marks N regions within SECONDS
 wait_marked() {
 	local i=0
-	until [ "$(vm_field "$(pair_line "$1")" intent_marked)" = "$2" ]; do
-		[ $i -lt $(($3 * 10)) ] || vm_fail "record did not reach $2 marked: $(pair_line "$1")"
+	until [ "$(vm_field "$(pair_line "$1" "${4:-}")" intent_marked)" = "$2" ]; do
+		[ $i -lt $(($3 * 10)) ] || vm_fail "record did not reach $2 marked: $(pair_line "$1" "${4:-}")"
 		sleep 0.1
 		i=$((i + 1))
 	done
@@ -305,6 +308,27 @@ vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/n
 grep -q "intent: $rec2 (bound, 0 regions marked" $INFO2 || vm_fail "vol2's record: $(cat $INFO2)"
 both_pairs intent=loaded dirty=0 state=InSync
 
+vm_log "== 9d. vol2 made again on another primary of the same size: no load"
+s2b=$(vm_dm_create s2b "0 4096 linear /dev/ram1 28672")
+dd if=/dev/urandom of=$s2b bs=1M count=2 oflag=direct 2> /dev/null || vm_fail "fill $s2b"
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vm_backstore_delete $SRC2
+vm_backstore replipipe replipipe_0 vol2 $s2b "$rec2,intent_chunk_kib=64" > /dev/null
+grep -q "intent: $rec2 (tracks nothing" $INFO2 || vm_fail "vol2's record of $s2 loaded for $s2b: $(cat $INFO2)"
+# Loaded, its bits (none marked) would call t2, a copy of s2, in sync with s2b.
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t1 --pair $SRC2=$t2 ||
+	vm_fail "set-pipe {vol1->t1, vol2(s2b)->t2}"
+expect_of $PIPE $SRC2 intent=new dirty=32
+resync $PIPE $SRC2 $s2b $t2 > /dev/null
+vm_cmp_devs $s2b $t2 || vm_fail "vol2's legs differ on $s2b"
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vm_backstore_delete $SRC2
+vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/null
+grep -q "intent: $rec2 (tracks nothing" $INFO2 || vm_fail "vol2's record of $s2b loaded for $s2: $(cat $INFO2)"
+both_pairs intent=new dirty=32
+# step 10 wants both records settled, as 9c left them
+wait_marked $PIPE 0 30 $SRC2
+
 vm_log "== 10. a PIPE_SET that fails leaves the sources' own records as they were"
 t3=$(vm_dm_create t3 "0 4096 linear /dev/ram1 16384")
 t4=$(vm_dm_create t4 "0 4096 linear /dev/ram1 20480")
@@ -415,7 +439,7 @@ vm_backstore_delete $SRC
 vm_backstore_delete $SRC2
 cat $LIVE
 rmmod replipipe || vm_fail "final rmmod"
-for d in rprec3 bigt big small t4 t3 t2b s2 t1 s1 rprec2 rprec; do
+for d in rprec3 bigt big small t4 t3 t2b s2b s2 t1 s1 rprec2 rprec; do
 	dmsetup --noudevsync remove $d || vm_fail "dmsetup remove $d"
 done
 vm_log "kmod-intent: all steps passed"
