@@ -135,6 +135,8 @@ struct RegionCopier::Impl {
 	Status Copy(RegionCopier *owner, uint64_t offset, uint64_t length,
 	            Deadline deadline);
 	Status Submit(unsigned *refused, bool *again);
+	// io_uring_wait_cqe (or CopierOptions::inject_wait's failure).
+	int Wait();
 	// Handles every completion that is ready.
 	void Reap(RegionCopier *owner);
 	// The ring broke (why): waits for what the kernel still holds.
@@ -415,6 +417,15 @@ Status RegionCopier::Impl::Submit(unsigned *refused, bool *again)
 	return {};
 }
 
+int RegionCopier::Impl::Wait()
+{
+	if (options.inject_wait)
+		if (int rc = options.inject_wait(); rc < 0)
+			return rc;
+	io_uring_cqe *cqe = nullptr;
+	return io_uring_wait_cqe(&ring, &cqe);
+}
+
 void RegionCopier::Impl::Reap(RegionCopier *owner)
 {
 	unsigned head;
@@ -450,8 +461,7 @@ Status RegionCopier::Impl::Drain(RegionCopier *owner, Status why)
 	if (error.ok())
 		error = why;
 	while (outstanding() > 0) {
-		io_uring_cqe *cqe = nullptr;
-		int rc = io_uring_wait_cqe(&ring, &cqe);
+		int rc = Wait();
 		if (rc == -EINTR || rc == -EAGAIN)
 			continue;
 		if (rc < 0) {
@@ -534,8 +544,7 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 			return Drain(owner, submitted);
 		if (again)
 			continue;
-		io_uring_cqe *cqe = nullptr;
-		int rc = io_uring_wait_cqe(&ring, &cqe);
+		int rc = Wait();
 		if (rc == -EINTR || rc == -EAGAIN)
 			continue;
 		if (rc < 0) {

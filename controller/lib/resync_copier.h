@@ -66,6 +66,10 @@ struct CopierOptions {
 	// taken as the submit's result and nothing is submitted (the kernel
 	// refusing a submission: EAGAIN, EBUSY).
 	std::function<int()> inject_submit;
+	// Tests only: called before each io_uring_wait_cqe; a negative errno
+	// is taken as the wait's result and no wait is made (a ring whose
+	// wait fails: EFAULT, ENXIO).
+	std::function<int()> inject_wait;
 	// Tests only: each Copy() first completes a NOP with this user_data,
 	// a completion that is none of the copier's requests (as liburing's
 	// own timeout with LIBURING_UDATA_TIMEOUT).
