@@ -5,7 +5,9 @@
 # private /tmp), and the daemon still doing its whole job inside it:
 # ExecStartPre= loads the module, Type=notify start returns once it answers,
 # a pipe's initial resync (io_uring under @system-service) reaches InSync,
-# writes through a tcm_loop LUN reach both legs, a member of group replipipe
+# writes through a tcm_loop LUN reach both legs, an iscsi:// target is
+# discovered, logged in and mirrored (iscsiadm, run by replipiped, locks
+# under /run/lock), a member of group replipipe
 # uses the socket, a SIGKILL is restarted (Restart=on-failure) with the pipe
 # back from the StateDirectory, and a stop is clean. The package's postrm
 # purge keeps the store while the kernel still mirrors a pipe it defines,
@@ -15,14 +17,17 @@
 # vm-init: systemd
 # vm-timeout: 420
 # vm-cost: 25
-# vm-bins: /lib/systemd/systemd systemctl
-# vm-files: controller/replipiped.service packaging/default/replipiped packaging/debian/replipipe/postrm.in /usr/lib/os-release /lib/systemd/system/sysinit.target /lib/systemd/system/basic.target /lib/systemd/system/multi-user.target /lib/systemd/system/sockets.target /lib/systemd/system/timers.target /lib/systemd/system/paths.target /lib/systemd/system/slices.target /lib/systemd/system/local-fs.target /lib/systemd/system/swap.target /lib/systemd/system/shutdown.target
+# vm-bins: /lib/systemd/systemd systemctl /usr/sbin/iscsid /usr/sbin/iscsiadm
+# vm-files: /etc/iscsi/iscsid.conf controller/replipiped.service packaging/default/replipiped packaging/debian/replipipe/postrm.in /usr/lib/os-release /lib/systemd/system/sysinit.target /lib/systemd/system/basic.target /lib/systemd/system/multi-user.target /lib/systemd/system/sockets.target /lib/systemd/system/timers.target /lib/systemd/system/paths.target /lib/systemd/system/slices.target /lib/systemd/system/local-fs.target /lib/systemd/system/swap.target /lib/systemd/system/shutdown.target
 
 REPO=/lib/replipipe/repo
 UNIT=/lib/systemd/system/replipiped.service
 SOCK=/run/replipipe/replipiped.sock
 DLOG=/run/replipiped-test.log
 SRC=replipipe_0/v1
+SRC2=replipipe_0/v2
+IQN=iqn.2003-01.org.linux-iscsi.replipipe-vm:peer
+URL=iscsi://127.0.0.1:3260/$IQN/0
 
 unit_fail() {
 	echo "---- systemctl status replipiped" >&2
@@ -54,6 +59,8 @@ systemctl daemon-reload
 [ ! -d /sys/module/replipipe ] || vm_fail "replipipe is loaded before the unit starts"
 
 vm_log "== systemctl start replipiped"
+# as on every Debian host (initramfs-tools' init, tmpfiles.d/legacy.conf)
+mkdir -p /run/lock
 systemctl start replipiped || unit_fail "systemctl start replipiped"
 [ "$(prop ActiveState)" = active ] || unit_fail "ActiveState $(prop ActiveState) after start"
 # Type=notify: start returned after READY=1, so the socket answers now.
@@ -91,8 +98,9 @@ grep -q "^Max open files *4096 *4096 " /proc/$pid/limits ||
 [ "$(stat -c %a:%G $SOCK)" = 660:replipipe ] || vm_fail "socket mode/group $(stat -c %a:%G $SOCK)"
 
 vm_log "== a pipe: initial resync with io_uring inside the seccomp filter"
-vm_brd 2 64
+vm_brd 4 64
 dd if=/dev/urandom of=/dev/ram0 bs=1M count=64 2> /dev/null
+dd if=/dev/urandom of=/dev/ram2 bs=1M count=16 2> /dev/null
 vm_backstore replipipe replipipe_0 v1 /dev/ram0 > /dev/null
 dev=$(vm_tcm_loop_export $SRC)
 ref=$(replipipectl create-or-modify --name unit --source-system localhost \
@@ -108,6 +116,28 @@ vm_as rpadmin "replipipectl status $id" > /dev/null ||
 	vm_fail "a member of group replipipe cannot use the socket"
 vm_as rpuser "replipipectl status $id" > /dev/null 2>&1 &&
 	vm_fail "a user outside group replipipe can use the socket"
+
+vm_log "== an iscsi:// target: iscsiadm runs inside the sandbox"
+# The peer is this guest's own LIO iSCSI target; iscsid runs outside the
+# unit, as iscsid.service would. /run/lock/iscsi (iscsiadm's lock of its
+# node database) is not made beforehand, as after a boot.
+vm_modprobe iscsi_target_mod
+vm_modprobe iscsi_tcp
+vm_backstore iblock iblock_0 peer /dev/ram3 > /dev/null
+vm_iscsi_export $IQN 0 iblock_0/peer
+vm_iscsid_start
+rm -rf /run/lock/iscsi
+vm_backstore replipipe replipipe_0 v2 /dev/ram2 > /dev/null
+ref=$(replipipectl create-or-modify --name peer --source-system localhost \
+	--target-system 127.0.0.1 --pair "$SRC2=$URL") || unit_fail "create with $URL"
+iid=$(echo "$ref" | sed -n 's/^CIM_NetworkPipe\.InstanceID="\(replipipe:[0-9a-f-]*\)"$/\1/p')
+replipipectl wait "$iid" --state InSync --timeout 240 ||
+	{ replipipectl --json status >&2; unit_fail "wait InSync over iSCSI"; }
+[ -f /run/lock/iscsi/lock ] || vm_fail "iscsiadm did not lock in /run/lock/iscsi"
+vm_cmp_devs /dev/ram2 /dev/ram3 || vm_fail "the iSCSI peer's disk differs from its source"
+replipipectl delete "$iid" > /dev/null || unit_fail "delete the iscsi:// pipe"
+if iscsiadm -m session > /dev/null 2>&1; then vm_fail "a session is left after delete"; fi
+vm_backstore_delete $SRC2
 
 vm_log "== SIGKILL: Restart=on-failure brings it back with the pipe"
 systemctl kill -s KILL replipiped
