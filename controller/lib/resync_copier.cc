@@ -35,6 +35,11 @@ constexpr unsigned kMaxRetries = 1000;
 constexpr auto kSubmitRetryPause = std::chrono::milliseconds(1);
 // user_data of CopierOptions::held_read_fd's read: no slot.
 constexpr uint64_t kHeldReadData = ~uint64_t{0} - 1;
+// Settle() looks at the completion queue after 1 ms, then twice as late
+// each time, up to every 100 ms: a request that completes soon is seen
+// soon, and one that never does costs ten wake-ups a second.
+constexpr auto kSettlePollFirst = std::chrono::milliseconds(1);
+constexpr auto kSettlePollMax = std::chrono::milliseconds(100);
 
 // A transfer or sync of a device failed with err. ESTALE and ENOENT name
 // the claim protocol's results to ResyncJobs (the pair was replaced or
@@ -122,12 +127,8 @@ struct Request {
 struct RegionCopier::Impl {
 	~Impl()
 	{
-		// Copy() drains, a broken ring too (Drain()); only one whose
-		// wait failed may still hold requests. Closing it makes the
-		// kernel cancel what it can; the buffers such requests may
-		// still use are left allocated rather than freed under them.
-		if (keep_buffers)
-			(void)buffers.release();
+		// ~RegionCopier() settled what a failed wait left in flight.
+		assert(outstanding() == 0);
 		if (ring_ready)
 			io_uring_queue_exit(&ring);
 	}
@@ -141,6 +142,8 @@ struct RegionCopier::Impl {
 	void Reap(RegionCopier *owner);
 	// The ring broke (why): waits for what the kernel still holds.
 	Status Drain(RegionCopier *owner, Status why);
+	// Waits, polling the completion queue, for what a failed wait left.
+	Status Settle(RegionCopier *owner, Deadline deadline);
 	// Submitted to the kernel and not completed yet, the copier's
 	// requests and the others (a test's stray or held request).
 	uint64_t outstanding() const { return submitted - completed; }
@@ -167,7 +170,6 @@ struct RegionCopier::Impl {
 	// multishot requests here).
 	uint64_t submitted = 0;
 	uint64_t completed = 0;
-	bool keep_buffers = false; // requests may outlive the copier
 
 	// State of the Copy() running.
 	std::vector<Request> requests;
@@ -180,7 +182,25 @@ RegionCopier::RegionCopier(std::unique_ptr<Impl> impl) : impl_(std::move(impl))
 {
 }
 
-RegionCopier::~RegionCopier() = default;
+RegionCopier::~RegionCopier()
+{
+	if (impl_->outstanding() == 0)
+		return;
+	try {
+		LogWarning()
+		        << "resync: " << impl_->source.path << " -> "
+		        << impl_->target.path << ": " << impl_->outstanding()
+		        << " requests still in the kernel; waiting for "
+		           "them before the copier is freed";
+		(void)impl_->Settle(this, Deadline::max());
+	} catch (...) {
+		// Out of memory while handling a completion: the kernel may
+		// still use the buffers and write the target. They are left
+		// allocated, the ring and the fds open, rather than freed
+		// under it.
+		(void)impl_.release();
+	}
+}
 
 uint64_t RegionCopier::source_bytes() const
 {
@@ -197,6 +217,10 @@ bool RegionCopier::direct_io() const
 bool RegionCopier::fixed_buffers() const
 {
 	return impl_->fixed;
+}
+uint64_t RegionCopier::in_flight() const
+{
+	return impl_->outstanding();
 }
 
 Result<std::unique_ptr<RegionCopier>>
@@ -361,6 +385,11 @@ Status RegionCopier::Copy(uint64_t offset, uint64_t length, Deadline deadline)
 	return impl_->Copy(this, offset, length, deadline);
 }
 
+Status RegionCopier::Settle(Deadline deadline)
+{
+	return impl_->Settle(this, deadline);
+}
+
 Status RegionCopier::Sync()
 {
 	// One call covers both target fds: they are opens of the same path,
@@ -447,7 +476,7 @@ void RegionCopier::Impl::Reap(RegionCopier *owner)
 
 // The ring broke with requests maybe still in the kernel: a submit failed
 // hard while others were in flight, or was refused too often, or a wait
-// failed. Once Copy() returns, the job ends, its target counts as free for
+// failed. Once Copy() returns, the job may end, its target count as free for
 // another job (ResyncJobs) and the buffers and fds go with the copier: a
 // read or write of this copy landing later would overwrite that job's data
 // or use freed memory. So wait for every completion the kernel owes,
@@ -456,6 +485,10 @@ void RegionCopier::Impl::Reap(RegionCopier *owner)
 // the completions start no new transfer (Complete()). Reads and writes of
 // a block device cannot be cancelled once issued, so waiting is all there
 // is; it lasts as long as the slowest request, as a drain after a stop.
+// A wait that fails here returns at once, the requests still in flight
+// (in_flight()): the caller reports its claim failed, so that the kernel
+// lets the writes the claim holds go on, then waits for them (Settle(), the
+// destructor at the latest).
 Status RegionCopier::Impl::Drain(RegionCopier *owner, Status why)
 {
 	if (error.ok())
@@ -465,22 +498,50 @@ Status RegionCopier::Impl::Drain(RegionCopier *owner, Status why)
 		if (rc == -EINTR || rc == -EAGAIN)
 			continue;
 		if (rc < 0) {
-			keep_buffers = true;
-			const std::string left = std::to_string(outstanding());
-			LogError()
-			        << "resync: " << why.message()
-			        << "; io_uring_wait_cqe: " << std::strerror(-rc)
-			        << ": " << left
-			        << " requests may still be in flight, their "
-			           "buffers are not freed";
-			return Status::Error(why.message() + " (" + left +
-			                             " requests may still be "
-			                             "in flight)",
-			                     why.err());
+			// What the kernel posted already is not in flight.
+			Reap(owner);
+			if (outstanding() == 0)
+				break;
+			return Status::Error(
+			        why.message() +
+			                "; draining: io_uring_wait_cqe: " +
+			                std::strerror(-rc) + ", " +
+			                std::to_string(outstanding()) +
+			                " requests still in the kernel",
+			        why.err());
 		}
 		Reap(owner);
 	}
 	return why;
+}
+
+// The kernel posts completions to the completion queue, a mapping shared
+// with it, whether or not io_uring_enter works: reading it needs no system
+// call. Those it completes through task work it posts when this thread
+// enters or leaves a system call (the sleep here), which is why Settle()
+// runs on the thread that submitted. The queue holds twice the submission
+// queue's entries, more than can be in flight, so no completion waits in
+// the kernel's overflow list, which only io_uring_enter would flush.
+Status RegionCopier::Impl::Settle(RegionCopier *owner, Deadline deadline)
+{
+	auto pause = std::chrono::duration_cast<std::chrono::nanoseconds>(
+	        kSettlePollFirst);
+	for (;;) {
+		Reap(owner);
+		if (outstanding() == 0)
+			return {};
+		const auto now = std::chrono::steady_clock::now();
+		if (now >= deadline)
+			return Status::Error(
+			        "resync: " + std::to_string(outstanding()) +
+			                " requests of " + source.path + " -> " +
+			                target.path + " still in the kernel",
+			        ETIME);
+		std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(
+		        pause, deadline - now));
+		pause = std::min<std::chrono::nanoseconds>(pause * 2,
+		                                           kSettlePollMax);
+	}
 }
 
 Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,

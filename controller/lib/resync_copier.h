@@ -13,9 +13,13 @@
 // On an error or a stop request, no new I/O is issued and everything in
 // flight is drained before Copy() returns; the ring is idle between calls.
 // That holds when the ring itself broke too (a submit failed or was refused
-// too often, a wait failed): Copy() waits for every request the kernel
-// still holds, so that the target is no longer written and the buffers are
-// unused once it returns.
+// too often): Copy() waits for every request the kernel still holds, so
+// that the target is no longer written and the buffers are unused once it
+// returns. Only a wait that fails (io_uring_wait_cqe) returns with requests
+// in the kernel: in_flight() counts them, Settle() waits for them without
+// io_uring_enter, and the destructor does too. Nothing the kernel may still
+// use (the buffers, the ring) is ever freed, and nothing that owns the copier
+// may let its target go to another copy, before they have completed.
 // A submission the kernel refuses for want of resources (EAGAIN, EBUSY) is
 // retried after completions are reaped, or, with none to reap, after a
 // short sleep, a bounded number of times. A completion that is none of the
@@ -26,8 +30,11 @@
 // Copy() runs at full speed: the rate limit paces the claims between
 // copies (PairResync), never a copy.
 //
-// Thread-safety: Copy() from one thread at a time. RequestStop(),
-// stop_requested(), batch_bytes() and copied_bytes() from any thread.
+// Thread-safety: Copy(), Settle(), in_flight() and the destructor from one
+// thread at a time, the one that calls Copy() (the kernel posts some
+// completions only when that thread enters or leaves a system call).
+// RequestStop(), stop_requested(), batch_bytes() and copied_bytes() from any
+// thread.
 #pragma once
 
 #include <atomic>
@@ -87,6 +94,8 @@ public:
 	static Result<std::unique_ptr<RegionCopier>>
 	Open(const std::string &source_path, const std::string &target_path,
 	     const CopierOptions &options);
+	// Waits for the requests still in the kernel (Settle()), however long
+	// they take, before it frees the buffers and closes the ring.
 	~RegionCopier();
 	RegionCopier(const RegionCopier &) = delete;
 	RegionCopier &operator=(const RegionCopier &) = delete;
@@ -97,9 +106,21 @@ public:
 	// errno), stopped (ECANCELED) or past the deadline before the end
 	// (ETIME, which no block device returns: a resync claim the kernel
 	// drops at its deadline is not worth copying further). Nothing is in
-	// flight on return.
+	// flight on return, unless the ring failed to wait for the requests
+	// in flight (the error says how many are left): then in_flight() > 0
+	// until Settle() has seen them complete. A copier whose ring failed
+	// copies no more.
 	Status Copy(uint64_t offset, uint64_t length,
 	            Deadline deadline = Deadline::max());
+	// Requests submitted and not seen completed: 0 but after a Copy()
+	// whose ring failed to wait for them.
+	uint64_t in_flight() const;
+	// Waits until in_flight() is 0 (OK) or the deadline has passed
+	// (ETIME, "resync: <n> requests of <source> -> <target> still in the
+	// kernel"). It reads the completion queue, polling, without the
+	// io_uring_enter that failed; a ring that never completes them keeps
+	// them in flight for good.
+	Status Settle(Deadline deadline = Deadline::max());
 	// Makes everything Copy() wrote to the target durable: one fdatasync,
 	// which writes back the target's page cache (the buffered writes) and
 	// flushes the device's volatile write cache (the O_DIRECT ones).

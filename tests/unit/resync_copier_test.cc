@@ -16,14 +16,17 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <random>
 #include <set>
 #include <thread>
 #include <vector>
 
+#include "daemon_jobs.h"
 #include "resync_copier.h"
 #include "resync_pair.h"
 #include "resync_rate.h"
+#include "unique_fd.h"
 
 namespace replipipe
 {
@@ -1549,6 +1552,317 @@ TEST(PairResync, OpenErrorsNameThePair)
 	EXPECT_EQ(resync.status().message(),
 	          "resync pipe pipe-1 pair replipipe_0/vol1: open " +
 	                  (dir / "src") + ": No such file or directory");
+}
+
+// A request the kernel holds until the test lets it complete: the read of a
+// pipe (CopierOptions::held_read_fd) that Release() writes to, as a target
+// that answers late would.
+class HeldRequest
+{
+public:
+	HeldRequest()
+	{
+		int fds[2] = {-1, -1};
+		if (::pipe2(fds, O_CLOEXEC) == 0) {
+			read_end_.Reset(fds[0]);
+			write_end_.Reset(fds[1]);
+		}
+	}
+	bool ok() const { return read_end_.valid(); }
+	int fd() const { return read_end_.get(); }
+	void Release() { (void)!::write(write_end_.get(), "x", 1); }
+
+private:
+	UniqueFd read_end_;
+	UniqueFd write_end_;
+};
+
+// A ring whose wait fails (io_uring_wait_cqe), every time from the first.
+int WaitFails()
+{
+	return -EFAULT;
+}
+
+// Polls pred every 5 ms until it holds (true) or `within` has passed.
+bool WaitUntil(const std::function<bool()> &pred,
+               std::chrono::milliseconds within)
+{
+	const auto deadline = std::chrono::steady_clock::now() + within;
+	while (!pred()) {
+		if (std::chrono::steady_clock::now() >= deadline)
+			return false;
+		std::this_thread::sleep_for(std::chrono::milliseconds(5));
+	}
+	return true;
+}
+
+std::string Millis(std::chrono::steady_clock::duration d)
+{
+	return std::to_string(
+	               std::chrono::duration_cast<std::chrono::milliseconds>(d)
+	                       .count()) +
+	       " ms";
+}
+
+// A copier whose wait failed while the kernel still held one of its
+// requests: destroying it must wait for that request, not free the buffers
+// the kernel may still use nor let its target go to another job.
+TEST(RegionCopier, DestroyedAfterAFailedWaitWaitsForWhatTheKernelHolds)
+{
+	ScratchDir dir;
+	ExpectReturnsWithin(30, [&dir] {
+		WriteFile(dir / "src", RandomBytes(4 * kMiB, 43));
+		WriteFile(dir / "dst", {});
+		HeldRequest held;
+		if (!held.ok())
+			return std::string("pipe2 failed");
+		CopierOptions options;
+		options.chunk_bytes = 256 * kKiB;
+		options.queue_depth = 4;
+		options.held_read_fd = held.fd();
+		options.inject_wait = WaitFails;
+		auto copier =
+		        RegionCopier::Open(dir / "src", dir / "dst", options);
+		if (!copier.ok())
+			return copier.status().message();
+		Status st = (*copier)->Copy(0, 4 * kMiB);
+		if (st.ok() ||
+		    st.message().find("io_uring_wait_cqe") == std::string::npos)
+			return "copy: " + st.message();
+		const auto hold = std::chrono::seconds(1);
+		std::thread target([&] {
+			std::this_thread::sleep_for(hold);
+			held.Release();
+		});
+		const auto started = std::chrono::steady_clock::now();
+		copier->reset();
+		const auto took = std::chrono::steady_clock::now() - started;
+		target.join();
+		if (took < hold - std::chrono::milliseconds(200))
+			return "the copier was destroyed after " +
+			       Millis(took) + " with a request in the kernel";
+		return std::string();
+	});
+}
+
+// A failed wait leaves the requests it could not wait for counted in
+// in_flight(); Settle() waits for them by the deadline it is given, and sees
+// them complete without io_uring_wait_cqe (which still fails).
+TEST(RegionCopier, AFailedWaitLeavesItsRequestsToSettle)
+{
+	ScratchDir dir;
+	ExpectReturnsWithin(30, [&dir] {
+		WriteFile(dir / "src", RandomBytes(4 * kMiB, 46));
+		WriteFile(dir / "dst", {});
+		HeldRequest held;
+		if (!held.ok())
+			return std::string("pipe2 failed");
+		CopierOptions options;
+		options.chunk_bytes = 256 * kKiB;
+		options.queue_depth = 4;
+		options.held_read_fd = held.fd();
+		options.inject_wait = WaitFails;
+		auto copier =
+		        RegionCopier::Open(dir / "src", dir / "dst", options);
+		if (!copier.ok())
+			return copier.status().message();
+		RegionCopier &c = **copier;
+		Status st = c.Copy(0, 4 * kMiB);
+		const std::string failed =
+		        "resync: io_uring_wait_cqe: Bad address; draining: "
+		        "io_uring_wait_cqe: Bad address, ";
+		if (st.ok() || st.err() != EFAULT ||
+		    st.message().rfind(failed, 0) != 0 ||
+		    st.message().find(" requests still in the kernel") ==
+		            std::string::npos)
+			return "copy: " + st.message();
+		if (c.in_flight() == 0)
+			return "copy: " + st.message() + ", and none in flight";
+		st = c.Settle(std::chrono::steady_clock::now() +
+		              std::chrono::milliseconds(100));
+		const std::string left = " requests of " + (dir / "src") +
+		                         " -> " + (dir / "dst") +
+		                         " still in the kernel";
+		if (st.ok() || st.err() != ETIME ||
+		    st.message().rfind("resync: ", 0) != 0 ||
+		    st.message().find(left) == std::string::npos)
+			return "settle while held: " + st.message();
+		held.Release();
+		st = c.Settle(std::chrono::steady_clock::now() +
+		              std::chrono::seconds(10));
+		if (!st.ok() || c.in_flight() != 0)
+			return "settle once released: " + st.message() + ", " +
+			       std::to_string(c.in_flight()) + " in flight";
+		st = c.Copy(0, 4 * kMiB);
+		if (st.message() != "resync: io_uring failed earlier")
+			return "second copy: " + st.message();
+		return std::string();
+	});
+}
+
+// The claims of one pair's regions, all dirty; says when one was reported
+// Failed (to another thread).
+class FlaggingClaims : public FakeClaims
+{
+public:
+	FlaggingClaims(uint64_t regions, std::atomic<bool> *failed)
+	    : FakeClaims(std::vector<bool>(regions, true)), failed_(failed)
+	{
+	}
+	Status Failed(uint64_t id) override
+	{
+		Status st = FakeClaims::Failed(id);
+		failed_->store(true);
+		return st;
+	}
+
+private:
+	std::atomic<bool> *failed_;
+};
+
+// A PairJob as the daemon's (NetlinkPairJob): PairResync over claims of its
+// own.
+class ClaimsPairJob final : public PairJob
+{
+public:
+	static Result<std::unique_ptr<PairJob>>
+	Create(const PairResyncOptions &options,
+	       std::unique_ptr<ClaimSource> claims)
+	{
+		auto job = std::unique_ptr<ClaimsPairJob>(new ClaimsPairJob);
+		job->claims_ = std::move(claims);
+		auto resync = PairResync::Create(options, job->claims_.get());
+		if (!resync.ok())
+			return resync.status();
+		job->resync_ = std::move(*resync);
+		return std::unique_ptr<PairJob>(std::move(job));
+	}
+	Status Run() override { return resync_->Run(); }
+	void RequestStop() override { resync_->RequestStop(); }
+	ResyncProgress progress() const override { return resync_->progress(); }
+
+private:
+	ClaimsPairJob() = default;
+	std::unique_ptr<ClaimSource> claims_;
+	std::unique_ptr<PairResync> resync_; // last: goes first
+};
+
+// A job whose io_uring fails while a request of its copy is in the kernel
+// keeps its target from any other job, and its pair from a new one, until
+// that request has completed: a late write of the old copy would otherwise
+// land on what the new job copied, under a clean bit.
+TEST(ResyncJobs, ARingThatFailsKeepsTheTargetBusyUntilItsRequestsComplete)
+{
+	ScratchDir dir;
+	ExpectReturnsWithin(30, [&dir] {
+		const uint64_t regions = 64;
+		WriteFile(dir / "src", RandomBytes(regions * kRegion, 45));
+		WriteFile(dir / "dst", {});
+		HeldRequest held;
+		if (!held.ok())
+			return std::string("pipe2 failed");
+		std::atomic<bool> failed{false};
+		std::atomic<int> made{0};
+		PairJobFactory factory = [&](const PairJobSpec &spec)
+		        -> Result<std::unique_ptr<PairJob>> {
+			PairResyncOptions options = ResyncOptions(dir);
+			options.pipe_id = spec.pipe_id;
+			options.source = spec.source;
+			options.target_path = spec.target;
+			options.claim_timeout = std::chrono::seconds(30);
+			// The first job's ring fails; the others copy.
+			if (made.fetch_add(1) == 0) {
+				options.copier.held_read_fd = held.fd();
+				options.copier.inject_wait = WaitFails;
+			}
+			return ClaimsPairJob::Create(
+			        options, std::make_unique<FlaggingClaims>(
+			                         regions, &failed));
+		};
+		std::mutex mu;
+		std::vector<ControlEvent> events; // guarded by mu
+		ResyncJobsOptions jobs_options;
+		jobs_options.min_backoff = std::chrono::milliseconds(1);
+		jobs_options.max_backoff = std::chrono::milliseconds(1);
+		jobs_options.rerun_delay = std::chrono::milliseconds(0);
+		ResyncJobs jobs(
+		        factory,
+		        [&](const ControlEvent &e) {
+			        std::lock_guard lock(mu);
+			        events.push_back(e);
+		        },
+		        jobs_options);
+		// Two pipes whose pairs have one target.
+		auto pipe = [&](const std::string &id,
+		                const std::string &source) {
+			std::pair<PipeRecord, KernelPipeStatus> p;
+			p.first.instance_id = id;
+			p.first.name = "p";
+			p.first.pairs = {{source, dir / "dst"}};
+			p.second.id = id;
+			p.second.region_kib = kRegion / kKiB;
+			KernelPairStatus pair;
+			pair.source = source;
+			pair.target = dir / "dst";
+			pair.state = PairState::kSyncing;
+			pair.serial = 1;
+			pair.source_bytes = regions * kRegion;
+			p.second.pairs.push_back(pair);
+			return p;
+		};
+		const auto one = pipe("11111111-0000-4000-8000-000000000001",
+		                      "replipipe_0/a");
+		const auto two = pipe("11111111-0000-4000-8000-000000000002",
+		                      "replipipe_0/c");
+		jobs.SyncPipe(one.first, one.second);
+		if (!WaitUntil([&] { return failed.load(); },
+		               std::chrono::milliseconds(5000))) {
+			held.Release();
+			return std::string("the first job's claim was not "
+			                   "reported Failed");
+		}
+		// Time for a job that ended to show as ended; then the same
+		// pair and another pair of the same target are planned.
+		std::this_thread::sleep_for(std::chrono::milliseconds(300));
+		const size_t live = jobs.running();
+		jobs.SyncPipe(one.first, one.second);
+		jobs.SyncPipe(two.first, two.second);
+		std::this_thread::sleep_for(std::chrono::milliseconds(100));
+		const int made_while_held = made.load();
+		held.Release();
+		if (live != 1 || made_while_held != 1)
+			return "with a request of the first job's copy in the "
+			       "kernel: " +
+			       std::to_string(live) + " live jobs (want 1), " +
+			       std::to_string(made_while_held) +
+			       " jobs made for its target (want 1)";
+		if (!WaitUntil([&] { return jobs.running() == 0; },
+		               std::chrono::milliseconds(10000)))
+			return std::string("the first job did not end once its "
+			                   "request completed");
+		{
+			std::lock_guard lock(mu);
+			auto reported = [](const ControlEvent &e) {
+				return e.type == "resync_failed" &&
+				       e.message.find("io_uring_wait_cqe") !=
+				               std::string::npos;
+			};
+			if (std::none_of(events.begin(), events.end(),
+			                 reported))
+				return std::string("no resync_failed naming "
+				                   "io_uring_wait_cqe");
+		}
+		// The target is free: the other pipe's pair gets its job.
+		jobs.SyncPipe(two.first, two.second);
+		WaitUntil([&] { return made.load() >= 2; },
+		          std::chrono::milliseconds(5000));
+		if (made.load() != 2)
+			return "after the first job ended: " +
+			       std::to_string(made.load()) +
+			       " jobs made (want 2)";
+		jobs.StopAll();
+		return std::string();
+	});
 }
 
 TEST(BackstorePrimaryDevice, ReadsUdevPath)
