@@ -1,5 +1,6 @@
 #include "daemon_service.h"
 
+#include <atomic>
 #include <cerrno>
 #include <map>
 #include <string>
@@ -225,6 +226,8 @@ ControlReply DaemonService::SetRunState(const ControlRequest &request,
 	// Every pair is tried, also after one failed: a pair whose target
 	// does not answer must not keep the others as they were.
 	std::vector<Status> results(sources.size());
+	// Pairs a resume did not probe because the daemon began to stop.
+	std::atomic<bool> cut_short{false};
 	{
 		// After a probe of this pipe in progress, which would
 		// otherwise resume a pair paused here (at most the kernel's
@@ -245,6 +248,7 @@ ControlReply DaemonService::SetRunState(const ControlRequest &request,
 			// other would take 21 minutes (decision 38).
 			auto resume = [&](size_t i) {
 				if (shutting_down_) {
+					cut_short = true;
 					results[i] = Status::Error(
 					        "replipiped is stopping: not "
 					        "probed",
@@ -274,8 +278,16 @@ ControlReply DaemonService::SetRunState(const ControlRequest &request,
 	RefreshPipe(uuid);
 	if (failed.empty())
 		return ControlReply{};
-	return KernelError(
-	        RunStateError(pause, uuid, sources.size(), failed, changed));
+	Status error =
+	        RunStateError(pause, uuid, sources.size(), failed, changed);
+	// Not the kernel's refusal (ReturnValue 4): the call was cut short,
+	// and says so as every call that meets a stopping daemon does
+	// (replipipectl exits 69); the message names what was resumed.
+	if (cut_short)
+		return ErrorReply(kCodeShuttingDown,
+		                  "the daemon is shutting down: " +
+		                          error.message());
+	return KernelError(error);
 }
 
 ControlPipe DaemonService::ToControlPipe(const PipeView &view) const

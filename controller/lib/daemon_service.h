@@ -106,8 +106,9 @@ public:
 	DaemonService &operator=(const DaemonService &) = delete;
 
 	ControlReply Handle(const ControlRequest &request);
-	// Shutdown has begun: a resume in progress probes no more pairs (the
-	// server waits for the calls in progress before the jobs' bound).
+	// Shutdown has begun: a resume in progress probes no more pairs and
+	// answers shutting_down (the server waits for the calls in progress
+	// before the jobs' bound).
 	void BeginShutdown() { shutting_down_ = true; }
 
 	void RefreshPipe(const std::string &uuid);

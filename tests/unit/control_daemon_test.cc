@@ -375,6 +375,46 @@ TEST(ControlDaemon, AResumeProbesManyPairsAtOnceAndNoMore)
 		EXPECT_NE(pair.state, PairState::kPaused) << pair.source;
 }
 
+// A resume cut short by the daemon's stop (the pairs past the probes under
+// way are not probed) is not the kernel's refusal, ReturnValue 4: it is
+// answered as every call that meets a stopping daemon, shutting_down, and
+// replipipectl exits 69 (docs/cli.md). The message still names the pairs
+// that were resumed and those that were not probed.
+TEST(ControlDaemon, AResumeCutShortByShutdownIsShuttingDown)
+{
+	constexpr size_t kPairs = DaemonService::kResumesAtOnce + 4;
+	testing::CallGate gate; // outlives d, whose kernel calls it
+	InProcessDaemon d({}, {}, SerialConnectionPool);
+	CreatePipesOfManyPairs(d, 1, kPairs);
+	ASSERT_TRUE(d.Call(InProcessDaemon::Op(ControlOp::kPause, "p0")).ok);
+	ASSERT_TRUE(d.WaitJobsIdle());
+
+	d.kernel_.SetEntryHook(
+	        gate.HoldEvery(testing::FakeKernel::Op::kSetPairState));
+	auto resumed = std::async(std::launch::async, [&d] {
+		return d.Call(InProcessDaemon::Op(ControlOp::kResume, "p0"));
+	});
+	ASSERT_TRUE(gate.WaitInKernel(DaemonService::kResumesAtOnce,
+	                              std::chrono::seconds(10)));
+	d.service_.BeginShutdown(); // as main() does before Stop()
+	gate.Open();
+	ControlReply reply = resumed.get();
+	d.kernel_.SetEntryHook({});
+	EXPECT_EQ(gate.Calls(), DaemonService::kResumesAtOnce)
+	        << "pairs probed after the shutdown began";
+	EXPECT_FALSE(reply.ok);
+	EXPECT_EQ(reply.code, kCodeShuttingDown) << reply.error;
+	EXPECT_FALSE(reply.return_value.has_value());
+	EXPECT_EQ(ExitCodeForReply(reply), kExitUnavailable) << reply.error;
+	EXPECT_NE(reply.error.find("4 of " + std::to_string(kPairs) +
+	                           " pairs failed: pair replipipe_0/p0_"),
+	          std::string::npos)
+	        << reply.error;
+	EXPECT_NE(reply.error.find("replipiped is stopping: not probed"),
+	          std::string::npos)
+	        << reply.error;
+}
+
 // The periodic probe of Degraded pairs does the same across pipes: here
 // three pipes of 8 Degraded pairs, 24 targets. One pair at a time, as
 // replipiped probed before, a round over 256 dead targets took 21 minutes
