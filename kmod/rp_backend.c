@@ -61,8 +61,15 @@ static struct se_device *rp_alloc_device(struct se_hba *hba, const char *name)
 
 static bool rp_configure_unmap(struct se_device *se_dev)
 {
-	return target_configure_unmap_from_queue(&se_dev->dev_attrib,
-						 RP_DEV(se_dev)->primary.bdev);
+	struct block_device *bd = RP_DEV(se_dev)->primary.bdev;
+
+	/*
+	 * LIO kernels without "scsi: target: Fix unmap setup during
+	 * configuration" call this from emulate_tpu/tpws before enable.
+	 */
+	if (!bd)
+		return false;
+	return target_configure_unmap_from_queue(&se_dev->dev_attrib, bd);
 }
 
 static void rp_set_geometry(struct se_device *se_dev, struct block_device *bd)
@@ -106,6 +113,12 @@ static int rp_configure_device(struct se_device *se_dev)
 		pr_err("%s: missing udev_path= in control\n", dev->name);
 		return -EINVAL;
 	}
+	/* Silently unused, it would look like a setting that holds. */
+	if (dev->intent_chunk_kib && !dev->intent_path[0]) {
+		pr_err("%s: intent_chunk_kib= is a setting of the write-intent record: give intent_path= too\n",
+		       dev->name);
+		return -EINVAL;
+	}
 
 	init_completion(&dev->reqs_done);
 	ret = percpu_ref_init(&dev->reqs, rp_dev_reqs_done, 0, GFP_KERNEL);
@@ -136,6 +149,14 @@ static int rp_configure_device(struct se_device *se_dev)
 		pr_err("%s: cannot open %s exclusively: %d\n", dev->name,
 		       dev->udev_path, ret);
 		goto destroy_req_pool;
+	}
+	/* rp_get_blocks() answers the last LBA: there must be one. */
+	if (bdev_nr_bytes(dev->primary.bdev) <
+	    bdev_logical_block_size(dev->primary.bdev)) {
+		pr_err("%s: %s holds no block: nothing to export\n", dev->name,
+		       dev->udev_path);
+		ret = -EINVAL;
+		goto close_primary;
 	}
 
 	if (dev->intent_path[0]) {
@@ -291,9 +312,14 @@ static int rp_parse_control(struct rp_dev *dev, char *opts,
 			continue;
 		switch (match_token(ptr, rp_tokens, args)) {
 		case RP_OPT_UDEV_PATH:
+			/*
+			 * Absolute: opened at enable by whoever writes it, and
+			 * named in the write-intent record's identity.
+			 */
 			if (rp_match_path(&args[0], ctl->udev_path,
-					  sizeof(ctl->udev_path))) {
-				pr_err("%s: udev_path must be a path of 1 to %zu bytes\n",
+					  sizeof(ctl->udev_path)) ||
+			    ctl->udev_path[0] != '/') {
+				pr_err("%s: udev_path must be an absolute block device path of at most %zu bytes\n",
 				       dev->name, sizeof(ctl->udev_path) - 1);
 				return -EINVAL;
 			}

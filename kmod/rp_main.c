@@ -2,9 +2,10 @@
 /*
  * rp_main.c: module init and exit, module parameters, live object counters.
  *
- * ORDER: the backend is registered first and the generic netlink family
- * last, so nothing reaches a pipe before everything below it is ready;
- * exit undoes it in reverse, the family first.
+ * ORDER: the generic netlink family is registered before the backend (a
+ * command finds no backstore until there is one) and the backend last:
+ * once it is registered, configfs can make HBAs that hold the module, so
+ * nothing may fail after it.  Exit takes the family away first.
  */
 #define pr_fmt(fmt) "replipipe: " fmt
 
@@ -87,19 +88,19 @@ static int __init rp_init(void)
 	if (ret)
 		goto destroy_wq;
 
-	ret = rp_backend_init();
+	ret = rp_genl_init();
 	if (ret)
 		goto exit_pipe;
 
-	ret = rp_genl_init();
+	ret = rp_backend_init();
 	if (ret)
-		goto exit_backend;
+		goto exit_genl;
 
 	pr_info("version %s loaded\n", RP_VERSION);
 	return 0;
 
-exit_backend:
-	rp_backend_exit();
+exit_genl:
+	rp_genl_exit();
 exit_pipe:
 	rp_pipe_exit();
 destroy_wq:

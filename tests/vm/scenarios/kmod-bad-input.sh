@@ -21,7 +21,9 @@
 # truncated name could be another backstore's) is refused at enable with
 # ENAMETOOLONG. A write to a backstore's control with a bad parameter, or
 # a path too long to keep whole (512 bytes), changes nothing, not even the
-# valid parameters before it in the same write.
+# valid parameters before it in the same write; a relative udev_path is
+# refused. Enable refuses intent_chunk_kib= without intent_path= and a
+# primary that holds no block (an empty loop device).
 # The module unloads with no object left and no kernel warning.
 # vm-timeout: 300
 # vm-cost: 15
@@ -155,7 +157,7 @@ echo "udev_path=/dev/ram3,intent_path=/dev/ram4" > "$dir/control" ||
 # Valid, then bad, in one write; a bad one alone; a path of 512 bytes.
 long=/dev/$(printf 'p%.0s' $(seq 507))
 for bad in "intent_chunk_kib=64,intent_path=x" "intent_path=x" \
-	"udev_path=$long" "intent_path=$long"; do
+	"udev_path=$long" "intent_path=$long" "udev_path=dev/ram3"; do
 	if echo "$bad" 2> /dev/null > "$dir/control"; then
 		vm_fail "control accepted '$(echo "$bad" | cut -c1-40)...'"
 	fi
@@ -170,6 +172,27 @@ case "$info" in
 *intent_chunk_kib*) vm_fail "the valid part of a refused control write was applied: $info" ;;
 esac
 rmdir "$dir" || vm_fail "rmdir $dir"
+
+vm_log "== enable refuses a chunk size without a record, and a primary of no block"
+# enable_refused CONTROL MESSAGE: a backstore with CONTROL is not enabled,
+# and the kernel says MESSAGE
+enable_refused() {
+	mkdir "$dir" || vm_fail "mkdir $dir"
+	echo "$1" > "$dir/control" || vm_fail "control $1"
+	if echo 1 2> /dev/null > "$dir/enable"; then
+		vm_fail "enabled with control $1: $(cat "$dir/info")"
+	fi
+	dmesg | grep -q "$2" || vm_fail "no kernel message '$2' for control $1"
+	rmdir "$dir" || vm_fail "rmdir $dir"
+}
+enable_refused "udev_path=/dev/ram3,intent_chunk_kib=64" "intent_chunk_kib= is a setting of the write-intent record"
+vm_modprobe loop
+: > /tmp/empty.img
+losetup /dev/loop0 /tmp/empty.img || vm_fail "losetup /dev/loop0 /tmp/empty.img"
+[ "$(blockdev --getsize64 /dev/loop0)" = 0 ] || vm_fail "/dev/loop0 is not empty"
+# Enabled, LIO would export it with the last LBA 2^64 - 1.
+enable_refused "udev_path=/dev/loop0" "/dev/loop0 holds no block"
+losetup -d /dev/loop0 || vm_fail "losetup -d /dev/loop0"
 
 vm_log "== a primary that grows while paired"
 GROW=kmod-bad-input-grow
