@@ -471,6 +471,9 @@ int Run(const Options &opts, Detacher &detacher)
 	const milliseconds probe_every{uint64_t{opts.probe_interval_s} * 1000};
 	auto next_tick = steady_clock::now() + kTick;
 	auto next_probe = steady_clock::now() + probe_every;
+	// A signal stops the daemon with 0; a main loop that cannot go on
+	// with 1, so that systemd (Restart=on-failure) starts it again.
+	int exit_status = kExitOk;
 	for (;;) {
 		auto wake = next_tick;
 		if (probe_every.count() && next_probe < wake)
@@ -482,8 +485,14 @@ int Run(const Options &opts, Detacher &detacher)
 		int ready = ::poll(
 		        pfds, 2,
 		        left.count() > 0 ? static_cast<int>(left.count()) : 0);
-		if (ready < 0 && errno != EINTR) {
-			LogError() << "poll: " << std::strerror(errno);
+		const int poll_errno = errno;
+		if (ready < 0 && poll_errno != EINTR) {
+			LogError() << "main loop: poll of the signalfd and the "
+			              "kernel's events socket: "
+			           << std::strerror(poll_errno)
+			           << "; stopping with exit status "
+			           << kExitFailure;
+			exit_status = kExitFailure;
 			break;
 		}
 		if (ready > 0 && (pfds[0].revents & POLLIN)) {
@@ -553,10 +562,10 @@ int Run(const Options &opts, Detacher &detacher)
 		                "their targets; their claims end with the "
 		                "process, the regions stay dirty";
 		// Their threads use what this frame holds: no destructors.
-		std::_Exit(kExitOk);
+		std::_Exit(exit_status);
 	}
 	LogNotice() << "stopped";
-	return kExitOk;
+	return exit_status;
 }
 
 } // namespace
