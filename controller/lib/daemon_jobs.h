@@ -22,7 +22,11 @@
 // deleted pair's target reused) must not get the new source's copy while
 // the old job's writes of the old source still land on it. Targets are the
 // same when their block-device numbers are (stat(), so that two paths of
-// one device match), else when their paths are.
+// one device match), else when their paths are. A job whose io_uring failed
+// with requests still in the kernel stays live until they have completed
+// (PairResync::Run() waits for them, and a RegionCopier is never destroyed
+// before), for the life of the process if they never do: its pair and its
+// target get no other job meanwhile.
 //
 // At most ResyncJobsOptions::max_running jobs are live at a time; pairs
 // beyond that wait. A pipe whose job was held back (by a live job of its
@@ -110,7 +114,8 @@ public:
 	// planned (a claim named its old serial). ENOENT: the kernel knows
 	// the pair no more (removed, its pipe deleted) or ended its claim
 	// early (PairResync::Run()). Once it returns, the job writes nothing
-	// more to the target.
+	// more to the target: no request of its copy is left in the kernel,
+	// not even one its io_uring failed to wait for.
 	virtual Status Run() = 0;
 	// From any thread, also while Run() is going.
 	virtual void RequestStop() = 0;

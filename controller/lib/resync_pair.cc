@@ -24,6 +24,8 @@ namespace
 // measured 220 MB/s with 8 MiB claims against 520 with 32 or 64 MiB (QD 32 x
 // 1 MiB, 5 ms legs); a fast target grows back to the cap in a few claims.
 constexpr uint64_t kMinDefaultClaimBytes = 8ull << 20;
+// SettleCopy() says it still waits this often.
+constexpr auto kSettleLogEvery = std::chrono::minutes(1);
 
 int64_t NowNs()
 {
@@ -155,8 +157,35 @@ Status PairResync::ClaimLost(const RegionClaim &claim,
 
 Status PairResync::Run()
 {
-	return RunClaims().Context("resync pipe " + options_.pipe_id +
-	                           " pair " + options_.source);
+	Status st = RunClaims();
+	SettleCopy();
+	return st.Context("resync pipe " + options_.pipe_id + " pair " +
+	                  options_.source);
+}
+
+void PairResync::SettleCopy()
+{
+	if (copier_->in_flight() == 0)
+		return;
+	const std::string who = "resync pipe " + options_.pipe_id + " pair " +
+	                        options_.source + " -> " + options_.target_path;
+	LogError() << who << ": " << copier_->in_flight()
+	           << " requests of its copy are still in the kernel after "
+	              "its io_uring failed; the job ends, and its target "
+	              "takes another, once they have completed";
+	const auto started = std::chrono::steady_clock::now();
+	for (;;) {
+		Status st = copier_->Settle(std::chrono::steady_clock::now() +
+		                            kSettleLogEvery);
+		const auto waited = std::chrono::steady_clock::now() - started;
+		if (st.ok()) {
+			LogNotice() << who << ": the requests of its copy "
+			            << "completed after " << Seconds(waited);
+			return;
+		}
+		LogWarning() << who << ": " << st.message() << " after "
+		             << Seconds(waited) << "; still waiting";
+	}
 }
 
 Status PairResync::RunClaims()

@@ -24,6 +24,15 @@
 // would hold writes longer, and a region too large to copy at the limited
 // rate within the claim time-out would never be copied.
 //
+// A copy whose io_uring fails to wait for its requests returns with some
+// still in the kernel (RegionCopier::Copy()). Its claim is reported Failed at
+// once (the regions stay dirty; the kernel lets the writes the claim held go
+// on), but Run() returns only once those requests have completed: when it
+// returns the job ends and its target may take another job (ResyncJobs),
+// whose copy a late write of this one would overwrite under a clean bit. A
+// ring that never completes them keeps Run() waiting, logging once a
+// minute, for the life of the process.
+//
 // It copies only what the kernel's bitmap marks dirty, so a restart (a new
 // PairResync, after a crash or a stop) continues where the bitmap says: the
 // regions already reported Done are clean and are not copied again.
@@ -100,7 +109,8 @@ public:
 	// RequestStop() (ECANCELED; the current claim is reported Failed, a
 	// wait for the rate limit ends at once). A claim the kernel dropped is
 	// no failure unless it was one region (ETIMEDOUT: the target cannot
-	// copy one region in the time-out).
+	// copy one region in the time-out). Nothing of the copy is in the
+	// kernel any more when it returns (SettleCopy()).
 	// Errors start with "resync pipe <id> pair <source>: ".
 	Status Run();
 
@@ -110,6 +120,8 @@ public:
 
 private:
 	Status RunClaims();
+	// Waits for what a copy whose ring failed left in the kernel.
+	void SettleCopy();
 	// Before each claim: the kernel's time-out, into the sizer.
 	void RefreshClaimTimeout();
 	// Before each claim: waits until the claims so far are within the rate

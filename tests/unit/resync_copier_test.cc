@@ -1747,6 +1747,59 @@ private:
 	std::unique_ptr<PairResync> resync_; // last: goes first
 };
 
+// The pair's io_uring fails while a request of its copy is in the kernel.
+// The claim is reported Failed at once (the kernel lets the writes it held
+// go on; its regions stay dirty), but Run() returns only once that request
+// has completed: then the job ends and its target may take another job.
+TEST(PairResync, ARingThatFailsFailsTheClaimAndWaitsForItsRequests)
+{
+	ScratchDir dir;
+	ExpectReturnsWithin(30, [&dir] {
+		const uint64_t regions = 64; // 4 MiB
+		WriteFile(dir / "src", RandomBytes(regions * kRegion, 44));
+		WriteFile(dir / "dst", {});
+		HeldRequest held;
+		if (!held.ok())
+			return std::string("pipe2 failed");
+		std::atomic<bool> failed{false};
+		FlaggingClaims claims(regions, &failed);
+		PairResyncOptions options = ResyncOptions(dir);
+		options.claim_timeout = std::chrono::seconds(30);
+		options.copier.held_read_fd = held.fd();
+		options.copier.inject_wait = WaitFails;
+		auto resync = PairResync::Create(options, &claims);
+		if (!resync.ok())
+			return resync.status().message();
+		std::atomic<bool> returned{false};
+		Status st;
+		std::thread runner([&] {
+			st = (*resync)->Run();
+			returned = true;
+		});
+		WaitUntil([&] { return failed.load(); },
+		          std::chrono::milliseconds(5000));
+		std::this_thread::sleep_for(std::chrono::milliseconds(300));
+		const bool early = returned.load();
+		held.Release();
+		runner.join();
+		if (!failed.load())
+			return std::string("the claim was not reported Failed "
+			                   "while its copy's request was held");
+		if (early)
+			return "Run() returned with a request of its copy in "
+			       "the kernel: " +
+			       st.message();
+		const std::string prefix =
+		        "resync pipe pipe-1 pair replipipe_0/vol1: ";
+		if (st.ok() || st.message().rfind(prefix, 0) != 0 ||
+		    st.message().find("io_uring_wait_cqe") == std::string::npos)
+			return "run: " + st.message();
+		if (claims.failed.size() != 1 || !claims.done.empty())
+			return std::string("want one claim Failed, none Done");
+		return std::string();
+	});
+}
+
 // A job whose io_uring fails while a request of its copy is in the kernel
 // keeps its target from any other job, and its pair from a new one, until
 // that request has completed: a late write of the old copy would otherwise
