@@ -1,6 +1,7 @@
 #include "pipe_pusher.h"
 
 #include <algorithm>
+#include <exception>
 #include <system_error>
 #include <vector>
 
@@ -96,14 +97,42 @@ void PipePusher::Run()
 		running_ = true;
 		const Clock::time_point started = Clock::now();
 		lock.unlock();
-		Result<PushOutcome> r = push_(id);
-		if (r.ok() && *r == PushOutcome::kPushed && pushed_)
-			pushed_(id);
+		Result<PushOutcome> r = PushOne(id);
 		lock.lock();
 		RecordLocked(id, r, started);
 		running_ = false;
 		cv_.notify_all();
 	}
+}
+
+Result<PushOutcome> PipePusher::PushOne(const std::string &id)
+{
+	// An exception must not end this thread (std::terminate would end
+	// the daemon): NetlinkSocket throws std::bad_alloc for a message it
+	// cannot allocate. It is this push's failure, logged by
+	// RecordLocked() and tried again after the back-off.
+	auto pushed = [&]() -> Result<PushOutcome> {
+		try {
+			return push_(id);
+		} catch (const std::exception &e) {
+			return Status::Error(std::string("push failed: ") +
+			                     e.what());
+		}
+	}();
+	if (pushed.ok() && *pushed == PushOutcome::kPushed && pushed_) {
+		// The push stands; the next refresh (a tick, an event) does
+		// what this one did not.
+		try {
+			pushed_(id);
+		} catch (const std::exception &e) {
+			LogError()
+			        << "pipe " << id
+			        << " was pushed to the kernel, but reading it "
+			           "back failed: "
+			        << e.what();
+		}
+	}
+	return pushed;
 }
 
 void PipePusher::RecordLocked(const std::string &id,

@@ -32,7 +32,8 @@ class PipePusher
 public:
 	using Clock = std::chrono::steady_clock;
 	// Pushes one stored pipe (PipeService::PushIfMissing); an error says
-	// why the push failed.
+	// why the push failed. An exception (std::exception) counts as a
+	// failed push, and one of PushedFn is logged: neither ends the thread.
 	using PushFn = std::function<Result<PushOutcome>(const std::string &)>;
 	// Called on the pusher's thread after a pipe was pushed.
 	using PushedFn = std::function<void(const std::string &)>;
@@ -71,6 +72,9 @@ private:
 	};
 
 	void Run();
+	// push_ then, after a push, pushed_; throws nothing (an exception of
+	// push_ is the push's error).
+	Result<PushOutcome> PushOne(const std::string &id);
 	// The result of one push of id (mu_ held).
 	void RecordLocked(const std::string &id, const Result<PushOutcome> &r,
 	                  Clock::time_point started);

@@ -1,9 +1,11 @@
-// PipePusher on its own: the pushing thread that cannot be started.
+// PipePusher on its own: the pushing thread that cannot be started, and
+// one whose push throws.
 #include "pipe_pusher.h"
 
 #include <cerrno>
 #include <chrono>
 #include <mutex>
+#include <new>
 #include <system_error>
 #include <thread>
 
@@ -60,6 +62,52 @@ TEST(PipePusher, AThreadThatCannotStartIsTriedAgainByTheNextCall)
 	EXPECT_TRUE(pusher.WaitIdle(milliseconds(5000)));
 	std::lock_guard lock(mu);
 	EXPECT_EQ(pushes, 1) << "not pushed once the thread could start";
+}
+
+// NetlinkSocket throws std::bad_alloc for a message it cannot allocate,
+// and the push (PipeService::PushIfMissing) and the refresh after it
+// (DaemonService::RefreshPipe) both talk to the kernel. Escaping the
+// pusher's thread, the exception would end the daemon (std::terminate): a
+// push that throws is a failed push, tried again by the next call; a
+// refresh that throws leaves the push done; and the thread goes on pushing.
+TEST(PipePusher, APushOrARefreshThatThrowsDoesNotEndTheThread)
+{
+	std::mutex mu;
+	int pushes = 0;    // guarded by mu
+	int refreshes = 0; // guarded by mu
+	PipePusher::Options options;
+	options.first = milliseconds(0);
+	options.max = milliseconds(0);
+	PipePusher pusher(
+	        [&](const std::string &) -> Result<PushOutcome> {
+		        std::lock_guard lock(mu);
+		        if (++pushes == 1)
+			        throw std::bad_alloc();
+		        return PushOutcome::kPushed;
+	        },
+	        [&](const std::string &) {
+		        std::lock_guard lock(mu);
+		        if (++refreshes == 1)
+			        throw std::bad_alloc();
+	        },
+	        options);
+	auto counts = [&] {
+		std::lock_guard lock(mu);
+		return std::pair(pushes, refreshes);
+	};
+
+	pusher.Missing({{"u1", "pipe u1"}}); // the push throws
+	ASSERT_TRUE(pusher.WaitIdle(milliseconds(5000)));
+	EXPECT_EQ(counts(), std::pair(1, 0));
+	pusher.Missing({{"u1", "pipe u1"}}); // pushed; the refresh throws
+	ASSERT_TRUE(pusher.WaitIdle(milliseconds(5000)));
+	EXPECT_EQ(counts(), std::pair(2, 1))
+	        << "a push that threw was not tried again";
+	// Pushed, so forgotten; found missing anew (the kernel lost it).
+	pusher.Missing({{"u1", "pipe u1"}});
+	ASSERT_TRUE(pusher.WaitIdle(milliseconds(5000)));
+	EXPECT_EQ(counts(), std::pair(3, 2))
+	        << "the thread stopped pushing after an exception";
 }
 
 } // namespace
