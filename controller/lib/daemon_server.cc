@@ -330,8 +330,23 @@ void ControlServer::Serve(Connection *conn, std::stop_token stop)
 	             sizeof(send_timeout));
 
 	// Nothing may escape this thread (std::terminate would end the
-	// daemon): a reply that cannot be encoded is logged and the
-	// connection closed without one.
+	// daemon): an exception outside the handler (an allocation that
+	// fails in the peer check, the request's reader, an event stream's
+	// subscription) costs this client its connection, which DoneFlag
+	// closes, and is logged.
+	std::string peer = "a client"; // who, for the log, once known
+	try {
+		Converse(fd, stop, peer);
+	} catch (const std::exception &e) {
+		LogError() << "control: connection of " << peer
+		           << " failed, closing it: " << e.what();
+	}
+}
+
+void ControlServer::Converse(int fd, std::stop_token stop, std::string &peer)
+{
+	// A reply that cannot be encoded is logged and the connection closed
+	// without one.
 	auto reply = [fd](const ControlReply &r) {
 		try {
 			Status st = WriteAllToSocket(fd, EncodeReply(r) + "\n");
@@ -349,11 +364,14 @@ void ControlServer::Serve(Connection *conn, std::stop_token stop)
 
 	auto cred = GetPeerCredentials(fd);
 	PeerDecision decision;
-	if (cred.ok())
+	if (cred.ok()) {
+		peer = "pid " + std::to_string(cred->pid) + " (uid " +
+		       std::to_string(cred->uid) + ")";
 		decision = options_.check_peer(*cred);
-	else
+	} else {
 		decision = {false,
 		            "permission denied: " + cred.status().message()};
+	}
 
 	// Read the request before answering even a refusal: closing a Unix
 	// socket with unread data makes the peer's read fail (ECONNRESET)

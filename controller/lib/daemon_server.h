@@ -79,6 +79,9 @@ private:
 
 	void AcceptLoop(std::stop_token stop);
 	void Serve(Connection *conn, std::stop_token stop);
+	// One connection's request and reply (or event stream); may throw,
+	// which Serve() catches. peer: who it is, for the log, once known.
+	void Converse(int fd, std::stop_token stop, std::string &peer);
 	void StreamEvents(int fd, std::stop_token stop);
 	void Reap(bool all);
 	bool Stopping(const std::stop_token &stop) const;

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <future>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <thread>
 
@@ -830,6 +832,37 @@ TEST(ControlDaemon, PermissionDenied)
 	EXPECT_EQ(reply->error, "permission denied: uid 1000 is not root and "
 	                        "not in group replipipe");
 	EXPECT_EQ(ExitCodeForReply(*reply), kExitNoPermission);
+}
+
+// A connection's thread does more than call the handler (which has its own
+// catch): it checks the peer, reads the request, subscribes to the events.
+// An exception there (NetlinkSocket's std::bad_alloc is one the daemon
+// throws on purpose) must not escape the thread, which would end the
+// daemon (std::terminate): that client's connection is closed, the failure
+// logged with who it was, and the next client is served.
+TEST(ControlDaemon, AConnectionThatThrowsIsClosedAndTheNextIsServed)
+{
+	std::atomic<int> checks{0};
+	InProcessDaemon d([&checks](const PeerCredentials &peer) {
+		if (++checks == 1)
+			throw std::bad_alloc();
+		return CheckPeer(peer);
+	});
+	::testing::internal::CaptureStderr();
+	auto failed = CallDaemon(d.socket_path(),
+	                         InProcessDaemon::Op(ControlOp::kList));
+	const std::string log = ::testing::internal::GetCapturedStderr();
+	EXPECT_FALSE(failed.ok())
+	        << "a reply came from a connection that threw";
+	EXPECT_NE(log.find("control: connection of pid " +
+	                   std::to_string(::getpid())),
+	          std::string::npos)
+	        << log;
+	EXPECT_NE(log.find("std::bad_alloc"), std::string::npos) << log;
+
+	ControlReply listed = d.Call(InProcessDaemon::Op(ControlOp::kList));
+	EXPECT_TRUE(listed.ok) << listed.error;
+	EXPECT_EQ(checks, 2);
 }
 
 TEST(ControlDaemon, MalformedRequestGetsBadRequest)
