@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <exception>
 #include <list>
 #include <vector>
 
@@ -261,6 +262,23 @@ void MetricsHttpServer::Stop()
 	listen_fd_.Reset();
 }
 
+bool MetricsHttpServer::StepOrClose(Connection &c)
+{
+	// An exception must not end this thread (std::terminate would end
+	// the daemon): the render reads the kernel's status through
+	// NetlinkSocket, which throws std::bad_alloc for a message it cannot
+	// allocate. The scrape fails, its connection is closed, the next is
+	// served.
+	try {
+		return Step(c);
+	} catch (const std::exception &e) {
+		LogError() << "metrics listener: a request failed, closing "
+		              "its connection: "
+		           << e.what();
+		return false;
+	}
+}
+
 bool MetricsHttpServer::Step(Connection &c)
 {
 	char buf[2048];
@@ -356,7 +374,7 @@ void MetricsHttpServer::Loop(const std::stop_token &stop)
 			Connection &c = *it;
 			bool keep = true;
 			if (pfds[i].revents)
-				keep = Step(c);
+				keep = StepOrClose(c);
 			it = keep ? std::next(it) : conns.erase(it);
 		}
 
@@ -381,9 +399,16 @@ void MetricsHttpServer::Loop(const std::stop_token &stop)
 					              "dropped one";
 					continue; // closed by UniqueFd
 				}
-				conns.emplace_back(std::move(conn),
-				                   steady_clock::now() +
-				                           options_.timeout);
+				try {
+					conns.emplace_back(
+					        std::move(conn),
+					        steady_clock::now() +
+					                options_.timeout);
+				} catch (const std::exception &e) {
+					LogError() << "metrics listener: "
+					              "dropped a connection: "
+					           << e.what();
+				}
 			}
 		}
 	}

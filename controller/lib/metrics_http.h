@@ -5,6 +5,8 @@
 // other path 404, any other method on /metrics 405, a malformed or
 // oversized request 400 or 431, a render error 503. One response per
 // connection, then the server closes it (HTTP/1.0, "Connection: close").
+// A render that throws (std::exception) is logged and its connection
+// closed without a response; the server goes on.
 //
 // It must not be able to stall the daemon: it runs on a thread of its own
 // with non-blocking sockets and one poll loop; a request is at most
@@ -87,6 +89,8 @@ private:
 	void Loop(const std::stop_token &stop);
 	// One readiness event of a connection; false: close it.
 	bool Step(Connection &c);
+	// Step(), throwing nothing: an exception is logged and closes c.
+	bool StepOrClose(Connection &c);
 	bool Send(Connection &c);
 
 	const MetricsRender render_;

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <new>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -98,6 +99,8 @@ protected:
 		        *address,
 		        [this]() -> Result<std::string> {
 			        ++renders_;
+			        if (throw_once_.exchange(false))
+				        throw std::bad_alloc();
 			        if (fail_)
 				        return Status::Error("kernel gone");
 			        return kBody;
@@ -111,6 +114,7 @@ protected:
 
 	std::atomic<int> renders_{0};
 	std::atomic<bool> fail_{false};
+	std::atomic<bool> throw_once_{false};
 	std::unique_ptr<MetricsHttpServer> server_;
 };
 
@@ -198,6 +202,21 @@ TEST_F(MetricsHttpTest, RenderErrorIs503)
 	std::string r = Fetch(port(), "GET /metrics HTTP/1.0\r\n\r\n");
 	EXPECT_EQ(StatusLine(r), "HTTP/1.0 503 Service Unavailable");
 	EXPECT_EQ(Body(r), "kernel gone\n");
+}
+
+// The render reads the status through NetlinkSocket, which throws
+// std::bad_alloc for a message it cannot allocate. Escaping the listener's
+// thread, it would end the daemon (std::terminate): that scrape's
+// connection is closed without a response and the next scrape is served.
+TEST_F(MetricsHttpTest, ARenderThatThrowsClosesItsConnectionOnly)
+{
+	Start();
+	throw_once_ = true;
+	EXPECT_EQ(Fetch(port(), "GET /metrics HTTP/1.0\r\n\r\n"), "");
+	std::string r = Fetch(port(), "GET /metrics HTTP/1.0\r\n\r\n");
+	EXPECT_EQ(StatusLine(r), "HTTP/1.0 200 OK");
+	EXPECT_EQ(Body(r), kBody);
+	EXPECT_EQ(renders_.load(), 2);
 }
 
 TEST_F(MetricsHttpTest, SilentClientsNeitherStallOthersNorStayForever)
