@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <exception>
 #include <map>
 #include <string>
 #include <utility>
@@ -121,8 +122,21 @@ void DaemonService::ReplanLoop()
 		std::set<std::string> due;
 		due.swap(replan_due_);
 		lock.unlock();
-		for (const std::string &uuid : due)
-			RefreshPipe(uuid);
+		for (const std::string &uuid : due) {
+			// An exception must not end this thread (std::terminate
+			// would end the daemon): NetlinkSocket throws
+			// std::bad_alloc for a message it cannot allocate.
+			try {
+				RefreshPipe(uuid);
+			} catch (const std::exception &e) {
+				LogError()
+				        << "refresh pipe " << uuid
+				        << " after a resync job ended: "
+				        << e.what()
+				        << "; the next periodic refresh tries "
+				           "again";
+			}
+		}
 		lock.lock();
 	}
 }

@@ -699,6 +699,76 @@ TEST(ControlDaemon, ChangedSettingsRestartTheJobOnceTheOldOneEnded)
 // A stored pipe the kernel lacks (its push failed at start-up: a backstore or
 // target not there yet; or the kernel lost it) is pushed again, on the
 // pusher's thread, after a back-off, without a restart of the daemon.
+// When a resync job ends, the service's replan thread refreshes the pipe
+// that waited for it (here: the job of the pipe's new settings, held back by
+// the old job). Its refresh reads the kernel, and NetlinkSocket throws
+// std::bad_alloc for a message it cannot allocate: escaping the thread, it
+// would end the daemon (std::terminate). The failure is logged and the
+// thread serves the next replan. The modifies are called on this thread,
+// so that the kernel read that throws is the replan thread's.
+TEST(ControlDaemon, AReplanThatThrowsIsLoggedAndTheNextIsDone)
+{
+	const std::thread::id test_thread = std::this_thread::get_id();
+	std::atomic<bool> thrown{false}; // outlives d, whose kernel calls it
+	InProcessDaemon d;
+	ControlReply created = d.service_.Handle(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	const std::string uuid = UuidOf(created.replication_pipe);
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
+	auto modify = [&](uint32_t kibps) {
+		CreateOrModifyCall call;
+		call.source_system = testing::kTestHost;
+		call.target_system = "node2";
+		call.replication_pipe = created.replication_pipe;
+		call.goal = "instance of CIM_SettingData { "
+		            "ResyncRateLimitKiBps = " +
+		            std::to_string(kibps) + "; };";
+		ControlReply modified =
+		        d.service_.Handle(InProcessDaemon::Create(call));
+		EXPECT_TRUE(modified.ok) << modified.error;
+	};
+	auto rates = [&] {
+		std::vector<uint32_t> started;
+		for (const PairJobSpec &spec : d.board_.started)
+			started.push_back(spec.rate_limit_kibps);
+		return started;
+	};
+
+	::testing::internal::CaptureStderr();
+	d.kernel_.SetReadHook([&] {
+		if (std::this_thread::get_id() != test_thread &&
+		    !thrown.exchange(true))
+			throw std::bad_alloc();
+	});
+	modify(2048); // the old job stops; the replan that follows throws
+	const bool old_job_ended =
+	        d.board_.WaitFor([&] { return d.board_.stopped == 1; });
+	for (int i = 0; i < 500 && !thrown; ++i)
+		std::this_thread::sleep_for(milliseconds(10));
+	EXPECT_TRUE(old_job_ended);
+	EXPECT_TRUE(thrown) << "no kernel read off the test's thread";
+	d.service_.RefreshPipe(uuid); // what the daemon's tick would do
+	EXPECT_TRUE(d.board_.WaitFor([&] {
+		return d.board_.started.size() == 2 && d.board_.running == 1;
+	}));
+	modify(4096); // again: this replan must be done
+	EXPECT_TRUE(d.board_.WaitFor([&] {
+		return d.board_.started.size() == 3 && d.board_.running == 1;
+	})) << "the replan thread did not start the held-back job";
+	d.kernel_.SetReadHook({});
+	const std::string log = ::testing::internal::GetCapturedStderr();
+	EXPECT_NE(log.find("refresh pipe " + uuid +
+	                   " after a resync job ended: std::bad_alloc"),
+	          std::string::npos)
+	        << log;
+	std::lock_guard lock(d.board_.mu);
+	const std::vector<uint32_t> started = rates();
+	ASSERT_EQ(started.size(), 3u);
+	EXPECT_EQ(started[1], 2048u);
+	EXPECT_EQ(started[2], 4096u);
+}
+
 TEST(ControlDaemon, RefreshPushesAStoredPipeTheKernelLacks)
 {
 	using std::chrono::milliseconds;
