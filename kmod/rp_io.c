@@ -494,10 +494,18 @@ void rp_async_work(struct work_struct *work)
 	rp_async_issue(container_of(work, struct rp_pair, async_work));
 }
 
+/*
+ * REQ_SYNC | REQ_IDLE: an initiator's write is waited for, like O_DIRECT,
+ * not writeback; without them wbt throttles it and mq-deadline queues it as
+ * async (iblock since "scsi: target: Fix write perf due to unneeded
+ * throttling").
+ */
+#define RP_WRITE_OPF	(REQ_OP_WRITE | REQ_SYNC | REQ_IDLE)
+
 static blk_opf_t rp_write_opf(struct se_cmd *cmd, struct block_device *primary,
 			      struct block_device *leg)
 {
-	blk_opf_t opf = REQ_OP_WRITE;
+	blk_opf_t opf = RP_WRITE_OPF;
 
 	/* Writethrough when the LUN has no write cache or the initiator asks. */
 	if (((cmd->se_cmd_flags & SCF_FUA) || !bdev_write_cache(primary)) &&
@@ -834,7 +842,7 @@ static int rp_write_same_leg(struct rp_dev *dev, struct block_device *bdev,
 	int ret = 0;
 
 	while (nr_sects && !ret) {
-		bio = bio_alloc_bioset(bdev, BIO_MAX_VECS, REQ_OP_WRITE,
+		bio = bio_alloc_bioset(bdev, BIO_MAX_VECS, RP_WRITE_OPF,
 				       GFP_NOIO, &dev->bio_set);
 		bio->bi_iter.bi_sector = sector;
 		while (nr_sects &&
