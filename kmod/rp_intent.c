@@ -106,6 +106,18 @@ static LIST_HEAD(rp_path_takes);
 static void rp_intent_clear_work(struct work_struct *work);
 static void rp_intent_write_work(struct work_struct *work);
 
+/*
+ * The next clear pass, intent_clear_sec from now.  Not on rp_wq: a pass may
+ * wait a minute for a target's flush, and under memory pressure rp_wq's
+ * rescuer runs one item at a time, the record writes that release waiting
+ * writes among them.  rp_intent_close() cancels it before the module can go.
+ */
+static void rp_intent_clear_queue(struct rp_intent *in)
+{
+	queue_delayed_work(system_long_wq, &in->clear_work,
+			   READ_ONCE(rp_intent_clear_sec) * HZ);
+}
+
 static u64 rp_intent_capacity(struct rp_intent *in)
 {
 	u64 bytes = bdev_nr_bytes(in->rb.bdev);
@@ -683,8 +695,7 @@ int rp_intent_open(struct rp_dev *dev, const char *path)
 	if (ret)
 		goto free_maps;
 	dev->intent = in;
-	queue_delayed_work(rp_wq, &in->clear_work,
-			   READ_ONCE(rp_intent_clear_sec) * HZ);
+	rp_intent_clear_queue(in);
 	return 0;
 
 free_maps:
@@ -1281,8 +1292,7 @@ static void rp_intent_clear_work(struct work_struct *work)
 requeue:
 	if (changed && in->bound)
 		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1, U64_MAX);
-	queue_delayed_work(rp_wq, &in->clear_work,
-			   READ_ONCE(rp_intent_clear_sec) * HZ);
+	rp_intent_clear_queue(in);
 }
 
 /*
