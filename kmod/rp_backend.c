@@ -76,14 +76,16 @@ static void rp_set_geometry(struct se_device *se_dev, struct block_device *bd)
 {
 	struct se_dev_attrib *attrib = &se_dev->dev_attrib;
 	struct request_queue *q = bdev_get_queue(bd);
+	/* 512-byte sectors */
 	unsigned int max_write_zeroes = bdev_write_zeroes_sectors(bd);
 
 	attrib->hw_block_size = bdev_logical_block_size(bd);
 	attrib->hw_max_sectors = mult_frac(queue_max_hw_sectors(q), SECTOR_SIZE,
 					   attrib->hw_block_size);
 	attrib->hw_queue_depth = q->nr_requests;
-	/* WRITE SAME(10) has a two-byte block count. */
-	attrib->max_write_same_len = max_write_zeroes ? max_write_zeroes : 0xFFFF;
+	/* In blocks.  WRITE SAME(10) has a two-byte block count. */
+	attrib->max_write_same_len = max_write_zeroes >>
+		(ilog2(attrib->hw_block_size) - SECTOR_SHIFT) ?: 0xFFFF;
 	if (bdev_nonrot(bd))
 		attrib->is_nonrot = 1;
 }

@@ -23,13 +23,14 @@
 # a path too long to keep whole (512 bytes), changes nothing, not even the
 # valid parameters before it in the same write; a relative udev_path is
 # refused. Enable refuses intent_chunk_kib= without intent_path= and a
-# primary that holds no block (an empty loop device).
+# primary that holds no block (an empty loop device). A primary of 4 KiB
+# blocks gets WRITE SAME's limit in blocks, not 512-byte sectors.
 # The module unloads with no object left and no kernel warning.
 # vm-timeout: 300
 # vm-cost: 15
 # vm-debug-cost: 55
 # vm-mem: 1024
-# vm-bins: dmsetup
+# vm-bins: dmsetup /sbin/losetup
 
 LIVE=/sys/module/replipipe/parameters/live_objects
 
@@ -193,6 +194,19 @@ losetup /dev/loop0 /tmp/empty.img || vm_fail "losetup /dev/loop0 /tmp/empty.img"
 # Enabled, LIO would export it with the last LBA 2^64 - 1.
 enable_refused "udev_path=/dev/loop0" "/dev/loop0 holds no block"
 losetup -d /dev/loop0 || vm_fail "losetup -d /dev/loop0"
+
+vm_log "== a primary of 4 KiB blocks: WRITE SAME's limit in blocks"
+truncate -s 64M /tmp/4kn.img
+/sbin/losetup -b 4096 /dev/loop1 /tmp/4kn.img || vm_fail "losetup -b 4096 /dev/loop1"
+wz=$(cat /sys/block/loop1/queue/write_zeroes_max_bytes)
+[ "$wz" -gt 0 ] || vm_fail "/dev/loop1 has no write zeroes"
+vm_backstore replipipe replipipe_0 vol4k /dev/loop1 > /dev/null
+ws=$(cat $VM_CFS/core/replipipe_0/vol4k/attrib/max_write_same_len)
+vm_log "write_zeroes_max_bytes $wz, max_write_same_len $ws"
+# 512-byte sectors taken for blocks: 8 times the device's own limit
+[ "$ws" = $((wz / 4096)) ] || vm_fail "max_write_same_len $ws, not $((wz / 4096)) blocks of 4 KiB"
+vm_backstore_delete replipipe_0/vol4k
+/sbin/losetup -d /dev/loop1 || vm_fail "losetup -d /dev/loop1"
 
 vm_log "== a primary that grows while paired"
 GROW=kmod-bad-input-grow
