@@ -28,6 +28,58 @@ using nlohmann::json;
 constexpr const char *kFileName = "pipes.json";
 constexpr const char *kTempSuffix = ".tmp";
 constexpr const char *kLockName = "replipiped.lock";
+constexpr const char *kPendingKey = "pending";
+
+const char *PendingName(PendingOp op)
+{
+	switch (op) {
+	case PendingOp::kCreate:
+		return "create";
+	case PendingOp::kDelete:
+		return "delete";
+	case PendingOp::kNone:
+		break;
+	}
+	return "";
+}
+
+// The mark of one pipe object: none without the field (files written
+// before it existed). A value this build does not know is an error, like
+// an unknown schema_version: the record may mean something it would get
+// wrong.
+Result<PendingOp> PendingFromJson(const json &pipe)
+{
+	auto it = pipe.find(kPendingKey);
+	if (it == pipe.end())
+		return PendingOp::kNone;
+	if (!it->is_string())
+		return Status::Error("\"pending\" must be a string", EINVAL);
+	const std::string value = it->get<std::string>();
+	for (PendingOp op : {PendingOp::kCreate, PendingOp::kDelete})
+		if (value == PendingName(op))
+			return op;
+	return Status::Error("\"pending\" " + it->dump() +
+	                             " is not supported (this build reads "
+	                             "\"create\" and \"delete\")",
+	                     EINVAL);
+}
+
+std::vector<PipeRecord> Settled(std::vector<StoreEntry> entries)
+{
+	std::vector<PipeRecord> pipes;
+	for (StoreEntry &e : entries)
+		if (e.pending == PendingOp::kNone)
+			pipes.push_back(std::move(e.record));
+	return pipes;
+}
+
+std::vector<StoreEntry> Unmarked(const std::vector<PipeRecord> &pipes)
+{
+	std::vector<StoreEntry> entries;
+	for (const PipeRecord &p : pipes)
+		entries.push_back({p, PendingOp::kNone});
+	return entries;
+}
 
 // 1-based line and column of byte offset pos in text.
 std::string LineColumn(const std::string &text, size_t pos)
@@ -164,19 +216,37 @@ Status CheckStoredPipe(const PipeRecord &pipe)
 
 } // namespace
 
-std::string StoreDocument(const std::vector<PipeRecord> &pipes)
+std::string StoreEntriesDocument(const std::vector<StoreEntry> &entries)
 {
 	json list = json::array();
-	for (const PipeRecord &p : pipes)
-		list.push_back(PipeToJson(p));
+	for (const StoreEntry &e : entries) {
+		json pipe = PipeToJson(e.record);
+		if (e.pending != PendingOp::kNone)
+			pipe[kPendingKey] = PendingName(e.pending);
+		list.push_back(std::move(pipe));
+	}
 	json doc = {{"schema_version", kStoreSchemaVersion}, {"pipes", list}};
 	// Never throws: bytes that are not UTF-8 are written as U+FFFD, so
 	// that a Save() after a kernel change cannot throw past its undo.
 	return doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
+std::string StoreDocument(const std::vector<PipeRecord> &pipes)
+{
+	return StoreEntriesDocument(Unmarked(pipes));
+}
+
 Result<std::vector<PipeRecord>> ParseStoreDocument(const std::string &text,
                                                    const std::string &where)
+{
+	auto entries = ParseStoreEntries(text, where);
+	if (!entries.ok())
+		return entries.status();
+	return Settled(std::move(*entries));
+}
+
+Result<std::vector<StoreEntry>> ParseStoreEntries(const std::string &text,
+                                                  const std::string &where)
 {
 	json doc;
 	try {
@@ -205,7 +275,7 @@ Result<std::vector<PipeRecord>> ParseStoreDocument(const std::string &text,
 	if (list == doc.end() || !list->is_array())
 		return Status::Error(where + ": \"pipes\" must be an array",
 		                     EINVAL);
-	std::vector<PipeRecord> pipes;
+	std::vector<StoreEntry> entries;
 	std::set<std::string> ids;
 	std::map<std::string, std::string> source_pipes, target_pipes;
 	for (size_t i = 0; i < list->size(); i++) {
@@ -223,6 +293,12 @@ Result<std::vector<PipeRecord>> ParseStoreDocument(const std::string &text,
 		if (Status st = CheckStoredPipe(*pipe); !st.ok())
 			return st.Context(at + " (pipe " + pipe->instance_id +
 			                  ")");
+		auto pending = PendingFromJson((*list)[i]);
+		if (!pending.ok())
+			return pending.status().Context(
+			        at + " (pipe " + pipe->instance_id + ")");
+		// A pending record still holds its endpoints (the kernel may
+		// have the pipe): the same one-pipe rule applies to it.
 		// A source belongs to at most one pipe, and so does a target
 		// (TargetIdentity: one iSCSI LUN by any portal).
 		for (const PairRecord &p : pipe->pairs) {
@@ -240,9 +316,9 @@ Result<std::vector<PipeRecord>> ParseStoreDocument(const std::string &text,
 					        EINVAL);
 			}
 		}
-		pipes.push_back(std::move(*pipe));
+		entries.push_back({std::move(*pipe), *pending});
 	}
-	return pipes;
+	return entries;
 }
 
 Store::Store(std::string state_dir)
@@ -270,7 +346,7 @@ Status Store::EnsureStateDir() const
 	return FsyncDir(parent).Context("create state directory " + dir_);
 }
 
-Result<std::vector<PipeRecord>> Store::Load()
+Result<std::vector<StoreEntry>> Store::LoadEntries()
 {
 	std::lock_guard<std::mutex> lock(mu_);
 	loaded_ = false;
@@ -279,15 +355,28 @@ Result<std::vector<PipeRecord>> Store::Load()
 		if (errno != ENOENT)
 			return Status::FromErrno("stat " + path_, errno);
 		loaded_ = true; // first start: nothing stored yet
-		return std::vector<PipeRecord>();
+		return std::vector<StoreEntry>();
 	}
 	auto text = ReadAll(path_);
 	if (!text.ok())
 		return text.status();
-	auto pipes = ParseStoreDocument(*text, path_);
-	if (pipes.ok())
+	auto entries = ParseStoreEntries(*text, path_);
+	if (entries.ok())
 		loaded_ = true;
-	return pipes;
+	return entries;
+}
+
+Result<std::vector<PipeRecord>> Store::Load()
+{
+	auto entries = LoadEntries();
+	if (!entries.ok())
+		return entries.status();
+	return Settled(std::move(*entries));
+}
+
+Status Store::Save(const std::vector<PipeRecord> &pipes)
+{
+	return SaveEntries(Unmarked(pipes));
 }
 
 Status Store::WriteTemp(const std::string &text, const std::string &tmp)
@@ -307,7 +396,7 @@ Status Store::WriteTemp(const std::string &text, const std::string &tmp)
 	return Status();
 }
 
-Status Store::Save(const std::vector<PipeRecord> &pipes)
+Status Store::SaveEntries(const std::vector<StoreEntry> &entries)
 {
 	std::lock_guard<std::mutex> lock(mu_);
 	if (!loaded_)
@@ -316,7 +405,8 @@ Status Store::Save(const std::vector<PipeRecord> &pipes)
 		                             "to overwrite it",
 		                     EIO);
 	const std::string tmp = path_ + kTempSuffix;
-	if (Status st = WriteTemp(StoreDocument(pipes), tmp); !st.ok()) {
+	if (Status st = WriteTemp(StoreEntriesDocument(entries), tmp);
+	    !st.ok()) {
 		::unlink(tmp.c_str());
 		return st;
 	}

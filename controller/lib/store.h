@@ -1,6 +1,13 @@
 // Store: the pipe definitions on disk, <state_dir>/pipes.json:
 //   {"schema_version": 1, "pipes": [ <PipeToJson()>, ... ]}
 //
+// A record may carry an intent mark, "pending": "create" or "delete"
+// (decision 48): written before the kernel is asked, so that a daemon that
+// dies between the kernel and the store leaves a record that says what it
+// was doing; PipeService::Reconcile() settles it at the next start. A
+// record without the field is a pipe, as in every file written before the
+// mark existed; a value this build does not know makes Load() fail.
+//
 // Written atomically: a temp file in the same directory (mode 0600), fsync,
 // rename over pipes.json, fsync the directory. A crash at any point leaves
 // either the old file or the new one, never a mix.
@@ -27,6 +34,20 @@ namespace replipipe
 {
 
 constexpr int kStoreSchemaVersion = 1;
+
+// What a stored record's call was in the middle of.
+enum class PendingOp {
+	kNone,   // a pipe
+	kCreate, // saved before its create's PIPE_SET; nobody was told 0
+	kDelete, // saved before its delete's PIPE_DEL
+};
+
+// One record of the file with its intent mark.
+struct StoreEntry {
+	PipeRecord record;
+	PendingOp pending = PendingOp::kNone;
+	bool operator==(const StoreEntry &) const = default;
+};
 
 class Store
 {
@@ -56,9 +77,14 @@ public:
 	// the kernel to their own view and replace each other's pipes.json;
 	// the daemon takes the lock before it reads the store.
 	Status LockStateDir();
-	// The stored pipes; an empty list when pipes.json does not exist yet.
+	// Every stored record with its mark; an empty list when pipes.json
+	// does not exist yet.
+	Result<std::vector<StoreEntry>> LoadEntries();
+	// Replaces the whole file with entries.
+	Status SaveEntries(const std::vector<StoreEntry> &entries);
+	// The stored pipes: LoadEntries() without the records marked pending.
 	Result<std::vector<PipeRecord>> Load();
-	// Replaces the whole file with pipes.
+	// Replaces the whole file with pipes, none marked.
 	Status Save(const std::vector<PipeRecord> &pipes);
 
 	void SetFaultHookForTest(FaultHook hook);
@@ -75,8 +101,12 @@ private:
 };
 
 // Serialization without the file system (the store uses these; so do tests).
+std::string StoreEntriesDocument(const std::vector<StoreEntry> &entries);
 std::string StoreDocument(const std::vector<PipeRecord> &pipes);
 // where names the source in errors (a path).
+Result<std::vector<StoreEntry>> ParseStoreEntries(const std::string &text,
+                                                  const std::string &where);
+// ParseStoreEntries() without the records marked pending.
 Result<std::vector<PipeRecord>> ParseStoreDocument(const std::string &text,
                                                    const std::string &where);
 

@@ -17,6 +17,7 @@
 #include <iterator>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "test_dir_fake.h"
 
@@ -193,6 +194,99 @@ TEST(Store, UnknownVersionIsRefused)
 	EXPECT_FALSE(store.Save({}).ok());
 	EXPECT_EQ(dir.Read("pipes.json"),
 	          "{\"schema_version\": 2, \"pipes\": []}");
+}
+
+// The intent mark (decision 48): written as "pending" on the records that
+// carry one, read back by LoadEntries(); Load() gives the pipes only.
+TEST(Store, PendingMarksRoundTrip)
+{
+	TempDir dir;
+	Store store(dir.path());
+	ASSERT_TRUE(store.LoadEntries().ok());
+	const PipeRecord c = Pipe("33333333-3333-4333-8333-333333333333", "c");
+	const std::vector<StoreEntry> entries = {{kA, PendingOp::kNone},
+	                                         {kB, PendingOp::kCreate},
+	                                         {c, PendingOp::kDelete}};
+	ASSERT_TRUE(store.SaveEntries(entries).ok());
+	const std::string text = dir.Read("pipes.json");
+	EXPECT_NE(text.find("\"pending\": \"create\""), std::string::npos)
+	        << text;
+	EXPECT_NE(text.find("\"pending\": \"delete\""), std::string::npos)
+	        << text;
+
+	Store reread(dir.path());
+	auto back = reread.LoadEntries();
+	ASSERT_TRUE(back.ok()) << back.status().message();
+	EXPECT_EQ(*back, entries);
+	auto pipes = reread.Load();
+	ASSERT_TRUE(pipes.ok()) << pipes.status().message();
+	EXPECT_EQ(*pipes, std::vector<PipeRecord>{kA});
+	// A file of pipes only has no "pending" field at all: as before.
+	ASSERT_TRUE(store.Save({kA, kB}).ok());
+	EXPECT_EQ(dir.Read("pipes.json").find("pending"), std::string::npos);
+}
+
+// A file written before the mark existed loads as it did: every record is
+// a pipe.
+TEST(Store, FileWithoutMarksLoadsAsPipes)
+{
+	TempDir dir;
+	dir.Write("pipes.json", StoreDocument({kA, kB}));
+	auto entries = Store(dir.path()).LoadEntries();
+	ASSERT_TRUE(entries.ok()) << entries.status().message();
+	ASSERT_EQ(entries->size(), 2u);
+	EXPECT_EQ((*entries)[0], (StoreEntry{kA, PendingOp::kNone}));
+	EXPECT_EQ((*entries)[1], (StoreEntry{kB, PendingOp::kNone}));
+}
+
+// A mark this build does not know stops the load with the path, the record
+// and the value, like an unknown schema_version, and the file is kept.
+TEST(Store, UnknownPendingValueIsRefused)
+{
+	for (const char *value : {"\"undo\"", "\"\"", "1", "null"}) {
+		TempDir dir;
+		nlohmann::json doc =
+		        nlohmann::json::parse(StoreDocument({kA, kB}));
+		doc["pipes"][1]["pending"] = nlohmann::json::parse(value);
+		const std::string text = doc.dump(2);
+		dir.Write("pipes.json", text);
+		Store store(dir.path());
+		auto entries = store.LoadEntries();
+		ASSERT_FALSE(entries.ok()) << value;
+		const std::string &why = entries.status().message();
+		EXPECT_NE(why.find(store.path() + ": pipes[1] (pipe " +
+		                   kB.instance_id + "): \"pending\""),
+		          std::string::npos)
+		        << why;
+		EXPECT_NE(why.find(std::string(value)[0] == '"'
+		                           ? std::string(value) +
+		                                     " is not supported (this "
+		                                     "build reads \"create\" "
+		                                     "and \"delete\")"
+		                           : "must be a string"),
+		          std::string::npos)
+		        << why;
+		EXPECT_FALSE(store.Load().ok());
+		EXPECT_FALSE(store.Save({}).ok());
+		EXPECT_EQ(dir.Read("pipes.json"), text);
+	}
+}
+
+// A record marked pending keeps its endpoints (the kernel may have its
+// pipe): a file in which another pipe has one of them is refused.
+TEST(Store, PendingRecordsKeepTheirEndpoints)
+{
+	PipeRecord other = kB;
+	other.pairs = kA.pairs;
+	auto entries = ParseStoreEntries(
+	        StoreEntriesDocument(
+	                {{kA, PendingOp::kDelete}, {other, PendingOp::kNone}}),
+	        "x");
+	ASSERT_FALSE(entries.ok());
+	EXPECT_NE(entries.status().message().find(
+	                  "replipipe_0/a is also in pipe " + kA.instance_id),
+	          std::string::npos)
+	        << entries.status().message();
 }
 
 TEST(Store, InvalidContentIsRefused)
