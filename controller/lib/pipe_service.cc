@@ -6,6 +6,7 @@
 #include <set>
 
 #include "goal.h"
+#include "log.h"
 #include "text_scan.h"
 
 namespace replipipe
@@ -142,14 +143,43 @@ Status CheckTextParameters(const CreateOrModifyCall &call)
 // Store::Save() without exceptions: anything it throws is an error like
 // the Statuses it returns, so that the caller still undoes the kernel
 // change it made before writing the store.
-Status SaveNoThrow(Store &store, const std::vector<PipeRecord> &pipes)
+Status SaveNoThrow(Store &store, const std::vector<StoreEntry> &entries)
 {
 	try {
-		return store.Save(pipes);
+		return store.SaveEntries(entries);
 	} catch (const std::exception &e) {
 		return Status::Error(store.path() + ": not saved: " + e.what(),
 		                     EIO);
 	}
+}
+
+// The file's records: the pipes, then the records marked pending.
+std::vector<StoreEntry> Entries(const std::vector<PipeRecord> &pipes,
+                                const std::vector<StoreEntry> &pending)
+{
+	std::vector<StoreEntry> entries;
+	for (const PipeRecord &p : pipes)
+		entries.push_back({p, PendingOp::kNone});
+	entries.insert(entries.end(), pending.begin(), pending.end());
+	return entries;
+}
+
+// The owner of a taken endpoint, as a caller is told.
+std::string OwnerLabel(const StoreEntry &entry)
+{
+	switch (entry.pending) {
+	case PendingOp::kCreate:
+		return PipeLabel(entry.record) +
+		       ", whose create did not finish (replipiped rolls it "
+		       "back at its next start)";
+	case PendingOp::kDelete:
+		return PipeLabel(entry.record) +
+		       ", whose delete did not finish (replipiped finishes "
+		       "it at its next start)";
+	case PendingOp::kNone:
+		break;
+	}
+	return PipeLabel(entry.record);
 }
 
 // Milliseconds since since.
@@ -196,6 +226,8 @@ public:
 				svc_.reserved_targets_.erase(t);
 			for (uint64_t d : devices_)
 				svc_.reserved_devices_.erase(d);
+			if (carries_pending_)
+				svc_.carried_.erase(uuid_);
 		}
 		svc_.reservations_released_.notify_all();
 	}
@@ -246,6 +278,16 @@ public:
 		}
 	}
 
+	// The pipe's record marked pending is this call's to settle: other
+	// calls see its endpoints as reserved (Busy while it runs), not as
+	// taken. Once the call ends, a record still marked is left for
+	// Reconcile(). Caller holds svc_.mu_.
+	void CarryPendingLocked()
+	{
+		svc_.carried_.insert(uuid_);
+		carries_pending_ = true;
+	}
+
 private:
 	// Within the call: one device as two targets, or a target that is
 	// the primary of another pair's source. (A target that is its own
@@ -283,42 +325,57 @@ private:
 		return Status();
 	}
 
+	// EINVAL when the pipe other (owner names it) has an endpoint of p.
+	Status CheckTakenLocked(const PairRecord &p, uint64_t dev,
+	                        const PipeRecord &other,
+	                        const std::string &owner) const
+	{
+		if (other.instance_id == uuid_)
+			return Status();
+		for (const PairRecord &q : other.pairs) {
+			if (q.source == p.source)
+				return Status::Error("SourceEndpoint " +
+				                             p.source +
+				                             " already belongs "
+				                             "to " +
+				                             owner,
+				                     EINVAL);
+			if (TargetIdentity(q.target) ==
+			            TargetIdentity(p.target) ||
+			    (dev && svc_.DeviceLocked(q.target) == dev))
+				return Status::Error(
+				        "TargetEndpoint " + p.target +
+				                " is already the target of " +
+				                q.source +
+				                As(q.target, p.target) +
+				                " in " + owner,
+				        EINVAL);
+			if (dev && svc_.DeviceLocked(q.source) == dev)
+				return Status::Error(
+				        "TargetEndpoint " + p.target +
+				                " is the primary device of " +
+				                q.source + " in " + owner,
+				        EINVAL);
+		}
+		return Status();
+	}
+
 	Status CheckLocked(const PairRecord &p) const
 	{
 		const uint64_t dev = svc_.DeviceLocked(p.target);
-		for (const PipeRecord &other : svc_.pipes_) {
-			if (other.instance_id == uuid_)
-				continue;
-			for (const PairRecord &q : other.pairs) {
-				if (q.source == p.source)
-					return Status::Error(
-					        "SourceEndpoint " + p.source +
-					                " already belongs to " +
-					                PipeLabel(other),
-					        EINVAL);
-				if (TargetIdentity(q.target) ==
-				            TargetIdentity(p.target) ||
-				    (dev && svc_.DeviceLocked(q.target) == dev))
-					return Status::Error(
-					        "TargetEndpoint " + p.target +
-					                " is already the "
-					                "target of " +
-					                q.source +
-					                As(q.target, p.target) +
-					                " in " +
-					                PipeLabel(other),
-					        EINVAL);
-				if (dev && svc_.DeviceLocked(q.source) == dev)
-					return Status::Error(
-					        "TargetEndpoint " + p.target +
-					                " is the primary "
-					                "device "
-					                "of " +
-					                q.source + " in " +
-					                PipeLabel(other),
-					        EINVAL);
-			}
-		}
+		for (const PipeRecord &other : svc_.pipes_)
+			if (Status st = CheckTakenLocked(p, dev, other,
+			                                 PipeLabel(other));
+			    !st.ok())
+				return st;
+		// A pending record a call carries out has its endpoints
+		// reserved (below: Busy); one left behind has them taken.
+		for (const StoreEntry &e : svc_.pending_)
+			if (!svc_.carried_.count(e.record.instance_id))
+				if (Status st = CheckTakenLocked(
+				            p, dev, e.record, OwnerLabel(e));
+				    !st.ok())
+					return st;
 		auto s = svc_.reserved_sources_.find(p.source);
 		if (s != svc_.reserved_sources_.end() && s->second != uuid_)
 			return Status::Error("SourceEndpoint " + p.source +
@@ -352,6 +409,7 @@ private:
 	std::vector<std::string> sources_;
 	std::vector<std::string> targets_;
 	std::vector<uint64_t> devices_;
+	bool carries_pending_ = false;
 };
 
 // One call's hold on a pipe's lock (the lock table entry is made on first
@@ -406,11 +464,18 @@ PipeService::PipeService(KernelApi &kernel, Store &store, EndpointProbe &probe,
 
 Status PipeService::Load()
 {
-	auto pipes = store_.Load();
-	if (!pipes.ok())
-		return pipes.status();
+	auto entries = store_.LoadEntries();
+	if (!entries.ok())
+		return entries.status();
 	std::lock_guard<std::mutex> lock(mu_);
-	pipes_ = std::move(*pipes);
+	pipes_.clear();
+	pending_.clear();
+	for (StoreEntry &e : *entries) {
+		if (e.pending == PendingOp::kNone)
+			pipes_.push_back(std::move(e.record));
+		else
+			pending_.push_back(std::move(e));
+	}
 	loaded_ = true;
 	return Status();
 }
@@ -612,6 +677,11 @@ void PipeService::CollectEndpointsLocked(std::set<std::string> *targets,
 			targets->insert(q.target);
 			sources->insert(q.source);
 		}
+	for (const StoreEntry &e : pending_)
+		for (const PairRecord &q : e.record.pairs) {
+			targets->insert(q.target);
+			sources->insert(q.source);
+		}
 	for (const auto &[target, uuid] : reserved_targets_)
 		targets->insert(target);
 	for (const auto &[source, uuid] : reserved_sources_)
@@ -651,28 +721,55 @@ PipeService::HeldByPipe(const KernelPipeStatus &pipe)
 }
 
 Status PipeService::SaveWith(const std::string &uuid,
-                             const std::optional<PipeRecord> &record)
+                             const std::optional<PipeRecord> &record,
+                             PendingOp pending)
 {
+	const bool settled = record && pending == PendingOp::kNone;
+	const bool marked = record && pending != PendingOp::kNone;
 	std::vector<PipeRecord> next;
 	bool placed = false;
 	for (const PipeRecord &p : pipes_) {
 		if (p.instance_id != uuid) {
 			next.push_back(p);
-		} else if (record) {
+		} else if (settled) {
 			next.push_back(*record);
 			placed = true;
 		}
 	}
-	if (record && !placed)
+	if (settled && !placed)
 		next.push_back(*record);
-	if (Status st = SaveNoThrow(store_, next); !st.ok()) {
+	std::vector<StoreEntry> next_pending;
+	placed = false;
+	for (const StoreEntry &e : pending_) {
+		if (e.record.instance_id != uuid) {
+			next_pending.push_back(e);
+		} else if (marked) {
+			next_pending.push_back({*record, pending});
+			placed = true;
+		}
+	}
+	if (marked && !placed)
+		next_pending.push_back({*record, pending});
+	if (Status st = SaveNoThrow(store_, Entries(next, next_pending));
+	    !st.ok()) {
 		// Save() may have failed after its rename: put the old
 		// content back so that the store, too, is unchanged.
-		(void)SaveNoThrow(store_, pipes_);
+		(void)SaveNoThrow(store_, Entries(pipes_, pending_));
 		return st;
 	}
 	pipes_ = std::move(next);
+	pending_ = std::move(next_pending);
 	return Status();
+}
+
+std::string PipeService::DropPendingRecord(const std::string &uuid)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	Status st = SaveWith(uuid, std::nullopt);
+	if (st.ok())
+		return "";
+	return "; removing its pending record from the store failed (" +
+	       st.message() + "): replipiped settles it at its next start";
 }
 
 Status PipeService::UndoKernel(const std::string &uuid,
@@ -851,20 +948,46 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 	    v.return_value != ReturnValue::kCompleted)
 		return v;
 
+	// A create journals its intent before the kernel has the pipe: a
+	// daemon killed from here until the mark is cleared leaves a record
+	// that the next start rolls back (decision 48), not a kernel pipe
+	// that no store knows.
+	if (!modify) {
+		Status st;
+		{
+			std::lock_guard<std::mutex> lock(mu_);
+			st = SaveWith(uuid, next, PendingOp::kCreate);
+			if (st.ok())
+				reservation.CarryPendingLocked();
+		}
+		if (!st.ok()) {
+			DropConnections(made);
+			return Fail(ReturnValue::kUnspecifiedError,
+			            "store: " + st.message());
+		}
+	}
+
 	if (Status st = kernel_.SetPipe(KernelSpec(next)); !st.ok()) {
 		DropConnections(made);
 		std::string why = "kernel: " + st.message();
 		if (st.err() == EBUSY)
 			why += MovedTargetNote(new_pairs, devs, held);
+		bool kernel_may_have_it = false;
 		if (st.err() == ETIMEDOUT) {
 			// The kernel may still apply it: take it back.
 			Status undo = UndoKernel(uuid, undo_to);
-			if (!undo.ok())
+			if (!undo.ok()) {
 				why += "; undoing it failed too (" +
 				       undo.message() +
 				       "); the daemon reconciles at its next "
 				       "start";
+				kernel_may_have_it = true;
+			}
 		}
+		// A create the kernel may have keeps its mark: the next
+		// start rolls it back.
+		if (!modify && !kernel_may_have_it)
+			why += DropPendingRecord(uuid);
 		return Fail(KernelReturnValue(st), why);
 	}
 
@@ -882,6 +1005,10 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 		                           undo.message() +
 		                           "): kernel and store disagree "
 		                           "until the daemon reconciles";
+		// Undone, a create's record goes; else its mark stays for the
+		// next start.
+		if (!modify && undo.ok())
+			why += DropPendingRecord(uuid);
 		return Fail(ReturnValue::kUnspecifiedError, why);
 	}
 	if (old) { // the removed pairs' connections
@@ -924,9 +1051,14 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 			            "no pipe " + PipeReference(uuid));
 		old = *cur;
 		reservation.HoldLocked(old->pairs);
-		if (Status st = SaveWith(uuid, std::nullopt); !st.ok())
+		// Marked, not removed yet: a daemon killed before the
+		// kernel's answer leaves a record that the next start
+		// finishes (decision 48).
+		if (Status st = SaveWith(uuid, old, PendingOp::kDelete);
+		    !st.ok())
 			return Fail(ReturnValue::kUnspecifiedError,
 			            "store: " + st.message());
+		reservation.CarryPendingLocked();
 	}
 	Status st = kernel_.DeletePipe(uuid);
 	if (st.err() == ETIMEDOUT) {
@@ -938,6 +1070,11 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 			st = Status();
 	}
 	if (st.ok() || st.err() == ENOENT) {
+		// The kernel let go of it: the delete is done whatever the
+		// store says now (a mark left is finished at the next start).
+		if (std::string note = DropPendingRecord(uuid); !note.empty())
+			LogWarning() << "delete of " << PipeLabel(*old)
+			             << ": the kernel deleted it" << note;
 		std::vector<std::string> gone;
 		for (const PairRecord &p : old->pairs)
 			gone.push_back(p.target);
@@ -949,8 +1086,8 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 	std::lock_guard<std::mutex> lock(mu_);
 	if (Status back = SaveWith(uuid, old); !back.ok())
 		why += "; restoring the store failed too (" + back.message() +
-		       "): the daemon reports the kernel's pipe at its next "
-		       "start";
+		       "): the pipe stays marked for deletion, and the daemon "
+		       "finishes the delete at its next start";
 	return Fail(KernelReturnValue(st), why);
 }
 
@@ -999,6 +1136,22 @@ Result<std::vector<std::string>> PipeService::Reconcile()
 		return listed.status().Context("reconcile: list kernel pipes");
 	std::vector<std::string> report;
 	std::set<std::string> stored_ids;
+	// First what a killed daemon left half done (decision 48): their
+	// kernel pipes hold endpoints that no stored pipe may have.
+	std::vector<StoreEntry> unsettled;
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		for (const StoreEntry &e : pending_)
+			if (!carried_.count(e.record.instance_id))
+				unsettled.push_back(e);
+	}
+	for (const StoreEntry &e : unsettled) {
+		stored_ids.insert(e.record.instance_id);
+		bool in_kernel = false;
+		for (const KernelPipeStatus &k : *listed)
+			in_kernel = in_kernel || k.id == e.record.instance_id;
+		report.push_back(SettlePending(e, in_kernel));
+	}
 	for (const PipeRecord &stored : ListPipes()) {
 		stored_ids.insert(stored.instance_id);
 		PipeLock pipe_lock(*this, stored.instance_id);
@@ -1049,6 +1202,39 @@ Result<std::vector<std::string>> PipeService::Reconcile()
 			        "\") is not in the store; left untouched "
 			        "(delete it through netlink if unwanted)");
 	return report;
+}
+
+std::string PipeService::SettlePending(const StoreEntry &entry, bool in_kernel)
+{
+	const std::string &uuid = entry.record.instance_id;
+	const bool create = entry.pending == PendingOp::kCreate;
+	const std::string what =
+	        PipeLabel(entry.record) +
+	        (create ? ": its create did not finish (no caller was told "
+	                  "it succeeded)"
+	                : ": its delete did not finish");
+	const std::string settled = create ? "rolled back" : "finished";
+	PipeLock pipe_lock(*this, uuid);
+	if (!pipe_lock.TryLockFor(options_.busy_timeout))
+		return what + "; busy, not " + settled;
+	std::string done = "not in the kernel, ";
+	if (in_kernel) {
+		Status st = kernel_.DeletePipe(uuid);
+		if (!st.ok() && st.err() != ENOENT)
+			return what + "; not " + settled +
+			       ": deleting it from the kernel failed (" +
+			       st.message() +
+			       "); its record stays marked until the next "
+			       "start";
+		done = "deleted from the kernel, ";
+	}
+	std::string note = DropPendingRecord(uuid);
+	std::vector<std::string> targets;
+	for (const PairRecord &p : entry.record.pairs)
+		targets.push_back(p.target);
+	DropConnections(targets);
+	return what + "; " + settled + ": " + done +
+	       (note.empty() ? "removed from the store" : note.substr(2));
 }
 
 Result<PushOutcome> PipeService::PushIfMissing(const std::string &uuid)

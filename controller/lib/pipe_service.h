@@ -17,6 +17,15 @@
 // store before the kernel instead: re-creating a deleted kernel pipe would
 // lose its pairs' state, rewriting the store loses nothing.
 //
+// A create or delete also journals its intent in the store (decision 48):
+// a create saves its record marked pending-create before step 5 and clears
+// the mark in step 6 (or removes the record when the kernel refused); a
+// delete saves the record marked pending-delete before step 5 and removes
+// it once the kernel let go of the pipe. A daemon killed in between leaves
+// the mark, and Reconcile() settles it at the next start: a create rolled
+// back, a delete finished. Records marked pending are no pipes to callers
+// (list, status, resolve and push skip them) but keep their endpoints.
+//
 // ReturnValue mapping (docs/method.md has the full table):
 //   1 Goal asks for something valid but not offered (goal.h)
 //   2 the store could not be written (disk full, read-only, I/O error), or
@@ -92,11 +101,14 @@ public:
 	// here and the daemon must not run.
 	Status Load();
 
-	// Pushes to the kernel the stored pipes it lacks (every pair resyncs
-	// in full), adopts the pipes both know (the kernel keeps its pairs'
-	// state; a kernel definition that differs from the store is replaced
-	// by the stored one), and reports the pipes only the kernel knows
-	// without touching them. Returns one line per action or finding.
+	// Settles the records a killed daemon left marked pending (a create
+	// is rolled back, a delete finished: PIPE_DEL if the kernel has the
+	// pipe, then the record leaves the store), pushes to the kernel the
+	// stored pipes it lacks (every pair resyncs in full), adopts the pipes
+	// both know (the kernel keeps its pairs' state; a kernel definition
+	// that differs from the store is replaced by the stored one), and
+	// reports the pipes only the kernel knows without touching them.
+	// Returns one line per action or finding.
 	Result<std::vector<std::string>> Reconcile();
 	// Pushes the stored pipe uuid to the kernel if the kernel lacks it
 	// (every pair resyncs in full): what Reconcile() does for a pipe it
@@ -189,8 +201,20 @@ private:
 	// no pipe when there was none (old is nullopt).
 	Status UndoKernel(const std::string &uuid,
 	                  const std::optional<PipeRecord> &old);
+	// Writes the store with pipe uuid as record (nullopt: without it),
+	// marked pending as given. On success pipes_ and pending_ hold what
+	// was written; on failure they are unchanged and so, as far as a
+	// second write can, is the file. Caller holds mu_.
 	Status SaveWith(const std::string &uuid,
-	                const std::optional<PipeRecord> &record);
+	                const std::optional<PipeRecord> &record,
+	                PendingOp pending = PendingOp::kNone);
+	// Removes the pending record of uuid from the store; "" when done,
+	// else a note for the caller's message (the record stays, and the
+	// next start settles it).
+	std::string DropPendingRecord(const std::string &uuid);
+	// Settles one record a killed daemon left pending (Reconcile()):
+	// in_kernel says whether the kernel listed the pipe. One report line.
+	std::string SettlePending(const StoreEntry &entry, bool in_kernel);
 	const PipeRecord *FindLocked(const std::string &uuid) const;
 
 	KernelApi &kernel_;
@@ -202,6 +226,13 @@ private:
 	mutable std::mutex mu_;
 	bool loaded_ = false;           // guarded by mu_
 	std::vector<PipeRecord> pipes_; // guarded by mu_; what the store holds
+	// The records the store holds marked pending, in store order (after
+	// pipes_ in the file). Those in carried_ belong to a call in flight,
+	// whose Reservation has their endpoints; the others were left by a
+	// killed daemon or a failed undo, and take their endpoints until
+	// Reconcile() settles them. Both guarded by mu_.
+	std::vector<StoreEntry> pending_;
+	std::set<std::string> carried_;
 	// Endpoints taken by calls in flight -> UUID of the pipe they are for.
 	std::map<std::string, std::string> reserved_sources_; // guarded by mu_
 	std::map<std::string, std::string> reserved_targets_; // guarded by mu_

@@ -104,6 +104,17 @@ Status FakeKernel::TargetFreeLocked(const std::string &pipe_id,
 
 Status FakeKernel::SetPipe(const KernelPipeSpec &spec)
 {
+	std::function<void(const KernelPipeSpec &)> applied;
+	Status st = ApplyPipe(spec, &applied);
+	if (applied)
+		applied(spec);
+	return st;
+}
+
+Status
+FakeKernel::ApplyPipe(const KernelPipeSpec &spec,
+                      std::function<void(const KernelPipeSpec &)> *applied)
+{
 	if (Status st = Enter(Op::kSetPipe); !st.ok())
 		return st;
 	std::lock_guard<std::mutex> lock(mu_);
@@ -157,6 +168,7 @@ Status FakeKernel::SetPipe(const KernelPipeSpec &spec)
 		return Extack("region size of a pipe that keeps pairs cannot "
 		              "change");
 	pipes_[spec.id] = std::move(next);
+	*applied = apply_hook_;
 	if (fail_after_apply_) {
 		int err = *fail_after_apply_;
 		fail_after_apply_.reset();
@@ -198,6 +210,12 @@ void FakeKernel::SetReadHook(std::function<void()> hook)
 {
 	std::lock_guard<std::mutex> lock(mu_);
 	read_hook_ = std::move(hook);
+}
+
+void FakeKernel::SetApplyHook(std::function<void(const KernelPipeSpec &)> hook)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	apply_hook_ = std::move(hook);
 }
 
 Result<std::vector<KernelPipeStatus>> FakeKernel::ListPipes()

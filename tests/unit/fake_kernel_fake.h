@@ -69,6 +69,10 @@ public:
 	// Called (outside the fake's lock) when a GetPipe has read the pipe,
 	// before it returns: what it returns is then older than the kernel.
 	void SetReadHook(std::function<void()> hook);
+	// Called (outside the fake's lock) when a SetPipe has changed the
+	// kernel, before it returns: a hook that throws is a daemon killed
+	// right after the kernel applied its PIPE_SET.
+	void SetApplyHook(std::function<void(const KernelPipeSpec &)> hook);
 
 	// Inspection and set-up.
 	int calls(Op op) const;
@@ -96,6 +100,10 @@ private:
 	};
 	// Returns the injected error for op, if any, after hook and delay.
 	Status Enter(Op op);
+	// SetPipe() but for its apply hook, which *applied gets once the
+	// pipe changed (the caller calls it unlocked).
+	Status ApplyPipe(const KernelPipeSpec &spec,
+	                 std::function<void(const KernelPipeSpec &)> *applied);
 	Status TargetFreeLocked(const std::string &pipe_id,
 	                        const std::string &target) const;
 
@@ -107,8 +115,10 @@ private:
 	std::chrono::milliseconds delay_{0};            // guarded by mu_
 	std::function<void(Op)> hook_;                  // guarded by mu_
 	std::function<void()> read_hook_;               // guarded by mu_
-	std::map<Op, int> calls_;                       // guarded by mu_
-	uint64_t regions_per_pair_ = 16;                // guarded by mu_
+	std::function<void(const KernelPipeSpec &)>
+	        apply_hook_;             // guarded by mu_
+	std::map<Op, int> calls_;        // guarded by mu_
+	uint64_t regions_per_pair_ = 16; // guarded by mu_
 	std::function<uint64_t(const std::string &)>
 	        device_of_;                     // guarded by mu_
 	bool targets_move_within_pipe_ = false; // guarded by mu_

@@ -24,6 +24,20 @@ using Op = FakeKernel::Op;
 constexpr uint64_t kGiB = 1ull << 30;
 constexpr const char *kHost = "node1.example.com";
 
+// Thrown by a test hook where the daemon is killed (SIGKILL, power loss,
+// systemd's TimeoutStopSec during a stop). No std::exception: nothing in
+// the code under test catches it, so nothing after that point runs.
+struct DaemonKilled {
+};
+
+std::string Lines(const std::vector<std::string> &lines)
+{
+	std::string all;
+	for (const std::string &line : lines)
+		all += line + "\n";
+	return all;
+}
+
 class PipeServiceTest : public ::testing::Test
 {
 protected:
@@ -90,9 +104,14 @@ protected:
 	}
 
 	// What "changes nothing" compares: the kernel's pipes and the file.
+	// No file yet is an empty store: a refused create writes its pending
+	// record and removes it again (decision 48).
 	std::string World()
 	{
-		std::string out = dir.Read("pipes.json") + "\n--\n";
+		std::string file = dir.Read("pipes.json");
+		if (file.empty())
+			file = StoreDocument({});
+		std::string out = file + "\n--\n";
 		for (const KernelPipeStatus &p : kernel.Snapshot()) {
 			out += p.id + " " + p.name + " " + ModeName(p.mode) +
 			       " " + std::to_string(p.region_kib) + "\n";
@@ -376,16 +395,42 @@ TEST_F(PipeServiceTest, NotSupported)
 
 // --- 2: unspecified (store) -----------------------------------------
 
+// The store fails once the kernel has the new pipe (the write that would
+// clear the create's pending mark) and works again for the undo's: the
+// kernel change is undone, the pending record removed, the file as before.
 TEST_F(PipeServiceTest, StoreFailureOnCreateUndoesKernel)
+{
+	CreateAB("first");
+	std::atomic<bool> failing{false};
+	kernel.SetEntryHook([&](Op op) {
+		if (op == Op::kSetPipe)
+			failing = true;
+		if (op == Op::kDeletePipe)
+			failing = false;
+	});
+	store.SetFaultHookForTest([&](Store::SaveStep) {
+		return failing ? Status::Error("disk full", ENOSPC) : Status();
+	});
+	ExpectRefused(Call({"replipipe_0/b"}, {"/dev/sdc"}),
+	              ReturnValue::kUnspecifiedError,
+	              "store: disk full; the kernel change was undone");
+	kernel.SetEntryHook(nullptr);
+	EXPECT_EQ(kernel.Snapshot().size(), 1u);
+	EXPECT_EQ(service.ListPipes().size(), 1u);
+}
+
+// A store that cannot take the create's pending record: the kernel is
+// never asked.
+TEST_F(PipeServiceTest, StoreFailureBeforeCreateLeavesTheKernelAlone)
 {
 	CreateAB("first");
 	store.SetFaultHookForTest([](Store::SaveStep) {
 		return Status::Error("disk full", ENOSPC);
 	});
+	const int sets = kernel.calls(Op::kSetPipe);
 	ExpectRefused(Call({"replipipe_0/b"}, {"/dev/sdc"}),
-	              ReturnValue::kUnspecifiedError,
-	              "store: disk full; the kernel change was undone");
-	EXPECT_EQ(kernel.Snapshot().size(), 1u);
+	              ReturnValue::kUnspecifiedError, "store: disk full");
+	EXPECT_EQ(kernel.calls(Op::kSetPipe), sets);
 	EXPECT_EQ(service.ListPipes().size(), 1u);
 }
 
@@ -437,18 +482,50 @@ TEST_F(PipeServiceTest, StoreFailureAfterRenameRestoresFile)
 	              ReturnValue::kUnspecifiedError, "fsync failed");
 }
 
+// The store fails once the kernel has the pipe, and the undo fails too:
+// the create's record stays marked pending-create (not a pipe to callers),
+// and the next start rolls it back.
 TEST_F(PipeServiceTest, StoreAndUndoFailureSaysSo)
 {
-	store.SetFaultHookForTest([](Store::SaveStep) {
-		return Status::Error("disk full", ENOSPC);
+	std::atomic<bool> failing{false};
+	kernel.SetEntryHook([&](Op op) {
+		if (op == Op::kSetPipe)
+			failing = true;
+	});
+	store.SetFaultHookForTest([&](Store::SaveStep) {
+		return failing ? Status::Error("disk full", ENOSPC) : Status();
 	});
 	kernel.FailNext(EIO, Op::kDeletePipe);
 	MethodOutcome out =
 	        service.CreateOrModify(Call({"replipipe_0/a"}, {"/dev/sdb"}));
+	kernel.SetEntryHook(nullptr);
 	EXPECT_EQ(out.return_value, ReturnValue::kUnspecifiedError);
 	EXPECT_NE(out.error.find("kernel and store disagree"),
 	          std::string::npos)
 	        << out.error;
+	ASSERT_EQ(kernel.Snapshot().size(), 1u);
+	const std::string uuid = kernel.Snapshot()[0].id;
+	EXPECT_TRUE(service.ListPipes().empty());
+	// Its endpoints stay taken, and the caller is told why.
+	MethodOutcome taken =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {"/dev/sdc"}));
+	EXPECT_EQ(taken.return_value, ReturnValue::kInvalidParameter);
+	EXPECT_NE(taken.error.find("whose create did not finish"),
+	          std::string::npos)
+	        << taken.error;
+
+	Store restarted_store(dir.path());
+	PipeService restarted{kernel, restarted_store, probe,
+	                      HostIdentity{kHost}, options};
+	ASSERT_TRUE(restarted.Load().ok());
+	auto report = restarted.Reconcile();
+	ASSERT_TRUE(report.ok()) << report.status().message();
+	EXPECT_NE(Lines(*report).find("rolled back: deleted from the kernel, "
+	                              "removed from the store"),
+	          std::string::npos)
+	        << Lines(*report);
+	EXPECT_FALSE(kernel.Find(uuid));
+	EXPECT_TRUE(restarted_store.LoadEntries()->empty());
 }
 
 // Anything the store throws after the kernel change is an error like the
@@ -456,8 +533,18 @@ TEST_F(PipeServiceTest, StoreAndUndoFailureSaysSo)
 TEST_F(PipeServiceTest, StoreThatThrowsLeavesTheKernelUnchanged)
 {
 	std::string ref = CreateAB("first");
-	store.SetFaultHookForTest([](Store::SaveStep) -> Status {
-		throw std::runtime_error("serialization blew up");
+	// From the kernel change on, until the undo of a create.
+	std::atomic<bool> throwing{false};
+	kernel.SetEntryHook([&](Op op) {
+		if (op == Op::kSetPipe)
+			throwing = true;
+		if (op == Op::kDeletePipe)
+			throwing = false;
+	});
+	store.SetFaultHookForTest([&](Store::SaveStep) -> Status {
+		if (throwing)
+			throw std::runtime_error("serialization blew up");
+		return Status();
 	});
 	const std::string before = World();
 	MethodOutcome out;
@@ -502,6 +589,165 @@ TEST_F(PipeServiceTest, CorruptStoreFailsLoad)
 	Status st = fresh.Load();
 	EXPECT_FALSE(st.ok());
 	EXPECT_NE(st.message().find("pipes.json"), std::string::npos);
+}
+
+// --- intent journal (decision 48) -----------------------------------------
+
+// A daemon killed after the kernel applied a create's PIPE_SET, before the
+// store said so: the next start rolls the create back (the caller never got
+// 0). Before, the kernel kept a pipe that no store knew: not listed, not
+// deletable, its endpoints held, "left untouched" at every start.
+TEST_F(PipeServiceTest, ACreateCutShortByACrashIsRolledBackAtTheNextStart)
+{
+	CreateAB("kept");
+	kernel.SetApplyHook(
+	        [](const KernelPipeSpec &) { throw DaemonKilled(); });
+	EXPECT_THROW(
+	        service.CreateOrModify(Call({"replipipe_0/b"}, {"/dev/sdc"})),
+	        DaemonKilled);
+	kernel.SetApplyHook(nullptr);
+	std::string uuid;
+	for (const KernelPipeStatus &k : kernel.Snapshot())
+		if (k.name == "db")
+			uuid = k.id;
+	ASSERT_FALSE(uuid.empty()) << "the kernel did not apply the create";
+
+	// The next start: a new store and service on the same directory and
+	// the same kernel, which still has the pipe.
+	Store restarted_store(dir.path());
+	PipeService restarted{kernel, restarted_store, probe,
+	                      HostIdentity{kHost}, options};
+	ASSERT_TRUE(restarted.Load().ok());
+	EXPECT_EQ(restarted.ListPipes().size(), 1u);
+	EXPECT_FALSE(restarted.ResolvePipe(PipeReference(uuid)).ok());
+	auto report = restarted.Reconcile();
+	ASSERT_TRUE(report.ok()) << report.status().message();
+	const std::string all = Lines(*report);
+	EXPECT_NE(all.find("pipe " + PipeReference(uuid) +
+	                   " (\"db\"): its create did not finish (no caller "
+	                   "was told it succeeded); rolled back: deleted "
+	                   "from the kernel, removed from the store"),
+	          std::string::npos)
+	        << all;
+	EXPECT_NE(all.find("adopted from the kernel"), std::string::npos)
+	        << all;
+	EXPECT_EQ(report->size(), 2u) << all;
+
+	EXPECT_FALSE(kernel.Find(uuid)) << "the kernel still has the pipe";
+	auto entries = Store(dir.path()).LoadEntries();
+	ASSERT_TRUE(entries.ok()) << entries.status().message();
+	ASSERT_EQ(entries->size(), 1u);
+	EXPECT_EQ((*entries)[0].record.name, "kept");
+	EXPECT_EQ((*entries)[0].pending, PendingOp::kNone);
+	// Its endpoints are free again.
+	MethodOutcome again =
+	        restarted.CreateOrModify(Call({"replipipe_0/b"}, {"/dev/sdc"}));
+	EXPECT_EQ(again.return_value, ReturnValue::kCompleted) << again.error;
+	EXPECT_EQ(restarted.ListPipes().size(), 2u);
+}
+
+// A daemon killed after a delete wrote the store, before its PIPE_DEL:
+// the next start finishes the delete. Before, the store no longer had the
+// pipe and the kernel kept it, out of every tool's reach.
+TEST_F(PipeServiceTest, ADeleteCutShortByACrashIsFinishedAtTheNextStart)
+{
+	CreateAB("kept");
+	MethodOutcome made =
+	        service.CreateOrModify(Call({"replipipe_0/b"}, {"/dev/sdc"}));
+	ASSERT_EQ(made.return_value, ReturnValue::kCompleted) << made.error;
+	const std::string uuid = UuidOf(made.replication_pipe);
+	kernel.SetEntryHook([](Op op) {
+		if (op == Op::kDeletePipe)
+			throw DaemonKilled();
+	});
+	EXPECT_THROW(service.Delete(made.replication_pipe), DaemonKilled);
+	kernel.SetEntryHook(nullptr);
+	ASSERT_TRUE(kernel.Find(uuid));
+
+	Store restarted_store(dir.path());
+	PipeService restarted{kernel, restarted_store, probe,
+	                      HostIdentity{kHost}, options};
+	ASSERT_TRUE(restarted.Load().ok());
+	EXPECT_EQ(restarted.ListPipes().size(), 1u);
+	EXPECT_FALSE(restarted.ResolvePipe("db").ok());
+	auto report = restarted.Reconcile();
+	ASSERT_TRUE(report.ok()) << report.status().message();
+	const std::string all = Lines(*report);
+	EXPECT_NE(all.find("pipe " + PipeReference(uuid) +
+	                   " (\"db\"): its delete did not finish; finished: "
+	                   "deleted from the kernel, removed from the store"),
+	          std::string::npos)
+	        << all;
+	EXPECT_EQ(report->size(), 2u) << all;
+
+	EXPECT_FALSE(kernel.Find(uuid)) << "the kernel still has the pipe";
+	auto entries = Store(dir.path()).LoadEntries();
+	ASSERT_TRUE(entries.ok()) << entries.status().message();
+	ASSERT_EQ(entries->size(), 1u);
+	EXPECT_EQ((*entries)[0].record.name, "kept");
+	MethodOutcome again =
+	        restarted.CreateOrModify(Call({"replipipe_0/b"}, {"/dev/sdc"}));
+	EXPECT_EQ(again.return_value, ReturnValue::kCompleted) << again.error;
+}
+
+// A record marked pending a start finds but the kernel lacks (killed
+// before the PIPE_SET, or after the PIPE_DEL) only leaves the store.
+TEST_F(PipeServiceTest, APendingRecordTheKernelLacksOnlyLeavesTheStore)
+{
+	CreateAB("kept");
+	kernel.SetEntryHook([](Op op) {
+		if (op == Op::kSetPipe)
+			throw DaemonKilled();
+	});
+	EXPECT_THROW(
+	        service.CreateOrModify(Call({"replipipe_0/b"}, {"/dev/sdc"})),
+	        DaemonKilled);
+	kernel.SetEntryHook(nullptr);
+	Store restarted_store(dir.path());
+	PipeService restarted{kernel, restarted_store, probe,
+	                      HostIdentity{kHost}, options};
+	ASSERT_TRUE(restarted.Load().ok());
+	const int deletes = kernel.calls(Op::kDeletePipe);
+	auto report = restarted.Reconcile();
+	ASSERT_TRUE(report.ok()) << report.status().message();
+	EXPECT_NE(Lines(*report).find("rolled back: not in the kernel, "
+	                              "removed from the store"),
+	          std::string::npos)
+	        << Lines(*report);
+	EXPECT_EQ(kernel.calls(Op::kDeletePipe), deletes);
+	EXPECT_EQ(restarted_store.LoadEntries()->size(), 1u);
+}
+
+// While a create or a delete is in flight its record is in the file marked
+// pending, and is no pipe to callers: not listed, not resolved.
+TEST_F(PipeServiceTest, APipeInFlightIsJournaledButNotListed)
+{
+	std::string file;
+	size_t listed = 99;
+	bool resolved = true;
+	kernel.SetEntryHook([&](Op op) {
+		if (op != Op::kSetPipe && op != Op::kDeletePipe)
+			return;
+		file = dir.Read("pipes.json");
+		listed =
+		        service.ListPipes().size() + service.Describe()->size();
+		resolved = service.ResolvePipe("db").ok();
+	});
+	const std::string ref = CreateAB();
+	EXPECT_NE(file.find(UuidOf(ref)), std::string::npos) << file;
+	EXPECT_NE(file.find("\"pending\": \"create\""), std::string::npos)
+	        << file;
+	EXPECT_EQ(listed, 0u);
+	EXPECT_FALSE(resolved);
+	EXPECT_EQ(dir.Read("pipes.json").find("pending"), std::string::npos);
+
+	EXPECT_EQ(service.Delete(ref).return_value, ReturnValue::kCompleted);
+	kernel.SetEntryHook(nullptr);
+	EXPECT_NE(file.find("\"pending\": \"delete\""), std::string::npos)
+	        << file;
+	EXPECT_EQ(listed, 0u);
+	EXPECT_FALSE(resolved);
+	EXPECT_EQ(dir.Read("pipes.json").find(UuidOf(ref)), std::string::npos);
 }
 
 // --- 3: timeout ---------------------------------------------------------
@@ -749,6 +995,47 @@ TEST_F(PipeServiceTest, DeleteKernelRefusesRestoresStore)
 	EXPECT_EQ(out.return_value, ReturnValue::kFailed);
 	EXPECT_EQ(World(), before);
 	EXPECT_EQ(service.ListPipes().size(), 1u);
+}
+
+// The kernel refuses the delete and the store cannot take the pipe back:
+// the caller is told, the record stays marked pending-delete (no pipe to
+// callers any more), and the next start finishes the delete.
+TEST_F(PipeServiceTest, DeleteKernelAndStoreRefuseLeavesItForTheNextStart)
+{
+	std::string ref = CreateAB();
+	std::atomic<bool> failing{false};
+	kernel.SetEntryHook([&](Op op) {
+		if (op == Op::kDeletePipe)
+			failing = true;
+	});
+	store.SetFaultHookForTest([&](Store::SaveStep) {
+		return failing ? Status::Error("disk full", ENOSPC) : Status();
+	});
+	kernel.FailNext(EPERM, Op::kDeletePipe);
+	MethodOutcome out = service.Delete(ref);
+	kernel.SetEntryHook(nullptr);
+	EXPECT_EQ(out.return_value, ReturnValue::kFailed);
+	EXPECT_NE(out.error.find("restoring the store failed too (disk "
+	                         "full): the pipe stays marked for deletion, "
+	                         "and the daemon finishes the delete at its "
+	                         "next start"),
+	          std::string::npos)
+	        << out.error;
+	EXPECT_TRUE(service.ListPipes().empty());
+	ASSERT_TRUE(kernel.Find(UuidOf(ref)));
+
+	Store restarted_store(dir.path());
+	PipeService restarted{kernel, restarted_store, probe,
+	                      HostIdentity{kHost}, options};
+	ASSERT_TRUE(restarted.Load().ok());
+	auto report = restarted.Reconcile();
+	ASSERT_TRUE(report.ok()) << report.status().message();
+	EXPECT_NE(Lines(*report).find("its delete did not finish; finished: "
+	                              "deleted from the kernel"),
+	          std::string::npos)
+	        << Lines(*report);
+	EXPECT_FALSE(kernel.Find(UuidOf(ref)));
+	EXPECT_TRUE(restarted_store.LoadEntries()->empty());
 }
 
 // --- 5: invalid parameter ----------------------------------------------
