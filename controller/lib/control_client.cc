@@ -94,11 +94,10 @@ Result<std::optional<std::string>> LineReader::ReadLine(milliseconds timeout)
 			buffer_.erase(0, newline + 1);
 			return Line(std::move(line));
 		}
-		if (buffer_.size() > kMaxLineBytes)
+		if (buffer_.size() > max_bytes_)
 			return Status::Error(
 			        "line longer than " +
-			                std::to_string(kMaxLineBytes) +
-			                " bytes",
+			                std::to_string(max_bytes_) + " bytes",
 			        EMSGSIZE);
 		pollfd pfd{fd_, POLLIN, 0};
 		int ready = ::poll(&pfd, 1, PollTimeout(deadline, forever));

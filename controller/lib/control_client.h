@@ -20,12 +20,15 @@
 namespace replipipe
 {
 
-// Reads '\n'-terminated lines from a stream socket, bounded by
-// kMaxLineBytes. Not thread-safe.
+// Reads '\n'-terminated lines from a stream socket, each bounded by
+// max_bytes. Not thread-safe.
 class LineReader
 {
 public:
-	explicit LineReader(int fd) : fd_(fd) {}
+	explicit LineReader(int fd, size_t max_bytes = kMaxLineBytes)
+	    : fd_(fd), max_bytes_(max_bytes)
+	{
+	}
 
 	// The next line without its '\n'. nullopt at a clean end of stream
 	// (no partial line pending). Errors: ETIMEDOUT when timeout passed,
@@ -38,6 +41,7 @@ public:
 
 private:
 	int fd_;
+	size_t max_bytes_;
 	std::string buffer_;
 };
 
@@ -93,7 +97,7 @@ public:
 private:
 	ControlClient(UniqueFd fd, std::string socket_path)
 	    : fd_(std::move(fd)), socket_path_(std::move(socket_path)),
-	      reader_(fd_.get())
+	      reader_(fd_.get(), kMaxReplyBytes)
 	{
 	}
 

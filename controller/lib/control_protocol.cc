@@ -29,11 +29,12 @@ constexpr OpName kOpNames[] = {
         {ControlOp::kEvents, "events"},
 };
 
-Result<json> ParseObject(std::string_view line, const char *what)
+Result<json> ParseObject(std::string_view line, const char *what,
+                         size_t max_bytes = kMaxLineBytes)
 {
-	if (line.size() > kMaxLineBytes)
+	if (line.size() > max_bytes)
 		return Status::Error(std::string(what) + " is longer than " +
-		                     std::to_string(kMaxLineBytes) + " bytes");
+		                     std::to_string(max_bytes) + " bytes");
 	json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
 	if (j.is_discarded())
 		return Status::Error(std::string(what) + " is not valid JSON");
@@ -411,7 +412,7 @@ std::string EncodeReply(const ControlReply &reply)
 
 Result<ControlReply> DecodeReply(std::string_view line)
 {
-	auto parsed = ParseObject(line, "reply");
+	auto parsed = ParseObject(line, "reply", kMaxReplyBytes);
 	if (!parsed.ok())
 		return parsed.status();
 	const json &j = *parsed;

@@ -27,7 +27,8 @@
 //         "pipes": [...] (list, status)}
 // Event: {"event": "<type>", "time": "...", "instance_id": ..., ...}
 //
-// Every size is bounded: a line longer than kMaxLineBytes is an error.
+// Every size is bounded: a request or event line longer than kMaxLineBytes
+// is an error, and so is a reply longer than kMaxReplyBytes.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +47,9 @@ namespace replipipe
 
 inline constexpr int kControlProtocolVersion = 1;
 inline constexpr size_t kMaxLineBytes = 1 << 20;
+// A reply of list or status grows with the host's pairs (about 500 bytes
+// each): 1 MiB stopped near 2,000 of them; 64 MiB holds over 100,000.
+inline constexpr size_t kMaxReplyBytes = 64 << 20;
 inline constexpr const char *kDefaultSocketPath =
         "/run/replipipe/replipiped.sock";
 inline constexpr const char *kDefaultStateDir = "/var/lib/replipipe";

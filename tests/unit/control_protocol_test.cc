@@ -1,5 +1,19 @@
 #include "control_protocol.h"
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "control_client.h"
+#include "test_dir_fake.h"
+#include "unique_fd.h"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -269,6 +283,72 @@ TEST(ControlProtocol, OverlongLineIsRefused)
 {
 	std::string line(kMaxLineBytes + 1, ' ');
 	EXPECT_FALSE(DecodeRequest(line).ok());
+	EXPECT_FALSE(DecodeEvent(line).ok());
+	EXPECT_FALSE(DecodeReply(std::string(kMaxReplyBytes + 1, ' ')).ok());
+}
+
+// The status of a host with thousands of pairs is one reply line of
+// megabytes. With the requests' 1 MiB limit on replies too, `status` and
+// `list` failed there with EMSGSIZE, which the CLI reports as a bad reply.
+TEST(ControlProtocol, AReplyOfManyPipesReachesTheClient)
+{
+	testing::TempDir dir;
+	const std::string path = dir / "sock";
+	UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+	ASSERT_TRUE(listener.valid());
+	sockaddr_un addr{};
+	addr.sun_family = AF_UNIX;
+	ASSERT_LT(path.size(), sizeof(addr.sun_path));
+	std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+	ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr *>(&addr),
+	                 sizeof(addr)),
+	          0);
+	ASSERT_EQ(::listen(listener.get(), 1), 0);
+
+	ControlReply big;
+	for (int i = 0; i < 4000; i++) {
+		ControlPipe pipe;
+		pipe.instance_id = "replipipe:" + std::to_string(i);
+		pipe.name = "pipe-" + std::to_string(i);
+		ControlPair pair;
+		pair.source = "replipipe_0/volume-" + std::to_string(i);
+		pair.target = "/dev/disk/by-id/wwn-0x6001405" +
+		              std::to_string(1000000 + i);
+		pair.state = "InSync";
+		pipe.pairs.push_back(pair);
+		big.pipes.push_back(pipe);
+	}
+	const std::string line = EncodeReply(big) + "\n";
+	ASSERT_GT(line.size(), kMaxLineBytes);
+
+	// Bounded on every step: a client that stops reading must not hang
+	// the test.
+	std::thread server([&] {
+		pollfd pfd{listener.get(), POLLIN, 0};
+		if (::poll(&pfd, 1, 5000) != 1)
+			return;
+		UniqueFd conn(::accept4(listener.get(), nullptr, nullptr,
+		                        SOCK_CLOEXEC));
+		if (!conn.valid())
+			return;
+		timeval five{5, 0};
+		::setsockopt(conn.get(), SOL_SOCKET, SO_SNDTIMEO, &five,
+		             sizeof(five));
+		LineReader request(conn.get());
+		(void)request.ReadLine(std::chrono::milliseconds(5000));
+		(void)WriteAllToSocket(conn.get(), line);
+	});
+	Result<ControlReply> reply = Status::Error("not connected", ENOTCONN);
+	if (auto client = ControlClient::Connect(path, std::chrono::seconds(5));
+	    client.ok()) {
+		ControlRequest list;
+		list.op = ControlOp::kList;
+		reply = client->Call(list, std::chrono::seconds(30));
+	}
+	server.join();
+	ASSERT_TRUE(reply.ok()) << reply.status().message();
+	ASSERT_EQ(reply->pipes.size(), 4000u);
+	EXPECT_EQ(reply->pipes[3999].name, "pipe-3999");
 }
 
 } // namespace
