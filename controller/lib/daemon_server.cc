@@ -275,7 +275,7 @@ void ControlServer::AcceptLoop(std::stop_token stop)
 			continue;
 		}
 		std::lock_guard lock(mu_);
-		if (conns_.size() >= options_.max_connections) {
+		if (conns_.size() - streams_ >= options_.max_connections) {
 			ControlReply busy =
 			        ErrorReply(kCodeBusy, "the daemon has too many "
 			                              "connections; try again");
@@ -432,6 +432,32 @@ void ControlServer::Converse(int fd, std::stop_token stop, std::string &peer)
 			                 "this server has no event stream"));
 			return;
 		}
+		size_t streams = 0;
+		bool admitted = false;
+		{
+			std::lock_guard lock(mu_);
+			streams = streams_;
+			admitted = streams_ < options_.max_streams;
+			if (admitted)
+				++streams_;
+		}
+		if (!admitted) {
+			reply(ErrorReply(kCodeBusy,
+			                 "the daemon serves " +
+			                         std::to_string(streams) +
+			                         " event streams, its most; "
+			                         "try again"));
+			return;
+		}
+		// Given back however the stream ends, an exception included.
+		struct StreamSlot {
+			ControlServer &server;
+			~StreamSlot()
+			{
+				std::lock_guard lock(server.mu_);
+				--server.streams_;
+			}
+		} slot{*this};
 		StreamEvents(fd, stop);
 		return;
 	}

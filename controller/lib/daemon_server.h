@@ -40,7 +40,10 @@ struct ControlServerOptions {
 	std::string group = kControlGroup; // chgrp the socket when it exists
 	mode_t socket_mode = 0660;
 	mode_t dir_mode = 0755;
+	// Requests in progress and event streams have caps of their own:
+	// long-lived `events` watchers cannot take every connection.
 	size_t max_connections = 64;
+	size_t max_streams = 32;
 	// A client must send its request within this; a blocked event
 	// reader is dropped after send_timeout.
 	std::chrono::milliseconds request_timeout{30000};
@@ -102,6 +105,7 @@ private:
 
 	mutable std::mutex mu_;
 	std::list<std::unique_ptr<Connection>> conns_; // guarded by mu_
+	size_t streams_ = 0; // of conns_, those streaming events; mu_
 
 	std::jthread accept_thread_; // last: started when the rest exists
 };

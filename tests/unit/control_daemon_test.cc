@@ -842,6 +842,49 @@ TEST(ControlDaemon, DeleteStopsJobs)
 	EXPECT_FALSE(d.kernel_.Find(UuidOf(created.replication_pipe)));
 }
 
+// Event streams live as long as their watchers. Counted against the same
+// 64 connections as requests, 64 watchers (one per pipe, from a monitor)
+// left every command "too many connections".
+TEST(ControlDaemon, EventStreamsHaveACapOfTheirOwnAndLeaveRoomForRequests)
+{
+	InProcessDaemon d;
+	const size_t max_streams = ControlServerOptions{}.max_streams;
+	const size_t max_connections = ControlServerOptions{}.max_connections;
+	std::vector<ControlClient> streams;
+	for (size_t i = 0; i < max_streams; ++i) {
+		auto client = ControlClient::Connect(d.socket_path());
+		ASSERT_TRUE(client.ok()) << client.status().message();
+		auto reply =
+		        client->Call(InProcessDaemon::Op(ControlOp::kEvents),
+		                     milliseconds(5000));
+		ASSERT_TRUE(reply.ok()) << reply.status().message();
+		ASSERT_TRUE(reply->ok)
+		        << "stream " << i << ": " << reply->error;
+		streams.push_back(std::move(*client));
+	}
+	auto extra = ControlClient::Connect(d.socket_path());
+	ASSERT_TRUE(extra.ok()) << extra.status().message();
+	auto refused = extra->Call(InProcessDaemon::Op(ControlOp::kEvents),
+	                           milliseconds(5000));
+	ASSERT_TRUE(refused.ok()) << refused.status().message();
+	EXPECT_FALSE(refused->ok) << "a stream past the cap was served";
+	EXPECT_EQ(refused->code, kCodeBusy);
+
+	// Requests keep all of theirs: max_connections held at once.
+	std::vector<ControlClient> waiting;
+	for (size_t i = 0; i + 1 < max_connections; ++i) {
+		auto client = ControlClient::Connect(d.socket_path());
+		ASSERT_TRUE(client.ok()) << client.status().message();
+		waiting.push_back(std::move(*client));
+	}
+	auto last = ControlClient::Connect(d.socket_path());
+	ASSERT_TRUE(last.ok()) << last.status().message();
+	auto listed = last->Call(InProcessDaemon::Op(ControlOp::kList),
+	                         milliseconds(5000));
+	ASSERT_TRUE(listed.ok()) << listed.status().message();
+	EXPECT_TRUE(listed->ok) << listed->error;
+}
+
 TEST(ControlDaemon, EventsStreamSnapshotAndChanges)
 {
 	InProcessDaemon d;
