@@ -136,6 +136,26 @@ protected:
 		EXPECT_EQ(World(), before);
 	}
 
+	// The daemon's next start: a new store and service on the same state
+	// directory and the same kernel (which keeps what it was given).
+	struct Restarted {
+		explicit Restarted(PipeServiceTest &t)
+		    : store(t.dir.path()), service{t.kernel, store, t.probe,
+		                                   HostIdentity{kHost},
+		                                   t.options}
+		{
+		}
+		Store store;
+		PipeService service;
+	};
+	std::unique_ptr<Restarted> Restart()
+	{
+		auto restarted = std::make_unique<Restarted>(*this);
+		Status loaded = restarted->service.Load();
+		EXPECT_TRUE(loaded.ok()) << loaded.message();
+		return restarted;
+	}
+
 	TempDir dir;
 	Store store{dir.path()};
 	FakeKernel kernel;
@@ -514,10 +534,9 @@ TEST_F(PipeServiceTest, StoreAndUndoFailureSaysSo)
 	          std::string::npos)
 	        << taken.error;
 
-	Store restarted_store(dir.path());
-	PipeService restarted{kernel, restarted_store, probe,
-	                      HostIdentity{kHost}, options};
-	ASSERT_TRUE(restarted.Load().ok());
+	auto next_start = Restart();
+	PipeService &restarted = next_start->service;
+	Store &restarted_store = next_start->store;
 	auto report = restarted.Reconcile();
 	ASSERT_TRUE(report.ok()) << report.status().message();
 	EXPECT_NE(Lines(*report).find("rolled back: deleted from the kernel, "
@@ -614,10 +633,8 @@ TEST_F(PipeServiceTest, ACreateCutShortByACrashIsRolledBackAtTheNextStart)
 
 	// The next start: a new store and service on the same directory and
 	// the same kernel, which still has the pipe.
-	Store restarted_store(dir.path());
-	PipeService restarted{kernel, restarted_store, probe,
-	                      HostIdentity{kHost}, options};
-	ASSERT_TRUE(restarted.Load().ok());
+	auto next_start = Restart();
+	PipeService &restarted = next_start->service;
 	EXPECT_EQ(restarted.ListPipes().size(), 1u);
 	EXPECT_FALSE(restarted.ResolvePipe(PipeReference(uuid)).ok());
 	auto report = restarted.Reconcile();
@@ -664,10 +681,8 @@ TEST_F(PipeServiceTest, ADeleteCutShortByACrashIsFinishedAtTheNextStart)
 	kernel.SetEntryHook(nullptr);
 	ASSERT_TRUE(kernel.Find(uuid));
 
-	Store restarted_store(dir.path());
-	PipeService restarted{kernel, restarted_store, probe,
-	                      HostIdentity{kHost}, options};
-	ASSERT_TRUE(restarted.Load().ok());
+	auto next_start = Restart();
+	PipeService &restarted = next_start->service;
 	EXPECT_EQ(restarted.ListPipes().size(), 1u);
 	EXPECT_FALSE(restarted.ResolvePipe("db").ok());
 	auto report = restarted.Reconcile();
@@ -703,10 +718,9 @@ TEST_F(PipeServiceTest, APendingRecordTheKernelLacksOnlyLeavesTheStore)
 	        service.CreateOrModify(Call({"replipipe_0/b"}, {"/dev/sdc"})),
 	        DaemonKilled);
 	kernel.SetEntryHook(nullptr);
-	Store restarted_store(dir.path());
-	PipeService restarted{kernel, restarted_store, probe,
-	                      HostIdentity{kHost}, options};
-	ASSERT_TRUE(restarted.Load().ok());
+	auto next_start = Restart();
+	PipeService &restarted = next_start->service;
+	Store &restarted_store = next_start->store;
 	const int deletes = kernel.calls(Op::kDeletePipe);
 	auto report = restarted.Reconcile();
 	ASSERT_TRUE(report.ok()) << report.status().message();
@@ -1024,10 +1038,9 @@ TEST_F(PipeServiceTest, DeleteKernelAndStoreRefuseLeavesItForTheNextStart)
 	EXPECT_TRUE(service.ListPipes().empty());
 	ASSERT_TRUE(kernel.Find(UuidOf(ref)));
 
-	Store restarted_store(dir.path());
-	PipeService restarted{kernel, restarted_store, probe,
-	                      HostIdentity{kHost}, options};
-	ASSERT_TRUE(restarted.Load().ok());
+	auto next_start = Restart();
+	PipeService &restarted = next_start->service;
+	Store &restarted_store = next_start->store;
 	auto report = restarted.Reconcile();
 	ASSERT_TRUE(report.ok()) << report.status().message();
 	EXPECT_NE(Lines(*report).find("its delete did not finish; finished: "
