@@ -88,12 +88,16 @@ Result<std::optional<std::string>> LineReader::ReadLine(milliseconds timeout)
 	const bool forever = timeout.count() < 0;
 	const auto deadline = steady_clock::now() + timeout;
 	for (;;) {
-		size_t newline = buffer_.find('\n');
+		// From where the last look stopped: a reply of megabytes comes
+		// in many reads, and scanning it whole each time is quadratic.
+		size_t newline = buffer_.find('\n', scanned_);
 		if (newline != std::string::npos) {
 			std::string line = buffer_.substr(0, newline);
 			buffer_.erase(0, newline + 1);
+			scanned_ = 0;
 			return Line(std::move(line));
 		}
+		scanned_ = buffer_.size();
 		if (buffer_.size() > max_bytes_)
 			return Status::Error(
 			        "line longer than " +
@@ -109,7 +113,7 @@ Result<std::optional<std::string>> LineReader::ReadLine(milliseconds timeout)
 		if (ready == 0)
 			return Status::Error("timed out waiting for a line",
 			                     ETIMEDOUT);
-		char chunk[16384];
+		char chunk[65536];
 		ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN)

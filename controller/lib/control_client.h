@@ -43,6 +43,7 @@ private:
 	int fd_;
 	size_t max_bytes_;
 	std::string buffer_;
+	size_t scanned_ = 0; // bytes of buffer_ known to hold no '\n'
 };
 
 // Writes all of data to fd (a socket: MSG_NOSIGNAL, no SIGPIPE).
