@@ -549,6 +549,14 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 {
 	if (ring_broken)
 		return Status::Error("resync: io_uring failed earlier", EIO);
+	// The slots and buffers below are reset: none may still be the
+	// kernel's (a copy that returned early leaves them to Settle()).
+	if (outstanding() > 0)
+		return Status::Error(
+		        "resync: " + std::to_string(outstanding()) +
+		                " requests of an earlier copy are still in the "
+		                "kernel",
+		        EBUSY);
 	const uint64_t end =
 	        std::min(source.size, offset + std::min(length, source.size));
 	const uint64_t start = std::min(offset, end);
