@@ -203,7 +203,12 @@ ControlReply DaemonService::Delete(const std::string &pipe)
 		LogInfo() << "delete " << pipe << ": ReturnValue "
 		          << static_cast<uint32_t>(outcome.return_value) << ": "
 		          << outcome.error;
-		RefreshPipe(*uuid); // restart what was stopped
+		// A record left marked for deletion (decision 48) is no pipe
+		// to callers any more: its pairs leave the event snapshot too.
+		if (pipes_.GetPipe(*uuid).ok())
+			RefreshPipe(*uuid); // restart what was stopped
+		else
+			Forget(*uuid);
 	}
 	return MethodReply(outcome);
 }

@@ -885,6 +885,47 @@ TEST(ControlDaemon, EventStreamsHaveACapOfTheirOwnAndLeaveRoomForRequests)
 	EXPECT_TRUE(listed->ok) << listed->error;
 }
 
+// A delete the kernel refuses whose store restore fails too leaves the
+// record marked for deletion: list and status no longer show the pipe, and
+// the event snapshot must not either (its pairs' states stayed in the hub).
+TEST(ControlDaemon, ADeleteLeftMarkedLeavesTheEventSnapshot)
+{
+	InProcessDaemon d;
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	auto has_pair = [&d] {
+		auto sub = d.hub_.Subscribe();
+		for (const ControlEvent &e : sub->Wait(milliseconds(200)))
+			if (e.source == "replipipe_0/a")
+				return true;
+		return false;
+	};
+	ASSERT_TRUE(has_pair()) << "the pair is not in the event snapshot";
+
+	std::atomic<bool> failing{false};
+	d.kernel_.SetEntryHook([&](testing::FakeKernel::Op op) {
+		if (op == testing::FakeKernel::Op::kDeletePipe)
+			failing = true;
+	});
+	d.store_.SetFaultHookForTest([&](Store::SaveStep) {
+		return failing ? Status::Error("disk full", ENOSPC) : Status();
+	});
+	d.kernel_.FailNext(EPERM, testing::FakeKernel::Op::kDeletePipe);
+	ControlReply deleted =
+	        d.Call(InProcessDaemon::Op(ControlOp::kDelete, "db"));
+	d.kernel_.SetEntryHook({});
+	d.store_.SetFaultHookForTest({});
+	EXPECT_FALSE(deleted.ok);
+	EXPECT_NE(deleted.error.find("stays marked for deletion"),
+	          std::string::npos)
+	        << deleted.error;
+	EXPECT_TRUE(
+	        d.Call(InProcessDaemon::Op(ControlOp::kList)).pipes.empty());
+	EXPECT_FALSE(has_pair()) << "the event snapshot still shows the pair "
+	                            "of a pipe marked for deletion";
+}
+
 TEST(ControlDaemon, EventsStreamSnapshotAndChanges)
 {
 	InProcessDaemon d;
