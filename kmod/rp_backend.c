@@ -291,12 +291,16 @@ struct rp_control {
 	bool	has_intent_chunk_kib;
 };
 
-/* A path argument into @buf: -EINVAL if empty or too long (never cut). */
+/*
+ * An absolute path argument into @buf: -EINVAL if relative or too long
+ * (never cut).  Absolute: a device is opened at enable by whoever writes
+ * it, and the primary's path is in the write-intent record's identity.
+ */
 static int rp_match_path(substring_t *arg, char *buf, size_t size)
 {
 	size_t len = arg->to - arg->from;
 
-	if (!len || len >= size)
+	if (!len || len >= size || *arg->from != '/')
 		return -EINVAL;
 	match_strlcpy(buf, arg, size);
 	return 0;
@@ -314,13 +318,8 @@ static int rp_parse_control(struct rp_dev *dev, char *opts,
 			continue;
 		switch (match_token(ptr, rp_tokens, args)) {
 		case RP_OPT_UDEV_PATH:
-			/*
-			 * Absolute: opened at enable by whoever writes it, and
-			 * named in the write-intent record's identity.
-			 */
 			if (rp_match_path(&args[0], ctl->udev_path,
-					  sizeof(ctl->udev_path)) ||
-			    ctl->udev_path[0] != '/') {
+					  sizeof(ctl->udev_path))) {
 				pr_err("%s: udev_path must be an absolute block device path of at most %zu bytes\n",
 				       dev->name, sizeof(ctl->udev_path) - 1);
 				return -EINVAL;
@@ -329,8 +328,7 @@ static int rp_parse_control(struct rp_dev *dev, char *opts,
 			break;
 		case RP_OPT_INTENT_PATH:
 			if (rp_match_path(&args[0], ctl->intent_path,
-					  sizeof(ctl->intent_path)) ||
-			    ctl->intent_path[0] != '/') {
+					  sizeof(ctl->intent_path))) {
 				pr_err("%s: intent_path must be an absolute block device path of at most %zu bytes\n",
 				       dev->name, sizeof(ctl->intent_path) - 1);
 				return -EINVAL;
