@@ -1596,6 +1596,22 @@ bool WaitUntil(const std::function<bool()> &pred,
 	return true;
 }
 
+// A copier of 4 MiB of random bytes (seed) whose ring waits always fail,
+// its reads held in the kernel by held until it is released.
+Result<std::unique_ptr<RegionCopier>>
+OpenCopierWhoseWaitsFail(const ScratchDir &dir, HeldRequest &held,
+                         unsigned seed)
+{
+	WriteFile(dir / "src", RandomBytes(4 * kMiB, seed));
+	WriteFile(dir / "dst", {});
+	CopierOptions options;
+	options.chunk_bytes = 256 * kKiB;
+	options.queue_depth = 4;
+	options.held_read_fd = held.fd();
+	options.inject_wait = WaitFails;
+	return RegionCopier::Open(dir / "src", dir / "dst", options);
+}
+
 std::string Millis(std::chrono::steady_clock::duration d)
 {
 	return std::to_string(
@@ -1611,18 +1627,10 @@ TEST(RegionCopier, DestroyedAfterAFailedWaitWaitsForWhatTheKernelHolds)
 {
 	ScratchDir dir;
 	ExpectReturnsWithin(30, [&dir] {
-		WriteFile(dir / "src", RandomBytes(4 * kMiB, 43));
-		WriteFile(dir / "dst", {});
 		HeldRequest held;
 		if (!held.ok())
 			return std::string("pipe2 failed");
-		CopierOptions options;
-		options.chunk_bytes = 256 * kKiB;
-		options.queue_depth = 4;
-		options.held_read_fd = held.fd();
-		options.inject_wait = WaitFails;
-		auto copier =
-		        RegionCopier::Open(dir / "src", dir / "dst", options);
+		auto copier = OpenCopierWhoseWaitsFail(dir, held, 43);
 		if (!copier.ok())
 			return copier.status().message();
 		Status st = (*copier)->Copy(0, 4 * kMiB);
@@ -1652,18 +1660,10 @@ TEST(RegionCopier, AFailedWaitLeavesItsRequestsToSettle)
 {
 	ScratchDir dir;
 	ExpectReturnsWithin(30, [&dir] {
-		WriteFile(dir / "src", RandomBytes(4 * kMiB, 46));
-		WriteFile(dir / "dst", {});
 		HeldRequest held;
 		if (!held.ok())
 			return std::string("pipe2 failed");
-		CopierOptions options;
-		options.chunk_bytes = 256 * kKiB;
-		options.queue_depth = 4;
-		options.held_read_fd = held.fd();
-		options.inject_wait = WaitFails;
-		auto copier =
-		        RegionCopier::Open(dir / "src", dir / "dst", options);
+		auto copier = OpenCopierWhoseWaitsFail(dir, held, 46);
 		if (!copier.ok())
 			return copier.status().message();
 		RegionCopier &c = **copier;
