@@ -247,7 +247,7 @@ struct rp_pair {
 
 	refcount_t		refs;		/* publisher + requests + waiters */
 	struct completion	released;	/* refs reached zero */
-	wait_queue_head_t	wq;		/* drain, lag room, last ref */
+	wait_queue_head_t	wq;		/* drain, last ref */
 
 	spinlock_t		lock;		/* everything below */
 	u8			state;
@@ -267,6 +267,13 @@ struct rp_pair {
 	bool			uf_old_set;
 	u64			uf_gen;		/* swaps of uf_new and uf_old */
 	u64			lag_bytes;
+	/*
+	 * Async writes waiting for room within max lag, oldest first: parked
+	 * off LIO's submission context (on iSCSI the connection's receiver)
+	 * and resubmitted on rp_wq with their room reserved (lag_granted);
+	 * lag_work degrades the pair once the oldest waited RP_LAG_WAIT_SEC.
+	 */
+	struct list_head	lag_waiters;
 	/*
 	 * The rp_req writing to the legs, by region range: whether any
 	 * overlaps a range is asked under this lock, with interrupts off, at
@@ -302,6 +309,7 @@ struct rp_pair {
 	mempool_t		*page_pool;	/* async copies */
 	struct work_struct	event_work;
 	struct work_struct	async_work;
+	struct delayed_work	lag_work;
 };
 
 enum rp_req_flags {
@@ -333,7 +341,9 @@ struct rp_req {
 	refcount_t		refs;		/* command side + async side */
 	atomic_t		primary_errors;
 	atomic_t		target_errors;
-	struct list_head	node;		/* pair->held */
+	struct list_head	node;		/* pair->held or lag_waiters */
+	unsigned long		lag_parked_at;	/* jiffies, on lag_waiters */
+	bool			lag_granted;	/* its lag room is reserved */
 	struct rb_node		inflight_rb;	/* pair->inflight */
 	u64			inflight_subtree_last;
 	struct rb_node		async_rb;	/* pair->async_tree */
@@ -431,9 +441,15 @@ struct rp_probe *rp_pair_flush_target_start(struct rp_pair *pair, u64 *gen);
 int rp_pair_flush_target_wait(struct rp_probe *probe, unsigned int timeout_sec,
 			      const bool *stop, bool *abandoned);
 void rp_pair_mark_dirty(struct rp_pair *pair, struct rp_req *req);
-bool rp_pair_lag_reserve(struct rp_pair *pair, u64 bytes, bool *reserved);
+enum rp_lag_verdict {
+	RP_LAG_NONE,		/* the pair keeps no lag: nothing reserved */
+	RP_LAG_RESERVED,	/* the write's bytes are within max lag */
+	RP_LAG_PARKED,		/* on lag_waiters: resubmitted later */
+};
+
+enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
+					struct rp_req *req, u64 bytes);
 void rp_pair_lag_release(struct rp_pair *pair, u64 bytes);
-void rp_pair_degrade(struct rp_pair *pair);
 struct rp_pipe *rp_pipe_find(const char *id);
 struct rp_pair *rp_pair_find(const char *source);
 int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,

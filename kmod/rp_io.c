@@ -10,7 +10,12 @@
  *   asynchronous  the target leg gets its own copy of the data from the
  *                 pair's page pool, bounded by max lag; the command
  *                 completes when the primary leg is done; target legs of
- *                 overlapping ranges are issued in submission order.
+ *                 overlapping ranges are issued in submission order.  A
+ *                 write that finds no room within max lag waits off LIO's
+ *                 submission context (rp_pair_lag_reserve()), like one
+ *                 waiting for a claim, and is submitted again from the
+ *                 start: on iSCSI that context is the connection's
+ *                 receiver, which must keep answering the initiator.
  * SYNCHRONIZE CACHE and FUA reach both legs; what the target acknowledged
  * without FUA is tracked until a flush of it completes (rp_pipe.c,
  * "Unflushed").  UNMAP and WRITE SAME are
@@ -514,22 +519,6 @@ static blk_opf_t rp_write_opf(struct se_cmd *cmd, struct block_device *primary,
 	return opf;
 }
 
-/* Waits for room within max lag; the pair degrades rather than wait forever. */
-static bool rp_lag_wait(struct rp_pair *pair, u64 bytes)
-{
-	bool reserved = false;
-
-	if (!wait_event_timeout(pair->wq,
-				rp_pair_lag_reserve(pair, bytes, &reserved),
-				RP_LAG_WAIT_SEC * HZ)) {
-		pr_warn_ratelimited("%s: target %s: no room within max lag for %d s\n",
-				    pair->src->name, pair->tgt_path,
-				    RP_LAG_WAIT_SEC);
-		rp_pair_degrade(pair);
-	}
-	return reserved;
-}
-
 /*
  * The backstore's write-intent record, for a write: true when its regions
  * are marked on stable storage, with the record's clear_sem held for reading
@@ -579,8 +568,8 @@ static void rp_intent_unlock(struct rp_intent *in)
 
 /*
  * Routes and submits a write.  Runs in process context; may block.
- * A write handed over (held for a claim, or waiting for its record mark)
- * may be resubmitted, completed and freed by another thread at once: from
+ * A write handed over (held for a claim, waiting for lag room or for its
+ * record mark) may be resubmitted, completed and freed by another thread at once: from
  * then on only the locals below are used, pinned for this call.
  */
 static void rp_write_submit(struct rp_req *req)
@@ -593,11 +582,21 @@ static void rp_write_submit(struct rp_req *req)
 	bool reserved = false;
 
 	percpu_ref_get(&dev->reqs);
-	if (pair && READ_ONCE(pair->mode) == REPLIPIPE_MODE_ASYNC &&
-	    rp_pair_mirroring(pair))
-		reserved = rp_lag_wait(pair, bytes);
-	if (reserved)
-		refcount_inc(&pair->refs);
+	/* Unlocked: a write racing a change of mode is routed as it finds it. */
+	if (pair && (READ_ONCE(pair->mode) == REPLIPIPE_MODE_ASYNC ||
+		     req->lag_granted)) {
+		switch (rp_pair_lag_reserve(pair, req, bytes)) {
+		case RP_LAG_PARKED:
+			/* Resubmitted once there is room, or the pair degrades. */
+			goto unpin;
+		case RP_LAG_RESERVED:
+			reserved = true;
+			refcount_inc(&pair->refs);
+			break;
+		case RP_LAG_NONE:
+			break;
+		}
+	}
 	if (!rp_intent_lock_write(req)) {
 		/* Waits for the record; submitted again from the start. */
 		if (reserved)
@@ -671,8 +670,9 @@ void rp_req_fail(struct rp_req *req)
 }
 
 /*
- * Releases a write that waited (for a claim on pair->held, or for its
- * write-intent mark); runs it on rp_wq from the start.
+ * Releases a write that waited (for a claim on pair->held, for lag room,
+ * or for its write-intent mark); runs it on rp_wq from the start.  Must not
+ * block: called under pair->lock.
  */
 void rp_req_resubmit(struct rp_req *req)
 {

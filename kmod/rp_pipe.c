@@ -173,6 +173,39 @@ bool rp_pair_mirroring(struct rp_pair *pair)
 	return ret;
 }
 
+/* Room within max lag for @bytes more; a write larger than it fits alone. */
+static bool __rp_pair_lag_room(struct rp_pair *pair, u64 bytes)
+{
+	return !pair->lag_bytes ||
+	       pair->lag_bytes + bytes <= pair->max_lag_bytes;
+}
+
+/*
+ * Resubmits the writes waiting for lag room that may go now, oldest first:
+ * each with its room reserved while the pair mirrors asynchronously, all of
+ * them once it does not.  Called wherever lag_bytes falls or the mode, max
+ * lag or the state change.  pair->lock held; must not block.
+ */
+static void __rp_pair_lag_grant(struct rp_pair *pair)
+{
+	bool lagging = pair->mode == REPLIPIPE_MODE_ASYNC &&
+		       __rp_pair_mirroring(pair);
+	struct rp_req *req, *tmp;
+
+	list_for_each_entry_safe(req, tmp, &pair->lag_waiters, node) {
+		u64 bytes = (u64)req->nr_sects << SECTOR_SHIFT;
+
+		if (lagging) {
+			if (!__rp_pair_lag_room(pair, bytes))
+				break;
+			pair->lag_bytes += bytes;
+			req->lag_granted = true;
+		}
+		list_del_init(&req->node);
+		rp_req_resubmit(req);
+	}
+}
+
 static void __rp_pair_set_state(struct rp_pair *pair, u8 state)
 {
 	if (pair->state == state)
@@ -180,6 +213,7 @@ static void __rp_pair_set_state(struct rp_pair *pair, u8 state)
 	pair->state = state;
 	if (!pair->dead)
 		queue_work(rp_wq, &pair->event_work);
+	__rp_pair_lag_grant(pair);
 }
 
 /*
@@ -349,8 +383,8 @@ void rp_pair_mark_dirty(struct rp_pair *pair, struct rp_req *req)
 static bool rp_pair_leg_failed(struct rp_pair *pair, struct rp_req *req,
 			       bool can_fail)
 {
-	bool fail, degraded = false;
 	unsigned long flags;
+	bool fail;
 
 	atomic64_inc(&pair->target_errors);
 	spin_lock_irqsave(&pair->lock, flags);
@@ -365,20 +399,12 @@ static bool rp_pair_leg_failed(struct rp_pair *pair, struct rp_req *req,
 				     req->last_region);
 	}
 	fail = can_fail && pair->policy == REPLIPIPE_POLICY_FAILIO;
-	if (!fail && __rp_pair_mirroring(pair)) {
+	/* Writers waiting for lag room go to the primary now. */
+	if (!fail && __rp_pair_mirroring(pair))
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_DEGRADED);
-		degraded = true;
-	}
 	/* Under FailIO too: the error may be the target losing its cache. */
 	__rp_pair_unflushed_dirty(pair);
 	spin_unlock_irqrestore(&pair->lock, flags);
-	/*
-	 * Writers waiting for lag room (rp_lag_wait()) go to the primary now.
-	 * A failed write's rp_pair_untrack() would wake them too, but a flush
-	 * is not tracked.
-	 */
-	if (degraded)
-		wake_up_all(&pair->wq);
 	return fail;
 }
 
@@ -481,54 +507,84 @@ void rp_pair_flush_done(struct rp_pair *pair, u64 gen)
 }
 
 /*
- * A writer found no lag room within RP_LAG_WAIT_SEC: the pair degrades.  The
- * other writers waiting for room (rp_lag_wait) stop waiting too: a pair
- * that does not mirror has room for everyone.
+ * An async write of @req: reserves its room within max lag, or parks it on
+ * pair->lag_waiters, behind the writes already waiting (a small write does
+ * not overtake a large one, and overlapping async legs keep their order).
+ * The submitter must not touch a parked @req again.  Must not block.
  */
-void rp_pair_degrade(struct rp_pair *pair)
+enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
+					struct rp_req *req, u64 bytes)
 {
+	enum rp_lag_verdict ret = RP_LAG_NONE;
 	unsigned long flags;
 
 	spin_lock_irqsave(&pair->lock, flags);
-	if (__rp_pair_mirroring(pair))
-		__rp_pair_set_state(pair, REPLIPIPE_PAIR_DEGRADED);
-	__rp_pair_unflushed_dirty(pair);
-	spin_unlock_irqrestore(&pair->lock, flags);
-	wake_up_all(&pair->wq);
-}
-
-/*
- * Wait condition of a writer of an async pair: true once @bytes fit within
- * max lag (*reserved) or the pair stopped mirroring.  Must not block.
- */
-bool rp_pair_lag_reserve(struct rp_pair *pair, u64 bytes, bool *reserved)
-{
-	unsigned long flags;
-	bool ret = true;
-
-	spin_lock_irqsave(&pair->lock, flags);
-	*reserved = false;
-	if (!__rp_pair_mirroring(pair))
-		goto unlock;
-	if (pair->lag_bytes && pair->lag_bytes + bytes > pair->max_lag_bytes) {
-		ret = false;
-		goto unlock;
+	if (req->lag_granted) {
+		/* Reserved by __rp_pair_lag_grant() for this resubmission. */
+		req->lag_granted = false;
+		ret = RP_LAG_RESERVED;
+	} else if (pair->mode != REPLIPIPE_MODE_ASYNC ||
+		   !__rp_pair_mirroring(pair)) {
+		ret = RP_LAG_NONE;
+	} else if (list_empty(&pair->lag_waiters) &&
+		   __rp_pair_lag_room(pair, bytes)) {
+		pair->lag_bytes += bytes;
+		ret = RP_LAG_RESERVED;
+	} else {
+		req->lag_parked_at = jiffies;
+		/* Pending already when an older waiter armed it. */
+		queue_delayed_work(rp_wq, &pair->lag_work,
+				   RP_LAG_WAIT_SEC * HZ);
+		list_add_tail(&req->node, &pair->lag_waiters);
+		ret = RP_LAG_PARKED;
 	}
-	pair->lag_bytes += bytes;
-	*reserved = true;
-unlock:
 	spin_unlock_irqrestore(&pair->lock, flags);
 	return ret;
 }
 
+/* Must not block: the async leg's completion calls it. */
 void rp_pair_lag_release(struct rp_pair *pair, u64 bytes)
 {
 	unsigned long flags;
 
 	spin_lock_irqsave(&pair->lock, flags);
 	pair->lag_bytes -= bytes;
+	__rp_pair_lag_grant(pair);
 	spin_unlock_irqrestore(&pair->lock, flags);
-	wake_up_all(&pair->wq);
+}
+
+/*
+ * The oldest write waiting for lag room has waited RP_LAG_WAIT_SEC: the
+ * pair degrades rather than hold the initiator's writes any longer, and
+ * the degrade releases every waiter (__rp_pair_set_state()).  Otherwise
+ * the work comes back when the oldest waiter's time is up.
+ */
+static void rp_pair_lag_work(struct work_struct *work)
+{
+	struct rp_pair *pair = container_of(to_delayed_work(work),
+					    struct rp_pair, lag_work);
+	unsigned long deadline;
+	struct rp_req *oldest;
+	bool degraded = false;
+
+	spin_lock_irq(&pair->lock);
+	oldest = list_first_entry_or_null(&pair->lag_waiters, struct rp_req,
+					  node);
+	if (oldest) {
+		deadline = oldest->lag_parked_at + RP_LAG_WAIT_SEC * HZ;
+		if (time_before(jiffies, deadline)) {
+			queue_delayed_work(rp_wq, &pair->lag_work,
+					   deadline - jiffies);
+		} else if (__rp_pair_mirroring(pair)) {
+			__rp_pair_set_state(pair, REPLIPIPE_PAIR_DEGRADED);
+			__rp_pair_unflushed_dirty(pair);
+			degraded = true;
+		}
+	}
+	spin_unlock_irq(&pair->lock);
+	if (degraded)
+		pr_warn("%s: target %s: no room within max lag for %d s; pair degraded\n",
+			pair->src->name, pair->tgt_path, RP_LAG_WAIT_SEC);
 }
 
 static void rp_pair_event_work(struct work_struct *work)
@@ -714,8 +770,8 @@ static void rp_pair_set_params(struct rp_pair *pair,
 	pair->mode = spec->mode;
 	pair->policy = spec->policy;
 	pair->max_lag_bytes = (u64)spec->max_lag_kib << 10;
+	__rp_pair_lag_grant(pair);
 	spin_unlock_irqrestore(&pair->lock, flags);
-	wake_up_all(&pair->wq);
 }
 
 static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
@@ -742,8 +798,10 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	pair->async_tree = RB_ROOT_CACHED;
 	INIT_LIST_HEAD(&pair->async_ready);
 	INIT_LIST_HEAD(&pair->claims);
+	INIT_LIST_HEAD(&pair->lag_waiters);
 	INIT_WORK(&pair->event_work, rp_pair_event_work);
 	INIT_WORK(&pair->async_work, rp_async_work);
+	INIT_DELAYED_WORK(&pair->lag_work, rp_pair_lag_work);
 	strscpy(pair->tgt_path, ps->tgt, sizeof(pair->tgt_path));
 
 	ret = rp_pair_open(pair, spec, ps, extack);
@@ -955,6 +1013,7 @@ static void rp_pair_destroy(struct rp_pair *pair)
 	list_splice_init(&pair->held, &held);
 	list_for_each_entry_safe(claim, ctmp, &pair->claims, node)
 		rp_claim_free(claim);
+	__rp_pair_lag_grant(pair);
 	spin_unlock_irq(&pair->lock);
 	wake_up_all(&pair->wq);
 
@@ -967,6 +1026,8 @@ static void rp_pair_destroy(struct rp_pair *pair)
 	wait_for_completion(&pair->released);
 	flush_work(&pair->async_work);
 	cancel_work_sync(&pair->event_work);
+	/* Nothing parks on a dead pair: no waiter is left for it. */
+	cancel_delayed_work_sync(&pair->lag_work);
 	WARN_ON_ONCE(pair->lag_bytes);
 	/* Drained: the record can keep exactly what is still dirty. */
 	if (pair->src->intent)
@@ -1607,7 +1668,6 @@ int rp_pair_set_state(struct rp_pair *pair, u8 state,
 				    REPLIPIPE_PAIR_INSYNC);
 	}
 	spin_unlock_irq(&pair->lock);
-	wake_up_all(&pair->wq);
 	return 0;
 }
 

@@ -8,7 +8,10 @@
 # finds no room for 30 s and degrades the pair, and a third writer, waiting
 # since 10 s later, must be released by the degrade: it ends with the
 # second, not 8 s later (woken by the second's completion) nor after its
-# own 30 s.
+# own 30 s. Meanwhile the LUN answers: a read submitted on either CPU ends
+# at once, not after the degrade (the waiting writes are parked off LIO's
+# per-CPU submission work, which would otherwise hold every command queued
+# behind them; on iSCSI, the connection's receiver).
 # vm-timeout: 600
 # vm-cost: 65
 # vm-debug-cost: 105
@@ -87,6 +90,16 @@ t0=$(now10)
 sleep 10
 (taskset -c 1 dd if=/dev/urandom of=$lun bs=4k count=1 seek=128 oflag=direct 2> /dev/null
 	echo "$? $(now10)" > /tmp/w3.rc) &
+sleep 2
+for cpu in 0 1; do
+	r0=$(now10)
+	taskset -c $cpu dd if=$lun of=/dev/null bs=4k count=1 skip=512 iflag=direct 2> /dev/null ||
+		vm_fail "a read on CPU $cpu failed while writes wait for lag room"
+	r=$(($(now10) - r0))
+	vm_log "a read on CPU $cpu, writes waiting for lag room: $((r * 100)) ms"
+	[ $r -le 30 ] || vm_fail "a read on CPU $cpu took $((r * 100)) ms: writes waiting for lag room held the LUN's submission"
+done
+[ ! -s /tmp/w2.rc ] || vm_fail "setup: writer 2 ended before the reads: $(cat /tmp/w2.rc)"
 i=0
 until [ -s /tmp/w2.rc ] && [ -s /tmp/w3.rc ]; do
 	[ $i -lt 600 ] || vm_fail "the writers did not end within 60 s"
