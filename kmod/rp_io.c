@@ -19,9 +19,10 @@
  * SYNCHRONIZE CACHE and FUA reach both legs; what the target acknowledged
  * without FUA is tracked until a flush of it completes (rp_pipe.c,
  * "Unflushed").  UNMAP and WRITE SAME are
- * mirrored synchronously in synchronous mode; in asynchronous mode, or when
- * their regions are claimed, they go to the primary and mark the regions
- * dirty (the resync copies them).
+ * mirrored synchronously in synchronous mode (an UNMAP of a LUN reporting
+ * zeroes for unmapped blocks zeroes the target: rp_unmap_target()); in
+ * asynchronous mode, or when their regions are claimed, they go to the
+ * primary and mark the regions dirty (the resync copies them).
  * With a write-intent record (rp_intent.c), a write's regions are marked on
  * it before the write is submitted, under the record's clear_sem until the
  * write is tracked on its pair.  A write whose mark is not on disk yet waits
@@ -802,6 +803,26 @@ static bool rp_sync_op_end(struct rp_req *req, int ret, int target_ret)
 	return fail;
 }
 
+/*
+ * The target leg of an UNMAP.  A LUN that reports unmapped blocks as zeroes
+ * (unmap_zeroes_data: LBPRZ) must read zeroes there from the target too
+ * after a failover, whatever the target's discard leaves behind (an SSD or
+ * an array may keep the old data): the target gets zeroes, unmapping where
+ * it can do so and still read zeroes.  Without write-zeroes support it gets
+ * nothing and the regions are dirty (-EOPNOTSUPP): the resync copies the
+ * primary's zeroes, instead of this command writing them one page at a time.
+ */
+static int rp_unmap_target(struct se_cmd *cmd, struct block_device *tgt,
+			   sector_t sector, sector_t nr_sects)
+{
+	if (cmd->se_dev->dev_attrib.unmap_zeroes_data)
+		return blkdev_issue_zeroout(tgt, sector, nr_sects, GFP_KERNEL,
+					    BLKDEV_ZERO_NOFALLBACK);
+	if (!bdev_max_discard_sectors(tgt))
+		return -EOPNOTSUPP;
+	return blkdev_issue_discard(tgt, sector, nr_sects, GFP_KERNEL);
+}
+
 sense_reason_t rp_execute_unmap(struct se_cmd *cmd, sector_t lba, sector_t nolb)
 {
 	struct se_device *se_dev = cmd->se_dev;
@@ -816,14 +837,9 @@ sense_reason_t rp_execute_unmap(struct se_cmd *cmd, sector_t lba, sector_t nolb)
 		return TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;
 	ret = blkdev_issue_discard(dev->primary.bdev, sector, nr_sects,
 				   GFP_KERNEL);
-	if (!ret && (req->flags & RP_REQ_MIRROR)) {
-		if (bdev_max_discard_sectors(req->pair->tgt.bdev))
-			target_ret = blkdev_issue_discard(req->pair->tgt.bdev,
-							  sector, nr_sects,
-							  GFP_KERNEL);
-		else
-			target_ret = -EOPNOTSUPP;
-	}
+	if (!ret && (req->flags & RP_REQ_MIRROR))
+		target_ret = rp_unmap_target(cmd, req->pair->tgt.bdev, sector,
+					     nr_sects);
 	if (rp_sync_op_end(req, ret, target_ret) || ret) {
 		pr_err_ratelimited("%s: UNMAP failed: %d/%d\n", dev->name, ret,
 				   target_ret);

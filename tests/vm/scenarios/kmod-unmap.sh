@@ -1,0 +1,131 @@
+#!/bin/sh
+# UNMAP through a replipipe LUN (emulate_tpu=1, emulate_tpws=1; blkdiscard on
+# its tcm_loop disk), primaries on memory-backed null_blk with discard (it reads zeroes
+# after one):
+# 1. synchronous, the LUN reporting unmapped blocks as zeroes
+#    (unmap_zeroes_data=1, LBPRZ), the target a virtio disk whose discard
+#    keeps the data (QEMU's default discard=ignore, like an SSD or an array
+#    that does not zero): after the UNMAP the pair counts its regions in
+#    sync, so the target must read zeroes there too, as a failover would.
+# 2. synchronous, without LBPRZ, the target a null_blk that zeroes on
+#    discard: the UNMAP reaches the target (it reads zeroes), the pair
+#    stays InSync.
+# 3. the same pipe made asynchronous: the UNMAP goes to the primary only
+#    and its four 64 KiB regions are dirty.
+# vm-timeout: 300
+# vm-cost: 10
+# vm-debug-cost: 30
+# vm-disks: lbprz:32
+
+LIVE=/sys/module/replipipe/parameters/live_objects
+MIB=1048576
+
+vm_modprobe null_blk nr_devices=0
+# nullb NAME: /dev/NAME, 32 MiB, memory-backed, with discard.
+nullb() {
+	mkdir "$VM_NULLB/$1" || vm_fail "mkdir $VM_NULLB/$1"
+	echo 32 > "$VM_NULLB/$1/size"
+	echo 1 > "$VM_NULLB/$1/memory_backed"
+	echo 1 > "$VM_NULLB/$1/discard" || vm_fail "null_blk has no discard"
+	echo 1 > "$VM_NULLB/$1/power" || vm_fail "cannot power on $1"
+	vm_wait_path "/dev/$1"
+}
+# zeroes DEV OFFSET_KIB KIB: true if those KIB of DEV (64 KiB units) read as
+# zeroes.
+zeroes() {
+	[ "$(dd if="$1" bs=64k count=$(($3 / 64)) skip=$(($2 / 64)) iflag=direct 2> /dev/null |
+		md5sum | cut -d' ' -f1)" = "$(dd if=/dev/zero bs=1k count="$3" 2> /dev/null |
+		md5sum | cut -d' ' -f1)" ]
+}
+# tpu_backstore NAME DEV LBPRZ: a replipipe backstore taking UNMAP.
+tpu_backstore() {
+	local dir
+	dir=$(vm_backstore replipipe replipipe_0 "$1" "$2")
+	echo 1 > "$dir/attrib/emulate_tpu" || vm_fail "$1: emulate_tpu refused"
+	# sd sends WRITE SAME with UNMAP, not UNMAP, to a LUN with LBPRZ;
+	# LIO runs both through the backend's execute_unmap.
+	echo 1 > "$dir/attrib/emulate_tpws" || vm_fail "$1: emulate_tpws refused"
+	echo "$3" > "$dir/attrib/unmap_zeroes_data" ||
+		vm_fail "$1: unmap_zeroes_data=$3 refused"
+}
+# unmap LUN OFFSET_MIB BYTES: blkdiscard through the LUN.
+unmap() {
+	[ "$(cat "/sys/block/${1#/dev/}/queue/discard_max_bytes")" -gt 0 ] ||
+		vm_fail "setup: $1 takes no discard (UNMAP)"
+	blkdiscard -o $(($2 * MIB)) -l "$3" "$1" || vm_fail "UNMAP through $1 failed"
+}
+pair_line() { rp-nlctl get "$1" | grep "^pair "; }
+
+vm_log "== 1. LBPRZ LUN, target that keeps data on discard"
+nullb rpu1
+tgt=$(vm_disk lbprz)
+t=${tgt#/dev/}
+[ "$(cat /sys/block/$t/queue/discard_max_bytes)" -gt 0 ] ||
+	vm_fail "setup: $tgt has no discard"
+[ "$(cat /sys/block/$t/queue/write_zeroes_max_bytes)" -gt 0 ] ||
+	vm_fail "setup: $tgt has no write zeroes"
+# The target really keeps data on discard: this is what the UNMAP meets.
+dd if=/dev/urandom of=$tgt bs=$MIB count=1 oflag=direct 2> /dev/null ||
+	vm_fail "setup: write $tgt"
+blkdiscard $tgt || vm_fail "setup: discard on $tgt"
+zeroes $tgt 0 1024 && vm_fail "setup: $tgt zeroes on discard (QEMU discard=ignore expected)"
+dd if=/dev/zero of=$tgt bs=$MIB count=1 oflag=direct 2> /dev/null ||
+	vm_fail "setup: zero $tgt"
+tpu_backstore u1 /dev/rpu1 1
+# Both legs start zeroed: the pair may start clean.
+rp-nlctl set-pipe --id unmap-lbprz --mode sync --region-kib 64 \
+	--pair replipipe_0/u1=$tgt,clean || vm_fail "set-pipe refused"
+lun=$(vm_tcm_loop_export replipipe_0/u1)
+dd if=/dev/urandom of=$lun bs=$MIB count=2 oflag=direct 2> /dev/null ||
+	vm_fail "write through $lun"
+vm_cmp_devs /dev/rpu1 $tgt
+unmap $lun 0 $MIB
+zeroes /dev/rpu1 0 1024 || vm_fail "setup: the primary does not read zeroes after UNMAP"
+pair=$(pair_line unmap-lbprz)
+echo "$pair"
+[ "$(vm_field "$pair" state)" = InSync ] && [ "$(vm_field "$pair" dirty)" = 0 ] ||
+	vm_fail "pair not InSync and clean after the UNMAP: $pair"
+zeroes $tgt 0 1024 ||
+	vm_fail "the pair counts the unmapped regions in sync, but the target still holds the old data where the LUN reports zeroes"
+vm_cmp_devs /dev/rpu1 $tgt
+
+vm_log "== 2. LUN without LBPRZ, target that zeroes on discard"
+nullb rpu2
+nullb rpt2
+tpu_backstore u2 /dev/rpu2 0
+rp-nlctl set-pipe --id unmap --mode sync --region-kib 64 \
+	--pair replipipe_0/u2=/dev/rpt2,clean || vm_fail "set-pipe refused"
+lun2=$(vm_tcm_loop_export replipipe_0/u2)
+dd if=/dev/urandom of=$lun2 bs=$MIB count=2 oflag=direct 2> /dev/null ||
+	vm_fail "write through $lun2"
+unmap $lun2 0 $MIB
+pair=$(pair_line unmap)
+echo "$pair"
+[ "$(vm_field "$pair" state)" = InSync ] && [ "$(vm_field "$pair" dirty)" = 0 ] ||
+	vm_fail "pair not InSync and clean after the UNMAP: $pair"
+zeroes /dev/rpt2 0 1024 || vm_fail "the UNMAP did not reach the target"
+vm_cmp_devs /dev/rpu2 /dev/rpt2
+
+vm_log "== 3. asynchronous: the UNMAP marks its regions dirty"
+rp-nlctl set-pipe --id unmap --mode async --region-kib 64 \
+	--pair replipipe_0/u2=/dev/rpt2 || vm_fail "set-pipe (async) refused"
+unmap $lun2 1 262144
+pair=$(vm_lag_drained unmap)
+echo "$pair"
+[ "$(vm_field "$pair" dirty)" = 4 ] ||
+	vm_fail "an async UNMAP of 256 KiB left dirty=$(vm_field "$pair" dirty), not its 4 regions"
+zeroes /dev/rpu2 1024 256 || vm_fail "setup: the primary does not read zeroes after UNMAP"
+zeroes /dev/rpt2 1024 64 && vm_fail "the async UNMAP reached the target"
+
+vm_log "== teardown"
+vm_tcm_loop_unexport replipipe_0/u1
+vm_tcm_loop_unexport replipipe_0/u2
+rp-nlctl del-pipe unmap-lbprz || vm_fail "del-pipe unmap-lbprz"
+rp-nlctl del-pipe unmap || vm_fail "del-pipe unmap"
+vm_backstore_delete replipipe_0/u1
+vm_backstore_delete replipipe_0/u2
+live=$(cat $LIVE)
+vm_log "live_objects: $live"
+[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+rmmod replipipe || vm_fail "rmmod replipipe"
+vm_log "kmod-unmap done"
