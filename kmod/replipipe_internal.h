@@ -45,6 +45,8 @@
  * well under the 10 s replipiped and rp-nlctl give a netlink request.
  */
 #define RP_PROBE_TIMEOUT_SEC	5
+/* Longest a PIPE_DEL waits for the writes in flight to its targets. */
+#define RP_DRAIN_WAIT_SEC	5
 /*
  * A write-intent record's clear pass waits this long for the target's
  * flush (a cache written back over a slow link takes time); it holds no
@@ -139,6 +141,8 @@ struct rp_dev {
 	struct completion	reqs_done;
 	/* The active pair; written under rp_config_lock, read under RCU. */
 	struct rp_pair __rcu	*pair;
+	/* Pairs of deleted pipes with writes in flight (rp_config_lock). */
+	unsigned int		retiring;
 	/* Writes in flight that found no pair (a new pair waits for them). */
 	atomic_t		untracked;
 	wait_queue_head_t	untracked_wq;
@@ -215,6 +219,9 @@ struct rp_pipe {
 	u32			region_kib;
 	struct list_head	pairs;
 	unsigned int		nr_pairs;
+	/* Once deleted: its pairs, until their writes in flight end. */
+	struct list_head	retired;
+	struct work_struct	retire_work;
 };
 
 struct rp_claim {

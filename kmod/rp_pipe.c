@@ -64,7 +64,9 @@
  *   grace period, marks the pair dead (new writes go to the primary only,
  *   waiters wake up, held writes are released, claims dropped), drops the
  *   publisher's reference and waits for the others: every one of them is an
- *   I/O or a bounded wait.
+ *   I/O or a bounded wait.  A PIPE_SET replacing a pair waits under
+ *   rp_config_lock; a PIPE_DEL waits without it, at most RP_DRAIN_WAIT_SEC,
+ *   then leaves the pipe to rp_retire_wq (rp_pipe_del()).
  */
 #define pr_fmt(fmt) "replipipe: " fmt
 
@@ -79,6 +81,8 @@
 #include "replipipe_internal.h"
 
 DEFINE_MUTEX(rp_config_lock);
+/* Deleted pipes waiting for their writes (rp_pipe_retire_work()). */
+static struct workqueue_struct *rp_retire_wq;
 LIST_HEAD(rp_pipes);
 unsigned int rp_pipes_gen = 1;
 
@@ -696,6 +700,15 @@ static int rp_pair_open(struct rp_pair *pair, const struct rp_pipe_spec *spec,
 				    "source backstore is already in another pipe");
 		return -EBUSY;
 	}
+	/*
+	 * A new pair must see every write in flight on its source (a claim
+	 * drains only its own pair's): not while a deleted one's still are.
+	 */
+	if (pair->src->retiring) {
+		NL_SET_ERR_MSG_ATTR(extack, ps->src_attr,
+				    "source backstore's deleted pair still has writes in flight to its target");
+		return -EBUSY;
+	}
 
 	ret = lookup_bdev(ps->tgt, &devt);
 	if (ret) {
@@ -999,10 +1012,12 @@ static void rp_pair_unpublish(struct rp_pair *pair)
 }
 
 /*
- * Destroys an unpublished pair after an RCU grace period: held writes go to
- * the primary, claims are dropped, in-flight I/O finishes.  May block.
+ * Stops an unpublished pair after an RCU grace period: held writes and writes
+ * waiting for lag room go to the primary, claims are dropped, and the
+ * publisher's reference goes.  What is left are the writes in flight, each
+ * holding a reference until its I/O ends (pair->released).  May block.
  */
-static void rp_pair_destroy(struct rp_pair *pair)
+static void rp_pair_kill(struct rp_pair *pair)
 {
 	struct rp_claim *claim, *ctmp;
 	struct rp_req *req, *tmp;
@@ -1023,7 +1038,11 @@ static void rp_pair_destroy(struct rp_pair *pair)
 	}
 
 	rp_pair_put(pair);
-	wait_for_completion(&pair->released);
+}
+
+/* Frees a killed pair whose writes have all ended.  May block. */
+static void rp_pair_finish(struct rp_pair *pair)
+{
 	flush_work(&pair->async_work);
 	cancel_work_sync(&pair->event_work);
 	/* Nothing parks on a dead pair: no waiter is left for it. */
@@ -1033,6 +1052,14 @@ static void rp_pair_destroy(struct rp_pair *pair)
 	if (pair->src->intent)
 		rp_intent_pair_gone(pair->src->intent, pair);
 	rp_pair_free(pair);
+}
+
+/* Kills and frees an unpublished pair, waiting for its writes.  May block. */
+static void rp_pair_destroy(struct rp_pair *pair)
+{
+	rp_pair_kill(pair);
+	wait_for_completion(&pair->released);
+	rp_pair_finish(pair);
 }
 
 /*
@@ -1152,6 +1179,7 @@ static struct rp_pipe *rp_pipe_alloc(const struct rp_pipe_spec *spec)
 	}
 	strscpy(pipe->id, spec->id, sizeof(pipe->id));
 	INIT_LIST_HEAD(&pipe->pairs);
+	INIT_LIST_HEAD(&pipe->retired);
 	atomic_inc(&rp_nr_pipes);
 	return pipe;
 }
@@ -1322,37 +1350,113 @@ unlock:
 }
 
 /* Removes a pipe and its pairs.  rp_config_lock held. */
-static void rp_pipe_remove(struct rp_pipe *pipe)
+/*
+ * Takes @pipe off rp_pipes: its pairs stop mirroring (rp_pair_kill()) and
+ * move to pipe->retired, their sources counted as retiring until they are
+ * freed (rp_pipe_finish()).  rp_config_lock held.
+ */
+static void rp_pipe_unlink(struct rp_pipe *pipe)
 {
 	struct rp_pair *pair, *tmp;
-	LIST_HEAD(removed);
 
 	list_for_each_entry_safe(pair, tmp, &pipe->pairs, node) {
 		rp_pair_unpublish(pair);
-		list_add_tail(&pair->node, &removed);
+		pair->src->retiring++;
+		list_add_tail(&pair->node, &pipe->retired);
 	}
-	rp_pairs_destroy(&removed);
+	if (!list_empty(&pipe->retired))
+		synchronize_rcu();
+	list_for_each_entry(pair, &pipe->retired, node)
+		rp_pair_kill(pair);
 	list_del(&pipe->node);
 	rp_pipes_gen++;
 	rp_genl_notify_pipe(pipe, REPLIPIPE_CMD_EVT_PIPE_DELETED);
+}
+
+/* True once every write in flight on @pipe's retired pairs ended. */
+static bool rp_pipe_drained(struct rp_pipe *pipe, unsigned long timeout)
+{
+	unsigned long deadline = jiffies + timeout;
+	struct rp_pair *pair;
+
+	list_for_each_entry(pair, &pipe->retired, node) {
+		if (timeout == MAX_SCHEDULE_TIMEOUT)
+			wait_for_completion(&pair->released);
+		else if (!wait_for_completion_timeout(&pair->released,
+				time_after(deadline, jiffies) ?
+				deadline - jiffies : 0))
+			return false;
+	}
+	return true;
+}
+
+/* Frees @pipe and its retired, drained pairs.  rp_config_lock held. */
+static void rp_pipe_finish(struct rp_pipe *pipe)
+{
+	struct rp_pair *pair, *tmp;
+
+	list_for_each_entry_safe(pair, tmp, &pipe->retired, node) {
+		list_del(&pair->node);
+		pair->src->retiring--;
+		rp_pair_finish(pair);
+	}
 	rp_pipe_free(pipe);
 }
 
+/*
+ * A deleted pipe whose writes did not end within RP_DRAIN_WAIT_SEC (a
+ * target that queues I/O: iSCSI in recovery, multipath queue_if_no_path, a
+ * suspended dm device): waits for them without rp_config_lock, then frees
+ * it.  On rp_retire_wq, which is not WQ_MEM_RECLAIM (this blocks for as long
+ * as the target likes, then takes rp_config_lock; see rp_claim_reaper())
+ * and which module exit destroys: the pipe's module reference goes in
+ * rp_pipe_free(), and this function's last instructions must still be
+ * there.
+ */
+static void rp_pipe_retire_work(struct work_struct *work)
+{
+	struct rp_pipe *pipe = container_of(work, struct rp_pipe, retire_work);
+
+	rp_pipe_drained(pipe, MAX_SCHEDULE_TIMEOUT);
+	mutex_lock(&rp_config_lock);
+	pr_info("pipe %s: the last writes of its deleted pairs ended; their targets are closed\n",
+		pipe->id);
+	rp_pipe_finish(pipe);
+	mutex_unlock(&rp_config_lock);
+}
+
+/*
+ * The writes in flight are waited for outside rp_config_lock, and at most
+ * RP_DRAIN_WAIT_SEC: a target that holds one must not hold every other
+ * netlink command (and the daemon) with it.  Past the bound the pipe is
+ * gone all the same and its pairs are freed when the writes end; until
+ * then their sources and targets stay taken (rp_pair_open()).
+ */
 int rp_pipe_del(const char *id, struct netlink_ext_ack *extack)
 {
 	struct rp_pipe *pipe;
-	int ret = 0;
 
 	mutex_lock(&rp_config_lock);
 	pipe = rp_pipe_find(id);
-	if (pipe) {
-		rp_pipe_remove(pipe);
-	} else {
+	if (!pipe) {
+		mutex_unlock(&rp_config_lock);
 		NL_SET_ERR_MSG(extack, "no pipe with that id");
-		ret = -ENOENT;
+		return -ENOENT;
 	}
+	rp_pipe_unlink(pipe);
 	mutex_unlock(&rp_config_lock);
-	return ret;
+
+	if (!rp_pipe_drained(pipe, RP_DRAIN_WAIT_SEC * HZ)) {
+		pr_warn("pipe %s deleted; writes to its targets still in flight after %d s: they are closed when those end\n",
+			pipe->id, RP_DRAIN_WAIT_SEC);
+		INIT_WORK(&pipe->retire_work, rp_pipe_retire_work);
+		queue_work(rp_retire_wq, &pipe->retire_work);
+		return 0;
+	}
+	mutex_lock(&rp_config_lock);
+	rp_pipe_finish(pipe);
+	mutex_unlock(&rp_config_lock);
+	return 0;
 }
 
 /*
@@ -1907,7 +2011,15 @@ static struct notifier_block rp_netlink_notifier = {
 
 int rp_pipe_init(void)
 {
-	return netlink_register_notifier(&rp_netlink_notifier);
+	int ret;
+
+	rp_retire_wq = alloc_workqueue("replipipe_retire", WQ_UNBOUND, 0);
+	if (!rp_retire_wq)
+		return -ENOMEM;
+	ret = netlink_register_notifier(&rp_netlink_notifier);
+	if (ret)
+		destroy_workqueue(rp_retire_wq);
+	return ret;
 }
 
 void rp_pipe_exit(void)
@@ -1918,9 +2030,14 @@ void rp_pipe_exit(void)
 	if (n)
 		pr_err("%d pipes exist; delete them first\n", n);
 	mutex_lock(&rp_config_lock);
-	list_for_each_entry_safe(pipe, tmp, &rp_pipes, node)
-		rp_pipe_remove(pipe);
+	list_for_each_entry_safe(pipe, tmp, &rp_pipes, node) {
+		rp_pipe_unlink(pipe);
+		rp_pipe_drained(pipe, MAX_SCHEDULE_TIMEOUT);
+		rp_pipe_finish(pipe);
+	}
 	mutex_unlock(&rp_config_lock);
+	/* Every retired pipe held a module reference: none is left. */
+	destroy_workqueue(rp_retire_wq);
 	cancel_delayed_work_sync(&rp_reaper);
 	netlink_unregister_notifier(&rp_netlink_notifier);
 	WARN_ON_ONCE(!xa_empty(&rp_claim_owners));

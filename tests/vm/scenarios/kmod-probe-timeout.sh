@@ -16,9 +16,16 @@
 # and the abandoned flushes let the target and the module go once they
 # end. Before, that PIPE_DEL hung with rp_config_lock held, and every
 # netlink command behind it.
+# Then a PIPE_DEL of a pair with a write in flight to a target that queues
+# it: another netlink command answers meanwhile, the PIPE_DEL returns after
+# its 5 s bound, the pipe is gone but its pair is kept (its source and
+# target stay taken: a new pipe on the source is refused, EBUSY, saying why;
+# rmmod is refused) until the write ends when the target resumes; then it
+# is freed and the source pairs again. Before, that PIPE_DEL waited with
+# rp_config_lock held for as long as the target held the write.
 # vm-timeout: 300
-# vm-cost: 30
-# vm-debug-cost: 70
+# vm-cost: 40
+# vm-debug-cost: 85
 # vm-mem: 768
 # vm-bins: dmsetup
 
@@ -175,4 +182,69 @@ vm_log "the backstore with the record went in $((t1 - t0)) ms"
 	vm_fail "the clear pass was not waiting for its flush (no second message)"
 no_objects_left
 held_until_resumed "the record's flush"
+
+vm_log "== PIPE_DEL of a pair with a write in flight to a target that queues I/O"
+tgt=$(vm_dm_create rptgt "0 $sectors linear /dev/ram1 0")
+vm_backstore replipipe replipipe_0 vol3 /dev/ram0 > /dev/null
+rp-nlctl set-pipe --id $PIPE --mode sync --policy degrade --region-kib 64 \
+	--pair replipipe_0/vol3=$tgt,clean || vm_fail "set-pipe refused"
+lun=$(vm_tcm_loop_export replipipe_0/vol3)
+# the write waits for the target until it resumes: no SCSI time-out meanwhile
+echo 120 > /sys/block/${lun#/dev/}/device/timeout
+dmsetup --noudevsync suspend rptgt || vm_fail "dmsetup suspend"
+dd if=/dev/urandom of="$lun" bs=64k count=1 oflag=direct 2> /dev/null &
+w_pid=$!
+sleep 2
+kill -0 $w_pid 2> /dev/null || vm_fail "setup: the write ended although its target queues I/O"
+rp-nlctl del-pipe $PIPE > /tmp/del.out 2>&1 &
+del_pid=$!
+sleep 1
+# Another netlink command meanwhile: PIPE_DEL waits without rp_config_lock.
+t0=$(now_ms)
+rp-nlctl get > /tmp/list.out 2>&1 &
+wait_pid $! 3 || vm_fail "a netlink command waited behind a PIPE_DEL waiting for a write in flight"
+vm_log "rp-nlctl get (all pipes) answered in $(($(now_ms) - t0)) ms while PIPE_DEL waited (rc=$rc)"
+[ "$rc" = 0 ] || vm_fail "rp-nlctl get failed: $(cat /tmp/list.out)"
+wait_pid $del_pid 10 || vm_fail "PIPE_DEL blocked on a write in flight to a target that queues I/O"
+cat /tmp/del.out
+[ "$rc" = 0 ] || vm_fail "del-pipe failed (rc=$rc)"
+rp-nlctl get $PIPE > /dev/null 2>&1 && vm_fail "the deleted pipe is still there"
+dmesg | grep -q "pipe $PIPE deleted; writes to its targets still in flight after 5 s" ||
+	vm_fail "no message that the deleted pipe's writes are still in flight"
+kill -0 $w_pid 2> /dev/null || vm_fail "setup: the write ended before the target resumed"
+live=$(cat $LIVE)
+[ "$live" = "pipes=1 pairs=1 claims=0 async_bufs=0" ] ||
+	vm_fail "the deleted pipe's pair is not kept while its write is in flight: $live"
+# Its source and target stay taken until the write ends.
+if rp-nlctl set-pipe --id $PIPE-again --mode sync \
+	--pair replipipe_0/vol3=/dev/ram2 > /tmp/set.out 2>&1; then
+	vm_fail "set-pipe on the source of a deleted pair with a write in flight succeeded"
+fi
+cat /tmp/set.out
+case "$(cat /tmp/set.out)" in
+*"deleted pair still has writes in flight"*"(errno EBUSY)"*) ;;
+*) vm_fail "set-pipe on the source refused without saying why" ;;
+esac
+if rmmod replipipe 2> /dev/null; then
+	vm_fail "rmmod replipipe succeeded with a deleted pipe's write in flight"
+fi
+dmsetup --noudevsync resume rptgt || vm_fail "dmsetup resume"
+wait_pid $w_pid 10 || vm_fail "the write did not end after the target resumed"
+[ "$rc" = 0 ] || vm_fail "the write failed (rc=$rc)"
+i=0
+until [ "$(cat $LIVE)" = "pipes=0 pairs=0 claims=0 async_bufs=0" ]; do
+	[ $i -lt 50 ] || vm_fail "the deleted pipe was not freed after its write ended: $(cat $LIVE)"
+	sleep 0.1
+	i=$((i + 1))
+done
+rp-nlctl set-pipe --id $PIPE-again --mode sync --pair replipipe_0/vol3=/dev/ram2 ||
+	vm_fail "set-pipe on the source refused after the deleted pair was freed"
+rp-nlctl set-pipe --id $PIPE --mode sync --pair replipipe_0/vol3=$tgt > /dev/null 2>&1 &&
+	vm_fail "setup: the source took a second pipe"
+rp-nlctl del-pipe $PIPE-again || vm_fail "del-pipe $PIPE-again"
+vm_tcm_loop_unexport replipipe_0/vol3
+vm_backstore_delete replipipe_0/vol3
+dmsetup --noudevsync remove rptgt || vm_fail "dmsetup remove"
+no_objects_left
+rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "kmod-probe-timeout done"
