@@ -734,6 +734,8 @@ void rp_intent_close(struct rp_dev *dev)
 /*
  * Sets the bits of the chunks of [@sector, +@nr_sects).  Returns true if a
  * page they are on is behind on disk; *@seq is what a write must wait for.
+ * A bitmap page and a word at a time: an UNMAP of a whole LUN (mkfs sends
+ * one) may cover millions of chunks, and this runs with interrupts off.
  * in->lock held.
  */
 static bool __rp_intent_set(struct rp_intent *in, sector_t sector,
@@ -741,20 +743,22 @@ static bool __rp_intent_set(struct rp_intent *in, sector_t sector,
 			    unsigned int *p1, u64 *seq)
 {
 	bool behind = false;
+	u64 first, last, lo, hi;
 	unsigned int p;
-	u64 first, last, i;
 
 	first = min_t(u64, sector >> in->bit_sect_shift, in->nr_bits - 1);
 	last = min_t(u64, (sector + max_t(sector_t, nr_sects, 1) - 1) >>
 		     in->bit_sect_shift, in->nr_bits - 1);
-	for (i = first; i <= last; i++) {
-		if (!__test_and_set_bit(i, in->maps.bits))
-			__rp_intent_changed(in, i);
-		__set_bit(i, in->maps.recent);
-	}
-	*seq = in->seq;
 	*p0 = first / RP_INTENT_PAGE_BITS;
 	*p1 = last / RP_INTENT_PAGE_BITS;
+	for (p = *p0; p <= *p1; p++) {
+		lo = max_t(u64, first, (u64)p * RP_INTENT_PAGE_BITS);
+		hi = min_t(u64, last, ((u64)p + 1) * RP_INTENT_PAGE_BITS - 1);
+		if (rp_bits_set_count(in->maps.bits, lo, hi))
+			__rp_intent_changed(in, lo);
+		rp_bits_set_count(in->maps.recent, lo, hi);
+	}
+	*seq = in->seq;
 	for (p = *p0; p <= *p1; p++)
 		behind |= in->maps.ondisk_seq[p] < in->maps.dirty_seq[p];
 	return behind;

@@ -12,9 +12,12 @@
 #    stays InSync.
 # 3. the same pipe made asynchronous: the UNMAP goes to the primary only
 #    and its four 64 KiB regions are dirty.
+# 4. an asynchronous pair with a write-intent record of 64 KiB chunks over
+#    4 GiB (two bitmap pages): an UNMAP of 2 GiB across the pages leaves
+#    exactly its 32768 regions dirty and marked on the record.
 # vm-timeout: 300
-# vm-cost: 10
-# vm-debug-cost: 30
+# vm-cost: 20
+# vm-debug-cost: 50
 # vm-disks: lbprz:32
 
 LIVE=/sys/module/replipipe/parameters/live_objects
@@ -117,13 +120,43 @@ echo "$pair"
 zeroes /dev/rpu2 1024 256 || vm_fail "setup: the primary does not read zeroes after UNMAP"
 zeroes /dev/rpt2 1024 64 && vm_fail "the async UNMAP reached the target"
 
+vm_log "== 4. an UNMAP across the write-intent record's bitmap pages marks every chunk"
+# 64 KiB chunks of a 4 GiB primary: 65536 bits, two 4 KiB bitmap pages; the
+# UNMAP covers 1 GiB to 3 GiB, across the boundary at 2 GiB.
+mkdir "$VM_NULLB/rpu4" || vm_fail "mkdir $VM_NULLB/rpu4"
+echo 4096 > "$VM_NULLB/rpu4/size"
+echo 1 > "$VM_NULLB/rpu4/memory_backed"
+echo 1 > "$VM_NULLB/rpu4/discard"
+echo 1 > "$VM_NULLB/rpu4/power" || vm_fail "cannot power on rpu4"
+vm_wait_path /dev/rpu4
+nullb rpi4
+mkdir "$VM_NULLB/rpt4big" && echo 4096 > "$VM_NULLB/rpt4big/size" &&
+	echo 1 > "$VM_NULLB/rpt4big/power" || vm_fail "cannot make rpt4big"
+vm_wait_path /dev/rpt4big
+dir=$(vm_backstore replipipe replipipe_0 u4 /dev/rpu4 /dev/rpi4,intent_chunk_kib=64)
+echo 1 > "$dir/attrib/emulate_tpu" && echo 1 > "$dir/attrib/emulate_tpws" ||
+	vm_fail "u4: thin provisioning refused"
+rp-nlctl set-pipe --id unmap-intent --mode async --region-kib 64 \
+	--pair replipipe_0/u4=/dev/rpt4big,clean || vm_fail "set-pipe refused"
+lun4=$(vm_tcm_loop_export replipipe_0/u4)
+unmap $lun4 1024 $((2048 * MIB))
+pair=$(vm_lag_drained unmap-intent)
+echo "$pair"
+[ "$(vm_field "$pair" dirty)" = 32768 ] ||
+	vm_fail "an async UNMAP of 2 GiB left dirty=$(vm_field "$pair" dirty), not its 32768 regions"
+[ "$(vm_field "$pair" intent_marked)" = 32768 ] ||
+	vm_fail "the record marks $(vm_field "$pair" intent_marked) regions, not the UNMAP's 32768"
+
 vm_log "== teardown"
 vm_tcm_loop_unexport replipipe_0/u1
 vm_tcm_loop_unexport replipipe_0/u2
+vm_tcm_loop_unexport replipipe_0/u4
 rp-nlctl del-pipe unmap-lbprz || vm_fail "del-pipe unmap-lbprz"
 rp-nlctl del-pipe unmap || vm_fail "del-pipe unmap"
+rp-nlctl del-pipe unmap-intent || vm_fail "del-pipe unmap-intent"
 vm_backstore_delete replipipe_0/u1
 vm_backstore_delete replipipe_0/u2
+vm_backstore_delete replipipe_0/u4
 live=$(cat $LIVE)
 vm_log "live_objects: $live"
 [ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
