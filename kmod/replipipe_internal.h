@@ -45,6 +45,8 @@
  * well under the 10 s replipiped and rp-nlctl give a netlink request.
  */
 #define RP_PROBE_TIMEOUT_SEC	5
+/* Most an UNMAP zeroes on the target of an LBPRZ LUN (64 MiB). */
+#define RP_UNMAP_ZEROOUT_MAX_SECT	(64 << (20 - SECTOR_SHIFT))
 /* Longest a PIPE_DEL waits for the writes in flight to its targets. */
 #define RP_DRAIN_WAIT_SEC	5
 /*

@@ -808,15 +808,18 @@ static bool rp_sync_op_end(struct rp_req *req, int ret, int target_ret)
  * (unmap_zeroes_data: LBPRZ) must read zeroes there from the target too
  * after a failover, whatever the target's discard leaves behind (an SSD or
  * an array may keep the old data): the target gets zeroes, unmapping where
- * it can do so and still read zeroes.  Without write-zeroes support it gets
- * nothing and the regions are dirty (-EOPNOTSUPP): the resync copies the
- * primary's zeroes, instead of this command writing them one page at a time.
+ * it can do so and still read zeroes.  That may mean writing them, in LIO's
+ * submission context (execute_unmap must end the range before it returns),
+ * so only up to RP_UNMAP_ZEROOUT_MAX_SECT of them per UNMAP; a larger range,
+ * or a target without write zeroes, gets nothing and its regions are dirty
+ * (-EOPNOTSUPP): the resync copies the primary's zeroes in the background.
  */
 static int rp_unmap_target(struct se_cmd *cmd, struct block_device *tgt,
 			   sector_t sector, sector_t nr_sects)
 {
 	if (cmd->se_dev->dev_attrib.unmap_zeroes_data)
-		return blkdev_issue_zeroout(tgt, sector, nr_sects, GFP_KERNEL,
+		return nr_sects > RP_UNMAP_ZEROOUT_MAX_SECT ? -EOPNOTSUPP :
+		       blkdev_issue_zeroout(tgt, sector, nr_sects, GFP_KERNEL,
 					    BLKDEV_ZERO_NOFALLBACK);
 	if (!bdev_max_discard_sectors(tgt))
 		return -EOPNOTSUPP;
@@ -900,13 +903,63 @@ static int rp_write_same_one(struct rp_dev *dev, struct block_device *bdev,
 	return ret;
 }
 
+/* Both legs of a WRITE SAME, then the command's completion.  May block. */
+static void rp_write_same_run(struct se_cmd *cmd, bool zeroes)
+{
+	struct se_device *se_dev = cmd->se_dev;
+	struct rp_dev *dev = RP_DEV(se_dev);
+	int ret, target_ret = 0;
+	struct rp_req *req;
+
+	req = rp_sync_op_begin(cmd,
+			       target_to_linux_sector(se_dev, cmd->t_task_lba),
+			       target_to_linux_sector(se_dev,
+					sbc_get_write_same_sectors(cmd)));
+	if (!req) {
+		target_complete_cmd(cmd, SAM_STAT_CHECK_CONDITION);
+		return;
+	}
+	ret = rp_write_same_one(dev, dev->primary.bdev, cmd, zeroes);
+	if (!ret && (req->flags & RP_REQ_MIRROR))
+		target_ret = rp_write_same_one(dev, req->pair->tgt.bdev, cmd,
+					       zeroes);
+	if (rp_sync_op_end(req, ret, target_ret) || ret) {
+		pr_err_ratelimited("%s: WRITE SAME failed: %d/%d\n", dev->name,
+				   ret, target_ret);
+		target_complete_cmd(cmd, SAM_STAT_CHECK_CONDITION);
+		return;
+	}
+	target_complete_cmd(cmd, SAM_STAT_GOOD);
+}
+
+struct rp_write_same_work {
+	struct work_struct	work;
+	struct se_cmd		*cmd;
+	bool			zeroes;
+};
+
+static void rp_write_same_work_fn(struct work_struct *work)
+{
+	struct rp_write_same_work *w =
+		container_of(work, struct rp_write_same_work, work);
+
+	rp_write_same_run(w->cmd, w->zeroes);
+	kfree(w);
+}
+
+/*
+ * WRITE SAME writes its legs a bio at a time and waits for each, for as long
+ * as a target that queues I/O likes: on rp_wq, not in LIO's submission
+ * context (on iSCSI the connection's receiver, which must keep answering;
+ * with tcm_loop the per-CPU work every later command of that CPU waits
+ * behind).  Without memory for the work item it runs here.
+ */
 sense_reason_t rp_execute_write_same(struct se_cmd *cmd)
 {
 	struct se_device *se_dev = cmd->se_dev;
 	struct rp_dev *dev = RP_DEV(se_dev);
 	struct scatterlist *sg = cmd->t_data_sg;
-	int ret, target_ret = 0;
-	struct rp_req *req;
+	struct rp_write_same_work *w;
 	bool zeroes;
 	void *buf;
 
@@ -922,21 +975,14 @@ sense_reason_t rp_execute_write_same(struct se_cmd *cmd)
 	zeroes = !memchr_inv(buf + sg->offset, 0, sg->length);
 	kunmap_local(buf);
 
-	req = rp_sync_op_begin(cmd,
-			       target_to_linux_sector(se_dev, cmd->t_task_lba),
-			       target_to_linux_sector(se_dev,
-					sbc_get_write_same_sectors(cmd)));
-	if (!req)
-		return TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;
-	ret = rp_write_same_one(dev, dev->primary.bdev, cmd, zeroes);
-	if (!ret && (req->flags & RP_REQ_MIRROR))
-		target_ret = rp_write_same_one(dev, req->pair->tgt.bdev, cmd,
-					       zeroes);
-	if (rp_sync_op_end(req, ret, target_ret) || ret) {
-		pr_err_ratelimited("%s: WRITE SAME failed: %d/%d\n", dev->name,
-				   ret, target_ret);
-		return TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;
+	w = kmalloc(sizeof(*w), GFP_NOIO);
+	if (!w) {
+		rp_write_same_run(cmd, zeroes);
+		return 0;
 	}
-	target_complete_cmd(cmd, SAM_STAT_GOOD);
+	INIT_WORK(&w->work, rp_write_same_work_fn);
+	w->cmd = cmd;
+	w->zeroes = zeroes;
+	queue_work(rp_wq, &w->work);
 	return 0;
 }

@@ -50,7 +50,8 @@
 #          cache, target with one) completed while its data could still sit
 #          in the target's cache: normal writes get FUA there. The target
 #          (dm-delay over a virtio disk) holds flushes 4 s: a WRITE SAME
-#          (blkdiscard -z through the LUN) must send one and wait for it.
+#          (blkdiscard -z through the LUN) must send one and wait for it,
+#          on rp_wq: a read on either CPU meanwhile ends at once.
 #
 # The steps run in the order 3 4 5 6 7 8 9 10 1 2: the data steps cannot wedge the module,
 # the deadlock steps can. A deadlocked del-pipe holds rp_config_lock in D
@@ -526,7 +527,7 @@ step_bug9() {
 
 # ---- bug 10: WRITE SAME on a write-through LUN flushes the target
 step_bug10() {
-	local pipe=races-wsame src=replipipe_0/s10 tdisk tgt lun sd t0 i=0
+	local pipe=races-wsame src=replipipe_0/s10 tdisk tgt lun sd t0 i=0 cpu r0
 	tdisk=$(vm_disk rpflusht)
 	[ "$(cat /sys/block/${tdisk#/dev/}/queue/write_cache)" = "write back" ] ||
 		vm_fail "bug 10: setup: $tdisk has no volatile write cache"
@@ -550,6 +551,19 @@ step_bug10() {
 		sleep 0.1
 		i=$((i + 1))
 	done
+	# Meanwhile the LUN answers on either CPU: the WRITE SAME waits on
+	# rp_wq, not in LIO's submission work of the CPU it came from. (At
+	# offset 0: dd's lseek would wait for the bdev's inode lock, which
+	# blkdiscard -z holds.)
+	for cpu in 0 1; do
+		r0=$(now10)
+		taskset -c $cpu dd if=$lun of=/dev/null bs=4k count=1 iflag=direct 2> /dev/null ||
+			vm_fail "bug 10: a read on CPU $cpu failed"
+		vm_log "a read on CPU $cpu while the WRITE SAME waits: $((($(now10) - r0) * 100)) ms"
+		[ $(($(now10) - r0)) -le 15 ] ||
+			vm_fail "bug 10: a read on CPU $cpu waited for the WRITE SAME's target flush"
+	done
+	bg_done b10ws && vm_fail "bug 10: setup: the WRITE SAME ended before the reads"
 	bg_wait b10ws $((t0 + 300)) || vm_fail "bug 10: the WRITE SAME did not end"
 	vm_log "WRITE SAME ended rc=$(bg_rc b10ws) after $((($(bg_end b10ws) - t0) * 100)) ms"
 	[ "$(bg_rc b10ws)" = 0 ] || vm_fail "bug 10: blkdiscard -z failed: $(bg_out b10ws)"

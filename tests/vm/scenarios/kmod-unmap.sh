@@ -7,6 +7,7 @@
 #    keeps the data (QEMU's default discard=ignore, like an SSD or an array
 #    that does not zero): after the UNMAP the pair counts its regions in
 #    sync, so the target must read zeroes there too, as a failover would.
+#    An UNMAP of more than 64 MiB leaves its regions dirty instead.
 # 2. synchronous, without LBPRZ, the target a null_blk that zeroes on
 #    discard: the UNMAP reaches the target (it reads zeroes), the pair
 #    stays InSync.
@@ -18,16 +19,16 @@
 # vm-timeout: 300
 # vm-cost: 20
 # vm-debug-cost: 50
-# vm-disks: lbprz:32
+# vm-disks: lbprz:96
 
 LIVE=/sys/module/replipipe/parameters/live_objects
 MIB=1048576
 
 vm_modprobe null_blk nr_devices=0
-# nullb NAME: /dev/NAME, 32 MiB, memory-backed, with discard.
+# nullb NAME [MIB]: /dev/NAME, MIB (32) MiB, memory-backed, with discard.
 nullb() {
 	mkdir "$VM_NULLB/$1" || vm_fail "mkdir $VM_NULLB/$1"
-	echo 32 > "$VM_NULLB/$1/size"
+	echo "${2:-32}" > "$VM_NULLB/$1/size"
 	echo 1 > "$VM_NULLB/$1/memory_backed"
 	echo 1 > "$VM_NULLB/$1/discard" || vm_fail "null_blk has no discard"
 	echo 1 > "$VM_NULLB/$1/power" || vm_fail "cannot power on $1"
@@ -60,7 +61,7 @@ unmap() {
 pair_line() { rp-nlctl get "$1" | grep "^pair "; }
 
 vm_log "== 1. LBPRZ LUN, target that keeps data on discard"
-nullb rpu1
+nullb rpu1 96
 tgt=$(vm_disk lbprz)
 t=${tgt#/dev/}
 [ "$(cat /sys/block/$t/queue/discard_max_bytes)" -gt 0 ] ||
@@ -91,6 +92,23 @@ echo "$pair"
 zeroes $tgt 0 1024 ||
 	vm_fail "the pair counts the unmapped regions in sync, but the target still holds the old data where the LUN reports zeroes"
 vm_cmp_devs /dev/rpu1 $tgt
+# More than the 64 MiB an UNMAP zeroes on the target in LIO's submission
+# context: its regions go dirty instead, for the resync. sd sends WRITE
+# SAME with UNMAP to an LBPRZ LUN, in pieces of at most its maximum WRITE
+# SAME length (here 32 MiB); other initiators send UNMAP, up to the
+# primary's maximum discard.
+dd if=/dev/urandom of=$lun bs=$MIB count=1 seek=40 oflag=direct 2> /dev/null ||
+	vm_fail "write through $lun"
+for m in /sys/block/${lun#/dev/}/device/scsi_disk/*/provisioning_mode; do
+	echo unmap > $m || vm_fail "setup: provisioning_mode unmap refused"
+done
+unmap $lun 8 $((80 * MIB))
+pair=$(pair_line unmap-lbprz)
+echo "$pair"
+[ "$(vm_field "$pair" state)" = Syncing ] && [ "$(vm_field "$pair" dirty)" = 1280 ] ||
+	vm_fail "an UNMAP of 80 MiB did not leave its 1280 regions dirty: $pair"
+zeroes /dev/rpu1 40960 1024 || vm_fail "setup: the primary does not read zeroes after UNMAP"
+zeroes $tgt 40960 1024 && vm_fail "the UNMAP of 80 MiB zeroed the target in the submission context"
 
 vm_log "== 2. LUN without LBPRZ, target that zeroes on discard"
 nullb rpu2
