@@ -1380,8 +1380,9 @@ static bool rp_pipe_drained(struct rp_pipe *pipe, unsigned long timeout)
 	struct rp_pair *pair;
 
 	list_for_each_entry(pair, &pipe->retired, node) {
+		/* TASK_IDLE: a target may hold a write for hours. */
 		if (timeout == MAX_SCHEDULE_TIMEOUT)
-			wait_for_completion(&pair->released);
+			wait_for_completion_state(&pair->released, TASK_IDLE);
 		else if (!wait_for_completion_timeout(&pair->released,
 				time_after(deadline, jiffies) ?
 				deadline - jiffies : 0))
