@@ -443,7 +443,35 @@ void DaemonService::RefreshPipe(const std::string &uuid)
 	Apply(*record, *kernel, read_no);
 }
 
+// RefreshAll() and OnKernelEvent() run on the daemon's main loop: an
+// exception must not end the daemon (std::terminate), as NetlinkSocket's
+// std::bad_alloc for a message it cannot allocate would. Both only read
+// state that the next periodic refresh reads again.
 void DaemonService::RefreshAll()
+{
+	try {
+		RefreshAllOnce();
+	} catch (const std::exception &e) {
+		LogError() << "refresh: " << e.what()
+		           << "; the next periodic refresh tries again";
+	}
+}
+
+void DaemonService::OnKernelEvent(const KernelEvent &event)
+{
+	try {
+		HandleKernelEvent(event);
+	} catch (const std::exception &e) {
+		LogError() << "kernel event " << KernelEventTypeName(event.type)
+		           << (event.pipe_id.empty()
+		                       ? ""
+		                       : " of pipe " + event.pipe_id)
+		           << ": " << e.what()
+		           << "; the next periodic refresh reads the state";
+	}
+}
+
+void DaemonService::RefreshAllOnce()
 {
 	const uint64_t read_no = NextRead();
 	auto listed = kernel_.ListPipes();
@@ -465,7 +493,7 @@ void DaemonService::RefreshAll()
 	pusher_.Missing(missing);
 }
 
-void DaemonService::OnKernelEvent(const KernelEvent &event)
+void DaemonService::HandleKernelEvent(const KernelEvent &event)
 {
 	ControlEvent out;
 	out.type = KernelEventTypeName(event.type);
@@ -496,7 +524,7 @@ void DaemonService::OnKernelEvent(const KernelEvent &event)
 		out.type = "events_lost";
 		out.message = "kernel events were lost; state re-read";
 		hub_.Publish(out);
-		RefreshAll();
+		RefreshAllOnce();
 		break;
 	}
 }

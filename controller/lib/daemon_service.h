@@ -154,6 +154,9 @@ private:
 	// After a delete: no refresh that read the pipe before applies it,
 	// and its jobs and events are gone.
 	void Forget(const std::string &uuid);
+	// RefreshAll() and OnKernelEvent() without their catch.
+	void RefreshAllOnce();
+	void HandleKernelEvent(const KernelEvent &event);
 	// Numbers a read of the kernel; taken before the read starts.
 	uint64_t NextRead() { return ++reads_; }
 	// The jobs' replan sink: queues the pipe for the replan thread.

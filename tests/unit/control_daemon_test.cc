@@ -769,6 +769,72 @@ TEST(ControlDaemon, AReplanThatThrowsIsLoggedAndTheNextIsDone)
 	EXPECT_EQ(started[2], 4096u);
 }
 
+// RefreshAll() and OnKernelEvent() run on the daemon's main loop (the
+// periodic tick, SIGHUP, the kernel's events), where nothing else catches:
+// a kernel call that throws there (NetlinkSocket's std::bad_alloc) would
+// end the daemon (std::terminate). It is logged, and the next refresh and
+// the next event are served.
+TEST(ControlDaemon, AMainLoopRefreshOrEventThatThrowsIsLoggedAndTheNextIsDone)
+{
+	const std::thread::id test_thread = std::this_thread::get_id();
+	InProcessDaemon d;
+	ControlReply created = d.service_.Handle(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	const std::string uuid = UuidOf(created.replication_pipe);
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
+	KernelEvent changed;
+	changed.type = KernelEventType::kPipeChanged;
+	changed.pipe_id = uuid;
+	KernelEvent lost;
+	lost.type = KernelEventType::kOverrun;
+
+	::testing::internal::CaptureStderr();
+	std::atomic<int> thrown{0}; // outlives d, whose kernel calls it
+	d.kernel_.SetEntryHook([&](testing::FakeKernel::Op op) {
+		if (std::this_thread::get_id() == test_thread &&
+		    (op == testing::FakeKernel::Op::kListPipes ||
+		     op == testing::FakeKernel::Op::kGetPipe)) {
+			++thrown;
+			throw std::bad_alloc();
+		}
+	});
+	EXPECT_NO_THROW(d.service_.RefreshAll());
+	EXPECT_NO_THROW(d.service_.OnKernelEvent(changed));
+	EXPECT_NO_THROW(d.service_.OnKernelEvent(lost));
+	d.kernel_.SetEntryHook({});
+	const std::string log = ::testing::internal::GetCapturedStderr();
+	EXPECT_EQ(thrown, 3);
+	EXPECT_NE(log.find("refresh: std::bad_alloc; the next periodic "
+	                   "refresh tries again"),
+	          std::string::npos)
+	        << log;
+	EXPECT_NE(log.find("kernel event pipe_changed of pipe " + uuid +
+	                   ": std::bad_alloc"),
+	          std::string::npos)
+	        << log;
+	EXPECT_NE(log.find("kernel event overrun: std::bad_alloc"),
+	          std::string::npos)
+	        << log;
+
+	// The next ones are done: the pair paused in the kernel stops its
+	// job on the event, and resumed there starts it on the refresh.
+	ASSERT_TRUE(
+	        d.kernel_
+	                .SetPairState(uuid, "replipipe_0/a", PairState::kPaused)
+	                .ok());
+	d.service_.OnKernelEvent(changed);
+	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 0; }))
+	        << "the event of the paused pair did not stop its job";
+	ASSERT_TRUE(d.kernel_
+	                    .SetPairState(uuid, "replipipe_0/a",
+	                                  PairState::kSyncing)
+	                    .ok());
+	d.service_.RefreshAll();
+	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }))
+	        << "the refresh of the resumed pair did not start its job";
+}
+
 TEST(ControlDaemon, RefreshPushesAStoredPipeTheKernelLacks)
 {
 	using std::chrono::milliseconds;
