@@ -30,7 +30,11 @@
  *                to another source); such a pair cannot assume clean
  *                (EINVAL): the replaced pair's last writes may still land.
  *                The region size of a pipe that keeps pairs cannot change.
- *   PIPE_DEL     delete a pipe (PIPE_ID); its pairs stop mirroring.
+ *   PIPE_DEL     delete a pipe (PIPE_ID); its pairs stop mirroring. It
+ *                waits up to 5 s for the writes in flight to its targets
+ *                and succeeds all the same: until they end, its sources
+ *                and targets stay taken (a PIPE_SET naming one gets EBUSY)
+ *                and other commands are not held up.
  *   PIPE_GET     doit with PIPE_ID, or dumpit for every pipe; each reply is
  *                one pipe with nested pairs, their state and counters: a
  *                message may be as large as one pipe of REPLIPIPE_MAX_PAIRS
