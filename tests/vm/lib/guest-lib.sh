@@ -142,6 +142,16 @@ vm_nullb_cached() {
 		vm_fail "$1 has no volatile write cache"
 }
 
+# vm_no_live_objects: replipipe.ko's live_objects (pipes, pairs, claims,
+# async copies) are all back to zero, or the scenario fails; logs them.
+vm_no_live_objects() {
+	local live
+	live=$(cat /sys/module/replipipe/parameters/live_objects) ||
+		vm_fail "no live_objects: replipipe is not loaded"
+	vm_log "live_objects: $live"
+	[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+}
+
 # vm_dm_create NAME TABLE: a device-mapper device made without udev; prints
 # its /dev/dm-N (there are no /dev/mapper links without udev).
 vm_dm_create() {

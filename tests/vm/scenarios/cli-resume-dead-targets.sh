@@ -184,7 +184,6 @@ done
 # and the module are free.
 each_target remove
 dmsetup --noudevsync remove rpstuck || vm_fail "dmsetup remove rpstuck"
-live=$(cat $LIVE)
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects left: $live"
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "cli-resume-dead-targets done"

@@ -340,9 +340,7 @@ vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 vm_backstore_delete $SRC
-live=$(cat $LIVE)
-vm_log "live_objects: $live"
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 # Every open of the legs ended: a probe's own open of the target too (G:
 # the module freed a probe whose bio failed with -ETIMEDOUT as if the bio

@@ -170,8 +170,7 @@ case "$(vm_boot)" in
 	vm_daemon_stop $DLOG
 	vm_tcm_loop_unexport $SRC
 	vm_backstore_delete $SRC
-	live=$(cat $LIVE)
-	[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+	vm_no_live_objects
 	rmmod replipipe || vm_fail "rmmod replipipe"
 	umount /var/lib/replipipe /persist || vm_fail "umount"
 	vm_log "fail-crash done"

@@ -148,9 +148,7 @@ vm_daemon_stop $DLOG
 vm_tcm_loop_unexport $SRC
 vm_backstore_delete $SRC
 dmsetup --noudevsync remove rptgt || vm_fail "dmsetup remove"
-live=$(cat $LIVE)
-vm_log "live_objects: $live"
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 grep -q "probe:.*resumed" $DLOG || daemon_fail "no probe in the daemon's log"
 vm_log "fail-degrade-recover done"

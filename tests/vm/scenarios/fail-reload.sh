@@ -68,7 +68,7 @@ rmmod_refused "with the backstore present"
 vm_log "== 3. backstore removed: rmmod"
 vm_tcm_loop_unexport $SRC
 vm_backstore_delete $SRC
-[ "$(cat $LIVE)" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects live: $(cat $LIVE)"
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod after removing pipes and backstores"
 [ ! -d /sys/module/replipipe ] || vm_fail "module still loaded"
 dmesg | grep -q "replipipe: unloaded" || vm_fail "no unload message"
@@ -104,8 +104,6 @@ replipipectl delete $PIPE || daemon_fail "delete"
 vm_daemon_stop $DLOG
 vm_tcm_loop_unexport $SRC
 vm_backstore_delete $SRC
-live=$(cat $LIVE)
-vm_log "live_objects: $live"
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "fail-reload done"

@@ -87,8 +87,6 @@ while [ $i -lt $N ]; do
 	i=$((i + 1))
 done
 vm_backstore_delete replipipe_0/small
-live=$(cat $LIVE)
-vm_log "live_objects: $live"
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "genl-many-pairs done"

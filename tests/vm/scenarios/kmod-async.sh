@@ -126,8 +126,6 @@ dmsetup --noudevsync remove rplag || vm_fail "dmsetup remove"
 dmsetup --noudevsync remove rplagp || vm_fail "dmsetup remove"
 
 vm_log "== teardown"
-live=$(cat $LIVE)
-vm_log "live_objects: $live"
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "kmod-async done"

@@ -240,8 +240,6 @@ done
 
 vm_backstore_delete replipipe_0/vol1
 vm_backstore_delete replipipe_0/vol2
-live=$(cat $LIVE)
-vm_log "live_objects: $live"
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "kmod-bad-input done"

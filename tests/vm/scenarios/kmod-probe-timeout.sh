@@ -63,13 +63,6 @@ del_pipe_within() {
 	vm_log "PIPE_DEL took $((t1 - t0)) ms"
 }
 
-no_objects_left() {
-	local live
-	live=$(cat $LIVE)
-	vm_log "live_objects: $live"
-	[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects left: $live"
-}
-
 # held_until_resumed WHAT: WHAT, a bio abandoned to the suspended rptgt,
 # still holds the target open (dm refuses to remove it) and the module
 # (rmmod is refused, although no pipe nor backstore is left); once rptgt
@@ -139,7 +132,7 @@ vm_log "== while the probe's bio is queued: PIPE_DEL is prompt"
 vm_tcm_loop_unexport $SRC
 del_pipe_within 5 "PIPE_DEL blocked behind the probe"
 vm_backstore_delete $SRC
-no_objects_left
+vm_no_live_objects
 held_until_resumed "the probe's bio"
 
 vm_log "== PIPE_DEL of a pair with a write-intent record, its target queueing I/O"
@@ -180,7 +173,7 @@ vm_log "the backstore with the record went in $((t1 - t0)) ms"
 [ $((t1 - t0)) -lt 5000 ] || vm_fail "deleting the backstore waited $((t1 - t0)) ms for the clear pass's flush"
 [ "$(dmesg | grep -c "$FLUSH_FAILED")" = 2 ] ||
 	vm_fail "the clear pass was not waiting for its flush (no second message)"
-no_objects_left
+vm_no_live_objects
 held_until_resumed "the record's flush"
 
 vm_log "== PIPE_DEL of a pair with a write in flight to a target that queues I/O"
@@ -246,6 +239,6 @@ rp-nlctl del-pipe $PIPE-again || vm_fail "del-pipe $PIPE-again"
 vm_tcm_loop_unexport replipipe_0/vol3
 vm_backstore_delete replipipe_0/vol3
 dmsetup --noudevsync remove rptgt || vm_fail "dmsetup remove"
-no_objects_left
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "kmod-probe-timeout done"

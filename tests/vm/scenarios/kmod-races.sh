@@ -649,8 +649,6 @@ vm_log "results:$results"
 
 vm_log "== teardown"
 [ -z "$(rp-nlctl get)" ] || vm_fail "pipes left: $(rp-nlctl get)"
-live=$(cat $LIVE)
-vm_log "live_objects: $live"
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "kmod-races done"

@@ -64,8 +64,6 @@ vm_tcm_loop_unexport $SRC
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 [ -z "$(rp-nlctl get | grep "^pipe ")" ] || vm_fail "pipe still listed after del-pipe"
 vm_backstore_delete $SRC
-live=$(cat $LIVE)
-vm_log "live_objects: $live"
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "kmod-sync-mirror done"

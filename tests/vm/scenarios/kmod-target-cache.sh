@@ -300,8 +300,6 @@ for n in rpsrc rptgt rpwi; do
 	echo 0 > $NULLB/$n/power
 	rmdir $NULLB/$n || vm_fail "rmdir $NULLB/$n"
 done
-live=$(cat $LIVE)
-vm_log "live_objects: $live"
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "kmod-target-cache done"

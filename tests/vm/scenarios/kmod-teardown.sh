@@ -49,9 +49,7 @@ round async 42
 vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
 vm_backstore_delete $SRC
-live=$(cat $LIVE)
-vm_log "live_objects: $live"
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 [ ! -d /sys/module/replipipe ] || vm_fail "replipipe still loaded"
 vm_log "kmod-teardown done"

@@ -175,8 +175,6 @@ rp-nlctl del-pipe unmap-intent || vm_fail "del-pipe unmap-intent"
 vm_backstore_delete replipipe_0/u1
 vm_backstore_delete replipipe_0/u2
 vm_backstore_delete replipipe_0/u4
-live=$(cat $LIVE)
-vm_log "live_objects: $live"
-[ "$live" = "pipes=0 pairs=0 claims=0 async_bufs=0" ] || vm_fail "objects leaked: $live"
+vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "kmod-unmap done"
