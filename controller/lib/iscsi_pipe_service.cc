@@ -21,13 +21,26 @@ MethodOutcome Outcome(ReturnValue rv, std::string why = "")
 
 } // namespace
 
-std::vector<std::string> PipeService::StoredTargets() const
+std::vector<std::string>
+PipeService::TargetsInUse(const std::string &uuid) const
 {
 	std::lock_guard<std::mutex> lock(mu_);
 	std::vector<std::string> targets;
 	for (const PipeRecord &p : pipes_)
 		for (const PairRecord &pair : p.pairs)
 			targets.push_back(pair.target);
+	// A create in flight is pending once it wrote its mark, and a pair
+	// being added is reserved from its first check: another pipe's
+	// delete must not log out the session that call logged in or uses.
+	for (const StoreEntry &e : pending_)
+		if (e.record.instance_id != uuid)
+			for (const PairRecord &pair : e.record.pairs)
+				targets.push_back(pair.target);
+	for (const auto &[identity, owner] : reserved_targets_)
+		if (owner != uuid)
+			if (auto url = reserved_target_urls_.find(identity);
+			    url != reserved_target_urls_.end())
+				targets.push_back(url->second);
 	return targets;
 }
 
@@ -83,21 +96,21 @@ std::optional<PeerView> PipeService::DescribePeer(const std::string &target)
 	return connector_->Describe(target);
 }
 
-void PipeService::DropConnections(const std::vector<std::string> &targets)
+void PipeService::DropConnections(const std::string &uuid,
+                                  const std::vector<std::string> &targets)
 {
 	if (!connector_ || targets.empty())
 		return;
 	for (const std::string &why :
-	     connector_->Disconnect(targets, StoredTargets()))
+	     connector_->Disconnect(targets, TargetsInUse(uuid)))
 		LogWarning() << "disconnect: " << why;
 }
 
-MethodOutcome
-PipeService::ConnectAndVerify(const std::vector<PairRecord> &pairs,
-                              const std::set<uint64_t> &held,
-                              std::vector<std::string> *made)
+MethodOutcome PipeService::ConnectAndVerify(
+        const std::string &uuid, const std::vector<PairRecord> &pairs,
+        const std::set<uint64_t> &held, std::vector<std::string> *made)
 {
-	const std::vector<std::string> in_use = StoredTargets();
+	const std::vector<std::string> in_use = TargetsInUse(uuid);
 	for (const PairRecord &p : pairs) {
 		std::string device = p.target;
 		std::string label;
@@ -108,7 +121,7 @@ PipeService::ConnectAndVerify(const std::vector<PairRecord> &pairs,
 			if (fresh)
 				made->push_back(p.target);
 			if (!dev.ok()) {
-				DropConnections(*made);
+				DropConnections(uuid, *made);
 				return Outcome(dev.status().err() == ETIMEDOUT
 				                       ? ReturnValue::kTimeout
 				                       : ReturnValue::kFailed,
@@ -121,7 +134,7 @@ PipeService::ConnectAndVerify(const std::vector<PairRecord> &pairs,
 		Status st = VerifyNewPair(probe_, p.source, device, held);
 		if (st.ok())
 			continue;
-		DropConnections(*made);
+		DropConnections(uuid, *made);
 		if (st.err() == EINVAL)
 			return Outcome(ReturnValue::kInvalidParameter,
 			               st.message() + label);
@@ -137,7 +150,8 @@ std::string PipeService::ConnectStored(const PipeRecord &record)
 {
 	if (!connector_)
 		return "";
-	const std::vector<std::string> in_use = StoredTargets();
+	const std::vector<std::string> in_use =
+	        TargetsInUse(record.instance_id);
 	std::string why;
 	for (const PairRecord &p : record.pairs) {
 		if (!connector_->Handles(p.target))

@@ -222,8 +222,10 @@ public:
 			std::lock_guard<std::mutex> lock(svc_.mu_);
 			for (const std::string &s : sources_)
 				svc_.reserved_sources_.erase(s);
-			for (const std::string &t : targets_)
+			for (const std::string &t : targets_) {
 				svc_.reserved_targets_.erase(t);
+				svc_.reserved_target_urls_.erase(t);
+			}
 			for (uint64_t d : devices_)
 				svc_.reserved_devices_.erase(d);
 			if (carries_pending_)
@@ -269,8 +271,10 @@ public:
 				sources_.push_back(p.source);
 			const std::string target = TargetIdentity(p.target);
 			if (svc_.reserved_targets_.emplace(target, uuid_)
-			            .second)
+			            .second) {
 				targets_.push_back(target);
+				svc_.reserved_target_urls_[target] = p.target;
+			}
 			const uint64_t dev = svc_.DeviceLocked(p.target);
 			if (dev &&
 			    svc_.reserved_devices_.emplace(dev, uuid_).second)
@@ -944,7 +948,8 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 	for (const auto &[dev, pair] : held)
 		held_devices.insert(dev);
 	std::vector<std::string> made; // connections this call made
-	if (MethodOutcome v = ConnectAndVerify(new_pairs, held_devices, &made);
+	if (MethodOutcome v =
+	            ConnectAndVerify(uuid, new_pairs, held_devices, &made);
 	    v.return_value != ReturnValue::kCompleted)
 		return v;
 
@@ -961,14 +966,14 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 				reservation.CarryPendingLocked();
 		}
 		if (!st.ok()) {
-			DropConnections(made);
+			DropConnections(uuid, made);
 			return Fail(ReturnValue::kUnspecifiedError,
 			            "store: " + st.message());
 		}
 	}
 
 	if (Status st = kernel_.SetPipe(KernelSpec(next)); !st.ok()) {
-		DropConnections(made);
+		DropConnections(uuid, made);
 		std::string why = "kernel: " + st.message();
 		if (st.err() == EBUSY)
 			why += MovedTargetNote(new_pairs, devs, held);
@@ -999,7 +1004,7 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 	if (!saved.ok()) {
 		std::string why = "store: " + saved.message();
 		Status undo = UndoKernel(uuid, undo_to);
-		DropConnections(made);
+		DropConnections(uuid, made);
 		why += undo.ok() ? "; the kernel change was undone"
 		                 : "; undoing the kernel change failed (" +
 		                           undo.message() +
@@ -1015,7 +1020,7 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 		std::vector<std::string> gone;
 		for (const PairRecord &p : old->pairs)
 			gone.push_back(p.target);
-		DropConnections(gone);
+		DropConnections(uuid, gone);
 	}
 	return Done(uuid);
 }
@@ -1078,7 +1083,7 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 		std::vector<std::string> gone;
 		for (const PairRecord &p : old->pairs)
 			gone.push_back(p.target);
-		DropConnections(gone);
+		DropConnections(uuid, gone);
 		return Done(uuid);
 	}
 
@@ -1232,7 +1237,7 @@ std::string PipeService::SettlePending(const StoreEntry &entry, bool in_kernel)
 	std::vector<std::string> targets;
 	for (const PairRecord &p : entry.record.pairs)
 		targets.push_back(p.target);
-	DropConnections(targets);
+	DropConnections(uuid, targets);
 	return what + "; " + settled + ": " + done +
 	       (note.empty() ? "removed from the store" : note.substr(2));
 }

@@ -164,12 +164,20 @@ private:
 	// Target connector hooks (iscsi_pipe_service.cc).
 	KernelPipeSpec KernelSpec(const PipeRecord &record);
 	// held: the devices the pipe's kernel pairs hold (HeldByPipe()).
-	MethodOutcome ConnectAndVerify(const std::vector<PairRecord> &pairs,
+	MethodOutcome ConnectAndVerify(const std::string &uuid,
+	                               const std::vector<PairRecord> &pairs,
 	                               const std::set<uint64_t> &held,
 	                               std::vector<std::string> *made);
-	void DropConnections(const std::vector<std::string> &targets);
+	// Logs out the sessions of targets (of pipe uuid) that no other pipe
+	// uses (TargetsInUse()).
+	void DropConnections(const std::string &uuid,
+	                     const std::vector<std::string> &targets);
 	std::string ConnectStored(const PipeRecord &record);
-	std::vector<std::string> StoredTargets() const;
+	// The targets other pipes use, whose sessions must stay: the stored
+	// pipes', those of records marked pending and those reserved by calls
+	// in flight, except pipe uuid's own pending record and reservation
+	// (a failed call must not keep the sessions it made).
+	std::vector<std::string> TargetsInUse(const std::string &uuid) const;
 	TargetConnector *connector_ = nullptr;
 
 	struct Request;
@@ -238,6 +246,9 @@ private:
 	std::map<std::string, std::string> reserved_targets_; // guarded by mu_
 	// Their devices: target device -> UUID; guarded by mu_.
 	std::map<uint64_t, std::string> reserved_devices_;
+	// The reserved targets as given (URLs): TargetIdentity -> target;
+	// guarded by mu_.
+	std::map<std::string, std::string> reserved_target_urls_;
 	// Notified when a call's reservations end (with mu_): a call that
 	// wants an endpoint another call is adding waits for it, within the
 	// busy time-out.

@@ -1,8 +1,11 @@
 // PipeService with a TargetConnector (iscsi:// targets): connect before
 // verify, the device to the kernel, the URL to the store, the return values,
 // and no connection left behind by a failed call.
+#include <atomic>
+#include <future>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -61,6 +64,7 @@ public:
 	           const std::vector<std::string> &in_use) override
 	{
 		std::lock_guard<std::mutex> lock(mu);
+		last_in_use = in_use;
 		for (const std::string &t : targets)
 			if (std::find(in_use.begin(), in_use.end(), t) ==
 			    in_use.end())
@@ -81,6 +85,8 @@ public:
 	std::map<std::string, std::string> connected;
 	std::map<std::string, int> errors;
 	int connects = 0;
+	// What the last Disconnect() was told the other pipes use.
+	std::vector<std::string> last_in_use;
 };
 
 class IscsiPipeServiceTest : public ::testing::Test
@@ -248,6 +254,59 @@ TEST_F(IscsiPipeServiceTest, KernelRefusalDisconnects)
 	                  .return_value,
 	          ReturnValue::kFailed);
 	EXPECT_TRUE(connector.connected.empty());
+}
+
+// Another LUN of a session is mirrored by a create in flight, whose kernel
+// PIPE_SET has not answered yet (the pipe is not stored, only its pending
+// mark and its reservation are): a delete of the pipe using the first LUN
+// must count it as in use, or the real connector logs the session out
+// under the new pair (iscsi_targets.cc, Shared()).
+TEST_F(IscsiPipeServiceTest, ADeleteCountsTheTargetsOfACreateInFlightAsInUse)
+{
+	const std::string url2 =
+	        "iscsi://127.0.0.1:3260/iqn.2003-01.org.x:peer/2";
+	connector.devices[url2] = "/dev/sdw";
+	probe.AddDevice("/dev/sdw", 10 * kGiB);
+	MethodOutcome first =
+	        service.CreateOrModify(Call({"replipipe_0/b"}, {url2}));
+	ASSERT_EQ(first.return_value, ReturnValue::kCompleted) << first.error;
+
+	std::promise<void> entered;
+	std::promise<void> release;
+	std::shared_future<void> released = release.get_future().share();
+	std::atomic<bool> held{false};
+	kernel.SetEntryHook([&](FakeKernel::Op op) {
+		if (op == FakeKernel::Op::kSetPipe && !held.exchange(true)) {
+			entered.set_value();
+			released.wait();
+		}
+	});
+	MethodOutcome second;
+	std::thread in_flight([&] {
+		second = service.CreateOrModify(
+		        Call({"replipipe_0/a"}, {kUrl0}));
+	});
+	entered.get_future().wait();
+	MethodOutcome deleted = service.Delete(first.replication_pipe);
+	std::vector<std::string> in_use;
+	{
+		std::lock_guard<std::mutex> lock(connector.mu);
+		in_use = connector.last_in_use;
+	}
+	release.set_value();
+	in_flight.join();
+	kernel.SetEntryHook({});
+
+	EXPECT_EQ(deleted.return_value, ReturnValue::kCompleted)
+	        << deleted.error;
+	EXPECT_NE(std::find(in_use.begin(), in_use.end(), kUrl0), in_use.end())
+	        << "the delete's disconnect did not count the target of the "
+	           "create in flight as in use";
+	EXPECT_EQ(std::find(in_use.begin(), in_use.end(), url2), in_use.end())
+	        << "the deleted pipe's own target was counted as in use";
+	ASSERT_EQ(second.return_value, ReturnValue::kCompleted) << second.error;
+	EXPECT_TRUE(connector.connected.count(kUrl0));
+	EXPECT_FALSE(connector.connected.count(url2));
 }
 
 TEST_F(IscsiPipeServiceTest, ModifyRemovingThePairDisconnects)
