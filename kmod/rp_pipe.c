@@ -1349,7 +1349,6 @@ unlock:
 	return ret;
 }
 
-/* Removes a pipe and its pairs.  rp_config_lock held. */
 /*
  * Takes @pipe off rp_pipes: its pairs stop mirroring (rp_pair_kill()) and
  * move to pipe->retired, their sources counted as retiring until they are
