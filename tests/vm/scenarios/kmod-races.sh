@@ -37,11 +37,12 @@
 #          dirty once the PIPE_SET is done.
 #   bug 8  the NETLINK_URELEASE notifier took rp_config_lock for every
 #          generic netlink socket that closed (nl80211, ethtool, ...) while
-#          any claim existed: with a claim held on one pipe and a del-pipe
-#          of another waiting under rp_config_lock for a slow target write,
-#          a socket that owns no claim (`rp-nlctl family`) must close
-#          long before del-pipe ends; the claim's own socket, closed,
-#          still drops its claim.
+#          any claim existed: with a claim held on one pipe and a set-pipe
+#          removing the pair of another waiting under rp_config_lock for a
+#          slow target write (a PIPE_DEL no longer waits under it), a socket
+#          that owns no claim (`rp-nlctl family`) must close long before
+#          set-pipe ends; the claim's own socket, closed, still drops its
+#          claim.
 #   bug 9  a RESYNC_CLAIM whose reply cannot be delivered (the socket's
 #          receive buffer full, e.g. of events) left the claim alive with an id
 #          nobody knows, its regions' writes held for claim_timeout_sec:
@@ -81,7 +82,7 @@ CLAIM_TIMEOUT_S=3	# bug 2: claim_timeout_sec during the step
 ASYNC_MS=5000		# bug 3: write delay of the target
 FLUSH_MS=15000		# bug 5: flush delay of the target
 BIND_MS=2000		# bug 7: write delay of the second pair's record
-UREL_MS=12000		# bug 8: write delay of the target del-pipe drains
+UREL_MS=12000		# bug 8: write delay of the target set-pipe drains
 WS_FLUSH_MS=4000	# bug 10: flush delay of the target
 export DM_DISABLE_UDEV=1
 
@@ -456,25 +457,27 @@ step_bug8() {
 	bg b8w dd if=/dev/urandom of=$lun bs=4k count=1 oflag=direct
 	wait_delayed rp8t writes 1 10 ||
 		vm_fail "bug 8: setup: the write's target leg did not reach dm-delay within 10 s"
-	bg b8del rp-nlctl del-pipe $pa --nl-timeout 120
+	# A PIPE_SET that removes the pair waits for its writes under
+	# rp_config_lock (rp_pairs_destroy()).
+	bg b8del rp-nlctl set-pipe --id $pa --mode sync --nl-timeout 120
 	sleep 1
-	! bg_done b8del || vm_fail "bug 8: setup: del-pipe ended before the target write was released: $(bg_out b8del)"
+	! bg_done b8del || vm_fail "bug 8: setup: set-pipe ended before the target write was released: $(bg_out b8del)"
 	[ "$(claims_now)" = 1 ] || vm_fail "bug 8: setup: the claim ended early ($(cat $LIVE))"
-	vm_log "a claim on $pb, del-pipe $pa waits for a ${UREL_MS} ms write under rp_config_lock; an unrelated genl socket opens and closes"
+	vm_log "a claim on $pb, set-pipe $pa (no pairs) waits for a ${UREL_MS} ms write under rp_config_lock; an unrelated genl socket opens and closes"
 	t1=$(now10)
 	bg b8fam rp-nlctl family
-	# (not wedged: it would end with del-pipe, once the write is released)
+	# (not wedged: it would end with set-pipe, once the write is released)
 	bg_wait b8fam $((t1 + 80)) ||
-		vm_fail "bug 8: closing a generic netlink socket that owns no claim waited more than 8 s (for rp_config_lock, held by del-pipe)"
+		vm_fail "bug 8: closing a generic netlink socket that owns no claim waited more than 8 s (for rp_config_lock, held by set-pipe)"
 	vm_log "family ended rc=$(bg_rc b8fam) after $((($(bg_end b8fam) - t1) * 100)) ms"
 	[ "$(bg_rc b8fam)" = 0 ] || vm_fail "bug 8: rp-nlctl family failed: $(bg_out b8fam)"
 	ended_or_stuck $((t1 + UREL_MS / 100 + 200)) $t1 "bug 8" \
-		"the family command" "del-pipe does not end" del-pipe:b8del write:b8w
-	[ "$(bg_rc b8del)" = 0 ] || vm_fail "bug 8: del-pipe failed: $(bg_out b8del)"
-	vm_log "del-pipe ended after $((($(bg_end b8del) - t1) * 100)) ms"
-	# a close that waited for the lock would end with del-pipe
+		"the family command" "set-pipe does not end" set-pipe:b8del write:b8w
+	[ "$(bg_rc b8del)" = 0 ] || vm_fail "bug 8: set-pipe failed: $(bg_out b8del)"
+	vm_log "set-pipe ended after $((($(bg_end b8del) - t1) * 100)) ms"
+	# a close that waited for the lock would end with set-pipe
 	[ "$(bg_end b8fam)" -le $(($(bg_end b8del) - 30)) ] ||
-		vm_fail "bug 8: the unrelated socket's close ended only with del-pipe"
+		vm_fail "bug 8: the unrelated socket's close ended only with set-pipe"
 	# the claim's socket closes (--hold ends): its claim is dropped
 	bg_wait b8claim $((t0 + 300)) || vm_fail "bug 8: the claim command did not end"
 	vm_log "claim: $(bg_out b8claim)"
@@ -484,6 +487,7 @@ step_bug8() {
 		sleep 0.1
 		i=$((i + 1))
 	done
+	rp-nlctl del-pipe $pa || vm_fail "bug 8: del-pipe $pa"
 	rp-nlctl del-pipe $pb || vm_fail "bug 8: del-pipe $pb"
 	vm_tcm_loop_unexport $a
 	vm_backstore_delete $a
