@@ -68,6 +68,16 @@ bool WaitForState(InProcessDaemon &d, const std::string &pipe,
 	return false;
 }
 
+// Creates one pipe (replipipe_0/a -> /dev/sdb) on the caller's thread and
+// waits for its resync job to run.
+void CreateWithRunningJob(InProcessDaemon &d, ControlReply *created)
+{
+	*created = d.service_.Handle(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created->ok) << created->error;
+	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
+}
+
 // The daemon's probe channel: a KernelPool of connections that each
 // serialize their calls, as a netlink socket does (SerialKernel).
 std::unique_ptr<KernelApi> SerialConnectionPool(KernelApi &kernel)
@@ -711,11 +721,9 @@ TEST(ControlDaemon, AReplanThatThrowsIsLoggedAndTheNextIsDone)
 	const std::thread::id test_thread = std::this_thread::get_id();
 	std::atomic<bool> thrown{false}; // outlives d, whose kernel calls it
 	InProcessDaemon d;
-	ControlReply created = d.service_.Handle(InProcessDaemon::Create(
-	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
-	ASSERT_TRUE(created.ok) << created.error;
+	ControlReply created;
+	ASSERT_NO_FATAL_FAILURE(CreateWithRunningJob(d, &created));
 	const std::string uuid = UuidOf(created.replication_pipe);
-	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
 	auto modify = [&](uint32_t kibps) {
 		CreateOrModifyCall call;
 		call.source_system = testing::kTestHost;
@@ -778,11 +786,9 @@ TEST(ControlDaemon, AMainLoopRefreshOrEventThatThrowsIsLoggedAndTheNextIsDone)
 {
 	const std::thread::id test_thread = std::this_thread::get_id();
 	InProcessDaemon d;
-	ControlReply created = d.service_.Handle(InProcessDaemon::Create(
-	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
-	ASSERT_TRUE(created.ok) << created.error;
+	ControlReply created;
+	ASSERT_NO_FATAL_FAILURE(CreateWithRunningJob(d, &created));
 	const std::string uuid = UuidOf(created.replication_pipe);
-	ASSERT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }));
 	KernelEvent changed;
 	changed.type = KernelEventType::kPipeChanged;
 	changed.pipe_id = uuid;
