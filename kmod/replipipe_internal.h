@@ -6,6 +6,7 @@
  *   rp_backend.c  the LIO backend "replipipe" and its configfs parameters
  *   rp_io.c       the data path: reads, mirrored writes, flush, unmap
  *   rp_pipe.c     pipes, pairs, dirty bitmaps, claims (the state machine)
+ *   rp_retire.c   removed pairs whose writes in flight have not all ended
  *   rp_intent.c   the write-intent record of a backstore
  *   rp_genl.c     the generic netlink family
  */
@@ -143,7 +144,7 @@ struct rp_dev {
 	struct completion	reqs_done;
 	/* The active pair; written under rp_config_lock, read under RCU. */
 	struct rp_pair __rcu	*pair;
-	/* Pairs of deleted pipes with writes in flight (rp_config_lock). */
+	/* Its removed pairs with writes in flight (rp_config_lock). */
 	unsigned int		retiring;
 	/* Writes in flight that found no pair (a new pair waits for them). */
 	atomic_t		untracked;
@@ -221,9 +222,9 @@ struct rp_pipe {
 	u32			region_kib;
 	struct list_head	pairs;
 	unsigned int		nr_pairs;
-	/* Once deleted: its pairs, until their writes in flight end. */
-	struct list_head	retired;
-	struct work_struct	retire_work;
+	/* Its removed pairs not freed yet: it stays until they are. */
+	unsigned int		nr_retired;
+	bool			deleted;	/* off rp_pipes */
 };
 
 struct rp_claim {
@@ -237,8 +238,11 @@ struct rp_claim {
 };
 
 struct rp_pair {
-	struct list_head	node;		/* pipe->pairs */
+	struct list_head	node;		/* pipe->pairs, or a removal's */
 	struct rp_pipe		*pipe;
+	/* Once removed, until freed (rp_retire.c). */
+	struct list_head	retired_node;	/* rp_retired */
+	struct work_struct	retire_work;
 	struct rp_dev		*src;
 	struct rp_bdev		tgt;
 	char			tgt_path[REPLIPIPE_TARGET_MAX_LEN + 1];
@@ -422,6 +426,9 @@ extern struct list_head rp_pipes;
 extern unsigned int rp_pipes_gen;
 int rp_pipe_init(void);
 void rp_pipe_exit(void);
+void rp_pipe_free(struct rp_pipe *pipe);
+void rp_pair_kill(struct rp_pair *pair);
+void rp_pair_finish(struct rp_pair *pair);
 struct rp_pair *rp_pair_get(struct rp_dev *dev);
 struct rp_pair *rp_pair_get_write(struct rp_dev *dev, struct rp_req *req);
 void rp_req_untracked_done(struct rp_req *req);
@@ -475,6 +482,14 @@ int rp_claim_end(u64 id, u32 portid, bool done,
 		 struct netlink_ext_ack *extack);
 void rp_claim_abort(struct rp_pair *pair, u64 id);
 void rp_claims_drop_portid(u32 portid);
+
+/* rp_retire.c */
+int rp_retire_init(void);
+void rp_retire_exit(void);
+void rp_pairs_retire(struct list_head *batch);
+unsigned int rp_pairs_reap(struct list_head *batch, unsigned long timeout);
+struct rp_pipe *rp_retired_target_pipe(dev_t devt);
+bool rp_pair_fenced(struct rp_pair *pair);
 
 /* rp_intent.c */
 void rp_intent_exit(void);

@@ -447,14 +447,14 @@ static ssize_t rp_show_configfs_dev_params(struct se_device *se_dev, char *b)
 			       rp_pair_state_name(pair->state),
 			       pair->nr_dirty, pair->nr_regions);
 		spin_unlock_irq(&pair->lock);
-	} else if (READ_ONCE(dev->retiring)) {
-		/* rp_pipe_del(): kept until its writes end. */
-		len += sprintf(b + len,
-			       "  not in a pipe (a deleted pair still has writes in flight to its target)\n");
 	} else {
 		len += sprintf(b + len, "  not in a pipe\n");
 	}
 	rcu_read_unlock();
+	/* rp_retire.c: kept until its writes end. */
+	if (READ_ONCE(dev->retiring))
+		len += sprintf(b + len,
+			       "  a removed pair still has writes in flight to its target\n");
 	return len;
 }
 

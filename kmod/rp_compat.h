@@ -83,8 +83,8 @@ static inline void rp_bdev_close(struct rp_bdev *rb, void *holder)
 		return;
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 10, 0)
 	/*
-	 * Gives the claim up now: fput() from a kernel thread (a deleted
-	 * pipe's retire work) defers the release, and a PIPE_SET of the same
+	 * Gives the claim up now: fput() from a kernel thread (a removed
+	 * pair's retire work) defers the release, and a PIPE_SET of the same
 	 * target right after would find it still claimed.
 	 */
 	bdev_fput(rb->file);

@@ -591,10 +591,7 @@ static int rp_nl_pair_set(struct sk_buff *skb, struct genl_info *info)
 		if (ret)
 			goto put;
 	}
-	/*
-	 * Not under rp_config_lock: a PIPE_DEL or PIPE_SET holding it may be
-	 * waiting in rp_pair_destroy() for the reference held here.
-	 */
+	/* A pair removed meanwhile is dead: rp_pair_set_state() refuses it. */
 	ret = rp_pair_set_state(pair, state, info->extack);
 put:
 	rp_pair_put(pair);

@@ -64,9 +64,9 @@
  *   grace period, marks the pair dead (new writes go to the primary only,
  *   waiters wake up, held writes are released, claims dropped), drops the
  *   publisher's reference and waits for the others: every one of them is an
- *   I/O or a bounded wait.  A PIPE_SET replacing a pair waits under
- *   rp_config_lock; a PIPE_DEL waits without it, at most RP_DRAIN_WAIT_SEC,
- *   then leaves the pipe to rp_retire_wq (rp_pipe_del()).
+ *   I/O or a bounded wait.  PIPE_DEL and a PIPE_SET that removes or
+ *   replaces pairs wait for those without rp_config_lock, at most
+ *   RP_DRAIN_WAIT_SEC, then leave them to rp_retire_wq (rp_retire.c).
  */
 #define pr_fmt(fmt) "replipipe: " fmt
 
@@ -81,8 +81,6 @@
 #include "replipipe_internal.h"
 
 DEFINE_MUTEX(rp_config_lock);
-/* Deleted pipes waiting for their writes (rp_pipe_retire_work()). */
-static struct workqueue_struct *rp_retire_wq;
 LIST_HEAD(rp_pipes);
 unsigned int rp_pipes_gen = 1;
 
@@ -666,13 +664,14 @@ static bool rp_target_taken(const struct rp_pipe *pipe,
 /*
  * Opens the endpoints of a new pair of @spec and checks them.  The target is
  * claimed with the pipe as its holder, so that a new pair can take over the
- * target of a pair this PIPE_SET replaces (both hold it until the replaced
- * pair is destroyed, before the PIPE_SET returns); rp_target_taken() keeps
- * every other sharing out.  rp_config_lock held.
+ * target of a pair this PIPE_SET (or an earlier one) removes (both hold it
+ * until the removed pair's writes ended, rp_retire.c); rp_target_taken()
+ * keeps every other sharing out.  rp_config_lock held.
  */
 static int rp_pair_open(struct rp_pair *pair, const struct rp_pipe_spec *spec,
 			struct rp_pair_spec *ps, struct netlink_ext_ack *extack)
 {
+	struct rp_pipe *retired;
 	struct rp_pair *other;
 	bool replaced;
 	dev_t devt;
@@ -706,7 +705,7 @@ static int rp_pair_open(struct rp_pair *pair, const struct rp_pipe_spec *spec,
 	 */
 	if (pair->src->retiring) {
 		NL_SET_ERR_MSG_ATTR(extack, ps->src_attr,
-				    "source backstore's deleted pair still has writes in flight to its target");
+				    "source backstore's removed pair still has writes in flight to its target");
 		return -EBUSY;
 	}
 
@@ -726,10 +725,18 @@ static int rp_pair_open(struct rp_pair *pair, const struct rp_pipe_spec *spec,
 				    "target is already the target of a pair");
 		return -EBUSY;
 	}
+	/* A removed pair's target is held by its pipe until its writes end. */
+	retired = rp_retired_target_pipe(devt);
+	if (retired && retired != pair->pipe) {
+		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
+				    "target's removed pair still has writes in flight to it");
+		return -EBUSY;
+	}
+	replaced |= !!retired;
 	/*
 	 * The replaced pair's last writes may still reach the target after
 	 * this pair mirrors to it: only a resync, which claims a region after
-	 * they drained, makes a region of it clean.
+	 * they ended (rp_pair_fenced()), makes a region of it clean.
 	 */
 	if (replaced && ps->assume_clean) {
 		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
@@ -1017,7 +1024,7 @@ static void rp_pair_unpublish(struct rp_pair *pair)
  * publisher's reference goes.  What is left are the writes in flight, each
  * holding a reference until its I/O ends (pair->released).  May block.
  */
-static void rp_pair_kill(struct rp_pair *pair)
+void rp_pair_kill(struct rp_pair *pair)
 {
 	struct rp_claim *claim, *ctmp;
 	struct rp_req *req, *tmp;
@@ -1041,7 +1048,7 @@ static void rp_pair_kill(struct rp_pair *pair)
 }
 
 /* Frees a killed pair whose writes have all ended.  May block. */
-static void rp_pair_finish(struct rp_pair *pair)
+void rp_pair_finish(struct rp_pair *pair)
 {
 	flush_work(&pair->async_work);
 	cancel_work_sync(&pair->event_work);
@@ -1052,14 +1059,6 @@ static void rp_pair_finish(struct rp_pair *pair)
 	if (pair->src->intent)
 		rp_intent_pair_gone(pair->src->intent, pair);
 	rp_pair_free(pair);
-}
-
-/* Kills and frees an unpublished pair, waiting for its writes.  May block. */
-static void rp_pair_destroy(struct rp_pair *pair)
-{
-	rp_pair_kill(pair);
-	wait_for_completion(&pair->released);
-	rp_pair_finish(pair);
 }
 
 /*
@@ -1086,20 +1085,6 @@ static void rp_pairs_start(struct rp_pipe_spec *spec)
 			rp_intent_pair_start(dev->intent,
 					     rcu_dereference_protected(dev->pair,
 						lockdep_is_held(&rp_config_lock)));
-	}
-}
-
-/* Unpublishes and destroys every pair on @list.  rp_config_lock held. */
-static void rp_pairs_destroy(struct list_head *list)
-{
-	struct rp_pair *pair, *tmp;
-
-	if (list_empty(list))
-		return;
-	synchronize_rcu();
-	list_for_each_entry_safe(pair, tmp, list, node) {
-		list_del(&pair->node);
-		rp_pair_destroy(pair);
 	}
 }
 
@@ -1179,12 +1164,11 @@ static struct rp_pipe *rp_pipe_alloc(const struct rp_pipe_spec *spec)
 	}
 	strscpy(pipe->id, spec->id, sizeof(pipe->id));
 	INIT_LIST_HEAD(&pipe->pairs);
-	INIT_LIST_HEAD(&pipe->retired);
 	atomic_inc(&rp_nr_pipes);
 	return pipe;
 }
 
-static void rp_pipe_free(struct rp_pipe *pipe)
+void rp_pipe_free(struct rp_pipe *pipe)
 {
 	kfree(pipe);
 	atomic_dec(&rp_nr_pipes);
@@ -1252,7 +1236,8 @@ static int rp_pairs_commit(struct rp_pipe_spec *spec,
  * ORDER: every pair is made (targets open, bitmaps allocated), then the
  * write-intent records they bind anew are written, before any is
  * published; removed pairs are unpublished before new pairs of the same
- * source are published.
+ * source are published, and their writes in flight are waited for once
+ * rp_config_lock is dropped (rp_pairs_reap()).
  */
 int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
 		bool *created)
@@ -1328,13 +1313,14 @@ int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
 		rp_pipes_gen++;
 	}
 
-	rp_pairs_destroy(&removed);
+	rp_pairs_retire(&removed);
 	if (new_pairs)
 		rp_pairs_start(spec);
 	rp_genl_notify_pipe(pipe, new_pipe ? REPLIPIPE_CMD_EVT_PIPE_ADDED :
 					     REPLIPIPE_CMD_EVT_PIPE_CHANGED);
 	*created = !!new_pipe;
 	mutex_unlock(&rp_config_lock);
+	rp_pairs_reap(&removed, RP_DRAIN_WAIT_SEC * HZ);
 	return 0;
 
 free_made:
@@ -1350,79 +1336,26 @@ unlock:
 }
 
 /*
- * Takes @pipe off rp_pipes: its pairs stop mirroring (rp_pair_kill()) and
- * move to pipe->retired, their sources counted as retiring until they are
- * freed (rp_pipe_finish()).  rp_config_lock held.
+ * Takes @pipe off rp_pipes and retires its pairs onto @batch, for
+ * rp_pairs_reap() once rp_config_lock is dropped.  The pipe is freed with
+ * its last removed pair (rp_retire.c), or now if it has none.
+ * rp_config_lock held.
  */
-static void rp_pipe_unlink(struct rp_pipe *pipe)
+static void rp_pipe_unlink(struct rp_pipe *pipe, struct list_head *batch)
 {
 	struct rp_pair *pair, *tmp;
 
 	list_for_each_entry_safe(pair, tmp, &pipe->pairs, node) {
 		rp_pair_unpublish(pair);
-		pair->src->retiring++;
-		list_add_tail(&pair->node, &pipe->retired);
+		list_add_tail(&pair->node, batch);
 	}
-	if (!list_empty(&pipe->retired))
-		synchronize_rcu();
-	list_for_each_entry(pair, &pipe->retired, node)
-		rp_pair_kill(pair);
 	list_del(&pipe->node);
+	pipe->deleted = true;
 	rp_pipes_gen++;
 	rp_genl_notify_pipe(pipe, REPLIPIPE_CMD_EVT_PIPE_DELETED);
-}
-
-/* True once every write in flight on @pipe's retired pairs ended. */
-static bool rp_pipe_drained(struct rp_pipe *pipe, unsigned long timeout)
-{
-	unsigned long deadline = jiffies + timeout;
-	struct rp_pair *pair;
-
-	list_for_each_entry(pair, &pipe->retired, node) {
-		/* TASK_IDLE: a target may hold a write for hours. */
-		if (timeout == MAX_SCHEDULE_TIMEOUT)
-			wait_for_completion_state(&pair->released, TASK_IDLE);
-		else if (!wait_for_completion_timeout(&pair->released,
-				time_after(deadline, jiffies) ?
-				deadline - jiffies : 0))
-			return false;
-	}
-	return true;
-}
-
-/* Frees @pipe and its retired, drained pairs.  rp_config_lock held. */
-static void rp_pipe_finish(struct rp_pipe *pipe)
-{
-	struct rp_pair *pair, *tmp;
-
-	list_for_each_entry_safe(pair, tmp, &pipe->retired, node) {
-		list_del(&pair->node);
-		pair->src->retiring--;
-		rp_pair_finish(pair);
-	}
-	rp_pipe_free(pipe);
-}
-
-/*
- * A deleted pipe whose writes did not end within RP_DRAIN_WAIT_SEC (a
- * target that queues I/O: iSCSI in recovery, multipath queue_if_no_path, a
- * suspended dm device): waits for them without rp_config_lock, then frees
- * it.  On rp_retire_wq, which is not WQ_MEM_RECLAIM (this blocks for as long
- * as the target likes, then takes rp_config_lock; see rp_claim_reaper())
- * and which module exit destroys: the pipe's module reference goes in
- * rp_pipe_free(), and this function's last instructions must still be
- * there.
- */
-static void rp_pipe_retire_work(struct work_struct *work)
-{
-	struct rp_pipe *pipe = container_of(work, struct rp_pipe, retire_work);
-
-	rp_pipe_drained(pipe, MAX_SCHEDULE_TIMEOUT);
-	mutex_lock(&rp_config_lock);
-	pr_info("pipe %s: the last writes of its deleted pairs ended; their targets are closed\n",
-		pipe->id);
-	rp_pipe_finish(pipe);
-	mutex_unlock(&rp_config_lock);
+	rp_pairs_retire(batch);
+	if (!pipe->nr_retired)
+		rp_pipe_free(pipe);
 }
 
 /*
@@ -1430,11 +1363,12 @@ static void rp_pipe_retire_work(struct work_struct *work)
  * RP_DRAIN_WAIT_SEC: a target that holds one must not hold every other
  * netlink command (and the daemon) with it.  Past the bound the pipe is
  * gone all the same and its pairs are freed when the writes end; until
- * then their sources and targets stay taken (rp_pair_open()).
+ * then their sources and targets stay taken (rp_retire.c).
  */
 int rp_pipe_del(const char *id, struct netlink_ext_ack *extack)
 {
 	struct rp_pipe *pipe;
+	LIST_HEAD(batch);
 
 	mutex_lock(&rp_config_lock);
 	pipe = rp_pipe_find(id);
@@ -1443,19 +1377,13 @@ int rp_pipe_del(const char *id, struct netlink_ext_ack *extack)
 		NL_SET_ERR_MSG(extack, "no pipe with that id");
 		return -ENOENT;
 	}
-	rp_pipe_unlink(pipe);
+	rp_pipe_unlink(pipe, &batch);
 	mutex_unlock(&rp_config_lock);
 
-	if (!rp_pipe_drained(pipe, RP_DRAIN_WAIT_SEC * HZ)) {
+	/* @pipe may be freed by now: @id names it. */
+	if (rp_pairs_reap(&batch, RP_DRAIN_WAIT_SEC * HZ))
 		pr_warn("pipe %s deleted; writes to its targets still in flight after %d s: they are closed when those end\n",
-			pipe->id, RP_DRAIN_WAIT_SEC);
-		INIT_WORK(&pipe->retire_work, rp_pipe_retire_work);
-		queue_work(rp_retire_wq, &pipe->retire_work);
-		return 0;
-	}
-	mutex_lock(&rp_config_lock);
-	rp_pipe_finish(pipe);
-	mutex_unlock(&rp_config_lock);
+			id, RP_DRAIN_WAIT_SEC);
 	return 0;
 }
 
@@ -1820,15 +1748,26 @@ static u32 __rp_claim_pick(struct rp_pair *pair, u64 hint, u32 max, u64 *first)
 
 /*
  * RESYNC_CLAIM.  The caller holds a pair reference, not rp_config_lock:
- * this waits (bounded by claim_timeout_sec) for in-flight writes to drain.
+ * this waits (claim_timeout_sec in all) for the writes in flight of a
+ * removed pair with this pair's source or target to end, then for this
+ * pair's writes in flight to the claimed regions to drain.
  */
 int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 		 u64 *id, u64 *first, u32 *count,
 		 struct netlink_ext_ack *extack)
 {
 	unsigned long timeout = READ_ONCE(rp_claim_timeout_sec) * HZ;
+	unsigned long deadline = jiffies + timeout;
 	struct rp_claim *claim;
 	u64 last;
+
+	/* Before any region is claimed: no write waits for this. */
+	if (!wait_event_timeout(pair->wq, READ_ONCE(pair->dead) ||
+				!rp_pair_fenced(pair), timeout)) {
+		NL_SET_ERR_MSG(extack,
+			       "a removed pair with this source or target still has writes in flight");
+		return -ETIMEDOUT;
+	}
 
 	claim = kzalloc(sizeof(*claim), GFP_KERNEL);
 	if (!claim)
@@ -1861,7 +1800,7 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	claim->first = *first;
 	claim->count = *count;
 	claim->portid = portid;
-	claim->deadline = jiffies + timeout;
+	claim->deadline = deadline;
 	list_add_tail(&claim->node, &pair->claims);
 	atomic_inc(&rp_nr_claims);
 	*id = claim->id;
@@ -1870,7 +1809,8 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 
 	last = *first + *count - 1;
 	if (!wait_event_timeout(pair->wq, rp_claim_drained(pair, *first, last),
-				timeout)) {
+				time_after(deadline, jiffies) ?
+				deadline - jiffies : 0)) {
 		rp_claim_abort(pair, *id);
 		NL_SET_ERR_MSG(extack,
 			       "writes in flight to the claimed regions did not drain in time");
@@ -1975,7 +1915,7 @@ void rp_claims_drop_portid(u32 portid)
 /*
  * Drops expired claims once a second while any exist.  It runs on
  * system_wq, not on rp_wq: it takes rp_config_lock, whose holders wait for
- * work on rp_wq (rp_pair_destroy() flushes async_work; released held writes
+ * work on rp_wq (rp_pair_finish() flushes async_work; released held writes
  * are resubmitted there).  rp_wq is WQ_MEM_RECLAIM, and under memory
  * pressure its single rescuer thread runs its items one after the other: a
  * reaper blocked on the lock there would keep the work the lock's holder
@@ -2013,31 +1953,33 @@ int rp_pipe_init(void)
 {
 	int ret;
 
-	rp_retire_wq = alloc_workqueue("replipipe_retire", WQ_UNBOUND, 0);
-	if (!rp_retire_wq)
-		return -ENOMEM;
+	ret = rp_retire_init();
+	if (ret)
+		return ret;
 	ret = netlink_register_notifier(&rp_netlink_notifier);
 	if (ret)
-		destroy_workqueue(rp_retire_wq);
+		rp_retire_exit();
 	return ret;
 }
 
 void rp_pipe_exit(void)
 {
-	struct rp_pipe *pipe, *tmp;
 	int n = atomic_read(&rp_nr_pipes);
 
 	if (n)
 		pr_err("%d pipes exist; delete them first\n", n);
 	mutex_lock(&rp_config_lock);
-	list_for_each_entry_safe(pipe, tmp, &rp_pipes, node) {
-		rp_pipe_unlink(pipe);
-		rp_pipe_drained(pipe, MAX_SCHEDULE_TIMEOUT);
-		rp_pipe_finish(pipe);
+	while (!list_empty(&rp_pipes)) {
+		LIST_HEAD(batch);
+
+		rp_pipe_unlink(list_first_entry(&rp_pipes, struct rp_pipe, node),
+			       &batch);
+		mutex_unlock(&rp_config_lock);
+		rp_pairs_reap(&batch, MAX_SCHEDULE_TIMEOUT);
+		mutex_lock(&rp_config_lock);
 	}
 	mutex_unlock(&rp_config_lock);
-	/* Every retired pipe held a module reference: none is left. */
-	destroy_workqueue(rp_retire_wq);
+	rp_retire_exit();
 	cancel_delayed_work_sync(&rp_reaper);
 	netlink_unregister_notifier(&rp_netlink_notifier);
 	WARN_ON_ONCE(!xa_empty(&rp_claim_owners));

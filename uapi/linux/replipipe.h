@@ -30,10 +30,14 @@
  *                to another source); such a pair cannot assume clean
  *                (EINVAL): the replaced pair's last writes may still land.
  *                The region size of a pipe that keeps pairs cannot change.
+ *                Removed and replaced pairs are waited for as PIPE_DEL's.
  *   PIPE_DEL     delete a pipe (PIPE_ID); its pairs stop mirroring. It
  *                waits up to 5 s for the writes in flight to its targets
  *                and succeeds all the same: until they end, its sources
- *                and targets stay taken (a PIPE_SET naming one gets EBUSY)
+ *                and targets stay taken (a later PIPE_SET naming one gets
+ *                EBUSY; the same pipe may take its old target over),
+ *                a new pair on one of them grants no RESYNC_CLAIM (it waits,
+ *                within claim_timeout_sec, then fails with ETIMEDOUT),
  *                and other commands are not held up.
  *   PIPE_GET     doit with PIPE_ID, or dumpit for every pipe; each reply is
  *                one pipe with nested pairs, their state and counters: a

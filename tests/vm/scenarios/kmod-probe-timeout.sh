@@ -23,6 +23,10 @@
 # rmmod is refused) until the write ends when the target resumes; then it
 # is freed and the source pairs again. Before, that PIPE_DEL waited with
 # rp_config_lock held for as long as the target held the write.
+# Last, a PIPE_SET that replaces such a pair's target: the same, with the
+# new pair published at once and fenced (a resync claim on it waits, then
+# fails with ETIMEDOUT, until the old pair's write ended). Before, that
+# PIPE_SET waited with rp_config_lock held.
 # vm-timeout: 300
 # vm-cost: 40
 # vm-debug-cost: 85
@@ -36,6 +40,8 @@ export DM_DISABLE_UDEV=1
 
 pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+# dmesg_count TEXT: how many kernel messages contain TEXT (0 too)
+dmesg_count() { dmesg | awk -v m="$1" 'index($0, m) { n++ } END { print n + 0 }'; }
 # wait_pid PID SECONDS: 0 if PID ended within SECONDS (its status in $rc)
 wait_pid() {
 	local i=0
@@ -208,7 +214,7 @@ kill -0 $w_pid 2> /dev/null || vm_fail "setup: the write ended before the target
 live=$(cat $LIVE)
 [ "$live" = "pipes=1 pairs=1 claims=0 async_bufs=0" ] ||
 	vm_fail "the deleted pipe's pair is not kept while its write is in flight: $live"
-grep -q "a deleted pair still has writes in flight" $VM_CFS/core/replipipe_0/vol3/info ||
+grep -q "a removed pair still has writes in flight" $VM_CFS/core/replipipe_0/vol3/info ||
 	vm_fail "the backstore's info does not say its deleted pair is kept: $(cat $VM_CFS/core/replipipe_0/vol3/info)"
 # Its source and target stay taken until the write ends.
 if rp-nlctl set-pipe --id $PIPE-again --mode sync \
@@ -217,7 +223,7 @@ if rp-nlctl set-pipe --id $PIPE-again --mode sync \
 fi
 cat /tmp/set.out
 case "$(cat /tmp/set.out)" in
-*"deleted pair still has writes in flight"*"(errno EBUSY)"*) ;;
+*"removed pair still has writes in flight"*"(errno EBUSY)"*) ;;
 *) vm_fail "set-pipe on the source refused without saying why" ;;
 esac
 if rmmod replipipe 2> /dev/null; then
@@ -236,6 +242,84 @@ done
 rp-nlctl set-pipe --id $PIPE-again --mode sync --pair replipipe_0/vol3=$tgt ||
 	vm_fail "set-pipe of the source and target refused after the deleted pair was freed"
 rp-nlctl del-pipe $PIPE-again || vm_fail "del-pipe $PIPE-again"
+
+vm_log "== PIPE_SET replacing the target of a pair with a write in flight to a target that queues I/O"
+STILL_IN_FLIGHT="vol3: writes to removed target $tgt still in flight after 5 s"
+CLOSED="vol3: the last writes to removed target $tgt ended; it is closed"
+# the PIPE_DEL above logged them too
+n_in_flight=$(dmesg_count "$STILL_IN_FLIGHT")
+n_closed=$(dmesg_count "$CLOSED")
+rp-nlctl set-pipe --id $PIPE --mode sync --policy degrade --region-kib 64 \
+	--pair replipipe_0/vol3=$tgt,clean || vm_fail "set-pipe refused"
+dmsetup --noudevsync suspend rptgt || vm_fail "dmsetup suspend"
+dd if=/dev/urandom of="$lun" bs=64k count=1 oflag=direct 2> /dev/null &
+w_pid=$!
+sleep 2
+kill -0 $w_pid 2> /dev/null || vm_fail "setup: the write ended although its target queues I/O"
+rp-nlctl set-pipe --id $PIPE --mode sync --policy degrade --region-kib 64 \
+	--pair replipipe_0/vol3=/dev/ram2 > /tmp/set.out 2>&1 &
+set_pid=$!
+sleep 1
+t0=$(now_ms)
+rp-nlctl get > /tmp/list.out 2>&1 &
+wait_pid $! 3 || vm_fail "a netlink command waited behind a PIPE_SET waiting for its replaced pair's write in flight"
+vm_log "rp-nlctl get (all pipes) answered in $(($(now_ms) - t0)) ms while PIPE_SET waited (rc=$rc)"
+[ "$rc" = 0 ] || vm_fail "rp-nlctl get failed: $(cat /tmp/list.out)"
+wait_pid $set_pid 10 || vm_fail "PIPE_SET blocked on its replaced pair's write in flight"
+cat /tmp/set.out
+[ "$rc" = 0 ] || vm_fail "set-pipe replacing the target failed (rc=$rc)"
+[ "$(dmesg_count "$STILL_IN_FLIGHT")" = $((n_in_flight + 1)) ] ||
+	vm_fail "no message that the replaced pair's write is still in flight"
+kill -0 $w_pid 2> /dev/null || vm_fail "setup: the write ended before the target resumed"
+pair=$(pair_line) || vm_fail "no pair line"
+[ "$(vm_field "$pair" target)" = /dev/ram2 ] || vm_fail "the new pair is not published: $pair"
+[ "$(vm_field "$pair" state)" = Syncing ] || vm_fail "the new pair is not Syncing: $pair"
+live=$(cat $LIVE)
+[ "$live" = "pipes=1 pairs=2 claims=0 async_bufs=0" ] ||
+	vm_fail "the replaced pair is not kept while its write is in flight: $live"
+grep -q "a removed pair still has writes in flight" $VM_CFS/core/replipipe_0/vol3/info ||
+	vm_fail "the backstore's info does not say its replaced pair is kept: $(cat $VM_CFS/core/replipipe_0/vol3/info)"
+# The new pair is fenced: its resync would read a primary the old pair's
+# write may still change.
+echo 3 > /sys/module/replipipe/parameters/claim_timeout_sec
+t0=$(now_ms)
+if rp-nlctl claim $PIPE replipipe_0/vol3 > /tmp/claim.out 2>&1; then
+	vm_fail "a claim was granted on a pair whose replaced pair has a write in flight: $(cat /tmp/claim.out)"
+fi
+t1=$(now_ms)
+cat /tmp/claim.out
+case "$(cat /tmp/claim.out)" in
+*"removed pair with this source or target still has writes in flight"*"(errno ETIMEDOUT)"*) ;;
+*) vm_fail "the fenced claim failed without saying why" ;;
+esac
+[ $((t1 - t0)) -ge 2500 ] || vm_fail "the fenced claim gave up after $((t1 - t0)) ms, before claim_timeout_sec"
+# The source is taken by the replaced pair until its write ends.
+if rp-nlctl set-pipe --id $PIPE --mode sync --pair replipipe_0/vol3=$tgt \
+	> /tmp/set.out 2>&1; then
+	vm_fail "a second PIPE_SET replaced the pair while the first's replaced pair had a write in flight"
+fi
+case "$(cat /tmp/set.out)" in
+*"removed pair still has writes in flight"*"(errno EBUSY)"*) ;;
+*) vm_fail "the second PIPE_SET refused without saying why: $(cat /tmp/set.out)" ;;
+esac
+dmsetup --noudevsync resume rptgt || vm_fail "dmsetup resume"
+wait_pid $w_pid 10 || vm_fail "the write did not end after the target resumed"
+[ "$rc" = 0 ] || vm_fail "the write failed (rc=$rc)"
+i=0
+until [ "$(cat $LIVE)" = "pipes=1 pairs=1 claims=0 async_bufs=0" ]; do
+	[ $i -lt 50 ] || vm_fail "the replaced pair was not freed after its write ended: $(cat $LIVE)"
+	sleep 0.1
+	i=$((i + 1))
+done
+[ "$(dmesg_count "$CLOSED")" = $((n_closed + 1)) ] ||
+	vm_fail "no message that the replaced pair was freed"
+# The fence is lifted: the new pair resyncs.
+rp-nlctl claim $PIPE replipipe_0/vol3 --done > /tmp/claim.out 2>&1 ||
+	vm_fail "no claim granted once the replaced pair was freed: $(cat /tmp/claim.out)"
+cat /tmp/claim.out
+grep -q "^claim .* count=[1-9]" /tmp/claim.out || vm_fail "the claim after the fence claimed nothing"
+echo 30 > /sys/module/replipipe/parameters/claim_timeout_sec
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe $PIPE"
 vm_tcm_loop_unexport replipipe_0/vol3
 vm_backstore_delete replipipe_0/vol3
 dmsetup --noudevsync remove rptgt || vm_fail "dmsetup remove"
