@@ -38,8 +38,9 @@
 #   bug 8  the NETLINK_URELEASE notifier took rp_config_lock for every
 #          generic netlink socket that closed (nl80211, ethtool, ...) while
 #          any claim existed: with a claim held on one pipe and a set-pipe
-#          removing the pair of another waiting under rp_config_lock for a
-#          slow target write (a PIPE_DEL no longer waits under it), a socket
+#          of another writing its source's write-intent record (slow) under
+#          rp_config_lock (PIPE_DEL and a PIPE_SET that removes a pair
+#          no longer wait for its writes under it), a socket
 #          that owns no claim (`rp-nlctl family`) must close long before
 #          set-pipe ends; the claim's own socket, closed, still drops its
 #          claim.
@@ -82,7 +83,7 @@ CLAIM_TIMEOUT_S=3	# bug 2: claim_timeout_sec during the step
 ASYNC_MS=5000		# bug 3: write delay of the target
 FLUSH_MS=15000		# bug 5: flush delay of the target
 BIND_MS=2000		# bug 7: write delay of the second pair's record
-UREL_MS=12000		# bug 8: write delay of the target set-pipe drains
+UREL_MS=5000		# bug 8: write delay of the record set-pipe binds
 WS_FLUSH_MS=4000	# bug 10: flush delay of the target
 export DM_DISABLE_UDEV=1
 
@@ -436,16 +437,13 @@ step_bug6() {
 claims_now() { sed -n 's/.*claims=\([0-9]*\).*/\1/p' $LIVE; }
 step_bug8() {
 	local pa=races-urel pb=races-urelc a=replipipe_0/s8a b=replipipe_0/s8b
-	local tgt lun t0 i=0
-	vm_backstore replipipe replipipe_0 s8a /dev/ram20 > /dev/null
+	local rec t0 t1 i=0
+	rec=$(vm_dm_create rp8rec "0 $SECT linear /dev/ram21 0")
+	vm_backstore replipipe replipipe_0 s8a /dev/ram20 $rec > /dev/null
 	vm_backstore replipipe replipipe_0 s8b /dev/ram22 > /dev/null
-	tgt=$(vm_dm_create rp8t "0 $SECT delay /dev/ram21 0 0")
-	rp-nlctl set-pipe --id $pa --mode sync --pair $a=$tgt,clean ||
-		vm_fail "bug 8: set-pipe $pa refused"
 	# pair b without ,clean: every region dirty, so a claim gets region 0
 	rp-nlctl set-pipe --id $pb --mode sync --pair $b=/dev/ram23 ||
 		vm_fail "bug 8: set-pipe $pb refused"
-	lun=$(vm_tcm_loop_export $a)
 	t0=$(now10)
 	bg b8claim rp-nlctl claim $pb $b --max 1 --hold 20
 	until [ "$(claims_now)" = 1 ]; do
@@ -453,17 +451,18 @@ step_bug8() {
 		sleep 0.1
 		i=$((i + 1))
 	done
-	vm_dm_load rp8t "0 $SECT delay /dev/ram21 0 0 /dev/ram21 0 $UREL_MS"
-	bg b8w dd if=/dev/urandom of=$lun bs=4k count=1 oflag=direct
-	wait_delayed rp8t writes 1 10 ||
-		vm_fail "bug 8: setup: the write's target leg did not reach dm-delay within 10 s"
-	# A PIPE_SET that removes the pair waits for its writes under
-	# rp_config_lock (rp_pairs_destroy()).
-	bg b8del rp-nlctl set-pipe --id $pa --mode sync --nl-timeout 120
+	vm_dm_load rp8rec "0 $SECT delay /dev/ram21 0 0 /dev/ram21 0 $UREL_MS"
+	# A PIPE_SET whose pair binds its source's record anew writes the
+	# record, a write after the other, under rp_config_lock
+	# (rp_intent_commit()).
+	bg b8set rp-nlctl set-pipe --id $pa --mode sync --pair $a=/dev/ram27,clean \
+		--nl-timeout 120
+	wait_delayed rp8rec writes 1 10 ||
+		vm_fail "bug 8: setup: the record's binding did not reach dm-delay within 10 s ($(bg_out b8set))"
 	sleep 1
-	! bg_done b8del || vm_fail "bug 8: setup: set-pipe ended before the target write was released: $(bg_out b8del)"
+	! bg_done b8set || vm_fail "bug 8: setup: set-pipe ended before the record's writes were released: $(bg_out b8set)"
 	[ "$(claims_now)" = 1 ] || vm_fail "bug 8: setup: the claim ended early ($(cat $LIVE))"
-	vm_log "a claim on $pb, set-pipe $pa (no pairs) waits for a ${UREL_MS} ms write under rp_config_lock; an unrelated genl socket opens and closes"
+	vm_log "a claim on $pb, set-pipe $pa writes its record (${UREL_MS} ms a write) under rp_config_lock; an unrelated genl socket opens and closes"
 	t1=$(now10)
 	bg b8fam rp-nlctl family
 	# (not wedged: it would end with set-pipe, once the write is released)
@@ -471,12 +470,12 @@ step_bug8() {
 		vm_fail "bug 8: closing a generic netlink socket that owns no claim waited more than 8 s (for rp_config_lock, held by set-pipe)"
 	vm_log "family ended rc=$(bg_rc b8fam) after $((($(bg_end b8fam) - t1) * 100)) ms"
 	[ "$(bg_rc b8fam)" = 0 ] || vm_fail "bug 8: rp-nlctl family failed: $(bg_out b8fam)"
-	ended_or_stuck $((t1 + UREL_MS / 100 + 200)) $t1 "bug 8" \
-		"the family command" "set-pipe does not end" set-pipe:b8del write:b8w
-	[ "$(bg_rc b8del)" = 0 ] || vm_fail "bug 8: set-pipe failed: $(bg_out b8del)"
-	vm_log "set-pipe ended after $((($(bg_end b8del) - t1) * 100)) ms"
+	ended_or_stuck $((t1 + 4 * UREL_MS / 100 + 200)) $t1 "bug 8" \
+		"the family command" "set-pipe does not end" set-pipe:b8set
+	[ "$(bg_rc b8set)" = 0 ] || vm_fail "bug 8: set-pipe failed: $(bg_out b8set)"
+	vm_log "set-pipe ended after $((($(bg_end b8set) - t1) * 100)) ms"
 	# a close that waited for the lock would end with set-pipe
-	[ "$(bg_end b8fam)" -le $(($(bg_end b8del) - 30)) ] ||
+	[ "$(bg_end b8fam)" -le $(($(bg_end b8set) - 30)) ] ||
 		vm_fail "bug 8: the unrelated socket's close ended only with set-pipe"
 	# the claim's socket closes (--hold ends): its claim is dropped
 	bg_wait b8claim $((t0 + 300)) || vm_fail "bug 8: the claim command did not end"
@@ -487,12 +486,12 @@ step_bug8() {
 		sleep 0.1
 		i=$((i + 1))
 	done
+	vm_dm_load rp8rec "0 $SECT linear /dev/ram21 0"
 	rp-nlctl del-pipe $pa || vm_fail "bug 8: del-pipe $pa"
 	rp-nlctl del-pipe $pb || vm_fail "bug 8: del-pipe $pb"
-	vm_tcm_loop_unexport $a
 	vm_backstore_delete $a
 	vm_backstore_delete $b
-	dm_remove rp8t
+	dm_remove rp8rec
 }
 
 # ---- bug 9: a claim whose reply is not delivered is dropped
@@ -618,7 +617,7 @@ step_bug7() {
 	dm_remove rp7rec
 }
 
-vm_brd 27 4
+vm_brd 28 4
 vm_modprobe dm_mod
 vm_modprobe dm_delay
 vm_modprobe replipipe
