@@ -246,6 +246,30 @@ vm_iscsid_start() {
 	kill -0 $VM_ISCSID || { cat /tmp/iscsid.log; vm_fail "iscsid did not start"; }
 }
 
+# vm_iscsid_stop PID: stop iscsid (SIGTERM, 10 s). iscsid's own shutdown is
+# not under test, and it has once outlived the 10 s under load with no
+# session left: then its state and kernel stack are logged and it gets
+# SIGKILL. Only an iscsid that survives that too (stuck in the kernel, the
+# kernel side of the initiator or the target is) fails the scenario.
+vm_iscsid_stop() {
+	local i
+	kill "$1"
+	for i in $(seq 100); do
+		kill -0 "$1" 2> /dev/null || return 0
+		sleep 0.1
+	done
+	vm_log "iscsid (pid $1) still running 10 s after SIGTERM: $(sed -n 's/^State:[[:space:]]*//p' /proc/$1/status), wchan $(cat /proc/$1/wchan); its log and kernel stack:"
+	cat /tmp/iscsid.log
+	cat /proc/$1/stack 2> /dev/null || vm_log "(iscsid ended meanwhile)"
+	# fails only if iscsid ended meanwhile
+	kill -9 "$1" 2> /dev/null || return 0
+	for i in $(seq 100); do
+		kill -0 "$1" 2> /dev/null || return 0
+		sleep 0.1
+	done
+	vm_fail "iscsid (pid $1) survived SIGKILL for 10 s: stuck in the kernel"
+}
+
 # vm_tcm_loop_export HBA/NAME: export a backstore through tcm_loop (one
 # loopback target per backstore, LUN 0) and print its /dev/sdX.
 vm_tcm_loop_export() {

@@ -124,6 +124,6 @@ paired /dev/ram1 "/dev/ram1"
 paired "$URL1" "iSCSI LUN 1"
 
 vm_daemon_stop $DLOG
-kill $VM_ISCSID
+vm_iscsid_stop $VM_ISCSID
 vm_tcm_loop_unexport $SRC
 vm_log "cli-loop-target done"

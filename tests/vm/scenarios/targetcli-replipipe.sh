@@ -305,12 +305,7 @@ ilun=$(iscsi_login)
 vm_log "iSCSI LUN after restore: $ilun"
 write_and_compare "$ilun" /dev/ram0 /dev/ram1 3
 iscsi_logout
-kill $iscsid
-for _ in $(seq 100); do
-	kill -0 $iscsid 2> /dev/null || break
-	sleep 0.1
-done
-kill -0 $iscsid 2> /dev/null && { cat /tmp/iscsid.log; vm_fail "iscsid did not stop within 10 s of SIGTERM"; }
+vm_iscsid_stop $iscsid
 tc ls
 
 vm_log "== teardown"
