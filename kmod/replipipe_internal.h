@@ -242,7 +242,8 @@ struct rp_pair {
 	struct rp_pipe		*pipe;
 	/* Once removed, until freed (rp_retire.c). */
 	struct list_head	retired_node;	/* rp_retired */
-	struct work_struct	retire_work;
+	struct work_struct	retire_work;	/* frees it after its last put */
+	atomic_t		retire_handoff;
 	struct rp_dev		*src;
 	struct rp_bdev		tgt;
 	char			tgt_path[REPLIPIPE_TARGET_MAX_LEN + 1];
@@ -428,7 +429,8 @@ int rp_pipe_init(void);
 void rp_pipe_exit(void);
 void rp_pipe_free(struct rp_pipe *pipe);
 void rp_pair_kill(struct rp_pair *pair);
-void rp_pair_finish(struct rp_pair *pair);
+void rp_pair_quiesce(struct rp_pair *pair);
+void rp_pair_free(struct rp_pair *pair);
 struct rp_pair *rp_pair_get(struct rp_dev *dev);
 struct rp_pair *rp_pair_get_write(struct rp_dev *dev, struct rp_req *req);
 void rp_req_untracked_done(struct rp_req *req);
@@ -488,6 +490,8 @@ int rp_retire_init(void);
 void rp_retire_exit(void);
 void rp_pairs_retire(struct list_head *batch);
 unsigned int rp_pairs_reap(struct list_head *batch, unsigned long timeout);
+void rp_pair_released(struct rp_pair *pair);
+void rp_retire_work(struct work_struct *work);
 struct rp_pipe *rp_retired_target_pipe(dev_t devt);
 bool rp_pair_fenced(struct rp_pair *pair);
 

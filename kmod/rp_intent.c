@@ -1087,8 +1087,8 @@ void rp_intent_pair_start(struct rp_intent *in, struct rp_pair *pair)
  * True if the record's clear passes may look at @pair: bound to it, started,
  * and the pair mirrors.  A Paused or Degraded pair keeps its chunks marked
  * (more than needed, never less): flushing a target that may not answer
- * would hold a pair reference, and PIPE_DEL waits for those under
- * rp_config_lock.  pair->lock and in->lock held.
+ * would hold a pair reference, which the pair's removal waits for.
+ * pair->lock and in->lock held.
  */
 static bool __rp_intent_clears(struct rp_intent *in, struct rp_pair *pair)
 {
@@ -1253,9 +1253,9 @@ static void rp_intent_clear_work(struct work_struct *work)
 		flush = rp_pair_flush_target_start(pair, &gen);
 	}
 	/*
-	 * Not held across the flushes: a PIPE_DEL waits for every reference
-	 * to the pair, under rp_config_lock, and the target may take long to
-	 * flush, or queue the flush.
+	 * Not held across the flushes: the pair's removal waits for every
+	 * reference to it, and the target may take long to flush, or queue
+	 * the flush.
 	 */
 	if (pair)
 		rp_pair_put(pair);

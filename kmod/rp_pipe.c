@@ -89,8 +89,8 @@ unsigned int rp_pipes_gen = 1;
  * xa_mk_value()).  The NETLINK_URELEASE notifier runs for every generic
  * netlink socket of the system that closes (nl80211, ethtool, ...): it
  * looks the port up here, without a lock, and takes rp_config_lock (which
- * a PIPE_DEL draining a hung target may hold for long) only for a port
- * that owns claims.
+ * a PIPE_SET writing a write-intent record on a slow device holds for as
+ * long as those writes take) only for a port that owns claims.
  */
 static DEFINE_XARRAY_FLAGS(rp_claim_owners, XA_FLAGS_LOCK_IRQ);
 static atomic64_t rp_next_claim_id = ATOMIC64_INIT(0);
@@ -155,7 +155,7 @@ void rp_req_untracked_done(struct rp_req *req)
 void rp_pair_put(struct rp_pair *pair)
 {
 	if (refcount_dec_and_test(&pair->refs))
-		complete(&pair->released);
+		rp_pair_released(pair);
 }
 
 static bool __rp_pair_mirroring(struct rp_pair *pair)
@@ -595,7 +595,7 @@ static void rp_pair_event_work(struct work_struct *work)
 }
 
 /* Frees a pair that is not (or no longer) published. */
-static void rp_pair_free(struct rp_pair *pair)
+void rp_pair_free(struct rp_pair *pair)
 {
 	rp_intent_rebind_free(pair);
 	mempool_destroy(pair->page_pool);
@@ -822,6 +822,7 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	INIT_WORK(&pair->event_work, rp_pair_event_work);
 	INIT_WORK(&pair->async_work, rp_async_work);
 	INIT_DELAYED_WORK(&pair->lag_work, rp_pair_lag_work);
+	INIT_WORK(&pair->retire_work, rp_retire_work);
 	strscpy(pair->tgt_path, ps->tgt, sizeof(pair->tgt_path));
 
 	ret = rp_pair_open(pair, spec, ps, extack);
@@ -989,8 +990,7 @@ static void rp_reqs_resubmit(struct list_head *released)
 
 /*
  * Drops claim @id of @pair if it is still there.  Needs a pair reference,
- * not rp_config_lock: a PIPE_DEL holding that lock may be waiting for the
- * reference.
+ * not rp_config_lock (rp_claim_new() waits for the drain without it).
  */
 void rp_claim_abort(struct rp_pair *pair, u64 id)
 {
@@ -1047,8 +1047,13 @@ void rp_pair_kill(struct rp_pair *pair)
 	rp_pair_put(pair);
 }
 
-/* Frees a killed pair whose writes have all ended.  May block. */
-void rp_pair_finish(struct rp_pair *pair)
+/*
+ * Stops what may still run for a killed pair whose writes have all ended,
+ * and lets its write-intent record forget what the pair no longer needs:
+ * rp_pair_free() is all that is left.  Without rp_config_lock: a record's
+ * flush of the legs may take RP_PROBE_TIMEOUT_SEC.  May block.
+ */
+void rp_pair_quiesce(struct rp_pair *pair)
 {
 	flush_work(&pair->async_work);
 	cancel_work_sync(&pair->event_work);
@@ -1058,7 +1063,6 @@ void rp_pair_finish(struct rp_pair *pair)
 	/* Drained: the record can keep exactly what is still dirty. */
 	if (pair->src->intent)
 		rp_intent_pair_gone(pair->src->intent, pair);
-	rp_pair_free(pair);
 }
 
 /*
@@ -1617,7 +1621,7 @@ int rp_pair_probe_target(struct rp_pair *pair, struct netlink_ext_ack *extack)
  * Flushes of the target for a write-intent record, through a probe: a
  * target that queues I/O instead of failing it (multipath queue_if_no_path,
  * an iSCSI session in recovery, a suspended dm device) must not hold the
- * waiter, a pair's removal under rp_config_lock among them.  Past its bound
+ * waiter, a pair's removal among them.  Past its bound
  * a flush is abandoned to its bio and -ETIMEDOUT returned; the caller then
  * keeps what the flush was for (marked chunks).  The flush's bio holds the
  * probe's own open of the target, not the pair: once started, it needs no
@@ -1762,11 +1766,15 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	u64 last;
 
 	/* Before any region is claimed: no write waits for this. */
-	if (!wait_event_timeout(pair->wq, READ_ONCE(pair->dead) ||
-				!rp_pair_fenced(pair), timeout)) {
-		NL_SET_ERR_MSG(extack,
-			       "a removed pair with this source or target still has writes in flight");
-		return -ETIMEDOUT;
+	if (rp_pair_fenced(pair)) {
+		if (!wait_event_timeout(pair->wq, READ_ONCE(pair->dead) ||
+					!rp_pair_fenced(pair), timeout)) {
+			NL_SET_ERR_MSG(extack,
+				       "a removed pair with this source or target still has writes in flight");
+			return -ETIMEDOUT;
+		}
+		/* The claim's own time starts now. */
+		deadline = jiffies + timeout;
 	}
 
 	claim = kzalloc(sizeof(*claim), GFP_KERNEL);
@@ -1914,9 +1922,9 @@ void rp_claims_drop_portid(u32 portid)
 
 /*
  * Drops expired claims once a second while any exist.  It runs on
- * system_wq, not on rp_wq: it takes rp_config_lock, whose holders wait for
- * work on rp_wq (rp_pair_finish() flushes async_work; released held writes
- * are resubmitted there).  rp_wq is WQ_MEM_RECLAIM, and under memory
+ * system_wq, not on rp_wq: it takes rp_config_lock, whose holders may wait
+ * for writes resubmitted on rp_wq (rp_pairs_start() waits for those that
+ * found no pair).  rp_wq is WQ_MEM_RECLAIM, and under memory
  * pressure its single rescuer thread runs its items one after the other: a
  * reaper blocked on the lock there would keep the work the lock's holder
  * waits for from ever running.

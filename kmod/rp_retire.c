@@ -8,8 +8,9 @@
  * such a write for as long as it likes.  It must not hold rp_config_lock,
  * and with it every netlink command and the daemon, for that long: the
  * command that removed the pair waits for its writes without the lock, at
- * most RP_DRAIN_WAIT_SEC (rp_pairs_reap()), and a work item on
- * rp_retire_wq waits for the rest.  Until a removed pair is freed:
+ * most RP_DRAIN_WAIT_SEC (rp_pairs_reap()); past that the pair's last write
+ * frees it, through a work item on rp_retire_wq.  Until a removed pair is
+ * freed:
  *   - its source counts it (dev->retiring), and no new pair may take that
  *     source in a later PIPE_SET (rp_pair_open()): its writes are not all
  *     seen by the new pair;
@@ -28,9 +29,9 @@
 #include "replipipe_internal.h"
 
 /*
- * Not WQ_MEM_RECLAIM: its items block for as long as a target likes, then
- * take rp_config_lock (see rp_claim_reaper()).  Module exit destroys it: a
- * deleted pipe's module reference may go in its last item.
+ * Not WQ_MEM_RECLAIM: its items may wait for a record's flush of the legs,
+ * then take rp_config_lock (see rp_claim_reaper()).  Module exit destroys
+ * it: a deleted pipe's module reference may go in its last item.
  */
 static struct workqueue_struct *rp_retire_wq;
 
@@ -80,7 +81,10 @@ static void rp_fence_lift(struct rp_pair *gone)
 				wake_up_all(&pair->wq);
 }
 
-/* Frees a removed pair whose writes have all ended.  rp_config_lock held. */
+/*
+ * Frees a removed pair whose writes have all ended, rp_pair_quiesce()d.
+ * rp_config_lock held.
+ */
 static void rp_retired_free(struct rp_pair *pair)
 {
 	struct rp_pipe *pipe = pair->pipe;
@@ -90,17 +94,31 @@ static void rp_retired_free(struct rp_pair *pair)
 	spin_unlock(&rp_retired_lock);
 	rp_fence_lift(pair);
 	pair->src->retiring--;
-	rp_pair_finish(pair);
+	rp_pair_free(pair);
 	if (!--pipe->nr_retired && pipe->deleted)
 		rp_pipe_free(pipe);
 }
 
-static void rp_retire_work(struct work_struct *work)
+/*
+ * The last reference to a killed pair went (rp_pair_put(), any context).
+ * Whoever comes second of this and rp_pairs_reap() giving up on the pair
+ * frees it: the remover still waiting is woken; a remover gone left it to
+ * rp_retire_work(), queued here.  Nothing may touch the pair after either.
+ */
+void rp_pair_released(struct rp_pair *pair)
+{
+	if (atomic_xchg(&pair->retire_handoff, 1))
+		queue_work(rp_retire_wq, &pair->retire_work);
+	else
+		complete(&pair->released);
+}
+
+/* A removed pair whose last write ended after its remover returned. */
+void rp_retire_work(struct work_struct *work)
 {
 	struct rp_pair *pair = container_of(work, struct rp_pair, retire_work);
 
-	/* TASK_IDLE: a target may hold a write for hours. */
-	wait_for_completion_state(&pair->released, TASK_IDLE);
+	rp_pair_quiesce(pair);
 	mutex_lock(&rp_config_lock);
 	pr_info("%s: the last writes to removed target %s ended; it is closed\n",
 		pair->src->name, pair->tgt_path);
@@ -111,8 +129,10 @@ static void rp_retire_work(struct work_struct *work)
 /*
  * Waits, without rp_config_lock, at most @timeout (MAX_SCHEDULE_TIMEOUT:
  * for good) for the writes in flight of the pairs on @batch
- * (rp_pairs_retire()), then frees those whose writes ended and leaves the
- * others to rp_retire_wq.  Returns how many were left.  May block.
+ * (rp_pairs_retire()), then frees those whose writes ended; the last write
+ * of each other one frees it (rp_pair_released()).  No thread waits for
+ * those: a dead iSCSI portal may hold the writes of hundreds of pairs for
+ * hours.  Returns how many were left.  May block.
  */
 unsigned int rp_pairs_reap(struct list_head *batch, unsigned long timeout)
 {
@@ -121,8 +141,6 @@ unsigned int rp_pairs_reap(struct list_head *batch, unsigned long timeout)
 	unsigned int left = 0;
 	LIST_HEAD(drained);
 
-	if (list_empty(batch))
-		return 0;
 	/* A completion waited for is consumed: what ended moves to @drained. */
 	list_for_each_entry_safe(pair, tmp, batch, node) {
 		unsigned long wait = time_after(deadline, jiffies) ?
@@ -134,20 +152,31 @@ unsigned int rp_pairs_reap(struct list_head *batch, unsigned long timeout)
 			continue;
 		list_move_tail(&pair->node, &drained);
 	}
+	list_for_each_entry_safe(pair, tmp, batch, node) {
+		list_del(&pair->node);
+		/* Until the hand-off the pair is ours: say so now. */
+		pr_warn("%s: writes to removed target %s still in flight after %u s: it is closed when they end\n",
+			pair->src->name, pair->tgt_path,
+			jiffies_to_msecs(timeout) / 1000);
+		if (!atomic_xchg(&pair->retire_handoff, 1)) {
+			left++;
+			continue;
+		}
+		/* Its last put came meanwhile and completes it at once. */
+		wait_for_completion(&pair->released);
+		pr_info("%s: the last writes to removed target %s ended; it is closed\n",
+			pair->src->name, pair->tgt_path);
+		list_add_tail(&pair->node, &drained);
+	}
+	if (list_empty(&drained))
+		return left;
 
+	list_for_each_entry(pair, &drained, node)
+		rp_pair_quiesce(pair);
 	mutex_lock(&rp_config_lock);
 	list_for_each_entry_safe(pair, tmp, &drained, node) {
 		list_del(&pair->node);
 		rp_retired_free(pair);
-	}
-	list_for_each_entry_safe(pair, tmp, batch, node) {
-		list_del(&pair->node);
-		pr_warn("%s: writes to removed target %s still in flight after %u s: it is closed when they end\n",
-			pair->src->name, pair->tgt_path,
-			jiffies_to_msecs(timeout) / 1000);
-		INIT_WORK(&pair->retire_work, rp_retire_work);
-		queue_work(rp_retire_wq, &pair->retire_work);
-		left++;
 	}
 	mutex_unlock(&rp_config_lock);
 	return left;

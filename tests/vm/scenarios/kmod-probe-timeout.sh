@@ -11,11 +11,12 @@
 # Then the same for the flushes a write-intent record makes of the target
 # before it clears chunks (a clear pass, and the pair going away): with a
 # clear pass waiting for its flush of a target that queues I/O, a PIPE_DEL
-# of the InSync pair returns within its own flush's bound (5 s), the chunks
-# stay marked, deleting the backstore ends the clear pass's wait at once,
-# and the abandoned flushes let the target and the module go once they
-# end. Before, that PIPE_DEL hung with rp_config_lock held, and every
-# netlink command behind it.
+# of the InSync pair returns within its own flush's bound (5 s), another
+# netlink command answering meanwhile (the flush is not under the lock),
+# the chunks stay marked, deleting the backstore ends the clear pass's
+# wait at once, and the abandoned flushes let the target and the module go
+# once they end. Before, that PIPE_DEL hung with rp_config_lock held, and
+# every netlink command behind it; later it held the lock for its 5 s.
 # Then a PIPE_DEL of a pair with a write in flight to a target that queues
 # it: another netlink command answers meanwhile, the PIPE_DEL returns after
 # its 5 s bound, the pipe is gone but its pair is kept (its source and
@@ -165,9 +166,21 @@ sleep 8
 pair=$(rp-nlctl get $PIPE | grep "^pair ") || vm_fail "no pair line"
 [ "$(vm_field "$pair" intent_marked)" -ge 1 ] ||
 	vm_fail "the record cleared chunks while the target's flush was queued: $pair"
-# The PIPE_DEL's own flush is bounded at 5 s, and it does not wait for the
-# clear pass's.
-del_pipe_within 10 "PIPE_DEL blocked on the record's flush of a target that queues I/O"
+# The PIPE_DEL's own flush is bounded at 5 s, it does not wait for the
+# clear pass's, and it waits without rp_config_lock.
+t0=$(now_ms)
+rp-nlctl del-pipe $PIPE > /tmp/del.out 2>&1 &
+del_pid=$!
+sleep 1
+t1=$(now_ms)
+rp-nlctl get > /tmp/list.out 2>&1 &
+wait_pid $! 3 || vm_fail "a netlink command waited behind a PIPE_DEL's flush of the record's target"
+vm_log "rp-nlctl get (all pipes) answered in $(($(now_ms) - t1)) ms while PIPE_DEL flushed (rc=$rc)"
+[ "$rc" = 0 ] || vm_fail "rp-nlctl get failed: $(cat /tmp/list.out)"
+wait_pid $del_pid 10 || vm_fail "PIPE_DEL blocked on the record's flush of a target that queues I/O"
+cat /tmp/del.out
+[ "$rc" = 0 ] || vm_fail "del-pipe failed (rc=$rc)"
+vm_log "PIPE_DEL took $(($(now_ms) - t0)) ms"
 FLUSH_FAILED="vol2: write-intent record /dev/ram2: a leg's flush failed (-110); its chunks stay marked"
 [ "$(dmesg | grep -c "$FLUSH_FAILED")" = 1 ] ||
 	vm_fail "not one message that the record keeps its chunks after the PIPE_DEL's flush timed out"
