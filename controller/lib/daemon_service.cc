@@ -480,6 +480,7 @@ void DaemonService::RefreshAllOnce()
 		             << listed.status().message();
 		return;
 	}
+	SettleLeftovers(*listed);
 	std::map<std::string, std::string> missing; // id -> label
 	for (const PipeRecord &record : pipes_.ListPipes()) {
 		std::optional<KernelPipeStatus> kernel;
@@ -491,6 +492,30 @@ void DaemonService::RefreshAllOnce()
 		Apply(record, kernel, read_no);
 	}
 	pusher_.Missing(missing);
+}
+
+// A record a call left marked pending (decision 54) holds its endpoints
+// and maybe a kernel pipe until it is settled: not until the next start.
+// Without waiting for a pipe's lock (this is the main loop); a kernel pipe
+// to delete may take PIPE_DEL's bound (5 s), once.
+void DaemonService::SettleLeftovers(const std::vector<KernelPipeStatus> &listed)
+{
+	auto settled =
+	        pipes_.SettleLeftovers(listed, std::chrono::milliseconds(0));
+	std::lock_guard<std::mutex> lock(settle_mu_);
+	for (const PipeService::Settled &s : settled) {
+		if (s.done) {
+			settle_failures_.erase(s.uuid);
+			LogNotice() << "settle: " << s.line;
+			continue;
+		}
+		auto [logged, added] =
+		        settle_failures_.try_emplace(s.uuid, s.line);
+		if (!added && logged->second == s.line)
+			continue;
+		logged->second = s.line;
+		LogWarning() << "settle: " << s.line;
+	}
 }
 
 void DaemonService::HandleKernelEvent(const KernelEvent &event)

@@ -156,6 +156,9 @@ private:
 	void Forget(const std::string &uuid);
 	// RefreshAll() and OnKernelEvent() without their catch.
 	void RefreshAllOnce();
+	// PipeService::SettleLeftovers() from a refresh, logged: a failure
+	// again only when its message changes, not at every refresh.
+	void SettleLeftovers(const std::vector<KernelPipeStatus> &listed);
 	void HandleKernelEvent(const KernelEvent &event);
 	// Numbers a read of the kernel; taken before the read starts.
 	uint64_t NextRead() { return ++reads_; }
@@ -198,6 +201,11 @@ private:
 	KeyedLock applying_;
 	std::mutex applied_mu_;
 	std::map<std::string, uint64_t> applied_; // guarded by applied_mu_
+
+	std::mutex settle_mu_;
+	// Record UUID -> the failure to settle it logged last; guarded by
+	// settle_mu_.
+	std::map<std::string, std::string> settle_failures_;
 
 	std::mutex replan_mu_;
 	std::condition_variable replan_cv_; // replan_due_ or replan_stop_

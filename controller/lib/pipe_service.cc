@@ -171,11 +171,11 @@ std::string OwnerLabel(const StoreEntry &entry)
 	case PendingOp::kCreate:
 		return PipeLabel(entry.record) +
 		       ", whose create did not finish (replipiped rolls it "
-		       "back at its next start)";
+		       "back)";
 	case PendingOp::kDelete:
 		return PipeLabel(entry.record) +
 		       ", whose delete did not finish (replipiped finishes "
-		       "it at its next start)";
+		       "it)";
 	case PendingOp::kNone:
 		break;
 	}
@@ -773,7 +773,7 @@ std::string PipeService::DropPendingRecord(const std::string &uuid)
 	if (st.ok())
 		return "";
 	return "; removing its pending record from the store failed (" +
-	       st.message() + "): replipiped settles it at its next start";
+	       st.message() + "): replipiped tries again";
 }
 
 Status PipeService::UndoKernel(const std::string &uuid,
@@ -984,13 +984,14 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 			if (!undo.ok()) {
 				why += "; undoing it failed too (" +
 				       undo.message() +
-				       "); the daemon reconciles at its next "
-				       "start";
+				       (modify ? "); the daemon reconciles at "
+				                 "its next start"
+				               : "); the daemon rolls it back");
 				kernel_may_have_it = true;
 			}
 		}
-		// A create the kernel may have keeps its mark: the next
-		// start rolls it back.
+		// A create the kernel may have keeps its mark:
+		// SettleLeftovers() rolls it back.
 		if (!modify && !kernel_may_have_it)
 			why += DropPendingRecord(uuid);
 		return Fail(KernelReturnValue(st), why);
@@ -1010,8 +1011,8 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 		                           undo.message() +
 		                           "): kernel and store disagree "
 		                           "until the daemon reconciles";
-		// Undone, a create's record goes; else its mark stays for the
-		// next start.
+		// Undone, a create's record goes; else its mark stays for
+		// SettleLeftovers().
 		if (!modify && undo.ok())
 			why += DropPendingRecord(uuid);
 		return Fail(ReturnValue::kUnspecifiedError, why);
@@ -1076,7 +1077,8 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 	}
 	if (st.ok() || st.err() == ENOENT) {
 		// The kernel let go of it: the delete is done whatever the
-		// store says now (a mark left is finished at the next start).
+		// store says now (a mark left is finished by
+		// SettleLeftovers()).
 		if (std::string note = DropPendingRecord(uuid); !note.empty())
 			LogWarning() << "delete of " << PipeLabel(*old)
 			             << ": the kernel deleted it" << note;
@@ -1092,7 +1094,7 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 	if (Status back = SaveWith(uuid, old); !back.ok())
 		why += "; restoring the store failed too (" + back.message() +
 		       "): the pipe stays marked for deletion, and the daemon "
-		       "finishes the delete at its next start";
+		       "finishes the delete";
 	return Fail(KernelReturnValue(st), why);
 }
 
@@ -1143,19 +1145,10 @@ Result<std::vector<std::string>> PipeService::Reconcile()
 	std::set<std::string> stored_ids;
 	// First what a killed daemon left half done (decision 48): their
 	// kernel pipes hold endpoints that no stored pipe may have.
-	std::vector<StoreEntry> unsettled;
-	{
-		std::lock_guard<std::mutex> lock(mu_);
-		for (const StoreEntry &e : pending_)
-			if (!carried_.count(e.record.instance_id))
-				unsettled.push_back(e);
-	}
-	for (const StoreEntry &e : unsettled) {
-		stored_ids.insert(e.record.instance_id);
-		bool in_kernel = false;
-		for (const KernelPipeStatus &k : *listed)
-			in_kernel = in_kernel || k.id == e.record.instance_id;
-		report.push_back(SettlePending(e, in_kernel));
+	for (const Settled &s :
+	     SettleLeftovers(*listed, options_.busy_timeout)) {
+		stored_ids.insert(s.uuid);
+		report.push_back(s.line);
 	}
 	for (const PipeRecord &stored : ListPipes()) {
 		stored_ids.insert(stored.instance_id);
@@ -1209,7 +1202,30 @@ Result<std::vector<std::string>> PipeService::Reconcile()
 	return report;
 }
 
-std::string PipeService::SettlePending(const StoreEntry &entry, bool in_kernel)
+std::vector<PipeService::Settled>
+PipeService::SettleLeftovers(const std::vector<KernelPipeStatus> &listed,
+                             std::chrono::milliseconds wait)
+{
+	std::vector<StoreEntry> unsettled;
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		for (const StoreEntry &e : pending_)
+			if (!carried_.count(e.record.instance_id))
+				unsettled.push_back(e);
+	}
+	std::vector<Settled> settled;
+	for (const StoreEntry &e : unsettled) {
+		bool in_kernel = false;
+		for (const KernelPipeStatus &k : listed)
+			in_kernel = in_kernel || k.id == e.record.instance_id;
+		settled.push_back(SettlePending(e, in_kernel, wait));
+	}
+	return settled;
+}
+
+PipeService::Settled PipeService::SettlePending(const StoreEntry &entry,
+                                                bool in_kernel,
+                                                std::chrono::milliseconds wait)
 {
 	const std::string &uuid = entry.record.instance_id;
 	const bool create = entry.pending == PendingOp::kCreate;
@@ -1220,17 +1236,29 @@ std::string PipeService::SettlePending(const StoreEntry &entry, bool in_kernel)
 	                : ": its delete did not finish");
 	const std::string settled = create ? "rolled back" : "finished";
 	PipeLock pipe_lock(*this, uuid);
-	if (!pipe_lock.TryLockFor(options_.busy_timeout))
-		return what + "; busy, not " + settled;
+	if (!pipe_lock.TryLockFor(wait))
+		return {uuid, what + "; busy, not " + settled, false};
+	// Under the lock: a call may have settled it since it was listed.
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		bool still = false;
+		for (const StoreEntry &e : pending_)
+			still = still || e.record.instance_id == uuid;
+		if (!still || carried_.count(uuid))
+			return {uuid, what + "; settled meanwhile", true};
+	}
 	std::string done = "not in the kernel, ";
 	if (in_kernel) {
 		Status st = kernel_.DeletePipe(uuid);
 		if (!st.ok() && st.err() != ENOENT)
-			return what + "; not " + settled +
-			       ": deleting it from the kernel failed (" +
-			       st.message() +
-			       "); its record stays marked until the next "
-			       "start";
+			return {uuid,
+			        what + "; not " + settled +
+			                ": deleting it from the kernel failed "
+			                "(" +
+			                st.message() +
+			                "); its record stays marked, and "
+			                "replipiped tries again",
+			        false};
 		done = "deleted from the kernel, ";
 	}
 	std::string note = DropPendingRecord(uuid);
@@ -1238,8 +1266,11 @@ std::string PipeService::SettlePending(const StoreEntry &entry, bool in_kernel)
 	for (const PairRecord &p : entry.record.pairs)
 		targets.push_back(p.target);
 	DropConnections(uuid, targets);
-	return what + "; " + settled + ": " + done +
-	       (note.empty() ? "removed from the store" : note.substr(2));
+	return {uuid,
+	        what + "; " + settled + ": " + done +
+	                (note.empty() ? "removed from the store"
+	                              : note.substr(2)),
+	        note.empty()};
 }
 
 Result<PushOutcome> PipeService::PushIfMissing(const std::string &uuid)

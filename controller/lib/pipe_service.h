@@ -23,8 +23,10 @@
 // delete saves the record marked pending-delete before step 5 and removes
 // it once the kernel let go of the pipe. A daemon killed in between leaves
 // the mark, and Reconcile() settles it at the next start: a create rolled
-// back, a delete finished. Records marked pending are no pipes to callers
-// (list, status, resolve and push skip them) but keep their endpoints.
+// back, a delete finished. A call that can neither finish nor undo leaves
+// it too; the daemon's periodic refresh settles those (SettleLeftovers()).
+// Records marked pending are no pipes to callers (list, status, resolve
+// and push skip them) but keep their endpoints.
 //
 // ReturnValue mapping (docs/method.md has the full table):
 //   1 Goal asks for something valid but not offered (goal.h)
@@ -110,6 +112,20 @@ public:
 	// reports the pipes only the kernel knows without touching them.
 	// Returns one line per action or finding.
 	Result<std::vector<std::string>> Reconcile();
+	// One record marked pending, settled or not (SettleLeftovers()).
+	struct Settled {
+		std::string uuid;
+		std::string line;  // what was done, or why not
+		bool done = false; // the record left the store
+	};
+	// Settles the records marked pending that no call in flight carries:
+	// those a killed daemon left, and those of a call that could neither
+	// finish nor undo its kernel change (decisions 48, 54). listed: the
+	// kernel's pipes. wait: for each pipe's lock. Reconcile() does this
+	// first; the daemon's periodic refresh does it while it runs.
+	std::vector<Settled>
+	SettleLeftovers(const std::vector<KernelPipeStatus> &listed,
+	                std::chrono::milliseconds wait);
 	// Pushes the stored pipe uuid to the kernel if the kernel lacks it
 	// (every pair resyncs in full): what Reconcile() does for a pipe it
 	// could not push at start-up (a target or backstore that was not
@@ -217,12 +233,13 @@ private:
 	                const std::optional<PipeRecord> &record,
 	                PendingOp pending = PendingOp::kNone);
 	// Removes the pending record of uuid from the store; "" when done,
-	// else a note for the caller's message (the record stays, and the
-	// next start settles it).
+	// else a note for the caller's message (the record stays, and
+	// SettleLeftovers() tries again).
 	std::string DropPendingRecord(const std::string &uuid);
-	// Settles one record a killed daemon left pending (Reconcile()):
-	// in_kernel says whether the kernel listed the pipe. One report line.
-	std::string SettlePending(const StoreEntry &entry, bool in_kernel);
+	// Settles one record left pending (SettleLeftovers()): in_kernel
+	// says whether the kernel listed the pipe.
+	Settled SettlePending(const StoreEntry &entry, bool in_kernel,
+	                      std::chrono::milliseconds wait);
 	const PipeRecord *FindLocked(const std::string &uuid) const;
 
 	KernelApi &kernel_;
@@ -238,7 +255,7 @@ private:
 	// pipes_ in the file). Those in carried_ belong to a call in flight,
 	// whose Reservation has their endpoints; the others were left by a
 	// killed daemon or a failed undo, and take their endpoints until
-	// Reconcile() settles them. Both guarded by mu_.
+	// SettleLeftovers() settles them. Both guarded by mu_.
 	std::vector<StoreEntry> pending_;
 	std::set<std::string> carried_;
 	// Endpoints taken by calls in flight -> UUID of the pipe they are for.

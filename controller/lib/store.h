@@ -4,7 +4,8 @@
 // A record may carry an intent mark, "pending": "create" or "delete"
 // (decision 48): written before the kernel is asked, so that a daemon that
 // dies between the kernel and the store leaves a record that says what it
-// was doing; PipeService::Reconcile() settles it at the next start. A
+// was doing; PipeService::SettleLeftovers() settles it (at the next start,
+// and at the refreshes of a daemon whose call left it). A
 // record without the field is a pipe, as in every file written before the
 // mark existed; a value this build does not know makes Load() fail.
 //

@@ -24,6 +24,7 @@
 #include "kernel_gate_fake.h"
 #include "kernel_pool.h"
 #include "listen_only_fake.h"
+#include "log.h"
 #include "model.h"
 #include "serial_kernel_fake.h"
 #include "test_dir_fake.h"
@@ -996,6 +997,59 @@ TEST(ControlDaemon, ADeleteLeftMarkedLeavesTheEventSnapshot)
 	        d.Call(InProcessDaemon::Op(ControlOp::kList)).pipes.empty());
 	EXPECT_FALSE(has_pair()) << "the event snapshot still shows the pair "
 	                            "of a pipe marked for deletion";
+}
+
+// A create whose store write and undo both failed leaves its record marked
+// pending-create and its pipe in the kernel. The periodic refresh settles
+// it while the daemon runs (before, only the next start did): a refusal
+// of the kernel is logged once however many refreshes meet it, then the
+// pipe is deleted, the record goes, and its endpoints make a new pipe.
+TEST(ControlDaemon, ARefreshRollsBackACreateLeftMarked)
+{
+	using testing::FakeKernel;
+	InProcessDaemon d;
+	std::atomic<bool> failing{false};
+	d.kernel_.SetEntryHook([&](FakeKernel::Op op) {
+		if (op == FakeKernel::Op::kSetPipe)
+			failing = true;
+	});
+	d.store_.SetFaultHookForTest([&](Store::SaveStep) {
+		return failing ? Status::Error("disk full", ENOSPC) : Status();
+	});
+	d.kernel_.FailNext(EIO, FakeKernel::Op::kDeletePipe);
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	d.kernel_.SetEntryHook({});
+	d.store_.SetFaultHookForTest({});
+	ASSERT_FALSE(created.ok);
+	ASSERT_EQ(d.kernel_.Snapshot().size(), 1u);
+	const std::string uuid = d.kernel_.Snapshot()[0].id;
+
+	const LogLevel level = GetLogLevel();
+	SetLogLevel(LogLevel::kNotice); // the roll-back is a notice
+	::testing::internal::CaptureStderr();
+	d.kernel_.FailNext(EBUSY, FakeKernel::Op::kDeletePipe);
+	d.service_.RefreshAll();
+	d.kernel_.FailNext(EBUSY, FakeKernel::Op::kDeletePipe);
+	d.service_.RefreshAll();
+	EXPECT_TRUE(d.kernel_.Find(uuid));
+	d.service_.RefreshAll();
+	const std::string log = ::testing::internal::GetCapturedStderr();
+	SetLogLevel(level);
+	const std::string refused = "its record stays marked, and replipiped "
+	                            "tries again";
+	const size_t first = log.find(refused);
+	EXPECT_NE(first, std::string::npos) << log;
+	EXPECT_EQ(log.find(refused, first + 1), std::string::npos)
+	        << "a refusal logged at every refresh: " << log;
+	EXPECT_NE(log.find("rolled back: deleted from the kernel, removed "
+	                   "from the store"),
+	          std::string::npos)
+	        << log;
+	EXPECT_FALSE(d.kernel_.Find(uuid));
+	ControlReply again = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	EXPECT_TRUE(again.ok) << again.error;
 }
 
 TEST(ControlDaemon, EventsStreamSnapshotAndChanges)

@@ -547,6 +547,68 @@ TEST_F(PipeServiceTest, StoreAndUndoFailureSaysSo)
 	EXPECT_TRUE(restarted_store.LoadEntries()->empty());
 }
 
+// The same record left marked, while the daemon runs: SettleLeftovers()
+// (the periodic refresh's) rolls it back without a restart, trying again
+// while the kernel refuses, and the endpoints make a new pipe. Before, the
+// pipe and its endpoints stayed taken until the next start.
+TEST_F(PipeServiceTest, ACreateLeftMarkedIsRolledBackWhileTheServiceRuns)
+{
+	std::atomic<bool> failing{false};
+	kernel.SetEntryHook([&](Op op) {
+		if (op == Op::kSetPipe)
+			failing = true;
+	});
+	store.SetFaultHookForTest([&](Store::SaveStep) {
+		return failing ? Status::Error("disk full", ENOSPC) : Status();
+	});
+	kernel.FailNext(EIO, Op::kDeletePipe);
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {"/dev/sdb"}));
+	kernel.SetEntryHook(nullptr);
+	store.SetFaultHookForTest({});
+	ASSERT_EQ(out.return_value, ReturnValue::kUnspecifiedError);
+	ASSERT_EQ(kernel.Snapshot().size(), 1u);
+	const std::string uuid = kernel.Snapshot()[0].id;
+
+	// The kernel refuses the first try: the record stays, and says so.
+	kernel.FailNext(EBUSY, Op::kDeletePipe);
+	auto listed = kernel.ListPipes();
+	ASSERT_TRUE(listed.ok());
+	auto first =
+	        service.SettleLeftovers(*listed, std::chrono::milliseconds(0));
+	ASSERT_EQ(first.size(), 1u);
+	EXPECT_EQ(first[0].uuid, uuid);
+	EXPECT_FALSE(first[0].done);
+	EXPECT_NE(first[0].line.find("its record stays marked, and replipiped "
+	                             "tries again"),
+	          std::string::npos)
+	        << first[0].line;
+	EXPECT_TRUE(kernel.Find(uuid));
+	EXPECT_EQ(store.LoadEntries()->size(), 1u);
+
+	listed = kernel.ListPipes();
+	ASSERT_TRUE(listed.ok());
+	auto second =
+	        service.SettleLeftovers(*listed, std::chrono::milliseconds(0));
+	ASSERT_EQ(second.size(), 1u);
+	EXPECT_TRUE(second[0].done);
+	EXPECT_NE(second[0].line.find("rolled back: deleted from the kernel, "
+	                              "removed from the store"),
+	          std::string::npos)
+	        << second[0].line;
+	EXPECT_FALSE(kernel.Find(uuid));
+	EXPECT_TRUE(store.LoadEntries()->empty());
+	// Nothing left to settle, and the endpoints are free.
+	listed = kernel.ListPipes();
+	ASSERT_TRUE(listed.ok());
+	EXPECT_TRUE(
+	        service.SettleLeftovers(*listed, std::chrono::milliseconds(0))
+	                .empty());
+	MethodOutcome again =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {"/dev/sdb"}));
+	EXPECT_EQ(again.return_value, ReturnValue::kCompleted) << again.error;
+}
+
 // Anything the store throws after the kernel change is an error like the
 // others: the kernel change is undone, nothing escapes the call.
 TEST_F(PipeServiceTest, StoreThatThrowsLeavesTheKernelUnchanged)
@@ -1031,8 +1093,7 @@ TEST_F(PipeServiceTest, DeleteKernelAndStoreRefuseLeavesItForTheNextStart)
 	EXPECT_EQ(out.return_value, ReturnValue::kFailed);
 	EXPECT_NE(out.error.find("restoring the store failed too (disk "
 	                         "full): the pipe stays marked for deletion, "
-	                         "and the daemon finishes the delete at its "
-	                         "next start"),
+	                         "and the daemon finishes the delete"),
 	          std::string::npos)
 	        << out.error;
 	EXPECT_TRUE(service.ListPipes().empty());
