@@ -56,13 +56,44 @@ wait_pid() {
 	return 0
 }
 
-# del_pipe_within SECONDS MSG: PIPE_DEL of $PIPE must succeed within
-# SECONDS, or the scenario fails with MSG.
+# get_answers_while WHAT: another netlink command (PIPE_GET of all pipes)
+# answers within 3 s while WHAT waits: WHAT does not hold rp_config_lock.
+get_answers_while() {
+	local t0
+	t0=$(now_ms)
+	rp-nlctl get > /tmp/list.out 2>&1 &
+	wait_pid $! 3 || vm_fail "a netlink command waited behind $1"
+	vm_log "rp-nlctl get (all pipes) answered in $(($(now_ms) - t0)) ms during $1 (rc=$rc)"
+	[ "$rc" = 0 ] || vm_fail "rp-nlctl get failed: $(cat /tmp/list.out)"
+}
+
+# write_ends_on_resume LIVE WHAT: rptgt resumes, the write $w_pid that it
+# held ends without error, and WHAT is freed: live_objects reads LIVE
+# within 5 s.
+write_ends_on_resume() {
+	local i=0
+	dmsetup --noudevsync resume rptgt || vm_fail "dmsetup resume"
+	wait_pid $w_pid 10 || vm_fail "the write did not end after the target resumed"
+	[ "$rc" = 0 ] || vm_fail "the write failed (rc=$rc)"
+	until [ "$(cat $LIVE)" = "$1" ]; do
+		[ $i -lt 50 ] || vm_fail "$2 was not freed after its write ended: $(cat $LIVE)"
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
+# del_pipe_within SECONDS MSG [DURING]: PIPE_DEL of $PIPE must succeed
+# within SECONDS, or the scenario fails with MSG; with DURING, another
+# netlink command answers 1 s into it (get_answers_while DURING).
 del_pipe_within() {
 	local t0 t1 del_pid
 	t0=$(now_ms)
 	rp-nlctl del-pipe $PIPE > /tmp/del.out 2>&1 &
 	del_pid=$!
+	if [ -n "${3:-}" ]; then
+		sleep 1
+		get_answers_while "$3"
+	fi
 	wait_pid $del_pid "$1" || vm_fail "$2"
 	t1=$(now_ms)
 	cat /tmp/del.out
@@ -168,19 +199,8 @@ pair=$(rp-nlctl get $PIPE | grep "^pair ") || vm_fail "no pair line"
 	vm_fail "the record cleared chunks while the target's flush was queued: $pair"
 # The PIPE_DEL's own flush is bounded at 5 s, it does not wait for the
 # clear pass's, and it waits without rp_config_lock.
-t0=$(now_ms)
-rp-nlctl del-pipe $PIPE > /tmp/del.out 2>&1 &
-del_pid=$!
-sleep 1
-t1=$(now_ms)
-rp-nlctl get > /tmp/list.out 2>&1 &
-wait_pid $! 3 || vm_fail "a netlink command waited behind a PIPE_DEL's flush of the record's target"
-vm_log "rp-nlctl get (all pipes) answered in $(($(now_ms) - t1)) ms while PIPE_DEL flushed (rc=$rc)"
-[ "$rc" = 0 ] || vm_fail "rp-nlctl get failed: $(cat /tmp/list.out)"
-wait_pid $del_pid 10 || vm_fail "PIPE_DEL blocked on the record's flush of a target that queues I/O"
-cat /tmp/del.out
-[ "$rc" = 0 ] || vm_fail "del-pipe failed (rc=$rc)"
-vm_log "PIPE_DEL took $(($(now_ms) - t0)) ms"
+del_pipe_within 10 "PIPE_DEL blocked on the record's flush of a target that queues I/O" \
+	"a PIPE_DEL flushing the record's target"
 FLUSH_FAILED="vol2: write-intent record /dev/ram2: a leg's flush failed (-110); its chunks stay marked"
 [ "$(dmesg | grep -c "$FLUSH_FAILED")" = 1 ] ||
 	vm_fail "not one message that the record keeps its chunks after the PIPE_DEL's flush timed out"
@@ -208,18 +228,8 @@ dd if=/dev/urandom of="$lun" bs=64k count=1 oflag=direct 2> /dev/null &
 w_pid=$!
 sleep 2
 kill -0 $w_pid 2> /dev/null || vm_fail "setup: the write ended although its target queues I/O"
-rp-nlctl del-pipe $PIPE > /tmp/del.out 2>&1 &
-del_pid=$!
-sleep 1
-# Another netlink command meanwhile: PIPE_DEL waits without rp_config_lock.
-t0=$(now_ms)
-rp-nlctl get > /tmp/list.out 2>&1 &
-wait_pid $! 3 || vm_fail "a netlink command waited behind a PIPE_DEL waiting for a write in flight"
-vm_log "rp-nlctl get (all pipes) answered in $(($(now_ms) - t0)) ms while PIPE_DEL waited (rc=$rc)"
-[ "$rc" = 0 ] || vm_fail "rp-nlctl get failed: $(cat /tmp/list.out)"
-wait_pid $del_pid 10 || vm_fail "PIPE_DEL blocked on a write in flight to a target that queues I/O"
-cat /tmp/del.out
-[ "$rc" = 0 ] || vm_fail "del-pipe failed (rc=$rc)"
+del_pipe_within 10 "PIPE_DEL blocked on a write in flight to a target that queues I/O" \
+	"a PIPE_DEL waiting for a write in flight"
 rp-nlctl get $PIPE > /dev/null 2>&1 && vm_fail "the deleted pipe is still there"
 dmesg | grep -q "pipe $PIPE deleted; writes to its targets still in flight after 5 s" ||
 	vm_fail "no message that the deleted pipe's writes are still in flight"
@@ -242,15 +252,7 @@ esac
 if rmmod replipipe 2> /dev/null; then
 	vm_fail "rmmod replipipe succeeded with a deleted pipe's write in flight"
 fi
-dmsetup --noudevsync resume rptgt || vm_fail "dmsetup resume"
-wait_pid $w_pid 10 || vm_fail "the write did not end after the target resumed"
-[ "$rc" = 0 ] || vm_fail "the write failed (rc=$rc)"
-i=0
-until [ "$(cat $LIVE)" = "pipes=0 pairs=0 claims=0 async_bufs=0" ]; do
-	[ $i -lt 50 ] || vm_fail "the deleted pipe was not freed after its write ended: $(cat $LIVE)"
-	sleep 0.1
-	i=$((i + 1))
-done
+write_ends_on_resume "pipes=0 pairs=0 claims=0 async_bufs=0" "the deleted pipe"
 # The target too: its claim went with the pair.
 rp-nlctl set-pipe --id $PIPE-again --mode sync --pair replipipe_0/vol3=$tgt ||
 	vm_fail "set-pipe of the source and target refused after the deleted pair was freed"
@@ -273,11 +275,7 @@ rp-nlctl set-pipe --id $PIPE --mode sync --policy degrade --region-kib 64 \
 	--pair replipipe_0/vol3=/dev/ram2 > /tmp/set.out 2>&1 &
 set_pid=$!
 sleep 1
-t0=$(now_ms)
-rp-nlctl get > /tmp/list.out 2>&1 &
-wait_pid $! 3 || vm_fail "a netlink command waited behind a PIPE_SET waiting for its replaced pair's write in flight"
-vm_log "rp-nlctl get (all pipes) answered in $(($(now_ms) - t0)) ms while PIPE_SET waited (rc=$rc)"
-[ "$rc" = 0 ] || vm_fail "rp-nlctl get failed: $(cat /tmp/list.out)"
+get_answers_while "a PIPE_SET waiting for its replaced pair's write in flight"
 wait_pid $set_pid 10 || vm_fail "PIPE_SET blocked on its replaced pair's write in flight"
 cat /tmp/set.out
 [ "$rc" = 0 ] || vm_fail "set-pipe replacing the target failed (rc=$rc)"
@@ -315,15 +313,7 @@ case "$(cat /tmp/set.out)" in
 *"removed pair still has writes in flight"*"(errno EBUSY)"*) ;;
 *) vm_fail "the second PIPE_SET refused without saying why: $(cat /tmp/set.out)" ;;
 esac
-dmsetup --noudevsync resume rptgt || vm_fail "dmsetup resume"
-wait_pid $w_pid 10 || vm_fail "the write did not end after the target resumed"
-[ "$rc" = 0 ] || vm_fail "the write failed (rc=$rc)"
-i=0
-until [ "$(cat $LIVE)" = "pipes=1 pairs=1 claims=0 async_bufs=0" ]; do
-	[ $i -lt 50 ] || vm_fail "the replaced pair was not freed after its write ended: $(cat $LIVE)"
-	sleep 0.1
-	i=$((i + 1))
-done
+write_ends_on_resume "pipes=1 pairs=1 claims=0 async_bufs=0" "the replaced pair"
 [ "$(dmesg_count "$CLOSED")" = $((n_closed + 1)) ] ||
 	vm_fail "no message that the replaced pair was freed"
 # The fence is lifted: the new pair resyncs.
