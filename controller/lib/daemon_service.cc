@@ -80,6 +80,8 @@ DaemonService::DaemonService(PipeService &pipes, KernelApi &kernel,
 {
 	prober_ = std::make_unique<BackgroundTask>(
 	        [this](const std::stop_token &stop) { ProbeDegraded(stop); });
+	settler_ = std::make_unique<BackgroundTask>(
+	        [this](const std::stop_token &) { SettleLeftovers(); });
 	if (!jobs_)
 		return;
 	replan_thread_ = std::thread([this] { ReplanLoop(); });
@@ -90,6 +92,7 @@ DaemonService::DaemonService(PipeService &pipes, KernelApi &kernel,
 DaemonService::~DaemonService()
 {
 	prober_.reset(); // no probe after this: it uses what follows
+	settler_.reset();
 	if (!jobs_)
 		return;
 	jobs_->SetReplanSink({}); // no call of QueueReplan() after this
@@ -480,7 +483,8 @@ void DaemonService::RefreshAllOnce()
 		             << listed.status().message();
 		return;
 	}
-	SettleLeftovers(*listed);
+	if (pipes_.HasLeftovers())
+		settler_->Request();
 	std::map<std::string, std::string> missing; // id -> label
 	for (const PipeRecord &record : pipes_.ListPipes()) {
 		std::optional<KernelPipeStatus> kernel;
@@ -496,12 +500,17 @@ void DaemonService::RefreshAllOnce()
 
 // A record a call left marked pending (decision 54) holds its endpoints
 // and maybe a kernel pipe until it is settled: not until the next start.
-// Without waiting for a pipe's lock (this is the main loop); a kernel pipe
-// to delete may take PIPE_DEL's bound (5 s), once.
-void DaemonService::SettleLeftovers(const std::vector<KernelPipeStatus> &listed)
+// A busy pipe is left for the next refresh rather than waited for.
+void DaemonService::SettleLeftovers()
 {
+	auto listed = kernel_.ListPipes();
+	if (!listed.ok()) {
+		LogWarning() << "settle: list kernel pipes: "
+		             << listed.status().message();
+		return;
+	}
 	auto settled =
-	        pipes_.SettleLeftovers(listed, std::chrono::milliseconds(0));
+	        pipes_.SettleLeftovers(*listed, std::chrono::milliseconds(0));
 	std::lock_guard<std::mutex> lock(settle_mu_);
 	for (const PipeService::Settled &s : settled) {
 		if (s.done) {

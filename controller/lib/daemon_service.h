@@ -140,6 +140,11 @@ public:
 	{
 		return pusher_.WaitIdle(timeout);
 	}
+	// Tests: waits until no settling of leftovers is asked for or going.
+	bool WaitSettlesIdle(std::chrono::milliseconds timeout)
+	{
+		return settler_->WaitIdle(timeout);
+	}
 
 private:
 	ControlReply CreateOrModify(const CreateOrModifyCall &call);
@@ -156,9 +161,9 @@ private:
 	void Forget(const std::string &uuid);
 	// RefreshAll() and OnKernelEvent() without their catch.
 	void RefreshAllOnce();
-	// PipeService::SettleLeftovers() from a refresh, logged: a failure
+	// PipeService::SettleLeftovers() for settler_, logged: a failure
 	// again only when its message changes, not at every refresh.
-	void SettleLeftovers(const std::vector<KernelPipeStatus> &listed);
+	void SettleLeftovers();
 	void HandleKernelEvent(const KernelEvent &event);
 	// Numbers a read of the kernel; taken before the read starts.
 	uint64_t NextRead() { return ++reads_; }
@@ -219,6 +224,9 @@ private:
 	// Runs ProbeDegraded() for RequestProbe(); made last in the
 	// constructor, reset first in the destructor.
 	std::unique_ptr<BackgroundTask> prober_;
+	// Runs SettleLeftovers() when a refresh finds records left pending:
+	// a PIPE_DEL and an iSCSI logout must not hold the main loop.
+	std::unique_ptr<BackgroundTask> settler_;
 };
 
 } // namespace replipipe

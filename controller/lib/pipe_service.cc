@@ -1202,6 +1202,15 @@ Result<std::vector<std::string>> PipeService::Reconcile()
 	return report;
 }
 
+bool PipeService::HasLeftovers() const
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	for (const StoreEntry &e : pending_)
+		if (!carried_.count(e.record.instance_id))
+			return true;
+	return false;
+}
+
 std::vector<PipeService::Settled>
 PipeService::SettleLeftovers(const std::vector<KernelPipeStatus> &listed,
                              std::chrono::milliseconds wait)

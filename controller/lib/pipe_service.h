@@ -126,6 +126,8 @@ public:
 	std::vector<Settled>
 	SettleLeftovers(const std::vector<KernelPipeStatus> &listed,
 	                std::chrono::milliseconds wait);
+	// Whether SettleLeftovers() has records to settle now.
+	bool HasLeftovers() const;
 	// Pushes the stored pipe uuid to the kernel if the kernel lacks it
 	// (every pair resyncs in full): what Reconcile() does for a pipe it
 	// could not push at start-up (a target or backstore that was not

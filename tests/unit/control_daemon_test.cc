@@ -1028,12 +1028,17 @@ TEST(ControlDaemon, ARefreshRollsBackACreateLeftMarked)
 	const LogLevel level = GetLogLevel();
 	SetLogLevel(LogLevel::kNotice); // the roll-back is a notice
 	::testing::internal::CaptureStderr();
+	// Settled off the main loop: each refresh's settling is waited for.
+	auto refresh = [&d] {
+		d.service_.RefreshAll();
+		ASSERT_TRUE(d.service_.WaitSettlesIdle(milliseconds(5000)));
+	};
 	d.kernel_.FailNext(EBUSY, FakeKernel::Op::kDeletePipe);
-	d.service_.RefreshAll();
+	refresh();
 	d.kernel_.FailNext(EBUSY, FakeKernel::Op::kDeletePipe);
-	d.service_.RefreshAll();
+	refresh();
 	EXPECT_TRUE(d.kernel_.Find(uuid));
-	d.service_.RefreshAll();
+	refresh();
 	const std::string log = ::testing::internal::GetCapturedStderr();
 	SetLogLevel(level);
 	const std::string refused = "its record stays marked, and replipiped "

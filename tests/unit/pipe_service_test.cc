@@ -97,6 +97,28 @@ protected:
 		return out.replication_pipe;
 	}
 
+	// A create a -> sdb whose store write fails once the kernel has the
+	// pipe and whose undo (PIPE_DEL) fails too: its record stays marked
+	// pending-create and the pipe stays in the kernel.
+	MethodOutcome CreateLeftMarked()
+	{
+		std::atomic<bool> failing{false};
+		kernel.SetEntryHook([&](Op op) {
+			if (op == Op::kSetPipe)
+				failing = true;
+		});
+		store.SetFaultHookForTest([&](Store::SaveStep) {
+			return failing ? Status::Error("disk full", ENOSPC)
+			               : Status();
+		});
+		kernel.FailNext(EIO, Op::kDeletePipe);
+		MethodOutcome out = service.CreateOrModify(
+		        Call({"replipipe_0/a"}, {"/dev/sdb"}));
+		kernel.SetEntryHook(nullptr);
+		store.SetFaultHookForTest({});
+		return out;
+	}
+
 	std::string UuidOf(const std::string &ref)
 	{
 		auto id = ParsePipeIdentifier(ref);
@@ -507,18 +529,7 @@ TEST_F(PipeServiceTest, StoreFailureAfterRenameRestoresFile)
 // and the next start rolls it back.
 TEST_F(PipeServiceTest, StoreAndUndoFailureSaysSo)
 {
-	std::atomic<bool> failing{false};
-	kernel.SetEntryHook([&](Op op) {
-		if (op == Op::kSetPipe)
-			failing = true;
-	});
-	store.SetFaultHookForTest([&](Store::SaveStep) {
-		return failing ? Status::Error("disk full", ENOSPC) : Status();
-	});
-	kernel.FailNext(EIO, Op::kDeletePipe);
-	MethodOutcome out =
-	        service.CreateOrModify(Call({"replipipe_0/a"}, {"/dev/sdb"}));
-	kernel.SetEntryHook(nullptr);
+	MethodOutcome out = CreateLeftMarked();
 	EXPECT_EQ(out.return_value, ReturnValue::kUnspecifiedError);
 	EXPECT_NE(out.error.find("kernel and store disagree"),
 	          std::string::npos)
@@ -553,19 +564,7 @@ TEST_F(PipeServiceTest, StoreAndUndoFailureSaysSo)
 // pipe and its endpoints stayed taken until the next start.
 TEST_F(PipeServiceTest, ACreateLeftMarkedIsRolledBackWhileTheServiceRuns)
 {
-	std::atomic<bool> failing{false};
-	kernel.SetEntryHook([&](Op op) {
-		if (op == Op::kSetPipe)
-			failing = true;
-	});
-	store.SetFaultHookForTest([&](Store::SaveStep) {
-		return failing ? Status::Error("disk full", ENOSPC) : Status();
-	});
-	kernel.FailNext(EIO, Op::kDeletePipe);
-	MethodOutcome out =
-	        service.CreateOrModify(Call({"replipipe_0/a"}, {"/dev/sdb"}));
-	kernel.SetEntryHook(nullptr);
-	store.SetFaultHookForTest({});
+	MethodOutcome out = CreateLeftMarked();
 	ASSERT_EQ(out.return_value, ReturnValue::kUnspecifiedError);
 	ASSERT_EQ(kernel.Snapshot().size(), 1u);
 	const std::string uuid = kernel.Snapshot()[0].id;
