@@ -81,7 +81,7 @@ DaemonService::DaemonService(PipeService &pipes, KernelApi &kernel,
 	prober_ = std::make_unique<BackgroundTask>(
 	        [this](const std::stop_token &stop) { ProbeDegraded(stop); });
 	settler_ = std::make_unique<BackgroundTask>(
-	        [this](const std::stop_token &) { SettleLeftovers(); });
+	        [this](const std::stop_token &stop) { SettleLeftovers(stop); });
 	if (!jobs_)
 		return;
 	replan_thread_ = std::thread([this] { ReplanLoop(); });
@@ -501,18 +501,17 @@ void DaemonService::RefreshAllOnce()
 // A record a call left marked pending (decision 54) holds its endpoints
 // and maybe a kernel pipe until it is settled: not until the next start.
 // A busy pipe is left for the next refresh rather than waited for.
-void DaemonService::SettleLeftovers()
+void DaemonService::SettleLeftovers(const std::stop_token &stop)
 {
-	auto listed = kernel_.ListPipes();
-	if (!listed.ok()) {
-		LogWarning() << "settle: list kernel pipes: "
-		             << listed.status().message();
-		return;
-	}
 	auto settled =
-	        pipes_.SettleLeftovers(*listed, std::chrono::milliseconds(0));
+	        pipes_.SettleLeftovers(std::chrono::milliseconds(0), stop);
 	std::lock_guard<std::mutex> lock(settle_mu_);
 	for (const PipeService::Settled &s : settled) {
+		if (s.busy) {
+			// A call ending, or a modify naming it: the next time.
+			LogDebug() << "settle: " << s.line;
+			continue;
+		}
 		if (s.done) {
 			settle_failures_.erase(s.uuid);
 			LogNotice() << "settle: " << s.line;

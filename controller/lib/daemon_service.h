@@ -163,7 +163,7 @@ private:
 	void RefreshAllOnce();
 	// PipeService::SettleLeftovers() for settler_, logged: a failure
 	// again only when its message changes, not at every refresh.
-	void SettleLeftovers();
+	void SettleLeftovers(const std::stop_token &stop);
 	void HandleKernelEvent(const KernelEvent &event);
 	// Numbers a read of the kernel; taken before the read starts.
 	uint64_t NextRead() { return ++reads_; }
@@ -221,11 +221,13 @@ private:
 	// Pushes the stored pipes the kernel lacks (RefreshAll() tells it
 	// which); last, so that its thread ends before the rest goes.
 	PipePusher pusher_;
-	// Runs ProbeDegraded() for RequestProbe(); made last in the
-	// constructor, reset first in the destructor.
+	// Runs ProbeDegraded() for RequestProbe(); made in the constructor's
+	// body, reset first in the destructor.
 	std::unique_ptr<BackgroundTask> prober_;
 	// Runs SettleLeftovers() when a refresh finds records left pending:
-	// a PIPE_DEL and an iSCSI logout must not hold the main loop.
+	// an iSCSI logout must not hold the main loop (a PIPE_DEL holds the
+	// kernel socket it shares, as a control call's does). Made after
+	// prober_, reset after it.
 	std::unique_ptr<BackgroundTask> settler_;
 };
 

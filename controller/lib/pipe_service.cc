@@ -285,7 +285,7 @@ public:
 	// The pipe's record marked pending is this call's to settle: other
 	// calls see its endpoints as reserved (Busy while it runs), not as
 	// taken. Once the call ends, a record still marked is left for
-	// Reconcile(). Caller holds svc_.mu_.
+	// SettleLeftovers(). Caller holds svc_.mu_.
 	void CarryPendingLocked()
 	{
 		svc_.carried_.insert(uuid_);
@@ -1145,8 +1145,7 @@ Result<std::vector<std::string>> PipeService::Reconcile()
 	std::set<std::string> stored_ids;
 	// First what a killed daemon left half done (decision 48): their
 	// kernel pipes hold endpoints that no stored pipe may have.
-	for (const Settled &s :
-	     SettleLeftovers(*listed, options_.busy_timeout)) {
+	for (const Settled &s : SettleLeftovers(options_.busy_timeout)) {
 		stored_ids.insert(s.uuid);
 		report.push_back(s.line);
 	}
@@ -1212,8 +1211,8 @@ bool PipeService::HasLeftovers() const
 }
 
 std::vector<PipeService::Settled>
-PipeService::SettleLeftovers(const std::vector<KernelPipeStatus> &listed,
-                             std::chrono::milliseconds wait)
+PipeService::SettleLeftovers(std::chrono::milliseconds wait,
+                             const std::stop_token &stop)
 {
 	std::vector<StoreEntry> unsettled;
 	{
@@ -1224,16 +1223,14 @@ PipeService::SettleLeftovers(const std::vector<KernelPipeStatus> &listed,
 	}
 	std::vector<Settled> settled;
 	for (const StoreEntry &e : unsettled) {
-		bool in_kernel = false;
-		for (const KernelPipeStatus &k : listed)
-			in_kernel = in_kernel || k.id == e.record.instance_id;
-		settled.push_back(SettlePending(e, in_kernel, wait));
+		if (stop.stop_requested())
+			break;
+		settled.push_back(SettlePending(e, wait));
 	}
 	return settled;
 }
 
 PipeService::Settled PipeService::SettlePending(const StoreEntry &entry,
-                                                bool in_kernel,
                                                 std::chrono::milliseconds wait)
 {
 	const std::string &uuid = entry.record.instance_id;
@@ -1246,30 +1243,37 @@ PipeService::Settled PipeService::SettlePending(const StoreEntry &entry,
 	const std::string settled = create ? "rolled back" : "finished";
 	PipeLock pipe_lock(*this, uuid);
 	if (!pipe_lock.TryLockFor(wait))
-		return {uuid, what + "; busy, not " + settled, false};
-	// Under the lock: a call may have settled it since it was listed.
+		return {uuid, what + "; busy, not " + settled, false, true};
+	// Its endpoints stay reserved until its sessions are dropped, as in
+	// Delete(): a call that wants one meanwhile gets Busy, and does not
+	// log in to a target whose session this logs out.
+	Reservation reservation(*this, uuid);
 	{
 		std::lock_guard<std::mutex> lock(mu_);
+		// Under the lock: a call may have settled it since it was
+		// listed.
 		bool still = false;
 		for (const StoreEntry &e : pending_)
 			still = still || e.record.instance_id == uuid;
 		if (!still || carried_.count(uuid))
 			return {uuid, what + "; settled meanwhile", true};
+		reservation.HoldLocked(entry.record.pairs);
+		reservation.CarryPendingLocked();
 	}
-	std::string done = "not in the kernel, ";
-	if (in_kernel) {
-		Status st = kernel_.DeletePipe(uuid);
-		if (!st.ok() && st.err() != ENOENT)
-			return {uuid,
-			        what + "; not " + settled +
-			                ": deleting it from the kernel failed "
-			                "(" +
-			                st.message() +
-			                "); its record stays marked, and "
-			                "replipiped tries again",
-			        false};
-		done = "deleted from the kernel, ";
-	}
+	// Asked, not looked up in a listing: one made before the record was
+	// left would not have the pipe of a call that ended since.
+	std::string done = "deleted from the kernel, ";
+	Status st = kernel_.DeletePipe(uuid);
+	if (st.err() == ENOENT)
+		done = "not in the kernel, ";
+	else if (!st.ok())
+		return {uuid,
+		        what + "; not " + settled +
+		                ": deleting it from the kernel failed (" +
+		                st.message() +
+		                "); its record stays marked, and replipiped "
+		                "tries again",
+		        false};
 	std::string note = DropPendingRecord(uuid);
 	std::vector<std::string> targets;
 	for (const PairRecord &p : entry.record.pairs)

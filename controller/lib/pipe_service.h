@@ -51,6 +51,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -117,15 +118,17 @@ public:
 		std::string uuid;
 		std::string line;  // what was done, or why not
 		bool done = false; // the record left the store
+		bool busy = false; // its pipe's lock was not had within wait
 	};
 	// Settles the records marked pending that no call in flight carries:
 	// those a killed daemon left, and those of a call that could neither
-	// finish nor undo its kernel change (decisions 48, 54). listed: the
-	// kernel's pipes. wait: for each pipe's lock. Reconcile() does this
-	// first; the daemon's periodic refresh does it while it runs.
-	std::vector<Settled>
-	SettleLeftovers(const std::vector<KernelPipeStatus> &listed,
-	                std::chrono::milliseconds wait);
+	// finish nor undo its kernel change (decisions 48, 54): PIPE_DEL
+	// (ENOENT is fine), then the record leaves the store, then the
+	// sessions to its iSCSI targets go. wait: for each pipe's lock; stop
+	// ends it between two records. Reconcile() does this first; the
+	// daemon does it after its refreshes while it runs.
+	std::vector<Settled> SettleLeftovers(std::chrono::milliseconds wait,
+	                                     const std::stop_token &stop = {});
 	// Whether SettleLeftovers() has records to settle now.
 	bool HasLeftovers() const;
 	// Pushes the stored pipe uuid to the kernel if the kernel lacks it
@@ -238,9 +241,8 @@ private:
 	// else a note for the caller's message (the record stays, and
 	// SettleLeftovers() tries again).
 	std::string DropPendingRecord(const std::string &uuid);
-	// Settles one record left pending (SettleLeftovers()): in_kernel
-	// says whether the kernel listed the pipe.
-	Settled SettlePending(const StoreEntry &entry, bool in_kernel,
+	// Settles one record left pending (SettleLeftovers()).
+	Settled SettlePending(const StoreEntry &entry,
 	                      std::chrono::milliseconds wait);
 	const PipeRecord *FindLocked(const std::string &uuid) const;
 

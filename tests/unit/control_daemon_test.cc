@@ -1031,14 +1031,14 @@ TEST(ControlDaemon, ARefreshRollsBackACreateLeftMarked)
 	// Settled off the main loop: each refresh's settling is waited for.
 	auto refresh = [&d] {
 		d.service_.RefreshAll();
-		ASSERT_TRUE(d.service_.WaitSettlesIdle(milliseconds(5000)));
+		return d.service_.WaitSettlesIdle(milliseconds(5000));
 	};
 	d.kernel_.FailNext(EBUSY, FakeKernel::Op::kDeletePipe);
-	refresh();
+	ASSERT_TRUE(refresh());
 	d.kernel_.FailNext(EBUSY, FakeKernel::Op::kDeletePipe);
-	refresh();
+	ASSERT_TRUE(refresh());
 	EXPECT_TRUE(d.kernel_.Find(uuid));
-	refresh();
+	ASSERT_TRUE(refresh());
 	const std::string log = ::testing::internal::GetCapturedStderr();
 	SetLogLevel(level);
 	const std::string refused = "its record stays marked, and replipiped "

@@ -2,10 +2,12 @@
 // verify, the device to the kernel, the URL to the store, the return values,
 // and no connection left behind by a failed call.
 #include <atomic>
+#include <functional>
 #include <future>
 #include <map>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include <gtest/gtest.h>
 
@@ -63,6 +65,9 @@ public:
 	Disconnect(const std::vector<std::string> &targets,
 	           const std::vector<std::string> &in_use) override
 	{
+		// Once, without mu: it may call the service.
+		if (auto hook = std::exchange(before_disconnect, nullptr))
+			hook();
 		std::lock_guard<std::mutex> lock(mu);
 		last_in_use = in_use;
 		for (const std::string &t : targets)
@@ -87,6 +92,8 @@ public:
 	int connects = 0;
 	// What the last Disconnect() was told the other pipes use.
 	std::vector<std::string> last_in_use;
+	// Runs at the start of the next Disconnect().
+	std::function<void()> before_disconnect;
 };
 
 class IscsiPipeServiceTest : public ::testing::Test
@@ -307,6 +314,48 @@ TEST_F(IscsiPipeServiceTest, ADeleteCountsTheTargetsOfACreateInFlightAsInUse)
 	ASSERT_EQ(second.return_value, ReturnValue::kCompleted) << second.error;
 	EXPECT_TRUE(connector.connected.count(kUrl0));
 	EXPECT_FALSE(connector.connected.count(url2));
+}
+
+// A record left marked pending is settled with its endpoints reserved
+// until its sessions are logged out: a create of the same target meanwhile
+// gets Busy. Before, the record went first: such a create reused the
+// session (nothing to log in to), and the settle's logout, told the target
+// was in use by nobody, logged it out from under the new pipe.
+TEST_F(IscsiPipeServiceTest, ASettleKeepsItsTargetReservedUntilItsLogout)
+{
+	// a -> kUrl0 left marked: its store write and its undo failed.
+	std::atomic<bool> failing{false};
+	kernel.SetEntryHook([&](FakeKernel::Op op) {
+		if (op == FakeKernel::Op::kSetPipe)
+			failing = true;
+	});
+	store.SetFaultHookForTest([&](Store::SaveStep) {
+		return failing ? Status::Error("disk full", ENOSPC) : Status();
+	});
+	kernel.FailNext(EIO, FakeKernel::Op::kDeletePipe);
+	MethodOutcome left =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	kernel.SetEntryHook({});
+	store.SetFaultHookForTest({});
+	ASSERT_EQ(left.return_value, ReturnValue::kUnspecifiedError)
+	        << left.error;
+
+	MethodOutcome during;
+	connector.before_disconnect = [&] {
+		during = service.CreateOrModify(
+		        Call({"replipipe_0/b"}, {kUrl0}));
+	};
+	auto settled = service.SettleLeftovers(std::chrono::milliseconds(0));
+	ASSERT_EQ(settled.size(), 1u);
+	EXPECT_TRUE(settled[0].done) << settled[0].line;
+	EXPECT_EQ(during.return_value, ReturnValue::kBusy) << during.error;
+	EXPECT_FALSE(connector.connected.count(kUrl0));
+
+	// After it, the target makes a new pipe, logged in anew.
+	MethodOutcome after =
+	        service.CreateOrModify(Call({"replipipe_0/b"}, {kUrl0}));
+	EXPECT_EQ(after.return_value, ReturnValue::kCompleted) << after.error;
+	EXPECT_TRUE(connector.connected.count(kUrl0));
 }
 
 TEST_F(IscsiPipeServiceTest, ModifyRemovingThePairDisconnects)

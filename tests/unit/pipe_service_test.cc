@@ -571,10 +571,7 @@ TEST_F(PipeServiceTest, ACreateLeftMarkedIsRolledBackWhileTheServiceRuns)
 
 	// The kernel refuses the first try: the record stays, and says so.
 	kernel.FailNext(EBUSY, Op::kDeletePipe);
-	auto listed = kernel.ListPipes();
-	ASSERT_TRUE(listed.ok());
-	auto first =
-	        service.SettleLeftovers(*listed, std::chrono::milliseconds(0));
+	auto first = service.SettleLeftovers(std::chrono::milliseconds(0));
 	ASSERT_EQ(first.size(), 1u);
 	EXPECT_EQ(first[0].uuid, uuid);
 	EXPECT_FALSE(first[0].done);
@@ -585,10 +582,7 @@ TEST_F(PipeServiceTest, ACreateLeftMarkedIsRolledBackWhileTheServiceRuns)
 	EXPECT_TRUE(kernel.Find(uuid));
 	EXPECT_EQ(store.LoadEntries()->size(), 1u);
 
-	listed = kernel.ListPipes();
-	ASSERT_TRUE(listed.ok());
-	auto second =
-	        service.SettleLeftovers(*listed, std::chrono::milliseconds(0));
+	auto second = service.SettleLeftovers(std::chrono::milliseconds(0));
 	ASSERT_EQ(second.size(), 1u);
 	EXPECT_TRUE(second[0].done);
 	EXPECT_NE(second[0].line.find("rolled back: deleted from the kernel, "
@@ -598,11 +592,8 @@ TEST_F(PipeServiceTest, ACreateLeftMarkedIsRolledBackWhileTheServiceRuns)
 	EXPECT_FALSE(kernel.Find(uuid));
 	EXPECT_TRUE(store.LoadEntries()->empty());
 	// Nothing left to settle, and the endpoints are free.
-	listed = kernel.ListPipes();
-	ASSERT_TRUE(listed.ok());
 	EXPECT_TRUE(
-	        service.SettleLeftovers(*listed, std::chrono::milliseconds(0))
-	                .empty());
+	        service.SettleLeftovers(std::chrono::milliseconds(0)).empty());
 	MethodOutcome again =
 	        service.CreateOrModify(Call({"replipipe_0/a"}, {"/dev/sdb"}));
 	EXPECT_EQ(again.return_value, ReturnValue::kCompleted) << again.error;
@@ -767,7 +758,10 @@ TEST_F(PipeServiceTest, ADeleteCutShortByACrashIsFinishedAtTheNextStart)
 }
 
 // A record marked pending a start finds but the kernel lacks (killed
-// before the PIPE_SET, or after the PIPE_DEL) only leaves the store.
+// before the PIPE_SET, or after the PIPE_DEL) only leaves the store. The
+// kernel is asked (one PIPE_DEL, ENOENT), not a listing made before the
+// records were looked at: a call that ended in between may have left
+// its pipe there.
 TEST_F(PipeServiceTest, APendingRecordTheKernelLacksOnlyLeavesTheStore)
 {
 	CreateAB("kept");
@@ -789,7 +783,8 @@ TEST_F(PipeServiceTest, APendingRecordTheKernelLacksOnlyLeavesTheStore)
 	                              "removed from the store"),
 	          std::string::npos)
 	        << Lines(*report);
-	EXPECT_EQ(kernel.calls(Op::kDeletePipe), deletes);
+	EXPECT_EQ(kernel.calls(Op::kDeletePipe), deletes + 1);
+	EXPECT_EQ(kernel.Snapshot().size(), 1u); // "kept" is still there
 	EXPECT_EQ(restarted_store.LoadEntries()->size(), 1u);
 }
 
