@@ -174,8 +174,10 @@ while [ $r -le 107 ]; do
 	r=$((r + 1))
 done
 expect_pair $PIPE dirty=0 state=InSync
+# No more than the eight written; a clear pass may have cleared any of
+# them by now (on the debug kernel, all of them between two PIPE_GETs).
 marked=$(vm_field "$(rp-nlctl get $PIPE | grep '^pair ')" intent_marked)
-[ "$marked" -ge 1 ] && [ "$marked" -le 8 ] || vm_fail "the record marks $marked regions, not 1 to 8"
+[ "$marked" -le 8 ] || vm_fail "the record marks $marked regions, more than the 8 written"
 wait_marked $PIPE 0 30
 wait_record 12 2 0000 5
 
