@@ -51,7 +51,7 @@
 #   bug 10 WRITE SAME on a write-through LUN (primary without a volatile
 #          cache, target with one) completed while its data could still sit
 #          in the target's cache: normal writes get FUA there. The target
-#          (dm-delay over a virtio disk) holds flushes 4 s: a WRITE SAME
+#          (dm-delay over a virtio disk) holds flushes 8 s: a WRITE SAME
 #          (blkdiscard -z through the LUN) must send one and wait for it,
 #          on rp_wq: a read on either CPU meanwhile ends at once.
 #
@@ -84,7 +84,10 @@ ASYNC_MS=5000		# bug 3: write delay of the target
 FLUSH_MS=15000		# bug 5: flush delay of the target
 BIND_MS=2000		# bug 7: write delay of the second pair's record
 UREL_MS=5000		# bug 8: write delay of the record set-pipe binds
-WS_FLUSH_MS=4000	# bug 10: flush delay of the target
+# bug 10: flush delay of the target. The reads start once the flush is
+# seen held, and must end well before it is released: on the debug
+# kernel with two more VMs, seeing it took 2 s and the two reads 2 s.
+WS_FLUSH_MS=8000
 export DM_DISABLE_UDEV=1
 
 # pair_line PIPE SRC: the pair's line of `rp-nlctl get`
