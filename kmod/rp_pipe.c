@@ -1761,7 +1761,6 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 		 struct netlink_ext_ack *extack)
 {
 	unsigned long timeout = READ_ONCE(rp_claim_timeout_sec) * HZ;
-	unsigned long deadline = jiffies + timeout;
 	struct rp_claim *claim;
 	u64 last;
 
@@ -1773,8 +1772,6 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 				       "a removed pair with this source or target still has writes in flight");
 			return -ETIMEDOUT;
 		}
-		/* The claim's own time starts now. */
-		deadline = jiffies + timeout;
 	}
 
 	claim = kzalloc(sizeof(*claim), GFP_KERNEL);
@@ -1808,7 +1805,8 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	claim->first = *first;
 	claim->count = *count;
 	claim->portid = portid;
-	claim->deadline = deadline;
+	/* Its time starts here, after any wait at the fence. */
+	claim->deadline = jiffies + timeout;
 	list_add_tail(&claim->node, &pair->claims);
 	atomic_inc(&rp_nr_claims);
 	*id = claim->id;
@@ -1817,8 +1815,7 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 
 	last = *first + *count - 1;
 	if (!wait_event_timeout(pair->wq, rp_claim_drained(pair, *first, last),
-				time_after(deadline, jiffies) ?
-				deadline - jiffies : 0)) {
+				timeout)) {
 		rp_claim_abort(pair, *id);
 		NL_SET_ERR_MSG(extack,
 			       "writes in flight to the claimed regions did not drain in time");
