@@ -335,7 +335,13 @@ struct PipeState {
 	}
 };
 
-const ResyncJobsOptions kNoBackoff{milliseconds(1), milliseconds(1),
+// No back-off at all: a test that calls SyncPipe() again right after a
+// failed job ended must see a new job. Even 1 ms let a SyncPipe() made
+// within that millisecond start nothing, and the test then waited in vain
+// for a second job (ExceptionsEndTheJobNotTheDaemon failed so about once
+// in 20 runs of the unit tests under ASan; a back-off of 50 ms makes it and
+// ThreadThatCannotStartLeavesNoJob fail every time).
+const ResyncJobsOptions kNoBackoff{milliseconds(0), milliseconds(0),
                                    milliseconds(0)};
 
 // Two live jobs at most, and a job that ends Syncing is not run again
