@@ -647,7 +647,7 @@ if [ "$accel" = tcg ]; then
 	fi
 fi
 # -no-reboot: a guest reset (sysrq b) makes QEMU exit; see `# vm-boots:`.
-qemu=(qemu-system-x86_64 -machine "$machine" -accel "$accel" -cpu "$cpu" -m "$mem_mib" -smp 2 -nographic -no-reboot
+qemu=(qemu-system-x86_64 -machine "$machine" -accel "$accel" -cpu "$cpu" -m "$mem_mib" -smp 2 -nographic -nic none -vga none -no-reboot
 	-kernel "$kernel_image" -initrd "$work/initrd"
 	"${disk_args[@]}")
 append="console=ttyS0 quiet panic=-1 rdinit=/init${kernel_append:+ $kernel_append}"
