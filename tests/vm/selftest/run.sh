@@ -3,8 +3,10 @@
 # fail (wrong checksum, a module whose init WARNs, a hang) and on one that
 # must pass, and checks the runner's exit status and reason for each.
 #   tests/vm/selftest/run.sh [--kernel-version KV] [CASE...]
+#   tests/vm/selftest/run.sh --debug-kernel [CASE...]
 # CASE: pass bad-checksum warn-module hang disks reboot reboot-nocrash
-# (default: all).
+# (default: all of them), or on the debug kernel leak-module (its default:
+# a leak that only kmemleak sees).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -13,13 +15,22 @@ vm_dir=$(cd "$here/.." && pwd)
 . "$vm_dir/lib/host-common.sh"
 
 kv=
-if [ "${1:-}" = --kernel-version ]; then
-	kv=$2
-	shift 2
+kernel_args=()
+if [ "${1:-}" = --debug-kernel ]; then
+	kernel_args=(--debug-kernel)
+	shift
+	cases=("$@")
+	[ ${#cases[@]} -gt 0 ] || cases=(leak-module)
+else
+	if [ "${1:-}" = --kernel-version ]; then
+		kv=$2
+		shift 2
+	fi
+	[ -n "$kv" ] || kv=$(rp_newest_kernel_version)
+	kernel_args=(--kernel-version "$kv")
+	cases=("$@")
+	[ ${#cases[@]} -gt 0 ] || cases=(pass bad-checksum warn-module hang disks reboot reboot-nocrash)
 fi
-[ -n "$kv" ] || kv=$(rp_newest_kernel_version)
-cases=("$@")
-[ ${#cases[@]} -gt 0 ] || cases=(pass bad-checksum warn-module hang disks reboot reboot-nocrash)
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rp-selftest.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -30,7 +41,7 @@ failures=0
 expect() {
 	local case=$1 want=$2 reason=$3 rc=0 out=$tmp/$1.out t0 t1
 	t0=$(date +%s)
-	REPLIPIPE_VM_QUIET=1 "$vm_dir/run-scenario.sh" --kernel-version "$kv" \
+	REPLIPIPE_VM_QUIET=1 "$vm_dir/run-scenario.sh" "${kernel_args[@]}" \
 		"$here/$case.sh" > "$out" 2>&1 || rc=$?
 	t1=$(date +%s)
 	if [ "$want" = 0 ] && [ $rc -ne 0 ]; then
@@ -64,6 +75,20 @@ for c in "${cases[@]}"; do
 		fi
 		REPLIPIPE_VM_EXTRA_KO=$tmp/rp_selftest_warn.ko \
 			expect warn-module 1 'kernel problems in the log|tainted'
+		;;
+	leak-module)
+		# Built against the debug kernel's tree (found cached or built
+		# by debug-kernel.sh), in a temp dir.
+		if [ -z "$kv" ] && dk=$("$vm_dir/debug-kernel.sh") &&
+			cp "$here"/leak-module/* "$tmp/" &&
+			make -C "$dk/build" M="$tmp" modules > "$tmp/kbuild.log" 2>&1; then
+			REPLIPIPE_VM_EXTRA_KO=$tmp/rp_selftest_leak.ko \
+				expect leak-module 1 'FAIL: kmemleak: objects allocated by replipipe'
+		else
+			cat "$tmp/kbuild.log" 2> /dev/null
+			echo "selftest: FAIL leak-module: cannot build rp_selftest_leak.ko for the debug kernel (--debug-kernel only)"
+			failures=$((failures + 1))
+		fi
 		;;
 	hang) expect hang 1 'time-out|FAIL rc=1(24|43)' ;;
 	disks)
