@@ -150,10 +150,19 @@ asan_pid=$bg_pid
 run_niced host_checks "$checks_log"
 checks_pid=$bg_pid
 
+# At most one debug-kernel VM per core (the vmdebug tests each take a
+# debug_vm slot, tests/vm/CMakeLists.txt). Its guest runs two TCG threads,
+# one per vCPU, and spins on locks whose holder the host descheduled: on 2
+# cores three of them at once (kmod-target-cache) took 145 to 162 s of CPU
+# each, two at once 106 and 107 s, one alone 99 s.
+vm_resources=$build/vm-resources.json
+printf '{ "version": { "major": 1, "minor": 0 },\n  "local": [ { "debug_vm": [ { "id": "0", "slots": %d } ] } ] }\n' \
+	"$jobs" > "$vm_resources"
 # -L takes a regular expression: "^vm$", or the vmdebug tests would run too.
 vm_ctest() {
 	(cd "$build" && REPLIPIPE_BUILD_DIR=$build REPLIPIPE_VM_SLOTS=$vm_slots \
-		ctest --output-on-failure -j "$vm_slots" "$@")
+		ctest --output-on-failure -j "$vm_slots" \
+		--resource-spec-file "$vm_resources" "$@")
 }
 # debug_kernel_ready: the debug kernel's background step is over (a kernel
 # found cached is, by now); fails the run if it did not build.
