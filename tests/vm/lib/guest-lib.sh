@@ -32,15 +32,16 @@ vm_fail() {
 	exit 1
 }
 
-# vm_field LINE KEY: the value of KEY=VALUE in LINE (rp-nlctl's "pair ..."
-# lines and live_objects are space-separated KEY=VALUE words): of the first
-# word that starts with KEY=; nothing when no word does.
+# vm_field TEXT KEY: the value of KEY=VALUE in TEXT (rp-nlctl's "pair ..."
+# lines, live_objects and the guest tools' summaries are KEY=VALUE words
+# separated by blanks, over one line or more): of the first word that
+# starts with KEY=; nothing when no word does.
 vm_field() {
 	local rest=" $1"
 	case $rest in
-	*" $2="*)
-		rest=${rest#*" $2="}
-		echo "${rest%% *}"
+	*[[:space:]]"$2="*)
+		rest=${rest#*[[:space:]]"$2="}
+		echo "${rest%%[[:space:]]*}"
 		;;
 	esac
 }
