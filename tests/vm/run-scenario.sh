@@ -302,10 +302,15 @@ build_kmod() {
 
 # ---- initramfs ------------------------------------------------------------
 # copy_libs ROOT FILE: copy the shared libraries ldd lists for FILE, and the
-# dynamic loader, to the same paths under ROOT.
+# dynamic loader, to the same paths under ROOT. A static FILE (the guest
+# tools, busybox) has none.
 copy_libs() {
-	local lib
-	ldd "$2" 2>/dev/null | sed -n 's/.*=> *\(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (0x.*/\1/p' |
+	local lib libs
+	if ! libs=$(LC_ALL=C ldd "$2" 2>&1); then
+		[[ $libs == *"not a dynamic executable"* ]] && return 0
+		die "ldd $2: $libs"
+	fi
+	sed -n 's/.*=> *\(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (0x.*/\1/p' <<< "$libs" |
 		while read -r lib; do
 			[ -e "$1$lib" ] && continue
 			mkdir -p "$1$(dirname "$lib")"

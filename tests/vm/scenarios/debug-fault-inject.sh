@@ -18,8 +18,8 @@
 #     (the module's configure_device: device, bio set, request pool), N
 #     swept until the whole path gets through; each round either works or
 #     leaves nothing behind.
-#  E. the same around `rp-nlctl set-pipe` (LD_PRELOAD rp-make-it-fail.so: the
-#     genl request runs in that process): N rounds; a pipe the kernel reports
+#  E. the same around `rp-nlctl set-pipe` (its --make-it-fail: the genl
+#     request runs in that process): N rounds; a pipe the kernel reports
 #     is whole, and deleting it returns live_objects to zero.
 #  F. the pipe made asynchronous; the pages of its copies cannot be had
 #     (the module's fail_async_copy, 5 %) during writes: every write
@@ -44,7 +44,6 @@ LIVE=/sys/module/replipipe/parameters/live_objects
 FMR=/sys/kernel/debug/fail_make_request
 FSL=/sys/kernel/debug/failslab
 FAC=/sys/kernel/debug/replipipe/fail_async_copy
-PRELOAD=/usr/local/bin/rp-make-it-fail.so
 TIMES=1000000
 ROUNDS=16
 
@@ -122,7 +121,6 @@ cmp_ranges() { # rp-verify --cmp of the legs, as ranges in /tmp/cmp.ranges
 }
 
 [ -d $FMR ] && [ -d $FSL ] || vm_fail "no $FMR or $FSL: this scenario needs the debug kernel"
-[ -f $PRELOAD ] || vm_fail "no $PRELOAD (built with the tools)"
 
 vm_brd 4 32
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
@@ -255,7 +253,7 @@ k=1
 while [ $k -le $ROUNDS ]; do
 	pct $k > $FSL/probability
 	rc=0
-	LD_PRELOAD=$PRELOAD rp-nlctl set-pipe --id fi$k --name "fi $k" --mode sync --policy degrade \
+	rp-nlctl set-pipe --make-it-fail --id fi$k --name "fi $k" --mode sync --policy degrade \
 		--region-kib $REGION_KIB --pair replipipe_0/vol2=/dev/ram3 > /tmp/set.out 2>&1 || rc=$?
 	case $rc in
 	0) ok=$((ok + 1)) ;;

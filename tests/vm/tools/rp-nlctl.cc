@@ -5,7 +5,8 @@
 //
 // Exit status: 0 ok, 1 kernel (or I/O) error with the extack text and errno
 // name on stderr, 3 time-out of `events --count`, 64 usage, 69 module not
-// loaded.
+// loaded, 125 --make-it-fail could not be set.
+#include <fcntl.h>
 #include <linux/netlink.h>
 #include <linux/replipipe.h>
 #include <linux/sock_diag.h>
@@ -15,6 +16,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -36,6 +38,7 @@
 #include "resync_copier.h"
 #include "resync_pair.h"
 #include "resync_rate.h"
+#include "unique_fd.h"
 
 using namespace replipipe;
 
@@ -47,6 +50,7 @@ constexpr int kExitKernel = 1;
 constexpr int kExitTimeout = 3;
 constexpr int kExitUsage = 64;
 constexpr int kExitNoModule = 69;
+constexpr int kExitMakeItFail = 125;
 
 const char kUsage[] =
         "usage: rp-nlctl COMMAND ...\n"
@@ -73,7 +77,9 @@ const char kUsage[] =
         "       [--chunk-kib K] [--rate-kibps R]   (the resync copier alone,\n"
         "       no kernel: for benchmarks; --rate-kibps paces slices of a\n"
         "       quarter second of the rate, as resync paces its claims)\n"
-        "  (every command takes --nl-timeout SECONDS, default 10)\n";
+        "  (every command takes --nl-timeout SECONDS, default 10, and\n"
+        "  --make-it-fail: this process under the kernel's fault-injection\n"
+        "  task filter before it opens its socket; debug kernels)\n";
 
 struct UsageError {
 	std::string what;
@@ -714,6 +720,18 @@ int CmdResync(Args &args)
 	return st.ok() ? kExitOk : Fail(st);
 }
 
+bool MakeItFail()
+{
+	const char path[] = "/proc/self/make-it-fail";
+	const UniqueFd fd(open(path, O_WRONLY | O_CLOEXEC));
+
+	if (fd.valid() && write(fd.get(), "1", 1) == 1)
+		return true;
+	std::fprintf(stderr, "rp-nlctl: --make-it-fail: %s: %s\n", path,
+	             std::strerror(errno));
+	return false;
+}
+
 } // namespace
 
 int main(int argc, char **argv)
@@ -734,6 +752,12 @@ int main(int argc, char **argv)
 			                1000));
 		if (g_timeout.count() <= 0)
 			throw UsageError{"--nl-timeout must be positive"};
+		// With failslab's (or fail_page_alloc's) task-filter=Y only
+		// this process's kernel allocations can then fail: its genl
+		// requests run in its context, and the fork and exec that
+		// started it are spared.
+		if (args.Flag("--make-it-fail") && !MakeItFail())
+			return kExitMakeItFail;
 		if (cmd == "family")
 			return CmdFamily(args);
 		if (cmd == "set-pipe")
