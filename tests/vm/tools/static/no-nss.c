@@ -14,12 +14,6 @@
 #include <stddef.h>
 
 int __wrap_getaddrinfo(const char *node, const char *service,
-		       const struct addrinfo *hints, struct addrinfo **res);
-void __wrap_freeaddrinfo(struct addrinfo *res);
-struct protoent *__wrap_getprotobyname(const char *name);
-struct protoent *__wrap_getprotobynumber(int proto);
-
-int __wrap_getaddrinfo(const char *node, const char *service,
 		       const struct addrinfo *hints, struct addrinfo **res)
 {
 	(void)node;
