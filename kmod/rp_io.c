@@ -813,14 +813,26 @@ static bool rp_sync_op_end(struct rp_req *req, int ret, int target_ret)
  * so only up to RP_UNMAP_ZEROOUT_MAX_SECT of them per UNMAP; a larger range,
  * or a target without write zeroes, gets nothing and its regions are dirty
  * (-EOPNOTSUPP): the resync copies the primary's zeroes in the background.
+ * Those zeroes are data the initiator counts on, so where a write to the
+ * target would get FUA (a write-through LUN over a target with a volatile
+ * cache: the initiator never sends SYNCHRONIZE CACHE), the target is
+ * flushed after them, as after a WRITE SAME.
  */
 static int rp_unmap_target(struct se_cmd *cmd, struct block_device *tgt,
 			   sector_t sector, sector_t nr_sects)
 {
-	if (cmd->se_dev->dev_attrib.unmap_zeroes_data)
-		return nr_sects > RP_UNMAP_ZEROOUT_MAX_SECT ? -EOPNOTSUPP :
-		       blkdev_issue_zeroout(tgt, sector, nr_sects, GFP_KERNEL,
-					    BLKDEV_ZERO_NOFALLBACK);
+	struct rp_dev *dev = RP_DEV(cmd->se_dev);
+	int ret;
+
+	if (cmd->se_dev->dev_attrib.unmap_zeroes_data) {
+		if (nr_sects > RP_UNMAP_ZEROOUT_MAX_SECT)
+			return -EOPNOTSUPP;
+		ret = blkdev_issue_zeroout(tgt, sector, nr_sects, GFP_KERNEL,
+					   BLKDEV_ZERO_NOFALLBACK);
+		if (!ret && (rp_write_opf(cmd, dev->primary.bdev, tgt) & REQ_FUA))
+			ret = blkdev_issue_flush(tgt);
+		return ret;
+	}
 	if (!bdev_max_discard_sectors(tgt))
 		return -EOPNOTSUPP;
 	return blkdev_issue_discard(tgt, sector, nr_sects, GFP_KERNEL);

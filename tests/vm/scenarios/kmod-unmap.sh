@@ -7,6 +7,9 @@
 #    keeps the data (QEMU's default discard=ignore, like an SSD or an array
 #    that does not zero): after the UNMAP the pair counts its regions in
 #    sync, so the target must read zeroes there too, as a failover would.
+#    The LUN is write-through and the target has a volatile cache: those
+#    zeroes are flushed on the target before the UNMAP completes (the
+#    initiator sends no SYNCHRONIZE CACHE to a write-through LUN).
 #    An UNMAP of more than 64 MiB leaves its regions dirty instead.
 # 2. synchronous, without LBPRZ, the target a null_blk that zeroes on
 #    discard: the UNMAP reaches the target (it reads zeroes), the pair
@@ -59,6 +62,11 @@ unmap() {
 	blkdiscard -o $(($2 * MIB)) -l "$3" "$1" || vm_fail "UNMAP through $1 failed"
 }
 pair_line() { rp-nlctl get "$1" | grep "^pair "; }
+# flushes DEV: flush requests DEV completed (field 16 of its stat)
+flushes() {
+	set -- $(cat "/sys/block/${1#/dev/}/stat")
+	echo "${16:?no flush count in /sys/block/.../stat}"
+}
 
 vm_log "== 1. LBPRZ LUN, target that keeps data on discard"
 nullb rpu1 96
@@ -83,7 +91,16 @@ lun=$(vm_tcm_loop_export replipipe_0/u1)
 dd if=/dev/urandom of=$lun bs=$MIB count=2 oflag=direct 2> /dev/null ||
 	vm_fail "write through $lun"
 vm_cmp_devs /dev/rpu1 $tgt
+[ "$(cat /sys/block/${lun#/dev/}/queue/write_cache)" = "write through" ] ||
+	vm_fail "setup: $lun is not write-through"
+[ "$(cat /sys/block/$t/queue/write_cache)" = "write back" ] ||
+	vm_fail "setup: $tgt has no volatile write cache"
+f0=$(flushes $tgt)
 unmap $lun 0 $MIB
+f1=$(flushes $tgt)
+vm_log "flushes of $tgt during the UNMAP: $((f1 - f0))"
+[ "$f1" -gt "$f0" ] ||
+	vm_fail "the UNMAP wrote zeroes to the target of a write-through LUN and completed without flushing them"
 zeroes /dev/rpu1 0 1024 || vm_fail "setup: the primary does not read zeroes after UNMAP"
 pair=$(pair_line unmap-lbprz)
 echo "$pair"
