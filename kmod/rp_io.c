@@ -961,10 +961,10 @@ static void rp_write_same_work_fn(struct work_struct *work)
 
 /*
  * WRITE SAME writes its legs a bio at a time and waits for each, for as long
- * as a target that queues I/O likes: on rp_wq, not in LIO's submission
- * context (on iSCSI the connection's receiver, which must keep answering;
- * with tcm_loop the per-CPU work every later command of that CPU waits
- * behind).  Without memory for the work item it runs here.
+ * as a target that queues I/O likes: on rp_write_same_wq, not in LIO's
+ * submission context (on iSCSI the connection's receiver, which must keep
+ * answering; with tcm_loop the per-CPU work every later command of that CPU
+ * waits behind).  Without memory for the work item it runs here.
  */
 sense_reason_t rp_execute_write_same(struct se_cmd *cmd)
 {
@@ -995,6 +995,6 @@ sense_reason_t rp_execute_write_same(struct se_cmd *cmd)
 	INIT_WORK(&w->work, rp_write_same_work_fn);
 	w->cmd = cmd;
 	w->zeroes = zeroes;
-	queue_work(rp_wq, &w->work);
+	queue_work(rp_write_same_wq, &w->work);
 	return 0;
 }

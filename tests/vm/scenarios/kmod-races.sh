@@ -53,7 +53,7 @@
 #          in the target's cache: normal writes get FUA there. The target
 #          (dm-delay over a virtio disk) holds flushes 8 s: a WRITE SAME
 #          (blkdiscard -z through the LUN) must send one and wait for it,
-#          on rp_wq: a read on either CPU meanwhile ends at once.
+#          on a workqueue: a read on either CPU meanwhile ends at once.
 #
 # The steps run in the order 3 4 5 6 7 8 9 10 1 2: the data steps cannot wedge the module,
 # the deadlock steps can. A deadlocked del-pipe holds rp_config_lock in D
@@ -564,7 +564,7 @@ step_bug10() {
 		i=$((i + 1))
 	done
 	# Meanwhile the LUN answers on either CPU: the WRITE SAME waits on
-	# rp_wq, not in LIO's submission work of the CPU it came from. A read
+	# a workqueue, not in LIO's submission work of the CPU it came from. A read
 	# held behind it would end with it; these must end while the flush is
 	# still held. (At offset 0: dd's lseek would wait for the bdev's inode
 	# lock, which blkdiscard -z holds.)
