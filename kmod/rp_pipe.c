@@ -1752,9 +1752,11 @@ static u32 __rp_claim_pick(struct rp_pair *pair, u64 hint, u32 max, u64 *first)
 
 /*
  * RESYNC_CLAIM.  The caller holds a pair reference, not rp_config_lock:
- * this waits (claim_timeout_sec in all) for the writes in flight of a
- * removed pair with this pair's source or target to end, then for this
- * pair's writes in flight to the claimed regions to drain.
+ * this waits (up to claim_timeout_sec) for the writes in flight of a
+ * removed pair with this pair's source or target to end, then (up to
+ * claim_timeout_sec again) for this pair's writes in flight to the claimed
+ * regions to drain.  Both waits are TASK_IDLE, as the retire wait is: the
+ * parameter allows an hour, past the hung-task watchdog's two minutes.
  */
 int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 		 u64 *id, u64 *first, u32 *count,
@@ -1766,8 +1768,8 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 
 	/* Before any region is claimed: no write waits for this. */
 	if (rp_pair_fenced(pair)) {
-		if (!wait_event_timeout(pair->wq, READ_ONCE(pair->dead) ||
-					!rp_pair_fenced(pair), timeout)) {
+		if (!wait_event_idle_timeout(pair->wq, READ_ONCE(pair->dead) ||
+					     !rp_pair_fenced(pair), timeout)) {
 			NL_SET_ERR_MSG(extack,
 				       "a removed pair with this source or target still has writes in flight");
 			return -ETIMEDOUT;
@@ -1814,8 +1816,9 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	queue_delayed_work(system_wq, &rp_reaper, HZ);
 
 	last = *first + *count - 1;
-	if (!wait_event_timeout(pair->wq, rp_claim_drained(pair, *first, last),
-				timeout)) {
+	if (!wait_event_idle_timeout(pair->wq,
+				     rp_claim_drained(pair, *first, last),
+				     timeout)) {
 		rp_claim_abort(pair, *id);
 		NL_SET_ERR_MSG(extack,
 			       "writes in flight to the claimed regions did not drain in time");

@@ -116,6 +116,15 @@ wait_delayed() {
 		i=$((i + 1))
 	done
 }
+# task_state PROG: the scheduler state (R, S, D, I...) of the one process
+# running PROG
+task_state() {
+	local pid
+	pid=$(pidof "$1") || vm_fail "no process $1"
+	[ "$pid" = "${pid% *}" ] || vm_fail "more than one $1: $pid"
+	set -- $(cat /proc/$pid/stat)
+	echo "$3"
+}
 # dm_remove NAME
 dm_remove() { dmsetup --noudevsync remove "$1" || vm_fail "dmsetup remove $1"; }
 # region_dirty PIPE SRC REGION: true if the pair's bitmap has REGION dirty
@@ -210,7 +219,7 @@ step_bug1() {
 # ---- bug 2: claim time-out vs del-pipe (two pairs; the claim on the second)
 step_bug2() {
 	local pipe=races-claim a=replipipe_0/s2a b=replipipe_0/s2b ta tb luna lunb
-	local t0 t1
+	local t0 t1 claim_state
 	vm_backstore replipipe replipipe_0 s2a /dev/ram2 > /dev/null
 	vm_backstore replipipe replipipe_0 s2b /dev/ram4 > /dev/null
 	ta=$(vm_dm_create rp2a "0 $SECT delay /dev/ram3 0 0")
@@ -235,6 +244,12 @@ step_bug2() {
 	t0=$(now10)
 	bg b2claim rp-nlctl claim $pipe $b --max 1 --nl-timeout 120
 	sleep 0.5
+	# It waits TASK_IDLE ("I"), not uninterruptibly ("D"): with
+	# claim_timeout_sec past two minutes the hung-task watchdog would
+	# report it (and panic with hung_task_panic=1).
+	claim_state=$(task_state rp-nlctl)
+	[ "$claim_state" = I ] ||
+		vm_fail "bug 2: the claim waits for the drain in state '$claim_state', not I (TASK_IDLE)"
 	# t1 first: a claim still running at the check was running at t1.
 	t1=$(now10)
 	! bg_done b2claim || vm_fail "bug 2: setup: the claim ended before del-pipe: $(bg_out b2claim)"
