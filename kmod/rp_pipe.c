@@ -1356,8 +1356,9 @@ static void rp_pipe_unlink(struct rp_pipe *pipe, struct list_head *batch)
 	list_del(&pipe->node);
 	pipe->deleted = true;
 	rp_pipes_gen++;
-	rp_genl_notify_pipe(pipe, REPLIPIPE_CMD_EVT_PIPE_DELETED);
+	/* Killed first: no state event of its pairs follows this one. */
 	rp_pairs_retire(batch);
+	rp_genl_notify_pipe(pipe, REPLIPIPE_CMD_EVT_PIPE_DELETED);
 	if (!pipe->nr_retired)
 		rp_pipe_free(pipe);
 }

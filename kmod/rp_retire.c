@@ -64,6 +64,12 @@ void rp_pairs_retire(struct list_head *batch)
 		list_add_tail(&pair->retired_node, &rp_retired);
 		spin_unlock(&rp_retired_lock);
 		rp_pair_kill(pair);
+		/*
+		 * A state event queued before the kill would name the pair
+		 * after the pipe's EVT_PIPE_CHANGED or EVT_PIPE_DELETED.  The
+		 * event takes no rp_config_lock.
+		 */
+		cancel_work_sync(&pair->event_work);
 	}
 }
 
