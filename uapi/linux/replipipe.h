@@ -35,7 +35,7 @@
  *                waits up to 5 s for the writes in flight to its targets
  *                and succeeds all the same: until they end, its sources
  *                and targets stay taken (a later PIPE_SET naming one gets
- *                EBUSY; the same pipe may take its old target over),
+ *                EBUSY, even from a pipe of the same PIPE_ID),
  *                a new pair on one of them grants no RESYNC_CLAIM (it waits,
  *                within claim_timeout_sec, then fails with ETIMEDOUT),
  *                and other commands are not held up.
