@@ -572,12 +572,20 @@ static bool rp_intent_sb_valid(struct rp_intent *in,
 	       sb->src_path[sizeof(sb->src_path) - 1] == '\0';
 }
 
-/* Loads a valid record from disk; an invalid one leaves @in unbound. */
+/*
+ * Loads a valid record from disk; an invalid one leaves @in unbound.  A
+ * header of ours that is refused (an older version, another primary or
+ * source size, a record device too small for it, a bad checksum) is
+ * invalidated on disk before the record is used: unbound, it marks none of
+ * the writes to come, so a later load of that header, under the identity
+ * it names, would be stale.
+ */
 static int rp_intent_load(struct rp_intent *in, u64 src_bytes)
 {
 	struct rp_intent_sb *sb;
 	struct page *page;
 	unsigned int p;
+	bool ours;
 	int ret;
 
 	page = alloc_page(GFP_KERNEL);
@@ -587,16 +595,16 @@ static int rp_intent_load(struct rp_intent *in, u64 src_bytes)
 	if (ret)
 		goto out;
 	sb = page_address(page);
-	if (!memcmp(sb->magic, RP_INTENT_MAGIC, sizeof(sb->magic)) &&
-	    le32_to_cpu(sb->version) < RP_INTENT_VERSION) {
+	ours = !memcmp(sb->magic, RP_INTENT_MAGIC, sizeof(sb->magic));
+	if (ours && le32_to_cpu(sb->version) < RP_INTENT_VERSION) {
 		pr_info("%s: write-intent record %s has a header of version %u, which does not name its primary: it tracks nothing until a pair binds it\n",
 			in->dev->name, in->path, le32_to_cpu(sb->version));
-		goto out;
+		goto refuse;
 	}
 	if (!rp_intent_sb_valid(in, sb, src_bytes)) {
 		pr_info("%s: write-intent record %s has no valid header: it tracks nothing until a pair binds it\n",
 			in->dev->name, in->path);
-		goto out;
+		goto refuse;
 	}
 	/*
 	 * Bits of another primary say nothing about where this one differs
@@ -608,7 +616,7 @@ static int rp_intent_load(struct rp_intent *in, u64 src_bytes)
 		pr_info("%s: write-intent record %s was bound for the primary %s, not %s: it tracks nothing until a pair binds it\n",
 			in->dev->name, in->path, sb->src_path,
 			in->dev->udev_path);
-		goto out;
+		goto refuse;
 	}
 	rp_intent_set_geometry(in, le32_to_cpu(sb->region_kib),
 			       le32_to_cpu(sb->chunk_kib),
@@ -638,6 +646,15 @@ static int rp_intent_load(struct rp_intent *in, u64 src_bytes)
 		in->dev->name, in->path,
 		bitmap_weight(in->maps.bits, in->nr_bits), in->chunk_kib,
 		in->pipe_id, in->tgt_path);
+	goto out;
+refuse:
+	/* @in is not shared yet: no io_lock needed. */
+	if (ours) {
+		ret = rp_intent_write_invalid(in);
+		if (ret)
+			pr_err("%s: write-intent record %s: cannot invalidate the header it refused: %d\n",
+			       in->dev->name, in->path, ret);
+	}
 out:
 	__free_page(page);
 	return ret;
@@ -687,7 +704,7 @@ int rp_intent_open(struct rp_dev *dev, const char *path)
 	}
 	ret = rp_intent_load(in, bdev_nr_bytes(dev->primary.bdev));
 	if (ret) {
-		pr_err("%s: cannot read the write-intent record %s: %d\n",
+		pr_err("%s: cannot load the write-intent record %s: %d\n",
 		       dev->name, path, ret);
 		goto close;
 	}

@@ -34,14 +34,19 @@
 #     to {vol1->t1, vol2->t2} then resyncs all of t2. With nothing taken in
 #     between, deleting and making vol2 again still loads its record (c),
 #     but not when it is made again on another primary of the same size
-#     (d, and back on its own primary).
+#     (d, and back on its own primary), nor after it was made on an alias
+#     of its primary and written (e): a header refused on open is
+#     invalidated on the device, it no longer vouches for writes it did not
+#     see.
 # 10. A PIPE_SET that fails leaves the sources' own records as they were
-#     (header and bitmap byte for byte): one refused for a later pair's
-#     too small target after vol1's new pair asked to assume t3 clean
-#     (a), after which P {vol1 -> t3} without clean must resync all of t3,
-#     not load the binding the failed call prepared (b); one whose second
-#     record cannot be written (vol2's, dm error), so vol1's record, written
-#     first, is written back (c).
+#     (header and bitmap byte for byte), and the record of another source
+#     whose target one of its new pairs would take: one refused for a
+#     later pair's too small target after vol1's new pair would take t2;
+#     one refused for a later pair's too small target after vol1's new
+#     pair asked to assume t3 clean (a), after which P {vol1 -> t3}
+#     without clean must resync all of t3, not load the binding the failed
+#     call prepared (b); one whose second record cannot be written (vol2's,
+#     dm error), so vol1's record, written first, is written back (c).
 # 11. vol2's record bound to (P, /tmp/t2link -> t2). Closed while vol1
 #     takes t2, it opens with the link gone: a path that does not resolve
 #     after a taking is invalidated (a); closed while vol1 takes
@@ -336,6 +341,7 @@ rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 vm_backstore_delete $SRC2
 vm_backstore replipipe replipipe_0 vol2 $s2b "$rec2,intent_chunk_kib=64" > /dev/null
 grep -q "intent: $rec2 (tracks nothing" $INFO2 || vm_fail "vol2's record of $s2 loaded for $s2b: $(cat $INFO2)"
+header_valid $rec2 && vm_fail "vol2's record, refused for $s2b, kept its valid header for $s2"
 # Loaded, its bits (none marked) would call t2, a copy of s2, in sync with s2b.
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t1 --pair $SRC2=$t2 ||
 	vm_fail "set-pipe {vol1->t1, vol2(s2b)->t2}"
@@ -346,6 +352,26 @@ rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 vm_backstore_delete $SRC2
 vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/null
 grep -q "intent: $rec2 (tracks nothing" $INFO2 || vm_fail "vol2's record of $s2b loaded for $s2: $(cat $INFO2)"
+both_pairs intent=new dirty=32
+
+vm_log "== 9e. vol2 made on an alias of its primary, written, made again: no load"
+wait_marked $PIPE 0 30 $SRC2
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vm_backstore_delete $SRC2
+ln -s $s2 /tmp/s2alias
+vm_backstore replipipe replipipe_0 vol2 /tmp/s2alias "$rec2,intent_chunk_kib=64" > /dev/null
+grep -q "intent: $rec2 (tracks nothing" $INFO2 || vm_fail "vol2's record of $s2 loaded for /tmp/s2alias: $(cat $INFO2)"
+header_valid $rec2 &&
+	vm_fail "vol2's record, refused for /tmp/s2alias, kept its valid header for $s2: the writes through the alias are marked nowhere"
+lun2=$(vm_tcm_loop_export $SRC2)
+dd if=/dev/urandom of=$lun2 bs=4096 count=1 seek=80 oflag=direct 2> /dev/null ||
+	vm_fail "write to region 5 of vol2 on /tmp/s2alias"
+vm_tcm_loop_unexport $SRC2
+vm_backstore_delete $SRC2
+rm /tmp/s2alias
+vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/null
+grep -q "intent: $rec2 (tracks nothing" $INFO2 ||
+	vm_fail "vol2's record loaded without the write made through /tmp/s2alias: $(cat $INFO2)"
 both_pairs intent=new dirty=32
 # step 10 wants both records settled, as 9c left them
 wait_marked $PIPE 0 30 $SRC2
