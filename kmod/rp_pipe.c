@@ -874,10 +874,6 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 		bitmap_set(pair->dirty, 0, pair->nr_regions);
 		pair->nr_dirty = pair->nr_regions;
 	}
-	/* No other backstore's record may still vouch for this target. */
-	ret = rp_intent_target_taken(pair, extack);
-	if (ret)
-		goto free_pair;
 	pair->state = pair->nr_dirty ? REPLIPIPE_PAIR_SYNCING :
 				       REPLIPIPE_PAIR_INSYNC;
 	rp_pair_set_params(pair, spec);
@@ -1206,10 +1202,15 @@ static int rp_pipe_set_check(struct rp_pipe *pipe, struct rp_pipe_spec *spec,
 }
 
 /*
- * Writes the write-intent records that new pairs of @spec bind anew: the
- * last step of a PIPE_SET that can fail, after every pair is made.  If one
- * cannot be written, those written before get their old binding back, so
- * that a PIPE_SET that fails leaves every source's own record as it was
+ * The last steps of a PIPE_SET that can fail, after every pair is made.
+ * First no other backstore's record may still vouch for a target a new
+ * pair takes (rp_intent_target_taken()): not before, so that a PIPE_SET
+ * refused for a pair of its own makes no record forget its target (one
+ * forgotten marks nothing from then on; a record invalidated here before
+ * a later one fails to be stays so: a full resync, never a stale load).
+ * Then the write-intent records that new pairs bind anew are written.  If
+ * one cannot be written, those written before get their old binding back,
+ * so that a PIPE_SET that fails leaves every source's own record as it was
  * (a pair it keeps running still clears it; a binding it asked to assume
  * clean is not there for a later PIPE_SET to load).  rp_config_lock held.
  */
@@ -1220,6 +1221,14 @@ static int rp_pairs_commit(struct rp_pipe_spec *spec,
 	unsigned int i, n;
 	int ret = 0;
 
+	for (n = 0; n < spec->nr_pairs; n++) {
+		pair = spec->pairs[n].made;
+		if (pair) {
+			ret = rp_intent_target_taken(pair, extack);
+			if (ret)
+				return ret;
+		}
+	}
 	for (n = 0; n < spec->nr_pairs && !ret; n++) {
 		pair = spec->pairs[n].made;
 		if (pair && pair->intent_rebind)

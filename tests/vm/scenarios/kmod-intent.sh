@@ -404,6 +404,14 @@ set_refused() {
 	grep -q "intent: $rec (bound, 0 regions marked" $INFO || vm_fail "vol1's record after the refusal: $(cat $INFO)"
 	[ "$(record_sum $rec)" = "$sum" ] || vm_fail "set-pipe $* rewrote vol1's record on the device"
 }
+# vol1's new pair would take t2, which vol2's record names; the call fails
+# on vol2's new pair, made after it: vol2's record must not forget t2.
+header2=$(dd if=$rec2 bs=4096 count=1 iflag=direct 2> /dev/null | md5sum)
+set_refused ENOSPC "target is smaller than the source" --pair $SRC=$t2 --pair $SRC2=$small
+grep -q "intent: $rec2 (bound" $INFO2 ||
+	vm_fail "a refused PIPE_SET in which vol1 would take t2 made vol2's record forget it: $(cat $INFO2)"
+[ "$(dd if=$rec2 bs=4096 count=1 iflag=direct 2> /dev/null | md5sum)" = "$header2" ] ||
+	vm_fail "a refused PIPE_SET in which vol1 would take t2 rewrote vol2's record header"
 set_refused ENOSPC "target is smaller than the source" --pair $SRC=$t3,clean --pair $SRC2=$small
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t3 --pair $SRC2=$t2 ||
 	vm_fail "set-pipe {vol1->t3, vol2->t2}"
