@@ -204,10 +204,22 @@ Result<GoalPatch> ParseGoalPatch(std::string_view text)
 		                 "class " + inst->class_name +
 		                         " is not CIM_SettingData or "
 		                         "REPLIPIPE_PipeSettingData");
+	// Every property is read: an invalid one makes the Goal invalid
+	// wherever it stands, and only a Goal otherwise valid is Not
+	// Supported (DESIGN.md). Of each kind, the first error is told.
 	GoalReader reader(text);
-	for (const MofProperty &prop : inst->properties)
-		if (Status st = reader.Apply(prop, settings); !st.ok())
+	Status unsupported;
+	for (const MofProperty &prop : inst->properties) {
+		Status st = reader.Apply(prop, settings);
+		if (st.ok())
+			continue;
+		if (st.err() != EOPNOTSUPP)
 			return st;
+		if (unsupported.ok())
+			unsupported = st;
+	}
+	if (!unsupported.ok())
+		return unsupported;
 	return settings;
 }
 

@@ -15,6 +15,8 @@
 //   Bidirectional = TRUE (a bidirectional pipe; pipes here are one-way)
 // Everything else wrong, err() EINVAL (ReturnValue 5): syntax, other classes,
 // unknown property (the message names it), wrong type, out of range.
+// Every property is checked, and an EINVAL error wins over an EOPNOTSUPP
+// one whatever their order: 1 only for a Goal that is otherwise valid.
 // Messages point at the offending text (line, column, caret).
 #pragma once
 

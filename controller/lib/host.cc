@@ -55,6 +55,11 @@ bool HostIdentity::IsThisHost(std::string_view name) const
 	return !numeric && EqualsIgnoreCase(first, host_name);
 }
 
+bool HostIdentity::SameSystem(std::string_view a, std::string_view b) const
+{
+	return EqualsIgnoreCase(a, b) || (IsThisHost(a) && IsThisHost(b));
+}
+
 bool IsValidSystemName(std::string_view name)
 {
 	if (name.empty() || name.size() > 255)

@@ -20,6 +20,9 @@ struct HostIdentity {
 	// domain ("node1.example.com" for "node1", what `hostname -f`
 	// prints); host names compare case-insensitively (RFC 4343).
 	bool IsThisHost(std::string_view name) const;
+	// a and b name one system: equal but for case, or both this host
+	// ("localhost" and the host name, say).
+	bool SameSystem(std::string_view a, std::string_view b) const;
 	// "node1" of "node1.example.com".
 	std::string ShortName() const;
 };

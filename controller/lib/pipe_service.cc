@@ -658,14 +658,24 @@ PipeService::DeviceNumbers PipeService::ResolveDevices(const Request &req)
 	// Probe errors and missing devices leave 0: the strings are still
 	// compared, and the verification of a new pair reports the error.
 	auto device = [&](const std::string &path) -> uint64_t {
-		if (!path.starts_with("/")) // iscsi:// (docs/iscsi.md)
+		if (!path.starts_with("/"))
 			return 0;
 		auto d = probe_.Device(path);
 		return d.ok() && d->exists && d->is_block_device ? d->rdev : 0;
 	};
+	// A connector's target (iscsi://, docs/iscsi.md) is the disk it is
+	// connected as, the device the kernel gets (ForKernel()), so that
+	// the disk's own path is that target under another name; one not
+	// connected (yet) has no device.
+	auto target_device = [&](const std::string &target) -> uint64_t {
+		if (!connector_ || !connector_->Handles(target))
+			return device(target);
+		auto path = connector_->DevicePath(target);
+		return path.ok() ? device(*path) : 0;
+	};
 	DeviceNumbers devs;
 	for (const std::string &t : targets)
-		devs[t] = device(t);
+		devs[t] = target_device(t);
 	for (const std::string &s : sources) {
 		auto b = probe_.Backstore(s);
 		devs[s] = b.ok() && b->exists ? device(b->primary_path) : 0;
@@ -834,8 +844,10 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 				                    PipeReference(uuid));
 			old = *cur;
 			next = *cur;
+			// "localhost" and the host's name are one system,
+			// as for SourceSystem (ParseCall()).
 			if (!req.target_system.empty() &&
-			    !EqualsIgnoreCase(req.target_system,
+			    !host_.SameSystem(req.target_system,
 			                      cur->target_system))
 				return Fail(ReturnValue::kInvalidParameter,
 				            "TargetSystem \"" +
@@ -873,7 +885,7 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 		for (size_t i = 0; i < req.target_system_keys.size(); i++) {
 			const std::string &key = req.target_system_keys[i];
 			if (!key.empty() &&
-			    !EqualsIgnoreCase(key, next.target_system))
+			    !host_.SameSystem(key, next.target_system))
 				return Fail(ReturnValue::kInvalidParameter,
 				            "TargetEndpoint[" +
 				                    std::to_string(i) +
@@ -972,8 +984,12 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 		}
 	}
 
+	// The sessions this call made go when it fails, but only once the
+	// kernel is known not to mirror to them (refused, or undone): a pipe
+	// the kernel may have keeps them. A create's are then in its record
+	// left marked, which SettleLeftovers() deletes before it logs them
+	// out; a modify's stay logged in (decision 56).
 	if (Status st = kernel_.SetPipe(KernelSpec(next)); !st.ok()) {
-		DropConnections(uuid, made);
 		std::string why = "kernel: " + st.message();
 		if (st.err() == EBUSY)
 			why += MovedTargetNote(new_pairs, devs, held);
@@ -990,6 +1006,8 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 				kernel_may_have_it = true;
 			}
 		}
+		if (!kernel_may_have_it)
+			DropConnections(uuid, made);
 		// A create the kernel may have keeps its mark:
 		// SettleLeftovers() rolls it back.
 		if (!modify && !kernel_may_have_it)
@@ -1005,7 +1023,8 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 	if (!saved.ok()) {
 		std::string why = "store: " + saved.message();
 		Status undo = UndoKernel(uuid, undo_to);
-		DropConnections(uuid, made);
+		if (undo.ok())
+			DropConnections(uuid, made);
 		why += undo.ok() ? "; the kernel change was undone"
 		                 : "; undoing the kernel change failed (" +
 		                           undo.message() +

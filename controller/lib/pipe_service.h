@@ -206,9 +206,11 @@ private:
 	class PipeLock;
 
 	// Device numbers (st_rdev) by endpoint, 0 for none or unknown: a
-	// target path's device, a source backstore's primary device. Two
-	// paths may name one device (symlinks, /dev/disk/by-*), so the
-	// cross-pipe rules compare these, not only the strings.
+	// target path's device (a connector's target: the disk it is
+	// connected as, if it is), a source backstore's primary device. Two
+	// names may denote one device (symlinks, /dev/disk/by-*, an iscsi://
+	// URL and its disk), so the cross-pipe rules compare these, not only
+	// the strings.
 	using DeviceNumbers = std::map<std::string, uint64_t>;
 	// The devices of the call's endpoints and of every stored or
 	// reserved one, each resolved once (probes; mu_ not held).

@@ -165,6 +165,46 @@ INSTANTIATE_TEST_SUITE_P(
                         "a leading 0 makes an octal number"}));
 #undef G
 
+// Every property is read: a Goal with an invalid property is invalid (5,
+// EINVAL) wherever that property stands, and only a Goal otherwise valid
+// that asks for something not offered is Not Supported (1, EOPNOTSUPP).
+// Before, the first error won: the order of the properties decided.
+TEST(Goal, AnInvalidPropertyWinsOverAnUnsupportedOneInEitherOrder)
+{
+	struct Case {
+		const char *text;
+		const char *message_part;
+	};
+	for (const Case &c : {
+	             Case{"instance of CIM_SettingData { Mode = \"Adaptive\"; "
+	                  "Bogus = 1; };",
+	                  "unknown property Bogus"},
+	             Case{"instance of CIM_SettingData { Bogus = 1; "
+	                  "Mode = \"Adaptive\"; };",
+	                  "unknown property Bogus"},
+	             Case{"instance of CIM_SettingData { Bidirectional = TRUE; "
+	                  "MaxLagKiB = 1; };",
+	                  "MaxLagKiB 1 is out of range"},
+	             Case{"instance of CIM_SettingData { MaxLagKiB = 1; "
+	                  "Bidirectional = TRUE; };",
+	                  "MaxLagKiB 1 is out of range"},
+	     }) {
+		auto s = ParseGoalPatch(c.text);
+		ASSERT_FALSE(s.ok()) << c.text;
+		EXPECT_EQ(s.status().err(), EINVAL)
+		        << c.text << ": " << s.status().message();
+		EXPECT_NE(s.status().message().find(c.message_part),
+		          std::string::npos)
+		        << s.status().message();
+	}
+	// Two unsupported values, nothing invalid: Not Supported.
+	auto both = ParseGoalPatch("instance of CIM_SettingData { "
+	                           "Bidirectional = TRUE; Mode = \"Active\"; "
+	                           "MaxLagKiB = 1024; };");
+	ASSERT_FALSE(both.ok());
+	EXPECT_EQ(both.status().err(), EOPNOTSUPP) << both.status().message();
+}
+
 // A lone 0 and 0x hex stay integers.
 TEST(Goal, ZeroAndHexIntegers)
 {

@@ -36,6 +36,19 @@ TEST(Host, ShortHostNameMatchesItsFullyQualifiedName)
 	EXPECT_FALSE(numeric.IsThisHost("10.0.0.5"));
 }
 
+// Two names are one system when they are equal but for case, or when
+// both name this host (TargetSystem on modify).
+TEST(Host, SameSystem)
+{
+	HostIdentity h{"node1.example.com"};
+	EXPECT_TRUE(h.SameSystem("localhost", "node1.example.com"));
+	EXPECT_TRUE(h.SameSystem("NODE1", "localhost"));
+	EXPECT_TRUE(h.SameSystem("node2", "Node2"));
+	EXPECT_FALSE(h.SameSystem("node2", "localhost"));
+	EXPECT_FALSE(h.SameSystem("node2", "node3"));
+	EXPECT_FALSE(h.SameSystem("node1", "node2"));
+}
+
 TEST(Host, SystemNames)
 {
 	auto bare = ParseSystemName("node2.example.com", "TargetSystem");

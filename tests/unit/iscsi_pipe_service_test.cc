@@ -358,6 +358,184 @@ TEST_F(IscsiPipeServiceTest, ASettleKeepsItsTargetReservedUntilItsLogout)
 	EXPECT_TRUE(connector.connected.count(kUrl0));
 }
 
+// A modify adding an iscsi:// pair: the kernel applies its PIPE_SET, the
+// store write fails and so does the undo (PIPE_SET of the stored pipe).
+// The kernel pipe mirrors to the new pair's disk, so its session stays
+// logged in. Before, the failed call logged it out from under the pair.
+TEST_F(IscsiPipeServiceTest, AFailedUndoKeepsTheSessionTheKernelMirrorsTo)
+{
+	MethodOutcome out = service.CreateOrModify(Call({}, {}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	const std::string uuid = Uuid(out);
+
+	std::atomic<bool> failing{false};
+	kernel.SetApplyHook([&](const KernelPipeSpec &) {
+		// The modify's PIPE_SET is in: the store fails from here on,
+		// and so does the next PIPE_SET (the undo).
+		if (!failing.exchange(true))
+			kernel.FailNext(EIO, FakeKernel::Op::kSetPipe);
+	});
+	store.SetFaultHookForTest([&](Store::SaveStep) {
+		return failing ? Status::Error("disk full", ENOSPC) : Status();
+	});
+	CreateOrModifyCall add = Call({"replipipe_0/a"}, {kUrl0});
+	add.replication_pipe = out.replication_pipe;
+	MethodOutcome failed = service.CreateOrModify(add);
+	kernel.SetApplyHook({});
+	store.SetFaultHookForTest({});
+
+	ASSERT_EQ(failed.return_value, ReturnValue::kUnspecifiedError)
+	        << failed.error;
+	EXPECT_NE(failed.error.find("undoing the kernel change failed"),
+	          std::string::npos)
+	        << failed.error;
+	auto k = kernel.Find(uuid);
+	ASSERT_TRUE(k);
+	ASSERT_EQ(k->pairs.size(), 1u);
+	EXPECT_EQ(k->pairs[0].target, "/dev/sdx");
+	EXPECT_TRUE(connector.connected.count(kUrl0))
+	        << "the session of a pair the kernel mirrors to was logged out";
+}
+
+// The same after a PIPE_SET that timed out but was applied: the undo
+// fails, the session stays.
+TEST_F(IscsiPipeServiceTest, AFailedUndoAfterATimeoutKeepsTheSession)
+{
+	MethodOutcome out = service.CreateOrModify(Call({}, {}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	const std::string uuid = Uuid(out);
+
+	std::atomic<bool> applied{false};
+	kernel.SetApplyHook([&](const KernelPipeSpec &) {
+		if (!applied.exchange(true))
+			kernel.FailNext(EIO, FakeKernel::Op::kSetPipe);
+	});
+	kernel.FailNextAfterApply(ETIMEDOUT);
+	CreateOrModifyCall add = Call({"replipipe_0/a"}, {kUrl0});
+	add.replication_pipe = out.replication_pipe;
+	MethodOutcome failed = service.CreateOrModify(add);
+	kernel.SetApplyHook({});
+
+	ASSERT_EQ(failed.return_value, ReturnValue::kTimeout) << failed.error;
+	EXPECT_NE(failed.error.find("undoing it failed too"), std::string::npos)
+	        << failed.error;
+	auto k = kernel.Find(uuid);
+	ASSERT_TRUE(k);
+	ASSERT_EQ(k->pairs.size(), 1u);
+	EXPECT_EQ(k->pairs[0].target, "/dev/sdx");
+	EXPECT_TRUE(connector.connected.count(kUrl0))
+	        << "the session of a pair the kernel mirrors to was logged out";
+}
+
+// A create whose PIPE_SET timed out but was applied, and whose undo
+// (PIPE_DEL) fails: its record stays marked and its session stays logged
+// in until SettleLeftovers() has deleted the kernel pipe.
+TEST_F(IscsiPipeServiceTest, ACreateLeftMarkedKeepsItsSessionUntilSettled)
+{
+	kernel.FailNextAfterApply(ETIMEDOUT);
+	kernel.FailNext(EIO, FakeKernel::Op::kDeletePipe);
+	MethodOutcome left =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(left.return_value, ReturnValue::kTimeout) << left.error;
+	ASSERT_EQ(kernel.Snapshot().size(), 1u);
+	EXPECT_TRUE(connector.connected.count(kUrl0))
+	        << "the session of a pair the kernel mirrors to was logged out";
+
+	auto settled = service.SettleLeftovers(std::chrono::milliseconds(0));
+	ASSERT_EQ(settled.size(), 1u);
+	EXPECT_TRUE(settled[0].done) << settled[0].line;
+	EXPECT_TRUE(kernel.Snapshot().empty());
+	EXPECT_FALSE(connector.connected.count(kUrl0));
+}
+
+// A timed-out PIPE_SET that the undo took back, and a refused one: the
+// kernel has none of the new pairs, and the sessions the call made go.
+TEST_F(IscsiPipeServiceTest, AnUndoneTimeoutLogsOutTheNewSession)
+{
+	MethodOutcome out = service.CreateOrModify(Call({}, {}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	kernel.FailNextAfterApply(ETIMEDOUT);
+	CreateOrModifyCall add = Call({"replipipe_0/a"}, {kUrl0});
+	add.replication_pipe = out.replication_pipe;
+	MethodOutcome failed = service.CreateOrModify(add);
+	ASSERT_EQ(failed.return_value, ReturnValue::kTimeout) << failed.error;
+	EXPECT_TRUE(kernel.Find(Uuid(out))->pairs.empty());
+	EXPECT_FALSE(connector.connected.count(kUrl0));
+
+	kernel.FailNext(EIO, FakeKernel::Op::kSetPipe);
+	failed = service.CreateOrModify(add);
+	ASSERT_EQ(failed.return_value, ReturnValue::kFailed) << failed.error;
+	EXPECT_TRUE(kernel.Find(Uuid(out))->pairs.empty());
+	EXPECT_FALSE(connector.connected.count(kUrl0));
+}
+
+// A target given as the disk that another pipe's iscsi:// target is
+// connected as is that target under another name: a reused endpoint, 5,
+// refused before anything is verified or pushed, as a symlink of a local
+// target is. Before, the URL had no device number, the store's checks let
+// it pass, and the kernel's exclusive hold made it 4 ("in use").
+TEST_F(IscsiPipeServiceTest, AConnectedDiskUnderItsDevicePathIsAReusedTarget)
+{
+	// replipipe.ko: its pairs' targets held exclusively.
+	auto dev_of = [this](const std::string &path) -> uint64_t {
+		auto d = probe.Device(path);
+		return d.ok() && d->is_block_device ? d->rdev : 0;
+	};
+	kernel.SetDeviceResolver(dev_of);
+	probe.SetHeldCheck([this, dev_of](uint64_t rdev) {
+		for (const KernelPipeStatus &p : kernel.Snapshot())
+			for (const KernelPairStatus &q : p.pairs)
+				if (dev_of(q.target) == rdev)
+					return true;
+		return false;
+	});
+	probe.AddBackstore("replipipe_0/c", "/dev/vg/c", 10 * kGiB);
+	probe.AddDevice("/dev/sdw", 10 * kGiB);
+
+	MethodOutcome a =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(a.return_value, ReturnValue::kCompleted) << a.error;
+	const int sets = kernel.calls(FakeKernel::Op::kSetPipe);
+
+	MethodOutcome b =
+	        service.CreateOrModify(Call({"replipipe_0/b"}, {"/dev/sdx"}));
+	EXPECT_EQ(b.return_value, ReturnValue::kInvalidParameter) << b.error;
+	EXPECT_NE(b.error.find("TargetEndpoint /dev/sdx is already the target "
+	                       "of replipipe_0/a (as " +
+	                       kUrl0 + ")"),
+	          std::string::npos)
+	        << b.error;
+	EXPECT_EQ(kernel.calls(FakeKernel::Op::kSetPipe), sets);
+
+	// The pipe's own pair given with the disk's path is that pair, kept:
+	// the store keeps the URL, and the session stays.
+	CreateOrModifyCall same = Call({"replipipe_0/a"}, {"/dev/sdx"});
+	same.replication_pipe = a.replication_pipe;
+	MethodOutcome kept = service.CreateOrModify(same);
+	ASSERT_EQ(kept.return_value, ReturnValue::kCompleted) << kept.error;
+	EXPECT_EQ(service.GetPipe(a.replication_pipe)->pairs[0].target, kUrl0);
+	EXPECT_TRUE(connector.connected.count(kUrl0));
+
+	// The other way round: a pipe has the disk by its path, and a URL
+	// whose session is already logged in (the administrator's) names it.
+	MethodOutcome c =
+	        service.CreateOrModify(Call({"replipipe_0/c"}, {"/dev/sdw"}));
+	ASSERT_EQ(c.return_value, ReturnValue::kCompleted) << c.error;
+	const std::string url2 =
+	        "iscsi://127.0.0.1:3260/iqn.2003-01.org.x:peer/2";
+	connector.devices[url2] = "/dev/sdw";
+	connector.connected[url2] = "/dev/sdw";
+	MethodOutcome d =
+	        service.CreateOrModify(Call({"replipipe_0/b"}, {url2}));
+	EXPECT_EQ(d.return_value, ReturnValue::kInvalidParameter) << d.error;
+	EXPECT_NE(d.error.find("TargetEndpoint " + url2 +
+	                       " is already the target of replipipe_0/c (as "
+	                       "/dev/sdw)"),
+	          std::string::npos)
+	        << d.error;
+	EXPECT_TRUE(connector.connected.count(url2));
+}
+
 TEST_F(IscsiPipeServiceTest, ModifyRemovingThePairDisconnects)
 {
 	MethodOutcome out =

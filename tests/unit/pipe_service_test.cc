@@ -435,6 +435,20 @@ TEST_F(PipeServiceTest, NotSupported)
 	EXPECT_EQ(kernel.calls(Op::kSetPipe), 0);
 }
 
+// An invalid Goal is 5 whatever the order of its properties; 1 only for
+// a Goal that is otherwise valid.
+TEST_F(PipeServiceTest, InvalidGoalIsInvalidWhateverTheOrder)
+{
+	for (const char *goal : {"instance of CIM_SettingData { Mode = "
+	                         "\"Adaptive\"; Bogus = 1; };",
+	                         "instance of CIM_SettingData { Bogus = 1; "
+	                         "Mode = \"Adaptive\"; };"})
+		ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdb"}, goal),
+		              ReturnValue::kInvalidParameter,
+		              "unknown property Bogus");
+	EXPECT_EQ(kernel.calls(Op::kSetPipe), 0);
+}
+
 // --- 2: unspecified (store) -----------------------------------------
 
 // The store fails once the kernel has the new pipe (the write that would
@@ -1330,6 +1344,53 @@ TEST_F(PipeServiceTest, SystemsCannotChange)
 	c.target_system = "";
 	c.source_system = "node7";
 	ExpectRefused(c, ReturnValue::kInvalidParameter, "not this host");
+}
+
+// "localhost" and this host's own names are one system, for TargetSystem
+// as for SourceSystem: a pipe created with one is modified with another.
+// Before, TargetSystem was compared as text: 5, "cannot change".
+TEST_F(PipeServiceTest, TargetSystemThisHostUnderAnotherName)
+{
+	CreateOrModifyCall c = Call({"replipipe_0/a"}, {"/dev/sdb"});
+	c.target_system = "localhost";
+	MethodOutcome out = service.CreateOrModify(c);
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	CreateOrModifyCall m;
+	m.replication_pipe = out.replication_pipe;
+	for (const char *name :
+	     {kHost, "node1", "NODE1.Example.com",
+	      "CIM_ComputerSystem.Name=\"node1\"", "localhost"}) {
+		m.target_system = name;
+		MethodOutcome mod = service.CreateOrModify(m);
+		EXPECT_EQ(mod.return_value, ReturnValue::kCompleted)
+		        << name << ": " << mod.error;
+	}
+	// A TargetEndpoint reference on this host under another name.
+	m.target_system = "";
+	m.source_endpoints = std::vector<std::string>{"replipipe_0/a"};
+	m.target_endpoints = std::vector<std::string>{
+	        "CIM_ProtocolEndpoint.Name=\"/dev/sdb\",SystemName=\"node1\""};
+	MethodOutcome keyed = service.CreateOrModify(m);
+	EXPECT_EQ(keyed.return_value, ReturnValue::kCompleted) << keyed.error;
+	EXPECT_EQ(service.GetPipe(out.replication_pipe)->target_system,
+	          "localhost");
+	// Another host is still another system.
+	m = CreateOrModifyCall();
+	m.replication_pipe = out.replication_pipe;
+	m.target_system = "node2";
+	ExpectRefused(m, ReturnValue::kInvalidParameter,
+	              "systems of an existing pipe cannot change");
+
+	// And the other way round: made with the host name, modified as
+	// localhost.
+	CreateOrModifyCall named = Call({"replipipe_0/b"}, {"/dev/sdc"});
+	named.target_system = "NODE1";
+	MethodOutcome second = service.CreateOrModify(named);
+	ASSERT_EQ(second.return_value, ReturnValue::kCompleted) << second.error;
+	m.replication_pipe = second.replication_pipe;
+	m.target_system = "localhost";
+	MethodOutcome back = service.CreateOrModify(m);
+	EXPECT_EQ(back.return_value, ReturnValue::kCompleted) << back.error;
 }
 
 TEST_F(PipeServiceTest, RegionSizeCannotChangeWithKeptPairs)
