@@ -92,8 +92,21 @@ unsigned int rp_intent_clear_sec = 5;
 static LIST_HEAD(rp_intents);
 static DEFINE_MUTEX(rp_intents_lock);
 static DEFINE_XARRAY(rp_target_takes);	/* target dev_t: last taking */
-static DEFINE_XARRAY(rp_intent_closes);	/* record dev_t: last close */
+static DEFINE_XARRAY(rp_intent_closes);	/* record disk: last close */
 static u64 rp_takes_seq;		/* the last taking */
+
+/*
+ * The key of a record device in rp_intent_closes: its disk's sequence
+ * number, not its device number.  A device number is reused by another
+ * medium (a loop device set up on another file, a disk swapped), which
+ * must not inherit the last close of the record that was there before;
+ * diskseq is new for each disk and media change (64 bits wide where the
+ * module is built, as the xarray's index).
+ */
+static unsigned long rp_intent_close_key(struct rp_intent *in)
+{
+	return in->rb.bdev->bd_disk->diskseq;
+}
 
 /* A target path a pair took, and when it last did. */
 struct rp_path_take {
@@ -477,7 +490,7 @@ unlock:
 }
 
 /* The sequence number stored at @index of @xa, 0 if none. */
-static u64 rp_seq_load(struct xarray *xa, dev_t index)
+static u64 rp_seq_load(struct xarray *xa, unsigned long index)
 {
 	void *entry = xa_load(xa, index);
 
@@ -499,7 +512,7 @@ static int rp_intent_list(struct rp_intent *in)
 	int ret = 0;
 
 	mutex_lock(&rp_intents_lock);
-	closed = rp_seq_load(&rp_intent_closes, in->rb.bdev->bd_dev);
+	closed = rp_seq_load(&rp_intent_closes, rp_intent_close_key(in));
 	if (in->bound && !in->tgt_devt && rp_takes_seq > closed)
 		why = "does not resolve, and a pair took a target while the record was not open";
 	else if (in->bound && in->tgt_devt &&
@@ -524,7 +537,7 @@ static void rp_intent_unlist(struct rp_intent *in)
 	 * older, so a taking since then invalidates the record at its next
 	 * open (a full resync, never a stale load).
 	 */
-	xa_store(&rp_intent_closes, in->rb.bdev->bd_dev,
+	xa_store(&rp_intent_closes, rp_intent_close_key(in),
 		 xa_mk_value(rp_takes_seq), GFP_KERNEL);
 	mutex_unlock(&rp_intents_lock);
 }

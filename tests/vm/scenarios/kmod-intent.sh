@@ -37,7 +37,9 @@
 #     (d, and back on its own primary), nor after it was made on an alias
 #     of its primary and written (e): a header refused on open is
 #     invalidated on the device, it no longer vouches for writes it did not
-#     see.
+#     see. A record on a loop device, closed, t2 taken, another file set up
+#     on that loop device as a record and closed, the first file back: it
+#     does not load (f; the log of closes is by disk, not device number).
 # 10. A PIPE_SET that fails leaves the sources' own records as they were
 #     (header and bitmap byte for byte), and the record of another source
 #     whose target one of its new pairs would take: one refused for a
@@ -372,6 +374,42 @@ rm /tmp/s2alias
 vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/null
 grep -q "intent: $rec2 (tracks nothing" $INFO2 ||
 	vm_fail "vol2's record loaded without the write made through /tmp/s2alias: $(cat $INFO2)"
+both_pairs intent=new dirty=32
+
+vm_log "== 9f. the record's device number taken by another medium meanwhile"
+wait_marked $PIPE 0 30 $SRC2
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vm_backstore_delete $SRC2
+vm_modprobe loop
+for f in recA recB; do
+	dd if=/dev/zero of=/tmp/$f bs=64k count=1 2> /dev/null || vm_fail "make /tmp/$f"
+done
+# vol2_on_loop FILE: vol2 on s2 with its record on /dev/loop0 over FILE
+vol2_on_loop() {
+	losetup /dev/loop0 "$1" || vm_fail "losetup /dev/loop0 $1"
+	vm_backstore replipipe replipipe_0 vol2 $s2 "/dev/loop0,intent_chunk_kib=64" > /dev/null
+}
+vol2_off_loop() {
+	vm_backstore_delete $SRC2
+	losetup -d /dev/loop0 || vm_fail "losetup -d /dev/loop0"
+}
+# A: bound to (P, t2), closed with nothing marked
+vol2_on_loop /tmp/recA
+both_pairs intent=new dirty=32
+wait_marked $PIPE 0 30 $SRC2
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vol2_off_loop
+# t2 taken while A is away; then B on the same loop device, opened, closed
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t2 || vm_fail "set-pipe {vol1->t2}"
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vol2_on_loop /tmp/recB
+vol2_off_loop
+# A back on the loop device: B's close, later than the taking, is not A's
+vol2_on_loop /tmp/recA
+grep -q "intent: /dev/loop0 (tracks nothing" $INFO2 ||
+	vm_fail "A's record loaded on the loop device B was closed on after t2 was taken: $(cat $INFO2)"
+vol2_off_loop
+vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/null
 both_pairs intent=new dirty=32
 # step 10 wants both records settled, as 9c left them
 wait_marked $PIPE 0 30 $SRC2
