@@ -24,9 +24,11 @@
 #include <optional>
 #include <string>
 
+#include <boost/lexical_cast/try_lexical_convert.hpp>
 #include <boost/program_options.hpp>
 #include <systemd/sd-daemon.h>
 
+#include "cli_args.h"
 #include "control_protocol.h"
 #include "daemon_events.h"
 #include "daemon_jobs.h"
@@ -67,6 +69,9 @@ constexpr int kExitConfig = 78;      // EX_CONFIG: store unreadable
 // How often the jobs and the kernel state are re-checked without an event
 // (restarts failed jobs after their back-off, catches lost events).
 constexpr milliseconds kTick{5000};
+// --probe-interval: at most a year, as replipipectl's seconds.
+constexpr int64_t kMaxProbeIntervalSeconds = 365 * 24 * 3600;
+
 // How long a stop waits for the resync jobs to end: within the unit's
 // TimeoutStopSec=30s, with room for what comes before (the control calls
 // in progress: a resume's probes under way, 5 s).
@@ -82,15 +87,29 @@ struct Options {
 	std::string metrics_textfile;                  // empty: off
 };
 
+// A usage error: says so (and how to get help), sets *exit_code; nullopt.
+std::optional<Options> UsageError(const std::string &message, int *exit_code)
+{
+	std::cerr << "replipiped: " << message
+	          << "\nTry 'replipiped --help'.\n";
+	*exit_code = kExitUsage;
+	return std::nullopt;
+}
+
 // nullopt: exit with *exit_code (help, version, usage error).
 std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
 {
 	Options opts;
+	// 100 columns: boost_po's 80 split the default socket path in two.
 	po::options_description desc(
 	        "Usage: replipiped [--state-dir DIR] [--socket PATH] "
-	        "[--foreground] [--probe-interval SECONDS] [--log-level "
-	        "LEVEL]\n                  [--metrics-listen ADDRESS:PORT] "
-	        "[--metrics-textfile PATH]\n\nOptions");
+	        "[--foreground]\n"
+	        "                  [--probe-interval SECONDS] [--log-level "
+	        "LEVEL]\n"
+	        "                  [--metrics-listen ADDRESS:PORT] "
+	        "[--metrics-textfile PATH]\n"
+	        "                  [--version] [--help]\n\nOptions",
+	        100, 50);
 	desc.add_options()(
 	        "state-dir",
 	        po::value<std::string>(&opts.state_dir)->value_name("DIR"),
@@ -100,8 +119,7 @@ std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
 	        "control socket (default /run/replipipe/replipiped.sock)")(
 	        "foreground", "do not detach (systemd runs it so)")(
 	        "probe-interval",
-	        po::value<unsigned>(&opts.probe_interval_s)
-	                ->value_name("SECONDS"),
+	        po::value<std::string>()->value_name("SECONDS"),
 	        "resume Degraded pairs whose target answers again, tried "
 	        "every SECONDS (default 10, 0 = never)")(
 	        "log-level", po::value<std::string>()->value_name("LEVEL"),
@@ -117,6 +135,19 @@ std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
 	        "node_exporter's textfile collector; default off")(
 	        "version", "print the version")("help,h", "this help");
 	po::variables_map vm;
+	// An option's value that is the next option (`--state-dir
+	// --foreground`: a state directory "--foreground"), and words that are
+	// no option (boost_po ignores them), are usage errors.
+	auto words =
+	        PositionalWords(std::vector<std::string>(
+	                                argv + (argc > 0 ? 1 : 0), argv + argc),
+	                        desc);
+	if (!words.ok())
+		return UsageError(words.status().message(), exit_code);
+	if (!words->empty())
+		return UsageError("unexpected argument \"" + words->front() +
+		                          "\" (replipiped takes options only)",
+		                  exit_code);
 	try {
 		po::store(
 		        po::command_line_parser(argc, argv)
@@ -127,10 +158,7 @@ std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
 		        vm);
 		po::notify(vm);
 	} catch (const po::error &e) {
-		std::cerr << "replipiped: " << e.what()
-		          << "\nTry 'replipiped --help'.\n";
-		*exit_code = kExitUsage;
-		return std::nullopt;
+		return UsageError(e.what(), exit_code);
 	}
 	if (vm.count("help")) {
 		std::cout << desc
@@ -147,13 +175,30 @@ std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
 	}
 	if (vm.count("log-level")) {
 		auto level = ParseLogLevel(vm["log-level"].as<std::string>());
-		if (!level) {
-			std::cerr << "replipiped: --log-level must be error, "
-			             "warning, notice, info or debug\n";
-			*exit_code = kExitUsage;
-			return std::nullopt;
-		}
+		if (!level)
+			return UsageError(
+			        "--log-level must be error, warning, notice, "
+			        "info or debug, not \"" +
+			                vm["log-level"].as<std::string>() +
+			                "\"",
+			        exit_code);
 		opts.log_level = *level;
+	}
+	if (vm.count("probe-interval")) {
+		// Signed: "-1" read as unsigned wrapped to 4294967295.
+		const std::string &text =
+		        vm["probe-interval"].as<std::string>();
+		int64_t seconds = -1;
+		if (!boost::conversion::try_lexical_convert(text, seconds) ||
+		    seconds < 0 || seconds > kMaxProbeIntervalSeconds)
+			return UsageError(
+			        "--probe-interval must be 0 (never) or a whole "
+			        "number of seconds up to " +
+			                std::to_string(
+			                        kMaxProbeIntervalSeconds) +
+			                " (a year), not \"" + text + "\"",
+			        exit_code);
+		opts.probe_interval_s = static_cast<unsigned>(seconds);
 	}
 	if (vm.count("metrics-listen")) {
 		auto address = ParseLoopbackAddress(
@@ -183,12 +228,10 @@ std::optional<Options> ParseArgs(int argc, char **argv, int *exit_code)
 		return std::nullopt;
 	}
 	opts.foreground = vm.count("foreground") > 0;
-	if (opts.state_dir.empty() || opts.socket_path.empty()) {
-		std::cerr << "replipiped: --state-dir and --socket must not be "
-		             "empty\n";
-		*exit_code = kExitUsage;
-		return std::nullopt;
-	}
+	if (opts.state_dir.empty())
+		return UsageError("--state-dir must not be empty", exit_code);
+	if (auto error = CheckSocketPath("--socket", opts.socket_path))
+		return UsageError(*error, exit_code);
 	return opts;
 }
 

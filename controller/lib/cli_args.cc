@@ -1,6 +1,7 @@
 #include "cli_args.h"
 
 #include <fcntl.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -9,6 +10,7 @@
 #include <cstdlib>
 #include <sstream>
 
+#include <boost/lexical_cast/try_lexical_convert.hpp>
 #include <boost/program_options.hpp>
 
 #include "text_scan.h"
@@ -25,15 +27,37 @@ namespace po = boost::program_options;
 // errors, and milliseconds of them would overflow the clocks' int64_t.
 constexpr double kMaxSeconds = 365.0 * 24 * 3600;
 
-// $REPLIPIPE_CALL_TIMEOUT: all of text is a number of seconds above 0, at
-// most a year.
+// $REPLIPIPE_CALL_TIMEOUT: all of text is a plain decimal number of
+// seconds (digits and at most one '.'; no blanks, sign, exponent or
+// hexadecimal, which strtod(3) would take) above 0, at most a year.
 std::optional<double> ParseCallTimeout(const char *text)
 {
+	size_t digits = 0, points = 0, length = 0;
+	for (const char *c = text; *c; ++c, ++length) {
+		if (*c >= '0' && *c <= '9')
+			++digits;
+		else if (*c == '.')
+			++points;
+		else
+			return std::nullopt;
+	}
+	if (digits == 0 || points > 1)
+		return std::nullopt;
 	char *end = nullptr;
 	errno = 0;
 	double seconds = std::strtod(text, &end);
-	if (end == text || *end != '\0' || errno != 0 || !(seconds > 0) ||
+	if (end != text + length || errno != 0 || !(seconds > 0) ||
 	    !(seconds <= kMaxSeconds))
+		return std::nullopt;
+	return seconds;
+}
+
+// --timeout and --interval: a number as boost_po reads a double (so that
+// an error can quote the text as given). nullopt when it is none.
+std::optional<double> ParseSecondsOption(const std::string &text)
+{
+	double seconds = 0;
+	if (!boost::conversion::try_lexical_convert(text, seconds))
 		return std::nullopt;
 	return seconds;
 }
@@ -73,7 +97,7 @@ const CommandInfo kCommands[] = {
          "Lists the pipes: reference, name, mode, pair count and states.",
          "replipipectl list"},
         {CliCommand::kStatus, "status",
-         "status [PIPE] [--watch [--interval S]]",
+         "status [PIPE] [--watch [--interval SECONDS]]",
          "Shows every pipe (or PIPE) with its pairs, their states and resync\n"
          "progress. --watch refreshes until interrupted.",
          "replipipectl --json status db"},
@@ -163,7 +187,8 @@ po::options_description CommandOptions(CliCommand command)
 		                   po::value<std::string>()->value_name("PIPE"),
 		                   "the pipe (default: all)")(
 		        "watch", "refresh until interrupted")(
-		        "interval", po::value<double>()->value_name("SECONDS"),
+		        "interval",
+		        po::value<std::string>()->value_name("SECONDS"),
 		        "refresh interval of --watch (default 1)");
 		break;
 	case CliCommand::kWait:
@@ -172,7 +197,8 @@ po::options_description CommandOptions(CliCommand command)
 		                   "the pipe")(
 		        "state", po::value<std::string>()->value_name("STATE"),
 		        "Syncing, InSync, Degraded or Paused (default InSync)")(
-		        "timeout", po::value<double>()->value_name("SECONDS"),
+		        "timeout",
+		        po::value<std::string>()->value_name("SECONDS"),
 		        "give up after SECONDS and exit 3 (default: never)");
 		break;
 	case CliCommand::kDelete:
@@ -327,15 +353,23 @@ std::optional<std::string> BuildRequest(CliCommand command,
 		req.pipe = pipe_arg;
 		inv.watch = vm.count("watch") > 0;
 		if (vm.count("interval")) {
-			inv.interval_seconds = vm["interval"].as<double>();
-			if (!(inv.interval_seconds >= 0.1) ||
-			    !(inv.interval_seconds <= kMaxSeconds))
+			// Without --watch it would be ignored.
+			if (!inv.watch)
+				return std::string("--interval is given "
+				                   "without --watch");
+			const std::string &text =
+			        vm["interval"].as<std::string>();
+			auto seconds = ParseSecondsOption(text);
+			if (!seconds || !(*seconds >= 0.1) ||
+			    !(*seconds <= kMaxSeconds))
 				return "--interval must be at least 0.1 and at "
 				       "most " +
 				       std::to_string(int64_t(kMaxSeconds)) +
-				       " seconds (a year)";
+				       " seconds (a year), not \"" + text +
+				       "\"";
+			inv.interval_seconds = *seconds;
 		}
-		return std::nullopt;
+		break;
 	case CliCommand::kWait:
 		req.op = ControlOp::kStatus;
 		req.pipe = pipe_arg;
@@ -349,14 +383,16 @@ std::optional<std::string> BuildRequest(CliCommand command,
 			inv.wait_state = *state;
 		}
 		if (vm.count("timeout")) {
-			double t = vm["timeout"].as<double>();
-			if (!(t >= 0) || !(t <= kMaxSeconds))
+			const std::string &text =
+			        vm["timeout"].as<std::string>();
+			auto t = ParseSecondsOption(text);
+			if (!t || !(*t >= 0) || !(*t <= kMaxSeconds))
 				return "--timeout must be a non-negative "
 				       "number "
 				       "of seconds, at most " +
 				       std::to_string(int64_t(kMaxSeconds)) +
-				       " (a year)";
-			inv.timeout_seconds = t;
+				       " (a year), not \"" + text + "\"";
+			inv.timeout_seconds = *t;
 		}
 		break;
 	case CliCommand::kDelete:
@@ -368,11 +404,18 @@ std::optional<std::string> BuildRequest(CliCommand command,
 		req.op = command == CliCommand::kPause ? ControlOp::kPause
 		                                       : ControlOp::kResume;
 		req.pipe = pipe_arg;
-		if (vm.count("pair"))
+		if (vm.count("pair")) {
 			req.pair = vm["pair"].as<std::string>();
+			if (req.pair->empty())
+				return std::string("--pair must not be empty");
+		}
 		break;
 	}
-	if (!req.pipe || req.pipe->empty())
+	// An empty PIPE (an unset variable, quoted) names no pipe; the
+	// daemon would answer "not found" (5), or `status` show every pipe.
+	if (req.pipe && req.pipe->empty())
+		return std::string("PIPE must not be empty");
+	if (!req.pipe && command != CliCommand::kStatus)
 		return std::string("PIPE is required");
 	return std::nullopt;
 }
@@ -472,7 +515,7 @@ Result<std::string> LoadGoalFile(const std::string &path)
 {
 	const bool from_stdin = path == "-";
 	const std::string what =
-	        from_stdin ? "the Goal on stdin" : "Goal file " + path;
+	        from_stdin ? "the Goal on stdin" : "Goal file \"" + path + "\"";
 	UniqueFd file;
 	if (!from_stdin) {
 		file.Reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -570,6 +613,77 @@ std::string CommandHelp(CliCommand command)
 	return out.str();
 }
 
+namespace
+{
+
+// The option of desc that word names ("--name", "--name=value", or a short
+// option "-h"), or nullptr.
+const po::option_description *OptionOf(const std::string &word,
+                                       const po::options_description &desc)
+{
+	if (word.size() > 2 && word[0] == '-' && word[1] == '-')
+		return desc.find_nothrow(word.substr(2, word.find('=') - 2),
+		                         false);
+	if (word.size() == 2 && word[0] == '-' && word[1] != '-')
+		return desc.find_nothrow(word, false);
+	return nullptr;
+}
+
+} // namespace
+
+Result<std::vector<std::string>>
+PositionalWords(const std::vector<std::string> &args,
+                const po::options_description &desc)
+{
+	std::vector<std::string> positional;
+	for (size_t i = 0; i < args.size(); ++i) {
+		const std::string &word = args[i];
+		if (word == "--") {
+			positional.insert(positional.end(),
+			                  args.begin() + i + 1, args.end());
+			break;
+		}
+		if (word.size() < 2 || word[0] != '-') {
+			positional.push_back(word);
+			continue;
+		}
+		const po::option_description *option = OptionOf(word, desc);
+		if (!option)
+			break; // not an option of desc: boost_po says so
+		// Its value in the next word? (Not "--x=value", not a flag.)
+		if (word.find('=') != std::string::npos ||
+		    option->semantic()->min_tokens() == 0 ||
+		    i + 1 == args.size())
+			continue;
+		const std::string &value = args[++i];
+		if (OptionOf(value, desc))
+			return Status::Error(
+			        word +
+			        " needs a value, but the word after it, "
+			        "\"" +
+			        value +
+			        "\", is an option (if that is the value, "
+			        "write " +
+			        word + "=" + value + ")");
+	}
+	return positional;
+}
+
+size_t MaxSocketPathBytes()
+{
+	return sizeof(sockaddr_un{}.sun_path) - 1;
+}
+
+std::optional<std::string> CheckSocketPath(const std::string &what,
+                                           const std::string &path)
+{
+	if (!path.empty() && path.size() <= MaxSocketPathBytes())
+		return std::nullopt;
+	return what + " must be a socket path of 1 to " +
+	       std::to_string(MaxSocketPathBytes()) + " bytes, not \"" + path +
+	       "\"";
+}
+
 bool JsonRequested(const std::vector<std::string> &args)
 {
 	for (const std::string &arg : args) {
@@ -586,8 +700,12 @@ CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket,
 {
 	CliParse parse;
 	CliInvocation &inv = parse.invocation;
-	if (env_socket && *env_socket)
+	// Where the socket comes from, for its usage error.
+	std::string socket_from = "the default socket";
+	if (env_socket && *env_socket) {
 		inv.socket_path = env_socket;
+		socket_from = "REPLIPIPE_SOCKET";
+	}
 
 	// The global options come before the command; the command is the
 	// first word that is neither an option nor --socket's value.
@@ -609,6 +727,8 @@ CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket,
 	global_desc.add_options()("help,h", "")("version", "")("json", "")(
 	        "socket", po::value<std::string>());
 	po::variables_map global_vm;
+	if (auto words = PositionalWords(global, global_desc); !words.ok())
+		return UsageError("", words.status().message());
 	try {
 		po::store(po::command_line_parser(global)
 		                  .options(global_desc)
@@ -619,8 +739,10 @@ CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket,
 	} catch (const po::error &e) {
 		return UsageError("", e.what());
 	}
-	if (global_vm.count("socket"))
+	if (global_vm.count("socket")) {
 		inv.socket_path = global_vm["socket"].as<std::string>();
+		socket_from = "--socket";
+	}
 	inv.json = global_vm.count("json") > 0;
 	if (global_vm.count("version")) {
 		parse.kind = CliParse::Kind::kVersion;
@@ -651,6 +773,18 @@ CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket,
 	if (TakesPipeArg(info->command))
 		positional.add("pipe-arg", 1);
 	po::variables_map vm;
+	auto words = PositionalWords(rest, desc);
+	if (!words.ok())
+		return UsageError(prefix, words.status().message());
+	// Boost_po's "too many positional options" does not say which.
+	const size_t takes = TakesPipeArg(info->command) ? 1 : 0;
+	if (words->size() > takes)
+		return UsageError(
+		        prefix,
+		        "unexpected argument \"" + (*words)[takes] + "\"" +
+		                (takes ? " after PIPE \"" + (*words)[0] + "\""
+		                       : std::string(" (") + info->name +
+		                                 " takes options only)"));
 	try {
 		po::store(po::command_line_parser(rest)
 		                  .options(desc)
@@ -664,8 +798,18 @@ CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket,
 	}
 	if (vm.count("help"))
 		return Help(CommandHelp(info->command));
-	if (vm.count("socket"))
+	if (vm.count("socket")) {
+		// As boost_po says for the other options given twice.
+		if (global_vm.count("socket"))
+			return UsageError(
+			        prefix, "option '--socket' cannot be specified "
+			                "more than once");
 		inv.socket_path = vm["socket"].as<std::string>();
+		socket_from = "--socket";
+	}
+	// The caller's mistake (64), not an unreachable daemon (69).
+	if (auto error = CheckSocketPath(socket_from, inv.socket_path))
+		return UsageError(prefix, *error);
 	if (vm.count("json"))
 		inv.json = true;
 	if (auto error = BuildRequest(info->command, vm, inv))
@@ -678,8 +822,8 @@ CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket,
 			return UsageError(
 			        prefix,
 			        std::string(kCallTimeoutEnv) +
-			                " must be a number of seconds "
-			                "above 0 and at most " +
+			                " must be a plain decimal number of "
+			                "seconds above 0 and at most " +
 			                std::to_string(int64_t(kMaxSeconds)) +
 			                " (a year), not \"" + env_call_timeout +
 			                "\"");

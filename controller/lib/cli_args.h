@@ -13,6 +13,11 @@
 #include "method.h"
 #include "status.h"
 
+namespace boost::program_options
+{
+class options_description;
+} // namespace boost::program_options
+
 namespace replipipe
 {
 
@@ -89,9 +94,30 @@ bool JsonRequested(const std::vector<std::string> &args);
 // args: the arguments after the program name. env_socket: the value of
 // REPLIPIPE_SOCKET (nullptr when unset); --socket wins over it.
 // env_call_timeout: the value of REPLIPIPE_CALL_TIMEOUT (nullptr or empty
-// when unset), seconds above 0 and at most a year, else a usage error.
+// when unset), seconds above 0 and at most a year as a plain decimal number
+// (digits, at most one '.'), else a usage error.
 CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket,
                   const char *env_call_timeout = nullptr);
+
+// The words of args that are neither options of desc nor their values
+// (all words after "--"), in order; scanning stops at a word that is no
+// option of desc (boost_po reports it). An error (a usage error) for an
+// option that needs a value written as a word of its own and followed by
+// an option of desc ("--x...", "--x=...", or a short option such as
+// "-h"): boost_po's parser would take that option as the value, so that
+// `--name --clear-pairs` (an unquoted empty variable) renames the pipe to
+// "--clear-pairs" and clears nothing. Such a value is written --opt=value.
+// Shared by replipipectl and replipiped.
+Result<std::vector<std::string>>
+PositionalWords(const std::vector<std::string> &args,
+                const boost::program_options::options_description &desc);
+
+// The longest path a Unix socket address holds (sun_path less its NUL).
+size_t MaxSocketPathBytes();
+// A usage error for a socket path that cannot be one (empty or longer than
+// MaxSocketPathBytes()), naming it and what (the option or variable).
+std::optional<std::string> CheckSocketPath(const std::string &what,
+                                           const std::string &path);
 
 // Splits a --pair value SRC=TGT at the first '=' that is outside double
 // quotes and not followed (after blanks) by '"' (the '=' of a CIM reference's
@@ -106,7 +132,7 @@ Result<std::pair<std::string, std::string>> SplitPairArg(std::string_view arg);
 // nullopt when it is not one of Syncing, InSync, Degraded, Paused.
 std::optional<std::string> CanonicalPairState(std::string_view text);
 
-// Reads --goal-file ("-" is stdin). Errors name the file and carry the
+// Reads --goal-file ("-" is stdin). Errors name the file (quoted) and carry the
 // errno of open(2) or read(2) (exit 66); err() EILSEQ when the text is not
 // UTF-8 and EFBIG when it is longer than the control protocol's line
 // (kMaxLineBytes; reading stops there): usage errors, exit 64, not 66.

@@ -230,7 +230,7 @@ TEST(CliArgs, GoalFileThatIsNotUtf8)
 	ASSERT_FALSE(goal.ok());
 	EXPECT_EQ(goal.status().err(), EILSEQ);
 	EXPECT_EQ(goal.status().message(),
-	          "Goal file " + path + " is not UTF-8 text (byte 48)");
+	          "Goal file \"" + path + "\" is not UTF-8 text (byte 48)");
 	std::remove(path.c_str());
 }
 
@@ -262,7 +262,8 @@ TEST(CliArgs, GoalFileIsNotReadPastTheLineLimit)
 	ASSERT_FALSE(goal.ok());
 	EXPECT_EQ(goal.status().err(), EFBIG);
 	EXPECT_EQ(goal.status().message(),
-	          "Goal file /dev/zero is longer than the control protocol "
+	          "Goal file \"/dev/zero\" is longer than the control "
+	          "protocol "
 	          "takes (at most 1048576 bytes)");
 }
 
@@ -344,6 +345,202 @@ TEST(CliArgs, ExitCodes)
 	EXPECT_EQ(kExitUsage, 64);
 	EXPECT_EQ(kExitUnavailable, 69);
 	EXPECT_EQ(kExitBusy, 16);
+}
+
+// Every needle is in the usage error of args.
+void ExpectUsageNaming(std::vector<std::string> args,
+                       const std::vector<std::string> &needles,
+                       const char *env_call_timeout = nullptr,
+                       const char *env_socket = nullptr)
+{
+	CliParse parse = ParseCli(args, env_socket, env_call_timeout);
+	std::string joined;
+	for (const auto &a : args)
+		joined += "'" + a + "' ";
+	EXPECT_EQ(parse.kind, CliParse::Kind::kUsageError) << joined;
+	for (const std::string &needle : needles)
+		EXPECT_NE(parse.text.find(needle), std::string::npos)
+		        << joined << ": \"" << parse.text << "\" lacks "
+		        << needle;
+}
+
+// Boost's parser takes the word after an option that needs a value as that
+// value even when it is another option: `--name --clear-pairs` (an empty
+// shell variable left unquoted) renamed the pipe to "--clear-pairs" and
+// did not clear the pairs. Now a usage error that names both words; a
+// value that is an option's name is written --opt=value.
+TEST(CliArgs, AnOptionDoesNotTakeTheNextOptionAsItsValue)
+{
+	ExpectUsageNaming({"create-or-modify", "--source-system", "a",
+	                   "--target-system", "b", "--pipe", "db", "--name",
+	                   "--clear-pairs"},
+	                  {"--name", "\"--clear-pairs\""});
+	ExpectUsageNaming(Create({"--goal", "--pipe", "db"}),
+	                  {"--goal", "\"--pipe\""});
+	ExpectUsageNaming(Create({"--goal-file", "--pipe=db"}),
+	                  {"--goal-file", "\"--pipe=db\""});
+	ExpectUsageNaming({"pause", "db", "--pair", "--json"},
+	                  {"--pair", "\"--json\""});
+	ExpectUsageNaming({"resume", "db", "--pair", "--socket", "/s"},
+	                  {"--pair", "\"--socket\""});
+	ExpectUsageNaming({"--socket", "--json", "list"},
+	                  {"--socket", "\"--json\""});
+	ExpectUsageNaming({"list", "--socket", "--help"},
+	                  {"--socket", "\"--help\""});
+	ExpectUsageNaming({"wait", "db", "--state", "--timeout", "5"},
+	                  {"--state", "\"--timeout\""});
+	ExpectUsageNaming({"wait", "db", "--state", "-h"}, {"--state"});
+	ExpectUsageNaming({"status", "--watch", "--interval", "--json"},
+	                  {"--interval", "\"--json\""});
+
+	// --opt=value takes any value, and a word that is no option of the
+	// command is a value.
+	CliInvocation inv = ParseRun({"create-or-modify", "--source-system",
+	                              "a", "--target-system", "b", "--pipe",
+	                              "db", "--name=--clear-pairs"});
+	EXPECT_EQ(inv.request.call.pipe_element_name, "--clear-pairs");
+	EXPECT_FALSE(inv.request.call.source_endpoints.has_value());
+	inv = ParseRun({"pause", "db", "--pair=--json"});
+	EXPECT_EQ(inv.request.pair, "--json");
+	EXPECT_FALSE(inv.json);
+	inv = ParseRun({"--socket=--json", "list"});
+	EXPECT_EQ(inv.socket_path, "--json");
+	inv = ParseRun(Create({"--goal", "--not-an-option"}));
+	EXPECT_EQ(inv.request.call.goal, "--not-an-option");
+	inv = ParseRun(Create({"--goal", "-x"}));
+	EXPECT_EQ(inv.request.call.goal, "-x");
+	inv = ParseRun({"pause", "db", "--pair", "replipipe_0/a", "--json"});
+	EXPECT_EQ(inv.request.pair, "replipipe_0/a");
+	EXPECT_TRUE(inv.json);
+}
+
+// The socket is the caller's: an empty one, or one longer than a Unix
+// socket address holds (107 bytes), is a usage error that names it, not
+// "cannot reach replipiped" (69). So is a second --socket after the
+// command.
+TEST(CliArgs, BadOrRepeatedSocketIsAUsageError)
+{
+	const std::string longest = "/" + std::string(106, 's');
+	const std::string too_long = longest + "s";
+	ExpectUsageNaming({"--socket", "", "list"}, {"--socket", "\"\""});
+	ExpectUsageNaming({"list", "--socket", ""}, {"--socket", "\"\""});
+	ExpectUsageNaming({"--socket", too_long, "list"},
+	                  {"--socket", "\"" + too_long + "\"", "107"});
+	ExpectUsageNaming({"list"}, {"REPLIPIPE_SOCKET", too_long}, nullptr,
+	                  too_long.c_str());
+	EXPECT_EQ(ParseRun({"--socket", longest, "list"}).socket_path, longest);
+	// An empty REPLIPIPE_SOCKET is unset.
+	EXPECT_EQ(ParseRun({"list"}, "").socket_path, kDefaultSocketPath);
+
+	ExpectUsageNaming(
+	        {"--socket", "/a.sock", "list", "--socket", "/b.sock"},
+	        {"--socket", "more than once"});
+	ExpectUsageNaming(
+	        {"--socket=/a.sock", "status", "db", "--socket=/a.sock"},
+	        {"--socket", "more than once"});
+}
+
+// Usage errors name the word they refuse.
+TEST(CliArgs, UsageErrorsNameTheValue)
+{
+	ExpectUsageNaming({"delete", "a", "b"}, {"\"b\""});
+	ExpectUsageNaming({"status", "db", "extra"}, {"\"extra\""});
+	ExpectUsageNaming({"list", "foo"}, {"\"foo\""});
+	ExpectUsageNaming({"events", "--json", "foo"}, {"\"foo\""});
+	ExpectUsageNaming(Create({"extra-positional"}),
+	                  {"\"extra-positional\""});
+	ExpectUsageNaming({"wait", "db", "--timeout", "99999999999999999999"},
+	                  {"--timeout", "\"99999999999999999999\""});
+	ExpectUsageNaming({"wait", "db", "--timeout", "soon"},
+	                  {"--timeout", "\"soon\""});
+	ExpectUsageNaming({"status", "--watch", "--interval", "0.05"},
+	                  {"--interval", "\"0.05\""});
+	ExpectUsageNaming({"status", "--watch", "--interval", "often"},
+	                  {"--interval", "\"often\""});
+	// Numbers that are in range are still taken as before.
+	CliInvocation inv =
+	        ParseRun({"status", "--watch", "--interval", "0.5"});
+	EXPECT_EQ(inv.interval_seconds, 0.5);
+	inv = ParseRun({"wait", "db", "--timeout", "1e3"});
+	EXPECT_EQ(inv.timeout_seconds, 1000.0);
+}
+
+// An empty --goal-file is named as "", not as nothing ("open Goal file :").
+TEST(CliArgs, GoalFileErrorsQuoteTheName)
+{
+	auto goal = LoadGoalFile("");
+	ASSERT_FALSE(goal.ok());
+	EXPECT_EQ(goal.status().err(), ENOENT);
+	EXPECT_NE(goal.status().message().find("Goal file \"\""),
+	          std::string::npos)
+	        << goal.status().message();
+}
+
+// --interval without --watch would be silently ignored; and
+// REPLIPIPE_CALL_TIMEOUT is a plain decimal number (strtod took blanks
+// before it and hexadecimal).
+TEST(CliArgs, IntervalNeedsWatchAndCallTimeoutIsPlainDecimal)
+{
+	ExpectUsageNaming({"status", "--interval", "5"},
+	                  {"--interval", "--watch"});
+	ExpectUsageNaming({"status", "db", "--interval=5"},
+	                  {"--interval", "--watch"});
+	EXPECT_EQ(ParseRun({"status", "--interval", "5", "--watch"})
+	                  .interval_seconds,
+	          5.0);
+
+	for (const char *bad : {" 5", "5 ", "\t5", "0x10", "+5", "1e3", "5.0.1",
+	                        ".", "-0", "INF", "1,5"})
+		ExpectUsageNaming({"list"},
+		                  {"REPLIPIPE_CALL_TIMEOUT",
+		                   "\"" + std::string(bad) + "\""},
+		                  bad);
+	struct Good {
+		const char *text;
+		double seconds;
+	};
+	for (const Good &good :
+	     {Good{"5", 5}, Good{"2.5", 2.5}, Good{"0.5", 0.5}, Good{".5", 0.5},
+	      Good{"007", 7}, Good{"31536000", 31536000}}) {
+		CliParse parse = ParseCli({"list"}, nullptr, good.text);
+		ASSERT_EQ(parse.kind, CliParse::Kind::kRun)
+		        << good.text << ": " << parse.text;
+		EXPECT_EQ(parse.invocation.call_timeout_seconds, good.seconds)
+		        << good.text;
+	}
+}
+
+// An empty PIPE or --pair is a usage error for every command; `status ""`
+// and `pause db --pair ""` went to the daemon (exit 5).
+TEST(CliArgs, EmptyPipeOrPairIsAUsageError)
+{
+	for (const char *command :
+	     {"status", "wait", "delete", "pause", "resume"})
+		ExpectUsageNaming({command, ""}, {"PIPE must not be empty"});
+	ExpectUsageNaming({"status", "--watch", ""},
+	                  {"PIPE must not be empty"});
+	ExpectUsageNaming({"pause", "db", "--pair", ""},
+	                  {"--pair must not be empty"});
+	ExpectUsageNaming({"resume", "--pair", "", "db"},
+	                  {"--pair must not be empty"});
+	ExpectUsageNaming(Create({"--pipe", ""}), {"--pipe must not be empty"});
+	// The name may be empty: on modify it keeps the name.
+	EXPECT_EQ(ParseRun({"create-or-modify", "--name", "", "--source-system",
+	                    "a", "--target-system", "b", "--pipe", "db"})
+	                  .request.call.pipe_element_name,
+	          "");
+}
+
+// The help spells the status synopsis as docs/cli.md does.
+TEST(CliArgs, StatusSynopsisSaysSeconds)
+{
+	const std::string synopsis = "status [PIPE] [--watch [--interval "
+	                             "SECONDS]]";
+	EXPECT_NE(GlobalHelp().find(synopsis), std::string::npos)
+	        << GlobalHelp();
+	EXPECT_NE(CommandHelp(CliCommand::kStatus).find(synopsis),
+	          std::string::npos)
+	        << CommandHelp(CliCommand::kStatus);
 }
 
 TEST(CliArgs, CanonicalPairState)

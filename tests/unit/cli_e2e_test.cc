@@ -36,14 +36,20 @@ using testing::FillListenQueue;
 using testing::InProcessDaemon;
 using testing::ListenOnly;
 
-std::string CliPath()
+// The path of program next to this test binary ("" when there is none).
+std::string ProgramPath(const char *program)
 {
 	std::error_code ec;
 	auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
 	if (ec)
 		return "";
-	auto cli = self.parent_path() / "replipipectl";
-	return std::filesystem::exists(cli) ? cli.string() : "";
+	auto path = self.parent_path() / program;
+	return std::filesystem::exists(path) ? path.string() : "";
+}
+
+std::string CliPath()
+{
+	return ProgramPath("replipipectl");
 }
 
 struct CliRun {
@@ -62,15 +68,16 @@ std::string ReadAll(int fd)
 	return text;
 }
 
-// Runs the CLI with REPLIPIPE_SOCKET=socket (unless empty) and args. A CLI
+// Runs program with args, in the directory cwd (unless empty). A program
 // still running after limit_seconds is ended by SIGALRM (exit 128 here):
-// a hang fails its test instead of stopping the suite. env: more
-// "NAME=value" for the CLI; stdin_path: a file to open as its stdin.
-CliRun RunCli(const std::string &socket, std::vector<std::string> args,
-              unsigned limit_seconds = 60, std::vector<std::string> env = {},
-              const std::string &stdin_path = "")
+// a hang fails its test instead of stopping the suite. env: "NAME=value"
+// for the program; stdin_path: a file to open as its stdin.
+CliRun RunProgram(const std::string &program, std::vector<std::string> args,
+                  unsigned limit_seconds, std::vector<std::string> env,
+                  const std::string &stdin_path = "",
+                  const std::string &cwd = "")
 {
-	const std::string cli = CliPath();
+	const std::string &cli = program;
 	int out[2], err[2];
 	EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
 	EXPECT_EQ(::pipe2(err, O_CLOEXEC), 0);
@@ -79,7 +86,6 @@ CliRun RunCli(const std::string &socket, std::vector<std::string> args,
 	for (auto &a : args)
 		argv.push_back(a.data());
 	argv.push_back(nullptr);
-	std::string env_socket = "REPLIPIPE_SOCKET=" + socket;
 	pid_t pid = ::fork();
 	if (pid == 0) {
 		::dup2(out[1], STDOUT_FILENO);
@@ -90,8 +96,8 @@ CliRun RunCli(const std::string &socket, std::vector<std::string> args,
 			if (in < 0 || ::dup2(in, STDIN_FILENO) < 0)
 				::_exit(126);
 		}
-		if (!socket.empty())
-			::putenv(env_socket.data());
+		if (!cwd.empty() && ::chdir(cwd.c_str()) != 0)
+			::_exit(126);
 		for (std::string &e : env)
 			::putenv(e.data());
 		::alarm(limit_seconds); // outlives the exec
@@ -111,6 +117,18 @@ CliRun RunCli(const std::string &socket, std::vector<std::string> args,
 	::waitpid(pid, &status, 0);
 	run.exit = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 	return run;
+}
+
+// Runs the CLI with REPLIPIPE_SOCKET=socket (unless empty) and args; as
+// RunProgram.
+CliRun RunCli(const std::string &socket, std::vector<std::string> args,
+              unsigned limit_seconds = 60, std::vector<std::string> env = {},
+              const std::string &stdin_path = "")
+{
+	if (!socket.empty())
+		env.insert(env.begin(), "REPLIPIPE_SOCKET=" + socket);
+	return RunProgram(CliPath(), std::move(args), limit_seconds,
+	                  std::move(env), stdin_path);
 }
 
 // `list` on path with a call bound of 1 s, where nothing answers: it must
@@ -421,7 +439,7 @@ TEST_F(CliE2E, RequestOverTheLineLimitExits64)
 	        {d.dir_ / "huge.mof",
 	         "is longer than the control protocol takes (at most "
 	         "1048576 bytes)"},
-	        {"/dev/zero", "Goal file /dev/zero is longer than the "
+	        {"/dev/zero", "Goal file \"/dev/zero\" is longer than the "
 	                      "control protocol takes"},
 	};
 	for (const auto &[goal_file, says] : cases) {
@@ -430,8 +448,12 @@ TEST_F(CliE2E, RequestOverTheLineLimitExits64)
 			        Cli(CreateWithGoalFile(goal_file, as_json));
 			EXPECT_EQ(run.exit, kExitUsage)
 			        << goal_file << run.out << run.err;
-			EXPECT_NE((run.out + run.err).find(says),
-			          std::string::npos)
+			const std::string said =
+			        as_json && json::accept(run.out)
+			                ? json::parse(run.out)["Error"]
+			                          .get<std::string>()
+			                : run.err;
+			EXPECT_NE(said.find(says), std::string::npos)
 			        << goal_file << run.out << run.err;
 		}
 	}
@@ -659,6 +681,9 @@ TEST_F(CliE2E, GoalFileReadErrorsExit66)
 			if (!json::accept(run.out))
 				continue;
 			said = json::parse(run.out)["Error"];
+			// docs/cli.md: {"Error": ..., "code": ...}.
+			EXPECT_EQ(json::parse(run.out)["code"], "no_input")
+			        << run.out;
 		}
 		EXPECT_NE(said.find(dir), std::string::npos) << said;
 		EXPECT_NE(said.find(why), std::string::npos) << said;
@@ -696,6 +721,161 @@ TEST_F(CliE2E, LostConnectionExits69AndAGarbledReply76)
 		EXPECT_TRUE(answered.get()) << c.reply;
 		EXPECT_EQ(run.exit, c.exit) << c.reply << ": " << run.err;
 	}
+}
+
+// An option that needs a value does not take the option after it as its
+// value: `--name --clear-pairs` renamed the pipe to "--clear-pairs" and
+// exited 0. Now 64, and the pipe is left alone.
+TEST_F(CliE2E, AnOptionWithoutItsValueIsAUsageError)
+{
+	CreateDb();
+	for (bool as_json : {false, true}) {
+		std::vector<std::string> args = {"create-or-modify",
+		                                 "--source-system",
+		                                 testing::kTestHost,
+		                                 "--target-system",
+		                                 "node2",
+		                                 "--pipe",
+		                                 "db",
+		                                 "--name",
+		                                 "--clear-pairs"};
+		if (as_json)
+			args.push_back("--json");
+		CliRun run = Cli(args);
+		EXPECT_EQ(run.exit, kExitUsage) << run.out << run.err;
+		const std::string said = as_json && json::accept(run.out)
+		                                 ? json::parse(run.out)["Error"]
+		                                           .get<std::string>()
+		                                 : run.err;
+		EXPECT_NE(said.find("--name"), std::string::npos) << said;
+		EXPECT_NE(said.find("\"--clear-pairs\""), std::string::npos)
+		        << said;
+	}
+	CliRun pause = Cli({"pause", "db", "--pair", "--json"});
+	EXPECT_EQ(pause.exit, kExitUsage) << pause.out << pause.err;
+	CliRun status = Cli({"--json", "status", "db"});
+	ASSERT_EQ(status.exit, 0) << status.err;
+	json pipe = json::parse(status.out)["pipes"][0];
+	EXPECT_EQ(pipe["name"], "db");
+	ASSERT_EQ(pipe["pairs"].size(), 1u);
+	EXPECT_EQ(pipe["pairs"][0]["state"], "Syncing");
+}
+
+// Usage errors, not the daemon's: an empty PIPE or --pair (exited 5 from
+// the daemon), an empty or too long --socket (exited 69, "cannot reach").
+TEST_F(CliE2E, EmptyValuesAndBadSocketsExit64)
+{
+	CreateDb();
+	for (const std::vector<std::string> &args :
+	     {std::vector<std::string>{"status", ""},
+	      std::vector<std::string>{"pause", "db", "--pair", ""},
+	      std::vector<std::string>{"resume", "db", "--pair", ""},
+	      std::vector<std::string>{"--socket", "", "list"},
+	      std::vector<std::string>{"--socket", "/" + std::string(200, 's'),
+	                               "list"},
+	      std::vector<std::string>{"--socket", d.socket_path(), "list",
+	                               "--socket", d.socket_path()}}) {
+		CliRun run = Cli(args);
+		EXPECT_EQ(run.exit, kExitUsage) << args[0] << " " << args[1]
+		                                << ": " << run.out << run.err;
+		EXPECT_EQ(run.err.find("cannot reach"), std::string::npos)
+		        << run.err;
+	}
+	CliRun as_json = Cli({"--json", "--socket", "", "list"});
+	EXPECT_EQ(as_json.exit, kExitUsage) << as_json.out << as_json.err;
+	ASSERT_TRUE(json::accept(as_json.out)) << as_json.out;
+	EXPECT_EQ(json::parse(as_json.out)["code"], "usage") << as_json.out;
+}
+
+// replipiped's own command line; the daemon runs in a directory of its own
+// with its state and socket there, and a run that gets past the parsing
+// (the bugs) is ended after 10 s.
+class DaemonArgs : public ::testing::Test
+{
+protected:
+	void SetUp() override
+	{
+		if (ProgramPath("replipiped").empty())
+			GTEST_SKIP() << "replipiped not built next to the test "
+			                "binary";
+	}
+
+	CliRun Run(std::vector<std::string> args)
+	{
+		return RunProgram(ProgramPath("replipiped"), std::move(args),
+		                  10, {}, "", dir_.path());
+	}
+
+	// The options that keep a daemon that starts inside dir_.
+	std::vector<std::string> Contained(std::vector<std::string> more)
+	{
+		std::vector<std::string> args = {"--state-dir", dir_ / "state",
+		                                 "--socket", dir_ / "s.sock",
+		                                 "--foreground"};
+		args.insert(args.end(), more.begin(), more.end());
+		return args;
+	}
+
+	testing::TempDir dir_;
+};
+
+TEST_F(DaemonArgs, AnOptionWithoutItsValueIsAUsageError)
+{
+	CliRun run = Run(
+	        {"--socket", dir_ / "s.sock", "--state-dir", "--foreground"});
+	EXPECT_EQ(run.exit, kExitUsage) << run.err;
+	EXPECT_NE(run.err.find("--state-dir"), std::string::npos) << run.err;
+	EXPECT_NE(run.err.find("\"--foreground\""), std::string::npos)
+	        << run.err;
+	EXPECT_FALSE(std::filesystem::exists(dir_ / "--foreground"));
+	run = Run(Contained({"--log-level", "-h"}));
+	EXPECT_EQ(run.exit, kExitUsage) << run.err;
+	// --opt=value is the way to give such a value.
+	run = Run(Contained({"--log-level=--foreground"}));
+	EXPECT_EQ(run.exit, kExitUsage) << run.err;
+	EXPECT_NE(run.err.find("not \"--foreground\""), std::string::npos)
+	        << run.err;
+}
+
+TEST_F(DaemonArgs, BadValuesAreUsageErrorsThatNameThem)
+{
+	for (const char *interval : {"-1", "4294967296", "31536001"}) {
+		CliRun run = Run(Contained({"--probe-interval", interval}));
+		EXPECT_EQ(run.exit, kExitUsage) << interval << ": " << run.err;
+		EXPECT_NE(run.err.find("--probe-interval"), std::string::npos)
+		        << run.err;
+		EXPECT_NE(run.err.find(std::string("\"") + interval + "\""),
+		          std::string::npos)
+		        << run.err;
+	}
+	CliRun run = Run(Contained({"--log-level", "bogus"}));
+	EXPECT_EQ(run.exit, kExitUsage) << run.err;
+	EXPECT_NE(run.err.find("\"bogus\""), std::string::npos) << run.err;
+
+	run = Run(Contained({"extra"}));
+	EXPECT_EQ(run.exit, kExitUsage) << run.err;
+	EXPECT_NE(run.err.find("\"extra\""), std::string::npos) << run.err;
+	run = Run({"extra", "--version"});
+	EXPECT_EQ(run.exit, kExitUsage) << run.out << run.err;
+
+	run = Run({"--state-dir", dir_ / "state", "--socket",
+	           "/" + std::string(200, 's'), "--foreground"});
+	EXPECT_EQ(run.exit, kExitUsage) << run.err;
+	EXPECT_FALSE(std::filesystem::exists(dir_ / "state"));
+}
+
+// The help is not wrapped inside a path (boost's 80 columns split the
+// default socket path in two).
+TEST_F(DaemonArgs, HelpKeepsPathsWhole)
+{
+	CliRun run = Run({"--help"});
+	EXPECT_EQ(run.exit, 0) << run.err;
+	for (const char *whole :
+	     {"(default /run/replipipe/replipiped.sock)",
+	      "(default /var/lib/replipipe)", "--probe-interval SECONDS"})
+		EXPECT_NE(run.out.find(whole), std::string::npos)
+		        << whole << " not in:\n"
+		        << run.out;
 }
 
 } // namespace

@@ -276,7 +276,7 @@ private:
 				    goal.status().err() == EFBIG)
 					return Fail(goal.status().message(),
 					            "usage", kExitUsage);
-				return Fail(goal.status().message(), "",
+				return Fail(goal.status().message(), "no_input",
 				            kExitNoInput);
 			}
 			request.call.goal = *goal;
