@@ -104,6 +104,12 @@ struct rp_intent {
 	spinlock_t		lock;		/* everything below */
 	bool			bound;		/* the header is valid */
 	/*
+	 * What header is on disk is not known (a PIPE_SET's write-back
+	 * failed): it may be valid for a binding not in memory.  Writes wait
+	 * for it to be invalidated, or fail (rp_intent_fix_header()).
+	 */
+	bool			stale_header;
+	/*
 	 * A PIPE_SET is rewriting the record (rp_intent_commit() until
 	 * rp_intent_settle()): nothing marks, clears or writes the bits.
 	 */

@@ -419,7 +419,10 @@ static ssize_t rp_show_configfs_dev_params(struct se_device *se_dev, char *b)
 		len += sprintf(b + len, "replipipe primary: none udev_path: %s",
 			       dev->has_udev_path ? dev->udev_path : "");
 
-	if (dev->intent && READ_ONCE(dev->intent->bound))
+	if (dev->intent && READ_ONCE(dev->intent->stale_header))
+		len += sprintf(b + len, "  intent: %s (header not known, writes wait)",
+			       dev->intent_path);
+	else if (dev->intent && READ_ONCE(dev->intent->bound))
 		len += sprintf(b + len, "  intent: %s (bound, %llu regions marked, %u KiB chunks)",
 			       dev->intent_path, rp_intent_marked(dev->intent),
 			       rp_intent_chunk_kib(dev->intent));

@@ -384,6 +384,7 @@ static int rp_intent_forget(struct rp_intent *in, const char *why)
 	if (!ret) {
 		spin_lock_irq(&in->lock);
 		in->bound = false;
+		in->stale_header = false;
 		spin_unlock_irq(&in->lock);
 	}
 	mutex_unlock(&in->io_lock);
@@ -393,6 +394,38 @@ static int rp_intent_forget(struct rp_intent *in, const char *why)
 	else
 		pr_info("%s: write-intent record %s: its target %s %s; it tracks nothing until a pair binds it\n",
 			in->dev->name, in->path, in->tgt_path, why);
+	return ret;
+}
+
+/*
+ * Invalidates the header of a record whose header on disk is not known
+ * (stale_header): until that is done no write may go on, since the header
+ * may vouch for a binding whose bits do not see it.  0 once it is done (the
+ * record tracks nothing: a full resync, never a stale load), -EAGAIN while
+ * a PIPE_SET rewrites the record (frozen), else the write error.  May
+ * block.
+ */
+static int rp_intent_fix_header(struct rp_intent *in)
+{
+	int ret = 0;
+
+	mutex_lock(&in->io_lock);
+	if (READ_ONCE(in->frozen)) {
+		ret = -EAGAIN;
+	} else if (READ_ONCE(in->stale_header)) {
+		ret = rp_intent_write_invalid(in);
+		if (!ret) {
+			spin_lock_irq(&in->lock);
+			in->stale_header = false;
+			spin_unlock_irq(&in->lock);
+			pr_info("%s: write-intent record %s: invalidated after its failed write-back; it tracks nothing until a pair binds it\n",
+				in->dev->name, in->path);
+		}
+	}
+	mutex_unlock(&in->io_lock);
+	if (ret && ret != -EAGAIN)
+		pr_err_ratelimited("%s: write-intent record %s: cannot invalidate it (%d); writes to the source fail\n",
+				   in->dev->name, in->path, ret);
 	return ret;
 }
 
@@ -752,6 +785,8 @@ void rp_intent_close(struct rp_dev *dev)
 	/* LIO destroys a device without commands: nothing waits here. */
 	flush_work(&in->write_work);
 	WARN_ON_ONCE(!list_empty(&in->waiting));
+	/* Its last chance: a header left valid would load stale bits. */
+	rp_intent_fix_header(in);
 	if (in->bound)
 		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1, U64_MAX);
 	dev->intent = NULL;
@@ -814,6 +849,11 @@ int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
 		spin_unlock_irq(&in->lock);
 		return -EAGAIN;
 	}
+	if (in->stale_header) {
+		spin_unlock_irq(&in->lock);
+		/* Then unbound: nothing to mark. */
+		return rp_intent_fix_header(in);
+	}
 	if (!in->bound || !in->nr_bits) {
 		spin_unlock_irq(&in->lock);
 		return 0;
@@ -845,6 +885,12 @@ bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req)
 		spin_unlock_irq(&in->lock);
 		return false;
 	}
+	if (in->stale_header) {
+		list_add_tail(&req->node, &in->waiting);
+		spin_unlock_irq(&in->lock);
+		queue_work(rp_wq, &in->write_work);
+		return false;
+	}
 	if (!in->bound || !in->nr_bits ||
 	    !__rp_intent_set(in, req->sector, req->nr_sects, &p0, &p1, &seq)) {
 		spin_unlock_irq(&in->lock);
@@ -870,7 +916,8 @@ static void rp_intent_write_work(struct work_struct *work)
 	LIST_HEAD(ready);
 	int ret = 0;
 
-	if (READ_ONCE(in->bound))
+	ret = rp_intent_fix_header(in);
+	if (!ret && READ_ONCE(in->bound))
 		ret = rp_intent_write_pages(in, 0, in->maps.nr_pages - 1,
 					    U64_MAX);
 	spin_lock_irq(&in->lock);
@@ -1053,6 +1100,7 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 		strscpy(in->tgt_path, pair->tgt_path, sizeof(in->tgt_path));
 		in->tgt_devt = pair->tgt.bdev->bd_dev;
 		in->bound = true;
+		in->stale_header = false;
 		in->epoch++;
 		spin_unlock_irq(&in->lock);
 		memset(&rb->maps, 0, sizeof(rb->maps));
@@ -1067,13 +1115,18 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 		spin_unlock_irq(&in->lock);
 		ret = rp_intent_write_binding(in, &in->maps,
 					      bound ? rb->sb : NULL);
-		if (ret && bound) {
-			spin_lock_irq(&in->lock);
-			in->bound = false;
-			spin_unlock_irq(&in->lock);
-		}
+		/*
+		 * Not written back, the disk may hold the binding the failed
+		 * call committed, valid, or the old one with only some of its
+		 * pages: writes must not go on unmarked under either.
+		 */
+		spin_lock_irq(&in->lock);
 		if (ret)
-			pr_err("%s: write-intent record %s: cannot write back its binding after a failed PIPE_SET (%d); it tracks nothing now\n",
+			in->bound = false;
+		in->stale_header = !!ret;
+		spin_unlock_irq(&in->lock);
+		if (ret)
+			pr_err("%s: write-intent record %s: cannot write back its binding after a failed PIPE_SET (%d); writes to the source wait until it can be invalidated\n",
 			       in->dev->name, in->path, ret);
 		else
 			pr_info("%s: write-intent record %s: its binding is written back after a failed PIPE_SET\n",

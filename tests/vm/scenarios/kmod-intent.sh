@@ -48,7 +48,9 @@
 #     pair asked to assume t3 clean (a), after which P {vol1 -> t3}
 #     without clean must resync all of t3, not load the binding the failed
 #     call prepared (b); one whose second record cannot be written (vol2's,
-#     dm error), so vol1's record, written first, is written back (c).
+#     dm error), so vol1's record, written first, is written back (c);
+#     vol2's own could not be written back either: its writes fail until
+#     its header can be invalidated (d).
 # 11. vol2's record bound to (P, /tmp/t2link -> t2). Closed while vol1
 #     takes t2, it opens with the link gone: a path that does not resolve
 #     after a taking is invalidated (a); closed while vol1 takes
@@ -458,7 +460,20 @@ resync $PIPE $SRC $s1 $t3 > /dev/null
 vm_cmp_devs $s1 $t3 || vm_fail "vol1's legs differ"
 vm_dm_load rprec2 "0 16384 error"
 set_refused EIO "cannot write the source's write-intent record" --pair $SRC=$t1 --pair $SRC2=$t4
+# vol2's own record could not be written back either: what header it has
+# is not known, so vol2's writes fail until it can be invalidated (d).
+grep -q "intent: $rec2 (header not known" $INFO2 ||
+	vm_fail "vol2's record after its failed write-back: $(cat $INFO2)"
+lun2=$(vm_tcm_loop_export $SRC2)
+dd if=/dev/urandom of=$lun2 bs=4096 count=1 seek=16 oflag=direct 2> /dev/null &&
+	vm_fail "a write to vol2 went on while its record's header was not known"
 vm_dm_load rprec2 "0 16384 linear /dev/ram2 16384"
+dd if=/dev/urandom of=$lun2 bs=4096 count=1 seek=16 oflag=direct 2> /dev/null ||
+	vm_fail "a write to vol2 failed once its record could be invalidated"
+grep -q "intent: $rec2 (tracks nothing" $INFO2 ||
+	vm_fail "vol2's record after the write: $(cat $INFO2)"
+header_valid $rec2 && vm_fail "vol2's record header still valid after the write"
+vm_tcm_loop_unexport $SRC2
 
 vm_log "== 11. a record whose target path names another device or none"
 # vol2_link: P = {vol2 -> /tmp/t2link}, resynced, deleted: vol2's record
