@@ -490,7 +490,7 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 int rp_claim_end(u64 id, u32 portid, bool done,
 		 struct netlink_ext_ack *extack);
 void rp_claim_abort(struct rp_pair *pair, u64 id);
-void rp_claims_drop_portid(u32 portid);
+void rp_claims_drop_portid(u32 portid, u64 last);
 
 /* rp_retire.c */
 int rp_retire_init(void);

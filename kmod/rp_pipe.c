@@ -1879,8 +1879,11 @@ found:
 	return ret;
 }
 
-/* Drops the claims of @portid, or the expired ones; returns how many stay. */
-static unsigned int rp_claims_drop(u32 portid, bool expired_only)
+/*
+ * Drops the claims of @portid up to claim id @last, or the expired ones;
+ * returns how many stay.
+ */
+static unsigned int rp_claims_drop(u32 portid, u64 last, bool expired_only)
 {
 	struct rp_claim *claim, *tmp;
 	unsigned int left = 0;
@@ -1896,7 +1899,8 @@ static unsigned int rp_claims_drop(u32 portid, bool expired_only)
 						 node) {
 				bool match = expired_only ?
 					time_after(jiffies, claim->deadline) :
-					claim->portid == portid;
+					claim->portid == portid &&
+					claim->id <= last;
 
 				if (match)
 					list_move_tail(&claim->node, &drop);
@@ -1923,10 +1927,10 @@ static unsigned int rp_claims_drop(u32 portid, bool expired_only)
 	return left;
 }
 
-void rp_claims_drop_portid(u32 portid)
+void rp_claims_drop_portid(u32 portid, u64 last)
 {
 	mutex_lock(&rp_config_lock);
-	rp_claims_drop(portid, false);
+	rp_claims_drop(portid, last, false);
 	mutex_unlock(&rp_config_lock);
 }
 
@@ -1944,7 +1948,7 @@ static void rp_claim_reaper(struct work_struct *work)
 	unsigned int left;
 
 	mutex_lock(&rp_config_lock);
-	left = rp_claims_drop(0, true);
+	left = rp_claims_drop(0, 0, true);
 	mutex_unlock(&rp_config_lock);
 	if (left)
 		queue_delayed_work(system_wq, &rp_reaper, HZ);
@@ -1955,11 +1959,20 @@ static int rp_netlink_event(struct notifier_block *nb, unsigned long event,
 {
 	struct netlink_notify *n = ptr;
 
-	/* Most generic netlink sockets are not ours: no lock for them. */
+	/*
+	 * Most generic netlink sockets are not ours: no lock for them.  The
+	 * port id is free again before this runs, and rp_config_lock may be
+	 * held for seconds (a PIPE_SET writing records): a new socket that
+	 * got the same port id meanwhile (libnl hands a freed one straight
+	 * back to the process) may claim before the lock is ours.  Its
+	 * claims come after this point, with later ids: only those up to the
+	 * last id now are the closed socket's.
+	 */
 	if (event == NETLINK_URELEASE && n->protocol == NETLINK_GENERIC &&
 	    n->portid && net_eq(n->net, &init_net) &&
 	    xa_load(&rp_claim_owners, n->portid))
-		rp_claims_drop_portid(n->portid);
+		rp_claims_drop_portid(n->portid,
+				      atomic64_read(&rp_next_claim_id));
 	return NOTIFY_DONE;
 }
 
