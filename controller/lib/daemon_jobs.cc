@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "netlink_resync.h"
+#include "resync_claim_size.h"
 
 namespace replipipe
 {
@@ -150,7 +151,9 @@ PairJobFactory NetlinkPairJobFactory(std::string configfs_core)
 		        BackstorePrimaryDevice(spec.source, configfs_core);
 		if (!primary.ok())
 			return primary.status().Context(what);
-		auto channel = NetlinkResyncChannel::Open();
+		// Read at each job: an administrator may change it.
+		auto channel = NetlinkResyncChannel::Open(ResyncCallTimeout(
+		        ReadClaimTimeout(), kNetlinkDefaultTimeout));
 		if (!channel.ok())
 			return channel.status().Context(what);
 		auto claims = std::make_unique<NetlinkPairClaims>(
