@@ -546,11 +546,20 @@ void DaemonService::HandleKernelEvent(const KernelEvent &event)
 			jobs_->StopPipe(event.pipe_id);
 		break;
 	case KernelEventType::kPairState:
-		if (event.pair)
-			hub_.UpdatePairState(out.instance_id, out.name,
-			                     event.pair->source,
-			                     event.pair->target,
-			                     PairStateName(event.pair->state));
+		// The kernel's event carries no pipe name, and the target as
+		// the kernel has it (an iscsi:// URL's disk): told as the
+		// refresh tells it, name and target from the store, so that
+		// the refresh's own update is no second event.
+		if (auto record = pipes_.GetPipe(out.instance_id);
+		    event.pair && record.ok()) {
+			const std::string state =
+			        PairStateName(event.pair->state);
+			for (const PairRecord &pr : record->pairs)
+				if (pr.source == event.pair->source)
+					hub_.UpdatePairState(
+					        out.instance_id, record->name,
+					        pr.source, pr.target, state);
+		}
 		RefreshPipe(event.pipe_id);
 		break;
 	case KernelEventType::kOverrun:

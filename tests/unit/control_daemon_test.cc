@@ -958,6 +958,41 @@ TEST(ControlDaemon, EventStreamsHaveACapOfTheirOwnAndLeaveRoomForRequests)
 	EXPECT_TRUE(listed->ok) << listed->error;
 }
 
+// The kernel's EVT_PAIR_STATE names no pipe: the daemon tells the state
+// once, with the pipe's name and stored target, not once without a name
+// and again from the refresh that follows.
+TEST(ControlDaemon, AKernelPairStateEventIsToldOnceWithThePipesName)
+{
+	InProcessDaemon d;
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	const std::string uuid = UuidOf(created.replication_pipe);
+	auto sub = d.hub_.Subscribe();
+	sub->Wait(milliseconds(200)); // the snapshot
+	d.kernel_.ForcePairState(uuid, "replipipe_0/a", PairState::kDegraded);
+	KernelEvent event;
+	event.type = KernelEventType::kPairState;
+	event.pipe_id = uuid;
+	event.pair = KernelPairStatus{};
+	event.pair->source = "replipipe_0/a";
+	event.pair->target = "/dev/sdb";
+	event.pair->state = PairState::kDegraded;
+	d.service_.OnKernelEvent(event);
+	std::vector<ControlEvent> told;
+	for (int round = 0; round < 2; round++)
+		for (const ControlEvent &e : sub->Wait(milliseconds(200)))
+			if (e.type == "pair_state" &&
+			    e.source == "replipipe_0/a")
+				told.push_back(e);
+	ASSERT_EQ(told.size(), 1u)
+	        << "first told with name '"
+	        << (told.empty() ? "" : told.front().name) << "'";
+	EXPECT_EQ(told.front().state, "Degraded");
+	EXPECT_EQ(told.front().name, "db");
+	EXPECT_EQ(told.front().target, "/dev/sdb");
+}
+
 // A delete the kernel refuses whose store restore fails too leaves the
 // record marked for deletion: list and status no longer show the pipe, and
 // the event snapshot must not either (its pairs' states stayed in the hub).
