@@ -487,6 +487,20 @@ TEST_F(CliE2E, WaitTimeoutBoundsASilentDaemon)
 	EXPECT_EQ(json::parse(run.out)["code"], "timeout") << run.out;
 }
 
+// A ReturnValue of a command other than the method's stays a number.
+TEST_F(CliE2E, JsonFailureOfOtherCommandsKeepsTheReturnValue)
+{
+	CreateDb();
+	CliRun paused = Cli({"--json", "pause", "no-such-pipe"});
+	EXPECT_EQ(paused.exit, 5) << paused.out << paused.err;
+	json j = json::parse(paused.out);
+	EXPECT_EQ(j["ReturnValue"], 5) << paused.out;
+	EXPECT_EQ(j["code"], "not_found") << paused.out;
+	EXPECT_NE(j["Error"].get<std::string>().find("no-such-pipe"),
+	          std::string::npos)
+	        << paused.out;
+}
+
 TEST_F(CliE2E, BusyExits16)
 {
 	std::string ref = CreateDb();

@@ -51,12 +51,17 @@ std::string Dump(const nlohmann::json &j, int indent = -1)
 	              nlohmann::json::error_handler_t::replace);
 }
 
-// 2.5 -> "2.5", 600 -> "600".
+// 2.5 -> "2.5", 600 -> "600", 1000000 -> "1000000" (not %g's "1e+06"):
+// at most three decimals, trailing zeros dropped.
 std::string Seconds(double seconds)
 {
-	char buf[32];
-	std::snprintf(buf, sizeof(buf), "%g", seconds);
-	return buf;
+	char buf[64];
+	std::snprintf(buf, sizeof(buf), "%.3f", seconds);
+	std::string text = buf;
+	text.erase(text.find_last_not_of('0') + 1);
+	if (text.back() == '.')
+		text.pop_back();
+	return text;
 }
 
 // What is left of the time until deadline, at least 0.
@@ -126,6 +131,18 @@ private:
 
 	int FailReply(const ControlReply &reply)
 	{
+		// A ReturnValue stays a number for scripts, as the
+		// method's own failures print it (docs/cli.md).
+		if (inv_.json && reply.return_value) {
+			nlohmann::json j{
+			        {"ReturnValue",
+			         static_cast<uint32_t>(*reply.return_value)},
+			        {"Error", reply.error}};
+			if (!reply.code.empty())
+				j["code"] = reply.code;
+			std::cout << Dump(j) << std::endl;
+			return ExitCodeForReply(reply);
+		}
 		std::string error = reply.error;
 		if (reply.return_value)
 			error = "ReturnValue " +
