@@ -205,6 +205,10 @@ struct PipeService::Request {
 	// The properties the Goal gives; the others keep their values (the
 	// defaults on create, the pipe's settings on modify).
 	GoalPatch goal;
+	// A Goal that is valid but asks for what is not offered: ReturnValue
+	// 1, once the rest of the call is found valid (a 5 wins); its other
+	// properties are then not applied to the checks.
+	Status goal_unsupported;
 };
 
 // Endpoints reserved for one call in flight; released when it ends, however
@@ -637,9 +641,12 @@ PipeService::ParseCall(const CreateOrModifyCall &call) const
 		}
 	}
 	auto goal = ParseGoalPatch(call.goal);
-	if (!goal.ok())
+	if (goal.ok())
+		req.goal = std::move(*goal);
+	else if (goal.status().err() == EOPNOTSUPP)
+		req.goal_unsupported = goal.status();
+	else
 		return goal.status();
-	req.goal = std::move(*goal);
 	return req;
 }
 
@@ -937,6 +944,10 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 				                    " ms in all)");
 		}
 	}
+	// Otherwise valid (systems, endpoints, settings): now a Goal asking
+	// for what is not offered is Not Supported, before anything changes.
+	if (!req.goal_unsupported.ok())
+		return Invalid(req.goal_unsupported);
 
 	// A new pair may take a target that one of the pipe's own pairs has
 	// now (a swap, a removed pair's target, a kept target under another

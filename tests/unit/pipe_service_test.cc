@@ -449,6 +449,25 @@ TEST_F(PipeServiceTest, InvalidGoalIsInvalidWhateverTheOrder)
 	EXPECT_EQ(kernel.calls(Op::kSetPipe), 0);
 }
 
+// 1 only for a call that is otherwise valid: an unsupported Goal with a
+// change of systems or a reused endpoint is 5.
+TEST_F(PipeServiceTest, NotSupportedOnlyForAnOtherwiseValidCall)
+{
+	const char *adaptive =
+	        "instance of CIM_SettingData { Mode = \"Adaptive\"; };";
+	std::string ref = CreateAB();
+	CreateOrModifyCall c;
+	c.replication_pipe = ref;
+	c.target_system = "node3";
+	c.goal = adaptive;
+	ExpectRefused(c, ReturnValue::kInvalidParameter,
+	              "systems of an existing pipe cannot change");
+	ExpectRefused(Call({"replipipe_0/a"}, {"/dev/sdc"}, adaptive),
+	              ReturnValue::kInvalidParameter, "replipipe_0/a");
+	ExpectRefused(Call({"replipipe_0/c"}, {"/dev/sdd"}, adaptive),
+	              ReturnValue::kNotSupported, "not supported");
+}
+
 // --- 2: unspecified (store) -----------------------------------------
 
 // The store fails once the kernel has the new pipe (the write that would
