@@ -521,6 +521,19 @@ static blk_opf_t rp_write_opf(struct se_cmd *cmd, struct block_device *primary,
 }
 
 /*
+ * After a write to @leg that could not carry FUA itself (zeroout, WRITE
+ * SAME's bios): flushes @leg where rp_write_opf() would have given the
+ * write FUA, so that it is stable before the command completes.  May block.
+ */
+static int rp_leg_stable(struct se_cmd *cmd, struct block_device *primary,
+			 struct block_device *leg)
+{
+	if (rp_write_opf(cmd, primary, leg) & REQ_FUA)
+		return blkdev_issue_flush(leg);
+	return 0;
+}
+
+/*
  * The backstore's write-intent record, for a write: true when its regions
  * are marked on stable storage, with the record's clear_sem held for reading
  * until the write is tracked (rp_intent_unlock()); false when the write
@@ -829,9 +842,7 @@ static int rp_unmap_target(struct se_cmd *cmd, struct block_device *tgt,
 			return -EOPNOTSUPP;
 		ret = blkdev_issue_zeroout(tgt, sector, nr_sects, GFP_KERNEL,
 					   BLKDEV_ZERO_NOFALLBACK);
-		if (!ret && (rp_write_opf(cmd, dev->primary.bdev, tgt) & REQ_FUA))
-			ret = blkdev_issue_flush(tgt);
-		return ret;
+		return ret ? ret : rp_leg_stable(cmd, dev->primary.bdev, tgt);
 	}
 	if (!bdev_max_discard_sectors(tgt))
 		return -EOPNOTSUPP;
@@ -910,9 +921,7 @@ static int rp_write_same_one(struct rp_dev *dev, struct block_device *bdev,
 	 * cannot all carry FUA (blkdev_issue_zeroout() takes no flags), so
 	 * the leg is flushed after them.
 	 */
-	if (!ret && (rp_write_opf(cmd, dev->primary.bdev, bdev) & REQ_FUA))
-		ret = blkdev_issue_flush(bdev);
-	return ret;
+	return ret ? ret : rp_leg_stable(cmd, dev->primary.bdev, bdev);
 }
 
 /* Both legs of a WRITE SAME, then the command's completion.  May block. */
