@@ -126,6 +126,27 @@ protected:
 		return id.ok() && *id ? **id : "";
 	}
 
+	// A modify of pipe that adds replipipe_0/a -> kUrl0.
+	MethodOutcome AddUrl0Pair(const MethodOutcome &pipe)
+	{
+		CreateOrModifyCall add = Call({"replipipe_0/a"}, {kUrl0});
+		add.replication_pipe = pipe.replication_pipe;
+		return service.CreateOrModify(add);
+	}
+
+	// The kernel pipe uuid mirrors to kUrl0's disk and its session is
+	// still logged in.
+	void ExpectKernelMirrorsToUrl0(const std::string &uuid)
+	{
+		auto k = kernel.Find(uuid);
+		ASSERT_TRUE(k);
+		ASSERT_EQ(k->pairs.size(), 1u);
+		EXPECT_EQ(k->pairs[0].target, "/dev/sdx");
+		EXPECT_TRUE(connector.connected.count(kUrl0))
+		        << "the session of a pair the kernel mirrors to was "
+		           "logged out";
+	}
+
 	TempDir dir;
 	Store store{dir.path()};
 	FakeKernel kernel;
@@ -378,9 +399,7 @@ TEST_F(IscsiPipeServiceTest, AFailedUndoKeepsTheSessionTheKernelMirrorsTo)
 	store.SetFaultHookForTest([&](Store::SaveStep) {
 		return failing ? Status::Error("disk full", ENOSPC) : Status();
 	});
-	CreateOrModifyCall add = Call({"replipipe_0/a"}, {kUrl0});
-	add.replication_pipe = out.replication_pipe;
-	MethodOutcome failed = service.CreateOrModify(add);
+	MethodOutcome failed = AddUrl0Pair(out);
 	kernel.SetApplyHook({});
 	store.SetFaultHookForTest({});
 
@@ -389,12 +408,7 @@ TEST_F(IscsiPipeServiceTest, AFailedUndoKeepsTheSessionTheKernelMirrorsTo)
 	EXPECT_NE(failed.error.find("undoing the kernel change failed"),
 	          std::string::npos)
 	        << failed.error;
-	auto k = kernel.Find(uuid);
-	ASSERT_TRUE(k);
-	ASSERT_EQ(k->pairs.size(), 1u);
-	EXPECT_EQ(k->pairs[0].target, "/dev/sdx");
-	EXPECT_TRUE(connector.connected.count(kUrl0))
-	        << "the session of a pair the kernel mirrors to was logged out";
+	ExpectKernelMirrorsToUrl0(uuid);
 }
 
 // The same after a PIPE_SET that timed out but was applied: the undo
@@ -411,20 +425,13 @@ TEST_F(IscsiPipeServiceTest, AFailedUndoAfterATimeoutKeepsTheSession)
 			kernel.FailNext(EIO, FakeKernel::Op::kSetPipe);
 	});
 	kernel.FailNextAfterApply(ETIMEDOUT);
-	CreateOrModifyCall add = Call({"replipipe_0/a"}, {kUrl0});
-	add.replication_pipe = out.replication_pipe;
-	MethodOutcome failed = service.CreateOrModify(add);
+	MethodOutcome failed = AddUrl0Pair(out);
 	kernel.SetApplyHook({});
 
 	ASSERT_EQ(failed.return_value, ReturnValue::kTimeout) << failed.error;
 	EXPECT_NE(failed.error.find("undoing it failed too"), std::string::npos)
 	        << failed.error;
-	auto k = kernel.Find(uuid);
-	ASSERT_TRUE(k);
-	ASSERT_EQ(k->pairs.size(), 1u);
-	EXPECT_EQ(k->pairs[0].target, "/dev/sdx");
-	EXPECT_TRUE(connector.connected.count(kUrl0))
-	        << "the session of a pair the kernel mirrors to was logged out";
+	ExpectKernelMirrorsToUrl0(uuid);
 }
 
 // A create whose PIPE_SET timed out but was applied, and whose undo
@@ -455,15 +462,13 @@ TEST_F(IscsiPipeServiceTest, AnUndoneTimeoutLogsOutTheNewSession)
 	MethodOutcome out = service.CreateOrModify(Call({}, {}));
 	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
 	kernel.FailNextAfterApply(ETIMEDOUT);
-	CreateOrModifyCall add = Call({"replipipe_0/a"}, {kUrl0});
-	add.replication_pipe = out.replication_pipe;
-	MethodOutcome failed = service.CreateOrModify(add);
+	MethodOutcome failed = AddUrl0Pair(out);
 	ASSERT_EQ(failed.return_value, ReturnValue::kTimeout) << failed.error;
 	EXPECT_TRUE(kernel.Find(Uuid(out))->pairs.empty());
 	EXPECT_FALSE(connector.connected.count(kUrl0));
 
 	kernel.FailNext(EIO, FakeKernel::Op::kSetPipe);
-	failed = service.CreateOrModify(add);
+	failed = AddUrl0Pair(out);
 	ASSERT_EQ(failed.return_value, ReturnValue::kFailed) << failed.error;
 	EXPECT_TRUE(kernel.Find(Uuid(out))->pairs.empty());
 	EXPECT_FALSE(connector.connected.count(kUrl0));
