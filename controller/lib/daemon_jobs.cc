@@ -456,7 +456,10 @@ Status ResyncJobs::RunPairJob(Job *job)
 		std::lock_guard lock(mu_);
 		pipe_name = job->entry->second.pipe_name;
 	}
-	Emit(JobEvent(spec, pipe_name, "resync_started"));
+	{
+		std::lock_guard order(event_order_mu_);
+		Emit(JobEvent(spec, pipe_name, "resync_started"));
+	}
 	auto made = factory_(spec);
 	if (!made.ok())
 		return made.status();
@@ -501,6 +504,7 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 	}
 	std::set<std::string> wake;
 	bool stopped;
+	std::unique_lock order(event_order_mu_);
 	{
 		std::lock_guard lock(mu_);
 		Entry &entry = job->entry->second;
@@ -561,6 +565,7 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 			event.message = status.message();
 		}
 		Emit(event);
+		order.unlock();
 		Replan(wake);
 	} catch (...) {
 		// A log line, an event or a replan lost to an exhausted

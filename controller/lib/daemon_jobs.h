@@ -245,6 +245,11 @@ private:
 	std::mutex replan_mu_;
 	ReplanSink replan_; // guarded by replan_mu_
 
+	// Held by a job's Finish() from the moment its entry is free until
+	// its end event is out, and around each resync_started: a successor
+	// that starts at once cannot tell its start before that end.
+	// Taken before mu_, never under it.
+	std::mutex event_order_mu_;
 	mutable std::mutex mu_;
 	std::condition_variable ended_cv_; // a job ended (StopAll() waits)
 	bool stopped_ = false;             // guarded by mu_

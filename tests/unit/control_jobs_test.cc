@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
@@ -622,6 +623,62 @@ TEST(ControlJobs, VanishedPairStopsTheJobQuietly)
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 9));
 	EXPECT_TRUE(
 	        Eventually([&] { return rec.Count("resync_failed") == 1; }));
+}
+
+// A pair's next job starts as soon as the entry is free, maybe before the
+// ended job's event reached the sink: subscribers must still see that end
+// before the successor's resync_started (a watcher would otherwise take the
+// new job for stopped). The sink here is slow with the end event (a
+// preempted publisher): it lets SyncPipe start the successor meanwhile and
+// records the event only after 300 ms, or once the successor's start came.
+TEST(ControlJobs, AnEndedJobsEventPrecedesItsSuccessorsStart)
+{
+	std::mutex mu;
+	std::condition_variable cv;
+	std::vector<std::string> order; // guarded by mu
+	std::atomic<ResyncJobs *> table{nullptr};
+	std::jthread replanner;
+	auto started = [&] {
+		return std::count(order.begin(), order.end(), "resync_started");
+	};
+	auto sink = [&](const ControlEvent &e) {
+		if (e.type == "resync_stopped" && !replanner.joinable()) {
+			replanner = std::jthread([&] {
+				table.load()->SyncPipe(
+				        Pipe(), Kernel(PairState::kSyncing, 8));
+			});
+			std::unique_lock lock(mu);
+			cv.wait_for(lock, milliseconds(300),
+			            [&] { return started() == 2; });
+		}
+		std::lock_guard lock(mu);
+		order.push_back(e.type);
+		cv.notify_all();
+	};
+	ResyncJobs jobs(
+	        [](const PairJobSpec &spec)
+	                -> Result<std::unique_ptr<PairJob>> {
+		        if (spec.pair_serial == 7)
+			        return std::unique_ptr<PairJob>(new ScriptedJob(
+			                Status::Error("replaced", ESTALE),
+			                false));
+		        return std::unique_ptr<PairJob>(
+		                new ScriptedJob(Status(), true));
+	        },
+	        sink,
+	        ResyncJobsOptions{milliseconds(60000), milliseconds(60000),
+	                          milliseconds(60000)});
+	table.store(&jobs);
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 7));
+	{
+		std::unique_lock lock(mu);
+		ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10),
+		                        [&] { return started() == 2; }));
+		EXPECT_EQ(order, (std::vector<std::string>{"resync_started",
+		                                           "resync_stopped",
+		                                           "resync_started"}));
+	}
+	jobs.StopAll();
 }
 
 // Concurrent SyncPipe() calls (the control thread after a modify, the main
