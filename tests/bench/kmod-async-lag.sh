@@ -51,6 +51,16 @@ baseline() { # LABEL
 	vm_backstore_delete iblock_0/a
 }
 
+wait_closed() { # TARGET: until the last copy to a removed pair's target ended
+	local i=0
+	until dmesg | grep -q "the last writes to removed target $1 ended" ||
+		! dmesg | grep -q "writes to removed target $1 still in flight"; do
+		[ $i -lt 600 ] || vm_fail "copies to $1 still in flight 60 s after its pipe was deleted"
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
 async_mirror() { # LABEL DELAY_MS
 	local lun tgt
 	tgt=$(vm_dm_create "slow$1" "0 $(blockdev --getsz /dev/nullb1) delay /dev/nullb1 0 $2")
@@ -61,8 +71,10 @@ async_mirror() { # LABEL DELAY_MS
 	measure "$1" "$lun"
 	vm_log "at the end: $(rp-nlctl get "bench-$1" | grep '^pair ')"
 	vm_tcm_loop_unexport "replipipe_0/b$1"
-	# waits for the copies in flight (up to the delay)
 	rp-nlctl del-pipe "bench-$1" --nl-timeout 120 || vm_fail "del-pipe bench-$1"
+	# PIPE_DEL waits 5 s at most for the copies in flight; the backstore
+	# stays busy until the last of them ended (up to the delay).
+	wait_closed "$tgt"
 	vm_backstore_delete "replipipe_0/b$1"
 	dmsetup --noudevsync remove "slow$1"
 }
