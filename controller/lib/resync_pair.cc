@@ -277,9 +277,14 @@ Status PairResync::RunClaims()
 		// The kernel drops a claim past its deadline (claim_timeout_sec
 		// after Claim()) when its reaper looks, once a second. A claim
 		// gone sooner was ended by something else (its pair removed):
-		// that is an error, not a target too slow for the claim.
+		// that is an error, not a target too slow for the claim. Timed
+		// to Done's answer: RESYNC_DONE waits for rp_config_lock (a
+		// PIPE_SET may hold it for seconds), and the reaper may drop
+		// the claim meanwhile.
+		const auto answered =
+		        std::chrono::steady_clock::now() - started;
 		if (!st.ok() && st.err() == ENOENT &&
-		    elapsed + std::chrono::seconds(1) >=
+		    answered + std::chrono::seconds(1) >=
 		            sizer_.claim_timeout()) {
 			// Dropped, not failed: the copy stands, but a write
 			// released by the drop may have reached the primary

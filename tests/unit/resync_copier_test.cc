@@ -1519,6 +1519,46 @@ TEST(PairResync, ClaimGoneBeforeItsDeadlineIsAnError)
 	EXPECT_EQ((*resync)->progress().claims_lost, 0u);
 }
 
+// RESYNC_DONE waits for rp_config_lock, which a PIPE_SET may hold for
+// seconds; the reaper can drop the claim meanwhile. That claim was timed
+// out, not ended by a removal: it is copied again, and the resync goes on.
+// Timed from before Done, it looked gone 1.2 s before a 2 s deadline.
+TEST(PairResync, ClaimDroppedWhileDoneWaitedIsCopiedAgain)
+{
+	ScratchDir dir;
+	const uint64_t regions = 16;
+	const Bytes src = RandomBytes(regions * kRegion, 36);
+	WriteFile(dir / "src", src);
+	WriteFile(dir / "dst", Bytes(regions * kRegion, 0));
+	class SlowDoneDropsFirst : public FakeClaims
+	{
+	public:
+		using FakeClaims::FakeClaims;
+		Status Done(uint64_t id) override
+		{
+			if (id != 1)
+				return FakeClaims::Done(id);
+			std::this_thread::sleep_for(
+			        std::chrono::milliseconds(1200));
+			return Drop(id);
+		}
+	} claims(std::vector<bool>(regions, true));
+	PairResyncOptions options = ResyncOptions(dir);
+	options.max_regions_per_claim = 8;
+	options.claim_timeout = std::chrono::seconds(2);
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok()) << resync.status().message();
+	::testing::internal::CaptureStderr();
+	Status st = (*resync)->Run();
+	::testing::internal::GetCapturedStderr();
+	ASSERT_TRUE(st.ok()) << st.message();
+	ASSERT_EQ(claims.dropped.size(), 1u);
+	EXPECT_EQ((*resync)->progress().claims_lost, 1u);
+	for (uint64_t r = 0; r < regions; ++r)
+		EXPECT_FALSE(claims.dirty(r)) << "region " << r;
+	EXPECT_EQ(ReadFile(dir / "dst"), src);
+}
+
 // The time-out comes from the module parameter: 2 s makes the first claim
 // (a guess of 1 MiB/s for a quarter of it) 512 KiB rather than 1 MiB.
 TEST(PairResync, ClaimTimeoutIsReadFromTheModuleParameter)
