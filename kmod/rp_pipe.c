@@ -1734,24 +1734,76 @@ static bool rp_claim_drained(struct rp_pair *pair, u64 first, u64 last)
 	return drained;
 }
 
-/* Picks dirty, unclaimed regions at or after @hint.  pair->lock held. */
-static u32 __rp_claim_pick(struct rp_pair *pair, u64 hint, u32 max, u64 *first)
+/* The first dirty, unclaimed region at or after @i, or nr_regions. */
+static u64 __rp_claim_next(struct rp_pair *pair, u64 i)
 {
-	u64 i = hint, n = pair->nr_regions;
-	u32 count = 0;
+	u64 n = pair->nr_regions;
 
 	while (i < n) {
 		i = find_next_bit(pair->dirty, n, i);
-		if (i >= n)
-			break;
-		if (!test_bit(i, pair->claimed))
-			break;
+		if (i >= n || !test_bit(i, pair->claimed))
+			return i;
 		i++;
 	}
-	if (i >= n)
-		return 0;
+	return n;
+}
+
+/* Busy regions a claim steps over, at most, before it takes one anyway. */
+#define RP_CLAIM_BUSY_SKIPS	64
+
+/*
+ * The first dirty, unclaimed region at or after @i with no tracked write
+ * in flight, or nr_regions if there is none within @skips busy runs.
+ */
+static u64 __rp_claim_next_idle(struct rp_pair *pair, u64 i,
+				unsigned int skips)
+{
+	u64 n = pair->nr_regions;
+	struct rp_req *req;
+
+	for (;;) {
+		i = __rp_claim_next(pair, i);
+		if (i >= n)
+			return n;
+		req = rp_inflight_iter_first(&pair->inflight, i, i);
+		if (!req)
+			return i;
+		if (!skips--)
+			return n;
+		/* Every region up to the end of this write is busy too. */
+		i = req->last_region + 1;
+	}
+}
+
+/*
+ * Picks dirty, unclaimed regions at or after @hint: a run with no write in
+ * flight if there is one, else (only busy regions are left) the first run,
+ * whose writes the claim then drains while it holds new ones.  Draining
+ * is what a busy region costs: its writers wait, up to claim_timeout_sec,
+ * and an asynchronous pair's copies to a slow target may take that long.
+ * pair->lock held.
+ */
+static u32 __rp_claim_pick(struct rp_pair *pair, u64 hint, u32 max, u64 *first)
+{
+	u64 i, end, n = pair->nr_regions;
+	struct rp_req *req;
+	u32 count = 0;
+
+	i = __rp_claim_next_idle(pair, hint, RP_CLAIM_BUSY_SKIPS);
+	end = n;
+	if (i < n) {
+		/* The run ends before the next write in flight. */
+		req = rp_inflight_iter_first(&pair->inflight, i,
+					     min_t(u64, n - 1, i + max - 1));
+		if (req)
+			end = req->first_region;
+	} else {
+		i = __rp_claim_next(pair, hint);
+		if (i >= n)
+			return 0;
+	}
 	*first = i;
-	while (i < n && count < max && test_bit(i, pair->dirty) &&
+	while (i < end && count < max && test_bit(i, pair->dirty) &&
 	       !test_bit(i, pair->claimed)) {
 		__set_bit(i, pair->claimed);
 		i++;

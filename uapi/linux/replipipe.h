@@ -62,7 +62,8 @@
  *                little-endian bit order, bit i = region offset + i).
  *   RESYNC_CLAIM claim up to REPLIPIPE_A_CLAIM_MAX_REGIONS contiguous dirty,
  *                unclaimed regions of a pair at or after
- *                REPLIPIPE_A_CLAIM_HINT. The kernel waits for in-flight writes
+ *                REPLIPIPE_A_CLAIM_HINT, regions with no write in flight
+ *                first. The kernel waits for in-flight writes
  *                to them to drain and holds new writes to them until the claim
  *                ends. Reply: CLAIM_ID, CLAIM_FIRST, CLAIM_COUNT (0 = nothing
  *                dirty and unclaimed at or after the hint). With

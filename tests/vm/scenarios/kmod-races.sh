@@ -54,8 +54,16 @@
 #          (dm-delay over a virtio disk) holds flushes 8 s: a WRITE SAME
 #          (blkdiscard -z through the LUN) must send one and wait for it,
 #          on a workqueue: a read on either CPU meanwhile ends at once.
+#   bug 11 a claim took the first dirty regions whatever was in flight to
+#          them, then held every new write to them while it waited for
+#          those to drain: behind an asynchronous pair's copies to a slow
+#          target, up to claim_timeout_sec (30 s, a SCSI command's
+#          time-out) per claim, and a claim that timed out failed the job,
+#          whose next one took the same regions. With a write in flight to
+#          region 0 (its target leg held), a claim of all-dirty regions
+#          must take regions after it, at once.
 #
-# The steps run in the order 3 4 5 6 7 8 9 10 1 2: the data steps cannot wedge the module,
+# The steps run in the order 3 4 5 6 7 8 9 10 11 1 2: the data steps cannot wedge the module,
 # the deadlock steps can. A deadlocked del-pipe holds rp_config_lock in D
 # state for good (`timeout` cannot kill it), so those steps run their
 # commands in the background and poll them against a deadline (20 s after
@@ -72,7 +80,7 @@
 # vm-bins: dmsetup blkdiscard
 # vm-disks: rpflushp:16 rpflusht:16
 
-BUGS="3 4 5 6 7 8 9 10 1 2"
+BUGS="3 4 5 6 7 8 9 10 11 1 2"
 LIVE=/sys/module/replipipe/parameters/live_objects
 CLAIM_TIMEOUT=/sys/module/replipipe/parameters/claim_timeout_sec
 WEDGED=/tmp/races.wedged
@@ -80,6 +88,7 @@ WEDGED=/tmp/races.wedged
 PROBE_MS=4000		# bug 1: read delay of the target (the probe's read)
 CLAIM_WRITE_MS=7000	# bug 2: write delay of both targets
 CLAIM_TIMEOUT_S=3	# bug 2: claim_timeout_sec during the step
+IDLE_WRITE_MS=6000	# bug 11: write delay of the target
 ASYNC_MS=5000		# bug 3: write delay of the target
 FLUSH_MS=15000		# bug 5: flush delay of the target
 BIND_MS=2000		# bug 7: write delay of the second pair's record
@@ -124,6 +133,14 @@ task_state() {
 	[ "$pid" = "${pid% *}" ] || vm_fail "more than one $1: $pid"
 	set -- $(cat /proc/$pid/stat)
 	echo "$3"
+}
+# last_region PIPE: the index of the last region of the pipe's pairs (on
+# SECT-sector legs)
+last_region() {
+	local kib
+	kib=$(rp-nlctl get "$1" | sed -n 's/^pipe .* region_kib=\([0-9]*\).*/\1/p')
+	[ -n "$kib" ] || vm_fail "no region_kib for pipe $1"
+	echo $(((SECT * 512 - 1) / (kib * 1024)))
 }
 # dm_remove NAME
 dm_remove() { dmsetup --noudevsync remove "$1" || vm_fail "dmsetup remove $1"; }
@@ -219,12 +236,14 @@ step_bug1() {
 # ---- bug 2: claim time-out vs del-pipe (two pairs; the claim on the second)
 step_bug2() {
 	local pipe=races-claim a=replipipe_0/s2a b=replipipe_0/s2b ta tb luna lunb
-	local t0 t1 claim_state
+	local t0 t1 claim_state last
 	vm_backstore replipipe replipipe_0 s2a /dev/ram2 > /dev/null
 	vm_backstore replipipe replipipe_0 s2b /dev/ram4 > /dev/null
 	ta=$(vm_dm_create rp2a "0 $SECT delay /dev/ram3 0 0")
 	tb=$(vm_dm_create rp2b "0 $SECT delay /dev/ram5 0 0")
-	# pair b without ,clean: every region dirty, so a claim gets region 0
+	# pair b without ,clean: every region dirty; the claim names the last
+	# one, the only one at or after its hint, so it takes it although a
+	# write is in flight there (bug 11: an idle region would come first)
 	rp-nlctl set-pipe --id $pipe --mode sync --pair $a=$ta,clean --pair $b=$tb ||
 		vm_fail "bug 2: set-pipe refused"
 	rp-nlctl get $pipe
@@ -235,14 +254,15 @@ step_bug2() {
 	echo $CLAIM_TIMEOUT_S > $CLAIM_TIMEOUT || vm_fail "bug 2: cannot set claim_timeout_sec"
 	vm_dm_load rp2a "0 $SECT delay /dev/ram3 0 0 /dev/ram3 0 $CLAIM_WRITE_MS"
 	vm_dm_load rp2b "0 $SECT delay /dev/ram5 0 0 /dev/ram5 0 $CLAIM_WRITE_MS"
-	vm_log "targets' writes delayed ${CLAIM_WRITE_MS} ms; one write in flight per pair (region 0)"
+	last=$(last_region $pipe)
+	vm_log "targets' writes delayed ${CLAIM_WRITE_MS} ms; one write in flight per pair ($a: region 0, $b: region $last)"
 	bg b2wa dd if=/dev/urandom of=$luna bs=4k count=1 oflag=direct
-	bg b2wb dd if=/dev/urandom of=$lunb bs=4k count=1 oflag=direct
+	bg b2wb dd if=/dev/urandom of=$lunb bs=4k count=1 seek=$((SECT / 8 - 1)) oflag=direct
 	wait_delayed rp2a writes 1 10 && wait_delayed rp2b writes 1 10 ||
 		vm_fail "bug 2: setup: the writes' target legs did not reach dm-delay within 10 s"
-	vm_log "claim_timeout_sec=$CLAIM_TIMEOUT_S; claim of region 0 of $b (waits for its write), del-pipe 0.5 s later"
+	vm_log "claim_timeout_sec=$CLAIM_TIMEOUT_S; claim of region $last of $b (waits for its write), del-pipe 0.5 s later"
 	t0=$(now10)
-	bg b2claim rp-nlctl claim $pipe $b --max 1 --nl-timeout 120
+	bg b2claim rp-nlctl claim $pipe $b --hint $last --max 1 --nl-timeout 120
 	sleep 0.5
 	# It waits TASK_IDLE ("I"), not uninterruptibly ("D"): with
 	# claim_timeout_sec past two minutes the hung-task watchdog would
@@ -641,7 +661,37 @@ step_bug7() {
 	dm_remove rp7rec
 }
 
-vm_brd 28 4
+# ---- bug 11: a claim takes regions with no write in flight first
+step_bug11() {
+	local pipe=races-idle b=replipipe_0/s11 tgt lun t0 out first count
+	vm_backstore replipipe replipipe_0 s11 /dev/ram28 > /dev/null
+	tgt=$(vm_dm_create rp11 "0 $SECT delay /dev/ram29 0 0")
+	# without ,clean: every region dirty
+	rp-nlctl set-pipe --id $pipe --mode async --max-lag-kib 1024 --pair $b=$tgt ||
+		vm_fail "bug 11: set-pipe refused"
+	lun=$(vm_tcm_loop_export $b)
+	vm_dm_load rp11 "0 $SECT delay /dev/ram29 0 0 /dev/ram29 0 $IDLE_WRITE_MS"
+	bg b11w dd if=/dev/urandom of=$lun bs=4k count=1 oflag=direct
+	bg_wait b11w $(($(now10) + 100)) || vm_fail "bug 11: setup: the async write did not complete on the primary"
+	wait_delayed rp11 writes 1 10 ||
+		vm_fail "bug 11: setup: the write's copy did not reach dm-delay within 10 s"
+	t0=$(now10)
+	out=$(rp-nlctl claim $pipe $b --max 4 --failed) || vm_fail "bug 11: claim failed: $out"
+	vm_log "claim after $((($(now10) - t0) * 100)) ms: $out"
+	first=$(vm_field "$out" first)
+	count=$(vm_field "$out" count)
+	[ "$first" = 1 ] && [ "$count" = 4 ] ||
+		vm_fail "bug 11: the claim took regions $first+$count, not 1+4: region 0 has a copy in flight"
+	[ "$(delayed rp11 writes)" -ge 1 ] ||
+		vm_fail "bug 11: setup: the copy was released before the claim ended; the race was not exercised"
+	vm_dm_load rp11 "0 $SECT delay /dev/ram29 0 0"
+	rp-nlctl del-pipe $pipe || vm_fail "bug 11: del-pipe"
+	vm_tcm_loop_unexport $b
+	vm_backstore_delete $b
+	dm_remove rp11
+}
+
+vm_brd 30 4
 vm_modprobe dm_mod
 vm_modprobe dm_delay
 vm_modprobe replipipe
