@@ -134,6 +134,15 @@ struct rp_intent {
 /* One replipipe backstore: a LIO se_device on a primary block device. */
 struct rp_dev {
 	struct se_device	se_dev;
+	/*
+	 * Serializes control, enable (configure_device), destroy_device and
+	 * info: configfs serializes each attribute file alone (rp_backend.c,
+	 * "Locking").  Guards udev_path to intent_chunk_kib, and primary and
+	 * intent while enable opens or destroy closes them; the data path
+	 * and pairs use those only on a device LIO has enabled and that
+	 * cannot be destroyed meanwhile.
+	 */
+	struct mutex		cfg_lock;
 	char			udev_path[SE_UDEV_PATH_LEN];
 	bool			has_udev_path;
 	char			intent_path[SE_UDEV_PATH_LEN];

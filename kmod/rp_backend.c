@@ -12,6 +12,25 @@
  * size of what one of its bits covers, "intent_chunk_kib=4096" (default).
  * Configuration errors return -errno and log with pr_err; the data path
  * (rp_io.c) speaks sense_reason_t only.
+ *
+ * Locking
+ *   configfs serializes the writes and reads of one attribute file only:
+ *   control (rp_set_configfs_dev_params), enable (LIO's
+ *   target_configure_device(), which calls rp_configure_device) and info
+ *   (rp_show_configfs_dev_params) may run at once.  LIO calls
+ *   rp_destroy_device from the release of the backstore's configfs item
+ *   (its rmdir, under the directory locks, configfs's su_mutex and LIO's
+ *   hba_access_mutex; or the last config_item_put() of rp_dev_lookup(),
+ *   under rp_config_lock) and from enable itself, when
+ *   target_configure_device() fails after rp_configure_device succeeded.
+ *   dev->cfg_lock serializes all of these for one backstore: the paths
+ *   control sets, the devices enable opens from them, and info's reads of
+ *   those devices.  Lock order:
+ *     rp_config_lock, configfs's and LIO's locks
+ *       -> dev->cfg_lock -> rp_intents_lock -> a record's io_lock
+ *   Under cfg_lock nothing takes rp_config_lock or a configfs or LIO lock,
+ *   nor waits for a work item that does.  A published pair is read under
+ *   RCU (info), never under cfg_lock.
  */
 #define pr_fmt(fmt) "replipipe: " fmt
 
@@ -50,6 +69,7 @@ static struct se_device *rp_alloc_device(struct se_hba *hba, const char *name)
 		     config_item_name(&hba->hba_group.cg_item), name) >=
 	    sizeof(dev->name))
 		dev->name[0] = '\0';
+	mutex_init(&dev->cfg_lock);
 	atomic_set(&dev->untracked, 0);
 	init_waitqueue_head(&dev->untracked_wq);
 
@@ -61,15 +81,20 @@ static struct se_device *rp_alloc_device(struct se_hba *hba, const char *name)
 
 static bool rp_configure_unmap(struct se_device *se_dev)
 {
-	struct block_device *bd = RP_DEV(se_dev)->primary.bdev;
+	struct rp_dev *dev = RP_DEV(se_dev);
+	bool ret = false;
 
 	/*
 	 * LIO kernels without "scsi: target: Fix unmap setup during
-	 * configuration" call this from emulate_tpu/tpws before enable.
+	 * configuration" call this from emulate_tpu/tpws before enable, or
+	 * while an enable that fails late closes the primary again.
 	 */
-	if (!bd)
-		return false;
-	return target_configure_unmap_from_queue(&se_dev->dev_attrib, bd);
+	mutex_lock(&dev->cfg_lock);
+	if (dev->primary.bdev)
+		ret = target_configure_unmap_from_queue(&se_dev->dev_attrib,
+							dev->primary.bdev);
+	mutex_unlock(&dev->cfg_lock);
+	return ret;
 }
 
 static void rp_set_geometry(struct se_device *se_dev, struct block_device *bd)
@@ -95,11 +120,21 @@ static void rp_dev_reqs_done(struct percpu_ref *ref)
 	complete(&container_of(ref, struct rp_dev, reqs)->reqs_done);
 }
 
-static int rp_configure_device(struct se_device *se_dev)
+/* rp_configure_device() with dev->cfg_lock held. */
+static int __rp_configure_device(struct rp_dev *dev)
 {
-	struct rp_dev *dev = RP_DEV(se_dev);
+	struct se_device *se_dev = &dev->se_dev;
 	int ret;
 
+	/*
+	 * Two writes to enable can both pass LIO's check before either sets
+	 * DF_CONFIGURED: the second must not open the primary again over
+	 * the first's (its holder is the same, so the open would succeed).
+	 */
+	if (dev->primary.bdev) {
+		pr_err("%s: already enabled\n", dev->name);
+		return -EEXIST;
+	}
 	/*
 	 * Truncated, the name could be that of another backstore, and
 	 * rp_dev_lookup() would find either for a pair.
@@ -185,6 +220,24 @@ exit_reqs:
 }
 
 /*
+ * Opens what control named.  Under cfg_lock, so that a write to control
+ * cannot change udev_path (ours and LIO's) between the open and the
+ * refusal of control once enabled: the LUN would serve another device
+ * than the one udev_path (which a restore of the configuration opens) and
+ * a write-intent record's identity name.
+ */
+static int rp_configure_device(struct se_device *se_dev)
+{
+	struct rp_dev *dev = RP_DEV(se_dev);
+	int ret;
+
+	mutex_lock(&dev->cfg_lock);
+	ret = __rp_configure_device(dev);
+	mutex_unlock(&dev->cfg_lock);
+	return ret;
+}
+
+/*
  * Called by LIO when the backstore goes away.  A backstore in a pipe cannot
  * get here: the pipe holds a configfs dependency on it (rp_dev_lookup), so
  * rmdir fails with EBUSY until the pipe lets go.
@@ -194,6 +247,13 @@ static void rp_destroy_device(struct se_device *se_dev)
 	struct rp_dev *dev = RP_DEV(se_dev);
 
 	WARN_ON_ONCE(rcu_access_pointer(dev->pair));
+	/*
+	 * cfg_lock: info may be reading the record and the primary (LIO
+	 * calls this from enable when it fails after configure_device).
+	 * What is waited for below (requests, the record's work items)
+	 * takes no lock that is held while cfg_lock is waited for.
+	 */
+	mutex_lock(&dev->cfg_lock);
 	/*
 	 * The LUNs are gone, but a request may still finish: an IMMED
 	 * SYNCHRONIZE CACHE completes its command before its flushes do.
@@ -207,6 +267,7 @@ static void rp_destroy_device(struct se_device *se_dev)
 	dev->req_pool = NULL;
 	bioset_exit(&dev->async_bio_set);
 	bioset_exit(&dev->bio_set);
+	mutex_unlock(&dev->cfg_lock);
 }
 
 static void rp_dev_free_rcu(struct rcu_head *head)
@@ -223,6 +284,7 @@ static void rp_free_device(struct se_device *se_dev)
 	mutex_lock(&rp_devs_lock);
 	list_del(&dev->node);
 	mutex_unlock(&rp_devs_lock);
+	mutex_destroy(&dev->cfg_lock);
 	call_rcu(&se_dev->rcu_head, rp_dev_free_rcu);
 }
 
@@ -362,19 +424,31 @@ static int rp_parse_control(struct rp_dev *dev, char *opts,
  * parameter changes nothing, not even a valid one before it in the same
  * write (an intent_path= refused must not drop the record given earlier,
  * or the backstore could be enabled without it).
+ *
+ * All of it under cfg_lock: enable opens the paths set here, and once it
+ * has, control is refused.  That also keeps the write of se_dev->dev_flags
+ * below off LIO's: target_configure_device() sets DF_CONFIGURED, with no
+ * lock, only after rp_configure_device() opened the primary, and that stays
+ * open until the device is destroyed (or is closed again, under cfg_lock,
+ * by an enable that fails, which sets no flag).  LIO's own attributes
+ * (alias, udev_path, the WWN's vpd_unit_serial) also write dev_flags with
+ * no lock, against control and against enable's DF_CONFIGURED: a bit can
+ * be lost there, which no backend can prevent.
  */
 static ssize_t rp_set_configfs_dev_params(struct se_device *se_dev,
 					  const char *page, ssize_t count)
 {
 	struct rp_dev *dev = RP_DEV(se_dev);
-	struct rp_control *ctl;
-	char *opts;
+	struct rp_control *ctl = NULL;
+	char *opts = NULL;
 	int ret;
 
+	mutex_lock(&dev->cfg_lock);
 	/* Every parameter describes devices opened at enable. */
 	if (dev->primary.bdev) {
 		pr_err("%s: control cannot change once enabled\n", dev->name);
-		return -EEXIST;
+		ret = -EEXIST;
+		goto out;
 	}
 	opts = kstrdup(page, GFP_KERNEL);
 	ctl = kzalloc(sizeof(*ctl), GFP_KERNEL);
@@ -399,6 +473,7 @@ static ssize_t rp_set_configfs_dev_params(struct se_device *se_dev,
 	if (ctl->has_intent_chunk_kib)
 		dev->intent_chunk_kib = ctl->intent_chunk_kib;
 out:
+	mutex_unlock(&dev->cfg_lock);
 	kfree(ctl);
 	kfree(opts);
 	return ret ? ret : count;
@@ -407,10 +482,16 @@ out:
 static ssize_t rp_show_configfs_dev_params(struct se_device *se_dev, char *b)
 {
 	struct rp_dev *dev = RP_DEV(se_dev);
-	struct block_device *bd = dev->primary.bdev;
+	struct block_device *bd;
 	struct rp_pair *pair;
 	ssize_t len = 0;
 
+	/*
+	 * cfg_lock: an enable that fails late closes the primary and frees
+	 * the record (rp_destroy_device()), and control changes the paths.
+	 */
+	mutex_lock(&dev->cfg_lock);
+	bd = dev->primary.bdev;
 	if (bd)
 		len += sprintf(b + len, "replipipe primary: %s (%pg %u:%u)",
 			       dev->udev_path, bd, MAJOR(bd->bd_dev),
@@ -434,11 +515,13 @@ static ssize_t rp_show_configfs_dev_params(struct se_device *se_dev, char *b)
 	if (dev->intent_chunk_kib)
 		len += sprintf(b + len, " intent_chunk_kib: %u",
 			       dev->intent_chunk_kib);
+	mutex_unlock(&dev->cfg_lock);
 
 	/*
 	 * RCU, not rp_config_lock: this runs under configfs's locks, which
 	 * PIPE_SET takes under rp_config_lock (rp_dev_lookup).  A published
-	 * pair and its pipe are freed only after a grace period.
+	 * pair and its pipe are freed only after a grace period.  Nor
+	 * cfg_lock, which is not needed for it.
 	 */
 	rcu_read_lock();
 	pair = rcu_dereference(dev->pair);
