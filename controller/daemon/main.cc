@@ -412,11 +412,13 @@ int Run(const Options &opts, Detacher &detacher)
 	KernelPool probe_kernel("netlink probe socket", OpenKernelSocket);
 
 	SystemEndpointProbe probe;
-	PipeService pipes(**kernel, store, probe, HostIdentity::FromSystem());
-	// iscsi:// target endpoints (docs/iscsi.md).
+	// iscsi:// target endpoints (docs/iscsi.md). Before the service, which
+	// uses them until its destructor: Reconcile() may leave a peer's
+	// connection going in the background (decision 59).
 	SystemCommandRunner iscsi_runner;
 	IscsiSessions iscsi_sessions(iscsi_runner);
 	IscsiTargetConnector iscsi_targets(iscsi_sessions);
+	PipeService pipes(**kernel, store, probe, HostIdentity::FromSystem());
 	pipes.SetTargetConnector(&iscsi_targets);
 	if (Status st = pipes.Load(); !st.ok()) {
 		LogError() << "pipe store: " << st.message()
@@ -427,6 +429,9 @@ int Run(const Options &opts, Detacher &detacher)
 	LogInfo() << "store " << store.path() << ": "
 	          << pipes.ListPipes().size() << " pipes";
 
+	// Bounded (PipeServiceOptions::peer_wait) whatever the number of
+	// peers that do not answer: the socket, the resync jobs and READY=1
+	// follow, within systemd's start timeout (decision 59).
 	auto reconciled = pipes.Reconcile();
 	if (!reconciled.ok()) {
 		LogError() << reconciled.status().message();
@@ -596,6 +601,9 @@ int Run(const Options &opts, Detacher &detacher)
 	// The server waits for the calls in progress: a resume of many dead
 	// targets stops after the probes under way (5 s at most).
 	service.BeginShutdown();
+	// No more background connections to peers left by the reconcile; the
+	// one in progress, if any, ends within the connector's bound.
+	pipes.BeginShutdown();
 	(*server)->Stop();
 	// A job drains its requests before it ends, and a target that never
 	// completes one (a suspended dm device, multipath queue_if_no_path)

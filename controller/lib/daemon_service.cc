@@ -73,7 +73,7 @@ DaemonService::DaemonService(PipeService &pipes, KernelApi &kernel,
       probe_kernel_(probe_kernel ? *probe_kernel : kernel), jobs_(jobs),
       hub_(hub), pusher_(
                          [this](const std::string &uuid) {
-	                         return pipes_.PushIfMissing(uuid);
+	                         return pipes_.PushIfNeeded(uuid);
                          },
                          [this](const std::string &uuid) { RefreshPipe(uuid); },
                          push_options)
@@ -485,17 +485,26 @@ void DaemonService::RefreshAllOnce()
 	}
 	if (pipes_.HasLeftovers())
 		settler_->Request();
-	std::map<std::string, std::string> missing; // id -> label
+	// Pushed again: the stored pipes the kernel lacks, and those whose
+	// differing kernel definition start-up could not replace.
+	const std::set<std::string> repair = pipes_.PipesToRepair();
+	std::map<std::string, PipePusher::Wanted> wanted;
 	for (const PipeRecord &record : pipes_.ListPipes()) {
 		std::optional<KernelPipeStatus> kernel;
 		for (const KernelPipeStatus &k : *listed)
 			if (k.id == record.instance_id)
 				kernel = k;
 		if (!kernel)
-			missing[record.instance_id] = PipeLabel(record);
+			wanted[record.instance_id] = {
+			        PipeLabel(record),
+			        PipePusher::Reason::kMissing};
+		else if (repair.count(record.instance_id))
+			wanted[record.instance_id] = {
+			        PipeLabel(record),
+			        PipePusher::Reason::kDiffers};
 		Apply(record, kernel, read_no);
 	}
-	pusher_.Missing(missing);
+	pusher_.Want(wanted);
 }
 
 // A record a call left marked pending (decision 54) holds its endpoints

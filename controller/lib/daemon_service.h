@@ -10,7 +10,9 @@
 //                   tick, lost kernel events); pushes again, after a
 //                   back-off, a stored pipe the kernel lacks (one that could
 //                   not be pushed at start-up: a target or backstore not
-//                   there yet, a peer not reachable yet)
+//                   there yet, a peer not reachable yet), and the stored
+//                   definition of one whose differing kernel definition
+//                   start-up could not replace (PipeService::PipesToRepair)
 //   OnKernelEvent() a notification from the kernel's events group
 //   ProbeDegraded() the periodic probe (--probe-interval): resume Degraded
 //                   pairs whose target answers again
@@ -218,8 +220,9 @@ private:
 	bool replan_stop_ = false;          // guarded by replan_mu_
 	std::thread replan_thread_;         // started in the constructor
 
-	// Pushes the stored pipes the kernel lacks (RefreshAll() tells it
-	// which); last, so that its thread ends before the rest goes.
+	// Pushes the stored pipes the kernel lacks or has with a definition
+	// start-up could not replace (RefreshAll() tells it which); last, so
+	// that its thread ends before the rest goes.
 	PipePusher pusher_;
 	// Runs ProbeDegraded() for RequestProbe(); made in the constructor's
 	// body, reset first in the destructor.

@@ -146,6 +146,16 @@ MethodOutcome PipeService::ConnectAndVerify(
 	return Outcome(ReturnValue::kCompleted);
 }
 
+bool PipeService::NeedsConnection(const PipeRecord &record) const
+{
+	if (!connector_)
+		return false;
+	for (const PairRecord &p : record.pairs)
+		if (connector_->Handles(p.target))
+			return true;
+	return false;
+}
+
 std::string PipeService::ConnectStored(const PipeRecord &record)
 {
 	if (!connector_)

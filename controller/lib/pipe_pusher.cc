@@ -28,19 +28,28 @@ PipePusher::~PipePusher()
 
 void PipePusher::Missing(const std::map<std::string, std::string> &label_by_id)
 {
+	std::map<std::string, Wanted> wanted;
+	for (const auto &[id, label] : label_by_id)
+		wanted[id] = Wanted{label, Reason::kMissing};
+	Want(wanted);
+}
+
+void PipePusher::Want(const std::map<std::string, Wanted> &wanted)
+{
 	const Clock::time_point now = Clock::now();
 	std::vector<std::string> queued;
 	std::lock_guard lock(mu_);
 	std::erase_if(retry_, [&](const auto &entry) {
-		return !entry.second.queued && !label_by_id.count(entry.first);
+		return !entry.second.queued && !wanted.count(entry.first);
 	});
-	for (const auto &[id, label] : label_by_id) {
+	for (const auto &[id, want] : wanted) {
 		auto [it, added] = retry_.try_emplace(id);
 		Retry &retry = it->second;
-		retry.label = label;
+		retry.label = want.label;
+		retry.reason = want.reason;
 		if (added) {
-			// Found missing now: start-up's reconcile has just
-			// tried, or the kernel lost it just now; not at once.
+			// Found now: start-up's reconcile has just tried, or
+			// the kernel lost it just now; not at once.
 			retry.wait = options_.first;
 			retry.next = now + retry.wait;
 		}
@@ -119,7 +128,10 @@ Result<PushOutcome> PipePusher::PushOne(const std::string &id)
 			                     e.what());
 		}
 	}();
-	if (pushed.ok() && *pushed == PushOutcome::kPushed && pushed_) {
+	if (pushed.ok() &&
+	    (*pushed == PushOutcome::kPushed ||
+	     *pushed == PushOutcome::kReplaced) &&
+	    pushed_) {
 		// The push stands; the next refresh (a tick, an event) does
 		// what this one did not.
 		try {
@@ -145,13 +157,21 @@ void PipePusher::RecordLocked(const std::string &id,
 	Retry &retry = it->second;
 	retry.queued = false;
 	if (!r.ok()) {
+		const bool differs = retry.reason == Reason::kDiffers;
 		const std::string &why = r.status().message();
-		if (why != retry.last_error)
-			LogWarning() << retry.label
-			             << " is not in the kernel: " << why
-			             << "; trying again, at most every "
-			             << options_.max.count() / 1000 << " s";
+		if (why != retry.last_error || retry.reason != retry.logged)
+			LogWarning()
+			        << retry.label
+			        << (differs ? "'s definition in the kernel "
+			                      "differs from the store's, "
+			                      "and pushing the stored one "
+			                      "failed: "
+			                    : " is not in the kernel: ")
+			        << r.status().message()
+			        << "; trying again, at most every "
+			        << options_.max.count() / 1000 << " s";
 		retry.last_error = why;
+		retry.logged = retry.reason;
 		retry.next = started + retry.wait;
 		retry.wait = std::min(retry.wait * 2, options_.max);
 		return;
@@ -166,6 +186,12 @@ void PipePusher::RecordLocked(const std::string &id,
 		LogNotice() << retry.label
 		            << ": pushed to the kernel from the store (full "
 		               "resync)";
+		break;
+	case PushOutcome::kReplaced:
+		LogNotice() << retry.label
+		            << ": the kernel's definition, which differed "
+		               "from the store's, was replaced by the stored "
+		               "one";
 		break;
 	case PushOutcome::kNotNeeded:
 		break;

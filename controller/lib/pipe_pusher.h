@@ -1,12 +1,15 @@
 // PipePusher: pushes again, on a thread of its own, the stored pipes the
 // kernel lacks: a pipe whose push failed at start-up (a backstore, a target
-// or an iSCSI peer that was not there yet) or that the kernel lost.
+// or an iSCSI peer that was not there yet) or that the kernel lost; and the
+// stored definitions that start-up's reconcile could not put in place of a
+// kernel definition that differed (the kernel refused: EBUSY while a
+// replaced pair's writes drain, decision 53; decision 59).
 //
-// Each pipe is tried push_first after it is first reported missing, then
-// after twice the wait each time, up to push_max; a failure is logged when
-// its reason changes. The pushes run on their own thread because one can
-// take long (an iSCSI login has a 30 s bound, the kernel opens the targets):
-// the daemon's main loop, which Missing() is called from, must keep handling
+// Each pipe is tried push_first after it is first reported, then after
+// twice the wait each time, up to push_max; a failure is logged when its
+// reason changes. The pushes run on their own thread because one can take
+// long (an iSCSI login has a 30 s bound, the kernel opens the targets): the
+// daemon's main loop, which Want() is called from, must keep handling
 // signals and kernel events meanwhile. One push at a time.
 //
 // Thread-safety: every method may be called from any thread.
@@ -35,8 +38,19 @@ public:
 	// why the push failed. An exception (std::exception) counts as a
 	// failed push, and one of PushedFn is logged: neither ends the thread.
 	using PushFn = std::function<Result<PushOutcome>(const std::string &)>;
-	// Called on the pusher's thread after a pipe was pushed.
+	// Called on the pusher's thread after a pipe was pushed (kPushed or
+	// kReplaced).
 	using PushedFn = std::function<void(const std::string &)>;
+
+	// Why a stored pipe is to be pushed (for the log).
+	enum class Reason {
+		kMissing, // the kernel lacks it
+		kDiffers, // the kernel's definition differs from the store's
+	};
+	struct Wanted {
+		std::string label;
+		Reason reason = Reason::kMissing;
+	};
 
 	struct Options {
 		std::chrono::milliseconds first{5000};
@@ -58,6 +72,9 @@ public:
 	// missing again). When the pushing thread cannot be started nothing
 	// is queued: the next call tries again.
 	void Missing(const std::map<std::string, std::string> &label_by_id);
+	// The same for every stored pipe to push, missing or differing. A pipe
+	// whose reason changes keeps its back-off.
+	void Want(const std::map<std::string, Wanted> &wanted);
 
 	// Tests: waits until no push is queued or running.
 	bool WaitIdle(std::chrono::milliseconds timeout);
@@ -65,10 +82,12 @@ public:
 private:
 	struct Retry {
 		std::string label;
+		Reason reason = Reason::kMissing;
 		Clock::time_point next;
 		std::chrono::milliseconds wait{0};
 		std::string last_error;
-		bool queued = false; // in due_ or being pushed
+		Reason logged = Reason::kMissing; // last_error's reason
+		bool queued = false;              // in due_ or being pushed
 	};
 
 	void Run();

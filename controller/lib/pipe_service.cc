@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <exception>
+#include <iterator>
 #include <set>
+#include <system_error>
 
 #include "goal.h"
 #include "log.h"
@@ -180,6 +182,14 @@ std::string OwnerLabel(const StoreEntry &entry)
 		break;
 	}
 	return PipeLabel(entry.record);
+}
+
+// "10 s", or "250 ms" when not whole seconds.
+std::string DurationText(std::chrono::milliseconds d)
+{
+	if (d.count() % 1000 == 0)
+		return std::to_string(d.count() / 1000) + " s";
+	return std::to_string(d.count()) + " ms";
 }
 
 // Milliseconds since since.
@@ -780,6 +790,8 @@ Status PipeService::SaveWith(const std::string &uuid,
 	}
 	pipes_ = std::move(next);
 	pending_ = std::move(next_pending);
+	if (!record)
+		to_repair_.erase(uuid);
 	return Status();
 }
 
@@ -1160,6 +1172,33 @@ PipeService::Describe(const std::optional<std::string> &pipe)
 	return views;
 }
 
+// What one Reconcile() hands to its peer workers; shared with them, since
+// they may outlive the call.
+struct PipeService::PeerRun {
+	std::vector<PipeRecord> pipes; // stored pipes with connector targets
+	std::mutex mu;
+	std::condition_variable cv; // done or returned changed
+	size_t next = 0;            // the next of pipes to take; guarded by mu
+	size_t done = 0;            // guarded by mu
+	// Each pipe's lines while Reconcile() waits; guarded by mu.
+	std::vector<std::optional<std::vector<std::string>>> lines;
+	// Reconcile() has returned: a pipe done later logs its lines.
+	bool returned = false; // guarded by mu
+};
+
+PipeService::~PipeService()
+{
+	BeginShutdown();
+	std::vector<std::thread> workers;
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		workers.swap(peer_workers_);
+	}
+	// Not under mu_: a worker takes it.
+	for (std::thread &t : workers)
+		t.join();
+}
+
 Result<std::vector<std::string>> PipeService::Reconcile()
 {
 	{
@@ -1179,49 +1218,81 @@ Result<std::vector<std::string>> PipeService::Reconcile()
 		stored_ids.insert(s.uuid);
 		report.push_back(s.line);
 	}
-	for (const PipeRecord &stored : ListPipes()) {
-		stored_ids.insert(stored.instance_id);
-		PipeLock pipe_lock(*this, stored.instance_id);
-		if (!pipe_lock.TryLockFor(options_.busy_timeout)) {
-			report.push_back(PipeLabel(stored) +
-			                 ": busy, not reconciled");
-			continue;
-		}
-		const KernelPipeStatus *have = nullptr;
+	const std::vector<PipeRecord> stored = ListPipes();
+	auto in_kernel = [&](const std::string &uuid) {
+		std::optional<KernelPipeStatus> have;
 		for (const KernelPipeStatus &k : *listed)
-			if (k.id == stored.instance_id)
-				have = &k;
-		// Sessions to the peers first (docs/iscsi.md).
-		if (std::string why = ConnectStored(stored); !why.empty()) {
-			report.push_back(PipeLabel(stored) + ": " + why);
-			if (!have) {
-				report.push_back(PipeLabel(stored) +
-				                 ": not pushed to the kernel");
+			if (k.id == uuid)
+				have = k;
+		return have;
+	};
+	// The pipes that need a peer are connected on threads of their own
+	// and waited for at most peer_wait in all (decision 59): a login to
+	// a dead peer takes the connector's whole bound, and the daemon
+	// must not wait for one after the other before it serves anything.
+	// The others are reconciled meanwhile, here.
+	const auto deadline =
+	        std::chrono::steady_clock::now() + options_.peer_wait;
+	auto run = std::make_shared<PeerRun>();
+	std::vector<size_t> run_index(stored.size(), stored.size());
+	for (size_t i = 0; i < stored.size(); ++i) {
+		stored_ids.insert(stored[i].instance_id);
+		if (!NeedsConnection(stored[i]))
+			continue;
+		run_index[i] = run->pipes.size();
+		run->pipes.push_back(stored[i]);
+	}
+	run->lines.resize(run->pipes.size());
+	const bool started = run->pipes.empty() || StartPeerWorkers(run);
+	std::vector<std::vector<std::string>> lines(stored.size());
+	for (size_t i = 0; i < stored.size(); ++i) {
+		if (run_index[i] != stored.size())
+			continue;
+		const std::optional<KernelPipeStatus> have =
+		        in_kernel(stored[i].instance_id);
+		lines[i] = ReconcileOne(stored[i], &have, {});
+	}
+	{
+		std::unique_lock<std::mutex> lock(run->mu);
+		if (started)
+			run->cv.wait_until(lock, deadline, [&] {
+				return run->done == run->pipes.size();
+			});
+		run->returned = true;
+		for (size_t i = 0; i < stored.size(); ++i) {
+			if (run_index[i] == stored.size())
+				continue;
+			if (auto &done = run->lines[run_index[i]]) {
+				lines[i] = std::move(*done);
 				continue;
 			}
+			const std::string label = PipeLabel(stored[i]);
+			if (!started) {
+				lines[i] = {label +
+				            ": not reconciled: no thread could "
+				            "be started for its peers' "
+				            "connections; replipiped tries "
+				            "again"};
+				continue;
+			}
+			const std::string waited =
+			        ": its peers were not connected within " +
+			        DurationText(options_.peer_wait);
+			lines[i] = {label + waited +
+			            (in_kernel(stored[i].instance_id)
+			                     ? "; the kernel keeps the pipe as "
+			                       "it has it until they are, then "
+			                       "it is reconciled (logged as "
+			                       "\"reconcile: ...\")"
+			                     : "; not in the kernel until they "
+			                       "are, then pushed (logged as "
+			                       "\"reconcile: ...\"; replipiped "
+			                       "keeps trying)")};
 		}
-		KernelPipeSpec spec = KernelSpec(stored);
-		std::string action;
-		if (!have) {
-			action = "pushed to the kernel (" +
-			         std::to_string(spec.pairs.size()) +
-			         " pairs, full resync)";
-		} else if (std::string diff = SpecDifference(spec, *have);
-		           !diff.empty()) {
-			action = "kernel differed from the store (" + diff +
-			         "); pushed the stored definition";
-		} else {
-			report.push_back(PipeLabel(stored) +
-			                 ": adopted from the kernel");
-			continue;
-		}
-		Status st = kernel_.SetPipe(spec);
-		report.push_back(PipeLabel(stored) + ": " +
-		                 (st.ok() ? action
-		                          : "could not be pushed to the "
-		                            "kernel: " +
-		                                    st.message()));
 	}
+	for (std::vector<std::string> &l : lines)
+		report.insert(report.end(), std::make_move_iterator(l.begin()),
+		              std::make_move_iterator(l.end()));
 	for (const KernelPipeStatus &k : *listed)
 		if (!stored_ids.count(k.id))
 			report.push_back(
@@ -1229,6 +1300,166 @@ Result<std::vector<std::string>> PipeService::Reconcile()
 			        "\") is not in the store; left untouched "
 			        "(delete it through netlink if unwanted)");
 	return report;
+}
+
+bool PipeService::StartPeerWorkers(const std::shared_ptr<PeerRun> &run)
+{
+	const size_t want = std::min(run->pipes.size(), kPeerConnectsAtOnce);
+	size_t started = 0;
+	std::string why;
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		for (; started < want; ++started) {
+			try {
+				peer_workers_.emplace_back(
+				        [this, run,
+				         stop = background_stop_.get_token()] {
+					        PeerWorker(*run, stop);
+				        });
+			} catch (const std::system_error &e) {
+				// Fewer workers: those started take the
+				// rest.
+				why = e.what();
+				break;
+			}
+		}
+		if (started == 0) {
+			// Nobody connects them: the pusher pushes those the
+			// kernel lacks, and compares the others.
+			for (const PipeRecord &p : run->pipes)
+				to_repair_.insert(p.instance_id);
+		}
+	}
+	if (started < want)
+		LogWarning() << "reconcile: " << started << " of " << want
+		             << " threads for the peers' connections started: "
+		             << why;
+	return started > 0;
+}
+
+void PipeService::PeerWorker(PeerRun &run, const std::stop_token &stop)
+{
+	for (;;) {
+		size_t i;
+		{
+			std::lock_guard<std::mutex> lock(run.mu);
+			if (run.next == run.pipes.size())
+				return;
+			i = run.next++;
+		}
+		const PipeRecord &record = run.pipes[i];
+		std::vector<std::string> lines;
+		if (!stop.stop_requested()) {
+			// An exception must not end the process from this
+			// thread (NetlinkSocket throws std::bad_alloc for a
+			// message it cannot allocate).
+			try {
+				lines = ReconcileOne(record, nullptr, stop);
+			} catch (const std::exception &e) {
+				{
+					std::lock_guard<std::mutex> lock(mu_);
+					to_repair_.insert(record.instance_id);
+				}
+				lines = {PipeLabel(record) +
+				         ": not reconciled: " + e.what() +
+				         "; replipiped tries again"};
+			}
+		}
+		bool late;
+		{
+			std::lock_guard<std::mutex> lock(run.mu);
+			late = run.returned;
+			if (!late && !stop.stop_requested())
+				run.lines[i] = lines;
+			++run.done;
+		}
+		run.cv.notify_all();
+		if (late)
+			for (const std::string &line : lines)
+				LogNotice() << "reconcile: " << line;
+	}
+}
+
+std::vector<std::string>
+PipeService::ReconcileOne(const PipeRecord &listed_record,
+                          const std::optional<KernelPipeStatus> *listed,
+                          const std::stop_token &stop)
+{
+	const std::string &uuid = listed_record.instance_id;
+	PipeLock pipe_lock(*this, uuid);
+	if (!pipe_lock.TryLockFor(options_.busy_timeout))
+		return {PipeLabel(listed_record) + ": busy, not reconciled"};
+	// Under the lock: a pipe reconciled in the background may have been
+	// changed or deleted by a call since the store was listed.
+	auto current = GetPipe(uuid);
+	if (!current.ok())
+		return {PipeLabel(listed_record) +
+		        ": deleted meanwhile, not reconciled"};
+	const PipeRecord &stored = *current;
+	const std::string label = PipeLabel(stored);
+	std::vector<std::string> lines;
+	// Sessions to the peers first (docs/iscsi.md).
+	const std::string why = ConnectStored(stored);
+	if (!why.empty())
+		lines.push_back(label + ": " + why);
+	if (stop.stop_requested()) {
+		lines.push_back(label + ": not reconciled: replipiped is "
+		                        "stopping");
+		return lines;
+	}
+	std::optional<KernelPipeStatus> have;
+	if (listed) {
+		have = *listed;
+	} else if (auto asked = kernel_.GetPipe(uuid); asked.ok()) {
+		have = *asked;
+	} else {
+		// Missing or not: PushIfNeeded() finds out.
+		std::lock_guard<std::mutex> lock(mu_);
+		to_repair_.insert(uuid);
+		lines.push_back(label + ": not reconciled: " +
+		                asked.status().message() +
+		                "; replipiped tries again");
+		return lines;
+	}
+	if (!why.empty() && !have) {
+		lines.push_back(label + ": not pushed to the kernel; "
+		                        "replipiped tries again");
+		return lines;
+	}
+	const KernelPipeSpec spec = KernelSpec(stored);
+	if (!have) {
+		// The pusher tries again when this fails (RefreshAll()).
+		Status st = kernel_.SetPipe(spec);
+		lines.push_back(
+		        label + ": " +
+		        (st.ok() ? "pushed to the kernel (" +
+		                           std::to_string(spec.pairs.size()) +
+		                           " pairs, full resync)"
+		                 : "could not be pushed to the kernel: " +
+		                           st.message() +
+		                           "; replipiped tries again"));
+		return lines;
+	}
+	const std::string diff = SpecDifference(spec, *have);
+	if (diff.empty()) {
+		lines.push_back(label + ": adopted from the kernel");
+		return lines;
+	}
+	if (Status st = kernel_.SetPipe(spec); !st.ok()) {
+		// A refusal may pass (EBUSY while a replaced pair's writes
+		// drain, decision 53): the pusher tries again rather than
+		// leave the kernel's definition until the next start.
+		std::lock_guard<std::mutex> lock(mu_);
+		to_repair_.insert(uuid);
+		lines.push_back(label + ": kernel differed from the store (" +
+		                diff +
+		                "); pushing the stored definition failed: " +
+		                st.message() + "; replipiped tries again");
+		return lines;
+	}
+	lines.push_back(label + ": kernel differed from the store (" + diff +
+	                "); pushed the stored definition");
+	return lines;
 }
 
 bool PipeService::HasLeftovers() const
@@ -1316,28 +1547,69 @@ PipeService::Settled PipeService::SettlePending(const StoreEntry &entry,
 	        note.empty()};
 }
 
-Result<PushOutcome> PipeService::PushIfMissing(const std::string &uuid)
+std::set<std::string> PipeService::PipesToRepair() const
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	return to_repair_;
+}
+
+Result<PushOutcome> PipeService::PushIfNeeded(const std::string &uuid)
 {
 	PipeLock pipe_lock(*this, uuid);
 	// A call holding the pipe decides what the kernel gets.
 	if (!pipe_lock.TryLockFor(std::chrono::milliseconds(0)))
 		return PushOutcome::kBusy;
 	// Under the lock: a call that ran since the caller looked may have
-	// deleted the pipe or pushed it.
+	// deleted the pipe, pushed it, or changed it.
 	auto stored = GetPipe(uuid);
-	if (!stored.ok())
+	auto settled = [&] {
+		std::lock_guard<std::mutex> lock(mu_);
+		to_repair_.erase(uuid);
 		return PushOutcome::kNotNeeded;
+	};
+	if (!stored.ok())
+		return settled();
+	const std::string label = PipeLabel(*stored);
 	auto have = kernel_.GetPipe(uuid);
 	if (!have.ok())
-		return have.status().Context(PipeLabel(*stored));
-	if (*have)
+		return have.status().Context(label);
+	bool repair = false;
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		repair = to_repair_.count(uuid) > 0;
+	}
+	if (*have && !repair)
 		return PushOutcome::kNotNeeded;
-	if (std::string why = ConnectStored(*stored); !why.empty())
-		return Status::Error(PipeLabel(*stored) + ": " + why,
-		                     EHOSTUNREACH);
-	if (Status st = kernel_.SetPipe(KernelSpec(*stored)); !st.ok())
-		return st.Context(PipeLabel(*stored) + ": push to the kernel");
-	return PushOutcome::kPushed;
+	std::string diff;
+	if (*have) {
+		// Compared before connecting: a call may have put the stored
+		// definition in place since, and then no peer needs asking.
+		diff = SpecDifference(KernelSpec(*stored), **have);
+		if (diff.empty())
+			return settled();
+	}
+	// Sessions to the peers first (docs/iscsi.md). A pipe the kernel has
+	// keeps the devices it mirrors to where a peer does not answer
+	// (KernelSpec()), as Reconcile() does.
+	const std::string why = ConnectStored(*stored);
+	if (!why.empty() && !*have)
+		return Status::Error(label + ": " + why, EHOSTUNREACH);
+	const KernelPipeSpec spec = KernelSpec(*stored);
+	if (!*have) {
+		if (Status st = kernel_.SetPipe(spec); !st.ok())
+			return st.Context(label + ": push to the kernel");
+		settled();
+		return PushOutcome::kPushed;
+	}
+	diff = SpecDifference(spec, **have);
+	if (diff.empty())
+		return settled();
+	if (Status st = kernel_.SetPipe(spec); !st.ok())
+		return st.Context(label + ": kernel differs from the store (" +
+		                  diff + "): push the stored definition" +
+		                  (why.empty() ? "" : " (" + why + ")"));
+	settled();
+	return PushOutcome::kReplaced;
 }
 
 } // namespace replipipe

@@ -53,6 +53,7 @@
 #include <set>
 #include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "endpoint_check.h"
@@ -70,6 +71,15 @@ namespace replipipe
 struct PipeServiceOptions {
 	// How long a call waits for a pipe another call holds (then Busy).
 	std::chrono::milliseconds busy_timeout{5000};
+	// How long Reconcile() waits, as a whole, for the stored pipes whose
+	// targets need a connection (iscsi://) to be connected and pushed
+	// (decision 59). Each connection may take the connector's bound
+	// (IscsiOptions::login_bound, 30 s) and a peer down at boot takes all
+	// of it: the daemon must still open its socket and report READY=1
+	// well within systemd's start timeout (90 s), whatever the number of
+	// dead peers. The pipes not done by then are reconciled in the
+	// background as their peers answer.
+	std::chrono::milliseconds peer_wait{10000};
 };
 
 // A stored pipe with what the kernel says about it.
@@ -82,10 +92,11 @@ struct PipeView {
 	std::string kernel_error;
 };
 
-// What PipeService::PushIfMissing() did.
+// What PipeService::PushIfNeeded() did.
 enum class PushOutcome {
 	kPushed,    // the pipe is in the kernel now
-	kNotNeeded, // in the kernel already, or no longer stored
+	kReplaced,  // the kernel's differing definition is the stored one now
+	kNotNeeded, // in the kernel as stored already, or no longer stored
 	kBusy,      // a control call holds the pipe: try again later
 };
 
@@ -96,6 +107,10 @@ public:
 	PipeService(KernelApi &kernel, Store &store, EndpointProbe &probe,
 	            HostIdentity host, PipeServiceOptions options = {});
 
+	// Stops the background reconciliation of Reconcile() and waits for
+	// it: for the connection in progress, if any (the connector bounds
+	// it), not for those not started.
+	~PipeService();
 	PipeService(const PipeService &) = delete;
 	PipeService &operator=(const PipeService &) = delete;
 
@@ -111,8 +126,25 @@ public:
 	// both know (the kernel keeps its pairs' state; a kernel definition
 	// that differs from the store is replaced by the stored one), and
 	// reports the pipes only the kernel knows without touching them.
-	// Returns one line per action or finding.
+	// Returns one line per action or finding, in store order.
+	//
+	// A pipe whose targets need a connection (SetTargetConnector()) is
+	// connected before it is pushed or compared (docs/iscsi.md), on a
+	// thread of its own (up to kPeerConnectsAtOnce at a time), while the
+	// other pipes are reconciled on the caller's; the call waits for
+	// those connections at most options.peer_wait as a whole, and
+	// reports a pipe not done by then as waiting for its peers. Its
+	// thread goes on: it pushes or compares the pipe once the peers
+	// answer and logs what it did ("reconcile: ..."), or gives up at the
+	// connector's bound, and PipePusher tries again. A stored definition
+	// that the kernel refused to take in place of one that differs is
+	// tried again too (PipesToRepair(), PushIfNeeded()).
 	Result<std::vector<std::string>> Reconcile();
+	// Connections to peers that Reconcile() runs at once.
+	static constexpr size_t kPeerConnectsAtOnce = 16;
+	// The background reconciliation starts no more connections or
+	// pushes (the daemon is stopping); the destructor waits for it.
+	void BeginShutdown() { background_stop_.request_stop(); }
 	// One record marked pending, settled or not (SettleLeftovers()).
 	struct Settled {
 		std::string uuid;
@@ -134,9 +166,18 @@ public:
 	// Pushes the stored pipe uuid to the kernel if the kernel lacks it
 	// (every pair resyncs in full): what Reconcile() does for a pipe it
 	// could not push at start-up (a target or backstore that was not
-	// there yet, a peer not reachable yet). An error says why the push
-	// failed (PipePusher tries again later).
-	Result<PushOutcome> PushIfMissing(const std::string &uuid);
+	// there yet, a peer not reachable yet). If the kernel has it and it
+	// is one of PipesToRepair(), pushes the stored definition in place
+	// of the kernel's when they still differ (pairs kept in both keep
+	// their state). An error says why the push failed (PipePusher tries
+	// again later).
+	Result<PushOutcome> PushIfNeeded(const std::string &uuid);
+	// The stored pipes whose kernel definition differed from the store's
+	// and that Reconcile() could not replace (the kernel refused, e.g.
+	// EBUSY while a removed pair's writes drain, decision 53) or not
+	// compare: PushIfNeeded() tries them until the kernel has the
+	// stored definition.
+	std::set<std::string> PipesToRepair() const;
 
 	// The CIM method (method.h, DESIGN.md).
 	MethodOutcome CreateOrModify(const CreateOrModifyCall &call);
@@ -162,7 +203,9 @@ public:
 	// Target endpoints that are no local device (iscsi://, docs/iscsi.md)
 	// are connected before their pair is verified, given to the kernel as
 	// the connector's device, and disconnected when no pair uses them.
-	// nullptr (the default): none. Set before Reconcile(); not owned.
+	// nullptr (the default): none. Set before Reconcile(); not owned,
+	// and must outlive the service (Reconcile()'s connections may go on
+	// until its destructor).
 	void SetTargetConnector(TargetConnector *connector)
 	{
 		connector_ = connector;
@@ -194,6 +237,24 @@ private:
 	void DropConnections(const std::string &uuid,
 	                     const std::vector<std::string> &targets);
 	std::string ConnectStored(const PipeRecord &record);
+	// Whether a target of record needs the connector.
+	bool NeedsConnection(const PipeRecord &record) const;
+
+	// Reconcile() of one stored pipe, under its lock: its lines for the
+	// report. listed: the kernel's pipe in the listing Reconcile() made;
+	// nullptr: asked after the connections, which may end long after
+	// that listing.
+	std::vector<std::string>
+	ReconcileOne(const PipeRecord &listed_record,
+	             const std::optional<KernelPipeStatus> *listed,
+	             const std::stop_token &stop);
+	// The pipes one Reconcile() connects in the background.
+	struct PeerRun;
+	// Starts up to kPeerConnectsAtOnce threads for run; false when none
+	// could start.
+	bool StartPeerWorkers(const std::shared_ptr<PeerRun> &run);
+	// Reconciles run's pipes one after the other until none is left.
+	void PeerWorker(PeerRun &run, const std::stop_token &stop);
 	// The targets other pipes use, whose sessions must stay: the stored
 	// pipes', those of records marked pending and those reserved by calls
 	// in flight, except pipe uuid's own pending record and reservation
@@ -284,6 +345,13 @@ private:
 	// by mu_. References are taken under mu_ only, so an entry whose
 	// use_count() is 1 under mu_ has no user and is removed.
 	std::map<std::string, std::shared_ptr<std::timed_mutex>> pipe_locks_;
+	// PipesToRepair(); guarded by mu_. An id leaves it when its pipe
+	// leaves the store or PushIfNeeded() finds the kernel as stored.
+	std::set<std::string> to_repair_;
+	// Reconcile()'s background connections: their threads (guarded by
+	// mu_; joined by the destructor) and what tells them to stop.
+	std::vector<std::thread> peer_workers_;
+	std::stop_source background_stop_;
 };
 
 } // namespace replipipe

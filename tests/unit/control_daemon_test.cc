@@ -898,6 +898,75 @@ TEST(ControlDaemon, RefreshPushesAStoredPipeTheKernelLacks)
 	EXPECT_EQ(pushes(), before + 2);
 }
 
+// Start-up found the kernel's definition of a stored pipe different from
+// the store's and pushed the stored one, which the kernel refused for the
+// moment (EBUSY: a replaced pair's writes still drain, decision 53). That
+// one attempt was all: the kernel kept the other definition until the next
+// start, since the pusher only pushed pipes the kernel lacked. It is now
+// pushed again with the pusher's back-off until the kernel takes it, and
+// the log says so (decision 59).
+TEST(ControlDaemon, AStoredDefinitionTheKernelRefusedAtStartIsPushedAgain)
+{
+	using testing::FakeKernel;
+	// No wait: each refresh below pushes what is due.
+	InProcessDaemon d(
+	        {}, PipePusher::Options{milliseconds(0), milliseconds(0)});
+	ControlReply created = d.Call(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	ASSERT_TRUE(created.ok) << created.error;
+	const std::string uuid = UuidOf(created.replication_pipe);
+	d.kernel_.ForcePairState(uuid, "replipipe_0/a", PairState::kInSync);
+	// What the kernel kept differs (as after a modify whose store write
+	// a killed daemon never made).
+	auto stored = d.pipes_.GetPipe(uuid);
+	ASSERT_TRUE(stored.ok());
+	KernelPipeSpec drift = ToKernelSpec(*stored);
+	drift.mode = Mode::kAsynchronous;
+	ASSERT_TRUE(d.kernel_.SetPipe(drift).ok());
+	const std::string busy = "source backstore's removed pair still has "
+	                         "writes in flight to its target";
+
+	d.kernel_.FailNext(EBUSY, FakeKernel::Op::kSetPipe, busy);
+	auto report = d.pipes_.Reconcile();
+	ASSERT_TRUE(report.ok()) << report.status().message();
+	EXPECT_EQ(d.kernel_.Find(uuid)->mode, Mode::kAsynchronous);
+
+	const LogLevel level = GetLogLevel();
+	SetLogLevel(LogLevel::kNotice); // the replacement is a notice
+	::testing::internal::CaptureStderr();
+	auto refresh = [&d] {
+		d.service_.RefreshAll();
+		return d.service_.WaitPushesIdle(milliseconds(5000));
+	};
+	// Refused again: tried again at the next refresh.
+	d.kernel_.FailNext(EBUSY, FakeKernel::Op::kSetPipe, busy);
+	ASSERT_TRUE(refresh());
+	EXPECT_EQ(d.kernel_.Find(uuid)->mode, Mode::kAsynchronous);
+	ASSERT_TRUE(refresh());
+	const int pushes = d.kernel_.calls(FakeKernel::Op::kSetPipe);
+	// Done: nothing more is pushed.
+	ASSERT_TRUE(refresh());
+	const std::string log = ::testing::internal::GetCapturedStderr();
+	SetLogLevel(level);
+	auto k = d.kernel_.Find(uuid);
+	ASSERT_TRUE(k);
+	EXPECT_EQ(k->mode, Mode::kSynchronous)
+	        << "the stored definition was not pushed again: " << log;
+	ASSERT_EQ(k->pairs.size(), 1u);
+	EXPECT_EQ(k->pairs[0].state, PairState::kInSync) << "the pair was "
+	                                                    "replaced";
+	EXPECT_EQ(d.kernel_.calls(FakeKernel::Op::kSetPipe), pushes);
+	EXPECT_NE(log.find("definition in the kernel differs from the "
+	                   "store's, and pushing the stored one failed: "),
+	          std::string::npos)
+	        << log;
+	EXPECT_NE(log.find(busy), std::string::npos) << log;
+	EXPECT_NE(log.find("the kernel's definition, which differed from the "
+	                   "store's, was replaced by the stored one"),
+	          std::string::npos)
+	        << log;
+}
+
 TEST(ControlDaemon, DeleteStopsJobs)
 {
 	InProcessDaemon d;

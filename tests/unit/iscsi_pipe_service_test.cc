@@ -2,10 +2,14 @@
 // verify, the device to the kernel, the URL to the store, the return values,
 // and no connection left behind by a failed call.
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <future>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -13,6 +17,7 @@
 
 #include "fake_kernel_fake.h"
 #include "fake_probe_fake.h"
+#include "log.h"
 #include "pipe_service.h"
 #include "test_dir_fake.h"
 
@@ -33,7 +38,10 @@ const std::string kUrl1 = "iscsi://127.0.0.1:3260/iqn.2003-01.org.x:peer/1";
 const std::string kUrl0Portal2 =
         "iscsi://10.0.0.2:3260/iqn.2003-01.org.x:peer/0";
 
-// Targets connect to /dev/sd<n>; errors are scripted per target.
+// Targets connect to /dev/sd<n>; errors are scripted per target. A connect
+// may take a while (delay, a login's time), and the targets in held do not
+// answer until Release() (a peer whose login hangs until the connector's
+// bound; here 10 s at most, so that a test of code that waits for them ends).
 class FakeConnector : public TargetConnector
 {
 public:
@@ -45,9 +53,19 @@ public:
 	                            const std::vector<std::string> &,
 	                            bool *made) override
 	{
-		std::lock_guard<std::mutex> lock(mu);
+		std::unique_lock<std::mutex> lock(mu);
 		connects++;
 		*made = false;
+		const std::chrono::milliseconds wait = delay;
+		const bool hold = held.count(t) > 0;
+		lock.unlock();
+		std::this_thread::sleep_for(wait);
+		lock.lock();
+		if (hold &&
+		    !released_cv.wait_for(lock, std::chrono::seconds(10),
+		                          [&] { return released; }))
+			return Status::Error("no answer within the bound",
+			                     ETIMEDOUT);
 		if (auto e = errors.find(t); e != errors.end())
 			return Status::Error("scripted failure", e->second);
 		*made = !connected.count(t);
@@ -83,7 +101,18 @@ public:
 		v.session = connected.count(t) ? "LOGGED_IN" : "none";
 		return v;
 	}
+	// The targets in held answer now.
+	void Release()
+	{
+		std::lock_guard<std::mutex> lock(mu);
+		released = true;
+		released_cv.notify_all();
+	}
 	std::mutex mu;
+	std::condition_variable released_cv; // released
+	std::chrono::milliseconds delay{0};
+	std::set<std::string> held;
+	bool released = false;
 	std::map<std::string, std::string> devices{{kUrl0, "/dev/sdx"},
 	                                           {kUrl1, "/dev/sdy"},
 	                                           {kUrl0Portal2, "/dev/sdz"}};
@@ -147,6 +176,39 @@ protected:
 		           "logged out";
 	}
 
+	// A stored pipe "name", replipipe_1/<name> -> url, which is
+	// iscsi://10.0.1.<n>:3260/iqn.2003-01.org.x:<name>/0 (disk
+	// /dev/<name>), made through connector; its UUID.
+	std::string CreatePeerPipe(const std::string &name, int n,
+	                           std::string *url)
+	{
+		*url = "iscsi://10.0.1." + std::to_string(n) +
+		       ":3260/iqn.2003-01.org.x:" + name + "/0";
+		return CreateStoredPipe(name, *url, "/dev/" + name);
+	}
+	// A stored pipe "name": replipipe_1/<name> -> /dev/<name>.
+	std::string CreateLocalPipe(const std::string &name)
+	{
+		return CreateStoredPipe(name, "/dev/" + name, "/dev/" + name);
+	}
+	std::string CreateStoredPipe(const std::string &name,
+	                             const std::string &target,
+	                             const std::string &disk)
+	{
+		probe.AddBackstore("replipipe_1/" + name, "/dev/vg/" + name,
+		                   10 * kGiB);
+		probe.AddDevice(disk, 10 * kGiB);
+		if (target != disk)
+			connector.devices[target] = disk;
+		CreateOrModifyCall call =
+		        Call({"replipipe_1/" + name}, {target});
+		call.pipe_element_name = name;
+		MethodOutcome out = service.CreateOrModify(call);
+		EXPECT_EQ(out.return_value, ReturnValue::kCompleted)
+		        << out.error;
+		return Uuid(out);
+	}
+
 	TempDir dir;
 	Store store{dir.path()};
 	FakeKernel kernel;
@@ -155,6 +217,21 @@ protected:
 	PipeService service{kernel, store, probe, HostIdentity{kHost},
 	                    PipeServiceOptions{std::chrono::milliseconds(100)}};
 };
+
+std::string Lines(const std::vector<std::string> &lines)
+{
+	std::string all;
+	for (const std::string &line : lines)
+		all += line + "\n";
+	return all;
+}
+
+long long MsSince(std::chrono::steady_clock::time_point t)
+{
+	return std::chrono::duration_cast<std::chrono::milliseconds>(
+	               std::chrono::steady_clock::now() - t)
+	        .count();
+}
 
 TEST_F(IscsiPipeServiceTest, KernelGetsTheDeviceStoreKeepsTheUrl)
 {
@@ -596,6 +673,192 @@ TEST_F(IscsiPipeServiceTest, ReconcileReconnectsBeforePushing)
 	for (const std::string &line : *r3)
 		said = said || line.find("not pushed") != std::string::npos;
 	EXPECT_TRUE(said);
+}
+
+// A DR site down at boot (decision 59): each stored pipe's peer takes a
+// whole login bound to fail (here 300 ms; IscsiSessions gives 30 s), and a
+// pipe that needs no peer is stored after them. Start-up's reconcile took
+// one bound per dead peer before it pushed that pipe, opened the daemon's
+// socket or told systemd READY=1: three LUNs on a dead peer took systemd's
+// whole start timeout. Now the peers are waited for together, and the pipe
+// without one is pushed while they are.
+TEST_F(IscsiPipeServiceTest, ReconcileDoesNotWaitForDeadPeersOneAfterTheOther)
+{
+	constexpr int kDead = 8;
+	std::vector<std::string> dead;
+	for (int i = 0; i < kDead; ++i) {
+		std::string url;
+		CreatePeerPipe("dr" + std::to_string(i), i + 1, &url);
+		dead.push_back(url);
+	}
+	const std::string local = CreateLocalPipe("local");
+	// The reboot: the kernel and the sessions are gone, the peers down.
+	for (const KernelPipeStatus &k : kernel.Snapshot())
+		ASSERT_TRUE(kernel.DeletePipe(k.id).ok());
+	FakeConnector down;
+	down.devices = connector.devices;
+	constexpr std::chrono::milliseconds kBound{300};
+	down.delay = kBound;
+	for (const std::string &url : dead)
+		down.errors[url] = EHOSTUNREACH;
+	std::atomic<long long> local_pushed_ms{-1};
+	const auto start = std::chrono::steady_clock::now();
+	kernel.SetApplyHook([&](const KernelPipeSpec &spec) {
+		if (spec.id == local)
+			local_pushed_ms = MsSince(start);
+	});
+	PipeService again{kernel, store, probe, HostIdentity{kHost}};
+	again.SetTargetConnector(&down);
+	ASSERT_TRUE(again.Load().ok());
+	auto report = again.Reconcile();
+	const long long took = MsSince(start);
+	kernel.SetApplyHook({});
+	ASSERT_TRUE(report.ok()) << report.status().message();
+	EXPECT_EQ(down.connects, kDead);
+	// One after the other: 8 x 300 ms.
+	EXPECT_LT(took, 5 * kBound.count()) << Lines(*report);
+	// Before the first dead peer's bound ended.
+	EXPECT_GE(local_pushed_ms, 0);
+	EXPECT_LT(local_pushed_ms, kBound.count())
+	        << "the pipe without a peer waited for the dead peers";
+	EXPECT_TRUE(kernel.Find(local));
+	EXPECT_EQ(kernel.Snapshot().size(), 1u);
+	// Each dead peer's pipe is reported, in store order.
+	const std::string all = Lines(*report);
+	size_t at = 0;
+	for (int i = 0; i < kDead; ++i) {
+		at = all.find("\"dr" + std::to_string(i) + "\"", at);
+		ASSERT_NE(at, std::string::npos) << all;
+		EXPECT_NE(all.find("not pushed to the kernel", at),
+		          std::string::npos)
+		        << all;
+	}
+	EXPECT_NE(all.find("pushed to the kernel (1 pairs, full resync)", at),
+	          std::string::npos)
+	        << all;
+}
+
+// Peers whose logins hang (until the connector's bound, 30 s in the
+// daemon): Reconcile() returns after peer_wait, whatever their number,
+// having pushed meanwhile the pipes that need no peer and those whose peer
+// answered, and says which wait for their peers. Those are reconciled in
+// the background once their peers answer: sessions first, then the push (a
+// pipe the kernel lacked) or the comparison (one it has, which it keeps
+// mirroring meanwhile).
+TEST_F(IscsiPipeServiceTest, ReconcileLeavesPeersThatHangToTheBackground)
+{
+	std::string url[3];
+	std::string hung[3];
+	for (int i = 0; i < 3; ++i)
+		hung[i] = CreatePeerPipe("hung" + std::to_string(i), i + 1,
+		                         &url[i]);
+	const std::string live =
+	        Uuid(service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0})));
+	const std::string local = CreateLocalPipe("local");
+	// The restart finds only hung2's pipe in the kernel.
+	for (const KernelPipeStatus &k : kernel.Snapshot()) {
+		if (k.id != hung[2]) {
+			ASSERT_TRUE(kernel.DeletePipe(k.id).ok());
+		}
+	}
+	FakeConnector slow;
+	slow.devices = connector.devices;
+	slow.held = {url[0], url[1], url[2]};
+	PipeServiceOptions options;
+	options.busy_timeout = std::chrono::milliseconds(100);
+	options.peer_wait = std::chrono::milliseconds(200);
+	auto again = std::make_unique<PipeService>(
+	        kernel, store, probe, HostIdentity{kHost}, options);
+	again->SetTargetConnector(&slow);
+	ASSERT_TRUE(again->Load().ok());
+	const auto start = std::chrono::steady_clock::now();
+	auto report = again->Reconcile();
+	const long long took = MsSince(start);
+	ASSERT_TRUE(report.ok()) << report.status().message();
+	const std::string all = Lines(*report);
+	EXPECT_GE(took, 150) << all;
+	EXPECT_LT(took, 2000) << all;
+	EXPECT_TRUE(kernel.Find(local)) << all;
+	ASSERT_TRUE(kernel.Find(live)) << all;
+	EXPECT_EQ(kernel.Find(live)->pairs[0].target, "/dev/sdx");
+	EXPECT_FALSE(kernel.Find(hung[0]));
+	EXPECT_FALSE(kernel.Find(hung[1]));
+	EXPECT_TRUE(kernel.Find(hung[2]));
+	EXPECT_NE(all.find("(\"hung0\"): its peers were not connected within "
+	                   "200 ms; not in the kernel until they are"),
+	          std::string::npos)
+	        << all;
+	EXPECT_NE(all.find("(\"hung2\"): its peers were not connected within "
+	                   "200 ms; the kernel keeps the pipe"),
+	          std::string::npos)
+	        << all;
+	EXPECT_EQ(report->size(), 5u) << all;
+
+	// The peers answer: each pipe's session, then its push or its
+	// comparison (a GetPipe once connected).
+	const int asked = kernel.calls(FakeKernel::Op::kGetPipe);
+	const LogLevel level = GetLogLevel();
+	SetLogLevel(LogLevel::kNotice); // what is done late is a notice
+	::testing::internal::CaptureStderr();
+	slow.Release();
+	for (int i = 0; i < 500; ++i) {
+		if (kernel.Find(hung[0]) && kernel.Find(hung[1]) &&
+		    kernel.calls(FakeKernel::Op::kGetPipe) >= asked + 3)
+			break;
+		std::this_thread::sleep_for(std::chrono::milliseconds(10));
+	}
+	again.reset(); // every line logged
+	const std::string log = ::testing::internal::GetCapturedStderr();
+	SetLogLevel(level);
+	auto logged = [&log](const std::string &what) {
+		const size_t at = log.find(what);
+		if (at == std::string::npos)
+			return false;
+		const size_t line = log.rfind('\n', at) + 1;
+		return log.compare(line, 3, "<5>") == 0 &&
+		       log.find("reconcile: ", line) < at;
+	};
+	for (int i = 0; i < 2; ++i) {
+		auto k = kernel.Find(hung[i]);
+		ASSERT_TRUE(k) << "not pushed once its peer answered";
+		EXPECT_EQ(k->pairs[0].target, "/dev/hung" + std::to_string(i));
+		EXPECT_TRUE(logged("(\"hung" + std::to_string(i) +
+		                   "\"): pushed to the kernel"))
+		        << log;
+	}
+	EXPECT_TRUE(logged("(\"hung2\"): adopted from the kernel")) << log;
+	EXPECT_EQ(slow.connected.size(), 4u);
+}
+
+// The daemon stops while a peer's login started by the reconcile still
+// hangs: the service's destructor waits for it (it uses the connector and
+// the kernel), and nothing is pushed once the stop was asked for.
+TEST_F(IscsiPipeServiceTest, AStopDuringAPeersLoginWaitsForItAndPushesNothing)
+{
+	std::string url;
+	const std::string hung = CreatePeerPipe("hung", 1, &url);
+	ASSERT_TRUE(kernel.DeletePipe(hung).ok());
+	FakeConnector slow;
+	slow.devices = connector.devices;
+	slow.held = {url};
+	PipeServiceOptions options;
+	options.peer_wait = std::chrono::milliseconds(50);
+	auto again = std::make_unique<PipeService>(
+	        kernel, store, probe, HostIdentity{kHost}, options);
+	again->SetTargetConnector(&slow);
+	ASSERT_TRUE(again->Load().ok());
+	ASSERT_TRUE(again->Reconcile().ok());
+	again->BeginShutdown();
+	auto answer = std::async(std::launch::async, [&] {
+		std::this_thread::sleep_for(std::chrono::milliseconds(200));
+		slow.Release();
+	});
+	const auto start = std::chrono::steady_clock::now();
+	again.reset();
+	EXPECT_GE(MsSince(start), 100) << "the login was not waited for";
+	answer.get();
+	EXPECT_EQ(slow.connects, 1);
+	EXPECT_FALSE(kernel.Find(hung)) << "pushed after the stop";
 }
 
 } // namespace

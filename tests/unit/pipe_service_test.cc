@@ -1732,6 +1732,72 @@ TEST_F(PipeServiceTest, ReconcilePushesAdoptsAndReports)
 	EXPECT_EQ(service.ListPipes().size(), 3u);
 }
 
+// A stored definition the kernel refused at start (decision 59) is one of
+// PipesToRepair() until the kernel has it: PushIfNeeded() pushes it while
+// the definitions differ, and lets go once a call has put its own in the
+// kernel. It does not override a kernel definition it was not asked to
+// repair (a call in flight may have set it).
+TEST_F(PipeServiceTest, ARefusedRepairIsTriedAgainUntilTheKernelHasTheStore)
+{
+	const std::string uuid = UuidOf(CreateAB());
+	KernelPipeSpec drift = ToKernelSpec(*service.GetPipe(uuid));
+	drift.mode = Mode::kAsynchronous;
+	ASSERT_TRUE(kernel.SetPipe(drift).ok());
+	kernel.FailNext(EBUSY, Op::kSetPipe, "writes in flight");
+	auto report = service.Reconcile();
+	ASSERT_TRUE(report.ok()) << report.status().message();
+	EXPECT_NE(Lines(*report).find("kernel differed from the store (mode); "
+	                              "pushing the stored definition failed: "
+	                              "writes in flight; replipiped tries "
+	                              "again"),
+	          std::string::npos)
+	        << Lines(*report);
+	EXPECT_EQ(service.PipesToRepair(), std::set<std::string>{uuid});
+
+	kernel.FailNext(EBUSY, Op::kSetPipe, "writes in flight");
+	auto again = service.PushIfNeeded(uuid);
+	ASSERT_FALSE(again.ok());
+	EXPECT_EQ(again.status().err(), EBUSY);
+	EXPECT_NE(again.status().message().find(
+	                  "kernel differs from the store (mode)"),
+	          std::string::npos)
+	        << again.status().message();
+	EXPECT_EQ(kernel.Find(uuid)->mode, Mode::kAsynchronous);
+	EXPECT_EQ(service.PipesToRepair().size(), 1u);
+
+	// A modify puts its definition in the kernel: nothing left to do.
+	CreateOrModifyCall rename;
+	rename.replication_pipe = PipeReference(uuid);
+	rename.pipe_element_name = "renamed";
+	ASSERT_EQ(service.CreateOrModify(rename).return_value,
+	          ReturnValue::kCompleted);
+	const int pushes = kernel.calls(Op::kSetPipe);
+	auto done = service.PushIfNeeded(uuid);
+	ASSERT_TRUE(done.ok()) << done.status().message();
+	EXPECT_EQ(*done, PushOutcome::kNotNeeded);
+	EXPECT_TRUE(service.PipesToRepair().empty());
+	EXPECT_EQ(kernel.calls(Op::kSetPipe), pushes);
+
+	// Not asked to repair it: left as the kernel has it.
+	drift = ToKernelSpec(*service.GetPipe(uuid));
+	drift.mode = Mode::kAsynchronous;
+	ASSERT_TRUE(kernel.SetPipe(drift).ok());
+	auto left = service.PushIfNeeded(uuid);
+	ASSERT_TRUE(left.ok());
+	EXPECT_EQ(*left, PushOutcome::kNotNeeded);
+	EXPECT_EQ(kernel.Find(uuid)->mode, Mode::kAsynchronous);
+
+	// Refused at start, then taken.
+	kernel.FailNext(EBUSY, Op::kSetPipe);
+	ASSERT_TRUE(service.Reconcile().ok());
+	auto replaced = service.PushIfNeeded(uuid);
+	ASSERT_TRUE(replaced.ok()) << replaced.status().message();
+	EXPECT_EQ(*replaced, PushOutcome::kReplaced);
+	EXPECT_EQ(kernel.Find(uuid)->mode, Mode::kSynchronous);
+	EXPECT_EQ(kernel.Find(uuid)->name, "renamed");
+	EXPECT_TRUE(service.PipesToRepair().empty());
+}
+
 TEST_F(PipeServiceTest, ReconcileKernelUnreachable)
 {
 	kernel.FailNext(ETIMEDOUT, Op::kListPipes);
