@@ -6,7 +6,8 @@
 // the daemon, the file is left alone), open the kernel's netlink family,
 // reconcile, subscribe to events, open the socket, start the jobs, then
 // tell systemd READY=1. SIGTERM/SIGINT stop it in reverse: the socket
-// first, then the jobs (their claims end as Failed).
+// first, then the jobs (their claims end as Failed). So does an unload or a
+// reload of the module, with a failure status (FamilyCheck below).
 #include <fcntl.h>
 #include <linux/replipipe.h>
 #include <poll.h>
@@ -61,13 +62,15 @@ using std::chrono::steady_clock;
 
 // Exit statuses (docs/cli.md).
 constexpr int kExitOk = 0;
-constexpr int kExitFailure = 1;      // socket, netlink or other start-up error
+constexpr int kExitFailure = 1;      // start-up error, or the module reloaded
 constexpr int kExitUsage = 64;       // EX_USAGE
-constexpr int kExitUnavailable = 69; // EX_UNAVAILABLE: module not loaded
+constexpr int kExitUnavailable = 69; // EX_UNAVAILABLE: module not (any more)
+                                     // loaded
 constexpr int kExitConfig = 78;      // EX_CONFIG: store unreadable
 
 // How often the jobs and the kernel state are re-checked without an event
-// (restarts failed jobs after their back-off, catches lost events).
+// (restarts failed jobs after their back-off, catches lost events, finds a
+// module unloaded or reloaded whose announcement was missed: FamilyCheck).
 constexpr milliseconds kTick{5000};
 // --probe-interval: at most a year, as replipipectl's seconds.
 constexpr int64_t kMaxProbeIntervalSeconds = 365 * 24 * 3600;
@@ -355,6 +358,112 @@ private:
 	std::string last_error_;
 };
 
+// Whether the module behind the daemon's sockets is still the one they were
+// opened for. Each socket keeps the genl family id it resolved, and the
+// kernel gives the family a new id at each registration, so after an unload
+// every request goes to nobody, and after a reload to nobody too while the
+// new module is empty: every stored pipe must be pushed again, which is what
+// a start does (Reconcile). So the daemon stops with a failure status and
+// replipiped.service starts it again (docs/decisions.md, 60).
+//
+// It asks nlctrl for the family's id when told to look: at every tick, and
+// when nlctrl announces a registration or removal of the family (FamilyWatch)
+// or lost announcements.
+class FamilyCheck
+{
+public:
+	explicit FamilyCheck(int id) : id_(id) {}
+
+	// nlctrl announced that the family's id @id went: the family is gone
+	// even if it is registered again under the same id (after the cyclic
+	// allocator wrapped).
+	void Unregistered(int id)
+	{
+		if (id == id_)
+			unregistered_ = true;
+	}
+
+	// What stops the daemon: the module was unloaded or reloaded.
+	struct Gone {
+		Status error; // FamilyGoneError()
+		bool unloaded = false;
+	};
+	// Gone, or nullopt while the family keeps its id. A failed look-up is
+	// no verdict: logged when its reason changes, asked again at the next
+	// tick.
+	std::optional<Gone> Look()
+	{
+		auto now = ResolveFamilyId(REPLIPIPE_GENL_NAME);
+		if (!now.ok() && now.status().err() != ENOENT) {
+			if (now.status().message() != last_error_)
+				LogWarning() << "kernel: cannot look up the "
+				                "generic netlink family: "
+				             << now.status().message();
+			last_error_ = now.status().message();
+			return std::nullopt;
+		}
+		last_error_.clear();
+		const int now_id = now.ok() ? *now : 0;
+		if (now_id == id_ && !unregistered_)
+			return std::nullopt;
+		return Gone{FamilyGoneError(REPLIPIPE_GENL_NAME, id_, now_id),
+		            now_id == 0};
+	}
+
+private:
+	const int id_;
+	bool unregistered_ = false;
+	std::string last_error_;
+};
+
+// Logs why the daemon stops for a module that went; its exit status.
+int StopForFamily(const FamilyCheck::Gone &gone)
+{
+	if (gone.unloaded) {
+		LogError()
+		        << "kernel: " << gone.error.message()
+		        << "; stopping with exit status " << kExitUnavailable
+		        << ": nothing is mirrored without it. Start "
+		           "replipiped again once it is loaded (modprobe "
+		           "replipipe): the start pushes the stored pipes to "
+		           "it. replipiped.service does both by itself "
+		           "(Restart=on-failure, ExecStartPre=modprobe); stop "
+		           "the service to keep the module unloaded";
+		return kExitUnavailable;
+	}
+	LogError() << "kernel: " << gone.error.message()
+	           << "; the new module has none of the old one's pipes and "
+	              "this daemon's sockets name the old family: stopping "
+	              "with exit status "
+	           << kExitFailure
+	           << " so that a start pushes the stored pipes to it "
+	              "(replipiped.service restarts by itself)";
+	return kExitFailure;
+}
+
+// One of nlctrl's announcements about the family, logged; a removal is
+// noted in @family.
+void LogFamilyEvent(const FamilyEvent &change, FamilyCheck *family)
+{
+	switch (change.type) {
+	case FamilyEvent::Type::kRegistered:
+		LogInfo() << "kernel: nlctrl: generic netlink family "
+		          << REPLIPIPE_GENL_NAME << " registered with id "
+		          << change.id;
+		break;
+	case FamilyEvent::Type::kUnregistered:
+		LogInfo() << "kernel: nlctrl: generic netlink family "
+		          << REPLIPIPE_GENL_NAME << " (id " << change.id
+		          << ") was unregistered";
+		family->Unregistered(change.id);
+		break;
+	case FamilyEvent::Type::kOverrun:
+		LogInfo() << "kernel: nlctrl's announcements were lost; "
+		             "looking the family up";
+		break;
+	}
+}
+
 // A KernelPool::Opener: one more netlink socket.
 Result<std::unique_ptr<KernelApi>> OpenKernelSocket()
 {
@@ -391,6 +500,19 @@ int Run(const Options &opts, Detacher &detacher)
 		return kExitConfig;
 	}
 
+	// Before the kernel socket resolves the family: an unload or reload
+	// from then on is announced here (FamilyCheck).
+	std::unique_ptr<FamilyWatch> watch;
+	if (auto opened = FamilyWatch::Open(REPLIPIPE_GENL_NAME); opened.ok())
+		watch = std::move(*opened);
+	else
+		LogWarning() << "kernel: cannot follow the generic netlink "
+		                "controller's announcements ("
+		             << opened.status().message()
+		             << "); an unload or reload of the module is found "
+		                "by the check every "
+		             << kTick.count() / 1000 << " s only";
+
 	auto kernel = NetlinkKernel::Open();
 	if (!kernel.ok()) {
 		if (IsModuleMissing(kernel.status())) {
@@ -404,6 +526,7 @@ int Run(const Options &opts, Detacher &detacher)
 	LogInfo() << "kernel: generic netlink family " << REPLIPIPE_GENL_NAME
 	          << " id " << (*kernel)->family_id() << " version "
 	          << (*kernel)->family_version();
+	FamilyCheck family((*kernel)->family_id());
 
 	// The degraded-pair probes and resumes run on netlink sockets of their
 	// own, one per request in progress (KernelPool): one can take the
@@ -528,15 +651,16 @@ int Run(const Options &opts, Detacher &detacher)
 			wake = next_probe;
 		auto left = std::chrono::duration_cast<milliseconds>(
 		        wake - steady_clock::now());
-		pollfd pfds[2] = {{signal_fd.get(), POLLIN, 0},
-		                  {(*listener)->fd(), POLLIN, 0}};
+		pollfd pfds[3] = {{signal_fd.get(), POLLIN, 0},
+		                  {(*listener)->fd(), POLLIN, 0},
+		                  {watch ? watch->fd() : -1, POLLIN, 0}};
 		int ready = ::poll(
-		        pfds, 2,
+		        pfds, 3,
 		        left.count() > 0 ? static_cast<int>(left.count()) : 0);
 		const int poll_errno = errno;
 		if (ready < 0 && poll_errno != EINTR) {
 			LogError() << "main loop: poll of the signalfd and the "
-			              "kernel's events socket: "
+			              "kernel's netlink sockets: "
 			           << std::strerror(poll_errno)
 			           << "; stopping with exit status "
 			           << kExitFailure;
@@ -559,6 +683,43 @@ int Run(const Options &opts, Detacher &detacher)
 					        << ": shutting down";
 					break;
 				}
+			}
+		}
+		// Before the kernel's events: those of a module that went are
+		// moot, and its successor's never reach the old socket.
+		bool look = steady_clock::now() >= next_tick;
+		if (ready > 0 && watch &&
+		    (pfds[2].revents & (POLLIN | POLLERR))) {
+			// Looks after an announcement about the family (or
+			// lost ones) only: the removal of its groups comes
+			// before that of the family, and the look-up would
+			// then race the removal; other families' are none
+			// of ours.
+			auto changes = watch->Read();
+			if (!changes.ok()) {
+				look = true;
+				// Not read again: a socket that fails keeps
+				// polling readable, and the loop would spin.
+				LogWarning()
+				        << "kernel: "
+				        << changes.status().message()
+				        << "; no longer following the "
+				           "announcements: an unload or "
+				           "reload of the module is found by "
+				           "the check every "
+				        << kTick.count() / 1000 << " s";
+				watch.reset();
+			} else {
+				for (const FamilyEvent &change : *changes) {
+					LogFamilyEvent(change, &family);
+					look = true;
+				}
+			}
+		}
+		if (look) {
+			if (auto gone = family.Look()) {
+				exit_status = StopForFamily(*gone);
+				break;
 			}
 		}
 		if (ready > 0 && (pfds[1].revents & (POLLIN | POLLERR))) {

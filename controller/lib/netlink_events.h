@@ -67,4 +67,53 @@ private:
 // Exposed for unit tests.
 std::optional<KernelEvent> ParseEventMessage(nlmsghdr *hdr);
 
+// A registration or removal of one generic netlink family, as the kernel's
+// genl controller (nlctrl) announces it on its "notify" group.
+struct FamilyEvent {
+	enum class Type {
+		kRegistered,   // CTRL_CMD_NEWFAMILY: a module registered it
+		kUnregistered, // CTRL_CMD_DELFAMILY: its module went
+		kOverrun,      // announcements were lost: look it up again
+	};
+	Type type = Type::kOverrun;
+	int id = 0; // the family id the announcement names (0: kOverrun)
+};
+
+// FamilyWatch: nlctrl's announcements about one family (replipiped's:
+// REPLIPIPE_GENL_NAME), so that a daemon learns at once that the module behind
+// its sockets was unloaded or loaded again. Those sockets keep the family id
+// they resolved, and a new registration gets a new id (the kernel allocates
+// them cyclically), so after a reload they talk to nobody
+// (docs/decisions.md, 60). The fd is non-blocking and poll()able; Read()
+// returns every announcement already queued, without blocking. Another
+// family's announcements are dropped.
+//
+// Thread-safety: none; one thread reads.
+class FamilyWatch
+{
+public:
+	static Result<std::unique_ptr<FamilyWatch>>
+	Open(const std::string &family);
+
+	int fd() const { return sock_->fd(); }
+	const std::string &family() const { return family_; }
+	// Every announcement already queued (possibly none). Never blocks.
+	Result<std::vector<FamilyEvent>> Read();
+
+private:
+	FamilyWatch(std::unique_ptr<NetlinkSocket> sock, std::string family)
+	    : sock_(std::move(sock)), family_(std::move(family))
+	{
+	}
+
+	std::unique_ptr<NetlinkSocket> sock_;
+	const std::string family_;
+};
+
+// The announcement about @family in one nlctrl notification; nullopt for
+// other commands (multicast groups) and other families. Exposed for unit
+// tests.
+std::optional<FamilyEvent> ParseFamilyMessage(nlmsghdr *hdr,
+                                              const std::string &family);
+
 } // namespace replipipe

@@ -39,12 +39,23 @@ struct NlCbPut {
 	void operator()(nl_cb *cb) const { nl_cb_put(cb); }
 };
 
+struct NlSockFree {
+	void operator()(nl_sock *sock) const { nl_socket_free(sock); }
+};
+
+struct NlCacheFree {
+	void operator()(nl_cache *cache) const { nl_cache_free(cache); }
+};
+
 // The state of one Request() while libnl's callbacks run.
 struct RequestState {
 	uint32_t seq = 0;
 	const NetlinkSocket::ReplyHandler *on_reply = nullptr;
 	bool done = false;
 	Status status; // the first error wins
+	// status is an ENOENT without extack text: genetlink's answer to a
+	// family id it does not know (the family's own ENOENTs say why).
+	bool bare_enoent = false;
 };
 
 void Fail(RequestState *st, Status status)
@@ -95,7 +106,10 @@ int OnError(sockaddr_nl *, nlmsgerr *nlerr, void *arg)
 	if (hdr->nlmsg_seq != st->seq)
 		return NL_SKIP;
 	const int err = nlerr->error < 0 ? -nlerr->error : nlerr->error;
-	Fail(st, KernelError(err, ExtackOfError(hdr)));
+	const std::string extack = ExtackOfError(hdr);
+	if (st->status.ok() && err == ENOENT && extack.empty())
+		st->bare_enoent = true;
+	Fail(st, KernelError(err, extack));
 	st->done = true;
 	return NL_STOP;
 }
@@ -122,6 +136,75 @@ bool IsModuleMissing(const Status &status)
 	       status.message() == kModuleMissingMessage;
 }
 
+Status FamilyGoneError(const std::string &family, int old_id, int now_id)
+{
+	const std::string gone = "generic netlink family '" + family + "' id " +
+	                         std::to_string(old_id) + " is gone";
+	const bool ours = family == REPLIPIPE_GENL_NAME;
+	std::string msg;
+	if (now_id == 0)
+		msg = ours ? "the replipipe kernel module was unloaded (" +
+		                      gone + ")"
+		           : gone + " (unregistered)";
+	else
+		msg = ours ? "the replipipe kernel module was reloaded (" +
+		                      gone + ", the module now has id " +
+		                      std::to_string(now_id) + ")"
+		           : gone + ", the family now has id " +
+		                      std::to_string(now_id);
+	return Status::Error(msg, EIDRM);
+}
+
+bool IsFamilyGone(const Status &status)
+{
+	return !status.ok() && status.err() == EIDRM &&
+	       status.message().find("generic netlink family '") !=
+	               std::string::npos &&
+	       status.message().find(" is gone") != std::string::npos;
+}
+
+Result<int> ResolveFamilyId(const std::string &family,
+                            std::chrono::milliseconds timeout)
+{
+	std::unique_ptr<nl_sock, NlSockFree> sock(nl_socket_alloc());
+	if (sock == nullptr)
+		return Status::Error("netlink: cannot allocate a socket",
+		                     ENOMEM);
+	int rc = genl_connect(sock.get());
+	if (rc < 0)
+		return Status::Error(std::string("netlink: connect: ") +
+		                             nl_geterror(rc),
+		                     EIO);
+	// Bounded like every request: nlctrl answers at once, but a receive
+	// without a time-out would be the one wait in the daemon with none.
+	timeval tv{};
+	tv.tv_sec = timeout.count() / 1000;
+	tv.tv_usec = (timeout.count() % 1000) * 1000;
+	if (setsockopt(nl_socket_get_fd(sock.get()), SOL_SOCKET, SO_RCVTIMEO,
+	               &tv, sizeof(tv)) < 0)
+		return Status::FromErrno("netlink: set SO_RCVTIMEO", errno);
+	// The list of families (a dump), not CTRL_CMD_GETFAMILY by name: for
+	// a name it does not have the kernel loads the module that claims it
+	// (MODULE_ALIAS_GENL_FAMILY, which replipipe.ko declares), and a
+	// check must not load again a module an administrator just unloaded.
+	nl_cache *cache = nullptr;
+	rc = genl_ctrl_alloc_cache(sock.get(), &cache);
+	if (rc < 0)
+		return Status::Error(std::string("netlink: list the generic "
+		                                 "netlink families: ") +
+		                             nl_geterror(rc),
+		                     EIO);
+	std::unique_ptr<nl_cache, NlCacheFree> families(cache);
+	genl_family *found = genl_ctrl_search_by_name(cache, family.c_str());
+	if (found == nullptr)
+		return Status::Error("generic netlink family '" + family +
+		                             "' not found",
+		                     ENOENT);
+	const int id = genl_family_get_id(found);
+	genl_family_put(found);
+	return id;
+}
+
 void NlMsgFree::operator()(nl_msg *msg) const
 {
 	nlmsg_free(msg);
@@ -139,6 +222,7 @@ NetlinkSocket::OpenFamily(const std::string &family, const std::string &group,
                           uint8_t version, std::chrono::milliseconds timeout)
 {
 	std::unique_ptr<NetlinkSocket> s(new NetlinkSocket());
+	s->family_name_ = family;
 	s->request_version_ = version;
 	s->sock_ = nl_socket_alloc();
 	if (s->sock_ == nullptr)
@@ -182,7 +266,8 @@ NetlinkSocket::OpenFamily(const std::string &family, const std::string &group,
 		}
 		nl_cache_free(cache);
 	}
-	if (s->family_version_ != 0 && s->family_version_ != version)
+	if (version != 0 && s->family_version_ != 0 &&
+	    s->family_version_ != version)
 		return VersionMismatch(family, s->family_version_, version);
 	rc = genl_ctrl_resolve_grp(s->sock_, family.c_str(), group.c_str());
 	s->events_group_ = rc > 0 ? rc : 0;
@@ -280,7 +365,22 @@ Status NetlinkSocket::Request(NlMsgPtr msg, const ReplyHandler &on_reply)
 			                             nl_geterror(rc),
 			                     EIO);
 	}
+	if (st.bare_enoent)
+		return UnlessFamilyGone(std::move(st.status));
 	return st.status;
+}
+
+Status NetlinkSocket::UnlessFamilyGone(Status status) const
+{
+	// One more round trip, on a socket of its own (this one may still
+	// get a late answer), and only for an ENOENT nobody explained.
+	auto now = ResolveFamilyId(family_name_, timeout_);
+	if (!now.ok() && now.status().err() != ENOENT)
+		return status; // cannot tell: the kernel's answer as it came
+	const int now_id = now.ok() ? *now : 0;
+	if (now_id == family_id_)
+		return status;
+	return FamilyGoneError(family_name_, family_id_, now_id);
 }
 
 Status NetlinkSocket::JoinEvents()

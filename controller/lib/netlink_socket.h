@@ -6,6 +6,15 @@
 // Request() sends one request and waits, bounded by the receive timeout, for
 // its complete answer: replies, then an ack, an error or the end of a dump.
 //
+// A socket keeps the family id it resolved at Open(). The kernel gives a
+// family a new id at each registration (cyclically), so once the module is
+// unloaded, or unloaded and loaded again, every request of the socket goes to
+// an id that no family has: Request() then fails with IsFamilyGone() instead
+// of the bare ENOENT genetlink answers, which would read as "no such pipe".
+// Nothing reopens the socket: the new module is empty, and what it must get
+// is the caller's business (replipiped exits and a start reconciles,
+// docs/decisions.md, 60).
+//
 // Thread-safety: none. A socket is used by one thread at a time; classes that
 // share one (NetlinkKernel) serialize with their own mutex.
 #pragma once
@@ -35,6 +44,25 @@ inline constexpr std::chrono::milliseconds kNetlinkDefaultTimeout{10000};
 // True for the Status Open() returns when the module is not loaded.
 bool IsModuleMissing(const Status &status);
 
+// The error of a request to family @family, opened as id @old_id, when the
+// family is no longer registered under that id: @now_id is its id now, 0
+// when no family of that name is registered. err() is EIDRM. For
+// "replipipe": "the replipipe kernel module was unloaded (generic netlink
+// family 'replipipe' id 27 is gone)", or "... was reloaded (generic netlink
+// family 'replipipe' id 27 is gone, the module now has id 28)".
+Status FamilyGoneError(const std::string &family, int old_id, int now_id);
+// True for a FamilyGoneError(), with or without context prefixed.
+bool IsFamilyGone(const Status &status);
+
+// The id the kernel has now for the generic netlink family @family, from
+// nlctrl's list of families on a socket of its own (0.1 ms for 15 families:
+// cheap enough for a periodic check). ENOENT when no family of that name is
+// registered. Unlike Open(), it never makes the kernel load the module that
+// provides the family.
+Result<int>
+ResolveFamilyId(const std::string &family,
+                std::chrono::milliseconds timeout = kNetlinkDefaultTimeout);
+
 struct NlMsgFree {
 	void operator()(nl_msg *msg) const;
 };
@@ -47,7 +75,8 @@ public:
 	Open(std::chrono::milliseconds timeout = kNetlinkDefaultTimeout);
 	// The same for any genl family and group (tests use "nlctrl"). A
 	// missing family is ENOENT, kModuleMissingMessage for "replipipe"; a
-	// family whose version is not @version is EPROTONOSUPPORT.
+	// family whose version is not @version is EPROTONOSUPPORT (@version 0:
+	// any version, for a socket that only listens).
 	static Result<std::unique_ptr<NetlinkSocket>>
 	OpenFamily(const std::string &family, const std::string &group,
 	           uint8_t version, std::chrono::milliseconds timeout);
@@ -56,6 +85,7 @@ public:
 	NetlinkSocket &operator=(const NetlinkSocket &) = delete;
 
 	int family_id() const { return family_id_; }
+	const std::string &family_name() const { return family_name_; }
 	// The family's version as the kernel registered it (0 if unknown).
 	uint32_t family_version() const { return family_version_; }
 	// Multicast group id of "events" (0 if the kernel has none).
@@ -77,17 +107,28 @@ public:
 	using ReplyHandler = std::function<Status(nlmsghdr *)>;
 	// Sends msg and waits for the whole answer. Errors: the kernel's errno
 	// and extack text ("<extack>: <strerror>"), ETIMEDOUT when no complete
-	// answer came within timeout(), or a local socket error.
+	// answer came within timeout(), a local socket error, or
+	// IsFamilyGone() when genetlink found no family under family_id().
 	Status Request(NlMsgPtr msg, const ReplyHandler &on_reply = {});
 
 	// Subscribes to the events group and stops sequence checking (the
 	// socket then only listens). Makes the fd non-blocking.
 	Status JoinEvents();
 
+	// Tests: as if the family had had @id when the socket was opened (a
+	// module reloaded since has another).
+	void SetFamilyIdForTest(int id) { family_id_ = id; }
+
 private:
 	NetlinkSocket() = default;
 
+	// A bare ENOENT to a request (genetlink's, not the family's: ours
+	// always says why): @status, or FamilyGoneError() when family_id_ no
+	// longer names family_name_.
+	Status UnlessFamilyGone(Status status) const;
+
 	nl_sock *sock_ = nullptr;
+	std::string family_name_;
 	int family_id_ = 0;
 	uint32_t family_version_ = 0;
 	int events_group_ = 0;

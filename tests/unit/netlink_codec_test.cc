@@ -501,6 +501,64 @@ TEST(NetlinkResync, ClaimRequestCarriesThePairSerial)
 	}
 }
 
+// nlctrl's announcements as the kernel sends them (genl_ctrl_event()).
+NlMsgPtr CtrlMessage(uint8_t cmd, const char *name, uint16_t id)
+{
+	NlMsgPtr msg(nlmsg_alloc_size(4096));
+	genlmsg_put(msg.get(), 0, 0, GENL_ID_CTRL, 0, 0, cmd, 2);
+	nla_put_string(msg.get(), CTRL_ATTR_FAMILY_NAME, name);
+	nla_put_u16(msg.get(), CTRL_ATTR_FAMILY_ID, id);
+	nla_put_u32(msg.get(), CTRL_ATTR_VERSION, 1);
+	return msg;
+}
+
+TEST(NetlinkEvents, FamilyAnnouncements)
+{
+	NlMsgPtr gone = CtrlMessage(CTRL_CMD_DELFAMILY, "replipipe", 27);
+	auto event = ParseFamilyMessage(nlmsg_hdr(gone.get()), "replipipe");
+	ASSERT_TRUE(event.has_value());
+	EXPECT_EQ(event->type, FamilyEvent::Type::kUnregistered);
+	EXPECT_EQ(event->id, 27);
+
+	NlMsgPtr back = CtrlMessage(CTRL_CMD_NEWFAMILY, "replipipe", 28);
+	event = ParseFamilyMessage(nlmsg_hdr(back.get()), "replipipe");
+	ASSERT_TRUE(event.has_value());
+	EXPECT_EQ(event->type, FamilyEvent::Type::kRegistered);
+	EXPECT_EQ(event->id, 28);
+
+	// Another family, a name that only starts like ours, a group's
+	// announcement, a message of another family id: none is ours.
+	NlMsgPtr other = CtrlMessage(CTRL_CMD_DELFAMILY, "nl80211", 27);
+	EXPECT_FALSE(ParseFamilyMessage(nlmsg_hdr(other.get()), "replipipe"));
+	NlMsgPtr longer = CtrlMessage(CTRL_CMD_DELFAMILY, "replipipe2", 27);
+	EXPECT_FALSE(ParseFamilyMessage(nlmsg_hdr(longer.get()), "replipipe"));
+	NlMsgPtr group = CtrlMessage(CTRL_CMD_DELMCAST_GRP, "replipipe", 27);
+	EXPECT_FALSE(ParseFamilyMessage(nlmsg_hdr(group.get()), "replipipe"));
+	NlMsgPtr pipe = GenlMessage(CTRL_CMD_DELFAMILY);
+	nla_put_string(pipe.get(), CTRL_ATTR_FAMILY_NAME, "replipipe");
+	nla_put_u16(pipe.get(), CTRL_ATTR_FAMILY_ID, 27);
+	EXPECT_FALSE(ParseFamilyMessage(nlmsg_hdr(pipe.get()), "replipipe"));
+	// Without its id the announcement says nothing usable.
+	NlMsgPtr no_id(nlmsg_alloc_size(4096));
+	genlmsg_put(no_id.get(), 0, 0, GENL_ID_CTRL, 0, 0, CTRL_CMD_DELFAMILY,
+	            2);
+	nla_put_string(no_id.get(), CTRL_ATTR_FAMILY_NAME, "replipipe");
+	EXPECT_FALSE(ParseFamilyMessage(nlmsg_hdr(no_id.get()), "replipipe"));
+}
+
+// Every kernel has nlctrl: the watch opens and, with nothing registered
+// meanwhile, reads nothing without blocking.
+TEST(NetlinkEvents, FamilyWatchOpensOnNlctrl)
+{
+	auto watch = FamilyWatch::Open("replipipe");
+	ASSERT_TRUE(watch.ok()) << watch.status().message();
+	EXPECT_GE((*watch)->fd(), 0);
+	EXPECT_EQ((*watch)->family(), "replipipe");
+	auto read = (*watch)->Read();
+	ASSERT_TRUE(read.ok()) << read.status().message();
+	EXPECT_TRUE(read->empty());
+}
+
 // This host's kernel has generic netlink but no replipipe family.
 TEST(NetlinkSocket, ModuleMissingIsReportedClearly)
 {

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <set>
 
 #include "netlink_socket.h"
 
@@ -140,6 +141,106 @@ TEST(NetlinkSocketCtrl, MissingFamilyIsEnoent)
 	EXPECT_EQ(sock.status().message(),
 	          "generic netlink family 'no-such-family' not found");
 	EXPECT_FALSE(IsModuleMissing(sock.status()));
+}
+
+// A family id no family has on this host now (the highest free one: the
+// kernel allocates upwards, cyclically, so it stays free for this test).
+int UnusedFamilyId(NetlinkSocket &sock)
+{
+	std::set<int> used;
+	Status st = sock.Request(
+	        sock.NewRequest(CTRL_CMD_GETFAMILY, NLM_F_DUMP),
+	        [&](nlmsghdr *hdr) {
+		        nlattr *tb[CTRL_ATTR_MAX + 1] = {};
+		        genlmsg_parse(hdr, 0, tb, CTRL_ATTR_MAX, nullptr);
+		        if (tb[CTRL_ATTR_FAMILY_ID] != nullptr)
+			        used.insert(
+			                nla_get_u16(tb[CTRL_ATTR_FAMILY_ID]));
+		        return Status();
+	        });
+	EXPECT_TRUE(st.ok()) << st.message();
+	for (int id = 1023; id > GENL_ID_CTRL; --id)
+		if (!used.count(id))
+			return id;
+	ADD_FAILURE() << "no free family id";
+	return 0;
+}
+
+TEST(NetlinkSocketCtrl, ResolveFamilyIdAsksNlctrl)
+{
+	auto id = ResolveFamilyId("nlctrl", 2s);
+	ASSERT_TRUE(id.ok()) << id.status().message();
+	EXPECT_EQ(*id, GENL_ID_CTRL);
+	auto missing = ResolveFamilyId("no-such-family", 2s);
+	ASSERT_FALSE(missing.ok());
+	EXPECT_EQ(missing.status().err(), ENOENT);
+	EXPECT_EQ(missing.status().message(),
+	          "generic netlink family 'no-such-family' not found");
+}
+
+// genetlink answers a request to an id no family has with a bare ENOENT.
+// While the socket's family still has the id the socket resolved, that is
+// the answer (the request itself named another id).
+TEST(NetlinkSocketCtrl, BareEnoentOfAFamilyStillThereStaysEnoent)
+{
+	auto sock = OpenCtrl(2s);
+	ASSERT_NE(sock, nullptr);
+	const int unused = UnusedFamilyId(*sock);
+	NlMsgPtr msg = sock->NewRequest(CTRL_CMD_GETFAMILY);
+	nla_put_string(msg.get(), CTRL_ATTR_FAMILY_NAME, "nlctrl");
+	nlmsg_hdr(msg.get())->nlmsg_type = static_cast<uint16_t>(unused);
+	Status st = sock->Request(std::move(msg));
+	EXPECT_EQ(st.err(), ENOENT) << st.message();
+	EXPECT_FALSE(IsFamilyGone(st));
+}
+
+// The socket's family was registered again under another id since it was
+// opened (a module reloaded): the request's ENOENT says so, not "no such
+// object", so that a PIPE_GET is not read as "no such pipe".
+TEST(NetlinkSocketCtrl, RequestToAFamilyIdThatIsGoneSaysSo)
+{
+	auto sock = OpenCtrl(2s);
+	ASSERT_NE(sock, nullptr);
+	const int unused = UnusedFamilyId(*sock);
+	sock->SetFamilyIdForTest(unused);
+	NlMsgPtr msg = sock->NewRequest(CTRL_CMD_GETFAMILY);
+	nla_put_string(msg.get(), CTRL_ATTR_FAMILY_NAME, "nlctrl");
+	Status st = sock->Request(std::move(msg));
+	EXPECT_EQ(st.err(), EIDRM) << st.message();
+	EXPECT_TRUE(IsFamilyGone(st));
+	EXPECT_TRUE(IsFamilyGone(st.Context("kernel PIPE_GET pipe p")));
+	EXPECT_EQ(st.message(), "generic netlink family 'nlctrl' id " +
+	                                std::to_string(unused) +
+	                                " is gone, the family now has id " +
+	                                std::to_string(GENL_ID_CTRL));
+	// The socket is in step for the next request.
+	sock->SetFamilyIdForTest(GENL_ID_CTRL);
+	NlMsgPtr again = sock->NewRequest(CTRL_CMD_GETFAMILY);
+	nla_put_string(again.get(), CTRL_ATTR_FAMILY_NAME, "nlctrl");
+	EXPECT_TRUE(sock->Request(std::move(again)).ok());
+}
+
+TEST(NetlinkSocket, FamilyGoneErrorSaysWhatBecameOfTheModule)
+{
+	Status unloaded = FamilyGoneError("replipipe", 27, 0);
+	EXPECT_EQ(unloaded.err(), EIDRM);
+	EXPECT_EQ(unloaded.message(),
+	          "the replipipe kernel module was unloaded (generic netlink "
+	          "family 'replipipe' id 27 is gone)");
+	EXPECT_TRUE(IsFamilyGone(unloaded));
+	EXPECT_FALSE(IsModuleMissing(unloaded));
+	Status reloaded = FamilyGoneError("replipipe", 27, 28);
+	EXPECT_EQ(reloaded.message(),
+	          "the replipipe kernel module was reloaded (generic netlink "
+	          "family 'replipipe' id 27 is gone, the module now has id "
+	          "28)");
+	EXPECT_TRUE(IsFamilyGone(reloaded));
+	EXPECT_EQ(FamilyGoneError("other", 30, 0).message(),
+	          "generic netlink family 'other' id 30 is gone "
+	          "(unregistered)");
+	// A family's own EIDRM is not the family going away.
+	EXPECT_FALSE(IsFamilyGone(Status::Error("Identifier removed", EIDRM)));
+	EXPECT_FALSE(IsFamilyGone(Status()));
 }
 
 } // namespace

@@ -15,7 +15,7 @@
 # Only the unit's output goes elsewhere (a drop-in: there is no journald in
 # the guest); nothing of its sandbox is changed.
 # vm-init: systemd
-# vm-timeout: 420
+# vm-timeout: 480
 # vm-cost: 25
 # vm-bins: /lib/systemd/systemd systemctl /usr/sbin/iscsid /usr/sbin/iscsiadm
 # vm-files: /etc/iscsi/iscsid.conf controller/replipiped.service packaging/default/replipiped packaging/debian/replipipe/postrm.in /usr/lib/os-release /lib/systemd/system/sysinit.target /lib/systemd/system/basic.target /lib/systemd/system/multi-user.target /lib/systemd/system/sockets.target /lib/systemd/system/timers.target /lib/systemd/system/paths.target /lib/systemd/system/slices.target /lib/systemd/system/local-fs.target /lib/systemd/system/swap.target /lib/systemd/system/shutdown.target
@@ -155,6 +155,35 @@ replipipectl wait "$id" --state InSync --timeout 120 ||
 dd if=/dev/urandom of=$dev bs=1M count=8 seek=40 oflag=direct 2> /dev/null ||
 	vm_fail "write through $dev after the restart"
 vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "legs differ after the restart"
+
+vm_log "== the module unloaded under the daemon: the unit starts it again, which pushes the pipe"
+# Once the pipe is gone from the kernel and its backstore from LIO (a DKMS
+# upgrade's reload): replipiped exits 69 at once (decision 60),
+# Restart=on-failure starts it again and ExecStartPre= loads the module.
+rp-nlctl del-pipe "${id#replipipe:}" || vm_fail "del-pipe $id"
+vm_tcm_loop_unexport $SRC
+vm_backstore_delete $SRC
+pid=$(prop MainPID)
+rmmod replipipe || unit_fail "rmmod with no pipe and no backstore"
+i=0
+until [ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" != "$pid" ] &&
+	[ "$(prop MainPID)" != 0 ]; do
+	[ $i -lt 300 ] || unit_fail "not restarted within 30 s of the unload (state $(prop ActiveState))"
+	sleep 0.1
+	i=$((i + 1))
+done
+[ "$(prop NRestarts)" = 2 ] || unit_fail "NRestarts $(prop NRestarts) after the unload"
+grep -q "the replipipe kernel module was unloaded (.*); stopping with exit status 69" $DLOG ||
+	unit_fail "no line saying the module was unloaded"
+[ -d /sys/module/replipipe ] || unit_fail "the restart did not load the module again"
+vm_log "restarted after the unload: pid $(prop MainPID), module loaded again"
+vm_backstore replipipe replipipe_0 v1 /dev/ram0 > /dev/null
+dev=$(vm_tcm_loop_export $SRC)
+replipipectl wait "$id" --state InSync --timeout 120 ||
+	{ replipipectl --json status >&2; unit_fail "the pipe after the module came back"; }
+dd if=/dev/urandom of=$dev bs=1M count=8 seek=24 oflag=direct 2> /dev/null ||
+	vm_fail "write through $dev after the module came back"
+vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "legs differ after the module came back"
 
 vm_log "== systemctl stop is clean"
 systemctl stop replipiped || unit_fail "systemctl stop"
