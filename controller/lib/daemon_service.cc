@@ -476,6 +476,10 @@ void DaemonService::OnKernelEvent(const KernelEvent &event)
 
 void DaemonService::RefreshAllOnce()
 {
+	if (Status st = pipes_.RewriteStaleStore(); !st.ok())
+		LogWarning() << st.message()
+		             << "; tried again at the next "
+		                "refresh";
 	const uint64_t read_no = NextRead();
 	auto listed = kernel_.ListPipes();
 	if (!listed.ok()) {

@@ -785,13 +785,40 @@ Status PipeService::SaveWith(const std::string &uuid,
 	    !st.ok()) {
 		// Save() may have failed after its rename: put the old
 		// content back so that the store, too, is unchanged.
-		(void)SaveNoThrow(store_, Entries(pipes_, pending_));
+		if (Status back =
+		            SaveNoThrow(store_, Entries(pipes_, pending_));
+		    !back.ok()) {
+			store_stale_ = true;
+			LogError() << "store: " << st.message()
+			           << "; writing the previous content back "
+			              "failed too ("
+			           << back.message()
+			           << "): the file may hold the change that "
+			              "failed; it is written again at each "
+			              "refresh until that succeeds";
+		}
 		return st;
 	}
+	store_stale_ = false;
 	pipes_ = std::move(next);
 	pending_ = std::move(next_pending);
 	if (!record)
 		to_repair_.erase(uuid);
+	return Status();
+}
+
+Status PipeService::RewriteStaleStore()
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	if (!store_stale_)
+		return Status();
+	if (Status st = SaveNoThrow(store_, Entries(pipes_, pending_));
+	    !st.ok())
+		return st.Context("store: writing back what a failed save "
+		                  "changed");
+	store_stale_ = false;
+	LogNotice() << "store: written back after a failed save; the file "
+	               "holds the stored pipes again";
 	return Status();
 }
 

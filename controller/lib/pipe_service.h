@@ -140,6 +140,11 @@ public:
 	// that the kernel refused to take in place of one that differs is
 	// tried again too (PipesToRepair(), PushIfNeeded()).
 	Result<std::vector<std::string>> Reconcile();
+	// Writes the store again when a failed save could not put the old
+	// content back (the file may hold a change its caller was told
+	// failed, which the next start would apply); nothing to do otherwise.
+	// The daemon calls it at every refresh until it succeeds.
+	Status RewriteStaleStore();
 	// Connections to peers that Reconcile() runs at once.
 	static constexpr size_t kPeerConnectsAtOnce = 16;
 	// The background reconciliation starts no more connections or
@@ -296,7 +301,8 @@ private:
 	// Writes the store with pipe uuid as record (nullopt: without it),
 	// marked pending as given. On success pipes_ and pending_ hold what
 	// was written; on failure they are unchanged and so, as far as a
-	// second write can, is the file. Caller holds mu_.
+	// second write can, is the file: when that second write fails too,
+	// store_stale_ says so (RewriteStaleStore()). Caller holds mu_.
 	Status SaveWith(const std::string &uuid,
 	                const std::optional<PipeRecord> &record,
 	                PendingOp pending = PendingOp::kNone);
@@ -316,7 +322,11 @@ private:
 	const PipeServiceOptions options_;
 
 	mutable std::mutex mu_;
-	bool loaded_ = false;           // guarded by mu_
+	bool loaded_ = false; // guarded by mu_
+	// A failed save may have renamed its file into place, and writing
+	// pipes_ and pending_ back failed too: the file may hold a change
+	// its caller was told failed. guarded by mu_
+	bool store_stale_ = false;
 	std::vector<PipeRecord> pipes_; // guarded by mu_; what the store holds
 	// The records the store holds marked pending, in store order (after
 	// pipes_ in the file). Those in carried_ belong to a call in flight,

@@ -509,6 +509,56 @@ TEST_F(PipeServiceTest, StoreFailureBeforeCreateLeavesTheKernelAlone)
 	EXPECT_EQ(service.ListPipes().size(), 1u);
 }
 
+// A modify's save that fails after its rename (the directory's fsync) and
+// whose write-back of the old content fails too leaves the refused modify
+// in the file: the next start would push it (the kernel was undone). The
+// file is written again once the store takes writes, before any restart.
+TEST_F(PipeServiceTest, AFailedSaveWhoseWriteBackFailedIsWrittenAgain)
+{
+	const std::string ref = CreateAB();
+	int step = 0;
+	store.SetFaultHookForTest([&](Store::SaveStep at) {
+		if (step == 0 && at == Store::SaveStep::kRenamed) {
+			step++;
+			return Status::Error("fsync directory", EIO);
+		}
+		if (step == 1 && at == Store::SaveStep::kTempSynced) {
+			step++;
+			return Status::Error("disk full", ENOSPC);
+		}
+		return Status();
+	});
+	CreateOrModifyCall m = Call({"replipipe_0/a"}, {"/dev/sdc"});
+	m.replication_pipe = ref;
+	m.source_system = "";
+	m.target_system = "";
+	::testing::internal::CaptureStderr();
+	MethodOutcome out = service.CreateOrModify(m);
+	::testing::internal::GetCapturedStderr();
+	EXPECT_EQ(out.return_value, ReturnValue::kUnspecifiedError)
+	        << out.error;
+	ASSERT_EQ(step, 2);
+	ASSERT_EQ(kernel.Snapshot().size(), 1u);
+	EXPECT_EQ(kernel.Snapshot()[0].pairs[0].target, "/dev/sdb");
+	ASSERT_NE(dir.Read("pipes.json").find("/dev/sdc"), std::string::npos)
+	        << "setup: the file should hold the refused modify now";
+
+	::testing::internal::CaptureStderr();
+	EXPECT_TRUE(service.RewriteStaleStore().ok());
+	::testing::internal::GetCapturedStderr();
+	store.SetFaultHookForTest({});
+	const std::string file = dir.Read("pipes.json");
+	EXPECT_EQ(file.find("/dev/sdc"), std::string::npos) << file;
+	EXPECT_NE(file.find("/dev/sdb"), std::string::npos) << file;
+	// A start from that file keeps the kernel as the caller was told.
+	Store again_store{dir.path()};
+	PipeService again{kernel, again_store, probe, HostIdentity{kHost}};
+	ASSERT_TRUE(again.Load().ok());
+	ASSERT_TRUE(again.Reconcile().ok());
+	ASSERT_EQ(kernel.Snapshot().size(), 1u);
+	EXPECT_EQ(kernel.Snapshot()[0].pairs[0].target, "/dev/sdb");
+}
+
 TEST_F(PipeServiceTest, StoreFailureOnModifyRestoresKernel)
 {
 	std::string ref = CreateAB();
