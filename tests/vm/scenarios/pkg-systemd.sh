@@ -34,6 +34,17 @@ unit_fail() {
 	systemctl --no-pager status replipiped >&2
 	vm_daemon_fail $DLOG "$@"
 }
+# wait_restarted OLD_PID WHEN: until the unit is active again under another
+# main process (30 s at most; WHEN completes the failure message)
+wait_restarted() {
+	local i=0
+	until [ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" != "$1" ] &&
+		[ "$(prop MainPID)" != 0 ]; do
+		[ $i -lt 300 ] || unit_fail "not restarted within 30 s$2 (state $(prop ActiveState))"
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
 
 # prop NAME: a property of replipiped.service as systemd has it.
 prop() { systemctl show -P "$1" replipiped.service; }
@@ -141,13 +152,7 @@ vm_backstore_delete $SRC2
 
 vm_log "== SIGKILL: Restart=on-failure brings it back with the pipe"
 systemctl kill -s KILL replipiped
-i=0
-until [ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" != "$pid" ] &&
-	[ "$(prop MainPID)" != 0 ]; do
-	[ $i -lt 300 ] || unit_fail "not restarted within 30 s (state $(prop ActiveState))"
-	sleep 0.1
-	i=$((i + 1))
-done
+wait_restarted "$pid" ""
 [ "$(prop NRestarts)" = 1 ] || unit_fail "NRestarts $(prop NRestarts)"
 vm_log "restarted: pid $(prop MainPID)"
 replipipectl wait "$id" --state InSync --timeout 120 ||
@@ -165,13 +170,7 @@ vm_tcm_loop_unexport $SRC
 vm_backstore_delete $SRC
 pid=$(prop MainPID)
 rmmod replipipe || unit_fail "rmmod with no pipe and no backstore"
-i=0
-until [ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" != "$pid" ] &&
-	[ "$(prop MainPID)" != 0 ]; do
-	[ $i -lt 300 ] || unit_fail "not restarted within 30 s of the unload (state $(prop ActiveState))"
-	sleep 0.1
-	i=$((i + 1))
-done
+wait_restarted "$pid" " of the unload"
 [ "$(prop NRestarts)" = 2 ] || unit_fail "NRestarts $(prop NRestarts) after the unload"
 grep -q "the replipipe kernel module was unloaded (.*); stopping with exit status 69" $DLOG ||
 	unit_fail "no line saying the module was unloaded"
