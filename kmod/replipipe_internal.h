@@ -295,6 +295,13 @@ struct rp_pair {
 	bool			uf_new_set;
 	bool			uf_old_set;
 	u64			uf_gen;		/* swaps of uf_new and uf_old */
+	/*
+	 * An asynchronous pair's target flush for SYNCHRONIZE CACHE is in
+	 * flight, and another is to follow it (rp_io.c): a target that
+	 * queues I/O holds one such flush, not one per command.
+	 */
+	bool			async_flushing;
+	bool			async_flush_again;
 	u64			lag_bytes;
 	/*
 	 * Async writes waiting for room within max lag, oldest first: parked
@@ -343,7 +350,7 @@ struct rp_pair {
 
 enum rp_req_flags {
 	RP_REQ_MIRROR	= 1 << 0,	/* a target leg exists */
-	RP_REQ_ASYNC	= 1 << 1,	/* the target leg is an async copy */
+	RP_REQ_ASYNC	= 1 << 1,	/* the target leg is async (a copy, a flush) */
 	RP_REQ_TRACKED	= 1 << 2,	/* in pair->inflight */
 	RP_REQ_FLUSH	= 1 << 3,	/* covers the whole device */
 	RP_REQ_UNTRACKED = 1 << 6,	/* counted in dev->untracked */

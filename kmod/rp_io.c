@@ -16,7 +16,8 @@
  *                 waiting for a claim, and is submitted again from the
  *                 start: on iSCSI that context is the connection's
  *                 receiver, which must keep answering the initiator.
- * SYNCHRONIZE CACHE and FUA reach both legs; what the target acknowledged
+ * SYNCHRONIZE CACHE and FUA reach both legs (on an asynchronous pair the
+ * command waits for the primary's flush only); what the target acknowledged
  * without FUA is tracked until a flush of it completes (rp_pipe.c,
  * "Unflushed").  UNMAP and WRITE SAME are
  * mirrored synchronously in synchronous mode (an UNMAP of a LUN reporting
@@ -131,7 +132,31 @@ static void rp_req_cmd_done(struct rp_req *req)
 	rp_req_put(req);
 }
 
-/* The completion of an asynchronous target leg.  Must not block. */
+/*
+ * The target's flush of an asynchronous pair ended (rp_async_flush_send()):
+ * true if a SYNCHRONIZE CACHE came meanwhile, and so another flush follows
+ * as the pair's one in flight.  Must not block.
+ */
+static bool rp_async_flush_end(struct rp_pair *pair)
+{
+	bool mirroring = rp_pair_mirroring(pair);
+	unsigned long flags;
+	bool again;
+
+	spin_lock_irqsave(&pair->lock, flags);
+	/* A pair that stopped mirroring made what the target held dirty. */
+	again = pair->async_flush_again && mirroring;
+	pair->async_flush_again = false;
+	pair->async_flushing = again;
+	spin_unlock_irqrestore(&pair->lock, flags);
+	return again;
+}
+
+/*
+ * The completion of an asynchronous target leg: a write's copy, or the
+ * target's flush of a SYNCHRONIZE CACHE on an asynchronous pair, which no
+ * command waits for (rp_execute_sync_cache()).  Must not block.
+ */
 static void rp_req_async_done(struct rp_req *req)
 {
 	struct rp_pair *pair = req->pair;
@@ -142,12 +167,20 @@ static void rp_req_async_done(struct rp_req *req)
 
 	if (atomic_read(&req->target_errors)) {
 		rp_pair_target_failed(pair, req);
+	} else if (req->flags & RP_REQ_FLUSH) {
+		rp_pair_flush_done(pair, req->flush_gen);
 	} else if (!(req->flags & RP_REQ_NOCOPY)) {
 		rp_pair_target_written(pair, req);
 		atomic64_inc(&pair->writes_mirrored);
 		atomic64_add(bytes, &pair->bytes_mirrored);
 	}
-	rp_pair_lag_release(pair, bytes);
+	if (!(req->flags & RP_REQ_FLUSH)) {
+		rp_pair_lag_release(pair, bytes);
+	} else if (rp_async_flush_end(pair)) {
+		/* Sent again on rp_wq: a bio may wait for a tag. */
+		queue_work(rp_wq, &req->work);
+		return;
+	}
 	rp_req_put(req);
 }
 
@@ -668,9 +701,58 @@ unpin:
 	percpu_ref_put(&dev->reqs);
 }
 
+/*
+ * Whether a SYNCHRONIZE CACHE on an asynchronous pair sends the target a
+ * flush of its own: not while the pair's last one is in flight, which is
+ * sent again when it ends instead (rp_async_flush_end()), so that a flush
+ * issued after the command still reaches the target.  Now that no command
+ * waits for them, a target that queues I/O would otherwise hold one flush
+ * per command, as many as an initiator cares to send.  Must not block.
+ */
+static bool rp_async_flush_start(struct rp_pair *pair)
+{
+	bool start;
+
+	spin_lock_irq(&pair->lock);
+	start = !pair->async_flushing;
+	if (start)
+		pair->async_flushing = true;
+	else
+		pair->async_flush_again = true;
+	spin_unlock_irq(&pair->lock);
+	return start;
+}
+
+/*
+ * Sends the target of an asynchronous pair the flush of a SYNCHRONIZE
+ * CACHE: the request's async side, which the caller holds a reference of
+ * (async_pending), dropped here.  May block.
+ */
+static void rp_async_flush_send(struct rp_req *req)
+{
+	struct bio *bio;
+
+	req->flush_gen = rp_pair_flush_begin(req->pair);
+	/* No pages: rp_bio_done_async() only puts the bio. */
+	bio = rp_bio_alloc(req, req->pair->tgt.bdev, 0,
+			   REQ_OP_WRITE | REQ_PREFLUSH, 0, rp_bio_done_async);
+	atomic_inc(&req->async_pending);
+	submit_bio(bio);
+	rp_req_async_done(req);
+}
+
 static void rp_req_resubmit_work(struct work_struct *work)
 {
-	rp_write_submit(container_of(work, struct rp_req, work));
+	struct rp_req *req = container_of(work, struct rp_req, work);
+
+	if (req->flags & RP_REQ_FLUSH) {
+		/* An asynchronous pair's flush, again (rp_req_async_done()). */
+		atomic_set(&req->target_errors, 0);
+		atomic_set(&req->async_pending, 1);
+		rp_async_flush_send(req);
+		return;
+	}
+	rp_write_submit(req);
 }
 
 /*
@@ -730,6 +812,17 @@ sense_reason_t rp_execute_rw(struct se_cmd *cmd, struct scatterlist *sgl,
 	return 0;
 }
 
+/*
+ * On an asynchronous pair the target's flush is the request's async side,
+ * which no command waits for: the pair promises its target nothing at a
+ * flush (copies may still be on their way; docs/decisions.md 46, 61),
+ * and a target that queues I/O (a suspended dm device, multipath
+ * queue_if_no_path, iSCSI in recovery) would hold the command for as long
+ * as it queues, until the initiator's error handling takes the LUN
+ * offline.  The flush still runs, one at a time (rp_async_flush_start()),
+ * and is accounted when it ends (uf_old, or the pair degrades):
+ * rp_req_async_done().
+ */
 sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd)
 {
 	struct rp_dev *dev = RP_DEV(cmd->se_dev);
@@ -746,14 +839,23 @@ sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd)
 		target_complete_cmd(cmd, SAM_STAT_GOOD);
 	req->flags = RP_REQ_FLUSH;
 	req->pair = rp_pair_get(dev);
-	if (req->pair && rp_pair_mirroring(req->pair))
-		req->flags |= RP_REQ_MIRROR;
+	if (req->pair && rp_pair_mirroring(req->pair)) {
+		/* Unlocked: a flush racing a change of mode goes as it finds it. */
+		if (READ_ONCE(req->pair->mode) != REPLIPIPE_MODE_ASYNC) {
+			req->flags |= RP_REQ_MIRROR;
+		} else if (rp_async_flush_start(req->pair)) {
+			req->flags |= RP_REQ_MIRROR | RP_REQ_ASYNC;
+			refcount_set(&req->refs, 2);
+		}
+	}
 
 	bio = rp_bio_alloc(req, dev->primary.bdev, 0,
 			   REQ_OP_WRITE | REQ_PREFLUSH, 0, rp_bio_done_primary);
 	refcount_inc(&req->pending);
 	submit_bio(bio);
-	if (req->flags & RP_REQ_MIRROR) {
+	if (req->flags & RP_REQ_ASYNC) {
+		rp_async_flush_send(req);
+	} else if (req->flags & RP_REQ_MIRROR) {
 		req->flush_gen = rp_pair_flush_begin(req->pair);
 		bio = rp_bio_alloc(req, req->pair->tgt.bdev, 0,
 				   REQ_OP_WRITE | REQ_PREFLUSH, 0,
