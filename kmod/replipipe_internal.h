@@ -321,9 +321,11 @@ struct rp_pair {
 	struct list_head	held;		/* rp_req waiting for a claim */
 	/*
 	 * The async target legs not ended yet by sector range (rp_io.c), and
-	 * those built but not issued: a leg is issued once no earlier one
-	 * overlaps it, found in O(log n) instead of a walk of every leg with
-	 * interrupts off.
+	 * the built legs to look at: new ones, and those a leg that ended
+	 * held up.  A leg is issued once no earlier one overlaps it, found in
+	 * O(log n) instead of a walk of every leg with interrupts off; one
+	 * that an earlier leg holds up waits on that leg's async_waiters, so
+	 * that a leg that ends looks again at what it held up only.
 	 */
 	struct rb_root_cached	async_tree;
 	struct list_head	async_ready;
@@ -386,7 +388,9 @@ struct rp_req {
 	sector_t		async_last;	/* last sector of the leg */
 	sector_t		async_subtree_last;
 	u64			async_seq;	/* its order among the pair's legs */
-	struct list_head	ready_node;	/* pair->async_ready */
+	/* On pair->async_ready, or on the async_waiters of a leg before it. */
+	struct list_head	ready_node;
+	struct list_head	async_waiters;	/* built legs it holds up */
 	struct bio_list		async_bios;	/* built, not yet submitted */
 	struct work_struct	work;		/* resubmission of a held write */
 };

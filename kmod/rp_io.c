@@ -57,6 +57,7 @@ static struct rp_req *rp_req_alloc(struct se_cmd *cmd, struct rp_dev *dev)
 	atomic_set(&req->async_pending, 1);
 	INIT_LIST_HEAD(&req->node);
 	INIT_LIST_HEAD(&req->ready_node);
+	INIT_LIST_HEAD(&req->async_waiters);
 	bio_list_init(&req->async_bios);
 	/*
 	 * Once, not at each resubmission: re-initializing a work item that
@@ -463,28 +464,87 @@ void __rp_async_add(struct rp_pair *pair, struct rp_req *req)
 	rp_async_tree_insert(req, &pair->async_tree);
 }
 
-/* An async leg is done (issued and ended).  pair->lock held. */
+/*
+ * An async leg is done (issued and ended, or ended uncopied).  The legs it
+ * held up go back on pair->async_ready, to be looked at again
+ * (rp_pair_untrack() queues rp_async_work()).  pair->lock held.
+ */
 void __rp_async_del(struct rp_pair *pair, struct rp_req *req)
 {
 	rp_async_tree_remove(req, &pair->async_tree);
 	list_del_init(&req->ready_node);
+	list_splice_tail_init(&req->async_waiters, &pair->async_ready);
 }
 
 /*
- * True if an earlier async leg, issued or not, overlaps @req: @req waits
- * until it ended, so that the target sees overlapping writes in order.
- * O(log n + overlapping legs).  pair->lock held.
+ * The last leg, in the tree's order, of those that start at or before
+ * @start: of those that start at @start, the newest when there are any
+ * (a leg whose start equals another's goes to its right, and rotations keep
+ * the order: legs that start alike are in the tree in the order they came).
+ * O(log n).  pair->lock held.
  */
-static bool __rp_async_blocked(struct rp_pair *pair, struct rp_req *req)
+static struct rp_req *__rp_async_run_end(struct rp_pair *pair, sector_t start)
 {
-	struct rp_req *e;
+	struct rb_node *rb = pair->async_tree.rb_root.rb_node;
+	struct rp_req *e, *end = NULL;
 
+	while (rb) {
+		e = rb_entry(rb, struct rp_req, async_rb);
+		if (e->sector <= start) {
+			end = e;
+			rb = rb->rb_right;
+		} else {
+			rb = rb->rb_left;
+		}
+	}
+	return end;
+}
+
+/* True if the async leg @e came before @req and overlaps it. */
+static bool rp_async_holds(const struct rp_req *e, const struct rp_req *req)
+{
+	return e->async_seq < req->async_seq && e->sector <= req->async_last &&
+	       e->async_last >= req->sector;
+}
+
+/*
+ * An earlier async leg, issued or not, that overlaps @req, or NULL: @req
+ * waits until every such leg ended, so that the target sees overlapping
+ * writes in order.  Both the look and the leg it finds are chosen for a
+ * block rewritten while the target is slow, a run of up to max lag's worth
+ * of legs with one start (262144 of 4 KiB at 1 GiB), each held up by the
+ * one before:
+ *   - legs that start alike are in the tree in the order they came, so of
+ *     such a run only the first that overlaps @req counts: were it later
+ *     than @req, so is the rest, stepped over in O(log n) rather than
+ *     walked (the oldest leg of the run would walk all of the others);
+ *   - the leg found is the newest earlier one of its run where that is
+ *     cheap to tell (the one before @req in the tree, or the run's last):
+ *     legs that start alike end in order, so @req waits for the one that
+ *     ends last, and each leg that ends releases the next of the run only,
+ *     not all of it to find each of them blocked again.
+ * O((1 + runs stepped over) log n).  pair->lock held.
+ */
+static struct rp_req *__rp_async_blocker(struct rp_pair *pair,
+					 struct rp_req *req)
+{
+	struct rb_node *prev = rb_prev(&req->async_rb);
+	struct rp_req *e, *end;
+
+	if (prev) {
+		e = rb_entry(prev, struct rp_req, async_rb);
+		if (rp_async_holds(e, req))
+			return e;
+	}
 	for (e = rp_async_tree_iter_first(&pair->async_tree, req->sector,
 					  req->async_last);
-	     e; e = rp_async_tree_iter_next(e, req->sector, req->async_last))
+	     e; e = rp_async_tree_iter_next(end, req->sector,
+					    req->async_last)) {
+		end = __rp_async_run_end(pair, e->sector);
 		if (e->async_seq < req->async_seq)
-			return true;
-	return false;
+			return rp_async_holds(end, req) ? end : e;
+	}
+	return NULL;
 }
 
 /*
@@ -502,22 +562,31 @@ bool __rp_async_overlaps(struct rp_pair *pair, u64 first, u64 last)
 }
 
 /*
- * Submits every built async leg that no earlier one overlaps.  Only the
- * built, unissued legs are looked at: with a slow target the pair may hold
- * max lag's worth of legs in flight (262144 of 4 KiB at 1 GiB), and this runs
- * for every async write and every leg that ends.  May block.
+ * Looks at the built async legs on pair->async_ready (new ones, and those a
+ * leg that ended held up): submits each that no earlier leg overlaps, and
+ * puts each other one on the async_waiters of a leg that holds it up, to be
+ * looked at again when that one ends (__rp_async_del()).  An ended leg
+ * thus costs a look at the legs it held up, not at every leg waiting: a
+ * block rewritten while the target is slow holds up to max lag's worth of
+ * them (262144 of 4 KiB at 1 GiB), and this runs for every async write and
+ * every leg that ends, its looks with interrupts off.  May block.
  */
 static void rp_async_issue(struct rp_pair *pair)
 {
-	struct rp_req *req, *tmp;
+	struct rp_req *req, *blocker;
 	struct bio_list ready;
 	struct bio *bio;
 
 	bio_list_init(&ready);
 	spin_lock_irq(&pair->lock);
-	list_for_each_entry_safe(req, tmp, &pair->async_ready, ready_node) {
-		if (__rp_async_blocked(pair, req))
+	while ((req = list_first_entry_or_null(&pair->async_ready,
+					       struct rp_req, ready_node))) {
+		blocker = __rp_async_blocker(pair, req);
+		if (blocker) {
+			list_move_tail(&req->ready_node,
+				       &blocker->async_waiters);
 			continue;
+		}
 		list_del_init(&req->ready_node);
 		bio_list_merge(&ready, &req->async_bios);
 		bio_list_init(&req->async_bios);

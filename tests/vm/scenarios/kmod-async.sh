@@ -3,6 +3,10 @@
 # writers through the LUN; after the writers stop the lag drains to 0, the
 # legs are byte-identical and every acknowledged write is on both; the lag
 # never exceeded the bound.
+# Then copies held by a target that queues them (a suspended dm device)
+# while writes rewrite and partly overlap each other: once resumed, the
+# target ends as the primary (each copy waited for the earlier ones it
+# overlaps).
 # Then the lag wait's bound: a target that holds writes 50 s, MaxLagKiB 64,
 # a primary whose writes take 8 s; one write fills the lag; a second writer
 # finds no room for 30 s and degrades the pair, and a third writer, waiting
@@ -67,8 +71,46 @@ vm_tcm_loop_unexport $SRC
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 vm_backstore_delete $SRC
 
-vm_log "== lag wait: a writer that degrades the pair releases the others"
+vm_log "== overlapping copies held by the target reach it in order"
+# The target (dm-linear, suspended) queues every copy while 4 writers
+# rewrite 64 KiB each with writes of 4 to 32 KiB: blocks rewritten, runs of
+# copies with one start, partial overlaps, each copy held up by earlier
+# ones. Resumed, the target must end as the primary: every block at its
+# last write.
 export DM_DISABLE_UDEV=1
+vm_modprobe dm_mod
+sectors=$(blockdev --getsz /dev/ram1)
+tgt=$(vm_dm_create rpord "0 $sectors linear /dev/ram1 0")
+vm_backstore replipipe replipipe_0 vol3 /dev/ram0 > /dev/null
+# the legs are identical since the check above
+rp-nlctl set-pipe --id $PIPE-ord --mode async --max-lag-kib 65536 \
+	--region-kib 64 --pair replipipe_0/vol3=$tgt,clean || vm_fail "set-pipe refused"
+lun=$(vm_tcm_loop_export replipipe_0/vol3)
+ord_line() { rp-nlctl get $PIPE-ord | grep "^pair "; }
+dmsetup --noudevsync suspend --nolockfs rpord || vm_fail "dmsetup suspend"
+rp-writer --dev "$lun" --log /tmp/o --threads 4 --offset 1M --span 256K \
+	--min-size 4K --max-size 32K --count 2000 --seed 53 > /tmp/writer.out 2>&1 ||
+	vm_fail "overlapping writes: $(cat /tmp/writer.out)"
+bytes=$(vm_field "$(grep '^writer: acked' /tmp/writer.out)" bytes)
+pair=$(ord_line)
+echo "$pair"
+[ "$(vm_field "$pair" lag)" = "$bytes" ] ||
+	vm_fail "setup: not every copy held by the suspended target ($bytes bytes written): $pair"
+t0=$(vm_now_ms)
+dmsetup --noudevsync resume rpord || vm_fail "dmsetup resume"
+pair=$(vm_lag_drained $PIPE-ord 60)
+vm_log "$bytes bytes of copies drained in $(($(vm_now_ms) - t0)) ms"
+echo "$pair"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "pair not InSync: $pair"
+[ "$(vm_field "$pair" errors)" = 0 ] || vm_fail "target errors: $pair"
+rp-verify --dev $tgt /tmp/o.* || vm_fail "a copy overtook an earlier overlapping one"
+rp-verify --cmp /dev/ram0 $tgt || vm_fail "the legs differ"
+vm_tcm_loop_unexport replipipe_0/vol3
+rp-nlctl del-pipe $PIPE-ord || vm_fail "del-pipe"
+vm_backstore_delete replipipe_0/vol3
+dmsetup --noudevsync remove rpord || vm_fail "dmsetup remove"
+
+vm_log "== lag wait: a writer that degrades the pair releases the others"
 vm_modprobe dm_delay
 sectors=$(blockdev --getsz /dev/ram1)
 tgt=$(vm_dm_create rplag "0 $sectors delay /dev/ram1 0 0 /dev/ram1 0 50000")
