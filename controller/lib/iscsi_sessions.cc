@@ -56,6 +56,22 @@ std::string Numeric(const std::string &addr)
 	return "";
 }
 
+// What Attach and Logout serialize on: the portal. `iscsiadm -m discovery
+// -t sendtargets -p <portal>` without -o does new, delete and update: it
+// deletes the portal's records of targets no longer offered and deletes and
+// writes afresh, from iscsid.conf, the record of every target offered. An
+// Attach to another IQN there, between its node updates (node.startup,
+// replacement timeout, CHAP) and its login, would log in with them gone,
+// or find no record at all. Logout takes the same key so that it never
+// ends a session an Attach to that target is still setting up. An address
+// is written one way so that "fd00::1" and "fd00:0::1" are one key.
+std::string SequenceKey(const IscsiUrl &url)
+{
+	const std::string numeric = Numeric(url.host);
+	return (numeric.empty() ? url.host : numeric) + "," +
+	       std::to_string(url.port);
+}
+
 } // namespace
 
 bool IscsiHostMatches(const std::string &url_host, const std::string &address)
@@ -337,7 +353,7 @@ Result<IscsiAttachment> IscsiSessions::WaitForDisk(const IscsiUrl &url,
 
 Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 {
-	std::lock_guard<std::mutex> lock(mu_);
+	KeyedLock::Hold hold(sequences_, SequenceKey(url));
 	const auto deadline = Clock::now() + options_.login_bound;
 	const std::string name = url.Canonical();
 
@@ -404,7 +420,7 @@ Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 
 Status IscsiSessions::Logout(const IscsiUrl &url)
 {
-	std::lock_guard<std::mutex> lock(mu_);
+	KeyedLock::Hold hold(sequences_, SequenceKey(url));
 	if (!FindSession(url))
 		return Status();
 	Status st = admin_.Logout(url, options_.logout_bound);

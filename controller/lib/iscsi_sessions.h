@@ -19,13 +19,20 @@
 // mutual CHAP, username_in, password_in; '#' starts a comment. The secrets
 // go to iscsiadm's node record and appear in no message or log.
 //
-// Thread-safety: all methods may be called concurrently; the iscsiadm
-// sequences are serialized.
+// Thread-safety: all methods may be called concurrently. Attach and Logout
+// run their iscsiadm sequences one at a time per portal, in the order they
+// were called, and concurrently with those to other portals: one dead peer
+// holds up only the calls to its own portal, for up to login_bound each.
+// The portal, not (portal, IQN), because a discovery there deletes and
+// rewrites the node records of every target the portal offers (see
+// SequenceKey in the .cc). A target that reports more portals than the one
+// it was asked at gets records at those too; two URLs that name such a
+// target by different portals, or a portal by a host name and by its
+// address, are not serialized against each other.
 #pragma once
 
 #include <chrono>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <sys/types.h>
@@ -34,6 +41,7 @@
 #include "iscsi_runner.h"
 #include "iscsi_sysfs.h"
 #include "iscsi_url.h"
+#include "keyed_lock.h"
 #include "status.h"
 
 namespace replipipe
@@ -104,7 +112,7 @@ private:
 
 	IscsiAdmin admin_;
 	const IscsiOptions options_;
-	std::mutex mu_; // serializes Attach and Logout
+	KeyedLock sequences_; // Attach and Logout, keyed by SequenceKey()
 };
 
 // "a.b.c.d" / "::1" / host name matches a session's numeric address.

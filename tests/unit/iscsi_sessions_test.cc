@@ -5,8 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <condition_variable>
 #include <functional>
+#include <future>
 #include <mutex>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -23,6 +27,8 @@ using Argv = std::vector<std::string>;
 
 constexpr const char *kIqn = "iqn.2003-01.org.linux-iscsi.peer:vol1";
 
+// The handler runs outside mu, as iscsiadm processes run side by side: a
+// handler that blocks holds up only its own caller.
 class FakeRunner : public CommandRunner
 {
 public:
@@ -30,24 +36,81 @@ public:
 	Result<CommandResult> Run(const Argv &argv,
 	                          std::chrono::milliseconds) override
 	{
-		std::lock_guard<std::mutex> lock(mu);
-		calls.push_back(argv);
+		{
+			std::lock_guard<std::mutex> lock(mu);
+			calls.push_back(argv);
+		}
 		if (missing)
 			return Status::Error("run iscsiadm: not found", ENOENT);
 		return handler ? handler(argv) : CommandResult{};
 	}
 	bool Ran(const std::string &word) const
 	{
+		std::lock_guard<std::mutex> lock(mu);
 		for (const Argv &a : calls)
 			for (const std::string &w : a)
 				if (w == word)
 					return true;
 		return false;
 	}
-	std::mutex mu;
-	std::vector<Argv> calls;
+	mutable std::mutex mu;
+	std::vector<Argv> calls; // guarded by mu
 	bool missing = false;
 };
+
+// Every wait in the concurrency tests ends by then, so that a wrong
+// implementation fails them instead of hanging them.
+constexpr auto kWaitBound = std::chrono::seconds(5);
+
+// A fake iscsiadm call that blocks (a login to a dead peer) until the test
+// lets it go.
+class Gate
+{
+public:
+	// In the fake: says it is in, then waits to be let go.
+	void Pass()
+	{
+		std::unique_lock<std::mutex> lock(mu_);
+		entered_ = true;
+		cv_.notify_all();
+		cv_.wait_for(lock, kWaitBound, [this] { return open_; });
+	}
+	bool WaitEntered()
+	{
+		std::unique_lock<std::mutex> lock(mu_);
+		return cv_.wait_for(lock, kWaitBound,
+		                    [this] { return entered_; });
+	}
+	void Open()
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		open_ = true;
+		cv_.notify_all();
+	}
+
+private:
+	std::mutex mu_;
+	std::condition_variable cv_;
+	bool entered_ = false; // guarded by mu_
+	bool open_ = false;    // guarded by mu_
+};
+
+// Which of a test's Attach threads runs an iscsiadm call ('?': the test's).
+thread_local char caller = '?';
+
+bool Has(const Argv &argv, const std::string &word)
+{
+	return std::find(argv.begin(), argv.end(), word) != argv.end();
+}
+
+// A login killed at its bound, as to a peer that does not answer.
+CommandResult LoginTimedOut()
+{
+	CommandResult r;
+	r.timed_out = true;
+	r.exit_code = 137;
+	return r;
+}
 
 IscsiUrl Url(const std::string &host = "127.0.0.1", uint32_t lun = 0)
 {
@@ -397,6 +460,115 @@ TEST_F(IscsiSessionsTest, ConnectorLogsOutOnlyUnsharedOwnedSessions)
 	ASSERT_TRUE(peer);
 	EXPECT_EQ(peer->session, "none");
 	EXPECT_FALSE(c.Describe("/dev/sdb"));
+}
+
+// One dead peer used to hold up every login: Attach and Logout were
+// serialized behind one mutex, so an Attach to a healthy portal waited out
+// the whole login bound of one to a dead one.
+TEST_F(IscsiSessionsTest, ALoginToADeadPortalHoldsUpNoOtherPortal)
+{
+	options.login_bound = std::chrono::milliseconds(10000);
+	const IscsiUrl dead = Url("10.0.0.1");
+	const IscsiUrl healthy = Url("127.0.0.1");
+	Gate dead_login;
+	runner.handler = [&](const Argv &a) -> CommandResult {
+		const bool to_dead = Has(a, dead.Portal());
+		if (a[2] == "discovery")
+			return Exit(0, (to_dead ? "10.0.0.1:3260,1 "
+			                        : "127.0.0.1:3260,1 ") +
+			                       std::string(kIqn) + "\n");
+		if (a.back() == "--login") {
+			if (to_dead) {
+				dead_login.Pass();
+				return LoginTimedOut();
+			}
+			return Exit(24, "iscsiadm: authentication failed\n");
+		}
+		if (a.back() == "--logout" && !to_dead)
+			RemoveSession();
+		return Exit(0);
+	};
+	IscsiSessions s(runner, options);
+	auto to_dead =
+	        std::async(std::launch::async, [&] { return s.Attach(dead); });
+	const bool blocked = dead_login.WaitEntered();
+	auto to_healthy = std::async(std::launch::async, [&] {
+		Status attach = s.Attach(healthy).status();
+		MakeSession(false); // the administrator's, say
+		Status logout = s.Logout(healthy);
+		return std::make_pair(attach, logout);
+	});
+	const bool healthy_done =
+	        to_healthy.wait_for(kWaitBound) == std::future_status::ready;
+	dead_login.Open();
+	EXPECT_TRUE(blocked) << "the login to the dead portal never started";
+	EXPECT_TRUE(healthy_done) << "Attach and Logout to a healthy portal "
+	                             "waited for a login to a dead one";
+	auto [attach, logout] = to_healthy.get();
+	EXPECT_EQ(attach.err(), EACCES) << attach.message();
+	EXPECT_TRUE(logout.ok()) << logout.message();
+	EXPECT_FALSE(s.FindSession(healthy));
+	EXPECT_EQ(to_dead.get().status().err(), ETIMEDOUT);
+}
+
+// A discovery on a portal rewrites the node records of every IQN the
+// portal offers: an Attach to another IQN there must not start before the
+// first one's sequence (here its logout after the login timed out) ends.
+TEST_F(IscsiSessionsTest, SequencesOnOnePortalDoNotOverlap)
+{
+	options.login_bound = std::chrono::milliseconds(10000);
+	const IscsiUrl first = Url();
+	IscsiUrl second = Url();
+	second.iqn = "iqn.2003-01.org.linux-iscsi.peer:vol2";
+	Gate first_login;
+	std::mutex order_mu;
+	std::condition_variable order_cv;
+	std::string order; // guarded by order_mu: one letter per call
+	runner.handler = [&](const Argv &a) -> CommandResult {
+		{
+			std::lock_guard<std::mutex> lock(order_mu);
+			order += caller;
+			order_cv.notify_all();
+		}
+		if (a[2] == "discovery")
+			return Exit(0, "127.0.0.1:3260,1 " + first.iqn +
+			                       "\n127.0.0.1:3260,1 " +
+			                       second.iqn + "\n");
+		if (a.back() == "--login") {
+			if (caller == 'A') {
+				first_login.Pass();
+				return LoginTimedOut();
+			}
+			return Exit(24, "iscsiadm: authentication failed\n");
+		}
+		return Exit(0);
+	};
+	IscsiSessions s(runner, options);
+	auto a = std::async(std::launch::async, [&] {
+		caller = 'A';
+		return s.Attach(first).status();
+	});
+	const bool blocked = first_login.WaitEntered();
+	auto b = std::async(std::launch::async, [&] {
+		caller = 'B';
+		return s.Attach(second).status();
+	});
+	// Correct code keeps B out for good; give wrong code a moment to let
+	// it in.
+	bool overlapped;
+	{
+		std::unique_lock<std::mutex> lock(order_mu);
+		overlapped = order_cv.wait_for(
+		        lock, std::chrono::milliseconds(300),
+		        [&] { return order.find('B') != std::string::npos; });
+	}
+	first_login.Open();
+	EXPECT_TRUE(blocked) << "the first login never started";
+	EXPECT_EQ(a.get().err(), ETIMEDOUT);
+	EXPECT_EQ(b.get().err(), EACCES);
+	EXPECT_FALSE(overlapped);
+	std::lock_guard<std::mutex> lock(order_mu);
+	EXPECT_EQ(order, "AAAAABBBB"); // discovery, 2 updates, login, logout
 }
 
 } // namespace
