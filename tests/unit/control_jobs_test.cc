@@ -822,6 +822,9 @@ TEST(ControlJobs, TargetsAreComparedByDeviceNumber)
 	              {KernelPair("replipipe_0/c", link, 2)});
 	jobs.SyncPipe(one.pipe, one.kernel);
 	jobs.SyncPipe(two.pipe, two.kernel);
+	// The first job is made on its own thread (late on a loaded host);
+	// a second one would be made as soon.
+	ASSERT_TRUE(lab.WaitFor([&] { return lab.made.size() >= 1; }));
 	std::this_thread::sleep_for(milliseconds(50));
 	EXPECT_EQ(lab.Made(), 1u) << device << " and " << link;
 	jobs.StopAll();
