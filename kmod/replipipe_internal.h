@@ -505,7 +505,7 @@ int rp_pair_probe_target(struct rp_pair *pair,
 int rp_pair_set_state(struct rp_pair *pair, u8 state,
 		      struct netlink_ext_ack *extack);
 int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
-		 u64 *id, u64 *first, u32 *count,
+		 u64 *id, u64 *first, u32 *count, unsigned long *deadline,
 		 struct netlink_ext_ack *extack);
 int rp_claim_end(u64 id, u32 portid, bool done,
 		 struct netlink_ext_ack *extack);

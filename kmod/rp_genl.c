@@ -111,6 +111,7 @@ static size_t rp_pair_msg_size(void)
 	       nla_total_size(REPLIPIPE_SOURCE_MAX_LEN + 1) +
 	       nla_total_size(REPLIPIPE_TARGET_MAX_LEN + 1) +
 	       2 * nla_total_size(sizeof(u8)) +
+	       2 * nla_total_size(sizeof(u32)) +
 	       10 * nla_total_size_64bit(sizeof(u64));
 }
 
@@ -164,6 +165,10 @@ static int rp_pair_fill(struct sk_buff *skb, struct rp_pair *pair)
 			      pair->src_bytes, REPLIPIPE_A_PAIR_PAD) ||
 	    nla_put_u64_64bit(skb, REPLIPIPE_A_PAIR_SERIAL, pair->serial,
 			      REPLIPIPE_A_PAIR_PAD) ||
+	    nla_put_u32(skb, REPLIPIPE_A_PAIR_SRC_DEV,
+			new_encode_dev(pair->src->primary.bdev->bd_dev)) ||
+	    nla_put_u32(skb, REPLIPIPE_A_PAIR_TGT_DEV,
+			new_encode_dev(pair->tgt.bdev->bd_dev)) ||
 	    nla_put_u8(skb, REPLIPIPE_A_PAIR_INTENT, pair->intent_state))
 		goto cancel;
 	if (pair->src->intent &&
@@ -699,8 +704,9 @@ unlock:
 static int rp_nl_claim(struct sk_buff *skb, struct genl_info *info)
 {
 	struct nlattr **attrs = info->attrs;
-	u32 max = 1, count;
+	u32 max = 1, count, left_ms;
 	u64 hint = 0, id, first;
+	unsigned long deadline;
 	struct rp_pair *pair;
 	struct sk_buff *msg;
 	void *hdr;
@@ -729,15 +735,22 @@ static int rp_nl_claim(struct sk_buff *skb, struct genl_info *info)
 
 	msg = genlmsg_new(nla_total_size(REPLIPIPE_SOURCE_MAX_LEN + 1) +
 			  3 * nla_total_size_64bit(sizeof(u64)) +
-			  nla_total_size(sizeof(u32)), GFP_KERNEL);
+			  2 * nla_total_size(sizeof(u32)), GFP_KERNEL);
 	if (!msg) {
 		ret = -ENOMEM;
 		goto put_pair;
 	}
 	ret = rp_claim_new(pair, hint, max, info->snd_portid, &id, &first,
-			   &count, info->extack);
+			   &count, &deadline, info->extack);
 	if (ret)
 		goto free_msg;
+	/*
+	 * The engine's copy must end by the kernel's deadline, which started
+	 * after the fence; timed from its request it would give up early.
+	 */
+	left_ms = 0;
+	if (count && time_after(deadline, jiffies))
+		left_ms = jiffies_to_msecs(deadline - jiffies);
 
 	hdr = genlmsg_put_reply(msg, info, &rp_family, 0,
 				REPLIPIPE_CMD_RESYNC_CLAIM);
@@ -746,7 +759,9 @@ static int rp_nl_claim(struct sk_buff *skb, struct genl_info *info)
 	    nla_put_u64_64bit(msg, REPLIPIPE_A_CLAIM_ID, id, REPLIPIPE_A_PAD) ||
 	    nla_put_u64_64bit(msg, REPLIPIPE_A_CLAIM_FIRST, first,
 			      REPLIPIPE_A_PAD) ||
-	    nla_put_u32(msg, REPLIPIPE_A_CLAIM_COUNT, count)) {
+	    nla_put_u32(msg, REPLIPIPE_A_CLAIM_COUNT, count) ||
+	    (count && nla_put_u32(msg, REPLIPIPE_A_CLAIM_TIME_LEFT_MS,
+				  left_ms))) {
 		if (count)
 			rp_claim_abort(pair, id);
 		ret = -EMSGSIZE;

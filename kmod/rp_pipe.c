@@ -1819,9 +1819,10 @@ static u32 __rp_claim_pick(struct rp_pair *pair, u64 hint, u32 max, u64 *first)
  * claim_timeout_sec again) for this pair's writes in flight to the claimed
  * regions to drain.  Both waits are TASK_IDLE, as the retire wait is: the
  * parameter allows an hour, past the hung-task watchdog's two minutes.
+ * A claim (*@count > 0) sets *@deadline, the jiffy its reaper may drop it.
  */
 int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
-		 u64 *id, u64 *first, u32 *count,
+		 u64 *id, u64 *first, u32 *count, unsigned long *deadline,
 		 struct netlink_ext_ack *extack)
 {
 	unsigned long timeout = READ_ONCE(rp_claim_timeout_sec) * HZ;
@@ -1871,6 +1872,7 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	claim->portid = portid;
 	/* Its time starts here, after any wait at the fence. */
 	claim->deadline = jiffies + timeout;
+	*deadline = claim->deadline;
 	list_add_tail(&claim->node, &pair->claims);
 	atomic_inc(&rp_nr_claims);
 	*id = claim->id;

@@ -77,6 +77,8 @@ JobPlan PlanJobs(const PipeRecord &pipe, const KernelPipeStatus &kernel)
 		spec.pair_bytes = kp.source_bytes;
 		spec.rate_limit_kibps = pipe.settings.resync_rate_kibps;
 		spec.pair_serial = kp.serial;
+		spec.source_dev = kp.source_dev;
+		spec.target_dev = kp.target_dev;
 		plan.wanted.emplace(kp.source, std::move(spec));
 	}
 	return plan;
@@ -169,6 +171,8 @@ PairJobFactory NetlinkPairJobFactory(std::string configfs_core)
 		options.region_bytes = spec.region_bytes;
 		options.pair_bytes = spec.pair_bytes;
 		options.copier.rate_limit_kibps = spec.rate_limit_kibps;
+		options.copier.expected_source_rdev = spec.source_dev;
+		options.copier.expected_target_rdev = spec.target_dev;
 		Status created = job->Create(options);
 		if (!created.ok())
 			return created;

@@ -101,6 +101,11 @@ struct PairJobSpec {
 	// The kernel's REPLIPIPE_A_PAIR_SERIAL of the pair, passed on every
 	// claim (0: none reported, claims name no serial).
 	uint64_t pair_serial = 0;
+	// The devices the kernel mirrors (KernelPairStatus::source_dev,
+	// target_dev; 0: not reported): the copy refuses paths that name
+	// others by now.
+	dev_t source_dev = 0;
+	dev_t target_dev = 0;
 	bool operator==(const PairJobSpec &) const = default;
 };
 

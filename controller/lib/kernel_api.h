@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 #include "status.h"
@@ -69,6 +70,11 @@ struct KernelPairStatus {
 	// made (a PIPE_SET that replaces a pair gives it a new one); 0 when
 	// the module does not report it (older modules).
 	uint64_t serial = 0;
+	// The block devices the module holds open: the source's primary and
+	// the target (REPLIPIPE_A_PAIR_SRC_DEV, _TGT_DEV); 0 when not
+	// reported (older modules).
+	dev_t source_dev = 0;
+	dev_t target_dev = 0;
 };
 
 struct KernelPipeStatus {

@@ -7,6 +7,8 @@
 #include <netlink/genl/genl.h>
 #include <netlink/msg.h>
 
+#include <sys/sysmacros.h>
+
 #include <cstring>
 
 namespace replipipe
@@ -122,6 +124,15 @@ Status PutPipeSpec(nl_msg *msg, const KernelPipeSpec &spec)
 	return {};
 }
 
+dev_t DecodeKernelDev(uint32_t encoded)
+{
+	// The inverse of the kernel's new_encode_dev().
+	const unsigned int major_number = (encoded & 0xfff00) >> 8;
+	const unsigned int minor_number =
+	        (encoded & 0xff) | ((encoded >> 12) & 0xfff00);
+	return makedev(major_number, minor_number);
+}
+
 KernelPairStatus ParsePairNest(const nlattr *nest)
 {
 	nlattr *tb[REPLIPIPE_A_PAIR_MAX + 1];
@@ -144,6 +155,12 @@ KernelPairStatus ParsePairNest(const nlattr *nest)
 	pair.intent_marked_regions =
 	        AttrU64(tb[REPLIPIPE_A_PAIR_INTENT_MARKED]);
 	pair.serial = AttrU64(tb[REPLIPIPE_A_PAIR_SERIAL]);
+	if (tb[REPLIPIPE_A_PAIR_SRC_DEV] != nullptr)
+		pair.source_dev =
+		        DecodeKernelDev(AttrU32(tb[REPLIPIPE_A_PAIR_SRC_DEV]));
+	if (tb[REPLIPIPE_A_PAIR_TGT_DEV] != nullptr)
+		pair.target_dev =
+		        DecodeKernelDev(AttrU32(tb[REPLIPIPE_A_PAIR_TGT_DEV]));
 	return pair;
 }
 

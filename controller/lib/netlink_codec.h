@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <sys/types.h>
 
 #include "kernel_api.h"
 #include "status.h"
@@ -30,6 +31,9 @@ Status PutPipeSpec(nl_msg *msg, const KernelPipeSpec &spec);
 Result<KernelPipeStatus> ParsePipeMessage(nlmsghdr *hdr);
 // One REPLIPIPE_A_PIPE_PAIR nest.
 KernelPairStatus ParsePairNest(const nlattr *nest);
+// A device number the module sends (new_encode_dev(): 12 bits of major,
+// 20 of minor) as a dev_t.
+dev_t DecodeKernelDev(uint32_t encoded);
 
 // The genl command of a message (its genlmsghdr).
 uint8_t GenlCommand(const nlmsghdr *hdr);

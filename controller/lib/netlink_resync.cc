@@ -110,6 +110,11 @@ Result<RegionClaim> NetlinkResyncChannel::Claim(const std::string &pipe_id,
 				return Status::Error(
 				        "reply without CLAIM_ID/CLAIM_FIRST",
 				        EPROTO);
+			uint32_t left_ms = 0;
+			if (claim.count > 0 &&
+			    Get(tb[REPLIPIPE_A_CLAIM_TIME_LEFT_MS], &left_ms))
+				claim.time_left =
+				        std::chrono::milliseconds(left_ms);
 			replied = true;
 			return Status();
 		});

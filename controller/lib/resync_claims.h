@@ -3,7 +3,9 @@
 // The real one is NetlinkPairClaims; unit tests use fakes.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 
 #include "status.h"
 
@@ -16,6 +18,12 @@ struct RegionClaim {
 	uint64_t id = 0;
 	uint64_t first = 0;
 	uint32_t count = 0;
+	// What was left of the claim's time-out when the kernel answered
+	// (REPLIPIPE_A_CLAIM_TIME_LEFT_MS). Its time starts after the wait at
+	// a removed pair's fence, which may have taken most of the time-out:
+	// a claim timed from the request would be given up too early. None
+	// from modules that do not report it: timed from the request.
+	std::optional<std::chrono::milliseconds> time_left;
 };
 
 // One pair's claims. Not thread-safe: one claim loop uses it.

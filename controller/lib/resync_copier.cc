@@ -5,6 +5,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cassert>
@@ -69,7 +70,27 @@ struct Device {
 	uint64_t size = 0;
 };
 
-Status OpenDevice(const std::string &path, int access, Device *dev)
+// "8:16".
+std::string DevNumber(dev_t rdev)
+{
+	return std::to_string(major(rdev)) + ":" + std::to_string(minor(rdev));
+}
+
+// Two opens of one path name the same file (the path may have been
+// re-pointed between them).
+bool SameFile(const struct stat &a, const struct stat &b)
+{
+	if (S_ISBLK(a.st_mode) || S_ISBLK(b.st_mode))
+		return S_ISBLK(a.st_mode) && S_ISBLK(b.st_mode) &&
+		       a.st_rdev == b.st_rdev;
+	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+// Opens @path for the copy. @expected_rdev (0: none) is the block device
+// the kernel mirrors: a path that names another device by now is refused,
+// or the copy would read or overwrite a disk that is not the pair's.
+Status OpenDevice(const std::string &path, int access, dev_t expected_rdev,
+                  Device *dev)
 {
 	dev->path = path;
 	dev->fd.Reset(::open(path.c_str(), access | O_DIRECT | O_CLOEXEC));
@@ -87,8 +108,26 @@ Status OpenDevice(const std::string &path, int access, Device *dev)
 	if (!dev->buffered_fd.valid())
 		return Status::FromErrno("open " + path, errno);
 	struct stat st;
-	if (fstat(dev->fd.get(), &st) < 0)
+	struct stat buffered_st;
+	if (fstat(dev->fd.get(), &st) < 0 ||
+	    fstat(dev->buffered_fd.get(), &buffered_st) < 0)
 		return Status::FromErrno("stat " + path, errno);
+	if (!SameFile(st, buffered_st))
+		return Status::Error(path + " changed while it was opened",
+		                     ENODEV);
+	if (expected_rdev != 0 &&
+	    (!S_ISBLK(st.st_mode) || st.st_rdev != expected_rdev))
+		return Status::Error(
+		        path + " is " +
+		                (S_ISBLK(st.st_mode)
+		                         ? "block device " +
+		                                   DevNumber(st.st_rdev)
+		                         : std::string("not a block device")) +
+		                " but the kernel mirrors block device " +
+		                DevNumber(expected_rdev) +
+		                " (the path was re-pointed since the pipe was "
+		                "set); not copying",
+		        ENODEV);
 	if (S_ISBLK(st.st_mode)) {
 		if (ioctl(dev->fd.get(), BLKGETSIZE64, &dev->size) < 0)
 			return Status::FromErrno("size of " + path, errno);
@@ -237,9 +276,11 @@ RegionCopier::Open(const std::string &source_path,
 		                     EINVAL);
 	auto impl = std::make_unique<Impl>();
 	impl->options = options;
-	Status st = OpenDevice(source_path, O_RDONLY, &impl->source);
+	Status st = OpenDevice(source_path, O_RDONLY,
+	                       options.expected_source_rdev, &impl->source);
 	if (st.ok())
-		st = OpenDevice(target_path, O_WRONLY, &impl->target);
+		st = OpenDevice(target_path, O_WRONLY,
+		                options.expected_target_rdev, &impl->target);
 	if (!st.ok())
 		return st;
 	for (const Device *d : {&impl->source, &impl->target})

@@ -44,6 +44,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <sys/types.h>
 
 #include "status.h"
 
@@ -64,6 +65,11 @@ struct CopierOptions {
 	// writes to its regions while it is copied. PairResync paces its
 	// claims with it instead (resync_rate.h).
 	uint64_t rate_limit_kibps = 0;
+	// The block devices the kernel mirrors, the source's primary and the
+	// target (REPLIPIPE_A_PAIR_SRC_DEV, _TGT_DEV; 0: not reported). Open()
+	// refuses a path that names another device (ENODEV).
+	dev_t expected_source_rdev = 0;
+	dev_t expected_target_rdev = 0;
 	// Tests only: called with each completion before it is handled, and
 	// with the result of Sync()'s fdatasync (offset 0); a negative errno
 	// replaces the result (fault injection).

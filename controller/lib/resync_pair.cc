@@ -213,12 +213,21 @@ Status PairResync::RunClaims()
 		if (!Pace())
 			return Status::Error("stopped", ECANCELED);
 		RefreshClaimTimeout();
-		// The kernel's deadline starts inside Claim() (before the
-		// drain of writes in flight): time the claim from there.
-		const auto started = std::chrono::steady_clock::now();
+		const auto asked = std::chrono::steady_clock::now();
 		auto claim = claims_->Claim(hint, sizer_.next());
 		if (!claim.ok())
 			return claim.status();
+		// The kernel's deadline starts inside Claim(), after any wait
+		// at a removed pair's fence and before the drain of writes in
+		// flight. Without its word on the time left, the claim is
+		// timed from the request: never later than the kernel.
+		const auto deadline =
+		        claim->time_left ? std::chrono::steady_clock::now() +
+		                                   *claim->time_left
+		                         : asked + sizer_.claim_timeout();
+		// Since when the claim has held writes: its size is measured
+		// against that (ClaimSizer).
+		const auto started = deadline - sizer_.claim_timeout();
 		if (claim->count == 0) {
 			if (hint == 0) {
 				// Clean: the estimate becomes the count.
@@ -238,8 +247,7 @@ Status PairResync::RunClaims()
 		// Past the kernel's deadline the claim is dropped (the writes
 		// it held go on to both legs): the rest of its copy would be
 		// wasted, so the copier stops there.
-		Status st = copier_->Copy(offset, length,
-		                          started + sizer_.claim_timeout());
+		Status st = copier_->Copy(offset, length, deadline);
 		// Done makes the kernel clear the regions' dirty bits (and the
 		// write-intent record forget them): only once the copy is on
 		// stable storage, or a power loss of a target with a volatile
@@ -274,18 +282,17 @@ Status PairResync::RunClaims()
 			return st;
 		}
 		st = claims_->Done(claim->id);
-		// The kernel drops a claim past its deadline (claim_timeout_sec
-		// after Claim()) when its reaper looks, once a second. A claim
+		// The kernel drops a claim past its deadline when its reaper
+		// looks, once a second. A claim
 		// gone sooner was ended by something else (its pair removed):
 		// that is an error, not a target too slow for the claim. Timed
 		// to Done's answer: RESYNC_DONE waits for rp_config_lock (a
 		// PIPE_SET may hold it for seconds), and the reaper may drop
 		// the claim meanwhile.
-		const auto answered =
-		        std::chrono::steady_clock::now() - started;
 		if (!st.ok() && st.err() == ENOENT &&
-		    answered + std::chrono::seconds(1) >=
-		            sizer_.claim_timeout()) {
+		    std::chrono::steady_clock::now() +
+		                    std::chrono::seconds(1) >=
+		            deadline) {
 			// Dropped, not failed: the copy stands, but a write
 			// released by the drop may have reached the primary
 			// after it was read, so the bits stay set and the

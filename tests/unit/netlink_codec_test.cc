@@ -8,6 +8,7 @@
 #include <netlink/attr.h>
 #include <netlink/genl/genl.h>
 #include <netlink/msg.h>
+#include <sys/sysmacros.h>
 
 #include <cstring>
 #include <string>
@@ -53,6 +54,9 @@ void PutPairStatus(nl_msg *msg, int type, const std::string &src,
 	nla_put_u64(msg, REPLIPIPE_A_PAIR_INTENT_LOADED, 5);
 	nla_put_u64(msg, REPLIPIPE_A_PAIR_INTENT_MARKED, 9);
 	nla_put_u64(msg, REPLIPIPE_A_PAIR_SERIAL, 4242);
+	// new_encode_dev(): 1:0, and 259:0x12345 (a minor past 8 bits).
+	nla_put_u32(msg, REPLIPIPE_A_PAIR_SRC_DEV, 0x100);
+	nla_put_u32(msg, REPLIPIPE_A_PAIR_TGT_DEV, 0x12310345);
 	nla_put_u32(msg, 200, 1); // unknown to us: ignored
 	nla_nest_end(msg, nest);
 }
@@ -204,9 +208,13 @@ TEST(NetlinkCodec, PipeReplyWithCounters)
 	EXPECT_EQ(p.intent_loaded_regions, 5u);
 	EXPECT_EQ(p.intent_marked_regions, 9u);
 	EXPECT_EQ(p.serial, 4242u);
+	EXPECT_EQ(p.source_dev, makedev(1, 0));
+	EXPECT_EQ(major(p.target_dev), 259u);
+	EXPECT_EQ(minor(p.target_dev), 0x12345u);
 }
 
-// An older module reports no serial: 0, which claims then leave out.
+// An older module reports no serial (0, which claims then leave out) and
+// no device numbers (0: the copy checks none).
 TEST(NetlinkCodec, PairWithoutSerialIsZero)
 {
 	NlMsgPtr msg = GenlMessage(REPLIPIPE_CMD_PIPE_GET);
@@ -220,6 +228,8 @@ TEST(NetlinkCodec, PairWithoutSerialIsZero)
 	ASSERT_TRUE(pipe.ok());
 	ASSERT_EQ(pipe->pairs.size(), 1u);
 	EXPECT_EQ(pipe->pairs[0].serial, 0u);
+	EXPECT_EQ(pipe->pairs[0].source_dev, 0u);
+	EXPECT_EQ(pipe->pairs[0].target_dev, 0u);
 }
 
 TEST(NetlinkCodec, PipeWithoutIdIsAnError)

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -260,6 +261,43 @@ TEST(RegionCopier, CopiesOnlyTheRange)
 	// Past the end of the source: nothing to do.
 	EXPECT_TRUE(copier->Copy(8 * kMiB, kMiB).ok());
 	EXPECT_EQ(copier->batch_bytes(), 0u);
+}
+
+// The kernel mirrors block device 1:1 (REPLIPIPE_A_PAIR_TGT_DEV): a target
+// path naming anything else (here a regular file) is refused before a
+// byte is copied, and so is a source path against the source's number.
+TEST(RegionCopier, APathNamingAnotherDeviceThanTheKernelsIsRefused)
+{
+	ScratchDir dir;
+	const Bytes old = RandomBytes(kMiB, 3);
+	WriteFile(dir / "src", RandomBytes(kMiB, 4));
+	WriteFile(dir / "dst", old);
+	CopierOptions options;
+	options.chunk_bytes = 256 * kKiB;
+	options.expected_target_rdev = makedev(1, 1);
+	auto copier = RegionCopier::Open(dir / "src", dir / "dst", options);
+	ASSERT_FALSE(copier.ok());
+	EXPECT_EQ(copier.status().err(), ENODEV);
+	EXPECT_EQ(copier.status().message(),
+	          (dir / "dst") +
+	                  " is not a block device but the kernel mirrors "
+	                  "block device 1:1 (the path was re-pointed since "
+	                  "the pipe was set); not copying");
+	EXPECT_EQ(ReadFile(dir / "dst"), old);
+
+	options.expected_target_rdev = 0;
+	options.expected_source_rdev = makedev(7, 3);
+	copier = RegionCopier::Open(dir / "src", dir / "dst", options);
+	ASSERT_FALSE(copier.ok());
+	EXPECT_EQ(copier.status().err(), ENODEV);
+	EXPECT_NE(copier.status().message().find("kernel mirrors block "
+	                                         "device 7:3"),
+	          std::string::npos)
+	        << copier.status().message();
+
+	// Not reported (an older module): nothing to check.
+	options.expected_source_rdev = 0;
+	EXPECT_TRUE(RegionCopier::Open(dir / "src", dir / "dst", options).ok());
 }
 
 TEST(RegionCopier, RetriesEagainAndContinuesShortTransfers)
@@ -1390,6 +1428,54 @@ TEST(PairResync, CopyStopsAtTheClaimDeadline)
 		EXPECT_FALSE(claims.dirty(r)) << "region " << r;
 	EXPECT_EQ(claims.open_claims(), 0u);
 	EXPECT_GE((*resync)->progress().claims_lost, 1u);
+}
+
+// A first claim granted after 0.8 s at a removed pair's fence, its time
+// (1 s) starting then, as the kernel reports in CLAIM_TIME_LEFT_MS. Its
+// copy (32 writes of 10 ms) fits the kernel's deadline; timed from the
+// request it would have had 0.2 s and been given up.
+TEST(PairResync, AClaimsTimeStartsAfterTheFenceWait)
+{
+	ScratchDir dir;
+	const uint64_t regions = 64; // 4 MiB: 32 writes of 128 KiB
+	const Bytes src = RandomBytes(regions * kRegion, 36);
+	WriteFile(dir / "src", src);
+	WriteFile(dir / "dst", Bytes(regions * kRegion, 0));
+	const auto timeout = std::chrono::milliseconds(1000);
+	class FencedClaims : public ExpiringClaims
+	{
+	public:
+		using ExpiringClaims::ExpiringClaims;
+		Result<RegionClaim> Claim(uint64_t hint,
+		                          uint32_t max_regions) override
+		{
+			if (claim_calls == 0)
+				std::this_thread::sleep_for(
+				        std::chrono::milliseconds(800));
+			auto c = ExpiringClaims::Claim(hint, max_regions);
+			if (c.ok() && c->count > 0)
+				c->time_left = std::chrono::milliseconds(1000);
+			return c;
+		}
+	} claims(std::vector<bool>(regions, true), timeout);
+	PairResyncOptions options = ResyncOptions(dir);
+	options.max_regions_per_claim = regions;
+	options.claim_timeout = timeout;
+	options.copier.inject = [](CopierOptions::Op op, uint64_t, int res) {
+		if (op == CopierOptions::Op::kWrite)
+			std::this_thread::sleep_for(
+			        std::chrono::milliseconds(10));
+		return res;
+	};
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok()) << resync.status().message();
+	const auto [st, log] = RunWithLog(**resync);
+	ASSERT_TRUE(st.ok()) << st.message();
+	EXPECT_EQ((*resync)->progress().claims_lost, 0u) << log;
+	EXPECT_TRUE(claims.failed.empty()) << log;
+	ASSERT_FALSE(claims.done.empty());
+	EXPECT_EQ(claims.done[0].count, regions);
+	EXPECT_EQ(ReadFile(dir / "dst"), src);
 }
 
 // Claims whose first one the kernel no longer knows at RESYNC_DONE.

@@ -45,7 +45,11 @@
  *                pairs (~140 KiB; receive with MSG_PEEK/MSG_TRUNC, as libnl
  *                does), its pairs in one REPLIPIPE_A_PIPE_PAIRS nest or,
  *                past 64 KiB, several. A dump fails with EMSGSIZE only when
- *                a pipe grew during it: dump again.
+ *                a pipe grew during it: dump again. A pair's
+ *                REPLIPIPE_A_PAIR_SRC_DEV and _TGT_DEV name the devices the
+ *                module mirrors: a tool that opens the target by its path
+ *                compares them first (the path may name another device by
+ *                now).
  *   PAIR_SET     change a pair's run state: REPLIPIPE_A_PAIR_STATE =
  *                PAUSED (stop mirroring, track dirty regions; what the
  *                target acknowledged since its last cache flush becomes
@@ -66,7 +70,8 @@
  *                first. The kernel waits for in-flight writes
  *                to them to drain and holds new writes to them until the claim
  *                ends. Reply: CLAIM_ID, CLAIM_FIRST, CLAIM_COUNT (0 = nothing
- *                dirty and unclaimed at or after the hint). With
+ *                dirty and unclaimed at or after the hint) and, for a
+ *                claim, CLAIM_TIME_LEFT_MS. With
  *                REPLIPIPE_A_CLAIM_PAIR_SERIAL the claim fails with ESTALE
  *                unless the pair is still the one PIPE_GET reported with that
  *                REPLIPIPE_A_PAIR_SERIAL (a resync planned for a pair that a
@@ -207,6 +212,11 @@ enum replipipe_attr {
 					 * claim is refused with ESTALE unless
 					 * the pair is still the one with this
 					 * REPLIPIPE_A_PAIR_SERIAL */
+	REPLIPIPE_A_CLAIM_TIME_LEFT_MS,	/* u32, RESYNC_CLAIM's reply: what is
+					 * left of claim_timeout_sec when the
+					 * reply is sent (the waits at the
+					 * fence and the drain are not
+					 * counted in it) */
 	__REPLIPIPE_A_MAX,
 };
 #define REPLIPIPE_A_MAX (__REPLIPIPE_A_MAX - 1)
@@ -232,6 +242,11 @@ enum replipipe_pair_attr {
 	REPLIPIPE_A_PAIR_SERIAL,	/* u64, never the same for two pairs
 					 * the module made (a replaced pair
 					 * has a new one) */
+	REPLIPIPE_A_PAIR_SRC_DEV,	/* u32, device numbers of the source's */
+	REPLIPIPE_A_PAIR_TGT_DEV,	/* primary and the target as the module
+					 * holds them open, in stat(2)'s st_rdev
+					 * form for majors below 4096 (kernel:
+					 * new_encode_dev()) */
 	__REPLIPIPE_A_PAIR_MAX,
 };
 #define REPLIPIPE_A_PAIR_MAX (__REPLIPIPE_A_PAIR_MAX - 1)

@@ -26,8 +26,9 @@
 # rp_config_lock held for as long as the target held the write.
 # Last, a PIPE_SET that replaces such a pair's target: the same, with the
 # new pair published at once and fenced (a resync claim on it waits, then
-# fails with ETIMEDOUT, until the old pair's write ended). Before, that
-# PIPE_SET waited with rp_config_lock held.
+# fails with ETIMEDOUT, until the old pair's write ended; one granted once
+# it ended has its whole time-out left). Before, that PIPE_SET waited with
+# rp_config_lock held.
 # vm-timeout: 300
 # vm-cost: 40
 # vm-debug-cost: 85
@@ -313,7 +314,26 @@ case "$(cat /tmp/set.out)" in
 *"removed pair still has writes in flight"*"(errno EBUSY)"*) ;;
 *) vm_fail "the second PIPE_SET refused without saying why: $(cat /tmp/set.out)" ;;
 esac
+# A claim made at the fence has all of claim_timeout_sec once granted: its
+# time starts after the wait (CLAIM_TIME_LEFT_MS), or a resync engine
+# timing it from its request would give up on its copy early.
+echo 10 > /sys/module/replipipe/parameters/claim_timeout_sec
+t0=$(now_ms)
+rp-nlctl claim $PIPE replipipe_0/vol3 --max 1 --done --nl-timeout 60 > /tmp/claim.out 2>&1 &
+c_pid=$!
+sleep 3
+kill -0 $c_pid 2> /dev/null || vm_fail "setup: the claim did not wait at the fence: $(cat /tmp/claim.out)"
 write_ends_on_resume "pipes=1 pairs=1 claims=0 async_bufs=0" "the replaced pair"
+wait_pid $c_pid 10 || vm_fail "the claim at the fence did not end after the fence was lifted"
+t1=$(now_ms)
+cat /tmp/claim.out
+[ "$rc" = 0 ] || vm_fail "the claim at the fence failed once the fence was lifted (rc=$rc)"
+left=$(sed -n 's/^claim .* count=[1-9][0-9]* left_ms=\([0-9]*\)$/\1/p' /tmp/claim.out)
+[ -n "$left" ] || vm_fail "the claim granted after the fence reports no time left"
+vm_log "RESULT claim granted after $((t1 - t0)) ms at the fence with $left ms of 10000 left"
+[ $((t1 - t0)) -ge 2500 ] || vm_fail "setup: the claim waited only $((t1 - t0)) ms at the fence"
+[ "$left" -ge 9000 ] && [ "$left" -le 10000 ] ||
+	vm_fail "the claim's time started before its wait at the fence: $left ms of 10000 left"
 [ "$(dmesg_count "$CLOSED")" = $((n_closed + 1)) ] ||
 	vm_fail "no message that the replaced pair was freed"
 # The fence is lifted: the new pair resyncs.

@@ -481,9 +481,13 @@ int CmdClaim(Args &args)
 	if (!claim.ok())
 		return Fail(claim.status());
 	std::printf("claim pipe=%s source=%s id=%" PRIu64 " first=%" PRIu64
-	            " count=%u\n",
+	            " count=%u",
 	            Esc(pos[0]).c_str(), Esc(pos[1]).c_str(), claim->id,
 	            claim->first, claim->count);
+	if (claim->time_left)
+		std::printf(" left_ms=%lld",
+		            static_cast<long long>(claim->time_left->count()));
+	std::printf("\n");
 	std::fflush(stdout);
 	if (hold > 0)
 		std::this_thread::sleep_for(
