@@ -756,15 +756,25 @@ int Run(const Options &opts, Detacher &detacher)
 	}
 
 	notifier.Stopping();
-	if (metrics_server)
-		metrics_server->Stop();
-	textfile.Remove();
 	// The server waits for the calls in progress: a resume of many dead
 	// targets stops after the probes under way (5 s at most).
 	service.BeginShutdown();
 	// No more background connections to peers left by the reconcile; the
-	// one in progress, if any, ends within the connector's bound.
+	// one in progress, if any, ends at the cancel below. Before it, so
+	// that such a connection, failed by the cancel, is not taken for a
+	// peer that does not answer and acted on.
 	pipes.BeginShutdown();
+	// Before anything waits for the work in progress (the two calls above
+	// only set flags): an iSCSI login to a dead peer (login_bound, 30 s,
+	// then a logout of up to 15 s) would hold the stop past
+	// TimeoutStopSec=30s, and systemd's SIGKILL would cut short whatever
+	// came after it. Those calls now fail at once as "stopped"; a session
+	// such a login made may stay logged in (IscsiSessions::Attach says
+	// what the next start does with it).
+	iscsi_runner.Cancel();
+	if (metrics_server)
+		metrics_server->Stop();
+	textfile.Remove();
 	(*server)->Stop();
 	// A job drains its requests before it ends, and a target that never
 	// completes one (a suspended dm device, multipath queue_if_no_path)

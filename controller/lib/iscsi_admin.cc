@@ -124,6 +124,11 @@ Result<CommandResult> IscsiAdmin::Run(const std::vector<std::string> &argv,
 			                             " not found (install "
 			                             "open-iscsi)",
 			                     ENOENT);
+		// Not a peer's failure nor a time-out: the daemon stops
+		// (SystemCommandRunner::Cancel), and the caller gives up.
+		if (r.status().err() == ECANCELED)
+			return Status::Error(what + ": " + kStoppingReason,
+			                     ECANCELED);
 		return Status::Error(what + ": " + r.status().message(), EIO);
 	}
 	if (r->timed_out)

@@ -9,6 +9,7 @@
 //   EACCES       login refused: authentication failed (4)
 //   ECONNREFUSED login refused by the target (4)
 //   ENOENT       iscsiadm not installed, or no such node record (4)
+//   ECANCELED    the runner was cancelled: the daemon is stopping (4)
 //   EIO          anything else, with iscsiadm's last line of output (4)
 // Never EINVAL: that would read as "invalid parameter".
 #pragma once

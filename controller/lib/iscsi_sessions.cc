@@ -112,7 +112,8 @@ bool IscsiHostMatches(const std::string &url_host, const std::string &address)
 }
 
 IscsiSessions::IscsiSessions(CommandRunner &runner, IscsiOptions options)
-    : admin_(runner, options.iscsiadm), options_(std::move(options))
+    : admin_(runner, options.iscsiadm), runner_(runner),
+      options_(std::move(options))
 {
 }
 
@@ -334,6 +335,10 @@ Result<IscsiAttachment> IscsiSessions::WaitForDisk(const IscsiUrl &url,
 		}
 		if (Clock::now() >= deadline)
 			break;
+		// The rest of login_bound would hold the daemon's stop.
+		if (runner_.Cancelled())
+			return Status::Error(what + ": " + kStoppingReason,
+			                     ECANCELED);
 		std::this_thread::sleep_for(
 		        std::min(options_.poll_interval, Left(deadline)));
 	}
@@ -393,15 +398,28 @@ Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 	if (Status st = ApplyChap(url, Left(deadline)); !st.ok())
 		return st;
 
+	// A login killed at the bound may still complete in iscsid: take back
+	// whatever it made. One killed because the daemon stops (ECANCELED)
+	// may too, but its logout would be refused at once (the runner is
+	// cancelled) and the stop has no time for it: such a session stays
+	// logged in, as it would after a SIGKILL from systemd. The next start
+	// copes: Attach reuses a session that exists (step 1), for a stored
+	// pair when the reconcile reconnects it; a session that no stored
+	// pair uses (a create that was cut short) stays until an
+	// administrator logs out of it, and a later pair to that target takes
+	// it for the administrator's and never logs out of it
+	// (IscsiTargetConnector).
 	Status login = admin_.Login(url, Left(deadline));
 	if (!login.ok()) {
-		// A login killed at the bound may still complete in iscsid:
-		// take back whatever it made.
 		if (login.err() == ETIMEDOUT)
 			(void)admin_.Logout(url, options_.logout_bound);
 		return login;
 	}
 	auto a = WaitForDisk(url, deadline);
+	if (!a.ok() && a.status().err() == ECANCELED)
+		return Status::Error(a.status().message() +
+		                             "; the session stays logged in",
+		                     ECANCELED);
 	if (!a.ok()) {
 		Status out = admin_.Logout(url, options_.logout_bound);
 		if (!out.ok())

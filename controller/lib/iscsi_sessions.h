@@ -11,8 +11,11 @@
 //      exist, its disk is found in sysfs and its /dev node must be there
 //      with the same device number; the disk must not be write-protected.
 // A failure after this call logged in logs out again: a failed Attach
-// leaves no session it made. The size and exclusivity checks are the pair
-// verification's (endpoint_check.h), done by the caller on the device.
+// leaves no session it made, except when the runner was cancelled (the
+// daemon stops): then it fails at once with ECANCELED, and a session its
+// login made stays (see Attach in the .cc). The size and exclusivity
+// checks are the pair verification's (endpoint_check.h), done by the
+// caller on the device.
 //
 // CHAP file: <chap_dir>/<iqn>, owned by root, mode 0600 or 0400 (refused
 // otherwise), lines "key = value" with keys username, password and, for
@@ -22,7 +25,8 @@
 // Thread-safety: all methods may be called concurrently. Attach and Logout
 // run their iscsiadm sequences one at a time per portal, in the order they
 // were called, and concurrently with those to other portals: one dead peer
-// holds up only the calls to its own portal, for up to login_bound each.
+// holds up only the calls to its own portal, for up to login_bound each,
+// and for no time once the runner is cancelled (CommandRunner::Cancelled).
 // The portal, not (portal, IQN), because a discovery there deletes and
 // rewrites the node records of every target the portal offers (see
 // SequenceKey in the .cc). A target that reports more portals than the one
@@ -111,6 +115,7 @@ private:
 	bool Rescan(const std::string &session) const;
 
 	IscsiAdmin admin_;
+	CommandRunner &runner_; // for Cancelled(); admin_ runs the commands
 	const IscsiOptions options_;
 	KeyedLock sequences_; // Attach and Logout, keyed by SequenceKey()
 };

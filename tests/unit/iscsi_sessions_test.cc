@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <future>
@@ -28,21 +29,34 @@ using Argv = std::vector<std::string>;
 constexpr const char *kIqn = "iqn.2003-01.org.linux-iscsi.peer:vol1";
 
 // The handler runs outside mu, as iscsiadm processes run side by side: a
-// handler that blocks holds up only its own caller.
+// handler that blocks holds up only its own caller. Once cancelled, like
+// SystemCommandRunner::Cancel(), it runs nothing (and records no call).
 class FakeRunner : public CommandRunner
 {
 public:
-	std::function<CommandResult(const Argv &)> handler;
+	std::function<Result<CommandResult>(const Argv &)> handler;
 	Result<CommandResult> Run(const Argv &argv,
 	                          std::chrono::milliseconds) override
 	{
+		if (cancelled)
+			return Stopped();
 		{
 			std::lock_guard<std::mutex> lock(mu);
 			calls.push_back(argv);
 		}
 		if (missing)
 			return Status::Error("run iscsiadm: not found", ENOENT);
-		return handler ? handler(argv) : CommandResult{};
+		if (!handler)
+			return CommandResult{};
+		return handler(argv);
+	}
+	bool Cancelled() const override { return cancelled; }
+	// What a call cut short by a cancel returns.
+	static Status Stopped()
+	{
+		return Status::Error(std::string("run iscsiadm: ") +
+		                             kStoppingReason,
+		                     ECANCELED);
 	}
 	bool Ran(const std::string &word) const
 	{
@@ -56,6 +70,7 @@ public:
 	mutable std::mutex mu;
 	std::vector<Argv> calls; // guarded by mu
 	bool missing = false;
+	std::atomic<bool> cancelled{false};
 };
 
 // Every wait in the concurrency tests ends by then, so that a wrong
@@ -208,6 +223,27 @@ TEST(IscsiAdminTest, MapsExitCodes)
 	Status st = admin.Discover(Url(), b).status();
 	EXPECT_EQ(st.err(), ENOENT);
 	EXPECT_NE(st.message().find("open-iscsi"), std::string::npos);
+}
+
+// A runner cancelled because the daemon stops: neither a time-out (3) nor
+// a peer's failure (EIO), and no secret in the message.
+TEST(IscsiAdminTest, CancelledRunnerIsStopped)
+{
+	FakeRunner runner;
+	IscsiAdmin admin(runner);
+	const auto b = std::chrono::milliseconds(1000);
+	runner.cancelled = true;
+	Status login = admin.Login(Url(), b);
+	EXPECT_EQ(login.err(), ECANCELED) << login.message();
+	EXPECT_EQ(login.message(), std::string("login to ") + kIqn +
+	                                   " on 127.0.0.1:3260: stopped: "
+	                                   "replipiped is stopping");
+	Status update = admin.Update(Url(), "node.session.auth.password",
+	                             "s3cr3t", b, true);
+	EXPECT_EQ(update.err(), ECANCELED);
+	EXPECT_EQ(update.message().find("s3cr3t"), std::string::npos);
+	EXPECT_EQ(admin.Discover(Url(), b).status().err(), ECANCELED);
+	EXPECT_TRUE(runner.calls.empty());
 }
 
 TEST(IscsiAdminTest, SecretsStayOutOfMessages)
@@ -382,6 +418,79 @@ TEST_F(IscsiSessionsTest, LoginTimeoutLogsOutWhatIscsidMayHaveMade)
 	EXPECT_EQ(a.status().err(), ETIMEDOUT);
 	EXPECT_TRUE(runner.Ran("--logout"));
 	EXPECT_FALSE(s.FindSession(Url()));
+}
+
+// The daemon stops during a login that iscsid completes all the same: the
+// Attach fails as stopped, not as a time-out, tries no logout (the
+// cancelled runner would refuse it), and the session stays; the next
+// start's Attach takes it as it is, without iscsiadm.
+TEST_F(IscsiSessionsTest, CancelledLoginLeavesTheSessionForTheNextStart)
+{
+	options.login_bound = std::chrono::milliseconds(10000);
+	runner.handler = [this](const Argv &a) -> Result<CommandResult> {
+		if (a[2] == "discovery")
+			return Exit(0, std::string("127.0.0.1:3260,1 ") + kIqn);
+		if (a.back() == "--login") {
+			MakeSession(true); // iscsid finished after all
+			runner.cancelled = true;
+			return FakeRunner::Stopped();
+		}
+		return Exit(0);
+	};
+	const auto t0 = std::chrono::steady_clock::now();
+	{
+		IscsiSessions s(runner, options);
+		auto a = s.Attach(Url());
+		ASSERT_FALSE(a.ok());
+		EXPECT_EQ(a.status().err(), ECANCELED) << a.status().message();
+		EXPECT_NE(a.status().message().find("login to"),
+		          std::string::npos)
+		        << a.status().message();
+		EXPECT_NE(a.status().message().find("stopped: replipiped is "
+		                                    "stopping"),
+		          std::string::npos)
+		        << a.status().message();
+		EXPECT_FALSE(runner.Ran("--logout"));
+		EXPECT_TRUE(s.FindSession(Url()));
+	}
+	EXPECT_LT(std::chrono::steady_clock::now() - t0, kWaitBound);
+
+	FakeRunner next; // the next start's
+	IscsiSessions s(next, options);
+	dev.Write("sdb", "");
+	auto a = s.Attach(Url());
+	// dev/sdb is no block device in a temp dir: refused, but only at the
+	// disk, so the session was taken as it is, and no iscsiadm ran.
+	EXPECT_EQ(a.status().err(), EIO) << a.status().message();
+	EXPECT_TRUE(next.calls.empty());
+	EXPECT_TRUE(s.FindSession(Url()));
+}
+
+// Cancelled after the login, while the disk is awaited: the Attach stops
+// waiting (not after the rest of login_bound) and tries no logout.
+TEST_F(IscsiSessionsTest, CancelStopsTheWaitForTheDisk)
+{
+	options.login_bound = std::chrono::milliseconds(10000);
+	runner.handler = [this](const Argv &a) -> Result<CommandResult> {
+		if (a[2] == "discovery")
+			return Exit(0, std::string("127.0.0.1:3260,1 ") + kIqn);
+		if (a.back() == "--login") {
+			MakeSession(false); // the disk never comes
+			runner.cancelled = true;
+		}
+		return Exit(0);
+	};
+	IscsiSessions s(runner, options);
+	const auto t0 = std::chrono::steady_clock::now();
+	auto a = s.Attach(Url());
+	EXPECT_LT(std::chrono::steady_clock::now() - t0,
+	          std::chrono::seconds(2));
+	ASSERT_FALSE(a.ok());
+	EXPECT_EQ(a.status().err(), ECANCELED) << a.status().message();
+	EXPECT_NE(a.status().message().find("stays logged in"),
+	          std::string::npos)
+	        << a.status().message();
+	EXPECT_FALSE(runner.Ran("--logout"));
 }
 
 TEST_F(IscsiSessionsTest, ChapFromARootOnlyFile)
