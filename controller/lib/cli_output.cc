@@ -47,32 +47,60 @@ unsigned Percent(uint64_t done, uint64_t total)
 	        std::min<uint64_t>(100, (done * 100) / total));
 }
 
+// "1h02m", "3m05s", "42s".
+std::string DurationText(uint64_t s)
+{
+	char buf[32];
+	if (s >= 3600)
+		std::snprintf(buf, sizeof(buf), "%lluh%02llum",
+		              static_cast<unsigned long long>(s / 3600),
+		              static_cast<unsigned long long>(s / 60 % 60));
+	else if (s >= 60)
+		std::snprintf(buf, sizeof(buf), "%llum%02llus",
+		              static_cast<unsigned long long>(s / 60),
+		              static_cast<unsigned long long>(s % 60));
+	else
+		std::snprintf(buf, sizeof(buf), "%llus",
+		              static_cast<unsigned long long>(s));
+	return buf;
+}
+
 // "ETA 1h02m", "ETA 3m05s", "ETA 42s"; empty without a rate.
 std::string EtaText(uint64_t done, uint64_t total, uint64_t rate)
 {
 	if (rate == 0 || done >= total)
 		return "";
-	const uint64_t s = (total - done + rate - 1) / rate;
-	char buf[32];
-	if (s >= 3600)
-		std::snprintf(buf, sizeof(buf), "ETA %lluh%02llum",
-		              static_cast<unsigned long long>(s / 3600),
-		              static_cast<unsigned long long>(s / 60 % 60));
-	else if (s >= 60)
-		std::snprintf(buf, sizeof(buf), "ETA %llum%02llus",
-		              static_cast<unsigned long long>(s / 60),
-		              static_cast<unsigned long long>(s % 60));
-	else
-		std::snprintf(buf, sizeof(buf), "ETA %llus",
-		              static_cast<unsigned long long>(s));
-	return buf;
+	return "ETA " + DurationText((total - done + rate - 1) / rate);
+}
+
+// Why a pair has no job: "no job: failed 3 times, retry in 8s"; "retry
+// due" when its back-off has passed, no retry when none is planned (the
+// pair is not Syncing). The failure's message goes on a line of its own
+// (FormatStatus()): it may be long.
+std::string NoJobText(const ControlResync &r)
+{
+	std::string text = "no job";
+	if (r.failures == 0)
+		return text;
+	text += r.failures == 1
+	                ? ": failed once"
+	                : ": failed " + std::to_string(r.failures) + " times";
+	if (r.retry_in_s)
+		text += *r.retry_in_s
+		                ? ", retry in " + DurationText(*r.retry_in_s)
+		                : std::string(", retry due");
+	return text;
 }
 
 std::string ResyncText(const ControlPair &pair)
 {
 	const ControlResync &r = pair.resync;
-	if (r.total_bytes == 0)
-		return r.running ? "starting" : "-";
+	const bool failed = r.failures > 0;
+	if (r.total_bytes == 0) {
+		if (r.running)
+			return "starting";
+		return failed ? "- (" + NoJobText(r) + ")" : "-";
+	}
 	std::string text =
 	        std::to_string(Percent(r.done_bytes, r.total_bytes)) + "% " +
 	        FormatBytes(r.done_bytes) + "/" + FormatBytes(r.total_bytes);
@@ -83,8 +111,12 @@ std::string ResyncText(const ControlPair &pair)
 		if (!eta.empty())
 			text += " " + eta;
 	}
-	if (!r.running && r.done_bytes < r.total_bytes)
-		text += " (no job)";
+	if (r.running && failed)
+		// The jobs before this one failed.
+		text += " (attempt " +
+		        std::to_string(uint64_t{r.failures} + 1) + ")";
+	else if (!r.running && (failed || r.done_bytes < r.total_bytes))
+		text += " (" + NoJobText(r) + ")";
 	return text;
 }
 
@@ -197,6 +229,13 @@ std::string FormatStatus(const std::vector<ControlPipe> &pipes)
 				        FormatBytes(pair.lag_bytes));
 		}
 		out += Table(rows, "  ");
+		// Whole, below the table: a long message would stretch the
+		// RESYNC column of every pair.
+		for (const ControlPair &pair : pipe.pairs)
+			if (!pair.resync.last_error.empty())
+				out += "  last resync failure of " +
+				       pair.source + ": " +
+				       pair.resync.last_error + "\n";
 		for (const ControlPair &pair : pipe.pairs)
 			if (pair.peer) // iscsi:// targets (docs/iscsi.md)
 				out += "  peer of " + pair.source +

@@ -128,10 +128,32 @@ template <typename T> T Get(const json &j, const char *key, T fallback)
 
 json ResyncToJson(const ControlResync &r)
 {
+	json retry_in_s = nullptr;
+	if (r.retry_in_s)
+		retry_in_s = *r.retry_in_s;
 	return json{{"done_bytes", r.done_bytes},
 	            {"total_bytes", r.total_bytes},
 	            {"rate_bytes_per_s", r.rate_bytes_per_s},
-	            {"running", r.running}};
+	            {"running", r.running},
+	            {"failures", r.failures},
+	            {"last_error", r.last_error},
+	            {"retry_in_s", std::move(retry_in_s)}};
+}
+
+// A daemon older than the keys failures, last_error and retry_in_s sends
+// none of them: no failure known, no retry planned.
+ControlResync ResyncFromJson(const json &j)
+{
+	ControlResync r;
+	r.done_bytes = Get<uint64_t>(j, "done_bytes", 0);
+	r.total_bytes = Get<uint64_t>(j, "total_bytes", 0);
+	r.rate_bytes_per_s = Get<uint64_t>(j, "rate_bytes_per_s", 0);
+	r.running = Get<bool>(j, "running", false);
+	r.failures = Get<uint32_t>(j, "failures", 0);
+	r.last_error = Get<std::string>(j, "last_error", "");
+	if (auto it = j.find("retry_in_s"); it != j.end() && !it->is_null())
+		r.retry_in_s = it->get<uint64_t>();
+	return r;
 }
 
 json ControlPairToJson(const ControlPair &pair)
@@ -176,13 +198,8 @@ ControlPair ControlPairFromJson(const json &j)
 		peer.device = Get<std::string>(*it, "device", "");
 		pair.peer = peer;
 	}
-	if (auto it = j.find("resync"); it != j.end() && it->is_object()) {
-		pair.resync.done_bytes = Get<uint64_t>(*it, "done_bytes", 0);
-		pair.resync.total_bytes = Get<uint64_t>(*it, "total_bytes", 0);
-		pair.resync.rate_bytes_per_s =
-		        Get<uint64_t>(*it, "rate_bytes_per_s", 0);
-		pair.resync.running = Get<bool>(*it, "running", false);
-	}
+	if (auto it = j.find("resync"); it != j.end() && it->is_object())
+		pair.resync = ResyncFromJson(*it);
 	pair.regions = Get<uint64_t>(j, "regions", 0);
 	pair.dirty_regions = Get<uint64_t>(j, "dirty_regions", 0);
 	pair.source_bytes = Get<uint64_t>(j, "source_bytes", 0);

@@ -88,6 +88,19 @@ struct ControlResync {
 	uint64_t total_bytes = 0;
 	uint64_t rate_bytes_per_s = 0;
 	bool running = false; // a resync job is copying this pair now
+	// The pair's jobs that failed in a row (a running one not counted
+	// yet): 0 again once a job ends with the pair clean. A job stopped
+	// (pause, new settings) or made obsolete (pair replaced) changes
+	// nothing. An older daemon sends none: 0.
+	uint32_t failures = 0;
+	// The last failure's message while failures > 0, else "". ({}: no
+	// -Wmissing-field-initializers for {done, total, rate, running}.)
+	std::string last_error{};
+	// Seconds (rounded up) until the failed pair's next job may start;
+	// 0: due now, it starts at the daemon's next look at the pipe (or
+	// when a slot or its target frees up). nullopt: no failure, a job is
+	// running, or none is planned (the pair is not Syncing).
+	std::optional<uint64_t> retry_in_s{};
 };
 
 // An iscsi:// target's peer (docs/iscsi.md); status only.

@@ -219,7 +219,14 @@ struct ResyncJobs::Entry {
 	std::string pipe_name; // as last planned: its job's events use it
 	std::optional<ControlResync> last;
 	Clock::time_point not_before{};
+	// Jobs that failed in a row (ended with an error, or their thread
+	// could not start), and the last one's message; both reset when a
+	// job ends with the pair clean.
 	int failures = 0;
+	std::string last_error;
+	// The last SyncPipe() of its pipe found it Syncing: it gets a job,
+	// now or once its back-off has passed.
+	bool planned = false;
 	bool forget = false; // its pipe was deleted: erase when its job ends
 };
 
@@ -406,9 +413,16 @@ Status ResyncJobs::__Start(std::map<Key, Entry>::iterator entry,
 	return {};
 }
 
-void ResyncJobs::__Failed(Entry &entry, Clock::time_point now)
+void ResyncJobs::__Failed(Entry &entry, const Status &status,
+                          Clock::time_point now)
 {
 	++entry.failures;
+	try {
+		entry.last_error = status.message();
+	} catch (const std::bad_alloc &) {
+		// The job still leaves the table; the log has the message.
+		entry.last_error.clear();
+	}
 	auto backoff = options_.min_backoff;
 	for (int i = 1; i < entry.failures && backoff < options_.max_backoff;
 	     ++i)
@@ -517,11 +531,12 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 		const auto now = Clock::now();
 		if (status.ok()) {
 			entry.failures = 0;
+			entry.last_error.clear();
 			entry.not_before = now + options_.rerun_delay;
 		} else if (obsolete) {
 			entry.not_before = now;
 		} else if (!cancelled) {
-			__Failed(entry, now);
+			__Failed(entry, status, now);
 		}
 		entry.job = nullptr;
 		job->ended = true;
@@ -595,9 +610,12 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 		if (stopped_)
 			return;
 		for (auto &[key, entry] : entries_) {
-			if (key.first != pipe.instance_id || !entry.job)
+			if (key.first != pipe.instance_id)
 				continue;
 			auto it = plan.wanted.find(key.second);
+			entry.planned = it != plan.wanted.end();
+			if (!entry.job)
+				continue;
 			// A job whose pair turned InSync is finishing (its last
 			// claim found nothing): let it end. Changed settings
 			// (rate limit, target) or a replaced pair (serial):
@@ -618,6 +636,7 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 			        entries_.try_emplace({pipe.instance_id, source})
 			                .first;
 			entry->second.forget = false;
+			entry->second.planned = true;
 			entry->second.pipe_name = pipe.name;
 			const Target &target = targets.at(source);
 			if (entry->second.job) {
@@ -645,7 +664,7 @@ void ResyncJobs::SyncPipe(const PipeRecord &pipe,
 			}
 			Status started = __Start(entry, spec, target);
 			if (!started.ok()) {
-				__Failed(entry->second, now);
+				__Failed(entry->second, started, now);
 				not_started.emplace_back(spec, started);
 				continue;
 			}
@@ -696,8 +715,12 @@ void ResyncJobs::StopPair(const std::string &pipe_id, const std::string &source)
 	{
 		std::lock_guard lock(mu_);
 		auto it = entries_.find({pipe_id, source});
-		if (it != entries_.end() && it->second.job)
-			__Retire(*it->second.job);
+		if (it != entries_.end()) {
+			// Paused: no job until SyncPipe() plans one again.
+			it->second.planned = false;
+			if (it->second.job)
+				__Retire(*it->second.job);
+		}
 		__TakeExited(to_join);
 	}
 	Join(to_join);
@@ -731,15 +754,8 @@ bool ResyncJobs::StopAllWithin(std::chrono::milliseconds bound)
 	return true;
 }
 
-std::optional<ControlResync>
-ResyncJobs::Progress(const std::string &pipe_id,
-                     const std::string &source) const
+std::optional<ControlResync> ResyncJobs::__Copied(const Entry &entry) const
 {
-	std::lock_guard lock(mu_);
-	auto it = entries_.find({pipe_id, source});
-	if (it == entries_.end())
-		return std::nullopt;
-	const Entry &entry = it->second;
 	if (entry.job) {
 		Job &job = *entry.job;
 		const bool running = !job.retiring;
@@ -755,6 +771,35 @@ ResyncJobs::Progress(const std::string &pipe_id,
 		}
 	}
 	return entry.last;
+}
+
+std::optional<ControlResync>
+ResyncJobs::Progress(const std::string &pipe_id,
+                     const std::string &source) const
+{
+	std::lock_guard lock(mu_);
+	auto it = entries_.find({pipe_id, source});
+	if (it == entries_.end())
+		return std::nullopt;
+	const Entry &entry = it->second;
+	std::optional<ControlResync> progress = __Copied(entry);
+	// A job that failed before it copied anything (its factory refused
+	// the target) has no progress, but its failure is shown.
+	if (!progress && entry.failures == 0)
+		return std::nullopt;
+	ControlResync r = progress.value_or(ControlResync{});
+	r.failures = static_cast<uint32_t>(entry.failures);
+	r.last_error = entry.last_error;
+	if (!entry.job && entry.failures > 0 && entry.planned) {
+		const auto left = entry.not_before - Clock::now();
+		uint64_t seconds = 0;
+		if (left > Clock::duration::zero())
+			seconds = static_cast<uint64_t>(
+			        std::chrono::ceil<std::chrono::seconds>(left)
+			                .count());
+		r.retry_in_s = seconds;
+	}
+	return r;
 }
 
 size_t ResyncJobs::running() const

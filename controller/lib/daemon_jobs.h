@@ -58,6 +58,11 @@
 // factory, from a job or from starting its thread ends that job as failed
 // (resync_failed, with back-off), never the daemon.
 //
+// A failed job (its factory's error too: a target path that names another
+// device than the kernel mirrors) is also kept for status: Progress() tells
+// how many failed in a row, the last one's message and when the next may
+// start, until a job ends with the pair clean.
+//
 // Thread-safety: every public method may be called from any thread. mu_
 // guards the job table; it is never held while a job thread is joined (a
 // finishing job takes it to record its result), nor while a sink is called.
@@ -199,8 +204,11 @@ public:
 	bool StopAllWithin(std::chrono::milliseconds bound);
 
 	// The pair's progress: of the running job (running), of a retiring
-	// one (not running), else of the last one; nullopt when no job ever
-	// ran for it.
+	// one (not running), else of the last one. With it the jobs that
+	// failed in a row since the last clean end (failures, last_error)
+	// and, when none is live and SyncPipe() last found the pair Syncing,
+	// the seconds until the next may start (retry_in_s). nullopt when no
+	// job ever ran for the pair and none failed.
 	std::optional<ControlResync> Progress(const std::string &pipe_id,
 	                                      const std::string &source) const;
 	// Live jobs: running, or stopped and not ended yet.
@@ -227,7 +235,11 @@ private:
 	Status __Start(std::map<Key, Entry>::iterator entry,
 	               const PairJobSpec &spec, const Target &target);
 	void __Retire(Job &job); // asks a live job to stop
-	void __Failed(Entry &entry, Clock::time_point now); // back-off
+	// A failed job: counts it, keeps its message, sets the back-off.
+	void __Failed(Entry &entry, const Status &status,
+	              Clock::time_point now);
+	// What entry's job copied: of the live job, else of the last one.
+	std::optional<ControlResync> __Copied(const Entry &entry) const;
 	bool __TargetBusy(const Target &target) const; // a live job writes it
 	size_t __Live() const;
 	size_t __LiveOf(const std::string &pipe_id) const;

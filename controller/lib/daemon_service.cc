@@ -371,6 +371,16 @@ ControlPipe DaemonService::ToControlPipe(const PipeView &view) const
 				dirty = kp->source_bytes;
 			pair.resync.total_bytes = dirty;
 		}
+		if (progress) {
+			// Why the pair has no job, and when it gets one: a
+			// retry only for a pair that is Syncing now.
+			pair.resync.failures = progress->failures;
+			pair.resync.last_error = progress->last_error;
+			if (kp && kp->state == PairState::kSyncing)
+				pair.resync.retry_in_s = progress->retry_in_s;
+			else
+				pair.resync.retry_in_s.reset();
+		}
 		pipe.pairs.push_back(std::move(pair));
 	}
 	return pipe;

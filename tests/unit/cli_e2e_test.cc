@@ -22,6 +22,7 @@
 
 #include "cli_args.h"
 #include "control_daemon_fake.h"
+#include "control_protocol.h"
 #include "listen_only_fake.h"
 #include "model.h"
 #include "unique_fd.h"
@@ -349,6 +350,73 @@ TEST_F(CliE2E, StatusJsonContract)
 	for (const char *key :
 	     {"done_bytes", "total_bytes", "rate_bytes_per_s"})
 		EXPECT_TRUE(pair["resync"][key].is_number_unsigned()) << key;
+}
+
+// A pair whose resync jobs fail, as a daemon tells it: `status` says how
+// often, when the next job is due and why (the message whole), and
+// `status --json` passes the daemon's keys on.
+TEST_F(CliE2E, StatusOfAPairWhoseResyncFails)
+{
+	const std::string message =
+	        "resync pipe 11111111-2222-4333-8444-555555555555 pair "
+	        "replipipe_0/a: /dev/rp-target is block device 1:2 but the "
+	        "kernel mirrors block device 1:1 (the path was re-pointed "
+	        "since the pipe was set); not copying";
+	ControlReply reply;
+	ControlPipe pipe;
+	pipe.ref = "CIM_NetworkPipe.InstanceID=\"replipipe:x\"";
+	pipe.instance_id = "replipipe:x";
+	pipe.name = "db";
+	pipe.mode = "Synchronous";
+	pipe.in_kernel = true;
+	ControlPair pair;
+	pair.source = "replipipe_0/a";
+	pair.target = "/dev/rp-target";
+	pair.state = "Syncing";
+	pair.resync.total_bytes = 32 << 20;
+	pair.resync.failures = 3;
+	pair.resync.last_error = message;
+	pair.resync.retry_in_s = 8;
+	pipe.pairs.push_back(pair);
+	reply.pipes.push_back(pipe);
+	const std::string line = EncodeReply(reply) + "\n";
+
+	int n = 0;
+	for (bool as_json : {false, true}) {
+		const std::string path =
+		        d.dir_ / ("fake" + std::to_string(n++) + ".sock");
+		UniqueFd listener = ListenOnly(path, 4);
+		ASSERT_TRUE(listener.valid());
+		auto answered = std::async(std::launch::async, [&] {
+			return AnswerOnce(listener.get(), line);
+		});
+		std::vector<std::string> args = {"status"};
+		if (as_json)
+			args.insert(args.begin(), "--json");
+		CliRun run = RunCli(path, args, 20);
+		ASSERT_TRUE(answered.get());
+		ASSERT_EQ(run.exit, 0) << run.out << run.err;
+		if (!as_json) {
+			EXPECT_NE(run.out.find(
+			                  "Syncing  0% 0 B/32.0 MiB (no job: "
+			                  "failed 3 times, retry in 8s)"),
+			          std::string::npos)
+			        << run.out;
+			EXPECT_NE(run.out.find("\n  last resync failure of "
+			                       "replipipe_0/a: " +
+			                       message + "\n"),
+			          std::string::npos)
+			        << run.out;
+			continue;
+		}
+		json j = json::parse(run.out, nullptr, false);
+		ASSERT_FALSE(j.is_discarded()) << run.out;
+		json resync = j["pipes"][0]["pairs"][0]["resync"];
+		EXPECT_EQ(resync["total_bytes"], 32u << 20);
+		EXPECT_EQ(resync["failures"], 3);
+		EXPECT_EQ(resync["last_error"], message);
+		EXPECT_EQ(resync["retry_in_s"], 8);
+	}
 }
 
 TEST_F(CliE2E, WaitTimesOutThenSucceeds)

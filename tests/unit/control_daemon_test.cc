@@ -253,6 +253,84 @@ TEST(ControlDaemon, PauseAndResume)
 	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 2; }));
 }
 
+// A pair whose resync job cannot even be made (the factory refuses its
+// target: ResyncJobs then has no progress for it) shows in status why it
+// has no job and when the next is due; a paused pair shows no retry.
+TEST(ControlDaemon, StatusTellsWhyAPairsResyncFails)
+{
+	const std::string refused =
+	        "resync pipe x pair replipipe_0/a: /dev/sdb is block device "
+	        "1:2 but the kernel mirrors block device 1:1 (the path was "
+	        "re-pointed since the pipe was set); not copying";
+	testing::TempDir dir;
+	testing::FakeKernel kernel;
+	testing::FakeProbe probe;
+	Store store(dir / "state");
+	PipeService pipes(kernel, store, probe,
+	                  HostIdentity{testing::kTestHost},
+	                  PipeServiceOptions{milliseconds(500)});
+	EventHub hub;
+	std::atomic<int> made{0};
+	// A back-off longer than the test: one failure, no retry.
+	ResyncJobs jobs(
+	        [&](const PairJobSpec &) -> Result<std::unique_ptr<PairJob>> {
+		        ++made;
+		        return Status::Error(refused, ENXIO);
+	        },
+	        [&hub](const ControlEvent &e) { hub.Publish(e); },
+	        ResyncJobsOptions{milliseconds(60000), milliseconds(60000),
+	                          milliseconds(0)});
+	DaemonService service(pipes, kernel, &jobs, hub);
+	probe.AddBackstore("replipipe_0/a", "/dev/vg/a", kTestGiB);
+	probe.AddDevice("/dev/sdb", kTestGiB);
+	ASSERT_TRUE(store.EnsureStateDir().ok());
+	ASSERT_TRUE(pipes.Load().ok());
+	CreateOrModifyCall call;
+	call.pipe_element_name = "db";
+	call.source_system = testing::kTestHost;
+	call.target_system = "node2";
+	call.source_endpoints = std::vector<std::string>{"replipipe_0/a"};
+	call.target_endpoints = std::vector<std::string>{"/dev/sdb"};
+	ControlReply created = service.Handle(InProcessDaemon::Create(call));
+	ASSERT_TRUE(created.ok) << created.error;
+
+	auto status = [&] {
+		ControlReply reply = service.Handle(
+		        InProcessDaemon::Op(ControlOp::kStatus, "db"));
+		const ControlPair *pair = FindPair(reply, "replipipe_0/a");
+		return pair ? std::optional<ControlPair>(*pair) : std::nullopt;
+	};
+	std::optional<ControlPair> pair;
+	for (int i = 0; i < 1000; ++i) {
+		pair = status();
+		if (pair && pair->resync.failures > 0)
+			break;
+		std::this_thread::sleep_for(milliseconds(10));
+	}
+	ASSERT_TRUE(pair.has_value());
+	EXPECT_EQ(pair->state, "Syncing");
+	EXPECT_FALSE(pair->resync.running);
+	EXPECT_EQ(pair->resync.done_bytes, 0u);
+	// No job: what the bitmap marks dirty.
+	EXPECT_GT(pair->resync.total_bytes, 0u);
+	EXPECT_EQ(pair->resync.total_bytes, pair->dirty_regions * 64 * 1024);
+	EXPECT_EQ(pair->resync.failures, 1u);
+	EXPECT_EQ(pair->resync.last_error, refused);
+	ASSERT_TRUE(pair->resync.retry_in_s.has_value());
+	EXPECT_GE(*pair->resync.retry_in_s, 1u);
+	EXPECT_LE(*pair->resync.retry_in_s, 60u);
+
+	ASSERT_TRUE(service.Handle(InProcessDaemon::Op(ControlOp::kPause, "db"))
+	                    .ok);
+	pair = status();
+	ASSERT_TRUE(pair.has_value());
+	EXPECT_EQ(pair->state, "Paused");
+	EXPECT_EQ(pair->resync.failures, 1u);
+	EXPECT_EQ(pair->resync.last_error, refused);
+	EXPECT_FALSE(pair->resync.retry_in_s.has_value());
+	EXPECT_EQ(made.load(), 1);
+}
+
 // pause and resume of every pair try every pair: one that fails (here the
 // 2nd of 3) neither keeps the others from being tried nor hides what was
 // done. The error names the failed pair with its reason and the pairs that

@@ -400,8 +400,237 @@ TEST(ControlJobs, FactoryFailureIsReported)
 		EXPECT_NE(rec.events.back().message.find("Permission denied"),
 		          std::string::npos);
 	}
-	EXPECT_FALSE(
-	        jobs.Progress(Pipe().instance_id, "replipipe_0/a").has_value());
+	// No job ran, nothing was copied, but status tells why and when the
+	// next one may start (the default back-off: 1 s).
+	auto progress = jobs.Progress(Pipe().instance_id, "replipipe_0/a");
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_FALSE(progress->running);
+	EXPECT_EQ(progress->total_bytes, 0u);
+	EXPECT_EQ(progress->failures, 1u);
+	EXPECT_EQ(progress->last_error, "open /dev/sdb: Permission denied");
+	ASSERT_TRUE(progress->retry_in_s.has_value());
+	EXPECT_LE(*progress->retry_in_s, 1u);
+}
+
+// Makes jobs as scripted, one step per job made: the factory's own error,
+// a job that fails, one that runs until stopped, one that ends clean. Past
+// the script's end: clean.
+struct JobScript {
+	enum Kind { kFactoryError, kJobError, kUntilStopped, kClean };
+	struct Step {
+		Kind kind;
+		std::string message; // kFactoryError, kJobError
+	};
+	std::mutex mu;
+	std::vector<Step> steps; // guarded by mu
+	size_t made = 0;         // guarded by mu
+
+	explicit JobScript(std::vector<Step> s) : steps(std::move(s)) {}
+	PairJobFactory Factory()
+	{
+		return [this](const PairJobSpec &)
+		               -> Result<std::unique_ptr<PairJob>> {
+			std::lock_guard lock(mu);
+			const Step step = made < steps.size()
+			                          ? steps[made]
+			                          : Step{kClean, ""};
+			++made;
+			switch (step.kind) {
+			case kFactoryError:
+				return Status::Error(step.message, ENXIO);
+			case kJobError:
+				return std::unique_ptr<PairJob>(new ScriptedJob(
+				        Status::Error(step.message, EIO),
+				        false));
+			case kUntilStopped:
+				return std::unique_ptr<PairJob>(
+				        new ScriptedJob(Status(), true));
+			case kClean:
+				break;
+			}
+			return std::unique_ptr<PairJob>(
+			        new ScriptedJob(Status(), false));
+		};
+	}
+	size_t Made()
+	{
+		std::lock_guard lock(mu);
+		return made;
+	}
+};
+
+// What ResyncPair refuses before it copies anything (the target path was
+// re-pointed since the pipe was set): the factory's error.
+const char kRepointed[] =
+        "resync pipe 11111111-2222-4333-8444-555555555555 pair "
+        "replipipe_0/a: /dev/sdb is block device 1:2 but the kernel "
+        "mirrors block device 1:1 (the path was re-pointed since the pipe "
+        "was set); not copying";
+
+std::optional<ControlResync> ProgressOfA(const ResyncJobs &jobs)
+{
+	return jobs.Progress(Pipe().instance_id, "replipipe_0/a");
+}
+
+// Status shows the jobs of a pair that failed in a row and the last one's
+// message, also while the next one runs; a stop changes nothing; a job
+// that ends with the pair clean resets both.
+TEST(ControlJobs, FailuresShowInProgressUntilAJobEndsClean)
+{
+	JobScript script({{JobScript::kJobError, "write /dev/sdb: EIO 1"},
+	                  {JobScript::kJobError, "write /dev/sdb: EIO 2"},
+	                  {JobScript::kUntilStopped, ""},
+	                  {JobScript::kClean, ""}});
+	Recorder rec;
+	ResyncJobs jobs(script.Factory(), rec.Sink(), kNoBackoff);
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+	ASSERT_TRUE(
+	        Eventually([&] { return rec.Count("resync_failed") == 1; }));
+	auto progress = ProgressOfA(jobs);
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_FALSE(progress->running);
+	EXPECT_EQ(progress->done_bytes, 10u); // what the failed job copied
+	EXPECT_EQ(progress->failures, 1u);
+	EXPECT_EQ(progress->last_error, "write /dev/sdb: EIO 1");
+	EXPECT_EQ(progress->retry_in_s, std::optional<uint64_t>(0)); // due
+
+	ASSERT_TRUE(Eventually([&] { return jobs.running() == 0; }));
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+	ASSERT_TRUE(
+	        Eventually([&] { return rec.Count("resync_failed") == 2; }));
+	progress = ProgressOfA(jobs);
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_EQ(progress->failures, 2u);
+	EXPECT_EQ(progress->last_error, "write /dev/sdb: EIO 2");
+	EXPECT_EQ(progress->retry_in_s, std::optional<uint64_t>(0));
+
+	// The third job runs: it is no failure (yet), and no retry is due.
+	ASSERT_TRUE(Eventually([&] { return jobs.running() == 0; }));
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+	ASSERT_TRUE(Eventually([&] {
+		auto p = ProgressOfA(jobs);
+		return p && p->running && p->total_bytes == 10;
+	}));
+	progress = ProgressOfA(jobs);
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_EQ(progress->failures, 2u);
+	EXPECT_EQ(progress->last_error, "write /dev/sdb: EIO 2");
+	EXPECT_FALSE(progress->retry_in_s.has_value());
+
+	// Paused: the job stops, the failures stay; no retry is planned.
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kPaused));
+	ASSERT_TRUE(
+	        Eventually([&] { return rec.Count("resync_stopped") == 1; }));
+	ASSERT_TRUE(Eventually([&] { return jobs.running() == 0; }));
+	progress = ProgressOfA(jobs);
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_FALSE(progress->running);
+	EXPECT_EQ(progress->failures, 2u);
+	EXPECT_EQ(progress->last_error, "write /dev/sdb: EIO 2");
+	EXPECT_FALSE(progress->retry_in_s.has_value());
+
+	// Resumed: the fourth job copies the pair clean.
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+	ASSERT_TRUE(Eventually([&] { return rec.Count("resync_done") == 1; }));
+	progress = ProgressOfA(jobs);
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_FALSE(progress->running);
+	EXPECT_EQ(progress->failures, 0u);
+	EXPECT_EQ(progress->last_error, "");
+	EXPECT_FALSE(progress->retry_in_s.has_value());
+	EXPECT_EQ(script.Made(), 4u);
+	EXPECT_EQ(rec.Count("resync_failed"), 2);
+}
+
+// A pair whose job could not even be made (the factory refused the target)
+// shows its failures, the message whole and when the next job may start,
+// within the back-off: 1 s after the first failure, 2 s after the second.
+TEST(ControlJobs, AFactoryFailureShowsItsRetryWithinTheBackoff)
+{
+	JobScript script({{JobScript::kFactoryError, kRepointed},
+	                  {JobScript::kFactoryError, kRepointed},
+	                  {JobScript::kClean, ""}});
+	Recorder rec;
+	ResyncJobs jobs(script.Factory(), rec.Sink(),
+	                ResyncJobsOptions{milliseconds(1000),
+	                                  milliseconds(60000),
+	                                  milliseconds(0)});
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+	ASSERT_TRUE(
+	        Eventually([&] { return rec.Count("resync_failed") == 1; }));
+	auto progress = ProgressOfA(jobs);
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_FALSE(progress->running);
+	EXPECT_EQ(progress->total_bytes, 0u);
+	EXPECT_EQ(progress->failures, 1u);
+	EXPECT_EQ(progress->last_error, kRepointed);
+	ASSERT_TRUE(progress->retry_in_s.has_value());
+	EXPECT_LE(*progress->retry_in_s, 1u);
+
+	// Planned again as the daemon does, until the back-off has passed.
+	ASSERT_TRUE(Eventually([&] {
+		jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+		return script.Made() == 2;
+	}));
+	ASSERT_TRUE(
+	        Eventually([&] { return rec.Count("resync_failed") == 2; }));
+	progress = ProgressOfA(jobs);
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_EQ(progress->failures, 2u);
+	EXPECT_EQ(progress->last_error, kRepointed);
+	ASSERT_TRUE(progress->retry_in_s.has_value());
+	EXPECT_LE(*progress->retry_in_s, 2u);
+
+	ASSERT_TRUE(Eventually([&] {
+		jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+		return rec.Count("resync_done") == 1;
+	}));
+	progress = ProgressOfA(jobs);
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_EQ(progress->failures, 0u);
+	EXPECT_EQ(progress->last_error, "");
+	EXPECT_FALSE(progress->retry_in_s.has_value());
+}
+
+// With a long back-off: the retry is counted down from it, and told only
+// while the pair is Syncing (a paused pair gets no job), without a job
+// being made meanwhile.
+TEST(ControlJobs, ARetryIsToldOnlyWhileThePairIsSyncing)
+{
+	JobScript script({{JobScript::kFactoryError, kRepointed}});
+	Recorder rec;
+	ResyncJobs jobs(script.Factory(), rec.Sink(),
+	                ResyncJobsOptions{milliseconds(60000),
+	                                  milliseconds(60000),
+	                                  milliseconds(0)});
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+	ASSERT_TRUE(
+	        Eventually([&] { return rec.Count("resync_failed") == 1; }));
+	auto progress = ProgressOfA(jobs);
+	ASSERT_TRUE(progress.has_value());
+	ASSERT_TRUE(progress->retry_in_s.has_value());
+	EXPECT_GE(*progress->retry_in_s, 1u);
+	EXPECT_LE(*progress->retry_in_s, 60u);
+
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kPaused));
+	progress = ProgressOfA(jobs);
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_EQ(progress->failures, 1u);
+	EXPECT_EQ(progress->last_error, kRepointed);
+	EXPECT_FALSE(progress->retry_in_s.has_value());
+
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
+	progress = ProgressOfA(jobs);
+	ASSERT_TRUE(progress.has_value());
+	ASSERT_TRUE(progress->retry_in_s.has_value());
+	EXPECT_GE(*progress->retry_in_s, 1u);
+	EXPECT_LE(*progress->retry_in_s, 60u);
+
+	jobs.StopPair(Pipe().instance_id, "replipipe_0/a"); // a pause
+	progress = ProgressOfA(jobs);
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_FALSE(progress->retry_in_s.has_value());
+	EXPECT_EQ(script.Made(), 1u);
 }
 
 // Jobs that run until stopped, with their specs, events and replans
@@ -1068,6 +1297,16 @@ TEST(ControlJobs, ThreadThatCannotStartLeavesNoJob)
 		        << rec.events.back().message;
 	}
 	EXPECT_EQ(jobs.running(), 0u);
+	// Status tells it like a failed job.
+	auto progress = jobs.Progress(Pipe().instance_id, "replipipe_0/a");
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_FALSE(progress->running);
+	EXPECT_EQ(progress->failures, 1u);
+	EXPECT_NE(progress->last_error.find("cannot start its thread"),
+	          std::string::npos)
+	        << progress->last_error;
+	ASSERT_TRUE(progress->retry_in_s.has_value());
+	EXPECT_LE(*progress->retry_in_s, 1u);
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
 	EXPECT_EQ(starts.load(), 1) << "started again within the back-off";
 	EXPECT_EQ(jobs.running(), 0u);
@@ -1075,6 +1314,13 @@ TEST(ControlJobs, ThreadThatCannotStartLeavesNoJob)
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing));
 	EXPECT_TRUE(Eventually([&] { return made.Made() == 1; }));
 	EXPECT_EQ(jobs.running(), 1u);
+	// The second attempt runs: the failure before it is still told, no
+	// retry is.
+	progress = jobs.Progress(Pipe().instance_id, "replipipe_0/a");
+	ASSERT_TRUE(progress.has_value());
+	EXPECT_TRUE(progress->running);
+	EXPECT_EQ(progress->failures, 1u);
+	EXPECT_FALSE(progress->retry_in_s.has_value());
 }
 
 TEST(ControlEvents, SnapshotDedupAndOverflow)

@@ -211,6 +211,108 @@ TEST(ControlProtocol, StatusJsonHasContractKeys)
 		EXPECT_TRUE(pair["resync"].contains(key)) << key;
 }
 
+// A failing pair's resync: how many jobs failed in a row, the last one's
+// message (whole) and when the next may start go to the CLI and back.
+TEST(ControlProtocol, ResyncFailureRoundTrips)
+{
+	const std::string message =
+	        "resync pipe x pair replipipe_0/a: /dev/rp-target is block "
+	        "device 1:2 but the kernel mirrors block device 1:1 (the path "
+	        "was re-pointed since the pipe was set); not copying \"q\" " +
+	        std::string(2000, 'm');
+	ControlReply reply;
+	ControlPipe pipe;
+	pipe.instance_id = "replipipe:x";
+	ControlPair failing;
+	failing.source = "replipipe_0/a";
+	failing.state = "Syncing";
+	failing.resync.total_bytes = 32 << 20;
+	failing.resync.failures = 3;
+	failing.resync.last_error = message;
+	failing.resync.retry_in_s = 8;
+	pipe.pairs.push_back(failing);
+	ControlPair due = failing;
+	due.source = "replipipe_0/b";
+	due.resync.retry_in_s = 0; // due: not the same as none
+	pipe.pairs.push_back(due);
+	ControlPair running;
+	running.source = "replipipe_0/c";
+	running.resync = {5, 10, 1, true};
+	running.resync.failures = 1;
+	running.resync.last_error = "write: EIO";
+	pipe.pairs.push_back(running);
+	reply.pipes.push_back(pipe);
+
+	const std::string line = EncodeReply(reply);
+	json j = json::parse(line);
+	json resync = j["pipes"][0]["pairs"][0]["resync"];
+	EXPECT_EQ(resync["failures"], 3);
+	EXPECT_EQ(resync["last_error"], message);
+	EXPECT_EQ(resync["retry_in_s"], 8);
+	EXPECT_EQ(j["pipes"][0]["pairs"][1]["resync"]["retry_in_s"], 0);
+	EXPECT_TRUE(
+	        j["pipes"][0]["pairs"][2]["resync"]["retry_in_s"].is_null());
+
+	auto back = DecodeReply(line);
+	ASSERT_TRUE(back.ok()) << back.status().message();
+	ASSERT_EQ(back->pipes.size(), 1u);
+	ASSERT_EQ(back->pipes[0].pairs.size(), 3u);
+	const ControlResync &a = back->pipes[0].pairs[0].resync;
+	EXPECT_EQ(a.total_bytes, 32u << 20);
+	EXPECT_FALSE(a.running);
+	EXPECT_EQ(a.failures, 3u);
+	EXPECT_EQ(a.last_error, message);
+	EXPECT_EQ(a.retry_in_s, std::optional<uint64_t>(8));
+	EXPECT_EQ(back->pipes[0].pairs[1].resync.retry_in_s,
+	          std::optional<uint64_t>(0));
+	const ControlResync &c = back->pipes[0].pairs[2].resync;
+	EXPECT_TRUE(c.running);
+	EXPECT_EQ(c.done_bytes, 5u);
+	EXPECT_EQ(c.failures, 1u);
+	EXPECT_EQ(c.last_error, "write: EIO");
+	EXPECT_FALSE(c.retry_in_s.has_value());
+}
+
+// The keys of the CLI contract stay as they were, the new ones beside
+// them; a reply of a daemon that sends none of the new keys still parses:
+// no failure, no retry.
+TEST(ControlProtocol, ResyncWithoutFailureKeysParses)
+{
+	ControlPipe empty;
+	empty.pairs.emplace_back();
+	json resync = ControlPipeToJson(empty)["pairs"][0]["resync"];
+	for (const char *key :
+	     {"done_bytes", "total_bytes", "rate_bytes_per_s", "running",
+	      "failures", "last_error", "retry_in_s"})
+		EXPECT_TRUE(resync.contains(key)) << key;
+	EXPECT_EQ(resync["failures"], 0);
+	EXPECT_EQ(resync["last_error"], "");
+	EXPECT_TRUE(resync["retry_in_s"].is_null());
+
+	const std::string old_daemon =
+	        R"({"ok": true, "pipes": [{"ref": "r", "instance_id": "i",)"
+	        R"( "pairs": [{"source": "replipipe_0/a", "state": "Syncing",)"
+	        R"( "resync": {"done_bytes": 1, "total_bytes": 4,)"
+	        R"( "rate_bytes_per_s": 2, "running": false}}]}]})";
+	auto back = DecodeReply(old_daemon);
+	ASSERT_TRUE(back.ok()) << back.status().message();
+	ASSERT_EQ(back->pipes.size(), 1u);
+	ASSERT_EQ(back->pipes[0].pairs.size(), 1u);
+	const ControlResync &r = back->pipes[0].pairs[0].resync;
+	EXPECT_EQ(r.done_bytes, 1u);
+	EXPECT_EQ(r.total_bytes, 4u);
+	EXPECT_EQ(r.rate_bytes_per_s, 2u);
+	EXPECT_FALSE(r.running);
+	EXPECT_EQ(r.failures, 0u);
+	EXPECT_EQ(r.last_error, "");
+	EXPECT_FALSE(r.retry_in_s.has_value());
+
+	// A malformed new key is an error of the reply, as with old ones.
+	json bad = json::parse(old_daemon);
+	bad["pipes"][0]["pairs"][0]["resync"]["retry_in_s"] = "soon";
+	EXPECT_FALSE(DecodeReply(bad.dump()).ok());
+}
+
 TEST(ControlProtocol, MethodReplyCarriesReturnValue)
 {
 	MethodOutcome failed{ReturnValue::kInvalidParameter, "",

@@ -3,12 +3,12 @@
 # kernel mirrors. The pair's target is a symlink (as /dev/disk/by-id/...
 # paths are) to /dev/ram1. replipiped is killed during the initial resync,
 # the symlink is re-pointed to /dev/ram2 (a disk that is not the pair's),
-# and replipiped starts again: its job opens the path, finds block device
-# ram2's where the kernel mirrors ram1's (REPLIPIPE_A_PAIR_TGT_DEV), and fails
-# without writing a byte; ram2 is unchanged. Before, the job copied the
-# source over ram2 and cleared the dirty bits, so the pair went InSync with
-# ram1 never written. Once the symlink is back, a retry finishes the resync
-# and the legs are identical.
+# and replipiped starts again: its job opens the path, finds ram2's device
+# number where the kernel mirrors ram1's (REPLIPIPE_A_PAIR_TGT_DEV), and
+# fails without writing a byte; ram2 is unchanged, and status says why.
+# Before, the job copied the source over ram2 and cleared the dirty bits,
+# so the pair went InSync with ram1 never written. Once the symlink is
+# back, a retry finishes the resync and the legs are identical.
 # vm-timeout: 300
 # vm-cost: 20
 # vm-mem: 512
@@ -70,6 +70,13 @@ sleep 3
 [ "$(pair_state)" = Syncing ] || vm_fail "the pair is $(pair_state) although its target was not copied"
 grep "$MISMATCH" /tmp/daemon2.log | head -n 1 | grep . ||
 	vm_daemon_fail /tmp/daemon2.log "no resync job said why it refused the re-pointed target"
+# status tells the administrator too, without the log.
+replipipectl status repoint
+st=$(replipipectl --json status repoint) || vm_fail "status --json"
+echo "$st" | jq -e '.pipes[0].pairs[0].resync.failures >= 1' > /dev/null ||
+	vm_fail "status does not count the failed jobs: $st"
+echo "$st" | jq -r '.pipes[0].pairs[0].resync.last_error' | grep -qF "$MISMATCH" ||
+	vm_fail "status does not say why the resync fails: $st"
 
 vm_log "== the symlink is back: a retry finishes the resync"
 ln -sfn /dev/ram1 $LINK
