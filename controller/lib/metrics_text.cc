@@ -131,6 +131,13 @@ constexpr PairFamily kPairFamilies[] = {
          [](const ControlPipe &, const ControlPair &p) {
 	         return uint64_t{p.resync.running};
          }},
+        // A gauge, not a counter: it goes back to 0 once a job ends clean.
+        {"replipipe_pair_resync_failures", "gauge",
+         "Resync jobs of the pair that failed in a row (0 once one ends "
+         "with the pair clean).",
+         [](const ControlPipe &, const ControlPair &p) {
+	         return uint64_t{p.resync.failures};
+         }},
         {"replipipe_pair_mirrored_writes_total", "counter",
          "Writes mirrored to the pair's target since the kernel pipe was "
          "created.",

@@ -64,6 +64,7 @@ ControlPipe TwoPairPipe()
 	a.bytes_mirrored = 5678901;
 	a.target_errors = 2;
 	a.lag_bytes = 4096;
+	a.resync.failures = 3; // its target refused, say
 	ControlPair b;
 	b.source = "replipipe_0/v2";
 	b.target = "/dev/ram2";
@@ -125,6 +126,7 @@ TEST(MetricsText, EveryFamilyHasHelpAndTypeOnceBeforeItsSamples)
 	      "replipipe_pair_dirty_bytes", "replipipe_pair_resync_done_bytes",
 	      "replipipe_pair_resync_total_bytes",
 	      "replipipe_pair_resync_rate_bytes_per_second",
+	      "replipipe_pair_resync_failures",
 	      "replipipe_pair_mirrored_writes_total",
 	      "replipipe_pair_mirrored_bytes_total",
 	      "replipipe_pair_target_errors_total", "replipipe_pair_lag_bytes"})
@@ -179,6 +181,8 @@ TEST(MetricsText, FiguresAreTheStatusSnapshots)
 	          "8192");
 	EXPECT_EQ(at("replipipe_pair_resync_running", kPairB), "1");
 	EXPECT_EQ(at("replipipe_pair_resync_running", kPairA), "0");
+	EXPECT_EQ(at("replipipe_pair_resync_failures", kPairA), "3");
+	EXPECT_EQ(at("replipipe_pair_resync_failures", kPairB), "0");
 	EXPECT_EQ(at("replipipe_pipe_max_lag_bytes",
 	             "pipe=\"replipipe:1111\",pipe_name=\"db\""),
 	          "67108864");
