@@ -151,6 +151,10 @@ until grep -q "claims=[1-9]" $LIVE; do
 	sleep 0.1
 	i=$((i + 1))
 done
+# The claim comes before the copy's first write: a stop in between (a
+# loaded TCG guest can take 100 ms there) ends the job before it waits on
+# the target. The job cannot end by itself: its target queues its I/O.
+sleep 1
 t0=$(vm_now_ms)
 kill "$VM_DAEMON_PID" || vm_fail "replipiped is gone"
 i=0
