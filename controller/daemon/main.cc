@@ -464,6 +464,44 @@ void LogFamilyEvent(const FamilyEvent &change, FamilyCheck *family)
 	}
 }
 
+// A new socket on the kernel's events group, in @listener; null when it
+// cannot be opened (the main loop's tick tries again).
+void ReopenKernelEvents(std::unique_ptr<NetlinkEventListener> &listener)
+{
+	listener.reset();
+	auto opened = NetlinkEventListener::Open();
+	if (!opened.ok()) {
+		LogWarning() << "netlink events: cannot open a new socket: "
+		             << opened.status().message()
+		             << "; the kernel's state is re-read every "
+		             << kTick.count() / 1000 << " s until one opens";
+		return;
+	}
+	listener = std::move(*opened);
+	LogNotice() << "netlink events: listening on a new socket (port "
+	            << listener->port() << ")";
+}
+
+// Hands the kernel's queued events to @service. After a failed receive the
+// socket is replaced before the events go on: the batch ends with an
+// overrun, whose re-read of the kernel's state then also covers what
+// happened while no socket listened.
+void ReadKernelEvents(std::unique_ptr<NetlinkEventListener> &listener,
+                      DaemonService &service)
+{
+	auto batch = listener->Read();
+	if (!batch.receive_error.ok()) {
+		LogWarning() << batch.receive_error.message()
+		             << "; the events after it are lost";
+		ReopenKernelEvents(listener);
+	}
+	for (const KernelEvent &event : batch.events) {
+		LogDebug() << "kernel event " << KernelEventTypeName(event.type)
+		           << " pipe " << event.pipe_id;
+		service.OnKernelEvent(event);
+	}
+}
+
 // A KernelPool::Opener: one more netlink socket.
 Result<std::unique_ptr<KernelApi>> OpenKernelSocket()
 {
@@ -563,9 +601,13 @@ int Run(const Options &opts, Detacher &detacher)
 	for (const std::string &line : *reconciled)
 		LogNotice() << "reconcile: " << line;
 
-	auto listener = NetlinkEventListener::Open();
-	if (!listener.ok()) {
-		LogError() << "netlink events: " << listener.status().message();
+	std::unique_ptr<NetlinkEventListener> listener;
+	if (auto opened = NetlinkEventListener::Open(); opened.ok()) {
+		listener = std::move(*opened);
+		LogDebug() << "netlink events: listening on port "
+		           << listener->port();
+	} else {
+		LogError() << "netlink events: " << opened.status().message();
 		return kExitFailure;
 	}
 
@@ -652,7 +694,7 @@ int Run(const Options &opts, Detacher &detacher)
 		auto left = std::chrono::duration_cast<milliseconds>(
 		        wake - steady_clock::now());
 		pollfd pfds[3] = {{signal_fd.get(), POLLIN, 0},
-		                  {(*listener)->fd(), POLLIN, 0},
+		                  {listener ? listener->fd() : -1, POLLIN, 0},
 		                  {watch ? watch->fd() : -1, POLLIN, 0}};
 		int ready = ::poll(
 		        pfds, 3,
@@ -696,24 +738,22 @@ int Run(const Options &opts, Detacher &detacher)
 			// then race the removal; other families' are none
 			// of ours.
 			auto changes = watch->Read();
-			if (!changes.ok()) {
+			for (const FamilyEvent &change : changes.events) {
+				LogFamilyEvent(change, &family);
 				look = true;
+			}
+			if (!changes.receive_error.ok()) {
 				// Not read again: a socket that fails keeps
 				// polling readable, and the loop would spin.
 				LogWarning()
 				        << "kernel: "
-				        << changes.status().message()
+				        << changes.receive_error.message()
 				        << "; no longer following the "
 				           "announcements: an unload or "
 				           "reload of the module is found by "
 				           "the check every "
 				        << kTick.count() / 1000 << " s";
 				watch.reset();
-			} else {
-				for (const FamilyEvent &change : *changes) {
-					LogFamilyEvent(change, &family);
-					look = true;
-				}
 			}
 		}
 		if (look) {
@@ -722,21 +762,9 @@ int Run(const Options &opts, Detacher &detacher)
 				break;
 			}
 		}
-		if (ready > 0 && (pfds[1].revents & (POLLIN | POLLERR))) {
-			auto events = (*listener)->Read();
-			if (!events.ok()) {
-				LogWarning() << "netlink events: "
-				             << events.status().message();
-			} else {
-				for (const KernelEvent &event : *events) {
-					LogDebug() << "kernel event "
-					           << KernelEventTypeName(
-					                      event.type)
-					           << " pipe " << event.pipe_id;
-					service.OnKernelEvent(event);
-				}
-			}
-		}
+		if (ready > 0 && listener &&
+		    (pfds[1].revents & (POLLIN | POLLERR)))
+			ReadKernelEvents(listener, service);
 		if (probe_every.count() && steady_clock::now() >= next_probe) {
 			// On the service's probe thread: this loop keeps
 			// serving signals and events meanwhile. A probe
@@ -747,6 +775,8 @@ int Run(const Options &opts, Detacher &detacher)
 			next_probe = steady_clock::now() + probe_every;
 		}
 		if (steady_clock::now() >= next_tick) {
+			if (!listener)
+				ReopenKernelEvents(listener);
 			service.RefreshAll();
 			notifier.Status(
 			        DaemonService::StatusText(service.Counts()));

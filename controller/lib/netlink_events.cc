@@ -22,11 +22,6 @@ struct NlCbPut {
 	void operator()(nl_cb *cb) const { nl_cb_put(cb); }
 };
 
-struct ReadState {
-	std::vector<KernelEvent> events;
-	Status status;
-};
-
 // Notifications carry sequence number 0: accept every one (libnl's default
 // check would call them out of order).
 int AcceptAnySeq(nl_msg *, void *)
@@ -36,9 +31,9 @@ int AcceptAnySeq(nl_msg *, void *)
 
 int OnEvent(nl_msg *msg, void *arg)
 {
-	auto *st = static_cast<ReadState *>(arg);
+	auto *events = static_cast<std::vector<KernelEvent> *>(arg);
 	if (auto event = ParseEventMessage(nlmsg_hdr(msg)))
-		st->events.push_back(std::move(*event));
+		events->push_back(std::move(*event));
 	return NL_OK;
 }
 
@@ -57,7 +52,8 @@ int OnFamilyEvent(nl_msg *msg, void *arg)
 
 // Reads every message already queued on @sock into @on_valid's state; an
 // overflowed receive buffer (ENOBUFS: the kernel dropped messages) calls
-// @on_overrun. Never blocks (the socket is non-blocking).
+// @on_overrun. Another failure stops the reading: what @on_valid got before
+// it stays. Never blocks (the socket is non-blocking).
 template <typename OnOverrun>
 Status ReadQueued(NetlinkSocket &sock, nl_recvmsg_msg_cb_t on_valid,
                   void *state, const OnOverrun &on_overrun, const char *what)
@@ -147,29 +143,37 @@ Result<std::unique_ptr<NetlinkEventListener>> NetlinkEventListener::Open()
 	        new NetlinkEventListener(std::move(*sock)));
 }
 
-Result<std::vector<KernelEvent>> NetlinkEventListener::Read()
+uint32_t NetlinkEventListener::port() const
 {
-	ReadState st;
-	Status read = ReadQueued(
-	        *sock_, OnEvent, &st,
-	        [&st] {
-		        KernelEvent lost;
-		        lost.type = KernelEventType::kOverrun;
-		        st.events.push_back(std::move(lost));
-	        },
-	        "netlink events");
-	if (!read.ok())
-		return read;
-	return std::move(st.events);
+	return nl_socket_get_local_port(sock_->get());
 }
 
-Result<std::vector<KernelEvent>>
+EventBatch<KernelEvent> NetlinkEventListener::Read()
+{
+	EventBatch<KernelEvent> batch;
+	const auto lost = [&batch] {
+		KernelEvent overrun;
+		overrun.type = KernelEventType::kOverrun;
+		batch.events.push_back(std::move(overrun));
+	};
+	batch.receive_error = ReadQueued(*sock_, OnEvent, &batch.events, lost,
+	                                 "netlink events");
+	if (!batch.receive_error.ok())
+		lost();
+	return batch;
+}
+
+EventBatch<KernelEvent>
 NetlinkEventListener::Wait(std::chrono::milliseconds timeout)
 {
 	pollfd pfd{fd(), POLLIN, 0};
 	const int rc = poll(&pfd, 1, static_cast<int>(timeout.count()));
-	if (rc < 0 && errno != EINTR)
-		return Status::FromErrno("netlink events: poll", errno);
+	if (rc < 0 && errno != EINTR) {
+		EventBatch<KernelEvent> batch;
+		batch.receive_error =
+		        Status::FromErrno("netlink events: poll", errno);
+		return batch;
+	}
 	return Read();
 }
 
@@ -221,16 +225,18 @@ FamilyWatch::Open(const std::string &family)
 	        new FamilyWatch(std::move(*sock), family));
 }
 
-Result<std::vector<FamilyEvent>> FamilyWatch::Read()
+EventBatch<FamilyEvent> FamilyWatch::Read()
 {
 	FamilyReadState st;
 	st.family = &family_;
-	Status read = ReadQueued(
+	EventBatch<FamilyEvent> batch;
+	batch.receive_error = ReadQueued(
 	        *sock_, OnFamilyEvent, &st,
 	        [&st] { st.events.push_back(FamilyEvent{}); }, "nlctrl");
-	if (!read.ok())
-		return read;
-	return std::move(st.events);
+	if (!batch.receive_error.ok())
+		st.events.push_back(FamilyEvent{});
+	batch.events = std::move(st.events);
+	return batch;
 }
 
 } // namespace replipipe

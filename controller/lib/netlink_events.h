@@ -5,11 +5,16 @@
 // When the socket's receive buffer overflowed the kernel dropped events:
 // Read() then yields one kOverrun event, after which the listener must
 // re-read the kernel's state (PIPE_GET dump) instead of trusting deltas.
+// A receive that fails otherwise ends the batch the same way, with the
+// events read before it kept and the reason beside them: what was queued
+// after it is not read, and a socket that keeps failing would keep polling
+// readable, so the caller opens a new one.
 //
 // Thread-safety: none; one thread reads.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,17 +47,28 @@ struct KernelEvent {
 	std::optional<KernelPairStatus> pair;
 };
 
+// What one read of a notification socket found.
+template <typename Event> struct EventBatch {
+	// In the order they came; ends with an overrun (events lost) when
+	// receive_error is set.
+	std::vector<Event> events;
+	// Why a receive failed (ok when none did).
+	Status receive_error;
+};
+
 class NetlinkEventListener
 {
 public:
 	static Result<std::unique_ptr<NetlinkEventListener>> Open();
 
 	int fd() const { return sock_->fd(); }
+	// The socket's netlink port id (its address).
+	uint32_t port() const;
 	// Every event already queued (possibly none). Never blocks.
-	Result<std::vector<KernelEvent>> Read();
-	// Waits up to timeout for at least one event (empty on time-out).
-	Result<std::vector<KernelEvent>>
-	Wait(std::chrono::milliseconds timeout);
+	EventBatch<KernelEvent> Read();
+	// Waits up to timeout for at least one event (none on time-out);
+	// a failed poll is a receive_error.
+	EventBatch<KernelEvent> Wait(std::chrono::milliseconds timeout);
 
 private:
 	explicit NetlinkEventListener(std::unique_ptr<NetlinkSocket> sock)
@@ -98,7 +114,7 @@ public:
 	int fd() const { return sock_->fd(); }
 	const std::string &family() const { return family_; }
 	// Every announcement already queued (possibly none). Never blocks.
-	Result<std::vector<FamilyEvent>> Read();
+	EventBatch<FamilyEvent> Read();
 
 private:
 	FamilyWatch(std::unique_ptr<NetlinkSocket> sock, std::string family)

@@ -8,6 +8,7 @@
 #include <netlink/attr.h>
 #include <netlink/genl/genl.h>
 #include <netlink/msg.h>
+#include <sys/socket.h>
 #include <sys/sysmacros.h>
 
 #include <cstring>
@@ -20,6 +21,7 @@
 #include "netlink_events.h"
 #include "netlink_resync.h"
 #include "netlink_socket.h"
+#include "unique_fd.h"
 
 namespace replipipe
 {
@@ -565,8 +567,73 @@ TEST(NetlinkEvents, FamilyWatchOpensOnNlctrl)
 	EXPECT_GE((*watch)->fd(), 0);
 	EXPECT_EQ((*watch)->family(), "replipipe");
 	auto read = (*watch)->Read();
-	ASSERT_TRUE(read.ok()) << read.status().message();
-	EXPECT_TRUE(read->empty());
+	ASSERT_TRUE(read.receive_error.ok()) << read.receive_error.message();
+	EXPECT_TRUE(read.events.empty());
+}
+
+// Sends @hdr from @sender to the netlink socket whose port is @port.
+// Returns errno (0 when sent).
+int SendTo(const UniqueFd &sender, uint32_t port, const nlmsghdr *hdr)
+{
+	sockaddr_nl to{};
+	to.nl_family = AF_NETLINK;
+	to.nl_pid = port;
+	if (sendto(sender.get(), hdr, hdr->nlmsg_len, 0,
+	           reinterpret_cast<const sockaddr *>(&to), sizeof(to)) < 0)
+		return errno;
+	return 0;
+}
+
+// A receive that fails ends the read with an overrun and says why, and what
+// was read before it is kept (it was dropped with the error). The failure is
+// an error message another socket of this host sends to the watch's port,
+// which only CAP_NET_ADMIN may do; the daemon's event listener reads the
+// same way (ReadQueued).
+TEST(NetlinkEvents, AFailedReceiveKeepsWhatWasReadBeforeIt)
+{
+	auto watch = FamilyWatch::Open("replipipe");
+	ASSERT_TRUE(watch.ok()) << watch.status().message();
+	sockaddr_nl self{};
+	socklen_t len = sizeof(self);
+	ASSERT_EQ(getsockname((*watch)->fd(),
+	                      reinterpret_cast<sockaddr *>(&self), &len),
+	          0);
+	UniqueFd sender(
+	        socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC));
+	ASSERT_TRUE(sender.valid()) << std::strerror(errno);
+
+	NlMsgPtr before = CtrlMessage(CTRL_CMD_NEWFAMILY, "replipipe", 28);
+	const int err = SendTo(sender, self.nl_pid, nlmsg_hdr(before.get()));
+	if (err == EPERM)
+		GTEST_SKIP() << "sending to another socket needs CAP_NET_ADMIN";
+	ASSERT_EQ(err, 0) << std::strerror(err);
+	struct {
+		nlmsghdr hdr;
+		nlmsgerr error;
+	} failure{};
+	failure.hdr.nlmsg_len = sizeof(failure);
+	failure.hdr.nlmsg_type = NLMSG_ERROR;
+	failure.error.error = -EINVAL;
+	failure.error.msg.nlmsg_len = sizeof(failure.error.msg);
+	ASSERT_EQ(SendTo(sender, self.nl_pid, &failure.hdr), 0);
+	NlMsgPtr after = CtrlMessage(CTRL_CMD_DELFAMILY, "replipipe", 28);
+	ASSERT_EQ(SendTo(sender, self.nl_pid, nlmsg_hdr(after.get())), 0);
+
+	auto batch = (*watch)->Read();
+	EXPECT_FALSE(batch.receive_error.ok());
+	EXPECT_NE(batch.receive_error.message().find("nlctrl: receive: "),
+	          std::string::npos)
+	        << batch.receive_error.message();
+	ASSERT_EQ(batch.events.size(), 2u);
+	EXPECT_EQ(batch.events[0].type, FamilyEvent::Type::kRegistered);
+	EXPECT_EQ(batch.events[0].id, 28);
+	EXPECT_EQ(batch.events[1].type, FamilyEvent::Type::kOverrun);
+
+	// What came after the failure was not read; the socket still works.
+	batch = (*watch)->Read();
+	EXPECT_TRUE(batch.receive_error.ok()) << batch.receive_error.message();
+	ASSERT_EQ(batch.events.size(), 1u);
+	EXPECT_EQ(batch.events[0].type, FamilyEvent::Type::kUnregistered);
 }
 
 // This host's kernel has generic netlink but no replipipe family.

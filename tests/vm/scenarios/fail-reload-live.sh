@@ -20,6 +20,9 @@
 #     started again: its reconcile pushes "kept" (full resync), a
 #     create-or-modify of a new pipe on replipipe_0/a succeeds, both pipes
 #     get InSync, the legs are identical, and kernel events reach the daemon.
+#     A failed receive on its events socket (an error message sent to its
+#     port) loses none of the events read before it, and a new socket
+#     takes the next ones.
 #  4. The daemon stopped (SIGSTOP) through a whole rmmod + modprobe, then
 #     continued: it finds the family under another id, exits 1 saying that
 #     the module was reloaded, and a start pushes both stored pipes.
@@ -169,6 +172,43 @@ done
 replipipectl resume kept > /dev/null || daemon_fail "resume kept"
 replipipectl wait kept --state InSync --timeout 60 || daemon_fail "kept after resume"
 vm_log "both pipes InSync on family id $new_id, legs identical, events flow"
+
+vm_log "== 3b. a failed receive on the daemon's events socket"
+# An error message sent to the socket's port makes its receive fail. The
+# pause queued before it is read in the same batch: it is a kernel event the
+# daemon acts on (the old daemon dropped the batch), and the next events come
+# on a new socket.
+port=$(sed -n 's/.*netlink events: listening on port \([0-9]*\).*/\1/p' $DLOG | tail -n 1)
+[ -n "$port" ] || daemon_fail "no port of the events socket in the log"
+events_seen() { grep -c "kernel event pair_state pipe $kept" $DLOG; }
+seen=$(events_seen)
+kill -STOP "$VM_DAEMON_PID"
+rp-nlctl pair-state "$kept" $SRC_B pause || vm_fail "pause kept in the kernel"
+rp-nlctl send-error "$port" || vm_fail "send an error to port $port"
+kill -CONT "$VM_DAEMON_PID"
+i=0
+until [ "$(events_seen)" -gt "$seen" ]; do
+	[ $i -lt 50 ] || daemon_fail "the pause read before the failed receive was dropped"
+	sleep 0.1
+	i=$((i + 1))
+done
+grep -q "netlink events: receive: .*; the events after it are lost" $DLOG ||
+	daemon_fail "the failed receive was not logged"
+grep -q "netlink events: listening on a new socket (port" $DLOG ||
+	daemon_fail "no new events socket after the failed receive"
+replipipectl resume kept > /dev/null || daemon_fail "resume kept"
+replipipectl wait kept --state InSync --timeout 60 || daemon_fail "kept after resume"
+seen=$(events_seen)
+rp-nlctl pair-state "$kept" $SRC_B pause || vm_fail "pause kept in the kernel"
+i=0
+until [ "$(events_seen)" -gt "$seen" ]; do
+	[ $i -lt 50 ] || daemon_fail "no kernel event on the new socket within 5 s"
+	sleep 0.1
+	i=$((i + 1))
+done
+replipipectl resume kept > /dev/null || daemon_fail "resume kept"
+replipipectl wait kept --state InSync --timeout 60 || daemon_fail "kept after resume"
+vm_log "the event before the failed receive was kept; events flow on a new socket"
 
 vm_log "== 4. rmmod + modprobe while the daemon is stopped (SIGSTOP)"
 again=$(replipipectl --json status again | jq -r '.pipes[0].instance_id')

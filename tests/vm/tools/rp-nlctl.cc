@@ -71,6 +71,9 @@ const char kUsage[] =
         "        claim: the reply cannot be delivered; --hold then keeps\n"
         "        the socket open after the failure too)\n"
         "  events [--count N] [--timeout SECONDS]\n"
+        "  send-error PORT [ERRNO]   (an NLMSG_ERROR of -ERRNO, default\n"
+        "        EINVAL, from this process to the netlink socket of port\n"
+        "        PORT: a failed receive there; needs CAP_NET_ADMIN)\n"
         "  resync ID SRC [--source-dev DEV] [--target-dev DEV] [--qd N]\n"
         "         [--chunk-kib K] [--rate-kibps R] [--batch-regions N]\n"
         "  copy SRC DST [--offset BYTES] [--length BYTES] [--qd N]\n"
@@ -555,14 +558,14 @@ int CmdEvents(Args &args)
 				break;
 			wait = std::min(wait, left);
 		}
-		auto events = (*listener)->Wait(wait);
-		if (!events.ok())
-			return Fail(events.status());
-		for (const auto &e : *events) {
+		auto batch = (*listener)->Wait(wait);
+		for (const auto &e : batch.events) {
 			PrintEvent(e);
 			if (count_opt && ++seen >= count)
 				return kExitOk;
 		}
+		if (!batch.receive_error.ok())
+			return Fail(batch.receive_error);
 	}
 	if (count_opt) {
 		std::fprintf(stderr,
@@ -571,6 +574,36 @@ int CmdEvents(Args &args)
 		             seen, count);
 		return kExitTimeout;
 	}
+	return kExitOk;
+}
+
+int CmdSendError(Args &args)
+{
+	auto pos = args.Positionals(1, 2);
+	const uint64_t port = ParseU64("PORT", pos[0]);
+	const uint64_t err =
+	        pos.size() > 1 ? ParseU64("ERRNO", pos[1]) : EINVAL;
+	if (port == 0 || port > UINT32_MAX || err == 0 || err > 4095)
+		throw UsageError{"PORT: 1..4294967295, ERRNO: 1..4095"};
+	UniqueFd sender(
+	        socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC));
+	if (!sender.valid())
+		return Fail(Status::FromErrno("netlink socket", errno));
+	struct {
+		nlmsghdr hdr;
+		nlmsgerr error;
+	} failure{};
+	failure.hdr.nlmsg_len = sizeof(failure);
+	failure.hdr.nlmsg_type = NLMSG_ERROR;
+	failure.error.error = -static_cast<int>(err);
+	failure.error.msg.nlmsg_len = sizeof(failure.error.msg);
+	sockaddr_nl to{};
+	to.nl_family = AF_NETLINK;
+	to.nl_pid = static_cast<uint32_t>(port);
+	if (sendto(sender.get(), &failure, sizeof(failure), 0,
+	           reinterpret_cast<const sockaddr *>(&to), sizeof(to)) < 0)
+		return Fail(Status::FromErrno(
+		        "send to port " + std::to_string(port), errno));
 	return kExitOk;
 }
 
@@ -778,6 +811,8 @@ int main(int argc, char **argv)
 			return CmdClaim(args);
 		if (cmd == "events")
 			return CmdEvents(args);
+		if (cmd == "send-error")
+			return CmdSendError(args);
 		if (cmd == "resync")
 			return CmdResync(args);
 		if (cmd == "copy")
