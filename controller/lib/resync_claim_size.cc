@@ -76,17 +76,21 @@ void ClaimSizer::Finished(uint32_t regions, Duration elapsed)
 	                             1, options_.max_regions));
 }
 
-bool ClaimSizer::Lost(uint32_t regions, Duration elapsed)
+bool ClaimSizer::Lost(uint32_t claimed, uint32_t copied, Duration elapsed)
 {
 	fixed_ = false;
 	measured_ = true;
-	if (regions <= 1) {
+	if (claimed <= 1) {
 		next_ = 1;
 		return false;
 	}
-	next_ = static_cast<uint32_t>(std::clamp<uint64_t>(
-	        std::min<uint64_t>(Ideal(regions, elapsed), regions / 2), 1,
-	        options_.max_regions));
+	// Whether one region fits is what the next claim finds out: copied
+	// counts whole regions, and a claim's regions are copied side by
+	// side, so none done does not mean one alone would not be.
+	const uint64_t fits = copied == 0 ? 1 : Ideal(copied, elapsed);
+	next_ = static_cast<uint32_t>(
+	        std::clamp<uint64_t>(std::min<uint64_t>(fits, claimed / 2), 1,
+	                             options_.max_regions));
 	return true;
 }
 

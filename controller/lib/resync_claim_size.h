@@ -24,8 +24,9 @@
 // of 1 s (256 KiB for a 1 s time-out), which a target of 256 KiB/s still
 // copies within the time-out. Never below one region.
 //
-// A claim the kernel dropped nonetheless (Lost) halves the size at least; a
-// lost claim of one region cannot shrink further and ends the resync.
+// A claim the kernel dropped nonetheless, or whose copy the deadline stopped
+// (Lost), halves the size at least; a lost claim of one region cannot shrink
+// further and ends the resync.
 //
 // No clock inside: callers pass the durations they measured, so the logic is
 // tested with made-up times. Thread-safety: none (one claim loop owns it).
@@ -80,10 +81,13 @@ public:
 	// A claim of `regions` regions was copied, synced and reported Done;
 	// elapsed: from asking for the claim to the end of the fdatasync.
 	void Finished(uint32_t regions, Duration elapsed);
-	// The kernel no longer knew the claim at RESYNC_DONE (it outlived the
-	// time-out). Shrinks to at most half of `regions`. false: it was one
-	// region already, there is nothing smaller to try.
-	bool Lost(uint32_t regions, Duration elapsed);
+	// A claim of `claimed` regions outlived the time-out: the kernel no
+	// longer knew it at RESYNC_DONE, or its copy stopped at the deadline
+	// with `copied` of its regions written in `elapsed` (for a dropped
+	// claim, all of them). Shrinks to at most half of `claimed`, and to
+	// what `copied` in `elapsed` suggests. false: it was one region
+	// already, there is nothing smaller to try.
+	bool Lost(uint32_t claimed, uint32_t copied, Duration elapsed);
 
 private:
 	// Regions that `regions` taking `elapsed` suggests for the target time.

@@ -124,7 +124,8 @@ void PairResync::RefreshClaimTimeout()
 
 // how: what became of the claim ("the kernel dropped it (...)");
 // copied_regions: how many of its regions were copied in elapsed, which
-// sizes the next claims (none: not even one region fits the time-out).
+// sizes the next claims. A lost claim of one region ends the resync: not
+// even one region fits the time-out.
 Status PairResync::ClaimLost(const RegionClaim &claim,
                              ClaimSizer::Duration elapsed,
                              const std::string &how, uint64_t copied_regions)
@@ -140,7 +141,8 @@ Status PairResync::ClaimLost(const RegionClaim &claim,
 	        Seconds(sizer_.claim_timeout()) + "; " + how +
 	        ", its regions stay dirty";
 	claims_lost_.fetch_add(1);
-	if (!sizer_.Lost(static_cast<uint32_t>(std::min<uint64_t>(
+	if (!sizer_.Lost(claim.count,
+	                 static_cast<uint32_t>(std::min<uint64_t>(
 	                         copied_regions, claim.count)),
 	                 elapsed))
 		return Status::Error(what + "; not even one region can be "

@@ -189,18 +189,46 @@ TEST(ClaimSizer, LostClaimHalvesAtLeastAndOneRegionCannotShrink)
 	while (s.next() < 512)
 		s.Finished(s.next(), milliseconds(1));
 	// 512 regions took 40 s: 12.8 regions a second.
-	EXPECT_TRUE(s.Lost(512, seconds(40)));
+	EXPECT_TRUE(s.Lost(512, 512, seconds(40)));
 	EXPECT_EQ(s.next(), 12u);
 	// Dropped early (the time-out was lowered): half.
-	EXPECT_TRUE(s.Lost(12, milliseconds(10)));
+	EXPECT_TRUE(s.Lost(12, 12, milliseconds(10)));
 	EXPECT_EQ(s.next(), 6u);
-	EXPECT_TRUE(s.Lost(6, seconds(31)));
+	EXPECT_TRUE(s.Lost(6, 6, seconds(31)));
 	EXPECT_EQ(s.next(), 1u);
-	EXPECT_FALSE(s.Lost(1, seconds(31)));
+	EXPECT_FALSE(s.Lost(1, 1, seconds(31)));
 	EXPECT_EQ(s.next(), 1u);
 	// Sized from the speed again once claims end in time.
 	s.Finished(1, milliseconds(100));
 	EXPECT_EQ(s.next(), 2u);
+}
+
+// A copy the deadline stopped: the claim's size says whether a smaller one
+// is left to try, the regions it copied how small. One region copied of
+// several (or none: they were copied side by side) is no reason to stop.
+TEST(ClaimSizer, StoppedCopyShrinksByWhatItCopiedWhileTheClaimHadMore)
+{
+	ClaimSizer s(Adaptive(512));
+	while (s.next() < 64)
+		s.Finished(s.next(), milliseconds(1));
+	// 1 of 64 regions copied in 1 s: 1 region a second, 1 next.
+	EXPECT_TRUE(s.Lost(64, 1, seconds(1)));
+	EXPECT_EQ(s.next(), 1u);
+	s.Finished(1, milliseconds(100));
+	s.Finished(2, milliseconds(100));
+	EXPECT_EQ(s.next(), 4u);
+	// None of 4 copied: one region is tried.
+	EXPECT_TRUE(s.Lost(4, 0, seconds(1)));
+	EXPECT_EQ(s.next(), 1u);
+	// 3 of 4 copied, early: still half of the claim at most.
+	s.Finished(1, milliseconds(100));
+	s.Finished(2, milliseconds(100));
+	EXPECT_TRUE(s.Lost(4, 3, milliseconds(10)));
+	EXPECT_EQ(s.next(), 2u);
+	// A claim of one region, copied or not: nothing smaller.
+	EXPECT_FALSE(s.Lost(1, 0, seconds(1)));
+	EXPECT_FALSE(s.Lost(1, 1, seconds(1)));
+	EXPECT_EQ(s.next(), 1u);
 }
 
 // max_regions_per_claim set explicitly: every claim asks for it, whatever
@@ -214,7 +242,7 @@ TEST(ClaimSizer, FixedSizeHoldsUntilAClaimIsLost)
 	s.Finished(64, seconds(20));
 	s.Finished(3, milliseconds(1));
 	EXPECT_EQ(s.next(), 64u);
-	EXPECT_TRUE(s.Lost(64, seconds(32)));
+	EXPECT_TRUE(s.Lost(64, 64, seconds(32)));
 	EXPECT_EQ(s.next(), 2u); // 2 regions a second
 	s.Finished(2, milliseconds(1));
 	s.Finished(4, milliseconds(1));

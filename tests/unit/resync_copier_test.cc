@@ -1360,6 +1360,51 @@ std::pair<Status, std::string> RunWithLog(PairResync &resync)
 	return {st, ::testing::internal::GetCapturedStderr()};
 }
 
+// A claim of 4 regions of 1 MiB whose copy the deadline stopped after one
+// region (its 9th write of 128 KiB waits past the time-out, one at a time).
+// There are smaller claims to try: the resync goes on with them and ends.
+// It used to take the one region copied for the size of the claim lost, and
+// end with "not even one region can be copied in time".
+TEST(PairResync, ACopyStoppedAfterOneRegionOfSeveralGoesOnWithSmallerClaims)
+{
+	ScratchDir dir;
+	const uint64_t regions = 4;
+	const Bytes src = RandomBytes(regions * kMiB, 36);
+	WriteFile(dir / "src", src);
+	WriteFile(dir / "dst", Bytes(regions * kMiB, 0));
+	ExpiringClaims claims(std::vector<bool>(regions, true),
+	                      std::chrono::milliseconds(300));
+	PairResyncOptions options = ResyncOptions(dir);
+	options.region_bytes = kMiB;
+	options.max_regions_per_claim = 4;
+	options.claim_timeout = std::chrono::milliseconds(300);
+	options.copier.queue_depth = 1;
+	std::atomic<int> writes{0};
+	options.copier.inject = [&](CopierOptions::Op op, uint64_t, int res) {
+		if (op == CopierOptions::Op::kWrite && ++writes == 9)
+			std::this_thread::sleep_for(
+			        std::chrono::milliseconds(600));
+		return res;
+	};
+	auto resync = PairResync::Create(options, &claims);
+	ASSERT_TRUE(resync.ok()) << resync.status().message();
+	const auto [st, log] = RunWithLog(**resync);
+	ASSERT_TRUE(st.ok()) << st.message() << "\n" << log;
+	ASSERT_EQ(claims.failed.size(), 1u);
+	EXPECT_EQ(claims.failed[0].count, 4u);
+	EXPECT_NE(log.find("its copy stopped at the deadline"),
+	          std::string::npos)
+	        << log;
+	EXPECT_NE(log.find("carrying on with claims of 1 regions (1048576 "
+	                   "bytes)"),
+	          std::string::npos)
+	        << log;
+	EXPECT_EQ((*resync)->progress().claims_lost, 1u);
+	EXPECT_EQ(ReadFile(dir / "dst"), src);
+	for (uint64_t r = 0; r < regions; ++r)
+		EXPECT_FALSE(claims.dirty(r)) << "region " << r;
+}
+
 // A claim that outlives the kernel's deadline is dropped there, and the
 // writes it held go on to both legs: the rest of its copy is wasted work.
 // The copier stops at the deadline, the claim ends Failed (its regions stay
