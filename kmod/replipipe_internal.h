@@ -296,6 +296,12 @@ struct rp_pair {
 	bool			uf_old_set;
 	u64			uf_gen;		/* swaps of uf_new and uf_old */
 	/*
+	 * Times the unflushed regions were made dirty (the target may have
+	 * lost its cache): a write routed before the last of them can have
+	 * reached the target's cache before it and complete after it.
+	 */
+	u32			uf_dirtied;
+	/*
 	 * An asynchronous pair's target flush for SYNCHRONIZE CACHE is in
 	 * flight, and another is to follow it (rp_io.c): a target that
 	 * queues I/O holds one such flush, not one per command.
@@ -373,6 +379,7 @@ struct rp_req {
 	blk_opf_t		primary_opf;
 	blk_opf_t		target_opf;
 	u64			flush_gen;	/* RP_REQ_FLUSH: its target flush's */
+	u32			uf_dirtied;	/* RP_REQ_MIRROR: the pair's, routed */
 	unsigned int		flags;
 	refcount_t		pending;	/* command-side bios + submitter */
 	atomic_t		async_pending;	/* async bios + submitter */

@@ -49,7 +49,11 @@
  *   unless another swap came after its issue (uf_old then holds later
  *   writes: the next flush clears it).  PAUSED, DEGRADED and a target error
  *   make every unflushed region dirty; a write that completes on a pair no
- *   longer mirroring marks its regions dirty itself.
+ *   longer mirroring marks its regions dirty itself, and so does one routed
+ *   before the last time the unflushed regions were made dirty
+ *   (uf_dirtied): its target leg may have reached the cache that was lost
+ *   while its primary leg was still running, and a failed target under
+ *   FailIO, or a resume, leaves the pair mirroring when it completes.
  *
  * Locks, in order
  *   rp_config_lock (mutex)  rp_pipes, pipe fields, pipe->pairs, publishing
@@ -263,6 +267,7 @@ void __rp_pair_dirty_set(struct rp_pair *pair)
  */
 static void __rp_pair_unflushed_dirty(struct rp_pair *pair)
 {
+	pair->uf_dirtied++;
 	if (!pair->uf_new_set && !pair->uf_old_set)
 		return;
 	bitmap_or(pair->uf_old, pair->uf_old, pair->uf_new, pair->uf_nbits);
@@ -333,6 +338,7 @@ enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 				  req->last_region) :
 	     lag_reserved)) {
 		req->flags |= RP_REQ_MIRROR;
+		req->uf_dirtied = pair->uf_dirtied;
 		route = RP_ROUTE_MIRROR;
 		if (pair->mode == REPLIPIPE_MODE_ASYNC) {
 			req->flags |= RP_REQ_ASYNC;
@@ -446,8 +452,9 @@ void rp_pair_target_flush_failed(struct rp_pair *pair)
 /*
  * A write the target acknowledged (a mirrored write, UNMAP or WRITE SAME)
  * is done: unless it had FUA or the target has no volatile write cache,
- * its regions are unflushed, or dirty if the pair no longer mirrors (the
- * unflushed ones were made dirty when it stopped).  Must not block.
+ * its regions are unflushed, or dirty if the pair no longer mirrors or the
+ * unflushed ones were made dirty since the write was routed (its target
+ * leg may have been among them, it was not yet counted).  Must not block.
  */
 void rp_pair_target_written(struct rp_pair *pair, struct rp_req *req)
 {
@@ -457,7 +464,8 @@ void rp_pair_target_written(struct rp_pair *pair, struct rp_req *req)
 	if ((req->target_opf & REQ_FUA) || !bdev_write_cache(pair->tgt.bdev))
 		return;
 	spin_lock_irqsave(&pair->lock, flags);
-	if (__rp_pair_mirroring(pair)) {
+	if (__rp_pair_mirroring(pair) &&
+	    req->uf_dirtied == pair->uf_dirtied) {
 		first = req->first_region >> pair->uf_shift;
 		last = req->last_region >> pair->uf_shift;
 		bitmap_set(pair->uf_new, first, last - first + 1);
