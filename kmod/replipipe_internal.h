@@ -354,6 +354,14 @@ struct rp_pair {
 	struct work_struct	event_work;
 	struct work_struct	async_work;
 	struct delayed_work	lag_work;
+	/*
+	 * Writes that found no pair on the source were still in flight when
+	 * the PIPE_SET that published it gave up waiting for them
+	 * (rp_pairs_start()): no claim yet, and start_work starts the pair
+	 * once they ended.  Set and cleared under rp_config_lock.
+	 */
+	bool			start_pending;
+	struct delayed_work	start_work;
 };
 
 enum rp_req_flags {

@@ -669,6 +669,8 @@ static bool rp_target_taken(const struct rp_pipe *pipe,
 	return false;
 }
 
+static void rp_pair_start_work(struct work_struct *work);
+
 /*
  * Opens the endpoints of a new pair of @spec and checks them.  The target is
  * claimed with the pipe as its holder, so that a new pair can take over the
@@ -830,6 +832,7 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	INIT_WORK(&pair->event_work, rp_pair_event_work);
 	INIT_WORK(&pair->async_work, rp_async_work);
 	INIT_DELAYED_WORK(&pair->lag_work, rp_pair_lag_work);
+	INIT_DELAYED_WORK(&pair->start_work, rp_pair_start_work);
 	INIT_WORK(&pair->retire_work, rp_retire_work);
 	strscpy(pair->tgt_path, ps->tgt, sizeof(pair->tgt_path));
 
@@ -1059,6 +1062,7 @@ void rp_pair_kill(struct rp_pair *pair)
  */
 void rp_pair_quiesce(struct rp_pair *pair)
 {
+	cancel_delayed_work_sync(&pair->start_work);
 	flush_work(&pair->async_work);
 	cancel_work_sync(&pair->event_work);
 	/* Nothing parks on a dead pair: no waiter is left for it. */
@@ -1070,29 +1074,87 @@ void rp_pair_quiesce(struct rp_pair *pair)
 }
 
 /*
- * Starts the pairs PIPE_SET published: waits for the writes that found no
- * pair on their sources (a claim drains only tracked writes, so none may be
- * in flight untracked when the first claim is granted; claims are looked up
- * under rp_config_lock), then gives a pair with a write-intent record what
- * those writes marked on it.  Every such write is an I/O in flight.
- * rp_config_lock held.
+ * Starts a published pair whose source has no write in flight that found no
+ * pair: gives a pair with a write-intent record what those writes marked on
+ * it, and lets claims in.  rp_config_lock held.
+ */
+static void rp_pair_start(struct rp_pair *pair)
+{
+	lockdep_assert_held(&rp_config_lock);
+	if (pair->src->intent)
+		rp_intent_pair_start(pair->src->intent, pair);
+	if (pair->start_pending) {
+		WRITE_ONCE(pair->start_pending, false);
+		wake_up_all(&pair->wq);
+		pr_info("%s: the writes from before pair %s -> %s ended; it is started\n",
+			pair->src->name, pair->pipe->id, pair->tgt_path);
+	}
+}
+
+/* How often a pair waiting to start looks at its source's untracked writes. */
+#define RP_START_POLL	(HZ / 10)
+
+/*
+ * A pair whose start PIPE_SET left pending: started once the writes that
+ * found no pair on its source ended.  Polls: those writes may be queued for
+ * hours (a multipath device without paths), and the pair's removal cancels
+ * this (rp_pair_quiesce()) without waiting for them.
+ */
+static void rp_pair_start_work(struct work_struct *work)
+{
+	struct rp_pair *pair = container_of(to_delayed_work(work),
+					    struct rp_pair, start_work);
+
+	if (atomic_read(&pair->src->untracked)) {
+		queue_delayed_work(rp_wq, &pair->start_work, RP_START_POLL);
+		return;
+	}
+	mutex_lock(&rp_config_lock);
+	/* A pair killed meanwhile is unpublished: nothing to start. */
+	if (pair->start_pending && !pair->dead)
+		rp_pair_start(pair);
+	mutex_unlock(&rp_config_lock);
+}
+
+/*
+ * Starts the pairs PIPE_SET published.  A claim drains only tracked writes,
+ * so none may be in flight untracked on the source when the first claim is
+ * granted, and a write-intent record's marks of those writes are in only
+ * once they ended: this waits for them, RP_DRAIN_WAIT_SEC at most for all
+ * the pairs together, since it holds rp_config_lock and a source that queues
+ * I/O (multipath with no path, a suspended dm device) would hold every
+ * netlink command and the claim reaper for as long.  A pair whose source
+ * still has such writes then starts later (rp_pair_start_work()); its claims
+ * wait for that (rp_claim_new()).  rp_config_lock held.
  */
 static void rp_pairs_start(struct rp_pipe_spec *spec)
 {
+	unsigned long deadline = jiffies + RP_DRAIN_WAIT_SEC * HZ;
 	unsigned int i;
 
 	synchronize_rcu();
 	for (i = 0; i < spec->nr_pairs; i++) {
 		struct rp_dev *dev = spec->pairs[i].keep ? NULL :
 				     spec->pairs[i].made_src;
+		struct rp_pair *pair;
+		long left;
 
 		if (!dev)
 			continue;
-		wait_event(dev->untracked_wq, !atomic_read(&dev->untracked));
-		if (dev->intent)
-			rp_intent_pair_start(dev->intent,
-					     rcu_dereference_protected(dev->pair,
-						lockdep_is_held(&rp_config_lock)));
+		pair = rcu_dereference_protected(dev->pair,
+				lockdep_is_held(&rp_config_lock));
+		left = time_after(deadline, jiffies) ? deadline - jiffies : 0;
+		if (!wait_event_timeout(dev->untracked_wq,
+					!atomic_read(&dev->untracked), left)) {
+			pr_warn("%s: writes from before pair %s -> %s still in flight after %u s; it starts when they end\n",
+				dev->name, pair->pipe->id, pair->tgt_path,
+				RP_DRAIN_WAIT_SEC);
+			WRITE_ONCE(pair->start_pending, true);
+			queue_delayed_work(rp_wq, &pair->start_work,
+					   RP_START_POLL);
+			continue;
+		}
+		rp_pair_start(pair);
 	}
 }
 
@@ -1821,9 +1883,22 @@ static u32 __rp_claim_pick(struct rp_pair *pair, u64 hint, u32 max, u64 *first)
 }
 
 /*
+ * True once nothing keeps @pair's claims from starting: it is started (no
+ * write that found no pair is in flight on its source) and no removed pair
+ * with its source or target has writes in flight; or it is dead (the claim
+ * then fails).
+ */
+static bool rp_claim_may_start(struct rp_pair *pair)
+{
+	return READ_ONCE(pair->dead) ||
+	       (!READ_ONCE(pair->start_pending) && !rp_pair_fenced(pair));
+}
+
+/*
  * RESYNC_CLAIM.  The caller holds a pair reference, not rp_config_lock:
- * this waits (up to claim_timeout_sec) for the writes in flight of a
- * removed pair with this pair's source or target to end, then (up to
+ * this waits (up to claim_timeout_sec) for the pair to start and for the
+ * writes in flight of a removed pair with this pair's source or target to
+ * end (rp_claim_may_start()), then (up to
  * claim_timeout_sec again) for this pair's writes in flight to the claimed
  * regions to drain.  Both waits are TASK_IDLE, as the retire wait is: the
  * parameter allows an hour, past the hung-task watchdog's two minutes.
@@ -1838,13 +1913,16 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	u64 last;
 
 	/* Before any region is claimed: no write waits for this. */
-	if (rp_pair_fenced(pair)) {
-		if (!wait_event_idle_timeout(pair->wq, READ_ONCE(pair->dead) ||
-					     !rp_pair_fenced(pair), timeout)) {
+	if (!rp_claim_may_start(pair) &&
+	    !wait_event_idle_timeout(pair->wq, rp_claim_may_start(pair),
+				     timeout)) {
+		if (READ_ONCE(pair->start_pending))
+			NL_SET_ERR_MSG(extack,
+				       "writes to the source from before the pair are still in flight");
+		else
 			NL_SET_ERR_MSG(extack,
 				       "a removed pair with this source or target still has writes in flight");
-			return -ETIMEDOUT;
-		}
+		return -ETIMEDOUT;
 	}
 
 	claim = kzalloc(sizeof(*claim), GFP_KERNEL);
