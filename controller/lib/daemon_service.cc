@@ -197,7 +197,11 @@ ControlReply DaemonService::Delete(const std::string &pipe)
 	// target from any new job (ResyncJobs) until it has ended.
 	if (uuid.ok() && jobs_)
 		jobs_->StopPipe(*uuid);
-	MethodOutcome outcome = pipes_.Delete(pipe);
+	// By the UUID found above: a name resolved again could name another
+	// pipe by now (a modify renamed this one, another took the name), and
+	// the jobs stopped and the pairs forgotten would not be those of the
+	// pipe deleted.
+	MethodOutcome outcome = pipes_.Delete(uuid.ok() ? *uuid : pipe);
 	if (outcome.return_value == ReturnValue::kCompleted) {
 		LogNotice() << "deleted " << outcome.replication_pipe;
 		if (uuid.ok())
