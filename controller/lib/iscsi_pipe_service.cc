@@ -101,8 +101,8 @@ void PipeService::DropConnections(const std::string &uuid,
 {
 	if (!connector_ || targets.empty())
 		return;
-	for (const std::string &why :
-	     connector_->Disconnect(targets, TargetsInUse(uuid)))
+	for (const std::string &why : connector_->Disconnect(
+	             targets, [this, &uuid] { return TargetsInUse(uuid); }))
 		LogWarning() << "disconnect: " << why;
 }
 

@@ -436,11 +436,20 @@ Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 	return a;
 }
 
-Status IscsiSessions::Logout(const IscsiUrl &url)
+Status IscsiSessions::Logout(const IscsiUrl &url, const KeepSession &keep,
+                             bool *kept)
 {
+	if (kept)
+		*kept = false;
 	KeyedLock::Hold hold(sequences_, SequenceKey(url));
-	if (!FindSession(url))
+	auto session = FindSession(url);
+	if (!session)
 		return Status();
+	if (keep && keep(*session)) {
+		if (kept)
+			*kept = true;
+		return Status();
+	}
 	Status st = admin_.Logout(url, options_.logout_bound);
 	if (st.ok())
 		LogNotice() << "iSCSI " << url.iqn << " on " << url.Portal()

@@ -93,8 +93,15 @@ public:
 	IscsiSessions(CommandRunner &runner, IscsiOptions options = {});
 
 	Result<IscsiAttachment> Attach(const IscsiUrl &url);
-	// Logs out of the session to (portal, IQN); no session is success.
-	Status Logout(const IscsiUrl &url);
+	// Tells, in the portal's turn, whether a session is still wanted.
+	using KeepSession = std::function<bool(const IscsiSysfsSession &)>;
+	// Logs out of the session to (portal, IQN), unless keep (when set)
+	// says it is still wanted: asked in the portal's turn, so an Attach
+	// to another LUN of that target called before it has found or made
+	// the session by then. No session is success; *kept (if not null)
+	// says whether keep held it.
+	Status Logout(const IscsiUrl &url, const KeepSession &keep = {},
+	              bool *kept = nullptr);
 	// sysfs only (cheap; no iscsiadm).
 	IscsiPeerState Describe(const IscsiUrl &url) const;
 	// The LUN's /dev path from sysfs; ENODEV when there is no session or

@@ -1,17 +1,12 @@
 #include "iscsi_targets.h"
 
 #include <cerrno>
+#include <set>
 
 namespace replipipe
 {
 namespace
 {
-
-// One session per (portal, IQN).
-std::string SessionKey(const IscsiUrl &url)
-{
-	return url.Portal() + " " + url.iqn;
-}
 
 std::optional<IscsiUrl> Url(const std::string &target)
 {
@@ -23,20 +18,22 @@ std::optional<IscsiUrl> Url(const std::string &target)
 	return *url;
 }
 
-bool Shared(const IscsiUrl &url, const std::vector<std::string> &in_use)
-{
-	for (const std::string &t : in_use) {
-		if (auto u = Url(t); u && SessionKey(*u) == SessionKey(url))
-			return true;
-	}
-	return false;
-}
-
 } // namespace
 
 bool IscsiTargetConnector::Handles(const std::string &target) const
 {
 	return LooksLikeIscsiUrl(target);
+}
+
+bool IscsiTargetConnector::Uses(const std::vector<std::string> &targets,
+                                const std::string &session) const
+{
+	for (const std::string &t : targets)
+		if (auto url = Url(t))
+			if (auto s = sessions_.FindSession(*url);
+			    s && s->name == session)
+				return true;
+	return false;
 }
 
 Result<std::string>
@@ -55,13 +52,13 @@ IscsiTargetConnector::Connect(const std::string &target,
 		               ? Status::Error(a.status().message(), EIO)
 		               : a.status();
 	*made = a->logged_in;
+	const bool shared = !a->logged_in && Uses(in_use, a->session);
 	std::lock_guard<std::mutex> lock(mu_);
 	if (a->logged_in) {
-		ours_.insert(SessionKey(*url));
-		foreign_.erase(SessionKey(*url));
-	} else if (existed && !ours_.count(SessionKey(*url)) &&
-	           !Shared(*url, in_use)) {
-		foreign_.insert(SessionKey(*url));
+		ours_.insert(a->session);
+		foreign_.erase(a->session);
+	} else if (existed && !ours_.count(a->session) && !shared) {
+		foreign_.insert(a->session);
 	}
 	return a->device;
 }
@@ -76,26 +73,33 @@ Result<std::string> IscsiTargetConnector::DevicePath(const std::string &target)
 
 std::vector<std::string>
 IscsiTargetConnector::Disconnect(const std::vector<std::string> &targets,
-                                 const std::vector<std::string> &in_use)
+                                 const TargetsInUse &in_use)
 {
 	std::vector<std::string> failures;
-	std::set<std::string> done;
 	for (const std::string &t : targets) {
 		auto url = Url(t);
-		if (!url || Shared(*url, in_use) ||
-		    !done.insert(SessionKey(*url)).second)
+		if (!url)
 			continue;
-		{
-			std::lock_guard<std::mutex> lock(mu_);
-			if (foreign_.count(SessionKey(*url)))
-				continue;
-		}
-		if (Status st = sessions_.Logout(*url); !st.ok()) {
+		std::string session;
+		const auto keep = [&](const IscsiSysfsSession &s) {
+			session = s.name;
+			{
+				std::lock_guard<std::mutex> lock(mu_);
+				if (foreign_.count(s.name))
+					return true;
+			}
+			return Uses(in_use(), s.name);
+		};
+		bool kept = false;
+		Status st = sessions_.Logout(*url, keep, &kept);
+		if (!st.ok()) {
 			failures.push_back(st.message());
-		} else {
-			std::lock_guard<std::mutex> lock(mu_);
-			ours_.erase(SessionKey(*url));
+			continue;
 		}
+		if (session.empty() || kept)
+			continue; // no session, or still wanted
+		std::lock_guard<std::mutex> lock(mu_);
+		ours_.erase(session);
 	}
 	return failures;
 }

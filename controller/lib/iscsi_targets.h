@@ -6,12 +6,16 @@
 //
 // IscsiTargetConnector is the implementation over IscsiSessions. Sessions
 // are per (portal, IQN): several LUNs of one target share one session,
-// which is logged out when the last pair using any of them goes.
+// which is logged out when the last pair using any of them goes. Which
+// session a URL uses is what sysfs says (IscsiSessions::FindSession), not
+// its text: "localhost" and "127.0.0.1", or two spellings of one IPv6
+// address, name one session.
 // A session that existed before replipipe first used it and that no stored
 // pair used then is the administrator's: it is never logged out (this is
 // remembered for the daemon's lifetime only).
 #pragma once
 
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -48,11 +52,16 @@ public:
 	        const std::vector<std::string> &in_use, bool *made) = 0;
 	// The device of a connected target, without connecting.
 	virtual Result<std::string> DevicePath(const std::string &target) = 0;
-	// Ends the connections of targets that no target in in_use shares.
-	// Returns one line per failure (logged by the caller).
+	// The targets stored pairs, pending creates and calls in progress
+	// use, asked when a connection is about to end.
+	using TargetsInUse = std::function<std::vector<std::string>()>;
+	// Ends the connections of targets that no target in in_use() shares.
+	// in_use is asked for each connection in the turn that ends it, so a
+	// call that took another target of that connection meanwhile keeps
+	// it. Returns one line per failure (logged by the caller).
 	virtual std::vector<std::string>
 	Disconnect(const std::vector<std::string> &targets,
-	           const std::vector<std::string> &in_use) = 0;
+	           const TargetsInUse &in_use) = 0;
 	virtual std::optional<PeerView> Describe(const std::string &target) = 0;
 };
 
@@ -70,14 +79,19 @@ public:
 	Result<std::string> DevicePath(const std::string &target) override;
 	std::vector<std::string>
 	Disconnect(const std::vector<std::string> &targets,
-	           const std::vector<std::string> &in_use) override;
+	           const TargetsInUse &in_use) override;
 	std::optional<PeerView> Describe(const std::string &target) override;
 
 private:
+	// A target in @targets uses the sysfs session @session.
+	bool Uses(const std::vector<std::string> &targets,
+	          const std::string &session) const;
+
 	IscsiSessions &sessions_;
 	std::mutex mu_;
-	// Session keys, guarded by mu_: made by Connect (ours_), found
-	// logged in with no stored pair using them (foreign_).
+	// Sysfs session names ("session3"; never reused before a reboot),
+	// guarded by mu_: made by Connect (ours_), found logged in with no
+	// stored pair using them (foreign_).
 	std::set<std::string> ours_;
 	std::set<std::string> foreign_;
 };

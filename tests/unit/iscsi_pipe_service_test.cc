@@ -81,17 +81,20 @@ public:
 	}
 	std::vector<std::string>
 	Disconnect(const std::vector<std::string> &targets,
-	           const std::vector<std::string> &in_use) override
+	           const TargetsInUse &in_use) override
 	{
 		// Once, without mu: it may call the service.
 		if (auto hook = std::exchange(before_disconnect, nullptr))
 			hook();
-		std::lock_guard<std::mutex> lock(mu);
-		last_in_use = in_use;
-		for (const std::string &t : targets)
-			if (std::find(in_use.begin(), in_use.end(), t) ==
-			    in_use.end())
+		for (const std::string &t : targets) {
+			// Asked per target, as the real one asks per session.
+			const std::vector<std::string> used = in_use();
+			std::lock_guard<std::mutex> lock(mu);
+			last_in_use = used;
+			if (std::find(used.begin(), used.end(), t) ==
+			    used.end())
 				connected.erase(t);
+		}
 		return {};
 	}
 	std::optional<PeerView> Describe(const std::string &t) override

@@ -136,6 +136,12 @@ IscsiUrl Url(const std::string &host = "127.0.0.1", uint32_t lun = 0)
 	return u;
 }
 
+// A connector's in_use that always names @targets.
+TargetConnector::TargetsInUse InUse(std::vector<std::string> targets)
+{
+	return [targets = std::move(targets)] { return targets; };
+}
+
 CommandResult Exit(int code, std::string out = "")
 {
 	CommandResult r;
@@ -561,14 +567,102 @@ TEST_F(IscsiSessionsTest, ConnectorLogsOutOnlyUnsharedOwnedSessions)
 	EXPECT_TRUE(c.Handles(lun0));
 	EXPECT_FALSE(c.Handles("/dev/sdb"));
 	// LUN 1 of the same session is still used: no logout.
-	EXPECT_TRUE(c.Disconnect({lun0}, {lun1}).empty());
+	EXPECT_TRUE(c.Disconnect({lun0}, InUse({lun1})).empty());
 	EXPECT_FALSE(runner.Ran("--logout"));
-	EXPECT_TRUE(c.Disconnect({lun0}, {}).empty());
+	EXPECT_TRUE(c.Disconnect({lun0}, InUse({})).empty());
 	EXPECT_TRUE(runner.Ran("--logout"));
 	auto peer = c.Describe(lun0);
 	ASSERT_TRUE(peer);
 	EXPECT_EQ(peer->session, "none");
 	EXPECT_FALSE(c.Describe("/dev/sdb"));
+}
+
+// A session is the one sysfs shows, whatever a URL's spelling: LUN 1 named
+// by "localhost", or by another writing of the IPv6 address, keeps the
+// session LUN 0 named by the address uses. Keyed by the URLs' text, the
+// removal of LUN 0's pair logged it out under LUN 1's.
+TEST_F(IscsiSessionsTest, ConnectorKeepsASessionAnotherSpellingOfItsPortalUses)
+{
+	MakeSession(true);
+	IscsiSessions s(runner, options);
+	IscsiTargetConnector c(s);
+	runner.handler = [this](const Argv &a) {
+		if (a.back() == "--logout")
+			RemoveSession();
+		return Exit(0);
+	};
+	ASSERT_TRUE(s.FindSession(Url("localhost", 1)))
+	        << "localhost does not resolve to 127.0.0.1 here";
+	EXPECT_TRUE(c.Disconnect({Url().Canonical()},
+	                         InUse({Url("localhost", 1).Canonical()}))
+	                    .empty());
+	EXPECT_FALSE(runner.Ran("--logout"));
+
+	sys.Write("class/iscsi_connection/connection1:0/persistent_address",
+	          "fd00::1\n");
+	EXPECT_TRUE(c.Disconnect({Url("fd00::1").Canonical()},
+	                         InUse({Url("fd00:0::1", 1).Canonical()}))
+	                    .empty());
+	EXPECT_FALSE(runner.Ran("--logout"));
+	// No other pair uses it: logged out.
+	EXPECT_TRUE(
+	        c.Disconnect({Url("fd00::1").Canonical()}, InUse({})).empty());
+	EXPECT_TRUE(runner.Ran("--logout"));
+	EXPECT_FALSE(s.FindSession(Url("fd00::1")));
+}
+
+// What is in use is asked in the portal's turn, not when the removal
+// starts: a create of LUN 1 reserved while the removal of LUN 0's pair
+// waited for that turn (here behind an Attach to another IQN of the
+// portal) keeps the session. Asked up front, the removal logged out the
+// session the create had just found.
+TEST_F(IscsiSessionsTest, ConnectorAsksWhatIsInUseInThePortalsTurn)
+{
+	options.login_bound = std::chrono::milliseconds(10000);
+	MakeSession(true);
+	IscsiUrl other = Url();
+	other.iqn = "iqn.2003-01.org.linux-iscsi.peer:vol2";
+	Gate discovery;
+	runner.handler = [&](const Argv &a) -> CommandResult {
+		if (a[2] == "discovery") {
+			discovery.Pass();
+			return Exit(0, "127.0.0.1:3260,1 " + std::string(kIqn) +
+			                       "\n");
+		}
+		if (a.back() == "--logout")
+			RemoveSession();
+		return Exit(0);
+	};
+	IscsiSessions s(runner, options);
+	IscsiTargetConnector c(s);
+	auto holder =
+	        std::async(std::launch::async, [&] { return s.Attach(other); });
+	ASSERT_TRUE(discovery.WaitEntered());
+	std::mutex mu;
+	std::vector<std::string> in_use; // guarded by mu
+	bool turn_came = false;          // guarded by mu
+	bool asked_early = false;        // guarded by mu
+	auto removal = std::async(std::launch::async, [&] {
+		return c.Disconnect({Url().Canonical()}, [&] {
+			std::lock_guard<std::mutex> lock(mu);
+			asked_early = asked_early || !turn_came;
+			return in_use;
+		});
+	});
+	// The removal is waiting for the portal; a create reserves LUN 1.
+	std::this_thread::sleep_for(std::chrono::milliseconds(200));
+	{
+		std::lock_guard<std::mutex> lock(mu);
+		in_use = {Url("127.0.0.1", 1).Canonical()};
+		turn_came = true;
+	}
+	discovery.Open();
+	EXPECT_EQ(holder.get().status().err(), ENXIO);
+	EXPECT_TRUE(removal.get().empty());
+	std::lock_guard<std::mutex> lock(mu);
+	EXPECT_FALSE(asked_early);
+	EXPECT_FALSE(runner.Ran("--logout"));
+	EXPECT_TRUE(s.FindSession(Url()));
 }
 
 // One dead peer used to hold up every login: Attach and Logout were
