@@ -103,6 +103,16 @@ static inline void rp_bdev_close(struct rp_bdev *rb, void *holder)
 	rb->bdev = NULL;
 }
 
+/* The partition number of @bdev (0 for a whole disk). */
+static inline u8 rp_bdev_partno(struct block_device *bdev)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 10, 0)
+	return bdev_partno(bdev);
+#else
+	return bdev->bd_partno;
+#endif
+}
+
 /*
  * Opens the block device @devt read-write without claiming it: a second
  * opener beside an exclusive holder (the pair), which keeps the device and

@@ -97,15 +97,20 @@ static u64 rp_takes_seq;		/* the last taking */
 
 /*
  * The key of a record device in rp_intent_closes: its disk's sequence
- * number, not its device number.  A device number is reused by another
- * medium (a loop device set up on another file, a disk swapped), which
- * must not inherit the last close of the record that was there before;
- * diskseq is new for each disk and media change (64 bits wide where the
- * module is built, as the xarray's index).
+ * number and its partition number, not its device number.  A device number
+ * is reused by another medium (a loop device set up on another file, a
+ * disk swapped), which must not inherit the last close of the record that
+ * was there before; diskseq is new for each disk and media change.  The
+ * partitions of a disk share its diskseq: a record on one of them must not
+ * inherit the close of a record on another.  diskseq counts disks and
+ * media changes since boot, far below the 2^56 that leaves room for the
+ * partition number in the xarray's 64-bit index.
  */
 static unsigned long rp_intent_close_key(struct rp_intent *in)
 {
-	return in->rb.bdev->bd_disk->diskseq;
+	struct block_device *bdev = in->rb.bdev;
+
+	return (unsigned long)bdev->bd_disk->diskseq << 8 | rp_bdev_partno(bdev);
 }
 
 /* A target path a pair took, and when it last did. */

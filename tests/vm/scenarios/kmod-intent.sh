@@ -40,6 +40,8 @@
 #     see. A record on a loop device, closed, t2 taken, another file set up
 #     on that loop device as a record and closed, the first file back: it
 #     does not load (f; the log of closes is by disk, not device number).
+#     The same with the two records on two partitions of one disk (g; by
+#     disk and partition).
 # 10. A PIPE_SET that fails leaves the sources' own records as they were
 #     (header and bitmap byte for byte), and the record of another source
 #     whose target one of its new pairs would take: one refused for a
@@ -411,6 +413,43 @@ vol2_on_loop /tmp/recA
 grep -q "intent: /dev/loop0 (tracks nothing" $INFO2 ||
 	vm_fail "A's record loaded on the loop device B was closed on after t2 was taken: $(cat $INFO2)"
 vol2_off_loop
+vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/null
+both_pairs intent=new dirty=32
+
+vm_log "== 9g. a record on a partition; another partition of its disk closed after the taking"
+wait_marked $PIPE 0 30 $SRC2
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vm_backstore_delete $SRC2
+# A 3 MiB disk image with an MBR: partitions 1 and 2, 128 KiB each
+dd if=/dev/zero of=/tmp/recdisk bs=1M count=3 2> /dev/null || vm_fail "make /tmp/recdisk"
+printf '\000\000\000\000\203\000\000\000\000\010\000\000\000\001\000\000\000\000\000\000\203\000\000\000\000\020\000\000\000\001\000\000' |
+	dd of=/tmp/recdisk bs=1 seek=446 conv=notrunc 2> /dev/null || vm_fail "partition /tmp/recdisk"
+printf '\125\252' | dd of=/tmp/recdisk bs=1 seek=510 conv=notrunc 2> /dev/null ||
+	vm_fail "sign /tmp/recdisk"
+losetup -P /dev/loop1 /tmp/recdisk || vm_fail "losetup -P /dev/loop1"
+vm_wait_path /dev/loop1p1
+vm_wait_path /dev/loop1p2
+# vol2_on_part N: vol2 on s2 with its record on /dev/loop1pN
+vol2_on_part() {
+	vm_backstore replipipe replipipe_0 vol2 $s2 "/dev/loop1p$1,intent_chunk_kib=64" > /dev/null
+}
+# A on partition 1: bound to (P, t2), closed with nothing marked
+vol2_on_part 1
+both_pairs intent=new dirty=32
+wait_marked $PIPE 0 30 $SRC2
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vm_backstore_delete $SRC2
+# t2 taken while A is away; then B on partition 2, opened, closed
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t2 || vm_fail "set-pipe {vol1->t2}"
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vol2_on_part 2
+vm_backstore_delete $SRC2
+# A back: B's close, later than the taking, is not A's (one diskseq)
+vol2_on_part 1
+grep -q "intent: /dev/loop1p1 (tracks nothing" $INFO2 ||
+	vm_fail "A's record on /dev/loop1p1 loaded although t2 was taken, since B closed on /dev/loop1p2: $(cat $INFO2)"
+vm_backstore_delete $SRC2
+losetup -d /dev/loop1 || vm_fail "losetup -d /dev/loop1"
 vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/null
 both_pairs intent=new dirty=32
 # step 10 wants both records settled, as 9c left them
