@@ -583,6 +583,21 @@ static void rp_intent_unlist(struct rp_intent *in)
 	mutex_unlock(&rp_intents_lock);
 }
 
+/*
+ * A record that closes with its header still not known (stale_header: a
+ * write-back failed, and so did the last fix) may hold a valid header for a
+ * target that a pair took while it was open: it was not bound, so that
+ * taking did not invalidate it.  Its close is forgotten: at its next open
+ * any taking of the target it names, or of any target if its path does not
+ * resolve, invalidates it.
+ */
+static void rp_intent_unlist_unknown(struct rp_intent *in)
+{
+	mutex_lock(&rp_intents_lock);
+	xa_erase(&rp_intent_closes, rp_intent_close_key(in));
+	mutex_unlock(&rp_intents_lock);
+}
+
 /* Module exit: every backstore, so every record, is gone. */
 void rp_intent_exit(void)
 {
@@ -795,6 +810,8 @@ void rp_intent_close(struct rp_dev *dev)
 	WARN_ON_ONCE(!list_empty(&in->waiting));
 	/* Its last chance: a header left valid would load stale bits. */
 	rp_intent_fix_header(in);
+	if (READ_ONCE(in->stale_header))
+		rp_intent_unlist_unknown(in);
 	if (in->bound)
 		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1, U64_MAX);
 	dev->intent = NULL;

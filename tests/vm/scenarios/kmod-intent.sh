@@ -52,7 +52,10 @@
 #     call prepared (b); one whose second record cannot be written (vol2's,
 #     dm error), so vol1's record, written first, is written back (c);
 #     vol2's own could not be written back either: its writes fail until
-#     its header can be invalidated (d).
+#     its header can be invalidated (d). Left so, and closed (its last
+#     invalidation failing too) after vol1 took t2, the target the header
+#     on its device still names, it does not load that header at its next
+#     open (e).
 # 11. vol2's record bound to (P, /tmp/t2link -> t2). Closed while vol1
 #     takes t2, it opens with the link gone: a path that does not resolve
 #     after a taking is invalidated (a); closed while vol1 takes
@@ -513,6 +516,32 @@ grep -q "intent: $rec2 (tracks nothing" $INFO2 ||
 	vm_fail "vol2's record after the write: $(cat $INFO2)"
 header_valid $rec2 && vm_fail "vol2's record header still valid after the write"
 vm_tcm_loop_unexport $SRC2
+
+vm_log "== 10e. closed while its header is not known, after its target was taken"
+# vol2's record bound to (P, t2) again, that header on the device
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t3 --pair $SRC2=$t2 ||
+	vm_fail "set-pipe {vol1->t3, vol2->t2}"
+expect_of $PIPE $SRC2 intent=new dirty=32
+resync $PIPE $SRC $s1 $t3 > /dev/null
+resync $PIPE $SRC2 $s2 $t2 > /dev/null
+header_valid $rec2 || vm_fail "vol2's record has no header after its binding"
+wait_marked $PIPE 0 30 $SRC2
+vm_dm_load rprec2 "0 16384 error"
+set_refused EIO "cannot write the source's write-intent record" --pair $SRC=$t1 --pair $SRC2=$t4
+grep -q "intent: $rec2 (header not known" $INFO2 ||
+	vm_fail "vol2's record after its failed write-back: $(cat $INFO2)"
+# vol1 takes t2 (vol2's record, not bound, is not asked), vol2's backstore
+# goes (its last fix fails), the device works again: the header on it still
+# names (P, t2), and t2 holds vol1's data.
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t2 || vm_fail "set-pipe {vol1->t2}"
+resync $PIPE $SRC $s1 $t2 > /dev/null
+vm_backstore_delete $SRC2
+vm_dm_load rprec2 "0 16384 linear /dev/ram2 16384"
+header_valid $rec2 || vm_fail "vol2's record lost its header: nothing left to test"
+vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/null
+grep -q "intent: $rec2 (tracks nothing" $INFO2 ||
+	vm_fail "vol2's record, closed while its header was not known, loaded it although t2 was taken: $(cat $INFO2)"
 
 vm_log "== 11. a record whose target path names another device or none"
 # vol2_link: P = {vol2 -> /tmp/t2link}, resynced, deleted: vol2's record
