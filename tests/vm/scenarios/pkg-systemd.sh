@@ -3,8 +3,8 @@
 # unit as the package installs it, its sandbox in force (ProtectSystem=strict,
 # the capability bounding set, NoNewPrivileges, the seccomp filter, the
 # private /tmp), and the daemon still doing its whole job inside it:
-# ExecStartPre= loads the module, Type=notify start returns once it answers,
-# a pipe's initial resync (io_uring under @system-service) reaches InSync,
+# ExecStartPre= loads the modules (replipipe, iscsi_tcp), Type=notify
+# start returns once it answers, a pipe's initial resync (io_uring under @system-service) reaches InSync,
 # writes through a tcm_loop LUN reach both legs, an iscsi:// target is
 # discovered, logged in and mirrored (iscsiadm, run by replipiped, locks
 # under /run/lock), a member of group replipipe
@@ -133,7 +133,9 @@ vm_log "== an iscsi:// target: iscsiadm runs inside the sandbox"
 # unit, as iscsid.service would. /run/lock/iscsi (iscsiadm's lock of its
 # node database) is not made beforehand, as after a boot.
 vm_modprobe iscsi_target_mod
-vm_modprobe iscsi_tcp
+# iscsi_tcp is the unit's to load (ExecStartPre=): iscsiadm cannot, inside
+# the sandbox, and nothing else does at boot.
+[ -d /sys/module/iscsi_tcp ] || unit_fail "the unit did not load iscsi_tcp"
 vm_backstore iblock iblock_0 peer /dev/ram3 > /dev/null
 vm_iscsi_export $IQN 0 iblock_0/peer
 vm_iscsid_start
