@@ -48,8 +48,10 @@ foreach(_rp_bin replipiped replipipectl)
 endforeach()
 # The subdirectories install these without a component; this rule puts them
 # into the package (installing a target twice is harmless).
-install(TARGETS replipiped replipipectl RUNTIME DESTINATION sbin
-	COMPONENT daemon)
+install(TARGETS replipiped RUNTIME DESTINATION sbin COMPONENT daemon)
+# In bin: members of group replipipe use it without root, and Debian leaves
+# sbin off a user's PATH.
+install(TARGETS replipipectl RUNTIME DESTINATION bin COMPONENT daemon)
 install(FILES ${PROJECT_SOURCE_DIR}/controller/replipiped.service
 	DESTINATION ${REPLIPIPE_SYSTEMD_UNITDIR} COMPONENT daemon)
 install(FILES ${_rp_pkg}/sysusers.d/replipipe.conf
@@ -76,7 +78,7 @@ install(FILES ${PROJECT_SOURCE_DIR}/docs/targetcli.md
 # Man pages: roff in docs/man/, installed gzipped (gzip -n: reproducible).
 find_program(REPLIPIPE_GZIP gzip REQUIRED)
 set(_rp_man_gz)
-foreach(_rp_page replipiped.8 replipipectl.8)
+foreach(_rp_page replipiped.8 replipipectl.1)
 	set(_rp_src ${PROJECT_SOURCE_DIR}/docs/man/${_rp_page})
 	set(_rp_out ${_rp_pkg_out}/man/${_rp_page})
 	add_custom_command(OUTPUT ${_rp_out}.gz
@@ -87,9 +89,11 @@ foreach(_rp_page replipiped.8 replipipectl.8)
 		COMMENT "Compressing man page ${_rp_page}"
 		VERBATIM)
 	list(APPEND _rp_man_gz ${_rp_out}.gz)
+	string(REGEX REPLACE ".*\\." "" _rp_section ${_rp_page})
+	install(FILES ${_rp_out}.gz DESTINATION share/man/man${_rp_section}
+		COMPONENT daemon)
 endforeach()
 add_custom_target(replipipe_manpages ALL DEPENDS ${_rp_man_gz})
-install(FILES ${_rp_man_gz} DESTINATION share/man/man8 COMPONENT daemon)
 
 # --- component "dkms": package replipipe-dkms ------------------------------
 # Only sources: the tree may hold Kbuild products of in-tree builds.

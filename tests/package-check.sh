@@ -209,10 +209,10 @@ fi
 check "replipiped --version prints \"replipiped $version\"" \
 	bash -c '[ "$(/usr/sbin/replipiped --version)" = "replipiped $1" ]' _ "$version"
 check "replipipectl --version prints \"replipipectl $version\"" \
-	bash -c '[ "$(/usr/sbin/replipipectl --version)" = "replipipectl $1" ]' _ "$version"
+	bash -c '[ "$(/usr/bin/replipipectl --version)" = "replipipectl $1" ]' _ "$version"
 # The CLI's contract: daemon unreachable exits 69.
 check "replipipectl against a missing socket exits 69" \
-	bash -c '/usr/sbin/replipipectl --socket /nonexistent/replipiped.sock list > /dev/null 2>&1; [ $? = 69 ]'
+	bash -c '/usr/bin/replipipectl --socket /nonexistent/replipiped.sock list > /dev/null 2>&1; [ $? = 69 ]'
 
 unit=/lib/systemd/system/replipiped.service
 check "unit $unit installed" test -f "$unit"
@@ -257,11 +257,13 @@ for kv in "${kvs[@]}"; do
 done
 
 if command -v man > /dev/null && [ -x /usr/bin/mandb ]; then
-	for page in replipiped replipipectl; do
-		check "man -w 8 $page finds the installed page" \
-			bash -c '[ "$(man -w 8 "$1")" = "/usr/share/man/man8/$1.8.gz" ]' _ "$page"
-		check "man page $page(8) renders without warnings" \
-			bash -c 'out=$(MANWIDTH=80 man --warnings 8 "$1" 2>&1 > /dev/null); [ -z "$out" ] || { echo "$out"; exit 1; }' _ "$page"
+	for page in replipiped.8 replipipectl.1; do
+		sec=${page##*.}
+		page=${page%.*}
+		check "man -w $sec $page finds the installed page" \
+			bash -c '[ "$(man -w "$2" "$1")" = "/usr/share/man/man$2/$1.$2.gz" ]' _ "$page" "$sec"
+		check "man page $page($sec) renders without warnings" \
+			bash -c 'out=$(MANWIDTH=80 man --warnings "$2" "$1" 2>&1 > /dev/null); [ -z "$out" ] || { echo "$out"; exit 1; }' _ "$page" "$sec"
 	done
 else
 	say "man-db not installed: man page checks skipped"
@@ -285,12 +287,12 @@ fi
 check "dpkg knows none of the packages any more" \
 	bash -c '! dpkg-query -W -f="\${db:Status-Status}\n" "$@" 2> /dev/null | grep -qv "^not-installed$"' _ "${packages[@]}"
 left=()
-for f in /usr/sbin/replipiped /usr/sbin/replipipectl "$unit" \
+for f in /usr/sbin/replipiped /usr/bin/replipipectl "$unit" \
 	/usr/lib/sysusers.d/replipipe.conf /usr/lib/tmpfiles.d/replipipe.conf \
 	/etc/default/replipiped /usr/share/doc/replipipe /usr/share/doc/replipipe-dkms \
 	/usr/share/doc/python3-replipipe /usr/lib/python3/dist-packages/replipipe_lio \
 	/usr/lib/python3/dist-packages/replipipe_lio.pth \
-	/usr/share/man/man8/replipiped.8.gz /usr/share/man/man8/replipipectl.8.gz \
+	/usr/share/man/man8/replipiped.8.gz /usr/share/man/man1/replipipectl.1.gz \
 	/etc/systemd/system/multi-user.target.wants/replipiped.service \
 	/var/lib/replipipe /run/replipipe "/var/lib/dkms/$name" "/usr/src/$name"-*; do
 	[ ! -e "$f" ] && [ ! -L "$f" ] || left+=("$f")
