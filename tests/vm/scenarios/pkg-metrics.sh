@@ -56,7 +56,9 @@ sample() {
 vm_log "== the unit's ExecStartPre= loads the DKMS module"
 [ "$(cat /lib/replipipe/kmod-origin)" = dkms ] ||
 	vm_fail "the runner did not give the DKMS build: $(cat /lib/replipipe/kmod-origin) $(cat /lib/replipipe/kmod-status)"
-pre=$(unit_lines ExecStartPre)
+# The unit's first ExecStartPre= loads replipipe (its second, iscsi_tcp,
+# is pkg-systemd's).
+pre=$(unit_lines ExecStartPre | head -n 1)
 [ "$pre" = "/sbin/modprobe replipipe" ] || vm_fail "unexpected ExecStartPre: '$pre'"
 $pre || vm_fail "ExecStartPre $pre"
 [ -d /sys/module/replipipe ] || vm_fail "$pre did not load replipipe"
