@@ -74,24 +74,15 @@ std::string SequenceKey(const IscsiUrl &url)
 
 } // namespace
 
-bool IscsiHostMatches(const std::string &url_host, const std::string &address)
+std::vector<std::string> ResolveIscsiHost(const std::string &host)
 {
-	if (address.empty())
-		return false;
-	if (strcasecmp(url_host.c_str(), address.c_str()) == 0)
-		return true;
-	const std::string have = Numeric(address);
-	if (have.empty())
-		return false;
-	if (std::string want = Numeric(url_host); !want.empty())
-		return want == have;
+	std::vector<std::string> addresses;
 	addrinfo hints{};
 	hints.ai_socktype = SOCK_STREAM;
 	addrinfo *res = nullptr;
-	if (::getaddrinfo(url_host.c_str(), nullptr, &hints, &res) != 0)
-		return false;
-	bool match = false;
-	for (addrinfo *ai = res; ai && !match; ai = ai->ai_next) {
+	if (::getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0)
+		return addresses;
+	for (addrinfo *ai = res; ai; ai = ai->ai_next) {
 		char buf[INET6_ADDRSTRLEN] = "";
 		if (ai->ai_family == AF_INET)
 			::inet_ntop(
@@ -105,10 +96,47 @@ bool IscsiHostMatches(const std::string &url_host, const std::string &address)
 			        &reinterpret_cast<sockaddr_in6 *>(ai->ai_addr)
 			                 ->sin6_addr,
 			        buf, sizeof(buf));
-		match = have == buf;
+		if (buf[0] != '\0')
+			addresses.emplace_back(buf);
 	}
 	::freeaddrinfo(res);
-	return match;
+	return addresses;
+}
+
+std::vector<std::string> IscsiSessions::Addresses(const std::string &host) const
+{
+	const auto now = Clock::now();
+	{
+		std::lock_guard<std::mutex> lock(resolved_mu_);
+		if (auto it = resolved_.find(host);
+		    it != resolved_.end() && now < it->second.expiry)
+			return it->second.addresses;
+	}
+	// Unlocked: a resolver that does not answer holds only this call.
+	std::vector<std::string> addresses = options_.resolve
+	                                             ? options_.resolve(host)
+	                                             : ResolveIscsiHost(host);
+	std::lock_guard<std::mutex> lock(resolved_mu_);
+	resolved_[host] = {addresses, now + options_.resolve_ttl};
+	return addresses;
+}
+
+bool IscsiSessions::HostMatches(const std::string &url_host,
+                                const std::string &address) const
+{
+	if (address.empty())
+		return false;
+	if (strcasecmp(url_host.c_str(), address.c_str()) == 0)
+		return true;
+	const std::string have = Numeric(address);
+	if (have.empty())
+		return false;
+	if (std::string want = Numeric(url_host); !want.empty())
+		return want == have;
+	for (const std::string &a : Addresses(url_host))
+		if (a == have)
+			return true;
+	return false;
 }
 
 IscsiSessions::IscsiSessions(CommandRunner &runner, IscsiOptions options)
@@ -122,7 +150,7 @@ IscsiSessions::FindSession(const IscsiUrl &url) const
 {
 	for (IscsiSysfsSession &s : ListIscsiSessions(options_.sysfs))
 		if (strcasecmp(s.target.c_str(), url.iqn.c_str()) == 0 &&
-		    s.port == url.port && IscsiHostMatches(url.host, s.address))
+		    s.port == url.port && HostMatches(url.host, s.address))
 			return s;
 	return std::nullopt;
 }

@@ -37,9 +37,12 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <sys/types.h>
+#include <vector>
 
 #include "iscsi_admin.h"
 #include "iscsi_runner.h"
@@ -69,6 +72,13 @@ struct IscsiOptions {
 	int replacement_timeout_s = 10;
 	// The owner a CHAP file must have (tests: their own uid).
 	uid_t chap_owner = 0;
+	// A portal's host name to its numeric addresses (empty: getaddrinfo,
+	// ResolveIscsiHost). A name is resolved once per resolve_ttl: status
+	// looks sessions up for every iSCSI pair, and a resolver that does not
+	// answer takes seconds per look-up.
+	std::function<std::vector<std::string>(const std::string &host)>
+	        resolve;
+	std::chrono::milliseconds resolve_ttl{30000};
 };
 
 struct IscsiAttachment {
@@ -121,13 +131,27 @@ private:
 	// false when there is none.
 	bool Rescan(const std::string &session) const;
 
+	// "a.b.c.d" / "::1" / host name matches a session's numeric address.
+	bool HostMatches(const std::string &url_host,
+	                 const std::string &address) const;
+	// @host's addresses, from the cache while they are fresh.
+	std::vector<std::string> Addresses(const std::string &host) const;
+
+	using Clock = std::chrono::steady_clock;
+	struct Resolved {
+		std::vector<std::string> addresses; // none: it did not resolve
+		Clock::time_point expiry;
+	};
+
 	IscsiAdmin admin_;
 	CommandRunner &runner_; // for Cancelled(); admin_ runs the commands
 	const IscsiOptions options_;
 	KeyedLock sequences_; // Attach and Logout, keyed by SequenceKey()
+	mutable std::mutex resolved_mu_;
+	mutable std::map<std::string, Resolved> resolved_; // by resolved_mu_
 };
 
-// "a.b.c.d" / "::1" / host name matches a session's numeric address.
-bool IscsiHostMatches(const std::string &url_host, const std::string &address);
+// The numeric addresses getaddrinfo gives for @host (none when it fails).
+std::vector<std::string> ResolveIscsiHost(const std::string &host);
 
 } // namespace replipipe

@@ -577,6 +577,44 @@ TEST_F(IscsiSessionsTest, ConnectorLogsOutOnlyUnsharedOwnedSessions)
 	EXPECT_FALSE(c.Describe("/dev/sdb"));
 }
 
+// A portal's host name is resolved once per resolve_ttl, not at every look-up
+// of a session: status looks one up per iSCSI pair, and a resolver that does
+// not answer took its time-out each time. A name that does not resolve is
+// remembered as well.
+TEST_F(IscsiSessionsTest, AHostNameIsResolvedOncePerTtl)
+{
+	MakeSession(true);
+	std::atomic<int> calls{0};
+	options.resolve = [&calls](const std::string &host) {
+		++calls;
+		return host == "peer.example"
+		               ? std::vector<std::string>{"127.0.0.1"}
+		               : std::vector<std::string>{};
+	};
+	{
+		IscsiSessions s(runner, options);
+		EXPECT_TRUE(s.FindSession(Url("peer.example")));
+		EXPECT_TRUE(s.FindSession(Url("peer.example", 1)));
+		EXPECT_EQ(s.Describe(Url("peer.example")).session, "LOGGED_IN");
+		EXPECT_EQ(*s.DevicePath(Url("peer.example")),
+		          dev.path() + "/sdb");
+		EXPECT_EQ(calls, 1);
+		EXPECT_FALSE(s.FindSession(Url("other.example")));
+		EXPECT_FALSE(s.FindSession(Url("other.example")));
+		EXPECT_EQ(calls, 2);
+		// Numeric hosts need no resolver.
+		EXPECT_TRUE(s.FindSession(Url("127.0.0.1")));
+		EXPECT_EQ(calls, 2);
+	}
+	// Past the TTL (0 here) it is asked again.
+	options.resolve_ttl = std::chrono::milliseconds(0);
+	calls = 0;
+	IscsiSessions s(runner, options);
+	EXPECT_TRUE(s.FindSession(Url("peer.example")));
+	EXPECT_TRUE(s.FindSession(Url("peer.example")));
+	EXPECT_EQ(calls, 2);
+}
+
 // A session is the one sysfs shows, whatever a URL's spelling: LUN 1 named
 // by "localhost", or by another writing of the IPv6 address, keeps the
 // session LUN 0 named by the address uses. Keyed by the URLs' text, the
