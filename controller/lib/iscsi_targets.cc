@@ -52,12 +52,23 @@ IscsiTargetConnector::Connect(const std::string &target,
 		               ? Status::Error(a.status().message(), EIO)
 		               : a.status();
 	*made = a->logged_in;
-	const bool shared = !a->logged_in && Uses(in_use, a->session);
-	std::lock_guard<std::mutex> lock(mu_);
 	if (a->logged_in) {
+		std::lock_guard<std::mutex> lock(mu_);
 		ours_.insert(a->session);
 		foreign_.erase(a->session);
-	} else if (existed && !ours_.count(a->session) && !shared) {
+		return a->device;
+	}
+	if (!existed)
+		return a->device;
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		if (ours_.count(a->session))
+			return a->device;
+	}
+	// A sysfs look-up per target in use: only for a session this daemon
+	// did not make (found after a restart, or the administrator's).
+	if (!Uses(in_use, a->session)) {
+		std::lock_guard<std::mutex> lock(mu_);
 		foreign_.insert(a->session);
 	}
 	return a->device;
