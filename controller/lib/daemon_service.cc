@@ -569,8 +569,12 @@ void DaemonService::HandleKernelEvent(const KernelEvent &event)
 		break;
 	case KernelEventType::kPipeDeleted:
 		hub_.Publish(out);
-		if (jobs_)
-			jobs_->StopPipe(event.pipe_id);
+		// Read, numbered like every refresh (decision 41), rather than
+		// stop the jobs: the event may be older than a push that put
+		// the pipe back, whose jobs must go on. A pipe the kernel
+		// really lacks has its jobs stopped by the refresh; one the
+		// store let go of was stopped by its delete.
+		RefreshPipe(event.pipe_id);
 		break;
 	case KernelEventType::kPairState:
 		// The kernel's event carries no pipe name, and the target as

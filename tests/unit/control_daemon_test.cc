@@ -615,6 +615,37 @@ TEST(ControlDaemon, AnOlderReadDoesNotBringADeletedPipeBack)
 		        << " is back in the events' snapshot";
 }
 
+// A "pipe_deleted" event the main loop reads late, after the pipe was
+// pushed again (a repair, a module's pipes set anew), must not stop the
+// jobs of the pipe the kernel has: they stayed stopped until the next tick.
+TEST(ControlDaemon, ALatePipeDeletedEventLeavesTheJobsOfAPipeTheKernelHas)
+{
+	InProcessDaemon d;
+	const std::string uuid = CreateSyncingPipe(d);
+	KernelEvent event;
+	event.type = KernelEventType::kPipeDeleted;
+	event.pipe_id = uuid;
+	d.service_.OnKernelEvent(event);
+	EXPECT_FALSE(d.board_.WaitFor([&] { return d.board_.running == 0; },
+	                              std::chrono::milliseconds(500)))
+	        << "the late event stopped the job of a pipe the kernel has";
+}
+
+// The same event when the kernel really lost the pipe (deleted by another
+// netlink client) stops its jobs: its pairs mirror nothing any more.
+TEST(ControlDaemon, APipeDeletedEventStopsTheJobsOfAPipeTheKernelLost)
+{
+	InProcessDaemon d;
+	const std::string uuid = CreateSyncingPipe(d);
+	ASSERT_TRUE(d.kernel_.DeletePipe(uuid).ok());
+	KernelEvent event;
+	event.type = KernelEventType::kPipeDeleted;
+	event.pipe_id = uuid;
+	d.service_.OnKernelEvent(event);
+	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 0; }))
+	        << "the job of a pipe the kernel lost still runs";
+}
+
 // A probe of a Degraded pair may wait the kernel's 5 s bound on the target
 // (here: a fake kernel whose PAIR_SET blocks until released). It runs on the
 // service's probe thread: the caller (replipiped's main loop) gets its
