@@ -591,10 +591,18 @@ check_kmemleak() {
 # the kernel stayed clean. A boot that crashes on purpose (`# vm-boots:`) ends
 # with REBOOT instead of PASS; vm_crash_reboot printed its taint before that.
 check_log() {
-	local clean=$work/clean.log ok=0 taint bad want=${2:-PASS}
+	local clean=$work/clean.log ok=0 taint bad fail_line want=${2:-PASS}
 	tr -d '\r' < "$1" > "$clean"
-	if ! grep -q "REPLIPIPE-SCENARIO: $want" "$clean"; then
-		say "FAIL: no $want marker$(grep -o 'REPLIPIPE-SCENARIO: FAIL.*' "$clean" | head -n 1 | sed 's/^/ (/; s/$/)/')"
+	# A FAIL marker fails the boot whatever else it printed: a boot that
+	# wanted REBOOT prints that marker before sysrq b, and when the reset
+	# does not happen, fails and powers off cleanly; its next boot would
+	# then run on disks shut down cleanly, not crashed.
+	fail_line=$(grep -o 'REPLIPIPE-SCENARIO: FAIL.*' "$clean" | head -n 1 || true)
+	if [ -n "$fail_line" ]; then
+		say "FAIL: the guest failed (${fail_line#REPLIPIPE-SCENARIO: })"
+		ok=1
+	elif ! grep -q "REPLIPIPE-SCENARIO: $want" "$clean"; then
+		say "FAIL: no $want marker"
 		ok=1
 	fi
 	if [ "$want" = REBOOT ] && grep -q 'REPLIPIPE-SCENARIO: PASS' "$clean"; then

@@ -5,6 +5,7 @@
 #   tests/vm/selftest/run.sh [--kernel-version KV] [CASE...]
 #   tests/vm/selftest/run.sh --debug-kernel [CASE...]
 # CASE: pass bad-checksum warn-module hang disks reboot reboot-nocrash
+# reboot-fail
 # (default: all of them); on the debug kernel pass bad-checksum hang
 # leak-module (default: leak-module, a leak that only kmemleak sees).
 set -euo pipefail
@@ -29,7 +30,7 @@ else
 	[ -n "$kv" ] || kv=$(rp_newest_kernel_version)
 	kernel_args=(--kernel-version "$kv")
 	cases=("$@")
-	[ ${#cases[@]} -gt 0 ] || cases=(pass bad-checksum warn-module hang disks reboot reboot-nocrash)
+	[ ${#cases[@]} -gt 0 ] || cases=(pass bad-checksum warn-module hang disks reboot reboot-nocrash reboot-fail)
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rp-selftest.XXXXXX")
@@ -113,6 +114,7 @@ for c in "${cases[@]}"; do
 			{ echo "selftest: FAIL reboot: boot 2 did not report the marker"; failures=$((failures + 1)); }
 		;;
 	reboot-nocrash) expect reboot-nocrash 1 'no REBOOT marker' ;;
+	reboot-fail) expect reboot-fail 1 'the guest failed \(FAIL rc=1\)' ;;
 	*) echo "selftest: unknown case $c" >&2; exit 64 ;;
 	esac
 done
