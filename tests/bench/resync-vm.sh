@@ -92,7 +92,9 @@ resync_row() { # BATCH_REGIONS (64 KiB regions)
 	zero_dst
 	rp-nlctl set-pipe --id bench --mode sync --policy degrade --region-kib 64 \
 		--max-lag-kib 4096 --pair replipipe_0/vol1=$DST > /dev/null || vm_fail "set-pipe"
-	out=$(rp-nlctl resync bench replipipe_0/vol1 --batch-regions $1 | tail -n 1) || vm_fail "resync: $out"
+	rp-nlctl resync bench replipipe_0/vol1 --batch-regions $1 > /tmp/resync ||
+		vm_fail "resync: $(tail -n 2 /tmp/resync)"
+	out=$(tail -n 1 /tmp/resync)
 	echo "$out" >&2
 	r=$(echo "$out" | sed -n 's/.* mb_per_s=\([0-9.]*\)$/\1/p')
 	row "resync, claims of $(($1 / 16)) MiB" "$r"

@@ -12,6 +12,15 @@ SRC=replipipe_0/vol1
 # O_DIRECT compare: a buffered cmp would read /dev/ram0 pages cached before the
 # backend wrote the device with bios.
 same() { rp-verify --cmp /dev/ram0 /dev/ram1 | tee /dev/stderr | grep -q "^cmp: identical"; }
+# resync_clean WHAT [OPTIONS]: a resync of the pair that must end clean;
+# prints its last line, keeps its output in /tmp/resync.
+resync_clean() {
+	what=$1
+	shift
+	rp-nlctl resync $PIPE $SRC "$@" > /tmp/resync 2>&1 || vm_fail "$what: $(tail -n 2 /tmp/resync)"
+	grep -q "^resync .*result=clean " /tmp/resync || vm_fail "$what: $(tail -n 1 /tmp/resync)"
+	tail -n 1 /tmp/resync
+}
 
 vm_brd 2 64
 dd if=/dev/urandom of=/dev/ram0 bs=1M count=64 2>/dev/null
@@ -72,7 +81,8 @@ echo "$pair"
 [ "$(vm_field "$pair" dirty)" = 0 ] || vm_fail "dirty after resync"
 [ "$(vm_field "$pair" state)" = InSync ] || vm_fail "not InSync after resync"
 same || vm_fail "legs differ after resync"
-rp-nlctl resync $PIPE $SRC | tail -n 1 | grep -q "bytes=0 " || vm_fail "second resync copied"
+resync_clean "second resync" > /dev/null
+grep -q "^resync .*result=clean bytes=0 " /tmp/resync || vm_fail "second resync copied"
 
 vm_log "== pause, write, resume, resync under writes"
 rp-nlctl pair-state $PIPE $SRC pause || vm_fail pause
@@ -84,7 +94,7 @@ echo "$pair"
 [ "$(vm_field "$pair" dirty)" -ge 100 ] || vm_fail "paused writes not dirty"
 rp-nlctl pair-state $PIPE $SRC resume || vm_fail resume
 vm_log "== resync without concurrent writes"
-rp-nlctl resync $PIPE $SRC --qd 8 --chunk-kib 256 | tail -n 1 || vm_fail "resync after pause"
+resync_clean "resync after pause" --qd 8 --chunk-kib 256
 same || vm_fail "legs differ after pause+resync (no concurrent writes)"
 vm_log "== pause, write again, resume, resync under writes"
 rp-nlctl pair-state $PIPE $SRC pause || vm_fail pause
@@ -92,16 +102,27 @@ dd if=/dev/urandom of=$lun bs=64k count=100 seek=237 oflag=direct 2>/dev/null
 rp-nlctl pair-state $PIPE $SRC resume || vm_fail resume
 rp-writer --dev "$lun" --log /tmp/w --threads 2 --bytes 32M --min-size 4K --max-size 256K --seed 5 > /tmp/writer &
 wpid=$!
-rp-nlctl resync $PIPE $SRC --qd 8 --chunk-kib 256 | tail -n 1 || vm_fail "resync under writes"
+resync_clean "resync under writes" --qd 8 --chunk-kib 256
 wait $wpid || vm_fail "writer: $(cat /tmp/writer)"
-rp-nlctl resync $PIPE $SRC | tail -n 1 || vm_fail "final resync"
+cat /tmp/writer
+# A synchronous pair: writes during the resync were mirrored, so the resync
+# alone made it InSync with identical legs (a later one would hide a miss).
 pair=$(rp-nlctl get $PIPE | grep '^pair ')
 echo "$pair"
-[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "not InSync at the end"
-cat /tmp/writer
-rp-verify --cmp /dev/ram0 /dev/ram1 --region-kib 64 | head -n 20
-rp-verify --dev /dev/ram1 /tmp/w.* | tail -n 5
-same || vm_fail "legs differ after resync under writes"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "not InSync after the resync under writes"
+[ "$(vm_field "$pair" dirty)" = 0 ] || vm_fail "dirty after the resync under writes"
+if ! same; then
+	rp-verify --cmp /dev/ram0 /dev/ram1 --region-kib 64 > /tmp/cmp
+	head -n 20 /tmp/cmp
+	vm_fail "legs differ after resync under writes"
+fi
+# Both legs hold every write the writer logged (not lost on both sides).
+for dev in /dev/ram0 /dev/ram1; do
+	rp-verify --dev $dev /tmp/w.* > /tmp/verify 2>&1 || { tail -n 5 /tmp/verify; vm_fail "$dev lacks the writer's writes"; }
+	tail -n 1 /tmp/verify
+done
+resync_clean "final resync" > /dev/null
+grep -q "^resync .*result=clean bytes=0 " /tmp/resync || vm_fail "the final resync copied: $(tail -n 1 /tmp/resync)"
 
 vm_log "== events"
 sleep 0.5
