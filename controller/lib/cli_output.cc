@@ -310,7 +310,18 @@ nlohmann::json MethodJson(const ControlReply &reply)
 		return j;
 	}
 	j["Error"] = reply.error;
-	if (!reply.return_value && !reply.code.empty())
+	if (reply.return_value)
+		return j;
+	// Refused before the method ran, as the method itself would have
+	// answered: the daemon's connection cap is Busy (exit 16), a pipe
+	// that is not there Invalid Parameter (exit 5). Scripts read
+	// ReturnValue whatever the failure.
+	if (reply.code == kCodeBusy)
+		j["ReturnValue"] = static_cast<uint32_t>(ReturnValue::kBusy);
+	else if (reply.code == kCodeNotFound)
+		j["ReturnValue"] =
+		        static_cast<uint32_t>(ReturnValue::kInvalidParameter);
+	if (!reply.code.empty())
 		j["code"] = reply.code;
 	return j;
 }

@@ -27,8 +27,9 @@ std::string FormatEvent(const ControlEvent &event);
 // {"pipes": [...]}, the `status --json` document of the CLI contract.
 nlohmann::json StatusJson(const std::vector<ControlPipe> &pipes);
 // {"ReturnValue": N, "ReplicationPipe": ref} on success, {"ReturnValue": N,
-// "Error": text} on failure; a failure without a ReturnValue (permission,
-// daemon errors) gives {"Error": text, "code": code}.
+// "Error": text} on failure; a failure without a ReturnValue gives
+// {"Error": text, "code": code}, with ReturnValue 4096 when the code is busy
+// (the daemon's connection cap) and 5 when it is not_found.
 nlohmann::json MethodJson(const ControlReply &reply);
 // A failure of any command in --json mode: {"Error": text[, "code"]}.
 nlohmann::json ErrorJson(const std::string &error, const std::string &code);

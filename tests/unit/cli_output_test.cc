@@ -158,5 +158,24 @@ TEST(CliOutput, StatusJsonOfAFailingPair)
 	EXPECT_TRUE(clean["retry_in_s"].is_null());
 }
 
+// create-or-modify --json prints {"ReturnValue": N, "Error": ...} on any
+// failure (DESIGN.md): also when the daemon refused the call before the
+// method ran, at its connection cap (Busy, as exit 16 says) or for a pipe
+// that is not there (Invalid Parameter, exit 5).
+TEST(CliOutput, AMethodRefusedBeforeItRanStillHasAReturnValue)
+{
+	json busy = MethodJson(ErrorReply(
+	        kCodeBusy, "the daemon has too many connections; try again"));
+	EXPECT_EQ(busy["ReturnValue"], 4096) << busy.dump();
+	EXPECT_EQ(busy["code"], "busy");
+	json missing = MethodJson(ErrorReply(kCodeNotFound, "no pipe x"));
+	EXPECT_EQ(missing["ReturnValue"], 5) << missing.dump();
+	json down = MethodJson(
+	        ErrorReply(kCodeShuttingDown, "replipiped is stopping"));
+	EXPECT_FALSE(down.contains("ReturnValue"))
+	        << "a daemon that stops ran no method: " << down.dump();
+	EXPECT_EQ(down["code"], "shutting_down");
+}
+
 } // namespace
 } // namespace replipipe
