@@ -355,20 +355,34 @@ vm_cmp_devs() {
 	cmp -n "$bytes" "$1" "$2" || vm_fail "$1 and $2 differ in the first $bytes bytes"
 }
 
-# vm_sum FILE [BYTES]: print the md5 of the first BYTES (default all) of FILE,
-# read with O_DIRECT in 1 MiB blocks when BYTES is a multiple of 1 MiB.
+# vm_sum DEV [BYTES]: print the md5 of the first BYTES (default all) of DEV.
+# A block device is read with O_DIRECT in whole 4 KiB blocks (the module
+# writes the legs with bios, behind the page cache), anything else through
+# the cache. A failed or short read fails the scenario: two failed reads
+# would sum alike.
 vm_sum() {
-	local bytes
-	if [ -z "${2:-}" ]; then
-		md5sum < "$1" | cut -d' ' -f1
-		return 0
-	fi
-	bytes=$(vm_size_bytes "$2")
-	if [ $((bytes % 1048576)) -eq 0 ]; then
-		dd if="$1" bs=1M count=$((bytes / 1048576)) iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1
-	else
-		head -c "$bytes" "$1" | md5sum | cut -d' ' -f1
-	fi
+	local bytes bs=1048576 flag= sum
+	bytes=$(vm_size_bytes "${2:-$(vm_dev_bytes "$1")}")
+	[ $((bytes % bs)) -eq 0 ] || bs=4096
+	[ $((bytes % bs)) -eq 0 ] || bs=1
+	[ ! -b "$1" ] || [ "$bs" = 1 ] || flag=iflag=direct
+	sum=$(dd if="$1" bs="$bs" count=$((bytes / bs)) $flag 2> /tmp/vm-sum.err | md5sum | cut -d' ' -f1)
+	grep -q "^$((bytes / bs))+0 records in" /tmp/vm-sum.err ||
+		vm_fail "vm_sum: cannot read $bytes bytes of $1: $(cat /tmp/vm-sum.err)"
+	echo "$sum"
+}
+
+# vm_read DEV BLOCK COUNT FILE [BS]: copy COUNT blocks of BS (default 4096)
+# bytes from block BLOCK of DEV into FILE, with O_DIRECT from a block device
+# as vm_sum; a failed or short read fails the scenario (a check that some
+# data is *not* there would otherwise pass on a read that failed).
+vm_read() {
+	local bs=${5:-4096} flag=
+	[ ! -b "$1" ] || flag=iflag=direct
+	dd if="$1" of="$4" bs="$bs" skip="$2" count="$3" $flag 2> /tmp/vm-read.err ||
+		vm_fail "vm_read: cannot read $1: $(cat /tmp/vm-read.err)"
+	[ "$(vm_dev_bytes "$4")" = $(($3 * bs)) ] ||
+		vm_fail "vm_read: short read of $1 at block $2: $(cat /tmp/vm-read.err)"
 }
 
 # vm_disk NAME: print /dev/vdX of the disk NAME from the `# vm-disks:` header.

@@ -40,9 +40,8 @@ nullb() {
 # zeroes DEV OFFSET_KIB KIB: true if those KIB of DEV (64 KiB units) read as
 # zeroes.
 zeroes() {
-	[ "$(dd if="$1" bs=64k count=$(($3 / 64)) skip=$(($2 / 64)) iflag=direct 2> /dev/null |
-		md5sum | cut -d' ' -f1)" = "$(dd if=/dev/zero bs=1k count="$3" 2> /dev/null |
-		md5sum | cut -d' ' -f1)" ]
+	vm_read "$1" $(($2 / 64)) $(($3 / 64)) /tmp/zeroes.data 65536
+	[ "$(md5sum < /tmp/zeroes.data)" = "$(dd if=/dev/zero bs=1k count="$3" 2> /dev/null | md5sum)" ]
 }
 # tpu_backstore NAME DEV LBPRZ: a replipipe backstore taking UNMAP.
 tpu_backstore() {
