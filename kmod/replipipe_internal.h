@@ -471,7 +471,7 @@ int rp_pipe_init(void);
 void rp_pipe_exit(void);
 void rp_pipe_free(struct rp_pipe *pipe);
 void rp_pair_kill(struct rp_pair *pair);
-void rp_pair_quiesce(struct rp_pair *pair);
+void rp_pair_quiesce(struct rp_pair *pair, unsigned long flush_by);
 void rp_pair_free(struct rp_pair *pair);
 struct rp_pair *rp_pair_get(struct rp_dev *dev);
 struct rp_pair *rp_pair_get_write(struct rp_dev *dev, struct rp_req *req);
@@ -495,7 +495,7 @@ void rp_pair_target_flush_failed(struct rp_pair *pair);
 void rp_pair_target_written(struct rp_pair *pair, struct rp_req *req);
 u64 rp_pair_flush_begin(struct rp_pair *pair);
 void rp_pair_flush_done(struct rp_pair *pair, u64 gen);
-int rp_pair_flush_target(struct rp_pair *pair);
+int rp_pair_flush_target(struct rp_pair *pair, unsigned long deadline);
 struct rp_probe;
 struct rp_probe *rp_pair_flush_target_start(struct rp_pair *pair, u64 *gen);
 int rp_pair_flush_target_wait(struct rp_probe *probe, unsigned int timeout_sec,
@@ -552,7 +552,8 @@ void rp_intent_rebind_free(struct rp_pair *pair);
 int rp_intent_target_taken(struct rp_pair *pair,
 			   struct netlink_ext_ack *extack);
 void rp_intent_pair_start(struct rp_intent *in, struct rp_pair *pair);
-void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair);
+void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair,
+			 unsigned long flush_by);
 u64 rp_intent_marked(struct rp_intent *in);
 u32 rp_intent_chunk_kib(struct rp_intent *in);
 

@@ -1308,15 +1308,20 @@ static void rp_intent_flush_failed(struct rp_intent *in, int ret)
 /*
  * Writes that completed may still sit in a leg's volatile cache: a chunk's
  * bit is cleared on the record only once both legs flushed them, or a power
- * loss could leave the legs different under a clean record.  May block.
+ * loss could leave the legs different under a clean record.  The target's
+ * flush ends by @deadline (jiffies); none is started after it.  May block.
  */
-static int rp_intent_flush_legs(struct rp_intent *in, struct rp_pair *pair)
+static int rp_intent_flush_legs(struct rp_intent *in, struct rp_pair *pair,
+				unsigned long deadline)
 {
 	int ret;
 
-	ret = blkdev_issue_flush(in->dev->primary.bdev);
+	if (!time_before(jiffies, deadline))
+		ret = -ETIMEDOUT;
+	else
+		ret = blkdev_issue_flush(in->dev->primary.bdev);
 	if (!ret)	/* also clears the pair's older unflushed regions */
-		ret = rp_pair_flush_target(pair);
+		ret = rp_pair_flush_target(pair, deadline);
 	if (ret)
 		rp_intent_flush_failed(in, ret);
 	return ret;
@@ -1411,9 +1416,10 @@ requeue:
  * A pair of this record is going away with its I/O drained: leave on disk
  * exactly the regions it still has dirty, plus those written since the
  * last clear pass (all of it if the pair did not mirror or the legs cannot
- * be flushed).  May block.
+ * be flushed by @flush_by, jiffies).  May block.
  */
-void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair)
+void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair,
+			 unsigned long flush_by)
 {
 	bool clears, changed;
 
@@ -1422,7 +1428,7 @@ void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair)
 	clears = __rp_intent_clears(in, pair);
 	spin_unlock(&in->lock);
 	spin_unlock_irq(&pair->lock);
-	if (!clears || rp_intent_flush_legs(in, pair))
+	if (!clears || rp_intent_flush_legs(in, pair, flush_by))
 		return;
 	down_write(&in->clear_sem);
 	changed = rp_intent_clear_pair(in, pair, true);

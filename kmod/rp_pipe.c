@@ -583,8 +583,12 @@ static void rp_pair_lag_work(struct work_struct *work)
 	if (oldest) {
 		deadline = oldest->lag_parked_at + RP_LAG_WAIT_SEC * HZ;
 		if (time_before(jiffies, deadline)) {
-			queue_delayed_work(rp_wq, &pair->lag_work,
-					   deadline - jiffies);
+			/*
+			 * mod_, not queue_: a writer that parked after this
+			 * work began armed it for its own, later deadline.
+			 */
+			mod_delayed_work(rp_wq, &pair->lag_work,
+					 deadline - jiffies);
 		} else if (__rp_pair_mirroring(pair)) {
 			__rp_pair_set_state(pair, REPLIPIPE_PAIR_DEGRADED);
 			__rp_pair_unflushed_dirty(pair);
@@ -1058,9 +1062,10 @@ void rp_pair_kill(struct rp_pair *pair)
  * Stops what may still run for a killed pair whose writes have all ended,
  * and lets its write-intent record forget what the pair no longer needs:
  * rp_pair_free() is all that is left.  Without rp_config_lock: a record's
- * flush of the legs may take RP_PROBE_TIMEOUT_SEC.  May block.
+ * flush of the target may take until @flush_by (jiffies), which the pairs
+ * of one removal share.  May block.
  */
-void rp_pair_quiesce(struct rp_pair *pair)
+void rp_pair_quiesce(struct rp_pair *pair, unsigned long flush_by)
 {
 	cancel_delayed_work_sync(&pair->start_work);
 	flush_work(&pair->async_work);
@@ -1070,7 +1075,7 @@ void rp_pair_quiesce(struct rp_pair *pair)
 	WARN_ON_ONCE(pair->lag_bytes);
 	/* Drained: the record can keep exactly what is still dirty. */
 	if (pair->src->intent)
-		rp_intent_pair_gone(pair->src->intent, pair);
+		rp_intent_pair_gone(pair->src->intent, pair, flush_by);
 }
 
 /*
@@ -1098,7 +1103,8 @@ static void rp_pair_start(struct rp_pair *pair)
  * A pair whose start PIPE_SET left pending: started once the writes that
  * found no pair on its source ended.  Polls: those writes may be queued for
  * hours (a multipath device without paths), and the pair's removal cancels
- * this (rp_pair_quiesce()) without waiting for them.
+ * this (rp_pair_quiesce()) without waiting for them.  On system_wq: it takes
+ * rp_config_lock (rp_claim_reaper() says why not rp_wq).
  */
 static void rp_pair_start_work(struct work_struct *work)
 {
@@ -1106,7 +1112,8 @@ static void rp_pair_start_work(struct work_struct *work)
 					    struct rp_pair, start_work);
 
 	if (atomic_read(&pair->src->untracked)) {
-		queue_delayed_work(rp_wq, &pair->start_work, RP_START_POLL);
+		queue_delayed_work(system_wq, &pair->start_work,
+				   RP_START_POLL);
 		return;
 	}
 	mutex_lock(&rp_config_lock);
@@ -1150,7 +1157,8 @@ static void rp_pairs_start(struct rp_pipe_spec *spec)
 				dev->name, pair->pipe->id, pair->tgt_path,
 				RP_DRAIN_WAIT_SEC);
 			WRITE_ONCE(pair->start_pending, true);
-			queue_delayed_work(rp_wq, &pair->start_work,
+			/* Not on rp_wq: see rp_claim_reaper(). */
+			queue_delayed_work(system_wq, &pair->start_work,
 					   RP_START_POLL);
 			continue;
 		}
@@ -1741,11 +1749,11 @@ int rp_pair_flush_target_wait(struct rp_probe *probe, unsigned int timeout_sec,
 }
 
 /*
- * Flushes the target within RP_PROBE_TIMEOUT_SEC, holding the caller's
- * pair reference throughout; once it succeeded, what was unflushed before
- * it is not any more (rp_pair_flush_done()).  May block.
+ * Flushes the target by @deadline (jiffies), holding the caller's pair
+ * reference throughout; once it succeeded, what was unflushed before it is
+ * not any more (rp_pair_flush_done()).  May block.
  */
-int rp_pair_flush_target(struct rp_pair *pair)
+int rp_pair_flush_target(struct rp_pair *pair, unsigned long deadline)
 {
 	struct rp_probe *probe;
 	bool abandoned;
@@ -1755,8 +1763,9 @@ int rp_pair_flush_target(struct rp_pair *pair)
 	probe = rp_pair_flush_target_start(pair, &gen);
 	if (IS_ERR(probe))
 		return PTR_ERR(probe);
-	ret = rp_pair_flush_target_wait(probe, RP_PROBE_TIMEOUT_SEC, NULL,
-					&abandoned);
+	ret = rp_probe_wait(probe, deadline, NULL, &abandoned);
+	if (!abandoned)		/* else the probe is the bio's now */
+		rp_probe_free(probe);
 	if (!ret)
 		rp_pair_flush_done(pair, gen);
 	return ret;

@@ -124,7 +124,7 @@ void rp_retire_work(struct work_struct *work)
 {
 	struct rp_pair *pair = container_of(work, struct rp_pair, retire_work);
 
-	rp_pair_quiesce(pair);
+	rp_pair_quiesce(pair, jiffies + RP_PROBE_TIMEOUT_SEC * HZ);
 	mutex_lock(&rp_config_lock);
 	pr_info("%s: the last writes to removed target %s ended; it is closed\n",
 		pair->src->name, pair->tgt_path);
@@ -142,7 +142,7 @@ void rp_retire_work(struct work_struct *work)
  */
 unsigned int rp_pairs_reap(struct list_head *batch, unsigned long timeout)
 {
-	unsigned long deadline = jiffies + timeout;
+	unsigned long deadline = jiffies + timeout, flush_by;
 	struct rp_pair *pair, *tmp;
 	unsigned int left = 0;
 	LIST_HEAD(drained);
@@ -177,8 +177,16 @@ unsigned int rp_pairs_reap(struct list_head *batch, unsigned long timeout)
 	if (list_empty(&drained))
 		return left;
 
+	/*
+	 * One bound for the target flushes of all: one after the other, each
+	 * bounded alone, the removal of hundreds of idle pairs whose targets
+	 * queue I/O (an iSCSI session in recovery) took minutes, and held
+	 * their sources and targets fenced as long.  A pair left without a
+	 * flush keeps its record's marks (a resync of them later).
+	 */
+	flush_by = jiffies + RP_PROBE_TIMEOUT_SEC * HZ;
 	list_for_each_entry(pair, &drained, node)
-		rp_pair_quiesce(pair);
+		rp_pair_quiesce(pair, flush_by);
 	mutex_lock(&rp_config_lock);
 	list_for_each_entry_safe(pair, tmp, &drained, node) {
 		list_del(&pair->node);

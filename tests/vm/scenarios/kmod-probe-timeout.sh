@@ -17,6 +17,8 @@
 # wait at once, and the abandoned flushes let the target and the module go
 # once they end. Before, that PIPE_DEL hung with rp_config_lock held, and
 # every netlink command behind it; later it held the lock for its 5 s.
+# Three such pairs in one pipe: its PIPE_DEL bounds their flushes together
+# (5 s, not 5 s each).
 # Then a PIPE_DEL of a pair with a write in flight to a target that queues
 # it: another netlink command answers meanwhile, the PIPE_DEL returns after
 # its 5 s bound, the pipe is gone but its pair is kept (its source and
@@ -215,6 +217,50 @@ vm_log "the backstore with the record went in $((t1 - t0)) ms"
 	vm_fail "the clear pass was not waiting for its flush (no second message)"
 vm_no_live_objects
 held_until_resumed "the record's flush"
+
+vm_log "== PIPE_DEL of three such pairs: one bound for their flushes together"
+# Each idle InSync pair with a record flushes its target as it goes away.
+# One after the other, each bounded alone, 256 such pairs took 21 minutes
+# to delete; now the flushes of one removal share RP_PROBE_TIMEOUT_SEC, and
+# a pair left without one keeps its record's marks.
+pairs=
+for i in 1 2 3; do
+	for dev in rpsrc$i rprec$i; do
+		mkdir $VM_NULLB/$dev || vm_fail "mkdir $VM_NULLB/$dev"
+		echo 16 > $VM_NULLB/$dev/size
+		echo 1 > $VM_NULLB/$dev/memory_backed
+		echo 1 > $VM_NULLB/$dev/power || vm_fail "cannot power on $dev"
+		vm_wait_path /dev/$dev
+	done
+	vm_nullb_cached rpc$i 16
+	t=$(vm_dm_create rpt$i "0 $(blockdev --getsz /dev/rpc$i) linear /dev/rpc$i 0")
+	vm_backstore replipipe replipipe_0 many$i /dev/rpsrc$i /dev/rprec$i > /dev/null
+	pairs="$pairs --pair replipipe_0/many$i=$t,clean"
+done
+# shellcheck disable=SC2086 # $pairs is three --pair options
+rp-nlctl set-pipe --id $PIPE --mode sync --policy degrade --region-kib 64 $pairs ||
+	vm_fail "set-pipe of three pairs with records refused"
+[ "$(rp-nlctl get $PIPE | grep -c "^pair .* state=InSync ")" = 3 ] ||
+	vm_fail "not three pairs InSync: $(rp-nlctl get $PIPE)"
+n_failed=$(dmesg_count "a leg's flush failed (-110); its chunks stay marked")
+for i in 1 2 3; do
+	dmsetup --noudevsync suspend rpt$i || vm_fail "dmsetup suspend rpt$i"
+done
+del_pipe_within 9 "PIPE_DEL of three pairs took more than 9 s: their target flushes are not bounded together" \
+	"a PIPE_DEL flushing three records' targets"
+[ "$(dmesg_count "a leg's flush failed (-110); its chunks stay marked")" = $((n_failed + 3)) ] ||
+	vm_fail "not one message for each of the three records that keep their chunks"
+for i in 1 2 3; do
+	dmsetup --noudevsync resume rpt$i || vm_fail "dmsetup resume rpt$i"
+	n=0
+	until dmsetup --noudevsync remove rpt$i 2> /dev/null; do
+		[ $n -lt 50 ] || vm_fail "an abandoned flush did not release rpt$i after it resumed"
+		sleep 0.1
+		n=$((n + 1))
+	done
+	vm_backstore_delete replipipe_0/many$i
+done
+vm_no_live_objects
 
 vm_log "== PIPE_DEL of a pair with a write in flight to a target that queues I/O"
 tgt=$(vm_dm_create rptgt "0 $sectors linear /dev/ram1 0")
