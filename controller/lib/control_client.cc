@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 namespace replipipe
@@ -25,13 +26,22 @@ using std::chrono::steady_clock;
 constexpr milliseconds kConnectRetryFirst{5};
 constexpr milliseconds kConnectRetryMax{100};
 
+// poll(2)'s timeout for deadline: at most INT_MAX ms (24.8 days; a
+// REPLIPIPE_CALL_TIMEOUT may be a year), so a poll that ends with nothing
+// ready is a time-out only once Expired(deadline).
 int PollTimeout(steady_clock::time_point deadline, bool forever)
 {
 	if (forever)
 		return -1;
 	auto left = std::chrono::duration_cast<milliseconds>(
 	        deadline - steady_clock::now());
-	return left.count() < 0 ? 0 : static_cast<int>(left.count());
+	return static_cast<int>(std::clamp<int64_t>(
+	        left.count(), 0, std::numeric_limits<int>::max()));
+}
+
+bool Expired(steady_clock::time_point deadline, bool forever)
+{
+	return !forever && steady_clock::now() >= deadline;
 }
 
 // A negative timeout is none: deadline is then unused.
@@ -72,7 +82,7 @@ Status SendAllBy(int fd, std::string_view data,
 		int ready = ::poll(&pfd, 1, PollTimeout(deadline, forever));
 		if (ready < 0 && errno != EINTR)
 			return Status::FromErrno("poll", errno);
-		if (ready == 0)
+		if (ready == 0 && Expired(deadline, forever))
 			return Status::Error("timed out sending (the peer does "
 			                     "not read)",
 			                     ETIMEDOUT);
@@ -86,7 +96,7 @@ Result<std::optional<std::string>> LineReader::ReadLine(milliseconds timeout)
 {
 	using Line = std::optional<std::string>;
 	const bool forever = timeout.count() < 0;
-	const auto deadline = steady_clock::now() + timeout;
+	const auto deadline = DeadlineOf(timeout);
 	for (;;) {
 		// From where the last look stopped: a reply of megabytes comes
 		// in many reads, and scanning it whole each time is quadratic.
@@ -110,9 +120,12 @@ Result<std::optional<std::string>> LineReader::ReadLine(milliseconds timeout)
 				continue;
 			return Status::FromErrno("poll", errno);
 		}
-		if (ready == 0)
+		if (ready == 0) {
+			if (!Expired(deadline, forever))
+				continue;
 			return Status::Error("timed out waiting for a line",
 			                     ETIMEDOUT);
+		}
 		char chunk[65536];
 		ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
 		if (n < 0) {

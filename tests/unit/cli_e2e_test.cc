@@ -173,6 +173,20 @@ bool AnswerOnce(int listener, const std::string &reply)
 	       static_cast<ssize_t>(reply.size());
 }
 
+// Accepts one connection on listener, sends reply (as is) and closes the
+// connection without reading the request, as replipiped does at its
+// connection cap. False when a step fails or takes over 20 s.
+bool RefuseOnce(int listener, const std::string &reply)
+{
+	pollfd pfd{listener, POLLIN, 0};
+	if (::poll(&pfd, 1, 20000) != 1)
+		return false;
+	UniqueFd conn(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+	return conn.valid() &&
+	       ::send(conn.get(), reply.data(), reply.size(), MSG_NOSIGNAL) ==
+	               static_cast<ssize_t>(reply.size());
+}
+
 std::string TrimNewlines(std::string text)
 {
 	while (!text.empty() && text.back() == '\n')
@@ -604,6 +618,84 @@ TEST_F(CliE2E, BusyExits16)
 	EXPECT_TRUE(held->ok) << held->error;
 }
 
+// replipiped at its connection cap answers busy and closes without reading
+// the request. A request larger than the socket's buffer then fails to send
+// (EPIPE): the CLI reads the answer anyway and exits 16 with ReturnValue
+// 4096, not 69 (unreachable) as it did.
+TEST_F(CliE2E, BusyAtTheConnectionCapExits16AlsoWhenTheSendBreaks)
+{
+	const std::string goal = d.dir_ / "big-goal.mof";
+	{
+		std::ofstream out(goal);
+		out << "instance of CIM_SettingData { ElementName = \""
+		    << std::string(600 * 1024, 'x') << "\"; };\n";
+	}
+	const std::string path = d.dir_ / "capped.sock";
+	UniqueFd listener = ListenOnly(path, 4);
+	ASSERT_TRUE(listener.valid());
+	const std::string busy =
+	        EncodeReply(ErrorReply(kCodeBusy, "the daemon has too many "
+	                                          "connections; try again")) +
+	        "\n";
+	auto refused = std::async(std::launch::async, [&] {
+		return RefuseOnce(listener.get(), busy);
+	});
+	std::vector<std::string> args = CreateWithGoalFile(goal, true);
+	CliRun run = RunCli(path, args, 20);
+	ASSERT_TRUE(refused.get());
+	EXPECT_EQ(run.exit, kExitBusy) << run.out << run.err;
+	ASSERT_TRUE(json::accept(run.out)) << run.out << run.err;
+	EXPECT_EQ(json::parse(run.out)["ReturnValue"], 4096) << run.out;
+}
+
+// `wait` outlives a daemon restart (the unit restarts replipiped after a
+// module reload) and its connection cap: no socket at first, then a busy
+// refusal, then the answer that the pipe is InSync: exit 0, not 69 at the
+// first failure.
+TEST_F(CliE2E, WaitAsksAgainWhileTheDaemonRestartsOrIsBusy)
+{
+	const std::string path = d.dir_ / "restarting.sock";
+	ControlReply insync;
+	ControlPipe pipe;
+	pipe.ref = "CIM_NetworkPipe.InstanceID=\"replipipe:x\"";
+	pipe.instance_id = "replipipe:x";
+	pipe.name = "db";
+	pipe.mode = "Synchronous";
+	pipe.in_kernel = true;
+	ControlPair pair;
+	pair.source = "replipipe_0/a";
+	pair.target = "/dev/rp-target";
+	pair.state = "InSync";
+	pipe.pairs.push_back(pair);
+	insync.pipes.push_back(pipe);
+	const std::string busy =
+	        EncodeReply(ErrorReply(kCodeBusy, "too many connections")) +
+	        "\n";
+	auto daemon = std::async(std::launch::async, [&] {
+		std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+		UniqueFd listener = ListenOnly(path, 4);
+		return listener.valid() && RefuseOnce(listener.get(), busy) &&
+		       AnswerOnce(listener.get(), EncodeReply(insync) + "\n");
+	});
+	CliRun run = RunCli(path, {"wait", "db", "--timeout", "20"}, 30);
+	EXPECT_TRUE(daemon.get());
+	EXPECT_EQ(run.exit, 0) << run.out << run.err;
+	EXPECT_NE(run.err.find("asking again"), std::string::npos) << run.err;
+}
+
+// Without a daemon that comes back, the wait ends at its deadline, saying
+// the daemon is unreachable (69).
+TEST_F(CliE2E, WaitOnADaemonThatStaysAwayEndsAtItsDeadline)
+{
+	const auto start = std::chrono::steady_clock::now();
+	CliRun run = RunCli(d.dir_ / "absent.sock",
+	                    {"wait", "db", "--timeout", "2"}, 30);
+	const auto took = std::chrono::steady_clock::now() - start;
+	EXPECT_EQ(run.exit, kExitUnavailable) << run.out << run.err;
+	EXPECT_GE(took, std::chrono::milliseconds(1400));
+	EXPECT_LT(took, std::chrono::seconds(10));
+}
+
 TEST_F(CliE2E, EventsStream)
 {
 	CreateDb();
@@ -671,6 +763,21 @@ TEST_F(CliE2E, CallsOtherThanWaitAreBoundedOnASilentDaemon)
 	EXPECT_EQ(wait.exit, kExitWaitTimeout) << wait.out << wait.err;
 	ASSERT_TRUE(json::accept(wait.out)) << wait.out << wait.err;
 	EXPECT_EQ(json::parse(wait.out)["code"], "timeout") << wait.out;
+}
+
+// A call bound past poll(2)'s int of milliseconds (24.8 days; docs/cli.md
+// allows a year) waits: it wrapped, and 4294968 s became 0.7 s, after
+// which the CLI gave up saying it had waited 4294968 s. Here the CLI must
+// still be waiting when the test's alarm ends it after 3 s (exit 128).
+TEST_F(CliE2E, ACallBoundOverPollsRangeDoesNotWrap)
+{
+	const std::string path = d.dir_ / "silent.sock";
+	UniqueFd silent = ListenOnly(path, 4); // never accepted
+	ASSERT_TRUE(silent.valid());
+	CliRun list =
+	        RunCli(path, {"list"}, 3, {"REPLIPIPE_CALL_TIMEOUT=4294968"});
+	EXPECT_EQ(list.exit, 128)
+	        << "the call ended before its bound: " << list.err;
 }
 
 // connect() to a listener whose queue of pending connections is full

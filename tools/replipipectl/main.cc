@@ -40,6 +40,9 @@ constexpr milliseconds kWaitPoll{500};
 // reply takes milliseconds; this leaves a loaded host ample room, and ends
 // a wait on a daemon that does not answer soon after its --timeout.
 constexpr milliseconds kWaitReplyAtLeast{3000};
+// A send that broke: how long to look for the refusal the daemon sent
+// before it closed (busy at its connection cap); it is already queued.
+constexpr milliseconds kRefusalReadBound{1000};
 // Plain-line progress of `wait` (not a terminal): at most this often.
 constexpr std::chrono::seconds kPlainProgressEvery{5};
 
@@ -222,13 +225,45 @@ private:
 			return connected.status();
 		*stage = Stage::kSend;
 		if (auto sent = connected->Send(request, Left(deadline));
-		    !sent.ok())
-			return sent;
+		    !sent.ok()) {
+			// A daemon at its connection cap answers busy and
+			// closes before it reads the request: the send then
+			// breaks, and the answer is still there to read.
+			const int err = sent.err();
+			if (err != EPIPE && err != ECONNRESET)
+				return sent;
+			auto refused = connected->Receive(
+			        std::min(Left(deadline), kRefusalReadBound));
+			if (!refused.ok())
+				return sent;
+			*stage = Stage::kReply;
+			return refused;
+		}
 		*stage = Stage::kReply;
 		auto reply = connected->Receive(Left(deadline));
 		if (reply.ok() && client)
 			client->emplace(std::move(*connected));
 		return reply;
+	}
+
+	// A call that may well succeed if made again soon: the daemon's
+	// socket refused or missing (it restarts), the connection broken
+	// before a reply (it stopped). Not a time-out: that has its own
+	// rules (Wait()).
+	static bool TransientCallError(const Status &st, Stage stage)
+	{
+		const int err = st.err();
+		if (stage == Stage::kConnect)
+			return err == ECONNREFUSED || err == ENOENT;
+		return err == EPIPE || err == ECONNRESET;
+	}
+
+	// The daemon's answer that it cannot take the call now: at its
+	// connection cap, or stopping (a restart follows under systemd).
+	static bool TransientReply(const ControlReply &reply)
+	{
+		return !reply.return_value && (reply.code == kCodeBusy ||
+		                               reply.code == kCodeShuttingDown);
 	}
 
 	// Prints why a call of bound got no reply; returns the exit status.
@@ -409,6 +444,8 @@ private:
 		// The last answer (none yet): what a wait that times out
 		// without a reply to its last request reports.
 		std::optional<std::pair<std::string, WaitSummary>> last;
+		// Since when the daemon has not answered (transiently).
+		std::optional<steady_clock::time_point> failing_since;
 		for (;;) {
 			// Each status request gets the time up to the
 			// deadline, at least kWaitReplyAtLeast, at most the
@@ -426,6 +463,39 @@ private:
 			}
 			Stage stage = Stage::kConnect;
 			auto reply = Exchange(inv_.request, bound, &stage);
+			// A daemon that restarts (a module reload makes the
+			// unit restart it: docs/decisions.md 60), is at its
+			// connection cap or is stopping is asked again, until
+			// the deadline (without one, for one call bound): a
+			// wait outlives a restart.
+			const bool transient =
+			        reply.ok()
+			                ? !reply->ok && TransientReply(*reply)
+			                : TransientCallError(reply.status(),
+			                                     stage);
+			if (!transient) {
+				failing_since.reset();
+			} else {
+				const auto now = steady_clock::now();
+				if (!failing_since) {
+					failing_since = now;
+					std::cerr
+					        << "replipiped: "
+					        << (reply.ok()
+					                    ? reply->error
+					                    : reply.status()
+					                              .message())
+					        << "; asking again"
+					        << std::endl;
+				}
+				const auto until =
+				        deadline ? *deadline
+				                 : *failing_since + CallBound();
+				if (now + kWaitPoll < until) {
+					std::this_thread::sleep_for(kWaitPoll);
+					continue;
+				}
+			}
 			if (!reply.ok()) {
 				Finish(tty, 0);
 				const auto &st = reply.status();
