@@ -94,7 +94,9 @@ if [ -f "$usr_src/.replipipe-kbuild-check" ]; then
 	rm -rf "$usr_src"
 fi
 [ ! -e "$usr_src" ] || leftover+=("$usr_src")
-[ -z "$(dkms status "$name" 2> /dev/null)" ] || leftover+=("a DKMS registration of $name")
+# dkms failing prints nothing too: that is not "nothing registered"
+dkms_st=$(dkms status "$name") || { say "dkms status $name failed"; exit 2; }
+[ -z "$dkms_st" ] || leftover+=("a DKMS registration of $name")
 [ ! -e "/var/lib/dkms/$name" ] || leftover+=("/var/lib/dkms/$name")
 if [ ${#leftover[@]} -gt 0 ]; then
 	if [ "${REPLIPIPE_PACKAGE_CHECK_FORCE:-0}" != 1 ]; then
@@ -194,9 +196,11 @@ check "python3-replipipe is Architecture: all and Depends: python3, python3-rtsl
 	bash -c '[ "$(dpkg-deb -f "$1" Architecture)" = all ] && d=$(dpkg-deb -f "$1" Depends) &&
 		grep -Eq "(^|, )python3(:any)?( |,|$)" <<< "$d" &&
 		grep -Eq "(^|, )python3-rtslib-fb( |,|$)" <<< "$d"' _ "$py_deb"
+# The listings first: a dpkg-deb that fails lists nothing, no dist-packages.
 check "the rtslib registration is in python3-replipipe, not in replipipe" \
-	bash -c 'dpkg-deb -c "$1" | grep -q "/dist-packages/replipipe_lio.pth$" &&
-		! dpkg-deb -c "$2" | grep -q "/dist-packages/"' _ "$py_deb" "$deb"
+	bash -c 'py=$(dpkg-deb -c "$1") && main=$(dpkg-deb -c "$2") &&
+		grep -q "/dist-packages/replipipe_lio.pth$" <<< "$py" &&
+		! grep -q "/dist-packages/" <<< "$main"' _ "$py_deb" "$deb"
 
 # --- install -------------------------------------------------------------------
 installed=1
@@ -305,10 +309,12 @@ if [ ${#left[@]} -eq 0 ]; then
 else
 	fail "purge left: ${left[*]}"
 fi
-check "dkms status no longer lists $name" bash -c '[ -z "$(dkms status "$1" 2> /dev/null)" ]' _ "$name"
+check "dkms status no longer lists $name" bash -c 'st=$(dkms status "$1") && [ -z "$st" ]' _ "$name"
+# depmod ran: modules.dep has no replipipe.ko* entry (grep: 1 = none; 0 =
+# one, 2 = no readable modules.dep; `! modinfo` passed on any error).
 for kv in "${kvs[@]}"; do
-	check "modinfo -k $kv $name finds no module after purge (depmod ran)" \
-		bash -c '! modinfo -k "$1" replipipe > /dev/null 2>&1' _ "$kv"
+	check "/lib/modules/$kv/modules.dep lists no $name module after purge (depmod ran)" \
+		bash -c 'grep -Eq "^([^:]*/)?$2\.ko(\.[a-z0-9]+)?:" "/lib/modules/$1/modules.dep"; [ $? = 1 ]' _ "$kv" "$name"
 done
 
 finish

@@ -142,6 +142,8 @@ rp-verify --dev /dev/ram1 /tmp/w1.* /tmp/w2.* /tmp/w3.* || vm_fail "replica afte
 rp-verify --cmp /dev/ram0 /dev/ram1 || vm_fail "legs differ after the restart under writes"
 after_restart /tmp/d3.log "the writes that followed"
 
+# still sampling: it watched the second restart too
+kill -0 $monpid 2> /dev/null || vm_fail "the kernel monitor ended before the restarts did"
 touch /tmp/mon.stop
 wait $monpid || true
 # One change the event listener must see (it shows the listener works).
@@ -155,7 +157,11 @@ until grep -q "^event type=pipe_changed pipe=$emptyid " /tmp/kev.txt; do
 done
 kill $evpid
 wait $evpid || true
-vm_log "kernel monitor: $(wc -l < /tmp/mon.txt) samples"
+samples=$(wc -l < /tmp/mon.txt)
+vm_log "kernel monitor: $samples samples"
+# A sample every 0.2 s or so through both restarts and the 10 s writer
+# (43 to 64 seen): fewer than 20 and it did not watch them.
+[ "$samples" -ge 20 ] || { cat /tmp/mon.txt >&2; vm_fail "the kernel monitor took only $samples samples"; }
 bad=$(grep -v ' state=InSync .* dirty=0 .*claims=0 ' /tmp/mon.txt || true)
 [ -z "$bad" ] || { echo "$bad" | head -20 >&2; vm_fail "the pair left InSync/dirty=0/claims=0 during the restarts"; }
 [ "$(grep -c '^pair ' /tmp/mon.txt)" = "$(wc -l < /tmp/mon.txt)" ] || vm_fail "a sample has no pair"

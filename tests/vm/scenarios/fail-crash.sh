@@ -80,8 +80,9 @@ case "$(vm_boot)" in
 	replipipectl wait $PIPE --state InSync --timeout 400 || daemon_fail "initial sync"
 	pair=$(pair_line) || vm_fail "no pair in the kernel"
 	vm_log "InSync: $pair"
+	# The backstore has a record (a new disk): this pair binds it anew.
 	intent=$(vm_field "$pair" intent)
-	[ -z "$intent" ] || [ "$intent" = new ] || vm_fail "boot 1: the pair's record is '$intent', not new"
+	[ "$intent" = new ] || vm_fail "boot 1: the pair's record is '$intent', not new: $pair"
 	initial=$(target_written)
 	vm_log "initial sync wrote $initial bytes to the target"
 	[ "$initial" -ge "$DEV_BYTES" ] || vm_fail "the initial sync wrote less than the device"
@@ -132,7 +133,7 @@ case "$(vm_boot)" in
 	replipipectl wait $PIPE --state InSync --timeout 400 || daemon_fail "not InSync after the crash"
 	w1=$(target_written)
 	copied=$((w1 - w0))
-	pair=$(pair_line)
+	pair=$(pair_line) || daemon_fail "no pair after the resync"
 	vm_log "InSync: $pair"
 	intent=$(vm_field "$pair" intent)
 	loaded=$(vm_field "$pair" intent_regions)
@@ -152,12 +153,11 @@ case "$(vm_boot)" in
 	[ "$copied" -gt 0 ] || vm_fail "the resync copied nothing: writes were in flight at the crash"
 	[ "$copied" -le $((2 * SPAN_BYTES)) ] ||
 		vm_fail "the resync copied $copied bytes, more than 2 x the written window ($SPAN_BYTES): not from the record"
-	if [ -n "$intent" ]; then
-		[ "$intent" = loaded ] || vm_fail "the pair did not load the record (intent=$intent)"
-		[ "$loaded" -ge 1 ] || vm_fail "the record gave no dirty region"
-		[ "$copied" -le $((loaded * REGION_KIB * 1024)) ] ||
-			vm_fail "copied $copied bytes, more than the $loaded regions the record gave"
-	fi
+	# The same pair on the same record: its marks are loaded, always.
+	[ "$intent" = loaded ] || vm_fail "the pair did not load the record (intent=$intent): $pair"
+	[ "$loaded" -ge 1 ] || vm_fail "the record gave no dirty region (intent_regions=$loaded)"
+	[ "$copied" -le $((loaded * REGION_KIB * 1024)) ] ||
+		vm_fail "copied $copied bytes, more than the $loaded regions the record gave"
 
 	vm_log "== the pair mirrors after the recovery"
 	rp-writer --dev "$lun" --log /tmp/after --threads 2 --offset 128M --span 2M \

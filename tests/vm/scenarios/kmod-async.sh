@@ -39,17 +39,27 @@ lun=$(vm_tcm_loop_export $SRC)
 vm_log "== 64 MiB of random writes, 4 writers; sampling the lag meanwhile"
 rp-writer --dev "$lun" --log /tmp/w --threads 4 --bytes 64M --seed 51 > /tmp/writer.out 2>&1 &
 writers=$!
+# Every sample must read the lag: one skipped would leave the bound
+# unchecked. The writers run 1.2 s or more, a sample takes about 0.2 s
+# (6 seen in 1.3 s): 3 samples at least, and a lag above 0 among them
+# (the target was behind), or nothing was measured.
 max_lag=0
+samples=0
 while kill -0 $writers 2> /dev/null; do
-	lag=$(vm_field "$(pair_line)" lag)
-	[ -z "$lag" ] || [ "$lag" -le "$max_lag" ] || max_lag=$lag
-	sleep 0.2
+	pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get while writing"
+	lag=$(vm_field "$pair" lag)
+	[ -n "$lag" ] || vm_fail "no lag in the pair line: $pair"
+	samples=$((samples + 1))
+	[ "$lag" -le "$max_lag" ] || max_lag=$lag
+	sleep 0.1
 done
 rc=0
 wait $writers || rc=$?
 cat /tmp/writer.out
 [ $rc -eq 0 ] || vm_fail "writes failed (rc=$rc)"
-vm_log "largest lag sampled: $max_lag bytes"
+vm_log "largest lag sampled: $max_lag bytes over $samples samples"
+[ $samples -ge 3 ] || vm_fail "only $samples lag samples while the writers ran"
+[ "$max_lag" -gt 0 ] || vm_fail "the lag was never seen above 0: nothing was measured"
 [ "$max_lag" -le $((MAX_LAG_KIB * 1024)) ] || vm_fail "lag $max_lag above MaxLagKiB $MAX_LAG_KIB"
 
 vm_log "== waiting for the lag to drain"
@@ -58,7 +68,10 @@ echo "$pair"
 [ "$(vm_field "$pair" state)" = InSync ] || vm_fail "pair not InSync: $pair"
 [ "$(vm_field "$pair" dirty)" = 0 ] || vm_fail "dirty regions: $pair"
 [ "$(vm_field "$pair" errors)" = 0 ] || vm_fail "target errors: $pair"
-bytes=$(vm_field "$(grep '^writer: acked' /tmp/writer.out)" bytes)
+summary=$(grep '^writer: acked' /tmp/writer.out) || vm_fail "no writer summary"
+bytes=$(vm_field "$summary" bytes)
+# both sides empty would compare equal
+[ -n "$bytes" ] || vm_fail "no bytes in the writer summary: $summary"
 [ "$(vm_field "$pair" bytes)" = "$bytes" ] ||
 	vm_fail "bytes mirrored $(vm_field "$pair" bytes) != bytes acknowledged $bytes"
 
@@ -91,8 +104,11 @@ dmsetup --noudevsync suspend --nolockfs rpord || vm_fail "dmsetup suspend"
 rp-writer --dev "$lun" --log /tmp/o --threads 4 --offset 1M --span 256K \
 	--min-size 4K --max-size 32K --count 2000 --seed 53 > /tmp/writer.out 2>&1 ||
 	vm_fail "overlapping writes: $(cat /tmp/writer.out)"
-bytes=$(vm_field "$(grep '^writer: acked' /tmp/writer.out)" bytes)
-pair=$(ord_line)
+summary=$(grep '^writer: acked' /tmp/writer.out) || vm_fail "no writer summary: $(cat /tmp/writer.out)"
+bytes=$(vm_field "$summary" bytes)
+# both sides empty would compare equal
+[ -n "$bytes" ] || vm_fail "no bytes in the writer summary: $summary"
+pair=$(ord_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
 [ "$(vm_field "$pair" lag)" = "$bytes" ] ||
 	vm_fail "setup: not every copy held by the suspended target ($bytes bytes written): $pair"

@@ -32,8 +32,11 @@ vm_log "== 64 MiB of random writes, 4 writers, 4 KiB..1 MiB"
 out=$(rp-writer --dev "$lun" --log /tmp/w --threads 4 --bytes 64M \
 	--min-size 4K --max-size 1M --seed 11) || vm_fail "rp-writer: $out"
 echo "$out"
-acked=$(vm_field "$(echo "$out" | grep '^writer:')" acked)
-bytes=$(vm_field "$(echo "$out" | grep '^writer:')" bytes)
+summary=$(echo "$out" | grep '^writer: acked') || vm_fail "no writer summary: $out"
+acked=$(vm_field "$summary" acked)
+bytes=$(vm_field "$summary" bytes)
+# compared with the pair's counters below: empty would match an empty field
+[ -n "$acked" ] && [ -n "$bytes" ] || vm_fail "no acked or bytes in the writer summary: $summary"
 
 vm_log "== verify: the LUN, the primary, the replica"
 rp-verify --dev "$lun" /tmp/w.* || vm_fail "data through the LUN"

@@ -96,6 +96,9 @@ until dmesg | grep -q "replipipe: $SRC: the writes from before pair $PIPE -> /de
 done
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
+# both fields missing would compare equal
+[ "$(vm_field "$pair" regions)" = $((MIB * 1024 / REGION_KIB)) ] ||
+	vm_fail "regions is not $MIB MiB / $REGION_KIB KiB: $pair"
 [ "$(vm_field "$pair" dirty)" = "$(vm_field "$pair" regions)" ] ||
 	vm_fail "a new pair not given as clean has clean regions: $pair"
 rp-nlctl resync $PIPE $SRC > /tmp/resync || vm_fail "resync: $(cat /tmp/resync)"

@@ -10,17 +10,6 @@
 CORE=/sys/kernel/config/target/core
 vm_brd 1 16
 
-# live_objects (if the module has it) must read all zeros after teardown.
-check_live_objects() {
-	local f=/sys/module/replipipe/parameters/live_objects v
-	[ -r $f ] || return 0
-	v=$(cat $f)
-	vm_log "live_objects: $v"
-	case " $v" in
-	*=[1-9]* | *=-*) vm_fail "objects left after teardown: $v" ;;
-	esac
-}
-
 for round in 1 2; do
 	vm_log "round $round: modprobe replipipe"
 	vm_modprobe replipipe
@@ -49,7 +38,8 @@ for round in 1 2; do
 
 	vm_backstore_delete replipipe_0/lc$round
 	[ ! -d $CORE/replipipe_0 ] || vm_fail "$CORE/replipipe_0 still present"
-	check_live_objects
+	# all zeros after teardown (fails if the module has no live_objects)
+	vm_no_live_objects
 	rmmod replipipe || vm_fail "rmmod replipipe failed after teardown"
 	[ ! -d /sys/module/replipipe ] || vm_fail "/sys/module/replipipe still present after rmmod"
 done
