@@ -47,9 +47,14 @@ if [ "${#missing[@]}" -eq 0 ] && [ "${#wanted[@]}" -eq 0 ]; then
 	exit 0
 fi
 
-export DEBIAN_FRONTEND=noninteractive
-sudo_cmd=()
-[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+# Through env, not export: sudo's env_reset drops exported variables, and a
+# package's debconf question would then wait for an answer.
+sudo_cmd=(env DEBIAN_FRONTEND=noninteractive)
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo > /dev/null ||
+		{ echo "setup-deps: installing ${missing[*]} ${wanted[*]} needs root: run it as root, or install sudo" >&2; exit 1; }
+	sudo_cmd=(sudo env DEBIAN_FRONTEND=noninteractive)
+fi
 "${sudo_cmd[@]}" apt-get update -q
 for p in "${wanted[@]}"; do
 	# Read whole first: grep -q would stop early and fail the pipe (pipefail).
@@ -75,4 +80,4 @@ if ! compgen -G '/boot/vmlinuz-*' > /dev/null; then
 	echo "setup-deps: no kernel in /boot: no initramfs will be built for the one installed"
 	install_env=(INITRD=No)
 fi
-"${sudo_cmd[@]}" env "${install_env[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+"${sudo_cmd[@]}" "${install_env[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"

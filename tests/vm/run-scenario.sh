@@ -173,6 +173,21 @@ kmod_status=
 kmod_ko=
 kmod_origin="make"
 
+# headers_id DIR: names the header tree a module builds against, for the
+# build caches: a tree installed or rebuilt anew under the same kernel
+# version (its Module.symvers) builds anew.
+headers_id() {
+	{ echo "$1"; cat "$1/Module.symvers" 2> /dev/null; } | sha256sum | cut -c1-16
+}
+
+# build_failed_lately FILE: a failed build of the same sources and headers
+# (FILE, its log) within the last hour: not tried again for every scenario
+# of one run, but a later run tries again (the failure may have been the
+# machine's: a full disk, no memory).
+build_failed_lately() {
+	[ -f "$1" ] && [ $(($(date +%s) - $(stat -c %Y "$1"))) -lt 3600 ]
+}
+
 # `# vm-ko: dkms`: replipipe.ko as DKMS builds it from the packaged tree
 # (dkms.conf, kmod/, uapi/): `dkms add` + `dkms build -k KV` in a private
 # DKMS tree, source tree and install tree under a temporary directory, and
@@ -188,7 +203,7 @@ build_kmod_dkms() {
 	mapfile -t files < <(cd "$repo_root" && find kmod uapi -type f \( -name '*.[ch]' -o -name Makefile \
 		-o -name Kbuild -o -name Kconfig -o -name '*.mk' -o -name '*.sh' \) ! -name '*.mod.c' | LC_ALL=C sort)
 	files=(dkms.conf "${files[@]}")
-	hash=$( (echo "$kv dkms"; cd "$repo_root" && tar -cf - --mtime=@0 --owner=0 --group=0 "${files[@]}") |
+	hash=$( (echo "$kv dkms $(headers_id "/lib/modules/$kv/build")"; cd "$repo_root" && tar -cf - --mtime=@0 --owner=0 --group=0 "${files[@]}") |
 		sha256sum | cut -c1-16)
 	dir=$cache_dir/kmod-dkms/$kv-$hash
 	log=$cache_dir/kmod-dkms-build-$kv.log
@@ -196,8 +211,8 @@ build_kmod_dkms() {
 		kmod_ko=$dir/replipipe.ko
 		return 0
 	fi
-	if [ -f "$dir.failed" ]; then
-		kmod_status="not built: dkms build of these sources failed, see $dir.failed"
+	if build_failed_lately "$dir.failed"; then
+		kmod_status="not built: dkms build of these sources failed within the hour, see $dir.failed"
 		say "WARNING: replipipe.ko $kmod_status"
 		return 0
 	fi
@@ -256,15 +271,15 @@ build_kmod() {
 	fi
 	mapfile -t files < <(cd "$repo_root" && find kmod uapi -type f \( -name '*.[ch]' -o -name Makefile \
 		-o -name Kbuild -o -name Kconfig -o -name '*.mk' -o -name '*.sh' \) ! -name '*.mod.c' | LC_ALL=C sort)
-	hash=$( (echo "$kv${kernel_id:+ $kernel_id}"; cd "$repo_root" && tar -cf - --mtime=@0 --owner=0 --group=0 "${files[@]}") |
+	hash=$( (echo "$kv${kernel_id:+ $kernel_id} $(headers_id "$kernel_build")"; cd "$repo_root" && tar -cf - --mtime=@0 --owner=0 --group=0 "${files[@]}") |
 		sha256sum | cut -c1-16)
 	dir=$cache_dir/kmod/$kv-$hash
 	if [ -f "$dir/replipipe.ko" ]; then
 		kmod_ko=$dir/replipipe.ko
 		return 0
 	fi
-	if [ -f "$dir.failed" ]; then # same sources failed before: do not rebuild
-		kmod_status="not built: the build of these sources failed, see $dir.failed"
+	if build_failed_lately "$dir.failed"; then
+		kmod_status="not built: the build of these sources failed within the hour, see $dir.failed"
 		say "WARNING: replipipe.ko $kmod_status"
 		return 0
 	fi

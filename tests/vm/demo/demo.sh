@@ -17,7 +17,15 @@ vm_log "== replipiped and replipipectl"
 mkdir -p /run/replipipe /var/lib/replipipe
 replipiped --foreground --log-level info &
 daemon=$!
-for _ in $(seq 50); do [ -S /run/replipipe/replipiped.sock ] && break; sleep 0.1; done
+# Until it answers (a TCG guest may take seconds to start it), not longer
+# than a minute, and not after it exited.
+i=0
+until [ -S /run/replipipe/replipiped.sock ] && replipipectl list > /dev/null 2>&1; do
+	kill -0 "$daemon" 2> /dev/null || vm_fail "replipiped exited at start"
+	[ $i -lt 600 ] || vm_fail "replipiped did not answer within 60 s"
+	sleep 0.1
+	i=$((i + 1))
+done
 
 vm_log "== CreateOrModifyReplicationPipe: replipipe_0/vol1 -> /dev/ram1"
 ref=$(replipipectl create-or-modify --name demo \
