@@ -1050,10 +1050,12 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 			if (!undo.ok()) {
 				why += "; undoing it failed too (" +
 				       undo.message() +
-				       (modify ? "); the daemon reconciles at "
-				                 "its next start"
+				       (modify ? "); the daemon pushes the "
+				                 "stored definition again"
 				               : "); the daemon rolls it back");
 				kernel_may_have_it = true;
+				if (modify)
+					MarkForRepair(uuid);
 			}
 		}
 		if (!kernel_may_have_it)
@@ -1080,6 +1082,8 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 		                           undo.message() +
 		                           "): kernel and store disagree "
 		                           "until the daemon reconciles";
+		if (modify && !undo.ok())
+			MarkForRepair(uuid);
 		// Undone, a create's record goes; else its mark stays for
 		// SettleLeftovers().
 		if (!modify && undo.ok())
@@ -1572,6 +1576,15 @@ PipeService::Settled PipeService::SettlePending(const StoreEntry &entry,
 	                (note.empty() ? "removed from the store"
 	                              : note.substr(2)),
 	        note.empty()};
+}
+
+// A pipe the kernel may have otherwise than stored (a modify neither
+// applied nor undone): the next refresh pushes the stored definition
+// (PushIfNeeded()), not only the next start's Reconcile().
+void PipeService::MarkForRepair(const std::string &uuid)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	to_repair_.insert(uuid);
 }
 
 std::set<std::string> PipeService::PipesToRepair() const

@@ -180,8 +180,9 @@ public:
 	// The stored pipes whose kernel definition differed from the store's
 	// and that Reconcile() could not replace (the kernel refused, e.g.
 	// EBUSY while a removed pair's writes drain, decision 53) or not
-	// compare: PushIfNeeded() tries them until the kernel has the
-	// stored definition.
+	// compare, and those of a modify that failed and whose undo failed
+	// too: PushIfNeeded() tries them until the kernel has the stored
+	// definition.
 	std::set<std::string> PipesToRepair() const;
 
 	// The CIM method (method.h, DESIGN.md).
@@ -230,6 +231,7 @@ public:
 	}
 
 private:
+	void MarkForRepair(const std::string &uuid);
 	// Target connector hooks (iscsi_pipe_service.cc).
 	KernelPipeSpec KernelSpec(const PipeRecord &record);
 	// held: the devices the pipe's kernel pairs hold (HeldByPipe()).

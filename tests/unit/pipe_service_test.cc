@@ -1782,6 +1782,70 @@ TEST_F(PipeServiceTest, ReconcilePushesAdoptsAndReports)
 	EXPECT_EQ(service.ListPipes().size(), 3u);
 }
 
+// A modify the kernel applied but answered too late, whose undo the kernel
+// refused too, leaves the kernel with the new definition and the store with
+// the old: the pipe is one of PipesToRepair(), and PushIfNeeded() (the next
+// refresh's) puts the stored definition back. Before, nothing did until
+// the next start: a pair the modify removed went unmirrored meanwhile.
+TEST_F(PipeServiceTest,
+       AModifyNeitherAppliedNorUndoneIsRepairedByTheNextRefresh)
+{
+	const std::string ref = CreateAB();
+	const std::string uuid = UuidOf(ref);
+	std::atomic<bool> applied{false};
+	kernel.SetApplyHook([&](const KernelPipeSpec &) {
+		if (!applied.exchange(true))
+			kernel.FailNext(EIO, Op::kSetPipe, "undo refused");
+	});
+	kernel.FailNextAfterApply(ETIMEDOUT);
+	CreateOrModifyCall two = Call({"replipipe_0/a", "replipipe_0/b"},
+	                              {"/dev/sdb", "/dev/sdc"});
+	two.replication_pipe = ref;
+	MethodOutcome out = service.CreateOrModify(two);
+	kernel.SetApplyHook({});
+	ASSERT_EQ(out.return_value, ReturnValue::kTimeout) << out.error;
+	EXPECT_NE(out.error.find("the daemon pushes the stored definition "
+	                         "again"),
+	          std::string::npos)
+	        << out.error;
+	ASSERT_EQ(kernel.Find(uuid)->pairs.size(), 2u) << "setup: not applied";
+	EXPECT_EQ(service.PipesToRepair(), std::set<std::string>{uuid});
+	auto pushed = service.PushIfNeeded(uuid);
+	ASSERT_TRUE(pushed.ok()) << pushed.status().message();
+	EXPECT_EQ(*pushed, PushOutcome::kReplaced);
+	EXPECT_EQ(kernel.Find(uuid)->pairs.size(), 1u);
+	EXPECT_TRUE(service.PipesToRepair().empty());
+}
+
+// The same when the store fails after the kernel took the modify, and the
+// undo fails too.
+TEST_F(PipeServiceTest, AModifyTheStoreRefusedAndTheUndoTooIsRepaired)
+{
+	const std::string ref = CreateAB();
+	const std::string uuid = UuidOf(ref);
+	std::atomic<bool> failing{false};
+	kernel.SetApplyHook([&](const KernelPipeSpec &) {
+		if (!failing.exchange(true))
+			kernel.FailNext(EIO, Op::kSetPipe, "undo refused");
+	});
+	store.SetFaultHookForTest([&](Store::SaveStep) {
+		return failing ? Status::Error("disk full", ENOSPC) : Status();
+	});
+	CreateOrModifyCall two = Call({"replipipe_0/a", "replipipe_0/b"},
+	                              {"/dev/sdb", "/dev/sdc"});
+	two.replication_pipe = ref;
+	MethodOutcome out = service.CreateOrModify(two);
+	kernel.SetApplyHook({});
+	store.SetFaultHookForTest({});
+	ASSERT_EQ(out.return_value, ReturnValue::kUnspecifiedError)
+	        << out.error;
+	ASSERT_EQ(kernel.Find(uuid)->pairs.size(), 2u) << "setup: not applied";
+	EXPECT_EQ(service.PipesToRepair(), std::set<std::string>{uuid});
+	auto pushed = service.PushIfNeeded(uuid);
+	ASSERT_TRUE(pushed.ok()) << pushed.status().message();
+	EXPECT_EQ(kernel.Find(uuid)->pairs.size(), 1u);
+}
+
 // A stored definition the kernel refused at start (decision 59) is one of
 // PipesToRepair() until the kernel has it: PushIfNeeded() pushes it while
 // the definitions differ, and lets go once a call has put its own in the
