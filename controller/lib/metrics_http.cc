@@ -69,6 +69,10 @@ size_t HeadEnd(std::string_view data)
 
 // A non-blocking socket call that failed with this errno can be retried
 // when poll() says so; any other errno ends the connection.
+// How long the listener rests after an accept(2) that failed for want of a
+// resource (Loop()).
+constexpr milliseconds kAcceptRest{250};
+
 bool RetryLater(int err)
 {
 	return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
@@ -334,6 +338,13 @@ void MetricsHttpServer::Loop(const std::stop_token &stop)
 {
 	std::list<Connection> conns;
 	std::vector<pollfd> pfds;
+	// After an accept(2) that failed for want of a resource (EMFILE at
+	// the fd limit): the pending connection keeps the listener readable,
+	// and polling it again at once spun a core and logged the failure
+	// hundreds of thousands of times a second. It rests until then,
+	// logged once per streak.
+	steady_clock::time_point accept_rests_until{};
+	bool accept_failing = false;
 	while (!stop.stop_requested()) {
 		auto now = steady_clock::now();
 		// Connections past their deadline go, whatever their phase.
@@ -341,8 +352,12 @@ void MetricsHttpServer::Loop(const std::stop_token &stop)
 			return c.deadline <= now;
 		});
 		auto wake = now + milliseconds(60000);
+		const bool resting = now < accept_rests_until;
+		if (resting)
+			wake = accept_rests_until;
+		// A negative fd is left out by poll(2).
 		pfds.assign({{wake_fd_.get(), POLLIN, 0},
-		             {listen_fd_.get(), POLLIN, 0}});
+		             {resting ? -1 : listen_fd_.get(), POLLIN, 0}});
 		for (const Connection &c : conns) {
 			wake = std::min(wake, c.deadline);
 			pfds.push_back(
@@ -384,14 +399,25 @@ void MetricsHttpServer::Loop(const std::stop_token &stop)
 				        listen_fd_.get(), nullptr, nullptr,
 				        SOCK_NONBLOCK | SOCK_CLOEXEC);
 				if (fd < 0) {
-					if (!RetryLater(errno) &&
-					    errno != ECONNABORTED)
+					if (RetryLater(errno) ||
+					    errno == ECONNABORTED)
+						break;
+					if (!accept_failing)
 						LogWarning()
 						        << "metrics listener: "
 						           "accept: "
-						        << std::strerror(errno);
+						        << std::strerror(errno)
+						        << "; trying again "
+						           "every "
+						        << kAcceptRest.count()
+						        << " ms";
+					accept_failing = true;
+					accept_rests_until =
+					        steady_clock::now() +
+					        kAcceptRest;
 					break;
 				}
+				accept_failing = false;
 				UniqueFd conn(fd);
 				if (conns.size() >= options_.max_connections) {
 					LogDebug() << "metrics listener: "
