@@ -528,6 +528,14 @@ int Run(const Options &opts, Detacher &detacher)
 		LogError() << st.message();
 		return kExitFailure;
 	}
+	// The kernel's pipes are one per host, the state directory's lock is
+	// not: a daemon on another state directory but this socket (a copy
+	// started by hand while the service runs) stops here, before it
+	// pushes its store over the running daemon's pipes.
+	if (Status st = CheckSocketPathFree(opts.socket_path); !st.ok()) {
+		LogError() << "control socket: " << st.message();
+		return kExitFailure;
+	}
 
 	// The store first: a corrupt one is reported whatever the kernel's
 	// state (PipeService::Load() reads it again below).

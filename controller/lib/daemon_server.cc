@@ -57,11 +57,12 @@ Status MakeParentDir(const std::string &socket_path, mode_t mode)
 // How long a socket that is there may take to accept the probe's connection.
 constexpr std::chrono::seconds kStaleSocketProbe{5};
 
-// Removes a socket nobody listens on; refuses anything else in the way.
-Status ClearStaleSocket(const std::string &path)
+// CheckSocketPathFree(); *stale: a socket nobody listens on is there.
+Status CheckSocketPath(const std::string &path, bool *stale)
 {
 	struct stat st {
 	};
+	*stale = false;
 	if (::lstat(path.c_str(), &st) < 0) {
 		if (errno == ENOENT)
 			return Status();
@@ -88,6 +89,16 @@ Status ClearStaleSocket(const std::string &path)
 		        EADDRINUSE);
 	if (probe.status().err() != ECONNREFUSED)
 		return probe.status().Context("check existing socket");
+	*stale = true;
+	return Status();
+}
+
+// Removes a socket nobody listens on; refuses anything else in the way.
+Status ClearStaleSocket(const std::string &path)
+{
+	bool stale = false;
+	if (Status st = CheckSocketPath(path, &stale); !st.ok() || !stale)
+		return st;
 	if (::unlink(path.c_str()) < 0 && errno != ENOENT)
 		return Status::FromErrno("remove stale socket " + path, errno);
 	LogInfo() << "removed stale socket " << path;
@@ -101,6 +112,12 @@ bool Readable(int fd)
 }
 
 } // namespace
+
+Status CheckSocketPathFree(const std::string &path)
+{
+	bool stale = false;
+	return CheckSocketPath(path, &stale);
+}
 
 struct ControlServer::Connection {
 	explicit Connection(UniqueFd f) : fd(std::move(f)) {}

@@ -35,6 +35,13 @@
 namespace replipipe
 {
 
+// OK when nothing or a stale socket (nobody listening) is at path; else
+// why not: another daemon listens there (EADDRINUSE), or a file that is
+// not a socket is in the way (EEXIST). replipiped asks before it touches
+// the kernel, so that a second daemon stops before it pushes its store
+// over the first one's pipes; ControlServer::Start() asks again.
+Status CheckSocketPathFree(const std::string &path);
+
 struct ControlServerOptions {
 	std::string socket_path = kDefaultSocketPath;
 	std::string group = kControlGroup; // chgrp the socket when it exists

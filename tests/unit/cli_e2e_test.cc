@@ -1008,6 +1008,23 @@ protected:
 	testing::TempDir dir_;
 };
 
+// A daemon started on another state directory but the socket a running one
+// listens on stops before it touches the kernel: it used to reconcile
+// first, pushing its own store over the running daemon's pipes, and only
+// then found the socket taken. Here (no module on the build host) it
+// reached netlink first and exited 69, "module not loaded".
+TEST_F(DaemonArgs, ASecondDaemonOnTheSameSocketStopsBeforeTheKernel)
+{
+	UniqueFd running = ListenOnly(dir_ / "s.sock", 4);
+	ASSERT_TRUE(running.valid());
+	CliRun run = Run(Contained({}));
+	EXPECT_EQ(run.exit, 1) << run.err;
+	EXPECT_NE(run.err.find("another daemon is already listening"),
+	          std::string::npos)
+	        << run.err;
+	EXPECT_EQ(run.err.find("netlink"), std::string::npos) << run.err;
+}
+
 TEST_F(DaemonArgs, AnOptionWithoutItsValueIsAUsageError)
 {
 	CliRun run = Run(
