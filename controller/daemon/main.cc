@@ -627,20 +627,6 @@ int Run(const Options &opts, Detacher &detacher)
 	        [&hub](const ControlEvent &event) { hub.Publish(event); });
 	DaemonService service(pipes, **kernel, &jobs, hub, {}, &probe_kernel);
 
-	ControlServerOptions server_options;
-	server_options.socket_path = opts.socket_path;
-	auto server = ControlServer::Start(
-	        server_options,
-	        [&service](const ControlRequest &request) {
-		        return service.Handle(request);
-	        },
-	        &hub);
-	if (!server.ok()) {
-		LogError() << "control socket: " << server.status().message();
-		return kExitFailure;
-	}
-	LogInfo() << "listening on " << opts.socket_path;
-
 	// Metrics: the status reply `replipipectl status --json` shows,
 	// rendered for Prometheus (metrics_text.h).
 	auto render_metrics = [&service]() -> Result<std::string> {
@@ -664,6 +650,14 @@ int Run(const Options &opts, Detacher &detacher)
 		          << "/metrics";
 	}
 	MetricsTextfile textfile(opts.metrics_textfile, render_metrics);
+	// Written once before the control socket opens and the first refresh
+	// starts resync jobs: a start that ends here returns at once, not
+	// after waiting for jobs without bound (~ResyncJobs()).
+	if (!textfile.Write().ok()) {
+		LogError() << "--metrics-textfile " << opts.metrics_textfile
+		           << " cannot be written (see above); stopping";
+		return kExitConfig;
+	}
 
 	// Signals arrive on a signalfd; they were blocked before any thread.
 	sigset_t signals;
@@ -678,12 +672,21 @@ int Run(const Options &opts, Detacher &detacher)
 		return kExitFailure;
 	}
 
-	service.RefreshAll();
-	if (!textfile.Write().ok()) {
-		LogError() << "--metrics-textfile " << opts.metrics_textfile
-		           << " cannot be written (see above); stopping";
-		return kExitConfig;
+	ControlServerOptions server_options;
+	server_options.socket_path = opts.socket_path;
+	auto server = ControlServer::Start(
+	        server_options,
+	        [&service](const ControlRequest &request) {
+		        return service.Handle(request);
+	        },
+	        &hub);
+	if (!server.ok()) {
+		LogError() << "control socket: " << server.status().message();
+		return kExitFailure;
 	}
+	LogInfo() << "listening on " << opts.socket_path;
+
+	service.RefreshAll();
 	Notifier notifier;
 	notifier.Ready(DaemonService::StatusText(service.Counts()));
 	detacher.Ready();
