@@ -508,7 +508,8 @@ enum rp_lag_verdict {
 };
 
 enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
-					struct rp_req *req, u64 bytes);
+					struct rp_req *req, u64 bytes,
+					bool may_park);
 void rp_pair_lag_release(struct rp_pair *pair, u64 bytes);
 struct rp_pipe *rp_pipe_find(const char *id);
 struct rp_pair *rp_pair_find(const char *source);

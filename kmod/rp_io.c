@@ -696,12 +696,22 @@ static void rp_write_submit(struct rp_req *req)
 	u64 bytes = (u64)req->nr_sects << SECTOR_SHIFT;
 	struct blk_plug plug;
 	bool reserved = false;
+	/*
+	 * The write of a COMPARE AND WRITE is never parked, nor held for a
+	 * claim: LIO holds the device's caw_sem from its read until this
+	 * write ends, and takes it for the next COMPARE AND WRITE in the
+	 * submitting thread (an iSCSI connection's receiver, tcm_loop's
+	 * work), which would stall every command behind it for up to
+	 * RP_LAG_WAIT_SEC.  Without room it goes to the primary, dirty.
+	 */
+	const bool may_wait =
+		!(req->cmd->se_cmd_flags & SCF_COMPARE_AND_WRITE);
 
 	percpu_ref_get(&dev->reqs);
 	/* Unlocked: a write racing a change of mode is routed as it finds it. */
 	if (pair && (READ_ONCE(pair->mode) == REPLIPIPE_MODE_ASYNC ||
 		     req->lag_granted)) {
-		switch (rp_pair_lag_reserve(pair, req, bytes)) {
+		switch (rp_pair_lag_reserve(pair, req, bytes, may_wait)) {
 		case RP_LAG_PARKED:
 			/* Resubmitted once there is room, or the pair degrades. */
 			goto unpin;
@@ -720,7 +730,7 @@ static void rp_write_submit(struct rp_req *req)
 		goto unpin;
 	}
 	if (pair) {
-		if (rp_pair_route_write(pair, req, reserved, true) ==
+		if (rp_pair_route_write(pair, req, reserved, may_wait) ==
 		    RP_ROUTE_HELD) {
 			rp_intent_unlock(in);
 			if (reserved)

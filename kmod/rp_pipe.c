@@ -520,10 +520,13 @@ void rp_pair_flush_done(struct rp_pair *pair, u64 gen)
  * An async write of @req: reserves its room within max lag, or parks it on
  * pair->lag_waiters, behind the writes already waiting (a small write does
  * not overtake a large one, and overlapping async legs keep their order).
- * The submitter must not touch a parked @req again.  Must not block.
+ * Unless @may_park: then a write without room gets RP_LAG_NONE, and goes
+ * to the primary with its regions dirty.  The submitter must not touch a
+ * parked @req again.  Must not block.
  */
 enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
-					struct rp_req *req, u64 bytes)
+					struct rp_req *req, u64 bytes,
+					bool may_park)
 {
 	enum rp_lag_verdict ret = RP_LAG_NONE;
 	unsigned long flags;
@@ -540,6 +543,8 @@ enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
 		   __rp_pair_lag_room(pair, bytes)) {
 		pair->lag_bytes += bytes;
 		ret = RP_LAG_RESERVED;
+	} else if (!may_park) {
+		ret = RP_LAG_NONE;
 	} else {
 		req->lag_parked_at = jiffies;
 		/* Pending already when an older waiter armed it. */
