@@ -356,31 +356,33 @@ vm_cmp_devs() {
 }
 
 # vm_sum DEV [BYTES]: print the md5 of the first BYTES (default all) of DEV.
-# A block device is read with O_DIRECT in whole 4 KiB blocks (the module
-# writes the legs with bios, behind the page cache), anything else through
-# the cache. A failed or short read fails the scenario: two failed reads
-# would sum alike.
+# A block device is read with O_DIRECT (rp-verify --dump: the module writes
+# the legs with bios, behind the page cache, and busybox dd's iflag=direct
+# quietly reads through that cache), anything else through the cache. A
+# failed or short read fails the scenario: two failed reads would sum
+# alike.
 vm_sum() {
-	local bytes bs=1048576 flag= sum
+	local bytes sum
 	bytes=$(vm_size_bytes "${2:-$(vm_dev_bytes "$1")}")
-	[ $((bytes % bs)) -eq 0 ] || bs=4096
-	[ $((bytes % bs)) -eq 0 ] || bs=1
-	[ ! -b "$1" ] || [ "$bs" = 1 ] || flag=iflag=direct
-	sum=$(dd if="$1" bs="$bs" count=$((bytes / bs)) $flag 2> /tmp/vm-sum.err | md5sum | cut -d' ' -f1)
-	grep -q "^$((bytes / bs))+0 records in" /tmp/vm-sum.err ||
-		vm_fail "vm_sum: cannot read $bytes bytes of $1: $(cat /tmp/vm-sum.err)"
+	if [ -b "$1" ]; then
+		sum=$(rp-verify --dump "$1" --length "$bytes" 2> /tmp/vm-sum.err | md5sum | cut -d' ' -f1)
+		grep -q "^dump: bytes=$bytes\$" /tmp/vm-sum.err ||
+			vm_fail "vm_sum: cannot read $bytes bytes of $1: $(cat /tmp/vm-sum.err)"
+	else
+		sum=$(head -c "$bytes" "$1" | md5sum | cut -d' ' -f1)
+		[ "$(vm_dev_bytes "$1")" -ge "$bytes" ] || vm_fail "vm_sum: $1 has fewer than $bytes bytes"
+	fi
 	echo "$sum"
 }
 
 # vm_read DEV BLOCK COUNT FILE [BS]: copy COUNT blocks of BS (default 4096)
-# bytes from block BLOCK of DEV into FILE, with O_DIRECT from a block device
-# as vm_sum; a failed or short read fails the scenario (a check that some
-# data is *not* there would otherwise pass on a read that failed).
+# bytes from block BLOCK of block device DEV into FILE, with O_DIRECT as
+# vm_sum; a failed or short read fails the scenario (a check that some data
+# is *not* there would otherwise pass on a read that failed).
 vm_read() {
-	local bs=${5:-4096} flag=
-	[ ! -b "$1" ] || flag=iflag=direct
-	dd if="$1" of="$4" bs="$bs" skip="$2" count="$3" $flag 2> /tmp/vm-read.err ||
-		vm_fail "vm_read: cannot read $1: $(cat /tmp/vm-read.err)"
+	local bs=${5:-4096}
+	rp-verify --dump "$1" --offset $(($2 * bs)) --length $(($3 * bs)) > "$4" 2> /tmp/vm-read.err ||
+		vm_fail "vm_read: cannot read $1 at block $2: $(cat /tmp/vm-read.err)"
 	[ "$(vm_dev_bytes "$4")" = $(($3 * bs)) ] ||
 		vm_fail "vm_read: short read of $1 at block $2: $(cat /tmp/vm-read.err)"
 }

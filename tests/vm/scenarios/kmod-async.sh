@@ -151,7 +151,7 @@ sleep 10
 sleep 2
 for cpu in 0 1; do
 	r0=$(now10)
-	taskset -c $cpu dd if=$lun of=/dev/null bs=4k count=1 skip=512 iflag=direct 2> /dev/null ||
+	taskset -c $cpu rp-verify --dump $lun --offset $((512 * 4096)) --length 4096 > /dev/null 2>&1 ||
 		vm_fail "a read on CPU $cpu failed while writes wait for lag room"
 	r=$(($(now10) - r0))
 	vm_log "a read on CPU $cpu, writes waiting for lag room: $((r * 100)) ms"

@@ -119,8 +119,8 @@ write_regions() {
 }
 # record_bytes OFFSET COUNT: hex bytes of the record's bitmap
 record_bytes() {
-	dd if="$rec" bs=4096 skip=1 count=1 iflag=direct 2> /dev/null |
-		dd bs=1 skip="$1" count="$2" 2> /dev/null | od -An -v -tx1 | tr -d ' \n'
+	vm_read "$rec" 1 1 /tmp/record-page
+	dd if=/tmp/record-page bs=1 skip="$1" count="$2" 2> /dev/null | od -An -v -tx1 | tr -d ' \n'
 }
 # wait_record OFFSET COUNT HEX SECONDS: the record device holds HEX there
 # (the clear pass writes its pages after it changed the bits in memory)
@@ -465,7 +465,7 @@ t3=$(vm_dm_create t3 "0 4096 linear /dev/ram1 16384")
 t4=$(vm_dm_create t4 "0 4096 linear /dev/ram1 20480")
 small=$(vm_dm_create small "0 2048 linear /dev/ram1 24576")
 # record_sum DEV: md5 of the record's header and first bitmap page
-record_sum() { dd if="$1" bs=4096 count=2 iflag=direct 2> /dev/null | md5sum; }
+record_sum() { vm_read "$1" 0 2 /tmp/record-head && md5sum < /tmp/record-head; }
 # set_refused ERRNO MESSAGE SET-PIPE-ARGS...: set-pipe P fails with ERRNO
 # and MESSAGE, and neither P nor vol1's record (in memory, on disk) changed
 set_refused() {
@@ -490,11 +490,11 @@ set_refused() {
 }
 # vol1's new pair would take t2, which vol2's record names; the call fails
 # on vol2's new pair, made after it: vol2's record must not forget t2.
-header2=$(dd if=$rec2 bs=4096 count=1 iflag=direct 2> /dev/null | md5sum)
+header2=$(vm_sum $rec2 4096)
 set_refused ENOSPC "target is smaller than the source" --pair $SRC=$t2 --pair $SRC2=$small
 grep -q "intent: $rec2 (bound" $INFO2 ||
 	vm_fail "a refused PIPE_SET in which vol1 would take t2 made vol2's record forget it: $(cat $INFO2)"
-[ "$(dd if=$rec2 bs=4096 count=1 iflag=direct 2> /dev/null | md5sum)" = "$header2" ] ||
+[ "$(vm_sum $rec2 4096)" = "$header2" ] ||
 	vm_fail "a refused PIPE_SET in which vol1 would take t2 rewrote vol2's record header"
 set_refused ENOSPC "target is smaller than the source" --pair $SRC=$t3,clean --pair $SRC2=$small
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t3 --pair $SRC2=$t2 ||

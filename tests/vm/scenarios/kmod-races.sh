@@ -352,8 +352,8 @@ step_bug3() {
 		i=$((i + 1))
 	done
 	vm_log "settled: $pair"
-	dd if=/dev/ram6 of=/tmp/b3.pri bs=64k count=1 iflag=direct 2> /dev/null
-	dd if=/dev/ram7 of=/tmp/b3.tgt bs=64k count=1 iflag=direct 2> /dev/null
+	vm_read /dev/ram6 0 1 /tmp/b3.pri 65536
+	vm_read /dev/ram7 0 1 /tmp/b3.tgt 65536
 	cmp -s /tmp/b3.pri /tmp/b3.W2 || vm_fail "bug 3: the primary does not hold W2, the last write"
 	for w in W0 W1 W2; do
 		cmp -s /tmp/b3.tgt /tmp/b3.$w && have=$w
@@ -390,8 +390,8 @@ step_bug4() {
 	vm_dm_load rp4pri "0 $SECT linear /dev/ram8 0"
 	[ $rc -ne 0 ] || vm_fail "bug 4: setup: the write succeeded although the primary failed"
 	vm_log "the write failed as it should: $(tr '\n' ' ' < /tmp/b4.err)"
-	dd if=/dev/ram9 of=/tmp/b4.tgt bs=64k count=1 skip=16 iflag=direct 2> /dev/null
-	dd if=/dev/ram8 of=/tmp/b4.pri bs=64k count=1 skip=16 iflag=direct 2> /dev/null
+	vm_read /dev/ram9 16 1 /tmp/b4.tgt 65536
+	vm_read /dev/ram8 16 1 /tmp/b4.pri 65536
 	cmp -s /tmp/b4.tgt /tmp/b4.w && vm_log "the target holds the failed write's data"
 	cmp -s /tmp/b4.pri /tmp/b4.w && vm_log "the primary holds the failed write's data"
 	cmp -s /tmp/b4.pri /tmp/b4.tgt && vm_log "region 16 identical on both legs"
@@ -606,7 +606,7 @@ step_bug10() {
 	reads_end=0
 	for cpu in 0 1; do
 		r0=$(now10)
-		taskset -c $cpu dd if=$lun of=/dev/null bs=4k count=1 iflag=direct 2> /dev/null ||
+		taskset -c $cpu rp-verify --dump $lun --length 4096 > /dev/null 2>&1 ||
 			vm_fail "bug 10: a read on CPU $cpu failed"
 		reads_end=$(now10)
 		vm_log "a read on CPU $cpu while the WRITE SAME waits: $(((reads_end - r0) * 100)) ms"

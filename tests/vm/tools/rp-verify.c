@@ -26,6 +26,12 @@
  *       "cmp: differ first=OFF blocks=K bytes=N" (K differing 4 KiB blocks);
  *       with --region-kib, then one "FIRST-LAST" line per range of regions
  *       (of KIB KiB, counted from offset 0) that differ. Exit 1 if they differ.
+ *   rp-verify --dump DEV [--offset B] [--length B]
+ *       Copies the bytes of DEV (O_DIRECT, in whole logical blocks; default
+ *       all of it from --offset) to stdout, then "dump: bytes=N" to stderr.
+ *       busybox dd's iflag=direct falls back to the page cache when its
+ *       buffer is not aligned (it never is), and the kernel module writes
+ *       the legs behind that cache: scenarios read devices with this.
  *
  * Exit 2 on I/O or log errors, 64 on usage errors.
  */
@@ -72,7 +78,8 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: rp-verify --dev PATH [--crashed] LOG...\n"
 		"       rp-verify --regions KIB LOG...\n"
-		"       rp-verify --cmp A B [--offset B] [--length B] [--region-kib KIB]\n");
+		"       rp-verify --cmp A B [--offset B] [--length B] [--region-kib KIB]\n"
+		"       rp-verify --dump DEV [--offset B] [--length B]\n");
 	exit(64);
 }
 
@@ -456,6 +463,55 @@ static int cmd_cmp(int argc, char **argv)
 	return 1;
 }
 
+static int cmd_dump(int argc, char **argv)
+{
+	unsigned char *buf = xmalloc_aligned(RP_READ_CHUNK);
+	uint64_t offset = 0, length = 0, size, pos;
+	int fd, i, lbs = 512;
+
+	if (argc < 1)
+		usage();
+	for (i = 1; i < argc; i += 2) {
+		uint64_t *dst = !strcmp(argv[i], "--offset") ? &offset :
+				!strcmp(argv[i], "--length") ? &length : NULL;
+
+		if (!dst || i + 1 >= argc || rp_parse_size(argv[i + 1], dst))
+			usage();
+	}
+	size = open_size(argv[0], &fd);
+	if (ioctl(fd, BLKSSZGET, &lbs) || lbs <= 0)
+		lbs = 512;
+	if (!length)
+		length = size > offset ? size - offset : 0;
+	if (offset % lbs || length % lbs || offset + length > size) {
+		fprintf(stderr, "rp-verify: range %" PRIu64 "+%" PRIu64
+			" not in whole %d-byte blocks or past the end (%" PRIu64 ")\n",
+			offset, length, lbs, size);
+		return 2;
+	}
+	for (pos = offset; pos < offset + length; ) {
+		uint64_t n = offset + length - pos, w;
+
+		if (n > RP_READ_CHUNK)
+			n = RP_READ_CHUNK;
+		if (pread(fd, buf, n, pos) != (ssize_t)n)
+			die("read", argv[0]);
+		for (w = 0; w < n; ) {
+			ssize_t k = write(STDOUT_FILENO, buf + w, n - w);
+
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0)
+				die("write", "stdout");
+			w += k;
+		}
+		pos += n;
+	}
+	close(fd);
+	fprintf(stderr, "dump: bytes=%" PRIu64 "\n", length);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 3 && !strcmp(argv[1], "--dev"))
@@ -464,5 +520,7 @@ int main(int argc, char **argv)
 		return cmd_regions(argv[2], argc - 3, argv + 3);
 	if (argc >= 2 && !strcmp(argv[1], "--cmp"))
 		return cmd_cmp(argc - 2, argv + 2);
+	if (argc >= 3 && !strcmp(argv[1], "--dump"))
+		return cmd_dump(argc - 2, argv + 2);
 	usage();
 }
