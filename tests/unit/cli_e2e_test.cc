@@ -187,6 +187,24 @@ bool RefuseOnce(int listener, const std::string &reply)
 	               static_cast<ssize_t>(reply.size());
 }
 
+// A daemon's view of pipe "db": one pair replipipe_0/a -> /dev/rp-target
+// in state, as fake daemons answer `status` with it.
+ControlPipe DbPipe(const std::string &state)
+{
+	ControlPipe pipe;
+	pipe.ref = "CIM_NetworkPipe.InstanceID=\"replipipe:x\"";
+	pipe.instance_id = "replipipe:x";
+	pipe.name = "db";
+	pipe.mode = "Synchronous";
+	pipe.in_kernel = true;
+	ControlPair pair;
+	pair.source = "replipipe_0/a";
+	pair.target = "/dev/rp-target";
+	pair.state = state;
+	pipe.pairs.push_back(pair);
+	return pipe;
+}
+
 std::string TrimNewlines(std::string text)
 {
 	while (!text.empty() && text.back() == '\n')
@@ -377,22 +395,12 @@ TEST_F(CliE2E, StatusOfAPairWhoseResyncFails)
 	        "kernel mirrors block device 1:1 (the path was re-pointed "
 	        "since the pipe was set); not copying";
 	ControlReply reply;
-	ControlPipe pipe;
-	pipe.ref = "CIM_NetworkPipe.InstanceID=\"replipipe:x\"";
-	pipe.instance_id = "replipipe:x";
-	pipe.name = "db";
-	pipe.mode = "Synchronous";
-	pipe.in_kernel = true;
-	ControlPair pair;
-	pair.source = "replipipe_0/a";
-	pair.target = "/dev/rp-target";
-	pair.state = "Syncing";
+	reply.pipes.push_back(DbPipe("Syncing"));
+	ControlPair &pair = reply.pipes[0].pairs[0];
 	pair.resync.total_bytes = 32 << 20;
 	pair.resync.failures = 3;
 	pair.resync.last_error = message;
 	pair.resync.retry_in_s = 8;
-	pipe.pairs.push_back(pair);
-	reply.pipes.push_back(pipe);
 	const std::string line = EncodeReply(reply) + "\n";
 
 	int n = 0;
@@ -656,18 +664,7 @@ TEST_F(CliE2E, WaitAsksAgainWhileTheDaemonRestartsOrIsBusy)
 {
 	const std::string path = d.dir_ / "restarting.sock";
 	ControlReply insync;
-	ControlPipe pipe;
-	pipe.ref = "CIM_NetworkPipe.InstanceID=\"replipipe:x\"";
-	pipe.instance_id = "replipipe:x";
-	pipe.name = "db";
-	pipe.mode = "Synchronous";
-	pipe.in_kernel = true;
-	ControlPair pair;
-	pair.source = "replipipe_0/a";
-	pair.target = "/dev/rp-target";
-	pair.state = "InSync";
-	pipe.pairs.push_back(pair);
-	insync.pipes.push_back(pipe);
+	insync.pipes.push_back(DbPipe("InSync"));
 	const std::string busy =
 	        EncodeReply(ErrorReply(kCodeBusy, "too many connections")) +
 	        "\n";
