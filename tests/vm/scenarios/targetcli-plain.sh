@@ -5,12 +5,14 @@
 # KeyError: 'replipipe' (rtslib_fb.tcm.so_mapping has no entry for it), i.e.
 # one replipipe backstore breaks LIO configuration persistence for the host.
 # Then the registration from tools/rtslib is installed the way the package
-# installs it, and the very same commands work: it is what fixes them.
+# installs it, and the very same commands work: it is what fixes them. The
+# same goes for rtslib-fb's old package name, rtslib (Debian ships a copy of
+# it); and a registration that fails is told on stderr and breaks nothing.
 # vm-timeout: 600
 # vm-cost: 30
 # vm-mem: 1536
 # vm-bins: /usr/bin/python3 ldconfig dbus-daemon
-# vm-files: /usr/bin/targetcli /usr/bin/targetctl /usr/lib/python3.11 /usr/lib/python3/dist-packages/rtslib_fb /usr/lib/python3/dist-packages/targetcli /usr/lib/python3/dist-packages/configshell_fb /usr/lib/python3/dist-packages/six.py /usr/lib/python3/dist-packages/pyudev /usr/lib/python3/dist-packages/pyparsing /usr/lib/python3/dist-packages/gi /usr/lib/x86_64-linux-gnu/girepository-1.0 /usr/lib/x86_64-linux-gnu/libreadline.so.8* /usr/lib/x86_64-linux-gnu/libtinfo.so.6* /usr/lib/x86_64-linux-gnu/libffi.so.8* /usr/lib/x86_64-linux-gnu/libgirepository-1.0.so.1* /usr/lib/x86_64-linux-gnu/libgobject-2.0.so.0* /usr/lib/x86_64-linux-gnu/libglib-2.0.so.0* /usr/lib/x86_64-linux-gnu/libgmodule-2.0.so.0* /usr/lib/x86_64-linux-gnu/libgio-2.0.so.0* /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0* /usr/lib/x86_64-linux-gnu/libmount.so.1* /usr/lib/x86_64-linux-gnu/libblkid.so.1* /usr/lib/x86_64-linux-gnu/libudev.so.1* tools/rtslib
+# vm-files: /usr/bin/targetcli /usr/bin/targetctl /usr/lib/python3.11 /usr/lib/python3/dist-packages/rtslib_fb /usr/lib/python3/dist-packages/rtslib /usr/lib/python3/dist-packages/targetcli /usr/lib/python3/dist-packages/configshell_fb /usr/lib/python3/dist-packages/six.py /usr/lib/python3/dist-packages/pyudev /usr/lib/python3/dist-packages/pyparsing /usr/lib/python3/dist-packages/gi /usr/lib/x86_64-linux-gnu/girepository-1.0 /usr/lib/x86_64-linux-gnu/libreadline.so.8* /usr/lib/x86_64-linux-gnu/libtinfo.so.6* /usr/lib/x86_64-linux-gnu/libffi.so.8* /usr/lib/x86_64-linux-gnu/libgirepository-1.0.so.1* /usr/lib/x86_64-linux-gnu/libgobject-2.0.so.0* /usr/lib/x86_64-linux-gnu/libglib-2.0.so.0* /usr/lib/x86_64-linux-gnu/libgmodule-2.0.so.0* /usr/lib/x86_64-linux-gnu/libgio-2.0.so.0* /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0* /usr/lib/x86_64-linux-gnu/libmount.so.1* /usr/lib/x86_64-linux-gnu/libblkid.so.1* /usr/lib/x86_64-linux-gnu/libudev.so.1* tools/rtslib
 
 DIST=/usr/lib/python3/dist-packages
 
@@ -70,6 +72,8 @@ expect_keyerror() {
 }
 expect_keyerror "rtslib RTSRoot().dump()" \
 	python3 -c 'from rtslib_fb import RTSRoot; RTSRoot().dump()'
+expect_keyerror "rtslib (old name) RTSRoot().dump()" \
+	python3 -c 'from rtslib import RTSRoot; RTSRoot().dump()'
 expect_keyerror "targetctl save" targetctl save /tmp/broken.json
 # clear deletes the targets first, then dies on the storage objects: the
 # tcm_loop export is gone, the backstores stay.
@@ -93,6 +97,21 @@ grep -q "o- replipipe " /tmp/ls.out || vm_fail "targetcli ls has no /backstores/
 grep -q "o- vol1 " /tmp/ls.out || vm_fail "targetcli ls does not list vol1"
 targetctl save /tmp/fixed.json || vm_fail "targetctl save with the registration"
 grep -q '"plugin": "replipipe"' /tmp/fixed.json || vm_fail "saved JSON lacks vol1"
+python3 -c 'from rtslib import RTSRoot
+assert any(s["plugin"] == "replipipe" for s in RTSRoot().dump()["storage_objects"])' ||
+	vm_fail "rtslib (old name) with the registration"
+# A register function that fails (as one would on an rtslib-fb without
+# what it uses) is told on stderr; rtslib_fb still imports and works.
+python3 -c 'import replipipe_lio._hook as hook
+def fail(module):
+    raise AttributeError("no bs_cache")
+hook._AFTER_IMPORT["rtslib_fb.tcm"] = fail
+from rtslib_fb import RTSRoot
+print("targets:", list(RTSRoot().targets))' > /tmp/out 2>&1 ||
+	{ cat /tmp/out; vm_fail "rtslib_fb fails with a failed registration"; }
+cat /tmp/out
+grep -q "replipipe_lio: replipipe backstores are not registered with rtslib_fb.tcm: AttributeError: no bs_cache" /tmp/out ||
+	vm_fail "a failed registration is not told"
 targetctl clear || vm_fail "targetctl clear with the registration"
 left=$(ls /sys/kernel/config/target/core | grep -v '^alua$' || true)
 [ -z "$left" ] || vm_fail "targetctl clear left $left"

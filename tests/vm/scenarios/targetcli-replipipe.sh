@@ -7,10 +7,14 @@
 #   tcm_loop and iSCSI; replipiped + replipipectl put them in pipes; writes
 #   through the LUN reach both legs; `targetcli ls` lists /backstores/replipipe;
 #   deleting a backstore that is in a pipe is refused; a backstore made by
-#   hand beside vol1 in replipipe_0 is saved and restored there; `targetctl
-#   save`; `targetctl restore` while the pipes exist (what restarting
-#   rtslib-fb-targetctl does, as python3-rtslib-fb's upgrade does) brings
-#   every LUN back and keeps the piped backstores; then daemon stopped,
+#   hand beside vol1 in replipipe_0 is saved and restored there; a second
+#   vol1 (in replipipe_7), a primary in use and a bad intent_chunk_kib are
+#   refused with a message that names them; an ALUA group on vol1;
+#   `targetctl save`; `targetctl restore` while the pipes exist (what
+#   restarting rtslib-fb-targetctl does, as python3-rtslib-fb's upgrade
+#   does) brings every LUN and vol1's ALUA group back and keeps the piped
+#   backstores; a restore whose saved vol1 differs from the kept one (WWN,
+#   HBA) leaves it as it is and exports no LUN on it; then daemon stopped,
 #   kernel state dropped (what a reboot does), `targetctl clear`,
 #   rmmod; `targetctl restore` + replipiped bring back the backstores under the
 #   same replipipe_<N>/<name>, both LUNs and the pipes; writes through the
@@ -55,6 +59,19 @@ cp /lib/replipipe/repo/tools/rtslib/replipipe_lio.pth $DIST/
 tc() {
 	targetcli "$@" > /tmp/tc.out 2>&1 || { cat /tmp/tc.out; vm_fail "targetcli $*"; }
 	cat /tmp/tc.out
+}
+# tc_refused WHAT PATTERN CMD...: targetcli CMD fails with a message that
+# matches PATTERN, and not with a bare errno or a traceback.
+tc_refused() {
+	what=$1 pattern=$2
+	shift 2
+	if targetcli "$@" > /tmp/tc.out 2>&1; then
+		cat /tmp/tc.out
+		vm_fail "targetcli $*: $what accepted"
+	fi
+	cat /tmp/tc.out
+	grep -q "$pattern" /tmp/tc.out || vm_fail "targetcli $*: not the refusal of $what"
+	! grep -q "Errno\|Traceback" /tmp/tc.out || vm_fail "targetcli $*: a bare OSError"
 }
 # json_check FILE PYTHON-EXPR: assert EXPR over the saved config `c`.
 json_check() {
@@ -116,6 +133,44 @@ lun_of_vol1() {
 	done
 	return 1
 }
+# alua_of_loop_lun: the ALUA group of lun_0 of the tcm_loop target.
+alua_of_loop_lun() {
+	sed -n 's/^TG Port Alias: //p' $CFS/loopback/$LOOP_WWN/tpgt_1/lun/lun_0/alua_tg_pt_gp
+}
+# grp1_back WHEN: vol1's ALUA group grp1 is there with its tag, the tcm_loop
+# LUN in it.
+grp1_back() {
+	[ "$(cat $CFS/core/replipipe_0/vol1/alua/grp1/tg_pt_gp_id 2>/dev/null)" = 2 ] ||
+		vm_fail "$1: vol1's ALUA group grp1 (tag 2) is not there"
+	[ "$(alua_of_loop_lun)" = grp1 ] ||
+		vm_fail "$1: the tcm_loop LUN is in ALUA group '$(alua_of_loop_lun)', not grp1"
+}
+# restore_other WHAT PATTERN PYTHON: `targetctl restore` of the saved file
+# with vol1's entry `s` changed by PYTHON, while vol1 is kept in its pipe:
+# the restore says PATTERN, vol1 stays as it is, and neither saved LUN of
+# vol1 is exported on it (rtslib binds a saved LUN to any backstore of its
+# name); the targets themselves and vol3 are restored.
+restore_other() {
+	python3 -c "import json
+c = json.load(open('$SAVE'))
+for s in c['storage_objects']:
+    if s['name'] == 'vol1':
+        $3
+json.dump(c, open('/tmp/other.json', 'w'))" || vm_fail "restore_other $1: cannot write the file"
+	targetctl restore /tmp/other.json > /tmp/restore.out 2>&1 ||
+		{ cat /tmp/restore.out; vm_fail "targetctl restore ($1)"; }
+	cat /tmp/restore.out
+	[ -d $CFS/loopback/$LOOP_WWN/tpgt_1 ] || vm_fail "restore ($1): the tcm_loop target is not restored"
+	! lun_of_vol1 loopback/$LOOP_WWN || vm_fail "restore ($1): vol1 exported through tcm_loop"
+	! lun_of_vol1 iscsi/$IQN || vm_fail "restore ($1): vol1 exported through iSCSI"
+	grep -q "$2" /tmp/restore.out || vm_fail "restore ($1): the restore does not say '$2'"
+	grep -q "LUN 0: its storage object /backstores/replipipe/vol1 was not restored" /tmp/restore.out ||
+		vm_fail "restore ($1): the LUNs of vol1 not reported"
+	[ "$(unit_serial replipipe_0/vol1)" = "$wwn1" ] || vm_fail "restore ($1): vol1's WWN changed"
+	grep -q "pipe: " $CFS/core/replipipe_0/vol1/info || vm_fail "restore ($1): vol1 left its pipe"
+	[ -d $CFS/core/replipipe_0/vol3 ] || vm_fail "restore ($1): vol3 not restored"
+	[ ! -e $CFS/core/replipipe_7 ] || vm_fail "restore ($1): made replipipe_7"
+}
 # loop_disk: the disk of the tcm_loop target $LOOP_WWN.
 loop_disk() {
 	vm_scsi_disk "$(cat $CFS/loopback/$LOOP_WWN/tpgt_1/address):0"
@@ -125,8 +180,9 @@ loop_disk() {
 write_and_compare() {
 	dd if=/dev/urandom of=/tmp/data.$4 bs=1M count=8 2>/dev/null
 	dd if=/tmp/data.$4 of="$1" bs=1M seek=4 oflag=direct 2>/dev/null || vm_fail "write to $1"
-	[ "$(dd if="$2" bs=1M skip=4 count=8 iflag=direct 2>/dev/null | md5sum)" = \
-		"$(md5sum < /tmp/data.$4)" ] || vm_fail "the data written through $1 is not on the primary $2"
+	# O_DIRECT (vm_read): the module writes the primary behind its cache
+	vm_read "$2" 4 8 /tmp/primary.$4 1048576
+	cmp -s /tmp/primary.$4 /tmp/data.$4 || vm_fail "the data written through $1 is not on the primary $2"
 	vm_cmp_devs "$2" "$3"
 	vm_log "written through $1: on $2, legs $2 and $3 identical"
 }
@@ -162,6 +218,39 @@ grep -q "intent: /dev/ram4 (tracks nothing).*intent_chunk_kib: 1024" $CFS/core/$
 	vm_fail "vol2 has no write-intent record: $(cat $CFS/core/$vol2/info)"
 unit_serial() { sed 's/^T10 VPD Unit Serial Number: //' $CFS/core/$1/wwn/vpd_unit_serial; }
 wwn1=$(unit_serial replipipe_0/vol1)
+
+vm_log "== refused, and said why: vol1 again in replipipe_7, a primary in use, a bad chunk"
+# targetcli lists /backstores/replipipe/<name> and saved LUNs name a
+# backstore by its name alone: a second vol1 stops every targetcli command
+# ("already used by a sibling") and a restore could bind vol1's LUNs to it.
+tc_refused "a second vol1" "replipipe_0/vol1 exists: a name is used in one replipipe HBA only" \
+	/backstores/replipipe create name=vol1 dev=/dev/ram5 index=7
+[ ! -e $CFS/core/replipipe_7 ] || vm_fail "a refused vol1 was left in replipipe_7"
+# What the kernel refuses with EBUSY or EINVAL alone is checked first.
+tc_refused "a primary in use" "dev /dev/ram0 is in use" \
+	/backstores/replipipe create name=vol9 dev=/dev/ram0
+tc_refused "intent_chunk_kib=3" "intent_chunk_kib must be a power of two from 4 to 1048576" \
+	/backstores/replipipe create name=vol9 dev=/dev/ram5 intent=/dev/ram1 intent_chunk_kib=3
+[ -z "$(ls -d $CFS/core/replipipe_*/vol9 2>/dev/null)" ] || vm_fail "a refused vol9 was left in configfs"
+# A second vol1 made by hand: targetcli works, shows replipipe_0/vol1 and
+# says why replipipe_7/vol1 is not shown.
+mkdir -p $CFS/core/replipipe_7/vol1 || vm_fail "mkdir replipipe_7/vol1"
+tc ls /backstores/replipipe
+grep -q "replipipe_7/vol1 not shown: replipipe_0/vol1 has its name" /tmp/tc.out ||
+	vm_fail "targetcli ls: no word of the hidden replipipe_7/vol1"
+grep -q "o- vol1 .*replipipe_0/vol1" /tmp/tc.out || vm_fail "targetcli ls: vol1 is not replipipe_0/vol1"
+rmdir $CFS/core/replipipe_7/vol1 $CFS/core/replipipe_7 || vm_fail "rmdir replipipe_7"
+# In one process (targetcli's shell, a script): a backstore made with an
+# explicit index, then one without, which must not pick that index again.
+python3 -c 'from rtslib_fb.tcm import so_mapping
+cls = so_mapping["replipipe"]
+a = cls("idx_a", "/dev/ram1")
+b = cls("idx_b", "/dev/ram3", index=a.index + 1)
+c = cls("idx_c", "/dev/ram5")
+print(a.kernel_name, b.kernel_name, c.kernel_name)
+for so in (c, b, a):
+    so.delete()' || vm_fail "a backstore without index after one with an explicit index"
+[ -z "$(ls -d $CFS/core/replipipe_*/idx_* 2>/dev/null)" ] || vm_fail "idx_* left in configfs"
 # A second backstore in vol1's HBA, made by hand as DESIGN.md names them
 # (rtslib itself makes one HBA per backstore).
 mkdir $CFS/core/replipipe_0/vol3 || vm_fail "mkdir replipipe_0/vol3"
@@ -215,6 +304,11 @@ if rmdir $CFS/core/$vol2 2> /tmp/rmdir.out; then
 fi
 vm_log "kernel on rmdir $vol2 in a pipe: $(cat /tmp/rmdir.out)"
 
+vm_log "== an ALUA group on vol1, which is in a pipe; the tcm_loop LUN in it"
+tc /backstores/replipipe/vol1/alua create name=grp1 tag=2
+tc /loopback/$LOOP_WWN/luns/lun0 set alua alua_tg_pt_gp_name=grp1
+grp1_back "targetcli"
+
 vm_log "== targetctl save"
 targetctl save || vm_fail "targetctl save"
 cat $SAVE
@@ -223,10 +317,13 @@ json_check $SAVE "any(s['plugin'] == 'replipipe' and s['name'] == 'vol2' and s['
 json_check $SAVE "sum(l['storage_object'] == '/backstores/replipipe/vol1' for t in c['targets'] for g in t['tpgs'] for l in g['luns']) == 2"
 json_check $SAVE "set(t['fabric'] for t in c['targets']) == {'loopback', 'iscsi'}"
 json_check $SAVE "any(s['plugin'] == 'replipipe' and s['name'] == 'vol3' and s['index'] == 0 and s['dev'] == '/dev/ram5' for s in c['storage_objects'])"
+json_check $SAVE "any(s['name'] == 'vol1' and any(g['name'] == 'grp1' and g['tg_pt_gp_id'] == 2 for g in s['alua_tpgs']) for s in c['storage_objects'])"
 
 vm_log "== targetctl restore while the kernel has the pipes (a restart of rtslib-fb-targetctl)"
 # It clears first: the targets and vol3 go, vol1 and vol2 (in pipes) stay,
-# then everything comes back from the saved file, vol1 and vol2 as they are.
+# then everything comes back from the saved file, vol1 and vol2 as they are;
+# vol1's ALUA group, which the clear kept with vol1, is made again (rtslib
+# makes a saved group in 'create' mode: one left there stopped the restore).
 targetctl restore > /tmp/restore.out 2>&1 || { cat /tmp/restore.out; vm_fail "targetctl restore with pipes"; }
 cat /tmp/restore.out
 grep -q "replipipe_0/vol1 kept: .* in pipe" /tmp/restore.out || vm_fail "restore: vol1 not reported kept"
@@ -237,9 +334,21 @@ grep -q "pipe: " $CFS/core/replipipe_0/vol1/info || vm_fail "restore with pipes:
 grep -q "pipe: " $CFS/core/$vol2/info || vm_fail "restore with pipes: vol2 left its pipe"
 grep -q "replipipe primary: /dev/ram5" $CFS/core/replipipe_0/vol3/info ||
 	vm_fail "restore with pipes: vol3 not back in replipipe_0"
+grp1_back "restore with pipes"
 replipipectl wait tc1 --state InSync --timeout 60 || vm_fail "tc1 not InSync after the restore"
 lun=$(loop_disk)
 write_and_compare "$lun" /dev/ram0 /dev/ram1 4
+
+vm_log "== a restore whose saved vol1 is not the kept one: vol1 kept as it is, none of its LUNs"
+restore_other "another WWN" "replipipe_0/vol1 is in pipe .*: kept as it is, and no saved LUN of vol1 is exported on it" \
+	"s['wwn'] = '0badc0de-0000-4000-8000-000000000001'"
+restore_other "another HBA" "replipipe_0/vol1 exists: a name is used in one replipipe HBA only" \
+	"s['index'] = 7"
+targetctl restore > /tmp/restore.out 2>&1 || { cat /tmp/restore.out; vm_fail "targetctl restore, the saved file again"; }
+cat /tmp/restore.out
+lun_of_vol1 loopback/$LOOP_WWN && lun_of_vol1 iscsi/$IQN ||
+	vm_fail "restore of the saved file again: the LUNs of vol1 are not back"
+grp1_back "restore of the saved file again"
 
 vm_log "== reboot, simulated: daemon stopped, kernel pipes gone, targetctl clear, rmmod"
 stop_daemon
@@ -276,6 +385,7 @@ grep -q '^replipipe ' /proc/modules || vm_fail "targetctl restore did not load r
 [ "$(unit_serial replipipe_0/vol1)" = "$wwn1" ] || vm_fail "vol1 WWN changed"
 lun_of_vol1 loopback/$LOOP_WWN || vm_fail "tcm_loop LUN not back"
 lun_of_vol1 iscsi/$IQN || vm_fail "iSCSI LUN not back"
+grp1_back "boot restore"
 # The boot window: LUNs are live before replipiped pushes the pipes back, so
 # an initiator may write to the primary alone; the pair must not come back
 # InSync with that write missing on the target.

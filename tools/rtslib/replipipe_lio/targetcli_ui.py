@@ -2,6 +2,7 @@
 `create name= dev= [intent= intent_chunk_kib=]` and `delete name=`, modelled
 on targetcli's UIBlockBackstore / UIBlockStorageObject."""
 
+from rtslib_fb import RTSRoot
 from rtslib_fb.utils import RTSLibError
 from targetcli.ui_backstore import (UIBackstore, UIStorageObject,
                                     bytes_to_human, complete_path)
@@ -28,6 +29,25 @@ class UIReplipipeBackstore(UIBackstore):
     def __init__(self, parent):
         self.so_cls = UIReplipipeStorageObject
         UIBackstore.__init__(self, PLUGIN, parent)
+
+    def refresh(self):
+        """UIBackstore.refresh(), but a second replipipe_<N>/<name> of a
+        name (made by hand: create refuses it) is left out with a warning:
+        configshell refuses two children of one name, and targetcli would
+        fail at start for every command."""
+        self._children = set([])
+        shown = {}
+        for so in sorted((so for so in RTSRoot().storage_objects
+                          if so.plugin == self.name),
+                         key=lambda so: so.index):
+            if so.name in shown:
+                self.shell.log.warning(
+                    "%s not shown: %s has its name (targetcli and saved "
+                    "LUNs name a backstore by its name alone)"
+                    % (so.kernel_name, shown[so.name]))
+                continue
+            shown[so.name] = so.kernel_name
+            self.so_cls(so, self)
 
     def ui_command_create(self, name, dev, wwn=None, index=None, intent=None,
                           intent_chunk_kib=None):
