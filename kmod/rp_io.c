@@ -1027,7 +1027,16 @@ static int rp_unmap_target(struct se_cmd *cmd, struct block_device *tgt,
 	}
 	if (!bdev_max_discard_sectors(tgt))
 		return -EOPNOTSUPP;
-	return blkdev_issue_discard(tgt, sector, nr_sects, GFP_KERNEL);
+	ret = blkdev_issue_discard(tgt, sector, nr_sects, GFP_KERNEL);
+	/*
+	 * A SCSI target that advertised UNMAP and then refused it (ILLEGAL
+	 * REQUEST) has had discard turned off by sd, and the discard fails:
+	 * that is a target without discard, not a failed one, and must not
+	 * degrade the pair (or, under FailIO, fail the initiator's UNMAP).
+	 */
+	if (ret && !bdev_max_discard_sectors(tgt))
+		ret = -EOPNOTSUPP;
+	return ret;
 }
 
 sense_reason_t rp_execute_unmap(struct se_cmd *cmd, sector_t lba, sector_t nolb)

@@ -19,6 +19,8 @@
 # 4. an asynchronous pair with a write-intent record of 64 KiB chunks over
 #    4 GiB (two bitmap pages): an UNMAP of 2 GiB across the pages leaves
 #    exactly its 32768 regions dirty and marked on the record.
+# 5. a target that advertised UNMAP and then refuses it (sd turns discard
+#    off): the pair does not degrade, the UNMAP's regions are dirty.
 # vm-timeout: 300
 # vm-cost: 20
 # vm-debug-cost: 50
@@ -181,7 +183,41 @@ echo "$pair"
 [ "$(vm_field "$pair" intent_marked)" = 32768 ] ||
 	vm_fail "the record marks $(vm_field "$pair" intent_marked) regions, not the UNMAP's 32768"
 
+vm_log "== 5. a target that advertised UNMAP, then refuses it"
+# The target: an iblock LUN that sd scans while it advertises UNMAP, which
+# then takes it back (emulate_tpu=0: LIO answers UNMAP with ILLEGAL
+# REQUEST, and sd turns discard off and fails the discard). That is a
+# target without discard, not a failed one: the pair does not degrade,
+# the UNMAP's regions are dirty.
+nullb rpu5
+nullb rpt5
+tdir=$(vm_backstore iblock iblock_0 t5 /dev/rpt5)
+echo 1 > "$tdir/attrib/emulate_tpu" || vm_fail "setup: t5: emulate_tpu refused"
+tgt5=$(vm_tcm_loop_export iblock_0/t5)
+[ "$(cat "/sys/block/${tgt5#/dev/}/queue/discard_max_bytes")" -gt 0 ] ||
+	vm_fail "setup: $tgt5 does not advertise discard"
+echo 0 > "$tdir/attrib/emulate_tpu" || vm_fail "setup: t5: emulate_tpu=0 refused"
+tpu_backstore u5 /dev/rpu5 0
+rp-nlctl set-pipe --id unmap-refused --mode sync --policy degrade --region-kib 64 \
+	--pair replipipe_0/u5=$tgt5,clean || vm_fail "set-pipe refused"
+lun5=$(vm_tcm_loop_export replipipe_0/u5)
+unmap $lun5 0 $MIB
+[ "$(cat "/sys/block/${tgt5#/dev/}/queue/discard_max_bytes")" = 0 ] ||
+	vm_fail "setup: sd did not turn discard off on $tgt5 (the target leg's UNMAP was not refused)"
+pair=$(pair_line unmap-refused)
+echo "$pair"
+[ "$(vm_field "$pair" state)" != Degraded ] && [ -n "$(vm_field "$pair" state)" ] ||
+	vm_fail "a target refusing an UNMAP it had advertised degraded the pair: $pair"
+[ "$(vm_field "$pair" dirty)" = 16 ] ||
+	vm_fail "the refused UNMAP of 1 MiB left dirty=$(vm_field "$pair" dirty), not its 16 regions"
+[ "$(vm_field "$pair" errors)" = 0 ] || vm_fail "the refused UNMAP counted as a target error: $pair"
+
 vm_log "== teardown"
+vm_tcm_loop_unexport replipipe_0/u5
+rp-nlctl del-pipe unmap-refused || vm_fail "del-pipe unmap-refused"
+vm_backstore_delete replipipe_0/u5
+vm_tcm_loop_unexport iblock_0/t5
+vm_backstore_delete iblock_0/t5
 vm_tcm_loop_unexport replipipe_0/u1
 vm_tcm_loop_unexport replipipe_0/u2
 vm_tcm_loop_unexport replipipe_0/u4
