@@ -2,9 +2,9 @@
 # A write whose target leg is in the target's volatile cache while its
 # primary leg still runs, when the target loses that cache. Both legs are
 # memory-backed null_blk devices with a cache (as in kmod-target-cache);
-# the primary is behind dm-delay (writes take 8 s, flushes none), the target
-# behind a dm device whose table is switched (flakey down all the time fails
-# its flushes, error while it is power-cycled).
+# the primary is behind dm-delay (writes take DELAY_MS, flushes none), the
+# target behind a dm device whose table is switched (flakey down all the
+# time fails its flushes, error while it is power-cycled).
 #  1. A synchronous pipe with policy FailIO. One plain write W of 64 KiB is
 #     issued: its target leg lands in the target's cache at once, its
 #     primary leg waits in dm-delay.
@@ -12,8 +12,8 @@
 #     initiator's SYNCHRONIZE CACHE: under FailIO the command fails and the
 #     pair stays mirroring; what the target held unflushed becomes dirty,
 #     and W was not counted there yet.
-#  3. The target comes back; W completes (still within its 8 s: else the
-#     window was missed and the scenario says so); the next SYNCHRONIZE
+#  3. The target comes back; W completes (still within its DELAY_MS: else
+#     the window was missed and the scenario says so); the next SYNCHRONIZE
 #     CACHE succeeds.
 # The target lost W, so W's region must be dirty, and a resync makes the
 # legs identical. The old module put W into the unflushed regions when it
@@ -21,7 +21,7 @@
 # over legs that differ (review finding, docs/decisions.md 64).
 # vm-timeout: 300
 # vm-cost: 20
-# vm-debug-cost: 40
+# vm-debug-cost: 60
 # vm-mem: 1024
 # vm-bins: dmsetup
 
@@ -30,7 +30,13 @@ SRC=replipipe_0/vol1
 MIB=32
 REGION_KIB=64
 NULLB=$VM_NULLB
+# W's primary leg must outlast step 2. That took 2 s on Debian's kernel and
+# 6.4 s on the debug kernel with the machine busy (kmemleak, lockdep, two
+# VMs on two cores), where 8 s once missed the window: 24 s there.
 DELAY_MS=8000
+case "$(uname -r)" in
+*rpdebug*) DELAY_MS=24000 ;;
+esac
 export DM_DISABLE_UDEV=1
 
 pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
@@ -81,7 +87,7 @@ vm_dm_load rpdm "0 $sectors linear /dev/rptgt 0"
 	vm_fail "W completed before the target came back: the window was missed (DELAY_MS too short here)"
 i=0
 until [ -e /tmp/w.rc ]; do
-	[ $i -lt 200 ] || vm_fail "W did not complete within 20 s"
+	[ $i -lt $((DELAY_MS / 100 + 200)) ] || vm_fail "W did not complete within $((DELAY_MS / 1000 + 20)) s"
 	sleep 0.1
 	i=$((i + 1))
 done
