@@ -20,15 +20,6 @@ export DM_DISABLE_UDEV=1
 
 pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
-# lag_drains: the pair's lag is 0 within 10 s
-lag_drains() {
-	local i=0
-	until [ "$(vm_field "$(pair_line)" lag)" = 0 ]; do
-		[ $i -lt 100 ] || vm_fail "the lag did not drain: $(pair_line)"
-		sleep 0.1
-		i=$((i + 1))
-	done
-}
 
 vm_brd 2 64
 vm_modprobe dm_mod
@@ -47,7 +38,7 @@ blocks_per_region=$((65536 / bs))
 vm_log "== with lag room: mirrored like any write"
 lba=$((100 * blocks_per_region))
 rp-caw "$lun" $lba || vm_fail "COMPARE AND WRITE on a mirroring pair failed"
-lag_drains
+vm_lag_drained $PIPE 10 > /dev/null
 vm_read /dev/ram0 $lba 1 /tmp/primary "$bs"
 vm_read /dev/ram1 $lba 1 /tmp/target "$bs"
 cmp -s /tmp/primary /tmp/target || vm_fail "the target lacks the COMPARE AND WRITE's block"
@@ -77,7 +68,7 @@ echo "$pair"
 vm_log "== the target answers again: a resync carries the write over"
 # dm-delay sends what it holds on at the suspend of the table swap
 vm_dm_load rptgt "0 $sectors linear /dev/ram1 0"
-lag_drains
+vm_lag_drained $PIPE 10 > /dev/null
 rp-nlctl resync $PIPE $SRC > /tmp/resync 2>&1 || vm_fail "resync: $(cat /tmp/resync)"
 grep -q "^resync .*result=clean " /tmp/resync || vm_fail "resync: $(tail -n 1 /tmp/resync)"
 vm_cmp_devs /dev/ram0 "$tgt"

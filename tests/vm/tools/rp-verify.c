@@ -385,6 +385,25 @@ static uint64_t open_size(const char *path, int *fd)
 	return size;
 }
 
+/*
+ * The "--offset B --length B [--region-kib KIB]" pairs of argv (region_kib
+ * NULL: not taken); anything else is a usage error.
+ */
+static void parse_range(int argc, char **argv, uint64_t *offset,
+			uint64_t *length, uint64_t *region_kib)
+{
+	int i;
+
+	for (i = 0; i < argc; i += 2) {
+		uint64_t *dst = !strcmp(argv[i], "--offset") ? offset :
+				!strcmp(argv[i], "--length") ? length :
+				!strcmp(argv[i], "--region-kib") ? region_kib : NULL;
+
+		if (!dst || i + 1 >= argc || rp_parse_size(argv[i + 1], dst))
+			usage();
+	}
+}
+
 static int cmd_cmp(int argc, char **argv)
 {
 	uint64_t offset = 0, length = 0, region_kib = 0, size_a, size_b, pos;
@@ -392,18 +411,11 @@ static int cmd_cmp(int argc, char **argv)
 	unsigned char *differs = NULL;
 	unsigned char *a_buf = xmalloc_aligned(RP_READ_CHUNK);
 	unsigned char *b_buf = xmalloc_aligned(RP_READ_CHUNK);
-	int fd_a, fd_b, i;
+	int fd_a, fd_b;
 
 	if (argc < 2)
 		usage();
-	for (i = 2; i < argc; i += 2) {
-		uint64_t *dst = !strcmp(argv[i], "--offset") ? &offset :
-				!strcmp(argv[i], "--length") ? &length :
-				!strcmp(argv[i], "--region-kib") ? &region_kib : NULL;
-
-		if (!dst || i + 1 >= argc || rp_parse_size(argv[i + 1], dst))
-			usage();
-	}
+	parse_range(argc - 2, argv + 2, &offset, &length, &region_kib);
 	size_a = open_size(argv[0], &fd_a);
 	size_b = open_size(argv[1], &fd_b);
 	if (!length) {
@@ -467,17 +479,11 @@ static int cmd_dump(int argc, char **argv)
 {
 	unsigned char *buf = xmalloc_aligned(RP_READ_CHUNK);
 	uint64_t offset = 0, length = 0, size, pos;
-	int fd, i, lbs = 512;
+	int fd, lbs = 512;
 
 	if (argc < 1)
 		usage();
-	for (i = 1; i < argc; i += 2) {
-		uint64_t *dst = !strcmp(argv[i], "--offset") ? &offset :
-				!strcmp(argv[i], "--length") ? &length : NULL;
-
-		if (!dst || i + 1 >= argc || rp_parse_size(argv[i + 1], dst))
-			usage();
-	}
+	parse_range(argc - 1, argv + 1, &offset, &length, NULL);
 	size = open_size(argv[0], &fd);
 	if (ioctl(fd, BLKSSZGET, &lbs) || lbs <= 0)
 		lbs = 512;
