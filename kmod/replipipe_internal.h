@@ -48,6 +48,12 @@
 #define RP_PROBE_TIMEOUT_SEC	5
 /* Most an UNMAP zeroes on the target of an LBPRZ LUN (64 MiB). */
 #define RP_UNMAP_ZEROOUT_MAX_SECT	(64 << (20 - SECTOR_SHIFT))
+/*
+ * Most a WRITE SAME writes on the target within the command (64 MiB), and
+ * so the longest WRITE SAME a backstore advertises: a target that cannot
+ * offload it gets every block over the link.
+ */
+#define RP_WRITE_SAME_MAX_SECT		(64 << (20 - SECTOR_SHIFT))
 /* Longest a PIPE_DEL waits for the writes in flight to its targets. */
 #define RP_DRAIN_WAIT_SEC	5
 /*
@@ -250,6 +256,7 @@ struct rp_claim {
 	u32			count;
 	u32			portid;
 	unsigned long		deadline;	/* jiffies */
+	bool			let_go;		/* holds no writes (an abort) */
 };
 
 struct rp_pair {
@@ -313,7 +320,8 @@ struct rp_pair {
 	 * Async writes waiting for room within max lag, oldest first: parked
 	 * off LIO's submission context (on iSCSI the connection's receiver)
 	 * and resubmitted on rp_wq with their room reserved (lag_granted);
-	 * lag_work degrades the pair once the oldest waited RP_LAG_WAIT_SEC.
+	 * lag_work degrades the pair once the oldest waited RP_LAG_WAIT_SEC,
+	 * an abort of one of them at once (rp_pair_abort_waiters()).
 	 */
 	struct list_head	lag_waiters;
 	/*
@@ -380,6 +388,10 @@ struct rp_req {
 	struct rp_pair		*pair;		/* a reference, or NULL */
 	struct scatterlist	*sgl;
 	u32			sgl_nents;
+	/* The command's own pages when sgl is a bounce (rp_req_bounce()). */
+	struct scatterlist	*cmd_sgl;
+	u32			cmd_sgl_nents;
+	u32			cmd_bytes;	/* the command's data in them */
 	sector_t		sector;
 	sector_t		nr_sects;
 	u64			first_region;
@@ -511,6 +523,7 @@ enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
 					struct rp_req *req, u64 bytes,
 					bool may_park);
 void rp_pair_lag_release(struct rp_pair *pair, u64 bytes);
+void rp_pair_abort_waiters(struct rp_pair *pair);
 struct rp_pipe *rp_pipe_find(const char *id);
 struct rp_pair *rp_pair_find(const char *source);
 int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,

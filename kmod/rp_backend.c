@@ -101,6 +101,7 @@ static void rp_set_geometry(struct se_device *se_dev, struct block_device *bd)
 {
 	struct se_dev_attrib *attrib = &se_dev->dev_attrib;
 	struct request_queue *q = bdev_get_queue(bd);
+	unsigned int shift = ilog2(bdev_logical_block_size(bd)) - SECTOR_SHIFT;
 	/* 512-byte sectors */
 	unsigned int max_write_zeroes = bdev_write_zeroes_sectors(bd);
 
@@ -108,9 +109,14 @@ static void rp_set_geometry(struct se_device *se_dev, struct block_device *bd)
 	attrib->hw_max_sectors = mult_frac(queue_max_hw_sectors(q), SECTOR_SIZE,
 					   attrib->hw_block_size);
 	attrib->hw_queue_depth = q->nr_requests;
-	/* In blocks.  WRITE SAME(10) has a two-byte block count. */
-	attrib->max_write_same_len = max_write_zeroes >>
-		(ilog2(attrib->hw_block_size) - SECTOR_SHIFT) ?: 0xFFFF;
+	/*
+	 * In blocks.  WRITE SAME(10) has a two-byte block count.  At most
+	 * RP_WRITE_SAME_MAX_SECT: a mirrored WRITE SAME writes its target
+	 * within the command (rp_write_same_run()).
+	 */
+	attrib->max_write_same_len =
+		min_t(u32, max_write_zeroes >> shift ?: 0xFFFF,
+		      RP_WRITE_SAME_MAX_SECT >> shift);
 	if (bdev_nonrot(bd))
 		attrib->is_nonrot = 1;
 }
@@ -599,6 +605,25 @@ static bool rp_get_write_cache(struct se_device *se_dev)
 	return bdev_write_cache(RP_DEV(se_dev)->primary.bdev);
 }
 
+/*
+ * LIO aborts @aborted (ABORT TASK, LUN RESET) and then waits for each of
+ * them to end: those of them waiting for lag room or for a claim must not
+ * wait any longer (rp_pair_abort_waiters()).  Process context.
+ */
+static void rp_tmr_notify(struct se_device *se_dev, enum tcm_tmreq_table tmf,
+			  struct list_head *aborted)
+{
+	struct rp_pair *pair;
+
+	if (list_empty(aborted))
+		return;
+	pair = rp_pair_get(RP_DEV(se_dev));
+	if (!pair)
+		return;
+	rp_pair_abort_waiters(pair);
+	rp_pair_put(pair);
+}
+
 static struct rp_exec_ops rp_exec_ops = {
 	.execute_rw		= rp_execute_rw,
 	.execute_sync_cache	= rp_execute_sync_cache,
@@ -624,6 +649,7 @@ static const struct target_backend_ops rp_backend_ops = {
 	.free_device		= rp_free_device,
 	.configure_unmap	= rp_configure_unmap,
 	.parse_cdb		= rp_parse_cdb,
+	.tmr_notify		= rp_tmr_notify,
 	.set_configfs_dev_params = rp_set_configfs_dev_params,
 	.show_configfs_dev_params = rp_show_configfs_dev_params,
 	.get_device_type	= sbc_get_device_type,

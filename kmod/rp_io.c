@@ -21,9 +21,10 @@
  * without FUA is tracked until a flush of it completes (rp_pipe.c,
  * "Unflushed").  UNMAP and WRITE SAME are
  * mirrored synchronously in synchronous mode (an UNMAP of a LUN reporting
- * zeroes for unmapped blocks zeroes the target: rp_unmap_target()); in
- * asynchronous mode, or when their regions are claimed, they go to the
- * primary and mark the regions dirty (the resync copies them).
+ * zeroes for unmapped blocks zeroes the target: rp_unmap_target()), up to
+ * 64 MiB written on the target; in asynchronous mode, when their regions
+ * are claimed, or past that bound, they go to the primary and mark the
+ * regions dirty (the resync copies them).
  * With a write-intent record (rp_intent.c), a write's regions are marked on
  * it before the write is submitted, under the record's clear_sem until the
  * write is tracked on its pair.  A write whose mark is not on disk yet waits
@@ -37,6 +38,7 @@
 #include <linux/highmem.h>
 #include <linux/interval_tree_generic.h>
 #include <linux/scatterlist.h>
+#include <scsi/scsi_common.h>
 #include <scsi/scsi_proto.h>
 
 #include "replipipe_internal.h"
@@ -82,8 +84,141 @@ static void rp_req_put(struct rp_req *req)
 	}
 	if (req->flags & RP_REQ_UNTRACKED)
 		rp_req_untracked_done(req);
+	if (req->cmd_sgl)
+		sgl_free_n_order(req->sgl, req->sgl_nents, 0);
 	mempool_free(req, dev->req_pool);
 	percpu_ref_put(&dev->reqs);
+}
+
+/*
+ * Copies between the command's pages and its bounce pages: whole lowmem
+ * pages from sgl_alloc() (the last one may be short), one per PAGE_SIZE
+ * of the command.  Must not block: a read copies back in its completion.
+ */
+static void rp_bounce_copy(struct rp_req *req, bool to_bounce)
+{
+	struct sg_mapping_iter miter;
+	size_t off = 0;
+
+	sg_miter_start(&miter, req->cmd_sgl, req->cmd_sgl_nents,
+		       SG_MITER_ATOMIC |
+		       (to_bounce ? SG_MITER_FROM_SG : SG_MITER_TO_SG));
+	while (off < req->cmd_bytes && sg_miter_next(&miter)) {
+		size_t len = min_t(size_t, miter.length, req->cmd_bytes - off);
+		size_t done = 0;
+
+		miter.consumed = len;
+		while (done < len) {
+			struct page *page = sg_page(&req->sgl[off >> PAGE_SHIFT]);
+			void *buf = page_address(page) + offset_in_page(off);
+			size_t n = min(len - done,
+				       PAGE_SIZE - offset_in_page(off));
+
+			if (to_bounce)
+				memcpy(buf, miter.addr + done, n);
+			else
+				memcpy(miter.addr + done, buf, n);
+			done += n;
+			off += n;
+		}
+	}
+	sg_miter_stop(&miter);
+}
+
+/*
+ * The alignment the bios of a leg need: each segment's offset and length a
+ * multiple of the device's DMA alignment, and of its logical block, so that
+ * each bio rp_submit_sg() cuts at a segment's end holds whole blocks.
+ */
+static unsigned int rp_bdev_align_mask(struct block_device *bdev)
+{
+	return (bdev_logical_block_size(bdev) - 1) | bdev_dma_alignment(bdev);
+}
+
+/*
+ * Gives @req bounce pages when its command's pages cannot go to its legs as
+ * they are: tcm_loop and vhost-scsi pass on the initiator's buffer, which
+ * Linux's sd takes for O_DIRECT at its DMA alignment (64 bytes), and a
+ * segment that is no whole number of blocks would have rp_submit_sg() cut
+ * a bio inside a block and start the next one at the wrong sector.
+ * @listed is the length of the command's list, @seg_bits the OR of its
+ * segments' offsets and lengths (rp_execute_rw() walks the list once).  A
+ * write's data are copied now, a read's when it completes.  0, or -ENOMEM.
+ * May block.
+ */
+static int rp_req_bounce(struct rp_req *req, u32 bytes, u64 listed,
+			 unsigned int seg_bits, bool write)
+{
+	struct block_device *primary = req->dev->primary.bdev;
+	unsigned int mask = rp_bdev_align_mask(primary);
+	unsigned int block = bdev_logical_block_size(primary);
+	gfp_t gfp = GFP_NOIO;
+	struct scatterlist *bounce;
+	unsigned int nents;
+
+	if (req->pair) {
+		mask |= rp_bdev_align_mask(req->pair->tgt.bdev);
+		block = max(block,
+			    bdev_logical_block_size(req->pair->tgt.bdev));
+	}
+	if (!(seg_bits & mask) && listed == bytes)
+		return 0;
+
+	/*
+	 * Whole blocks of the command's data only.  A READ whose initiator
+	 * expects less than its CDB asks for (LIO keeps the shorter length)
+	 * may end inside a block: the legs get the whole block, zeroed past
+	 * the data (never seen by the initiator).  One whose initiator
+	 * expects more, on a fabric that hands over the initiator's buffer
+	 * (tcm_loop, vhost-scsi), comes with a list longer than the CDB's
+	 * range: the legs get that range.  Only the command's bytes are
+	 * copied back.
+	 */
+	if (!IS_ALIGNED(bytes, block))
+		gfp |= __GFP_ZERO;
+	bounce = sgl_alloc(round_up((u64)bytes, block), gfp, &nents);
+	if (!bounce)
+		return -ENOMEM;
+	req->cmd_sgl = req->sgl;
+	req->cmd_sgl_nents = req->sgl_nents;
+	req->cmd_bytes = bytes;
+	req->sgl = bounce;
+	req->sgl_nents = nents;
+	if (write)
+		rp_bounce_copy(req, true);
+	return 0;
+}
+
+/*
+ * Fails a command because its target leg failed under policy FailIO:
+ * HARDWARE ERROR, LOGICAL UNIT COMMUNICATION FAILURE.  Not LIO's NOT READY
+ * for that code, which initiators take for a path error: Linux's
+ * dm-multipath fails the path, and with no path left queues every I/O,
+ * reads too (queue_if_no_path), until one comes back.  This is the
+ * logical unit's failure, which no other path avoids.  Must not block.
+ */
+static void rp_complete_target_failure(struct se_cmd *cmd)
+{
+	/* Descriptor format past 2^32 blocks, as LIO's own (not exported). */
+	bool desc = cmd->se_dev->transport->get_blocks(cmd->se_dev) > U32_MAX;
+	u8 sense[TRANSPORT_SENSE_BUFFER] = {};
+
+	/*
+	 * A command with a completion callback (the write of a COMPARE AND
+	 * WRITE, which releases the device's caw_sem there) must fail through
+	 * LIO's failure path, which calls it; a sense of the backend's own
+	 * is sent as a success, which does not.
+	 */
+	if (cmd->transport_complete_callback) {
+		sense_reason_t reason = TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;
+
+		target_complete_cmd_with_sense(cmd, SAM_STAT_CHECK_CONDITION,
+					       reason);
+		return;
+	}
+	scsi_build_sense_buffer(desc, sense, HARDWARE_ERROR, 0x08, 0x00);
+	transport_copy_sense_to_cmd(cmd, sense);
+	target_complete_cmd(cmd, SAM_STAT_CHECK_CONDITION);
 }
 
 /*
@@ -98,6 +233,10 @@ static void rp_req_cmd_done(struct rp_req *req)
 
 	if (!refcount_dec_and_test(&req->pending))
 		return;
+
+	if (req->cmd_sgl && req->primary_opf == REQ_OP_READ &&
+	    !atomic_read(&req->primary_errors))
+		rp_bounce_copy(req, false);
 
 	/*
 	 * The primary failed where the target leg may have written: the legs
@@ -124,9 +263,7 @@ static void rp_req_cmd_done(struct rp_req *req)
 		if (atomic_read(&req->primary_errors))
 			target_complete_cmd(cmd, SAM_STAT_CHECK_CONDITION);
 		else if (fail_target)
-			target_complete_cmd_with_sense(cmd,
-					SAM_STAT_CHECK_CONDITION,
-					TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE);
+			rp_complete_target_failure(cmd);
 		else
 			target_complete_cmd(cmd, SAM_STAT_GOOD);
 	}
@@ -858,9 +995,10 @@ sense_reason_t rp_execute_rw(struct se_cmd *cmd, struct scatterlist *sgl,
 			     u32 sgl_nents, enum dma_data_direction dir)
 {
 	struct rp_dev *dev = RP_DEV(cmd->se_dev);
+	unsigned int seg_bits = 0;
 	struct scatterlist *sg;
+	u64 bytes, listed = 0;
 	struct rp_req *req;
-	u64 bytes = 0;
 	int i;
 
 	if (!sgl_nents) {
@@ -872,19 +1010,35 @@ sense_reason_t rp_execute_rw(struct se_cmd *cmd, struct scatterlist *sgl,
 	req->sgl = sgl;
 	req->sgl_nents = sgl_nents;
 	req->sector = target_to_linux_sector(cmd->se_dev, cmd->t_task_lba);
-	for_each_sg(sgl, sg, sgl_nents, i)
-		bytes += sg->length;
+	for_each_sg(sgl, sg, sgl_nents, i) {
+		listed += sg->length;
+		seg_bits |= sg->offset | sg->length;
+	}
+	/*
+	 * The list may be longer than the command's data (a READ of more
+	 * than its CDB asks for, on a fabric that passes the initiator's
+	 * buffer on): the data is what the legs get (rp_req_bounce()).
+	 */
+	bytes = min_t(u64, listed, cmd->data_length);
 	req->nr_sects = bytes >> SECTOR_SHIFT;
 
 	if (dir == DMA_TO_DEVICE) {
 		req->primary_opf = rp_write_opf(cmd, dev->primary.bdev,
 						dev->primary.bdev);
 		req->pair = rp_pair_get_write(dev, req);
+		if (rp_req_bounce(req, bytes, listed, seg_bits, true)) {
+			rp_req_put(req);
+			return TCM_OUT_OF_RESOURCES;
+		}
 		rp_write_submit(req);
 		return 0;
 	}
 
 	req->primary_opf = REQ_OP_READ;
+	if (rp_req_bounce(req, bytes, listed, seg_bits, false)) {
+		rp_req_put(req);
+		return TCM_OUT_OF_RESOURCES;
+	}
 	rp_submit_sg(req, dev->primary.bdev, req->primary_opf,
 		     rp_bio_done_primary);
 	rp_req_cmd_done(req);
@@ -1089,8 +1243,9 @@ static int rp_write_same_leg(struct rp_dev *dev, struct block_device *bdev,
 	return ret;
 }
 
+/* One leg of a WRITE SAME: zeroes, or @pattern's block.  May block. */
 static int rp_write_same_one(struct rp_dev *dev, struct block_device *bdev,
-			     struct se_cmd *cmd, bool zeroes)
+			     struct se_cmd *cmd, struct scatterlist *pattern)
 {
 	sector_t sector = target_to_linux_sector(cmd->se_dev, cmd->t_task_lba);
 	sector_t nr_sects = target_to_linux_sector(cmd->se_dev,
@@ -1098,12 +1253,11 @@ static int rp_write_same_one(struct rp_dev *dev, struct block_device *bdev,
 
 	int ret;
 
-	if (zeroes)
+	if (!pattern)
 		ret = blkdev_issue_zeroout(bdev, sector, nr_sects, GFP_NOIO,
 					   BLKDEV_ZERO_NOUNMAP);
 	else
-		ret = rp_write_same_leg(dev, bdev, sector, nr_sects,
-					cmd->t_data_sg);
+		ret = rp_write_same_leg(dev, bdev, sector, nr_sects, pattern);
 	/*
 	 * Where a write to this leg gets FUA (rp_write_opf(): a write-through
 	 * LUN, or FUA asked, over a leg with a volatile cache), WRITE SAME's
@@ -1119,28 +1273,62 @@ static void rp_write_same_run(struct se_cmd *cmd, bool zeroes)
 {
 	struct se_device *se_dev = cmd->se_dev;
 	struct rp_dev *dev = RP_DEV(se_dev);
+	struct scatterlist block, *pattern = NULL;
+	struct page *page = NULL;
 	int ret, target_ret = 0;
 	struct rp_req *req;
 
+	if (!zeroes) {
+		/*
+		 * The block goes to the legs from a page of its own: the
+		 * initiator's may sit anywhere in its page (tcm_loop passes
+		 * its buffer on), and every bio repeats it at that offset.
+		 */
+		page = alloc_page(GFP_NOIO);
+		if (!page) {
+			target_complete_cmd_with_sense(cmd,
+						       SAM_STAT_CHECK_CONDITION,
+						       TCM_OUT_OF_RESOURCES);
+			return;
+		}
+		sg_copy_to_buffer(cmd->t_data_sg, cmd->t_data_nents,
+				  page_address(page), cmd->t_data_sg->length);
+		sg_init_table(&block, 1);
+		sg_set_page(&block, page, cmd->t_data_sg->length, 0);
+		pattern = &block;
+	}
 	req = rp_sync_op_begin(cmd,
 			       target_to_linux_sector(se_dev, cmd->t_task_lba),
 			       target_to_linux_sector(se_dev,
 					sbc_get_write_same_sectors(cmd)));
 	if (!req) {
 		target_complete_cmd(cmd, SAM_STAT_CHECK_CONDITION);
-		return;
+		goto free;
 	}
-	ret = rp_write_same_one(dev, dev->primary.bdev, cmd, zeroes);
+	ret = rp_write_same_one(dev, dev->primary.bdev, cmd, pattern);
+	/*
+	 * Longer than a backstore advertises (an administrator raised
+	 * max_write_same_len): the target leg is left to the resync, as an
+	 * UNMAP's zeroes are (rp_unmap_target()).
+	 */
 	if (!ret && (req->flags & RP_REQ_MIRROR))
-		target_ret = rp_write_same_one(dev, req->pair->tgt.bdev, cmd,
-					       zeroes);
+		target_ret = req->nr_sects > RP_WRITE_SAME_MAX_SECT ?
+			     -EOPNOTSUPP :
+			     rp_write_same_one(dev, req->pair->tgt.bdev, cmd,
+					       pattern);
 	if (rp_sync_op_end(req, ret, target_ret) || ret) {
 		pr_err_ratelimited("%s: WRITE SAME failed: %d/%d\n", dev->name,
 				   ret, target_ret);
-		target_complete_cmd(cmd, SAM_STAT_CHECK_CONDITION);
-		return;
+		if (ret)
+			target_complete_cmd(cmd, SAM_STAT_CHECK_CONDITION);
+		else
+			rp_complete_target_failure(cmd);
+	} else {
+		target_complete_cmd(cmd, SAM_STAT_GOOD);
 	}
-	target_complete_cmd(cmd, SAM_STAT_GOOD);
+free:
+	if (page)
+		__free_page(page);
 }
 
 struct rp_write_same_work {

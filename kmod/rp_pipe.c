@@ -13,7 +13,8 @@
  *   SYNCING   mirroring; some regions dirty        -> INSYNC, DEGRADED, PAUSED
  *   INSYNC    mirroring; no region dirty           -> SYNCING, DEGRADED, PAUSED
  *   DEGRADED  a target write failed (policy Degrade, or async), or there was
- *             no room within max lag for RP_LAG_WAIT_SEC: primary only,
+ *             no room within max lag for RP_LAG_WAIT_SEC or for an initiator
+ *             that aborted a write waiting for it: primary only,
  *             regions written are marked dirty     -> SYNCING/INSYNC (PAIR_SET)
  *   PAUSED    stopped by PAIR_SET; as DEGRADED     -> SYNCING/INSYNC (PAIR_SET)
  *   PAIR_SET SYNCING leaves DEGRADED/PAUSED only after rp_pair_probe_target()
@@ -285,6 +286,41 @@ static bool __rp_pair_claimed(struct rp_pair *pair, u64 first, u64 last)
 	return rp_bits_any(pair->claimed, first, last);
 }
 
+static bool rp_claim_overlaps(const struct rp_claim *claim, u64 first,
+			      u64 last)
+{
+	return claim->first <= last && first < claim->first + claim->count;
+}
+
+/*
+ * Whether a write to regions [@first, @last] waits for the claims on them:
+ * not once one of those claims let its writes go (rp_pair_abort_waiters()).
+ * pair->lock held.
+ */
+static bool __rp_pair_holds(struct rp_pair *pair, u64 first, u64 last)
+{
+	struct rp_claim *claim;
+
+	if (!__rp_pair_claimed(pair, first, last))
+		return false;
+	list_for_each_entry(claim, &pair->claims, node)
+		if (claim->let_go && rp_claim_overlaps(claim, first, last))
+			return false;
+	return true;
+}
+
+/*
+ * LIO aborted @req's command (ABORT TASK, LUN RESET: rp_tmr_notify()) and
+ * waits for it to end.  The flag is set under the command's t_state_lock
+ * before LIO tells the backend, so a writer that takes pair->lock after
+ * rp_pair_abort_waiters() looked sees it.
+ */
+static bool rp_req_aborted(const struct rp_req *req)
+{
+	return req->cmd &&
+	       (READ_ONCE(req->cmd->transport_state) & CMD_T_ABORTED);
+}
+
 /* The regions a write, UNMAP or WRITE SAME covers (a flush has none). */
 static void rp_req_regions(struct rp_pair *pair, struct rp_req *req)
 {
@@ -295,6 +331,60 @@ static void rp_req_regions(struct rp_pair *pair, struct rp_req *req)
 				  last_region);
 	req->last_region = min_t(u64, end >> pair->region_sect_shift,
 				 last_region);
+}
+
+/*
+ * Moves the held writes that need not wait any longer to @released (for
+ * rp_reqs_resubmit()): those of a claim that ended or let its writes go,
+ * and those aborted.  pair->lock held.
+ */
+static void __rp_pair_release_held(struct rp_pair *pair,
+				   struct list_head *released)
+{
+	struct rp_req *req, *tmp;
+
+	list_for_each_entry_safe(req, tmp, &pair->held, node) {
+		rp_req_regions(pair, req);
+		if (rp_req_aborted(req) ||
+		    !__rp_pair_holds(pair, req->first_region,
+				     req->last_region))
+			list_move_tail(&req->node, released);
+	}
+}
+
+/*
+ * Whether routing sends @req to the primary past a claim on its regions
+ * (the claim let its writes go, or @req was aborted): then it needs no lag
+ * room either.  pair->lock held.
+ */
+static bool __rp_req_passes_claim(struct rp_pair *pair, struct rp_req *req)
+{
+	rp_req_regions(pair, req);
+	return __rp_pair_claimed(pair, req->first_region, req->last_region) &&
+	       (rp_req_aborted(req) ||
+		!__rp_pair_holds(pair, req->first_region, req->last_region));
+}
+
+/* The claims on @req's regions hold no writes any more.  pair->lock held. */
+static void __rp_claims_let_go(struct rp_pair *pair, struct rp_req *req)
+{
+	struct rp_claim *claim;
+
+	rp_req_regions(pair, req);
+	list_for_each_entry(claim, &pair->claims, node)
+		if (rp_claim_overlaps(claim, req->first_region,
+				      req->last_region))
+			claim->let_go = true;
+}
+
+static void rp_reqs_resubmit(struct list_head *released)
+{
+	struct rp_req *req, *tmp;
+
+	list_for_each_entry_safe(req, tmp, released, node) {
+		list_del_init(&req->node);
+		rp_req_resubmit(req);
+	}
 }
 
 #define RP_REQ_FIRST_REGION(req)	((req)->first_region)
@@ -324,7 +414,9 @@ enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 
 	rp_req_regions(pair, req);
 	claimed = __rp_pair_claimed(pair, req->first_region, req->last_region);
-	if (claimed && can_hold) {
+	/* An aborted write is not held: see rp_pair_abort_waiters(). */
+	if (can_hold && !rp_req_aborted(req) &&
+	    __rp_pair_holds(pair, req->first_region, req->last_region)) {
 		list_add_tail(&req->node, &pair->held);
 		route = RP_ROUTE_HELD;
 		goto unlock;
@@ -517,6 +609,26 @@ void rp_pair_flush_done(struct rp_pair *pair, u64 gen)
 }
 
 /*
+ * Writes stop waiting for lag room: the pair degrades, which sends every
+ * waiter to the primary with its regions dirty (__rp_pair_set_state()).
+ * True if it degraded.  pair->lock held.
+ */
+static bool __rp_pair_lag_give_up(struct rp_pair *pair)
+{
+	if (!__rp_pair_mirroring(pair))
+		return false;
+	__rp_pair_set_state(pair, REPLIPIPE_PAIR_DEGRADED);
+	__rp_pair_unflushed_dirty(pair);
+	return true;
+}
+
+static void rp_pair_warn_aborted(struct rp_pair *pair)
+{
+	pr_warn("%s: target %s: an initiator aborted a write waiting for room within max lag; pair degraded\n",
+		pair->src->name, pair->tgt_path);
+}
+
+/*
  * An async write of @req: reserves its room within max lag, or parks it on
  * pair->lag_waiters, behind the writes already waiting (a small write does
  * not overtake a large one, and overlapping async legs keep their order).
@@ -529,6 +641,7 @@ enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
 					bool may_park)
 {
 	enum rp_lag_verdict ret = RP_LAG_NONE;
+	bool gave_up = false;
 	unsigned long flags;
 
 	spin_lock_irqsave(&pair->lock, flags);
@@ -543,7 +656,11 @@ enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
 		   __rp_pair_lag_room(pair, bytes)) {
 		pair->lag_bytes += bytes;
 		ret = RP_LAG_RESERVED;
-	} else if (!may_park) {
+	} else if (!may_park || __rp_req_passes_claim(pair, req)) {
+		ret = RP_LAG_NONE;
+	} else if (rp_req_aborted(req)) {
+		/* Aborted before it could park: see rp_pair_abort_waiters(). */
+		gave_up = __rp_pair_lag_give_up(pair);
 		ret = RP_LAG_NONE;
 	} else {
 		req->lag_parked_at = jiffies;
@@ -554,6 +671,8 @@ enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
 		ret = RP_LAG_PARKED;
 	}
 	spin_unlock_irqrestore(&pair->lock, flags);
+	if (gave_up)
+		rp_pair_warn_aborted(pair);
 	return ret;
 }
 
@@ -566,6 +685,62 @@ void rp_pair_lag_release(struct rp_pair *pair, u64 bytes)
 	pair->lag_bytes -= bytes;
 	__rp_pair_lag_grant(pair);
 	spin_unlock_irqrestore(&pair->lock, flags);
+}
+
+/*
+ * LIO aborts commands of @pair's source (ABORT TASK, LUN RESET:
+ * rp_tmr_notify()) and waits for each to end.  An aborted write waiting
+ * for lag room means its initiator gave up before RP_LAG_WAIT_SEC did: the
+ * pair degrades now, as lag_work would later, so that neither the abort
+ * nor the initiator's retry of the write waits for the target.  An aborted
+ * write held for a claim goes to the primary now with its regions dirty,
+ * as the write of a COMPARE AND WRITE does, and so does every write to the
+ * regions of that claim until it ends (let_go): the retry would wait for
+ * it again, until the initiator's error handling gave up on the write and
+ * took the device offline.  An aborted write waiting for lag room whose
+ * regions are claimed is let go the same way: it needs no room past the
+ * claim, and the pair need not degrade.  Either way the aborted write
+ * is written, to the primary (LIO sends no status for it): an initiator
+ * that reads back after an abort finds the data of the write or of its
+ * retry, on both legs once a resync carried it over.  Must not block.
+ */
+void rp_pair_abort_waiters(struct rp_pair *pair)
+{
+	struct rp_req *req, *tmp;
+	bool lag_aborted = false, gave_up = false;
+	unsigned long flags;
+	LIST_HEAD(released);
+
+	spin_lock_irqsave(&pair->lock, flags);
+	list_for_each_entry(req, &pair->held, node)
+		if (rp_req_aborted(req))
+			__rp_claims_let_go(pair, req);
+	/*
+	 * An aborted waiter whose regions are claimed is let go as if held:
+	 * the primary takes it past the claim, with no lag room.
+	 */
+	list_for_each_entry_safe(req, tmp, &pair->lag_waiters, node) {
+		if (!rp_req_aborted(req))
+			continue;
+		rp_req_regions(pair, req);
+		if (__rp_pair_claimed(pair, req->first_region,
+				      req->last_region)) {
+			__rp_claims_let_go(pair, req);
+			list_move_tail(&req->node, &released);
+		} else {
+			lag_aborted = true;
+		}
+	}
+	__rp_pair_release_held(pair, &released);
+	if (lag_aborted)
+		gave_up = __rp_pair_lag_give_up(pair);
+	else
+		/* The writes behind one let go may fit now. */
+		__rp_pair_lag_grant(pair);
+	spin_unlock_irqrestore(&pair->lock, flags);
+	rp_reqs_resubmit(&released);
+	if (gave_up)
+		rp_pair_warn_aborted(pair);
 }
 
 /*
@@ -594,10 +769,8 @@ static void rp_pair_lag_work(struct work_struct *work)
 			 */
 			mod_delayed_work(rp_wq, &pair->lag_work,
 					 deadline - jiffies);
-		} else if (__rp_pair_mirroring(pair)) {
-			__rp_pair_set_state(pair, REPLIPIPE_PAIR_DEGRADED);
-			__rp_pair_unflushed_dirty(pair);
-			degraded = true;
+		} else {
+			degraded = __rp_pair_lag_give_up(pair);
 		}
 	}
 	spin_unlock_irq(&pair->lock);
@@ -973,7 +1146,6 @@ static void __rp_claim_finish(struct rp_claim *claim, bool done,
 {
 	struct rp_pair *pair = claim->pair;
 	u64 i, last = claim->first + claim->count - 1;
-	struct rp_req *req, *tmp;
 
 	lockdep_assert_held(&pair->lock);
 	for (i = claim->first; i <= last; i++) {
@@ -986,22 +1158,7 @@ static void __rp_claim_finish(struct rp_claim *claim, bool done,
 	rp_claim_free(claim);
 	if (!pair->nr_dirty && pair->state == REPLIPIPE_PAIR_SYNCING)
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_INSYNC);
-	list_for_each_entry_safe(req, tmp, &pair->held, node) {
-		rp_req_regions(pair, req);
-		if (!__rp_pair_claimed(pair, req->first_region,
-				       req->last_region))
-			list_move_tail(&req->node, released);
-	}
-}
-
-static void rp_reqs_resubmit(struct list_head *released)
-{
-	struct rp_req *req, *tmp;
-
-	list_for_each_entry_safe(req, tmp, released, node) {
-		list_del_init(&req->node);
-		rp_req_resubmit(req);
-	}
+	__rp_pair_release_held(pair, released);
 }
 
 /*

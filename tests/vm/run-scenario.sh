@@ -352,7 +352,8 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 guest_modules=(scsi_mod sd_mod target_core_mod target_core_iblock target_core_file
 	tcm_loop iscsi_target_mod iscsi_tcp crc32c_generic brd null_blk dm_mod
 	dm_flakey dm_mirror dm_delay loop virtio_pci virtio_blk configfs)
-optional_modules=(target_core_pscsi target_core_user drbd nbd dm_log_writes crc32c_intel ext4)
+optional_modules=(target_core_pscsi target_core_user drbd nbd dm_log_writes crc32c_intel ext4
+	dm_multipath dm_round_robin)
 
 module_files() { # the .ko files of the guest modules with dependencies
 	local m out

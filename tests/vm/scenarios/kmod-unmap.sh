@@ -21,10 +21,15 @@
 #    exactly its 32768 regions dirty and marked on the record.
 # 5. a target that advertised UNMAP and then refuses it (sd turns discard
 #    off): the pair does not degrade, the UNMAP's regions are dirty.
+# 6. WRITE SAME (util-linux's blkdiscard -z) on a synchronous pair: one of
+#    1 MiB reaches the target; one of 72 MiB, past the 64 MiB the module
+#    writes on a target within the command (an administrator raised
+#    max_write_same_len), leaves its 1152 regions dirty for the resync.
 # vm-timeout: 300
 # vm-cost: 20
 # vm-debug-cost: 50
 # vm-disks: lbprz:96
+# vm-bins: blkdiscard
 
 LIVE=/sys/module/replipipe/parameters/live_objects
 MIB=1048576
@@ -212,7 +217,48 @@ echo "$pair"
 	vm_fail "the refused UNMAP of 1 MiB left dirty=$(vm_field "$pair" dirty), not its 16 regions"
 [ "$(vm_field "$pair" errors)" = 0 ] || vm_fail "the refused UNMAP counted as a target error: $pair"
 
+vm_log "== 6. WRITE SAME: at most 64 MiB on the target within the command"
+nullb rpu6 96
+nullb rpt6 96
+dir6=$(vm_backstore replipipe replipipe_0 u6 /dev/rpu6)
+echo 196608 > "$dir6/attrib/max_write_same_len" ||
+	vm_fail "setup: max_write_same_len=196608 (96 MiB) refused"
+rp-nlctl set-pipe --id wsame --mode sync --region-kib 64 \
+	--pair replipipe_0/u6=/dev/rpt6,clean || vm_fail "set-pipe refused"
+lun6=$(vm_tcm_loop_export replipipe_0/u6)
+# sd took 65535 blocks from the LUN; it may send up to what it advertises
+for m in /sys/block/${lun6#/dev/}/device/scsi_disk/*/max_write_same_blocks; do
+	echo 196608 > $m || vm_fail "setup: max_write_same_blocks=196608 refused"
+done
+[ "$(cat "/sys/block/${lun6#/dev/}/queue/write_zeroes_max_bytes")" -ge $((72 * MIB)) ] ||
+	vm_fail "setup: $lun6 zeroes $(cat "/sys/block/${lun6#/dev/}/queue/write_zeroes_max_bytes") bytes per WRITE SAME, less than 72 MiB"
+for m in 71 80; do
+	dd if=/dev/urandom of=$lun6 bs=$MIB count=1 seek=$m oflag=direct 2> /dev/null ||
+		vm_fail "write through $lun6"
+done
+vm_cmp_devs /dev/rpu6 /dev/rpt6
+/usr/sbin/blkdiscard -z -o $((80 * MIB)) -l $MIB $lun6 ||
+	vm_fail "WRITE SAME of 1 MiB through $lun6 failed"
+zeroes /dev/rpt6 $((80 * 1024)) 1024 || vm_fail "the WRITE SAME of 1 MiB did not reach the target"
+[ "$(vm_field "$(pair_line wsame)" dirty)" = 0 ] ||
+	vm_fail "the mirrored WRITE SAME of 1 MiB left regions dirty: $(pair_line wsame)"
+/usr/sbin/blkdiscard -z -o 0 -l $((72 * MIB)) $lun6 ||
+	vm_fail "WRITE SAME of 72 MiB through $lun6 failed"
+pair=$(pair_line wsame)
+echo "$pair"
+[ "$(vm_field "$pair" state)" = Syncing ] && [ "$(vm_field "$pair" dirty)" = 1152 ] ||
+	vm_fail "a WRITE SAME of 72 MiB did not leave its 1152 regions dirty: $pair"
+zeroes /dev/rpu6 $((71 * 1024)) 1024 || vm_fail "the primary does not read zeroes after WRITE SAME"
+zeroes /dev/rpt6 $((71 * 1024)) 1024 &&
+	vm_fail "the WRITE SAME of 72 MiB wrote the target within the command"
+rp-nlctl resync wsame replipipe_0/u6 > /tmp/resync 2>&1 || vm_fail "resync: $(cat /tmp/resync)"
+grep -q "^resync .*result=clean " /tmp/resync || vm_fail "resync: $(tail -n 1 /tmp/resync)"
+vm_cmp_devs /dev/rpu6 /dev/rpt6
+
 vm_log "== teardown"
+vm_tcm_loop_unexport replipipe_0/u6
+rp-nlctl del-pipe wsame || vm_fail "del-pipe wsame"
+vm_backstore_delete replipipe_0/u6
 vm_tcm_loop_unexport replipipe_0/u5
 rp-nlctl del-pipe unmap-refused || vm_fail "del-pipe unmap-refused"
 vm_backstore_delete replipipe_0/u5

@@ -414,6 +414,10 @@ sleep 1
 ilun=$(iscsi_login)
 vm_log "iSCSI LUN after restore: $ilun"
 write_and_compare "$ilun" /dev/ram0 /dev/ram1 3
+# A READ of one block whose initiator expects 100 bytes: iSCSI moves 100
+# (an underflow) from pages of LIO's own, no whole block; the primary must
+# still be read a whole block. (tcm_loop refuses such a command itself.)
+rp-sg-read "$ilun" 2048 100 || vm_fail "a READ expecting 100 bytes of its block, over iSCSI"
 iscsi_logout
 vm_iscsid_stop $iscsid
 tc ls

@@ -2,7 +2,7 @@
 /*
  * rp-verify: checks devices against rp-writer logs.
  *
- *   rp-verify --dev PATH [--crashed] LOG...
+ *   rp-verify --dev PATH [--misalign B] [--crashed] LOG...
  *       For every 4 KiB block, the last acknowledged write in the logs (files
  *       in the order given, lines in file order; later supersedes earlier)
  *       must be what the device holds. Blocks whose last write failed are
@@ -18,6 +18,9 @@
  *       holds that write, or else the write (seed of L, last generation of
  *       L + 1) at this block; nothing else. Adds "inflight=J" (blocks that
  *       hold the unlogged write) and "torn=T" (dropped partial lines).
+ *       --misalign B: read into a buffer B bytes past a page boundary, as an
+ *       application whose O_DIRECT buffer is only as aligned as the device
+ *       demands (sd: 64 bytes) does.
  *   rp-verify --regions KIB LOG...
  *       Prints the regions of KIB KiB that acknowledged writes touched:
  *       "regions: count=N" then one "FIRST-LAST" line (inclusive) per range.
@@ -76,7 +79,7 @@ struct record_list {
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: rp-verify --dev PATH [--crashed] LOG...\n"
+		"usage: rp-verify --dev PATH [--misalign B] [--crashed] LOG...\n"
 		"       rp-verify --regions KIB LOG...\n"
 		"       rp-verify --cmp A B [--offset B] [--length B] [--region-kib KIB]\n"
 		"       rp-verify --dump DEV [--offset B] [--length B]\n");
@@ -213,10 +216,21 @@ static int cmd_verify(const char *dev, int nlogs, char **logs)
 	uint64_t total = 0, ok = 0, bad = 0, unknown = 0, inflight = 0;
 	uint64_t *last_gen;
 	struct block_expect *expect;
-	unsigned char *buf = xmalloc_aligned(RP_READ_CHUNK);
-	unsigned char *want = xmalloc_aligned(RP_BLOCK);
+	unsigned char *buf, *want = xmalloc_aligned(RP_BLOCK);
+	unsigned long misalign = 0;
 	int fd;
 
+	if (nlogs >= 2 && !strcmp(logs[0], "--misalign")) {
+		char *end;
+
+		misalign = strtoul(logs[1], &end, 0);
+		if (*end || !*logs[1] || misalign >= RP_BLOCK)
+			usage();
+		nlogs -= 2;
+		logs += 2;
+	}
+	buf = (unsigned char *)xmalloc_aligned(RP_READ_CHUNK + RP_BLOCK) +
+	      misalign;
 	if (nlogs >= 1 && !strcmp(logs[0], "--crashed")) {
 		crashed = true;
 		nlogs--;

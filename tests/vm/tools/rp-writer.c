@@ -57,6 +57,7 @@ struct writer_opts {
 	bool fsync_at_end;
 	bool dsync;		/* O_DSYNC: each write has FUA */
 	bool log_sync;		/* each record durable before the next write */
+	uint64_t misalign;	/* the buffer this far past a page boundary */
 };
 
 struct writer_thread {
@@ -87,12 +88,14 @@ static void usage(void)
 		"usage: rp-writer --dev PATH --log PREFIX [--threads N] [--offset B] [--span B]\n"
 		"                 [--min-size B] [--max-size B] [--count N] [--bytes B] [--seconds S]\n"
 		"                 [--seed S] [--stop-on-error | --continue-on-error] [--fsync]\n"
-		"                 [--dsync] [--log-sync]\n"
+		"                 [--dsync] [--log-sync] [--misalign B]\n"
 		"  sizes take K/M/G suffixes; logs go to PREFIX.<thread>; defaults: 4 threads,\n"
 		"  the whole device, 4K..1M, --continue-on-error; at least one of --count,\n"
 		"  --bytes, --seconds is required (totals over all threads).\n"
 		"  --dsync: the device is opened O_DSYNC (each write is sent with FUA).\n"
-		"  --log-sync: every log record is durable (O_DSYNC) before the next write.\n");
+		"  --log-sync: every log record is durable (O_DSYNC) before the next write.\n"
+		"  --misalign: the data buffer starts B bytes past a page boundary (B < 4096),\n"
+		"  as an application's whose buffer is only as aligned as the device demands.\n");
 	exit(64);
 }
 
@@ -188,10 +191,12 @@ static void *writer_main(void *arg)
 		max_blocks = t->stripe_blocks;
 	if (min_blocks > max_blocks)
 		min_blocks = max_blocks;
-	if (posix_memalign((void **)&buf, RP_BLOCK, max_blocks * RP_BLOCK)) {
+	if (posix_memalign((void **)&buf, RP_BLOCK,
+			   (max_blocks + 1) * RP_BLOCK)) {
 		fprintf(stderr, "rp-writer: out of memory\n");
 		exit(2);
 	}
+	buf += o->misalign;
 	/* the stream that picks sizes and offsets, distinct from the data seed */
 	t->seed = base_seed ^ 0x5851f42d4c957f2dull;
 
@@ -255,7 +260,7 @@ static void *writer_main(void *arg)
 			t->first_errno = errno;
 		t->failed++;
 	}
-	free(buf);
+	free(buf - o->misalign);
 	return NULL;
 }
 
@@ -344,6 +349,8 @@ static void parse_args(int argc, char **argv, struct writer_opts *o)
 			o->seconds = strtod(v, NULL);
 		else if (!strcmp(a, "--seed"))
 			o->seed = size_arg(a, v);
+		else if (!strcmp(a, "--misalign"))
+			o->misalign = size_arg(a, v);
 		else {
 			fprintf(stderr, "rp-writer: unknown option %s\n", a);
 			usage();
@@ -356,6 +363,7 @@ static void parse_args(int argc, char **argv, struct writer_opts *o)
 		usage();
 	}
 	if (o->threads < 1 || o->threads > RP_MAX_THREADS ||
+	    o->misalign >= RP_BLOCK ||
 	    o->offset % RP_BLOCK || o->span % RP_BLOCK ||
 	    o->min_size % RP_BLOCK || o->max_size % RP_BLOCK ||
 	    !o->min_size || o->min_size > o->max_size) {

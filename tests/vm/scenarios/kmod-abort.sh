@@ -1,0 +1,132 @@
+#!/bin/sh
+# An initiator aborts a write that waits on the pair. LIO's ABORT TASK (and
+# LUN RESET) waits for the aborted command to end, and the initiator's
+# error handler waits for the abort: a write held for a resync's claim
+# waited until the claim ended, and one waiting for lag room until the pair
+# degraded after 30 s. Now an abort lets such a write go (LIO tells the
+# backend through tmr_notify): held for a claim, or waiting for lag room
+# with its region claimed, it goes to the primary with its region dirty
+# (the claim's RESYNC_DONE keeps it dirty); waiting for lag room, the pair
+# degrades at once, as it would after 30 s. The
+# initiator here is Linux's sd over tcm_loop with a 5 s command time-out:
+# its error handler aborts the write, then sends it again.
+# vm-timeout: 300
+# vm-cost: 50
+# vm-debug-cost: 75
+# vm-bins: dmsetup
+
+PIPE=kmod-abort
+SRC=replipipe_0/vol1
+REGION=65536
+export DM_DISABLE_UDEV=1
+
+pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
+# LIO's count of the aborts it answered (grep -c fails on none)
+aborts_done() {
+	dmesg | awk '/ABORT_TASK: Sending TMR_FUNCTION_COMPLETE/ { n++ } END { print n + 0 }'
+}
+
+# One O_DIRECT write of region $1 through the LUN, logged as /tmp/$2.*;
+# prints how long it took in ms.
+write_region() {
+	t0=$(vm_now_ms)
+	out=$(rp-writer --dev "$lun" --log "/tmp/$2" --threads 1 \
+		--offset $(($1 * REGION)) --span $REGION --min-size 64K \
+		--max-size 64K --count 1 --seed "$1" --stop-on-error) ||
+		vm_fail "the write of region $1 failed: $out"
+	echo $(($(vm_now_ms) - t0))
+}
+
+# claim_region R: a resync's claim on region R (dirty), held 15 s and then
+# finished as done, in the background (claim_pid); returns once granted.
+claim_region() {
+	rp-nlctl claim $PIPE $SRC --hint $1 --max 1 --hold 15 --done > /tmp/claim 2>&1 &
+	claim_pid=$!
+	i=0
+	until grep -q "^claim .* first=$1 count=1" /tmp/claim; do
+		i=$((i + 1))
+		[ $i -lt 100 ] || vm_fail "region $1 was not claimed: $(cat /tmp/claim)"
+		sleep 0.1
+	done
+}
+
+# aborted_write R LOG MS WHAT: the write of region R (logged as /tmp/LOG.*),
+# which sd aborts, ends within MS ms; WHAT names it.
+aborted_write() {
+	local aborts t
+	aborts=$(aborts_done)
+	t=$(write_region $1 $2) || exit 1
+	vm_log "$4 took $t ms"
+	[ "$(aborts_done)" -gt "$aborts" ] || vm_fail "setup: $4 was never aborted ($t ms)"
+	[ $t -lt $3 ] || vm_fail "$4 waited $t ms after its abort"
+}
+
+# claim_kept_dirty R: the claim finished as done, and region R is still
+# dirty (the aborted write went to the primary past the claim).
+claim_kept_dirty() {
+	wait $claim_pid || vm_fail "claim: $(cat /tmp/claim)"
+	grep -q "^finished .* as=done" /tmp/claim || vm_fail "claim: $(cat /tmp/claim)"
+	rp-nlctl bitmap $PIPE $SRC > /tmp/bitmap || vm_fail "rp-nlctl bitmap"
+	grep -qx "dirty $1" /tmp/bitmap ||
+		vm_fail "RESYNC_DONE cleaned the region the aborted write reached: $(cat /tmp/bitmap)"
+}
+
+vm_brd 2 64
+vm_modprobe dm_mod
+vm_modprobe dm_delay
+sectors=$(blockdev --getsz /dev/ram1)
+tgt=$(vm_dm_create rptgt "0 $sectors linear /dev/ram1 0")
+vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
+rp-nlctl set-pipe --id $PIPE --mode async --max-lag-kib 64 --region-kib 64 \
+	--pair $SRC=$tgt,clean || vm_fail "set-pipe refused"
+lun=$(vm_tcm_loop_export $SRC)
+echo 5 > /sys/block/${lun#/dev/}/device/timeout
+
+vm_log "== a write held for a claim, aborted: to the primary, its region dirty"
+# region 100 dirty (written while the pair was paused), then claimed
+rp-nlctl pair-state $PIPE $SRC pause || vm_fail "pause"
+write_region 100 w0 > /dev/null
+rp-nlctl pair-state $PIPE $SRC resume || vm_fail "resume"
+claim_region 100
+aborted_write 100 w1 11000 "a write to the claimed region"
+rp-verify --dev /dev/ram0 /tmp/w1.* || vm_fail "the primary lacks the aborted write's data"
+claim_kept_dirty 100
+
+vm_log "== a write to a claimed region waiting for lag room, aborted: past the claim"
+# The target holds the copies 50 s: the lag stays full for the rest.
+vm_dm_load rptgt "0 $sectors delay /dev/ram1 0 50000"
+write_region 200 w2 > /dev/null
+[ "$(vm_field "$(pair_line)" lag)" = 65536 ] || vm_fail "setup: the lag is not full: $(pair_line)"
+claim_region 100
+aborted_write 100 w4 11000 "a write to the claimed region with the lag full"
+pair=$(pair_line)
+[ "$(vm_field "$pair" state)" = Syncing ] ||
+	vm_fail "a write that needed no lag room (its region claimed) changed the pair: $pair"
+rp-verify --dev /dev/ram0 /tmp/w4.* || vm_fail "the primary lacks the aborted write's data"
+claim_kept_dirty 100
+
+vm_log "== a write waiting for lag room, aborted: the pair degrades at once"
+[ "$(vm_field "$(pair_line)" lag)" = 65536 ] || vm_fail "setup: the lag is not full: $(pair_line)"
+aborted_write 300 w3 15000 "a write with the lag full"
+pair=$(pair_line)
+echo "$pair"
+[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "the pair did not degrade: $pair"
+dmesg | grep -q "an initiator aborted a write waiting for room within max lag; pair degraded" ||
+	vm_fail "no kernel message for the degrade"
+rp-verify --dev /dev/ram0 /tmp/w2.* /tmp/w3.* || vm_fail "the primary lacks the writes' data"
+
+vm_log "== the target answers again: a resync makes the legs identical"
+# dm-delay sends what it holds on at the suspend of the table swap
+vm_dm_load rptgt "0 $sectors linear /dev/ram1 0"
+vm_lag_drained $PIPE 10 > /dev/null
+rp-nlctl pair-state $PIPE $SRC resume || vm_fail "resume after the degrade"
+rp-nlctl resync $PIPE $SRC > /tmp/resync 2>&1 || vm_fail "resync: $(cat /tmp/resync)"
+grep -q "^resync .*result=clean " /tmp/resync || vm_fail "resync: $(tail -n 1 /tmp/resync)"
+vm_cmp_devs /dev/ram0 "$tgt"
+rp-verify --dev "$tgt" /tmp/w1.* /tmp/w4.* /tmp/w2.* /tmp/w3.* || vm_fail "the target lacks the writes' data"
+
+vm_tcm_loop_unexport $SRC
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+vm_backstore_delete $SRC
+dmsetup --noudevsync remove rptgt || vm_fail "dmsetup remove"
+vm_no_live_objects
