@@ -102,7 +102,8 @@ case "$(vm_boot)" in
 		sleep 0.5
 		kill -0 $writer 2> /dev/null || { cat /tmp/writer.out >&2; vm_fail "the writer stopped"; }
 		el=$(($(cut -d. -f1 /proc/uptime) - t0))
-		marked=$(vm_field "$(pair_line)" intent_marked)
+		pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get while the writers run"
+		marked=$(vm_field "$pair" intent_marked)
 		[ "$el" -lt 5 ] || [ "$(acked_records)" -lt 400 ] ||
 			[ "${marked:-0}" -gt $((2 * SPAN_BYTES / (REGION_KIB * 1024))) ] || break
 		[ "$el" -lt 120 ] || vm_fail "after 120 s: $(acked_records) writes logged, $marked regions marked in the record"
@@ -122,7 +123,8 @@ case "$(vm_boot)" in
 	[ "$logged" -ge 400 ] || vm_fail "only $logged logged writes survived (>= 400 were logged before the crash)"
 	w0=$(target_written)
 	make_backstore
-	rp-nlctl get | grep -q '^pipe ' && vm_fail "a pipe in the kernel before the daemon started"
+	k=$(rp-nlctl get) || vm_fail "rp-nlctl get failed before the daemon started"
+	echo "$k" | grep -q '^pipe ' && vm_fail "a pipe in the kernel before the daemon started"
 	lun=$(vm_tcm_loop_export $SRC)
 
 	vm_log "== replipiped restores the pipe from its store"

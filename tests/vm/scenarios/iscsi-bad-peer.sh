@@ -38,12 +38,15 @@ daemon=$!
 vm_wait_path /run/replipipe/replipiped.sock 50
 
 no_sessions() {
+	local list k
 	if iscsiadm -m session 2>/dev/null; then
 		vm_fail "$1: a session is left behind"
 	fi
 	[ -z "$(ls /sys/class/iscsi_session)" ] || vm_fail "$1: sysfs shows a session"
-	[ -z "$(replipipectl list | grep -v '^no pipes')" ] || { replipipectl list; vm_fail "$1: a pipe was stored"; }
-	[ -z "$(rp-nlctl get | grep '^pipe ')" ] || vm_fail "$1: the kernel has a pipe"
+	list=$(replipipectl list) || vm_fail "$1: replipipectl list failed"
+	[ -z "$(echo "$list" | grep -v '^no pipes')" ] || { echo "$list"; vm_fail "$1: a pipe was stored"; }
+	k=$(rp-nlctl get) || vm_fail "$1: rp-nlctl get failed"
+	[ -z "$(echo "$k" | grep '^pipe ')" ] || vm_fail "$1: the kernel has a pipe"
 }
 
 # refused CASE URL RV WORDS: create-or-modify must exit RV and say WORDS.

@@ -56,10 +56,12 @@ iscsiadm -m session
 
 vm_log "== the reboot: daemon stopped, kernel pipes and sessions gone, the DR peers silent"
 vm_daemon_stop $DLOG
-for id in $(rp-nlctl get | sed -n 's/^pipe id=\([^ ]*\) .*/\1/p'); do
+k=$(rp-nlctl get) || vm_fail "rp-nlctl get failed after the daemon stopped"
+for id in $(echo "$k" | sed -n 's/^pipe id=\([^ ]*\) .*/\1/p'); do
 	rp-nlctl del-pipe "$id" || vm_fail "del-pipe $id"
 done
-[ -z "$(rp-nlctl get | grep '^pipe ')" ] || vm_fail "kernel pipes left"
+k=$(rp-nlctl get) || vm_fail "rp-nlctl get failed after del-pipe"
+[ -z "$(echo "$k" | grep '^pipe ')" ] || vm_fail "kernel pipes left"
 iscsiadm -m node -u > /dev/null 2>&1
 [ -z "$(ls /sys/class/iscsi_session)" ] || vm_fail "sessions left"
 for i in 0 1 2; do

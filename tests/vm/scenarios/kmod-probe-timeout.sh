@@ -277,7 +277,12 @@ sleep 2
 kill -0 $w_pid 2> /dev/null || vm_fail "setup: the write ended although its target queues I/O"
 del_pipe_within 10 "PIPE_DEL blocked on a write in flight to a target that queues I/O" \
 	"a PIPE_DEL waiting for a write in flight"
-rp-nlctl get $PIPE > /dev/null 2>&1 && vm_fail "the deleted pipe is still there"
+# Gone, not unreadable: a get that fails for another reason proves nothing.
+if out=$(rp-nlctl get $PIPE 2>&1); then
+	vm_fail "the deleted pipe is still there: $out"
+fi
+echo "$out" | grep -q "errno ENOENT" ||
+	vm_fail "rp-nlctl get of the deleted pipe failed, but not with ENOENT: $out"
 dmesg | grep -q "pipe $PIPE deleted; writes to its targets still in flight after 5 s" ||
 	vm_fail "no message that the deleted pipe's writes are still in flight"
 kill -0 $w_pid 2> /dev/null || vm_fail "setup: the write ended before the target resumed"

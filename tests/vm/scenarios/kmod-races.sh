@@ -206,7 +206,7 @@ stuck_report() {
 
 # ---- bug 1: PAIR_SET resume (slow target probe) vs del-pipe
 step_bug1() {
-	local pipe=races-pairset src=replipipe_0/s1 tgt t0 state
+	local pipe=races-pairset src=replipipe_0/s1 tgt t0 state k
 	vm_backstore replipipe replipipe_0 s1 /dev/ram0 > /dev/null
 	tgt=$(vm_dm_create rp1tgt "0 $SECT delay /dev/ram1 0 0")
 	rp-nlctl set-pipe --id $pipe --mode sync --pair $src=$tgt,clean ||
@@ -228,7 +228,8 @@ step_bug1() {
 		"PAIR_SET's probe and PIPE_DEL deadlock" del-pipe:b1del resume:b1resume
 	vm_log "del-pipe ended rc=$(bg_rc b1del) after $((($(bg_end b1del) - t0) * 100)) ms, resume rc=$(bg_rc b1resume) ($(bg_out b1resume))"
 	[ "$(bg_rc b1del)" = 0 ] || vm_fail "bug 1: del-pipe failed: $(bg_out b1del)"
-	[ -z "$(rp-nlctl get | grep "^pipe id=$pipe ")" ] || vm_fail "bug 1: pipe still listed after del-pipe"
+	k=$(rp-nlctl get) || vm_fail "bug 1: rp-nlctl get failed after del-pipe"
+	[ -z "$(echo "$k" | grep "^pipe id=$pipe ")" ] || vm_fail "bug 1: pipe still listed after del-pipe"
 	vm_backstore_delete $src
 	dm_remove rp1tgt
 }
@@ -236,7 +237,7 @@ step_bug1() {
 # ---- bug 2: claim time-out vs del-pipe (two pairs; the claim on the second)
 step_bug2() {
 	local pipe=races-claim a=replipipe_0/s2a b=replipipe_0/s2b ta tb luna lunb
-	local t0 t1 claim_state last
+	local t0 t1 claim_state last k
 	vm_backstore replipipe replipipe_0 s2a /dev/ram2 > /dev/null
 	vm_backstore replipipe replipipe_0 s2b /dev/ram4 > /dev/null
 	ta=$(vm_dm_create rp2a "0 $SECT delay /dev/ram3 0 0")
@@ -284,7 +285,8 @@ step_bug2() {
 	[ "$(bg_end b2claim)" -ge "$t1" ] ||
 		vm_fail "bug 2: setup: the claim ended before del-pipe started; the race was not exercised"
 	[ "$(bg_rc b2del)" = 0 ] || vm_fail "bug 2: del-pipe failed: $(bg_out b2del)"
-	[ -z "$(rp-nlctl get | grep "^pipe id=$pipe ")" ] || vm_fail "bug 2: pipe still listed after del-pipe"
+	k=$(rp-nlctl get) || vm_fail "bug 2: rp-nlctl get failed after del-pipe"
+	[ -z "$(echo "$k" | grep "^pipe id=$pipe ")" ] || vm_fail "bug 2: pipe still listed after del-pipe"
 	bg_wait b2wa $(($(now10) + 200)) && bg_wait b2wb $(($(now10) + 200)) ||
 		vm_fail "bug 2: the writes did not end"
 	[ "$(bg_rc b2wa)" = 0 ] && [ "$(bg_rc b2wb)" = 0 ] ||
@@ -727,7 +729,8 @@ vm_log "results:$results"
 [ -z "$failed" ] || vm_fail "bugs not fixed (or steps failed):$failed"
 
 vm_log "== teardown"
-[ -z "$(rp-nlctl get)" ] || vm_fail "pipes left: $(rp-nlctl get)"
+k=$(rp-nlctl get) || vm_fail "rp-nlctl get failed at the teardown"
+[ -z "$k" ] || vm_fail "pipes left: $k"
 vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "kmod-races done"

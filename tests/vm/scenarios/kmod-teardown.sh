@@ -18,7 +18,7 @@ vm_log "LUN $lun"
 
 # round MODE SEED: a pipe in MODE, deleted 3 s into 12 s of writes
 round() {
-	local pipe=kmod-teardown-$1 out rc=0
+	local pipe=kmod-teardown-$1 out rc=0 k
 	if [ "$1" = async ]; then
 		rp-nlctl set-pipe --id $pipe --mode async --max-lag-kib 1024 \
 			--pair $SRC=/dev/ram1,clean || vm_fail "set-pipe $1 refused"
@@ -33,7 +33,8 @@ round() {
 	rp-nlctl get $pipe
 	vm_log "deleting pipe $pipe under load"
 	rp-nlctl del-pipe $pipe || vm_fail "del-pipe $pipe under load"
-	[ -z "$(rp-nlctl get | grep '^pipe ')" ] || vm_fail "pipe still listed after del-pipe"
+	k=$(rp-nlctl get) || vm_fail "rp-nlctl get failed after del-pipe"
+	[ -z "$(echo "$k" | grep '^pipe ')" ] || vm_fail "pipe still listed after del-pipe"
 	wait $writers || rc=$?
 	cat /tmp/out-$1
 	[ $rc -eq 0 ] || vm_fail "writes failed around the pipe deletion ($1, rc=$rc)"

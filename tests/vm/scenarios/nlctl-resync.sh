@@ -134,4 +134,5 @@ grep -q "^event type=pair_state pipe=$PIPE source=$SRC .*state=Paused" /tmp/even
 
 vm_tcm_loop_unexport $SRC
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
-[ -z "$(rp-nlctl get)" ] || vm_fail "pipes left"
+k=$(rp-nlctl get) || vm_fail "rp-nlctl get failed after del-pipe"
+[ -z "$k" ] || vm_fail "pipes left"

@@ -191,7 +191,8 @@ cp $TEXTFILE /tmp/textfile.prom
 replipipectl --json status > /tmp/status.json || vm_fail "status --json"
 promtool check metrics < /tmp/textfile.prom || vm_fail "promtool check metrics rejects the textfile"
 compare /tmp/textfile.prom
-ls -a "$(dirname $TEXTFILE)" | grep -q '\.tmp$' && vm_fail "a temporary file is left beside $TEXTFILE"
+files=$(ls -a "$(dirname $TEXTFILE)") || vm_fail "cannot list $(dirname $TEXTFILE)"
+echo "$files" | grep -q '\.tmp$' && vm_fail "a temporary file is left beside $TEXTFILE"
 vm_log "textfile = status --json"
 
 vm_log "== not /metrics, not GET, not loopback"

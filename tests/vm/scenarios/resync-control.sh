@@ -21,9 +21,20 @@ vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
 mkdir -p /run/replipipe /var/lib/replipipe
 replipiped --log-level info 2> /tmp/daemon.log || { cat /tmp/daemon.log >&2; vm_fail "replipiped did not start"; }
 now() { cut -d' ' -f1 /proc/uptime; }
-done_bytes() { replipipectl --json status $1 | jq -r '.pipes[0].pairs[0].resync.done_bytes // 0'; }
+# done_bytes NAME: a failed status fails the scenario (an empty answer would
+# end wait_done's loop at once)
+done_bytes() {
+	local js
+	js=$(replipipectl --json status $1) || vm_fail "replipipectl --json status $1 failed"
+	echo "$js" | jq -r '.pipes[0].pairs[0].resync.done_bytes // 0' ||
+		vm_fail "status $1: no JSON: $js"
+}
 state() { replipipectl --json status $1 | jq -r '.pipes[0].pairs[0].state'; }
-kdirty() { rp-nlctl get | sed -n 's/^pair .* dirty=\([0-9]*\) .*/\1/p'; }
+kdirty() {
+	local k
+	k=$(rp-nlctl get) || vm_fail "rp-nlctl get failed"
+	echo "$k" | sed -n 's/^pair .* dirty=\([0-9]*\) .*/\1/p'
+}
 create() { # NAME RATE_KIB
 	replipipectl create-or-modify --name $1 --source-system localhost --target-system localhost \
 		--pair $SRC=/dev/ram1 \
@@ -31,10 +42,12 @@ create() { # NAME RATE_KIB
 		vm_fail "create $1"
 }
 wait_done() { # NAME BYTES
-	local i=0
-	while [ "$(done_bytes $1)" -lt $2 ]; do
+	local i=0 d
+	d=$(done_bytes $1)
+	while [ "$d" -lt $2 ]; do
 		[ $i -lt 600 ] || vm_fail "$1: done_bytes stuck below $2"
 		sleep 0.1; i=$((i + 1))
+		d=$(done_bytes $1)
 	done
 }
 
@@ -78,7 +91,8 @@ create del 32768
 wait_done del $((SIZE / 4))
 replipipectl delete del || vm_fail "delete mid-resync"
 sleep 1
-[ -z "$(rp-nlctl get)" ] || vm_fail "kernel pipe left: $(rp-nlctl get)"
+k=$(rp-nlctl get) || vm_fail "rp-nlctl get failed after the delete"
+[ -z "$k" ] || vm_fail "kernel pipe left: $k"
 pidof replipiped > /dev/null || vm_fail "the daemon died"
 replipipectl --json status > /tmp/st.json || vm_fail "status after delete"
 [ "$(jq '.pipes | length' /tmp/st.json)" = 0 ] || vm_fail "pipes left in status"

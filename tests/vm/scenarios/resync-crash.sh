@@ -33,8 +33,14 @@ mkdir -p /run/replipipe /var/lib/replipipe
 start_daemon() { # LOG
 	replipiped --log-level info 2> "$1" || { cat "$1" >&2; vm_fail "replipiped did not start"; }
 }
+# done_bytes: a failed status fails the scenario (an empty answer would end
+# the wait for half way at once, and count as 0 in the ratio below)
 done_bytes() {
-	replipipectl --json status crash 2>/dev/null | jq -r '.pipes[0].pairs[0].resync.done_bytes // 0'
+	local js
+	js=$(replipipectl --json status crash 2> /tmp/status.err) ||
+		vm_fail "replipipectl --json status crash: $(cat /tmp/status.err)"
+	echo "$js" | jq -r '.pipes[0].pairs[0].resync.done_bytes // 0' ||
+		vm_fail "status crash: no JSON: $js"
 }
 kernel_dirty() { rp-nlctl get | sed -n 's/^pair .* dirty=\([0-9]*\) .*/\1/p'; }
 

@@ -28,8 +28,14 @@ mkdir -p /run/replipipe /var/lib/replipipe
 start_daemon() { # LOG
 	replipiped --log-level info 2> "$1" || { cat "$1" >&2; vm_fail "replipiped did not start"; }
 }
+# done_bytes: a failed status fails the scenario (an empty answer would end
+# the wait for the resync's progress at once)
 done_bytes() {
-	replipipectl --json status nohang 2>/dev/null | jq -r '.pipes[0].pairs[0].resync.done_bytes // 0'
+	local js
+	js=$(replipipectl --json status nohang 2> /tmp/status.err) ||
+		vm_fail "replipipectl --json status nohang: $(cat /tmp/status.err)"
+	echo "$js" | jq -r '.pipes[0].pairs[0].resync.done_bytes // 0' ||
+		vm_fail "status nohang: no JSON: $js"
 }
 
 start_daemon /tmp/daemon1.log

@@ -26,9 +26,14 @@ ram2_sum=$(vm_sum /dev/ram2)
 ln -s /dev/ram1 $LINK
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
 
+# done_bytes: a failed status fails the scenario (an empty answer would end
+# the wait for the resync's start at once)
 done_bytes() {
-	replipipectl --json status repoint 2> /dev/null |
-		jq -r '.pipes[0].pairs[0].resync.done_bytes // 0'
+	local js
+	js=$(replipipectl --json status repoint 2> /tmp/status.err) ||
+		vm_fail "replipipectl --json status repoint: $(cat /tmp/status.err)"
+	echo "$js" | jq -r '.pipes[0].pairs[0].resync.done_bytes // 0' ||
+		vm_fail "status repoint: no JSON: $js"
 }
 pair_state() { vm_field "$(rp-nlctl get | grep '^pair ')" state; }
 
@@ -39,10 +44,12 @@ replipipectl create-or-modify --name repoint \
 	--goal 'instance of CIM_SettingData { Mode = "Synchronous"; RegionSizeKiB = 64; ResyncRateLimitKiBps = 4096; };' > /dev/null ||
 	vm_fail "create-or-modify"
 i=0
-while [ "$(done_bytes)" -eq 0 ]; do
+d=$(done_bytes)
+while [ "$d" -eq 0 ]; do
 	[ $i -lt 300 ] || vm_fail "the initial resync did not start"
 	sleep 0.1
 	i=$((i + 1))
+	d=$(done_bytes)
 done
 kill -KILL $VM_DAEMON_PID
 rc=0
