@@ -11,7 +11,8 @@
 #     time-based 6 s (wraps around), DST written once before (brd allocates
 #     its pages on the first write); the limit of a copy is the smaller of the
 #     best read and the best write
-#   dd: bs=1M iflag=direct oflag=direct SRC -> DST
+#   dd: bs=1M iflag=direct oflag=direct SRC -> DST (coreutils' dd: busybox's
+#     falls back to the page cache with its unaligned buffer, decision 70)
 #   copy QDxCHUNK: `rp-nlctl copy` (the io_uring RegionCopier alone)
 #   resync, claims of N MiB: `rp-nlctl resync` of a fully dirty pair (replipipe
 #     backstore on SRC, target DST): the claim loop over netlink, the engine
@@ -20,7 +21,7 @@
 # then ratios to the limit and to dd. Every copy is checked (O_DIRECT cmp) once.
 # vm-timeout: 1500
 # vm-mem: 1536
-# vm-bins: fio dmsetup jq
+# vm-bins: fio dmsetup jq dd
 
 export DM_DISABLE_UDEV=1
 MIB=256
