@@ -136,6 +136,28 @@ static unsigned int rp_bdev_align_mask(struct block_device *bdev)
 }
 
 /*
+ * LIO lets an administrator set a LUN's block_size below its primary's
+ * (the legs' largest: a target's blocks are never larger, rp_pipe.c) until
+ * the LUN is exported.  A command that starts or ends inside one of the
+ * legs' blocks would then need a read-modify-write, which the module does
+ * not do: padding it would wipe the block's neighbours on both legs, and
+ * the block layer may not refuse a bio that is not whole blocks.  Such a
+ * command is refused; those of whole blocks go on.
+ */
+static bool rp_range_fits_legs(struct rp_dev *dev, struct se_cmd *cmd,
+			       sector_t sector, u64 bytes)
+{
+	unsigned int block = bdev_logical_block_size(dev->primary.bdev);
+
+	if (IS_ALIGNED((u64)sector << SECTOR_SHIFT | bytes, block))
+		return true;
+	pr_warn_ratelimited("%s: refused opcode 0x%02x at sector %llu: the LUN's block_size %u is smaller than the primary's %u\n",
+			    dev->name, cmd->t_task_cdb[0], (u64)sector,
+			    cmd->se_dev->dev_attrib.block_size, block);
+	return false;
+}
+
+/*
  * Gives @req bounce pages when its command's pages cannot go to its legs as
  * they are: tcm_loop and vhost-scsi pass on the initiator's buffer, which
  * Linux's sd takes for O_DIRECT at its DMA alignment (64 bytes), and a
@@ -143,8 +165,8 @@ static unsigned int rp_bdev_align_mask(struct block_device *bdev)
  * a bio inside a block and start the next one at the wrong sector.
  * @listed is the length of the command's list, @seg_bits the OR of its
  * segments' offsets and lengths (rp_execute_rw() walks the list once).  A
- * write's data are copied now, a read's when it completes.  0, or -ENOMEM.
- * May block.
+ * write's data are copied now, a read's when it completes.  0, -EINVAL for
+ * a command the legs' blocks cannot hold, or -ENOMEM.  May block.
  */
 static int rp_req_bounce(struct rp_req *req, u32 bytes, u64 listed,
 			 unsigned int seg_bits, bool write)
@@ -161,6 +183,10 @@ static int rp_req_bounce(struct rp_req *req, u32 bytes, u64 listed,
 		block = max(block,
 			    bdev_logical_block_size(req->pair->tgt.bdev));
 	}
+	/* A read may end inside a block: see below. */
+	if (!rp_range_fits_legs(req->dev, req->cmd, req->sector,
+				write ? bytes : 0))
+		return -EINVAL;
 	if (!(seg_bits & mask) && listed == bytes)
 		return 0;
 
@@ -266,6 +292,17 @@ static void rp_req_cmd_done(struct rp_req *req)
 			rp_complete_target_failure(cmd);
 		else
 			target_complete_cmd(cmd, SAM_STAT_GOOD);
+	}
+	/*
+	 * No leg reads the bounce any more: an asynchronous target leg has
+	 * its own copy, built before the submitter let go.  Freed now, not
+	 * when that leg ends, so that it does not hold the lag twice.
+	 */
+	if (req->cmd_sgl) {
+		sgl_free_n_order(req->sgl, req->sgl_nents, 0);
+		req->cmd_sgl = NULL;
+		req->sgl = NULL;
+		req->sgl_nents = 0;
 	}
 	rp_req_put(req);
 }
@@ -999,9 +1036,20 @@ sense_reason_t rp_execute_rw(struct se_cmd *cmd, struct scatterlist *sgl,
 	struct scatterlist *sg;
 	u64 bytes, listed = 0;
 	struct rp_req *req;
-	int i;
+	int err, i;
 
-	if (!sgl_nents) {
+	for_each_sg(sgl, sg, sgl_nents, i) {
+		listed += sg->length;
+		seg_bits |= sg->offset | sg->length;
+	}
+	/*
+	 * The list may be longer than the command's data (a READ of more
+	 * than its CDB asks for, on a fabric that passes the initiator's
+	 * buffer on): the data is what the legs get (rp_req_bounce()).  A
+	 * READ of no blocks may still come with the initiator's buffer.
+	 */
+	bytes = min_t(u64, listed, cmd->data_length);
+	if (!bytes) {
 		target_complete_cmd(cmd, SAM_STAT_GOOD);
 		return 0;
 	}
@@ -1010,39 +1058,31 @@ sense_reason_t rp_execute_rw(struct se_cmd *cmd, struct scatterlist *sgl,
 	req->sgl = sgl;
 	req->sgl_nents = sgl_nents;
 	req->sector = target_to_linux_sector(cmd->se_dev, cmd->t_task_lba);
-	for_each_sg(sgl, sg, sgl_nents, i) {
-		listed += sg->length;
-		seg_bits |= sg->offset | sg->length;
-	}
-	/*
-	 * The list may be longer than the command's data (a READ of more
-	 * than its CDB asks for, on a fabric that passes the initiator's
-	 * buffer on): the data is what the legs get (rp_req_bounce()).
-	 */
-	bytes = min_t(u64, listed, cmd->data_length);
 	req->nr_sects = bytes >> SECTOR_SHIFT;
 
 	if (dir == DMA_TO_DEVICE) {
 		req->primary_opf = rp_write_opf(cmd, dev->primary.bdev,
 						dev->primary.bdev);
 		req->pair = rp_pair_get_write(dev, req);
-		if (rp_req_bounce(req, bytes, listed, seg_bits, true)) {
-			rp_req_put(req);
-			return TCM_OUT_OF_RESOURCES;
-		}
+		err = rp_req_bounce(req, bytes, listed, seg_bits, true);
+		if (err)
+			goto refuse;
 		rp_write_submit(req);
 		return 0;
 	}
 
 	req->primary_opf = REQ_OP_READ;
-	if (rp_req_bounce(req, bytes, listed, seg_bits, false)) {
-		rp_req_put(req);
-		return TCM_OUT_OF_RESOURCES;
-	}
+	err = rp_req_bounce(req, bytes, listed, seg_bits, false);
+	if (err)
+		goto refuse;
 	rp_submit_sg(req, dev->primary.bdev, req->primary_opf,
 		     rp_bio_done_primary);
 	rp_req_cmd_done(req);
 	return 0;
+
+refuse:
+	rp_req_put(req);
+	return err == -EINVAL ? TCM_INVALID_CDB_FIELD : TCM_OUT_OF_RESOURCES;
 }
 
 /*
@@ -1202,6 +1242,9 @@ sense_reason_t rp_execute_unmap(struct se_cmd *cmd, sector_t lba, sector_t nolb)
 	int ret, target_ret = 0;
 	struct rp_req *req;
 
+	if (!rp_range_fits_legs(dev, cmd, sector,
+				(u64)nr_sects << SECTOR_SHIFT))
+		return TCM_INVALID_CDB_FIELD;
 	req = rp_sync_op_begin(cmd, sector, nr_sects);
 	if (!req)
 		return TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;
@@ -1368,6 +1411,11 @@ sense_reason_t rp_execute_write_same(struct se_cmd *cmd)
 		return TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;
 	}
 	if (cmd->t_data_nents != 1 || sg->length != se_dev->dev_attrib.block_size)
+		return TCM_INVALID_CDB_FIELD;
+	if (!rp_range_fits_legs(dev, cmd,
+				target_to_linux_sector(se_dev, cmd->t_task_lba),
+				(u64)sbc_get_write_same_sectors(cmd) *
+				se_dev->dev_attrib.block_size))
 		return TCM_INVALID_CDB_FIELD;
 
 	buf = kmap_local_page(sg_page(sg));

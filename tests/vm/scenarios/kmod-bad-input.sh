@@ -25,13 +25,15 @@
 # refused. Enable refuses intent_chunk_kib= without intent_path= and a
 # primary that holds no block (an empty loop device). A primary of 4 KiB
 # blocks gets WRITE SAME's limit in blocks, not 512-byte sectors, and at
-# most 64 MiB.
+# most 64 MiB; exported with LIO's block_size set to 512, a write or read
+# that starts inside one of its 4 KiB blocks, or a write that ends inside
+# one, is refused and the block is left as it was on both legs.
 # The module unloads with no object left and no kernel warning.
 # vm-timeout: 300
 # vm-cost: 15
 # vm-debug-cost: 55
 # vm-mem: 1024
-# vm-bins: dmsetup /sbin/losetup
+# vm-bins: dmsetup /sbin/losetup /usr/bin/dd
 
 LIVE=/sys/module/replipipe/parameters/live_objects
 
@@ -209,8 +211,56 @@ vm_log "write_zeroes_max_bytes $wz, max_write_same_len $ws"
 # the command
 [ "$wz" -lt $((64 << 20)) ] || wz=$((64 << 20))
 [ "$ws" = $((wz / 4096)) ] || vm_fail "max_write_same_len $ws, not $((wz / 4096)) blocks of 4 KiB"
+
+vm_log "== a LUN of 512-byte blocks over legs of 4 KiB: only whole 4 KiB blocks go through"
+# LIO takes block_size=512 until the LUN is exported. A write of part of
+# a 4 KiB block would need a read-modify-write: padded with zeroes it
+# would wipe the rest of the block on both legs.
+truncate -s 64M /tmp/4knt.img
+/sbin/losetup -b 4096 /dev/loop2 /tmp/4knt.img || vm_fail "losetup -b 4096 /dev/loop2"
+echo 512 > $VM_CFS/core/replipipe_0/vol4k/attrib/block_size || vm_fail "block_size 512 refused"
+BS=kmod-bad-input-bs
+rp-nlctl set-pipe --id $BS --pair replipipe_0/vol4k=/dev/loop2,clean || vm_fail "set-pipe $BS"
+lun=$(vm_tcm_loop_export replipipe_0/vol4k)
+[ "$(blockdev --getss $lun)" = 512 ] || vm_fail "$lun: $(blockdev --getss $lun)-byte blocks, not 512"
+# coreutils' dd (vm-bins, by its path: busybox sh runs its own applet for
+# a bare "dd"): busybox's dd falls back to the page cache, which would turn
+# a write of 512 bytes into one of the whole 4 KiB page
+DD=/usr/bin/dd
+$DD --version 2> /dev/null | grep -q coreutils || vm_fail "$DD is not coreutils' dd"
+dd if=/dev/urandom of=/tmp/blk bs=4096 count=1 2> /dev/null
+$DD if=/tmp/blk of=$lun bs=4096 seek=1 count=1 oflag=direct 2> /dev/null ||
+	vm_fail "a whole 4 KiB block at LBA 8 was refused"
+if $DD if=/dev/zero of=$lun bs=512 seek=9 count=1 oflag=direct 2> /dev/null; then
+	vm_fail "a write of 512 bytes at LBA 9 (inside a 4 KiB block) was accepted"
+fi
+if $DD if=/dev/zero of=$lun bs=512 seek=8 count=1 oflag=direct 2> /dev/null; then
+	vm_fail "a write of 512 bytes at LBA 8 (the head of a 4 KiB block) was accepted"
+fi
+if $DD if=/dev/zero of=$lun bs=4096 seek=4608 count=1 oflag=direct,seek_bytes 2> /dev/null; then
+	vm_fail "a write of 4 KiB at LBA 9 (across two 4 KiB blocks) was accepted"
+fi
+for leg in /dev/loop1 /dev/loop2; do
+	rp-verify --dump $leg --offset 4096 --length 4096 2> /dev/null > /tmp/leg ||
+		vm_fail "cannot read $leg"
+	cmp -s /tmp/leg /tmp/blk ||
+		vm_fail "$leg: the block at 4 KiB is not what was written (refused writes touched it)"
+done
+# A read may end inside a block (the legs read it whole), not start there.
+rp-verify --dump $lun --offset 4096 --length 512 2> /dev/null > /tmp/head ||
+	vm_fail "a read of 512 bytes at LBA 8 failed"
+head -c 512 /tmp/blk | cmp -s - /tmp/head || vm_fail "the read of 512 bytes at LBA 8 is not the block's head"
+if rp-verify --dump $lun --offset 4608 --length 512 > /dev/null 2>&1; then
+	vm_fail "a read at LBA 9 (inside a 4 KiB block) was accepted"
+fi
+pair=$(rp-nlctl get $BS | grep "^pair ") || vm_fail "no pair line for $BS"
+[ "$(vm_field "$pair" state)" = InSync ] && [ "$(vm_field "$pair" dirty)" = 0 ] ||
+	vm_fail "refused commands changed the pair: $pair"
+vm_tcm_loop_unexport replipipe_0/vol4k
+rp-nlctl del-pipe $BS || vm_fail "del-pipe $BS"
 vm_backstore_delete replipipe_0/vol4k
 /sbin/losetup -d /dev/loop1 || vm_fail "losetup -d /dev/loop1"
+/sbin/losetup -d /dev/loop2 || vm_fail "losetup -d /dev/loop2"
 
 vm_log "== a primary that grows while paired"
 GROW=kmod-bad-input-grow

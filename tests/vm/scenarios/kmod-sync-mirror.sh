@@ -7,7 +7,8 @@
 # writes. Then writes and reads whose buffer is aligned to 64 bytes only
 # (what sd demands for O_DIRECT; tcm_loop hands the buffer on as it is):
 # the same on both legs and through the LUN, and no warning from brd about
-# segments of no whole sector; a READ into a buffer longer than its block. Then teardown down to rmmod with
+# segments of no whole sector; a READ into a buffer longer than its block,
+# and a READ of no blocks with a buffer of 4 KiB. Then teardown down to rmmod with
 # live_objects back to zero.
 # vm-timeout: 600
 # vm-cost: 10
@@ -83,6 +84,9 @@ pair=$(rp-nlctl get $PIPE | grep "^pair ") || vm_fail "no pair line in rp-nlctl 
 # is read that block only, not past the end of the device.
 last=$(($(blockdev --getsz "$lun") - 1))
 rp-sg-read "$lun" $last 1000 || vm_fail "a READ of the last block into a buffer of 1000 bytes"
+# A READ of no blocks that comes with a buffer (LIO keeps the pages, the
+# data length is 0): nothing is read into it.
+rp-sg-read "$lun" 0 4096 0 || vm_fail "a READ of no blocks with a buffer of 4096 bytes"
 
 vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
