@@ -11,8 +11,9 @@
 #     time-based 6 s (wraps around), DST written once before (brd allocates
 #     its pages on the first write); the limit of a copy is the smaller of the
 #     best read and the best write
-#   dd: bs=1M iflag=direct oflag=direct SRC -> DST (coreutils' dd: busybox's
-#     falls back to the page cache with its unaligned buffer, decision 70)
+#   dd: bs=1M iflag=direct oflag=direct SRC -> DST (coreutils' dd, called by
+#     its path: busybox sh runs its own applet for a bare "dd", and busybox's
+#     dd falls back to the page cache with its unaligned buffer, decision 70)
 #   copy QDxCHUNK: `rp-nlctl copy` (the io_uring RegionCopier alone)
 #   resync, claims of N MiB: `rp-nlctl resync` of a fully dirty pair (replipipe
 #     backstore on SRC, target DST): the claim loop over netlink, the engine
@@ -21,9 +22,11 @@
 # then ratios to the limit and to dd. Every copy is checked (O_DIRECT cmp) once.
 # vm-timeout: 1500
 # vm-mem: 1536
-# vm-bins: fio dmsetup jq dd
+# vm-bins: fio dmsetup jq /usr/bin/dd
 
 export DM_DISABLE_UDEV=1
+DD=/usr/bin/dd
+$DD --version 2> /dev/null | grep -q coreutils || vm_fail "$DD is not coreutils' dd"
 MIB=256
 SIZE=$((MIB * 1048576))
 SECT=$((SIZE / 512))
@@ -68,7 +71,7 @@ done
 limit=$(echo "$rd $wr" | awk '{ print ($1 < $2) ? $1 : $2 }')
 
 zero_dst
-t0=$(now); dd if=$SRC of=$DST bs=1M count=$MIB iflag=direct oflag=direct 2>/dev/null; t1=$(now)
+t0=$(now); $DD if=$SRC of=$DST bs=1M count=$MIB iflag=direct oflag=direct 2>/dev/null; t1=$(now)
 ddr=$(mbps $SIZE $(echo "$t1 $t0" | awk '{ print $1 - $2 }')); row "dd bs=1M direct" "$ddr"
 check dd
 
