@@ -141,6 +141,11 @@ struct rp_intent {
 struct rp_dev {
 	struct se_device	se_dev;
 	/*
+	 * Keeps the memory (not the device) while rp_dev_lookup() takes its
+	 * configfs dependency: LIO's free_device puts one, a lookup holds one.
+	 */
+	struct kref		mem;
+	/*
 	 * Serializes control, enable (configure_device), destroy_device and
 	 * info: configfs serializes each attribute file alone (rp_backend.c,
 	 * "Locking").  Guards udev_path to intent_chunk_kib, and primary and
@@ -556,7 +561,8 @@ void rp_intent_exit(void);
 int rp_intent_open(struct rp_dev *dev, const char *path);
 void rp_intent_close(struct rp_dev *dev);
 int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
-			sector_t nr_sects);
+			sector_t nr_sects, bool synced);
+int rp_intent_sync(struct rp_intent *in);
 bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req);
 int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		   bool assume_clean, struct netlink_ext_ack *extack);
@@ -575,11 +581,13 @@ u32 rp_intent_chunk_kib(struct rp_intent *in);
 #ifdef CONFIG_FAULT_INJECTION_DEBUG_FS
 bool rp_fail_async_copy(void);
 bool rp_fail_probe_timeout(void);
+bool rp_delay_dev_lookup(void);
 void rp_fault_init(void);
 void rp_fault_exit(void);
 #else
 static inline bool rp_fail_async_copy(void) { return false; }
 static inline bool rp_fail_probe_timeout(void) { return false; }
+static inline bool rp_delay_dev_lookup(void) { return false; }
 static inline void rp_fault_init(void) {}
 static inline void rp_fault_exit(void) {}
 #endif

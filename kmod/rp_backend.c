@@ -20,8 +20,8 @@
  *   (rp_show_configfs_dev_params) may run at once.  LIO calls
  *   rp_destroy_device from the release of the backstore's configfs item
  *   (its rmdir, under the directory locks, configfs's su_mutex and LIO's
- *   hba_access_mutex; or the last config_item_put() of rp_dev_lookup(),
- *   under rp_config_lock) and from enable itself, when
+ *   hba_access_mutex; rp_dev_lookup() holds no item reference that could
+ *   be the last) and from enable itself, when
  *   target_configure_device() fails after rp_configure_device succeeded.
  *   dev->cfg_lock serializes all of these for one backstore: the paths
  *   control sets, the devices enable opens from them, and info's reads of
@@ -34,6 +34,7 @@
  */
 #define pr_fmt(fmt) "replipipe: " fmt
 
+#include <linux/delay.h>
 #include <linux/module.h>
 #include <linux/parser.h>
 #include <linux/slab.h>
@@ -69,6 +70,7 @@ static struct se_device *rp_alloc_device(struct se_hba *hba, const char *name)
 		     config_item_name(&hba->hba_group.cg_item), name) >=
 	    sizeof(dev->name))
 		dev->name[0] = '\0';
+	kref_init(&dev->mem);
 	mutex_init(&dev->cfg_lock);
 	atomic_set(&dev->untracked, 0);
 	init_waitqueue_head(&dev->untracked_wq);
@@ -283,6 +285,13 @@ static void rp_dev_free_rcu(struct rcu_head *head)
 	kfree(RP_DEV(se_dev));
 }
 
+static void rp_dev_mem_release(struct kref *kref)
+{
+	struct rp_dev *dev = container_of(kref, struct rp_dev, mem);
+
+	call_rcu(&dev->se_dev.rcu_head, rp_dev_free_rcu);
+}
+
 static void rp_free_device(struct se_device *se_dev)
 {
 	struct rp_dev *dev = RP_DEV(se_dev);
@@ -291,45 +300,53 @@ static void rp_free_device(struct se_device *se_dev)
 	list_del(&dev->node);
 	mutex_unlock(&rp_devs_lock);
 	mutex_destroy(&dev->cfg_lock);
-	call_rcu(&se_dev->rcu_head, rp_dev_free_rcu);
+	kref_put(&dev->mem, rp_dev_mem_release);
 }
 
 /*
  * Finds the backstore "replipipe_<N>/<name>" of this backend and pins it
  * with a configfs dependency.  Returns it, ERR_PTR(-ENODEV) when there is no
- * such backstore, ERR_PTR(-ENXIO) when it is not enabled.
+ * such backstore, ERR_PTR(-ENOENT) when it is being removed, ERR_PTR(-ENXIO)
+ * when it is not enabled.
  * LOCKING: target_depend_item() takes configfs's inode locks, and configfs
  * calls alloc_device (rp_devs_lock) under them: the dependency is taken
- * after rp_devs_lock is dropped, with a configfs item reference keeping the
- * device alive in between.  The caller may hold rp_config_lock, which no
- * configfs callback of this backend takes.
+ * after rp_devs_lock is dropped, with a reference to the memory only
+ * (dev->mem) in between.  Not one to the configfs item: were the backstore
+ * removed meanwhile, putting that would free the device here, outside the
+ * rmdir where LIO frees it, after its HBA may have been freed too.
+ * configfs_depend_item() only compares the item's address with the live
+ * tree's, so a removed item gets -ENOENT.  The caller may hold
+ * rp_config_lock, which no configfs callback of this backend takes.
  */
 struct rp_dev *rp_dev_lookup(const char *name)
 {
 	struct rp_dev *dev, *found = NULL;
-	struct config_item *item = NULL;
+	struct config_item *item;
 	int ret;
 
 	mutex_lock(&rp_devs_lock);
 	list_for_each_entry(dev, &rp_devs, node) {
 		if (!strcmp(dev->name, name)) {
-			item = config_item_get_unless_zero(&dev->se_dev.dev_group.cg_item);
-			found = item ? dev : NULL;
+			kref_get(&dev->mem);
+			found = dev;
 			break;
 		}
 	}
 	mutex_unlock(&rp_devs_lock);
 	if (!found)
 		return ERR_PTR(-ENODEV);
+	if (rp_delay_dev_lookup())
+		msleep(2000);
 
 	/* Once the dependency is taken it cannot be removed at all. */
+	item = &found->se_dev.dev_group.cg_item;
 	ret = target_depend_item(item);
 	if (!ret && (!target_dev_configured(&found->se_dev) ||
 		     !found->primary.bdev)) {
 		target_undepend_item(item);
 		ret = -ENXIO;
 	}
-	config_item_put(item);
+	kref_put(&found->mem, rp_dev_mem_release);
 	return ret ? ERR_PTR(ret) : found;
 }
 

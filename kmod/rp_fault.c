@@ -11,6 +11,9 @@
  *                       write-intent record's flush of a target) ends with
  *                       BLK_STS_TIMEOUT, as on a device whose own timeout
  *                       ends requests (null_blk, NVMe, SCSI)
+ *   delay_dev_lookup    a lookup of a backstore by name (PIPE_SET) sleeps
+ *                       2 s between finding it and pinning it, the window
+ *                       in which the backstore and its HBA can be removed
  */
 #include <linux/debugfs.h>
 #include <linux/fault-inject.h>
@@ -19,6 +22,7 @@
 
 static DECLARE_FAULT_ATTR(rp_fail_async_copy_attr);
 static DECLARE_FAULT_ATTR(rp_fail_probe_timeout_attr);
+static DECLARE_FAULT_ATTR(rp_delay_dev_lookup_attr);
 static struct dentry *rp_debugfs_dir;
 
 bool rp_fail_async_copy(void)
@@ -31,6 +35,11 @@ bool rp_fail_probe_timeout(void)
 	return should_fail(&rp_fail_probe_timeout_attr, 0);
 }
 
+bool rp_delay_dev_lookup(void)
+{
+	return should_fail(&rp_delay_dev_lookup_attr, 0);
+}
+
 void rp_fault_init(void)
 {
 	/* Like any debugfs file: failing to make it only loses the knob. */
@@ -39,6 +48,8 @@ void rp_fault_init(void)
 				  &rp_fail_async_copy_attr);
 	fault_create_debugfs_attr("fail_probe_timeout", rp_debugfs_dir,
 				  &rp_fail_probe_timeout_attr);
+	fault_create_debugfs_attr("delay_dev_lookup", rp_debugfs_dir,
+				  &rp_delay_dev_lookup_attr);
 }
 
 void rp_fault_exit(void)

@@ -31,6 +31,10 @@
 #     (the module's fail_probe_timeout: a device's own timeout) is refused
 #     at once, the pair stays Paused; the next resume works. The probe is
 #     freed (kmemleak) and its open of the target ended: brd unloads.
+#  H. a PIPE_SET whose lookup of its source sleeps 2 s (the module's
+#     delay_dev_lookup) after it found the backstore: the backstore and its
+#     HBA are removed meanwhile; the PIPE_SET is refused ("going away"),
+#     and nothing is freed twice or late (KASAN, no WARNING).
 # Then the module unloads. Every phase checks that failures were injected.
 # vm-kernel: debug
 # vm-timeout: 600
@@ -333,6 +337,35 @@ pair=$(pair_line) || vm_fail "no pair line"
 rp-nlctl pair-state $PIPE $SRC resume || vm_fail "G: the next resume"
 pair=$(pair_line) || vm_fail "no pair line"
 [ "$(vm_field "$pair" state)" = InSync ] || vm_fail "G: not InSync after the resume: $pair"
+
+vm_log "== H: a backstore and its HBA removed while a PIPE_SET looks it up (delay_dev_lookup)"
+# The lookup once held a reference to the backstore's configfs item across
+# that window: its put freed the device after LIO had freed the HBA
+# (WARNING in core_delete_hba, then KASAN's use-after-free).
+DDL=/sys/kernel/debug/replipipe/delay_dev_lookup
+vm_backstore replipipe replipipe_9 gone /dev/ram2 > /dev/null
+echo 0 > $DDL/verbose
+echo 1 > $DDL/interval
+echo 1 > $DDL/times
+echo 100 > $DDL/probability
+rp-nlctl set-pipe --id fault-gone --pair replipipe_9/gone=/dev/ram3 > /tmp/gone.out 2>&1 &
+gone=$!
+sleep 0.5
+# Both rmdirs succeed only while the lookup has not pinned the backstore
+# yet; after it, the pair's dependency would refuse the first (EBUSY).
+vm_backstore_delete replipipe_9/gone
+[ ! -d $VM_CFS/core/replipipe_9 ] || vm_fail "H: the HBA replipipe_9 is still there"
+rc=0
+wait $gone || rc=$?
+echo 0 > $DDL/probability
+[ "$(cat $DDL/times)" = 0 ] || vm_fail "H: the lookup found no backstore to delay (set-pipe too slow to start?)"
+vm_log "H: set-pipe rc=$rc: $(cat /tmp/gone.out)"
+[ $rc != 0 ] || vm_fail "H: a PIPE_SET of a removed backstore succeeded"
+grep -q "source backstore is going away" /tmp/gone.out ||
+	vm_fail "H: expected 'source backstore is going away': $(cat /tmp/gone.out)"
+if rp-nlctl get fault-gone > /dev/null 2>&1; then
+	vm_fail "H: the refused PIPE_SET left a pipe"
+fi
 
 vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
