@@ -823,14 +823,14 @@ void rp_intent_close(struct rp_dev *dev)
 
 /*
  * Sets the bits of the chunks of [@sector, +@nr_sects).  Returns true if a
- * page they are on is behind on disk; *@seq is what a write must wait for.
- * A bitmap page and a word at a time: an UNMAP of a whole LUN (mkfs sends
- * one) may cover millions of chunks, and this runs with interrupts off.
- * in->lock held.
+ * page they are on is behind on disk; *@seq is what a write must wait for,
+ * *@changed whether a bit was not set yet.  A bitmap page and a word at a
+ * time: an UNMAP of a whole LUN (mkfs sends one) may cover millions of
+ * chunks, and this runs with interrupts off.  in->lock held.
  */
 static bool __rp_intent_set(struct rp_intent *in, sector_t sector,
 			    sector_t nr_sects, unsigned int *p0,
-			    unsigned int *p1, u64 *seq)
+			    unsigned int *p1, u64 *seq, bool *changed)
 {
 	bool behind = false;
 	u64 first, last, lo, hi;
@@ -839,13 +839,16 @@ static bool __rp_intent_set(struct rp_intent *in, sector_t sector,
 	first = min_t(u64, sector >> in->bit_sect_shift, in->nr_bits - 1);
 	last = min_t(u64, (sector + max_t(sector_t, nr_sects, 1) - 1) >>
 		     in->bit_sect_shift, in->nr_bits - 1);
+	*changed = false;
 	*p0 = first / RP_INTENT_PAGE_BITS;
 	*p1 = last / RP_INTENT_PAGE_BITS;
 	for (p = *p0; p <= *p1; p++) {
 		lo = max_t(u64, first, (u64)p * RP_INTENT_PAGE_BITS);
 		hi = min_t(u64, last, ((u64)p + 1) * RP_INTENT_PAGE_BITS - 1);
-		if (rp_bits_set_count(in->maps.bits, lo, hi))
+		if (rp_bits_set_count(in->maps.bits, lo, hi)) {
 			__rp_intent_changed(in, lo);
+			*changed = true;
+		}
 		rp_bits_set_count(in->maps.recent, lo, hi);
 	}
 	*seq = in->seq;
@@ -856,38 +859,55 @@ static bool __rp_intent_set(struct rp_intent *in, sector_t sector,
 
 /*
  * Marks the regions of an UNMAP or WRITE SAME, which run in the submitter's
- * context anyway, and waits for the record.  The caller holds clear_sem for
- * reading until the op is tracked.  Returns 0, -EAGAIN when the record is
- * frozen (the caller drops clear_sem, waits on thaw_wq and tries again), or
- * the record's write error: then the op must not run.  May block.
+ * context anyway and wait for the record.  The caller holds clear_sem for
+ * reading.  Returns 0 when the marks are on stable storage: the op may
+ * run, and the caller keeps clear_sem until it is tracked.  -EAGAIN when
+ * the record is frozen: the caller drops clear_sem, waits on thaw_wq and
+ * tries again.  -EINPROGRESS when the record must be written first: the
+ * caller drops clear_sem, calls rp_intent_sync() and tries again with
+ * @synced.  Not under clear_sem: a clear pass waiting for it would hold up
+ * every other write of the backstore behind the record's I/O.  Then marks
+ * that are all still set were in what rp_intent_sync() wrote, whatever
+ * other writers marked since; one that a clear pass took meanwhile is set
+ * and written again.  Must not block.
  */
 int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
-			sector_t nr_sects)
+			sector_t nr_sects, bool synced)
 {
 	unsigned int p0, p1;
-	bool behind;
+	bool changed;
+	int ret = 0;
 	u64 seq;
 
 	spin_lock_irq(&in->lock);
 	/* Not even unbound: the binding it gets may be assumed clean. */
-	if (in->frozen) {
-		spin_unlock_irq(&in->lock);
-		return -EAGAIN;
-	}
-	if (in->stale_header) {
-		spin_unlock_irq(&in->lock);
-		/* Then unbound: nothing to mark. */
-		return rp_intent_fix_header(in);
-	}
-	if (!in->bound || !in->nr_bits) {
-		spin_unlock_irq(&in->lock);
-		return 0;
-	}
-	behind = __rp_intent_set(in, sector, nr_sects, &p0, &p1, &seq);
+	if (in->frozen)
+		ret = -EAGAIN;
+	/* Then unbound: nothing to mark once the header is fixed. */
+	else if (in->stale_header)
+		ret = -EINPROGRESS;
+	else if (in->bound && in->nr_bits &&
+		 __rp_intent_set(in, sector, nr_sects, &p0, &p1, &seq,
+				 &changed) && (!synced || changed))
+		ret = -EINPROGRESS;
 	spin_unlock_irq(&in->lock);
+	return ret;
+}
 
-	/* clear_sem keeps the record from freezing meanwhile: no -EAGAIN. */
-	return behind ? rp_intent_write_pages(in, p0, p1, seq) : 0;
+/*
+ * Writes what the record is behind on: a stale header, then every page
+ * marked since it was last written.  0, -EAGAIN while it is frozen, or the
+ * record's write error.  May block.
+ */
+int rp_intent_sync(struct rp_intent *in)
+{
+	int ret;
+
+	ret = rp_intent_fix_header(in);
+	if (!ret && READ_ONCE(in->bound))
+		ret = rp_intent_write_pages(in, 0, in->maps.nr_pages - 1,
+					    U64_MAX);
+	return ret;
 }
 
 /*
@@ -902,6 +922,7 @@ int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
 bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req)
 {
 	unsigned int p0, p1;
+	bool changed;
 	u64 seq;
 
 	spin_lock_irq(&in->lock);
@@ -917,7 +938,8 @@ bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req)
 		return false;
 	}
 	if (!in->bound || !in->nr_bits ||
-	    !__rp_intent_set(in, req->sector, req->nr_sects, &p0, &p1, &seq)) {
+	    !__rp_intent_set(in, req->sector, req->nr_sects, &p0, &p1, &seq,
+			     &changed)) {
 		spin_unlock_irq(&in->lock);
 		return true;
 	}
@@ -941,10 +963,7 @@ static void rp_intent_write_work(struct work_struct *work)
 	LIST_HEAD(ready);
 	int ret = 0;
 
-	ret = rp_intent_fix_header(in);
-	if (!ret && READ_ONCE(in->bound))
-		ret = rp_intent_write_pages(in, 0, in->maps.nr_pages - 1,
-					    U64_MAX);
+	ret = rp_intent_sync(in);
 	spin_lock_irq(&in->lock);
 	/* Frozen: rp_intent_settle() queues this work again. */
 	if (ret == -EAGAIN || in->frozen) {

@@ -832,22 +832,29 @@ static bool rp_intent_lock_write(struct rp_req *req)
 static int rp_intent_lock_wait(struct rp_req *req)
 {
 	struct rp_intent *in = req->dev->intent;
+	bool synced = false;
 	int ret;
 
 	if (!in)
 		return 0;
 	for (;;) {
 		down_read(&in->clear_sem);
-		ret = rp_intent_mark_wait(in, req->sector, req->nr_sects);
-		if (ret != -EAGAIN)
-			break;
-		/* A PIPE_SET rewrites the record: bounded by its I/O. */
+		ret = rp_intent_mark_wait(in, req->sector, req->nr_sects,
+					  synced);
+		if (!ret)
+			return 0;
 		up_read(&in->clear_sem);
-		wait_event(in->thaw_wq, !READ_ONCE(in->frozen));
+		synced = false;
+		if (ret == -EINPROGRESS) {
+			ret = rp_intent_sync(in);
+			synced = !ret;
+		}
+		if (ret == -EAGAIN)
+			/* A PIPE_SET rewrites the record: bounded by its I/O. */
+			wait_event(in->thaw_wq, !READ_ONCE(in->frozen));
+		else if (ret)
+			return ret;
 	}
-	if (ret)
-		up_read(&in->clear_sem);
-	return ret;
 }
 
 static void rp_intent_unlock(struct rp_intent *in)
