@@ -125,14 +125,22 @@ wait_delayed() {
 		i=$((i + 1))
 	done
 }
-# task_state PROG: the scheduler state (R, S, D, I...) of the one process
-# running PROG
-task_state() {
-	local pid
-	pid=$(pidof "$1") || vm_fail "no process $1"
-	[ "$pid" = "${pid% *}" ] || vm_fail "more than one $1: $pid"
-	set -- $(cat /proc/$pid/stat)
-	echo "$3"
+# wait_task_state PROG STATE TENTHS: polls the one process PROG until its
+# state is STATE, for at most TENTHS tenths of a second (on a busy debug
+# kernel a process started in the background may take seconds to exec);
+# prints the last state seen, "none" while there was no such process.
+wait_task_state() {
+	local i=0 state=none pid
+	while [ $i -le "$3" ]; do
+		if pid=$(pidof "$1"); then
+			[ "$pid" = "${pid% *}" ] || vm_fail "more than one $1: $pid"
+			state=$(cut -d' ' -f3 /proc/$pid/stat 2> /dev/null) || state=none
+			[ "$state" != "$2" ] || break
+		fi
+		sleep 0.1
+		i=$((i + 1))
+	done
+	echo "$state"
 }
 # last_region PIPE: the index of the last region of the pipe's pairs (on
 # SECT-sector legs)
@@ -264,11 +272,11 @@ step_bug2() {
 	vm_log "claim_timeout_sec=$CLAIM_TIMEOUT_S; claim of region $last of $b (waits for its write), del-pipe 0.5 s later"
 	t0=$(now10)
 	bg b2claim rp-nlctl claim $pipe $b --hint $last --max 1 --nl-timeout 120
-	sleep 0.5
 	# It waits TASK_IDLE ("I"), not uninterruptibly ("D"): with
 	# claim_timeout_sec past two minutes the hung-task watchdog would
-	# report it (and panic with hung_task_panic=1).
-	claim_state=$(task_state rp-nlctl)
+	# report it (and panic with hung_task_panic=1). Polled: a fixed 0.5 s
+	# found no process yet once on a busy debug kernel.
+	claim_state=$(wait_task_state rp-nlctl I 20)
 	[ "$claim_state" = I ] ||
 		vm_fail "bug 2: the claim waits for the drain in state '$claim_state', not I (TASK_IDLE)"
 	# t1 first: a claim still running at the check was running at t1.
