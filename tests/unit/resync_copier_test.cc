@@ -1361,10 +1361,14 @@ std::pair<Status, std::string> RunWithLog(PairResync &resync)
 }
 
 // A claim of 4 regions of 1 MiB whose copy the deadline stopped after one
-// region (its 9th write of 128 KiB waits past the time-out, one at a time).
-// There are smaller claims to try: the resync goes on with them and ends.
-// It used to take the one region copied for the size of the claim lost, and
-// end with "not even one region can be copied in time".
+// region (the first write of the second region, at 1 MiB, waits past the
+// time-out; one write at a time). There are smaller claims to try: the
+// resync goes on with them and ends. It used to take the one region copied
+// for the size of the claim lost, and end with "not even one region can be
+// copied in time". The time-out leaves the first region's 8 writes of 128
+// KiB 2 s: with 300 ms and the 9th write overall stalled, a loaded machine
+// (the test command's VMs beside the ASan build) once got through 2 of
+// them, and the stall then fell into the next claim.
 TEST(PairResync, ACopyStoppedAfterOneRegionOfSeveralGoesOnWithSmallerClaims)
 {
 	ScratchDir dir;
@@ -1373,17 +1377,19 @@ TEST(PairResync, ACopyStoppedAfterOneRegionOfSeveralGoesOnWithSmallerClaims)
 	WriteFile(dir / "src", src);
 	WriteFile(dir / "dst", Bytes(regions * kMiB, 0));
 	ExpiringClaims claims(std::vector<bool>(regions, true),
-	                      std::chrono::milliseconds(300));
+	                      std::chrono::milliseconds(2000));
 	PairResyncOptions options = ResyncOptions(dir);
 	options.region_bytes = kMiB;
 	options.max_regions_per_claim = 4;
-	options.claim_timeout = std::chrono::milliseconds(300);
+	options.claim_timeout = std::chrono::milliseconds(2000);
 	options.copier.queue_depth = 1;
-	std::atomic<int> writes{0};
-	options.copier.inject = [&](CopierOptions::Op op, uint64_t, int res) {
-		if (op == CopierOptions::Op::kWrite && ++writes == 9)
+	std::atomic<bool> stalled{false};
+	options.copier.inject = [&](CopierOptions::Op op, uint64_t offset,
+	                            int res) {
+		if (op == CopierOptions::Op::kWrite && offset == kMiB &&
+		    !stalled.exchange(true))
 			std::this_thread::sleep_for(
-			        std::chrono::milliseconds(600));
+			        std::chrono::milliseconds(2500));
 		return res;
 	};
 	auto resync = PairResync::Create(options, &claims);
