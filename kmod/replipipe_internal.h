@@ -122,6 +122,8 @@ struct rp_intent {
 	bool			frozen;
 	u64			epoch;		/* bumped by each rebind */
 	u64			seq;		/* counts changes of the bits */
+	/* Counts clears of bits (a clear pass, a new binding's bits). */
+	u64			clear_gen;
 	u32			region_kib;
 	u64			nr_regions;
 	u64			src_bytes;
@@ -561,7 +563,7 @@ void rp_intent_exit(void);
 int rp_intent_open(struct rp_dev *dev, const char *path);
 void rp_intent_close(struct rp_dev *dev);
 int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
-			sector_t nr_sects, bool synced);
+			sector_t nr_sects, u64 *synced_gen);
 int rp_intent_sync(struct rp_intent *in);
 bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req);
 int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,

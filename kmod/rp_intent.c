@@ -864,15 +864,18 @@ static bool __rp_intent_set(struct rp_intent *in, sector_t sector,
  * run, and the caller keeps clear_sem until it is tracked.  -EAGAIN when
  * the record is frozen: the caller drops clear_sem, waits on thaw_wq and
  * tries again.  -EINPROGRESS when the record must be written first: the
- * caller drops clear_sem, calls rp_intent_sync() and tries again with
- * @synced.  Not under clear_sem: a clear pass waiting for it would hold up
- * every other write of the backstore behind the record's I/O.  Then marks
- * that are all still set were in what rp_intent_sync() wrote, whatever
- * other writers marked since; one that a clear pass took meanwhile is set
- * and written again.  Must not block.
+ * caller drops clear_sem, calls rp_intent_sync() and, when that succeeded,
+ * tries again with *@synced_gen kept (else set to U64_MAX).  Not under
+ * clear_sem: a clear pass waiting for it would hold up every other write
+ * of the backstore behind the record's I/O.  On the next try, marks that
+ * were all still set with no bit cleared since the try before were in
+ * what rp_intent_sync() wrote, whatever other writers marked since.  A bit
+ * cleared meanwhile (and maybe set again by another write whose page is
+ * not written yet) makes the op wait for the pages as on a first try.
+ * Must not block.
  */
 int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
-			sector_t nr_sects, bool synced)
+			sector_t nr_sects, u64 *synced_gen)
 {
 	unsigned int p0, p1;
 	bool changed;
@@ -888,8 +891,10 @@ int rp_intent_mark_wait(struct rp_intent *in, sector_t sector,
 		ret = -EINPROGRESS;
 	else if (in->bound && in->nr_bits &&
 		 __rp_intent_set(in, sector, nr_sects, &p0, &p1, &seq,
-				 &changed) && (!synced || changed))
+				 &changed) &&
+		 (changed || *synced_gen != in->clear_gen))
 		ret = -EINPROGRESS;
+	*synced_gen = in->clear_gen;
 	spin_unlock_irq(&in->lock);
 	return ret;
 }
@@ -1137,6 +1142,7 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 		spin_lock_irq(&in->lock);
 		old = in->maps;
 		in->maps = rb->maps;
+		in->clear_gen++;
 		rp_intent_set_geometry(in, rb->region_kib, rb->chunk_kib,
 				       pair->nr_regions);
 		in->src_bytes = pair->src_bytes;
@@ -1281,6 +1287,7 @@ static u64 rp_intent_pass(struct rp_intent *in, struct rp_pair *pair,
 				if (clear) {
 					__clear_bit(i, in->maps.bits);
 					__rp_intent_changed(in, i);
+					in->clear_gen++;
 				} else {
 					__set_bit(i, in->maps.quiet);
 				}

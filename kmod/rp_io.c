@@ -832,7 +832,7 @@ static bool rp_intent_lock_write(struct rp_req *req)
 static int rp_intent_lock_wait(struct rp_req *req)
 {
 	struct rp_intent *in = req->dev->intent;
-	bool synced = false;
+	u64 gen = U64_MAX;	/* not synced yet */
 	int ret;
 
 	if (!in)
@@ -840,15 +840,14 @@ static int rp_intent_lock_wait(struct rp_req *req)
 	for (;;) {
 		down_read(&in->clear_sem);
 		ret = rp_intent_mark_wait(in, req->sector, req->nr_sects,
-					  synced);
+					  &gen);
 		if (!ret)
 			return 0;
 		up_read(&in->clear_sem);
-		synced = false;
-		if (ret == -EINPROGRESS) {
+		if (ret == -EINPROGRESS)
 			ret = rp_intent_sync(in);
-			synced = !ret;
-		}
+		if (ret)
+			gen = U64_MAX;
 		if (ret == -EAGAIN)
 			/* A PIPE_SET rewrites the record: bounded by its I/O. */
 			wait_event(in->thaw_wq, !READ_ONCE(in->frozen));
@@ -1329,10 +1328,18 @@ static void rp_write_same_run(struct se_cmd *cmd, bool zeroes)
 	struct rp_req *req;
 
 	if (!zeroes) {
+		unsigned int lun_block = cmd->t_data_sg->length;
+		unsigned int len = max(lun_block,
+				       bdev_logical_block_size(dev->primary.bdev));
+		unsigned int off;
+
 		/*
 		 * The block goes to the legs from a page of its own: the
 		 * initiator's may sit anywhere in its page (tcm_loop passes
 		 * its buffer on), and every bio repeats it at that offset.
+		 * Repeated up to the primary's block, when the LUN's is
+		 * smaller (rp_range_fits_legs()): a bio of segments of part
+		 * of a block is one the block layer may split inside a block.
 		 */
 		page = alloc_page(GFP_NOIO);
 		if (!page) {
@@ -1342,9 +1349,12 @@ static void rp_write_same_run(struct se_cmd *cmd, bool zeroes)
 			return;
 		}
 		sg_copy_to_buffer(cmd->t_data_sg, cmd->t_data_nents,
-				  page_address(page), cmd->t_data_sg->length);
+				  page_address(page), lun_block);
+		for (off = lun_block; off < len; off += lun_block)
+			memcpy(page_address(page) + off, page_address(page),
+			       lun_block);
 		sg_init_table(&block, 1);
-		sg_set_page(&block, page, cmd->t_data_sg->length, 0);
+		sg_set_page(&block, page, len, 0);
 		pattern = &block;
 	}
 	req = rp_sync_op_begin(cmd,
