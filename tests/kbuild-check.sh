@@ -32,12 +32,16 @@ version=$(sed -n 's/^PACKAGE_VERSION="\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$/\1/p
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rp-kbuild.XXXXXX")
 usr_src=/usr/src/replipipe-$version
 dkms_added=0
+# Set once this run made $usr_src: only then does its exit remove it (a
+# run of the w1 or sparse checks alone once removed the copy a test
+# command's dkms check was building from).
+usr_src_ours=0
 cleanup() {
 	if [ $dkms_added = 1 ]; then
 		dkms remove "replipipe/$version" --all > /dev/null 2>&1 ||
 			say "warning: dkms remove replipipe/$version --all failed"
 	fi
-	if [ -f "$usr_src/.replipipe-kbuild-check" ]; then
+	if [ $usr_src_ours = 1 ] && [ -f "$usr_src/.replipipe-kbuild-check" ]; then
 		rm -rf "$usr_src"
 	fi
 	rm -rf "$tmp"
@@ -66,11 +70,15 @@ check_dkms() {
 		fail "dkms: $usr_src exists and is not ours; not touching it"
 		return
 	fi
-	# Leftovers of an interrupted run of this script.
-	dkms remove "replipipe/$version" --all > /dev/null 2>&1 || true
+	# Leftovers of an interrupted run of this script: removed with the
+	# sources in place, which dkms needs to remove a module (it reads
+	# their dkms.conf), so that a registration whose sources went away
+	# does not make the add below fail.
 	rm -rf "$usr_src"
+	usr_src_ours=1
 	copy_sources "$usr_src"
 	touch "$usr_src/.replipipe-kbuild-check"
+	dkms remove "replipipe/$version" --all > /dev/null 2>&1 || true
 	dkms_added=1
 	if ! dkms add "replipipe/$version"; then
 		fail "dkms add replipipe/$version"
