@@ -625,13 +625,30 @@ check_log() {
 		say "FAIL: the guest passed instead of crashing (sysrq b did not reset it?)"
 		ok=1
 	fi
-	bad=$(grep -nE 'BUG:|WARNING:|UBSAN:|Oops|Call Trace|general protection fault|Kernel panic|hung_task|blocked for more than' "$clean" | head -n 5 || true)
+	# Debian 6.12's iSCSI initiator flushes a runtime-PM work item from
+	# its WQ_MEM_RECLAIM control queue when it unbinds a session, and the
+	# workqueue's check WARNs (taint W) whenever that item happens to be
+	# pending (seen once in about 40 iSCSI logouts). The kernel's, not the
+	# module's: a log whose every WARNING is that one passes, with its
+	# traces and taint W (docs/decisions.md 77). Any other WARNING fails.
+	local known='workqueue: WQ_MEM_RECLAIM iscsi_ctrl_[0-9:]+:__iscsi_unbind_session \[scsi_transport_iscsi\] is flushing !WQ_MEM_RECLAIM pm:pm_runtime_work'
+	local patterns='BUG:|WARNING:|UBSAN:|Oops|Call Trace|general protection fault|Kernel panic|hung_task|blocked for more than'
+	local flags_ok=' GOE' taint_ok=$((4096 | 8192)) nwarn nknown
+	nwarn=$(grep -c 'WARNING:' "$clean" || true)
+	nknown=$(grep -cE "$known" "$clean" || true)
+	if [ "$nknown" -gt 0 ] && [ "$nwarn" -eq "$nknown" ]; then
+		say "note: Debian's iSCSI initiator WARNed at a logout (flushing pm_runtime_work from iscsi_ctrl; not replipipe's)"
+		patterns='BUG:|UBSAN:|Oops|general protection fault|Kernel panic|hung_task|blocked for more than'
+		flags_ok=' GOEW'
+		taint_ok=$((taint_ok | 512))
+	fi
+	bad=$(grep -nE "$patterns" "$clean" | head -n 5 || true)
 	if [ -n "$bad" ]; then
 		say "FAIL: kernel problems in the log:"
 		printf '%s\n' "$bad" >&2
 		ok=1
 	fi
-	bad=$(sed -n 's/.*Tainted: \([A-Z ]*\) [0-9].*/\1/p' "$clean" | tr -d ' GOE\n' || true)
+	bad=$(sed -n 's/.*Tainted: \([A-Z ]*\) [0-9].*/\1/p' "$clean" | tr -d "$flags_ok\n" || true)
 	if [ -n "$bad" ]; then
 		say "FAIL: kernel tainted with flags '$bad'"
 		ok=1
@@ -640,7 +657,7 @@ check_log() {
 	if [ -z "$taint" ]; then
 		say "FAIL: the guest did not report its taint (it did not finish)"
 		ok=1
-	elif [ $((taint & ~(4096 | 8192))) -ne 0 ]; then
+	elif [ $((taint & ~taint_ok)) -ne 0 ]; then
 		say "FAIL: /proc/sys/kernel/tainted = $taint (only 4096 O and 8192 E are allowed)"
 		ok=1
 	fi
