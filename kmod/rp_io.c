@@ -165,8 +165,8 @@ static bool rp_range_fits_legs(struct rp_dev *dev, struct se_cmd *cmd,
  * a bio inside a block and start the next one at the wrong sector.
  * @listed is the length of the command's list, @seg_bits the OR of its
  * segments' offsets and lengths (rp_execute_rw() walks the list once).  A
- * write's data are copied now, a read's when it completes.  0, -EINVAL for
- * a command the legs' blocks cannot hold, or -ENOMEM.  May block.
+ * write's data are copied now, a read's when it completes.  0, or -ENOMEM.
+ * May block.
  */
 static int rp_req_bounce(struct rp_req *req, u32 bytes, u64 listed,
 			 unsigned int seg_bits, bool write)
@@ -183,10 +183,6 @@ static int rp_req_bounce(struct rp_req *req, u32 bytes, u64 listed,
 		block = max(block,
 			    bdev_logical_block_size(req->pair->tgt.bdev));
 	}
-	/* A read may end inside a block: see below. */
-	if (!rp_range_fits_legs(req->dev, req->cmd, req->sector,
-				write ? bytes : 0))
-		return -EINVAL;
 	if (!(seg_bits & mask) && listed == bytes)
 		return 0;
 
@@ -1042,7 +1038,8 @@ sense_reason_t rp_execute_rw(struct se_cmd *cmd, struct scatterlist *sgl,
 	struct scatterlist *sg;
 	u64 bytes, listed = 0;
 	struct rp_req *req;
-	int err, i;
+	sector_t sector;
+	int i;
 
 	for_each_sg(sgl, sg, sgl_nents, i) {
 		listed += sg->length;
@@ -1059,36 +1056,39 @@ sense_reason_t rp_execute_rw(struct se_cmd *cmd, struct scatterlist *sgl,
 		target_complete_cmd(cmd, SAM_STAT_GOOD);
 		return 0;
 	}
+	/* A read may end inside a block (rp_req_bounce()), not start there. */
+	sector = target_to_linux_sector(cmd->se_dev, cmd->t_task_lba);
+	if (!rp_range_fits_legs(dev, cmd, sector,
+				dir == DMA_TO_DEVICE ? bytes : 0))
+		return TCM_INVALID_CDB_FIELD;
 
 	req = rp_req_alloc(cmd, dev);
 	req->sgl = sgl;
 	req->sgl_nents = sgl_nents;
-	req->sector = target_to_linux_sector(cmd->se_dev, cmd->t_task_lba);
+	req->sector = sector;
 	req->nr_sects = bytes >> SECTOR_SHIFT;
 
 	if (dir == DMA_TO_DEVICE) {
 		req->primary_opf = rp_write_opf(cmd, dev->primary.bdev,
 						dev->primary.bdev);
 		req->pair = rp_pair_get_write(dev, req);
-		err = rp_req_bounce(req, bytes, listed, seg_bits, true);
-		if (err)
-			goto refuse;
+		if (rp_req_bounce(req, bytes, listed, seg_bits, true)) {
+			rp_req_put(req);
+			return TCM_OUT_OF_RESOURCES;
+		}
 		rp_write_submit(req);
 		return 0;
 	}
 
 	req->primary_opf = REQ_OP_READ;
-	err = rp_req_bounce(req, bytes, listed, seg_bits, false);
-	if (err)
-		goto refuse;
+	if (rp_req_bounce(req, bytes, listed, seg_bits, false)) {
+		rp_req_put(req);
+		return TCM_OUT_OF_RESOURCES;
+	}
 	rp_submit_sg(req, dev->primary.bdev, req->primary_opf,
 		     rp_bio_done_primary);
 	rp_req_cmd_done(req);
 	return 0;
-
-refuse:
-	rp_req_put(req);
-	return err == -EINVAL ? TCM_INVALID_CDB_FIELD : TCM_OUT_OF_RESOURCES;
 }
 
 /*
