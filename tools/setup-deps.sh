@@ -16,6 +16,9 @@ vm_pkgs=(
 	dmsetup systemd util-linux coreutils jq socat
 	python3 python3-rtslib-fb targetcli-fb dbus-daemon open-iscsi
 	prometheus
+	# the guests' SCSI commands Linux's sd never sends (a WRITE SAME with
+	# a pattern) or sends only from its error handler (a LUN RESET)
+	sg3-utils
 )
 # The VM bench's debug kernel (tests/vm/debug-kernel.sh): Debian's kernel
 # source and what building it needs.

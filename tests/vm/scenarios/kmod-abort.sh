@@ -9,11 +9,12 @@
 # (the claim's RESYNC_DONE keeps it dirty); waiting for lag room, the pair
 # degrades at once, as it would after 30 s. The
 # initiator here is Linux's sd over tcm_loop with a 5 s command time-out:
-# its error handler aborts the write, then sends it again.
+# its error handler aborts the write, then sends it again. A LUN RESET
+# (sg_reset -N -d) lets a write held for a claim go the same way.
 # vm-timeout: 300
 # vm-cost: 50
 # vm-debug-cost: 75
-# vm-bins: dmsetup
+# vm-bins: dmsetup sg_reset
 
 PIPE=kmod-abort
 SRC=replipipe_0/vol1
@@ -91,6 +92,37 @@ claim_region 100
 aborted_write 100 w1 11000 "a write to the claimed region"
 rp-verify --dev /dev/ram0 /tmp/w1.* || vm_fail "the primary lacks the aborted write's data"
 claim_kept_dirty 100
+
+vm_log "== a LUN RESET while a write is held for a claim: to the primary, its region dirty"
+# sg_reset -N -d: the SG_SCSI_RESET ioctl for the device alone (-N: no
+# escalation to a target or host reset), which tcm_loop turns into LIO's
+# LUN RESET. LIO waits for the LUN's commands to end, so the reset and the
+# held write must both end while the claim is still held (15 s). sd's
+# time-out is 30 s here: its error handler's ABORT TASK is not what lets
+# the write go.
+echo 30 > /sys/block/${lun#/dev/}/device/timeout
+claim_region 100
+aborts=$(aborts_done)
+write_region 100 w5 > /dev/null &
+write_pid=$!
+i=0
+until read -r _ inflight < /sys/block/${lun#/dev/}/inflight && [ "$inflight" -ge 1 ]; do
+	i=$((i + 1))
+	[ $i -lt 100 ] || vm_fail "setup: the write to region 100 never reached the LUN"
+	sleep 0.1
+done
+sleep 1
+t0=$(vm_now_ms)
+sg_reset -N -v -d "$lun" > /tmp/reset 2>&1 || vm_fail "sg_reset -N -d $lun: $(cat /tmp/reset)"
+vm_log "the LUN RESET took $(($(vm_now_ms) - t0)) ms"
+grep -q "completed device reset" /tmp/reset || vm_fail "sg_reset -N -d $lun: $(cat /tmp/reset)"
+wait $write_pid || vm_fail "the write held at the LUN RESET failed"
+kill -0 $claim_pid 2> /dev/null ||
+	vm_fail "the LUN RESET and the held write waited for the claim to end"
+[ "$(aborts_done)" = "$aborts" ] || vm_fail "setup: sd's error handler aborted the write"
+rp-verify --dev /dev/ram0 /tmp/w5.* || vm_fail "the primary lacks the data of the write held at the LUN RESET"
+claim_kept_dirty 100
+echo 5 > /sys/block/${lun#/dev/}/device/timeout
 
 vm_log "== a write to a claimed region waiting for lag room, aborted: past the claim"
 # The target holds the copies 50 s: the lag stays full for the rest.

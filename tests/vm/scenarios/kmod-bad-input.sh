@@ -27,13 +27,15 @@
 # blocks gets WRITE SAME's limit in blocks, not 512-byte sectors, and at
 # most 64 MiB; exported with LIO's block_size set to 512, a write or read
 # that starts inside one of its 4 KiB blocks, or a write that ends inside
-# one, is refused and the block is left as it was on both legs.
+# one, is refused and the block is left as it was on both legs; a WRITE
+# SAME with a 512-byte block over a whole 4 KiB one writes it eight times
+# on both legs.
 # The module unloads with no object left and no kernel warning.
 # vm-timeout: 300
 # vm-cost: 15
 # vm-debug-cost: 55
 # vm-mem: 1024
-# vm-bins: dmsetup /sbin/losetup /usr/bin/dd
+# vm-bins: dmsetup /sbin/losetup /usr/bin/dd sg_write_same
 
 LIVE=/sys/module/replipipe/parameters/live_objects
 
@@ -253,6 +255,31 @@ head -c 512 /tmp/blk | cmp -s - /tmp/head || vm_fail "the read of 512 bytes at L
 if rp-verify --dump $lun --offset 4608 --length 512 > /dev/null 2>&1; then
 	vm_fail "a read at LBA 9 (inside a 4 KiB block) was accepted"
 fi
+# A WRITE SAME with a block of 512 bytes (sg_write_same: sd never sends
+# one with a pattern): over a whole 4 KiB block the legs get it eight
+# times (the module repeats it to fill their block); one that starts or
+# ends inside a block is refused, and the next block stays zeroes.
+head -c 512 /dev/urandom > /tmp/pat
+cat /tmp/pat /tmp/pat > /tmp/pat2
+cat /tmp/pat2 /tmp/pat2 > /tmp/pat4
+cat /tmp/pat4 /tmp/pat4 > /tmp/pat8
+head -c 4096 /dev/zero > /tmp/zero4k
+sg_write_same --in=/tmp/pat --lba=16 --num=8 $lun > /dev/null ||
+	vm_fail "a WRITE SAME of the 4 KiB block at LBA 16 was refused"
+if sg_write_same --in=/tmp/pat --lba=25 --num=7 $lun > /dev/null 2>&1; then
+	vm_fail "a WRITE SAME from LBA 25 (inside a 4 KiB block) was accepted"
+fi
+if sg_write_same --in=/tmp/pat --lba=24 --num=4 $lun > /dev/null 2>&1; then
+	vm_fail "a WRITE SAME ending at LBA 27 (inside a 4 KiB block) was accepted"
+fi
+for leg in /dev/loop1 /dev/loop2; do
+	rp-verify --dump $leg --offset 8192 --length 8192 2> /dev/null > /tmp/leg ||
+		vm_fail "cannot read $leg"
+	head -c 4096 /tmp/leg | cmp -s - /tmp/pat8 ||
+		vm_fail "$leg: the block at 8 KiB is not the WRITE SAME's 512 bytes eight times"
+	tail -c 4096 /tmp/leg | cmp -s - /tmp/zero4k ||
+		vm_fail "$leg: the block at 12 KiB is not zeroes (refused WRITE SAMEs touched it)"
+done
 pair=$(rp-nlctl get $BS | grep "^pair ") || vm_fail "no pair line for $BS"
 [ "$(vm_field "$pair" state)" = InSync ] && [ "$(vm_field "$pair" dirty)" = 0 ] ||
 	vm_fail "refused commands changed the pair: $pair"

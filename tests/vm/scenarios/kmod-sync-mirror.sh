@@ -8,12 +8,14 @@
 # (what sd demands for O_DIRECT; tcm_loop hands the buffer on as it is):
 # the same on both legs and through the LUN, and no warning from brd about
 # segments of no whole sector; a READ into a buffer longer than its block,
-# and a READ of no blocks with a buffer of 4 KiB. Then teardown down to rmmod with
-# live_objects back to zero.
+# and a READ of no blocks with a buffer of 4 KiB. A WRITE SAME with a pattern
+# (sg_write_same): both legs hold its block repeated. Then teardown down to
+# rmmod with live_objects back to zero.
 # vm-timeout: 600
 # vm-cost: 10
 # vm-debug-cost: 40
 # vm-mem: 1024
+# vm-bins: sg_write_same
 
 PIPE=kmod-sync
 SRC=replipipe_0/vol1
@@ -87,6 +89,31 @@ rp-sg-read "$lun" $last 1000 || vm_fail "a READ of the last block into a buffer 
 # A READ of no blocks that comes with a buffer (LIO keeps the pages, the
 # data length is 0): nothing is read into it.
 rp-sg-read "$lun" 0 4096 0 || vm_fail "a READ of no blocks with a buffer of 4096 bytes"
+
+vm_log "== WRITE SAME with a pattern: both legs repeat its block"
+# sd sends WRITE SAME with a block of zeroes only (blkdev_issue_zeroout());
+# any other initiator may send any block. 1 MiB from LBA 65553: across
+# regions, at no region's boundary. /tmp/want: the block 2048 times.
+head -c 512 /dev/urandom > /tmp/pat
+cp /tmp/pat /tmp/want
+i=0
+while [ $i -lt 11 ]; do
+	cat /tmp/want /tmp/want > /tmp/want2
+	mv /tmp/want2 /tmp/want
+	i=$((i + 1))
+done
+sg_write_same --in=/tmp/pat --lba=65553 --num=2048 "$lun" ||
+	vm_fail "a WRITE SAME of 2048 blocks with a pattern through $lun failed"
+for dev in "$lun" /dev/ram0 /dev/ram1; do
+	rp-verify --dump $dev --offset $((65553 * 512)) --length 1048576 > /tmp/got ||
+		vm_fail "cannot read $dev"
+	cmp -s /tmp/got /tmp/want ||
+		vm_fail "$dev does not hold the WRITE SAME's block 2048 times from LBA 65553"
+done
+pair=$(rp-nlctl get $PIPE | grep "^pair ") || vm_fail "no pair line in rp-nlctl get"
+[ "$(vm_field "$pair" state)" = InSync ] && [ "$(vm_field "$pair" dirty)" = 0 ] &&
+	[ "$(vm_field "$pair" errors)" = 0 ] ||
+	vm_fail "pair not InSync and clean after a WRITE SAME with a pattern: $pair"
 
 vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
