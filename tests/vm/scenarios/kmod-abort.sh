@@ -12,8 +12,8 @@
 # its error handler aborts the write, then sends it again. A LUN RESET
 # (sg_reset -N -d) lets a write held for a claim go the same way.
 # vm-timeout: 300
-# vm-cost: 50
-# vm-debug-cost: 75
+# vm-cost: 65
+# vm-debug-cost: 95
 # vm-bins: dmsetup sg_reset
 
 PIPE=kmod-abort
