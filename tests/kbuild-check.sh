@@ -171,7 +171,7 @@ check_w1_sparse() {
 		dir=$tmp/w1-sparse-$kv
 		if ! make_in "$dir" "$kv" W=1 C=1 KCFLAGS=-Werror > "$tmp/w1-sparse-$kv.log" 2>&1; then
 			cat "$tmp/w1-sparse-$kv.log"
-			fail "make W=1 KCFLAGS=-Werror ($kv)"
+			fail "make W=1 C=1 KCFLAGS=-Werror ($kv): the build failed"
 			continue
 		fi
 		say "ok: make W=1 KCFLAGS=-Werror ($kv)"

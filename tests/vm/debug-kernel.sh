@@ -114,8 +114,9 @@ while read -r line; do
 done < <(grep -E '^(CONFIG_[A-Z0-9_]+=.*|# CONFIG_[A-Z0-9_]+ is not set)$' "$fragment")
 [ "$bad" = 0 ] || die "the fragment does not hold on $src_pkg $version (dependencies changed?)"
 
-# The checkers' own machinery is built without KASAN and UBSAN, as the
-# kernel already builds KASAN, SLUB, the stack depot and stacktrace.c:
+# The checkers' own machinery is built without KASAN and UBSAN (the kernel
+# already builds KASAN itself without either, and SLUB, the stack depot
+# and stacktrace.c without KASAN):
 # lockdep (every lock taken), kmemleak (every allocation, and its scans),
 # debug objects (every timer, work item, RCU head) and the ORC unwinder
 # (the stack trace kmemleak and KASAN save for every allocation and free).

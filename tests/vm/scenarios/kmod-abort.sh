@@ -41,6 +41,9 @@ write_region() {
 # claim_region R: a resync's claim on region R (dirty), held 15 s and then
 # finished as done, in the background (claim_pid); returns once granted.
 claim_region() {
+	# not the previous claim's lines: the redirection below happens in
+	# the background child, after the first grep may have read the file
+	rm -f /tmp/claim
 	rp-nlctl claim $PIPE $SRC --hint $1 --max 1 --hold 15 --done > /tmp/claim 2>&1 &
 	claim_pid=$!
 	i=0
@@ -103,7 +106,7 @@ vm_log "== a LUN RESET while a write is held for a claim: to the primary, its re
 echo 30 > /sys/block/${lun#/dev/}/device/timeout
 claim_region 100
 aborts=$(aborts_done)
-write_region 100 w5 > /dev/null &
+write_region 100 w5 > /tmp/w5.ms &
 write_pid=$!
 i=0
 until read -r _ inflight < /sys/block/${lun#/dev/}/inflight && [ "$inflight" -ge 1 ]; do
@@ -111,12 +114,18 @@ until read -r _ inflight < /sys/block/${lun#/dev/}/inflight && [ "$inflight" -ge
 	[ $i -lt 100 ] || vm_fail "setup: the write to region 100 never reached the LUN"
 	sleep 0.1
 done
-sleep 1
+# past tcm_loop and LIO's submission work into the pair's hold
+sleep 2
 t0=$(vm_now_ms)
 sg_reset -N -v -d "$lun" > /tmp/reset 2>&1 || vm_fail "sg_reset -N -d $lun: $(cat /tmp/reset)"
 vm_log "the LUN RESET took $(($(vm_now_ms) - t0)) ms"
 grep -q "completed device reset" /tmp/reset || vm_fail "sg_reset -N -d $lun: $(cat /tmp/reset)"
 wait $write_pid || vm_fail "the write held at the LUN RESET failed"
+t=$(cat /tmp/w5.ms)
+vm_log "the write held at the LUN RESET took $t ms"
+# It started about 2 s after the claim began: held to the claim's end it
+# would take about 13 s.
+[ "$t" -lt 10000 ] || vm_fail "the write held at the LUN RESET waited $t ms: for the claim to end?"
 kill -0 $claim_pid 2> /dev/null ||
 	vm_fail "the LUN RESET and the held write waited for the claim to end"
 [ "$(aborts_done)" = "$aborts" ] || vm_fail "setup: sd's error handler aborted the write"
