@@ -106,7 +106,7 @@ vm_log "== a LUN RESET while a write is held for a claim: to the primary, its re
 echo 30 > /sys/block/${lun#/dev/}/device/timeout
 claim_region 100
 aborts=$(aborts_done)
-write_region 100 w5 > /tmp/w5.ms &
+write_region 100 w5 > /tmp/reset-write.ms &
 write_pid=$!
 i=0
 until read -r _ inflight < /sys/block/${lun#/dev/}/inflight && [ "$inflight" -ge 1 ]; do
@@ -121,7 +121,7 @@ sg_reset -N -v -d "$lun" > /tmp/reset 2>&1 || vm_fail "sg_reset -N -d $lun: $(ca
 vm_log "the LUN RESET took $(($(vm_now_ms) - t0)) ms"
 grep -q "completed device reset" /tmp/reset || vm_fail "sg_reset -N -d $lun: $(cat /tmp/reset)"
 wait $write_pid || vm_fail "the write held at the LUN RESET failed"
-t=$(cat /tmp/w5.ms)
+t=$(cat /tmp/reset-write.ms)
 vm_log "the write held at the LUN RESET took $t ms"
 # It started about 2 s after the claim began: held to the claim's end it
 # would take about 13 s.
