@@ -122,18 +122,6 @@ make_in() {
 	make -C "$dir/kmod" KDIR="/lib/modules/$kv/build" -j"$(nproc)" "$@"
 }
 
-check_w1() {
-	local kv
-	for kv in "${kvs[@]}"; do
-		if make_in "$tmp/w1-$kv" "$kv" W=1 KCFLAGS=-Werror > "$tmp/w1-$kv.log" 2>&1; then
-			say "ok: make W=1 KCFLAGS=-Werror ($kv)"
-		else
-			cat "$tmp/w1-$kv.log"
-			fail "make W=1 KCFLAGS=-Werror ($kv)"
-		fi
-	done
-}
-
 # sparse_clean KV DIR LOG: sparse ran in LOG's build and said nothing about
 # our sources.
 sparse_clean() {
@@ -150,32 +138,23 @@ sparse_clean() {
 	fi
 }
 
-check_sparse() {
-	local kv dir
+# check_make W1 SPARSE (each 0 or 1): one clean build per kernel with
+# W=1 KCFLAGS=-Werror (warnings are errors) and/or C=1 (sparse checks each
+# file the build compiles); both in one build when both are asked, a third
+# fewer module builds in the test command.
+check_make() {
+	local w1=$1 sparse=$2 kv dir args=()
+	[ "$w1" = 0 ] || args+=(W=1 KCFLAGS=-Werror)
+	[ "$sparse" = 0 ] || args+=(C=1)
 	for kv in "${kvs[@]}"; do
-		dir=$tmp/sparse-$kv
-		if ! make_in "$dir" "$kv" C=1 > "$tmp/sparse-$kv.log" 2>&1; then
-			cat "$tmp/sparse-$kv.log"
-			fail "make C=1 ($kv): the build failed"
+		dir=$tmp/make-$kv
+		if ! make_in "$dir" "$kv" "${args[@]}" > "$dir.log" 2>&1; then
+			cat "$dir.log"
+			fail "make ${args[*]} ($kv): the build failed"
 			continue
 		fi
-		sparse_clean "$kv" "$dir" "$tmp/sparse-$kv.log"
-	done
-}
-
-# Both in one build per kernel (sparse checks each file the W=1 compile
-# builds): a third fewer module builds in the test command.
-check_w1_sparse() {
-	local kv dir
-	for kv in "${kvs[@]}"; do
-		dir=$tmp/w1-sparse-$kv
-		if ! make_in "$dir" "$kv" W=1 C=1 KCFLAGS=-Werror > "$tmp/w1-sparse-$kv.log" 2>&1; then
-			cat "$tmp/w1-sparse-$kv.log"
-			fail "make W=1 C=1 KCFLAGS=-Werror ($kv): the build failed"
-			continue
-		fi
-		say "ok: make W=1 KCFLAGS=-Werror ($kv)"
-		sparse_clean "$kv" "$dir" "$tmp/w1-sparse-$kv.log"
+		[ "$w1" = 0 ] || say "ok: make W=1 KCFLAGS=-Werror ($kv)"
+		[ "$sparse" = 0 ] || sparse_clean "$kv" "$dir" "$dir.log"
 	done
 }
 
@@ -187,12 +166,10 @@ for c in "${checks[@]}"; do
 	esac
 done
 ! want dkms || check_dkms
-if want w1 && want sparse; then
-	check_w1_sparse
-else
-	! want w1 || check_w1
-	! want sparse || check_sparse
-fi
+w1=0 sparse=0
+! want w1 || w1=1
+! want sparse || sparse=1
+[ "$w1$sparse" = 00 ] || check_make $w1 $sparse
 
 if [ $failures -ne 0 ]; then
 	say "$failures check(s) failed"

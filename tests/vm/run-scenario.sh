@@ -800,14 +800,16 @@ boot() {
 	# two VMs at a time share, unlike their wall time spent waiting.
 	local TIMEFORMAT='%3U %3S'
 	{ time boot_once "$2" "${args[@]}"; } 2> "$work/boot-cpu"
+	local kept=
 	if [ "$silent" = 1 ]; then
-		mv "$2" "$2.silent"
-		say "the guest printed no line of /init in ${init_deadline}s (an early-boot hang; console in $2.silent): booting again, once"
+		kept=$2.silent
+		say "the guest printed no line of /init in ${init_deadline}s (an early-boot hang; console in $kept): booting again, once"
 	elif ! grep -qF '[vm] init' "$2"; then
-		mv "$2" "$2.early"
-		say "the guest ended before /init (an early-boot crash; console in $2.early): booting again, once"
+		kept=$2.early
+		say "the guest ended before /init (an early-boot crash; console in $kept): booting again, once"
 	fi
-	if [ -e "$2.silent" ] || [ -e "$2.early" ]; then
+	if [ -n "$kept" ]; then
+		mv "$2" "$kept"
 		cpu_s=$(awk -v prev="$cpu_s" '{ printf "%.1f", prev + $1 + $2 }' "$work/boot-cpu")
 		{ time boot_once "$2" "${args[@]}"; } 2> "$work/boot-cpu"
 		[ "$silent" = 0 ] || say "FAIL: the guest stayed silent before /init twice"
