@@ -332,6 +332,19 @@ vm_dev_bytes() {
 	if [ -b "$1" ]; then blockdev --getsize64 "$1"; else stat -c %s "$1"; fi
 }
 
+# vm_repeated FILE N OUT: OUT holds FILE's bytes 2^N times (what a WRITE
+# SAME of FILE's block over 2^N blocks leaves), by doubling: N forks of cat,
+# not 2^N.
+vm_repeated() {
+	local i=0
+	cp "$1" "$3"
+	while [ $i -lt "$2" ]; do
+		cat "$3" "$3" > "$3.tmp"
+		mv "$3.tmp" "$3"
+		i=$((i + 1))
+	done
+}
+
 # vm_cmp_devs A B [BYTES]: byte-compare two devices or files: the first BYTES
 # (N[KMG] allowed), default the whole of A. Fails on the first difference.
 #

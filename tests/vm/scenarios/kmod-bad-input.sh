@@ -260,9 +260,7 @@ fi
 # times (the module repeats it to fill their block); one that starts or
 # ends inside a block is refused, and the next block stays zeroes.
 head -c 512 /dev/urandom > /tmp/pat
-cat /tmp/pat /tmp/pat > /tmp/pat2
-cat /tmp/pat2 /tmp/pat2 > /tmp/pat4
-cat /tmp/pat4 /tmp/pat4 > /tmp/pat8
+vm_repeated /tmp/pat 3 /tmp/pat8
 head -c 4096 /dev/zero > /tmp/zero4k
 sg_write_same --in=/tmp/pat --lba=16 --num=8 $lun > /dev/null ||
 	vm_fail "a WRITE SAME of the 4 KiB block at LBA 16 was refused"

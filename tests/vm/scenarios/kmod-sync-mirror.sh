@@ -95,13 +95,7 @@ vm_log "== WRITE SAME with a pattern: both legs repeat its block"
 # any other initiator may send any block. 1 MiB from LBA 65553: across
 # regions, at no region's boundary. /tmp/want: the block 2048 times.
 head -c 512 /dev/urandom > /tmp/pat
-cp /tmp/pat /tmp/want
-i=0
-while [ $i -lt 11 ]; do
-	cat /tmp/want /tmp/want > /tmp/want2
-	mv /tmp/want2 /tmp/want
-	i=$((i + 1))
-done
+vm_repeated /tmp/pat 11 /tmp/want
 sg_write_same --in=/tmp/pat --lba=65553 --num=2048 "$lun" ||
 	vm_fail "a WRITE SAME of 2048 blocks with a pattern through $lun failed"
 for dev in "$lun" /dev/ram0 /dev/ram1; do
