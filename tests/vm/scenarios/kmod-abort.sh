@@ -10,13 +10,17 @@
 # degrades at once, as it would after 30 s. The
 # initiator here is Linux's sd over tcm_loop with a 5 s command time-out:
 # its error handler aborts the write, then sends it again. A LUN RESET
-# (sg_reset -N -d) lets a write held for a claim go the same way.
+# (sg_reset -N -d) lets a write held for a claim go the same way, and so
+# does a PREEMPT AND ABORT of a reservation holder (sg_persist, from a
+# second nexus over iSCSI).
 # vm-timeout: 300
-# vm-cost: 65
-# vm-debug-cost: 95
-# vm-bins: dmsetup sg_reset
+# vm-cost: 80
+# vm-debug-cost: 110
+# vm-bins: dmsetup sg_reset sg_persist /usr/sbin/iscsid /usr/sbin/iscsiadm
+# vm-files: /etc/iscsi/iscsid.conf
 
 PIPE=kmod-abort
+IQN=iqn.2003-01.org.linux-iscsi.replipipe-vm:abort
 SRC=replipipe_0/vol1
 REGION=65536
 export DM_DISABLE_UDEV=1
@@ -25,6 +29,38 @@ pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
 # LIO's count of the aborts it answered (grep -c fails on none)
 aborts_done() {
 	dmesg | awk '/ABORT_TASK: Sending TMR_FUNCTION_COMPLETE/ { n++ } END { print n + 0 }'
+}
+
+# iscsi_disk: the disk of the one iSCSI session.
+iscsi_disk() {
+	local d i=0
+	while :; do
+		for d in /sys/class/iscsi_session/session*/device/target*/*:*/block/*; do
+			if [ -e "$d" ]; then
+				vm_wait_path "/dev/${d##*/}"
+				vm_wait_openable "/dev/${d##*/}"
+				echo "/dev/${d##*/}"
+				return 0
+			fi
+		done
+		i=$((i + 1))
+		[ $i -lt 100 ] || vm_fail "no disk for the iSCSI session"
+		sleep 0.1
+	done
+}
+
+# iscsi_unexport: undo vm_iscsi_export $IQN 0 $SRC.
+iscsi_unexport() {
+	local t=$VM_CFS/iscsi/$IQN/tpgt_1
+	echo 0 > "$t/enable" || vm_fail "disable $t"
+	rm "$t/lun/lun_0/${SRC#*/}" || vm_fail "unlink $SRC from $t"
+	rmdir "$t/lun/lun_0" "$t/np/127.0.0.1:3260" "$t" "$VM_CFS/iscsi/$IQN" ||
+		vm_fail "cannot remove the iSCSI target $IQN"
+}
+
+# sd's count of the commands that met a reservation conflict
+conflicts() {
+	dmesg | awk '/reservation conflict/ { n++ } END { print n + 0 }'
 }
 
 # One O_DIRECT write of region $1 through the LUN, logged as /tmp/$2.*;
@@ -81,6 +117,11 @@ vm_modprobe dm_delay
 sectors=$(blockdev --getsz /dev/ram1)
 tgt=$(vm_dm_create rptgt "0 $sectors linear /dev/ram1 0")
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
+# A unit serial, as targetcli gives every backstore: LIO names the file of
+# the LU's persistent reservations (APTPL) after it, and writes it, under
+# its db_root, on every registration.
+echo 5c0f6a2e-0000-4000-8000-00000000ab07 > "$VM_CFS/core/$SRC/wwn/vpd_unit_serial"
+mkdir -p /var/target/pr
 rp-nlctl set-pipe --id $PIPE --mode async --max-lag-kib 64 --region-kib 64 \
 	--pair $SRC=$tgt,clean || vm_fail "set-pipe refused"
 lun=$(vm_tcm_loop_export $SRC)
@@ -131,6 +172,75 @@ kill -0 $claim_pid 2> /dev/null ||
 [ "$(aborts_done)" = "$aborts" ] || vm_fail "setup: sd's error handler aborted the write"
 rp-verify --dev /dev/ram0 /tmp/w5.* || vm_fail "the primary lacks the data of the write held at the LUN RESET"
 claim_kept_dirty 100
+
+vm_log "== PREEMPT AND ABORT of a reservation holder whose write is held for a claim"
+# Two I_T nexuses to the LU: A (tcm_loop, the first LUN) holds a Write
+# Exclusive reservation, B (iSCSI) preempts it with PREEMPT AND ABORT. LIO
+# aborts A's commands (with TASK ABORTED status: emulate_tas) and waits for
+# them to end, through the same tmr_notify as a LUN RESET
+# (TMR_LUN_RESET_PRO). So the PREEMPT AND ABORT and A's held write end
+# while the claim is still held; the write reaches the primary past the
+# claim, its region dirty. sd retries it on TASK ABORTED, and the retry
+# meets B's reservation: A's write fails. B is not a second tcm_loop
+# nexus: tcm_loop's commands run in LIO's submission work, and LIO (Debian's
+# 6.1 and 6.12) flushes that work from the PREEMPT AND ABORT it is running,
+# which waits for itself for ever, whatever the backstore; an iSCSI
+# command runs in its connection's thread (docs/decisions.md, 79).
+vm_modprobe crc32c_generic
+vm_modprobe iscsi_target_mod
+vm_modprobe iscsi_tcp
+vm_iscsi_export $IQN 0 $SRC
+vm_iscsid_start
+iscsiadm -m discovery -t sendtargets -p 127.0.0.1:3260 > /tmp/iscsi 2>&1 ||
+	vm_fail "iSCSI discovery: $(cat /tmp/iscsi)"
+iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --login > /tmp/iscsi 2>&1 ||
+	vm_fail "iSCSI login: $(cat /tmp/iscsi)"
+lunb=$(iscsi_disk)
+vm_log "B: $lunb over iSCSI"
+pr() { sg_persist -n --out "$@" > /tmp/pr 2>&1 || vm_fail "sg_persist --out $*: $(cat /tmp/pr)"; }
+# The LUN RESET left a unit attention for A's nexus: the first command
+# through SG_IO gets it (CHECK CONDITION) and clears it.
+sg_persist -n --in --read-keys "$lun" > /tmp/pr 2>&1 || grep -q "Unit attention" /tmp/pr ||
+	vm_fail "sg_persist --in --read-keys $lun: $(cat /tmp/pr)"
+pr --register --param-sark=0xa "$lun"
+pr --reserve --param-rk=0xa --prout-type=1 "$lun"
+pr --register --param-sark=0xb "$lunb"
+claim_region 100
+conflicts=$(conflicts)
+rp-writer --dev "$lun" --log /tmp/w6 --threads 1 --offset $((100 * REGION)) \
+	--span $REGION --min-size 64K --max-size 64K --count 1 --seed 106 \
+	--stop-on-error > /tmp/preempt-write 2>&1 &
+write_pid=$!
+i=0
+until read -r _ inflight < /sys/block/${lun#/dev/}/inflight && [ "$inflight" -ge 1 ]; do
+	i=$((i + 1))
+	[ $i -lt 100 ] || vm_fail "setup: A's write to region 100 never reached the LUN"
+	sleep 0.1
+done
+# past tcm_loop and LIO's submission work into the pair's hold
+sleep 2
+t0=$(vm_now_ms)
+pr --preempt-abort --param-rk=0xb --param-sark=0xa --prout-type=1 "$lunb"
+vm_log "the PREEMPT AND ABORT took $(($(vm_now_ms) - t0)) ms"
+if wait $write_pid; then
+	vm_fail "A's write succeeded after B preempted A's reservation: $(cat /tmp/preempt-write)"
+fi
+t=$(($(vm_now_ms) - t0))
+vm_log "A's held write failed ${t} ms after the PREEMPT AND ABORT began: $(tail -n 1 /tmp/preempt-write)"
+# It started about 2 s after the claim began: held to the claim's end it
+# would end after about 13 s.
+[ "$t" -lt 8000 ] || vm_fail "A's held write ended $t ms after the PREEMPT AND ABORT: at the claim's end?"
+kill -0 $claim_pid 2> /dev/null ||
+	vm_fail "the PREEMPT AND ABORT and A's held write waited for the claim to end"
+[ "$(conflicts)" -gt "$conflicts" ] ||
+	vm_fail "A's write did not meet B's reservation: $(dmesg | tail -n 5)"
+claim_kept_dirty 100
+# B's CLEAR drops every registration and the reservation.
+pr --clear --param-rk=0xb "$lunb"
+iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --logout > /tmp/iscsi 2>&1 ||
+	vm_fail "iSCSI logout: $(cat /tmp/iscsi)"
+vm_iscsid_stop $VM_ISCSID
+iscsi_unexport
 echo 5 > /sys/block/${lun#/dev/}/device/timeout
 
 vm_log "== a write to a claimed region waiting for lag room, aborted: past the claim"
