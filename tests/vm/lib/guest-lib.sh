@@ -289,6 +289,63 @@ vm_iscsid_stop() {
 	vm_fail "iscsid (pid $1) survived SIGKILL for 10 s: stuck in the kernel"
 }
 
+# vm_iscsi_login IQN: log in to IQN on 127.0.0.1:3260 (iscsid running,
+# vm_iscsid_start) and print the disk of its LUN 0; the only session.
+# Each iscsiadm is bounded (see vm_iscsi_logout).
+vm_iscsi_login() {
+	local d i=0
+	timeout 60 iscsiadm -m discovery -t sendtargets -p 127.0.0.1:3260 \
+		> /tmp/iscsi-login.out 2>&1 || vm_fail "iSCSI discovery: $(cat /tmp/iscsi-login.out)"
+	timeout 60 iscsiadm -m node -T "$1" -p 127.0.0.1:3260 --login \
+		> /tmp/iscsi-login.out 2>&1 || vm_fail "iSCSI login to $1: $(cat /tmp/iscsi-login.out)"
+	while [ $i -lt 100 ]; do
+		for d in /sys/class/iscsi_session/session*/device/target*/*/block/*; do
+			if [ -e "$d" ]; then
+				vm_wait_path "/dev/${d##*/}"
+				vm_wait_openable "/dev/${d##*/}"
+				echo "/dev/${d##*/}"
+				return 0
+			fi
+		done
+		sleep 0.1
+		i=$((i + 1))
+	done
+	vm_fail "no disk after the iSCSI login to $1"
+}
+
+# vm_iscsi_session_left IQN: the kernel still has a session to IQN.
+vm_iscsi_session_left() {
+	local t
+	for t in /sys/class/iscsi_session/session*/targetname; do
+		[ -e "$t" ] && [ "$(cat "$t")" = "$1" ] && return 0
+	done
+	return 1
+}
+
+# vm_iscsi_logout IQN: log out of IQN; no session to it may be left.
+# iscsiadm can wait for iscsid's answer without end (once in a session's
+# final check, the guest hung there for 800 s with no task blocked in the
+# kernel), so each try is bounded; after a try that timed out, the kernel's
+# sessions say whether the logout happened, and one more try is made while
+# one is left.
+vm_iscsi_logout() {
+	local try i
+	for try in 1 2; do
+		timeout 60 iscsiadm -m node -T "$1" -p 127.0.0.1:3260 --logout \
+			> /tmp/iscsi-logout.out 2>&1 && ! vm_iscsi_session_left "$1" && return 0
+		vm_log "iSCSI logout of $1, try $try: $(cat /tmp/iscsi-logout.out)"
+		i=0
+		while [ $i -lt 100 ]; do
+			vm_iscsi_session_left "$1" || return 0
+			sleep 0.1
+			i=$((i + 1))
+		done
+	done
+	cat /tmp/iscsid.log
+	ps
+	vm_fail "iSCSI logout of $1: the session is still there after two tries"
+}
+
 # vm_tcm_loop_export HBA/NAME: export a backstore through tcm_loop (one
 # loopback target per backstore, LUN 0) and print its /dev/sdX.
 vm_tcm_loop_export() {

@@ -31,24 +31,6 @@ aborts_done() {
 	dmesg | awk '/ABORT_TASK: Sending TMR_FUNCTION_COMPLETE/ { n++ } END { print n + 0 }'
 }
 
-# iscsi_disk: the disk of the one iSCSI session.
-iscsi_disk() {
-	local d i=0
-	while :; do
-		for d in /sys/class/iscsi_session/session*/device/target*/*:*/block/*; do
-			if [ -e "$d" ]; then
-				vm_wait_path "/dev/${d##*/}"
-				vm_wait_openable "/dev/${d##*/}"
-				echo "/dev/${d##*/}"
-				return 0
-			fi
-		done
-		i=$((i + 1))
-		[ $i -lt 100 ] || vm_fail "no disk for the iSCSI session"
-		sleep 0.1
-	done
-}
-
 # iscsi_unexport: undo vm_iscsi_export $IQN 0 $SRC.
 iscsi_unexport() {
 	local t=$VM_CFS/iscsi/$IQN/tpgt_1
@@ -117,10 +99,12 @@ vm_modprobe dm_delay
 sectors=$(blockdev --getsz /dev/ram1)
 tgt=$(vm_dm_create rptgt "0 $sectors linear /dev/ram1 0")
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
-# A unit serial, as targetcli gives every backstore: LIO names the file of
-# the LU's persistent reservations (APTPL) after it, and writes it, under
-# its db_root, on every registration.
-echo 5c0f6a2e-0000-4000-8000-00000000ab07 > "$VM_CFS/core/$SRC/wwn/vpd_unit_serial"
+# LIO writes the LU's persistent reservations to a file under its db_root
+# on every registration, and answers NOT READY when it cannot: the
+# directory a host's targetcli package provides. The file is named after
+# the unit serial, which targetcli gives every backstore; so does this.
+echo 5c0f6a2e-0000-4000-8000-00000000ab07 > "$VM_CFS/core/$SRC/wwn/vpd_unit_serial" ||
+	vm_fail "cannot set $SRC's unit serial"
 mkdir -p /var/target/pr
 rp-nlctl set-pipe --id $PIPE --mode async --max-lag-kib 64 --region-kib 64 \
 	--pair $SRC=$tgt,clean || vm_fail "set-pipe refused"
@@ -180,8 +164,12 @@ vm_log "== PREEMPT AND ABORT of a reservation holder whose write is held for a c
 # them to end, through the same tmr_notify as a LUN RESET
 # (TMR_LUN_RESET_PRO). So the PREEMPT AND ABORT and A's held write end
 # while the claim is still held; the write reaches the primary past the
-# claim, its region dirty. sd retries it on TASK ABORTED, and the retry
-# meets B's reservation: A's write fails. B is not a second tcm_loop
+# claim, its region dirty (only the region is checked: A's write failed,
+# and a failed write may or may not be on the device). sd retries it on TASK ABORTED, and
+# the retry meets B's reservation: A's write fails. A module that holds
+# the write until the claim's end fails here by the time the write ends
+# or by sg_persist's own failure (open-iscsi gives up on a connection
+# whose command stalls). B is not a second tcm_loop
 # nexus: tcm_loop's commands run in LIO's submission work, and LIO (Debian's
 # 6.1 and 6.12) flushes that work from the PREEMPT AND ABORT it is running,
 # which waits for itself for ever, whatever the backstore; an iSCSI
@@ -191,22 +179,18 @@ vm_modprobe iscsi_target_mod
 vm_modprobe iscsi_tcp
 vm_iscsi_export $IQN 0 $SRC
 vm_iscsid_start
-iscsiadm -m discovery -t sendtargets -p 127.0.0.1:3260 > /tmp/iscsi 2>&1 ||
-	vm_fail "iSCSI discovery: $(cat /tmp/iscsi)"
-iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --login > /tmp/iscsi 2>&1 ||
-	vm_fail "iSCSI login: $(cat /tmp/iscsi)"
-lunb=$(iscsi_disk)
+lunb=$(vm_iscsi_login $IQN)
 vm_log "B: $lunb over iSCSI"
-pr() { sg_persist -n --out "$@" > /tmp/pr 2>&1 || vm_fail "sg_persist --out $*: $(cat /tmp/pr)"; }
+prout() { sg_persist -n --out "$@" > /tmp/pr 2>&1 || vm_fail "sg_persist --out $*: $(cat /tmp/pr)"; }
 # The LUN RESET left a unit attention for A's nexus: the first command
 # through SG_IO gets it (CHECK CONDITION) and clears it.
 sg_persist -n --in --read-keys "$lun" > /tmp/pr 2>&1 || grep -q "Unit attention" /tmp/pr ||
 	vm_fail "sg_persist --in --read-keys $lun: $(cat /tmp/pr)"
-pr --register --param-sark=0xa "$lun"
-pr --reserve --param-rk=0xa --prout-type=1 "$lun"
-pr --register --param-sark=0xb "$lunb"
+prout --register --param-sark=0xa "$lun"
+prout --reserve --param-rk=0xa --prout-type=1 "$lun"
+prout --register --param-sark=0xb "$lunb"
 claim_region 100
-conflicts=$(conflicts)
+conflicts_before=$(conflicts)
 rp-writer --dev "$lun" --log /tmp/w6 --threads 1 --offset $((100 * REGION)) \
 	--span $REGION --min-size 64K --max-size 64K --count 1 --seed 106 \
 	--stop-on-error > /tmp/preempt-write 2>&1 &
@@ -220,7 +204,7 @@ done
 # past tcm_loop and LIO's submission work into the pair's hold
 sleep 2
 t0=$(vm_now_ms)
-pr --preempt-abort --param-rk=0xb --param-sark=0xa --prout-type=1 "$lunb"
+prout --preempt-abort --param-rk=0xb --param-sark=0xa --prout-type=1 "$lunb"
 vm_log "the PREEMPT AND ABORT took $(($(vm_now_ms) - t0)) ms"
 if wait $write_pid; then
 	vm_fail "A's write succeeded after B preempted A's reservation: $(cat /tmp/preempt-write)"
@@ -232,13 +216,12 @@ vm_log "A's held write failed ${t} ms after the PREEMPT AND ABORT began: $(tail 
 [ "$t" -lt 8000 ] || vm_fail "A's held write ended $t ms after the PREEMPT AND ABORT: at the claim's end?"
 kill -0 $claim_pid 2> /dev/null ||
 	vm_fail "the PREEMPT AND ABORT and A's held write waited for the claim to end"
-[ "$(conflicts)" -gt "$conflicts" ] ||
+[ "$(conflicts)" -gt "$conflicts_before" ] ||
 	vm_fail "A's write did not meet B's reservation: $(dmesg | tail -n 5)"
 claim_kept_dirty 100
 # B's CLEAR drops every registration and the reservation.
-pr --clear --param-rk=0xb "$lunb"
-iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --logout > /tmp/iscsi 2>&1 ||
-	vm_fail "iSCSI logout: $(cat /tmp/iscsi)"
+prout --clear --param-rk=0xb "$lunb"
+vm_iscsi_logout $IQN
 vm_iscsid_stop $VM_ISCSID
 iscsi_unexport
 echo 5 > /sys/block/${lun#/dev/}/device/timeout

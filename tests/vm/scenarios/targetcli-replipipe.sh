@@ -88,44 +88,6 @@ stop_daemon() {
 	kill "$daemon"
 	wait "$daemon" || vm_fail "replipiped did not exit cleanly on SIGTERM"
 }
-# iscsi_login: log in to $IQN on 127.0.0.1 and print the disk.
-iscsi_login() {
-	iscsiadm -m discovery -t sendtargets -p 127.0.0.1:3260 > /dev/null || vm_fail "iSCSI discovery"
-	iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --login > /dev/null || vm_fail "iSCSI login"
-	for _ in $(seq 100); do
-		for d in /sys/class/iscsi_session/session*/device/target*/*/block/*; do
-			[ -e "$d" ] && { vm_wait_path "/dev/${d##*/}"; echo "/dev/${d##*/}"; return 0; }
-		done
-		sleep 0.1
-	done
-	vm_fail "no disk after the iSCSI login"
-}
-# session_left: the kernel still has a session to $IQN
-session_left() {
-	for t in /sys/class/iscsi_session/session*/targetname; do
-		[ -e "$t" ] && [ "$(cat "$t")" = "$IQN" ] && return 0
-	done
-	return 1
-}
-# iscsi_logout: log out of $IQN; no session may be left. iscsiadm can wait
-# for iscsid's answer without end (once in a session's final check, the
-# guest hung there for 800 s with no task blocked in the kernel), so each
-# try is bounded; after a try that timed out, the kernel's sessions say
-# whether the logout happened, and one more try is made while one is left.
-iscsi_logout() {
-	for try in 1 2; do
-		timeout 60 iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --logout \
-			> /tmp/logout.out 2>&1 && ! session_left && return 0
-		vm_log "iSCSI logout, try $try: $(cat /tmp/logout.out)"
-		for _ in $(seq 100); do
-			session_left || return 0
-			sleep 0.1
-		done
-	done
-	cat /tmp/iscsid.log
-	ps
-	vm_fail "iSCSI logout: the session is still there after two tries"
-}
 # lun_of_vol1 FABRIC/WWN: lun_0 of tpgt_1 there is linked to replipipe_0/vol1.
 lun_of_vol1() {
 	for l in $CFS/$1/tpgt_1/lun/lun_0/*; do
@@ -411,14 +373,14 @@ write_and_compare "$lun" /dev/ram0 /dev/ram1 2
 setsid iscsid -f > /tmp/iscsid.log 2>&1 &
 iscsid=$!
 sleep 1
-ilun=$(iscsi_login)
+ilun=$(vm_iscsi_login $IQN)
 vm_log "iSCSI LUN after restore: $ilun"
 write_and_compare "$ilun" /dev/ram0 /dev/ram1 3
 # A READ of one block whose initiator expects 100 bytes: iSCSI moves 100
 # (an underflow) from pages of LIO's own, no whole block; the primary must
 # still be read a whole block. (tcm_loop refuses such a command itself.)
 rp-sg-read "$ilun" 2048 100 || vm_fail "a READ expecting 100 bytes of its block, over iSCSI"
-iscsi_logout
+vm_iscsi_logout $IQN
 vm_iscsid_stop $iscsid
 tc ls
 
