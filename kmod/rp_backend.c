@@ -623,9 +623,10 @@ static bool rp_get_write_cache(struct se_device *se_dev)
 }
 
 /*
- * LIO aborts @aborted (ABORT TASK, LUN RESET) and then waits for each of
- * them to end: those of them waiting for lag room or for a claim must not
- * wait any longer (rp_pair_abort_waiters()).  Process context.
+ * LIO aborts @aborted (ABORT TASK, LUN RESET, a PREEMPT AND ABORT's
+ * TMR_LUN_RESET_PRO) and then waits for each of them to end: those of them
+ * waiting for lag room or for a claim must not wait any longer
+ * (rp_pair_abort_waiters()).  Process context.
  */
 static void rp_tmr_notify(struct se_device *se_dev, enum tcm_tmreq_table tmf,
 			  struct list_head *aborted)

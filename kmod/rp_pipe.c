@@ -310,10 +310,10 @@ static bool __rp_pair_holds(struct rp_pair *pair, u64 first, u64 last)
 }
 
 /*
- * LIO aborted @req's command (ABORT TASK, LUN RESET: rp_tmr_notify()) and
- * waits for it to end.  The flag is set under the command's t_state_lock
- * before LIO tells the backend, so a writer that takes pair->lock after
- * rp_pair_abort_waiters() looked sees it.
+ * LIO aborted @req's command (ABORT TASK, LUN RESET, PREEMPT AND ABORT:
+ * rp_tmr_notify()) and waits for it to end.  The flag is set under the
+ * command's t_state_lock before LIO tells the backend, so a writer that
+ * takes pair->lock after rp_pair_abort_waiters() looked sees it.
  */
 static bool rp_req_aborted(const struct rp_req *req)
 {
@@ -688,21 +688,21 @@ void rp_pair_lag_release(struct rp_pair *pair, u64 bytes)
 }
 
 /*
- * LIO aborts commands of @pair's source (ABORT TASK, LUN RESET:
- * rp_tmr_notify()) and waits for each to end.  An aborted write waiting
- * for lag room means its initiator gave up before RP_LAG_WAIT_SEC did: the
- * pair degrades now, as lag_work would later, so that neither the abort
- * nor the initiator's retry of the write waits for the target.  An aborted
- * write held for a claim goes to the primary now with its regions dirty,
- * as the write of a COMPARE AND WRITE does, and so does every write to the
- * regions of that claim until it ends (let_go): the retry would wait for
- * it again, until the initiator's error handling gave up on the write and
- * took the device offline.  An aborted write waiting for lag room whose
- * regions are claimed is let go the same way: it needs no room past the
- * claim, and the pair need not degrade.  Either way the aborted write
- * is written, to the primary (LIO sends no status for it): an initiator
- * that reads back after an abort finds the data of the write or of its
- * retry, on both legs once a resync carried it over.  Must not block.
+ * LIO aborts commands of @pair's source (ABORT TASK, LUN RESET, PREEMPT AND
+ * ABORT: rp_tmr_notify()) and waits for each to end.  An aborted write waiting
+ * for lag room means its initiator gave up before RP_LAG_WAIT_SEC did: the pair
+ * degrades now, as lag_work would later, so that neither the abort nor the
+ * initiator's retry of the write waits for the target.  An aborted write held
+ * for a claim goes to the primary now with its regions dirty, as the write of a
+ * COMPARE AND WRITE does, and so does every write to the regions of that claim
+ * until it ends (let_go): the retry would wait for it again, until the
+ * initiator's error handling gave up on the write and took the device offline.
+ * An aborted write waiting for lag room whose regions are claimed is let go the
+ * same way: it needs no room past the claim, and the pair need not degrade.
+ * Either way the aborted write is written, to the primary (LIO sends no status
+ * for it, or TASK ABORTED when another I_T nexus aborted it): an initiator that
+ * reads back after an abort finds the data of the write or of its retry, on
+ * both legs once a resync carried it over.  Must not block.
  */
 void rp_pair_abort_waiters(struct rp_pair *pair)
 {
