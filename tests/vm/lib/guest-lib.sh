@@ -220,9 +220,16 @@ vm_wait_openable() {
 # opened (waits up to 10 s for each; sd_mod has to be loaded, there is no
 # udev).
 vm_scsi_disk() {
+	vm_block_disk "/sys/bus/scsi/devices/$1/block/*" "SCSI address $1"
+}
+
+# vm_block_disk GLOB WHAT: waits (10 s) for a sysfs .../block/NAME that GLOB
+# (unquoted: a pattern) matches, then prints /dev/NAME once it opens; WHAT
+# names the device in the failure.
+vm_block_disk() {
 	local i=0 d
 	while :; do
-		for d in /sys/bus/scsi/devices/"$1"/block/*; do
+		for d in $1; do
 			if [ -e "$d" ]; then
 				vm_wait_path "/dev/${d##*/}"
 				vm_wait_openable "/dev/${d##*/}"
@@ -230,7 +237,7 @@ vm_scsi_disk() {
 				return 0
 			fi
 		done
-		[ $i -ge 100 ] && vm_fail "no block device for SCSI address $1"
+		[ $i -ge 100 ] && vm_fail "no block device for $2"
 		sleep 0.1
 		i=$((i + 1))
 	done
@@ -293,24 +300,12 @@ vm_iscsid_stop() {
 # vm_iscsid_start) and print the disk of its LUN 0; the only session.
 # Each iscsiadm is bounded (see vm_iscsi_logout).
 vm_iscsi_login() {
-	local d i=0
 	timeout 60 iscsiadm -m discovery -t sendtargets -p 127.0.0.1:3260 \
 		> /tmp/iscsi-login.out 2>&1 || vm_fail "iSCSI discovery: $(cat /tmp/iscsi-login.out)"
 	timeout 60 iscsiadm -m node -T "$1" -p 127.0.0.1:3260 --login \
 		> /tmp/iscsi-login.out 2>&1 || vm_fail "iSCSI login to $1: $(cat /tmp/iscsi-login.out)"
-	while [ $i -lt 100 ]; do
-		for d in /sys/class/iscsi_session/session*/device/target*/*/block/*; do
-			if [ -e "$d" ]; then
-				vm_wait_path "/dev/${d##*/}"
-				vm_wait_openable "/dev/${d##*/}"
-				echo "/dev/${d##*/}"
-				return 0
-			fi
-		done
-		sleep 0.1
-		i=$((i + 1))
-	done
-	vm_fail "no disk after the iSCSI login to $1"
+	vm_block_disk "/sys/class/iscsi_session/session*/device/target*/*/block/*" \
+		"the iSCSI login to $1"
 }
 
 # vm_iscsi_session_left IQN: the kernel still has a session to IQN.

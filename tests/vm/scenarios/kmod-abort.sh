@@ -83,6 +83,19 @@ aborted_write() {
 	[ $t -lt $3 ] || vm_fail "$4 waited $t ms after its abort"
 }
 
+# held_at_lun WHAT: once WHAT (a write started in the background) is in
+# flight at the LUN, 2 s more for it to pass tcm_loop and LIO's submission
+# work into the pair's hold.
+held_at_lun() {
+	local i=0 inflight
+	until read -r _ inflight < /sys/block/${lun#/dev/}/inflight && [ "$inflight" -ge 1 ]; do
+		i=$((i + 1))
+		[ $i -lt 100 ] || vm_fail "setup: $1 never reached the LUN"
+		sleep 0.1
+	done
+	sleep 2
+}
+
 # claim_kept_dirty R: the claim finished as done, and region R is still
 # dirty (the aborted write went to the primary past the claim).
 claim_kept_dirty() {
@@ -133,14 +146,7 @@ claim_region 100
 aborts=$(aborts_done)
 write_region 100 w5 > /tmp/reset-write.ms &
 write_pid=$!
-i=0
-until read -r _ inflight < /sys/block/${lun#/dev/}/inflight && [ "$inflight" -ge 1 ]; do
-	i=$((i + 1))
-	[ $i -lt 100 ] || vm_fail "setup: the write to region 100 never reached the LUN"
-	sleep 0.1
-done
-# past tcm_loop and LIO's submission work into the pair's hold
-sleep 2
+held_at_lun "the write to region 100"
 t0=$(vm_now_ms)
 sg_reset -N -v -d "$lun" > /tmp/reset 2>&1 || vm_fail "sg_reset -N -d $lun: $(cat /tmp/reset)"
 vm_log "the LUN RESET took $(($(vm_now_ms) - t0)) ms"
@@ -195,14 +201,7 @@ rp-writer --dev "$lun" --log /tmp/w6 --threads 1 --offset $((100 * REGION)) \
 	--span $REGION --min-size 64K --max-size 64K --count 1 --seed 106 \
 	--stop-on-error > /tmp/preempt-write 2>&1 &
 write_pid=$!
-i=0
-until read -r _ inflight < /sys/block/${lun#/dev/}/inflight && [ "$inflight" -ge 1 ]; do
-	i=$((i + 1))
-	[ $i -lt 100 ] || vm_fail "setup: A's write to region 100 never reached the LUN"
-	sleep 0.1
-done
-# past tcm_loop and LIO's submission work into the pair's hold
-sleep 2
+held_at_lun "A's write to region 100"
 t0=$(vm_now_ms)
 prout --preempt-abort --param-rk=0xb --param-sark=0xa --prout-type=1 "$lunb"
 vm_log "the PREEMPT AND ABORT took $(($(vm_now_ms) - t0)) ms"
