@@ -260,6 +260,16 @@ vm_iscsi_export() {
 	[ "$(cat "$t/enable")" = 1 ] || echo 1 > "$t/enable" || vm_fail "enable $t"
 }
 
+# vm_iscsi_unexport IQN LUN HBA/NAME: undo vm_iscsi_export IQN LUN HBA/NAME
+# when it is the target's only LUN: the LUN, the portal, the TPG, the target.
+vm_iscsi_unexport() {
+	local t=$VM_CFS/iscsi/$1/tpgt_1
+	echo 0 > "$t/enable" || vm_fail "disable $t"
+	rm "$t/lun/lun_$2/${3#*/}" || vm_fail "unlink $3 from $t"
+	rmdir "$t/lun/lun_$2" "$t/np/127.0.0.1:3260" "$t" "$VM_CFS/iscsi/$1" ||
+		vm_fail "cannot remove the iSCSI target $1"
+}
+
 # vm_iscsid_start: the iSCSI initiator's daemon, in a session of its own
 # (iscsid signals its whole process group when it stops), its log in
 # /tmp/iscsid.log; VM_ISCSID is its pid.
@@ -310,9 +320,9 @@ vm_iscsi_login() {
 
 # vm_iscsi_session_left IQN: the kernel still has a session to IQN.
 vm_iscsi_session_left() {
-	local t
+	local t name
 	for t in /sys/class/iscsi_session/session*/targetname; do
-		[ -e "$t" ] && [ "$(cat "$t")" = "$1" ] && return 0
+		[ -e "$t" ] && read -r name < "$t" && [ "$name" = "$1" ] && return 0
 	done
 	return 1
 }

@@ -31,15 +31,6 @@ aborts_done() {
 	dmesg | awk '/ABORT_TASK: Sending TMR_FUNCTION_COMPLETE/ { n++ } END { print n + 0 }'
 }
 
-# iscsi_unexport: undo vm_iscsi_export $IQN 0 $SRC.
-iscsi_unexport() {
-	local t=$VM_CFS/iscsi/$IQN/tpgt_1
-	echo 0 > "$t/enable" || vm_fail "disable $t"
-	rm "$t/lun/lun_0/${SRC#*/}" || vm_fail "unlink $SRC from $t"
-	rmdir "$t/lun/lun_0" "$t/np/127.0.0.1:3260" "$t" "$VM_CFS/iscsi/$IQN" ||
-		vm_fail "cannot remove the iSCSI target $IQN"
-}
-
 # sd's count of the commands that met a reservation conflict
 conflicts() {
 	dmesg | awk '/reservation conflict/ { n++ } END { print n + 0 }'
@@ -171,13 +162,13 @@ vm_log "== PREEMPT AND ABORT of a reservation holder whose write is held for a c
 # (TMR_LUN_RESET_PRO). So the PREEMPT AND ABORT and A's held write end
 # while the claim is still held; the write reaches the primary past the
 # claim, its region dirty (only the region is checked: A's write failed,
-# and a failed write may or may not be on the device). sd retries it on TASK ABORTED, and
-# the retry meets B's reservation: A's write fails. A module that holds
-# the write until the claim's end fails here by the time the write ends
-# or by sg_persist's own failure (open-iscsi gives up on a connection
-# whose command stalls). B is not a second tcm_loop
-# nexus: tcm_loop's commands run in LIO's submission work, and LIO (Debian's
-# 6.1 and 6.12) flushes that work from the PREEMPT AND ABORT it is running,
+# and a failed write may or may not be on the device). sd retries it on
+# TASK ABORTED, and the retry meets B's reservation: A's write fails. A
+# module that holds the write until the claim's end fails here by the
+# time the write ends or by sg_persist's own failure (open-iscsi gives up
+# on a connection whose command stalls). B is not a second tcm_loop nexus:
+# tcm_loop's commands run in LIO's submission work, and LIO (Debian's 6.1
+# and 6.12) flushes that work from the PREEMPT AND ABORT it is running,
 # which waits for itself for ever, whatever the backstore; an iSCSI
 # command runs in its connection's thread (docs/decisions.md, 79).
 vm_modprobe crc32c_generic
@@ -222,7 +213,7 @@ claim_kept_dirty 100
 prout --clear --param-rk=0xb "$lunb"
 vm_iscsi_logout $IQN
 vm_iscsid_stop $VM_ISCSID
-iscsi_unexport
+vm_iscsi_unexport $IQN 0 $SRC
 echo 5 > /sys/block/${lun#/dev/}/device/timeout
 
 vm_log "== a write to a claimed region waiting for lag room, aborted: past the claim"
