@@ -339,6 +339,7 @@ struct rp_pair {
 	 * quarter of a million writes in flight (max lag 1 GiB of 4 KiB).
 	 */
 	struct rb_root_cached	inflight;
+	u64			inflight_seq;	/* of the last write tracked */
 	struct list_head	held;		/* rp_req waiting for a claim */
 	/*
 	 * The async target legs not ended yet by sector range (rp_io.c), and
@@ -418,6 +419,7 @@ struct rp_req {
 	bool			lag_granted;	/* its lag room is reserved */
 	struct rb_node		inflight_rb;	/* pair->inflight */
 	u64			inflight_subtree_last;
+	u64			inflight_seq;	/* its order among the tracked */
 	struct rb_node		async_rb;	/* pair->async_tree */
 	sector_t		async_last;	/* last sector of the leg */
 	sector_t		async_subtree_last;

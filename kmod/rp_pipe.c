@@ -27,9 +27,9 @@
  *
  * Bitmaps (one bit per region, pair->lock)
  *   dirty     the target may differ from the primary.
- *   claimed   a claim covers the region: new writes to it wait on pair->held,
- *             writes in flight to it were drained before the claim was
- *             granted.
+ *   claimed   a claim covers the region: new writes to it wait on pair->held
+ *             (or, not held, reach the primary only and redirty it), writes
+ *             routed to it before the claim drained before it was granted.
  *   redirty   the region was marked dirty while claimed: RESYNC_DONE keeps it
  *             dirty (the copy may predate the write).
  *   RESYNC_DONE clears dirty (unless redirty), claimed and redirty, then
@@ -422,6 +422,7 @@ enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 		goto unlock;
 	}
 
+	req->inflight_seq = ++pair->inflight_seq;
 	rp_inflight_insert(req, &pair->inflight);
 	req->flags |= RP_REQ_TRACKED;
 	if (!claimed && __rp_pair_mirroring(pair) &&
@@ -1964,13 +1965,33 @@ bool __rp_pair_busy(struct rp_pair *pair, u64 first, u64 last)
 	return rp_inflight_iter_first(&pair->inflight, first, last);
 }
 
-/* True once no tracked write overlaps the regions.  Must not block. */
-static bool rp_claim_drained(struct rp_pair *pair, u64 first, u64 last)
+/*
+ * True once no write tracked up to @seq (before the claim on regions
+ * [@first, @last] was granted) overlaps them.  Those routed to the regions
+ * since were held, or (aborted, a COMPARE AND WRITE's, past a claim that
+ * let its writes go, on a pair that does not mirror) reach the primary
+ * only and leave the regions redirty: the claim's copy may race them.
+ * Waiting for those too, a claim that let go under steady writes would
+ * wait until its time-out.  Walks the overlapping writes tracked since,
+ * which only the initiators' queues bound, up to the first one from
+ * before.  Must not block.
+ */
+static bool rp_claim_drained(struct rp_pair *pair, u64 first, u64 last,
+			     u64 seq)
 {
-	bool drained;
+	struct rp_req *req;
+	bool drained = true;
 
 	spin_lock_irq(&pair->lock);
-	drained = pair->dead || !__rp_pair_busy(pair, first, last);
+	if (!pair->dead) {
+		for (req = rp_inflight_iter_first(&pair->inflight, first, last);
+		     req; req = rp_inflight_iter_next(req, first, last)) {
+			if (req->inflight_seq <= seq) {
+				drained = false;
+				break;
+			}
+		}
+	}
 	spin_unlock_irq(&pair->lock);
 	return drained;
 }
@@ -2081,7 +2102,7 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 {
 	unsigned long timeout = READ_ONCE(rp_claim_timeout_sec) * HZ;
 	struct rp_claim *claim;
-	u64 last;
+	u64 last, seq;
 
 	/* Before any region is claimed: no write waits for this. */
 	if (!rp_claim_may_start(pair) &&
@@ -2127,6 +2148,11 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	claim->first = *first;
 	claim->count = *count;
 	claim->portid = portid;
+	/*
+	 * The drain waits for the writes tracked so far: later ones to these
+	 * regions are held or reach the primary only (rp_claim_drained()).
+	 */
+	seq = pair->inflight_seq;
 	/* Its time starts here, after any wait at the fence. */
 	claim->deadline = jiffies + timeout;
 	*deadline = claim->deadline;
@@ -2138,7 +2164,7 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 
 	last = *first + *count - 1;
 	if (!wait_event_idle_timeout(pair->wq,
-				     rp_claim_drained(pair, *first, last),
+				     rp_claim_drained(pair, *first, last, seq),
 				     timeout)) {
 		rp_claim_abort(pair, *id);
 		NL_SET_ERR_MSG(extack,

@@ -67,9 +67,10 @@
  *   RESYNC_CLAIM claim up to REPLIPIPE_A_CLAIM_MAX_REGIONS contiguous dirty,
  *                unclaimed regions of a pair at or after
  *                REPLIPIPE_A_CLAIM_HINT, regions with no write in flight
- *                first. The kernel waits for in-flight writes
- *                to them to drain and holds new writes to them until the claim
- *                ends. Reply: CLAIM_ID, CLAIM_FIRST, CLAIM_COUNT (0 = nothing
+ *                first. The kernel waits for the writes in flight to
+ *                them to drain (those routed before the claim) and holds
+ *                new writes to them until the claim ends. Reply:
+ *                CLAIM_ID, CLAIM_FIRST, CLAIM_COUNT (0 = nothing
  *                dirty and unclaimed at or after the hint) and, for a
  *                claim, CLAIM_TIME_LEFT_MS. With
  *                REPLIPIPE_A_CLAIM_PAIR_SERIAL the claim fails with ESTALE

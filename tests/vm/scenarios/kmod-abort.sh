@@ -12,10 +12,11 @@
 # its error handler aborts the write, then sends it again. A LUN RESET
 # (sg_reset -N -d) lets a write held for a claim go the same way, and so
 # does a PREEMPT AND ABORT of a reservation holder (sg_persist, from a
-# second nexus over iSCSI).
+# second nexus over iSCSI). A claim that lets its writes go while it
+# drains the writes from before it does not wait for those it let go.
 # vm-timeout: 300
-# vm-cost: 80
-# vm-debug-cost: 110
+# vm-cost: 85
+# vm-debug-cost: 115
 # vm-bins: dmsetup sg_reset sg_persist /usr/sbin/iscsid /usr/sbin/iscsiadm
 # vm-files: /etc/iscsi/iscsid.conf
 
@@ -29,6 +30,13 @@ pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
 # LIO's count of the aborts it answered (grep -c fails on none)
 aborts_done() {
 	dmesg | awk '/ABORT_TASK: Sending TMR_FUNCTION_COMPLETE/ { n++ } END { print n + 0 }'
+}
+
+# the writes the primary's dm-delay holds (its status: reads, writes,
+# flushes held)
+primary_held_writes() {
+	set -- $(dmsetup status rpsrc)
+	[ "$3" = delay ] && echo "$5" || echo 0
 }
 
 # sd's count of the commands that met a reservation conflict
@@ -102,7 +110,9 @@ vm_modprobe dm_mod
 vm_modprobe dm_delay
 sectors=$(blockdev --getsz /dev/ram1)
 tgt=$(vm_dm_create rptgt "0 $sectors linear /dev/ram1 0")
-vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
+# the primary is a device-mapper device too, to hold a write there
+src=$(vm_dm_create rpsrc "0 $sectors linear /dev/ram0 0")
+vm_backstore replipipe replipipe_0 vol1 "$src" > /dev/null
 # LIO writes the LU's persistent reservations to a file under its db_root
 # on every registration, and answers NOT READY when it cannot: the
 # directory a host's targetcli package provides. The file is named after
@@ -214,6 +224,60 @@ prout --clear --param-rk=0xb "$lunb"
 vm_iscsi_logout $IQN
 vm_iscsid_stop $VM_ISCSID
 vm_iscsi_unexport $IQN 0 $SRC
+
+vm_log "== a claim that let its writes go while draining waits only for the writes from before it"
+# A claim waits for the writes in flight to its regions (their target legs
+# must not land after its copy), not for those routed to them after it:
+# once it let its writes go, those reach the primary only and keep the
+# regions dirty, and a claim waiting for them too waited, under steady
+# writes, until its time-out. Here the target holds the copy of w7, an
+# earlier write to region 100 (the pipe is asynchronous), and the primary
+# holds w8, which a LUN RESET sent past the claim: the claim is granted
+# once w7's copy ends, with w8 still held.
+vm_dm_load rptgt "0 $sectors delay /dev/ram1 0 60000"
+write_region 100 w7 > /dev/null
+[ "$(vm_field "$(pair_line)" lag)" = 65536 ] || vm_fail "setup: w7's copy is not in flight: $(pair_line)"
+rm -f /tmp/claim
+rp-nlctl claim $PIPE $SRC --hint 100 --max 1 --hold 1 --done > /tmp/claim 2>&1 &
+claim_pid=$!
+i=0
+until grep -q rp_claim_new /proc/$claim_pid/stack 2> /dev/null; do
+	i=$((i + 1))
+	[ $i -lt 100 ] || vm_fail "setup: the claim is not waiting in the kernel: $(cat /tmp/claim)"
+	sleep 0.1
+done
+vm_dm_load rpsrc "0 $sectors delay /dev/ram0 0 60000"
+write_region 100 w8 > /dev/null &
+write_pid=$!
+held_at_lun "w8"
+[ "$(primary_held_writes)" = 0 ] || vm_fail "setup: w8 reached the primary before the LUN RESET"
+sg_reset -N -d "$lun" > /tmp/reset 2>&1 &
+reset_pid=$!
+i=0
+until [ "$(primary_held_writes)" -ge 1 ]; do
+	i=$((i + 1))
+	[ $i -lt 100 ] || vm_fail "setup: the LUN RESET did not send w8 to the primary: $(pair_line)"
+	sleep 0.1
+done
+! grep -q "^claim " /tmp/claim ||
+	vm_fail "the claim was granted with w7's copy still in flight: $(cat /tmp/claim)"
+t0=$(vm_now_ms)
+# dm-delay sends what it holds on at the suspend of the table swap
+vm_dm_load rptgt "0 $sectors linear /dev/ram1 0"
+i=0
+until grep -q "^claim .* first=100 count=1" /tmp/claim; do
+	i=$((i + 1))
+	[ $i -lt 50 ] ||
+		vm_fail "the claim was not granted within 5 s of w7's copy: does it wait for w8, sent past it? $(cat /tmp/claim)"
+	sleep 0.1
+done
+vm_log "the claim was granted $(($(vm_now_ms) - t0)) ms after w7's copy was let go"
+[ "$(primary_held_writes)" -ge 1 ] || vm_fail "setup: w8 left the primary before the claim was granted"
+vm_dm_load rpsrc "0 $sectors linear /dev/ram0 0"
+wait $reset_pid || vm_fail "sg_reset -N -d $lun: $(cat /tmp/reset)"
+wait $write_pid || vm_fail "w8, let go by the LUN RESET, failed"
+rp-verify --dev /dev/ram0 /tmp/w8.* || vm_fail "the primary lacks w8's data"
+claim_kept_dirty 100
 echo 5 > /sys/block/${lun#/dev/}/device/timeout
 
 vm_log "== a write to a claimed region waiting for lag room, aborted: past the claim"
@@ -252,5 +316,6 @@ rp-verify --dev "$tgt" /tmp/w1.* /tmp/w4.* /tmp/w2.* /tmp/w3.* || vm_fail "the t
 vm_tcm_loop_unexport $SRC
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 vm_backstore_delete $SRC
-dmsetup --noudevsync remove rptgt || vm_fail "dmsetup remove"
+dmsetup --noudevsync remove rptgt || vm_fail "dmsetup remove rptgt"
+dmsetup --noudevsync remove rpsrc || vm_fail "dmsetup remove rpsrc"
 vm_no_live_objects
