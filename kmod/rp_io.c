@@ -1148,8 +1148,9 @@ sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd)
 
 /*
  * UNMAP and WRITE SAME run synchronously in the submitter's context.  They
- * are tracked like writes (a claim drains them) but never held: a claimed
- * region, or an asynchronous pair, gets the primary only and stays dirty.
+ * are tracked like writes (a claim drains those routed before it) but never
+ * held: a claimed region, or an asynchronous pair, gets the primary only and
+ * stays dirty.
  * Returns the request with its route set, or NULL when its regions could
  * not be marked on the write-intent record (the command must fail).
  */

@@ -1968,13 +1968,14 @@ bool __rp_pair_busy(struct rp_pair *pair, u64 first, u64 last)
 /*
  * True once no write tracked up to @seq (before the claim on regions
  * [@first, @last] was granted) overlaps them.  Those routed to the regions
- * since were held, or (aborted, a COMPARE AND WRITE's, past a claim that
- * let its writes go, on a pair that does not mirror) reach the primary
- * only and leave the regions redirty: the claim's copy may race them.
- * Waiting for those too, a claim that let go under steady writes would
- * wait until its time-out.  Walks the overlapping writes tracked since,
- * which only the initiators' queues bound, up to the first one from
- * before.  Must not block.
+ * since were held, or (aborted, a COMPARE AND WRITE's, an UNMAP or WRITE
+ * SAME, past a claim that let its writes go) reach the primary only and
+ * leave the regions redirty: the claim's copy may race them.  Waiting for
+ * those too, a claim that let go under steady writes would wait until its
+ * time-out.  Walks, in the tree's order, the overlapping writes tracked
+ * since up to the first one from before: none of them is mirrored, so the
+ * commands the initiators have outstanding bound them, not max lag.  Must
+ * not block.
  */
 static bool rp_claim_drained(struct rp_pair *pair, u64 first, u64 last,
 			     u64 seq)
