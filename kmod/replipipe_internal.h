@@ -334,9 +334,10 @@ struct rp_pair {
 	/*
 	 * The rp_req writing to the legs, by region range: whether any
 	 * overlaps a range is asked under this lock, with interrupts off, at
-	 * each wake-up of a claim waiting to drain and for each chunk a
-	 * record's clear pass looks at, while an async pair may have a
-	 * quarter of a million writes in flight (max lag 1 GiB of 4 KiB).
+	 * each wake-up of a claim waiting to drain (any tracked before the
+	 * claim: rp_claim_drained()) and for each chunk a record's clear pass
+	 * looks at, while an async pair may have a quarter of a million writes
+	 * in flight (max lag 1 GiB of 4 KiB).
 	 */
 	struct rb_root_cached	inflight;
 	u64			inflight_seq;	/* of the last write tracked */
