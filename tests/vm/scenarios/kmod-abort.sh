@@ -267,8 +267,10 @@ vm_dm_load rptgt "0 $sectors linear /dev/ram1 0"
 i=0
 until grep -q "^claim .* first=100 count=1" /tmp/claim; do
 	i=$((i + 1))
-	[ $i -lt 50 ] ||
-		vm_fail "the claim was not granted within 5 s of w7's copy: does it wait for w8, sent past it? $(cat /tmp/claim)"
+	# w8 stays held at the primary for 60 s: 15 s leaves the debug kernel
+	# room (2.3 s seen) and still tells the two apart
+	[ $i -lt 150 ] ||
+		vm_fail "the claim was not granted within 15 s of w7's copy: does it wait for w8, sent past it? $(cat /tmp/claim)"
 	sleep 0.1
 done
 vm_log "the claim was granted $(($(vm_now_ms) - t0)) ms after w7's copy was let go"
