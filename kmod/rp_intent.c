@@ -375,12 +375,14 @@ static int rp_intent_write_binding(struct rp_intent *in,
 }
 
 /*
- * Invalidates the header of a bound record whose target another pair takes
- * (@why says which): the bits it holds no longer cover what differs on that
- * target, so it tracks nothing until a pair binds it anew.  On a write
- * error it stays bound: what is on disk is not known.  May block.
+ * Invalidates the header of a record that names @tgt_path, which another
+ * pair takes (@why says when): the bits it holds no longer cover what
+ * differs on that target, so it tracks nothing until a pair binds it anew.
+ * On a write error it stays as it was: bound, or its header not known.
+ * May block.
  */
-static int rp_intent_forget(struct rp_intent *in, const char *why)
+static int rp_intent_forget(struct rp_intent *in, const char *tgt_path,
+			    const char *why)
 {
 	int ret;
 
@@ -395,10 +397,10 @@ static int rp_intent_forget(struct rp_intent *in, const char *why)
 	mutex_unlock(&in->io_lock);
 	if (ret)
 		pr_err("%s: write-intent record %s: cannot invalidate it (%d); its target %s %s\n",
-		       in->dev->name, in->path, ret, in->tgt_path, why);
+		       in->dev->name, in->path, ret, tgt_path, why);
 	else
 		pr_info("%s: write-intent record %s: its target %s %s; it tracks nothing until a pair binds it\n",
-			in->dev->name, in->path, in->tgt_path, why);
+			in->dev->name, in->path, tgt_path, why);
 	return ret;
 }
 
@@ -438,26 +440,45 @@ static int rp_intent_fix_header(struct rp_intent *in)
 }
 
 /*
- * True if @in is bound with an identity that may name the target @devt
- * that a pair takes under @path: the same device or the same path as when
- * it was read or bound, or the device its path resolves to now.  A record
- * whose path did not resolve when it was read, and does not now, may name
- * any device.  rp_config_lock held: the identity does not change.  May
- * block (the path lookup).
+ * True if a binding to @tgt_path, which was the device @tgt_devt when the
+ * record was read or bound (0: it did not resolve), may name the target
+ * @devt that a pair takes under @path: the same device or the same path,
+ * or the device its path resolves to now.  One that did not resolve then,
+ * and does not now, may name any device.  May block (the path lookup).
  */
-static bool rp_intent_names(struct rp_intent *in, dev_t devt, const char *path)
+static bool rp_binding_names(const char *tgt_path, dev_t tgt_devt, dev_t devt,
+			     const char *path)
 {
 	dev_t now;
 
-	if (!READ_ONCE(in->bound))
-		return false;
-	if ((in->tgt_devt && in->tgt_devt == devt) ||
-	    !strcmp(in->tgt_path, path))
+	if ((tgt_devt && tgt_devt == devt) || !strcmp(tgt_path, path))
 		return true;
-	if (!lookup_bdev(in->tgt_path, &now))
+	if (!lookup_bdev(tgt_path, &now))
 		return now == devt;
 	/* Gone since its pair knew it (tgt_devt): not this device. */
-	return !in->tgt_devt;
+	return !tgt_devt;
+}
+
+/*
+ * True if the header on @in's device may name the target @devt that a
+ * pair takes under @path.  A header that is not known (@stale: a failed
+ * PIPE_SET's write-back failed) may hold either binding, valid: it is not
+ * bound, and still a pair that takes a target one of them names must not
+ * leave it for a restart to load.  rp_config_lock held: the identities do
+ * not change (a fix may only end @stale meanwhile).  May block.
+ */
+static bool rp_intent_names(struct rp_intent *in, bool stale, dev_t devt,
+			    const char *path)
+{
+	if (stale)
+		return in->stale_any ||
+		       (in->stale_old &&
+			rp_binding_names(in->tgt_path, in->tgt_devt, devt,
+					 path)) ||
+		       rp_binding_names(in->stale_tgt_path, in->stale_tgt_devt,
+					devt, path);
+	return READ_ONCE(in->bound) &&
+	       rp_binding_names(in->tgt_path, in->tgt_devt, devt, path);
 }
 
 static struct rp_path_take *rp_path_take_find(const char *path)
@@ -482,8 +503,10 @@ static u64 rp_path_take_seq(const char *path)
  * @pair takes its target.  Every other open record whose identity names
  * that target is invalidated on disk now, before the pair is published and
  * writes it: a pair of that identity later must not load bits that say
- * nothing about what this pair wrote (a crash in between included).  The
- * taking is logged for the records that are not open (rp_intent_open()).
+ * nothing about what this pair wrote (a crash in between included).  So is
+ * one whose header is not known but may name it.  The taking is logged for
+ * the records that are not open (rp_intent_open()).  No record is frozen:
+ * this PIPE_SET commits none before, and others wait for rp_config_lock.
  * rp_config_lock held.  May block.
  */
 int rp_intent_target_taken(struct rp_pair *pair, struct netlink_ext_ack *extack)
@@ -497,10 +520,14 @@ int rp_intent_target_taken(struct rp_pair *pair, struct netlink_ext_ack *extack)
 
 	mutex_lock(&rp_intents_lock);
 	list_for_each_entry(in, &rp_intents, node) {
+		bool stale = READ_ONCE(in->stale_header);
+
 		if (in == pair->src->intent ||
-		    !rp_intent_names(in, devt, pair->tgt_path))
+		    !rp_intent_names(in, stale, devt, pair->tgt_path))
 			continue;
-		ret = rp_intent_forget(in, "is taken by a new pair");
+		ret = rp_intent_forget(in, pair->tgt_path, stale ?
+				       "(which the header on the device, not known, may name) is taken by a new pair" :
+				       "is taken by a new pair");
 		if (ret) {
 			NL_SET_ERR_MSG(extack,
 				       "cannot invalidate the write-intent record of another backstore that names the target");
@@ -561,7 +588,7 @@ static int rp_intent_list(struct rp_intent *in)
 		  rp_path_take_seq(in->tgt_path) > closed))
 		why = "was taken by a pair while the record was not open";
 	if (why)
-		ret = rp_intent_forget(in, why);
+		ret = rp_intent_forget(in, in->tgt_path, why);
 	if (!ret)
 		list_add_tail(&in->node, &rp_intents);
 	mutex_unlock(&rp_intents_lock);
@@ -585,11 +612,12 @@ static void rp_intent_unlist(struct rp_intent *in)
 
 /*
  * A record that closes with its header still not known (stale_header: a
- * write-back failed, and so did the last fix) may hold a valid header for a
- * target that a pair took while it was open: it was not bound, so that
- * taking did not invalidate it.  Its close is forgotten: at its next open
- * any taking of the target it names, or of any target if its path does not
- * resolve, invalidates it.
+ * write-back failed, and so did the last fix) may hold the binding the
+ * failed PIPE_SET wrote for its own pair.  That call logged the taking of
+ * its pair's target before this close, so the close as recorded would hide
+ * that taking at the next open (an assume-clean binding would load, its
+ * target never written).  The close is forgotten: at the next open any
+ * taking of the target its header names invalidates it.
  */
 static void rp_intent_unlist_unknown(struct rp_intent *in)
 {
@@ -1124,10 +1152,12 @@ int rp_intent_commit(struct rp_pair *pair, struct netlink_ext_ack *extack)
 /*
  * Ends what rp_intent_commit() began: @apply, the PIPE_SET succeeds and the
  * record takes the new binding in memory (a new epoch: the pair it
- * replaces no longer clears it); else the binding it had is written back
- * (if that fails too it tracks nothing: a full resync, never a stale
- * load).  Then the waiting writes go on, marked again.  rp_config_lock
- * held.  May block.
+ * replaces no longer clears it); else the binding it had is written back.
+ * If that fails too, the header on disk is not known (stale_header): the
+ * source's writes fail until it can be invalidated, and so does a PIPE_SET
+ * that takes a target it may name.  A restart before that may load it
+ * (docs/write-intent.md).  Then the waiting writes go on, marked again.
+ * rp_config_lock held.  May block.
  */
 void rp_intent_settle(struct rp_pair *pair, bool apply)
 {
@@ -1171,8 +1201,15 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 		 * pages: writes must not go on unmarked under either.
 		 */
 		spin_lock_irq(&in->lock);
-		if (ret)
+		if (ret) {
+			/* What the disk may hold now (rp_intent_names()). */
+			in->stale_any = in->stale_header;
+			in->stale_old = bound;
+			in->stale_tgt_devt = pair->tgt.bdev->bd_dev;
+			strscpy(in->stale_tgt_path, pair->tgt_path,
+				sizeof(in->stale_tgt_path));
 			in->bound = false;
+		}
 		in->stale_header = !!ret;
 		spin_unlock_irq(&in->lock);
 		if (ret)

@@ -52,10 +52,13 @@
 #     call prepared (b); one whose second record cannot be written (vol2's,
 #     dm error), so vol1's record, written first, is written back (c);
 #     vol2's own could not be written back either: its writes fail until
-#     its header can be invalidated (d). Left so, and closed (its last
-#     invalidation failing too) after vol1 took t2, the target the header
-#     on its device still names, it does not load that header at its next
-#     open (e).
+#     its header can be invalidated (d). Left so and closed (its last
+#     invalidation failing too), then vol1 takes t2, the target the header
+#     on its device still names: it does not load that header at its next
+#     open (e). Open with its header not known, a taking of either target
+#     that header may name invalidates it, or is refused while it cannot
+#     be written; other targets can be taken, any after a second failed
+#     write-back (f).
 # 11. vol2's record bound to (P, /tmp/t2link -> t2). Closed while vol1
 #     takes t2, it opens with the link gone: a path that does not resolve
 #     after a taking is invalidated (a); closed while vol1 takes
@@ -533,17 +536,59 @@ vm_dm_load rprec2 "0 16384 error"
 set_refused EIO "cannot write the source's write-intent record" --pair $SRC=$t1 --pair $SRC2=$t4
 grep -q "intent: $rec2 (header not known" $INFO2 ||
 	vm_fail "vol2's record after its failed write-back: $(cat $INFO2)"
-# vol1 takes t2 (vol2's record, not bound, is not asked), vol2's backstore
-# goes (its last fix fails), the device works again: the header on it still
-# names (P, t2), and t2 holds vol1's data.
+# vol2 leaves P (vol1 keeps t3), its backstore goes (its last fix fails),
+# vol1 takes t2, the device works again: the header on it still names
+# (P, t2), and t2 holds vol1's data.  (While vol2's record is open, that
+# taking is refused: 10f.)
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t3 || vm_fail "set-pipe {vol1->t3}"
+vm_backstore_delete $SRC2
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t2 || vm_fail "set-pipe {vol1->t2}"
 resync $PIPE $SRC $s1 $t2 > /dev/null
-vm_backstore_delete $SRC2
 vm_dm_load rprec2 "0 16384 linear /dev/ram2 16384"
 header_valid $rec2 || vm_fail "vol2's record lost its header: nothing left to test"
 vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/null
 grep -q "intent: $rec2 (tracks nothing" $INFO2 ||
 	vm_fail "vol2's record, closed while its header was not known, loaded it although t2 was taken: $(cat $INFO2)"
+
+vm_log "== 10f. open while its header is not known, a target it may name taken"
+# vol2's record bound to (P, t2); a PIPE_SET {vol1->t1, vol2->t4} fails on
+# it and cannot write it back: the header on its device may be that of
+# (P, t2) or of (P, t4), the module cannot tell which.
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t3 --pair $SRC2=$t2 ||
+	vm_fail "set-pipe {vol1->t3, vol2->t2}"
+expect_of $PIPE $SRC2 intent=new dirty=32
+resync $PIPE $SRC $s1 $t3 > /dev/null
+resync $PIPE $SRC2 $s2 $t2 > /dev/null
+wait_marked $PIPE 0 30 $SRC2
+vm_dm_load rprec2 "0 16384 error"
+set_refused EIO "cannot write the source's write-intent record" --pair $SRC=$t1 --pair $SRC2=$t4
+grep -q "intent: $rec2 (header not known" $INFO2 ||
+	vm_fail "vol2's record after its failed write-back: $(cat $INFO2)"
+# The device still fails: a target neither header names can be taken,
+# either one it may name cannot (its header cannot be invalidated).
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t1 ||
+	vm_fail "set-pipe {vol1->t1} refused: vol2's record cannot name t1"
+resync $PIPE $SRC $s1 $t1 > /dev/null
+taken_refused="cannot invalidate the write-intent record of another backstore"
+set_refused EIO "$taken_refused" --pair $SRC=$t2
+set_refused EIO "$taken_refused" --pair $SRC=$t4
+# A second PIPE_SET fails on vol2's record: after it, its header may be
+# any of three, and the module keeps two: any taking must invalidate it.
+set_refused EIO "cannot write the source's write-intent record" --pair $SRC=$t1 --pair $SRC2=$t4
+set_refused EIO "$taken_refused" --pair $SRC=$t3
+grep -q "intent: $rec2 (header not known" $INFO2 ||
+	vm_fail "vol2's record after the refusals: $(cat $INFO2)"
+# The device works again and no write reached vol2, so nothing invalidated
+# its header, still (P, t2): vol1 taking t2 must, before it writes t2 (a
+# restart would load it, vol1's data on t2 unseen).
+vm_dm_load rprec2 "0 16384 linear /dev/ram2 16384"
+header_valid $rec2 || vm_fail "vol2's record lost its header: nothing left to test"
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t2 || vm_fail "set-pipe {vol1->t2}"
+header_valid $rec2 &&
+	vm_fail "vol2's record, its header not known, still holds a valid header after vol1 took t2"
+grep -q "intent: $rec2 (tracks nothing" $INFO2 ||
+	vm_fail "vol2's record after vol1 took t2: $(cat $INFO2)"
+resync $PIPE $SRC $s1 $t2 > /dev/null
 
 vm_log "== 11. a record whose target path names another device or none"
 # vol2_link: P = {vol2 -> /tmp/t2link}, resynced, deleted: vol2's record
