@@ -347,15 +347,33 @@ static int rp_intent_write_invalid(struct rp_intent *in)
 }
 
 /*
- * Writes a binding: the header invalidated, the bitmap @maps, then the
- * header @sb (NULL: the record stays unbound).  @sb goes out after a cache
- * flush, so it is never stable before the bitmap it vouches for: a crash
- * in between leaves no valid header, i.e. a full resync.  io_lock held and
- * @in frozen (nothing changes the bits).  May block.
+ * Fills bitmap page @p of a record of @nr_bits bits with every bit set:
+ * bit i of a page is bit i % 8 of its byte i / 8 (rp_intent_pack()).
+ */
+static void rp_intent_pack_full(u64 nr_bits, unsigned int p,
+				struct page *page)
+{
+	u64 first = (u64)p * RP_INTENT_PAGE_BITS;
+	unsigned int n = min_t(u64, nr_bits - first, RP_INTENT_PAGE_BITS);
+	u8 *bytes = page_address(page);
+
+	memset(bytes, 0, RP_INTENT_PAGE_SIZE);
+	memset(bytes, 0xff, n / BITS_PER_BYTE);
+	if (n % BITS_PER_BYTE)
+		bytes[n / BITS_PER_BYTE] = (1U << (n % BITS_PER_BYTE)) - 1;
+}
+
+/*
+ * Writes a binding: the header invalidated, the bitmap @maps (or, @full,
+ * every one of its @nr_bits bits set), then the header @sb (NULL: the
+ * record stays unbound).  @sb goes out after a cache flush, so it is never
+ * stable before the bitmap it vouches for: a crash in between leaves no
+ * valid header, i.e. a full resync.  io_lock held and @in frozen (nothing
+ * changes the bits).  May block.
  */
 static int rp_intent_write_binding(struct rp_intent *in,
 				   const struct rp_intent_maps *maps,
-				   struct page *sb)
+				   bool full, u64 nr_bits, struct page *sb)
 {
 	unsigned int p;
 	int ret;
@@ -363,7 +381,10 @@ static int rp_intent_write_binding(struct rp_intent *in,
 	ret = rp_intent_write_invalid(in);
 	for (p = 0; !ret && sb && p < maps->nr_pages; p++) {
 		spin_lock_irq(&in->lock);
-		rp_intent_pack(maps->bits, p, in->bounce);
+		if (full)
+			rp_intent_pack_full(nr_bits, p, in->bounce);
+		else
+			rp_intent_pack(maps->bits, p, in->bounce);
 		spin_unlock_irq(&in->lock);
 		ret = rp_intent_io(in, in->bounce, rp_intent_page_offset(p),
 				   REQ_OP_WRITE | REQ_SYNC);
@@ -1025,13 +1046,22 @@ struct rp_intent_rebind {
 	struct page		*sb;		/* the new header */
 	u32			region_kib;
 	u32			chunk_kib;
+	/*
+	 * The pair assumes its target clean: the bits are empty, yet the
+	 * record goes to disk with every chunk marked until the PIPE_SET
+	 * succeeds (rp_intent_settle()).  Left there by a PIPE_SET that failed
+	 * and could not write the old binding back, such a header would
+	 * otherwise vouch for a target nothing wrote.
+	 */
+	bool			assume_clean;
 	bool			frozen;		/* by rp_intent_commit() */
 };
 
 /*
  * Takes the pair's dirty bitmap from the record if it is bound to the
  * pair's identity, else prepares a new binding (every region dirty, or
- * none if @assume_clean) that rp_intent_commit() writes.  Changes nothing
+ * none if @assume_clean, though on disk every chunk is marked until the
+ * PIPE_SET succeeds) that rp_intent_commit() writes.  Changes nothing
  * on disk nor in @in.  rp_config_lock held; the pair is not published
  * yet.  May block.
  */
@@ -1079,6 +1109,7 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 	rb->in = in;
 	rb->region_kib = region_kib;
 	rb->chunk_kib = chunk_kib;
+	rb->assume_clean = assume_clean;
 	rb->sb = alloc_page(GFP_KERNEL);
 	if (!rb->sb || rp_intent_maps_alloc(&rb->maps, nr_bits))
 		goto nomem;
@@ -1139,7 +1170,11 @@ int rp_intent_commit(struct rp_pair *pair, struct netlink_ext_ack *extack)
 	rb->frozen = true;
 
 	mutex_lock(&in->io_lock);
-	ret = rp_intent_write_binding(in, &rb->maps, rb->sb);
+	ret = rp_intent_write_binding(in, &rb->maps, rb->assume_clean,
+				      rp_intent_nr_bits(pair->nr_regions,
+							ilog2(rb->chunk_kib /
+							      rb->region_kib)),
+				      rb->sb);
 	mutex_unlock(&in->io_lock);
 	if (ret) {
 		pr_err("%s: write-intent record %s: write error %d binding it to target %s\n",
@@ -1164,6 +1199,7 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 	struct rp_intent_rebind *rb = pair->intent_rebind;
 	struct rp_intent *in = rb->in;
 	struct rp_intent_maps old = {};
+	unsigned int p;
 	bool bound;
 	int ret;
 
@@ -1182,6 +1218,10 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 		in->bound = true;
 		in->stale_header = false;
 		in->epoch++;
+		/* On disk every chunk is marked: its pages are to be written. */
+		if (rb->assume_clean)
+			for (p = 0; p < in->maps.nr_pages; p++)
+				in->maps.dirty_seq[p] = ++in->seq;
 		spin_unlock_irq(&in->lock);
 		memset(&rb->maps, 0, sizeof(rb->maps));
 	} else {
@@ -1193,7 +1233,7 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 					  in->src_bytes, in->pipe_id,
 					  in->tgt_path, in->dev->udev_path);
 		spin_unlock_irq(&in->lock);
-		ret = rp_intent_write_binding(in, &in->maps,
+		ret = rp_intent_write_binding(in, &in->maps, false, 0,
 					      bound ? rb->sb : NULL);
 		/*
 		 * Not written back, the disk may hold the binding the failed
@@ -1227,6 +1267,14 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 	rb->frozen = false;
 	wake_up_all(&in->thaw_wq);
 	queue_work(rp_wq, &in->write_work);
+	/*
+	 * An assume-clean binding's empty bits replace the marked ones on
+	 * disk now.  If this fails the pages stay due, for the next write of
+	 * the record that covers them (a mark, a clear pass that clears); until
+	 * then a crash costs a full resync, never a stale load.
+	 */
+	if (apply && rb->assume_clean)
+		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1, U64_MAX);
 	rp_intent_maps_free(&old);
 	rp_intent_rebind_free(pair);
 }

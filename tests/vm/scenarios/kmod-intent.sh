@@ -70,6 +70,11 @@
 #     at 4 KiB): a new binding, clear passes over it, a load. Nothing may
 #     walk the regions one by one with interrupts off (the old module spent
 #     minutes there: soft lockup, RCU stall).
+# 13. A PIPE_SET {vol1->t4 clean, vol2->t1} fails on vol2's record (dm
+#     delay over error) after vol1's was written, and vol1's cannot be
+#     written back (switched to error meanwhile): the binding on its
+#     device has every chunk marked, so after a module reload the same
+#     pair loads 32 dirty regions and resyncs, not trusting t4.
 # vm-timeout: 600
 # vm-cost: 95
 # vm-debug-cost: 225
@@ -316,6 +321,11 @@ both_pairs() {
 header_valid() {
 	vm_read "$1" 0 1 /tmp/header
 	[ "$(head -c 8 /tmp/header)" = RPINTENT ]
+}
+# header_names DEV TARGET: that header names TARGET (a field of its own
+# between NUL bytes, which busybox grep does not match across)
+header_names() {
+	header_valid "$1" && tr '\000' '\n' < /tmp/header | grep -qxF "$2"
 }
 both_pairs intent=new dirty=32
 header_valid $rec2 || vm_fail "vol2's record has no header after its binding"
@@ -658,11 +668,52 @@ expect_of big $SRC3 intent=loaded dirty=268435456 intent_regions=268435456
 rp-nlctl del-pipe big || vm_fail "del-pipe big"
 vm_backstore_delete $SRC3
 
+vm_log "== 13. a binding that assumed its target clean, left by a failed PIPE_SET"
+# vol2's record answers its first write after 5 s, with an error. In that
+# time vol1's record, written first with a binding that assumes t4 clean,
+# fails too, so its old binding (P, t3) cannot be written back: the header
+# on its device is the new one. Nothing wrote t4 for vol1.
+vm_modprobe dm_delay
+rperr=$(vm_dm_create rperr "0 16384 error")
+vm_dm_load rprec2 "0 16384 delay $rperr 0 5000"
+recsz=$(blockdev --getsz $rec)
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t4,clean --pair $SRC2=$t1 > /tmp/set13 2>&1 &
+setpid=$!
+i=0
+until header_names $rec "$t4"; do
+	[ $i -lt 50 ] || vm_fail "vol1's record did not get the binding to t4 within 5 s"
+	sleep 0.1
+	i=$((i + 1))
+done
+vm_dm_load rprec "0 $recsz error"
+wait $setpid && vm_fail "set-pipe {vol1->t4 clean, vol2->t1} succeeded: $(cat /tmp/set13)"
+grep -q "cannot write the source's write-intent record" /tmp/set13 ||
+	vm_fail "set-pipe {vol1->t4 clean, vol2->t1}: $(cat /tmp/set13)"
+grep -q "intent: $rec (header not known" $INFO || vm_fail "vol1's record: $(cat $INFO)"
+# Both backstores go while their devices fail (their last invalidation
+# fails too), the module is reloaded: nothing in memory recalls the failed
+# call, the header on the device is all a restart has.
 vm_backstore_delete $SRC
 vm_backstore_delete $SRC2
 cat $LIVE
+rmmod replipipe || vm_fail "rmmod"
+vm_dm_load rprec "0 $recsz linear /dev/ram2 0"
+vm_dm_load rprec2 "0 16384 linear /dev/ram2 16384"
+header_names $rec "$t4" ||
+	vm_fail "vol1's record does not hold the binding to t4: nothing left to test"
+[ "$(record_bytes 0 4)" = ffffffff ] ||
+	vm_fail "the binding that assumed t4 clean is on the device with bits $(record_bytes 0 4), not every chunk marked: a restart would trust t4"
+vm_backstore replipipe replipipe_0 vol1 $s1 "$rec,intent_chunk_kib=64" > /dev/null
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t4 || vm_fail "set-pipe {vol1->t4}"
+expect_of $PIPE $SRC intent=loaded dirty=32 target=$t4
+resync $PIPE $SRC $s1 $t4 > /dev/null
+vm_cmp_devs $s1 $t4 || vm_fail "vol1's legs differ"
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
+
+vm_backstore_delete $SRC
+cat $LIVE
 rmmod replipipe || vm_fail "final rmmod"
-for d in rprec3 bigt big small t4 t3 t2b s2b s2 t1 s1 rprec2 rprec; do
+for d in rperr rprec3 bigt big small t4 t3 t2b s2b s2 t1 s1 rprec2 rprec; do
 	dmsetup --noudevsync remove $d || vm_fail "dmsetup remove $d"
 done
 vm_log "kmod-intent: all steps passed"
