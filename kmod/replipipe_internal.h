@@ -116,16 +116,14 @@ struct rp_intent {
 	 */
 	bool			stale_header;
 	/*
-	 * What such a header may name, for a pair that takes a target
-	 * (rp_intent_names()): the binding the failed PIPE_SET wrote
-	 * (stale_tgt_*), the one in tgt_path if the record was bound before
-	 * it (stale_old), any target after a second such failure (stale_any).
-	 * Written under rp_config_lock too, and read under it only.
+	 * Such a header may be the binding in tgt_path, which the record had
+	 * before the first failed PIPE_SET, with the bits it had then: a pair
+	 * that takes that target must invalidate it (rp_intent_names()).  A
+	 * binding a PIPE_SET wrote has every chunk marked (rp_intent_commit()):
+	 * loaded, it costs a full resync, never a stale load.  Written under
+	 * rp_config_lock too, and read under it only.
 	 */
 	bool			stale_old;
-	bool			stale_any;
-	dev_t			stale_tgt_devt;
-	char			stale_tgt_path[REPLIPIPE_TARGET_MAX_LEN + 1];
 	/*
 	 * A PIPE_SET is rewriting the record (rp_intent_commit() until
 	 * rp_intent_settle()): nothing marks, clears or writes the bits.

@@ -481,25 +481,20 @@ static bool rp_binding_names(const char *tgt_path, dev_t tgt_devt, dev_t devt,
 }
 
 /*
- * True if the header on @in's device may name the target @devt that a
- * pair takes under @path.  A header that is not known (@stale: a failed
- * PIPE_SET's write-back failed) may hold either binding, valid: it is not
- * bound, and still a pair that takes a target one of them names must not
- * leave it for a restart to load.  rp_config_lock held: the identities do
- * not change (a fix may only end @stale meanwhile).  May block.
+ * True if the header on @in's device may name, with bits that do not cover
+ * what the new pair writes, the target @devt that a pair takes under
+ * @path.  A header that is not known (@stale: a failed PIPE_SET's
+ * write-back failed) may still be the binding the record had (stale_old):
+ * it is not bound, and still a pair that takes its target must not leave
+ * it for a restart to load.  rp_config_lock held: the identities do not
+ * change (a fix may only end @stale meanwhile).  May block.
  */
 static bool rp_intent_names(struct rp_intent *in, bool stale, dev_t devt,
 			    const char *path)
 {
-	if (stale)
-		return in->stale_any ||
-		       (in->stale_old &&
-			rp_binding_names(in->tgt_path, in->tgt_devt, devt,
-					 path)) ||
-		       rp_binding_names(in->stale_tgt_path, in->stale_tgt_devt,
-					devt, path);
-	return READ_ONCE(in->bound) &&
-	       rp_binding_names(in->tgt_path, in->tgt_devt, devt, path);
+	if (stale ? !in->stale_old : !READ_ONCE(in->bound))
+		return false;
+	return rp_binding_names(in->tgt_path, in->tgt_devt, devt, path);
 }
 
 static struct rp_path_take *rp_path_take_find(const char *path)
@@ -636,9 +631,10 @@ static void rp_intent_unlist(struct rp_intent *in)
  * write-back failed, and so did the last fix) may hold the binding the
  * failed PIPE_SET wrote for its own pair.  That call logged the taking of
  * its pair's target before this close, so the close as recorded would hide
- * that taking at the next open (an assume-clean binding would load, its
- * target never written).  The close is forgotten: at the next open any
- * taking of the target its header names invalidates it.
+ * that taking at the next open.  Loaded, that binding would cost a full
+ * resync (every chunk marked: rp_intent_commit()), not a stale load; still
+ * it vouches for a pair that never ran, so the close is forgotten: at the
+ * next open any taking of the target its header names invalidates it.
  */
 static void rp_intent_unlist_unknown(struct rp_intent *in)
 {
@@ -1113,7 +1109,10 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 	rb->sb = alloc_page(GFP_KERNEL);
 	if (!rb->sb || rp_intent_maps_alloc(&rb->maps, nr_bits))
 		goto nomem;
-	/* Written as a whole by rp_intent_commit(): dirty_seq = ondisk_seq = 0. */
+	/*
+	 * Written as a whole by rp_intent_commit(): dirty_seq = ondisk_seq = 0
+	 * (an assume-clean binding's pages become due in rp_intent_settle()).
+	 */
 	if (!assume_clean)
 		bitmap_set(rb->maps.bits, 0, nr_bits);
 	rp_intent_sb_fill(page_address(rb->sb), region_kib, chunk_kib,
@@ -1187,7 +1186,9 @@ int rp_intent_commit(struct rp_pair *pair, struct netlink_ext_ack *extack)
 /*
  * Ends what rp_intent_commit() began: @apply, the PIPE_SET succeeds and the
  * record takes the new binding in memory (a new epoch: the pair it
- * replaces no longer clears it); else the binding it had is written back.
+ * replaces no longer clears it; an assume-clean one, marked in full on
+ * disk, gets its empty pages written by write_work); else the binding it
+ * had is written back.
  * If that fails too, the header on disk is not known (stale_header): the
  * source's writes fail until it can be invalidated, and so does a PIPE_SET
  * that takes a target it may name.  A restart before that may load it
@@ -1242,12 +1243,12 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 		 */
 		spin_lock_irq(&in->lock);
 		if (ret) {
-			/* What the disk may hold now (rp_intent_names()). */
-			in->stale_any = in->stale_header;
-			in->stale_old = bound;
-			in->stale_tgt_devt = pair->tgt.bdev->bd_dev;
-			strscpy(in->stale_tgt_path, pair->tgt_path,
-				sizeof(in->stale_tgt_path));
+			/*
+			 * The binding it had may be on disk (rp_intent_names()),
+			 * since the first failure: a later one binds nothing.
+			 */
+			if (!in->stale_header)
+				in->stale_old = bound;
 			in->bound = false;
 		}
 		in->stale_header = !!ret;
@@ -1266,15 +1267,13 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 	spin_unlock_irq(&in->lock);
 	rb->frozen = false;
 	wake_up_all(&in->thaw_wq);
-	queue_work(rp_wq, &in->write_work);
 	/*
-	 * An assume-clean binding's empty bits replace the marked ones on
-	 * disk now.  If this fails the pages stay due, for the next write of
-	 * the record that covers them (a mark, a clear pass that clears); until
-	 * then a crash costs a full resync, never a stale load.
+	 * The work writes every page that is due: for an assume-clean binding
+	 * all of them, its empty bits over the marked ones on disk.  Until
+	 * they are written a crash costs a full resync; if they cannot be,
+	 * the source's writes fail, as on any error of the record device.
 	 */
-	if (apply && rb->assume_clean)
-		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1, U64_MAX);
+	queue_work(rp_wq, &in->write_work);
 	rp_intent_maps_free(&old);
 	rp_intent_rebind_free(pair);
 }

@@ -55,10 +55,10 @@
 #     its header can be invalidated (d). Left so and closed (its last
 #     invalidation failing too), then vol1 takes t2, the target the header
 #     on its device still names: it does not load that header at its next
-#     open (e). Open with its header not known, a taking of either target
-#     that header may name invalidates it, or is refused while it cannot
-#     be written; other targets can be taken, any after a second failed
-#     write-back (f).
+#     open (e). Open with its header not known, a taking of the target
+#     of the binding it had (t2) invalidates it, or is refused while it
+#     cannot be written, also after a second failed write-back; other
+#     targets can be taken, the failed calls' own too (f).
 # 11. vol2's record bound to (P, /tmp/t2link -> t2). Closed while vol1
 #     takes t2, it opens with the link gone: a path that does not resolve
 #     after a taking is invalidated (a); closed while vol1 takes
@@ -71,10 +71,11 @@
 #     walk the regions one by one with interrupts off (the old module spent
 #     minutes there: soft lockup, RCU stall).
 # 13. A PIPE_SET {vol1->t4 clean, vol2->t1} fails on vol2's record (dm
-#     delay over error) after vol1's was written, and vol1's cannot be
+#     delay, then error) after vol1's was written, and vol1's cannot be
 #     written back (switched to error meanwhile): the binding on its
 #     device has every chunk marked, so after a module reload the same
-#     pair loads 32 dirty regions and resyncs, not trusting t4.
+#     pair loads 32 dirty regions and resyncs, not trusting t4. A clean
+#     binding whose PIPE_SET succeeds gets its empty bits on the device.
 # vm-timeout: 600
 # vm-cost: 95
 # vm-debug-cost: 225
@@ -560,10 +561,10 @@ vm_backstore replipipe replipipe_0 vol2 $s2 "$rec2,intent_chunk_kib=64" > /dev/n
 grep -q "intent: $rec2 (tracks nothing" $INFO2 ||
 	vm_fail "vol2's record, closed while its header was not known, loaded it although t2 was taken: $(cat $INFO2)"
 
-vm_log "== 10f. open while its header is not known, a target it may name taken"
+vm_log "== 10f. open while its header is not known, the target it had taken"
 # vol2's record bound to (P, t2); a PIPE_SET {vol1->t1, vol2->t4} fails on
 # it and cannot write it back: the header on its device may be that of
-# (P, t2) or of (P, t4), the module cannot tell which.
+# (P, t2), with the bits it had, or that of (P, t4), every chunk marked.
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t3 --pair $SRC2=$t2 ||
 	vm_fail "set-pipe {vol1->t3, vol2->t2}"
 expect_of $PIPE $SRC2 intent=new dirty=32
@@ -574,18 +575,20 @@ vm_dm_load rprec2 "0 16384 error"
 set_refused EIO "cannot write the source's write-intent record" --pair $SRC=$t1 --pair $SRC2=$t4
 grep -q "intent: $rec2 (header not known" $INFO2 ||
 	vm_fail "vol2's record after its failed write-back: $(cat $INFO2)"
-# The device still fails: a target neither header names can be taken,
-# either one it may name cannot (its header cannot be invalidated).
+# The device still fails: t2 cannot be taken (that header cannot be
+# invalidated), other targets can; a binding a PIPE_SET wrote, marked in
+# full, costs a full resync if it loads, not a stale one.
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t1 ||
 	vm_fail "set-pipe {vol1->t1} refused: vol2's record cannot name t1"
 resync $PIPE $SRC $s1 $t1 > /dev/null
 taken_refused="cannot invalidate the write-intent record of another backstore"
 set_refused EIO "$taken_refused" --pair $SRC=$t2
-set_refused EIO "$taken_refused" --pair $SRC=$t4
-# A second PIPE_SET fails on vol2's record: after it, its header may be
-# any of three, and the module keeps two: any taking must invalidate it.
+# A second PIPE_SET fails on vol2's record: (P, t2) may still be there.
 set_refused EIO "cannot write the source's write-intent record" --pair $SRC=$t1 --pair $SRC2=$t4
-set_refused EIO "$taken_refused" --pair $SRC=$t3
+set_refused EIO "$taken_refused" --pair $SRC=$t2
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t4 ||
+	vm_fail "set-pipe {vol1->t4} refused: only failed calls' bindings, marked in full, name t4"
+resync $PIPE $SRC $s1 $t4 > /dev/null
 grep -q "intent: $rec2 (header not known" $INFO2 ||
 	vm_fail "vol2's record after the refusals: $(cat $INFO2)"
 # The device works again and no write reached vol2, so nothing invalidated
@@ -669,23 +672,26 @@ rp-nlctl del-pipe big || vm_fail "del-pipe big"
 vm_backstore_delete $SRC3
 
 vm_log "== 13. a binding that assumed its target clean, left by a failed PIPE_SET"
-# vol2's record answers its first write after 5 s, with an error. In that
-# time vol1's record, written first with a binding that assumes t4 clean,
-# fails too, so its old binding (P, t3) cannot be written back: the header
-# on its device is the new one. Nothing wrote t4 for vol1.
+# vol2's record holds its writes (dm delay), then fails them (error
+# below). Meanwhile vol1's record, written first with a binding that
+# assumes t4 clean, fails too, so its old binding (P, t3) cannot be
+# written back: the header on its device is the new one. Nothing wrote t4
+# for vol1.
 vm_modprobe dm_delay
 rperr=$(vm_dm_create rperr "0 16384 error")
-vm_dm_load rprec2 "0 16384 delay $rperr 0 5000"
+vm_dm_load rprec2 "0 16384 delay $rperr 0 60000"
 recsz=$(blockdev --getsz $rec)
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t4,clean --pair $SRC2=$t1 > /tmp/set13 2>&1 &
 setpid=$!
 i=0
 until header_names $rec "$t4"; do
-	[ $i -lt 50 ] || vm_fail "vol1's record did not get the binding to t4 within 5 s"
+	[ $i -lt 300 ] || vm_fail "vol1's record did not get the binding to t4 within 30 s"
 	sleep 0.1
 	i=$((i + 1))
 done
 vm_dm_load rprec "0 $recsz error"
+# A suspend sends on what dm-delay holds: vol2's write fails now.
+vm_dm_load rprec2 "0 16384 error"
 wait $setpid && vm_fail "set-pipe {vol1->t4 clean, vol2->t1} succeeded: $(cat /tmp/set13)"
 grep -q "cannot write the source's write-intent record" /tmp/set13 ||
 	vm_fail "set-pipe {vol1->t4 clean, vol2->t1}: $(cat /tmp/set13)"
@@ -708,6 +714,10 @@ rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t4 || vm_fail "set-pip
 expect_of $PIPE $SRC intent=loaded dirty=32 target=$t4
 resync $PIPE $SRC $s1 $t4 > /dev/null
 vm_cmp_devs $s1 $t4 || vm_fail "vol1's legs differ"
+# A PIPE_SET with clean that succeeds: its empty bits reach the device.
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t3,clean || vm_fail "set-pipe {vol1->t3 clean}"
+expect_of $PIPE $SRC intent=new dirty=0 intent_marked=0
+wait_record 0 4 00000000 10
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 
 vm_backstore_delete $SRC
