@@ -461,40 +461,31 @@ static int rp_intent_fix_header(struct rp_intent *in)
 }
 
 /*
- * True if a binding to @tgt_path, which was the device @tgt_devt when the
- * record was read or bound (0: it did not resolve), may name the target
- * @devt that a pair takes under @path: the same device or the same path,
- * or the device its path resolves to now.  One that did not resolve then,
- * and does not now, may name any device.  May block (the path lookup).
- */
-static bool rp_binding_names(const char *tgt_path, dev_t tgt_devt, dev_t devt,
-			     const char *path)
-{
-	dev_t now;
-
-	if ((tgt_devt && tgt_devt == devt) || !strcmp(tgt_path, path))
-		return true;
-	if (!lookup_bdev(tgt_path, &now))
-		return now == devt;
-	/* Gone since its pair knew it (tgt_devt): not this device. */
-	return !tgt_devt;
-}
-
-/*
  * True if the header on @in's device may name, with bits that do not cover
  * what the new pair writes, the target @devt that a pair takes under
- * @path.  A header that is not known (@stale: a failed PIPE_SET's
- * write-back failed) may still be the binding the record had (stale_old):
- * it is not bound, and still a pair that takes its target must not leave
- * it for a restart to load.  rp_config_lock held: the identities do not
- * change (a fix may only end @stale meanwhile).  May block.
+ * @path: the same device or the same path as when it was read or bound,
+ * or the device its path resolves to now.  A record whose path did not
+ * resolve when it was read, and does not now, may name any device.  A
+ * header that is not known (@stale: a failed PIPE_SET's write-back failed)
+ * may still be the binding the record had (stale_old): it is not bound,
+ * and still a pair that takes its target must not leave it for a restart
+ * to load.  rp_config_lock held: the identity does not change (a fix may
+ * only end @stale meanwhile).  May block (the path lookup).
  */
 static bool rp_intent_names(struct rp_intent *in, bool stale, dev_t devt,
 			    const char *path)
 {
+	dev_t now;
+
 	if (stale ? !in->stale_old : !READ_ONCE(in->bound))
 		return false;
-	return rp_binding_names(in->tgt_path, in->tgt_devt, devt, path);
+	if ((in->tgt_devt && in->tgt_devt == devt) ||
+	    !strcmp(in->tgt_path, path))
+		return true;
+	if (!lookup_bdev(in->tgt_path, &now))
+		return now == devt;
+	/* Gone since its pair knew it (tgt_devt): not this device. */
+	return !in->tgt_devt;
 }
 
 static struct rp_path_take *rp_path_take_find(const char *path)
