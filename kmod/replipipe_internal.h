@@ -120,8 +120,9 @@ struct rp_intent {
 	 * before the first failed PIPE_SET, with the bits it had then: a pair
 	 * that takes that target must invalidate it (rp_intent_names()).  A
 	 * binding a PIPE_SET wrote has every chunk marked (rp_intent_commit()):
-	 * loaded, it costs a full resync, never a stale load.  Written under
-	 * rp_config_lock too, and read under it only.
+	 * loaded, it costs a full resync, never a stale load.  Set at the first
+	 * failure, kept through later ones, read only while stale_header is
+	 * set; written under rp_config_lock too, and read under it only.
 	 */
 	bool			stale_old;
 	/*

@@ -511,7 +511,8 @@ static u64 rp_path_take_seq(const char *path)
  * that target is invalidated on disk now, before the pair is published and
  * writes it: a pair of that identity later must not load bits that say
  * nothing about what this pair wrote (a crash in between included).  So is
- * one whose header is not known but may name it.  The taking is logged for
+ * one whose header is not known if the binding it had names the target.
+ * The taking is logged for
  * the records that are not open (rp_intent_open()).  No record is frozen:
  * this PIPE_SET commits none before, and others wait for rp_config_lock.
  * rp_config_lock held.  May block.
@@ -1035,8 +1036,8 @@ struct rp_intent_rebind {
 	u32			chunk_kib;
 	/*
 	 * The pair assumes its target clean: the bits are empty, yet the
-	 * record goes to disk with every chunk marked until the PIPE_SET
-	 * succeeds (rp_intent_settle()).  Left there by a PIPE_SET that failed
+	 * record goes to disk with every chunk marked, until write_work writes
+	 * the empty pages after the PIPE_SET succeeded (rp_intent_settle()).  Left there by a PIPE_SET that failed
 	 * and could not write the old binding back, such a header would
 	 * otherwise vouch for a target nothing wrote.
 	 */
@@ -1048,7 +1049,8 @@ struct rp_intent_rebind {
  * Takes the pair's dirty bitmap from the record if it is bound to the
  * pair's identity, else prepares a new binding (every region dirty, or
  * none if @assume_clean, though on disk every chunk is marked until the
- * PIPE_SET succeeds) that rp_intent_commit() writes.  Changes nothing
+ * PIPE_SET succeeded and write_work wrote the empty pages) that
+ * rp_intent_commit() writes.  Changes nothing
  * on disk nor in @in.  rp_config_lock held; the pair is not published
  * yet.  May block.
  */
@@ -1182,8 +1184,8 @@ int rp_intent_commit(struct rp_pair *pair, struct netlink_ext_ack *extack)
  * had is written back.
  * If that fails too, the header on disk is not known (stale_header): the
  * source's writes fail until it can be invalidated, and so does a PIPE_SET
- * that takes a target it may name.  A restart before that may load it
- * (docs/write-intent.md).  Then the waiting writes go on, marked again.
+ * that takes the target of the binding it had (stale_old) while it cannot
+ * be.  A restart before that may load it (docs/write-intent.md).  Then the waiting writes go on, marked again.
  * rp_config_lock held.  May block.
  */
 void rp_intent_settle(struct rp_pair *pair, bool apply)
@@ -1229,8 +1231,10 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 					      bound ? rb->sb : NULL);
 		/*
 		 * Not written back, the disk may hold the binding the failed
-		 * call committed, valid, or the old one with only some of its
-		 * pages: writes must not go on unmarked under either.
+		 * call committed (every chunk marked) or, intact, the one it
+		 * had (the commit failed before invalidating it, or a header
+		 * write that failed landed): writes must not go on unmarked
+		 * under that one.
 		 */
 		spin_lock_irq(&in->lock);
 		if (ret) {
