@@ -347,33 +347,15 @@ static int rp_intent_write_invalid(struct rp_intent *in)
 }
 
 /*
- * Fills bitmap page @p of a record of @nr_bits bits with every bit set:
- * bit i of a page is bit i % 8 of its byte i / 8 (rp_intent_pack()).
- */
-static void rp_intent_pack_full(u64 nr_bits, unsigned int p,
-				struct page *page)
-{
-	u64 first = (u64)p * RP_INTENT_PAGE_BITS;
-	unsigned int n = min_t(u64, nr_bits - first, RP_INTENT_PAGE_BITS);
-	u8 *bytes = page_address(page);
-
-	memset(bytes, 0, RP_INTENT_PAGE_SIZE);
-	memset(bytes, 0xff, n / BITS_PER_BYTE);
-	if (n % BITS_PER_BYTE)
-		bytes[n / BITS_PER_BYTE] = (1U << (n % BITS_PER_BYTE)) - 1;
-}
-
-/*
- * Writes a binding: the header invalidated, the bitmap @maps (or, @full,
- * every one of its @nr_bits bits set), then the header @sb (NULL: the
- * record stays unbound).  @sb goes out after a cache flush, so it is never
- * stable before the bitmap it vouches for: a crash in between leaves no
- * valid header, i.e. a full resync.  io_lock held and @in frozen (nothing
- * changes the bits).  May block.
+ * Writes a binding: the header invalidated, the bitmap @maps, then the
+ * header @sb (NULL: the record stays unbound).  @sb goes out after a cache
+ * flush, so it is never stable before the bitmap it vouches for: a crash
+ * in between leaves no valid header, i.e. a full resync.  io_lock held and
+ * @in frozen (nothing changes the bits).  May block.
  */
 static int rp_intent_write_binding(struct rp_intent *in,
 				   const struct rp_intent_maps *maps,
-				   bool full, u64 nr_bits, struct page *sb)
+				   struct page *sb)
 {
 	unsigned int p;
 	int ret;
@@ -381,10 +363,7 @@ static int rp_intent_write_binding(struct rp_intent *in,
 	ret = rp_intent_write_invalid(in);
 	for (p = 0; !ret && sb && p < maps->nr_pages; p++) {
 		spin_lock_irq(&in->lock);
-		if (full)
-			rp_intent_pack_full(nr_bits, p, in->bounce);
-		else
-			rp_intent_pack(maps->bits, p, in->bounce);
+		rp_intent_pack(maps->bits, p, in->bounce);
 		spin_unlock_irq(&in->lock);
 		ret = rp_intent_io(in, in->bounce, rp_intent_page_offset(p),
 				   REQ_OP_WRITE | REQ_SYNC);
@@ -396,14 +375,12 @@ static int rp_intent_write_binding(struct rp_intent *in,
 }
 
 /*
- * Invalidates the header of a record that names @tgt_path, which another
- * pair takes (@why says when): the bits it holds no longer cover what
- * differs on that target, so it tracks nothing until a pair binds it anew.
- * On a write error it stays as it was: bound, or its header not known.
- * May block.
+ * Invalidates the header of a record whose target another pair takes (@why
+ * says when): the bits it holds no longer cover what differs on that
+ * target, so it tracks nothing until a pair binds it anew.  On a write
+ * error it stays as it was: bound, or its header not known.  May block.
  */
-static int rp_intent_forget(struct rp_intent *in, const char *tgt_path,
-			    const char *why)
+static int rp_intent_forget(struct rp_intent *in, const char *why)
 {
 	int ret;
 
@@ -418,10 +395,10 @@ static int rp_intent_forget(struct rp_intent *in, const char *tgt_path,
 	mutex_unlock(&in->io_lock);
 	if (ret)
 		pr_err("%s: write-intent record %s: cannot invalidate it (%d); its target %s %s\n",
-		       in->dev->name, in->path, ret, tgt_path, why);
+		       in->dev->name, in->path, ret, in->tgt_path, why);
 	else
 		pr_info("%s: write-intent record %s: its target %s %s; it tracks nothing until a pair binds it\n",
-			in->dev->name, in->path, tgt_path, why);
+			in->dev->name, in->path, in->tgt_path, why);
 	return ret;
 }
 
@@ -512,10 +489,10 @@ static u64 rp_path_take_seq(const char *path)
  * writes it: a pair of that identity later must not load bits that say
  * nothing about what this pair wrote (a crash in between included).  So is
  * one whose header is not known if the binding it had names the target.
- * The taking is logged for
- * the records that are not open (rp_intent_open()).  No record is frozen:
- * this PIPE_SET commits none before, and others wait for rp_config_lock.
- * rp_config_lock held.  May block.
+ * The taking is logged for the records that are not open
+ * (rp_intent_open()).  No record is frozen: this PIPE_SET commits none
+ * before, and others wait for rp_config_lock.  rp_config_lock held.  May
+ * block.
  */
 int rp_intent_target_taken(struct rp_pair *pair, struct netlink_ext_ack *extack)
 {
@@ -533,8 +510,8 @@ int rp_intent_target_taken(struct rp_pair *pair, struct netlink_ext_ack *extack)
 		if (in == pair->src->intent ||
 		    !rp_intent_names(in, stale, devt, pair->tgt_path))
 			continue;
-		ret = rp_intent_forget(in, pair->tgt_path, stale ?
-				       "(which the header on the device, not known, may name) is taken by a new pair" :
+		ret = rp_intent_forget(in, stale ?
+				       "(which the header on the device, not known, may still name) is taken by a new pair" :
 				       "is taken by a new pair");
 		if (ret) {
 			NL_SET_ERR_MSG(extack,
@@ -596,7 +573,7 @@ static int rp_intent_list(struct rp_intent *in)
 		  rp_path_take_seq(in->tgt_path) > closed))
 		why = "was taken by a pair while the record was not open";
 	if (why)
-		ret = rp_intent_forget(in, in->tgt_path, why);
+		ret = rp_intent_forget(in, why);
 	if (!ret)
 		list_add_tail(&in->node, &rp_intents);
 	mutex_unlock(&rp_intents_lock);
@@ -1035,11 +1012,12 @@ struct rp_intent_rebind {
 	u32			region_kib;
 	u32			chunk_kib;
 	/*
-	 * The pair assumes its target clean: the bits are empty, yet the
-	 * record goes to disk with every chunk marked, until write_work writes
-	 * the empty pages after the PIPE_SET succeeded (rp_intent_settle()).  Left there by a PIPE_SET that failed
-	 * and could not write the old binding back, such a header would
-	 * otherwise vouch for a target nothing wrote.
+	 * The pair assumes its target clean, yet the bits are written marked
+	 * in full, like any new binding's, and cleared only once the PIPE_SET
+	 * succeeded (rp_intent_settle()); write_work then writes the empty
+	 * pages.  Left on disk by a PIPE_SET that failed and could not write
+	 * the old binding back, an empty bitmap would vouch for a target
+	 * nothing wrote.
 	 */
 	bool			assume_clean;
 	bool			frozen;		/* by rp_intent_commit() */
@@ -1048,10 +1026,9 @@ struct rp_intent_rebind {
 /*
  * Takes the pair's dirty bitmap from the record if it is bound to the
  * pair's identity, else prepares a new binding (every region dirty, or
- * none if @assume_clean, though on disk every chunk is marked until the
- * PIPE_SET succeeded and write_work wrote the empty pages) that
- * rp_intent_commit() writes.  Changes nothing
- * on disk nor in @in.  rp_config_lock held; the pair is not published
+ * none if @assume_clean, though its bits stay marked until the PIPE_SET
+ * succeeded) that rp_intent_commit() writes.  Changes nothing on disk nor
+ * in @in.  rp_config_lock held; the pair is not published
  * yet.  May block.
  */
 int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
@@ -1106,8 +1083,7 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 	 * Written as a whole by rp_intent_commit(): dirty_seq = ondisk_seq = 0
 	 * (an assume-clean binding's pages become due in rp_intent_settle()).
 	 */
-	if (!assume_clean)
-		bitmap_set(rb->maps.bits, 0, nr_bits);
+	bitmap_set(rb->maps.bits, 0, nr_bits);
 	rp_intent_sb_fill(page_address(rb->sb), region_kib, chunk_kib,
 			  pair->nr_regions, pair->src_bytes, pair->pipe->id,
 			  pair->tgt_path, in->dev->udev_path);
@@ -1162,11 +1138,7 @@ int rp_intent_commit(struct rp_pair *pair, struct netlink_ext_ack *extack)
 	rb->frozen = true;
 
 	mutex_lock(&in->io_lock);
-	ret = rp_intent_write_binding(in, &rb->maps, rb->assume_clean,
-				      rp_intent_nr_bits(pair->nr_regions,
-							ilog2(rb->chunk_kib /
-							      rb->region_kib)),
-				      rb->sb);
+	ret = rp_intent_write_binding(in, &rb->maps, rb->sb);
 	mutex_unlock(&in->io_lock);
 	if (ret) {
 		pr_err("%s: write-intent record %s: write error %d binding it to target %s\n",
@@ -1179,13 +1151,13 @@ int rp_intent_commit(struct rp_pair *pair, struct netlink_ext_ack *extack)
 /*
  * Ends what rp_intent_commit() began: @apply, the PIPE_SET succeeds and the
  * record takes the new binding in memory (a new epoch: the pair it
- * replaces no longer clears it; an assume-clean one, marked in full on
- * disk, gets its empty pages written by write_work); else the binding it
- * had is written back.
- * If that fails too, the header on disk is not known (stale_header): the
- * source's writes fail until it can be invalidated, and so does a PIPE_SET
- * that takes the target of the binding it had (stale_old) while it cannot
- * be.  A restart before that may load it (docs/write-intent.md).  Then the waiting writes go on, marked again.
+ * replaces no longer clears it; an assume-clean one has its bits cleared
+ * now and its empty pages written by write_work); else the binding it had
+ * is written back.  If that fails too, the header on disk is not known
+ * (stale_header): the source's writes fail until it can be invalidated,
+ * and so does a PIPE_SET that takes the target of the binding it had
+ * (stale_old) while it cannot be.  A restart before that may load it
+ * (docs/write-intent.md).  Then the waiting writes go on, marked again.
  * rp_config_lock held.  May block.
  */
 void rp_intent_settle(struct rp_pair *pair, bool apply)
@@ -1199,6 +1171,10 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 
 	mutex_lock(&in->io_lock);
 	if (apply) {
+		/* Not shared yet: cleared before interrupts go off. */
+		if (rb->assume_clean)
+			memset(rb->maps.bits, 0,
+			       (size_t)rb->maps.nr_pages * RP_INTENT_PAGE_SIZE);
 		spin_lock_irq(&in->lock);
 		old = in->maps;
 		in->maps = rb->maps;
@@ -1227,7 +1203,7 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 					  in->src_bytes, in->pipe_id,
 					  in->tgt_path, in->dev->udev_path);
 		spin_unlock_irq(&in->lock);
-		ret = rp_intent_write_binding(in, &in->maps, false, 0,
+		ret = rp_intent_write_binding(in, &in->maps,
 					      bound ? rb->sb : NULL);
 		/*
 		 * Not written back, the disk may hold the binding the failed
