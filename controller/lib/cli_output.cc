@@ -298,9 +298,9 @@ nlohmann::json StatusJson(const std::vector<ControlPipe> &pipes)
 	return json{{"pipes", std::move(list)}};
 }
 
-nlohmann::json MethodJson(const ControlReply &reply)
+nlohmann::ordered_json MethodJson(const ControlReply &reply)
 {
-	json j = json::object();
+	nlohmann::ordered_json j = nlohmann::ordered_json::object();
 	if (reply.return_value)
 		j["ReturnValue"] = static_cast<uint32_t>(*reply.return_value);
 	if (reply.ok) {
@@ -309,29 +309,50 @@ nlohmann::json MethodJson(const ControlReply &reply)
 		j["ReplicationPipe"] = reply.replication_pipe;
 		return j;
 	}
+	if (!reply.return_value) {
+		// Refused before the method ran, as the method itself would
+		// have answered: the daemon's connection cap is Busy (exit
+		// 16), a pipe that is not there Invalid Parameter (exit 5).
+		// Scripts read ReturnValue whatever the failure.
+		if (reply.code == kCodeBusy)
+			j["ReturnValue"] =
+			        static_cast<uint32_t>(ReturnValue::kBusy);
+		else if (reply.code == kCodeNotFound)
+			j["ReturnValue"] = static_cast<uint32_t>(
+			        ReturnValue::kInvalidParameter);
+	}
 	j["Error"] = reply.error;
 	if (reply.return_value)
 		return j;
-	// Refused before the method ran, as the method itself would have
-	// answered: the daemon's connection cap is Busy (exit 16), a pipe
-	// that is not there Invalid Parameter (exit 5). Scripts read
-	// ReturnValue whatever the failure.
-	if (reply.code == kCodeBusy)
-		j["ReturnValue"] = static_cast<uint32_t>(ReturnValue::kBusy);
-	else if (reply.code == kCodeNotFound)
-		j["ReturnValue"] =
-		        static_cast<uint32_t>(ReturnValue::kInvalidParameter);
 	if (!reply.code.empty())
 		j["code"] = reply.code;
 	return j;
 }
 
-nlohmann::json ErrorJson(const std::string &error, const std::string &code)
+nlohmann::ordered_json ErrorJson(const std::string &error,
+                                 const std::string &code)
 {
-	json j{{"Error", error}};
+	nlohmann::ordered_json j{{"Error", error}};
 	if (!code.empty())
 		j["code"] = code;
 	return j;
+}
+
+std::string OneLineJson(const nlohmann::ordered_json &j)
+{
+	constexpr auto kReplace = nlohmann::json::error_handler_t::replace;
+	if (!j.is_object())
+		return j.dump(-1, ' ', false, kReplace);
+	std::string line = "{";
+	for (const auto &[key, value] : j.items()) {
+		if (line.size() > 1)
+			line += ", ";
+		line += nlohmann::ordered_json(key).dump(-1, ' ', false,
+		                                         kReplace);
+		line += ": ";
+		line += value.dump(-1, ' ', false, kReplace);
+	}
+	return line + "}";
 }
 
 WaitSummary SummarizeWait(const ControlPipe &pipe, const std::string &state)

@@ -29,10 +29,17 @@ nlohmann::json StatusJson(const std::vector<ControlPipe> &pipes);
 // {"ReturnValue": N, "ReplicationPipe": ref} on success, {"ReturnValue": N,
 // "Error": text} on failure; a failure without a ReturnValue gives
 // {"Error": text, "code": code}, with ReturnValue 4096 when the code is busy
-// (the daemon's connection cap) and 5 when it is not_found.
-nlohmann::json MethodJson(const ControlReply &reply);
+// (the daemon's connection cap) and 5 when it is not_found. Keys in that
+// order, as the CLI contract writes them.
+nlohmann::ordered_json MethodJson(const ControlReply &reply);
 // A failure of any command in --json mode: {"Error": text[, "code"]}.
-nlohmann::json ErrorJson(const std::string &error, const std::string &code);
+nlohmann::ordered_json ErrorJson(const std::string &error,
+                                 const std::string &code);
+// One line in the form the CLI contract shows, {"ReturnValue": 0,
+// "ReplicationPipe": "..."}: the keys in their order, ": " and ", " between
+// them, nested values compact. Bytes that are not UTF-8 (an error quoting a
+// file name) are printed as U+FFFD.
+std::string OneLineJson(const nlohmann::ordered_json &j);
 
 // Where `wait` stands for one pipe.
 struct WaitSummary {

@@ -286,6 +286,10 @@ TEST_F(CliE2E, CreateJsonSuccessAndFailure)
 	EXPECT_EQ(j["ReturnValue"], 0);
 	EXPECT_TRUE(j["ReplicationPipe"].is_string());
 	EXPECT_FALSE(j.contains("Error"));
+	// The text as the CLI contract writes it, for scripts that match it.
+	EXPECT_EQ(ok.out.rfind(R"({"ReturnValue": 0, "ReplicationPipe": ")", 0),
+	          0u)
+	        << ok.out;
 
 	// The backstore does not exist: peer verification fails (4).
 	CliRun failed = Cli({"--json", "create-or-modify", "--name", "y",
@@ -296,6 +300,8 @@ TEST_F(CliE2E, CreateJsonSuccessAndFailure)
 	EXPECT_EQ(j["ReturnValue"], 4);
 	EXPECT_TRUE(j["Error"].is_string());
 	EXPECT_FALSE(j.contains("ReplicationPipe"));
+	EXPECT_EQ(failed.out.rfind(R"({"ReturnValue": 4, "Error": ")", 0), 0u)
+	        << failed.out;
 
 	// An unknown Goal property: Invalid Parameter (5).
 	CliRun bad_goal =

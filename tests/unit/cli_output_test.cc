@@ -158,10 +158,13 @@ TEST(CliOutput, StatusJsonOfAFailingPair)
 	EXPECT_TRUE(clean["retry_in_s"].is_null());
 }
 
-// create-or-modify --json prints {"ReturnValue": N, "Error": ...} on any
-// failure (DESIGN.md): also when the daemon refused the call before the
-// method ran, at its connection cap (Busy, as exit 16 says) or for a pipe
-// that is not there (Invalid Parameter, exit 5).
+// create-or-modify --json prints {"ReturnValue": N, "Error": ...} on a
+// failure of the method (DESIGN.md), and also when the daemon refused the
+// call before the method ran, at its connection cap (Busy, as exit 16 says)
+// or for a pipe that is not there (Invalid Parameter, exit 5). A call that
+// ran no method for another reason (the daemon stopping, permission denied,
+// unreachable) has no ReturnValue: its exit status says why
+// (docs/decisions.md 81).
 TEST(CliOutput, AMethodRefusedBeforeItRanStillHasAReturnValue)
 {
 	json busy = MethodJson(ErrorReply(
@@ -175,6 +178,34 @@ TEST(CliOutput, AMethodRefusedBeforeItRanStillHasAReturnValue)
 	EXPECT_FALSE(down.contains("ReturnValue"))
 	        << "a daemon that stops ran no method: " << down.dump();
 	EXPECT_EQ(down["code"], "shutting_down");
+}
+
+// The one-line documents are printed as the CLI contract writes them, so
+// that a script matching the text, not only one parsing it, finds them.
+TEST(CliOutput, MethodJsonIsPrintedInTheContractsForm)
+{
+	ControlReply ok;
+	ok.return_value = ReturnValue::kCompleted;
+	ok.replication_pipe = "CIM_NetworkPipe.InstanceID=\"replipipe:1\"";
+	EXPECT_EQ(OneLineJson(MethodJson(ok)),
+	          R"({"ReturnValue": 0, "ReplicationPipe": )"
+	          R"("CIM_NetworkPipe.InstanceID=\"replipipe:1\""})");
+
+	ControlReply bad;
+	bad.ok = false;
+	bad.return_value = ReturnValue::kInvalidParameter;
+	bad.error = "unknown property Colour";
+	EXPECT_EQ(OneLineJson(MethodJson(bad)),
+	          R"({"ReturnValue": 5, "Error": "unknown property Colour"})");
+
+	EXPECT_EQ(OneLineJson(MethodJson(ErrorReply(kCodeBusy, "full"))),
+	          R"({"ReturnValue": 4096, "Error": "full", "code": "busy"})");
+	EXPECT_EQ(OneLineJson(ErrorJson("no daemon", "unreachable")),
+	          R"({"Error": "no daemon", "code": "unreachable"})");
+	EXPECT_EQ(OneLineJson(ErrorJson("bad \xff name", "")),
+	          "{\"Error\": \"bad \xef\xbf\xbd name\"}");
+	EXPECT_EQ(OneLineJson(nlohmann::ordered_json::array({1, "a"})),
+	          R"([1,"a"])");
 }
 
 } // namespace

@@ -126,7 +126,8 @@ private:
 	int Fail(const std::string &error, const std::string &code, int exit)
 	{
 		if (inv_.json)
-			std::cout << Dump(ErrorJson(error, code)) << std::endl;
+			std::cout << OneLineJson(ErrorJson(error, code))
+			          << std::endl;
 		else
 			std::cerr << "replipipectl: " << error << std::endl;
 		return exit;
@@ -137,13 +138,13 @@ private:
 		// A ReturnValue stays a number for scripts, as the
 		// method's own failures print it (docs/cli.md).
 		if (inv_.json && reply.return_value) {
-			nlohmann::json j{
+			nlohmann::ordered_json j{
 			        {"ReturnValue",
 			         static_cast<uint32_t>(*reply.return_value)},
 			        {"Error", reply.error}};
 			if (!reply.code.empty())
 				j["code"] = reply.code;
-			std::cout << Dump(j) << std::endl;
+			std::cout << OneLineJson(j) << std::endl;
 			return ExitCodeForReply(reply);
 		}
 		std::string error = reply.error;
@@ -338,7 +339,8 @@ private:
 		if (!reply)
 			return exit;
 		if (inv_.json) {
-			std::cout << Dump(MethodJson(*reply)) << std::endl;
+			std::cout << OneLineJson(MethodJson(*reply))
+			          << std::endl;
 			return ExitCodeForReply(*reply);
 		}
 		if (!reply->ok)
@@ -354,7 +356,8 @@ private:
 		if (!reply)
 			return exit;
 		if (inv_.json) {
-			std::cout << Dump(MethodJson(*reply)) << std::endl;
+			std::cout << OneLineJson(MethodJson(*reply))
+			          << std::endl;
 			return ExitCodeForReply(*reply);
 		}
 		if (!reply->ok)
@@ -636,8 +639,7 @@ private:
 		if (!reply->ok)
 			return FailReply(*reply);
 		if (inv_.json)
-			std::cout << Dump(nlohmann::json{{"ok", true}})
-			          << std::endl;
+			std::cout << OneLineJson({{"ok", true}}) << std::endl;
 		else
 			std::cout << (inv_.command == CliCommand::kPause
 			                      ? "paused "
@@ -670,7 +672,7 @@ int main(int argc, char **argv)
 		return kExitOk;
 	case CliParse::Kind::kUsageError:
 		if (JsonRequested(args))
-			std::cout << Dump(ErrorJson(parse.text, "usage"))
+			std::cout << OneLineJson(ErrorJson(parse.text, "usage"))
 			          << std::endl;
 		else
 			std::cerr << parse.text << std::endl;
