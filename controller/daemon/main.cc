@@ -817,6 +817,15 @@ int Run(const Options &opts, Detacher &detacher)
 		metrics_server->Stop();
 	textfile.Remove();
 	(*server)->Stop();
+	// No call can change the store now. A failed save whose old content
+	// could not be written back left the file holding a change its caller
+	// was told failed, which the next start would apply; the periodic
+	// refresh writes it again, and so does a stop, as the last chance.
+	if (Status st = pipes.RewriteStaleStore(); !st.ok())
+		LogError()
+		        << "stopping with a store that may hold a change that "
+		           "failed: "
+		        << st.message();
 	// A job drains its requests before it ends, and a target that never
 	// completes one (a suspended dm device, multipath queue_if_no_path)
 	// would hold the stop until systemd kills us (TimeoutStopSec=30s).
