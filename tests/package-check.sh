@@ -204,11 +204,24 @@ check "the rtslib registration is in python3-replipipe, not in replipipe" \
 
 # --- install -------------------------------------------------------------------
 installed=1
-if apt-get install "${apt_opts[@]}" "$deb" "$dkms_deb" "$py_deb"; then
+install_log=$(mktemp)
+if apt-get install "${apt_opts[@]}" "$deb" "$dkms_deb" "$py_deb" 2>&1 | tee "$install_log"; then
 	pass "apt-get install ./$(basename "$deb") ./$(basename "$dkms_deb") ./$(basename "$py_deb")"
 else
 	fail "apt-get install of the packages"
 fi
+# The -dkms postinst says when the running kernel got no module (its headers
+# are missing: linux-headers-amd64 follows the newest kernel), and only then.
+running=$(uname -r)
+not_built="replipipe-dkms: $name/$version is not built for the running kernel $running"
+if [ -e "/lib/modules/$running/build/Makefile" ]; then
+	check "the -dkms postinst does not warn about the running kernel $running (it has headers)" \
+		bash -c '! grep -qF "$1" "$2"' _ "$not_built" "$install_log"
+else
+	check "the -dkms postinst says the running kernel $running has no module and names linux-headers-$running" \
+		bash -c 'grep -F "$1" "$2" | grep -qF "install linux-headers-$3,"' _ "$not_built" "$install_log" "$running"
+fi
+rm -f "$install_log"
 
 check "replipiped --version prints \"replipiped $version\"" \
 	bash -c '[ "$(/usr/sbin/replipiped --version)" = "replipiped $1" ]' _ "$version"

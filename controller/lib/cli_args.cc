@@ -90,7 +90,9 @@ const CommandInfo kCommands[] = {
          "Prints the pipe reference (CIM_NetworkPipe) on success.",
          "replipipectl create-or-modify --name db --source-system localhost "
          "\\\n"
-         "    --target-system backup1 --pair replipipe_0/vol1=/dev/sdb \\\n"
+         "    --target-system backup1 \\\n"
+         "    --pair replipipe_0/vol1=/dev/disk/by-id/scsi-36001405d0b1c0000 "
+         "\\\n"
          "    --goal 'instance of CIM_SettingData { Mode = \"Asynchronous\"; "
          "};'"},
         {CliCommand::kList, "list", "list",

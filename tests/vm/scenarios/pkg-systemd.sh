@@ -8,10 +8,12 @@
 # writes through a tcm_loop LUN reach both legs, an iscsi:// target is
 # discovered, logged in and mirrored (iscsiadm, run by replipiped, locks
 # under /run/lock), a member of group replipipe
-# uses the socket, a SIGKILL is restarted (Restart=on-failure) with the pipe
-# back from the StateDirectory, and a stop is clean. The package's postrm
+# uses the socket, a reload is a SIGHUP to the same process, a SIGKILL is
+# restarted (Restart=on-failure) with the pipe back from the StateDirectory,
+# and a stop is clean. The package's postrm
 # purge keeps the store while the kernel still mirrors a pipe it defines,
-# and removes it once none is left.
+# and removes it once none is left. Without a module to load, the restarts
+# end with the unit failed (its start limit).
 # Only the unit's output goes elsewhere (a drop-in: there is no journald in
 # the guest); nothing of its sandbox is changed.
 # vm-init: systemd
@@ -163,6 +165,21 @@ dd if=/dev/urandom of=$dev bs=1M count=8 seek=40 oflag=direct 2> /dev/null ||
 	vm_fail "write through $dev after the restart"
 vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "legs differ after the restart"
 
+vm_log "== systemctl reload: SIGHUP, the same process re-reads the kernel's state"
+pid=$(prop MainPID)
+hups=$(grep -c "SIGHUP: re-reading the kernel's state" $DLOG || :)
+systemctl reload replipiped || unit_fail "systemctl reload"
+i=0
+until [ "$(grep -c "SIGHUP: re-reading the kernel's state" $DLOG)" -gt "$hups" ]; do
+	[ $i -lt 100 ] || unit_fail "no SIGHUP line within 10 s of the reload"
+	sleep 0.1
+	i=$((i + 1))
+done
+[ "$(prop MainPID)" = "$pid" ] || unit_fail "the reload replaced pid $pid by $(prop MainPID)"
+[ "$(prop ActiveState)" = active ] || unit_fail "ActiveState $(prop ActiveState) after reload"
+replipipectl wait "$id" --state InSync --timeout 60 ||
+	{ replipipectl --json status >&2; unit_fail "the pipe after the reload"; }
+
 vm_log "== the module unloaded under the daemon: the unit starts it again, which pushes the pipe"
 # Once the pipe is gone from the kernel and its backstore from LIO (a DKMS
 # upgrade's reload): replipiped exits 69 at once (decision 60),
@@ -214,4 +231,38 @@ systemctl stop replipiped || unit_fail "the last stop"
 sh $POSTRM purge 2> /tmp/postrm.err || vm_fail "postrm purge failed: $(cat /tmp/postrm.err)"
 [ ! -e /var/lib/replipipe ] || vm_fail "postrm purge kept the store with no pipe in the kernel"
 [ ! -s /tmp/postrm.err ] || vm_fail "postrm purge with no pipe said: $(cat /tmp/postrm.err)"
+
+vm_log "== no module to load: the restarts end with the unit failed"
+# As between `dkms remove` and `dkms install`, or a kernel without the
+# module: each start exits 69, and the start limit (5 in 30 s) must leave
+# the unit failed, not restarting every 2 s for ever; replipipe-dkms's
+# postinst starts such a unit again once the module is there.
+vm_tcm_loop_unexport $SRC
+vm_backstore_delete $SRC
+rmmod replipipe || vm_fail "rmmod with no pipe and no backstore"
+KO=/lib/modules/$(uname -r)/extra/replipipe.ko
+mv $KO /tmp/replipipe.ko.away || vm_fail "move $KO away"
+systemctl reset-failed replipiped 2> /dev/null || :
+if systemctl start replipiped 2> /dev/null; then unit_fail "started without a module"; fi
+# 5 starts about 3 s apart under TCG (RestartSec=2s); each `systemctl show`
+# takes a while then, so the bound is a time, not a count of polls.
+until_ms=$(($(vm_now_ms) + 60000))
+until [ "$(prop ActiveState)" = failed ]; do
+	[ "$(vm_now_ms)" -lt $until_ms ] ||
+		unit_fail "still $(prop ActiveState) after 60 s without a module (NRestarts $(prop NRestarts))"
+	sleep 0.2
+done
+# systemd 252 keeps the last start's result (exit-code) when the limit
+# refuses the next one; later versions say start-limit-hit.
+case $(prop Result) in
+exit-code | start-limit-hit) ;;
+*) unit_fail "failed with Result $(prop Result)" ;;
+esac
+[ "$(prop ExecMainStatus)" = 69 ] || unit_fail "the last start exited $(prop ExecMainStatus), not 69"
+vm_log "failed after $(prop NRestarts) restarts: Result $(prop Result), last exit $(prop ExecMainStatus)"
+mv /tmp/replipipe.ko.away $KO
+systemctl reset-failed replipiped || unit_fail "reset-failed"
+systemctl start replipiped || unit_fail "start once the module is back"
+[ -d /sys/module/replipipe ] || unit_fail "the start did not load the module"
+systemctl stop replipiped || unit_fail "stop after the module came back"
 vm_log "pkg-systemd: all steps passed"
