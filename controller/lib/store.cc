@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <map>
 #include <set>
 #include <tuple>
@@ -326,11 +327,54 @@ Store::Store(std::string state_dir)
 {
 }
 
+namespace
+{
+
+// The daemon runs as root and pushes what pipes.json defines to the kernel
+// at every start, without checking the endpoints again: whoever can write
+// the state directory can have any free block device overwritten by a
+// resync. So an existing directory must be this process's own and not
+// writable by group or others (the unit makes it 0700, root's).
+Status CheckStateDirSafe(const std::string &dir)
+{
+	struct stat st;
+	if (::stat(dir.c_str(), &st) != 0)
+		return Status::FromErrno("state directory " + dir, errno);
+	if (!S_ISDIR(st.st_mode))
+		return Status::Error("state directory " + dir +
+		                             " is not a directory",
+		                     ENOTDIR);
+	if (st.st_uid != ::geteuid())
+		return Status::Error(
+		        "state directory " + dir + " is owned by uid " +
+		                std::to_string(st.st_uid) +
+		                ", not by this daemon's (" +
+		                std::to_string(::geteuid()) +
+		                "): whoever can write it defines the pipes "
+		                "this daemon pushes; chown it",
+		        EPERM);
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		char mode[8];
+		std::snprintf(mode, sizeof(mode), "%04o",
+		              static_cast<unsigned>(st.st_mode & 07777));
+		return Status::Error(
+		        "state directory " + dir + " (mode " + mode +
+		                ") is writable by group or others: "
+		                "whoever can write it defines the "
+		                "pipes this daemon pushes; chmod "
+		                "go-w it",
+		        EPERM);
+	}
+	return Status();
+}
+
+} // namespace
+
 Status Store::EnsureStateDir() const
 {
 	if (::mkdir(dir_.c_str(), 0700) != 0) {
 		if (errno == EEXIST)
-			return Status();
+			return CheckStateDirSafe(dir_);
 		return Status::FromErrno("create state directory " + dir_,
 		                         errno);
 	}

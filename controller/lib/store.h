@@ -70,7 +70,10 @@ public:
 	const std::string &path() const { return path_; }
 
 	// Creates the state directory (mode 0700) when missing, and fsyncs
-	// its parent directory so that the new entry is durable.
+	// its parent directory so that the new entry is durable. An existing
+	// one must be a directory of this process's user that group and
+	// others cannot write (EPERM otherwise): what it holds is pushed to
+	// the kernel.
 	Status EnsureStateDir() const;
 	// Holds <state dir>/replipiped.lock (flock, exclusive) while the
 	// store lives, or fails at once (EWOULDBLOCK) when another process

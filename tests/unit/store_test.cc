@@ -436,6 +436,41 @@ TEST(Store, NewStateDirIsSyncedInItsParent)
 	EXPECT_EQ(st.st_mode & 0777, 0700u);
 }
 
+// What the state directory holds is pushed to the kernel by a daemon that
+// runs as root: a directory others can write, or another user's, is refused
+// with what to do about it.
+TEST(Store, StateDirWritableByOthersIsRefused)
+{
+	TempDir dir;
+	const std::string state = dir / "state";
+	ASSERT_TRUE(Store(state).EnsureStateDir().ok());
+	ASSERT_EQ(::chmod(state.c_str(), 0755), 0);
+	EXPECT_TRUE(Store(state).EnsureStateDir().ok()) << "0755 is safe";
+	for (mode_t mode : {0770, 0707, 01777}) {
+		ASSERT_EQ(::chmod(state.c_str(), mode), 0);
+		Status st = Store(state).EnsureStateDir();
+		EXPECT_EQ(st.err(), EPERM) << std::oct << mode;
+		EXPECT_NE(st.message().find("is writable by group or others"),
+		          std::string::npos)
+		        << st.message();
+		EXPECT_NE(st.message().find("chmod go-w"), std::string::npos);
+	}
+	ASSERT_EQ(::chmod(state.c_str(), 0700), 0);
+	const std::string file = dir / "file";
+	dir.Write("file", "x");
+	EXPECT_EQ(Store(file).EnsureStateDir().err(), ENOTDIR);
+	// Another user's directory: only root can make one to test with.
+	if (::geteuid() == 0) {
+		ASSERT_EQ(::chown(state.c_str(), 65534, 65534), 0);
+		Status st = Store(state).EnsureStateDir();
+		EXPECT_EQ(st.err(), EPERM);
+		EXPECT_NE(st.message().find("is owned by uid 65534"),
+		          std::string::npos)
+		        << st.message();
+		ASSERT_EQ(::chown(state.c_str(), 0, 0), 0);
+	}
+}
+
 TEST(Store, SaveErrorNamesThePath)
 {
 	TempDir dir;
