@@ -1324,12 +1324,26 @@ Result<std::vector<std::string>> PipeService::Reconcile()
 	for (std::vector<std::string> &l : lines)
 		report.insert(report.end(), std::make_move_iterator(l.begin()),
 		              std::make_move_iterator(l.end()));
+	size_t unknown = 0;
 	for (const KernelPipeStatus &k : *listed)
-		if (!stored_ids.count(k.id))
+		if (!stored_ids.count(k.id)) {
+			unknown++;
 			report.push_back(
 			        "kernel pipe " + k.id + " (\"" + k.name +
 			        "\") is not in the store; left untouched "
 			        "(delete it through netlink if unwanted)");
+		}
+	// A store file that was removed or moved away loads as a first
+	// start's: said once, plainly, since nothing else would show it
+	// until a reboot leaves those pipes unmirrored.
+	if (stored_ids.empty() && unknown > 0)
+		report.push_back(
+		        "the store " + store_.path() +
+		        " holds no pipe, but the kernel mirrors " +
+		        std::to_string(unknown) +
+		        ": if that file was removed or moved away, stop "
+		        "replipiped and put it back; nothing pushes these "
+		        "pipes to the kernel again after a reboot");
 	return report;
 }
 

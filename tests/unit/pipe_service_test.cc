@@ -747,6 +747,38 @@ TEST_F(PipeServiceTest, CorruptStoreFailsLoad)
 
 // --- intent journal (decision 48) -----------------------------------------
 
+// A store file removed or moved away loads as a first start's; the kernel's
+// pipes are then all unknown, which the start says plainly, once.
+TEST_F(PipeServiceTest, AnEmptyStoreBesideKernelPipesIsReported)
+{
+	CreateAB("db");
+	ASSERT_EQ(::unlink((dir.path() + "/pipes.json").c_str()), 0);
+	auto next_start = Restart();
+	auto report = next_start->service.Reconcile();
+	ASSERT_TRUE(report.ok()) << report.status().message();
+	const std::string all = Lines(*report);
+	EXPECT_NE(all.find("is not in the store; left untouched"),
+	          std::string::npos)
+	        << all;
+	EXPECT_NE(all.find("the store " + dir.path() +
+	                   "/pipes.json holds no pipe, but the kernel "
+	                   "mirrors 1: if that file was removed"),
+	          std::string::npos)
+	        << all;
+	EXPECT_EQ(report->size(), 2u) << all;
+	EXPECT_EQ(kernel.Snapshot().size(), 1u) << "the kernel pipe stays";
+
+	// With a store that holds pipes, an unknown kernel pipe is only
+	// itself.
+	next_start->service.CreateOrModify(
+	        Call({"replipipe_0/c"}, {"/dev/sdd"}));
+	auto again = Restart();
+	report = again->service.Reconcile();
+	ASSERT_TRUE(report.ok()) << report.status().message();
+	EXPECT_EQ(Lines(*report).find("holds no pipe"), std::string::npos)
+	        << Lines(*report);
+}
+
 // A daemon killed after the kernel applied a create's PIPE_SET, before the
 // store said so: the next start rolls the create back (the caller never got
 // 0). Before, the kernel kept a pipe that no store knew: not listed, not
