@@ -517,6 +517,7 @@ enum rp_route {
 };
 enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 				  bool lag_reserved, bool can_hold);
+bool __rp_pair_mirroring(struct rp_pair *pair);
 bool rp_pair_mirroring(struct rp_pair *pair);
 void __rp_pair_mark_dirty(struct rp_pair *pair, u64 first, u64 last);
 void __rp_pair_dirty_set(struct rp_pair *pair);

@@ -310,13 +310,17 @@ static void rp_req_cmd_done(struct rp_req *req)
  */
 static bool rp_async_flush_end(struct rp_pair *pair)
 {
-	bool mirroring = rp_pair_mirroring(pair);
 	unsigned long flags;
 	bool again;
 
 	spin_lock_irqsave(&pair->lock, flags);
-	/* A pair that stopped mirroring made what the target held dirty. */
-	again = pair->async_flush_again && mirroring;
+	/*
+	 * A pair that stopped mirroring made what the target held dirty.
+	 * Looked at under the lock that async_flush_again is set under: a
+	 * resume and a SYNCHRONIZE CACHE between an unlocked look and the
+	 * lock would have their flush dropped.
+	 */
+	again = pair->async_flush_again && __rp_pair_mirroring(pair);
 	pair->async_flush_again = false;
 	pair->async_flushing = again;
 	spin_unlock_irqrestore(&pair->lock, flags);
@@ -745,6 +749,7 @@ static void rp_async_issue(struct rp_pair *pair)
 {
 	struct rp_req *req, *blocker;
 	struct bio_list ready;
+	struct blk_plug plug;
 	struct bio *bio;
 
 	bio_list_init(&ready);
@@ -763,10 +768,22 @@ static void rp_async_issue(struct rp_pair *pair)
 	}
 	spin_unlock_irq(&pair->lock);
 
+	blk_start_plug(&plug);
 	while ((bio = bio_list_pop(&ready)))
 		submit_bio(bio);
+	blk_finish_plug(&plug);
 }
 
+/*
+ * The only place an async leg is submitted: submit_bio() sleeps while the
+ * target has no request tag free, and a target that holds its requests
+ * (multipath queue_if_no_path, iSCSI in recovery) keeps its tags.  In
+ * LIO's submission context (an iSCSI connection's receiver, tcm_loop's
+ * per-CPU work) that sleep would hold the writer and every command behind
+ * it long before MaxLagKiB is full, where no lag wait or degrade sees it.
+ * Here the legs left unsent fill the lag instead, and writers wait for
+ * room with its bound (docs/decisions.md 82).
+ */
 void rp_async_work(struct work_struct *work)
 {
 	rp_async_issue(container_of(work, struct rp_pair, async_work));
@@ -946,7 +963,8 @@ static void rp_write_submit(struct rp_req *req)
 					    dev->name, pair->tgt_path);
 			rp_pair_mark_dirty(pair, req);
 		}
-		rp_async_issue(pair);
+		/* Not from here: a target out of tags would block us. */
+		queue_work(rp_wq, &pair->async_work);
 		rp_req_async_done(req);
 	}
 	rp_req_cmd_done(req);
@@ -1001,7 +1019,10 @@ static void rp_req_resubmit_work(struct work_struct *work)
 	struct rp_req *req = container_of(work, struct rp_req, work);
 
 	if (req->flags & RP_REQ_FLUSH) {
-		/* An asynchronous pair's flush, again (rp_req_async_done()). */
+		/*
+		 * An asynchronous pair's flush (rp_execute_sync_cache()), or
+		 * the same again (rp_req_async_done()).
+		 */
 		atomic_set(&req->target_errors, 0);
 		atomic_set(&req->async_pending, 1);
 		rp_async_flush_send(req);
@@ -1133,7 +1154,12 @@ sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd)
 	refcount_inc(&req->pending);
 	submit_bio(bio);
 	if (req->flags & RP_REQ_ASYNC) {
-		rp_async_flush_send(req);
+		/*
+		 * Sent on rp_wq (rp_req_resubmit_work()), as the legs are
+		 * (rp_async_work()): a target out of tags would hold the
+		 * command here.
+		 */
+		queue_work(rp_wq, &req->work);
 	} else if (req->flags & RP_REQ_MIRROR) {
 		req->flush_gen = rp_pair_flush_begin(req->pair);
 		bio = rp_bio_alloc(req, req->pair->tgt.bdev, 0,

@@ -163,7 +163,8 @@ void rp_pair_put(struct rp_pair *pair)
 		rp_pair_released(pair);
 }
 
-static bool __rp_pair_mirroring(struct rp_pair *pair)
+/* Whether writes go to the target as well.  pair->lock held. */
+bool __rp_pair_mirroring(struct rp_pair *pair)
 {
 	return !pair->dead && (pair->state == REPLIPIPE_PAIR_SYNCING ||
 			       pair->state == REPLIPIPE_PAIR_INSYNC);

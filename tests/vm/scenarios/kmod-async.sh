@@ -16,6 +16,9 @@
 # at once, not after the degrade (the waiting writes are parked off LIO's
 # per-CPU submission work, which would otherwise hold every command queued
 # behind them; on iSCSI, the connection's receiver).
+# Then a target with one request tag, each request ended 3 s later: the
+# writes are acknowledged at once (copies are sent off the submission), and
+# the copies drain behind them.
 # vm-timeout: 600
 # vm-cost: 65
 # vm-debug-cost: 105
@@ -182,6 +185,47 @@ rp-nlctl del-pipe $PIPE-lag || vm_fail "del-pipe"
 vm_backstore_delete replipipe_0/vol2
 dmsetup --noudevsync remove rplag || vm_fail "dmsetup remove"
 dmsetup --noudevsync remove rplagp || vm_fail "dmsetup remove"
+
+vm_log "== a target out of request tags does not hold the writer"
+# null_blk with one request tag, each request ended by a timer 3 s later: a
+# copy sent from the writer's own submission would sleep there for the tag,
+# 3 s per write, with the lag far from MaxLagKiB (no lag wait, no degrade).
+# Sent from the pair's work item, the writes are acknowledged at once and
+# the copies drain behind them.
+vm_modprobe null_blk nr_devices=0
+NB=$VM_NULLB/rptag
+mkdir $NB || vm_fail "mkdir $NB"
+echo 128 > $NB/size
+echo 2 > $NB/irqmode
+echo 3000000000 > $NB/completion_nsec
+echo 1 > $NB/submit_queues
+echo 1 > $NB/hw_queue_depth
+echo 1 > $NB/power || vm_fail "cannot power on rptag"
+vm_wait_path /dev/rptag
+# no I/O scheduler: its tags would queue a second request
+echo none > /sys/block/rptag/queue/scheduler || vm_fail "setup: scheduler none on rptag"
+[ "$(cat /sys/block/rptag/queue/nr_requests)" = 1 ] ||
+	vm_fail "setup: rptag has $(cat /sys/block/rptag/queue/nr_requests) requests, not one"
+vm_backstore replipipe replipipe_0 vol4 /dev/ram0 > /dev/null
+rp-nlctl set-pipe --id $PIPE-tag --mode async --max-lag-kib 65536 \
+	--region-kib 64 --pair replipipe_0/vol4=/dev/rptag,clean || vm_fail "set-pipe refused"
+lun=$(vm_tcm_loop_export replipipe_0/vol4)
+t0=$(vm_now_ms)
+dd if=/dev/urandom of=$lun bs=4k count=5 oflag=direct 2> /dev/null ||
+	vm_fail "the writes to the pair with a slow target failed"
+took=$(($(vm_now_ms) - t0))
+pair=$(rp-nlctl get $PIPE-tag | grep "^pair ")
+vm_log "5 writes of 4 KiB acknowledged in $took ms, target ending one request per 3 s: $pair"
+[ $took -lt 6000 ] ||
+	vm_fail "5 writes took $took ms: the writer waited for the target's tag (copies sent from its submission)"
+pair=$(vm_lag_drained $PIPE-tag 60)
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "pair not InSync once the copies drained: $pair"
+[ "$(vm_field "$pair" errors)" = 0 ] || vm_fail "target errors: $pair"
+vm_tcm_loop_unexport replipipe_0/vol4
+rp-nlctl del-pipe $PIPE-tag || vm_fail "del-pipe"
+vm_backstore_delete replipipe_0/vol4
+echo 0 > $NB/power
+rmdir $NB || vm_fail "rmdir $NB"
 
 vm_log "== teardown"
 vm_no_live_objects
