@@ -469,6 +469,7 @@ struct rp_pipe_spec {
 /* rp_main.c */
 extern struct workqueue_struct *rp_wq;
 extern struct workqueue_struct *rp_write_same_wq;
+extern struct workqueue_struct *rp_async_wq;
 extern struct kmem_cache *rp_req_cache;
 extern unsigned int rp_claim_timeout_sec;
 extern unsigned int rp_intent_clear_sec;

@@ -30,8 +30,11 @@
  * write is tracked on its pair.  A write whose mark is not on disk yet waits
  * off LIO's submission context and is submitted again once it is; a write
  * whose mark cannot be written fails and reaches neither leg.
+ * An asynchronous pair's copies and target flushes are submitted from
+ * rp_async_wq, never from the submitter's context (rp_async_work()).
  * Functions called from bio completion must not block; everything that can
- * block runs in the submitter's context or on rp_wq.
+ * block runs in the submitter's context or on one of the module's
+ * workqueues.
  */
 #define pr_fmt(fmt) "replipipe: " fmt
 
@@ -352,8 +355,8 @@ static void rp_req_async_done(struct rp_req *req)
 	if (!(req->flags & RP_REQ_FLUSH)) {
 		rp_pair_lag_release(pair, bytes);
 	} else if (rp_async_flush_end(pair)) {
-		/* Sent again on rp_wq: a bio may wait for a tag. */
-		queue_work(rp_wq, &req->work);
+		/* Sent again from a work item: a bio may wait for a tag. */
+		queue_work(rp_async_wq, &req->work);
 		return;
 	}
 	rp_req_put(req);
@@ -736,6 +739,13 @@ bool __rp_async_overlaps(struct rp_pair *pair, u64 first, u64 last)
 }
 
 /*
+ * Legs looked at per hold of pair->lock (interrupts off): while a target
+ * holds its request tags, the legs of up to max lag (262144 of 4 KiB at
+ * 1 GiB) pile up behind the one submission that waits for a tag.
+ */
+#define RP_ASYNC_ISSUE_BATCH	256
+
+/*
  * Looks at the built async legs on pair->async_ready (new ones, and those a
  * leg that ended held up): submits each that no earlier leg overlaps, and
  * puts each other one on the async_waiters of a leg that holds it up, to be
@@ -750,28 +760,37 @@ static void rp_async_issue(struct rp_pair *pair)
 	struct rp_req *req, *blocker;
 	struct bio_list ready;
 	struct blk_plug plug;
+	unsigned int looked;
 	struct bio *bio;
+	bool more;
 
-	bio_list_init(&ready);
-	spin_lock_irq(&pair->lock);
-	while ((req = list_first_entry_or_null(&pair->async_ready,
-					       struct rp_req, ready_node))) {
-		blocker = __rp_async_blocker(pair, req);
-		if (blocker) {
-			list_move_tail(&req->ready_node,
-				       &blocker->async_waiters);
-			continue;
+	do {
+		bio_list_init(&ready);
+		looked = 0;
+		spin_lock_irq(&pair->lock);
+		while (looked++ < RP_ASYNC_ISSUE_BATCH &&
+		       (req = list_first_entry_or_null(&pair->async_ready,
+						       struct rp_req,
+						       ready_node))) {
+			blocker = __rp_async_blocker(pair, req);
+			if (blocker) {
+				list_move_tail(&req->ready_node,
+					       &blocker->async_waiters);
+				continue;
+			}
+			list_del_init(&req->ready_node);
+			bio_list_merge(&ready, &req->async_bios);
+			bio_list_init(&req->async_bios);
 		}
-		list_del_init(&req->ready_node);
-		bio_list_merge(&ready, &req->async_bios);
-		bio_list_init(&req->async_bios);
-	}
-	spin_unlock_irq(&pair->lock);
+		more = !list_empty(&pair->async_ready);
+		spin_unlock_irq(&pair->lock);
 
-	blk_start_plug(&plug);
-	while ((bio = bio_list_pop(&ready)))
-		submit_bio(bio);
-	blk_finish_plug(&plug);
+		blk_start_plug(&plug);
+		while ((bio = bio_list_pop(&ready)))
+			submit_bio(bio);
+		blk_finish_plug(&plug);
+		cond_resched();
+	} while (more);
 }
 
 /*
@@ -781,8 +800,8 @@ static void rp_async_issue(struct rp_pair *pair)
  * LIO's submission context (an iSCSI connection's receiver, tcm_loop's
  * per-CPU work) that sleep would hold the writer and every command behind
  * it long before MaxLagKiB is full, where no lag wait or degrade sees it.
- * Here the legs left unsent fill the lag instead, and writers wait for
- * room with its bound (docs/decisions.md 82).
+ * Here, on rp_async_wq, the legs left unsent fill the lag instead, and
+ * writers wait for room with its bound (docs/decisions.md 82).
  */
 void rp_async_work(struct work_struct *work)
 {
@@ -964,7 +983,7 @@ static void rp_write_submit(struct rp_req *req)
 			rp_pair_mark_dirty(pair, req);
 		}
 		/* Not from here: a target out of tags would block us. */
-		queue_work(rp_wq, &pair->async_work);
+		queue_work(rp_async_wq, &pair->async_work);
 		rp_req_async_done(req);
 	}
 	rp_req_cmd_done(req);
@@ -1155,11 +1174,11 @@ sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd)
 	submit_bio(bio);
 	if (req->flags & RP_REQ_ASYNC) {
 		/*
-		 * Sent on rp_wq (rp_req_resubmit_work()), as the legs are
-		 * (rp_async_work()): a target out of tags would hold the
+		 * Sent on rp_async_wq (rp_req_resubmit_work()), as the legs
+		 * are (rp_async_work()): a target out of tags would hold the
 		 * command here.
 		 */
-		queue_work(rp_wq, &req->work);
+		queue_work(rp_async_wq, &req->work);
 	} else if (req->flags & RP_REQ_MIRROR) {
 		req->flush_gen = rp_pair_flush_begin(req->pair);
 		bio = rp_bio_alloc(req, req->pair->tgt.bdev, 0,

@@ -463,7 +463,7 @@ void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req)
 	spin_unlock_irqrestore(&pair->lock, flags);
 	wake_up_all(&pair->wq);
 	if (kick)
-		queue_work(rp_wq, &pair->async_work);
+		queue_work(rp_async_wq, &pair->async_work);
 }
 
 void rp_pair_mark_dirty(struct rp_pair *pair, struct rp_req *req)
