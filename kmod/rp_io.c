@@ -566,7 +566,7 @@ static void rp_async_unbuild(struct rp_req *req, struct bio *bio)
 
 /*
  * Copies the command's data into pages of the pair's pool and builds the
- * async leg's bios (not submitted: rp_async_issue() does that in order).
+ * async leg's bios (not submitted: rp_async_work() does that in order).
  * False when memory for the copy ran out: then nothing is built.
  */
 static bool rp_async_build(struct rp_req *req)
@@ -746,17 +746,27 @@ bool __rp_async_overlaps(struct rp_pair *pair, u64 first, u64 last)
 #define RP_ASYNC_ISSUE_BATCH	256
 
 /*
- * Looks at the built async legs on pair->async_ready (new ones, and those a
- * leg that ended held up): submits each that no earlier leg overlaps, and
+ * The pair's async_work, queued for every async write and every leg that
+ * ends: looks at the built legs on pair->async_ready (new ones, and those a
+ * leg that ended held up), submits each that no earlier leg overlaps, and
  * puts each other one on the async_waiters of a leg that holds it up, to be
  * looked at again when that one ends (__rp_async_del()).  An ended leg
  * thus costs a look at the legs it held up, not at every leg waiting: a
  * block rewritten while the target is slow holds up to max lag's worth of
- * them (262144 of 4 KiB at 1 GiB), and this runs for every async write and
- * every leg that ends, its looks with interrupts off.  May block.
+ * them (262144 of 4 KiB at 1 GiB), looked at with interrupts off.
+ *
+ * The only place an async leg is submitted: submit_bio() sleeps while the
+ * target has no request tag free, and a target that holds its requests
+ * (multipath queue_if_no_path, iSCSI in recovery) keeps its tags.  In
+ * LIO's submission context (an iSCSI connection's receiver, tcm_loop's
+ * per-CPU work) that sleep would hold the writer and every command behind
+ * it long before MaxLagKiB is full, where no lag wait or degrade sees it.
+ * Here, on rp_async_wq, the legs left unsent fill the lag instead, and
+ * writers wait for room with its bound (docs/decisions.md 82).
  */
-static void rp_async_issue(struct rp_pair *pair)
+void rp_async_work(struct work_struct *work)
 {
+	struct rp_pair *pair = container_of(work, struct rp_pair, async_work);
 	struct rp_req *req, *blocker;
 	struct bio_list ready;
 	struct blk_plug plug;
@@ -791,21 +801,6 @@ static void rp_async_issue(struct rp_pair *pair)
 		blk_finish_plug(&plug);
 		cond_resched();
 	} while (more);
-}
-
-/*
- * The only place an async leg is submitted: submit_bio() sleeps while the
- * target has no request tag free, and a target that holds its requests
- * (multipath queue_if_no_path, iSCSI in recovery) keeps its tags.  In
- * LIO's submission context (an iSCSI connection's receiver, tcm_loop's
- * per-CPU work) that sleep would hold the writer and every command behind
- * it long before MaxLagKiB is full, where no lag wait or degrade sees it.
- * Here, on rp_async_wq, the legs left unsent fill the lag instead, and
- * writers wait for room with its bound (docs/decisions.md 82).
- */
-void rp_async_work(struct work_struct *work)
-{
-	rp_async_issue(container_of(work, struct rp_pair, async_work));
 }
 
 /*
