@@ -342,6 +342,12 @@ struct rp_pair {
 	 */
 	struct list_head	lag_waiters;
 	/*
+	 * SYNCHRONIZE CACHE commands of a synchronous pair whose target flush
+	 * waits for the copies of writes acknowledged while the pipe was
+	 * asynchronous (lag_bytes): rp_pair_flush_after_lag().
+	 */
+	struct list_head	lag_flushes;
+	/*
 	 * The rp_req writing to the legs, by region range: whether any
 	 * overlaps a range is asked under this lock, with interrupts off, at
 	 * each wake-up of a claim waiting to drain (any tracked before the
@@ -509,12 +515,14 @@ void rp_pair_free(struct rp_pair *pair);
 struct rp_pair *rp_pair_get(struct rp_dev *dev);
 struct rp_pair *rp_pair_get_write(struct rp_dev *dev, struct rp_req *req);
 void rp_req_untracked_done(struct rp_req *req);
+void rp_req_repoint(struct rp_req *req);
 void rp_pair_put(struct rp_pair *pair);
 const char *rp_pair_state_name(u8 state);
 enum rp_route {
 	RP_ROUTE_PRIMARY,	/* primary only (regions marked dirty if paired) */
 	RP_ROUTE_MIRROR,	/* both legs */
 	RP_ROUTE_HELD,		/* queued on pair->held until a claim ends */
+	RP_ROUTE_STALE,		/* the pair was removed: rp_req_repoint() */
 };
 enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 				  bool lag_reserved, bool can_hold);
@@ -545,6 +553,7 @@ enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
 					struct rp_req *req, u64 bytes,
 					bool may_park);
 void rp_pair_lag_release(struct rp_pair *pair, u64 bytes);
+bool rp_pair_flush_after_lag(struct rp_pair *pair, struct rp_req *req);
 void rp_pair_abort_waiters(struct rp_pair *pair);
 struct rp_pipe *rp_pipe_find(const char *id);
 struct rp_pair *rp_pair_find(const char *source);

@@ -899,10 +899,11 @@ static void rp_write_submit(struct rp_req *req)
 {
 	struct rp_dev *dev = req->dev;
 	struct rp_intent *in = dev->intent;
-	struct rp_pair *pair = req->pair;
 	u64 bytes = (u64)req->nr_sects << SECTOR_SHIFT;
+	enum rp_route route;
+	struct rp_pair *pair;
 	struct blk_plug plug;
-	bool reserved = false;
+	bool reserved;
 	/*
 	 * The write of a COMPARE AND WRITE is never parked, nor held for a
 	 * claim: LIO holds the device's caw_sem from its read until this
@@ -915,6 +916,9 @@ static void rp_write_submit(struct rp_req *req)
 		!(req->cmd->se_cmd_flags & SCF_COMPARE_AND_WRITE);
 
 	percpu_ref_get(&dev->reqs);
+again:
+	pair = req->pair;
+	reserved = false;
 	/* Unlocked: a write racing a change of mode is routed as it finds it. */
 	if (pair && (READ_ONCE(pair->mode) == REPLIPIPE_MODE_ASYNC ||
 		     req->lag_granted)) {
@@ -937,12 +941,17 @@ static void rp_write_submit(struct rp_req *req)
 		goto unpin;
 	}
 	if (pair) {
-		if (rp_pair_route_write(pair, req, reserved, may_wait) ==
-		    RP_ROUTE_HELD) {
+		route = rp_pair_route_write(pair, req, reserved, may_wait);
+		if (route == RP_ROUTE_HELD || route == RP_ROUTE_STALE) {
 			rp_intent_unlock(in);
-			if (reserved)
+			if (reserved) {
 				rp_pair_lag_release(pair, bytes);
-			goto unpin;
+				rp_pair_put(pair);
+			}
+			if (route == RP_ROUTE_HELD)
+				goto unpin_dev;
+			rp_req_repoint(req);
+			goto again;
 		}
 		if (reserved && !(req->flags & RP_REQ_ASYNC))
 			rp_pair_lag_release(pair, bytes);
@@ -985,6 +994,7 @@ static void rp_write_submit(struct rp_req *req)
 unpin:
 	if (reserved)
 		rp_pair_put(pair);
+unpin_dev:
 	percpu_ref_put(&dev->reqs);
 }
 
@@ -1028,10 +1038,39 @@ static void rp_async_flush_send(struct rp_req *req)
 	rp_req_async_done(req);
 }
 
+/*
+ * Sends the target of a synchronous pair the flush of a SYNCHRONIZE CACHE,
+ * which the command waits for: the caller took the command's pending count
+ * for it.  May block.
+ */
+static void rp_sync_flush_send(struct rp_req *req)
+{
+	struct bio *bio;
+
+	req->flush_gen = rp_pair_flush_begin(req->pair);
+	bio = rp_bio_alloc(req, req->pair->tgt.bdev, 0,
+			   REQ_OP_WRITE | REQ_PREFLUSH, 0, rp_bio_done_target);
+	submit_bio(bio);
+}
+
 static void rp_req_resubmit_work(struct work_struct *work)
 {
 	struct rp_req *req = container_of(work, struct rp_req, work);
 
+	if ((req->flags & (RP_REQ_FLUSH | RP_REQ_ASYNC)) == RP_REQ_FLUSH) {
+		/*
+		 * A synchronous pair's flush that waited for the copies of
+		 * its asynchronous past (rp_pair_flush_after_lag()): the
+		 * target is flushed if the pair still mirrors synchronously;
+		 * otherwise the command stands on the primary's flush.
+		 */
+		if (rp_pair_mirroring(req->pair) &&
+		    READ_ONCE(req->pair->mode) != REPLIPIPE_MODE_ASYNC)
+			rp_sync_flush_send(req);
+		else
+			rp_req_cmd_done(req);
+		return;
+	}
 	if (req->flags & RP_REQ_FLUSH) {
 		/*
 		 * An asynchronous pair's flush (rp_execute_sync_cache()), or
@@ -1135,7 +1174,9 @@ sense_reason_t rp_execute_rw(struct se_cmd *cmd, struct scatterlist *sgl,
  * as it queues, until the initiator's error handling takes the LUN
  * offline.  The flush still runs, one at a time (rp_async_flush_start()),
  * and is accounted when it ends (uf_old, or the pair degrades):
- * rp_req_async_done().
+ * rp_req_async_done().  A synchronous pair's target flush, which the command
+ * waits for, first waits for the copies the pair took while it was
+ * asynchronous (rp_pair_flush_after_lag()).
  */
 sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd)
 {
@@ -1175,12 +1216,9 @@ sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd)
 		 */
 		queue_work(rp_async_wq, &req->work);
 	} else if (req->flags & RP_REQ_MIRROR) {
-		req->flush_gen = rp_pair_flush_begin(req->pair);
-		bio = rp_bio_alloc(req, req->pair->tgt.bdev, 0,
-				   REQ_OP_WRITE | REQ_PREFLUSH, 0,
-				   rp_bio_done_target);
 		refcount_inc(&req->pending);
-		submit_bio(bio);
+		if (!rp_pair_flush_after_lag(req->pair, req))
+			rp_sync_flush_send(req);
 	}
 	rp_req_cmd_done(req);
 	return 0;

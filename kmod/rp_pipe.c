@@ -148,6 +148,23 @@ struct rp_pair *rp_pair_get_write(struct rp_dev *dev, struct rp_req *req)
 	return pair;
 }
 
+/*
+ * @req was not routed before its pair was removed: it waited for lag room or
+ * for a claim, which the removal let go (rp_pair_kill()), or it raced the
+ * removal.  It goes the way of the source's pair now, as a new write would:
+ * a pair that replaced the removed one mirrors it or marks its regions
+ * dirty, even a pair whose target was assumed clean, which no resync would
+ * ever bring it to.  The removed pair was unpublished a grace period
+ * before it died, so this finds its successor or no pair.
+ */
+void rp_req_repoint(struct rp_req *req)
+{
+	struct rp_pair *old = req->pair;
+
+	req->pair = rp_pair_get_write(req->dev, req);
+	rp_pair_put(old);
+}
+
 /* An untracked write is done.  Must not block. */
 void rp_req_untracked_done(struct rp_req *req)
 {
@@ -191,14 +208,25 @@ static bool __rp_pair_lag_room(struct rp_pair *pair, u64 bytes)
 /*
  * Resubmits the writes waiting for lag room that may go now, oldest first:
  * each with its room reserved while the pair mirrors asynchronously, all of
- * them once it does not.  Called wherever lag_bytes falls or the mode, max
- * lag or the state change.  pair->lock held; must not block.
+ * them once it does not; and the target flushes that wait for the lag to
+ * drain, once it has or they need not wait (rp_pair_flush_after_lag()).
+ * Called wherever lag_bytes falls or the mode, max lag or the state change.
+ * pair->lock held; must not block.
  */
 static void __rp_pair_lag_grant(struct rp_pair *pair)
 {
 	bool lagging = pair->mode == REPLIPIPE_MODE_ASYNC &&
 		       __rp_pair_mirroring(pair);
 	struct rp_req *req, *tmp;
+
+	if (!pair->lag_bytes || pair->mode == REPLIPIPE_MODE_ASYNC ||
+	    !__rp_pair_mirroring(pair)) {
+		list_for_each_entry_safe(req, tmp, &pair->lag_flushes, node) {
+			list_del_init(&req->node);
+			/* A bio may wait for a tag: rp_req_resubmit_work(). */
+			queue_work(rp_async_wq, &req->work);
+		}
+	}
 
 	list_for_each_entry_safe(req, tmp, &pair->lag_waiters, node) {
 		u64 bytes = (u64)req->nr_sects << SECTOR_SHIFT;
@@ -400,7 +428,8 @@ INTERVAL_TREE_DEFINE(struct rp_req, inflight_rb, u64, inflight_subtree_last,
  * pair mirrors only writes that got lag room.  A synchronous write never
  * overtakes the copy of an older asynchronous write to the same regions
  * (the pipe was asynchronous until a PIPE_SET): it goes to the primary and
- * its regions stay dirty.  Must not block.
+ * its regions stay dirty.  A removed pair routes nothing (RP_ROUTE_STALE).
+ * Must not block.
  */
 enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 				  bool lag_reserved, bool can_hold)
@@ -410,8 +439,10 @@ enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 	bool claimed;
 
 	spin_lock_irqsave(&pair->lock, flags);
-	if (pair->dead)
+	if (pair->dead) {
+		route = RP_ROUTE_STALE;
 		goto unlock;
+	}
 
 	rp_req_regions(pair, req);
 	claimed = __rp_pair_claimed(pair, req->first_region, req->last_region);
@@ -676,6 +707,30 @@ enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
 	if (gave_up)
 		rp_pair_warn_aborted(pair);
 	return ret;
+}
+
+/*
+ * A SYNCHRONIZE CACHE on a synchronous pair promises that the target holds
+ * every write acknowledged before it, but the copies of writes acknowledged
+ * while the pipe was asynchronous may still be on their way (a PIPE_SET
+ * switched it since; a flush covers only what the target completed before
+ * it).  So the target's flush of @req waits on pair->lag_flushes until
+ * those copies end (lag_bytes 0: no new one is taken once the pair is
+ * synchronous), the pair stops mirroring, or it is asynchronous again.
+ * True if it waits; __rp_pair_lag_grant() sends it on.  Must not block.
+ */
+bool rp_pair_flush_after_lag(struct rp_pair *pair, struct rp_req *req)
+{
+	unsigned long flags;
+	bool wait;
+
+	spin_lock_irqsave(&pair->lock, flags);
+	wait = pair->lag_bytes && pair->mode != REPLIPIPE_MODE_ASYNC &&
+	       __rp_pair_mirroring(pair);
+	if (wait)
+		list_add_tail(&req->node, &pair->lag_flushes);
+	spin_unlock_irqrestore(&pair->lock, flags);
+	return wait;
 }
 
 /* Must not block: the async leg's completion calls it. */
@@ -1013,6 +1068,7 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	INIT_LIST_HEAD(&pair->async_ready);
 	INIT_LIST_HEAD(&pair->claims);
 	INIT_LIST_HEAD(&pair->lag_waiters);
+	INIT_LIST_HEAD(&pair->lag_flushes);
 	INIT_WORK(&pair->event_work, rp_pair_event_work);
 	INIT_WORK(&pair->async_work, rp_async_work);
 	INIT_DELAYED_WORK(&pair->lag_work, rp_pair_lag_work);
@@ -1237,6 +1293,7 @@ void rp_pair_quiesce(struct rp_pair *pair, unsigned long flush_by)
 	/* Nothing parks on a dead pair: no waiter is left for it. */
 	cancel_delayed_work_sync(&pair->lag_work);
 	WARN_ON_ONCE(pair->lag_bytes);
+	WARN_ON_ONCE(!list_empty(&pair->lag_flushes));
 	/* Drained: the record can keep exactly what is still dirty. */
 	if (pair->src->intent)
 		rp_intent_pair_gone(pair->src->intent, pair, flush_by);

@@ -18,10 +18,13 @@
 # behind them; on iSCSI, the connection's receiver).
 # Then a target with one request tag, each request ended 3 s later: the
 # writes are acknowledged at once (copies are sent off the submission), and
-# the copies drain behind them.
+# the copies drain behind them. Switched to synchronous with copies still
+# on their way, the pair's SYNCHRONIZE CACHE ends only once they have.
+# Then a write waiting for lag room when a PIPE_SET gives its source a new
+# pair, its target assumed clean: the write reaches the new target.
 # vm-timeout: 600
-# vm-cost: 65
-# vm-debug-cost: 105
+# vm-cost: 85
+# vm-debug-cost: 140
 # vm-mem: 1024
 # vm-bins: dmsetup
 
@@ -206,7 +209,10 @@ vm_wait_path /dev/rptag
 echo none > /sys/block/rptag/queue/scheduler || vm_fail "setup: scheduler none on rptag"
 [ "$(cat /sys/block/rptag/queue/nr_requests)" = 1 ] ||
 	vm_fail "setup: rptag has $(cat /sys/block/rptag/queue/nr_requests) requests, not one"
-vm_backstore replipipe replipipe_0 vol4 /dev/ram0 > /dev/null
+# a primary with a volatile write cache: the LUN is write-back, so an
+# fsync sends SYNCHRONIZE CACHE (below)
+vm_nullb_cached rpsrc 128
+vm_backstore replipipe replipipe_0 vol4 /dev/rpsrc > /dev/null
 rp-nlctl set-pipe --id $PIPE-tag --mode async --max-lag-kib 65536 \
 	--region-kib 64 --pair replipipe_0/vol4=/dev/rptag,clean || vm_fail "set-pipe refused"
 lun=$(vm_tcm_loop_export replipipe_0/vol4)
@@ -221,11 +227,102 @@ vm_log "5 writes of 4 KiB acknowledged in $took ms, target ending one request pe
 pair=$(vm_lag_drained $PIPE-tag 60)
 [ "$(vm_field "$pair" state)" = InSync ] || vm_fail "pair not InSync once the copies drained: $pair"
 [ "$(vm_field "$pair" errors)" = 0 ] || vm_fail "target errors: $pair"
+
+vm_log "== a SYNCHRONIZE CACHE after a switch to synchronous waits for the copies of before"
+# Three writes acknowledged while asynchronous, their copies 3 s each on
+# rptag; then the pipe is synchronous. A synchronous pair promises its
+# target every write acknowledged before a SYNCHRONIZE CACHE, so the fsync
+# must end with no copy left on its way. (rptag has no write cache: the
+# block layer ends the target's flush at once, the fsync waits for the
+# copies alone. Before, it ended at once with them still on their way.)
+[ "$(cat /sys/block/${lun#/dev/}/queue/write_cache)" = "write back" ] ||
+	vm_fail "setup: LUN $lun is not write-back: an fsync sends no SYNCHRONIZE CACHE"
+dd if=/dev/urandom of=$lun bs=4k count=3 seek=16 oflag=direct 2> /dev/null ||
+	vm_fail "the writes before the switch failed"
+rp-nlctl set-pipe --id $PIPE-tag --mode sync --region-kib 64 \
+	--pair replipipe_0/vol4=/dev/rptag || vm_fail "the switch to synchronous was refused"
+pair=$(rp-nlctl get $PIPE-tag | grep "^pair ")
+lag=$(vm_field "$pair" lag)
+[ "${lag:-0}" -gt 0 ] || vm_fail "setup: the copies drained before the fsync: $pair"
+t0=$(vm_now_ms)
+dd if=/dev/null of=$lun conv=notrunc,fsync 2> /dev/null || vm_fail "the fsync failed"
+took=$(($(vm_now_ms) - t0))
+pair=$(rp-nlctl get $PIPE-tag | grep "^pair ")
+vm_log "the fsync after the switch ended in $took ms, $lag bytes of copies before it: $pair"
+[ "$(vm_field "$pair" lag)" = 0 ] ||
+	vm_fail "the synchronous pair's SYNCHRONIZE CACHE ended with copies of writes acknowledged before it still on their way: $pair"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "pair not InSync: $pair"
+[ "$(vm_field "$pair" errors)" = 0 ] || vm_fail "target errors: $pair"
 vm_tcm_loop_unexport replipipe_0/vol4
 rp-nlctl del-pipe $PIPE-tag || vm_fail "del-pipe"
 vm_backstore_delete replipipe_0/vol4
 echo 0 > $NB/power
 rmdir $NB || vm_fail "rmdir $NB"
+echo 0 > $VM_NULLB/rpsrc/power
+rmdir $VM_NULLB/rpsrc || vm_fail "rmdir rpsrc"
+
+vm_log "== a write waiting for lag room in a replaced pair reaches the new pair"
+# The old pair's target queues its copies (a suspended dm device) and its
+# lag is full, so a second write waits for room. A PIPE_SET gives the
+# source a new pair whose target is assumed clean: no resync will ever
+# copy to it, so the waiting write, let go by the old pair's removal, must
+# be mirrored by the new pair. Before, it went to the primary alone.
+vm_nullb_cached rpnew 128
+sectors=$(blockdev --getsz /dev/ram1)
+tgt=$(vm_dm_create rpold "0 $sectors linear /dev/ram1 0")
+vm_backstore replipipe replipipe_0 vol5 /dev/ram0 > /dev/null
+rp-nlctl set-pipe --id $PIPE-swap --mode async --max-lag-kib 64 \
+	--region-kib 64 --pair replipipe_0/vol5=$tgt,clean || vm_fail "set-pipe refused"
+lun=$(vm_tcm_loop_export replipipe_0/vol5)
+swap_line() { rp-nlctl get $PIPE-swap | grep "^pair "; }
+dmsetup --noudevsync suspend --nolockfs rpold || vm_fail "dmsetup suspend"
+dd if=/dev/urandom of=$lun bs=64k count=1 oflag=direct 2> /dev/null ||
+	vm_fail "the write that fills the lag failed"
+[ "$(vm_field "$(swap_line)" lag)" = 65536 ] || vm_fail "setup: the lag is not full: $(swap_line)"
+W2_OFF=$((256 * 4096))
+dd if=/dev/urandom of=/tmp/w2.data bs=4k count=1 2> /dev/null
+dd if=/tmp/w2.data of=$lun bs=4k seek=256 oflag=direct 2> /dev/null &
+w2=$!
+# waiting: dd asleep in its O_DIRECT write, which has not reached the primary
+i=0
+until [ "$(cut -d' ' -f3 /proc/$w2/stat 2> /dev/null)" = D ]; do
+	[ $i -lt 100 ] || vm_fail "setup: the second write is not waiting after 10 s"
+	sleep 0.1
+	i=$((i + 1))
+done
+sleep 0.5
+rp-verify --dump /dev/ram0 --offset $W2_OFF --length 4096 > /tmp/w2.pri ||
+	vm_fail "reading the primary"
+! cmp -s /tmp/w2.data /tmp/w2.pri ||
+	vm_fail "setup: the second write reached the primary: it did not wait for lag room"
+rp-nlctl set-pipe --id $PIPE-swap --mode async --max-lag-kib 64 \
+	--region-kib 64 --pair replipipe_0/vol5=/dev/rpnew,clean ||
+	vm_fail "the new pair was refused"
+rc=0
+wait $w2 || rc=$?
+[ $rc -eq 0 ] || vm_fail "the write that waited for lag room failed (rc=$rc)"
+pair=$(vm_lag_drained $PIPE-swap 60)
+echo "$pair"
+rp-verify --dump /dev/rpnew --offset $W2_OFF --length 4096 > /tmp/w2.new ||
+	vm_fail "reading the new target"
+cmp -s /tmp/w2.data /tmp/w2.new ||
+	vm_fail "the write that waited for lag room in the replaced pair is not on the new pair's target, which no resync copies to"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "new pair not InSync: $pair"
+[ "$(vm_field "$pair" dirty)" = 0 ] || vm_fail "dirty regions on the new pair: $pair"
+[ "$(vm_field "$pair" bytes)" = 4096 ] || vm_fail "the new pair did not mirror the write: $pair"
+# the old pair's copy ends once its target resumes; then it is freed
+dmsetup --noudevsync resume rpold || vm_fail "dmsetup resume"
+vm_tcm_loop_unexport replipipe_0/vol5
+rp-nlctl del-pipe $PIPE-swap || vm_fail "del-pipe"
+vm_backstore_delete replipipe_0/vol5
+i=0
+until dmsetup --noudevsync remove rpold 2> /dev/null; do
+	[ $i -lt 100 ] || vm_fail "the replaced pair still holds its target 10 s after its resume"
+	sleep 0.1
+	i=$((i + 1))
+done
+echo 0 > $VM_NULLB/rpnew/power
+rmdir $VM_NULLB/rpnew || vm_fail "rmdir rpnew"
 
 vm_log "== teardown"
 vm_no_live_objects
