@@ -342,9 +342,10 @@ struct rp_pair {
 	 */
 	struct list_head	lag_waiters;
 	/*
-	 * SYNCHRONIZE CACHE commands of a synchronous pair whose target flush
+	 * SYNCHRONIZE CACHE requests of a synchronous pair whose target flush
 	 * waits for the copies of writes acknowledged while the pipe was
-	 * asynchronous (lag_bytes): rp_pair_flush_after_lag().
+	 * asynchronous (lag_bytes), oldest first: rp_pair_flush_after_lag().
+	 * lag_work bounds their wait too.
 	 */
 	struct list_head	lag_flushes;
 	/*
@@ -431,8 +432,9 @@ struct rp_req {
 	refcount_t		refs;		/* command side + async side */
 	atomic_t		primary_errors;
 	atomic_t		target_errors;
-	struct list_head	node;		/* pair->held or lag_waiters */
-	unsigned long		lag_parked_at;	/* jiffies, on lag_waiters */
+	/* On pair->held, lag_waiters or lag_flushes, or the record's waiting */
+	struct list_head	node;
+	unsigned long		lag_parked_at;	/* jiffies, lag_waiters/flushes */
 	bool			lag_granted;	/* its lag room is reserved */
 	struct rb_node		inflight_rb;	/* pair->inflight */
 	u64			inflight_subtree_last;
@@ -445,7 +447,7 @@ struct rp_req {
 	struct list_head	ready_node;
 	struct list_head	async_waiters;	/* built legs it holds up */
 	struct bio_list		async_bios;	/* built, not yet submitted */
-	struct work_struct	work;		/* resubmission of a held write */
+	struct work_struct	work;		/* resubmission, after a wait */
 };
 
 /* A PIPE_SET request, parsed by rp_genl.c, applied by rp_pipe.c. */
@@ -553,7 +555,13 @@ enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
 					struct rp_req *req, u64 bytes,
 					bool may_park);
 void rp_pair_lag_release(struct rp_pair *pair, u64 bytes);
-bool rp_pair_flush_after_lag(struct rp_pair *pair, struct rp_req *req);
+enum rp_lag_flush {
+	RP_LAG_FLUSH_SEND,	/* the target's flush goes now */
+	RP_LAG_FLUSH_WAIT,	/* on pair->lag_flushes, resubmitted later */
+	RP_LAG_FLUSH_SKIP,	/* none: the command stands on the primary's */
+};
+enum rp_lag_flush rp_pair_flush_after_lag(struct rp_pair *pair,
+					  struct rp_req *req);
 void rp_pair_abort_waiters(struct rp_pair *pair);
 struct rp_pipe *rp_pipe_find(const char *id);
 struct rp_pair *rp_pair_find(const char *source);

@@ -215,6 +215,29 @@ static int rp_req_bounce(struct rp_req *req, u32 bytes, u64 listed,
 }
 
 /*
+ * @req goes to another pair's target than the one rp_req_bounce() looked at
+ * (rp_req_repoint()): bounces it now if its pages do not suit that one.
+ * Bounce pages suit any target (whole pages, whole blocks of the primary,
+ * which no target's block exceeds).  0, or -ENOMEM.  May block.
+ */
+static int rp_req_bounce_again(struct rp_req *req)
+{
+	unsigned int seg_bits = 0;
+	struct scatterlist *sg;
+	u64 listed = 0;
+	int i;
+
+	if (req->cmd_sgl || !req->pair)
+		return 0;
+	for_each_sg(req->sgl, sg, req->sgl_nents, i) {
+		listed += sg->length;
+		seg_bits |= sg->offset | sg->length;
+	}
+	return rp_req_bounce(req, (u64)req->nr_sects << SECTOR_SHIFT, listed,
+			     seg_bits, true);
+}
+
+/*
  * Fails a command because its target leg failed under policy FailIO:
  * HARDWARE ERROR, LOGICAL UNIT COMMUNICATION FAILURE.  Not LIO's NOT READY
  * for that code, which initiators take for a path error: Linux's
@@ -951,6 +974,10 @@ again:
 			if (route == RP_ROUTE_HELD)
 				goto unpin_dev;
 			rp_req_repoint(req);
+			if (rp_req_bounce_again(req)) {
+				rp_req_fail(req);
+				goto unpin_dev;
+			}
 			goto again;
 		}
 		if (reserved && !(req->flags & RP_REQ_ASYNC))
@@ -1040,13 +1067,25 @@ static void rp_async_flush_send(struct rp_req *req)
 
 /*
  * Sends the target of a synchronous pair the flush of a SYNCHRONIZE CACHE,
- * which the command waits for: the caller took the command's pending count
- * for it.  May block.
+ * which the command waits for (the caller took its pending count for it):
+ * now, once the copies of the pair's asynchronous past have ended (then
+ * rp_req_resubmit_work() calls this again), or none.  May block.
  */
-static void rp_sync_flush_send(struct rp_req *req)
+static void rp_sync_flush_go(struct rp_req *req)
 {
 	struct bio *bio;
 
+	switch (rp_pair_flush_after_lag(req->pair, req)) {
+	case RP_LAG_FLUSH_WAIT:
+		return;
+	case RP_LAG_FLUSH_SKIP:
+		/* No flush to account: rp_req_cmd_done(). */
+		req->flags &= ~RP_REQ_MIRROR;
+		rp_req_cmd_done(req);
+		return;
+	case RP_LAG_FLUSH_SEND:
+		break;
+	}
 	req->flush_gen = rp_pair_flush_begin(req->pair);
 	bio = rp_bio_alloc(req, req->pair->tgt.bdev, 0,
 			   REQ_OP_WRITE | REQ_PREFLUSH, 0, rp_bio_done_target);
@@ -1058,17 +1097,8 @@ static void rp_req_resubmit_work(struct work_struct *work)
 	struct rp_req *req = container_of(work, struct rp_req, work);
 
 	if ((req->flags & (RP_REQ_FLUSH | RP_REQ_ASYNC)) == RP_REQ_FLUSH) {
-		/*
-		 * A synchronous pair's flush that waited for the copies of
-		 * its asynchronous past (rp_pair_flush_after_lag()): the
-		 * target is flushed if the pair still mirrors synchronously;
-		 * otherwise the command stands on the primary's flush.
-		 */
-		if (rp_pair_mirroring(req->pair) &&
-		    READ_ONCE(req->pair->mode) != REPLIPIPE_MODE_ASYNC)
-			rp_sync_flush_send(req);
-		else
-			rp_req_cmd_done(req);
+		/* A synchronous pair's flush that waited for its lag. */
+		rp_sync_flush_go(req);
 		return;
 	}
 	if (req->flags & RP_REQ_FLUSH) {
@@ -1217,8 +1247,7 @@ sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd)
 		queue_work(rp_async_wq, &req->work);
 	} else if (req->flags & RP_REQ_MIRROR) {
 		refcount_inc(&req->pending);
-		if (!rp_pair_flush_after_lag(req->pair, req))
-			rp_sync_flush_send(req);
+		rp_sync_flush_go(req);
 	}
 	rp_req_cmd_done(req);
 	return 0;
@@ -1242,12 +1271,19 @@ static struct rp_req *rp_sync_op_begin(struct se_cmd *cmd, sector_t sector,
 	req->sector = sector;
 	req->nr_sects = nr_sects;
 	req->pair = rp_pair_get_write(dev, req);
-	if (rp_intent_lock_wait(req)) {
-		rp_req_put(req);
-		return NULL;
+	for (;;) {
+		if (rp_intent_lock_wait(req)) {
+			rp_req_put(req);
+			return NULL;
+		}
+		if (!req->pair ||
+		    rp_pair_route_write(req->pair, req, false, false) !=
+		    RP_ROUTE_STALE)
+			break;
+		/* Removed while the record was written: decision 83. */
+		rp_intent_unlock(req->dev->intent);
+		rp_req_repoint(req);
 	}
-	if (req->pair)
-		rp_pair_route_write(req->pair, req, false, false);
 	rp_intent_unlock(req->dev->intent);
 	return req;
 }

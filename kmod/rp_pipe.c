@@ -60,14 +60,16 @@
  *   rp_config_lock (mutex)  rp_pipes, pipe fields, pipe->pairs, publishing
  *                           src->pair, claim lookup by id.  Process context.
  *   pair->lock (spinlock, irq-safe)  state, bitmaps, counts, lag, inflight,
- *                           held, async_tree, claims.  Taken from bio
- *                           completion: never sleep under it.
+ *                           held, lag_waiters, lag_flushes, async_tree,
+ *                           claims.  Taken from bio completion: never
+ *                           sleep under it.
  *   rp_claim_owners' xa_lock (irq-safe)  claim counts per netlink port.
  * Lifetime
  *   pair->refs: the publisher's reference plus one per request and per
  *   claim waiter (rp_pair_get under RCU).  Removal unpublishes, waits an RCU
- *   grace period, marks the pair dead (new writes go to the primary only,
- *   waiters wake up, held writes are released, claims dropped), drops the
+ *   grace period, marks the pair dead (writes not routed yet take the
+ *   source's current pair, rp_req_repoint(); waiters wake up, held writes
+ *   and flushes waiting for the lag are released, claims dropped), drops the
  *   publisher's reference and waits for the others: every one of them is an
  *   I/O or a bounded wait.  PIPE_DEL and a PIPE_SET that removes or
  *   replaces pairs wait for those without rp_config_lock, at most
@@ -716,21 +718,34 @@ enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
  * switched it since; a flush covers only what the target completed before
  * it).  So the target's flush of @req waits on pair->lag_flushes until
  * those copies end (lag_bytes 0: no new one is taken once the pair is
- * synchronous), the pair stops mirroring, or it is asynchronous again.
- * True if it waits; __rp_pair_lag_grant() sends it on.  Must not block.
+ * synchronous), the pair stops mirroring or is asynchronous again (no
+ * flush then, as for any such pair), or its command is aborted (it
+ * promises nothing then, and LIO's abort waits for it).  Like a write
+ * waiting for lag room, it waits RP_LAG_WAIT_SEC at most: then the pair
+ * degrades (rp_pair_lag_work()), the copies' regions become dirty, and the
+ * command stands on the primary's flush.  Called again for a request
+ * __rp_pair_lag_grant() or an abort resubmitted.  Must not block.
  */
-bool rp_pair_flush_after_lag(struct rp_pair *pair, struct rp_req *req)
+enum rp_lag_flush rp_pair_flush_after_lag(struct rp_pair *pair,
+					  struct rp_req *req)
 {
+	enum rp_lag_flush ret = RP_LAG_FLUSH_SEND;
 	unsigned long flags;
-	bool wait;
 
 	spin_lock_irqsave(&pair->lock, flags);
-	wait = pair->lag_bytes && pair->mode != REPLIPIPE_MODE_ASYNC &&
-	       __rp_pair_mirroring(pair);
-	if (wait)
+	if (!__rp_pair_mirroring(pair) ||
+	    pair->mode == REPLIPIPE_MODE_ASYNC || rp_req_aborted(req)) {
+		ret = RP_LAG_FLUSH_SKIP;
+	} else if (pair->lag_bytes) {
+		req->lag_parked_at = jiffies;
+		/* Pending already when an older waiter armed it. */
+		queue_delayed_work(rp_wq, &pair->lag_work,
+				   RP_LAG_WAIT_SEC * HZ);
 		list_add_tail(&req->node, &pair->lag_flushes);
+		ret = RP_LAG_FLUSH_WAIT;
+	}
 	spin_unlock_irqrestore(&pair->lock, flags);
-	return wait;
+	return ret;
 }
 
 /* Must not block: the async leg's completion calls it. */
@@ -788,6 +803,13 @@ void rp_pair_abort_waiters(struct rp_pair *pair)
 			lag_aborted = true;
 		}
 	}
+	/* An aborted flush promises nothing: rp_pair_flush_after_lag(). */
+	list_for_each_entry_safe(req, tmp, &pair->lag_flushes, node) {
+		if (!rp_req_aborted(req))
+			continue;
+		list_del_init(&req->node);
+		queue_work(rp_async_wq, &req->work);
+	}
 	__rp_pair_release_held(pair, &released);
 	if (lag_aborted)
 		gave_up = __rp_pair_lag_give_up(pair);
@@ -801,22 +823,31 @@ void rp_pair_abort_waiters(struct rp_pair *pair)
 }
 
 /*
- * The oldest write waiting for lag room has waited RP_LAG_WAIT_SEC: the
- * pair degrades rather than hold the initiator's writes any longer, and
- * the degrade releases every waiter (__rp_pair_set_state()).  Otherwise
- * the work comes back when the oldest waiter's time is up.
+ * The oldest write waiting for lag room, or flush waiting for the lag to
+ * drain, has waited RP_LAG_WAIT_SEC: the pair degrades rather than hold the
+ * initiator's commands any longer, and the degrade releases every waiter
+ * (__rp_pair_set_state()).  Otherwise the work comes back when the oldest
+ * one's time is up.
  */
 static void rp_pair_lag_work(struct work_struct *work)
 {
 	struct rp_pair *pair = container_of(to_delayed_work(work),
 					    struct rp_pair, lag_work);
+	struct rp_req *oldest, *flush;
 	unsigned long deadline;
-	struct rp_req *oldest;
 	bool degraded = false;
+	bool by_flush = false;
 
 	spin_lock_irq(&pair->lock);
 	oldest = list_first_entry_or_null(&pair->lag_waiters, struct rp_req,
 					  node);
+	flush = list_first_entry_or_null(&pair->lag_flushes, struct rp_req,
+					 node);
+	if (flush && (!oldest || time_before(flush->lag_parked_at,
+					     oldest->lag_parked_at))) {
+		oldest = flush;
+		by_flush = true;
+	}
 	if (oldest) {
 		deadline = oldest->lag_parked_at + RP_LAG_WAIT_SEC * HZ;
 		if (time_before(jiffies, deadline)) {
@@ -831,7 +862,10 @@ static void rp_pair_lag_work(struct work_struct *work)
 		}
 	}
 	spin_unlock_irq(&pair->lock);
-	if (degraded)
+	if (degraded && by_flush)
+		pr_warn("%s: target %s: copies from before the switch to synchronous still on their way after %d s of a SYNCHRONIZE CACHE; pair degraded\n",
+			pair->src->name, pair->tgt_path, RP_LAG_WAIT_SEC);
+	else if (degraded)
 		pr_warn("%s: target %s: no room within max lag for %d s; pair degraded\n",
 			pair->src->name, pair->tgt_path, RP_LAG_WAIT_SEC);
 }
@@ -1251,9 +1285,11 @@ static void rp_pair_unpublish(struct rp_pair *pair)
 
 /*
  * Stops an unpublished pair after an RCU grace period: held writes and writes
- * waiting for lag room go to the primary, claims are dropped, and the
- * publisher's reference goes.  What is left are the writes in flight, each
- * holding a reference until its I/O ends (pair->released).  May block.
+ * waiting for lag room are routed again on the source's current pair
+ * (rp_req_repoint()), flushes waiting for the lag go on the primary's,
+ * claims are dropped, and the publisher's reference goes.  What is left are
+ * the writes in flight, each holding a reference until its I/O ends
+ * (pair->released).  May block.
  */
 void rp_pair_kill(struct rp_pair *pair)
 {

@@ -19,12 +19,13 @@
 # Then a target with one request tag, each request ended 3 s later: the
 # writes are acknowledged at once (copies are sent off the submission), and
 # the copies drain behind them. Switched to synchronous with copies still
-# on their way, the pair's SYNCHRONIZE CACHE ends only once they have.
+# on their way, the pair's SYNCHRONIZE CACHE ends only once they have, or
+# after 30 s with the pair degraded.
 # Then a write waiting for lag room when a PIPE_SET gives its source a new
 # pair, its target assumed clean: the write reaches the new target.
 # vm-timeout: 600
-# vm-cost: 85
-# vm-debug-cost: 140
+# vm-cost: 120
+# vm-debug-cost: 175
 # vm-mem: 1024
 # vm-bins: dmsetup
 
@@ -258,6 +259,42 @@ rp-nlctl del-pipe $PIPE-tag || vm_fail "del-pipe"
 vm_backstore_delete replipipe_0/vol4
 echo 0 > $NB/power
 rmdir $NB || vm_fail "rmdir $NB"
+
+vm_log "== ... and for 30 s at most"
+# The same with copies that take 40 s (dm-delay): like a write waiting for
+# lag room, the flush waits RP_LAG_WAIT_SEC, then the pair degrades and the
+# fsync ends on the primary's flush, before the initiator's error handling
+# would abort it. (The copies still end; one that failed would leave its
+# regions dirty.)
+sectors=$(blockdev --getsz /dev/ram1)
+tgt=$(vm_dm_create rpslow "0 $sectors delay /dev/ram1 0 0 /dev/ram1 0 40000")
+vm_backstore replipipe replipipe_0 vol6 /dev/rpsrc > /dev/null
+rp-nlctl set-pipe --id $PIPE-slow --mode async --max-lag-kib 65536 \
+	--region-kib 64 --pair replipipe_0/vol6=$tgt,clean || vm_fail "set-pipe refused"
+lun=$(vm_tcm_loop_export replipipe_0/vol6)
+echo 120 > /sys/block/${lun#/dev/}/device/timeout
+dd if=/dev/urandom of=$lun bs=4k count=2 seek=16 oflag=direct 2> /dev/null ||
+	vm_fail "the writes before the switch failed"
+rp-nlctl set-pipe --id $PIPE-slow --mode sync --region-kib 64 \
+	--pair replipipe_0/vol6=$tgt || vm_fail "the switch to synchronous was refused"
+t0=$(vm_now_ms)
+dd if=/dev/null of=$lun conv=notrunc,fsync 2> /dev/null || vm_fail "the fsync failed"
+took=$(($(vm_now_ms) - t0))
+pair=$(rp-nlctl get $PIPE-slow | grep "^pair ")
+vm_log "the fsync, copies of 40 s on their way, ended in $took ms: $pair"
+[ $took -ge 29000 ] || vm_fail "the fsync ended after $took ms, before the copies or the 30 s bound"
+[ $took -lt 38000 ] || vm_fail "the fsync waited $took ms for the copies: no 30 s bound"
+[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded after the bound: $pair"
+dmesg | grep -q "replipipe_0/vol6: target $tgt: copies from before the switch to synchronous still on their way after 30 s" ||
+	vm_fail "no kernel message says why the pair degraded"
+# the held copies go through when the table changes
+vm_dm_load rpslow "0 $sectors linear /dev/ram1 0"
+pair=$(vm_lag_drained $PIPE-slow 60)
+[ "$(vm_field "$pair" errors)" = 0 ] || vm_fail "target errors: $pair"
+vm_tcm_loop_unexport replipipe_0/vol6
+rp-nlctl del-pipe $PIPE-slow || vm_fail "del-pipe"
+vm_backstore_delete replipipe_0/vol6
+dmsetup --noudevsync remove rpslow || vm_fail "dmsetup remove"
 echo 0 > $VM_NULLB/rpsrc/power
 rmdir $VM_NULLB/rpsrc || vm_fail "rmdir rpsrc"
 
