@@ -45,13 +45,16 @@ constexpr auto kSettlePollMax = std::chrono::milliseconds(100);
 // A transfer or sync of a device failed with err. ESTALE and ENOENT name
 // the claim protocol's results to ResyncJobs (the pair was replaced or
 // removed: the job ends without a back-off and its pipe plans again at
-// once); from a device (a file on NFS) they are I/O errors like any other,
-// reported as EIO with the device's own reason in the text. Else a stale
-// NFS handle made a job that failed at once start again at once, forever.
+// once), ETIME and ECANCELED the copier's own (past the claim's deadline,
+// stopped); from a device they are I/O errors like any other, reported as
+// EIO with the device's own reason in the text. Else a stale NFS handle
+// made a job that failed at once start again at once, forever, and a
+// device's ETIME (the block layer's for a command duration limit, since
+// Linux 6.5) was taken for a claim lost to a slow target.
 Status DeviceIoError(const std::string &what, int err)
 {
 	Status st = Status::FromErrno(what, err);
-	if (err != ESTALE && err != ENOENT)
+	if (err != ESTALE && err != ENOENT && err != ETIME && err != ECANCELED)
 		return st;
 	return Status::Error(st.message(), EIO);
 }

@@ -110,12 +110,12 @@ public:
 	// Copies [offset, offset + length) clamped to the source size.
 	// Blocks until done, failed (first error, with the device, offset and
 	// errno), stopped (ECANCELED) or past the deadline before the end
-	// (ETIME, which no block device returns: a resync claim the kernel
-	// drops at its deadline is not worth copying further). Nothing is in
-	// flight on return, unless the ring failed to wait for the requests
-	// in flight (the error says how many are left): then in_flight() > 0
-	// until Settle() has seen them complete. A copier whose ring failed
-	// copies no more.
+	// (ETIME: a resync claim the kernel drops at its deadline is not
+	// worth copying further; a device's own ETIME or ECANCELED is EIO).
+	// Nothing is in flight on return, unless the ring failed to wait for
+	// the requests in flight (the error says how many are left): then
+	// in_flight() > 0 until Settle() has seen them complete. A copier whose
+	// ring failed copies no more.
 	Status Copy(uint64_t offset, uint64_t length,
 	            Deadline deadline = Deadline::max());
 	// Requests submitted and not seen completed: 0 but after a Copy()

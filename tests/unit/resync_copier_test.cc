@@ -348,9 +348,12 @@ TEST(RegionCopier, ReadErrorNamesDeviceAndOffsetAndDrains)
 	options.queue_depth = 8;
 	std::atomic<int> after_error{0};
 	bool failed = false;
+	// Fails the read at 2 MiB once.
 	options.inject = [&](CopierOptions::Op op, uint64_t offset, int res) {
-		if (failed)
+		if (failed) {
 			++after_error; // completions drained after the error
+			return res;
+		}
 		if (op == CopierOptions::Op::kRead && offset == 2 * kMiB) {
 			failed = true;
 			return -EIO;
@@ -366,11 +369,15 @@ TEST(RegionCopier, ReadErrorNamesDeviceAndOffsetAndDrains)
 	          "read " + (dir / "src") +
 	                  " at offset 2097152: Input/output error");
 	EXPECT_LT(copier->batch_bytes(), 8 * kMiB);
-	// The ring is idle and usable again.
-	options.inject = nullptr;
-	failed = false;
-	auto again = OpenCopier(dir / "src", dir / "dst", {});
-	ASSERT_TRUE(again->Copy(0, 8 * kMiB).ok());
+	// Every request in flight at the error was waited for (queue depth 8:
+	// some were), and the ring is idle and usable again: the same copier
+	// copies the whole range.
+	EXPECT_EQ(copier->in_flight(), 0u);
+	EXPECT_GT(after_error.load(), 0);
+	st = copier->Copy(0, 8 * kMiB);
+	ASSERT_TRUE(st.ok()) << st.message();
+	ASSERT_TRUE(copier->Sync().ok());
+	EXPECT_EQ(ReadFile(dir / "dst"), ReadFile(dir / "src"));
 }
 
 // RLIMIT_FSIZE at `bytes` for its lifetime, with SIGXFSZ ignored: a write
@@ -531,13 +538,15 @@ TEST(RegionCopier, EagainWhileStoppingReportsTheStop)
 // ESTALE and ENOENT from a device (a file on NFS) are I/O errors: EIO, with
 // the device's reason in the text. As errnos they mean "the pair was
 // replaced" or "removed" to ResyncJobs, which then plans the pipe again at
-// once without a back-off: a stale handle restarted the job forever.
+// once without a back-off: a stale handle restarted the job forever. So
+// are a device's ETIME and ECANCELED, which mean "past the claim's
+// deadline" and "stopped" from the copier.
 TEST(RegionCopier, StaleHandleOfADeviceIsAnIoError)
 {
 	ScratchDir dir;
 	WriteFile(dir / "src", RandomBytes(1 * kMiB, 9));
 	WriteFile(dir / "dst", {});
-	for (const int err : {ESTALE, ENOENT}) {
+	for (const int err : {ESTALE, ENOENT, ETIME, ECANCELED}) {
 		CopierOptions options;
 		options.chunk_bytes = 256 * kKiB;
 		options.inject = [err](CopierOptions::Op op, uint64_t,
