@@ -398,7 +398,10 @@ void RegionCopier::Impl::Complete(RegionCopier *owner, uint32_t slot, int res)
 			return fail(DeviceIoError(what, -res));
 		return Prepare(slot);
 	}
-	if (res < 0)
+	// Once a stop is asked for, it is why the copy ended, also when what
+	// was in flight then fails (a pair paused during its target's outage
+	// would count a failed job and back off).
+	if (res < 0 && !(owner->stop_requested() && error.ok()))
 		return fail(DeviceIoError(what, -res));
 	if (stopping(owner))
 		return release();

@@ -380,6 +380,32 @@ TEST(RegionCopier, ReadErrorNamesDeviceAndOffsetAndDrains)
 	EXPECT_EQ(ReadFile(dir / "dst"), ReadFile(dir / "src"));
 }
 
+// A stop is why a copy ended even when what was in flight then fails: a
+// pair paused during its target's outage must not count a failed job.
+TEST(RegionCopier, AFailureAfterAStopIsTheStop)
+{
+	ScratchDir dir;
+	WriteFile(dir / "src", RandomBytes(8 * kMiB, 5));
+	WriteFile(dir / "dst", {});
+	CopierOptions options;
+	options.chunk_bytes = 256 * kKiB;
+	options.queue_depth = 8;
+	RegionCopier *stopped = nullptr;
+	options.inject = [&](CopierOptions::Op op, uint64_t offset, int res) {
+		if (op == CopierOptions::Op::kWrite && offset == 2 * kMiB) {
+			stopped->RequestStop();
+			return -EIO;
+		}
+		return res;
+	};
+	auto copier = OpenCopier(dir / "src", dir / "dst", options);
+	ASSERT_NE(copier, nullptr);
+	stopped = copier.get();
+	Status st = copier->Copy(0, 8 * kMiB);
+	EXPECT_EQ(st.err(), ECANCELED) << st.message();
+	EXPECT_EQ(copier->in_flight(), 0u);
+}
+
 // RLIMIT_FSIZE at `bytes` for its lifetime, with SIGXFSZ ignored: a write
 // past it comes back short, the next one fails with EFBIG, as a write past
 // a block device's end would (with ENOSPC).
