@@ -753,7 +753,7 @@ PipeService::HeldByPipe(const KernelPipeStatus &pipe)
 
 Status PipeService::SaveWith(const std::string &uuid,
                              const std::optional<PipeRecord> &record,
-                             PendingOp pending)
+                             PendingOp pending, std::optional<size_t> at)
 {
 	const bool settled = record && pending == PendingOp::kNone;
 	const bool marked = record && pending != PendingOp::kNone;
@@ -768,7 +768,10 @@ Status PipeService::SaveWith(const std::string &uuid,
 		}
 	}
 	if (settled && !placed)
-		next.push_back(*record);
+		next.insert(next.begin() + static_cast<std::ptrdiff_t>(std::min(
+		                                   at.value_or(next.size()),
+		                                   next.size())),
+		            *record);
 	std::vector<StoreEntry> next_pending;
 	placed = false;
 	for (const StoreEntry &e : pending_) {
@@ -1122,6 +1125,7 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 	// not find one of them in another pipe then.
 	Reservation reservation(*this, uuid);
 	std::optional<PipeRecord> old;
+	size_t old_index = 0; // in pipes_: `list` keeps its order on failure
 	{
 		std::lock_guard<std::mutex> lock(mu_);
 		const PipeRecord *cur = FindLocked(uuid);
@@ -1129,6 +1133,7 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 			return Fail(ReturnValue::kInvalidParameter,
 			            "no pipe " + PipeReference(uuid));
 		old = *cur;
+		old_index = static_cast<size_t>(cur - pipes_.data());
 		reservation.HoldLocked(old->pairs);
 		// Marked, not removed yet: a daemon killed before the
 		// kernel's answer leaves a record that the next start
@@ -1164,7 +1169,8 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 
 	std::string why = "kernel: " + st.message();
 	std::lock_guard<std::mutex> lock(mu_);
-	if (Status back = SaveWith(uuid, old); !back.ok())
+	if (Status back = SaveWith(uuid, old, PendingOp::kNone, old_index);
+	    !back.ok())
 		why += "; restoring the store failed too (" + back.message() +
 		       "): the pipe stays marked for deletion, and the daemon "
 		       "finishes the delete";

@@ -304,10 +304,13 @@ private:
 	// marked pending as given. On success pipes_ and pending_ hold what
 	// was written; on failure they are unchanged and so, as far as a
 	// second write can, is the file: when that second write fails too,
-	// store_stale_ says so (RewriteStaleStore()). Caller holds mu_.
+	// store_stale_ says so (RewriteStaleStore()). A settled record that
+	// is not among the pipes goes to index at (where a delete that failed
+	// took it from), else last. Caller holds mu_.
 	Status SaveWith(const std::string &uuid,
 	                const std::optional<PipeRecord> &record,
-	                PendingOp pending = PendingOp::kNone);
+	                PendingOp pending = PendingOp::kNone,
+	                std::optional<size_t> at = std::nullopt);
 	// Removes the pending record of uuid from the store; "" when done,
 	// else a note for the caller's message (the record stays, and
 	// SettleLeftovers() tries again).

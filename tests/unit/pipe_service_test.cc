@@ -1182,6 +1182,36 @@ TEST_F(PipeServiceTest, DeleteKernelRefusesRestoresStore)
 	EXPECT_EQ(service.ListPipes().size(), 1u);
 }
 
+// A delete the kernel refused puts the pipe back where it was: `list` and
+// the store keep their order.
+TEST_F(PipeServiceTest, DeleteKernelRefusesKeepsTheOrderOfPipes)
+{
+	std::vector<std::string> refs;
+	const char *sources[] = {"replipipe_0/a", "replipipe_0/b",
+	                         "replipipe_0/c"};
+	const char *targets[] = {"/dev/sdb", "/dev/sdc", "/dev/sdd"};
+	for (int i = 0; i < 3; i++) {
+		CreateOrModifyCall c = Call({sources[i]}, {targets[i]});
+		c.pipe_element_name = "db" + std::to_string(i);
+		MethodOutcome out = service.CreateOrModify(c);
+		ASSERT_EQ(out.return_value, ReturnValue::kCompleted)
+		        << out.error;
+		refs.push_back(out.replication_pipe);
+	}
+	auto names = [&] {
+		std::string out;
+		for (const PipeRecord &p : service.ListPipes())
+			out += p.name + " ";
+		return out;
+	};
+	ASSERT_EQ(names(), "db0 db1 db2 ");
+	const std::string before = World();
+	kernel.FailNext(EPERM, Op::kDeletePipe);
+	EXPECT_EQ(service.Delete(refs[0]).return_value, ReturnValue::kFailed);
+	EXPECT_EQ(names(), "db0 db1 db2 ");
+	EXPECT_EQ(World(), before);
+}
+
 // The kernel refuses the delete and the store cannot take the pipe back:
 // the caller is told, the record stays marked pending-delete (no pipe to
 // callers any more), and the next start finishes the delete.
