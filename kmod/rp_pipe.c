@@ -722,9 +722,9 @@ enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
  * flush then, as for any such pair), or its command is aborted (it
  * promises nothing then, and LIO's abort waits for it).  Like a write
  * waiting for lag room, it waits RP_LAG_WAIT_SEC at most: then the pair
- * degrades (rp_pair_lag_work()), the copies' regions become dirty, and the
- * command stands on the primary's flush.  Called again for a request
- * __rp_pair_lag_grant() or an abort resubmitted.  Must not block.
+ * degrades (rp_pair_lag_work(); a copy that fails after leaves its regions
+ * dirty) and the command stands on the primary's flush.  Called again for a
+ * request __rp_pair_lag_grant() or an abort resubmitted.  Must not block.
  */
 enum rp_lag_flush rp_pair_flush_after_lag(struct rp_pair *pair,
 					  struct rp_req *req)
