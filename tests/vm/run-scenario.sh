@@ -779,6 +779,14 @@ boot_once() {
 	[ ! -e "$work/silent" ] || silent=1
 }
 
+# add_boot_cpu: adds to cpu_s the CPU seconds `time` wrote as the last line
+# of boot-cpu; what else the boot wrote to stderr before them (a shell's
+# note on a job it killed) goes on to ours instead of into the sum.
+add_boot_cpu() {
+	head -n -1 "$work/boot-cpu" >&2
+	cpu_s=$(tail -n 1 "$work/boot-cpu" | awk -v prev="$cpu_s" '{ printf "%.1f", prev + $1 + $2 }')
+}
+
 # boot K LOG: one boot, console to LOG; sets qrc and boot_s. With more than
 # one boot the guest is told which one it is (rp.boot=K rp.boots=N). A boot
 # that stays silent before /init, or ends before it (a crash of the kernel's
@@ -810,12 +818,12 @@ boot() {
 	fi
 	if [ -n "$kept" ]; then
 		mv "$2" "$kept"
-		cpu_s=$(awk -v prev="$cpu_s" '{ printf "%.1f", prev + $1 + $2 }' "$work/boot-cpu")
+		add_boot_cpu
 		{ time boot_once "$2" "${args[@]}"; } 2> "$work/boot-cpu"
 		[ "$silent" = 0 ] || say "FAIL: the guest stayed silent before /init twice"
 	fi
 	boot_s=$(elapsed "$t" "$(date +%s.%N)")
-	cpu_s=$(awk -v prev="$cpu_s" '{ printf "%.1f", prev + $1 + $2 }' "$work/boot-cpu")
+	add_boot_cpu
 }
 
 # Single boot: <name>.log as always. Several: <name>.boot<K>.log each, and
