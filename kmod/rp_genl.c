@@ -235,6 +235,16 @@ cancel:
 	return -EMSGSIZE;
 }
 
+/*
+ * An event could not be built (a pipe's is up to about 140 KiB, a high-order
+ * allocation): its listeners get ENOBUFS on their sockets, as after an
+ * overrun, so that they read the state again instead of missing a change.
+ */
+static void rp_genl_event_lost(void)
+{
+	genl_set_err(&rp_family, &init_net, 0, 0, ENOBUFS);
+}
+
 /* EVT_PIPE_ADDED/CHANGED/DELETED.  rp_config_lock held. */
 void rp_genl_notify_pipe(struct rp_pipe *pipe, u8 cmd)
 {
@@ -245,10 +255,13 @@ void rp_genl_notify_pipe(struct rp_pipe *pipe, u8 cmd)
 	    !genl_has_listeners(&rp_family, &init_net, 0))
 		return;
 	skb = genlmsg_new(rp_pipe_msg_size(pipe, with_pairs), GFP_KERNEL);
-	if (!skb)
+	if (!skb) {
+		rp_genl_event_lost();
 		return;
+	}
 	if (rp_pipe_fill(skb, pipe, 0, 0, 0, cmd, with_pairs)) {
 		kfree_skb(skb);
+		rp_genl_event_lost();
 		return;
 	}
 	genlmsg_multicast(&rp_family, skb, 0, 0, GFP_KERNEL);
@@ -265,8 +278,10 @@ void rp_genl_notify_pair(struct rp_pair *pair)
 		return;
 	skb = genlmsg_new(nla_total_size(REPLIPIPE_PIPE_ID_MAX_LEN + 1) +
 			  rp_pair_msg_size(), GFP_KERNEL);
-	if (!skb)
+	if (!skb) {
+		rp_genl_event_lost();
 		return;
+	}
 	hdr = genlmsg_put(skb, 0, 0, &rp_family, 0,
 			  REPLIPIPE_CMD_EVT_PAIR_STATE);
 	if (!hdr)
@@ -281,6 +296,7 @@ void rp_genl_notify_pair(struct rp_pair *pair)
 	return;
 free:
 	kfree_skb(skb);
+	rp_genl_event_lost();
 }
 
 /* Reports a missing attribute; @msg must be a string literal. */
@@ -316,6 +332,12 @@ static int rp_parse_pair(struct nlattr *nla, struct rp_pair_spec *ps,
 	ps->src = nla_data(ps->src_attr);
 	ps->tgt = nla_data(ps->tgt_attr);
 	ps->assume_clean = nla_get_flag(tb[REPLIPIPE_A_PAIR_ASSUME_CLEAN]);
+	/* Else the lookup says "no such backstore" of a name it cut. */
+	if (!ps->src[0]) {
+		NL_SET_ERR_MSG_ATTR(extack, ps->src_attr,
+				    "the pair's source is empty");
+		return -EINVAL;
+	}
 	if (ps->tgt[0] != '/') {
 		NL_SET_ERR_MSG_ATTR(extack, ps->tgt_attr,
 				    "target must be an absolute block device path");

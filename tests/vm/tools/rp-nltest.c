@@ -401,6 +401,9 @@ static void cases_endpoints(const struct conn *c, const struct opts *o)
 	expect_refused(c, "no_such_target",
 		       pipe_set(c, NLTEST_PIPE2, o->source, "/dev/nltest_nosuch"),
 		       NLTEST_PIPE2, EXPECT(ENOENT, ENODEV));
+	expect_refused(c, "empty_source",
+		       pipe_set(c, NLTEST_PIPE2, "", o->target),
+		       NLTEST_PIPE2, EXPECT(EINVAL));
 	expect_refused(c, "relative_target",
 		       pipe_set(c, NLTEST_PIPE2, o->source, "ram2"),
 		       NLTEST_PIPE2, EXPECT(EINVAL, ENOENT));
