@@ -214,10 +214,12 @@ enum replipipe_attr {
 					 * the pair is still the one with this
 					 * REPLIPIPE_A_PAIR_SERIAL */
 	REPLIPIPE_A_CLAIM_TIME_LEFT_MS,	/* u32, RESYNC_CLAIM's reply: what is
-					 * left of claim_timeout_sec when the
-					 * reply is sent (the waits at the
-					 * fence and the drain are not
-					 * counted in it) */
+					 * left of the claim's
+					 * claim_timeout_sec when the reply
+					 * is sent: its time starts after the
+					 * wait at the fence, before the wait
+					 * for the writes in flight to drain,
+					 * which it includes */
 	__REPLIPIPE_A_MAX,
 };
 #define REPLIPIPE_A_MAX (__REPLIPIPE_A_MAX - 1)
