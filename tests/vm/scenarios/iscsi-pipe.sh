@@ -2,8 +2,11 @@
 # The peer-to-peer connection for real (docs/iscsi.md): LIO's iSCSI target
 # exports the peer's ramdisk /dev/ram1 as LUN 0 on 127.0.0.1:3260; open-iscsi
 # (iscsid, iscsiadm) runs in the same guest. `replipipectl create-or-modify`
-# with the target endpoint iscsi://127.0.0.1:3260/<iqn>/0 makes replipiped
-# discover, log in and find the LUN's disk itself; 64 MiB of random writes
+# with the target endpoint iscsi://localhost:3260/<iqn>/0 (a host name, as
+# docs/iscsi.md's example: the portal's records are the address discovery
+# returns, 127.0.0.1; the other iscsi-* scenarios name it by that address)
+# makes replipiped discover, log in and find the LUN's disk itself; 64 MiB
+# of random writes
 # through a tcm_loop LUN on the source backstore (/dev/ram0) must land on
 # both ramdisks, byte-identical; status shows the peer; `delete` logs the
 # session out.
@@ -14,7 +17,7 @@
 # vm-files: /etc/iscsi/iscsid.conf
 
 IQN=iqn.2003-01.org.linux-iscsi.replipipe-vm:peer
-URL=iscsi://127.0.0.1:3260/$IQN/0
+URL=iscsi://localhost:3260/$IQN/0
 SRC=replipipe_0/vol1
 
 # --- the peer: LIO iSCSI target, iblock LUN 0 on /dev/ram1 ---------------
@@ -59,7 +62,7 @@ vm_log "the LUN became $peer_dev (disks before: $disks_before)"
 js=$(replipipectl --json status iscsi)
 echo "$js"
 echo "$js" | grep -q "\"target\": *\"$URL\"" || vm_fail "status: target is not the URL"
-echo "$js" | grep -q '"portal": *"127.0.0.1:3260"' || vm_fail "status: no peer portal"
+echo "$js" | grep -q '"portal": *"localhost:3260"' || vm_fail "status: no peer portal"
 echo "$js" | grep -q "\"iqn\": *\"$IQN\"" || vm_fail "status: no peer iqn"
 echo "$js" | grep -q '"session": *"LOGGED_IN"' || vm_fail "status: session not LOGGED_IN"
 echo "$js" | grep -q "\"device\": *\"$peer_dev\"" || vm_fail "status: peer device is not $peer_dev"
