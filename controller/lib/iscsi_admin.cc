@@ -204,7 +204,10 @@ Status IscsiAdmin::Login(const IscsiUrl &url, Bound bound)
 	auto r = Run(LoginArgs(url), bound, what);
 	if (!r.ok())
 		return r.status();
-	if (r->exit_code != 0 && r->exit_code != kErrSessExists)
+	if (r->exit_code == kErrSessExists)
+		return Status::Error(what + ": a session to it exists already",
+		                     EEXIST);
+	if (r->exit_code != 0)
 		return IscsiadmError(r->exit_code, r->output, what);
 	return Status();
 }

@@ -55,7 +55,9 @@ public:
 	Status Update(const IscsiUrl &url, const std::string &key,
 	              const std::string &value, Bound bound,
 	              bool secret = false);
-	// Already logged in counts as success.
+	// Already logged in is EEXIST: a session this call did not make
+	// (another tool's, or one made since the caller looked), which the
+	// caller must never log out.
 	Status Login(const IscsiUrl &url, Bound bound);
 	// No such session counts as success.
 	Status Logout(const IscsiUrl &url, Bound bound);

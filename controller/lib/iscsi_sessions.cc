@@ -438,7 +438,10 @@ Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 	// it for the administrator's and never logs out of it
 	// (IscsiTargetConnector).
 	Status login = admin_.Login(url, Left(deadline));
-	if (!login.ok()) {
+	// Made since FindSession() looked (another tool's login, or one it
+	// missed): not this call's session, never logged out by it.
+	const bool existed = login.err() == EEXIST;
+	if (!login.ok() && !existed) {
 		if (login.err() == ETIMEDOUT)
 			(void)admin_.Logout(url, options_.logout_bound);
 		return login;
@@ -448,6 +451,16 @@ Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 		return Status::Error(a.status().message() +
 		                             "; the session stays logged in",
 		                     ECANCELED);
+	if (!a.ok() && existed)
+		return Status::Error(a.status().message() +
+		                             " (the session existed already: "
+		                             "it stays logged in)",
+		                     a.status().err());
+	if (existed) {
+		LogInfo() << "iSCSI " << name << ": a session made meanwhile, "
+		          << a->session << ", disk " << a->device;
+		return a;
+	}
 	if (!a.ok()) {
 		Status out = admin_.Logout(url, options_.logout_bound);
 		if (!out.ok())

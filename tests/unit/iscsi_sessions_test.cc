@@ -208,7 +208,7 @@ TEST(IscsiAdminTest, MapsExitCodes)
 		EXPECT_NE(st.message().find("reason"), std::string::npos);
 	}
 	runner.handler = [](const Argv &) { return Exit(15); };
-	EXPECT_TRUE(admin.Login(Url(), b).ok()); // already logged in
+	EXPECT_EQ(admin.Login(Url(), b).err(), EEXIST); // already logged in
 	runner.handler = [](const Argv &) { return Exit(21); };
 	EXPECT_TRUE(admin.Logout(Url(), b).ok()); // no session
 	runner.handler = [](const Argv &) {
@@ -391,6 +391,48 @@ TEST_F(IscsiSessionsTest, DiskNeverAppearsIsATimeoutAndLogsOut)
 	EXPECT_EQ(a.status().err(), ETIMEDOUT) << a.status().message();
 	EXPECT_TRUE(runner.Ran("--logout"));
 	EXPECT_FALSE(s.FindSession(Url()));
+}
+
+// A session that exists by the time of the login (iscsiadm's exit 15:
+// another tool logged in after FindSession() looked) is not this call's:
+// when its disk is refused (dev/sdb is no block device here) or does not
+// appear, it stays logged in. (Before, it was taken for this call's and
+// logged out.)
+TEST_F(IscsiSessionsTest, ASessionMadeMeanwhileIsNotOurs)
+{
+	for (const bool with_disk : {true, false}) {
+		RemoveSession();
+		{
+			std::lock_guard<std::mutex> lock(runner.mu);
+			runner.calls.clear();
+		}
+		runner.handler = [&](const Argv &a) -> CommandResult {
+			if (a[2] == "discovery")
+				return Exit(0,
+				            std::string("127.0.0.1:3260,1 ") +
+				                    kIqn);
+			if (a.back() == "--login") {
+				MakeSession(with_disk);
+				if (with_disk)
+					dev.Write("sdb", "");
+				return Exit(15);
+			}
+			if (a.back() == "--logout")
+				RemoveSession();
+			return Exit(0);
+		};
+		options.login_bound = std::chrono::milliseconds(300);
+		IscsiSessions s(runner, options);
+		auto a = s.Attach(Url());
+		ASSERT_FALSE(a.ok());
+		EXPECT_EQ(a.status().err(), with_disk ? EIO : ETIMEDOUT)
+		        << a.status().message();
+		EXPECT_NE(a.status().message().find("stays logged in"),
+		          std::string::npos)
+		        << a.status().message();
+		EXPECT_FALSE(runner.Ran("--logout")) << with_disk;
+		EXPECT_TRUE(s.FindSession(Url())) << with_disk;
+	}
 }
 
 TEST_F(IscsiSessionsTest, LoginRefused)
