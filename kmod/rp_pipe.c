@@ -664,6 +664,19 @@ static void rp_pair_warn_aborted(struct rp_pair *pair)
 }
 
 /*
+ * Parks @req at the end of @list (lag_waiters or lag_flushes), where
+ * rp_pair_lag_work() gives it RP_LAG_WAIT_SEC at most.  pair->lock held.
+ */
+static void __rp_pair_park(struct rp_pair *pair, struct rp_req *req,
+			   struct list_head *list)
+{
+	req->lag_parked_at = jiffies;
+	/* Pending already when an older waiter armed it. */
+	queue_delayed_work(rp_wq, &pair->lag_work, RP_LAG_WAIT_SEC * HZ);
+	list_add_tail(&req->node, list);
+}
+
+/*
  * An async write of @req: reserves its room within max lag, or parks it on
  * pair->lag_waiters, behind the writes already waiting (a small write does
  * not overtake a large one, and overlapping async legs keep their order).
@@ -698,11 +711,7 @@ enum rp_lag_verdict rp_pair_lag_reserve(struct rp_pair *pair,
 		gave_up = __rp_pair_lag_give_up(pair);
 		ret = RP_LAG_NONE;
 	} else {
-		req->lag_parked_at = jiffies;
-		/* Pending already when an older waiter armed it. */
-		queue_delayed_work(rp_wq, &pair->lag_work,
-				   RP_LAG_WAIT_SEC * HZ);
-		list_add_tail(&req->node, &pair->lag_waiters);
+		__rp_pair_park(pair, req, &pair->lag_waiters);
 		ret = RP_LAG_PARKED;
 	}
 	spin_unlock_irqrestore(&pair->lock, flags);
@@ -737,11 +746,7 @@ enum rp_lag_flush rp_pair_flush_after_lag(struct rp_pair *pair,
 	    pair->mode == REPLIPIPE_MODE_ASYNC || rp_req_aborted(req)) {
 		ret = RP_LAG_FLUSH_SKIP;
 	} else if (pair->lag_bytes) {
-		req->lag_parked_at = jiffies;
-		/* Pending already when an older waiter armed it. */
-		queue_delayed_work(rp_wq, &pair->lag_work,
-				   RP_LAG_WAIT_SEC * HZ);
-		list_add_tail(&req->node, &pair->lag_flushes);
+		__rp_pair_park(pair, req, &pair->lag_flushes);
 		ret = RP_LAG_FLUSH_WAIT;
 	}
 	spin_unlock_irqrestore(&pair->lock, flags);
