@@ -161,15 +161,33 @@ static bool rp_range_fits_legs(struct rp_dev *dev, struct se_cmd *cmd,
 }
 
 /*
+ * The length of a scatterlist, and in *@seg_bits the OR of its segments'
+ * offsets and lengths (what rp_req_bounce() asks of it).
+ */
+static u64 rp_sgl_shape(struct scatterlist *sgl, unsigned int nents,
+			unsigned int *seg_bits)
+{
+	struct scatterlist *sg;
+	u64 listed = 0;
+	int i;
+
+	*seg_bits = 0;
+	for_each_sg(sgl, sg, nents, i) {
+		listed += sg->length;
+		*seg_bits |= sg->offset | sg->length;
+	}
+	return listed;
+}
+
+/*
  * Gives @req bounce pages when its command's pages cannot go to its legs as
  * they are: tcm_loop and vhost-scsi pass on the initiator's buffer, which
  * Linux's sd takes for O_DIRECT at its DMA alignment (64 bytes), and a
  * segment that is no whole number of blocks would have rp_submit_sg() cut
  * a bio inside a block and start the next one at the wrong sector.
  * @listed is the length of the command's list, @seg_bits the OR of its
- * segments' offsets and lengths (rp_execute_rw() walks the list once).  A
- * write's data are copied now, a read's when it completes.  0, or -ENOMEM.
- * May block.
+ * segments' offsets and lengths (rp_sgl_shape()).  A write's data are
+ * copied now, a read's when it completes.  0, or -ENOMEM.  May block.
  */
 static int rp_req_bounce(struct rp_req *req, u32 bytes, u64 listed,
 			 unsigned int seg_bits, bool write)
@@ -222,17 +240,12 @@ static int rp_req_bounce(struct rp_req *req, u32 bytes, u64 listed,
  */
 static int rp_req_bounce_again(struct rp_req *req)
 {
-	unsigned int seg_bits = 0;
-	struct scatterlist *sg;
-	u64 listed = 0;
-	int i;
+	unsigned int seg_bits;
+	u64 listed;
 
 	if (req->cmd_sgl || !req->pair)
 		return 0;
-	for_each_sg(req->sgl, sg, req->sgl_nents, i) {
-		listed += sg->length;
-		seg_bits |= sg->offset | sg->length;
-	}
+	listed = rp_sgl_shape(req->sgl, req->sgl_nents, &seg_bits);
 	return rp_req_bounce(req, (u64)req->nr_sects << SECTOR_SHIFT, listed,
 			     seg_bits, true);
 }
@@ -1138,17 +1151,12 @@ sense_reason_t rp_execute_rw(struct se_cmd *cmd, struct scatterlist *sgl,
 			     u32 sgl_nents, enum dma_data_direction dir)
 {
 	struct rp_dev *dev = RP_DEV(cmd->se_dev);
-	unsigned int seg_bits = 0;
-	struct scatterlist *sg;
-	u64 bytes, listed = 0;
+	unsigned int seg_bits;
 	struct rp_req *req;
+	u64 bytes, listed;
 	sector_t sector;
-	int i;
 
-	for_each_sg(sgl, sg, sgl_nents, i) {
-		listed += sg->length;
-		seg_bits |= sg->offset | sg->length;
-	}
+	listed = rp_sgl_shape(sgl, sgl_nents, &seg_bits);
 	/*
 	 * The list may be longer than the command's data (a READ of more
 	 * than its CDB asks for, on a fabric that passes the initiator's
