@@ -385,6 +385,11 @@ struct rp_pair {
 	u64			intent_epoch;
 
 	mempool_t		*page_pool;	/* async copies */
+	/*
+	 * async_work and the target flushes of async_mode: a queue of the
+	 * pair's own (rp_pair_async_wq_alloc()).  NULL once quiesced.
+	 */
+	struct workqueue_struct	*async_wq;
 	struct work_struct	event_work;
 	struct work_struct	async_work;
 	struct delayed_work	lag_work;
@@ -477,7 +482,6 @@ struct rp_pipe_spec {
 /* rp_main.c */
 extern struct workqueue_struct *rp_wq;
 extern struct workqueue_struct *rp_write_same_wq;
-extern struct workqueue_struct *rp_async_wq;
 extern struct kmem_cache *rp_req_cache;
 extern unsigned int rp_claim_timeout_sec;
 extern unsigned int rp_intent_clear_sec;

@@ -30,8 +30,9 @@
  * write is tracked on its pair.  A write whose mark is not on disk yet waits
  * off LIO's submission context and is submitted again once it is; a write
  * whose mark cannot be written fails and reaches neither leg.
- * An asynchronous pair's copies and target flushes are submitted from
- * rp_async_wq, never from the submitter's context (rp_async_work()).
+ * An asynchronous pair's copies and target flushes are submitted from the
+ * pair's own workqueue, never from the submitter's context
+ * (rp_async_work()).
  * Functions called from bio completion must not block; everything that can
  * block runs in the submitter's context or on one of the module's
  * workqueues.
@@ -392,7 +393,7 @@ static void rp_req_async_done(struct rp_req *req)
 		rp_pair_lag_release(pair, bytes);
 	} else if (rp_async_flush_end(pair)) {
 		/* Sent again from a work item: a bio may wait for a tag. */
-		queue_work(rp_async_wq, &req->work);
+		queue_work(pair->async_wq, &req->work);
 		return;
 	}
 	rp_req_put(req);
@@ -797,8 +798,9 @@ bool __rp_async_overlaps(struct rp_pair *pair, u64 first, u64 last)
  * LIO's submission context (an iSCSI connection's receiver, tcm_loop's
  * per-CPU work) that sleep would hold the writer and every command behind
  * it long before MaxLagKiB is full, where no lag wait or degrade sees it.
- * Here, on rp_async_wq, the legs left unsent fill the lag instead, and
- * writers wait for room with its bound (docs/decisions.md 82).
+ * Here, on the pair's own queue, the legs left unsent fill the lag instead,
+ * and writers wait for room with its bound (docs/decisions.md 82); other
+ * pairs' copies go on (decision 86).
  */
 void rp_async_work(struct work_struct *work)
 {
@@ -1027,7 +1029,7 @@ again:
 			rp_pair_mark_dirty(pair, req);
 		}
 		/* Not from here: a target out of tags would block us. */
-		queue_work(rp_async_wq, &pair->async_work);
+		queue_work(pair->async_wq, &pair->async_work);
 		rp_req_async_done(req);
 	}
 	rp_req_cmd_done(req);
@@ -1248,11 +1250,11 @@ sense_reason_t rp_execute_sync_cache(struct se_cmd *cmd)
 	submit_bio(bio);
 	if (req->flags & RP_REQ_ASYNC) {
 		/*
-		 * Sent on rp_async_wq (rp_req_resubmit_work()), as the legs
-		 * are (rp_async_work()): a target out of tags would hold the
-		 * command here.
+		 * Sent from the pair's queue (rp_req_resubmit_work()), as the
+		 * legs are (rp_async_work()): a target out of tags would hold
+		 * the command here.
 		 */
-		queue_work(rp_async_wq, &req->work);
+		queue_work(req->pair->async_wq, &req->work);
 	} else if (req->flags & RP_REQ_MIRROR) {
 		refcount_inc(&req->pending);
 		rp_sync_flush_go(req);

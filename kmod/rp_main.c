@@ -23,13 +23,6 @@ struct workqueue_struct *rp_wq;
  * memory pressure, rp_wq's rescuer.
  */
 struct workqueue_struct *rp_write_same_wq;
-/*
- * The asynchronous legs' submissions (rp_async_work()) and target flushes
- * sleep in submit_bio() for as long as a target holds its request tags: on
- * a queue of their own for the same reason, so that rp_wq's lag_work (the
- * lag wait's bound) and the releases of waiting writers still run.
- */
-struct workqueue_struct *rp_async_wq;
 struct kmem_cache *rp_req_cache;
 
 atomic_t rp_nr_pipes = ATOMIC_INIT(0);
@@ -105,16 +98,9 @@ static int __init rp_init(void)
 		goto destroy_wq;
 	}
 
-	rp_async_wq = alloc_workqueue("replipipe_async",
-				     WQ_MEM_RECLAIM | WQ_UNBOUND, 0);
-	if (!rp_async_wq) {
-		ret = -ENOMEM;
-		goto destroy_write_same_wq;
-	}
-
 	ret = rp_pipe_init();
 	if (ret)
-		goto destroy_async_wq;
+		goto destroy_write_same_wq;
 
 	ret = rp_genl_init();
 	if (ret)
@@ -131,8 +117,6 @@ exit_genl:
 	rp_genl_exit();
 exit_pipe:
 	rp_pipe_exit();
-destroy_async_wq:
-	destroy_workqueue(rp_async_wq);
 destroy_write_same_wq:
 	destroy_workqueue(rp_write_same_wq);
 destroy_wq:
@@ -150,7 +134,6 @@ static void __exit rp_exit(void)
 	rp_pipe_exit();
 	rp_backend_exit();
 	rp_intent_exit();
-	destroy_workqueue(rp_async_wq);
 	destroy_workqueue(rp_write_same_wq);
 	destroy_workqueue(rp_wq);
 	kmem_cache_destroy(rp_req_cache);

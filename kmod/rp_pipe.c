@@ -226,7 +226,7 @@ static void __rp_pair_lag_grant(struct rp_pair *pair)
 		list_for_each_entry_safe(req, tmp, &pair->lag_flushes, node) {
 			list_del_init(&req->node);
 			/* A bio may wait for a tag: rp_req_resubmit_work(). */
-			queue_work(rp_async_wq, &req->work);
+			queue_work(pair->async_wq, &req->work);
 		}
 	}
 
@@ -496,7 +496,7 @@ void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req)
 	spin_unlock_irqrestore(&pair->lock, flags);
 	wake_up_all(&pair->wq);
 	if (kick)
-		queue_work(rp_async_wq, &pair->async_work);
+		queue_work(pair->async_wq, &pair->async_work);
 }
 
 void rp_pair_mark_dirty(struct rp_pair *pair, struct rp_req *req)
@@ -813,7 +813,7 @@ void rp_pair_abort_waiters(struct rp_pair *pair)
 		if (!rp_req_aborted(req))
 			continue;
 		list_del_init(&req->node);
-		queue_work(rp_async_wq, &req->work);
+		queue_work(pair->async_wq, &req->work);
 	}
 	__rp_pair_release_held(pair, &released);
 	if (lag_aborted)
@@ -880,9 +880,38 @@ static void rp_pair_event_work(struct work_struct *work)
 	rp_genl_notify_pair(container_of(work, struct rp_pair, event_work));
 }
 
+/*
+ * The queue of the pair's asynchronous copies and target flushes, as
+ * dm-raid1 gives each mirror set its own kmirrord queue.  Their submissions
+ * sleep in submit_bio() for as long as the target holds its request tags (a
+ * dead iSCSI portal, multipath queue_if_no_path).  On one queue shared by
+ * all pairs, 256 items asleep (its max_active), or its one rescuer asleep
+ * under memory pressure, held up the copies of pairs whose targets were
+ * fine, until their lag filled and they degraded.  Unbound: a copy's
+ * submission is not tied to the CPU that queued it.  With a rescuer of its
+ * own: the writers waiting for lag room wait for these copies.
+ */
+static int rp_pair_async_wq_alloc(struct rp_pair *pair)
+{
+	pair->async_wq = alloc_workqueue("rp_async/%llu",
+					 WQ_UNBOUND | WQ_MEM_RECLAIM, 0,
+					 pair->serial);
+	return pair->async_wq ? 0 : -ENOMEM;
+}
+
+static void rp_pair_async_wq_free(struct rp_pair *pair)
+{
+	if (!pair->async_wq)
+		return;
+	destroy_workqueue(pair->async_wq);
+	pair->async_wq = NULL;
+}
+
 /* Frees a pair that is not (or no longer) published. */
 void rp_pair_free(struct rp_pair *pair)
 {
+	/* Published ones lost it in rp_pair_quiesce(), without rp_config_lock. */
+	rp_pair_async_wq_free(pair);
 	rp_intent_rebind_free(pair);
 	mempool_destroy(pair->page_pool);
 	kvfree(pair->uf_old);
@@ -1115,6 +1144,11 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	INIT_WORK(&pair->retire_work, rp_retire_work);
 	strscpy(pair->tgt_path, ps->tgt, sizeof(pair->tgt_path));
 
+	ret = rp_pair_async_wq_alloc(pair);
+	if (ret) {
+		NL_SET_ERR_MSG(extack, "out of memory for the pair's copy queue");
+		goto free_pair;
+	}
 	ret = rp_pair_open(pair, spec, ps, extack);
 	if (ret)
 		goto free_pair;
@@ -1335,6 +1369,11 @@ void rp_pair_quiesce(struct rp_pair *pair, unsigned long flush_by)
 	cancel_delayed_work_sync(&pair->lag_work);
 	WARN_ON_ONCE(pair->lag_bytes);
 	WARN_ON_ONCE(!list_empty(&pair->lag_flushes));
+	/*
+	 * What ran on it held a reference until its last step: only the
+	 * returns of target flushes' work items can be left to wait for.
+	 */
+	rp_pair_async_wq_free(pair);
 	/* Drained: the record can keep exactly what is still dirty. */
 	if (pair->src->intent)
 		rp_intent_pair_gone(pair->src->intent, pair, flush_by);
