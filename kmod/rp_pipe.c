@@ -2231,8 +2231,10 @@ static bool rp_claim_may_start(struct rp_pair *pair)
  * writes in flight of a removed pair with this pair's source or target to
  * end (rp_claim_may_start()), then (up to
  * claim_timeout_sec again) for this pair's writes in flight to the claimed
- * regions to drain.  Both waits are TASK_IDLE, as the retire wait is: the
- * parameter allows an hour, past the hung-task watchdog's two minutes.
+ * regions to drain.  Both waits are killable: a resync engine stopped with
+ * SIGKILL (systemd's last resort) leaves at once instead of after up to
+ * twice the parameter, which allows an hour; the hung-task watchdog does
+ * not watch killable sleeps.
  * A claim (*@count > 0) sets *@deadline, the jiffy its reaper may drop it.
  */
 int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
@@ -2242,11 +2244,15 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	unsigned long timeout = READ_ONCE(rp_claim_timeout_sec) * HZ;
 	struct rp_claim *claim;
 	u64 last, seq;
+	long left;
 
 	/* Before any region is claimed: no write waits for this. */
-	if (!rp_claim_may_start(pair) &&
-	    !wait_event_idle_timeout(pair->wq, rp_claim_may_start(pair),
-				     timeout)) {
+	left = rp_claim_may_start(pair) ? 1 :
+	       wait_event_killable_timeout(pair->wq, rp_claim_may_start(pair),
+					   timeout);
+	if (left < 0)
+		return -EINTR;
+	if (!left) {
 		if (READ_ONCE(pair->start_pending))
 			NL_SET_ERR_MSG(extack,
 				       "writes to the source from before the pair are still in flight");
@@ -2302,10 +2308,14 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	queue_delayed_work(system_wq, &rp_reaper, HZ);
 
 	last = *first + *count - 1;
-	if (!wait_event_idle_timeout(pair->wq,
-				     rp_claim_drained(pair, *first, last, seq),
-				     timeout)) {
+	left = wait_event_killable_timeout(pair->wq,
+					   rp_claim_drained(pair, *first, last,
+							    seq),
+					   timeout);
+	if (left <= 0) {
 		rp_claim_abort(pair, *id);
+		if (left < 0)
+			return -EINTR;
 		NL_SET_ERR_MSG(extack,
 			       "writes in flight to the claimed regions did not drain in time");
 		return -ETIMEDOUT;

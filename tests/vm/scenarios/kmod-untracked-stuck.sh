@@ -9,7 +9,8 @@
 #     64 KiB is issued to the LUN: it marks the record and waits in dm.
 #  2. PIPE_SET of a pipe with that source returns within its 5 s bound,
 #     with the pair not started; PIPE_GET answers at once; a claim waits
-#     claim_timeout_sec (2 s) and fails saying why.
+#     claim_timeout_sec (2 s) and fails saying why. A claim waiting there
+#     with claim_timeout_sec 30 ends at once when killed (SIGKILL).
 #  3. The dm device resumed: W ends, the pair starts on its own (its record
 #     too: the start runs from a work item, under the lock), and a resync
 #     of its regions, all dirty, makes the legs identical.
@@ -65,6 +66,20 @@ pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 t1=$(vm_now_ms)
 echo "$pair"
 [ $((t1 - t0)) -lt 2000 ] || vm_fail "PIPE_GET took $((t1 - t0)) ms"
+# The wait is killable: a resync engine killed by systemd's SIGKILL must
+# not stay in the kernel for claim_timeout_sec (up to an hour).
+rp-nlctl claim $PIPE $SRC > /tmp/claimk.out 2>&1 &
+cpid=$!
+sleep 1
+kill -0 $cpid 2> /dev/null || vm_fail "the claim did not wait: $(cat /tmp/claimk.out)"
+t0=$(vm_now_ms)
+kill -9 $cpid
+rc=0
+wait $cpid || rc=$?
+t1=$(vm_now_ms)
+vm_log "a killed claim ended after $((t1 - t0)) ms"
+[ $rc = 137 ] || vm_fail "the claim ended by itself (rc=$rc), not by the kill: $(cat /tmp/claimk.out)"
+[ $((t1 - t0)) -lt 3000 ] || vm_fail "a killed claim took $((t1 - t0)) ms to end"
 echo 2 > $CLAIM_TIMEOUT
 t0=$(vm_now_ms)
 if rp-nlctl claim $PIPE $SRC > /tmp/claim.out 2>&1; then
