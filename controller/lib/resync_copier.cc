@@ -14,6 +14,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "log.h"
@@ -31,9 +32,12 @@ constexpr uint32_t kFileDirectAlign = 4096;
 // -EAGAIN/-EINTR resubmissions of one request, or refused submissions in a
 // row, before giving up.
 constexpr unsigned kMaxRetries = 1000;
-// Between two submissions the kernel refused with nothing in flight: 1000
-// tries take at least a second.
-constexpr auto kSubmitRetryPause = std::chrono::milliseconds(1);
+// Before a transfer that came back EAGAIN is sent again, and between two
+// submissions the kernel refused with nothing in flight: 1000 tries take at
+// least a second. Sent back at once, a transfer the device keeps turning
+// away spent its tries in a few milliseconds of round trips, failing the
+// claim on any shortage longer than that.
+constexpr auto kRetryPause = std::chrono::milliseconds(1);
 // user_data of CopierOptions::held_read_fd's read: no slot.
 constexpr uint64_t kHeldReadData = ~uint64_t{0} - 1;
 // Settle() looks at the completion queue after 1 ms, then twice as late
@@ -195,9 +199,19 @@ struct RegionCopier::Impl {
 	{
 		return !error.ok() || owner->stop_requested() || expired;
 	}
+	// "resync: <source> -> <target>", for the ring's own errors: a failed
+	// job's error is logged as worded here, so it must say whose copy the
+	// ring ended, as a transfer's error does with its device and offset.
+	std::string who() const
+	{
+		return "resync: " + source.path + " -> " + target.path;
+	}
 
 	// Set once the deadline of the Copy() running has passed.
 	bool expired = false;
+	// A transfer came back EAGAIN and is queued again: the next submit
+	// waits kRetryPause first.
+	bool retry_pause = false;
 	uint8_t held_byte = 0; // CopierOptions::held_read_fd reads here
 
 	CopierOptions options;
@@ -321,8 +335,9 @@ RegionCopier::Open(const std::string &source_path,
 		// Typically RLIMIT_MEMLOCK without CAP_IPC_LOCK: still no
 		// copies, only per-I/O page pinning.
 		LogWarning()
-		        << "resync: io_uring_register_buffers: "
-		        << std::strerror(-rc) << "; using unregistered buffers";
+		        << impl->who()
+		        << ": io_uring_register_buffers: " << std::strerror(-rc)
+		        << "; using unregistered buffers";
 	return std::unique_ptr<RegionCopier>(new RegionCopier(std::move(impl)));
 }
 
@@ -395,7 +410,12 @@ void RegionCopier::Impl::Complete(RegionCopier *owner, uint32_t slot, int res)
 		if (stopping(owner))
 			return release();
 		if (++r.retries > kMaxRetries)
-			return fail(DeviceIoError(what, -res));
+			return fail(DeviceIoError(
+			        what + " after " + std::to_string(kMaxRetries) +
+			                " retries",
+			        -res));
+		// EINTR is no shortage: sent again at once.
+		retry_pause = retry_pause || res == -EAGAIN;
 		return Prepare(slot);
 	}
 	// Once a stop is asked for, it is why the copy ended, also when what
@@ -470,7 +490,7 @@ Status RegionCopier::Impl::Submit(unsigned *refused, bool *again)
 	if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR) {
 		// Nothing more can be trusted to complete.
 		ring_broken = true;
-		return Status::FromErrno("resync: io_uring_submit", -rc);
+		return Status::FromErrno(who() + ": io_uring_submit", -rc);
 	}
 	// Nothing submitted (EAGAIN: the kernel lacks resources; EBUSY: it
 	// must post completions first). The completions of what is in the
@@ -482,13 +502,13 @@ Status RegionCopier::Impl::Submit(unsigned *refused, bool *again)
 	if (++*refused > kMaxRetries) {
 		// Queued, never submitted: no later submit may run them.
 		ring_broken = true;
-		return Status::FromErrno("resync: io_uring_submit refused " +
+		return Status::FromErrno(who() + ": io_uring_submit refused " +
 		                                 std::to_string(kMaxRetries) +
 		                                 " times in a row",
 		                         rc < 0 ? -rc : EAGAIN);
 	}
 	if (rc != -EINTR)
-		std::this_thread::sleep_for(kSubmitRetryPause);
+		std::this_thread::sleep_for(kRetryPause);
 	*again = true;
 	return {};
 }
@@ -595,15 +615,15 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
                                 uint64_t length, Deadline deadline)
 {
 	if (ring_broken)
-		return Status::Error("resync: io_uring failed earlier", EIO);
+		return Status::Error(who() + ": io_uring failed earlier", EIO);
 	// The slots and buffers below are reset: none may still be the
 	// kernel's (a copy that returned early leaves them to Settle()).
 	if (outstanding() > 0)
-		return Status::Error(
-		        "resync: " + std::to_string(outstanding()) +
-		                " requests of an earlier copy are still in the "
-		                "kernel",
-		        EBUSY);
+		return Status::Error(who() + ": " +
+		                             std::to_string(outstanding()) +
+		                             " requests of an earlier copy are "
+		                             "still in the kernel",
+		                     EBUSY);
 	const uint64_t end =
 	        std::min(source.size, offset + std::min(length, source.size));
 	const uint64_t start = std::min(offset, end);
@@ -616,6 +636,7 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 	inflight = 0;
 	error = Status();
 	expired = false;
+	retry_pause = false;
 	if (options.stray_completion) {
 		io_uring_sqe *sqe = io_uring_get_sqe(&ring);
 		assert(sqe != nullptr); // the ring is idle between calls
@@ -654,6 +675,11 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 		if (inflight == 0 && io_uring_sq_ready(&ring) == 0 &&
 		    outstanding() == 0)
 			break; // done, failed or stopped, and drained
+		// Once per round, however many transfers came back EAGAIN;
+		// the completions of the others wait in the completion queue,
+		// which holds all of them.
+		if (std::exchange(retry_pause, false))
+			std::this_thread::sleep_for(kRetryPause);
 		bool again = false;
 		Status submitted = Submit(&refused, &again);
 		if (!submitted.ok())
@@ -665,9 +691,10 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 			continue;
 		if (rc < 0) {
 			ring_broken = true;
-			return Drain(owner,
-			             Status::FromErrno(
-			                     "resync: io_uring_wait_cqe", -rc));
+			return Drain(
+			        owner,
+			        Status::FromErrno(who() + ": io_uring_wait_cqe",
+			                          -rc));
 		}
 		// Every completion that is ready, then one submit for all the
 		// transfers they started.

@@ -4,7 +4,8 @@
 // The loop is liburing's io_uring-cp: at most queue_depth chunks in flight,
 // each owning one slot of a registered buffer; a completed read becomes the
 // write of the same slot (no copy in user space); -EAGAIN/-EINTR are
-// resubmitted, short transfers continue where they stopped. Both devices are
+// resubmitted (EAGAIN after a short pause, a bounded number of times in a
+// row), short transfers continue where they stopped. Both devices are
 // opened O_DIRECT; if the open refuses O_DIRECT (EINVAL, e.g. some
 // filesystems) that device falls back to buffered I/O and it is logged. A
 // transfer that is not a multiple of the device's direct-I/O alignment (the

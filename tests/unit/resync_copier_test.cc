@@ -3,8 +3,10 @@
 // the kernel's resync region protocol.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/capability.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -677,13 +679,15 @@ TEST(RegionCopier, SubmitsRefusedForeverFailTheCopy)
 		if (!copier.ok())
 			return copier.status().message();
 		Status st = (*copier)->Copy(0, kMiB);
+		const std::string who =
+		        "resync: " + (dir / "src") + " -> " + (dir / "dst");
 		const std::string want =
-		        "resync: io_uring_submit refused 1000 times in a row: "
-		        "Device or resource busy";
+		        who + ": io_uring_submit refused 1000 times in a row: "
+		              "Device or resource busy";
 		if (st.ok() || st.err() != EBUSY || st.message() != want)
 			return "first copy: " + st.message();
 		st = (*copier)->Copy(0, kMiB);
-		if (st.message() != "resync: io_uring failed earlier")
+		if (st.message() != who + ": io_uring failed earlier")
 			return "second copy: " + st.message();
 		return std::string();
 	});
@@ -750,6 +754,169 @@ TEST(RegionCopier, ASubmitErrorWaitsForWhatTheKernelHolds)
 TEST(RegionCopier, SubmitsRefusedForeverWaitForWhatTheKernelHolds)
 {
 	ExpectBrokenRingDrained(-EBUSY, 0);
+}
+
+// A failed job's error is logged as the copier worded it (ResyncJobs adds
+// nothing): the ring's own errors must say which copy they ended, as the
+// transfer errors do with the device and offset. They used to read
+// "resync: io_uring_submit: Bad address", of whichever pair.
+TEST(RegionCopier, RingErrorsNameTheDevices)
+{
+	ScratchDir dir;
+	ExpectReturnsWithin(30, [&dir] {
+		WriteFile(dir / "src", RandomBytes(kMiB, 47));
+		WriteFile(dir / "dst", {});
+		const std::string who =
+		        "resync: " + (dir / "src") + " -> " + (dir / "dst");
+		CopierOptions options;
+		options.chunk_bytes = 256 * kKiB;
+		options.inject_submit = [] { return -EFAULT; };
+		auto copier =
+		        RegionCopier::Open(dir / "src", dir / "dst", options);
+		if (!copier.ok())
+			return copier.status().message();
+		Status st = (*copier)->Copy(0, kMiB);
+		if (st.err() != EFAULT ||
+		    st.message() != who + ": io_uring_submit: Bad address")
+			return "submit: " + st.message();
+		st = (*copier)->Copy(0, kMiB);
+		if (st.err() != EIO ||
+		    st.message() != who + ": io_uring failed earlier")
+			return "after the submit: " + st.message();
+
+		options.inject_submit = nullptr;
+		options.inject_wait = [] { return -EFAULT; };
+		copier = RegionCopier::Open(dir / "src", dir / "dst", options);
+		if (!copier.ok())
+			return copier.status().message();
+		st = (*copier)->Copy(0, kMiB);
+		if (st.err() != EFAULT ||
+		    st.message().rfind(who + ": io_uring_wait_cqe: Bad address",
+		                       0) != 0)
+			return "wait: " + st.message();
+		return std::string();
+	});
+}
+
+// The thread's effective capabilities without CAP_IPC_LOCK and the process's
+// RLIMIT_MEMLOCK at 1 MiB for the object's lifetime: a ring created
+// meanwhile (its own pages count too, on recent kernels) cannot register
+// more buffers than that (ENOMEM), as for a daemon without CAP_IPC_LOCK
+// under a small limit. capset(2) changes the calling thread only.
+class NoMemlock
+{
+public:
+	NoMemlock()
+	{
+		ok_ = ::syscall(SYS_capget, &header_, saved_) == 0;
+		if (ok_) {
+			__user_cap_data_struct lowered[2] = {saved_[0],
+			                                     saved_[1]};
+			lowered[0].effective &= ~(1u << CAP_IPC_LOCK);
+			ok_ = ::syscall(SYS_capset, &header_, lowered) == 0;
+		}
+		::getrlimit(RLIMIT_MEMLOCK, &old_limit_);
+		rlimit limit = old_limit_;
+		limit.rlim_cur = std::min<rlim_t>(kMiB, limit.rlim_max);
+		::setrlimit(RLIMIT_MEMLOCK, &limit);
+	}
+	~NoMemlock()
+	{
+		::setrlimit(RLIMIT_MEMLOCK, &old_limit_);
+		if (ok_)
+			(void)::syscall(SYS_capset, &header_, saved_);
+	}
+	NoMemlock(const NoMemlock &) = delete;
+	NoMemlock &operator=(const NoMemlock &) = delete;
+
+private:
+	__user_cap_header_struct header_ = {_LINUX_CAPABILITY_VERSION_3, 0};
+	__user_cap_data_struct saved_[2] = {};
+	bool ok_ = false;
+	rlimit old_limit_ = {};
+};
+
+// The warning that the buffers could not be registered (32 of 256 KiB
+// against a limit of 1 MiB) says which copy goes on without them.
+TEST(RegionCopier, UnregisteredBuffersWarningNamesTheDevices)
+{
+	ScratchDir dir;
+	WriteFile(dir / "src", RandomBytes(kMiB, 48));
+	WriteFile(dir / "dst", {});
+	CopierOptions options;
+	options.chunk_bytes = 256 * kKiB;
+	std::string log;
+	std::unique_ptr<RegionCopier> copier;
+	{
+		NoMemlock no_memlock;
+		::testing::internal::CaptureStderr();
+		copier = OpenCopier(dir / "src", dir / "dst", options);
+		log = ::testing::internal::GetCapturedStderr();
+	}
+	ASSERT_NE(copier, nullptr);
+	if (copier->fixed_buffers())
+		GTEST_SKIP() << "the buffers were registered without "
+		                "RLIMIT_MEMLOCK";
+	EXPECT_NE(log.find("resync: " + (dir / "src") + " -> " + (dir / "dst") +
+	                   ": io_uring_register_buffers: "),
+	          std::string::npos)
+	        << log;
+	// Unregistered buffers copy all the same.
+	Status st = copier->Copy(0, kMiB);
+	ASSERT_TRUE(st.ok()) << st.message();
+	EXPECT_EQ(ReadFile(dir / "dst"), ReadFile(dir / "src"));
+}
+
+// A transfer that keeps coming back EAGAIN is sent again after a pause,
+// as a refused submission is: its 1000 tries take a second at least, not
+// the few milliseconds of back-to-back round trips that failed a claim on
+// any shortage longer than that. Then the copy fails, naming the device,
+// the offset and the tries; the other transfers complete.
+TEST(RegionCopier, ATransferThatStaysEagainIsPacedThenFails)
+{
+	ScratchDir dir;
+	ExpectReturnsWithin(60, [&dir] {
+		WriteFile(dir / "src", RandomBytes(kMiB, 49));
+		WriteFile(dir / "dst", {});
+		CopierOptions options;
+		options.chunk_bytes = 256 * kKiB;
+		options.queue_depth = 4;
+		int tries = 0;
+		options.inject = [&tries](CopierOptions::Op op, uint64_t offset,
+		                          int res) {
+			if (op != CopierOptions::Op::kRead || offset != 0)
+				return res;
+			++tries;
+			return -EAGAIN;
+		};
+		auto copier =
+		        RegionCopier::Open(dir / "src", dir / "dst", options);
+		if (!copier.ok())
+			return copier.status().message();
+		const auto started = std::chrono::steady_clock::now();
+		Status st = (*copier)->Copy(0, kMiB);
+		const auto took = std::chrono::steady_clock::now() - started;
+		const std::string want =
+		        "read " + (dir / "src") +
+		        " at offset 0 after 1000 retries: Resource temporarily "
+		        "unavailable";
+		if (st.err() != EAGAIN || st.message() != want)
+			return "copy: " + st.message();
+		if (tries != 1001)
+			return "tried " + std::to_string(tries) + " times";
+		if (took < std::chrono::milliseconds(900))
+			return "gave up after " +
+			       std::to_string(
+			               std::chrono::duration_cast<
+			                       std::chrono::milliseconds>(took)
+			                       .count()) +
+			       " ms";
+		if ((*copier)->batch_bytes() != 3 * 256 * kKiB)
+			return "copied " +
+			       std::to_string((*copier)->batch_bytes()) +
+			       " bytes";
+		return std::string();
+	});
 }
 
 // A completion whose user_data is none of the copier's requests (liburing's
@@ -1880,9 +2047,11 @@ TEST(RegionCopier, AFailedWaitLeavesItsRequestsToSettle)
 			return copier.status().message();
 		RegionCopier &c = **copier;
 		Status st = c.Copy(0, 4 * kMiB);
+		const std::string who =
+		        "resync: " + (dir / "src") + " -> " + (dir / "dst");
 		const std::string failed =
-		        "resync: io_uring_wait_cqe: Bad address; draining: "
-		        "io_uring_wait_cqe: Bad address, ";
+		        who + ": io_uring_wait_cqe: Bad address; draining: "
+		              "io_uring_wait_cqe: Bad address, ";
 		if (st.ok() || st.err() != EFAULT ||
 		    st.message().rfind(failed, 0) != 0 ||
 		    st.message().find(" requests still in the kernel") ==
@@ -1906,7 +2075,7 @@ TEST(RegionCopier, AFailedWaitLeavesItsRequestsToSettle)
 			return "settle once released: " + st.message() + ", " +
 			       std::to_string(c.in_flight()) + " in flight";
 		st = c.Copy(0, 4 * kMiB);
-		if (st.message() != "resync: io_uring failed earlier")
+		if (st.message() != who + ": io_uring failed earlier")
 			return "second copy: " + st.message();
 		return std::string();
 	});
