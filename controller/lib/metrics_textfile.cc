@@ -24,9 +24,20 @@ Status WriteMetricsTextfile(const std::string &path, const std::string &text)
 		                     EISDIR);
 	const std::string tmp =
 	        dir + "." + name + "." + std::to_string(::getpid()) + ".tmp";
-	UniqueFd fd(::open(
-	        tmp.c_str(),
-	        O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+	// The name is ours, but what is there already is not to be trusted:
+	// left by a crashed daemon whose pid this one reuses, or put there
+	// by another user of a group-writable textfile directory. Written
+	// through, a hard link or a file someone else holds open would take
+	// the metrics, a FIFO would block the write for good, and a symlink
+	// (refused by O_NOFOLLOW) would fail every write. So it goes, and a
+	// file of our own is created in its place (O_EXCL: if something
+	// takes the name in between, this write fails).
+	if (::unlink(tmp.c_str()) < 0 && errno != ENOENT)
+		return Status::FromErrno(
+		        "metrics textfile: remove stale " + tmp, errno);
+	UniqueFd fd(::open(tmp.c_str(),
+	                   O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+	                   0644));
 	if (!fd.valid())
 		return Status::FromErrno("metrics textfile: create " + tmp,
 		                         errno);

@@ -406,5 +406,41 @@ TEST(MetricsTextfile, FailureSaysWhereAndLeavesNothing)
 	EXPECT_EQ(files, 1u);
 }
 
+// Something already at the temporary name (".<name>.<pid>.tmp": a crash
+// of an earlier daemon with the same pid, or another user of a
+// group-writable textfile directory) is never written through: not a
+// symlink to another file (the write used to fail with ELOOP, and the first
+// write's failure stops the daemon), nor a hard link to one (it used to be
+// truncated and overwritten in place).
+TEST(MetricsTextfile, WhatIsAtTheTemporaryNameIsReplacedNotWrittenThrough)
+{
+	testing::TempDir dir;
+	const std::string path = dir / "replipipe.prom";
+	const std::string tmp_name =
+	        ".replipipe.prom." + std::to_string(::getpid()) + ".tmp";
+	dir.Write("other", "keep");
+	for (const bool symlink : {true, false}) {
+		SCOPED_TRACE(symlink ? "symlink" : "hard link");
+		if (symlink)
+			ASSERT_EQ(::symlink((dir / "other").c_str(),
+			                    (dir / tmp_name).c_str()),
+			          0);
+		else
+			ASSERT_EQ(::link((dir / "other").c_str(),
+			                 (dir / tmp_name).c_str()),
+			          0);
+		Status st = WriteMetricsTextfile(path, kBody);
+		ASSERT_TRUE(st.ok()) << st.message();
+		EXPECT_EQ(dir.Read("replipipe.prom"), kBody);
+		EXPECT_EQ(dir.Read("other"), "keep");
+		struct stat sb {
+		};
+		ASSERT_EQ(::lstat(path.c_str(), &sb), 0);
+		EXPECT_TRUE(S_ISREG(sb.st_mode));
+		EXPECT_EQ(sb.st_nlink, 1u);
+		EXPECT_NE(::lstat((dir / tmp_name).c_str(), &sb), 0);
+	}
+}
+
 } // namespace
 } // namespace replipipe
