@@ -12,7 +12,7 @@
 # Not named kmod-*: the debug tier has no dm-multipath, and this one spends
 # its time making 259 backstores and LUNs, not in the module.
 # vm-timeout: 500
-# vm-cost: 90
+# vm-cost: 55
 # vm-mem: 1024
 # vm-bins: dmsetup
 
