@@ -2226,15 +2226,32 @@ static bool rp_claim_may_start(struct rp_pair *pair)
 }
 
 /*
+ * wait_event_idle_timeout() that a fatal signal ends (-ERESTARTSYS): a
+ * TASK_IDLE sleep (not in the load average, shown as "I") that is also
+ * TASK_WAKEKILL.
+ */
+#define rp_wait_event_killable_idle_timeout(wq, condition, timeout)	\
+({									\
+	long __ret = timeout;						\
+	might_sleep();							\
+	if (!___wait_cond_timeout(condition))				\
+		__ret = ___wait_event(wq, ___wait_cond_timeout(condition), \
+				      (TASK_KILLABLE | TASK_NOLOAD), 0, \
+				      timeout,				\
+				      __ret = schedule_timeout(__ret));	\
+	__ret;								\
+})
+
+/*
  * RESYNC_CLAIM.  The caller holds a pair reference, not rp_config_lock:
  * this waits (up to claim_timeout_sec) for the pair to start and for the
  * writes in flight of a removed pair with this pair's source or target to
  * end (rp_claim_may_start()), then (up to
  * claim_timeout_sec again) for this pair's writes in flight to the claimed
- * regions to drain.  Both waits are killable: a resync engine stopped with
- * SIGKILL (systemd's last resort) leaves at once instead of after up to
- * twice the parameter, which allows an hour; the hung-task watchdog does
- * not watch killable sleeps.
+ * regions to drain.  Both waits are TASK_IDLE, as the retire wait is (the
+ * parameter allows an hour, past the hung-task watchdog's two minutes), and
+ * killable: a resync engine stopped with SIGKILL (systemd's last resort)
+ * leaves at once instead of after up to twice the parameter.
  * A claim (*@count > 0) sets *@deadline, the jiffy its reaper may drop it.
  */
 int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
@@ -2248,8 +2265,9 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 
 	/* Before any region is claimed: no write waits for this. */
 	left = rp_claim_may_start(pair) ? 1 :
-	       wait_event_killable_timeout(pair->wq, rp_claim_may_start(pair),
-					   timeout);
+	       rp_wait_event_killable_idle_timeout(pair->wq,
+						   rp_claim_may_start(pair),
+						   timeout);
 	if (left < 0)
 		return -EINTR;
 	if (!left) {
@@ -2308,10 +2326,10 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	queue_delayed_work(system_wq, &rp_reaper, HZ);
 
 	last = *first + *count - 1;
-	left = wait_event_killable_timeout(pair->wq,
-					   rp_claim_drained(pair, *first, last,
-							    seq),
-					   timeout);
+	left = rp_wait_event_killable_idle_timeout(pair->wq,
+						   rp_claim_drained(pair, *first,
+								    last, seq),
+						   timeout);
 	if (left <= 0) {
 		rp_claim_abort(pair, *id);
 		if (left < 0)
