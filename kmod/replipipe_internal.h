@@ -177,6 +177,8 @@ struct rp_dev {
 	struct bio_set		bio_set;
 	struct bio_set		async_bio_set;	/* async copies only */
 	mempool_t		*req_pool;
+	/* WRITE SAME's work (rp_execute_write_same()), while enabled. */
+	struct workqueue_struct	*write_same_wq;
 	/* One per rp_req and per write submission: pins the pools above. */
 	struct percpu_ref	reqs;
 	struct completion	reqs_done;
@@ -481,7 +483,6 @@ struct rp_pipe_spec {
 
 /* rp_main.c */
 extern struct workqueue_struct *rp_wq;
-extern struct workqueue_struct *rp_write_same_wq;
 extern struct kmem_cache *rp_req_cache;
 extern unsigned int rp_claim_timeout_sec;
 extern unsigned int rp_intent_clear_sec;

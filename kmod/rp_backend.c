@@ -189,11 +189,20 @@ static int __rp_configure_device(struct rp_dev *dev)
 		goto exit_async_bioset;
 	}
 
+	/* rp_execute_write_same() says why a queue of the backstore's own. */
+	dev->write_same_wq = alloc_workqueue("rp_write_same/%u",
+					     WQ_MEM_RECLAIM | WQ_UNBOUND, 0,
+					     se_dev->dev_index);
+	if (!dev->write_same_wq) {
+		ret = -ENOMEM;
+		goto destroy_req_pool;
+	}
+
 	ret = rp_bdev_open(&dev->primary, dev->udev_path, dev);
 	if (ret) {
 		pr_err("%s: cannot open %s exclusively: %d\n", dev->name,
 		       dev->udev_path, ret);
-		goto destroy_req_pool;
+		goto destroy_write_same_wq;
 	}
 	/* rp_get_blocks() answers the last LBA: there must be one. */
 	if (bdev_nr_bytes(dev->primary.bdev) <
@@ -215,6 +224,9 @@ static int __rp_configure_device(struct rp_dev *dev)
 
 close_primary:
 	rp_bdev_close(&dev->primary, dev);
+destroy_write_same_wq:
+	destroy_workqueue(dev->write_same_wq);
+	dev->write_same_wq = NULL;
 destroy_req_pool:
 	mempool_destroy(dev->req_pool);
 	dev->req_pool = NULL;
@@ -269,6 +281,9 @@ static void rp_destroy_device(struct se_device *se_dev)
 	percpu_ref_kill(&dev->reqs);
 	wait_for_completion(&dev->reqs_done);
 	percpu_ref_exit(&dev->reqs);
+	/* What ran on it completed its command first: only its returns. */
+	destroy_workqueue(dev->write_same_wq);
+	dev->write_same_wq = NULL;
 	rp_intent_close(dev);
 	rp_bdev_close(&dev->primary, dev);
 	mempool_destroy(dev->req_pool);

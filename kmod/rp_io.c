@@ -1533,10 +1533,14 @@ static void rp_write_same_work_fn(struct work_struct *work)
 
 /*
  * WRITE SAME writes its legs a bio at a time and waits for each, for as long
- * as a target that queues I/O likes: on rp_write_same_wq, not in LIO's
- * submission context (on iSCSI the connection's receiver, which must keep
- * answering; with tcm_loop the per-CPU work every later command of that CPU
- * waits behind).  Without memory for the work item it runs here.
+ * as a target that queues I/O likes: not in LIO's submission context (on
+ * iSCSI the connection's receiver, which must keep answering; with tcm_loop
+ * the per-CPU work every later command of that CPU waits behind), and on a
+ * queue of the backstore's own, with a rescuer of its own.  On one queue
+ * for all backstores, 256 WRITE SAMEs waiting for dead devices (its
+ * max_active), or its rescuer waiting for one under memory pressure, held
+ * up the WRITE SAMEs of every other LUN (decision 86).  Without memory for
+ * the work item it runs here.
  */
 sense_reason_t rp_execute_write_same(struct se_cmd *cmd)
 {
@@ -1572,6 +1576,6 @@ sense_reason_t rp_execute_write_same(struct se_cmd *cmd)
 	INIT_WORK(&w->work, rp_write_same_work_fn);
 	w->cmd = cmd;
 	w->zeroes = zeroes;
-	queue_work(rp_write_same_wq, &w->work);
+	queue_work(dev->write_same_wq, &w->work);
 	return 0;
 }

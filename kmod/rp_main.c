@@ -16,13 +16,6 @@
 #include "replipipe_internal.h"
 
 struct workqueue_struct *rp_wq;
-/*
- * WRITE SAME's work waits for its target as long as the target likes: on a
- * queue of its own, with a rescuer of its own, so that a stuck one holds up
- * neither rp_wq's short work (resubmissions, record writes) nor, under
- * memory pressure, rp_wq's rescuer.
- */
-struct workqueue_struct *rp_write_same_wq;
 struct kmem_cache *rp_req_cache;
 
 atomic_t rp_nr_pipes = ATOMIC_INIT(0);
@@ -91,16 +84,9 @@ static int __init rp_init(void)
 		goto destroy_cache;
 	}
 
-	rp_write_same_wq = alloc_workqueue("replipipe_write_same",
-					   WQ_MEM_RECLAIM | WQ_UNBOUND, 0);
-	if (!rp_write_same_wq) {
-		ret = -ENOMEM;
-		goto destroy_wq;
-	}
-
 	ret = rp_pipe_init();
 	if (ret)
-		goto destroy_write_same_wq;
+		goto destroy_wq;
 
 	ret = rp_genl_init();
 	if (ret)
@@ -117,8 +103,6 @@ exit_genl:
 	rp_genl_exit();
 exit_pipe:
 	rp_pipe_exit();
-destroy_write_same_wq:
-	destroy_workqueue(rp_write_same_wq);
 destroy_wq:
 	destroy_workqueue(rp_wq);
 destroy_cache:
@@ -134,7 +118,6 @@ static void __exit rp_exit(void)
 	rp_pipe_exit();
 	rp_backend_exit();
 	rp_intent_exit();
-	destroy_workqueue(rp_write_same_wq);
 	destroy_workqueue(rp_wq);
 	kmem_cache_destroy(rp_req_cache);
 	rp_fault_exit();

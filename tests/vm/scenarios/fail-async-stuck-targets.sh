@@ -9,12 +9,18 @@
 # copy queue for all pairs, as the module had, its 256 workers were all
 # asleep on the dead target and the healthy pair's copy waited for them.)
 # Then the path comes back: every copy drains, every pair InSync.
+# Then the same with WRITE SAME, which waits for both legs on a work item:
+# the stuck pairs made synchronous, the path failed again, one WRITE SAME
+# to each of their LUNs, then one (of 0xff bytes) to the healthy LUN,
+# synchronous too, must end within 10 s, on both its legs (with one WRITE
+# SAME queue for all backstores, it waited behind the stuck ones).
+# The path back, every WRITE SAME ends GOOD.
 # Not named kmod-*: the debug tier has no dm-multipath, and this one spends
 # its time making 259 backstores and LUNs, not in the module.
 # vm-timeout: 500
-# vm-cost: 55
+# vm-cost: 90
 # vm-mem: 1024
-# vm-bins: dmsetup
+# vm-bins: dmsetup sg_write_same
 
 N=258
 MIB_SECTORS=2048
@@ -137,6 +143,55 @@ rp-nlctl get > /tmp/all || vm_fail "rp-nlctl get"
 	vm_fail "not every pair is InSync: $(grep '^pair ' /tmp/all | grep -v ' state=InSync ' | head -3)"
 [ "$(grep -c '^pair .* writes=1 ' /tmp/all)" = $((N + 1)) ] ||
 	vm_fail "not every pair mirrored its one write: $(grep '^pair ' /tmp/all | grep -v ' writes=1 ' | head -3)"
+
+vm_log "== WRITE SAME: the stuck pairs synchronous, the path failed again"
+# shellcheck disable=SC2086
+rp-nlctl set-pipe --id stuck --mode sync $args || vm_fail "set-pipe stuck sync"
+rp-nlctl set-pipe --id stuck2 --mode sync \
+	--pair replipipe_0/s256="$(dm tgt_256)",clean \
+	--pair replipipe_0/s257="$(dm tgt_257)",clean || vm_fail "set-pipe stuck2 sync"
+# Synchronous too: its WRITE SAME then reaches its target within the
+# command (an asynchronous pair marks the regions dirty instead).
+rp-nlctl set-pipe --id healthy --mode sync \
+	--pair replipipe_0/s$N="$(dm hot)",clean || vm_fail "set-pipe healthy sync"
+dmsetup message rpmp 0 fail_path "$path" || vm_fail "fail_path $path"
+pids=
+i=0
+while [ $i -lt $N ]; do
+	lun=$(vm_scsi_disk "$addr:$i")
+	sg_write_same --lba=16 --num=8 "$lun" > /tmp/ws.$i 2>&1 &
+	pids="$pids $!"
+	i=$((i + 1))
+done
+sleep 3
+set -- $pids
+for pid; do
+	kill -0 "$pid" 2> /dev/null || vm_fail "a WRITE SAME to a stuck pair ended with its target's path failed"
+done
+vm_log "$# WRITE SAMEs waiting for their targets; one to the healthy LUN"
+t0=$(vm_now_ms)
+sg_write_same --ff --lba=16 --num=8 "$hot_lun" > /tmp/ws.hot 2>&1 &
+hot=$!
+i=0
+while kill -0 $hot 2> /dev/null; do
+	[ $i -lt 100 ] || vm_fail "the healthy LUN's WRITE SAME waited 10 s for the stuck ones"
+	sleep 0.1
+	i=$((i + 1))
+done
+rc=0
+wait $hot || rc=$?
+vm_log "the healthy LUN's WRITE SAME ended after $(($(vm_now_ms) - t0)) ms, rc=$rc"
+[ $rc = 0 ] || vm_fail "the healthy LUN's WRITE SAME failed: $(cat /tmp/ws.hot)"
+vm_cmp_devs "$(dm src_$N)" "$(dm hot)"
+dmsetup message rpmp 0 reinstate_path "$path" || vm_fail "reinstate_path $path"
+for pid; do
+	rc=0
+	wait "$pid" || rc=$?
+	[ $rc = 0 ] || vm_fail "a WRITE SAME to a stuck pair failed (rc=$rc) once its path was back"
+done
+rp-nlctl get > /tmp/all || vm_fail "rp-nlctl get"
+[ "$(grep -c '^pair .* state=InSync regions=[0-9]* dirty=0 ' /tmp/all)" = $((N + 1)) ] ||
+	vm_fail "not every pair is InSync and clean: $(grep '^pair ' /tmp/all | grep -v ' state=InSync regions=[0-9]* dirty=0 ' | head -3)"
 
 vm_log "== teardown"
 for p in stuck stuck2 healthy; do
