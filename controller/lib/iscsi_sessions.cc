@@ -13,7 +13,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 #include "log.h"
@@ -103,26 +107,117 @@ std::vector<std::string> ResolveIscsiHost(const std::string &host)
 	return addresses;
 }
 
-std::vector<std::string> IscsiSessions::Addresses(const std::string &host) const
+// The addresses of the portal names looked up. Shared with the refreshes
+// running in the background: one that outlives its IscsiSessions (a
+// resolver still not answering when the daemon stops) uses only this.
+struct IscsiSessions::ResolveCache {
+	// Refreshes in the background at once, whatever the number of names:
+	// each may hold a thread for the resolver's time-out.
+	static constexpr size_t kMaxRefreshes = 8;
+
+	struct Entry {
+		std::vector<std::string> addresses; // none: it did not resolve
+		Clock::time_point expiry;           // {}: never resolved
+		bool refreshing = false; // a refresh in the background
+	};
+
+	ResolveCache(
+	        std::function<std::vector<std::string>(const std::string &)>
+	                resolve_fn,
+	        milliseconds time_to_live)
+	    : resolve(std::move(resolve_fn)), ttl(time_to_live)
+	{
+	}
+
+	std::vector<std::string> Ask(const std::string &host) const
+	{
+		return resolve ? resolve(host) : ResolveIscsiHost(host);
+	}
+
+	// Starts a refresh of @host's entry @e on a thread of its own,
+	// unless one is going (one per name) or kMaxRefreshes are. mu held.
+	static void StartRefreshLocked(const std::shared_ptr<ResolveCache> &c,
+	                               const std::string &host, Entry &e);
+	void Refresh(const std::string &host);
+
+	const std::function<std::vector<std::string>(const std::string &)>
+	        resolve;
+	const milliseconds ttl;
+	std::mutex mu;
+	std::map<std::string, Entry> entries; // guarded by mu
+	size_t refreshing = 0; // guarded by mu; entries refreshing
+};
+
+void IscsiSessions::ResolveCache::StartRefreshLocked(
+        const std::shared_ptr<ResolveCache> &c, const std::string &host,
+        Entry &e)
 {
+	if (e.refreshing || c->refreshing >= kMaxRefreshes)
+		return;
+	// Detached: nothing can wait for getaddrinfo within a bound, and the
+	// daemon's stop must not wait for it; the thread holds the cache.
+	try {
+		std::thread([c, host] { c->Refresh(host); }).detach();
+	} catch (const std::system_error &) {
+		// No thread now (the task limit): the next look-up tries
+		// again.
+		return;
+	}
+	e.refreshing = true;
+	++c->refreshing;
+}
+
+void IscsiSessions::ResolveCache::Refresh(const std::string &host)
+{
+	std::optional<std::vector<std::string>> answer;
+	try {
+		answer = Ask(host);
+	} catch (...) {
+		// Out of memory, or an injected resolver's: nothing may
+		// leave a detached thread. The entry stays stale; the next
+		// look-up tries again.
+	}
+	// mu is taken after StartRefreshLocked() released it, which set the
+	// flags this clears.
+	std::lock_guard<std::mutex> lock(mu);
+	Entry &e = entries[host];
+	if (answer) {
+		e.addresses = std::move(*answer);
+		// From the answer: a resolver slower than ttl would otherwise
+		// be asked again back to back.
+		e.expiry = Clock::now() + ttl;
+	}
+	e.refreshing = false;
+	--refreshing;
+}
+
+std::vector<std::string> IscsiSessions::Addresses(const std::string &host,
+                                                  Resolve how) const
+{
+	ResolveCache &c = *cache_;
 	const auto now = Clock::now();
 	{
-		std::lock_guard<std::mutex> lock(resolved_mu_);
-		if (auto it = resolved_.find(host);
-		    it != resolved_.end() && now < it->second.expiry)
+		std::lock_guard<std::mutex> lock(c.mu);
+		auto it = c.entries.find(host);
+		if (it != c.entries.end() && now < it->second.expiry)
 			return it->second.addresses;
+		if (how == Resolve::kCached) {
+			ResolveCache::Entry &e = c.entries[host];
+			ResolveCache::StartRefreshLocked(cache_, host, e);
+			return e.addresses;
+		}
 	}
 	// Unlocked: a resolver that does not answer holds only this call.
-	std::vector<std::string> addresses = options_.resolve
-	                                             ? options_.resolve(host)
-	                                             : ResolveIscsiHost(host);
-	std::lock_guard<std::mutex> lock(resolved_mu_);
-	resolved_[host] = {addresses, now + options_.resolve_ttl};
+	std::vector<std::string> addresses = c.Ask(host);
+	std::lock_guard<std::mutex> lock(c.mu);
+	ResolveCache::Entry &e = c.entries[host];
+	e.addresses = addresses;
+	e.expiry = now + c.ttl;
 	return addresses;
 }
 
 bool IscsiSessions::HostMatches(const std::string &url_host,
-                                const std::string &address) const
+                                const std::string &address, Resolve how) const
 {
 	if (address.empty())
 		return false;
@@ -133,7 +228,7 @@ bool IscsiSessions::HostMatches(const std::string &url_host,
 		return false;
 	if (std::string want = Numeric(url_host); !want.empty())
 		return want == have;
-	for (const std::string &a : Addresses(url_host))
+	for (const std::string &a : Addresses(url_host, how))
 		if (a == have)
 			return true;
 	return false;
@@ -141,18 +236,26 @@ bool IscsiSessions::HostMatches(const std::string &url_host,
 
 IscsiSessions::IscsiSessions(CommandRunner &runner, IscsiOptions options)
     : admin_(runner, options.iscsiadm), runner_(runner),
-      options_(std::move(options))
+      options_(std::move(options)),
+      cache_(std::make_shared<ResolveCache>(options_.resolve,
+                                            options_.resolve_ttl))
 {
+}
+
+std::optional<IscsiSysfsSession> IscsiSessions::Find(const IscsiUrl &url,
+                                                     Resolve how) const
+{
+	for (IscsiSysfsSession &s : ListIscsiSessions(options_.sysfs))
+		if (strcasecmp(s.target.c_str(), url.iqn.c_str()) == 0 &&
+		    s.port == url.port && HostMatches(url.host, s.address, how))
+			return s;
+	return std::nullopt;
 }
 
 std::optional<IscsiSysfsSession>
 IscsiSessions::FindSession(const IscsiUrl &url) const
 {
-	for (IscsiSysfsSession &s : ListIscsiSessions(options_.sysfs))
-		if (strcasecmp(s.target.c_str(), url.iqn.c_str()) == 0 &&
-		    s.port == url.port && HostMatches(url.host, s.address))
-			return s;
-	return std::nullopt;
+	return Find(url, Resolve::kWait);
 }
 
 IscsiPeerState IscsiSessions::Describe(const IscsiUrl &url) const
@@ -162,7 +265,7 @@ IscsiPeerState IscsiSessions::Describe(const IscsiUrl &url) const
 	st.iqn = url.iqn;
 	st.lun = url.lun;
 	st.session = "none";
-	if (auto s = FindSession(url)) {
+	if (auto s = Find(url, Resolve::kCached)) {
 		st.session = s->state.empty() ? "unknown" : s->state;
 		IscsiSysfsDisk disk =
 		        FindIscsiDisk(options_.sysfs, s->name, url.lun);
@@ -174,7 +277,7 @@ IscsiPeerState IscsiSessions::Describe(const IscsiUrl &url) const
 
 Result<std::string> IscsiSessions::DevicePath(const IscsiUrl &url) const
 {
-	auto s = FindSession(url);
+	auto s = Find(url, Resolve::kCached);
 	if (!s)
 		return Status::Error("no iSCSI session to " + url.iqn + " on " +
 		                             url.Portal(),

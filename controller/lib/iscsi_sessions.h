@@ -37,8 +37,7 @@
 
 #include <chrono>
 #include <functional>
-#include <map>
-#include <mutex>
+#include <memory>
 #include <optional>
 #include <string>
 #include <sys/types.h>
@@ -75,7 +74,8 @@ struct IscsiOptions {
 	// A portal's host name to its numeric addresses (empty: getaddrinfo,
 	// ResolveIscsiHost). A name is resolved once per resolve_ttl: status
 	// looks sessions up for every iSCSI pair, and a resolver that does not
-	// answer takes seconds per look-up.
+	// answer takes seconds per look-up. Describe and DevicePath, which the
+	// daemon's main loop calls, never wait for it (see IscsiSessions).
 	std::function<std::vector<std::string>(const std::string &host)>
 	        resolve;
 	std::chrono::milliseconds resolve_ttl{30000};
@@ -112,12 +112,22 @@ public:
 	// says whether keep held it.
 	Status Logout(const IscsiUrl &url, const KeepSession &keep = {},
 	              bool *kept = nullptr);
-	// sysfs only (cheap; no iscsiadm).
+	// sysfs only (cheap; no iscsiadm). Describe and DevicePath never wait
+	// for the resolver: the daemon's main loop calls them (status for the
+	// metrics textfile, the periodic refresh's device for the resync
+	// jobs), and a resolver that does not answer held it for its time-out
+	// at each expiry of a portal name's addresses. They match a session by
+	// the addresses last resolved, stale or none (not resolved yet, or it
+	// failed: no session), and have a refresh run in the background.
 	IscsiPeerState Describe(const IscsiUrl &url) const;
 	// The LUN's /dev path from sysfs; ENODEV when there is no session or
 	// no disk.
 	Result<std::string> DevicePath(const IscsiUrl &url) const;
-	// The session to (portal, IQN), if any.
+	// The session to (portal, IQN), if any. Waits for the resolver when a
+	// portal name's addresses are stale: Attach, Logout and the connector
+	// decide on its answer whether a session is there (to log in to, to
+	// log out of, in use), where a stale answer could log in twice or end
+	// a session still wanted.
 	std::optional<IscsiSysfsSession> FindSession(const IscsiUrl &url) const;
 
 	const IscsiOptions &options() const { return options_; }
@@ -131,24 +141,31 @@ private:
 	// false when there is none.
 	bool Rescan(const std::string &session) const;
 
+	// How a look-up gets a portal name's addresses when the cache has
+	// none fresh.
+	enum class Resolve {
+		kWait,   // asks the resolver and waits for its answer
+		kCached, // the cache's (stale, or none), and a refresh in the
+		         // background
+	};
+	std::optional<IscsiSysfsSession> Find(const IscsiUrl &url,
+	                                      Resolve how) const;
 	// "a.b.c.d" / "::1" / host name matches a session's numeric address.
 	bool HostMatches(const std::string &url_host,
-	                 const std::string &address) const;
+	                 const std::string &address, Resolve how) const;
 	// @host's addresses, from the cache while they are fresh.
-	std::vector<std::string> Addresses(const std::string &host) const;
+	std::vector<std::string> Addresses(const std::string &host,
+	                                   Resolve how) const;
 
-	using Clock = std::chrono::steady_clock;
-	struct Resolved {
-		std::vector<std::string> addresses; // none: it did not resolve
-		Clock::time_point expiry;
-	};
+	struct ResolveCache; // in the .cc
 
 	IscsiAdmin admin_;
 	CommandRunner &runner_; // for Cancelled(); admin_ runs the commands
 	const IscsiOptions options_;
 	KeyedLock sequences_; // Attach and Logout, keyed by SequenceKey()
-	mutable std::mutex resolved_mu_;
-	mutable std::map<std::string, Resolved> resolved_; // by resolved_mu_
+	// Shared with the refreshes in the background, which may outlive this
+	// object (getaddrinfo cannot be cancelled).
+	const std::shared_ptr<ResolveCache> cache_;
 };
 
 // The numeric addresses getaddrinfo gives for @host (none when it fails).

@@ -10,7 +10,9 @@
 #include <condition_variable>
 #include <functional>
 #include <future>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -655,6 +657,155 @@ TEST_F(IscsiSessionsTest, AHostNameIsResolvedOncePerTtl)
 	EXPECT_TRUE(s.FindSession(Url("peer.example")));
 	EXPECT_TRUE(s.FindSession(Url("peer.example")));
 	EXPECT_EQ(calls, 2);
+}
+
+// A resolver that answers a portal name with an address the session does not
+// have (@first_answer, when set) at its first call, and with the session's
+// address at every later call once the test lets it go. Shared with the
+// refreshes that run it in the background, so that one still running when a
+// test ends early touches nothing freed.
+struct SlowResolver {
+	Gate gate;
+	std::atomic<int> calls{0};
+	std::optional<std::string> first_answer;
+};
+
+std::function<std::vector<std::string>(const std::string &)>
+Resolver(const std::shared_ptr<SlowResolver> &slow)
+{
+	return [slow](const std::string &) {
+		if (++slow->calls == 1 && slow->first_answer)
+			return std::vector<std::string>{*slow->first_answer};
+		slow->gate.Pass();
+		return std::vector<std::string>{"127.0.0.1"};
+	};
+}
+
+// Lets the resolver go when a test ends, however it ends.
+struct OpenAtEnd {
+	std::shared_ptr<SlowResolver> slow;
+	~OpenAtEnd() { slow->gate.Open(); }
+};
+
+// Far below the resolver's wait (kWaitBound), far above a look-up in a temp
+// sysfs.
+constexpr auto kPrompt = std::chrono::milliseconds(500);
+
+// Whether @fn returned within kPrompt.
+template <typename Fn> bool Prompt(const Fn &fn)
+{
+	const auto started = std::chrono::steady_clock::now();
+	fn();
+	return std::chrono::steady_clock::now() - started < kPrompt;
+}
+
+// Whether Describe finds the session within kWaitBound.
+bool FoundInTime(const IscsiSessions &s, const IscsiUrl &url)
+{
+	const auto deadline = std::chrono::steady_clock::now() + kWaitBound;
+	while (s.Describe(url).session != "LOGGED_IN") {
+		if (std::chrono::steady_clock::now() >= deadline)
+			return false;
+		std::this_thread::sleep_for(std::chrono::milliseconds(10));
+	}
+	return true;
+}
+
+// The daemon's main loop looks sessions up through Describe (status, for the
+// metrics textfile) and DevicePath (the periodic refresh's device for the
+// resync jobs). At each expiry of a portal name's addresses, a resolver that
+// did not answer held the loop for its time-out (here the 5 s the resolver
+// waits for the gate). They now use the addresses they have, stale, and
+// refresh them in the background, one refresh per name at a time; once the
+// resolver answers, its addresses are used.
+TEST_F(IscsiSessionsTest, DescribeAndDevicePathDoNotWaitForTheResolver)
+{
+	MakeSession(true);
+	auto slow = std::make_shared<SlowResolver>();
+	slow->first_answer = "10.0.0.9"; // an address the name had before
+	OpenAtEnd open_at_end{slow};
+	options.resolve = Resolver(slow);
+	options.resolve_ttl = std::chrono::milliseconds(0); // always stale
+	IscsiSessions s(runner, options);
+	IscsiTargetConnector c(s);
+	const IscsiUrl url = Url("peer.example");
+	const std::string target = url.Canonical();
+	EXPECT_FALSE(s.FindSession(url)); // the first answer: not the session
+	ASSERT_EQ(slow->calls, 1);
+
+	IscsiPeerState st;
+	ASSERT_TRUE(Prompt([&] { st = s.Describe(url); }))
+	        << "Describe waited for the resolver";
+	EXPECT_EQ(st.session, "none"); // by the stale addresses
+	Result<std::string> path = Status();
+	ASSERT_TRUE(Prompt([&] { path = s.DevicePath(url); }))
+	        << "DevicePath waited for the resolver";
+	EXPECT_EQ(path.status().err(), ENODEV);
+	std::optional<PeerView> peer;
+	ASSERT_TRUE(Prompt([&] { peer = c.Describe(target); }))
+	        << "the connector's Describe waited for the resolver";
+	ASSERT_TRUE(peer);
+	EXPECT_EQ(peer->session, "none");
+	ASSERT_TRUE(Prompt([&] { path = c.DevicePath(target); }))
+	        << "the connector's DevicePath waited for the resolver";
+	EXPECT_FALSE(path.ok());
+	// One refresh of the name, in the background, for all those calls.
+	ASSERT_TRUE(slow->gate.WaitEntered());
+	EXPECT_EQ(slow->calls, 2);
+
+	slow->gate.Open();
+	EXPECT_TRUE(FoundInTime(s, url));
+	path = s.DevicePath(url);
+	ASSERT_TRUE(path.ok()) << path.status().message();
+	EXPECT_EQ(*path, dev.path() + "/sdb");
+	peer = c.Describe(target);
+	ASSERT_TRUE(peer);
+	EXPECT_EQ(peer->device, dev.path() + "/sdb");
+}
+
+// A name not resolved yet (the daemon just started, its reconcile's login
+// still waiting for the resolver) matches no session until a refresh in the
+// background has answered: the loop does not wait for that either.
+TEST_F(IscsiSessionsTest, ANameNotResolvedYetMatchesOnceItIs)
+{
+	MakeSession(true);
+	auto slow = std::make_shared<SlowResolver>();
+	OpenAtEnd open_at_end{slow};
+	options.resolve = Resolver(slow);
+	IscsiSessions s(runner, options);
+	const IscsiUrl url = Url("peer.example");
+	IscsiPeerState st;
+	ASSERT_TRUE(Prompt([&] { st = s.Describe(url); }))
+	        << "Describe waited for the resolver";
+	EXPECT_EQ(st.session, "none");
+	ASSERT_TRUE(slow->gate.WaitEntered());
+	slow->gate.Open();
+	EXPECT_TRUE(FoundInTime(s, url));
+	EXPECT_EQ(slow->calls, 1); // the answer is kept for resolve_ttl
+}
+
+// What logs in and out (Attach, Logout, the connector's in-use checks) goes
+// by FindSession, which still waits for the resolver's answer to a stale
+// name: by the stale addresses the session would not be found, and an
+// Attach would log in again.
+TEST_F(IscsiSessionsTest, FindSessionWaitsForTheResolversAnswer)
+{
+	MakeSession(true);
+	auto slow = std::make_shared<SlowResolver>();
+	slow->first_answer = "10.0.0.9";
+	OpenAtEnd open_at_end{slow};
+	options.resolve = Resolver(slow);
+	options.resolve_ttl = std::chrono::milliseconds(0);
+	IscsiSessions s(runner, options);
+	const IscsiUrl url = Url("peer.example");
+	EXPECT_FALSE(s.FindSession(url));
+	auto found = std::async(std::launch::async,
+	                        [&] { return s.FindSession(url).has_value(); });
+	ASSERT_TRUE(slow->gate.WaitEntered());
+	EXPECT_EQ(found.wait_for(std::chrono::milliseconds(100)),
+	          std::future_status::timeout);
+	slow->gate.Open();
+	EXPECT_TRUE(found.get());
 }
 
 // A session is the one sysfs shows, whatever a URL's spelling: LUN 1 named
