@@ -86,10 +86,15 @@ Status IscsiadmError(int exit_code, const std::string &output,
 	}
 }
 
+// -o new: records only for the targets that have none. Without -o,
+// discovery also deletes the portal's records of targets no longer offered
+// and writes every offered target's record afresh from iscsid.conf: an
+// administrator's settings for the portal's other targets were lost to a
+// pair's login.
 std::vector<std::string> IscsiAdmin::DiscoveryArgs(const IscsiUrl &url) const
 {
-	return {program_,      "-m", "discovery", "-t",
-	        "sendtargets", "-p", url.Portal()};
+	return {program_, "-m",         "discovery", "-t", "sendtargets",
+	        "-p",     url.Portal(), "-o",        "new"};
 }
 
 std::vector<std::string> IscsiAdmin::LoginArgs(const IscsiUrl &url) const

@@ -60,14 +60,12 @@ std::string Numeric(const std::string &addr)
 	return "";
 }
 
-// What Attach and Logout serialize on: the portal. `iscsiadm -m discovery
-// -t sendtargets -p <portal>` without -o does new, delete and update: it
-// deletes the portal's records of targets no longer offered and deletes and
-// writes afresh, from iscsid.conf, the record of every target offered. An
-// Attach to another IQN there, between its node updates (node.startup,
-// replacement timeout, CHAP) and its login, would log in with them gone,
-// or find no record at all. Logout takes the same key so that it never
-// ends a session an Attach to that target is still setting up. An address
+// What Attach and Logout serialize on: the portal. Discovery there (-o
+// new, IscsiAdmin::DiscoveryArgs()) only adds the records of targets that
+// have none, but an Attach to an IQN whose record another Attach is making
+// and updating (node.startup, replacement timeout, CHAP) must not log in
+// half-way through. Logout takes the same key so that it never ends a
+// session an Attach to that target is still setting up. An address
 // is written one way so that "fd00::1" and "fd00:0::1" are one key.
 std::string SequenceKey(const IscsiUrl &url)
 {

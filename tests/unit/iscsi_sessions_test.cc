@@ -160,7 +160,7 @@ TEST(IscsiAdminTest, BuildsCommandLines)
 	IscsiAdmin admin(runner, "/sbin/iscsiadm");
 	EXPECT_EQ(admin.DiscoveryArgs(Url()),
 	          (Argv{"/sbin/iscsiadm", "-m", "discovery", "-t",
-	                "sendtargets", "-p", "127.0.0.1:3260"}));
+	                "sendtargets", "-p", "127.0.0.1:3260", "-o", "new"}));
 	EXPECT_EQ(admin.LoginArgs(Url()),
 	          (Argv{"/sbin/iscsiadm", "-m", "node", "-T", kIqn, "-p",
 	                "127.0.0.1:3260", "--login"}));

@@ -9,7 +9,9 @@
 # of random writes
 # through a tcm_loop LUN on the source backstore (/dev/ram0) must land on
 # both ramdisks, byte-identical; status shows the peer; `delete` logs the
-# session out.
+# session out. The portal offers another target, whose node record an
+# administrator made and tuned before: the daemon's discovery must leave
+# that record as it is, and make the one of its own target.
 # vm-timeout: 600
 # vm-cost: 20
 # vm-mem: 1024
@@ -17,6 +19,8 @@
 # vm-files: /etc/iscsi/iscsid.conf
 
 IQN=iqn.2003-01.org.linux-iscsi.replipipe-vm:peer
+OTHER=iqn.2003-01.org.linux-iscsi.replipipe-vm:other
+PORTAL=127.0.0.1:3260
 URL=iscsi://localhost:3260/$IQN/0
 SRC=replipipe_0/vol1
 
@@ -29,9 +33,17 @@ vm_modprobe iscsi_tcp
 vm_backstore iblock iblock_0 peer /dev/ram1 > /dev/null
 vm_iscsi_export $IQN 0 iblock_0/peer
 vm_log "peer: $IQN LUN 0 = /dev/ram1 on 127.0.0.1:3260"
+vm_backstore rd_mcp rd_mcp_0 other 1M > /dev/null
+vm_iscsi_export $OTHER 0 rd_mcp_0/other
 
 # --- the initiator: iscsid -------------------------------------------------
 vm_iscsid_start
+# An administrator's records of the portal's targets, $OTHER's tuned; none
+# of $IQN's: the daemon makes its own.
+iscsiadm -m discovery -t sendtargets -p $PORTAL > /dev/null || vm_fail "discovery on $PORTAL"
+iscsiadm -m node -T $OTHER -p $PORTAL -o update \
+	-n node.session.timeo.replacement_timeout -v 77 || vm_fail "update of $OTHER's record"
+iscsiadm -m node -T $IQN -p $PORTAL -o delete || vm_fail "delete of $IQN's record"
 
 # --- the source: replipipe backstore on /dev/ram0 through tcm_loop --------
 vm_modprobe replipipe
@@ -58,6 +70,12 @@ for d in /sys/class/iscsi_session/session*/device/target*/*:*:*:0/block/*; do
 done
 [ -n "$peer_dev" ] || vm_fail "no disk for LUN 0 in sysfs"
 vm_log "the LUN became $peer_dev (disks before: $disks_before)"
+iscsiadm -m node -T $OTHER -p $PORTAL > /tmp/other.rec || vm_fail "$OTHER's record is gone"
+grep -q '^node.session.timeo.replacement_timeout = 77$' /tmp/other.rec ||
+	vm_fail "the daemon's discovery rewrote $OTHER's record: $(grep replacement_timeout /tmp/other.rec)"
+iscsiadm -m node -T $IQN -p $PORTAL > /tmp/ours.rec || vm_fail "no record of $IQN"
+grep -q '^node.session.timeo.replacement_timeout = 10$' /tmp/ours.rec ||
+	vm_fail "the daemon's record of $IQN lacks its replacement time-out: $(grep replacement_timeout /tmp/ours.rec)"
 
 js=$(replipipectl --json status iscsi)
 echo "$js"
