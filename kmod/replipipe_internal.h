@@ -373,6 +373,11 @@ struct rp_pair {
 	struct list_head	async_ready;
 	u64			async_seq;	/* of the last leg added */
 	struct list_head	claims;
+	/*
+	 * Its length, at most REPLIPIPE_MAX_CLAIMS_PER_PAIR: every write
+	 * to a mirrored pair walks the list with interrupts off.
+	 */
+	unsigned int		nr_claims;
 
 	atomic64_t		writes_mirrored;
 	atomic64_t		bytes_mirrored;

@@ -1261,6 +1261,7 @@ static void rp_claim_owner_put(u32 portid)
 static void rp_claim_free(struct rp_claim *claim)
 {
 	list_del(&claim->node);
+	claim->pair->nr_claims--;
 	rp_claim_owner_put(claim->portid);
 	kfree(claim);
 	atomic_dec(&rp_nr_claims);
@@ -2297,6 +2298,14 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 		NL_SET_ERR_MSG(extack, "the pair is being removed");
 		return -ENOENT;
 	}
+	if (pair->nr_claims >= REPLIPIPE_MAX_CLAIMS_PER_PAIR) {
+		spin_unlock_irq(&pair->lock);
+		rp_claim_owner_put(portid);
+		kfree(claim);
+		NL_SET_ERR_MSG(extack,
+			       "the pair has REPLIPIPE_MAX_CLAIMS_PER_PAIR claims already");
+		return -EBUSY;
+	}
 	*count = __rp_claim_pick(pair, hint, max, first);
 	if (!*count) {
 		spin_unlock_irq(&pair->lock);
@@ -2320,6 +2329,7 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	claim->deadline = jiffies + timeout;
 	*deadline = claim->deadline;
 	list_add_tail(&claim->node, &pair->claims);
+	pair->nr_claims++;
 	atomic_inc(&rp_nr_claims);
 	*id = claim->id;
 	spin_unlock_irq(&pair->lock);

@@ -82,7 +82,9 @@
  *                when it is not finished within the module parameter
  *                claim_timeout_sec. A claim whose reply cannot be delivered
  *                (the socket's receive buffer is full) is dropped at once;
- *                the request then fails.
+ *                the request then fails. A pair has at most
+ *                REPLIPIPE_MAX_CLAIMS_PER_PAIR claims at a time: one more
+ *                fails with EBUSY.
  *   RESYNC_DONE  CLAIM_ID: the regions were copied and the copy is durable
  *                on the target (flushed: the kernel does not see the
  *                engine's writes); clear their bits, release the held writes.
@@ -130,6 +132,7 @@
 #define REPLIPIPE_MAX_LAG_KIB_MAX	(1024 * 1024)
 #define REPLIPIPE_MAX_PAIRS		256
 #define REPLIPIPE_CLAIM_MAX_REGIONS	4096
+#define REPLIPIPE_MAX_CLAIMS_PER_PAIR	64
 #define REPLIPIPE_BITMAP_CHUNK_BYTES	4096
 
 enum replipipe_mode {

@@ -1,8 +1,9 @@
 #!/bin/sh
 # rp-nlctl end to end: family, set/get/del, extack errors, bitmap, claims
-# (failed, dropped with the socket), events, pause/resume, and the resync
-# engine bringing a fully dirty pair to InSync with identical legs; then a
-# resync under concurrent writes through the LUN.
+# (failed, dropped with the socket, at most 64 at a time), events,
+# pause/resume, and the resync engine bringing a fully dirty pair to InSync
+# with identical legs; then a resync under concurrent writes through the
+# LUN.
 # vm-timeout: 600
 # vm-cost: 20
 # vm-mem: 1024
@@ -71,6 +72,38 @@ out=$(rp-nlctl claim $PIPE $SRC --max 16 --failed) || vm_fail "second claim"
 echo "held: $(cat /tmp/held)"; echo "second: $out"
 echo "$out" | grep -q "first=16 " || vm_fail "second claim overlaps the held one"
 wait $held
+# at most REPLIPIPE_MAX_CLAIMS_PER_PAIR (64) claims of a pair at a time:
+# every write walks them with interrupts off
+holders=
+i=0
+while [ $i -lt 64 ]; do
+	rp-nlctl claim $PIPE $SRC --hint $((100 + i)) --max 1 --hold 30 > /tmp/h.$i 2>&1 &
+	holders="$holders $!"
+	i=$((i + 1))
+done
+i=0
+until [ "$(cat /tmp/h.* | grep -c '^claim .* count=1 ')" = 64 ]; do
+	[ $i -lt 300 ] || vm_fail "64 claims not all granted within 30 s: $(cat /tmp/h.* | grep -v '^claim ' | head -3)"
+	sleep 0.1
+	i=$((i + 1))
+done
+if out=$(rp-nlctl claim $PIPE $SRC --hint 500 --max 1 --failed 2>&1); then
+	vm_fail "a 65th claim of the pair was granted: $out"
+fi
+echo "65th claim: $out"
+case "$out" in
+*REPLIPIPE_MAX_CLAIMS_PER_PAIR*EBUSY*) ;;
+*) vm_fail "the 65th claim failed without saying why: $out" ;;
+esac
+# their sockets closed, their claims are gone
+kill $holders
+for p in $holders; do
+	rc=0
+	wait $p || rc=$?
+	[ $rc = 143 ] || vm_fail "a claim holder ended with rc=$rc, not by the kill"
+done
+rp-nlctl claim $PIPE $SRC --hint 500 --max 1 --failed > /dev/null ||
+	vm_fail "no claim once the 64 holders were gone"
 
 vm_log "== resync to clean"
 rp-nlctl resync $PIPE $SRC --qd 16 --chunk-kib 1024 > /tmp/resync || vm_fail "resync: $(cat /tmp/resync)"
