@@ -393,8 +393,9 @@ struct rp_pair {
 
 	mempool_t		*page_pool;	/* async copies */
 	/*
-	 * async_work and the target flushes of async_mode: a queue of the
-	 * pair's own (rp_pair_async_wq_alloc()).  NULL once quiesced.
+	 * async_work, and the target flushes sent off the submitter's
+	 * context (rp_req_resubmit_work()): a queue of the pair's own
+	 * (rp_pair_async_wq_alloc()).  NULL once quiesced.
 	 */
 	struct workqueue_struct	*async_wq;
 	struct work_struct	event_work;

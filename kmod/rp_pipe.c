@@ -910,7 +910,7 @@ static void rp_pair_async_wq_free(struct rp_pair *pair)
 /* Frees a pair that is not (or no longer) published. */
 void rp_pair_free(struct rp_pair *pair)
 {
-	/* Published ones lost it in rp_pair_quiesce(), without rp_config_lock. */
+	/* A published pair's went in rp_pair_quiesce(), unlocked. */
 	rp_pair_async_wq_free(pair);
 	rp_intent_rebind_free(pair);
 	mempool_destroy(pair->page_pool);
@@ -2263,6 +2263,7 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	struct rp_claim *claim;
 	u64 last, seq;
 	long left;
+	int ret;
 
 	/* Before any region is claimed: no write waits for this. */
 	left = rp_claim_may_start(pair) ? 1 :
@@ -2292,28 +2293,22 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 
 	spin_lock_irq(&pair->lock);
 	if (pair->dead) {
-		spin_unlock_irq(&pair->lock);
-		rp_claim_owner_put(portid);
-		kfree(claim);
 		NL_SET_ERR_MSG(extack, "the pair is being removed");
-		return -ENOENT;
+		ret = -ENOENT;
+		goto unclaim;
 	}
 	if (pair->nr_claims >= REPLIPIPE_MAX_CLAIMS_PER_PAIR) {
-		spin_unlock_irq(&pair->lock);
-		rp_claim_owner_put(portid);
-		kfree(claim);
 		NL_SET_ERR_MSG(extack,
 			       "the pair has REPLIPIPE_MAX_CLAIMS_PER_PAIR claims already");
-		return -EBUSY;
+		ret = -EBUSY;
+		goto unclaim;
 	}
 	*count = __rp_claim_pick(pair, hint, max, first);
 	if (!*count) {
-		spin_unlock_irq(&pair->lock);
-		rp_claim_owner_put(portid);
-		kfree(claim);
 		*id = 0;
 		*first = hint;
-		return 0;
+		ret = 0;
+		goto unclaim;
 	}
 	claim->pair = pair;
 	claim->id = atomic64_inc_return(&rp_next_claim_id);
@@ -2357,6 +2352,12 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 		return -ENOENT;
 	}
 	return 0;
+
+unclaim:
+	spin_unlock_irq(&pair->lock);
+	rp_claim_owner_put(portid);
+	kfree(claim);
+	return ret;
 }
 
 /* RESYNC_DONE (@done) and RESYNC_FAILED. */
