@@ -88,13 +88,18 @@ while [ $i -lt 256 ]; do
 	args="$args --pair replipipe_0/s$i=$(dm tgt_$i),clean"
 	i=$((i + 1))
 done
-# shellcheck disable=SC2086
-rp-nlctl set-pipe --id stuck --mode async $args || vm_fail "set-pipe stuck"
-rp-nlctl set-pipe --id stuck2 --mode async \
-	--pair replipipe_0/s256="$(dm tgt_256)",clean \
-	--pair replipipe_0/s257="$(dm tgt_257)",clean || vm_fail "set-pipe stuck2"
-rp-nlctl set-pipe --id healthy --mode async \
-	--pair replipipe_0/s$N="$(dm hot)",clean || vm_fail "set-pipe healthy"
+# set_pipes MODE: the three pipes made, or their mode changed
+set_pipes() {
+	# shellcheck disable=SC2086
+	rp-nlctl set-pipe --id stuck --mode "$1" $args || vm_fail "set-pipe stuck $1"
+	rp-nlctl set-pipe --id stuck2 --mode "$1" \
+		--pair replipipe_0/s256="$(dm tgt_256)",clean \
+		--pair replipipe_0/s257="$(dm tgt_257)",clean ||
+		vm_fail "set-pipe stuck2 $1"
+	rp-nlctl set-pipe --id healthy --mode "$1" \
+		--pair replipipe_0/s$N="$(dm hot)",clean || vm_fail "set-pipe healthy $1"
+}
+set_pipes async
 
 # lag_total PIPE: the sum of the lags of PIPE's pairs
 lag_total() {
@@ -145,15 +150,9 @@ rp-nlctl get > /tmp/all || vm_fail "rp-nlctl get"
 	vm_fail "not every pair mirrored its one write: $(grep '^pair ' /tmp/all | grep -v ' writes=1 ' | head -3)"
 
 vm_log "== WRITE SAME: the stuck pairs synchronous, the path failed again"
-# shellcheck disable=SC2086
-rp-nlctl set-pipe --id stuck --mode sync $args || vm_fail "set-pipe stuck sync"
-rp-nlctl set-pipe --id stuck2 --mode sync \
-	--pair replipipe_0/s256="$(dm tgt_256)",clean \
-	--pair replipipe_0/s257="$(dm tgt_257)",clean || vm_fail "set-pipe stuck2 sync"
-# Synchronous too: its WRITE SAME then reaches its target within the
-# command (an asynchronous pair marks the regions dirty instead).
-rp-nlctl set-pipe --id healthy --mode sync \
-	--pair replipipe_0/s$N="$(dm hot)",clean || vm_fail "set-pipe healthy sync"
+# The healthy pipe synchronous too: its WRITE SAME then reaches its target
+# within the command (an asynchronous pair marks the regions dirty instead).
+set_pipes sync
 dmsetup message rpmp 0 fail_path "$path" || vm_fail "fail_path $path"
 pids=
 i=0
