@@ -1144,11 +1144,6 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	INIT_WORK(&pair->retire_work, rp_retire_work);
 	strscpy(pair->tgt_path, ps->tgt, sizeof(pair->tgt_path));
 
-	ret = rp_pair_async_wq_alloc(pair);
-	if (ret) {
-		NL_SET_ERR_MSG(extack, "out of memory for the pair's copy queue");
-		goto free_pair;
-	}
 	ret = rp_pair_open(pair, spec, ps, extack);
 	if (ret)
 		goto free_pair;
@@ -1197,6 +1192,12 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	} else if (!ps->assume_clean) {
 		bitmap_set(pair->dirty, 0, pair->nr_regions);
 		pair->nr_dirty = pair->nr_regions;
+	}
+	/* Last: a pair refused above makes no thread. */
+	ret = rp_pair_async_wq_alloc(pair);
+	if (ret) {
+		NL_SET_ERR_MSG(extack, "out of memory for the pair's copy queue");
+		goto free_pair;
 	}
 	pair->state = pair->nr_dirty ? REPLIPIPE_PAIR_SYNCING :
 				       REPLIPIPE_PAIR_INSYNC;
@@ -1371,8 +1372,9 @@ void rp_pair_quiesce(struct rp_pair *pair, unsigned long flush_by)
 	WARN_ON_ONCE(pair->lag_bytes);
 	WARN_ON_ONCE(!list_empty(&pair->lag_flushes));
 	/*
-	 * What ran on it held a reference until its last step: only the
-	 * returns of target flushes' work items can be left to wait for.
+	 * async_work was flushed above; a target flush's work item held a
+	 * reference until its last step: only its return can be left to
+	 * wait for.
 	 */
 	rp_pair_async_wq_free(pair);
 	/* Drained: the record can keep exactly what is still dirty. */
