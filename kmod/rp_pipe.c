@@ -2268,8 +2268,7 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 	int ret;
 
 	/* Before any region is claimed: no write waits for this. */
-	left = rp_claim_may_start(pair) ? 1 :
-	       rp_wait_event_killable_idle_timeout(pair->wq,
+	left = rp_wait_event_killable_idle_timeout(pair->wq,
 						   rp_claim_may_start(pair),
 						   timeout);
 	if (left < 0)

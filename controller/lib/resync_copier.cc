@@ -243,11 +243,9 @@ RegionCopier::~RegionCopier()
 	if (impl_->outstanding() == 0)
 		return;
 	try {
-		LogWarning()
-		        << "resync: " << impl_->source.path << " -> "
-		        << impl_->target.path << ": " << impl_->outstanding()
-		        << " requests still in the kernel; waiting for "
-		           "them before the copier is freed";
+		LogWarning() << impl_->who() << ": " << impl_->outstanding()
+		             << " requests still in the kernel; waiting for "
+		                "them before the copier is freed";
 		(void)impl_->Settle(this, Deadline::max());
 	} catch (...) {
 		// Out of memory while handling a completion: the kernel may

@@ -812,13 +812,16 @@ boot() {
 	# two VMs at a time share, unlike their wall time spent waiting.
 	local TIMEFORMAT='%3U %3S'
 	{ time boot_once "$2" "${args[@]}"; } 2> "$work/boot-cpu"
-	local kept what tries=1 n=
+	local kept what tries=1 sfx
 	while :; do
+		# LOG.silent, then LOG.silent2 ...
+		sfx=
+		[ "$tries" -eq 1 ] || sfx=$tries
 		if [ "$silent" = 1 ]; then
-			kept=$2.silent$n
+			kept=$2.silent$sfx
 			what="printed no line of /init in ${init_deadline}s (an early-boot hang"
 		elif ! grep -qF '[vm] init' "$2"; then
-			kept=$2.early$n
+			kept=$2.early$sfx
 			what="ended before /init (an early-boot crash"
 		else
 			break
@@ -834,7 +837,6 @@ boot() {
 		sleep 10
 		{ time boot_once "$2" "${args[@]}"; } 2> "$work/boot-cpu"
 		tries=$((tries + 1))
-		n=$tries
 	done
 	boot_s=$(elapsed "$t" "$(date +%s.%N)")
 	add_boot_cpu

@@ -106,6 +106,10 @@ lag_total() {
 	rp-nlctl get "$1" | sed -n 's/^pair .* lag=\([0-9]*\) .*/\1/p' |
 		awk '{ s += $1 } END { print s + 0 }'
 }
+# stuck_lag: the lag of the stuck pairs, both pipes
+stuck_lag() {
+	echo $(($(lag_total stuck) + $(lag_total stuck2)))
+}
 
 vm_log "== the path fails; one 4 KiB write to each of the $N stuck pairs"
 dmsetup message rpmp 0 fail_path "$path" || vm_fail "fail_path $path"
@@ -116,7 +120,7 @@ while [ $i -lt $N ]; do
 		vm_fail "the write to LUN $i ($lun) failed"
 	i=$((i + 1))
 done
-stuck=$(($(lag_total stuck) + $(lag_total stuck2)))
+stuck=$(stuck_lag)
 vm_log "copies not on their targets: $stuck bytes"
 [ "$stuck" = $((N * 4096)) ] ||
 	vm_fail "the stuck pairs' lag is $stuck bytes, not $((N * 4096)): some copies were not held"
@@ -131,14 +135,14 @@ vm_log "healthy pair's copy on its target after $(($(vm_now_ms) - t0)) ms: $pair
 [ "$(vm_field "$pair" writes)" = 1 ] || vm_fail "the healthy pair mirrored not 1 write: $pair"
 [ "$(vm_field "$pair" state)" = InSync ] || vm_fail "the healthy pair is not InSync: $pair"
 vm_cmp_devs "$(dm src_$N)" "$(dm hot)"
-stuck=$(($(lag_total stuck) + $(lag_total stuck2)))
+stuck=$(stuck_lag)
 [ "$stuck" = $((N * 4096)) ] ||
 	vm_fail "the stuck pairs' lag is $stuck bytes, not $((N * 4096)), before the path is back"
 
 vm_log "== the path comes back: every copy drains"
 dmsetup message rpmp 0 reinstate_path "$path" || vm_fail "reinstate_path $path"
 i=0
-until [ "$(lag_total stuck)" = 0 ] && [ "$(lag_total stuck2)" = 0 ]; do
+until [ "$(stuck_lag)" = 0 ]; do
 	[ $i -lt 600 ] || vm_fail "the stuck pairs' copies did not drain within 60 s of the path's return"
 	sleep 0.1
 	i=$((i + 1))
