@@ -22,6 +22,7 @@ enum : int {
 	kErrFatalLogin = 19,
 	kErrIscsidNotConn = 20,
 	kErrNoObjsFound = 21,
+	kErrSysfsLookup = 22, // -m session -r <sid>: no such session
 	kErrLoginAuthFailed = 24,
 };
 
@@ -93,28 +94,35 @@ Status IscsiadmError(int exit_code, const std::string &output,
 // pair's login.
 std::vector<std::string> IscsiAdmin::DiscoveryArgs(const IscsiUrl &url) const
 {
-	return {program_, "-m",         "discovery", "-t", "sendtargets",
-	        "-p",     url.Portal(), "-o",        "new"};
+	return {program_,     "-m", "discovery", "-t", "sendtargets", "-p",
+	        url.Portal(), "-I", kIscsiIface, "-o", "new"};
 }
 
 std::vector<std::string> IscsiAdmin::LoginArgs(const IscsiUrl &url) const
 {
-	return {program_, "-m", "node",       "-T",
-	        url.iqn,  "-p", url.Portal(), "--login"};
+	return {program_, "-m",         "node", "-T",        url.iqn,
+	        "-p",     url.Portal(), "-I",   kIscsiIface, "--login"};
 }
 
 std::vector<std::string> IscsiAdmin::LogoutArgs(const IscsiUrl &url) const
 {
-	return {program_, "-m", "node",       "-T",
-	        url.iqn,  "-p", url.Portal(), "--logout"};
+	return {program_, "-m",         "node", "-T",        url.iqn,
+	        "-p",     url.Portal(), "-I",   kIscsiIface, "--logout"};
+}
+
+std::vector<std::string> IscsiAdmin::SessionLogoutArgs(uint32_t sid) const
+{
+	return {program_,  "-m", "session", "-r", std::to_string(sid),
+	        "--logout"};
 }
 
 std::vector<std::string> IscsiAdmin::UpdateArgs(const IscsiUrl &url,
                                                 const std::string &key,
                                                 const std::string &value) const
 {
-	return {program_, "-m",     "node", "-T", url.iqn, "-p", url.Portal(),
-	        "-o",     "update", "-n",   key,  "-v",    value};
+	return {program_, "-m",         "node", "-T",        url.iqn,
+	        "-p",     url.Portal(), "-I",   kIscsiIface, "-o",
+	        "update", "-n",         key,    "-v",        value};
 }
 
 Result<CommandResult> IscsiAdmin::Run(const std::vector<std::string> &argv,
@@ -227,6 +235,21 @@ Status IscsiAdmin::Logout(const IscsiUrl &url, Bound bound)
 	if (r->exit_code != 0 && r->exit_code != kErrNoObjsFound &&
 	    r->exit_code != kErrSessNotFound)
 		return IscsiadmError(r->exit_code, r->output, what);
+	return Status();
+}
+
+Status IscsiAdmin::LogoutSession(uint32_t sid, const std::string &what,
+                                 Bound bound)
+{
+	const std::string full =
+	        "logout of session " + std::to_string(sid) + " (" + what + ")";
+	auto r = Run(SessionLogoutArgs(sid), bound, full);
+	if (!r.ok())
+		return r.status();
+	// sids are not reused before a reboot: gone is gone, not another.
+	if (r->exit_code != 0 && r->exit_code != kErrNoObjsFound &&
+	    r->exit_code != kErrSessNotFound && r->exit_code != kErrSysfsLookup)
+		return IscsiadmError(r->exit_code, r->output, full);
 	return Status();
 }
 

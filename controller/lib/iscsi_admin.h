@@ -15,6 +15,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,12 @@
 
 namespace replipipe
 {
+
+// The open-iscsi iface of every session the daemon makes: its discovery,
+// node records, logins and record logouts name it. Without -I, iscsiadm
+// acts on the records of every iface: a login also logged in through an
+// administrator's other ifaces, and a logout ended their sessions too.
+inline constexpr const char *kIscsiIface = "default";
 
 struct DiscoveredTarget {
 	std::string portal; // as iscsiadm prints it, without ",tpgt"
@@ -39,12 +46,14 @@ public:
 	{
 	}
 
-	// -m discovery -t sendtargets -p <portal>
+	// -m discovery -t sendtargets -p <portal> -I default -o new
 	std::vector<std::string> DiscoveryArgs(const IscsiUrl &url) const;
-	// -m node -T <iqn> -p <portal> --login / --logout
+	// -m node -T <iqn> -p <portal> -I default --login / --logout
 	std::vector<std::string> LoginArgs(const IscsiUrl &url) const;
 	std::vector<std::string> LogoutArgs(const IscsiUrl &url) const;
-	// -m node -T <iqn> -p <portal> -o update -n <key> -v <value>
+	// -m session -r <sid> --logout: that one session, whatever its iface
+	std::vector<std::string> SessionLogoutArgs(uint32_t sid) const;
+	// -m node -T <iqn> -p <portal> -I default -o update -n <key> -v <value>
 	std::vector<std::string> UpdateArgs(const IscsiUrl &url,
 	                                    const std::string &key,
 	                                    const std::string &value) const;
@@ -59,8 +68,13 @@ public:
 	// (another tool's, or one made since the caller looked), which the
 	// caller must never log out.
 	Status Login(const IscsiUrl &url, Bound bound);
-	// No such session counts as success.
+	// Ends the sessions of the record on the daemon's iface. No such
+	// session counts as success.
 	Status Logout(const IscsiUrl &url, Bound bound);
+	// Ends session <sid> only; what names it in messages ("iqn on
+	// portal"). A session already gone counts as success.
+	Status LogoutSession(uint32_t sid, const std::string &what,
+	                     Bound bound);
 
 	// "127.0.0.1:3260,1 iqn.x" lines -> targets (other lines ignored).
 	static std::vector<DiscoveredTarget>

@@ -240,13 +240,18 @@ IscsiSessions::IscsiSessions(CommandRunner &runner, IscsiOptions options)
 {
 }
 
-std::optional<IscsiSysfsSession> IscsiSessions::Find(const IscsiUrl &url,
-                                                     Resolve how) const
+std::optional<IscsiSysfsSession>
+IscsiSessions::Find(const IscsiUrl &url, Resolve how, Iface iface) const
 {
-	for (IscsiSysfsSession &s : ListIscsiSessions(options_.sysfs))
+	for (IscsiSysfsSession &s : ListIscsiSessions(options_.sysfs)) {
+		// A kernel without ifacename: open-iscsi's default, as before.
+		if (iface == Iface::kDaemon && !s.iface.empty() &&
+		    s.iface != kIscsiIface)
+			continue;
 		if (strcasecmp(s.target.c_str(), url.iqn.c_str()) == 0 &&
 		    s.port == url.port && HostMatches(url.host, s.address, how))
 			return s;
+	}
 	return std::nullopt;
 }
 
@@ -584,7 +589,7 @@ Status IscsiSessions::Logout(const IscsiUrl &url, const KeepSession &keep,
 	if (kept)
 		*kept = false;
 	KeyedLock::Hold hold(sequences_, SequenceKey(url));
-	auto session = FindSession(url);
+	auto session = Find(url, Resolve::kWait, Iface::kDaemon);
 	if (!session)
 		return Status();
 	if (keep && keep(*session)) {
@@ -592,10 +597,14 @@ Status IscsiSessions::Logout(const IscsiUrl &url, const KeepSession &keep,
 			*kept = true;
 		return Status();
 	}
-	Status st = admin_.Logout(url, options_.logout_bound);
+	// By its sid: the node record's logout ends every session of the
+	// record, an administrator's on another iface too.
+	const std::string what = url.iqn + " on " + url.Portal();
+	Status st =
+	        admin_.LogoutSession(session->sid, what, options_.logout_bound);
 	if (st.ok())
-		LogNotice() << "iSCSI " << url.iqn << " on " << url.Portal()
-		            << ": logged out";
+		LogNotice() << "iSCSI " << what << ": logged out of "
+		            << session->name;
 	return st;
 }
 

@@ -105,11 +105,13 @@ public:
 	Result<IscsiAttachment> Attach(const IscsiUrl &url);
 	// Tells, in the portal's turn, whether a session is still wanted.
 	using KeepSession = std::function<bool(const IscsiSysfsSession &)>;
-	// Logs out of the session to (portal, IQN), unless keep (when set)
-	// says it is still wanted: asked in the portal's turn, so an Attach
-	// to another LUN of that target called before it has found or made
-	// the session by then. No session is success; *kept (if not null)
-	// says whether keep held it.
+	// Logs out of the session to (portal, IQN) on the daemon's iface
+	// (kIscsiIface), by its sid, unless keep (when set) says it is still
+	// wanted: asked in the portal's turn, so an Attach to another LUN of
+	// that target called before it has found or made the session by then.
+	// Sessions on other ifaces are an administrator's: never ended here,
+	// nor asked about. No session is success; *kept (if not null) says
+	// whether keep held it.
 	Status Logout(const IscsiUrl &url, const KeepSession &keep = {},
 	              bool *kept = nullptr);
 	// sysfs only (cheap; no iscsiadm). Describe and DevicePath never wait
@@ -148,8 +150,15 @@ private:
 		kCached, // the cache's (stale, or none), and a refresh in the
 		         // background
 	};
-	std::optional<IscsiSysfsSession> Find(const IscsiUrl &url,
-	                                      Resolve how) const;
+	// Which sessions a look-up considers.
+	enum class Iface {
+		kAny,    // any iface: a session to use, whoever made it
+		kDaemon, // kIscsiIface only: the sessions the daemon can have
+		         // made, the only ones it may log out of
+	};
+	// The first session to (portal, IQN), in sid order.
+	std::optional<IscsiSysfsSession> Find(const IscsiUrl &url, Resolve how,
+	                                      Iface iface = Iface::kAny) const;
 	// "a.b.c.d" / "::1" / host name matches a session's numeric address.
 	bool HostMatches(const std::string &url_host,
 	                 const std::string &address, Resolve how) const;

@@ -42,6 +42,7 @@ std::vector<IscsiSysfsSession> ListIscsiSessions(const std::string &sysfs)
 		s.target = ReadFirstLine(p / "targetname");
 		s.tpgt = ReadFirstLine(p / "tpgt");
 		s.initiator = ReadFirstLine(p / "initiatorname");
+		s.iface = ReadFirstLine(p / "ifacename");
 		s.state = ReadFirstLine(p / "state");
 		const fs::path conn =
 		        fs::path(sysfs) / "class" / "iscsi_connection" /

@@ -20,6 +20,7 @@ struct IscsiSysfsSession {
 	std::string target;    // targetname (the IQN)
 	std::string tpgt;      // the target portal group tag ("" unknown)
 	std::string initiator; // initiatorname ("" unknown)
+	std::string iface;     // ifacename: open-iscsi's iface ("" unknown)
 	std::string address; // the connection's persistent address ("" if none)
 	uint16_t port = 0;
 	std::string state; // "LOGGED_IN", "FAILED", "FREE", ... ("" unknown)

@@ -158,19 +158,25 @@ TEST(IscsiAdminTest, BuildsCommandLines)
 {
 	FakeRunner runner;
 	IscsiAdmin admin(runner, "/sbin/iscsiadm");
-	EXPECT_EQ(admin.DiscoveryArgs(Url()),
-	          (Argv{"/sbin/iscsiadm", "-m", "discovery", "-t",
-	                "sendtargets", "-p", "127.0.0.1:3260", "-o", "new"}));
+	// Every record command names the daemon's iface: without -I,
+	// iscsiadm acts on the records of all ifaces.
+	EXPECT_EQ(
+	        admin.DiscoveryArgs(Url()),
+	        (Argv{"/sbin/iscsiadm", "-m", "discovery", "-t", "sendtargets",
+	              "-p", "127.0.0.1:3260", "-I", "default", "-o", "new"}));
 	EXPECT_EQ(admin.LoginArgs(Url()),
 	          (Argv{"/sbin/iscsiadm", "-m", "node", "-T", kIqn, "-p",
-	                "127.0.0.1:3260", "--login"}));
+	                "127.0.0.1:3260", "-I", "default", "--login"}));
 	EXPECT_EQ(admin.LogoutArgs(Url("fd00::1")),
 	          (Argv{"/sbin/iscsiadm", "-m", "node", "-T", kIqn, "-p",
-	                "[fd00::1]:3260", "--logout"}));
+	                "[fd00::1]:3260", "-I", "default", "--logout"}));
+	EXPECT_EQ(admin.SessionLogoutArgs(7),
+	          (Argv{"/sbin/iscsiadm", "-m", "session", "-r", "7",
+	                "--logout"}));
 	EXPECT_EQ(admin.UpdateArgs(Url(), "node.startup", "manual"),
 	          (Argv{"/sbin/iscsiadm", "-m", "node", "-T", kIqn, "-p",
-	                "127.0.0.1:3260", "-o", "update", "-n", "node.startup",
-	                "-v", "manual"}));
+	                "127.0.0.1:3260", "-I", "default", "-o", "update", "-n",
+	                "node.startup", "-v", "manual"}));
 }
 
 TEST(IscsiAdminTest, ParsesDiscovery)
@@ -213,6 +219,19 @@ TEST(IscsiAdminTest, MapsExitCodes)
 	EXPECT_EQ(admin.Login(Url(), b).err(), EEXIST); // already logged in
 	runner.handler = [](const Argv &) { return Exit(21); };
 	EXPECT_TRUE(admin.Logout(Url(), b).ok()); // no session
+	// -m session -r <sid>: a session gone meanwhile is sysfs lookup's 22.
+	for (int gone : {2, 21, 22}) {
+		runner.handler = [gone](const Argv &) { return Exit(gone); };
+		EXPECT_TRUE(admin.LogoutSession(7, "x on y", b).ok()) << gone;
+	}
+	runner.handler = [](const Argv &) {
+		return Exit(1, "iscsiadm: logout failed\n");
+	};
+	Status logout = admin.LogoutSession(7, "iqn.x on 127.0.0.1:3260", b);
+	EXPECT_EQ(logout.err(), EIO);
+	EXPECT_NE(logout.message().find("session 7 (iqn.x on 127.0.0.1:3260)"),
+	          std::string::npos)
+	        << logout.message();
 	runner.handler = [](const Argv &) {
 		CommandResult r;
 		r.timed_out = true;
@@ -303,6 +322,20 @@ protected:
 			sys.Write(d + "block/sdb/dev", "8:16\n");
 			sys.Write(d + "block/sdb/ro", "0\n");
 		}
+	}
+	// A session to the same (portal, IQN) that an administrator logged
+	// in through another open-iscsi iface.
+	void MakeIfaceSession(int sid, const std::string &iface)
+	{
+		const std::string dir = "class/iscsi_session/session" +
+		                        std::to_string(sid) + "/";
+		const std::string conn = "class/iscsi_connection/connection" +
+		                         std::to_string(sid) + ":0/";
+		sys.Write(dir + "targetname", std::string(kIqn) + "\n");
+		sys.Write(dir + "state", "LOGGED_IN\n");
+		sys.Write(dir + "ifacename", iface + "\n");
+		sys.Write(conn + "persistent_address", "127.0.0.1\n");
+		sys.Write(conn + "persistent_port", "3260\n");
 	}
 	void RemoveSession()
 	{
@@ -619,6 +652,53 @@ TEST_F(IscsiSessionsTest, ConnectorLogsOutOnlyUnsharedOwnedSessions)
 	ASSERT_TRUE(peer);
 	EXPECT_EQ(peer->session, "none");
 	EXPECT_FALSE(c.Describe("/dev/sdb"));
+}
+
+// Logout ends the one session it decided on, by its sid. It ran the node
+// record's logout (-m node -T -p --logout), which ends every session of the
+// record: an administrator's through another iface went with the daemon's.
+TEST_F(IscsiSessionsTest, LogoutEndsItsOwnSessionByItsSidOnly)
+{
+	MakeSession(true); // no ifacename: a kernel without it, the default
+	MakeIfaceSession(2, "adm");
+	IscsiSessions s(runner, options);
+	std::vector<std::string> asked;
+	const auto keep = [&](const IscsiSysfsSession &found) {
+		asked.push_back(found.name);
+		return false;
+	};
+	bool kept = true;
+	ASSERT_TRUE(s.Logout(Url(), keep, &kept).ok());
+	EXPECT_FALSE(kept);
+	EXPECT_EQ(asked, (std::vector<std::string>{"session1"}));
+	ASSERT_EQ(runner.calls.size(), 1u);
+	EXPECT_EQ(runner.calls[0],
+	          (Argv{"iscsiadm", "-m", "session", "-r", "1", "--logout"}));
+}
+
+// A session on another iface is never the daemon's (its logins name
+// "default"): Logout leaves it, and does not even ask keep about it.
+TEST_F(IscsiSessionsTest, ASessionOnAnotherIfaceIsNeverLoggedOut)
+{
+	MakeIfaceSession(3, "adm");
+	IscsiSessions s(runner, options);
+	bool asked = false;
+	const auto keep = [&](const IscsiSysfsSession &) {
+		asked = true;
+		return false;
+	};
+	bool kept = true;
+	ASSERT_TRUE(s.Logout(Url(), keep, &kept).ok());
+	EXPECT_FALSE(kept);
+	EXPECT_FALSE(asked);
+	EXPECT_TRUE(runner.calls.empty());
+	// Its own iface named in sysfs: that one it does end.
+	MakeIfaceSession(4, "default");
+	ASSERT_TRUE(s.Logout(Url(), keep, &kept).ok());
+	EXPECT_TRUE(asked);
+	ASSERT_EQ(runner.calls.size(), 1u);
+	EXPECT_EQ(runner.calls[0],
+	          (Argv{"iscsiadm", "-m", "session", "-r", "4", "--logout"}));
 }
 
 // A portal's host name is resolved once per resolve_ttl, not at every look-up

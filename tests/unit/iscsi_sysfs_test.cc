@@ -46,6 +46,7 @@ TEST(IscsiSysfsTest, ListsSessionsWithTheirPortal)
 	            "FAILED");
 	MakeSession(sys, 1, "iqn.2003-01.org.x:a", "127.0.0.1", "3260",
 	            "LOGGED_IN");
+	sys.Write("class/iscsi_session/session3/ifacename", "adm\n");
 	sys.Write("class/iscsi_session/junk/targetname", "x\n");
 	auto s = ListIscsiSessions(sys.path());
 	ASSERT_EQ(s.size(), 2u);
@@ -55,8 +56,10 @@ TEST(IscsiSysfsTest, ListsSessionsWithTheirPortal)
 	EXPECT_EQ(s[0].address, "127.0.0.1");
 	EXPECT_EQ(s[0].port, 3260);
 	EXPECT_EQ(s[0].state, "LOGGED_IN");
+	EXPECT_EQ(s[0].iface, ""); // a kernel without ifacename
 	EXPECT_EQ(s[1].name, "session3");
 	EXPECT_EQ(s[1].state, "FAILED");
+	EXPECT_EQ(s[1].iface, "adm");
 }
 
 TEST(IscsiSysfsTest, NoSysfsNoSessions)

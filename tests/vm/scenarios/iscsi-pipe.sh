@@ -6,12 +6,13 @@
 # docs/iscsi.md's example: the portal's records are the address discovery
 # returns, 127.0.0.1; the other iscsi-* scenarios name it by that address)
 # makes replipiped discover, log in and find the LUN's disk itself; 64 MiB
-# of random writes
-# through a tcm_loop LUN on the source backstore (/dev/ram0) must land on
-# both ramdisks, byte-identical; status shows the peer; `delete` logs the
-# session out. The portal offers another target, whose node record an
-# administrator made and tuned before: the daemon's discovery must leave
-# that record as it is, and make the one of its own target.
+# of random writes through a tcm_loop LUN on the source backstore
+# (/dev/ram0) must land on both ramdisks, byte-identical; status shows the
+# peer; `delete` logs the daemon's session out, and not the one an
+# administrator made to the same target through another open-iscsi iface.
+# The portal offers another target, whose node record an administrator
+# made and tuned before: the daemon's discovery must leave that record as
+# it is, and make the one of its own target.
 # vm-timeout: 600
 # vm-cost: 20
 # vm-mem: 1024
@@ -107,6 +108,22 @@ rp-verify --cmp /dev/ram0 /dev/ram1 || vm_fail "source and peer ramdisks differ"
 vm_log "source and peer ramdisks byte-identical"
 replipipectl status iscsi
 
+vm_log "== an administrator logs in to $IQN too, through an iface of his own"
+iscsiadm -m iface -I adm -o new > /dev/null || vm_fail "iface adm"
+iscsiadm -m discovery -t sendtargets -p $PORTAL -I adm -o new > /dev/null ||
+	vm_fail "discovery through iface adm"
+iscsiadm -m node -T $IQN -p $PORTAL -I adm --login > /dev/null || vm_fail "login through iface adm"
+ours=
+adm=
+for s in /sys/class/iscsi_session/session*; do
+	case $(cat "$s/ifacename") in
+	default) ours=${s##*/} ;;
+	adm) adm=${s##*/} ;;
+	esac
+done
+[ -n "$ours" ] && [ -n "$adm" ] || vm_fail "sessions: the daemon's '$ours', the administrator's '$adm'"
+vm_log "the daemon's $ours, the administrator's $adm"
+
 vm_log "== restart: the daemon finds the session and adopts the pipe"
 kill $daemon; wait $daemon || vm_fail "replipiped did not exit cleanly"
 replipiped --foreground --log-level debug > /tmp/replipiped2.log 2>&1 &
@@ -115,8 +132,15 @@ vm_wait_path /run/replipipe/replipiped.sock 50
 sleep 1
 replipipectl --json status iscsi | grep -q '"session": *"LOGGED_IN"' || vm_fail "status after restart"
 
-vm_log "== delete logs the session out"
+replipipectl --json status iscsi | grep -q "\"device\": *\"$peer_dev\"" ||
+	vm_fail "status: the peer is no longer $peer_dev"
+
+vm_log "== delete logs the daemon's session out, and only that one"
 replipipectl delete iscsi || { cat /tmp/replipiped2.log; vm_fail "delete"; }
+[ ! -e /sys/class/iscsi_session/$ours ] || vm_fail "the daemon's $ours is left after delete"
+[ -e /sys/class/iscsi_session/$adm ] ||
+	vm_fail "delete ended the administrator's $adm too (the node record's logout)"
+iscsiadm -m node -T $IQN -p $PORTAL -I adm --logout > /dev/null || vm_fail "logout through iface adm"
 if iscsiadm -m session; then vm_fail "a session is left after delete"; fi
 [ -z "$(ls /sys/class/iscsi_session)" ] || vm_fail "sysfs still shows a session"
 kill $daemon; wait $daemon || vm_fail "replipiped did not exit cleanly"
