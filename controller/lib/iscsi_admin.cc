@@ -26,18 +26,23 @@ enum : int {
 	kErrLoginAuthFailed = 24,
 };
 
-std::string LastLine(const std::string &output)
+// iscsiadm's reason for a failure: its last line, unless a line says what
+// went wrong ("initiator reported error (20 - could not connect to
+// iscsid)"), which later lines may follow with what it then did not find.
+std::string Reason(const std::string &output)
 {
 	std::istringstream in(output);
-	std::string line, last;
+	std::string line, last, reported;
 	while (std::getline(in, line)) {
 		while (!line.empty() &&
 		       std::isspace(static_cast<unsigned char>(line.back())))
 			line.pop_back();
 		if (!line.empty())
 			last = line;
+		if (line.find("reported error") != std::string::npos)
+			reported = line;
 	}
-	return last;
+	return reported.empty() ? last : reported;
 }
 
 std::string Ms(std::chrono::milliseconds b)
@@ -50,7 +55,7 @@ std::string Ms(std::chrono::milliseconds b)
 Status IscsiadmError(int exit_code, const std::string &output,
                      const std::string &what)
 {
-	std::string detail = LastLine(output);
+	std::string detail = Reason(output);
 	std::string tail = " (iscsiadm exit " + std::to_string(exit_code) +
 	                   (detail.empty() ? "" : ": " + detail) + ")";
 	switch (exit_code) {
@@ -188,7 +193,7 @@ Result<std::vector<DiscoveredTarget>> IscsiAdmin::Discover(const IscsiUrl &url,
 		return Status::Error(what +
 		                             ": portal unreachable (iscsiadm "
 		                             "exit 11: " +
-		                             LastLine(r->output) + ")",
+		                             Reason(r->output) + ")",
 		                     EHOSTUNREACH);
 	if (r->exit_code != 0)
 		return IscsiadmError(r->exit_code, r->output, what);
@@ -246,11 +251,23 @@ Status IscsiAdmin::LogoutSession(uint32_t sid, const std::string &what,
 	auto r = Run(SessionLogoutArgs(sid), bound, full);
 	if (!r.ok())
 		return r.status();
-	// sids are not reused before a reboot: gone is gone, not another.
-	if (r->exit_code != 0 && r->exit_code != kErrNoObjsFound &&
-	    r->exit_code != kErrSessNotFound && r->exit_code != kErrSysfsLookup)
-		return IscsiadmError(r->exit_code, r->output, full);
-	return Status();
+	if (r->exit_code == 0)
+		return Status();
+	// No such session, iscsiadm says; also, seen with open-iscsi 2.1.8,
+	// when it could not reach iscsid and the session is still there
+	// ("initiator reported error (20 ...)", then "No matching sessions
+	// found", exit 21). The caller looks in sysfs.
+	if (r->exit_code == kErrNoObjsFound ||
+	    r->exit_code == kErrSessNotFound ||
+	    r->exit_code == kErrSysfsLookup) {
+		const std::string said = Reason(r->output);
+		return Status::Error(
+		        full + ": iscsiadm found no such session (exit " +
+		                std::to_string(r->exit_code) +
+		                (said.empty() ? "" : ": " + said) + ")",
+		        ENOENT);
+	}
+	return IscsiadmError(r->exit_code, r->output, full);
 }
 
 } // namespace replipipe

@@ -72,7 +72,8 @@ public:
 	// session counts as success.
 	Status Logout(const IscsiUrl &url, Bound bound);
 	// Ends session <sid> only; what names it in messages ("iqn on
-	// portal"). A session already gone counts as success.
+	// portal"). ENOENT: iscsiadm found no such session, which it also
+	// says when it could not reach iscsid (the caller checks sysfs).
 	Status LogoutSession(uint32_t sid, const std::string &what,
 	                     Bound bound);
 

@@ -2,6 +2,7 @@
 // iscsi_targets.h): connect before verify, the device for the kernel,
 // disconnect when no stored pair uses a connection.
 #include <cerrno>
+#include <set>
 
 #include "log.h"
 #include "pipe_service.h"
@@ -101,9 +102,42 @@ void PipeService::DropConnections(const std::string &uuid,
 {
 	if (!connector_ || targets.empty())
 		return;
-	for (const std::string &why : connector_->Disconnect(
-	             targets, [this, &uuid] { return TargetsInUse(uuid); }))
-		LogWarning() << "disconnect: " << why;
+	const std::vector<DisconnectFailure> failures = connector_->Disconnect(
+	        targets, [this, &uuid] { return TargetsInUse(uuid); });
+	std::set<std::string> failed;
+	for (const DisconnectFailure &f : failures) {
+		failed.insert(f.target);
+		bool again = false;
+		{
+			std::lock_guard<std::mutex> lock(mu_);
+			auto [owed, added] =
+			        owed_logouts_.try_emplace(f.target, f.why);
+			again = !added && owed->second == f.why;
+			owed->second = f.why;
+		}
+		// Once per reason, not at every refresh's try.
+		(again ? LogDebug() : LogWarning())
+		        << "disconnect: " << f.why
+		        << "; replipiped tries again at each refresh";
+	}
+	for (const std::string &t : targets) {
+		if (failed.count(t))
+			continue;
+		std::lock_guard<std::mutex> lock(mu_);
+		if (owed_logouts_.erase(t))
+			LogNotice() << "disconnect: " << t
+			            << ": its session no longer owes a logout "
+			               "(logged out now, gone, or used again)";
+	}
+}
+
+std::vector<std::string> PipeService::OwedLogouts() const
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	std::vector<std::string> owed;
+	for (const auto &[target, why] : owed_logouts_)
+		owed.push_back(target);
+	return owed;
 }
 
 MethodOutcome PipeService::ConnectAndVerify(

@@ -600,12 +600,43 @@ Status IscsiSessions::Logout(const IscsiUrl &url, const KeepSession &keep,
 	// By its sid: the node record's logout ends every session of the
 	// record, an administrator's on another iface too.
 	const std::string what = url.iqn + " on " + url.Portal();
-	Status st =
-	        admin_.LogoutSession(session->sid, what, options_.logout_bound);
-	if (st.ok())
-		LogNotice() << "iSCSI " << what << ": logged out of "
-		            << session->name;
-	return st;
+	const auto deadline = Clock::now() + options_.logout_bound;
+	Status st = admin_.LogoutSession(session->sid, what, Left(deadline));
+	if (!st.ok() && st.err() != ENOENT)
+		return st;
+	// Whatever iscsiadm said, sysfs says whether the session ended: its
+	// "no such session" may mean that iscsid did not answer.
+	if (!SessionEnds(session->name, deadline)) {
+		const std::string said =
+		        st.ok() ? "logout of session " +
+		                          std::to_string(session->sid) + " (" +
+		                          what + "): iscsiadm said done"
+		                : st.message();
+		return Status::Error(said + "; the session is still there",
+		                     EIO);
+	}
+	LogNotice() << "iSCSI " << what << ": logged out of " << session->name;
+	return Status();
+}
+
+bool IscsiSessions::SessionEnds(const std::string &name,
+                                Clock::time_point deadline) const
+{
+	const std::filesystem::path dir =
+	        std::filesystem::path(options_.sysfs) / "class" /
+	        "iscsi_session" / name;
+	// iscsiadm's logout returns once iscsid removed the session; a
+	// moment more for sysfs, not the bound's 15 s.
+	deadline = std::min(deadline, Clock::now() + std::chrono::seconds(1));
+	for (;;) {
+		std::error_code ec;
+		if (!std::filesystem::exists(dir, ec) && !ec)
+			return true;
+		if (Clock::now() >= deadline)
+			return false;
+		std::this_thread::sleep_for(
+		        std::min(options_.poll_interval, Left(deadline)));
+	}
 }
 
 } // namespace replipipe

@@ -139,6 +139,10 @@ private:
 	Result<IscsiAttachment>
 	WaitForDisk(const IscsiUrl &url,
 	            std::chrono::steady_clock::time_point deadline);
+	// Whether sysfs session @name is gone, or goes within a second
+	// (before deadline).
+	bool SessionEnds(const std::string &name,
+	                 std::chrono::steady_clock::time_point deadline) const;
 	// Writes "- - -" to the session's SCSI host's scan attribute;
 	// false when there is none.
 	bool Rescan(const std::string &session) const;

@@ -82,11 +82,11 @@ Result<std::string> IscsiTargetConnector::DevicePath(const std::string &target)
 	return sessions_.DevicePath(*url);
 }
 
-std::vector<std::string>
+std::vector<DisconnectFailure>
 IscsiTargetConnector::Disconnect(const std::vector<std::string> &targets,
                                  const TargetsInUse &in_use)
 {
-	std::vector<std::string> failures;
+	std::vector<DisconnectFailure> failures;
 	for (const std::string &t : targets) {
 		auto url = Url(t);
 		if (!url)
@@ -104,7 +104,7 @@ IscsiTargetConnector::Disconnect(const std::vector<std::string> &targets,
 		bool kept = false;
 		Status st = sessions_.Logout(*url, keep, &kept);
 		if (!st.ok()) {
-			failures.push_back(st.message());
+			failures.push_back({t, st.message()});
 			continue;
 		}
 		if (session.empty() || kept)

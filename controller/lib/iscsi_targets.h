@@ -28,6 +28,12 @@
 namespace replipipe
 {
 
+// A connection Disconnect() could not end.
+struct DisconnectFailure {
+	std::string target; // as given to Disconnect()
+	std::string why;
+};
+
 struct PeerView {
 	std::string portal;
 	std::string iqn;
@@ -58,8 +64,9 @@ public:
 	// Ends the connections of targets that no target in in_use() shares.
 	// in_use is asked for each connection in the turn that ends it, so a
 	// call that took another target of that connection meanwhile keeps
-	// it. Returns one line per failure (logged by the caller).
-	virtual std::vector<std::string>
+	// it. Returns the targets whose connection it could not end, and
+	// why (the caller logs them and tries again).
+	virtual std::vector<DisconnectFailure>
 	Disconnect(const std::vector<std::string> &targets,
 	           const TargetsInUse &in_use) = 0;
 	virtual std::optional<PeerView> Describe(const std::string &target) = 0;
@@ -77,7 +84,7 @@ public:
 	                            const std::vector<std::string> &in_use,
 	                            bool *made) override;
 	Result<std::string> DevicePath(const std::string &target) override;
-	std::vector<std::string>
+	std::vector<DisconnectFailure>
 	Disconnect(const std::vector<std::string> &targets,
 	           const TargetsInUse &in_use) override;
 	std::optional<PeerView> Describe(const std::string &target) override;

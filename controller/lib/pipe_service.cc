@@ -1519,7 +1519,7 @@ bool PipeService::HasLeftovers() const
 	for (const StoreEntry &e : pending_)
 		if (!carried_.count(e.record.instance_id))
 			return true;
-	return false;
+	return !owed_logouts_.empty();
 }
 
 std::vector<PipeService::Settled>
@@ -1539,6 +1539,12 @@ PipeService::SettleLeftovers(std::chrono::milliseconds wait,
 			break;
 		settled.push_back(SettlePending(e, wait));
 	}
+	// For no pipe (uuid ""): every stored, pending and reserved target
+	// counts as in use, so a session wanted again is kept.
+	if (!stop.stop_requested())
+		if (const std::vector<std::string> owed = OwedLogouts();
+		    !owed.empty())
+			DropConnections("", owed);
 	return settled;
 }
 

@@ -163,11 +163,20 @@ public:
 	// (ENOENT is fine), then the record leaves the store, then the
 	// sessions to its iSCSI targets go. wait: for each pipe's lock; stop
 	// ends it between two records. Reconcile() does this first; the
-	// daemon does it after its refreshes while it runs.
+	// daemon does it after its refreshes while it runs. Then, unless
+	// stopped, it tries again the logouts that failed (OwedLogouts()).
 	std::vector<Settled> SettleLeftovers(std::chrono::milliseconds wait,
 	                                     const std::stop_token &stop = {});
-	// Whether SettleLeftovers() has records to settle now.
+	// Whether SettleLeftovers() has records to settle or logouts to try
+	// again now.
 	bool HasLeftovers() const;
+	// The targets whose session a logout failed to end (iscsid not
+	// running, say), not tried with success since: SettleLeftovers()
+	// tries them again, asking in the portal's turn whether a pair uses
+	// them now, until they end or are wanted again. Kept in memory
+	// only: after a restart such a session is no stored pair's, and is
+	// left to the administrator (docs/iscsi.md).
+	std::vector<std::string> OwedLogouts() const;
 	// Pushes the stored pipe uuid to the kernel if the kernel lacks it
 	// (every pair resyncs in full): what Reconcile() does for a pipe it
 	// could not push at start-up (a target or backstore that was not
@@ -240,7 +249,8 @@ private:
 	                               const std::set<uint64_t> &held,
 	                               std::vector<std::string> *made);
 	// Logs out the sessions of targets (of pipe uuid) that no other pipe
-	// uses (TargetsInUse()).
+	// uses (TargetsInUse()). Those whose logout fails are owed
+	// (owed_logouts_); those it ends or keeps no longer are.
 	void DropConnections(const std::string &uuid,
 	                     const std::vector<std::string> &targets);
 	std::string ConnectStored(const PipeRecord &record);
@@ -340,6 +350,9 @@ private:
 	// SettleLeftovers() settles them. Both guarded by mu_.
 	std::vector<StoreEntry> pending_;
 	std::set<std::string> carried_;
+	// Target -> why its last logout failed (OwedLogouts()); guarded by
+	// mu_.
+	std::map<std::string, std::string> owed_logouts_;
 	// Endpoints taken by calls in flight -> UUID of the pipe they are for.
 	std::map<std::string, std::string> reserved_sources_; // guarded by mu_
 	std::map<std::string, std::string> reserved_targets_; // guarded by mu_

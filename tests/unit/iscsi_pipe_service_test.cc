@@ -79,23 +79,32 @@ public:
 			return Status::Error("not connected", ENODEV);
 		return connected[t];
 	}
-	std::vector<std::string>
+	std::vector<DisconnectFailure>
 	Disconnect(const std::vector<std::string> &targets,
 	           const TargetsInUse &in_use) override
 	{
 		// Once, without mu: it may call the service.
 		if (auto hook = std::exchange(before_disconnect, nullptr))
 			hook();
+		std::vector<DisconnectFailure> failures;
 		for (const std::string &t : targets) {
 			// Asked per target, as the real one asks per session.
 			const std::vector<std::string> used = in_use();
 			std::lock_guard<std::mutex> lock(mu);
 			last_in_use = used;
-			if (std::find(used.begin(), used.end(), t) ==
+			disconnects[t]++;
+			if (std::find(used.begin(), used.end(), t) !=
 			    used.end())
-				connected.erase(t);
+				continue;
+			if (logout_failures > 0 && connected.count(t)) {
+				logout_failures--;
+				failures.push_back(
+				        {t, t + ": iscsid is not running"});
+				continue;
+			}
+			connected.erase(t);
 		}
-		return {};
+		return failures;
 	}
 	std::optional<PeerView> Describe(const std::string &t) override
 	{
@@ -126,6 +135,10 @@ public:
 	std::vector<std::string> last_in_use;
 	// Runs at the start of the next Disconnect().
 	std::function<void()> before_disconnect;
+	// The next this many logouts of a connected target fail.
+	int logout_failures = 0;
+	// Target -> Disconnect() calls that named it.
+	std::map<std::string, int> disconnects;
 };
 
 class IscsiPipeServiceTest : public ::testing::Test
@@ -619,6 +632,54 @@ TEST_F(IscsiPipeServiceTest, AConnectedDiskUnderItsDevicePathIsAReusedTarget)
 	          std::string::npos)
 	        << d.error;
 	EXPECT_TRUE(connector.connected.count(url2));
+}
+
+// A logout that fails (iscsid not running when the pipe is deleted) used to
+// be logged and forgotten: the session stayed logged in for good, and a
+// later pipe to that target took it for the administrator's. It is owed
+// now, and tried again at each settle until it ends.
+TEST_F(IscsiPipeServiceTest, AFailedLogoutIsTriedAgainUntilItEnds)
+{
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	connector.logout_failures = 2;
+	ASSERT_EQ(service.Delete(out.replication_pipe).return_value,
+	          ReturnValue::kCompleted);
+	EXPECT_TRUE(connector.connected.count(kUrl0));
+	EXPECT_EQ(service.OwedLogouts(), (std::vector<std::string>{kUrl0}));
+	EXPECT_TRUE(service.HasLeftovers());
+	service.SettleLeftovers(std::chrono::milliseconds(0)); // fails again
+	EXPECT_TRUE(connector.connected.count(kUrl0));
+	EXPECT_TRUE(service.HasLeftovers());
+	service.SettleLeftovers(std::chrono::milliseconds(0));
+	EXPECT_FALSE(connector.connected.count(kUrl0));
+	EXPECT_TRUE(service.OwedLogouts().empty());
+	EXPECT_FALSE(service.HasLeftovers());
+	EXPECT_EQ(connector.disconnects[kUrl0], 3);
+	// Nothing owed: a settle asks the connector for nothing.
+	service.SettleLeftovers(std::chrono::milliseconds(0));
+	EXPECT_EQ(connector.disconnects[kUrl0], 3);
+}
+
+// An owed logout whose target a pipe uses again is not done, and no longer
+// owed: the session is that pipe's now.
+TEST_F(IscsiPipeServiceTest, AnOwedLogoutOfATargetUsedAgainIsDropped)
+{
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	connector.logout_failures = 1;
+	ASSERT_EQ(service.Delete(out.replication_pipe).return_value,
+	          ReturnValue::kCompleted);
+	ASSERT_EQ(service.OwedLogouts(), (std::vector<std::string>{kUrl0}));
+	MethodOutcome again =
+	        service.CreateOrModify(Call({"replipipe_0/b"}, {kUrl0}));
+	ASSERT_EQ(again.return_value, ReturnValue::kCompleted) << again.error;
+	service.SettleLeftovers(std::chrono::milliseconds(0));
+	EXPECT_TRUE(connector.connected.count(kUrl0));
+	EXPECT_TRUE(service.OwedLogouts().empty());
+	EXPECT_FALSE(service.HasLeftovers());
 }
 
 TEST_F(IscsiPipeServiceTest, ModifyRemovingThePairDisconnects)

@@ -219,10 +219,18 @@ TEST(IscsiAdminTest, MapsExitCodes)
 	EXPECT_EQ(admin.Login(Url(), b).err(), EEXIST); // already logged in
 	runner.handler = [](const Argv &) { return Exit(21); };
 	EXPECT_TRUE(admin.Logout(Url(), b).ok()); // no session
-	// -m session -r <sid>: a session gone meanwhile is sysfs lookup's 22.
+	// -m session -r <sid>: no such session (a session gone meanwhile is
+	// sysfs lookup's 22) is ENOENT, which IscsiSessions checks in sysfs.
 	for (int gone : {2, 21, 22}) {
-		runner.handler = [gone](const Argv &) { return Exit(gone); };
-		EXPECT_TRUE(admin.LogoutSession(7, "x on y", b).ok()) << gone;
+		runner.handler = [gone](const Argv &) {
+			return Exit(gone,
+			            "iscsiadm: No matching sessions found\n");
+		};
+		Status st = admin.LogoutSession(7, "x on y", b);
+		EXPECT_EQ(st.err(), ENOENT) << gone;
+		EXPECT_NE(st.message().find("No matching sessions found"),
+		          std::string::npos)
+		        << st.message();
 	}
 	runner.handler = [](const Argv &) {
 		return Exit(1, "iscsiadm: logout failed\n");
@@ -336,6 +344,16 @@ protected:
 		sys.Write(dir + "ifacename", iface + "\n");
 		sys.Write(conn + "persistent_address", "127.0.0.1\n");
 		sys.Write(conn + "persistent_port", "3260\n");
+	}
+	// A fake iscsiadm's -m session -r <sid> --logout that ends the
+	// session: its sysfs directory goes.
+	bool EndSessionNamedIn(const Argv &a)
+	{
+		if (a.size() < 6 || a[2] != "session" || a.back() != "--logout")
+			return false;
+		std::filesystem::remove_all(
+		        sys / ("class/iscsi_session/session" + a[4]));
+		return true;
 	}
 	void RemoveSession()
 	{
@@ -661,6 +679,10 @@ TEST_F(IscsiSessionsTest, LogoutEndsItsOwnSessionByItsSidOnly)
 {
 	MakeSession(true); // no ifacename: a kernel without it, the default
 	MakeIfaceSession(2, "adm");
+	runner.handler = [this](const Argv &a) {
+		EndSessionNamedIn(a);
+		return Exit(0);
+	};
 	IscsiSessions s(runner, options);
 	std::vector<std::string> asked;
 	const auto keep = [&](const IscsiSysfsSession &found) {
@@ -681,6 +703,10 @@ TEST_F(IscsiSessionsTest, LogoutEndsItsOwnSessionByItsSidOnly)
 TEST_F(IscsiSessionsTest, ASessionOnAnotherIfaceIsNeverLoggedOut)
 {
 	MakeIfaceSession(3, "adm");
+	runner.handler = [this](const Argv &a) {
+		EndSessionNamedIn(a);
+		return Exit(0);
+	};
 	IscsiSessions s(runner, options);
 	bool asked = false;
 	const auto keep = [&](const IscsiSysfsSession &) {
@@ -699,6 +725,39 @@ TEST_F(IscsiSessionsTest, ASessionOnAnotherIfaceIsNeverLoggedOut)
 	ASSERT_EQ(runner.calls.size(), 1u);
 	EXPECT_EQ(runner.calls[0],
 	          (Argv{"iscsiadm", "-m", "session", "-r", "4", "--logout"}));
+}
+
+// iscsiadm 2.1.8 that cannot reach iscsid says "No matching sessions found"
+// and exits 21, as for a session that is gone; the session is still there.
+// That counted as logged out: the session stayed for good. Sysfs decides.
+TEST_F(IscsiSessionsTest, ALogoutIsDoneWhenSysfsSaysSo)
+{
+	MakeSession(true);
+	IscsiSessions s(runner, options);
+	runner.handler = [](const Argv &) {
+		return Exit(21,
+		            "iscsiadm: initiator reported error (20 - could "
+		            "not connect to iscsid)\n"
+		            "iscsiadm: No matching sessions found\n");
+	};
+	Status st = s.Logout(Url());
+	EXPECT_EQ(st.err(), EIO);
+	EXPECT_NE(st.message().find("session 1"), std::string::npos)
+	        << st.message();
+	EXPECT_NE(st.message().find("still there"), std::string::npos)
+	        << st.message();
+	EXPECT_NE(st.message().find("could not connect to iscsid"),
+	          std::string::npos)
+	        << st.message();
+	// Exit 0 with the session still there is no logout either.
+	runner.handler = [](const Argv &) { return Exit(0); };
+	EXPECT_EQ(s.Logout(Url()).err(), EIO);
+	// Gone meanwhile (another tool's logout): 21 is right.
+	runner.handler = [this](const Argv &) {
+		RemoveSession();
+		return Exit(21, "iscsiadm: No matching sessions found\n");
+	};
+	EXPECT_TRUE(s.Logout(Url()).ok());
 }
 
 // A portal's host name is resolved once per resolve_ttl, not at every look-up

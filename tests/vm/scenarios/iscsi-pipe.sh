@@ -8,8 +8,10 @@
 # makes replipiped discover, log in and find the LUN's disk itself; 64 MiB
 # of random writes through a tcm_loop LUN on the source backstore
 # (/dev/ram0) must land on both ramdisks, byte-identical; status shows the
-# peer; `delete` logs the daemon's session out, and not the one an
-# administrator made to the same target through another open-iscsi iface.
+# peer; `delete`, with iscsid down, cannot log the daemon's session out:
+# the logout is tried again, and ends that session once iscsid is back,
+# and not the one an administrator made to the same target through
+# another open-iscsi iface.
 # The portal offers another target, whose node record an administrator
 # made and tuned before: the daemon's discovery must leave that record as
 # it is, and make the one of its own target.
@@ -135,9 +137,21 @@ replipipectl --json status iscsi | grep -q '"session": *"LOGGED_IN"' || vm_fail 
 replipipectl --json status iscsi | grep -q "\"device\": *\"$peer_dev\"" ||
 	vm_fail "status: the peer is no longer $peer_dev"
 
-vm_log "== delete logs the daemon's session out, and only that one"
+vm_log "== delete while iscsid is down: its logout fails, and is tried again"
+vm_iscsid_stop $VM_ISCSID
 replipipectl delete iscsi || { cat /tmp/replipiped2.log; vm_fail "delete"; }
-[ ! -e /sys/class/iscsi_session/$ours ] || vm_fail "the daemon's $ours is left after delete"
+[ -e /sys/class/iscsi_session/$ours ] || vm_fail "$ours ended without iscsid"
+grep -q "tries again at each refresh" /tmp/replipiped2.log ||
+	{ cat /tmp/replipiped2.log; vm_fail "the failed logout is not owed"; }
+vm_iscsid_start
+t0=$(cut -d' ' -f1 /proc/uptime)
+i=0
+while [ -e /sys/class/iscsi_session/$ours ]; do
+	i=$((i + 1))
+	[ $i -le 600 ] || { cat /tmp/replipiped2.log; vm_fail "the daemon's $ours is left 60 s after iscsid came back"; }
+	sleep 0.1
+done
+vm_log "$ours logged out $(awk -v t="$t0" '{ printf "%.1f", $1 - t }' /proc/uptime) s after iscsid came back"
 [ -e /sys/class/iscsi_session/$adm ] ||
 	vm_fail "delete ended the administrator's $adm too (the node record's logout)"
 iscsiadm -m node -T $IQN -p $PORTAL -I adm --logout > /dev/null || vm_fail "logout through iface adm"
