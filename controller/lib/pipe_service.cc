@@ -1438,8 +1438,17 @@ PipeService::ReconcileOne(const PipeRecord &listed_record,
 {
 	const std::string &uuid = listed_record.instance_id;
 	PipeLock pipe_lock(*this, uuid);
-	if (!pipe_lock.TryLockFor(options_.busy_timeout))
-		return {PipeLabel(listed_record) + ": busy, not reconciled"};
+	if (!pipe_lock.TryLockFor(options_.busy_timeout)) {
+		// The call holding it may fail and leave the kernel's
+		// definition as it found it, which may differ from the store's
+		// (a modify killed between its PIPE_SET and its store write):
+		// the next refresh compares them once the pipe is free
+		// (PushIfNeeded()).
+		MarkForRepair(uuid);
+		return {PipeLabel(listed_record) +
+		        ": busy, not reconciled; compared with the kernel "
+		        "once free"};
+	}
 	// Under the lock: a pipe reconciled in the background may have been
 	// changed or deleted by a call since the store was listed.
 	auto current = GetPipe(uuid);

@@ -894,6 +894,70 @@ TEST_F(IscsiPipeServiceTest, ReconcileLeavesPeersThatHangToTheBackground)
 	EXPECT_EQ(slow.connected.size(), 4u);
 }
 
+// A restart finds the kernel with another definition than the store (a
+// modify killed between its PIPE_SET and its store write). Its reconcile
+// finds the pipe held by a call (a retried modify, logging in to a peer),
+// which then fails and leaves the kernel as it was. The pipe was then in no
+// one's hands: only the next start would put the stored definition back. It
+// is marked for repair now, and the next refresh's push compares the two.
+TEST_F(IscsiPipeServiceTest, APipeBusyAtReconcileIsComparedLater)
+{
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	const std::string uuid = Uuid(out);
+	// The kernel got a modify's second pair; the store did not.
+	auto k = kernel.Find(uuid);
+	ASSERT_TRUE(k);
+	KernelPipeSpec modified;
+	modified.id = uuid;
+	modified.name = k->name;
+	modified.pairs = {{"replipipe_0/a", "/dev/sdx"},
+	                  {"replipipe_0/b", "/dev/sdz"}};
+	ASSERT_TRUE(kernel.SetPipe(modified).ok());
+
+	const std::string hung =
+	        "iscsi://10.0.3.1:3260/iqn.2003-01.org.x:hung/0";
+	FakeConnector slow;
+	slow.devices = connector.devices;
+	slow.devices[hung] = "/dev/sdw";
+	slow.held = {hung};
+	slow.errors[hung] = EIO;
+	PipeServiceOptions options;
+	options.busy_timeout = std::chrono::milliseconds(100);
+	options.peer_wait = std::chrono::milliseconds(200);
+	PipeService again{kernel, store, probe, HostIdentity{kHost}, options};
+	again.SetTargetConnector(&slow);
+	ASSERT_TRUE(again.Load().ok());
+	// The retried modify holds the pipe while its peer's login hangs.
+	CreateOrModifyCall retry =
+	        Call({"replipipe_0/a", "replipipe_0/b"}, {kUrl0, hung});
+	retry.replication_pipe = out.replication_pipe;
+	auto call = std::async(std::launch::async,
+	                       [&] { return again.CreateOrModify(retry); });
+	for (int i = 0; i < 500; ++i) {
+		{
+			std::lock_guard<std::mutex> lock(slow.mu);
+			if (slow.connects >= 1) // the call holds the pipe
+				break;
+		}
+		std::this_thread::sleep_for(std::chrono::milliseconds(10));
+	}
+	auto report = again.Reconcile();
+	ASSERT_TRUE(report.ok()) << report.status().message();
+	EXPECT_NE(Lines(*report).find("busy, not reconciled"),
+	          std::string::npos)
+	        << Lines(*report);
+	slow.Release();
+	EXPECT_EQ(call.get().return_value, ReturnValue::kFailed);
+	ASSERT_EQ(kernel.Find(uuid)->pairs.size(), 2u) << "setup: changed";
+	EXPECT_EQ(again.PipesToRepair(), std::set<std::string>{uuid});
+	auto pushed = again.PushIfNeeded(uuid);
+	ASSERT_TRUE(pushed.ok()) << pushed.status().message();
+	EXPECT_EQ(*pushed, PushOutcome::kReplaced);
+	EXPECT_EQ(kernel.Find(uuid)->pairs.size(), 1u);
+}
+
 // The daemon stops while a peer's login started by the reconcile still
 // hangs: the service's destructor waits for it (it uses the connector and
 // the kernel), and nothing is pushed once the stop was asked for.
