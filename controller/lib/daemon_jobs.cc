@@ -499,11 +499,14 @@ void ResyncJobs::Finish(Job *job, const Status &status)
 	const bool cancelled = !status.ok() && status.err() == ECANCELED;
 	// The kernel refused a claim for the pair this job was planned for:
 	// a PIPE_SET replaced it (ESTALE), or removed it or deleted its pipe
-	// (ENOENT from the claim protocol, i.e. from Run(); the factory's
-	// ENOENT is a missing device or backstore, a failure). Not a failure
-	// of the resync: the next SyncPipe() plans a job for the new pair,
-	// if any, without a back-off.
-	const bool replaced = !status.ok() && status.err() == ESTALE;
+	// (ENOENT), both from the claim protocol, i.e. from Run(). The
+	// factory's are a device's (a missing device or backstore, a stale
+	// NFS handle), failures: taken for an obsolete job, one that failed at
+	// once started again at once, forever. Not a failure of the resync:
+	// the next SyncPipe() plans a job for the new pair, if any, without a
+	// back-off.
+	const bool replaced =
+	        !status.ok() && status.err() == ESTALE && job->ran;
 	const bool removed = !status.ok() && status.err() == ENOENT && job->ran;
 	const bool obsolete = replaced || removed;
 	std::optional<ResyncProgress> progress;

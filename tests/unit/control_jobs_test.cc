@@ -854,6 +854,36 @@ TEST(ControlJobs, VanishedPairStopsTheJobQuietly)
 	        Eventually([&] { return rec.Count("resync_failed") == 1; }));
 }
 
+// The factory's ESTALE is a device's (a stale NFS handle of a path, say),
+// not the claim protocol's "replaced": a failure with its back-off. Taken
+// for an obsolete job, its pipe was planned again at once, and the job
+// failed again at once, forever.
+TEST(ControlJobs, AStaleHandleOpeningTheDevicesIsAFailure)
+{
+	std::atomic<int> made{0};
+	Recorder rec;
+	Replans replans;
+	ResyncJobs jobs(
+	        [&](const PairJobSpec &) -> Result<std::unique_ptr<PairJob>> {
+		        ++made;
+		        return Status::Error("open /mnt/nfs/disk: Stale file "
+		                             "handle",
+		                             ESTALE);
+	        },
+	        rec.Sink(),
+	        ResyncJobsOptions{milliseconds(60000), milliseconds(60000),
+	                          milliseconds(60000)});
+	jobs.SetReplanSink(replans.Sink());
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 7));
+	ASSERT_TRUE(
+	        Eventually([&] { return rec.Count("resync_failed") == 1; }));
+	EXPECT_EQ(rec.Count("resync_stopped"), 0);
+	// Planned again now, it waits out its back-off: no second job.
+	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 7));
+	std::this_thread::sleep_for(milliseconds(100));
+	EXPECT_EQ(made.load(), 1);
+}
+
 // A pair's next job starts as soon as the entry is free, maybe before the
 // ended job's event reached the sink: subscribers must still see that end
 // before the successor's resync_started (a watcher would otherwise take the
