@@ -104,30 +104,18 @@ void PipeService::DropConnections(const std::string &uuid,
 		return;
 	const std::vector<DisconnectFailure> failures = connector_->Disconnect(
 	        targets, [this, &uuid] { return TargetsInUse(uuid); });
-	std::set<std::string> failed;
 	for (const DisconnectFailure &f : failures) {
-		failed.insert(f.target);
 		bool again = false;
 		{
 			std::lock_guard<std::mutex> lock(mu_);
-			auto [owed, added] =
-			        owed_logouts_.try_emplace(f.target, f.why);
-			again = !added && owed->second == f.why;
-			owed->second = f.why;
+			OwedLogout &owed = owed_logouts_[f.target];
+			again = owed.session == f.session && owed.why == f.why;
+			owed = {f.session, f.why};
 		}
 		// Once per reason, not at every refresh's try.
 		(again ? LogDebug() : LogWarning())
 		        << "disconnect: " << f.why
 		        << "; replipiped tries again at each refresh";
-	}
-	for (const std::string &t : targets) {
-		if (failed.count(t))
-			continue;
-		std::lock_guard<std::mutex> lock(mu_);
-		if (owed_logouts_.erase(t))
-			LogNotice() << "disconnect: " << t
-			            << ": its session no longer owes a logout "
-			               "(logged out now, gone, or used again)";
 	}
 }
 

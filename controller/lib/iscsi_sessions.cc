@@ -584,12 +584,19 @@ Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 }
 
 Status IscsiSessions::Logout(const IscsiUrl &url, const KeepSession &keep,
-                             bool *kept)
+                             bool *kept, const std::string &only)
 {
 	if (kept)
 		*kept = false;
 	KeyedLock::Hold hold(sequences_, SequenceKey(url));
-	auto session = Find(url, Resolve::kWait, Iface::kDaemon);
+	std::optional<IscsiSysfsSession> session;
+	if (only.empty()) {
+		session = Find(url, Resolve::kWait, Iface::kDaemon);
+	} else {
+		for (IscsiSysfsSession &s : ListIscsiSessions(options_.sysfs))
+			if (s.name == only)
+				session = std::move(s);
+	}
 	if (!session)
 		return Status();
 	if (keep && keep(*session)) {

@@ -111,9 +111,12 @@ public:
 	// that target called before it has found or made the session by then.
 	// Sessions on other ifaces are an administrator's: never ended here,
 	// nor asked about. No session is success; *kept (if not null) says
-	// whether keep held it.
+	// whether keep held it. only (when set): that sysfs session
+	// ("session3") and no other, whatever sysfs shows for url now: one
+	// whose logout failed before (sids are not reused before a reboot,
+	// and no name is resolved to find it).
 	Status Logout(const IscsiUrl &url, const KeepSession &keep = {},
-	              bool *kept = nullptr);
+	              bool *kept = nullptr, const std::string &only = "");
 	// sysfs only (cheap; no iscsiadm). Describe and DevicePath never wait
 	// for the resolver: the daemon's main loop calls them (status for the
 	// metrics textfile, the periodic refresh's device for the resync

@@ -25,15 +25,16 @@ bool IscsiTargetConnector::Handles(const std::string &target) const
 	return LooksLikeIscsiUrl(target);
 }
 
-bool IscsiTargetConnector::Uses(const std::vector<std::string> &targets,
-                                const std::string &session) const
+std::optional<std::string>
+IscsiTargetConnector::UsedBy(const std::vector<std::string> &targets,
+                             const std::string &session) const
 {
 	for (const std::string &t : targets)
 		if (auto url = Url(t))
 			if (auto s = sessions_.FindSession(*url);
 			    s && s->name == session)
-				return true;
-	return false;
+				return t;
+	return std::nullopt;
 }
 
 Result<std::string>
@@ -104,7 +105,7 @@ IscsiTargetConnector::Disconnect(const std::vector<std::string> &targets,
 		bool kept = false;
 		Status st = sessions_.Logout(*url, keep, &kept);
 		if (!st.ok()) {
-			failures.push_back({t, st.message()});
+			failures.push_back({t, st.message(), session});
 			continue;
 		}
 		if (session.empty() || kept)
@@ -113,6 +114,43 @@ IscsiTargetConnector::Disconnect(const std::vector<std::string> &targets,
 		ours_.erase(session);
 	}
 	return failures;
+}
+
+SessionDisconnect
+IscsiTargetConnector::DisconnectSession(const std::string &target,
+                                        const std::string &session,
+                                        const TargetsInUse &in_use)
+{
+	SessionDisconnect out;
+	auto url = Url(target);
+	if (!url)
+		return out;
+	const auto keep = [&](const IscsiSysfsSession &s) {
+		{
+			std::lock_guard<std::mutex> lock(mu_);
+			if (foreign_.count(s.name))
+				return true;
+		}
+		if (auto by = UsedBy(in_use(), s.name)) {
+			out.kept_for = *by;
+			return true;
+		}
+		return false;
+	};
+	bool kept = false;
+	Status st = sessions_.Logout(*url, keep, &kept, session);
+	if (!st.ok()) {
+		out.outcome = SessionDisconnect::Outcome::kFailed;
+		out.why = st.message();
+		return out;
+	}
+	if (kept) {
+		out.outcome = SessionDisconnect::Outcome::kKept;
+		return out;
+	}
+	std::lock_guard<std::mutex> lock(mu_);
+	ours_.erase(session);
+	return out;
 }
 
 std::optional<PeerView>

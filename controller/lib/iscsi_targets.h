@@ -32,6 +32,21 @@ namespace replipipe
 struct DisconnectFailure {
 	std::string target; // as given to Disconnect()
 	std::string why;
+	std::string session; // the connection it tried to end ("session3")
+};
+
+// What DisconnectSession() did.
+struct SessionDisconnect {
+	enum class Outcome {
+		kEnded,  // logged out now, or gone already
+		kKept,   // still wanted: see kept_for
+		kFailed, // see why
+	};
+	Outcome outcome = Outcome::kEnded;
+	// kKept: the target in use that the session serves; "" when it is
+	// kept as the administrator's.
+	std::string kept_for;
+	std::string why;
 };
 
 struct PeerView {
@@ -69,6 +84,11 @@ public:
 	virtual std::vector<DisconnectFailure>
 	Disconnect(const std::vector<std::string> &targets,
 	           const TargetsInUse &in_use) = 0;
+	// Ends connection @session (a DisconnectFailure's) of @target, and
+	// no other, unless a target in in_use() shares it (asked as above).
+	virtual SessionDisconnect
+	DisconnectSession(const std::string &target, const std::string &session,
+	                  const TargetsInUse &in_use) = 0;
 	virtual std::optional<PeerView> Describe(const std::string &target) = 0;
 };
 
@@ -87,12 +107,21 @@ public:
 	std::vector<DisconnectFailure>
 	Disconnect(const std::vector<std::string> &targets,
 	           const TargetsInUse &in_use) override;
+	SessionDisconnect
+	DisconnectSession(const std::string &target, const std::string &session,
+	                  const TargetsInUse &in_use) override;
 	std::optional<PeerView> Describe(const std::string &target) override;
 
 private:
-	// A target in @targets uses the sysfs session @session.
+	// The first target in @targets that uses the sysfs session @session.
+	std::optional<std::string>
+	UsedBy(const std::vector<std::string> &targets,
+	       const std::string &session) const;
 	bool Uses(const std::vector<std::string> &targets,
-	          const std::string &session) const;
+	          const std::string &session) const
+	{
+		return UsedBy(targets, session).has_value();
+	}
 
 	IscsiSessions &sessions_;
 	std::mutex mu_;

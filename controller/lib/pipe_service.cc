@@ -283,16 +283,21 @@ public:
 			if (svc_.reserved_sources_.emplace(p.source, uuid_)
 			            .second)
 				sources_.push_back(p.source);
-			const std::string target = TargetIdentity(p.target);
-			if (svc_.reserved_targets_.emplace(target, uuid_)
-			            .second) {
-				targets_.push_back(target);
-				svc_.reserved_target_urls_[target] = p.target;
-			}
+			HoldTargetLocked(p.target);
 			const uint64_t dev = svc_.DeviceLocked(p.target);
 			if (dev &&
 			    svc_.reserved_devices_.emplace(dev, uuid_).second)
 				devices_.push_back(dev);
+		}
+	}
+
+	// Reserves @target alone, unchecked. Caller holds svc_.mu_.
+	void HoldTargetLocked(const std::string &target)
+	{
+		const std::string id = TargetIdentity(target);
+		if (svc_.reserved_targets_.emplace(id, uuid_).second) {
+			targets_.push_back(id);
+			svc_.reserved_target_urls_[id] = target;
 		}
 	}
 
@@ -1548,13 +1553,80 @@ PipeService::SettleLeftovers(std::chrono::milliseconds wait,
 			break;
 		settled.push_back(SettlePending(e, wait));
 	}
-	// For no pipe (uuid ""): every stored, pending and reserved target
-	// counts as in use, so a session wanted again is kept.
-	if (!stop.stop_requested())
-		if (const std::vector<std::string> owed = OwedLogouts();
-		    !owed.empty())
-			DropConnections("", owed);
+	RetryOwedLogouts(stop);
 	return settled;
+}
+
+// Only a try that ends the session, or finds it gone, or finds a stored or
+// pending pipe's target using it, settles the debt. One kept for a call in
+// flight (another LUN of the target being added, say) stays owed: that
+// call may still fail and, having found the session rather than made it,
+// would not log out of it.
+void PipeService::RetryOwedLogouts(const std::stop_token &stop)
+{
+	if (!connector_)
+		return;
+	std::map<std::string, OwedLogout> owed;
+	{
+		std::lock_guard<std::mutex> lock(mu_);
+		owed = owed_logouts_;
+	}
+	for (const auto &[target, debt] : owed) {
+		if (stop.stop_requested())
+			return;
+		// No pipe's: TargetsInUse("") counts every other reservation.
+		Reservation reservation(*this, "");
+		{
+			std::lock_guard<std::mutex> lock(mu_);
+			if (reserved_targets_.count(TargetIdentity(target)))
+				continue; // a call has it: the next refresh
+			reservation.HoldTargetLocked(target);
+		}
+		const SessionDisconnect done = connector_->DisconnectSession(
+		        target, debt.session,
+		        [this] { return TargetsInUse(""); });
+		std::lock_guard<std::mutex> lock(mu_);
+		auto it = owed_logouts_.find(target);
+		if (it == owed_logouts_.end() ||
+		    it->second.session != debt.session)
+			continue; // owed anew meanwhile, for another session
+		switch (done.outcome) {
+		case SessionDisconnect::Outcome::kEnded:
+			owed_logouts_.erase(it);
+			LogNotice() << "disconnect: " << target << ": "
+			            << debt.session << " ended";
+			break;
+		case SessionDisconnect::Outcome::kKept:
+			if (!done.kept_for.empty() &&
+			    !IsStoredTargetLocked(done.kept_for))
+				break; // a call in flight's: tried again
+			owed_logouts_.erase(it);
+			LogNotice() << "disconnect: " << target << ": "
+			            << debt.session
+			            << " is used again; no logout owed";
+			break;
+		case SessionDisconnect::Outcome::kFailed:
+			if (it->second.why != done.why)
+				LogWarning() << "disconnect: " << done.why
+				             << "; replipiped tries again at "
+				                "each refresh";
+			it->second.why = done.why;
+			break;
+		}
+	}
+}
+
+bool PipeService::IsStoredTargetLocked(const std::string &target) const
+{
+	for (const PipeRecord &p : pipes_)
+		for (const PairRecord &pair : p.pairs)
+			if (pair.target == target)
+				return true;
+	for (const StoreEntry &e : pending_)
+		for (const PairRecord &pair : e.record.pairs)
+			if (pair.target == target)
+				return true;
+	return false;
 }
 
 PipeService::Settled PipeService::SettlePending(const StoreEntry &entry,

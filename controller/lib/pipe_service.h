@@ -171,11 +171,11 @@ public:
 	// again now.
 	bool HasLeftovers() const;
 	// The targets whose session a logout failed to end (iscsid not
-	// running, say), not tried with success since: SettleLeftovers()
-	// tries them again, asking in the portal's turn whether a pair uses
-	// them now, until they end or are wanted again. Kept in memory
-	// only: after a restart such a session is no stored pair's, and is
-	// left to the administrator (docs/iscsi.md).
+	// running, say), not ended since: SettleLeftovers() tries that
+	// session again (RetryOwedLogouts()) until it ends, or a stored or
+	// pending pipe's target uses it. Kept in memory only: after a
+	// restart such a session is no stored pair's, and is left to the
+	// administrator (docs/iscsi.md).
 	std::vector<std::string> OwedLogouts() const;
 	// Pushes the stored pipe uuid to the kernel if the kernel lacks it
 	// (every pair resyncs in full): what Reconcile() does for a pipe it
@@ -250,9 +250,15 @@ private:
 	                               std::vector<std::string> *made);
 	// Logs out the sessions of targets (of pipe uuid) that no other pipe
 	// uses (TargetsInUse()). Those whose logout fails are owed
-	// (owed_logouts_); those it ends or keeps no longer are.
+	// (owed_logouts_).
 	void DropConnections(const std::string &uuid,
 	                     const std::vector<std::string> &targets);
+	// One try of each owed logout whose target no call in flight holds,
+	// holding the target meanwhile (a call that wants it gets Busy, as
+	// during a delete). stop ends it between two.
+	void RetryOwedLogouts(const std::stop_token &stop);
+	// A stored pipe's or a record's marked pending. Caller holds mu_.
+	bool IsStoredTargetLocked(const std::string &target) const;
 	std::string ConnectStored(const PipeRecord &record);
 	// Whether a target of record needs the connector.
 	bool NeedsConnection(const PipeRecord &record) const;
@@ -350,9 +356,13 @@ private:
 	// SettleLeftovers() settles them. Both guarded by mu_.
 	std::vector<StoreEntry> pending_;
 	std::set<std::string> carried_;
-	// Target -> why its last logout failed (OwedLogouts()); guarded by
-	// mu_.
-	std::map<std::string, std::string> owed_logouts_;
+	// A logout that failed: of which session, and why.
+	struct OwedLogout {
+		std::string session; // "session3"
+		std::string why;
+	};
+	// Target -> its owed logout (OwedLogouts()); guarded by mu_.
+	std::map<std::string, OwedLogout> owed_logouts_;
 	// Endpoints taken by calls in flight -> UUID of the pipe they are for.
 	std::map<std::string, std::string> reserved_sources_; // guarded by mu_
 	std::map<std::string, std::string> reserved_targets_; // guarded by mu_

@@ -99,12 +99,38 @@ public:
 			if (logout_failures > 0 && connected.count(t)) {
 				logout_failures--;
 				failures.push_back(
-				        {t, t + ": iscsid is not running"});
+				        {t, t + ": iscsid is not running",
+				         "session-" + t});
 				continue;
 			}
 			connected.erase(t);
 		}
 		return failures;
+	}
+	SessionDisconnect DisconnectSession(const std::string &t,
+	                                    const std::string &session,
+	                                    const TargetsInUse &in_use) override
+	{
+		const std::vector<std::string> used = in_use();
+		std::lock_guard<std::mutex> lock(mu);
+		retried.push_back(session);
+		disconnects[t]++;
+		SessionDisconnect out;
+		for (const std::string &u : used)
+			if (u == t || (same_session.count(t) &&
+			               same_session.at(t) == u)) {
+				out.outcome = SessionDisconnect::Outcome::kKept;
+				out.kept_for = u;
+				return out;
+			}
+		if (logout_failures > 0 && connected.count(t)) {
+			logout_failures--;
+			out.outcome = SessionDisconnect::Outcome::kFailed;
+			out.why = t + ": iscsid is not running";
+			return out;
+		}
+		connected.erase(t);
+		return out;
 	}
 	std::optional<PeerView> Describe(const std::string &t) override
 	{
@@ -137,8 +163,12 @@ public:
 	std::function<void()> before_disconnect;
 	// The next this many logouts of a connected target fail.
 	int logout_failures = 0;
-	// Target -> Disconnect() calls that named it.
+	// Target -> Disconnect() and DisconnectSession() calls that named it.
 	std::map<std::string, int> disconnects;
+	// The sessions DisconnectSession() was asked to end, in order.
+	std::vector<std::string> retried;
+	// Target -> another target its session serves too (another LUN).
+	std::map<std::string, std::string> same_session;
 };
 
 class IscsiPipeServiceTest : public ::testing::Test
@@ -657,9 +687,66 @@ TEST_F(IscsiPipeServiceTest, AFailedLogoutIsTriedAgainUntilItEnds)
 	EXPECT_TRUE(service.OwedLogouts().empty());
 	EXPECT_FALSE(service.HasLeftovers());
 	EXPECT_EQ(connector.disconnects[kUrl0], 3);
+	// The session whose logout failed, not whatever serves kUrl0 now.
+	EXPECT_EQ(connector.retried,
+	          (std::vector<std::string>{"session-" + kUrl0,
+	                                    "session-" + kUrl0}));
 	// Nothing owed: a settle asks the connector for nothing.
 	service.SettleLeftovers(std::chrono::milliseconds(0));
 	EXPECT_EQ(connector.disconnects[kUrl0], 3);
+}
+
+// A call in flight that holds the owed target, or another LUN its session
+// serves, keeps the session for now but does not settle the debt: it may
+// fail, and having found the session rather than made it, it would not log
+// out of it. Settling the debt then left the session logged in for good.
+TEST_F(IscsiPipeServiceTest, AnOwedLogoutOutlivesACallInFlightThatFails)
+{
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	connector.logout_failures = 1;
+	ASSERT_EQ(service.Delete(out.replication_pipe).return_value,
+	          ReturnValue::kCompleted);
+	ASSERT_EQ(service.OwedLogouts(), (std::vector<std::string>{kUrl0}));
+	connector.same_session[kUrl0] = kUrl1;
+	for (const std::string &held : {kUrl0, kUrl1}) {
+		connector.held = {held};
+		connector.errors[held] = EIO;
+		{
+			std::lock_guard<std::mutex> lock(connector.mu);
+			connector.released = false;
+			connector.connects = 0;
+		}
+		auto call = std::async(std::launch::async, [&] {
+			return service.CreateOrModify(
+			        Call({"replipipe_0/b"}, {held}));
+		});
+		for (int i = 0; i < 500; ++i) {
+			{
+				std::lock_guard<std::mutex> lock(connector.mu);
+				if (connector.connects >= 1)
+					break;
+			}
+			std::this_thread::sleep_for(
+			        std::chrono::milliseconds(10));
+		}
+		service.SettleLeftovers(std::chrono::milliseconds(0));
+		EXPECT_EQ(service.OwedLogouts(),
+		          (std::vector<std::string>{kUrl0}))
+		        << held;
+		EXPECT_TRUE(connector.connected.count(kUrl0)) << held;
+		connector.Release();
+		EXPECT_EQ(call.get().return_value, ReturnValue::kFailed)
+		        << held;
+	}
+	// The calls failed: the next try ends the session. (The call that
+	// held kUrl0 itself was not even asked about: no try while a call
+	// holds the target.)
+	service.SettleLeftovers(std::chrono::milliseconds(0));
+	EXPECT_FALSE(connector.connected.count(kUrl0));
+	EXPECT_TRUE(service.OwedLogouts().empty());
+	EXPECT_EQ(connector.retried.size(), 2u);
 }
 
 // An owed logout whose target a pipe uses again is not done, and no longer

@@ -727,6 +727,35 @@ TEST_F(IscsiSessionsTest, ASessionOnAnotherIfaceIsNeverLoggedOut)
 	          (Argv{"iscsiadm", "-m", "session", "-r", "4", "--logout"}));
 }
 
+// A logout tried again is for the session whose logout failed, found by its
+// name, not whatever sysfs shows for the URL by then: an administrator's
+// later session on the default iface is not ended, and a portal name that
+// does not resolve this time does not pass for "no session".
+TEST_F(IscsiSessionsTest, ALogoutTriedAgainEndsOnlyTheSessionItWasFor)
+{
+	MakeIfaceSession(5, "default"); // the administrator's, later
+	runner.handler = [this](const Argv &a) {
+		EndSessionNamedIn(a);
+		return Exit(0);
+	};
+	options.resolve = [](const std::string &) {
+		return std::vector<std::string>{}; // resolves to nothing
+	};
+	IscsiSessions s(runner, options);
+	// session1, owed, ended meanwhile: nothing to do.
+	ASSERT_TRUE(s.Logout(Url(), {}, nullptr, "session1").ok());
+	EXPECT_TRUE(runner.calls.empty());
+	// Still there, named by a host name that resolves to nothing now.
+	MakeSession(true);
+	ASSERT_TRUE(
+	        s.Logout(Url("peer.example"), {}, nullptr, "session1").ok());
+	ASSERT_EQ(runner.calls.size(), 1u);
+	EXPECT_EQ(runner.calls[0],
+	          (Argv{"iscsiadm", "-m", "session", "-r", "1", "--logout"}));
+	EXPECT_TRUE(s.FindSession(Url()).has_value()); // session5 stays
+	EXPECT_EQ(s.FindSession(Url())->name, "session5");
+}
+
 // iscsiadm 2.1.8 that cannot reach iscsid says "No matching sessions found"
 // and exits 21, as for a session that is gone; the session is still there.
 // That counted as logged out: the session stayed for good. Sysfs decides.
