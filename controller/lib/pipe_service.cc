@@ -408,6 +408,13 @@ private:
 			                             " by another call",
 			                     EBUSY);
 		auto t = svc_.reserved_targets_.find(TargetIdentity(p.target));
+		if (t != svc_.reserved_targets_.end() && t->second.empty())
+			return Status::Error(
+			        "TargetEndpoint " + p.target +
+			                ": replipiped is logging out "
+			                "of its session (a logout "
+			                "that failed before)",
+			        EBUSY);
 		if (t != svc_.reserved_targets_.end() && t->second != uuid_)
 			return Status::Error("TargetEndpoint " + p.target +
 			                             " is being added to "
@@ -1574,7 +1581,9 @@ void PipeService::RetryOwedLogouts(const std::stop_token &stop)
 	for (const auto &[target, debt] : owed) {
 		if (stop.stop_requested())
 			return;
-		// No pipe's: TargetsInUse("") counts every other reservation.
+		// No pipe's (owner ""): TargetsInUse("") counts every other
+		// reservation, and a call that wants the target is told why it
+		// is busy (Reservation::CheckLocked()).
 		Reservation reservation(*this, "");
 		{
 			std::lock_guard<std::mutex> lock(mu_);

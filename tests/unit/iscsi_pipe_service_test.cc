@@ -111,6 +111,9 @@ public:
 	                                    const std::string &session,
 	                                    const TargetsInUse &in_use) override
 	{
+		// Once, without mu: it may call the service.
+		if (auto hook = std::exchange(before_disconnect, nullptr))
+			hook();
 		const std::vector<std::string> used = in_use();
 		std::lock_guard<std::mutex> lock(mu);
 		retried.push_back(session);
@@ -159,7 +162,7 @@ public:
 	int connects = 0;
 	// What the last Disconnect() was told the other pipes use.
 	std::vector<std::string> last_in_use;
-	// Runs at the start of the next Disconnect().
+	// Runs at the start of the next Disconnect() or DisconnectSession().
 	std::function<void()> before_disconnect;
 	// The next this many logouts of a connected target fail.
 	int logout_failures = 0;
@@ -747,6 +750,36 @@ TEST_F(IscsiPipeServiceTest, AnOwedLogoutOutlivesACallInFlightThatFails)
 	EXPECT_FALSE(connector.connected.count(kUrl0));
 	EXPECT_TRUE(service.OwedLogouts().empty());
 	EXPECT_EQ(connector.retried.size(), 2u);
+}
+
+// While an owed logout is tried, its target is reserved: a call that wants
+// it waits, then is Busy, and says why (not "being added to pipe  by
+// another call", the owner being no pipe).
+TEST_F(IscsiPipeServiceTest, ACallWantingATargetWhoseLogoutIsTriedIsBusy)
+{
+	PipeServiceOptions options;
+	options.busy_timeout = std::chrono::milliseconds(100);
+	PipeService quick{kernel, store, probe, HostIdentity{kHost}, options};
+	quick.SetTargetConnector(&connector);
+	ASSERT_TRUE(quick.Load().ok());
+	MethodOutcome out =
+	        quick.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	connector.logout_failures = 1;
+	ASSERT_EQ(quick.Delete(out.replication_pipe).return_value,
+	          ReturnValue::kCompleted);
+	ASSERT_EQ(quick.OwedLogouts(), (std::vector<std::string>{kUrl0}));
+	MethodOutcome during;
+	connector.before_disconnect = [&] {
+		during = quick.CreateOrModify(Call({"replipipe_0/b"}, {kUrl0}));
+	};
+	quick.SettleLeftovers(std::chrono::milliseconds(0));
+	EXPECT_EQ(during.return_value, ReturnValue::kBusy) << during.error;
+	EXPECT_NE(during.error.find("logging out of its session"),
+	          std::string::npos)
+	        << during.error;
+	EXPECT_TRUE(quick.OwedLogouts().empty());
+	EXPECT_FALSE(connector.connected.count(kUrl0));
 }
 
 // An owed logout whose target a pipe uses again is not done, and no longer
