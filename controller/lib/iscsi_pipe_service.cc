@@ -2,7 +2,6 @@
 // iscsi_targets.h): connect before verify, the device for the kernel,
 // disconnect when no stored pair uses a connection.
 #include <cerrno>
-#include <set>
 
 #include "log.h"
 #include "pipe_service.h"
@@ -123,7 +122,7 @@ std::vector<std::string> PipeService::OwedLogouts() const
 {
 	std::lock_guard<std::mutex> lock(mu_);
 	std::vector<std::string> owed;
-	for (const auto &[target, why] : owed_logouts_)
+	for (const auto &[target, debt] : owed_logouts_)
 		owed.push_back(target);
 	return owed;
 }

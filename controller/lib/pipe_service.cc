@@ -1610,9 +1610,13 @@ void PipeService::RetryOwedLogouts(const std::stop_token &stop)
 			    !IsStoredTargetLocked(done.kept_for))
 				break; // a call in flight's: tried again
 			owed_logouts_.erase(it);
-			LogNotice() << "disconnect: " << target << ": "
-			            << debt.session
-			            << " is used again; no logout owed";
+			LogNotice()
+			        << "disconnect: " << target << ": "
+			        << debt.session
+			        << (done.kept_for.empty()
+			                    ? " is the administrator's"
+			                    : " is used by " + done.kept_for)
+			        << "; no logout owed";
 			break;
 		case SessionDisconnect::Outcome::kFailed:
 			if (it->second.why != done.why)
