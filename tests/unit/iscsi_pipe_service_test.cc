@@ -204,6 +204,21 @@ protected:
 		return id.ok() && *id ? **id : "";
 	}
 
+	// A pipe replipipe_0/a -> kUrl0 made and deleted through svc, the
+	// next failures logouts of kUrl0 failing: kUrl0's logout is owed.
+	void DeleteWithAFailedLogout(PipeService &svc, int failures)
+	{
+		MethodOutcome out =
+		        svc.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+		ASSERT_EQ(out.return_value, ReturnValue::kCompleted)
+		        << out.error;
+		connector.logout_failures = failures;
+		ASSERT_EQ(svc.Delete(out.replication_pipe).return_value,
+		          ReturnValue::kCompleted);
+		ASSERT_TRUE(connector.connected.count(kUrl0));
+		ASSERT_EQ(svc.OwedLogouts(), (std::vector<std::string>{kUrl0}));
+	}
+
 	// A modify of pipe that adds replipipe_0/a -> kUrl0.
 	MethodOutcome AddUrl0Pair(const MethodOutcome &pipe)
 	{
@@ -673,14 +688,7 @@ TEST_F(IscsiPipeServiceTest, AConnectedDiskUnderItsDevicePathIsAReusedTarget)
 // now, and tried again at each settle until it ends.
 TEST_F(IscsiPipeServiceTest, AFailedLogoutIsTriedAgainUntilItEnds)
 {
-	MethodOutcome out =
-	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
-	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
-	connector.logout_failures = 2;
-	ASSERT_EQ(service.Delete(out.replication_pipe).return_value,
-	          ReturnValue::kCompleted);
-	EXPECT_TRUE(connector.connected.count(kUrl0));
-	EXPECT_EQ(service.OwedLogouts(), (std::vector<std::string>{kUrl0}));
+	ASSERT_NO_FATAL_FAILURE(DeleteWithAFailedLogout(service, 2));
 	EXPECT_TRUE(service.HasLeftovers());
 	service.SettleLeftovers(std::chrono::milliseconds(0)); // fails again
 	EXPECT_TRUE(connector.connected.count(kUrl0));
@@ -705,13 +713,7 @@ TEST_F(IscsiPipeServiceTest, AFailedLogoutIsTriedAgainUntilItEnds)
 // out of it. Settling the debt then left the session logged in for good.
 TEST_F(IscsiPipeServiceTest, AnOwedLogoutOutlivesACallInFlightThatFails)
 {
-	MethodOutcome out =
-	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
-	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
-	connector.logout_failures = 1;
-	ASSERT_EQ(service.Delete(out.replication_pipe).return_value,
-	          ReturnValue::kCompleted);
-	ASSERT_EQ(service.OwedLogouts(), (std::vector<std::string>{kUrl0}));
+	ASSERT_NO_FATAL_FAILURE(DeleteWithAFailedLogout(service, 1));
 	connector.same_session[kUrl0] = kUrl1;
 	for (const std::string &held : {kUrl0, kUrl1}) {
 		connector.held = {held};
@@ -762,13 +764,7 @@ TEST_F(IscsiPipeServiceTest, ACallWantingATargetWhoseLogoutIsTriedIsBusy)
 	PipeService quick{kernel, store, probe, HostIdentity{kHost}, options};
 	quick.SetTargetConnector(&connector);
 	ASSERT_TRUE(quick.Load().ok());
-	MethodOutcome out =
-	        quick.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
-	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
-	connector.logout_failures = 1;
-	ASSERT_EQ(quick.Delete(out.replication_pipe).return_value,
-	          ReturnValue::kCompleted);
-	ASSERT_EQ(quick.OwedLogouts(), (std::vector<std::string>{kUrl0}));
+	ASSERT_NO_FATAL_FAILURE(DeleteWithAFailedLogout(quick, 1));
 	MethodOutcome during;
 	connector.before_disconnect = [&] {
 		during = quick.CreateOrModify(Call({"replipipe_0/b"}, {kUrl0}));
@@ -786,13 +782,7 @@ TEST_F(IscsiPipeServiceTest, ACallWantingATargetWhoseLogoutIsTriedIsBusy)
 // owed: the session is that pipe's now.
 TEST_F(IscsiPipeServiceTest, AnOwedLogoutOfATargetUsedAgainIsDropped)
 {
-	MethodOutcome out =
-	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
-	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
-	connector.logout_failures = 1;
-	ASSERT_EQ(service.Delete(out.replication_pipe).return_value,
-	          ReturnValue::kCompleted);
-	ASSERT_EQ(service.OwedLogouts(), (std::vector<std::string>{kUrl0}));
+	ASSERT_NO_FATAL_FAILURE(DeleteWithAFailedLogout(service, 1));
 	MethodOutcome again =
 	        service.CreateOrModify(Call({"replipipe_0/b"}, {kUrl0}));
 	ASSERT_EQ(again.return_value, ReturnValue::kCompleted) << again.error;
