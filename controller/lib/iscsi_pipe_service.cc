@@ -103,19 +103,22 @@ void PipeService::DropConnections(const std::string &uuid,
 		return;
 	const std::vector<DisconnectFailure> failures = connector_->Disconnect(
 	        targets, [this, &uuid] { return TargetsInUse(uuid); });
-	for (const DisconnectFailure &f : failures) {
-		bool again = false;
-		{
-			std::lock_guard<std::mutex> lock(mu_);
-			OwedLogout &owed = owed_logouts_[f.target];
-			again = owed.session == f.session && owed.why == f.why;
-			owed = {f.session, f.why};
-		}
-		// Once per reason, not at every refresh's try.
-		(again ? LogDebug() : LogWarning())
-		        << "disconnect: " << f.why
-		        << "; replipiped tries again at each refresh";
-	}
+	std::lock_guard<std::mutex> lock(mu_);
+	for (const DisconnectFailure &f : failures)
+		OweLogoutLocked(f.target, f.session, f.why);
+}
+
+void PipeService::OweLogoutLocked(const std::string &target,
+                                  const std::string &session,
+                                  const std::string &why)
+{
+	OwedLogout &owed = owed_logouts_[target];
+	const bool again = owed.session == session && owed.why == why;
+	owed = {session, why};
+	// Once per reason, not at every refresh's try.
+	(again ? LogDebug() : LogWarning())
+	        << "disconnect: " << why
+	        << "; replipiped tries again at each refresh";
 }
 
 std::vector<std::string> PipeService::OwedLogouts() const

@@ -93,25 +93,9 @@ IscsiTargetConnector::Disconnect(const std::vector<std::string> &targets,
 		if (!url)
 			continue;
 		std::string session;
-		const auto keep = [&](const IscsiSysfsSession &s) {
-			session = s.name;
-			{
-				std::lock_guard<std::mutex> lock(mu_);
-				if (foreign_.count(s.name))
-					return true;
-			}
-			return Uses(in_use(), s.name);
-		};
-		bool kept = false;
-		Status st = sessions_.Logout(*url, keep, &kept);
-		if (!st.ok()) {
-			failures.push_back({t, st.message(), session});
-			continue;
-		}
-		if (session.empty() || kept)
-			continue; // no session, or still wanted
-		std::lock_guard<std::mutex> lock(mu_);
-		ours_.erase(session);
+		SessionDisconnect done = End(*url, "", in_use, &session);
+		if (done.outcome == SessionDisconnect::Outcome::kFailed)
+			failures.push_back({t, std::move(done.why), session});
 	}
 	return failures;
 }
@@ -121,11 +105,21 @@ IscsiTargetConnector::DisconnectSession(const std::string &target,
                                         const std::string &session,
                                         const TargetsInUse &in_use)
 {
-	SessionDisconnect out;
 	auto url = Url(target);
 	if (!url)
-		return out;
+		return {};
+	return End(*url, session, in_use, nullptr);
+}
+
+SessionDisconnect IscsiTargetConnector::End(const IscsiUrl &url,
+                                            const std::string &only,
+                                            const TargetsInUse &in_use,
+                                            std::string *session)
+{
+	SessionDisconnect out;
+	std::string found;
 	const auto keep = [&](const IscsiSysfsSession &s) {
+		found = s.name;
 		{
 			std::lock_guard<std::mutex> lock(mu_);
 			if (foreign_.count(s.name))
@@ -138,7 +132,9 @@ IscsiTargetConnector::DisconnectSession(const std::string &target,
 		return false;
 	};
 	bool kept = false;
-	Status st = sessions_.Logout(*url, keep, &kept, session);
+	Status st = sessions_.Logout(url, keep, &kept, only);
+	if (session)
+		*session = found;
 	if (!st.ok()) {
 		out.outcome = SessionDisconnect::Outcome::kFailed;
 		out.why = st.message();
@@ -148,8 +144,12 @@ IscsiTargetConnector::DisconnectSession(const std::string &target,
 		out.outcome = SessionDisconnect::Outcome::kKept;
 		return out;
 	}
-	std::lock_guard<std::mutex> lock(mu_);
-	ours_.erase(session);
+	// Logged out now, or gone already (only's, ended meanwhile).
+	const std::string &ended = found.empty() ? only : found;
+	if (!ended.empty()) {
+		std::lock_guard<std::mutex> lock(mu_);
+		ours_.erase(ended);
+	}
 	return out;
 }
 

@@ -113,6 +113,12 @@ public:
 	std::optional<PeerView> Describe(const std::string &target) override;
 
 private:
+	// Ends the session of url (only: that sysfs session, see
+	// IscsiSessions::Logout) unless it is the administrator's or a
+	// target in in_use() shares it; *session (if not null): the session
+	// it found.
+	SessionDisconnect End(const IscsiUrl &url, const std::string &only,
+	                      const TargetsInUse &in_use, std::string *session);
 	// The first target in @targets that uses the sysfs session @session.
 	std::optional<std::string>
 	UsedBy(const std::vector<std::string> &targets,

@@ -1619,11 +1619,7 @@ void PipeService::RetryOwedLogouts(const std::stop_token &stop)
 			        << "; no logout owed";
 			break;
 		case SessionDisconnect::Outcome::kFailed:
-			if (it->second.why != done.why)
-				LogWarning() << "disconnect: " << done.why
-				             << "; replipiped tries again at "
-				                "each refresh";
-			it->second.why = done.why;
+			OweLogoutLocked(target, debt.session, done.why);
 			break;
 		}
 	}

@@ -257,6 +257,11 @@ private:
 	// holding the target meanwhile (a call that wants it gets Busy, as
 	// during a delete). stop ends it between two.
 	void RetryOwedLogouts(const std::stop_token &stop);
+	// Owes target's logout of session, for why; logged as a warning once
+	// per reason. Caller holds mu_.
+	void OweLogoutLocked(const std::string &target,
+	                     const std::string &session,
+	                     const std::string &why);
 	// A stored pipe's or a record's marked pending. Caller holds mu_.
 	bool IsStoredTargetLocked(const std::string &target) const;
 	std::string ConnectStored(const PipeRecord &record);

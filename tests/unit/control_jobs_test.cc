@@ -348,6 +348,12 @@ struct PipeState {
 const ResyncJobsOptions kNoBackoff{milliseconds(0), milliseconds(0),
                                    milliseconds(0)};
 
+// A job that fails, or that ends with its pair still Syncing, is not run
+// again within the test: a second job can only come from a plan that
+// treats the end as no failure.
+const ResyncJobsOptions kMinuteBackoff{milliseconds(60000), milliseconds(60000),
+                                       milliseconds(60000)};
+
 // Two live jobs at most, and a job that ends Syncing is not run again
 // within the test: only a replan after a job's end starts the next pair.
 ResyncJobsOptions TwoSlots()
@@ -776,9 +782,7 @@ TEST(ControlJobs, StaleClaimStopsTheJobQuietly)
 		        return std::unique_ptr<PairJob>(
 		                new ScriptedJob(Status(), true));
 	        },
-	        rec.Sink(),
-	        ResyncJobsOptions{milliseconds(60000), milliseconds(60000),
-	                          milliseconds(60000)});
+	        rec.Sink(), kMinuteBackoff);
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 7));
 	ASSERT_TRUE(
 	        Eventually([&] { return rec.Count("resync_stopped") == 1; }));
@@ -826,9 +830,7 @@ TEST(ControlJobs, VanishedPairStopsTheJobQuietly)
 		        return std::unique_ptr<PairJob>(
 		                new ScriptedJob(Status(), true));
 	        },
-	        rec.Sink(),
-	        ResyncJobsOptions{milliseconds(60000), milliseconds(60000),
-	                          milliseconds(60000)});
+	        rec.Sink(), kMinuteBackoff);
 	jobs.SetReplanSink(replans.Sink());
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 7));
 	ASSERT_TRUE(
@@ -870,9 +872,7 @@ TEST(ControlJobs, AStaleHandleOpeningTheDevicesIsAFailure)
 		                             "handle",
 		                             ESTALE);
 	        },
-	        rec.Sink(),
-	        ResyncJobsOptions{milliseconds(60000), milliseconds(60000),
-	                          milliseconds(60000)});
+	        rec.Sink(), kMinuteBackoff);
 	jobs.SetReplanSink(replans.Sink());
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 7));
 	ASSERT_TRUE(
@@ -924,9 +924,7 @@ TEST(ControlJobs, AnEndedJobsEventPrecedesItsSuccessorsStart)
 		        return std::unique_ptr<PairJob>(
 		                new ScriptedJob(Status(), true));
 	        },
-	        sink,
-	        ResyncJobsOptions{milliseconds(60000), milliseconds(60000),
-	                          milliseconds(60000)});
+	        sink, kMinuteBackoff);
 	table.store(&jobs);
 	jobs.SyncPipe(Pipe(), Kernel(PairState::kSyncing, 7));
 	{
