@@ -31,6 +31,13 @@
 // Copy() runs at full speed: the rate limit paces the claims between
 // copies (PairResync), never a copy.
 //
+// Open() fails (EBUSY) while another open of the target holds a flock, and
+// the copier then holds a shared one on the target until its fds are
+// closed. A process that exits with writes in flight leaves them to the
+// kernel, and each keeps its open file, so its lock, until it lands: a
+// restarted daemon does not copy to the target before the writes of the
+// one that died are done (they could overwrite its newer copy).
+//
 // Thread-safety: Copy(), Settle(), in_flight() and the destructor from one
 // thread at a time, the one that calls Copy() (the kernel posts some
 // completions only when that thread enters or leaves a system call).
@@ -71,6 +78,12 @@ struct CopierOptions {
 	// refuses a path that names another device (ENODEV).
 	dev_t expected_source_rdev = 0;
 	dev_t expected_target_rdev = 0;
+	// How long Open() waits for another open of the target that holds a
+	// flock (writes a replipiped that exited left in flight, or another
+	// program) before it fails with EBUSY. The copier holds a shared
+	// flock on the target until its fds are closed, which is after its
+	// last request has completed, even when the process has exited.
+	std::chrono::milliseconds target_lock_wait{1000};
 	// Tests only: called with each completion before it is handled, and
 	// with the result of Sync()'s fdatasync (offset 0); a negative errno
 	// replaces the result (fault injection).

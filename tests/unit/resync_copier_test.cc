@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <linux/capability.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -302,6 +303,92 @@ TEST(RegionCopier, APathNamingAnotherDeviceThanTheKernelsIsRefused)
 	EXPECT_TRUE(RegionCopier::Open(dir / "src", dir / "dst", options).ok());
 }
 
+// A replipiped that exited with writes in flight to the target: each
+// request keeps its open file, and with it the copier's shared flock, until
+// it lands. Here an open of the test's plays that file.
+TEST(RegionCopier, AnotherOpenThatHoldsALockOfTheTargetHoldsTheCopyBack)
+{
+	ScratchDir dir;
+	const Bytes old = RandomBytes(kMiB, 5);
+	const Bytes data = RandomBytes(kMiB, 6);
+	WriteFile(dir / "src", data);
+	WriteFile(dir / "dst", old);
+	UniqueFd held(::open((dir / "dst").c_str(), O_RDONLY | O_CLOEXEC));
+	ASSERT_TRUE(held.valid());
+	ASSERT_EQ(::flock(held.get(), LOCK_SH), 0) << std::strerror(errno);
+	CopierOptions options;
+	options.chunk_bytes = 256 * kKiB;
+	options.target_lock_wait = std::chrono::milliseconds(50);
+	auto copier = RegionCopier::Open(dir / "src", dir / "dst", options);
+	ASSERT_FALSE(copier.ok());
+	EXPECT_EQ(copier.status().err(), EBUSY);
+	EXPECT_EQ(copier.status().message(),
+	          (dir / "dst") +
+	                  " is locked by another open of it (flock): writes "
+	                  "that an earlier replipiped left in flight when it "
+	                  "exited, or another program; not copying until it "
+	                  "is released");
+	EXPECT_EQ(ReadFile(dir / "dst"), old);
+
+	held.Reset();
+	auto free_copier = OpenCopier(dir / "src", dir / "dst", options);
+	ASSERT_TRUE(free_copier);
+	ASSERT_TRUE(free_copier->Copy(0, kMiB).ok());
+	EXPECT_EQ(ReadFile(dir / "dst"), data);
+}
+
+// udev holds a shared lock while it probes a device that was written and
+// closed: Open() waits that long rather than failing the job.
+TEST(RegionCopier, ALockHeldForAMomentIsWaitedFor)
+{
+	ScratchDir dir;
+	WriteFile(dir / "src", RandomBytes(kMiB, 7));
+	WriteFile(dir / "dst", RandomBytes(kMiB, 8));
+	UniqueFd held(::open((dir / "dst").c_str(), O_RDONLY | O_CLOEXEC));
+	ASSERT_TRUE(held.valid());
+	ASSERT_EQ(::flock(held.get(), LOCK_SH), 0) << std::strerror(errno);
+	std::jthread release([&held] {
+		std::this_thread::sleep_for(std::chrono::milliseconds(100));
+		held.Reset();
+	});
+	CopierOptions options;
+	options.chunk_bytes = 256 * kKiB;
+	options.target_lock_wait = std::chrono::seconds(30);
+	const auto start = std::chrono::steady_clock::now();
+	EXPECT_TRUE(OpenCopier(dir / "src", dir / "dst", options));
+	EXPECT_GE(std::chrono::steady_clock::now() - start,
+	          std::chrono::milliseconds(100));
+}
+
+// What the next daemon's copier looks for: a shared lock on the target for
+// as long as the copier's fds are open; udev's own shared lock still fits.
+TEST(RegionCopier, HoldsItsTargetLockedUntilItIsDestroyed)
+{
+	ScratchDir dir;
+	WriteFile(dir / "src", RandomBytes(kMiB, 9));
+	WriteFile(dir / "dst", RandomBytes(kMiB, 10));
+	CopierOptions options;
+	options.chunk_bytes = 256 * kKiB;
+	options.target_lock_wait = std::chrono::milliseconds(20);
+	auto copier = OpenCopier(dir / "src", dir / "dst", options);
+	ASSERT_TRUE(copier);
+	ASSERT_TRUE(copier->Copy(0, kMiB).ok());
+	UniqueFd other(::open((dir / "dst").c_str(), O_RDONLY | O_CLOEXEC));
+	ASSERT_TRUE(other.valid());
+	EXPECT_EQ(::flock(other.get(), LOCK_EX | LOCK_NB), -1);
+	EXPECT_EQ(errno, EWOULDBLOCK);
+	auto second = RegionCopier::Open(dir / "src", dir / "dst", options);
+	ASSERT_FALSE(second.ok());
+	EXPECT_EQ(second.status().err(), EBUSY);
+	EXPECT_EQ(::flock(other.get(), LOCK_SH | LOCK_NB), 0)
+	        << std::strerror(errno);
+	ASSERT_EQ(::flock(other.get(), LOCK_UN), 0);
+
+	copier.reset();
+	EXPECT_EQ(::flock(other.get(), LOCK_EX | LOCK_NB), 0)
+	        << std::strerror(errno);
+}
+
 TEST(RegionCopier, RetriesEagainAndContinuesShortTransfers)
 {
 	ScratchDir dir;
@@ -592,6 +679,8 @@ TEST(RegionCopier, StaleHandleOfADeviceIsAnIoError)
 		                       int res) {
 			return op == CopierOptions::Op::kSync ? -err : res;
 		};
+		// One copier of a target at a time: it holds it locked.
+		copier.reset();
 		copier = OpenCopier(dir / "src", dir / "dst", options);
 		ASSERT_NE(copier, nullptr);
 		st = copier->Sync();
@@ -786,6 +875,7 @@ TEST(RegionCopier, RingErrorsNameTheDevices)
 
 		options.inject_submit = nullptr;
 		options.inject_wait = [] { return -EFAULT; };
+		(*copier).reset(); // it holds the target locked
 		copier = RegionCopier::Open(dir / "src", dir / "dst", options);
 		if (!copier.ok())
 			return copier.status().message();
