@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <linux/fs.h>
-#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -19,6 +18,7 @@
 #include <vector>
 
 #include "log.h"
+#include "target_lock.h"
 #include "unique_fd.h"
 
 namespace replipipe
@@ -46,8 +46,6 @@ constexpr uint64_t kHeldReadData = ~uint64_t{0} - 1;
 // soon, and one that never does costs ten wake-ups a second.
 constexpr auto kSettlePollFirst = std::chrono::milliseconds(1);
 constexpr auto kSettlePollMax = std::chrono::milliseconds(100);
-// How often Open() tries again for the target's exclusive flock.
-constexpr auto kTargetLockPoll = std::chrono::milliseconds(10);
 
 // A transfer or sync of a device failed with err. ESTALE and ENOENT name
 // the claim protocol's results to ResyncJobs (the pair was replaced or
@@ -156,59 +154,6 @@ Status OpenDevice(const std::string &path, int access, dev_t expected_rdev,
 	}
 	if (!dev->direct)
 		dev->align = 1;
-	return {};
-}
-
-// Waits until no other open of the target holds a flock, then holds a
-// shared one on both of the copier's fds for as long as they are open.
-//
-// Why: a replipiped that exits (SIGKILL, a crash, the _Exit of a stop that
-// timed out) while its io_uring writes to a slow target are in flight does
-// not wait for them: the kernel keeps them, and a restarted daemon that
-// copied the same regions again and reported them clean could have its
-// newer data overwritten by the old writes when they land. Each request
-// holds a reference to the open file it writes, and a flock lives as long
-// as its open file: while an earlier copier's writes are in the kernel, its
-// shared lock is still there, and the exclusive try below fails.
-//
-// The lock is on the inode the path opens (the device node): a program
-// that writes the device through another node is not seen. A filesystem
-// without flock is copied to as before, with a warning.
-Status LockTarget(Device *dev, std::chrono::milliseconds wait)
-{
-	const auto until = std::chrono::steady_clock::now() + wait;
-	while (::flock(dev->fd.get(), LOCK_EX | LOCK_NB) < 0) {
-		const int err = errno;
-		if (err != EWOULDBLOCK && err != EINTR) {
-			LogWarning()
-			        << "resync: flock " << dev->path << ": "
-			        << std::strerror(err)
-			        << "; writes an earlier replipiped left in "
-			           "flight to it are not waited for";
-			return {};
-		}
-		// udev holds a shared lock for the moment it probes a device
-		// that was written and closed: worth a short wait.
-		if (std::chrono::steady_clock::now() >= until)
-			return Status::Error(
-			        dev->path + " is locked by another open of it "
-			                    "(flock): writes that an earlier "
-			                    "replipiped left in flight when it "
-			                    "exited, or another program; not "
-			                    "copying until it is released",
-			        EBUSY);
-		std::this_thread::sleep_for(kTargetLockPoll);
-	}
-	// Shared from here on, on both fds: they would exclude each other.
-	// Converting drops the exclusive lock first, so another program may
-	// take it in between.
-	if (::flock(dev->fd.get(), LOCK_SH | LOCK_NB) < 0 ||
-	    ::flock(dev->buffered_fd.get(), LOCK_SH | LOCK_NB) < 0)
-		return Status::Error(dev->path +
-		                             " was locked by another program "
-		                             "(flock) while it was opened; "
-		                             "not copying",
-		                     EBUSY);
 	return {};
 }
 
@@ -349,11 +294,24 @@ RegionCopier::Open(const std::string &source_path,
 	impl->options = options;
 	Status st = OpenDevice(source_path, O_RDONLY,
 	                       options.expected_source_rdev, &impl->source);
+	// The target's flock (target_lock.h) is taken before the target is
+	// opened for writing, and the fds that write it hold it after.
+	UniqueFd target_lock;
+	if (st.ok()) {
+		auto lock = AcquireTargetLock(target_path,
+		                              options.target_lock_wait);
+		if (lock.ok())
+			target_lock = std::move(*lock);
+		else
+			st = lock.status();
+	}
 	if (st.ok())
 		st = OpenDevice(target_path, O_WRONLY,
 		                options.expected_target_rdev, &impl->target);
 	if (st.ok())
-		st = LockTarget(&impl->target, options.target_lock_wait);
+		st = ShareTargetLock(target_path, target_lock,
+		                     {impl->target.fd.get(),
+		                      impl->target.buffered_fd.get()});
 	if (!st.ok())
 		return st;
 	for (const Device *d : {&impl->source, &impl->target})
