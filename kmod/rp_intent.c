@@ -1254,21 +1254,37 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
  * in flight any more (rp_pairs_start()): what those writes marked after the
  * pair took its bitmap (rp_intent_bind()) went to the primary only, so every
  * marked chunk becomes dirty on the pair too.  From now on clear passes look
- * at the pair.  rp_config_lock held.
+ * at the pair.
+ *
+ * A pair whose start waited (start_pending) may find the record unbound: a
+ * later PIPE_SET that failed took the pair's target for another pair
+ * (rp_intent_target_taken()), or could not write a binding back.  An
+ * unbound record marks no write, and those that found no pair since the
+ * bind may be on the primary only: every region of the pair becomes dirty,
+ * as for a record bound anew.  rp_config_lock held.
  */
 void rp_intent_pair_start(struct rp_intent *in, struct rp_pair *pair)
 {
+	bool lost;
+
 	spin_lock_irq(&pair->lock);
 	spin_lock(&in->lock);
-	if (in->bound) {
+	lost = !in->bound;
+	if (lost) {
+		bitmap_set(pair->dirty, 0, pair->nr_regions);
+	} else {
 		__rp_intent_set_regions(in, pair->dirty);
-		__rp_pair_dirty_set(pair);
 		pair->intent_epoch = in->epoch;
 		/* The binding is this pair's: loaded, or written for it. */
 		in->tgt_devt = pair->tgt.bdev->bd_dev;
 	}
+	__rp_pair_dirty_set(pair);
 	spin_unlock(&in->lock);
 	spin_unlock_irq(&pair->lock);
+	if (lost)
+		pr_warn("%s: write-intent record %s lost its binding before pair %s -> %s started; every region of the pair is dirty\n",
+			in->dev->name, in->path, pair->pipe->id,
+			pair->tgt_path);
 }
 
 /*

@@ -14,8 +14,17 @@
 #  3. The dm device resumed: W ends, the pair starts on its own (its record
 #     too: the start runs from a work item, under the lock), and a resync
 #     of its regions, all dirty, makes the legs identical.
+#  4. The pipe deleted (its record clean) and set again with a write W2 in
+#     flight: the pair loads the record (only W2's chunk dirty) and waits
+#     for its start. A PIPE_SET that gives its target to vol9 invalidates
+#     the record (it names that target), then fails on vol9's record device
+#     (an error table): the pair stays, its record unbound. When W2 ends
+#     the pair starts with every region dirty, since an unbound record
+#     marks no write (writes that found no pair since the bind could be on
+#     the primary only), and says so; the resync makes the legs identical.
 # The old module waited for W without a bound: the PIPE_SET and every
 # netlink command after it (another pipe's too) hung until the resume.
+# Before step 4's fix the pair started with only W2's chunk dirty.
 # vm-timeout: 300
 # vm-cost: 25
 # vm-debug-cost: 50
@@ -122,12 +131,71 @@ pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 [ "$(vm_field "$pair" state)" = InSync ] || vm_fail "not InSync after the resync: $pair"
 vm_cmp_devs /dev/rpsrc /dev/rptgt
 
+vm_log "== 4. a pair waiting for its start whose record a failed PIPE_SET unbinds"
+vm_nullb_cached rpsrc9 $MIB
+vm_nullb_cached rpwi9 4
+rec9=$(vm_dm_create rpwi9d "0 $(blockdev --getsz /dev/rpwi9) linear /dev/rpwi9 0")
+vm_backstore replipipe replipipe_0 vol9 /dev/rpsrc9 "$rec9" > /dev/null
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe before step 4"
+DM_DISABLE_UDEV=1 dmsetup --noudevsync suspend rpq || vm_fail "dmsetup suspend rpq"
+rm -f /tmp/w2.rc
+(rp-writer --dev "$lun" --log /tmp/w2 --threads 1 --offset 8M --span 64K \
+	--min-size 64K --max-size 64K --count 1 --seed 66 > /tmp/w2.out 2>&1
+	echo $? > /tmp/w2.rc) &
+sleep 1
+[ ! -e /tmp/w2.rc ] || vm_fail "W2 ended on a suspended source: $(cat /tmp/w2.out)"
+rp-nlctl set-pipe --id $PIPE --name untracked --mode sync --policy degrade \
+	--region-kib $REGION_KIB --pair $SRC=/dev/rptgt --nl-timeout 20 \
+	> /tmp/set.out 2>&1 || vm_fail "set-pipe again: $(cat /tmp/set.out)"
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+echo "$pair"
+regions=$((MIB * 1024 / REGION_KIB))
+[ "$(vm_field "$pair" intent)" = loaded ] || vm_fail "the pair set again did not load its record: $pair"
+loaded=$(vm_field "$pair" dirty)
+[ -n "$loaded" ] && [ "$loaded" -gt 0 ] && [ "$loaded" -lt $regions ] ||
+	vm_fail "the loaded pair is not dirty at W2's chunk only: $pair"
+vm_dm_load rpwi9d "0 $(blockdev --getsz /dev/rpwi9) error"
+if rp-nlctl set-pipe --id $PIPE --name untracked --mode sync --policy degrade \
+	--region-kib $REGION_KIB --pair replipipe_0/vol9=/dev/rptgt --nl-timeout 20 \
+	> /tmp/set9.out 2>&1; then
+	vm_fail "a PIPE_SET whose record device fails succeeded"
+fi
+vm_log "PIPE_SET giving the target to vol9: $(tail -n 1 /tmp/set9.out)"
+pair=$(pair_line) || vm_fail "no pair line after the failed PIPE_SET"
+[ "$(vm_field "$pair" source)" = $SRC ] || vm_fail "the failed PIPE_SET changed the pair: $pair"
+DM_DISABLE_UDEV=1 dmsetup --noudevsync resume rpq || vm_fail "dmsetup resume rpq"
+i=0
+until [ -e /tmp/w2.rc ]; do
+	[ $i -lt 100 ] || vm_fail "W2 did not end within 10 s of the resume"
+	sleep 0.1
+	i=$((i + 1))
+done
+[ "$(cat /tmp/w2.rc)" = 0 ] || vm_fail "W2 failed: $(cat /tmp/w2.out)"
+i=0
+until [ "$(dmesg | grep -c "replipipe: $SRC: the writes from before pair $PIPE -> /dev/rptgt ended; it is started")" = 2 ]; do
+	[ $i -lt 50 ] || vm_fail "the pair did not start within 5 s of W2's end"
+	sleep 0.1
+	i=$((i + 1))
+done
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+echo "$pair"
+[ "$(vm_field "$pair" dirty)" = $regions ] ||
+	vm_fail "a pair whose record lost its binding started with $(vm_field "$pair" dirty) of $regions regions dirty: $pair"
+dmesg | grep "lost its binding before pair $PIPE" ||
+	vm_fail "the kernel log does not say why every region is dirty"
+rp-nlctl resync $PIPE $SRC > /tmp/resync || vm_fail "resync: $(cat /tmp/resync)"
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+[ "$(vm_field "$pair" state)" = InSync ] || vm_fail "not InSync after the resync: $pair"
+vm_cmp_devs /dev/rpsrc /dev/rptgt
+
 vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 vm_backstore_delete $SRC
+vm_backstore_delete replipipe_0/vol9
 dmsetup --noudevsync remove rpq || vm_fail "dmsetup remove rpq"
-for n in rpsrc rptgt rpwi; do
+dmsetup --noudevsync remove rpwi9d || vm_fail "dmsetup remove rpwi9d"
+for n in rpsrc rptgt rpwi rpsrc9 rpwi9; do
 	echo 0 > $NULLB/$n/power
 	rmdir $NULLB/$n || vm_fail "rmdir $NULLB/$n"
 done

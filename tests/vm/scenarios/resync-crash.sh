@@ -140,7 +140,7 @@ while :; do
 	sleep 0.05; i=$((i + 1))
 done
 vm_log "the killed daemon's writes landed; the new daemon wrote nothing before"
-grep -q "is locked by another open of it (flock)" /tmp/daemon3.log ||
+grep -q "is locked by another open of it (flock): pid [0-9]*, which has exited: writes it left in flight" /tmp/daemon3.log ||
 	{ cat /tmp/daemon3.log >&2; vm_fail "the restarted daemon did not say why it waited"; }
 grep "is locked by another open" /tmp/daemon3.log | head -n 1
 # The rest at full speed: the check is done.
