@@ -40,6 +40,35 @@ CLAIM_TIMEOUT=/sys/module/replipipe/parameters/claim_timeout_sec
 export DM_DISABLE_UDEV=1
 
 pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
+# held_write NAME OFFSET SEED: suspends the source's dm device and writes
+# 64 KiB through the LUN in the background; it must still wait 1 s later.
+held_write() {
+	DM_DISABLE_UDEV=1 dmsetup --noudevsync suspend rpq || vm_fail "dmsetup suspend rpq"
+	rm -f /tmp/$1.rc
+	(rp-writer --dev "$lun" --log /tmp/$1 --threads 1 --offset $2 --span 64K \
+		--min-size 64K --max-size 64K --count 1 --seed $3 > /tmp/$1.out 2>&1
+		echo $? > /tmp/$1.rc) &
+	sleep 1
+	[ ! -e /tmp/$1.rc ] || vm_fail "$1 ended on a suspended source: $(cat /tmp/$1.out)"
+}
+# resume_and_start NAME STARTS: resumes the source; the write ends well
+# and the kernel has logged STARTS starts of the pair.
+resume_and_start() {
+	local i=0
+	DM_DISABLE_UDEV=1 dmsetup --noudevsync resume rpq || vm_fail "dmsetup resume rpq"
+	until [ -e /tmp/$1.rc ]; do
+		[ $i -lt 100 ] || vm_fail "$1 did not end within 10 s of the resume"
+		sleep 0.1
+		i=$((i + 1))
+	done
+	[ "$(cat /tmp/$1.rc)" = 0 ] || vm_fail "$1 failed: $(cat /tmp/$1.out)"
+	i=0
+	until [ "$(dmesg | grep -c "replipipe: $SRC: the writes from before pair $PIPE -> /dev/rptgt ended; it is started")" = $2 ]; do
+		[ $i -lt 50 ] || vm_fail "the pair did not start within 5 s of $1's end"
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
 
 vm_modprobe null_blk nr_devices=0
 vm_modprobe dm_mod
@@ -52,13 +81,7 @@ vm_backstore replipipe replipipe_0 vol1 "$src" /dev/rpwi > /dev/null
 lun=$(vm_tcm_loop_export $SRC)
 
 vm_log "== 1. W issued to a source with no pair, queued in a suspended dm device"
-DM_DISABLE_UDEV=1 dmsetup --noudevsync suspend rpq || vm_fail "dmsetup suspend rpq"
-rm -f /tmp/w.rc
-(rp-writer --dev "$lun" --log /tmp/w --threads 1 --offset 1M --span 64K \
-	--min-size 64K --max-size 64K --count 1 --seed 65 > /tmp/w.out 2>&1
-	echo $? > /tmp/w.rc) &
-sleep 1
-[ ! -e /tmp/w.rc ] || vm_fail "W ended on a suspended source: $(cat /tmp/w.out)"
+held_write W 1M 65
 
 vm_log "== 2. PIPE_SET with W in flight"
 t0=$(vm_now_ms)
@@ -104,20 +127,7 @@ esac
 echo 30 > $CLAIM_TIMEOUT
 
 vm_log "== 3. the source resumed: W ends, the pair starts"
-DM_DISABLE_UDEV=1 dmsetup --noudevsync resume rpq || vm_fail "dmsetup resume rpq"
-i=0
-until [ -e /tmp/w.rc ]; do
-	[ $i -lt 100 ] || vm_fail "W did not end within 10 s of the resume"
-	sleep 0.1
-	i=$((i + 1))
-done
-[ "$(cat /tmp/w.rc)" = 0 ] || vm_fail "W failed: $(cat /tmp/w.out)"
-i=0
-until dmesg | grep -q "replipipe: $SRC: the writes from before pair $PIPE -> /dev/rptgt ended; it is started"; do
-	[ $i -lt 50 ] || vm_fail "the pair did not start within 5 s of W's end"
-	sleep 0.1
-	i=$((i + 1))
-done
+resume_and_start W 1
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
 # both fields missing would compare equal
@@ -137,13 +147,7 @@ vm_nullb_cached rpwi9 4
 rec9=$(vm_dm_create rpwi9d "0 $(blockdev --getsz /dev/rpwi9) linear /dev/rpwi9 0")
 vm_backstore replipipe replipipe_0 vol9 /dev/rpsrc9 "$rec9" > /dev/null
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe before step 4"
-DM_DISABLE_UDEV=1 dmsetup --noudevsync suspend rpq || vm_fail "dmsetup suspend rpq"
-rm -f /tmp/w2.rc
-(rp-writer --dev "$lun" --log /tmp/w2 --threads 1 --offset 8M --span 64K \
-	--min-size 64K --max-size 64K --count 1 --seed 66 > /tmp/w2.out 2>&1
-	echo $? > /tmp/w2.rc) &
-sleep 1
-[ ! -e /tmp/w2.rc ] || vm_fail "W2 ended on a suspended source: $(cat /tmp/w2.out)"
+held_write W2 8M 66
 rp-nlctl set-pipe --id $PIPE --name untracked --mode sync --policy degrade \
 	--region-kib $REGION_KIB --pair $SRC=/dev/rptgt --nl-timeout 20 \
 	> /tmp/set.out 2>&1 || vm_fail "set-pipe again: $(cat /tmp/set.out)"
@@ -163,20 +167,7 @@ fi
 vm_log "PIPE_SET giving the target to vol9: $(tail -n 1 /tmp/set9.out)"
 pair=$(pair_line) || vm_fail "no pair line after the failed PIPE_SET"
 [ "$(vm_field "$pair" source)" = $SRC ] || vm_fail "the failed PIPE_SET changed the pair: $pair"
-DM_DISABLE_UDEV=1 dmsetup --noudevsync resume rpq || vm_fail "dmsetup resume rpq"
-i=0
-until [ -e /tmp/w2.rc ]; do
-	[ $i -lt 100 ] || vm_fail "W2 did not end within 10 s of the resume"
-	sleep 0.1
-	i=$((i + 1))
-done
-[ "$(cat /tmp/w2.rc)" = 0 ] || vm_fail "W2 failed: $(cat /tmp/w2.out)"
-i=0
-until [ "$(dmesg | grep -c "replipipe: $SRC: the writes from before pair $PIPE -> /dev/rptgt ended; it is started")" = 2 ]; do
-	[ $i -lt 50 ] || vm_fail "the pair did not start within 5 s of W2's end"
-	sleep 0.1
-	i=$((i + 1))
-done
+resume_and_start W2 2
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
 [ "$(vm_field "$pair" dirty)" = $regions ] ||
