@@ -627,12 +627,14 @@ u32 rp_intent_chunk_kib(struct rp_intent *in);
 bool rp_fail_async_copy(void);
 bool rp_fail_probe_timeout(void);
 bool rp_delay_dev_lookup(void);
+bool rp_fail_event(void);
 void rp_fault_init(void);
 void rp_fault_exit(void);
 #else
 static inline bool rp_fail_async_copy(void) { return false; }
 static inline bool rp_fail_probe_timeout(void) { return false; }
 static inline bool rp_delay_dev_lookup(void) { return false; }
+static inline bool rp_fail_event(void) { return false; }
 static inline void rp_fault_init(void) {}
 static inline void rp_fault_exit(void) {}
 #endif

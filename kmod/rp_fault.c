@@ -14,6 +14,8 @@
  *   delay_dev_lookup    a lookup of a backstore by name (PIPE_SET) sleeps
  *                       2 s between finding it and pinning it, the window
  *                       in which the backstore and its HBA can be removed
+ *   fail_event          an event's message cannot be allocated (a pipe's
+ *                       is up to about 140 KiB, a high-order allocation)
  */
 #include <linux/debugfs.h>
 #include <linux/fault-inject.h>
@@ -23,6 +25,7 @@
 static DECLARE_FAULT_ATTR(rp_fail_async_copy_attr);
 static DECLARE_FAULT_ATTR(rp_fail_probe_timeout_attr);
 static DECLARE_FAULT_ATTR(rp_delay_dev_lookup_attr);
+static DECLARE_FAULT_ATTR(rp_fail_event_attr);
 static struct dentry *rp_debugfs_dir;
 
 bool rp_fail_async_copy(void)
@@ -40,6 +43,11 @@ bool rp_delay_dev_lookup(void)
 	return should_fail(&rp_delay_dev_lookup_attr, 0);
 }
 
+bool rp_fail_event(void)
+{
+	return should_fail(&rp_fail_event_attr, 0);
+}
+
 void rp_fault_init(void)
 {
 	/* Like any debugfs file: failing to make it only loses the knob. */
@@ -50,6 +58,8 @@ void rp_fault_init(void)
 				  &rp_fail_probe_timeout_attr);
 	fault_create_debugfs_attr("delay_dev_lookup", rp_debugfs_dir,
 				  &rp_delay_dev_lookup_attr);
+	fault_create_debugfs_attr("fail_event", rp_debugfs_dir,
+				  &rp_fail_event_attr);
 }
 
 void rp_fault_exit(void)

@@ -239,10 +239,23 @@ cancel:
  * An event could not be built (a pipe's is up to about 140 KiB, a high-order
  * allocation): its listeners get ENOBUFS on their sockets, as after an
  * overrun, so that they read the state again instead of missing a change.
+ * The code is negative, as netlink_set_err() wants: given positive, the
+ * socket's error was -ENOBUFS, which a receive returns as a count of 105
+ * bytes read, and sockets with NETLINK_NO_ENOBUFS got it too.
  */
 static void rp_genl_event_lost(void)
 {
-	genl_set_err(&rp_family, &init_net, 0, 0, ENOBUFS);
+	genl_set_err(&rp_family, &init_net, 0, 0, -ENOBUFS);
+}
+
+/*
+ * An event's message, or NULL (the debug tier's fail_event).  Not warned
+ * about when it cannot be had: its listeners are told (ENOBUFS).
+ */
+static struct sk_buff *rp_genl_event_new(size_t size)
+{
+	return rp_fail_event() ? NULL :
+	       genlmsg_new(size, GFP_KERNEL | __GFP_NOWARN);
 }
 
 /* EVT_PIPE_ADDED/CHANGED/DELETED.  rp_config_lock held. */
@@ -254,7 +267,7 @@ void rp_genl_notify_pipe(struct rp_pipe *pipe, u8 cmd)
 	if (!READ_ONCE(rp_family_registered) ||
 	    !genl_has_listeners(&rp_family, &init_net, 0))
 		return;
-	skb = genlmsg_new(rp_pipe_msg_size(pipe, with_pairs), GFP_KERNEL);
+	skb = rp_genl_event_new(rp_pipe_msg_size(pipe, with_pairs));
 	if (!skb) {
 		rp_genl_event_lost();
 		return;
@@ -276,8 +289,8 @@ void rp_genl_notify_pair(struct rp_pair *pair)
 	if (!READ_ONCE(rp_family_registered) ||
 	    !genl_has_listeners(&rp_family, &init_net, 0))
 		return;
-	skb = genlmsg_new(nla_total_size(REPLIPIPE_PIPE_ID_MAX_LEN + 1) +
-			  rp_pair_msg_size(), GFP_KERNEL);
+	skb = rp_genl_event_new(nla_total_size(REPLIPIPE_PIPE_ID_MAX_LEN + 1) +
+				rp_pair_msg_size());
 	if (!skb) {
 		rp_genl_event_lost();
 		return;
@@ -471,7 +484,9 @@ static int rp_nl_pipe_get_doit(struct sk_buff *skb, struct genl_info *info)
 		ret = -ENOENT;
 		goto unlock;
 	}
-	msg = genlmsg_new(rp_pipe_msg_size(pipe, true), GFP_KERNEL);
+	/* Up to about 140 KiB: a failure is the caller's ENOMEM, no splat. */
+	msg = genlmsg_new(rp_pipe_msg_size(pipe, true),
+			  GFP_KERNEL | __GFP_NOWARN);
 	if (!msg) {
 		ret = -ENOMEM;
 		goto unlock;
@@ -625,16 +640,25 @@ put:
 	return ret;
 }
 
-/* Copies bits [off, off + nbits) of @map into @buf, little-endian order. */
+/*
+ * Copies bits [off, off + nbits) of @map into @buf, little-endian order, a
+ * byte at a time: under pair->lock, with interrupts off, which every write
+ * of the pair takes, and any user may dump.  @off is a multiple of a chunk
+ * (REPLIPIPE_BITMAP_CHUNK_BYTES * 8 bits), so of BITS_PER_LONG.
+ */
 static void rp_bitmap_copy(u8 *buf, const unsigned long *map, u64 off,
 			   u64 nbits)
 {
+	const unsigned long *words = map + off / BITS_PER_LONG;
+	u64 bytes = DIV_ROUND_UP(nbits, 8);
 	u64 i;
 
-	memset(buf, 0, DIV_ROUND_UP(nbits, 8));
-	for (i = 0; i < nbits; i++)
-		if (test_bit(off + i, map))
-			buf[i / 8] |= 1 << (i % 8);
+	BUILD_BUG_ON(REPLIPIPE_BITMAP_CHUNK_BYTES * 8 % BITS_PER_LONG);
+	for (i = 0; i < bytes; i++)
+		buf[i] = words[i / sizeof(long)] >> (8 * (i % sizeof(long)));
+	/* Bits past the pair's last region are not its own. */
+	if (nbits % 8)
+		buf[bytes - 1] &= (1 << (nbits % 8)) - 1;
 }
 
 static int rp_bitmap_fill(struct sk_buff *skb, struct netlink_callback *cb,

@@ -35,6 +35,11 @@
 #     delay_dev_lookup) after it found the backstore: the backstore and its
 #     HBA are removed meanwhile; the PIPE_SET is refused ("going away"),
 #     and nothing is freed twice or late (KASAN, no WARNING).
+#  I. an event whose message cannot be allocated (the module's fail_event):
+#     a listener gets ENOBUFS, an overrun to rp-nlctl events, so that it
+#     reads the state again; the next event comes as usual. (The module
+#     gave ENOBUFS with the wrong sign: the listener's read returned 105
+#     bytes that were never written.)
 # Then the module unloads. Every phase checks that failures were injected.
 # vm-kernel: debug
 # vm-timeout: 600
@@ -366,6 +371,38 @@ grep -q "source backstore is going away" /tmp/gone.out ||
 if rp-nlctl get fault-gone > /dev/null 2>&1; then
 	vm_fail "H: the refused PIPE_SET left a pipe"
 fi
+
+vm_log "== I: an event that cannot be allocated (fail_event): its listeners get ENOBUFS"
+FEV=/sys/kernel/debug/replipipe/fail_event
+rp-nlctl events > /tmp/ev.out 2> /tmp/ev.err &
+ev=$!
+i=0
+until grep -q listening /tmp/ev.err; do
+	[ $i -lt 100 ] || vm_fail "I: rp-nlctl events did not start: $(cat /tmp/ev.err)"
+	sleep 0.1; i=$((i + 1))
+done
+echo 0 > $FEV/verbose
+echo 1 > $FEV/interval
+echo 1 > $FEV/times
+echo 100 > $FEV/probability
+rp-nlctl pair-state $PIPE $SRC pause || vm_fail "I: pause"
+echo 0 > $FEV/probability
+[ "$(cat $FEV/times)" = 0 ] || vm_fail "I: the pause's event was not failed"
+rp-nlctl pair-state $PIPE $SRC resume || vm_fail "I: resume"
+i=0
+until grep -q "state=InSync" /tmp/ev.out; do
+	kill -0 $ev 2> /dev/null ||
+		vm_fail "I: the listener ended: $(cat /tmp/ev.err) / $(cat /tmp/ev.out)"
+	[ $i -lt 100 ] || vm_fail "I: no event of the resume: $(cat /tmp/ev.out)"
+	sleep 0.1; i=$((i + 1))
+done
+kill $ev
+rc=0
+wait $ev || rc=$?
+[ $rc = 143 ] || vm_fail "I: the listener ended with $rc before it was stopped: $(cat /tmp/ev.err)"
+cat /tmp/ev.out
+[ "$(head -n 1 /tmp/ev.out)" = "event type=overrun" ] ||
+	vm_fail "I: the lost event was not reported as an overrun first: $(cat /tmp/ev.err)"
 
 vm_log "== teardown"
 vm_tcm_loop_unexport $SRC

@@ -5,7 +5,8 @@
 //
 // Exit status: 0 ok, 1 kernel (or I/O) error with the extack text and errno
 // name on stderr, 3 time-out of `events --count`, 64 usage, 69 module not
-// loaded, 125 --make-it-fail could not be set.
+// loaded, 125 --make-it-fail could not be set. Out of memory in the tool
+// itself (failslab refusing its brk or mmap) is 1 too.
 #include <fcntl.h>
 #include <linux/netlink.h>
 #include <linux/replipipe.h>
@@ -23,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <new>
 #include <optional>
 #include <string>
 #include <thread>
@@ -820,5 +822,11 @@ int main(int argc, char **argv)
 		return Usage("unknown command " + cmd);
 	} catch (const UsageError &e) {
 		return Usage(cmd + ": " + e.what);
+	} catch (const std::bad_alloc &) {
+		// Under failslab's task filter (debug-fault-inject) the kernel
+		// refuses this process's brk and mmap too: an error like the
+		// kernel's own ENOMEM, not an abort.
+		std::fputs("rp-nlctl: out of memory (errno ENOMEM)\n", stderr);
+		return 1;
 	}
 }
