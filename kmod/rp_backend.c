@@ -114,7 +114,10 @@ static void rp_set_geometry(struct se_device *se_dev, struct block_device *bd)
 	/*
 	 * In blocks.  WRITE SAME(10) has a two-byte block count.  At most
 	 * RP_WRITE_SAME_MAX_SECT: a mirrored WRITE SAME writes its target
-	 * within the command (rp_write_same_run()).
+	 * within the command (rp_write_same_run()).  An administrator who
+	 * raises the LUN's block_size before its export raises this in
+	 * bytes too (LIO does not scale it), as one who raises it: a longer
+	 * WRITE SAME leaves its target leg to the resync (decision 92).
 	 */
 	attrib->max_write_same_len =
 		min_t(u32, max_write_zeroes >> shift ?: 0xFFFF,
@@ -527,8 +530,11 @@ static ssize_t rp_show_configfs_dev_params(struct se_device *se_dev, char *b)
 	/*
 	 * cfg_lock: an enable that fails late closes the primary and frees
 	 * the record (rp_destroy_device()), and control changes the paths.
+	 * Killable: an enable holds it across the record's and the primary's
+	 * I/O, which a device that queues it (multipath with no path) holds.
 	 */
-	mutex_lock(&dev->cfg_lock);
+	if (mutex_lock_killable(&dev->cfg_lock))
+		return -EINTR;
 	bd = dev->primary.bdev;
 	if (bd)
 		len += sprintf(b + len, "replipipe primary: %s (%pg %u:%u)",

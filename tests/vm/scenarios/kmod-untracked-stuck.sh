@@ -22,6 +22,10 @@
 #     the pair starts with every region dirty, since an unbound record
 #     marks no write (writes that found no pair since the bind could be on
 #     the primary only), and says so; the resync makes the legs identical.
+#  5. An enable whose write-intent record sits on a suspended dm device
+#     waits for it, holding the backstore's configuration lock: a read of
+#     its info waits too, and ends at once when killed (the module before
+#     read it in an unkillable wait, so targetcli's `ls` hung for good).
 # The old module waited for W without a bound: the PIPE_SET and every
 # netlink command after it (another pipe's too) hung until the resume.
 # Before step 4's fix the pair started with only W2's chunk dirty.
@@ -179,6 +183,50 @@ pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 [ "$(vm_field "$pair" state)" = InSync ] || vm_fail "not InSync after the resync: $pair"
 vm_cmp_devs /dev/rpsrc /dev/rptgt
 
+vm_log "== 5. an enable waits for its record's device: reading its info can be killed"
+vm_nullb_cached rpsrc5 4
+vm_nullb_cached rpwi5 4
+rec5=$(vm_dm_create rpwi5d "0 $(blockdev --getsz /dev/rpwi5) linear /dev/rpwi5 0")
+DM_DISABLE_UDEV=1 dmsetup --noudevsync suspend rpwi5d || vm_fail "dmsetup suspend rpwi5d"
+dir5=$VM_CFS/core/replipipe_0/vol5
+mkdir $dir5 || vm_fail "mkdir $dir5"
+echo "udev_path=/dev/rpsrc5,intent_path=$rec5" > $dir5/control || vm_fail "5: control refused"
+rm -f /tmp/en5.rc
+(echo 1 > $dir5/enable; echo $? > /tmp/en5.rc) &
+sleep 1
+[ ! -e /tmp/en5.rc ] || vm_fail "5: the enable did not wait for its record's device"
+cat $dir5/info > /tmp/info5 2>&1 &
+cpid=$!
+sleep 1
+[ "$(awk '{ print $3 }' /proc/$cpid/stat)" = D ] ||
+	vm_fail "5: reading info did not wait for the enable: $(cat /tmp/info5)"
+t0=$(vm_now_ms)
+kill -9 $cpid
+i=0
+# until it is a zombie or gone (kill -0 succeeds on a zombie)
+while [ "$(awk '{ print $3 }' /proc/$cpid/stat 2> /dev/null || echo gone)" = D ]; do
+	[ $i -lt 50 ] || {
+		DM_DISABLE_UDEV=1 dmsetup --noudevsync resume rpwi5d
+		vm_fail "5: a read of info killed 5 s ago is still waiting for the enable"
+	}
+	sleep 0.1; i=$((i + 1))
+done
+t1=$(vm_now_ms)
+rc=0
+wait $cpid || rc=$?
+[ $rc = 137 ] || vm_fail "5: the read of info ended with $rc, not by the kill: $(cat /tmp/info5)"
+vm_log "a killed read of info ended after $((t1 - t0)) ms"
+DM_DISABLE_UDEV=1 dmsetup --noudevsync resume rpwi5d || vm_fail "dmsetup resume rpwi5d"
+i=0
+until [ -e /tmp/en5.rc ]; do
+	[ $i -lt 100 ] || vm_fail "5: the enable did not end within 10 s of the resume"
+	sleep 0.1; i=$((i + 1))
+done
+[ "$(cat /tmp/en5.rc)" = 0 ] || vm_fail "5: the enable failed after the resume"
+grep -q "replipipe primary: /dev/rpsrc5" $dir5/info || vm_fail "5: info after the enable: $(cat $dir5/info)"
+vm_backstore_delete replipipe_0/vol5
+dmsetup --noudevsync remove rpwi5d || vm_fail "dmsetup remove rpwi5d"
+
 vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
@@ -186,7 +234,7 @@ vm_backstore_delete $SRC
 vm_backstore_delete replipipe_0/vol9
 dmsetup --noudevsync remove rpq || vm_fail "dmsetup remove rpq"
 dmsetup --noudevsync remove rpwi9d || vm_fail "dmsetup remove rpwi9d"
-for n in rpsrc rptgt rpwi rpsrc9 rpwi9; do
+for n in rpsrc rptgt rpwi rpsrc9 rpwi9 rpsrc5 rpwi5; do
 	echo 0 > $NULLB/$n/power
 	rmdir $NULLB/$n || vm_fail "rmdir $NULLB/$n"
 done
