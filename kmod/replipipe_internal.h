@@ -306,6 +306,7 @@ struct rp_pair {
 
 	spinlock_t		lock;		/* everything below */
 	u8			state;
+	u32			state_gen;	/* changes of state */
 	bool			dead;
 	unsigned long		*dirty;
 	unsigned long		*claimed;
@@ -541,6 +542,7 @@ enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 				  bool lag_reserved, bool can_hold);
 bool __rp_pair_mirroring(struct rp_pair *pair);
 bool rp_pair_mirroring(struct rp_pair *pair);
+bool rp_pair_mirroring_gen(struct rp_pair *pair, u32 *gen);
 void __rp_pair_mark_dirty(struct rp_pair *pair, u64 first, u64 last);
 void __rp_pair_dirty_set(struct rp_pair *pair);
 void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req);
@@ -581,7 +583,7 @@ int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
 int rp_pipe_del(const char *id, struct netlink_ext_ack *extack);
 int rp_pair_probe_target(struct rp_pair *pair,
 			 struct netlink_ext_ack *extack);
-int rp_pair_set_state(struct rp_pair *pair, u8 state,
+int rp_pair_set_state(struct rp_pair *pair, u8 state, u32 seen_gen,
 		      struct netlink_ext_ack *extack);
 int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 		 u64 *id, u64 *first, u32 *count, unsigned long *deadline,

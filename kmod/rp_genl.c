@@ -600,6 +600,7 @@ static struct rp_pair *rp_nl_pair(struct nlattr **attrs,
 static int rp_nl_pair_set(struct sk_buff *skb, struct genl_info *info)
 {
 	struct rp_pair *pair;
+	u32 gen = 0;
 	u8 state;
 	int ret;
 
@@ -626,15 +627,16 @@ static int rp_nl_pair_set(struct sk_buff *skb, struct genl_info *info)
 	/*
 	 * A Degraded (or Paused) pair mirrors again only once its target
 	 * answers; the probe waits for the target (RP_PROBE_TIMEOUT_SEC at most),
-	 * outside rp_config_lock.
+	 * outside rp_config_lock.  A state change meanwhile refuses the
+	 * resume (rp_pair_set_state()).
 	 */
-	if (state == REPLIPIPE_PAIR_SYNCING && !rp_pair_mirroring(pair)) {
+	if (state == REPLIPIPE_PAIR_SYNCING && !rp_pair_mirroring_gen(pair, &gen)) {
 		ret = rp_pair_probe_target(pair, info->extack);
 		if (ret)
 			goto put;
 	}
 	/* A pair removed meanwhile is dead: rp_pair_set_state() refuses it. */
-	ret = rp_pair_set_state(pair, state, info->extack);
+	ret = rp_pair_set_state(pair, state, gen, info->extack);
 put:
 	rp_pair_put(pair);
 	return ret;

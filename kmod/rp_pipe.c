@@ -200,6 +200,18 @@ bool rp_pair_mirroring(struct rp_pair *pair)
 	return ret;
 }
 
+/* rp_pair_mirroring(), and in *@gen the state it was seen in. */
+bool rp_pair_mirroring_gen(struct rp_pair *pair, u32 *gen)
+{
+	bool ret;
+
+	spin_lock_irq(&pair->lock);
+	ret = __rp_pair_mirroring(pair);
+	*gen = pair->state_gen;
+	spin_unlock_irq(&pair->lock);
+	return ret;
+}
+
 /* Room within max lag for @bytes more; a write larger than it fits alone. */
 static bool __rp_pair_lag_room(struct rp_pair *pair, u64 bytes)
 {
@@ -249,6 +261,7 @@ static void __rp_pair_set_state(struct rp_pair *pair, u8 state)
 	if (pair->state == state)
 		return;
 	pair->state = state;
+	pair->state_gen++;
 	if (!pair->dead)
 		queue_work(rp_wq, &pair->event_work);
 	__rp_pair_lag_grant(pair);
@@ -2077,9 +2090,14 @@ int rp_pair_flush_target(struct rp_pair *pair, unsigned long deadline)
 
 /*
  * PAIR_SET: pause, or resume mirroring.  The caller holds a pair reference;
- * pair->dead tells a pair being removed.
+ * pair->dead tells a pair being removed.  A resume applies to the state the
+ * caller saw (@seen_gen, from rp_pair_mirroring_gen()) when it decided
+ * whether to probe the target: a pause made during the probe (up to
+ * RP_PROBE_TIMEOUT_SEC, outside every lock) is the administrator's and
+ * stands, and a pair that degraded since was never probed.  One that
+ * mirrors by now (resumed meanwhile, or still) is left as it is.
  */
-int rp_pair_set_state(struct rp_pair *pair, u8 state,
+int rp_pair_set_state(struct rp_pair *pair, u8 state, u32 seen_gen,
 		      struct netlink_ext_ack *extack)
 {
 	spin_lock_irq(&pair->lock);
@@ -2087,6 +2105,13 @@ int rp_pair_set_state(struct rp_pair *pair, u8 state,
 		spin_unlock_irq(&pair->lock);
 		NL_SET_ERR_MSG(extack, "the pair is being removed");
 		return -ENOENT;
+	}
+	if (state == REPLIPIPE_PAIR_SYNCING && pair->state_gen != seen_gen &&
+	    !__rp_pair_mirroring(pair)) {
+		spin_unlock_irq(&pair->lock);
+		NL_SET_ERR_MSG(extack,
+			       "the pair's state changed while its target was probed; not resumed");
+		return -EBUSY;
 	}
 	if (state == REPLIPIPE_PAIR_PAUSED) {
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_PAUSED);

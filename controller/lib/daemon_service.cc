@@ -183,8 +183,21 @@ ControlReply DaemonService::CreateOrModify(const CreateOrModifyCall &call)
 	            << (call.replication_pipe ? "modified " : "created ")
 	            << outcome.replication_pipe;
 	auto uuid = ParsePipeIdentifier(outcome.replication_pipe);
-	if (uuid.ok() && *uuid)
-		RefreshPipe(**uuid);
+	// The call is done, in the kernel and in the store: a refresh that
+	// throws (NetlinkSocket's std::bad_alloc) must not turn its 0 into
+	// an internal error, which a script would answer by calling again.
+	// The periodic refresh reads the pipe again.
+	try {
+		if (uuid.ok() && *uuid)
+			RefreshPipe(**uuid);
+	} catch (const std::exception &e) {
+		try {
+			LogWarning()
+			        << "refresh after CreateOrModify: " << e.what()
+			        << "; the next periodic refresh tries again";
+		} catch (...) {
+		}
+	}
 	return MethodReply(outcome);
 }
 

@@ -816,6 +816,38 @@ TEST(ControlDaemon, ChangedSettingsRestartTheJobOnceTheOldOneEnded)
 	EXPECT_EQ(d.board_.stopped, 1);
 }
 
+// After a create succeeded in the kernel and in the store, the daemon reads
+// the pipe back (RefreshPipe) to plan its resync. NetlinkSocket throws
+// std::bad_alloc for a message it cannot allocate: escaping, it turned the
+// call's 0 into ReturnValue 2, "internal error", and a script that calls
+// again on that would make a second pipe. The call stays done.
+TEST(ControlDaemon, ARefreshThatThrowsAfterACreateLeavesItDone)
+{
+	std::atomic<bool> applied{false}; // outlive d, whose kernel calls them
+	std::atomic<bool> thrown{false};
+	InProcessDaemon d;
+	d.kernel_.SetApplyHook([&](const KernelPipeSpec &) { applied = true; });
+	d.kernel_.SetReadHook([&] {
+		if (applied && !thrown.exchange(true))
+			throw std::bad_alloc();
+	});
+	::testing::internal::CaptureStderr();
+	ControlReply created = d.service_.Handle(InProcessDaemon::Create(
+	        d.Call({"replipipe_0/a"}, {"/dev/sdb"})));
+	d.kernel_.SetReadHook({});
+	const std::string log = ::testing::internal::GetCapturedStderr();
+	ASSERT_TRUE(thrown) << "no kernel read after the PIPE_SET";
+	ASSERT_TRUE(created.ok) << created.error;
+	EXPECT_EQ(d.kernel_.Snapshot().size(), 1u);
+	EXPECT_NE(log.find("refresh after CreateOrModify: std::bad_alloc; the "
+	                   "next periodic refresh tries again"),
+	          std::string::npos)
+	        << log;
+	d.service_.RefreshAll(); // what the daemon's tick would do
+	EXPECT_TRUE(d.board_.WaitFor([&] { return d.board_.running == 1; }))
+	        << "the pipe's resync job was not planned by the next refresh";
+}
+
 // A stored pipe the kernel lacks (its push failed at start-up: a backstore or
 // target not there yet; or the kernel lost it) is pushed again, on the
 // pusher's thread, after a back-off, without a restart of the daemon.

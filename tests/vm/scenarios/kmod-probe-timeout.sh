@@ -26,6 +26,8 @@
 # rmmod is refused) until the write ends when the target resumes; then it
 # is freed and the source pairs again. Before, that PIPE_DEL waited with
 # rp_config_lock held for as long as the target held the write.
+# Before all that, a pause sent while a resume probes a slow target (dm-delay,
+# 1.5 s) stands: the resume fails, saying the state changed during its probe.
 # Last, a PIPE_SET that replaces such a pair's target: the same, with the
 # new pair published at once and fenced (a resync claim on it waits, then
 # fails with ETIMEDOUT, until the old pair's write ended; one granted once
@@ -146,6 +148,38 @@ dd if=/dev/urandom of="$lun" bs=64k count=4 oflag=direct 2> /dev/null ||
 	vm_fail "write under policy degrade failed"
 pair=$(pair_line) || vm_fail "no pair line"
 [ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded: $pair"
+
+vm_log "== a pause while a resume probes the target: the pause stands"
+# The resume decided to probe on the pair's state before the probe, and
+# applied itself after it whatever the state had become: an administrator's
+# pause made meanwhile was undone, the pair mirroring again.
+vm_modprobe dm_delay
+vm_dm_load rptgt "0 $sectors delay /dev/ram1 0 1500"
+rp-nlctl pair-state $PIPE $SRC resume --nl-timeout 60 > /tmp/rs.out 2> /tmp/rs.err &
+rs_pid=$!
+# the probe's read, held by the delay ("0 <len> delay <reads> <writes> ...")
+i=0
+until [ "$(dmsetup status rptgt | awk '{ print $4 }')" -ge 1 ]; do
+	[ $i -lt 100 ] || vm_fail "the resume's probe read never reached the target"
+	sleep 0.02; i=$((i + 1))
+done
+rp-nlctl pair-state $PIPE $SRC pause || vm_fail "a pause during the resume's probe was refused"
+wait_pid $rs_pid 15 || vm_fail "the resume did not end within 15 s"
+cat /tmp/rs.err
+[ "$rc" -ne 0 ] || vm_fail "a resume whose probe outlasted a pause succeeded"
+grep -q "changed while its target was probed" /tmp/rs.err ||
+	vm_fail "the refused resume does not say why"
+pair=$(pair_line) || vm_fail "no pair line"
+[ "$(vm_field "$pair" state)" = Paused ] ||
+	vm_fail "the pause made during the resume's probe was undone: $pair"
+# Degraded again, for what follows.
+vm_dm_load rptgt "0 $sectors linear /dev/ram1 0"
+rp-nlctl pair-state $PIPE $SRC resume || vm_fail "resume"
+vm_dm_load rptgt "0 $sectors error"
+dd if=/dev/urandom of="$lun" bs=64k count=4 oflag=direct 2> /dev/null ||
+	vm_fail "write under policy degrade failed"
+pair=$(pair_line) || vm_fail "no pair line"
+[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded again: $pair"
 
 vm_log "== the target queues I/O (suspended dm device with a working table)"
 dmsetup --noudevsync suspend rptgt || vm_fail "dmsetup suspend"
