@@ -192,6 +192,21 @@ vm_dm_load() {
 		vm_fail "dmsetup: cannot switch $1 to '$2'"
 }
 
+# vm_events_listen OUT ERR [ARGS...]: `rp-nlctl events ARGS` in the
+# background (its events to OUT, its messages to ERR), once it listens;
+# its pid in VM_EVENTS_PID.
+vm_events_listen() {
+	local out=$1 err=$2 i=0
+	shift 2
+	rp-nlctl events "$@" > "$out" 2> "$err" &
+	VM_EVENTS_PID=$!
+	until grep -q listening "$err"; do
+		[ $i -lt 100 ] || vm_fail "rp-nlctl events did not start: $(cat "$err")"
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
 # vm_backstore_delete HBA/NAME: remove a backstore (and its HBA when empty).
 vm_backstore_delete() {
 	local hba=${1%%/*}

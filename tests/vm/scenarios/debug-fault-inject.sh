@@ -374,13 +374,8 @@ fi
 
 vm_log "== I: an event that cannot be allocated (fail_event): its listeners get ENOBUFS"
 FEV=/sys/kernel/debug/replipipe/fail_event
-rp-nlctl events > /tmp/ev.out 2> /tmp/ev.err &
-ev=$!
-i=0
-until grep -q listening /tmp/ev.err; do
-	[ $i -lt 100 ] || vm_fail "I: rp-nlctl events did not start: $(cat /tmp/ev.err)"
-	sleep 0.1; i=$((i + 1))
-done
+vm_events_listen /tmp/ev.out /tmp/ev.err
+ev=$VM_EVENTS_PID
 echo 0 > $FEV/verbose
 echo 1 > $FEV/interval
 echo 1 > $FEV/times

@@ -48,14 +48,8 @@ echo "$pair"
 rp-verify --dev /dev/ram1 /tmp/p1.* || vm_fail "phase 1 not on the replica"
 
 vm_log "== event listener, then the target fails (linear -> error)"
-rp-nlctl events --timeout 300 > /tmp/events 2> /tmp/events.err &
-events_pid=$!
-i=0
-until grep -q listening /tmp/events.err; do
-	[ $i -lt 100 ] || vm_fail "rp-nlctl events did not start: $(cat /tmp/events.err)"
-	sleep 0.1
-	i=$((i + 1))
-done
+vm_events_listen /tmp/events /tmp/events.err --timeout 300
+events_pid=$VM_EVENTS_PID
 vm_dm_load rptgt "0 $sectors error"
 dmsetup table rptgt
 

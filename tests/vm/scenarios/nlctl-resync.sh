@@ -28,13 +28,8 @@ dd if=/dev/urandom of=/dev/ram0 bs=1M count=64 2>/dev/null
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
 rp-nlctl family || vm_fail "family"
 
-rp-nlctl events --timeout 300 > /tmp/events 2> /tmp/events.err &
-ev=$!
-i=0
-until grep -q listening /tmp/events.err; do
-	[ $i -lt 100 ] || vm_fail "events did not start"
-	sleep 0.1; i=$((i + 1))
-done
+vm_events_listen /tmp/events /tmp/events.err --timeout 300
+ev=$VM_EVENTS_PID
 
 vm_log "== errors carry extack and errno names"
 rc=0; rp-nlctl set-pipe --id bad --region-kib 3 --pair $SRC=/dev/ram1 2> /tmp/err || rc=$?
