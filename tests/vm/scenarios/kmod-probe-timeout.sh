@@ -7,7 +7,10 @@
 # queued; rmmod is refused while it is; once the dm device resumes, the bio
 # ends, the probe lets the device go (dmsetup remove works) and the module
 # unloads. Before the bound, PAIR_SET hung as long as the target did and a
-# PIPE_DEL waited behind it under rp_config_lock.
+# PIPE_DEL waited behind it under rp_config_lock. Before that step, a pause
+# sent while a resume probes a slow target (dm-delay, 1.5 s) stands: the
+# resume fails, saying the state changed during its probe (the module
+# before resumed the pair).
 # Then the same for the flushes a write-intent record makes of the target
 # before it clears chunks (a clear pass, and the pair going away): with a
 # clear pass waiting for its flush of a target that queues I/O, a PIPE_DEL
@@ -26,8 +29,6 @@
 # rmmod is refused) until the write ends when the target resumes; then it
 # is freed and the source pairs again. Before, that PIPE_DEL waited with
 # rp_config_lock held for as long as the target held the write.
-# Before all that, a pause sent while a resume probes a slow target (dm-delay,
-# 1.5 s) stands: the resume fails, saying the state changed during its probe.
 # Last, a PIPE_SET that replaces such a pair's target: the same, with the
 # new pair published at once and fenced (a resync claim on it waits, then
 # fails with ETIMEDOUT, until the old pair's write ended; one granted once
