@@ -37,20 +37,26 @@ std::string ProcLocks()
 	return text.str();
 }
 
-bool SameFile(const struct stat &a, const struct stat &b)
+bool SameInode(const struct stat &a, const struct stat &b)
 {
 	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 } // namespace
 
+std::string FlockFileKey(const struct stat &st)
+{
+	char key[64];
+	std::snprintf(key, sizeof(key), "%02x:%02x:%llu", major(st.st_dev),
+	              minor(st.st_dev),
+	              static_cast<unsigned long long>(st.st_ino));
+	return key;
+}
+
 std::string FlockHolders(const struct stat &st, std::string_view proc_locks,
                          std::string (*comm_of)(int pid))
 {
-	char file[64];
-	std::snprintf(file, sizeof(file), "%02x:%02x:%llu", major(st.st_dev),
-	              minor(st.st_dev),
-	              static_cast<unsigned long long>(st.st_ino));
+	const std::string file = FlockFileKey(st);
 	std::set<int> pids;
 	std::istringstream lines{std::string(proc_locks)};
 	std::string line;
@@ -146,7 +152,7 @@ Status ShareTargetLock(const std::string &path, const UniqueFd &lock_fd,
 		struct stat st;
 		if (::fstat(fd, &st) < 0)
 			return Status::FromErrno("stat " + path, errno);
-		if (!SameFile(st, locked))
+		if (!SameInode(st, locked))
 			return Status::Error(path + " changed while it was "
 			                            "opened",
 			                     ENODEV);

@@ -45,6 +45,10 @@ Result<UniqueFd> AcquireTargetLock(const std::string &path,
 Status ShareTargetLock(const std::string &path, const UniqueFd &lock_fd,
                        std::initializer_list<int> fds);
 
+// How /proc/locks names the file of st: "00:05:341" (major and minor of
+// its filesystem in hex, inode number).
+std::string FlockFileKey(const struct stat &st);
+
 // The holders of flocks on the file of st, read from proc_locks (the text of
 // /proc/locks): "pid N (comm)" for a live process, "pid N, which has exited:
 // writes it left in flight" for a dead one, "this replipiped" for our own;

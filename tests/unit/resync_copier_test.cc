@@ -32,6 +32,7 @@
 #include "resync_copier.h"
 #include "resync_pair.h"
 #include "resync_rate.h"
+#include "target_lock.h"
 #include "unique_fd.h"
 
 namespace replipipe
@@ -329,10 +330,7 @@ int FlocksOn(const std::string &path)
 	struct stat st;
 	if (::stat(path.c_str(), &st) < 0)
 		return -1;
-	char file[64];
-	std::snprintf(file, sizeof(file), " %02x:%02x:%llu ", major(st.st_dev),
-	              minor(st.st_dev),
-	              static_cast<unsigned long long>(st.st_ino));
+	const std::string file = " " + FlockFileKey(st) + " ";
 	std::ifstream in("/proc/locks");
 	int n = 0;
 	for (std::string line; std::getline(in, line);)
