@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Boots Debian's kernel under QEMU with LIO, replipipe.ko and the project's
-# binaries and runs one VM scenario; see tests/vm/README.md.
+# binaries and runs one VM scenario, or several one after another in one boot
+# (--name; decision 95); see tests/vm/README.md.
 #
 #   tests/vm/run-scenario.sh SCENARIO [--kernel-version KV | --default-kernel | --debug-kernel]
+#   tests/vm/run-scenario.sh --name NAME SCENARIO... [--debug-kernel ...]
 #
 # Exit 0 only when the guest printed the PASS marker, the kernel log has no
 # BUG:/WARNING:/Oops/Call Trace, the taint is at most O|E and the time-out did
@@ -34,14 +36,15 @@ repo_root=$(cd "$script_dir/../.." && pwd)
 . "$script_dir/lib/host-common.sh"
 
 usage() {
-	echo "usage: $0 SCENARIO [--kernel-version KV | --default-kernel | --debug-kernel]" >&2
+	echo "usage: $0 [--name NAME] SCENARIO... [--kernel-version KV | --default-kernel | --debug-kernel]" >&2
 	exit 64
 }
 
 say() { echo "run-scenario: $*" >&2; }
 die() { say "error: $*"; exit 2; }
 
-scenario=
+scenarios=()
+name=
 kv=
 default_kernel=0
 debug_kernel=${REPLIPIPE_VM_DEBUG_KERNEL:-0}
@@ -51,15 +54,25 @@ while [ $# -gt 0 ]; do
 	--kernel-version=*) kv=${1#*=}; shift ;;
 	--debug-kernel) debug_kernel=1; shift ;;
 	--default-kernel) default_kernel=1; shift ;;
+	--name) [ $# -ge 2 ] || usage; name=$2; shift 2 ;;
 	-h | --help) usage ;;
 	-*) usage ;;
-	*) [ -z "$scenario" ] || usage; scenario=$1; shift ;;
+	*) scenarios+=("$1"); shift ;;
 	esac
 done
-[ -n "$scenario" ] || usage
-[ -f "$scenario" ] || die "no scenario file $scenario"
-scenario=$(cd "$(dirname "$scenario")" && pwd)/$(basename "$scenario")
-name=$(basename "$scenario" .sh)
+[ ${#scenarios[@]} -gt 0 ] || usage
+for i in "${!scenarios[@]}"; do
+	[ -f "${scenarios[i]}" ] || die "no scenario file ${scenarios[i]}"
+	scenarios[i]=$(cd "$(dirname "${scenarios[i]}")" && pwd)/$(basename "${scenarios[i]}")
+done
+# One scenario: the log and disks are named after it. Several (a batch):
+# after --name, which they need.
+if [ ${#scenarios[@]} -eq 1 ]; then
+	name=${name:-$(basename "${scenarios[0]}" .sh)}
+else
+	[ -n "$name" ] || die "several scenarios need --name NAME for their log"
+fi
+[[ $name =~ ^[A-Za-z0-9_.+-]+$ ]] || die "bad name '$name'"
 
 # ---- the kernel ------------------------------------------------------------
 # Debian's (the default) or the debug kernel. kernel_image boots, mod_root is
@@ -98,12 +111,18 @@ use_debug_kernel() {
 }
 
 timeout_factor=1
-scenario_kernel=$(sed -n 's/^#[[:space:]]*vm-kernel:[[:space:]]*//p' "$scenario" | head -n 1 | sed 's/[[:space:]]*$//')
-case "$scenario_kernel" in
-'') ;;
-debug) debug_kernel=1 ;;
-*) die "bad vm-kernel '$scenario_kernel' (only: debug)" ;;
-esac
+# header_of FILE KEY: the value of FILE's first `# vm-KEY:` line, or nothing.
+header_of() {
+	sed -n "s/^#[[:space:]]*vm-$2:[[:space:]]*//p" "$1" | head -n 1 | sed 's/[[:space:]]*$//'
+}
+for f in "${scenarios[@]}"; do
+	scenario_kernel=$(header_of "$f" kernel)
+	case "$scenario_kernel" in
+	'') ;;
+	debug) debug_kernel=1 ;;
+	*) die "bad vm-kernel '$scenario_kernel' in ${f##*/} (only: debug)" ;;
+	esac
+done
 # --default-kernel: the kernel of Debian's linux-image-amd64 (the vmdefault
 # tier), when a newer one is installed (the vm tier boots the newest). With
 # none newer the vm tier already boots it: exit 77, which CTest reports as
@@ -142,26 +161,50 @@ mkdir -p "$cache_dir" "$log_dir"
 log=$log_dir/$name.log
 
 # ---- scenario header ----------------------------------------------------
-header() { # KEY: the value of the first `# vm-KEY:` line, or nothing
-	sed -n "s/^#[[:space:]]*vm-$1:[[:space:]]*//p" "$scenario" | head -n 1 | sed 's/[[:space:]]*$//'
-}
-timeout_s=$(header timeout); timeout_s=${timeout_s:-300}
-[[ $timeout_s =~ ^[0-9]+$ ]] || die "bad vm-timeout '$timeout_s'"
-timeout_s=$((timeout_s * timeout_factor))
-mem_mib=$(header mem); mem_mib=${mem_mib:-1024}
-read -r -a vm_bins <<< "$(header bins)"
-read -r -a vm_files <<< "$(header files)"
-read -r -a vm_disks <<< "$(header disks)"
-vm_ko=$(header ko)
+# One scenario: its header. A batch: the time-outs summed (each scenario
+# keeps its own in the guest), the most memory any asks for, all their
+# vm-bins and vm-files, and dmsetup (guest-reset.sh); at most one of them
+# with vm-disks, and none with vm-init, vm-ko or vm-boots, which are about
+# the whole boot.
+timeout_s=0
+mem_mib=0
+vm_bins=() vm_files=() vm_disks=() limits=()
+for f in "${scenarios[@]}"; do
+	t=$(header_of "$f" timeout); t=${t:-300}
+	[[ $t =~ ^[0-9]+$ ]] || die "bad vm-timeout '$t' in ${f##*/}"
+	t=$((t * timeout_factor))
+	timeout_s=$((timeout_s + t))
+	# The guest gives up 30 s before the host so it can still report.
+	limits+=($((t > 60 ? t - 30 : t * 3 / 4)))
+	m=$(header_of "$f" mem); m=${m:-1024}
+	[[ $m =~ ^[0-9]+$ ]] || die "bad vm-mem '$m' in ${f##*/}"
+	[ "$m" -le "$mem_mib" ] || mem_mib=$m
+	read -r -a a <<< "$(header_of "$f" bins)"; vm_bins+=("${a[@]}")
+	read -r -a a <<< "$(header_of "$f" files)"; vm_files+=("${a[@]}")
+	read -r -a a <<< "$(header_of "$f" disks)"
+	if [ ${#a[@]} -gt 0 ]; then
+		[ ${#vm_disks[@]} -eq 0 ] || die "at most one scenario of a batch may have vm-disks (${f##*/})"
+		vm_disks=("${a[@]}")
+	fi
+done
+vm_ko=$(header_of "${scenarios[0]}" ko)
 # `# vm-init: systemd`: systemd is the guest's PID 1 (guest-init.sh); the
 # scenario ships systemd and the units it needs (vm-bins, vm-files).
-vm_init=$(header init)
+vm_init=$(header_of "${scenarios[0]}" init)
+boots=$(header_of "${scenarios[0]}" boots); boots=${boots:-1}
+if [ ${#scenarios[@]} -gt 1 ]; then
+	for f in "${scenarios[@]}"; do
+		for k in init ko boots; do
+			[ -z "$(header_of "$f" $k)" ] || die "${f##*/}: a scenario with vm-$k runs alone, not in a batch"
+		done
+	done
+	# The runner's boot time-out: 30 s more for each reset between two.
+	timeout_s=$((timeout_s + 30 * (${#scenarios[@]} - 1)))
+	vm_bins+=(dmsetup)
+fi
 [ -z "$vm_init" ] || [ "$vm_init" = systemd ] || die "bad vm-init '$vm_init' (only: systemd)"
 [ -z "$vm_ko" ] || [ "$vm_ko" = dkms ] || die "bad vm-ko '$vm_ko' (only: dkms)"
-boots=$(header boots); boots=${boots:-1}
 [[ $boots =~ ^[1-9][0-9]?$ ]] || die "bad vm-boots '$boots' (1 to 99)"
-[[ $timeout_s =~ ^[0-9]+$ ]] || die "bad vm-timeout '$timeout_s'"
-[[ $mem_mib =~ ^[0-9]+$ ]] || die "bad vm-mem '$mem_mib'"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/rp-vm.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -495,11 +538,19 @@ build_overlay() {
 	chmod 755 "$ov/init"
 	cp "$script_dir/lib/guest-run.sh" "$ov/lib/replipipe/guest-run.sh"
 	cp "$script_dir/lib/guest-lib.sh" "$ov/lib/replipipe/guest-lib.sh"
+	cp "$script_dir/lib/guest-reset.sh" "$ov/lib/replipipe/guest-reset.sh"
 	[ "$vm_init" != systemd ] || : > "$ov/lib/replipipe/init-systemd"
-	cp "$scenario" "$ov/lib/replipipe/scenario.sh"
+	# scenario.d/<name>.sh each; `scenarios`, their names in order, each
+	# with its guest limit (header, above).
+	mkdir -p "$ov/lib/replipipe/scenario.d"
+	local i
+	for i in "${!scenarios[@]}"; do
+		b=$(basename "${scenarios[i]}" .sh)
+		[ ! -e "$ov/lib/replipipe/scenario.d/$b.sh" ] || die "scenario $b given twice"
+		cp "${scenarios[i]}" "$ov/lib/replipipe/scenario.d/$b.sh"
+		echo "$b ${limits[i]}" >> "$ov/lib/replipipe/scenarios"
+	done
 	echo "$name" > "$ov/lib/replipipe/scenario-name"
-	# The guest gives up 30 s before the host so it can still report.
-	echo $((timeout_s > 60 ? timeout_s - 30 : timeout_s * 3 / 4)) > "$ov/lib/replipipe/guest-timeout"
 	echo "$kmod_status" > "$ov/lib/replipipe/kmod-status"
 	# How replipipe.ko was made (make, dkms, given) and its checksum, so
 	# that a scenario can check which module it runs.
@@ -587,7 +638,8 @@ make_disks() {
 # backtrace runs through replipipe fails. Leaks elsewhere are only counted.
 # A frame kallsyms cannot name (a bare 0xffffffffa... address) is code of a
 # module unloaded since: the scenarios unload only replipipe (rmmod at the
-# end), so such a backtrace counts as replipipe's.
+# end), and a batch's reset replipipe, brd and null_blk (guest-reset.sh), so
+# such a backtrace counts as replipipe's.
 check_kmemleak() {
 	local report n mine
 	grep -q -- '----- REPLIPIPE-KMEMLEAK-BEGIN -----' "$1" || return 0
@@ -602,6 +654,28 @@ check_kmemleak() {
 		return 1
 	fi
 	say "kmemleak: $n unreferenced object(s), none allocated through replipipe"
+}
+
+# during CLEAN_LOG LINE: in a batch, " (during NAME)" for the scenario that
+# was running at line LINE of the log (or " (before the first scenario)").
+during() {
+	[ ${#scenarios[@]} -gt 1 ] || return 0
+	awk -v at="$2" 'NR > at { exit }
+		/^\[vm\] scenario [^ ]*: start/ { s = $3; sub(/:$/, "", s) }
+		/^\[vm [0-9.]*\] reset after / { s = "the reset after " $5 }
+		END { printf " (%s)", s == "" ? "before the first scenario" : "during " s }' "$1"
+}
+
+# batch_results CLEAN_LOG: one line per scenario of a batch: PASS or FAIL
+# (from the guest), or not run.
+batch_results() {
+	local f b r
+	[ ${#scenarios[@]} -gt 1 ] || return 0
+	for f in "${scenarios[@]}"; do
+		b=$(basename "$f" .sh)
+		r=$(sed -n "s/^REPLIPIPE-SCENARIO-RESULT: $b //p" "$1" | tail -n 1)
+		say "  $b: ${r:-not run}"
+	done
 }
 
 # check_log LOG [MARKER]: 0 when the guest printed MARKER (default PASS) and
@@ -645,7 +719,7 @@ check_log() {
 	fi
 	bad=$(grep -nE "$patterns" "$clean" | head -n 5 || true)
 	if [ -n "$bad" ]; then
-		say "FAIL: kernel problems in the log:"
+		say "FAIL: kernel problems in the log$(during "$clean" "${bad%%:*}"):"
 		printf '%s\n' "$bad" >&2
 		ok=1
 	fi
@@ -663,6 +737,7 @@ check_log() {
 		ok=1
 	fi
 	check_kmemleak "$clean" || ok=1
+	batch_results "$clean"
 	return $ok
 }
 
@@ -758,26 +833,52 @@ watch_init() {
 	kill "$2" 2> /dev/null
 }
 
+# watch_batch LOG PID: in a batch, kill PID (the time-out wrapper of QEMU)
+# when the scenario running has had its guest limit and 90 s more, and
+# leave its name in $work/stuck. The guest ends a scenario at its limit and
+# reports (30 s), then resets (30 s); one that does neither has hung in its
+# kernel, and the boot's time-out (all the scenarios' summed) would wait
+# for the ones that did not run.
+watch_batch() {
+	local n=0 seen since=$SECONDS
+	while kill -0 "$2" 2> /dev/null; do
+		sleep 5
+		seen=$(grep -c '^\[vm\] scenario [^ ]*: start' "$1" 2> /dev/null) || seen=0
+		if [ "$seen" -ne "$n" ]; then
+			n=$seen
+			since=$SECONDS
+		elif [ "$n" -gt 0 ] && [ $((SECONDS - since)) -gt $((limits[n - 1] + 90)) ]; then
+			basename "${scenarios[n - 1]}" .sh > "$work/stuck"
+			kill "$2" 2> /dev/null
+			return 0
+		fi
+	done
+}
+
 # boot_once LOG ARGS...: QEMU once, console to LOG (and to stdout unless
-# REPLIPIPE_VM_QUIET=1); sets qrc, and silent=1 when watch_init stopped it.
+# REPLIPIPE_VM_QUIET=1); sets qrc, silent=1 when watch_init stopped it, and
+# stuck to the scenario watch_batch stopped it in.
 boot_once() {
-	local log_file=$1 qpid wpid tpid=
+	local log_file=$1 qpid wpid bpid= tpid=
 	shift
-	rm -f "$work/silent"
+	rm -f "$work/silent" "$work/stuck"
 	set +e
 	timeout -k 5 "$timeout_s" "${qemu[@]}" "$@" < /dev/null > "$log_file" 2>&1 &
 	qpid=$!
 	[ "${REPLIPIPE_VM_QUIET:-0}" = 1 ] || { tail -n +1 -f --pid="$qpid" "$log_file" & tpid=$!; }
 	watch_init "$log_file" "$qpid" &
 	wpid=$!
+	[ ${#scenarios[@]} -eq 1 ] || { watch_batch "$log_file" "$qpid" & bpid=$!; }
 	wait "$qpid"
 	qrc=$?
-	kill "$wpid" 2> /dev/null
-	wait "$wpid"
+	kill "$wpid" $bpid 2> /dev/null
+	wait "$wpid" $bpid
 	[ -z "$tpid" ] || wait "$tpid"
 	set -e
 	silent=0
 	[ ! -e "$work/silent" ] || silent=1
+	stuck=
+	[ ! -e "$work/stuck" ] || stuck=$(cat "$work/stuck")
 }
 
 # add_boot_cpu: adds to cpu_s the CPU seconds `time` wrote as the last line
@@ -860,6 +961,9 @@ while [ "$boot_k" -le "$boots" ]; do
 	fi
 	boot "$boot_k" "$blog"
 	if [ "$silent" = 1 ]; then
+		rc=1
+	elif [ -n "$stuck" ]; then
+		say "FAIL: $stuck neither ended nor reported within its guest limit and 90 s: stopped"
 		rc=1
 	elif [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
 		say "FAIL: time-out after ${timeout_s}s"

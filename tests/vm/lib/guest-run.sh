@@ -1,33 +1,68 @@
 #!/bin/sh
-# The scenario and its verdict, as PID 1 (exec'd by guest-init.sh) or as a
-# systemd service (`# vm-init: systemd`): runs the scenario with `sh -e` after
-# sourcing guest-lib.sh, prints the verdict marker the host runner looks for,
-# the kernel log and the taint mask, then powers off.
+# The scenarios and their verdict, as PID 1 (exec'd by guest-init.sh) or as a
+# systemd service (`# vm-init: systemd`): runs each scenario of
+# /lib/replipipe/scenarios with `sh -e` after sourcing guest-lib.sh, prints
+# the verdict marker the host runner looks for, the kernel log and the taint
+# mask, then powers off. With several scenarios in one boot (decision 95)
+# guest-reset.sh takes the guest back to what /init left between two, the
+# kernel log of each is printed and cleared after it, and the first that
+# fails (or a reset that fails) ends the boot.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TERM=dumb
 RP=/lib/replipipe
 umask 022
 
-name=$(cat $RP/scenario-name)
-# Leave the host time to get the verdict and the kernel log after a hang.
-limit=$(cat $RP/guest-timeout)
+batch=$(cat $RP/scenario-name)
+count=$(wc -l < $RP/scenarios)
 # `# vm-boots: N`: the runner says which boot this is (rp.boot=K rp.boots=N).
 boot=$(sed -n 's/.*[[:space:]]rp\.boot=\([0-9]*\).*/\1/p' /proc/cmdline)
 boots=$(sed -n 's/.*[[:space:]]rp\.boots=\([0-9]*\).*/\1/p' /proc/cmdline)
-if [ -n "$boot" ]; then
-	echo "[vm] scenario $name: start boot $boot of $boots (kernel $(uname -r), guest limit ${limit}s)"
-else
-	echo "[vm] scenario $name: start (kernel $(uname -r), guest limit ${limit}s)"
-fi
 export RP_BOOT=${boot:-1} RP_BOOTS=${boots:-1}
-cd /tmp
-timeout "$limit" sh -e -c '. /lib/replipipe/guest-lib.sh; . /lib/replipipe/scenario.sh' "$name" < /dev/null
-rc=$?
-cd /
-# The last PID the kernel handed out: how many processes and threads the
-# scenario started (each fork costs tens of ms on the debug kernel).
-read -r _ _ _ _ last_pid < /proc/loadavg
-echo "[vm $(cut -d' ' -f1 /proc/uptime)] scenario $name: ended, rc=$rc, last PID $last_pid"
+[ "$count" -eq 1 ] || {
+	echo "[vm] $batch: $count scenarios in one boot: $(cut -d' ' -f1 $RP/scenarios | tr '\n' ' ')"
+	sh $RP/guest-reset.sh snapshot
+}
+rc=0
+k=0
+# Each line: NAME LIMIT (the guest's seconds for it; the host's time-out is
+# theirs summed, and 30 s more each, so that the guest can still report).
+while read -r name limit; do
+	k=$((k + 1))
+	if [ $k -gt 1 ]; then
+		echo "[vm $(cut -d' ' -f1 /proc/uptime)] reset after $prev"
+		if ! sh $RP/guest-reset.sh < /dev/null; then
+			echo "[vm] $batch: the guest could not be reset after $prev"
+			echo "REPLIPIPE-SCENARIO-RESULT: $prev FAIL: the reset after it failed"
+			rc=1
+			break
+		fi
+	fi
+	if [ -n "$boot" ]; then
+		echo "[vm] scenario $name: start boot $boot of $boots (kernel $(uname -r), guest limit ${limit}s)"
+	else
+		echo "[vm] scenario $name: start (kernel $(uname -r), guest limit ${limit}s)"
+	fi
+	cd /tmp
+	timeout "$limit" sh -e -c '. /lib/replipipe/guest-lib.sh; . /lib/replipipe/scenario.d/$0.sh' "$name" < /dev/null
+	rc=$?
+	cd /
+	# The last PID the kernel handed out: how many processes and threads the
+	# scenario started (each fork costs tens of ms on the debug kernel).
+	read -r _ _ _ _ last_pid < /proc/loadavg
+	echo "[vm $(cut -d' ' -f1 /proc/uptime)] scenario $name: ended, rc=$rc, last PID $last_pid"
+	if [ $rc -ne 0 ] && { [ $rc -eq 143 ] || [ $rc -eq 124 ]; }; then
+		echo "[vm] scenario $name: guest time-out after ${limit}s; blocked tasks:"
+		echo w > /proc/sysrq-trigger 2>/dev/null
+	fi
+	if [ "$count" -gt 1 ]; then
+		echo "REPLIPIPE-SCENARIO-RESULT: $name $([ $rc -eq 0 ] && echo PASS || echo FAIL) rc=$rc"
+		echo "----- REPLIPIPE-DMESG-BEGIN $name -----"
+		dmesg -c
+		echo "----- REPLIPIPE-DMESG-END $name -----"
+	fi
+	[ $rc -eq 0 ] || break
+	prev=$name
+done < $RP/scenarios
 # Debug kernel (tests/vm/debug-kernel.sh): kmemleak scans only on request
 # (no auto scan). The host runner fails the scenario when an object listed
 # after the scans has a backtrace through replipipe.
@@ -65,10 +100,6 @@ fi
 if [ $rc -eq 0 ]; then
 	echo "REPLIPIPE-SCENARIO: PASS"
 else
-	if [ $rc -eq 143 ] || [ $rc -eq 124 ]; then
-		echo "[vm] scenario $name: guest time-out after ${limit}s; blocked tasks:"
-		echo w > /proc/sysrq-trigger 2>/dev/null
-	fi
 	echo "REPLIPIPE-SCENARIO: FAIL rc=$rc"
 fi
 echo "----- REPLIPIPE-DMESG-BEGIN -----"

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Shows that the VM bench can fail: runs the runner on scenarios that must
 # fail (wrong checksum, a module whose init WARNs, a hang) and on one that
-# must pass, and checks the runner's exit status and reason for each.
+# must pass, and checks the runner's exit status and reason for each; and
+# that in a batch (several scenarios in one boot, decision 95) the guest is
+# reset between two, a failure stops the batch, and so does a reset that
+# cannot finish.
 #   tests/vm/selftest/run.sh [--kernel-version KV] [CASE...]
 #   tests/vm/selftest/run.sh --debug-kernel [CASE...]
 # CASE: pass bad-checksum warn-module hang disks reboot reboot-nocrash
-# reboot-fail
+# reboot-fail batch batch-fail batch-unresettable
 # (default: all of them); on the debug kernel pass bad-checksum hang
-# leak-module (default: leak-module, a leak that only kmemleak sees).
+# leak-module batch (default: leak-module, a leak that only kmemleak sees).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,20 +33,25 @@ else
 	[ -n "$kv" ] || kv=$(rp_newest_kernel_version)
 	kernel_args=(--kernel-version "$kv")
 	cases=("$@")
-	[ ${#cases[@]} -gt 0 ] || cases=(pass bad-checksum warn-module hang disks reboot reboot-nocrash reboot-fail)
+	[ ${#cases[@]} -gt 0 ] || cases=(pass bad-checksum warn-module hang disks reboot reboot-nocrash reboot-fail
+		batch batch-fail batch-unresettable)
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rp-selftest.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
 failures=0
-# expect CASE WANT_RC REASON_REGEX: run the runner on CASE.sh, check its
-# status (0 or nonzero) and that its output matches REASON_REGEX.
+# expect CASE WANT_RC REASON_REGEX [SCENARIO...]: run the runner on CASE.sh
+# (or on the SCENARIOs, CASE.sh and so on, in one boot named after CASE),
+# check its status (0 or nonzero) and that its output matches REASON_REGEX.
 expect() {
-	local case=$1 want=$2 reason=$3 rc=0 out=$tmp/$1.out t0 t1
+	local case=$1 want=$2 reason=$3 rc=0 out=$tmp/$1.out t0 t1 files=() f
+	shift 3
+	for f in "${@:-$case}"; do files+=("$here/$f.sh"); done
+	[ $# -eq 0 ] || files=(--name "selftest-$case" "${files[@]}")
 	t0=$(date +%s)
 	REPLIPIPE_VM_QUIET=1 "$vm_dir/run-scenario.sh" "${kernel_args[@]}" \
-		"$here/$case.sh" > "$out" 2>&1 || rc=$?
+		"${files[@]}" > "$out" 2>&1 || rc=$?
 	t1=$(date +%s)
 	if [ "$want" = 0 ] && [ $rc -ne 0 ]; then
 		echo "selftest: FAIL $case: runner returned $rc, expected 0"
@@ -65,7 +73,7 @@ for c in "${cases[@]}"; do
 	# The others build for Debian's kernel or read vm-logs/ directly.
 	if [ -z "$kv" ]; then
 		case "$c" in
-		pass | bad-checksum | hang | leak-module) ;;
+		pass | bad-checksum | hang | leak-module | batch) ;;
 		*) echo "selftest: $c is not a --debug-kernel case" >&2; exit 64 ;;
 		esac
 	fi
@@ -115,6 +123,14 @@ for c in "${cases[@]}"; do
 		;;
 	reboot-nocrash) expect reboot-nocrash 1 'no REBOOT marker' ;;
 	reboot-fail) expect reboot-fail 1 'the guest failed \(FAIL rc=1\)' ;;
+	# What a scenario left is gone in the next one; the third runs too.
+	batch) expect batch 0 '  pass: PASS' batch-leave batch-clean pass ;;
+	batch-fail) expect batch-fail 1 '  pass: not run' bad-checksum pass ;;
+	batch-unresettable)
+		expect batch-unresettable 1 'batch-stuck-io: FAIL: the reset after it failed' batch-stuck-io pass &&
+			grep -q '  pass: not run' "$tmp/batch-unresettable.out" ||
+			{ echo "selftest: FAIL batch-unresettable: the scenario after the failed reset ran"; failures=$((failures + 1)); }
+		;;
 	*) echo "selftest: unknown case $c" >&2; exit 64 ;;
 	esac
 done
