@@ -646,7 +646,7 @@ check_kmemleak() {
 	report=$(sed -n '/----- REPLIPIPE-KMEMLEAK-BEGIN -----/,/----- REPLIPIPE-KMEMLEAK-END -----/p' "$1")
 	n=$(grep -c 'unreferenced object' <<< "$report" || true)
 	mine=$(awk '/unreferenced object/ { if (hit) print blk; blk = ""; hit = 0 }
-		/----- REPLIPIPE-KMEMLEAK-END/ { if (hit) print blk; exit }
+		/----- REPLIPIPE-KMEMLEAK-(BEGIN|END)/ { if (hit) print blk; blk = ""; hit = 0; next }
 		{ blk = blk $0 "\n"; if ($0 ~ /\[replipipe\]/ || $0 ~ /^ *\[<[0-9a-f]+>\] 0x[0-9a-f]+ *$/) hit = 1 }' <<< "$report")
 	if [ -n "$mine" ]; then
 		say "FAIL: kmemleak: objects allocated by replipipe (or by a module unloaded since) are unreferenced ($n reported in all); first:"
@@ -840,7 +840,7 @@ watch_init() {
 # kernel, and the boot's time-out (all the scenarios' summed) would wait
 # for the ones that did not run.
 watch_batch() {
-	local n=0 seen since=$SECONDS
+	local n=0 seen since=$SECONDS name_n
 	while kill -0 "$2" 2> /dev/null; do
 		sleep 5
 		seen=$(grep -c '^\[vm\] scenario [^ ]*: start' "$1" 2> /dev/null) || seen=0
@@ -848,7 +848,12 @@ watch_batch() {
 			n=$seen
 			since=$SECONDS
 		elif [ "$n" -gt 0 ] && [ $((SECONDS - since)) -gt $((limits[n - 1] + 90)) ]; then
-			basename "${scenarios[n - 1]}" .sh > "$work/stuck"
+			name_n=$(basename "${scenarios[n - 1]}" .sh)
+			if grep -q "^REPLIPIPE-SCENARIO-RESULT: $name_n " "$1"; then
+				echo "the reset after $name_n, or the kmemleak scans after it," > "$work/stuck"
+			else
+				echo "$name_n" > "$work/stuck"
+			fi
 			kill "$2" 2> /dev/null
 			return 0
 		fi
@@ -963,7 +968,7 @@ while [ "$boot_k" -le "$boots" ]; do
 	if [ "$silent" = 1 ]; then
 		rc=1
 	elif [ -n "$stuck" ]; then
-		say "FAIL: $stuck neither ended nor reported within its guest limit and 90 s: stopped"
+		say "FAIL: $stuck did not end within the scenario's guest limit and 90 s: stopped"
 		rc=1
 	elif [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
 		say "FAIL: time-out after ${timeout_s}s"

@@ -5,13 +5,15 @@
 # after each scenario but the last, with the snapshot `guest-reset.sh
 # snapshot` took before the first.
 #
-# What a scenario may leave, removed in the order that lets go of it:
-# processes, LIO's fabrics and backstores, null_blk devices, device-mapper
-# and loop devices, mounts, the modules that scenarios load with their own
-# parameters (replipipe, brd, null_blk; LIO, dm and the rest stay loaded, as
-# a second scenario on a fresh boot would find them once it loaded them),
-# fault-injection settings, new files. An iSCSI session left fails: ending
-# one needs the scenario's iscsid.
+# What a scenario may leave: processes, fault-injection settings, replipipe
+# pipes, mounts, device-mapper and loop devices, LIO's fabrics and
+# backstores, null_blk devices, the modules that scenarios load with their
+# own parameters (replipipe, brd, null_blk; LIO, dm and the rest stay
+# loaded, as a second scenario on a fresh boot would find them once it
+# loaded them), new files. Devices stack both ways (dm on a LUN, a
+# backstore on dm), so they are removed in two passes, and only what the
+# second could not remove fails. An iSCSI session left fails: ending one
+# needs the scenario's iscsid.
 #
 # Exit 0 when all of it is gone; otherwise 1, each thing that stayed named
 # (a module that will not unload, a process stuck in the kernel): the batch
@@ -40,7 +42,7 @@ new_lines() {
 if [ "${1:-}" = snapshot ]; then
 	mkdir -p "$SNAP"
 	files_now > "$SNAP/files"
-	cut -d' ' -f2 /proc/mounts > "$SNAP/mounts"
+	cat /proc/mounts > "$SNAP/mounts"
 	: > "$SNAP/fault"
 	for d in $FAULT_DIRS; do
 		for f in "$d"/*; do
@@ -74,7 +76,8 @@ user_pids() {
 	done
 }
 
-# 1. Processes: SIGTERM, 3 s, SIGKILL, 10 s.
+# 1. Processes: SIGTERM, 3 s, then SIGKILL (again to any forked meanwhile)
+# for up to 10 s.
 pids=$(user_pids)
 if [ -n "$pids" ]; then
 	echo "[vm] reset: stopping $(echo $pids | wc -w) process(es) the scenario left" >&2
@@ -84,10 +87,9 @@ if [ -n "$pids" ]; then
 		sleep 0.1
 		i=$((i + 1))
 	done
-	pids=$(user_pids)
-	[ -z "$pids" ] || kill -9 $pids 2> /dev/null
 	i=0
-	while [ -n "$(user_pids)" ] && [ $i -lt 100 ]; do
+	while pids=$(user_pids) && [ -n "$pids" ] && [ $i -lt 100 ]; do
+		kill -9 $pids 2> /dev/null
 		sleep 0.1
 		i=$((i + 1))
 	done
@@ -97,103 +99,8 @@ if [ -n "$pids" ]; then
 	done
 fi
 
-# 2. iSCSI initiator sessions.
-for s in /sys/class/iscsi_session/session*; do
-	[ -e "$s" ] && fail "iSCSI session ${s##*/} to $(cat "$s/targetname") left"
-done
-
-# 3. LIO: the fabrics' targets (their LUNs hold the backstores), then the
-# backstores and their HBAs, then user-made ALUA groups.
-for fabric in "$CFS"/target/*/; do
-	fabric=${fabric%/}
-	[ "${fabric##*/}" = core ] && continue
-	for wwn in "$fabric"/*/; do
-		wwn=${wwn%/}
-		[ -d "$wwn" ] && [ "${wwn##*/}" != discovery_auth ] || continue
-		for tpg in "$wwn"/tpgt_*; do
-			[ -d "$tpg" ] || continue
-			[ ! -f "$tpg/enable" ] || echo 0 > "$tpg/enable" 2> /dev/null
-			[ ! -f "$tpg/nexus" ] || echo NULL > "$tpg/nexus" 2> /dev/null
-			for acl in "$tpg"/acls/*/; do
-				[ -d "$acl" ] || continue
-				for l in "$acl"lun_*/*; do
-					[ -L "$l" ] && rm "$l"
-				done
-				for l in "$acl"lun_*; do
-					[ -d "$l" ] && rmdir "$l"
-				done
-				rmdir "$acl"
-			done
-			for l in "$tpg"/lun/lun_*/*; do
-				[ -L "$l" ] && rm "$l"
-			done
-			for l in "$tpg"/lun/lun_* "$tpg"/np/*; do
-				[ -d "$l" ] && rmdir "$l"
-			done
-			rmdir "$tpg" || fail "cannot remove $tpg"
-		done
-		rmdir "$wwn" || fail "cannot remove $wwn"
-	done
-done
-for hba in "$CFS"/target/core/*_[0-9]*/; do
-	hba=${hba%/}
-	[ -d "$hba" ] || continue
-	for dev in "$hba"/*/; do
-		dev=${dev%/}
-		[ -d "$dev" ] || continue
-		for g in "$dev"/alua/*/; do
-			g=${g%/}
-			[ -d "$g" ] && [ "${g##*/}" != default_tg_pt_gp ] && rmdir "$g"
-		done
-		rmdir "$dev" || fail "cannot remove the backstore $dev"
-	done
-	rmdir "$hba" || fail "cannot remove the HBA $hba"
-done
-for g in "$CFS"/target/core/alua/lu_gps/*/; do
-	g=${g%/}
-	[ -d "$g" ] && [ "${g##*/}" != default_lu_gp ] && rmdir "$g"
-done
-
-# 4. null_blk devices made through configfs.
-for d in "$CFS"/nullb/*/; do
-	d=${d%/}
-	[ -d "$d" ] || continue
-	echo 0 > "$d/power" 2> /dev/null
-	rmdir "$d" || fail "cannot remove null_blk device $d"
-done
-
-# 5. Mounts the scenario made, newest first.
-for m in $(cut -d' ' -f2 /proc/mounts | new_lines "$SNAP/mounts" | tac); do
-	umount "$m" || fail "cannot unmount $m"
-done
-
-# 6. Device-mapper devices (resumed first: a suspended one holds its I/O),
-# then loop devices.
-if ls -d /sys/block/dm-* > /dev/null 2>&1; then
-	if command -v dmsetup > /dev/null; then
-		for d in /sys/block/dm-*; do
-			DM_DISABLE_UDEV=1 dmsetup --noudevsync resume "$(cat "$d/dm/name")" 2> /dev/null
-		done
-		DM_DISABLE_UDEV=1 dmsetup --noudevsync remove_all --force > /dev/null ||
-			fail "dmsetup remove_all failed"
-	fi
-	for d in /sys/block/dm-*; do
-		[ -e "$d" ] && fail "device-mapper device $(cat "$d/dm/name") (${d##*/}) left"
-	done
-fi
-for l in /sys/block/loop*/loop; do
-	[ -d "$l" ] || continue
-	d=${l%/loop}
-	losetup -d "/dev/${d##*/}" || fail "cannot detach /dev/${d##*/}"
-done
-
-# 7. Modules that scenarios load with parameters of their own.
-for m in replipipe null_blk brd; do
-	[ -d "/sys/module/$m" ] || continue
-	rmmod "$m" || fail "cannot unload $m (refcount $(cat "/sys/module/$m/refcnt" 2> /dev/null))"
-done
-
-# 8. Fault injection back to its settings at boot; the disks that stay.
+# 2. Fault injection back to its settings at boot (before anything else:
+# a failure injected into the teardown would fail it for nothing).
 while read -r f val; do
 	[ "$(cat "$f")" = "$val" ] || echo "$val" > "$f" ||
 		fail "cannot set $f back to $val"
@@ -202,13 +109,130 @@ for f in /sys/block/*/make-it-fail; do
 	[ -f "$f" ] && echo 0 > "$f"
 done
 
-# 9. Files: everything new on the root file system, and all of /tmp, /run,
-# /dev/shm and /var/tmp.
-files_now | new_lines "$SNAP/files" | while read -r f; do
-	rm -rf "$f"
+# 3. iSCSI initiator sessions.
+for s in /sys/class/iscsi_session/session*; do
+	[ -e "$s" ] && fail "iSCSI session ${s##*/} to $(cat "$s/targetname") left"
 done
-for d in /tmp /run /dev/shm /var/tmp; do
-	find "$d" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+
+# 4. replipipe's pipes (each holds its backstores in configfs).
+if [ -d /sys/module/replipipe ]; then
+	for id in $(rp-nlctl get 2> /dev/null | sed -n 's/^pipe id=\([^ ]*\) .*/\1/p'); do
+		echo "[vm] reset: deleting pipe $id" >&2
+		rp-nlctl del-pipe "$id" > /dev/null || fail "cannot delete pipe $id"
+	done
+fi
+
+# try CMD...: CMD, whose failure counts in the second pass only.
+try() {
+	"$@" 2> /dev/null && return 0
+	[ "$pass" = 1 ] || fail "$* failed"
+	return 1
+}
+
+# remove_devices: mounts (newest first), dm, loop, LIO (the fabrics'
+# targets, whose LUNs hold the backstores, then the backstores and their
+# HBAs, then user-made ALUA groups), null_blk.
+remove_devices() {
+	local m d l fabric wwn tpg acl hba dev g
+	for m in $(new_lines "$SNAP/mounts" < /proc/mounts | cut -d' ' -f2 | tac); do
+		try umount "$m"
+	done
+	if ls -d /sys/block/dm-* > /dev/null 2>&1; then
+		for d in /sys/block/dm-*; do
+			DM_DISABLE_UDEV=1 dmsetup --noudevsync resume "$(cat "$d/dm/name")" 2> /dev/null
+		done
+		try env DM_DISABLE_UDEV=1 dmsetup --noudevsync remove_all
+	fi
+	for l in /sys/block/loop*/loop; do
+		[ -d "$l" ] || continue
+		d=${l%/loop}
+		try losetup -d "/dev/${d##*/}"
+	done
+	for fabric in "$CFS"/target/*/; do
+		fabric=${fabric%/}
+		[ "${fabric##*/}" = core ] && continue
+		for wwn in "$fabric"/*/; do
+			wwn=${wwn%/}
+			[ -d "$wwn" ] && [ "${wwn##*/}" != discovery_auth ] || continue
+			for tpg in "$wwn"/tpgt_*; do
+				[ -d "$tpg" ] || continue
+				[ ! -f "$tpg/enable" ] || echo 0 > "$tpg/enable" 2> /dev/null
+				for acl in "$tpg"/acls/*/; do
+					[ -d "$acl" ] || continue
+					for l in "$acl"lun_*/*; do
+						[ -L "$l" ] && try rm "$l"
+					done
+					for l in "$acl"lun_*; do
+						[ -d "$l" ] && try rmdir "$l"
+					done
+					try rmdir "$acl"
+				done
+				for l in "$tpg"/lun/lun_*/*; do
+					[ -L "$l" ] && try rm "$l"
+				done
+				for l in "$tpg"/lun/lun_* "$tpg"/np/*; do
+					[ -d "$l" ] && try rmdir "$l"
+				done
+				# tcm_loop lets its nexus go once no LUN is left.
+				[ ! -f "$tpg/nexus" ] || echo NULL > "$tpg/nexus" 2> /dev/null
+				try rmdir "$tpg"
+			done
+			try rmdir "$wwn"
+		done
+	done
+	for hba in "$CFS"/target/core/*_[0-9]*/; do
+		hba=${hba%/}
+		[ -d "$hba" ] || continue
+		for dev in "$hba"/*/; do
+			dev=${dev%/}
+			[ -d "$dev" ] || continue
+			for g in "$dev"/alua/*/; do
+				g=${g%/}
+				[ -d "$g" ] && [ "${g##*/}" != default_tg_pt_gp ] && try rmdir "$g"
+			done
+			try rmdir "$dev"
+		done
+		try rmdir "$hba"
+	done
+	for g in "$CFS"/target/core/alua/lu_gps/*/; do
+		g=${g%/}
+		[ -d "$g" ] && [ "${g##*/}" != default_lu_gp ] && try rmdir "$g"
+	done
+	for d in "$CFS"/nullb/*/; do
+		d=${d%/}
+		[ -d "$d" ] || continue
+		echo 0 > "$d/power" 2> /dev/null
+		try rmdir "$d"
+	done
+	return 0
+}
+
+# 5. Devices, in two passes; then whatever is still there is named.
+for pass in 1 2; do
+	remove_devices
 done
+for d in /sys/block/dm-*; do
+	[ -e "$d" ] && fail "device-mapper device $(cat "$d/dm/name") (${d##*/}) left"
+done
+for l in /sys/block/loop*/loop; do
+	[ -d "$l" ] && fail "loop device ${l%/loop} still attached"
+done
+
+# 6. Modules that scenarios load with parameters of their own.
+for m in replipipe null_blk brd; do
+	[ -d "/sys/module/$m" ] || continue
+	rmmod "$m" || fail "cannot unload $m (refcount $(cat "/sys/module/$m/refcnt" 2> /dev/null))"
+done
+
+# 7. Files: everything new on the root file system (not under a mount that
+# stayed), and all of /tmp, /run, /dev/shm and /var/tmp.
+if [ $failed = 0 ]; then
+	files_now | new_lines "$SNAP/files" | while read -r f; do
+		rm -rf "$f"
+	done
+	for d in /tmp /run /dev/shm /var/tmp; do
+		find "$d" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+	done
+fi
 
 exit $failed

@@ -10,7 +10,8 @@
 # CASE: pass bad-checksum warn-module hang disks reboot reboot-nocrash
 # reboot-fail batch batch-fail batch-unresettable
 # (default: all of them); on the debug kernel pass bad-checksum hang
-# leak-module batch (default: leak-module, a leak that only kmemleak sees).
+# leak-module batch batch-leak (default: leak-module, a leak that only
+# kmemleak sees, and batch-leak, the same leak in a batch's first scenario).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,7 +25,7 @@ if [ "${1:-}" = --debug-kernel ]; then
 	kernel_args=(--debug-kernel)
 	shift
 	cases=("$@")
-	[ ${#cases[@]} -gt 0 ] || cases=(leak-module)
+	[ ${#cases[@]} -gt 0 ] || cases=(leak-module batch-leak)
 else
 	if [ "${1:-}" = --kernel-version ]; then
 		kv=$2
@@ -73,7 +74,7 @@ for c in "${cases[@]}"; do
 	# The others build for Debian's kernel or read vm-logs/ directly.
 	if [ -z "$kv" ]; then
 		case "$c" in
-		pass | bad-checksum | hang | leak-module | batch) ;;
+		pass | bad-checksum | hang | leak-module | batch | batch-leak) ;;
 		*) echo "selftest: $c is not a --debug-kernel case" >&2; exit 64 ;;
 		esac
 	fi
@@ -92,17 +93,23 @@ for c in "${cases[@]}"; do
 		REPLIPIPE_VM_EXTRA_KO=$tmp/rp_selftest_warn.ko \
 			expect warn-module 1 'kernel problems in the log|tainted'
 		;;
-	leak-module)
+	leak-module | batch-leak)
 		# Built against the debug kernel's tree (found cached or built
-		# by debug-kernel.sh), in a temp dir.
+		# by debug-kernel.sh), in a temp dir. In a batch the leak must be
+		# found though the next scenario loads modules (brd) after it.
 		if [ -z "$kv" ] && dk=$("$vm_dir/debug-kernel.sh") &&
 			cp "$here"/leak-module/* "$tmp/" &&
 			make -C "$dk/build" M="$tmp" modules > "$tmp/kbuild.log" 2>&1; then
-			REPLIPIPE_VM_EXTRA_KO=$tmp/rp_selftest_leak.ko \
-				expect leak-module 1 'FAIL: kmemleak: objects allocated by replipipe'
+			if [ "$c" = leak-module ]; then
+				REPLIPIPE_VM_EXTRA_KO=$tmp/rp_selftest_leak.ko \
+					expect leak-module 1 'FAIL: kmemleak: objects allocated by replipipe'
+			else
+				REPLIPIPE_VM_EXTRA_KO=$tmp/rp_selftest_leak.ko \
+					expect batch-leak 1 'FAIL: kmemleak: objects allocated by replipipe' leak-module pass
+			fi
 		else
 			cat "$tmp/kbuild.log" 2> /dev/null
-			echo "selftest: FAIL leak-module: cannot build rp_selftest_leak.ko for the debug kernel (--debug-kernel only)"
+			echo "selftest: FAIL $c: cannot build rp_selftest_leak.ko for the debug kernel (--debug-kernel only)"
 			failures=$((failures + 1))
 		fi
 		;;
