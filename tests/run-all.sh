@@ -121,8 +121,23 @@ unit_tests() {
 	asan_pid=
 	step "unit tests under ASan+UBSan"
 	# All shards at once: they mostly wait (tests/unit/CMakeLists.txt).
-	(cd "$asan_build" && ctest -L unit --output-on-failure -j 8) >> "$asan_log" 2>&1 ||
-		{ tail -n 60 "$asan_log"; echo "unit tests under ASan+UBSan failed (log $asan_log)" >&2; exit 1; }
+	(cd "$asan_build" && ctest -L unit --output-on-failure -j 8) >> "$asan_log" 2>&1 || {
+		tail -n 60 "$asan_log"
+		# A shard's output runs to thousands of lines, and CI keeps only
+		# the end of what the run prints: name what failed there.
+		echo "--- the failures (GoogleTest's, the sanitizers'):"
+		if grep -E -A 12 ':[0-9]+: Failure$|runtime error:|==[0-9]+==ERROR' \
+			"$asan_log" > "$asan_log.failures"; then
+			head -n 120 "$asan_log.failures"
+		else
+			echo "(none in the log)"
+		fi
+		echo "--- the failed tests:"
+		grep -E '\[  FAILED  \] [A-Za-z]' "$asan_log" | sort -u ||
+			echo "(none named: a shard crashed or timed out)"
+		echo "unit tests under ASan+UBSan failed (log $asan_log)" >&2
+		exit 1
+	}
 	tail -n 3 "$asan_log"
 }
 checks_done() {

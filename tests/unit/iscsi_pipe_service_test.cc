@@ -850,7 +850,7 @@ TEST_F(IscsiPipeServiceTest, ReconcileReconnectsBeforePushing)
 }
 
 // A DR site down at boot (decision 59): each stored pipe's peer takes a
-// whole login bound to fail (here 300 ms; IscsiSessions gives 30 s), and a
+// whole login bound to fail (here 1 s; IscsiSessions gives 30 s), and a
 // pipe that needs no peer is stored after them. Start-up's reconcile took
 // one bound per dead peer before it pushed that pipe, opened the daemon's
 // socket or told systemd READY=1: three LUNs on a dead peer took systemd's
@@ -871,7 +871,9 @@ TEST_F(IscsiPipeServiceTest, ReconcileDoesNotWaitForDeadPeersOneAfterTheOther)
 		ASSERT_TRUE(kernel.DeletePipe(k.id).ok());
 	FakeConnector down;
 	down.devices = connector.devices;
-	constexpr std::chrono::milliseconds kBound{300};
+	// A second per dead peer: the bounds below stay far from the times
+	// they tell apart on a loaded machine (eight shards under ASan).
+	constexpr std::chrono::milliseconds kBound{1000};
 	down.delay = kBound;
 	for (const std::string &url : dead)
 		down.errors[url] = EHOSTUNREACH;
@@ -889,7 +891,7 @@ TEST_F(IscsiPipeServiceTest, ReconcileDoesNotWaitForDeadPeersOneAfterTheOther)
 	kernel.SetApplyHook({});
 	ASSERT_TRUE(report.ok()) << report.status().message();
 	EXPECT_EQ(down.connects, kDead);
-	// One after the other: 8 x 300 ms.
+	// One after the other: 8 x 1 s.
 	EXPECT_LT(took, 5 * kBound.count()) << Lines(*report);
 	// Before the first dead peer's bound ended.
 	EXPECT_GE(local_pushed_ms, 0);
@@ -950,8 +952,10 @@ TEST_F(IscsiPipeServiceTest, ReconcileLeavesPeersThatHangToTheBackground)
 	const long long took = MsSince(start);
 	ASSERT_TRUE(report.ok()) << report.status().message();
 	const std::string all = Lines(*report);
+	// The hung peers never answer: a reconcile that waited for them
+	// would not end. 10 s leaves room for a loaded machine.
 	EXPECT_GE(took, 150) << all;
-	EXPECT_LT(took, 2000) << all;
+	EXPECT_LT(took, 10000) << all;
 	EXPECT_TRUE(kernel.Find(local)) << all;
 	ASSERT_TRUE(kernel.Find(live)) << all;
 	EXPECT_EQ(kernel.Find(live)->pairs[0].target, "/dev/sdx");

@@ -50,7 +50,7 @@ TEST(PipePusher, AThreadThatCannotStartIsTriedAgainByTheNextCall)
 	        {}, options);
 
 	EXPECT_NO_THROW(pusher.Missing({{"u1", "pipe u1"}}));
-	EXPECT_TRUE(pusher.WaitIdle(milliseconds(500)))
+	EXPECT_TRUE(pusher.WaitIdle(milliseconds(5000)))
 	        << "the pipe stayed queued with no thread to push it";
 	{
 		std::lock_guard lock(mu);
