@@ -44,13 +44,15 @@ PipeService::TargetsInUse(const std::string &uuid) const
 	return targets;
 }
 
-KernelPipeSpec PipeService::KernelSpec(const PipeRecord &record)
+KernelPipeSpec PipeService::KernelSpec(const PipeRecord &record,
+                                       std::string *unresolved)
 {
 	KernelPipeSpec spec = ToKernelSpec(record);
 	if (!connector_)
 		return spec;
 	std::optional<KernelPipeStatus> have;
 	bool asked = false;
+	std::string why_none; // why the kernel gave no device to keep
 	for (KernelPairSpec &p : spec.pairs) {
 		if (!connector_->Handles(p.target))
 			continue;
@@ -65,12 +67,25 @@ KernelPipeSpec PipeService::KernelSpec(const PipeRecord &record)
 			auto k = kernel_.GetPipe(record.instance_id);
 			if (k.ok())
 				have = *k;
+			why_none = !k.ok() ? " (asking the kernel failed: " +
+			                             k.status().message() + ")"
+			           : !have ? " (it does not have the pipe)"
+			                   : "";
 			asked = true;
 		}
 		if (have)
 			for (const KernelPairStatus &kp : have->pairs)
 				if (kp.source == p.source)
 					p.target = kp.target;
+		if (!unresolved || !connector_->Handles(p.target))
+			continue;
+		if (!unresolved->empty())
+			*unresolved += "; ";
+		*unresolved += "target " + p.target + " of pair " + p.source +
+		               " has no device: no session to its peer (" +
+		               dev.status().message() +
+		               "), and the kernel mirrors that pair to none" +
+		               why_none;
 	}
 	return spec;
 }

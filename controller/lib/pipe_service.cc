@@ -1054,7 +1054,19 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 	// the kernel may have keeps them. A create's are then in its record
 	// left marked, which SettleLeftovers() deletes before it logs them
 	// out; a modify's stay logged in (decision 56).
-	if (Status st = kernel_.SetPipe(KernelSpec(next)); !st.ok()) {
+	// A kept pair's URL whose session is down, of a pipe the kernel lacks
+	// (a module reloaded since the last push), has no device: the kernel
+	// takes paths only, so the peer's state is the answer.
+	std::string unresolved;
+	const KernelPipeSpec spec = KernelSpec(next, &unresolved);
+	if (!unresolved.empty()) {
+		DropConnections(uuid, made);
+		if (!modify)
+			unresolved += DropPendingRecord(uuid);
+		return Fail(ReturnValue::kFailed,
+		            unresolved + "; try again once the peer answers");
+	}
+	if (Status st = kernel_.SetPipe(spec); !st.ok()) {
 		std::string why = "kernel: " + st.message();
 		if (st.err() == EBUSY)
 			why += MovedTargetNote(new_pairs, devs, held);

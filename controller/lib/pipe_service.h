@@ -242,7 +242,11 @@ public:
 private:
 	void MarkForRepair(const std::string &uuid);
 	// Target connector hooks (iscsi_pipe_service.cc).
-	KernelPipeSpec KernelSpec(const PipeRecord &record);
+	// unresolved: when given, why each URL target has no device for the
+	// kernel (no session, and the kernel mirrors that pair to none); such
+	// a pair keeps its URL in the spec, which the kernel would refuse.
+	KernelPipeSpec KernelSpec(const PipeRecord &record,
+	                          std::string *unresolved = nullptr);
 	// held: the devices the pipe's kernel pairs hold (HeldByPipe()).
 	MethodOutcome ConnectAndVerify(const std::string &uuid,
 	                               const std::vector<PairRecord> &pairs,

@@ -814,6 +814,37 @@ TEST_F(IscsiPipeServiceTest, ModifyRemovingThePairDisconnects)
 	EXPECT_FALSE(connector.connected.count(kUrl0));
 }
 
+// A modify of a pipe the kernel lacks (its module reloaded since the
+// daemon's last push) while a kept pair's session is down: the kernel has no
+// device to keep for that pair, and the URL is no path. The call answers 4
+// and names the target and why it has no device, and changes nothing; it
+// gave the kernel the URL and answered with the kernel's "no such file".
+TEST_F(IscsiPipeServiceTest, AModifyKeepingATargetWithoutASessionSaysSo)
+{
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	const std::string uuid = Uuid(out);
+	ASSERT_TRUE(kernel.DeletePipe(uuid).ok());
+	connector.connected.clear();
+	CreateOrModifyCall rename;
+	rename.replication_pipe = out.replication_pipe;
+	rename.pipe_element_name = "renamed";
+	MethodOutcome renamed = service.CreateOrModify(rename);
+	EXPECT_EQ(renamed.return_value, ReturnValue::kFailed) << renamed.error;
+	for (const char *needle : {"target iscsi://", "not connected"})
+		EXPECT_NE(renamed.error.find(needle), std::string::npos)
+		        << needle << " not in: " << renamed.error;
+	EXPECT_EQ(renamed.error.find("kernel:"), std::string::npos)
+	        << renamed.error;
+	EXPECT_FALSE(kernel.Find(uuid)) << "the failed call made the pipe";
+	auto stored = store.Load();
+	ASSERT_TRUE(stored.ok());
+	ASSERT_EQ(stored->size(), 1u);
+	EXPECT_NE((*stored)[0].name, "renamed");
+	EXPECT_EQ((*stored)[0].pairs[0].target, kUrl0);
+}
+
 TEST_F(IscsiPipeServiceTest, ReconcileReconnectsBeforePushing)
 {
 	MethodOutcome out =
