@@ -126,15 +126,25 @@ unit_tests() {
 		# A shard's output runs to thousands of lines, and CI keeps only
 		# the end of what the run prints: name what failed there.
 		echo "--- the failures (GoogleTest's, the sanitizers'):"
-		if grep -E -A 12 ':[0-9]+: Failure$|runtime error:|==[0-9]+==ERROR' \
+		if grep -E -A 12 ': Failure$|runtime error:|==[0-9]+==ERROR' \
 			"$asan_log" > "$asan_log.failures"; then
 			head -n 120 "$asan_log.failures"
 		else
 			echo "(none in the log)"
 		fi
 		echo "--- the failed tests:"
-		grep -E '\[  FAILED  \] [A-Za-z]' "$asan_log" | sort -u ||
+		grep -E '\[  FAILED  \] [A-Za-z]' "$asan_log" |
+			sed -E 's/ \([0-9]+ ms\)$//' | sort -u ||
 			echo "(none named: a shard crashed or timed out)"
+		# A shard that crashed or timed out names no failed test: the
+		# last test it started is the one.
+		echo "--- the last test each shard started:"
+		awk 'match($0, /Test +#[0-9]+: unit\.shard[0-9]+/) {
+				shard = substr($0, RSTART, RLENGTH)
+				sub(/.* /, "", shard)
+			}
+			/\[ RUN      \]/ { last[shard] = $0 }
+			END { for (s in last) print s ": " last[s] }' "$asan_log"
 		echo "unit tests under ASan+UBSan failed (log $asan_log)" >&2
 		exit 1
 	}

@@ -190,7 +190,7 @@ Result<PipeSettings> ParseGoal(std::string_view text)
 	return patch->ApplyTo(PipeSettings());
 }
 
-Result<GoalPatch> ParseGoalPatch(std::string_view text)
+Result<GoalPatch> ParseGoalPatch(std::string_view text, Status *unsupported)
 {
 	GoalPatch settings;
 	if (MofIsEmpty(text))
@@ -208,18 +208,21 @@ Result<GoalPatch> ParseGoalPatch(std::string_view text)
 	// wherever it stands, and only a Goal otherwise valid is Not
 	// Supported (DESIGN.md). Of each kind, the first error is told.
 	GoalReader reader(text);
-	Status unsupported;
+	Status not_offered;
 	for (const MofProperty &prop : inst->properties) {
 		Status st = reader.Apply(prop, settings);
 		if (st.ok())
 			continue;
 		if (st.err() != EOPNOTSUPP)
 			return st;
-		if (unsupported.ok())
-			unsupported = st;
+		if (not_offered.ok())
+			not_offered = st;
 	}
-	if (!unsupported.ok())
-		return unsupported;
+	if (not_offered.ok())
+		return settings;
+	if (!unsupported)
+		return not_offered;
+	*unsupported = not_offered;
 	return settings;
 }
 

@@ -45,8 +45,13 @@ struct GoalPatch {
 	bool operator==(const GoalPatch &) const = default;
 };
 
-// Blank text (or only comments) gives an empty patch.
-Result<GoalPatch> ParseGoalPatch(std::string_view text);
+// Blank text (or only comments) gives an empty patch. unsupported: when
+// given, a Goal that is otherwise valid but asks for what is not offered
+// gives its patch (the offered properties) and sets *unsupported to the
+// EOPNOTSUPP error, so that a caller can check those values too before it
+// answers Not Supported; when not, that Goal is the EOPNOTSUPP error.
+Result<GoalPatch> ParseGoalPatch(std::string_view text,
+                                 Status *unsupported = nullptr);
 // The patch applied to the defaults (create).
 Result<PipeSettings> ParseGoal(std::string_view text);
 

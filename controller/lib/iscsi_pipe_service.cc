@@ -67,10 +67,13 @@ KernelPipeSpec PipeService::KernelSpec(const PipeRecord &record,
 			auto k = kernel_.GetPipe(record.instance_id);
 			if (k.ok())
 				have = *k;
-			why_none = !k.ok() ? " (asking the kernel failed: " +
-			                             k.status().message() + ")"
-			           : !have ? " (it does not have the pipe)"
-			                   : "";
+			why_none = !k.ok() ? ", and asking the kernel for the "
+			                     "device it mirrors to failed: " +
+			                             k.status().message()
+			           : !have ? ", and the kernel does not have "
+			                     "the pipe"
+			                   : ", and the kernel mirrors that "
+			                     "pair to none";
 			asked = true;
 		}
 		if (have)
@@ -82,10 +85,8 @@ KernelPipeSpec PipeService::KernelSpec(const PipeRecord &record,
 		if (!unresolved->empty())
 			*unresolved += "; ";
 		*unresolved += "target " + p.target + " of pair " + p.source +
-		               " has no device: no session to its peer (" +
-		               dev.status().message() +
-		               "), and the kernel mirrors that pair to none" +
-		               why_none;
+		               " has no device: its peer gives none now (" +
+		               dev.status().message() + ")" + why_none;
 	}
 	return spec;
 }

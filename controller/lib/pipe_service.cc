@@ -662,13 +662,13 @@ PipeService::ParseCall(const CreateOrModifyCall &call) const
 			req.target_system_keys.push_back(tgt->system_name);
 		}
 	}
-	auto goal = ParseGoalPatch(call.goal);
-	if (goal.ok())
-		req.goal = std::move(*goal);
-	else if (goal.status().err() == EOPNOTSUPP)
-		req.goal_unsupported = goal.status();
-	else
+	// An unsupported Goal's offered values still go into the record, to
+	// be checked against the pipe: Not Supported only for a call that is
+	// otherwise valid (DESIGN.md), and nothing is applied then.
+	auto goal = ParseGoalPatch(call.goal, &req.goal_unsupported);
+	if (!goal.ok())
 		return goal.status();
+	req.goal = std::move(*goal);
 	return req;
 }
 
@@ -1049,14 +1049,10 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 		}
 	}
 
-	// The sessions this call made go when it fails, but only once the
-	// kernel is known not to mirror to them (refused, or undone): a pipe
-	// the kernel may have keeps them. A create's are then in its record
-	// left marked, which SettleLeftovers() deletes before it logs them
-	// out; a modify's stay logged in (decision 56).
-	// A kept pair's URL whose session is down, of a pipe the kernel lacks
-	// (a module reloaded since the last push), has no device: the kernel
-	// takes paths only, so the peer's state is the answer.
+	// A URL target whose peer gives no device now, and for which the
+	// kernel mirrors to none (a kept pair of a pipe the kernel lacks: a
+	// module reloaded since the last push), would reach the kernel as a
+	// path: the peer's state is the answer, before the PIPE_SET.
 	std::string unresolved;
 	const KernelPipeSpec spec = KernelSpec(next, &unresolved);
 	if (!unresolved.empty()) {
@@ -1066,6 +1062,11 @@ MethodOutcome PipeService::CreateOrModify(const CreateOrModifyCall &call)
 		return Fail(ReturnValue::kFailed,
 		            unresolved + "; try again once the peer answers");
 	}
+	// The sessions this call made go when it fails, but only once the
+	// kernel is known not to mirror to them (refused, or undone): a pipe
+	// the kernel may have keeps them. A create's are then in its record
+	// left marked, which SettleLeftovers() deletes before it logs them
+	// out; a modify's stay logged in (decision 56).
 	if (Status st = kernel_.SetPipe(spec); !st.ok()) {
 		std::string why = "kernel: " + st.message();
 		if (st.err() == EBUSY)

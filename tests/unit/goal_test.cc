@@ -169,6 +169,36 @@ INSTANTIATE_TEST_SUITE_P(
 // EINVAL) wherever that property stands, and only a Goal otherwise valid
 // that asks for something not offered is Not Supported (1, EOPNOTSUPP).
 // Before, the first error won: the order of the properties decided.
+// Asked for, an unsupported Goal gives the offered properties it sets, and
+// the EOPNOTSUPP error beside them: the pipe service checks those values
+// against the pipe before it answers Not Supported. Not asked for, it is
+// the error.
+TEST(Goal, AnUnsupportedGoalGivesItsOfferedValuesWhenAsked)
+{
+	const char *text =
+	        "instance of CIM_SettingData { Bidirectional = TRUE; "
+	        "RegionSizeKiB = 128; Mode = \"Active\"; };";
+	Status unsupported;
+	auto patch = ParseGoalPatch(text, &unsupported);
+	ASSERT_TRUE(patch.ok()) << patch.status().message();
+	EXPECT_EQ(patch->region_kib, 128u);
+	EXPECT_FALSE(patch->mode.has_value());
+	EXPECT_EQ(unsupported.err(), EOPNOTSUPP);
+	EXPECT_NE(unsupported.message().find("Bidirectional"),
+	          std::string::npos)
+	        << unsupported.message();
+	auto plain = ParseGoalPatch(text);
+	ASSERT_FALSE(plain.ok());
+	EXPECT_EQ(plain.status().err(), EOPNOTSUPP);
+	// An offered Goal leaves it untouched.
+	Status none;
+	ASSERT_TRUE(ParseGoalPatch("instance of CIM_SettingData { "
+	                           "RegionSizeKiB = 128; };",
+	                           &none)
+	                    .ok());
+	EXPECT_TRUE(none.ok());
+}
+
 TEST(Goal, AnInvalidPropertyWinsOverAnUnsupportedOneInEitherOrder)
 {
 	struct Case {

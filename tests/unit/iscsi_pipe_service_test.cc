@@ -818,7 +818,8 @@ TEST_F(IscsiPipeServiceTest, ModifyRemovingThePairDisconnects)
 // daemon's last push) while a kept pair's session is down: the kernel has no
 // device to keep for that pair, and the URL is no path. The call answers 4
 // and names the target and why it has no device, and changes nothing; it
-// gave the kernel the URL and answered with the kernel's "no such file".
+// gave the kernel the URL and answered with the kernel's "must be an
+// absolute path".
 TEST_F(IscsiPipeServiceTest, AModifyKeepingATargetWithoutASessionSaysSo)
 {
 	MethodOutcome out =
@@ -832,7 +833,8 @@ TEST_F(IscsiPipeServiceTest, AModifyKeepingATargetWithoutASessionSaysSo)
 	rename.pipe_element_name = "renamed";
 	MethodOutcome renamed = service.CreateOrModify(rename);
 	EXPECT_EQ(renamed.return_value, ReturnValue::kFailed) << renamed.error;
-	for (const char *needle : {"target iscsi://", "not connected"})
+	for (const char *needle : {"target iscsi://", "not connected",
+	                           "the kernel does not have the pipe"})
 		EXPECT_NE(renamed.error.find(needle), std::string::npos)
 		        << needle << " not in: " << renamed.error;
 	EXPECT_EQ(renamed.error.find("kernel:"), std::string::npos)
@@ -983,10 +985,11 @@ TEST_F(IscsiPipeServiceTest, ReconcileLeavesPeersThatHangToTheBackground)
 	const long long took = MsSince(start);
 	ASSERT_TRUE(report.ok()) << report.status().message();
 	const std::string all = Lines(*report);
-	// The hung peers never answer: a reconcile that waited for them
-	// would not end. 10 s leaves room for a loaded machine.
+	// A reconcile that waited for the hung peers would take the fake's
+	// 10 s (its held logins give up then); 5 s leaves room for a loaded
+	// machine.
 	EXPECT_GE(took, 150) << all;
-	EXPECT_LT(took, 10000) << all;
+	EXPECT_LT(took, 5000) << all;
 	EXPECT_TRUE(kernel.Find(local)) << all;
 	ASSERT_TRUE(kernel.Find(live)) << all;
 	EXPECT_EQ(kernel.Find(live)->pairs[0].target, "/dev/sdx");

@@ -39,7 +39,9 @@ UniqueFd Connect(uint16_t port)
 	UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
 	if (!fd.valid())
 		return fd;
-	timeval tv{5, 0}; // a test that hangs fails instead
+	// A test that hangs fails instead; far beyond the server's time-outs
+	// (5 s at most), which must close first.
+	timeval tv{15, 0};
 	::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	sockaddr_in sa{};
 	sa.sin_family = AF_INET;
@@ -52,7 +54,7 @@ UniqueFd Connect(uint16_t port)
 }
 
 // Everything the server sends until it closes; "timed out" when it did
-// not close within the socket's 5 s receive time-out.
+// not close within the socket's 15 s receive time-out.
 std::string ReadAll(int fd)
 {
 	std::string out;

@@ -466,6 +466,18 @@ TEST_F(PipeServiceTest, NotSupportedOnlyForAnOtherwiseValidCall)
 	              ReturnValue::kInvalidParameter, "replipipe_0/a");
 	ExpectRefused(Call({"replipipe_0/c"}, {"/dev/sdd"}, adaptive),
 	              ReturnValue::kNotSupported, "not supported");
+	// The Goal's offered values are checked against the pipe too: a
+	// region size that pairs kept cannot take is 5 beside an unsupported
+	// Mode (it was 1: the unsupported Goal's values were dropped).
+	CreateOrModifyCall region;
+	region.replication_pipe = ref;
+	region.goal = "instance of CIM_SettingData { Mode = \"Adaptive\"; "
+	              "RegionSizeKiB = 128; };";
+	ExpectRefused(region, ReturnValue::kInvalidParameter,
+	              "RegionSizeKiB cannot change from 64 to 128");
+	// And without the region size, the same modify is 1.
+	region.goal = adaptive;
+	ExpectRefused(region, ReturnValue::kNotSupported, "not supported");
 }
 
 // --- 2: unspecified (store) -----------------------------------------
