@@ -74,21 +74,24 @@ std::string FlockHolders(const struct stat &st, std::string_view proc_locks,
 		} catch (const std::exception &) {
 		}
 	}
+	// The others in the order of their pids, this process last: the
+	// text does not change with the pid this process happens to have.
 	std::string holders;
 	for (int pid : pids) {
+		if (pid == ::getpid())
+			continue;
 		if (!holders.empty())
 			holders += ", ";
-		if (pid == ::getpid()) {
-			holders += "this replipiped (a copy whose writes are "
-			           "still in the kernel)";
-			continue;
-		}
 		const std::string comm = pid > 0 ? comm_of(pid) : "";
 		holders += "pid " + std::to_string(pid);
 		holders += comm.empty() ? ", which has exited: writes it left "
 		                          "in flight"
 		                        : " (" + comm + ")";
 	}
+	if (pids.count(::getpid()))
+		holders += std::string(holders.empty() ? "" : ", ") +
+		           "this replipiped (a copy whose writes are still in "
+		           "the kernel)";
 	return holders;
 }
 
