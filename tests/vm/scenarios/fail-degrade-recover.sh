@@ -58,6 +58,13 @@ degrade_phase() {
 	wait $writers || rc=$?
 	cat /tmp/out$1
 	[ $rc -eq 0 ] || vm_fail "writes failed while Degraded (rc=$rc)"
+	# Writes after the failure for certain: on a loaded host the table
+	# switch (a suspend that drains the writes in flight) once ended
+	# after the timed writers had. Its logs sort after theirs.
+	rp-writer --dev "$lun" --log /tmp/w$1.post --threads 2 --offset 64M --span 1280K \
+		--min-size 4K --max-size 64K --count 32 --seed "$(($1 + 100))" > /tmp/out$1.post 2>&1 ||
+		{ cat /tmp/out$1.post; vm_fail "writes failed after the target failed"; }
+	cat /tmp/out$1.post
 	pair=$(pair_line) || vm_fail "no pair in the kernel"
 	echo "$pair"
 	[ "$(vm_field "$pair" state)" = Degraded ] || vm_fail "pair not Degraded: $pair"
