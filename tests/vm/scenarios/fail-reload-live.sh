@@ -219,6 +219,14 @@ again=$(replipipectl --json status again | jq -r '.pipes[0].instance_id')
 i=0
 while :; do
 	kill -STOP "$VM_DAEMON_PID"
+	# Stopped once it shows so (the signal takes effect on its way back
+	# to user space): until then it could still begin a dump.
+	j=0
+	until grep -q '^State:[[:space:]]*T' /proc/$VM_DAEMON_PID/status; do
+		j=$((j + 1))
+		[ $j -lt 100 ] || vm_fail "replipiped not stopped 10 s after SIGSTOP"
+		sleep 0.1
+	done
 	awk '$2 == 16 && $7 != 0 { dumping = 1 } END { exit !dumping }' /proc/net/netlink || break
 	kill -CONT "$VM_DAEMON_PID"
 	i=$((i + 1))
