@@ -115,6 +115,32 @@ wait_for() {
 		exit 1
 	fi
 }
+# unit_failures LOG: the end of a failed unit run's LOG, then what failed.
+# A shard's output runs to thousands of lines, and CI keeps only the end of
+# what the run prints: name what failed there.
+unit_failures() {
+	tail -n 60 "$1"
+	echo "--- the failures (GoogleTest's, the sanitizers'):"
+	if grep -E -A 12 ': Failure$|runtime error:|==[0-9]+==ERROR' \
+		"$1" > "$1.failures"; then
+		head -n 120 "$1.failures"
+	else
+		echo "(none in the log)"
+	fi
+	echo "--- the failed tests:"
+	grep -E '\[  FAILED  \] [A-Za-z]' "$1" |
+		sed -E 's/ \([0-9]+ ms\)$//' | sort -u ||
+		echo "(none named: a shard crashed or timed out)"
+	# A shard that crashed or timed out names no failed test: the
+	# last test it started is the one.
+	echo "--- the last test each shard started:"
+	awk 'match($0, /Test +#[0-9]+: unit\.shard[0-9]+/) {
+			shard = substr($0, RSTART, RLENGTH)
+			sub(/.* /, "", shard)
+		}
+		/\[ RUN      \]/ { last[shard] = $0 }
+		END { for (s in last) print s ": " last[s] }' "$1"
+}
 unit_tests() {
 	step "unit tests under ASan+UBSan: waiting for their build"
 	wait_for "$asan_pid" "$asan_log" "the ASan+UBSan build of the unit tests"
@@ -122,29 +148,7 @@ unit_tests() {
 	step "unit tests under ASan+UBSan"
 	# All shards at once: they mostly wait (tests/unit/CMakeLists.txt).
 	(cd "$asan_build" && ctest -L unit --output-on-failure -j 8) >> "$asan_log" 2>&1 || {
-		tail -n 60 "$asan_log"
-		# A shard's output runs to thousands of lines, and CI keeps only
-		# the end of what the run prints: name what failed there.
-		echo "--- the failures (GoogleTest's, the sanitizers'):"
-		if grep -E -A 12 ': Failure$|runtime error:|==[0-9]+==ERROR' \
-			"$asan_log" > "$asan_log.failures"; then
-			head -n 120 "$asan_log.failures"
-		else
-			echo "(none in the log)"
-		fi
-		echo "--- the failed tests:"
-		grep -E '\[  FAILED  \] [A-Za-z]' "$asan_log" |
-			sed -E 's/ \([0-9]+ ms\)$//' | sort -u ||
-			echo "(none named: a shard crashed or timed out)"
-		# A shard that crashed or timed out names no failed test: the
-		# last test it started is the one.
-		echo "--- the last test each shard started:"
-		awk 'match($0, /Test +#[0-9]+: unit\.shard[0-9]+/) {
-				shard = substr($0, RSTART, RLENGTH)
-				sub(/.* /, "", shard)
-			}
-			/\[ RUN      \]/ { last[shard] = $0 }
-			END { for (s in last) print s ": " last[s] }' "$asan_log"
+		unit_failures "$asan_log"
 		echo "unit tests under ASan+UBSan failed (log $asan_log)" >&2
 		exit 1
 	}

@@ -210,30 +210,35 @@ replipipectl resume kept > /dev/null || daemon_fail "resume kept"
 replipipectl wait kept --state InSync --timeout 60 || daemon_fail "kept after resume"
 vm_log "the event before the failed receive was kept; events flow on a new socket"
 
-vm_log "== 4. rmmod + modprobe while the daemon is stopped (SIGSTOP)"
-again=$(replipipectl --json status again | jq -r '.pipes[0].instance_id')
-# Stopped between two netlink dumps: a dump it had begun holds a reference
-# on replipipe until it reads the end (netlink_dump_start()), and rmmod
-# then fails with EAGAIN, as it would under any process stopped so (seen
-# once on a loaded host). /proc/net/netlink's Dump column tells.
-i=0
-while :; do
-	kill -STOP "$VM_DAEMON_PID"
-	# Stopped once it shows so (the signal takes effect on its way back
-	# to user space): until then it could still begin a dump.
-	j=0
-	until grep -q '^State:[[:space:]]*T' /proc/$VM_DAEMON_PID/status; do
-		j=$((j + 1))
-		[ $j -lt 100 ] || vm_fail "replipiped not stopped 10 s after SIGSTOP"
+# stop_daemon_between_dumps: SIGSTOP the daemon at a moment it has no netlink
+# dump open. A dump it had begun holds a reference on replipipe until it
+# reads the end (netlink_dump_start()), and rmmod then fails with EAGAIN, as
+# it would under any process stopped so (seen once on a loaded host).
+# /proc/net/netlink's Dump column tells; it is read once /proc shows the
+# daemon stopped (the signal takes effect on its way back to user space:
+# until then it could still begin a dump).
+stop_daemon_between_dumps() {
+	local i=0 j
+	while :; do
+		kill -STOP "$VM_DAEMON_PID"
+		j=0
+		until grep -q '^State:[[:space:]]*T' /proc/$VM_DAEMON_PID/status; do
+			j=$((j + 1))
+			[ $j -lt 100 ] || vm_fail "replipiped not stopped 10 s after SIGSTOP"
+			sleep 0.1
+		done
+		awk '$2 == 16 && $7 != 0 { dumping = 1 } END { exit !dumping }' /proc/net/netlink || break
+		kill -CONT "$VM_DAEMON_PID"
+		i=$((i + 1))
+		[ $i -lt 50 ] || vm_fail "replipiped was in a netlink dump at each of 50 stops"
 		sleep 0.1
 	done
-	awk '$2 == 16 && $7 != 0 { dumping = 1 } END { exit !dumping }' /proc/net/netlink || break
-	kill -CONT "$VM_DAEMON_PID"
-	i=$((i + 1))
-	[ $i -lt 50 ] || vm_fail "replipiped was in a netlink dump at each of 50 stops"
-	sleep 0.1
-done
-[ $i -eq 0 ] || vm_log "replipiped stopped between dumps after $i tries"
+	[ $i -eq 0 ] || vm_log "replipiped stopped between dumps after $i tries"
+}
+
+vm_log "== 4. rmmod + modprobe while the daemon is stopped (SIGSTOP)"
+again=$(replipipectl --json status again | jq -r '.pipes[0].instance_id')
+stop_daemon_between_dumps
 rp-nlctl del-pipe "${again#replipipe:}" || vm_fail "del-pipe again"
 rp-nlctl del-pipe "$kept" || vm_fail "del-pipe kept"
 remove_backstores
