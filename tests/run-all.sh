@@ -76,8 +76,14 @@ fi
 # The release tree: the daemon, the CLI and the guest tools the VMs run and
 # the packages ship. The unit tests are built and run in the ASan+UBSan tree
 # only (the same tests, with the sanitizers' checks on top).
+# The default build type's -O2 without its -g: the guests get the binaries
+# with their debug info stripped and the packages strip theirs
+# (CPACK_STRIP_FILES), so nothing here reads it, and it was a third of this
+# step: 224 CPU-seconds and 116 s with -g, 154 and 81 s without.
 step "build"
-cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+	-DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" \
+	-DCMAKE_C_FLAGS_RELEASE="-O2 -DNDEBUG" \
 	-DREPLIPIPE_UNIT_TESTS=OFF >/dev/null
 cmake --build "$build" -j "$jobs"
 
