@@ -267,15 +267,38 @@ struct rp_pipe {
 	bool			deleted;	/* off rp_pipes */
 };
 
+/*
+ * Where a claim is: RESYNC_CLAIM and RESYNC_CLAIM_WAIT move it on, each
+ * waiting at most REPLIPIPE_CLAIM_WAIT_MS (rp_claim_advance()).
+ */
+enum rp_claim_stage {
+	RP_CLAIM_FENCED,	/* no regions yet: the pair may not grant any */
+	RP_CLAIM_DRAINING,	/* regions taken, writes to them in flight */
+	RP_CLAIM_GRANTED,	/* the engine's to copy */
+};
+
 struct rp_claim {
 	struct list_head	node;		/* pair->claims */
 	struct rp_pair		*pair;
 	u64			id;
 	u64			first;
-	u32			count;
+	u32			count;		/* 0 while fenced */
 	u32			portid;
 	unsigned long		deadline;	/* jiffies */
 	bool			let_go;		/* holds no writes (an abort) */
+	u8			stage;		/* enum rp_claim_stage */
+	u64			hint;		/* the request's, for the fence */
+	u32			max;
+	u64			drain_seq;	/* writes it drains: up to this */
+};
+
+/* What RESYNC_CLAIM and RESYNC_CLAIM_WAIT answer. */
+struct rp_claim_reply {
+	u64			id;
+	u64			first;
+	u32			count;
+	bool			pending;
+	u32			left_ms;	/* of a granted claim's time */
 };
 
 struct rp_pair {
@@ -586,8 +609,12 @@ int rp_pair_probe_target(struct rp_pair *pair,
 int rp_pair_set_state(struct rp_pair *pair, u8 state, u32 seen_gen,
 		      struct netlink_ext_ack *extack);
 int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
-		 u64 *id, u64 *first, u32 *count, unsigned long *deadline,
-		 struct netlink_ext_ack *extack);
+		 struct rp_claim_reply *reply, struct netlink_ext_ack *extack);
+struct rp_pair *rp_claim_pair_get(u64 id, u32 portid,
+				  struct netlink_ext_ack *extack);
+int rp_claim_advance(struct rp_pair *pair, u64 id,
+		     struct rp_claim_reply *reply,
+		     struct netlink_ext_ack *extack);
 int rp_claim_end(u64 id, u32 portid, bool done,
 		 struct netlink_ext_ack *extack);
 void rp_claim_abort(struct rp_pair *pair, u64 id);

@@ -6,7 +6,8 @@
  * take is rejected.  Every state-changing operation needs CAP_NET_ADMIN.
  * One *_fill() per object serves doit, dumpit and notifications.
  * The family is parallel: handlers serialize on rp_config_lock, and a
- * RESYNC_CLAIM waiting for writes to drain blocks nobody else.
+ * RESYNC_CLAIM waiting for writes to drain blocks nobody else (for at most
+ * REPLIPIPE_CLAIM_WAIT_MS: rp_claim_advance() says why).
  */
 #define pr_fmt(fmt) "replipipe: " fmt
 
@@ -749,15 +750,64 @@ unlock:
 	return ret;
 }
 
+/*
+ * Answers RESYNC_CLAIM or RESYNC_CLAIM_WAIT (@cmd) with @reply.  A reply
+ * that cannot be delivered (the receive buffer is full of events: EAGAIN)
+ * leaves the owner without the claim's id, so nobody would end it and
+ * writes to its regions would be held until claim_timeout_sec: it is
+ * dropped now, while the caller's pair reference is held.
+ */
+static int rp_claim_reply_send(struct genl_info *info, u8 cmd,
+			       struct rp_pair *pair,
+			       const struct rp_claim_reply *reply)
+{
+	struct sk_buff *msg;
+	void *hdr;
+	int ret;
+
+	msg = genlmsg_new(nla_total_size(REPLIPIPE_SOURCE_MAX_LEN + 1) +
+			  2 * nla_total_size_64bit(sizeof(u64)) +
+			  2 * nla_total_size(sizeof(u32)) + nla_total_size(0),
+			  GFP_KERNEL);
+	if (!msg) {
+		ret = -ENOMEM;
+		goto abort;
+	}
+	hdr = genlmsg_put_reply(msg, info, &rp_family, 0, cmd);
+	if (!hdr ||
+	    nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, pair->src->name) ||
+	    nla_put_u64_64bit(msg, REPLIPIPE_A_CLAIM_ID, reply->id,
+			      REPLIPIPE_A_PAD) ||
+	    (reply->pending &&
+	     nla_put_flag(msg, REPLIPIPE_A_CLAIM_PENDING)) ||
+	    (!reply->pending &&
+	     (nla_put_u64_64bit(msg, REPLIPIPE_A_CLAIM_FIRST, reply->first,
+				REPLIPIPE_A_PAD) ||
+	      nla_put_u32(msg, REPLIPIPE_A_CLAIM_COUNT, reply->count) ||
+	      (reply->count &&
+	       nla_put_u32(msg, REPLIPIPE_A_CLAIM_TIME_LEFT_MS,
+			   reply->left_ms))))) {
+		nlmsg_free(msg);
+		ret = -EMSGSIZE;
+		goto abort;
+	}
+	genlmsg_end(msg, hdr);
+	ret = genlmsg_reply(msg, info);
+	if (!ret)
+		return 0;
+abort:
+	if (reply->id)
+		rp_claim_abort(pair, reply->id);
+	return ret;
+}
+
 static int rp_nl_claim(struct sk_buff *skb, struct genl_info *info)
 {
 	struct nlattr **attrs = info->attrs;
-	u32 max = 1, count, left_ms;
-	u64 hint = 0, id, first;
-	unsigned long deadline;
+	struct rp_claim_reply reply;
 	struct rp_pair *pair;
-	struct sk_buff *msg;
-	void *hdr;
+	u64 hint = 0;
+	u32 max = 1;
 	int ret;
 
 	if (attrs[REPLIPIPE_A_CLAIM_HINT])
@@ -781,56 +831,35 @@ static int rp_nl_claim(struct sk_buff *skb, struct genl_info *info)
 	if (IS_ERR(pair))
 		return PTR_ERR(pair);
 
-	msg = genlmsg_new(nla_total_size(REPLIPIPE_SOURCE_MAX_LEN + 1) +
-			  3 * nla_total_size_64bit(sizeof(u64)) +
-			  2 * nla_total_size(sizeof(u32)), GFP_KERNEL);
-	if (!msg) {
-		ret = -ENOMEM;
-		goto put_pair;
-	}
-	ret = rp_claim_new(pair, hint, max, info->snd_portid, &id, &first,
-			   &count, &deadline, info->extack);
-	if (ret)
-		goto free_msg;
-	/*
-	 * The engine's copy must end by the kernel's deadline, which started
-	 * after the fence; timed from its request it would give up early.
-	 */
-	left_ms = 0;
-	if (count && time_after(deadline, jiffies))
-		left_ms = jiffies_to_msecs(deadline - jiffies);
-
-	hdr = genlmsg_put_reply(msg, info, &rp_family, 0,
-				REPLIPIPE_CMD_RESYNC_CLAIM);
-	if (!hdr ||
-	    nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, pair->src->name) ||
-	    nla_put_u64_64bit(msg, REPLIPIPE_A_CLAIM_ID, id, REPLIPIPE_A_PAD) ||
-	    nla_put_u64_64bit(msg, REPLIPIPE_A_CLAIM_FIRST, first,
-			      REPLIPIPE_A_PAD) ||
-	    nla_put_u32(msg, REPLIPIPE_A_CLAIM_COUNT, count) ||
-	    (count && nla_put_u32(msg, REPLIPIPE_A_CLAIM_TIME_LEFT_MS,
-				  left_ms))) {
-		if (count)
-			rp_claim_abort(pair, id);
-		ret = -EMSGSIZE;
-		goto free_msg;
-	}
-	genlmsg_end(msg, hdr);
-	/*
-	 * A reply that cannot be delivered (the receive buffer is full of
-	 * events: EAGAIN) leaves the owner without the claim's id, so nobody
-	 * would end it and writes to its regions would be held until
-	 * claim_timeout_sec: drop it now, while the pair reference is held.
-	 */
-	ret = genlmsg_reply(msg, info);
-	if (ret && count)
-		rp_claim_abort(pair, id);
+	ret = rp_claim_new(pair, hint, max, info->snd_portid, &reply,
+			   info->extack);
+	if (!ret)
+		ret = rp_claim_reply_send(info, REPLIPIPE_CMD_RESYNC_CLAIM,
+					  pair, &reply);
 	rp_pair_put(pair);
 	return ret;
+}
 
-free_msg:
-	nlmsg_free(msg);
-put_pair:
+/* RESYNC_CLAIM_WAIT: a pending claim of this socket, moved on. */
+static int rp_nl_claim_wait(struct sk_buff *skb, struct genl_info *info)
+{
+	struct rp_claim_reply reply;
+	struct rp_pair *pair;
+	u64 id;
+	int ret;
+
+	ret = rp_require(info, REPLIPIPE_A_CLAIM_ID, "missing claim id");
+	if (ret)
+		return ret;
+	id = nla_get_u64(info->attrs[REPLIPIPE_A_CLAIM_ID]);
+	pair = rp_claim_pair_get(id, info->snd_portid, info->extack);
+	if (IS_ERR(pair))
+		return PTR_ERR(pair);
+	ret = rp_claim_advance(pair, id, &reply, info->extack);
+	if (!ret)
+		ret = rp_claim_reply_send(info,
+					  REPLIPIPE_CMD_RESYNC_CLAIM_WAIT,
+					  pair, &reply);
 	rp_pair_put(pair);
 	return ret;
 }
@@ -898,6 +927,13 @@ static const struct genl_ops rp_ops[] = {
 		.doit		= rp_nl_claim,
 		.policy		= rp_claim_policy,
 		.maxattr	= ARRAY_SIZE(rp_claim_policy) - 1,
+		.flags		= GENL_ADMIN_PERM,
+	},
+	{
+		.cmd		= REPLIPIPE_CMD_RESYNC_CLAIM_WAIT,
+		.doit		= rp_nl_claim_wait,
+		.policy		= rp_claim_end_policy,
+		.maxattr	= ARRAY_SIZE(rp_claim_end_policy) - 1,
 		.flags		= GENL_ADMIN_PERM,
 	},
 	{

@@ -333,7 +333,8 @@ static bool __rp_pair_claimed(struct rp_pair *pair, u64 first, u64 last)
 static bool rp_claim_overlaps(const struct rp_claim *claim, u64 first,
 			      u64 last)
 {
-	return claim->first <= last && first < claim->first + claim->count;
+	return claim->count && claim->first <= last &&
+	       first < claim->first + claim->count;
 }
 
 /*
@@ -1291,10 +1292,10 @@ static void __rp_claim_finish(struct rp_claim *claim, bool done,
 			      struct list_head *released)
 {
 	struct rp_pair *pair = claim->pair;
-	u64 i, last = claim->first + claim->count - 1;
+	u64 i, end = claim->first + claim->count;
 
 	lockdep_assert_held(&pair->lock);
-	for (i = claim->first; i <= last; i++) {
+	for (i = claim->first; i < end; i++) {
 		if (done && !test_bit(i, pair->redirty) &&
 		    __test_and_clear_bit(i, pair->dirty))
 			pair->nr_dirty--;
@@ -1309,7 +1310,7 @@ static void __rp_claim_finish(struct rp_claim *claim, bool done,
 
 /*
  * Drops claim @id of @pair if it is still there.  Needs a pair reference,
- * not rp_config_lock (rp_claim_new() waits for the drain without it).
+ * not rp_config_lock (rp_claim_advance() waits without it).
  */
 void rp_claim_abort(struct rp_pair *pair, u64 id)
 {
@@ -2143,22 +2144,28 @@ bool __rp_pair_busy(struct rp_pair *pair, u64 first, u64 last)
  * commands the initiators have outstanding bound them, not max lag.  Must
  * not block.
  */
+static bool __rp_claim_drained(struct rp_pair *pair, u64 first, u64 last,
+			       u64 seq)
+{
+	struct rp_req *req;
+
+	lockdep_assert_held(&pair->lock);
+	if (pair->dead)
+		return true;
+	for (req = rp_inflight_iter_first(&pair->inflight, first, last);
+	     req; req = rp_inflight_iter_next(req, first, last))
+		if (req->inflight_seq <= seq)
+			return false;
+	return true;
+}
+
 static bool rp_claim_drained(struct rp_pair *pair, u64 first, u64 last,
 			     u64 seq)
 {
-	struct rp_req *req;
-	bool drained = true;
+	bool drained;
 
 	spin_lock_irq(&pair->lock);
-	if (!pair->dead) {
-		for (req = rp_inflight_iter_first(&pair->inflight, first, last);
-		     req; req = rp_inflight_iter_next(req, first, last)) {
-			if (req->inflight_seq <= seq) {
-				drained = false;
-				break;
-			}
-		}
-	}
+	drained = __rp_claim_drained(pair, first, last, seq);
 	spin_unlock_irq(&pair->lock);
 	return drained;
 }
@@ -2270,43 +2277,153 @@ static bool rp_claim_may_start(struct rp_pair *pair)
 	__ret;								\
 })
 
+/* Fills @reply for @claim.  pair->lock held. */
+static void __rp_claim_reply(const struct rp_claim *claim,
+			     struct rp_claim_reply *reply)
+{
+	reply->id = claim->id;
+	reply->first = claim->first;
+	reply->count = claim->count;
+	reply->pending = claim->stage != RP_CLAIM_GRANTED;
+	/*
+	 * The engine's copy must end by the kernel's deadline, which started
+	 * after the fence; timed from its request it would give up early.
+	 */
+	reply->left_ms = 0;
+	if (!reply->pending && time_after(claim->deadline, jiffies))
+		reply->left_ms = jiffies_to_msecs(claim->deadline - jiffies);
+}
+
 /*
- * RESYNC_CLAIM.  The caller holds a pair reference, not rp_config_lock:
- * this waits (up to claim_timeout_sec) for the pair to start and for the
- * writes in flight of a removed pair with this pair's source or target to
- * end (rp_claim_may_start()), then (up to
- * claim_timeout_sec again) for this pair's writes in flight to the claimed
- * regions to drain.  Both waits are TASK_IDLE, as the retire wait is (the
- * parameter allows an hour, past the hung-task watchdog's two minutes), and
- * killable: a resync engine stopped with SIGKILL (systemd's last resort)
- * leaves at once instead of after up to twice the parameter.
- * A claim (*@count > 0) sets *@deadline, the jiffy its reaper may drop it.
+ * A fenced claim takes its regions once the fence is gone: dirty, unclaimed
+ * ones at or after its hint, whose tracked writes in flight it then drains
+ * (later ones are held, or reach the primary only: rp_claim_drained()).
+ * Its time starts again here, after the wait at the fence.  A claim that
+ * finds nothing dirty is freed: false, and @reply says so (id 0, count 0).
+ * pair->lock held.
+ */
+static bool __rp_claim_take(struct rp_claim *claim,
+			    struct rp_claim_reply *reply)
+{
+	struct rp_pair *pair = claim->pair;
+	u64 first;
+
+	claim->count = __rp_claim_pick(pair, claim->hint, claim->max, &first);
+	if (!claim->count) {
+		memset(reply, 0, sizeof(*reply));
+		reply->first = claim->hint;
+		rp_claim_free(claim);
+		return false;
+	}
+	claim->first = first;
+	claim->drain_seq = pair->inflight_seq;
+	claim->stage = RP_CLAIM_DRAINING;
+	claim->deadline = jiffies + READ_ONCE(rp_claim_timeout_sec) * HZ;
+	return true;
+}
+
+/*
+ * RESYNC_CLAIM and RESYNC_CLAIM_WAIT: moves claim @id of @pair on, waiting
+ * at most REPLIPIPE_CLAIM_WAIT_MS for the pair's fence to go
+ * (rp_claim_may_start()) and then for the writes in flight to the claimed
+ * regions to drain.  Not longer: generic netlink runs a request under the
+ * read side of its cb_lock, which every family shares and a module that
+ * registers one takes for writing; every genl request of the host would
+ * queue behind a long wait here.  A claim not granted by then is answered
+ * pending; one whose time ran out (claim_timeout_sec at the fence, then
+ * again from the fence to the end of the drain) is dropped: ETIMEDOUT.
+ * The waits are TASK_IDLE, as the retire wait is (the parameter allows an
+ * hour), and killable (EINTR: the claim stays until its dying owner's
+ * socket closes).  The caller holds a pair reference, not rp_config_lock.
+ */
+int rp_claim_advance(struct rp_pair *pair, u64 id,
+		     struct rp_claim_reply *reply,
+		     struct netlink_ext_ack *extack)
+{
+	unsigned long until = jiffies + msecs_to_jiffies(REPLIPIPE_CLAIM_WAIT_MS);
+	unsigned long wait_until;
+	struct rp_claim *claim;
+	LIST_HEAD(released);
+	u64 first, last, seq;
+	bool may_start;
+	u8 stage;
+	long ret;
+
+	for (;;) {
+		/* Monotonic: a pair's fence never comes back once gone. */
+		may_start = rp_claim_may_start(pair);
+		spin_lock_irq(&pair->lock);
+		claim = __rp_claim_find(pair, id);
+		if (!claim)
+			break;
+		if (claim->stage == RP_CLAIM_FENCED && may_start &&
+		    !__rp_claim_take(claim, reply)) {
+			spin_unlock_irq(&pair->lock);
+			return 0;
+		}
+		first = claim->first;
+		last = first + claim->count - 1;
+		seq = claim->drain_seq;
+		if (claim->stage == RP_CLAIM_DRAINING &&
+		    __rp_claim_drained(pair, first, last, seq))
+			claim->stage = RP_CLAIM_GRANTED;
+		stage = claim->stage;
+		if (stage != RP_CLAIM_GRANTED &&
+		    !time_before(jiffies, claim->deadline)) {
+			if (stage == RP_CLAIM_DRAINING)
+				NL_SET_ERR_MSG(extack,
+					       "writes in flight to the claimed regions did not drain in time");
+			else if (READ_ONCE(pair->start_pending))
+				NL_SET_ERR_MSG(extack,
+					       "writes to the source from before the pair are still in flight");
+			else
+				NL_SET_ERR_MSG(extack,
+					       "a removed pair with this source or target still has writes in flight");
+			__rp_claim_finish(claim, false, &released);
+			spin_unlock_irq(&pair->lock);
+			rp_reqs_resubmit(&released);
+			return -ETIMEDOUT;
+		}
+		if (stage == RP_CLAIM_GRANTED || !time_before(jiffies, until)) {
+			__rp_claim_reply(claim, reply);
+			spin_unlock_irq(&pair->lock);
+			return 0;
+		}
+		wait_until = time_before(claim->deadline, until) ?
+			     claim->deadline : until;
+		spin_unlock_irq(&pair->lock);
+
+		ret = max_t(long, (long)(wait_until - jiffies), 0);
+		if (stage == RP_CLAIM_FENCED)
+			ret = rp_wait_event_killable_idle_timeout(pair->wq,
+					rp_claim_may_start(pair), ret);
+		else
+			ret = rp_wait_event_killable_idle_timeout(pair->wq,
+					rp_claim_drained(pair, first, last, seq),
+					ret);
+		if (ret < 0)
+			return -EINTR;
+	}
+	spin_unlock_irq(&pair->lock);
+	if (READ_ONCE(pair->dead))
+		NL_SET_ERR_MSG(extack, "the pair is being removed");
+	else
+		NL_SET_ERR_MSG(extack,
+			       "no such claim (finished, timed out or dropped)");
+	return -ENOENT;
+}
+
+/*
+ * RESYNC_CLAIM: a claim at the fence, with none of the pair's regions yet,
+ * which rp_claim_advance() moves on.  The caller holds a pair reference,
+ * not rp_config_lock.
  */
 int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
-		 u64 *id, u64 *first, u32 *count, unsigned long *deadline,
-		 struct netlink_ext_ack *extack)
+		 struct rp_claim_reply *reply, struct netlink_ext_ack *extack)
 {
-	unsigned long timeout = READ_ONCE(rp_claim_timeout_sec) * HZ;
 	struct rp_claim *claim;
-	u64 last, seq;
-	long left;
+	u64 id;
 	int ret;
-
-	/* Before any region is claimed: no write waits for this. */
-	left = rp_wait_event_killable_idle_timeout(pair->wq,
-						   rp_claim_may_start(pair),
-						   timeout);
-	if (left < 0)
-		return -EINTR;
-	if (!left) {
-		if (READ_ONCE(pair->start_pending))
-			NL_SET_ERR_MSG(extack,
-				       "writes to the source from before the pair are still in flight");
-		else
-			NL_SET_ERR_MSG(extack,
-				       "a removed pair with this source or target still has writes in flight");
-		return -ETIMEDOUT;
-	}
 
 	claim = kzalloc(sizeof(*claim), GFP_KERNEL);
 	if (!claim)
@@ -2329,55 +2446,22 @@ int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 		ret = -EBUSY;
 		goto unclaim;
 	}
-	*count = __rp_claim_pick(pair, hint, max, first);
-	if (!*count) {
-		*id = 0;
-		*first = hint;
-		ret = 0;
-		goto unclaim;
-	}
 	claim->pair = pair;
-	claim->id = atomic64_inc_return(&rp_next_claim_id);
-	claim->first = *first;
-	claim->count = *count;
+	id = atomic64_inc_return(&rp_next_claim_id);
+	claim->id = id;
+	claim->first = hint;
+	claim->hint = hint;
+	claim->max = max;
 	claim->portid = portid;
-	/*
-	 * The drain waits for the writes tracked so far: later ones to these
-	 * regions are held or reach the primary only (rp_claim_drained()).
-	 */
-	seq = pair->inflight_seq;
-	/* Its time starts here, after any wait at the fence. */
-	claim->deadline = jiffies + timeout;
-	*deadline = claim->deadline;
+	claim->stage = RP_CLAIM_FENCED;
+	claim->deadline = jiffies + READ_ONCE(rp_claim_timeout_sec) * HZ;
 	list_add_tail(&claim->node, &pair->claims);
 	pair->nr_claims++;
 	atomic_inc(&rp_nr_claims);
-	*id = claim->id;
 	spin_unlock_irq(&pair->lock);
 	queue_delayed_work(system_wq, &rp_reaper, HZ);
-
-	last = *first + *count - 1;
-	left = rp_wait_event_killable_idle_timeout(pair->wq,
-						   rp_claim_drained(pair, *first,
-								    last, seq),
-						   timeout);
-	if (left <= 0) {
-		rp_claim_abort(pair, *id);
-		if (left < 0)
-			return -EINTR;
-		NL_SET_ERR_MSG(extack,
-			       "writes in flight to the claimed regions did not drain in time");
-		return -ETIMEDOUT;
-	}
-
-	spin_lock_irq(&pair->lock);
-	claim = __rp_claim_find(pair, *id);
-	spin_unlock_irq(&pair->lock);
-	if (!claim) {
-		NL_SET_ERR_MSG(extack, "the claim was dropped while draining");
-		return -ENOENT;
-	}
-	return 0;
+	/* @claim may be gone already (its socket closed): by its id. */
+	return rp_claim_advance(pair, id, reply, extack);
 
 unclaim:
 	spin_unlock_irq(&pair->lock);
@@ -2402,6 +2486,9 @@ int rp_claim_end(u64 id, u32 portid, bool done, struct netlink_ext_ack *extack)
 			claim = __rp_claim_find(pair, id);
 			if (claim && claim->portid != portid)
 				ret = -EPERM;
+			else if (claim && done &&
+				 claim->stage != RP_CLAIM_GRANTED)
+				ret = -EBUSY;
 			else if (claim)
 				__rp_claim_finish(claim, done, &released);
 			spin_unlock_irq(&pair->lock);
@@ -2417,7 +2504,60 @@ found:
 		NL_SET_ERR_MSG(extack, "no such claim (finished, timed out or dropped)");
 	else if (ret == -EPERM)
 		NL_SET_ERR_MSG(extack, "the claim belongs to another socket");
+	else if (ret == -EBUSY)
+		NL_SET_ERR_MSG(extack,
+			       "the claim is still pending (RESYNC_CLAIM_WAIT)");
 	return ret;
+}
+
+/*
+ * The pair of claim @id of @portid, with a reference for
+ * rp_claim_advance(), or an ERR_PTR.
+ */
+struct rp_pair *rp_claim_pair_get(u64 id, u32 portid,
+				  struct netlink_ext_ack *extack)
+{
+	struct rp_pair *pair, *found = ERR_PTR(-ENOENT);
+	struct rp_claim *claim;
+	struct rp_pipe *pipe;
+
+	mutex_lock(&rp_config_lock);
+	list_for_each_entry(pipe, &rp_pipes, node) {
+		list_for_each_entry(pair, &pipe->pairs, node) {
+			spin_lock_irq(&pair->lock);
+			claim = __rp_claim_find(pair, id);
+			if (claim && claim->portid != portid) {
+				found = ERR_PTR(-EPERM);
+			} else if (claim) {
+				refcount_inc(&pair->refs);
+				found = pair;
+			}
+			spin_unlock_irq(&pair->lock);
+			if (claim)
+				goto out;
+		}
+	}
+out:
+	mutex_unlock(&rp_config_lock);
+	if (PTR_ERR(found) == -ENOENT)
+		NL_SET_ERR_MSG(extack, "no such claim (finished, timed out or dropped)");
+	else if (PTR_ERR(found) == -EPERM)
+		NL_SET_ERR_MSG(extack, "the claim belongs to another socket");
+	return found;
+}
+
+/*
+ * A second of grace for a pending claim: RESYNC_CLAIM_WAIT times it out
+ * itself (ETIMEDOUT, rp_claim_advance()) if its engine still asks.
+ */
+#define RP_CLAIM_PENDING_GRACE	HZ
+
+static bool rp_claim_expired(const struct rp_claim *claim)
+{
+	unsigned long grace = claim->stage == RP_CLAIM_GRANTED ? 0 :
+			      RP_CLAIM_PENDING_GRACE;
+
+	return time_after(jiffies, claim->deadline + grace);
 }
 
 /*
@@ -2439,7 +2579,7 @@ static unsigned int rp_claims_drop(u32 portid, u64 last, bool expired_only)
 			list_for_each_entry_safe(claim, tmp, &pair->claims,
 						 node) {
 				bool match = expired_only ?
-					time_after(jiffies, claim->deadline) :
+					rp_claim_expired(claim) :
 					claim->portid == portid &&
 					claim->id <= last;
 

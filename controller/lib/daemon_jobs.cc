@@ -12,7 +12,6 @@
 
 #include "log.h"
 #include "netlink_resync.h"
-#include "resync_claim_size.h"
 
 namespace replipipe
 {
@@ -153,9 +152,10 @@ PairJobFactory NetlinkPairJobFactory(std::string configfs_core)
 		        BackstorePrimaryDevice(spec.source, configfs_core);
 		if (!primary.ok())
 			return primary.status().Context(what);
-		// Read at each job: an administrator may change it.
-		auto channel = NetlinkResyncChannel::Open(ResyncCallTimeout(
-		        ReadClaimTimeout(), kNetlinkDefaultTimeout));
+		// The kernel answers a claim within REPLIPIPE_CLAIM_WAIT_MS
+		// (pending, at the fence or draining): the default will do.
+		auto channel =
+		        NetlinkResyncChannel::Open(kNetlinkDefaultTimeout);
 		if (!channel.ok())
 			return channel.status().Context(what);
 		auto claims = std::make_unique<NetlinkPairClaims>(

@@ -82,11 +82,52 @@ Status PutClaimRequest(nl_msg *msg, const std::string &pipe_id,
 	return st;
 }
 
-Result<RegionClaim> NetlinkResyncChannel::Claim(const std::string &pipe_id,
-                                                const std::string &source,
-                                                uint64_t hint,
-                                                uint32_t max_regions,
-                                                uint64_t pair_serial)
+Status ParseClaimReply(nlmsghdr *hdr, RegionClaim *claim, bool *pending)
+{
+	nlattr *tb[REPLIPIPE_A_MAX + 1];
+	ParseTop(hdr, tb);
+	*claim = RegionClaim();
+	*pending = tb[REPLIPIPE_A_CLAIM_PENDING] != nullptr;
+	if (*pending) {
+		if (!Get(tb[REPLIPIPE_A_CLAIM_ID], &claim->id) ||
+		    claim->id == 0)
+			return Status::Error("pending claim without CLAIM_ID",
+			                     EPROTO);
+		return {};
+	}
+	if (!Get(tb[REPLIPIPE_A_CLAIM_COUNT], &claim->count))
+		return Status::Error("reply without CLAIM_COUNT", EPROTO);
+	if (claim->count > 0 &&
+	    (!Get(tb[REPLIPIPE_A_CLAIM_ID], &claim->id) ||
+	     !Get(tb[REPLIPIPE_A_CLAIM_FIRST], &claim->first)))
+		return Status::Error("reply without CLAIM_ID/CLAIM_FIRST",
+		                     EPROTO);
+	uint32_t left_ms = 0;
+	if (claim->count > 0 &&
+	    Get(tb[REPLIPIPE_A_CLAIM_TIME_LEFT_MS], &left_ms))
+		claim->time_left = std::chrono::milliseconds(left_ms);
+	return {};
+}
+
+// One RESYNC_CLAIM or RESYNC_CLAIM_WAIT request and its reply.
+Status NetlinkResyncChannel::ClaimStep(NlMsgPtr msg, RegionClaim *claim,
+                                       bool *pending)
+{
+	bool replied = false;
+	Status st = sock_->Request(std::move(msg), [&](nlmsghdr *hdr) {
+		replied = true;
+		return ParseClaimReply(hdr, claim, pending);
+	});
+	if (st.ok() && !replied)
+		st = Status::Error("kernel sent no reply", EPROTO);
+	return st;
+}
+
+Result<RegionClaim>
+NetlinkResyncChannel::Claim(const std::string &pipe_id,
+                            const std::string &source, uint64_t hint,
+                            uint32_t max_regions, uint64_t pair_serial,
+                            const std::function<void(uint64_t)> &on_pending)
 {
 	std::lock_guard<std::mutex> lock(mu_);
 	const std::string what = "kernel RESYNC_CLAIM " +
@@ -96,30 +137,36 @@ Result<RegionClaim> NetlinkResyncChannel::Claim(const std::string &pipe_id,
 	Status st = PutClaimRequest(msg.get(), pipe_id, source, hint,
 	                            max_regions, pair_serial);
 	RegionClaim claim;
-	bool replied = false;
+	bool pending = false;
 	if (st.ok())
-		st = sock_->Request(std::move(msg), [&](nlmsghdr *hdr) {
-			nlattr *tb[REPLIPIPE_A_MAX + 1];
-			ParseTop(hdr, tb);
-			if (!Get(tb[REPLIPIPE_A_CLAIM_COUNT], &claim.count))
-				return Status::Error(
-				        "reply without CLAIM_COUNT", EPROTO);
-			if (claim.count > 0 &&
-			    (!Get(tb[REPLIPIPE_A_CLAIM_ID], &claim.id) ||
-			     !Get(tb[REPLIPIPE_A_CLAIM_FIRST], &claim.first)))
-				return Status::Error(
-				        "reply without CLAIM_ID/CLAIM_FIRST",
-				        EPROTO);
-			uint32_t left_ms = 0;
-			if (claim.count > 0 &&
-			    Get(tb[REPLIPIPE_A_CLAIM_TIME_LEFT_MS], &left_ms))
-				claim.time_left =
-				        std::chrono::milliseconds(left_ms);
-			replied = true;
-			return Status();
-		});
-	if (st.ok() && !replied)
-		st = Status::Error("kernel sent no reply", EPROTO);
+		st = ClaimStep(std::move(msg), &claim, &pending);
+	// The kernel waits at most REPLIPIPE_CLAIM_WAIT_MS per request (the
+	// lock generic netlink holds meanwhile is every family's); its own
+	// time-outs end a claim that stays pending (ETIMEDOUT).
+	while (st.ok() && pending) {
+		const uint64_t id = claim.id;
+		if (on_pending)
+			on_pending(id);
+		msg = sock_->NewRequest(REPLIPIPE_CMD_RESYNC_CLAIM_WAIT);
+		if (nla_put_u64(msg.get(), REPLIPIPE_A_CLAIM_ID, id) < 0)
+			st = Status::Error("netlink message too large",
+			                   EMSGSIZE);
+		else
+			st = ClaimStep(std::move(msg), &claim, &pending)
+			             .Context("RESYNC_CLAIM_WAIT claim " +
+			                      std::to_string(id));
+		// A claim the kernel did not end (this side failed: no
+		// memory, no answer in time) would hold writes to its
+		// regions until its time-out: give it up. Its own error is
+		// the one to report; the kernel's answer to this adds none.
+		if (!st.ok()) {
+			NlMsgPtr give_up =
+			        sock_->NewRequest(REPLIPIPE_CMD_RESYNC_FAILED);
+			if (nla_put_u64(give_up.get(), REPLIPIPE_A_CLAIM_ID,
+			                id) == 0)
+				(void)sock_->Request(std::move(give_up));
+		}
+	}
 	if (!st.ok())
 		return st.Context(what);
 	return claim;

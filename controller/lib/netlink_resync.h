@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -36,11 +37,13 @@ public:
 
 	// pair_serial: the REPLIPIPE_A_PAIR_SERIAL of the pair the claim is
 	// for (0: any pair with that source; older modules report none). The
-	// kernel refuses a claim on another pair with ESTALE.
-	Result<RegionClaim> Claim(const std::string &pipe_id,
-	                          const std::string &source, uint64_t hint,
-	                          uint32_t max_regions,
-	                          uint64_t pair_serial = 0);
+	// kernel refuses a claim on another pair with ESTALE. Returns once the
+	// claim is granted or failed; on_pending (if set) sees each answer
+	// that it is not yet (the claim's id).
+	Result<RegionClaim>
+	Claim(const std::string &pipe_id, const std::string &source,
+	      uint64_t hint, uint32_t max_regions, uint64_t pair_serial = 0,
+	      const std::function<void(uint64_t)> &on_pending = {});
 	Status Done(uint64_t claim_id);
 	Status Failed(uint64_t claim_id);
 	// BITMAP_GET dump, chunks reassembled.
@@ -53,6 +56,7 @@ private:
 	{
 	}
 	Status Finish(uint8_t cmd, uint64_t claim_id, const char *what);
+	Status ClaimStep(NlMsgPtr msg, RegionClaim *claim, bool *pending);
 
 	std::mutex mu_;
 	std::unique_ptr<NetlinkSocket> sock_; // guarded by mu_
@@ -61,6 +65,10 @@ private:
 // Adds one BITMAP_GET reply (NBITS sizes the bitmap on first sight; DATA
 // at OFFSET fills it). Exposed for unit tests.
 Status MergeBitmapMessage(nlmsghdr *hdr, DirtyBitmap *bitmap);
+// A RESYNC_CLAIM or RESYNC_CLAIM_WAIT reply: a granted claim (count 0:
+// nothing was dirty), or a pending one (*pending; only claim->id is set).
+// Exposed for unit tests.
+Status ParseClaimReply(nlmsghdr *hdr, RegionClaim *claim, bool *pending);
 // The attributes of a RESYNC_CLAIM request; REPLIPIPE_A_CLAIM_PAIR_SERIAL
 // only when pair_serial is not 0. Exposed for unit tests.
 Status PutClaimRequest(nl_msg *msg, const std::string &pipe_id,

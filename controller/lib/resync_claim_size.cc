@@ -108,15 +108,4 @@ std::optional<std::chrono::seconds> ReadClaimTimeout(const std::string &path)
 	return std::chrono::seconds(secs);
 }
 
-std::chrono::milliseconds
-ResyncCallTimeout(std::optional<std::chrono::seconds> claim_timeout,
-                  std::chrono::milliseconds netlink_default)
-{
-	const std::chrono::milliseconds both_waits =
-	        2 * claim_timeout.value_or(
-	                    std::chrono::duration_cast<std::chrono::seconds>(
-	                            ClaimSizer::kDefaultTimeout));
-	return std::max(netlink_default, both_waits + std::chrono::seconds(10));
-}
-
 } // namespace replipipe

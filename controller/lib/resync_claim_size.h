@@ -108,15 +108,4 @@ std::optional<std::chrono::seconds>
 ReadClaimTimeout(const std::string &path =
                          "/sys/module/replipipe/parameters/claim_timeout_sec");
 
-// How long a resync channel waits for the kernel's answer to a call. A
-// RESYNC_CLAIM may take claim_timeout_sec at the fence of a removed pair
-// and claim_timeout_sec again for the claimed regions to drain
-// (rp_claim_new()); a job that gave up sooner would fail, and leave the
-// claim holding writes for nothing. Twice the time-out (the kernel's
-// default when unknown), 10 s for the answer, at least
-// netlink_default.
-std::chrono::milliseconds
-ResyncCallTimeout(std::optional<std::chrono::seconds> claim_timeout,
-                  std::chrono::milliseconds netlink_default);
-
 } // namespace replipipe

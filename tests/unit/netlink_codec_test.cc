@@ -513,6 +513,55 @@ TEST(NetlinkResync, ClaimRequestCarriesThePairSerial)
 	}
 }
 
+// RESYNC_CLAIM's and RESYNC_CLAIM_WAIT's replies as the kernel sends them
+// (rp_claim_reply_send()): a claim not granted yet says so and carries its
+// id only; its regions are not the engine's.
+TEST(NetlinkResync, ClaimRepliesPendingAndGranted)
+{
+	RegionClaim claim;
+	bool pending = false;
+
+	NlMsgPtr wait = GenlMessage(REPLIPIPE_CMD_RESYNC_CLAIM);
+	nla_put_u64(wait.get(), REPLIPIPE_A_CLAIM_ID, 41);
+	nla_put_flag(wait.get(), REPLIPIPE_A_CLAIM_PENDING);
+	ASSERT_TRUE(
+	        ParseClaimReply(nlmsg_hdr(wait.get()), &claim, &pending).ok());
+	EXPECT_TRUE(pending);
+	EXPECT_EQ(claim.id, 41u);
+	EXPECT_EQ(claim.count, 0u);
+
+	NlMsgPtr granted = GenlMessage(REPLIPIPE_CMD_RESYNC_CLAIM_WAIT);
+	nla_put_u64(granted.get(), REPLIPIPE_A_CLAIM_ID, 41);
+	nla_put_u64(granted.get(), REPLIPIPE_A_CLAIM_FIRST, 96);
+	nla_put_u32(granted.get(), REPLIPIPE_A_CLAIM_COUNT, 8);
+	nla_put_u32(granted.get(), REPLIPIPE_A_CLAIM_TIME_LEFT_MS, 29500);
+	ASSERT_TRUE(ParseClaimReply(nlmsg_hdr(granted.get()), &claim, &pending)
+	                    .ok());
+	EXPECT_FALSE(pending);
+	EXPECT_EQ(claim.id, 41u);
+	EXPECT_EQ(claim.first, 96u);
+	EXPECT_EQ(claim.count, 8u);
+	ASSERT_TRUE(claim.time_left.has_value());
+	EXPECT_EQ(claim.time_left->count(), 29500);
+
+	// Nothing dirty past the fence: count 0, no claim.
+	NlMsgPtr clean = GenlMessage(REPLIPIPE_CMD_RESYNC_CLAIM_WAIT);
+	nla_put_u64(clean.get(), REPLIPIPE_A_CLAIM_ID, 0);
+	nla_put_u64(clean.get(), REPLIPIPE_A_CLAIM_FIRST, 96);
+	nla_put_u32(clean.get(), REPLIPIPE_A_CLAIM_COUNT, 0);
+	ASSERT_TRUE(
+	        ParseClaimReply(nlmsg_hdr(clean.get()), &claim, &pending).ok());
+	EXPECT_FALSE(pending);
+	EXPECT_EQ(claim.count, 0u);
+	EXPECT_FALSE(claim.time_left.has_value());
+
+	// A pending answer without an id could never be asked about again.
+	NlMsgPtr bad = GenlMessage(REPLIPIPE_CMD_RESYNC_CLAIM);
+	nla_put_flag(bad.get(), REPLIPIPE_A_CLAIM_PENDING);
+	EXPECT_EQ(ParseClaimReply(nlmsg_hdr(bad.get()), &claim, &pending).err(),
+	          EPROTO);
+}
+
 // nlctrl's announcements as the kernel sends them (genl_ctrl_event()).
 NlMsgPtr CtrlMessage(uint8_t cmd, const char *name, uint16_t id)
 {

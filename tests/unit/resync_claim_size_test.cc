@@ -312,21 +312,5 @@ TEST(ClaimSizer, ShorterTimeoutShrinksTheNextClaim)
 	EXPECT_EQ(sizer.next(), before / 2);
 }
 
-// A resync channel outwaits both of the kernel's waits in a claim: the
-// fence and the drain, each up to claim_timeout_sec.
-TEST(ResyncCallTimeout, OutwaitsTheFenceAndTheDrain)
-{
-	using std::chrono::milliseconds;
-	using std::chrono::seconds;
-	const milliseconds netlink(10000);
-	EXPECT_EQ(ResyncCallTimeout(seconds(30), netlink), seconds(70));
-	EXPECT_EQ(ResyncCallTimeout(seconds(300), netlink), seconds(610));
-	// Unknown (module not loaded yet): the kernel's default, 30 s.
-	EXPECT_EQ(ResyncCallTimeout(std::nullopt, netlink), seconds(70));
-	// Never below the default of a netlink call.
-	EXPECT_EQ(ResyncCallTimeout(seconds(1), milliseconds(60000)),
-	          seconds(60));
-}
-
 } // namespace
 } // namespace replipipe

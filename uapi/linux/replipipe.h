@@ -72,7 +72,15 @@
  *                new writes to them until the claim ends. Reply:
  *                CLAIM_ID, CLAIM_FIRST, CLAIM_COUNT (0 = nothing
  *                dirty and unclaimed at or after the hint) and, for a
- *                claim, CLAIM_TIME_LEFT_MS. With
+ *                claim, CLAIM_TIME_LEFT_MS. A request waits at most
+ *                REPLIPIPE_CLAIM_WAIT_MS (generic netlink holds a lock
+ *                every family shares while a request runs): a claim not
+ *                granted by then (at the fence of a pair not started or
+ *                of a removed pair, or draining) is answered with
+ *                CLAIM_ID and the flag CLAIM_PENDING only; its regions are
+ *                not the engine's yet. Ask again with RESYNC_CLAIM_WAIT
+ *                until a reply without CLAIM_PENDING, or give it up with
+ *                RESYNC_FAILED. With
  *                REPLIPIPE_A_CLAIM_PAIR_SERIAL the claim fails with ESTALE
  *                unless the pair is still the one PIPE_GET reported with that
  *                REPLIPIPE_A_PAIR_SERIAL (a resync planned for a pair that a
@@ -85,10 +93,19 @@
  *                the request then fails. A pair has at most
  *                REPLIPIPE_MAX_CLAIMS_PER_PAIR claims at a time: one more
  *                fails with EBUSY.
+ *   RESYNC_CLAIM_WAIT CLAIM_ID of a pending claim of this socket: waits at
+ *                most REPLIPIPE_CLAIM_WAIT_MS more; replies as RESYNC_CLAIM
+ *                (CLAIM_COUNT 0 and CLAIM_ID 0 if, past the fence, nothing
+ *                dirty was left). A pending claim that is not granted within
+ *                claim_timeout_sec (at the fence; then again while it
+ *                drains) fails with ETIMEDOUT and is gone; one nobody asks
+ *                about for a second past that is dropped.
  *   RESYNC_DONE  CLAIM_ID: the regions were copied and the copy is durable
  *                on the target (flushed: the kernel does not see the
  *                engine's writes); clear their bits, release the held writes.
+ *                EBUSY for a claim still pending.
  *   RESYNC_FAILED CLAIM_ID: the copy failed; bits stay set, writes released.
+ *                A pending claim is given up.
  *
  * Write-intent record
  *   A backstore made with control "intent_path=<block device>" keeps one
@@ -118,7 +135,8 @@
  * not an added attribute or command); replipiped refuses a family of
  * another version.
  */
-#define REPLIPIPE_GENL_VERSION		1
+#define REPLIPIPE_GENL_VERSION		2	/* 2: RESYNC_CLAIM may answer
+						 * CLAIM_PENDING */
 #define REPLIPIPE_MCGRP_EVENTS		"events"
 
 /* Bounds enforced by the kernel's policies. */
@@ -133,6 +151,8 @@
 #define REPLIPIPE_MAX_PAIRS		256
 #define REPLIPIPE_CLAIM_MAX_REGIONS	4096
 #define REPLIPIPE_MAX_CLAIMS_PER_PAIR	64
+#define REPLIPIPE_CLAIM_WAIT_MS		250	/* longest wait of one
+						 * RESYNC_CLAIM(_WAIT) */
 #define REPLIPIPE_BITMAP_CHUNK_BYTES	4096
 
 enum replipipe_mode {
@@ -180,6 +200,7 @@ enum replipipe_cmd {
 	REPLIPIPE_CMD_EVT_PIPE_CHANGED,
 	REPLIPIPE_CMD_EVT_PIPE_DELETED,
 	REPLIPIPE_CMD_EVT_PAIR_STATE,
+	REPLIPIPE_CMD_RESYNC_CLAIM_WAIT,
 	__REPLIPIPE_CMD_MAX,
 };
 #define REPLIPIPE_CMD_MAX (__REPLIPIPE_CMD_MAX - 1)
@@ -223,6 +244,8 @@ enum replipipe_attr {
 					 * wait at the fence, before the wait
 					 * for the writes in flight to drain,
 					 * which it includes */
+	REPLIPIPE_A_CLAIM_PENDING,	/* flag, in a reply: the claim is not
+					 * granted yet (RESYNC_CLAIM_WAIT) */
 	__REPLIPIPE_A_MAX,
 };
 #define REPLIPIPE_A_MAX (__REPLIPIPE_A_MAX - 1)

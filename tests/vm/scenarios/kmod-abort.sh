@@ -241,7 +241,7 @@ rm -f /tmp/claim
 rp-nlctl claim $PIPE $SRC --hint 100 --max 1 --hold 1 --done > /tmp/claim 2>&1 &
 claim_pid=$!
 i=0
-until grep -q rp_claim_new /proc/$claim_pid/stack 2> /dev/null; do
+until grep -q "^claim-pending id=" /tmp/claim; do
 	i=$((i + 1))
 	[ $i -lt 100 ] || vm_fail "setup: the claim is not waiting in the kernel: $(cat /tmp/claim)"
 	sleep 0.1

@@ -10,7 +10,10 @@
 #  2. PIPE_SET of a pipe with that source returns within its 5 s bound,
 #     with the pair not started; PIPE_GET answers at once; a claim waits
 #     claim_timeout_sec (2 s) and fails saying why. A claim waiting there
-#     with claim_timeout_sec 30 ends at once when killed (SIGKILL).
+#     with claim_timeout_sec 30 is answered pending (the kernel waits
+#     REPLIPIPE_CLAIM_WAIT_MS per request: nbd, a module with a genl
+#     family, loads meanwhile, on kernels that have it) and ends at once
+#     when killed (SIGKILL).
 #  3. The dm device resumed: W ends, the pair starts on its own (its record
 #     too: the start runs from a work item, under the lock), and a resync
 #     of its regions, all dirty, makes the legs identical.
@@ -108,6 +111,24 @@ rp-nlctl claim $PIPE $SRC > /tmp/claimk.out 2>&1 &
 cpid=$!
 sleep 1
 kill -0 $cpid 2> /dev/null || vm_fail "the claim did not wait: $(cat /tmp/claimk.out)"
+# ... REPLIPIPE_CLAIM_WAIT_MS per request, not claim_timeout_sec: generic
+# netlink runs a request under the read side of a lock every family
+# shares, which a module registering a family takes for writing, and every
+# genl request of the host then queued behind the claim.
+grep -q "^claim-pending id=" /tmp/claimk.out ||
+	vm_fail "the kernel did not answer the claim at the fence as pending: $(cat /tmp/claimk.out)"
+if [ -n "$(find /lib/modules/$(uname -r) -name 'nbd.ko*')" ]; then
+	t0=$(vm_now_ms)
+	modprobe nbd || vm_fail "modprobe nbd"
+	t1=$(vm_now_ms)
+	vm_log "RESULT nbd's genl family registered in $((t1 - t0)) ms beside a claim at the fence"
+	[ $((t1 - t0)) -lt 3000 ] ||
+		vm_fail "loading nbd (a genl family) took $((t1 - t0)) ms beside a claim waiting at the fence"
+	kill -0 $cpid 2> /dev/null || vm_fail "the claim ended while nbd loaded: $(cat /tmp/claimk.out)"
+	rmmod nbd || vm_fail "rmmod nbd"
+else
+	vm_log "no nbd module in this kernel: no genl family registered beside the claim"
+fi
 t0=$(vm_now_ms)
 kill -9 $cpid
 rc=0

@@ -65,7 +65,9 @@ const char kUsage[] =
         "  pair-state ID SRC pause|resume\n"
         "  bitmap ID SRC\n"
         "  claim ID SRC [--hint H] [--max N] [--serial N] [--hold SECONDS]\n"
-        "        [--done|--failed]   (--serial: the pair's serial as get\n"
+        "        [--done|--failed]   (prints claim-pending id=N first if\n"
+        "        the kernel's first answer is that it is not granted yet;\n"
+        "        --serial: the pair's serial as get\n"
         "        prints it; the claim fails with ESTALE once that pair was\n"
         "        replaced)\n"
         "        [--full-rcvbuf SECONDS]   (the smallest receive buffer,\n"
@@ -481,8 +483,18 @@ int CmdClaim(Args &args)
 	auto channel = NetlinkResyncChannel::Open(g_timeout);
 	if (!channel.ok())
 		return Fail(channel.status());
-	auto claim = (*channel)->Claim(pos[0], pos[1], hint,
-	                               static_cast<uint32_t>(max), serial);
+	// The kernel answers within REPLIPIPE_CLAIM_WAIT_MS; a claim not
+	// granted by then is said so once, for the scenarios that look.
+	bool said_pending = false;
+	auto claim = (*channel)->Claim(
+	        pos[0], pos[1], hint, static_cast<uint32_t>(max), serial,
+	        [&](uint64_t id) {
+		        if (said_pending)
+			        return;
+		        said_pending = true;
+		        std::printf("claim-pending id=%" PRIu64 "\n", id);
+		        std::fflush(stdout);
+	        });
 	if (!claim.ok())
 		return Fail(claim.status());
 	std::printf("claim pipe=%s source=%s id=%" PRIu64 " first=%" PRIu64

@@ -469,6 +469,15 @@ static void cases_unknown_objects(const struct conn *c, const struct opts *o)
 	r = req_send(c, msg);
 	judge("done_unknown_claim", &r, EXPECT(ENOENT), true);
 
+	msg = req_new(c, REPLIPIPE_CMD_RESYNC_CLAIM_WAIT, 0);
+	nla_put_u64(msg, REPLIPIPE_A_CLAIM_ID, 0x7e57c1a1ull);
+	r = req_send(c, msg);
+	judge("claim_wait_unknown_claim", &r, EXPECT(ENOENT), true);
+
+	msg = req_new(c, REPLIPIPE_CMD_RESYNC_CLAIM_WAIT, 0);
+	r = req_send(c, msg);
+	judge("claim_wait_no_id", &r, EXPECT(EINVAL), true);
+
 	msg = req_new(c, REPLIPIPE_CMD_RESYNC_CLAIM, 0);
 	nla_put_string(msg, REPLIPIPE_A_PIPE_ID, NLTEST_NONE);
 	nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, o->source);
@@ -1108,6 +1117,11 @@ static void cases_unprivileged(const struct opts *o)
 	nla_put_u64(msg, REPLIPIPE_A_CLAIM_ID, 1);
 	r = req_send(&c, msg);
 	judge("unpriv_resync_done", &r, EXPECT(EPERM), false);
+
+	msg = req_new(&c, REPLIPIPE_CMD_RESYNC_CLAIM_WAIT, 0);
+	nla_put_u64(msg, REPLIPIPE_A_CLAIM_ID, 1);
+	r = req_send(&c, msg);
+	judge("unpriv_resync_claim_wait", &r, EXPECT(EPERM), false);
 
 	msg = req_new(&c, REPLIPIPE_CMD_RESYNC_FAILED, 0);
 	nla_put_u64(msg, REPLIPIPE_A_CLAIM_ID, 1);
