@@ -1450,7 +1450,7 @@ static void rp_pair_start_work(struct work_struct *work)
  * I/O (multipath with no path, a suspended dm device) would hold every
  * netlink command and the claim reaper for as long.  A pair whose source
  * still has such writes then starts later (rp_pair_start_work()); its claims
- * wait for that (rp_claim_new()).  rp_config_lock held.
+ * wait for that (rp_claim_advance()).  rp_config_lock held.
  */
 static void rp_pairs_start(struct rp_pipe_spec *spec)
 {
@@ -2333,8 +2333,9 @@ static bool __rp_claim_take(struct rp_claim *claim,
  * pending; one whose time ran out (claim_timeout_sec at the fence, then
  * again from the fence to the end of the drain) is dropped: ETIMEDOUT.
  * The waits are TASK_IDLE, as the retire wait is (the parameter allows an
- * hour), and killable (EINTR: the claim stays until its dying owner's
- * socket closes).  The caller holds a pair reference, not rp_config_lock.
+ * hour), and killable (EINTR: the claim is dropped, since its dying owner
+ * may not know its id yet).  The caller holds a pair reference, not
+ * rp_config_lock.
  */
 int rp_claim_advance(struct rp_pair *pair, u64 id,
 		     struct rp_claim_reply *reply,
@@ -2361,13 +2362,8 @@ int rp_claim_advance(struct rp_pair *pair, u64 id,
 			spin_unlock_irq(&pair->lock);
 			return 0;
 		}
-		first = claim->first;
-		last = first + claim->count - 1;
-		seq = claim->drain_seq;
-		if (claim->stage == RP_CLAIM_DRAINING &&
-		    __rp_claim_drained(pair, first, last, seq))
-			claim->stage = RP_CLAIM_GRANTED;
 		stage = claim->stage;
+		/* Past its time a claim is not granted: it could not copy. */
 		if (stage != RP_CLAIM_GRANTED &&
 		    !time_before(jiffies, claim->deadline)) {
 			if (stage == RP_CLAIM_DRAINING)
@@ -2383,6 +2379,15 @@ int rp_claim_advance(struct rp_pair *pair, u64 id,
 			spin_unlock_irq(&pair->lock);
 			rp_reqs_resubmit(&released);
 			return -ETIMEDOUT;
+		}
+		if (stage == RP_CLAIM_DRAINING) {
+			first = claim->first;
+			last = first + claim->count - 1;
+			seq = claim->drain_seq;
+			if (__rp_claim_drained(pair, first, last, seq)) {
+				claim->stage = RP_CLAIM_GRANTED;
+				stage = RP_CLAIM_GRANTED;
+			}
 		}
 		if (stage == RP_CLAIM_GRANTED || !time_before(jiffies, until)) {
 			__rp_claim_reply(claim, reply);
@@ -2401,8 +2406,11 @@ int rp_claim_advance(struct rp_pair *pair, u64 id,
 			ret = rp_wait_event_killable_idle_timeout(pair->wq,
 					rp_claim_drained(pair, first, last, seq),
 					ret);
-		if (ret < 0)
+		if (ret < 0) {
+			/* Its dying owner may never have learnt its id. */
+			rp_claim_abort(pair, id);
 			return -EINTR;
+		}
 	}
 	spin_unlock_irq(&pair->lock);
 	if (READ_ONCE(pair->dead))

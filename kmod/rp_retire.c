@@ -18,7 +18,7 @@
  *     it, and a new pair of the same pipe cannot assume it clean;
  *   - its pipe stays allocated, even once deleted (pipe->nr_retired);
  *   - a pair with its source or its target is fenced: no resync claim is
- *     granted on it (rp_claim_new()).  A claim drains only its own pair's
+ *     granted on it (rp_claim_advance()).  A claim drains only its own pair's
  *     writes; the removed pair's may still change the primary after the
  *     resync read it, or land on the target after the copy.
  */

@@ -104,6 +104,14 @@ Status CurrentException(const std::string &context)
 	}
 }
 
+// How long a resync channel waits for the kernel's answer to a call. The
+// kernel waits at most REPLIPIPE_CLAIM_WAIT_MS for a claim, but a call
+// first takes rp_config_lock, which a PIPE_SET holds for up to 5 s of
+// writes in flight (RP_DRAIN_WAIT_SEC) and its write-intent records'
+// writes. A claim whose answer was given up on is one whose id never
+// arrives: it holds writes until the channel closes.
+constexpr std::chrono::seconds kResyncCallTimeout{60};
+
 std::string JobName(const PairJobSpec &spec)
 {
 	return "resync pipe " + spec.pipe_id + " pair " + spec.source;
@@ -131,7 +139,11 @@ public:
 	}
 
 	Status Run() override { return resync_->Run(); }
-	void RequestStop() override { resync_->RequestStop(); }
+	void RequestStop() override
+	{
+		claims_->RequestStop();
+		resync_->RequestStop();
+	}
 	ResyncProgress progress() const override { return resync_->progress(); }
 
 private:
@@ -152,10 +164,7 @@ PairJobFactory NetlinkPairJobFactory(std::string configfs_core)
 		        BackstorePrimaryDevice(spec.source, configfs_core);
 		if (!primary.ok())
 			return primary.status().Context(what);
-		// The kernel answers a claim within REPLIPIPE_CLAIM_WAIT_MS
-		// (pending, at the fence or draining): the default will do.
-		auto channel =
-		        NetlinkResyncChannel::Open(kNetlinkDefaultTimeout);
+		auto channel = NetlinkResyncChannel::Open(kResyncCallTimeout);
 		if (!channel.ok())
 			return channel.status().Context(what);
 		auto claims = std::make_unique<NetlinkPairClaims>(

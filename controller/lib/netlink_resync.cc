@@ -127,7 +127,7 @@ Result<RegionClaim>
 NetlinkResyncChannel::Claim(const std::string &pipe_id,
                             const std::string &source, uint64_t hint,
                             uint32_t max_regions, uint64_t pair_serial,
-                            const std::function<void(uint64_t)> &on_pending)
+                            const std::function<bool(uint64_t)> &keep_waiting)
 {
 	std::lock_guard<std::mutex> lock(mu_);
 	const std::string what = "kernel RESYNC_CLAIM " +
@@ -145,20 +145,28 @@ NetlinkResyncChannel::Claim(const std::string &pipe_id,
 	// time-outs end a claim that stays pending (ETIMEDOUT).
 	while (st.ok() && pending) {
 		const uint64_t id = claim.id;
-		if (on_pending)
-			on_pending(id);
-		msg = sock_->NewRequest(REPLIPIPE_CMD_RESYNC_CLAIM_WAIT);
-		if (nla_put_u64(msg.get(), REPLIPIPE_A_CLAIM_ID, id) < 0)
-			st = Status::Error("netlink message too large",
-			                   EMSGSIZE);
-		else
-			st = ClaimStep(std::move(msg), &claim, &pending)
-			             .Context("RESYNC_CLAIM_WAIT claim " +
-			                      std::to_string(id));
-		// A claim the kernel did not end (this side failed: no
-		// memory, no answer in time) would hold writes to its
-		// regions until its time-out: give it up. Its own error is
-		// the one to report; the kernel's answer to this adds none.
+		if (keep_waiting && !keep_waiting(id)) {
+			st = Status::Error(
+			        "stopped while the claim was pending",
+			        ECANCELED);
+		} else {
+			msg = sock_->NewRequest(
+			        REPLIPIPE_CMD_RESYNC_CLAIM_WAIT);
+			if (nla_put_u64(msg.get(), REPLIPIPE_A_CLAIM_ID, id) <
+			    0)
+				st = Status::Error("netlink message too large",
+				                   EMSGSIZE);
+			else
+				st = ClaimStep(std::move(msg), &claim, &pending)
+				             .Context("RESYNC_CLAIM_WAIT "
+				                      "claim " +
+				                      std::to_string(id));
+		}
+		// A claim the kernel did not end (stopped, or this side
+		// failed: no memory, no answer in time) would hold writes to
+		// its regions until its time-out: give it up. Its own error
+		// is the one to report; the kernel's answer to this adds
+		// none.
 		if (!st.ok()) {
 			NlMsgPtr give_up =
 			        sock_->NewRequest(REPLIPIPE_CMD_RESYNC_FAILED);

@@ -7,6 +7,7 @@
 // channel per pair or per engine.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -38,12 +39,13 @@ public:
 	// pair_serial: the REPLIPIPE_A_PAIR_SERIAL of the pair the claim is
 	// for (0: any pair with that source; older modules report none). The
 	// kernel refuses a claim on another pair with ESTALE. Returns once the
-	// claim is granted or failed; on_pending (if set) sees each answer
-	// that it is not yet (the claim's id).
+	// claim is granted or failed. keep_waiting (if set) sees the claim's id
+	// at each answer that it is pending; false gives the claim up
+	// (RESYNC_FAILED) and Claim() fails with ECANCELED.
 	Result<RegionClaim>
 	Claim(const std::string &pipe_id, const std::string &source,
 	      uint64_t hint, uint32_t max_regions, uint64_t pair_serial = 0,
-	      const std::function<void(uint64_t)> &on_pending = {});
+	      const std::function<bool(uint64_t)> &keep_waiting = {});
 	Status Done(uint64_t claim_id);
 	Status Failed(uint64_t claim_id);
 	// BITMAP_GET dump, chunks reassembled.
@@ -89,9 +91,13 @@ public:
 	}
 	Result<RegionClaim> Claim(uint64_t hint, uint32_t max_regions) override
 	{
-		return channel_->Claim(pipe_id_, source_, hint, max_regions,
-		                       pair_serial_);
+		return channel_->Claim(
+		        pipe_id_, source_, hint, max_regions, pair_serial_,
+		        [this](uint64_t) { return !stopping_.load(); });
 	}
+	// A claim pending now or later is given up (ECANCELED) rather than
+	// waited for, up to twice claim_timeout_sec. Any thread.
+	void RequestStop() { stopping_ = true; }
 	Status Done(uint64_t claim_id) override
 	{
 		return channel_->Done(claim_id);
@@ -104,6 +110,7 @@ public:
 
 private:
 	NetlinkResyncChannel *channel_;
+	std::atomic<bool> stopping_{false};
 	std::string pipe_id_;
 	std::string source_;
 	uint64_t pair_serial_;

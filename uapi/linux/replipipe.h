@@ -91,8 +91,8 @@
  *                claim_timeout_sec. A claim whose reply cannot be delivered
  *                (the socket's receive buffer is full) is dropped at once;
  *                the request then fails. A pair has at most
- *                REPLIPIPE_MAX_CLAIMS_PER_PAIR claims at a time: one more
- *                fails with EBUSY.
+ *                REPLIPIPE_MAX_CLAIMS_PER_PAIR claims at a time, pending
+ *                ones included: one more fails with EBUSY.
  *   RESYNC_CLAIM_WAIT CLAIM_ID of a pending claim of this socket: waits at
  *                most REPLIPIPE_CLAIM_WAIT_MS more; replies as RESYNC_CLAIM
  *                (CLAIM_COUNT 0 and CLAIM_ID 0 if, past the fence, nothing
