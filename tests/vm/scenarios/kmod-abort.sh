@@ -13,7 +13,9 @@
 # (sg_reset -N -d) lets a write held for a claim go the same way, and so
 # does a PREEMPT AND ABORT of a reservation holder (sg_persist, from a
 # second nexus over iSCSI). A claim that lets its writes go while it
-# drains the writes from before it does not wait for those it let go.
+# drains the writes from before it does not wait for those it let go. A
+# claim answered pending while it drains cannot be finished as done
+# (EBUSY) and is given up by RESYNC_FAILED.
 # vm-timeout: 300
 # vm-cost: 85
 # vm-debug-cost: 115
@@ -237,6 +239,15 @@ vm_log "== a claim that let its writes go while draining waits only for the writ
 vm_dm_load rptgt "0 $sectors delay /dev/ram1 0 60000"
 write_region 100 w7 > /dev/null
 [ "$(vm_field "$(pair_line)" lag)" = 65536 ] || vm_fail "setup: w7's copy is not in flight: $(pair_line)"
+# A claim answered pending (draining w7's copy) is not the engine's yet:
+# its RESYNC_DONE is refused, its RESYNC_FAILED gives it up.
+rp-nlctl claim $PIPE $SRC --hint 100 --max 1 --give-up-pending > /tmp/giveup 2>&1 ||
+	vm_fail "claim --give-up-pending: $(cat /tmp/giveup)"
+cat /tmp/giveup
+grep -q "^done result=EBUSY$" /tmp/giveup || vm_fail "a pending claim was finished as done: $(cat /tmp/giveup)"
+grep -q "^failed result=ok$" /tmp/giveup || vm_fail "a pending claim was not given up: $(cat /tmp/giveup)"
+grep -q " claims=0 " /sys/module/replipipe/parameters/live_objects ||
+	vm_fail "the given-up claim is still there: $(cat /sys/module/replipipe/parameters/live_objects)"
 rm -f /tmp/claim
 rp-nlctl claim $PIPE $SRC --hint 100 --max 1 --hold 1 --done > /tmp/claim 2>&1 &
 claim_pid=$!

@@ -70,6 +70,8 @@ const char kUsage[] =
         "        --serial: the pair's serial as get\n"
         "        prints it; the claim fails with ESTALE once that pair was\n"
         "        replaced)\n"
+        "        [--give-up-pending]   (a claim answered pending: its\n"
+        "        RESYNC_DONE must fail with EBUSY, its RESYNC_FAILED end it)\n"
         "        [--full-rcvbuf SECONDS]   (the smallest receive buffer,\n"
         "        filled with unread PIPE_GET replies (up to SECONDS), then\n"
         "        claim: the reply cannot be delivered; --hold then keeps\n"
@@ -459,6 +461,51 @@ int ClaimFullRcvbuf(const std::vector<std::string> &pos, uint64_t hint,
 	return st.ok() ? kExitOk : kExitKernel;
 }
 
+// claim --give-up-pending: a claim the kernel answers pending (writes to
+// its regions still in flight, or the pair fenced) is not the engine's yet:
+// RESYNC_DONE is refused (EBUSY), RESYNC_FAILED gives it up. Prints the
+// first answer and each of the two results; fails if the claim was granted
+// at once (nothing pending to try them on).
+int ClaimGiveUpPending(const std::vector<std::string> &pos, uint64_t hint,
+                       uint32_t max, uint64_t serial)
+{
+	auto sock = NetlinkSocket::Open(g_timeout);
+	if (!sock.ok())
+		return Fail(sock.status());
+	NlMsgPtr msg = (*sock)->NewRequest(REPLIPIPE_CMD_RESYNC_CLAIM);
+	Status st =
+	        PutClaimRequest(msg.get(), pos[0], pos[1], hint, max, serial);
+	RegionClaim claim;
+	bool pending = false;
+	if (st.ok())
+		st = (*sock)->Request(std::move(msg), [&](nlmsghdr *hdr) {
+			return ParseClaimReply(hdr, &claim, &pending);
+		});
+	if (!st.ok())
+		return Fail(st);
+	if (!pending)
+		return Fail(Status::Error("claim " + std::to_string(claim.id) +
+		                                  " was granted at once",
+		                          EINVAL));
+	std::printf("claim-pending id=%" PRIu64 "\n", claim.id);
+	for (const auto &[cmd, name] :
+	     {std::pair{REPLIPIPE_CMD_RESYNC_DONE, "done"},
+	      std::pair{REPLIPIPE_CMD_RESYNC_FAILED, "failed"}}) {
+		NlMsgPtr end = (*sock)->NewRequest(cmd);
+		if (nla_put_u64(end.get(), REPLIPIPE_A_CLAIM_ID, claim.id) < 0)
+			return Fail(Status::Error("netlink message too large",
+			                          EMSGSIZE));
+		Status r = (*sock)->Request(std::move(end));
+		const char *err =
+		        r.err() != 0 ? strerrorname_np(r.err()) : nullptr;
+		std::printf("%s result=%s\n", name,
+		            r.ok()           ? "ok"
+		            : err != nullptr ? err
+		                             : "error");
+	}
+	return kExitOk;
+}
+
 int CmdClaim(Args &args)
 {
 	const uint64_t hint =
@@ -475,7 +522,11 @@ int CmdClaim(Args &args)
 	if (done && failed)
 		throw UsageError{"--done and --failed exclude each other"};
 	const std::optional<std::string> full = args.Take("--full-rcvbuf");
+	const bool give_up_pending = args.Flag("--give-up-pending");
 	auto pos = args.Positionals(2, 2);
+	if (give_up_pending)
+		return ClaimGiveUpPending(pos, hint, static_cast<uint32_t>(max),
+		                          serial);
 	if (full)
 		return ClaimFullRcvbuf(
 		        pos, hint, static_cast<uint32_t>(max), serial,
@@ -489,11 +540,13 @@ int CmdClaim(Args &args)
 	auto claim = (*channel)->Claim(
 	        pos[0], pos[1], hint, static_cast<uint32_t>(max), serial,
 	        [&](uint64_t id) {
-		        if (said_pending)
-			        return;
-		        said_pending = true;
-		        std::printf("claim-pending id=%" PRIu64 "\n", id);
-		        std::fflush(stdout);
+		        if (!said_pending) {
+			        said_pending = true;
+			        std::printf("claim-pending id=%" PRIu64 "\n",
+			                    id);
+			        std::fflush(stdout);
+		        }
+		        return true;
 	        });
 	if (!claim.ok())
 		return Fail(claim.status());
