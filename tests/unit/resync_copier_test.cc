@@ -2422,18 +2422,22 @@ TEST(ResyncJobs, ARingThatFailsKeepsTheTargetBusyUntilItsRequestsComplete)
 		               std::chrono::milliseconds(10000)))
 			return std::string("the first job did not end once its "
 			                   "request completed");
-		{
+		// A job counts as ended before its event is sent (outside the
+		// jobs' lock): wait for the event too.
+		auto reported = [&] {
 			std::lock_guard lock(mu);
-			auto reported = [](const ControlEvent &e) {
-				return e.type == "resync_failed" &&
-				       e.message.find("io_uring_wait_cqe") !=
-				               std::string::npos;
-			};
-			if (std::none_of(events.begin(), events.end(),
-			                 reported))
-				return std::string("no resync_failed naming "
-				                   "io_uring_wait_cqe");
-		}
+			return std::any_of(
+			        events.begin(), events.end(),
+			        [](const ControlEvent &e) {
+				        return e.type == "resync_failed" &&
+				               e.message.find(
+				                       "io_uring_wait_cqe") !=
+				                       std::string::npos;
+			        });
+		};
+		if (!WaitUntil(reported, std::chrono::milliseconds(5000)))
+			return std::string("no resync_failed naming "
+			                   "io_uring_wait_cqe");
 		// The target is free: the other pipe's pair gets its job.
 		jobs.SyncPipe(two.first, two.second);
 		WaitUntil([&] { return made.load() >= 2; },
