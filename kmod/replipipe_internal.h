@@ -42,8 +42,8 @@
 #define RP_ASYNC_BIO_POOL_SIZE	16	/* bios of async copies (see rp_io.c) */
 #define RP_LAG_WAIT_SEC		30	/* longest a writer waits for lag room */
 /*
- * Longest a PAIR_SET waits for the target's probe (read and flush together):
- * well under the 10 s replipiped and rp-nlctl give a netlink request.
+ * Longest the probe of a resume waits for the target (read and flush
+ * together); a PAIR_SET waits for the probe REPLIPIPE_RESUME_WAIT_MS at most.
  */
 #define RP_PROBE_TIMEOUT_SEC	5
 /* Most an UNMAP zeroes on the target of an LBPRZ LUN (64 MiB). */
@@ -326,6 +326,13 @@ struct rp_pair {
 	refcount_t		refs;		/* publisher + requests + waiters */
 	struct completion	released;	/* refs reached zero */
 	wait_queue_head_t	wq;		/* drain, last ref */
+	/*
+	 * A resume's probe of the target runs on rp_probe_wq, not in the
+	 * PAIR_SET that asked for it (rp_pair_resume()); its end wakes
+	 * probe_wq.
+	 */
+	struct work_struct	probe_work;
+	wait_queue_head_t	probe_wq;
 
 	spinlock_t		lock;		/* everything below */
 	u8			state;
@@ -402,6 +409,19 @@ struct rp_pair {
 	 * to a mirrored pair walks the list with interrupts off.
 	 */
 	unsigned int		nr_claims;
+	/*
+	 * The target's probes for resumes, one at a time: probe_seq counts
+	 * those started, probe_done_seq those ended; probe_ret and probe_msg
+	 * are the last one's result.  The last resume asked for saw the
+	 * state generation resume_gen: a probe that ends well while it is
+	 * pending applies it, unless the state changed since.
+	 */
+	u64			probe_seq;
+	u64			probe_done_seq;
+	int			probe_ret;
+	const char		*probe_msg;	/* extack text, or NULL */
+	u32			resume_gen;
+	bool			resume_pending;
 
 	atomic64_t		writes_mirrored;
 	atomic64_t		bytes_mirrored;
@@ -513,6 +533,7 @@ struct rp_pipe_spec {
 
 /* rp_main.c */
 extern struct workqueue_struct *rp_wq;
+extern struct workqueue_struct *rp_probe_wq;
 extern struct kmem_cache *rp_req_cache;
 extern unsigned int rp_claim_timeout_sec;
 extern unsigned int rp_intent_clear_sec;
@@ -565,7 +586,6 @@ enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 				  bool lag_reserved, bool can_hold);
 bool __rp_pair_mirroring(struct rp_pair *pair);
 bool rp_pair_mirroring(struct rp_pair *pair);
-bool rp_pair_mirroring_gen(struct rp_pair *pair, u32 *gen);
 void __rp_pair_mark_dirty(struct rp_pair *pair, u64 first, u64 last);
 void __rp_pair_dirty_set(struct rp_pair *pair);
 void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req);
@@ -604,10 +624,9 @@ struct rp_pair *rp_pair_find(const char *source);
 int rp_pipe_set(struct rp_pipe_spec *spec, struct netlink_ext_ack *extack,
 		bool *created);
 int rp_pipe_del(const char *id, struct netlink_ext_ack *extack);
-int rp_pair_probe_target(struct rp_pair *pair,
-			 struct netlink_ext_ack *extack);
-int rp_pair_set_state(struct rp_pair *pair, u8 state, u32 seen_gen,
-		      struct netlink_ext_ack *extack);
+int rp_pair_pause(struct rp_pair *pair, struct netlink_ext_ack *extack);
+int rp_pair_resume(struct rp_pair *pair, bool again,
+		   struct netlink_ext_ack *extack);
 int rp_claim_new(struct rp_pair *pair, u64 hint, u32 max, u32 portid,
 		 struct rp_claim_reply *reply, struct netlink_ext_ack *extack);
 struct rp_pair *rp_claim_pair_get(u64 id, u32 portid,

@@ -6,8 +6,10 @@
  * take is rejected.  Every state-changing operation needs CAP_NET_ADMIN.
  * One *_fill() per object serves doit, dumpit and notifications.
  * The family is parallel: handlers serialize on rp_config_lock, and a
- * RESYNC_CLAIM waiting for writes to drain blocks nobody else (for at most
- * REPLIPIPE_CLAIM_WAIT_MS: rp_claim_advance() says why).
+ * RESYNC_CLAIM waiting for writes to drain or a PAIR_SET waiting for its
+ * probe of the target blocks nobody else (for at most
+ * REPLIPIPE_CLAIM_WAIT_MS and REPLIPIPE_RESUME_WAIT_MS: rp_claim_advance()
+ * and rp_pair_resume() say why).
  */
 #define pr_fmt(fmt) "replipipe: " fmt
 
@@ -83,6 +85,7 @@ static const struct nla_policy rp_pair_set_policy[REPLIPIPE_A_MAX + 1] = {
 	RP_POLICY_SOURCE,
 	[REPLIPIPE_A_PAIR_STATE]	= NLA_POLICY_MAX(NLA_U8,
 						REPLIPIPE_PAIR_STATE_MAX),
+	[REPLIPIPE_A_PAIR_RESUME_WAIT]	= { .type = NLA_FLAG },
 };
 
 static const struct nla_policy rp_bitmap_get_policy[REPLIPIPE_A_MAX + 1] = {
@@ -600,8 +603,8 @@ static struct rp_pair *rp_nl_pair(struct nlattr **attrs,
 
 static int rp_nl_pair_set(struct sk_buff *skb, struct genl_info *info)
 {
+	bool again = nla_get_flag(info->attrs[REPLIPIPE_A_PAIR_RESUME_WAIT]);
 	struct rp_pair *pair;
-	u32 gen = 0;
 	u8 state;
 	int ret;
 
@@ -615,6 +618,12 @@ static int rp_nl_pair_set(struct sk_buff *skb, struct genl_info *info)
 				    "only Paused or Syncing can be requested");
 		return -EINVAL;
 	}
+	if (again && state != REPLIPIPE_PAIR_SYNCING) {
+		NL_SET_ERR_MSG_ATTR(info->extack,
+				    info->attrs[REPLIPIPE_A_PAIR_RESUME_WAIT],
+				    "PAIR_RESUME_WAIT goes with Syncing only");
+		return -EINVAL;
+	}
 
 	mutex_lock(&rp_config_lock);
 	pair = rp_nl_pair(info->attrs, info->extack);
@@ -625,20 +634,11 @@ static int rp_nl_pair_set(struct sk_buff *skb, struct genl_info *info)
 	refcount_inc(&pair->refs);
 	mutex_unlock(&rp_config_lock);
 
-	/*
-	 * A Degraded (or Paused) pair mirrors again only once its target
-	 * answers; the probe waits for the target (RP_PROBE_TIMEOUT_SEC at most),
-	 * outside rp_config_lock.  A state change meanwhile refuses the
-	 * resume (rp_pair_set_state()).
-	 */
-	if (state == REPLIPIPE_PAIR_SYNCING && !rp_pair_mirroring_gen(pair, &gen)) {
-		ret = rp_pair_probe_target(pair, info->extack);
-		if (ret)
-			goto put;
-	}
-	/* A pair removed meanwhile is dead: rp_pair_set_state() refuses it. */
-	ret = rp_pair_set_state(pair, state, gen, info->extack);
-put:
+	/* A pair removed meanwhile is dead: both refuse it. */
+	if (state == REPLIPIPE_PAIR_SYNCING)
+		ret = rp_pair_resume(pair, again, info->extack);
+	else
+		ret = rp_pair_pause(pair, info->extack);
 	rp_pair_put(pair);
 	return ret;
 }

@@ -16,6 +16,12 @@
 #include "replipipe_internal.h"
 
 struct workqueue_struct *rp_wq;
+/*
+ * Probes of targets for resumes (rp_pair_resume()): each may wait
+ * RP_PROBE_TIMEOUT_SEC for a target that does not answer, so not on rp_wq,
+ * whose rescuer runs one item at a time under memory pressure.
+ */
+struct workqueue_struct *rp_probe_wq;
 struct kmem_cache *rp_req_cache;
 
 atomic_t rp_nr_pipes = ATOMIC_INIT(0);
@@ -84,9 +90,15 @@ static int __init rp_init(void)
 		goto destroy_cache;
 	}
 
+	rp_probe_wq = alloc_workqueue("replipipe_probe", WQ_UNBOUND, 0);
+	if (!rp_probe_wq) {
+		ret = -ENOMEM;
+		goto destroy_wq;
+	}
+
 	ret = rp_pipe_init();
 	if (ret)
-		goto destroy_wq;
+		goto destroy_probe_wq;
 
 	ret = rp_genl_init();
 	if (ret)
@@ -103,6 +115,8 @@ exit_genl:
 	rp_genl_exit();
 exit_pipe:
 	rp_pipe_exit();
+destroy_probe_wq:
+	destroy_workqueue(rp_probe_wq);
 destroy_wq:
 	destroy_workqueue(rp_wq);
 destroy_cache:
@@ -115,6 +129,8 @@ exit_fault:
 static void __exit rp_exit(void)
 {
 	rp_genl_exit();
+	/* No PAIR_SET left to start a probe; the last ones end within 5 s. */
+	destroy_workqueue(rp_probe_wq);
 	rp_pipe_exit();
 	rp_backend_exit();
 	rp_intent_exit();

@@ -17,10 +17,11 @@
  *             that aborted a write waiting for it: primary only,
  *             regions written are marked dirty     -> SYNCING/INSYNC (PAIR_SET)
  *   PAUSED    stopped by PAIR_SET; as DEGRADED     -> SYNCING/INSYNC (PAIR_SET)
- *   PAIR_SET SYNCING leaves DEGRADED/PAUSED only after rp_pair_probe_target()
- *   (a read of the target's first block and a flush, with a pair reference
- *   and without rp_config_lock, bounded by RP_PROBE_TIMEOUT_SEC) succeeded;
- *   else it fails and nothing changes.
+ *   PAIR_SET SYNCING leaves DEGRADED/PAUSED only after a probe of the
+ *   target (a read of its first block and a flush, on rp_probe_wq with a
+ *   pair reference, bounded by RP_PROBE_TIMEOUT_SEC) succeeded, and only if
+ *   the state did not change meanwhile (rp_pair_resume()); else nothing
+ *   changes.
  *   SYNCING becomes INSYNC when a RESYNC_DONE clears the last dirty bit;
  *   INSYNC becomes SYNCING when a region is marked dirty (policy FailIO).
  *   Every state change queues pair->event_work (EVT_PAIR_STATE).
@@ -197,18 +198,6 @@ bool rp_pair_mirroring(struct rp_pair *pair)
 	spin_lock_irqsave(&pair->lock, flags);
 	ret = __rp_pair_mirroring(pair);
 	spin_unlock_irqrestore(&pair->lock, flags);
-	return ret;
-}
-
-/* rp_pair_mirroring(), and in *@gen the state it was seen in. */
-bool rp_pair_mirroring_gen(struct rp_pair *pair, u32 *gen)
-{
-	bool ret;
-
-	spin_lock_irq(&pair->lock);
-	ret = __rp_pair_mirroring(pair);
-	*gen = pair->state_gen;
-	spin_unlock_irq(&pair->lock);
 	return ret;
 }
 
@@ -991,6 +980,7 @@ static bool rp_target_taken(const struct rp_pipe *pipe,
 }
 
 static void rp_pair_start_work(struct work_struct *work);
+static void rp_pair_probe_work(struct work_struct *work);
 
 /*
  * Opens the endpoints of a new pair of @spec and checks them.  The target is
@@ -1143,6 +1133,8 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	refcount_set(&pair->refs, 1);
 	init_completion(&pair->released);
 	init_waitqueue_head(&pair->wq);
+	INIT_WORK(&pair->probe_work, rp_pair_probe_work);
+	init_waitqueue_head(&pair->probe_wq);
 	spin_lock_init(&pair->lock);
 	pair->inflight = RB_ROOT_CACHED;
 	INIT_LIST_HEAD(&pair->held);
@@ -1902,9 +1894,10 @@ static int rp_probe_end_wait(struct rp_probe *probe, bool *abandoned)
 		probe->abandoned = true;
 		*abandoned = true;
 		/*
-		 * The caller pins the module: a genetlink handler, or a
-		 * backstore's record (LIO holds the backend's module while
-		 * the HBA exists).
+		 * The caller pins the module: it holds a pair reference
+		 * (the pair pins its source backstore until freed) or a
+		 * backstore's record, and LIO holds the backend's module
+		 * while the backstore's HBA exists.
 		 */
 		__module_get(THIS_MODULE);
 		spin_unlock_irq(&probe->lock);
@@ -1981,7 +1974,8 @@ free:
  * rp_config_lock; it keeps that reference for at most the bound, and the
  * bios do not need it.  May block.
  */
-int rp_pair_probe_target(struct rp_pair *pair, struct netlink_ext_ack *extack)
+static int rp_pair_probe_target(struct rp_pair *pair,
+				struct netlink_ext_ack *extack)
 {
 	unsigned long deadline = jiffies + RP_PROBE_TIMEOUT_SEC * HZ;
 	struct rp_probe *probe;
@@ -2089,17 +2083,8 @@ int rp_pair_flush_target(struct rp_pair *pair, unsigned long deadline)
 	return ret;
 }
 
-/*
- * PAIR_SET: pause, or resume mirroring.  The caller holds a pair reference;
- * pair->dead tells a pair being removed.  A resume applies to the state the
- * caller saw (@seen_gen, from rp_pair_mirroring_gen()) when it decided
- * whether to probe the target: a pause made during the probe (up to
- * RP_PROBE_TIMEOUT_SEC, outside every lock) is the administrator's and
- * stands, and a pair that degraded since was never probed.  One that
- * mirrors by now (resumed meanwhile, or still) is left as it is.
- */
-int rp_pair_set_state(struct rp_pair *pair, u8 state, u32 seen_gen,
-		      struct netlink_ext_ack *extack)
+/* PAIR_SET Paused.  The caller holds a pair reference. */
+int rp_pair_pause(struct rp_pair *pair, struct netlink_ext_ack *extack)
 {
 	spin_lock_irq(&pair->lock);
 	if (pair->dead) {
@@ -2107,23 +2092,123 @@ int rp_pair_set_state(struct rp_pair *pair, u8 state, u32 seen_gen,
 		NL_SET_ERR_MSG(extack, "the pair is being removed");
 		return -ENOENT;
 	}
-	if (state == REPLIPIPE_PAIR_SYNCING && pair->state_gen != seen_gen &&
-	    !__rp_pair_mirroring(pair)) {
-		spin_unlock_irq(&pair->lock);
-		NL_SET_ERR_MSG(extack,
-			       "the pair's state changed while its target was probed; not resumed");
-		return -EBUSY;
-	}
-	if (state == REPLIPIPE_PAIR_PAUSED) {
-		__rp_pair_set_state(pair, REPLIPIPE_PAIR_PAUSED);
-		__rp_pair_unflushed_dirty(pair);
-	} else if (!__rp_pair_mirroring(pair)) {
+	/* A resume whose probe is running is not applied now (state_gen). */
+	__rp_pair_set_state(pair, REPLIPIPE_PAIR_PAUSED);
+	__rp_pair_unflushed_dirty(pair);
+	spin_unlock_irq(&pair->lock);
+	return 0;
+}
+
+/*
+ * A resume's probe ended: the resume asked for last is applied if the probe
+ * succeeded and the pair is still in the state that resume saw (a pause
+ * made meanwhile is the administrator's and stands; a pair that degraded
+ * since was never probed).  On rp_probe_wq, with the pair reference its
+ * starter took.
+ */
+static void rp_pair_probe_work(struct work_struct *work)
+{
+	struct rp_pair *pair = container_of(work, struct rp_pair, probe_work);
+	struct netlink_ext_ack extack = {};
+	int ret;
+
+	ret = rp_pair_probe_target(pair, &extack);
+	spin_lock_irq(&pair->lock);
+	pair->probe_ret = ret;
+	pair->probe_msg = extack._msg;
+	if (!ret && pair->resume_pending && !pair->dead &&
+	    pair->state_gen == pair->resume_gen && !__rp_pair_mirroring(pair))
 		__rp_pair_set_state(pair, pair->nr_dirty ?
 				    REPLIPIPE_PAIR_SYNCING :
 				    REPLIPIPE_PAIR_INSYNC);
-	}
+	pair->resume_pending = false;
+	pair->probe_done_seq = pair->probe_seq;
 	spin_unlock_irq(&pair->lock);
-	return 0;
+	wake_up_all(&pair->probe_wq);
+	rp_pair_put(pair);
+}
+
+/* What a resume whose probe @seq ended comes to.  pair->lock held. */
+static int __rp_pair_resume_result(struct rp_pair *pair, u64 seq,
+				   struct netlink_ext_ack *extack)
+{
+	if (pair->probe_done_seq < seq) {
+		NL_SET_ERR_MSG(extack,
+			       "the target's probe has not ended yet (it takes "
+			       __stringify(RP_PROBE_TIMEOUT_SEC)
+			       " s at most); ask again with PAIR_RESUME_WAIT");
+		return -EINPROGRESS;
+	}
+	if (pair->dead) {
+		NL_SET_ERR_MSG(extack, "the pair is being removed");
+		return -ENOENT;
+	}
+	if (__rp_pair_mirroring(pair))
+		return 0;
+	if (pair->probe_ret) {
+		if (extack && pair->probe_msg)
+			extack->_msg = pair->probe_msg;
+		return pair->probe_ret;
+	}
+	NL_SET_ERR_MSG(extack,
+		       "the pair's state changed while its target was probed; not resumed");
+	return -EBUSY;
+}
+
+/*
+ * PAIR_SET Syncing: resume a Paused or Degraded pair once a probe of its
+ * target succeeds.  Generic netlink runs a request under a lock every
+ * family shares, and a family's registration waits for it, so the request
+ * does not wait for the probe (up to RP_PROBE_TIMEOUT_SEC) but at most
+ * REPLIPIPE_RESUME_WAIT_MS: a probe still running by then fails it with
+ * -EINPROGRESS, and it is applied when the probe ends whoever asks.  With
+ * @again (PAIR_RESUME_WAIT) the request starts nothing: it waits for the
+ * probe running, or tells how the last one ended.  A request while a probe
+ * runs waits for that one: the target answering it is the answer wanted.
+ * The caller holds a pair reference.
+ */
+int rp_pair_resume(struct rp_pair *pair, bool again,
+		   struct netlink_ext_ack *extack)
+{
+	u64 seq;
+	long left;
+	int ret;
+
+	spin_lock_irq(&pair->lock);
+	if (pair->dead) {
+		spin_unlock_irq(&pair->lock);
+		NL_SET_ERR_MSG(extack, "the pair is being removed");
+		return -ENOENT;
+	}
+	if (!again) {
+		if (__rp_pair_mirroring(pair)) {
+			spin_unlock_irq(&pair->lock);
+			return 0;
+		}
+		pair->resume_gen = pair->state_gen;
+		pair->resume_pending = true;
+		if (pair->probe_done_seq == pair->probe_seq) {
+			pair->probe_seq++;
+			refcount_inc(&pair->refs);	/* the probe's */
+			queue_work(rp_probe_wq, &pair->probe_work);
+		}
+	} else if (!pair->probe_seq) {
+		spin_unlock_irq(&pair->lock);
+		NL_SET_ERR_MSG(extack, "no resume of this pair was asked for");
+		return -ENOENT;
+	}
+	seq = pair->probe_seq;
+	spin_unlock_irq(&pair->lock);
+
+	left = wait_event_killable_timeout(pair->probe_wq,
+					   READ_ONCE(pair->probe_done_seq) >= seq,
+					   msecs_to_jiffies(REPLIPIPE_RESUME_WAIT_MS));
+	if (left < 0)
+		return left;	/* a fatal signal; the probe goes on */
+	spin_lock_irq(&pair->lock);
+	ret = __rp_pair_resume_result(pair, seq, extack);
+	spin_unlock_irq(&pair->lock);
+	return ret;
 }
 
 /* True if a tracked write overlaps regions [@first, @last].  pair->lock. */

@@ -112,7 +112,10 @@ public:
 	virtual Result<std::optional<KernelPipeStatus>>
 	GetPipe(const std::string &id) = 0;
 	virtual Result<std::vector<KernelPipeStatus>> ListPipes() = 0;
-	// PAIR_SET: kPaused pauses, kSyncing resumes (Paused or Degraded).
+	// PAIR_SET: kPaused pauses, kSyncing resumes (Paused or Degraded) once
+	// a probe of the target succeeded: EIO or ETIMEDOUT (5 s) if it did
+	// not, EBUSY if the state changed during the probe. Returns when the
+	// probe has ended (netlink_resume_wait.h).
 	virtual Status SetPairState(const std::string &pipe_id,
 	                            const std::string &source,
 	                            PairState state) = 0;

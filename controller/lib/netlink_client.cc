@@ -5,6 +5,7 @@
 
 #include "netlink_codec.h"
 #include "netlink_dump_retry.h"
+#include "netlink_resume_wait.h"
 
 namespace replipipe
 {
@@ -98,15 +99,26 @@ Status NetlinkKernel::SetPairState(const std::string &pipe_id,
                                    const std::string &source, PairState state)
 {
 	std::lock_guard<std::mutex> lock(mu_);
-	NlMsgPtr msg = sock_->NewRequest(REPLIPIPE_CMD_PAIR_SET);
-	Status st = PutString(msg.get(), REPLIPIPE_A_PIPE_ID, pipe_id);
-	if (st.ok())
-		st = PutString(msg.get(), REPLIPIPE_A_PAIR_SOURCE, source);
-	if (st.ok() && nla_put_u8(msg.get(), REPLIPIPE_A_PAIR_STATE,
-	                          static_cast<uint8_t>(state)) < 0)
-		st = Status::Error("netlink message too large", EMSGSIZE);
-	if (st.ok())
-		st = sock_->Request(std::move(msg));
+	auto ask = [&](bool again) {
+		NlMsgPtr msg = sock_->NewRequest(REPLIPIPE_CMD_PAIR_SET);
+		Status st = PutString(msg.get(), REPLIPIPE_A_PIPE_ID, pipe_id);
+		if (st.ok())
+			st = PutString(msg.get(), REPLIPIPE_A_PAIR_SOURCE,
+			               source);
+		if (st.ok() && nla_put_u8(msg.get(), REPLIPIPE_A_PAIR_STATE,
+		                          static_cast<uint8_t>(state)) < 0)
+			st = Status::Error("netlink message too large",
+			                   EMSGSIZE);
+		if (st.ok() && again &&
+		    nla_put_flag(msg.get(), REPLIPIPE_A_PAIR_RESUME_WAIT) < 0)
+			st = Status::Error("netlink message too large",
+			                   EMSGSIZE);
+		if (st.ok())
+			st = sock_->Request(std::move(msg));
+		return st;
+	};
+	Status st =
+	        state == PairState::kSyncing ? AskUntilProbed(ask) : ask(false);
 	return st.Context("kernel PAIR_SET pipe " + pipe_id + " pair " +
 	                  source);
 }

@@ -61,6 +61,17 @@
  *                pair keeps its state; a target that has not answered both
  *                within 5 s fails it with ETIMEDOUT (the probe's I/O may
  *                still be queued; it pins neither the pair nor PIPE_DEL).
+ *                A state change during the probe (a pause) stands: the
+ *                resume then fails with EBUSY. A request waits for the
+ *                probe at most REPLIPIPE_RESUME_WAIT_MS (generic netlink
+ *                holds a lock every family shares while a request runs):
+ *                a probe still running by then fails it with EINPROGRESS,
+ *                and the resume is applied when the probe ends well,
+ *                whether anyone asks or not. Ask again with the flag
+ *                REPLIPIPE_A_PAIR_RESUME_WAIT (which starts no probe of its
+ *                own) for how it ended, until an answer other than
+ *                EINPROGRESS. A resume asked for while a probe runs waits
+ *                for that probe.
  *   BITMAP_GET   dumpit: a pair's dirty bitmap in chunks
  *                (REPLIPIPE_A_BITMAP_OFFSET in bits, REPLIPIPE_A_BITMAP_DATA
  *                little-endian bit order, bit i = region offset + i).
@@ -136,7 +147,10 @@
  * another version.
  */
 #define REPLIPIPE_GENL_VERSION		2	/* 2: RESYNC_CLAIM may answer
-						 * CLAIM_PENDING */
+						 * CLAIM_PENDING. Not bumped
+						 * when PAIR_SET Syncing began
+						 * to fail with EINPROGRESS:
+						 * an error, not misread */
 #define REPLIPIPE_MCGRP_EVENTS		"events"
 
 /* Bounds enforced by the kernel's policies. */
@@ -153,6 +167,8 @@
 #define REPLIPIPE_MAX_CLAIMS_PER_PAIR	64
 #define REPLIPIPE_CLAIM_WAIT_MS		250	/* longest wait of one
 						 * RESYNC_CLAIM(_WAIT) */
+#define REPLIPIPE_RESUME_WAIT_MS	250	/* longest wait of one
+						 * PAIR_SET Syncing */
 #define REPLIPIPE_BITMAP_CHUNK_BYTES	4096
 
 enum replipipe_mode {
@@ -246,6 +262,8 @@ enum replipipe_attr {
 					 * which it includes */
 	REPLIPIPE_A_CLAIM_PENDING,	/* flag, in a reply: the claim is not
 					 * granted yet (RESYNC_CLAIM_WAIT) */
+	REPLIPIPE_A_PAIR_RESUME_WAIT,	/* flag, on PAIR_SET Syncing: wait for
+					 * the resume asked for before */
 	__REPLIPIPE_A_MAX,
 };
 #define REPLIPIPE_A_MAX (__REPLIPIPE_A_MAX - 1)
