@@ -66,6 +66,40 @@ vm_norm_ranges() {
 	sed -n 's/^dirty //; /^[0-9][0-9]*\(-[0-9][0-9]*\)\{0,1\}$/p' | sed 's/^\([0-9]*\)$/\1-\1/'
 }
 
+# vm_genl_loads_beside WHAT: loads nbd, a module with a generic netlink
+# family, within 3 s while WHAT holds requests of this module's family, and
+# unloads it. Generic netlink runs every request under the read side of a
+# lock that all families share and a family's registration takes for
+# writing: behind a request that waits long, every genl request of the
+# host would queue. Says so and returns when the kernel has no nbd (the
+# debug kernel).
+vm_genl_loads_beside() {
+	local t0 t1
+	if [ -z "$(find /lib/modules/$(uname -r) -name 'nbd.ko*')" ]; then
+		vm_log "no nbd module in this kernel: no genl family registered beside $1"
+		return 0
+	fi
+	t0=$(vm_now_ms)
+	modprobe nbd || vm_fail "modprobe nbd"
+	t1=$(vm_now_ms)
+	vm_log "RESULT nbd's genl family registered in $((t1 - t0)) ms beside $1"
+	[ $((t1 - t0)) -lt 3000 ] ||
+		vm_fail "loading nbd (a genl family) took $((t1 - t0)) ms beside $1"
+	rmmod nbd || vm_fail "rmmod nbd"
+}
+
+# vm_kernel_stack_wait FUNCTION SECONDS: waits until a task's kernel stack
+# holds FUNCTION (a request or a work item that reached a wait); fails
+# after SECONDS.
+vm_kernel_stack_wait() {
+	local i=0
+	until grep -qs "$1" /proc/[0-9]*/stack; do
+		[ $i -lt $(($2 * 20)) ] || vm_fail "no task reached $1 within $2 s"
+		sleep 0.05
+		i=$((i + 1))
+	done
+}
+
 # vm_modprobe MOD [ARGS...]: load a module or fail, saying why.
 vm_modprobe() {
 	local out

@@ -1,8 +1,10 @@
 #!/bin/sh
 # PAIR_SET Syncing on a Degraded pair whose target queues I/O instead of
 # failing it (a suspended dm device, as an iSCSI session in recovery or
-# multipath queue_if_no_path would): the probe is bounded. The request fails
-# with ETIMEDOUT within the bound (5 s) and the pair stays Degraded; a
+# multipath queue_if_no_path would): the probe is bounded. The resume fails
+# with ETIMEDOUT within the bound (5 s) and the pair stays Degraded; each
+# request meanwhile is answered EINPROGRESS within a quarter second, and nbd
+# (a module with a genl family) loads meanwhile, on kernels that have it; a
 # PIPE_DEL right after completes at once although the probe's bio is still
 # queued; rmmod is refused while it is; once the dm device resumes, the bio
 # ends, the probe lets the device go (dmsetup remove works) and the module
@@ -10,7 +12,8 @@
 # PIPE_DEL waited behind it under rp_config_lock. Before that step, a pause
 # sent while a resume probes a slow target (dm-delay, 1.5 s) stands: the
 # resume fails, saying the state changed during its probe (the module
-# before resumed the pair).
+# before resumed the pair); a resume whose client asks only once is applied
+# when its probe ends.
 # Then the same for the flushes a write-intent record makes of the target
 # before it clears chunks (a clear pass, and the pair going away): with a
 # clear pass waiting for its flush of a target that queues I/O, a PIPE_DEL
@@ -173,9 +176,25 @@ grep -q "changed while its target was probed" /tmp/rs.err ||
 pair=$(pair_line) || vm_fail "no pair line"
 [ "$(vm_field "$pair" state)" = Paused ] ||
 	vm_fail "the pause made during the resume's probe was undone: $pair"
+
+vm_log "== a resume nobody asks about again is applied when its probe ends"
+# The request waits for the probe a quarter second at most and answers
+# EINPROGRESS; the probe (1.5 s of delay) then resumes the pair by itself.
+rp-nlctl pair-state $PIPE $SRC resume --once > /tmp/once.out 2> /tmp/once.err ||
+	vm_fail "resume --once"
+cat /tmp/once.out /tmp/once.err
+grep -q "^resume result=EINPROGRESS$" /tmp/once.out ||
+	vm_fail "a resume whose probe takes 1.5 s was not answered EINPROGRESS"
+i=0
+until [ "$(vm_field "$(pair_line)" state)" = Syncing ]; do
+	[ $i -lt 100 ] || vm_fail "the resume was not applied when its probe ended: $(pair_line)"
+	sleep 0.1; i=$((i + 1))
+done
+rp-nlctl pair-state $PIPE $SRC resume --once --again > /tmp/once.out ||
+	vm_fail "resume --once --again"
+grep -q "^resume result=ok$" /tmp/once.out ||
+	vm_fail "asked again after its probe, the resume did not say ok: $(cat /tmp/once.out)"
 # Degraded again, for what follows.
-vm_dm_load rptgt "0 $sectors linear /dev/ram1 0"
-rp-nlctl pair-state $PIPE $SRC resume || vm_fail "resume"
 vm_dm_load rptgt "0 $sectors error"
 dd if=/dev/urandom of="$lun" bs=64k count=4 oflag=direct 2> /dev/null ||
 	vm_fail "write under policy degrade failed"
@@ -192,6 +211,19 @@ vm_log "== PAIR_SET Syncing: fails with ETIMEDOUT within the bound"
 t0=$(now_ms)
 rp-nlctl pair-state $PIPE $SRC resume --nl-timeout 60 > /tmp/ps.out 2> /tmp/ps.err &
 ps_pid=$!
+# The probe waits for the target on a work item, each request for it a
+# quarter second at most (REPLIPIPE_RESUME_WAIT_MS): generic netlink runs a
+# request under a lock that every family shares.
+vm_kernel_stack_wait rp_probe_wait 5
+vm_genl_loads_beside "a resume probing a target that queues its I/O"
+for again in "" --again; do
+	rp-nlctl pair-state $PIPE $SRC resume --once $again > /tmp/once.out 2> /tmp/once.err ||
+		vm_fail "resume --once $again"
+	cat /tmp/once.out /tmp/once.err
+	grep -q "^resume result=EINPROGRESS$" /tmp/once.out ||
+		vm_fail "a resume $again beside a running probe was not answered EINPROGRESS"
+done
+kill -0 $ps_pid 2> /dev/null || vm_fail "the resume ended before its probe's bound: $(cat /tmp/ps.err)"
 wait_pid $ps_pid 15 ||
 	vm_fail "PAIR_SET Syncing still blocked after 15 s (the probe is not bounded)"
 t1=$(now_ms)

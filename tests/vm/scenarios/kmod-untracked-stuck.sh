@@ -117,18 +117,8 @@ kill -0 $cpid 2> /dev/null || vm_fail "the claim did not wait: $(cat /tmp/claimk
 # genl request of the host then queued behind the claim.
 grep -q "^claim-pending id=" /tmp/claimk.out ||
 	vm_fail "the kernel did not answer the claim at the fence as pending: $(cat /tmp/claimk.out)"
-if [ -n "$(find /lib/modules/$(uname -r) -name 'nbd.ko*')" ]; then
-	t0=$(vm_now_ms)
-	modprobe nbd || vm_fail "modprobe nbd"
-	t1=$(vm_now_ms)
-	vm_log "RESULT nbd's genl family registered in $((t1 - t0)) ms beside a claim at the fence"
-	[ $((t1 - t0)) -lt 3000 ] ||
-		vm_fail "loading nbd (a genl family) took $((t1 - t0)) ms beside a claim waiting at the fence"
-	kill -0 $cpid 2> /dev/null || vm_fail "the claim ended while nbd loaded: $(cat /tmp/claimk.out)"
-	rmmod nbd || vm_fail "rmmod nbd"
-else
-	vm_log "no nbd module in this kernel: no genl family registered beside the claim"
-fi
+vm_genl_loads_beside "a claim waiting at the fence"
+kill -0 $cpid 2> /dev/null || vm_fail "the claim ended while nbd loaded: $(cat /tmp/claimk.out)"
 t0=$(vm_now_ms)
 kill -9 $cpid
 rc=0

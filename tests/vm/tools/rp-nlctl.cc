@@ -63,6 +63,10 @@ const char kUsage[] =
         "  del-pipe ID\n"
         "  get [ID]\n"
         "  pair-state ID SRC pause|resume\n"
+        "        [--once [--again]]   (resume: one request as the kernel\n"
+        "        answers it, EINPROGRESS while the target's probe runs,\n"
+        "        printed as resume result=ok|ERRNO; --again with\n"
+        "        PAIR_RESUME_WAIT, which starts no probe)\n"
         "  bitmap ID SRC\n"
         "  claim ID SRC [--hint H] [--max N] [--serial N] [--hold SECONDS]\n"
         "        [--done|--failed]   (prints claim-pending id=N first if\n"
@@ -353,8 +357,39 @@ int CmdGet(Args &args)
 	return kExitOk;
 }
 
+// pair-state ... resume --once [--again]: one PAIR_SET Syncing, not asked
+// again while the kernel answers EINPROGRESS (its probe of the target
+// runs); prints how the kernel answered.
+int ResumeOnce(const std::vector<std::string> &pos, bool again)
+{
+	auto sock = NetlinkSocket::Open(g_timeout);
+	if (!sock.ok())
+		return Fail(sock.status());
+	NlMsgPtr msg = (*sock)->NewRequest(REPLIPIPE_CMD_PAIR_SET);
+	if (nla_put_string(msg.get(), REPLIPIPE_A_PIPE_ID, pos[0].c_str()) <
+	            0 ||
+	    nla_put_string(msg.get(), REPLIPIPE_A_PAIR_SOURCE, pos[1].c_str()) <
+	            0 ||
+	    nla_put_u8(msg.get(), REPLIPIPE_A_PAIR_STATE,
+	               REPLIPIPE_PAIR_SYNCING) < 0 ||
+	    (again &&
+	     nla_put_flag(msg.get(), REPLIPIPE_A_PAIR_RESUME_WAIT) < 0))
+		return Fail(
+		        Status::Error("netlink message too large", EMSGSIZE));
+	Status r = (*sock)->Request(std::move(msg));
+	const char *err = r.err() != 0 ? strerrorname_np(r.err()) : nullptr;
+	std::printf("resume result=%s\n", r.ok()           ? "ok"
+	                                  : err != nullptr ? err
+	                                                   : "error");
+	if (!r.ok())
+		std::fprintf(stderr, "%s\n", r.message().c_str());
+	return kExitOk;
+}
+
 int CmdPairState(Args &args)
 {
+	const bool once = args.Flag("--once");
+	const bool again = args.Flag("--again");
 	auto pos = args.Positionals(3, 3);
 	PairState state;
 	if (pos[2] == "pause")
@@ -363,6 +398,13 @@ int CmdPairState(Args &args)
 		state = PairState::kSyncing;
 	else
 		throw UsageError{"pair-state: pause or resume"};
+	if ((once || again) && state != PairState::kSyncing)
+		throw UsageError{
+		        "pair-state: --once and --again go with resume"};
+	if (again && !once)
+		throw UsageError{"pair-state: --again goes with --once"};
+	if (once)
+		return ResumeOnce(pos, again);
 	auto kernel = NetlinkKernel::Open(g_timeout);
 	if (!kernel.ok())
 		return Fail(kernel.status());

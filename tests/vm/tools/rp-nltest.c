@@ -526,6 +526,21 @@ static void cases_existing_pipe(const struct conn *c, const struct opts *o)
 	nla_put_u8(msg, REPLIPIPE_A_PAIR_STATE, REPLIPIPE_PAIR_PAUSED);
 	expect_refused(c, "pair_set_unknown_pair", msg, NULL, EXPECT(ENOENT));
 
+	msg = req_new(c, REPLIPIPE_CMD_PAIR_SET, 0);
+	nla_put_string(msg, REPLIPIPE_A_PIPE_ID, NLTEST_PIPE);
+	nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, o->source);
+	nla_put_u8(msg, REPLIPIPE_A_PAIR_STATE, REPLIPIPE_PAIR_PAUSED);
+	nla_put_flag(msg, REPLIPIPE_A_PAIR_RESUME_WAIT);
+	expect_refused(c, "pair_pause_with_resume_wait", msg, NULL, EXPECT(EINVAL));
+
+	/* Waiting for a resume nobody asked for. */
+	msg = req_new(c, REPLIPIPE_CMD_PAIR_SET, 0);
+	nla_put_string(msg, REPLIPIPE_A_PIPE_ID, NLTEST_PIPE);
+	nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, o->source);
+	nla_put_u8(msg, REPLIPIPE_A_PAIR_STATE, REPLIPIPE_PAIR_SYNCING);
+	nla_put_flag(msg, REPLIPIPE_A_PAIR_RESUME_WAIT);
+	expect_refused(c, "pair_resume_wait_unasked", msg, NULL, EXPECT(ENOENT));
+
 	r = pipe_get(c, NLTEST_PIPE);
 	printf("case existing_pipe_unchanged errno=%s pairs=%d region_kib=%u", errname(r.error),
 	       r.pairs, r.region_kib);
