@@ -323,7 +323,8 @@ struct rp_pair {
 	u8			policy;
 	u64			max_lag_bytes;
 
-	refcount_t		refs;		/* publisher + requests + waiters */
+	/* The publisher, requests, waiters and a queued probe_work. */
+	refcount_t		refs;
 	struct completion	released;	/* refs reached zero */
 	wait_queue_head_t	wq;		/* drain, last ref */
 	/*

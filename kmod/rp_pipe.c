@@ -2092,7 +2092,12 @@ int rp_pair_pause(struct rp_pair *pair, struct netlink_ext_ack *extack)
 		NL_SET_ERR_MSG(extack, "the pair is being removed");
 		return -ENOENT;
 	}
-	/* A resume whose probe is running is not applied now (state_gen). */
+	/*
+	 * A resume whose probe is running is not applied now: the pause
+	 * stands, also on a pair that was Paused already (its state_gen
+	 * does not change).
+	 */
+	pair->resume_pending = false;
 	__rp_pair_set_state(pair, REPLIPIPE_PAIR_PAUSED);
 	__rp_pair_unflushed_dirty(pair);
 	spin_unlock_irq(&pair->lock);
@@ -2112,7 +2117,13 @@ static void rp_pair_probe_work(struct work_struct *work)
 	struct netlink_ext_ack extack = {};
 	int ret;
 
-	ret = rp_pair_probe_target(pair, &extack);
+	/* A pair removed meanwhile: no probe to keep its remover waiting. */
+	if (READ_ONCE(pair->dead)) {
+		NL_SET_ERR_MSG(&extack, "the pair is being removed");
+		ret = -ENOENT;
+	} else {
+		ret = rp_pair_probe_target(pair, &extack);
+	}
 	spin_lock_irq(&pair->lock);
 	pair->probe_ret = ret;
 	pair->probe_msg = extack._msg;
@@ -2194,7 +2205,8 @@ int rp_pair_resume(struct rp_pair *pair, bool again,
 		}
 	} else if (!pair->probe_seq) {
 		spin_unlock_irq(&pair->lock);
-		NL_SET_ERR_MSG(extack, "no resume of this pair was asked for");
+		NL_SET_ERR_MSG(extack,
+			       "no resume of this pair was asked for (a PIPE_SET may have replaced it)");
 		return -ENOENT;
 	}
 	seq = pair->probe_seq;

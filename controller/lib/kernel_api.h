@@ -113,9 +113,10 @@ public:
 	GetPipe(const std::string &id) = 0;
 	virtual Result<std::vector<KernelPipeStatus>> ListPipes() = 0;
 	// PAIR_SET: kPaused pauses, kSyncing resumes (Paused or Degraded) once
-	// a probe of the target succeeded: EIO or ETIMEDOUT (5 s) if it did
-	// not, EBUSY if the state changed during the probe. Returns when the
-	// probe has ended (netlink_resume_wait.h).
+	// a probe of the target succeeded: the probe's error if it did not
+	// (EIO, ETIMEDOUT after 5 s), EBUSY if the state changed during the
+	// probe. Returns once the probe has ended, or EINPROGRESS should the
+	// kernel not end it within kResumeProbeBound (netlink_resume_wait.h).
 	virtual Status SetPairState(const std::string &pipe_id,
 	                            const std::string &source,
 	                            PairState state) = 0;

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <string>
+#include <thread>
 
 namespace replipipe
 {
@@ -12,14 +13,15 @@ Status AskUntilProbed(const std::function<Status(bool again)> &ask,
 	using Clock = std::chrono::steady_clock;
 	const auto deadline = Clock::now() + bound;
 	Status st = ask(false);
-	// Each answer took the kernel's wait (a quarter second): no pause
-	// of our own between two.
 	while (!st.ok() && st.err() == EINPROGRESS) {
 		if (Clock::now() >= deadline)
 			return st.Context(
 			        "the target's probe had not ended after " +
 			        std::to_string(bound.count()) +
 			        " ms of asking");
+		// Each answer took the kernel's wait (a quarter second); a
+		// short pause of our own in case one did not.
+		std::this_thread::sleep_for(kResumeAskPause);
 		st = ask(true);
 	}
 	return st;

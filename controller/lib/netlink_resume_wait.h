@@ -7,7 +7,9 @@
 // the resume is applied when the probe ends well. Asked again with
 // PAIR_RESUME_WAIT, which starts no probe of its own (a pause made meanwhile
 // stands), until the answer is not EINPROGRESS. The probe's own bound is
-// 5 s; `bound` only stops the asking should a kernel never end it.
+// 5 s; `bound` only stops the asking should a kernel never end it. The
+// caller's lock on its socket is held meanwhile, as it was while the
+// kernel probed inside the request.
 #pragma once
 
 #include <chrono>
@@ -18,7 +20,8 @@
 namespace replipipe
 {
 
-inline constexpr std::chrono::milliseconds kResumeProbeBound{30000};
+inline constexpr std::chrono::milliseconds kResumeProbeBound{20000};
+inline constexpr std::chrono::milliseconds kResumeAskPause{10};
 
 // ask(again) sends one PAIR_SET Syncing, with PAIR_RESUME_WAIT if again.
 // Returns its first answer that is not EINPROGRESS, or EINPROGRESS with

@@ -12,8 +12,8 @@
 # PIPE_DEL waited behind it under rp_config_lock. Before that step, a pause
 # sent while a resume probes a slow target (dm-delay, 1.5 s) stands: the
 # resume fails, saying the state changed during its probe (the module
-# before resumed the pair); a resume whose client asks only once is applied
-# when its probe ends.
+# before resumed the pair), also when the pair was Paused already; a resume
+# whose client asks only once is applied when its probe ends.
 # Then the same for the flushes a write-intent record makes of the target
 # before it clears chunks (a clear pass, and the pair going away): with a
 # clear pass waiting for its flush of a target that queues I/O, a PIPE_DEL
@@ -176,6 +176,30 @@ grep -q "changed while its target was probed" /tmp/rs.err ||
 pair=$(pair_line) || vm_fail "no pair line"
 [ "$(vm_field "$pair" state)" = Paused ] ||
 	vm_fail "the pause made during the resume's probe was undone: $pair"
+
+vm_log "== a pause of a Paused pair whose resume probes the target stands too"
+# The pause does not change the pair's state, nor so the state generation
+# that decides whether a resume still applies when its probe ends: the
+# pause drops the pending resume itself.
+rp-nlctl pair-state $PIPE $SRC resume --once > /tmp/once.out 2> /tmp/once.err ||
+	vm_fail "resume --once"
+grep -q "^resume result=EINPROGRESS$" /tmp/once.out ||
+	vm_fail "a resume whose probe takes 1.5 s was not answered EINPROGRESS: $(cat /tmp/once.out)"
+rp-nlctl pair-state $PIPE $SRC pause || vm_fail "a pause of the Paused pair during its resume's probe"
+i=0
+while :; do
+	rp-nlctl pair-state $PIPE $SRC resume --once --again > /tmp/once.out 2> /tmp/once.err ||
+		vm_fail "resume --once --again"
+	grep -q "^resume result=EINPROGRESS$" /tmp/once.out || break
+	[ $i -lt 40 ] || vm_fail "the resume's probe did not end"
+	i=$((i + 1))
+done
+cat /tmp/once.out /tmp/once.err
+grep -q "^resume result=EBUSY$" /tmp/once.out ||
+	vm_fail "asked again after a pause, the resume did not say EBUSY"
+pair=$(pair_line) || vm_fail "no pair line"
+[ "$(vm_field "$pair" state)" = Paused ] ||
+	vm_fail "the pause of a Paused pair made during its resume's probe was undone: $pair"
 
 vm_log "== a resume nobody asks about again is applied when its probe ends"
 # The request waits for the probe a quarter second at most and answers
