@@ -83,6 +83,14 @@ Result<std::string> IscsiTargetConnector::DevicePath(const std::string &target)
 	return sessions_.DevicePath(*url);
 }
 
+std::string IscsiTargetConnector::ConnectionOf(const std::string &target) const
+{
+	auto url = Url(target);
+	if (!url)
+		return target;
+	return url->Portal() + " " + url->iqn;
+}
+
 std::vector<DisconnectFailure>
 IscsiTargetConnector::Disconnect(const std::vector<std::string> &targets,
                                  const TargetsInUse &in_use)

@@ -73,6 +73,13 @@ public:
 	        const std::vector<std::string> &in_use, bool *made) = 0;
 	// The device of a connected target, without connecting.
 	virtual Result<std::string> DevicePath(const std::string &target) = 0;
+	// What connecting the target logs in to: targets with the same
+	// connection share its login and its failures (iSCSI: the portal and
+	// the target name, whatever the LUN).
+	virtual std::string ConnectionOf(const std::string &target) const
+	{
+		return target;
+	}
 	// The targets stored pairs, pending creates and calls in progress
 	// use, asked when a connection is about to end.
 	using TargetsInUse = std::function<std::vector<std::string>()>;
@@ -104,6 +111,7 @@ public:
 	                            const std::vector<std::string> &in_use,
 	                            bool *made) override;
 	Result<std::string> DevicePath(const std::string &target) override;
+	std::string ConnectionOf(const std::string &target) const override;
 	std::vector<DisconnectFailure>
 	Disconnect(const std::vector<std::string> &targets,
 	           const TargetsInUse &in_use) override;

@@ -647,6 +647,25 @@ TEST_F(IscsiSessionsTest, DescribeAndDevicePathFromSysfs)
 	EXPECT_TRUE(runner.calls.empty()); // sysfs only
 }
 
+// The LUNs of one portal and target share a login; another portal or
+// another target is another. Not an iSCSI URL: itself.
+TEST_F(IscsiSessionsTest, ConnectorNamesTheConnectionOfALun)
+{
+	IscsiSessions s(runner, options);
+	IscsiTargetConnector c(s);
+	const std::string lun0 = Url().Canonical();
+	EXPECT_EQ(c.ConnectionOf(lun0),
+	          c.ConnectionOf(Url("127.0.0.1", 1).Canonical()));
+	EXPECT_NE(c.ConnectionOf(lun0),
+	          c.ConnectionOf(Url("10.0.0.9").Canonical()));
+	IscsiUrl other_target = Url();
+	other_target.iqn += "2";
+	EXPECT_NE(c.ConnectionOf(lun0),
+	          c.ConnectionOf(other_target.Canonical()));
+	EXPECT_EQ(c.ConnectionOf("/dev/sdb"), "/dev/sdb");
+	EXPECT_TRUE(runner.calls.empty());
+}
+
 TEST_F(IscsiSessionsTest, ConnectorLogsOutOnlyUnsharedOwnedSessions)
 {
 	MakeSession(true);
