@@ -2,7 +2,7 @@
 // iscsi_targets.h): connect before verify, the device for the kernel,
 // disconnect when no stored pair uses a connection.
 #include <cerrno>
-#include <map>
+#include <chrono>
 
 #include "log.h"
 #include "pipe_service.h"
@@ -204,29 +204,24 @@ std::string PipeService::ConnectStored(const PipeRecord &record)
 	const std::vector<std::string> in_use =
 	        TargetsInUse(record.instance_id);
 	std::string why;
-	// A connection whose login ran out of time (a peer down: the
-	// connector's bound, 30 s) is not tried again here for the pipe's
-	// other targets through it (other LUNs of that portal and target):
-	// they would each take the bound too, with the pipe's lock held (16
-	// LUNs: 8 minutes per push of the pipe). By connection: the target
-	// that timed out.
-	std::map<std::string, std::string> timed_out;
+	// A target whose login ran out of time since this pass began (a peer
+	// down: the connector's bound, 30 s; another LUN of that portal and
+	// target, here or in another pipe's pass) is not tried again in it:
+	// each would take the bound too, with the pipe's lock held (16 LUNs:
+	// 8 minutes per push of the pipe). The next pass tries it.
+	const auto pass = std::chrono::steady_clock::now();
 	for (const PairRecord &p : record.pairs) {
 		if (!connector_->Handles(p.target))
 			continue;
-		const std::string connection =
-		        connector_->ConnectionOf(p.target);
-		if (auto t = timed_out.find(connection); t != timed_out.end()) {
+		if (connector_->LoginTimedOutSince(p.target, pass)) {
 			why += (why.empty() ? "" : "; ") +
 			       std::string("peer ") + p.target +
-			       ": not tried, its connection timed out for " +
-			       t->second;
+			       ": not tried, a login to its portal and target "
+			       "timed out during this pass";
 			continue;
 		}
 		bool fresh = false;
 		auto dev = connector_->Connect(p.target, in_use, &fresh);
-		if (!dev.ok() && dev.status().err() == ETIMEDOUT)
-			timed_out.emplace(connection, p.target);
 		if (!dev.ok())
 			why += (why.empty() ? "" : "; ") +
 			       std::string("peer ") + p.target + ": " +

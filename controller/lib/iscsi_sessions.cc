@@ -490,6 +490,24 @@ Result<IscsiAttachment> IscsiSessions::WaitForDisk(const IscsiUrl &url,
 	                     ETIMEDOUT);
 }
 
+void IscsiSessions::NoteLogin(const IscsiUrl &url, bool timed_out)
+{
+	const std::string key = url.Portal() + " " + url.iqn;
+	std::lock_guard lock(login_timeouts_mu_);
+	if (timed_out)
+		login_timeouts_[key] = Clock::now();
+	else
+		login_timeouts_.erase(key);
+}
+
+bool IscsiSessions::LoginTimedOutSince(const IscsiUrl &url,
+                                       Clock::time_point since) const
+{
+	std::lock_guard lock(login_timeouts_mu_);
+	auto it = login_timeouts_.find(url.Portal() + " " + url.iqn);
+	return it != login_timeouts_.end() && it->second >= since;
+}
+
 Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 {
 	KeyedLock::Hold hold(sequences_, SequenceKey(url));
@@ -505,8 +523,11 @@ Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 	}
 
 	auto found = admin_.Discover(url, Left(deadline));
-	if (!found.ok())
+	if (!found.ok()) {
+		if (found.status().err() == ETIMEDOUT)
+			NoteLogin(url, true);
 		return found.status();
+	}
 	bool offered = false;
 	std::string list;
 	for (const DiscoveredTarget &t : *found) {
@@ -548,10 +569,13 @@ Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 	// missed): not this call's session, never logged out by it.
 	const bool existed = login.err() == EEXIST;
 	if (!login.ok() && !existed) {
-		if (login.err() == ETIMEDOUT)
+		if (login.err() == ETIMEDOUT) {
+			NoteLogin(url, true);
 			(void)admin_.Logout(url, options_.logout_bound);
+		}
 		return login;
 	}
+	NoteLogin(url, false);
 	auto a = WaitForDisk(url, deadline);
 	if (!a.ok() && a.status().err() == ECANCELED)
 		return Status::Error(a.status().message() +

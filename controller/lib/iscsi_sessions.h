@@ -37,7 +37,9 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <sys/types.h>
@@ -134,6 +136,12 @@ public:
 	// log out of, in use), where a stale answer could log in twice or end
 	// a session still wanted.
 	std::optional<IscsiSysfsSession> FindSession(const IscsiUrl &url) const;
+	// Whether an Attach's discovery or login to (portal, IQN) ran out of
+	// time at or after @since (the peer did not answer it), and none
+	// logged in since. Not a LUN's own failure after the login (no disk).
+	bool
+	LoginTimedOutSince(const IscsiUrl &url,
+	                   std::chrono::steady_clock::time_point since) const;
 
 	const IscsiOptions &options() const { return options_; }
 
@@ -146,6 +154,9 @@ private:
 	// (before deadline).
 	bool SessionEnds(const std::string &name,
 	                 std::chrono::steady_clock::time_point deadline) const;
+	// Records (or, @timed_out false, forgets) a discovery or login to
+	// url's portal and IQN that ran out of time now.
+	void NoteLogin(const IscsiUrl &url, bool timed_out);
 	// Writes "- - -" to the session's SCSI host's scan attribute;
 	// false when there is none.
 	bool Rescan(const std::string &session) const;
@@ -179,6 +190,11 @@ private:
 	CommandRunner &runner_; // for Cancelled(); admin_ runs the commands
 	const IscsiOptions options_;
 	KeyedLock sequences_; // Attach and Logout, keyed by SequenceKey()
+	mutable std::mutex login_timeouts_mu_;
+	// By "<portal> <IQN>": when a discovery or login there last ran out
+	// of time; guarded by login_timeouts_mu_.
+	std::map<std::string, std::chrono::steady_clock::time_point>
+	        login_timeouts_;
 	// Shared with the refreshes in the background, which may outlive this
 	// object (getaddrinfo cannot be cancelled).
 	const std::shared_ptr<ResolveCache> cache_;

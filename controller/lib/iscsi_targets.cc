@@ -83,12 +83,12 @@ Result<std::string> IscsiTargetConnector::DevicePath(const std::string &target)
 	return sessions_.DevicePath(*url);
 }
 
-std::string IscsiTargetConnector::ConnectionOf(const std::string &target) const
+bool IscsiTargetConnector::LoginTimedOutSince(
+        const std::string &target,
+        std::chrono::steady_clock::time_point since) const
 {
 	auto url = Url(target);
-	if (!url)
-		return target;
-	return url->Portal() + " " + url->iqn;
+	return url && sessions_.LoginTimedOutSince(*url, since);
 }
 
 std::vector<DisconnectFailure>

@@ -73,12 +73,16 @@ public:
 	        const std::vector<std::string> &in_use, bool *made) = 0;
 	// The device of a connected target, without connecting.
 	virtual Result<std::string> DevicePath(const std::string &target) = 0;
-	// What connecting the target logs in to: targets with the same
-	// connection share its login and its failures (iSCSI: the portal and
-	// the target name, whatever the LUN).
-	virtual std::string ConnectionOf(const std::string &target) const
+	// Whether logging in to what the target is reached through (iSCSI:
+	// its portal and target name, whatever the LUN) ran out of time at or
+	// after @since: the peer did not answer then.
+	virtual bool
+	LoginTimedOutSince(const std::string &target,
+	                   std::chrono::steady_clock::time_point since) const
 	{
-		return target;
+		(void)target;
+		(void)since;
+		return false;
 	}
 	// The targets stored pairs, pending creates and calls in progress
 	// use, asked when a connection is about to end.
@@ -111,7 +115,9 @@ public:
 	                            const std::vector<std::string> &in_use,
 	                            bool *made) override;
 	Result<std::string> DevicePath(const std::string &target) override;
-	std::string ConnectionOf(const std::string &target) const override;
+	bool LoginTimedOutSince(
+	        const std::string &target,
+	        std::chrono::steady_clock::time_point since) const override;
 	std::vector<DisconnectFailure>
 	Disconnect(const std::vector<std::string> &targets,
 	           const TargetsInUse &in_use) override;

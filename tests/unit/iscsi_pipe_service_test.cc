@@ -66,16 +66,28 @@ public:
 		                          [&] { return released; }))
 			return Status::Error("no answer within the bound",
 			                     ETIMEDOUT);
-		if (auto e = errors.find(t); e != errors.end())
+		if (auto e = errors.find(t); e != errors.end()) {
+			if (e->second == ETIMEDOUT && !disk_timeouts.count(t))
+				login_timeouts[Login(t)] =
+				        std::chrono::steady_clock::now();
 			return Status::Error("scripted failure", e->second);
+		}
 		*made = !connected.count(t);
 		connected[t] = devices.at(t);
 		return devices.at(t);
 	}
-	// Targets in same_session share a connection.
-	std::string ConnectionOf(const std::string &t) const override
+	// A scripted ETIMEDOUT is a login's (of the target, and of those in
+	// same_session with it) unless the target is in disk_timeouts.
+	bool LoginTimedOutSince(
+	        const std::string &t,
+	        std::chrono::steady_clock::time_point since) const override
 	{
 		std::lock_guard<std::mutex> lock(mu);
+		auto at = login_timeouts.find(Login(t));
+		return at != login_timeouts.end() && at->second >= since;
+	}
+	std::string Login(const std::string &t) const
+	{
 		auto other = same_session.find(t);
 		return other != same_session.end() ? other->second : t;
 	}
@@ -179,6 +191,10 @@ public:
 	std::vector<std::string> retried;
 	// Target -> another target its session serves too (another LUN).
 	std::map<std::string, std::string> same_session;
+	std::set<std::string> disk_timeouts;
+	// By target (as Login() names it): when its login last timed out.
+	std::map<std::string, std::chrono::steady_clock::time_point>
+	        login_timeouts;
 };
 
 class IscsiPipeServiceTest : public ::testing::Test
@@ -892,8 +908,9 @@ TEST_F(IscsiPipeServiceTest, ReconcileReconnectsBeforePushing)
 // A peer down, two LUNs of its target in one pipe: once the first LUN's
 // login ran out of time (the connector's bound, 30 s in the daemon, with
 // the pipe's lock held), the second is not tried in the same pass: it
-// would take the bound again. Each is reported. A login refused at once is
-// no reason to skip the other LUN.
+// would take the bound again. Each is reported. A login refused at once,
+// or a LUN whose disk did not appear in time after its login, is no
+// reason to skip the other LUN.
 TEST_F(IscsiPipeServiceTest, ALoginThatTimedOutIsNotTriedAgainForAnotherLun)
 {
 	connector.devices[kUrl1] = "/dev/sdz";
@@ -902,12 +919,18 @@ TEST_F(IscsiPipeServiceTest, ALoginThatTimedOutIsNotTriedAgainForAnotherLun)
 	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
 	// Restarts with the peer down: the kernel and the sessions gone.
 	ASSERT_TRUE(kernel.DeletePipe(Uuid(out)).ok());
-	for (int err : {ETIMEDOUT, EHOSTUNREACH}) {
+	enum class Failure { kLoginTimeout, kRefused, kDiskTimeout };
+	for (Failure f : {Failure::kLoginTimeout, Failure::kRefused,
+	                  Failure::kDiskTimeout}) {
 		FakeConnector down;
 		down.devices = connector.devices;
+		const int err =
+		        f == Failure::kRefused ? EHOSTUNREACH : ETIMEDOUT;
 		down.errors[kUrl0] = err;
 		down.errors[kUrl1] = err;
 		down.same_session[kUrl1] = kUrl0;
+		if (f == Failure::kDiskTimeout)
+			down.disk_timeouts = {kUrl0, kUrl1};
 		PipeService again{kernel, store, probe, HostIdentity{kHost}};
 		again.SetTargetConnector(&down);
 		ASSERT_TRUE(again.Load().ok());
@@ -918,12 +941,12 @@ TEST_F(IscsiPipeServiceTest, ALoginThatTimedOutIsNotTriedAgainForAnotherLun)
 		EXPECT_NE(all.find("peer " + kUrl0 + ": scripted failure"),
 		          std::string::npos)
 		        << all;
-		if (err == ETIMEDOUT) {
+		if (f == Failure::kLoginTimeout) {
 			EXPECT_EQ(down.connects, 1) << all;
 			EXPECT_NE(all.find("peer " + kUrl1 +
-			                   ": not tried, its connection timed "
-			                   "out for " +
-			                   kUrl0),
+			                   ": not tried, a login to its portal "
+			                   "and target timed out during this "
+			                   "pass"),
 			          std::string::npos)
 			        << all;
 		} else {

@@ -439,11 +439,14 @@ TEST_F(IscsiSessionsTest, DiskNeverAppearsIsATimeoutAndLogsOut)
 {
 	Peer(false);
 	IscsiSessions s(runner, options);
+	const auto before = std::chrono::steady_clock::now();
 	auto a = s.Attach(Url());
 	ASSERT_FALSE(a.ok());
 	EXPECT_EQ(a.status().err(), ETIMEDOUT) << a.status().message();
 	EXPECT_TRUE(runner.Ran("--logout"));
 	EXPECT_FALSE(s.FindSession(Url()));
+	// The login answered: the LUN's own failure, not the peer's.
+	EXPECT_FALSE(s.LoginTimedOutSince(Url("127.0.0.1", 1), before));
 }
 
 // A session that exists by the time of the login (iscsiadm's exit 15:
@@ -514,11 +517,21 @@ TEST_F(IscsiSessionsTest, LoginTimeoutLogsOutWhatIscsidMayHaveMade)
 		return Exit(0);
 	};
 	IscsiSessions s(runner, options);
+	const auto before = std::chrono::steady_clock::now();
 	auto a = s.Attach(Url());
 	ASSERT_FALSE(a.ok());
 	EXPECT_EQ(a.status().err(), ETIMEDOUT);
 	EXPECT_TRUE(runner.Ran("--logout"));
 	EXPECT_FALSE(s.FindSession(Url()));
+	// Told for every LUN of that portal and target (the connector skips
+	// them in the same pass), from then on only; not for another portal.
+	EXPECT_TRUE(s.LoginTimedOutSince(Url("127.0.0.1", 1), before));
+	EXPECT_FALSE(
+	        s.LoginTimedOutSince(Url(), std::chrono::steady_clock::now()));
+	EXPECT_FALSE(s.LoginTimedOutSince(Url("10.0.0.9"), before));
+	IscsiTargetConnector c(s);
+	EXPECT_TRUE(
+	        c.LoginTimedOutSince(Url("127.0.0.1", 1).Canonical(), before));
 }
 
 // The daemon stops during a login that iscsid completes all the same: the
@@ -645,25 +658,6 @@ TEST_F(IscsiSessionsTest, DescribeAndDevicePathFromSysfs)
 	IscsiUrl other = Url("10.0.0.9");
 	EXPECT_EQ(s.Describe(other).session, "none");
 	EXPECT_TRUE(runner.calls.empty()); // sysfs only
-}
-
-// The LUNs of one portal and target share a login; another portal or
-// another target is another. Not an iSCSI URL: itself.
-TEST_F(IscsiSessionsTest, ConnectorNamesTheConnectionOfALun)
-{
-	IscsiSessions s(runner, options);
-	IscsiTargetConnector c(s);
-	const std::string lun0 = Url().Canonical();
-	EXPECT_EQ(c.ConnectionOf(lun0),
-	          c.ConnectionOf(Url("127.0.0.1", 1).Canonical()));
-	EXPECT_NE(c.ConnectionOf(lun0),
-	          c.ConnectionOf(Url("10.0.0.9").Canonical()));
-	IscsiUrl other_target = Url();
-	other_target.iqn += "2";
-	EXPECT_NE(c.ConnectionOf(lun0),
-	          c.ConnectionOf(other_target.Canonical()));
-	EXPECT_EQ(c.ConnectionOf("/dev/sdb"), "/dev/sdb");
-	EXPECT_TRUE(runner.calls.empty());
 }
 
 TEST_F(IscsiSessionsTest, ConnectorLogsOutOnlyUnsharedOwnedSessions)
