@@ -49,6 +49,15 @@ LIVE=/sys/module/replipipe/parameters/live_objects
 export DM_DISABLE_UDEV=1
 
 pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
+# resume_once [--again]: one PAIR_SET Syncing of $SRC, not asked again
+# (rp-nlctl --once); prints how the kernel answered (ok, EINPROGRESS,
+# EBUSY, ...), its message to stderr.
+resume_once() {
+	rp-nlctl pair-state $PIPE $SRC resume --once "$@" > /tmp/once.out 2> /tmp/once.err ||
+		vm_fail "rp-nlctl pair-state resume --once $*"
+	cat /tmp/once.err >&2
+	sed -n 's/^resume result=//p' /tmp/once.out
+}
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
 # dmesg_count TEXT: how many kernel messages contain TEXT (0 too)
 dmesg_count() { dmesg | awk -v m="$1" 'index($0, m) { n++ } END { print n + 0 }'; }
@@ -181,22 +190,16 @@ vm_log "== a pause of a Paused pair whose resume probes the target stands too"
 # The pause does not change the pair's state, nor so the state generation
 # that decides whether a resume still applies when its probe ends: the
 # pause drops the pending resume itself.
-rp-nlctl pair-state $PIPE $SRC resume --once > /tmp/once.out 2> /tmp/once.err ||
-	vm_fail "resume --once"
-grep -q "^resume result=EINPROGRESS$" /tmp/once.out ||
-	vm_fail "a resume whose probe takes 1.5 s was not answered EINPROGRESS: $(cat /tmp/once.out)"
+r=$(resume_once)
+[ "$r" = EINPROGRESS ] ||
+	vm_fail "a resume whose probe takes 1.5 s was answered '$r', not EINPROGRESS"
 rp-nlctl pair-state $PIPE $SRC pause || vm_fail "a pause of the Paused pair during its resume's probe"
 i=0
-while :; do
-	rp-nlctl pair-state $PIPE $SRC resume --once --again > /tmp/once.out 2> /tmp/once.err ||
-		vm_fail "resume --once --again"
-	grep -q "^resume result=EINPROGRESS$" /tmp/once.out || break
+while r=$(resume_once --again) && [ "$r" = EINPROGRESS ]; do
 	[ $i -lt 40 ] || vm_fail "the resume's probe did not end"
 	i=$((i + 1))
 done
-cat /tmp/once.out /tmp/once.err
-grep -q "^resume result=EBUSY$" /tmp/once.out ||
-	vm_fail "asked again after a pause, the resume did not say EBUSY"
+[ "$r" = EBUSY ] || vm_fail "asked again after a pause, the resume said '$r', not EBUSY"
 pair=$(pair_line) || vm_fail "no pair line"
 [ "$(vm_field "$pair" state)" = Paused ] ||
 	vm_fail "the pause of a Paused pair made during its resume's probe was undone: $pair"
@@ -204,20 +207,16 @@ pair=$(pair_line) || vm_fail "no pair line"
 vm_log "== a resume nobody asks about again is applied when its probe ends"
 # The request waits for the probe a quarter second at most and answers
 # EINPROGRESS; the probe (1.5 s of delay) then resumes the pair by itself.
-rp-nlctl pair-state $PIPE $SRC resume --once > /tmp/once.out 2> /tmp/once.err ||
-	vm_fail "resume --once"
-cat /tmp/once.out /tmp/once.err
-grep -q "^resume result=EINPROGRESS$" /tmp/once.out ||
-	vm_fail "a resume whose probe takes 1.5 s was not answered EINPROGRESS"
+r=$(resume_once)
+[ "$r" = EINPROGRESS ] ||
+	vm_fail "a resume whose probe takes 1.5 s was answered '$r', not EINPROGRESS"
 i=0
 until [ "$(vm_field "$(pair_line)" state)" = Syncing ]; do
 	[ $i -lt 100 ] || vm_fail "the resume was not applied when its probe ended: $(pair_line)"
 	sleep 0.1; i=$((i + 1))
 done
-rp-nlctl pair-state $PIPE $SRC resume --once --again > /tmp/once.out ||
-	vm_fail "resume --once --again"
-grep -q "^resume result=ok$" /tmp/once.out ||
-	vm_fail "asked again after its probe, the resume did not say ok: $(cat /tmp/once.out)"
+r=$(resume_once --again)
+[ "$r" = ok ] || vm_fail "asked again after its probe, the resume said '$r', not ok"
 # Degraded again, for what follows.
 vm_dm_load rptgt "0 $sectors error"
 dd if=/dev/urandom of="$lun" bs=64k count=4 oflag=direct 2> /dev/null ||
@@ -241,11 +240,9 @@ ps_pid=$!
 vm_kernel_stack_wait rp_probe_wait 5
 vm_genl_loads_beside "a resume probing a target that queues its I/O"
 for again in "" --again; do
-	rp-nlctl pair-state $PIPE $SRC resume --once $again > /tmp/once.out 2> /tmp/once.err ||
-		vm_fail "resume --once $again"
-	cat /tmp/once.out /tmp/once.err
-	grep -q "^resume result=EINPROGRESS$" /tmp/once.out ||
-		vm_fail "a resume $again beside a running probe was not answered EINPROGRESS"
+	r=$(resume_once $again)
+	[ "$r" = EINPROGRESS ] ||
+		vm_fail "a resume $again beside a running probe was answered '$r', not EINPROGRESS"
 done
 kill -0 $ps_pid 2> /dev/null || vm_fail "the resume ended before its probe's bound: $(cat /tmp/ps.err)"
 wait_pid $ps_pid 15 ||

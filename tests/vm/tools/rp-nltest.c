@@ -447,6 +447,18 @@ static void cases_endpoints(const struct conn *c, const struct opts *o)
 	expect_refused(c, "too_many_pairs", msg, NLTEST_PIPE2, EXPECT(E2BIG, EINVAL));
 }
 
+/* A PAIR_SET request of @source in @pipe, asking for @state. */
+static struct nl_msg *pair_set(const struct conn *c, const char *pipe,
+			       const char *source, uint8_t state)
+{
+	struct nl_msg *msg = req_new(c, REPLIPIPE_CMD_PAIR_SET, 0);
+
+	nla_put_string(msg, REPLIPIPE_A_PIPE_ID, pipe);
+	nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, source);
+	nla_put_u8(msg, REPLIPIPE_A_PAIR_STATE, state);
+	return msg;
+}
+
 static void cases_unknown_objects(const struct conn *c, const struct opts *o)
 {
 	struct nl_msg *msg;
@@ -457,10 +469,7 @@ static void cases_unknown_objects(const struct conn *c, const struct opts *o)
 	r = pipe_get(c, NLTEST_NONE);
 	judge("get_unknown_pipe", &r, EXPECT(ENOENT), true);
 
-	msg = req_new(c, REPLIPIPE_CMD_PAIR_SET, 0);
-	nla_put_string(msg, REPLIPIPE_A_PIPE_ID, NLTEST_NONE);
-	nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, o->source);
-	nla_put_u8(msg, REPLIPIPE_A_PAIR_STATE, REPLIPIPE_PAIR_PAUSED);
+	msg = pair_set(c, NLTEST_NONE, o->source, REPLIPIPE_PAIR_PAUSED);
 	r = req_send(c, msg);
 	judge("pair_set_unknown_pipe", &r, EXPECT(ENOENT), true);
 
@@ -514,30 +523,18 @@ static void cases_existing_pipe(const struct conn *c, const struct opts *o)
 	msg = pipe_set(c, NLTEST_PIPE, o->source, o->primary);
 	expect_refused(c, "modify_to_target_is_primary", msg, NULL, EXPECT(EINVAL, EBUSY));
 
-	msg = req_new(c, REPLIPIPE_CMD_PAIR_SET, 0);
-	nla_put_string(msg, REPLIPIPE_A_PIPE_ID, NLTEST_PIPE);
-	nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, o->source);
-	nla_put_u8(msg, REPLIPIPE_A_PAIR_STATE, REPLIPIPE_PAIR_INSYNC);
+	msg = pair_set(c, NLTEST_PIPE, o->source, REPLIPIPE_PAIR_INSYNC);
 	expect_refused(c, "pair_set_insync_requested", msg, NULL, EXPECT(EINVAL, ERANGE));
 
-	msg = req_new(c, REPLIPIPE_CMD_PAIR_SET, 0);
-	nla_put_string(msg, REPLIPIPE_A_PIPE_ID, NLTEST_PIPE);
-	nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, o->source2);
-	nla_put_u8(msg, REPLIPIPE_A_PAIR_STATE, REPLIPIPE_PAIR_PAUSED);
+	msg = pair_set(c, NLTEST_PIPE, o->source2, REPLIPIPE_PAIR_PAUSED);
 	expect_refused(c, "pair_set_unknown_pair", msg, NULL, EXPECT(ENOENT));
 
-	msg = req_new(c, REPLIPIPE_CMD_PAIR_SET, 0);
-	nla_put_string(msg, REPLIPIPE_A_PIPE_ID, NLTEST_PIPE);
-	nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, o->source);
-	nla_put_u8(msg, REPLIPIPE_A_PAIR_STATE, REPLIPIPE_PAIR_PAUSED);
+	msg = pair_set(c, NLTEST_PIPE, o->source, REPLIPIPE_PAIR_PAUSED);
 	nla_put_flag(msg, REPLIPIPE_A_PAIR_RESUME_WAIT);
 	expect_refused(c, "pair_pause_with_resume_wait", msg, NULL, EXPECT(EINVAL));
 
 	/* Waiting for a resume nobody asked for. */
-	msg = req_new(c, REPLIPIPE_CMD_PAIR_SET, 0);
-	nla_put_string(msg, REPLIPIPE_A_PIPE_ID, NLTEST_PIPE);
-	nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, o->source);
-	nla_put_u8(msg, REPLIPIPE_A_PAIR_STATE, REPLIPIPE_PAIR_SYNCING);
+	msg = pair_set(c, NLTEST_PIPE, o->source, REPLIPIPE_PAIR_SYNCING);
 	nla_put_flag(msg, REPLIPIPE_A_PAIR_RESUME_WAIT);
 	expect_refused(c, "pair_resume_wait_unasked", msg, NULL, EXPECT(ENOENT));
 
@@ -1115,11 +1112,7 @@ static void cases_unprivileged(const struct opts *o)
 	r = pipe_del(&c, NLTEST_NONE);
 	judge("unpriv_pipe_del", &r, EXPECT(EPERM), false);
 
-	msg = req_new(&c, REPLIPIPE_CMD_PAIR_SET, 0);
-	nla_put_string(msg, REPLIPIPE_A_PIPE_ID, NLTEST_NONE);
-	nla_put_string(msg, REPLIPIPE_A_PAIR_SOURCE, o->source);
-	nla_put_u8(msg, REPLIPIPE_A_PAIR_STATE, REPLIPIPE_PAIR_PAUSED);
-	r = req_send(&c, msg);
+	r = req_send(&c, pair_set(&c, NLTEST_NONE, o->source, REPLIPIPE_PAIR_PAUSED));
 	judge("unpriv_pair_set", &r, EXPECT(EPERM), false);
 
 	msg = req_new(&c, REPLIPIPE_CMD_RESYNC_CLAIM, 0);
