@@ -51,11 +51,11 @@ export DM_DISABLE_UDEV=1
 pair_line() { rp-nlctl get $PIPE | grep "^pair "; }
 # resume_once [--again]: one PAIR_SET Syncing of $SRC, not asked again
 # (rp-nlctl --once); prints how the kernel answered (ok, EINPROGRESS,
-# EBUSY, ...), its message to stderr.
+# EBUSY, ...), and logs it with its message to stderr.
 resume_once() {
 	rp-nlctl pair-state $PIPE $SRC resume --once "$@" > /tmp/once.out 2> /tmp/once.err ||
 		vm_fail "rp-nlctl pair-state resume --once $*"
-	cat /tmp/once.err >&2
+	cat /tmp/once.out /tmp/once.err >&2
 	sed -n 's/^resume result=//p' /tmp/once.out
 }
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
