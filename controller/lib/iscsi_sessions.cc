@@ -490,9 +490,25 @@ Result<IscsiAttachment> IscsiSessions::WaitForDisk(const IscsiUrl &url,
 	                     ETIMEDOUT);
 }
 
-void IscsiSessions::NoteLogin(const IscsiUrl &url, bool timed_out)
+namespace
 {
-	const std::string key = url.Portal() + " " + url.iqn;
+
+// login_timeouts_'s keys: a discovery's is the portal's, whatever the IQN;
+// a login's is the portal's and the IQN's.
+std::string DiscoveryKey(const IscsiUrl &url)
+{
+	return url.Portal();
+}
+
+std::string LoginKey(const IscsiUrl &url)
+{
+	return url.Portal() + " " + url.iqn;
+}
+
+} // namespace
+
+void IscsiSessions::NoteTimeout(const std::string &key, bool timed_out)
+{
 	std::lock_guard lock(login_timeouts_mu_);
 	if (timed_out)
 		login_timeouts_[key] = Clock::now();
@@ -504,12 +520,16 @@ bool IscsiSessions::LoginTimedOutSince(const IscsiUrl &url,
                                        Clock::time_point since) const
 {
 	std::lock_guard lock(login_timeouts_mu_);
-	auto it = login_timeouts_.find(url.Portal() + " " + url.iqn);
-	return it != login_timeouts_.end() && it->second >= since;
+	for (const std::string &key : {DiscoveryKey(url), LoginKey(url)})
+		if (auto it = login_timeouts_.find(key);
+		    it != login_timeouts_.end() && it->second >= since)
+			return true;
+	return false;
 }
 
 Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 {
+	const auto asked = Clock::now();
 	KeyedLock::Hold hold(sequences_, SequenceKey(url));
 	const auto deadline = Clock::now() + options_.login_bound;
 	const std::string name = url.Canonical();
@@ -522,12 +542,23 @@ Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 		return a;
 	}
 
+	// A call that waited for the portal's turn while the one before it
+	// ran out of time there (the portal did not answer a discovery, or
+	// the target a login) would take its whole bound too: the calls
+	// behind logins to a dead peer (the reconcile's pipes, a CLI call)
+	// took one bound each, one after the other.
+	if (LoginTimedOutSince(url, asked))
+		return Status::Error(
+		        "iSCSI " + name + ": not tried: a discovery or login " +
+		                "at " + url.Portal() +
+		                " ran out of time while this call waited " +
+		                "for its turn",
+		        ETIMEDOUT);
 	auto found = admin_.Discover(url, Left(deadline));
-	if (!found.ok()) {
-		if (found.status().err() == ETIMEDOUT)
-			NoteLogin(url, true);
+	NoteTimeout(DiscoveryKey(url),
+	            !found.ok() && found.status().err() == ETIMEDOUT);
+	if (!found.ok())
 		return found.status();
-	}
 	bool offered = false;
 	std::string list;
 	for (const DiscoveredTarget &t : *found) {
@@ -570,12 +601,12 @@ Result<IscsiAttachment> IscsiSessions::Attach(const IscsiUrl &url)
 	const bool existed = login.err() == EEXIST;
 	if (!login.ok() && !existed) {
 		if (login.err() == ETIMEDOUT) {
-			NoteLogin(url, true);
+			NoteTimeout(LoginKey(url), true);
 			(void)admin_.Logout(url, options_.logout_bound);
 		}
 		return login;
 	}
-	NoteLogin(url, false);
+	NoteTimeout(LoginKey(url), false);
 	auto a = WaitForDisk(url, deadline);
 	if (!a.ok() && a.status().err() == ECANCELED)
 		return Status::Error(a.status().message() +

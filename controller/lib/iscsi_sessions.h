@@ -25,8 +25,10 @@
 // Thread-safety: all methods may be called concurrently. Attach and Logout
 // run their iscsiadm sequences one at a time per portal, in the order they
 // were called, and concurrently with those to other portals: one dead peer
-// holds up only the calls to its own portal, for up to login_bound each,
-// and for no time once the runner is cancelled (CommandRunner::Cancelled).
+// holds up only the calls to its own portal, for up to login_bound in all
+// (a call that waited for its turn while a discovery or login there ran
+// out of time fails at once: LoginTimedOutSince), and for no time once the
+// runner is cancelled (CommandRunner::Cancelled).
 // The portal, not (portal, IQN), because a discovery there deletes and
 // rewrites the node records of every target the portal offers (see
 // SequenceKey in the .cc). A target that reports more portals than the one
@@ -136,9 +138,11 @@ public:
 	// log out of, in use), where a stale answer could log in twice or end
 	// a session still wanted.
 	std::optional<IscsiSysfsSession> FindSession(const IscsiUrl &url) const;
-	// Whether an Attach's discovery or login to (portal, IQN) ran out of
-	// time at or after @since (the peer did not answer it), and none
-	// logged in since. Not a LUN's own failure after the login (no disk).
+	// Whether an Attach's discovery at the portal or login to (portal,
+	// IQN) ran out of time at or after @since (the peer did not answer
+	// it), and none answered since. Not a LUN's own failure after the
+	// login (no disk). An Attach that waited for the portal's turn while
+	// one did fails at once (ETIMEDOUT) instead of taking its own bound.
 	bool
 	LoginTimedOutSince(const IscsiUrl &url,
 	                   std::chrono::steady_clock::time_point since) const;
@@ -154,9 +158,9 @@ private:
 	// (before deadline).
 	bool SessionEnds(const std::string &name,
 	                 std::chrono::steady_clock::time_point deadline) const;
-	// Records (or, @timed_out false, forgets) a discovery or login to
-	// url's portal and IQN that ran out of time now.
-	void NoteLogin(const IscsiUrl &url, bool timed_out);
+	// Records (or, @timed_out false, forgets) that a discovery or login
+	// (login_timeouts_'s @key) ran out of time now.
+	void NoteTimeout(const std::string &key, bool timed_out);
 	// Writes "- - -" to the session's SCSI host's scan attribute;
 	// false when there is none.
 	bool Rescan(const std::string &session) const;
@@ -191,8 +195,8 @@ private:
 	const IscsiOptions options_;
 	KeyedLock sequences_; // Attach and Logout, keyed by SequenceKey()
 	mutable std::mutex login_timeouts_mu_;
-	// By "<portal> <IQN>": when a discovery or login there last ran out
-	// of time; guarded by login_timeouts_mu_.
+	// By "<portal>" (a discovery) and "<portal> <IQN>" (a login): when
+	// one there last ran out of time; guarded by login_timeouts_mu_.
 	std::map<std::string, std::chrono::steady_clock::time_point>
 	        login_timeouts_;
 	// Shared with the refreshes in the background, which may outlive this

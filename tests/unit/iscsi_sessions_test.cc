@@ -1186,5 +1186,68 @@ TEST_F(IscsiSessionsTest, SequencesOnOnePortalDoNotOverlap)
 	EXPECT_EQ(order, "AAAAABBBB"); // discovery, 2 updates, login, logout
 }
 
+// A portal that does not answer: an Attach that waited for its turn while
+// the one before it ran out of time there fails at once, running nothing,
+// instead of taking its own bound (the calls behind logins to a dead peer
+// took one bound each, one after the other). One asked after that tries.
+TEST_F(IscsiSessionsTest, ACallThatWaitedBehindADeadPortalFailsAtOnce)
+{
+	options.login_bound = std::chrono::milliseconds(10000);
+	const IscsiUrl first = Url();
+	IscsiUrl second = Url();
+	second.iqn = "iqn.2003-01.org.linux-iscsi.peer:vol2";
+	Gate first_discovery;
+	std::mutex order_mu;
+	std::string order; // guarded by order_mu: one letter per command
+	runner.handler = [&](const Argv &a) -> CommandResult {
+		{
+			std::lock_guard<std::mutex> lock(order_mu);
+			order += caller;
+		}
+		if (a[2] == "discovery" && caller == 'A') {
+			first_discovery.Pass();
+			return LoginTimedOut(); // killed at its bound
+		}
+		return Exit(24, "iscsiadm: authentication failed\n");
+	};
+	IscsiSessions s(runner, options);
+	auto a = std::async(std::launch::async, [&] {
+		caller = 'A';
+		return s.Attach(first).status();
+	});
+	const bool blocked = first_discovery.WaitEntered();
+	auto b = std::async(std::launch::async, [&] {
+		caller = 'B';
+		return s.Attach(second).status();
+	});
+	// B waits for the portal's turn (SequencesOnOnePortalDoNotOverlap);
+	// let it get there before A's discovery ends.
+	std::this_thread::sleep_for(std::chrono::milliseconds(200));
+	first_discovery.Open();
+	EXPECT_TRUE(blocked) << "the first discovery never started";
+	const Status a_status = a.get();
+	EXPECT_EQ(a_status.err(), ETIMEDOUT) << a_status.message();
+	const Status b_status = b.get();
+	EXPECT_EQ(b_status.err(), ETIMEDOUT) << b_status.message();
+	EXPECT_NE(b_status.message().find("not tried: a discovery or login at "
+	                                  "127.0.0.1:3260 ran out of time "
+	                                  "while this call waited for its "
+	                                  "turn"),
+	          std::string::npos)
+	        << b_status.message();
+	{
+		std::lock_guard<std::mutex> lock(order_mu);
+		EXPECT_EQ(order, "A"); // A's discovery, nothing of B's
+	}
+	// Asked now, after the time-out: tried (and refused, here).
+	auto c = std::async(std::launch::async, [&] {
+		caller = 'C';
+		return s.Attach(second).status();
+	});
+	EXPECT_EQ(c.get().err(), EACCES);
+	std::lock_guard<std::mutex> lock(order_mu);
+	EXPECT_EQ(order.substr(0, 2), "AC");
+}
+
 } // namespace
 } // namespace replipipe
