@@ -94,8 +94,6 @@ public:
 	void SetFaultHookForTest(FaultHook hook);
 
 private:
-	Status WriteTemp(const std::string &text, const std::string &tmp);
-
 	const std::string dir_;
 	const std::string path_;
 	UniqueFd lock_fd_; // replipiped.lock, held once LockStateDir() took it
