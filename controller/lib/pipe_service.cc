@@ -137,7 +137,8 @@ Status CheckTextParameters(const CreateOrModifyCall &call)
 		for (size_t i = 0;
 		     st.ok() && *endpoints && i < (*endpoints)->size(); i++)
 			st = CheckText((**endpoints)[i],
-			               name + ("[" + std::to_string(i) + "]"));
+			               std::string(name) + "[" +
+			                       std::to_string(i) + "]");
 	}
 	return st;
 }
