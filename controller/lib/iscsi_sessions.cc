@@ -74,6 +74,12 @@ std::string SequenceKey(const IscsiUrl &url)
 	       std::to_string(url.port);
 }
 
+// A kernel without ifacename: open-iscsi's default, as before.
+bool OnDaemonIface(const IscsiSysfsSession &s)
+{
+	return s.iface.empty() || s.iface == kIscsiIface;
+}
+
 } // namespace
 
 std::vector<std::string> ResolveIscsiHost(const std::string &host)
@@ -244,9 +250,7 @@ std::optional<IscsiSysfsSession>
 IscsiSessions::Find(const IscsiUrl &url, Resolve how, Iface iface) const
 {
 	for (IscsiSysfsSession &s : ListIscsiSessions(options_.sysfs)) {
-		// A kernel without ifacename: open-iscsi's default, as before.
-		if (iface == Iface::kDaemon && !s.iface.empty() &&
-		    s.iface != kIscsiIface)
+		if (iface == Iface::kDaemon && !OnDaemonIface(s))
 			continue;
 		if (strcasecmp(s.target.c_str(), url.iqn.c_str()) == 0 &&
 		    s.port == url.port && HostMatches(url.host, s.address, how))
@@ -648,8 +652,16 @@ Status IscsiSessions::Logout(const IscsiUrl &url, const KeepSession &keep,
 	if (only.empty()) {
 		session = Find(url, Resolve::kWait, Iface::kDaemon);
 	} else {
+		// Only while it is a session to url's IQN and port on the
+		// daemon's iface: a name comes back when scsi_transport_iscsi
+		// is loaded again, and then it may be another target's or an
+		// administrator's (the one owed has ended). The address is not
+		// compared: that would ask the resolver for url's host name.
 		for (IscsiSysfsSession &s : ListIscsiSessions(options_.sysfs))
-			if (s.name == only)
+			if (s.name == only && OnDaemonIface(s) &&
+			    strcasecmp(s.target.c_str(), url.iqn.c_str()) ==
+			            0 &&
+			    s.port == url.port)
 				session = std::move(s);
 	}
 	if (!session)

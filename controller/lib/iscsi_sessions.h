@@ -117,8 +117,10 @@ public:
 	// nor asked about. No session is success; *kept (if not null) says
 	// whether keep held it. only (when set): that sysfs session
 	// ("session3") and no other, whatever sysfs shows for url now: one
-	// whose logout failed before (sids are not reused before a reboot,
-	// and no name is resolved to find it).
+	// whose logout failed before (no name is resolved to find it). Sids
+	// are not reused before a reboot or a reload of scsi_transport_iscsi;
+	// a session of that name to another IQN or port, or on another iface,
+	// is not it, and the one owed is gone.
 	Status Logout(const IscsiUrl &url, const KeepSession &keep = {},
 	              bool *kept = nullptr, const std::string &only = "");
 	// sysfs only (cheap; no iscsiadm). Describe and DevicePath never wait

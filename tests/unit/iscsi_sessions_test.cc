@@ -769,6 +769,37 @@ TEST_F(IscsiSessionsTest, ALogoutTriedAgainEndsOnlyTheSessionItWasFor)
 	EXPECT_EQ(s.FindSession(Url())->name, "session5");
 }
 
+// A sid comes back after scsi_transport_iscsi is loaded again: an owed
+// logout's session1 may then be an administrator's, through another iface
+// or to another target. The one owed is gone; the other stays.
+TEST_F(IscsiSessionsTest, AnOwedSessionsNameThatIsAnothersNowIsNotLoggedOut)
+{
+	MakeIfaceSession(1, "adm");
+	runner.handler = [this](const Argv &a) {
+		EndSessionNamedIn(a);
+		return Exit(0);
+	};
+	IscsiSessions s(runner, options);
+	ASSERT_TRUE(s.Logout(Url(), {}, nullptr, "session1").ok());
+	EXPECT_TRUE(runner.calls.empty());
+	// On the daemon's iface, but to another IQN.
+	std::filesystem::remove_all(sys / "class/iscsi_session/session1");
+	MakeIfaceSession(1, "default");
+	sys.Write("class/iscsi_session/session1/targetname",
+	          "iqn.2003-01.org.example:other\n");
+	ASSERT_TRUE(s.Logout(Url(), {}, nullptr, "session1").ok());
+	EXPECT_TRUE(runner.calls.empty());
+	EXPECT_TRUE(
+	        std::filesystem::exists(sys / "class/iscsi_session/session1"));
+	// The owed one itself: ended.
+	sys.Write("class/iscsi_session/session1/targetname",
+	          std::string(kIqn) + "\n");
+	ASSERT_TRUE(s.Logout(Url(), {}, nullptr, "session1").ok());
+	ASSERT_EQ(runner.calls.size(), 1u);
+	EXPECT_EQ(runner.calls[0],
+	          (Argv{"iscsiadm", "-m", "session", "-r", "1", "--logout"}));
+}
+
 // iscsiadm 2.1.8 that cannot reach iscsid says "No matching sessions found"
 // and exits 21, as for a session that is gone; the session is still there.
 // That counted as logged out: the session stayed for good. Sysfs decides.
