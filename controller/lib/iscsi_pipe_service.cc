@@ -132,10 +132,71 @@ void PipeService::OweLogoutLocked(const std::string &target,
 	OwedLogout &owed = owed_logouts_[target];
 	const bool again = owed.session == session && owed.why == why;
 	owed = {session, why};
+	if (connector_ && !again)
+		connector_->Adopt(session);
 	// Once per reason, not at every refresh's try.
 	(again ? LogDebug() : LogWarning())
 	        << "disconnect: " << why
 	        << "; replipiped tries again at each refresh";
+	if (!again)
+		SaveOwedLogoutsLocked();
+}
+
+void PipeService::SaveOwedLogoutsLocked()
+{
+	std::vector<OwedLogoutEntry> entries;
+	for (const auto &[target, debt] : owed_logouts_)
+		entries.push_back({target, debt.session, debt.why});
+	Status st = owed_file_.Save(entries);
+	if (st.ok()) {
+		owed_file_stale_ = false;
+		return;
+	}
+	// Once, not at every refresh's try.
+	(owed_file_stale_ ? LogDebug() : LogError())
+	        << "disconnect: " << st.message()
+	        << (entries.empty() ? "" : "; the logouts stay owed in memory")
+	        << "; writing the file is tried again at each refresh";
+	owed_file_stale_ = true;
+}
+
+void PipeService::SetTargetConnector(TargetConnector *connector)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	connector_ = connector;
+	if (connector_)
+		for (const auto &[target, debt] : owed_logouts_)
+			connector_->Adopt(debt.session);
+}
+
+// A session ends with its boot, and its name may be another's in the
+// next: only a file of this boot is taken. A file that cannot be read
+// is left as it is until a debt replaces it.
+void PipeService::LoadOwedLogoutsLocked()
+{
+	auto loaded = owed_file_.Load();
+	if (!loaded.ok()) {
+		LogError() << "disconnect: " << loaded.status().message()
+		           << "; the logouts it may hold are not tried";
+		return;
+	}
+	if (loaded->other_boot) {
+		LogInfo() << "disconnect: " << owed_file_.path()
+		          << " is from another boot, whose sessions ended "
+		             "with it: nothing owed";
+		SaveOwedLogoutsLocked();
+		return;
+	}
+	for (const OwedLogoutEntry &e : loaded->entries) {
+		owed_logouts_[e.target] = {e.session, e.why};
+		if (connector_)
+			connector_->Adopt(e.session);
+		LogNotice() << "disconnect: " << e.target << ": the logout of "
+		            << e.session << " is owed since before this start ("
+		            << e.why
+		            << "); replipiped tries again at each "
+		               "refresh";
+	}
 }
 
 std::vector<std::string> PipeService::OwedLogouts() const

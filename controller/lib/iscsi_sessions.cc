@@ -652,20 +652,19 @@ Status IscsiSessions::Logout(const IscsiUrl &url, const KeepSession &keep,
 	if (only.empty()) {
 		session = Find(url, Resolve::kWait, Iface::kDaemon);
 	} else {
-		// Only while it is a session to url's IQN and port on the
-		// daemon's iface: a name comes back when scsi_transport_iscsi
-		// is loaded again, and then it may be another target's or an
-		// administrator's (the one owed has ended). The address is not
-		// compared: that would ask the resolver for url's host name.
 		for (IscsiSysfsSession &s : ListIscsiSessions(options_.sysfs))
-			if (s.name == only && OnDaemonIface(s) &&
-			    strcasecmp(s.target.c_str(), url.iqn.c_str()) ==
-			            0 &&
-			    s.port == url.port)
+			if (s.name == only)
 				session = std::move(s);
 	}
 	if (!session)
 		return Status();
+	if (!only.empty()) {
+		Result<bool> same = IsStillUrls(url, *session);
+		if (!same.ok())
+			return same.status();
+		if (!*same)
+			return Status();
+	}
 	if (keep && keep(*session)) {
 		if (kept)
 			*kept = true;
@@ -691,6 +690,34 @@ Status IscsiSessions::Logout(const IscsiUrl &url, const KeepSession &keep,
 	}
 	LogNotice() << "iSCSI " << what << ": logged out of " << session->name;
 	return Status();
+}
+
+// A name comes back when scsi_transport_iscsi is loaded again, and then it
+// may be another target's or an administrator's session: the one owed has
+// ended. Only what sysfs says otherwise tells that; an attribute that did
+// not read (a connection being re-made has no port for a moment) is asked
+// again at the next try. The address is not compared: that would ask the
+// resolver for url's host name.
+Result<bool> IscsiSessions::IsStillUrls(const IscsiUrl &url,
+                                        const IscsiSysfsSession &s) const
+{
+	if (s.target.empty() || s.port == 0)
+		return Status::Error("cannot tell whether " + s.name +
+		                             " is still the session to " +
+		                             url.iqn + " on " + url.Portal() +
+		                             ": its target name or port did "
+		                             "not read in sysfs",
+		                     EAGAIN);
+	if (OnDaemonIface(s) &&
+	    strcasecmp(s.target.c_str(), url.iqn.c_str()) == 0 &&
+	    s.port == url.port)
+		return true;
+	LogInfo() << "iSCSI " << url.iqn << " on " << url.Portal() << ": "
+	          << s.name << " is another session now (" << s.target
+	          << ", port " << s.port << ", iface "
+	          << (s.iface.empty() ? "unknown" : s.iface)
+	          << "): the one to log out has ended";
+	return false;
 }
 
 bool IscsiSessions::SessionEnds(const std::string &name,

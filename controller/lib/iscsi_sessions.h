@@ -183,6 +183,10 @@ private:
 	// The first session to (portal, IQN), in sid order.
 	std::optional<IscsiSysfsSession> Find(const IscsiUrl &url, Resolve how,
 	                                      Iface iface = Iface::kAny) const;
+	// Whether s, named by an owed logout, is still a session to url's
+	// IQN and port on the daemon's iface; EAGAIN when sysfs does not tell.
+	Result<bool> IsStillUrls(const IscsiUrl &url,
+	                         const IscsiSysfsSession &s) const;
 	// "a.b.c.d" / "::1" / host name matches a session's numeric address.
 	bool HostMatches(const std::string &url_host,
 	                 const std::string &address, Resolve how) const;

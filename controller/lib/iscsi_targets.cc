@@ -161,6 +161,13 @@ SessionDisconnect IscsiTargetConnector::End(const IscsiUrl &url,
 	return out;
 }
 
+void IscsiTargetConnector::Adopt(const std::string &session)
+{
+	std::lock_guard<std::mutex> lock(mu_);
+	ours_.insert(session);
+	foreign_.erase(session);
+}
+
 std::optional<PeerView>
 IscsiTargetConnector::Describe(const std::string &target)
 {

@@ -84,6 +84,10 @@ public:
 		(void)since;
 		return false;
 	}
+	// The connection @session is the daemon's own, whoever made it: one
+	// whose logout it owes (decision 102). A Connect() that finds it
+	// then does not take it for the administrator's.
+	virtual void Adopt(const std::string &session) { (void)session; }
 	// The targets stored pairs, pending creates and calls in progress
 	// use, asked when a connection is about to end.
 	using TargetsInUse = std::function<std::vector<std::string>()>;
@@ -125,6 +129,7 @@ public:
 	DisconnectSession(const std::string &target, const std::string &session,
 	                  const TargetsInUse &in_use) override;
 	std::optional<PeerView> Describe(const std::string &target) override;
+	void Adopt(const std::string &session) override;
 
 private:
 	// Ends the session of url (only: that sysfs session, see

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <exception>
+#include <filesystem>
 #include <iterator>
 #include <set>
 #include <system_error>
@@ -489,7 +490,9 @@ private:
 PipeService::PipeService(KernelApi &kernel, Store &store, EndpointProbe &probe,
                          HostIdentity host, PipeServiceOptions options)
     : kernel_(kernel), store_(store), probe_(probe), host_(std::move(host)),
-      options_(options)
+      options_(options),
+      owed_file_(std::filesystem::path(store.path()).parent_path().string(),
+                 options_.boot_id_path)
 {
 }
 
@@ -507,6 +510,8 @@ Status PipeService::Load()
 		else
 			pending_.push_back(std::move(e));
 	}
+	owed_logouts_.clear();
+	LoadOwedLogoutsLocked();
 	loaded_ = true;
 	return Status();
 }
@@ -1554,7 +1559,7 @@ bool PipeService::HasLeftovers() const
 	for (const StoreEntry &e : pending_)
 		if (!carried_.count(e.record.instance_id))
 			return true;
-	return !owed_logouts_.empty();
+	return !owed_logouts_.empty() || owed_file_stale_;
 }
 
 std::vector<PipeService::Settled>
@@ -1590,6 +1595,8 @@ void PipeService::RetryOwedLogouts(const std::stop_token &stop)
 	std::map<std::string, OwedLogout> owed;
 	{
 		std::lock_guard<std::mutex> lock(mu_);
+		if (owed_file_stale_)
+			SaveOwedLogoutsLocked();
 		owed = owed_logouts_;
 	}
 	for (const auto &[target, debt] : owed) {
@@ -1616,6 +1623,7 @@ void PipeService::RetryOwedLogouts(const std::stop_token &stop)
 		switch (done.outcome) {
 		case SessionDisconnect::Outcome::kEnded:
 			owed_logouts_.erase(it);
+			SaveOwedLogoutsLocked();
 			LogNotice() << "disconnect: " << target << ": "
 			            << debt.session << " ended";
 			break;
@@ -1624,6 +1632,7 @@ void PipeService::RetryOwedLogouts(const std::stop_token &stop)
 			    !IsStoredTargetLocked(done.kept_for))
 				break; // a call in flight's: tried again
 			owed_logouts_.erase(it);
+			SaveOwedLogoutsLocked();
 			LogNotice()
 			        << "disconnect: " << target << ": "
 			        << debt.session

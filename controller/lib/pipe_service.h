@@ -62,6 +62,7 @@
 #include "kernel_api.h"
 #include "method.h"
 #include "model.h"
+#include "owed_logouts_file.h"
 #include "status.h"
 #include "store.h"
 
@@ -80,6 +81,9 @@ struct PipeServiceOptions {
 	// dead peers. The pipes not done by then are reconciled in the
 	// background as their peers answer.
 	std::chrono::milliseconds peer_wait{10000};
+	// The kernel's boot id, which owed-logouts.json is kept for
+	// (OwedLogoutsFile); tests point it at a file of their own.
+	std::string boot_id_path = "/proc/sys/kernel/random/boot_id";
 };
 
 // A stored pipe with what the kernel says about it.
@@ -173,9 +177,9 @@ public:
 	// The targets whose session a logout failed to end (iscsid not
 	// running, say), not ended since: SettleLeftovers() tries that
 	// session again (RetryOwedLogouts()) until it ends, or a stored or
-	// pending pipe's target uses it. Kept in memory only: after a
-	// restart such a session is no stored pair's, and is left to the
-	// administrator (docs/iscsi.md).
+	// pending pipe's target uses it. Kept in owed-logouts.json too, so
+	// that a daemon started later in the same boot owes them still
+	// (Load(); decision 102).
 	std::vector<std::string> OwedLogouts() const;
 	// Pushes the stored pipe uuid to the kernel if the kernel lacks it
 	// (every pair resyncs in full): what Reconcile() does for a pipe it
@@ -221,10 +225,8 @@ public:
 	// nullptr (the default): none. Set before Reconcile(); not owned,
 	// and must outlive the service (Reconcile()'s connections may go on
 	// until its destructor).
-	void SetTargetConnector(TargetConnector *connector)
-	{
-		connector_ = connector;
-	}
+	// Tells it the sessions whose logout is owed (Adopt()).
+	void SetTargetConnector(TargetConnector *connector);
 	// The record with each target as the kernel knows it (the resync
 	// jobs compare and open those).
 	PipeRecord ForKernel(const PipeRecord &record);
@@ -266,6 +268,12 @@ private:
 	void OweLogoutLocked(const std::string &target,
 	                     const std::string &session,
 	                     const std::string &why);
+	// Writes owed_logouts_ to owed_file_; a failure is logged (the debts
+	// stay owed in memory). Caller holds mu_.
+	void SaveOwedLogoutsLocked();
+	// Takes the debts owed_file_ holds from a daemon of this boot.
+	// Caller holds mu_.
+	void LoadOwedLogoutsLocked();
 	// A stored pipe's or a record's marked pending. Caller holds mu_.
 	bool IsStoredTargetLocked(const std::string &target) const;
 	std::string ConnectStored(const PipeRecord &record);
@@ -372,6 +380,10 @@ private:
 	};
 	// Target -> its owed logout (OwedLogouts()); guarded by mu_.
 	std::map<std::string, OwedLogout> owed_logouts_;
+	const OwedLogoutsFile owed_file_; // their copy on disk
+	// Its last write failed: written again at the next refresh
+	// (HasLeftovers()). guarded by mu_
+	bool owed_file_stale_ = false;
 	// Endpoints taken by calls in flight -> UUID of the pipe they are for.
 	std::map<std::string, std::string> reserved_sources_; // guarded by mu_
 	std::map<std::string, std::string> reserved_targets_; // guarded by mu_

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <map>
@@ -154,6 +155,11 @@ public:
 		connected.erase(t);
 		return out;
 	}
+	void Adopt(const std::string &session) override
+	{
+		std::lock_guard<std::mutex> lock(mu);
+		adopted.push_back(session);
+	}
 	std::optional<PeerView> Describe(const std::string &t) override
 	{
 		std::lock_guard<std::mutex> lock(mu);
@@ -189,6 +195,8 @@ public:
 	std::map<std::string, int> disconnects;
 	// The sessions DisconnectSession() was asked to end, in order.
 	std::vector<std::string> retried;
+	// The sessions Adopt() was told of, in order.
+	std::vector<std::string> adopted;
 	// Target -> another target its session serves too (another LUN).
 	std::map<std::string, std::string> same_session;
 	std::set<std::string> disk_timeouts;
@@ -728,6 +736,63 @@ TEST_F(IscsiPipeServiceTest, AFailedLogoutIsTriedAgainUntilItEnds)
 	// Nothing owed: a settle asks the connector for nothing.
 	service.SettleLeftovers(std::chrono::milliseconds(0));
 	EXPECT_EQ(connector.disconnects[kUrl0], 3);
+}
+
+// A daemon started again in the same boot owes what the one before it
+// owed (owed-logouts.json, decision 102): before, the session was left
+// logged in for good.
+TEST_F(IscsiPipeServiceTest, TheNextDaemonOfTheBootOwesTheLogoutStill)
+{
+	ASSERT_NO_FATAL_FAILURE(DeleteWithAFailedLogout(service, 1));
+	// The session stays the daemon's (IscsiTargetConnector::Adopt()).
+	EXPECT_EQ(connector.adopted,
+	          (std::vector<std::string>{"session-" + kUrl0}));
+	Store store2{dir.path()};
+	PipeService next{kernel, store2, probe, HostIdentity{kHost},
+	                 PipeServiceOptions{std::chrono::milliseconds(100)}};
+	ASSERT_TRUE(next.Load().ok());
+	next.SetTargetConnector(&connector); // after Load(), as may be
+	EXPECT_EQ(next.OwedLogouts(), (std::vector<std::string>{kUrl0}));
+	EXPECT_EQ(connector.adopted,
+	          (std::vector<std::string>{"session-" + kUrl0,
+	                                    "session-" + kUrl0}));
+	EXPECT_TRUE(next.HasLeftovers());
+	next.SettleLeftovers(std::chrono::milliseconds(0));
+	EXPECT_FALSE(connector.connected.count(kUrl0));
+	EXPECT_EQ(connector.retried,
+	          (std::vector<std::string>{"session-" + kUrl0}));
+	EXPECT_TRUE(next.OwedLogouts().empty());
+	// Paid: the daemon after that owes nothing.
+	Store store3{dir.path()};
+	PipeService third{kernel, store3, probe, HostIdentity{kHost}};
+	ASSERT_TRUE(third.Load().ok());
+	EXPECT_TRUE(third.OwedLogouts().empty());
+}
+
+// A reboot ended the session, and its name may be another's now.
+TEST_F(IscsiPipeServiceTest, AnotherBootOwesNoLogout)
+{
+	TempDir boot;
+	boot.Write("boot_id", "boot-a\n");
+	PipeServiceOptions options{std::chrono::milliseconds(100)};
+	options.boot_id_path = boot / "boot_id";
+	TempDir state;
+	Store store1{state.path()};
+	PipeService before{kernel, store1, probe, HostIdentity{kHost}, options};
+	before.SetTargetConnector(&connector);
+	ASSERT_TRUE(before.Load().ok());
+	ASSERT_NO_FATAL_FAILURE(DeleteWithAFailedLogout(before, 1));
+	ASSERT_TRUE(std::filesystem::exists(state / "owed-logouts.json"));
+	boot.Write("boot_id", "boot-b\n");
+	Store store2{state.path()};
+	PipeService after{kernel, store2, probe, HostIdentity{kHost}, options};
+	after.SetTargetConnector(&connector);
+	ASSERT_TRUE(after.Load().ok());
+	EXPECT_TRUE(after.OwedLogouts().empty());
+	EXPECT_FALSE(after.HasLeftovers());
+	after.SettleLeftovers(std::chrono::milliseconds(0));
+	EXPECT_TRUE(connector.retried.empty());
+	EXPECT_FALSE(std::filesystem::exists(state / "owed-logouts.json"));
 }
 
 // A call in flight that holds the owed target, or another LUN its session

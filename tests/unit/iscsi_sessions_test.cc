@@ -3,11 +3,13 @@
 #include "iscsi_sessions.h"
 
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <memory>
@@ -791,13 +793,80 @@ TEST_F(IscsiSessionsTest, AnOwedSessionsNameThatIsAnothersNowIsNotLoggedOut)
 	EXPECT_TRUE(runner.calls.empty());
 	EXPECT_TRUE(
 	        std::filesystem::exists(sys / "class/iscsi_session/session1"));
-	// The owed one itself: ended.
+	// To the IQN, on another port.
 	sys.Write("class/iscsi_session/session1/targetname",
 	          std::string(kIqn) + "\n");
+	sys.Write("class/iscsi_connection/connection1:0/persistent_port",
+	          "3261\n");
+	ASSERT_TRUE(s.Logout(Url(), {}, nullptr, "session1").ok());
+	EXPECT_TRUE(runner.calls.empty());
+	// Its target name does not read (a session going away): not known
+	// to be another's, so the logout stays owed (an error), none run.
+	sys.Write("class/iscsi_connection/connection1:0/persistent_port",
+	          "3260\n");
+	std::filesystem::remove(sys /
+	                        "class/iscsi_session/session1/targetname");
+	Status unknown = s.Logout(Url(), {}, nullptr, "session1");
+	EXPECT_EQ(unknown.err(), EAGAIN) << unknown.message();
+	EXPECT_TRUE(runner.calls.empty());
+	// The owed one itself, on a kernel without ifacename: ended.
+	sys.Write("class/iscsi_session/session1/targetname",
+	          std::string(kIqn) + "\n");
+	std::filesystem::remove(sys / "class/iscsi_session/session1/ifacename");
 	ASSERT_TRUE(s.Logout(Url(), {}, nullptr, "session1").ok());
 	ASSERT_EQ(runner.calls.size(), 1u);
 	EXPECT_EQ(runner.calls[0],
 	          (Argv{"iscsiadm", "-m", "session", "-r", "1", "--logout"}));
+}
+
+// A session an owed logout names, found by a create after a restart (the
+// daemon that made it is gone), is still the daemon's once adopted: a
+// Connect() that finds a session it did not make, with no stored pair on
+// it, takes it for the administrator's, and the owed logout then ended as
+// "the administrator's", leaving the session for good.
+TEST_F(IscsiSessionsTest, AnAdoptedSessionThatAConnectFindsIsStillTheDaemons)
+{
+	// Attach needs dev/sdb to be a block device: any of the host's.
+	std::string block;
+	struct stat st;
+	for (const auto &e : std::filesystem::directory_iterator("/dev"))
+		if (::stat(e.path().c_str(), &st) == 0 && S_ISBLK(st.st_mode)) {
+			block = e.path().string();
+			break;
+		}
+	if (block.empty())
+		GTEST_SKIP() << "no block device in /dev";
+	MakeSession(true);
+	sys.Write("class/iscsi_session/session1/device/target2:0:0/2:0:0:0/"
+	          "block/sdb/dev",
+	          std::to_string(major(st.st_rdev)) + ":" +
+	                  std::to_string(minor(st.st_rdev)) + "\n");
+	std::filesystem::create_symlink(block, dev / "sdb");
+	runner.handler = [this](const Argv &a) {
+		if (a.back() == "--logout")
+			RemoveSession();
+		return Exit(0);
+	};
+	IscsiSessions s(runner, options);
+	const std::string target = Url().Canonical();
+	bool made = true;
+	{
+		IscsiTargetConnector found(s);
+		auto d = found.Connect(target, {}, &made);
+		ASSERT_TRUE(d.ok()) << d.status().message();
+		EXPECT_FALSE(made);
+		EXPECT_EQ(found.DisconnectSession(target, "session1", InUse({}))
+		                  .outcome,
+		          SessionDisconnect::Outcome::kKept);
+		EXPECT_FALSE(runner.Ran("--logout"));
+	}
+	IscsiTargetConnector c(s);
+	c.Adopt("session1");
+	auto d = c.Connect(target, {}, &made);
+	ASSERT_TRUE(d.ok()) << d.status().message();
+	EXPECT_EQ(c.DisconnectSession(target, "session1", InUse({})).outcome,
+	          SessionDisconnect::Outcome::kEnded);
+	EXPECT_TRUE(runner.Ran("--logout"));
 }
 
 // iscsiadm 2.1.8 that cannot reach iscsid says "No matching sessions found"
