@@ -63,11 +63,21 @@ Status WriteSyncedTemp(const std::string &tmp, const std::string &text)
 	                   0600));
 	if (!fd.valid())
 		return Status::FromErrno("create " + tmp, errno);
-	if (Status st = WriteAll(fd.get(), text, tmp); !st.ok())
-		return st;
-	if (::fsync(fd.get()) != 0)
-		return Status::FromErrno("fsync " + tmp, errno);
-	return Status();
+	Status st = WriteAll(fd.get(), text, tmp);
+	if (st.ok() && ::fsync(fd.get()) != 0)
+		st = Status::FromErrno("fsync " + tmp, errno);
+	if (!st.ok())
+		::unlink(tmp.c_str());
+	return st;
+}
+
+Status RenameOver(const std::string &tmp, const std::string &path)
+{
+	if (::rename(tmp.c_str(), path.c_str()) == 0)
+		return Status();
+	Status st = Status::FromErrno("rename " + tmp + " to " + path, errno);
+	::unlink(tmp.c_str());
+	return st;
 }
 
 } // namespace replipipe

@@ -18,7 +18,11 @@ Result<std::string> ReadAll(const std::string &path);
 // Makes the directory's entries (a rename into it) durable.
 Status FsyncDir(const std::string &dir);
 // Creates tmp (mode 0600; a stale one, left by a crash, is removed first)
-// with text, fsynced: ready to be renamed over the file it replaces.
+// with text, fsynced: ready to be renamed over the file it replaces. On
+// failure tmp is removed.
 Status WriteSyncedTemp(const std::string &tmp, const std::string &text);
+// Renames tmp over path; on failure tmp is removed. The rename is durable
+// only once the directory is fsynced (FsyncDir()).
+Status RenameOver(const std::string &tmp, const std::string &path);
 
 } // namespace replipipe

@@ -116,16 +116,10 @@ Status OwedLogoutsFile::Save(const std::vector<OwedLogoutEntry> &entries) const
 		                          {"session", e.session},
 		                          {"why", e.why}});
 	const std::string tmp = path_ + kTempSuffix;
-	if (Status st = WriteSyncedTemp(tmp, doc.dump(2) + "\n"); !st.ok()) {
-		::unlink(tmp.c_str());
+	if (Status st = WriteSyncedTemp(tmp, doc.dump(2) + "\n"); !st.ok())
 		return st;
-	}
-	if (::rename(tmp.c_str(), path_.c_str()) != 0) {
-		Status st = Status::FromErrno("rename " + tmp + " to " + path_,
-		                              errno);
-		::unlink(tmp.c_str());
+	if (Status st = RenameOver(tmp, path_); !st.ok())
 		return st;
-	}
 	return FsyncDir(dir_);
 }
 

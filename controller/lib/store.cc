@@ -391,19 +391,13 @@ Status Store::SaveEntries(const std::vector<StoreEntry> &entries)
 		                     EIO);
 	const std::string tmp = path_ + kTempSuffix;
 	if (Status st = WriteSyncedTemp(tmp, StoreEntriesDocument(entries));
-	    !st.ok()) {
-		::unlink(tmp.c_str());
+	    !st.ok())
 		return st;
-	}
 	if (fault_hook_)
 		if (Status st = fault_hook_(SaveStep::kTempSynced); !st.ok())
 			return st;
-	if (::rename(tmp.c_str(), path_.c_str()) != 0) {
-		Status st = Status::FromErrno("rename " + tmp + " to " + path_,
-		                              errno);
-		::unlink(tmp.c_str());
+	if (Status st = RenameOver(tmp, path_); !st.ok())
 		return st;
-	}
 	if (fault_hook_)
 		if (Status st = fault_hook_(SaveStep::kRenamed); !st.ok())
 			return st;
