@@ -145,8 +145,11 @@ void PipeService::OweLogoutLocked(const std::string &target,
 void PipeService::SaveOwedLogoutsLocked()
 {
 	std::vector<OwedLogoutEntry> entries;
+	// One with no session name (none is: a failed logout always found
+	// its session) would make Load() refuse the whole file.
 	for (const auto &[target, debt] : owed_logouts_)
-		entries.push_back({target, debt.session, debt.why});
+		if (!debt.session.empty())
+			entries.push_back({target, debt.session, debt.why});
 	Status st = owed_file_.Save(entries);
 	if (st.ok()) {
 		owed_file_stale_ = false;
