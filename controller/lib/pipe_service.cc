@@ -1187,14 +1187,17 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 	if (st.ok() || st.err() == ENOENT) {
 		// The kernel let go of it: the delete is done whatever the
 		// store says now (a mark left is finished by
-		// SettleLeftovers()).
-		if (std::string note = DropPendingRecord(uuid); !note.empty())
-			LogWarning() << "delete of " << PipeLabel(*old)
-			             << ": the kernel deleted it" << note;
+		// SettleLeftovers()). The sessions go while the mark is still
+		// there: a daemon killed before they went finishes them at its
+		// next start, and one whose logout failed is owed by then
+		// (decision 102).
 		std::vector<std::string> gone;
 		for (const PairRecord &p : old->pairs)
 			gone.push_back(p.target);
 		DropConnections(uuid, gone);
+		if (std::string note = DropPendingRecord(uuid); !note.empty())
+			LogWarning() << "delete of " << PipeLabel(*old)
+			             << ": the kernel deleted it" << note;
 		return Done(uuid);
 	}
 
@@ -1705,11 +1708,12 @@ PipeService::Settled PipeService::SettlePending(const StoreEntry &entry,
 		                "); its record stays marked, and replipiped "
 		                "tries again",
 		        false};
-	std::string note = DropPendingRecord(uuid);
+	// The sessions first, as in Delete(): the mark stays until they went.
 	std::vector<std::string> targets;
 	for (const PairRecord &p : entry.record.pairs)
 		targets.push_back(p.target);
 	DropConnections(uuid, targets);
+	std::string note = DropPendingRecord(uuid);
 	return {uuid,
 	        what + "; " + settled + ": " + done +
 	                (note.empty() ? "removed from the store"

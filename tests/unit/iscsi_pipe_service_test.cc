@@ -250,6 +250,19 @@ protected:
 		ASSERT_EQ(svc.OwedLogouts(), (std::vector<std::string>{kUrl0}));
 	}
 
+	// The marks of the records the store file holds now.
+	std::vector<PendingOp> MarksInStore()
+	{
+		Store look{dir.path()};
+		std::vector<PendingOp> marks;
+		auto entries = look.LoadEntries();
+		EXPECT_TRUE(entries.ok()) << entries.status().message();
+		if (entries.ok())
+			for (const StoreEntry &e : *entries)
+				marks.push_back(e.pending);
+		return marks;
+	}
+
 	// A modify of pipe that adds replipipe_0/a -> kUrl0.
 	MethodOutcome AddUrl0Pair(const MethodOutcome &pipe)
 	{
@@ -767,6 +780,48 @@ TEST_F(IscsiPipeServiceTest, TheNextDaemonOfTheBootOwesTheLogoutStill)
 	PipeService third{kernel, store3, probe, HostIdentity{kHost}};
 	ASSERT_TRUE(third.Load().ok());
 	EXPECT_TRUE(third.OwedLogouts().empty());
+}
+
+// A daemon killed between a delete's store write and its logout owed
+// nothing: the record was gone, and the session stayed for good. The
+// logout now runs while the delete's mark is still in the store, so the
+// next start finishes it (SettleLeftovers()).
+TEST_F(IscsiPipeServiceTest, ADeleteLogsOutBeforeItsMarkLeavesTheStore)
+{
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	std::vector<PendingOp> seen;
+	connector.before_disconnect = [&] { seen = MarksInStore(); };
+	ASSERT_EQ(service.Delete(out.replication_pipe).return_value,
+	          ReturnValue::kCompleted);
+	EXPECT_EQ(seen, (std::vector<PendingOp>{PendingOp::kDelete}));
+	EXPECT_FALSE(connector.connected.count(kUrl0));
+	EXPECT_TRUE(MarksInStore().empty());
+}
+
+// The same when the next start finishes a delete a killed daemon left.
+TEST_F(IscsiPipeServiceTest, ASettledDeleteLogsOutBeforeItsMarkLeavesTheStore)
+{
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	auto entries = store.LoadEntries();
+	ASSERT_TRUE(entries.ok());
+	ASSERT_EQ(entries->size(), 1u);
+	(*entries)[0].pending = PendingOp::kDelete; // killed after its mark
+	ASSERT_TRUE(store.SaveEntries(*entries).ok());
+	Store store2{dir.path()};
+	PipeService next{kernel, store2, probe, HostIdentity{kHost},
+	                 PipeServiceOptions{std::chrono::milliseconds(100)}};
+	next.SetTargetConnector(&connector);
+	ASSERT_TRUE(next.Load().ok());
+	std::vector<PendingOp> seen;
+	connector.before_disconnect = [&] { seen = MarksInStore(); };
+	next.SettleLeftovers(std::chrono::milliseconds(100));
+	EXPECT_EQ(seen, (std::vector<PendingOp>{PendingOp::kDelete}));
+	EXPECT_FALSE(connector.connected.count(kUrl0));
+	EXPECT_TRUE(MarksInStore().empty());
 }
 
 // A reboot ended the session, and its name may be another's now.
