@@ -57,6 +57,12 @@
 /* Longest a PIPE_DEL waits for the writes in flight to its targets. */
 #define RP_DRAIN_WAIT_SEC	5
 /*
+ * Longest a PIPE_SET waits, holding rp_config_lock, for the writes that
+ * found no pair on its new pairs' sources; a pair whose source still has
+ * some starts later, from a work item (rp_pair_start_work()).
+ */
+#define RP_START_WAIT_MS	250
+/*
  * A write-intent record's clear pass waits this long for the target's
  * flush (a cache written back over a slow link takes time); it holds no
  * pair reference meanwhile, so nothing else waits for it.

@@ -1437,16 +1437,19 @@ static void rp_pair_start_work(struct work_struct *work)
  * Starts the pairs PIPE_SET published.  A claim drains only tracked writes,
  * so none may be in flight untracked on the source when the first claim is
  * granted, and a write-intent record's marks of those writes are in only
- * once they ended: this waits for them, RP_DRAIN_WAIT_SEC at most for all
- * the pairs together, since it holds rp_config_lock and a source that queues
- * I/O (multipath with no path, a suspended dm device) would hold every
- * netlink command and the claim reaper for as long.  A pair whose source
- * still has such writes then starts later (rp_pair_start_work()); its claims
- * wait for that (rp_claim_advance()).  rp_config_lock held.
+ * once they ended: this waits for them, RP_START_WAIT_MS at most for all
+ * the pairs together.  No longer: it holds rp_config_lock, which every
+ * netlink command of the family and the claim reaper take, and generic
+ * netlink's cb_lock, which every family's requests share and a module that
+ * registers a family takes for writing; a source that queues I/O
+ * (multipath with no path, a suspended dm device) holds such writes for as
+ * long as it likes.  A pair whose source still has them starts later
+ * (rp_pair_start_work()); its claims wait for that (rp_claim_advance()).
+ * rp_config_lock held.
  */
 static void rp_pairs_start(struct rp_pipe_spec *spec)
 {
-	unsigned long deadline = jiffies + RP_DRAIN_WAIT_SEC * HZ;
+	unsigned long deadline = jiffies + msecs_to_jiffies(RP_START_WAIT_MS);
 	unsigned int i;
 
 	synchronize_rcu();
@@ -1463,9 +1466,9 @@ static void rp_pairs_start(struct rp_pipe_spec *spec)
 		left = time_after(deadline, jiffies) ? deadline - jiffies : 0;
 		if (!wait_event_timeout(dev->untracked_wq,
 					!atomic_read(&dev->untracked), left)) {
-			pr_warn("%s: writes from before pair %s -> %s still in flight after %u s; it starts when they end\n",
+			pr_warn("%s: writes from before pair %s -> %s still in flight after %u ms; it starts when they end\n",
 				dev->name, pair->pipe->id, pair->tgt_path,
-				RP_DRAIN_WAIT_SEC);
+				RP_START_WAIT_MS);
 			WRITE_ONCE(pair->start_pending, true);
 			/* Not on rp_wq: see rp_claim_reaper(). */
 			queue_delayed_work(system_wq, &pair->start_work,

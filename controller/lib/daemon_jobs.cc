@@ -106,10 +106,10 @@ Status CurrentException(const std::string &context)
 
 // How long a resync channel waits for the kernel's answer to a call. The
 // kernel waits at most REPLIPIPE_CLAIM_WAIT_MS for a claim, but a call
-// first takes rp_config_lock, which a PIPE_SET holds for up to 5 s of
-// writes in flight (RP_DRAIN_WAIT_SEC) and its write-intent records'
-// writes. A claim whose answer was given up on is one whose id never
-// arrives: it holds writes until the channel closes.
+// first takes rp_config_lock, which a PIPE_SET holds for up to 250 ms of
+// writes in flight (RP_START_WAIT_MS) and for its write-intent records'
+// writes, as long as those take. A claim whose answer was given up on is
+// one whose id never arrives: it holds writes until the channel closes.
 constexpr std::chrono::seconds kResyncCallTimeout{60};
 
 std::string JobName(const PairJobSpec &spec)
