@@ -196,6 +196,8 @@ struct RegionCopier::Impl {
 	uint64_t outstanding() const { return submitted - completed; }
 	void Prepare(uint32_t slot);
 	void Complete(RegionCopier *owner, uint32_t slot, int res);
+	// A completion whose handling threw: the transfer failed.
+	void FailUnhandled(uint32_t slot) noexcept;
 	bool stopping(const RegionCopier *owner) const
 	{
 		return !error.ok() || owner->stop_requested() || expired;
@@ -549,10 +551,31 @@ void RegionCopier::Impl::Reap(RegionCopier *owner)
 		// completes with LIBURING_UDATA_TIMEOUT): no slot.
 		if (data >= requests.size())
 			continue;
-		Complete(owner, static_cast<uint32_t>(data), cqe->res);
+		const auto slot = static_cast<uint32_t>(data);
+		try {
+			Complete(owner, slot, cqe->res);
+		} catch (...) {
+			// Thrown before the request changed: its error message
+			// had no memory. Out of the loop, it left this batch
+			// unadvanced, and the next Reap() (Settle(), the
+			// destructor's) took a read's completion for its write
+			// and freed the slot twice. The transfer counts failed,
+			// so the copy fails and starts nothing more.
+			FailUnhandled(slot);
+		}
 	}
 	io_uring_cq_advance(&ring, seen);
 	completed += seen;
+}
+
+// Does not allocate: an error with an empty message (Copy() words it)
+// and the slot back on free_slots, whose capacity is queue_depth.
+void RegionCopier::Impl::FailUnhandled(uint32_t slot) noexcept
+{
+	if (error.ok())
+		error = Status::Error(std::string(), ENOMEM);
+	free_slots.push_back(slot);
+	--inflight;
 }
 
 // The ring broke with requests maybe still in the kernel: a submit failed
@@ -714,6 +737,9 @@ Status RegionCopier::Impl::Copy(RegionCopier *owner, uint64_t offset,
 		// transfers they started.
 		Reap(owner);
 	}
+	if (!error.ok() && error.message().empty())
+		return Status::FromErrno(who() + ": handling a completion",
+		                         error.err());
 	if (!error.ok())
 		return error;
 	if (owner->stop_requested() && owner->batch_bytes() < end - start)

@@ -23,6 +23,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <new>
 #include <random>
 #include <set>
 #include <thread>
@@ -505,6 +506,53 @@ TEST(RegionCopier, ReadErrorNamesDeviceAndOffsetAndDrains)
 	// copies the whole range.
 	EXPECT_EQ(copier->in_flight(), 0u);
 	EXPECT_GT(after_error.load(), 0);
+	st = copier->Copy(0, 8 * kMiB);
+	ASSERT_TRUE(st.ok()) << st.message();
+	ASSERT_TRUE(copier->Sync().ok());
+	EXPECT_EQ(ReadFile(dir / "dst"), ReadFile(dir / "src"));
+}
+
+// Handling a completion allocates (its error message), so it may throw
+// std::bad_alloc. The copy then fails with ENOMEM, having handled every
+// completion once: before, the exception left Copy() with the batch of
+// completions not advanced, and the destructor's Reap() handled them
+// again (a read's completion taken for its write's, a slot freed twice).
+TEST(RegionCopier, ACompletionWhoseHandlingThrowsFailsTheCopyOnce)
+{
+	ScratchDir dir;
+	WriteFile(dir / "src", RandomBytes(8 * kMiB, 5));
+	WriteFile(dir / "dst", {});
+	CopierOptions options;
+	options.chunk_bytes = 256 * kKiB;
+	options.queue_depth = 8;
+	bool thrown = false;
+	std::map<std::pair<int, uint64_t>, int> handled; // (op, offset)
+	options.inject = [&](CopierOptions::Op op, uint64_t offset, int res) {
+		if (op == CopierOptions::Op::kRead && offset == 2 * kMiB &&
+		    !thrown) {
+			thrown = true;
+			throw std::bad_alloc();
+		}
+		++handled[{static_cast<int>(op), offset}];
+		return res;
+	};
+	auto copier = OpenCopier(dir / "src", dir / "dst", options);
+	ASSERT_NE(copier, nullptr);
+	Status st;
+	ASSERT_NO_THROW(st = copier->Copy(0, 8 * kMiB));
+	ASSERT_TRUE(thrown);
+	ASSERT_FALSE(st.ok());
+	EXPECT_EQ(st.err(), ENOMEM);
+	EXPECT_NE(st.message().find("handling a completion"), std::string::npos)
+	        << st.message();
+	EXPECT_LT(copier->batch_bytes(), 8 * kMiB);
+	EXPECT_EQ(copier->in_flight(), 0u);
+	for (const auto &[key, times] : handled)
+		EXPECT_EQ(times, 1)
+		        << "op " << key.first << " at " << key.second;
+	// The ring and the slots are as they were: the same copier copies the
+	// whole range.
+	handled.clear();
 	st = copier->Copy(0, 8 * kMiB);
 	ASSERT_TRUE(st.ok()) << st.message();
 	ASSERT_TRUE(copier->Sync().ok());
