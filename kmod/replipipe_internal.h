@@ -185,6 +185,8 @@ struct rp_dev {
 	mempool_t		*req_pool;
 	/* WRITE SAME's work (rp_execute_write_same()), while enabled. */
 	struct workqueue_struct	*write_same_wq;
+	/* Writes released after a wait (rp_req_resubmit()), while enabled. */
+	struct workqueue_struct	*resubmit_wq;
 	/* One per rp_req and per write submission: pins the pools above. */
 	struct percpu_ref	reqs;
 	struct completion	reqs_done;
@@ -376,9 +378,10 @@ struct rp_pair {
 	/*
 	 * Async writes waiting for room within max lag, oldest first: parked
 	 * off LIO's submission context (on iSCSI the connection's receiver)
-	 * and resubmitted on rp_wq with their room reserved (lag_granted);
-	 * lag_work degrades the pair once the oldest waited RP_LAG_WAIT_SEC,
-	 * an abort of one of them at once (rp_pair_abort_waiters()).
+	 * and resubmitted (rp_req_resubmit()) with their room reserved
+	 * (lag_granted); lag_work degrades the pair once the oldest waited
+	 * RP_LAG_WAIT_SEC, an abort of one of them at once
+	 * (rp_pair_abort_waiters()).
 	 */
 	struct list_head	lag_waiters;
 	/*

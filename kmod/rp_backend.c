@@ -200,12 +200,20 @@ static int __rp_configure_device(struct rp_dev *dev)
 		ret = -ENOMEM;
 		goto destroy_req_pool;
 	}
+	/* rp_req_resubmit() says why a queue of the backstore's own. */
+	dev->resubmit_wq = alloc_workqueue("rp_resubmit/%u",
+					   WQ_MEM_RECLAIM | WQ_UNBOUND, 0,
+					   se_dev->dev_index);
+	if (!dev->resubmit_wq) {
+		ret = -ENOMEM;
+		goto destroy_write_same_wq;
+	}
 
 	ret = rp_bdev_open(&dev->primary, dev->udev_path, dev);
 	if (ret) {
 		pr_err("%s: cannot open %s exclusively: %d\n", dev->name,
 		       dev->udev_path, ret);
-		goto destroy_write_same_wq;
+		goto destroy_resubmit_wq;
 	}
 	/* rp_get_blocks() answers the last LBA: there must be one. */
 	if (bdev_nr_bytes(dev->primary.bdev) <
@@ -227,6 +235,9 @@ static int __rp_configure_device(struct rp_dev *dev)
 
 close_primary:
 	rp_bdev_close(&dev->primary, dev);
+destroy_resubmit_wq:
+	destroy_workqueue(dev->resubmit_wq);
+	dev->resubmit_wq = NULL;
 destroy_write_same_wq:
 	destroy_workqueue(dev->write_same_wq);
 	dev->write_same_wq = NULL;
@@ -284,7 +295,9 @@ static void rp_destroy_device(struct se_device *se_dev)
 	percpu_ref_kill(&dev->reqs);
 	wait_for_completion(&dev->reqs_done);
 	percpu_ref_exit(&dev->reqs);
-	/* What ran on it completed its command first: only its returns. */
+	/* What ran on them held a request: only their returns are left. */
+	destroy_workqueue(dev->resubmit_wq);
+	dev->resubmit_wq = NULL;
 	destroy_workqueue(dev->write_same_wq);
 	dev->write_same_wq = NULL;
 	rp_intent_close(dev);

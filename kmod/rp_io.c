@@ -1141,12 +1141,18 @@ void rp_req_fail(struct rp_req *req)
 
 /*
  * Releases a write that waited (for a claim on pair->held, for lag room,
- * or for its write-intent mark); runs it on rp_wq from the start.  Must not
- * block: called under pair->lock.
+ * or for its write-intent mark); runs it from the start on its backstore's
+ * own queue.  Its submission sleeps for as long as a leg holds its request
+ * tags (multipath with queue_if_no_path, iSCSI in recovery): on rp_wq, a
+ * claim's or a record write's release of 256 writes to a dead target took
+ * every active item of that CPU's pool (under memory pressure, its one
+ * rescuer), and the short work of every other backstore behind them (the
+ * record writes that release their writes, lag_work's bound) waited for
+ * that target (decision 104).  Must not block: called under pair->lock.
  */
 void rp_req_resubmit(struct rp_req *req)
 {
-	queue_work(rp_wq, &req->work);
+	queue_work(req->dev->resubmit_wq, &req->work);
 }
 
 sense_reason_t rp_execute_rw(struct se_cmd *cmd, struct scatterlist *sgl,

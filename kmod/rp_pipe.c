@@ -2726,11 +2726,11 @@ void rp_claims_drop_portid(u32 portid, u64 last)
 /*
  * Drops expired claims once a second while any exist.  It runs on
  * system_wq, not on rp_wq: it takes rp_config_lock, whose holders may wait
- * for writes resubmitted on rp_wq (rp_pairs_start() waits for those that
- * found no pair).  rp_wq is WQ_MEM_RECLAIM, and under memory
- * pressure its single rescuer thread runs its items one after the other: a
- * reaper blocked on the lock there would keep the work the lock's holder
- * waits for from ever running.
+ * for work on rp_wq (rp_pairs_start() waits for the writes that found no
+ * pair, which a record write there releases).  rp_wq is WQ_MEM_RECLAIM, and
+ * under memory pressure its single rescuer thread runs its items one after
+ * the other: a reaper blocked on the lock there would keep the work the
+ * lock's holder waits for from ever running.
  */
 static void rp_claim_reaper(struct work_struct *work)
 {

@@ -15,6 +15,15 @@
 # synchronous too, must end within 10 s, on both its legs (with one WRITE
 # SAME queue for all backstores, it waited behind the stuck ones).
 # The path back, every WRITE SAME ends GOOD.
+# Then writes released after a wait (decision 104): backstore ra, with a
+# write-intent record on a suspended dm device, mirrors synchronously to a
+# target on the failed path. 300 writes to it, all from CPU 0, wait for
+# their record mark; the record's device resumed, its record write
+# releases them, and each submission sleeps waiting for the path's tag.
+# Then a write from CPU 0 to backstore rb (healthy devices, a record of its
+# own) must end within 10 s. (On rp_wq, the module's one queue for short
+# work, the released writes took all 256 active items of CPU 0 and rb's
+# record write waited behind them until the path came back.)
 # Not named kmod-*: the debug tier has no dm-multipath, and this one spends
 # its time making 259 backstores and LUNs, not in the module.
 # vm-timeout: 500
@@ -57,8 +66,16 @@ while [ $i -le $N ]; do
 	i=$((i + 1))
 done
 spec="$spec;hot,,,rw,0 $MIB_SECTORS linear /dev/ram1 0"
+# The released writes' step: ra (source, record, a target on the failed
+# path) and rb (source, record, target, all on ram1).
+spec="$spec;srcA,,,rw,0 $MIB_SECTORS linear /dev/ram0 $(((N + 1) * MIB_SECTORS))"
+spec="$spec;awi,,,rw,0 $MIB_SECTORS linear /dev/ram1 $((3 * MIB_SECTORS))"
+spec="$spec;tgtA,,,rw,0 $MIB_SECTORS linear $mp $((N * MIB_SECTORS))"
+spec="$spec;srcB,,,rw,0 $MIB_SECTORS linear /dev/ram1 $((4 * MIB_SECTORS))"
+spec="$spec;bwi,,,rw,0 $MIB_SECTORS linear /dev/ram1 $((2 * MIB_SECTORS))"
+spec="$spec;tgtB,,,rw,0 $MIB_SECTORS linear /dev/ram1 $MIB_SECTORS"
 DM_DISABLE_UDEV=1 dmsetup --noudevsync create --concise "${spec#;}" ||
-	vm_fail "dmsetup create --concise of $((2 * N + 2)) slices"
+	vm_fail "dmsetup create --concise of $((2 * N + 8)) slices"
 # /dev/dm-N of each name (no udev, no /dev/mapper links)
 for d in /sys/block/dm-*; do
 	echo "$(cat "$d/dm/name") /dev/${d##*/}"
@@ -195,6 +212,97 @@ done
 rp-nlctl get > /tmp/all || vm_fail "rp-nlctl get"
 [ "$(grep -c '^pair .* state=InSync regions=[0-9]* dirty=0 ' /tmp/all)" = $((N + 1)) ] ||
 	vm_fail "not every pair is InSync and clean: $(grep '^pair ' /tmp/all | grep -v ' state=InSync regions=[0-9]* dirty=0 ' | head -3)"
+
+vm_log "== released writes: 300 to ra wait for its record, then for the failed path"
+vm_backstore replipipe replipipe_0 ra "$(dm srcA)" "$(dm awi)" > /dev/null
+vm_backstore replipipe replipipe_0 rb "$(dm srcB)" "$(dm bwi)" > /dev/null
+# A tcm_loop target (a SCSI host) of their own: the first one's 259 LUNs
+# share its 1024 request tags, about 4 each once all have been busy.
+tpg2=$VM_CFS/loopback/naa.500140500000000b/tpgt_1
+mkdir -p "$tpg2/lun/lun_0" "$tpg2/lun/lun_1" || vm_fail "mkdir $tpg2's LUNs"
+echo naa.500140f00000000b > "$tpg2/nexus" || vm_fail "nexus of $tpg2"
+ln -s "$VM_CFS/core/replipipe_0/ra" "$tpg2/lun/lun_0/ra" || vm_fail "link ra as a LUN"
+ln -s "$VM_CFS/core/replipipe_0/rb" "$tpg2/lun/lun_1/rb" || vm_fail "link rb as a LUN"
+addr2=$(cat "$tpg2/address")
+# Each record written clean now: a write then waits for its mark.
+rp-nlctl set-pipe --id resubA --mode sync --pair replipipe_0/ra="$(dm tgtA)",clean ||
+	vm_fail "set-pipe resubA"
+rp-nlctl set-pipe --id resubB --mode sync --pair replipipe_0/rb="$(dm tgtB)",clean ||
+	vm_fail "set-pipe resubB"
+lun_a=$(vm_scsi_disk "$addr2:0")
+lun_b=$(vm_scsi_disk "$addr2:1")
+for l in $lun_a $lun_b; do
+	# no scheduler: every write a request at once, none held back
+	echo none > /sys/block/${l#/dev/}/queue/scheduler ||
+		vm_fail "cannot take the scheduler off $l"
+done
+dmsetup message rpmp 0 fail_path "$path" || vm_fail "fail_path $path"
+DM_DISABLE_UDEV=1 dmsetup --noudevsync suspend awi || vm_fail "dmsetup suspend awi"
+pids=
+i=0
+while [ $i -lt 300 ]; do
+	taskset -c 0 dd if=/dev/urandom of="$lun_a" bs=512 count=1 seek=$i \
+		oflag=direct 2> /dev/null &
+	pids="$pids $!"
+	i=$((i + 1))
+done
+sleep 2
+set -- $pids
+for pid; do
+	kill -0 "$pid" 2> /dev/null || vm_fail "a write to ra ended with its record's device suspended"
+done
+DM_DISABLE_UDEV=1 dmsetup --noudevsync resume awi || vm_fail "dmsetup resume awi"
+# released_asleep: the kernel workers asleep for a request tag in the
+# module's submission (a tail call may take the work function's own frame);
+# two greps for all the tasks: a fork costs tens of ms under TCG
+released_asleep() {
+	grep -l blk_mq_get_tag /proc/[0-9]*/stack 2> /dev/null |
+		xargs -r grep -l '\[replipipe\]' 2> /dev/null | wc -l
+}
+i=0
+until [ "$(released_asleep)" -ge 256 ]; do
+	[ $i -lt 50 ] || {
+		grep -l '\[replipipe\]' /proc/[0-9]*/stack 2> /dev/null | wc -l
+		grep -l '\[replipipe\]' /proc/[0-9]*/stack 2> /dev/null | head -4 | xargs cat
+		grep -l 'blk_mq_get_tag' /proc/[0-9]*/stack 2> /dev/null | wc -l
+		grep -l 'blk_mq_get_tag' /proc/[0-9]*/stack 2> /dev/null | head -2 | xargs cat
+		grep -l 'sd\|scsi\|blk' /proc/[0-9]*/stack 2> /dev/null | head -2 | xargs cat
+		cat /sys/block/${lun_a#/dev/}/device/queue_depth /sys/block/${lun_a#/dev/}/queue/nr_requests
+		cat /sys/block/${lun_a#/dev/}/inflight
+		vm_fail "only $(released_asleep) released writes to ra sleep after 10 s"
+	}
+	sleep 0.2
+	i=$((i + 1))
+done
+vm_log "$(released_asleep) released writes to ra asleep in their submission; one write to rb"
+t0=$(vm_now_ms)
+taskset -c 0 dd if=/dev/urandom of="$lun_b" bs=4k count=1 oflag=direct 2> /dev/null &
+wpid=$!
+i=0
+while kill -0 $wpid 2> /dev/null; do
+	[ $i -lt 100 ] || vm_fail "the write to rb waited 10 s behind ra's released writes"
+	sleep 0.1
+	i=$((i + 1))
+done
+rc=0
+wait $wpid || rc=$?
+vm_log "the write to rb ended after $(($(vm_now_ms) - t0)) ms, rc=$rc"
+[ $rc = 0 ] || vm_fail "the write to rb failed"
+vm_cmp_devs "$(dm srcB)" "$(dm tgtB)"
+dmsetup message rpmp 0 reinstate_path "$path" || vm_fail "reinstate_path $path"
+for pid; do
+	rc=0
+	wait "$pid" || rc=$?
+	[ $rc = 0 ] || vm_fail "a write to ra failed (rc=$rc) once its path was back"
+done
+# Its target is on nullb0 (no memory behind it): not compared.
+pair=$(rp-nlctl get resubA | grep "^pair ") || vm_fail "no pair line for resubA"
+[ "$(vm_field "$pair" state)" = InSync ] && [ "$(vm_field "$pair" dirty)" = 0 ] &&
+	[ "$(vm_field "$pair" writes)" = 300 ] ||
+	vm_fail "ra's pair did not mirror its 300 writes: $pair"
+for p in resubA resubB; do
+	rp-nlctl del-pipe $p || vm_fail "del-pipe $p"
+done
 
 vm_log "== teardown"
 for p in stuck stuck2 healthy; do
