@@ -1400,6 +1400,11 @@ static void rp_pair_start(struct rp_pair *pair)
 		rp_intent_pair_start(pair->src->intent, pair);
 	if (pair->start_pending) {
 		WRITE_ONCE(pair->start_pending, false);
+		/* What those writes marked is on the pair now (rp_pairs_start()). */
+		spin_lock_irq(&pair->lock);
+		if (!pair->nr_dirty && pair->state == REPLIPIPE_PAIR_SYNCING)
+			__rp_pair_set_state(pair, REPLIPIPE_PAIR_INSYNC);
+		spin_unlock_irq(&pair->lock);
 		wake_up_all(&pair->wq);
 		pr_info("%s: the writes from before pair %s -> %s ended; it is started\n",
 			pair->src->name, pair->pipe->id, pair->tgt_path);
@@ -1449,10 +1454,11 @@ static void rp_pair_start_work(struct work_struct *work)
  */
 static void rp_pairs_start(struct rp_pipe_spec *spec)
 {
-	unsigned long deadline = jiffies + msecs_to_jiffies(RP_START_WAIT_MS);
+	unsigned long deadline;
 	unsigned int i;
 
 	synchronize_rcu();
+	deadline = jiffies + msecs_to_jiffies(RP_START_WAIT_MS);
 	for (i = 0; i < spec->nr_pairs; i++) {
 		struct rp_dev *dev = spec->pairs[i].keep ? NULL :
 				     spec->pairs[i].made_src;
@@ -1470,6 +1476,16 @@ static void rp_pairs_start(struct rp_pipe_spec *spec)
 				dev->name, pair->pipe->id, pair->tgt_path,
 				RP_START_WAIT_MS);
 			WRITE_ONCE(pair->start_pending, true);
+			/*
+			 * A record's marks of those writes reach the pair only
+			 * at its start: a pair loaded clean, or made clean,
+			 * is not InSync until then.
+			 */
+			spin_lock_irq(&pair->lock);
+			if (pair->state == REPLIPIPE_PAIR_INSYNC)
+				__rp_pair_set_state(pair,
+						    REPLIPIPE_PAIR_SYNCING);
+			spin_unlock_irq(&pair->lock);
 			/* Not on rp_wq: see rp_claim_reaper(). */
 			queue_delayed_work(system_wq, &pair->start_work,
 					   RP_START_POLL);

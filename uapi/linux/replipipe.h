@@ -30,6 +30,11 @@
  *                to another source); such a pair cannot assume clean
  *                (EINVAL): the replaced pair's last writes may still land.
  *                The region size of a pipe that keeps pairs cannot change.
+ *                A new pair whose source still has writes in flight from
+ *                before it (they found no pair) starts when they end: until
+ *                then it reads Syncing, its claims are answered pending,
+ *                and a write-intent record's marks of those writes are not
+ *                on its bitmap yet.
  *                Removed and replaced pairs are waited for as PIPE_DEL's.
  *   PIPE_DEL     delete a pipe (PIPE_ID); its pairs stop mirroring. It
  *                waits up to 5 s for the writes in flight to its targets

@@ -26,6 +26,11 @@
 #     the pair starts with every region dirty, since an unbound record
 #     marks no write (writes that found no pair since the bind could be on
 #     the primary only), and says so; the resync makes the legs identical.
+#  4b. A pair bound anew and made clean (",clean", another region size)
+#     with a write W4 in flight: PIPE_GET says Syncing, no region dirty,
+#     until the pair starts (what a record marks for such writes reaches
+#     the pair only then), then InSync. The module before said InSync at
+#     once.
 #  5. An enable whose write-intent record sits on a suspended dm device
 #     waits for it, holding the backstore's configuration lock: a read of
 #     its info waits too, and ends at once when killed (the module before
@@ -197,6 +202,22 @@ rp-nlctl resync $PIPE $SRC > /tmp/resync || vm_fail "resync: $(cat /tmp/resync)"
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 [ "$(vm_field "$pair" state)" = InSync ] || vm_fail "not InSync after the resync: $pair"
 vm_cmp_devs /dev/rpsrc /dev/rptgt
+
+vm_log "== 4b. a pair made clean is Syncing until its start, not InSync"
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe before step 4b"
+held_write W4 2M 67
+rp-nlctl set-pipe --id $PIPE --name untracked --mode sync --policy degrade \
+	--region-kib $((2 * REGION_KIB)) --pair $SRC=/dev/rptgt,clean --nl-timeout 20 \
+	> /tmp/set.out 2>&1 || vm_fail "set-pipe 4b: $(cat /tmp/set.out)"
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+echo "$pair"
+[ "$(vm_field "$pair" state) $(vm_field "$pair" dirty)" = "Syncing 0" ] ||
+	vm_fail "a clean pair waiting for its start is not Syncing with no region dirty: $pair"
+resume_and_start W4 3
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+echo "$pair"
+[ "$(vm_field "$pair" state) $(vm_field "$pair" dirty)" = "InSync 0" ] ||
+	vm_fail "the clean pair, started, is not InSync with no region dirty: $pair"
 
 vm_log "== 5. an enable waits for its record's device: reading its info can be killed"
 vm_nullb_cached rpsrc5 4
