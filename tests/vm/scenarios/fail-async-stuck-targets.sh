@@ -251,6 +251,14 @@ set -- $pids
 for pid; do
 	kill -0 "$pid" 2> /dev/null || vm_fail "a write to ra ended with its record's device suspended"
 done
+# All 300 in the module, waiting for their mark (none submitted later, from
+# LIO's own worker, which would count among the sleepers below).
+i=0
+until [ "$(awk '{ print $2 }' /sys/block/${lun_a#/dev/}/inflight)" = 300 ]; do
+	[ $i -lt 50 ] || vm_fail "$(cat /sys/block/${lun_a#/dev/}/inflight) (reads, writes) in flight on ra, not 300 writes"
+	sleep 0.2
+	i=$((i + 1))
+done
 DM_DISABLE_UDEV=1 dmsetup --noudevsync resume awi || vm_fail "dmsetup resume awi"
 # released_asleep: the kernel workers asleep for a request tag in the
 # module's submission (a tail call may take the work function's own frame);
