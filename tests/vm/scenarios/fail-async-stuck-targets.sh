@@ -127,6 +127,28 @@ lag_total() {
 stuck_lag() {
 	echo $(($(lag_total stuck) + $(lag_total stuck2)))
 }
+# within_10s PID WHAT: PID's exit status; fails if it still runs after 10 s
+# (WHAT waited for the stuck ones).
+within_10s() {
+	local i=0 rc=0
+	while kill -0 "$1" 2> /dev/null; do
+		[ $i -lt 100 ] || vm_fail "$2 waited 10 s behind the stuck ones"
+		sleep 0.1
+		i=$((i + 1))
+	done
+	wait "$1" || rc=$?
+	return $rc
+}
+# all_ended_well WHAT PID...: every PID (one of WHAT) exits 0.
+all_ended_well() {
+	local what=$1 pid rc
+	shift
+	for pid; do
+		rc=0
+		wait "$pid" || rc=$?
+		[ $rc = 0 ] || vm_fail "$what failed (rc=$rc) once its path was back"
+	done
+}
 
 vm_log "== the path fails; one 4 KiB write to each of the $N stuck pairs"
 dmsetup message rpmp 0 fail_path "$path" || vm_fail "fail_path $path"
@@ -191,24 +213,13 @@ done
 vm_log "$# WRITE SAMEs waiting for their targets; one to the healthy LUN"
 t0=$(vm_now_ms)
 sg_write_same --ff --lba=16 --num=8 "$hot_lun" > /tmp/ws.hot 2>&1 &
-hot=$!
-i=0
-while kill -0 $hot 2> /dev/null; do
-	[ $i -lt 100 ] || vm_fail "the healthy LUN's WRITE SAME waited 10 s for the stuck ones"
-	sleep 0.1
-	i=$((i + 1))
-done
 rc=0
-wait $hot || rc=$?
+within_10s $! "the healthy LUN's WRITE SAME" || rc=$?
 vm_log "the healthy LUN's WRITE SAME ended after $(($(vm_now_ms) - t0)) ms, rc=$rc"
 [ $rc = 0 ] || vm_fail "the healthy LUN's WRITE SAME failed: $(cat /tmp/ws.hot)"
 vm_cmp_devs "$(dm src_$N)" "$(dm hot)"
 dmsetup message rpmp 0 reinstate_path "$path" || vm_fail "reinstate_path $path"
-for pid; do
-	rc=0
-	wait "$pid" || rc=$?
-	[ $rc = 0 ] || vm_fail "a WRITE SAME to a stuck pair failed (rc=$rc) once its path was back"
-done
+all_ended_well "a WRITE SAME to a stuck pair" "$@"
 rp-nlctl get > /tmp/all || vm_fail "rp-nlctl get"
 [ "$(grep -c '^pair .* state=InSync regions=[0-9]* dirty=0 ' /tmp/all)" = $((N + 1)) ] ||
 	vm_fail "not every pair is InSync and clean: $(grep '^pair ' /tmp/all | grep -v ' state=InSync regions=[0-9]* dirty=0 ' | head -3)"
@@ -285,24 +296,13 @@ done
 vm_log "$(released_asleep) released writes to ra asleep in their submission; one write to rb"
 t0=$(vm_now_ms)
 taskset -c 0 dd if=/dev/urandom of="$lun_b" bs=4k count=1 oflag=direct 2> /dev/null &
-wpid=$!
-i=0
-while kill -0 $wpid 2> /dev/null; do
-	[ $i -lt 100 ] || vm_fail "the write to rb waited 10 s behind ra's released writes"
-	sleep 0.1
-	i=$((i + 1))
-done
 rc=0
-wait $wpid || rc=$?
+within_10s $! "the write to rb" || rc=$?
 vm_log "the write to rb ended after $(($(vm_now_ms) - t0)) ms, rc=$rc"
 [ $rc = 0 ] || vm_fail "the write to rb failed"
 vm_cmp_devs "$(dm srcB)" "$(dm tgtB)"
 dmsetup message rpmp 0 reinstate_path "$path" || vm_fail "reinstate_path $path"
-for pid; do
-	rc=0
-	wait "$pid" || rc=$?
-	[ $rc = 0 ] || vm_fail "a write to ra failed (rc=$rc) once its path was back"
-done
+all_ended_well "a write to ra" "$@"
 # Its target is on nullb0 (no memory behind it): not compared.
 pair=$(rp-nlctl get resubA | grep "^pair ") || vm_fail "no pair line for resubA"
 [ "$(vm_field "$pair" state)" = InSync ] && [ "$(vm_field "$pair" dirty)" = 0 ] &&
