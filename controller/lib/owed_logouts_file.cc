@@ -116,7 +116,12 @@ Status OwedLogoutsFile::Save(const std::vector<OwedLogoutEntry> &entries) const
 		                          {"session", e.session},
 		                          {"why", e.why}});
 	const std::string tmp = path_ + kTempSuffix;
-	if (Status st = WriteSyncedTemp(tmp, doc.dump(2) + "\n"); !st.ok())
+	// Never throws: a why is iscsiadm's output, which may hold bytes that
+	// are not UTF-8 (written as U+FFFD); a Save() that threw turned the
+	// modify or delete that owed the logout, done, into an error.
+	const std::string text =
+	        doc.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+	if (Status st = WriteSyncedTemp(tmp, text); !st.ok())
 		return st;
 	if (Status st = RenameOver(tmp, path_); !st.ok())
 		return st;

@@ -51,6 +51,26 @@ TEST_F(OwedLogoutsFileTest, WhatIsSavedLoadsInTheSameBoot)
 	EXPECT_FALSE(loaded->other_boot);
 }
 
+// A why is iscsiadm's output as it came: bytes that are not UTF-8 are
+// saved as U+FFFD, not thrown on (nlohmann's strict dump threw past the
+// modify or delete that owed the logout).
+TEST_F(OwedLogoutsFileTest, AWhyThatIsNotUtf8IsSavedReplaced)
+{
+	const std::vector<OwedLogoutEntry> odd{
+	        {"iscsi://peer:3260/iqn.2003-01.org.example:t/0", "session3",
+	         "iscsiadm: \xff\xfe cut"}};
+	Status st;
+	ASSERT_NO_THROW(st = file.Save(odd));
+	ASSERT_TRUE(st.ok()) << st.message();
+	auto loaded = file.Load();
+	ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+	ASSERT_EQ(loaded->entries.size(), 1u);
+	EXPECT_EQ(loaded->entries[0].target, odd[0].target);
+	EXPECT_EQ(loaded->entries[0].session, "session3");
+	EXPECT_EQ(loaded->entries[0].why,
+	          "iscsiadm: \xEF\xBF\xBD\xEF\xBF\xBD cut");
+}
+
 TEST_F(OwedLogoutsFileTest, AFileOfAnotherBootOwesNothing)
 {
 	ASSERT_TRUE(file.Save(two).ok());
