@@ -196,6 +196,9 @@ struct RegionCopier::Impl {
 	uint64_t outstanding() const { return submitted - completed; }
 	void Prepare(uint32_t slot);
 	void Complete(RegionCopier *owner, uint32_t slot, int res);
+	// The slot's transfer ended: free for the next read. Does not
+	// allocate (free_slots has queue_depth's capacity).
+	void Release(uint32_t slot) noexcept;
 	// A completion whose handling threw: the transfer failed.
 	void FailUnhandled(uint32_t slot) noexcept;
 	bool stopping(const RegionCopier *owner) const
@@ -407,10 +410,7 @@ void RegionCopier::Impl::Complete(RegionCopier *owner, uint32_t slot, int res)
 		res = options.inject(reading ? CopierOptions::Op::kRead
 		                             : CopierOptions::Op::kWrite,
 		                     r.io_offset, res);
-	auto release = [&] {
-		free_slots.push_back(slot);
-		--inflight;
-	};
+	auto release = [&] { Release(slot); };
 	auto fail = [&](Status st) {
 		if (error.ok())
 			error = std::move(st);
@@ -568,14 +568,18 @@ void RegionCopier::Impl::Reap(RegionCopier *owner)
 	completed += seen;
 }
 
-// Does not allocate: an error with an empty message (Copy() words it)
-// and the slot back on free_slots, whose capacity is queue_depth.
+void RegionCopier::Impl::Release(uint32_t slot) noexcept
+{
+	free_slots.push_back(slot);
+	--inflight;
+}
+
+// Does not allocate: an error with an empty message (Copy() words it).
 void RegionCopier::Impl::FailUnhandled(uint32_t slot) noexcept
 {
 	if (error.ok())
 		error = Status::Error(std::string(), ENOMEM);
-	free_slots.push_back(slot);
-	--inflight;
+	Release(slot);
 }
 
 // The ring broke with requests maybe still in the kernel: a submit failed
