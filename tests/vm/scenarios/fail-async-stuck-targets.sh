@@ -139,6 +139,14 @@ within_10s() {
 	wait "$1" || rc=$?
 	return $rc
 }
+# all_still_waiting WHAT PID...: every PID (one of WHAT) still runs.
+all_still_waiting() {
+	local what=$1 pid
+	shift
+	for pid; do
+		kill -0 "$pid" 2> /dev/null || vm_fail "$what did not wait"
+	done
+}
 # all_ended_well WHAT PID...: every PID (one of WHAT) exits 0.
 all_ended_well() {
 	local what=$1 pid rc
@@ -207,9 +215,7 @@ while [ $i -lt $N ]; do
 done
 sleep 3
 set -- $pids
-for pid; do
-	kill -0 "$pid" 2> /dev/null || vm_fail "a WRITE SAME to a stuck pair ended with its target's path failed"
-done
+all_still_waiting "a WRITE SAME to a stuck pair, its target's path failed," "$@"
 vm_log "$# WRITE SAMEs waiting for their targets; one to the healthy LUN"
 t0=$(vm_now_ms)
 sg_write_same --ff --lba=16 --num=8 "$hot_lun" > /tmp/ws.hot 2>&1 &
@@ -259,9 +265,7 @@ while [ $i -lt 300 ]; do
 done
 sleep 2
 set -- $pids
-for pid; do
-	kill -0 "$pid" 2> /dev/null || vm_fail "a write to ra ended with its record's device suspended"
-done
+all_still_waiting "a write to ra, its record's device suspended," "$@"
 # All 300 in the module, waiting for their mark (none submitted later, from
 # LIO's own worker, which would count among the sleepers below).
 i=0
