@@ -61,7 +61,9 @@ const char kUsage[] =
         "           [--policy degrade|failio] [--max-lag-kib K]\n"
         "           [--region-kib K] [--pair SRC=TGT[,clean]]...\n"
         "  del-pipe ID\n"
-        "  get [ID]\n"
+        "  get [ID] [--repeat N]   (--repeat: asks for ID N times in one\n"
+        "        process and prints get-repeat n=N us=MICROSECONDS after\n"
+        "        the pipe: what a PIPE_GET costs, without fork and exec)\n"
         "  pair-state ID SRC pause|resume\n"
         "        [--once [--again]]   (resume: one request as the kernel\n"
         "        answers it, EINPROGRESS while the target's probe runs,\n"
@@ -335,7 +337,12 @@ void PrintPipe(const KernelPipeStatus &p)
 
 int CmdGet(Args &args)
 {
+	const auto repeat_opt = args.Take("--repeat");
+	const uint64_t repeat =
+	        repeat_opt ? ParseU64("--repeat", *repeat_opt) : 1;
 	auto pos = args.Positionals(0, 1);
+	if (repeat_opt && (pos.empty() || repeat == 0))
+		throw UsageError{"--repeat N needs a pipe ID and N > 0"};
 	auto kernel = NetlinkKernel::Open(g_timeout);
 	if (!kernel.ok())
 		return Fail(kernel.status());
@@ -347,13 +354,21 @@ int CmdGet(Args &args)
 			PrintPipe(p);
 		return kExitOk;
 	}
+	const auto t0 = std::chrono::steady_clock::now();
 	auto pipe = (*kernel)->GetPipe(pos[0]);
+	for (uint64_t i = 1; i < repeat && pipe.ok(); ++i)
+		pipe = (*kernel)->GetPipe(pos[0]);
+	const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+	        std::chrono::steady_clock::now() - t0);
 	if (!pipe.ok())
 		return Fail(pipe.status());
 	if (!pipe->has_value())
 		return Fail(Status::Error(
 		        "no pipe " + pos[0] + " in the kernel", ENOENT));
 	PrintPipe(**pipe);
+	if (repeat_opt)
+		std::printf("get-repeat n=%" PRIu64 " us=%lld\n", repeat,
+		            static_cast<long long>(us.count()));
 	return kExitOk;
 }
 
