@@ -89,6 +89,12 @@ struct rp_intent_rebind;
 /* The bitmap arrays of one binding of a write-intent record. */
 struct rp_intent_maps {
 	unsigned long		*bits;		/* on disk, or about to be */
+	/*
+	 * How many of @bits are set, kept as they change: PIPE_GET, which
+	 * any user may send, and every pipe event report it, and a count of
+	 * the bitmap (up to 256 MiB) would keep interrupts off for it.
+	 */
+	u64			nr_set;
 	unsigned long		*recent;	/* marked since the last pass */
 	unsigned long		*quiet;		/* a pass's picks, before its flush */
 	u64			*dirty_seq;	/* per page: its last change */

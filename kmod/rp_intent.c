@@ -724,10 +724,11 @@ static int rp_intent_load(struct rp_intent *in, u64 src_bytes)
 	/* Bits past the last chunk are never set nor cleared. */
 	bitmap_clear(in->maps.bits, in->nr_bits,
 		     (u64)in->maps.nr_pages * RP_INTENT_PAGE_BITS - in->nr_bits);
+	/* Not shared yet: counted once here, kept as the bits change. */
+	in->maps.nr_set = bitmap_weight(in->maps.bits, in->nr_bits);
 	in->bound = true;
-	pr_info("%s: write-intent record %s: %u marked chunk(s) of %u KiB (pipe %s, target %s)\n",
-		in->dev->name, in->path,
-		bitmap_weight(in->maps.bits, in->nr_bits), in->chunk_kib,
+	pr_info("%s: write-intent record %s: %llu marked chunk(s) of %u KiB (pipe %s, target %s)\n",
+		in->dev->name, in->path, in->maps.nr_set, in->chunk_kib,
 		in->pipe_id, in->tgt_path);
 	goto out;
 refuse:
@@ -847,7 +848,7 @@ static bool __rp_intent_set(struct rp_intent *in, sector_t sector,
 			    unsigned int *p1, u64 *seq, bool *changed)
 {
 	bool behind = false;
-	u64 first, last, lo, hi;
+	u64 first, last, lo, hi, newly;
 	unsigned int p;
 
 	first = min_t(u64, sector >> in->bit_sect_shift, in->nr_bits - 1);
@@ -859,7 +860,9 @@ static bool __rp_intent_set(struct rp_intent *in, sector_t sector,
 	for (p = *p0; p <= *p1; p++) {
 		lo = max_t(u64, first, (u64)p * RP_INTENT_PAGE_BITS);
 		hi = min_t(u64, last, ((u64)p + 1) * RP_INTENT_PAGE_BITS - 1);
-		if (rp_bits_set_count(in->maps.bits, lo, hi)) {
+		newly = rp_bits_set_count(in->maps.bits, lo, hi);
+		if (newly) {
+			in->maps.nr_set += newly;
 			__rp_intent_changed(in, lo);
 			*changed = true;
 		}
@@ -1084,6 +1087,7 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 	 * (an assume-clean binding's pages become due in rp_intent_settle()).
 	 */
 	bitmap_set(rb->maps.bits, 0, nr_bits);
+	rb->maps.nr_set = nr_bits;
 	rp_intent_sb_fill(page_address(rb->sb), region_kib, chunk_kib,
 			  pair->nr_regions, pair->src_bytes, pair->pipe->id,
 			  pair->tgt_path, in->dev->udev_path);
@@ -1172,9 +1176,11 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 	mutex_lock(&in->io_lock);
 	if (apply) {
 		/* Not shared yet: cleared before interrupts go off. */
-		if (rb->assume_clean)
+		if (rb->assume_clean) {
 			memset(rb->maps.bits, 0,
 			       (size_t)rb->maps.nr_pages * RP_INTENT_PAGE_SIZE);
+			rb->maps.nr_set = 0;
+		}
 		spin_lock_irq(&in->lock);
 		old = in->maps;
 		in->maps = rb->maps;
@@ -1357,6 +1363,7 @@ static u64 rp_intent_pass(struct rp_intent *in, struct rp_pair *pair,
 			    __rp_intent_quiet(in, pair, i, final)) {
 				if (clear) {
 					__clear_bit(i, in->maps.bits);
+					in->maps.nr_set--;
 					__rp_intent_changed(in, i);
 					in->clear_gen++;
 				} else {
@@ -1545,8 +1552,7 @@ u64 rp_intent_marked(struct rp_intent *in)
 
 	spin_lock_irqsave(&in->lock, flags);
 	if (in->bound && in->nr_bits) {
-		n = (u64)bitmap_weight(in->maps.bits, in->nr_bits) <<
-		    in->chunk_shift;
+		n = in->maps.nr_set << in->chunk_shift;
 		/* the last chunk may be short */
 		if (test_bit(in->nr_bits - 1, in->maps.bits))
 			n -= (in->nr_bits << in->chunk_shift) - in->nr_regions;
