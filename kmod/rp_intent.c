@@ -1326,66 +1326,127 @@ static bool __rp_intent_quiet(struct rp_intent *in, struct rp_pair *pair,
 	       (final || !__rp_pair_busy(pair, r0, r1));
 }
 
-/* Steps of a pass per hold of pair->lock: bounds the time with irqs off. */
-#define RP_INTENT_PASS_BATCH	1024
+/*
+ * A pass's work per hold of pair->lock, in bitmap words looked at, and what
+ * one step costs besides: bounds the time with interrupts off (1024 steps
+ * of chunks of a word or less).  A record may have 2^31 chunks: one scan or
+ * zeroing of its bitmap (256 MiB) would keep them off for tens of ms.
+ */
+#define RP_INTENT_PASS_WORDS	16384
+#define RP_INTENT_PASS_STEP	16
+/* Bits one step skips at most: a run of clear chunks, or of dirty regions. */
+#define RP_INTENT_PASS_SCAN	(64 * BITS_PER_LONG)
+
+/*
+ * Counts a step that looked at @bits bits; once a hold's work is done,
+ * drops the locks, lets others run and takes them again.  False if the
+ * pair no longer clears the record: the pass stops.  In between nothing
+ * marks (clear_sem is held for writing) and nothing rebinds the record
+ * (that needs it frozen, and freezing needs clear_sem).  pair->lock and
+ * in->lock held.
+ */
+static bool rp_intent_pass_step(struct rp_intent *in, struct rp_pair *pair,
+				bool final, u64 *work, u64 bits)
+{
+	*work += RP_INTENT_PASS_STEP + bits / BITS_PER_LONG;
+	if (*work < RP_INTENT_PASS_WORDS)
+		return true;
+	*work = 0;
+	spin_unlock(&in->lock);
+	spin_unlock_irq(&pair->lock);
+	cond_resched();
+	spin_lock_irq(&pair->lock);
+	spin_lock(&in->lock);
+	return (final || !pair->dead) && __rp_intent_clears(in, pair);
+}
+
+/*
+ * Zeroes @map (maps.quiet or maps.recent) a hold's work at a time.  Stopped
+ * early, the rest keeps its bits: quiet ones are not used (the pass picked
+ * nothing), recent ones stay recent one pass longer.  False if the pass
+ * must stop.  pair->lock and in->lock held.
+ */
+static bool rp_intent_pass_zero(struct rp_intent *in, struct rp_pair *pair,
+				unsigned long *map, bool final, u64 *work)
+{
+	u64 i, n;
+
+	for (i = 0; i < in->nr_bits; i += n) {
+		n = min_t(u64, in->nr_bits - i,
+			  (u64)RP_INTENT_PASS_WORDS * BITS_PER_LONG);
+		bitmap_clear(map, i, n);
+		if (!rp_intent_pass_step(in, pair, final, work, n))
+			return false;
+	}
+	return true;
+}
 
 /*
  * Goes over the chunks of @set that may be quiet (runs of dirty regions
  * are skipped a word at a time) and picks each quiet one into maps.quiet,
- * or clears it from the record (@clear).  The locks are dropped every
- * RP_INTENT_PASS_BATCH steps: a record of millions of chunks must not keep
- * interrupts off for seconds.  In between nothing marks (clear_sem is held
- * for writing) and each chunk is judged on its own (a clear looks again
- * after the flush).  Stops early if the pair no longer clears the record.
- * Returns how many chunks it picked or cleared.
+ * or clears it from the record (@clear).  A step judges one chunk or skips
+ * up to RP_INTENT_PASS_SCAN bits, and the locks are dropped after each
+ * RP_INTENT_PASS_WORDS of work (rp_intent_pass_step()).  Each chunk is
+ * judged on its own (a clear looks again after the flush).  Stops early if
+ * the pair no longer clears the record.  Returns how many chunks it picked
+ * or cleared.
  */
 static u64 rp_intent_pass(struct rp_intent *in, struct rp_pair *pair,
 			  const unsigned long *set, bool final, bool clear)
 {
-	u64 i = 0, r0, r1, d, hits = 0;
-	unsigned int n = 0;
+	u64 i = 0, end, r0, r1, d, looked, hits = 0, work = 0;
 
 	spin_lock_irq(&pair->lock);
 	spin_lock(&in->lock);
 	if ((!final && pair->dead) || !__rp_intent_clears(in, pair))
 		goto unlock;
-	if (!clear)
-		bitmap_zero(in->maps.quiet, in->nr_bits);
-	while ((i = find_next_bit(set, in->nr_bits, i)) < in->nr_bits) {
+	if (!clear &&
+	    !rp_intent_pass_zero(in, pair, in->maps.quiet, final, &work))
+		goto unlock;
+	while (i < in->nr_bits) {
+		end = min_t(u64, in->nr_bits, i + RP_INTENT_PASS_SCAN);
+		looked = end - i;
+		i = find_next_bit(set, end, i);
+		if (i >= end) {
+			i = end;
+			goto step;
+		}
 		rp_intent_bit_regions(in, i, &r0, &r1);
+		looked = 3 * (r1 - r0 + 1);
 		d = find_next_bit(pair->dirty, r1 + 1, r0);
 		if (d <= r1) {
-			/* No chunk up to the end of this dirty run is quiet. */
-			d = find_next_zero_bit(pair->dirty, pair->nr_regions, d);
-			i = max(i + 1, DIV_ROUND_UP_ULL(d, 1ULL << in->chunk_shift));
-		} else {
-			if (test_bit(i, in->maps.bits) &&
-			    __rp_intent_quiet(in, pair, i, final)) {
-				if (clear) {
-					__clear_bit(i, in->maps.bits);
-					in->maps.nr_set--;
-					__rp_intent_changed(in, i);
-					in->clear_gen++;
-				} else {
-					__set_bit(i, in->maps.quiet);
-				}
-				hits++;
-			}
-			i++;
+			/*
+			 * No chunk up to the end of this dirty run is quiet;
+			 * a longer run goes on in the next step.
+			 */
+			end = min_t(u64, pair->nr_regions,
+				    d + RP_INTENT_PASS_SCAN);
+			looked += end - d;
+			d = find_next_zero_bit(pair->dirty, end, d);
+			i = max(i + 1,
+				DIV_ROUND_UP_ULL(d, 1ULL << in->chunk_shift));
+			goto step;
 		}
-		if (++n % RP_INTENT_PASS_BATCH)
-			continue;
-		spin_unlock(&in->lock);
-		spin_unlock_irq(&pair->lock);
-		cond_resched();
-		spin_lock_irq(&pair->lock);
-		spin_lock(&in->lock);
-		if ((!final && pair->dead) || !__rp_intent_clears(in, pair))
+		if (test_bit(i, in->maps.bits) &&
+		    __rp_intent_quiet(in, pair, i, final)) {
+			if (clear) {
+				__clear_bit(i, in->maps.bits);
+				in->maps.nr_set--;
+				__rp_intent_changed(in, i);
+				in->clear_gen++;
+			} else {
+				__set_bit(i, in->maps.quiet);
+			}
+			hits++;
+		}
+		i++;
+step:
+		if (!rp_intent_pass_step(in, pair, final, &work, looked))
 			goto unlock;
 	}
 	/* Ages the marks: only a whole pass with a live pair looked at them. */
 	if (!clear)
-		bitmap_zero(in->maps.recent, in->nr_bits);
+		rp_intent_pass_zero(in, pair, in->maps.recent, final, &work);
 unlock:
 	spin_unlock(&in->lock);
 	spin_unlock_irq(&pair->lock);

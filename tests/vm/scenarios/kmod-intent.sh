@@ -73,6 +73,10 @@
 #     user may send, costs what one of vol1's 32-chunk record does: the
 #     marked count is kept, not counted over the 32 MiB bitmap with
 #     interrupts off (the old module: about 10 ms each under TCG on 6.12).
+#     b. The same record over 1 TiB of null_blk, bound clean: a dirty run
+#     of 8192 regions (paused writes) and four mirrored writes to chunks
+#     around it, right after it and far away; clear passes, which go in
+#     steps of at most 4096 bits, clear exactly those four.
 # 13. A PIPE_SET {vol1->t4 clean, vol2->t1} fails on vol2's record (dm
 #     delay, then error) after vol1's was written, and vol1's cannot be
 #     written back (switched to error meanwhile): the binding on its
@@ -665,7 +669,7 @@ rp-nlctl set-pipe --id big --region-kib 4 --pair $SRC3=$bigt --nl-timeout 120 ||
 	vm_fail "set-pipe big"
 expect_of big $SRC3 intent=new dirty=268435456 intent_marked=268435456
 # get_us PIPE: microseconds of 20 PIPE_GETs of PIPE in one process
-get_us() { rp-nlctl get "$1" --repeat 20 | sed -n 's/^get-repeat n=20 us=//p'; }
+get_us() { rp-nlctl get "$1" --repeat 20 | sed -n 's/^get-repeat n=20 us=\([0-9]*\) .*/\1/p'; }
 # vol1's record as step 11c left it bound: the same pipe loads it
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair $SRC=$t3 || vm_fail "set-pipe {vol1->t3}"
 small_us= big_us=
@@ -686,6 +690,35 @@ rp-nlctl del-pipe big || vm_fail "del-pipe big"
 rp-nlctl set-pipe --id big --region-kib 4 --pair $SRC3=$bigt --nl-timeout 120 ||
 	vm_fail "set-pipe big again"
 expect_of big $SRC3 intent=loaded dirty=268435456 intent_regions=268435456
+rp-nlctl del-pipe big || vm_fail "del-pipe big"
+vm_backstore_delete $SRC3
+
+vm_log "== 12b. clear passes over 2^28 chunks in bounded steps clear exactly the quiet ones"
+# legs that take writes and flushes (null_blk without memory: the debug
+# kernel has no dm zero); the record of step 12
+vm_modprobe null_blk nr_devices=2 gb=1024 memory_backed=0
+zs=/dev/nullb0 zt=/dev/nullb1
+vm_backstore replipipe replipipe_0 vol3 $zs "$rec3,intent_chunk_kib=4" > /dev/null
+rp-nlctl set-pipe --id big --region-kib 4 --pair $SRC3=$zt,clean --nl-timeout 120 ||
+	vm_fail "set-pipe big {vol3->zt clean}"
+expect_of big $SRC3 state=InSync dirty=0 intent_marked=0
+lun3=$(vm_tcm_loop_export $SRC3)
+# a dirty run of 8192 regions from region 2^20: two steps' worth of skip
+rp-nlctl pair-state big $SRC3 pause || vm_fail "pause big"
+dd if=/dev/urandom of=$lun3 bs=1M count=32 seek=4096 oflag=direct 2> /dev/null ||
+	vm_fail "32 MiB to regions 1048576..1056767"
+rp-nlctl pair-state big $SRC3 resume || vm_fail "resume big"
+# mirrored writes to quiet chunks: first, right after the run, far away, last
+for r in 5 1056768 134217728 268435455; do
+	dd if=/dev/urandom of=$lun3 bs=4096 count=1 seek=$r oflag=direct 2> /dev/null ||
+		vm_fail "write to region $r"
+done
+expect_of big $SRC3 state=Syncing dirty=8192 intent_marked=8196
+echo 1 > /sys/module/replipipe/parameters/intent_clear_sec
+wait_marked big 8192 30 $SRC3
+echo 5 > /sys/module/replipipe/parameters/intent_clear_sec
+expect_of big $SRC3 state=Syncing dirty=8192 intent_marked=8192
+vm_tcm_loop_unexport $SRC3
 rp-nlctl del-pipe big || vm_fail "del-pipe big"
 vm_backstore_delete $SRC3
 
