@@ -250,20 +250,23 @@ static inline u64 rp_bits_set_count(unsigned long *bits, u64 first, u64 last)
  * @chunks (@nr_chunks bits, 1 << @shift regions each; the last may be
  * short), a run of set bits at a time: O(words), not O(regions), for the
  * callers run with interrupts off over bitmaps of up to 2^32 regions.
+ * Returns how many of those regions were not set yet: the callers keep
+ * their counts without counting the whole bitmap again.
  */
-static inline void rp_bits_set_chunks(unsigned long *regions, u64 nr_regions,
-				      const unsigned long *chunks,
-				      u64 nr_chunks, unsigned int shift)
+static inline u64 rp_bits_set_chunks(unsigned long *regions, u64 nr_regions,
+				     const unsigned long *chunks,
+				     u64 nr_chunks, unsigned int shift)
 {
-	u64 i = 0, j, r0, r1;
+	u64 i = 0, j, r0, r1, newly = 0;
 
 	while ((i = find_next_bit(chunks, nr_chunks, i)) < nr_chunks) {
 		j = find_next_zero_bit(chunks, nr_chunks, i);
 		r0 = i << shift;
 		r1 = min(j << shift, nr_regions);
-		bitmap_set(regions, r0, r1 - r0);
+		newly += rp_bits_set_count(regions, r0, r1 - 1);
 		i = j;
 	}
+	return newly;
 }
 
 struct rp_pipe {
@@ -603,7 +606,7 @@ enum rp_route rp_pair_route_write(struct rp_pair *pair, struct rp_req *req,
 bool __rp_pair_mirroring(struct rp_pair *pair);
 bool rp_pair_mirroring(struct rp_pair *pair);
 void __rp_pair_mark_dirty(struct rp_pair *pair, u64 first, u64 last);
-void __rp_pair_dirty_set(struct rp_pair *pair);
+void __rp_pair_dirty_added(struct rp_pair *pair, u64 newly);
 void rp_pair_untrack(struct rp_pair *pair, struct rp_req *req);
 bool __rp_pair_busy(struct rp_pair *pair, u64 first, u64 last);
 bool rp_pair_target_failed(struct rp_pair *pair, struct rp_req *req);

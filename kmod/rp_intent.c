@@ -163,13 +163,13 @@ static void rp_intent_bit_regions(const struct rp_intent *in, u64 i, u64 *r0,
 /*
  * Sets in @regions the regions of every marked chunk: O(words), for this
  * runs with interrupts off and a record may have billions of regions.
- * in->lock held.
+ * Returns how many were not set yet.  in->lock held.
  */
-static void __rp_intent_set_regions(const struct rp_intent *in,
-				    unsigned long *regions)
+static u64 __rp_intent_set_regions(const struct rp_intent *in,
+				   unsigned long *regions)
 {
-	rp_bits_set_chunks(regions, in->nr_regions, in->maps.bits, in->nr_bits,
-			   in->chunk_shift);
+	return rp_bits_set_chunks(regions, in->nr_regions, in->maps.bits,
+				  in->nr_bits, in->chunk_shift);
 }
 
 /* Sets the binding's geometry (in->lock held or @in not shared yet). */
@@ -1058,11 +1058,12 @@ int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 	    in->src_bytes == pair->src_bytes &&
 	    !strcmp(in->pipe_id, pair->pipe->id) &&
 	    !strcmp(in->tgt_path, pair->tgt_path)) {
-		/* The same pair again: trust what the record says. */
-		__rp_intent_set_regions(in, pair->dirty);
+		/*
+		 * The same pair again: trust what the record says.  Its
+		 * bitmap is empty yet: every region set is one loaded.
+		 */
+		pair->intent_loaded = __rp_intent_set_regions(in, pair->dirty);
 		pair->intent_state = REPLIPIPE_INTENT_LOADED;
-		pair->intent_loaded = bitmap_weight(pair->dirty,
-						    pair->nr_regions);
 		spin_unlock_irq(&in->lock);
 		up_write(&in->clear_sem);
 		return 0;
@@ -1272,19 +1273,25 @@ void rp_intent_settle(struct rp_pair *pair, bool apply)
 void rp_intent_pair_start(struct rp_intent *in, struct rp_pair *pair)
 {
 	bool lost;
+	u64 newly;
 
 	spin_lock_irq(&pair->lock);
 	spin_lock(&in->lock);
 	lost = !in->bound;
-	if (lost) {
-		bitmap_set(pair->dirty, 0, pair->nr_regions);
-	} else {
-		__rp_intent_set_regions(in, pair->dirty);
+	/* A pair bound anew has every region dirty: nothing to add then. */
+	if (pair->nr_dirty < pair->nr_regions) {
+		if (lost)
+			newly = rp_bits_set_count(pair->dirty, 0,
+						  pair->nr_regions - 1);
+		else
+			newly = __rp_intent_set_regions(in, pair->dirty);
+		__rp_pair_dirty_added(pair, newly);
+	}
+	if (!lost) {
 		pair->intent_epoch = in->epoch;
 		/* The binding is this pair's: loaded, or written for it. */
 		in->tgt_devt = pair->tgt.bdev->bd_dev;
 	}
-	__rp_pair_dirty_set(pair);
 	spin_unlock(&in->lock);
 	spin_unlock_irq(&pair->lock);
 	if (lost)

@@ -276,20 +276,25 @@ void __rp_pair_mark_dirty(struct rp_pair *pair, u64 first, u64 last)
 }
 
 /*
- * Regions were set in pair->dirty in bulk (bitmap_set(), O(words) with
- * interrupts off where a loop over regions would be O(regions)): the count
- * and the state follow.  A claimed region made dirty stays dirty after its
- * copy (redirty); which claimed regions are new is not known here, so all
- * are: an extra copy, never a missed one (and no claim is granted before a
- * new pair's bits are set: claims are looked up under rp_config_lock).
+ * Regions were set in pair->dirty in bulk (rp_bits_set_chunks(), O(words)
+ * with interrupts off where a loop over regions would be O(regions)),
+ * @newly of them not dirty before: the count and the state follow, with
+ * no count of the whole bitmap (up to 256 MiB; this runs on a target's
+ * failed write).  A claimed region made dirty stays dirty after its copy
+ * (redirty); which claimed regions were made dirty is not known here, so
+ * all are: an extra copy, never a missed one (and no claim is granted
+ * before a new pair's bits are set: claims are looked up under
+ * rp_config_lock).  A claim's regions are one run, all claimed.
  * pair->lock held.
  */
-void __rp_pair_dirty_set(struct rp_pair *pair)
+void __rp_pair_dirty_added(struct rp_pair *pair, u64 newly)
 {
-	if (!list_empty(&pair->claims))
-		bitmap_or(pair->redirty, pair->redirty, pair->claimed,
-			  pair->nr_regions);
-	pair->nr_dirty = bitmap_weight(pair->dirty, pair->nr_regions);
+	struct rp_claim *claim;
+
+	list_for_each_entry(claim, &pair->claims, node)
+		if (claim->count)
+			bitmap_set(pair->redirty, claim->first, claim->count);
+	pair->nr_dirty += newly;
 	if (pair->nr_dirty && pair->state == REPLIPIPE_PAIR_INSYNC)
 		__rp_pair_set_state(pair, REPLIPIPE_PAIR_SYNCING);
 }
@@ -297,21 +302,23 @@ void __rp_pair_dirty_set(struct rp_pair *pair)
 /*
  * The target stops getting the pair's writes, or failed one: what it holds
  * unflushed may be lost before the pair resumes, so those regions become
- * dirty.  O(words), as __rp_pair_dirty_set().  pair->lock held.
+ * dirty.  O(words), as __rp_pair_dirty_added().  pair->lock held.
  */
 static void __rp_pair_unflushed_dirty(struct rp_pair *pair)
 {
+	u64 newly;
+
 	pair->uf_dirtied++;
 	if (!pair->uf_new_set && !pair->uf_old_set)
 		return;
 	bitmap_or(pair->uf_old, pair->uf_old, pair->uf_new, pair->uf_nbits);
-	rp_bits_set_chunks(pair->dirty, pair->nr_regions, pair->uf_old,
-			   pair->uf_nbits, pair->uf_shift);
+	newly = rp_bits_set_chunks(pair->dirty, pair->nr_regions, pair->uf_old,
+				   pair->uf_nbits, pair->uf_shift);
 	bitmap_zero(pair->uf_new, pair->uf_nbits);
 	bitmap_zero(pair->uf_old, pair->uf_nbits);
 	pair->uf_new_set = false;
 	pair->uf_old_set = false;
-	__rp_pair_dirty_set(pair);
+	__rp_pair_dirty_added(pair, newly);
 }
 
 static bool __rp_pair_claimed(struct rp_pair *pair, u64 first, u64 last)
