@@ -95,7 +95,15 @@ struct rp_intent_maps {
 	 * the bitmap (up to 256 MiB) would keep interrupts off for it.
 	 */
 	u64			nr_set;
-	unsigned long		*recent;	/* marked since the last pass */
+	/*
+	 * Marks since the last whole pick began, in two maps (a chunk is
+	 * recent while either has it; rp_intent_clear_pick()): writes mark
+	 * @recent; a pick moves those to @recent_old and zeroes them once it
+	 * looked at every chunk.
+	 */
+	unsigned long		*recent;
+	unsigned long		*recent_old;
+	bool			recent_old_set;	/* may hold marks */
 	unsigned long		*quiet;		/* a pass's picks, before its flush */
 	u64			*dirty_seq;	/* per page: its last change */
 	u64			*ondisk_seq;	/* per page: the change on disk */
@@ -695,6 +703,7 @@ bool rp_fail_async_copy(void);
 bool rp_fail_probe_timeout(void);
 bool rp_delay_dev_lookup(void);
 bool rp_fail_event(void);
+bool rp_delay_clear_pick(void);
 void rp_fault_init(void);
 void rp_fault_exit(void);
 #else
@@ -702,6 +711,7 @@ static inline bool rp_fail_async_copy(void) { return false; }
 static inline bool rp_fail_probe_timeout(void) { return false; }
 static inline bool rp_delay_dev_lookup(void) { return false; }
 static inline bool rp_fail_event(void) { return false; }
+static inline bool rp_delay_clear_pick(void) { return false; }
 static inline void rp_fault_init(void) {}
 static inline void rp_fault_exit(void) {}
 #endif

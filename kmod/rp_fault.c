@@ -16,6 +16,10 @@
  *                       in which the backstore and its HBA can be removed
  *   fail_event          an event's message cannot be allocated (a pipe's
  *                       is up to about 140 KiB, a high-order allocation)
+ *   delay_clear_pick    a write-intent record's clear pass sleeps 5 s
+ *                       before it looks at the chunks, as a walk over
+ *                       millions of them takes seconds: writes must not
+ *                       wait for it
  */
 #include <linux/debugfs.h>
 #include <linux/fault-inject.h>
@@ -26,6 +30,7 @@ static DECLARE_FAULT_ATTR(rp_fail_async_copy_attr);
 static DECLARE_FAULT_ATTR(rp_fail_probe_timeout_attr);
 static DECLARE_FAULT_ATTR(rp_delay_dev_lookup_attr);
 static DECLARE_FAULT_ATTR(rp_fail_event_attr);
+static DECLARE_FAULT_ATTR(rp_delay_clear_pick_attr);
 static struct dentry *rp_debugfs_dir;
 
 bool rp_fail_async_copy(void)
@@ -48,6 +53,11 @@ bool rp_fail_event(void)
 	return should_fail(&rp_fail_event_attr, 0);
 }
 
+bool rp_delay_clear_pick(void)
+{
+	return should_fail(&rp_delay_clear_pick_attr, 0);
+}
+
 void rp_fault_init(void)
 {
 	/* Like any debugfs file: failing to make it only loses the knob. */
@@ -60,6 +70,8 @@ void rp_fault_init(void)
 				  &rp_delay_dev_lookup_attr);
 	fault_create_debugfs_attr("fail_event", rp_debugfs_dir,
 				  &rp_fail_event_attr);
+	fault_create_debugfs_attr("delay_clear_pick", rp_debugfs_dir,
+				  &rp_delay_clear_pick_attr);
 }
 
 void rp_fault_exit(void)

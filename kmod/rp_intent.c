@@ -28,9 +28,11 @@
  *
  * Locks, in order
  *   in->clear_sem (rwsem)  read: a write from its mark until it is tracked
- *                          on its pair (or held); write: a clear pass, a
- *                          rebind.  So a clear pass never sees a write that
- *                          is marked but not yet visible on pair->inflight.
+ *                          on its pair (or held); write: a clear pass's
+ *                          aging of the marks, a rebind, a freeze.  So when
+ *                          the marks age, no write is marked but not yet
+ *                          visible on pair->inflight.  A clear pass does not
+ *                          hold it while it looks at the chunks.
  *                          A write whose mark is not on disk yet does not
  *                          wait in LIO's submission context: it waits on
  *                          in->waiting, and write_work writes the record and
@@ -42,7 +44,7 @@
  *                          UNMAP and WRITE SAME on thaw_wq, clear passes and
  *                          page writes skip.  A flag, not clear_sem held:
  *                          one PIPE_SET may freeze many records at once.
- *   pair->lock, then in->lock (spinlock, irq-safe)  bits, recent, seqs.
+ *   pair->lock, then in->lock (spinlock, irq-safe)  bits, recent maps, seqs.
  * Sequence numbers: in->seq counts changes of the bits; dirty_seq[p] is the
  * last change of bitmap page p, ondisk_seq[p] the in->seq of the snapshot of
  * it that is on disk.  A writer that marked at sequence S needs, for each of
@@ -53,6 +55,7 @@
 #define pr_fmt(fmt) "replipipe: " fmt
 
 #include <linux/crc32.h>
+#include <linux/delay.h>
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
 #include <linux/xarray.h>
@@ -208,6 +211,7 @@ static void rp_intent_maps_free(struct rp_intent_maps *m)
 {
 	kvfree(m->bits);
 	kvfree(m->recent);
+	kvfree(m->recent_old);
 	kvfree(m->quiet);
 	kvfree(m->dirty_seq);
 	kvfree(m->ondisk_seq);
@@ -223,10 +227,12 @@ static int rp_intent_maps_alloc(struct rp_intent_maps *m, u64 nr_bits)
 	longs = (u64)m->nr_pages * RP_INTENT_PAGE_LONGS;
 	m->bits = kvcalloc(longs, sizeof(unsigned long), GFP_KERNEL);
 	m->recent = kvcalloc(longs, sizeof(unsigned long), GFP_KERNEL);
+	m->recent_old = kvcalloc(longs, sizeof(unsigned long), GFP_KERNEL);
 	m->quiet = kvcalloc(longs, sizeof(unsigned long), GFP_KERNEL);
 	m->dirty_seq = kvcalloc(m->nr_pages, sizeof(u64), GFP_KERNEL);
 	m->ondisk_seq = kvcalloc(m->nr_pages, sizeof(u64), GFP_KERNEL);
-	if (!m->bits || !m->recent || !m->quiet || !m->dirty_seq ||
+	if (!m->bits || !m->recent || !m->recent_old || !m->quiet ||
+	    !m->dirty_seq ||
 	    !m->ondisk_seq) {
 		rp_intent_maps_free(m);
 		return -ENOMEM;
@@ -1325,7 +1331,7 @@ static bool __rp_intent_quiet(struct rp_intent *in, struct rp_pair *pair,
 {
 	u64 r0, r1;
 
-	if (test_bit(i, in->maps.recent))
+	if (test_bit(i, in->maps.recent) || test_bit(i, in->maps.recent_old))
 		return false;
 	rp_intent_bit_regions(in, i, &r0, &r1);
 	return !rp_bits_any(pair->dirty, r0, r1) &&
@@ -1347,9 +1353,9 @@ static bool __rp_intent_quiet(struct rp_intent *in, struct rp_pair *pair,
 /*
  * Counts a step that looked at @bits bits; once a hold's work is done,
  * drops the locks, lets others run and takes them again.  False if the
- * pair no longer clears the record: the pass stops.  In between nothing
- * marks (clear_sem is held for writing) and nothing rebinds the record
- * (that needs it frozen, and freezing needs clear_sem).  pair->lock and
+ * pair no longer clears the record (a PIPE_SET froze or rebound it
+ * meanwhile): the pass stops.  In between, writes mark (recent) and are
+ * tracked on the pair; a chunk is judged within one hold.  pair->lock and
  * in->lock held.
  */
 static bool rp_intent_pass_step(struct rp_intent *in, struct rp_pair *pair,
@@ -1368,10 +1374,10 @@ static bool rp_intent_pass_step(struct rp_intent *in, struct rp_pair *pair,
 }
 
 /*
- * Zeroes @map (maps.quiet or maps.recent) a hold's work at a time.  Stopped
- * early, the rest keeps its bits: quiet ones are not used (the pass picked
- * nothing), recent ones stay recent one pass longer.  False if the pass
- * must stop.  pair->lock and in->lock held.
+ * Zeroes @map (maps.quiet or maps.recent_old) a hold's work at a time.
+ * Stopped early, the rest keeps its bits: quiet ones are not used (the
+ * pass picked nothing), recent ones stay recent one pass longer.  False if
+ * the pass must stop.  pair->lock and in->lock held.
  */
 static bool rp_intent_pass_zero(struct rp_intent *in, struct rp_pair *pair,
 				unsigned long *map, bool final, u64 *work)
@@ -1451,9 +1457,13 @@ step:
 		if (!rp_intent_pass_step(in, pair, final, &work, looked))
 			goto unlock;
 	}
-	/* Ages the marks: only a whole pass with a live pair looked at them. */
-	if (!clear)
-		rp_intent_pass_zero(in, pair, in->maps.recent, final, &work);
+	/*
+	 * Ages the marks: this pick looked at every chunk, and the marks of
+	 * writes since it began are in maps.recent.
+	 */
+	if (!clear &&
+	    rp_intent_pass_zero(in, pair, in->maps.recent_old, final, &work))
+		in->maps.recent_old_set = false;
 unlock:
 	spin_unlock(&in->lock);
 	spin_unlock_irq(&pair->lock);
@@ -1463,11 +1473,48 @@ unlock:
 /*
  * The first half of a pass: picks the quiet chunks into maps.quiet and ages
  * the marks (only with a live pair: writes without one are tracked nowhere
- * else, so their marks stay "recent" until a pair looks).  True if it
- * picked any.  clear_sem held for writing.
+ * else, so their marks stay recent until a pair looks).  A chunk is recent
+ * from its mark until a whole pick began after it.  Writes mark
+ * maps.recent; a pick first moves those marks to maps.recent_old (a swap
+ * of the two maps, the other one zeroed), and zeroes them once it looked at
+ * every chunk (rp_intent_pass()).  A pick that stopped early leaves them:
+ * the next one swaps nothing, so they stay recent one pass longer.  The
+ * swap takes clear_sem: every write marked before it is tracked on the
+ * pair by then (in flight: not quiet), and every later one marks the map
+ * the pick keeps.  So writes wait for that moment only, not for a walk over
+ * millions of chunks, as they did when the pick held clear_sem throughout
+ * and zeroed one map at its end.  True if it picked any.
  */
 static bool rp_intent_clear_pick(struct rp_intent *in, struct rp_pair *pair)
 {
+	bool clears, swap_maps;
+
+	spin_lock_irq(&pair->lock);
+	spin_lock(&in->lock);
+	clears = !pair->dead && __rp_intent_clears(in, pair);
+	swap_maps = clears && !in->maps.recent_old_set;
+	spin_unlock(&in->lock);
+	spin_unlock_irq(&pair->lock);
+	if (!clears)
+		return false;
+	if (swap_maps) {
+		down_write(&in->clear_sem);
+		spin_lock_irq(&pair->lock);
+		spin_lock(&in->lock);
+		clears = !pair->dead && __rp_intent_clears(in, pair);
+		if (clears && !in->maps.recent_old_set) {
+			swap(in->maps.recent, in->maps.recent_old);
+			in->maps.recent_old_set = true;
+		}
+		spin_unlock(&in->lock);
+		spin_unlock_irq(&pair->lock);
+		up_write(&in->clear_sem);
+		if (!clears)
+			return false;
+	}
+	/* The debug tier's stand-in for a walk over millions of chunks. */
+	if (rp_delay_clear_pick())
+		msleep(5000);
 	return rp_intent_pass(in, pair, in->maps.bits, false, false);
 }
 
@@ -1502,7 +1549,7 @@ static int rp_intent_flush_legs(struct rp_intent *in, struct rp_pair *pair,
 /*
  * Clears the record bits of the chunks that are still quiet: of those the
  * pass picked before its flush, or (@final, the pair drained after a flush)
- * of all.  clear_sem held for writing.  Returns true if a bit changed.
+ * of all.  Returns true if a bit changed.
  */
 static bool rp_intent_clear_pair(struct rp_intent *in, struct rp_pair *pair,
 				 bool final)
@@ -1528,11 +1575,9 @@ static void rp_intent_clear_work(struct work_struct *work)
 	u64 serial = 0, gen = 0;
 	int ret;
 
-	down_write(&in->clear_sem);
 	pair = rp_pair_get(in->dev);
 	if (pair)
 		picked = rp_intent_clear_pick(in, pair);
-	up_write(&in->clear_sem);
 	if (picked) {
 		serial = pair->serial;
 		flush = rp_pair_flush_target_start(pair, &gen);
@@ -1571,9 +1616,7 @@ static void rp_intent_clear_work(struct work_struct *work)
 			rp_pair_target_flush_failed(pair);
 		} else {
 			rp_pair_flush_done(pair, gen);
-			down_write(&in->clear_sem);
 			changed = rp_intent_clear_pair(in, pair, false);
-			up_write(&in->clear_sem);
 		}
 	}
 	if (pair)
@@ -1602,9 +1645,7 @@ void rp_intent_pair_gone(struct rp_intent *in, struct rp_pair *pair,
 	spin_unlock_irq(&pair->lock);
 	if (!clears || rp_intent_flush_legs(in, pair, flush_by))
 		return;
-	down_write(&in->clear_sem);
 	changed = rp_intent_clear_pair(in, pair, true);
-	up_write(&in->clear_sem);
 	if (changed)
 		rp_intent_write_pages(in, 0, in->maps.nr_pages - 1, U64_MAX);
 }

@@ -40,6 +40,11 @@
 #     reads the state again; the next event comes as usual. (The module
 #     gave ENOBUFS with the wrong sign: the listener's read returned 105
 #     bytes that were never written.)
+#  J. a write-intent record's clear pass sleeps 5 s in its pick (the
+#     module's delay_clear_pick), as its walk over millions of chunks
+#     takes seconds: a write to the source ends within 2 s meanwhile (the
+#     pass held the record's clear_sem throughout, and every write of the
+#     backstore waited for it: decision 107).
 # Then the module unloads. Every phase checks that failures were injected.
 # vm-kernel: debug
 # vm-timeout: 600
@@ -131,7 +136,7 @@ cmp_ranges() { # rp-verify --cmp of the legs, as ranges in /tmp/cmp.ranges
 
 [ -d $FMR ] && [ -d $FSL ] || vm_fail "no $FMR or $FSL: this scenario needs the debug kernel"
 
-vm_brd 4 32
+vm_brd 5 32
 vm_backstore replipipe replipipe_0 vol1 /dev/ram0 > /dev/null
 [ "$(cat /sys/kernel/slab/rp_req/failslab)" = 1 ] ||
 	vm_fail "the rp_req cache is not marked for failslab (the runner boots the debug kernel with slub_debug=A,rp_req)"
@@ -398,6 +403,37 @@ wait $ev || rc=$?
 cat /tmp/ev.out
 [ "$(head -n 1 /tmp/ev.out)" = "event type=overrun" ] ||
 	vm_fail "I: the lost event was not reported as an overrun first: $(cat /tmp/ev.err)"
+
+vm_log "== J: a clear pass that sleeps in its pick (delay_clear_pick) holds up no write"
+DCP=/sys/kernel/debug/replipipe/delay_clear_pick
+vm_backstore replipipe replipipe_0 vol4 /dev/ram2 /dev/ram4 > /dev/null
+rp-nlctl set-pipe --id fault-pick --pair replipipe_0/vol4=/dev/ram3,clean ||
+	vm_fail "J: set-pipe {vol4->ram3 clean}"
+lun4=$(vm_tcm_loop_export replipipe_0/vol4)
+# a marked chunk, so that the pass has one to look at
+dd if=/dev/urandom of=$lun4 bs=4k count=1 oflag=direct 2> /dev/null || vm_fail "J: first write"
+echo 0 > $DCP/verbose
+echo 1 > $DCP/interval
+echo 1 > $DCP/times
+echo 100 > $DCP/probability
+echo 1 > /sys/module/replipipe/parameters/intent_clear_sec
+i=0
+until [ "$(cat $DCP/times)" = 0 ]; do
+	[ $i -lt 100 ] || vm_fail "J: no clear pass picked within 10 s"
+	sleep 0.1
+	i=$((i + 1))
+done
+t0=$(vm_now_ms)
+dd if=/dev/urandom of=$lun4 bs=4k count=1 oflag=direct 2> /dev/null || vm_fail "J: the write during the pick"
+t1=$(vm_now_ms)
+echo 0 > $DCP/probability
+echo 5 > /sys/module/replipipe/parameters/intent_clear_sec
+vm_log "J: a write while the pick slept took $((t1 - t0)) ms"
+[ $((t1 - t0)) -lt 2000 ] ||
+	vm_fail "J: the write waited $((t1 - t0)) ms for the clear pass"
+vm_tcm_loop_unexport replipipe_0/vol4
+rp-nlctl del-pipe fault-pick || vm_fail "J: del-pipe"
+vm_backstore_delete replipipe_0/vol4
 
 vm_log "== teardown"
 vm_tcm_loop_unexport $SRC
