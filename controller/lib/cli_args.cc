@@ -4,6 +4,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -424,6 +425,24 @@ std::optional<std::string> BuildRequest(CliCommand command,
 
 } // namespace
 
+double CallTimeoutFor(const ControlRequest &request)
+{
+	if (request.op != ControlOp::kCreateOrModify ||
+	    !request.call.target_endpoints)
+		return kCallTimeoutSeconds;
+	int logins = 0;
+	for (const std::string &target : *request.call.target_endpoints) {
+		std::string lower(target);
+		for (char &c : lower)
+			c = static_cast<char>(
+			        std::tolower(static_cast<unsigned char>(c)));
+		if (lower.find("iscsi://") != std::string::npos)
+			++logins;
+	}
+	return kCallTimeoutSeconds +
+	       kIscsiLoginSeconds * std::max(0, logins - 1);
+}
+
 Result<std::pair<std::string, std::string>> SplitPairArg(std::string_view arg)
 {
 	bool quoted = false;
@@ -818,6 +837,7 @@ CliParse ParseCli(const std::vector<std::string> &args, const char *env_socket,
 		return UsageError(prefix, *error);
 	if (auto error = CheckRequestUtf8(inv.request))
 		return UsageError(prefix, *error);
+	inv.call_timeout_seconds = CallTimeoutFor(inv.request);
 	if (env_call_timeout && *env_call_timeout) {
 		auto seconds = ParseCallTimeout(env_call_timeout);
 		if (!seconds)

@@ -45,6 +45,11 @@ inline constexpr int kExitNoPermission = 77; // EX_NOPERM: not root/group
 // margin for a loaded host. Longer calls (pause or resume of a dozen
 // pairs whose targets do not answer, 10 s each) need kCallTimeoutEnv.
 inline constexpr double kCallTimeoutSeconds = 120;
+// A create-or-modify logs in to its new pairs' iSCSI targets one after
+// another, each within the daemon's login bound
+// (IscsiSessionsOptions::login_bound): its call's bound grows by that
+// much for each iSCSI target past the first (CallTimeoutFor()).
+inline constexpr double kIscsiLoginSeconds = 30;
 // Seconds that replace kCallTimeoutSeconds (docs/cli.md).
 inline constexpr const char *kCallTimeoutEnv = "REPLIPIPE_CALL_TIMEOUT";
 
@@ -74,7 +79,7 @@ struct CliInvocation {
 	// wait
 	std::string wait_state = "InSync";
 	std::optional<double> timeout_seconds; // nullopt: wait forever
-	// The bound of one call to the daemon (kCallTimeoutSeconds, or
+	// The bound of one call to the daemon (CallTimeoutFor(request), or
 	// $REPLIPIPE_CALL_TIMEOUT).
 	double call_timeout_seconds = kCallTimeoutSeconds;
 };
@@ -127,6 +132,13 @@ std::optional<std::string> CheckSocketPath(const std::string &what,
 //   CIM_ProtocolEndpoint.Name="replipipe_0/vol1"=/dev/sdb
 //   replipipe_0/vol1=CIM_ProtocolEndpoint.Name="/dev/sdb"
 Result<std::pair<std::string, std::string>> SplitPairArg(std::string_view arg);
+
+// The bound of one call to the daemon with @request: kCallTimeoutSeconds,
+// plus kIscsiLoginSeconds for each target endpoint of a create-or-modify
+// past the first that names an iSCSI target ("iscsi://", also inside a
+// reference). Local targets need no login: a pipe of many of them keeps
+// the plain bound, which is what a daemon that never answers costs.
+double CallTimeoutFor(const ControlRequest &request);
 
 // The `wait` target state as the daemon spells it ("insync" -> "InSync");
 // nullopt when it is not one of Syncing, InSync, Degraded, Paused.

@@ -267,6 +267,35 @@ TEST(CliArgs, GoalFileIsNotReadPastTheLineLimit)
 	          "takes (at most 1048576 bytes)");
 }
 
+// A create-or-modify's bound grows by one iSCSI login for each iSCSI
+// target past the first (the daemon logs in to them one after another);
+// local targets, and every other command, keep the plain bound; the
+// environment still wins.
+TEST(CliArgs, CallTimeoutGrowsWithTheISCSILogins)
+{
+	EXPECT_EQ(ParseRun(kCreate).call_timeout_seconds, kCallTimeoutSeconds);
+	EXPECT_EQ(ParseRun(Create({"--pair", "replipipe_0/a=/dev/sdb", "--pair",
+	                           "replipipe_0/b=/dev/sdc"}))
+	                  .call_timeout_seconds,
+	          kCallTimeoutSeconds);
+	EXPECT_EQ(ParseRun(Create({"--pair",
+	                           "replipipe_0/a=iscsi://h/iqn.x:a/0"}))
+	                  .call_timeout_seconds,
+	          kCallTimeoutSeconds);
+	const std::vector<std::string> three =
+	        Create({"--pair", "replipipe_0/a=iscsi://h/iqn.x:a/0", "--pair",
+	                "replipipe_0/b=/dev/sdc", "--pair",
+	                "replipipe_0/c=ISCSI://h2:3261/iqn.x:c/1", "--pair",
+	                "replipipe_0/d=CIM_ProtocolEndpoint.Name=\"iscsi://h/"
+	                "iqn.x:d/2\""});
+	EXPECT_EQ(ParseRun(three).call_timeout_seconds,
+	          kCallTimeoutSeconds + 2 * kIscsiLoginSeconds);
+	CliParse parse = ParseCli(three, nullptr, "7");
+	ASSERT_EQ(parse.kind, CliParse::Kind::kRun) << parse.text;
+	EXPECT_EQ(parse.invocation.call_timeout_seconds, 7);
+	EXPECT_EQ(ParseRun({"list"}).call_timeout_seconds, kCallTimeoutSeconds);
+}
+
 // REPLIPIPE_CALL_TIMEOUT replaces the bound of one call to the daemon
 // (docs/cli.md); a value that is not a number of seconds above 0 and at
 // most a year is a usage error that names it.
