@@ -264,8 +264,11 @@ protected:
 TEST_F(CliE2E, CreatePrintsTheReference)
 {
 	std::string ref = CreateDb();
+	// The reference alone, on one line (CreateDb() took its newline).
 	EXPECT_EQ(ref.rfind("CIM_NetworkPipe.InstanceID=\"replipipe:", 0), 0u)
 	        << ref;
+	EXPECT_EQ(ref.find_first_of("\n "), std::string::npos) << ref;
+	EXPECT_EQ(ref.back(), '"') << ref;
 	CliRun list = Cli({"list"});
 	EXPECT_EQ(list.exit, 0);
 	EXPECT_NE(list.out.find("db"), std::string::npos) << list.out;
@@ -372,7 +375,7 @@ TEST_F(CliE2E, NonUtf8AndAbsurdSecondsExit64)
 
 TEST_F(CliE2E, StatusJsonContract)
 {
-	CreateDb();
+	const std::string ref = CreateDb();
 	CliRun run = Cli({"--json", "status"});
 	ASSERT_EQ(run.exit, 0) << run.err;
 	json j = json::parse(run.out);
@@ -381,6 +384,17 @@ TEST_F(CliE2E, StatusJsonContract)
 	for (const char *key : {"ref", "instance_id", "name", "source_system",
 	                        "target_system", "mode", "pairs"})
 		EXPECT_TRUE(pipe.contains(key)) << key;
+	// The values, not only the keys: the reference create-or-modify
+	// printed, its InstanceID, and what the call set.
+	EXPECT_EQ(pipe["ref"], ref);
+	EXPECT_EQ("CIM_NetworkPipe.InstanceID=\"" +
+	                  pipe["instance_id"].get<std::string>() + "\"",
+	          ref);
+	EXPECT_EQ(pipe["name"], "db");
+	EXPECT_EQ(pipe["source_system"], testing::kTestHost);
+	EXPECT_EQ(pipe["target_system"], "node2");
+	EXPECT_EQ(pipe["mode"], "Synchronous");
+	ASSERT_EQ(pipe["pairs"].size(), 1u);
 	const json &pair = pipe["pairs"][0];
 	EXPECT_EQ(pair["source"], "replipipe_0/a");
 	EXPECT_EQ(pair["target"], "/dev/sdb");
