@@ -704,6 +704,7 @@ bool rp_fail_probe_timeout(void);
 bool rp_delay_dev_lookup(void);
 bool rp_fail_event(void);
 bool rp_delay_clear_pick(void);
+bool rp_delay_pair_kill(void);
 void rp_fault_init(void);
 void rp_fault_exit(void);
 #else
@@ -712,6 +713,7 @@ static inline bool rp_fail_probe_timeout(void) { return false; }
 static inline bool rp_delay_dev_lookup(void) { return false; }
 static inline bool rp_fail_event(void) { return false; }
 static inline bool rp_delay_clear_pick(void) { return false; }
+static inline bool rp_delay_pair_kill(void) { return false; }
 static inline void rp_fault_init(void) {}
 static inline void rp_fault_exit(void) {}
 #endif

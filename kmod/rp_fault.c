@@ -17,9 +17,15 @@
  *   fail_event          an event's message cannot be allocated (a pipe's
  *                       is up to about 140 KiB, a high-order allocation)
  *   delay_clear_pick    a write-intent record's clear pass sleeps 5 s
- *                       before it looks at the chunks, as a walk over
- *                       millions of them takes seconds: writes must not
- *                       wait for it
+ *                       once it took its pair, before it ages the marks
+ *                       and looks at the chunks (a walk over millions of
+ *                       them takes seconds): writes must not wait for it,
+ *                       nor may a pair removed meanwhile lose the marks of
+ *                       the writes that then found no pair
+ *   delay_pair_kill     a removal sleeps 8 s between unpublishing its pairs
+ *                       (and the RCU grace period) and killing them: the
+ *                       window in which a pair is neither the source's nor
+ *                       dead
  */
 #include <linux/debugfs.h>
 #include <linux/fault-inject.h>
@@ -31,6 +37,7 @@ static DECLARE_FAULT_ATTR(rp_fail_probe_timeout_attr);
 static DECLARE_FAULT_ATTR(rp_delay_dev_lookup_attr);
 static DECLARE_FAULT_ATTR(rp_fail_event_attr);
 static DECLARE_FAULT_ATTR(rp_delay_clear_pick_attr);
+static DECLARE_FAULT_ATTR(rp_delay_pair_kill_attr);
 static struct dentry *rp_debugfs_dir;
 
 bool rp_fail_async_copy(void)
@@ -58,6 +65,11 @@ bool rp_delay_clear_pick(void)
 	return should_fail(&rp_delay_clear_pick_attr, 0);
 }
 
+bool rp_delay_pair_kill(void)
+{
+	return should_fail(&rp_delay_pair_kill_attr, 0);
+}
+
 void rp_fault_init(void)
 {
 	/* Like any debugfs file: failing to make it only loses the knob. */
@@ -72,6 +84,8 @@ void rp_fault_init(void)
 				  &rp_fail_event_attr);
 	fault_create_debugfs_attr("delay_clear_pick", rp_debugfs_dir,
 				  &rp_delay_clear_pick_attr);
+	fault_create_debugfs_attr("delay_pair_kill", rp_debugfs_dir,
+				  &rp_delay_pair_kill_attr);
 }
 
 void rp_fault_exit(void)

@@ -28,9 +28,10 @@
  *
  * Locks, in order
  *   in->clear_sem (rwsem)  read: a write from its mark until it is tracked
- *                          on its pair (or held); write: a clear pass's
- *                          aging of the marks, a rebind, a freeze.  So when
- *                          the marks age, no write is marked but not yet
+ *                          on its pair (or held, or found no pair); write:
+ *                          a clear pass's aging of the marks, a rebind, a
+ *                          freeze.  So when the marks age with the pair
+ *                          published, no write is marked but not yet
  *                          visible on pair->inflight.  A clear pass does not
  *                          hold it while it looks at the chunks.
  *                          A write whose mark is not on disk yet does not
@@ -1479,9 +1480,14 @@ unlock:
  * of the two maps, the other one zeroed), and zeroes them once it looked at
  * every chunk (rp_intent_pass()).  A pick that stopped early leaves them:
  * the next one swaps nothing, so they stay recent one pass longer.  The
- * swap takes clear_sem: every write marked before it is tracked on the
- * pair by then (in flight: not quiet), and every later one marks the map
- * the pick keeps.  So writes wait for that moment only, not for a walk over
+ * swap takes clear_sem, and only while the pair is still the source's:
+ * every write marked before it is then tracked on the pair (in flight: not
+ * quiet), or found no pair before the pair started (it ended before, and
+ * its mark is in the pair's bitmap: rp_intent_pair_start()); every later
+ * one marks the map the pick keeps.  A write that finds no pair because
+ * this one was removed after the pick took it must keep its mark through
+ * the pair's last clear (rp_intent_pair_gone()): its data is on the
+ * primary only.  So writes wait for that moment only, not for a walk over
  * millions of chunks, as they did when the pick held clear_sem throughout
  * and zeroed one map at its end.  True if it picked any.
  */
@@ -1489,6 +1495,9 @@ static bool rp_intent_clear_pick(struct rp_intent *in, struct rp_pair *pair)
 {
 	bool clears, swap_maps;
 
+	/* The debug tier's stand-in for a pass that is slow to start. */
+	if (rp_delay_clear_pick())
+		msleep(5000);
 	spin_lock_irq(&pair->lock);
 	spin_lock(&in->lock);
 	clears = !pair->dead && __rp_intent_clears(in, pair);
@@ -1501,7 +1510,8 @@ static bool rp_intent_clear_pick(struct rp_intent *in, struct rp_pair *pair)
 		down_write(&in->clear_sem);
 		spin_lock_irq(&pair->lock);
 		spin_lock(&in->lock);
-		clears = !pair->dead && __rp_intent_clears(in, pair);
+		clears = !pair->dead && __rp_intent_clears(in, pair) &&
+			 rcu_access_pointer(in->dev->pair) == pair;
 		if (clears && !in->maps.recent_old_set) {
 			swap(in->maps.recent, in->maps.recent_old);
 			in->maps.recent_old_set = true;
@@ -1512,9 +1522,6 @@ static bool rp_intent_clear_pick(struct rp_intent *in, struct rp_pair *pair)
 		if (!clears)
 			return false;
 	}
-	/* The debug tier's stand-in for a walk over millions of chunks. */
-	if (rp_delay_clear_pick())
-		msleep(5000);
 	return rp_intent_pass(in, pair, in->maps.bits, false, false);
 }
 

@@ -24,6 +24,7 @@
  */
 #define pr_fmt(fmt) "replipipe: " fmt
 
+#include <linux/delay.h>
 #include <linux/sched.h>
 
 #include "replipipe_internal.h"
@@ -57,6 +58,8 @@ void rp_pairs_retire(struct list_head *batch)
 	if (list_empty(batch))
 		return;
 	synchronize_rcu();
+	if (rp_delay_pair_kill())
+		msleep(8000);
 	list_for_each_entry(pair, batch, node) {
 		pair->src->retiring++;
 		pair->pipe->nr_retired++;

@@ -45,6 +45,13 @@
 #     takes seconds: a write to the source ends within 2 s meanwhile (the
 #     pass held the record's clear_sem throughout, and every write of the
 #     backstore waited for it: decision 107).
+#  K. the same sleep in the next pick, which took the pair first; the pipe
+#     is deleted meanwhile, its removal held 8 s between unpublishing the
+#     pair and killing it (the module's delay_pair_kill), and a write to
+#     the source finds no pair (it reaches the primary only). The pass wakes
+#     in that window: it must not age that write's mark, so the same pipe
+#     made again loads its chunk dirty (64 regions). A pass that aged it
+#     let the pair's last clear drop it (decision 107).
 # Then the module unloads. Every phase checks that failures were injected.
 # vm-kernel: debug
 # vm-timeout: 600
@@ -427,12 +434,61 @@ t0=$(vm_now_ms)
 dd if=/dev/urandom of=$lun4 bs=4k count=1 oflag=direct 2> /dev/null || vm_fail "J: the write during the pick"
 t1=$(vm_now_ms)
 echo 0 > $DCP/probability
-echo 5 > /sys/module/replipipe/parameters/intent_clear_sec
 vm_log "J: a write while the pick slept took $((t1 - t0)) ms"
 [ $((t1 - t0)) -lt 2000 ] ||
 	vm_fail "J: the write waited $((t1 - t0)) ms for the clear pass"
+
+vm_log "== K: a write that finds no pair while a pass holds the removed pair keeps its mark"
+# Passes (every second) clear chunk 0 of J's writes first.
+i=0
+until [ "$(vm_field "$(rp-nlctl get fault-pick | grep '^pair ')" intent_marked)" = 0 ]; do
+	[ $i -lt 150 ] || vm_fail "K: J's chunk not cleared within 15 s: $(rp-nlctl get fault-pick)"
+	sleep 0.1
+	i=$((i + 1))
+done
+# The next pick sleeps 5 s with the pair taken, before it ages the marks;
+# the removal then sleeps 8 s with the pair unpublished but not dead.
+DPK=/sys/kernel/debug/replipipe/delay_pair_kill
+echo 0 > $DPK/verbose
+echo 1 > $DPK/interval
+echo 1 > $DPK/times
+echo 100 > $DPK/probability
+echo 1 > $DCP/times
+echo 100 > $DCP/probability
+i=0
+until [ "$(cat $DCP/times)" = 0 ]; do
+	[ $i -lt 100 ] || vm_fail "K: no clear pass picked within 10 s"
+	sleep 0.1
+	i=$((i + 1))
+done
+rp-nlctl del-pipe fault-pick > /tmp/del-k.out 2>&1 &
+delk=$!
+i=0
+until [ "$(cat $DPK/times)" = 0 ]; do
+	[ $i -lt 30 ] || vm_fail "K: the removal did not reach its pairs within 3 s"
+	sleep 0.1
+	i=$((i + 1))
+done
+# chunk 4 (16 MiB): no pair, so on the primary only
+dd if=/dev/urandom of=$lun4 bs=4k count=1 seek=4096 oflag=direct 2> /dev/null ||
+	vm_fail "K: the write with no pair"
+wait $delk || vm_fail "K: del-pipe: $(cat /tmp/del-k.out)"
+echo 0 > $DCP/probability
+echo 0 > $DPK/probability
+echo 5 > /sys/module/replipipe/parameters/intent_clear_sec
+# The same pipe loads the record: chunk 4's 64 regions must be dirty.
+i=0
+until rp-nlctl set-pipe --id fault-pick --pair replipipe_0/vol4=/dev/ram3 2> /tmp/set-k.err; do
+	[ $i -lt 100 ] || vm_fail "K: set-pipe again: $(cat /tmp/set-k.err)"
+	sleep 0.1
+	i=$((i + 1))
+done
+pair=$(rp-nlctl get fault-pick | grep '^pair ') || vm_fail "K: no pair line"
+vm_log "K: $pair"
+[ "$(vm_field "$pair" intent)" = loaded ] && [ "$(vm_field "$pair" dirty)" = 64 ] ||
+	vm_fail "K: the write with no pair lost its mark (want intent=loaded dirty=64): $pair"
 vm_tcm_loop_unexport replipipe_0/vol4
-rp-nlctl del-pipe fault-pick || vm_fail "J: del-pipe"
+rp-nlctl del-pipe fault-pick || vm_fail "K: del-pipe"
 vm_backstore_delete replipipe_0/vol4
 
 vm_log "== teardown"
