@@ -249,6 +249,12 @@ rp-nlctl set-pipe --id resubB --mode sync --pair replipipe_0/rb="$(dm tgtB)",cle
 lun_a=$(vm_scsi_disk "$addr2:0")
 lun_b=$(vm_scsi_disk "$addr2:1")
 for l in $lun_a $lun_b; do
+	# rb's LUN, added after ra's on this nexus, left ra a unit attention
+	# (REPORTED LUNS DATA HAS CHANGED). Taken by a write below, sd's retry
+	# would hold every other command to ra back (device_blocked) while
+	# that write waits for its mark: a read takes it now.
+	dd if="$l" of=/dev/null bs=4k count=1 iflag=direct 2> /dev/null ||
+		vm_fail "cannot read $l"
 	# no scheduler: every write a request at once, none held back
 	echo none > /sys/block/${l#/dev/}/queue/scheduler ||
 		vm_fail "cannot take the scheduler off $l"
