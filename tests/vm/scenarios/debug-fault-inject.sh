@@ -101,6 +101,23 @@ failslab() {
 	echo "$2" > $FSL/probability
 }
 failslab_off() { echo 0 > $FSL/probability; }
+# fault_once DIR: the module's fault DIR fires at its next chance, once
+fault_once() {
+	echo 0 > "$1/verbose"
+	echo 1 > "$1/interval"
+	echo 1 > "$1/times"
+	echo 100 > "$1/probability"
+}
+# wait_fired DIR SECONDS WHY: fault_once's fault fired within SECONDS, or
+# the scenario fails with WHY
+wait_fired() {
+	local i=0
+	until [ "$(cat "$1/times")" = 0 ]; do
+		[ $i -lt $(($2 * 10)) ] || vm_fail "$3"
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
 # pct ROUND: the failslab probability of an E round: 1, 2, 5, 10 % in
 # turn, so that some rounds get far (into the module) and some fail early.
 pct() {
@@ -337,10 +354,7 @@ rp-verify --cmp /dev/ram0 /dev/ram1 | grep -q "^cmp: identical" || vm_fail "F: l
 vm_log "== G: a resume whose probe read ends with BLK_STS_TIMEOUT (fail_probe_timeout)"
 FPT=/sys/kernel/debug/replipipe/fail_probe_timeout
 rp-nlctl pair-state $PIPE $SRC pause || vm_fail "G: pause"
-echo 0 > $FPT/verbose
-echo 1 > $FPT/interval
-echo 1 > $FPT/times
-echo 100 > $FPT/probability
+fault_once $FPT
 t0=$(vm_now_ms)
 rp-nlctl pair-state $PIPE $SRC resume > /tmp/out 2>&1 &&
 	vm_fail "G: the resume succeeded although its probe read failed"
@@ -361,10 +375,7 @@ vm_log "== H: a backstore and its HBA removed while a PIPE_SET looks it up (dela
 # (WARNING in core_delete_hba, then KASAN's use-after-free).
 DDL=/sys/kernel/debug/replipipe/delay_dev_lookup
 vm_backstore replipipe replipipe_9 gone /dev/ram2 > /dev/null
-echo 0 > $DDL/verbose
-echo 1 > $DDL/interval
-echo 1 > $DDL/times
-echo 100 > $DDL/probability
+fault_once $DDL
 rp-nlctl set-pipe --id fault-gone --pair replipipe_9/gone=/dev/ram3 > /tmp/gone.out 2>&1 &
 gone=$!
 sleep 0.5
@@ -388,10 +399,7 @@ vm_log "== I: an event that cannot be allocated (fail_event): its listeners get 
 FEV=/sys/kernel/debug/replipipe/fail_event
 vm_events_listen /tmp/ev.out /tmp/ev.err
 ev=$VM_EVENTS_PID
-echo 0 > $FEV/verbose
-echo 1 > $FEV/interval
-echo 1 > $FEV/times
-echo 100 > $FEV/probability
+fault_once $FEV
 rp-nlctl pair-state $PIPE $SRC pause || vm_fail "I: pause"
 echo 0 > $FEV/probability
 [ "$(cat $FEV/times)" = 0 ] || vm_fail "I: the pause's event was not failed"
@@ -419,17 +427,9 @@ rp-nlctl set-pipe --id fault-pick --pair replipipe_0/vol4=/dev/ram3,clean ||
 lun4=$(vm_tcm_loop_export replipipe_0/vol4)
 # a marked chunk, so that the pass has one to look at
 dd if=/dev/urandom of=$lun4 bs=4k count=1 oflag=direct 2> /dev/null || vm_fail "J: first write"
-echo 0 > $DCP/verbose
-echo 1 > $DCP/interval
-echo 1 > $DCP/times
-echo 100 > $DCP/probability
+fault_once $DCP
 echo 1 > /sys/module/replipipe/parameters/intent_clear_sec
-i=0
-until [ "$(cat $DCP/times)" = 0 ]; do
-	[ $i -lt 100 ] || vm_fail "J: no clear pass picked within 10 s"
-	sleep 0.1
-	i=$((i + 1))
-done
+wait_fired $DCP 10 "J: no clear pass picked within 10 s"
 t0=$(vm_now_ms)
 dd if=/dev/urandom of=$lun4 bs=4k count=1 oflag=direct 2> /dev/null || vm_fail "J: the write during the pick"
 t1=$(vm_now_ms)
@@ -449,26 +449,13 @@ done
 # The next pick sleeps 5 s with the pair taken, before it ages the marks;
 # the removal then sleeps 8 s with the pair unpublished but not dead.
 DPK=/sys/kernel/debug/replipipe/delay_pair_kill
-echo 0 > $DPK/verbose
-echo 1 > $DPK/interval
-echo 1 > $DPK/times
-echo 100 > $DPK/probability
+fault_once $DPK
 echo 1 > $DCP/times
 echo 100 > $DCP/probability
-i=0
-until [ "$(cat $DCP/times)" = 0 ]; do
-	[ $i -lt 100 ] || vm_fail "K: no clear pass picked within 10 s"
-	sleep 0.1
-	i=$((i + 1))
-done
+wait_fired $DCP 10 "K: no clear pass picked within 10 s"
 rp-nlctl del-pipe fault-pick > /tmp/del-k.out 2>&1 &
 delk=$!
-i=0
-until [ "$(cat $DPK/times)" = 0 ]; do
-	[ $i -lt 30 ] || vm_fail "K: the removal did not reach its pairs within 3 s"
-	sleep 0.1
-	i=$((i + 1))
-done
+wait_fired $DPK 3 "K: the removal did not reach its pairs within 3 s"
 # chunk 4 (16 MiB): no pair, so on the primary only
 dd if=/dev/urandom of=$lun4 bs=4k count=1 seek=4096 oflag=direct 2> /dev/null ||
 	vm_fail "K: the write with no pair"
