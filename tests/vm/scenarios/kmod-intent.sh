@@ -708,7 +708,8 @@ rp-nlctl pair-state big $SRC3 pause || vm_fail "pause big"
 dd if=/dev/urandom of=$lun3 bs=1M count=32 seek=4096 oflag=direct 2> /dev/null ||
 	vm_fail "32 MiB to regions 1048576..1056767"
 rp-nlctl pair-state big $SRC3 resume || vm_fail "resume big"
-# mirrored writes to quiet chunks: first, right after the run, far away, last
+# mirrored writes to quiet chunks: near the start, right after the run, far
+# away, the last
 for r in 5 1056768 134217728 268435455; do
 	dd if=/dev/urandom of=$lun3 bs=4096 count=1 seek=$r oflag=direct 2> /dev/null ||
 		vm_fail "write to region $r"
