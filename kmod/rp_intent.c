@@ -1322,6 +1322,17 @@ static bool __rp_intent_clears(struct rp_intent *in, struct rp_pair *pair)
 }
 
 /*
+ * True while a pass over @pair may go on: the pair clears the record and
+ * is not killed, unless @final (its last clear runs once it is drained).
+ * pair->lock and in->lock held.
+ */
+static bool __rp_intent_pass_goes(struct rp_intent *in, struct rp_pair *pair,
+				  bool final)
+{
+	return (final || !pair->dead) && __rp_intent_clears(in, pair);
+}
+
+/*
  * True if record bit @i may be cleared: nobody marked its chunk since the
  * last pass, and @pair has every region of it in sync, unclaimed and (unless
  * @final: the pair is drained and going away) with no write in flight.
@@ -1371,7 +1382,7 @@ static bool rp_intent_pass_step(struct rp_intent *in, struct rp_pair *pair,
 	cond_resched();
 	spin_lock_irq(&pair->lock);
 	spin_lock(&in->lock);
-	return (final || !pair->dead) && __rp_intent_clears(in, pair);
+	return __rp_intent_pass_goes(in, pair, final);
 }
 
 /*
@@ -1412,7 +1423,7 @@ static u64 rp_intent_pass(struct rp_intent *in, struct rp_pair *pair,
 
 	spin_lock_irq(&pair->lock);
 	spin_lock(&in->lock);
-	if ((!final && pair->dead) || !__rp_intent_clears(in, pair))
+	if (!__rp_intent_pass_goes(in, pair, final))
 		goto unlock;
 	if (!clear &&
 	    !rp_intent_pass_zero(in, pair, in->maps.quiet, final, &work))
@@ -1500,7 +1511,7 @@ static bool rp_intent_clear_pick(struct rp_intent *in, struct rp_pair *pair)
 		msleep(5000);
 	spin_lock_irq(&pair->lock);
 	spin_lock(&in->lock);
-	clears = !pair->dead && __rp_intent_clears(in, pair);
+	clears = __rp_intent_pass_goes(in, pair, false);
 	swap_maps = clears && !in->maps.recent_old_set;
 	spin_unlock(&in->lock);
 	spin_unlock_irq(&pair->lock);
@@ -1510,7 +1521,7 @@ static bool rp_intent_clear_pick(struct rp_intent *in, struct rp_pair *pair)
 		down_write(&in->clear_sem);
 		spin_lock_irq(&pair->lock);
 		spin_lock(&in->lock);
-		clears = !pair->dead && __rp_intent_clears(in, pair) &&
+		clears = __rp_intent_pass_goes(in, pair, false) &&
 			 rcu_access_pointer(in->dev->pair) == pair;
 		if (clears && !in->maps.recent_old_set) {
 			swap(in->maps.recent, in->maps.recent_old);
