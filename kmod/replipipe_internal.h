@@ -108,6 +108,15 @@ struct rp_intent_maps {
 	u64			*dirty_seq;	/* per page: its last change */
 	u64			*ondisk_seq;	/* per page: the change on disk */
 	unsigned int		nr_pages;
+	/*
+	 * Bounce pages for a run of up to @nr_io bitmap pages in one bio,
+	 * and the in->seq each was packed at; in->io_lock.  A run, not a
+	 * page per I/O: a binding of 2^28 chunks is 8192 pages, and a
+	 * synchronous write each cost their round trips one after another.
+	 */
+	struct page		**io_pages;
+	u64			*io_snap;
+	unsigned int		nr_io;
 };
 
 /* A backstore's write-intent record (rp_intent.c). */

@@ -69,6 +69,8 @@
 #define RP_INTENT_BITMAP_OFFSET	RP_INTENT_PAGE_SIZE
 #define RP_INTENT_PAGE_BITS	(RP_INTENT_PAGE_SIZE * BITS_PER_BYTE)
 #define RP_INTENT_PAGE_LONGS	(RP_INTENT_PAGE_SIZE / sizeof(unsigned long))
+/* Bitmap pages in one bio at most (1 MiB): rp_intent_maps.io_pages. */
+#define RP_INTENT_IO_PAGES	BIO_MAX_VECS
 
 struct rp_intent_sb {
 	char		magic[8];
@@ -208,8 +210,37 @@ static u64 rp_intent_page_offset(unsigned int p)
 	return RP_INTENT_BITMAP_OFFSET + (u64)p * RP_INTENT_PAGE_SIZE;
 }
 
+/*
+ * Reads or writes bitmap pages [@p, @p + @n) of the record from or to the
+ * first @n bounce pages of @m, in one bio (the block layer splits it to
+ * the device's limits).  io_lock held, or @m not shared yet.  May block.
+ */
+static int rp_intent_io_run(struct rp_intent *in,
+			    const struct rp_intent_maps *m, unsigned int p,
+			    unsigned int n, blk_opf_t opf)
+{
+	struct bio *bio;
+	unsigned int i;
+	int ret;
+
+	bio = bio_alloc(in->rb.bdev, n, opf, GFP_NOIO);
+	bio->bi_iter.bi_sector = rp_intent_page_offset(p) >> SECTOR_SHIFT;
+	for (i = 0; i < n; i++)
+		__bio_add_page(bio, m->io_pages[i], RP_INTENT_PAGE_SIZE, 0);
+	ret = submit_bio_wait(bio);
+	bio_put(bio);
+	return ret;
+}
+
 static void rp_intent_maps_free(struct rp_intent_maps *m)
 {
+	unsigned int i;
+
+	for (i = 0; m->io_pages && i < m->nr_io; i++)
+		if (m->io_pages[i])
+			__free_page(m->io_pages[i]);
+	kfree(m->io_pages);
+	kfree(m->io_snap);
 	kvfree(m->bits);
 	kvfree(m->recent);
 	kvfree(m->recent_old);
@@ -221,6 +252,7 @@ static void rp_intent_maps_free(struct rp_intent_maps *m)
 
 static int rp_intent_maps_alloc(struct rp_intent_maps *m, u64 nr_bits)
 {
+	unsigned int i;
 	u64 longs;
 
 	m->nr_pages = DIV_ROUND_UP_ULL(max_t(u64, nr_bits, 1),
@@ -232,13 +264,22 @@ static int rp_intent_maps_alloc(struct rp_intent_maps *m, u64 nr_bits)
 	m->quiet = kvcalloc(longs, sizeof(unsigned long), GFP_KERNEL);
 	m->dirty_seq = kvcalloc(m->nr_pages, sizeof(u64), GFP_KERNEL);
 	m->ondisk_seq = kvcalloc(m->nr_pages, sizeof(u64), GFP_KERNEL);
+	/* Never more than the bitmap: a small record keeps a page or two. */
+	m->nr_io = min_t(unsigned int, m->nr_pages, RP_INTENT_IO_PAGES);
+	m->io_pages = kcalloc(m->nr_io, sizeof(*m->io_pages), GFP_KERNEL);
+	m->io_snap = kcalloc(m->nr_io, sizeof(*m->io_snap), GFP_KERNEL);
 	if (!m->bits || !m->recent || !m->recent_old || !m->quiet ||
-	    !m->dirty_seq ||
-	    !m->ondisk_seq) {
-		rp_intent_maps_free(m);
-		return -ENOMEM;
+	    !m->dirty_seq || !m->ondisk_seq || !m->io_pages || !m->io_snap)
+		goto nomem;
+	for (i = 0; i < m->nr_io; i++) {
+		m->io_pages[i] = alloc_page(GFP_KERNEL);
+		if (!m->io_pages[i])
+			goto nomem;
 	}
 	return 0;
+nomem:
+	rp_intent_maps_free(m);
+	return -ENOMEM;
 }
 
 /* Copies bitmap page @p of @bits into @page, little endian.  in->lock. */
@@ -276,17 +317,42 @@ static void __rp_intent_changed(struct rp_intent *in, u64 i)
 }
 
 /*
+ * Writes the @n bitmap pages from @p that rp_intent_write_pages() packed,
+ * with FUA, and records the snapshot each now has on disk.  io_lock held.
+ */
+static int rp_intent_write_due(struct rp_intent *in, unsigned int p,
+			       unsigned int n)
+{
+	struct rp_intent_maps *m = &in->maps;
+	unsigned int i;
+	int ret;
+
+	if (!n)
+		return 0;
+	ret = rp_intent_io_run(in, m, p, n, REQ_OP_WRITE | REQ_SYNC | REQ_FUA);
+	if (ret)
+		return ret;
+	spin_lock_irq(&in->lock);
+	for (i = 0; i < n; i++)
+		m->ondisk_seq[p + i] = max(m->ondisk_seq[p + i], m->io_snap[i]);
+	spin_unlock_irq(&in->lock);
+	return 0;
+}
+
+/*
  * Writes the bitmap pages in [@p0, @p1] whose on-disk snapshot is older than
- * what a writer that marked at @seq needs (U64_MAX: everything changed).
- * Each page goes out with FUA: when this returns 0, every bit that was set
- * at @seq is on stable storage; -EAGAIN: the record is frozen, nothing was
- * written.  May block.
+ * what a writer that marked at @seq needs (U64_MAX: everything changed):
+ * each run of such pages in bios of up to nr_io pages, with FUA.  When this
+ * returns 0, every bit that was set at @seq is on stable storage; -EAGAIN:
+ * the record is frozen, nothing was written.  May block.
  */
 static int rp_intent_write_pages(struct rp_intent *in, unsigned int p0,
 				 unsigned int p1, u64 seq)
 {
-	unsigned int p;
-	u64 snap;
+	/* in->maps changes only under io_lock (rp_intent_settle()) */
+	struct rp_intent_maps *m = &in->maps;
+	unsigned int p, end, n = 0;
+	bool due;
 	int ret = 0;
 
 	mutex_lock(&in->io_lock);
@@ -298,25 +364,26 @@ static int rp_intent_write_pages(struct rp_intent *in, unsigned int p0,
 		mutex_unlock(&in->io_lock);
 		return -EAGAIN;
 	}
-	for (p = p0; p <= p1 && p < in->maps.nr_pages; p++) {
+	end = min_t(u64, (u64)p1 + 1, m->nr_pages);
+	for (p = p0; !ret && p < end; p++) {
+		/* A page at a time: interrupts stay off for one page's copy. */
 		spin_lock_irq(&in->lock);
-		if (in->maps.ondisk_seq[p] >=
-		    min(seq, in->maps.dirty_seq[p])) {
-			spin_unlock_irq(&in->lock);
-			continue;
+		due = m->ondisk_seq[p] < min(seq, m->dirty_seq[p]);
+		if (due) {
+			m->io_snap[n] = in->seq;
+			rp_intent_pack(m->bits, p, m->io_pages[n]);
 		}
-		snap = in->seq;
-		rp_intent_pack(in->maps.bits, p, in->bounce);
 		spin_unlock_irq(&in->lock);
-
-		ret = rp_intent_io(in, in->bounce, rp_intent_page_offset(p),
-				   REQ_OP_WRITE | REQ_SYNC | REQ_FUA);
-		if (ret)
-			break;
-		spin_lock_irq(&in->lock);
-		in->maps.ondisk_seq[p] = max(in->maps.ondisk_seq[p], snap);
-		spin_unlock_irq(&in->lock);
+		if (!due) {
+			ret = rp_intent_write_due(in, p - n, n);
+			n = 0;
+		} else if (++n == m->nr_io) {
+			ret = rp_intent_write_due(in, p + 1 - n, n);
+			n = 0;
+		}
 	}
+	if (!ret)
+		ret = rp_intent_write_due(in, end - n, n);
 	mutex_unlock(&in->io_lock);
 	if (ret)
 		pr_err_ratelimited("%s: write-intent record %s: write error %d\n",
@@ -354,26 +421,29 @@ static int rp_intent_write_invalid(struct rp_intent *in)
 }
 
 /*
- * Writes a binding: the header invalidated, the bitmap @maps, then the
- * header @sb (NULL: the record stays unbound).  @sb goes out after a cache
- * flush, so it is never stable before the bitmap it vouches for: a crash
- * in between leaves no valid header, i.e. a full resync.  io_lock held and
- * @in frozen (nothing changes the bits).  May block.
+ * Writes a binding: the header invalidated, the bitmap @maps (in bios of
+ * up to nr_io pages), then the header @sb (NULL: the record stays
+ * unbound).  @sb goes out after a cache flush, so it is never stable
+ * before the bitmap it vouches for: a crash in between leaves no valid
+ * header, i.e. a full resync.  io_lock held and @in frozen (nothing
+ * changes the bits).  May block.
  */
 static int rp_intent_write_binding(struct rp_intent *in,
 				   const struct rp_intent_maps *maps,
 				   struct page *sb)
 {
-	unsigned int p;
+	unsigned int p, i, n;
 	int ret;
 
 	ret = rp_intent_write_invalid(in);
-	for (p = 0; !ret && sb && p < maps->nr_pages; p++) {
-		spin_lock_irq(&in->lock);
-		rp_intent_pack(maps->bits, p, in->bounce);
-		spin_unlock_irq(&in->lock);
-		ret = rp_intent_io(in, in->bounce, rp_intent_page_offset(p),
-				   REQ_OP_WRITE | REQ_SYNC);
+	for (p = 0; !ret && sb && p < maps->nr_pages; p += n) {
+		n = min(maps->nr_pages - p, maps->nr_io);
+		for (i = 0; i < n; i++) {
+			spin_lock_irq(&in->lock);
+			rp_intent_pack(maps->bits, p + i, maps->io_pages[i]);
+			spin_unlock_irq(&in->lock);
+		}
+		ret = rp_intent_io_run(in, maps, p, n, REQ_OP_WRITE | REQ_SYNC);
 	}
 	if (!ret && sb)
 		ret = rp_intent_io(in, sb, 0, REQ_OP_WRITE | REQ_SYNC |
@@ -674,7 +744,7 @@ static int rp_intent_load(struct rp_intent *in, u64 src_bytes)
 {
 	struct rp_intent_sb *sb;
 	struct page *page;
-	unsigned int p;
+	unsigned int p, i, n;
 	bool ours;
 	int ret;
 
@@ -719,14 +789,16 @@ static int rp_intent_load(struct rp_intent *in, u64 src_bytes)
 	ret = rp_intent_maps_alloc(&in->maps, in->nr_bits);
 	if (ret)
 		goto out;
-	for (p = 0; p < in->maps.nr_pages; p++) {
-		ret = rp_intent_io(in, page, rp_intent_page_offset(p),
-				   REQ_OP_READ);
+	for (p = 0; p < in->maps.nr_pages; p += n) {
+		n = min(in->maps.nr_pages - p, in->maps.nr_io);
+		ret = rp_intent_io_run(in, &in->maps, p, n, REQ_OP_READ);
 		if (ret) {
 			rp_intent_maps_free(&in->maps);
 			goto out;
 		}
-		rp_intent_unpack(in->maps.bits, p, page);
+		for (i = 0; i < n; i++)
+			rp_intent_unpack(in->maps.bits, p + i,
+					 in->maps.io_pages[i]);
 	}
 	/* Bits past the last chunk are never set nor cleared. */
 	bitmap_clear(in->maps.bits, in->nr_bits,

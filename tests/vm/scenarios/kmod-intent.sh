@@ -77,6 +77,13 @@
 #     of 8192 regions (paused writes) and four mirrored writes to chunks
 #     around it, right after it and far away; clear passes, which go in
 #     steps of at most 4096 bits, clear exactly those four.
+#     c. The same record on a device that takes 8 ms a request (dm delay):
+#     its 8192 bitmap pages are read at open, written for a new binding,
+#     written empty after that binding assumed its target clean (a write
+#     waits for it), and read again, each in bios of 256 pages; a step
+#     may take 10 s. (A page per request, the module before: 8192 round
+#     trips, at least 33 s each.) The load after it counts the one
+#     chunk written: every run landed where it belongs.
 # 13. A PIPE_SET {vol1->t4 clean, vol2->t1} fails on vol2's record (dm
 #     delay, then error) after vol1's was written, and vol1's cannot be
 #     written back (switched to error meanwhile): the binding on its
@@ -722,6 +729,47 @@ expect_of big $SRC3 state=Syncing dirty=8192 intent_marked=8192
 vm_tcm_loop_unexport $SRC3
 rp-nlctl del-pipe big || vm_fail "del-pipe big"
 vm_backstore_delete $SRC3
+
+vm_log "== 12c. 8192 bitmap pages on a device of 8 ms a request: read and written in runs"
+# no clear pass takes the write below before the load that counts it
+echo 3600 > /sys/module/replipipe/parameters/intent_clear_sec
+vm_modprobe dm_delay
+vm_dm_load rprec3 "0 98304 delay /dev/ram2 32768 8"
+# slow_step WHAT START: fails if WHAT took more than 10 s since START (ms)
+slow_step() {
+	local ms=$(($(vm_now_ms) - $2))
+	vm_log "$1: $ms ms"
+	[ $ms -le 10000 ] ||
+		vm_fail "$1 took $ms ms on a record of 8 ms a request: a bitmap page per request"
+}
+t0=$(vm_now_ms)
+vm_backstore replipipe replipipe_0 vol3 $zs "$rec3,intent_chunk_kib=4" > /dev/null
+slow_step "open, 12b's binding loaded" $t0
+t0=$(vm_now_ms)
+rp-nlctl set-pipe --id big2 --region-kib 4 --pair $SRC3=$zt,clean --nl-timeout 120 ||
+	vm_fail "set-pipe big2 {vol3->zt clean}"
+slow_step "set-pipe big2, a new binding written" $t0
+expect_of big2 $SRC3 intent=new state=InSync dirty=0 intent_marked=0
+lun3=$(vm_tcm_loop_export $SRC3)
+# waits for the write-back of the empty bitmap, then for its own page
+t0=$(vm_now_ms)
+dd if=/dev/urandom of=$lun3 bs=4096 count=1 seek=7 oflag=direct 2> /dev/null ||
+	vm_fail "write to region 7"
+slow_step "a write after it" $t0
+expect_of big2 $SRC3 state=InSync intent_marked=1
+vm_tcm_loop_unexport $SRC3
+rp-nlctl del-pipe big2 || vm_fail "del-pipe big2"
+vm_backstore_delete $SRC3
+t0=$(vm_now_ms)
+vm_backstore replipipe replipipe_0 vol3 $zs "$rec3,intent_chunk_kib=4" > /dev/null
+slow_step "open again" $t0
+rp-nlctl set-pipe --id big2 --region-kib 4 --pair $SRC3=$zt --nl-timeout 120 ||
+	vm_fail "set-pipe big2 {vol3->zt}"
+expect_of big2 $SRC3 intent=loaded intent_marked=1 dirty=1
+rp-nlctl del-pipe big2 || vm_fail "del-pipe big2"
+vm_backstore_delete $SRC3
+vm_dm_load rprec3 "0 98304 linear /dev/ram2 32768"
+echo 5 > /sys/module/replipipe/parameters/intent_clear_sec
 
 vm_log "== 13. a binding that assumed its target clean, left by a failed PIPE_SET"
 # vol2's record holds its writes (dm delay), then fails them (error
