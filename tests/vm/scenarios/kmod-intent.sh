@@ -77,13 +77,17 @@
 #     of 8192 regions (paused writes) and four mirrored writes to chunks
 #     around it, right after it and far away; clear passes, which go in
 #     steps of at most 4096 bits, clear exactly those four.
-#     c. The same record on a device that takes 8 ms a request (dm delay):
-#     its 8192 bitmap pages are read at open, written for a new binding,
-#     written empty after that binding assumed its target clean (a write
-#     waits for it), and read again, each in bios of 256 pages; a step
-#     may take 10 s. (A page per request, the module before: 8192 round
-#     trips, at least 33 s each.) The load after it counts the one
-#     chunk written: every run landed where it belongs.
+#     c. The same record on a device that takes 8 ms a request (dm delay),
+#     its bitmap pages read and written in runs of up to 256 a request:
+#     at open (12b's 8192 pages, loaded: 8192 marked), for a new binding
+#     that assumes its target clean over a source of 8100.5 pages, for
+#     the write-back of its empty bits (the write after it waits for
+#     that), and at the next open; each within 10 s and the record
+#     device's request count of those runs. (A page per request, the
+#     module before: 8192 round trips, over 60 s.) Four writes on pages
+#     0, 255, 256 and the last, then the load counts 4 marked, bit 9 of
+#     page 256 is on the device, and writing the four again marks none:
+#     every run landed where it belongs.
 # 13. A PIPE_SET {vol1->t4 clean, vol2->t1} fails on vol2's record (dm
 #     delay, then error) after vol1's was written, and vol1's cannot be
 #     written back (switched to error meanwhile): the binding on its
@@ -731,41 +735,77 @@ rp-nlctl del-pipe big || vm_fail "del-pipe big"
 vm_backstore_delete $SRC3
 
 vm_log "== 12c. 8192 bitmap pages on a device of 8 ms a request: read and written in runs"
-# no clear pass takes the write below before the load that counts it
+# no clear pass takes a write below before the load that counts it
 echo 3600 > /sys/module/replipipe/parameters/intent_clear_sec
 vm_modprobe dm_delay
 vm_dm_load rprec3 "0 98304 delay /dev/ram2 32768 8"
-# slow_step WHAT START: fails if WHAT took more than 10 s since START (ms)
-slow_step() {
-	local ms=$(($(vm_now_ms) - $2))
-	vm_log "$1: $ms ms"
-	[ $ms -le 10000 ] ||
-		vm_fail "$1 took $ms ms on a record of 8 ms a request: a bitmap page per request"
+# rec_ios: the requests (reads and writes) rec3 completed so far
+rec_ios() {
+	local r w
+	read -r r _ _ _ w _ < /sys/block/${rec3#/dev/}/stat
+	echo $((r + w))
 }
-t0=$(vm_now_ms)
+# slow_step WHAT START IOS MAX: WHAT, begun at START (ms) when rec3 had
+# completed IOS requests, took at most MAX requests and 10 s
+slow_step() {
+	local ms=$(($(vm_now_ms) - $2)) ios=$(($(rec_ios) - $3))
+	vm_log "$1: $ms ms, $ios requests to the record"
+	[ $ios -le $4 ] ||
+		vm_fail "$1 took $ios requests of the record device, not at most $4: a bitmap page per request"
+	[ $ms -le 10000 ] ||
+		vm_fail "$1 took $ms ms on a record of 8 ms a request"
+}
+# 12b's binding, 8192 pages: a header and 32 runs
+t0=$(vm_now_ms) ios0=$(rec_ios)
 vm_backstore replipipe replipipe_0 vol3 $zs "$rec3,intent_chunk_kib=4" > /dev/null
-slow_step "open, 12b's binding loaded" $t0
-t0=$(vm_now_ms)
-rp-nlctl set-pipe --id big2 --region-kib 4 --pair $SRC3=$zt,clean --nl-timeout 120 ||
-	vm_fail "set-pipe big2 {vol3->zt clean}"
-slow_step "set-pipe big2, a new binding written" $t0
-expect_of big2 $SRC3 intent=new state=InSync dirty=0 intent_marked=0
+slow_step "open, 12b's binding loaded" $t0 $ios0 40
+rp-nlctl set-pipe --id big --region-kib 4 --pair $SRC3=$zt --nl-timeout 120 ||
+	vm_fail "set-pipe big {vol3->zt}"
+expect_of big $SRC3 intent=loaded intent_marked=8192
+rp-nlctl del-pipe big || vm_fail "del-pipe big"
+vm_backstore_delete $SRC3
+# A source of 8100.5 bitmap pages (128 MiB each): 31 runs of 256 pages
+# and one of 165, whose last page is half used.
+zs2=$(vm_dm_create zs2 "0 $((1036864 * 2048)) linear $zs 0")
+vm_backstore replipipe replipipe_0 vol3 $zs2 "$rec3,intent_chunk_kib=4" > /dev/null
 lun3=$(vm_tcm_loop_export $SRC3)
-# waits for the write-back of the empty bitmap, then for its own page
-t0=$(vm_now_ms)
+# A clean binding, then a write: the binding (two headers and 32 runs),
+# the write-back of its empty bits (32 runs), the write's page.
+t0=$(vm_now_ms) ios0=$(rec_ios)
+rp-nlctl set-pipe --id big2 --region-kib 4 --pair $SRC3=$zt,clean --nl-timeout 120 ||
+	vm_fail "set-pipe big2 {vol3->zs2 clean}"
 dd if=/dev/urandom of=$lun3 bs=4096 count=1 seek=7 oflag=direct 2> /dev/null ||
 	vm_fail "write to region 7"
-slow_step "a write after it" $t0
-expect_of big2 $SRC3 state=InSync intent_marked=1
+slow_step "set-pipe big2 clean, then a write" $t0 $ios0 100
+# regions on page 0, the last of run 1, the first of run 2, the last one
+R12C="7 8355845 8388617 265437183"
+write_12c() {
+	local r
+	for r in $R12C; do
+		dd if=/dev/urandom of=$lun3 bs=4096 count=1 seek=$r oflag=direct 2> /dev/null ||
+			vm_fail "write to region $r"
+	done
+}
+write_12c
+expect_of big2 $SRC3 state=InSync intent_marked=4
 vm_tcm_loop_unexport $SRC3
 rp-nlctl del-pipe big2 || vm_fail "del-pipe big2"
 vm_backstore_delete $SRC3
-t0=$(vm_now_ms)
-vm_backstore replipipe replipipe_0 vol3 $zs "$rec3,intent_chunk_kib=4" > /dev/null
-slow_step "open again" $t0
+# region 8388617: bit 9 of bitmap page 256, the record's block 257
+[ "$(dd if=$rec3 bs=4096 skip=257 count=1 iflag=direct 2> /dev/null | od -An -v -tx1 -N2 | tr -d ' \n')" = 0002 ] ||
+	vm_fail "bitmap page 256 on the record device does not start 00 02"
+t0=$(vm_now_ms) ios0=$(rec_ios)
+vm_backstore replipipe replipipe_0 vol3 $zs2 "$rec3,intent_chunk_kib=4" > /dev/null
+slow_step "open again" $t0 $ios0 40
 rp-nlctl set-pipe --id big2 --region-kib 4 --pair $SRC3=$zt --nl-timeout 120 ||
 	vm_fail "set-pipe big2 {vol3->zt}"
-expect_of big2 $SRC3 intent=loaded intent_marked=1 dirty=1
+expect_of big2 $SRC3 intent=loaded intent_marked=4 dirty=4
+# the same regions again: a bit read back anywhere else than where it
+# was written would leave one of them unmarked, and marking it counts
+lun3=$(vm_tcm_loop_export $SRC3)
+write_12c
+expect_of big2 $SRC3 intent_marked=4
+vm_tcm_loop_unexport $SRC3
 rp-nlctl del-pipe big2 || vm_fail "del-pipe big2"
 vm_backstore_delete $SRC3
 vm_dm_load rprec3 "0 98304 linear /dev/ram2 32768"
@@ -823,7 +863,7 @@ rp-nlctl del-pipe $PIPE || vm_fail "del-pipe"
 vm_backstore_delete $SRC
 cat $LIVE
 rmmod replipipe || vm_fail "final rmmod"
-for d in rperr rprec3 bigt big small t4 t3 t2b s2b s2 t1 s1 rprec2 rprec; do
+for d in rperr zs2 rprec3 bigt big small t4 t3 t2b s2b s2 t1 s1 rprec2 rprec; do
 	dmsetup --noudevsync remove $d || vm_fail "dmsetup remove $d"
 done
 vm_log "kmod-intent: all steps passed"
