@@ -633,6 +633,7 @@ u64 rp_pair_flush_begin(struct rp_pair *pair);
 void rp_pair_flush_done(struct rp_pair *pair, u64 gen);
 int rp_pair_flush_target(struct rp_pair *pair, unsigned long deadline);
 struct rp_probe;
+int rp_probe_device(dev_t devt, bool *abandoned);
 struct rp_probe *rp_pair_flush_target_start(struct rp_pair *pair, u64 *gen);
 int rp_pair_flush_target_wait(struct rp_probe *probe, unsigned int timeout_sec,
 			      const bool *stop, bool *abandoned);
@@ -695,6 +696,7 @@ int rp_intent_sync(struct rp_intent *in);
 bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req);
 int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		   bool assume_clean, struct netlink_ext_ack *extack);
+int rp_intent_probe(struct rp_intent *in, struct netlink_ext_ack *extack);
 int rp_intent_commit(struct rp_pair *pair, struct netlink_ext_ack *extack);
 void rp_intent_settle(struct rp_pair *pair, bool apply);
 void rp_intent_rebind_free(struct rp_pair *pair);

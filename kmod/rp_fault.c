@@ -8,7 +8,8 @@
  *                       pressure seldom does it, and never when a test
  *                       wants it to
  *   fail_probe_timeout  a probe's bio (a resume's read and flush, a
- *                       write-intent record's flush of a target) ends with
+ *                       write-intent record's flush of a target, a
+ *                       PIPE_SET's read and flush of a record) ends with
  *                       BLK_STS_TIMEOUT, as on a device whose own timeout
  *                       ends requests (null_blk, NVMe, SCSI)
  *   delay_dev_lookup    a lookup of a backstore by name (PIPE_SET) sleeps

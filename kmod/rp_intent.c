@@ -561,6 +561,39 @@ static u64 rp_path_take_seq(const char *path)
 }
 
 /*
+ * A PIPE_SET writes records holding rp_config_lock and genl's cb_lock, and
+ * a record write has no bound: on a device that queues I/O instead of
+ * failing it (a suspended dm device, multipath with queue_if_no_path, an
+ * iSCSI session in recovery) it would hold every command of the family,
+ * and each genl family that registers, until the device answers.  So
+ * first the device must answer a read of its header block and a cache
+ * flush within RP_PROBE_TIMEOUT_SEC, or the PIPE_SET fails before it wrote
+ * anything.  Only reads: an abandoned write could land after later ones.
+ * A device that stops answering after its probe still holds the PIPE_SET
+ * (docs/decisions.md, 110).  rp_config_lock held.  May block.
+ */
+int rp_intent_probe(struct rp_intent *in, struct netlink_ext_ack *extack)
+{
+	bool abandoned;
+	int ret;
+
+	ret = rp_probe_device(in->rb.bdev->bd_dev, &abandoned);
+	if (!ret)
+		return 0;
+	if (abandoned)
+		NL_SET_ERR_MSG(extack,
+			       "a write-intent record's device did not answer within "
+			       __stringify(RP_PROBE_TIMEOUT_SEC)
+			       " s (probe read or flush); nothing changed");
+	else
+		NL_SET_ERR_MSG(extack,
+			       "a write-intent record's device failed a probe read or flush; nothing changed");
+	pr_warn("%s: write-intent record %s does not answer (%d): a PIPE_SET that would write it fails\n",
+		in->dev->name, in->path, ret);
+	return ret;
+}
+
+/*
  * @pair takes its target.  Every other open record whose identity names
  * that target is invalidated on disk now, before the pair is published and
  * writes it: a pair of that identity later must not load bits that say
@@ -587,6 +620,12 @@ int rp_intent_target_taken(struct rp_pair *pair, struct netlink_ext_ack *extack)
 		if (in == pair->src->intent ||
 		    !rp_intent_names(in, stale, devt, pair->tgt_path))
 			continue;
+		ret = rp_intent_probe(in, extack);
+		if (ret) {
+			NL_SET_ERR_MSG(extack,
+				       "the write-intent record of another backstore that names the target does not answer; nothing changed");
+			goto unlock;
+		}
 		ret = rp_intent_forget(in, stale ?
 				       "(which the header on the device, not known, may still name) is taken by a new pair" :
 				       "is taken by a new pair");

@@ -1617,11 +1617,13 @@ static int rp_pipe_set_check(struct rp_pipe *pipe, struct rp_pipe_spec *spec,
 
 /*
  * The last steps of a PIPE_SET that can fail, after every pair is made.
- * First no other backstore's record may still vouch for a target a new
- * pair takes (rp_intent_target_taken()): not before, so that a PIPE_SET
- * refused for a pair of its own makes no record forget its target (one
- * forgotten marks nothing from then on; a record invalidated here before
- * a later one fails to be stays so: a full resync, never a stale load).
+ * First the devices of the records bound anew must answer
+ * (rp_intent_probe()).  Then no other backstore's record may still vouch
+ * for a target a new pair takes (rp_intent_target_taken()): not before,
+ * so that a PIPE_SET refused for a pair of its own makes no record forget
+ * its target (one forgotten marks nothing from then on; a record
+ * invalidated here before a later one fails to be stays so: a full
+ * resync, never a stale load).
  * Then the write-intent records that new pairs bind anew are written.  If
  * one cannot be written, those written before get their old binding back,
  * so that a PIPE_SET that fails leaves every source's own record as it was
@@ -1635,6 +1637,14 @@ static int rp_pairs_commit(struct rp_pipe_spec *spec,
 	unsigned int i, n;
 	int ret = 0;
 
+	for (n = 0; n < spec->nr_pairs; n++) {
+		pair = spec->pairs[n].made;
+		if (pair && pair->intent_rebind) {
+			ret = rp_intent_probe(pair->src->intent, extack);
+			if (ret)
+				return ret;
+		}
+	}
 	for (n = 0; n < spec->nr_pairs; n++) {
 		pair = spec->pairs[n].made;
 		if (pair) {
@@ -1816,7 +1826,8 @@ int rp_pipe_del(const char *id, struct netlink_ext_ack *extack)
 }
 
 /*
- * A probe of a target (rp_pair_probe_target()).  A target that queues I/O
+ * A probe of a target (rp_pair_probe_target()), or of a write-intent
+ * record's device (rp_probe_device()).  A target that queues I/O
  * rather than failing it (an iSCSI session in recovery, multipath with
  * queue_if_no_path, a suspended dm device, NBD without a timeout) may hold a
  * probe bio for as long as it likes, so the prober waits at most
@@ -1963,10 +1974,11 @@ static int rp_probe_bio(struct rp_probe *probe, blk_opf_t opf,
 }
 
 /*
- * A probe of @pair's target, with a page for a read if @page.  The caller's
- * pair reference keeps the pair's open, which makes the dev_t valid.
+ * A probe of the device @devt, with a page for a read if @page.  The caller
+ * keeps its own open of @devt meanwhile (a pair reference, the pair's open
+ * of its target; a record's open), which makes the dev_t valid.
  */
-static struct rp_probe *rp_probe_create(struct rp_pair *pair, bool page)
+static struct rp_probe *rp_probe_create(dev_t devt, bool page)
 {
 	struct rp_probe *probe;
 	int ret;
@@ -1984,13 +1996,57 @@ static struct rp_probe *rp_probe_create(struct rp_pair *pair, bool page)
 			goto free;
 		}
 	}
-	ret = rp_bdev_open_shared(&probe->rb, pair->tgt.bdev->bd_dev);
+	ret = rp_bdev_open_shared(&probe->rb, devt);
 	if (ret)
 		goto free;
 	return probe;
 free:
 	rp_probe_free(probe);
 	return ERR_PTR(ret);
+}
+
+/*
+ * One read of the first block of @probe's device, then a cache flush (an
+ * empty REQ_PREFLUSH write), both by @deadline.  0, the error of the bio
+ * that failed, or -ETIMEDOUT with *@abandoned set: the probe is then the
+ * bio's, the caller must not touch it again.  May block.
+ */
+static int rp_probe_read_flush(struct rp_probe *probe, unsigned long deadline,
+			       bool *abandoned)
+{
+	unsigned int len = min_t(unsigned int, PAGE_SIZE,
+				 bdev_logical_block_size(probe->rb.bdev));
+	int ret;
+
+	ret = rp_probe_bio(probe, REQ_OP_READ | REQ_SYNC, len, deadline,
+			   abandoned);
+	if (!ret)
+		ret = rp_probe_bio(probe, REQ_OP_WRITE | REQ_PREFLUSH | REQ_SYNC,
+				   0, deadline, abandoned);
+	return ret;
+}
+
+/*
+ * Checks that the block device @devt answers a read and a cache flush
+ * within RP_PROBE_TIMEOUT_SEC (rp_probe_read_flush()), before a caller that
+ * holds locks every command needs writes to it without a bound.  The caller
+ * keeps @devt open.  0, -ETIMEDOUT (*@abandoned: it did not answer in
+ * time), or the error of the open or of a bio.  May block.
+ */
+int rp_probe_device(dev_t devt, bool *abandoned)
+{
+	struct rp_probe *probe;
+	int ret;
+
+	*abandoned = false;
+	probe = rp_probe_create(devt, true);
+	if (IS_ERR(probe))
+		return PTR_ERR(probe);
+	ret = rp_probe_read_flush(probe, jiffies + RP_PROBE_TIMEOUT_SEC * HZ,
+				  abandoned);
+	if (!*abandoned)
+		rp_probe_free(probe);
+	return ret;
 }
 
 /*
@@ -2005,11 +2061,10 @@ static int rp_pair_probe_target(struct rp_pair *pair,
 {
 	unsigned long deadline = jiffies + RP_PROBE_TIMEOUT_SEC * HZ;
 	struct rp_probe *probe;
-	unsigned int len;
 	bool abandoned;
 	int ret;
 
-	probe = rp_probe_create(pair, true);
+	probe = rp_probe_create(pair->tgt.bdev->bd_dev, true);
 	if (IS_ERR(probe)) {
 		ret = PTR_ERR(probe);
 		if (ret != -ENOMEM)
@@ -2017,13 +2072,7 @@ static int rp_pair_probe_target(struct rp_pair *pair,
 				       "cannot open the target for the probe");
 		return ret;
 	}
-	len = min_t(unsigned int, PAGE_SIZE,
-		    bdev_logical_block_size(probe->rb.bdev));
-	ret = rp_probe_bio(probe, REQ_OP_READ | REQ_SYNC, len, deadline,
-			   &abandoned);
-	if (!ret)
-		ret = rp_probe_bio(probe, REQ_OP_WRITE | REQ_PREFLUSH | REQ_SYNC,
-				   0, deadline, &abandoned);
+	ret = rp_probe_read_flush(probe, deadline, &abandoned);
 	if (abandoned) {
 		probe = NULL;	/* the bio's now */
 		NL_SET_ERR_MSG(extack,
@@ -2061,7 +2110,7 @@ struct rp_probe *rp_pair_flush_target_start(struct rp_pair *pair, u64 *gen)
 {
 	struct rp_probe *probe;
 
-	probe = rp_probe_create(pair, false);
+	probe = rp_probe_create(pair->tgt.bdev->bd_dev, false);
 	if (IS_ERR(probe))
 		return probe;
 	*gen = rp_pair_flush_begin(pair);

@@ -37,6 +37,11 @@
 # fails with ETIMEDOUT, until the old pair's write ended; one granted once
 # it ended has its whole time-out left). Before, that PIPE_SET waited with
 # rp_config_lock held.
+# Last, a PIPE_SET whose write-intent record (its own, or another
+# backstore's that names the target it takes) queues I/O fails within 8 s
+# with ETIMEDOUT, saying which, and changes nothing; once the devices
+# resume it succeeds. Before, it hung until they resumed, holding
+# rp_config_lock.
 # vm-timeout: 300
 # vm-cost: 40
 # vm-debug-cost: 85
@@ -485,6 +490,65 @@ rp-nlctl del-pipe $PIPE || vm_fail "del-pipe $PIPE"
 vm_tcm_loop_unexport replipipe_0/vol3
 vm_backstore_delete replipipe_0/vol3
 dmsetup --noudevsync remove rptgt || vm_fail "dmsetup remove"
+
+vm_log "== PIPE_SET writing a write-intent record whose device queues I/O"
+# vol4 and vol5 on halves of ram0, their records recA and recB on halves
+# of ram2, the target t45 on ram1
+half=$((sectors / 2))
+s4=$(vm_dm_create s4 "0 $half linear /dev/ram0 0")
+s5=$(vm_dm_create s5 "0 $half linear /dev/ram0 $half")
+recA=$(vm_dm_create recA "0 $half linear /dev/ram2 0")
+recB=$(vm_dm_create recB "0 $half linear /dev/ram2 $half")
+t45=$(vm_dm_create t45 "0 $half linear /dev/ram1 0")
+vm_backstore replipipe replipipe_0 vol4 $s4 $recA > /dev/null
+vm_backstore replipipe replipipe_0 vol5 $s5 $recB > /dev/null
+INFO5=$VM_CFS/core/replipipe_0/vol5/info
+# set_pipe_times_out WHAT MSG: PIPE_SET {vol4 -> t45} fails within 8 s
+# with ETIMEDOUT and MSG, leaving no pipe
+set_pipe_times_out() {
+	local t0
+	t0=$(now_ms)
+	rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair replipipe_0/vol4=$t45 \
+		> /tmp/set.out 2>&1 &
+	wait_pid $! 8 || vm_fail "PIPE_SET hung on $1"
+	cat /tmp/set.out
+	vm_log "PIPE_SET ended after $(($(now_ms) - t0)) ms, rc=$rc"
+	[ "$rc" != 0 ] || vm_fail "PIPE_SET succeeded with $1"
+	case "$(cat /tmp/set.out)" in
+	*"$2"*"(errno ETIMEDOUT)"*) ;;
+	*) vm_fail "PIPE_SET failed on $1 without saying so" ;;
+	esac
+	if rp-nlctl get $PIPE > /dev/null 2>&1; then
+		vm_fail "the failed PIPE_SET left pipe $PIPE"
+	fi
+}
+# recB bound to {other: vol5 -> t45}, left when its pipe goes
+rp-nlctl set-pipe --id other --region-kib 64 --pair replipipe_0/vol5=$t45 ||
+	vm_fail "set-pipe other"
+rp-nlctl del-pipe other || vm_fail "del-pipe other"
+# a new pair on t45 invalidates recB, whose device queues I/O
+dmsetup --noudevsync suspend recB || vm_fail "dmsetup suspend recB"
+set_pipe_times_out "the record of another backstore that names its target queueing I/O" \
+	"the write-intent record of another backstore that names the target does not answer"
+dmsetup --noudevsync resume recB || vm_fail "dmsetup resume recB"
+# vol4's own record queues I/O
+dmsetup --noudevsync suspend recA || vm_fail "dmsetup suspend recA"
+set_pipe_times_out "its own write-intent record queueing I/O" \
+	"a write-intent record's device did not answer within 5 s"
+grep -q "intent: $recB (bound," $INFO5 ||
+	vm_fail "vol5's record changed by the PIPE_SETs that failed: $(cat $INFO5)"
+dmsetup --noudevsync resume recA || vm_fail "dmsetup resume recA"
+# both answer: the PIPE_SET binds recA and invalidates recB
+rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair replipipe_0/vol4=$t45 ||
+	vm_fail "set-pipe {vol4 -> t45} with both records answering"
+grep -q "intent: $recB (tracks nothing" $INFO5 ||
+	vm_fail "vol5's record still names t45: $(cat $INFO5)"
+rp-nlctl del-pipe $PIPE || vm_fail "del-pipe $PIPE"
+vm_backstore_delete replipipe_0/vol4
+vm_backstore_delete replipipe_0/vol5
+for d in s4 s5 recA recB t45; do
+	dmsetup --noudevsync remove $d || vm_fail "dmsetup remove $d"
+done
 vm_no_live_objects
 rmmod replipipe || vm_fail "rmmod replipipe"
 vm_log "kmod-probe-timeout done"
