@@ -696,7 +696,10 @@ int rp_intent_sync(struct rp_intent *in);
 bool rp_intent_mark_write(struct rp_intent *in, struct rp_req *req);
 int rp_intent_bind(struct rp_intent *in, struct rp_pair *pair, u32 region_kib,
 		   bool assume_clean, struct netlink_ext_ack *extack);
-int rp_intent_probe(struct rp_intent *in, struct netlink_ext_ack *extack);
+int rp_intent_probe(struct rp_intent *in, bool other,
+		    struct netlink_ext_ack *extack);
+int rp_intent_target_probe(struct rp_pair *pair,
+			   struct netlink_ext_ack *extack);
 int rp_intent_commit(struct rp_pair *pair, struct netlink_ext_ack *extack);
 void rp_intent_settle(struct rp_pair *pair, bool apply);
 void rp_intent_rebind_free(struct rp_pair *pair);

@@ -568,11 +568,14 @@ static u64 rp_path_take_seq(const char *path)
  * and each genl family that registers, until the device answers.  So
  * first the device must answer a read of its header block and a cache
  * flush within RP_PROBE_TIMEOUT_SEC, or the PIPE_SET fails before it wrote
- * anything.  Only reads: an abandoned write could land after later ones.
- * A device that stops answering after its probe still holds the PIPE_SET
+ * anything: each record it would write (the sources' own, @other: one
+ * that a new pair's target invalidates) is probed before any is written.
+ * Only reads: an abandoned write could land after later ones.  A device
+ * that stops answering after its probe still holds the PIPE_SET
  * (docs/decisions.md, 110).  rp_config_lock held.  May block.
  */
-int rp_intent_probe(struct rp_intent *in, struct netlink_ext_ack *extack)
+int rp_intent_probe(struct rp_intent *in, bool other,
+		    struct netlink_ext_ack *extack)
 {
 	bool abandoned;
 	int ret;
@@ -580,16 +583,64 @@ int rp_intent_probe(struct rp_intent *in, struct netlink_ext_ack *extack)
 	ret = rp_probe_device(in->rb.bdev->bd_dev, &abandoned);
 	if (!ret)
 		return 0;
-	if (abandoned)
+	if (abandoned && other)
 		NL_SET_ERR_MSG(extack,
-			       "a write-intent record's device did not answer within "
+			       "the write-intent record of another backstore that names the target did not answer within "
 			       __stringify(RP_PROBE_TIMEOUT_SEC)
 			       " s (probe read or flush); nothing changed");
+	else if (abandoned)
+		NL_SET_ERR_MSG(extack,
+			       "the source's write-intent record did not answer within "
+			       __stringify(RP_PROBE_TIMEOUT_SEC)
+			       " s (probe read or flush); nothing changed");
+	else if (other)
+		NL_SET_ERR_MSG(extack,
+			       "the write-intent record of another backstore that names the target failed its probe (open, read or flush); nothing changed");
 	else
 		NL_SET_ERR_MSG(extack,
-			       "a write-intent record's device failed a probe read or flush; nothing changed");
+			       "the source's write-intent record failed its probe (open, read or flush); nothing changed");
 	pr_warn("%s: write-intent record %s does not answer (%d): a PIPE_SET that would write it fails\n",
 		in->dev->name, in->path, ret);
+	return ret;
+}
+
+/*
+ * Whether @in is another backstore's record that @pair's taking of its
+ * target invalidates (rp_intent_target_taken()); *@stale: its header is
+ * not known.  rp_intents_lock held.  May block (rp_intent_names()).
+ */
+static bool rp_intent_taken_from(struct rp_intent *in, struct rp_pair *pair,
+				 bool *stale)
+{
+	*stale = READ_ONCE(in->stale_header);
+	return in != pair->src->intent &&
+	       rp_intent_names(in, *stale, pair->tgt.bdev->bd_dev,
+			       pair->tgt_path);
+}
+
+/*
+ * Probes every record that @pair's taking of its target would invalidate
+ * (rp_intent_probe()).  A PIPE_SET probes them for all its new pairs
+ * before the first rp_intent_target_taken(), so that one that does not
+ * answer fails it with no record invalidated.  rp_config_lock held.  May
+ * block.
+ */
+int rp_intent_target_probe(struct rp_pair *pair,
+			   struct netlink_ext_ack *extack)
+{
+	struct rp_intent *in;
+	bool stale;
+	int ret = 0;
+
+	mutex_lock(&rp_intents_lock);
+	list_for_each_entry(in, &rp_intents, node) {
+		if (rp_intent_taken_from(in, pair, &stale)) {
+			ret = rp_intent_probe(in, true, extack);
+			if (ret)
+				break;
+		}
+	}
+	mutex_unlock(&rp_intents_lock);
 	return ret;
 }
 
@@ -601,8 +652,8 @@ int rp_intent_probe(struct rp_intent *in, struct netlink_ext_ack *extack)
  * one whose header is not known if the binding it had names the target.
  * The taking is logged for the records that are not open
  * (rp_intent_open()).  No record is frozen: this PIPE_SET commits none
- * before, and others wait for rp_config_lock.  rp_config_lock held.  May
- * block.
+ * before, and others wait for rp_config_lock.  Each record was probed
+ * (rp_intent_target_probe()).  rp_config_lock held.  May block.
  */
 int rp_intent_target_taken(struct rp_pair *pair, struct netlink_ext_ack *extack)
 {
@@ -610,22 +661,14 @@ int rp_intent_target_taken(struct rp_pair *pair, struct netlink_ext_ack *extack)
 	size_t len = strlen(pair->tgt_path) + 1;
 	struct rp_path_take *take;
 	struct rp_intent *in;
+	bool stale;
 	void *old;
 	int ret = 0;
 
 	mutex_lock(&rp_intents_lock);
 	list_for_each_entry(in, &rp_intents, node) {
-		bool stale = READ_ONCE(in->stale_header);
-
-		if (in == pair->src->intent ||
-		    !rp_intent_names(in, stale, devt, pair->tgt_path))
+		if (!rp_intent_taken_from(in, pair, &stale))
 			continue;
-		ret = rp_intent_probe(in, extack);
-		if (ret) {
-			NL_SET_ERR_MSG(extack,
-				       "the write-intent record of another backstore that names the target does not answer; nothing changed");
-			goto unlock;
-		}
 		ret = rp_intent_forget(in, stale ?
 				       "(which the header on the device, not known, may still name) is taken by a new pair" :
 				       "is taken by a new pair");

@@ -1617,13 +1617,16 @@ static int rp_pipe_set_check(struct rp_pipe *pipe, struct rp_pipe_spec *spec,
 
 /*
  * The last steps of a PIPE_SET that can fail, after every pair is made.
- * First the devices of the records bound anew must answer
- * (rp_intent_probe()).  Then no other backstore's record may still vouch
- * for a target a new pair takes (rp_intent_target_taken()): not before,
- * so that a PIPE_SET refused for a pair of its own makes no record forget
- * its target (one forgotten marks nothing from then on; a record
- * invalidated here before a later one fails to be stays so: a full
- * resync, never a stale load).
+ * First the devices of the records it would write must answer, each
+ * before any is written: those bound anew (rp_intent_probe()) and those
+ * the new pairs' targets invalidate (rp_intent_target_probe(); a record
+ * listed between that and its invalidation, by a backstore enabled
+ * meanwhile, has just been read whole).  Then no other backstore's record
+ * may still vouch for a target a new pair takes
+ * (rp_intent_target_taken()): not before, so that a PIPE_SET refused for
+ * a pair of its own makes no record forget its target (one forgotten
+ * marks nothing from then on; a record invalidated here before a later
+ * one fails to be stays so: a full resync, never a stale load).
  * Then the write-intent records that new pairs bind anew are written.  If
  * one cannot be written, those written before get their old binding back,
  * so that a PIPE_SET that fails leaves every source's own record as it was
@@ -1639,11 +1642,12 @@ static int rp_pairs_commit(struct rp_pipe_spec *spec,
 
 	for (n = 0; n < spec->nr_pairs; n++) {
 		pair = spec->pairs[n].made;
-		if (pair && pair->intent_rebind) {
-			ret = rp_intent_probe(pair->src->intent, extack);
-			if (ret)
-				return ret;
-		}
+		if (pair && pair->intent_rebind)
+			ret = rp_intent_probe(pair->src->intent, false, extack);
+		if (!ret && pair)
+			ret = rp_intent_target_probe(pair, extack);
+		if (ret)
+			return ret;
 	}
 	for (n = 0; n < spec->nr_pairs; n++) {
 		pair = spec->pairs[n].made;

@@ -226,6 +226,17 @@ vm_dm_load() {
 		vm_fail "dmsetup: cannot switch $1 to '$2'"
 }
 
+# vm_dm_writes_fail NAME DEV OFFSET SECTORS ERRDEV [DELAY_MS]: dm device
+# NAME (made by vm_dm_create) reads and flushes SECTORS of DEV from OFFSET
+# and sends every write to ERRDEV, a dm error device at least as large,
+# after DELAY_MS (default 0): a write-intent record that answers the
+# module's probe (a read and a flush, docs/decisions.md 110) but cannot be
+# written.
+vm_dm_writes_fail() {
+	vm_modprobe dm_delay
+	vm_dm_load "$1" "0 $4 delay $2 $3 0 $5 0 ${6:-0} $2 $3 0"
+}
+
 # vm_events_listen OUT ERR [ARGS...]: `rp-nlctl events ARGS` in the
 # background (its events to OUT, its messages to ERR), once it listens;
 # its pid in VM_EVENTS_PID.

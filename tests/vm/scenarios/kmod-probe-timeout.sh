@@ -38,10 +38,11 @@
 # it ended has its whole time-out left). Before, that PIPE_SET waited with
 # rp_config_lock held.
 # Last, a PIPE_SET whose write-intent record (its own, or another
-# backstore's that names the target it takes) queues I/O fails within 8 s
-# with ETIMEDOUT, saying which, and changes nothing; once the devices
-# resume it succeeds. Before, it hung until they resumed, holding
-# rp_config_lock.
+# backstore's that names a target it takes) queues I/O fails within 8 s
+# with ETIMEDOUT, saying which, and changes nothing: no record bound nor
+# invalidated, in memory or on its device, also when another new pair's
+# taking would invalidate a record that answers. Once the devices resume
+# it succeeds. Before, it hung until they resumed, holding rp_config_lock.
 # vm-timeout: 300
 # vm-cost: 40
 # vm-debug-cost: 85
@@ -492,61 +493,93 @@ vm_backstore_delete replipipe_0/vol3
 dmsetup --noudevsync remove rptgt || vm_fail "dmsetup remove"
 
 vm_log "== PIPE_SET writing a write-intent record whose device queues I/O"
-# vol4 and vol5 on halves of ram0, their records recA and recB on halves
-# of ram2, the target t45 on ram1
-half=$((sectors / 2))
-s4=$(vm_dm_create s4 "0 $half linear /dev/ram0 0")
-s5=$(vm_dm_create s5 "0 $half linear /dev/ram0 $half")
-recA=$(vm_dm_create recA "0 $half linear /dev/ram2 0")
-recB=$(vm_dm_create recB "0 $half linear /dev/ram2 $half")
-t45=$(vm_dm_create t45 "0 $half linear /dev/ram1 0")
+# Quarters of the ram disks: sources s4, s5, s6 (ram0) of vol4, vol5,
+# vol6, their records recA, recB, recC (ram2), targets t45 and t6 (ram1).
+q=$((sectors / 4))
+s4=$(vm_dm_create s4 "0 $q linear /dev/ram0 0")
+s5=$(vm_dm_create s5 "0 $q linear /dev/ram0 $q")
+s6=$(vm_dm_create s6 "0 $q linear /dev/ram0 $((2 * q))")
+recA=$(vm_dm_create recA "0 $q linear /dev/ram2 0")
+recB=$(vm_dm_create recB "0 $q linear /dev/ram2 $q")
+recC=$(vm_dm_create recC "0 $q linear /dev/ram2 $((2 * q))")
+t45=$(vm_dm_create t45 "0 $q linear /dev/ram1 0")
+t6=$(vm_dm_create t6 "0 $q linear /dev/ram1 $q")
 vm_backstore replipipe replipipe_0 vol4 $s4 $recA > /dev/null
 vm_backstore replipipe replipipe_0 vol5 $s5 $recB > /dev/null
+vm_backstore replipipe replipipe_0 vol6 $s6 $recC > /dev/null
+INFO4=$VM_CFS/core/replipipe_0/vol4/info
 INFO5=$VM_CFS/core/replipipe_0/vol5/info
-# set_pipe_times_out WHAT MSG: PIPE_SET {vol4 -> t45} fails within 8 s
-# with ETIMEDOUT and MSG, leaving no pipe
+# names_on_disk REC TARGET: REC's header on its device names TARGET
+names_on_disk() {
+	dd if="$1" bs=4096 count=1 iflag=direct 2> /dev/null | tr '\000' '\n' | grep -qxF "$2"
+}
+# set_pipe_times_out WHAT MSG PAIR...: PIPE_SET of the PAIRs fails within
+# 8 s with ETIMEDOUT and MSG, leaving no pipe, vol4's record unbound and
+# recB bound to t45 (in memory: its device may be the suspended one;
+# resume_names_t45 reads it)
 set_pipe_times_out() {
-	local t0
+	local what=$1 msg=$2 t0 p args=
+	shift 2
+	for p in "$@"; do args="$args --pair $p"; done
 	t0=$(now_ms)
-	rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair replipipe_0/vol4=$t45 \
-		> /tmp/set.out 2>&1 &
-	wait_pid $! 8 || vm_fail "PIPE_SET hung on $1"
+	# shellcheck disable=SC2086
+	rp-nlctl set-pipe --id $PIPE --region-kib 64 $args > /tmp/set.out 2>&1 &
+	wait_pid $! 8 || vm_fail "PIPE_SET hung on $what"
 	cat /tmp/set.out
 	vm_log "PIPE_SET ended after $(($(now_ms) - t0)) ms, rc=$rc"
-	[ "$rc" != 0 ] || vm_fail "PIPE_SET succeeded with $1"
+	[ "$rc" != 0 ] || vm_fail "PIPE_SET succeeded with $what"
 	case "$(cat /tmp/set.out)" in
-	*"$2"*"(errno ETIMEDOUT)"*) ;;
-	*) vm_fail "PIPE_SET failed on $1 without saying so" ;;
+	*"$msg"*"(errno ETIMEDOUT)"*) ;;
+	*) vm_fail "PIPE_SET failed on $what without saying so" ;;
 	esac
 	if rp-nlctl get $PIPE > /dev/null 2>&1; then
-		vm_fail "the failed PIPE_SET left pipe $PIPE"
+		vm_fail "the PIPE_SET that failed on $what left pipe $PIPE"
 	fi
+	grep -q "intent: $recA (tracks nothing" $INFO4 ||
+		vm_fail "the PIPE_SET that failed on $what bound vol4's record: $(cat $INFO4)"
+	grep -q "intent: $recB (bound," $INFO5 ||
+		vm_fail "the PIPE_SET that failed on $what made vol5's record forget t45: $(cat $INFO5)"
 }
-# recB bound to {other: vol5 -> t45}, left when its pipe goes
-rp-nlctl set-pipe --id other --region-kib 64 --pair replipipe_0/vol5=$t45 ||
-	vm_fail "set-pipe other"
+# resume_names_t45 DEV: DEV resumes; recB's header on its device still
+# names t45
+resume_names_t45() {
+	dmsetup --noudevsync resume $1 || vm_fail "dmsetup resume $1"
+	names_on_disk $recB $t45 ||
+		vm_fail "a PIPE_SET that failed invalidated vol5's record on its device"
+}
+# recB bound to {other: vol5 -> t45}, recC to {other: vol6 -> t6}, left
+# so when their pipe goes
+rp-nlctl set-pipe --id other --region-kib 64 --pair replipipe_0/vol5=$t45 \
+	--pair replipipe_0/vol6=$t6 || vm_fail "set-pipe other"
 rp-nlctl del-pipe other || vm_fail "del-pipe other"
+names_on_disk $recB $t45 || vm_fail "setup: recB does not name t45"
+OTHER_MSG="the write-intent record of another backstore that names the target did not answer within 5 s"
 # a new pair on t45 invalidates recB, whose device queues I/O
 dmsetup --noudevsync suspend recB || vm_fail "dmsetup suspend recB"
-set_pipe_times_out "the record of another backstore that names its target queueing I/O" \
-	"the write-intent record of another backstore that names the target does not answer"
-dmsetup --noudevsync resume recB || vm_fail "dmsetup resume recB"
+set_pipe_times_out "recB queueing I/O" "$OTHER_MSG" replipipe_0/vol4=$t45
+resume_names_t45 recB
+# two new pairs: vol4's on t45 invalidates recB, which answers; vol5's on
+# t6 recC, which queues I/O: nothing is invalidated, recB included
+dmsetup --noudevsync suspend recC || vm_fail "dmsetup suspend recC"
+set_pipe_times_out "recC queueing I/O, after a pair whose taking invalidates recB" \
+	"$OTHER_MSG" replipipe_0/vol4=$t45 replipipe_0/vol5=$t6
+resume_names_t45 recC
 # vol4's own record queues I/O
 dmsetup --noudevsync suspend recA || vm_fail "dmsetup suspend recA"
 set_pipe_times_out "its own write-intent record queueing I/O" \
-	"a write-intent record's device did not answer within 5 s"
-grep -q "intent: $recB (bound," $INFO5 ||
-	vm_fail "vol5's record changed by the PIPE_SETs that failed: $(cat $INFO5)"
-dmsetup --noudevsync resume recA || vm_fail "dmsetup resume recA"
-# both answer: the PIPE_SET binds recA and invalidates recB
+	"the source's write-intent record did not answer within 5 s" replipipe_0/vol4=$t45
+resume_names_t45 recA
+# all answer: the PIPE_SET binds recA and invalidates recB
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair replipipe_0/vol4=$t45 ||
-	vm_fail "set-pipe {vol4 -> t45} with both records answering"
+	vm_fail "set-pipe {vol4 -> t45} with every record answering"
 grep -q "intent: $recB (tracks nothing" $INFO5 ||
 	vm_fail "vol5's record still names t45: $(cat $INFO5)"
+names_on_disk $recB $t45 && vm_fail "vol5's record still names t45 on its device"
 rp-nlctl del-pipe $PIPE || vm_fail "del-pipe $PIPE"
-vm_backstore_delete replipipe_0/vol4
-vm_backstore_delete replipipe_0/vol5
-for d in s4 s5 recA recB t45; do
+for v in vol4 vol5 vol6; do
+	vm_backstore_delete replipipe_0/$v
+done
+for d in s4 s5 s6 recA recB recC t45 t6; do
 	dmsetup --noudevsync remove $d || vm_fail "dmsetup remove $d"
 done
 vm_no_live_objects

@@ -182,7 +182,12 @@ regions=$((MIB * 1024 / REGION_KIB))
 loaded=$(vm_field "$pair" dirty)
 [ -n "$loaded" ] && [ "$loaded" -gt 0 ] && [ "$loaded" -lt $regions ] ||
 	vm_fail "the loaded pair is not dirty at W2's chunk only: $pair"
-vm_dm_load rpwi9d "0 $(blockdev --getsz /dev/rpwi9) error"
+# vol9's record answers the PIPE_SET's probe (a read and a flush) but
+# takes no write: the PIPE_SET fails on it after it invalidated vol1's
+# record, which names the target (docs/decisions.md 110)
+sz9=$(blockdev --getsz /dev/rpwi9)
+err9=$(vm_dm_create rpwi9err "0 $sz9 error")
+vm_dm_writes_fail rpwi9d /dev/rpwi9 0 $sz9 $err9
 if rp-nlctl set-pipe --id $PIPE --name untracked --mode sync --policy degrade \
 	--region-kib $REGION_KIB --pair replipipe_0/vol9=/dev/rptgt --nl-timeout 20 \
 	> /tmp/set9.out 2>&1; then
@@ -270,6 +275,7 @@ vm_backstore_delete $SRC
 vm_backstore_delete replipipe_0/vol9
 dmsetup --noudevsync remove rpq || vm_fail "dmsetup remove rpq"
 dmsetup --noudevsync remove rpwi9d || vm_fail "dmsetup remove rpwi9d"
+dmsetup --noudevsync remove rpwi9err || vm_fail "dmsetup remove rpwi9err"
 for n in rpsrc rptgt rpwi rpsrc9 rpwi9 rpsrc5 rpwi5; do
 	echo 0 > $NULLB/$n/power
 	rmdir $NULLB/$n || vm_fail "rmdir $NULLB/$n"
