@@ -758,13 +758,20 @@ slow_step() {
 	[ $ms -le 10000 ] ||
 		vm_fail "$1 took $ms ms on a record of 8 ms a request"
 }
-# 12b's binding, 8192 pages: a header and 32 runs
-t0=$(vm_now_ms) ios0=$(rec_ios)
-vm_backstore replipipe replipipe_0 vol3 $zs "$rec3,intent_chunk_kib=4" > /dev/null
-slow_step "open, 12b's binding loaded" $t0 $ios0 40
-rp-nlctl set-pipe --id big --region-kib 4 --pair $SRC3=$zt --nl-timeout 120 ||
-	vm_fail "set-pipe big {vol3->zt}"
-expect_of big $SRC3 intent=loaded intent_marked=8192
+# open_and_load WHAT DEV PIPE KEY=VALUE...: vol3 made on DEV with rec3
+# (the open a slow_step WHAT of 40 requests at most: a header and 32 runs
+# for 8192 pages), then PIPE {vol3->zt} set: its pair has each KEY=VALUE
+open_and_load() {
+	local what=$1 dev=$2 id=$3 t0 ios0
+	shift 3
+	t0=$(vm_now_ms) ios0=$(rec_ios)
+	vm_backstore replipipe replipipe_0 vol3 $dev "$rec3,intent_chunk_kib=4" > /dev/null
+	slow_step "$what" $t0 $ios0 40
+	rp-nlctl set-pipe --id $id --region-kib 4 --pair $SRC3=$zt --nl-timeout 120 ||
+		vm_fail "set-pipe $id {vol3->zt}"
+	expect_of $id $SRC3 "$@"
+}
+open_and_load "open, 12b's binding loaded" $zs big intent=loaded intent_marked=8192
 rp-nlctl del-pipe big || vm_fail "del-pipe big"
 vm_backstore_delete $SRC3
 # A source of 8100.5 bitmap pages (128 MiB each): 31 runs of 256 pages
@@ -776,7 +783,7 @@ lun3=$(vm_tcm_loop_export $SRC3)
 # the write-back of its empty bits (32 runs), the write's page.
 t0=$(vm_now_ms) ios0=$(rec_ios)
 rp-nlctl set-pipe --id big2 --region-kib 4 --pair $SRC3=$zt,clean --nl-timeout 120 ||
-	vm_fail "set-pipe big2 {vol3->zs2 clean}"
+	vm_fail "set-pipe big2 {vol3->zt clean}"
 dd if=/dev/urandom of=$lun3 bs=4096 count=1 seek=7 oflag=direct 2> /dev/null ||
 	vm_fail "write to region 7"
 slow_step "set-pipe big2 clean, then a write" $t0 $ios0 100
@@ -797,12 +804,7 @@ vm_backstore_delete $SRC3
 # region 8388617: bit 9 of bitmap page 256, the record's block 257
 [ "$(dd if=$rec3 bs=4096 skip=257 count=1 iflag=direct 2> /dev/null | od -An -v -tx1 -N2 | tr -d ' \n')" = 0002 ] ||
 	vm_fail "bitmap page 256 on the record device does not start 00 02"
-t0=$(vm_now_ms) ios0=$(rec_ios)
-vm_backstore replipipe replipipe_0 vol3 $zs2 "$rec3,intent_chunk_kib=4" > /dev/null
-slow_step "open again" $t0 $ios0 40
-rp-nlctl set-pipe --id big2 --region-kib 4 --pair $SRC3=$zt --nl-timeout 120 ||
-	vm_fail "set-pipe big2 {vol3->zt}"
-expect_of big2 $SRC3 intent=loaded intent_marked=4 dirty=4
+open_and_load "open again" $zs2 big2 intent=loaded intent_marked=4 dirty=4
 # the same regions again: a bit read back anywhere else than where it
 # was written would leave one of them unmarked, and marking it counts
 lun3=$(vm_tcm_loop_export $SRC3)
