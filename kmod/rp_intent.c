@@ -593,13 +593,16 @@ int rp_intent_probe(struct rp_intent *in, bool other,
 			       "the source's write-intent record did not answer within "
 			       __stringify(RP_PROBE_TIMEOUT_SEC)
 			       " s (probe read or flush); nothing changed");
+	else if (ret == -ENOMEM)
+		NL_SET_ERR_MSG(extack,
+			       "out of memory for the probe of a write-intent record; nothing changed");
 	else if (other)
 		NL_SET_ERR_MSG(extack,
 			       "the write-intent record of another backstore that names the target failed its probe (open, read or flush); nothing changed");
 	else
 		NL_SET_ERR_MSG(extack,
 			       "the source's write-intent record failed its probe (open, read or flush); nothing changed");
-	pr_warn("%s: write-intent record %s does not answer (%d): a PIPE_SET that would write it fails\n",
+	pr_warn("%s: write-intent record %s: its probe failed (%d): a PIPE_SET that would write it fails\n",
 		in->dev->name, in->path, ret);
 	return ret;
 }

@@ -1842,18 +1842,19 @@ int rp_pipe_del(const char *id, struct netlink_ext_ack *extack)
  *
  * The bio must not depend on the pair: a PIPE_DEL may destroy the pair (and
  * close its exclusive open of the target) while the bio is still queued,
- * and must not wait for it.  The probe therefore opens the target's dev_t
- * itself, without claiming it: that open keeps the block_device and its
- * gendisk alive (and a dm device from being removed) for as long as a bio
- * whose bi_bdev points at it may still be completed; the block layer holds
- * no reference of its own for a bio.  An abandoned probe releases it from a
+ * and must not wait for it; nor on a record's backstore, which may go.
+ * The probe therefore opens the device's dev_t itself, without claiming
+ * it: that open keeps the block_device and its gendisk alive (and a dm
+ * device from being removed) for as long as a bio whose bi_bdev points at
+ * it may still be completed; the block layer holds no reference of its
+ * own for a bio.  An abandoned probe releases it from a
  * work item: blkdev_put() takes the disk's open_mutex and may sleep, and
  * bi_end_io runs in atomic context.  It also holds a module reference until
  * then (rmmod is refused while such a bio is queued), so the work item's
  * code stays; rp_wq, destroyed at module exit, has run it by then.
  */
 struct rp_probe {
-	struct rp_bdev		rb;	/* own, shared open of the target */
+	struct rp_bdev		rb;	/* own, shared open of the device */
 	struct page		*page;	/* the read's buffer */
 	struct completion	done;	/* the bio ended (not abandoned) */
 	struct work_struct	release_work;

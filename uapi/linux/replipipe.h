@@ -36,6 +36,10 @@
  *                and a write-intent record's marks of those writes are not
  *                on its bitmap yet.
  *                Removed and replaced pairs are waited for as PIPE_DEL's.
+ *                Each write-intent record the call would write (one a new
+ *                pair binds anew, one a new pair's target invalidates)
+ *                must first answer a read and a flush within 5 s: else
+ *                ETIMEDOUT (or the probe's error), nothing changed.
  *   PIPE_DEL     delete a pipe (PIPE_ID); its pairs stop mirroring. It
  *                waits up to 5 s for the writes in flight to its targets
  *                and succeeds all the same: until they end, its sources

@@ -50,7 +50,8 @@
 #     pair asked to assume t3 clean (a), after which P {vol1 -> t3}
 #     without clean must resync all of t3, not load the binding the failed
 #     call prepared (b); one whose second record cannot be written (vol2's,
-#     dm error), so vol1's record, written first, is written back (c);
+#     whose writes go to dm error: vm_dm_writes_fail), so vol1's record,
+#     written first, is written back (c);
 #     vol2's own could not be written back either: its writes fail until
 #     its header can be invalidated (d). Left so and closed (its last
 #     invalidation failing too), then vol1 takes t2, the target the header
@@ -779,8 +780,9 @@ vm_backstore_delete $SRC3
 zs2=$(vm_dm_create zs2 "0 $((1036864 * 2048)) linear $zs 0")
 vm_backstore replipipe replipipe_0 vol3 $zs2 "$rec3,intent_chunk_kib=4" > /dev/null
 lun3=$(vm_tcm_loop_export $SRC3)
-# A clean binding, then a write: the binding (two headers and 32 runs),
-# the write-back of its empty bits (32 runs), the write's page.
+# A clean binding, then a write: the PIPE_SET's probe read, the binding
+# (two headers and 32 runs), the write-back of its empty bits (32 runs),
+# the write's page.
 t0=$(vm_now_ms) ios0=$(rec_ios)
 rp-nlctl set-pipe --id big2 --region-kib 4 --pair $SRC3=$zt,clean --nl-timeout 120 ||
 	vm_fail "set-pipe big2 {vol3->zt clean}"

@@ -41,8 +41,8 @@
 # backstore's that names a target it takes) queues I/O fails within 8 s
 # with ETIMEDOUT, saying which, and changes nothing: no record bound nor
 # invalidated, in memory or on its device, also when another new pair's
-# taking would invalidate a record that answers. Once the devices resume
-# it succeeds. Before, it hung until they resumed, holding rp_config_lock.
+# taking would invalidate a record that answers; one whose record fails
+# reads fails at once (EIO). Once the devices work it succeeds. Before, it hung until they resumed, holding rp_config_lock.
 # vm-timeout: 300
 # vm-cost: 40
 # vm-debug-cost: 85
@@ -513,13 +513,13 @@ INFO5=$VM_CFS/core/replipipe_0/vol5/info
 names_on_disk() {
 	dd if="$1" bs=4096 count=1 iflag=direct 2> /dev/null | tr '\000' '\n' | grep -qxF "$2"
 }
-# set_pipe_times_out WHAT MSG PAIR...: PIPE_SET of the PAIRs fails within
-# 8 s with ETIMEDOUT and MSG, leaving no pipe, vol4's record unbound and
-# recB bound to t45 (in memory: its device may be the suspended one;
+# set_pipe_fails WHAT MSG ERRNO PAIR...: PIPE_SET of the PAIRs fails
+# within 8 s with ERRNO and MSG, leaving no pipe, vol4's record unbound
+# and recB bound (in memory: its device may be the suspended one;
 # resume_names_t45 reads it)
-set_pipe_times_out() {
-	local what=$1 msg=$2 t0 p args=
-	shift 2
+set_pipe_fails() {
+	local what=$1 msg=$2 errno=$3 t0 p args=
+	shift 3
 	for p in "$@"; do args="$args --pair $p"; done
 	t0=$(now_ms)
 	# shellcheck disable=SC2086
@@ -529,7 +529,7 @@ set_pipe_times_out() {
 	vm_log "PIPE_SET ended after $(($(now_ms) - t0)) ms, rc=$rc"
 	[ "$rc" != 0 ] || vm_fail "PIPE_SET succeeded with $what"
 	case "$(cat /tmp/set.out)" in
-	*"$msg"*"(errno ETIMEDOUT)"*) ;;
+	*"$msg"*"(errno $errno)"*) ;;
 	*) vm_fail "PIPE_SET failed on $what without saying so" ;;
 	esac
 	if rp-nlctl get $PIPE > /dev/null 2>&1; then
@@ -540,19 +540,31 @@ set_pipe_times_out() {
 	grep -q "intent: $recB (bound," $INFO5 ||
 		vm_fail "the PIPE_SET that failed on $what made vol5's record forget t45: $(cat $INFO5)"
 }
-# resume_names_t45 DEV: DEV resumes; recB's header on its device still
-# names t45
+# set_pipe_times_out WHAT MSG PAIR...: set_pipe_fails with ETIMEDOUT
+set_pipe_times_out() {
+	local what=$1 msg=$2
+	shift 2
+	set_pipe_fails "$what" "$msg" ETIMEDOUT "$@"
+}
+# resume_names_t45 DEV: DEV resumes; on their devices recB's header still
+# names t45, recC's t6, and recA has none that names t45
 resume_names_t45() {
 	dmsetup --noudevsync resume $1 || vm_fail "dmsetup resume $1"
 	names_on_disk $recB $t45 ||
 		vm_fail "a PIPE_SET that failed invalidated vol5's record on its device"
+	names_on_disk $recC $t6 ||
+		vm_fail "a PIPE_SET that failed invalidated vol6's record on its device"
+	if names_on_disk $recA $t45; then
+		vm_fail "a PIPE_SET that failed bound vol4's record on its device"
+	fi
 }
 # recB bound to {other: vol5 -> t45}, recC to {other: vol6 -> t6}, left
 # so when their pipe goes
 rp-nlctl set-pipe --id other --region-kib 64 --pair replipipe_0/vol5=$t45 \
 	--pair replipipe_0/vol6=$t6 || vm_fail "set-pipe other"
 rp-nlctl del-pipe other || vm_fail "del-pipe other"
-names_on_disk $recB $t45 || vm_fail "setup: recB does not name t45"
+names_on_disk $recB $t45 && names_on_disk $recC $t6 ||
+	vm_fail "setup: recB does not name t45, or recC t6"
 OTHER_MSG="the write-intent record of another backstore that names the target did not answer within 5 s"
 # a new pair on t45 invalidates recB, whose device queues I/O
 dmsetup --noudevsync suspend recB || vm_fail "dmsetup suspend recB"
@@ -569,6 +581,12 @@ dmsetup --noudevsync suspend recA || vm_fail "dmsetup suspend recA"
 set_pipe_times_out "its own write-intent record queueing I/O" \
 	"the source's write-intent record did not answer within 5 s" replipipe_0/vol4=$t45
 resume_names_t45 recA
+# vol4's own record fails reads: the probe fails at once, saying so
+vm_dm_load recA "0 $q error"
+set_pipe_fails "its own write-intent record failing reads" \
+	"the source's write-intent record failed its probe (open, read or flush)" EIO \
+	replipipe_0/vol4=$t45
+vm_dm_load recA "0 $q linear /dev/ram2 0"
 # all answer: the PIPE_SET binds recA and invalidates recB
 rp-nlctl set-pipe --id $PIPE --region-kib 64 --pair replipipe_0/vol4=$t45 ||
 	vm_fail "set-pipe {vol4 -> t45} with every record answering"

@@ -22,7 +22,8 @@
 #     flight: the pair loads the record (only W2's chunk dirty) and waits
 #     for its start. A PIPE_SET that gives its target to vol9 invalidates
 #     the record (it names that target), then fails on vol9's record device
-#     (an error table): the pair stays, its record unbound. When W2 ends
+#     (it answers the PIPE_SET's probe, its writes go to an error table):
+#     the pair stays, its record unbound. When W2 ends
 #     the pair starts with every region dirty, since an unbound record
 #     marks no write (writes that found no pair since the bind could be on
 #     the primary only), and says so; the resync makes the legs identical.
