@@ -633,7 +633,7 @@ u64 rp_pair_flush_begin(struct rp_pair *pair);
 void rp_pair_flush_done(struct rp_pair *pair, u64 gen);
 int rp_pair_flush_target(struct rp_pair *pair, unsigned long deadline);
 struct rp_probe;
-int rp_probe_device(dev_t devt, bool *abandoned);
+int rp_probe_device(dev_t devt, bool *opened, bool *abandoned);
 struct rp_probe *rp_pair_flush_target_start(struct rp_pair *pair, u64 *gen);
 int rp_pair_flush_target_wait(struct rp_probe *probe, unsigned int timeout_sec,
 			      const bool *stop, bool *abandoned);

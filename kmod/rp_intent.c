@@ -580,7 +580,7 @@ int rp_intent_probe(struct rp_intent *in, bool other,
 	bool abandoned;
 	int ret;
 
-	ret = rp_probe_device(in->rb.bdev->bd_dev, &abandoned);
+	ret = rp_probe_device(in->rb.bdev->bd_dev, NULL, &abandoned);
 	if (!ret)
 		return 0;
 	if (abandoned && other)

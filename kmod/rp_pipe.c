@@ -1830,8 +1830,8 @@ int rp_pipe_del(const char *id, struct netlink_ext_ack *extack)
 }
 
 /*
- * A probe of a target (rp_pair_probe_target()), or of a write-intent
- * record's device (rp_probe_device()).  A target that queues I/O
+ * A probe of a device (rp_probe_device(): a pair's target, a write-intent
+ * record's device) or a flush of a target.  A target that queues I/O
  * rather than failing it (an iSCSI session in recovery, multipath with
  * queue_if_no_path, a suspended dm device, NBD without a timeout) may hold a
  * probe bio for as long as it likes, so the prober waits at most
@@ -2011,44 +2011,34 @@ free:
 }
 
 /*
- * One read of the first block of @probe's device, then a cache flush (an
- * empty REQ_PREFLUSH write), both by @deadline.  0, the error of the bio
- * that failed, or -ETIMEDOUT with *@abandoned set: the probe is then the
- * bio's, the caller must not touch it again.  May block.
+ * Checks that the block device @devt answers one read of its first block,
+ * then a cache flush (an empty REQ_PREFLUSH write), both within
+ * RP_PROBE_TIMEOUT_SEC: a pair's target before it resumes, a record before
+ * a PIPE_SET, which holds locks every command needs, writes to it without
+ * a bound.  The caller keeps @devt open.  0, -ETIMEDOUT (*@abandoned: it
+ * did not answer in time, the bio owns the probe), or the error of the
+ * probe's open (*@opened false, if @opened) or of a bio.  May block.
  */
-static int rp_probe_read_flush(struct rp_probe *probe, unsigned long deadline,
-			       bool *abandoned)
+int rp_probe_device(dev_t devt, bool *opened, bool *abandoned)
 {
-	unsigned int len = min_t(unsigned int, PAGE_SIZE,
-				 bdev_logical_block_size(probe->rb.bdev));
+	unsigned long deadline = jiffies + RP_PROBE_TIMEOUT_SEC * HZ;
+	struct rp_probe *probe;
+	unsigned int len;
 	int ret;
 
+	*abandoned = false;
+	probe = rp_probe_create(devt, true);
+	if (opened)
+		*opened = !IS_ERR(probe);
+	if (IS_ERR(probe))
+		return PTR_ERR(probe);
+	len = min_t(unsigned int, PAGE_SIZE,
+		    bdev_logical_block_size(probe->rb.bdev));
 	ret = rp_probe_bio(probe, REQ_OP_READ | REQ_SYNC, len, deadline,
 			   abandoned);
 	if (!ret)
 		ret = rp_probe_bio(probe, REQ_OP_WRITE | REQ_PREFLUSH | REQ_SYNC,
 				   0, deadline, abandoned);
-	return ret;
-}
-
-/*
- * Checks that the block device @devt answers a read and a cache flush
- * within RP_PROBE_TIMEOUT_SEC (rp_probe_read_flush()), before a caller that
- * holds locks every command needs writes to it without a bound.  The caller
- * keeps @devt open.  0, -ETIMEDOUT (*@abandoned: it did not answer in
- * time), or the error of the open or of a bio.  May block.
- */
-int rp_probe_device(dev_t devt, bool *abandoned)
-{
-	struct rp_probe *probe;
-	int ret;
-
-	*abandoned = false;
-	probe = rp_probe_create(devt, true);
-	if (IS_ERR(probe))
-		return PTR_ERR(probe);
-	ret = rp_probe_read_flush(probe, jiffies + RP_PROBE_TIMEOUT_SEC * HZ,
-				  abandoned);
 	if (!*abandoned)
 		rp_probe_free(probe);
 	return ret;
@@ -2057,29 +2047,24 @@ int rp_probe_device(dev_t devt, bool *abandoned)
 /*
  * Checks that the target of a pair that is not mirroring answers again: one
  * read of its first block, then a cache flush (an empty REQ_PREFLUSH write),
- * both within RP_PROBE_TIMEOUT_SEC.  The caller holds a pair reference, not
- * rp_config_lock; it keeps that reference for at most the bound, and the
- * bios do not need it.  May block.
+ * both within RP_PROBE_TIMEOUT_SEC (rp_probe_device()).  The caller holds a
+ * pair reference, not rp_config_lock; it keeps that reference for at most
+ * the bound, and the bios do not need it.  May block.
  */
 static int rp_pair_probe_target(struct rp_pair *pair,
 				struct netlink_ext_ack *extack)
 {
-	unsigned long deadline = jiffies + RP_PROBE_TIMEOUT_SEC * HZ;
-	struct rp_probe *probe;
-	bool abandoned;
+	bool opened, abandoned;
 	int ret;
 
-	probe = rp_probe_create(pair->tgt.bdev->bd_dev, true);
-	if (IS_ERR(probe)) {
-		ret = PTR_ERR(probe);
+	ret = rp_probe_device(pair->tgt.bdev->bd_dev, &opened, &abandoned);
+	if (!opened) {
 		if (ret != -ENOMEM)
 			NL_SET_ERR_MSG(extack,
 				       "cannot open the target for the probe");
 		return ret;
 	}
-	ret = rp_probe_read_flush(probe, deadline, &abandoned);
 	if (abandoned) {
-		probe = NULL;	/* the bio's now */
 		NL_SET_ERR_MSG(extack,
 			       "the target did not answer within "
 			       __stringify(RP_PROBE_TIMEOUT_SEC)
@@ -2092,8 +2077,6 @@ static int rp_pair_probe_target(struct rp_pair *pair,
 		pr_info("%s: target %s does not answer yet (%d); stays %s\n",
 			pair->src->name, pair->tgt_path, ret,
 			rp_pair_state_name(READ_ONCE(pair->state)));
-	if (probe)
-		rp_probe_free(probe);
 	return ret;
 }
 
