@@ -77,17 +77,28 @@ KernelPipeSpec PipeService::KernelSpec(const PipeRecord &record,
 			                     "pair to none";
 			asked = true;
 		}
+		// Only a device that may be the target's disk: a modify (or
+		// its undo) that did not finish may have left the kernel
+		// mirroring the pair to another device, which adopting would
+		// hide from the store's view and from every repair.
+		const KernelPairStatus *kept = nullptr;
 		if (have)
 			for (const KernelPairStatus &kp : have->pairs)
 				if (kp.source == p.source)
-					p.target = kp.target;
+					kept = &kp;
+		std::string why_kept = why_none;
+		if (kept && connector_->MayBeDiskOf(p.target, kept->target))
+			p.target = kept->target;
+		else if (kept)
+			why_kept = ", and the kernel mirrors that pair to " +
+			           kept->target + ", which is another device";
 		if (!unresolved || !connector_->Handles(p.target))
 			continue;
 		if (!unresolved->empty())
 			*unresolved += "; ";
 		*unresolved += "target " + p.target + " of pair " + p.source +
 		               " has no device: its peer gives none now (" +
-		               dev.status().message() + ")" + why_none;
+		               dev.status().message() + ")" + why_kept;
 	}
 	return spec;
 }

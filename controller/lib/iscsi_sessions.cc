@@ -298,6 +298,25 @@ Result<std::string> IscsiSessions::DevicePath(const IscsiUrl &url) const
 	return options_.dev + "/" + disk.name;
 }
 
+bool IscsiSessions::MayBeDiskOf(const IscsiUrl &url,
+                                const std::string &device) const
+{
+	for (const IscsiSysfsSession &s : ListIscsiSessions(options_.sysfs)) {
+		if (strcasecmp(s.target.c_str(), url.iqn.c_str()) != 0)
+			continue;
+		IscsiSysfsDisk disk =
+		        FindIscsiDisk(options_.sysfs, s.name, url.lun);
+		if (!disk.name.empty() &&
+		    device == options_.dev + "/" + disk.name)
+			return true;
+	}
+	// The daemon gives the kernel a LUN's disk by its name under /dev
+	// (DevicePath()), and a disk's name is not taken again while a
+	// holder keeps it open: a path that names nothing now may be it.
+	struct stat st;
+	return ::lstat(device.c_str(), &st) != 0 && errno == ENOENT;
+}
+
 Status IscsiSessions::ApplyChap(const IscsiUrl &url, milliseconds bound)
 {
 	const std::string path = options_.chap_dir + "/" + url.iqn;

@@ -134,6 +134,12 @@ public:
 	// The LUN's /dev path from sysfs; ENODEV when there is no session or
 	// no disk.
 	Result<std::string> DevicePath(const IscsiUrl &url) const;
+	// Whether the path @device may be the LUN's disk: it is the disk of
+	// that LUN in a session to the IQN (through any portal), or there is
+	// nothing at that path now (a disk whose session ended is gone from
+	// /dev while a holder keeps it open). A device there that is not
+	// that LUN's disk: false. sysfs only, like DevicePath.
+	bool MayBeDiskOf(const IscsiUrl &url, const std::string &device) const;
 	// The session to (portal, IQN), if any. Waits for the resolver when a
 	// portal name's addresses are stale: Attach, Logout and the connector
 	// decide on its answer whether a session is there (to log in to, to

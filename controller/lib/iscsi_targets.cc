@@ -83,6 +83,13 @@ Result<std::string> IscsiTargetConnector::DevicePath(const std::string &target)
 	return sessions_.DevicePath(*url);
 }
 
+bool IscsiTargetConnector::MayBeDiskOf(const std::string &target,
+                                       const std::string &device)
+{
+	auto url = ParseIscsiUrl(target);
+	return !url.ok() || sessions_.MayBeDiskOf(*url, device);
+}
+
 bool IscsiTargetConnector::LoginTimedOutSince(
         const std::string &target,
         std::chrono::steady_clock::time_point since) const

@@ -73,6 +73,13 @@ public:
 	        const std::vector<std::string> &in_use, bool *made) = 0;
 	// The device of a connected target, without connecting.
 	virtual Result<std::string> DevicePath(const std::string &target) = 0;
+	// Whether @device (a path the kernel mirrors a pair to) may be the
+	// target's disk while DevicePath() gives none: false when @device is
+	// a device now that is no disk of the target (another LUN, a local
+	// disk), true when it is gone (a lost session's disk, held open by
+	// the kernel's pair) or is the target's.
+	virtual bool MayBeDiskOf(const std::string &target,
+	                         const std::string &device) = 0;
 	// Whether logging in to what the target is reached through (iSCSI:
 	// its portal and target name, whatever the LUN) ran out of time at or
 	// after @since: the peer did not answer then.
@@ -119,6 +126,8 @@ public:
 	                            const std::vector<std::string> &in_use,
 	                            bool *made) override;
 	Result<std::string> DevicePath(const std::string &target) override;
+	bool MayBeDiskOf(const std::string &target,
+	                 const std::string &device) override;
 	bool LoginTimedOutSince(
 	        const std::string &target,
 	        std::chrono::steady_clock::time_point since) const override;

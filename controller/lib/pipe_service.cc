@@ -856,8 +856,16 @@ std::string PipeService::DropPendingRecord(const std::string &uuid)
 Status PipeService::UndoKernel(const std::string &uuid,
                                const std::optional<PipeRecord> &old)
 {
-	if (old)
-		return kernel_.SetPipe(KernelSpec(*old));
+	if (old) {
+		std::string unresolved;
+		const KernelPipeSpec spec = KernelSpec(*old, &unresolved);
+		if (!unresolved.empty())
+			return Status::Error("the stored definition cannot go "
+			                     "back: " +
+			                             unresolved,
+			                     EHOSTUNREACH);
+		return kernel_.SetPipe(spec);
+	}
 	Status st = kernel_.DeletePipe(uuid);
 	return st.err() == ENOENT ? Status() : st;
 }
@@ -1520,7 +1528,19 @@ PipeService::ReconcileOne(const PipeRecord &listed_record,
 		                        "replipiped tries again");
 		return lines;
 	}
-	const KernelPipeSpec spec = KernelSpec(stored);
+	std::string unresolved;
+	const KernelPipeSpec spec = KernelSpec(stored, &unresolved);
+	if (!unresolved.empty()) {
+		// Not adopted, not pushed: the kernel's pair is kept until the
+		// peer gives the target's disk (PushIfNeeded()).
+		if (have)
+			MarkForRepair(uuid);
+		lines.push_back(label + ": " +
+		                (have ? "not compared with the kernel: "
+		                      : "not pushed to the kernel: ") +
+		                unresolved + "; replipiped tries again");
+		return lines;
+	}
 	if (!have) {
 		// The pusher tries again when this fails (RefreshAll()).
 		Status st = kernel_.SetPipe(spec);
@@ -1767,7 +1787,8 @@ Result<PushOutcome> PipeService::PushIfNeeded(const std::string &uuid)
 	if (*have) {
 		// Compared before connecting: a call may have put the stored
 		// definition in place since, and then no peer needs asking.
-		diff = SpecDifference(KernelSpec(*stored), **have);
+		std::string unresolved;
+		diff = SpecDifference(KernelSpec(*stored, &unresolved), **have);
 		if (diff.empty())
 			return settled();
 	}
@@ -1777,7 +1798,10 @@ Result<PushOutcome> PipeService::PushIfNeeded(const std::string &uuid)
 	const std::string why = ConnectStored(*stored);
 	if (!why.empty() && !*have)
 		return Status::Error(label + ": " + why, EHOSTUNREACH);
-	const KernelPipeSpec spec = KernelSpec(*stored);
+	std::string unresolved;
+	const KernelPipeSpec spec = KernelSpec(*stored, &unresolved);
+	if (!unresolved.empty())
+		return Status::Error(label + ": " + unresolved, EHOSTUNREACH);
 	if (!*have) {
 		if (Status st = kernel_.SetPipe(spec); !st.ok())
 			return st.Context(label + ": push to the kernel");

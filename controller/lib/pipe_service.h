@@ -244,11 +244,12 @@ public:
 private:
 	void MarkForRepair(const std::string &uuid);
 	// Target connector hooks (iscsi_pipe_service.cc).
-	// unresolved: when given, why each URL target has no device for the
-	// kernel (no session, and the kernel mirrors that pair to none); such
-	// a pair keeps its URL in the spec, which the kernel would refuse.
+	// *unresolved: why each URL target has no device for the kernel (no
+	// session, and the kernel mirrors that pair to none, or to a device
+	// that is not the target's disk); such a pair keeps its URL in the
+	// spec, which must then not reach the kernel (it would refuse it).
 	KernelPipeSpec KernelSpec(const PipeRecord &record,
-	                          std::string *unresolved = nullptr);
+	                          std::string *unresolved);
 	// held: the devices the pipe's kernel pairs hold (HeldByPipe()).
 	MethodOutcome ConnectAndVerify(const std::string &uuid,
 	                               const std::vector<PairRecord> &pairs,

@@ -99,6 +99,12 @@ public:
 			return Status::Error("not connected", ENODEV);
 		return connected[t];
 	}
+	// devices[t] stands for the target's disk, connected or not.
+	bool MayBeDiskOf(const std::string &t, const std::string &dev) override
+	{
+		std::lock_guard<std::mutex> lock(mu);
+		return devices.count(t) && devices.at(t) == dev;
+	}
 	std::vector<DisconnectFailure>
 	Disconnect(const std::vector<std::string> &targets,
 	           const TargetsInUse &in_use) override
@@ -617,6 +623,121 @@ TEST_F(IscsiPipeServiceTest, AFailedUndoAfterATimeoutKeepsTheSession)
 	EXPECT_NE(failed.error.find("undoing it failed too"), std::string::npos)
 	        << failed.error;
 	ExpectKernelMirrorsToUrl0(uuid);
+}
+
+// A modify that moved pair a from kUrl0 to a local disk and was killed
+// after its PIPE_SET (a modify writes no mark: the next start puts the
+// stored definition back). That start finds kUrl0's peer down: kUrl0 has
+// no device, and the kernel mirrors a to /dev/sdw, which is not kUrl0's
+// disk. Before, the start took /dev/sdw for kUrl0's lost disk and said
+// "adopted from the kernel": the kernel kept mirroring to a device the
+// store and `status` do not show, and no later push looked again. Now
+// nothing is adopted or pushed, the pipe waits for repair, and once the
+// peer answers the stored target is put back. A kernel pair on kUrl0's
+// own disk, its session lost, is still adopted.
+TEST_F(IscsiPipeServiceTest, AKernelPairOnAnotherDeviceIsNotTakenForALostDisk)
+{
+	probe.AddDevice("/dev/sdw", 10 * kGiB);
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	const std::string uuid = Uuid(out);
+	auto put_kernel_target = [&](const std::string &target) {
+		auto k = kernel.Find(uuid);
+		ASSERT_TRUE(k);
+		KernelPipeSpec spec;
+		spec.id = uuid;
+		spec.name = k->name;
+		spec.mode = k->mode;
+		spec.failure_policy = k->failure_policy;
+		spec.max_lag_kib = k->max_lag_kib;
+		spec.region_kib = k->region_kib;
+		spec.pairs.push_back({"replipipe_0/a", target, false});
+		ASSERT_TRUE(kernel.SetPipe(spec).ok());
+	};
+	FakeConnector down;
+	down.errors[kUrl0] = EHOSTUNREACH;
+
+	// kUrl0's own disk, its session gone: adopted.
+	{
+		PipeService again{kernel, store, probe, HostIdentity{kHost}};
+		again.SetTargetConnector(&down);
+		ASSERT_TRUE(again.Load().ok());
+		auto report = again.Reconcile();
+		ASSERT_TRUE(report.ok());
+		EXPECT_NE(Lines(*report).find("adopted from the kernel"),
+		          std::string::npos)
+		        << Lines(*report);
+		EXPECT_FALSE(again.PipesToRepair().count(uuid));
+	}
+
+	put_kernel_target("/dev/sdw");
+	PipeService again{kernel, store, probe, HostIdentity{kHost}};
+	again.SetTargetConnector(&down);
+	ASSERT_TRUE(again.Load().ok());
+	auto report = again.Reconcile();
+	ASSERT_TRUE(report.ok());
+	const std::string all = Lines(*report);
+	EXPECT_EQ(all.find("adopted"), std::string::npos) << all;
+	for (const char *needle :
+	     {"not compared with the kernel", "target " /* kUrl0 */,
+	      "the kernel mirrors that pair to /dev/sdw, which is another "
+	      "device"})
+		EXPECT_NE(all.find(needle), std::string::npos)
+		        << needle << " not in: " << all;
+	EXPECT_NE(all.find(kUrl0), std::string::npos) << all;
+	EXPECT_TRUE(again.PipesToRepair().count(uuid));
+	EXPECT_EQ(kernel.Find(uuid)->pairs[0].target, "/dev/sdw");
+
+	// The peer still down: the refresh's push fails and the pipe waits.
+	auto pushed = again.PushIfNeeded(uuid);
+	EXPECT_FALSE(pushed.ok());
+	EXPECT_TRUE(again.PipesToRepair().count(uuid));
+	EXPECT_EQ(kernel.Find(uuid)->pairs[0].target, "/dev/sdw");
+
+	// The peer answers: the stored target goes back to the kernel.
+	down.errors.clear();
+	pushed = again.PushIfNeeded(uuid);
+	ASSERT_TRUE(pushed.ok()) << pushed.status().message();
+	EXPECT_EQ(*pushed, PushOutcome::kReplaced);
+	EXPECT_EQ(kernel.Find(uuid)->pairs[0].target, "/dev/sdx");
+	EXPECT_FALSE(again.PipesToRepair().count(uuid));
+}
+
+// A modify moving pair a from kUrl0 to /dev/sdw whose store write fails
+// while kUrl0's session is lost: its undo cannot give the kernel kUrl0's
+// disk back. Before, the undo sent the kernel's /dev/sdw again (taken for
+// kUrl0's lost disk) and the call said the change was undone; now it says
+// the undo failed and why, and the pipe waits for repair.
+TEST_F(IscsiPipeServiceTest, AnUndoWithoutTheOldTargetsDiskSaysItFailed)
+{
+	probe.AddDevice("/dev/sdw", 10 * kGiB);
+	MethodOutcome out =
+	        service.CreateOrModify(Call({"replipipe_0/a"}, {kUrl0}));
+	ASSERT_EQ(out.return_value, ReturnValue::kCompleted) << out.error;
+	const std::string uuid = Uuid(out);
+	store.SetFaultHookForTest([&](Store::SaveStep) {
+		// The session ends as the store fails.
+		std::lock_guard<std::mutex> lock(connector.mu);
+		connector.connected.erase(kUrl0);
+		connector.errors[kUrl0] = EHOSTUNREACH;
+		return Status::Error("disk full", ENOSPC);
+	});
+	CreateOrModifyCall move = Call({"replipipe_0/a"}, {"/dev/sdw"});
+	move.replication_pipe = out.replication_pipe;
+	MethodOutcome failed = service.CreateOrModify(move);
+	store.SetFaultHookForTest({});
+	ASSERT_EQ(failed.return_value, ReturnValue::kUnspecifiedError)
+	        << failed.error;
+	for (const char *needle :
+	     {"undoing the kernel change failed",
+	      "the stored definition cannot go back",
+	      "the kernel mirrors that pair to /dev/sdw, which is another "
+	      "device"})
+		EXPECT_NE(failed.error.find(needle), std::string::npos)
+		        << needle << " not in: " << failed.error;
+	EXPECT_TRUE(service.PipesToRepair().count(uuid));
+	EXPECT_EQ(kernel.Find(uuid)->pairs[0].target, "/dev/sdw");
 }
 
 // A create whose PIPE_SET timed out but was applied, and whose undo

@@ -662,6 +662,31 @@ TEST_F(IscsiSessionsTest, DescribeAndDevicePathFromSysfs)
 	EXPECT_TRUE(runner.calls.empty()); // sysfs only
 }
 
+// What the kernel mirrors a pair to, when the pair's URL has no device now:
+// that LUN's disk in a session to the IQN (through any portal), or a path
+// that names nothing now (a lost session's disk, gone from /dev), may be
+// it; a device that is there and is not that disk is not.
+TEST_F(IscsiSessionsTest, WhatMayBeALunsDisk)
+{
+	IscsiSessions s(runner, options);
+	const std::string sdb = dev.path() + "/sdb";
+	const std::string sdc = dev.path() + "/sdc";
+	dev.Write("sdc", ""); // a device node that is some other disk
+	EXPECT_TRUE(s.MayBeDiskOf(Url(), sdb)) << "nothing at the path";
+	EXPECT_FALSE(s.MayBeDiskOf(Url(), sdc));
+	MakeSession(true);
+	dev.Write("sdb", "");
+	EXPECT_TRUE(s.MayBeDiskOf(Url(), sdb));
+	EXPECT_TRUE(s.MayBeDiskOf(Url("10.0.0.9"), sdb)) << "another portal";
+	EXPECT_FALSE(s.MayBeDiskOf(Url(), sdc));
+	EXPECT_FALSE(s.MayBeDiskOf(Url("127.0.0.1", 1), sdb))
+	        << "another LUN's disk";
+	IscsiUrl other_iqn = Url();
+	other_iqn.iqn = "iqn.2003-01.org.x:other";
+	EXPECT_FALSE(s.MayBeDiskOf(other_iqn, sdb)) << "another target's";
+	EXPECT_TRUE(runner.calls.empty()); // sysfs only
+}
+
 TEST_F(IscsiSessionsTest, ConnectorLogsOutOnlyUnsharedOwnedSessions)
 {
 	MakeSession(true);
