@@ -2190,9 +2190,17 @@ static void rp_pair_probe_work(struct work_struct *work)
 	spin_lock_irq(&pair->lock);
 	pair->probe_ret = ret;
 	pair->probe_msg = extack._msg;
+	/*
+	 * A pair not started yet is Syncing with no region dirty: what its
+	 * record marked for the writes it waits for reaches it only at its
+	 * start (rp_pair_start(), which then makes it InSync).  A reader of
+	 * start_pending that sees it false sees those marks too: they are
+	 * added under pair->lock before it is cleared.
+	 */
 	if (!ret && pair->resume_pending && !pair->dead &&
 	    pair->state_gen == pair->resume_gen && !__rp_pair_mirroring(pair))
-		__rp_pair_set_state(pair, pair->nr_dirty ?
+		__rp_pair_set_state(pair, pair->nr_dirty ||
+				    READ_ONCE(pair->start_pending) ?
 				    REPLIPIPE_PAIR_SYNCING :
 				    REPLIPIPE_PAIR_INSYNC);
 	pair->resume_pending = false;

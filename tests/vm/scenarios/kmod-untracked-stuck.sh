@@ -30,8 +30,9 @@
 #  4b. A pair bound anew and made clean (",clean", another region size)
 #     with a write W4 in flight: PIPE_GET says Syncing, no region dirty,
 #     until the pair starts (what a record marks for such writes reaches
-#     the pair only then), then InSync. The module before said InSync at
-#     once.
+#     the pair only then), also once paused and resumed, then InSync. The
+#     module before said InSync at once; the one before decision 112 said
+#     so after the resume.
 #  5. An enable whose write-intent record sits on a suspended dm device
 #     waits for it, holding the backstore's configuration lock: a read of
 #     its info waits too, and ends at once when killed (the module before
@@ -219,6 +220,12 @@ pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
 [ "$(vm_field "$pair" state) $(vm_field "$pair" dirty)" = "Syncing 0" ] ||
 	vm_fail "a clean pair waiting for its start is not Syncing with no region dirty: $pair"
+rp-nlctl pair-state $PIPE $SRC pause || vm_fail "4b: pause"
+rp-nlctl pair-state $PIPE $SRC resume || vm_fail "4b: resume"
+pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
+echo "$pair"
+[ "$(vm_field "$pair" state) $(vm_field "$pair" dirty)" = "Syncing 0" ] ||
+	vm_fail "a clean pair waiting for its start, paused and resumed, is not Syncing with no region dirty: $pair"
 resume_and_start W4 3
 pair=$(pair_line) || vm_fail "no pair line in rp-nlctl get"
 echo "$pair"
