@@ -223,6 +223,19 @@ static int __rp_configure_device(struct rp_dev *dev)
 		ret = -EINVAL;
 		goto close_primary;
 	}
+	/*
+	 * Blocks larger than a page (kernels from 6.15 allow them) are not
+	 * handled: a WRITE SAME's block and a probe's read are one page.
+	 * A target's blocks are no larger than the primary's
+	 * (rp_pair_open()).
+	 */
+	if (bdev_logical_block_size(dev->primary.bdev) > PAGE_SIZE) {
+		pr_err("%s: %s has logical blocks of %u bytes, more than a page: not supported\n",
+		       dev->name, dev->udev_path,
+		       bdev_logical_block_size(dev->primary.bdev));
+		ret = -EINVAL;
+		goto close_primary;
+	}
 
 	if (dev->intent_path[0]) {
 		ret = rp_intent_open(dev, dev->intent_path);
