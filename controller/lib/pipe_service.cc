@@ -1191,6 +1191,18 @@ MethodOutcome PipeService::Delete(const std::string &pipe)
 		auto now = kernel_.GetPipe(uuid);
 		if (now.ok() && !*now)
 			st = Status();
+		// Nor when the kernel cannot say: put back, a pipe it did
+		// delete would be pushed again, its pairs resynced in full.
+		// The mark stays, and SettleLeftovers() finishes the delete.
+		if (!now.ok())
+			return Fail(ReturnValue::kTimeout,
+			            "kernel: " + st.message() +
+			                    "; asking it whether the pipe is "
+			                    "gone failed too (" +
+			                    now.status().message() +
+			                    "): the pipe stays marked for "
+			                    "deletion, and the daemon finishes "
+			                    "the delete");
 	}
 	if (st.ok() || st.err() == ENOENT) {
 		// The kernel let go of it: the delete is done whatever the

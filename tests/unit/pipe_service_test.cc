@@ -979,6 +979,50 @@ TEST_F(PipeServiceTest, DeleteKernelTimeout)
 	EXPECT_EQ(World(), before);
 }
 
+// A PIPE_DEL whose answer never came, and the PIPE_GET that asks whether
+// it was applied fails too: the kernel may have deleted the pipe. Before,
+// the store got the pipe back, unmarked, and the next refresh pushed it
+// again as a pipe the kernel lacks, every pair resynced in full: the
+// pipe the caller deleted came back. Now it stays marked for deletion and
+// the daemon finishes the delete (SettleLeftovers()).
+TEST_F(PipeServiceTest, ADeleteWhoseOutcomeTheKernelCannotTellIsFinished)
+{
+	std::string ref = CreateAB();
+	const std::string uuid = UuidOf(ref);
+	kernel.SetEntryHook([&](Op op) {
+		if (op == Op::kDeletePipe) {
+			kernel.SetEntryHook(nullptr);
+			ASSERT_TRUE(kernel.DeletePipe(uuid).ok()); // applied
+			kernel.FailNext(ETIMEDOUT, Op::kDeletePipe);
+			kernel.FailNext(ETIMEDOUT, Op::kGetPipe);
+		}
+	});
+	MethodOutcome out = service.Delete(ref);
+	kernel.SetEntryHook(nullptr);
+	EXPECT_EQ(out.return_value, ReturnValue::kTimeout) << out.error;
+	EXPECT_NE(out.error.find("asking it whether the pipe is gone failed "
+	                         "too"),
+	          std::string::npos)
+	        << out.error;
+	EXPECT_NE(out.error.find("the pipe stays marked for deletion, and "
+	                         "the daemon finishes the delete"),
+	          std::string::npos)
+	        << out.error;
+	EXPECT_TRUE(service.ListPipes().empty())
+	        << "the deleted pipe is back in the store";
+	EXPECT_TRUE(service.HasLeftovers());
+	EXPECT_FALSE(kernel.Find(uuid));
+
+	auto settled = service.SettleLeftovers(std::chrono::milliseconds(0));
+	ASSERT_EQ(settled.size(), 1u);
+	EXPECT_TRUE(settled[0].done) << settled[0].line;
+	EXPECT_FALSE(service.HasLeftovers());
+	auto entries = Store(dir.path()).LoadEntries();
+	ASSERT_TRUE(entries.ok()) << entries.status().message();
+	EXPECT_TRUE(entries->empty());
+	EXPECT_FALSE(kernel.Find(uuid));
+}
+
 // A PIPE_DEL that times out but that the kernel applies all the same (a
 // departing pair's flush takes up to 5 s) deleted the pipe: asked again,
 // the kernel no longer has it. Meanwhile the pipe's endpoints stay
