@@ -147,10 +147,11 @@ Status CheckTextParameters(const CreateOrModifyCall &call)
 // Store::Save() without exceptions: anything it throws is an error like
 // the Statuses it returns, so that the caller still undoes the kernel
 // change it made before writing the store.
-Status SaveNoThrow(Store &store, const std::vector<StoreEntry> &entries)
+Status SaveNoThrow(Store &store, const std::vector<StoreEntry> &entries,
+                   bool *renamed = nullptr)
 {
 	try {
-		return store.SaveEntries(entries);
+		return store.SaveEntries(entries, renamed);
 	} catch (const std::exception &e) {
 		return Status::Error(store.path() + ": not saved: " + e.what(),
 		                     EIO);
@@ -802,10 +803,15 @@ Status PipeService::SaveWith(const std::string &uuid,
 	}
 	if (marked && !placed)
 		next_pending.push_back({*record, pending});
-	if (Status st = SaveNoThrow(store_, Entries(next, next_pending));
+	bool renamed = false;
+	if (Status st = SaveNoThrow(store_, Entries(next, next_pending),
+	                            &renamed);
 	    !st.ok()) {
-		// Save() may have failed after its rename: put the old
-		// content back so that the store, too, is unchanged.
+		// Failed after its rename (the directory's fsync): put the
+		// old content back so that the store, too, is unchanged.
+		// Before it, the file is as it was.
+		if (!renamed)
+			return st;
 		if (Status back =
 		            SaveNoThrow(store_, Entries(pipes_, pending_));
 		    !back.ok()) {

@@ -381,9 +381,12 @@ Status Store::Save(const std::vector<PipeRecord> &pipes)
 	return SaveEntries(Unmarked(pipes));
 }
 
-Status Store::SaveEntries(const std::vector<StoreEntry> &entries)
+Status Store::SaveEntries(const std::vector<StoreEntry> &entries,
+                          bool *renamed)
 {
 	std::lock_guard<std::mutex> lock(mu_);
+	if (renamed)
+		*renamed = false;
 	if (!loaded_)
 		return Status::Error(path_ + ": not saved: the store was not "
 		                             "loaded successfully, refusing "
@@ -398,6 +401,8 @@ Status Store::SaveEntries(const std::vector<StoreEntry> &entries)
 			return st;
 	if (Status st = RenameOver(tmp, path_); !st.ok())
 		return st;
+	if (renamed)
+		*renamed = true;
 	if (fault_hook_)
 		if (Status st = fault_hook_(SaveStep::kRenamed); !st.ok())
 			return st;

@@ -84,8 +84,11 @@ public:
 	// Every stored record with its mark; an empty list when pipes.json
 	// does not exist yet.
 	Result<std::vector<StoreEntry>> LoadEntries();
-	// Replaces the whole file with entries.
-	Status SaveEntries(const std::vector<StoreEntry> &entries);
+	// Replaces the whole file with entries. *renamed (if given): the new
+	// content took the file's place, whether or not the save then failed
+	// (a failure before leaves the file as it was).
+	Status SaveEntries(const std::vector<StoreEntry> &entries,
+	                   bool *renamed = nullptr);
 	// The stored pipes: LoadEntries() without the records marked pending.
 	Result<std::vector<PipeRecord>> Load();
 	// Replaces the whole file with pipes, none marked.

@@ -521,6 +521,41 @@ TEST_F(PipeServiceTest, StoreFailureBeforeCreateLeavesTheKernelAlone)
 	EXPECT_EQ(service.ListPipes().size(), 1u);
 }
 
+// A modify's save that fails before its rename (the temp file's write)
+// left the file as it was: nothing is written back, and the store is not
+// said to hold the change. Before, the write-back was tried, and when it
+// failed the same way the daemon said at every refresh, and at its stop,
+// that the file may hold the change that failed.
+TEST_F(PipeServiceTest, ASaveThatFailedBeforeItsRenameIsNotWrittenBack)
+{
+	const std::string ref = CreateAB();
+	const std::string before = dir.Read("pipes.json");
+	int saves = 0;
+	store.SetFaultHookForTest([&](Store::SaveStep at) {
+		if (at != Store::SaveStep::kTempSynced)
+			return Status();
+		saves++;
+		return Status::Error("disk full", ENOSPC);
+	});
+	CreateOrModifyCall m = Call({"replipipe_0/a"}, {"/dev/sdc"});
+	m.replication_pipe = ref;
+	m.source_system = "";
+	m.target_system = "";
+	::testing::internal::CaptureStderr();
+	MethodOutcome out = service.CreateOrModify(m);
+	const std::string log = ::testing::internal::GetCapturedStderr();
+	EXPECT_EQ(out.return_value, ReturnValue::kUnspecifiedError)
+	        << out.error;
+	EXPECT_EQ(saves, 1) << "the unchanged file was written back";
+	EXPECT_EQ(log.find("may hold the change"), std::string::npos) << log;
+	EXPECT_EQ(dir.Read("pipes.json"), before);
+	EXPECT_TRUE(service.RewriteStaleStore().ok());
+	EXPECT_EQ(saves, 1) << "a refresh rewrote a file that was not stale";
+	store.SetFaultHookForTest({});
+	ASSERT_EQ(kernel.Snapshot().size(), 1u);
+	EXPECT_EQ(kernel.Snapshot()[0].pairs[0].target, "/dev/sdb");
+}
+
 // A modify's save that fails after its rename (the directory's fsync) and
 // whose write-back of the old content fails too leaves the refused modify
 // in the file: the next start would push it (the kernel was undone). The
