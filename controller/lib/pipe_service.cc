@@ -804,8 +804,8 @@ Status PipeService::SaveWith(const std::string &uuid,
 	if (marked && !placed)
 		next_pending.push_back({*record, pending});
 	bool renamed = false;
-	if (Status st = SaveNoThrow(store_, Entries(next, next_pending),
-	                            &renamed);
+	if (Status st =
+	            SaveNoThrow(store_, Entries(next, next_pending), &renamed);
 	    !st.ok()) {
 		// Failed after its rename (the directory's fsync): put the
 		// old content back so that the store, too, is unchanged.
