@@ -1352,13 +1352,13 @@ static int rp_unmap_target(struct se_cmd *cmd, struct block_device *tgt,
 	if (cmd->se_dev->dev_attrib.unmap_zeroes_data) {
 		if (nr_sects > RP_UNMAP_ZEROOUT_MAX_SECT)
 			return -EOPNOTSUPP;
-		ret = blkdev_issue_zeroout(tgt, sector, nr_sects, GFP_KERNEL,
+		ret = blkdev_issue_zeroout(tgt, sector, nr_sects, GFP_NOIO,
 					   BLKDEV_ZERO_NOFALLBACK);
 		return ret ? ret : rp_leg_stable(cmd, dev->primary.bdev, tgt);
 	}
 	if (!bdev_max_discard_sectors(tgt))
 		return -EOPNOTSUPP;
-	ret = blkdev_issue_discard(tgt, sector, nr_sects, GFP_KERNEL);
+	ret = blkdev_issue_discard(tgt, sector, nr_sects, GFP_NOIO);
 	/*
 	 * A SCSI target that advertised UNMAP and then refused it (ILLEGAL
 	 * REQUEST) has had discard turned off by sd, and the discard fails:
@@ -1385,8 +1385,9 @@ sense_reason_t rp_execute_unmap(struct se_cmd *cmd, sector_t lba, sector_t nolb)
 	req = rp_sync_op_begin(cmd, sector, nr_sects);
 	if (!req)
 		return TCM_LOGICAL_UNIT_COMMUNICATION_FAILURE;
+	/* GFP_NOIO: LIO runs it in the initiator's context (tcm_loop). */
 	ret = blkdev_issue_discard(dev->primary.bdev, sector, nr_sects,
-				   GFP_KERNEL);
+				   GFP_NOIO);
 	if (!ret && (req->flags & RP_REQ_MIRROR))
 		target_ret = rp_unmap_target(cmd, req->pair->tgt.bdev, sector,
 					     nr_sects);

@@ -251,8 +251,14 @@ static void __rp_pair_set_state(struct rp_pair *pair, u8 state)
 		return;
 	pair->state = state;
 	pair->state_gen++;
+	/*
+	 * Not on rp_wq: the event's message is allocated with GFP_KERNEL,
+	 * which may wait in reclaim for writes to a LUN of ours, and under
+	 * memory pressure rp_wq's one rescuer would then not run the record
+	 * write-backs those writes wait for (rp_claim_reaper() says more).
+	 */
 	if (!pair->dead)
-		queue_work(rp_wq, &pair->event_work);
+		queue_work(system_wq, &pair->event_work);
 	__rp_pair_lag_grant(pair);
 }
 
