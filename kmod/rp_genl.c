@@ -390,8 +390,10 @@ static int rp_parse_pairs(struct genl_info *info, struct rp_pipe_spec *spec)
 	if (!n)
 		return 0;
 	spec->pairs = kcalloc(n, sizeof(*spec->pairs), GFP_KERNEL);
-	if (!spec->pairs)
+	if (!spec->pairs) {
+		NL_SET_ERR_MSG(info->extack, "out of memory for the pairs");
 		return -ENOMEM;
+	}
 	nla_for_each_attr(top, head, len, rem) {
 		if (nla_type(top) != REPLIPIPE_A_PIPE_PAIRS)
 			continue;
@@ -492,6 +494,7 @@ static int rp_nl_pipe_get_doit(struct sk_buff *skb, struct genl_info *info)
 	msg = genlmsg_new(rp_pipe_msg_size(pipe, true),
 			  GFP_KERNEL | __GFP_NOWARN);
 	if (!msg) {
+		NL_SET_ERR_MSG(info->extack, "out of memory for the reply");
 		ret = -ENOMEM;
 		goto unlock;
 	}
@@ -734,6 +737,8 @@ static int rp_nl_bitmap_dumpit(struct sk_buff *skb, struct netlink_callback *cb)
 	do {
 		if (rp_bitmap_fill(skb, cb, pair, off)) {
 			if (!skb->len) {
+				NL_SET_ERR_MSG(cb->extack,
+					       "a bitmap chunk does not fit in the dump's message");
 				ret = -EMSGSIZE;
 				goto unlock;
 			}
@@ -770,6 +775,8 @@ static int rp_claim_reply_send(struct genl_info *info, u8 cmd,
 			  2 * nla_total_size(sizeof(u32)) + nla_total_size(0),
 			  GFP_KERNEL);
 	if (!msg) {
+		NL_SET_ERR_MSG(info->extack,
+			       "out of memory for the claim's reply; the claim is dropped");
 		ret = -ENOMEM;
 		goto abort;
 	}
@@ -788,6 +795,8 @@ static int rp_claim_reply_send(struct genl_info *info, u8 cmd,
 	       nla_put_u32(msg, REPLIPIPE_A_CLAIM_TIME_LEFT_MS,
 			   reply->left_ms))))) {
 		nlmsg_free(msg);
+		NL_SET_ERR_MSG(info->extack,
+			       "the claim's reply does not fit; the claim is dropped");
 		ret = -EMSGSIZE;
 		goto abort;
 	}
@@ -795,6 +804,8 @@ static int rp_claim_reply_send(struct genl_info *info, u8 cmd,
 	ret = genlmsg_reply(msg, info);
 	if (!ret)
 		return 0;
+	NL_SET_ERR_MSG(info->extack,
+		       "the claim's reply could not be delivered; the claim is dropped");
 abort:
 	if (reply->id)
 		rp_claim_abort(pair, reply->id);

@@ -1138,8 +1138,10 @@ static struct rp_pair *rp_pair_create(struct rp_pipe *pipe,
 	int ret;
 
 	pair = kzalloc(sizeof(*pair), GFP_KERNEL);
-	if (!pair)
+	if (!pair) {
+		NL_SET_ERR_MSG(extack, "out of memory for the pair");
 		return ERR_PTR(-ENOMEM);
+	}
 	atomic_inc(&rp_nr_pairs);
 	pair->serial = atomic64_inc_return(&rp_next_pair_serial);
 	pair->pipe = pipe;
@@ -2065,7 +2067,9 @@ static int rp_pair_probe_target(struct rp_pair *pair,
 
 	ret = rp_probe_device(pair->tgt.bdev->bd_dev, &opened, &abandoned);
 	if (!opened) {
-		if (ret != -ENOMEM)
+		if (ret == -ENOMEM)
+			NL_SET_ERR_MSG(extack, "out of memory for the target's probe");
+		else
 			NL_SET_ERR_MSG(extack,
 				       "cannot open the target for the probe");
 		return ret;

@@ -143,7 +143,8 @@
  *   (as PIPE_GET, pairs included except for DELETED).
  *   EVT_PAIR_STATE: PIPE_ID and one REPLIPIPE_A_PIPE_PAIR nest.
  *
- * Errors carry an extack message. Every state-changing command needs
+ * Errors carry an extack message (not for a caller killed while the
+ * command waited: it reads no answer). Every state-changing command needs
  * CAP_NET_ADMIN (GENL_ADMIN_PERM).
  */
 #ifndef _UAPI_LINUX_REPLIPIPE_H
