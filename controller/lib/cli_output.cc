@@ -290,12 +290,13 @@ std::string FormatEvent(const ControlEvent &event)
 	return line;
 }
 
-nlohmann::json StatusJson(const std::vector<ControlPipe> &pipes)
+// In DESIGN.md's order of keys (ordered_json: json sorts them).
+nlohmann::ordered_json StatusJson(const std::vector<ControlPipe> &pipes)
 {
-	json list = json::array();
+	nlohmann::ordered_json list = nlohmann::ordered_json::array();
 	for (const ControlPipe &pipe : pipes)
 		list.push_back(ControlPipeToJson(pipe));
-	return json{{"pipes", std::move(list)}};
+	return nlohmann::ordered_json{{"pipes", std::move(list)}};
 }
 
 nlohmann::ordered_json MethodJson(const ControlReply &reply)

@@ -25,7 +25,7 @@ std::string FormatStatus(const std::vector<ControlPipe> &pipes);
 std::string FormatEvent(const ControlEvent &event);
 
 // {"pipes": [...]}, the `status --json` document of the CLI contract.
-nlohmann::json StatusJson(const std::vector<ControlPipe> &pipes);
+nlohmann::ordered_json StatusJson(const std::vector<ControlPipe> &pipes);
 // {"ReturnValue": N, "ReplicationPipe": ref} on success, {"ReturnValue": N,
 // "Error": text} on failure; a failure without a ReturnValue gives
 // {"Error": text, "code": code}, with ReturnValue 4096 when the code is busy

@@ -13,6 +13,7 @@ namespace
 {
 
 using json = nlohmann::json;
+using ordered_json = nlohmann::ordered_json;
 
 struct OpName {
 	ControlOp op;
@@ -126,18 +127,18 @@ template <typename T> T Get(const json &j, const char *key, T fallback)
 	return it->get<T>();
 }
 
-json ResyncToJson(const ControlResync &r)
+ordered_json ResyncToJson(const ControlResync &r)
 {
-	json retry_in_s = nullptr;
+	ordered_json retry_in_s = nullptr;
 	if (r.retry_in_s)
 		retry_in_s = *r.retry_in_s;
-	return json{{"done_bytes", r.done_bytes},
-	            {"total_bytes", r.total_bytes},
-	            {"rate_bytes_per_s", r.rate_bytes_per_s},
-	            {"running", r.running},
-	            {"failures", r.failures},
-	            {"last_error", r.last_error},
-	            {"retry_in_s", std::move(retry_in_s)}};
+	return ordered_json{{"done_bytes", r.done_bytes},
+	                    {"total_bytes", r.total_bytes},
+	                    {"rate_bytes_per_s", r.rate_bytes_per_s},
+	                    {"running", r.running},
+	                    {"failures", r.failures},
+	                    {"last_error", r.last_error},
+	                    {"retry_in_s", std::move(retry_in_s)}};
 }
 
 // A daemon older than the keys failures, last_error and retry_in_s sends
@@ -156,30 +157,30 @@ ControlResync ResyncFromJson(const json &j)
 	return r;
 }
 
-json ControlPairToJson(const ControlPair &pair)
+ordered_json ControlPairToJson(const ControlPair &pair)
 {
-	json j{{"source", pair.source},
-	       {"target", pair.target},
-	       {"state", pair.state},
-	       {"resync", ResyncToJson(pair.resync)},
-	       {"regions", pair.regions},
-	       {"dirty_regions", pair.dirty_regions},
-	       {"source_bytes", pair.source_bytes},
-	       {"writes_mirrored", pair.writes_mirrored},
-	       {"bytes_mirrored", pair.bytes_mirrored},
-	       {"target_errors", pair.target_errors},
-	       {"lag_bytes", pair.lag_bytes}};
+	ordered_json j{{"source", pair.source},
+	               {"target", pair.target},
+	               {"state", pair.state},
+	               {"resync", ResyncToJson(pair.resync)},
+	               {"regions", pair.regions},
+	               {"dirty_regions", pair.dirty_regions},
+	               {"source_bytes", pair.source_bytes},
+	               {"writes_mirrored", pair.writes_mirrored},
+	               {"bytes_mirrored", pair.bytes_mirrored},
+	               {"target_errors", pair.target_errors},
+	               {"lag_bytes", pair.lag_bytes}};
 	if (!pair.intent.empty())
-		j["intent"] =
-		        json{{"record", pair.intent},
-		             {"loaded_regions", pair.intent_loaded_regions},
-		             {"marked_regions", pair.intent_marked_regions}};
+		j["intent"] = ordered_json{
+		        {"record", pair.intent},
+		        {"loaded_regions", pair.intent_loaded_regions},
+		        {"marked_regions", pair.intent_marked_regions}};
 	if (pair.peer) // iscsi:// targets (docs/iscsi.md)
-		j["peer"] = json{{"portal", pair.peer->portal},
-		                 {"iqn", pair.peer->iqn},
-		                 {"lun", pair.peer->lun},
-		                 {"session", pair.peer->session},
-		                 {"device", pair.peer->device}};
+		j["peer"] = ordered_json{{"portal", pair.peer->portal},
+		                         {"iqn", pair.peer->iqn},
+		                         {"lun", pair.peer->lun},
+		                         {"session", pair.peer->session},
+		                         {"device", pair.peer->device}};
 	return j;
 }
 
@@ -360,23 +361,25 @@ Result<ControlRequest> DecodeRequest(std::string_view line)
 	return request;
 }
 
-nlohmann::json ControlPipeToJson(const ControlPipe &pipe)
+// In DESIGN.md's order of keys, for `status --json` (StatusJson()).
+nlohmann::ordered_json ControlPipeToJson(const ControlPipe &pipe)
 {
-	json pairs = json::array();
+	ordered_json pairs = ordered_json::array();
 	for (const ControlPair &pair : pipe.pairs)
 		pairs.push_back(ControlPairToJson(pair));
-	return json{{"ref", pipe.ref},
-	            {"instance_id", pipe.instance_id},
-	            {"name", pipe.name},
-	            {"source_system", pipe.source_system},
-	            {"target_system", pipe.target_system},
-	            {"mode", pipe.mode},
-	            {"failure_policy", pipe.failure_policy},
-	            {"max_lag_kib", pipe.max_lag_kib},
-	            {"region_kib", pipe.region_kib},
-	            {"resync_rate_limit_kibps", pipe.resync_rate_limit_kibps},
-	            {"in_kernel", pipe.in_kernel},
-	            {"pairs", std::move(pairs)}};
+	return ordered_json{
+	        {"ref", pipe.ref},
+	        {"instance_id", pipe.instance_id},
+	        {"name", pipe.name},
+	        {"source_system", pipe.source_system},
+	        {"target_system", pipe.target_system},
+	        {"mode", pipe.mode},
+	        {"failure_policy", pipe.failure_policy},
+	        {"max_lag_kib", pipe.max_lag_kib},
+	        {"region_kib", pipe.region_kib},
+	        {"resync_rate_limit_kibps", pipe.resync_rate_limit_kibps},
+	        {"in_kernel", pipe.in_kernel},
+	        {"pairs", std::move(pairs)}};
 }
 
 Result<ControlPipe> ControlPipeFromJson(const nlohmann::json &j)
@@ -421,7 +424,7 @@ std::string EncodeReply(const ControlReply &reply)
 	if (!reply.pipes.empty()) {
 		json pipes = json::array();
 		for (const ControlPipe &pipe : reply.pipes)
-			pipes.push_back(ControlPipeToJson(pipe));
+			pipes.push_back(json(ControlPipeToJson(pipe)));
 		j["pipes"] = std::move(pipes);
 	}
 	return DumpLine(j);

@@ -185,7 +185,7 @@ ControlReply ErrorReply(std::string code, std::string error);
 ControlReply MethodReply(const MethodOutcome &outcome);
 
 // The JSON forms `status --json` prints (keys of the CLI contract).
-nlohmann::json ControlPipeToJson(const ControlPipe &pipe);
+nlohmann::ordered_json ControlPipeToJson(const ControlPipe &pipe);
 Result<ControlPipe> ControlPipeFromJson(const nlohmann::json &json);
 
 // Now in RFC 3339 UTC with milliseconds, "2026-11-25T16:03:07.123Z".

@@ -158,6 +158,31 @@ TEST(CliOutput, StatusJsonOfAFailingPair)
 	EXPECT_TRUE(clean["retry_in_s"].is_null());
 }
 
+// `status --json` prints the contract's keys in DESIGN.md's order, the
+// others after them: nlohmann::json sorted them ("failure_policy" first,
+// "ref" near the end), which a script reading the text would not expect.
+TEST(CliOutput, StatusJsonKeepsTheContractsOrderOfKeys)
+{
+	ControlPipe pipe = DbPipe();
+	pipe.pairs.push_back(FailingPair());
+	const std::string text = StatusJson({pipe}).dump();
+	auto in_order = [&](std::vector<std::string> keys, size_t from) {
+		size_t at = from;
+		for (const std::string &key : keys) {
+			const size_t next = text.find("\"" + key + "\":", at);
+			ASSERT_NE(next, std::string::npos)
+			        << key << " not after " << at << " in " << text;
+			at = next;
+		}
+	};
+	in_order({"pipes", "ref", "instance_id", "name", "source_system",
+	          "target_system", "mode", "failure_policy", "pairs", "source",
+	          "target", "state", "resync", "done_bytes", "total_bytes",
+	          "rate_bytes_per_s", "running"},
+	         0);
+	EXPECT_EQ(text.rfind("{\"pipes\":[{\"ref\":", 0), 0u) << text;
+}
+
 // create-or-modify --json prints {"ReturnValue": N, "Error": ...} on a
 // failure of the method (DESIGN.md), and also when the daemon refused the
 // call before the method ran, at its connection cap (Busy, as exit 16 says)

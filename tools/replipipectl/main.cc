@@ -48,10 +48,10 @@ constexpr std::chrono::seconds kPlainProgressEvery{5};
 
 // JSON output that cannot throw: bytes that are not UTF-8 (an error quoting
 // a file name) are printed as U+FFFD.
-std::string Dump(const nlohmann::json &j, int indent = -1)
+std::string Dump(const nlohmann::ordered_json &j, int indent = -1)
 {
 	return j.dump(indent, ' ', false,
-	              nlohmann::json::error_handler_t::replace);
+	              nlohmann::ordered_json::error_handler_t::replace);
 }
 
 // 2.5 -> "2.5", 600 -> "600", 1000000 -> "1000000" (not %g's "1e+06"):
