@@ -240,8 +240,8 @@ CliParse UsageError(const std::string &prefix, const std::string &message)
 {
 	CliParse parse;
 	parse.kind = CliParse::Kind::kUsageError;
-	parse.text = "replipipectl" + prefix + ": " + message +
-	             "\nTry 'replipipectl" + prefix + " --help'.";
+	parse.text = "replipipectl" + prefix + ": " + message;
+	parse.hint = "Try 'replipipectl" + prefix + " --help'.";
 	return parse;
 }
 

@@ -88,6 +88,9 @@ struct CliParse {
 	enum class Kind { kRun, kHelp, kVersion, kUsageError };
 	Kind kind = Kind::kUsageError;
 	std::string text; // help text, or the usage error
+	// A usage error's second line, where to read more: printed after
+	// text on stderr, left out of the --json document (one message).
+	std::string hint;
 	CliInvocation invocation;
 };
 

@@ -527,11 +527,18 @@ TEST_F(CliE2E, JsonUsageErrorIsJsonOnStdout)
 		        reply["Error"].get<std::string>().find("replipipectl"),
 		        std::string::npos)
 		        << run.out;
+		// One message: --help's hint is for a reader of stderr.
+		EXPECT_EQ(reply["Error"].get<std::string>().find('\n'),
+		          std::string::npos)
+		        << run.out;
 	}
 	CliRun plain = Cli({"status", "--bogus"});
 	EXPECT_EQ(plain.exit, kExitUsage);
 	EXPECT_TRUE(plain.out.empty()) << plain.out;
 	EXPECT_NE(plain.err.find("--bogus"), std::string::npos) << plain.err;
+	EXPECT_NE(plain.err.find("\nTry 'replipipectl status --help'."),
+	          std::string::npos)
+	        << plain.err;
 }
 
 // A request over the control protocol's 1 MiB line: the daemon would close

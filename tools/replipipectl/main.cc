@@ -675,7 +675,8 @@ int main(int argc, char **argv)
 			std::cout << OneLineJson(ErrorJson(parse.text, "usage"))
 			          << std::endl;
 		else
-			std::cerr << parse.text << std::endl;
+			std::cerr << parse.text << '\n'
+			          << parse.hint << std::endl;
 		return kExitUsage;
 	case CliParse::Kind::kRun:
 		break;
