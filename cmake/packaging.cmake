@@ -137,10 +137,12 @@ endforeach()
 # --- maintainer scripts (@VAR@ filled in here) ------------------------------
 set(REPLIPIPE_DKMS_NAME ${PROJECT_NAME})
 set(REPLIPIPE_DKMS_VERSION ${PROJECT_VERSION})
+set(CPACK_DEBIAN_RTSLIB_PACKAGE_NAME python3-replipipe)
 foreach(_rp_script
 		replipipe/postinst replipipe/prerm replipipe/postrm
 		replipipe/conffiles
-		replipipe-dkms/postinst replipipe-dkms/prerm replipipe-dkms/postrm)
+		replipipe-dkms/postinst replipipe-dkms/prerm replipipe-dkms/postrm
+		python3-replipipe/prerm)
 	configure_file(${_rp_pkg}/debian/${_rp_script}.in
 		${_rp_pkg_out}/debian/${_rp_script} @ONLY)
 endforeach()
@@ -191,6 +193,10 @@ set(CPACK_DEBIAN_DKMS_PACKAGE_ARCHITECTURE all)
 set(CPACK_DEBIAN_DKMS_PACKAGE_SECTION kernel)
 set(CPACK_DEBIAN_DKMS_PACKAGE_SHLIBDEPS OFF)
 set(CPACK_DEBIAN_DKMS_PACKAGE_DEPENDS "dkms")
+# The headers that follow each new kernel, as dkms itself recommends: DKMS
+# builds the module for a kernel update only if its headers come with it.
+set(CPACK_DEBIAN_DKMS_PACKAGE_RECOMMENDS
+	"linux-headers-amd64 | linux-headers-generic | linux-headers")
 set(CPACK_COMPONENT_DKMS_DESCRIPTION
 "replication pipes for the Linux SCSI target (LIO) - kernel module (DKMS)
 replipipe.ko is a LIO backstore that mirrors every write to a paired block
@@ -203,7 +209,6 @@ set(CPACK_DEBIAN_DKMS_PACKAGE_CONTROL_EXTRA
 	${_rp_pkg_out}/debian/replipipe-dkms/prerm
 	${_rp_pkg_out}/debian/replipipe-dkms/postrm)
 
-set(CPACK_DEBIAN_RTSLIB_PACKAGE_NAME python3-replipipe)
 set(CPACK_DEBIAN_RTSLIB_PACKAGE_ARCHITECTURE all)
 set(CPACK_DEBIAN_RTSLIB_PACKAGE_SECTION python)
 set(CPACK_DEBIAN_RTSLIB_PACKAGE_SHLIBDEPS OFF)
@@ -218,6 +223,8 @@ block device, synchronously or asynchronously, with dirty-region tracking.
 This package registers the replipipe backstore in rtslib-fb and
 targetcli-fb: /backstores/replipipe in targetcli, and saveconfig and
 restoreconfig of its storage objects.")
+set(CPACK_DEBIAN_RTSLIB_PACKAGE_CONTROL_EXTRA
+	${_rp_pkg_out}/debian/python3-replipipe/prerm)
 
 include(CPack)
 

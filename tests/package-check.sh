@@ -184,6 +184,8 @@ check "replipipe Depends from dpkg-shlibdeps (libc6, libnl-genl-3-200, liburing2
 check "replipipe-dkms is Architecture: all and Depends: dkms" \
 	bash -c '[ "$(dpkg-deb -f "$1" Architecture)" = all ] &&
 		grep -Eq "(^|, )dkms( |,|$)" <<< "$(dpkg-deb -f "$1" Depends)"' _ "$dkms_deb"
+check "replipipe-dkms Recommends the headers that follow each kernel (linux-headers-amd64)" \
+	bash -c 'grep -Eq "(^|, )linux-headers-amd64( |$)" <<< "$(dpkg-deb -f "$1" Recommends)"' _ "$dkms_deb"
 dkms_files=$(dpkg-deb -c "$dkms_deb" | awk '{print $6}')
 check "replipipe-dkms holds dkms.conf, kmod/Kbuild, kmod/Makefile, uapi/linux/replipipe.h" \
 	bash -c 'for f in dkms.conf kmod/Kbuild kmod/Makefile uapi/linux/replipipe.h; do
@@ -246,8 +248,13 @@ check "/run/replipipe is a directory, mode 755 (tmpfiles)" \
 check "the unit's Documentation= file exists" test -f /usr/share/doc/replipipe/cli.md
 # Debian's interpreter, which targetcli runs: a python3 earlier on PATH
 # (pyenv's, say) does not read dist-packages.
+# As targetctl at boot does, it may write bytecode beside the modules (not
+# with PYTHONDONTWRITEBYTECODE, which some environments set): the purge
+# below must remove that too.
 check "rtslib_fb knows the replipipe backstore once python3-replipipe is installed" \
-	/usr/bin/python3 -c 'import rtslib_fb.tcm as t; assert "replipipe" in t.so_mapping'
+	env -u PYTHONDONTWRITEBYTECODE /usr/bin/python3 -c 'import rtslib_fb.tcm as t; assert "replipipe" in t.so_mapping'
+check "a root Python wrote replipipe_lio's bytecode (what the purge must remove)" \
+	test -d /usr/lib/python3/dist-packages/replipipe_lio/__pycache__
 check "the unit is enabled (multi-user.target.wants)" \
 	test -L /etc/systemd/system/multi-user.target.wants/replipiped.service
 
