@@ -125,6 +125,10 @@ replipipectl wait "$id" --state InSync --timeout 240 ||
 dd if=/dev/urandom of=$dev bs=1M count=16 seek=8 oflag=direct 2> /dev/null ||
 	vm_fail "write through $dev"
 vm_cmp_devs /dev/ram0 /dev/ram1 || vm_fail "legs differ after the initial resync and 16 MiB of writes"
+# The resync's buffers are registered with io_uring (their pages pinned
+# once, not per I/O): the unit's memlock limit holds four jobs' 32 MiB.
+! grep "io_uring_register_buffers" $DLOG ||
+	vm_fail "the resync could not register its buffers under the unit"
 vm_as rpadmin "replipipectl status $id" > /dev/null ||
 	vm_fail "a member of group replipipe cannot use the socket"
 vm_as rpuser "replipipectl status $id" > /dev/null 2>&1 &&
