@@ -46,9 +46,12 @@ PipeService::TargetsInUse(const std::string &uuid) const
 }
 
 KernelPipeSpec PipeService::KernelSpec(const PipeRecord &record,
-                                       std::string *unresolved)
+                                       std::string *unresolved,
+                                       bool *kept_without_device)
 {
 	KernelPipeSpec spec = ToKernelSpec(record);
+	if (kept_without_device)
+		*kept_without_device = false;
 	if (!connector_)
 		return spec;
 	std::optional<KernelPipeStatus> have;
@@ -87,11 +90,14 @@ KernelPipeSpec PipeService::KernelSpec(const PipeRecord &record,
 				if (kp.source == p.source)
 					kept = &kp;
 		std::string why_kept = why_none;
-		if (kept && connector_->MayBeDiskOf(p.target, kept->target))
+		if (kept && connector_->MayBeDiskOf(p.target, kept->target)) {
 			p.target = kept->target;
-		else if (kept)
+			if (kept_without_device)
+				*kept_without_device = true;
+		} else if (kept) {
 			why_kept = ", and the kernel mirrors that pair to " +
 			           kept->target + ", which is another device";
+		}
 		if (!unresolved || !connector_->Handles(p.target))
 			continue;
 		if (!unresolved->empty())

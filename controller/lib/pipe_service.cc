@@ -1547,7 +1547,9 @@ PipeService::ReconcileOne(const PipeRecord &listed_record,
 		return lines;
 	}
 	std::string unresolved;
-	const KernelPipeSpec spec = KernelSpec(stored, &unresolved);
+	bool kept_without_device = false;
+	const KernelPipeSpec spec =
+	        KernelSpec(stored, &unresolved, &kept_without_device);
 	if (!unresolved.empty()) {
 		// Not adopted, not pushed: the kernel's pair is kept until the
 		// peer gives the target's disk (PushIfNeeded()).
@@ -1573,6 +1575,16 @@ PipeService::ReconcileOne(const PipeRecord &listed_record,
 		return lines;
 	}
 	const std::string diff = SpecDifference(spec, *have);
+	if (diff.empty() && kept_without_device) {
+		// A lost session's disk, which no longer answers: logged in
+		// again, and the pair given the new disk, once the peer
+		// answers (PushIfNeeded()).
+		MarkForRepair(uuid);
+		lines.push_back(label + ": adopted from the kernel, a target "
+		                        "on a device its peer no longer "
+		                        "gives; replipiped logs in again");
+		return lines;
+	}
 	if (diff.empty()) {
 		lines.push_back(label + ": adopted from the kernel");
 		return lines;
@@ -1806,20 +1818,30 @@ Result<PushOutcome> PipeService::PushIfNeeded(const std::string &uuid)
 		// Compared before connecting: a call may have put the stored
 		// definition in place since, and then no peer needs asking.
 		std::string unresolved;
-		diff = SpecDifference(KernelSpec(*stored, &unresolved), **have);
-		if (diff.empty())
+		bool kept = false;
+		diff = SpecDifference(KernelSpec(*stored, &unresolved, &kept),
+		                      **have);
+		if (diff.empty() && !kept)
 			return settled();
 	}
 	// Sessions to the peers first (docs/iscsi.md). A pipe the kernel has
-	// keeps the devices it mirrors to where a peer does not answer
-	// (KernelSpec()), as Reconcile() does.
+	// keeps the devices it mirrors to where a peer does not answer, if
+	// they may be its targets' disks (KernelSpec()), until it answers.
 	const std::string why = ConnectStored(*stored);
 	if (!why.empty() && !*have)
 		return Status::Error(label + ": " + why, EHOSTUNREACH);
 	std::string unresolved;
-	const KernelPipeSpec spec = KernelSpec(*stored, &unresolved);
+	bool kept_without_device = false;
+	const KernelPipeSpec spec =
+	        KernelSpec(*stored, &unresolved, &kept_without_device);
 	if (!unresolved.empty())
 		return Status::Error(label + ": " + unresolved, EHOSTUNREACH);
+	if (kept_without_device)
+		return Status::Error(label + ": " +
+		                             (why.empty() ? "a target's peer "
+		                                            "gives no disk yet"
+		                                          : why),
+		                     EHOSTUNREACH);
 	if (!*have) {
 		if (Status st = kernel_.SetPipe(spec); !st.ok())
 			return st.Context(label + ": push to the kernel");

@@ -248,8 +248,12 @@ private:
 	// session, and the kernel mirrors that pair to none, or to a device
 	// that is not the target's disk); such a pair keeps its URL in the
 	// spec, which must then not reach the kernel (it would refuse it).
+	// *kept_without_device (if given): a URL target without a device now
+	// keeps the device the kernel mirrors its pair to (a lost session's
+	// disk): the pipe is not as stored until its peer gives a disk again.
 	KernelPipeSpec KernelSpec(const PipeRecord &record,
-	                          std::string *unresolved);
+	                          std::string *unresolved,
+	                          bool *kept_without_device = nullptr);
 	// held: the devices the pipe's kernel pairs hold (HeldByPipe()).
 	MethodOutcome ConnectAndVerify(const std::string &uuid,
 	                               const std::vector<PairRecord> &pairs,

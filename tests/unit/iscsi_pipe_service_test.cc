@@ -658,17 +658,39 @@ TEST_F(IscsiPipeServiceTest, AKernelPairOnAnotherDeviceIsNotTakenForALostDisk)
 	FakeConnector down;
 	down.errors[kUrl0] = EHOSTUNREACH;
 
-	// kUrl0's own disk, its session gone: adopted.
+	// kUrl0's own disk, its session gone: adopted, and logged in to
+	// again: the kernel's pair is on a disk that no longer answers.
+	// Before, nothing logged in again until the daemon's next start.
 	{
 		PipeService again{kernel, store, probe, HostIdentity{kHost}};
 		again.SetTargetConnector(&down);
 		ASSERT_TRUE(again.Load().ok());
 		auto report = again.Reconcile();
 		ASSERT_TRUE(report.ok());
-		EXPECT_NE(Lines(*report).find("adopted from the kernel"),
+		EXPECT_NE(Lines(*report).find(
+		                  "adopted from the kernel, a target on a "
+		                  "device its peer no longer gives"),
 		          std::string::npos)
 		        << Lines(*report);
+		EXPECT_TRUE(again.PipesToRepair().count(uuid));
+		auto pushed = again.PushIfNeeded(uuid);
+		EXPECT_FALSE(pushed.ok()) << "settled with the peer down";
+		EXPECT_TRUE(again.PipesToRepair().count(uuid));
+		EXPECT_EQ(kernel.Find(uuid)->pairs[0].target, "/dev/sdx");
+		// The peer answers; the new session's disk has another name.
+		probe.AddDevice("/dev/sdv", 10 * kGiB);
+		down.errors.clear();
+		down.devices[kUrl0] = "/dev/sdv";
+		pushed = again.PushIfNeeded(uuid);
+		ASSERT_TRUE(pushed.ok()) << pushed.status().message();
+		EXPECT_EQ(*pushed, PushOutcome::kReplaced);
+		EXPECT_EQ(kernel.Find(uuid)->pairs[0].target, "/dev/sdv");
 		EXPECT_FALSE(again.PipesToRepair().count(uuid));
+		// Down again, its disk gone: what the rest of the test has.
+		down.errors[kUrl0] = EHOSTUNREACH;
+		down.connected.clear();
+		down.devices[kUrl0] = "/dev/sdx";
+		put_kernel_target("/dev/sdx");
 	}
 
 	put_kernel_target("/dev/sdw");
