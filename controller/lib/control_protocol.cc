@@ -114,9 +114,9 @@ void PutOptArray(json &j, const char *key,
 // Serializes without ever throwing: a string that is not valid UTF-8 (an
 // error message quoting the caller's bytes) is written with U+FFFD in place
 // of the bad bytes instead of throwing json::type_error 316.
-std::string DumpLine(const json &j)
+template <typename Json> std::string DumpLine(const Json &j)
 {
-	return j.dump(-1, ' ', false, json::error_handler_t::replace);
+	return j.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 template <typename T> T Get(const json &j, const char *key, T fallback)
@@ -470,9 +470,10 @@ Result<ControlReply> DecodeReply(std::string_view line)
 	}
 }
 
+// In docs/cli.md's order of keys: `events --json` prints this line as is.
 std::string EncodeEvent(const ControlEvent &event)
 {
-	json j{{"event", event.type}, {"time", event.time}};
+	ordered_json j{{"event", event.type}, {"time", event.time}};
 	auto put = [&j](const char *key, const std::string &value) {
 		if (!value.empty())
 			j[key] = value;

@@ -360,6 +360,25 @@ TEST(ControlProtocol, EventRoundTrip)
 	EXPECT_EQ(event.time.size(), 24u); // 2026-11-25T16:03:07.123Z
 }
 
+// `events --json` prints the daemon's line as is: its keys in docs/cli.md's
+// order, not sorted ("event", "instance_id", ..., "time" before).
+TEST(ControlProtocol, AnEventKeepsTheDocumentedOrderOfKeys)
+{
+	ControlEvent event;
+	event.type = "pair_state";
+	event.time = "2026-11-25T16:03:07.123Z";
+	event.instance_id = "replipipe:x";
+	event.name = "db";
+	event.source = "replipipe_0/vol1";
+	event.target = "/dev/sdb";
+	event.state = "InSync";
+	EXPECT_EQ(EncodeEvent(event),
+	          R"({"event":"pair_state","time":"2026-11-25T16:03:07.123Z",)"
+	          R"("instance_id":"replipipe:x","name":"db",)"
+	          R"("source":"replipipe_0/vol1","target":"/dev/sdb",)"
+	          R"("state":"InSync"})");
+}
+
 // An error that quotes a caller's bytes may not be UTF-8: the reply (and an
 // event) is still encoded, with U+FFFD for the bad bytes, instead of
 // throwing out of the connection thread.
