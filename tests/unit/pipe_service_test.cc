@@ -86,6 +86,16 @@ protected:
 		return c;
 	}
 
+	// A modify of pipe ref (CreateAB()'s): a -> sdc, systems unchanged.
+	CreateOrModifyCall MoveAToSdc(const std::string &ref)
+	{
+		CreateOrModifyCall m = Call({"replipipe_0/a"}, {"/dev/sdc"});
+		m.replication_pipe = ref;
+		m.source_system = "";
+		m.target_system = "";
+		return m;
+	}
+
 	// Creates a pipe a -> sdb; returns its reference.
 	std::string CreateAB(const std::string &name = "db")
 	{
@@ -537,12 +547,8 @@ TEST_F(PipeServiceTest, ASaveThatFailedBeforeItsRenameIsNotWrittenBack)
 		saves++;
 		return Status::Error("disk full", ENOSPC);
 	});
-	CreateOrModifyCall m = Call({"replipipe_0/a"}, {"/dev/sdc"});
-	m.replication_pipe = ref;
-	m.source_system = "";
-	m.target_system = "";
 	::testing::internal::CaptureStderr();
-	MethodOutcome out = service.CreateOrModify(m);
+	MethodOutcome out = service.CreateOrModify(MoveAToSdc(ref));
 	const std::string log = ::testing::internal::GetCapturedStderr();
 	EXPECT_EQ(out.return_value, ReturnValue::kUnspecifiedError)
 	        << out.error;
@@ -575,12 +581,8 @@ TEST_F(PipeServiceTest, AFailedSaveWhoseWriteBackFailedIsWrittenAgain)
 		}
 		return Status();
 	});
-	CreateOrModifyCall m = Call({"replipipe_0/a"}, {"/dev/sdc"});
-	m.replication_pipe = ref;
-	m.source_system = "";
-	m.target_system = "";
 	::testing::internal::CaptureStderr();
-	MethodOutcome out = service.CreateOrModify(m);
+	MethodOutcome out = service.CreateOrModify(MoveAToSdc(ref));
 	::testing::internal::GetCapturedStderr();
 	EXPECT_EQ(out.return_value, ReturnValue::kUnspecifiedError)
 	        << out.error;
