@@ -290,6 +290,21 @@ protected:
 		           "logged out";
 	}
 
+	// The daemon started again on the same kernel and store, with
+	// connector for its peers, its store loaded (not reconciled yet);
+	// null when the load failed.
+	std::unique_ptr<PipeService> Restarted(TargetConnector &connector)
+	{
+		auto again = std::make_unique<PipeService>(kernel, store, probe,
+		                                           HostIdentity{kHost});
+		again->SetTargetConnector(&connector);
+		if (Status st = again->Load(); !st.ok()) {
+			ADD_FAILURE() << "load: " << st.message();
+			return nullptr;
+		}
+		return again;
+	}
+
 	// A stored pipe "name", replipipe_1/<name> -> url, which is
 	// iscsi://10.0.1.<n>:3260/iqn.2003-01.org.x:<name>/0 (disk
 	// /dev/<name>), made through connector; its UUID.
@@ -662,30 +677,29 @@ TEST_F(IscsiPipeServiceTest, AKernelPairOnAnotherDeviceIsNotTakenForALostDisk)
 	// again: the kernel's pair is on a disk that no longer answers.
 	// Before, nothing logged in again until the daemon's next start.
 	{
-		PipeService again{kernel, store, probe, HostIdentity{kHost}};
-		again.SetTargetConnector(&down);
-		ASSERT_TRUE(again.Load().ok());
-		auto report = again.Reconcile();
+		auto again = Restarted(down);
+		ASSERT_TRUE(again);
+		auto report = again->Reconcile();
 		ASSERT_TRUE(report.ok());
 		EXPECT_NE(Lines(*report).find(
 		                  "adopted from the kernel, a target on a "
 		                  "device its peer no longer gives"),
 		          std::string::npos)
 		        << Lines(*report);
-		EXPECT_TRUE(again.PipesToRepair().count(uuid));
-		auto pushed = again.PushIfNeeded(uuid);
+		EXPECT_TRUE(again->PipesToRepair().count(uuid));
+		auto pushed = again->PushIfNeeded(uuid);
 		EXPECT_FALSE(pushed.ok()) << "settled with the peer down";
-		EXPECT_TRUE(again.PipesToRepair().count(uuid));
+		EXPECT_TRUE(again->PipesToRepair().count(uuid));
 		EXPECT_EQ(kernel.Find(uuid)->pairs[0].target, "/dev/sdx");
 		// The peer answers; the new session's disk has another name.
 		probe.AddDevice("/dev/sdv", 10 * kGiB);
 		down.errors.clear();
 		down.devices[kUrl0] = "/dev/sdv";
-		pushed = again.PushIfNeeded(uuid);
+		pushed = again->PushIfNeeded(uuid);
 		ASSERT_TRUE(pushed.ok()) << pushed.status().message();
 		EXPECT_EQ(*pushed, PushOutcome::kReplaced);
 		EXPECT_EQ(kernel.Find(uuid)->pairs[0].target, "/dev/sdv");
-		EXPECT_FALSE(again.PipesToRepair().count(uuid));
+		EXPECT_FALSE(again->PipesToRepair().count(uuid));
 		// Down again, its disk gone: what the rest of the test has.
 		down.errors[kUrl0] = EHOSTUNREACH;
 		down.connected.clear();
@@ -694,10 +708,9 @@ TEST_F(IscsiPipeServiceTest, AKernelPairOnAnotherDeviceIsNotTakenForALostDisk)
 	}
 
 	put_kernel_target("/dev/sdw");
-	PipeService again{kernel, store, probe, HostIdentity{kHost}};
-	again.SetTargetConnector(&down);
-	ASSERT_TRUE(again.Load().ok());
-	auto report = again.Reconcile();
+	auto again = Restarted(down);
+	ASSERT_TRUE(again);
+	auto report = again->Reconcile();
 	ASSERT_TRUE(report.ok());
 	const std::string all = Lines(*report);
 	EXPECT_EQ(all.find("adopted"), std::string::npos) << all;
@@ -708,22 +721,22 @@ TEST_F(IscsiPipeServiceTest, AKernelPairOnAnotherDeviceIsNotTakenForALostDisk)
 		EXPECT_NE(all.find(needle), std::string::npos)
 		        << needle << " not in: " << all;
 	EXPECT_NE(all.find(kUrl0), std::string::npos) << all;
-	EXPECT_TRUE(again.PipesToRepair().count(uuid));
+	EXPECT_TRUE(again->PipesToRepair().count(uuid));
 	EXPECT_EQ(kernel.Find(uuid)->pairs[0].target, "/dev/sdw");
 
 	// The peer still down: the refresh's push fails and the pipe waits.
-	auto pushed = again.PushIfNeeded(uuid);
+	auto pushed = again->PushIfNeeded(uuid);
 	EXPECT_FALSE(pushed.ok());
-	EXPECT_TRUE(again.PipesToRepair().count(uuid));
+	EXPECT_TRUE(again->PipesToRepair().count(uuid));
 	EXPECT_EQ(kernel.Find(uuid)->pairs[0].target, "/dev/sdw");
 
 	// The peer answers: the stored target goes back to the kernel.
 	down.errors.clear();
-	pushed = again.PushIfNeeded(uuid);
+	pushed = again->PushIfNeeded(uuid);
 	ASSERT_TRUE(pushed.ok()) << pushed.status().message();
 	EXPECT_EQ(*pushed, PushOutcome::kReplaced);
 	EXPECT_EQ(kernel.Find(uuid)->pairs[0].target, "/dev/sdx");
-	EXPECT_FALSE(again.PipesToRepair().count(uuid));
+	EXPECT_FALSE(again->PipesToRepair().count(uuid));
 }
 
 // A modify moving pair a from kUrl0 to /dev/sdw whose store write fails
@@ -1142,10 +1155,9 @@ TEST_F(IscsiPipeServiceTest, ReconcileReconnectsBeforePushing)
 	ASSERT_TRUE(kernel.DeletePipe(Uuid(out)).ok());
 	connector.connected.clear();
 	FakeConnector fresh;
-	PipeService again{kernel, store, probe, HostIdentity{kHost}};
-	again.SetTargetConnector(&fresh);
-	ASSERT_TRUE(again.Load().ok());
-	auto report = again.Reconcile();
+	auto again = Restarted(fresh);
+	ASSERT_TRUE(again);
+	auto report = again->Reconcile();
 	ASSERT_TRUE(report.ok());
 	EXPECT_EQ(fresh.connects, 1);
 	auto k = kernel.Find(Uuid(out));
@@ -1194,10 +1206,9 @@ TEST_F(IscsiPipeServiceTest, ALoginThatTimedOutIsNotTriedAgainForAnotherLun)
 		down.same_session[kUrl1] = kUrl0;
 		if (f == Failure::kDiskTimeout)
 			down.disk_timeouts = {kUrl0, kUrl1};
-		PipeService again{kernel, store, probe, HostIdentity{kHost}};
-		again.SetTargetConnector(&down);
-		ASSERT_TRUE(again.Load().ok());
-		auto report = again.Reconcile();
+		auto again = Restarted(down);
+		ASSERT_TRUE(again);
+		auto report = again->Reconcile();
 		ASSERT_TRUE(report.ok()) << report.status().message();
 		const std::string all = Lines(*report);
 		EXPECT_FALSE(kernel.Find(Uuid(out))) << all;
@@ -1256,10 +1267,9 @@ TEST_F(IscsiPipeServiceTest, ReconcileDoesNotWaitForDeadPeersOneAfterTheOther)
 		if (spec.id == local)
 			local_pushed_ms = MsSince(start);
 	});
-	PipeService again{kernel, store, probe, HostIdentity{kHost}};
-	again.SetTargetConnector(&down);
-	ASSERT_TRUE(again.Load().ok());
-	auto report = again.Reconcile();
+	auto again = Restarted(down);
+	ASSERT_TRUE(again);
+	auto report = again->Reconcile();
 	const long long took = MsSince(start);
 	kernel.SetApplyHook({});
 	ASSERT_TRUE(report.ok()) << report.status().message();
